@@ -1,0 +1,68 @@
+"""The platform's one typed settings object, read from ``AIP_*`` environment variables.
+
+Entrypoints build it once (``Settings()``) and pass values down; library code never reads
+``os.environ`` itself. Defaults serve one machine: state and artifacts under ``~/.aiplatform``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RAY_NAMESPACE_DEFAULT = "aiplatform"
+
+
+class Settings(BaseSettings):
+    """Platform configuration; every field maps to ``AIP_<FIELD>`` (e.g. ``AIP_STORAGE_URI``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIP_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".aiplatform")
+    """Root for local state (SQLite) and, by default, artifacts."""
+
+    storage_uri: Optional[str] = None
+    """Where artifacts live: a local path / ``file://`` URI or ``s3://bucket/prefix``.
+    Default: ``<home>/artifacts``."""
+
+    s3_endpoint_url: Optional[str] = None
+    """S3-compatible endpoint (MinIO, moto, ...); unset means AWS."""
+    s3_access_key_id: Optional[str] = None
+    s3_secret_access_key: Optional[str] = None
+
+    state_dir: Optional[Path] = None
+    """SQLite files of the head-node actors. Default: ``<home>/state``."""
+
+    ray_address: Optional[str] = Field(
+        default=None, validation_alias=AliasChoices("AIP_RAY_ADDRESS", "RAY_ADDRESS")
+    )
+    """Existing cluster to join; unset starts an embedded local Ray."""
+    ray_namespace: str = RAY_NAMESPACE_DEFAULT
+    ray_num_cpus: Optional[int] = None
+    """CPUs of the embedded local Ray (default: all cores)."""
+    ray_temp_dir: Optional[Path] = None
+    ray_dashboard: bool = True
+
+    train_worker_cpus: float = 0.5
+    """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores
+    without starving each other (a hang seen with whole CPUs on 2-core machines)."""
+
+    max_package_bytes: int = 2 * 1024**3
+    max_package_entry_bytes: int = 1 * 1024**3
+
+    @field_validator("train_worker_cpus")
+    @classmethod
+    def _positive_cpus(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("train_worker_cpus must be > 0")
+        return value
+
+    @property
+    def resolved_storage_uri(self) -> str:
+        return self.storage_uri or str(self.home / "artifacts")
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir or (self.home / "state")

@@ -1,0 +1,60 @@
+"""The storage manager: artifacts under a root URI, local by default, S3 through s3fs.
+
+``open_storage`` picks the backend by URI scheme (as MLflow's artifact repositories do).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.settings import Settings
+from aiplatform.storage.base import ObjectInfo, Storage, sha256_bytes, sha256_file, validate_key
+from aiplatform.storage.local import LocalStorage
+from aiplatform.storage.s3 import S3Storage
+
+__all__ = [
+    "ObjectInfo",
+    "Storage",
+    "LocalStorage",
+    "S3Storage",
+    "open_storage",
+    "storage_from_settings",
+    "sha256_bytes",
+    "sha256_file",
+    "validate_key",
+]
+
+
+def open_storage(
+    uri: str,
+    *,
+    endpoint_url: Optional[str] = None,
+    access_key_id: Optional[str] = None,
+    secret_access_key: Optional[str] = None,
+) -> Storage:
+    """Open the storage backend for ``uri`` (a path, ``file://...`` or ``s3://...``)."""
+    if uri.startswith("s3://"):
+        return S3Storage(
+            uri,
+            endpoint_url=endpoint_url,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+        )
+    if uri.startswith("file://"):
+        return LocalStorage(uri[len("file://") :])
+    if "://" in uri:
+        raise InvalidArgument(
+            f"Unsupported storage URI {uri!r}: use a local path, file:// or s3://"
+        )
+    return LocalStorage(uri)
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    """The platform's storage as configured by ``AIP_STORAGE_URI`` and ``AIP_S3_*``."""
+    return open_storage(
+        settings.resolved_storage_uri,
+        endpoint_url=settings.s3_endpoint_url,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+    )
