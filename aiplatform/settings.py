@@ -64,5 +64,17 @@ class Settings(BaseSettings):
         return self.storage_uri or str(self.home / "artifacts")
 
     @property
+    def s3_storage_options(self) -> dict[str, object]:
+        """fsspec options for ``s3://`` dataset sources (same endpoint and keys as storage)."""
+        options: dict[str, object] = {}
+        if self.s3_endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
+        if self.s3_access_key_id:
+            options["key"] = self.s3_access_key_id
+        if self.s3_secret_access_key:
+            options["secret"] = self.s3_secret_access_key
+        return options
+
+    @property
     def resolved_state_dir(self) -> Path:
         return self.state_dir or (self.home / "state")

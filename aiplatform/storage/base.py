@@ -170,6 +170,24 @@ class Storage(ABC):
         self.fs.rm(self._path(key))
         self._refresh()
 
+    def remove_tree(self, prefix: str) -> None:
+        """Remove everything under ``prefix``, finished or not (cleanup of an aborted build)."""
+        for path in (self._path(prefix), self._digest_path(prefix)):
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        self._refresh()
+
+    def find_unsealed(self, prefix: str) -> list[str]:
+        """Keys of objects under ``prefix`` written by other writers, sealed or not."""
+        self._refresh()
+        base = self._path(prefix)
+        if not self.fs.exists(base):
+            return []
+        return sorted(
+            f"{prefix.rstrip('/')}/{posixpath.relpath(_strip_protocol(p), _strip_protocol(base))}"
+            for p in self.fs.find(base)
+        )
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` (a key or folder); returns how many."""
         keys = self.list(prefix)

@@ -1,0 +1,85 @@
+"""Model architectures, built from the plain-data ``architecture`` block of a ``model.json``.
+
+Packages never carry code: a loader looks the architecture ``type`` up here and builds the module,
+then loads weights into it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from aiplatform.errors import InvalidArgument
+
+
+class ConvClassifier(nn.Module):
+    """A small VGG-style CNN: [conv-relu-maxpool] per entry of ``conv_channels``, then an MLP head."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        conv_channels: list[int],
+        kernel_size: int = 3,
+        hidden_units: int = 128,
+        dropout: float = 0.25,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, size = in_channels, image_size
+        for out_channels in conv_channels:
+            layers += [
+                nn.Conv2d(channels, out_channels, kernel_size, padding=kernel_size // 2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels, size = out_channels, size // 2
+        if size < 1:
+            raise InvalidArgument(
+                f"image_size {image_size} is too small for {len(conv_channels)} pooling stages"
+            )
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(channels * size * size, hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_units, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def _build_cnn(arch: dict[str, Any]) -> nn.Module:
+    return ConvClassifier(
+        in_channels=int(arch["in_channels"]),
+        image_size=int(arch["image_size"]),
+        num_classes=int(arch["num_classes"]),
+        conv_channels=[int(c) for c in arch["conv_channels"]],
+        kernel_size=int(arch.get("kernel_size", 3)),
+        hidden_units=int(arch.get("hidden_units", 128)),
+        dropout=float(arch.get("dropout", 0.25)),
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"cnn": _build_cnn}
+
+
+def build_model(architecture: dict[str, Any]) -> nn.Module:
+    """Instantiate the module an ``architecture`` block describes (weights uninitialised)."""
+    kind = architecture.get("type")
+    builder = ARCHITECTURES.get(str(kind))
+    if builder is None:
+        raise InvalidArgument(
+            f"Unknown model architecture type {kind!r}; known: {sorted(ARCHITECTURES)}"
+        )
+    try:
+        return builder(architecture)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgument(f"Invalid {kind} architecture {architecture}: {exc}") from exc

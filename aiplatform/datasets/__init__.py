@@ -1,0 +1,6 @@
+"""The dataset manager on Ray Data: sources, augmentation, seeded splits, versioned parquet."""
+
+from aiplatform.datasets.manager import DatasetManager, DatasetVersion
+from aiplatform.datasets.spec import AugmentSpec, DatasetSpec
+
+__all__ = ["AugmentSpec", "DatasetManager", "DatasetSpec", "DatasetVersion"]

@@ -1,0 +1,320 @@
+"""The dataset manager: build immutable, content-addressed dataset versions on Ray Data.
+
+A version lives at ``datasets/<name>/<version>/``: hive-partitioned parquet under ``data/`` and a
+``manifest.json`` written last. A version without its manifest is an aborted build: it is removed
+and rebuilt; a version with one is reused as is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import ray.data
+
+from aiplatform.datasets.augment import hash_uniform, random_affine
+from aiplatform.datasets.sources import read_source
+from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
+from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.storage import Storage, validate_key
+
+MANIFEST_FORMAT = 1
+HISTOGRAM_BINS = 16
+SPLIT_STREAM = 7
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """A built dataset version: its manifest and where its files are."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        image = self.manifest["image"]
+        return int(image["height"]), int(image["width"]), int(image["channels"])
+
+    def rows(self, split: str) -> int:
+        return int(self.manifest["splits"][split]["rows"])
+
+    def files(self, split: str) -> list[dict[str, Any]]:
+        return list(self.manifest["splits"][split]["files"])
+
+
+def assign_splits(
+    batch: dict[str, np.ndarray], spec: DatasetSpec
+) -> dict[str, np.ndarray]:
+    """Seeded split by row id; train rows gain augmented copies when the spec asks."""
+    ids = np.asarray(batch["id"], dtype=np.int64)
+    source_split = np.asarray(batch["source_split"]).astype(str)
+    u = hash_uniform(spec.seed, ids, SPLIT_STREAM)
+    split = np.where(source_split == "test", "test", "train").astype(object)
+    if not (source_split == "test").any() and not (source_split == "train").any():
+        split[u < spec.test_fraction] = "test"
+        split[(u >= spec.test_fraction) & (u < spec.test_fraction + spec.val_fraction)] = "val"
+    else:
+        split[(source_split != "test") & (u < spec.val_fraction)] = "val"
+    out = {
+        "id": ids,
+        "image": np.asarray(batch["image"], dtype=object),
+        "label": np.asarray(batch["label"], dtype=np.int64),
+        "split": split,
+        "variant": np.zeros(len(ids), dtype=np.int32),
+    }
+    if spec.augment is not None:
+        out = _with_augmented_copies(out, spec.augment, spec)
+    return out
+
+
+def _with_augmented_copies(
+    rows: dict[str, np.ndarray], augment: AugmentSpec, spec: DatasetSpec
+) -> dict[str, np.ndarray]:
+    train = rows["split"] == "train"
+    if not train.any():
+        return rows
+    shape = (spec.image_size, spec.image_size, spec.channels)
+    images = np.stack([np.frombuffer(b, dtype=np.uint8).reshape(shape) for b in rows["image"][train]])
+    parts = [rows]
+    for copy_index in range(augment.copies):
+        warped = random_affine(images, rows["id"][train], copy_index, augment, spec.seed)
+        parts.append(
+            {
+                "id": rows["id"][train],
+                "image": np.array([w.tobytes() for w in warped], dtype=object),
+                "label": rows["label"][train],
+                "split": rows["split"][train],
+                "variant": np.full(int(train.sum()), copy_index + 1, dtype=np.int32),
+            }
+        )
+    return {key: np.concatenate([p[key] for p in parts]) for key in rows}
+
+
+def split_statistics(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
+    """Per-split partial sums for one batch (combined in the driver)."""
+    out: dict[str, list[Any]] = {"split": [], "count": [], "sum": [], "sumsq": [], "hist": [], "classes": []}
+    splits = np.asarray(batch["split"]).astype(str)
+    for split in np.unique(splits):
+        mask = splits == split
+        pixels = np.frombuffer(b"".join(batch["image"][mask]), dtype=np.uint8).astype(np.float64)
+        out["split"].append(split)
+        out["count"].append(int(mask.sum()))
+        out["sum"].append(pixels.sum() / 255.0)
+        out["sumsq"].append(np.square(pixels / 255.0).sum())
+        out["hist"].append(np.histogram(pixels, bins=HISTOGRAM_BINS, range=(0, 256))[0])
+        out["classes"].append(np.bincount(batch["label"][mask], minlength=num_classes)[:num_classes])
+    return {
+        "split": np.array(out["split"], dtype=object),
+        "count": np.array(out["count"], dtype=np.int64),
+        "sum": np.array(out["sum"]),
+        "sumsq": np.array(out["sumsq"]),
+        "hist": np.stack(out["hist"]) if out["hist"] else np.zeros((0, HISTOGRAM_BINS)),
+        "classes": np.stack(out["classes"]) if out["classes"] else np.zeros((0, num_classes)),
+    }
+
+
+class DatasetManager:
+    """Builds, finds and reads dataset versions in the platform's storage."""
+
+    def __init__(self, storage: Storage, source_storage_options: Optional[dict[str, Any]] = None):
+        self.storage = storage
+        self.source_storage_options = source_storage_options or {}
+
+    # -- build ------------------------------------------------------------------------------
+    def build(self, spec: DatasetSpec) -> DatasetVersion:
+        """Build the version for ``spec``, or return the existing one with the same content."""
+        source = read_source(spec, self.source_storage_options)
+        name, version = spec.dataset_name, spec.version_id(source.fingerprint)
+        prefix = f"datasets/{name}/{version}"
+        if self.storage.exists(f"{prefix}/manifest.json"):
+            return self.get(name, version)
+        self.storage.remove_tree(prefix)
+        started = time.time()
+        rows = source.dataset.map_batches(assign_splits, fn_kwargs={"spec": spec}, batch_size=1024)
+        try:
+            rows.write_parquet(
+                self.storage.arrow_path(f"{prefix}/data"),
+                filesystem=self.storage.arrow_filesystem(),
+                partition_cols=["split"],
+                min_rows_per_file=4096,
+            )
+        except Exception as exc:  # Ray wraps user errors; surface the platform's own message.
+            self.storage.remove_tree(prefix)
+            raise _unwrap(exc) from exc
+        files = [
+            self.storage.seal(key)
+            for key in self.storage.find_unsealed(f"{prefix}/data")
+            if key.endswith(".parquet")
+        ]
+        stats = self._statistics(files, len(source.labels))
+        splits: dict[str, Any] = {}
+        for split in SPLITS:
+            split_files = [f for f in files if f"/split={split}/" in f.key]
+            s = stats.get(split)
+            splits[split] = {
+                "rows": s["count"] if s else 0,
+                "per_class": (
+                    {label: int(n) for label, n in zip(source.labels, s["classes"])} if s else {}
+                ),
+                "files": [{"key": f.key, "sha256": f.sha256, "size": f.size} for f in split_files],
+            }
+        if splits["train"]["rows"] == 0:
+            self.storage.remove_tree(prefix)
+            raise InvalidArgument(f"Dataset source {spec.source!r} produced no training rows")
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "name": name,
+            "version": version,
+            "created_at": time.time(),
+            "build_seconds": round(time.time() - started, 2),
+            "spec": spec.model_dump(mode="json"),
+            "source_fingerprint": source.fingerprint,
+            "schema": {
+                "id": "int64 (content hash of the image bytes)",
+                "image": "binary: raw uint8, height x width x channels, row-major",
+                "label": "int64 index into labels",
+                "variant": "int32 (0 original, k>0 the k-th augmented copy)",
+                "split": "hive partition: train | val | test",
+            },
+            "image": {"height": spec.image_size, "width": spec.image_size, "channels": spec.channels},
+            "labels": source.labels,
+            "splits": splits,
+            "content_hash": _content_hash(files),
+            "profile": {
+                split: {
+                    "mean_intensity": s["mean"],
+                    "std_intensity": s["std"],
+                    "intensity_histogram": s["hist"],
+                }
+                for split, s in stats.items()
+            },
+        }
+        self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
+        return DatasetVersion(manifest)
+
+    def _statistics(self, files: list[Any], num_classes: int) -> dict[str, dict[str, Any]]:
+        if not files:
+            return {}
+        dataset = ray.data.read_parquet(
+            [self.storage.arrow_path(f.key) for f in files],
+            filesystem=self.storage.arrow_filesystem(),
+        )
+        partial = dataset.map_batches(
+            split_statistics, fn_kwargs={"num_classes": num_classes}, batch_size=4096
+        ).take_all()
+        totals: dict[str, dict[str, Any]] = {}
+        for row in partial:
+            t = totals.setdefault(
+                str(row["split"]),
+                {"count": 0, "sum": 0.0, "sumsq": 0.0, "hist": np.zeros(HISTOGRAM_BINS), "classes": np.zeros(num_classes)},
+            )
+            t["count"] += int(row["count"])
+            t["sum"] += float(row["sum"])
+            t["sumsq"] += float(row["sumsq"])
+            t["hist"] = t["hist"] + np.asarray(row["hist"])
+            t["classes"] = t["classes"] + np.asarray(row["classes"])
+        result = {}
+        for split, t in totals.items():
+            pixels = max(1.0, float(t["hist"].sum()))
+            mean = t["sum"] / pixels
+            result[split] = {
+                "count": t["count"],
+                "classes": [int(c) for c in t["classes"]],
+                "mean": round(mean, 6),
+                "std": round(float(np.sqrt(max(0.0, t["sumsq"] / pixels - mean**2))), 6),
+                "hist": [round(float(h) / pixels, 6) for h in t["hist"]],
+            }
+        return result
+
+    # -- lookups ----------------------------------------------------------------------------
+    def get(self, name: str, version: str) -> DatasetVersion:
+        """Load a version's manifest; :class:`NotFound` when it was never (fully) built."""
+        key = f"datasets/{name}/{version}/manifest.json"
+        validate_key(key)
+        if not self.storage.exists(key):
+            raise NotFound(f"Dataset version (name={name}, version={version}) not found")
+        return DatasetVersion(json.loads(self.storage.get_bytes(key)))
+
+    def get_ref(self, ref: str) -> DatasetVersion:
+        """Load ``name@version``."""
+        name, sep, version = ref.partition("@")
+        if not sep or not name or not version:
+            raise InvalidArgument(f"Dataset reference {ref!r} must look like name@version")
+        return self.get(name, version)
+
+    def list_versions(self, name: Optional[str] = None) -> list[DatasetVersion]:
+        """Every built version (of one dataset, or of all), newest first."""
+        prefix = f"datasets/{name}" if name else "datasets"
+        keys = [k for k in self.storage.list(prefix) if k.endswith("/manifest.json")]
+        versions = [DatasetVersion(json.loads(self.storage.get_bytes(k))) for k in keys]
+        return sorted(versions, key=lambda v: v.manifest["created_at"], reverse=True)
+
+    def read_split(self, version: DatasetVersion, split: str, *, verify: bool = True) -> ray.data.Dataset:
+        """A split as a Ray Dataset (columns id, image, label, variant); files checked first."""
+        if split not in SPLITS:
+            raise InvalidArgument(f"Unknown split {split!r}; use one of {list(SPLITS)}")
+        files = version.files(split)
+        if not files:
+            raise NotFound(f"Dataset {version.ref} has no rows in split {split!r}")
+        for entry in files:
+            recorded = self.storage.recorded_sha256(entry["key"])
+            if recorded != entry["sha256"]:
+                raise InvalidArgument(
+                    f"Dataset {version.ref} file {entry['key']!r} does not match its manifest"
+                )
+            if verify:
+                self.storage.get_bytes(entry["key"])  # raises IntegrityError when corrupt
+        return ray.data.read_parquet(
+            [self.storage.arrow_path(f["key"]) for f in files],
+            filesystem=self.storage.arrow_filesystem(),
+            columns=["id", "image", "label", "variant"],
+            partitioning=None,
+        )
+
+
+def _content_hash(files: list[Any]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.key):
+        digest.update(f"{f.key.rsplit('/data/', 1)[-1]}:{f.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The platform error buried in a Ray task error, if any."""
+    from aiplatform.errors import AIPError
+
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, AIPError):
+            return type(current)(current.message)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    message = str(exc)
+    for line in reversed(message.splitlines()):
+        for cls_name in ("InvalidArgument", "NotFound", "IntegrityError"):
+            if f"{cls_name}:" in line:
+                from aiplatform import errors
+
+                return getattr(errors, cls_name)(line.split(f"{cls_name}:", 1)[1].strip())
+    return exc

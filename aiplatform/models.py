@@ -1,0 +1,90 @@
+"""The model manager: turns a finished training run into a stored package and a registry version."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from aiplatform.packaging import build_package
+from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore, validate_model_name
+from aiplatform.storage import Storage, sha256_bytes
+from aiplatform.training import TrainingOutcome
+
+
+def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:
+    """The ``model.json`` of an image classifier trained by the engine."""
+    height, width, channels = outcome.dataset.image_shape
+    return {
+        "name": name,
+        "template": outcome.template,
+        "task": "image-classification",
+        "architecture": outcome.architecture,
+        "hyperparameters": outcome.params,
+        "input": {
+            "type": "image",
+            "height": height,
+            "width": width,
+            "channels": channels,
+            "dtype": "uint8",
+            "accepts": ["image/png", "image/jpeg", "array"],
+        },
+        "labels": outcome.dataset.labels,
+        "preprocessing": outcome.preprocessing,
+        "output": {"type": "class_probabilities", "num_classes": len(outcome.dataset.labels)},
+    }
+
+
+def package_key(name: str, sha256: str) -> str:
+    """Packages are content-addressed: a retry writes the same key with the same bytes."""
+    return f"packages/{name}/{sha256[:24]}.zip"
+
+
+def publish_model(
+    outcome: TrainingOutcome,
+    *,
+    name: str,
+    storage: Storage,
+    registry: RegistryClient | RegistryStore,
+    lineage: Optional[dict[str, Any]] = None,
+) -> ModelVersion:
+    """Package the weights, store the ZIP, then register it (in that order, so the registry
+    never points at a package that is not fully stored)."""
+    validate_model_name(name)
+    final_epoch = outcome.history[-1] if outcome.history else {}
+    metrics = {
+        **outcome.test_metrics,
+        "val_accuracy": final_epoch.get("val_accuracy"),
+        "val_loss": final_epoch.get("val_loss"),
+        "train_loss": final_epoch.get("train_loss"),
+        "samples_per_second": final_epoch.get("samples_per_second"),
+        "epochs": len(outcome.history),
+        "history": outcome.history,
+    }
+    full_lineage = {
+        "method": "train",
+        "template": outcome.template,
+        "run_name": outcome.run_name,
+        "dataset": outcome.dataset.ref,
+        "dataset_content_hash": outcome.dataset.manifest["content_hash"],
+        "checkpoint": outcome.checkpoint_uri,
+        "parent": None,
+        "used_gpu": outcome.used_gpu,
+        **(lineage or {}),
+    }
+    data = build_package(
+        model_config=model_config_for(outcome, name),
+        state_dict=outcome.state_dict,
+        metrics=metrics,
+        lineage=full_lineage,
+    )
+    digest = sha256_bytes(data)
+    key = package_key(name, digest)
+    storage.put_bytes(key, data)
+    return registry.register_version(
+        name,
+        package_key=key,
+        sha256=digest,
+        template=outcome.template,
+        metrics=metrics,
+        lineage=full_lineage,
+        idempotency_key=outcome.run_name,
+    )

@@ -1,0 +1,209 @@
+"""Model packages: one verified ZIP with weights, ``model.json`` and ``manifest.json``.
+
+Layout::
+
+    model.json            architecture, hyperparameters, input spec, labels, preprocessing
+    weights.safetensors   tensors only (never a pickle, so loading runs no code)
+    manifest.json         sha256 and size of every other file, library versions, metrics, lineage
+
+Loading checks the archive before trusting any of it: entry names (no absolute paths, no ``..``),
+entry and total sizes, the required files, no unlisted files, and every sha256.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import posixpath
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from aiplatform.architectures import build_model
+from aiplatform.errors import IntegrityError, InvalidArgument
+from aiplatform.storage import sha256_bytes
+
+PACKAGE_FORMAT = 1
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_FILES = (MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE)
+DEFAULT_MAX_PACKAGE_BYTES = 2 * 1024**3
+DEFAULT_MAX_ENTRY_BYTES = 1024**3
+MAX_ENTRIES = 64
+
+
+@dataclass
+class ModelPackage:
+    """A loaded, verified package: the module in eval mode and its metadata."""
+
+    model: torch.nn.Module
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config["labels"])
+
+
+def library_versions() -> dict[str, str]:
+    import ray
+    import safetensors
+
+    from aiplatform import __version__
+
+    return {
+        "aiplatform": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def build_package(
+    *,
+    model_config: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+    lineage: dict[str, Any],
+    extra_files: Optional[dict[str, bytes]] = None,
+) -> bytes:
+    """Serialize weights and metadata into package bytes (deterministic apart from created_at)."""
+    for key in ("name", "template", "architecture", "labels", "input", "preprocessing"):
+        if key not in model_config:
+            raise InvalidArgument(f"model.json needs {key!r}")
+    # Validate that the weights fit the architecture before anything is written.
+    build_model(model_config["architecture"]).load_state_dict(state_dict)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    files: dict[str, bytes] = {
+        MODEL_FILE: json.dumps({"format": PACKAGE_FORMAT, **model_config}, indent=2, sort_keys=True).encode(),
+        WEIGHTS_FILE: save_safetensors(tensors),
+    }
+    for name, data in (extra_files or {}).items():
+        _check_entry_name(name)
+        files[name] = data
+    manifest = {
+        "format": PACKAGE_FORMAT,
+        "created_at": time.time(),
+        "files": {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in files.items()},
+        "versions": library_versions(),
+        "metrics": metrics,
+        "lineage": lineage,
+    }
+    files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
+
+
+def _check_entry_name(name: str) -> None:
+    normalized = posixpath.normpath(name)
+    if (
+        not name
+        or name.startswith(("/", "\\"))
+        or "\\" in name
+        or ":" in name
+        or normalized != name
+        or normalized.startswith("..")
+        or "/../" in f"/{name}/"
+    ):
+        raise IntegrityError(f"Package entry {name!r} has an unsafe path (absolute or '..')")
+
+
+def read_package_files(
+    data: bytes,
+    *,
+    max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Open and verify a package's files; returns (files, manifest). Never executes content."""
+    if len(data) > max_package_bytes:
+        raise InvalidArgument(f"Package is {len(data)} bytes, over the limit of {max_package_bytes}")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise IntegrityError(f"Package is not a valid ZIP archive: {exc}") from exc
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise IntegrityError(f"Package has {len(infos)} entries, more than {MAX_ENTRIES}")
+        names = [info.filename for info in infos]
+        for info in infos:
+            _check_entry_name(info.filename)
+            if info.file_size > max_entry_bytes:
+                raise IntegrityError(
+                    f"Package entry {info.filename!r} is {info.file_size} bytes, over the limit "
+                    f"of {max_entry_bytes}"
+                )
+        if len(set(names)) != len(names):
+            raise IntegrityError("Package has duplicate entries")
+        missing = [name for name in REQUIRED_FILES if name not in names]
+        if missing:
+            raise IntegrityError(f"Package is missing {missing}")
+        files: dict[str, bytes] = {}
+        for info in infos:
+            try:
+                with archive.open(info) as handle:
+                    content = handle.read(max_entry_bytes + 1)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise IntegrityError(f"Package entry {info.filename!r} cannot be read: {exc}") from exc
+            if len(content) > max_entry_bytes:
+                raise IntegrityError(f"Package entry {info.filename!r} is over the size limit")
+            files[info.filename] = content
+    try:
+        manifest = json.loads(files[MANIFEST_FILE])
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"Package manifest.json is not valid: {exc}") from exc
+    for name in files:
+        if name != MANIFEST_FILE and name not in listed:
+            raise IntegrityError(f"Package entry {name!r} is not listed in manifest.json")
+    for name, entry in listed.items():
+        if name not in files:
+            raise IntegrityError(f"Package manifest lists {name!r} but the archive lacks it")
+        actual = sha256_bytes(files[name])
+        if actual != entry.get("sha256"):
+            raise IntegrityError(
+                f"Package entry {name!r} fails verification: sha256 {actual} != manifest "
+                f"{entry.get('sha256')}"
+            )
+    return files, manifest
+
+
+def load_package(
+    data: bytes,
+    *,
+    max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+) -> ModelPackage:
+    """Verify a package and build its model in eval mode."""
+    files, manifest = read_package_files(
+        data, max_package_bytes=max_package_bytes, max_entry_bytes=max_entry_bytes
+    )
+    try:
+        config = json.loads(files[MODEL_FILE])
+    except ValueError as exc:
+        raise IntegrityError(f"Package model.json is not valid JSON: {exc}") from exc
+    try:
+        state_dict = load_safetensors(files[WEIGHTS_FILE])
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise IntegrityError(f"Package weights cannot be read: {exc}") from exc
+    model = build_model(config.get("architecture", {}))
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise IntegrityError(f"Package weights do not fit its architecture: {exc}") from exc
+    model.eval()
+    return ModelPackage(model=model, config=config, manifest=manifest)

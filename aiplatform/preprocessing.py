@@ -1,0 +1,35 @@
+"""Image preprocessing shared by training and serving, so both see identical tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def image_preprocessing(height: int, width: int, channels: int, mean: float, std: float) -> dict[str, Any]:
+    """The ``preprocessing`` block of a ``model.json`` for an image model."""
+    return {
+        "resize": [height, width],
+        "color_mode": "L" if channels == 1 else "RGB",
+        "scale": 1 / 255,
+        "mean": [round(mean, 6)] * channels,
+        "std": [round(max(std, 1e-6), 6)] * channels,
+    }
+
+
+def images_to_tensor(images: np.ndarray, preprocessing: dict[str, Any]) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> normalised float (N, C, H, W)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    tensor = tensor * float(preprocessing["scale"])
+    mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    return (tensor - mean) / std
+
+
+def decode_rows(image_bytes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Raw image bytes from a dataset column -> uint8 (N, H, W, C)."""
+    # bytearray: a writable buffer, so torch.from_numpy needs no extra copy and does not warn.
+    buffer = bytearray(b"".join(image_bytes))
+    return np.frombuffer(buffer, dtype=np.uint8).reshape(len(image_bytes), *shape)

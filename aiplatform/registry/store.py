@@ -1,0 +1,335 @@
+"""The model registry's durable store: names, versions, aliases and alias history in SQLite.
+
+Every change is one transaction committed (``synchronous=FULL``) before the call returns. A version
+is recorded only after its package is found in storage with the same sha256, so the registry never
+points at a missing or partial package.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from aiplatform.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
+from aiplatform.storage import Storage
+
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+RESERVED_ALIASES = ("latest",)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL REFERENCES models(name),
+    version INTEGER NOT NULL,
+    package_key TEXT NOT NULL,
+    package_uri TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    template TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    lineage TEXT NOT NULL,
+    idempotency_key TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS versions_idempotency
+    ON versions(name, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER,
+    previous_version INTEGER,
+    at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version of a model."""
+
+    name: str
+    version: int
+    package_key: str
+    package_uri: str
+    sha256: str
+    size: int
+    template: str
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    created_at: float
+    aliases: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["aliases"] = list(self.aliases)
+        return data
+
+
+def validate_model_name(name: str) -> str:
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise InvalidArgument(
+            f"Model name {name!r} is invalid: use 1-128 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise InvalidArgument(
+            f"Alias {alias!r} is invalid: use a lowercase letter then letters, digits, '_' or '-'"
+        )
+    if alias in RESERVED_ALIASES:
+        raise InvalidArgument(f"Alias {alias!r} is reserved")
+    return alias
+
+
+class RegistryStore:
+    """SQLite-backed registry; thread-safe; checks packages in ``storage`` before recording."""
+
+    def __init__(self, db_path: str | Path, storage: Storage) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.storage = storage
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writes ----------------------------------------------------------------------------
+    def register_version(
+        self,
+        name: str,
+        *,
+        package_key: str,
+        sha256: str,
+        template: str,
+        metrics: Optional[dict[str, Any]] = None,
+        lineage: Optional[dict[str, Any]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> ModelVersion:
+        """Record the next version of ``name``; a repeated ``idempotency_key`` returns the first."""
+        validate_model_name(name)
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(name, idempotency_key)
+            if existing is not None:
+                return existing
+        if not self.storage.exists(package_key):
+            raise NotFound(f"Package {package_key!r} not found in storage; upload it before registering")
+        info = self.storage.info(package_key)
+        if info.sha256 != sha256:
+            raise IntegrityError(
+                f"Package {package_key!r} in storage has sha256 {info.sha256}, not {sha256}"
+            )
+        now = time.time()
+        with self._lock, self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO models(name, created_at) VALUES (?, ?)", (name, now))
+            row = db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
+            version = int(row[0] or 0) + 1
+            db.execute(
+                "INSERT INTO versions(name, version, package_key, package_uri, sha256, size, template,"
+                " metrics, lineage, idempotency_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    name, version, package_key, info.uri, sha256, info.size, template,
+                    json.dumps(metrics or {}), json.dumps(lineage or {}), idempotency_key, now,
+                ),
+            )
+        return self.get_version(name, version)
+
+    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
+        """Point ``alias`` at ``version`` (creating or moving it); recorded in the alias history."""
+        validate_alias(alias)
+        target = self.get_version(name, int(version))
+        with self._lock, self._transaction() as db:
+            previous = db.execute(
+                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO aliases(name, alias, version, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version,"
+                " updated_at = excluded.updated_at",
+                (name, alias, target.version, time.time()),
+            )
+            if previous is None or int(previous[0]) != target.version:
+                db.execute(
+                    "INSERT INTO alias_events(name, alias, version, previous_version, at)"
+                    " VALUES (?,?,?,?,?)",
+                    (name, alias, target.version, None if previous is None else int(previous[0]), time.time()),
+                )
+        return self.get_version(name, target.version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        validate_alias(alias)
+        with self._lock, self._transaction() as db:
+            row = db.execute(
+                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Alias (name={name}, alias={alias}) not found")
+            db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+            db.execute(
+                "INSERT INTO alias_events(name, alias, version, previous_version, at) VALUES (?,?,?,?,?)",
+                (name, alias, None, int(row[0]), time.time()),
+            )
+
+    def delete_version(self, name: str, version: int, *, delete_package: bool = True) -> None:
+        """Delete a version no alias points at; its package goes after the row is gone."""
+        target = self.get_version(name, int(version))
+        if target.aliases:
+            raise Conflict(
+                f"Model version (name={name}, version={version}) is the target of alias(es) "
+                f"{list(target.aliases)}; move them first"
+            )
+        with self._lock, self._transaction() as db:
+            db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, target.version))
+        if delete_package and self.storage.exists(target.package_key):
+            self.storage.delete(target.package_key)
+
+    # -- reads -----------------------------------------------------------------------------
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        validate_model_name(name)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM versions WHERE name = ? AND version = ?", (name, int(version))
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"Model version (name={name}, version={version}) not found")
+        return self._to_version(row)
+
+    def resolve(self, name: str, ref: str | int) -> ModelVersion:
+        """A version number, an alias, or ``latest`` -> the version it means now."""
+        validate_model_name(name)
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return self.get_version(name, int(ref))
+        if ref == "latest":
+            versions = self.list_versions(name)
+            if not versions:
+                raise NotFound(f"Model {name!r} has no versions")
+            return versions[0]
+        validate_alias(ref)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, ref)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"Alias (name={name}, alias={ref}) not found")
+        return self.get_version(name, int(row[0]))
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        """Versions of a model, newest first; :class:`NotFound` for an unknown model."""
+        validate_model_name(name)
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFound(f"Model {name!r} not found")
+            rows = self._db.execute(
+                "SELECT * FROM versions WHERE name = ? ORDER BY version DESC", (name,)
+            ).fetchall()
+        return [self._to_version(row) for row in rows]
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """Every model with its latest version and aliases."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT m.name, m.created_at, MAX(v.version) AS latest, COUNT(v.version) AS versions"
+                " FROM models m LEFT JOIN versions v ON v.name = m.name GROUP BY m.name ORDER BY m.name"
+            ).fetchall()
+        return [
+            {
+                "name": row["name"],
+                "created_at": row["created_at"],
+                "latest_version": row["latest"],
+                "versions": row["versions"],
+                "aliases": self.aliases(row["name"]),
+            }
+            for row in rows
+        ]
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alias, version FROM aliases WHERE name = ? ORDER BY alias", (name,)
+            ).fetchall()
+        return {row["alias"]: int(row["version"]) for row in rows}
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
+        """Moves of an alias, newest first (what ``rollback`` walks back through)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT version, previous_version, at FROM alias_events WHERE name = ? AND alias = ?"
+                " ORDER BY id DESC",
+                (name, alias),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _by_idempotency_key(self, name: str, key: str) -> Optional[ModelVersion]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM versions WHERE name = ? AND idempotency_key = ?", (name, key)
+            ).fetchone()
+        return None if row is None else self._to_version(row)
+
+    def _to_version(self, row: sqlite3.Row) -> ModelVersion:
+        with self._lock:
+            alias_rows = self._db.execute(
+                "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias",
+                (row["name"], row["version"]),
+            ).fetchall()
+        return ModelVersion(
+            name=row["name"],
+            version=int(row["version"]),
+            package_key=row["package_key"],
+            package_uri=row["package_uri"],
+            sha256=row["sha256"],
+            size=int(row["size"]),
+            template=row["template"],
+            metrics=json.loads(row["metrics"]),
+            lineage=json.loads(row["lineage"]),
+            created_at=float(row["created_at"]),
+            aliases=tuple(r["alias"] for r in alias_rows),
+        )
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+__all__ = ["ModelVersion", "RegistryStore", "validate_alias", "validate_model_name", "AlreadyExists"]

@@ -1,0 +1,76 @@
+"""Connecting to Ray (a cluster, or an embedded local one) and reaching the platform's actors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, TypeVar
+
+import ray
+import ray.exceptions
+
+from aiplatform.errors import AIPError, Unavailable
+from aiplatform.settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+ACTOR_CALL_RETRIES = 20
+ACTOR_RETRY_DELAY_S = 0.25
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def connect(settings: Settings) -> None:
+    """Join the configured cluster, or start an embedded local Ray bound to loopback only."""
+    if ray.is_initialized():
+        return
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=settings.ray_namespace, log_to_driver=True)
+        return
+    # Ray 2.60 binds some agents to every interface unless this is set before it starts.
+    os.environ.update(LOCAL_ONLY_ENV)
+    ray.init(
+        num_cpus=settings.ray_num_cpus,
+        namespace=settings.ray_namespace,
+        include_dashboard=settings.ray_dashboard,
+        dashboard_host="127.0.0.1",
+        _temp_dir=str(settings.ray_temp_dir) if settings.ray_temp_dir else None,
+        runtime_env={"env_vars": dict(LOCAL_ONLY_ENV)},
+        log_to_driver=False,
+    )
+
+
+def head_pinned_options(name: str, namespace: str) -> dict[str, Any]:
+    """Options for a platform actor: named, detached, on the head node, restarted forever."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        # Calls are retried after a restart; the actors' methods are idempotent for this reason.
+        "max_task_retries": -1,
+        "num_cpus": 0,
+        "resources": {HEAD_NODE_RESOURCE: 0.001},
+    }
+
+
+def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an actor method and wait; platform errors come back as themselves.
+
+    An actor that is restarting is retried for a few seconds before :class:`Unavailable`.
+    """
+    last: Exception | None = None
+    for _ in range(ACTOR_CALL_RETRIES):
+        try:
+            return ray.get(method.remote(*args, **kwargs))
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, AIPError):
+                raise type(cause)(cause.message) from None
+            raise
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError) as exc:
+            last = exc
+            time.sleep(ACTOR_RETRY_DELAY_S)
+    raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {last}")

@@ -1,0 +1,94 @@
+"""The ``cnn-classification`` template: a small CNN for image classification (MNIST by default)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aiplatform.datasets import AugmentSpec, DatasetSpec, DatasetVersion
+from aiplatform.training.image_loop import image_classification_loop
+from aiplatform.training.templates import TrainingTemplate, register_template
+
+
+class CnnParams(BaseModel):
+    """Parameters of a ``cnn-classification`` run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("mnist", description="mnist, idx:<uri>, folder:<uri> or parquet:<uri>")
+    epochs: int = Field(3, ge=1, le=500)
+    batch_size: int = Field(128, ge=1, le=8192)
+    learning_rate: float = Field(3e-3, gt=0, le=10, description="peak learning rate")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr_schedule: Literal["onecycle", "constant"] = Field(
+        "onecycle", description="onecycle: warm up to learning_rate, then anneal to ~0"
+    )
+    augment: bool = Field(False, description="add one random-affine copy of each training image")
+    augment_strength: float = Field(1.0, gt=0, le=5, description="1.0 = 10 deg, 10% shift/scale")
+    workers: int = Field(1, ge=1, le=256, description="Ray Train workers")
+    gpu: Literal["auto", "on", "off"] = "auto"
+    conv_channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=5)
+    kernel_size: int = Field(3, ge=1, le=9)
+    hidden_units: int = Field(128, ge=4, le=8192)
+    dropout: float = Field(0.25, ge=0, lt=1)
+    image_size: int = Field(28, ge=8, le=512)
+    channels: Literal[1, 3] = 1
+    val_fraction: float = Field(1 / 12, ge=0.01, lt=0.5)
+    max_rows: Optional[int] = Field(None, ge=100, description="use only the first N rows of each source split")
+    seed: int = Field(0, ge=0)
+
+    @field_validator("conv_channels")
+    @classmethod
+    def _channels_in_range(cls, value: list[int]) -> list[int]:
+        if any(c < 1 or c > 1024 for c in value):
+            raise ValueError("each conv channel count must be between 1 and 1024")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_form(cls, value: str) -> str:
+        if not re.match(r"^(mnist|(idx|folder|parquet):.+)$", value):
+            raise ValueError("use mnist, idx:<uri>, folder:<uri> or parquet:<uri>")
+        return value
+
+
+class CnnClassificationTemplate(TrainingTemplate):
+    name = "cnn-classification"
+    title = "CNN classification"
+    description = "Image classification with a small convolutional network (MNIST by default)."
+    params_model = CnnParams
+
+    def dataset_spec(self, params: CnnParams) -> DatasetSpec:
+        return DatasetSpec(
+            source=params.dataset,
+            image_size=params.image_size,
+            channels=params.channels,
+            val_fraction=params.val_fraction,
+            seed=params.seed,
+            max_rows=params.max_rows,
+            augment=AugmentSpec.from_strength(params.augment_strength) if params.augment else None,
+        )
+
+    def architecture(self, params: CnnParams, dataset: DatasetVersion) -> dict[str, Any]:
+        height, _, channels = dataset.image_shape
+        return {
+            "type": "cnn",
+            "in_channels": channels,
+            "image_size": height,
+            "num_classes": len(dataset.labels),
+            "conv_channels": list(params.conv_channels),
+            "kernel_size": params.kernel_size,
+            "hidden_units": params.hidden_units,
+            "dropout": params.dropout,
+        }
+
+    def train_loop(self) -> Callable[[dict[str, Any]], Any]:
+        return image_classification_loop
+
+    def default_model_name(self, params: CnnParams) -> str:
+        return f"{DatasetSpec(source=params.dataset).dataset_name}-cnn"[:63]
+
+
+register_template(CnnClassificationTemplate())

@@ -1,0 +1,173 @@
+"""The training engine: dataset version -> Ray Train ``TorchTrainer`` run -> evaluated weights."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import ray
+import ray.train
+import torch
+from ray.train.torch import TorchTrainer
+
+from aiplatform.architectures import build_model
+from aiplatform.datasets import DatasetManager, DatasetVersion
+from aiplatform.errors import InvalidArgument, Unavailable
+from aiplatform.preprocessing import decode_rows, image_preprocessing, images_to_tensor
+from aiplatform.settings import Settings
+from aiplatform.storage import Storage
+from aiplatform.training.image_loop import CHECKPOINT_FILE
+from aiplatform.training.templates import TrainingTemplate
+
+logger = logging.getLogger(__name__)
+MAX_WORKER_FAILURES = 3
+
+
+@dataclass
+class TrainingOutcome:
+    """What a finished run hands to the model manager."""
+
+    template: str
+    params: dict[str, Any]
+    dataset: DatasetVersion
+    architecture: dict[str, Any]
+    preprocessing: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+    test_metrics: dict[str, float]
+    run_name: str
+    checkpoint_uri: str
+    used_gpu: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_gpu(mode: str, workers: int) -> bool:
+    """``auto`` uses GPUs when the cluster has one per worker; ``on`` insists."""
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if mode == "off":
+        return False
+    if mode == "on" and gpus < workers:
+        raise Unavailable(f"gpu=on needs {workers} GPU(s) but the cluster has {gpus:g}")
+    return gpus >= workers
+
+
+def run_training(
+    template: TrainingTemplate,
+    params: Any,
+    *,
+    settings: Settings,
+    storage: Storage,
+    datasets: DatasetManager,
+    run_name: str,
+    callbacks: Optional[list[Any]] = None,
+) -> TrainingOutcome:
+    """Build (or reuse) the dataset, fit on Ray Train, and evaluate on the test split."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    dataset = datasets.build(template.dataset_spec(params))
+    timings["dataset_seconds"] = time.perf_counter() - started
+    if dataset.rows("val") == 0:
+        raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
+    train_ds = datasets.read_split(dataset, "train")
+    val_ds = datasets.read_split(dataset, "val")
+    architecture = template.architecture(params, dataset)
+    profile = dataset.manifest["profile"]["train"]
+    height, width, channels = dataset.image_shape
+    preprocessing = image_preprocessing(
+        height, width, channels, profile["mean_intensity"], profile["std_intensity"]
+    )
+    workers = int(params.workers)
+    use_gpu = resolve_gpu(params.gpu, workers)
+    cpus_total = float(ray.cluster_resources().get("CPU", 1))
+    resources = {"CPU": settings.train_worker_cpus}
+    if use_gpu:
+        resources["GPU"] = 1
+    config = {
+        "architecture": architecture,
+        "preprocessing": preprocessing,
+        "image_shape": [height, width, channels],
+        "epochs": params.epochs,
+        "batch_size": params.batch_size,
+        "learning_rate": params.learning_rate,
+        "optimizer": params.optimizer,
+        "lr_schedule": params.lr_schedule,
+        # Upper bound of one worker's steps per epoch (shards are near-equal); sizes the schedule.
+        "steps_per_epoch": math.ceil(dataset.rows("train") / workers / params.batch_size) + 1,
+        "seed": params.seed,
+        # Fractional CPU reservations leave cores for Ray Data; threads follow the real cores.
+        "threads": max(1, int(min(os.cpu_count() or 1, cpus_total) // workers)),
+    }
+    trainer = TorchTrainer(
+        template.train_loop(),
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage.arrow_path("checkpoints"),
+            storage_filesystem=storage.arrow_filesystem(),
+            failure_config=ray.train.FailureConfig(max_failures=MAX_WORKER_FAILURES),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    fit_started = time.perf_counter()
+    result = trainer.fit()
+    timings["fit_seconds"] = time.perf_counter() - fit_started
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise Unavailable(f"Training run {run_name!r} finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
+    history = list(result.return_value or state["history"])
+    eval_started = time.perf_counter()
+    test_metrics = evaluate(
+        architecture, state["model"], datasets.read_split(dataset, "test"), preprocessing,
+        (height, width, channels),
+    )
+    timings["test_seconds"] = time.perf_counter() - eval_started
+    return TrainingOutcome(
+        template=template.name,
+        params=params.model_dump(mode="json"),
+        dataset=dataset,
+        architecture=architecture,
+        preprocessing=preprocessing,
+        state_dict=state["model"],
+        history=history,
+        test_metrics=test_metrics,
+        run_name=run_name,
+        checkpoint_uri=str(result.checkpoint.path),
+        used_gpu=use_gpu,
+        timings=timings,
+    )
+
+
+def evaluate(
+    architecture: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    test_ds: "ray.data.Dataset",
+    preprocessing: dict[str, Any],
+    shape: tuple[int, int, int],
+) -> dict[str, float]:
+    """Accuracy and loss of the weights on a split (in this process, on CPU)."""
+    model = build_model(architecture)
+    model.load_state_dict(state_dict)
+    model.eval()
+    seen, correct, loss_sum = 0, 0, 0.0
+    with torch.no_grad():
+        for batch in test_ds.iter_batches(batch_size=2048, batch_format="numpy"):
+            images = images_to_tensor(decode_rows(batch["image"], shape), preprocessing)
+            labels = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+            logits = model(images)
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+    return {"test_accuracy": correct / max(1, seen), "test_loss": loss_sum / max(1, seen), "test_samples": seen}

@@ -1,0 +1,162 @@
+"""The Ray Train per-worker loop for image classification.
+
+Reads its shard of the train/val splits from Ray Data, reports per-epoch metrics, and writes a
+checkpoint every epoch (rank 0); after a worker failure Ray Train restarts the group and the loop
+resumes from the latest checkpoint, history included.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from aiplatform.architectures import build_model
+from aiplatform.preprocessing import decode_rows, images_to_tensor
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def make_optimizer(name: str, params: Any, learning_rate: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=learning_rate, momentum=0.9, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=learning_rate)
+    return torch.optim.Adam(params, lr=learning_rate)
+
+
+def make_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    """One-cycle schedule over the whole run (warm-up, then annealing), or none."""
+    if config.get("lr_schedule", "onecycle") != "onecycle":
+        return None
+    total_steps = max(2, int(config["epochs"]) * int(config["steps_per_epoch"]))
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=float(config["learning_rate"]), total_steps=total_steps, pct_start=0.2
+    )
+
+
+def _collate(shape: tuple[int, int, int], preprocessing: dict[str, Any], device: torch.device):  # type: ignore[no-untyped-def]
+    def collate(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images_to_tensor(decode_rows(batch["image"], shape), preprocessing)
+        labels = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    return collate
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
+    """Train, validate and checkpoint; returns the per-epoch metrics history (rank 0's)."""
+    torch.set_num_threads(int(config["threads"]))
+    torch.manual_seed(int(config["seed"]))
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(build_model(config["architecture"]))
+    optimizer = make_optimizer(config["optimizer"], model.parameters(), config["learning_rate"])
+    scheduler = make_scheduler(config, optimizer)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+
+    shape = tuple(config["image_shape"])
+    collate = _collate(shape, config["preprocessing"], device)  # type: ignore[arg-type]
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    batch_size = int(config["batch_size"])
+    for epoch in range(start_epoch, int(config["epochs"])):
+        model.train()
+        started = time.perf_counter()
+        seen, loss_sum = 0, 0.0
+        for images, labels in train_shard.iter_torch_batches(
+            batch_size=batch_size,
+            collate_fn=collate,
+            prefetch_batches=4,
+            local_shuffle_buffer_size=max(batch_size * 8, 2048),
+            local_shuffle_seed=int(config["seed"]) * 1000 + epoch,
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and scheduler.last_epoch < scheduler.total_steps - 1:
+                scheduler.step()
+            seen += len(labels)
+            loss_sum += float(loss.detach()) * len(labels)
+        train_seconds = time.perf_counter() - started
+
+        model.eval()
+        val_seen, val_loss, val_correct = 0, 0.0, 0
+        with torch.no_grad():
+            for images, labels in val_shard.iter_torch_batches(batch_size=1024, collate_fn=collate):
+                logits = model(images)
+                val_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+                val_correct += int((logits.argmax(dim=1) == labels).sum())
+                val_seen += len(labels)
+        seen_all, loss_all, val_seen_all, val_loss_all, val_correct_all = _all_reduce(
+            [seen, loss_sum, val_seen, val_loss, val_correct], device
+        )
+        (max_seconds,) = _max_all([train_seconds], device)
+        metrics = {
+            "epoch": epoch + 1,
+            "epochs": int(config["epochs"]),
+            "train_loss": loss_all / max(1.0, seen_all),
+            "val_loss": val_loss_all / max(1.0, val_seen_all),
+            "val_accuracy": val_correct_all / max(1.0, val_seen_all),
+            "samples_per_second": seen_all / max(1e-9, max_seconds),
+            "train_samples": seen_all,
+            "epoch_seconds": max_seconds,
+        }
+        history.append(metrics)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save(
+                    {
+                        "model": _unwrap(model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                        "epoch": epoch,
+                        "history": history,
+                    },
+                    os.path.join(directory, CHECKPOINT_FILE),
+                )
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            ray.train.report(metrics)
+    return history
+
+
+def _max_all(values: list[float], device: torch.device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model

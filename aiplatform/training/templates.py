@@ -1,0 +1,87 @@
+"""Training templates: a typed parameter schema plus how to build the data, model and loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from aiplatform.errors import InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from aiplatform.datasets import DatasetSpec, DatasetVersion
+
+
+def validation_message(error: ValidationError, what: str) -> str:
+    """One readable line per problem: ``epochs: Input should be >= 1 (got 0)``."""
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or what
+        got = f" (got {item['input']!r})" if "input" in item and item["type"] != "missing" else ""
+        problems.append(f"{where}: {item['msg']}{got}")
+    return f"Invalid {what}: " + "; ".join(problems)
+
+
+class TrainingTemplate(ABC):
+    """One kind of training task (``cnn-classification``, ...)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+
+    def parse_params(self, raw: dict[str, Any]) -> BaseModel:
+        """Validate raw parameters against the schema; :class:`InvalidArgument` names each problem."""
+        try:
+            return self.params_model.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidArgument(validation_message(exc, f"parameters for template {self.name!r}")) from exc
+
+    def schema(self) -> dict[str, Any]:
+        """JSON schema of the parameters (the UI builds its form from it)."""
+        return self.params_model.model_json_schema()
+
+    @abstractmethod
+    def dataset_spec(self, params: Any) -> "DatasetSpec":
+        """The dataset version this run trains on."""
+
+    @abstractmethod
+    def architecture(self, params: Any, dataset: "DatasetVersion") -> dict[str, Any]:
+        """The ``architecture`` block of ``model.json``."""
+
+    @abstractmethod
+    def train_loop(self) -> Callable[[dict[str, Any]], Any]:
+        """The Ray Train per-worker loop."""
+
+    @abstractmethod
+    def default_model_name(self, params: Any) -> str:
+        """The registry name used when the caller gives none."""
+
+
+_TEMPLATES: dict[str, TrainingTemplate] = {}
+
+
+def register_template(template: TrainingTemplate) -> TrainingTemplate:
+    _TEMPLATES[template.name] = template
+    return template
+
+
+def get_template(name: str) -> TrainingTemplate:
+    """The template called ``name``; :class:`NotFound` lists the known ones."""
+    _load_builtin_templates()
+    try:
+        return _TEMPLATES[name]
+    except KeyError:
+        raise NotFound(
+            f"Training template {name!r} not found; available: {sorted(_TEMPLATES)}"
+        ) from None
+
+
+def list_templates() -> list[TrainingTemplate]:
+    _load_builtin_templates()
+    return [_TEMPLATES[k] for k in sorted(_TEMPLATES)]
+
+
+def _load_builtin_templates() -> None:
+    from aiplatform.training import cnn  # noqa: F401  (registers itself)
