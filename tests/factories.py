@@ -10,3 +10,66 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def make_digit_images(count: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Real MNIST digits (from the built-in source file) as (images uint8 N x 28 x 28, labels)."""
+    import importlib.resources
+
+    import zarr
+    from zarr.storage import ZipStore
+
+    from aiplatform.datasets.sources import MNIST_RESOURCE
+
+    path = importlib.resources.files(MNIST_RESOURCE[0]).joinpath(MNIST_RESOURCE[1])
+    with ZipStore(str(path), mode="r") as store:
+        group = zarr.open_group(store, mode="r")
+        start = seed * count
+        return group["test_images"][start : start + count], group["test_labels"][start : start + count]
+
+
+def write_idx(path, array, gz: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Write a uint8 array as an IDX file (optionally gzipped)."""
+    import gzip
+    import struct
+
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype("uint8").tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+def png_bytes(array, mode: str = "L") -> bytes:  # type: ignore[no-untyped-def]
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0) -> bytes:
+    """A small valid CNN package with random weights."""
+    import torch
+
+    from aiplatform.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import image_preprocessing
+
+    torch.manual_seed(seed)
+    architecture = {
+        "type": "cnn", "in_channels": 1, "image_size": 8, "num_classes": num_classes,
+        "conv_channels": [4], "kernel_size": 3, "hidden_units": 8, "dropout": 0.0,
+    }
+    model = build_model(architecture)
+    return build_package(
+        model_config={
+            "name": name, "template": "cnn-classification", "architecture": architecture,
+            "labels": [str(i) for i in range(num_classes)],
+            "input": {"type": "image", "height": 8, "width": 8, "channels": 1},
+            "preprocessing": image_preprocessing(8, 8, 1, 0.1, 0.3),
+        },
+        state_dict=model.state_dict(),
+        metrics={"test_accuracy": 0.5},
+        lineage={"method": "test"},
+    )

@@ -110,10 +110,13 @@ def _with_augmented_copies(
 
 def split_statistics(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
     """Per-split partial sums for one batch (combined in the driver)."""
-    out: dict[str, list[Any]] = {"split": [], "count": [], "sum": [], "sumsq": [], "hist": [], "classes": []}
+    out: dict[str, list[Any]] = {
+        "split": [], "count": [], "sum": [], "sumsq": [], "hist": [], "classes": [], "digest": []
+    }
     splits = np.asarray(batch["split"]).astype(str)
     for split in np.unique(splits):
         mask = splits == split
+        out["digest"].append(_rows_digest(split, batch, mask))
         pixels = np.frombuffer(b"".join(batch["image"][mask]), dtype=np.uint8).astype(np.float64)
         out["split"].append(split)
         out["count"].append(int(mask.sum()))
@@ -128,7 +131,25 @@ def split_statistics(batch: dict[str, np.ndarray], num_classes: int) -> dict[str
         "sumsq": np.array(out["sumsq"]),
         "hist": np.stack(out["hist"]) if out["hist"] else np.zeros((0, HISTOGRAM_BINS)),
         "classes": np.stack(out["classes"]) if out["classes"] else np.zeros((0, num_classes)),
+        "digest": np.array(out["digest"], dtype=np.uint64),
     }
+
+
+def _rows_digest(split: str, batch: dict[str, np.ndarray], mask: np.ndarray) -> int:
+    """Order-independent digest of rows: the sum (mod 2**64) of a hash of each row's identity.
+
+    ``id`` already hashes the image bytes; variants are fixed by (id, variant, spec).
+    """
+    split_code = SPLITS.index(split) + 1
+    ids = np.asarray(batch["id"], dtype=np.int64)[mask]
+    key = (
+        ids.astype(np.uint64) * np.uint64(31)
+        + np.asarray(batch["variant"], dtype=np.uint64)[mask] * np.uint64(1_000_003)
+        + np.asarray(batch["label"], dtype=np.uint64)[mask] * np.uint64(7_919)
+    )
+    row_hashes = (hash_uniform(split_code, key.view(np.int64), 11) * 2.0**53).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return int(row_hashes.sum(dtype=np.uint64))
 
 
 class DatasetManager:
@@ -197,7 +218,7 @@ class DatasetManager:
             "image": {"height": spec.image_size, "width": spec.image_size, "channels": spec.channels},
             "labels": source.labels,
             "splits": splits,
-            "content_hash": _content_hash(files),
+            "content_hash": _content_hash(stats),
             "profile": {
                 split: {
                     "mean_intensity": s["mean"],
@@ -224,8 +245,12 @@ class DatasetManager:
         for row in partial:
             t = totals.setdefault(
                 str(row["split"]),
-                {"count": 0, "sum": 0.0, "sumsq": 0.0, "hist": np.zeros(HISTOGRAM_BINS), "classes": np.zeros(num_classes)},
+                {
+                    "count": 0, "sum": 0.0, "sumsq": 0.0, "digest": 0,
+                    "hist": np.zeros(HISTOGRAM_BINS), "classes": np.zeros(num_classes),
+                },
             )
+            t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
             t["count"] += int(row["count"])
             t["sum"] += float(row["sum"])
             t["sumsq"] += float(row["sumsq"])
@@ -241,6 +266,7 @@ class DatasetManager:
                 "mean": round(mean, 6),
                 "std": round(float(np.sqrt(max(0.0, t["sumsq"] / pixels - mean**2))), 6),
                 "hist": [round(float(h) / pixels, 6) for h in t["hist"]],
+                "digest": t["digest"],
             }
         return result
 
@@ -290,13 +316,13 @@ class DatasetManager:
         )
 
 
-def _content_hash(files: list[Any]) -> str:
+def _content_hash(stats: dict[str, dict[str, Any]]) -> str:
+    """sha256 over each split's row count and row digest: equal rows give equal hashes, however
+    they were cut into files."""
     import hashlib
 
-    digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.key):
-        digest.update(f"{f.key.rsplit('/data/', 1)[-1]}:{f.sha256}\n".encode())
-    return digest.hexdigest()
+    text = "\n".join(f"{split}:{stats[split]['count']}:{stats[split]['digest']}" for split in sorted(stats))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -24,8 +24,9 @@ class RegistryActor(RegistryStore):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.resolved_state_dir / "registry.sqlite", storage_from_settings(settings))
 
-    def ping(self) -> bool:
-        return True
+    def ping(self) -> str:
+        """The id of the node this actor runs on (a liveness check that also shows placement)."""
+        return ray.get_runtime_context().get_node_id()
 
 
 class RegistryClient:

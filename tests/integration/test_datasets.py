@@ -1,0 +1,168 @@
+"""Dataset versions built on the session's Ray from every kind of source."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec
+from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
+from aiplatform.storage import open_storage
+from tests.factories import free_port, make_digit_images, png_bytes, write_idx
+
+
+@pytest.fixture()
+def manager(tmp_path: Path) -> DatasetManager:
+    return DatasetManager(open_storage(str(tmp_path / "artifacts")))
+
+
+@pytest.fixture()
+def idx_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    train_x, train_y = make_digit_images(300, seed=0)
+    test_x, test_y = make_digit_images(100, seed=5)
+    write_idx(folder / "train-images-idx3-ubyte.gz", train_x, gz=True)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", train_y, gz=True)
+    write_idx(folder / "t10k-images-idx3-ubyte", test_x)
+    write_idx(folder / "t10k-labels-idx1-ubyte", test_y)
+    return folder
+
+
+@pytest.fixture()
+def http_root(idx_folder: Path) -> Iterator[str]:
+    port = free_port()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(idx_folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None, manager: DatasetManager) -> None:
+    spec = DatasetSpec(source="mnist", max_rows=600, val_fraction=0.1)
+    version = manager.build(spec)
+    m = version.manifest
+    assert m["name"] == "mnist" and m["labels"] == [str(d) for d in range(10)]
+    assert version.rows("train") + version.rows("val") == 600
+    assert version.rows("test") == 600
+    assert sum(m["splits"]["test"]["per_class"].values()) == 600
+    assert 0.1 < m["profile"]["train"]["mean_intensity"] < 0.16
+    assert m["spec"]["max_rows"] == 600
+    for split in ("train", "val", "test"):
+        for entry in version.files(split):
+            assert manager.storage.info(entry["key"]).sha256 == entry["sha256"]
+    # Same spec -> same version, reused (no rebuild: created_at unchanged).
+    again = manager.build(spec)
+    assert again.version == version.version and again.manifest["created_at"] == m["created_at"]
+    assert manager.build(DatasetSpec(source="mnist", max_rows=600, val_fraction=0.1, seed=1)).version != version.version
+    rows = manager.read_split(version, "val").take_all()
+    assert len(rows) == version.rows("val")
+    assert len(rows[0]["image"]) == 28 * 28
+    listed = [v.version for v in manager.list_versions("mnist")]
+    assert version.version in listed and len(listed) == 2
+    assert manager.get_ref(version.ref).version == version.version
+
+
+def test_split_is_deterministic_and_leak_free(
+    ray_session: None, manager: DatasetManager, tmp_path: Path
+) -> None:
+    version = manager.build(DatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
+    ids = {s: {r["id"] for r in manager.read_split(version, s).take_all()} for s in ("train", "val")}
+    assert not ids["train"] & ids["val"]
+    other = DatasetManager(open_storage(str(tmp_path / "elsewhere"))).build(DatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
+    assert other.manifest["content_hash"] == version.manifest["content_hash"]
+
+
+def test_augmentation_adds_copies_to_train_only(ray_session: None, manager: DatasetManager) -> None:
+    plain = manager.build(DatasetSpec(source="mnist", max_rows=400))
+    augmented = manager.build(DatasetSpec(source="mnist", max_rows=400, augment=AugmentSpec(copies=2)))
+    assert augmented.rows("train") == 3 * plain.rows("train")
+    assert augmented.rows("val") == plain.rows("val")
+    assert augmented.rows("test") == plain.rows("test")
+    variants = {r["variant"] for r in manager.read_split(augmented, "train").take_all()}
+    assert variants == {0, 1, 2}
+
+
+def test_idx_files_locally_and_over_http_give_the_same_content(
+    ray_session: None, manager: DatasetManager, idx_folder: Path, http_root: str
+) -> None:
+    local = manager.build(DatasetSpec(source=f"idx:{idx_folder}", name="digits"))
+    remote = manager.build(DatasetSpec(source=f"idx:{http_root}/", name="digits-http"))
+    assert local.rows("test") == remote.rows("test") == 100
+    assert local.rows("train") + local.rows("val") == 300
+    assert local.manifest["content_hash"] == remote.manifest["content_hash"]
+    assert local.manifest["splits"]["test"]["per_class"] == remote.manifest["splits"]["test"]["per_class"]
+
+
+def test_image_folder_with_mixed_sizes_and_modes(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
+    images, labels = make_digit_images(60)
+    root = tmp_path / "folder"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        cls = root / ("even" if label % 2 == 0 else "odd")
+        cls.mkdir(parents=True, exist_ok=True)
+        big = np.kron(image, np.ones((2, 2), dtype=np.uint8))  # 56x56
+        (cls / f"{i}.png").write_bytes(png_bytes(big, "RGB" if i % 3 else "L"))
+    version = manager.build(DatasetSpec(source=f"folder:{root}", val_fraction=0.2, test_fraction=0.2))
+    assert version.labels == ["even", "odd"]
+    assert sum(version.rows(s) for s in ("train", "val", "test")) == 60
+    assert version.image_shape == (28, 28, 1)
+    expected_even = int((labels % 2 == 0).sum())
+    assert sum(version.manifest["splits"][s]["per_class"].get("even", 0) for s in ("train", "val", "test")) == expected_even
+
+
+def test_parquet_source_with_string_labels(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
+    images, labels = make_digit_images(50)
+    path = tmp_path / "digits.parquet"
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    pq.write_table(pa.table({"image": [png_bytes(i) for i in images], "label": list(names[labels])}), path)
+    version = manager.build(DatasetSpec(source=f"parquet:{path}", test_fraction=0.2))
+    assert set(version.labels) <= set(names)
+    assert sum(version.rows(s) for s in ("train", "val", "test")) == 50
+
+
+def test_bad_sources_fail_clearly_and_store_nothing(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="Image folder .* not found"):
+        manager.build(DatasetSpec(source=f"folder:{tmp_path / 'nope'}"))
+    bad = tmp_path / "bad" / "cat"
+    bad.mkdir(parents=True)
+    (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(InvalidArgument, match="broken.png.* not a readable PNG/JPEG"):
+        manager.build(DatasetSpec(source=f"folder:{tmp_path / 'bad'}"))
+    with pytest.raises(NotFound, match="no train-images-idx3-ubyte"):
+        manager.build(DatasetSpec(source=f"idx:{tmp_path}"))
+    table = tmp_path / "nolabel.parquet"
+    pq.write_table(pa.table({"image": [b"x"]}), table)
+    with pytest.raises(InvalidArgument, match=r"lacks column\(s\) \['label'\]"):
+        manager.build(DatasetSpec(source=f"parquet:{table}"))
+    assert manager.storage.list("datasets") == []
+    with pytest.raises(NotFound, match=r"Dataset version \(name=mnist, version=abc\) not found"):
+        manager.get("mnist", "abc")
+
+
+def test_corrupt_dataset_file_is_refused_before_training(ray_session: None, manager: DatasetManager) -> None:
+    version = manager.build(DatasetSpec(source="mnist", max_rows=200))
+    key = version.files("val")[0]["key"]
+    path = Path(manager.storage.arrow_path(key))
+    path.write_bytes(path.read_bytes()[:-20] + b"\x00" * 20)
+    with pytest.raises(IntegrityError, match="is corrupt"):
+        manager.read_split(version, "val")
+
+
+def test_datasets_in_s3_storage(ray_session: None, s3_server: str, s3_bucket: str) -> None:
+    storage = open_storage(f"{s3_bucket}/platform", endpoint_url=s3_server,
+                           access_key_id="testing", secret_access_key="testing")
+    manager = DatasetManager(storage)
+    version = manager.build(DatasetSpec(source="mnist", max_rows=300))
+    assert storage.exists(f"datasets/mnist/{version.version}/manifest.json")
+    assert manager.read_split(version, "test").count() == 300
+    assert manager.build(DatasetSpec(source="mnist", max_rows=300)).manifest["created_at"] == version.manifest["created_at"]

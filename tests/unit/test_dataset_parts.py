@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiplatform.datasets import AugmentSpec, DatasetSpec
+from aiplatform.datasets.augment import hash_uniform, random_affine
+from aiplatform.datasets.manager import assign_splits
+from aiplatform.datasets.sources import normalize_image, parse_idx
+from aiplatform.errors import InvalidArgument
+from tests.factories import make_digit_images, png_bytes, write_idx
+
+
+def test_spec_rejects_unknown_sources_and_names() -> None:
+    with pytest.raises(ValueError, match="unknown dataset source 'cifar'"):
+        DatasetSpec(source="cifar")
+    with pytest.raises(ValueError, match="needs a location"):
+        DatasetSpec(source="idx:")
+    with pytest.raises(ValueError, match="must be lowercase"):
+        DatasetSpec(source="mnist", name="Bad Name")
+
+
+def test_version_id_is_content_addressed() -> None:
+    a = DatasetSpec(source="mnist", seed=1)
+    assert a.version_id("f1") == DatasetSpec(source="mnist", seed=1).version_id("f1")
+    assert a.version_id("f1") != a.version_id("f2")
+    assert a.version_id("f1") != DatasetSpec(source="mnist", seed=2).version_id("f1")
+
+
+def test_hash_uniform_is_deterministic_and_uniform() -> None:
+    ids = np.arange(100_000)
+    u = hash_uniform(3, ids, 7)
+    assert np.array_equal(u, hash_uniform(3, ids, 7))
+    assert not np.array_equal(u, hash_uniform(4, ids, 7))
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.01
+
+
+def test_random_affine_is_seeded_per_row_not_per_batch() -> None:
+    images, _ = make_digit_images(8)
+    images = images[..., None]
+    ids = np.arange(8)
+    spec = AugmentSpec(rotation_deg=20, shift_frac=0.1, scale_frac=0.1)
+    whole = random_affine(images, ids, 0, spec, seed=5)
+    halves = np.concatenate(
+        [random_affine(images[:3], ids[:3], 0, spec, 5), random_affine(images[3:], ids[3:], 0, spec, 5)]
+    )
+    assert np.array_equal(whole, halves)
+    assert whole.shape == images.shape and whole.dtype == np.uint8
+    assert not np.array_equal(whole, images)
+    # Still the same digit: most ink stays where it was.
+    overlap = ((whole > 64) & (images > 64)).sum() / max(1, (images > 64).sum())
+    assert overlap > 0.3
+
+
+def test_assign_splits_keeps_source_test_and_adds_augmented_copies() -> None:
+    n = 2000
+    batch = {
+        "id": np.arange(n),
+        "image": np.array([bytes(784)] * n, dtype=object),
+        "label": np.zeros(n, dtype=np.int64),
+        "source_split": np.array(["train"] * (n - 100) + ["test"] * 100, dtype=object),
+    }
+    spec = DatasetSpec(source="mnist", val_fraction=0.1, augment=AugmentSpec(copies=1))
+    out = assign_splits(batch, spec)
+    originals = out["variant"] == 0
+    assert (out["split"][originals][-100:] == "test").all()
+    val = (out["split"] == "val").sum()
+    assert 130 < val < 250
+    train = ((out["split"] == "train") & originals).sum()
+    assert (out["variant"] == 1).sum() == train
+
+
+def test_parse_idx_plain_gzip_and_corrupt(tmp_path: Path) -> None:
+    images, _ = make_digit_images(5)
+    write_idx(tmp_path / "a", images)
+    write_idx(tmp_path / "b", images, gz=True)
+    assert np.array_equal(parse_idx((tmp_path / "a").read_bytes(), "a"), images)
+    assert np.array_equal(parse_idx((tmp_path / "b").read_bytes(), "b"), images)
+    with pytest.raises(InvalidArgument, match="header promises"):
+        parse_idx((tmp_path / "a").read_bytes()[:-10], "truncated file")
+    with pytest.raises(InvalidArgument, match="bad magic"):
+        parse_idx(b"PK\x03\x04garbage", "zip file")
+
+
+def test_normalize_image_handles_any_size_and_mode() -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)
+    out = normalize_image(png_bytes(rgb, "RGB"), 28, 1, "x")
+    assert out.shape == (28, 28, 1) and out.dtype == np.uint8
+    assert normalize_image(png_bytes(rgb, "RGB"), 16, 3, "x").shape == (16, 16, 3)
+    with pytest.raises(InvalidArgument, match="not a readable PNG/JPEG"):
+        normalize_image(b"\x89PNG\r\n\x1a\n broken", 28, 1, "Image 'x.png'")

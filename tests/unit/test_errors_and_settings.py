@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from aiplatform.errors import (
+    AIPError, AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound, Unavailable,
+    http_status,
+)
+from aiplatform.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [(InvalidArgument("x"), 400), (IntegrityError("x"), 400), (NotFound("x"), 404),
+     (AlreadyExists("x"), 409), (Conflict("x"), 409), (Unavailable("x"), 503), (AIPError("x"), 500)],
+)
+def test_every_error_maps_to_an_http_status(error: AIPError, status: int) -> None:
+    assert http_status(error) == status
+    assert error.to_dict() == {"error": error.code, "message": "x"}
+
+
+def test_errors_survive_pickling_with_type_and_message() -> None:
+    error = pickle.loads(pickle.dumps(NotFound("Model version (name=a, version=3) not found")))
+    assert isinstance(error, NotFound)
+    assert error.message == "Model version (name=a, version=3) not found"
+
+
+def test_settings_read_aip_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AIP_HOME", str(tmp_path))
+    monkeypatch.setenv("AIP_STORAGE_URI", "s3://bucket/prefix")
+    monkeypatch.setenv("AIP_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AIP_TRAIN_WORKER_CPUS", "0.25")
+    settings = Settings()
+    assert settings.resolved_storage_uri == "s3://bucket/prefix"
+    assert settings.resolved_state_dir == tmp_path / "state"
+    assert settings.train_worker_cpus == 0.25
+    assert settings.s3_storage_options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+
+
+def test_settings_defaults_serve_one_machine(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    assert settings.resolved_storage_uri == str(tmp_path / "artifacts")
+    assert settings.ray_address is None
+
+
+def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIP_TRAIN_WORKER_CPUS", "0")
+    with pytest.raises(ValueError, match="train_worker_cpus must be > 0"):
+        Settings()
