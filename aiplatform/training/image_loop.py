@@ -130,6 +130,8 @@ def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
             "samples_per_second": seen_all / max(1e-9, max_seconds),
             "train_samples": seen_all,
             "epoch_seconds": max_seconds,
+            # > 0 when this worker group restarted from a checkpoint after a failure.
+            "resumed_from_epoch": start_epoch,
         }
         history.append(metrics)
         if rank == 0:

@@ -1,0 +1,81 @@
+"""Ray Train runs on the session's Ray: metrics, checkpoints, and resume after a worker dies."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aiplatform.datasets import DatasetManager
+from aiplatform.errors import Unavailable
+from aiplatform.models import publish_model
+from aiplatform.packaging import load_package
+from aiplatform.registry import RegistryStore
+from aiplatform.settings import Settings
+from aiplatform.storage import open_storage
+from aiplatform.training import get_template, run_training
+
+
+def _train_worker_pids() -> list[int]:
+    return [
+        p.pid for p in psutil.process_iter(["cmdline"])
+        if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))
+    ]
+
+
+def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    storage = open_storage(str(tmp_path / "artifacts"))
+    template = get_template("cnn-classification")
+    params = template.parse_params({"epochs": 4, "max_rows": 2500, "batch_size": 32, "conv_channels": [8, 16]})
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = run_training(
+                template, params, settings=settings, storage=storage,
+                datasets=DatasetManager(storage), run_name="resume-test",
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    checkpoints = tmp_path / "artifacts" / "checkpoints" / "resume-test"
+    deadline = time.time() + 240
+    # Two checkpoint folders: the first is certainly committed (the second may be uploading).
+    while time.time() < deadline and len(list(checkpoints.glob("checkpoint_*"))) < 2:
+        time.sleep(0.2)
+    assert len(list(checkpoints.glob("checkpoint_*"))) >= 2, "no checkpoint was written"
+    pids = _train_worker_pids()
+    assert pids, "no Ray Train worker process found"
+    for pid in pids:
+        psutil.Process(pid).send_signal(signal.SIGKILL)
+    thread.join(timeout=400)
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    epochs = [m["epoch"] for m in result.history]
+    assert epochs == [1, 2, 3, 4]
+    assert result.history[-1]["resumed_from_epoch"] >= 1, "the run restarted from scratch"
+    assert result.test_metrics["test_accuracy"] > 0.7
+
+    registry = RegistryStore(tmp_path / "state" / "registry.sqlite", storage)
+    version = publish_model(result, name="resume-cnn", storage=storage, registry=registry)
+    package = load_package(storage.get_bytes(version.package_key))
+    assert package.manifest["lineage"]["dataset"] == result.dataset.ref
+    assert package.config["preprocessing"]["mean"][0] == pytest.approx(
+        result.dataset.manifest["profile"]["train"]["mean_intensity"], abs=1e-5
+    )
+
+
+def test_gpu_on_without_gpus_is_refused(ray_session: None, tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path / "artifacts"))
+    template = get_template("cnn-classification")
+    params = template.parse_params({"epochs": 1, "max_rows": 200, "gpu": "on"})
+    with pytest.raises(Unavailable, match="gpu=on needs 1 GPU"):
+        run_training(template, params, settings=Settings(home=tmp_path), storage=storage,
+                     datasets=DatasetManager(storage), run_name="gpu-test")
