@@ -169,7 +169,10 @@ class DatasetManager:
             return self.get(name, version)
         self.storage.remove_tree(prefix)
         started = time.time()
-        rows = source.dataset.map_batches(assign_splits, fn_kwargs={"spec": spec}, batch_size=1024)
+        rows = source.dataset.map_batches(
+            assign_splits, fn_kwargs={"spec": spec}, batch_size=1024
+        ).random_shuffle(seed=spec.seed)  # files hold rows in random order: class-sorted sources
+        # (image folders) would otherwise give training one class per block
         try:
             rows.write_parquet(
                 self.storage.arrow_path(f"{prefix}/data"),

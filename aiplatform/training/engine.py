@@ -73,8 +73,10 @@ def run_training(
     timings["dataset_seconds"] = time.perf_counter() - started
     if dataset.rows("val") == 0:
         raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
-    train_ds = datasets.read_split(dataset, "train")
-    val_ds = datasets.read_split(dataset, "val")
+    # Materialized once: epochs then stream blocks from the object store instead of re-reading
+    # and re-decoding parquet, which competes with training for the same cores.
+    train_ds = datasets.read_split(dataset, "train").materialize().randomize_block_order()
+    val_ds = datasets.read_split(dataset, "val").materialize()
     architecture = template.architecture(params, dataset)
     profile = dataset.manifest["profile"]["train"]
     height, width, channels = dataset.image_shape

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import ray.train
@@ -23,6 +23,7 @@ from aiplatform.architectures import build_model
 from aiplatform.preprocessing import decode_rows, images_to_tensor
 
 CHECKPOINT_FILE = "state.pt"
+SHUFFLE_CHUNK_ROWS = 4096
 
 
 def make_optimizer(name: str, params: Any, learning_rate: float) -> torch.optim.Optimizer:
@@ -50,6 +51,22 @@ def _collate(shape: tuple[int, int, int], preprocessing: dict[str, Any], device:
         return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     return collate
+
+
+def _shuffled_batches(shard: Any, collate: Any, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches drawn from large chunks shuffled in memory.
+
+    Rows are shuffled once when the dataset is built and blocks arrive in a new random order
+    every epoch; permuting each chunk here finishes the job at a fraction of the cost of Ray
+    Data's row-wise local shuffle buffer (~15% of an epoch on 2 cores).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chunk_rows = max(batch_size * 16, SHUFFLE_CHUNK_ROWS)
+    for images, labels in shard.iter_torch_batches(batch_size=chunk_rows, collate_fn=collate, prefetch_batches=1):
+        order = torch.randperm(len(labels), generator=generator).to(labels.device)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield images.index_select(0, index), labels.index_select(0, index)
 
 
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
@@ -92,12 +109,8 @@ def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
         model.train()
         started = time.perf_counter()
         seen, loss_sum = 0, 0.0
-        for images, labels in train_shard.iter_torch_batches(
-            batch_size=batch_size,
-            collate_fn=collate,
-            prefetch_batches=4,
-            local_shuffle_buffer_size=max(batch_size * 8, 2048),
-            local_shuffle_seed=int(config["seed"]) * 1000 + epoch,
+        for images, labels in _shuffled_batches(
+            train_shard, collate, batch_size, seed=int(config["seed"]) * 1000 + epoch
         ):
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(images), labels)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install the platform and its test tools in ONE pip invocation,
+# resolved against constraints.txt (separate pip calls have broken aiobotocore's botocore pin).
+# Skips the install when pyproject.toml and constraints.txt have not changed since the last one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.aiplatform-installed
+wanted="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  echo "$wanted" > "$stamp"
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install (if needed), then train the MNIST CNN on an embedded local Ray and register it.
+# Extra arguments go to jobs.train (e.g. --epochs 5 --augment).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+exec .venv/bin/python -m jobs.train --template cnn-classification --dataset mnist --epochs 3 "$@"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install (if needed), then run the whole test suite (unit, integration, e2e).
+# Extra arguments go to pytest (e.g. -m unit for the quick subset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
