@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m jobs.train --template cnn-classification --dataset mnist --epochs 3 "$@"

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
+    # `python` in a job entrypoint is the one on PATH where `ray start` ran: this venv's.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update({"AIP_HOME": str(home), "AIP_RAY_DASHBOARD": "false", "AIP_RAY_NUM_CPUS": "2",
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     return env

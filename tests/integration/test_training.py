@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import ray.train
 
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
@@ -31,35 +32,45 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, t
     settings = Settings(home=tmp_path)
     storage = open_storage(str(tmp_path / "artifacts"))
     template = get_template("cnn-classification")
-    params = template.parse_params({"epochs": 4, "max_rows": 2500, "batch_size": 32, "conv_channels": [8, 16]})
+    params = template.parse_params({"epochs": 8, "max_rows": 6000, "batch_size": 32, "conv_channels": [8, 16]})
     outcome: dict = {}
+    marker = tmp_path / "checkpoint-reported"
+
+    class MarkReportedCheckpoints(ray.train.UserCallback):
+        """Runs in the Train controller (defined here so it pickles by value): touches a file
+        once a checkpoint is registered there."""
+
+        def after_report(self, run_context, metrics, checkpoint) -> None:  # type: ignore[no-untyped-def]
+            if checkpoint is not None:
+                marker.touch()
+
 
     def train() -> None:
         try:
             outcome["result"] = run_training(
                 template, params, settings=settings, storage=storage,
                 datasets=DatasetManager(storage), run_name="resume-test",
+                callbacks=[MarkReportedCheckpoints()],
             )
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc
 
     thread = threading.Thread(target=train)
     thread.start()
-    checkpoints = tmp_path / "artifacts" / "checkpoints" / "resume-test"
     deadline = time.time() + 240
-    # Two checkpoint folders: the first is certainly committed (the second may be uploading).
-    while time.time() < deadline and len(list(checkpoints.glob("checkpoint_*"))) < 2:
-        time.sleep(0.2)
-    assert len(list(checkpoints.glob("checkpoint_*"))) >= 2, "no checkpoint was written"
+    while time.time() < deadline and not marker.exists() and thread.is_alive():
+        time.sleep(0.1)
+    assert marker.exists(), "no checkpoint was reported"
     pids = _train_worker_pids()
     assert pids, "no Ray Train worker process found"
+    assert thread.is_alive(), "training finished before the worker could be killed"
     for pid in pids:
         psutil.Process(pid).send_signal(signal.SIGKILL)
     thread.join(timeout=400)
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     epochs = [m["epoch"] for m in result.history]
-    assert epochs == [1, 2, 3, 4]
+    assert epochs == list(range(1, 9))
     assert result.history[-1]["resumed_from_epoch"] >= 1, "the run restarted from scratch"
     assert result.test_metrics["test_accuracy"] > 0.7
 
