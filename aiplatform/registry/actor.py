@@ -84,3 +84,9 @@ class RegistryClient:
 
     def delete_version(self, name: str, version: int) -> None:
         call(self.handle.delete_version, name, version)
+
+    def set_traffic(self, name: str, weights: dict[int, float]) -> dict[int, float]:
+        return call(self.handle.set_traffic, name, weights)
+
+    def get_traffic(self, name: str) -> dict[int, float]:
+        return call(self.handle.get_traffic, name)

@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS aliases (
     updated_at REAL NOT NULL,
     PRIMARY KEY (name, alias)
 );
+CREATE TABLE IF NOT EXISTS traffic (
+    name TEXT PRIMARY KEY,
+    weights TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alias_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -209,6 +214,35 @@ class RegistryStore:
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, target.version))
         if delete_package and self.storage.exists(target.package_key):
             self.storage.delete(target.package_key)
+
+    def set_traffic(self, name: str, weights: dict[int, float]) -> dict[int, float]:
+        """Split the default route of ``name`` between versions (a canary), e.g. {3: 90, 4: 10}.
+
+        An empty mapping removes the split (all traffic follows the ``production`` alias).
+        """
+        validate_model_name(name)
+        clean: dict[int, float] = {}
+        for version, weight in weights.items():
+            if not isinstance(weight, (int, float)) or weight < 0:
+                raise InvalidArgument(f"Traffic weight for version {version} must be a number >= 0")
+            clean[int(self.get_version(name, int(version)).version)] = float(weight)
+        if clean and sum(clean.values()) <= 0:
+            raise InvalidArgument("Traffic weights must add up to more than 0")
+        with self._lock, self._transaction() as db:
+            if clean:
+                db.execute(
+                    "INSERT INTO traffic(name, weights, updated_at) VALUES (?,?,?) ON CONFLICT(name)"
+                    " DO UPDATE SET weights = excluded.weights, updated_at = excluded.updated_at",
+                    (name, json.dumps({str(k): v for k, v in clean.items()}), time.time()),
+                )
+            else:
+                db.execute("DELETE FROM traffic WHERE name = ?", (name,))
+        return clean
+
+    def get_traffic(self, name: str) -> dict[int, float]:
+        with self._lock:
+            row = self._db.execute("SELECT weights FROM traffic WHERE name = ?", (name,)).fetchone()
+        return {} if row is None else {int(k): float(v) for k, v in json.loads(row[0]).items()}
 
     # -- reads -----------------------------------------------------------------------------
     def get_version(self, name: str, version: int) -> ModelVersion:

@@ -1,0 +1,151 @@
+"""The result store: every prediction (id, model, version, input digest, output, latency, time).
+
+SQLite on the head node; one transaction per batch of records, committed before the call
+returns. Batching happens in the caller (:class:`aiplatform.results.client.ResultWriter`), so the
+request path never waits on a disk write.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from aiplatform.errors import InvalidArgument, NotFound
+
+MAX_QUERY_LIMIT = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    input_digest TEXT NOT NULL,
+    input_uri TEXT,
+    output TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_model_time ON results(model, version, created_at);
+CREATE INDEX IF NOT EXISTS results_time ON results(created_at);
+"""
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One prediction as the result store keeps it."""
+
+    id: str
+    model: str
+    version: int
+    input_digest: str
+    output: dict[str, Any]
+    latency_ms: float
+    created_at: float = field(default_factory=time.time)
+    input_uri: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ResultStore:
+    """SQLite-backed, thread-safe; writing a record twice keeps the first (retries are safe)."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record_batch(self, records: list[PredictionRecord]) -> int:
+        """Store records in one transaction; returns how many were new."""
+        rows = [
+            (
+                r.id, r.model, int(r.version), r.input_digest, r.input_uri,
+                json.dumps(r.output), float(r.latency_ms), float(r.created_at),
+            )
+            for r in records
+        ]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO results(id, model, version, input_digest, input_uri,"
+                    " output, latency_ms, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+            except Exception:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
+
+    def get(self, result_id: str) -> PredictionRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"Result {result_id!r} not found")
+        return _to_record(row)
+
+    def query(
+        self,
+        *,
+        model: Optional[str] = None,
+        version: Optional[int] = None,
+        since: Optional[float] = None,
+        until: Optional[float] = None,
+        limit: int = 100,
+    ) -> list[PredictionRecord]:
+        """Newest first, filtered by model, version and time range."""
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
+        if version is not None and model is None:
+            raise InvalidArgument("version filter needs a model filter")
+        clauses, params = [], []
+        for column, op, value in (
+            ("model", "=", model), ("version", "=", version),
+            ("created_at", ">=", since), ("created_at", "<", until),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM results {where} ORDER BY created_at DESC LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [_to_record(row) for row in rows]
+
+    def count(self, model: Optional[str] = None) -> int:
+        with self._lock:
+            if model is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+            return int(
+                self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()[0]
+            )
+
+
+def _to_record(row: sqlite3.Row) -> PredictionRecord:
+    return PredictionRecord(
+        id=row["id"],
+        model=row["model"],
+        version=int(row["version"]),
+        input_digest=row["input_digest"],
+        output=json.loads(row["output"]),
+        latency_ms=float(row["latency_ms"]),
+        created_at=float(row["created_at"]),
+        input_uri=row["input_uri"],
+    )

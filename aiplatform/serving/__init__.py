@@ -1,0 +1,1 @@
+"""Serving logic (the Ray Serve wrappers live in serve_apps/): inputs, model runner, router."""

@@ -1,0 +1,85 @@
+"""Turning request payloads into model inputs, with errors that name the problem.
+
+Image models take PNG/JPEG bytes (upload or base64 in JSON) of any size and mode, or nested
+arrays of pixel values 0..255; everything is brought to the package's ``input`` spec.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from aiplatform.datasets.sources import normalize_image, resize_array
+from aiplatform.errors import InvalidArgument
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_ARRAY_VALUES = 4096 * 4096 * 3
+
+
+def image_shape(model_config: dict[str, Any]) -> tuple[int, int, int]:
+    spec = model_config.get("input", {})
+    if spec.get("type") != "image":
+        raise InvalidArgument(f"Model {model_config.get('name')!r} does not take images")
+    return int(spec["height"]), int(spec["width"]), int(spec["channels"])
+
+
+def image_from_bytes(data: bytes, model_config: dict[str, Any], what: str = "Uploaded file") -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 (H, W, C) as the model expects."""
+    if not data:
+        raise InvalidArgument(f"{what} is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InvalidArgument(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+    height, width, channels = image_shape(model_config)
+    if height != width:
+        raise InvalidArgument("Only square image inputs are supported")
+    return normalize_image(data, height, channels, what)
+
+
+def image_from_base64(text: Any, model_config: dict[str, Any]) -> np.ndarray:
+    if not isinstance(text, str) or not text:
+        raise InvalidArgument("'image_b64' must be a non-empty base64 string")
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidArgument(f"'image_b64' is not valid base64: {exc}") from exc
+    return image_from_bytes(data, model_config, "Base64 image")
+
+
+def image_from_array(values: Any, model_config: dict[str, Any]) -> np.ndarray:
+    """A nested list (H, W) or (H, W, C) of pixel values 0..255 -> uint8 (H, W, C)."""
+    height, _, channels = image_shape(model_config)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(f"'array' must be a rectangular nested list of numbers: {exc}") from exc
+    if array.size > MAX_ARRAY_VALUES:
+        raise InvalidArgument(f"'array' has {array.size} values; the limit is {MAX_ARRAY_VALUES}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
+        raise InvalidArgument(
+            f"'array' must have shape (H, W) or (H, W, C) with C in (1, 3), got {list(array.shape)}"
+        )
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+        raise InvalidArgument("'array' values must be finite pixel values between 0 and 255")
+    pixels = np.round(array).astype(np.uint8)
+    return resize_array(pixels[None, ...], height, channels)[0]
+
+
+def image_from_json(body: Any, model_config: dict[str, Any]) -> np.ndarray:
+    """One JSON instance: ``{"image_b64": ...}`` or ``{"array": [[...]]}``."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("JSON body must be an object with 'image_b64', 'array' or 'text'")
+    if "text" in body and model_config.get("input", {}).get("type") == "image":
+        raise InvalidArgument(
+            f"Model {model_config.get('name')!r} classifies images; send 'image_b64', 'array' or a "
+            "file upload, not 'text'"
+        )
+    if "image_b64" in body or "image" in body:
+        return image_from_base64(body.get("image_b64", body.get("image")), model_config)
+    if "array" in body:
+        return image_from_array(body["array"], model_config)
+    raise InvalidArgument("JSON body needs one of 'image_b64', 'array' or 'text'")

@@ -1,0 +1,53 @@
+"""Model runner: a verified package, loaded once, that predicts batches of inputs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from aiplatform.packaging import ModelPackage, load_package
+from aiplatform.preprocessing import images_to_tensor
+
+
+class ModelRunner:
+    """Holds one model on its device; ``predict`` takes uint8 (N, H, W, C) images."""
+
+    def __init__(self, package: ModelPackage, device: str = "cpu") -> None:
+        self.package = package
+        self.config = package.config
+        self.labels = package.labels
+        self.device = torch.device(device)
+        self.model = package.model.to(self.device)
+        self.model.eval()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device: str = "cpu") -> "ModelRunner":
+        started = time.perf_counter()
+        runner = cls(load_package(data), device)
+        runner.load_seconds = time.perf_counter() - started
+        return runner
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes)."""
+        tensor = images_to_tensor(images, self.config["preprocessing"]).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(tensor)
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def predict(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """One answer per image: label, its probability and every class's probability."""
+        probabilities = self.predict_proba(images)
+        answers = []
+        for row in probabilities:
+            best = int(row.argmax())
+            answers.append(
+                {
+                    "label": self.labels[best],
+                    "probability": float(row[best]),
+                    "probabilities": {label: float(p) for label, p in zip(self.labels, row)},
+                }
+            )
+        return answers

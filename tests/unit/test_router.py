@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import pytest
+
+from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.registry import RegistryStore
+from aiplatform.serving.router import Router
+from aiplatform.storage import open_storage, sha256_bytes
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> RegistryStore:
+    store = RegistryStore(tmp_path / "r.sqlite", open_storage(str(tmp_path / "art")))
+    for i in range(3):
+        data = f"pkg-{i}".encode()
+        store.storage.put_bytes(f"p/{i}", data)
+        store.register_version("m", package_key=f"p/{i}", sha256=sha256_bytes(data), template="t")
+    store.set_alias("m", "production", 1)
+    return store
+
+
+def test_default_route_follows_production_and_sees_moves_within_the_ttl(registry: RegistryStore) -> None:
+    router = Router(registry, ttl_s=0.2)
+    assert router.resolve("m").version == 1
+    registry.set_alias("m", "production", 2)
+    time.sleep(0.25)
+    assert router.resolve("m").version == 2
+    assert router.resolve("m", version=3).version == 3
+    registry.set_alias("m", "staging", 3)
+    assert router.resolve("m", alias="staging").version == 3
+
+
+def test_canary_split_follows_the_weights(registry: RegistryStore) -> None:
+    registry.set_traffic("m", {1: 90, 2: 10})
+    router = Router(registry, seed=7)
+    counts = collections.Counter(router.resolve("m").version for _ in range(2000))
+    assert 0.85 < counts[1] / 2000 < 0.95 and counts[1] + counts[2] == 2000
+    registry.set_traffic("m", {})
+    router.invalidate()
+    assert {router.resolve("m").version for _ in range(50)} == {1}
+
+
+def test_bad_routes(registry: RegistryStore) -> None:
+    router = Router(registry)
+    with pytest.raises(InvalidArgument, match="either version or alias"):
+        router.resolve("m", version=1, alias="production")
+    with pytest.raises(NotFound, match="version=9"):
+        router.resolve("m", version=9)
+    with pytest.raises(NotFound, match="alias=nope"):
+        router.resolve("m", alias="nope")
+    with pytest.raises(InvalidArgument, match=">= 0"):
+        registry.set_traffic("m", {1: -1})
+    with pytest.raises(NotFound):
+        registry.set_traffic("m", {7: 1})
