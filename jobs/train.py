@@ -46,6 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--model-name", help="registry name (default: from template and dataset)")
     parser.add_argument("--run-name", help="unique run name (default: generated)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--verbose", action="store_true", help="show Ray Data's progress logs")
     return parser.parse_args(argv)
 
 
@@ -76,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         template = get_template(args.template)
         params = template.parse_params(collect_params(args))
         connect(settings)
+        if not args.verbose:
+            quiet_ray_data()
         storage = storage_from_settings(settings)
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         outcome = run_training(
@@ -117,6 +120,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  package: {version.package_uri} (sha256 {version.sha256})")
         print(f"  dataset: {summary['dataset']}; wall time {summary['wall_seconds']} s")
     return 0
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every execution's progress at INFO; a job's output is its epochs."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _ray_job_id() -> Optional[str]:

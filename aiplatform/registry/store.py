@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from aiplatform.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
 from aiplatform.storage import Storage
+from aiplatform.sqlite import open_database
 
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -113,14 +114,9 @@ class RegistryStore:
 
     def __init__(self, db_path: str | Path, storage: Storage) -> None:
         self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.storage = storage
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.db_path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

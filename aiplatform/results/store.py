@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.sqlite import open_database
 
 MAX_QUERY_LIMIT = 1000
 
@@ -57,13 +58,8 @@ class ResultStore:
 
     def __init__(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.db_path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(self.db_path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

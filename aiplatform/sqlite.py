@@ -1,0 +1,21 @@
+"""SQLite connections for the head-node stores (registry, results, later queue and alerts)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (creating) a durable SQLite file: WAL journal, fsync on every commit, schema applied.
+
+    The connection is in autocommit mode; callers wrap writes in explicit transactions and
+    serialize access with their own lock (``check_same_thread=False``).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
