@@ -1,6 +1,7 @@
 """The gateway: FastAPI ingress for inference (v1 JSON/upload) and the result store queries."""
 
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
 from aiplatform.serving.router import Router
+from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ app = FastAPI(title="aiplatform gateway")
 
 @app.exception_handler(AIPError)
 async def _platform_error(request: Request, exc: AIPError) -> JSONResponse:
+    if request.url.path.startswith("/v2/"):  # the Open Inference Protocol's error body
+        return JSONResponse(status_code=http_status(exc), content={"error": exc.message})
     return JSONResponse(status_code=http_status(exc), content=exc.to_dict())
 
 
@@ -103,6 +107,73 @@ class Gateway:
         records = self.results.query(model=model, version=version, since=since, limit=limit)
         return {"results": [r.to_dict() for r in records]}
 
+    # -- Open Inference Protocol (KServe v2) ----------------------------------------------------
     @app.get("/v2/health/live")
     async def live(self) -> dict[str, bool]:
         return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready(self) -> JSONResponse:
+        try:
+            self.registry.list_models()
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse(status_code=503, content={"ready": False, "error": str(exc)})
+        return JSONResponse(content={"ready": True})
+
+    @app.get("/v2/models/{name}")
+    async def v2_model(self, name: str) -> dict[str, Any]:
+        return await self._v2_metadata(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_model_version(self, name: str, version: int) -> dict[str, Any]:
+        return await self._v2_metadata(name, version)
+
+    async def _v2_metadata(self, name: str, version: Optional[int]) -> dict[str, Any]:
+        target = self.router.resolve(name, version=version)
+        versions = [v.version for v in self.registry.list_versions(name)] if version is None else [version]
+        return model_metadata(name, versions, await self._config(f"{target.name}:{target.version}"))
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_ready(self, name: str) -> dict[str, Any]:
+        return await self._v2_ready(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_version_ready(self, name: str, version: int) -> dict[str, Any]:
+        return await self._v2_ready(name, version)
+
+    async def _v2_ready(self, name: str, version: Optional[int]) -> dict[str, Any]:
+        target = self.router.resolve(name, version=version)
+        await self._config(f"{target.name}:{target.version}")  # loads and verifies the package
+        return {"name": name, "version": str(target.version), "ready": True}
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer(self, name: str, request: Request) -> dict[str, Any]:
+        return await self._v2_infer(name, None, request)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_version_infer(self, name: str, version: int, request: Request) -> dict[str, Any]:
+        return await self._v2_infer(name, version, request)
+
+    async def _v2_infer(self, name: str, version: Optional[int], request: Request) -> dict[str, Any]:
+        started = time.perf_counter()
+        target = self.router.resolve(name, version=version)
+        model_id = f"{target.name}:{target.version}"
+        config = await self._config(model_id)
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
+        images, _ = images_from_infer_request(body, config)
+        handle = self.model_server.options(multiplexed_model_id=model_id)
+        answers = await asyncio.gather(*(handle.predict.remote(model_id, image) for image in images))
+        request_id = str(body.get("id") or uuid.uuid4().hex)
+        latency_ms = (time.perf_counter() - started) * 1000
+        digest = hashlib.sha256(raw).hexdigest()
+        for index, answer in enumerate(answers):
+            self.writer.record(PredictionRecord(
+                id=request_id if len(answers) == 1 else f"{request_id}-{index}", model=target.name,
+                version=target.version, input_digest=digest, latency_ms=latency_ms,
+                output={k: answer[k] for k in ("label", "probability", "probabilities")},
+            ))
+        return infer_response(target.name, target.version, request_id, config["labels"], list(answers))

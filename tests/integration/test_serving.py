@@ -86,3 +86,43 @@ def test_bad_input_answers_4xx_with_a_json_error(gateway: str, path: str, kwargs
         # The next request is served normally.
         ok = client.post("/v1/models/tiny/predict", json={"array": [[0, 255], [255, 0]]})
         assert ok.status_code == 200
+
+
+def test_open_inference_protocol_v2(gateway: str) -> None:
+    images = np.random.default_rng(2).integers(0, 255, (2, 8, 8), dtype=np.uint8)
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        assert client.get("/v2/health/live").json() == {"live": True}
+        assert client.get("/v2/health/ready").status_code == 200
+        meta = client.get("/v2/models/tiny").json()
+        assert meta["name"] == "tiny" and meta["versions"] == ["1"]
+        assert meta["inputs"][0] == {"name": "input", "datatype": "UINT8", "shape": [-1, 8, 8, 1]}
+        assert client.get("/v2/models/tiny/versions/1").json()["versions"] == ["1"]
+        assert client.get("/v2/models/tiny/ready").json()["ready"] is True
+        assert client.get("/v2/models/tiny/versions/1/ready").json()["ready"] is True
+        request = {"id": "req-v2-1", "inputs": [{"name": "input", "shape": [2, 8, 8], "datatype": "UINT8",
+                                                  "data": images.reshape(-1).tolist()}]}
+        for path in ("/v2/models/tiny/infer", "/v2/models/tiny/versions/1/infer"):
+            response = client.post(path, json=request)
+            assert response.status_code == 200, response.text
+            out = {o["name"]: o for o in response.json()["outputs"]}
+            assert out["probabilities"]["shape"] == [2, 3] and len(out["probabilities"]["data"]) == 6
+            assert out["label"]["datatype"] == "BYTES" and len(out["label"]["data"]) == 2
+            assert response.json()["model_version"] == "1"
+
+
+@pytest.mark.parametrize(
+    "tensor, status, fragment",
+    [
+        ({"name": "input", "shape": [1, 8, 8], "datatype": "UINT8", "data": [1, 2, 3]}, 400, "needs 64"),
+        ({"name": "input", "shape": [1, 8], "datatype": "UINT8", "data": [0] * 8}, 400, "[N, H, W]"),
+        ({"name": "input", "shape": [1], "datatype": "BYTES", "data": ["hi"]}, 400, "not BYTES"),
+        ({"name": "input", "shape": [1, 8, 8], "datatype": "COMPLEX", "data": [0] * 64}, 400, "Unknown datatype"),
+        ({"name": "input", "shape": [1, 8, 8], "datatype": "FP32"}, 400, "lacks 'data'"),
+    ],
+)
+def test_v2_bad_tensors_get_v2_error_bodies(gateway: str, tensor: dict, status: int, fragment: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        response = client.post("/v2/models/tiny/infer", json={"inputs": [tensor]})
+        assert response.status_code == status, response.text
+        assert fragment in response.json()["error"]
+        assert client.get("/v2/models/nope").status_code == 404
