@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     ray_temp_dir: Optional[Path] = None
     ray_dashboard: bool = True
 
+    serve_app_name: str = "aiplatform"
+    """Name of the platform's Serve application (gateway + model servers)."""
+
     train_worker_cpus: float = 0.5
     """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores
     without starving each other (a hang seen with whole CPUs on 2-core machines)."""

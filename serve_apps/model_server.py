@@ -68,3 +68,4 @@ class ModelServer:
     def check_health(self) -> None:
         """Unhealthy when the registry cannot be reached: no new model could be loaded."""
         ray.get(self.registry.handle.ping.remote(), timeout=HEALTH_TIMEOUT_S)
+

@@ -18,12 +18,16 @@ from aiplatform.storage import sha256_bytes, storage_from_settings
 from tests.factories import free_port, make_package, png_bytes
 
 
+_GATEWAY_SETTINGS: dict[str, Settings] = {}
+
+
 @pytest.fixture(scope="module")
 def gateway(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from serve_apps.app import build_app
 
     home = tmp_path_factory.mktemp("serving")
     settings = Settings(home=Path(home), ray_namespace=f"serve-{uuid.uuid4().hex[:8]}")
+    _GATEWAY_SETTINGS["settings"] = settings
     storage = storage_from_settings(settings)
     registry = RegistryClient.connect(settings)
     data = make_package(name="tiny", num_classes=3)
@@ -33,11 +37,11 @@ def gateway(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     registry.set_alias("tiny", "production", 1)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings), name="aip-test", route_prefix="/")
+    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.delete("aip-test")
+        serve.delete(settings.serve_app_name)
         serve.shutdown()
 
 
@@ -126,3 +130,57 @@ def test_v2_bad_tensors_get_v2_error_bodies(gateway: str, tensor: dict, status: 
         assert response.status_code == status, response.text
         assert fragment in response.json()["error"]
         assert client.get("/v2/models/nope").status_code == 404
+
+
+def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: str, tmp_path: Path) -> None:
+    import threading
+
+    from aiplatform.errors import Conflict
+    from aiplatform.serving.deployer import deploy, rollback, warm_on_serve
+
+    settings = _GATEWAY_SETTINGS["settings"]
+    registry = RegistryClient.connect(settings)
+    storage = storage_from_settings(settings)
+    data = make_package(name="tiny", num_classes=3, seed=5)
+    storage.put_bytes("packages/tiny/v2.zip", data)
+    v2 = registry.register_version("tiny", package_key="packages/tiny/v2.zip", sha256=sha256_bytes(data),
+                                   template="cnn-classification", metrics={"test_accuracy": 0.9})
+    statuses: list[int] = []
+    versions: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=gateway, timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/v1/models/tiny/predict", json={"array": [[0, 255], [255, 0]]})
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    versions.append(response.json()["version"])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    result = deploy(registry, "tiny", v2.version, warm=warm_on_serve(settings.serve_app_name), force=True)
+    assert result.previous_version == 1
+    time.sleep(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert statuses and set(statuses) == {200}, f"{len(statuses)} requests, statuses {set(statuses)}"
+    assert versions[0] == 1 and versions[-1] == 2
+
+    # The gate: a worse candidate is refused and production does not move.
+    data3 = make_package(name="tiny", num_classes=3, seed=6)
+    storage.put_bytes("packages/tiny/v3.zip", data3)
+    v3 = registry.register_version("tiny", package_key="packages/tiny/v3.zip", sha256=sha256_bytes(data3),
+                                   template="cnn-classification", metrics={"test_accuracy": 0.5})
+    with pytest.raises(Conflict, match="Gate refused"):
+        deploy(registry, "tiny", v3.version, warm=lambda mid: None)
+    assert registry.resolve("tiny", "production").version == 2
+
+    back = rollback(registry, "tiny", warm=warm_on_serve(settings.serve_app_name))
+    assert back.version == 1
+    time.sleep(0.6)
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        assert client.post("/v1/models/tiny/predict", json={"array": [[1]]}).json()["version"] == 1

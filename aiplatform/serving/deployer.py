@@ -1,0 +1,99 @@
+"""Auto-deploy: gate a new version, warm it on the model servers, then move ``production``.
+
+The alias moves only after the new version is loaded somewhere, and routers pick the move up
+within their cache TTL; requests in flight finish on the version they started with, so a switch
+under load fails no request. The previous version stays registered for ``rollback``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from aiplatform.errors import Conflict, NotFound, Unavailable
+from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
+
+logger = logging.getLogger(__name__)
+PRODUCTION = "production"
+DEFAULT_TOLERANCE = 0.005
+GATE_METRIC = "test_accuracy"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    version: int
+    previous_version: Optional[int]
+    gate: str
+
+
+def check_gate(candidate: ModelVersion, current: Optional[ModelVersion], tolerance: float) -> str:
+    """Pass when the candidate's test accuracy is not below production's minus ``tolerance``."""
+    if current is None:
+        return "no production version yet"
+    new, old = candidate.metrics.get(GATE_METRIC), current.metrics.get(GATE_METRIC)
+    if new is None or old is None:
+        raise Conflict(
+            f"Cannot gate {candidate.name} v{candidate.version}: {GATE_METRIC} missing "
+            f"({'candidate' if new is None else 'production'}); deploy with force to skip the gate"
+        )
+    if float(new) < float(old) - tolerance:
+        raise Conflict(
+            f"Gate refused {candidate.name} v{candidate.version}: {GATE_METRIC} {new:.4f} is below "
+            f"production v{current.version}'s {old:.4f} minus tolerance {tolerance}"
+        )
+    return f"{GATE_METRIC} {new:.4f} >= {old:.4f} - {tolerance}"
+
+
+def warm_on_serve(app_name: str) -> Callable[[str], None]:
+    """A ``warm`` callable that loads a model id on the running Serve app's model servers."""
+
+    def warm(model_id: str) -> None:
+        from ray import serve
+        from ray.serve.exceptions import RayServeException
+
+        try:
+            handle = serve.get_deployment_handle("ModelServer", app_name=app_name)
+            handle.options(multiplexed_model_id=model_id).model_config.remote(model_id).result()
+        except RayServeException as exc:
+            raise Unavailable(
+                f"Serve app {app_name!r} is not running ({exc}); start it with "
+                "`serve run serve_apps/config.yaml`"
+            ) from exc
+
+    return warm
+
+
+def deploy(
+    registry: RegistryClient | RegistryStore,
+    name: str,
+    version: int,
+    *,
+    warm: Callable[[str], None],
+    tolerance: float = DEFAULT_TOLERANCE,
+    force: bool = False,
+) -> Deployment:
+    """Gate, warm (``warm("name:version")`` loads it on the servers), then move the alias."""
+    candidate = registry.get_version(name, version)
+    try:
+        current: Optional[ModelVersion] = registry.resolve(name, PRODUCTION)
+    except NotFound:
+        current = None
+    gate = "skipped (force)" if force else check_gate(candidate, current, tolerance)
+    warm(f"{name}:{candidate.version}")
+    registry.set_alias(name, PRODUCTION, candidate.version)
+    logger.info("deployed %s v%s (was %s): %s", name, candidate.version,
+                current.version if current else None, gate)
+    return Deployment(name, candidate.version, current.version if current else None, gate)
+
+
+def rollback(registry: RegistryClient | RegistryStore, name: str, *, warm: Callable[[str], None]) -> Deployment:
+    """Point ``production`` back at the version it held before its last move."""
+    history = registry.alias_history(name, PRODUCTION)
+    if not history or history[0]["previous_version"] is None:
+        raise Conflict(f"Model {name!r} has no earlier production version to roll back to")
+    current, previous = history[0]["version"], int(history[0]["previous_version"])
+    warm(f"{name}:{previous}")
+    registry.set_alias(name, PRODUCTION, previous)
+    return Deployment(name, previous, current, "rollback")

@@ -1,0 +1,47 @@
+"""Deploy a registered model version to production (or roll back), with the accuracy gate.
+
+    python -m jobs.deploy --model mnist-cnn --version 3
+    python -m jobs.deploy --model mnist-cnn --rollback
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from aiplatform.errors import AIPError
+from aiplatform.registry import RegistryClient
+from aiplatform.runtime import connect
+from aiplatform.serving.deployer import DEFAULT_TOLERANCE, deploy, rollback, warm_on_serve
+from aiplatform.settings import Settings
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.deploy", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--version", type=int)
+    target.add_argument("--rollback", action="store_true")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    parser.add_argument("--force", action="store_true", help="skip the accuracy gate")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+        connect(settings)
+        registry = RegistryClient.connect(settings)
+        warm = warm_on_serve(settings.serve_app_name)
+        if args.rollback:
+            result = rollback(registry, args.model, warm=warm)
+        else:
+            result = deploy(registry, args.model, args.version, warm=warm,
+                            tolerance=args.tolerance, force=args.force)
+    except AIPError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"{result.name}: production -> version {result.version} (was {result.previous_version}; {result.gate})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

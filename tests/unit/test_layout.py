@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_library_never_imports_entrypoints_or_serve_apps() -> None:
+    offenders = []
+    for path in (ROOT / "aiplatform").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("jobs", "serve_apps")]
+    assert offenders == []
+
+
+def test_serve_config_is_valid_for_serve_deploy() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve_apps" / "config.yaml").read_text()))
+    app = config.applications[0]
+    assert app.import_path == "serve_apps.app:app"
+    assert config.http_options.host == "127.0.0.1"
