@@ -13,19 +13,10 @@ def free_port() -> int:
 
 
 def make_digit_images(count: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
-    """Real MNIST digits (from the built-in source file) as (images uint8 N x 28 x 28, labels)."""
-    import importlib.resources
+    """Real MNIST test digits (images uint8 N x 28 x 28, labels); ``seed`` picks the slice."""
+    from aiplatform.datasets.sources import mnist_test_digits
 
-    import zarr
-    from zarr.storage import ZipStore
-
-    from aiplatform.datasets.sources import MNIST_RESOURCE
-
-    path = importlib.resources.files(MNIST_RESOURCE[0]).joinpath(MNIST_RESOURCE[1])
-    with ZipStore(str(path), mode="r") as store:
-        group = zarr.open_group(store, mode="r")
-        start = seed * count
-        return group["test_images"][start : start + count], group["test_labels"][start : start + count]
+    return mnist_test_digits(count, offset=seed * count)
 
 
 def write_idx(path, array, gz: bool = False) -> None:  # type: ignore[no-untyped-def]

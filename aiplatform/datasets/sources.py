@@ -168,6 +168,17 @@ def read_mnist(spec: DatasetSpec) -> SourceData:
     return SourceData(_arrays_to_dataset(splits, spec), [str(d) for d in range(10)], fingerprint)
 
 
+def mnist_test_digits(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real MNIST test digits (uint8 N x 28 x 28, labels) from the built-in file, for checks."""
+    import zarr
+    from zarr.storage import ZipStore
+
+    package, resource = MNIST_RESOURCE
+    with ZipStore(str(importlib.resources.files(package).joinpath(resource)), mode="r") as store:
+        group = zarr.open_group(store, mode="r")
+        return group["test_images"][offset : offset + count], group["test_labels"][offset : offset + count]
+
+
 # -- MNIST IDX files ------------------------------------------------------------------------
 def parse_idx(data: bytes, what: str) -> np.ndarray:
     """Parse an IDX file (gzipped or not) of unsigned bytes into an array."""

@@ -42,11 +42,16 @@ def _run_job(home: Path, *args: str, timeout: int = 600) -> subprocess.Completed
 
 def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: Path) -> None:
     proc = _run_job(tmp_path, "--template", "cnn-classification", "--dataset", "mnist",
-                    "--epochs", "1", "--max-rows", "4000", "--json")
+                    "--epochs", "1", "--max-rows", "4000", "--json",
+                    "--deploy", "--http-port", str(free_port()), "--check-digits", "100")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["model"] == "mnist-cnn" and summary["version"] == 1
     assert summary["test_accuracy"] > 0.8
+    # Deployed and checked over HTTP: real digits uploaded as PNG to the gateway.
+    assert summary["http_check"]["requests"] == 100
+    assert summary["http_check"]["accuracy"] > 0.8
+    assert summary["http_check"]["versions"] == [1]
 
     storage = open_storage(str(tmp_path / "artifacts"))
     registry = RegistryStore(tmp_path / "state" / "registry.sqlite", storage)
