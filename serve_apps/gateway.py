@@ -72,7 +72,7 @@ class Gateway:
             input_digest=hashlib.sha256(raw).hexdigest(), output=output, latency_ms=latency_ms,
         ))
         return {"request_id": request_id, "model": target.name, "version": target.version,
-                **output, "latency_ms": round(latency_ms, 3)}
+                **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"]}
 
     async def _read_input(self, request: Request, config: dict[str, Any]) -> tuple[bytes, Any]:
         content_type = request.headers.get("content-type", "")

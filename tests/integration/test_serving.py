@@ -184,3 +184,18 @@ def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: st
     time.sleep(0.6)
     with httpx.Client(base_url=gateway, timeout=30) as client:
         assert client.post("/v1/models/tiny/predict", json={"array": [[1]]}).json()["version"] == 1
+
+
+def test_concurrent_requests_are_batched(gateway: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> dict:
+        with httpx.Client(base_url=gateway, timeout=30) as client:
+            response = client.post("/v1/models/tiny/predict?version=1", json={"array": [[0, 255], [255, 0]]})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, range(64)))
+    assert max(a["batch_size"] for a in answers) > 1
+    assert len({a["request_id"] for a in answers}) == 64
