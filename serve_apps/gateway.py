@@ -12,9 +12,10 @@ from typing import Any, Optional
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from aiplatform.errors import AIPError, InvalidArgument, http_status
+from aiplatform.errors import AIPError, InvalidArgument, Unavailable, http_status
 from aiplatform.registry import RegistryClient
 from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
@@ -24,13 +25,24 @@ from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform gateway")
+RETRY_AFTER_S = 1
 
 
 @app.exception_handler(AIPError)
-async def _platform_error(request: Request, exc: AIPError) -> JSONResponse:
+async def platform_error(request: Request, exc: AIPError) -> JSONResponse:
+    status = http_status(exc)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     if request.url.path.startswith("/v2/"):  # the Open Inference Protocol's error body
-        return JSONResponse(status_code=http_status(exc), content={"error": exc.message})
-    return JSONResponse(status_code=http_status(exc), content=exc.to_dict())
+        return JSONResponse(status_code=status, content={"error": exc.message}, headers=headers)
+    return JSONResponse(status_code=status, content=exc.to_dict(), headers=headers)
+
+
+@app.exception_handler(BackPressureError)
+async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
+    """The model servers' queues are full: answer at once and tell the client when to retry."""
+    return await platform_error(
+        request, Unavailable(f"Model servers are overloaded ({exc}); retry in {RETRY_AFTER_S} s")
+    )
 
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import asyncio
+import json
+
+from ray.serve.exceptions import BackPressureError
+from starlette.requests import Request
+
+from aiplatform.errors import NotFound
+from serve_apps.gateway import overloaded, platform_error
+
+
+def _request(path: str) -> Request:
+    return Request({"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""})
+
+
+def test_overload_answers_503_with_retry_after() -> None:
+    error = BackPressureError(num_queued_requests=256, max_queued_requests=256)
+    response = asyncio.run(overloaded(_request("/v1/models/m/predict"), error))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert json.loads(response.body)["error"] == "unavailable"
+
+
+def test_v2_paths_get_v2_error_bodies() -> None:
+    response = asyncio.run(platform_error(_request("/v2/models/x/infer"), NotFound("Model 'x' not found")))
+    assert response.status_code == 404
+    assert json.loads(response.body) == {"error": "Model 'x' not found"}
+    v1 = asyncio.run(platform_error(_request("/v1/models/x/predict"), NotFound("Model 'x' not found")))
+    assert json.loads(v1.body) == {"error": "not_found", "message": "Model 'x' not found"}
