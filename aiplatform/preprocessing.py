@@ -28,6 +28,14 @@ def images_to_tensor(images: np.ndarray, preprocessing: dict[str, Any]) -> torch
     return (tensor - mean) / std
 
 
+def batch_to_tensors(
+    batch: dict[str, np.ndarray], shape: tuple[int, int, int], preprocessing: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset batch (``image`` bytes, ``label``) -> (normalised images, int64 labels)."""
+    images = images_to_tensor(decode_rows(batch["image"], shape), preprocessing)
+    return images, torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+
+
 def decode_rows(image_bytes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Raw image bytes from a dataset column -> uint8 (N, H, W, C)."""
     # bytearray: a writable buffer, so torch.from_numpy needs no extra copy and does not warn.

@@ -56,6 +56,12 @@ def head_pinned_options(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def head_actor(actor_class: type, name: str, settings: Settings) -> "ray.actor.ActorHandle":
+    """The platform actor ``name`` in the settings' namespace, created on the head if missing."""
+    options = head_pinned_options(name, settings.ray_namespace)
+    return ray.remote(actor_class).options(**options).remote(settings)
+
+
 def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call an actor method and wait; platform errors come back as themselves.
 

@@ -144,12 +144,13 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
 
     from aiplatform.serving.deployer import deploy, warm_on_serve
     from aiplatform.serving.http_check import check_digits_over_http
+    from aiplatform.serving.router import CACHE_TTL_S
     from serve_apps.app import build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
     serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
     deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
-    time.sleep(0.6)  # routers see the alias move within their 0.5 s cache
+    time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL
     return check_digits_over_http(f"http://127.0.0.1:{args.http_port}", name, count=args.check_digits)
 
 

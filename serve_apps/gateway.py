@@ -16,7 +16,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from aiplatform.errors import AIPError, InvalidArgument, Unavailable, http_status
-from aiplatform.registry import RegistryClient
+from aiplatform.registry import ModelVersion, RegistryClient
 from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
 from aiplatform.serving.router import Router
@@ -26,6 +26,7 @@ from aiplatform.settings import Settings
 logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform gateway")
 RETRY_AFTER_S = 1
+PREDICTION_FIELDS = ("label", "probability", "probabilities")
 
 
 @app.exception_handler(AIPError)
@@ -45,6 +46,15 @@ async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
     )
 
 
+def _parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise InvalidArgument("Request body is empty")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
+
+
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(app)
 class Gateway:
@@ -58,6 +68,24 @@ class Gateway:
         self.writer = ResultWriter(self.results.handle)
         self._configs: dict[str, dict[str, Any]] = {}
 
+    async def _route(
+        self, name: str, version: Optional[int], alias: Optional[str] = None
+    ) -> tuple[ModelVersion, str, dict[str, Any]]:
+        """The version a request goes to, its model id and its ``model.json``."""
+        target = self.router.resolve(name, version=version, alias=alias)
+        model_id = f"{target.name}:{target.version}"
+        return target, model_id, await self._config(model_id)
+
+    def _record(self, request_id: str, target: ModelVersion, input_digest: str,
+                answer: dict[str, Any], latency_ms: float) -> dict[str, Any]:
+        """Hand a prediction to the result writer (off the request path); returns its output."""
+        output = {field: answer[field] for field in PREDICTION_FIELDS}
+        self.writer.record(PredictionRecord(
+            id=request_id, model=target.name, version=target.version,
+            input_digest=input_digest, output=output, latency_ms=latency_ms,
+        ))
+        return output
+
     async def _config(self, model_id: str) -> dict[str, Any]:
         if model_id not in self._configs:
             self._configs[model_id] = await self.model_server.options(
@@ -70,19 +98,12 @@ class Gateway:
         self, name: str, request: Request, version: Optional[int] = None, alias: Optional[str] = None
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        target = self.router.resolve(name, version=version, alias=alias)
-        model_id = f"{target.name}:{target.version}"
-        config = await self._config(model_id)
+        target, model_id, config = await self._route(name, version, alias)
         raw, image = await self._read_input(request, config)
         answer = await self.model_server.options(multiplexed_model_id=model_id).predict.remote(model_id, image)
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
-        output = {"label": answer["label"], "probability": answer["probability"],
-                  "probabilities": answer["probabilities"]}
-        self.writer.record(PredictionRecord(
-            id=request_id, model=target.name, version=target.version,
-            input_digest=hashlib.sha256(raw).hexdigest(), output=output, latency_ms=latency_ms,
-        ))
+        output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms)
         return {"request_id": request_id, "model": target.name, "version": target.version,
                 **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"]}
 
@@ -99,13 +120,7 @@ class Gateway:
             data = await upload.read()
             return data, image_from_bytes(data, config, f"Uploaded file {upload.filename!r}")
         body = await request.body()
-        if not body:
-            raise InvalidArgument("Request body is empty")
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
-        return body, image_from_json(payload, config)
+        return body, image_from_json(_parse_json(body), config)
 
     @app.get("/v1/results/{result_id}")
     async def get_result(self, result_id: str) -> dict[str, Any]:
@@ -141,9 +156,9 @@ class Gateway:
         return await self._v2_metadata(name, version)
 
     async def _v2_metadata(self, name: str, version: Optional[int]) -> dict[str, Any]:
-        target = self.router.resolve(name, version=version)
+        _, _, config = await self._route(name, version)
         versions = [v.version for v in self.registry.list_versions(name)] if version is None else [version]
-        return model_metadata(name, versions, await self._config(f"{target.name}:{target.version}"))
+        return model_metadata(name, versions, config)
 
     @app.get("/v2/models/{name}/ready")
     async def v2_ready(self, name: str) -> dict[str, Any]:
@@ -154,8 +169,7 @@ class Gateway:
         return await self._v2_ready(name, version)
 
     async def _v2_ready(self, name: str, version: Optional[int]) -> dict[str, Any]:
-        target = self.router.resolve(name, version=version)
-        await self._config(f"{target.name}:{target.version}")  # loads and verifies the package
+        target, _, _ = await self._route(name, version)  # loads and verifies the package
         return {"name": name, "version": str(target.version), "ready": True}
 
     @app.post("/v2/models/{name}/infer")
@@ -168,14 +182,9 @@ class Gateway:
 
     async def _v2_infer(self, name: str, version: Optional[int], request: Request) -> dict[str, Any]:
         started = time.perf_counter()
-        target = self.router.resolve(name, version=version)
-        model_id = f"{target.name}:{target.version}"
-        config = await self._config(model_id)
+        target, model_id, config = await self._route(name, version)
         raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
+        body = _parse_json(raw)
         images, _ = images_from_infer_request(body, config)
         handle = self.model_server.options(multiplexed_model_id=model_id)
         answers = await asyncio.gather(*(handle.predict.remote(model_id, image) for image in images))
@@ -183,9 +192,6 @@ class Gateway:
         latency_ms = (time.perf_counter() - started) * 1000
         digest = hashlib.sha256(raw).hexdigest()
         for index, answer in enumerate(answers):
-            self.writer.record(PredictionRecord(
-                id=request_id if len(answers) == 1 else f"{request_id}-{index}", model=target.name,
-                version=target.version, input_digest=digest, latency_ms=latency_ms,
-                output={k: answer[k] for k in ("label", "probability", "probabilities")},
-            ))
+            row_id = request_id if len(answers) == 1 else f"{request_id}-{index}"
+            self._record(row_id, target, digest, answer, latency_ms)
         return infer_response(target.name, target.version, request_id, config["labels"], list(answers))

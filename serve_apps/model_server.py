@@ -12,7 +12,7 @@ from aiplatform.errors import IntegrityError
 from aiplatform.registry import RegistryClient
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
-from aiplatform.storage import sha256_bytes, storage_from_settings
+from aiplatform.storage import storage_from_settings
 
 MAX_MODELS_PER_REPLICA = 4
 MAX_BATCH_SIZE = 32
@@ -41,9 +41,11 @@ class ModelServer:
     async def get_runner(self, model_id: str) -> ModelRunner:
         name, _, version = model_id.rpartition(":")
         entry = self.registry.get_version(name, int(version))
-        data = self.storage.get_bytes(entry.package_key)  # sha256 checked against storage's record
-        if sha256_bytes(data) != entry.sha256:
+        # The registry's sha256 must be storage's record, and get_bytes checks the bytes against
+        # that record: one hash of the package, and it is never served if either differs.
+        if self.storage.recorded_sha256(entry.package_key) != entry.sha256:
             raise IntegrityError(f"Package of {model_id} does not match the registry's sha256")
+        data = self.storage.get_bytes(entry.package_key)
         return ModelRunner.from_bytes(data)
 
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)

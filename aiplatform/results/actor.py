@@ -11,7 +11,7 @@ from typing import Any, Optional
 import ray
 
 from aiplatform.results.store import PredictionRecord, ResultStore
-from aiplatform.runtime import call, head_pinned_options
+from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,7 @@ class ResultStoreActor(ResultStore):
 
 def result_store_handle(settings: Settings) -> "ray.actor.ActorHandle":
     """The platform's result-store actor, created on the head node if needed."""
-    options = head_pinned_options(RESULT_STORE_ACTOR_NAME, settings.ray_namespace)
-    return ray.remote(ResultStoreActor).options(**options).remote(settings)
+    return head_actor(ResultStoreActor, RESULT_STORE_ACTOR_NAME, settings)
 
 
 class ResultWriter:

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import numpy as np
 import ray
 import ray.train
 import torch
@@ -18,7 +17,7 @@ from ray.train.torch import TorchTrainer
 from aiplatform.architectures import build_model
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, Unavailable
-from aiplatform.preprocessing import decode_rows, image_preprocessing, images_to_tensor
+from aiplatform.preprocessing import batch_to_tensors, image_preprocessing
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.image_loop import CHECKPOINT_FILE
@@ -166,8 +165,7 @@ def evaluate(
     seen, correct, loss_sum = 0, 0, 0.0
     with torch.no_grad():
         for batch in test_ds.iter_batches(batch_size=2048, batch_format="numpy"):
-            images = images_to_tensor(decode_rows(batch["image"], shape), preprocessing)
-            labels = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+            images, labels = batch_to_tensors(batch, shape, preprocessing)
             logits = model(images)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(1) == labels).sum())

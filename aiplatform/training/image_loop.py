@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from aiplatform.architectures import build_model
-from aiplatform.preprocessing import decode_rows, images_to_tensor
+from aiplatform.preprocessing import batch_to_tensors
 
 CHECKPOINT_FILE = "state.pt"
 SHUFFLE_CHUNK_ROWS = 4096
@@ -46,8 +46,7 @@ def make_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> 
 
 def _collate(shape: tuple[int, int, int], preprocessing: dict[str, Any], device: torch.device):  # type: ignore[no-untyped-def]
     def collate(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = images_to_tensor(decode_rows(batch["image"], shape), preprocessing)
-        labels = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+        images, labels = batch_to_tensors(batch, shape, preprocessing)
         return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     return collate
@@ -69,11 +68,12 @@ def _shuffled_batches(shard: Any, collate: Any, batch_size: int, seed: int) -> I
             yield images.index_select(0, index), labels.index_select(0, index)
 
 
-def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+def _all_reduce(values: list[float], device: torch.device, op: Any = None) -> list[float]:
+    """Sum (or ``op``) over workers; a no-op for a single worker."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
+    dist.all_reduce(tensor, op=op if op is not None else dist.ReduceOp.SUM)
     return tensor.tolist()
 
 
@@ -133,7 +133,7 @@ def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
         seen_all, loss_all, val_seen_all, val_loss_all, val_correct_all = _all_reduce(
             [seen, loss_sum, val_seen, val_loss, val_correct], device
         )
-        (max_seconds,) = _max_all([train_seconds], device)
+        (max_seconds,) = _all_reduce([train_seconds], device, op=dist.ReduceOp.MAX)
         metrics = {
             "epoch": epoch + 1,
             "epochs": int(config["epochs"]),
@@ -163,14 +163,6 @@ def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
         else:
             ray.train.report(metrics)
     return history
-
-
-def _max_all(values: list[float], device: torch.device) -> list[float]:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.tolist()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
