@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RAY_NAMESPACE_DEFAULT = "aiplatform"
@@ -48,6 +48,26 @@ class Settings(BaseSettings):
     serve_app_name: str = "aiplatform"
     """Name of the platform's Serve application (gateway + model servers)."""
 
+    serve_max_batch_size: int = Field(64, ge=1, le=4096)
+    """Most inputs the gateway sends the model servers in one call (one forward pass)."""
+    serve_batches_in_flight: int = Field(2, ge=1, le=64)
+    """Concurrent calls per model from one gateway replica; further requests wait and join the
+    next batch (no fixed wait: a lone request is sent at once)."""
+    serve_batch_wait_s: float = Field(0.0, ge=0, le=1)
+    """How long a model server waits to merge calls from several gateway replicas."""
+    serve_gateway_replicas: int = Field(1, ge=1, le=64)
+    """Gateway replicas. With Serve's direct ingress each has its own port behind a load balancer
+    (HAProxy on a cluster); through Serve's proxy they share one."""
+    serve_gateway_max_ongoing: int = Field(256, ge=1)
+    serve_gateway_max_queued: int = Field(256, ge=1)
+    """Requests a gateway replica holds beyond ``serve_gateway_max_ongoing``; past it, clients get
+    503 with Retry-After at once instead of waiting in an ever longer queue."""
+    serve_min_replicas: int = Field(1, ge=0, le=64)
+    serve_max_replicas: int = Field(2, ge=1, le=256)
+    """Model-server autoscaling bounds."""
+    serve_store_inputs: bool = False
+    """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
+
     train_worker_cpus: float = 0.5
     """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores
     without starving each other (a hang seen with whole CPUs on 2-core machines)."""
@@ -61,6 +81,12 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("train_worker_cpus must be > 0")
         return value
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> "Settings":
+        if self.serve_min_replicas > self.serve_max_replicas:
+            raise ValueError("serve_min_replicas must not exceed serve_max_replicas")
+        return self
 
     @property
     def resolved_storage_uri(self) -> str:

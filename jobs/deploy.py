@@ -2,6 +2,8 @@
 
     python -m jobs.deploy --model mnist-cnn --version 3
     python -m jobs.deploy --model mnist-cnn --rollback
+    python -m jobs.deploy --model mnist-cnn --canary 4 --weight 10   # 90% production, 10% v4
+    python -m jobs.deploy --model mnist-cnn --clear-canary
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Optional, Sequence
 from aiplatform.errors import AIPError
 from aiplatform.registry import RegistryClient
 from aiplatform.runtime import connect
-from aiplatform.serving.deployer import DEFAULT_TOLERANCE, deploy, rollback, warm_on_serve
+from aiplatform.serving.deployer import (
+    DEFAULT_TOLERANCE, deploy, describe_split, rollback, set_canary, warm_on_serve,
+)
 from aiplatform.settings import Settings
 
 
@@ -23,6 +27,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--version", type=int)
     target.add_argument("--rollback", action="store_true")
+    target.add_argument("--canary", type=int, metavar="VERSION",
+                        help="send --weight percent of the default route to VERSION (warmed first)")
+    target.add_argument("--clear-canary", action="store_true")
+    parser.add_argument("--weight", type=float, default=10.0, help="canary percent, 0 < w < 100")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--force", action="store_true", help="skip the accuracy gate")
     args = parser.parse_args(argv)
@@ -31,6 +39,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         connect(settings)
         registry = RegistryClient.connect(settings)
         warm = warm_on_serve(settings.serve_app_name)
+        if args.canary is not None or args.clear_canary:
+            print(describe_split(args.model, set_canary(registry, args.model, args.canary, args.weight, warm)))
+            return 0
         if args.rollback:
             result = rollback(registry, args.model, warm=warm)
         else:

@@ -9,23 +9,28 @@ import time
 import uuid
 from typing import Any, Optional
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from aiplatform.errors import AIPError, InvalidArgument, Unavailable, http_status
+from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable, http_status
 from aiplatform.registry import ModelVersion, RegistryClient
-from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter
+from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter, input_key
+from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
 from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata
 from aiplatform.settings import Settings
+from aiplatform.storage import storage_from_settings
 
 logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform gateway")
 RETRY_AFTER_S = 1
+REPLICA_RETRIES = 3
 PREDICTION_FIELDS = ("label", "probability", "probabilities")
 
 
@@ -55,7 +60,9 @@ def _parse_json(raw: bytes) -> Any:
         raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
 
 
-@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(max_ongoing_requests=256, max_queued_requests=256,
+                  backpressure_config={"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+                  ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(app)
 class Gateway:
     """Parses and validates inputs, routes to a model version, records every prediction."""
@@ -65,8 +72,29 @@ class Gateway:
         self.registry = RegistryClient.connect(settings)
         self.router = Router(self.registry)
         self.results = ResultsClient.connect(settings)
-        self.writer = ResultWriter(self.results.handle)
+        self.storage = storage_from_settings(settings)
+        self.writer = ResultWriter(self.results.handle,
+                                   input_storage=self.storage if settings.serve_store_inputs else None)
+        self.batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
+            self._call_model_server, settings.serve_max_batch_size, settings.serve_batches_in_flight
+        )
         self._configs: dict[str, dict[str, Any]] = {}
+
+    async def _call_model_server(self, model_id: str, images: list[np.ndarray]) -> list[dict[str, Any]]:
+        """One handle call for a batch of requests to the same model (see AdaptiveBatcher).
+
+        Predictions have no side effects, so a batch whose replica died is sent again: a replica
+        lost under load costs latency, not failed requests."""
+        handle = self.model_server.options(multiplexed_model_id=model_id)
+        batch = np.stack(images)
+        for attempt in range(REPLICA_RETRIES + 1):
+            try:
+                return await handle.predict.remote(model_id, batch)
+            except (RayActorError, ActorUnavailableError):
+                if attempt == REPLICA_RETRIES:
+                    raise Unavailable(f"No model server replica could answer for {model_id}") from None
+                logger.warning("model server replica lost; resending a batch of %d", len(images))
+        raise AssertionError("unreachable")
 
     async def _route(
         self, name: str, version: Optional[int], alias: Optional[str] = None
@@ -76,14 +104,16 @@ class Gateway:
         model_id = f"{target.name}:{target.version}"
         return target, model_id, await self._config(model_id)
 
-    def _record(self, request_id: str, target: ModelVersion, input_digest: str,
-                answer: dict[str, Any], latency_ms: float) -> dict[str, Any]:
+    def _record(self, request_id: str, target: ModelVersion, raw: bytes,
+                answer: dict[str, Any], latency_ms: float, store_input: bool = True) -> dict[str, Any]:
         """Hand a prediction to the result writer (off the request path); returns its output."""
         output = {field: answer[field] for field in PREDICTION_FIELDS}
+        digest = hashlib.sha256(raw).hexdigest()
         self.writer.record(PredictionRecord(
             id=request_id, model=target.name, version=target.version,
-            input_digest=input_digest, output=output, latency_ms=latency_ms,
-        ))
+            input_digest=digest, output=output, latency_ms=latency_ms,
+            input_uri=input_key(digest) if self.writer.input_storage is not None else None,
+        ), raw if store_input else None)
         return output
 
     async def _config(self, model_id: str) -> dict[str, Any]:
@@ -96,16 +126,17 @@ class Gateway:
     @app.post("/v1/models/{name}/predict")
     async def predict(
         self, name: str, request: Request, version: Optional[int] = None, alias: Optional[str] = None
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         started = time.perf_counter()
         target, model_id, config = await self._route(name, version, alias)
         raw, image = await self._read_input(request, config)
-        answer = await self.model_server.options(multiplexed_model_id=model_id).predict.remote(model_id, image)
+        answer = await self.batcher.submit(model_id, image)
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
-        output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms)
-        return {"request_id": request_id, "model": target.name, "version": target.version,
-                **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"]}
+        output = self._record(request_id, target, raw, answer, latency_ms)
+        # A plain JSONResponse: FastAPI's response validation would cost more than the model.
+        return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
+                             **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"]})
 
     async def _read_input(self, request: Request, config: dict[str, Any]) -> tuple[bytes, Any]:
         content_type = request.headers.get("content-type", "")
@@ -122,9 +153,38 @@ class Gateway:
         body = await request.body()
         return body, image_from_json(_parse_json(body), config)
 
+    @app.get("/v1/models/{name}/traffic")
+    async def get_traffic(self, name: str) -> dict[str, Any]:
+        """The canary split of the default route (empty: all traffic follows ``production``)."""
+        weights = self.registry.get_traffic(name)
+        return {"name": name, "weights": {str(v): w for v, w in weights.items()}}
+
+    @app.put("/v1/models/{name}/traffic")
+    async def set_traffic(self, name: str, request: Request) -> dict[str, Any]:
+        """Set the split, e.g. ``{"weights": {"3": 90, "4": 10}}``; ``{"weights": {}}`` clears it.
+        Every gateway replica follows within the router's cache TTL, without a redeploy."""
+        body = _parse_json(await request.body())
+        weights = body.get("weights") if isinstance(body, dict) else None
+        if not isinstance(weights, dict):
+            raise InvalidArgument("Body must be {\"weights\": {\"<version>\": <weight>, ...}}")
+        try:
+            parsed = {int(version): float(weight) for version, weight in weights.items()}
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"Versions must be integers and weights numbers: {exc}") from exc
+        saved = self.registry.set_traffic(name, parsed)
+        return {"name": name, "weights": {str(v): w for v, w in saved.items()}}
+
     @app.get("/v1/results/{result_id}")
     async def get_result(self, result_id: str) -> dict[str, Any]:
         return self.results.get(result_id).to_dict()
+
+    @app.get("/v1/results/{result_id}/input")
+    async def get_result_input(self, result_id: str) -> Response:
+        """The raw input of a prediction, when inputs are kept (``AIP_SERVE_STORE_INPUTS``)."""
+        record = self.results.get(result_id)
+        if not record.input_uri or not self.storage.exists(record.input_uri):
+            raise NotFound(f"The input of result {result_id!r} was not kept")
+        return Response(self.storage.get_bytes(record.input_uri), media_type="application/octet-stream")
 
     @app.get("/v1/results")
     async def list_results(
@@ -186,12 +246,10 @@ class Gateway:
         raw = await request.body()
         body = _parse_json(raw)
         images, _ = images_from_infer_request(body, config)
-        handle = self.model_server.options(multiplexed_model_id=model_id)
-        answers = await asyncio.gather(*(handle.predict.remote(model_id, image) for image in images))
+        answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
         request_id = str(body.get("id") or uuid.uuid4().hex)
         latency_ms = (time.perf_counter() - started) * 1000
-        digest = hashlib.sha256(raw).hexdigest()
         for index, answer in enumerate(answers):
             row_id = request_id if len(answers) == 1 else f"{request_id}-{index}"
-            self._record(row_id, target, digest, answer, latency_ms)
+            self._record(row_id, target, raw, answer, latency_ms, store_input=index == 0)
         return infer_response(target.name, target.version, request_id, config["labels"], list(answers))

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 from ray import serve
 
 from aiplatform.errors import IntegrityError
@@ -15,27 +16,34 @@ from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 
 MAX_MODELS_PER_REPLICA = 4
-MAX_BATCH_SIZE = 32
-BATCH_WAIT_S = 0.002
+MAX_CALLS_PER_BATCH = 8
 HEALTH_TIMEOUT_S = 5
+# Replicas follow the calls in flight; bounds come from Settings (serve_min/max_replicas).
+AUTOSCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4}
 
 
 @serve.deployment(
     max_ongoing_requests=64,
     max_queued_requests=256,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 16},
+    autoscaling_config=AUTOSCALING,
     health_check_period_s=5,
     # Fractions of a CPU: on small machines Serve must leave room for Ray Data and Train.
     ray_actor_options={"num_cpus": 0.5},
 )
 class ModelServer:
-    """Loads ``name:version`` packages on demand (LRU of ``MAX_MODELS_PER_REPLICA``) and answers
-    batches; a package whose sha256 differs from the registry's is never served."""
+    """Loads ``name:version`` packages on demand (LRU of ``MAX_MODELS_PER_REPLICA``; an evicted
+    model releases its weights) and answers batches; a package whose sha256 differs from the
+    registry's is never served. Uses the replica's GPU when it has one."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.storage = storage_from_settings(settings)
         self.registry = RegistryClient.connect(settings)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.loaded: set[str] = set()
+        self.loads = 0
+        self.evictions = 0
+        self._predict.set_batch_wait_timeout_s(settings.serve_batch_wait_s)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_runner(self, model_id: str) -> ModelRunner:
@@ -46,28 +54,44 @@ class ModelServer:
         if self.storage.recorded_sha256(entry.package_key) != entry.sha256:
             raise IntegrityError(f"Package of {model_id} does not match the registry's sha256")
         data = self.storage.get_bytes(entry.package_key)
-        return ModelRunner.from_bytes(data)
+        runner = ModelRunner.from_bytes(data, self.device)
+        runner.on_release = lambda: self._forget(model_id)
+        self.loaded.add(model_id)
+        self.loads += 1
+        return runner
 
-    @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _predict(self, items: list[tuple[str, np.ndarray]]) -> list[dict[str, Any]]:
-        answers: list[Any] = [None] * len(items)
+    def _forget(self, model_id: str) -> None:
+        if model_id in self.loaded:
+            self.loaded.discard(model_id)
+            self.evictions += 1
+
+    @serve.batch(max_batch_size=MAX_CALLS_PER_BATCH, batch_wait_timeout_s=0.0)
+    async def _predict(self, calls: list[tuple[str, np.ndarray]]) -> list[list[dict[str, Any]]]:
+        """Merges the batches of concurrent callers: one forward pass per model."""
         by_model: dict[str, list[int]] = {}
-        for index, (model_id, _) in enumerate(items):
+        for index, (model_id, _) in enumerate(calls):
             by_model.setdefault(model_id, []).append(index)
+        answers: list[list[dict[str, Any]]] = [[] for _ in calls]
         for model_id, indexes in by_model.items():
             runner = await self.get_runner(model_id)
-            results = runner.predict(np.stack([items[i][1] for i in indexes]))
-            for i, result in zip(indexes, results):
-                answers[i] = {**result, "batch_size": len(items)}
+            stacked = np.concatenate([calls[i][1] for i in indexes])
+            results = iter(runner.predict(stacked))
+            for i in indexes:
+                answers[i] = [{**next(results), "batch_size": len(stacked)} for _ in range(len(calls[i][1]))]
         return answers
 
-    async def predict(self, model_id: str, image: np.ndarray) -> dict[str, Any]:
-        return await self._predict((model_id, image))
+    async def predict(self, model_id: str, images: np.ndarray) -> list[dict[str, Any]]:
+        """Answers for ``images`` (N, H, W, C) with model ``model_id``."""
+        return await self._predict((model_id, images))
 
     async def model_config(self, model_id: str) -> dict[str, Any]:
         return (await self.get_runner(model_id)).config
 
+    def stats(self) -> dict[str, Any]:
+        """What this replica holds: loaded model ids, loads and evictions so far, its device."""
+        return {"loaded": sorted(self.loaded), "loads": self.loads, "evictions": self.evictions,
+                "device": self.device}
+
     def check_health(self) -> None:
         """Unhealthy when the registry cannot be reached: no new model could be loaded."""
         ray.get(self.registry.handle.ping.remote(), timeout=HEALTH_TIMEOUT_S)
-

@@ -8,6 +8,7 @@ points at a missing or partial package.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import threading
@@ -219,7 +220,7 @@ class RegistryStore:
         validate_model_name(name)
         clean: dict[int, float] = {}
         for version, weight in weights.items():
-            if not isinstance(weight, (int, float)) or weight < 0:
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
                 raise InvalidArgument(f"Traffic weight for version {version} must be a number >= 0")
             clean[int(self.get_version(name, int(version)).version)] = float(weight)
         if clean and sum(clean.values()) <= 0:

@@ -1,11 +1,11 @@
 """The result store: every prediction kept and queryable; writes batched off the request path."""
 
 from aiplatform.results.actor import (
-    RESULT_STORE_ACTOR_NAME, ResultsClient, ResultStoreActor, ResultWriter, result_store_handle,
+    RESULT_STORE_ACTOR_NAME, ResultsClient, ResultStoreActor, ResultWriter, input_key, result_store_handle,
 )
 from aiplatform.results.store import PredictionRecord, ResultStore
 
 __all__ = [
     "RESULT_STORE_ACTOR_NAME", "PredictionRecord", "ResultStore", "ResultStoreActor",
-    "ResultWriter", "ResultsClient", "result_store_handle",
+    "ResultWriter", "ResultsClient", "input_key", "result_store_handle",
 ]

@@ -13,6 +13,7 @@ import ray
 from aiplatform.results.store import PredictionRecord, ResultStore
 from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
+from aiplatform.storage import Storage
 
 logger = logging.getLogger(__name__)
 RESULT_STORE_ACTOR_NAME = "result-store"
@@ -20,6 +21,13 @@ FLUSH_INTERVAL_S = 0.05
 MAX_BATCH_RECORDS = 512
 MAX_BUFFERED_RECORDS = 100_000
 RETRY_DELAY_S = 0.5
+MAX_BUFFERED_INPUT_BYTES = 256 * 1024 * 1024
+INPUTS_PREFIX = "results/inputs"
+
+
+def input_key(digest: str) -> str:
+    """Where a prediction's raw input is kept (content-addressed: one copy per distinct input)."""
+    return f"{INPUTS_PREFIX}/{digest}"
 
 
 class ResultStoreActor(ResultStore):
@@ -50,8 +58,12 @@ class ResultWriter:
     dropped (and counted) rather than growing without bound while the store is down.
     """
 
-    def __init__(self, handle: "ray.actor.ActorHandle", flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(self, handle: "ray.actor.ActorHandle", flush_interval_s: float = FLUSH_INTERVAL_S,
+                 input_storage: Optional[Storage] = None) -> None:
         self.handle = handle
+        self.input_storage = input_storage
+        self._inputs: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._input_bytes = 0
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
         self.written = 0
@@ -64,8 +76,15 @@ class ResultWriter:
         self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
         self._thread.start()
 
-    def record(self, record: PredictionRecord) -> None:
+    def record(self, record: PredictionRecord, raw_input: Optional[bytes] = None) -> None:
+        """Queue ``record``; with an input storage configured, its raw input is stored too."""
         with self._lock:
+            if self.input_storage is not None and raw_input:
+                self._inputs.append((record.input_digest, raw_input))
+                self._input_bytes += len(raw_input)
+                while self._input_bytes > MAX_BUFFERED_INPUT_BYTES:
+                    self._input_bytes -= len(self._inputs.popleft()[1])
+                    self.dropped += 1
             if len(self._buffer) >= MAX_BUFFERED_RECORDS:
                 self._buffer.popleft()
                 self.dropped += 1
@@ -90,6 +109,7 @@ class ResultWriter:
         while not self._stopped:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
+            self._store_inputs()
             while True:
                 with self._lock:
                     batch = [self._buffer[i] for i in range(min(MAX_BATCH_RECORDS, len(self._buffer)))]
@@ -107,6 +127,21 @@ class ResultWriter:
                         if self._buffer:
                             self._buffer.popleft()
                 self.written += len(batch)
+
+    def _store_inputs(self) -> None:
+        while self.input_storage is not None:
+            with self._lock:
+                if not self._inputs:
+                    return
+                digest, data = self._inputs.popleft()
+                self._input_bytes -= len(data)
+            key = input_key(digest)
+            try:
+                if not self.input_storage.exists(key):
+                    self.input_storage.put_bytes(key, data)
+            except Exception as exc:  # noqa: BLE001 - the prediction stands; only its copy is lost
+                self.dropped += 1
+                logger.warning("could not store input %s: %s", key, exc)
 
 
 class ResultsClient:

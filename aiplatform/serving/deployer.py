@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from aiplatform.errors import Conflict, NotFound, Unavailable
+from aiplatform.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
 
 logger = logging.getLogger(__name__)
@@ -97,3 +97,31 @@ def rollback(registry: RegistryClient | RegistryStore, name: str, *, warm: Calla
     warm(f"{name}:{previous}")
     registry.set_alias(name, PRODUCTION, previous)
     return Deployment(name, previous, current, "rollback")
+
+
+def set_canary(
+    registry: RegistryClient | RegistryStore,
+    name: str,
+    version: Optional[int],
+    weight: float,
+    *,
+    warm: Callable[[str], None],
+) -> dict[int, float]:
+    """Send ``weight`` percent of ``name``'s default route to ``version`` and the rest to
+    production (warmed first); ``version=None`` ends the canary."""
+    if version is None:
+        return registry.set_traffic(name, {})
+    if not 0 < weight < 100:
+        raise InvalidArgument(f"Canary weight must be between 0 and 100 (exclusive), got {weight}")
+    production = registry.resolve(name, PRODUCTION)
+    candidate = registry.get_version(name, version)
+    if candidate.version == production.version:
+        raise Conflict(f"Version {version} of {name!r} already is production")
+    warm(f"{name}:{candidate.version}")
+    return registry.set_traffic(name, {production.version: 100 - weight, candidate.version: weight})
+
+
+def describe_split(name: str, weights: dict[int, float]) -> str:
+    if not weights:
+        return f"{name}: no canary; all traffic follows {PRODUCTION}"
+    return f"{name}: " + ", ".join(f"v{v} {w:g}%" for v, w in sorted(weights.items()))

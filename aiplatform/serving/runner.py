@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.model = package.model.to(self.device)
         self.model.eval()
+        self.on_release: Optional[Callable[[], None]] = None
 
     @classmethod
     def from_bytes(cls, data: bytes, device: str = "cpu") -> "ModelRunner":
@@ -29,6 +30,20 @@ class ModelRunner:
         runner = cls(load_package(data), device)
         runner.load_seconds = time.perf_counter() - started
         return runner
+
+    def release(self) -> None:
+        """Drops the weights (called when a model server evicts this model from its cache)."""
+        self.model = None  # type: ignore[assignment]
+        self.package = None  # type: ignore[assignment]
+        device = getattr(self, "device", None)
+        if device is not None and device.type == "cuda":
+            torch.cuda.empty_cache()
+        callback, self.on_release = getattr(self, "on_release", None), None
+        if callback is not None:
+            callback()
+
+    def __del__(self) -> None:  # Serve's multiplexing calls __del__ on eviction
+        self.release()
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (N, num_classes)."""

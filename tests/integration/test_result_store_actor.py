@@ -31,3 +31,27 @@ def test_writer_batches_survive_an_actor_restart_without_loss_or_duplicates(
     assert len(client.query(model="m", version=1, limit=1000)) == 300
     writer.close()
     ray.kill(client.handle, no_restart=True)
+
+
+def test_writer_keeps_raw_inputs_in_storage_when_configured(ray_session: None, tmp_path: Path) -> None:
+    import hashlib
+
+    from aiplatform.results import input_key
+    from aiplatform.storage import storage_from_settings
+
+    settings = Settings(home=tmp_path, ray_namespace=f"res-{uuid.uuid4().hex[:8]}")
+    client = ResultsClient.connect(settings)
+    storage = storage_from_settings(settings)
+    writer = ResultWriter(client.handle, flush_interval_s=0.01, input_storage=storage)
+    payloads = [b"first input", b"second input", b"first input"]
+    for i, raw in enumerate(payloads):
+        digest = hashlib.sha256(raw).hexdigest()
+        writer.record(PredictionRecord(id=f"in{i}", model="m", version=1, input_digest=digest,
+                                       output={"label": "1"}, latency_ms=1.0, input_uri=input_key(digest)), raw)
+    assert writer.flush(timeout_s=60)
+    stored = client.get("in2")
+    assert storage.get_bytes(stored.input_uri) == b"first input"
+    assert storage.list(input_key("")) == sorted(
+        {input_key(hashlib.sha256(p).hexdigest()) for p in payloads})
+    writer.close()
+    ray.kill(client.handle, no_restart=True)

@@ -199,3 +199,62 @@ def test_concurrent_requests_are_batched(gateway: str) -> None:
         answers = list(pool.map(one, range(64)))
     assert max(a["batch_size"] for a in answers) > 1
     assert len({a["request_id"] for a in answers}) == 64
+
+
+def _register_versions(settings: Settings, name: str, count: int) -> list[int]:
+    registry = RegistryClient.connect(settings)
+    storage = storage_from_settings(settings)
+    versions = []
+    for seed in range(count):
+        data = make_package(name=name, num_classes=3, seed=100 + seed)
+        key = f"packages/{name}/v{seed + 1}.zip"
+        storage.put_bytes(key, data)
+        versions.append(registry.register_version(name, package_key=key, sha256=sha256_bytes(data),
+                                                  template="cnn-classification").version)
+    registry.set_alias(name, "production", versions[0])
+    return versions
+
+
+def test_canary_split_set_through_the_api(gateway: str) -> None:
+    settings = _GATEWAY_SETTINGS["settings"]
+    first, second = _register_versions(settings, "canary", 2)
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        bad = client.put("/v1/models/canary/traffic", json={"weights": {"1": -5}})
+        assert bad.status_code == 400 and "must be a number >= 0" in bad.json()["message"]
+        assert client.put("/v1/models/canary/traffic", json={"weights": {"9": 5}}).status_code == 404
+        assert client.put("/v1/models/canary/traffic", json={"weights": "half"}).status_code == 400
+        split = client.put("/v1/models/canary/traffic", json={"weights": {str(first): 50, str(second): 50}})
+        assert split.status_code == 200 and split.json()["weights"] == {str(first): 50.0, str(second): 50.0}
+        time.sleep(0.6)  # the routers' cache TTL
+        seen = [client.post("/v1/models/canary/predict", json={"array": [[1, 2], [3, 4]]}).json()["version"]
+                for _ in range(60)]
+        assert 10 <= seen.count(second) <= 50, seen
+        assert client.put("/v1/models/canary/traffic", json={"weights": {}}).json()["weights"] == {}
+        assert client.get("/v1/models/canary/traffic").json()["weights"] == {}
+        time.sleep(0.6)
+        seen = {client.post("/v1/models/canary/predict", json={"array": [[1]]}).json()["version"] for _ in range(10)}
+        assert seen == {first}
+
+
+def test_multiplexed_model_servers_evict_the_least_recently_used(gateway: str) -> None:
+    from ray import serve
+
+    from serve_apps.model_server import MAX_MODELS_PER_REPLICA
+
+    settings = _GATEWAY_SETTINGS["settings"]
+    versions = _register_versions(settings, "many", MAX_MODELS_PER_REPLICA + 2)
+    handle = serve.get_deployment_handle("ModelServer", app_name=settings.serve_app_name)
+    before = handle.stats.remote().result()
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        for version in versions:
+            response = client.post(f"/v1/models/many/predict?version={version}", json={"array": [[7]]})
+            assert response.status_code == 200, response.text
+        stats = handle.stats.remote().result()
+        loaded_many = [m for m in stats["loaded"] if m.startswith("many:")]
+        assert len(stats["loaded"]) <= MAX_MODELS_PER_REPLICA
+        assert f"many:{versions[-1]}" in loaded_many and f"many:{versions[0]}" not in loaded_many
+        assert stats["evictions"] - before["evictions"] >= 2
+        # An evicted model is loaded again on demand.
+        again = client.post(f"/v1/models/many/predict?version={versions[0]}", json={"array": [[7]]})
+        assert again.status_code == 200 and again.json()["version"] == versions[0]
+    assert f"many:{versions[0]}" in handle.stats.remote().result()["loaded"]

@@ -56,3 +56,23 @@ def test_bad_routes(registry: RegistryStore) -> None:
         registry.set_traffic("m", {1: -1})
     with pytest.raises(NotFound):
         registry.set_traffic("m", {7: 1})
+
+
+def test_set_canary_warms_the_candidate_and_splits_against_production(registry: RegistryStore) -> None:
+    from aiplatform.errors import Conflict
+    from aiplatform.serving.deployer import describe_split, set_canary
+
+    warmed: list[str] = []
+    weights = set_canary(registry, "m", 3, 10, warm=warmed.append)
+    assert weights == {1: 90.0, 3: 10.0} and warmed == ["m:3"]
+    assert describe_split("m", weights) == "m: v1 90%, v3 10%"
+    with pytest.raises(InvalidArgument, match="between 0 and 100"):
+        set_canary(registry, "m", 3, 100, warm=warmed.append)
+    with pytest.raises(Conflict, match="already is production"):
+        set_canary(registry, "m", 1, 5, warm=warmed.append)
+    with pytest.raises(NotFound):
+        set_canary(registry, "m", 9, 5, warm=warmed.append)
+    assert registry.get_traffic("m") == {1: 90.0, 3: 10.0}
+    assert set_canary(registry, "m", None, 0, warm=warmed.append) == {}
+    with pytest.raises(InvalidArgument, match=">= 0"):
+        registry.set_traffic("m", {1: float("nan")})

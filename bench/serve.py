@@ -1,0 +1,250 @@
+"""Benchmark: the platform's Serve gateway vs a plain FastAPI app vs the model called in-process.
+
+    python bench/serve.py --repeats 3 [--mode direct|proxy]
+
+One load generator (bench/loadgen.py), one MNIST-sized CNN package, one real MNIST test digit as a
+base64 PNG in JSON, concurrency 1, 8 and 32:
+  (a) the gateway on Ray Serve (router, multiplexed batched model code, result store);
+  (b) a plain single-process FastAPI + uvicorn app, unbatched (bench/plain_fastapi_app.py);
+  (c) the same parsing and model called in-process with dynamic batching: this machine's limit.
+Prints throughput, p50/p99 per target and the ratios gateway/plain (throughput) and
+gateway - in-process (p50 at concurrency 1). Medians over ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from loadgen import LoadResult, median_summary, run_call_load, run_http_load  # noqa: E402
+
+CONCURRENCIES = (1, 8, 32)
+
+
+def mnist_package() -> bytes:
+    """The default ``cnn-classification`` architecture for 28x28 digits (weights random: the cost
+    of a forward pass does not depend on them)."""
+    import torch
+
+    from aiplatform.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import image_preprocessing
+    from aiplatform.training.cnn import CnnParams
+
+    torch.manual_seed(0)
+    params = CnnParams()
+    architecture = {"type": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10,
+                    "conv_channels": params.conv_channels, "kernel_size": params.kernel_size,
+                    "hidden_units": params.hidden_units, "dropout": params.dropout}
+    return build_package(
+        model_config={"name": "bench-mnist", "template": "cnn-classification", "architecture": architecture,
+                      "labels": [str(i) for i in range(10)],
+                      "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+                      "preprocessing": image_preprocessing(28, 28, 1, 0.13, 0.31)},
+        state_dict=build_model(architecture).state_dict(),
+        metrics={"test_accuracy": 0.99}, lineage={"method": "bench"},
+    )
+
+
+def digit_body() -> bytes:
+    import io
+
+    from PIL import Image
+
+    from aiplatform.datasets.sources import mnist_test_digits
+
+    images, _ = mnist_test_digits(1)
+    buffer = io.BytesIO()
+    Image.fromarray(images[0].reshape(28, 28)).save(buffer, format="PNG")
+    return json.dumps({"image_b64": base64.b64encode(buffer.getvalue()).decode()}).encode()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            answer = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+            if answer.status_code == 200:
+                return
+            detail = answer.text
+        except httpx.HTTPError as exc:
+            detail = str(exc)
+        if time.time() > deadline:
+            raise RuntimeError(f"{url} did not answer 200: {detail}")
+        time.sleep(0.5)
+
+
+def measure_http(urls: str | list[str], body: bytes, seconds: float) -> dict[int, LoadResult]:
+    return {c: asyncio.run(run_http_load(urls, body, c, seconds)) for c in CONCURRENCIES}
+
+
+def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadResult]:
+    """(c): parse + predict in this process, requests batched as the gateway batches them."""
+    import numpy as np
+
+    from aiplatform.serving.inputs import image_from_json
+    from aiplatform.serving.runner import ModelRunner
+    from aiplatform.serving.batcher import AdaptiveBatcher
+    from aiplatform.settings import Settings
+
+    runner = ModelRunner.from_bytes(package)
+    settings = Settings()
+
+    async def forward(_: str, images: list) -> list:  # type: ignore[type-arg]
+        return runner.predict(np.stack(images))
+
+    async def run(concurrency: int) -> LoadResult:
+        batcher = AdaptiveBatcher(forward, settings.serve_max_batch_size, max_in_flight=1)
+
+        async def call() -> object:
+            return await batcher.submit("m", image_from_json(json.loads(body), runner.config))
+
+        return await run_call_load(call, concurrency, seconds)
+
+    return {c: asyncio.run(run(c)) for c in CONCURRENCIES}
+
+
+def plain_fastapi(package_path: Path, body: bytes, seconds: float) -> dict[int, LoadResult]:
+    """(b): a single uvicorn process serving the package unbatched."""
+    port = free_port()
+    env = {**os.environ, "BENCH_PACKAGE": str(package_path), "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "plain_fastapi_app:app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/predict"
+        wait_ok(url, body)
+        return measure_http(url, body, seconds)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def gateway_urls(mode: str, proxy_port: int, app_name: str, replicas: int) -> list[str]:
+    """Where clients send requests: Serve's proxy, or the gateway replicas' own ports (direct
+    ingress: the target group a load balancer in front of the replicas would use)."""
+    if mode == "proxy":
+        return [f"http://127.0.0.1:{proxy_port}"]
+    import ray
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        for group in ray.get(controller.get_target_groups.remote(app_name)):
+            if str(group.protocol).upper().endswith("HTTP") and len(group.targets) >= replicas:
+                return [f"http://{t.ip}:{t.port}" for t in group.targets]
+        time.sleep(0.5)
+    raise RuntimeError("the gateway replicas' direct-ingress targets did not appear")
+
+
+def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: int) -> dict[int, LoadResult]:
+    """(a): the platform's Serve app, on an embedded local Ray with 2 CPUs."""
+    if mode == "direct":
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    import ray
+    from ray import serve
+
+    from aiplatform.registry import RegistryClient
+    from aiplatform.settings import Settings
+    from aiplatform.storage import sha256_bytes, storage_from_settings
+    from serve_apps.app import build_app
+
+    home = Path(tempfile.mkdtemp(prefix="aip-bench-serve-"))
+    settings = Settings(home=home, ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
+                        serve_gateway_replicas=replicas)
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
+    ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=False,
+             _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}", runtime_env={"env_vars": env_vars},
+             log_to_driver=False)
+    try:
+        storage = storage_from_settings(settings)
+        registry = RegistryClient.connect(settings)
+        storage.put_bytes("packages/bench/v1.zip", package)
+        registry.register_version("bench", package_key="packages/bench/v1.zip",
+                                  sha256=sha256_bytes(package), template="cnn-classification")
+        registry.set_alias("bench", "production", 1)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+        urls = [url + "/v1/models/bench/predict"
+                for url in gateway_urls(mode, port, settings.serve_app_name, replicas)]
+        print(f"gateway ({mode}) at {urls}", flush=True)
+        for url in urls:
+            wait_ok(url, body)
+        return measure_http(urls, body, seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="recorded seconds per concurrency")
+    parser.add_argument("--mode", choices=["direct", "proxy"], default="direct",
+                        help="direct: clients reach the gateway replica (throughput-optimized Serve); "
+                             "proxy: through Serve's HTTP proxy")
+    parser.add_argument("--gateway-replicas", type=int, default=1)
+    parser.add_argument("--only", choices=["gateway", "plain", "inprocess"], action="append")
+    args = parser.parse_args()
+
+    package, body = mnist_package(), digit_body()
+    package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
+    package_path.write_bytes(package)
+    targets = args.only or ["inprocess", "plain", "gateway"]
+    runs: dict[str, list[dict[int, LoadResult]]] = {t: [] for t in targets}
+    for repeat in range(args.repeats):
+        for target in targets:
+            if target == "inprocess":
+                runs[target].append(in_process(package, body, args.seconds))
+            elif target == "plain":
+                runs[target].append(plain_fastapi(package_path, body, args.seconds))
+            else:
+                runs[target].append(gateway(package, body, args.seconds, args.mode, args.gateway_replicas))
+            print(f"repeat {repeat + 1} {target}: "
+                  + json.dumps({c: r.summary() for c, r in runs[target][-1].items()}), flush=True)
+
+    table = {t: {c: median_summary([run[c] for run in runs[t]]) for c in CONCURRENCIES} for t in targets}
+    print("\nmedians over", args.repeats, "runs (rps, p50_ms, p99_ms, failed):")
+    for target, rows in table.items():
+        for c, row in rows.items():
+            print(f"  {target:<10} c={c:<3} {row}")
+    if "gateway" in table and "plain" in table:
+        for c in CONCURRENCIES:
+            ratio = table["gateway"][c]["rps"] / table["plain"][c]["rps"]
+            print(f"gateway/plain throughput at c={c}: {ratio:.2f}x")
+    if "gateway" in table and "inprocess" in table:
+        gap = table["gateway"][1]["p50_ms"] - table["inprocess"][1]["p50_ms"]
+        print(f"gateway p50 - in-process p50 at c=1: {gap:.2f} ms")
+    print(json.dumps({"mode": args.mode, "gateway_replicas": args.gateway_replicas, "medians": table}))
+
+
+if __name__ == "__main__":
+    main()

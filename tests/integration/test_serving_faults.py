@@ -1,0 +1,105 @@
+"""Serving under trouble: a model-server replica killed under load, and overload answered at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from aiplatform.registry import RegistryClient
+from aiplatform.settings import Settings
+from aiplatform.storage import sha256_bytes, storage_from_settings
+from tests.factories import free_port, make_package
+
+BODY = {"array": [[0, 255], [255, 0]]}
+
+
+@pytest.fixture(scope="module")
+def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+    """The platform app with two model-server replicas (autoscaling floor of 2)."""
+    from serve_apps.app import build_app
+
+    settings = Settings(home=Path(tmp_path_factory.mktemp("faults")), ray_namespace=f"faults-{uuid.uuid4().hex[:8]}",
+                        serve_min_replicas=2, serve_max_replicas=2)
+    storage = storage_from_settings(settings)
+    registry = RegistryClient.connect(settings)
+    data = make_package(name="tiny", num_classes=3)
+    storage.put_bytes("packages/tiny/v1.zip", data)
+    registry.register_version("tiny", package_key="packages/tiny/v1.zip", sha256=sha256_bytes(data),
+                              template="cnn-classification")
+    registry.set_alias("tiny", "production", 1)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}", settings
+    finally:
+        serve.delete(settings.serve_app_name)
+        serve.shutdown()
+
+
+def _model_server_replicas(app_name: str) -> list["ray.actor.ActorHandle"]:
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith("SERVE_REPLICA::") and f"{app_name}#ModelServer#" in a["name"]]
+    return [ray.get_actor(name, namespace="serve") for name in names]
+
+
+def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, Settings]) -> None:
+    url, settings = two_replicas
+    replicas = _model_server_replicas(settings.serve_app_name)
+    assert len(replicas) == 2
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while not stop.is_set():
+                statuses.append(client.post("/v1/models/tiny/predict", json=BODY).status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    served_before_kill = len(statuses)
+    ray.kill(replicas[0], no_restart=True)
+    time.sleep(4.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    failed = [s for s in statuses if s != 200]
+    assert served_before_kill > 20 and len(statuses) > served_before_kill + 20
+    # The gateway resends the batches of a lost replica: in-flight requests are not lost either.
+    assert not failed, f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
+
+
+def test_overload_answers_503_with_retry_after_at_once(two_replicas: tuple[str, Settings]) -> None:
+    from serve_apps.app import build_app
+
+    url, settings = two_replicas
+    tight = settings.model_copy(update={"serve_gateway_max_ongoing": 2, "serve_gateway_max_queued": 2})
+    serve.run(build_app(tight), name=settings.serve_app_name, route_prefix="/")
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/v1/models/tiny/predict", json=BODY) for _ in range(150)))
+
+    started = time.perf_counter()
+    answers = asyncio.run(burst())
+    elapsed = time.perf_counter() - started
+    codes = [a.status_code for a in answers]
+    rejected = [a for a in answers if a.status_code == 503]
+    assert set(codes) <= {200, 503}, set(codes)
+    assert rejected and codes.count(200) >= 2, codes
+    assert all(a.headers.get("retry-after") == "1" for a in rejected)
+    assert elapsed < 30
+    # Once the burst is over, requests are served again.
+    assert httpx.post(f"{url}/v1/models/tiny/predict", json=BODY, timeout=30).status_code == 200
