@@ -31,6 +31,9 @@ def connect(settings: Settings) -> None:
     # Ray 2.60 binds some agents to every interface unless this is set before it starts.
     os.environ.update(LOCAL_ONLY_ENV)
     ray.init(
+        # "local": always a new embedded Ray, never one found through a stale address file. To
+        # use a running platform, set AIP_RAY_ADDRESS (or submit with `ray job submit`).
+        address="local",
         num_cpus=settings.ray_num_cpus,
         namespace=settings.ray_namespace,
         include_dashboard=settings.ray_dashboard,

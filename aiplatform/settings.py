@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     ray_temp_dir: Optional[Path] = None
     ray_dashboard: bool = True
 
+    ray_port: int = Field(6379, ge=1, le=65535)
+    """GCS port of the head that ``aip up`` starts."""
+    dashboard_port: int = Field(8265, ge=1, le=65535)
+    http_port: int = Field(8000, ge=1, le=65535)
+    """Serve's HTTP proxy (gateway, REST API, UI) on 127.0.0.1 in the local platform."""
+    api_url: Optional[str] = None
+    """Where CLI commands reach the gateway; default ``http://127.0.0.1:<http_port>``."""
+
     serve_app_name: str = "aiplatform"
     """Name of the platform's Serve application (gateway + model servers)."""
 
@@ -87,6 +95,10 @@ class Settings(BaseSettings):
         if self.serve_min_replicas > self.serve_max_replicas:
             raise ValueError("serve_min_replicas must not exceed serve_max_replicas")
         return self
+
+    @property
+    def resolved_api_url(self) -> str:
+        return (self.api_url or f"http://127.0.0.1:{self.http_port}").rstrip("/")
 
     @property
     def resolved_storage_uri(self) -> str:

@@ -26,6 +26,7 @@ from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
+from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform gateway")
@@ -68,6 +69,7 @@ class Gateway:
     """Parses and validates inputs, routes to a model version, records every prediction."""
 
     def __init__(self, model_server: DeploymentHandle, settings: Settings) -> None:
+        bind_replica_grpc_to_loopback()
         self.model_server = model_server
         self.registry = RegistryClient.connect(settings)
         self.router = Router(self.registry)

@@ -14,6 +14,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
+from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 MAX_MODELS_PER_REPLICA = 4
 MAX_CALLS_PER_BATCH = 8
@@ -36,6 +37,7 @@ class ModelServer:
     registry's is never served. Uses the replica's GPU when it has one."""
 
     def __init__(self, settings: Settings) -> None:
+        bind_replica_grpc_to_loopback()
         self.settings = settings
         self.storage = storage_from_settings(settings)
         self.registry = RegistryClient.connect(settings)

@@ -7,6 +7,7 @@ under load fails no request. The previous version stays registered for ``rollbac
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -53,9 +54,14 @@ def warm_on_serve(app_name: str) -> Callable[[str], None]:
         from ray import serve
         from ray.serve.exceptions import RayServeException
 
-        try:
+        async def load() -> None:
+            # Awaited on a loop of our own: with Serve's throughput-optimized mode in the
+            # environment, handles route on the caller's loop and a sync `.result()` has none.
             handle = serve.get_deployment_handle("ModelServer", app_name=app_name)
-            handle.options(multiplexed_model_id=model_id).model_config.remote(model_id).result()
+            await handle.options(multiplexed_model_id=model_id).model_config.remote(model_id)
+
+        try:
+            asyncio.run(load())
         except RayServeException as exc:
             raise Unavailable(
                 f"Serve app {app_name!r} is not running ({exc}); start it with "

@@ -1,0 +1,1 @@
+"""The ``aip`` command: start and stop the local platform, manage models, predict."""

@@ -1,0 +1,5 @@
+import sys
+
+from aip.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""``aip``: the platform's command line. Errors print a message and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable
+from aiplatform.settings import Settings
+
+EXIT_ERROR = 2
+
+
+def _registry(settings: Settings):  # type: ignore[no-untyped-def]
+    from aip.local import connect_driver
+    from aiplatform.registry import RegistryClient
+
+    connect_driver(settings, timeout_s=10)
+    return RegistryClient.connect(settings)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    from aip.local import up
+
+    for what, url in up(settings).items():
+        print(f"{what}: {url}")
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> None:
+    from aip.local import down
+
+    print("platform stopped" if down(settings) else "no platform started by `aip up` was running")
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
+    registry = _registry(settings)
+    names = [args.name] if args.name else [m["name"] for m in registry.list_models()]
+    rows = []
+    for name in names:
+        aliases: dict[int, list[str]] = {}
+        for alias, version in registry.aliases(name).items():
+            aliases.setdefault(version, []).append(alias)
+        for entry in registry.list_versions(name):
+            rows.append({"model": name, "version": entry.version,
+                         "test_accuracy": entry.metrics.get("test_accuracy"),
+                         "aliases": sorted(aliases.get(entry.version, []))})
+    if args.json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        print("no models registered")
+    for row in rows:
+        accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
+        print(f"{row['model']:<32} v{row['version']:<5} acc {accuracy:<8} {','.join(row['aliases'])}")
+
+
+def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> None:
+    from aiplatform.serving.deployer import deploy, warm_on_serve
+
+    result = deploy(_registry(settings), args.name, args.version, warm=warm_on_serve(settings.serve_app_name),
+                    tolerance=args.tolerance, force=args.force)
+    print(f"{result.name}: production -> version {result.version} (was {result.previous_version}; {result.gate})")
+
+
+def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> None:
+    from aiplatform.serving.deployer import rollback, warm_on_serve
+
+    result = rollback(_registry(settings), args.name, warm=warm_on_serve(settings.serve_app_name))
+    print(f"{result.name}: production -> version {result.version} (was {result.previous_version})")
+
+
+def cmd_models_canary(args: argparse.Namespace, settings: Settings) -> None:
+    from aiplatform.serving.deployer import describe_split, set_canary, warm_on_serve
+
+    version = None if args.clear else args.version
+    if version is None and not args.clear:
+        raise InvalidArgument("Give a VERSION for the canary, or --clear")
+    weights = set_canary(_registry(settings), args.name, version, args.weight,
+                         warm=warm_on_serve(settings.serve_app_name))
+    print(describe_split(args.name, weights))
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
+    import httpx
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise InvalidArgument(f"{path} is not a readable file")
+    params: dict[str, Any] = {}
+    if args.version is not None:
+        params["version"] = args.version
+    if args.alias:
+        params["alias"] = args.alias
+    url = f"{settings.resolved_api_url}/v1/models/{args.model}/predict"
+    try:
+        response = httpx.post(url, params=params, timeout=60,
+                              files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"Cannot reach the platform at {settings.resolved_api_url} ({exc}); is `aip up` running?") from exc
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        error = NotFound if response.status_code == 404 else InvalidArgument
+        raise error(body.get("message") or response.text)
+    if args.json:
+        print(json.dumps(body))
+        return
+    top = sorted(body["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+    print(f"{body['model']} v{body['version']}: {body['label']} (p={body['probability']:.3f}); "
+          f"top: {', '.join(f'{k} {v:.3f}' for k, v in top)}; request {body['request_id']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aip", description="End-to-end ML platform on Ray")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("up", help="start the local platform (Ray head, Serve app, actors)").set_defaults(run=cmd_up)
+    commands.add_parser("down", help="stop the local platform").set_defaults(run=cmd_down)
+
+    models = commands.add_parser("models", help="registered models").add_subparsers(dest="models", required=True)
+    listing = models.add_parser("list")
+    listing.add_argument("name", nargs="?")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=cmd_models_list)
+    promote = models.add_parser("promote", help="gate, warm and move production to VERSION")
+    promote.add_argument("name")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--force", action="store_true", help="skip the accuracy gate")
+    promote.add_argument("--tolerance", type=float, default=0.005)
+    promote.set_defaults(run=cmd_models_promote)
+    back = models.add_parser("rollback", help="production back to its previous version")
+    back.add_argument("name")
+    back.set_defaults(run=cmd_models_rollback)
+    canary = models.add_parser("canary", help="send a share of the default route to VERSION")
+    canary.add_argument("name")
+    canary.add_argument("version", type=int, nargs="?")
+    canary.add_argument("--weight", type=float, default=10.0, help="percent, 0 < w < 100")
+    canary.add_argument("--clear", action="store_true")
+    canary.set_defaults(run=cmd_models_canary)
+
+    predict = commands.add_parser("predict", help="classify a file through the gateway")
+    predict.add_argument("file")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--version", type=int)
+    predict.add_argument("--alias")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(run=cmd_predict)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace, Settings], None] = args.run
+    try:
+        settings = Settings()
+        if settings.ray_address is None:
+            # Before Ray is imported: Ray reads these at import (else 127.0.0.1 becomes eth0's IP).
+            from aip.local import LOCAL_RAY_ENV
+
+            os.environ.update(LOCAL_RAY_ENV)
+        run(args, settings)
+    except AIPError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0

@@ -1,0 +1,210 @@
+"""`aip up` / `aip down`: the embedded local platform (a Ray head on loopback, Serve, actors).
+
+`up` starts a persistent head with `ray start` (dashboard, token authentication on), so that
+`ray job submit` from another shell works, then deploys the platform's Serve app and creates the
+head-node actors. With ``AIP_RAY_ADDRESS`` set it joins that cluster instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from aiplatform.errors import Unavailable
+from aiplatform.settings import Settings
+
+# Loopback only (Ray 2.60 binds some agents to every interface otherwise), tokens on.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+# The head (so every replica and job it spawns) also runs Serve's throughput-optimized mode: direct
+# ingress and gRPC between deployments (docs/BENCHMARKS.md). Not for the CLI's own driver.
+HEAD_ENV = {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+START_TIMEOUT_S = 120
+
+
+def token_path() -> Path:
+    """Ray's token file: ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def ensure_token() -> Path:
+    """Create the cluster's token once (0600); `ray job submit` users need the same file."""
+    path = token_path()
+    if not os.environ.get("RAY_AUTH_TOKEN") and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path
+
+
+def _ray_bin() -> str:
+    return shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+
+
+def head_pid_file(settings: Settings) -> Path:
+    return settings.resolved_state_dir / "ray-head.pid"
+
+
+def start_head(settings: Settings) -> None:
+    """`ray start --head --block` on 127.0.0.1, in its own process group (so `down` stops exactly
+    this head and nothing else on the machine), with the platform's settings in its environment:
+    every worker, job and Serve replica it spawns sees the same ``AIP_*`` values. ``LOCAL_RAY_ENV``
+    must be in the environment before Ray is imported (the CLI sets it first)."""
+    ensure_token()
+    pid_file = head_pid_file(settings)
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        return  # already up: `up` again only redeploys
+    command = [
+        _ray_bin(), "start", "--head", "--block", f"--port={settings.ray_port}",
+        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={settings.dashboard_port}", "--include-dashboard=true", "--disable-usage-stats",
+    ]
+    if settings.ray_num_cpus:
+        command.append(f"--num-cpus={settings.ray_num_cpus}")
+    if settings.ray_temp_dir:
+        command.append(f"--temp-dir={settings.ray_temp_dir}")
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    log = (settings.home / "ray-head.log").open("ab")
+    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **HEAD_ENV})
+    pid_file.write_text(str(head.pid))
+    deadline = time.time() + START_TIMEOUT_S
+    while not _accepts_connections("127.0.0.1", settings.ray_port):
+        if head.poll() is not None or time.time() > deadline:
+            raise Unavailable(f"`ray start --head` did not come up; see {settings.home / 'ray-head.log'}")
+        time.sleep(0.5)
+
+
+def stop_head(settings: Settings) -> bool:
+    """Stop the head `up` started (its whole process group); False if none was running."""
+    pid_file = head_pid_file(settings)
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    running = _alive(pid)
+    if running:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.time() + 60
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.5)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    _forget_address_file(settings)
+    return running
+
+
+def _forget_address_file(settings: Settings) -> None:
+    """A killed `ray start --block` leaves Ray's "current cluster" file behind; later
+    `ray.init()` calls would try to join the dead head through it."""
+    ours = f"127.0.0.1:{settings.ray_port}"
+    for temp_dir in {settings.ray_temp_dir or Path("/tmp/ray"), Path("/tmp/ray")}:
+        address_file = Path(temp_dir) / "ray_current_cluster"
+        try:
+            if address_file.read_text().strip() == ours:
+                address_file.unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Join the platform's Ray (``AIP_RAY_ADDRESS`` or the local head) as a driver."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or settings.ray_address or f"127.0.0.1:{settings.ray_port}"
+    host, _, port = address.rpartition(":")
+    deadline = time.time() + timeout_s
+    while not _accepts_connections(host, int(port)):  # ray.init would wait minutes on a dead address
+        if time.time() > deadline:
+            raise Unavailable(f"No platform is running at {address}; start it with `aip up`")
+        time.sleep(0.5)
+    while True:
+        try:
+            ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False,
+                     configure_logging=False)
+            return
+        except (ConnectionError, RuntimeError) as exc:
+            if time.time() > deadline:
+                raise Unavailable(f"No platform is running at {address} ({exc}); start it with `aip up`") from exc
+            time.sleep(1)
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def deploy_platform(settings: Settings) -> None:
+    """Head-node actors, then the Serve app (gateway + model servers) on 127.0.0.1."""
+    from ray import serve
+
+    from aiplatform.registry import RegistryClient
+    from aiplatform.results import ResultsClient
+    from serve_apps.app import build_app
+
+    RegistryClient.connect(settings).list_models()
+    ResultsClient.connect(settings).count()
+    serve.start(http_options={"host": "127.0.0.1", "port": settings.http_port})
+    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+
+
+def up(settings: Settings) -> dict[str, str]:
+    """Start (or join) Ray, deploy the platform; returns the URLs to print."""
+    address: Optional[str] = settings.ray_address
+    if address is None:
+        start_head(settings)
+        address = f"127.0.0.1:{settings.ray_port}"
+    connect_driver(settings, address)
+    deploy_platform(settings)
+    return {
+        "platform (UI, REST API, inference)": settings.resolved_api_url,
+        "Ray dashboard": f"http://127.0.0.1:{settings.dashboard_port}",
+        "ray job submit --address": f"http://127.0.0.1:{settings.dashboard_port}",
+        "auth token file (RAY_AUTH_MODE=token)": str(token_path()),
+    }
+
+
+def down(settings: Settings) -> bool:
+    """Remove the Serve app and stop the local Ray started by `up` (or, on a cluster, only remove
+    the app). Returns False when there was nothing to stop."""
+    import ray
+    from ray import serve
+
+    if settings.ray_address is None:
+        try:
+            connect_driver(settings, timeout_s=5)
+            serve.shutdown()
+        except Unavailable:
+            pass  # Ray already gone: stopping the head process is still right
+        finally:
+            ray.shutdown()
+        return stop_head(settings)
+    connect_driver(settings, settings.ray_address)
+    serve.delete(settings.serve_app_name)
+    ray.shutdown()
+    return True
