@@ -63,14 +63,14 @@ def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> None:
 
     result = deploy(_registry(settings), args.name, args.version, warm=warm_on_serve(settings.serve_app_name),
                     tolerance=args.tolerance, force=args.force)
-    print(f"{result.name}: production -> version {result.version} (was {result.previous_version}; {result.gate})")
+    print(result.describe())
 
 
 def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> None:
     from aiplatform.serving.deployer import rollback, warm_on_serve
 
     result = rollback(_registry(settings), args.name, warm=warm_on_serve(settings.serve_app_name))
-    print(f"{result.name}: production -> version {result.version} (was {result.previous_version})")
+    print(result.describe())
 
 
 def cmd_models_canary(args: argparse.Namespace, settings: Settings) -> None:

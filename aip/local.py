@@ -161,16 +161,13 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 def deploy_platform(settings: Settings) -> None:
     """Head-node actors, then the Serve app (gateway + model servers) on 127.0.0.1."""
-    from ray import serve
-
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultsClient
-    from serve_apps.app import build_app
+    from serve_apps.app import start_app
 
     RegistryClient.connect(settings).list_models()
     ResultsClient.connect(settings).count()
-    serve.start(http_options={"host": "127.0.0.1", "port": settings.http_port})
-    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+    start_app(settings)
 
 
 def up(settings: Settings) -> dict[str, str]:

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from loadgen import LoadResult, median_summary, run_call_load, run_http_load  # noqa: E402
+from tests.factories import free_port  # noqa: E402
 
 CONCURRENCIES = (1, 8, 32)
 
@@ -74,13 +74,6 @@ def digit_body() -> bytes:
     Image.fromarray(images[0].reshape(28, 28)).save(buffer, format="PNG")
     return json.dumps({"image_b64": base64.b64encode(buffer.getvalue()).decode()}).encode()
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
@@ -174,7 +167,7 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
     from aiplatform.registry import RegistryClient
     from aiplatform.settings import Settings
     from aiplatform.storage import sha256_bytes, storage_from_settings
-    from serve_apps.app import build_app
+    from serve_apps.app import start_app
 
     home = Path(tempfile.mkdtemp(prefix="aip-bench-serve-"))
     settings = Settings(home=home, ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
@@ -191,8 +184,7 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
                                   sha256=sha256_bytes(package), template="cnn-classification")
         registry.set_alias("bench", "production", 1)
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+        start_app(settings, port)
         urls = [url + "/v1/models/bench/predict"
                 for url in gateway_urls(mode, port, settings.serve_app_name, replicas)]
         print(f"gateway ({mode}) at {urls}", flush=True)

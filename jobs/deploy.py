@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except AIPError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    print(f"{result.name}: production -> version {result.version} (was {result.previous_version}; {result.gate})")
+    print(result.describe())
     return 0
 
 

@@ -140,18 +140,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient,
                      name: str, version: int):  # type: ignore[no-untyped-def]
     """Serve the platform app on 127.0.0.1, deploy ``version`` and check it over HTTP."""
-    from ray import serve
-
     from aiplatform.serving.deployer import deploy, warm_on_serve
     from aiplatform.serving.http_check import check_digits_over_http
     from aiplatform.serving.router import CACHE_TTL_S
-    from serve_apps.app import build_app
+    from serve_apps.app import start_app
 
-    serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
-    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+    url = start_app(settings, args.http_port)
     deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
     time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL
-    return check_digits_over_http(f"http://127.0.0.1:{args.http_port}", name, count=args.check_digits)
+    return check_digits_over_http(url, name, count=args.check_digits)
 
 
 def quiet_ray_data() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
+from ray import serve
+
 from aiplatform.settings import Settings
 from serve_apps.gateway import Gateway
 from serve_apps.model_server import AUTOSCALING, ModelServer
@@ -18,6 +22,20 @@ def build_app(settings: Settings):  # type: ignore[no-untyped-def]
                    "max_replicas": settings.serve_max_replicas}
     model_server = ModelServer.options(autoscaling_config=autoscaling)
     return gateway.bind(model_server.bind(settings), settings)
+
+
+def deploy_app(settings: Settings) -> None:
+    """(Re)deploy the platform app on the running Serve instance, at route ``/``."""
+    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+
+
+def start_app(settings: Settings, http_port: Optional[int] = None) -> str:
+    """Serve's HTTP proxy on 127.0.0.1 (``http_port`` or the settings'), then the app; returns
+    the base URL. An already running Serve keeps its proxy."""
+    port = http_port or settings.http_port
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    deploy_app(settings)
+    return f"http://127.0.0.1:{port}"
 
 
 app = build_app(Settings())

@@ -106,16 +106,16 @@ class Gateway:
         model_id = f"{target.name}:{target.version}"
         return target, model_id, await self._config(model_id)
 
-    def _record(self, request_id: str, target: ModelVersion, raw: bytes,
-                answer: dict[str, Any], latency_ms: float, store_input: bool = True) -> dict[str, Any]:
-        """Hand a prediction to the result writer (off the request path); returns its output."""
+    def _record(self, request_id: str, target: ModelVersion, digest: str, answer: dict[str, Any],
+                latency_ms: float, raw_input: Optional[bytes] = None) -> dict[str, Any]:
+        """Hand a prediction to the result writer (off the request path); returns its output.
+        ``raw_input`` is kept in storage when the writer has one."""
         output = {field: answer[field] for field in PREDICTION_FIELDS}
-        digest = hashlib.sha256(raw).hexdigest()
         self.writer.record(PredictionRecord(
             id=request_id, model=target.name, version=target.version,
             input_digest=digest, output=output, latency_ms=latency_ms,
             input_uri=input_key(digest) if self.writer.input_storage is not None else None,
-        ), raw if store_input else None)
+        ), raw_input)
         return output
 
     async def _config(self, model_id: str) -> dict[str, Any]:
@@ -135,7 +135,7 @@ class Gateway:
         answer = await self.batcher.submit(model_id, image)
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
-        output = self._record(request_id, target, raw, answer, latency_ms)
+        output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms, raw)
         # A plain JSONResponse: FastAPI's response validation would cost more than the model.
         return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
                              **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"]})
@@ -251,7 +251,8 @@ class Gateway:
         answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
         request_id = str(body.get("id") or uuid.uuid4().hex)
         latency_ms = (time.perf_counter() - started) * 1000
+        digest = hashlib.sha256(raw).hexdigest()
         for index, answer in enumerate(answers):
             row_id = request_id if len(answers) == 1 else f"{request_id}-{index}"
-            self._record(row_id, target, raw, answer, latency_ms, store_input=index == 0)
+            self._record(row_id, target, digest, answer, latency_ms, raw if index == 0 else None)
         return infer_response(target.name, target.version, request_id, config["labels"], list(answers))

@@ -64,3 +64,22 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0) -> byt
         metrics={"test_accuracy": 0.5},
         lineage={"method": "test"},
     )
+
+
+def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> list[int]:  # type: ignore[no-untyped-def]
+    """Put ``count`` small packages of ``name`` in storage, register them (through the registry
+    actor) and point ``production`` at the first; returns their version numbers."""
+    from aiplatform.registry import RegistryClient
+    from aiplatform.storage import sha256_bytes, storage_from_settings
+
+    registry = RegistryClient.connect(settings)
+    storage = storage_from_settings(settings)
+    versions = []
+    for index in range(count):
+        data = make_package(name=name, num_classes=3, seed=seed + index)
+        key = f"packages/{name}/v{index + 1}.zip"
+        storage.put_bytes(key, data)
+        versions.append(registry.register_version(name, package_key=key, sha256=sha256_bytes(data),
+                                                  template="cnn-classification").version)
+    registry.set_alias(name, "production", versions[0])
+    return versions

@@ -42,8 +42,6 @@ class AdaptiveBatcher(Generic[Item, Answer]):
         self.max_in_flight = max_in_flight
         self.max_waiting = max_waiting
         self._lanes: dict[str, _Lane[Item, Answer]] = {}
-        self.batches_sent = 0
-        self.items_sent = 0
 
     async def submit(self, key: str, item: Item) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -59,8 +57,6 @@ class AdaptiveBatcher(Generic[Item, Answer]):
             count = min(len(lane.waiting), self.max_batch_size)
             batch = [lane.waiting.popleft() for _ in range(count)]
             lane.in_flight += 1
-            self.batches_sent += 1
-            self.items_sent += count
             asyncio.get_running_loop().create_task(self._run(key, lane, batch))
         if not lane.waiting and lane.in_flight == 0:
             self._lanes.pop(key, None)

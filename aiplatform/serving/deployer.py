@@ -28,6 +28,9 @@ class Deployment:
     previous_version: Optional[int]
     gate: str
 
+    def describe(self) -> str:
+        return f"{self.name}: production -> version {self.version} (was {self.previous_version}; {self.gate})"
+
 
 def check_gate(candidate: ModelVersion, current: Optional[ModelVersion], tolerance: float) -> str:
     """Pass when the candidate's test accuracy is not below production's minus ``tolerance``."""

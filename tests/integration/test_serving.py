@@ -15,7 +15,7 @@ from ray import serve
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.storage import sha256_bytes, storage_from_settings
-from tests.factories import free_port, make_package, png_bytes
+from tests.factories import free_port, make_package, png_bytes, register_versions
 
 
 _GATEWAY_SETTINGS: dict[str, Settings] = {}
@@ -23,23 +23,15 @@ _GATEWAY_SETTINGS: dict[str, Settings] = {}
 
 @pytest.fixture(scope="module")
 def gateway(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from serve_apps.app import build_app
+    from serve_apps.app import start_app
 
     home = tmp_path_factory.mktemp("serving")
     settings = Settings(home=Path(home), ray_namespace=f"serve-{uuid.uuid4().hex[:8]}")
     _GATEWAY_SETTINGS["settings"] = settings
-    storage = storage_from_settings(settings)
-    registry = RegistryClient.connect(settings)
-    data = make_package(name="tiny", num_classes=3)
-    storage.put_bytes("packages/tiny/v1.zip", data)
-    registry.register_version("tiny", package_key="packages/tiny/v1.zip", sha256=sha256_bytes(data),
-                              template="cnn-classification")
-    registry.set_alias("tiny", "production", 1)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+    register_versions(settings, "tiny")
+    url = start_app(settings, free_port())
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         serve.delete(settings.serve_app_name)
         serve.shutdown()
@@ -201,23 +193,9 @@ def test_concurrent_requests_are_batched(gateway: str) -> None:
     assert len({a["request_id"] for a in answers}) == 64
 
 
-def _register_versions(settings: Settings, name: str, count: int) -> list[int]:
-    registry = RegistryClient.connect(settings)
-    storage = storage_from_settings(settings)
-    versions = []
-    for seed in range(count):
-        data = make_package(name=name, num_classes=3, seed=100 + seed)
-        key = f"packages/{name}/v{seed + 1}.zip"
-        storage.put_bytes(key, data)
-        versions.append(registry.register_version(name, package_key=key, sha256=sha256_bytes(data),
-                                                  template="cnn-classification").version)
-    registry.set_alias(name, "production", versions[0])
-    return versions
-
-
 def test_canary_split_set_through_the_api(gateway: str) -> None:
     settings = _GATEWAY_SETTINGS["settings"]
-    first, second = _register_versions(settings, "canary", 2)
+    first, second = register_versions(settings, "canary", 2, seed=100)
     with httpx.Client(base_url=gateway, timeout=30) as client:
         bad = client.put("/v1/models/canary/traffic", json={"weights": {"1": -5}})
         assert bad.status_code == 400 and "must be a number >= 0" in bad.json()["message"]
@@ -242,7 +220,7 @@ def test_multiplexed_model_servers_evict_the_least_recently_used(gateway: str) -
     from serve_apps.model_server import MAX_MODELS_PER_REPLICA
 
     settings = _GATEWAY_SETTINGS["settings"]
-    versions = _register_versions(settings, "many", MAX_MODELS_PER_REPLICA + 2)
+    versions = register_versions(settings, "many", MAX_MODELS_PER_REPLICA + 2, seed=100)
     handle = serve.get_deployment_handle("ModelServer", app_name=settings.serve_app_name)
     before = handle.stats.remote().result()
     with httpx.Client(base_url=gateway, timeout=30) as client:

@@ -14,10 +14,8 @@ import pytest
 import ray
 from ray import serve
 
-from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
-from aiplatform.storage import sha256_bytes, storage_from_settings
-from tests.factories import free_port, make_package
+from tests.factories import free_port, register_versions
 
 BODY = {"array": [[0, 255], [255, 0]]}
 
@@ -25,22 +23,14 @@ BODY = {"array": [[0, 255], [255, 0]]}
 @pytest.fixture(scope="module")
 def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
     """The platform app with two model-server replicas (autoscaling floor of 2)."""
-    from serve_apps.app import build_app
+    from serve_apps.app import start_app
 
     settings = Settings(home=Path(tmp_path_factory.mktemp("faults")), ray_namespace=f"faults-{uuid.uuid4().hex[:8]}",
                         serve_min_replicas=2, serve_max_replicas=2)
-    storage = storage_from_settings(settings)
-    registry = RegistryClient.connect(settings)
-    data = make_package(name="tiny", num_classes=3)
-    storage.put_bytes("packages/tiny/v1.zip", data)
-    registry.register_version("tiny", package_key="packages/tiny/v1.zip", sha256=sha256_bytes(data),
-                              template="cnn-classification")
-    registry.set_alias("tiny", "production", 1)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+    register_versions(settings, "tiny")
+    url = start_app(settings, free_port())
     try:
-        yield f"http://127.0.0.1:{port}", settings
+        yield url, settings
     finally:
         serve.delete(settings.serve_app_name)
         serve.shutdown()
@@ -81,11 +71,10 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
 
 
 def test_overload_answers_503_with_retry_after_at_once(two_replicas: tuple[str, Settings]) -> None:
-    from serve_apps.app import build_app
+    from serve_apps.app import deploy_app
 
     url, settings = two_replicas
-    tight = settings.model_copy(update={"serve_gateway_max_ongoing": 2, "serve_gateway_max_queued": 2})
-    serve.run(build_app(tight), name=settings.serve_app_name, route_prefix="/")
+    deploy_app(settings.model_copy(update={"serve_gateway_max_ongoing": 2, "serve_gateway_max_queued": 2}))
 
     async def burst() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
