@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from aiplatform.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
 from aiplatform.storage import Storage
-from aiplatform.sqlite import open_database
+from aiplatform.sqlite import open_database, transaction
 
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -149,7 +149,7 @@ class RegistryStore:
                 f"Package {package_key!r} in storage has sha256 {info.sha256}, not {sha256}"
             )
         now = time.time()
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             db.execute("INSERT OR IGNORE INTO models(name, created_at) VALUES (?, ?)", (name, now))
             row = db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
             version = int(row[0] or 0) + 1
@@ -167,7 +167,7 @@ class RegistryStore:
         """Point ``alias`` at ``version`` (creating or moving it); recorded in the alias history."""
         validate_alias(alias)
         target = self.get_version(name, int(version))
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             previous = db.execute(
                 "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
             ).fetchone()
@@ -187,7 +187,7 @@ class RegistryStore:
 
     def delete_alias(self, name: str, alias: str) -> None:
         validate_alias(alias)
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             row = db.execute(
                 "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
             ).fetchone()
@@ -207,7 +207,7 @@ class RegistryStore:
                 f"Model version (name={name}, version={version}) is the target of alias(es) "
                 f"{list(target.aliases)}; move them first"
             )
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, target.version))
         if delete_package and self.storage.exists(target.package_key):
             self.storage.delete(target.package_key)
@@ -225,7 +225,7 @@ class RegistryStore:
             clean[int(self.get_version(name, int(version)).version)] = float(weight)
         if clean and sum(clean.values()) <= 0:
             raise InvalidArgument("Traffic weights must add up to more than 0")
-        with self._lock, self._transaction() as db:
+        with self._lock, transaction(self._db) as db:
             if clean:
                 db.execute(
                     "INSERT INTO traffic(name, weights, updated_at) VALUES (?,?,?) ON CONFLICT(name)"
@@ -344,23 +344,6 @@ class RegistryStore:
             created_at=float(row["created_at"]),
             aliases=tuple(r["alias"] for r in alias_rows),
         )
-
-    def _transaction(self) -> "_Transaction":
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 __all__ = ["ModelVersion", "RegistryStore", "validate_alias", "validate_model_name", "AlreadyExists"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from aiplatform.errors import InvalidArgument, NotFound
-from aiplatform.sqlite import open_database
+from aiplatform.sqlite import open_database, transaction
 
 MAX_QUERY_LIMIT = 1000
 
@@ -76,17 +76,12 @@ class ResultStore:
         ]
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
+            with transaction(self._db) as db:
+                db.executemany(
                     "INSERT OR IGNORE INTO results(id, model, version, input_digest, input_uri,"
                     " output, latency_ms, created_at) VALUES (?,?,?,?,?,?,?,?)",
                     rows,
                 )
-            except Exception:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
             return self._db.total_changes - before
 
     def get(self, result_id: str) -> PredictionRecord:

@@ -1,0 +1,96 @@
+"""The task queue as a detached, head-pinned Ray actor, and the client every process uses."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterable, Optional
+
+import ray
+
+from aiplatform.queue.store import Task, TaskStore
+from aiplatform.runtime import call, head_actor
+from aiplatform.settings import Settings
+
+QUEUE_ACTOR_NAME = "task-queue"
+
+
+class QueueActor(TaskStore):
+    """The task store, run as an actor that owns ``tasks.sqlite`` on the head node.
+
+    On failure: Ray restarts the actor (``max_restarts=-1``) and retries the calls in flight
+    (``max_task_retries=-1``); it reopens the same file, so every acknowledged change is kept, and
+    the store's writes are idempotent, so a retried call changes nothing twice.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.resolved_state_dir / "tasks.sqlite")
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+class QueueClient:
+    """Synchronous access to the queue actor; platform errors are raised as themselves."""
+
+    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
+        self.handle = handle
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "QueueClient":
+        """Get the platform's queue actor, creating it on the head node if needed."""
+        return cls(head_actor(QueueActor, QUEUE_ACTOR_NAME, settings))
+
+    def create(self, template: str, params: dict[str, Any], *, idempotency_key: Optional[str] = None,
+               **options: Any) -> Task:
+        """Create a task. Without a caller's key a fresh one is used, so that the call's own
+        retries (after an actor restart) never create a second task."""
+        key = idempotency_key or f"auto-{uuid.uuid4().hex}"
+        return call(self.handle.create, template, params, idempotency_key=key, **options)
+
+    def start(self, task_id: str) -> Task:
+        return call(self.handle.start, task_id)
+
+    def claim(self, task_id: str, ray_job_id: str) -> Task:
+        return call(self.handle.claim, task_id, ray_job_id)
+
+    def mark_submitted(self, task_id: str) -> Task:
+        return call(self.handle.mark_submitted, task_id)
+
+    def finish(self, task_id: str, state: str, **fields: Any) -> Task:
+        return call(self.handle.finish, task_id, state, **fields)
+
+    def cancel(self, task_id: str) -> Task:
+        return call(self.handle.cancel, task_id)
+
+    def interrupt(self, task_id: str, error: str) -> Task:
+        return call(self.handle.interrupt, task_id, error)
+
+    def report_progress(self, task_id: str, metrics: dict[str, Any]) -> Task:
+        return call(self.handle.report_progress, task_id, metrics)
+
+    def heartbeat(self, task_id: str) -> Task:
+        return call(self.handle.heartbeat, task_id)
+
+    def set_log_tail(self, task_id: str, log_tail: str) -> Task:
+        return call(self.handle.set_log_tail, task_id, log_tail)
+
+    def get(self, task_id: str) -> Task:
+        return call(self.handle.get, task_id)
+
+    def log_tail(self, task_id: str) -> Optional[str]:
+        return call(self.handle.log_tail, task_id)
+
+    def list(self, *, states: Optional[Iterable[str]] = None, **filters: Any) -> list[Task]:
+        return call(self.handle.list, states=list(states or ()), **filters)
+
+    def queued(self, limit: int = 100) -> list[Task]:
+        return call(self.handle.queued, limit)
+
+    def running(self) -> list[Task]:
+        return call(self.handle.running)
+
+    def counts(self) -> dict[str, int]:
+        return call(self.handle.counts)
+
+    def metrics_history(self, task_id: str) -> list[dict[str, Any]]:
+        return call(self.handle.metrics_history, task_id)

@@ -1,0 +1,427 @@
+"""The task queue's durable store: task records, their state machine, progress and metrics.
+
+    CREATED -> QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
+    CREATED | QUEUED -> CANCELLED          (cancelled before it ran)
+    QUEUED -> FAILED                       (its Ray job could not be submitted)
+    RUNNING -> QUEUED                      (interrupted, with retries left)
+
+Every change is one SQLite transaction committed (``synchronous=FULL``) before the call returns.
+Every write is safe to repeat: a create with a known idempotency key returns the first task, and a
+transition into the state a task is already in is a no-op. That is what lets the actor that owns
+the store be restarted and its calls retried without losing or duplicating anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from aiplatform.errors import Conflict, InvalidArgument, NotFound
+from aiplatform.sqlite import open_database, transaction
+
+CREATED, QUEUED, RUNNING = "CREATED", "QUEUED", "RUNNING"
+SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
+STATES = (CREATED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINISHED_STATES = (SUCCEEDED, FAILED, CANCELLED)
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    CREATED: (QUEUED, CANCELLED),
+    QUEUED: (RUNNING, CANCELLED, FAILED),
+    RUNNING: (SUCCEEDED, FAILED, CANCELLED, QUEUED),
+}
+REASON_INTERRUPTED = "interrupted"
+MIN_PRIORITY, MAX_PRIORITY = -100, 100
+MAX_LIST_LIMIT = 1000
+MAX_LOG_TAIL_CHARS = 64 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    template TEXT NOT NULL,
+    params TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    model_name TEXT,
+    source TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    max_retries INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    ray_job_id TEXT,
+    submitted_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress TEXT NOT NULL DEFAULT '{}',
+    result TEXT,
+    error TEXT,
+    error_reason TEXT,
+    log_tail TEXT,
+    created_at REAL NOT NULL,
+    queued_at REAL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS tasks_created ON tasks(created_at);
+CREATE TABLE IF NOT EXISTS task_metrics (
+    task_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (task_id, epoch)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One training task as stored (``progress``: latest epoch, epochs and metrics)."""
+
+    id: str
+    template: str
+    params: dict[str, Any]
+    priority: int
+    state: str
+    model_name: Optional[str]
+    source: str
+    idempotency_key: Optional[str]
+    max_retries: int
+    attempts: int
+    ray_job_id: Optional[str]
+    submitted_at: Optional[float]
+    cancel_requested: bool
+    progress: dict[str, Any]
+    result: Optional[dict[str, Any]]
+    error: Optional[str]
+    error_reason: Optional[str]
+    created_at: float
+    queued_at: Optional[float]
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    updated_at: float
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidArgument(f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY} (got {priority!r})")
+    return priority
+
+
+def validate_state(state: str) -> str:
+    if state not in STATES:
+        raise InvalidArgument(f"Unknown task state {state!r}; use one of {list(STATES)}")
+    return state
+
+
+class TaskStore:
+    """SQLite-backed task queue; thread-safe; every write idempotent (see the module docstring)."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self._lock = threading.RLock()
+        self._db = open_database(self.db_path, _SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- creation ---------------------------------------------------------------------------
+    def create(
+        self,
+        template: str,
+        params: dict[str, Any],
+        *,
+        priority: int = 0,
+        model_name: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        max_retries: int = 0,
+        start: bool = False,
+        source: str = "api",
+        running_job_id: Optional[str] = None,
+        running: bool = False,
+    ) -> Task:
+        """Record a new task (already validated by the task manager).
+
+        ``start`` queues it at once; ``running`` records a run that started itself (``ray job
+        submit -- python -m jobs.train ...``) with its job id. A known ``idempotency_key``
+        returns the task it created first; the same key with other content is a :class:`Conflict`.
+        """
+        validate_priority(priority)
+        if max_retries < 0:
+            raise InvalidArgument(f"max_retries must be >= 0 (got {max_retries})")
+        now = time.time()
+        state = RUNNING if running else (QUEUED if start else CREATED)
+        with self._lock:
+            if idempotency_key is not None:
+                existing = self._by_key(idempotency_key)
+                if existing is not None:
+                    if existing.template != template or existing.params != params:
+                        raise Conflict(
+                            f"Idempotency key {idempotency_key!r} was used for task {existing.id} with a "
+                            "different template or parameters"
+                        )
+                    return existing
+            task_id = uuid.uuid4().hex[:16]
+            with transaction(self._db) as db:
+                db.execute(
+                    "INSERT INTO tasks(id, template, params, priority, state, model_name, source,"
+                    " idempotency_key, max_retries, attempts, ray_job_id, submitted_at, created_at,"
+                    " queued_at, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        task_id, template, json.dumps(params), priority, state, model_name, source,
+                        idempotency_key, max_retries, 1 if running else 0, running_job_id,
+                        now if running else None, now, now if state != CREATED else None,
+                        now if running else None, now,
+                    ),
+                )
+            return self.get(task_id)
+
+    # -- transitions ------------------------------------------------------------------------
+    def start(self, task_id: str) -> Task:
+        """CREATED -> QUEUED (a queued task stays queued)."""
+        with self._lock:
+            task = self.get(task_id)
+            if task.state == QUEUED:
+                return task
+            if task.state != CREATED:
+                raise Conflict(f"Task {task_id} is {task.state}; only a CREATED task can be started")
+            return self._update(task_id, state=QUEUED, queued_at=time.time())
+
+    def claim(self, task_id: str, ray_job_id: str) -> Task:
+        """QUEUED -> RUNNING under ``ray_job_id`` (recorded before the job is submitted)."""
+        with self._lock:
+            task = self.get(task_id)
+            if task.state == RUNNING and task.ray_job_id == ray_job_id:
+                return task
+            self._check_transition(task, RUNNING)
+            return self._update(
+                task_id, state=RUNNING, ray_job_id=ray_job_id, attempts=task.attempts + 1,
+                started_at=time.time(), submitted_at=None, error=None, error_reason=None,
+            )
+
+    def mark_submitted(self, task_id: str) -> Task:
+        with self._lock:
+            task = self.get(task_id)
+            return task if task.submitted_at else self._update(task_id, submitted_at=time.time())
+
+    def finish(
+        self,
+        task_id: str,
+        state: str,
+        *,
+        result: Optional[dict[str, Any]] = None,
+        error: Optional[str] = None,
+        reason: Optional[str] = None,
+        log_tail: Optional[str] = None,
+    ) -> Task:
+        """RUNNING (or, for FAILED, QUEUED) -> a finished state. A task whose cancel was asked for
+        ends CANCELLED however its job ended, unless it succeeded first."""
+        if state not in FINISHED_STATES:
+            raise InvalidArgument(f"{state!r} is not a finished state; use one of {list(FINISHED_STATES)}")
+        with self._lock:
+            task = self.get(task_id)
+            if task.cancel_requested and state == FAILED:
+                state, reason = CANCELLED, "cancelled"
+            if task.state == state:
+                return task
+            self._check_transition(task, state)
+            fields: dict[str, Any] = {"state": state, "finished_at": time.time()}
+            if result is not None:
+                fields["result"] = json.dumps(result)
+            if error is not None or reason is not None:
+                fields["error"], fields["error_reason"] = error, reason
+            if log_tail is not None:
+                fields["log_tail"] = log_tail[-MAX_LOG_TAIL_CHARS:]
+            return self._update(task_id, **fields)
+
+    def cancel(self, task_id: str) -> Task:
+        """A task that has not run is CANCELLED at once; a RUNNING one is marked for cancellation
+        (the task manager stops its job and then finishes it)."""
+        with self._lock:
+            task = self.get(task_id)
+            if task.state in (CREATED, QUEUED):
+                return self._update(task_id, state=CANCELLED, finished_at=time.time(), error_reason="cancelled")
+            if task.state == RUNNING:
+                return task if task.cancel_requested else self._update(task_id, cancel_requested=1)
+            if task.state == CANCELLED:
+                return task
+            raise Conflict(f"Task {task_id} already {task.state}; there is nothing to cancel")
+
+    def interrupt(self, task_id: str, error: str) -> Task:
+        """The task's run is gone (its job vanished, the platform restarted): queued again while it
+        has retries left, otherwise FAILED with reason ``interrupted``."""
+        with self._lock:
+            task = self.get(task_id)
+            if task.state != RUNNING:
+                return task
+            if task.cancel_requested:
+                return self.finish(task_id, CANCELLED, reason="cancelled", error=error)
+            if task.attempts <= task.max_retries:
+                return self._update(
+                    task_id, state=QUEUED, queued_at=time.time(), ray_job_id=None, submitted_at=None,
+                    error=error, error_reason=REASON_INTERRUPTED,
+                )
+            return self.finish(task_id, FAILED, error=error, reason=REASON_INTERRUPTED)
+
+    def report_progress(self, task_id: str, metrics: dict[str, Any]) -> Task:
+        """Record one epoch's metrics (a resumed run re-reporting an epoch replaces it)."""
+        epoch = metrics.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise InvalidArgument(f"Progress metrics need an integer 'epoch' (got {epoch!r})")
+        with self._lock:
+            task = self.get(task_id)
+            if task.state != RUNNING:
+                return task  # a late report after the task ended changes nothing
+            clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+            with transaction(self._db) as db:
+                db.execute(
+                    "INSERT INTO task_metrics(task_id, epoch, metrics, at) VALUES (?,?,?,?)"
+                    " ON CONFLICT(task_id, epoch) DO UPDATE SET metrics = excluded.metrics, at = excluded.at",
+                    (task_id, epoch, json.dumps(clean), time.time()),
+                )
+            progress = {"epoch": epoch, "epochs": clean.get("epochs"), "metrics": clean}
+            return self._update(task_id, progress=json.dumps(progress))
+
+    def heartbeat(self, task_id: str) -> Task:
+        """A run that no Ray job follows (a plain local ``python -m jobs.train``) says it lives."""
+        with self._lock:
+            return self._update(task_id)
+
+    def set_log_tail(self, task_id: str, log_tail: str) -> Task:
+        with self._lock:
+            return self._update(task_id, log_tail=log_tail[-MAX_LOG_TAIL_CHARS:])
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, task_id: str) -> Task:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (str(task_id),)).fetchone()
+        if row is None:
+            raise NotFound(f"Task {task_id!r} not found")
+        return _to_task(row)
+
+    def log_tail(self, task_id: str) -> Optional[str]:
+        self.get(task_id)
+        with self._lock:
+            row = self._db.execute("SELECT log_tail FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return row[0]
+
+    def list(
+        self,
+        *,
+        states: Optional[Iterable[str]] = None,
+        template: Optional[str] = None,
+        since: Optional[float] = None,
+        until: Optional[float] = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Task]:
+        """Tasks, newest first, filtered by state(s), template and creation time."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT} (got {limit})")
+        if offset < 0:
+            raise InvalidArgument(f"offset must be >= 0 (got {offset})")
+        clauses, args = [], []  # type: ignore[var-annotated]
+        state_list = [validate_state(s) for s in states or ()]
+        if state_list:
+            clauses.append(f"state IN ({','.join('?' * len(state_list))})")
+            args.extend(state_list)
+        for clause, value in (("template = ?", template), ("created_at >= ?", since), ("created_at < ?", until)):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
+        return [_to_task(row) for row in rows]
+
+    def queued(self, limit: int = 100) -> list[Task]:
+        """QUEUED tasks in the order they should start: highest priority, then oldest."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM tasks WHERE state = ? ORDER BY priority DESC, seq LIMIT ?", (QUEUED, limit)
+            ).fetchall()
+        return [_to_task(row) for row in rows]
+
+    def running(self) -> list[Task]:
+        return self.list(states=[RUNNING], limit=MAX_LIST_LIMIT)
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per state, plus ``waiting`` (QUEUED), ``running`` and ``finished``."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+        per_state = {state: 0 for state in STATES}
+        per_state.update({row[0]: int(row[1]) for row in rows})
+        return {
+            **per_state,
+            "waiting": per_state[QUEUED],
+            "running": per_state[RUNNING],
+            "finished": sum(per_state[s] for s in FINISHED_STATES),
+            "total": sum(per_state.values()),
+        }
+
+    def metrics_history(self, task_id: str) -> list[dict[str, Any]]:
+        """Every reported epoch's metrics, in epoch order."""
+        self.get(task_id)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT metrics FROM task_metrics WHERE task_id = ? ORDER BY epoch", (task_id,)
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _by_key(self, key: str) -> Optional[Task]:
+        row = self._db.execute("SELECT * FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
+        return None if row is None else _to_task(row)
+
+    @staticmethod
+    def _check_transition(task: Task, state: str) -> None:
+        if state not in TRANSITIONS.get(task.state, ()):
+            raise Conflict(f"Task {task.id} is {task.state}; it cannot become {state}")
+
+    def _update(self, task_id: str, **fields: Any) -> Task:
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with transaction(self._db) as db:
+            db.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*fields.values(), task_id))
+        return self.get(task_id)
+
+
+def _to_task(row: sqlite3.Row) -> Task:
+    return Task(
+        id=row["id"],
+        template=row["template"],
+        params=json.loads(row["params"]),
+        priority=int(row["priority"]),
+        state=row["state"],
+        model_name=row["model_name"],
+        source=row["source"],
+        idempotency_key=row["idempotency_key"],
+        max_retries=int(row["max_retries"]),
+        attempts=int(row["attempts"]),
+        ray_job_id=row["ray_job_id"],
+        submitted_at=row["submitted_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        progress=json.loads(row["progress"]),
+        result=json.loads(row["result"]) if row["result"] else None,
+        error=row["error"],
+        error_reason=row["error_reason"],
+        created_at=float(row["created_at"]),
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        updated_at=float(row["updated_at"]),
+    )
