@@ -44,6 +44,15 @@ def connect(settings: Settings) -> None:
     )
 
 
+RAY_ENV_PASSED_TO_JOBS = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+
+
+def ray_env_passthrough() -> dict[str, str]:
+    """Ray's own switches this process runs under (local-only mode, token auth), for the jobs it
+    starts: a job's driver must see them before it imports Ray."""
+    return {name: os.environ[name] for name in RAY_ENV_PASSED_TO_JOBS if name in os.environ}
+
+
 def head_pinned_options(name: str, namespace: str) -> dict[str, Any]:
     """Options for a platform actor: named, detached, on the head node, restarted forever."""
     return {

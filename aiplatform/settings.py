@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     serve_store_inputs: bool = False
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
 
+    dashboard_url: Optional[str] = None
+    """Ray's dashboard / job API (``http://host:8265``); unset: read from the cluster itself."""
+
+    task_max_running: int = Field(1, ge=1, le=1024)
+    """Training tasks the task manager runs at once (and only while the cluster has the CPUs)."""
+    task_max_retries: int = Field(0, ge=0, le=100)
+    """Default times an interrupted task (its Ray job gone) is queued again before it fails."""
+    task_poll_interval_s: float = Field(1.0, gt=0, le=60)
+    """How often the scheduler follows running jobs and starts queued tasks (it is also woken at
+    once when a task is queued)."""
+    task_heartbeat_timeout_s: float = Field(600.0, gt=0)
+    """A run with no Ray job to follow (plain ``python -m jobs.train`` on an embedded Ray) that
+    has not reported for this long is marked interrupted."""
+
     train_worker_cpus: float = 0.5
     """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores
     without starving each other (a hang seen with whole CPUs on 2-core machines)."""
@@ -95,6 +109,18 @@ class Settings(BaseSettings):
         if self.serve_min_replicas > self.serve_max_replicas:
             raise ValueError("serve_min_replicas must not exceed serve_max_replicas")
         return self
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``AIP_*`` variables, for the Ray jobs the platform starts (so a job
+        sees the same state and storage as the platform; its Ray address comes from Ray). S3 keys
+        are left out: they would show in the dashboard's job details; jobs get them from the
+        cluster's environment (or an instance role), like every other Ray worker."""
+        env = {}
+        secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key"}
+        for name, value in self.model_dump(exclude=secret).items():
+            if value is not None:
+                env[f"AIP_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
 
     @property
     def resolved_api_url(self) -> str:

@@ -1,9 +1,11 @@
 """Train a model from a template and register it.
 
     python -m jobs.train --template cnn-classification --dataset mnist --epochs 3
+    python -m jobs.train --task-id 0123456789abcdef      (how the task manager starts a task)
 
 Runs on the cluster it is submitted to (``ray job submit ... -- python -m jobs.train ...``) or,
-with no cluster configured, on an embedded local Ray.
+with no cluster configured, on an embedded local Ray. Every run is a task in the platform's queue:
+a run started directly records itself, with its Ray job id, and reports its epochs and result.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ import uuid
 from typing import Any, Optional, Sequence
 
 from aiplatform.datasets import DatasetManager
-from aiplatform.errors import AIPError
+from aiplatform.errors import AIPError, Conflict, InvalidArgument
 from aiplatform.models import publish_model
+from aiplatform.queue import RUNNING, QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.runtime import connect
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
+from aiplatform.tasks.reporting import TaskRun, record_self_started
 from aiplatform.training import get_template, run_training
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--template", required=True, help="e.g. cnn-classification")
+    parser.add_argument("--template", help="e.g. cnn-classification (required without --task-id)")
+    parser.add_argument("--task-id", help="run this queued task (template and parameters come from it)")
     parser.add_argument("--dataset", help="mnist, idx:<uri>, folder:<uri> or parquet:<uri>")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -79,29 +84,58 @@ def collect_params(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    run: Optional[TaskRun] = None
     try:
         settings = Settings()
-        template = get_template(args.template)
-        params = template.parse_params(collect_params(args))
+        if not args.task_id:
+            if not args.template:
+                raise InvalidArgument("give --template (or --task-id of a queued task)")
+            template = get_template(args.template)
+            params = template.parse_params(collect_params(args))
         connect(settings)
         if not args.verbose:
             quiet_ray_data()
+        queue = QueueClient.connect(settings)
+        if args.task_id:
+            task = queue.get(args.task_id)
+            if task.state != RUNNING:
+                raise Conflict(f"Task {task.id} is {task.state}; the task manager starts a task by "
+                               "making it RUNNING first")
+            template = get_template(task.template)
+            params = template.parse_params(task.params)
+        else:
+            task = record_self_started(queue, template.name, params.model_dump(mode="json"), args.model_name)
+        run = TaskRun(queue, task)
+        print(f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})", flush=True)
         storage = storage_from_settings(settings)
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         outcome = run_training(
             template, params, settings=settings, storage=storage,
             datasets=DatasetManager(storage, settings.s3_storage_options), run_name=run_name,
+            callbacks=[run.callback()],
         )
         registry = RegistryClient.connect(settings)
         version = publish_model(
-            outcome, name=args.model_name or template.default_model_name(params),
-            storage=storage, registry=registry, lineage={"ray_job_id": _ray_job_id()},
+            outcome, name=task.model_name or args.model_name or template.default_model_name(params),
+            storage=storage, registry=registry,
+            lineage={"ray_job_id": task.ray_job_id or _ray_job_id(), "task_id": task.id},
         )
+        run.succeeded({
+            "model": version.name, "version": version.version, "package_uri": version.package_uri,
+            "dataset": outcome.dataset.ref, **outcome.test_metrics,
+        })
         check = deploy_and_check(args, settings, registry, version.name, version.version) if args.deploy else None
     except AIPError as exc:
+        if run is not None:
+            run.failed(exc.message)
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        if run is not None:
+            run.failed(f"{type(exc).__name__}: {exc}")
+        raise
     summary = {
+        "task_id": task.id,
         "model": version.name,
         "version": version.version,
         "test_accuracy": outcome.test_metrics["test_accuracy"],

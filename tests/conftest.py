@@ -61,7 +61,10 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray.init(
         num_cpus=2,
         namespace="aiplatform-tests",
-        include_dashboard=False,
+        # The dashboard hosts Ray's job API, which the task manager submits training jobs to.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
         _temp_dir=str(temp_dir),
         configure_logging=False,
         runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},

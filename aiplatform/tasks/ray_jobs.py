@@ -1,0 +1,113 @@
+"""Ray's job API (``JobSubmissionClient``) reduced to what the task manager needs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from aiplatform.errors import NotFound, Unavailable
+from aiplatform.settings import Settings
+
+logger = logging.getLogger(__name__)
+TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A Ray job as the task manager sees it."""
+
+    submission_id: str
+    status: str
+    message: Optional[str]
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def dashboard_url(settings: Settings) -> str:
+    """The job API's URL: the settings', else the one the cluster publishes in its GCS (a process
+    connected to Ray, e.g. the scheduler actor, can always read it)."""
+    if settings.dashboard_url:
+        return settings.dashboard_url.rstrip("/")
+    from ray._private import ray_constants
+    from ray.experimental import internal_kv
+
+    address = internal_kv._internal_kv_get(
+        ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD
+    )
+    if not address:
+        raise Unavailable("Ray's job API is not running: start Ray with its dashboard (`aip up` does)")
+    return f"http://{address.decode()}"
+
+
+class RayJobs:
+    """Submit, follow, stop and read the logs of Ray jobs; the client is made on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            url = dashboard_url(self.settings)
+            try:
+                self._client = JobSubmissionClient(url)
+            except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same to callers
+                raise Unavailable(f"Ray's job API at {url} cannot be reached: {exc}") from exc
+        return self._client
+
+    def submit(self, submission_id: str, entrypoint: str, *, env_vars: dict[str, str],
+               metadata: dict[str, str]) -> None:
+        """Submit once: a repeated ``submission_id`` (a retried submit) is accepted as done."""
+        try:
+            self.client.submit_job(
+                entrypoint=entrypoint, submission_id=submission_id, runtime_env={"env_vars": env_vars},
+                metadata=metadata, entrypoint_num_cpus=0,
+            )
+        except Exception as exc:  # noqa: BLE001 - Ray reports a duplicate id as a 500
+            if self.state(submission_id) is None:
+                raise Unavailable(f"Ray job {submission_id} could not be submitted: {exc}") from exc
+
+    def states(self) -> dict[str, JobState]:
+        """Every job the cluster knows, by submission id; :class:`Unavailable` if it cannot say."""
+        try:
+            jobs = self.client.list_jobs()
+        except Unavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
+        return {
+            job.submission_id: JobState(job.submission_id, str(job.status), job.message)
+            for job in jobs if job.submission_id
+        }
+
+    def state(self, submission_id: str) -> Optional[JobState]:
+        """The job's state, or None when the cluster has no such job."""
+        try:
+            info = self.client.get_job_info(submission_id)
+        except RuntimeError as exc:
+            if "404" in str(exc) or "does not exist" in str(exc):
+                return None
+            raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
+        return JobState(submission_id, str(info.status), info.message)
+
+    def stop(self, submission_id: str) -> bool:
+        try:
+            return bool(self.client.stop_job(submission_id))
+        except RuntimeError as exc:
+            if "does not exist" in str(exc):
+                return False
+            raise Unavailable(f"Ray job {submission_id} could not be stopped: {exc}") from exc
+
+    def logs(self, submission_id: str) -> str:
+        try:
+            return str(self.client.get_job_logs(submission_id))
+        except RuntimeError as exc:
+            if "404" in str(exc) or "does not exist" in str(exc):
+                raise NotFound(f"Ray job {submission_id} no longer exists") from None
+            raise Unavailable(f"Logs of Ray job {submission_id} cannot be read: {exc}") from exc

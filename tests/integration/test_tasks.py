@@ -1,0 +1,148 @@
+"""Task queue actor and task manager on the session's local Ray, with real Ray jobs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import ray
+
+from aiplatform.errors import Conflict, InvalidArgument, NotFound
+from aiplatform.queue import CANCELLED, FAILED, QUEUED, REASON_INTERRUPTED, RUNNING, SUCCEEDED, QueueClient, Task
+from aiplatform.registry import RegistryClient
+from aiplatform.settings import Settings
+from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
+from tests.factories import TINY_CNN_PARAMS, make_task
+
+JOB_TIMEOUT_S = 240
+
+
+def wait_for(queue: QueueClient, task_id: str, done: Callable[[Task], bool], timeout_s: float = JOB_TIMEOUT_S) -> Task:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        task = queue.get(task_id)
+        if done(task):
+            return task
+        time.sleep(0.5)
+    raise AssertionError(f"task {task_id} stuck in {task.state}: {task}")
+
+
+@pytest.fixture()
+def settings(ray_session: None, tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, ray_namespace=f"tasks-{uuid.uuid4().hex[:8]}", task_poll_interval_s=0.5)
+
+
+@pytest.fixture()
+def manager(settings: Settings) -> TaskManager:
+    return TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+
+
+def test_scheduler_runs_a_task_as_a_ray_job_to_success(settings: Settings, manager: TaskManager) -> None:
+    scheduler = ensure_scheduler(settings)
+    task = manager.create("cnn-classification", {**TINY_CNN_PARAMS, "epochs": 2}, model_name="tasks-cnn", start=True)
+    assert task.params["learning_rate"] == 3e-3  # stored with the template's defaults filled in
+    done = wait_for(manager.queue, task.id, lambda t: t.finished)
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-2000:])
+    assert done.ray_job_id == f"aip-task-{task.id}-1" and done.attempts == 1
+    history = manager.queue.metrics_history(task.id)
+    assert [m["epoch"] for m in history] == [1, 2] and all("val_accuracy" in m for m in history)
+    assert done.progress["epoch"] == 2 and done.progress["epochs"] == 2
+    version = RegistryClient.connect(settings).get_version("tasks-cnn", done.result["version"])
+    assert version.lineage["task_id"] == task.id and version.lineage["ray_job_id"] == done.ray_job_id
+    assert f"task {task.id}" in manager.logs(task.id)
+    ray.kill(scheduler)
+
+
+def test_highest_priority_starts_first_and_cancel_works_queued_and_running(manager: TaskManager) -> None:
+    low = manager.create("cnn-classification", dict(TINY_CNN_PARAMS), priority=-1, start=True)
+    high = manager.create("cnn-classification", {**TINY_CNN_PARAMS, "epochs": 50}, priority=5, start=True)
+    manager.reconcile()  # capacity 1: only the highest-priority task starts
+    assert manager.queue.get(high.id).state == RUNNING and manager.queue.get(low.id).state == QUEUED
+    assert manager.cancel(low.id).state == CANCELLED
+    wait_for(manager.queue, high.id, lambda t: manager.jobs.state(t.ray_job_id).status == "RUNNING", 60)
+    cancelled = manager.cancel(high.id)
+    assert cancelled.state == CANCELLED and cancelled.error_reason == "cancelled"
+    assert manager.jobs.state(cancelled.ray_job_id).status == "STOPPED"
+    with pytest.raises(Conflict, match="only a CREATED task can be started"):
+        manager.start(high.id)
+    assert manager.queue.counts()["finished"] == 2
+
+
+def test_a_task_whose_job_is_gone_is_interrupted_or_requeued(manager: TaskManager) -> None:
+    lost = make_task(manager.queue, start=True)
+    retried = make_task(manager.queue, start=True, max_retries=1)
+    for task in (lost, retried):  # as if their jobs ran on a cluster that has since restarted
+        manager.queue.claim(task.id, f"aip-task-{task.id}-1")
+        manager.queue.mark_submitted(task.id)
+    manager.reconcile()
+    failed = manager.queue.get(lost.id)
+    assert (failed.state, failed.error_reason) == (FAILED, REASON_INTERRUPTED)
+    assert "no longer exists" in failed.error
+    again = manager.queue.get(retried.id)  # queued again, and started again in the same round
+    assert (again.state, again.attempts, again.ray_job_id) == (RUNNING, 2, f"aip-task-{retried.id}-2")
+    assert manager.cancel(retried.id).state == CANCELLED
+
+
+def test_bad_input_is_rejected_and_stores_nothing(manager: TaskManager) -> None:
+    with pytest.raises(NotFound, match="Training template 'nope' not found"):
+        manager.create("nope", {})
+    with pytest.raises(InvalidArgument, match="epochs: Input should be greater than or equal to 1"):
+        manager.create("cnn-classification", {"epochs": 0})
+    with pytest.raises(InvalidArgument, match="batch_size: Input should be a valid integer"):
+        manager.create("cnn-classification", {"batch_size": "big"})
+    with pytest.raises(InvalidArgument, match="Model name"):
+        manager.create("cnn-classification", {}, model_name="Bad Name")
+    with pytest.raises(NotFound, match="Task 'missing' not found"):
+        manager.cancel("missing")
+    assert manager.queue.counts()["total"] == 0
+
+
+def test_queue_actor_killed_during_submissions_loses_and_duplicates_nothing(settings: Settings) -> None:
+    queue = QueueClient.connect(settings)
+    keys = [f"key-{i}" for i in range(300)]
+    created: dict[str, str] = {}
+
+    def submit() -> None:
+        for key in keys:
+            created[key] = make_task(queue, idempotency_key=key, start=True).id
+
+    worker = threading.Thread(target=submit)
+    worker.start()
+    kills = 0
+    while worker.is_alive() and kills < 4:
+        time.sleep(0.4)
+        ray.kill(queue.handle, no_restart=False)
+        kills += 1
+    worker.join(120)
+    assert kills >= 2 and len(created) == len(keys)
+    tasks = queue.list(limit=1000)
+    assert len(tasks) == len(keys) and len({t.id for t in tasks}) == len(keys)
+    assert sorted(t.idempotency_key for t in tasks) == sorted(keys)
+    assert {t.id for t in tasks} == set(created.values())
+
+
+def test_a_directly_submitted_job_records_itself_as_a_task(settings: Settings, manager: TaskManager) -> None:
+    """`ray job submit -- python -m jobs.train ...` (here through the same job API)."""
+    ensure_scheduler(settings)
+    submission_id = f"direct-{uuid.uuid4().hex[:8]}"
+    env = {**settings.to_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    manager.jobs.client.submit_job(
+        entrypoint=f"{sys.executable} -m jobs.train --template cnn-classification --epochs 1 --max-rows 600 "
+        "--param 'conv_channels=[4]' --param hidden_units=16 --model-name direct-cnn",
+        submission_id=submission_id, runtime_env={"env_vars": env}, entrypoint_num_cpus=0,
+    )
+    deadline = time.time() + 60
+    while not (found := manager.queue.list(template="cnn-classification")) and time.time() < deadline:
+        time.sleep(0.5)
+    assert found, manager.jobs.logs(submission_id)
+    task = found[0]
+    assert (task.source, task.ray_job_id) == ("ray-job", submission_id)
+    done = wait_for(manager.queue, task.id, lambda t: t.finished)
+    assert done.state == SUCCEEDED, manager.jobs.logs(submission_id)[-2000:]
+    assert done.result["model"] == "direct-cnn" and manager.queue.metrics_history(task.id)
