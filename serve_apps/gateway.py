@@ -1,4 +1,4 @@
-"""The gateway: FastAPI ingress for inference (v1 JSON/upload) and the result store queries."""
+"""The gateway: FastAPI ingress for inference (v1 JSON/upload, v2), the REST API and the web UI."""
 
 
 import asyncio
@@ -10,44 +10,40 @@ import uuid
 from typing import Any, Optional
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable, http_status
-from aiplatform.registry import ModelVersion, RegistryClient
-from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter, input_key
+from aiplatform.api import Platform, include_api, set_platform
+from aiplatform.api.errors import RETRY_AFTER_S, error_response
+from aiplatform.errors import InvalidArgument, Unavailable
+from aiplatform.registry import ModelVersion
+from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
+from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
 from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata
 from aiplatform.settings import Settings
-from aiplatform.storage import storage_from_settings
+from aiplatform.tasks import scheduler_handle
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
-app = FastAPI(title="aiplatform gateway")
-RETRY_AFTER_S = 1
+app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
 REPLICA_RETRIES = 3
 PREDICTION_FIELDS = ("label", "probability", "probabilities")
 
 
-@app.exception_handler(AIPError)
-async def platform_error(request: Request, exc: AIPError) -> JSONResponse:
-    status = http_status(exc)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    if request.url.path.startswith("/v2/"):  # the Open Inference Protocol's error body
-        return JSONResponse(status_code=status, content={"error": exc.message}, headers=headers)
-    return JSONResponse(status_code=status, content=exc.to_dict(), headers=headers)
+include_api(app)
 
 
 @app.exception_handler(BackPressureError)
 async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
     """The model servers' queues are full: answer at once and tell the client when to retry."""
-    return await platform_error(
+    return error_response(
         request, Unavailable(f"Model servers are overloaded ({exc}); retry in {RETRY_AFTER_S} s")
     )
 
@@ -71,10 +67,15 @@ class Gateway:
     def __init__(self, model_server: DeploymentHandle, settings: Settings) -> None:
         bind_replica_grpc_to_loopback()
         self.model_server = model_server
-        self.registry = RegistryClient.connect(settings)
+        scheduler = scheduler_handle(settings)
+        # The REST API's routes (aiplatform.api) share these clients through the process's Platform.
+        platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name),
+                                    wake_scheduler=lambda: scheduler.wake.remote())
+        set_platform(platform)
+        self.registry = platform.registry
         self.router = Router(self.registry)
-        self.results = ResultsClient.connect(settings)
-        self.storage = storage_from_settings(settings)
+        self.results = platform.results
+        self.storage = platform.storage
         self.writer = ResultWriter(self.results.handle,
                                    input_storage=self.storage if settings.serve_store_inputs else None)
         self.batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
@@ -175,26 +176,6 @@ class Gateway:
             raise InvalidArgument(f"Versions must be integers and weights numbers: {exc}") from exc
         saved = self.registry.set_traffic(name, parsed)
         return {"name": name, "weights": {str(v): w for v, w in saved.items()}}
-
-    @app.get("/v1/results/{result_id}")
-    async def get_result(self, result_id: str) -> dict[str, Any]:
-        return self.results.get(result_id).to_dict()
-
-    @app.get("/v1/results/{result_id}/input")
-    async def get_result_input(self, result_id: str) -> Response:
-        """The raw input of a prediction, when inputs are kept (``AIP_SERVE_STORE_INPUTS``)."""
-        record = self.results.get(result_id)
-        if not record.input_uri or not self.storage.exists(record.input_uri):
-            raise NotFound(f"The input of result {result_id!r} was not kept")
-        return Response(self.storage.get_bytes(record.input_uri), media_type="application/octet-stream")
-
-    @app.get("/v1/results")
-    async def list_results(
-        self, model: Optional[str] = None, version: Optional[int] = None,
-        since: Optional[float] = None, limit: int = Query(100),
-    ) -> dict[str, Any]:
-        records = self.results.query(model=model, version=version, since=since, limit=limit)
-        return {"results": [r.to_dict() for r in records]}
 
     # -- Open Inference Protocol (KServe v2) ----------------------------------------------------
     @app.get("/v2/health/live")

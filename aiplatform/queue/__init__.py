@@ -2,12 +2,12 @@
 
 from aiplatform.queue.actor import QUEUE_ACTOR_NAME, QueueActor, QueueClient
 from aiplatform.queue.store import (
-    CANCELLED, CREATED, FAILED, FINISHED_STATES, QUEUED, REASON_INTERRUPTED, RUNNING, STATES,
+    CANCELLED, CREATED, FAILED, FINISHED_STATES, MAX_PRIORITY, MIN_PRIORITY, QUEUED, REASON_INTERRUPTED, RUNNING, STATES,
     SUCCEEDED, Task, TaskStore, validate_priority, validate_state,
 )
 
 __all__ = [
-    "CANCELLED", "CREATED", "FAILED", "FINISHED_STATES", "QUEUED", "QUEUE_ACTOR_NAME", "REASON_INTERRUPTED",
+    "CANCELLED", "CREATED", "FAILED", "FINISHED_STATES", "MAX_PRIORITY", "MIN_PRIORITY", "QUEUED", "QUEUE_ACTOR_NAME", "REASON_INTERRUPTED",
     "RUNNING", "STATES", "SUCCEEDED", "QueueActor", "QueueClient", "Task", "TaskStore",
     "validate_priority", "validate_state",
 ]

@@ -7,7 +7,8 @@ from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 
 from aiplatform.errors import NotFound
-from serve_apps.gateway import overloaded, platform_error
+from aiplatform.api.errors import error_response
+from serve_apps.gateway import overloaded
 
 
 def _request(path: str) -> Request:
@@ -23,8 +24,8 @@ def test_overload_answers_503_with_retry_after() -> None:
 
 
 def test_v2_paths_get_v2_error_bodies() -> None:
-    response = asyncio.run(platform_error(_request("/v2/models/x/infer"), NotFound("Model 'x' not found")))
+    response = error_response(_request("/v2/models/x/infer"), NotFound("Model 'x' not found"))
     assert response.status_code == 404
     assert json.loads(response.body) == {"error": "Model 'x' not found"}
-    v1 = asyncio.run(platform_error(_request("/v1/models/x/predict"), NotFound("Model 'x' not found")))
+    v1 = error_response(_request("/v1/models/x/predict"), NotFound("Model 'x' not found"))
     assert json.loads(v1.body) == {"error": "not_found", "message": "Model 'x' not found"}

@@ -1,0 +1,42 @@
+"""The control plane's HTTP surface: REST routers, error handlers, and the web UI's files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+
+from aiplatform.api.errors import install_error_handlers
+from aiplatform.api.routes import datasets, models, results, tasks, templates
+from aiplatform.errors import NotFound
+
+STATIC_DIR = Path(__file__).parent / "static"
+UI_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+ROUTERS = (templates.router, tasks.router, models.router, datasets.router, results.router)
+
+
+def include_api(app: FastAPI) -> None:
+    """Add the REST API, the platform's error handlers and the UI (at ``/``) to ``app``."""
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/ui/{name}", include_in_schema=False)
+    def ui_file(name: str) -> FileResponse:
+        path = STATIC_DIR / name
+        # Only the UI's own files: no sub-paths, no dotfiles, a known type.
+        if "/" in name or name.startswith(".") or path.suffix not in UI_MEDIA_TYPES or not path.is_file():
+            raise NotFound(f"UI file {name!r} not found")
+        return FileResponse(path, media_type=UI_MEDIA_TYPES[path.suffix])
+
+
+def create_api_app() -> FastAPI:
+    """The control plane alone (without the inference routes), e.g. for tests and tools."""
+    app = FastAPI(title="aiplatform API")
+    include_api(app)
+    return app

@@ -1,0 +1,63 @@
+"""What the API's routes depend on: one ``Platform`` per process, reached through ``PlatformDep``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Callable, Optional
+
+from fastapi import Depends
+
+from aiplatform.datasets import DatasetManager
+from aiplatform.errors import Unavailable
+from aiplatform.queue import QueueClient
+from aiplatform.registry import RegistryClient
+from aiplatform.results import ResultsClient
+from aiplatform.settings import Settings
+from aiplatform.storage import Storage, storage_from_settings
+from aiplatform.tasks import RayJobs, TaskManager
+
+
+@dataclass
+class Platform:
+    """Clients of the platform's actors and storage, made once per API process."""
+
+    settings: Settings
+    registry: RegistryClient
+    results: ResultsClient
+    tasks: TaskManager
+    storage: Storage
+    datasets: DatasetManager
+    warm: Callable[[str], None]
+    """Loads ``name:version`` on the model servers before an alias moves to it."""
+
+    @classmethod
+    def connect(cls, settings: Settings, *, warm: Callable[[str], None],
+                wake_scheduler: Optional[Callable[[], None]] = None) -> "Platform":
+        storage = storage_from_settings(settings)
+        return cls(
+            settings=settings,
+            registry=RegistryClient.connect(settings),
+            results=ResultsClient.connect(settings),
+            tasks=TaskManager(QueueClient.connect(settings), RayJobs(settings), settings, wake_scheduler),
+            storage=storage,
+            datasets=DatasetManager(storage, settings.s3_storage_options),
+            warm=warm,
+        )
+
+
+_platform: Optional[Platform] = None
+
+
+def set_platform(platform: Platform) -> None:
+    """Install the process's platform (the gateway does this in its constructor)."""
+    global _platform
+    _platform = platform
+
+
+def get_platform() -> Platform:
+    if _platform is None:
+        raise Unavailable("The platform API is starting; retry in a moment")
+    return _platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]

@@ -1,0 +1,40 @@
+"""Dataset versions with their manifest and profile."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter
+
+from aiplatform.api.deps import PlatformDep
+from aiplatform.datasets import DatasetVersion
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def summary(version: DatasetVersion) -> dict[str, Any]:
+    manifest = version.manifest
+    return {
+        "name": version.name, "version": version.version, "ref": version.ref,
+        "created_at": manifest.get("created_at"), "labels": manifest.get("labels"),
+        "rows": {split: info["rows"] for split, info in manifest.get("splits", {}).items()},
+        "content_hash": manifest.get("content_hash"), "image": manifest.get("image"),
+    }
+
+
+@router.get("")
+def list_datasets(platform: PlatformDep, name: Optional[str] = None) -> dict[str, Any]:
+    return {"datasets": [summary(v) for v in platform.datasets.list_versions(name)]}
+
+
+@router.get("/{name}/{version}")
+def get_manifest(name: str, version: str, platform: PlatformDep) -> dict[str, Any]:
+    return platform.datasets.get(name, version).manifest
+
+
+@router.get("/{name}/{version}/profile")
+def get_profile(name: str, version: str, platform: PlatformDep) -> dict[str, Any]:
+    manifest = platform.datasets.get(name, version).manifest
+    per_class = {split: info.get("per_class") for split, info in manifest.get("splits", {}).items()}
+    return {"ref": f"{name}@{version}", "labels": manifest.get("labels"), "per_class": per_class,
+            "profile": manifest.get("profile", {})}

@@ -1,0 +1,99 @@
+"""Models in the registry: versions, metrics, lineage, aliases, promote, rollback, download."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiplatform.api.deps import PlatformDep
+from aiplatform.errors import IntegrityError
+from aiplatform.serving.deployer import PRODUCTION, deploy, rollback
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class Promotion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(..., ge=1)
+    alias: str = Field(PRODUCTION, description="production runs the accuracy gate and warms the servers")
+    force: bool = Field(False, description="skip the accuracy gate")
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@router.get("")
+def list_models(platform: PlatformDep) -> dict[str, Any]:
+    return {"models": platform.registry.list_models()}
+
+
+@router.get("/{name}")
+def get_model(name: str, platform: PlatformDep) -> dict[str, Any]:
+    versions = platform.registry.list_versions(name)
+    return {
+        "name": name,
+        "aliases": platform.registry.aliases(name),
+        "traffic": {str(v): w for v, w in platform.registry.get_traffic(name).items()},
+        "versions": [v.to_dict() for v in versions],
+    }
+
+
+@router.get("/{name}/versions/{version}")
+def get_version(name: str, version: int, platform: PlatformDep) -> dict[str, Any]:
+    return platform.registry.get_version(name, version).to_dict()
+
+
+@router.get("/{name}/versions/{version}/lineage")
+def get_lineage(name: str, version: int, platform: PlatformDep) -> dict[str, Any]:
+    """The version's lineage and its ancestors' (parent versions, e.g. of compressed models)."""
+    chain = []
+    current: Optional[int] = version
+    while current is not None and len(chain) < 100:
+        entry = platform.registry.get_version(name, current)
+        chain.append({"version": entry.version, **entry.lineage})
+        parent = entry.lineage.get("parent")
+        current = int(parent) if isinstance(parent, (int, str)) and str(parent).isdigit() else None
+    return {"name": name, "version": version, "lineage": chain}
+
+
+@router.get("/{name}/versions/{version}/package")
+def download_package(name: str, version: int, platform: PlatformDep) -> Response:
+    """The version's ZIP, checked against the registry's sha256 before a byte is sent."""
+    entry = platform.registry.get_version(name, version)
+    data = platform.storage.get_bytes(entry.package_key)
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise IntegrityError(f"Package of model version (name={name}, version={version}) does not match "
+                             "its registered sha256")
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{name}-v{version}.zip"',
+        "X-Checksum-Sha256": entry.sha256,
+    })
+
+
+@router.post("/{name}/promote")
+def promote(name: str, body: Promotion, platform: PlatformDep) -> dict[str, Any]:
+    """Point an alias at a version; for ``production``: gate, warm on the servers, then move."""
+    if body.alias == PRODUCTION:
+        deployment = deploy(platform.registry, name, body.version, warm=platform.warm, force=body.force)
+        return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
+    target = platform.registry.set_alias(name, body.alias, body.version)
+    return {"name": name, "version": target.version, "alias": body.alias,
+            "message": f"{body.alias} -> {name} v{target.version}"}
+
+
+@router.post("/{name}/rollback")
+def rollback_production(name: str, platform: PlatformDep, body: Optional[Rollback] = None) -> dict[str, Any]:
+    deployment = rollback(platform.registry, name, warm=platform.warm)
+    return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
+
+
+@router.delete("/{name}/aliases/{alias}", status_code=204)
+def delete_alias(name: str, alias: str, platform: PlatformDep) -> Response:
+    platform.registry.delete_alias(name, alias)
+    return Response(status_code=204)

@@ -1,0 +1,34 @@
+"""The result store: past predictions, and their inputs when they were kept."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from aiplatform.api.deps import PlatformDep
+from aiplatform.errors import NotFound
+
+router = APIRouter(prefix="/v1/results", tags=["results"])
+
+
+@router.get("")
+def list_results(platform: PlatformDep, model: Optional[str] = None, version: Optional[int] = None,
+                 since: Optional[float] = None, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    records = platform.results.query(model=model, version=version, since=since, limit=limit)
+    return {"results": [r.to_dict() for r in records]}
+
+
+@router.get("/{result_id}")
+def get_result(result_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return platform.results.get(result_id).to_dict()
+
+
+@router.get("/{result_id}/input")
+def get_result_input(result_id: str, platform: PlatformDep) -> Response:
+    """The raw input of a prediction, when inputs are kept (``AIP_SERVE_STORE_INPUTS``)."""
+    record = platform.results.get(result_id)
+    if not record.input_uri or not platform.storage.exists(record.input_uri):
+        raise NotFound(f"The input of result {result_id!r} was not kept")
+    return Response(platform.storage.get_bytes(record.input_uri), media_type="application/octet-stream")

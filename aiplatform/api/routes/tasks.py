@@ -1,0 +1,87 @@
+"""Training tasks: create from a template, list, start, cancel, logs, metrics history."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter, Header, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiplatform.api.deps import PlatformDep
+from aiplatform.queue import MAX_PRIORITY, MIN_PRIORITY
+from aiplatform.queue.store import MAX_LIST_LIMIT
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+MAX_LOG_LINES = 5000
+
+
+class TaskCreate(BaseModel):
+    """A new task; ``params`` are checked against the template's schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field(..., min_length=1, max_length=100, examples=["cnn-classification"])
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 2}])
+    priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="higher starts first")
+    model_name: Optional[str] = Field(None, description="registry name (default: from the template)")
+    start: bool = Field(False, description="queue it at once")
+    max_retries: Optional[int] = Field(None, ge=0, le=100, description="re-runs after an interruption")
+    idempotency_key: Optional[str] = Field(None, min_length=1, max_length=200,
+                                           description="a repeated key returns the first task")
+
+
+@router.post("", status_code=201)
+def create_task(body: TaskCreate, platform: PlatformDep,
+                idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
+    task = platform.tasks.create(
+        body.template, body.params, priority=body.priority, model_name=body.model_name, start=body.start,
+        max_retries=body.max_retries, idempotency_key=body.idempotency_key or idempotency_key,
+    )
+    return task.to_dict()
+
+
+@router.get("")
+def list_tasks(
+    platform: PlatformDep,
+    state: list[str] = Query(default_factory=list, description="repeat for several states"),
+    template: Optional[str] = None,
+    since: Optional[float] = Query(None, description="created at or after (unix seconds)"),
+    until: Optional[float] = Query(None, description="created before (unix seconds)"),
+    limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
+    offset: int = Query(0, ge=0),
+) -> dict[str, Any]:
+    tasks = platform.tasks.queue.list(states=state, template=template, since=since, until=until,
+                                      limit=limit, offset=offset)
+    return {"tasks": [t.to_dict() for t in tasks], "counts": platform.tasks.queue.counts()}
+
+
+@router.get("/counts")
+def task_counts(platform: PlatformDep) -> dict[str, int]:
+    return platform.tasks.queue.counts()
+
+
+@router.get("/{task_id}")
+def get_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return platform.tasks.queue.get(task_id).to_dict()
+
+
+@router.post("/{task_id}/start")
+def start_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return platform.tasks.start(task_id).to_dict()
+
+
+@router.post("/{task_id}/cancel")
+def cancel_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return platform.tasks.cancel(task_id).to_dict()
+
+
+@router.get("/{task_id}/logs")
+def task_logs(task_id: str, platform: PlatformDep,
+              tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)) -> dict[str, Any]:
+    lines = platform.tasks.logs(task_id).splitlines()
+    return {"task_id": task_id, "logs": "\n".join(lines[-tail:]), "truncated": len(lines) > tail}
+
+
+@router.get("/{task_id}/metrics")
+def task_metrics(task_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return {"task_id": task_id, "history": platform.tasks.queue.metrics_history(task_id)}
