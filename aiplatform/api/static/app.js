@@ -1,1 +1,475 @@
-// ui
+// The platform's web UI: plain JavaScript, no build step, no network beyond this origin.
+"use strict";
+
+const POLL_MS = 2000;
+let pollTimer = null;
+
+// -- helpers ------------------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, value);
+  for (const child of children.flat()) el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+async function api(method, path, body, isForm) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    if (isForm) options.body = body;
+    else { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
+  }
+  let response;
+  try { response = await fetch(path, options); }
+  catch (err) { throw new ApiError(0, "unavailable", `The platform cannot be reached (${err.message})`); }
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
+  if (!response.ok) {
+    const message = (data && (data.message || data.error)) || text || response.statusText;
+    throw new ApiError(response.status, data && data.error, `${message} (HTTP ${response.status})`);
+  }
+  return data;
+}
+
+function showError(err) {
+  const box = document.getElementById("error");
+  document.getElementById("error-text").textContent = err instanceof Error ? err.message : String(err);
+  box.hidden = false;
+}
+function clearError() { document.getElementById("error").hidden = true; }
+function notify(message) {
+  const box = document.getElementById("notice");
+  box.textContent = message; box.hidden = false;
+  setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+// Run an action from a button: errors go to the banner, the button is disabled meanwhile.
+async function act(button, action) {
+  clearError();
+  if (button) button.disabled = true;
+  try { return await action(); }
+  catch (err) { showError(err); return undefined; }
+  finally { if (button) button.disabled = false; }
+}
+
+const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
+const fmtNum = (x, digits = 4) => (typeof x === "number" ? x.toFixed(digits) : "–");
+const page = () => document.getElementById("page");
+
+function progressBar(fraction, label) {
+  const pct = Math.max(0, Math.min(1, fraction || 0)) * 100;
+  return h("span", { class: "row" }, h("span", { class: "bar" }, h("i", { style: `width:${pct.toFixed(0)}%` })), label || "");
+}
+
+// -- charts -------------------------------------------------------------------------------
+function lineChart(title, series, { width = 420, height = 220 } = {}) {
+  const pad = { l: 44, r: 10, t: 22, b: 28 };
+  const points = series.flatMap((sr) => sr.points);
+  const svg = s("svg", { width, height, class: "chart", role: "img", "aria-label": title, "data-chart": title });
+  svg.append(s("text", { x: pad.l, y: 14 }, title));
+  if (!points.length) { svg.append(s("text", { x: pad.l, y: height / 2 }, "no epochs yet")); return svg; }
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+  const X = (x) => pad.l + ((x - x0) / (x1 - x0)) * (width - pad.l - pad.r);
+  const Y = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
+  svg.append(s("line", { x1: pad.l, y1: height - pad.b, x2: width - pad.r, y2: height - pad.b, stroke: "#aab4c0" }));
+  svg.append(s("line", { x1: pad.l, y1: pad.t, x2: pad.l, y2: height - pad.b, stroke: "#aab4c0" }));
+  for (const y of [y0, (y0 + y1) / 2, y1]) svg.append(s("text", { x: 2, y: Y(y) + 4 }, y.toFixed(3)));
+  for (const x of [...new Set(xs)]) svg.append(s("text", { x: X(x) - 3, y: height - 10 }, x));
+  const colors = ["#1f6feb", "#e5534b", "#2da44e"];
+  series.forEach((sr, i) => {
+    if (!sr.points.length) return;
+    const d = sr.points.map((p, j) => `${j ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ");
+    svg.append(s("path", { d, fill: "none", stroke: colors[i % colors.length], "stroke-width": 2, class: "series" }));
+    for (const p of sr.points) svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3, fill: colors[i % colors.length] }));
+    svg.append(s("text", { x: width - pad.r - 120, y: 14 + 12 * i, fill: colors[i % colors.length] }, sr.name));
+  });
+  return svg;
+}
+
+function barChart(title, values, labels, { width = 420, height = 180 } = {}) {
+  const pad = { l: 10, r: 10, t: 22, b: 20 };
+  const svg = s("svg", { width, height, class: "chart", role: "img", "aria-label": title, "data-chart": title });
+  svg.append(s("text", { x: pad.l, y: 14 }, title));
+  const max = Math.max(...values, 1e-9), w = (width - pad.l - pad.r) / Math.max(1, values.length);
+  values.forEach((v, i) => {
+    const bh = (v / max) * (height - pad.t - pad.b);
+    svg.append(s("rect", { x: pad.l + i * w + 1, y: height - pad.b - bh, width: Math.max(1, w - 2), height: bh, fill: "#1f6feb" }));
+    if (labels) svg.append(s("text", { x: pad.l + i * w + w / 2 - 4, y: height - 6 }, labels[i]));
+  });
+  return svg;
+}
+
+// -- schema-generated form ------------------------------------------------------------------
+function fieldSpec(prop) {
+  // Optional[...] arrives as anyOf [X, null]
+  if (prop.anyOf) {
+    const inner = prop.anyOf.find((p) => p.type !== "null") || {};
+    return { ...inner, ...prop, anyOf: undefined, type: inner.type, optional: true };
+  }
+  return { ...prop };
+}
+
+function schemaField(name, prop) {
+  const spec = fieldSpec(prop);
+  const hint = [spec.description, spec.minimum !== undefined ? `min ${spec.minimum}` : null,
+    spec.exclusiveMinimum !== undefined ? `> ${spec.exclusiveMinimum}` : null,
+    spec.maximum !== undefined ? `max ${spec.maximum}` : null,
+    spec.exclusiveMaximum !== undefined ? `< ${spec.exclusiveMaximum}` : null].filter(Boolean).join("; ");
+  let input;
+  if (spec.enum) {
+    input = h("select", { name }, spec.enum.map((v) => h("option", { value: JSON.stringify(v), selected: v === spec.default }, String(v))));
+  } else if (spec.type === "boolean") {
+    input = h("input", { type: "checkbox", name, checked: spec.default === true });
+  } else if (spec.type === "integer" || spec.type === "number") {
+    input = h("input", { type: "text", inputmode: "decimal", name, value: spec.default ?? "", placeholder: spec.optional ? "(none)" : "" });
+  } else if (spec.type === "array") {
+    input = h("input", { type: "text", name, value: (spec.default || []).join(", "), placeholder: "comma-separated" });
+  } else {
+    input = h("input", { type: "text", name, value: spec.default ?? "" });
+  }
+  input.dataset.kind = spec.enum ? "enum" : spec.type || "string";
+  if (spec.type === "array") input.dataset.items = (spec.items && spec.items.type) || "string";
+  input.dataset.default = JSON.stringify(spec.default ?? null);
+  input.id = `param-${name}`;
+  return h("label", { for: input.id }, h("span", { class: "name" }, spec.title || name), input, hint ? h("small", {}, hint) : null);
+}
+
+function readNumber(raw) { const n = Number(raw); return raw.trim() !== "" && Number.isFinite(n) ? n : raw; }
+
+// Only values that differ from the schema's defaults are sent; the server validates them all.
+function readParams(form) {
+  const params = {};
+  for (const input of form.querySelectorAll("[data-kind]")) {
+    let value;
+    const kind = input.dataset.kind;
+    if (kind === "boolean") value = input.checked;
+    else if (kind === "enum") value = JSON.parse(input.value);
+    else if (kind === "integer" || kind === "number") { if (input.value.trim() === "") continue; value = readNumber(input.value); }
+    else if (kind === "array") {
+      const parts = input.value.split(",").map((p) => p.trim()).filter(Boolean);
+      value = input.dataset.items === "string" ? parts : parts.map(readNumber);
+    } else value = input.value;
+    if (JSON.stringify(value) !== input.dataset.default) params[input.name] = value;
+  }
+  return params;
+}
+
+// -- training ---------------------------------------------------------------------------------
+async function trainingPage() {
+  const root = page();
+  const formCard = h("section", { class: "card", id: "create-card", hidden: true });
+  const list = h("tbody", { id: "task-rows" });
+  const counts = h("span", { class: "muted", id: "task-counts" });
+  root.replaceChildren(
+    h("div", { class: "row" }, h("h2", {}, "Training tasks"),
+      h("button", { class: "primary", id: "new-task", onclick: () => openCreateForm(formCard) }, "Create new task"), counts),
+    formCard,
+    h("section", { class: "card" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Task", "Template", "Model", "State", "Progress", "Val. accuracy", "Created", ""].map((t) => h("th", {}, t)))),
+      list)),
+  );
+  const refresh = async () => {
+    try {
+      const data = await api("GET", "/v1/tasks?limit=50");
+      counts.textContent = `waiting ${data.counts.waiting} · running ${data.counts.running} · finished ${data.counts.finished}`;
+      list.replaceChildren(...data.tasks.map(taskRow));
+      if (!data.tasks.length) list.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No tasks yet: create one.")));
+    } catch (err) { showError(err); }
+  };
+  await refresh();
+  poll(refresh);
+}
+
+function taskProgress(task) {
+  const p = task.progress || {};
+  if (!p.epochs) return task.state === "RUNNING" ? "starting…" : "";
+  return progressBar(p.epoch / p.epochs, `epoch ${p.epoch}/${p.epochs}`);
+}
+
+function taskActions(task, after) {
+  const buttons = [];
+  if (task.state === "CREATED") buttons.push(h("button", { class: "primary", "data-action": "start", onclick: (e) => act(e.target, async () => { await api("POST", `/v1/tasks/${task.id}/start`); notify(`Task ${task.id} queued`); after(); }) }, "Start training"));
+  if (["CREATED", "QUEUED", "RUNNING"].includes(task.state)) buttons.push(h("button", { "data-action": "cancel", onclick: (e) => act(e.target, async () => { await api("POST", `/v1/tasks/${task.id}/cancel`); notify(`Task ${task.id} cancelled`); after(); }) }, "Cancel"));
+  return buttons;
+}
+
+function taskRow(task) {
+  const metrics = (task.progress && task.progress.metrics) || {};
+  return h("tr", { "data-task": task.id },
+    h("td", {}, h("a", { href: `#task/${task.id}` }, task.id)),
+    h("td", {}, task.template),
+    h("td", {}, task.result ? h("a", { href: `#models/${task.result.model}` }, `${task.result.model} v${task.result.version}`) : (task.model_name || "")),
+    h("td", {}, h("span", { class: `state state-${task.state}`, "data-state": task.state }, task.cancel_requested && task.state === "RUNNING" ? "CANCELLING" : task.state)),
+    h("td", {}, taskProgress(task)),
+    h("td", {}, fmtNum(metrics.val_accuracy)),
+    h("td", {}, fmtTime(task.created_at)),
+    h("td", {}, taskActions(task, () => route())));
+}
+
+async function openCreateForm(card) {
+  await act(null, async () => {
+    const { templates } = await api("GET", "/v1/templates");
+    const select = h("select", { id: "template-select" }, h("option", { value: "" }, "— pick a template —"),
+      templates.map((t) => h("option", { value: t.name }, `${t.title} (${t.name})`)));
+    const fields = h("div", { id: "template-fields" });
+    const form = h("form", { id: "create-form" },
+      h("label", {}, h("span", { class: "name" }, "Template"), select), fields);
+    select.addEventListener("change", () => {
+      const template = templates.find((t) => t.name === select.value);
+      fields.replaceChildren();
+      if (!template) return;
+      fields.append(h("p", { class: "muted" }, template.description),
+        h("label", {}, h("span", { class: "name" }, "Model name"), h("input", { type: "text", id: "model-name", placeholder: "default from the template" })),
+        h("label", {}, h("span", { class: "name" }, "Priority"), h("input", { type: "text", id: "priority", value: "0" }), h("small", {}, "-100 … 100, higher starts first")),
+        h("h3", {}, "Parameters"),
+        ...Object.entries(template.schema.properties || {}).map(([name, prop]) => schemaField(name, prop)),
+        h("div", { class: "row" },
+          h("button", { class: "primary", type: "submit", id: "create-submit", value: "create" }, "Create"),
+          h("button", { type: "submit", id: "create-start", value: "start" }, "Create and start"),
+          h("button", { type: "button", onclick: () => { card.hidden = true; } }, "Close")));
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const start = event.submitter && event.submitter.value === "start";
+      act(event.submitter, async () => {
+        const body = { template: select.value, params: readParams(fields), start };
+        const name = document.getElementById("model-name").value.trim();
+        if (name) body.model_name = name;
+        body.priority = readNumber(document.getElementById("priority").value);
+        const task = await api("POST", "/v1/tasks", body);
+        notify(`Task ${task.id} created${start ? " and queued" : ""}`);
+        card.hidden = true;
+        route();
+      });
+    });
+    card.replaceChildren(h("h3", {}, "Create new task"), form);
+    card.hidden = false;
+  });
+}
+
+async function taskPage(taskId) {
+  const root = page();
+  const info = h("div", { id: "task-info" });
+  const charts = h("div", { class: "charts", id: "task-charts" });
+  const logs = h("pre", { class: "logs", id: "task-logs" }, "");
+  root.replaceChildren(h("p", {}, h("a", { href: "#training" }, "← all tasks")),
+    h("h2", {}, `Task ${taskId}`), h("section", { class: "card" }, info),
+    h("section", { class: "card" }, h("h3", {}, "Curves"), charts),
+    h("section", { class: "card" }, h("h3", {}, "Logs"), logs));
+  const refresh = async () => {
+    try {
+      const task = await api("GET", `/v1/tasks/${taskId}`);
+      const { history } = await api("GET", `/v1/tasks/${taskId}/metrics`);
+      info.replaceChildren(
+        h("div", { class: "row" }, h("span", { class: `state state-${task.state}`, id: "task-state", "data-state": task.state }, task.state),
+          taskProgress(task), ...taskActions(task, refresh)),
+        h("table", {}, h("tbody", {},
+          [["Template", task.template], ["Parameters", h("code", {}, JSON.stringify(task.params))],
+           ["Priority", task.priority], ["Ray job", task.ray_job_id || "–"], ["Attempts", task.attempts],
+           ["Created", fmtTime(task.created_at)], ["Started", fmtTime(task.started_at)], ["Finished", fmtTime(task.finished_at)],
+           ["Result", task.result ? h("span", {}, h("a", { href: `#models/${task.result.model}` }, `${task.result.model} v${task.result.version}`),
+             `  test accuracy ${fmtNum(task.result.test_accuracy)}`) : "–"],
+           ["Error", task.error ? `${task.error_reason || ""}: ${task.error}` : "–"]].map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))))));
+      const series = (key) => history.filter((m) => typeof m[key] === "number").map((m) => [m.epoch, m[key]]);
+      charts.replaceChildren(
+        lineChart("loss", [{ name: "train loss", points: series("train_loss") }, { name: "val loss", points: series("val_loss") }]),
+        lineChart("accuracy", [{ name: "val accuracy", points: series("val_accuracy") }]));
+      // Ray colours its log prefixes for terminals; a page shows them plain.
+      try { logs.textContent = (await api("GET", `/v1/tasks/${taskId}/logs?tail=400`)).logs.replace(/\x1b\[[0-9;]*m/g, ""); }
+      catch (err) { logs.textContent = err.status === 404 ? "(no logs yet)" : err.message; }
+      if (["SUCCEEDED", "FAILED", "CANCELLED"].includes(task.state)) stopPolling();
+    } catch (err) { showError(err); stopPolling(); }
+  };
+  await refresh();
+  poll(refresh);
+}
+
+// -- inference --------------------------------------------------------------------------------
+async function inferencePage() {
+  const root = page();
+  const modelSelect = h("select", { id: "model-select" });
+  const targetSelect = h("select", { id: "target-select" });
+  const fileInput = h("input", { type: "file", id: "file-input", accept: ".png,.jpg,.jpeg,.bmp,.gif,.txt,.md" });
+  const text = h("textarea", { id: "text-input", placeholder: "…or paste text here" });
+  const output = h("div", { id: "prediction" });
+  const history = h("tbody", { id: "result-rows" });
+  root.replaceChildren(h("h2", {}, "Inference"),
+    h("section", { class: "card" },
+      h("div", { class: "row" }, h("label", {}, "Model ", modelSelect), h("label", {}, "Version ", targetSelect)),
+      h("label", {}, "File ", fileInput), text,
+      h("div", { class: "row" }, h("button", { class: "primary", id: "predict", onclick: (e) => act(e.target, predict) }, "Predict")),
+      output),
+    h("section", { class: "card" }, h("h3", {}, "Past results"), h("table", {},
+      h("thead", {}, h("tr", {}, ["Result", "Model", "Label", "Probability", "Latency", "Time"].map((t) => h("th", {}, t)))), history)));
+
+  const { models } = await api("GET", "/v1/models").catch((err) => { showError(err); return { models: [] }; });
+  if (!models.length) modelSelect.append(h("option", { value: "" }, "no models yet: train one"));
+  for (const m of models) modelSelect.append(h("option", { value: m.name }, m.name));
+  const fillTargets = async () => {
+    const name = modelSelect.value;
+    targetSelect.replaceChildren();
+    if (!name) return;
+    const model = await api("GET", `/v1/models/${encodeURIComponent(name)}`);
+    for (const alias of Object.keys(model.aliases)) targetSelect.append(h("option", { value: `alias=${alias}` }, `${alias} (v${model.aliases[alias]})`));
+    for (const v of model.versions) targetSelect.append(h("option", { value: `version=${v.version}` }, `v${v.version}`));
+    await refreshResults();
+  };
+  const refreshResults = async () => {
+    const name = modelSelect.value;
+    const { results } = await api("GET", `/v1/results?limit=20${name ? `&model=${encodeURIComponent(name)}` : ""}`);
+    history.replaceChildren(...results.map((r) => h("tr", {},
+      h("td", {}, h("code", {}, r.id.slice(0, 12))), h("td", {}, `${r.model} v${r.version}`),
+      h("td", {}, r.output.label), h("td", {}, fmtNum(r.output.probability, 3)),
+      h("td", {}, `${r.latency_ms.toFixed(1)} ms`), h("td", {}, fmtTime(r.created_at)))));
+  };
+  modelSelect.addEventListener("change", () => act(null, fillTargets));
+  await act(null, fillTargets);
+  // Results are written off the request path, a moment after the answer: keep the list fresh.
+  poll(() => refreshResults().catch(showError));
+
+  async function predict() {
+    const name = modelSelect.value;
+    if (!name) throw new Error("Choose a model first");
+    const query = targetSelect.value ? `?${targetSelect.value}` : "";
+    const path = `/v1/models/${encodeURIComponent(name)}/predict${query}`;
+    let answer;
+    if (fileInput.files.length) {
+      const form = new FormData();
+      form.append("file", fileInput.files[0]);
+      answer = await api("POST", path, form, true);
+    } else if (text.value.trim()) {
+      answer = await api("POST", path, { text: text.value });
+    } else {
+      throw new Error("Upload a file or paste some text first");
+    }
+    const probs = Object.entries(answer.probabilities).sort((a, b) => b[1] - a[1]);
+    output.replaceChildren(
+      h("p", {}, "Prediction: ", h("span", { class: "prediction", id: "predicted-label" }, answer.label),
+        h("span", { class: "muted" }, `  ${(answer.probability * 100).toFixed(1)}% · ${answer.model} v${answer.version} · ${answer.latency_ms.toFixed(1)} ms`)),
+      h("table", { class: "probs" }, h("tbody", {}, probs.map(([label, p]) =>
+        h("tr", {}, h("td", {}, label), h("td", {}, progressBar(p, `${(p * 100).toFixed(2)}%`)))))));
+    await refreshResults();
+  }
+}
+
+// -- models -----------------------------------------------------------------------------------
+async function modelsPage(selected) {
+  const root = page();
+  const { models } = await api("GET", "/v1/models");
+  const detail = h("div", { id: "model-detail" });
+  root.replaceChildren(h("h2", {}, "Models"),
+    h("section", { class: "card" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Model", "Versions", "Latest", "Aliases"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, models.map((m) => h("tr", {},
+        h("td", {}, h("a", { href: `#models/${m.name}` }, m.name)), h("td", {}, m.versions), h("td", {}, m.latest_version),
+        h("td", {}, Object.entries(m.aliases).map(([a, v]) => `${a} → v${v}`).join(", "))))))),
+    detail);
+  if (!models.length) detail.append(h("p", { class: "muted" }, "No models yet: a training task registers one."));
+  if (selected) await modelDetail(detail, selected);
+}
+
+async function modelDetail(root, name) {
+  const model = await api("GET", `/v1/models/${encodeURIComponent(name)}`);
+  const reload = () => modelDetail(root, name);
+  const rows = model.versions.map((v) => {
+    const lineage = v.lineage || {};
+    return h("tr", { "data-version": v.version },
+      h("td", {}, `v${v.version}`), h("td", {}, fmtNum(v.metrics.test_accuracy)),
+      h("td", {}, v.aliases.join(", ")), h("td", {}, fmtTime(v.created_at)),
+      h("td", {}, [lineage.method, lineage.task_id ? h("a", { href: `#task/${lineage.task_id}` }, `task ${lineage.task_id}`) : null,
+        lineage.dataset, lineage.parent ? `parent v${lineage.parent}` : null].filter(Boolean).flatMap((x) => [x, " "])),
+      h("td", {},
+        h("button", { "data-action": "promote", onclick: (e) => act(e.target, async () => {
+          const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version });
+          notify(r.message); reload(); }) }, "Promote to production"), " ",
+        h("button", { "data-action": "alias", onclick: (e) => act(e.target, async () => {
+          const alias = prompt("Alias to point at this version (e.g. staging)");
+          if (!alias) return;
+          const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version, alias });
+          notify(r.message); reload(); }) }, "Set alias…"), " ",
+        h("a", { class: "button", href: `/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, download: `${name}-v${v.version}.zip` }, "Download")));
+  });
+  root.replaceChildren(h("section", { class: "card" },
+    h("div", { class: "row" }, h("h3", {}, name),
+      h("button", { id: "rollback", onclick: (e) => act(e.target, async () => {
+        const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); notify(r.message); reload(); }) }, "Roll back production")),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows))));
+}
+
+// -- datasets ---------------------------------------------------------------------------------
+async function datasetsPage(selected) {
+  const root = page();
+  const { datasets } = await api("GET", "/v1/datasets");
+  const detail = h("div", { id: "dataset-detail" });
+  root.replaceChildren(h("h2", {}, "Datasets"),
+    h("section", { class: "card" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Version", "Rows (train / val / test)", "Classes", "Created"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, datasets.map((d) => h("tr", {},
+        h("td", {}, h("a", { href: `#datasets/${d.name}/${d.version}` }, d.ref)),
+        h("td", {}, ["train", "val", "test"].map((sp) => d.rows[sp] ?? 0).join(" / ")),
+        h("td", {}, (d.labels || []).length), h("td", {}, fmtTime(d.created_at))))))),
+    detail);
+  if (!datasets.length) detail.append(h("p", { class: "muted" }, "No dataset versions yet: a training task builds one."));
+  if (selected) {
+    const [name, version] = selected.split("/");
+    const profile = await api("GET", `/v1/datasets/${encodeURIComponent(name)}/${encodeURIComponent(version)}/profile`);
+    const manifest = await api("GET", `/v1/datasets/${encodeURIComponent(name)}/${encodeURIComponent(version)}`);
+    const train = profile.profile.train || {};
+    detail.replaceChildren(h("section", { class: "card" }, h("h3", {}, profile.ref),
+      h("p", {}, `content hash `, h("code", {}, manifest.content_hash), ` · source `, h("code", {}, manifest.spec.source)),
+      h("div", { class: "charts" },
+        barChart("train: images per class", profile.labels.map((label, i) => {
+          const counts = profile.per_class.train || {};
+          return Number(Array.isArray(counts) ? counts[i] : counts[label]) || 0;
+        }), profile.labels),
+        train.intensity_histogram ? barChart(`train: pixel intensity (mean ${fmtNum(train.mean_intensity, 3)}, std ${fmtNum(train.std_intensity, 3)})`, train.intensity_histogram) : null),
+      h("h3", {}, "Manifest"), h("pre", { class: "logs" }, JSON.stringify({ ...manifest, splits: Object.fromEntries(
+        Object.entries(manifest.splits).map(([k, v]) => [k, { rows: v.rows, files: v.files.length }])) }, null, 2))));
+  }
+}
+
+// -- routing ----------------------------------------------------------------------------------
+function poll(fn) { stopPolling(); pollTimer = setInterval(fn, POLL_MS); }
+function stopPolling() { if (pollTimer) clearInterval(pollTimer); pollTimer = null; }
+
+async function route() {
+  stopPolling();
+  const [name, ...rest] = (location.hash.replace(/^#/, "") || "training").split("/");
+  for (const link of document.querySelectorAll("nav a[data-page]")) link.classList.toggle("active", link.dataset.page === (name === "task" ? "training" : name));
+  const arg = rest.map(decodeURIComponent).join("/");
+  try {
+    if (name === "task") await taskPage(arg);
+    else if (name === "inference") await inferencePage();
+    else if (name === "models") await modelsPage(arg);
+    else if (name === "datasets") await datasetsPage(arg);
+    else await trainingPage();
+  } catch (err) { showError(err); }
+}
+
+document.getElementById("error-close").addEventListener("click", clearError);
+window.addEventListener("hashchange", () => { clearError(); route(); });
+route();

@@ -1,0 +1,123 @@
+"""The seed's walk-through in a real browser (Debian's Chromium driven by Playwright): create a
+task from the template form, start it, watch it finish with its curves, then predict an uploaded
+MNIST digit with the model it produced. Screenshots go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from ray import serve
+
+from aiplatform.settings import Settings
+from aiplatform.tasks import ensure_scheduler
+from tests.factories import free_port, make_digit_images, png_bytes
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+TRAINING_TIMEOUT_MS = 300_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def platform_url(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from serve_apps.app import start_app
+
+    settings = Settings(home=Path(tmp_path_factory.mktemp("ui")), ray_namespace=f"ui-{uuid.uuid4().hex[:8]}",
+                        task_poll_interval_s=0.5)
+    ensure_scheduler(settings)
+    url = start_app(settings, free_port())
+    try:
+        yield url
+    finally:
+        serve.delete(settings.serve_app_name)
+        serve.shutdown()
+
+
+@pytest.fixture()
+def page(platform_url: str) -> Iterator["object"]:
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # Nothing but the platform itself may be fetched (no CDN, no internet).
+        foreign: list[str] = []
+        page.on("request", lambda request: None if request.url.startswith(platform_url) else foreign.append(request.url))
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(SCREENSHOTS / "last.png"), full_page=True)
+            browser.close()
+        assert not foreign, f"the UI fetched other origins: {foreign}"
+
+
+def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.goto(platform_url)
+    page.click("#new-task")
+    page.select_option("#template-select", "cnn-classification")
+    # a bad value first: the page says what is wrong and nothing is created
+    page.fill("#param-epochs", "0")
+    page.click("#create-submit")
+    expect(page.locator("#error-text")).to_contain_text("epochs: Input should be greater than or equal to 1")
+    expect(page.locator("tr[data-task]")).to_have_count(0)
+
+    for field, value in {"epochs": "2", "max_rows": "6000", "batch_size": "64", "conv_channels": "8, 16",
+                         "hidden_units": "32"}.items():
+        page.fill(f"#param-{field}", value)
+    page.fill("#model-name", "ui-cnn")
+    page.click("#create-submit")
+    row = page.locator("tr[data-task]").first
+    expect(row.locator("[data-state]")).to_have_text("CREATED")
+    task_id = row.get_attribute("data-task")
+    page.screenshot(path=str(SCREENSHOTS / "1-task-created.png"), full_page=True)
+
+    row.locator("[data-action=start]").click()
+    state = page.locator(f"tr[data-task='{task_id}'] [data-state]")
+    expect(state).not_to_have_text("CREATED")
+    expect(state).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+    page.screenshot(path=str(SCREENSHOTS / "2-task-succeeded.png"), full_page=True)
+
+    page.click(f"tr[data-task='{task_id}'] a[href='#task/{task_id}']")
+    expect(page.locator("#task-state")).to_have_text("SUCCEEDED")
+    expect(page.locator("svg[data-chart=loss] path.series")).to_have_count(2)
+    expect(page.locator("svg[data-chart=accuracy] path.series")).to_have_count(1)
+    expect(page.locator("svg[data-chart=accuracy] circle")).to_have_count(2)  # one point per epoch
+    expect(page.locator("#task-logs")).to_contain_text(f"task {task_id}")
+    page.screenshot(path=str(SCREENSHOTS / "3-task-detail-curves.png"), full_page=True)
+
+    images, labels = make_digit_images(1, seed=0)
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(png_bytes(images[0]))
+    page.click("nav a[data-page=inference]")
+    page.select_option("#model-select", "ui-cnn")
+    expect(page.locator("#target-select option")).not_to_have_count(0)
+    page.set_input_files("#file-input", str(digit))
+    page.click("#predict")
+    expect(page.locator("#predicted-label")).to_have_text(str(int(labels[0])))
+    expect(page.locator(".probs tr")).to_have_count(10)
+    expect(page.locator("#result-rows tr")).not_to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "4-inference.png"), full_page=True)
+
+    page.click("nav a[data-page=models]")
+    page.click("a[href='#models/ui-cnn']")
+    expect(page.locator("#model-detail tr[data-version='1']")).to_contain_text(f"task {task_id}")
+    page.once("dialog", lambda dialog: dialog.accept("staging"))
+    page.click("#model-detail tr[data-version='1'] [data-action=alias]")
+    expect(page.locator("#notice")).to_contain_text("staging -> ui-cnn v1")
+    page.click("#rollback")  # nothing to roll back to: the page says so
+    expect(page.locator("#error-text")).to_contain_text("no earlier production version")
+    page.screenshot(path=str(SCREENSHOTS / "5-models.png"), full_page=True)
+
+    page.click("nav a[data-page=datasets]")
+    page.locator("#page a[href^='#datasets/mnist/']").first.click()
+    expect(page.locator("svg[data-chart^='train: images per class'] rect")).to_have_count(10)
+    page.screenshot(path=str(SCREENSHOTS / "6-datasets.png"), full_page=True)
