@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable
+from aip.tasks_cli import add_tasks_commands
+from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.settings import Settings
 
 EXIT_ERROR = 2
@@ -85,7 +86,7 @@ def cmd_models_canary(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
-    import httpx
+    from aip.api_client import PlatformAPI
 
     path = Path(args.file)
     if not path.is_file():
@@ -95,16 +96,10 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
         params["version"] = args.version
     if args.alias:
         params["alias"] = args.alias
-    url = f"{settings.resolved_api_url}/v1/models/{args.model}/predict"
-    try:
-        response = httpx.post(url, params=params, timeout=60,
-                              files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"Cannot reach the platform at {settings.resolved_api_url} ({exc}); is `aip up` running?") from exc
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code >= 400:
-        error = NotFound if response.status_code == 404 else InvalidArgument
-        raise error(body.get("message") or response.text)
+    body = PlatformAPI(settings).post(
+        f"/v1/models/{args.model}/predict", params=params,
+        files={"file": (path.name, path.read_bytes(), "application/octet-stream")},
+    )
     if args.json:
         print(json.dumps(body))
         return
@@ -141,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--clear", action="store_true")
     canary.set_defaults(run=cmd_models_canary)
 
+    add_tasks_commands(commands)
+
     predict = commands.add_parser("predict", help="classify a file through the gateway")
     predict.add_argument("file")
     predict.add_argument("--model", required=True)
@@ -153,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace, Settings], None] = args.run
+    run: Callable[[argparse.Namespace, Settings], Optional[int]] = args.run
     try:
         settings = Settings()
         if settings.ray_address is None:
@@ -161,8 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from aip.local import LOCAL_RAY_ENV
 
             os.environ.update(LOCAL_RAY_ENV)
-        run(args, settings)
+        return run(args, settings) or 0
     except AIPError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_ERROR
-    return 0

@@ -160,13 +160,18 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 
 def deploy_platform(settings: Settings) -> None:
-    """Head-node actors, then the Serve app (gateway + model servers) on 127.0.0.1."""
+    """Head-node actors (registry, results, task queue, scheduler), then the Serve app (gateway +
+    model servers) on 127.0.0.1."""
+    from aiplatform.queue import QueueClient
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultsClient
+    from aiplatform.tasks import ensure_scheduler
     from serve_apps.app import start_app
 
     RegistryClient.connect(settings).list_models()
     ResultsClient.connect(settings).count()
+    QueueClient.connect(settings).counts()
+    ensure_scheduler(settings)  # its first round marks tasks of a previous run interrupted
     start_app(settings)
 
 

@@ -70,3 +70,13 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
 def http_status(error: AIPError) -> int:
     """The HTTP status for an error (500 for anything unmapped)."""
     return HTTP_STATUS_BY_CODE.get(error.code, 500)
+
+
+ERROR_CLASSES: dict[str, type[AIPError]] = {
+    cls.code: cls for cls in (InvalidArgument, IntegrityError, NotFound, AlreadyExists, Conflict, Unavailable)
+}
+
+
+def error_from_code(code: str, message: str) -> AIPError:
+    """The error an HTTP body ``{"error": code, "message": ...}`` stands for (clients re-raise it)."""
+    return ERROR_CLASSES.get(code, AIPError)(message)

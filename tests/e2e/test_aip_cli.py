@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import re
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import psutil
 
-from tests.factories import free_port, png_bytes
+from tests.factories import free_port, make_digit_images, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -24,11 +26,17 @@ def _listening_elsewhere() -> set[tuple[str, int]]:
             if c.status == psutil.CONN_LISTEN and c.laddr.ip not in LOOPBACK}
 
 
+def show(aip, task_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    shown = aip("tasks", "show", task_id)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    return json.loads(shown.stdout)
+
+
 def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
-    http_port = free_port()
+    http_port, dashboard_port = free_port(), free_port()
     env.update({
-        "AIP_HOME": str(tmp_path), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(free_port()),
+        "AIP_HOME": str(tmp_path), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(dashboard_port),
         "AIP_HTTP_PORT": str(http_port), "AIP_RAY_NUM_CPUS": "2",
         "AIP_RAY_TEMP_DIR": f"/tmp/aip-up-{os.getpid()}", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -95,6 +103,62 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         ]:
             failed = aip(*args)
             assert failed.returncode == 2 and message in failed.stderr, (args, failed.stderr[-1000:])
+
+        # Training from the terminal: submit and watch, list, logs; then predict with the new model.
+        submitted = aip("tasks", "submit", "cnn-classification", "--param", "epochs=2", "--param", "max_rows=6000",
+                        "--param", "conv_channels=[8,16]", "--param", "hidden_units=32", "--model-name", "cli-cnn",
+                        "--watch", timeout=400)
+        assert submitted.returncode == 0, (submitted.stdout[-2000:], submitted.stderr[-2000:])
+        assert "epoch 2/2" in submitted.stdout and "SUCCEEDED: model cli-cnn version 1" in submitted.stdout
+        task_id = re.search(r"task (\w+) QUEUED", submitted.stdout).group(1)  # type: ignore[union-attr]
+        tasks = json.loads(aip("tasks", "list", "--json").stdout)["tasks"]
+        assert [(t["id"], t["state"]) for t in tasks if t["id"] == task_id] == [(task_id, "SUCCEEDED")]
+        assert f"task {task_id}" in aip("tasks", "logs", task_id).stdout
+        images, labels = make_digit_images(1, seed=0)
+        digit = tmp_path / "real-digit.png"
+        digit.write_bytes(png_bytes(images[0]))
+        answer = aip("predict", str(digit), "--model", "cli-cnn", "--version", "1", "--json")
+        assert json.loads(answer.stdout)["label"] == str(int(labels[0])), answer.stderr[-2000:]
+
+        # `ray job submit` with the token: the run records itself as a task.
+        job = subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
+             "--submission-id", "direct-run-1", "--", sys.executable, "-m", "jobs.train", "--template",
+             "cnn-classification", "--epochs", "1", "--max-rows", "600", "--param", "conv_channels=[4]",
+             "--model-name", "direct-cnn"],
+            cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=300)
+        assert job.returncode == 0, (job.stdout[-2000:], job.stderr[-2000:])
+        direct = [t for t in json.loads(aip("tasks", "list", "--json").stdout)["tasks"]
+                  if t["ray_job_id"] == "direct-run-1"]
+        assert [(t["source"], t["state"], t["result"]["model"]) for t in direct] == [("ray-job", "SUCCEEDED", "direct-cnn")]
+
+        for args, message in [
+            (("tasks", "submit", "nope"), "Training template 'nope' not found"),
+            (("tasks", "submit", "cnn-classification", "--param", "epochs=0"), "epochs: Input should be greater"),
+            (("tasks", "cancel", task_id), "already SUCCEEDED"),
+            (("tasks", "watch", "missing"), "Task 'missing' not found"),
+        ]:
+            failed = aip(*args)
+            assert failed.returncode == 2 and message in failed.stderr, (args, failed.stderr[-1000:])
+
+        # A task running when the platform stops is marked interrupted after the next `aip up`.
+        running = json.loads(aip("tasks", "submit", "cnn-classification", "--param", "epochs=200", "--param",
+                                 "max_rows=6000", "--json").stdout)
+        deadline = time.time() + 60
+        while time.time() < deadline and show(aip, running["id"])["state"] != "RUNNING":
+            time.sleep(0.5)
+        assert show(aip, running["id"])["state"] == "RUNNING"
+        assert aip("down").returncode == 0
+        again = aip("up")
+        assert again.returncode == 0, again.stderr[-3000:]
+        deadline = time.time() + 30
+        while time.time() < deadline and show(aip, running["id"])["state"] == "RUNNING":
+            time.sleep(1)
+        interrupted = show(aip, running["id"])
+        assert (interrupted["state"], interrupted["error_reason"]) == ("FAILED", "interrupted"), interrupted
+        # what was stored before the restart is all there
+        assert json.loads(aip("tasks", "list", "--json").stdout)["counts"]["SUCCEEDED"] == 2
+        assert {r["model"] for r in json.loads(aip("models", "list", "--json").stdout)} >= {"tiny", "cli-cnn", "direct-cnn"}
     finally:
         down = aip("down")
     assert down.returncode == 0 and "platform stopped" in down.stdout, down.stderr[-2000:]
