@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -84,11 +85,28 @@ def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return ray.get(method.remote(*args, **kwargs))
         except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, AIPError):
-                raise type(cause)(cause.message) from None
-            raise
+            raise _platform_error(exc) from None
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError) as exc:
             last = exc
             time.sleep(ACTOR_RETRY_DELAY_S)
     raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {last}")
+
+
+async def call_async(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`call` for an event loop: awaits the result instead of blocking a thread on it (a
+    request path then needs no thread per call in flight)."""
+    last: Exception | None = None
+    for _ in range(ACTOR_CALL_RETRIES):
+        try:
+            return await method.remote(*args, **kwargs)
+        except ray.exceptions.RayTaskError as exc:
+            raise _platform_error(exc) from None
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError) as exc:
+            last = exc
+            await asyncio.sleep(ACTOR_RETRY_DELAY_S)
+    raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {last}")
+
+
+def _platform_error(exc: "ray.exceptions.RayTaskError") -> Exception:
+    cause = getattr(exc, "cause", None)
+    return type(cause)(cause.message) if isinstance(cause, AIPError) else exc

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Optional
 import ray
 
 from aiplatform.queue.store import Task, TaskStore
-from aiplatform.runtime import call, head_actor
+from aiplatform.runtime import call, call_async, head_actor
 from aiplatform.settings import Settings
 
 QUEUE_ACTOR_NAME = "task-queue"
@@ -46,6 +46,12 @@ class QueueClient:
         retries (after an actor restart) never create a second task."""
         key = idempotency_key or f"auto-{uuid.uuid4().hex}"
         return call(self.handle.create, template, params, idempotency_key=key, **options)
+
+    async def create_async(self, template: str, params: dict[str, Any], *,
+                           idempotency_key: Optional[str] = None, **options: Any) -> Task:
+        """:meth:`create` from an event loop (the API's hot path)."""
+        key = idempotency_key or f"auto-{uuid.uuid4().hex}"
+        return await call_async(self.handle.create, template, params, idempotency_key=key, **options)
 
     def start(self, task_id: str) -> Task:
         return call(self.handle.start, task_id)

@@ -47,21 +47,33 @@ class TaskManager:
         self.wake_scheduler = wake_scheduler or (lambda: None)
 
     # -- API -------------------------------------------------------------------------------
-    def create(self, template: str, params: dict[str, Any], *, priority: int = 0,
-               model_name: Optional[str] = None, idempotency_key: Optional[str] = None,
-               max_retries: Optional[int] = None, start: bool = False) -> Task:
-        """A task of ``template`` with validated parameters (defaults filled in)."""
-        parsed = get_template(template).parse_params(params)
-        if model_name is not None:
-            validate_model_name(model_name)
-        task = self.queue.create(
-            template, parsed.model_dump(mode="json"), priority=priority, model_name=model_name,
-            idempotency_key=idempotency_key, start=start,
-            max_retries=self.settings.task_max_retries if max_retries is None else max_retries,
-        )
+    def create(self, template: str, params: dict[str, Any], **options: Any) -> Task:
+        """A task of ``template`` with validated parameters (defaults filled in); see
+        :meth:`creation` for the options."""
+        task = self.queue.create(**self.creation(template, params, **options))
         if task.state == "QUEUED":
             self.wake_scheduler()
         return task
+
+    async def create_async(self, template: str, params: dict[str, Any], **options: Any) -> Task:
+        """:meth:`create` from an event loop."""
+        task = await self.queue.create_async(**self.creation(template, params, **options))
+        if task.state == "QUEUED":
+            self.wake_scheduler()
+        return task
+
+    def creation(self, template: str, params: dict[str, Any], *, priority: int = 0,
+                 model_name: Optional[str] = None, idempotency_key: Optional[str] = None,
+                 max_retries: Optional[int] = None, start: bool = False) -> dict[str, Any]:
+        """Validate a new task (template, parameters, model name) into the queue's arguments."""
+        parsed = get_template(template).parse_params(params)
+        if model_name is not None:
+            validate_model_name(model_name)
+        return {
+            "template": template, "params": parsed.model_dump(mode="json"), "priority": priority,
+            "model_name": model_name, "idempotency_key": idempotency_key, "start": start,
+            "max_retries": self.settings.task_max_retries if max_retries is None else max_retries,
+        }
 
     def start(self, task_id: str) -> Task:
         task = self.queue.start(task_id)

@@ -31,9 +31,9 @@ class TaskCreate(BaseModel):
 
 
 @router.post("", status_code=201)
-def create_task(body: TaskCreate, platform: PlatformDep,
-                idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
-    task = platform.tasks.create(
+async def create_task(body: TaskCreate, platform: PlatformDep,
+                      idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
+    task = await platform.tasks.create_async(
         body.template, body.params, priority=body.priority, model_name=body.model_name, start=body.start,
         max_retries=body.max_retries, idempotency_key=body.idempotency_key or idempotency_key,
     )
