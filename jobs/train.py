@@ -106,7 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             task = record_self_started(queue, template.name, params.model_dump(mode="json"), args.model_name)
         run = TaskRun(queue, task)
-        print(f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})", flush=True)
+        # On stderr with --json, so that stdout stays the one JSON summary.
+        print(f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})", flush=True,
+              file=sys.stderr if args.json else sys.stdout)
         storage = storage_from_settings(settings)
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         outcome = run_training(

@@ -47,7 +47,7 @@ def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: P
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The job's one JSON line; Ray may write its own lines to the driver's stdout around it (seen
     # once in a fresh CI run, not reproduced), so the summary is found rather than assumed last.
-    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"model": ')]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith('{"task_id": ')]
     assert len(summaries) == 1, proc.stdout[-3000:]
     summary = json.loads(summaries[0])
     assert summary["model"] == "mnist-cnn" and summary["version"] == 1
