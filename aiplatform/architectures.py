@@ -68,7 +68,37 @@ def _build_cnn(arch: dict[str, Any]) -> nn.Module:
     )
 
 
-ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"cnn": _build_cnn}
+class BagOfEmbeddingsClassifier(nn.Module):
+    """fastText-style: the mean of word (and hashed bigram) embeddings, then a small MLP head.
+    Id 0 pads and is left out of the mean."""
+
+    def __init__(self, *, vocab_size: int, embedding_dim: int, hidden_units: int, num_classes: int,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(vocab_size, embedding_dim, mode="mean", padding_idx=0)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(embedding_dim, hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_units, num_classes),
+        )
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(token_ids))
+
+
+def _build_bag(arch: dict[str, Any]) -> nn.Module:
+    return BagOfEmbeddingsClassifier(
+        vocab_size=int(arch["vocab_size"]),
+        embedding_dim=int(arch["embedding_dim"]),
+        hidden_units=int(arch["hidden_units"]),
+        num_classes=int(arch["num_classes"]),
+        dropout=float(arch.get("dropout", 0.2)),
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"cnn": _build_cnn, "embedding-bag": _build_bag}
 
 
 def build_model(architecture: dict[str, Any]) -> nn.Module:

@@ -7,26 +7,20 @@ from typing import Any, Optional
 from aiplatform.packaging import build_package
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore, validate_model_name
 from aiplatform.storage import Storage, sha256_bytes
-from aiplatform.training import TrainingOutcome
+from aiplatform.training import TrainingOutcome, get_template
 
 
 def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:
-    """The ``model.json`` of an image classifier trained by the engine."""
-    height, width, channels = outcome.dataset.image_shape
+    """The ``model.json`` of a classifier trained by the engine (its template says the task and
+    what inputs it takes)."""
+    template = get_template(outcome.template)
     return {
         "name": name,
         "template": outcome.template,
-        "task": "image-classification",
+        "task": template.task,
         "architecture": outcome.architecture,
         "hyperparameters": outcome.params,
-        "input": {
-            "type": "image",
-            "height": height,
-            "width": width,
-            "channels": channels,
-            "dtype": "uint8",
-            "accepts": ["image/png", "image/jpeg", "array"],
-        },
+        "input": template.input_spec(outcome.dataset, outcome.preprocessing),
         "labels": outcome.dataset.labels,
         "preprocessing": outcome.preprocessing,
         "output": {"type": "class_probabilities", "num_classes": len(outcome.dataset.labels)},

@@ -1,11 +1,13 @@
-"""Image preprocessing shared by training and serving, so both see identical tensors."""
+"""Preprocessing shared by training, evaluation and serving, so all see identical tensors."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from aiplatform.tokenizer import Tokenizer
 
 
 def image_preprocessing(height: int, width: int, channels: int, mean: float, std: float) -> dict[str, Any]:
@@ -41,3 +43,26 @@ def decode_rows(image_bytes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
     # bytearray: a writable buffer, so torch.from_numpy needs no extra copy and does not warn.
     buffer = bytearray(b"".join(image_bytes))
     return np.frombuffer(buffer, dtype=np.uint8).reshape(len(image_bytes), *shape)
+
+
+def text_preprocessing(tokenizer: Tokenizer) -> dict[str, Any]:
+    """The ``preprocessing`` block of a ``model.json`` for a text model: the tokenizer's rules
+    and vocabulary."""
+    return {"type": "text", "tokenizer": tokenizer.to_config()}
+
+
+def batch_converter(config: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], tuple[torch.Tensor, torch.Tensor]]:
+    """Dataset batch -> (model inputs, int64 labels), for the input the model was built for
+    (``config`` has ``input`` and ``preprocessing`` as in ``model.json``)."""
+    preprocessing = config["preprocessing"]
+    if preprocessing.get("type") == "text":
+        tokenizer = Tokenizer.from_config(preprocessing["tokenizer"])
+
+        def text_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+            ids = torch.from_numpy(tokenizer.encode_batch(str(t) for t in batch["text"]))
+            return ids, torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+
+        return text_batch
+    spec = config["input"]
+    shape = (int(spec["height"]), int(spec["width"]), int(spec["channels"]))
+    return lambda batch: batch_to_tensors(batch, shape, preprocessing)

@@ -34,7 +34,7 @@ from aiplatform.preprocessing import decode_rows, image_preprocessing, images_to
 from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import Storage, open_storage  # noqa: E402
 from aiplatform.training import get_template, run_training  # noqa: E402
-from aiplatform.training.image_loop import make_optimizer, make_scheduler  # noqa: E402
+from aiplatform.training.loop import make_optimizer, make_scheduler  # noqa: E402
 
 
 def load_split(storage: Storage, version: DatasetVersion, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +109,7 @@ def main() -> None:
         template = get_template("cnn-classification")
         params = template.parse_params({"epochs": args.epochs})
         version = datasets.build(template.dataset_spec(params))
-        architecture = template.architecture(params, version)
+        architecture = template.architecture(params, version, template.preprocessing(params, version, datasets))
         for repeat in range(args.repeats):
             # Alternate which runs first: the machine is noisy and drifts over a minute or two.
             if repeat % 2 == 0:

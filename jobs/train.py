@@ -142,6 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "version": version.version,
         "test_accuracy": outcome.test_metrics["test_accuracy"],
         "test_samples": outcome.test_metrics["test_samples"],
+        "test_macro_f1": outcome.test_metrics["test_macro_f1"],
         "package_uri": version.package_uri,
         "sha256": version.sha256,
         "dataset": outcome.dataset.ref,
@@ -161,7 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"samples/s={epoch['samples_per_second']:.0f}"
             )
         print(f"Registered model {version.name} version {version.version}")
-        print(f"  test accuracy: {summary['test_accuracy']:.4f} on {summary['test_samples']} test images")
+        print(f"  test accuracy: {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
+              f"on {summary['test_samples']} test samples")
         print(f"  package: {version.package_uri} (sha256 {version.sha256})")
         print(f"  dataset: {summary['dataset']}; wall time {summary['wall_seconds']} s")
         if check is not None:

@@ -24,11 +24,15 @@ from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
+from aiplatform.serving.documents import (
+    check_text, check_upload_name, combine_chunks, document_chunks, text_from_bytes,
+)
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
 from aiplatform.serving.router import Router
-from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata
+from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata, texts_from_infer_request
 from aiplatform.settings import Settings
 from aiplatform.tasks import scheduler_handle
+from aiplatform.tokenizer import Tokenizer
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
@@ -82,6 +86,7 @@ class Gateway:
             self._call_model_server, settings.serve_max_batch_size, settings.serve_batches_in_flight
         )
         self._configs: dict[str, dict[str, Any]] = {}
+        self._tokenizers: dict[str, Tokenizer] = {}
 
     async def _call_model_server(self, model_id: str, images: list[np.ndarray]) -> list[dict[str, Any]]:
         """One handle call for a batch of requests to the same model (see AdaptiveBatcher).
@@ -132,14 +137,47 @@ class Gateway:
     ) -> JSONResponse:
         started = time.perf_counter()
         target, model_id, config = await self._route(name, version, alias)
-        raw, image = await self._read_input(request, config)
-        answer = await self.batcher.submit(model_id, image)
+        if config["input"]["type"] == "text":
+            raw, text = await self._read_text(request)
+            answer = await self._classify_text(model_id, config, text)
+        else:
+            raw, image = await self._read_input(request, config)
+            answer = await self.batcher.submit(model_id, image)
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
         output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms, raw)
         # A plain JSONResponse: FastAPI's response validation would cost more than the model.
+        extra = {"chunks": answer["chunks"]} if "chunks" in answer else {}
         return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
-                             **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"]})
+                             **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"],
+                             **extra})
+
+    async def _classify_text(self, model_id: str, config: dict[str, Any], text: str) -> dict[str, Any]:
+        """A text or document: its chunks go through the batcher together, then are combined."""
+        chunks = document_chunks(self._tokenizer(model_id, config), text)
+        answers = await asyncio.gather(*(self.batcher.submit(model_id, ids) for _, ids in chunks))
+        return combine_chunks(chunks, list(answers), config["labels"])
+
+    def _tokenizer(self, model_id: str, config: dict[str, Any]) -> Tokenizer:
+        if model_id not in self._tokenizers:
+            self._tokenizers[model_id] = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+        return self._tokenizers[model_id]
+
+    async def _read_text(self, request: Request) -> tuple[bytes, str]:
+        """Pasted text (JSON ``{"text": ...}``) or an uploaded UTF-8 ``.txt`` / ``.md`` file."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise InvalidArgument("multipart upload needs a 'file' field")
+            check_upload_name(upload.filename)
+            data = await upload.read()
+            return data, text_from_bytes(data, f"Uploaded file {upload.filename!r}")
+        body = await request.body()
+        payload = _parse_json(body)
+        if not isinstance(payload, dict) or "text" not in payload:
+            raise InvalidArgument("This is a text model: send JSON {\"text\": \"...\"} or upload a .txt/.md file")
+        return body, check_text(payload["text"])
 
     async def _read_input(self, request: Request, config: dict[str, Any]) -> tuple[bytes, Any]:
         content_type = request.headers.get("content-type", "")
@@ -228,8 +266,12 @@ class Gateway:
         target, model_id, config = await self._route(name, version)
         raw = await request.body()
         body = _parse_json(raw)
-        images, _ = images_from_infer_request(body, config)
-        answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
+        if config["input"]["type"] == "text":
+            answers = await asyncio.gather(*(self._classify_text(model_id, config, check_text(text, "text input"))
+                                             for text in texts_from_infer_request(body)))
+        else:
+            images, _ = images_from_infer_request(body, config)
+            answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
         request_id = str(body.get("id") or uuid.uuid4().hex)
         latency_ms = (time.perf_counter() - started) * 1000
         digest = hashlib.sha256(raw).hexdigest()

@@ -18,6 +18,8 @@ import ray.data
 from aiplatform.datasets.augment import hash_uniform, random_affine
 from aiplatform.datasets.sources import read_source
 from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
+from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
+from aiplatform.datasets.text_sources import TextDatasetSpec, read_text_source
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import Storage, validate_key
 
@@ -43,6 +45,11 @@ class DatasetVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def kind(self) -> str:
+        """``image`` or ``text``."""
+        return str(self.manifest.get("kind", "image"))
 
     @property
     def labels(self) -> list[str]:
@@ -160,8 +167,10 @@ class DatasetManager:
         self.source_storage_options = source_storage_options or {}
 
     # -- build ------------------------------------------------------------------------------
-    def build(self, spec: DatasetSpec) -> DatasetVersion:
+    def build(self, spec: DatasetSpec | TextDatasetSpec) -> DatasetVersion:
         """Build the version for ``spec``, or return the existing one with the same content."""
+        if isinstance(spec, TextDatasetSpec):
+            return self.build_text(spec)
         source = read_source(spec, self.source_storage_options)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
         prefix = f"datasets/{name}/{version}"
@@ -234,6 +243,35 @@ class DatasetManager:
         self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         return DatasetVersion(manifest)
 
+    def build_text(self, spec: TextDatasetSpec) -> DatasetVersion:
+        """Build the text version for ``spec`` (see ``text_builder``), or return the existing one."""
+        source = read_text_source(spec, self.source_storage_options)
+        name, version = spec.dataset_name, spec.version_id(source.fingerprint)
+        prefix = f"datasets/{name}/{version}"
+        if self.storage.exists(f"{prefix}/manifest.json"):
+            return self.get(name, version)
+        self.storage.remove_tree(prefix)
+        started = time.time()
+        try:
+            rows, labels, cleaning = build_text_rows(source.dataset, spec)
+            rows.write_parquet(self.storage.arrow_path(f"{prefix}/data"), filesystem=self.storage.arrow_filesystem(),
+                               partition_cols=["split"], min_rows_per_file=4096)
+        except Exception as exc:  # Ray wraps user errors; surface the platform's own message.
+            self.storage.remove_tree(prefix)
+            raise _unwrap(exc) from exc
+        files = [self.storage.seal(k) for k in self.storage.find_unsealed(f"{prefix}/data") if k.endswith(".parquet")]
+        written = ray.data.read_parquet([self.storage.arrow_path(f.key) for f in files],
+                                        filesystem=self.storage.arrow_filesystem()).materialize()
+        stats = text_profile(written, labels)
+        leaked = written.groupby("id").count().filter(lambda row: row["count()"] > 1).count()
+        manifest = text_manifest(spec, name, version, source.fingerprint, labels, files, stats, cleaning,
+                                 leaked, started)
+        if manifest["splits"]["train"]["rows"] == 0:
+            self.storage.remove_tree(prefix)
+            raise InvalidArgument(f"Text source {spec.source!r} produced no training rows")
+        self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
+        return DatasetVersion(manifest)
+
     def _statistics(self, files: list[Any], num_classes: int) -> dict[str, dict[str, Any]]:
         if not files:
             return {}
@@ -297,7 +335,7 @@ class DatasetManager:
         return sorted(versions, key=lambda v: v.manifest["created_at"], reverse=True)
 
     def read_split(self, version: DatasetVersion, split: str, *, verify: bool = True) -> ray.data.Dataset:
-        """A split as a Ray Dataset (columns id, image, label, variant); files checked first."""
+        """A split as a Ray Dataset (id, image, label, variant; or id, text, label); files checked first."""
         if split not in SPLITS:
             raise InvalidArgument(f"Unknown split {split!r}; use one of {list(SPLITS)}")
         files = version.files(split)
@@ -314,7 +352,7 @@ class DatasetManager:
         return ray.data.read_parquet(
             [self.storage.arrow_path(f["key"]) for f in files],
             filesystem=self.storage.arrow_filesystem(),
-            columns=["id", "image", "label", "variant"],
+            columns=["id", "text", "label"] if version.kind == "text" else ["id", "image", "label", "variant"],
             partitioning=None,
         )
 

@@ -13,7 +13,7 @@ from aiplatform.preprocessing import images_to_tensor
 
 
 class ModelRunner:
-    """Holds one model on its device; ``predict`` takes uint8 (N, H, W, C) images."""
+    """Holds one model on its device; ``predict`` takes a batch of the model's inputs."""
 
     def __init__(self, package: ModelPackage, device: str = "cpu") -> None:
         self.package = package
@@ -45,16 +45,20 @@ class ModelRunner:
     def __del__(self) -> None:  # Serve's multiplexing calls __del__ on eviction
         self.release()
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape (N, num_classes)."""
-        tensor = images_to_tensor(images, self.config["preprocessing"]).to(self.device)
+    def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (N, num_classes), for uint8 images (N, H, W, C) or, for a
+        text model, token ids (N, L) made by the package's tokenizer."""
+        if self.config["input"]["type"] == "text":
+            tensor = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.int64)).to(self.device)
+        else:
+            tensor = images_to_tensor(inputs, self.config["preprocessing"]).to(self.device)
         with torch.inference_mode():
             logits = self.model(tensor)
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def predict(self, images: np.ndarray) -> list[dict[str, Any]]:
-        """One answer per image: label, its probability and every class's probability."""
-        probabilities = self.predict_proba(images)
+    def predict(self, inputs: np.ndarray) -> list[dict[str, Any]]:
+        """One answer per input: label, its probability and every class's probability."""
+        probabilities = self.predict_proba(inputs)
         answers = []
         for row in probabilities:
             best = int(row.argmax())

@@ -17,13 +17,17 @@ MAX_TENSOR_VALUES = 64 * 1024 * 1024
 
 
 def model_metadata(name: str, versions: list[int], config: dict[str, Any]) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: inputs and outputs as tensors."""
-    height, width, channels = image_shape(config)
+    """``GET /v2/models/{name}``: inputs and outputs as tensors (text models take BYTES)."""
+    if config["input"]["type"] == "text":
+        inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    else:
+        height, width, channels = image_shape(config)
+        inputs = [{"name": "input", "datatype": "UINT8", "shape": [-1, height, width, channels]}]
     return {
         "name": name,
         "versions": [str(v) for v in versions],
         "platform": "pytorch",
-        "inputs": [{"name": "input", "datatype": "UINT8", "shape": [-1, height, width, channels]}],
+        "inputs": inputs,
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(config["labels"])]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
@@ -31,8 +35,7 @@ def model_metadata(name: str, versions: list[int], config: dict[str, Any]) -> di
     }
 
 
-def images_from_infer_request(body: Any, config: dict[str, Any]) -> tuple[list[np.ndarray], str | None]:
-    """A v2 infer request -> one uint8 (H, W, C) image per row of the ``input`` tensor."""
+def _single_input(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise InvalidArgument("Infer request needs a non-empty 'inputs' list")
     if len(body["inputs"]) != 1:
@@ -43,6 +46,25 @@ def images_from_infer_request(body: Any, config: dict[str, Any]) -> tuple[list[n
     for key in ("name", "shape", "datatype", "data"):
         if key not in tensor:
             raise InvalidArgument(f"Input tensor lacks {key!r}")
+    return tensor
+
+
+def texts_from_infer_request(body: Any) -> list[str]:
+    """A v2 infer request for a text model: a BYTES tensor of shape [N], one document each."""
+    tensor = _single_input(body)
+    if tensor["datatype"] != "BYTES":
+        raise InvalidArgument(f"This model takes text: a BYTES tensor, not {tensor['datatype']!r}")
+    data, shape = tensor["data"], tensor["shape"]
+    if not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int) or shape[0] < 1:
+        raise InvalidArgument(f"shape must be [N] for N texts, got {shape!r}")
+    if not isinstance(data, list) or len(data) != shape[0] or not all(isinstance(t, str) for t in data):
+        raise InvalidArgument(f"data must be a list of {shape[0]} strings")
+    return data
+
+
+def images_from_infer_request(body: Any, config: dict[str, Any]) -> tuple[list[np.ndarray], str | None]:
+    """A v2 infer request -> one uint8 (H, W, C) image per row of the ``input`` tensor."""
+    tensor = _single_input(body)
     datatype = tensor["datatype"]
     if datatype == "BYTES":
         raise InvalidArgument("This model takes image tensors (UINT8 or FP32 pixels), not BYTES")

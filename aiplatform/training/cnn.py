@@ -7,8 +7,9 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aiplatform.datasets import AugmentSpec, DatasetSpec, DatasetVersion
-from aiplatform.training.image_loop import image_classification_loop
+from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec, DatasetVersion
+from aiplatform.preprocessing import image_preprocessing
+from aiplatform.training.loop import classification_loop
 from aiplatform.training.templates import TrainingTemplate, register_template
 
 
@@ -57,6 +58,7 @@ class CnnParams(BaseModel):
 class CnnClassificationTemplate(TrainingTemplate):
     name = "cnn-classification"
     title = "CNN classification"
+    task = "image-classification"
     description = "Image classification with a small convolutional network (MNIST by default)."
     params_model = CnnParams
 
@@ -71,7 +73,18 @@ class CnnClassificationTemplate(TrainingTemplate):
             augment=AugmentSpec.from_strength(params.augment_strength) if params.augment else None,
         )
 
-    def architecture(self, params: CnnParams, dataset: DatasetVersion) -> dict[str, Any]:
+    def preprocessing(self, params: CnnParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
+        """Normalisation by the training split's mean and std intensity."""
+        profile = dataset.manifest["profile"]["train"]
+        height, width, channels = dataset.image_shape
+        return image_preprocessing(height, width, channels, profile["mean_intensity"], profile["std_intensity"])
+
+    def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        height, width, channels = dataset.image_shape
+        return {"type": "image", "height": height, "width": width, "channels": channels, "dtype": "uint8",
+                "accepts": ["image/png", "image/jpeg", "array"]}
+
+    def architecture(self, params: CnnParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         height, _, channels = dataset.image_shape
         return {
             "type": "cnn",
@@ -85,7 +98,7 @@ class CnnClassificationTemplate(TrainingTemplate):
         }
 
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
-        return image_classification_loop
+        return classification_loop
 
     def default_model_name(self, params: CnnParams) -> str:
         return f"{DatasetSpec(source=params.dataset).dataset_name}-cnn"[:63]

@@ -17,10 +17,10 @@ from ray.train.torch import TorchTrainer
 from aiplatform.architectures import build_model
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, Unavailable
-from aiplatform.preprocessing import batch_to_tensors, image_preprocessing
+from aiplatform.preprocessing import batch_converter
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
-from aiplatform.training.image_loop import CHECKPOINT_FILE
+from aiplatform.training.loop import CHECKPOINT_FILE
 from aiplatform.training.templates import TrainingTemplate
 
 logger = logging.getLogger(__name__)
@@ -76,12 +76,8 @@ def run_training(
     # and re-decoding parquet, which competes with training for the same cores.
     train_ds = datasets.read_split(dataset, "train").materialize().randomize_block_order()
     val_ds = datasets.read_split(dataset, "val").materialize()
-    architecture = template.architecture(params, dataset)
-    profile = dataset.manifest["profile"]["train"]
-    height, width, channels = dataset.image_shape
-    preprocessing = image_preprocessing(
-        height, width, channels, profile["mean_intensity"], profile["std_intensity"]
-    )
+    preprocessing = template.preprocessing(params, dataset, datasets)
+    architecture = template.architecture(params, dataset, preprocessing)
     workers = int(params.workers)
     use_gpu = resolve_gpu(params.gpu, workers)
     cpus_total = float(ray.cluster_resources().get("CPU", 1))
@@ -91,7 +87,7 @@ def run_training(
     config = {
         "architecture": architecture,
         "preprocessing": preprocessing,
-        "image_shape": [height, width, channels],
+        "input": template.input_spec(dataset, preprocessing),
         "epochs": params.epochs,
         "batch_size": params.batch_size,
         "learning_rate": params.learning_rate,
@@ -130,10 +126,7 @@ def run_training(
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
     history = list(result.return_value or state["history"])
     eval_started = time.perf_counter()
-    test_metrics = evaluate(
-        architecture, state["model"], datasets.read_split(dataset, "test"), preprocessing,
-        (height, width, channels),
-    )
+    test_metrics = evaluate(architecture, state["model"], datasets.read_split(dataset, "test"), config)
     timings["test_seconds"] = time.perf_counter() - eval_started
     return TrainingOutcome(
         template=template.name,
@@ -155,19 +148,32 @@ def evaluate(
     architecture: dict[str, Any],
     state_dict: dict[str, torch.Tensor],
     test_ds: "ray.data.Dataset",
-    preprocessing: dict[str, Any],
-    shape: tuple[int, int, int],
+    config: dict[str, Any],
 ) -> dict[str, float]:
-    """Accuracy and loss of the weights on a split (in this process, on CPU)."""
+    """Accuracy, macro-F1 and loss of the weights on a split (in this process, on CPU)."""
     model = build_model(architecture)
     model.load_state_dict(state_dict)
     model.eval()
-    seen, correct, loss_sum = 0, 0, 0.0
+    to_tensors = batch_converter(config)
+    num_classes = int(architecture["num_classes"])
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    loss_sum = 0.0
     with torch.no_grad():
         for batch in test_ds.iter_batches(batch_size=2048, batch_format="numpy"):
-            images, labels = batch_to_tensors(batch, shape, preprocessing)
-            logits = model(images)
+            inputs, labels = to_tensors(batch)
+            logits = model(inputs)
             loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-    return {"test_accuracy": correct / max(1, seen), "test_loss": loss_sum / max(1, seen), "test_samples": seen}
+            confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes**2).view(
+                num_classes, num_classes)
+    seen = int(confusion.sum())
+    return {"test_accuracy": int(confusion.diag().sum()) / max(1, seen), "test_loss": loss_sum / max(1, seen),
+            "test_macro_f1": macro_f1(confusion), "test_samples": seen}
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Mean F1 over the classes that occur (rows: true class, columns: predicted)."""
+    true_positive = confusion.diag().double()
+    predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
+    f1 = 2 * true_positive / (predicted + actual).clamp(min=1)
+    present = actual > 0
+    return float(f1[present].mean()) if bool(present.any()) else 0.0

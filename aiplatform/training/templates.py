@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from aiplatform.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
-    from aiplatform.datasets import DatasetSpec, DatasetVersion
+    from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion, TextDatasetSpec
 
 
 def validation_message(error: ValidationError, what: str) -> str:
@@ -42,13 +42,25 @@ class TrainingTemplate(ABC):
         """JSON schema of the parameters (the UI builds its form from it)."""
         return self.params_model.model_json_schema()
 
+    task: ClassVar[str]
+    """``model.json``'s task, e.g. ``image-classification``."""
+
     @abstractmethod
-    def dataset_spec(self, params: Any) -> "DatasetSpec":
+    def dataset_spec(self, params: Any) -> "DatasetSpec | TextDatasetSpec":
         """The dataset version this run trains on."""
 
     @abstractmethod
-    def architecture(self, params: Any, dataset: "DatasetVersion") -> dict[str, Any]:
+    def preprocessing(self, params: Any, dataset: "DatasetVersion", datasets: "DatasetManager") -> dict[str, Any]:
+        """The ``preprocessing`` block of ``model.json`` (fitted on the training split if needed):
+        training, evaluation and serving all turn raw inputs into tensors with it."""
+
+    @abstractmethod
+    def architecture(self, params: Any, dataset: "DatasetVersion", preprocessing: dict[str, Any]) -> dict[str, Any]:
         """The ``architecture`` block of ``model.json``."""
+
+    @abstractmethod
+    def input_spec(self, dataset: "DatasetVersion", preprocessing: dict[str, Any]) -> dict[str, Any]:
+        """The ``input`` block of ``model.json``: what a prediction request may carry."""
 
     @abstractmethod
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
@@ -84,4 +96,4 @@ def list_templates() -> list[TrainingTemplate]:
 
 
 def _load_builtin_templates() -> None:
-    from aiplatform.training import cnn  # noqa: F401  (registers itself)
+    from aiplatform.training import cnn, text  # noqa: F401  (they register themselves)

@@ -370,7 +370,12 @@ async function inferencePage() {
       h("p", {}, "Prediction: ", h("span", { class: "prediction", id: "predicted-label" }, answer.label),
         h("span", { class: "muted" }, `  ${(answer.probability * 100).toFixed(1)}% · ${answer.model} v${answer.version} · ${answer.latency_ms.toFixed(1)} ms`)),
       h("table", { class: "probs" }, h("tbody", {}, probs.map(([label, p]) =>
-        h("tr", {}, h("td", {}, label), h("td", {}, progressBar(p, `${(p * 100).toFixed(2)}%`)))))));
+        h("tr", {}, h("td", {}, label), h("td", {}, progressBar(p, `${(p * 100).toFixed(2)}%`)))))),
+      answer.chunks ? h("div", { id: "chunks" }, h("h3", {}, `Per chunk (${answer.chunks.length} chunks; the document's probabilities are their word-weighted mean)`),
+        h("table", {}, h("thead", {}, h("tr", {}, ["#", "Words", "Label", "Probability", "Text"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, answer.chunks.map((c) => h("tr", { "data-chunk": c.index },
+            h("td", {}, c.index + 1), h("td", {}, c.words), h("td", {}, c.label), h("td", {}, fmtNum(c.probability, 3)),
+            h("td", { class: "muted" }, c.text + (c.text.length >= 160 ? "…" : ""))))))) : null);
     await refreshResults();
   }
 }

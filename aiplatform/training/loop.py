@@ -1,4 +1,4 @@
-"""The Ray Train per-worker loop for image classification.
+"""The Ray Train per-worker loop for classification (images, or text through the tokenizer).
 
 Reads its shard of the train/val splits from Ray Data, reports per-epoch metrics, and writes a
 checkpoint every epoch (rank 0); after a worker failure Ray Train restarts the group and the loop
@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from aiplatform.architectures import build_model
-from aiplatform.preprocessing import batch_to_tensors
+from aiplatform.preprocessing import batch_converter
 
 CHECKPOINT_FILE = "state.pt"
 SHUFFLE_CHUNK_ROWS = 4096
@@ -44,10 +44,12 @@ def make_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> 
     )
 
 
-def _collate(shape: tuple[int, int, int], preprocessing: dict[str, Any], device: torch.device):  # type: ignore[no-untyped-def]
+def _collate(config: dict[str, Any], device: torch.device):  # type: ignore[no-untyped-def]
+    to_tensors = batch_converter(config)
+
     def collate(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = batch_to_tensors(batch, shape, preprocessing)
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        inputs, labels = to_tensors(batch)
+        return inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     return collate
 
@@ -61,11 +63,11 @@ def _shuffled_batches(shard: Any, collate: Any, batch_size: int, seed: int) -> I
     """
     generator = torch.Generator().manual_seed(seed)
     chunk_rows = max(batch_size * 16, SHUFFLE_CHUNK_ROWS)
-    for images, labels in shard.iter_torch_batches(batch_size=chunk_rows, collate_fn=collate, prefetch_batches=1):
+    for inputs, labels in shard.iter_torch_batches(batch_size=chunk_rows, collate_fn=collate, prefetch_batches=1):
         order = torch.randperm(len(labels), generator=generator).to(labels.device)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            yield images.index_select(0, index), labels.index_select(0, index)
+            yield inputs.index_select(0, index), labels.index_select(0, index)
 
 
 def _all_reduce(values: list[float], device: torch.device, op: Any = None) -> list[float]:
@@ -77,7 +79,7 @@ def _all_reduce(values: list[float], device: torch.device, op: Any = None) -> li
     return tensor.tolist()
 
 
-def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
+def classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
     """Train, validate and checkpoint; returns the per-epoch metrics history (rank 0's)."""
     torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(int(config["seed"]))
@@ -100,8 +102,7 @@ def image_classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
 
-    shape = tuple(config["image_shape"])
-    collate = _collate(shape, config["preprocessing"], device)  # type: ignore[arg-type]
+    collate = _collate(config, device)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     batch_size = int(config["batch_size"])

