@@ -263,7 +263,8 @@ class DatasetManager:
         written = ray.data.read_parquet([self.storage.arrow_path(f.key) for f in files],
                                         filesystem=self.storage.arrow_filesystem()).materialize()
         stats = text_profile(written, labels)
-        leaked = written.groupby("id").count().filter(lambda row: row["count()"] > 1).count()
+        leaked = (written.groupby("id", num_partitions=max(2, written.count() // 50_000)).count()
+                  .filter(lambda row: row["count()"] > 1).count())
         manifest = text_manifest(spec, name, version, source.fingerprint, labels, files, stats, cleaning,
                                  leaked, started)
         if manifest["splits"]["train"]["rows"] == 0:

@@ -153,12 +153,15 @@ def build_text_rows(source: "ray.data.Dataset", spec: TextDatasetSpec) -> tuple[
     source_rows = source.count()
     cleaned = source.map_batches(clean_rows, fn_kwargs={"min_chars": spec.min_chars}, batch_size=2048).materialize()
     kept = cleaned.count()
-    unique = cleaned.groupby("id").map_groups(first_row).materialize()
+    # Few shuffle partitions: Ray Data's default (hundreds of tiny tasks) costs most of the build
+    # on a small cluster; one partition per ~50k rows keeps every core busy on big sources.
+    partitions = max(2, kept // 50_000)
+    unique = cleaned.groupby("id", num_partitions=partitions).map_groups(first_row).materialize()
     deduplicated = unique.count()
     labels = sorted(str(v) for v in unique.unique("label_name"))
     if len(labels) < 2:
         raise InvalidArgument(f"Text source {spec.source!r} has {len(labels)} label(s) after cleaning; a classifier needs 2 or more")
-    rows = unique.groupby("label_name").map_groups(
+    rows = unique.groupby("label_name", num_partitions=min(partitions, len(labels))).map_groups(
         stratified_split, fn_kwargs={"spec_json": spec.model_dump_json(), "labels": labels}
     ).random_shuffle(seed=spec.seed)
     cleaning = {"source_rows": source_rows, "dropped_short_or_unlabelled": source_rows - kept,

@@ -43,6 +43,25 @@ def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
         serve.shutdown()
 
 
+def test_the_tweets_corpus_became_a_stratified_clean_version(text_model: dict[str, Any]) -> None:
+    version = text_model["outcome"].dataset
+    manifest = version.manifest
+    assert manifest["kind"] == "text" and version.labels == ["negative", "neutral", "positive"]
+    cleaning = manifest["cleaning"]
+    assert cleaning["source_rows"] == 38158 and cleaning["duplicates_removed"] > 0
+    assert cleaning["rows"] == sum(manifest["splits"][s]["rows"] for s in ("train", "val", "test"))
+    for label in version.labels:  # every class keeps its share in every split
+        total = sum(manifest["splits"][s]["per_class"].get(label, 0) for s in ("train", "val", "test"))
+        assert abs(manifest["splits"]["test"]["per_class"][label] - total * 0.1) <= 1
+        assert abs(manifest["splits"]["val"]["per_class"][label] - total * 0.1) <= 1
+    assert manifest["leakage"]["texts_in_several_splits"] == 0
+    profile = manifest["profile"]
+    assert profile["train"]["mean_words"] > 3
+    assert sum(profile["train"]["words_histogram"]["counts"]) == version.rows("train")
+    assert set(profile["top_tokens"]) == set(version.labels) and profile["top_tokens"]["positive"]
+    assert 0.5 < profile["vocabulary"]["coverage"]["test"] < 1.0
+
+
 def test_training_reports_accuracy_and_macro_f1_on_the_test_split(text_model: dict[str, Any]) -> None:
     outcome = text_model["outcome"]
     assert outcome.dataset.labels == ["negative", "neutral", "positive"]
