@@ -124,3 +124,49 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     page.locator("#page a[href^='#datasets/mnist/']").first.click()
     expect(page.locator("svg[data-chart^='train: images per class'] rect")).to_have_count(10)
     page.screenshot(path=str(SCREENSHOTS / "6-datasets.png"), full_page=True)
+
+
+POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
+NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
+
+
+def test_sentiment_walkthrough_paste_and_upload(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The seed's second walk-through: train the text template, paste text, upload a document."""
+    from playwright.sync_api import expect
+
+    page.goto(platform_url)
+    page.click("#new-task")
+    page.select_option("#template-select", "text-classification")
+    for field, value in {"epochs": "4", "max_rows": "8000", "max_tokens": "32"}.items():
+        page.fill(f"#param-{field}", value)
+    page.fill("#model-name", "ui-sentiment")
+    page.click("#create-start")  # create and queue in one go
+    row = page.locator("tr[data-task]").first
+    expect(row).to_contain_text("text-classification")
+    expect(row.locator("[data-state]")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+
+    page.click("nav a[data-page=inference]")
+    page.select_option("#model-select", "ui-sentiment")
+    expect(page.locator("#target-select option")).not_to_have_count(0)
+    page.fill("#text-input", POSITIVE)
+    page.click("#predict")
+    expect(page.locator("#predicted-label")).to_have_text("positive")
+    expect(page.locator(".probs tr")).to_have_count(3)
+    page.fill("#text-input", NEGATIVE)
+    page.click("#predict")
+    expect(page.locator("#predicted-label")).to_have_text("negative")
+    page.screenshot(path=str(SCREENSHOTS / "7-sentiment-pasted.png"), full_page=True)
+
+    document = tmp_path / "review.md"
+    document.write_text("# Review\n\n" + " ".join([POSITIVE] * 6) + "\n\n" + NEGATIVE + "\n", encoding="utf-8")
+    page.set_input_files("#file-input", str(document))
+    page.click("#predict")
+    expect(page.locator("#predicted-label")).to_have_text("positive")
+    expect(page.locator("#chunks tr[data-chunk]")).not_to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "8-sentiment-document.png"), full_page=True)
+
+    binary = tmp_path / "notes.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    page.set_input_files("#file-input", str(binary))
+    page.click("#predict")
+    expect(page.locator("#error-text")).to_contain_text("is binary, not text")
