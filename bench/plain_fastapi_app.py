@@ -1,10 +1,12 @@
 """Baseline (b) of bench/serve.py: what a user would write instead of the platform.
 
-One uvicorn process, the same package and input parsing, one image per forward pass (no batching,
+One uvicorn process, the same package and input parsing, one input per forward pass (no batching,
 no routing, no result store). ``BENCH_PACKAGE`` names the package file.
 """
 
 from __future__ import annotations
+
+import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
 
 import json
 import os
@@ -16,13 +18,20 @@ from fastapi import FastAPI, Request
 
 from aiplatform.serving.inputs import image_from_json
 from aiplatform.serving.runner import ModelRunner
+from aiplatform.tokenizer import Tokenizer
 
 runner = ModelRunner.from_bytes(Path(os.environ["BENCH_PACKAGE"]).read_bytes())
+tokenizer = (Tokenizer.from_config(runner.config["preprocessing"]["tokenizer"])
+             if runner.config["input"]["type"] == "text" else None)
 app = FastAPI()
 
 
 @app.post("/predict")
 async def predict(request: Request) -> dict[str, Any]:
-    image = image_from_json(json.loads(await request.body()), runner.config)
-    answer = runner.predict(image[None, ...])[0]
+    payload = json.loads(await request.body())
+    if tokenizer is not None:
+        inputs = tokenizer.encode(payload["text"])
+    else:
+        inputs = image_from_json(payload, runner.config)
+    answer = runner.predict(inputs[None, ...])[0]
     return {"request_id": uuid.uuid4().hex, **answer}

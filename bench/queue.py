@@ -13,18 +13,12 @@ task is RUNNING (its Ray job submitted), median of --starts tasks.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file's name would shadow the standard library's `queue` (imported by concurrent.futures,
-# Ray, ...): its folder goes to the end of the path, after the standard library.
-_BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _BENCH_DIR] + [_BENCH_DIR]
-sys.path.insert(0, os.path.dirname(_BENCH_DIR))
+import benchpath  # noqa: F401  (first: this file's name would shadow the standard library's `queue`)
 
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import threading

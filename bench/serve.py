@@ -1,9 +1,10 @@
 """Benchmark: the platform's Serve gateway vs a plain FastAPI app vs the model called in-process.
 
-    python bench/serve.py --repeats 3 [--mode direct|proxy]
+    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|text]
 
-One load generator (bench/loadgen.py), one MNIST-sized CNN package, one real MNIST test digit as a
-base64 PNG in JSON, concurrency 1, 8 and 32:
+One load generator (bench/loadgen.py), one package and one real input, concurrency 1, 8 and 32:
+the MNIST-sized CNN and a real MNIST test digit as a base64 PNG in JSON, or (``--model text``) the
+default tweets text model (real tokenizer) and a real tweet as ``{"text": ...}``:
   (a) the gateway on Ray Serve (router, multiplexed batched model code, result store);
   (b) a plain single-process FastAPI + uvicorn app, unbatched (bench/plain_fastapi_app.py);
   (c) the same parsing and model called in-process with dynamic batching: this machine's limit.
@@ -12,6 +13,8 @@ gateway - in-process (p50 at concurrency 1). Medians over ``--repeats`` runs.
 """
 
 from __future__ import annotations
+
+import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
 
 import argparse
 import asyncio
@@ -76,6 +79,55 @@ def digit_body() -> bytes:
 
 
 
+def text_package() -> tuple[bytes, bytes]:
+    """The default ``text-classification`` model for the tweets (the real tokenizer fitted on the
+    corpus, random weights: the cost of a forward pass does not depend on them) and one real
+    tweet as JSON ``{"text": ...}``."""
+    import csv
+
+    import torch
+
+    from aiplatform.architectures import build_model
+    from aiplatform.datasets.text_sources import tweets_file
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import text_preprocessing
+    from aiplatform.tokenizer import Tokenizer
+    from aiplatform.training.text import DOCUMENT_CHUNKING, TextParams
+
+    with tweets_file().open(encoding="latin-1", newline="") as handle:
+        tweets = [row["text"] for row in csv.DictReader(handle)]
+    params = TextParams()
+    tokenizer = Tokenizer.fit(tweets, max_vocab=params.max_vocab, min_freq=params.min_freq,
+                              max_tokens=params.max_tokens, bigram_buckets=params.bigram_buckets)
+    torch.manual_seed(0)
+    architecture = {"type": "embedding-bag", "vocab_size": tokenizer.size, "embedding_dim": params.embedding_dim,
+                    "hidden_units": params.hidden_units, "num_classes": 3, "dropout": params.dropout}
+    package = build_package(
+        model_config={"name": "bench-text", "template": "text-classification", "task": "text-classification",
+                      "architecture": architecture, "labels": ["negative", "neutral", "positive"],
+                      "input": {"type": "text", "encoding": "utf-8", "max_tokens": params.max_tokens,
+                                "chunking": DOCUMENT_CHUNKING},
+                      "preprocessing": text_preprocessing(tokenizer)},
+        state_dict=build_model(architecture).state_dict(),
+        metrics={"test_accuracy": 0.74}, lineage={"method": "bench"},
+    )
+    return package, json.dumps({"text": tweets[1234]}).encode()
+
+
+def parse_body(body: bytes, config: dict, tokenizers: dict = {}):  # type: ignore[no-untyped-def, type-arg]
+    """What the model takes for one request: an image, or token ids for a text model."""
+    from aiplatform.serving.inputs import image_from_json
+    from aiplatform.tokenizer import Tokenizer
+
+    payload = json.loads(body)
+    if config["input"]["type"] != "text":
+        return image_from_json(payload, config)
+    key = id(config)
+    if key not in tokenizers:
+        tokenizers[key] = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+    return tokenizers[key].encode(payload["text"])
+
+
 def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
     deadline = time.time() + timeout_s
     while True:
@@ -99,7 +151,6 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
     """(c): parse + predict in this process, requests batched as the gateway batches them."""
     import numpy as np
 
-    from aiplatform.serving.inputs import image_from_json
     from aiplatform.serving.runner import ModelRunner
     from aiplatform.serving.batcher import AdaptiveBatcher
     from aiplatform.settings import Settings
@@ -114,7 +165,7 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
         batcher = AdaptiveBatcher(forward, settings.serve_max_batch_size, max_in_flight=1)
 
         async def call() -> object:
-            return await batcher.submit("m", image_from_json(json.loads(body), runner.config))
+            return await batcher.submit("m", parse_body(body, runner.config))
 
         return await run_call_load(call, concurrency, seconds)
 
@@ -204,10 +255,12 @@ def main() -> None:
                         help="direct: clients reach the gateway replica (throughput-optimized Serve); "
                              "proxy: through Serve's HTTP proxy")
     parser.add_argument("--gateway-replicas", type=int, default=1)
+    parser.add_argument("--model", choices=["mnist", "text"], default="mnist",
+                        help="the MNIST CNN and a digit PNG, or the tweets text model and a tweet")
     parser.add_argument("--only", choices=["gateway", "plain", "inprocess"], action="append")
     args = parser.parse_args()
 
-    package, body = mnist_package(), digit_body()
+    package, body = (mnist_package(), digit_body()) if args.model == "mnist" else text_package()
     package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
     package_path.write_bytes(package)
     targets = args.only or ["inprocess", "plain", "gateway"]
@@ -235,7 +288,7 @@ def main() -> None:
     if "gateway" in table and "inprocess" in table:
         gap = table["gateway"][1]["p50_ms"] - table["inprocess"][1]["p50_ms"]
         print(f"gateway p50 - in-process p50 at c=1: {gap:.2f} ms")
-    print(json.dumps({"mode": args.mode, "gateway_replicas": args.gateway_replicas, "medians": table}))
+    print(json.dumps({"model": args.model, "mode": args.mode, "gateway_replicas": args.gateway_replicas, "medians": table}))
 
 
 if __name__ == "__main__":

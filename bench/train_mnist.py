@@ -9,6 +9,8 @@ and the full `python -m jobs.train` run: wall seconds and test accuracy.
 
 from __future__ import annotations
 
+import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
+
 import argparse
 import json
 import os
