@@ -114,18 +114,15 @@ def text_package() -> tuple[bytes, bytes]:
     return package, json.dumps({"text": tweets[1234]}).encode()
 
 
-def parse_body(body: bytes, config: dict, tokenizers: dict = {}):  # type: ignore[no-untyped-def, type-arg]
-    """What the model takes for one request: an image, or token ids for a text model."""
+def body_parser(config: dict):  # type: ignore[no-untyped-def, type-arg]
+    """body -> what the model takes for one request: an image, or token ids for a text model."""
     from aiplatform.serving.inputs import image_from_json
     from aiplatform.tokenizer import Tokenizer
 
-    payload = json.loads(body)
     if config["input"]["type"] != "text":
-        return image_from_json(payload, config)
-    key = id(config)
-    if key not in tokenizers:
-        tokenizers[key] = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
-    return tokenizers[key].encode(payload["text"])
+        return lambda body: image_from_json(json.loads(body), config)
+    tokenizer = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+    return lambda body: tokenizer.encode(json.loads(body)["text"])
 
 
 def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
@@ -156,6 +153,7 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
     from aiplatform.settings import Settings
 
     runner = ModelRunner.from_bytes(package)
+    parse = body_parser(runner.config)
     settings = Settings()
 
     async def forward(_: str, images: list) -> list:  # type: ignore[type-arg]
@@ -165,7 +163,7 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
         batcher = AdaptiveBatcher(forward, settings.serve_max_batch_size, max_in_flight=1)
 
         async def call() -> object:
-            return await batcher.submit("m", parse_body(body, runner.config))
+            return await batcher.submit("m", parse(body))
 
         return await run_call_load(call, concurrency, seconds)
 

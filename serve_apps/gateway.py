@@ -52,6 +52,17 @@ async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
     )
 
 
+async def _uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes]]:
+    """(file name, bytes) of a multipart upload's ``file`` field; None for other bodies."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return None
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidArgument("multipart upload needs a 'file' field")
+    return upload.filename, await upload.read()
+
+
 def _parse_json(raw: bytes) -> Any:
     if not raw:
         raise InvalidArgument("Request body is empty")
@@ -165,14 +176,11 @@ class Gateway:
 
     async def _read_text(self, request: Request) -> tuple[bytes, str]:
         """Pasted text (JSON ``{"text": ...}``) or an uploaded UTF-8 ``.txt`` / ``.md`` file."""
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form()
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise InvalidArgument("multipart upload needs a 'file' field")
-            check_upload_name(upload.filename)
-            data = await upload.read()
-            return data, text_from_bytes(data, f"Uploaded file {upload.filename!r}")
+        upload = await _uploaded_file(request)
+        if upload is not None:
+            filename, data = upload
+            check_upload_name(filename)
+            return data, text_from_bytes(data, f"Uploaded file {filename!r}")
         body = await request.body()
         payload = _parse_json(body)
         if not isinstance(payload, dict) or "text" not in payload:
@@ -180,17 +188,13 @@ class Gateway:
         return body, check_text(payload["text"])
 
     async def _read_input(self, request: Request, config: dict[str, Any]) -> tuple[bytes, Any]:
-        content_type = request.headers.get("content-type", "")
         declared = int(request.headers.get("content-length") or 0)
         if declared > MAX_UPLOAD_BYTES * 2:
             raise InvalidArgument(f"Request body is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
-        if content_type.startswith("multipart/form-data"):
-            form = await request.form()
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise InvalidArgument("multipart upload needs a 'file' field")
-            data = await upload.read()
-            return data, image_from_bytes(data, config, f"Uploaded file {upload.filename!r}")
+        upload = await _uploaded_file(request)
+        if upload is not None:
+            filename, data = upload
+            return data, image_from_bytes(data, config, f"Uploaded file {filename!r}")
         body = await request.body()
         return body, image_from_json(_parse_json(body), config)
 

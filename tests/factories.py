@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 
@@ -93,3 +94,19 @@ def make_task(store, **overrides):  # type: ignore[no-untyped-def]
     """A task in ``store`` (a TaskStore or QueueClient) with tiny CNN parameters."""
     options = {"template": "cnn-classification", "params": dict(TINY_CNN_PARAMS), **overrides}
     return store.create(options.pop("template"), options.pop("params"), **options)
+
+
+@contextlib.contextmanager
+def served_platform(settings):  # type: ignore[no-untyped-def]
+    """The platform's Serve app (gateway + model servers) on 127.0.0.1 at a free port, yielding
+    its base URL; the app and Serve are removed afterwards (one Serve per test module)."""
+    from ray import serve
+
+    from serve_apps.app import start_app
+
+    url = start_app(settings, free_port())
+    try:
+        yield url
+    finally:
+        serve.delete(settings.serve_app_name)
+        serve.shutdown()

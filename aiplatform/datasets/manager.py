@@ -182,21 +182,7 @@ class DatasetManager:
             assign_splits, fn_kwargs={"spec": spec}, batch_size=1024
         ).random_shuffle(seed=spec.seed)  # files hold rows in random order: class-sorted sources
         # (image folders) would otherwise give training one class per block
-        try:
-            rows.write_parquet(
-                self.storage.arrow_path(f"{prefix}/data"),
-                filesystem=self.storage.arrow_filesystem(),
-                partition_cols=["split"],
-                min_rows_per_file=4096,
-            )
-        except Exception as exc:  # Ray wraps user errors; surface the platform's own message.
-            self.storage.remove_tree(prefix)
-            raise _unwrap(exc) from exc
-        files = [
-            self.storage.seal(key)
-            for key in self.storage.find_unsealed(f"{prefix}/data")
-            if key.endswith(".parquet")
-        ]
+        files = self._write_rows(rows, prefix)
         stats = self._statistics(files, len(source.labels))
         splits: dict[str, Any] = {}
         for split in SPLITS:
@@ -252,14 +238,11 @@ class DatasetManager:
             return self.get(name, version)
         self.storage.remove_tree(prefix)
         started = time.time()
-        try:
+        try:  # cleans, deduplicates and splits (materialized); nothing is written yet
             rows, labels, cleaning = build_text_rows(source.dataset, spec)
-            rows.write_parquet(self.storage.arrow_path(f"{prefix}/data"), filesystem=self.storage.arrow_filesystem(),
-                               partition_cols=["split"], min_rows_per_file=4096)
-        except Exception as exc:  # Ray wraps user errors; surface the platform's own message.
-            self.storage.remove_tree(prefix)
+        except Exception as exc:
             raise _unwrap(exc) from exc
-        files = [self.storage.seal(k) for k in self.storage.find_unsealed(f"{prefix}/data") if k.endswith(".parquet")]
+        files = self._write_rows(rows, prefix)
         written = ray.data.read_parquet([self.storage.arrow_path(f.key) for f in files],
                                         filesystem=self.storage.arrow_filesystem()).materialize()
         stats = text_profile(written, labels)
@@ -272,6 +255,26 @@ class DatasetManager:
             raise InvalidArgument(f"Text source {spec.source!r} produced no training rows")
         self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         return DatasetVersion(manifest)
+
+    def _write_rows(self, rows: ray.data.Dataset, prefix: str) -> list[Any]:
+        """Write the rows as parquet partitioned by split under ``prefix/data``, each file sealed
+        with its sha256. On any failure (also while Ray computes lazy rows) the half-written
+        version is removed and the platform's own error, unwrapped from Ray's, is raised."""
+        try:
+            rows.write_parquet(
+                self.storage.arrow_path(f"{prefix}/data"),
+                filesystem=self.storage.arrow_filesystem(),
+                partition_cols=["split"],
+                min_rows_per_file=4096,
+            )
+        except Exception as exc:  # Ray wraps user errors; surface the platform's own message.
+            self.storage.remove_tree(prefix)
+            raise _unwrap(exc) from exc
+        return [
+            self.storage.seal(key)
+            for key in self.storage.find_unsealed(f"{prefix}/data")
+            if key.endswith(".parquet")
+        ]
 
     def _statistics(self, files: list[Any], num_classes: int) -> dict[str, dict[str, Any]]:
         if not files:

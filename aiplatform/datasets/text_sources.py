@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import fsspec
-import pyarrow as pa
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -143,13 +142,9 @@ def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, 
         fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         fs, files, fingerprint = _source_files(spec, options)
-        arrow_fs = None if spec.source_location.startswith(("http://", "https://")) else _arrow_fs(fs)
         reader = {"csv": ray.data.read_csv, "jsonl": ray.data.read_json, "parquet": ray.data.read_parquet}
         try:
-            if arrow_fs is None:
-                dataset = reader[spec.source_kind](files, filesystem=pa.fs.PyFileSystem(pa.fs.FSSpecHandler(fs)))
-            else:
-                dataset = reader[spec.source_kind](files, filesystem=arrow_fs)
+            dataset = reader[spec.source_kind](files, filesystem=_arrow_fs(fs))
         except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
             raise InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind}: {exc}") from exc
     try:

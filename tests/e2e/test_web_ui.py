@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from ray import serve
 
 from aiplatform.settings import Settings
 from aiplatform.tasks import ensure_scheduler
-from tests.factories import free_port, make_digit_images, png_bytes
+from tests.factories import make_digit_images, png_bytes, served_platform
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -29,17 +28,11 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI
 
 @pytest.fixture(scope="module")
 def platform_url(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from serve_apps.app import start_app
-
     settings = Settings(home=Path(tmp_path_factory.mktemp("ui")), ray_namespace=f"ui-{uuid.uuid4().hex[:8]}",
                         task_poll_interval_s=0.5)
     ensure_scheduler(settings)
-    url = start_app(settings, free_port())
-    try:
+    with served_platform(settings) as url:
         yield url
-    finally:
-        serve.delete(settings.serve_app_name)
-        serve.shutdown()
 
 
 @pytest.fixture()

@@ -10,28 +10,20 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from ray import serve
 
 from aiplatform.settings import Settings
 from aiplatform.tasks import ensure_scheduler
-from tests.factories import TINY_CNN_PARAMS, free_port, register_versions
+from tests.factories import TINY_CNN_PARAMS, register_versions, served_platform
 
 
 @pytest.fixture(scope="module")
 def api(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    from serve_apps.app import start_app
-
     settings = Settings(home=Path(tmp_path_factory.mktemp("api")), ray_namespace=f"api-{uuid.uuid4().hex[:8]}",
                         task_poll_interval_s=0.5)
     register_versions(settings, "tiny", count=2)
     ensure_scheduler(settings)
-    url = start_app(settings, free_port())
-    try:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client
-    finally:
-        serve.delete(settings.serve_app_name)
-        serve.shutdown()
+    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client
 
 
 def error_of(response: httpx.Response, status: int) -> str:

@@ -10,12 +10,11 @@ from typing import Iterator
 import httpx
 import numpy as np
 import pytest
-from ray import serve
 
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.storage import sha256_bytes, storage_from_settings
-from tests.factories import free_port, make_package, png_bytes, register_versions
+from tests.factories import make_package, png_bytes, register_versions, served_platform
 
 
 _GATEWAY_SETTINGS: dict[str, Settings] = {}
@@ -23,18 +22,12 @@ _GATEWAY_SETTINGS: dict[str, Settings] = {}
 
 @pytest.fixture(scope="module")
 def gateway(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from serve_apps.app import start_app
-
     home = tmp_path_factory.mktemp("serving")
     settings = Settings(home=Path(home), ray_namespace=f"serve-{uuid.uuid4().hex[:8]}")
     _GATEWAY_SETTINGS["settings"] = settings
     register_versions(settings, "tiny")
-    url = start_app(settings, free_port())
-    try:
+    with served_platform(settings) as url:
         yield url
-    finally:
-        serve.delete(settings.serve_app_name)
-        serve.shutdown()
 
 
 def test_upload_and_json_predictions(gateway: str) -> None:

@@ -12,10 +12,9 @@ from typing import Iterator
 import httpx
 import pytest
 import ray
-from ray import serve
 
 from aiplatform.settings import Settings
-from tests.factories import free_port, register_versions
+from tests.factories import register_versions, served_platform
 
 BODY = {"array": [[0, 255], [255, 0]]}
 
@@ -23,17 +22,11 @@ BODY = {"array": [[0, 255], [255, 0]]}
 @pytest.fixture(scope="module")
 def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
     """The platform app with two model-server replicas (autoscaling floor of 2)."""
-    from serve_apps.app import start_app
-
     settings = Settings(home=Path(tmp_path_factory.mktemp("faults")), ray_namespace=f"faults-{uuid.uuid4().hex[:8]}",
                         serve_min_replicas=2, serve_max_replicas=2)
     register_versions(settings, "tiny")
-    url = start_app(settings, free_port())
-    try:
+    with served_platform(settings) as url:
         yield url, settings
-    finally:
-        serve.delete(settings.serve_app_name)
-        serve.shutdown()
 
 
 def _model_server_replicas(app_name: str) -> list["ray.actor.ActorHandle"]:

@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from ray import serve
 
 from aiplatform.datasets import DatasetManager
 from aiplatform.models import publish_model
@@ -17,7 +16,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from aiplatform.training import get_template, run_training
-from tests.factories import free_port
+from tests.factories import served_platform
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
@@ -25,8 +24,6 @@ NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so an
 
 @pytest.fixture(scope="module")
 def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from serve_apps.app import start_app
-
     settings = Settings(home=Path(tmp_path_factory.mktemp("text")), ray_namespace=f"text-{uuid.uuid4().hex[:8]}")
     storage = storage_from_settings(settings)
     template = get_template("text-classification")
@@ -34,13 +31,8 @@ def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     outcome = run_training(template, params, settings=settings, storage=storage,
                            datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
     version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
-    url = start_app(settings, free_port())
-    try:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield {"outcome": outcome, "version": version, "api": client}
-    finally:
-        serve.delete(settings.serve_app_name)
-        serve.shutdown()
+    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield {"outcome": outcome, "version": version, "api": client}
 
 
 def test_the_tweets_corpus_became_a_stratified_clean_version(text_model: dict[str, Any]) -> None:
