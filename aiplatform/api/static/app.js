@@ -330,11 +330,13 @@ async function inferencePage() {
   for (const m of models) modelSelect.append(h("option", { value: m.name }, m.name));
   const fillTargets = async () => {
     const name = modelSelect.value;
-    targetSelect.replaceChildren();
-    if (!name) return;
+    if (!name) { targetSelect.replaceChildren(); return; }
     const model = await api("GET", `/v1/models/${encodeURIComponent(name)}`);
-    for (const alias of Object.keys(model.aliases)) targetSelect.append(h("option", { value: `alias=${alias}` }, `${alias} (v${model.aliases[alias]})`));
-    for (const v of model.versions) targetSelect.append(h("option", { value: `version=${v.version}` }, `v${v.version}`));
+    // A later choice may have been made while this one loaded: only the current model's answer counts.
+    if (modelSelect.value !== name) return;
+    targetSelect.replaceChildren(
+      ...Object.keys(model.aliases).map((alias) => h("option", { value: `alias=${alias}` }, `${alias} (v${model.aliases[alias]})`)),
+      ...model.versions.map((v) => h("option", { value: `version=${v.version}` }, `v${v.version}`)));
     await refreshResults();
   };
   const refreshResults = async () => {
