@@ -357,22 +357,30 @@ async function inferencePage() {
     if (!name) throw new Error("Choose a model first");
     const query = targetSelect.value ? `?${targetSelect.value}` : "";
     const path = `/v1/models/${encodeURIComponent(name)}/predict${query}`;
+    // The previous answer goes at once, so that nothing on the page belongs to an older request.
+    output.replaceChildren(h("p", { class: "muted", id: "predicting" }, "Predicting…"));
     let answer;
-    if (fileInput.files.length) {
-      const form = new FormData();
-      form.append("file", fileInput.files[0]);
-      answer = await api("POST", path, form, true);
-    } else if (text.value.trim()) {
-      answer = await api("POST", path, { text: text.value });
-    } else {
-      throw new Error("Upload a file or paste some text first");
+    try {
+      if (fileInput.files.length) {
+        const form = new FormData();
+        form.append("file", fileInput.files[0]);
+        answer = await api("POST", path, form, true);
+      } else if (text.value.trim()) {
+        answer = await api("POST", path, { text: text.value });
+      } else {
+        throw new Error("Upload a file or paste some text first");
+      }
+    } catch (error) {
+      output.replaceChildren();
+      throw error;
     }
     const probs = Object.entries(answer.probabilities).sort((a, b) => b[1] - a[1]);
     output.replaceChildren(
       h("p", {}, "Prediction: ", h("span", { class: "prediction", id: "predicted-label" }, answer.label),
         h("span", { class: "muted" }, `  ${(answer.probability * 100).toFixed(1)}% · ${answer.model} v${answer.version} · ${answer.latency_ms.toFixed(1)} ms`)),
       h("table", { class: "probs" }, h("tbody", {}, probs.map(([label, p]) =>
-        h("tr", {}, h("td", {}, label), h("td", {}, progressBar(p, `${(p * 100).toFixed(2)}%`)))))),
+        h("tr", { "data-label": label, "data-probability": p }, h("td", {}, label),
+          h("td", {}, progressBar(p, `${(p * 100).toFixed(2)}%`)))))),
       answer.chunks ? h("div", { id: "chunks" }, h("h3", {}, `Per chunk (${answer.chunks.length} chunks; the document's probabilities are their word-weighted mean)`),
         h("table", {}, h("thead", {}, h("tr", {}, ["#", "Words", "Label", "Probability", "Text"].map((t) => h("th", {}, t)))),
           h("tbody", {}, answer.chunks.map((c) => h("tr", { "data-chunk": c.index },
