@@ -18,16 +18,18 @@ class PlatformAPI:
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.resolved_api_url
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, timeout_s: float = TIMEOUT_S,
+                answer_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """``answer_statuses``: error statuses whose body is an answer to return, not an error."""
         try:
-            response = httpx.request(method, f"{self.base_url}{path}", timeout=TIMEOUT_S, **kwargs)
+            response = httpx.request(method, f"{self.base_url}{path}", timeout=timeout_s, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"Cannot reach the platform at {self.base_url} ({exc}); is `aip up` running?") from exc
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in answer_statuses:
             if isinstance(body, dict) and "message" in body:
                 raise error_from_code(str(body.get("error")), str(body["message"]))
             raise InvalidArgument(f"HTTP {response.status_code} from {path}: {response.text[:500]}")

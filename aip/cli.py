@@ -13,7 +13,9 @@ from aip.tasks_cli import add_tasks_commands
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.settings import Settings
 
+EXIT_REFUSED = 1
 EXIT_ERROR = 2
+COMPRESS_TIMEOUT_S = 1800.0
 
 
 def _registry(settings: Settings):  # type: ignore[no-untyped-def]
@@ -85,6 +87,25 @@ def cmd_models_canary(args: argparse.Namespace, settings: Settings) -> None:
     print(describe_split(args.name, weights))
 
 
+def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
+    from aip.api_client import PlatformAPI
+    from aiplatform.compression.compressor import CompressionReport
+    from aiplatform.compression.methods import parse_method
+    from aiplatform.compression.remote import parse_model_ref
+
+    name, ref = parse_model_ref(args.model)
+    parse_method(args.method)
+    body: dict[str, Any] = {"method": args.method, "max_accuracy_drop": args.max_accuracy_drop}
+    body["version" if ref.isdigit() else "alias"] = int(ref) if ref.isdigit() else ref
+    if ref == "latest":
+        del body["alias"]
+    answer = PlatformAPI(settings).post(f"/v1/models/{name}/compress", json=body, timeout_s=COMPRESS_TIMEOUT_S,
+                                        answer_statuses=(409,))
+    report = answer["report"]
+    print(json.dumps(report) if args.json else "\n".join(CompressionReport(**report).summary_lines()))
+    return 0 if report["registered"] else EXIT_REFUSED
+
+
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
     from aip.api_client import PlatformAPI
 
@@ -135,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--weight", type=float, default=10.0, help="percent, 0 < w < 100")
     canary.add_argument("--clear", action="store_true")
     canary.set_defaults(run=cmd_models_canary)
+    compress = models.add_parser("compress", help="compress NAME@VERSION into a new version, with a report "
+                                 "(exit 1 when the accuracy gate refuses it)")
+    compress.add_argument("model", help="NAME@VERSION or NAME@ALIAS")
+    compress.add_argument("--method", required=True, help="int8 | fp16 | prune:AMOUNT")
+    compress.add_argument("--max-accuracy-drop", type=float, help="0.01 = one point (default from settings)")
+    compress.add_argument("--json", action="store_true")
+    compress.set_defaults(run=cmd_models_compress)
 
     add_tasks_commands(commands)
 

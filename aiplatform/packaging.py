@@ -2,7 +2,8 @@
 
 Layout::
 
-    model.json            architecture, hyperparameters, input spec, labels, preprocessing
+    model.json            architecture, hyperparameters, input spec, labels, preprocessing,
+                          compression (absent for float32 weights; see aiplatform.compression)
     weights.safetensors   tensors only (never a pickle, so loading runs no code)
     manifest.json         sha256 and size of every other file, library versions, metrics, lineage
 
@@ -26,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from aiplatform.architectures import build_model
+from aiplatform.compression.codec import decode_model
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.storage import sha256_bytes
 
@@ -51,6 +52,11 @@ class ModelPackage:
     @property
     def labels(self) -> list[str]:
         return list(self.config["labels"])
+
+    @property
+    def cpu_only(self) -> bool:
+        """int8 layers run on CPU kernels only."""
+        return (self.config.get("compression") or {}).get("weights") == "int8"
 
 
 def library_versions() -> dict[str, str]:
@@ -80,8 +86,8 @@ def build_package(
     for key in ("name", "template", "architecture", "labels", "input", "preprocessing"):
         if key not in model_config:
             raise InvalidArgument(f"model.json needs {key!r}")
-    # Validate that the weights fit the architecture before anything is written.
-    build_model(model_config["architecture"]).load_state_dict(state_dict)
+    # Validate that the weights fit the architecture (and its compression) before anything is written.
+    decode_model(model_config, state_dict)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     files: dict[str, bytes] = {
         MODEL_FILE: json.dumps({"format": PACKAGE_FORMAT, **model_config}, indent=2, sort_keys=True).encode(),
@@ -200,10 +206,6 @@ def load_package(
         state_dict = load_safetensors(files[WEIGHTS_FILE])
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise IntegrityError(f"Package weights cannot be read: {exc}") from exc
-    model = build_model(config.get("architecture", {}))
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        raise IntegrityError(f"Package weights do not fit its architecture: {exc}") from exc
+    model = decode_model(config, state_dict)
     model.eval()
     return ModelPackage(model=model, config=config, manifest=manifest)

@@ -110,3 +110,11 @@ async def call_async(method: Callable[..., Any], *args: Any, **kwargs: Any) -> A
 def _platform_error(exc: "ray.exceptions.RayTaskError") -> Exception:
     cause = getattr(exc, "cause", None)
     return type(cause)(cause.message) if isinstance(cause, AIPError) else exc
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every execution's progress at INFO; a job's output is its own report."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

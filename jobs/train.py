@@ -22,7 +22,7 @@ from aiplatform.errors import AIPError, Conflict, InvalidArgument
 from aiplatform.models import publish_model
 from aiplatform.queue import RUNNING, QueueClient
 from aiplatform.registry import RegistryClient
-from aiplatform.runtime import connect
+from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from aiplatform.tasks.reporting import TaskRun, record_self_started
@@ -187,16 +187,6 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
     deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
     time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL
     return check_digits_over_http(url, name, count=args.check_digits)
-
-
-def quiet_ray_data() -> None:
-    """Ray Data logs every execution's progress at INFO; a job's output is its epochs."""
-    import logging
-
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _ray_job_id() -> Optional[str]:

@@ -19,7 +19,7 @@ class ModelRunner:
         self.package = package
         self.config = package.config
         self.labels = package.labels
-        self.device = torch.device(device)
+        self.device = torch.device("cpu" if package.cpu_only else device)
         self.model = package.model.to(self.device)
         self.model.eval()
         self.on_release: Optional[Callable[[], None]] = None

@@ -14,10 +14,9 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from aiplatform.architectures import build_model
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, Unavailable
-from aiplatform.preprocessing import batch_converter
+from aiplatform.evaluation import evaluate
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.loop import CHECKPOINT_FILE
@@ -142,38 +141,3 @@ def run_training(
         used_gpu=use_gpu,
         timings=timings,
     )
-
-
-def evaluate(
-    architecture: dict[str, Any],
-    state_dict: dict[str, torch.Tensor],
-    test_ds: "ray.data.Dataset",
-    config: dict[str, Any],
-) -> dict[str, float]:
-    """Accuracy, macro-F1 and loss of the weights on a split (in this process, on CPU)."""
-    model = build_model(architecture)
-    model.load_state_dict(state_dict)
-    model.eval()
-    to_tensors = batch_converter(config)
-    num_classes = int(architecture["num_classes"])
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    loss_sum = 0.0
-    with torch.no_grad():
-        for batch in test_ds.iter_batches(batch_size=2048, batch_format="numpy"):
-            inputs, labels = to_tensors(batch)
-            logits = model(inputs)
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes**2).view(
-                num_classes, num_classes)
-    seen = int(confusion.sum())
-    return {"test_accuracy": int(confusion.diag().sum()) / max(1, seen), "test_loss": loss_sum / max(1, seen),
-            "test_macro_f1": macro_f1(confusion), "test_samples": seen}
-
-
-def macro_f1(confusion: torch.Tensor) -> float:
-    """Mean F1 over the classes that occur (rows: true class, columns: predicted)."""
-    true_positive = confusion.diag().double()
-    predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
-    f1 = 2 * true_positive / (predicted + actual).clamp(min=1)
-    present = actual > 0
-    return float(f1[present].mean()) if bool(present.any()) else 0.0

@@ -31,8 +31,8 @@ def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     outcome = run_training(template, params, settings=settings, storage=storage,
                            datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
     version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
-    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
-        yield {"outcome": outcome, "version": version, "api": client}
+    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
+        yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
 
 
 def test_the_tweets_corpus_became_a_stratified_clean_version(text_model: dict[str, Any]) -> None:
@@ -114,3 +114,65 @@ def test_empty_text_and_v2_bytes(text_model: dict[str, Any]) -> None:
     bad = api.post("/v2/models/tweets-text/versions/1/infer", json={
         "inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
     assert bad.status_code == 400 and "BYTES" in bad.json()["error"]
+
+
+def test_int8_compression_registers_a_smaller_version_that_serves(text_model: dict[str, Any]) -> None:
+    api = text_model["api"]
+    answer = api.post("/v1/models/tweets-text/compress", json={"version": 1, "method": "int8"})
+    assert answer.status_code == 201, answer.text
+    report = answer.json()["report"]
+    assert report["registered"] and report["parent_version"] == 1 and report["method"] == "int8"
+    assert report["size_bytes"]["after"] < 0.35 * report["size_bytes"]["before"]
+    assert report["accuracy_drop"] <= 0.01 and report["metrics"]["after"]["test_samples"] == 3720
+    assert set(report["latency_ms"]) == {"batch_1", "batch_32"}
+    new = report["version"]
+    version = api.get(f"/v1/models/tweets-text/versions/{new}").json()
+    assert version["lineage"]["parent"] == 1 and version["lineage"]["compression"] == "int8"
+    assert version["metrics"]["test_accuracy"] == report["metrics"]["after"]["test_accuracy"]
+    chain = api.get(f"/v1/models/tweets-text/versions/{new}/lineage").json()["lineage"]
+    assert [entry["version"] for entry in chain] == [new, 1]
+    served = api.post(f"/v1/models/tweets-text/predict?version={new}", json={"text": POSITIVE})
+    assert served.status_code == 200 and served.json()["label"] == "positive", served.text
+    again = api.post("/v1/models/tweets-text/compress", json={"version": 1, "method": "int8"})
+    assert again.status_code == 201 and again.json()["report"]["version"] == new  # a retry registers nothing new
+
+
+def test_the_accuracy_gate_refuses_a_lossy_compression_and_keeps_the_registry(text_model: dict[str, Any]) -> None:
+    api = text_model["api"]
+    before = api.get("/v1/models/tweets-text").json()["versions"]
+    answer = api.post("/v1/models/tweets-text/compress",
+                      json={"version": 1, "method": "prune:0.95", "max_accuracy_drop": 0.0})
+    assert answer.status_code == 409, answer.text
+    body = answer.json()
+    assert body["error"] == "conflict" and "points of test accuracy" in body["message"]
+    assert body["report"]["registered"] is False and body["report"]["accuracy_drop"] > 0
+    assert api.get("/v1/models/tweets-text").json()["versions"] == before
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"version": 1, "method": "int4"}, 400, "Unknown compression method"),
+    ({"version": 1, "method": "prune:1.5"}, 400, "prune"),
+    ({"version": 99, "method": "int8"}, 404, "version=99"),
+    ({"version": 1, "alias": "staging", "method": "int8"}, 400, "not both"),
+    ({"version": 1, "method": "int8", "max_accuracy_drop": 2}, 400, "max_accuracy_drop"),
+])
+def test_bad_compression_requests_are_refused_by_name(text_model: dict[str, Any], body: dict[str, Any],
+                                                       status: int, message: str) -> None:
+    answer = text_model["api"].post("/v1/models/tweets-text/compress", json=body)
+    assert answer.status_code == status and message in answer.json()["message"], answer.text
+
+
+def test_the_compress_job_prints_its_report_and_refuses_a_recompression(
+        text_model: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs import compress
+
+    settings = text_model["settings"]
+    monkeypatch.setenv("AIP_HOME", str(settings.home))
+    monkeypatch.setenv("AIP_RAY_NAMESPACE", settings.ray_namespace)
+    assert compress.main(["--model", "tweets-text@1", "--method", "fp16"]) == 0
+    printed = capsys.readouterr().out
+    assert "tweets-text v1 --fp16--> v" in printed and "latency at batch 32" in printed
+    int8 = text_model["api"].post("/v1/models/tweets-text/compress", json={"version": 1, "method": "int8"})
+    int8_version = int8.json()["report"]["version"]  # the one registered before, or a new one
+    assert compress.main(["--model", f"tweets-text@{int8_version}", "--method", "prune:0.5"]) == 2
+    assert "already int8" in capsys.readouterr().err

@@ -6,11 +6,13 @@ import hashlib
 from typing import Any, Optional
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.api.deps import PlatformDep
-from aiplatform.errors import IntegrityError
+from aiplatform.compression.compressor import CompressionReport
+from aiplatform.compression.remote import compress_on_cluster
+from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.serving.deployer import PRODUCTION, deploy, rollback
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -22,6 +24,17 @@ class Promotion(BaseModel):
     version: int = Field(..., ge=1)
     alias: str = Field(PRODUCTION, description="production runs the accuracy gate and warms the servers")
     force: bool = Field(False, description="skip the accuracy gate")
+
+
+class CompressionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Optional[int] = Field(None, ge=1, description="the version to compress (default: latest)")
+    alias: Optional[str] = Field(None, description="or the version an alias points at")
+    method: str = Field(..., description="int8 | fp16 | prune:AMOUNT (fraction of weights zeroed)")
+    max_accuracy_drop: Optional[float] = Field(
+        None, ge=0, le=1, description="test accuracy the new version may lose (0.01 = one point); "
+        "default from AIP_COMPRESSION_MAX_ACCURACY_DROP")
 
 
 class Rollback(BaseModel):
@@ -91,6 +104,21 @@ def promote(name: str, body: Promotion, platform: PlatformDep) -> dict[str, Any]
 def rollback_production(name: str, platform: PlatformDep, body: Optional[Rollback] = None) -> dict[str, Any]:
     deployment = rollback(platform.registry, name, warm=platform.warm)
     return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
+
+
+@router.post("/{name}/compress", status_code=201)
+async def compress_model(name: str, body: CompressionRequest, platform: PlatformDep) -> JSONResponse:
+    """Compress a version into a new one, with its report. 201: registered; 409: refused by the
+    accuracy gate (the report says by how much; nothing is registered)."""
+    if body.version is not None and body.alias is not None:
+        raise InvalidArgument("Give version or alias, not both")
+    ref = body.version or body.alias or "latest"
+    report = await compress_on_cluster(platform.settings, name, ref, body.method, body.max_accuracy_drop)
+    if not report["registered"]:
+        return JSONResponse(status_code=409, content={"error": "conflict", "message": report["refused"],
+                                                      "report": report})
+    return JSONResponse(status_code=201, content={"report": report, "message": " / ".join(
+        line.strip() for line in CompressionReport(**report).summary_lines()[:2])})
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)

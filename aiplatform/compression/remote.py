@@ -1,0 +1,55 @@
+"""Compression as a Ray task, so that the API's process only waits for the report while the work
+(evaluation on the test split, latency runs) happens on the cluster's workers."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import ray
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.settings import Settings
+
+
+def parse_model_ref(text: str) -> tuple[str, str]:
+    """``NAME@VERSION`` or ``NAME@ALIAS`` -> (name, ref); a bare NAME means its ``latest``."""
+    name, sep, ref = str(text).partition("@")
+    if not name or (sep and not ref):
+        raise InvalidArgument(f"Model reference {text!r} must look like NAME@VERSION or NAME@ALIAS, e.g. mnist-cnn@3")
+    return name, ref or "latest"
+
+
+def compress(settings: Settings, name: str, ref: str | int, method: str,
+             max_accuracy_drop: Optional[float] = None) -> dict[str, Any]:
+    """Run one compression with the platform's storage, registry and datasets; the report as a dict."""
+    from aiplatform.compression.compressor import compress_version
+    from aiplatform.datasets import DatasetManager
+    from aiplatform.registry import RegistryClient
+    from aiplatform.storage import storage_from_settings
+
+    storage = storage_from_settings(settings)
+    report = compress_version(
+        name=name, ref=ref, method=method, storage=storage, registry=RegistryClient.connect(settings),
+        datasets=DatasetManager(storage, settings.s3_storage_options),
+        max_accuracy_drop=settings.compression_max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
+    )
+    return report.to_dict()
+
+
+@functools.lru_cache(maxsize=8)
+def _compress_task(cpus: float) -> Any:
+    # No retries: a compression registers once or reports why not; a retry would repeat its runs.
+    return ray.remote(num_cpus=cpus, max_retries=0)(compress)
+
+
+async def compress_on_cluster(settings: Settings, name: str, ref: str | int, method: str,
+                              max_accuracy_drop: Optional[float] = None) -> dict[str, Any]:
+    """``compress`` in a Ray task reserving ``compression_task_cpus``; awaits its report.
+    Platform errors raised by the task come back as themselves."""
+    from aiplatform.compression.methods import parse_method
+    from aiplatform.runtime import call_async
+
+    parse_method(method)  # a bad method is refused before any task starts
+    return await call_async(_compress_task(settings.compression_task_cpus), settings, name, ref, method,
+                            max_accuracy_drop)
