@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -105,6 +106,18 @@ async def call_async(method: Callable[..., Any], *args: Any, **kwargs: Any) -> A
             last = exc
             await asyncio.sleep(ACTOR_RETRY_DELAY_S)
     raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {last}")
+
+
+@functools.lru_cache(maxsize=32)
+def _task_of(function: Callable[..., Any], num_cpus: float) -> Any:
+    # No retries: the platform's tasks (compression, analysis) report once; a retry repeats their work.
+    return ray.remote(num_cpus=num_cpus, max_retries=0)(function)
+
+
+async def run_as_task(function: Callable[..., T], *args: Any, num_cpus: float) -> T:
+    """Run ``function(*args)`` as a Ray task reserving ``num_cpus`` and await its result, so an
+    API process waits without working; platform errors come back as themselves."""
+    return await call_async(_task_of(function, num_cpus), *args)
 
 
 def _platform_error(exc: "ray.exceptions.RayTaskError") -> Exception:

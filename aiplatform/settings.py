@@ -97,9 +97,9 @@ class Settings(BaseSettings):
     compression_max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     """Test accuracy (a fraction: 0.01 is one point) a compressed version may lose and still be
     registered; a request may ask for another bound."""
-    compression_task_cpus: float = Field(0.5, gt=0)
-    """CPUs the Ray task that compresses a model (for the API) reserves (below 1, like training
-    workers, so that it starts next to the Serve replicas on a 2-core machine)."""
+    background_task_cpus: float = Field(0.5, gt=0)
+    """CPUs a Ray task that the API starts for compression or analysis reserves (below 1, like
+    training workers, so that it starts next to the Serve replicas on a 2-core machine)."""
 
     max_package_bytes: int = 2 * 1024**3
     max_package_entry_bytes: int = 1 * 1024**3

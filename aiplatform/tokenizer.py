@@ -93,6 +93,10 @@ class Tokenizer:
         row[: len(ids)] = ids[: self.row_length]
         return row
 
+    def known(self, token: str) -> bool:
+        """Whether a word is in the vocabulary."""
+        return token in self._ids
+
     def coverage(self, texts: Iterable[str]) -> float:
         """Share of word tokens that are in the vocabulary."""
         seen = known = 0

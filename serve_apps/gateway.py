@@ -17,6 +17,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from aiplatform.analysis.features import image_features, text_features
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.errors import InvalidArgument, Unavailable
@@ -124,14 +125,16 @@ class Gateway:
         return target, model_id, await self._config(model_id)
 
     def _record(self, request_id: str, target: ModelVersion, digest: str, answer: dict[str, Any],
-                latency_ms: float, raw_input: Optional[bytes] = None) -> dict[str, Any]:
+                latency_ms: float, features: dict[str, float], raw_input: Optional[bytes] = None) -> dict[str, Any]:
         """Hand a prediction to the result writer (off the request path); returns its output.
-        ``raw_input`` is kept in storage when the writer has one."""
+        ``features`` summarise the input for drift analysis; ``raw_input`` is kept in storage
+        when the writer has one."""
         output = {field: answer[field] for field in PREDICTION_FIELDS}
         self.writer.record(PredictionRecord(
             id=request_id, model=target.name, version=target.version,
             input_digest=digest, output=output, latency_ms=latency_ms,
             input_uri=input_key(digest) if self.writer.input_storage is not None else None,
+            features=features,
         ), raw_input)
         return output
 
@@ -151,12 +154,14 @@ class Gateway:
         if config["input"]["type"] == "text":
             raw, text = await self._read_text(request)
             answer = await self._classify_text(model_id, config, text)
+            features = text_features(text, self._tokenizer(model_id, config))
         else:
             raw, image = await self._read_input(request, config)
             answer = await self.batcher.submit(model_id, image)
+            features = image_features(image)
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
-        output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms, raw)
+        output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms, features, raw)
         # A plain JSONResponse: FastAPI's response validation would cost more than the model.
         extra = {"chunks": answer["chunks"]} if "chunks" in answer else {}
         return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
@@ -271,15 +276,17 @@ class Gateway:
         raw = await request.body()
         body = _parse_json(raw)
         if config["input"]["type"] == "text":
-            answers = await asyncio.gather(*(self._classify_text(model_id, config, check_text(text, "text input"))
-                                             for text in texts_from_infer_request(body)))
+            texts = [check_text(text, "text input") for text in texts_from_infer_request(body)]
+            answers = await asyncio.gather(*(self._classify_text(model_id, config, text) for text in texts))
+            features = [text_features(text, self._tokenizer(model_id, config)) for text in texts]
         else:
             images, _ = images_from_infer_request(body, config)
             answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
+            features = [image_features(image) for image in images]
         request_id = str(body.get("id") or uuid.uuid4().hex)
         latency_ms = (time.perf_counter() - started) * 1000
         digest = hashlib.sha256(raw).hexdigest()
         for index, answer in enumerate(answers):
             row_id = request_id if len(answers) == 1 else f"{request_id}-{index}"
-            self._record(row_id, target, digest, answer, latency_ms, raw if index == 0 else None)
+            self._record(row_id, target, digest, answer, latency_ms, features[index], raw if index == 0 else None)
         return infer_response(target.name, target.version, request_id, config["labels"], list(answers))

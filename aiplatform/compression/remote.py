@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
-
-import ray
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
@@ -37,19 +34,13 @@ def compress(settings: Settings, name: str, ref: str | int, method: str,
     return report.to_dict()
 
 
-@functools.lru_cache(maxsize=8)
-def _compress_task(cpus: float) -> Any:
-    # No retries: a compression registers once or reports why not; a retry would repeat its runs.
-    return ray.remote(num_cpus=cpus, max_retries=0)(compress)
-
-
 async def compress_on_cluster(settings: Settings, name: str, ref: str | int, method: str,
                               max_accuracy_drop: Optional[float] = None) -> dict[str, Any]:
-    """``compress`` in a Ray task reserving ``compression_task_cpus``; awaits its report.
+    """``compress`` in a Ray task reserving ``background_task_cpus``; awaits its report.
     Platform errors raised by the task come back as themselves."""
     from aiplatform.compression.methods import parse_method
-    from aiplatform.runtime import call_async
+    from aiplatform.runtime import run_as_task
 
     parse_method(method)  # a bad method is refused before any task starts
-    return await call_async(_compress_task(settings.compression_task_cpus), settings, name, ref, method,
-                            max_accuracy_drop)
+    return await run_as_task(compress, settings, name, ref, method, max_accuracy_drop,
+                             num_cpus=settings.background_task_cpus)

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS results (
     input_uri TEXT,
     output TEXT NOT NULL,
     latency_ms REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    features TEXT
 );
 CREATE INDEX IF NOT EXISTS results_model_time ON results(model, version, created_at);
 CREATE INDEX IF NOT EXISTS results_time ON results(created_at);
@@ -48,6 +49,8 @@ class PredictionRecord:
     latency_ms: float
     created_at: float = field(default_factory=time.time)
     input_uri: Optional[str] = None
+    features: dict[str, float] = field(default_factory=dict)
+    """Summary features of the input (mean intensity, text length...), what drift analysis compares."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +63,9 @@ class ResultStore:
         self.db_path = Path(db_path)
         self._lock = threading.Lock()
         self._db = open_database(self.db_path, _SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(results)")}
+        if "features" not in columns:  # a store written before inputs had summary features
+            self._db.execute("ALTER TABLE results ADD COLUMN features TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -71,6 +77,7 @@ class ResultStore:
             (
                 r.id, r.model, int(r.version), r.input_digest, r.input_uri,
                 json.dumps(r.output), float(r.latency_ms), float(r.created_at),
+                json.dumps(r.features) if r.features else None,
             )
             for r in records
         ]
@@ -79,7 +86,7 @@ class ResultStore:
             with transaction(self._db) as db:
                 db.executemany(
                     "INSERT OR IGNORE INTO results(id, model, version, input_digest, input_uri,"
-                    " output, latency_ms, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    " output, latency_ms, created_at, features) VALUES (?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
             return self._db.total_changes - before
@@ -139,4 +146,5 @@ def _to_record(row: sqlite3.Row) -> PredictionRecord:
         latency_ms=float(row["latency_ms"]),
         created_at=float(row["created_at"]),
         input_uri=row["input_uri"],
+        features=json.loads(row["features"]) if row["features"] else {},
     )

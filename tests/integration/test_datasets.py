@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import threading
+from xml.etree import ElementTree
 from pathlib import Path
 from typing import Iterator
 
@@ -166,3 +168,52 @@ def test_datasets_in_s3_storage(ray_session: None, s3_server: str, s3_bucket: st
     assert storage.exists(f"datasets/mnist/{version.version}/manifest.json")
     assert manager.read_split(version, "test").count() == 300
     assert manager.build(DatasetSpec(source="mnist", max_rows=300)).manifest["created_at"] == version.manifest["created_at"]
+
+
+def test_profile_of_mnist_with_mean_image_charts_and_no_leakage(
+    ray_session: None, manager: DatasetManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from PIL import Image
+
+    from aiplatform.analysis.report import analyze_dataset, read_chart
+    from jobs import analyze
+
+    version = manager.build(DatasetSpec(source="mnist", max_rows=600))
+    profile = analyze_dataset(manager, manager.storage, version.ref)
+    assert {s: p["rows"] for s, p in profile["splits"].items()} == {s: version.rows(s) for s in profile["splits"]}
+    assert sum(profile["class_balance"]["shares"].values()) == pytest.approx(1.0, abs=1e-4)
+    mean_image = np.array(profile["splits"]["train"]["mean_image"])
+    assert mean_image.shape == (28, 28, 1) and mean_image[10:18, 10:18].mean() > 5 * mean_image[:3, :3].mean()
+    assert sum(profile["splits"]["train"]["intensity_histogram"]["shares"]) == pytest.approx(1.0, abs=1e-4)
+    assert profile["leakage"]["inputs_in_several_splits"] == 0
+    png, media_type = read_chart(manager.storage, profile["charts"]["mean_image_train"])
+    assert media_type == "image/png" and Image.open(io.BytesIO(png)).size == (112, 112)
+    svg, media_type = read_chart(manager.storage, profile["charts"]["class_balance"])
+    assert media_type == "image/svg+xml" and ElementTree.fromstring(svg).tag.endswith("svg")
+    with pytest.raises(InvalidArgument, match="not an analysis chart"):
+        read_chart(manager.storage, version.files("train")[0]["key"])
+
+    monkeypatch.setenv("AIP_HOME", str(tmp_path))  # the manager's storage is <home>/artifacts
+    assert analyze.main(["profile", "--dataset", version.ref, "--out", str(tmp_path / "out")]) == 0
+    assert "leakage between splits" in capsys.readouterr().out
+    assert (tmp_path / "out" / "mean_image_train.png").read_bytes() == png
+    assert analyze.main(["profile", "--dataset", "mnist@nope"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_profile_finds_duplicates_and_leakage(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
+    from aiplatform.analysis.report import analyze_dataset
+
+    images, labels = make_digit_images(40)
+    root = tmp_path / "folder"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (root / str(label % 2)).mkdir(parents=True, exist_ok=True)
+        (root / str(label % 2) / f"{i}.png").write_bytes(png_bytes(image))
+    for copy in range(6):  # one image six more times under other names
+        (root / str(labels[0] % 2) / f"copy{copy}.png").write_bytes(png_bytes(images[0]))
+    version = manager.build(DatasetSpec(source=f"folder:{root}", val_fraction=0.3, test_fraction=0.3))
+    profile = analyze_dataset(manager, manager.storage, version.ref)
+    within = sum(profile["duplicates"].values())
+    across = profile["leakage"]["inputs_in_several_splits"]
+    assert within + across >= 3  # seven equal images: copies within a split, or the same image in several

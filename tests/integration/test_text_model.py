@@ -3,6 +3,8 @@ Train -> registry -> the Serve gateway, with pasted text, uploaded documents (ch
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -176,3 +178,65 @@ def test_the_compress_job_prints_its_report_and_refuses_a_recompression(
     int8_version = int8.json()["report"]["version"]  # the one registered before, or a new one
     assert compress.main(["--model", f"tweets-text@{int8_version}", "--method", "prune:0.5"]) == 2
     assert "already int8" in capsys.readouterr().err
+
+
+def _predict_many(api: httpx.Client, texts: list[str]) -> None:
+    """One v2 request per 50 texts; each text becomes its own result with its features."""
+    for start in range(0, len(texts), 50):
+        part = texts[start:start + 50]
+        answer = api.post("/v2/models/tweets-text/versions/1/infer", json={
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(part)], "data": part}]})
+        assert answer.status_code == 200, answer.text
+
+
+def _wait_for_results(api: httpx.Client, since: float, count: int) -> None:
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        results = api.get("/v1/results", params={"model": "tweets-text", "since": since, "limit": 1000}).json()["results"]
+        if len(results) >= count:
+            assert all(set(r["features"]) == {"chars", "tokens", "oov_rate"} for r in results)
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the result store did not get {count} results")
+
+
+def test_drift_is_stable_for_tweets_like_the_training_data_and_significant_for_shifted_text(
+        text_model: dict[str, Any]) -> None:
+    api, outcome = text_model["api"], text_model["outcome"]
+    dataset = outcome.dataset
+    test_texts = [str(t) for t in DatasetManager(storage_from_settings(text_model["settings"]))
+                  .read_split_table(dataset, "test").column("text").to_pylist()[:300]]
+    started = time.time()
+    _predict_many(api, test_texts)
+    _wait_for_results(api, started, len(test_texts))
+    stable = api.post("/v1/analysis/drift", json={"model": "tweets-text", "version": 1, "since": started})
+    assert stable.status_code == 200, stable.text
+    report = stable.json()
+    assert report["live_samples"] == 300 and report["dataset"] == dataset.ref
+    assert set(report["features"]) == {"chars", "tokens", "oov_rate", "predicted_class"}
+    assert report["verdict"] == "stable", {name: f["psi"] for name, f in report["features"].items()}
+    chart = api.get(report["chart_urls"]["oov_rate"])
+    assert chart.status_code == 200 and chart.headers["content-type"].startswith("image/svg+xml")
+
+    shifted_at = time.time()
+    rng = random.Random(0)
+    shifted = [" ".join("".join(rng.choice("qxzjkvw") for _ in range(7)) for _ in range(40)) + " terrible"
+               for _ in range(300)]  # long texts of words no tweet used
+    _predict_many(api, shifted)
+    _wait_for_results(api, shifted_at, len(shifted))
+    report = api.post("/v1/analysis/drift", json={"model": "tweets-text", "since": shifted_at}).json()
+    assert report["verdict"] == "significant" and {"oov_rate", "tokens", "chars"} <= set(report["drifted"])
+
+
+def test_bad_drift_requests_are_refused_by_name(text_model: dict[str, Any]) -> None:
+    api = text_model["api"]
+    for body, status, message in (
+        ({"model": "nope"}, 404, "nope"),
+        ({"model": "tweets-text", "split": "holdout"}, 400, "Unknown split"),
+        ({"model": "tweets-text", "since": time.time() + 3600}, 400, "at least 30 recent predictions"),
+        ({"model": "tweets-text", "dataset": "mnist@nope"}, 404, "not found"),
+        ({"model": "tweets-text", "limit": 0}, 400, "limit"),
+    ):
+        answer = api.post("/v1/analysis/drift", json=body)
+        assert answer.status_code == status and message in answer.json()["message"], (body, answer.text)
+    assert api.get("/v1/analysis/datasets/tweets-sentiment/nope").status_code == 404

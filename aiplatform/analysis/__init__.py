@@ -1,0 +1,1 @@
+"""Data analysis: dataset profiles and drift between training data and live inputs."""

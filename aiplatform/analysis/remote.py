@@ -1,0 +1,50 @@
+"""Analyses with the platform's storage, registry, datasets and result store, callable in this
+process (jobs) or as a Ray task (the API)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.settings import Settings
+
+
+def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict[str, Any]:
+    from aiplatform.analysis.report import analyze_dataset
+    from aiplatform.datasets import DatasetManager
+    from aiplatform.storage import storage_from_settings
+
+    if "@" not in dataset_ref:
+        raise InvalidArgument(f"Dataset reference {dataset_ref!r} must look like NAME@VERSION")
+    storage = storage_from_settings(settings)
+    return analyze_dataset(DatasetManager(storage, settings.s3_storage_options), storage, dataset_ref, refresh=refresh)
+
+
+def drift(settings: Settings, model: str, version: Optional[int] = None, dataset_ref: Optional[str] = None,
+          split: str = "train", limit: int = 1000, since: Optional[float] = None) -> dict[str, Any]:
+    from aiplatform.analysis.report import analyze_drift
+    from aiplatform.datasets import DatasetManager
+    from aiplatform.registry import RegistryClient
+    from aiplatform.results import ResultsClient
+    from aiplatform.storage import storage_from_settings
+
+    storage = storage_from_settings(settings)
+    recent = ResultsClient.connect(settings).query(model=model, version=version, since=since, limit=limit)
+    return analyze_drift(datasets=DatasetManager(storage, settings.s3_storage_options), storage=storage,
+                         registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
+                         dataset_ref=dataset_ref, split=split)
+
+
+async def profile_on_cluster(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict[str, Any]:
+    from aiplatform.runtime import run_as_task
+
+    return await run_as_task(profile, settings, dataset_ref, refresh, num_cpus=settings.background_task_cpus)
+
+
+async def drift_on_cluster(settings: Settings, model: str, version: Optional[int] = None,
+                           dataset_ref: Optional[str] = None, split: str = "train", limit: int = 1000,
+                           since: Optional[float] = None) -> dict[str, Any]:
+    from aiplatform.runtime import run_as_task
+
+    return await run_as_task(drift, settings, model, version, dataset_ref, split, limit, since,
+                             num_cpus=settings.background_task_cpus)

@@ -1,0 +1,178 @@
+"""Analyses as stored reports: JSON plus the charts (SVG, PNG) the UI shows.
+
+Reports live in storage next to the artifacts they describe::
+
+    reports/analysis/datasets/<name>/<version>/profile.json     + <chart>.svg / mean_image_<split>.png
+    reports/analysis/drift/<model>/<report id>/drift.json        + <feature>.svg
+
+A dataset version never changes, so its profile is computed once and read back after that.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Optional
+
+import numpy as np
+
+from aiplatform.analysis.charts import bar_chart_svg, grayscale_png
+from aiplatform.analysis.drift import categorical_psi, drift_summary, numeric_psi
+from aiplatform.analysis.features import IMAGE_FEATURES, TEXT_FEATURES, image_feature_columns, text_feature_columns
+from aiplatform.analysis.profile import profile_version
+from aiplatform.datasets import DatasetManager, DatasetVersion
+from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.evaluation import table_batches
+from aiplatform.packaging import MODEL_FILE, read_package_files
+from aiplatform.preprocessing import decode_rows
+from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
+from aiplatform.results import PredictionRecord
+from aiplatform.storage import Storage, validate_key
+from aiplatform.tokenizer import Tokenizer
+
+CHART_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
+MAX_DRIFT_SAMPLES = 1000
+
+
+def dataset_report_prefix(version: DatasetVersion) -> str:
+    return f"reports/analysis/datasets/{version.name}/{version.version}"
+
+
+def analyze_dataset(datasets: DatasetManager, storage: Storage, ref: str, *, refresh: bool = False) -> dict[str, Any]:
+    """The profile of dataset version ``ref`` (``name@version``) with its charts, stored once."""
+    version = datasets.get_ref(ref)
+    prefix = dataset_report_prefix(version)
+    if not refresh and storage.exists(f"{prefix}/profile.json"):
+        return json.loads(storage.get_bytes(f"{prefix}/profile.json"))
+    profile = profile_version(datasets, version)
+    charts = _dataset_charts(profile)
+    for name, data in charts.items():
+        storage.put_bytes(f"{prefix}/{name}", data)
+    profile["charts"] = {name.rsplit(".", 1)[0]: f"{prefix}/{name}" for name in sorted(charts)}
+    profile["created_at"] = time.time()
+    storage.put_bytes(f"{prefix}/profile.json", json.dumps(profile, sort_keys=True).encode())
+    return profile
+
+
+def analyze_drift(
+    *,
+    datasets: DatasetManager,
+    storage: Storage,
+    registry: RegistryClient | RegistryStore,
+    recent: list[PredictionRecord],
+    model: str,
+    version: Optional[int] = None,
+    dataset_ref: Optional[str] = None,
+    split: str = "train",
+) -> dict[str, Any]:
+    """PSI per input feature and for the predicted classes: ``recent`` predictions of ``model``
+    against a split of the dataset its version was trained on (or ``dataset_ref``)."""
+    target = registry.resolve(model, version if version is not None else _default_ref(registry, model))
+    reference_version = datasets.get_ref(dataset_ref or _lineage_dataset(target))
+    live = [r for r in recent if r.features][:MAX_DRIFT_SAMPLES]
+    config = _model_config(storage, target)
+    kind = config["input"]["type"]
+    names = TEXT_FEATURES if kind == "text" else IMAGE_FEATURES
+    if reference_version.kind != ("text" if kind == "text" else "image"):
+        raise InvalidArgument(f"Dataset {reference_version.ref} holds {reference_version.kind} rows; model {model} "
+                              f"takes {kind} inputs")
+    table = datasets.read_split_table(reference_version, split)
+    reference = _reference_features(table, reference_version, config)
+    features = {name: numeric_psi(reference[name], np.array([r.features.get(name, np.nan) for r in live]))
+                for name in names if all(name in r.features for r in live)}
+    labels = reference_version.labels
+    counts = np.bincount(table.column("label").to_numpy(), minlength=len(labels))
+    features["predicted_class"] = categorical_psi(
+        {label: float(n) for label, n in zip(labels, counts)}, [str(r.output.get("label")) for r in live], labels)
+    report_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    prefix = f"reports/analysis/drift/{validate_key(model)}/{report_id}"
+    report: dict[str, Any] = {
+        "id": report_id, "model": model, "version": target.version, "versions_seen": sorted({r.version for r in live}),
+        "dataset": reference_version.ref, "split": split, "reference_samples": table.num_rows,
+        "live_samples": len(live), "live_window": _window(live),
+        **drift_summary(features, len(live)), "features": features,
+    }
+    charts = {f"{name}.svg": _drift_chart(name, f).encode() for name, f in features.items()}
+    for name, data in charts.items():
+        storage.put_bytes(f"{prefix}/{name}", data)
+    report["charts"] = {name.rsplit(".", 1)[0]: f"{prefix}/{name}" for name in sorted(charts)}
+    report["created_at"] = time.time()
+    storage.put_bytes(f"{prefix}/drift.json", json.dumps(report, sort_keys=True).encode())
+    return report
+
+
+def read_chart(storage: Storage, key: str) -> tuple[bytes, str]:
+    """A stored chart and its media type; only keys under ``reports/analysis/`` are charts."""
+    validate_key(key)
+    suffix = key[key.rfind("."):] if "." in key else ""
+    if not key.startswith("reports/analysis/") or suffix not in CHART_TYPES:
+        raise InvalidArgument(f"{key!r} is not an analysis chart")
+    if not storage.exists(key):
+        raise NotFound(f"Chart {key!r} not found")
+    return storage.get_bytes(key), CHART_TYPES[suffix]
+
+
+def _default_ref(registry: RegistryClient | RegistryStore, model: str) -> str:
+    return "production" if "production" in registry.aliases(model) else "latest"
+
+
+def _lineage_dataset(version: ModelVersion) -> str:
+    ref = version.lineage.get("dataset")
+    if not ref:
+        raise NotFound(f"Model version (name={version.name}, version={version.version}) names no dataset in its "
+                       "lineage; give the dataset to compare with")
+    return str(ref)
+
+
+def _model_config(storage: Storage, version: ModelVersion) -> dict[str, Any]:
+    files, _ = read_package_files(storage.get_bytes(version.package_key))
+    return json.loads(files[MODEL_FILE])
+
+
+def _reference_features(table: Any, version: DatasetVersion, config: dict[str, Any]) -> dict[str, np.ndarray]:
+    if version.kind == "text":
+        tokenizer = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+        return text_feature_columns((str(t) for t in table.column("text").to_pylist()), tokenizer)
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in IMAGE_FEATURES}
+    for batch in table_batches(table, 4096):
+        for name, values in image_feature_columns(decode_rows(batch["image"], version.image_shape)).items():
+            columns[name].append(values)
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _window(records: list[PredictionRecord]) -> dict[str, Optional[float]]:
+    times = [r.created_at for r in records]
+    return {"from": min(times) if times else None, "to": max(times) if times else None}
+
+
+def _dataset_charts(profile: dict[str, Any]) -> dict[str, bytes]:
+    labels = profile["labels"]
+    charts: dict[str, bytes] = {}
+    shares = profile["class_balance"]["shares"]
+    charts["class_balance.svg"] = bar_chart_svg("class balance (share of rows)", [shares[label] for label in labels],
+                                                labels).encode()
+    for split, summary in profile["splits"].items():
+        if "mean_image" in summary:
+            charts[f"mean_image_{split}.png"] = grayscale_png(np.array(summary["mean_image"]))
+    train = profile["splits"].get("train", {})
+    if "intensity_histogram" in train:
+        shares_ = train["intensity_histogram"]["shares"]
+        bins = len(shares_)
+        charts["intensity_histogram.svg"] = bar_chart_svg(
+            "train: pixel intensity (share of pixels)", shares_, [f"{i * 256 // bins}" for i in range(bins)]).encode()
+    lengths = profile.get("text", {}).get("lengths", {}).get("train", {}).get("words_histogram")
+    if lengths:
+        charts["text_length.svg"] = bar_chart_svg(
+            "train: words per text", lengths["counts"], [str(b) for b in lengths["bins"]]).encode()
+    return charts
+
+
+def _drift_chart(name: str, feature: dict[str, Any]) -> str:
+    title = f"{name}: PSI {feature['psi']:.3f} ({feature['verdict']})"
+    if "categories" in feature:
+        labels = feature["categories"]
+    else:
+        edges = feature["edges"]
+        labels = [f"<{edges[0]:.3g}"] + [f"{e:.3g}+" for e in edges]
+    return bar_chart_svg(title, feature["reference"], labels, compare=feature["live"])

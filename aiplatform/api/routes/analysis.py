@@ -1,0 +1,57 @@
+"""Data analysis: dataset profiles, drift of live inputs, and their charts."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiplatform.analysis.remote import drift_on_cluster, profile_on_cluster
+from aiplatform.analysis.report import read_chart
+from aiplatform.api.deps import PlatformDep
+from aiplatform.datasets.spec import SPLITS
+from aiplatform.errors import InvalidArgument
+from aiplatform.results.store import MAX_QUERY_LIMIT
+
+router = APIRouter(prefix="/v1/analysis", tags=["analysis"])
+
+
+class DriftRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="registered model whose recent predictions are compared")
+    version: Optional[int] = Field(None, ge=1, description="only this version's predictions (default: all); "
+                                   "also the version whose dataset is the reference (default: production or latest)")
+    dataset: Optional[str] = Field(None, description="reference dataset NAME@VERSION (default: the model's)")
+    split: str = Field("train", description="reference split")
+    limit: int = Field(1000, ge=1, le=MAX_QUERY_LIMIT, description="most recent predictions to compare")
+    since: Optional[float] = Field(None, description="only predictions after this Unix time")
+
+
+@router.get("/datasets/{name}/{version}")
+async def dataset_profile(name: str, version: str, platform: PlatformDep, refresh: bool = False) -> dict[str, Any]:
+    """The profile of a dataset version (computed once, then read back), with chart links."""
+    return _with_chart_urls(await profile_on_cluster(platform.settings, f"{name}@{version}", refresh))
+
+
+@router.post("/drift")
+async def drift(body: DriftRequest, platform: PlatformDep) -> dict[str, Any]:
+    """PSI of recent inputs' features and predicted classes against the reference dataset; stored."""
+    if body.split not in SPLITS:
+        raise InvalidArgument(f"Unknown split {body.split!r}; use one of {list(SPLITS)}")
+    report = await drift_on_cluster(platform.settings, body.model, body.version, body.dataset, body.split,
+                                    body.limit, body.since)
+    return _with_chart_urls(report)
+
+
+@router.get("/charts/{key:path}")
+def chart(key: str, platform: PlatformDep) -> Response:
+    data, media_type = read_chart(platform.storage, key)
+    return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+
+def _with_chart_urls(report: dict[str, Any]) -> dict[str, Any]:
+    report["chart_urls"] = {name: f"/v1/analysis/charts/{key}" for name, key in report.get("charts", {}).items()}
+    return report
