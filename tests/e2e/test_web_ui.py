@@ -111,11 +111,25 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("#notice")).to_contain_text("staging -> ui-cnn v1")
     page.click("#rollback")  # nothing to roll back to: the page says so
     expect(page.locator("#error-text")).to_contain_text("no earlier production version")
+    page.select_option("[data-compress-method='1']", "fp16")
+    page.click("#model-detail tr[data-version='1'] [data-action=compress]")
+    report = page.locator("[data-report=fp16]")
+    expect(report).to_contain_text("Package size", timeout=120_000)
+    expect(report).to_contain_text("registered as v2")  # fp16 keeps accuracy within the gate
+    expect(page.locator("#model-detail tr[data-version='2']")).to_contain_text("parent v1")
     page.screenshot(path=str(SCREENSHOTS / "5-models.png"), full_page=True)
 
     page.click("nav a[data-page=datasets]")
     page.locator("#page a[href^='#datasets/mnist/']").first.click()
     expect(page.locator("svg[data-chart^='train: images per class'] rect")).to_have_count(10)
+    mean_image = page.locator("#profile-charts img[data-chart-image=mean_image_train]")
+    expect(mean_image).to_have_count(1, timeout=60_000)
+    page.wait_for_function("() => { const img = document.querySelector("
+                           "\"#profile-charts img[data-chart-image=mean_image_train]\"); "
+                           "return img && img.complete && img.naturalWidth === 112; }")  # the PNG loaded
+    expect(page.locator("#leakage")).to_contain_text("0 inputs in more than one split")
+    page.click("#drift-run")  # one prediction so far: too few to compare, and the page says so
+    expect(page.locator("#error-text")).to_contain_text("at least 30 recent predictions")
     page.screenshot(path=str(SCREENSHOTS / "6-datasets.png"), full_page=True)
 
 
