@@ -52,8 +52,14 @@ def clean_rows(batch: dict[str, np.ndarray], min_chars: int) -> dict[str, np.nda
 
 
 def first_row(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One row per duplicate group: the first by id order of arrival is as good as any."""
-    return {key: values[:1] for key, values in group.items()}
+    """One row per duplicate group, chosen by content, never by arrival order (which varies from
+    run to run): the label most of the copies carry (ties: the smallest name), then the smallest
+    text. Copies with conflicting labels thus give the same version on every machine."""
+    labels = [str(v) for v in group["label_name"]]
+    counts = collections.Counter(labels)
+    label = min(counts, key=lambda name: (-counts[name], name))
+    pick = min((i for i, name in enumerate(labels) if name == label), key=lambda i: str(group["text"][i]))
+    return {key: values[pick:pick + 1] for key, values in group.items()}
 
 
 def stratified_split(group: dict[str, np.ndarray], spec_json: str, labels: list[str]) -> dict[str, np.ndarray]:

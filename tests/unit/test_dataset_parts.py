@@ -92,3 +92,18 @@ def test_normalize_image_handles_any_size_and_mode() -> None:
     assert normalize_image(png_bytes(rgb, "RGB"), 16, 3, "x").shape == (16, 16, 3)
     with pytest.raises(InvalidArgument, match="not a readable PNG/JPEG"):
         normalize_image(b"\x89PNG\r\n\x1a\n broken", 28, 1, "Image 'x.png'")
+
+
+def test_a_duplicate_group_keeps_the_same_row_whatever_order_its_copies_arrive_in() -> None:
+    import itertools
+
+    from aiplatform.datasets.text_builder import first_row
+
+    copies = [("Great day", "positive"), ("great day", "neutral"), ("GREAT DAY", "positive")]
+    kept = set()
+    for order in itertools.permutations(copies):
+        group = {"id": np.array([7, 7, 7]), "text": np.array([t for t, _ in order], dtype=object),
+                 "label_name": np.array([lab for _, lab in order], dtype=object)}
+        row = first_row(group)
+        kept.add((row["text"][0], row["label_name"][0]))
+    assert kept == {("GREAT DAY", "positive")}  # the majority label, then the smallest text
