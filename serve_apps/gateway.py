@@ -21,6 +21,7 @@ from aiplatform.analysis.features import image_features, text_features
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.errors import InvalidArgument, Unavailable
+from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
@@ -95,7 +96,8 @@ class Gateway:
         self.writer = ResultWriter(self.results.handle,
                                    input_storage=self.storage if settings.serve_store_inputs else None)
         self.batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
-            self._call_model_server, settings.serve_max_batch_size, settings.serve_batches_in_flight
+            self._call_model_server, settings.serve_max_batch_size, settings.serve_batches_in_flight,
+            name=f"gateway-{serve.get_replica_context().replica_tag}",
         )
         self._configs: dict[str, dict[str, Any]] = {}
         self._tokenizers: dict[str, Tokenizer] = {}
@@ -130,6 +132,7 @@ class Gateway:
         ``features`` summarise the input for drift analysis; ``raw_input`` is kept in storage
         when the writer has one."""
         output = {field: answer[field] for field in PREDICTION_FIELDS}
+        count_success(target.name, target.version, latency_ms / 1000, str(output["label"]))
         self.writer.record(PredictionRecord(
             id=request_id, model=target.name, version=target.version,
             input_digest=digest, output=output, latency_ms=latency_ms,
@@ -150,15 +153,23 @@ class Gateway:
         self, name: str, request: Request, version: Optional[int] = None, alias: Optional[str] = None
     ) -> JSONResponse:
         started = time.perf_counter()
-        target, model_id, config = await self._route(name, version, alias)
-        if config["input"]["type"] == "text":
-            raw, text = await self._read_text(request)
-            answer = await self._classify_text(model_id, config, text)
-            features = text_features(text, self._tokenizer(model_id, config))
-        else:
-            raw, image = await self._read_input(request, config)
-            answer = await self.batcher.submit(model_id, image)
-            features = image_features(image)
+        try:
+            target, model_id, config = await self._route(name, version, alias)
+        except Exception as exc:
+            count_failure(UNROUTED, None, exc)  # not a label from the URL: unknown names are unbounded
+            raise
+        try:
+            if config["input"]["type"] == "text":
+                raw, text = await self._read_text(request)
+                answer = await self._classify_text(model_id, config, text)
+                features = text_features(text, self._tokenizer(model_id, config))
+            else:
+                raw, image = await self._read_input(request, config)
+                answer = await self.batcher.submit(model_id, image)
+                features = image_features(image)
+        except Exception as exc:
+            count_failure(name, target.version, exc)
+            raise
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
         output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms, features, raw)
@@ -272,17 +283,22 @@ class Gateway:
 
     async def _v2_infer(self, name: str, version: Optional[int], request: Request) -> dict[str, Any]:
         started = time.perf_counter()
-        target, model_id, config = await self._route(name, version)
-        raw = await request.body()
-        body = _parse_json(raw)
-        if config["input"]["type"] == "text":
-            texts = [check_text(text, "text input") for text in texts_from_infer_request(body)]
-            answers = await asyncio.gather(*(self._classify_text(model_id, config, text) for text in texts))
-            features = [text_features(text, self._tokenizer(model_id, config)) for text in texts]
-        else:
-            images, _ = images_from_infer_request(body, config)
-            answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
-            features = [image_features(image) for image in images]
+        target: Optional[ModelVersion] = None
+        try:
+            target, model_id, config = await self._route(name, version)
+            raw = await request.body()
+            body = _parse_json(raw)
+            if config["input"]["type"] == "text":
+                texts = [check_text(text, "text input") for text in texts_from_infer_request(body)]
+                answers = await asyncio.gather(*(self._classify_text(model_id, config, text) for text in texts))
+                features = [text_features(text, self._tokenizer(model_id, config)) for text in texts]
+            else:
+                images, _ = images_from_infer_request(body, config)
+                answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
+                features = [image_features(image) for image in images]
+        except Exception as exc:
+            count_failure(target.name if target else UNROUTED, target.version if target else None, exc)
+            raise
         request_id = str(body.get("id") or uuid.uuid4().hex)
         latency_ms = (time.perf_counter() - started) * 1000
         digest = hashlib.sha256(raw).hexdigest()

@@ -10,6 +10,7 @@ import torch
 from ray import serve
 
 from aiplatform.errors import IntegrityError
+from aiplatform.monitoring.metrics import inc, observe
 from aiplatform.registry import RegistryClient
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
@@ -49,6 +50,8 @@ class ModelServer:
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_runner(self, model_id: str) -> ModelRunner:
+        # Serve's multiplexing calls this only for a model the replica does not hold.
+        inc("aip_model_cache", event="miss")
         name, _, version = model_id.rpartition(":")
         entry = self.registry.get_version(name, int(version))
         # The registry's sha256 must be storage's record, and get_bytes checks the bytes against
@@ -60,12 +63,14 @@ class ModelServer:
         runner.on_release = lambda: self._forget(model_id)
         self.loaded.add(model_id)
         self.loads += 1
+        observe("aip_model_load_seconds", runner.load_seconds, model=name, version=version)
         return runner
 
     def _forget(self, model_id: str) -> None:
         if model_id in self.loaded:
             self.loaded.discard(model_id)
             self.evictions += 1
+            inc("aip_model_cache", event="eviction")
 
     @serve.batch(max_batch_size=MAX_CALLS_PER_BATCH, batch_wait_timeout_s=0.0)
     async def _predict(self, calls: list[tuple[str, np.ndarray]]) -> list[list[dict[str, Any]]]:
@@ -75,8 +80,12 @@ class ModelServer:
             by_model.setdefault(model_id, []).append(index)
         answers: list[list[dict[str, Any]]] = [[] for _ in calls]
         for model_id, indexes in by_model.items():
+            if model_id in self.loaded:
+                inc("aip_model_cache", event="hit")  # a miss is counted where the model loads
             runner = await self.get_runner(model_id)
             stacked = np.concatenate([calls[i][1] for i in indexes])
+            name, _, version = model_id.rpartition(":")
+            observe("aip_batch_size", len(stacked), model=name, version=version)
             results = iter(runner.predict(stacked))
             for i in indexes:
                 answers[i] = [{**next(results), "batch_size": len(stacked)} for _ in range(len(calls[i][1]))]

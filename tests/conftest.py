@@ -68,6 +68,9 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         _temp_dir=str(temp_dir),
         configure_logging=False,
         runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+        # Metrics reach the nodes' /metrics endpoints within a second (Ray's default is 10 s):
+        # the monitoring and alerting tests read them.
+        _system_config={"metrics_report_interval_ms": 1000},
     )
     try:
         yield

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import ray
 
-from aiplatform.queue.store import Task, TaskStore
+from aiplatform.monitoring.metrics import observe, set_gauge
+from aiplatform.queue.store import RUNNING, STATES, Task, TaskStore
 from aiplatform.runtime import call, call_async, head_actor
 from aiplatform.settings import Settings
 
@@ -24,9 +25,55 @@ class QueueActor(TaskStore):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.resolved_state_dir / "tasks.sqlite")
+        self._export_depth()
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+    # State changes also feed the queue's metrics (depth by state, wait and run times); a retried
+    # call that changes nothing records nothing.
+    def create(self, *args: Any, **kwargs: Any) -> Task:
+        task = super().create(*args, **kwargs)
+        self._export_depth()
+        return task
+
+    def start(self, task_id: str) -> Task:
+        return self._changing(task_id, lambda: super(QueueActor, self).start(task_id))
+
+    def claim(self, task_id: str, ray_job_id: str) -> Task:
+        return self._changing(task_id, lambda: super(QueueActor, self).claim(task_id, ray_job_id))
+
+    def finish(self, task_id: str, state: str, **fields: Any) -> Task:
+        return self._changing(task_id, lambda: super(QueueActor, self).finish(task_id, state, **fields))
+
+    def cancel(self, task_id: str) -> Task:
+        return self._changing(task_id, lambda: super(QueueActor, self).cancel(task_id))
+
+    def interrupt(self, task_id: str, error: str) -> Task:
+        return self._changing(task_id, lambda: super(QueueActor, self).interrupt(task_id, error))
+
+    def report_progress(self, task_id: str, metrics: dict[str, Any]) -> Task:
+        task = super().report_progress(task_id, metrics)
+        if isinstance(metrics.get("samples_per_second"), (int, float)):
+            set_gauge("aip_training_samples_per_second", float(metrics["samples_per_second"]), template=task.template)
+        return task
+
+    def _changing(self, task_id: str, change: Callable[[], Task]) -> Task:
+        before = self.get(task_id).state
+        task = change()
+        if task.state != before:
+            if task.state == RUNNING and task.queued_at is not None and task.started_at is not None:
+                observe("aip_task_wait_seconds", max(0.0, task.started_at - task.queued_at), template=task.template)
+            if task.finished and task.started_at is not None and task.finished_at is not None:
+                observe("aip_task_duration_seconds", max(0.0, task.finished_at - task.started_at),
+                        template=task.template, outcome=task.state)
+            self._export_depth()
+        return task
+
+    def _export_depth(self) -> None:
+        for state, count in self.counts().items():
+            if state in STATES:
+                set_gauge("aip_task_queue_depth", count, state=state)
 
 
 class QueueClient:

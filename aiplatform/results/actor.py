@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import ray
 
+from aiplatform.monitoring.metrics import observe
+
 from aiplatform.results.store import PredictionRecord, ResultStore
 from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
@@ -127,6 +129,9 @@ class ResultWriter:
                         if self._buffer:
                             self._buffer.popleft()
                 self.written += len(batch)
+                committed = time.time()
+                for record in batch:
+                    observe("aip_result_write_lag_seconds", max(0.0, committed - record.created_at))
 
     def _store_inputs(self) -> None:
         while self.input_storage is not None:

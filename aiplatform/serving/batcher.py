@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from aiplatform.errors import Unavailable
+from aiplatform.monitoring.metrics import inc, set_gauge
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -34,7 +35,9 @@ class AdaptiveBatcher(Generic[Item, Answer]):
         max_batch_size: int = 64,
         max_in_flight: int = 2,
         max_waiting: int = 4096,
+        name: str = "batcher",
     ) -> None:
+        """``name`` labels this batcher's queue-depth and rejection metrics."""
         if max_batch_size < 1 or max_in_flight < 1 or max_waiting < 1:
             raise ValueError("max_batch_size, max_in_flight and max_waiting must be at least 1")
         self._call = call
@@ -42,13 +45,17 @@ class AdaptiveBatcher(Generic[Item, Answer]):
         self.max_in_flight = max_in_flight
         self.max_waiting = max_waiting
         self._lanes: dict[str, _Lane[Item, Answer]] = {}
+        self.name = name
+        self._waiting = 0
 
     async def submit(self, key: str, item: Item) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(key, _Lane())
         if len(lane.waiting) >= self.max_waiting:
+            inc("aip_rejected_requests", where=self.name)
             raise Unavailable(f"{len(lane.waiting)} requests already wait for {key}; retry shortly")
         lane.waiting.append((item, future))
+        self._waiting += 1
         self._dispatch(key, lane)
         return await future
 
@@ -56,10 +63,12 @@ class AdaptiveBatcher(Generic[Item, Answer]):
         while lane.waiting and lane.in_flight < self.max_in_flight:
             count = min(len(lane.waiting), self.max_batch_size)
             batch = [lane.waiting.popleft() for _ in range(count)]
+            self._waiting -= count
             lane.in_flight += 1
             asyncio.get_running_loop().create_task(self._run(key, lane, batch))
         if not lane.waiting and lane.in_flight == 0:
             self._lanes.pop(key, None)
+        set_gauge("aip_queued_requests", self._waiting, replica=self.name)
 
     async def _run(self, key: str, lane: _Lane[Item, Answer],
                    batch: list[tuple[Item, "asyncio.Future[Answer]"]]) -> None:

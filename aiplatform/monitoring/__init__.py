@@ -1,0 +1,1 @@
+"""Monitoring: the platform's metrics, Prometheus and Grafana as code, and alerting."""

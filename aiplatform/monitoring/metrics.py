@@ -1,0 +1,118 @@
+"""The platform's metrics, through ``ray.util.metrics``: Ray's metrics agent on every node exports
+them for Prometheus (names prefixed ``ray_``; counters also get ``_total``) and the Ray dashboard
+shows them.
+
+``METRICS`` is the one list of what exists: the process-local metric objects, the Grafana
+dashboards and the alert rules are all built from it, so a panel cannot name a metric that is
+never recorded. Objects are made on first use in each process (a Ray worker, actor or replica).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+DURATION_BOUNDARIES_S = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200]
+PROMETHEUS_PREFIX = "ray_"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its ``ray.util.metrics`` kind, name, help text and tag keys."""
+
+    kind: str  # counter | gauge | histogram
+    name: str
+    description: str
+    tags: tuple[str, ...] = ()
+    boundaries: Optional[tuple[float, ...]] = None
+
+    @property
+    def prometheus_name(self) -> str:
+        """The series name in Prometheus (histograms add ``_bucket``/``_sum``/``_count``)."""
+        return PROMETHEUS_PREFIX + self.name + ("_total" if self.kind == "counter" else "")
+
+
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
+    # serving
+    MetricSpec("counter", "aip_requests", "Prediction requests by model, version and outcome "
+               "(ok, client_error, server_error, rejected)", ("model", "version", "outcome")),
+    MetricSpec("histogram", "aip_request_latency_seconds", "Prediction latency at the gateway",
+               ("model", "version"), tuple(LATENCY_BOUNDARIES_S)),
+    MetricSpec("counter", "aip_predicted_class", "Predictions by predicted class",
+               ("model", "version", "label")),
+    MetricSpec("histogram", "aip_batch_size", "Inputs per forward pass on the model servers", ("model", "version"),
+               tuple(BATCH_BOUNDARIES)),
+    MetricSpec("histogram", "aip_model_load_seconds", "Time to fetch, verify and load a package on a model server",
+               ("model", "version"), tuple(LATENCY_BOUNDARIES_S)),
+    MetricSpec("counter", "aip_model_cache", "Model-server cache events (hit, miss, eviction)", ("event",)),
+    MetricSpec("gauge", "aip_queued_requests", "Requests waiting in a gateway's batcher", ("replica",)),
+    MetricSpec("counter", "aip_rejected_requests", "Requests refused because a queue was full", ("where",)),
+    MetricSpec("histogram", "aip_result_write_lag_seconds", "From a prediction to its result being committed",
+               (), tuple(LATENCY_BOUNDARIES_S)),
+    # tasks and training
+    MetricSpec("gauge", "aip_task_queue_depth", "Tasks by state", ("state",)),
+    MetricSpec("histogram", "aip_task_wait_seconds", "From queued to started, by template", ("template",),
+               tuple(DURATION_BOUNDARIES_S)),
+    MetricSpec("histogram", "aip_task_duration_seconds", "From started to finished, by template and outcome",
+               ("template", "outcome"), tuple(DURATION_BOUNDARIES_S)),
+    MetricSpec("gauge", "aip_training_samples_per_second", "Training throughput of the last epoch", ("template",)),
+    # data and alerts
+    MetricSpec("gauge", "aip_drift_score", "Population stability index of the last drift analysis",
+               ("model", "feature")),
+    MetricSpec("counter", "aip_alerts", "Alerts raised, by rule and severity", ("rule", "severity")),
+)}
+
+logger = logging.getLogger(__name__)
+_lock = threading.Lock()
+_objects: dict[str, Any] = {}
+_failed: set[str] = set()
+
+
+def metric(name: str) -> Any:
+    """This process's ``ray.util.metrics`` object for ``name`` (made on first use)."""
+    existing = _objects.get(name)
+    if existing is not None:
+        return existing
+    from ray.util import metrics as ray_metrics
+
+    spec = METRICS[name]
+    with _lock:
+        if name not in _objects:
+            if spec.kind == "counter":
+                _objects[name] = ray_metrics.Counter(spec.name, description=spec.description, tag_keys=spec.tags)
+            elif spec.kind == "gauge":
+                _objects[name] = ray_metrics.Gauge(spec.name, description=spec.description, tag_keys=spec.tags)
+            else:
+                _objects[name] = ray_metrics.Histogram(spec.name, description=spec.description,
+                                                       boundaries=list(spec.boundaries or ()), tag_keys=spec.tags)
+        return _objects[name]
+
+
+def inc(name: str, value: float = 1.0, **tags: Any) -> None:
+    _safely(name, lambda: metric(name).inc(value, tags=_tags(tags)))
+
+
+def observe(name: str, value: float, **tags: Any) -> None:
+    _safely(name, lambda: metric(name).observe(value, tags=_tags(tags)))
+
+
+def set_gauge(name: str, value: float, **tags: Any) -> None:
+    _safely(name, lambda: metric(name).set(value, tags=_tags(tags)))
+
+
+def _tags(tags: dict[str, Any]) -> dict[str, str]:
+    return {key: str(value) for key, value in tags.items()}
+
+
+def _safely(name: str, record: Any) -> None:
+    """A metric must never fail the work it measures; a failing one is logged once per process."""
+    try:
+        record()
+    except Exception:  # noqa: BLE001 - metrics are best effort by design
+        if name not in _failed:
+            _failed.add(name)
+            logger.warning("metric %s could not be recorded", name, exc_info=True)

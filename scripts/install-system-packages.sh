@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the test suite runs for real: Chromium for the browser test (Playwright drives
+# it; `playwright install` is never run, so no browser is downloaded from outside the package
+# registries) and Prometheus for the monitoring test (started by the test itself on 127.0.0.1).
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}" \
+  || { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; }

@@ -1,0 +1,140 @@
+"""The platform's metrics in a real Prometheus (Debian's package, started here on 127.0.0.1 with a
+temporary config that discovers Ray's targets from Ray's own service-discovery file)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml
+from aiplatform.queue import QueueClient
+from aiplatform.settings import Settings
+from tests.factories import free_port, make_task, register_versions, served_platform
+
+PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
+                                reason="needs Debian's prometheus: scripts/install-system-packages.sh")
+METRICS_WAIT_S = 90
+
+
+@pytest.fixture(scope="module")
+def prometheus(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusClient]:
+    import ray
+
+    session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
+    discovery = session_dir / SERVICE_DISCOVERY_FILE
+    deadline = time.monotonic() + 30
+    while not discovery.exists():  # Ray's dashboard writes it every few seconds
+        assert time.monotonic() < deadline, f"Ray wrote no {discovery}"
+        time.sleep(0.5)
+    folder = tmp_path_factory.mktemp("prometheus")
+    config = folder / "prometheus.yml"
+    config.write_text(prometheus_yaml(discovery, scrape_interval_s=1, refresh_interval_s=1))
+    port = free_port()
+    process = subprocess.Popen(
+        [PROMETHEUS or "prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=(folder / "prometheus.log").open("w"))
+    client = PrometheusClient(f"http://127.0.0.1:{port}")
+    try:
+        client.wait_ready()
+        yield client
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _eventually(query: Callable[[], list[dict[str, Any]]], check: Callable[[list[dict[str, Any]]], bool],
+                what: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + METRICS_WAIT_S
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = query()
+        if check(result):
+            return result
+        time.sleep(1)
+    raise AssertionError(f"{what}: Prometheus answered {result}")
+
+
+def _value(result: list[dict[str, Any]]) -> float:
+    return sum(r["value"] for r in result)
+
+
+def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
+        prometheus: PrometheusClient, ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = Settings(home=tmp_path_factory.mktemp("monitoring"), ray_namespace=f"mon-{uuid.uuid4().hex[:8]}")
+    model = f"mon-{uuid.uuid4().hex[:6]}"
+    register_versions(settings, model, count=1)
+    image = np.random.default_rng(0).integers(0, 255, (8, 8, 1)).tolist()
+    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
+        for _ in range(12):
+            assert api.post(f"/v1/models/{model}/predict", json={"array": image}).status_code == 200
+        for _ in range(3):  # pixel values out of range: the client's error
+            assert api.post(f"/v1/models/{model}/predict", json={"array": [[300, 1], [1, 1]]}).status_code == 400
+        assert api.post("/v1/models/no-such-model/predict", json={"array": image}).status_code == 404
+
+        queue = QueueClient.connect(settings)
+        template = "cnn-classification"
+        task = make_task(queue, start=True)
+        queue.claim(task.id, f"aip-task-{task.id}-1")
+        queue.finish(task.id, "SUCCEEDED", result={"model": model, "version": 1})
+
+        up = _eventually(lambda: prometheus.query('up{job="ray"}'), lambda r: len(r) >= 1 and _value(r) >= 1,
+                         "Ray's targets are scraped")
+        assert all(t["labels"]["instance"].startswith("127.0.0.1:") for t in prometheus.targets())
+        ok = _eventually(lambda: prometheus.query(f'sum(ray_aip_requests_total{{model="{model}",version="1",outcome="ok"}})'),
+                         lambda r: _value(r) == 12, "12 good predictions")
+        assert ok
+        _eventually(lambda: prometheus.query(f'sum(ray_aip_requests_total{{model="{model}",outcome="client_error"}})'),
+                    lambda r: _value(r) == 3, "3 client errors")
+        _eventually(lambda: prometheus.query('sum(ray_aip_requests_total{model="unrouted",outcome="client_error"})'),
+                    lambda r: _value(r) >= 1, "the unknown model, without its name as a label")
+        p99 = _eventually(lambda: prometheus.query(
+            f'histogram_quantile(0.99, sum by (le, model, version) (ray_aip_request_latency_seconds_bucket{{model="{model}"}}))'),
+            lambda r: len(r) == 1, "a latency p99 per model and version")
+        assert 0 < p99[0]["value"] < 10 and p99[0]["metric"]["version"] == "1"
+        classes = _eventually(lambda: prometheus.query(f'ray_aip_predicted_class_total{{model="{model}"}}'),
+                              lambda r: round(_value(r)) == 12, "the predicted classes")
+        assert {r["metric"]["label"] for r in classes} <= {"0", "1", "2"}
+        _eventually(lambda: prometheus.query(f'sum(ray_aip_batch_size_count{{model="{model}"}})'),
+                    lambda r: _value(r) >= 1, "batch sizes")
+        _eventually(lambda: prometheus.query(f'sum(ray_aip_model_load_seconds_count{{model="{model}"}})'),
+                    lambda r: _value(r) >= 1, "model load times")
+        _eventually(lambda: prometheus.query('sum(ray_aip_model_cache_total{event="miss"})'),
+                    lambda r: _value(r) >= 1, "cache misses")
+        _eventually(lambda: prometheus.query('sum(ray_aip_result_write_lag_seconds_count)'),
+                    lambda r: _value(r) >= 12, "result-store write lag")
+        _eventually(lambda: prometheus.query('ray_aip_task_queue_depth{state="SUCCEEDED"}'),
+                    lambda r: _value(r) >= 1, "the queue's depth by state")
+        _eventually(lambda: prometheus.query(f'sum(ray_aip_task_wait_seconds_count{{template="{template}"}})'),
+                    lambda r: _value(r) >= 1, "task wait times by template")
+        _eventually(lambda: prometheus.query(
+            f'sum(ray_aip_task_duration_seconds_count{{template="{template}",outcome="SUCCEEDED"}})'),
+            lambda r: _value(r) >= 1, "task durations by template and outcome")
+
+
+def test_every_dashboard_query_is_valid_promql_for_the_real_prometheus(prometheus: PrometheusClient) -> None:
+    from aiplatform.monitoring.dashboards import all_dashboards
+
+    for uid, model in all_dashboards().items():
+        for panel in model["panels"]:
+            for target in panel["targets"]:
+                prometheus.query(target["expr"])  # InvalidArgument if Prometheus cannot parse it
+
+
+def test_a_bad_query_and_a_stopped_prometheus_are_clear_errors(prometheus: PrometheusClient) -> None:
+    from aiplatform.errors import InvalidArgument, Unavailable
+
+    with pytest.raises(InvalidArgument, match="Prometheus refused"):
+        prometheus.query("sum(")
+    with pytest.raises(Unavailable, match="cannot be reached"):
+        PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout_s=2).query("up")
