@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from aip.monitoring_cli import add_monitoring_commands
 from aip.tasks_cli import add_tasks_commands
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.settings import Settings
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=cmd_models_compress)
 
     add_tasks_commands(commands)
+    add_monitoring_commands(commands)
 
     predict = commands.add_parser("predict", help="classify a file through the gateway")
     predict.add_argument("file")

@@ -11,6 +11,9 @@ fi
 stamp=.venv/.aiplatform-installed
 wanted="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  # urllib3-future (grafana-client -> niquests) from source, so it installs beside the real urllib3
+  # instead of replacing it at every interpreter start (its wheel's .pth does that).
+  URLLIB3_NO_OVERRIDE=1 .venv/bin/python -m pip install --quiet --no-binary urllib3-future \
+    -c constraints.txt -e ".[dev]"
   echo "$wanted" > "$stamp"
 fi

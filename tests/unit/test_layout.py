@@ -28,3 +28,14 @@ def test_serve_config_is_valid_for_serve_deploy() -> None:
     app = config.applications[0]
     assert app.import_path == "serve_apps.app:app"
     assert config.http_options.host == "127.0.0.1"
+
+
+def test_the_real_urllib3_is_installed_beside_urllib3_future() -> None:
+    """grafana-client's niquests needs urllib3-future, whose wheel replaces urllib3 itself (which
+    botocore, requests and Ray use); scripts/install.sh installs it beside it instead."""
+    from importlib import metadata
+
+    import urllib3
+
+    assert urllib3.__version__ == metadata.version("urllib3")
+    assert not any(p.name == "urllib3_future.pth" for p in metadata.distribution("urllib3-future").files or [])
