@@ -160,8 +160,9 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 
 def deploy_platform(settings: Settings) -> None:
-    """Head-node actors (registry, results, task queue, scheduler), then the Serve app (gateway +
-    model servers) on 127.0.0.1."""
+    """Head-node actors (registry, results, task queue, scheduler, alert engine), then the Serve
+    app (gateway + model servers) on 127.0.0.1."""
+    from aiplatform.alerting.actor import AlertsClient
     from aiplatform.queue import QueueClient
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultsClient
@@ -172,6 +173,7 @@ def deploy_platform(settings: Settings) -> None:
     ResultsClient.connect(settings).count()
     QueueClient.connect(settings).counts()
     ensure_scheduler(settings)  # its first round marks tasks of a previous run interrupted
+    AlertsClient.connect(settings).status()
     start_app(settings)
 
 
@@ -188,6 +190,7 @@ def up(settings: Settings) -> dict[str, str]:
         "Ray dashboard": f"http://127.0.0.1:{settings.dashboard_port}",
         "ray job submit --address": f"http://127.0.0.1:{settings.dashboard_port}",
         "auth token file (RAY_AUTH_MODE=token)": str(token_path()),
+        "Prometheus config (discovers this Ray)": "aip monitoring prometheus-config",
     }
 
 

@@ -6,6 +6,8 @@ then loads weights into it.
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any, Callable
 
 import torch
@@ -98,7 +100,35 @@ def _build_bag(arch: dict[str, Any]) -> nn.Module:
     )
 
 
-ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {"cnn": _build_cnn, "embedding-bag": _build_bag}
+class FaultInjection(nn.Module):
+    """Another architecture, made slower (``delay_ms`` per forward pass) or failing (a share
+    ``error_rate`` of forward passes raise): for rehearsing alerting, canary rollback and SLOs
+    with a real package on real servers. Never produced by training."""
+
+    def __init__(self, inner: nn.Module, *, delay_ms: float = 0.0, error_rate: float = 0.0) -> None:
+        super().__init__()
+        if delay_ms < 0 or not 0.0 <= error_rate <= 1.0:
+            raise InvalidArgument("fault-injection needs delay_ms >= 0 and 0 <= error_rate <= 1")
+        self.inner = inner
+        self.delay_ms = float(delay_ms)
+        self.error_rate = float(error_rate)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.delay_ms:
+            time.sleep(self.delay_ms / 1000)
+        if self.error_rate and random.random() < self.error_rate:
+            raise RuntimeError(f"fault injection: this forward pass fails (error_rate {self.error_rate:g})")
+        return self.inner(inputs)
+
+
+def _build_fault_injection(arch: dict[str, Any]) -> nn.Module:
+    return FaultInjection(build_model(dict(arch["inner"])), delay_ms=float(arch.get("delay_ms", 0.0)),
+                          error_rate=float(arch.get("error_rate", 0.0)))
+
+
+ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "cnn": _build_cnn, "embedding-bag": _build_bag, "fault-injection": _build_fault_injection,
+}
 
 
 def build_model(architecture: dict[str, Any]) -> nn.Module:

@@ -6,6 +6,7 @@ Entrypoints build it once (``Settings()``) and pass values down; library code ne
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -101,6 +102,18 @@ class Settings(BaseSettings):
     """CPUs a Ray task that the API starts for compression or analysis reserves (below 1, like
     training workers, so that it starts next to the Serve replicas on a 2-core machine)."""
 
+    alert_interval_s: float = Field(10.0, gt=0, le=3600)
+    """How often the alert engine scrapes the metrics and evaluates its rules."""
+    alert_rules_file: Optional[Path] = None
+    """YAML list of alert rules (see ``aiplatform.alerting.rules``); unset: the default rules
+    with the thresholds below."""
+    alert_webhooks: list[str] = Field(default_factory=list)
+    """URLs that get every alert change as a JSON POST (``AIP_ALERT_WEBHOOKS='["https://..."]'``)."""
+    alert_latency_p99_s: float = Field(0.5, gt=0)
+    alert_error_rate: float = Field(0.05, gt=0, le=1)
+    alert_queue_wait_s: float = Field(600.0, gt=0)
+    alert_drift_psi: float = Field(0.25, gt=0)
+
     max_package_bytes: int = 2 * 1024**3
     max_package_entry_bytes: int = 1 * 1024**3
 
@@ -110,6 +123,17 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("train_worker_cpus must be > 0")
         return value
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _webhook_urls(cls, urls: list[str]) -> list[str]:
+        from urllib.parse import urlparse
+
+        for url in urls:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"webhook URL {url!r} must be an absolute http(s) URL")
+        return urls
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> "Settings":
@@ -123,10 +147,17 @@ class Settings(BaseSettings):
         are left out: they would show in the dashboard's job details; jobs get them from the
         cluster's environment (or an instance role), like every other Ray worker."""
         env = {}
-        secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key"}
+        # Webhook URLs often carry tokens, and jobs do not send alerts.
+        secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key", "alert_webhooks"}
         for name, value in self.model_dump(exclude=secret).items():
-            if value is not None:
-                env[f"AIP_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                env[f"AIP_{name.upper()}"] = str(value).lower()
+            elif isinstance(value, (list, dict)):
+                env[f"AIP_{name.upper()}"] = json.dumps(value)
+            else:
+                env[f"AIP_{name.upper()}"] = str(value)
         return env
 
     @property

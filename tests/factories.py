@@ -40,8 +40,10 @@ def png_bytes(array, mode: str = "L") -> bytes:  # type: ignore[no-untyped-def]
     return buffer.getvalue()
 
 
-def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0) -> bytes:
-    """A small valid CNN package with random weights."""
+def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_ms: float = 0.0,
+                 error_rate: float = 0.0) -> bytes:
+    """A small valid CNN package with random weights; ``delay_ms`` / ``error_rate`` wrap it in
+    the fault-injection architecture (slower, or failing some forward passes)."""
     import torch
 
     from aiplatform.architectures import build_model
@@ -53,6 +55,9 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0) -> byt
         "type": "cnn", "in_channels": 1, "image_size": 8, "num_classes": num_classes,
         "conv_channels": [4], "kernel_size": 3, "hidden_units": 8, "dropout": 0.0,
     }
+    if delay_ms or error_rate:
+        architecture = {"type": "fault-injection", "delay_ms": delay_ms, "error_rate": error_rate,
+                        "inner": architecture}
     model = build_model(architecture)
     return build_package(
         model_config={
@@ -65,6 +70,18 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0) -> byt
         metrics={"test_accuracy": 0.5},
         lineage={"method": "test"},
     )
+
+
+def register_package(settings, name: str, **package_options) -> int:  # type: ignore[no-untyped-def]
+    """Store and register one ``make_package(name, **package_options)``; returns its version."""
+    from aiplatform.registry import RegistryClient
+    from aiplatform.storage import sha256_bytes, storage_from_settings
+
+    data = make_package(name=name, **package_options)
+    key = f"packages/{name}/{sha256_bytes(data)[:16]}.zip"
+    storage_from_settings(settings).put_bytes(key, data)
+    return RegistryClient.connect(settings).register_version(
+        name, package_key=key, sha256=sha256_bytes(data), template="cnn-classification").version
 
 
 def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> list[int]:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict
 
 def drift(settings: Settings, model: str, version: Optional[int] = None, dataset_ref: Optional[str] = None,
           split: str = "train", limit: int = 1000, since: Optional[float] = None) -> dict[str, Any]:
+    from aiplatform.alerting.actor import AlertsClient
     from aiplatform.analysis.report import analyze_drift
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryClient
@@ -30,9 +31,12 @@ def drift(settings: Settings, model: str, version: Optional[int] = None, dataset
 
     storage = storage_from_settings(settings)
     recent = ResultsClient.connect(settings).query(model=model, version=version, since=since, limit=limit)
-    return analyze_drift(datasets=DatasetManager(storage, settings.s3_storage_options), storage=storage,
-                         registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
-                         dataset_ref=dataset_ref, split=split)
+    report = analyze_drift(datasets=DatasetManager(storage, settings.s3_storage_options), storage=storage,
+                           registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
+                           dataset_ref=dataset_ref, split=split)
+    # The alert engine raises drift alerts from the latest scores (and exports them as a metric).
+    AlertsClient.connect(settings).record_drift(model, {name: f["psi"] for name, f in report["features"].items()})
+    return report
 
 
 async def profile_on_cluster(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict[str, Any]:

@@ -8,12 +8,12 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
 from aiplatform.api.errors import install_error_handlers
-from aiplatform.api.routes import analysis, datasets, models, results, tasks, templates
+from aiplatform.api.routes import alerts, analysis, datasets, models, results, tasks, templates
 from aiplatform.errors import NotFound
 
 STATIC_DIR = Path(__file__).parent / "static"
 UI_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-ROUTERS = (templates.router, tasks.router, models.router, datasets.router, results.router, analysis.router)
+ROUTERS = (templates.router, tasks.router, models.router, datasets.router, results.router, analysis.router, alerts.router)
 
 
 def include_api(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Callable, Optional
 
 from fastapi import Depends
 
+from aiplatform.alerting.actor import AlertsClient
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
 from aiplatform.queue import QueueClient
@@ -27,6 +28,7 @@ class Platform:
     tasks: TaskManager
     storage: Storage
     datasets: DatasetManager
+    alerts: AlertsClient
     warm: Callable[[str], None]
     """Loads ``name:version`` on the model servers before an alias moves to it."""
 
@@ -41,6 +43,7 @@ class Platform:
             tasks=TaskManager(QueueClient.connect(settings), RayJobs(settings), settings, wake_scheduler),
             storage=storage,
             datasets=DatasetManager(storage, settings.s3_storage_options),
+            alerts=AlertsClient.connect(settings),
             warm=warm,
         )
 

@@ -23,7 +23,7 @@ TRAINING_TIMEOUT_MS = 300_000
 
 # Skipped on a developer machine without the browser; CI (which installs it) never skips it.
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium: scripts/install-browser.sh")
+                                reason="needs Debian's chromium: scripts/install-system-packages.sh")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,11 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     page.click("#drift-run")  # one prediction so far: too few to compare, and the page says so
     expect(page.locator("#error-text")).to_contain_text("at least 30 recent predictions")
     page.screenshot(path=str(SCREENSHOTS / "6-datasets.png"), full_page=True)
+
+    page.click("nav a[data-page=alerts]")
+    expect(page.locator("h2")).to_have_text("Alerts")
+    expect(page.locator("#page table").nth(1).locator("tbody tr")).to_have_count(8)  # the default rules
+    page.screenshot(path=str(SCREENSHOTS / "9-alerts.png"), full_page=True)
 
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"

@@ -125,7 +125,8 @@ def test_int8_compression_registers_a_smaller_version_that_serves(text_model: di
     report = answer.json()["report"]
     assert report["registered"] and report["parent_version"] == 1 and report["method"] == "int8"
     assert report["size_bytes"]["after"] < 0.35 * report["size_bytes"]["before"]
-    assert report["accuracy_drop"] <= 0.01 and report["metrics"]["after"]["test_samples"] == 3720
+    test_rows = text_model["outcome"].dataset.rows("test")
+    assert report["accuracy_drop"] <= 0.01 and report["metrics"]["after"]["test_samples"] == test_rows
     assert set(report["latency_ms"]) == {"batch_1", "batch_32"}
     new = report["version"]
     version = api.get(f"/v1/models/tweets-text/versions/{new}").json()
@@ -226,6 +227,13 @@ def test_drift_is_stable_for_tweets_like_the_training_data_and_significant_for_s
     _wait_for_results(api, shifted_at, len(shifted))
     report = api.post("/v1/analysis/drift", json={"model": "tweets-text", "since": shifted_at}).json()
     assert report["verdict"] == "significant" and {"oov_rate", "tokens", "chars"} <= set(report["drifted"])
+
+    # The alert engine hears of it: a drift alert per drifted feature, on the next evaluation.
+    evaluation = api.post("/v1/alerts/evaluate").json()
+    drift_alerts = {a["labels"]["feature"] for a in evaluation["fired"] if a["rule"] == "drift-significant"}
+    assert {"oov_rate", "tokens", "chars"} <= drift_alerts, evaluation["signals"]
+    firing = api.get("/v1/alerts", params={"state": "firing", "rule": "drift-significant"}).json()["alerts"]
+    assert all(a["labels"]["model"] == "tweets-text" for a in firing) and len(firing) >= 3
 
 
 def test_bad_drift_requests_are_refused_by_name(text_model: dict[str, Any]) -> None:

@@ -546,6 +546,40 @@ function driftReport(r) {
       h("figure", {}, h("img", { src: url, alt: chart, "data-chart-image": chart }), h("figcaption", {}, chart)))));
 }
 
+// -- alerts -----------------------------------------------------------------------------------
+// Firing alerts show on every page (a banner and a count in the menu), refreshed on their own timer.
+const ALERT_POLL_MS = 5000;
+async function refreshAlertBanner() {
+  let firing = [];
+  try { ({ alerts: firing } = await api("GET", "/v1/alerts?state=firing&limit=50")); } catch (_) { return; }
+  const banner = document.getElementById("alert-banner");
+  const count = document.getElementById("alert-count");
+  count.textContent = firing.length; count.hidden = !firing.length;
+  banner.hidden = !firing.length;
+  banner.replaceChildren(...firing.slice(0, 3).map((a) => h("div", { class: `alert-line severity-${a.severity}`, "data-alert-rule": a.rule },
+    h("strong", {}, `${a.severity}: ${a.rule}`), ` — ${a.message} `, h("a", { href: "#alerts" }, "details"))),
+    firing.length > 3 ? h("div", {}, `and ${firing.length - 3} more`) : "");
+}
+
+async function alertsPage() {
+  const root = page();
+  const [{ alerts }, { rules }] = await Promise.all([api("GET", "/v1/alerts?limit=200"), api("GET", "/v1/alerts/rules")]);
+  root.replaceChildren(h("h2", {}, "Alerts"),
+    h("section", { class: "card" }, h("table", { id: "alert-table" },
+      h("thead", {}, h("tr", {}, ["State", "Severity", "Rule", "Message", "Started", "Resolved"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, alerts.map((a) => h("tr", { "data-alert": a.id, "data-state": a.state, class: `severity-${a.severity}` },
+        h("td", {}, a.state), h("td", {}, a.severity), h("td", {}, a.rule), h("td", {}, a.message),
+        h("td", {}, fmtTime(a.started_at)), h("td", {}, fmtTime(a.resolved_at))))))),
+    alerts.length ? "" : h("p", { class: "muted" }, "No alerts so far."),
+    h("h3", {}, "Rules"),
+    h("section", { class: "card" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Rule", "Kind", "Signal", "Condition", "Severity"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rules.map((r) => h("tr", {}, h("td", {}, r.name), h("td", {}, r.kind), h("td", {}, r.signal),
+        h("td", {}, r.kind === "anomaly" ? `${r.sensitivity} MADs over ${r.window} values` :
+          `${r.op} ${r.threshold}${r.kind === "trend" ? ` within ${r.horizon_s} s` : ""}`), h("td", {}, r.severity)))))));
+  poll(() => alertsPage().catch(showError));
+}
+
 // -- routing ----------------------------------------------------------------------------------
 function poll(fn) { stopPolling(); pollTimer = setInterval(fn, POLL_MS); }
 function stopPolling() { if (pollTimer) clearInterval(pollTimer); pollTimer = null; }
@@ -560,6 +594,7 @@ async function route() {
     else if (name === "inference") await inferencePage();
     else if (name === "models") await modelsPage(arg);
     else if (name === "datasets") await datasetsPage(arg);
+    else if (name === "alerts") await alertsPage();
     else await trainingPage();
   } catch (err) { showError(err); }
 }
@@ -567,3 +602,5 @@ async function route() {
 document.getElementById("error-close").addEventListener("click", clearError);
 window.addEventListener("hashchange", () => { clearError(); route(); });
 route();
+refreshAlertBanner();
+setInterval(refreshAlertBanner, ALERT_POLL_MS);

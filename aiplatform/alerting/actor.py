@@ -1,0 +1,155 @@
+"""The alert engine as a detached, head-pinned Ray actor, and the client every process uses.
+
+Every ``alert_interval_s`` it scrapes the platform's metrics from each node's Ray metrics agent,
+turns the interval into signals, applies the rules, checks canaries against production (rolling
+back a bad one), and sends due webhook deliveries. On failure: Ray restarts it
+(``max_restarts=-1``); the alerts and the webhook outbox are in ``alerts.sqlite``, so nothing
+acknowledged is lost and no open alert is opened twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+import ray
+
+from aiplatform.alerting.canary import CanaryGuard
+from aiplatform.alerting.engine import AlertEngine
+from aiplatform.alerting.notify import WebhookNotifier
+from aiplatform.alerting.rules import Rule, default_rules, load_rules_file
+from aiplatform.alerting.store import Alert, AlertStore
+from aiplatform.monitoring.scrape import Snapshot, scrape
+from aiplatform.monitoring.metrics import set_gauge
+from aiplatform.monitoring.signals import Signal, compute_signals, drift_signals
+from aiplatform.runtime import call, head_actor
+from aiplatform.settings import Settings
+
+logger = logging.getLogger(__name__)
+ALERT_ACTOR_NAME = "alert-engine"
+CANARY_RULE = "canary-rollback"
+
+
+def rules_from_settings(settings: Settings) -> list[Rule]:
+    if settings.alert_rules_file is not None:
+        return load_rules_file(settings.alert_rules_file)
+    return default_rules(latency_p99_s=settings.alert_latency_p99_s, error_rate=settings.alert_error_rate,
+                         queue_wait_s=settings.alert_queue_wait_s, drift_psi=settings.alert_drift_psi)
+
+
+def metrics_targets() -> list[str]:
+    """Every live node's metrics agent (where the platform's metrics are exported)."""
+    return [f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}" for node in ray.nodes()
+            if node.get("Alive") or node.get("alive")]
+
+
+class AlertActor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = AlertStore(settings.resolved_state_dir / "alerts.sqlite")
+        self.engine = AlertEngine(rules_from_settings(settings), self.store, settings.alert_webhooks)
+        self.notifier = WebhookNotifier(self.store)
+        self._canaries: Optional[CanaryGuard] = None
+        self._previous: Optional[Snapshot] = None
+        self._lock = threading.Lock()
+        self.last_signals: list[Signal] = []
+        self.evaluations = 0
+        self._drift: dict[tuple[str, str], float] = {}
+        threading.Thread(target=self._loop, name="alert-engine", daemon=True).start()
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def evaluate_now(self) -> dict[str, Any]:
+        """One evaluation at once (the loop does the same every interval)."""
+        with self._lock:
+            snapshot = scrape(metrics_targets())
+            signals = compute_signals(self._previous, snapshot) + drift_signals(self._drift)
+            self._previous = snapshot
+            result = self.engine.evaluate(signals, snapshot.at)
+            rolled_back = self._check_canaries(signals, snapshot.at)
+            self.notifier.deliver_due()
+            self.last_signals = signals
+            self.evaluations += 1
+        return {"at": snapshot.at, "signals": {s.key: s.value for s in signals},
+                "fired": [a.to_dict() for a in result.fired], "resolved": [a.to_dict() for a in result.resolved],
+                "rolled_back": rolled_back}
+
+    def record_drift(self, model: str, scores: dict[str, float]) -> None:
+        """The PSI per feature of a model's latest drift analysis (exported as ``aip_drift_score``)."""
+        with self._lock:
+            for feature, score in scores.items():
+                self._drift[(model, feature)] = float(score)
+                set_gauge("aip_drift_score", float(score), model=model, feature=feature)
+
+    def query(self, **filters: Any) -> list[Alert]:
+        return self.store.query(**filters)
+
+    def get(self, alert_id: str) -> Alert:
+        return self.store.get(alert_id)
+
+    def rules(self) -> list[dict[str, Any]]:
+        return [rule.model_dump() for rule in self.engine.rules]
+
+    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
+        return self.store.deliveries(alert_id)
+
+    def status(self) -> dict[str, Any]:
+        return {"evaluations": self.evaluations, "interval_s": self.settings.alert_interval_s,
+                "signals": {s.key: s.value for s in self.last_signals}, "webhooks": len(self.settings.alert_webhooks)}
+
+    def _check_canaries(self, signals: list[Signal], now: float) -> list[dict[str, Any]]:
+        if self._canaries is None:
+            from aiplatform.registry import RegistryClient
+
+            self._canaries = CanaryGuard(RegistryClient.connect(self.settings))
+        rolled_back = []
+        for model, version, reason in self._canaries.check(signals):
+            self.engine.raise_alert(CANARY_RULE, f"{CANARY_RULE}{{model={model},version={version}}}",
+                                    {"model": model, "version": str(version)}, "critical",
+                                    f"Rolled back the canary of {model}: {reason}; all traffic follows production",
+                                    None, now)
+            rolled_back.append({"model": model, "version": version, "reason": reason})
+        return rolled_back
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.settings.alert_interval_s)
+            try:
+                self.evaluate_now()
+            except Exception:  # noqa: BLE001 - one bad interval must not stop alerting
+                logger.exception("alert evaluation failed; trying again next interval")
+
+
+class AlertsClient:
+    """Synchronous access to the alert actor; platform errors are raised as themselves."""
+
+    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
+        self.handle = handle
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "AlertsClient":
+        return cls(head_actor(AlertActor, ALERT_ACTOR_NAME, settings))
+
+    def evaluate_now(self) -> dict[str, Any]:
+        return call(self.handle.evaluate_now)
+
+    def record_drift(self, model: str, scores: dict[str, float]) -> None:
+        call(self.handle.record_drift, model, scores)
+
+    def query(self, **filters: Any) -> list[Alert]:
+        return call(self.handle.query, **filters)
+
+    def get(self, alert_id: str) -> Alert:
+        return call(self.handle.get, alert_id)
+
+    def rules(self) -> list[dict[str, Any]]:
+        return call(self.handle.rules)
+
+    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
+        return call(self.handle.deliveries, alert_id)
+
+    def status(self) -> dict[str, Any]:
+        return call(self.handle.status)

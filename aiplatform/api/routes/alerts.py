@@ -1,0 +1,41 @@
+"""Alerts: what fired, when, and whether it resolved; the rules; one evaluation on demand."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter, Query
+
+from aiplatform.alerting.store import MAX_QUERY_LIMIT
+from aiplatform.api.deps import PlatformDep
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+
+@router.get("")
+def list_alerts(platform: PlatformDep, state: Optional[str] = None, rule: Optional[str] = None,
+                since: Optional[float] = None, limit: int = Query(100, ge=1, le=MAX_QUERY_LIMIT)) -> dict[str, Any]:
+    alerts = platform.alerts.query(state=state, rule=rule, since=since, limit=limit)
+    return {"alerts": [a.to_dict() for a in alerts], "firing": sum(1 for a in alerts if a.state == "firing")}
+
+
+@router.get("/rules")
+def list_rules(platform: PlatformDep) -> dict[str, Any]:
+    return {"rules": platform.alerts.rules()}
+
+
+@router.get("/status")
+def engine_status(platform: PlatformDep) -> dict[str, Any]:
+    """Evaluations so far, the interval and the latest signals the rules saw."""
+    return platform.alerts.status()
+
+
+@router.post("/evaluate")
+def evaluate_now(platform: PlatformDep) -> dict[str, Any]:
+    """Scrape and evaluate at once instead of at the next interval."""
+    return platform.alerts.evaluate_now()
+
+
+@router.get("/{alert_id}")
+def get_alert(alert_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return {**platform.alerts.get(alert_id).to_dict(), "deliveries": platform.alerts.deliveries(alert_id)}

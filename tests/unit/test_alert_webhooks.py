@@ -1,0 +1,75 @@
+"""Webhook deliveries against a real HTTP server on loopback: retried with backoff until
+accepted, given up after the last attempt, and an unreachable URL is only a failed attempt."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from aiplatform.alerting.notify import WebhookNotifier, retry_delay_s
+from aiplatform.alerting.store import AlertStore
+from tests.factories import free_port
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture()
+def receiver() -> Iterator[tuple[str, list[dict], list[int]]]:  # type: ignore[type-arg]
+    """A webhook receiver answering with the statuses queued in ``statuses`` (then 200)."""
+    received: list[dict] = []  # type: ignore[type-arg]
+    statuses: list[int] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = statuses.pop(0) if statuses else 200
+            if status == 200:
+                received.append(json.loads(body))
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, statuses
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failing_webhook_is_retried_with_backoff_until_accepted(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    url, received, statuses = receiver
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    statuses.extend([500, 503])
+    alert, _ = store.open_alert("error-rate-high", "error_rate{model=m}", {"model": "m"}, "critical", "boom", 0.4,
+                                [url], now=100.0)
+    notifier = WebhookNotifier(store)
+    assert notifier.deliver_due(now=100.0) == 0  # 500
+    assert notifier.deliver_due(now=100.5) == 0  # not due yet: the next try is at 101
+    assert notifier.deliver_due(now=101.0) == 0  # 503
+    assert notifier.deliver_due(now=102.5) == 0  # the next is 2 s later
+    assert notifier.deliver_due(now=103.0) == 1
+    [delivery] = store.deliveries(alert.id)
+    assert delivery["attempts"] == 3 and delivery["delivered_at"] == 103.0 and "503" in delivery["last_error"]
+    assert received == [{"event": "firing", "alert": alert.to_dict()}]
+    assert [retry_delay_s(n) for n in (1, 2, 3, 10)] == [1.0, 2.0, 4.0, 300.0]
+
+
+def test_an_unreachable_webhook_gives_up_after_the_last_attempt(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    store.open_alert("r", "s", {}, "warning", "m", 1.0, [f"http://127.0.0.1:{free_port()}/nobody"], now=0.0)
+    notifier = WebhookNotifier(store, timeout_s=1, max_attempts=3)
+    for now in (0.0, 1.0, 3.0, 7.0):
+        notifier.deliver_due(now=now)
+    [delivery] = store.deliveries()
+    assert delivery["attempts"] == 3 and delivery["failed_at"] is not None and delivery["delivered_at"] is None
+    assert "ConnectError" in delivery["last_error"]
+    assert store.due_deliveries(now=10_000.0) == []
