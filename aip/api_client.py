@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from aiplatform.api.auth import auth_headers
 from aiplatform.errors import InvalidArgument, Unavailable, error_from_code
 from aiplatform.settings import Settings
 
@@ -17,12 +18,14 @@ class PlatformAPI:
 
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.resolved_api_url
+        self.headers = auth_headers(settings)
 
     def request(self, method: str, path: str, *, timeout_s: float = TIMEOUT_S,
                 answer_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any:
         """``answer_statuses``: error statuses whose body is an answer to return, not an error."""
         try:
-            response = httpx.request(method, f"{self.base_url}{path}", timeout=timeout_s, **kwargs)
+            response = httpx.request(method, f"{self.base_url}{path}", timeout=timeout_s,
+                                     headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
         except httpx.HTTPError as exc:
             raise Unavailable(f"Cannot reach the platform at {self.base_url} ({exc}); is `aip up` running?") from exc
         try:

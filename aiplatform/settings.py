@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RAY_NAMESPACE_DEFAULT = "aiplatform"
@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     """Model-server autoscaling bounds."""
     serve_store_inputs: bool = False
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
+
+    api_token: Optional[SecretStr] = None
+    """When set, the API, inference endpoints and UI data need ``Authorization: Bearer <token>``
+    (health probes excepted); the CLI sends it."""
 
     dashboard_url: Optional[str] = None
     """Ray's dashboard / job API (``http://host:8265``); unset: read from the cluster itself."""
@@ -148,7 +152,7 @@ class Settings(BaseSettings):
         cluster's environment (or an instance role), like every other Ray worker."""
         env = {}
         # Webhook URLs often carry tokens, and jobs do not send alerts.
-        secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key", "alert_webhooks"}
+        secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key", "alert_webhooks", "api_token"}
         for name, value in self.model_dump(exclude=secret).items():
             if value is None:
                 continue

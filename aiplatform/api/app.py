@@ -7,6 +7,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
+from aiplatform.api.auth import BearerTokenMiddleware
+from aiplatform.api.deps import api_token
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.routes import alerts, analysis, datasets, models, results, tasks, templates
 from aiplatform.errors import NotFound
@@ -17,8 +19,10 @@ ROUTERS = (templates.router, tasks.router, models.router, datasets.router, resul
 
 
 def include_api(app: FastAPI) -> None:
-    """Add the REST API, the platform's error handlers and the UI (at ``/``) to ``app``."""
+    """Add the REST API, the platform's error handlers, bearer-token authentication (when
+    ``AIP_API_TOKEN`` is set) and the UI (at ``/``) to ``app``."""
     install_error_handlers(app)
+    app.add_middleware(BearerTokenMiddleware, token_of=api_token)
     for router in ROUTERS:
         app.include_router(router)
 

@@ -63,4 +63,11 @@ def get_platform() -> Platform:
     return _platform
 
 
+def api_token() -> Optional[str]:
+    """The token requests must carry (None: none needed, or the platform is not installed yet)."""
+    if _platform is None or _platform.settings.api_token is None:
+        return None
+    return _platform.settings.api_token.get_secret_value()
+
+
 PlatformDep = Annotated[Platform, Depends(get_platform)]

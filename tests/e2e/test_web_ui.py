@@ -4,7 +4,6 @@ MNIST digit with the model it produced. Screenshots go to test-artifacts/screens
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -13,17 +12,10 @@ import pytest
 
 from aiplatform.settings import Settings
 from aiplatform.tasks import ensure_scheduler
+from tests.e2e.conftest import SCREENSHOTS, TRAINING_TIMEOUT_MS, needs_browser
 from tests.factories import make_digit_images, png_bytes, served_platform
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-TRAINING_TIMEOUT_MS = 300_000
-
-# Skipped on a developer machine without the browser; CI (which installs it) never skips it.
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                reason="needs Debian's chromium: scripts/install-system-packages.sh")
+pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +25,6 @@ def platform_url(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
     ensure_scheduler(settings)
     with served_platform(settings) as url:
         yield url
-
-
-@pytest.fixture()
-def page(platform_url: str) -> Iterator["object"]:
-    from playwright.sync_api import sync_playwright
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        # Nothing but the platform itself may be fetched (no CDN, no internet).
-        foreign: list[str] = []
-        page.on("request", lambda request: None if request.url.startswith(platform_url) else foreign.append(request.url))
-        try:
-            yield page
-        finally:
-            page.screenshot(path=str(SCREENSHOTS / "last.png"), full_page=True)
-            browser.close()
-        assert not foreign, f"the UI fetched other origins: {foreign}"
 
 
 def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

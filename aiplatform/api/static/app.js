@@ -32,8 +32,15 @@ class ApiError extends Error {
   constructor(status, code, message, body) { super(message); this.status = status; this.code = code; this.body = body; }
 }
 
-async function api(method, path, body, isForm) {
-  const options = { method, headers: {} };
+// With AIP_API_TOKEN set on the platform, requests carry the token the user typed in (kept in
+// this browser's localStorage); a 401 asks for it once and retries.
+const TOKEN_KEY = "aip-api-token";
+let tokenDeclined = false;
+const authHeaders = () => (localStorage.getItem(TOKEN_KEY) ? { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } : {});
+
+async function api(method, path, body, isForm, retried) {
+  const sentToken = localStorage.getItem(TOKEN_KEY);
+  const options = { method, headers: authHeaders() };
   if (body !== undefined) {
     if (isForm) options.body = body;
     else { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
@@ -41,6 +48,14 @@ async function api(method, path, body, isForm) {
   let response;
   try { response = await fetch(path, options); }
   catch (err) { throw new ApiError(0, "unavailable", `The platform cannot be reached (${err.message})`); }
+  if (response.status === 401 && !retried && localStorage.getItem(TOKEN_KEY) && localStorage.getItem(TOKEN_KEY) !== sentToken) {
+    return api(method, path, body, isForm, true);  // another request asked for the token meanwhile
+  }
+  if (response.status === 401 && !retried && !tokenDeclined) {
+    const token = prompt("This platform needs an API token (AIP_API_TOKEN):");
+    if (token) { localStorage.setItem(TOKEN_KEY, token.trim()); return api(method, path, body, isForm, true); }
+    tokenDeclined = true;  // no prompt from every poll after a cancel; a reload asks again
+  }
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = null; }
@@ -49,6 +64,27 @@ async function api(method, path, body, isForm) {
     throw new ApiError(response.status, data && data.error, `${message} (HTTP ${response.status})`, data);
   }
   return data;
+}
+
+// Images and downloads cannot send a header by themselves: with a token they are fetched first.
+function authedImage(url, attrs) {
+  if (!localStorage.getItem(TOKEN_KEY)) return h("img", { ...attrs, src: url });
+  const img = h("img", attrs);
+  fetch(url, { headers: authHeaders() }).then((r) => r.blob()).then((b) => { img.src = URL.createObjectURL(b); });
+  return img;
+}
+
+function authedDownload(url, filename, label) {
+  return h("a", { class: "button", href: url, download: filename, onclick: (e) => {
+    if (!localStorage.getItem(TOKEN_KEY)) return;
+    e.preventDefault();
+    act(null, async () => {
+      const response = await fetch(url, { headers: authHeaders() });
+      if (!response.ok) throw new ApiError(response.status, null, `Download failed (HTTP ${response.status})`);
+      const link = h("a", { href: URL.createObjectURL(await response.blob()), download: filename });
+      link.click();
+    });
+  } }, label);
 }
 
 function showError(err) {
@@ -426,7 +462,7 @@ async function modelDetail(root, name) {
           if (!alias) return;
           const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version, alias });
           notify(r.message); reload(); }) }, "Set alias…"), " ",
-        h("a", { class: "button", href: `/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, download: `${name}-v${v.version}.zip` }, "Download"), " ",
+        authedDownload(`/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, `${name}-v${v.version}.zip`, "Download"), " ",
         compressControl(name, v.version, report, reload)));
   });
   root.replaceChildren(h("section", { class: "card" },
@@ -517,7 +553,7 @@ async function analysisSection(name, version) {
       h("span", { class: "muted" }, JSON.stringify(profile.leakage.pairs)),
       ` · largest/smallest class: ${profile.class_balance.imbalance_ratio}`),
     h("div", { class: "charts", id: "profile-charts" }, Object.entries(profile.chart_urls).map(([chart, url]) =>
-      h("figure", {}, h("img", { src: url, alt: chart, "data-chart-image": chart, class: chart.startsWith("mean_image") ? "mean-image" : "" }),
+      h("figure", {}, authedImage(url, { alt: chart, "data-chart-image": chart, class: chart.startsWith("mean_image") ? "mean-image" : "" }),
         h("figcaption", {}, chart.replaceAll("_", " "))))));
   const { models } = await api("GET", "/v1/models");
   const modelSelect = h("select", { id: "drift-model" }, models.map((m) => h("option", { value: m.name }, m.name)));
@@ -543,7 +579,7 @@ function driftReport(r) {
       h("tbody", {}, Object.entries(r.features).map(([f, v]) => h("tr", { "data-feature": f },
         h("td", {}, f), h("td", {}, fmtNum(v.psi, 3)), h("td", {}, v.verdict))))),
     h("div", { class: "charts" }, Object.entries(r.chart_urls).map(([chart, url]) =>
-      h("figure", {}, h("img", { src: url, alt: chart, "data-chart-image": chart }), h("figcaption", {}, chart)))));
+      h("figure", {}, authedImage(url, { alt: chart, "data-chart-image": chart }), h("figcaption", {}, chart)))));
 }
 
 // -- alerts -----------------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""Bearer-token authentication for the platform's HTTP surface (API, inference, UI data).
+
+With ``AIP_API_TOKEN`` set, every request needs ``Authorization: Bearer <token>`` except the
+health probes and the UI's own static files (the page must load to ask for the token); without
+it the surface is open, as on a laptop. A plain ASGI middleware: a request that passes costs one
+constant-time comparison.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
+
+if TYPE_CHECKING:
+    from aiplatform.settings import Settings
+
+PUBLIC_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/ui/",)
+UNAUTHENTICATED = "unauthenticated"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def auth_headers(settings: "Settings") -> dict[str, str]:
+    """What a client of this platform sends: ``Authorization`` when ``AIP_API_TOKEN`` is set."""
+    token = settings.api_token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class BearerTokenMiddleware:
+    """Refuses requests without the token with 401 and ``WWW-Authenticate: Bearer``.
+    ``token_of`` is read per request (the token comes with the platform's settings)."""
+
+    def __init__(self, app: Any, token_of: Callable[[], Optional[str]]) -> None:
+        self.app = app
+        self.token_of = token_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = self.token_of()
+        path = scope.get("path", "")
+        if not token or is_public(path) or _authorized(scope, token):
+            await self.app(scope, receive, send)
+            return
+        message = "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)"
+        body = {"error": message} if path.startswith("/v2/") else {"error": UNAUTHENTICATED, "message": message}
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+            (b"www-authenticate", b'Bearer realm="aiplatform"')]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def _authorized(scope: Scope, token: str) -> bool:
+    supplied = b""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            supplied = value
+            break
+    return hmac.compare_digest(supplied, f"Bearer {token}".encode())
