@@ -30,7 +30,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     drift.add_argument("--model", required=True)
     drift.add_argument("--version", type=int)
     drift.add_argument("--dataset", help="reference NAME@VERSION (default: the model's)")
-    drift.add_argument("--split", default="train")
+    drift.add_argument("--split", default="val", help="reference split (default: the held-out validation split)")
     drift.add_argument("--limit", type=int, default=1000, help="most recent predictions compared")
     for sub in (profile, drift):
         sub.add_argument("--out", type=Path, help="also write the report and charts to this folder")

@@ -19,6 +19,10 @@ EPSILON = 1e-4
 MODERATE_PSI = 0.1
 SIGNIFICANT_PSI = 0.25
 MIN_LIVE_SAMPLES = 30
+REFERENCE_SPLIT = "val"
+"""The default reference for live inputs: a held-out split. The training split is biased for
+features that depend on what was fitted on it (a text's out-of-vocabulary share is lower on the
+very texts the vocabulary came from), so it would report drift where there is none."""
 
 
 def verdict(score: float) -> str:

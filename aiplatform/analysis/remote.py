@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from aiplatform.analysis.drift import REFERENCE_SPLIT
 from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
 
@@ -21,7 +22,7 @@ def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict
 
 
 def drift(settings: Settings, model: str, version: Optional[int] = None, dataset_ref: Optional[str] = None,
-          split: str = "train", limit: int = 1000, since: Optional[float] = None) -> dict[str, Any]:
+          split: str = REFERENCE_SPLIT, limit: int = 1000, since: Optional[float] = None) -> dict[str, Any]:
     from aiplatform.alerting.actor import AlertsClient
     from aiplatform.analysis.report import analyze_drift
     from aiplatform.datasets import DatasetManager
@@ -46,7 +47,7 @@ async def profile_on_cluster(settings: Settings, dataset_ref: str, refresh: bool
 
 
 async def drift_on_cluster(settings: Settings, model: str, version: Optional[int] = None,
-                           dataset_ref: Optional[str] = None, split: str = "train", limit: int = 1000,
+                           dataset_ref: Optional[str] = None, split: str = REFERENCE_SPLIT, limit: int = 1000,
                            since: Optional[float] = None) -> dict[str, Any]:
     from aiplatform.runtime import run_as_task
 

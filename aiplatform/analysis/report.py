@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from aiplatform.analysis.charts import bar_chart_svg, grayscale_png
-from aiplatform.analysis.drift import categorical_psi, drift_summary, numeric_psi
+from aiplatform.analysis.drift import REFERENCE_SPLIT, categorical_psi, drift_summary, numeric_psi
 from aiplatform.analysis.features import IMAGE_FEATURES, TEXT_FEATURES, image_feature_columns, text_feature_columns
 from aiplatform.analysis.profile import profile_version
 from aiplatform.datasets import DatasetManager, DatasetVersion
@@ -64,10 +64,11 @@ def analyze_drift(
     model: str,
     version: Optional[int] = None,
     dataset_ref: Optional[str] = None,
-    split: str = "train",
+    split: str = REFERENCE_SPLIT,
 ) -> dict[str, Any]:
     """PSI per input feature and for the predicted classes: ``recent`` predictions of ``model``
-    against a split of the dataset its version was trained on (or ``dataset_ref``)."""
+    against a split (by default the held-out validation split) of the dataset its version was
+    trained on (or ``dataset_ref``)."""
     target = registry.resolve(model, version if version is not None else _default_ref(registry, model))
     reference_version = datasets.get_ref(dataset_ref or _lineage_dataset(target))
     live = [r for r in recent if r.features][:MAX_DRIFT_SAMPLES]
