@@ -93,6 +93,10 @@ class AlertActor:
     def rules(self) -> list[dict[str, Any]]:
         return [rule.model_dump() for rule in self.engine.rules]
 
+    def resolve(self, alert_id: str) -> Alert:
+        with self._lock:
+            return self.store.resolve_by_id(alert_id, self.settings.alert_webhooks, message=None)
+
     def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
         return self.store.deliveries(alert_id)
 
@@ -147,6 +151,9 @@ class AlertsClient:
 
     def rules(self) -> list[dict[str, Any]]:
         return call(self.handle.rules)
+
+    def resolve(self, alert_id: str) -> Alert:
+        return call(self.handle.resolve, alert_id)
 
     def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
         return call(self.handle.deliveries, alert_id)

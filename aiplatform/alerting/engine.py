@@ -45,6 +45,12 @@ class AlertEngine:
         self.store = store
         self.webhooks = list(webhooks or [])
         self._state: dict[tuple[str, str], _SeriesState] = {}
+        # Alerts left open by an earlier run: their series get state again, so that they resolve
+        # once their condition is gone (and are never opened twice while it holds).
+        windows = {rule.name: rule.window for rule in rules}
+        for alert in store.query(state="firing", limit=1000):
+            if alert.rule in windows:
+                self._state[(alert.rule, alert.series)] = _SeriesState(deque(maxlen=windows[alert.rule] + 1))
 
     def evaluate(self, signals: list[Signal], now: float) -> Evaluation:
         """Apply every rule to the signals of one interval."""

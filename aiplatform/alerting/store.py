@@ -118,6 +118,14 @@ class AlertStore:
             self._enqueue(db, alert, webhooks, now)
         return alert
 
+    def resolve_by_id(self, alert_id: str, webhooks: list[str], message: Optional[str] = None,
+                      now: Optional[float] = None) -> Alert:
+        """Resolve one alert by hand (an operator has dealt with it); a resolved one stays as it is."""
+        alert = self.get(alert_id)
+        if alert.state == RESOLVED:
+            return alert
+        return self.resolve(alert.rule, alert.series, webhooks, message, now) or self.get(alert_id)
+
     def get(self, alert_id: str) -> Alert:
         with self._lock:
             return self._get(self._db, alert_id)

@@ -120,3 +120,19 @@ def test_duplicate_rule_names_are_refused() -> None:
     rule = {"name": "x", "kind": "threshold", "signal": "error_rate", "threshold": 1}
     with pytest.raises(InvalidArgument, match="unique"):
         parse_rules([rule, rule])
+
+
+def test_an_alert_left_open_by_a_restart_resolves_when_its_series_is_gone(tmp_path: Path) -> None:
+    rules = [{"name": "d", "kind": "threshold", "signal": "drift_score", "threshold": 0.25, "resolve_after": 1}]
+    first = _engine(tmp_path, rules)
+    assert _run(first, "drift_score", [0.9]) == [(0, "fired")]
+    second = _engine(tmp_path, rules)  # restarted: the drift score is not reported any more
+    assert [a.rule for a in second.evaluate([], 2000.0).resolved] == ["d"]
+
+
+def test_an_operator_resolves_an_alert_by_hand(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, [{"name": "e", "kind": "threshold", "signal": "error_rate", "threshold": 0.1}])
+    _run(engine, "error_rate", [0.5])
+    [alert] = engine.store.query(state=FIRING)
+    resolved = engine.store.resolve_by_id(alert.id, engine.webhooks)
+    assert resolved.state == RESOLVED and engine.store.resolve_by_id(alert.id, []).resolved_at == resolved.resolved_at

@@ -36,6 +36,12 @@ def evaluate_now(platform: PlatformDep) -> dict[str, Any]:
     return platform.alerts.evaluate_now()
 
 
+@router.post("/{alert_id}/resolve")
+def resolve_alert(alert_id: str, platform: PlatformDep) -> dict[str, Any]:
+    """Mark an alert resolved by hand (it was dealt with); its webhooks hear of it."""
+    return platform.alerts.resolve(alert_id).to_dict()
+
+
 @router.get("/{alert_id}")
 def get_alert(alert_id: str, platform: PlatformDep) -> dict[str, Any]:
     return {**platform.alerts.get(alert_id).to_dict(), "deliveries": platform.alerts.deliveries(alert_id)}
