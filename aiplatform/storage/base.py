@@ -13,9 +13,9 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
+from aiplatform.errors import IntegrityError, InvalidArgument, NotFound, Unavailable
 
 if TYPE_CHECKING:
     import fsspec
@@ -25,6 +25,23 @@ DIGEST_PREFIX = ".sha256"
 _KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]*$")
 MAX_KEY_CHARS = 1024
 CHUNK_BYTES = 1024 * 1024
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reachable(method: F) -> F:
+    """A storage backend that cannot be reached (connection refused, timed out) raises
+    :class:`Unavailable` naming the storage, not the client library's own error."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: "Storage", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except self.unreachable_errors() as exc:
+            raise Unavailable(f"Storage at {self.root_uri} cannot be reached ({type(exc).__name__}: {exc}); "
+                              "a write it interrupted is never recorded as complete; retry when it is back") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,10 @@ class Storage(ABC):
     def _digest_path(self, key: str) -> str:
         return f"{self.root}/{DIGEST_PREFIX}/{validate_key(key)}"
 
+    def unreachable_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors that mean the backend cannot be reached (backends add their client's)."""
+        return (ConnectionError, TimeoutError)
+
     def uri(self, key: str) -> str:
         """The full URI of a key (``file:///...`` or ``s3://...``)."""
         return f"{self.root_uri}/{validate_key(key)}"
@@ -124,6 +145,7 @@ class Storage(ABC):
         return self.root if key == "" else self._path(key)
 
     # -- writes --------------------------------------------------------------------------
+    @_reachable
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         """Store ``data`` under ``key`` (replacing it), then record its sha256."""
         path = self._path(key)
@@ -132,6 +154,7 @@ class Storage(ABC):
         self._write_atomic(self._digest_path(key), digest.encode())
         return ObjectInfo(key, len(data), digest, self.uri(key))
 
+    @_reachable
     def put_file(self, key: str, local_path: str | Path) -> ObjectInfo:
         """Upload a local file under ``key``, then record its sha256."""
         path = self._path(key)
@@ -141,6 +164,7 @@ class Storage(ABC):
         self._write_atomic(self._digest_path(key), digest.encode())
         return ObjectInfo(key, size, digest, self.uri(key))
 
+    @_reachable
     def seal(self, key: str) -> ObjectInfo:
         """Record the sha256 of an object written by another writer (Ray Data, Ray Train)."""
         path = self._path(key)
@@ -160,6 +184,7 @@ class Storage(ABC):
         """Copy a verified object to a new key."""
         return self.put_bytes(dst, self.get_bytes(src))
 
+    @_reachable
     def delete(self, key: str) -> None:
         """Delete an object and its digest; deleting a missing key raises :class:`NotFound`."""
         if not self.exists(key):
@@ -170,6 +195,7 @@ class Storage(ABC):
         self.fs.rm(self._path(key))
         self._refresh()
 
+    @_reachable
     def remove_tree(self, prefix: str) -> None:
         """Remove everything under ``prefix``, finished or not (cleanup of an aborted build)."""
         for path in (self._path(prefix), self._digest_path(prefix)):
@@ -177,6 +203,7 @@ class Storage(ABC):
                 self.fs.rm(path, recursive=True)
         self._refresh()
 
+    @_reachable
     def find_unsealed(self, prefix: str) -> list[str]:
         """Keys of objects under ``prefix`` written by other writers, sealed or not."""
         self._refresh()
@@ -188,6 +215,7 @@ class Storage(ABC):
             for p in self.fs.find(base)
         )
 
+    @_reachable
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` (a key or folder); returns how many."""
         keys = self.list(prefix)
@@ -196,10 +224,12 @@ class Storage(ABC):
         return len(keys)
 
     # -- reads ---------------------------------------------------------------------------
+    @_reachable
     def exists(self, key: str) -> bool:
         self._refresh()
         return self.fs.isfile(self._path(key)) and self.fs.isfile(self._digest_path(key))
 
+    @_reachable
     def recorded_sha256(self, key: str) -> str:
         self._refresh()
         digest_path = self._digest_path(key)
@@ -207,12 +237,14 @@ class Storage(ABC):
             raise NotFound(f"Storage object {key!r} not found")
         return self.fs.cat_file(digest_path).decode().strip()
 
+    @_reachable
     def info(self, key: str) -> ObjectInfo:
         """Size and recorded sha256 of an object (not re-hashed)."""
         digest = self.recorded_sha256(key)
         size = int(self.fs.info(self._path(key))["size"])
         return ObjectInfo(key, size, digest, self.uri(key))
 
+    @_reachable
     def get_bytes(self, key: str) -> bytes:
         """Read an object, checking its bytes against the recorded sha256."""
         expected = self.recorded_sha256(key)
@@ -225,6 +257,7 @@ class Storage(ABC):
             )
         return data
 
+    @_reachable
     def get_file(self, key: str, local_path: str | Path) -> ObjectInfo:
         """Download an object to a local file, verified; a corrupt download is removed."""
         expected = self.recorded_sha256(key)
@@ -238,6 +271,7 @@ class Storage(ABC):
             )
         return ObjectInfo(key, Path(local_path).stat().st_size, actual, self.uri(key))
 
+    @_reachable
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the complete objects under ``prefix`` (a folder or key), sorted."""
         prefix = validate_key(prefix.rstrip("/"), allow_empty=True) if prefix else ""

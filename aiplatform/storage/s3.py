@@ -35,6 +35,13 @@ class S3Storage(Storage):
         )
         super().__init__(s3fs.S3FileSystem(**self._fs_kwargs), root, f"s3://{root}")
 
+    def unreachable_errors(self) -> tuple[type[BaseException], ...]:
+        import aiohttp
+        import botocore.exceptions
+
+        return (*super().unreachable_errors(), botocore.exceptions.ConnectionError,
+                botocore.exceptions.ReadTimeoutError, aiohttp.ClientConnectionError)
+
     def _write_atomic(self, path: str, data: bytes) -> None:
         self.fs.pipe_file(path, data)
 

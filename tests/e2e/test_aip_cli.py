@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import psutil
 
@@ -88,6 +89,7 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         predicted = aip("predict", str(image), "--model", "tiny", "--json")
         assert predicted.returncode == 0, predicted.stderr[-2000:]
         assert json.loads(predicted.stdout)["version"] == 2
+        request_id = json.loads(predicted.stdout)["request_id"]
 
         canary = aip("models", "canary", "tiny", "1", "--weight", "25")
         assert canary.returncode == 0 and "v1 25%, v2 75%" in canary.stdout, canary.stderr
@@ -148,6 +150,22 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         while time.time() < deadline and show(aip, running["id"])["state"] != "RUNNING":
             time.sleep(0.5)
         assert show(aip, running["id"])["state"] == "RUNNING"
+        # ... and an alert is open (a drift score reported to the alert engine)
+        raise_alert = textwrap.dedent("""
+            from aip.local import LOCAL_RAY_ENV
+            import os; os.environ.update(LOCAL_RAY_ENV)
+            from aip.local import connect_driver
+            from aiplatform.alerting.actor import AlertsClient
+            from aiplatform.settings import Settings
+            settings = Settings(); connect_driver(settings)
+            alerts = AlertsClient.connect(settings)
+            alerts.record_drift("tiny", {"mean_intensity": 0.9})
+            print([a["id"] for a in alerts.evaluate_now()["fired"] if a["rule"] == "drift-significant"][0])
+        """)
+        raised = subprocess.run([sys.executable, "-c", raise_alert], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert raised.returncode == 0, raised.stderr[-3000:]
+        alert_id = raised.stdout.strip().splitlines()[-1]
         assert aip("down").returncode == 0
         again = aip("up")
         assert again.returncode == 0, again.stderr[-3000:]
@@ -158,7 +176,13 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert (interrupted["state"], interrupted["error_reason"]) == ("FAILED", "interrupted"), interrupted
         # what was stored before the restart is all there
         assert json.loads(aip("tasks", "list", "--json").stdout)["counts"]["SUCCEEDED"] == 2
-        assert {r["model"] for r in json.loads(aip("models", "list", "--json").stdout)} >= {"tiny", "cli-cnn", "direct-cnn"}
+        models = json.loads(aip("models", "list", "--json").stdout)
+        assert {r["model"] for r in models} >= {"tiny", "cli-cnn", "direct-cnn"}
+        assert [r["version"] for r in models if r["model"] == "tiny" and "production" in r["aliases"]] == [1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as api:
+            kept = api.get(f"/v1/results/{request_id}")
+            assert kept.status_code == 200 and kept.json()["version"] == 2, kept.text
+            assert alert_id in {a["id"] for a in api.get("/v1/alerts", params={"rule": "drift-significant"}).json()["alerts"]}
     finally:
         down = aip("down")
     assert down.returncode == 0 and "platform stopped" in down.stdout, down.stderr[-2000:]
