@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from aiplatform.api.auth import BearerTokenMiddleware
 from aiplatform.api.deps import api_token
 from aiplatform.api.errors import install_error_handlers
+from aiplatform.api.openapi import install_openapi
 from aiplatform.api.routes import alerts, analysis, datasets, models, results, tasks, templates
 from aiplatform.errors import NotFound
 
@@ -22,6 +23,7 @@ def include_api(app: FastAPI) -> None:
     """Add the REST API, the platform's error handlers, bearer-token authentication (when
     ``AIP_API_TOKEN`` is set) and the UI (at ``/``) to ``app``."""
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BearerTokenMiddleware, token_of=api_token)
     for router in ROUTERS:
         app.include_router(router)

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiplatform.analysis.drift import REFERENCE_SPLIT
 from aiplatform.analysis.remote import drift_on_cluster, profile_on_cluster
 from aiplatform.analysis.report import read_chart
 from aiplatform.api.deps import PlatformDep
@@ -25,7 +26,7 @@ class DriftRequest(BaseModel):
     version: Optional[int] = Field(None, ge=1, description="only this version's predictions (default: all); "
                                    "also the version whose dataset is the reference (default: production or latest)")
     dataset: Optional[str] = Field(None, description="reference dataset NAME@VERSION (default: the model's)")
-    split: str = Field("train", description="reference split")
+    split: str = Field(REFERENCE_SPLIT, description="reference split (default: the held-out validation split)")
     limit: int = Field(1000, ge=1, le=MAX_QUERY_LIMIT, description="most recent predictions to compare")
     since: Optional[float] = Field(None, description="only predictions after this Unix time")
 
