@@ -127,3 +127,14 @@ def served_platform(settings):  # type: ignore[no-untyped-def]
     finally:
         serve.delete(settings.serve_app_name)
         serve.shutdown()
+
+
+def fault_table_figure(row: str, text: str) -> None:
+    """Record a fault-table figure (docs/RELIABILITY.md) in test-artifacts/fault-table.txt."""
+    from pathlib import Path
+
+    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with (artifacts / "fault-table.txt").open("a") as handle:
+        handle.write(f"{row}: {text}\n")
+    print(f"\nFAULT-TABLE {row}: {text}")

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import psutil
 
-from tests.factories import free_port, make_digit_images, png_bytes
+from tests.factories import fault_table_figure, free_port, make_digit_images, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -183,6 +183,8 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             kept = api.get(f"/v1/results/{request_id}")
             assert kept.status_code == 200 and kept.json()["version"] == 2, kept.text
             assert alert_id in {a["id"] for a in api.get("/v1/alerts", params={"rule": "drift-significant"}).json()["alerts"]}
+        fault_table_figure("restart", f"aip down/up with a task running: the task FAILED (interrupted); {len(models)} "
+                                      "model versions, the production alias, the prediction result and the alert kept")
     finally:
         down = aip("down")
     assert down.returncode == 0 and "platform stopped" in down.stdout, down.stderr[-2000:]

@@ -24,7 +24,7 @@ from aiplatform.queue import QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
-from tests.factories import register_versions, served_platform
+from tests.factories import fault_table_figure, register_versions, served_platform
 
 SUBMISSIONS = 1000
 PREDICTIONS = 1000
@@ -121,7 +121,7 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
     # The registry and the alert engine came back with their state.
     assert RegistryClient.connect(settings).resolve("steady", "production").version == 1
     AlertsClient.connect(settings).status()
-    print(f"\nFAULT-TABLE actors: {sum(kills.values())} kills {kills} during {SUBMISSIONS} submissions and "
+    fault_table_figure("actors", f"{sum(kills.values())} kills {kills} during {SUBMISSIONS} submissions and "
           f"{PREDICTIONS} predictions in {seconds:.1f} s; retries {counters}; lost 0, duplicated 0")
 
 
@@ -200,5 +200,5 @@ def test_s3_stopping_during_a_package_upload_never_leaves_the_registry_pointing_
     finally:
         registry.close()
         server.stop()
-    print(f"\nFAULT-TABLE storage: upload during an S3 outage failed clearly ({attempts[0][:90]}...); registry "
+    fault_table_figure("storage", f"upload during an S3 outage failed clearly ({attempts[0][:90]}...); registry "
           "empty; a partial package refused; the retry registered v1 and its package verifies")

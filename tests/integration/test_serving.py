@@ -14,7 +14,7 @@ import pytest
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.storage import sha256_bytes, storage_from_settings
-from tests.factories import make_package, png_bytes, register_versions, served_platform
+from tests.factories import fault_table_figure, make_package, png_bytes, register_versions, served_platform
 
 
 _GATEWAY_SETTINGS: dict[str, Settings] = {}
@@ -154,6 +154,8 @@ def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: st
         thread.join()
     assert statuses and set(statuses) == {200}, f"{len(statuses)} requests, statuses {set(statuses)}"
     assert versions[0] == 1 and versions[-1] == 2
+    fault_table_figure("update", f"production v1 -> v2 under 4 clients: {len(statuses)} requests, "
+          f"{sum(1 for s in statuses if s != 200)} failed, {versions.count(1)} answered by v1, {versions.count(2)} by v2")
 
     # The gate: a worse candidate is refused and production does not move.
     data3 = make_package(name="tiny", num_classes=3, seed=6)

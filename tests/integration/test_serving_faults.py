@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from aiplatform.settings import Settings
-from tests.factories import register_versions, served_platform
+from tests.factories import fault_table_figure, register_versions, served_platform
 
 BODY = {"array": [[0, 255], [255, 0]]}
 
@@ -61,6 +61,8 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
     assert served_before_kill > 20 and len(statuses) > served_before_kill + 20
     # The gateway resends the batches of a lost replica: in-flight requests are not lost either.
     assert not failed, f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
+    fault_table_figure("replica", f"one of two model-server replicas killed under 8 clients: {len(failed)} of "
+          f"{len(statuses)} requests failed")
 
 
 def test_overload_answers_503_with_retry_after_at_once(two_replicas: tuple[str, Settings]) -> None:

@@ -19,6 +19,7 @@ from aiplatform.registry import RegistryStore
 from aiplatform.settings import Settings
 from aiplatform.storage import open_storage
 from aiplatform.training import get_template, run_training
+from tests.factories import fault_table_figure
 
 
 def _train_worker_pids() -> list[int]:
@@ -73,6 +74,9 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, t
     assert epochs == list(range(1, 9))
     assert result.history[-1]["resumed_from_epoch"] >= 1, "the run restarted from scratch"
     assert result.test_metrics["test_accuracy"] > 0.7
+    fault_table_figure("train-worker", f"killed after a checkpoint; resumed from epoch "
+          f"{result.history[-1]['resumed_from_epoch']}, finished 8/8 epochs, test accuracy "
+          f"{result.test_metrics['test_accuracy']:.4f}")
 
     registry = RegistryStore(tmp_path / "state" / "registry.sqlite", storage)
     version = publish_model(result, name="resume-cnn", storage=storage, registry=registry)
