@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     serve_min_replicas: int = Field(1, ge=0, le=64)
     serve_max_replicas: int = Field(2, ge=1, le=256)
     """Model-server autoscaling bounds."""
+    serve_request_timeout_s: float = Field(120.0, gt=0)
+    """Serve's HTTP proxy ends a request that takes longer (a compression or analysis runs as a
+    Ray task the API waits for; predictions take milliseconds)."""
     serve_store_inputs: bool = False
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
 

@@ -10,12 +10,15 @@ from fastapi.responses import FileResponse
 from aiplatform.api.auth import BearerTokenMiddleware
 from aiplatform.api.deps import api_token
 from aiplatform.api.errors import install_error_handlers
+from aiplatform.api.limits import BodyLimitMiddleware
 from aiplatform.api.openapi import install_openapi
 from aiplatform.api.routes import alerts, analysis, datasets, models, results, tasks, templates
 from aiplatform.errors import NotFound
 
 STATIC_DIR = Path(__file__).parent / "static"
 UI_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+"""No request body beyond this (an upload's own limit is lower: MAX_UPLOAD_BYTES, 10 MiB)."""
 ROUTERS = (templates.router, tasks.router, models.router, datasets.router, results.router, analysis.router, alerts.router)
 
 
@@ -25,6 +28,7 @@ def include_api(app: FastAPI) -> None:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BearerTokenMiddleware, token_of=api_token)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     for router in ROUTERS:
         app.include_router(router)
 

@@ -14,6 +14,7 @@ ERROR_STATUSES = {
     "401": "AIP_API_TOKEN is set and the request has no valid bearer token",
     "404": "Not found",
     "409": "Conflicts with the current state (e.g. an illegal task transition, a refused gate)",
+    "413": "The request body is over the limit",
     "503": "Temporarily unavailable; retry after Retry-After seconds",
 }
 ERROR_SCHEMA = {"type": "object", "required": ["error", "message"], "properties": {
