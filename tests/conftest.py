@@ -11,6 +11,9 @@ import pytest
 
 # Local-only mode for every Ray process this session starts: all agents bind to loopback.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Every test platform has its own (detached) alert engine; left at 10 s, a dozen of them would
+# keep scraping metrics for the rest of the session. The alerting tests evaluate on demand.
+os.environ.setdefault("AIP_ALERT_INTERVAL_S", "600")
 
 from tests.factories import free_port  # noqa: E402
 

@@ -92,6 +92,8 @@ def scrape(targets: Iterable[str], *, at: Optional[float] = None, timeout_s: flo
                 text = client.get(f"http://{target}/metrics").text
             except httpx.HTTPError:
                 continue
+            # Ray exports hundreds of its own series; parse only the platform's.
+            text = "\n".join(line for line in text.splitlines() if PLATFORM_PREFIX in line[:80]) + "\n"
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     if sample.name.startswith(PLATFORM_PREFIX):

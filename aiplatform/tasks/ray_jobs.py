@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -42,6 +43,11 @@ def dashboard_url(settings: Settings) -> str:
     return f"http://{address.decode()}"
 
 
+SUBMIT_ATTEMPTS = 8
+SUBMIT_BASE_DELAY_S = 0.5
+SUBMIT_MAX_DELAY_S = 8.0
+
+
 class RayJobs:
     """Submit, follow, stop and read the logs of Ray jobs; the client is made on first use."""
 
@@ -63,15 +69,23 @@ class RayJobs:
 
     def submit(self, submission_id: str, entrypoint: str, *, env_vars: dict[str, str],
                metadata: dict[str, str]) -> None:
-        """Submit once: a repeated ``submission_id`` (a retried submit) is accepted as done."""
-        try:
-            self.client.submit_job(
-                entrypoint=entrypoint, submission_id=submission_id, runtime_env={"env_vars": env_vars},
-                metadata=metadata, entrypoint_num_cpus=0,
-            )
-        except Exception as exc:  # noqa: BLE001 - Ray reports a duplicate id as a 500
-            if self.state(submission_id) is None:
-                raise Unavailable(f"Ray job {submission_id} could not be submitted: {exc}") from exc
+        """Submit once: a repeated ``submission_id`` (a retried submit) is accepted as done. A
+        refusal that may pass (the head's job agent busy or restarting: "No available agent to
+        submit job, please try again later") is retried with backoff for about half a minute."""
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            try:
+                self.client.submit_job(
+                    entrypoint=entrypoint, submission_id=submission_id, runtime_env={"env_vars": env_vars},
+                    metadata=metadata, entrypoint_num_cpus=0,
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - Ray reports a duplicate id as a 500
+                if self.state(submission_id) is not None:
+                    return
+                if attempt == SUBMIT_ATTEMPTS:
+                    raise Unavailable(f"Ray job {submission_id} could not be submitted after {attempt} attempts: "
+                                      f"{exc}") from exc
+                time.sleep(min(SUBMIT_MAX_DELAY_S, SUBMIT_BASE_DELAY_S * 2 ** (attempt - 1)))
 
     def states(self) -> dict[str, JobState]:
         """Every job the cluster knows, by submission id; :class:`Unavailable` if it cannot say."""
