@@ -162,7 +162,6 @@ def _accepts_connections(host: str, port: int) -> bool:
 def deploy_platform(settings: Settings) -> None:
     """Head-node actors (registry, results, task queue, scheduler, alert engine), then the Serve
     app (gateway + model servers) on 127.0.0.1."""
-    from aiplatform.alerting.actor import AlertsClient
     from aiplatform.queue import QueueClient
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultsClient
@@ -173,8 +172,7 @@ def deploy_platform(settings: Settings) -> None:
     ResultsClient.connect(settings).count()
     QueueClient.connect(settings).counts()
     ensure_scheduler(settings)  # its first round marks tasks of a previous run interrupted
-    AlertsClient.connect(settings).status()
-    start_app(settings)
+    start_app(settings)  # its gateway starts the alert engine (aiplatform.api.Platform)
 
 
 def up(settings: Settings) -> dict[str, str]:
