@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 
-from aiplatform.api.auth import auth_headers
 from aiplatform.errors import InvalidArgument, Unavailable, error_from_code
 from aiplatform.settings import Settings
 
@@ -18,7 +17,7 @@ class PlatformAPI:
 
     def __init__(self, settings: Settings) -> None:
         self.base_url = settings.resolved_api_url
-        self.headers = auth_headers(settings)
+        self.headers = settings.api_auth_headers()
 
     def request(self, method: str, path: str, *, timeout_s: float = TIMEOUT_S,
                 answer_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any:

@@ -167,6 +167,11 @@ class Settings(BaseSettings):
                 env[f"AIP_{name.upper()}"] = str(value)
         return env
 
+    def api_auth_headers(self) -> dict[str, str]:
+        """What a client of the platform sends: ``Authorization`` when ``AIP_API_TOKEN`` is set."""
+        token = self.api_token
+        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+
     @property
     def resolved_api_url(self) -> str:
         return (self.api_url or f"http://127.0.0.1:{self.http_port}").rstrip("/")

@@ -179,7 +179,6 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
                      name: str, version: int):  # type: ignore[no-untyped-def]
     """Serve the platform app on 127.0.0.1, deploy ``version`` and check it over HTTP."""
     from aiplatform.serving.deployer import deploy, warm_on_serve
-    from aiplatform.api.auth import auth_headers
     from aiplatform.serving.http_check import check_digits_over_http
     from aiplatform.serving.router import CACHE_TTL_S
     from serve_apps.app import start_app
@@ -187,7 +186,7 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
     url = start_app(settings, args.http_port)
     deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
     time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL
-    return check_digits_over_http(url, name, count=args.check_digits, headers=auth_headers(settings))
+    return check_digits_over_http(url, name, count=args.check_digits, headers=settings.api_auth_headers())
 
 
 def _ray_job_id() -> Optional[str]:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
-
-if TYPE_CHECKING:
-    from aiplatform.settings import Settings
+from typing import Any, Awaitable, Callable, Optional
 
 PUBLIC_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/ui/",)
@@ -22,12 +19,6 @@ UNAUTHENTICATED = "unauthenticated"
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def auth_headers(settings: "Settings") -> dict[str, str]:
-    """What a client of this platform sends: ``Authorization`` when ``AIP_API_TOKEN`` is set."""
-    token = settings.api_token
-    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
 
 
 def is_public(path: str) -> bool:

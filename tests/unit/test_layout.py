@@ -39,3 +39,14 @@ def test_the_real_urllib3_is_installed_beside_urllib3_future() -> None:
 
     assert urllib3.__version__ == metadata.version("urllib3")
     assert not any(p.name == "urllib3_future.pth" for p in metadata.distribution("urllib3-future").files or [])
+
+
+def test_the_cli_does_not_import_ray_before_it_sets_rays_local_only_environment() -> None:
+    """Ray reads its environment at import: `aip` sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 first,
+    so importing the CLI must not import Ray (a heavy import chain once broke `aip up`)."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", "import aip.cli, sys; print('ray' in sys.modules)"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "False", probe.stderr[-2000:]
