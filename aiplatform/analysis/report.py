@@ -46,13 +46,7 @@ def analyze_dataset(datasets: DatasetManager, storage: Storage, ref: str, *, ref
     if not refresh and storage.exists(f"{prefix}/profile.json"):
         return json.loads(storage.get_bytes(f"{prefix}/profile.json"))
     profile = profile_version(datasets, version)
-    charts = _dataset_charts(profile)
-    for name, data in charts.items():
-        storage.put_bytes(f"{prefix}/{name}", data)
-    profile["charts"] = {name.rsplit(".", 1)[0]: f"{prefix}/{name}" for name in sorted(charts)}
-    profile["created_at"] = time.time()
-    storage.put_bytes(f"{prefix}/profile.json", json.dumps(profile, sort_keys=True).encode())
-    return profile
+    return _store_report(storage, f"{prefix}/profile.json", profile, _dataset_charts(profile))
 
 
 def analyze_drift(
@@ -95,11 +89,18 @@ def analyze_drift(
         **drift_summary(features, len(live)), "features": features,
     }
     charts = {f"{name}.svg": _drift_chart(name, f).encode() for name, f in features.items()}
+    return _store_report(storage, f"{prefix}/drift.json", report, charts)
+
+
+def _store_report(storage: Storage, key: str, report: dict[str, Any], charts: dict[str, bytes]) -> dict[str, Any]:
+    """Store the charts beside ``key``, then the report naming them (the report last: a report
+    never names a chart that is not there)."""
+    prefix = key.rsplit("/", 1)[0]
     for name, data in charts.items():
         storage.put_bytes(f"{prefix}/{name}", data)
     report["charts"] = {name.rsplit(".", 1)[0]: f"{prefix}/{name}" for name in sorted(charts)}
     report["created_at"] = time.time()
-    storage.put_bytes(f"{prefix}/drift.json", json.dumps(report, sort_keys=True).encode())
+    storage.put_bytes(key, json.dumps(report, sort_keys=True).encode())
     return report
 
 

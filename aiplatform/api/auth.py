@@ -9,17 +9,13 @@ constant-time comparison.
 from __future__ import annotations
 
 import hmac
-import json
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Optional
+
+from aiplatform.api.errors import Receive, Scope, Send, send_error
 
 PUBLIC_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/ui/",)
 UNAUTHENTICATED = "unauthenticated"
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
@@ -42,13 +38,9 @@ class BearerTokenMiddleware:
         if not token or is_public(path) or _authorized(scope, token):
             await self.app(scope, receive, send)
             return
-        message = "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)"
-        body = {"error": message} if path.startswith("/v2/") else {"error": UNAUTHENTICATED, "message": message}
-        data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-            (b"www-authenticate", b'Bearer realm="aiplatform"')]})
-        await send({"type": "http.response.body", "body": data})
+        await send_error(scope, send, 401, UNAUTHENTICATED,
+                         "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)",
+                         ((b"www-authenticate", b'Bearer realm="aiplatform"'),))
 
 
 def _authorized(scope: Scope, token: str) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,12 +18,31 @@ RETRY_AFTER_S = 1
 ERROR_CODE_BY_STATUS = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "too_large"}
 
 
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def error_body(path: str, code: str, message: str) -> dict[str, str]:
+    """``{"error": code, "message": ...}``; on the Open Inference Protocol (``/v2/``) its own
+    ``{"error": message}``."""
+    return {"error": message} if path.startswith("/v2/") else {"error": code, "message": message}
+
+
 def error_response(request: Request, exc: AIPError) -> JSONResponse:
     status = http_status(exc)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    if request.url.path.startswith("/v2/"):  # the Open Inference Protocol's error body
-        return JSONResponse(status_code=status, content={"error": exc.message}, headers=headers)
-    return JSONResponse(status_code=status, content=exc.to_dict(), headers=headers)
+    return JSONResponse(status_code=status, content=error_body(request.url.path, exc.code, exc.message),
+                        headers=headers)
+
+
+async def send_error(scope: Scope, send: Send, status: int, code: str, message: str,
+                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """The same error body from a plain ASGI middleware (which answers before FastAPI runs)."""
+    data = json.dumps(error_body(scope.get("path", ""), code, message)).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def validation_message(exc: RequestValidationError) -> str:

@@ -4,12 +4,9 @@ the limit, so no route can be made to buffer an unbounded upload."""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from aiplatform.api.errors import Receive, Scope, Send, send_error
 
 
 class BodyTooLarge(Exception):
@@ -53,10 +50,5 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, send, seen)
 
     async def _refuse(self, scope: Scope, send: Send, size: int) -> None:
-        message = f"Request body is {size} bytes or more; the limit is {self.max_bytes} bytes"
-        path = scope.get("path", "")
-        body = {"error": message} if path.startswith("/v2/") else {"error": "too_large", "message": message}
-        data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
+        await send_error(scope, send, 413, "too_large",
+                         f"Request body is {size} bytes or more; the limit is {self.max_bytes} bytes")
