@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     train_worker_cpus: float = 0.5
     """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores
     without starving each other (a hang seen with whole CPUs on 2-core machines)."""
+
+    data_shuffle: Literal["sort", "hash"] = "sort"
+    """Ray Data shuffle strategy for dataset builds (groupbys, dedup, shuffles): ``sort`` (the
+    sort-based pull shuffle: plain tasks, fastest on small clusters) or ``hash`` (Ray's aggregator
+    actors, for shuffling many GBs on a large cluster)."""
 
     compression_max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     """Test accuracy (a fraction: 0.01 is one point) a compressed version may lose and still be

@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         outcome = run_training(
             template, params, settings=settings, storage=storage,
-            datasets=DatasetManager(storage, settings.s3_storage_options), run_name=run_name,
+            datasets=DatasetManager.from_settings(storage, settings), run_name=run_name,
             callbacks=[run.callback()],
         )
         registry = RegistryClient.connect(settings)

@@ -18,7 +18,7 @@ def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict
     if "@" not in dataset_ref:
         raise InvalidArgument(f"Dataset reference {dataset_ref!r} must look like NAME@VERSION")
     storage = storage_from_settings(settings)
-    return analyze_dataset(DatasetManager(storage, settings.s3_storage_options), storage, dataset_ref, refresh=refresh)
+    return analyze_dataset(DatasetManager.from_settings(storage, settings), storage, dataset_ref, refresh=refresh)
 
 
 def drift(settings: Settings, model: str, version: Optional[int] = None, dataset_ref: Optional[str] = None,
@@ -32,7 +32,7 @@ def drift(settings: Settings, model: str, version: Optional[int] = None, dataset
 
     storage = storage_from_settings(settings)
     recent = ResultsClient.connect(settings).query(model=model, version=version, since=since, limit=limit)
-    report = analyze_drift(datasets=DatasetManager(storage, settings.s3_storage_options), storage=storage,
+    report = analyze_drift(datasets=DatasetManager.from_settings(storage, settings), storage=storage,
                            registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
                            dataset_ref=dataset_ref, split=split)
     # The alert engine raises drift alerts from the latest scores (and exports them as a metric).

@@ -42,7 +42,7 @@ class Platform:
             results=ResultsClient.connect(settings),
             tasks=TaskManager(QueueClient.connect(settings), RayJobs(settings), settings, wake_scheduler),
             storage=storage,
-            datasets=DatasetManager(storage, settings.s3_storage_options),
+            datasets=DatasetManager.from_settings(storage, settings),
             alerts=AlertsClient.connect(settings),
             warm=warm,
         )

@@ -28,7 +28,7 @@ def compress(settings: Settings, name: str, ref: str | int, method: str,
     storage = storage_from_settings(settings)
     report = compress_version(
         name=name, ref=ref, method=method, storage=storage, registry=RegistryClient.connect(settings),
-        datasets=DatasetManager(storage, settings.s3_storage_options),
+        datasets=DatasetManager.from_settings(storage, settings),
         max_accuracy_drop=settings.compression_max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
     )
     return report.to_dict()

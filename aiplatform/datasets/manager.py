@@ -7,15 +7,18 @@ and rebuilt; a version with one is reused as is.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
+from ray.data.context import DataContext, ShuffleStrategy
 
 from aiplatform.datasets.augment import hash_uniform, random_affine
 from aiplatform.datasets.sources import read_source
@@ -23,11 +26,41 @@ from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
 from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
 from aiplatform.datasets.text_sources import TextDatasetSpec, read_text_source
 from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.settings import Settings
 from aiplatform.storage import Storage, validate_key
 
 MANIFEST_FORMAT = 1
 HISTOGRAM_BINS = 16
 SPLIT_STREAM = 7
+
+ShuffleName = Literal["sort", "hash"]
+_SHUFFLE_STRATEGIES = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED, "hash": ShuffleStrategy.HASH_SHUFFLE}
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def shuffle_strategy(name: ShuffleName) -> Iterator[None]:
+    """Run Ray Data's groupbys and shuffles with ``name``'s strategy, then restore the driver's.
+
+    Ray's default hash shuffle starts aggregator actors for every groupby and shuffle: on a 2-core
+    node that cost ~20 s per text build whatever its size, where the sort-based pull shuffle took
+    4 s (and 32 s instead of 44 s for the 38k-tweet corpus). Clusters shuffling many GBs may pick
+    ``hash`` (``AIP_DATA_SHUFFLE``)."""
+    context = DataContext.get_current()
+    previous = context.shuffle_strategy
+    context.shuffle_strategy = _SHUFFLE_STRATEGIES[name]
+    try:
+        yield
+    finally:
+        context.shuffle_strategy = previous
+
+
+def _with_own_shuffle(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def wrapper(self: "DatasetManager", *args: Any, **kwargs: Any) -> Any:
+        with shuffle_strategy(self.shuffle):
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -164,11 +197,19 @@ def _rows_digest(split: str, batch: dict[str, np.ndarray], mask: np.ndarray) -> 
 class DatasetManager:
     """Builds, finds and reads dataset versions in the platform's storage."""
 
-    def __init__(self, storage: Storage, source_storage_options: Optional[dict[str, Any]] = None):
+    def __init__(self, storage: Storage, source_storage_options: Optional[dict[str, Any]] = None,
+                 shuffle: ShuffleName = "sort"):
         self.storage = storage
         self.source_storage_options = source_storage_options or {}
+        self.shuffle = shuffle
+
+    @classmethod
+    def from_settings(cls, storage: Storage, settings: "Settings") -> "DatasetManager":
+        """The manager configured as the platform is: S3 source options and shuffle strategy."""
+        return cls(storage, settings.s3_storage_options, shuffle=settings.data_shuffle)
 
     # -- build ------------------------------------------------------------------------------
+    @_with_own_shuffle
     def build(self, spec: DatasetSpec | TextDatasetSpec) -> DatasetVersion:
         """Build the version for ``spec``, or return the existing one with the same content."""
         if isinstance(spec, TextDatasetSpec):
@@ -231,6 +272,7 @@ class DatasetManager:
         self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         return DatasetVersion(manifest)
 
+    @_with_own_shuffle
     def build_text(self, spec: TextDatasetSpec) -> DatasetVersion:
         """Build the text version for ``spec`` (see ``text_builder``), or return the existing one."""
         source = read_text_source(spec, self.source_storage_options)
