@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores
     without starving each other (a hang seen with whole CPUs on 2-core machines)."""
 
+    train_placement: Literal["PACK", "SPREAD"] = "PACK"
+    """How Ray Train places a run's workers: ``PACK`` fills a node first (fastest on one
+    machine); ``SPREAD`` puts them on different nodes where it can, so one lost node costs one
+    worker and the run restarts from its checkpoint on the nodes left."""
+
     data_shuffle: Literal["sort", "hash"] = "sort"
     """Ray Data shuffle strategy for dataset builds (groupbys, dedup, shuffles): ``sort`` (the
     sort-based pull shuffle: plain tasks, fastest on small clusters) or ``hash`` (Ray's aggregator

@@ -33,7 +33,10 @@ def start_app(settings: Settings, http_port: Optional[int] = None) -> str:
     """Serve's HTTP proxy on 127.0.0.1 (``http_port`` or the settings'), then the app; returns
     the base URL. An already running Serve keeps its proxy."""
     port = http_port or settings.http_port
-    serve.start(http_options={"host": "127.0.0.1", "port": port,
+    # One proxy, on the head, as in config.yaml: the nodes of a one-machine cluster would
+    # otherwise all bind the same loopback port.
+    serve.start(proxy_location="HeadOnly",
+                http_options={"host": "127.0.0.1", "port": port,
                               "request_timeout_s": settings.serve_request_timeout_s})
     deploy_app(settings)
     return f"http://127.0.0.1:{port}"

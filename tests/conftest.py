@@ -21,9 +21,12 @@ from tests.factories import free_port  # noqa: E402
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for marker in ("unit", "integration", "e2e"):
+        for marker in ("unit", "integration", "e2e", "multinode"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
+    # The multi-node tests start (and stop) a Ray cluster of their own: they go first, before
+    # anything starts the session's single-node Ray in this process.
+    items.sort(key=lambda item: 0 if item.get_closest_marker("multinode") else 1)
 
 
 @pytest.fixture(scope="session")

@@ -102,7 +102,8 @@ def run_training(
         template.train_loop(),
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+            placement_strategy=settings.train_placement,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,

@@ -1,0 +1,230 @@
+"""The platform on a Ray cluster of three nodes on this machine (``ray.cluster_utils.Cluster``: a
+head and two worker nodes, each with its own raylet and object store): the platform's actors on
+the head, training and serving spread over nodes, and a node lost during training and under
+serving load.
+
+These tests start a Ray of their own, so tests/conftest.py runs them before anything starts the
+session's single-node Ray (and they refuse to run inside it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+import ray
+import ray.train
+
+from aiplatform.alerting.actor import AlertsClient
+from aiplatform.datasets import DatasetManager
+from aiplatform.queue import QueueClient
+from aiplatform.registry import RegistryClient
+from aiplatform.results import ResultsClient
+from aiplatform.settings import Settings
+from aiplatform.storage import open_storage
+from aiplatform.tasks import ensure_scheduler
+from aiplatform.training import TrainingOutcome, get_template, run_training
+from tests.factories import fault_table_figure, free_port, register_versions, served_platform
+
+BODY = {"array": [[0, 255], [255, 0]]}
+NODE_CPUS = 2
+
+
+class ThreeNodes:
+    """The cluster and the ids of its nodes."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    @property
+    def head_id(self) -> str:
+        return self.cluster.head_node.node_id
+
+    def worker_node(self, node_id: str) -> Any:
+        return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
+
+    def replace(self, node_id: str) -> None:
+        """Remove the worker node ``node_id`` at once (its processes killed), as a lost machine."""
+        self.cluster.remove_node(self.worker_node(node_id), allow_graceful=False)
+
+    def add_worker(self) -> None:
+        self.cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=300 * 1024**2)
+        self.cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[ThreeNodes]:
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        pytest.fail("the multi-node tests need a Ray of their own; run them first (tests/conftest.py orders "
+                    "them) or on their own: scripts/test.sh tests/multinode")
+    temp_dir = Path("/tmp") / f"aip-multinode-{os.getpid()}"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": NODE_CPUS, "temp_dir": str(temp_dir), "object_store_memory": 300 * 1024**2,
+        # The state API (where each actor runs) is served by the head's dashboard.
+        "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
+    })
+    three = ThreeNodes(cluster)
+    try:
+        for _ in range(2):
+            three.add_worker()
+        ray.init(address=cluster.address, namespace="aiplatform-multinode", configure_logging=False,
+                 runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+        yield three
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, ray_namespace=f"multinode-{uuid.uuid4().hex[:8]}", train_placement="SPREAD")
+
+
+def _alive_actor_nodes(class_name_part: str) -> list[str]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False)
+    return [a.node_id for a in actors if class_name_part in a.class_name]
+
+
+def _train_in_background(settings: Settings, tmp_path: Path, epochs: int) -> tuple[threading.Thread, dict[str, Any], Path]:
+    """A 2-worker CNN run in a thread; a file appears once the controller has a checkpoint."""
+    storage = open_storage(str(tmp_path / "artifacts"))
+    template = get_template("cnn-classification")
+    params = template.parse_params({"epochs": epochs, "workers": 2, "max_rows": 3000, "batch_size": 32,
+                                    "conv_channels": [8, 16]})
+    marker = tmp_path / "checkpoint-reported"
+    outcome: dict[str, Any] = {}
+
+    class MarkReportedCheckpoints(ray.train.UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:  # type: ignore[no-untyped-def]
+            if checkpoint is not None:
+                marker.touch()
+
+    def train() -> None:
+        try:
+            outcome["result"] = run_training(template, params, settings=settings, storage=storage,
+                                             datasets=DatasetManager(storage), run_name=f"mn-{uuid.uuid4().hex[:6]}",
+                                             callbacks=[MarkReportedCheckpoints()])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    return thread, outcome, marker
+
+
+def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def test_the_platform_actors_live_on_the_head(nodes: ThreeNodes, settings: Settings) -> None:
+    QueueClient.connect(settings).counts()
+    RegistryClient.connect(settings).list_models()
+    ResultsClient.connect(settings).query(limit=1)
+    AlertsClient.connect(settings).query(limit=1)
+    ensure_scheduler(settings)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}  # local-only: loopback
+    placed = {name: _alive_actor_nodes(name) for name in
+              ("QueueActor", "RegistryActor", "ResultStoreActor", "AlertActor", "SchedulerActor")}
+    assert all(placed.values()), placed
+    assert {node for where in placed.values() for node in where} == {nodes.head_id}, placed
+
+
+def test_training_spreads_its_workers_and_survives_losing_a_node(nodes: ThreeNodes, settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    thread, outcome, marker = _train_in_background(settings, tmp_path, epochs=5)
+    worker_nodes = _wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
+        _alive_actor_nodes("RayTrainWorker")), 240, "two Ray Train workers")
+    assert len(set(worker_nodes)) == 2, f"both workers on one node: {worker_nodes}"
+    _wait_for(lambda: marker.exists() or not thread.is_alive(), 300, "a checkpoint")
+    assert thread.is_alive(), f"training ended before a node could be lost: {outcome}"
+    lost = next(node for node in worker_nodes if node != nodes.head_id)
+    nodes.replace(lost)
+    thread.join(timeout=480)
+    try:
+        assert not thread.is_alive(), "training did not finish after the node was lost"
+        assert "error" not in outcome, outcome.get("error")
+        result: TrainingOutcome = outcome["result"]
+        assert [m["epoch"] for m in result.history] == [1, 2, 3, 4, 5]
+        resumed = result.history[-1]["resumed_from_epoch"]
+        assert resumed >= 1, "the run restarted from scratch"
+        assert result.test_metrics["test_accuracy"] > 0.7
+        fault_table_figure("multinode-train", f"2 workers on 2 nodes; the worker node of one removed after a "
+                           f"checkpoint; resumed from epoch {resumed}, finished 5/5 epochs, test accuracy "
+                           f"{result.test_metrics['test_accuracy']:.4f}")
+    finally:
+        nodes.add_worker()  # three nodes again for the next test
+
+
+def test_serve_replicas_spread_and_requests_continue_when_a_node_is_lost(nodes: ThreeNodes, settings: Settings) -> None:
+    settings = settings.model_copy(update={"serve_min_replicas": 2, "serve_max_replicas": 2,
+                                           "serve_gateway_replicas": 2})
+    register_versions(settings, "tiny")
+    with served_platform(settings) as url:
+        servers = _alive_actor_nodes(f"ServeReplica:{settings.serve_app_name}:ModelServer")
+        gateways = _alive_actor_nodes(f"ServeReplica:{settings.serve_app_name}:Gateway")
+        assert len(servers) == 2 and len(set(servers)) == 2, f"model servers not spread: {servers}"
+        answers: list[tuple[float, int, float]] = []  # (finished at, status, seconds taken)
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    try:
+                        status = client.post("/v1/models/tiny/predict", json=BODY).status_code
+                    except httpx.HTTPError:
+                        status = 0
+                    answers.append((time.monotonic(), status, time.monotonic() - started))
+
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(3.0)
+        before = len(answers)
+        lost = next(node for node in servers if node != nodes.head_id)
+        lost_at = time.monotonic()
+        nodes.replace(lost)
+        try:  # requests in flight on the lost node wait until Ray declares it dead, then are resent
+            _wait_for(lambda: sum(1 for t, s, _ in answers if t > lost_at + 1 and s == 200) >= 300, 120,
+                      "300 answers after the node was lost")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        failed = [s for _, s, _ in answers if s != 200]
+        lost_gateway = lost in gateways
+        after = [a for a in answers if a[0] > lost_at]
+        longest = max(seconds for _, _, seconds in after)
+        assert before > 20, f"only {before} requests before the loss"
+        assert all(s == 200 for _, s, _ in after[-len(after) // 2:]), "requests still failing after the loss"
+        # Only requests in flight at the loss may fail (one per client at most): those a gateway
+        # replica on the lost node was answering (Serve's proxy answers them 500; what reached a
+        # lost model server is resent by the gateway). Nothing sent afterwards fails.
+        failed_after = [t for t, s, seconds in answers if s != 200 and t - seconds > lost_at + 1]
+        assert len(failed) <= len(threads) and not failed_after, \
+            f"{len(failed)} of {len(answers)} failed ({set(failed)}), {len(failed_after)} sent after the loss"
+        hosted = "a model server and a gateway" if lost_gateway else "a model server"
+        fault_table_figure("multinode-serve", f"model servers on {len(set(servers))} nodes, gateways on "
+                           f"{len(set(gateways))}; a worker node hosting {hosted} removed under 8 clients: "
+                           f"{len(failed)} of {len(answers)} requests failed, {len(after)} answered after the loss, "
+                           f"the longest waited {longest:.1f} s")
+    nodes.add_worker()
