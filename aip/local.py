@@ -27,6 +27,8 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "tok
 # ingress and gRPC between deployments (docs/BENCHMARKS.md). Not for the CLI's own driver.
 HEAD_ENV = {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 START_TIMEOUT_S = 120
+STOP_GRACE_S = 5
+"""How long the head's processes get to exit on SIGTERM before SIGKILL."""
 
 
 def token_path() -> Path:
@@ -83,22 +85,53 @@ def start_head(settings: Settings) -> None:
 
 
 def stop_head(settings: Settings) -> bool:
-    """Stop the head `up` started (its whole process group); False if none was running."""
+    """Stop the head `up` started, every process of its session; False if none was running.
+
+    ``ray start --block`` does not exit on SIGTERM while its GCS lingers, and Ray's workers run in
+    process groups of their own: signalling the head's group alone took a minute and relied on the
+    final SIGKILL. The whole session gets SIGTERM, and what is left after a grace period SIGKILL."""
     pid_file = head_pid_file(settings)
     if not pid_file.exists():
         return False
     pid = int(pid_file.read_text())
     running = _alive(pid)
     if running:
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.time() + 60
-        while _alive(pid) and time.time() < deadline:
-            time.sleep(0.5)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+        for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
+            _signal_session(pid, sig)
+            deadline = time.time() + wait_s
+            while (_alive(pid) or _session_members(pid)) and time.time() < deadline:
+                time.sleep(0.25)
+            if not (_alive(pid) or _session_members(pid)):
+                break
     pid_file.unlink(missing_ok=True)
     _forget_address_file(settings)
     return running
+
+
+def _signal_session(leader: int, sig: signal.Signals) -> None:
+    for target in [leader, *_session_members(leader)]:
+        try:
+            os.kill(target, sig)
+        except OSError:
+            pass  # already gone
+    try:
+        os.killpg(leader, sig)
+    except OSError:
+        pass
+
+
+def _session_members(leader: int) -> list[int]:
+    """Live (not zombie) processes of the session ``leader`` started (Linux's /proc; elsewhere
+    none are found and the head's process group is what gets signalled)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(entry.name) != leader and os.getsid(int(entry.name)) == leader \
+                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                members.append(int(entry.name))
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+    return members
 
 
 def _forget_address_file(settings: Settings) -> None:
@@ -193,19 +226,14 @@ def up(settings: Settings) -> dict[str, str]:
 
 
 def down(settings: Settings) -> bool:
-    """Remove the Serve app and stop the local Ray started by `up` (or, on a cluster, only remove
+    """Stop the local Ray started by `up` with everything on it (or, on a cluster, only remove
     the app). Returns False when there was nothing to stop."""
     import ray
     from ray import serve
 
     if settings.ray_address is None:
-        try:
-            connect_driver(settings, timeout_s=5)
-            serve.shutdown()
-        except Unavailable:
-            pass  # Ray already gone: stopping the head process is still right
-        finally:
-            ray.shutdown()
+        # No app deletion first: the gateway's direct ingress drains for 30 s before it stops,
+        # which serves nobody when the whole local platform stops with the head.
         return stop_head(settings)
     connect_driver(settings, settings.ray_address)
     serve.delete(settings.serve_app_name)
