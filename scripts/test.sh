@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/install.sh
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m pytest -p no:cacheprovider --durations=30 "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider --durations=60 "$@"
