@@ -122,7 +122,7 @@ def test_sentiment_walkthrough_paste_and_upload(page, platform_url: str, tmp_pat
     page.goto(platform_url)
     page.click("#new-task")
     page.select_option("#template-select", "text-classification")
-    for field, value in {"epochs": "4", "max_rows": "8000", "max_tokens": "32"}.items():
+    for field, value in {"epochs": "2", "max_rows": "8000", "max_tokens": "32"}.items():
         page.fill(f"#param-{field}", value)
     page.fill("#model-name", "ui-sentiment")
     page.click("#create-start")  # create and queue in one go
@@ -133,7 +133,7 @@ def test_sentiment_walkthrough_paste_and_upload(page, platform_url: str, tmp_pat
     page.click("nav a[data-page=inference]")
     page.select_option("#model-select", "ui-sentiment")
     expect(page.locator("#target-select option")).not_to_have_count(0)
-    # A 4-epoch model on 8,000 tweets is not always right about one sentence, so the checks are the
+    # A 2-epoch model on 8,000 tweets is not always right about one sentence, so the checks are the
     # ones it must pass: the UI shows the model's answer, and the two texts move the classes apart.
     positive = _predict_pasted(page, POSITIVE)
     negative = _predict_pasted(page, NEGATIVE)

@@ -71,6 +71,8 @@ def nodes() -> Iterator[ThreeNodes]:
         "num_cpus": NODE_CPUS, "temp_dir": str(temp_dir), "object_store_memory": 300 * 1024**2,
         # The state API (where each actor runs) is served by the head's dashboard.
         "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
+        # A lost node is declared dead after ~3 s instead of Ray's default ~15 s.
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
     })
     three = ThreeNodes(cluster)
     try:
@@ -150,26 +152,28 @@ def test_the_platform_actors_live_on_the_head(nodes: ThreeNodes, settings: Setti
 
 def test_training_spreads_its_workers_and_survives_losing_a_node(nodes: ThreeNodes, settings: Settings,
                                                                   tmp_path: Path) -> None:
-    thread, outcome, marker = _train_in_background(settings, tmp_path, epochs=5)
+    thread, outcome, marker = _train_in_background(settings, tmp_path, epochs=4)
     worker_nodes = _wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
         _alive_actor_nodes("RayTrainWorker")), 240, "two Ray Train workers")
     assert len(set(worker_nodes)) == 2, f"both workers on one node: {worker_nodes}"
     _wait_for(lambda: marker.exists() or not thread.is_alive(), 300, "a checkpoint")
     assert thread.is_alive(), f"training ended before a node could be lost: {outcome}"
     lost = next(node for node in worker_nodes if node != nodes.head_id)
+    lost_at = time.monotonic()
     nodes.replace(lost)
     thread.join(timeout=480)
+    recovered_in = time.monotonic() - lost_at
     try:
         assert not thread.is_alive(), "training did not finish after the node was lost"
         assert "error" not in outcome, outcome.get("error")
         result: TrainingOutcome = outcome["result"]
-        assert [m["epoch"] for m in result.history] == [1, 2, 3, 4, 5]
+        assert [m["epoch"] for m in result.history] == [1, 2, 3, 4]
         resumed = result.history[-1]["resumed_from_epoch"]
         assert resumed >= 1, "the run restarted from scratch"
         assert result.test_metrics["test_accuracy"] > 0.7
         fault_table_figure("multinode-train", f"2 workers on 2 nodes; the worker node of one removed after a "
-                           f"checkpoint; resumed from epoch {resumed}, finished 5/5 epochs, test accuracy "
-                           f"{result.test_metrics['test_accuracy']:.4f}")
+                           f"checkpoint; resumed from epoch {resumed}, finished 4/4 epochs {recovered_in:.0f} s after the "
+                           f"loss, test accuracy {result.test_metrics['test_accuracy']:.4f}")
     finally:
         nodes.add_worker()  # three nodes again for the next test
 
