@@ -20,17 +20,13 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 import ray
-import ray.train
 
 from aiplatform.alerting.actor import AlertsClient
-from aiplatform.datasets import DatasetManager
-from aiplatform.queue import QueueClient
+from aiplatform.queue import SUCCEEDED, QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
-from aiplatform.storage import open_storage
-from aiplatform.tasks import ensure_scheduler
-from aiplatform.training import TrainingOutcome, get_template, run_training
+from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
 from tests.factories import fault_table_figure, free_port, register_versions, served_platform
 
 BODY = {"array": [[0, 255], [255, 0]]}
@@ -89,7 +85,8 @@ def nodes() -> Iterator[ThreeNodes]:
 
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, ray_namespace=f"multinode-{uuid.uuid4().hex[:8]}", train_placement="SPREAD")
+    return Settings(home=tmp_path, ray_namespace=f"multinode-{uuid.uuid4().hex[:8]}", train_placement="SPREAD",
+                    task_poll_interval_s=0.5)
 
 
 def _alive_actor_nodes(class_name_part: str) -> list[str]:
@@ -97,33 +94,6 @@ def _alive_actor_nodes(class_name_part: str) -> list[str]:
 
     actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False)
     return [a.node_id for a in actors if class_name_part in a.class_name]
-
-
-def _train_in_background(settings: Settings, tmp_path: Path, epochs: int) -> tuple[threading.Thread, dict[str, Any], Path]:
-    """A 2-worker CNN run in a thread; a file appears once the controller has a checkpoint."""
-    storage = open_storage(str(tmp_path / "artifacts"))
-    template = get_template("cnn-classification")
-    params = template.parse_params({"epochs": epochs, "workers": 2, "max_rows": 3000, "batch_size": 32,
-                                    "conv_channels": [8, 16]})
-    marker = tmp_path / "checkpoint-reported"
-    outcome: dict[str, Any] = {}
-
-    class MarkReportedCheckpoints(ray.train.UserCallback):
-        def after_report(self, run_context, metrics, checkpoint) -> None:  # type: ignore[no-untyped-def]
-            if checkpoint is not None:
-                marker.touch()
-
-    def train() -> None:
-        try:
-            outcome["result"] = run_training(template, params, settings=settings, storage=storage,
-                                             datasets=DatasetManager(storage), run_name=f"mn-{uuid.uuid4().hex[:6]}",
-                                             callbacks=[MarkReportedCheckpoints()])
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=train, daemon=True)
-    thread.start()
-    return thread, outcome, marker
 
 
 def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -150,30 +120,36 @@ def test_the_platform_actors_live_on_the_head(nodes: ThreeNodes, settings: Setti
     assert {node for where in placed.values() for node in where} == {nodes.head_id}, placed
 
 
-def test_training_spreads_its_workers_and_survives_losing_a_node(nodes: ThreeNodes, settings: Settings,
-                                                                  tmp_path: Path) -> None:
-    thread, outcome, marker = _train_in_background(settings, tmp_path, epochs=4)
+def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: ThreeNodes, settings: Settings) -> None:
+    """A platform task (queue -> scheduler -> Ray job on the head) trains with 2 workers placed
+    SPREAD; the worker node of one is removed after the first epoch's checkpoint."""
+    ensure_scheduler(settings)
+    manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+    task = manager.create("cnn-classification", {"epochs": 4, "workers": 2, "max_rows": 3000, "batch_size": 32,
+                                                 "conv_channels": [8, 16]}, model_name="multinode-cnn", start=True)
     worker_nodes = _wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
         _alive_actor_nodes("RayTrainWorker")), 240, "two Ray Train workers")
     assert len(set(worker_nodes)) == 2, f"both workers on one node: {worker_nodes}"
-    _wait_for(lambda: marker.exists() or not thread.is_alive(), 300, "a checkpoint")
-    assert thread.is_alive(), f"training ended before a node could be lost: {outcome}"
+    # Each epoch's report carries its checkpoint: epoch 1 reported = a checkpoint to resume from.
+    reported = _wait_for(lambda: (lambda t: t if t.finished or (t.progress or {}).get("epoch", 0) >= 1 else None)(
+        manager.queue.get(task.id)), 300, "the first epoch's report")
+    assert not reported.finished, f"the task ended before a node could be lost: {reported}"
     lost = next(node for node in worker_nodes if node != nodes.head_id)
     lost_at = time.monotonic()
     nodes.replace(lost)
-    thread.join(timeout=480)
-    recovered_in = time.monotonic() - lost_at
     try:
-        assert not thread.is_alive(), "training did not finish after the node was lost"
-        assert "error" not in outcome, outcome.get("error")
-        result: TrainingOutcome = outcome["result"]
-        assert [m["epoch"] for m in result.history] == [1, 2, 3, 4]
-        resumed = result.history[-1]["resumed_from_epoch"]
+        done = _wait_for(lambda: (lambda t: t if t.finished else None)(manager.queue.get(task.id)), 480,
+                         "the task to finish")
+        recovered_in = time.monotonic() - lost_at
+        assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+        history = manager.queue.metrics_history(task.id)
+        assert [m["epoch"] for m in history] == [1, 2, 3, 4]
+        resumed = history[-1]["resumed_from_epoch"]
         assert resumed >= 1, "the run restarted from scratch"
-        assert result.test_metrics["test_accuracy"] > 0.7
-        fault_table_figure("multinode-train", f"2 workers on 2 nodes; the worker node of one removed after a "
-                           f"checkpoint; resumed from epoch {resumed}, finished 4/4 epochs {recovered_in:.0f} s after the "
-                           f"loss, test accuracy {result.test_metrics['test_accuracy']:.4f}")
+        assert done.result["test_accuracy"] > 0.7
+        fault_table_figure("multinode-train", f"a training task's 2 workers on 2 nodes; the worker node of one removed "
+                           f"after a checkpoint; resumed from epoch {resumed}, SUCCEEDED with 4/4 epochs "
+                           f"{recovered_in:.0f} s after the loss, test accuracy {done.result['test_accuracy']:.4f}")
     finally:
         nodes.add_worker()  # three nodes again for the next test
 
