@@ -46,7 +46,7 @@ class ThreeNodes:
     def worker_node(self, node_id: str) -> Any:
         return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
 
-    def replace(self, node_id: str) -> None:
+    def lose(self, node_id: str) -> None:
         """Remove the worker node ``node_id`` at once (its processes killed), as a lost machine."""
         self.cluster.remove_node(self.worker_node(node_id), allow_graceful=False)
 
@@ -136,7 +136,7 @@ def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: T
     assert not reported.finished, f"the task ended before a node could be lost: {reported}"
     lost = next(node for node in worker_nodes if node != nodes.head_id)
     lost_at = time.monotonic()
-    nodes.replace(lost)
+    nodes.lose(lost)
     try:
         done = _wait_for(lambda: (lambda t: t if t.finished else None)(manager.queue.get(task.id)), 480,
                          "the task to finish")
@@ -182,7 +182,7 @@ def test_serve_replicas_spread_and_requests_continue_when_a_node_is_lost(nodes: 
         before = len(answers)
         lost = next(node for node in servers if node != nodes.head_id)
         lost_at = time.monotonic()
-        nodes.replace(lost)
+        nodes.lose(lost)
         try:  # requests in flight on the lost node wait until Ray declares it dead, then are resent
             _wait_for(lambda: sum(1 for t, s, _ in answers if t > lost_at + 1 and s == 200) >= 300, 120,
                       "300 answers after the node was lost")
