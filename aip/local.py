@@ -55,8 +55,8 @@ def head_pid_file(settings: Settings) -> Path:
 
 
 def start_head(settings: Settings) -> None:
-    """`ray start --head --block` on 127.0.0.1, in its own process group (so `down` stops exactly
-    this head and nothing else on the machine), with the platform's settings in its environment:
+    """`ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly this
+    head and nothing else on the machine), with the platform's settings in its environment:
     every worker, job and Serve replica it spawns sees the same ``AIP_*`` values. ``LOCAL_RAY_ENV``
     must be in the environment before Ray is imported (the CLI sets it first)."""
     ensure_token()
@@ -66,7 +66,8 @@ def start_head(settings: Settings) -> None:
     command = [
         _ray_bin(), "start", "--head", "--block", f"--port={settings.ray_port}",
         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={settings.dashboard_port}", "--include-dashboard=true", "--disable-usage-stats",
+        f"--dashboard-port={settings.dashboard_port}", f"--dashboard-agent-listen-port={settings.dashboard_agent_port}",
+        "--include-dashboard=true", "--disable-usage-stats",
     ]
     if settings.ray_num_cpus:
         command.append(f"--num-cpus={settings.ray_num_cpus}")

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     ray_port: int = Field(6379, ge=1, le=65535)
     """GCS port of the head that ``aip up`` starts."""
     dashboard_port: int = Field(8265, ge=1, le=65535)
+    dashboard_agent_port: int = Field(52365, ge=1, le=65535)
+    """The head's dashboard agent (Ray's default port), which runs submitted jobs: a second Ray
+    on the machine holding it leaves ``aip up`` unable to submit any ("No available agent")."""
     http_port: int = Field(8000, ge=1, le=65535)
     """Serve's HTTP proxy (gateway, REST API, UI) on 127.0.0.1 in the local platform."""
     api_url: Optional[str] = None

@@ -38,6 +38,7 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
     http_port, dashboard_port = free_port(), free_port()
     env.update({
         "AIP_HOME": str(tmp_path), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(dashboard_port),
+        "AIP_DASHBOARD_AGENT_PORT": str(free_port()),  # the session's Ray may hold Ray's default
         "AIP_HTTP_PORT": str(http_port), "AIP_RAY_NUM_CPUS": "2",
         "AIP_RAY_TEMP_DIR": f"/tmp/aip-up-{os.getpid()}", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
