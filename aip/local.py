@@ -100,9 +100,9 @@ def stop_head(settings: Settings) -> bool:
         for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
             _signal_session(pid, sig)
             deadline = time.time() + wait_s
-            while (_alive(pid) or _session_members(pid)) and time.time() < deadline:
+            while (still_running := _alive(pid) or bool(_session_members(pid))) and time.time() < deadline:
                 time.sleep(0.25)
-            if not (_alive(pid) or _session_members(pid)):
+            if not still_running:
                 break
     pid_file.unlink(missing_ok=True)
     _forget_address_file(settings)

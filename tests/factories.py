@@ -103,6 +103,19 @@ def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> lis
     return versions
 
 
+def wait_for_task(queue, task_id: str, done, timeout_s: float = 240.0):  # type: ignore[no-untyped-def]
+    """Poll the queue until ``done(task)`` holds; returns that task (fails naming its state)."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        task = queue.get(task_id)
+        if done(task):
+            return task
+        time.sleep(0.5)
+    raise AssertionError(f"task {task_id} stuck in {task.state}: {task}")
+
+
 TINY_CNN_PARAMS = {"epochs": 1, "max_rows": 600, "batch_size": 64, "conv_channels": [4], "hidden_units": 16}
 """A cnn-classification run that finishes in seconds on 2 cores (the accuracy is not the point)."""
 

@@ -7,29 +7,16 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import ray
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
-from aiplatform.queue import CANCELLED, FAILED, QUEUED, REASON_INTERRUPTED, RUNNING, SUCCEEDED, QueueClient, Task
+from aiplatform.queue import CANCELLED, FAILED, QUEUED, REASON_INTERRUPTED, RUNNING, SUCCEEDED, QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
-from tests.factories import TINY_CNN_PARAMS, make_task
-
-JOB_TIMEOUT_S = 240
-
-
-def wait_for(queue: QueueClient, task_id: str, done: Callable[[Task], bool], timeout_s: float = JOB_TIMEOUT_S) -> Task:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        task = queue.get(task_id)
-        if done(task):
-            return task
-        time.sleep(0.5)
-    raise AssertionError(f"task {task_id} stuck in {task.state}: {task}")
+from tests.factories import TINY_CNN_PARAMS, make_task, wait_for_task
 
 
 @pytest.fixture()
@@ -46,7 +33,7 @@ def test_scheduler_runs_a_task_as_a_ray_job_to_success(settings: Settings, manag
     scheduler = ensure_scheduler(settings)
     task = manager.create("cnn-classification", {**TINY_CNN_PARAMS, "epochs": 2}, model_name="tasks-cnn", start=True)
     assert task.params["learning_rate"] == 3e-3  # stored with the template's defaults filled in
-    done = wait_for(manager.queue, task.id, lambda t: t.finished)
+    done = wait_for_task(manager.queue, task.id, lambda t: t.finished)
     assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-2000:])
     assert done.ray_job_id == f"aip-task-{task.id}-1" and done.attempts == 1
     history = manager.queue.metrics_history(task.id)
@@ -64,7 +51,7 @@ def test_highest_priority_starts_first_and_cancel_works_queued_and_running(manag
     manager.reconcile()  # capacity 1: only the highest-priority task starts
     assert manager.queue.get(high.id).state == RUNNING and manager.queue.get(low.id).state == QUEUED
     assert manager.cancel(low.id).state == CANCELLED
-    wait_for(manager.queue, high.id, lambda t: manager.jobs.state(t.ray_job_id).status == "RUNNING", 60)
+    wait_for_task(manager.queue, high.id, lambda t: manager.jobs.state(t.ray_job_id).status == "RUNNING", 60)
     cancelled = manager.cancel(high.id)
     assert cancelled.state == CANCELLED and cancelled.error_reason == "cancelled"
     assert manager.jobs.state(cancelled.ray_job_id).status == "STOPPED"
@@ -142,6 +129,6 @@ def test_a_directly_submitted_job_records_itself_as_a_task(settings: Settings, m
     assert found, manager.jobs.logs(submission_id)
     task = found[0]
     assert (task.source, task.ray_job_id) == ("ray-job", submission_id)
-    done = wait_for(manager.queue, task.id, lambda t: t.finished)
+    done = wait_for_task(manager.queue, task.id, lambda t: t.finished)
     assert done.state == SUCCEEDED, manager.jobs.logs(submission_id)[-2000:]
     assert done.result["model"] == "direct-cnn" and manager.queue.metrics_history(task.id)

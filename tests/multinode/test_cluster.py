@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import httpx
 import pytest
@@ -27,7 +27,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
 from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
-from tests.factories import fault_table_figure, free_port, register_versions, served_platform
+from tests.factories import fault_table_figure, free_port, register_versions, served_platform, wait_for_task
 
 BODY = {"array": [[0, 255], [255, 0]]}
 NODE_CPUS = 2
@@ -96,6 +96,12 @@ def _alive_actor_nodes(class_name_part: str) -> list[str]:
     return [a.node_id for a in actors if class_name_part in a.class_name]
 
 
+def _two_train_worker_nodes() -> Optional[list[str]]:
+    """The nodes of a run's two Ray Train workers, once both are alive."""
+    found = _alive_actor_nodes("RayTrainWorker")
+    return found if len(found) == 2 else None
+
+
 def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -127,19 +133,17 @@ def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: T
     manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
     task = manager.create("cnn-classification", {"epochs": 4, "workers": 2, "max_rows": 3000, "batch_size": 32,
                                                  "conv_channels": [8, 16]}, model_name="multinode-cnn", start=True)
-    worker_nodes = _wait_for(lambda: (lambda found: found if len(found) == 2 else None)(
-        _alive_actor_nodes("RayTrainWorker")), 240, "two Ray Train workers")
+    worker_nodes = _wait_for(_two_train_worker_nodes, 240, "two Ray Train workers")
     assert len(set(worker_nodes)) == 2, f"both workers on one node: {worker_nodes}"
     # Each epoch's report carries its checkpoint: epoch 1 reported = a checkpoint to resume from.
-    reported = _wait_for(lambda: (lambda t: t if t.finished or (t.progress or {}).get("epoch", 0) >= 1 else None)(
-        manager.queue.get(task.id)), 300, "the first epoch's report")
+    reported = wait_for_task(manager.queue, task.id,
+                             lambda t: t.finished or (t.progress or {}).get("epoch", 0) >= 1, 300)
     assert not reported.finished, f"the task ended before a node could be lost: {reported}"
     lost = next(node for node in worker_nodes if node != nodes.head_id)
     lost_at = time.monotonic()
     nodes.lose(lost)
     try:
-        done = _wait_for(lambda: (lambda t: t if t.finished else None)(manager.queue.get(task.id)), 480,
-                         "the task to finish")
+        done = wait_for_task(manager.queue, task.id, lambda t: t.finished, 480)
         recovered_in = time.monotonic() - lost_at
         assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
         history = manager.queue.metrics_history(task.id)
