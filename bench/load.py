@@ -136,14 +136,13 @@ def inject_faults(url: str, png: bytes, settings: Any) -> list[str]:
     from aiplatform.queue.actor import QUEUE_ACTOR_NAME
     from aiplatform.registry.actor import REGISTRY_ACTOR_NAME
     from aiplatform.results.actor import RESULT_STORE_ACTOR_NAME
+    from tests.factories import model_server_replicas
 
     done = []
     for name in (QUEUE_ACTOR_NAME, REGISTRY_ACTOR_NAME, RESULT_STORE_ACTOR_NAME, ALERT_ACTOR_NAME):
         ray.kill(ray.get_actor(name, namespace=settings.ray_namespace), no_restart=False)
         done.append(f"{name} killed")
-    replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                if a["name"].startswith("SERVE_REPLICA::") and "#ModelServer#" in a["name"]]
-    ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
+    ray.kill(model_server_replicas(settings.serve_app_name)[0], no_restart=True)
     done.append("a model-server replica killed")
     started = time.perf_counter()
     with httpx.Client(base_url=url, timeout=60) as client:

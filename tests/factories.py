@@ -103,6 +103,15 @@ def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> lis
     return versions
 
 
+def model_server_replicas(app_name: str):  # type: ignore[no-untyped-def]
+    """Handles of the live model-server replicas of the Serve app ``app_name`` (to kill one)."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith("SERVE_REPLICA::") and f"{app_name}#ModelServer#" in a["name"]]
+    return [ray.get_actor(name, namespace="serve") for name in names]
+
+
 def wait_for_task(queue, task_id: str, done, timeout_s: float = 240.0):  # type: ignore[no-untyped-def]
     """Poll the queue until ``done(task)`` holds; returns that task (fails naming its state)."""
     import time

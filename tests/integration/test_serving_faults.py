@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from aiplatform.settings import Settings
-from tests.factories import fault_table_figure, register_versions, served_platform
+from tests.factories import fault_table_figure, model_server_replicas, register_versions, served_platform
 
 BODY = {"array": [[0, 255], [255, 0]]}
 
@@ -29,15 +29,9 @@ def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
         yield url, settings
 
 
-def _model_server_replicas(app_name: str) -> list["ray.actor.ActorHandle"]:
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith("SERVE_REPLICA::") and f"{app_name}#ModelServer#" in a["name"]]
-    return [ray.get_actor(name, namespace="serve") for name in names]
-
-
 def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, Settings]) -> None:
     url, settings = two_replicas
-    replicas = _model_server_replicas(settings.serve_app_name)
+    replicas = model_server_replicas(settings.serve_app_name)
     assert len(replicas) == 2
     statuses: list[int] = []
     stop = threading.Event()
