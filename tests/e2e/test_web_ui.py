@@ -68,7 +68,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     digit.write_bytes(png_bytes(images[0]))
     page.click("nav a[data-page=inference]")
     page.select_option("#model-select", "ui-cnn")
-    expect(page.locator("#target-select option")).not_to_have_count(0)
+    expect(page.locator("#target-select[data-model='ui-cnn'] option")).not_to_have_count(0)
     page.set_input_files("#file-input", str(digit))
     page.click("#predict")
     expect(page.locator("#predicted-label")).to_have_text(str(int(labels[0])))
@@ -132,7 +132,7 @@ def test_sentiment_walkthrough_paste_and_upload(page, platform_url: str, tmp_pat
 
     page.click("nav a[data-page=inference]")
     page.select_option("#model-select", "ui-sentiment")
-    expect(page.locator("#target-select option")).not_to_have_count(0)
+    expect(page.locator("#target-select[data-model='ui-sentiment'] option")).not_to_have_count(0)
     # A 2-epoch model on 8,000 tweets is not always right about one sentence, so the checks are the
     # ones it must pass: the UI shows the model's answer, and the two texts move the classes apart.
     positive = _predict_pasted(page, POSITIVE)

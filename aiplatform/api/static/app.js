@@ -366,13 +366,18 @@ async function inferencePage() {
   for (const m of models) modelSelect.append(h("option", { value: m.name }, m.name));
   const fillTargets = async () => {
     const name = modelSelect.value;
-    if (!name) { targetSelect.replaceChildren(); return; }
+    // The previous model's versions go at once: a predict sent before this model's arrive must not
+    // pair this model with another one's alias or version (it gets the server's default instead).
+    targetSelect.replaceChildren();
+    delete targetSelect.dataset.model;
+    if (!name) return;
     const model = await api("GET", `/v1/models/${encodeURIComponent(name)}`);
     // A later choice may have been made while this one loaded: only the current model's answer counts.
     if (modelSelect.value !== name) return;
     targetSelect.replaceChildren(
       ...Object.keys(model.aliases).map((alias) => h("option", { value: `alias=${alias}` }, `${alias} (v${model.aliases[alias]})`)),
       ...model.versions.map((v) => h("option", { value: `version=${v.version}` }, `v${v.version}`)));
+    targetSelect.dataset.model = name;
     await refreshResults();
   };
   const refreshResults = async () => {
