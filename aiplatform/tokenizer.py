@@ -78,7 +78,11 @@ class Tokenizer:
 
     def chunks(self, text: str) -> list[tuple[str, np.ndarray]]:
         """A long document as consecutive windows of ``max_tokens`` words: (window text, ids)."""
-        tokens = split_tokens(text)
+        return self.token_chunks(split_tokens(text))
+
+    def token_chunks(self, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
+        """:meth:`chunks` of a text already split by :func:`split_tokens` (the gateway splits once
+        for both the model and the drift features)."""
         if not tokens:
             return []
         windows = [tokens[i : i + self.max_tokens] for i in range(0, len(tokens), self.max_tokens)]

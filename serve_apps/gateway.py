@@ -34,7 +34,7 @@ from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata, texts_from_infer_request
 from aiplatform.settings import Settings
 from aiplatform.tasks import scheduler_handle
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.tokenizer import Tokenizer, split_tokens
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
@@ -161,8 +161,7 @@ class Gateway:
         try:
             if config["input"]["type"] == "text":
                 raw, text = await self._read_text(request)
-                answer = await self._classify_text(model_id, config, text)
-                features = text_features(text, self._tokenizer(model_id, config))
+                answer, features = await self._classify_text(model_id, config, text)
             else:
                 raw, image = await self._read_input(request, config)
                 answer = await self.batcher.submit(model_id, image)
@@ -179,11 +178,15 @@ class Gateway:
                              **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"],
                              **extra})
 
-    async def _classify_text(self, model_id: str, config: dict[str, Any], text: str) -> dict[str, Any]:
-        """A text or document: its chunks go through the batcher together, then are combined."""
-        chunks = document_chunks(self._tokenizer(model_id, config), text)
+    async def _classify_text(self, model_id: str, config: dict[str, Any],
+                             text: str) -> tuple[dict[str, Any], dict[str, float]]:
+        """A text or document: its chunks go through the batcher together, then are combined.
+        Also its drift features, from the same split: a long document is tokenized once."""
+        tokenizer = self._tokenizer(model_id, config)
+        tokens = split_tokens(text)
+        chunks = document_chunks(tokenizer, tokens)
         answers = await asyncio.gather(*(self.batcher.submit(model_id, ids) for _, ids in chunks))
-        return combine_chunks(chunks, list(answers), config["labels"])
+        return combine_chunks(chunks, list(answers), config["labels"]), text_features(text, tokenizer, tokens)
 
     def _tokenizer(self, model_id: str, config: dict[str, Any]) -> Tokenizer:
         if model_id not in self._tokenizers:
@@ -290,8 +293,8 @@ class Gateway:
             body = _parse_json(raw)
             if config["input"]["type"] == "text":
                 texts = [check_text(text, "text input") for text in texts_from_infer_request(body)]
-                answers = await asyncio.gather(*(self._classify_text(model_id, config, text) for text in texts))
-                features = [text_features(text, self._tokenizer(model_id, config)) for text in texts]
+                classified = await asyncio.gather(*(self._classify_text(model_id, config, text) for text in texts))
+                answers, features = [a for a, _ in classified], [f for _, f in classified]
             else:
                 images, _ = images_from_infer_request(body, config)
                 answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))

@@ -8,7 +8,7 @@ model's vocabulary.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -30,9 +30,10 @@ def image_feature_columns(images: np.ndarray) -> dict[str, np.ndarray]:
     return {"mean_intensity": pixels.mean(axis=1), "std_intensity": pixels.std(axis=1)}
 
 
-def text_features(text: str, tokenizer: Tokenizer) -> dict[str, float]:
-    """One text, with its tokens (words and punctuation) as the model's tokenizer splits them."""
-    tokens = split_tokens(text)
+def text_features(text: str, tokenizer: Tokenizer, tokens: Optional[list[str]] = None) -> dict[str, float]:
+    """One text, with its tokens (words and punctuation) as the model's tokenizer splits them;
+    pass ``tokens`` when the text was already split."""
+    tokens = split_tokens(text) if tokens is None else tokens
     unknown = sum(1 for t in tokens if not tokenizer.known(t))
     return {"chars": float(len(text)), "tokens": float(len(tokens)),
             "oov_rate": round(unknown / len(tokens), 6) if tokens else 0.0}

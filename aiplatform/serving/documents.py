@@ -53,8 +53,9 @@ def check_upload_name(filename: str | None) -> None:
         raise InvalidArgument(f"Uploaded file {filename!r} is not a text document; send .txt or .md (UTF-8)")
 
 
-def document_chunks(tokenizer: Tokenizer, text: str) -> list[tuple[str, np.ndarray]]:
-    chunks = tokenizer.chunks(text)
+def document_chunks(tokenizer: Tokenizer, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
+    """The windows the model classifies, from the text's tokens (:func:`split_tokens`)."""
+    chunks = tokenizer.token_chunks(tokens)
     if not chunks:
         raise InvalidArgument("The text has no words to classify")
     if len(chunks) > MAX_CHUNKS:

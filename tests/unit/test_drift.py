@@ -13,7 +13,7 @@ from aiplatform.analysis.charts import bar_chart_svg, grayscale_png
 from aiplatform.analysis.drift import categorical_psi, drift_summary, numeric_psi
 from aiplatform.analysis.features import image_feature_columns, image_features, text_features
 from aiplatform.errors import InvalidArgument
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.tokenizer import Tokenizer, split_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -55,6 +55,8 @@ def test_input_features_are_the_same_one_by_one_and_in_batches() -> None:
     tokenizer = Tokenizer(["good", "movie"])  # "a", "," and "!" are tokens it does not know
     assert text_features("A good movie, GOOD!", tokenizer) == {"chars": 19.0, "tokens": 6.0, "oov_rate": 0.5}
     assert text_features("", tokenizer)["oov_rate"] == 0.0
+    text = "A good movie, GOOD!"  # the gateway passes the tokens it already split for the model
+    assert text_features(text, tokenizer, split_tokens(text)) == text_features(text, tokenizer)
 
 
 def test_charts_are_valid_svg_and_png() -> None:
