@@ -72,8 +72,9 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_
     )
 
 
-def register_package(settings, name: str, **package_options) -> int:  # type: ignore[no-untyped-def]
-    """Store and register one ``make_package(name, **package_options)``; returns its version."""
+def register_package(settings, name: str, metrics=None, **package_options) -> int:  # type: ignore[no-untyped-def]
+    """Store and register (through the registry actor) one ``make_package(name, **package_options)``
+    with ``metrics``; returns its version."""
     from aiplatform.registry import RegistryClient
     from aiplatform.storage import sha256_bytes, storage_from_settings
 
@@ -81,25 +82,16 @@ def register_package(settings, name: str, **package_options) -> int:  # type: ig
     key = f"packages/{name}/{sha256_bytes(data)[:16]}.zip"
     storage_from_settings(settings).put_bytes(key, data)
     return RegistryClient.connect(settings).register_version(
-        name, package_key=key, sha256=sha256_bytes(data), template="cnn-classification").version
+        name, package_key=key, sha256=sha256_bytes(data), template="cnn-classification", metrics=metrics).version
 
 
 def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> list[int]:  # type: ignore[no-untyped-def]
-    """Put ``count`` small packages of ``name`` in storage, register them (through the registry
-    actor) and point ``production`` at the first; returns their version numbers."""
+    """Register ``count`` small 3-class packages of ``name`` and point ``production`` at the first;
+    returns their version numbers."""
     from aiplatform.registry import RegistryClient
-    from aiplatform.storage import sha256_bytes, storage_from_settings
 
-    registry = RegistryClient.connect(settings)
-    storage = storage_from_settings(settings)
-    versions = []
-    for index in range(count):
-        data = make_package(name=name, num_classes=3, seed=seed + index)
-        key = f"packages/{name}/v{index + 1}.zip"
-        storage.put_bytes(key, data)
-        versions.append(registry.register_version(name, package_key=key, sha256=sha256_bytes(data),
-                                                  template="cnn-classification").version)
-    registry.set_alias(name, "production", versions[0])
+    versions = [register_package(settings, name, num_classes=3, seed=seed + index) for index in range(count)]
+    RegistryClient.connect(settings).set_alias(name, "production", versions[0])
     return versions
 
 

@@ -63,16 +63,11 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             from aip.local import connect_driver
             from aiplatform.registry import RegistryClient
             from aiplatform.settings import Settings
-            from aiplatform.storage import sha256_bytes, storage_from_settings
-            from tests.factories import make_package
+            from tests.factories import register_package
             settings = Settings(); connect_driver(settings)
-            registry, storage = RegistryClient.connect(settings), storage_from_settings(settings)
-            for v, acc in ((1, 0.90), (2, 0.91)):
-                data = make_package(name="tiny", seed=v)
-                storage.put_bytes(f"packages/tiny/v{v}.zip", data)
-                registry.register_version("tiny", package_key=f"packages/tiny/v{v}.zip", sha256=sha256_bytes(data),
-                                          template="cnn-classification", metrics={"test_accuracy": acc})
-            registry.set_alias("tiny", "production", 1)
+            for seed, acc in ((1, 0.90), (2, 0.91)):
+                register_package(settings, "tiny", seed=seed, metrics={"test_accuracy": acc})
+            RegistryClient.connect(settings).set_alias("tiny", "production", 1)
         """)
         done = subprocess.run([sys.executable, "-c", register], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120)

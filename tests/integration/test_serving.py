@@ -13,8 +13,7 @@ import pytest
 
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
-from aiplatform.storage import sha256_bytes, storage_from_settings
-from tests.factories import fault_table_figure, make_package, png_bytes, register_versions, served_platform
+from tests.factories import fault_table_figure, png_bytes, register_package, register_versions, served_platform
 
 
 _GATEWAY_SETTINGS: dict[str, Settings] = {}
@@ -125,11 +124,7 @@ def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: st
 
     settings = _GATEWAY_SETTINGS["settings"]
     registry = RegistryClient.connect(settings)
-    storage = storage_from_settings(settings)
-    data = make_package(name="tiny", num_classes=3, seed=5)
-    storage.put_bytes("packages/tiny/v2.zip", data)
-    v2 = registry.register_version("tiny", package_key="packages/tiny/v2.zip", sha256=sha256_bytes(data),
-                                   template="cnn-classification", metrics={"test_accuracy": 0.9})
+    v2 = register_package(settings, "tiny", num_classes=3, seed=5, metrics={"test_accuracy": 0.9})
     statuses: list[int] = []
     versions: list[int] = []
     stop = threading.Event()
@@ -146,7 +141,7 @@ def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: st
     for thread in threads:
         thread.start()
     time.sleep(1.0)
-    result = deploy(registry, "tiny", v2.version, warm=warm_on_serve(settings.serve_app_name), force=True)
+    result = deploy(registry, "tiny", v2, warm=warm_on_serve(settings.serve_app_name), force=True)
     assert result.previous_version == 1
     time.sleep(2.0)
     stop.set()
@@ -158,12 +153,9 @@ def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: st
           f"{sum(1 for s in statuses if s != 200)} failed, {versions.count(1)} answered by v1, {versions.count(2)} by v2")
 
     # The gate: a worse candidate is refused and production does not move.
-    data3 = make_package(name="tiny", num_classes=3, seed=6)
-    storage.put_bytes("packages/tiny/v3.zip", data3)
-    v3 = registry.register_version("tiny", package_key="packages/tiny/v3.zip", sha256=sha256_bytes(data3),
-                                   template="cnn-classification", metrics={"test_accuracy": 0.5})
+    v3 = register_package(settings, "tiny", num_classes=3, seed=6, metrics={"test_accuracy": 0.5})
     with pytest.raises(Conflict, match="Gate refused"):
-        deploy(registry, "tiny", v3.version, warm=lambda mid: None)
+        deploy(registry, "tiny", v3, warm=lambda mid: None)
     assert registry.resolve("tiny", "production").version == 2
 
     back = rollback(registry, "tiny", warm=warm_on_serve(settings.serve_app_name))
