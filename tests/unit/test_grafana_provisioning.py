@@ -3,6 +3,7 @@ created once, a second run writes nothing, and Grafana's errors are clear."""
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
@@ -17,6 +18,23 @@ from tests.grafana_stub import GrafanaStub
 pytestmark = pytest.mark.unit
 TOKEN = "glsa_test_token"
 RULES = alert_rules(latency_p99_s=0.5, error_rate=0.05, queue_wait_s=600, drift_psi=0.25)
+
+
+@pytest.fixture(autouse=True)
+def _ray_env_restored() -> Iterator[None]:
+    """``aip`` sets Ray's local-mode variables (token auth on) in its process, as a CLI should;
+    called in the test process, they would leak into every Ray started after this module."""
+    from aip.local import LOCAL_RAY_ENV
+
+    before = {key: os.environ.get(key) for key in LOCAL_RAY_ENV}
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture()
