@@ -7,7 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.tokenizer import TextTokenizer, text_tokenizer
 
 
 def image_preprocessing(height: int, width: int, channels: int, mean: float, std: float) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def decode_rows(image_bytes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
     return np.frombuffer(buffer, dtype=np.uint8).reshape(len(image_bytes), *shape)
 
 
-def text_preprocessing(tokenizer: Tokenizer) -> dict[str, Any]:
+def text_preprocessing(tokenizer: TextTokenizer) -> dict[str, Any]:
     """The ``preprocessing`` block of a ``model.json`` for a text model: the tokenizer's rules
     and vocabulary."""
     return {"type": "text", "tokenizer": tokenizer.to_config()}
@@ -56,7 +56,7 @@ def batch_converter(config: dict[str, Any]) -> Callable[[dict[str, np.ndarray]],
     (``config`` has ``input`` and ``preprocessing`` as in ``model.json``)."""
     preprocessing = config["preprocessing"]
     if preprocessing.get("type") == "text":
-        tokenizer = Tokenizer.from_config(preprocessing["tokenizer"])
+        tokenizer = text_tokenizer(preprocessing["tokenizer"])
 
         def text_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
             ids = torch.from_numpy(tokenizer.encode_batch(str(t) for t in batch["text"]))

@@ -13,11 +13,14 @@ import collections
 import re
 import unicodedata
 import zlib
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Union
 
 import numpy as np
 
 from aiplatform.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from aiplatform.wordpiece import WordPieceTokenizer
 
 TOKEN_PATTERN = r"\w+(?:'\w+)?|[^\w\s]"
 PAD_ID, UNK_ID = 0, 1
@@ -56,6 +59,10 @@ class Tokenizer:
         ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
         return cls(ranked[:max_vocab], max_tokens=max_tokens, bigram_buckets=bigram_buckets)
 
+    def split(self, text: str) -> list[str]:
+        """The text's tokens (:func:`split_tokens`): what ``token_chunks`` and ``known`` take."""
+        return split_tokens(text)
+
     @property
     def size(self) -> int:
         """Rows the embedding table needs."""
@@ -81,8 +88,8 @@ class Tokenizer:
         return self.token_chunks(split_tokens(text))
 
     def token_chunks(self, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
-        """:meth:`chunks` of a text already split by :func:`split_tokens` (the gateway splits once
-        for both the model and the drift features)."""
+        """:meth:`chunks` of a text already :meth:`split` (the gateway splits once for both the
+        model and the drift features)."""
         if not tokens:
             return []
         windows = [tokens[i : i + self.max_tokens] for i in range(0, len(tokens), self.max_tokens)]
@@ -124,3 +131,17 @@ class Tokenizer:
             raise InvalidArgument(f"Unsupported tokenizer {config.get('type')!r} with pattern {config.get('pattern')!r}")
         return cls(list(config["vocab"]), max_tokens=int(config["max_tokens"]),
                    bigram_buckets=int(config.get("bigram_buckets", 0)))
+
+
+TextTokenizer = Union[Tokenizer, "WordPieceTokenizer"]
+"""Either tokenizer: both have ``max_tokens``, ``row_length``, ``split``, ``token_chunks``,
+``encode_batch``, ``known`` and ``to_config``."""
+
+
+def text_tokenizer(config: dict[str, Any]) -> TextTokenizer:
+    """The tokenizer a ``model.json``'s ``preprocessing.tokenizer`` block describes."""
+    if config.get("type") == "wordpiece":
+        from aiplatform.wordpiece import WordPieceTokenizer
+
+        return WordPieceTokenizer.from_config(config)
+    return Tokenizer.from_config(config)

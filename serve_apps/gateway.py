@@ -34,7 +34,7 @@ from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata, texts_from_infer_request
 from aiplatform.settings import Settings
 from aiplatform.tasks import scheduler_handle
-from aiplatform.tokenizer import Tokenizer, split_tokens
+from aiplatform.tokenizer import TextTokenizer, text_tokenizer
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class Gateway:
             name=f"gateway-{serve.get_replica_context().replica_tag}",
         )
         self._configs: dict[str, dict[str, Any]] = {}
-        self._tokenizers: dict[str, Tokenizer] = {}
+        self._tokenizers: dict[str, TextTokenizer] = {}
 
     async def _call_model_server(self, model_id: str, images: list[np.ndarray]) -> list[dict[str, Any]]:
         """One handle call for a batch of requests to the same model (see AdaptiveBatcher).
@@ -183,14 +183,14 @@ class Gateway:
         """A text or document: its chunks go through the batcher together, then are combined.
         Also its drift features, from the same split: a long document is tokenized once."""
         tokenizer = self._tokenizer(model_id, config)
-        tokens = split_tokens(text)
+        tokens = tokenizer.split(text)
         chunks = document_chunks(tokenizer, tokens)
         answers = await asyncio.gather(*(self.batcher.submit(model_id, ids) for _, ids in chunks))
         return combine_chunks(chunks, list(answers), config["labels"]), text_features(text, tokenizer, tokens)
 
-    def _tokenizer(self, model_id: str, config: dict[str, Any]) -> Tokenizer:
+    def _tokenizer(self, model_id: str, config: dict[str, Any]) -> TextTokenizer:
         if model_id not in self._tokenizers:
-            self._tokenizers[model_id] = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+            self._tokenizers[model_id] = text_tokenizer(config["preprocessing"]["tokenizer"])
         return self._tokenizers[model_id]
 
     async def _read_text(self, request: Request) -> tuple[bytes, str]:

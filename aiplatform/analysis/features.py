@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from aiplatform.tokenizer import Tokenizer, split_tokens
+from aiplatform.tokenizer import TextTokenizer
 
 IMAGE_FEATURES = ("mean_intensity", "std_intensity")
 TEXT_FEATURES = ("chars", "tokens", "oov_rate")
@@ -30,15 +30,15 @@ def image_feature_columns(images: np.ndarray) -> dict[str, np.ndarray]:
     return {"mean_intensity": pixels.mean(axis=1), "std_intensity": pixels.std(axis=1)}
 
 
-def text_features(text: str, tokenizer: Tokenizer, tokens: Optional[list[str]] = None) -> dict[str, float]:
+def text_features(text: str, tokenizer: TextTokenizer, tokens: Optional[list[str]] = None) -> dict[str, float]:
     """One text, with its tokens (words and punctuation) as the model's tokenizer splits them;
     pass ``tokens`` when the text was already split."""
-    tokens = split_tokens(text) if tokens is None else tokens
+    tokens = tokenizer.split(text) if tokens is None else tokens
     unknown = sum(1 for t in tokens if not tokenizer.known(t))
     return {"chars": float(len(text)), "tokens": float(len(tokens)),
             "oov_rate": round(unknown / len(tokens), 6) if tokens else 0.0}
 
 
-def text_feature_columns(texts: Iterable[str], tokenizer: Tokenizer) -> dict[str, np.ndarray]:
+def text_feature_columns(texts: Iterable[str], tokenizer: TextTokenizer) -> dict[str, np.ndarray]:
     rows = [text_features(t, tokenizer) for t in texts]
     return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in TEXT_FEATURES}

@@ -29,7 +29,7 @@ from aiplatform.preprocessing import decode_rows
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
 from aiplatform.results import PredictionRecord
 from aiplatform.storage import Storage, validate_key
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.tokenizer import text_tokenizer
 
 CHART_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 MAX_DRIFT_SAMPLES = 1000
@@ -134,7 +134,7 @@ def _model_config(storage: Storage, version: ModelVersion) -> dict[str, Any]:
 
 def _reference_features(table: Any, version: DatasetVersion, config: dict[str, Any]) -> dict[str, np.ndarray]:
     if version.kind == "text":
-        tokenizer = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+        tokenizer = text_tokenizer(config["preprocessing"]["tokenizer"])
         return text_feature_columns((str(t) for t in table.column("text").to_pylist()), tokenizer)
     columns: dict[str, list[np.ndarray]] = {name: [] for name in IMAGE_FEATURES}
     for batch in table_batches(table, 4096):

@@ -14,7 +14,7 @@ import numpy as np
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.serving.inputs import MAX_UPLOAD_BYTES
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.tokenizer import TextTokenizer
 
 MAX_CHUNKS = 256
 TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".text")
@@ -53,14 +53,14 @@ def check_upload_name(filename: str | None) -> None:
         raise InvalidArgument(f"Uploaded file {filename!r} is not a text document; send .txt or .md (UTF-8)")
 
 
-def document_chunks(tokenizer: Tokenizer, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
-    """The windows the model classifies, from the text's tokens (:func:`split_tokens`)."""
+def document_chunks(tokenizer: TextTokenizer, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
+    """The windows the model classifies, from the text's tokens (``tokenizer.split``)."""
     chunks = tokenizer.token_chunks(tokens)
     if not chunks:
         raise InvalidArgument("The text has no words to classify")
     if len(chunks) > MAX_CHUNKS:
         raise InvalidArgument(
-            f"The document has {len(chunks)} chunks of {tokenizer.max_tokens} words; the limit is {MAX_CHUNKS}"
+            f"The document has {len(chunks)} chunks of {tokenizer.max_tokens} tokens; the limit is {MAX_CHUNKS}"
         )
     return chunks
 
