@@ -18,10 +18,10 @@ from fastapi import FastAPI, Request
 
 from aiplatform.serving.inputs import image_from_json
 from aiplatform.serving.runner import ModelRunner
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.tokenizer import text_tokenizer
 
 runner = ModelRunner.from_bytes(Path(os.environ["BENCH_PACKAGE"]).read_bytes())
-tokenizer = (Tokenizer.from_config(runner.config["preprocessing"]["tokenizer"])
+tokenizer = (text_tokenizer(runner.config["preprocessing"]["tokenizer"])
              if runner.config["input"]["type"] == "text" else None)
 app = FastAPI()
 

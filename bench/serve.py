@@ -1,10 +1,11 @@
 """Benchmark: the platform's Serve gateway vs a plain FastAPI app vs the model called in-process.
 
-    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|text]
+    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|text|minilm]
 
 One load generator (bench/loadgen.py), one package and one real input, concurrency 1, 8 and 32:
 the MNIST-sized CNN and a real MNIST test digit as a base64 PNG in JSON, or (``--model text``) the
-default tweets text model (real tokenizer) and a real tweet as ``{"text": ...}``:
+default tweets text model (real tokenizer) and a real tweet as ``{"text": ...}``, or (``--model
+minilm``) the MiniLM-encoder text model (real pretrained encoder) and the same tweet:
   (a) the gateway on Ray Serve (router, multiplexed batched model code, result store);
   (b) a plain single-process FastAPI + uvicorn app, unbatched (bench/plain_fastapi_app.py);
   (c) the same parsing and model called in-process with dynamic batching: this machine's limit.
@@ -114,14 +115,43 @@ def text_package() -> tuple[bytes, bytes]:
     return package, json.dumps({"text": tweets[1234]}).encode()
 
 
+def minilm_package() -> tuple[bytes, bytes]:
+    """The default ``text-minilm-classification`` model: the real pretrained MiniLM encoder and
+    its WordPiece tokenizer (the ``minilm`` extra), a random head, and the same real tweet."""
+    import torch
+
+    from aiplatform.architectures import build_model, load_pretrained
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import text_preprocessing
+    from aiplatform.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_config, shipped_tokenizer_json
+    from aiplatform.training.minilm import CHUNKING, MiniLMParams
+    from aiplatform.wordpiece import WordPieceTokenizer
+
+    params = MiniLMParams()
+    tokenizer = WordPieceTokenizer(shipped_tokenizer_json(), max_tokens=params.max_tokens)
+    torch.manual_seed(0)
+    architecture = {"type": "encoder-classifier", "encoder": shipped_encoder_config(), "pretrained": SHIPPED_ENCODER,
+                    "hidden_units": params.hidden_units, "num_classes": 3, "dropout": params.dropout}
+    package = build_package(
+        model_config={"name": "bench-minilm", "template": "text-minilm-classification", "task": "text-classification",
+                      "architecture": architecture, "labels": ["negative", "neutral", "positive"],
+                      "input": {"type": "text", "encoding": "utf-8", "max_tokens": params.max_tokens,
+                                "chunking": CHUNKING},
+                      "preprocessing": text_preprocessing(tokenizer)},
+        state_dict=load_pretrained(build_model(architecture), architecture).state_dict(),
+        metrics={"test_accuracy": 0.7}, lineage={"method": "bench"},
+    )
+    return package, text_package()[1]
+
+
 def body_parser(config: dict):  # type: ignore[no-untyped-def, type-arg]
     """body -> what the model takes for one request: an image, or token ids for a text model."""
     from aiplatform.serving.inputs import image_from_json
-    from aiplatform.tokenizer import Tokenizer
+    from aiplatform.tokenizer import text_tokenizer
 
     if config["input"]["type"] != "text":
         return lambda body: image_from_json(json.loads(body), config)
-    tokenizer = Tokenizer.from_config(config["preprocessing"]["tokenizer"])
+    tokenizer = text_tokenizer(config["preprocessing"]["tokenizer"])
     return lambda body: tokenizer.encode(json.loads(body)["text"])
 
 
@@ -253,12 +283,14 @@ def main() -> None:
                         help="direct: clients reach the gateway replica (throughput-optimized Serve); "
                              "proxy: through Serve's HTTP proxy")
     parser.add_argument("--gateway-replicas", type=int, default=1)
-    parser.add_argument("--model", choices=["mnist", "text"], default="mnist",
-                        help="the MNIST CNN and a digit PNG, or the tweets text model and a tweet")
+    parser.add_argument("--model", choices=["mnist", "text", "minilm"], default="mnist",
+                        help="the MNIST CNN and a digit PNG, or a tweets text model (bag of embeddings, "
+                             "or the MiniLM encoder) and a tweet")
     parser.add_argument("--only", choices=["gateway", "plain", "inprocess"], action="append")
     args = parser.parse_args()
 
-    package, body = (mnist_package(), digit_body()) if args.model == "mnist" else text_package()
+    makers = {"mnist": lambda: (mnist_package(), digit_body()), "text": text_package, "minilm": minilm_package}
+    package, body = makers[args.model]()
     package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
     package_path.write_bytes(package)
     targets = args.only or ["inprocess", "plain", "gateway"]
