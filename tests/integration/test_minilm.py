@@ -78,6 +78,28 @@ def test_int8_runs_on_padded_batches_and_stays_close() -> None:
         assert torch.equal(model(ids), model(torch.nn.functional.pad(ids, (0, 16))))  # padding changes nothing
 
 
+def test_train_encoder_fine_tunes_the_encoder_too() -> None:
+    import torch
+
+    from aiplatform.architectures import build_model
+
+    template = get_template("text-minilm-classification")
+    for train_encoder in (False, True):
+        params = template.parse_params({"train_encoder": train_encoder})
+
+        class Labels:
+            labels = ["negative", "positive"]
+
+        preprocessing = template.preprocessing(params, Labels, None)
+        model = build_model(template.architecture(params, Labels, preprocessing)).train()
+        ids = torch.tensor([[101, 2204, 102], [101, 2919, 102]])
+        torch.nn.functional.cross_entropy(model(ids), torch.tensor([1, 0])).backward()
+        encoder_grads = [p.grad for p in model.encoder.parameters()]
+        assert all(p.grad is not None for p in model.head.parameters())
+        assert all(g is not None for g in encoder_grads) if train_encoder else all(g is None for g in encoder_grads)
+        assert model.encoder.training is train_encoder  # a frozen encoder never drops out
+
+
 def test_without_the_extra_training_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
