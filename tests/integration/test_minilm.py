@@ -122,7 +122,7 @@ def minilm_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
     settings = Settings(home=Path(tmp_path_factory.mktemp("minilm")), ray_namespace=f"minilm-{uuid.uuid4().hex[:8]}")
     storage = storage_from_settings(settings)
     template = get_template("text-minilm-classification")
-    params = template.parse_params({"epochs": 2, "max_tokens": 48, "max_rows": 4000})
+    params = template.parse_params({"epochs": 2, "max_tokens": 32, "max_rows": 4000})
     outcome = run_training(template, params, settings=settings, storage=storage,
                            datasets=DatasetManager(storage), run_name=f"minilm-{uuid.uuid4().hex[:6]}")
     version = publish_model(outcome, name="tweets-minilm", storage=storage, registry=RegistryClient.connect(settings))
@@ -133,8 +133,9 @@ def minilm_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
 def test_the_head_learns_on_the_frozen_encoder_and_the_package_holds_everything(minilm_model: dict[str, Any]) -> None:
     outcome, version = minilm_model["outcome"], minilm_model["version"]
     assert [h["epoch"] for h in outcome.history] == [1, 2]
-    # 3,200 training tweets; three classes (the majority class is ~40%)
-    assert outcome.test_metrics["test_accuracy"] > 0.6, outcome.test_metrics
+    # 3,200 training tweets, 32 pieces each: 0.65 measured; always answering the majority class
+    # (negative) would score 0.43, and the full corpus gives 0.78 (README)
+    assert outcome.test_metrics["test_accuracy"] > 0.55, outcome.test_metrics
     assert outcome.architecture["type"] == "encoder-classifier" and not outcome.architecture["train_encoder"]
     assert outcome.preprocessing["tokenizer"]["type"] == "wordpiece"
     from aiplatform.sentence_encoder import shipped_encoder_weights
@@ -156,7 +157,7 @@ def test_pasted_text_and_documents_are_classified_by_the_gateway(minilm_model: d
     upload = api.post("/v1/models/tweets-minilm/predict?version=1", files={"file": ("review.md", document.encode())})
     assert upload.status_code == 200, upload.text
     body = upload.json()
-    assert len(body["chunks"]) == 4 and body["label"] == "positive"  # 141 pieces, 46 a window
+    assert len(body["chunks"]) == 5 and body["label"] == "positive"  # 141 pieces, 30 a window
 
 
 def test_int8_makes_it_smaller_within_a_point_and_serves(minilm_model: dict[str, Any]) -> None:
