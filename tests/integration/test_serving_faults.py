@@ -41,13 +41,16 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
             while not stop.is_set():
                 statuses.append(client.post("/v1/models/tiny/predict", json=BODY).status_code)
 
+    with httpx.Client(base_url=url, timeout=60) as client:  # the replicas load the model first
+        for _ in range(8):
+            assert client.post("/v1/models/tiny/predict", json=BODY).status_code == 200
     threads = [threading.Thread(target=load) for _ in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(2.0)
+    _wait_until(lambda: len(statuses) >= 50)  # a busy machine is slower, not a failure
     served_before_kill = len(statuses)
     ray.kill(replicas[0], no_restart=True)
-    time.sleep(4.0)
+    _wait_until(lambda: len(statuses) >= served_before_kill + 100)
     stop.set()
     for thread in threads:
         thread.join()
@@ -57,6 +60,12 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
     assert not failed, f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
     fault_table_figure("replica", f"one of two model-server replicas killed under 8 clients: {len(failed)} of "
           f"{len(statuses)} requests failed")
+
+
+def _wait_until(condition, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_overload_answers_503_with_retry_after_at_once(two_replicas: tuple[str, Settings]) -> None:
