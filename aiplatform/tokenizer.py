@@ -13,14 +13,12 @@ import collections
 import re
 import unicodedata
 import zlib
-from typing import TYPE_CHECKING, Any, Iterable, Union
+from abc import ABC, abstractmethod
+from typing import Any, Iterable
 
 import numpy as np
 
 from aiplatform.errors import InvalidArgument
-
-if TYPE_CHECKING:
-    from aiplatform.wordpiece import WordPieceTokenizer
 
 TOKEN_PATTERN = r"\w+(?:'\w+)?|[^\w\s]"
 PAD_ID, UNK_ID = 0, 1
@@ -37,7 +35,47 @@ def split_tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(normalize_text(text).lower())
 
 
-class Tokenizer:
+class TextTokenizer(ABC):
+    """What training, the gateway's document chunking and the drift features need of a
+    tokenizer: :class:`Tokenizer` (words) or ``aiplatform.wordpiece.WordPieceTokenizer``."""
+
+    max_tokens: int
+
+    @property
+    @abstractmethod
+    def row_length(self) -> int:
+        """Ids per encoded row."""
+
+    @abstractmethod
+    def split(self, text: str) -> list[str]:
+        """The text's tokens: what :meth:`token_chunks` and :meth:`known` take."""
+
+    @abstractmethod
+    def encode(self, text: str) -> np.ndarray:
+        """The text's first window as a padded int64 row."""
+
+    @abstractmethod
+    def token_chunks(self, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
+        """Consecutive windows of a split text: (window text, ids)."""
+
+    @abstractmethod
+    def known(self, token: str) -> bool:
+        """Whether a token is in the vocabulary."""
+
+    @abstractmethod
+    def to_config(self) -> dict[str, Any]:
+        """The ``preprocessing.tokenizer`` block of ``model.json``."""
+
+    def chunks(self, text: str) -> list[tuple[str, np.ndarray]]:
+        """A long document as consecutive windows: (window text, ids)."""
+        return self.token_chunks(self.split(text))
+
+    def encode_batch(self, texts: Iterable[str]) -> np.ndarray:
+        rows = [self.encode(t) for t in texts]
+        return np.stack(rows) if rows else np.zeros((0, self.row_length), dtype=np.int64)
+
+
+class Tokenizer(TextTokenizer):
     """Words -> ids, fitted once on training text; ``to_config()`` is what the package keeps."""
 
     def __init__(self, vocab: list[str], *, max_tokens: int = 64, bigram_buckets: int = 0) -> None:
@@ -79,17 +117,9 @@ class Tokenizer:
         """The first ``max_tokens`` words (and their bigrams) as a padded int64 row."""
         return self._pad(self.word_ids(split_tokens(text)[: self.max_tokens]))
 
-    def encode_batch(self, texts: Iterable[str]) -> np.ndarray:
-        rows = [self.encode(t) for t in texts]
-        return np.stack(rows) if rows else np.zeros((0, self.row_length), dtype=np.int64)
-
-    def chunks(self, text: str) -> list[tuple[str, np.ndarray]]:
-        """A long document as consecutive windows of ``max_tokens`` words: (window text, ids)."""
-        return self.token_chunks(split_tokens(text))
-
     def token_chunks(self, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
-        """:meth:`chunks` of a text already :meth:`split` (the gateway splits once for both the
-        model and the drift features)."""
+        """Windows of ``max_tokens`` words of a text already :meth:`split` (the gateway splits
+        once for both the model and the drift features)."""
         if not tokens:
             return []
         windows = [tokens[i : i + self.max_tokens] for i in range(0, len(tokens), self.max_tokens)]
@@ -132,10 +162,6 @@ class Tokenizer:
         return cls(list(config["vocab"]), max_tokens=int(config["max_tokens"]),
                    bigram_buckets=int(config.get("bigram_buckets", 0)))
 
-
-TextTokenizer = Union[Tokenizer, "WordPieceTokenizer"]
-"""Either tokenizer: both have ``max_tokens``, ``row_length``, ``split``, ``token_chunks``,
-``encode_batch``, ``known`` and ``to_config``."""
 
 
 def text_tokenizer(config: dict[str, Any]) -> TextTokenizer:

@@ -10,17 +10,17 @@ document is cut into windows of ``max_tokens - 2`` pieces.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.tokenizer import normalize_text
+from aiplatform.tokenizer import TextTokenizer, normalize_text
 
 UNKNOWN, CLS, SEP = "[UNK]", "[CLS]", "[SEP]"
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(TextTokenizer):
     """Text -> WordPiece ids for a BERT-style encoder (``tokenizers``' fast implementation)."""
 
     def __init__(self, tokenizer_json: dict[str, Any], *, max_tokens: int) -> None:
@@ -49,13 +49,6 @@ class WordPieceTokenizer:
     def encode(self, text: str) -> np.ndarray:
         """The first window of a text as a padded int64 row."""
         return self._row(self.split(text)[: self.max_tokens - 2])
-
-    def encode_batch(self, texts: Iterable[str]) -> np.ndarray:
-        rows = [self.encode(t) for t in texts]
-        return np.stack(rows) if rows else np.zeros((0, self.row_length), dtype=np.int64)
-
-    def chunks(self, text: str) -> list[tuple[str, np.ndarray]]:
-        return self.token_chunks(self.split(text))
 
     def token_chunks(self, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
         """Consecutive windows of ``max_tokens - 2`` pieces: (window text, ids)."""
