@@ -104,6 +104,20 @@ def model_server_replicas(app_name: str):  # type: ignore[no-untyped-def]
     return [ray.get_actor(name, namespace="serve") for name in names]
 
 
+def wait_for(condition, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    """Poll ``condition()`` until it returns something truthy, and return that; fails naming
+    ``what`` it waited for."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
 def wait_for_task(queue, task_id: str, done, timeout_s: float = 240.0):  # type: ignore[no-untyped-def]
     """Poll the queue until ``done(task)`` holds; returns that task (fails naming its state)."""
     import time

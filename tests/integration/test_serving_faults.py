@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from aiplatform.settings import Settings
-from tests.factories import fault_table_figure, model_server_replicas, register_versions, served_platform
+from tests.factories import fault_table_figure, model_server_replicas, register_versions, served_platform, wait_for
 
 BODY = {"array": [[0, 255], [255, 0]]}
 
@@ -47,10 +47,10 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
     threads = [threading.Thread(target=load) for _ in range(8)]
     for thread in threads:
         thread.start()
-    _wait_until(lambda: len(statuses) >= 50)  # a busy machine is slower, not a failure
+    wait_for(lambda: len(statuses) >= 50, 60, "50 answers before the kill")  # a busy machine is slower, not failing
     served_before_kill = len(statuses)
     ray.kill(replicas[0], no_restart=True)
-    _wait_until(lambda: len(statuses) >= served_before_kill + 100)
+    wait_for(lambda: len(statuses) >= served_before_kill + 100, 60, "100 answers after the kill")
     stop.set()
     for thread in threads:
         thread.join()
@@ -60,12 +60,6 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
     assert not failed, f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
     fault_table_figure("replica", f"one of two model-server replicas killed under 8 clients: {len(failed)} of "
           f"{len(statuses)} requests failed")
-
-
-def _wait_until(condition, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def test_overload_answers_503_with_retry_after_at_once(two_replicas: tuple[str, Settings]) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import httpx
 import pytest
@@ -27,7 +27,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
 from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
-from tests.factories import fault_table_figure, free_port, register_versions, served_platform, wait_for_task
+from tests.factories import fault_table_figure, free_port, register_versions, served_platform, wait_for, wait_for_task
 
 BODY = {"array": [[0, 255], [255, 0]]}
 NODE_CPUS = 2
@@ -102,16 +102,6 @@ def _two_train_worker_nodes() -> Optional[list[str]]:
     return found if len(found) == 2 else None
 
 
-def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def test_the_platform_actors_live_on_the_head(nodes: ThreeNodes, settings: Settings) -> None:
     QueueClient.connect(settings).counts()
     RegistryClient.connect(settings).list_models()
@@ -133,7 +123,7 @@ def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: T
     manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
     task = manager.create("cnn-classification", {"epochs": 4, "workers": 2, "max_rows": 3000, "batch_size": 32,
                                                  "conv_channels": [8, 16]}, model_name="multinode-cnn", start=True)
-    worker_nodes = _wait_for(_two_train_worker_nodes, 240, "two Ray Train workers")
+    worker_nodes = wait_for(_two_train_worker_nodes, 240, "two Ray Train workers")
     assert len(set(worker_nodes)) == 2, f"both workers on one node: {worker_nodes}"
     # Each epoch's report carries its checkpoint: epoch 1 reported = a checkpoint to resume from.
     reported = wait_for_task(manager.queue, task.id,
@@ -188,7 +178,7 @@ def test_serve_replicas_spread_and_requests_continue_when_a_node_is_lost(nodes: 
         lost_at = time.monotonic()
         nodes.lose(lost)
         try:  # requests in flight on the lost node wait until Ray declares it dead, then are resent
-            _wait_for(lambda: sum(1 for t, s, _ in answers if t > lost_at + 1 and s == 200) >= 300, 120,
+            wait_for(lambda: sum(1 for t, s, _ in answers if t > lost_at + 1 and s == 200) >= 300, 120,
                       "300 answers after the node was lost")
         finally:
             stop.set()
