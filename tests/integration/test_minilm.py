@@ -53,20 +53,24 @@ def test_the_encoder_computes_what_sentence_transformers_computes() -> None:
     assert windows[0][0].startswith("i love it, this is wonderful")
 
 
+def _template_blocks(labels: list[str], **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The template's ``preprocessing`` and ``architecture`` blocks, as a run on a dataset with
+    these ``labels`` would make them."""
+    from types import SimpleNamespace
+
+    template = get_template("text-minilm-classification")
+    parsed, dataset = template.parse_params(params), SimpleNamespace(labels=labels)
+    preprocessing = template.preprocessing(parsed, dataset, None)
+    return preprocessing, template.architecture(parsed, dataset, preprocessing)
+
+
 def test_int8_runs_on_padded_batches_and_stays_close() -> None:
     import torch
 
     from aiplatform.architectures import build_model, load_pretrained
     from aiplatform.compression.methods import apply, parse_method
 
-    template = get_template("text-minilm-classification")
-    params = template.parse_params({"max_tokens": 32})
-
-    class Labels:
-        labels = ["negative", "neutral", "positive"]
-
-    preprocessing = template.preprocessing(params, Labels, None)
-    architecture = template.architecture(params, Labels, preprocessing)
+    preprocessing, architecture = _template_blocks(["negative", "neutral", "positive"], max_tokens=32)
     model = load_pretrained(build_model(architecture), architecture).eval()
     quantized, _ = apply(parse_method("int8"), model, {"architecture": architecture})
     from aiplatform.wordpiece import WordPieceTokenizer
@@ -83,15 +87,9 @@ def test_train_encoder_fine_tunes_the_encoder_too() -> None:
 
     from aiplatform.architectures import build_model
 
-    template = get_template("text-minilm-classification")
     for train_encoder in (False, True):
-        params = template.parse_params({"train_encoder": train_encoder})
-
-        class Labels:
-            labels = ["negative", "positive"]
-
-        preprocessing = template.preprocessing(params, Labels, None)
-        model = build_model(template.architecture(params, Labels, preprocessing)).train()
+        _, architecture = _template_blocks(["negative", "positive"], train_encoder=train_encoder)
+        model = build_model(architecture).train()
         ids = torch.tensor([[101, 2204, 102], [101, 2919, 102]])
         torch.nn.functional.cross_entropy(model(ids), torch.tensor([1, 0])).backward()
         encoder_grads = [p.grad for p in model.encoder.parameters()]
