@@ -80,68 +80,67 @@ def digit_body() -> bytes:
 
 
 
-def text_package() -> tuple[bytes, bytes]:
-    """The default ``text-classification`` model for the tweets (the real tokenizer fitted on the
-    corpus, random weights: the cost of a forward pass does not depend on them) and one real
-    tweet as JSON ``{"text": ...}``."""
+TEXT_LABELS = ["negative", "neutral", "positive"]
+
+
+def tweets() -> list[str]:
+    """The real tweets of the ``tweets-sentiment`` corpus (read from its CSV, as the platform does)."""
     import csv
+
+    from aiplatform.datasets.text_sources import tweets_file
+
+    with tweets_file().open(encoding="latin-1", newline="") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def template_package(template_name: str, preprocessing: dict, name: str) -> bytes:  # type: ignore[type-arg]
+    """A package of the template's default model over ``preprocessing``, with the architecture
+    and input spec the template itself makes; the pretrained part is real, the rest random (the
+    cost of a forward pass does not depend on the weights)."""
+    from types import SimpleNamespace
 
     import torch
 
-    from aiplatform.architectures import build_model
-    from aiplatform.datasets.text_sources import tweets_file
+    from aiplatform.architectures import build_model, load_pretrained
     from aiplatform.packaging import build_package
-    from aiplatform.preprocessing import text_preprocessing
-    from aiplatform.tokenizer import Tokenizer
-    from aiplatform.training.text import DOCUMENT_CHUNKING, TextParams
+    from aiplatform.training import get_template
 
-    with tweets_file().open(encoding="latin-1", newline="") as handle:
-        tweets = [row["text"] for row in csv.DictReader(handle)]
-    params = TextParams()
-    tokenizer = Tokenizer.fit(tweets, max_vocab=params.max_vocab, min_freq=params.min_freq,
-                              max_tokens=params.max_tokens, bigram_buckets=params.bigram_buckets)
+    template = get_template(template_name)
+    params, dataset = template.parse_params({}), SimpleNamespace(labels=TEXT_LABELS)
+    architecture = template.architecture(params, dataset, preprocessing)
     torch.manual_seed(0)
-    architecture = {"type": "embedding-bag", "vocab_size": tokenizer.size, "embedding_dim": params.embedding_dim,
-                    "hidden_units": params.hidden_units, "num_classes": 3, "dropout": params.dropout}
-    package = build_package(
-        model_config={"name": "bench-text", "template": "text-classification", "task": "text-classification",
-                      "architecture": architecture, "labels": ["negative", "neutral", "positive"],
-                      "input": {"type": "text", "encoding": "utf-8", "max_tokens": params.max_tokens,
-                                "chunking": DOCUMENT_CHUNKING},
-                      "preprocessing": text_preprocessing(tokenizer)},
-        state_dict=build_model(architecture).state_dict(),
+    return build_package(
+        model_config={"name": name, "template": template.name, "task": template.task, "architecture": architecture,
+                      "labels": TEXT_LABELS, "input": template.input_spec(dataset, preprocessing),
+                      "preprocessing": preprocessing},
+        state_dict=load_pretrained(build_model(architecture), architecture).state_dict(),
         metrics={"test_accuracy": 0.74}, lineage={"method": "bench"},
     )
-    return package, json.dumps({"text": tweets[1234]}).encode()
+
+
+def text_package() -> tuple[bytes, bytes]:
+    """The default ``text-classification`` model for the tweets (the real tokenizer fitted on the
+    corpus) and one real tweet as JSON ``{"text": ...}``."""
+    from aiplatform.preprocessing import text_preprocessing
+    from aiplatform.tokenizer import Tokenizer
+    from aiplatform.training.text import TextParams
+
+    corpus, params = tweets(), TextParams()
+    tokenizer = Tokenizer.fit(corpus, max_vocab=params.max_vocab, min_freq=params.min_freq,
+                              max_tokens=params.max_tokens, bigram_buckets=params.bigram_buckets)
+    package = template_package("text-classification", text_preprocessing(tokenizer), "bench-text")
+    return package, json.dumps({"text": corpus[1234]}).encode()
 
 
 def minilm_package() -> tuple[bytes, bytes]:
     """The default ``text-minilm-classification`` model: the real pretrained MiniLM encoder and
     its WordPiece tokenizer (the ``minilm`` extra), a random head, and the same real tweet."""
-    import torch
+    from aiplatform.training import get_template
 
-    from aiplatform.architectures import build_model, load_pretrained
-    from aiplatform.packaging import build_package
-    from aiplatform.preprocessing import text_preprocessing
-    from aiplatform.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_config, shipped_tokenizer_json
-    from aiplatform.training.minilm import CHUNKING, MiniLMParams
-    from aiplatform.wordpiece import WordPieceTokenizer
-
-    params = MiniLMParams()
-    tokenizer = WordPieceTokenizer(shipped_tokenizer_json(), max_tokens=params.max_tokens)
-    torch.manual_seed(0)
-    architecture = {"type": "encoder-classifier", "encoder": shipped_encoder_config(), "pretrained": SHIPPED_ENCODER,
-                    "hidden_units": params.hidden_units, "num_classes": 3, "dropout": params.dropout}
-    package = build_package(
-        model_config={"name": "bench-minilm", "template": "text-minilm-classification", "task": "text-classification",
-                      "architecture": architecture, "labels": ["negative", "neutral", "positive"],
-                      "input": {"type": "text", "encoding": "utf-8", "max_tokens": params.max_tokens,
-                                "chunking": CHUNKING},
-                      "preprocessing": text_preprocessing(tokenizer)},
-        state_dict=load_pretrained(build_model(architecture), architecture).state_dict(),
-        metrics={"test_accuracy": 0.7}, lineage={"method": "bench"},
-    )
-    return package, text_package()[1]
+    template = get_template("text-minilm-classification")
+    preprocessing = template.preprocessing(template.parse_params({}), None, None)
+    package = template_package(template.name, preprocessing, "bench-minilm")
+    return package, json.dumps({"text": tweets()[1234]}).encode()
 
 
 def body_parser(config: dict):  # type: ignore[no-untyped-def, type-arg]
