@@ -62,7 +62,13 @@ def s3_bucket(s3_server: str) -> str:
 def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One embedded local Ray for the whole test session, in its own temp dir."""
     import ray
+    from ray._private.ray_constants import DEFAULT_DASHBOARD_AGENT_LISTEN_PORT as agent_port
 
+    # ray.init cannot move the dashboard agent off its fixed port; with another Ray holding it,
+    # every job this session submits would fail with "No available agent".
+    if not _is_port_free(agent_port):
+        pytest.exit(f"Port {agent_port} (Ray's dashboard agent) is taken by another process, probably a Ray "
+                    "left running: stop it (ray stop --force) and run the tests again", returncode=3)
     temp_dir = Path("/tmp") / f"aip-ray-{os.getpid()}"
     ray.init(
         num_cpus=2,
