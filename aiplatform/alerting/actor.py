@@ -93,6 +93,14 @@ class AlertActor:
     def rules(self) -> list[dict[str, Any]]:
         return [rule.model_dump() for rule in self.engine.rules]
 
+    def reload_rules(self) -> list[dict[str, Any]]:
+        """Read the rules again (the operator edited ``AIP_ALERT_RULES_FILE``); a file that does
+        not parse is refused and the running rules stay."""
+        rules = rules_from_settings(self.settings)
+        with self._lock:
+            self.engine.replace_rules(rules)
+        return self.rules()
+
     def resolve(self, alert_id: str) -> Alert:
         with self._lock:
             return self.store.resolve_by_id(alert_id, self.settings.alert_webhooks, message=None)
@@ -151,6 +159,9 @@ class AlertsClient:
 
     def rules(self) -> list[dict[str, Any]]:
         return call(self.handle.rules)
+
+    def reload_rules(self) -> list[dict[str, Any]]:
+        return call(self.handle.reload_rules)
 
     def resolve(self, alert_id: str) -> Alert:
         return call(self.handle.resolve, alert_id)

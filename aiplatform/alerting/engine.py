@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from aiplatform.alerting.rules import Rule
@@ -51,6 +51,16 @@ class AlertEngine:
         for alert in store.query(state="firing", limit=1000):
             if alert.rule in windows:
                 self._state[(alert.rule, alert.series)] = _SeriesState(deque(maxlen=windows[alert.rule] + 1))
+
+    def replace_rules(self, rules: list[Rule]) -> None:
+        """Run ``rules`` from now on (a rules file edited and reloaded). A rule that stays keeps
+        its series' history and open alerts; the state of a removed rule is dropped."""
+        windows = {rule.name: rule.window for rule in rules}
+        self._state = {
+            (name, key): replace(state, values=deque(state.values, maxlen=windows[name] + 1))
+            for (name, key), state in self._state.items() if name in windows
+        }
+        self.rules = rules
 
     def evaluate(self, signals: list[Signal], now: float) -> Evaluation:
         """Apply every rule to the signals of one interval."""

@@ -136,3 +136,16 @@ def test_an_operator_resolves_an_alert_by_hand(tmp_path: Path) -> None:
     [alert] = engine.store.query(state=FIRING)
     resolved = engine.store.resolve_by_id(alert.id, engine.webhooks)
     assert resolved.state == RESOLVED and engine.store.resolve_by_id(alert.id, []).resolved_at == resolved.resolved_at
+
+
+def test_reloaded_rules_keep_the_history_and_open_alerts_of_the_rules_that_stay(tmp_path: Path) -> None:
+    latency = {"name": "latency-p99-high", "kind": "threshold", "signal": "latency_p99", "threshold": 0.5,
+               "resolve_after": 2}
+    engine = _engine(tmp_path, [latency, {"name": "error-rate-high", "kind": "threshold", "signal": "error_rate",
+                                          "threshold": 0.05}])
+    assert _run(engine, "latency_p99", [0.9]) == [(0, "fired")]
+    engine.replace_rules(parse_rules([{**latency, "threshold": 2.0}]))  # raised, and the error rule dropped
+    assert [rule.name for rule in engine.rules] == ["latency-p99-high"]
+    # Still open under the new threshold: 0.9 is clear now, and two clear intervals resolve it.
+    assert _run(engine, "latency_p99", [0.9, 0.9], start=2000.0) == [(1, "resolved")]
+    assert not _run(engine, "error_rate", [0.9], start=3000.0)

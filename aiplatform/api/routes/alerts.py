@@ -24,6 +24,13 @@ def list_rules(platform: PlatformDep) -> dict[str, Any]:
     return {"rules": platform.alerts.rules()}
 
 
+@router.post("/rules/reload")
+def reload_rules(platform: PlatformDep) -> dict[str, Any]:
+    """Read the operator's rules file again, without a restart (400 naming the problem when it
+    does not parse; the running rules then stay)."""
+    return {"rules": platform.alerts.reload_rules()}
+
+
 @router.get("/status")
 def engine_status(platform: PlatformDep) -> dict[str, Any]:
     """Evaluations so far, the interval and the latest signals the rules saw."""
