@@ -142,6 +142,35 @@ def make_task(store, **overrides):  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
+def platform_settings(home, prefix: str, **overrides):  # type: ignore[no-untyped-def]
+    """Settings of a test platform of its own (its home folder and Ray namespace); afterwards its
+    head actors are removed, so that a session does not keep a dozen idle schedulers and alert
+    engines polling on its two cores."""
+    import uuid
+    from pathlib import Path
+
+    from aiplatform.settings import Settings
+
+    settings = Settings(home=Path(home), ray_namespace=f"{prefix}-{uuid.uuid4().hex[:8]}", **overrides)
+    try:
+        yield settings
+    finally:
+        remove_platform_actors(settings.ray_namespace)
+
+
+def remove_platform_actors(namespace: str) -> None:
+    """Kill the named actors of ``namespace`` (the platform's detached head actors)."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == namespace:
+            with contextlib.suppress(ValueError):  # already gone
+                ray.kill(ray.get_actor(actor["name"], namespace=namespace))
+
+
+@contextlib.contextmanager
 def served_platform(settings):  # type: ignore[no-untyped-def]
     """The platform's Serve app (gateway + model servers) on 127.0.0.1 at a free port, yielding
     its base URL; the app and Serve are removed afterwards (one Serve per test module)."""

@@ -16,7 +16,13 @@ import pytest
 
 from aiplatform.settings import Settings
 from tests.e2e.conftest import SCREENSHOTS, needs_browser
-from tests.factories import make_digit_images, png_bytes, register_versions, served_platform
+from tests.factories import (
+    make_digit_images,
+    platform_settings,
+    png_bytes,
+    register_versions,
+    served_platform,
+)
 
 TOKEN = "s3cr3t-" + uuid.uuid4().hex
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("token")), ray_namespace=f"tok-{uuid.uuid4().hex[:8]}",
-                        api_token=TOKEN)
-    register_versions(settings, "guarded", count=1)
-    with served_platform(settings) as url:
-        yield url, settings
+    with platform_settings(tmp_path_factory.mktemp("token"), "tok", api_token=TOKEN) as settings:
+        register_versions(settings, "guarded", count=1)
+        with served_platform(settings) as url:
+            yield url, settings
 
 
 @pytest.fixture(scope="module")

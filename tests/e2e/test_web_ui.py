@@ -4,27 +4,24 @@ MNIST digit with the model it produced. Screenshots go to test-artifacts/screens
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from aiplatform.settings import Settings
 from aiplatform.tasks import ensure_scheduler
 from tests.e2e.conftest import SCREENSHOTS, TRAINING_TIMEOUT_MS, needs_browser
-from tests.factories import make_digit_images, png_bytes, served_platform
+from tests.factories import make_digit_images, platform_settings, png_bytes, served_platform
 
 pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
 def platform_url(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("ui")), ray_namespace=f"ui-{uuid.uuid4().hex[:8]}",
-                        task_poll_interval_s=0.5)
-    ensure_scheduler(settings)
-    with served_platform(settings) as url:
-        yield url
+    with platform_settings(tmp_path_factory.mktemp("ui"), "ui", task_poll_interval_s=0.5) as settings:
+        ensure_scheduler(settings)
+        with served_platform(settings) as url:
+            yield url
 
 
 def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@ agent: a model that becomes slow, an error burst, shifted inputs and a faulty ca
 
 from __future__ import annotations
 
+import collections
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,40 +13,76 @@ from typing import Any, Iterator
 import httpx
 import numpy as np
 import pytest
+import yaml
 
-from aiplatform.alerting.actor import AlertsClient
+from aiplatform.alerting.actor import AlertsClient, metrics_targets
+from aiplatform.alerting.rules import default_rules
+from aiplatform.monitoring.metrics import METRICS
+from aiplatform.monitoring.scrape import scrape
 from aiplatform.registry import RegistryClient
-from aiplatform.settings import Settings
-from tests.factories import register_package, served_platform
+from aiplatform.serving.router import CACHE_TTL_S
+from tests.factories import platform_settings, register_package, served_platform, wait_for
 
-EXPORT_WAIT_S = 3.0  # Ray exports metrics every second here (conftest); one scrape after that
+ROUTER_CACHE_S = CACHE_TTL_S + 0.1
+"""Every gateway's router follows a moved alias or a new split within its cache TTL."""
+WAIT_S = 120.0
+BASELINE_REQUESTS = 24
+LATENCY_REQUESTS = 8
+"""Per latency interval, all at once: one or two forward passes of the slow model."""
+THRESHOLD_OVER_WARM = 5
+SLOW_OVER_THRESHOLD = 3
+"""The latency threshold is 5x the slowest warm request of the fast model measured in this run,
+and the slow model takes 3x the threshold: Prometheus's buckets place a quantile within a factor of
+2.5 of the truth, so the fast model stays below and the slow one above, on any machine."""
+
+
+def _write_rules(path: Path, latency_p99_s: float) -> None:
+    rules = default_rules(latency_p99_s=latency_p99_s, error_rate=0.05, queue_wait_s=600, drift_psi=0.25)
+    path.write_text(yaml.safe_dump([rule.model_dump() for rule in rules]))
 
 
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("alerting")), ray_namespace=f"alert-{uuid.uuid4().hex[:8]}",
-                        alert_interval_s=3600, alert_latency_p99_s=0.25)  # the tests drive each evaluation
-    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
+    home = tmp_path_factory.mktemp("alerting")
+    rules_file = home / "rules.yaml"
+    _write_rules(rules_file, latency_p99_s=0.5)  # until the latency test measures this machine
+    # The tests drive each evaluation.
+    with platform_settings(home, "alert", alert_interval_s=3600, alert_rules_file=rules_file) as settings, \
+            served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
         alerts = AlertsClient.connect(settings)
         alerts.evaluate_now()  # the first snapshot: intervals start here
-        yield {"settings": settings, "api": api, "alerts": alerts, "registry": RegistryClient.connect(settings)}
+        yield {"settings": settings, "api": api, "alerts": alerts, "registry": RegistryClient.connect(settings),
+               "rules_file": rules_file, "sent": collections.Counter()}
 
 
-def _traffic(api: httpx.Client, model: str, count: int, concurrency: int = 4, **params: Any) -> list[int]:
+def _traffic(platform: dict[str, Any], model: str, count: int, concurrency: int = 4) -> list[tuple[int, float]]:
+    """``count`` predictions of ``model``: (status, seconds) of each."""
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 1)).tolist()
 
-    def one(_: int) -> int:
-        return api.post(f"/v1/models/{model}/predict", params=params, json={"array": image}).status_code
+    def one(_: int) -> tuple[int, float]:
+        started = time.perf_counter()
+        status = platform["api"].post(f"/v1/models/{model}/predict", json={"array": image}).status_code
+        return status, time.perf_counter() - started
 
     with ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(one, range(count)))
+        answers = list(pool.map(one, range(count)))
+    platform["sent"][model] += count
+    return answers
 
 
-def _interval(platform: dict[str, Any], model: str, count: int, **params: Any) -> dict[str, Any]:
+def _wait_exported(platform: dict[str, Any], model: str) -> None:
+    """Until Ray's metrics endpoints count every request sent to ``model`` (Ray exports them
+    every second here, later on a busy machine)."""
+    counter = METRICS["aip_requests"].prometheus_name
+    wait_for(lambda: sum(scrape(metrics_targets()).series(counter, model=model).values()) >= platform["sent"][model],
+             WAIT_S, f"Ray's metrics to count the {platform['sent'][model]} requests sent to {model}")
+
+
+def _interval(platform: dict[str, Any], model: str, count: int, concurrency: int = 4) -> dict[str, Any]:
     """One evaluation interval with ``count`` requests in it."""
-    statuses = _traffic(platform["api"], model, count, **params)
-    time.sleep(EXPORT_WAIT_S)
-    return {**platform["alerts"].evaluate_now(), "statuses": statuses}
+    answers = _traffic(platform, model, count, concurrency)
+    _wait_exported(platform, model)
+    return {**platform["alerts"].evaluate_now(), "statuses": [status for status, _ in answers]}
 
 
 def _firing(platform: dict[str, Any], rule: str, model: str) -> list[dict[str, Any]]:
@@ -53,29 +90,38 @@ def _firing(platform: dict[str, Any], rule: str, model: str) -> list[dict[str, A
 
 
 def test_a_model_that_becomes_slow_raises_a_latency_alert_that_resolves_after_it_recovers(platform: dict[str, Any]) -> None:
-    settings, registry = platform["settings"], platform["registry"]
+    settings, registry, alerts = platform["settings"], platform["registry"], platform["alerts"]
     model = f"slowing-{uuid.uuid4().hex[:4]}"
     fast = register_package(settings, model, seed=0)
-    slow = register_package(settings, model, seed=1, delay_ms=400)
     registry.set_alias(model, "production", fast)
-    first = _interval(platform, model, 12)
+    # A warm baseline first (the first requests load the model), measured as the intervals will be.
+    _traffic(platform, model, LATENCY_REQUESTS, LATENCY_REQUESTS)
+    warm = max(seconds for _, seconds in _traffic(platform, model, BASELINE_REQUESTS, LATENCY_REQUESTS))
+    threshold_s = THRESHOLD_OVER_WARM * warm
+    _write_rules(platform["rules_file"], latency_p99_s=threshold_s)
+    assert {r["name"]: r["threshold"] for r in alerts.reload_rules()}["latency-p99-high"] == threshold_s
+    slow = register_package(settings, model, seed=1, delay_ms=SLOW_OVER_THRESHOLD * threshold_s * 1000)
+    _wait_exported(platform, model)
+    alerts.evaluate_now()  # the warm-up stays out of the intervals below
+
+    first = _interval(platform, model, LATENCY_REQUESTS, LATENCY_REQUESTS)
     assert set(first["statuses"]) == {200}
-    assert first["signals"][f"latency_p99{{model={model},version={fast}}}"] < 0.25
+    assert first["signals"][f"latency_p99{{model={model},version={fast}}}"] < threshold_s, (warm, first["signals"])
     registry.set_alias(model, "production", slow)  # the same model, now slow
-    time.sleep(0.6)  # the routers' alias cache
-    evaluations = [_interval(platform, model, 12) for _ in range(3)]
+    time.sleep(ROUTER_CACHE_S)
+    evaluations = [_interval(platform, model, LATENCY_REQUESTS, LATENCY_REQUESTS) for _ in range(3)]
     fired = [a for e in evaluations for a in e["fired"] if a["rule"] == "latency-p99-high"]
-    assert fired and fired[0]["labels"] == {"model": model, "version": str(slow)}, evaluations
+    assert fired and fired[0]["labels"] == {"model": model, "version": str(slow)}, (threshold_s, evaluations)
     assert fired[0]["severity"] == "critical" and "latency_p99" in fired[0]["message"]
     assert _firing(platform, "latency-p99-high", model)
     assert platform["api"].get("/v1/alerts", params={"state": "firing"}).json()["firing"] >= 1
 
     registry.set_alias(model, "production", fast)  # recovered (rolled back)
-    time.sleep(0.6)
+    time.sleep(ROUTER_CACHE_S)
     for _ in range(3):
-        _interval(platform, model, 12)
+        _interval(platform, model, LATENCY_REQUESTS, LATENCY_REQUESTS)
     assert not _firing(platform, "latency-p99-high", model)
-    resolved = [a for a in platform["alerts"].query(rule="latency-p99-high") if a.labels.get("model") == model]
+    resolved = [a for a in alerts.query(rule="latency-p99-high") if a.labels.get("model") == model]
     assert resolved[0].state == "resolved" and resolved[0].resolved_at > resolved[0].started_at
 
 
@@ -98,7 +144,7 @@ def test_a_faulty_canary_is_rolled_back_with_an_alert(platform: dict[str, Any]) 
     faulty = register_package(settings, model, seed=2, error_rate=1.0)
     registry.set_alias(model, "production", good)
     assert api.put(f"/v1/models/{model}/traffic", json={"weights": {str(good): 50, str(faulty): 50}}).status_code == 200
-    time.sleep(0.6)
+    time.sleep(ROUTER_CACHE_S)
     rolled_back: list[dict[str, Any]] = []
     for _ in range(3):
         evaluation = _interval(platform, model, 30, concurrency=1)
@@ -109,5 +155,5 @@ def test_a_faulty_canary_is_rolled_back_with_an_alert(platform: dict[str, Any]) 
     assert registry.get_traffic(model) == {}
     [alert] = _firing(platform, "canary-rollback", model)
     assert alert["severity"] == "critical" and "error rate" in alert["message"]
-    time.sleep(0.6)
-    assert set(_traffic(api, model, 10)) == {200}  # all traffic on production again
+    time.sleep(ROUTER_CACHE_S)
+    assert {status for status, _ in _traffic(platform, model, 10)} == {200}  # all traffic on production again

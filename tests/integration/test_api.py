@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from aiplatform.settings import Settings
 from aiplatform.tasks import ensure_scheduler
-from tests.factories import TINY_CNN_PARAMS, register_versions, served_platform
+from tests.factories import TINY_CNN_PARAMS, platform_settings, register_versions, served_platform
 
 
 @pytest.fixture(scope="module")
 def api(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("api")), ray_namespace=f"api-{uuid.uuid4().hex[:8]}",
-                        task_poll_interval_s=0.5)
-    register_versions(settings, "tiny", count=2)
-    ensure_scheduler(settings)
-    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
-        yield client
+    with platform_settings(tmp_path_factory.mktemp("api"), "api", task_poll_interval_s=0.5) as settings:
+        register_versions(settings, "tiny", count=2)
+        ensure_scheduler(settings)
+        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
+            yield client
 
 
 def error_of(response: httpx.Response, status: int) -> str:

@@ -4,16 +4,13 @@ the status codes, content types and bodies the schema documents."""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from aiplatform.settings import Settings
-from tests.factories import register_versions, served_platform
+from tests.factories import platform_settings, register_versions, served_platform
 
 EXAMPLES_PER_OPERATION = 6
 
@@ -24,7 +21,9 @@ def _checks() -> list[Any]:
     a decodable image, a state name a known state), and says so with a documented 400."""
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
-        content_type_conformance, response_headers_conformance, response_schema_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
         status_code_conformance,
     )
 
@@ -34,10 +33,10 @@ def _checks() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def api_schema(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    platform_settings = Settings(home=Path(tmp_path_factory.mktemp("fuzz")), ray_namespace=f"fuzz-{uuid.uuid4().hex[:8]}")
-    register_versions(platform_settings, "fuzz", count=2)
-    with served_platform(platform_settings) as url:
-        yield schemathesis.openapi.from_url(f"{url}/openapi.json")
+    with platform_settings(tmp_path_factory.mktemp("fuzz"), "fuzz") as settings:
+        register_versions(settings, "fuzz", count=2)
+        with served_platform(settings) as url:
+            yield schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
 def test_the_api_answers_generated_requests_as_its_schema_says(api_schema: Any) -> None:

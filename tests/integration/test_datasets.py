@@ -6,9 +6,9 @@ import functools
 import http.server
 import io
 import threading
-from xml.etree import ElementTree
 from pathlib import Path
 from typing import Iterator
+from xml.etree import ElementTree
 
 import numpy as np
 import pyarrow as pa

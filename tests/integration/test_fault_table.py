@@ -24,7 +24,12 @@ from aiplatform.queue import QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
-from tests.factories import fault_table_figure, register_versions, served_platform
+from tests.factories import (
+    fault_table_figure,
+    platform_settings,
+    register_versions,
+    served_platform,
+)
 
 SUBMISSIONS = 1000
 PREDICTIONS = 1000
@@ -35,10 +40,10 @@ RETRIES = 20
 
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("faults")), ray_namespace=f"faults-{uuid.uuid4().hex[:8]}")
-    register_versions(settings, "steady", count=1)
-    with served_platform(settings) as url:
-        yield url, settings
+    with platform_settings(tmp_path_factory.mktemp("faults"), "faults") as settings:
+        register_versions(settings, "steady", count=1)
+        with served_platform(settings) as url:
+            yield url, settings
 
 
 def _with_retries(request: Callable[[], httpx.Response], counters: dict[str, int]) -> httpx.Response:

@@ -32,8 +32,13 @@ def test_the_encoder_computes_what_sentence_transformers_computes() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from aiplatform.sentence_encoder import (SentenceEncoder, shipped_encoder_config, shipped_encoder_dir,
-                                             shipped_encoder_weights, shipped_tokenizer_json)
+    from aiplatform.sentence_encoder import (
+        SentenceEncoder,
+        shipped_encoder_config,
+        shipped_encoder_dir,
+        shipped_encoder_weights,
+        shipped_tokenizer_json,
+    )
     from aiplatform.wordpiece import WordPieceTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -15,10 +15,19 @@ import httpx
 import numpy as np
 import pytest
 
-from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml
+from aiplatform.monitoring.prometheus import (
+    SERVICE_DISCOVERY_FILE,
+    PrometheusClient,
+    prometheus_yaml,
+)
 from aiplatform.queue import QueueClient
-from aiplatform.settings import Settings
-from tests.factories import free_port, make_task, register_versions, served_platform
+from tests.factories import (
+    free_port,
+    make_task,
+    platform_settings,
+    register_versions,
+    served_platform,
+)
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
@@ -53,16 +62,20 @@ def prometheus(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
         process.wait(timeout=30)
 
 
-def _eventually(query: Callable[[], list[dict[str, Any]]], check: Callable[[list[dict[str, Any]]], bool],
+def _eventually(prometheus: PrometheusClient, promql: str, check: Callable[[list[dict[str, Any]]], bool],
                 what: str) -> list[dict[str, Any]]:
+    """Poll ``promql`` until ``check`` holds; on failure, say what Prometheus answered and how its
+    scrapes of Ray's targets went (the usual cause of a missing series)."""
     deadline = time.monotonic() + METRICS_WAIT_S
     result: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        result = query()
+        result = prometheus.query(promql)
         if check(result):
             return result
         time.sleep(1)
-    raise AssertionError(f"{what}: Prometheus answered {result}")
+    scrapes = [{key: target.get(key) for key in ("scrapeUrl", "health", "lastError", "lastScrapeDuration")}
+               for target in prometheus.targets()]
+    raise AssertionError(f"{what}: Prometheus answered {result} to {promql}; its scrapes: {scrapes}")
 
 
 def _value(result: list[dict[str, Any]]) -> float:
@@ -71,11 +84,11 @@ def _value(result: list[dict[str, Any]]) -> float:
 
 def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
         prometheus: PrometheusClient, ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> None:
-    settings = Settings(home=tmp_path_factory.mktemp("monitoring"), ray_namespace=f"mon-{uuid.uuid4().hex[:8]}")
     model = f"mon-{uuid.uuid4().hex[:6]}"
-    register_versions(settings, model, count=1)
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 1)).tolist()
-    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with platform_settings(tmp_path_factory.mktemp("monitoring"), "mon") as settings, \
+            served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
+        register_versions(settings, model, count=1)
         for _ in range(12):
             assert api.post(f"/v1/models/{model}/predict", json={"array": image}).status_code == 200
         for _ in range(3):  # pixel values out of range: the client's error
@@ -88,38 +101,34 @@ def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
         queue.claim(task.id, f"aip-task-{task.id}-1")
         queue.finish(task.id, "SUCCEEDED", result={"model": model, "version": 1})
 
-        up = _eventually(lambda: prometheus.query('up{job="ray"}'), lambda r: len(r) >= 1 and _value(r) >= 1,
-                         "Ray's targets are scraped")
+        def expect(promql: str, check: Callable[[list[dict[str, Any]]], bool], what: str) -> list[dict[str, Any]]:
+            return _eventually(prometheus, promql, check, what)
+
+        expect('up{job="ray"}', lambda r: len(r) >= 1 and _value(r) >= 1, "Ray's targets are scraped")
         assert all(t["labels"]["instance"].startswith("127.0.0.1:") for t in prometheus.targets())
-        ok = _eventually(lambda: prometheus.query(f'sum(ray_aip_requests_total{{model="{model}",version="1",outcome="ok"}})'),
-                         lambda r: _value(r) == 12, "12 good predictions")
-        assert ok
-        _eventually(lambda: prometheus.query(f'sum(ray_aip_requests_total{{model="{model}",outcome="client_error"}})'),
-                    lambda r: _value(r) == 3, "3 client errors")
-        _eventually(lambda: prometheus.query('sum(ray_aip_requests_total{model="unrouted",outcome="client_error"})'),
-                    lambda r: _value(r) >= 1, "the unknown model, without its name as a label")
-        p99 = _eventually(lambda: prometheus.query(
-            f'histogram_quantile(0.99, sum by (le, model, version) (ray_aip_request_latency_seconds_bucket{{model="{model}"}}))'),
-            lambda r: len(r) == 1, "a latency p99 per model and version")
+        expect(f'sum(ray_aip_requests_total{{model="{model}",version="1",outcome="ok"}})',
+               lambda r: _value(r) == 12, "12 good predictions")
+        expect(f'sum(ray_aip_requests_total{{model="{model}",outcome="client_error"}})',
+               lambda r: _value(r) == 3, "3 client errors")
+        expect('sum(ray_aip_requests_total{model="unrouted",outcome="client_error"})',
+               lambda r: _value(r) >= 1, "the unknown model, without its name as a label")
+        p99 = expect(f'histogram_quantile(0.99, sum by (le, model, version) '
+                     f'(ray_aip_request_latency_seconds_bucket{{model="{model}"}}))',
+                     lambda r: len(r) == 1, "a latency p99 per model and version")
         assert 0 < p99[0]["value"] < 10 and p99[0]["metric"]["version"] == "1"
-        classes = _eventually(lambda: prometheus.query(f'ray_aip_predicted_class_total{{model="{model}"}}'),
-                              lambda r: round(_value(r)) == 12, "the predicted classes")
+        classes = expect(f'ray_aip_predicted_class_total{{model="{model}"}}',
+                         lambda r: round(_value(r)) == 12, "the predicted classes")
         assert {r["metric"]["label"] for r in classes} <= {"0", "1", "2"}
-        _eventually(lambda: prometheus.query(f'sum(ray_aip_batch_size_count{{model="{model}"}})'),
-                    lambda r: _value(r) >= 1, "batch sizes")
-        _eventually(lambda: prometheus.query(f'sum(ray_aip_model_load_seconds_count{{model="{model}"}})'),
-                    lambda r: _value(r) >= 1, "model load times")
-        _eventually(lambda: prometheus.query('sum(ray_aip_model_cache_total{event="miss"})'),
-                    lambda r: _value(r) >= 1, "cache misses")
-        _eventually(lambda: prometheus.query('sum(ray_aip_result_write_lag_seconds_count)'),
-                    lambda r: _value(r) >= 12, "result-store write lag")
-        _eventually(lambda: prometheus.query('ray_aip_task_queue_depth{state="SUCCEEDED"}'),
-                    lambda r: _value(r) >= 1, "the queue's depth by state")
-        _eventually(lambda: prometheus.query(f'sum(ray_aip_task_wait_seconds_count{{template="{template}"}})'),
-                    lambda r: _value(r) >= 1, "task wait times by template")
-        _eventually(lambda: prometheus.query(
-            f'sum(ray_aip_task_duration_seconds_count{{template="{template}",outcome="SUCCEEDED"}})'),
-            lambda r: _value(r) >= 1, "task durations by template and outcome")
+        expect(f'sum(ray_aip_batch_size_count{{model="{model}"}})', lambda r: _value(r) >= 1, "batch sizes")
+        expect(f'sum(ray_aip_model_load_seconds_count{{model="{model}"}})', lambda r: _value(r) >= 1,
+               "model load times")
+        expect('sum(ray_aip_model_cache_total{event="miss"})', lambda r: _value(r) >= 1, "cache misses")
+        expect('sum(ray_aip_result_write_lag_seconds_count)', lambda r: _value(r) >= 12, "result-store write lag")
+        expect('ray_aip_task_queue_depth{state="SUCCEEDED"}', lambda r: _value(r) >= 1, "the queue's depth by state")
+        expect(f'sum(ray_aip_task_wait_seconds_count{{template="{template}"}})', lambda r: _value(r) >= 1,
+               "task wait times by template")
+        expect(f'sum(ray_aip_task_duration_seconds_count{{template="{template}",outcome="SUCCEEDED"}})',
+               lambda r: _value(r) >= 1, "task durations by template and outcome")
 
 
 def test_every_dashboard_query_is_valid_promql_for_the_real_prometheus(prometheus: PrometheusClient) -> None:

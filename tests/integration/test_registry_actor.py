@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import ray
@@ -12,11 +12,13 @@ from aiplatform.errors import NotFound
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.storage import sha256_bytes, storage_from_settings
+from tests.factories import platform_settings
 
 
 @pytest.fixture()
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, ray_namespace=f"reg-{uuid.uuid4().hex[:8]}")
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    with platform_settings(tmp_path, "reg") as settings:
+        yield settings
 
 
 def test_registry_actor_survives_being_killed(ray_session: None, settings: Settings) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -13,20 +12,25 @@ import pytest
 
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
-from tests.factories import fault_table_figure, png_bytes, register_package, register_versions, served_platform
-
+from tests.factories import (
+    fault_table_figure,
+    platform_settings,
+    png_bytes,
+    register_package,
+    register_versions,
+    served_platform,
+)
 
 _GATEWAY_SETTINGS: dict[str, Settings] = {}
 
 
 @pytest.fixture(scope="module")
 def gateway(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("serving")
-    settings = Settings(home=Path(home), ray_namespace=f"serve-{uuid.uuid4().hex[:8]}")
-    _GATEWAY_SETTINGS["settings"] = settings
-    register_versions(settings, "tiny")
-    with served_platform(settings) as url:
-        yield url
+    with platform_settings(tmp_path_factory.mktemp("serving"), "serve") as settings:
+        _GATEWAY_SETTINGS["settings"] = settings
+        register_versions(settings, "tiny")
+        with served_platform(settings) as url:
+            yield url
 
 
 def test_upload_and_json_predictions(gateway: str) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -14,7 +12,14 @@ import pytest
 import ray
 
 from aiplatform.settings import Settings
-from tests.factories import fault_table_figure, model_server_replicas, register_versions, served_platform, wait_for
+from tests.factories import (
+    fault_table_figure,
+    model_server_replicas,
+    platform_settings,
+    register_versions,
+    served_platform,
+    wait_for,
+)
 
 BODY = {"array": [[0, 255], [255, 0]]}
 
@@ -22,11 +27,11 @@ BODY = {"array": [[0, 255], [255, 0]]}
 @pytest.fixture(scope="module")
 def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
     """The platform app with two model-server replicas (autoscaling floor of 2)."""
-    settings = Settings(home=Path(tmp_path_factory.mktemp("faults")), ray_namespace=f"faults-{uuid.uuid4().hex[:8]}",
-                        serve_min_replicas=2, serve_max_replicas=2)
-    register_versions(settings, "tiny")
-    with served_platform(settings) as url:
-        yield url, settings
+    with platform_settings(tmp_path_factory.mktemp("faults"), "faults", serve_min_replicas=2,
+                           serve_max_replicas=2) as settings:
+        register_versions(settings, "tiny")
+        with served_platform(settings) as url:
+            yield url, settings
 
 
 def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, Settings]) -> None:

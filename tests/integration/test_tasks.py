@@ -7,21 +7,31 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import ray
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
-from aiplatform.queue import CANCELLED, FAILED, QUEUED, REASON_INTERRUPTED, RUNNING, SUCCEEDED, QueueClient
+from aiplatform.queue import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    REASON_INTERRUPTED,
+    RUNNING,
+    SUCCEEDED,
+    QueueClient,
+)
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
-from tests.factories import TINY_CNN_PARAMS, make_task, wait_for_task
+from tests.factories import TINY_CNN_PARAMS, make_task, platform_settings, wait_for_task
 
 
 @pytest.fixture()
-def settings(ray_session: None, tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, ray_namespace=f"tasks-{uuid.uuid4().hex[:8]}", task_poll_interval_s=0.5)
+def settings(ray_session: None, tmp_path: Path) -> Iterator[Settings]:
+    with platform_settings(tmp_path, "tasks", task_poll_interval_s=0.5) as settings:
+        yield settings
 
 
 @pytest.fixture()

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from aiplatform.errors import (
-    AIPError, AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound, Unavailable,
+    AIPError,
+    AlreadyExists,
+    Conflict,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
     http_status,
 )
 from aiplatform.settings import Settings

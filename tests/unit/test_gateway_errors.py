@@ -6,8 +6,8 @@ import json
 from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 
-from aiplatform.errors import NotFound
 from aiplatform.api.errors import error_response
+from aiplatform.errors import NotFound
 from serve_apps.gateway import overloaded
 
 

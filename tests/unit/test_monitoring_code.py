@@ -10,9 +10,18 @@ import pytest
 import yaml
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.monitoring.dashboards import DASHBOARDS, DATASOURCE_UID, all_dashboards, referenced_metrics
+from aiplatform.monitoring.dashboards import (
+    DASHBOARDS,
+    DATASOURCE_UID,
+    all_dashboards,
+    referenced_metrics,
+)
 from aiplatform.monitoring.metrics import METRICS
-from aiplatform.monitoring.prometheus import prometheus_config, prometheus_yaml, service_discovery_path
+from aiplatform.monitoring.prometheus import (
+    prometheus_config,
+    prometheus_yaml,
+    service_discovery_path,
+)
 
 pytestmark = pytest.mark.unit
 MONITORING = Path(__file__).resolve().parents[2] / "cluster" / "monitoring"

@@ -8,7 +8,14 @@ import pytest
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.queue import (
-    CANCELLED, CREATED, FAILED, QUEUED, REASON_INTERRUPTED, RUNNING, SUCCEEDED, TaskStore,
+    CANCELLED,
+    CREATED,
+    FAILED,
+    QUEUED,
+    REASON_INTERRUPTED,
+    RUNNING,
+    SUCCEEDED,
+    TaskStore,
 )
 from tests.factories import make_task
 
