@@ -71,7 +71,7 @@ def nodes() -> Iterator[ThreeNodes]:
                     "them) or on their own: scripts/test.sh tests/multinode")
     temp_dir = Path("/tmp") / f"aip-multinode-{os.getpid()}"
     # Cluster records its address in Ray's default temp dir, which a fresh machine does not have.
-    os.makedirs(ray._private.utils.get_ray_temp_dir(), exist_ok=True)
+    os.makedirs(os.path.dirname(ray._common.utils.get_ray_address_file(None)), exist_ok=True)
     cluster = Cluster()
     three = ThreeNodes(cluster)
     try:
