@@ -84,6 +84,12 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         # the monitoring and alerting tests read them.
         _system_config={"metrics_report_interval_ms": 1000},
     )
+    # Job drivers find their cluster through <temp dir>/ray_current_cluster, which ray.init does
+    # not write; without it Ray picks any gcs_server running on the machine (a Ray left over by
+    # an interrupted run, a developer's own) and the session's jobs fail to authenticate there.
+    from ray._private.utils import write_ray_address
+
+    write_ray_address(ray._private.worker._global_node.gcs_address, str(temp_dir))
     try:
         yield
     finally:
