@@ -30,11 +30,17 @@ def service_discovery_path(ray_temp_dir: Optional[Path] = None) -> Path:
 def prometheus_config(discovery_file: Path, *, scrape_interval_s: float = 5.0,
                       refresh_interval_s: float = 5.0, rule_files: tuple[str, ...] = ()) -> dict[str, Any]:
     """The config as data (``prometheus_yaml`` writes it); short intervals so a test or an
-    operator sees new targets and values within seconds."""
+    operator sees new targets and values within seconds.
+
+    A scrape may take the whole interval: a node's metrics agent is one Python process that
+    answers with every series of every worker the node has run (hundreds of KB after a while),
+    and on a busy node it has taken more than a second. Prometheus would otherwise cut a scrape
+    at the smaller of the interval and 10 s and drop that target's samples."""
     if scrape_interval_s <= 0 or refresh_interval_s <= 0:
         raise InvalidArgument("scrape and refresh intervals must be positive")
+    interval = f"{scrape_interval_s:g}s"
     config: dict[str, Any] = {
-        "global": {"scrape_interval": f"{scrape_interval_s:g}s", "evaluation_interval": f"{scrape_interval_s:g}s"},
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "scrape_configs": [{
             "job_name": "ray",
             "file_sd_configs": [{"files": [str(discovery_file)], "refresh_interval": f"{refresh_interval_s:g}s"}],

@@ -47,7 +47,9 @@ def prometheus(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
         time.sleep(0.5)
     folder = tmp_path_factory.mktemp("prometheus")
     config = folder / "prometheus.yml"
-    config.write_text(prometheus_yaml(discovery, scrape_interval_s=1, refresh_interval_s=1))
+    # Scrapes of Ray's metrics agent took over a second in a busy session (a 1 s interval, and so a
+    # 1 s timeout, lost the platform's series there); values still show within seconds.
+    config.write_text(prometheus_yaml(discovery, scrape_interval_s=5, refresh_interval_s=1))
     port = free_port()
     process = subprocess.Popen(
         [PROMETHEUS or "prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
