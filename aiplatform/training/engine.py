@@ -66,6 +66,8 @@ def run_training(
 ) -> TrainingOutcome:
     """Build (or reuse) the dataset, fit on Ray Train, and evaluate on the test split."""
     timings: dict[str, float] = {}
+    workers = int(params.workers)
+    use_gpu = resolve_gpu(params.gpu, workers)  # before any data is read: a refusal costs nothing
     started = time.perf_counter()
     dataset = datasets.build(template.dataset_spec(params))
     timings["dataset_seconds"] = time.perf_counter() - started
@@ -77,8 +79,6 @@ def run_training(
     val_ds = datasets.read_split(dataset, "val").materialize()
     preprocessing = template.preprocessing(params, dataset, datasets)
     architecture = template.architecture(params, dataset, preprocessing)
-    workers = int(params.workers)
-    use_gpu = resolve_gpu(params.gpu, workers)
     cpus_total = float(ray.cluster_resources().get("CPU", 1))
     resources = {"CPU": settings.train_worker_cpus}
     if use_gpu:

@@ -103,7 +103,7 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             assert failed.returncode == 2 and message in failed.stderr, (args, failed.stderr[-1000:])
 
         # Training from the terminal: submit and watch, list, logs; then predict with the new model.
-        submitted = aip("tasks", "submit", "cnn-classification", "--param", "epochs=2", "--param", "max_rows=6000",
+        submitted = aip("tasks", "submit", "cnn-classification", "--param", "epochs=2", "--param", "max_rows=3000",
                         "--param", "conv_channels=[8,16]", "--param", "hidden_units=32", "--model-name", "cli-cnn",
                         "--watch", timeout=400)
         assert submitted.returncode == 0, (submitted.stdout[-2000:], submitted.stderr[-2000:])
@@ -141,7 +141,7 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
 
         # A task running when the platform stops is marked interrupted after the next `aip up`.
         running = json.loads(aip("tasks", "submit", "cnn-classification", "--param", "epochs=200", "--param",
-                                 "max_rows=6000", "--json").stdout)
+                                 "max_rows=3000", "--json").stdout)
         deadline = time.time() + 60
         while time.time() < deadline and show(aip, running["id"])["state"] != "RUNNING":
             time.sleep(0.5)

@@ -36,7 +36,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("#error-text")).to_contain_text("epochs: Input should be greater than or equal to 1")
     expect(page.locator("tr[data-task]")).to_have_count(0)
 
-    for field, value in {"epochs": "2", "max_rows": "6000", "batch_size": "64", "conv_channels": "8, 16",
+    for field, value in {"epochs": "2", "max_rows": "3000", "batch_size": "64", "conv_channels": "8, 16",
                          "hidden_units": "32"}.items():
         page.fill(f"#param-{field}", value)
     page.fill("#model-name", "ui-cnn")
@@ -119,7 +119,7 @@ def test_sentiment_walkthrough_paste_and_upload(page, platform_url: str, tmp_pat
     page.goto(platform_url)
     page.click("#new-task")
     page.select_option("#template-select", "text-classification")
-    for field, value in {"epochs": "2", "max_rows": "8000", "max_tokens": "32"}.items():
+    for field, value in {"epochs": "2", "max_rows": "4000", "max_tokens": "32"}.items():
         page.fill(f"#param-{field}", value)
     page.fill("#model-name", "ui-sentiment")
     page.click("#create-start")  # create and queue in one go
@@ -130,7 +130,7 @@ def test_sentiment_walkthrough_paste_and_upload(page, platform_url: str, tmp_pat
     page.click("nav a[data-page=inference]")
     page.select_option("#model-select", "ui-sentiment")
     expect(page.locator("#target-select[data-model='ui-sentiment'] option")).not_to_have_count(0)
-    # A 2-epoch model on 8,000 tweets is not always right about one sentence, so the checks are the
+    # A 2-epoch model on 4,000 tweets is not always right about one sentence, so the checks are the
     # ones it must pass: the UI shows the model's answer, and the two texts move the classes apart.
     positive = _predict_pasted(page, POSITIVE)
     negative = _predict_pasted(page, NEGATIVE)
