@@ -32,6 +32,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 
     for what, url in up(settings).items():
         print(f"{what}: {url}")
+    if settings.api_auth == "off":
+        print("API authentication is OFF (AIP_API_AUTH=off): anyone who can reach the port can use the platform")
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> None:
@@ -182,7 +184,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace, Settings], Optional[int]] = args.run
     try:
-        settings = Settings()
+        from aiplatform.tokens import with_api_token
+
+        # The token `aip up` keeps in the state folder, unless AIP_API_TOKEN is set; `up` makes it.
+        settings = with_api_token(Settings(), create=args.run is cmd_up)
         if settings.ray_address is None:
             # Before Ray is imported: Ray reads these at import (else 127.0.0.1 becomes eth0's IP).
             from aip.local import LOCAL_RAY_ENV

@@ -20,6 +20,7 @@ from typing import Optional
 
 from aiplatform.errors import Unavailable
 from aiplatform.settings import Settings
+from aiplatform.tokens import api_token_path, read_or_create_secret
 
 # Loopback only (Ray 2.60 binds some agents to every interface otherwise), tokens on.
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
@@ -37,12 +38,11 @@ def token_path() -> Path:
 
 
 def ensure_token() -> Path:
-    """Create the cluster's token once (0600); `ray job submit` users need the same file."""
+    """Create the cluster's token once (0600 from the start); `ray job submit` users need the
+    same file."""
     path = token_path()
-    if not os.environ.get("RAY_AUTH_TOKEN") and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        read_or_create_secret(path, lambda: secrets.token_hex(32))
     return path
 
 
@@ -217,13 +217,20 @@ def up(settings: Settings) -> dict[str, str]:
         address = f"127.0.0.1:{settings.ray_port}"
     connect_driver(settings, address)
     deploy_platform(settings)
-    return {
+    urls = {
         "platform (UI, REST API, inference)": settings.resolved_api_url,
         "Ray dashboard": f"http://127.0.0.1:{settings.dashboard_port}",
         "ray job submit --address": f"http://127.0.0.1:{settings.dashboard_port}",
         "auth token file (RAY_AUTH_MODE=token)": str(token_path()),
         "Prometheus config (discovers this Ray)": "aip monitoring prometheus-config",
     }
+    if settings.api_token is not None:
+        # In the URL's fragment, which the browser never sends; the UI keeps it for the session.
+        urls["log in (opens the UI with the API token)"] = (
+            f"{settings.resolved_api_url}/#token={settings.api_token.get_secret_value()}")
+        urls["API token file (the CLI reads it; clients send 'Authorization: Bearer <token>')"] = \
+            str(api_token_path(settings))
+    return urls
 
 
 def down(settings: Settings) -> bool:

@@ -2,7 +2,9 @@
 
     AIPError (code "internal")
     ├── InvalidArgument  (400) bad input: a parameter, a key, a file, a package
-    │   └── IntegrityError (400) content that does not match its recorded sha256
+    │   ├── IntegrityError (400) content that does not match its recorded sha256
+    │   └── TooLarge       (413) input over a size limit (a body, an image's pixels, a document)
+    ├── Forbidden        (403) a request the platform refuses whoever sends it (a foreign origin)
     ├── NotFound         (404)
     ├── AlreadyExists    (409)
     ├── Conflict         (409) the thing exists but is in the wrong state
@@ -40,6 +42,14 @@ class IntegrityError(InvalidArgument):
     code = "integrity_error"
 
 
+class TooLarge(InvalidArgument):
+    code = "too_large"
+
+
+class Forbidden(AIPError):
+    code = "forbidden"
+
+
 class NotFound(AIPError):
     code = "not_found"
 
@@ -59,6 +69,8 @@ class Unavailable(AIPError):
 HTTP_STATUS_BY_CODE: dict[str, int] = {
     InvalidArgument.code: 400,
     IntegrityError.code: 400,
+    TooLarge.code: 413,
+    Forbidden.code: 403,
     NotFound.code: 404,
     AlreadyExists.code: 409,
     Conflict.code: 409,
@@ -73,7 +85,8 @@ def http_status(error: AIPError) -> int:
 
 
 ERROR_CLASSES: dict[str, type[AIPError]] = {
-    cls.code: cls for cls in (InvalidArgument, IntegrityError, NotFound, AlreadyExists, Conflict, Unavailable)
+    cls.code: cls for cls in (InvalidArgument, IntegrityError, TooLarge, Forbidden, NotFound, AlreadyExists,
+                              Conflict, Unavailable)
 }
 
 

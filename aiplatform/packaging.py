@@ -134,7 +134,12 @@ def read_package_files(
     max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """Open and verify a package's files; returns (files, manifest). Never executes content."""
+    """Open and verify a package's files; returns (files, manifest). Never executes content.
+
+    Order matters for hostile packages: the ZIP's central directory is checked first (entry
+    names, sizes each and in total), then ``manifest.json`` alone is read; only entries the
+    manifest lists, with the sizes it gives, are decompressed, each read no further than that
+    size and checked against its sha256."""
     if len(data) > max_package_bytes:
         raise InvalidArgument(f"Package is {len(data)} bytes, over the limit of {max_package_bytes}")
     try:
@@ -142,50 +147,69 @@ def read_package_files(
     except zipfile.BadZipFile as exc:
         raise IntegrityError(f"Package is not a valid ZIP archive: {exc}") from exc
     with archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_ENTRIES:
-            raise IntegrityError(f"Package has {len(infos)} entries, more than {MAX_ENTRIES}")
-        names = [info.filename for info in infos]
-        for info in infos:
-            _check_entry_name(info.filename)
-            if info.file_size > max_entry_bytes:
-                raise IntegrityError(
-                    f"Package entry {info.filename!r} is {info.file_size} bytes, over the limit "
-                    f"of {max_entry_bytes}"
-                )
-        if len(set(names)) != len(names):
-            raise IntegrityError("Package has duplicate entries")
-        missing = [name for name in REQUIRED_FILES if name not in names]
+        infos = {info.filename: info for info in _checked_directory(archive, max_package_bytes, max_entry_bytes)}
+        missing = [name for name in REQUIRED_FILES if name not in infos]
         if missing:
             raise IntegrityError(f"Package is missing {missing}")
-        files: dict[str, bytes] = {}
-        for info in infos:
-            try:
-                with archive.open(info) as handle:
-                    content = handle.read(max_entry_bytes + 1)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise IntegrityError(f"Package entry {info.filename!r} cannot be read: {exc}") from exc
-            if len(content) > max_entry_bytes:
-                raise IntegrityError(f"Package entry {info.filename!r} is over the size limit")
-            files[info.filename] = content
-    try:
-        manifest = json.loads(files[MANIFEST_FILE])
-        listed = manifest["files"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"Package manifest.json is not valid: {exc}") from exc
-    for name in files:
-        if name != MANIFEST_FILE and name not in listed:
-            raise IntegrityError(f"Package entry {name!r} is not listed in manifest.json")
-    for name, entry in listed.items():
-        if name not in files:
-            raise IntegrityError(f"Package manifest lists {name!r} but the archive lacks it")
-        actual = sha256_bytes(files[name])
-        if actual != entry.get("sha256"):
-            raise IntegrityError(
-                f"Package entry {name!r} fails verification: sha256 {actual} != manifest "
-                f"{entry.get('sha256')}"
-            )
+        manifest_info = infos[MANIFEST_FILE]
+        try:
+            manifest = json.loads(_read_entry(archive, manifest_info, manifest_info.file_size))
+            listed = manifest["files"]
+            declared = {name: int(entry["size"]) for name, entry in listed.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"Package manifest.json is not valid: {exc}") from exc
+        for name in infos:
+            if name != MANIFEST_FILE and name not in listed:
+                raise IntegrityError(f"Package entry {name!r} is not listed in manifest.json")
+        for name, size in declared.items():
+            if name not in infos:
+                raise IntegrityError(f"Package manifest lists {name!r} but the archive lacks it")
+            if infos[name].file_size != size:
+                raise IntegrityError(f"Package entry {name!r} is {infos[name].file_size} bytes in the archive "
+                                     f"but {size} in manifest.json")
+        files: dict[str, bytes] = {MANIFEST_FILE: _read_entry(archive, manifest_info, manifest_info.file_size)}
+        for name, size in declared.items():
+            content = _read_entry(archive, infos[name], size)
+            actual = sha256_bytes(content)
+            if actual != listed[name].get("sha256"):
+                raise IntegrityError(
+                    f"Package entry {name!r} fails verification: sha256 {actual} != manifest "
+                    f"{listed[name].get('sha256')}"
+                )
+            files[name] = content
     return files, manifest
+
+
+def _checked_directory(archive: zipfile.ZipFile, max_total_bytes: int, max_entry_bytes: int) -> list[zipfile.ZipInfo]:
+    """The archive's entries once their names and declared sizes are safe."""
+    infos = archive.infolist()
+    if len(infos) > MAX_ENTRIES:
+        raise IntegrityError(f"Package has {len(infos)} entries, more than {MAX_ENTRIES}")
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        raise IntegrityError("Package has duplicate entries")
+    for info in infos:
+        _check_entry_name(info.filename)
+        if info.file_size > max_entry_bytes:
+            raise IntegrityError(
+                f"Package entry {info.filename!r} is {info.file_size} bytes, over the limit of {max_entry_bytes}"
+            )
+    total = sum(info.file_size for info in infos)
+    if total > max_total_bytes:
+        raise IntegrityError(f"Package unpacks to {total} bytes, over the limit of {max_total_bytes}")
+    return infos
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> bytes:
+    """One entry, decompressed no further than one byte past ``size`` (a lying header is caught)."""
+    try:
+        with archive.open(info) as handle:
+            content = handle.read(size + 1)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise IntegrityError(f"Package entry {info.filename!r} cannot be read: {exc}") from exc
+    if len(content) != size:
+        raise IntegrityError(f"Package entry {info.filename!r} holds {len(content)} bytes, not the {size} declared")
+    return content
 
 
 def load_package(

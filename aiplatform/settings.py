@@ -19,7 +19,8 @@ RAY_NAMESPACE_DEFAULT = "aiplatform"
 class Settings(BaseSettings):
     """Platform configuration; every field maps to ``AIP_<FIELD>`` (e.g. ``AIP_STORAGE_URI``)."""
 
-    model_config = SettingsConfigDict(env_prefix="AIP_", extra="ignore", frozen=True)
+    # Errors name the setting and the problem, not the value: several values are secrets.
+    model_config = SettingsConfigDict(env_prefix="AIP_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".aiplatform")
     """Root for local state (SQLite) and, by default, artifacts."""
@@ -30,8 +31,8 @@ class Settings(BaseSettings):
 
     s3_endpoint_url: Optional[str] = None
     """S3-compatible endpoint (MinIO, moto, ...); unset means AWS."""
-    s3_access_key_id: Optional[str] = None
-    s3_secret_access_key: Optional[str] = None
+    s3_access_key_id: Optional[SecretStr] = None
+    s3_secret_access_key: Optional[SecretStr] = None
 
     state_dir: Optional[Path] = None
     """SQLite files of the head-node actors. Default: ``<home>/state``."""
@@ -84,8 +85,38 @@ class Settings(BaseSettings):
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
 
     api_token: Optional[SecretStr] = None
-    """When set, the API, inference endpoints and UI data need ``Authorization: Bearer <token>``
-    (health probes excepted); the CLI sends it."""
+    """The token the API, inference endpoints and UI data need (``Authorization: Bearer <token>``;
+    health probes excepted); the CLI sends it. ``aip up`` makes one when none is set."""
+    api_auth: Literal["token", "off"] = "token"
+    """``token``: every request needs ``api_token``, and with no token configured the platform
+    refuses them all (it fails closed). ``off``: no authentication; anyone who can reach the port
+    can train, deploy and read every result (docs/SECURITY.md)."""
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    """Host names the HTTP surface answers to (the ``Host`` header, port aside): a web page that
+    rebinds its own DNS name to 127.0.0.1 is refused. ``["*"]`` answers any (behind a load
+    balancer that checks hosts itself)."""
+
+    data_root: Optional[Path] = None
+    """Local dataset sources named through the API must lie under this folder (symbolic links
+    resolved). Default: ``<home>/data``."""
+    dataset_s3_prefixes: list[str] = Field(default_factory=list)
+    """``s3://bucket/prefix`` locations the API may name as dataset sources (none by default)."""
+    dataset_http_hosts: list[str] = Field(default_factory=list)
+    """Host names the API may name in ``http(s)://`` dataset sources (none by default). Their
+    addresses must be public: loopback, private, link-local and metadata addresses are refused
+    after DNS resolution, on every redirect too."""
+    dataset_private_hosts: bool = False
+    """Let the hosts above resolve to private addresses (a data server inside your network)."""
+    max_http_source_bytes: int = Field(512 * 1024**2, ge=1)
+    """The most an ``http(s)://`` dataset source may send (it is read on the driver)."""
+
+    max_request_rows: int = Field(256, ge=1, le=100_000)
+    """Inputs one prediction request may carry (v2 tensor rows, BYTES elements)."""
+    max_text_chars: int = Field(1_000_000, ge=1)
+    """Characters of one text or document, checked before it is normalised or tokenized."""
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    """Pixels of one uploaded image (a 48 MP phone photo fits); larger ones, and decompression
+    bombs, are answered 413 before they are decoded."""
 
     dashboard_url: Optional[str] = None
     """Ray's dashboard / job API (``http://host:8265``); unset: read from the cluster itself."""
@@ -127,7 +158,7 @@ class Settings(BaseSettings):
     alert_rules_file: Optional[Path] = None
     """YAML list of alert rules (see ``aiplatform.alerting.rules``); unset: the default rules
     with the thresholds below."""
-    alert_webhooks: list[str] = Field(default_factory=list)
+    alert_webhooks: list[SecretStr] = Field(default_factory=list)
     """URLs that get every alert change as a JSON POST (``AIP_ALERT_WEBHOOKS='["https://..."]'``)."""
     alert_latency_p99_s: float = Field(0.5, gt=0)
     alert_error_rate: float = Field(0.05, gt=0, le=1)
@@ -146,14 +177,19 @@ class Settings(BaseSettings):
 
     @field_validator("alert_webhooks")
     @classmethod
-    def _webhook_urls(cls, urls: list[str]) -> list[str]:
+    def _webhook_urls(cls, urls: list[SecretStr]) -> list[SecretStr]:
         from urllib.parse import urlparse
 
-        for url in urls:
-            parsed = urlparse(url)
+        for index, url in enumerate(urls):
+            parsed = urlparse(url.get_secret_value())
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ValueError(f"webhook URL {url!r} must be an absolute http(s) URL")
+                # The URL itself is not echoed: webhook URLs carry their service's token.
+                raise ValueError(f"webhook URL #{index + 1} must be an absolute http(s) URL")
         return urls
+
+    @property
+    def webhook_urls(self) -> list[str]:
+        return [url.get_secret_value() for url in self.alert_webhooks]
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> "Settings":
@@ -200,11 +236,15 @@ class Settings(BaseSettings):
         if self.s3_endpoint_url:
             options["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
         if self.s3_access_key_id:
-            options["key"] = self.s3_access_key_id
+            options["key"] = self.s3_access_key_id.get_secret_value()
         if self.s3_secret_access_key:
-            options["secret"] = self.s3_secret_access_key
+            options["secret"] = self.s3_secret_access_key.get_secret_value()
         return options
 
     @property
     def resolved_state_dir(self) -> Path:
         return self.state_dir or (self.home / "state")
+
+    @property
+    def resolved_data_root(self) -> Path:
+        return self.data_root or (self.home / "data")

@@ -10,11 +10,12 @@ cost of a table, no second vocabulary). CRC-32 hashes them: stable across proces
 from __future__ import annotations
 
 import collections
+import itertools
 import re
 import unicodedata
 import zlib
 from abc import ABC, abstractmethod
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -31,8 +32,13 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
-def split_tokens(text: str) -> list[str]:
-    return _TOKEN_RE.findall(normalize_text(text).lower())
+def split_tokens(text: str, limit: Optional[int] = None) -> list[str]:
+    """Words and punctuation of the normalised text; with ``limit``, the first ``limit`` only
+    (the rest of a long text is not scanned)."""
+    normalized = normalize_text(text).lower()
+    if limit is None:
+        return _TOKEN_RE.findall(normalized)
+    return [match.group() for match in itertools.islice(_TOKEN_RE.finditer(normalized), limit)]
 
 
 class TextTokenizer(ABC):
@@ -47,8 +53,13 @@ class TextTokenizer(ABC):
         """Ids per encoded row."""
 
     @abstractmethod
-    def split(self, text: str) -> list[str]:
-        """The text's tokens: what :meth:`token_chunks` and :meth:`known` take."""
+    def split(self, text: str, limit: Optional[int] = None) -> list[str]:
+        """The text's tokens (the first ``limit``): what :meth:`token_chunks` and :meth:`known` take."""
+
+    @property
+    def window_tokens(self) -> int:
+        """Tokens of the text in one window (:meth:`token_chunks`)."""
+        return self.max_tokens
 
     @abstractmethod
     def encode(self, text: str) -> np.ndarray:
@@ -97,9 +108,9 @@ class Tokenizer(TextTokenizer):
         ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
         return cls(ranked[:max_vocab], max_tokens=max_tokens, bigram_buckets=bigram_buckets)
 
-    def split(self, text: str) -> list[str]:
+    def split(self, text: str, limit: Optional[int] = None) -> list[str]:
         """The text's tokens (:func:`split_tokens`): what ``token_chunks`` and ``known`` take."""
-        return split_tokens(text)
+        return split_tokens(text, limit)
 
     @property
     def size(self) -> int:

@@ -10,7 +10,7 @@ document is cut into windows of ``max_tokens - 2`` pieces.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -42,9 +42,14 @@ class WordPieceTokenizer(TextTokenizer):
     def row_length(self) -> int:
         return self.max_tokens
 
-    def split(self, text: str) -> list[str]:
-        """The text's word pieces (no special tokens)."""
-        return list(self._fast.encode(normalize_text(text), add_special_tokens=False).tokens)
+    def split(self, text: str, limit: Optional[int] = None) -> list[str]:
+        """The text's word pieces (no special tokens; the first ``limit``)."""
+        pieces = self._fast.encode(normalize_text(text), add_special_tokens=False).tokens
+        return list(pieces if limit is None else pieces[:limit])
+
+    @property
+    def window_tokens(self) -> int:
+        return self.max_tokens - 2  # [CLS] and [SEP] take two places
 
     def encode(self, text: str) -> np.ndarray:
         """The first window of a text as a padded int64 row."""
@@ -52,7 +57,7 @@ class WordPieceTokenizer(TextTokenizer):
 
     def token_chunks(self, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
         """Consecutive windows of ``max_tokens - 2`` pieces: (window text, ids)."""
-        width = self.max_tokens - 2
+        width = self.window_tokens
         windows = [tokens[i : i + width] for i in range(0, len(tokens), width)]
         return [(self._fast.decode([self._vocab[t] for t in w]), self._row(w)) for w in windows]
 

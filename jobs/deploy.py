@@ -16,7 +16,12 @@ from aiplatform.errors import AIPError
 from aiplatform.registry import RegistryClient
 from aiplatform.runtime import connect
 from aiplatform.serving.deployer import (
-    DEFAULT_TOLERANCE, deploy, describe_split, rollback, set_canary, warm_on_serve,
+    DEFAULT_TOLERANCE,
+    deploy,
+    describe_split,
+    rollback,
+    set_canary,
+    warm_on_serve,
 )
 from aiplatform.settings import Settings
 

@@ -181,8 +181,10 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
     from aiplatform.serving.deployer import deploy, warm_on_serve
     from aiplatform.serving.http_check import check_digits_over_http
     from aiplatform.serving.router import CACHE_TTL_S
+    from aiplatform.tokens import with_api_token
     from serve_apps.app import start_app
 
+    settings = with_api_token(settings, create=True)  # the gateway refuses requests without one
     url = start_app(settings, args.http_port)
     deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
     time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL

@@ -247,8 +247,10 @@ class Gateway:
     async def ready(self) -> JSONResponse:
         try:
             self.registry.list_models()
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return JSONResponse(status_code=503, content={"ready": False, "error": str(exc)})
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            # The probe is public: why it failed goes to the log, not to whoever asks.
+            logger.warning("readiness check failed", exc_info=True)
+            return JSONResponse(status_code=503, content={"ready": False})
         return JSONResponse(content={"ready": True})
 
     @app.get("/v2/models/{name}")

@@ -21,8 +21,8 @@ from aiplatform.alerting.engine import AlertEngine
 from aiplatform.alerting.notify import WebhookNotifier
 from aiplatform.alerting.rules import Rule, default_rules, load_rules_file
 from aiplatform.alerting.store import Alert, AlertStore
-from aiplatform.monitoring.scrape import Snapshot, scrape
 from aiplatform.monitoring.metrics import set_gauge
+from aiplatform.monitoring.scrape import Snapshot, scrape
 from aiplatform.monitoring.signals import Signal, compute_signals, drift_signals
 from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
@@ -49,7 +49,7 @@ class AlertActor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = AlertStore(settings.resolved_state_dir / "alerts.sqlite")
-        self.engine = AlertEngine(rules_from_settings(settings), self.store, settings.alert_webhooks)
+        self.engine = AlertEngine(rules_from_settings(settings), self.store, settings.webhook_urls)
         self.notifier = WebhookNotifier(self.store)
         self._canaries: Optional[CanaryGuard] = None
         self._previous: Optional[Snapshot] = None
@@ -103,7 +103,7 @@ class AlertActor:
 
     def resolve(self, alert_id: str) -> Alert:
         with self._lock:
-            return self.store.resolve_by_id(alert_id, self.settings.alert_webhooks, message=None)
+            return self.store.resolve_by_id(alert_id, self.settings.webhook_urls, message=None)
 
     def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
         return self.store.deliveries(alert_id)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import httpx
 
-from aiplatform.alerting.store import AlertStore
+from aiplatform.alerting.store import AlertStore, redacted_url
 
 logger = logging.getLogger(__name__)
 TIMEOUT_S = 5.0
@@ -45,16 +45,20 @@ class WebhookNotifier:
             attempts = int(delivery["attempts"]) + 1
             retry_at = now + retry_delay_s(attempts, self.base_delay_s) if attempts < self.max_attempts else None
             if retry_at is None:
-                logger.warning("webhook %s gave up after %d attempts: %s", delivery["url"], attempts, error)
+                logger.warning("webhook %s gave up after %d attempts: %s", redacted_url(delivery["url"]), attempts,
+                               error)
             self.store.delivery_failed(delivery["id"], error, retry_at, now)
         return accepted
 
     def _post(self, url: str, payload: str) -> Optional[str]:
+        """None when accepted, else what went wrong: the error's kind or the HTTP status, never
+        the exception text or the response body (either may repeat the URL's token)."""
         try:
             response = httpx.post(url, content=payload, headers={"Content-Type": "application/json"},
                                   timeout=self.timeout_s)
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return type(exc).__name__
         if 200 <= response.status_code < 300:
             return None
-        return f"HTTP {response.status_code}: {response.text[:200]}"
+        return f"HTTP {response.status_code}"
+

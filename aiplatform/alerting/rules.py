@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from aiplatform.errors import InvalidArgument
 from aiplatform.monitoring.signals import SIGNAL_NAMES
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class Rule(BaseModel):
@@ -47,7 +47,7 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Rule":
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             raise ValueError(f"name {self.name!r} must be lowercase letters, digits and dashes")
         if self.signal not in SIGNAL_NAMES:
             raise ValueError(f"signal {self.signal!r} is not one of {list(SIGNAL_NAMES)}")

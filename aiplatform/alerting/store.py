@@ -15,6 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
@@ -170,10 +171,11 @@ class AlertStore:
                        (error[:500], retry_at, retry_at, time.time() if now is None else now, delivery_id))
 
     def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
+        """The deliveries as the API shows them: the URL reduced to its scheme and host."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM deliveries" + (" WHERE alert_id = ?" if alert_id else "") +
                                     " ORDER BY id", ((alert_id,) if alert_id else ())).fetchall()
-        return [dict(row) for row in rows]
+        return [{**dict(row), "url": redacted_url(row["url"])} for row in rows]
 
     def _enqueue(self, db: Any, alert: Alert, webhooks: list[str], now: float) -> None:
         payload = json.dumps({"alert": alert.to_dict(), "event": "resolved" if alert.state == RESOLVED else "firing"})
@@ -193,3 +195,11 @@ def _to_alert(row: Any) -> Alert:
     return Alert(id=row["id"], rule=row["rule"], series=row["series"], labels=json.loads(row["labels"]),
                  severity=row["severity"], state=row["state"], message=row["message"], value=row["value"],
                  started_at=row["started_at"], updated_at=row["updated_at"], resolved_at=row["resolved_at"])
+
+
+def redacted_url(url: str) -> str:
+    """``https://hooks.example.com/services/T0/B0/XYZ`` -> ``https://hooks.example.com/...``:
+    webhook URLs carry their service's token in the path or query."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/..."

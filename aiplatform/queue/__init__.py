@@ -2,8 +2,21 @@
 
 from aiplatform.queue.actor import QUEUE_ACTOR_NAME, QueueActor, QueueClient
 from aiplatform.queue.store import (
-    CANCELLED, CREATED, FAILED, FINISHED_STATES, MAX_PRIORITY, MIN_PRIORITY, QUEUED, REASON_INTERRUPTED, RUNNING, STATES,
-    SUCCEEDED, Task, TaskStore, validate_priority, validate_state,
+    CANCELLED,
+    CREATED,
+    FAILED,
+    FINISHED_STATES,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    QUEUED,
+    REASON_INTERRUPTED,
+    RUNNING,
+    STATES,
+    SUCCEEDED,
+    Task,
+    TaskStore,
+    validate_priority,
+    validate_state,
 )
 
 __all__ = [

@@ -1,7 +1,12 @@
 """The model registry: versions, aliases and lineage, durable in SQLite, owned by a head actor."""
 
 from aiplatform.registry.actor import REGISTRY_ACTOR_NAME, RegistryActor, RegistryClient
-from aiplatform.registry.store import ModelVersion, RegistryStore, validate_alias, validate_model_name
+from aiplatform.registry.store import (
+    ModelVersion,
+    RegistryStore,
+    validate_alias,
+    validate_model_name,
+)
 
 __all__ = [
     "REGISTRY_ACTOR_NAME",

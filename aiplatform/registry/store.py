@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from aiplatform.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
-from aiplatform.storage import Storage
 from aiplatform.sqlite import open_database, transaction
+from aiplatform.storage import Storage
 
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+MAX_TRAFFIC_VERSIONS = 16
 RESERVED_ALIASES = ("latest",)
 
 _SCHEMA = """
@@ -92,7 +93,7 @@ class ModelVersion:
 
 
 def validate_model_name(name: str) -> str:
-    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise InvalidArgument(
             f"Model name {name!r} is invalid: use 1-128 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -101,7 +102,7 @@ def validate_model_name(name: str) -> str:
 
 
 def validate_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.match(alias):
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
         raise InvalidArgument(
             f"Alias {alias!r} is invalid: use a lowercase letter then letters, digits, '_' or '-'"
         )
@@ -215,16 +216,22 @@ class RegistryStore:
     def set_traffic(self, name: str, weights: dict[int, float]) -> dict[int, float]:
         """Split the default route of ``name`` between versions (a canary), e.g. {3: 90, 4: 10}.
 
-        An empty mapping removes the split (all traffic follows the ``production`` alias).
+        Weights are relative: they are stored normalised to percentages. An empty mapping removes
+        the split (all traffic follows the ``production`` alias).
         """
         validate_model_name(name)
+        if len(weights) > MAX_TRAFFIC_VERSIONS:
+            raise InvalidArgument(f"A split may name at most {MAX_TRAFFIC_VERSIONS} versions, got {len(weights)}")
         clean: dict[int, float] = {}
         for version, weight in weights.items():
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-                raise InvalidArgument(f"Traffic weight for version {version} must be a number >= 0")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or weight < 0:
+                raise InvalidArgument(f"Traffic weight for version {version} must be a finite number >= 0")
             clean[int(self.get_version(name, int(version)).version)] = float(weight)
-        if clean and sum(clean.values()) <= 0:
-            raise InvalidArgument("Traffic weights must add up to more than 0")
+        total = sum(clean.values())  # inf when the weights overflow: refused below
+        if clean and not (math.isfinite(total) and total > 0):
+            raise InvalidArgument("Traffic weights must add up to a finite number above 0")
+        clean = {version: 100.0 * weight / total for version, weight in clean.items()}
         with self._lock, transaction(self._db) as db:
             if clean:
                 db.execute(

@@ -1,7 +1,12 @@
 """The result store: every prediction kept and queryable; writes batched off the request path."""
 
 from aiplatform.results.actor import (
-    RESULT_STORE_ACTOR_NAME, ResultsClient, ResultStoreActor, ResultWriter, input_key, result_store_handle,
+    RESULT_STORE_ACTOR_NAME,
+    ResultsClient,
+    ResultStoreActor,
+    ResultWriter,
+    input_key,
+    result_store_handle,
 )
 from aiplatform.results.store import PredictionRecord, ResultStore
 

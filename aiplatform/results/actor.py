@@ -11,7 +11,6 @@ from typing import Any, Optional
 import ray
 
 from aiplatform.monitoring.metrics import observe
-
 from aiplatform.results.store import PredictionRecord, ResultStore
 from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings

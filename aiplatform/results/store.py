@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS results (
     output TEXT NOT NULL,
     latency_ms REAL NOT NULL,
     created_at REAL NOT NULL,
-    features TEXT
+    features TEXT,
+    client_id TEXT
 );
 CREATE INDEX IF NOT EXISTS results_model_time ON results(model, version, created_at);
 CREATE INDEX IF NOT EXISTS results_time ON results(created_at);
@@ -51,6 +52,9 @@ class PredictionRecord:
     input_uri: Optional[str] = None
     features: dict[str, float] = field(default_factory=dict)
     """Summary features of the input (mean intensity, text length...), what drift analysis compares."""
+    client_id: Optional[str] = None
+    """The id the client gave its request (v2 ``id``); never the record's own ``id``, which the
+    server makes, so one client cannot name, or overwrite, another client's result."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,8 +68,10 @@ class ResultStore:
         self._lock = threading.Lock()
         self._db = open_database(self.db_path, _SCHEMA)
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(results)")}
-        if "features" not in columns:  # a store written before inputs had summary features
-            self._db.execute("ALTER TABLE results ADD COLUMN features TEXT")
+        # Stores written by earlier versions: before inputs had summary features, before client ids.
+        for column in ("features", "client_id"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -77,7 +83,7 @@ class ResultStore:
             (
                 r.id, r.model, int(r.version), r.input_digest, r.input_uri,
                 json.dumps(r.output), float(r.latency_ms), float(r.created_at),
-                json.dumps(r.features) if r.features else None,
+                json.dumps(r.features) if r.features else None, r.client_id,
             )
             for r in records
         ]
@@ -86,7 +92,7 @@ class ResultStore:
             with transaction(self._db) as db:
                 db.executemany(
                     "INSERT OR IGNORE INTO results(id, model, version, input_digest, input_uri,"
-                    " output, latency_ms, created_at, features) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " output, latency_ms, created_at, features, client_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
             return self._db.total_changes - before
@@ -147,4 +153,5 @@ def _to_record(row: sqlite3.Row) -> PredictionRecord:
         created_at=float(row["created_at"]),
         input_uri=row["input_uri"],
         features=json.loads(row["features"]) if row["features"] else {},
+        client_id=row["client_id"],
     )

@@ -12,21 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from aiplatform.errors import InvalidArgument
-from aiplatform.serving.inputs import MAX_UPLOAD_BYTES
+from aiplatform.errors import InvalidArgument, TooLarge
+from aiplatform.serving.limits import MAX_UPLOAD_BYTES, RequestLimits
 from aiplatform.tokenizer import TextTokenizer
 
-MAX_CHUNKS = 256
 TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".text")
 CHUNK_PREVIEW_CHARS = 160
 
 
-def text_from_bytes(data: bytes, what: str = "Uploaded file") -> str:
+def text_from_bytes(data: bytes, what: str = "Uploaded file", limits: RequestLimits = RequestLimits()) -> str:
     """UTF-8 text (a BOM is allowed); binary data and other encodings are refused by name."""
     if not data:
         raise InvalidArgument(f"{what} is empty")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise InvalidArgument(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+        raise TooLarge(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InvalidArgument(f"{what} is UTF-16; send UTF-8 text")
     if b"\x00" in data:
@@ -35,16 +34,17 @@ def text_from_bytes(data: bytes, what: str = "Uploaded file") -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{what} is not valid UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 text") from exc
-    return check_text(text, what)
+    return check_text(text, what, limits)
 
 
-def check_text(text: Any, what: str = "'text'") -> str:
+def check_text(text: Any, what: str = "'text'", limits: RequestLimits = RequestLimits()) -> str:
+    """A text to classify: a non-empty string within the character limit (checked before any
+    normalisation, which can make a text longer)."""
     if not isinstance(text, str):
         raise InvalidArgument(f"{what} must be a string")
+    limits.check_text_chars(text, what)
     if not text.strip():
         raise InvalidArgument(f"{what} is empty")
-    if len(text.encode()) > MAX_UPLOAD_BYTES:
-        raise InvalidArgument(f"{what} is longer than {MAX_UPLOAD_BYTES} bytes")
     return text
 
 
@@ -53,15 +53,22 @@ def check_upload_name(filename: str | None) -> None:
         raise InvalidArgument(f"Uploaded file {filename!r} is not a text document; send .txt or .md (UTF-8)")
 
 
+def document_tokens(tokenizer: TextTokenizer, text: str, max_chunks: int) -> list[str]:
+    """The text's tokens, as many as ``max_chunks`` windows hold: a longer document is refused
+    (413) without tokenizing the rest of it."""
+    limit = max_chunks * tokenizer.window_tokens
+    tokens = tokenizer.split(text, limit=limit + 1)
+    if len(tokens) > limit:
+        raise TooLarge(f"The document is longer than {max_chunks} chunks of {tokenizer.window_tokens} tokens, "
+                       "the most one request may hold")
+    return tokens
+
+
 def document_chunks(tokenizer: TextTokenizer, tokens: list[str]) -> list[tuple[str, np.ndarray]]:
-    """The windows the model classifies, from the text's tokens (``tokenizer.split``)."""
+    """The windows the model classifies, from the text's tokens (:func:`document_tokens`)."""
     chunks = tokenizer.token_chunks(tokens)
     if not chunks:
         raise InvalidArgument("The text has no words to classify")
-    if len(chunks) > MAX_CHUNKS:
-        raise InvalidArgument(
-            f"The document has {len(chunks)} chunks of {tokenizer.max_tokens} tokens; the limit is {MAX_CHUNKS}"
-        )
     return chunks
 
 

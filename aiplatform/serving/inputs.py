@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from aiplatform.datasets.sources import normalize_image, resize_array
-from aiplatform.errors import InvalidArgument
+from aiplatform.datasets.sources import resize_array
+from aiplatform.errors import InvalidArgument, TooLarge
+from aiplatform.imaging import DEFAULT_MAX_PIXELS, decode_image
+from aiplatform.serving.limits import MAX_UPLOAD_BYTES
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_ARRAY_VALUES = 4096 * 4096 * 3
 
 
@@ -26,19 +27,20 @@ def image_shape(model_config: dict[str, Any]) -> tuple[int, int, int]:
     return int(spec["height"]), int(spec["width"]), int(spec["channels"])
 
 
-def image_from_bytes(data: bytes, model_config: dict[str, Any], what: str = "Uploaded file") -> np.ndarray:
+def image_from_bytes(data: bytes, model_config: dict[str, Any], what: str = "Uploaded file",
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 (H, W, C) as the model expects."""
     if not data:
         raise InvalidArgument(f"{what} is empty")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise InvalidArgument(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
+        raise TooLarge(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
     height, width, channels = image_shape(model_config)
     if height != width:
         raise InvalidArgument("Only square image inputs are supported")
-    return normalize_image(data, height, channels, what)
+    return decode_image(data, height, channels, what, max_pixels)
 
 
-def image_from_base64(text: Any, model_config: dict[str, Any]) -> np.ndarray:
+def image_from_base64(text: Any, model_config: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if not isinstance(text, str) or not text:
         raise InvalidArgument("'image_b64' must be a non-empty base64 string")
     if text.startswith("data:") and "," in text:
@@ -47,7 +49,7 @@ def image_from_base64(text: Any, model_config: dict[str, Any]) -> np.ndarray:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"'image_b64' is not valid base64: {exc}") from exc
-    return image_from_bytes(data, model_config, "Base64 image")
+    return image_from_bytes(data, model_config, "Base64 image", max_pixels)
 
 
 def image_from_array(values: Any, model_config: dict[str, Any]) -> np.ndarray:
@@ -58,7 +60,7 @@ def image_from_array(values: Any, model_config: dict[str, Any]) -> np.ndarray:
     except (ValueError, TypeError) as exc:
         raise InvalidArgument(f"'array' must be a rectangular nested list of numbers: {exc}") from exc
     if array.size > MAX_ARRAY_VALUES:
-        raise InvalidArgument(f"'array' has {array.size} values; the limit is {MAX_ARRAY_VALUES}")
+        raise TooLarge(f"'array' has {array.size} values; the limit is {MAX_ARRAY_VALUES}")
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
         raise InvalidArgument(
             f"'array' must have shape (H, W) or (H, W, C) with C in (1, 3), got {list(array.shape)}"
@@ -69,7 +71,7 @@ def image_from_array(values: Any, model_config: dict[str, Any]) -> np.ndarray:
     return resize_array(pixels[None, ...], height, channels)[0]
 
 
-def image_from_json(body: Any, model_config: dict[str, Any]) -> np.ndarray:
+def image_from_json(body: Any, model_config: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One JSON instance: ``{"image_b64": ...}`` or ``{"array": [[...]]}``."""
     if not isinstance(body, dict):
         raise InvalidArgument("JSON body must be an object with 'image_b64', 'array' or 'text'")
@@ -79,7 +81,7 @@ def image_from_json(body: Any, model_config: dict[str, Any]) -> np.ndarray:
             "file upload, not 'text'"
         )
     if "image_b64" in body or "image" in body:
-        return image_from_base64(body.get("image_b64", body.get("image")), model_config)
+        return image_from_base64(body.get("image_b64", body.get("image")), model_config, max_pixels)
     if "array" in body:
         return image_from_array(body["array"], model_config)
     raise InvalidArgument("JSON body needs one of 'image_b64', 'array' or 'text'")

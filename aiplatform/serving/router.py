@@ -2,6 +2,9 @@
 
 Resolutions are cached for ``CACHE_TTL_S`` so a moved alias or a new canary split reaches every
 gateway replica within a second, without a redeploy and without a registry call per request.
+Misses (an unknown model, version or alias) are cached the same way, so a caller cycling through
+made-up names costs one registry call per name and TTL, and the cache holds at most
+``MAX_CACHED`` entries (least recently used go first) however many names are tried.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import OrderedDict
 from typing import Optional, Protocol
 
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.registry import ModelVersion
 
 CACHE_TTL_S = 0.5
+MAX_CACHED = 4096
 DEFAULT_ALIAS = "production"
 
 
@@ -29,7 +34,7 @@ class Router:
     def __init__(self, registry: RegistryReader, ttl_s: float = CACHE_TTL_S, seed: Optional[int] = None) -> None:
         self.registry = registry
         self.ttl_s = ttl_s
-        self._cache: dict[tuple[str, str], tuple[float, object]] = {}
+        self._cache: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
         self._random = random.Random(seed)
 
@@ -38,10 +43,22 @@ class Router:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and now - hit[0] < self.ttl_s:
-                return hit[1]
-        value = load()
+                self._cache.move_to_end(key)
+                value = hit[1]
+                if isinstance(value, NotFound):
+                    raise NotFound(value.message)
+                return value
+        try:
+            value = load()
+        except NotFound as missing:
+            value = missing
         with self._lock:
             self._cache[key] = (now, value)
+            self._cache.move_to_end(key)
+            while len(self._cache) > MAX_CACHED:
+                self._cache.popitem(last=False)
+        if isinstance(value, NotFound):
+            raise NotFound(value.message)
         return value
 
     def resolve(self, name: str, version: Optional[int] = None, alias: Optional[str] = None) -> ModelVersion:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.serving.inputs import image_from_array, image_shape
+from aiplatform.serving.limits import RequestLimits
 
 V2_DATATYPES = {
     "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "INT8": np.int8, "INT16": np.int16,
@@ -49,7 +50,7 @@ def _single_input(body: Any) -> dict[str, Any]:
     return tensor
 
 
-def texts_from_infer_request(body: Any) -> list[str]:
+def texts_from_infer_request(body: Any, limits: RequestLimits = RequestLimits()) -> list[str]:
     """A v2 infer request for a text model: a BYTES tensor of shape [N], one document each."""
     tensor = _single_input(body)
     if tensor["datatype"] != "BYTES":
@@ -57,12 +58,14 @@ def texts_from_infer_request(body: Any) -> list[str]:
     data, shape = tensor["data"], tensor["shape"]
     if not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int) or shape[0] < 1:
         raise InvalidArgument(f"shape must be [N] for N texts, got {shape!r}")
+    limits.check_rows(shape[0], "The BYTES tensor")
     if not isinstance(data, list) or len(data) != shape[0] or not all(isinstance(t, str) for t in data):
         raise InvalidArgument(f"data must be a list of {shape[0]} strings")
     return data
 
 
-def images_from_infer_request(body: Any, config: dict[str, Any]) -> tuple[list[np.ndarray], str | None]:
+def images_from_infer_request(body: Any, config: dict[str, Any],
+                              limits: RequestLimits = RequestLimits()) -> tuple[list[np.ndarray], str | None]:
     """A v2 infer request -> one uint8 (H, W, C) image per row of the ``input`` tensor."""
     tensor = _single_input(body)
     datatype = tensor["datatype"]
@@ -79,9 +82,10 @@ def images_from_infer_request(body: Any, config: dict[str, Any]) -> tuple[list[n
             f"shape must be [N, H, W] or [N, H, W, C]; this model expects [N, {height}, {width}, {channels}],"
             f" got {shape}"
         )
+    limits.check_rows(shape[0], "The input tensor")
     expected = int(np.prod(shape))
     if expected > MAX_TENSOR_VALUES:
-        raise InvalidArgument(f"Tensor of shape {shape} is over the limit of {MAX_TENSOR_VALUES} values")
+        raise TooLarge(f"Tensor of shape {shape} is over the limit of {MAX_TENSOR_VALUES} values")
     try:
         values = np.asarray(tensor["data"], dtype=np.float64).reshape(-1)
     except (ValueError, TypeError) as exc:
@@ -93,7 +97,7 @@ def images_from_infer_request(body: Any, config: dict[str, Any]) -> tuple[list[n
 
 
 def infer_response(
-    name: str, version: int, request_id: str, labels: list[str], answers: list[dict[str, Any]]
+    name: str, version: int, request_id: Optional[str], labels: list[str], answers: list[dict[str, Any]]
 ) -> dict[str, Any]:
     probabilities = [[a["probabilities"][label] for label in labels] for a in answers]
     return {

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from pydantic import SecretStr
+
 from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
 from aiplatform.storage.base import ObjectInfo, Storage, sha256_bytes, sha256_file, validate_key
@@ -55,6 +57,10 @@ def storage_from_settings(settings: Settings) -> Storage:
     return open_storage(
         settings.resolved_storage_uri,
         endpoint_url=settings.s3_endpoint_url,
-        access_key_id=settings.s3_access_key_id,
-        secret_access_key=settings.s3_secret_access_key,
+        access_key_id=_secret(settings.s3_access_key_id),
+        secret_access_key=_secret(settings.s3_secret_access_key),
     )
+
+
+def _secret(value: Optional[SecretStr]) -> Optional[str]:
+    return value.get_secret_value() if value is not None else None

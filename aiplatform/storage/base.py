@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
 DIGEST_PREFIX = ".sha256"
-_KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]*$")
+_KEY_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._=+@-]*")
 MAX_KEY_CHARS = 1024
 CHUNK_BYTES = 1024 * 1024
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,7 +78,7 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
             if part in ("", ".", ".."):
                 problem = f"has an empty, '.' or '..' part ({part!r})"
                 break
-            if not _KEY_PART.match(part):
+            if not _KEY_PART.fullmatch(part):
                 problem = (
                     f"has an invalid part {part!r} (allowed: letters, digits, '._=+@-', "
                     "not starting with '.')"

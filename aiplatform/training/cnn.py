@@ -50,7 +50,7 @@ class CnnParams(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_form(cls, value: str) -> str:
-        if not re.match(r"^(mnist|(idx|folder|parquet):.+)$", value):
+        if not re.fullmatch(r"mnist|(idx|folder|parquet):.+", value, re.DOTALL):
             raise ValueError("use mnist, idx:<uri>, folder:<uri> or parquet:<uri>")
         return value
 

@@ -45,7 +45,7 @@ class TextDataParams(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _dataset_form(cls, value: str) -> str:
-        if not re.match(r"^(tweets-sentiment|(csv|jsonl|parquet):.+)$", value):
+        if not re.fullmatch(r"tweets-sentiment|(csv|jsonl|parquet):.+", value, re.DOTALL):
             raise ValueError("use tweets-sentiment, csv:<uri>, jsonl:<uri> or parquet:<uri>")
         return value
 

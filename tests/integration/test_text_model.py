@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -15,10 +14,9 @@ import pytest
 from aiplatform.datasets import DatasetManager
 from aiplatform.models import publish_model
 from aiplatform.registry import RegistryClient
-from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from aiplatform.training import get_template, run_training
-from tests.factories import served_platform
+from tests.factories import platform_settings, served_platform
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
@@ -26,15 +24,15 @@ NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so an
 
 @pytest.fixture(scope="module")
 def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    settings = Settings(home=Path(tmp_path_factory.mktemp("text")), ray_namespace=f"text-{uuid.uuid4().hex[:8]}")
-    storage = storage_from_settings(settings)
-    template = get_template("text-classification")
-    params = template.parse_params({"epochs": 2, "max_tokens": 32})
-    outcome = run_training(template, params, settings=settings, storage=storage,
-                           datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
-    version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
-    with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
-        yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
+    with platform_settings(tmp_path_factory.mktemp("text"), "text") as settings:
+        storage = storage_from_settings(settings)
+        template = get_template("text-classification")
+        params = template.parse_params({"epochs": 2, "max_tokens": 32})
+        outcome = run_training(template, params, settings=settings, storage=storage,
+                               datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
+        version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
+        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
+            yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
 
 
 def test_the_tweets_corpus_became_a_stratified_clean_version(text_model: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from aiplatform.alerting.store import AlertStore
 from tests.factories import free_port
 
 pytestmark = pytest.mark.unit
+SECRET_PATH = "T0KEN-in-the-url"
 
 
 @pytest.fixture()
@@ -32,6 +33,8 @@ def receiver() -> Iterator[tuple[str, list[dict], list[int]]]:  # type: ignore[t
                 received.append(json.loads(body))
             self.send_response(status)
             self.end_headers()
+            if status != 200:  # a service that repeats what it was sent, token included
+                self.wfile.write(f"rejected {self.path}".encode())
 
         def log_message(self, *args: object) -> None:
             pass
@@ -39,7 +42,7 @@ def receiver() -> Iterator[tuple[str, list[dict], list[int]]]:  # type: ignore[t
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received, statuses
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook/{SECRET_PATH}", received, statuses
     finally:
         server.shutdown()
         server.server_close()
@@ -58,7 +61,10 @@ def test_a_failing_webhook_is_retried_with_backoff_until_accepted(tmp_path: Path
     assert notifier.deliver_due(now=102.5) == 0  # the next is 2 s later
     assert notifier.deliver_due(now=103.0) == 1
     [delivery] = store.deliveries(alert.id)
-    assert delivery["attempts"] == 3 and delivery["delivered_at"] == 103.0 and "503" in delivery["last_error"]
+    assert delivery["attempts"] == 3 and delivery["delivered_at"] == 103.0 and delivery["last_error"] == "HTTP 503"
+    # What the API shows of a delivery names neither the URL's secret nor what the service answered.
+    assert delivery["url"] == f"http://127.0.0.1:{url.split(':')[2].split('/')[0]}/..."
+    assert SECRET_PATH not in json.dumps(store.deliveries())
     assert received == [{"event": "firing", "alert": alert.to_dict()}]
     assert [retry_delay_s(n) for n in (1, 2, 3, 10)] == [1.0, 2.0, 4.0, 300.0]
 

@@ -8,7 +8,8 @@ import pytest
 from aiplatform.datasets import AugmentSpec, DatasetSpec
 from aiplatform.datasets.augment import hash_uniform, random_affine
 from aiplatform.datasets.manager import assign_splits
-from aiplatform.datasets.sources import normalize_image, parse_idx
+from aiplatform.datasets.sources import parse_idx
+from aiplatform.imaging import decode_image
 from aiplatform.errors import InvalidArgument
 from tests.factories import make_digit_images, png_bytes, write_idx
 
@@ -87,11 +88,11 @@ def test_parse_idx_plain_gzip_and_corrupt(tmp_path: Path) -> None:
 
 def test_normalize_image_handles_any_size_and_mode() -> None:
     rgb = np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)
-    out = normalize_image(png_bytes(rgb, "RGB"), 28, 1, "x")
+    out = decode_image(png_bytes(rgb, "RGB"), 28, 1, "x")
     assert out.shape == (28, 28, 1) and out.dtype == np.uint8
-    assert normalize_image(png_bytes(rgb, "RGB"), 16, 3, "x").shape == (16, 16, 3)
+    assert decode_image(png_bytes(rgb, "RGB"), 16, 3, "x").shape == (16, 16, 3)
     with pytest.raises(InvalidArgument, match="not a readable PNG/JPEG"):
-        normalize_image(b"\x89PNG\r\n\x1a\n broken", 28, 1, "Image 'x.png'")
+        decode_image(b"\x89PNG\r\n\x1a\n broken", 28, 1, "Image 'x.png'")
 
 
 def test_a_duplicate_group_keeps_the_same_row_whatever_order_its_copies_arrive_in() -> None:
@@ -107,3 +108,29 @@ def test_a_duplicate_group_keeps_the_same_row_whatever_order_its_copies_arrive_i
         row = first_row(group)
         kept.add((row["text"][0], row["label_name"][0]))
     assert kept == {("GREAT DAY", "positive")}  # the majority label, then the smallest text
+
+
+def test_only_png_and_jpeg_are_decoded_and_huge_images_are_refused_before_decoding() -> None:
+    import io
+
+    from PIL import Image
+
+    from aiplatform.errors import TooLarge
+
+    def encoded(image: "Image.Image", fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    small = Image.new("L", (8, 8), 200)
+    assert decode_image(encoded(small, "JPEG"), 8, 1, "x").shape == (8, 8, 1)
+    for fmt, name in (("GIF", "GIF"), ("BMP", "BMP"), ("TIFF", "TIFF"), ("WEBP", "WebP")):
+        with pytest.raises(InvalidArgument, match=f"is {name}, not a PNG or JPEG image"):
+            decode_image(encoded(small, fmt), 8, 1, "Upload")
+    # A decompression bomb: a few KB of PNG that claims 20,000 x 20,000 pixels.
+    bomb = encoded(Image.new("1", (20_000, 20_000)), "PNG")
+    assert len(bomb) < 100_000
+    with pytest.raises(TooLarge, match="the limit is 50,000,000"):
+        decode_image(bomb, 28, 1, "Upload")
+    with pytest.raises(TooLarge, match="is 400x300 pixels; the limit is 100,000"):
+        decode_image(encoded(Image.new("L", (400, 300)), "PNG"), 28, 1, "Upload", max_pixels=100_000)

@@ -56,3 +56,18 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIP_TRAIN_WORKER_CPUS", "0")
     with pytest.raises(ValueError, match="train_worker_cpus must be > 0"):
         Settings()
+
+
+def test_secrets_in_settings_never_show_in_their_repr_or_in_errors() -> None:
+    from pydantic import ValidationError
+
+    secret_hook = "https://hooks.example.com/services/T000/B000/s3cr3t"
+    settings = Settings(s3_access_key_id="AKIA-s3cr3t", s3_secret_access_key="s3cr3t-key", api_token="s3cr3t-tok",
+                        alert_webhooks=[secret_hook])
+    shown = repr(settings) + str(settings.model_dump())
+    assert "s3cr3t" not in shown
+    assert settings.webhook_urls == [secret_hook] and settings.s3_storage_options["secret"] == "s3cr3t-key"
+    assert not {"AIP_S3_SECRET_ACCESS_KEY", "AIP_API_TOKEN", "AIP_ALERT_WEBHOOKS"} & set(settings.to_env())
+    with pytest.raises(ValidationError) as refused:
+        Settings(alert_webhooks=["ftp://s3cr3t@hooks.example.com/x"])
+    assert "webhook URL #1" in str(refused.value) and "s3cr3t" not in str(refused.value)

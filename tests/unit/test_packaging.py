@@ -71,6 +71,20 @@ def test_oversized_entries_and_packages_are_refused() -> None:
         read_package_files(data, max_package_bytes=10)
 
 
+def test_the_directory_and_the_manifest_are_checked_before_anything_is_decompressed() -> None:
+    data = make_package()  # deflated: it unpacks to more than its own size
+    with pytest.raises(IntegrityError, match="unpacks to .* over the limit"):
+        read_package_files(data, max_package_bytes=len(data) + 10)
+
+    def resize(files):  # type: ignore[no-untyped-def]
+        manifest = json.loads(files["manifest.json"])
+        manifest["files"]["weights.safetensors"]["size"] = 10  # what a smaller, swapped file would say
+        files["manifest.json"] = json.dumps(manifest).encode()
+
+    with pytest.raises(IntegrityError, match="'weights.safetensors' is .* bytes in the archive but 10"):
+        load_package(_rezip(make_package(), resize))
+
+
 def test_not_a_zip_is_refused() -> None:
     with pytest.raises(IntegrityError, match="not a valid ZIP"):
         load_package(b"definitely not a zip")
@@ -85,6 +99,7 @@ def test_weights_that_do_not_fit_the_architecture_are_refused() -> None:
         import hashlib
 
         manifest["files"]["model.json"]["sha256"] = hashlib.sha256(files["model.json"]).hexdigest()
+        manifest["files"]["model.json"]["size"] = len(files["model.json"])
         files["manifest.json"] = json.dumps(manifest).encode()
 
     with pytest.raises(IntegrityError, match="do not fit its architecture"):

@@ -102,3 +102,27 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     first.close()
     second = RegistryStore(tmp_path / "r.sqlite", storage)
     assert second.resolve("mnist-cnn", "staging").version == 1
+
+
+def test_names_and_aliases_are_matched_whole(store: RegistryStore) -> None:
+    _register(store)
+    store.set_alias("mnist-cnn", "production", 1)
+    for alias in ("production\n", "production\nx", " production"):
+        with pytest.raises(InvalidArgument, match="Alias"):
+            store.set_alias("mnist-cnn", alias, 1)
+        with pytest.raises(InvalidArgument):
+            store.resolve("mnist-cnn", alias)
+    key, digest = _upload(store, "mnist-cnn", b"other")
+    with pytest.raises(InvalidArgument, match="Model name"):
+        store.register_version("mnist-cnn\n", package_key=key, sha256=digest, template="cnn-classification")
+    assert [a for a in store.aliases("mnist-cnn")] == ["production"]
+
+
+def test_canary_weights_are_finite_relative_and_stored_as_percentages(store: RegistryStore) -> None:
+    _register(store, content=b"a")
+    _register(store, content=b"b")
+    assert store.set_traffic("mnist-cnn", {1: 3, 2: 1}) == {1: 75.0, 2: 25.0}
+    for weights in ({1: float("inf")}, {1: 1e308, 2: 1e308}, {1: 0, 2: 0}, {1: True}):
+        with pytest.raises(InvalidArgument, match="finite"):
+            store.set_traffic("mnist-cnn", weights)
+    assert store.get_traffic("mnist-cnn") == {1: 75.0, 2: 25.0}  # a refused split changes nothing

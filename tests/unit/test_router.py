@@ -76,3 +76,28 @@ def test_set_canary_warms_the_candidate_and_splits_against_production(registry: 
     assert set_canary(registry, "m", None, 0, warm=warmed.append) == {}
     with pytest.raises(InvalidArgument, match=">= 0"):
         registry.set_traffic("m", {1: float("nan")})
+
+
+def test_misses_are_cached_like_hits_and_the_cache_stays_bounded(registry: RegistryStore) -> None:
+    from aiplatform.serving import router as router_module
+
+    calls = collections.Counter()
+
+    class Counting:
+        def resolve(self, name: str, ref: str | int):  # type: ignore[no-untyped-def]
+            calls[name] += 1
+            return registry.resolve(name, ref)
+
+        def get_traffic(self, name: str) -> dict[int, float]:
+            return registry.get_traffic(name)
+
+    router = Router(Counting(), ttl_s=60)
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            router.resolve("ghost", version=1)
+    assert calls["ghost"] == 1  # one registry call per name and TTL, not one per request
+    for index in range(router_module.MAX_CACHED + 100):
+        with pytest.raises(NotFound):
+            router.resolve(f"made-up-{index}", version=1)
+    assert len(router._cache) == router_module.MAX_CACHED
+    assert router.resolve("m", version=2).version == 2

@@ -37,7 +37,7 @@ def test_arrays_are_validated_and_resized() -> None:
     [
         ({"text": "hello"}, "classifies images; send 'image_b64'"),
         ({"image_b64": "!!!not base64"}, "not valid base64"),
-        ({"image_b64": base64.b64encode(b"not an image").decode()}, "not a readable PNG/JPEG"),
+        ({"image_b64": base64.b64encode(b"not an image").decode()}, "not a PNG or JPEG image"),
         ({}, "needs one of 'image_b64', 'array' or 'text'"),
         ([1, 2], "must be an object"),
     ],

@@ -11,6 +11,7 @@ function h(tag, attrs, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key === "style") el.style.cssText = value;  // CSSOM: allowed by the UI's CSP
     else el.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
@@ -32,14 +33,23 @@ class ApiError extends Error {
   constructor(status, code, message, body) { super(message); this.status = status; this.code = code; this.body = body; }
 }
 
-// With AIP_API_TOKEN set on the platform, requests carry the token the user typed in (kept in
-// this browser's localStorage); a 401 asks for it once and retries.
+// Requests carry the platform's API token, kept for this browser session only (sessionStorage:
+// gone when the tab closes, never visible to other origins). `aip up` prints a login URL with the
+// token in its fragment (#token=...), which the browser never sends to a server: it is taken from
+// there and removed from the address bar at once. Otherwise a 401 asks for the token and retries.
 const TOKEN_KEY = "aip-api-token";
+const tokenStore = window.sessionStorage;
 let tokenDeclined = false;
-const authHeaders = () => (localStorage.getItem(TOKEN_KEY) ? { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } : {});
+(function takeTokenFromLoginUrl() {
+  const match = /^#token=([^&]+)/.exec(location.hash);
+  if (!match) return;
+  tokenStore.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search + "#training");
+})();
+const authHeaders = () => (tokenStore.getItem(TOKEN_KEY) ? { Authorization: `Bearer ${tokenStore.getItem(TOKEN_KEY)}` } : {});
 
 async function api(method, path, body, isForm, retried) {
-  const sentToken = localStorage.getItem(TOKEN_KEY);
+  const sentToken = tokenStore.getItem(TOKEN_KEY);
   const options = { method, headers: authHeaders() };
   if (body !== undefined) {
     if (isForm) options.body = body;
@@ -48,12 +58,12 @@ async function api(method, path, body, isForm, retried) {
   let response;
   try { response = await fetch(path, options); }
   catch (err) { throw new ApiError(0, "unavailable", `The platform cannot be reached (${err.message})`); }
-  if (response.status === 401 && !retried && localStorage.getItem(TOKEN_KEY) && localStorage.getItem(TOKEN_KEY) !== sentToken) {
+  if (response.status === 401 && !retried && tokenStore.getItem(TOKEN_KEY) && tokenStore.getItem(TOKEN_KEY) !== sentToken) {
     return api(method, path, body, isForm, true);  // another request asked for the token meanwhile
   }
   if (response.status === 401 && !retried && !tokenDeclined) {
     const token = prompt("This platform needs an API token (AIP_API_TOKEN):");
-    if (token) { localStorage.setItem(TOKEN_KEY, token.trim()); return api(method, path, body, isForm, true); }
+    if (token) { tokenStore.setItem(TOKEN_KEY, token.trim()); return api(method, path, body, isForm, true); }
     tokenDeclined = true;  // no prompt from every poll after a cancel; a reload asks again
   }
   const text = await response.text();
@@ -68,7 +78,7 @@ async function api(method, path, body, isForm, retried) {
 
 // Images and downloads cannot send a header by themselves: with a token they are fetched first.
 function authedImage(url, attrs) {
-  if (!localStorage.getItem(TOKEN_KEY)) return h("img", { ...attrs, src: url });
+  if (!tokenStore.getItem(TOKEN_KEY)) return h("img", { ...attrs, src: url });
   const img = h("img", attrs);
   fetch(url, { headers: authHeaders() }).then((r) => r.blob()).then((b) => { img.src = URL.createObjectURL(b); });
   return img;
@@ -76,7 +86,7 @@ function authedImage(url, attrs) {
 
 function authedDownload(url, filename, label) {
   return h("a", { class: "button", href: url, download: filename, onclick: (e) => {
-    if (!localStorage.getItem(TOKEN_KEY)) return;
+    if (!tokenStore.getItem(TOKEN_KEY)) return;
     e.preventDefault();
     act(null, async () => {
       const response = await fetch(url, { headers: authHeaders() });
