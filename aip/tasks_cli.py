@@ -114,6 +114,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         result = f"{task['result']['model']} v{task['result']['version']}" if task.get("result") else ""
         print(f"{task['id']}  {task['state']:<9}  {task['template']:<22} prio {task['priority']:>4}  "
               f"epoch {epochs:<7} {result}")
+        if task.get("waiting"):
+            print(f"    waiting: {task['waiting']}")
     return 0
 
 

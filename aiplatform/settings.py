@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     task_poll_interval_s: float = Field(1.0, gt=0, le=60)
     """How often the scheduler follows running jobs and starts queued tasks (it is also woken at
     once when a task is queued)."""
+    autoscaling: bool = False
+    """The cluster grows on demand (Ray's autoscaler): a task larger than the cluster waits for
+    nodes (its demand is sent to the autoscaler) instead of being refused at creation."""
     task_heartbeat_timeout_s: float = Field(600.0, gt=0)
     """A run with no Ray job to follow (plain ``python -m jobs.train`` on an embedded Ray) that
     has not reported for this long is marked interrupted."""

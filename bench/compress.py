@@ -12,14 +12,14 @@ in points on the test split; the medians over the runs are printed as a table.
 
 from __future__ import annotations
 
-import benchpath  # noqa: F401  (first: keeps the standard library's queue ahead of bench/queue.py)
-
 import argparse
 import os
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
+
+import benchpath  # noqa: F401  (first: keeps the standard library's queue ahead of bench/queue.py)
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

@@ -16,8 +16,6 @@ replaced by Serve), and the same load is measured again: the "after" figures as 
 
 from __future__ import annotations
 
-import benchpath  # noqa: F401  (first: keeps the standard library's queue ahead of bench/queue.py)
-
 import argparse
 import asyncio
 import os
@@ -30,6 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
+import benchpath  # noqa: F401  (first: keeps the standard library's queue ahead of bench/queue.py)
 import httpx
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -112,12 +111,13 @@ def start_platform() -> tuple[str, Any, Any]:
     """The platform on an embedded Ray, with one small MNIST CNN in production."""
     import ray
 
-    from aiplatform.settings import Settings
     from aip.local import deploy_platform
+    from aiplatform.settings import Settings
     from tests.factories import free_port, register_versions
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-load-")),
-                        ray_namespace=f"load-{uuid.uuid4().hex[:8]}", http_port=free_port(), alert_interval_s=10)
+                        ray_namespace=f"load-{uuid.uuid4().hex[:8]}", http_port=free_port(), alert_interval_s=10,
+                        api_auth="off")
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=free_port(), runtime_env={"env_vars": env_vars}, log_to_driver=False,

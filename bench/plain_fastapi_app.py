@@ -6,14 +6,13 @@ no routing, no result store). ``BENCH_PACKAGE`` names the package file.
 
 from __future__ import annotations
 
-import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
-
 import json
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
+import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
 from fastapi import FastAPI, Request
 
 from aiplatform.serving.inputs import image_from_json

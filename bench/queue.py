@@ -13,8 +13,6 @@ task is RUNNING (its Ray job submitted), median of --starts tasks.
 
 from __future__ import annotations
 
-import benchpath  # noqa: F401  (first: this file's name would shadow the standard library's `queue`)
-
 import argparse
 import asyncio
 import json
@@ -27,6 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import benchpath  # noqa: F401  (first: this file's name would shadow the standard library's `queue`)
 import httpx
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -141,7 +140,7 @@ def main() -> None:
     from tests.factories import free_port
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-queue-")), ray_num_cpus=2,
-                        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
+                        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", api_auth="off",
                         ray_temp_dir=Path(f"/tmp/aip-bench-ray-{os.getpid()}"))
     connect(settings)
     runs: dict[str, list[dict[str, float]]] = {"in-process": [], "api": []}

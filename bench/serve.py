@@ -15,8 +15,6 @@ gateway - in-process (p50 at concurrency 1). Medians over ``--repeats`` runs.
 
 from __future__ import annotations
 
-import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
-
 import argparse
 import asyncio
 import base64
@@ -29,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from loadgen import LoadResult, median_summary, run_call_load, run_http_load  # noqa: E402
+
 from tests.factories import free_port  # noqa: E402
 
 CONCURRENCIES = (1, 8, 32)
@@ -177,8 +177,8 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
     """(c): parse + predict in this process, requests batched as the gateway batches them."""
     import numpy as np
 
-    from aiplatform.serving.runner import ModelRunner
     from aiplatform.serving.batcher import AdaptiveBatcher
+    from aiplatform.serving.runner import ModelRunner
     from aiplatform.settings import Settings
 
     runner = ModelRunner.from_bytes(package)
@@ -249,7 +249,7 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
 
     home = Path(tempfile.mkdtemp(prefix="aip-bench-serve-"))
     settings = Settings(home=home, ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
-                        serve_gateway_replicas=replicas)
+                        serve_gateway_replicas=replicas, api_auth="off")  # as the plain app it is compared with
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=False,
              _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}", runtime_env={"env_vars": env_vars},

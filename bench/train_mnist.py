@@ -9,8 +9,6 @@ and the full `python -m jobs.train` run: wall seconds and test accuracy.
 
 from __future__ import annotations
 
-import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
-
 import argparse
 import json
 import os
@@ -21,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
 import numpy as np
 import pyarrow.parquet as pq
 import torch

@@ -111,9 +111,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr if args.json else sys.stdout)
         storage = storage_from_settings(settings)
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        # A task created through the API names a dataset its caller may not be allowed to read:
+        # the source allow-list applies (a cluster user's own `ray job submit` run is trusted).
+        datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")
         outcome = run_training(
-            template, params, settings=settings, storage=storage,
-            datasets=DatasetManager.from_settings(storage, settings), run_name=run_name,
+            template, params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
             callbacks=[run.callback()],
         )
         registry = RegistryClient.connect(settings)

@@ -3,11 +3,10 @@
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -20,24 +19,43 @@ from ray.serve.handle import DeploymentHandle
 from aiplatform.analysis.features import image_features, text_features
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
-from aiplatform.errors import InvalidArgument, Unavailable
+from aiplatform.errors import InvalidArgument, TooLarge, Unavailable
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.documents import (
-    check_text, check_upload_name, combine_chunks, document_chunks, text_from_bytes,
+    check_text,
+    check_upload_name,
+    combine_chunks,
+    document_chunks,
+    document_tokens,
+    text_from_bytes,
 )
-from aiplatform.serving.inputs import MAX_UPLOAD_BYTES, image_from_bytes, image_from_json
+from aiplatform.serving.inputs import image_from_bytes, image_from_json
+from aiplatform.serving.limits import (
+    MAX_UPLOAD_BYTES,
+    OFFLOAD_BYTES,
+    RequestLimits,
+    check_request_id,
+    parse_json,
+)
 from aiplatform.serving.router import Router
-from aiplatform.serving.v2 import images_from_infer_request, infer_response, model_metadata, texts_from_infer_request
+from aiplatform.serving.v2 import (
+    images_from_infer_request,
+    infer_response,
+    model_metadata,
+    texts_from_infer_request,
+)
 from aiplatform.settings import Settings
 from aiplatform.tasks import scheduler_handle
 from aiplatform.tokenizer import TextTokenizer, text_tokenizer
+from aiplatform.tokens import with_api_token
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
 REPLICA_RETRIES = 3
 PREDICTION_FIELDS = ("label", "probability", "probabilities")
@@ -65,13 +83,13 @@ async def _uploaded_file(request: Request) -> Optional[tuple[Optional[str], byte
     return upload.filename, await upload.read()
 
 
-def _parse_json(raw: bytes) -> Any:
-    if not raw:
-        raise InvalidArgument("Request body is empty")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
+async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args)`` in a worker thread when its input is large (parsing or decoding it
+    would hold the event loop, and with it every other request, health checks included);
+    small inputs are cheaper done in place."""
+    if size > OFFLOAD_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
 
 
 @serve.deployment(max_ongoing_requests=256, max_queued_requests=256,
@@ -83,6 +101,7 @@ class Gateway:
 
     def __init__(self, model_server: DeploymentHandle, settings: Settings) -> None:
         bind_replica_grpc_to_loopback()
+        settings = with_api_token(settings, create=False)  # a token kept in the state folder counts
         self.model_server = model_server
         scheduler = scheduler_handle(settings)
         # The REST API's routes (aiplatform.api) share these clients through the process's Platform.
@@ -93,6 +112,7 @@ class Gateway:
         self.router = Router(self.registry)
         self.results = platform.results
         self.storage = platform.storage
+        self.limits = RequestLimits.from_settings(settings)
         self.writer = ResultWriter(self.results.handle,
                                    input_storage=self.storage if settings.serve_store_inputs else None)
         self.batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
@@ -127,7 +147,8 @@ class Gateway:
         return target, model_id, await self._config(model_id)
 
     def _record(self, request_id: str, target: ModelVersion, digest: str, answer: dict[str, Any],
-                latency_ms: float, features: dict[str, float], raw_input: Optional[bytes] = None) -> dict[str, Any]:
+                latency_ms: float, features: dict[str, float], raw_input: Optional[bytes] = None,
+                client_id: Optional[str] = None) -> dict[str, Any]:
         """Hand a prediction to the result writer (off the request path); returns its output.
         ``features`` summarise the input for drift analysis; ``raw_input`` is kept in storage
         when the writer has one."""
@@ -137,7 +158,7 @@ class Gateway:
             id=request_id, model=target.name, version=target.version,
             input_digest=digest, output=output, latency_ms=latency_ms,
             input_uri=input_key(digest) if self.writer.input_storage is not None else None,
-            features=features,
+            features=features, client_id=client_id,
         ), raw_input)
         return output
 
@@ -161,7 +182,7 @@ class Gateway:
         try:
             if config["input"]["type"] == "text":
                 raw, text = await self._read_text(request)
-                answer, features = await self._classify_text(model_id, config, text)
+                answer, features = await self._classify_text(model_id, config, text, self.limits.max_chunks)
             else:
                 raw, image = await self._read_input(request, config)
                 answer = await self.batcher.submit(model_id, image)
@@ -178,15 +199,20 @@ class Gateway:
                              **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"],
                              **extra})
 
-    async def _classify_text(self, model_id: str, config: dict[str, Any],
-                             text: str) -> tuple[dict[str, Any], dict[str, float]]:
+    async def _classify_text(self, model_id: str, config: dict[str, Any], text: str,
+                             max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
         """A text or document: its chunks go through the batcher together, then are combined.
-        Also its drift features, from the same split: a long document is tokenized once."""
+        Also its drift features, from the same split: a long document is tokenized once (in a
+        worker thread when it is long), and no further than ``max_chunks`` windows."""
         tokenizer = self._tokenizer(model_id, config)
-        tokens = tokenizer.split(text)
-        chunks = document_chunks(tokenizer, tokens)
+
+        def prepare() -> tuple[list[tuple[str, Any]], dict[str, float]]:
+            tokens = document_tokens(tokenizer, text, max_chunks)
+            return document_chunks(tokenizer, tokens), text_features(text, tokenizer, tokens)
+
+        chunks, features = await off_loop_if_large(len(text), prepare)
         answers = await asyncio.gather(*(self.batcher.submit(model_id, ids) for _, ids in chunks))
-        return combine_chunks(chunks, list(answers), config["labels"]), text_features(text, tokenizer, tokens)
+        return combine_chunks(chunks, list(answers), config["labels"]), features
 
     def _tokenizer(self, model_id: str, config: dict[str, Any]) -> TextTokenizer:
         if model_id not in self._tokenizers:
@@ -199,23 +225,25 @@ class Gateway:
         if upload is not None:
             filename, data = upload
             check_upload_name(filename)
-            return data, text_from_bytes(data, f"Uploaded file {filename!r}")
+            return data, text_from_bytes(data, f"Uploaded file {filename!r}", self.limits)
         body = await request.body()
-        payload = _parse_json(body)
+        payload = await off_loop_if_large(len(body), parse_json, body)
         if not isinstance(payload, dict) or "text" not in payload:
             raise InvalidArgument("This is a text model: send JSON {\"text\": \"...\"} or upload a .txt/.md file")
-        return body, check_text(payload["text"])
+        return body, check_text(payload["text"], "'text'", self.limits)
 
     async def _read_input(self, request: Request, config: dict[str, Any]) -> tuple[bytes, Any]:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_UPLOAD_BYTES * 2:
-            raise InvalidArgument(f"Request body is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
+        declared = request.headers.get("content-length") or "0"
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES * 2:
+            raise TooLarge(f"Request body is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
+        pixels = self.limits.max_image_pixels
         upload = await _uploaded_file(request)
         if upload is not None:
             filename, data = upload
-            return data, image_from_bytes(data, config, f"Uploaded file {filename!r}")
+            return data, await off_loop_if_large(len(data), image_from_bytes, data, config,
+                                                 f"Uploaded file {filename!r}", pixels)
         body = await request.body()
-        return body, image_from_json(_parse_json(body), config)
+        return body, await off_loop_if_large(len(body), lambda: image_from_json(parse_json(body), config, pixels))
 
     @app.get("/v1/models/{name}/traffic")
     async def get_traffic(self, name: str) -> dict[str, Any]:
@@ -227,7 +255,7 @@ class Gateway:
     async def set_traffic(self, name: str, request: Request) -> dict[str, Any]:
         """Set the split, e.g. ``{"weights": {"3": 90, "4": 10}}``; ``{"weights": {}}`` clears it.
         Every gateway replica follows within the router's cache TTL, without a redeploy."""
-        body = _parse_json(await request.body())
+        body = parse_json(await request.body())
         weights = body.get("weights") if isinstance(body, dict) else None
         if not isinstance(weights, dict):
             raise InvalidArgument("Body must be {\"weights\": {\"<version>\": <weight>, ...}}")
@@ -292,22 +320,31 @@ class Gateway:
         try:
             target, model_id, config = await self._route(name, version)
             raw = await request.body()
-            body = _parse_json(raw)
+            body = await off_loop_if_large(len(raw), parse_json, raw)
+            client_id = check_request_id(body.get("id") if isinstance(body, dict) else None)
             if config["input"]["type"] == "text":
-                texts = [check_text(text, "text input") for text in texts_from_infer_request(body)]
-                classified = await asyncio.gather(*(self._classify_text(model_id, config, text) for text in texts))
+                texts = [check_text(text, "text input", self.limits)
+                         for text in texts_from_infer_request(body, self.limits)]
+                # One request's documents share the chunk limit: 256 texts x 256 chunks would not.
+                share = max(1, self.limits.max_chunks // len(texts))
+                classified = await asyncio.gather(*(self._classify_text(model_id, config, text, share)
+                                                    for text in texts))
                 answers, features = [a for a, _ in classified], [f for _, f in classified]
             else:
-                images, _ = images_from_infer_request(body, config)
+                images, _ = await off_loop_if_large(len(raw), images_from_infer_request, body, config, self.limits)
                 answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
                 features = [image_features(image) for image in images]
         except Exception as exc:
             count_failure(target.name if target else UNROUTED, target.version if target else None, exc)
             raise
-        request_id = str(body.get("id") or uuid.uuid4().hex)
+        # The server names every result; a client's id is kept beside it, never in its place.
+        request_id = uuid.uuid4().hex
         latency_ms = (time.perf_counter() - started) * 1000
         digest = hashlib.sha256(raw).hexdigest()
         for index, answer in enumerate(answers):
             row_id = request_id if len(answers) == 1 else f"{request_id}-{index}"
-            self._record(row_id, target, digest, answer, latency_ms, features[index], raw if index == 0 else None)
-        return infer_response(target.name, target.version, request_id, config["labels"], list(answers))
+            self._record(row_id, target, digest, answer, latency_ms, features[index], raw if index == 0 else None,
+                         client_id)
+        response = infer_response(target.name, target.version, client_id or request_id, config["labels"],
+                                  list(answers))
+        return {**response, "parameters": {"request_id": request_id}}

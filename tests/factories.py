@@ -72,17 +72,49 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_
     )
 
 
-def register_package(settings, name: str, metrics=None, **package_options) -> int:  # type: ignore[no-untyped-def]
-    """Store and register (through the registry actor) one ``make_package(name, **package_options)``
-    with ``metrics``; returns its version."""
+def make_text_package(name: str = "tiny-text", max_tokens: int = 8) -> bytes:
+    """A small text-classification package (the template's own architecture, a word tokenizer
+    fitted on a few sentences, random weights): 3 labels, ``max_tokens`` words per window."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from aiplatform.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import text_preprocessing
+    from aiplatform.tokenizer import Tokenizer
+    from aiplatform.training import get_template
+
+    labels = ["negative", "neutral", "positive"]
+    tokenizer = Tokenizer.fit(["good great happy love", "bad awful sad hate", "ok fine the a is"] * 2,
+                              min_freq=1, max_tokens=max_tokens)
+    template = get_template("text-classification")
+    params, dataset = template.parse_params({"max_tokens": max_tokens}), SimpleNamespace(labels=labels)
+    preprocessing = text_preprocessing(tokenizer)
+    architecture = template.architecture(params, dataset, preprocessing)
+    torch.manual_seed(0)
+    return build_package(
+        model_config={"name": name, "template": template.name, "task": template.task, "architecture": architecture,
+                      "labels": labels, "input": template.input_spec(dataset, preprocessing),
+                      "preprocessing": preprocessing},
+        state_dict=build_model(architecture).state_dict(), metrics={"test_accuracy": 0.5}, lineage={"method": "test"})
+
+
+def register_bytes(settings, name: str, data: bytes, template: str = "cnn-classification", metrics=None) -> int:  # type: ignore[no-untyped-def]
+    """Store and register (through the registry actor) a package's bytes; returns its version."""
     from aiplatform.registry import RegistryClient
     from aiplatform.storage import sha256_bytes, storage_from_settings
 
-    data = make_package(name=name, **package_options)
     key = f"packages/{name}/{sha256_bytes(data)[:16]}.zip"
     storage_from_settings(settings).put_bytes(key, data)
     return RegistryClient.connect(settings).register_version(
-        name, package_key=key, sha256=sha256_bytes(data), template="cnn-classification", metrics=metrics).version
+        name, package_key=key, sha256=sha256_bytes(data), template=template, metrics=metrics).version
+
+
+def register_package(settings, name: str, metrics=None, **package_options) -> int:  # type: ignore[no-untyped-def]
+    """Store and register (through the registry actor) one ``make_package(name, **package_options)``
+    with ``metrics``; returns its version."""
+    return register_bytes(settings, name, make_package(name=name, **package_options), metrics=metrics)
 
 
 def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> list[int]:  # type: ignore[no-untyped-def]

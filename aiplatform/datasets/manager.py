@@ -21,6 +21,7 @@ import ray.data
 from ray.data.context import DataContext, ShuffleStrategy
 
 from aiplatform.datasets.augment import hash_uniform, random_affine
+from aiplatform.datasets.source_policy import HttpGet, SourcePolicy, trusted_fetch
 from aiplatform.datasets.sources import read_source
 from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
 from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
@@ -36,6 +37,7 @@ SPLIT_STREAM = 7
 ShuffleName = Literal["sort", "hash"]
 _SHUFFLE_STRATEGIES = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED, "hash": ShuffleStrategy.HASH_SHUFFLE}
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+SpecT = TypeVar("SpecT", DatasetSpec, TextDatasetSpec)
 
 
 @contextlib.contextmanager
@@ -198,15 +200,28 @@ class DatasetManager:
     """Builds, finds and reads dataset versions in the platform's storage."""
 
     def __init__(self, storage: Storage, source_storage_options: Optional[dict[str, Any]] = None,
-                 shuffle: ShuffleName = "sort"):
+                 shuffle: ShuffleName = "sort", source_policy: Optional[SourcePolicy] = None):
         self.storage = storage
         self.source_storage_options = source_storage_options or {}
         self.shuffle = shuffle
+        self.source_policy = source_policy
+        """When set, every source is checked against it before it is read and ``http(s)`` sources
+        are fetched through it (sources named by API callers); unset, sources are read as given."""
 
     @classmethod
-    def from_settings(cls, storage: Storage, settings: "Settings") -> "DatasetManager":
-        """The manager configured as the platform is: S3 source options and shuffle strategy."""
-        return cls(storage, settings.s3_storage_options, shuffle=settings.data_shuffle)
+    def from_settings(cls, storage: Storage, settings: "Settings", *, untrusted: bool = False) -> "DatasetManager":
+        """The manager configured as the platform is: S3 source options and shuffle strategy;
+        ``untrusted`` applies the source allow-list (a task created through the API)."""
+        policy = SourcePolicy.from_settings(settings) if untrusted else None
+        return cls(storage, settings.s3_storage_options, shuffle=settings.data_shuffle, source_policy=policy)
+
+    def _checked(self, spec: SpecT) -> tuple[SpecT, HttpGet]:
+        """``spec`` as its source is to be read (checked against the policy, if any: a local
+        location becomes the path it resolved to) and the fetch its HTTP reads use."""
+        if self.source_policy is None:
+            return spec, trusted_fetch
+        source = self.source_policy.check_source(spec.source)
+        return spec.model_copy(update={"source": source}), self.source_policy.fetch
 
     # -- build ------------------------------------------------------------------------------
     @_with_own_shuffle
@@ -214,7 +229,8 @@ class DatasetManager:
         """Build the version for ``spec``, or return the existing one with the same content."""
         if isinstance(spec, TextDatasetSpec):
             return self.build_text(spec)
-        source = read_source(spec, self.source_storage_options)
+        spec, http_get = self._checked(spec)
+        source = read_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
         prefix = f"datasets/{name}/{version}"
         if self.storage.exists(f"{prefix}/manifest.json"):
@@ -275,7 +291,8 @@ class DatasetManager:
     @_with_own_shuffle
     def build_text(self, spec: TextDatasetSpec) -> DatasetVersion:
         """Build the text version for ``spec`` (see ``text_builder``), or return the existing one."""
-        source = read_text_source(spec, self.source_storage_options)
+        spec, http_get = self._checked(spec)
+        source = read_text_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
         prefix = f"datasets/{name}/{version}"
         if self.storage.exists(f"{prefix}/manifest.json"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import io
 import posixpath
 import struct
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import fsspec
 import numpy as np
 import ray.data
 
+from aiplatform.datasets.source_policy import HttpGet, trusted_fetch
 from aiplatform.datasets.spec import DatasetSpec
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.imaging import decode_image
@@ -205,30 +207,37 @@ def _options_for(uri: str, storage_options: dict[str, Any]) -> dict[str, Any]:
     return storage_options if uri.startswith("s3://") else {}
 
 
+def is_http(location: str) -> bool:
+    return location.lower().startswith(("http://", "https://"))
+
+
 def _find_idx(location: str, stem: str, storage_options: dict[str, Any]) -> str:
     base = location.rstrip("/")
-    if base.startswith(("http://", "https://")):
-        for candidate in (f"{base}/{stem}.gz", f"{base}/{stem}"):
-            try:
-                with fsspec.open(candidate, "rb") as handle:
-                    handle.read(1)
-                return candidate
-            except (FileNotFoundError, OSError):
-                continue
-    else:
-        fs, path = fsspec.core.url_to_fs(base, **_options_for(base, storage_options))
-        for name in (f"{stem}.gz", stem):
-            if fs.exists(f"{path}/{name}"):
-                return f"{base}/{name}"
+    fs, path = fsspec.core.url_to_fs(base, **_options_for(base, storage_options))
+    for name in (f"{stem}.gz", stem):
+        if fs.exists(f"{path}/{name}"):
+            return f"{base}/{name}"
     raise NotFound(f"IDX source {location!r} has no {stem} or {stem}.gz")
 
 
-def read_idx(spec: DatasetSpec, storage_options: dict[str, Any]) -> SourceData:
+def _fetch_idx(location: str, stem: str, http_get: HttpGet) -> bytes:
+    base = location.rstrip("/")
+    for candidate in (f"{base}/{stem}.gz", f"{base}/{stem}"):
+        try:
+            return http_get(candidate, location)
+        except NotFound:
+            continue
+    raise NotFound(f"IDX source {location!r} has no {stem} or {stem}.gz")
+
+
+def read_idx(spec: DatasetSpec, storage_options: dict[str, Any], http_get: HttpGet = trusted_fetch) -> SourceData:
     """The four standard MNIST IDX files in one folder (local, s3:// or http(s)://)."""
-    blobs = {
-        key: _read_remote(_find_idx(spec.source_location, stem, storage_options), storage_options)
-        for key, stem in IDX_FILES.items()
-    }
+    location = spec.source_location
+    if is_http(location):
+        blobs = {key: _fetch_idx(location, stem, http_get) for key, stem in IDX_FILES.items()}
+    else:
+        blobs = {key: _read_remote(_find_idx(location, stem, storage_options), storage_options)
+                 for key, stem in IDX_FILES.items()}
     arrays = {key: parse_idx(blob, f"IDX file {IDX_FILES[key]}") for key, blob in blobs.items()}
     splits = {}
     for split in ("train", "test"):
@@ -291,11 +300,30 @@ def read_image_folder(spec: DatasetSpec, storage_options: dict[str, Any]) -> Sou
 
 
 # -- parquet --------------------------------------------------------------------------------
-def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any]) -> SourceData:
+def _require_columns(names: list[str], wanted: set[str], what: str) -> None:
+    """The columns a source must have; the message does not list the others (a file's column
+    names are its content, and the caller may not be allowed to read it)."""
+    missing = sorted(wanted - set(names))
+    if missing:
+        raise InvalidArgument(f"{what} lacks column(s) {missing} (it has {len(names)} columns)")
+
+
+def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any],
+                        http_get: HttpGet = trusted_fetch) -> SourceData:
     """Parquet with ``image`` (encoded PNG/JPEG bytes) and ``label`` (int or string) columns."""
     import pyarrow.parquet as pq
 
     location = spec.source_location
+    if is_http(location):
+        data = http_get(location, spec.source)
+        try:
+            parquet = pq.ParquetFile(io.BytesIO(data))
+            _require_columns(parquet.schema_arrow.names, {"image", "label"}, f"Parquet source {location!r}")
+            table = parquet.read(columns=["image", "label"])
+        except (OSError, ValueError) as exc:  # pyarrow's errors: never its text, which quotes the file
+            raise InvalidArgument(f"Parquet source {location!r} is not a readable parquet file "
+                                  f"({type(exc).__name__})") from exc
+        return _parquet_images(ray.data.from_arrow(table), spec, hashlib.sha256(data).hexdigest())
     options = _options_for(location, storage_options)
     fs, path = fsspec.core.url_to_fs(location, **options)
     if not fs.exists(path):
@@ -306,13 +334,13 @@ def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any]) -> S
         raise InvalidArgument(f"Parquet source {location!r} has no .parquet files")
     with fs.open(files[0], "rb") as handle:
         names = pq.ParquetFile(handle).schema_arrow.names
-    missing = {"image", "label"} - set(names)
-    if missing:
-        raise InvalidArgument(
-            f"Parquet source {location!r} lacks column(s) {sorted(missing)}; found {names}"
-        )
-    arrow_fs = _arrow_fs(fs)
-    dataset = ray.data.read_parquet(files, filesystem=arrow_fs, columns=["image", "label"])
+    _require_columns(names, {"image", "label"}, f"Parquet source {location!r}")
+    dataset = ray.data.read_parquet(files, filesystem=_arrow_fs(fs), columns=["image", "label"])
+    fingerprint = hashlib.sha256("\n".join(f"{f}:{fs.size(f)}" for f in files).encode()).hexdigest()
+    return _parquet_images(dataset, spec, fingerprint)
+
+
+def _parquet_images(dataset: ray.data.Dataset, spec: DatasetSpec, fingerprint: str) -> SourceData:
     raw_labels = sorted(dataset.unique("label"), key=lambda v: (str(type(v)), v))
     if all(isinstance(v, (int, np.integer)) for v in raw_labels):
         labels = [str(i) for i in range(int(max(raw_labels)) + 1)]
@@ -336,9 +364,6 @@ def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any]) -> S
         )
         return _rows(images, ints, "")
 
-    fingerprint = hashlib.sha256(
-        "\n".join(f"{f}:{fs.size(f)}" for f in files).encode()
-    ).hexdigest()
     return SourceData(dataset.map_batches(decode, batch_size=256), labels, fingerprint)
 
 
@@ -350,14 +375,16 @@ def _arrow_fs(fs: fsspec.AbstractFileSystem):  # type: ignore[no-untyped-def]
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def read_source(spec: DatasetSpec, storage_options: Optional[dict[str, Any]] = None) -> SourceData:
-    """Read the spec's source into a Ray Dataset of normalized rows."""
+def read_source(spec: DatasetSpec, storage_options: Optional[dict[str, Any]] = None,
+                http_get: HttpGet = trusted_fetch) -> SourceData:
+    """Read the spec's source into a Ray Dataset of normalized rows; ``http(s)`` sources are
+    fetched with ``http_get`` (the source policy's guarded fetch for sources named through the API)."""
     options = storage_options or {}
     kind = spec.source_kind
     if kind == "mnist":
         return read_mnist(spec)
     if kind == "idx":
-        return read_idx(spec, options)
+        return read_idx(spec, options, http_get)
     if kind == "folder":
         return read_image_folder(spec, options)
-    return read_parquet_images(spec, options)
+    return read_parquet_images(spec, options, http_get)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import re
 from pathlib import Path
@@ -23,7 +24,8 @@ import fsspec
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from aiplatform.datasets.sources import SourceData, _arrow_fs, _options_for
+from aiplatform.datasets.source_policy import HttpGet, trusted_fetch
+from aiplatform.datasets.sources import SourceData, _arrow_fs, _options_for, is_http
 from aiplatform.errors import InvalidArgument, NotFound
 
 TWEETS = "tweets-sentiment"
@@ -107,21 +109,17 @@ def tweets_file() -> Path:
 
 
 def _source_files(spec: TextDatasetSpec, storage_options: dict[str, Any]) -> tuple[Any, list[str], str]:
-    """(filesystem, files, fingerprint) of a csv/jsonl/parquet source."""
+    """(filesystem, files, fingerprint) of a local or s3:// csv/jsonl/parquet source."""
     location = spec.source_location
-    if location.startswith(("http://", "https://")):
-        fs = fsspec.filesystem("http")
-        files = [location]
+    fs, path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
+    if not fs.exists(path):
+        raise NotFound(f"Text source {location!r} not found")
+    if fs.isdir(path):
+        files = sorted(f for f in fs.find(path) if f.endswith(EXTENSIONS[spec.source_kind]))
     else:
-        fs, path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
-        if not fs.exists(path):
-            raise NotFound(f"Text source {location!r} not found")
-        if fs.isdir(path):
-            files = sorted(f for f in fs.find(path) if f.endswith(EXTENSIONS[spec.source_kind]))
-        else:
-            files = [path]
-        if not files:
-            raise InvalidArgument(f"Text source {location!r} has no {'/'.join(EXTENSIONS[spec.source_kind])} files")
+        files = [path]
+    if not files:
+        raise InvalidArgument(f"Text source {location!r} has no {'/'.join(EXTENSIONS[spec.source_kind])} files")
     try:
         fingerprint = hashlib.sha256("\n".join(f"{f}:{fs.size(f)}" for f in files).encode()).hexdigest()
     except (OSError, FileNotFoundError) as exc:
@@ -129,9 +127,27 @@ def _source_files(spec: TextDatasetSpec, storage_options: dict[str, Any]) -> tup
     return fs, files, fingerprint
 
 
-def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, Any]] = None) -> SourceData:
+def _fetched_table(spec: TextDatasetSpec, data: bytes) -> Any:
+    """An ``http(s)`` source's bytes (fetched on the driver) as an Arrow table."""
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO(data)
+    readers = {"csv": pacsv.read_csv, "jsonl": pajson.read_json, "parquet": pq.read_table}
+    return readers[spec.source_kind](buffer)
+
+
+def _unparsable(spec: TextDatasetSpec, exc: BaseException) -> InvalidArgument:
+    # The kind of error only: a parser's message quotes the rows it choked on.
+    return InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind} "
+                           f"({type(exc).__name__})")
+
+
+def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
+                     http_get: HttpGet = trusted_fetch) -> SourceData:
     """The source as Ray Data rows ``{text, label_name}`` (strings); ``labels`` are filled later,
-    from the cleaned rows. Unknown columns are named with the ones that exist."""
+    from the cleaned rows. ``http(s)`` sources are fetched with ``http_get`` on the driver."""
     options = storage_options or {}
     text_col, label_col = spec.columns
     if spec.source_kind == TWEETS:
@@ -140,21 +156,28 @@ def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, 
         path = tweets_file()
         dataset = ray.data.read_csv(str(path), read_options=pacsv.ReadOptions(encoding="latin-1"))
         fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
+    elif is_http(spec.source_location):
+        data = http_get(spec.source_location, spec.source)
+        try:
+            dataset = ray.data.from_arrow(_fetched_table(spec, data))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+            raise _unparsable(spec, exc) from exc
+        fingerprint = hashlib.sha256(data).hexdigest()
     else:
         fs, files, fingerprint = _source_files(spec, options)
         reader = {"csv": ray.data.read_csv, "jsonl": ray.data.read_json, "parquet": ray.data.read_parquet}
         try:
             dataset = reader[spec.source_kind](files, filesystem=_arrow_fs(fs))
         except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-            raise InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind}: {exc}") from exc
+            raise _unparsable(spec, exc) from exc
     try:
         names = dataset.schema().names
     except Exception as exc:  # noqa: BLE001 - reading happens lazily; the schema read parses the file
-        raise InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind}: {exc}") from exc
+        raise _unparsable(spec, exc) from exc
     missing = [c for c in (text_col, label_col) if c not in names]
     if missing:
         raise InvalidArgument(
-            f"Text source {spec.source!r} has no column(s) {missing}; its columns are {names}. "
+            f"Text source {spec.source!r} has no column(s) {missing} (it has {len(names)} columns). "
             "Name them with text_column / label_column"
         )
     if spec.max_rows is not None:

@@ -13,11 +13,13 @@ import logging
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import ray
 
-from aiplatform.errors import AIPError, NotFound, Unavailable
+from aiplatform.datasets.source_policy import SourcePolicy
+from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable
 from aiplatform.queue import CANCELLED, FAILED, QueueClient, Task
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
@@ -26,6 +28,8 @@ from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.training import get_template
 
 logger = logging.getLogger(__name__)
+QUEUE_LOOKAHEAD = 100
+"""Queued tasks the scheduler looks at per round (the first ones by priority and age)."""
 STOP_WAIT_S = 20.0
 UNSUBMITTED_GRACE_S = 30.0
 LOG_TAIL_LINES = 20
@@ -65,8 +69,12 @@ class TaskManager:
     def creation(self, template: str, params: dict[str, Any], *, priority: int = 0,
                  model_name: Optional[str] = None, idempotency_key: Optional[str] = None,
                  max_retries: Optional[int] = None, start: bool = False) -> dict[str, Any]:
-        """Validate a new task (template, parameters, model name) into the queue's arguments."""
-        parsed = get_template(template).parse_params(params)
+        """Validate a new task (template, parameters, model name) into the queue's arguments.
+        The dataset it names must be one an API caller may name (the source allow-list)."""
+        found = get_template(template)
+        parsed = found.parse_params(params)
+        SourcePolicy.from_settings(self.settings).check_source(found.dataset_spec(parsed).source)
+        self._check_fits(parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)
         return {
@@ -154,18 +162,28 @@ class TaskManager:
                               error=_failure_message(job, tail))
 
     def _start_queued(self) -> None:
+        """Start queued tasks in priority order while they fit. A task larger than the whole
+        cluster cannot start until it grows: it is passed over (its demand is sent to Ray's
+        autoscaler), so it never holds up the tasks behind it."""
         running = len(self.queue.running())
-        free_cpus = float(ray.available_resources().get("CPU", 0.0))
-        for task in self.queue.queued(limit=max(1, self.settings.task_max_running)):
+        cluster = Resources.of(ray.cluster_resources())
+        free = Resources.of(ray.available_resources())
+        demand: list[dict[str, float]] = []
+        for task in self.queue.queued(limit=QUEUE_LOOKAHEAD):
             if running >= self.settings.task_max_running:
-                return
-            needed = self.cpus_needed(task)
-            if needed > free_cpus + 1e-9:
-                return  # strict priority order: a smaller task behind it does not jump the queue
+                break
+            needed = self.resources_needed(task.params)
+            if not needed.fits(cluster):
+                demand += self.worker_bundles(task.params)
+                continue
+            if not needed.fits(free):
+                break  # strict priority order: a smaller task behind it does not jump the queue
             self.queue.claim(task.id, job_submission_id(task))
             self._submit(self.queue.get(task.id))
             running += 1
-            free_cpus -= needed
+            free = free.minus(needed)
+        if demand and self.settings.autoscaling:
+            request_from_autoscaler(demand)
 
     def _submit(self, task: Task) -> None:
         assert task.ray_job_id is not None
@@ -181,9 +199,60 @@ class TaskManager:
             return
         self.queue.mark_submitted(task.id)
 
-    def cpus_needed(self, task: Task) -> float:
-        """CPUs the task's Ray Train workers reserve."""
-        return int(task.params.get("workers", 1)) * self.settings.train_worker_cpus
+    def resources_needed(self, params: dict[str, Any]) -> "Resources":
+        """What a task's Ray Train workers reserve: CPUs each, and a GPU each with ``gpu=on``."""
+        workers = int(params.get("workers", 1))
+        return Resources(cpu=workers * self.settings.train_worker_cpus,
+                         gpu=float(workers) if params.get("gpu") == "on" else 0.0)
+
+    def worker_bundles(self, params: dict[str, Any]) -> list[dict[str, float]]:
+        """One resource bundle per Ray Train worker (what the autoscaler places on nodes)."""
+        bundle = {"CPU": self.settings.train_worker_cpus, **({"GPU": 1.0} if params.get("gpu") == "on" else {})}
+        return [dict(bundle) for _ in range(int(params.get("workers", 1)))]
+
+    def _check_fits(self, params: dict[str, Any]) -> None:
+        """Refuse a task the cluster could never run (unless it can grow)."""
+        if self.settings.autoscaling:
+            return
+        needed, cluster = self.resources_needed(params), Resources.of(ray.cluster_resources())
+        if not needed.fits(cluster):
+            raise InvalidArgument(
+                f"The task needs {needed.describe()} ({params.get('workers', 1)} worker(s)) but the whole cluster "
+                f"has {cluster.describe()}: lower 'workers', or run it on a cluster that autoscales "
+                "(AIP_AUTOSCALING=true)")
+
+    def why_waiting(self, tasks: list[Task]) -> dict[str, str]:
+        """For each queued task of ``tasks``, why it has not started: its place in the queue,
+        the resources it needs against what is free, the limit of tasks at once."""
+        waiting = [task for task in tasks if task.state == "QUEUED"]
+        if not waiting:
+            return {}
+        queued = self.queue.queued(limit=QUEUE_LOOKAHEAD)
+        places = {t.id: index for index, t in enumerate(queued)}
+        cluster, free = Resources.of(ray.cluster_resources()), Resources.of(ray.available_resources())
+        running = len(self.queue.running())
+        return {task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running)
+                for task in waiting}
+
+    def _wait_reason(self, task: Task, place: Optional[int], queued: list[Task], cluster: "Resources",
+                     free: "Resources", running: int) -> str:
+        needed = self.resources_needed(task.params)
+        if not needed.fits(cluster):
+            grow = "the autoscaler has been asked for it" if self.settings.autoscaling else \
+                "the cluster is not set to autoscale (AIP_AUTOSCALING)"
+            return f"needs {needed.describe()}, more than the whole cluster has ({cluster.describe()}); {grow}"
+        reasons = []
+        if place is None:
+            reasons.append(f"more than {QUEUE_LOOKAHEAD} tasks ahead of it in the queue")
+        elif place:
+            ahead = queued[place - 1]
+            reasons.append(f"{place} task(s) ahead of it in the queue (next: {ahead.id}, priority {ahead.priority})")
+        if running >= self.settings.task_max_running:
+            reasons.append(f"{running} task(s) running, the most at once (AIP_TASK_MAX_RUNNING="
+                           f"{self.settings.task_max_running})")
+        if not needed.fits(free):
+            reasons.append(f"needs {needed.describe()}, {free.describe()} free now")
+        return "; ".join(reasons) or "starting: the scheduler takes it on its next round"
 
     def _log_tail(self, task: Task) -> Optional[str]:
         if not task.ray_job_id:
@@ -199,3 +268,34 @@ def _failure_message(job: JobState, logs: Optional[str]) -> str:
     errors = [line for line in lines if line.startswith("error:")]
     detail = errors[-1] if errors else "\n".join(lines[-LOG_TAIL_LINES:])
     return f"{job.message or 'The Ray job failed'}\n{detail}".strip()
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPUs and GPUs, as Ray counts them."""
+
+    cpu: float
+    gpu: float = 0.0
+
+    @classmethod
+    def of(cls, ray_resources: dict[str, float]) -> "Resources":
+        return cls(float(ray_resources.get("CPU", 0.0)), float(ray_resources.get("GPU", 0.0)))
+
+    def fits(self, available: "Resources") -> bool:
+        return self.cpu <= available.cpu + 1e-9 and self.gpu <= available.gpu + 1e-9
+
+    def minus(self, used: "Resources") -> "Resources":
+        return Resources(self.cpu - used.cpu, self.gpu - used.gpu)
+
+    def describe(self) -> str:
+        return f"{self.cpu:g} CPU" + (f" and {self.gpu:g} GPU" if self.gpu else "")
+
+
+def request_from_autoscaler(bundles: list[dict[str, float]]) -> None:
+    """Tell Ray's autoscaler what the waiting tasks need (replaces its previous request)."""
+    from ray.autoscaler.sdk import request_resources
+
+    try:
+        request_resources(bundles=bundles)
+    except Exception:  # noqa: BLE001 - no autoscaler reachable: the tasks keep waiting
+        logger.warning("could not send the waiting tasks' demand to the autoscaler", exc_info=True)

@@ -54,6 +54,12 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert up.returncode == 0, up.stderr[-3000:]
         assert f"http://127.0.0.1:{http_port}" in up.stdout
         assert (tmp_path / "token").stat().st_mode & 0o077 == 0
+        # Secure by default: an API token made for this platform (0600), and a login URL for the UI.
+        api_token_file = tmp_path / "state" / "api_token"
+        assert api_token_file.stat().st_mode & 0o077 == 0
+        api_token = api_token_file.read_text()
+        assert f"http://127.0.0.1:{http_port}/#token={api_token}" in up.stdout
+        assert httpx.get(f"http://127.0.0.1:{http_port}/v1/models", timeout=30).status_code == 401
         assert _listening_elsewhere() <= before, _listening_elsewhere() - before
 
         # Register two versions as a training job would (a driver joining with the token).
@@ -175,7 +181,8 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         models = json.loads(aip("models", "list", "--json").stdout)
         assert {r["model"] for r in models} >= {"tiny", "cli-cnn", "direct-cnn"}
         assert [r["version"] for r in models if r["model"] == "tiny" and "production" in r["aliases"]] == [1]
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as api:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30,
+                          headers={"Authorization": f"Bearer {api_token}"}) as api:
             kept = api.get(f"/v1/results/{request_id}")
             assert kept.status_code == 200 and kept.json()["version"] == 2, kept.text
             assert alert_id in {a["id"] for a in api.get("/v1/alerts", params={"rule": "drift-significant"}).json()["alerts"]}

@@ -142,3 +142,25 @@ def test_a_directly_submitted_job_records_itself_as_a_task(settings: Settings, m
     done = wait_for_task(manager.queue, task.id, lambda t: t.finished)
     assert done.state == SUCCEEDED, manager.jobs.logs(submission_id)[-2000:]
     assert done.result["model"] == "direct-cnn" and manager.queue.metrics_history(task.id)
+
+
+def test_a_task_larger_than_the_cluster_never_holds_up_the_tasks_behind_it(ray_session: None, tmp_path: Path) -> None:
+    with platform_settings(tmp_path, "fit", autoscaling=True) as settings:
+        manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+        big = manager.create("cnn-classification", {**TINY_CNN_PARAMS, "workers": 8}, priority=5, start=True)
+        small = manager.create("cnn-classification", dict(TINY_CNN_PARAMS), start=True)
+        waiting = manager.why_waiting([big, small])
+        assert "needs 4 CPU, more than the whole cluster has (2 CPU); the autoscaler has been asked" in waiting[big.id]
+        assert waiting[small.id].startswith(f"1 task(s) ahead of it in the queue (next: {big.id}, priority 5)")
+        manager.reconcile()  # the big one waits for nodes; the small one behind it starts
+        assert manager.queue.get(small.id).state == RUNNING and manager.queue.get(big.id).state == QUEUED
+        behind = manager.create("cnn-classification", dict(TINY_CNN_PARAMS), start=True)
+        assert "1 task(s) running, the most at once (AIP_TASK_MAX_RUNNING=1)" in \
+            manager.why_waiting([behind])[behind.id]
+        for task in (small, big, behind):
+            manager.cancel(task.id)
+    with platform_settings(tmp_path / "fixed", "fit") as settings:  # a cluster that cannot grow refuses it
+        manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+        with pytest.raises(InvalidArgument, match=r"needs 4 CPU \(8 worker\(s\)\) but the whole cluster has 2 CPU"):
+            manager.create("cnn-classification", {**TINY_CNN_PARAMS, "workers": 8}, start=True)
+        assert manager.queue.counts()["total"] == 0

@@ -33,6 +33,12 @@ def test_the_cluster_launcher_config_passes_rays_validation() -> None:
     assert "AIP_STORAGE_URI=s3://" in setup
     assert all("--metrics-export-port" in " ".join(cmds)
                for cmds in (config["head_start_ray_commands"], config["worker_start_ray_commands"]))
+    for name, node_type in types.items():  # IMDSv2 only: SSRF through a node cannot read its credentials
+        assert node_type["node_config"]["MetadataOptions"]["HttpTokens"] == "required", name
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        if "ray start" in command:  # token auth explicit wherever Ray starts (the dashboard is on 0.0.0.0)
+            assert command.startswith("RAY_AUTH_MODE=token "), command
+    assert "~/.ray/auth_token" in config["file_mounts"].values()
     broken = copy.deepcopy(config)
     broken["available_node_types"]["cpu_worker"]["max_workerz"] = 3  # Ray's validator is not a formality
     with pytest.raises(Exception, match="max_workerz"):

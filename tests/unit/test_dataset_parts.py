@@ -9,8 +9,8 @@ from aiplatform.datasets import AugmentSpec, DatasetSpec
 from aiplatform.datasets.augment import hash_uniform, random_affine
 from aiplatform.datasets.manager import assign_splits
 from aiplatform.datasets.sources import parse_idx
-from aiplatform.imaging import decode_image
 from aiplatform.errors import InvalidArgument
+from aiplatform.imaging import decode_image
 from tests.factories import make_digit_images, png_bytes, write_idx
 
 

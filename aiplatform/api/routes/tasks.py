@@ -52,7 +52,9 @@ def list_tasks(
 ) -> dict[str, Any]:
     tasks = platform.tasks.queue.list(states=state, template=template, since=since, until=until,
                                       limit=limit, offset=offset)
-    return {"tasks": [t.to_dict() for t in tasks], "counts": platform.tasks.queue.counts()}
+    waiting = platform.tasks.why_waiting(tasks)
+    return {"tasks": [{**t.to_dict(), "waiting": waiting.get(t.id)} for t in tasks],
+            "counts": platform.tasks.queue.counts()}
 
 
 @router.get("/counts")
@@ -62,7 +64,9 @@ def task_counts(platform: PlatformDep) -> dict[str, int]:
 
 @router.get("/{task_id}")
 def get_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
-    return platform.tasks.queue.get(task_id).to_dict()
+    """The task; a queued one also says why it waits (``waiting``)."""
+    task = platform.tasks.queue.get(task_id)
+    return {**task.to_dict(), "waiting": platform.tasks.why_waiting([task]).get(task.id)}
 
 
 @router.post("/{task_id}/start")

@@ -335,6 +335,7 @@ async function taskPage(taskId) {
         h("table", {}, h("tbody", {},
           [["Template", task.template], ["Parameters", h("code", {}, JSON.stringify(task.params))],
            ["Priority", task.priority], ["Ray job", task.ray_job_id || "–"], ["Attempts", task.attempts],
+           ...(task.waiting ? [["Waiting", h("span", { id: "task-waiting" }, task.waiting)]] : []),
            ["Created", fmtTime(task.created_at)], ["Started", fmtTime(task.started_at)], ["Finished", fmtTime(task.finished_at)],
            ["Result", task.result ? h("span", {}, h("a", { href: `#models/${task.result.model}` }, `${task.result.model} v${task.result.version}`),
              `  test accuracy ${fmtNum(task.result.test_accuracy)}`) : "–"],

@@ -1,0 +1,227 @@
+"""The hostile-input suite (docs/SECURITY.md): the real gateway and API on the session's Ray, with
+the platform's defaults (token authentication on), sent what an attacker would send. Each case
+asserts the 4xx and its message, that the replica still answers the next request, and that nothing
+stored changed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Optional
+
+import httpx
+import numpy as np
+import pytest
+
+from aiplatform.queue import QueueClient
+from aiplatform.registry import RegistryClient
+from aiplatform.results import ResultsClient
+from tests.factories import (
+    make_text_package,
+    platform_settings,
+    register_bytes,
+    register_versions,
+    served_platform,
+    wait_for,
+)
+
+TOKEN = "hostile-suite-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GOOD = {"array": np.zeros((8, 8)).tolist()}
+MAX_TEXT_CHARS = 20_000
+
+
+@pytest.fixture(scope="module")
+def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("hostile")
+    (home / "data").mkdir()
+    with platform_settings(home, "hostile", api_token=TOKEN, max_request_rows=16,
+                           max_text_chars=MAX_TEXT_CHARS) as settings:
+        register_versions(settings, "tiny", count=2)
+        register_versions(settings, "probe")  # the good request after each hostile one
+        register_bytes(settings, "words", make_text_package("words"), template="text-classification")
+        RegistryClient.connect(settings).set_alias("words", "production", 1)
+        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as api:
+            yield {"api": api, "url": url, "settings": settings, "queue": QueueClient.connect(settings),
+                   "results": ResultsClient.connect(settings), "registry": RegistryClient.connect(settings)}
+
+
+def _stored(platform: dict[str, Any]) -> tuple[int, int, Any]:
+    """Tasks, results (the probe's aside) and model versions: what a refused request must leave
+    as it was. Results are written in the background: they are counted once they settle."""
+    registry, results = platform["registry"], platform["results"]
+    versions = {m["name"]: [v.version for v in registry.list_versions(m["name"])] for m in registry.list_models()}
+    counted = wait_for(lambda: _settled(results), 30, "the result store to settle")
+    return platform["queue"].counts()["total"], counted, versions
+
+
+def _settled(results: ResultsClient) -> Optional[int]:
+    first = results.count() - results.count("probe")
+    time.sleep(0.3)
+    second = results.count() - results.count("probe")
+    return second + 1 if first == second else None  # + 1: 0 results is a settled count too
+
+
+def refused(platform: dict[str, Any], method: str, path: str, status: int, message: str, **request: Any) -> dict[str, Any]:
+    """Send a hostile request: ``status`` with ``message`` in its body, nothing stored changed, and
+    the replica answers a good prediction next."""
+    api = platform["api"]
+    before = _stored(platform)
+    answer = api.request(method, path, **request)
+    body = answer.json()
+    text = body.get("message") or body.get("error")
+    assert answer.status_code == status and message in text, (answer.status_code, body)
+    assert api.post("/v1/models/probe/predict", json=GOOD).status_code == 200
+    assert _stored(platform) == before
+    return body
+
+
+@pytest.mark.parametrize("source, rule", [
+    ("csv:~/.ray/auth_token", "is not expanded"),
+    ("csv:/etc/passwd", "inside the data root"),
+    ("csv:../../../etc/passwd", "inside the data root"),
+    ("csv:file:///etc/passwd", "file:// sources are not read"),
+    ("parquet:simplecache::s3://bucket/x", "chained URLs"),
+    ("csv:http://169.254.169.254/latest/meta-data/", "not in AIP_DATASET_HTTP_HOSTS"),
+    ("csv:s3://someone-elses-bucket/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
+])
+def test_dataset_sources_outside_the_allow_list_are_refused_at_creation(platform: dict[str, Any], source: str,
+                                                                        rule: str) -> None:
+    body = refused(platform, "POST", "/v1/tasks", 400, "is not allowed",
+                   json={"template": "text-classification", "params": {"dataset": source}, "start": True})
+    assert rule in body["message"] and repr(source) in body["message"]
+    assert "root:" not in body["message"]  # nothing of /etc/passwd (or any file) comes back
+
+
+def test_a_task_larger_than_the_cluster_is_refused_with_the_reason(platform: dict[str, Any]) -> None:
+    body = refused(platform, "POST", "/v1/tasks", 400, "the whole cluster has 2 CPU",
+                   json={"template": "cnn-classification", "params": {"workers": 256}, "start": True})
+    assert "128 CPU (256 worker(s))" in body["message"] and "AIP_AUTOSCALING" in body["message"]
+
+
+def test_requests_over_the_shape_limits(platform: dict[str, Any]) -> None:
+    rows = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [17, 8, 8, 1], "data": [0] * 17 * 64}]}
+    refused(platform, "POST", "/v2/models/tiny/infer", 413, "has 17 inputs; the limit is 16", json=rows)
+    texts = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [17], "data": ["good"] * 17}]}
+    refused(platform, "POST", "/v2/models/words/infer", 413, "has 17 inputs; the limit is 16", json=texts)
+    for bad_id, message in (("x" * 129, "the limit is 128"), ("a b\n", "only letters, digits")):
+        request = {"id": bad_id, "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1],
+                                             "data": [0] * 64}]}
+        refused(platform, "POST", "/v2/models/tiny/infer", 400, message, json=request)
+    nested = b"[" * 100_000 + b"]" * 100_000
+    for path, message in (("/v1/models/tiny/predict", "nested too deeply"), ("/v2/models/tiny/infer", "nested too deeply"),
+                          ("/v1/tasks", "error parsing the body")):  # FastAPI's own answer for its routes
+        refused(platform, "POST", path, 400, message, content=nested,
+                headers={**AUTH, "Content-Type": "application/json"})
+
+
+def test_texts_over_the_character_and_chunk_limits(platform: dict[str, Any]) -> None:
+    refused(platform, "POST", "/v1/models/words/predict", 413, f"the limit is {MAX_TEXT_CHARS:,}",
+            json={"text": "good " * (MAX_TEXT_CHARS // 5 + 1)})
+    # 256 windows of 8 words is the most: 3,000 short words (under the character limit) is more.
+    refused(platform, "POST", "/v1/models/words/predict", 413, "longer than 256 chunks of 8 tokens",
+            json={"text": "a " * 3000})
+    ok = platform["api"].post("/v1/models/words/predict", json={"text": "good " * 1000})
+    assert ok.status_code == 200 and len(ok.json()["chunks"]) == 125
+
+
+def _encoded(image: Any, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_images_other_than_png_and_jpeg_and_decompression_bombs(platform: dict[str, Any]) -> None:
+    from PIL import Image
+
+    gif = _encoded(Image.new("L", (8, 8)), "GIF")
+    refused(platform, "POST", "/v1/models/tiny/predict", 400, "is GIF, not a PNG or JPEG image",
+            files={"file": ("digit.gif", gif, "image/gif")})
+    bomb = _encoded(Image.new("1", (20_000, 20_000)), "PNG")  # a few KB that decode to 400 MP
+    refused(platform, "POST", "/v1/models/tiny/predict", 413, "the limit is 50,000,000",
+            files={"file": ("bomb.png", bomb, "image/png")})
+    refused(platform, "POST", "/v1/models/tiny/predict", 413, "the limit is 50,000,000",
+            json={"image_b64": base64.b64encode(bomb).decode()})
+
+
+def test_the_event_loop_stays_free_while_heavy_images_decode(platform: dict[str, Any]) -> None:
+    """Four large photos (40 MP JPEGs) decode at once; health probes and a small prediction sent
+    meanwhile answer long before the photos do (each measured in this run: no absolute time)."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (250, 400), dtype=np.uint8)
+    photo = _encoded(Image.fromarray(noise).resize((8000, 5000), Image.Resampling.BILINEAR), "JPEG")
+    assert len(photo) < 10 * 1024 * 1024  # a real upload: within the gateway's file limit
+    api = platform["api"]
+
+    def heavy() -> float:
+        started = time.perf_counter()
+        assert api.post("/v1/models/tiny/predict", files={"file": ("photo.jpg", photo, "image/jpeg")}).status_code == 200
+        return time.perf_counter() - started
+
+    with ThreadPoolExecutor(4) as pool:
+        photos = [pool.submit(heavy) for _ in range(4)]
+        time.sleep(0.2)  # the uploads are in and decoding
+        light: list[float] = []
+        while not all(p.done() for p in photos) and len(light) < 20:
+            started = time.perf_counter()
+            assert api.get("/v2/health/live").status_code == 200
+            assert api.post("/v1/models/tiny/predict", json=GOOD).status_code == 200
+            light.append(time.perf_counter() - started)
+        heavy_seconds = sorted(p.result() for p in photos)
+    assert light, "the photos decoded before a probe could be sent"
+    assert np.median(light) < heavy_seconds[0] / 4, (light, heavy_seconds)
+
+
+def test_the_access_guard(platform: dict[str, Any]) -> None:
+    url = platform["url"]
+    with httpx.Client(base_url=url, timeout=30) as anonymous:
+        assert anonymous.get("/v1/models").status_code == 401
+        assert anonymous.get("/v2/health/live").status_code == 200  # probes stay open
+        ui = anonymous.get("/")
+        assert ui.status_code == 200 and "frame-ancestors 'none'" in ui.headers["content-security-policy"]
+        assert ui.headers["x-frame-options"] == "DENY" and ui.headers["x-content-type-options"] == "nosniff"
+    refused(platform, "GET", "/v1/models", 400, "is not a name this platform answers to",
+            headers={**AUTH, "Host": "attacker.example:8000"})  # DNS rebinding
+    refused(platform, "POST", "/v1/tasks", 403, "Cross-origin request from 'http://attacker.example' refused",
+            json={"template": "cnn-classification", "params": {}}, headers={**AUTH, "Origin": "http://attacker.example"})
+    refused(platform, "POST", "/v1/models/tiny/promote", 403, "Cross-origin request",
+            json={"version": 1, "alias": "staging"}, headers={**AUTH, "Sec-Fetch-Site": "cross-site"})
+    same_origin = {**AUTH, "Origin": url}
+    assert platform["api"].get("/v1/models", headers=same_origin).status_code == 200
+
+
+def test_sane_state_canary_weights_aliases_and_result_ids(platform: dict[str, Any]) -> None:
+    api, registry = platform["api"], platform["registry"]
+    for weights, message in (({"1": 1e308, "2": 1e308}, "finite"), ({"1": -1}, "finite number >= 0"),
+                             ({"1": 0}, "finite number above 0")):
+        refused(platform, "PUT", "/v1/models/tiny/traffic", 400, message, json={"weights": weights})
+    assert registry.get_traffic("tiny") == {}
+    refused(platform, "POST", "/v1/models/tiny/promote", 400, "Alias", json={"version": 1, "alias": "production\n"})
+    assert registry.aliases("tiny") == {"production": 1}
+    # A client's v2 id is its own: it never names (or overwrites) a stored result.
+    request = {"id": "client-7", "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1],
+                                            "data": [0] * 64}]}
+    for _ in range(2):
+        answer = api.post("/v2/models/tiny/infer", json=request).json()
+        assert answer["id"] == "client-7" and answer["parameters"]["request_id"] != "client-7"
+    assert api.get("/v1/results/client-7").status_code == 404
+    deadline = time.time() + 30
+    while time.time() < deadline and api.get(f"/v1/results/{answer['parameters']['request_id']}").status_code != 200:
+        time.sleep(0.2)
+    kept = api.get(f"/v1/results/{answer['parameters']['request_id']}").json()
+    assert kept["client_id"] == "client-7"
+
+
+def test_the_readiness_probe_names_no_internals_when_it_fails(platform: dict[str, Any]) -> None:
+    """Last in the module: the registry actor goes away for good."""
+    import ray
+
+    ray.kill(platform["registry"].handle, no_restart=True)
+    with httpx.Client(base_url=platform["url"], timeout=60) as anonymous:
+        deadline = time.time() + 60
+        while (answer := anonymous.get("/v2/health/ready")).status_code == 200 and time.time() < deadline:
+            time.sleep(0.5)
+    assert answer.status_code == 503 and answer.json() == {"ready": False}
