@@ -37,7 +37,7 @@ def bar_chart_svg(title: str, values: Sequence[float], labels: Sequence[str],
     for i in range(0, len(labels), step):
         x = MARGIN + i * slot + slot / 2
         parts.append(f'<text x="{x:.1f}" y="{HEIGHT - MARGIN + 14}" font-size="10" text-anchor="middle" '
-                     f'font-family="sans-serif">{escape(str(labels[i]))[:10]}</text>')
+                     f'font-family="sans-serif">{escape(str(labels[i])[:10])}</text>')
     if compare is not None:
         for s_index, name in enumerate(legend):
             x = WIDTH - MARGIN - 150 + s_index * 75

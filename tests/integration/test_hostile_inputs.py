@@ -147,32 +147,40 @@ def test_images_other_than_png_and_jpeg_and_decompression_bombs(platform: dict[s
 
 
 def test_the_event_loop_stays_free_while_heavy_images_decode(platform: dict[str, Any]) -> None:
-    """Four large photos (40 MP JPEGs) decode at once; health probes and a small prediction sent
-    meanwhile answer long before the photos do (each measured in this run: no absolute time)."""
+    """Large photos (40 MP JPEGs) decode one after another while health probes and a small
+    prediction are sent; the probes answer in a fraction of a photo's time, both measured here.
+
+    Were decoding on the event loop, a probe sent during a decode would wait for the rest of it:
+    probes took a median 0.8x a photo's time (measured with the offloading switched off: 0.24 s
+    against 0.30 s). Off the loop a probe has the other core: 0.12x (0.06 s against 0.5 s). A
+    third sits well apart from both, on slower machines too."""
     from PIL import Image
 
     noise = np.random.default_rng(0).integers(0, 255, (250, 400), dtype=np.uint8)
     photo = _encoded(Image.fromarray(noise).resize((8000, 5000), Image.Resampling.BILINEAR), "JPEG")
     assert len(photo) < 10 * 1024 * 1024  # a real upload: within the gateway's file limit
     api = platform["api"]
+    assert api.post("/v1/models/tiny/predict", json=GOOD).status_code == 200  # warm
 
-    def heavy() -> float:
-        started = time.perf_counter()
-        assert api.post("/v1/models/tiny/predict", files={"file": ("photo.jpg", photo, "image/jpeg")}).status_code == 200
-        return time.perf_counter() - started
+    def heavy() -> list[float]:
+        seconds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert api.post("/v1/models/tiny/predict", files={"file": ("photo.jpg", photo, "image/jpeg")}).status_code == 200
+            seconds.append(time.perf_counter() - started)
+        return seconds
 
-    with ThreadPoolExecutor(4) as pool:
-        photos = [pool.submit(heavy) for _ in range(4)]
-        time.sleep(0.2)  # the uploads are in and decoding
+    with ThreadPoolExecutor(1) as pool:
+        photos = pool.submit(heavy)
         light: list[float] = []
-        while not all(p.done() for p in photos) and len(light) < 20:
+        while not photos.done():
             started = time.perf_counter()
             assert api.get("/v2/health/live").status_code == 200
             assert api.post("/v1/models/tiny/predict", json=GOOD).status_code == 200
             light.append(time.perf_counter() - started)
-        heavy_seconds = sorted(p.result() for p in photos)
-    assert light, "the photos decoded before a probe could be sent"
-    assert np.median(light) < heavy_seconds[0] / 4, (light, heavy_seconds)
+        photo_seconds = photos.result()
+    assert len(light) >= 2, "the photos decoded before probes could be sent"
+    assert np.median(light) < np.median(photo_seconds) / 3, (light, photo_seconds)
 
 
 def test_the_access_guard(platform: dict[str, Any]) -> None:

@@ -50,7 +50,9 @@ async def drift(body: DriftRequest, platform: PlatformDep) -> dict[str, Any]:
 @router.get("/charts/{key:path}")
 def chart(key: str, platform: PlatformDep) -> Response:
     data, media_type = read_chart(platform.storage, key)
-    return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+    # An SVG opened on its own runs in this origin: it may show, never script or fetch.
+    return Response(data, media_type=media_type, headers={
+        "Cache-Control": "max-age=3600", "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})
 
 
 def _with_chart_urls(report: dict[str, Any]) -> dict[str, Any]:

@@ -31,4 +31,5 @@ def get_result_input(result_id: str, platform: PlatformDep) -> Response:
     record = platform.results.get(result_id)
     if not record.input_uri or not platform.storage.exists(record.input_uri):
         raise NotFound(f"The input of result {result_id!r} was not kept")
-    return Response(platform.storage.get_bytes(record.input_uri), media_type="application/octet-stream")
+    return Response(platform.storage.get_bytes(record.input_uri), media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="input-{result_id}"'})
