@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+from urllib.parse import quote
 
+from aip.api_client import PlatformAPI
 from aip.monitoring_cli import add_monitoring_commands
 from aip.tasks_cli import add_tasks_commands
 from aiplatform.errors import AIPError, InvalidArgument
@@ -17,14 +19,12 @@ from aiplatform.settings import Settings
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
 COMPRESS_TIMEOUT_S = 1800.0
+WARM_TIMEOUT_S = 300.0
+"""Promote, rollback and canary wait while the servers load the version."""
 
 
-def _registry(settings: Settings):  # type: ignore[no-untyped-def]
-    from aip.local import connect_driver
-    from aiplatform.registry import RegistryClient
-
-    connect_driver(settings, timeout_s=10)
-    return RegistryClient.connect(settings)
+def _model_path(name: str, *rest: str) -> str:
+    return "/".join([f"/v1/models/{quote(name, safe='')}", *rest])
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
@@ -43,17 +43,18 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
-    registry = _registry(settings)
-    names = [args.name] if args.name else [m["name"] for m in registry.list_models()]
+    api = PlatformAPI(settings)
+    names = [args.name] if args.name else [m["name"] for m in api.get("/v1/models")["models"]]
     rows = []
     for name in names:
+        model = api.get(_model_path(name))
         aliases: dict[int, list[str]] = {}
-        for alias, version in registry.aliases(name).items():
+        for alias, version in model["aliases"].items():
             aliases.setdefault(version, []).append(alias)
-        for entry in registry.list_versions(name):
-            rows.append({"model": name, "version": entry.version,
-                         "test_accuracy": entry.metrics.get("test_accuracy"),
-                         "aliases": sorted(aliases.get(entry.version, []))})
+        for entry in model["versions"]:
+            rows.append({"model": name, "version": entry["version"],
+                         "test_accuracy": entry["metrics"].get("test_accuracy"),
+                         "aliases": sorted(aliases.get(entry["version"], []))})
     if args.json:
         print(json.dumps(rows))
         return
@@ -65,33 +66,26 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> None:
-    from aiplatform.serving.deployer import deploy, warm_on_serve
-
-    result = deploy(_registry(settings), args.name, args.version, warm=warm_on_serve(settings.serve_app_name),
-                    tolerance=args.tolerance, force=args.force)
-    print(result.describe())
+    body = {"version": args.version, "force": args.force, "tolerance": args.tolerance}
+    print(PlatformAPI(settings).post(_model_path(args.name, "promote"), json=body, timeout_s=WARM_TIMEOUT_S)["message"])
 
 
 def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> None:
-    from aiplatform.serving.deployer import rollback, warm_on_serve
-
-    result = rollback(_registry(settings), args.name, warm=warm_on_serve(settings.serve_app_name))
-    print(result.describe())
+    print(PlatformAPI(settings).post(_model_path(args.name, "rollback"), timeout_s=WARM_TIMEOUT_S)["message"])
 
 
 def cmd_models_canary(args: argparse.Namespace, settings: Settings) -> None:
-    from aiplatform.serving.deployer import describe_split, set_canary, warm_on_serve
-
-    version = None if args.clear else args.version
-    if version is None and not args.clear:
+    api = PlatformAPI(settings)
+    if args.clear:
+        print(api.request("DELETE", _model_path(args.name, "canary"))["message"])
+        return
+    if args.version is None:
         raise InvalidArgument("Give a VERSION for the canary, or --clear")
-    weights = set_canary(_registry(settings), args.name, version, args.weight,
-                         warm=warm_on_serve(settings.serve_app_name))
-    print(describe_split(args.name, weights))
+    body = {"version": args.version, "weight": args.weight}
+    print(api.post(_model_path(args.name, "canary"), json=body, timeout_s=WARM_TIMEOUT_S)["message"])
 
 
 def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
-    from aip.api_client import PlatformAPI
     from aiplatform.compression.compressor import CompressionReport
     from aiplatform.compression.methods import parse_method
     from aiplatform.compression.remote import parse_model_ref
@@ -102,7 +96,7 @@ def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
     body["version" if ref.isdigit() else "alias"] = int(ref) if ref.isdigit() else ref
     if ref == "latest":
         del body["alias"]
-    answer = PlatformAPI(settings).post(f"/v1/models/{name}/compress", json=body, timeout_s=COMPRESS_TIMEOUT_S,
+    answer = PlatformAPI(settings).post(_model_path(name, "compress"), json=body, timeout_s=COMPRESS_TIMEOUT_S,
                                         answer_statuses=(409,))
     report = answer["report"]
     print(json.dumps(report) if args.json else "\n".join(CompressionReport(**report).summary_lines()))
@@ -110,8 +104,6 @@ def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
-    from aip.api_client import PlatformAPI
-
     path = Path(args.file)
     if not path.is_file():
         raise InvalidArgument(f"{path} is not a readable file")
@@ -121,7 +113,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
     if args.alias:
         params["alias"] = args.alias
     body = PlatformAPI(settings).post(
-        f"/v1/models/{args.model}/predict", params=params,
+        _model_path(args.model, "predict"), params=params,
         files={"file": (path.name, path.read_bytes(), "application/octet-stream")},
     )
     if args.json:

@@ -196,10 +196,10 @@ def _accepts_connections(host: str, port: int) -> bool:
 def deploy_platform(settings: Settings) -> None:
     """Head-node actors (registry, results, task queue, scheduler, alert engine), then the Serve
     app (gateway + model servers) on 127.0.0.1."""
-    from aiplatform.queue import QueueClient
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultsClient
-    from aiplatform.tasks import ensure_scheduler
+    from aiplatform.tasks.queue import QueueClient
+    from aiplatform.tasks.scheduler import ensure_scheduler
     from serve_apps.app import start_app
 
     RegistryClient.connect(settings).list_models()

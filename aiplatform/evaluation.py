@@ -10,7 +10,7 @@ import pyarrow as pa
 import ray.data
 import torch
 
-from aiplatform.architectures import build_model
+from aiplatform.networks.architectures import build_model
 from aiplatform.preprocessing import batch_converter
 
 EVAL_BATCH_SIZE = 2048

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from aiplatform.tokenizer import TextTokenizer, text_tokenizer
+from aiplatform.text import TextTokenizer, text_tokenizer
 
 
 def image_preprocessing(height: int, width: int, channels: int, mean: float, std: float) -> dict[str, Any]:

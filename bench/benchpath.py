@@ -1,12 +1,9 @@
-"""Imported first by every script in bench/: the queue benchmark's file, bench/queue.py, would
-otherwise shadow the standard library's ``queue`` (which Ray, asyncio and concurrent.futures
-import) for anything run from this folder. This folder goes to the end of the path, the
-repository root to the front."""
+"""Imported first by every script in bench/: the repository root goes to the front of the path, so
+a script run from this folder measures the working tree's code."""
 
 import os
 import sys
 
-_BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _BENCH_DIR] + [_BENCH_DIR]
-if os.path.dirname(_BENCH_DIR) not in sys.path:
-    sys.path.insert(0, os.path.dirname(_BENCH_DIR))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)

@@ -19,7 +19,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import benchpath  # noqa: F401  (first: keeps the standard library's queue ahead of bench/queue.py)
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

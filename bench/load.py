@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-import benchpath  # noqa: F401  (first: keeps the standard library's queue ahead of bench/queue.py)
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import httpx
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -133,9 +133,9 @@ def inject_faults(url: str, png: bytes, settings: Any) -> list[str]:
     import ray
 
     from aiplatform.alerting.actor import ALERT_ACTOR_NAME
-    from aiplatform.queue.actor import QUEUE_ACTOR_NAME
     from aiplatform.registry.actor import REGISTRY_ACTOR_NAME
     from aiplatform.results.actor import RESULT_STORE_ACTOR_NAME
+    from aiplatform.tasks.queue.actor import QUEUE_ACTOR_NAME
     from tests.factories import model_server_replicas
 
     done = []

@@ -12,12 +12,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 from fastapi import FastAPI, Request
 
 from aiplatform.serving.inputs import image_from_json
 from aiplatform.serving.runner import ModelRunner
-from aiplatform.tokenizer import text_tokenizer
+from aiplatform.text import text_tokenizer
 
 runner = ModelRunner.from_bytes(Path(os.environ["BENCH_PACKAGE"]).read_bytes())
 tokenizer = (text_tokenizer(runner.config["preprocessing"]["tokenizer"])

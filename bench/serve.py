@@ -27,7 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
-import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def mnist_package() -> bytes:
     of a forward pass does not depend on them)."""
     import torch
 
-    from aiplatform.architectures import build_model
+    from aiplatform.networks.architectures import build_model
     from aiplatform.packaging import build_package
     from aiplatform.preprocessing import image_preprocessing
     from aiplatform.training.cnn import CnnParams
@@ -101,9 +101,9 @@ def template_package(template_name: str, preprocessing: dict, name: str) -> byte
 
     import torch
 
-    from aiplatform.architectures import build_model, load_pretrained
+    from aiplatform.networks.architectures import build_model, load_pretrained
     from aiplatform.packaging import build_package
-    from aiplatform.training import get_template
+    from aiplatform.training.templates import get_template
 
     template = get_template(template_name)
     params, dataset = template.parse_params({}), SimpleNamespace(labels=TEXT_LABELS)
@@ -122,7 +122,7 @@ def text_package() -> tuple[bytes, bytes]:
     """The default ``text-classification`` model for the tweets (the real tokenizer fitted on the
     corpus) and one real tweet as JSON ``{"text": ...}``."""
     from aiplatform.preprocessing import text_preprocessing
-    from aiplatform.tokenizer import Tokenizer
+    from aiplatform.text import Tokenizer
     from aiplatform.training.text import TextParams
 
     corpus, params = tweets(), TextParams()
@@ -135,7 +135,7 @@ def text_package() -> tuple[bytes, bytes]:
 def minilm_package() -> tuple[bytes, bytes]:
     """The default ``text-minilm-classification`` model: the real pretrained MiniLM encoder and
     its WordPiece tokenizer (the ``minilm`` extra), a random head, and the same real tweet."""
-    from aiplatform.training import get_template
+    from aiplatform.training.templates import get_template
 
     template = get_template("text-minilm-classification")
     preprocessing = template.preprocessing(template.parse_params({}), None, None)
@@ -146,7 +146,7 @@ def minilm_package() -> tuple[bytes, bytes]:
 def body_parser(config: dict):  # type: ignore[no-untyped-def, type-arg]
     """body -> what the model takes for one request: an image, or token ids for a text model."""
     from aiplatform.serving.inputs import image_from_json
-    from aiplatform.tokenizer import text_tokenizer
+    from aiplatform.text import text_tokenizer
 
     if config["input"]["type"] != "text":
         return lambda body: image_from_json(json.loads(body), config)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import benchpath  # noqa: F401  (first: keeps the standard library's `queue` first on the path)
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import numpy as np
 import pyarrow.parquet as pq
 import torch
@@ -29,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from aiplatform.architectures import build_model  # noqa: E402
 from aiplatform.datasets import DatasetManager, DatasetVersion  # noqa: E402
+from aiplatform.networks.architectures import build_model  # noqa: E402
 from aiplatform.preprocessing import decode_rows, image_preprocessing, images_to_tensor  # noqa: E402
 from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import Storage, open_storage  # noqa: E402
-from aiplatform.training import get_template, run_training  # noqa: E402
+from aiplatform.training.engine import run_training  # noqa: E402
 from aiplatform.training.loop import make_optimizer, make_scheduler  # noqa: E402
+from aiplatform.training.templates import get_template  # noqa: E402
 
 
 def load_split(storage: Storage, version: DatasetVersion, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,14 +19,15 @@ from typing import Any, Optional, Sequence
 
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import AIPError, Conflict, InvalidArgument
-from aiplatform.models import publish_model
-from aiplatform.queue import RUNNING, QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
+from aiplatform.tasks.queue import RUNNING, QueueClient
 from aiplatform.tasks.reporting import TaskRun, record_self_started
-from aiplatform.training import get_template, run_training
+from aiplatform.training.engine import run_training
+from aiplatform.training.publish import publish_model
+from aiplatform.training.templates import get_template
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -49,8 +49,8 @@ from aiplatform.serving.v2 import (
     texts_from_infer_request,
 )
 from aiplatform.settings import Settings
-from aiplatform.tasks import scheduler_handle
-from aiplatform.tokenizer import TextTokenizer, text_tokenizer
+from aiplatform.tasks.scheduler import scheduler_handle
+from aiplatform.text import TextTokenizer, text_tokenizer
 from aiplatform.tokens import with_api_token
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
@@ -244,27 +244,6 @@ class Gateway:
                                                  f"Uploaded file {filename!r}", pixels)
         body = await request.body()
         return body, await off_loop_if_large(len(body), lambda: image_from_json(parse_json(body), config, pixels))
-
-    @app.get("/v1/models/{name}/traffic")
-    async def get_traffic(self, name: str) -> dict[str, Any]:
-        """The canary split of the default route (empty: all traffic follows ``production``)."""
-        weights = self.registry.get_traffic(name)
-        return {"name": name, "weights": {str(v): w for v, w in weights.items()}}
-
-    @app.put("/v1/models/{name}/traffic")
-    async def set_traffic(self, name: str, request: Request) -> dict[str, Any]:
-        """Set the split, e.g. ``{"weights": {"3": 90, "4": 10}}``; ``{"weights": {}}`` clears it.
-        Every gateway replica follows within the router's cache TTL, without a redeploy."""
-        body = parse_json(await request.body())
-        weights = body.get("weights") if isinstance(body, dict) else None
-        if not isinstance(weights, dict):
-            raise InvalidArgument("Body must be {\"weights\": {\"<version>\": <weight>, ...}}")
-        try:
-            parsed = {int(version): float(weight) for version, weight in weights.items()}
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"Versions must be integers and weights numbers: {exc}") from exc
-        saved = self.registry.set_traffic(name, parsed)
-        return {"name": name, "weights": {str(v): w for v, w in saved.items()}}
 
     # -- Open Inference Protocol (KServe v2) ----------------------------------------------------
     @app.get("/v2/health/live")

@@ -46,7 +46,7 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_
     the fault-injection architecture (slower, or failing some forward passes)."""
     import torch
 
-    from aiplatform.architectures import build_model
+    from aiplatform.networks.architectures import build_model
     from aiplatform.packaging import build_package
     from aiplatform.preprocessing import image_preprocessing
 
@@ -79,11 +79,11 @@ def make_text_package(name: str = "tiny-text", max_tokens: int = 8) -> bytes:
 
     import torch
 
-    from aiplatform.architectures import build_model
+    from aiplatform.networks.architectures import build_model
     from aiplatform.packaging import build_package
     from aiplatform.preprocessing import text_preprocessing
-    from aiplatform.tokenizer import Tokenizer
-    from aiplatform.training import get_template
+    from aiplatform.text import Tokenizer
+    from aiplatform.training.templates import get_template
 
     labels = ["negative", "neutral", "positive"]
     tokenizer = Tokenizer.fit(["good great happy love", "bad awful sad hate", "ok fine the a is"] * 2,

@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from aiplatform.tokenizer import TextTokenizer
+from aiplatform.text import TextTokenizer
 
 IMAGE_FEATURES = ("mean_intensity", "std_intensity")
 TEXT_FEATURES = ("chars", "tokens", "oov_rate")

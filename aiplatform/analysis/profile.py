@@ -21,7 +21,7 @@ from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.evaluation import table_batches
 from aiplatform.preprocessing import decode_rows
-from aiplatform.tokenizer import normalize_text
+from aiplatform.text import normalize_text
 
 INTENSITY_BINS = 16
 

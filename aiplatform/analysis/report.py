@@ -34,7 +34,7 @@ from aiplatform.preprocessing import decode_rows
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
 from aiplatform.results import PredictionRecord
 from aiplatform.storage import Storage, validate_key
-from aiplatform.tokenizer import text_tokenizer
+from aiplatform.text import text_tokenizer
 
 CHART_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 MAX_DRIFT_SAMPLES = 1000

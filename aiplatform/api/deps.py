@@ -12,12 +12,13 @@ from aiplatform.alerting.actor import AlertsClient
 from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
-from aiplatform.queue import QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
-from aiplatform.tasks import RayJobs, TaskManager
+from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import QueueClient
+from aiplatform.tasks.ray_jobs import RayJobs
 
 
 @dataclass

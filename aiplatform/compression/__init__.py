@@ -1,6 +1,5 @@
-"""Model compression: int8, pruning and fp16 versions of a registered model, with a report."""
+"""Model compression: int8, pruning and fp16 versions of a registered model, with a report.
 
-from aiplatform.compression.codec import decode_model, encode_weights
-from aiplatform.compression.methods import CompressionMethod, compression_of, parse_method
-
-__all__ = ["CompressionMethod", "compression_of", "decode_model", "encode_weights", "parse_method"]
+The methods are in ``methods``, the job in ``compressor``, the Ray entry in ``remote``; the weight
+forms they write are part of the package format (``aiplatform.packaging.weights``).
+"""

@@ -17,15 +17,15 @@ from typing import Any, Optional
 import pyarrow as pa
 import torch
 
-from aiplatform.compression.codec import decode_model, encode_weights
 from aiplatform.compression.methods import apply, check_applies, parse_method
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
 from aiplatform.evaluation import evaluate_model, table_batches
-from aiplatform.models import package_key
 from aiplatform.packaging import build_package, load_package
+from aiplatform.packaging.weights import decode_model, encode_weights
 from aiplatform.preprocessing import batch_converter
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
+from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage, sha256_bytes
 
 LATENCY_BATCH_SIZES = (1, 32)
@@ -149,11 +149,8 @@ def compress_version(
                                    size_bytes=size, derived=derived, seconds=time.perf_counter() - started)
         _store_report(storage, report)
         return report
-    digest = sha256_bytes(data)
-    key = package_key(name, digest)
-    storage.put_bytes(key, data)
-    version = registry.register_version(
-        name, package_key=key, sha256=digest, template=parent.template,
+    version = publish_package(
+        data, name=name, template=parent.template, storage=storage, registry=registry,
         metrics={**metrics, "compression": {**metrics["compression"], "size_bytes": size}},
         lineage=lineage, idempotency_key=f"compress:{parent.version}:{chosen.label}",
     )

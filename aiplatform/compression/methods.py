@@ -20,15 +20,18 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.packaging.weights import (
+    EMBEDDING_ROWWISE_UINT8,
+    LINEAR_CHANNEL_INT8,
+    compression_of,
+    quantize,
+)
 
 MIN_INT8_LINEAR_WEIGHTS = 16_384
-EMBEDDING_ROWWISE_UINT8 = "embedding-rowwise-uint8"
-LINEAR_CHANNEL_INT8 = "linear-channel-int8"
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.EmbeddingBag)
 _METHOD = re.compile(r"int8|fp16|prune:(0?\.\d+|[01](\.\d+)?)")
 
@@ -59,13 +62,6 @@ def parse_method(text: str) -> CompressionMethod:
     return CompressionMethod(raw)
 
 
-def compression_of(config: dict[str, Any]) -> dict[str, Any]:
-    """The ``compression`` block of a ``model.json`` (float32 weights, no steps when absent)."""
-    block = config.get("compression") or {}
-    return {"weights": block.get("weights", "float32"), "steps": list(block.get("steps", [])),
-            "quantized": dict(block.get("quantized", {}))}
-
-
 def int8_plan(model: nn.Module) -> dict[str, str]:
     """Which modules ``int8`` quantizes, by name, and how."""
     plan: dict[str, str] = {}
@@ -91,26 +87,6 @@ def check_applies(method: CompressionMethod, config: dict[str, Any], model: nn.M
     if method.kind == "prune" and not any(isinstance(m, PRUNABLE) for m in model.modules()):
         raise InvalidArgument(f"prune does not apply to architecture {config['architecture'].get('type')!r}: "
                               "it has no linear, convolution or embedding layer")
-
-
-def quantization_spec(plan: dict[str, str]) -> dict[str, Any]:
-    """``quantize_dynamic``'s per-module qconfig for an ``int8_plan``."""
-    from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig
-
-    return {name: float_qparams_weight_only_qconfig if how == EMBEDDING_ROWWISE_UINT8 else per_channel_dynamic_qconfig
-            for name, how in plan.items()}
-
-
-def quantize(model: nn.Module, plan: dict[str, str]) -> nn.Module:
-    """The int8 module for a float one (a copy; quantized modules run on CPU only)."""
-    import copy
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's notice that eager quantization moves to torchao
-        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), quantization_spec(plan), dtype=torch.qint8)
 
 
 def apply(method: CompressionMethod, model: nn.Module, config: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:

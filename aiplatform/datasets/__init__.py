@@ -1,7 +1,32 @@
-"""The dataset manager on Ray Data: sources, augmentation, seeded splits, versioned parquet."""
+"""The dataset manager on Ray Data: sources, augmentation, seeded splits, versioned parquet.
 
-from aiplatform.datasets.manager import DatasetManager, DatasetVersion
-from aiplatform.datasets.spec import AugmentSpec, DatasetSpec
-from aiplatform.datasets.text_sources import TextDatasetSpec
+The names below load on first use (PEP 562), so a module that only needs the source policy or the
+specs (the task manager on the head node) does not load Ray Data and torch with the manager.
+"""
 
-__all__ = ["AugmentSpec", "DatasetManager", "DatasetSpec", "DatasetVersion", "TextDatasetSpec"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiplatform.datasets.manager import DatasetManager, DatasetVersion
+    from aiplatform.datasets.spec import AugmentSpec, DatasetSpec
+    from aiplatform.datasets.text_sources import TextDatasetSpec
+
+_HOMES = {
+    "DatasetManager": "aiplatform.datasets.manager",
+    "DatasetVersion": "aiplatform.datasets.manager",
+    "AugmentSpec": "aiplatform.datasets.spec",
+    "DatasetSpec": "aiplatform.datasets.spec",
+    "TextDatasetSpec": "aiplatform.datasets.text_sources",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

@@ -22,7 +22,7 @@ from aiplatform.datasets.augment import hash_uniform
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.datasets.text_sources import TextDatasetSpec
 from aiplatform.errors import InvalidArgument
-from aiplatform.tokenizer import Tokenizer, normalize_text, split_tokens
+from aiplatform.text import Tokenizer, normalize_text, split_tokens
 
 TEXT_MANIFEST_FORMAT = 1
 SPLIT_STREAM = 13

@@ -14,7 +14,7 @@ import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.serving.limits import MAX_UPLOAD_BYTES, RequestLimits
-from aiplatform.tokenizer import TextTokenizer
+from aiplatform.text import TextTokenizer
 
 TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".text")
 CHUNK_PREVIEW_CHARS = 160

@@ -1,15 +1,6 @@
-"""The task manager: templates -> tasks -> Ray jobs, followed to their end."""
+"""Training tasks: their durable queue (``queue``: records, states, the head-node actor), the task
+manager (``manager``: templates -> tasks -> Ray jobs), the scheduler that starts queued tasks
+(``scheduler``) and what a running job reports back (``reporting``).
 
-from aiplatform.tasks.manager import TaskManager, job_submission_id
-from aiplatform.tasks.ray_jobs import JobState, RayJobs
-from aiplatform.tasks.scheduler import (
-    SCHEDULER_ACTOR_NAME,
-    SchedulerActor,
-    ensure_scheduler,
-    scheduler_handle,
-)
-
-__all__ = [
-    "JobState", "RayJobs", "SCHEDULER_ACTOR_NAME", "SchedulerActor", "TaskManager", "ensure_scheduler",
-    "job_submission_id", "scheduler_handle",
-]
+Nothing is imported here, so the queue's actor loads without the manager's Ray job client.
+"""

@@ -20,12 +20,12 @@ import ray
 
 from aiplatform.datasets.source_policy import SourcePolicy
 from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable
-from aiplatform.queue import CANCELLED, FAILED, QueueClient, Task
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
+from aiplatform.tasks.queue import CANCELLED, FAILED, QueueClient, Task
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
-from aiplatform.training import get_template
+from aiplatform.training.templates import get_template
 
 logger = logging.getLogger(__name__)
 QUEUE_LOOKAHEAD = 100

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import ray
 import ray.train
 
-from aiplatform.queue import FAILED, RUNNING, SUCCEEDED, QueueClient, Task
+from aiplatform.tasks.queue import FAILED, RUNNING, SUCCEEDED, QueueClient, Task
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 30.0

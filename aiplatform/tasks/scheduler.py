@@ -7,10 +7,10 @@ import threading
 
 import ray
 
-from aiplatform.queue import QueueClient
 from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
 from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import QueueClient
 from aiplatform.tasks.ray_jobs import RayJobs
 
 logger = logging.getLogger(__name__)

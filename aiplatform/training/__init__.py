@@ -1,7 +1,6 @@
-"""The training engine on Ray Train: templates with typed parameters and their loops."""
+"""Training on Ray Train: what a template is (``template``), the installed ones (``templates``), the
+built-in ones (``cnn``, ``text``, ``minilm``), the shared loop (``loop``), the engine that runs a
+template as a TorchTrainer (``engine``) and publishing its outcome (``publish``).
 
-from aiplatform.evaluation import evaluate
-from aiplatform.training.engine import TrainingOutcome, run_training
-from aiplatform.training.templates import TrainingTemplate, get_template, list_templates
-
-__all__ = ["TrainingOutcome", "TrainingTemplate", "evaluate", "get_template", "list_templates", "run_training"]
+Nothing is imported here: the task manager reads the template catalogue without loading Ray Train.
+"""

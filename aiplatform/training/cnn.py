@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec, DatasetVersion
 from aiplatform.preprocessing import image_preprocessing
 from aiplatform.training.loop import classification_loop
-from aiplatform.training.templates import TrainingTemplate, register_template
+from aiplatform.training.template import TrainingTemplate
 
 
 class CnnParams(BaseModel):
@@ -103,5 +103,3 @@ class CnnClassificationTemplate(TrainingTemplate):
     def default_model_name(self, params: CnnParams) -> str:
         return f"{DatasetSpec(source=params.dataset).dataset_name}-cnn"[:63]
 
-
-register_template(CnnClassificationTemplate())

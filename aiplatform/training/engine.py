@@ -20,7 +20,7 @@ from aiplatform.evaluation import evaluate
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.loop import CHECKPOINT_FILE
-from aiplatform.training.templates import TrainingTemplate
+from aiplatform.training.template import TrainingTemplate
 
 logger = logging.getLogger(__name__)
 MAX_WORKER_FAILURES = 3

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from aiplatform.architectures import build_model, load_pretrained
+from aiplatform.networks.architectures import build_model, load_pretrained
 from aiplatform.preprocessing import batch_converter
 
 CHECKPOINT_FILE = "state.pt"

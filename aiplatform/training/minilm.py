@@ -15,7 +15,6 @@ from pydantic import Field
 
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.preprocessing import text_preprocessing
-from aiplatform.training.templates import register_template
 from aiplatform.training.text import TextClassificationTemplate, TextDataParams
 
 CHUNKING = "windows of max_tokens - 2 word pieces; the document's probabilities are the word-weighted mean"
@@ -43,8 +42,8 @@ class MiniLMClassificationTemplate(TextClassificationTemplate):
 
     def preprocessing(self, params: MiniLMParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
         """The encoder's own WordPiece tokenizer (nothing is fitted)."""
-        from aiplatform.sentence_encoder import shipped_tokenizer_json
-        from aiplatform.wordpiece import WordPieceTokenizer
+        from aiplatform.networks.sentence_encoder import shipped_tokenizer_json
+        from aiplatform.text import WordPieceTokenizer
 
         return text_preprocessing(WordPieceTokenizer(shipped_tokenizer_json(), max_tokens=params.max_tokens))
 
@@ -52,7 +51,7 @@ class MiniLMClassificationTemplate(TextClassificationTemplate):
         return {**super().input_spec(dataset, preprocessing), "chunking": CHUNKING}
 
     def architecture(self, params: MiniLMParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        from aiplatform.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_config
+        from aiplatform.networks.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_config
 
         return {
             "type": "encoder-classifier",
@@ -67,5 +66,3 @@ class MiniLMClassificationTemplate(TextClassificationTemplate):
     def default_model_name(self, params: TextDataParams) -> str:
         return f"{super().default_model_name(params)[:56]}-minilm"
 
-
-register_template(MiniLMClassificationTemplate())

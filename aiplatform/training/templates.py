@@ -1,99 +1,72 @@
-"""Training templates: a typed parameter schema plus how to build the data, model and loop."""
+"""The template catalogue: every template installed in this environment, found through the
+``aiplatform.templates`` entry-point group.
+
+An entry point names a :class:`TrainingTemplate` subclass (``name = "module:Class"``, the entry
+point's name being the template's). The built-in templates register this way in this project's
+``pyproject.toml``; a pip-installed package adds one by declaring the same group, with no change
+here. A plugin that fails to load is left out of the list (logged) and named by ``get_template``.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
-
-from pydantic import BaseModel, ValidationError
+import logging
+from importlib.metadata import EntryPoint, entry_points
 
 from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.training.template import TrainingTemplate
 
-if TYPE_CHECKING:
-    from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion, TextDatasetSpec
+ENTRY_POINT_GROUP = "aiplatform.templates"
 
-
-def validation_message(error: ValidationError, what: str) -> str:
-    """One readable line per problem: ``epochs: Input should be >= 1 (got 0)``."""
-    problems = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or what
-        got = f" (got {item['input']!r})" if "input" in item and item["type"] != "missing" else ""
-        problems.append(f"{where}: {item['msg']}{got}")
-    return f"Invalid {what}: " + "; ".join(problems)
-
-
-class TrainingTemplate(ABC):
-    """One kind of training task (``cnn-classification``, ...)."""
-
-    name: ClassVar[str]
-    title: ClassVar[str]
-    description: ClassVar[str]
-    params_model: ClassVar[type[BaseModel]]
-
-    def parse_params(self, raw: dict[str, Any]) -> BaseModel:
-        """Validate raw parameters against the schema; :class:`InvalidArgument` names each problem."""
-        try:
-            return self.params_model.model_validate(raw)
-        except ValidationError as exc:
-            raise InvalidArgument(validation_message(exc, f"parameters for template {self.name!r}")) from exc
-
-    def schema(self) -> dict[str, Any]:
-        """JSON schema of the parameters (the UI builds its form from it)."""
-        return self.params_model.model_json_schema()
-
-    task: ClassVar[str]
-    """``model.json``'s task, e.g. ``image-classification``."""
-
-    @abstractmethod
-    def dataset_spec(self, params: Any) -> "DatasetSpec | TextDatasetSpec":
-        """The dataset version this run trains on."""
-
-    @abstractmethod
-    def preprocessing(self, params: Any, dataset: "DatasetVersion", datasets: "DatasetManager") -> dict[str, Any]:
-        """The ``preprocessing`` block of ``model.json`` (fitted on the training split if needed):
-        training, evaluation and serving all turn raw inputs into tensors with it."""
-
-    @abstractmethod
-    def architecture(self, params: Any, dataset: "DatasetVersion", preprocessing: dict[str, Any]) -> dict[str, Any]:
-        """The ``architecture`` block of ``model.json``."""
-
-    @abstractmethod
-    def input_spec(self, dataset: "DatasetVersion", preprocessing: dict[str, Any]) -> dict[str, Any]:
-        """The ``input`` block of ``model.json``: what a prediction request may carry."""
-
-    @abstractmethod
-    def train_loop(self) -> Callable[[dict[str, Any]], Any]:
-        """The Ray Train per-worker loop."""
-
-    @abstractmethod
-    def default_model_name(self, params: Any) -> str:
-        """The registry name used when the caller gives none."""
-
-
-_TEMPLATES: dict[str, TrainingTemplate] = {}
+logger = logging.getLogger(__name__)
+_loaded: dict[str, TrainingTemplate] = {}
+_extra: dict[str, TrainingTemplate] = {}
 
 
 def register_template(template: TrainingTemplate) -> TrainingTemplate:
-    _TEMPLATES[template.name] = template
+    """Add a template in this process only (tests, notebooks); installed ones need no call."""
+    _extra[template.name] = template
     return template
 
 
 def get_template(name: str) -> TrainingTemplate:
-    """The template called ``name``; :class:`NotFound` lists the known ones."""
-    _load_builtin_templates()
-    try:
-        return _TEMPLATES[name]
-    except KeyError:
-        raise NotFound(
-            f"Training template {name!r} not found; available: {sorted(_TEMPLATES)}"
-        ) from None
+    """The template called ``name``; :class:`NotFound` lists the installed ones."""
+    if name in _extra:
+        return _extra[name]
+    found = _entry_points()
+    if name not in found:
+        raise NotFound(f"Training template {name!r} not found; available: {sorted({*found, *_extra})}")
+    return _load(found[name])
 
 
 def list_templates() -> list[TrainingTemplate]:
-    _load_builtin_templates()
-    return [_TEMPLATES[k] for k in sorted(_TEMPLATES)]
+    """Every template that loads, by name (a broken plugin is logged and left out)."""
+    templates = dict(_extra)
+    for name, entry in _entry_points().items():
+        if name in templates:
+            continue
+        try:
+            templates[name] = _load(entry)
+        except InvalidArgument as exc:
+            logger.warning("%s", exc)
+    return [templates[k] for k in sorted(templates)]
 
 
-def _load_builtin_templates() -> None:
-    from aiplatform.training import cnn, minilm, text  # noqa: F401  (they register themselves)
+def _entry_points() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load(entry: EntryPoint) -> TrainingTemplate:
+    if entry.name in _loaded:
+        return _loaded[entry.name]
+    where = f"template plugin {entry.name!r} ({entry.value})"
+    try:
+        target = entry.load()
+    except Exception as exc:  # a plugin's own import error, whatever it is
+        raise InvalidArgument(f"The {where} failed to import: {type(exc).__name__}: {exc}") from exc
+    template = target() if isinstance(target, type) else target
+    if not isinstance(template, TrainingTemplate):
+        raise InvalidArgument(f"The {where} is not a TrainingTemplate subclass")
+    if template.name != entry.name:
+        raise InvalidArgument(f"The {where} names itself {template.name!r}; the two must match")
+    _loaded[entry.name] = template
+    return template

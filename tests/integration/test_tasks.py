@@ -13,7 +13,10 @@ import pytest
 import ray
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
-from aiplatform.queue import (
+from aiplatform.registry import RegistryClient
+from aiplatform.settings import Settings
+from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import (
     CANCELLED,
     FAILED,
     QUEUED,
@@ -22,9 +25,8 @@ from aiplatform.queue import (
     SUCCEEDED,
     QueueClient,
 )
-from aiplatform.registry import RegistryClient
-from aiplatform.settings import Settings
-from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
+from aiplatform.tasks.ray_jobs import RayJobs
+from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.factories import TINY_CNN_PARAMS, make_task, platform_settings, wait_for_task
 
 

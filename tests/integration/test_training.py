@@ -13,12 +13,13 @@ import ray.train
 
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
-from aiplatform.models import publish_model
 from aiplatform.packaging import load_package
 from aiplatform.registry import RegistryStore
 from aiplatform.settings import Settings
 from aiplatform.storage import open_storage
-from aiplatform.training import get_template, run_training
+from aiplatform.training.engine import run_training
+from aiplatform.training.publish import publish_model
+from aiplatform.training.templates import get_template
 from tests.factories import fault_table_figure
 
 

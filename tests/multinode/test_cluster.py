@@ -21,11 +21,13 @@ import pytest
 import ray
 
 from aiplatform.alerting.actor import AlertsClient
-from aiplatform.queue import SUCCEEDED, QueueClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultsClient
 from aiplatform.settings import Settings
-from aiplatform.tasks import RayJobs, TaskManager, ensure_scheduler
+from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import SUCCEEDED, QueueClient
+from aiplatform.tasks.ray_jobs import RayJobs
+from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.factories import (
     fault_table_figure,
     free_port,

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aiplatform.architectures import build_model
-from aiplatform.compression import decode_model, encode_weights, parse_method
-from aiplatform.compression.methods import apply
+from aiplatform.compression.methods import apply, parse_method
 from aiplatform.errors import IntegrityError, InvalidArgument
-from aiplatform.packaging import build_package, load_package
+from aiplatform.networks.architectures import build_model
+from aiplatform.packaging import build_package, decode_model, encode_weights, load_package
 
 pytestmark = pytest.mark.unit
 

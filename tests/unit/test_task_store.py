@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
-from aiplatform.queue import (
+from aiplatform.tasks.queue import (
     CANCELLED,
     CREATED,
     FAILED,

@@ -4,7 +4,7 @@ import pytest
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import validate_key
-from aiplatform.training import get_template, list_templates
+from aiplatform.training.templates import get_template, list_templates
 
 
 def test_unknown_template_lists_the_known_ones() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.tokenizer import PAD_ID, UNK_ID, Tokenizer, split_tokens
+from aiplatform.text import PAD_ID, UNK_ID, Tokenizer, split_tokens
 
 TEXTS = ["I love this car!", "I hate this car.", "Don't love   traffic", "love love car"]
 

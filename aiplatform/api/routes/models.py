@@ -1,4 +1,5 @@
-"""Models in the registry: versions, metrics, lineage, aliases, promote, rollback, download."""
+"""Models in the registry: versions, metrics, lineage, aliases, promote, rollback, canary and
+traffic splits, download."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiplatform.api.deps import PlatformDep
 from aiplatform.compression.compressor import CompressionReport
 from aiplatform.compression.remote import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
-from aiplatform.serving.deployer import PRODUCTION, deploy, rollback
+from aiplatform.serving.deployer import DEFAULT_TOLERANCE, PRODUCTION, deploy, describe_split, rollback, set_canary
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -24,6 +25,8 @@ class Promotion(BaseModel):
     version: int = Field(..., ge=1)
     alias: str = Field(PRODUCTION, description="production runs the accuracy gate and warms the servers")
     force: bool = Field(False, description="skip the accuracy gate")
+    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, le=1,
+                             description="test accuracy the new production version may lose against the current one")
 
 
 class CompressionRequest(BaseModel):
@@ -39,6 +42,24 @@ class CompressionRequest(BaseModel):
 
 class Rollback(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Canary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(..., ge=1, description="the version that gets a share of the default route")
+    weight: float = Field(10.0, description="its percent of the traffic, 0 < weight < 100 (production gets the rest)")
+
+
+class TrafficSplit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[int, float] = Field(..., description='percent by version, e.g. {"3": 90, "4": 10}; {} clears the split')
+
+
+def _split(name: str, weights: dict[int, float], message: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "weights": {str(v): w for v, w in weights.items()}}
+    return {**body, "message": describe_split(name, weights)} if message else body
 
 
 @router.get("")
@@ -93,7 +114,8 @@ def download_package(name: str, version: int, platform: PlatformDep) -> Response
 def promote(name: str, body: Promotion, platform: PlatformDep) -> dict[str, Any]:
     """Point an alias at a version; for ``production``: gate, warm on the servers, then move."""
     if body.alias == PRODUCTION:
-        deployment = deploy(platform.registry, name, body.version, warm=platform.warm, force=body.force)
+        deployment = deploy(platform.registry, name, body.version, warm=platform.warm, force=body.force,
+                            tolerance=body.tolerance)
         return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
     target = platform.registry.set_alias(name, body.alias, body.version)
     return {"name": name, "version": target.version, "alias": body.alias,
@@ -104,6 +126,31 @@ def promote(name: str, body: Promotion, platform: PlatformDep) -> dict[str, Any]
 def rollback_production(name: str, platform: PlatformDep, body: Optional[Rollback] = None) -> dict[str, Any]:
     deployment = rollback(platform.registry, name, warm=platform.warm)
     return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
+
+
+@router.get("/{name}/traffic")
+def get_traffic(name: str, platform: PlatformDep) -> dict[str, Any]:
+    """The canary split of the default route (empty: all traffic follows ``production``)."""
+    return _split(name, platform.registry.get_traffic(name))
+
+
+@router.put("/{name}/traffic")
+def set_traffic(name: str, body: TrafficSplit, platform: PlatformDep) -> dict[str, Any]:
+    """Set the split as given (no warming); every gateway replica follows within the router's
+    cache TTL, without a redeploy."""
+    return _split(name, platform.registry.set_traffic(name, body.weights))
+
+
+@router.post("/{name}/canary")
+def start_canary(name: str, body: Canary, platform: PlatformDep) -> dict[str, Any]:
+    """Warm ``version`` on the servers, then send it ``weight`` percent of the default route."""
+    return _split(name, set_canary(platform.registry, name, body.version, body.weight, warm=platform.warm), True)
+
+
+@router.delete("/{name}/canary")
+def end_canary(name: str, platform: PlatformDep) -> dict[str, Any]:
+    """All of the default route back to ``production``."""
+    return _split(name, set_canary(platform.registry, name, None, 0.0, warm=platform.warm), True)
 
 
 @router.post("/{name}/compress", status_code=201)

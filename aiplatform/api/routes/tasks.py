@@ -8,8 +8,8 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.api.deps import PlatformDep
-from aiplatform.queue import MAX_PRIORITY, MIN_PRIORITY
-from aiplatform.queue.store import MAX_LIST_LIMIT
+from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
+from aiplatform.tasks.queue.store import MAX_LIST_LIMIT
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 MAX_LOG_LINES = 5000

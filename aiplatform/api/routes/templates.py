@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from aiplatform.training import get_template, list_templates
-from aiplatform.training.templates import TrainingTemplate
+from aiplatform.training.template import TrainingTemplate
+from aiplatform.training.templates import get_template, list_templates
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 

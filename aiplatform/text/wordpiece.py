@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.tokenizer import TextTokenizer, normalize_text
+from aiplatform.text.tokenizer import TextTokenizer, normalize_text
 
 UNKNOWN, CLS, SEP = "[UNK]", "[CLS]", "[SEP]"
 

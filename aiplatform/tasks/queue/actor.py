@@ -8,9 +8,9 @@ from typing import Any, Callable, Iterable, Optional
 import ray
 
 from aiplatform.monitoring.metrics import observe, set_gauge
-from aiplatform.queue.store import RUNNING, STATES, Task, TaskStore
 from aiplatform.runtime import call, call_async, head_actor
 from aiplatform.settings import Settings
+from aiplatform.tasks.queue.store import RUNNING, STATES, Task, TaskStore
 
 QUEUE_ACTOR_NAME = "task-queue"
 

@@ -10,6 +10,9 @@ per-row (embedding) or per-output-channel (linear) scales and zero points::
 
 Loading rebuilds the float architecture, quantizes the named modules and sets their weights from
 these tensors, so the served module computes exactly what the compression job measured.
+
+The weight forms live beside the package format (compression writes them, every model server reads
+them), so reading a package never needs the compression service.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from aiplatform.architectures import build_model
-from aiplatform.compression.methods import EMBEDDING_ROWWISE_UINT8, compression_of, quantize
 from aiplatform.errors import IntegrityError
+from aiplatform.networks.architectures import build_model
+
+EMBEDDING_ROWWISE_UINT8 = "embedding-rowwise-uint8"
+LINEAR_CHANNEL_INT8 = "linear-channel-int8"
 
 
 def encode_weights(model: nn.Module, compression: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -99,3 +104,30 @@ def _decode_int8(model: nn.Module, plan: dict[str, str], tensors: dict[str, torc
 
 def _belongs_to(tensor_name: str, plan: dict[str, str]) -> bool:
     return any(tensor_name.startswith(f"{module}.") for module in plan)
+
+
+def compression_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``compression`` block of a ``model.json`` (float32 weights, no steps when absent)."""
+    block = config.get("compression") or {}
+    return {"weights": block.get("weights", "float32"), "steps": list(block.get("steps", [])),
+            "quantized": dict(block.get("quantized", {}))}
+
+
+def quantization_spec(plan: dict[str, str]) -> dict[str, Any]:
+    """``quantize_dynamic``'s per-module qconfig for an ``int8_plan``."""
+    from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig
+
+    return {name: float_qparams_weight_only_qconfig if how == EMBEDDING_ROWWISE_UINT8 else per_channel_dynamic_qconfig
+            for name, how in plan.items()}
+
+
+def quantize(model: nn.Module, plan: dict[str, str]) -> nn.Module:
+    """The int8 module for a float one (a copy; quantized modules run on CPU only)."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that eager quantization moves to torchao
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), quantization_spec(plan), dtype=torch.qint8)

@@ -1,4 +1,5 @@
-"""The model manager: turns a finished training run into a stored package and a registry version."""
+"""A finished training run as a model version: its ``model.json``, metrics and lineage, packaged and
+published through the registry (which knows nothing of training)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from typing import Any, Optional
 
 from aiplatform.packaging import build_package
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore, validate_model_name
-from aiplatform.storage import Storage, sha256_bytes
-from aiplatform.training import TrainingOutcome, get_template
+from aiplatform.registry.publish import publish_package
+from aiplatform.storage import Storage
+from aiplatform.training.engine import TrainingOutcome
+from aiplatform.training.templates import get_template
 
 
 def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:
@@ -27,11 +30,6 @@ def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:
     }
 
 
-def package_key(name: str, sha256: str) -> str:
-    """Packages are content-addressed: a retry writes the same key with the same bytes."""
-    return f"packages/{name}/{sha256[:24]}.zip"
-
-
 def publish_model(
     outcome: TrainingOutcome,
     *,
@@ -40,8 +38,7 @@ def publish_model(
     registry: RegistryClient | RegistryStore,
     lineage: Optional[dict[str, Any]] = None,
 ) -> ModelVersion:
-    """Package the weights, store the ZIP, then register it (in that order, so the registry
-    never points at a package that is not fully stored)."""
+    """Package the weights and publish them as the next version of ``name``."""
     validate_model_name(name)
     final_epoch = outcome.history[-1] if outcome.history else {}
     metrics = {
@@ -70,15 +67,5 @@ def publish_model(
         metrics=metrics,
         lineage=full_lineage,
     )
-    digest = sha256_bytes(data)
-    key = package_key(name, digest)
-    storage.put_bytes(key, data)
-    return registry.register_version(
-        name,
-        package_key=key,
-        sha256=digest,
-        template=outcome.template,
-        metrics=metrics,
-        lineage=full_lineage,
-        idempotency_key=outcome.run_name,
-    )
+    return publish_package(data, name=name, template=outcome.template, storage=storage, registry=registry,
+                           metrics=metrics, lineage=full_lineage, idempotency_key=outcome.run_name)

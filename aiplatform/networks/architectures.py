@@ -108,7 +108,7 @@ class EncoderClassifier(nn.Module):
     def __init__(self, *, encoder: dict[str, Any], hidden_units: int, num_classes: int, dropout: float = 0.1,
                  train_encoder: bool = False) -> None:
         super().__init__()
-        from aiplatform.sentence_encoder import SentenceEncoder
+        from aiplatform.networks.sentence_encoder import SentenceEncoder
 
         self.encoder = SentenceEncoder(encoder)
         self.train_encoder = bool(train_encoder)
@@ -150,7 +150,7 @@ def load_pretrained(model: nn.Module, architecture: dict[str, Any]) -> nn.Module
     source = architecture.get("pretrained")
     if source is None:
         return model
-    from aiplatform.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_weights
+    from aiplatform.networks.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_weights
 
     if source != SHIPPED_ENCODER or not isinstance(model, EncoderClassifier):
         raise InvalidArgument(f"Unknown pretrained weights {source!r} for architecture {architecture.get('type')!r}")

@@ -172,13 +172,3 @@ class Tokenizer(TextTokenizer):
             raise InvalidArgument(f"Unsupported tokenizer {config.get('type')!r} with pattern {config.get('pattern')!r}")
         return cls(list(config["vocab"]), max_tokens=int(config["max_tokens"]),
                    bigram_buckets=int(config.get("bigram_buckets", 0)))
-
-
-
-def text_tokenizer(config: dict[str, Any]) -> TextTokenizer:
-    """The tokenizer a ``model.json``'s ``preprocessing.tokenizer`` block describes."""
-    if config.get("type") == "wordpiece":
-        from aiplatform.wordpiece import WordPieceTokenizer
-
-        return WordPieceTokenizer.from_config(config)
-    return Tokenizer.from_config(config)

@@ -1,6 +1,6 @@
 """Benchmark: task creation through the platform's REST API, and submit -> RUNNING latency.
 
-    python bench/queue.py --repeats 3 [--tasks 1000] [--clients 32]
+    python bench/task_queue.py --repeats 3 [--tasks 1000] [--clients 32]
 
 (a) baseline: the same work in-process (template validation + an fsync'd SQLite insert into the
     task store), from the same number of threads: the cost floor of a durable create;
@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import benchpath  # noqa: F401  (first: this file's name would shadow the standard library's `queue`)
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import httpx
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -39,8 +39,8 @@ PARAMS = {"epochs": 1, "max_rows": 600, "conv_channels": [4], "hidden_units": 16
 
 def baseline(tasks: int, clients: int) -> LoadResult:
     """(a): validation + TaskStore.create in this process, ``clients`` threads."""
-    from aiplatform.queue import TaskStore
-    from aiplatform.training import get_template
+    from aiplatform.tasks.queue import TaskStore
+    from aiplatform.training.templates import get_template
 
     store = TaskStore(Path(tempfile.mkdtemp(prefix="aip-bench-queue-")) / "tasks.sqlite")
     template = get_template("cnn-classification")
@@ -135,7 +135,7 @@ def main() -> None:
 
     from aiplatform.runtime import connect
     from aiplatform.settings import Settings
-    from aiplatform.tasks import ensure_scheduler
+    from aiplatform.tasks.scheduler import ensure_scheduler
     from serve_apps.app import start_app
     from tests.factories import free_port
 

@@ -3,7 +3,7 @@
 Layout::
 
     model.json            architecture, hyperparameters, input spec, labels, preprocessing,
-                          compression (absent for float32 weights; see aiplatform.compression)
+                          compression (absent for float32 weights; see weights.py)
     weights.safetensors   tensors only (never a pickle, so loading runs no code)
     manifest.json         sha256 and size of every other file, library versions, metrics, lineage
 
@@ -27,8 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from aiplatform.compression.codec import decode_model
 from aiplatform.errors import IntegrityError, InvalidArgument
+from aiplatform.packaging.weights import decode_model
 from aiplatform.storage import sha256_bytes
 
 PACKAGE_FORMAT = 1

@@ -1,7 +1,7 @@
 """The task queue: durable task records and their state machine, owned by a head-node actor."""
 
-from aiplatform.queue.actor import QUEUE_ACTOR_NAME, QueueActor, QueueClient
-from aiplatform.queue.store import (
+from aiplatform.tasks.queue.actor import QUEUE_ACTOR_NAME, QueueActor, QueueClient
+from aiplatform.tasks.queue.store import (
     CANCELLED,
     CREATED,
     FAILED,
