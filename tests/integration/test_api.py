@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -110,6 +114,44 @@ def test_a_task_created_through_the_api_trains_and_is_fully_visible(api: httpx.C
     profile = api.get(f"/v1/datasets/{name}/{dataset_version}/profile").json()
     assert len(profile["profile"]["train"]["intensity_histogram"]) > 1 and profile["per_class"]["train"]
     assert "not found" in error_of(api.get(f"/v1/datasets/{name}/0000"), 404)
+
+
+PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "tiny_template"
+
+
+@pytest.fixture()
+def tiny_template_installed(tmp_path: Path) -> Iterator[None]:
+    """pip-installs tests/plugins/tiny_template into this environment (the platform's processes
+    share it), as a team would install its own template package; uninstalled after."""
+    source = tmp_path / "tiny_template"
+    shutil.copytree(PLUGIN, source)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--no-build-isolation", str(source)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    try:
+        yield
+    finally:
+        removed = subprocess.run([*pip, "uninstall", "--yes", "aip-tiny-template"], capture_output=True, text=True,
+                                 timeout=120)
+        assert removed.returncode == 0, removed.stderr[-3000:]
+
+
+def test_a_template_installed_as_a_package_trains_through_the_api(api: httpx.Client, tiny_template_installed: None) -> None:
+    templates = {t["name"]: t for t in api.get("/v1/templates").json()["templates"]}
+    assert {"cnn-classification", "tiny-digits"} <= set(templates)
+    assert templates["tiny-digits"]["title"] == "Tiny digits (plugin)"
+    assert templates["tiny-digits"]["schema"]["properties"]["epochs"]["maximum"] == 3
+    refused = api.post("/v1/tasks", json={"template": "tiny-digits", "params": {"epochs": 9}})
+    assert "epochs: Input should be less than or equal to 3" in error_of(refused, 400)
+
+    created = api.post("/v1/tasks", json={"template": "tiny-digits", "start": True})
+    assert created.status_code == 201, created.text
+    done = wait_finished(api, created.json()["id"])
+    assert done["state"] == "SUCCEEDED", api.get(f"/v1/tasks/{done['id']}/logs").text
+    assert done["params"]["max_rows"] == 600  # the plugin's defaults, filled in by its schema
+    version = api.get(f"/v1/models/tiny-digits/versions/{done['result']['version']}").json()
+    assert version["template"] == "tiny-digits" and version["lineage"]["template"] == "tiny-digits"
 
 
 def test_models_promote_rollback_and_download(api: httpx.Client) -> None:

@@ -1,10 +1,60 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Iterator
+
 import pytest
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import validate_key
 from aiplatform.training.templates import get_template, list_templates
+
+
+@pytest.fixture()
+def plugins_on_path(tmp_path: Path) -> Iterator[Path]:
+    """A folder on sys.path where a test lays out installed distributions (dist-info + module)."""
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m.startswith("plugin_")]:
+            del sys.modules[name]
+
+
+def install_plugin(folder: Path, dist: str, entry: str, target: str, module_source: str = "") -> None:
+    info = folder / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[aiplatform.templates]\n{entry} = {target}\n")
+    if module_source:
+        (folder / f"{target.split(':')[0]}.py").write_text(module_source)
+
+
+def test_the_built_in_templates_are_found_through_their_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    declared = {e.name: e.value for e in entry_points(group="aiplatform.templates")}
+    assert declared["cnn-classification"] == "aiplatform.training.cnn:CnnClassificationTemplate"
+    assert {"cnn-classification", "text-classification", "text-minilm-classification"} <= {t.name for t in list_templates()}
+
+
+def test_a_broken_plugin_is_named_and_the_others_still_load(plugins_on_path: Path) -> None:
+    install_plugin(plugins_on_path, "broken", "broken-template", "plugin_missing:Template")
+    install_plugin(plugins_on_path, "misnamed", "misnamed", "plugin_misnamed:Misnamed",
+                   "from aiplatform.training.cnn import CnnClassificationTemplate\n"
+                   "class Misnamed(CnnClassificationTemplate):\n    name = 'something-else'\n")
+    install_plugin(plugins_on_path, "notatemplate", "not-a-template", "plugin_other:Other", "class Other:\n    pass\n")
+    with pytest.raises(InvalidArgument, match=r"template plugin 'broken-template' \(plugin_missing:Template\) failed "
+                                              r"to import: ModuleNotFoundError"):
+        get_template("broken-template")
+    with pytest.raises(InvalidArgument, match="names itself 'something-else'; the two must match"):
+        get_template("misnamed")
+    with pytest.raises(InvalidArgument, match="is not a TrainingTemplate subclass"):
+        get_template("not-a-template")
+    names = [t.name for t in list_templates()]
+    assert "cnn-classification" in names and not {"broken-template", "misnamed", "not-a-template"} & set(names)
 
 
 def test_unknown_template_lists_the_known_ones() -> None:
