@@ -10,8 +10,8 @@ import pyarrow as pa
 import ray.data
 import torch
 
+from aiplatform.kinds import kind_for
 from aiplatform.networks.architectures import build_model
-from aiplatform.preprocessing import batch_converter
 
 EVAL_BATCH_SIZE = 2048
 
@@ -35,7 +35,7 @@ def evaluate_model(
     """Metrics of a built model (float, pruned or quantized) over a split's numpy batches;
     ``config`` names its input and preprocessing as ``model.json`` does."""
     model.eval()
-    to_tensors = batch_converter(config)
+    to_tensors = kind_for(config).batch_converter()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     loss_sum = 0.0
     with torch.inference_mode():

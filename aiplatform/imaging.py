@@ -58,3 +58,31 @@ def decode_image(data: bytes, size: int, channels: int, what: str,
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidArgument(f"{what} is not a readable PNG/JPEG image: {exc}") from exc
     return array.reshape(size, size, channels)
+
+
+def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Bring (N, H, W) or (N, H, W, C) uint8 arrays to the spec's size and channels."""
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.shape[1:3] != (size, size):
+        from PIL import Image
+
+        images = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).resize(
+                        (size, size), Image.Resampling.BILINEAR
+                    )
+                ).reshape(size, size, -1)
+                for img in images
+            ]
+        )
+    if images.shape[-1] != channels:
+        images = (
+            np.repeat(images, 3, axis=-1)
+            if channels == 3
+            else np.round(images.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(
+                np.uint8
+            )[..., None]
+        )
+    return np.ascontiguousarray(images, dtype=np.uint8)

@@ -1,13 +1,14 @@
-"""Preprocessing shared by training, evaluation and serving, so all see identical tensors."""
+"""Preprocessing shared by training, evaluation and serving, so all see identical tensors (each
+model kind in ``aiplatform.kinds`` picks what it needs)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from aiplatform.text import TextTokenizer, text_tokenizer
+from aiplatform.text import TextTokenizer
 
 
 def image_preprocessing(height: int, width: int, channels: int, mean: float, std: float) -> dict[str, Any]:
@@ -49,20 +50,3 @@ def text_preprocessing(tokenizer: TextTokenizer) -> dict[str, Any]:
     """The ``preprocessing`` block of a ``model.json`` for a text model: the tokenizer's rules
     and vocabulary."""
     return {"type": "text", "tokenizer": tokenizer.to_config()}
-
-
-def batch_converter(config: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], tuple[torch.Tensor, torch.Tensor]]:
-    """Dataset batch -> (model inputs, int64 labels), for the input the model was built for
-    (``config`` has ``input`` and ``preprocessing`` as in ``model.json``)."""
-    preprocessing = config["preprocessing"]
-    if preprocessing.get("type") == "text":
-        tokenizer = text_tokenizer(preprocessing["tokenizer"])
-
-        def text_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-            ids = torch.from_numpy(tokenizer.encode_batch(str(t) for t in batch["text"]))
-            return ids, torch.from_numpy(np.array(batch["label"], dtype=np.int64))
-
-        return text_batch
-    spec = config["input"]
-    shape = (int(spec["height"]), int(spec["width"]), int(spec["channels"]))
-    return lambda batch: batch_to_tensors(batch, shape, preprocessing)

@@ -15,13 +15,12 @@ from typing import Any
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 from fastapi import FastAPI, Request
 
-from aiplatform.serving.inputs import image_from_json
+from aiplatform.kinds import TextKind
+from aiplatform.kinds.images import image_from_json
 from aiplatform.serving.runner import ModelRunner
-from aiplatform.text import text_tokenizer
 
 runner = ModelRunner.from_bytes(Path(os.environ["BENCH_PACKAGE"]).read_bytes())
-tokenizer = (text_tokenizer(runner.config["preprocessing"]["tokenizer"])
-             if runner.config["input"]["type"] == "text" else None)
+tokenizer = runner.kind.tokenizer if isinstance(runner.kind, TextKind) else None
 app = FastAPI()
 
 
@@ -31,6 +30,6 @@ async def predict(request: Request) -> dict[str, Any]:
     if tokenizer is not None:
         inputs = tokenizer.encode(payload["text"])
     else:
-        inputs = image_from_json(payload, runner.config)
+        inputs = image_from_json(payload, runner.config.input)
     answer = runner.predict(inputs[None, ...])[0]
     return {"request_id": uuid.uuid4().hex, **answer}

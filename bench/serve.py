@@ -143,15 +143,14 @@ def minilm_package() -> tuple[bytes, bytes]:
     return package, json.dumps({"text": tweets()[1234]}).encode()
 
 
-def body_parser(config: dict):  # type: ignore[no-untyped-def, type-arg]
+def body_parser(runner):  # type: ignore[no-untyped-def]
     """body -> what the model takes for one request: an image, or token ids for a text model."""
-    from aiplatform.serving.inputs import image_from_json
-    from aiplatform.text import text_tokenizer
+    from aiplatform.kinds import TextKind
+    from aiplatform.kinds.images import image_from_json
 
-    if config["input"]["type"] != "text":
-        return lambda body: image_from_json(json.loads(body), config)
-    tokenizer = text_tokenizer(config["preprocessing"]["tokenizer"])
-    return lambda body: tokenizer.encode(json.loads(body)["text"])
+    if not isinstance(runner.kind, TextKind):
+        return lambda body: image_from_json(json.loads(body), runner.config.input)
+    return lambda body: runner.kind.tokenizer.encode(json.loads(body)["text"])
 
 
 def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
@@ -182,7 +181,7 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
     from aiplatform.settings import Settings
 
     runner = ModelRunner.from_bytes(package)
-    parse = body_parser(runner.config)
+    parse = body_parser(runner)
     settings = Settings()
 
     async def forward(_: str, images: list) -> list:  # type: ignore[type-arg]

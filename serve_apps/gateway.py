@@ -6,7 +6,8 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import Any, Callable, Optional, TypeVar
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -16,46 +17,27 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from aiplatform.analysis.features import image_features, text_features
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
-from aiplatform.errors import InvalidArgument, TooLarge, Unavailable
+from aiplatform.errors import Unavailable
+from aiplatform.kinds import ModelKind, kind_for
+from aiplatform.kinds.limits import RequestLimits
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
+from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
-from aiplatform.serving.documents import (
-    check_text,
-    check_upload_name,
-    combine_chunks,
-    document_chunks,
-    document_tokens,
-    text_from_bytes,
-)
-from aiplatform.serving.inputs import image_from_bytes, image_from_json
-from aiplatform.serving.limits import (
-    MAX_UPLOAD_BYTES,
-    OFFLOAD_BYTES,
-    RequestLimits,
-    check_request_id,
-    parse_json,
-)
+from aiplatform.serving.limits import check_request_id
+from aiplatform.serving.requests import off_loop_if_large, read_input, read_json
 from aiplatform.serving.router import Router
-from aiplatform.serving.v2 import (
-    images_from_infer_request,
-    infer_response,
-    model_metadata,
-    texts_from_infer_request,
-)
+from aiplatform.serving.v2 import infer_response, model_metadata
 from aiplatform.settings import Settings
 from aiplatform.tasks.scheduler import scheduler_handle
-from aiplatform.text import TextTokenizer, text_tokenizer
 from aiplatform.tokens import with_api_token
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
 REPLICA_RETRIES = 3
 PREDICTION_FIELDS = ("label", "probability", "probabilities")
@@ -72,24 +54,16 @@ async def overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
     )
 
 
-async def _uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes]]:
-    """(file name, bytes) of a multipart upload's ``file`` field; None for other bodies."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return None
-    form = await request.form()
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise InvalidArgument("multipart upload needs a 'file' field")
-    return upload.filename, await upload.read()
+@dataclass(frozen=True)
+class ServedModel:
+    """What the gateway keeps of one model version: its ``model.json`` and its kind."""
 
+    config: ModelConfig
+    kind: ModelKind
 
-async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(*args)`` in a worker thread when its input is large (parsing or decoding it
-    would hold the event loop, and with it every other request, health checks included);
-    small inputs are cheaper done in place."""
-    if size > OFFLOAD_BYTES:
-        return await asyncio.to_thread(work, *args)
-    return work(*args)
+    @property
+    def labels(self) -> list[str]:
+        return self.config.labels
 
 
 @serve.deployment(max_ongoing_requests=256, max_queued_requests=256,
@@ -119,8 +93,7 @@ class Gateway:
             self._call_model_server, settings.serve_max_batch_size, settings.serve_batches_in_flight,
             name=f"gateway-{serve.get_replica_context().replica_tag}",
         )
-        self._configs: dict[str, dict[str, Any]] = {}
-        self._tokenizers: dict[str, TextTokenizer] = {}
+        self._models: dict[str, ServedModel] = {}
 
     async def _call_model_server(self, model_id: str, images: list[np.ndarray]) -> list[dict[str, Any]]:
         """One handle call for a batch of requests to the same model (see AdaptiveBatcher).
@@ -140,11 +113,11 @@ class Gateway:
 
     async def _route(
         self, name: str, version: Optional[int], alias: Optional[str] = None
-    ) -> tuple[ModelVersion, str, dict[str, Any]]:
-        """The version a request goes to, its model id and its ``model.json``."""
+    ) -> tuple[ModelVersion, str, ServedModel]:
+        """The version a request goes to, its model id, and its config and kind."""
         target = self.router.resolve(name, version=version, alias=alias)
         model_id = f"{target.name}:{target.version}"
-        return target, model_id, await self._config(model_id)
+        return target, model_id, await self._model(model_id)
 
     def _record(self, request_id: str, target: ModelVersion, digest: str, answer: dict[str, Any],
                 latency_ms: float, features: dict[str, float], raw_input: Optional[bytes] = None,
@@ -162,12 +135,15 @@ class Gateway:
         ), raw_input)
         return output
 
-    async def _config(self, model_id: str) -> dict[str, Any]:
-        if model_id not in self._configs:
-            self._configs[model_id] = await self.model_server.options(
-                multiplexed_model_id=model_id
-            ).model_config.remote(model_id)
-        return self._configs[model_id]
+    async def _model(self, model_id: str) -> ServedModel:
+        if model_id not in self._models:
+            config = await self.model_server.options(multiplexed_model_id=model_id).model_config.remote(model_id)
+            self._models[model_id] = ServedModel(config, kind_for(config))
+        return self._models[model_id]
+
+    def _submitter(self, model_id: str) -> Callable[[np.ndarray], Awaitable[dict[str, Any]]]:
+        """Sends one model input of ``model_id`` through the batcher."""
+        return lambda model_input: self.batcher.submit(model_id, model_input)
 
     @app.post("/v1/models/{name}/predict")
     async def predict(
@@ -175,18 +151,14 @@ class Gateway:
     ) -> JSONResponse:
         started = time.perf_counter()
         try:
-            target, model_id, config = await self._route(name, version, alias)
+            target, model_id, model = await self._route(name, version, alias)
         except Exception as exc:
             count_failure(UNROUTED, None, exc)  # not a label from the URL: unknown names are unbounded
             raise
         try:
-            if config["input"]["type"] == "text":
-                raw, text = await self._read_text(request)
-                answer, features = await self._classify_text(model_id, config, text, self.limits.max_chunks)
-            else:
-                raw, image = await self._read_input(request, config)
-                answer = await self.batcher.submit(model_id, image)
-                features = image_features(image)
+            raw, item = await read_input(request, model.kind, self.limits)
+            answer, features = await model.kind.classify(item, self._submitter(model_id), model.labels,
+                                                         self.limits.max_chunks)
         except Exception as exc:
             count_failure(name, target.version, exc)
             raise
@@ -198,52 +170,6 @@ class Gateway:
         return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
                              **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"],
                              **extra})
-
-    async def _classify_text(self, model_id: str, config: dict[str, Any], text: str,
-                             max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
-        """A text or document: its chunks go through the batcher together, then are combined.
-        Also its drift features, from the same split: a long document is tokenized once (in a
-        worker thread when it is long), and no further than ``max_chunks`` windows."""
-        tokenizer = self._tokenizer(model_id, config)
-
-        def prepare() -> tuple[list[tuple[str, Any]], dict[str, float]]:
-            tokens = document_tokens(tokenizer, text, max_chunks)
-            return document_chunks(tokenizer, tokens), text_features(text, tokenizer, tokens)
-
-        chunks, features = await off_loop_if_large(len(text), prepare)
-        answers = await asyncio.gather(*(self.batcher.submit(model_id, ids) for _, ids in chunks))
-        return combine_chunks(chunks, list(answers), config["labels"]), features
-
-    def _tokenizer(self, model_id: str, config: dict[str, Any]) -> TextTokenizer:
-        if model_id not in self._tokenizers:
-            self._tokenizers[model_id] = text_tokenizer(config["preprocessing"]["tokenizer"])
-        return self._tokenizers[model_id]
-
-    async def _read_text(self, request: Request) -> tuple[bytes, str]:
-        """Pasted text (JSON ``{"text": ...}``) or an uploaded UTF-8 ``.txt`` / ``.md`` file."""
-        upload = await _uploaded_file(request)
-        if upload is not None:
-            filename, data = upload
-            check_upload_name(filename)
-            return data, text_from_bytes(data, f"Uploaded file {filename!r}", self.limits)
-        body = await request.body()
-        payload = await off_loop_if_large(len(body), parse_json, body)
-        if not isinstance(payload, dict) or "text" not in payload:
-            raise InvalidArgument("This is a text model: send JSON {\"text\": \"...\"} or upload a .txt/.md file")
-        return body, check_text(payload["text"], "'text'", self.limits)
-
-    async def _read_input(self, request: Request, config: dict[str, Any]) -> tuple[bytes, Any]:
-        declared = request.headers.get("content-length") or "0"
-        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES * 2:
-            raise TooLarge(f"Request body is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
-        pixels = self.limits.max_image_pixels
-        upload = await _uploaded_file(request)
-        if upload is not None:
-            filename, data = upload
-            return data, await off_loop_if_large(len(data), image_from_bytes, data, config,
-                                                 f"Uploaded file {filename!r}", pixels)
-        body = await request.body()
-        return body, await off_loop_if_large(len(body), lambda: image_from_json(parse_json(body), config, pixels))
 
     # -- Open Inference Protocol (KServe v2) ----------------------------------------------------
     @app.get("/v2/health/live")
@@ -269,9 +195,9 @@ class Gateway:
         return await self._v2_metadata(name, version)
 
     async def _v2_metadata(self, name: str, version: Optional[int]) -> dict[str, Any]:
-        _, _, config = await self._route(name, version)
+        _, _, model = await self._route(name, version)
         versions = [v.version for v in self.registry.list_versions(name)] if version is None else [version]
-        return model_metadata(name, versions, config)
+        return model_metadata(name, versions, model.kind, model.labels)
 
     @app.get("/v2/models/{name}/ready")
     async def v2_ready(self, name: str) -> dict[str, Any]:
@@ -297,22 +223,16 @@ class Gateway:
         started = time.perf_counter()
         target: Optional[ModelVersion] = None
         try:
-            target, model_id, config = await self._route(name, version)
-            raw = await request.body()
-            body = await off_loop_if_large(len(raw), parse_json, raw)
+            target, model_id, model = await self._route(name, version)
+            raw, body = await read_json(request)
             client_id = check_request_id(body.get("id") if isinstance(body, dict) else None)
-            if config["input"]["type"] == "text":
-                texts = [check_text(text, "text input", self.limits)
-                         for text in texts_from_infer_request(body, self.limits)]
-                # One request's documents share the chunk limit: 256 texts x 256 chunks would not.
-                share = max(1, self.limits.max_chunks // len(texts))
-                classified = await asyncio.gather(*(self._classify_text(model_id, config, text, share)
-                                                    for text in texts))
-                answers, features = [a for a, _ in classified], [f for _, f in classified]
-            else:
-                images, _ = await off_loop_if_large(len(raw), images_from_infer_request, body, config, self.limits)
-                answers = await asyncio.gather(*(self.batcher.submit(model_id, image) for image in images))
-                features = [image_features(image) for image in images]
+            items = await off_loop_if_large(len(raw), model.kind.from_v2, body, self.limits)
+            # One request's inputs share the chunk limit: 256 documents x 256 chunks would not.
+            share = max(1, self.limits.max_chunks // len(items))
+            submit = self._submitter(model_id)
+            classified = await asyncio.gather(*(model.kind.classify(item, submit, model.labels, share)
+                                                for item in items))
+            answers, features = [a for a, _ in classified], [f for _, f in classified]
         except Exception as exc:
             count_failure(target.name if target else UNROUTED, target.version if target else None, exc)
             raise
@@ -324,6 +244,6 @@ class Gateway:
             row_id = request_id if len(answers) == 1 else f"{request_id}-{index}"
             self._record(row_id, target, digest, answer, latency_ms, features[index], raw if index == 0 else None,
                          client_id)
-        response = infer_response(target.name, target.version, client_id or request_id, config["labels"],
+        response = infer_response(target.name, target.version, client_id or request_id, model.labels,
                                   list(answers))
         return {**response, "parameters": {"request_id": request_id}}

@@ -11,6 +11,7 @@ from ray import serve
 
 from aiplatform.errors import IntegrityError
 from aiplatform.monitoring.metrics import inc, observe
+from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import RegistryClient
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
@@ -91,11 +92,11 @@ class ModelServer:
                 answers[i] = [{**next(results), "batch_size": len(stacked)} for _ in range(len(calls[i][1]))]
         return answers
 
-    async def predict(self, model_id: str, images: np.ndarray) -> list[dict[str, Any]]:
-        """Answers for ``images`` (N, H, W, C) with model ``model_id``."""
-        return await self._predict((model_id, images))
+    async def predict(self, model_id: str, inputs: np.ndarray) -> list[dict[str, Any]]:
+        """Answers for a batch of model inputs (as the model's kind makes them) with ``model_id``."""
+        return await self._predict((model_id, inputs))
 
-    async def model_config(self, model_id: str) -> dict[str, Any]:
+    async def model_config(self, model_id: str) -> ModelConfig:
         return (await self.get_runner(model_id)).config
 
     def stats(self) -> dict[str, Any]:

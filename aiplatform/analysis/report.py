@@ -19,22 +19,15 @@ import numpy as np
 
 from aiplatform.analysis.charts import bar_chart_svg, grayscale_png
 from aiplatform.analysis.drift import REFERENCE_SPLIT, categorical_psi, drift_summary, numeric_psi
-from aiplatform.analysis.features import (
-    IMAGE_FEATURES,
-    TEXT_FEATURES,
-    image_feature_columns,
-    text_feature_columns,
-)
 from aiplatform.analysis.profile import profile_version
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, NotFound
-from aiplatform.evaluation import table_batches
+from aiplatform.kinds import kind_for
 from aiplatform.packaging import MODEL_FILE, read_package_files
-from aiplatform.preprocessing import decode_rows
+from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
 from aiplatform.results import PredictionRecord
 from aiplatform.storage import Storage, validate_key
-from aiplatform.text import text_tokenizer
 
 CHART_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 MAX_DRIFT_SAMPLES = 1000
@@ -71,16 +64,14 @@ def analyze_drift(
     target = registry.resolve(model, version if version is not None else _default_ref(registry, model))
     reference_version = datasets.get_ref(dataset_ref or _lineage_dataset(target))
     live = [r for r in recent if r.features][:MAX_DRIFT_SAMPLES]
-    config = _model_config(storage, target)
-    kind = config["input"]["type"]
-    names = TEXT_FEATURES if kind == "text" else IMAGE_FEATURES
-    if reference_version.kind != ("text" if kind == "text" else "image"):
+    kind = kind_for(_model_config(storage, target))
+    if reference_version.kind != kind.name:
         raise InvalidArgument(f"Dataset {reference_version.ref} holds {reference_version.kind} rows; model {model} "
-                              f"takes {kind} inputs")
+                              f"takes {kind.name} inputs")
     table = datasets.read_split_table(reference_version, split)
-    reference = _reference_features(table, reference_version, config)
+    reference = kind.reference_features(table)
     features = {name: numeric_psi(reference[name], np.array([r.features.get(name, np.nan) for r in live]))
-                for name in names if all(name in r.features for r in live)}
+                for name in kind.feature_names if all(name in r.features for r in live)}
     labels = reference_version.labels
     counts = np.bincount(table.column("label").to_numpy(), minlength=len(labels))
     features["predicted_class"] = categorical_psi(
@@ -132,20 +123,9 @@ def _lineage_dataset(version: ModelVersion) -> str:
     return str(ref)
 
 
-def _model_config(storage: Storage, version: ModelVersion) -> dict[str, Any]:
+def _model_config(storage: Storage, version: ModelVersion) -> ModelConfig:
     files, _ = read_package_files(storage.get_bytes(version.package_key))
-    return json.loads(files[MODEL_FILE])
-
-
-def _reference_features(table: Any, version: DatasetVersion, config: dict[str, Any]) -> dict[str, np.ndarray]:
-    if version.kind == "text":
-        tokenizer = text_tokenizer(config["preprocessing"]["tokenizer"])
-        return text_feature_columns((str(t) for t in table.column("text").to_pylist()), tokenizer)
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in IMAGE_FEATURES}
-    for batch in table_batches(table, 4096):
-        for name, values in image_feature_columns(decode_rows(batch["image"], version.image_shape)).items():
-            columns[name].append(values)
-    return {name: np.concatenate(parts) for name, parts in columns.items()}
+    return ModelConfig.parse(json.loads(files[MODEL_FILE]))
 
 
 def _window(records: list[PredictionRecord]) -> dict[str, Optional[float]]:

@@ -21,9 +21,9 @@ from aiplatform.compression.methods import apply, check_applies, parse_method
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
 from aiplatform.evaluation import evaluate_model, table_batches
+from aiplatform.kinds import kind_for
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.weights import decode_model, encode_weights
-from aiplatform.preprocessing import batch_converter
 from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
 from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage, sha256_bytes
@@ -109,8 +109,7 @@ def compress_version(
     num_classes = len(package.labels)
 
     compressed, block = apply(chosen, package.model, package.config)
-    config = {**package.config, "compression": block}
-    config.pop("format", None)
+    config = package.config.model_copy(update={"compression": block})
     tensors = encode_weights(compressed, block)
     served = decode_model(config, tensors).eval()  # what a server loads from the package
 
@@ -195,7 +194,7 @@ def _latencies(before: torch.nn.Module, after: torch.nn.Module, test: pa.Table, 
     """Median milliseconds per forward pass at each batch size; the two models alternate within
     each repeat so that machine noise falls on both alike."""
     batch = next(table_batches(test, max(LATENCY_BATCH_SIZES)))
-    inputs, _ = batch_converter(config)(batch)
+    inputs, _ = kind_for(config).batch_converter()(batch)
     figures: dict[str, dict[str, float]] = {}
     for size in LATENCY_BATCH_SIZES:
         x = inputs[:size]

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from torch import nn
 from torch.nn.utils import prune
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.packaging.config import ModelConfig
 from aiplatform.packaging.weights import (
     EMBEDDING_ROWWISE_UINT8,
     LINEAR_CHANNEL_INT8,
+    architecture_of,
     compression_of,
     quantize,
 )
@@ -73,7 +75,7 @@ def int8_plan(model: nn.Module) -> dict[str, str]:
     return plan
 
 
-def check_applies(method: CompressionMethod, config: dict[str, Any], model: nn.Module) -> None:
+def check_applies(method: CompressionMethod, config: ModelConfig | Mapping[str, Any], model: nn.Module) -> None:
     """Refuse a method that does not apply to this model (InvalidArgument names why)."""
     current = compression_of(config)
     if current["weights"] != "float32":
@@ -82,14 +84,15 @@ def check_applies(method: CompressionMethod, config: dict[str, Any], model: nn.M
             f"(steps {current['steps']}); compress its float parent instead")
     if method.kind == "int8" and not int8_plan(model):
         raise InvalidArgument(
-            f"int8 does not apply to architecture {config['architecture'].get('type')!r}: it has no "
+            f"int8 does not apply to architecture {architecture_of(config).get('type')!r}: it has no "
             f"embedding table and no linear layer with at least {MIN_INT8_LINEAR_WEIGHTS} weights")
     if method.kind == "prune" and not any(isinstance(m, PRUNABLE) for m in model.modules()):
-        raise InvalidArgument(f"prune does not apply to architecture {config['architecture'].get('type')!r}: "
+        raise InvalidArgument(f"prune does not apply to architecture {architecture_of(config).get('type')!r}: "
                               "it has no linear, convolution or embedding layer")
 
 
-def apply(method: CompressionMethod, model: nn.Module, config: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+def apply(method: CompressionMethod, model: nn.Module,
+          config: ModelConfig | Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """Compress a float model; returns the new module and the new ``compression`` block."""
     check_applies(method, config, model)
     block = compression_of(config)

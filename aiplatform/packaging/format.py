@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from aiplatform.errors import IntegrityError, InvalidArgument
+from aiplatform.packaging.config import ModelConfig
 from aiplatform.packaging.weights import decode_model
 from aiplatform.storage import sha256_bytes
 
@@ -46,17 +47,17 @@ class ModelPackage:
     """A loaded, verified package: the module in eval mode and its metadata."""
 
     model: torch.nn.Module
-    config: dict[str, Any]
+    config: ModelConfig
     manifest: dict[str, Any]
 
     @property
     def labels(self) -> list[str]:
-        return list(self.config["labels"])
+        return list(self.config.labels)
 
     @property
     def cpu_only(self) -> bool:
         """int8 layers run on CPU kernels only."""
-        return (self.config.get("compression") or {}).get("weights") == "int8"
+        return (self.config.compression or {}).get("weights") == "int8"
 
 
 def library_versions() -> dict[str, str]:
@@ -76,21 +77,19 @@ def library_versions() -> dict[str, str]:
 
 def build_package(
     *,
-    model_config: dict[str, Any],
+    model_config: ModelConfig | dict[str, Any],
     state_dict: dict[str, torch.Tensor],
     metrics: dict[str, Any],
     lineage: dict[str, Any],
     extra_files: Optional[dict[str, bytes]] = None,
 ) -> bytes:
     """Serialize weights and metadata into package bytes (deterministic apart from created_at)."""
-    for key in ("name", "template", "architecture", "labels", "input", "preprocessing"):
-        if key not in model_config:
-            raise InvalidArgument(f"model.json needs {key!r}")
+    config = ModelConfig.parse(model_config, stored=False)
     # Validate that the weights fit the architecture (and its compression) before anything is written.
-    decode_model(model_config, state_dict)
+    decode_model(config, state_dict)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     files: dict[str, bytes] = {
-        MODEL_FILE: json.dumps({"format": PACKAGE_FORMAT, **model_config}, indent=2, sort_keys=True).encode(),
+        MODEL_FILE: json.dumps(config.to_json_dict(), indent=2, sort_keys=True).encode(),
         WEIGHTS_FILE: save_safetensors(tensors),
     }
     for name, data in (extra_files or {}).items():
@@ -223,7 +222,7 @@ def load_package(
         data, max_package_bytes=max_package_bytes, max_entry_bytes=max_entry_bytes
     )
     try:
-        config = json.loads(files[MODEL_FILE])
+        config = ModelConfig.parse(json.loads(files[MODEL_FILE]))
     except ValueError as exc:
         raise IntegrityError(f"Package model.json is not valid JSON: {exc}") from exc
     try:

@@ -17,13 +17,14 @@ them), so reading a package never needs the compression service.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from aiplatform.errors import IntegrityError
 from aiplatform.networks.architectures import build_model
+from aiplatform.packaging.config import ModelConfig
 
 EMBEDDING_ROWWISE_UINT8 = "embedding-rowwise-uint8"
 LINEAR_CHANNEL_INT8 = "linear-channel-int8"
@@ -40,10 +41,10 @@ def encode_weights(model: nn.Module, compression: dict[str, Any]) -> dict[str, t
     return state
 
 
-def decode_model(config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
+def decode_model(config: ModelConfig | Mapping[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
     """Build the module of a ``model.json`` and load the stored tensors into it (strictly)."""
     compression = compression_of(config)
-    model = build_model(config.get("architecture", {}))
+    model = build_model(architecture_of(config))
     try:
         if compression["weights"] == "int8":
             return _decode_int8(model, compression["quantized"], tensors)
@@ -106,9 +107,14 @@ def _belongs_to(tensor_name: str, plan: dict[str, str]) -> bool:
     return any(tensor_name.startswith(f"{module}.") for module in plan)
 
 
-def compression_of(config: dict[str, Any]) -> dict[str, Any]:
+def architecture_of(config: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The ``architecture`` block of a ``model.json`` (typed or as plain data)."""
+    return dict(config.architecture if isinstance(config, ModelConfig) else config.get("architecture") or {})
+
+
+def compression_of(config: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The ``compression`` block of a ``model.json`` (float32 weights, no steps when absent)."""
-    block = config.get("compression") or {}
+    block = (config.compression if isinstance(config, ModelConfig) else config.get("compression")) or {}
     return {"weights": block.get("weights", "float32"), "steps": list(block.get("steps", [])),
             "quantized": dict(block.get("quantized", {}))}
 

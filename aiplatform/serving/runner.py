@@ -8,8 +8,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from aiplatform.kinds import kind_for
 from aiplatform.packaging import ModelPackage, load_package
-from aiplatform.preprocessing import images_to_tensor
 
 
 class ModelRunner:
@@ -19,6 +19,7 @@ class ModelRunner:
         self.package = package
         self.config = package.config
         self.labels = package.labels
+        self.kind = kind_for(package.config)
         self.device = torch.device("cpu" if package.cpu_only else device)
         self.model = package.model.to(self.device)
         self.model.eval()
@@ -46,12 +47,9 @@ class ModelRunner:
         self.release()
 
     def predict_proba(self, inputs: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape (N, num_classes), for uint8 images (N, H, W, C) or, for a
-        text model, token ids (N, L) made by the package's tokenizer."""
-        if self.config["input"]["type"] == "text":
-            tensor = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.int64)).to(self.device)
-        else:
-            tensor = images_to_tensor(inputs, self.config["preprocessing"]).to(self.device)
+        """Class probabilities, shape (N, num_classes), for a batch of the model's inputs as its
+        kind makes them (uint8 images (N, H, W, C), token ids (N, L), ...)."""
+        tensor = self.kind.to_tensor(inputs).to(self.device)
         with torch.inference_mode():
             logits = self.model(tensor)
             return torch.softmax(logits.float(), dim=1).cpu().numpy()

@@ -1,99 +1,26 @@
-"""The Open Inference Protocol (KServe v2) REST shapes: model metadata and tensor (de)coding."""
+"""The Open Inference Protocol (KServe v2) REST shapes: model metadata and the infer response.
+Input tensors are decoded by each model kind (``aiplatform.kinds``)."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
-
-from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.serving.inputs import image_from_array, image_shape
-from aiplatform.serving.limits import RequestLimits
-
-V2_DATATYPES = {
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "INT8": np.int8, "INT16": np.int16,
-    "INT32": np.int32, "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
-MAX_TENSOR_VALUES = 64 * 1024 * 1024
+from aiplatform.kinds import ModelKind
 
 
-def model_metadata(name: str, versions: list[int], config: dict[str, Any]) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: inputs and outputs as tensors (text models take BYTES)."""
-    if config["input"]["type"] == "text":
-        inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    else:
-        height, width, channels = image_shape(config)
-        inputs = [{"name": "input", "datatype": "UINT8", "shape": [-1, height, width, channels]}]
+def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list[str]) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: inputs (as the model's kind takes them) and outputs as tensors."""
+    inputs = kind.v2_inputs()
     return {
         "name": name,
         "versions": [str(v) for v in versions],
         "platform": "pytorch",
         "inputs": inputs,
         "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(config["labels"])]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
         ],
     }
-
-
-def _single_input(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise InvalidArgument("Infer request needs a non-empty 'inputs' list")
-    if len(body["inputs"]) != 1:
-        raise InvalidArgument(f"Model takes one input tensor, got {len(body['inputs'])}")
-    tensor = body["inputs"][0]
-    if not isinstance(tensor, dict):
-        raise InvalidArgument("Each input must be an object with name, shape, datatype and data")
-    for key in ("name", "shape", "datatype", "data"):
-        if key not in tensor:
-            raise InvalidArgument(f"Input tensor lacks {key!r}")
-    return tensor
-
-
-def texts_from_infer_request(body: Any, limits: RequestLimits = RequestLimits()) -> list[str]:
-    """A v2 infer request for a text model: a BYTES tensor of shape [N], one document each."""
-    tensor = _single_input(body)
-    if tensor["datatype"] != "BYTES":
-        raise InvalidArgument(f"This model takes text: a BYTES tensor, not {tensor['datatype']!r}")
-    data, shape = tensor["data"], tensor["shape"]
-    if not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int) or shape[0] < 1:
-        raise InvalidArgument(f"shape must be [N] for N texts, got {shape!r}")
-    limits.check_rows(shape[0], "The BYTES tensor")
-    if not isinstance(data, list) or len(data) != shape[0] or not all(isinstance(t, str) for t in data):
-        raise InvalidArgument(f"data must be a list of {shape[0]} strings")
-    return data
-
-
-def images_from_infer_request(body: Any, config: dict[str, Any],
-                              limits: RequestLimits = RequestLimits()) -> tuple[list[np.ndarray], str | None]:
-    """A v2 infer request -> one uint8 (H, W, C) image per row of the ``input`` tensor."""
-    tensor = _single_input(body)
-    datatype = tensor["datatype"]
-    if datatype == "BYTES":
-        raise InvalidArgument("This model takes image tensors (UINT8 or FP32 pixels), not BYTES")
-    if datatype not in V2_DATATYPES:
-        raise InvalidArgument(f"Unknown datatype {datatype!r}; use one of {sorted(V2_DATATYPES)}")
-    shape = tensor["shape"]
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise InvalidArgument(f"shape must be a list of positive integers, got {shape!r}")
-    height, width, channels = image_shape(config)
-    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
-        raise InvalidArgument(
-            f"shape must be [N, H, W] or [N, H, W, C]; this model expects [N, {height}, {width}, {channels}],"
-            f" got {shape}"
-        )
-    limits.check_rows(shape[0], "The input tensor")
-    expected = int(np.prod(shape))
-    if expected > MAX_TENSOR_VALUES:
-        raise TooLarge(f"Tensor of shape {shape} is over the limit of {MAX_TENSOR_VALUES} values")
-    try:
-        values = np.asarray(tensor["data"], dtype=np.float64).reshape(-1)
-    except (ValueError, TypeError) as exc:
-        raise InvalidArgument(f"data is not numeric: {exc}") from exc
-    if values.size != expected:
-        raise InvalidArgument(f"data has {values.size} values but shape {shape} needs {expected}")
-    array = values.reshape(shape)
-    return [image_from_array(row, config) for row in array], tensor.get("name")
 
 
 def infer_response(

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from aiplatform.kinds import kind_for
 from aiplatform.networks.architectures import build_model, load_pretrained
-from aiplatform.preprocessing import batch_converter
 
 CHECKPOINT_FILE = "state.pt"
 SHUFFLE_CHUNK_ROWS = 4096
@@ -45,7 +45,7 @@ def make_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> 
 
 
 def _collate(config: dict[str, Any], device: torch.device):  # type: ignore[no-untyped-def]
-    to_tensors = batch_converter(config)
+    to_tensors = kind_for(config).batch_converter()
 
     def collate(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, labels = to_tensors(batch)

@@ -63,12 +63,12 @@ def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: P
     assert version.package_uri == summary["package_uri"]
     package = load_package(storage.get_bytes(version.package_key))
     assert package.manifest["lineage"]["dataset"] == summary["dataset"]
-    assert package.config["labels"] == [str(d) for d in range(10)]
+    assert package.config.labels == [str(d) for d in range(10)]
 
     # Real MNIST test digits the model never saw (the test split is never trained on).
     images, labels = make_digit_images(500, seed=3)
     with torch.no_grad():
-        logits = package.model(images_to_tensor(images[..., None], package.config["preprocessing"]))
+        logits = package.model(images_to_tensor(images[..., None], package.config.preprocessing))
     accuracy = float((logits.argmax(1).numpy() == labels).mean())
     assert accuracy > 0.8, accuracy
 

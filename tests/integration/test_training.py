@@ -83,7 +83,7 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, t
     version = publish_model(result, name="resume-cnn", storage=storage, registry=registry)
     package = load_package(storage.get_bytes(version.package_key))
     assert package.manifest["lineage"]["dataset"] == result.dataset.ref
-    assert package.config["preprocessing"]["mean"][0] == pytest.approx(
+    assert package.config.preprocessing["mean"][0] == pytest.approx(
         result.dataset.manifest["profile"]["train"]["mean_intensity"], abs=1e-5
     )
 

@@ -67,7 +67,7 @@ def test_a_compressed_package_computes_what_the_compression_made(architecture: d
         assert torch.allclose(served, original, atol=1e-2) and not torch.equal(served, original)
     else:
         assert torch.equal(served, expected)
-    assert package.config["compression"]["steps"] == [method]
+    assert package.config.compression["steps"] == [method]
     assert package.cpu_only is (method == "int8")
 
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from aiplatform.analysis.charts import bar_chart_svg, grayscale_png
 from aiplatform.analysis.drift import categorical_psi, drift_summary, numeric_psi
-from aiplatform.analysis.features import image_feature_columns, image_features, text_features
 from aiplatform.errors import InvalidArgument
+from aiplatform.kinds.features import image_feature_columns, image_features, text_features
 from aiplatform.text import Tokenizer, split_tokens
 
 pytestmark = pytest.mark.unit

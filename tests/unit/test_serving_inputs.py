@@ -6,30 +6,51 @@ import numpy as np
 import pytest
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.kinds import ImageKind, kind_for
+from aiplatform.kinds.limits import RequestLimits
 from aiplatform.packaging import load_package
-from aiplatform.serving.inputs import image_from_array, image_from_bytes, image_from_json
 from aiplatform.serving.runner import ModelRunner
 from tests.factories import make_package, png_bytes
 
-CONFIG = {"name": "tiny", "input": {"type": "image", "height": 8, "width": 8, "channels": 1}}
+KIND = kind_for({"input": {"type": "image", "height": 8, "width": 8, "channels": 1}, "preprocessing": {}})
+LIMITS = RequestLimits()
+
+
+def from_json(body):  # type: ignore[no-untyped-def]
+    return KIND.from_json(body, LIMITS)
+
+
+def from_array(values):  # type: ignore[no-untyped-def]
+    return KIND.from_json({"array": values}, LIMITS)
+
+
+def from_upload(data: bytes):  # type: ignore[no-untyped-def]
+    return KIND.from_upload("digit.png", data, LIMITS)
+
+
+def test_the_kind_is_chosen_from_the_input_type() -> None:
+    assert isinstance(KIND, ImageKind) and KIND.name == "image"
+    assert KIND.v2_inputs() == [{"name": "input", "datatype": "UINT8", "shape": [-1, 8, 8, 1]}]
+    with pytest.raises(InvalidArgument, match=r"Unknown kind of model input 'audio'; known: \['image', 'text'\]"):
+        kind_for({"input": {"type": "audio"}})
 
 
 def test_png_of_any_size_and_mode_becomes_the_model_shape() -> None:
     rgb = np.random.default_rng(1).integers(0, 255, (40, 30, 3), dtype=np.uint8)
-    assert image_from_bytes(png_bytes(rgb, "RGB"), CONFIG).shape == (8, 8, 1)
+    assert from_upload(png_bytes(rgb, "RGB")).shape == (8, 8, 1)
     b64 = base64.b64encode(png_bytes(rgb, "RGBA")).decode()
-    assert image_from_json({"image_b64": b64}, CONFIG).shape == (8, 8, 1)
-    assert image_from_json({"image_b64": f"data:image/png;base64,{b64}"}, CONFIG).shape == (8, 8, 1)
+    assert from_json({"image_b64": b64}).shape == (8, 8, 1)
+    assert from_json({"image_b64": f"data:image/png;base64,{b64}"}).shape == (8, 8, 1)
 
 
 def test_arrays_are_validated_and_resized() -> None:
-    assert image_from_array(np.full((16, 16), 255).tolist(), CONFIG).max() == 255
+    assert from_array(np.full((16, 16), 255).tolist()).max() == 255
     with pytest.raises(InvalidArgument, match=r"shape \(H, W\) or \(H, W, C\)"):
-        image_from_array([1, 2, 3], CONFIG)
+        from_array([1, 2, 3])
     with pytest.raises(InvalidArgument, match="between 0 and 255"):
-        image_from_array([[300, 1], [1, 1]], CONFIG)
+        from_array([[300, 1], [1, 1]])
     with pytest.raises(InvalidArgument, match="rectangular nested list"):
-        image_from_array([[1, 2], [3]], CONFIG)
+        from_array([[1, 2], [3]])
 
 
 @pytest.mark.parametrize(
@@ -44,14 +65,14 @@ def test_arrays_are_validated_and_resized() -> None:
 )
 def test_bad_json_instances_name_the_problem(body, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidArgument, match=message):
-        image_from_json(body, CONFIG)
+        from_json(body)
 
 
 def test_empty_and_oversized_uploads() -> None:
     with pytest.raises(InvalidArgument, match="is empty"):
-        image_from_bytes(b"", CONFIG)
+        from_upload(b"")
     with pytest.raises(InvalidArgument, match="the limit is"):
-        image_from_bytes(b"x" * (10 * 1024 * 1024 + 1), CONFIG)
+        from_upload(b"x" * (10 * 1024 * 1024 + 1))
 
 
 def test_runner_predicts_probabilities_for_every_label() -> None:

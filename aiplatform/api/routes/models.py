@@ -14,7 +14,14 @@ from aiplatform.api.deps import PlatformDep
 from aiplatform.compression.compressor import CompressionReport
 from aiplatform.compression.remote import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
-from aiplatform.serving.deployer import DEFAULT_TOLERANCE, PRODUCTION, deploy, describe_split, rollback, set_canary
+from aiplatform.serving.deployer import (
+    DEFAULT_TOLERANCE,
+    PRODUCTION,
+    deploy,
+    describe_split,
+    rollback,
+    set_canary,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -8,39 +8,36 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from aiplatform.datasets.sources import resize_array
 from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.imaging import DEFAULT_MAX_PIXELS, decode_image
-from aiplatform.serving.limits import MAX_UPLOAD_BYTES
+from aiplatform.imaging import DEFAULT_MAX_PIXELS, decode_image, resize_array
+from aiplatform.kinds.limits import MAX_UPLOAD_BYTES
 
 MAX_ARRAY_VALUES = 4096 * 4096 * 3
 
 
-def image_shape(model_config: dict[str, Any]) -> tuple[int, int, int]:
-    spec = model_config.get("input", {})
-    if spec.get("type") != "image":
-        raise InvalidArgument(f"Model {model_config.get('name')!r} does not take images")
-    return int(spec["height"]), int(spec["width"]), int(spec["channels"])
+def image_shape(input_spec: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(height, width, channels) of an image model's ``input`` block."""
+    return int(input_spec["height"]), int(input_spec["width"]), int(input_spec["channels"])
 
 
-def image_from_bytes(data: bytes, model_config: dict[str, Any], what: str = "Uploaded file",
+def image_from_bytes(data: bytes, input_spec: Mapping[str, Any], what: str = "Uploaded file",
                      max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 (H, W, C) as the model expects."""
     if not data:
         raise InvalidArgument(f"{what} is empty")
     if len(data) > MAX_UPLOAD_BYTES:
         raise TooLarge(f"{what} is {len(data)} bytes; the limit is {MAX_UPLOAD_BYTES}")
-    height, width, channels = image_shape(model_config)
+    height, width, channels = image_shape(input_spec)
     if height != width:
         raise InvalidArgument("Only square image inputs are supported")
     return decode_image(data, height, channels, what, max_pixels)
 
 
-def image_from_base64(text: Any, model_config: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_from_base64(text: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if not isinstance(text, str) or not text:
         raise InvalidArgument("'image_b64' must be a non-empty base64 string")
     if text.startswith("data:") and "," in text:
@@ -49,12 +46,12 @@ def image_from_base64(text: Any, model_config: dict[str, Any], max_pixels: int =
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"'image_b64' is not valid base64: {exc}") from exc
-    return image_from_bytes(data, model_config, "Base64 image", max_pixels)
+    return image_from_bytes(data, input_spec, "Base64 image", max_pixels)
 
 
-def image_from_array(values: Any, model_config: dict[str, Any]) -> np.ndarray:
+def image_from_array(values: Any, input_spec: Mapping[str, Any]) -> np.ndarray:
     """A nested list (H, W) or (H, W, C) of pixel values 0..255 -> uint8 (H, W, C)."""
-    height, _, channels = image_shape(model_config)
+    height, _, channels = image_shape(input_spec)
     try:
         array = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError) as exc:
@@ -71,17 +68,14 @@ def image_from_array(values: Any, model_config: dict[str, Any]) -> np.ndarray:
     return resize_array(pixels[None, ...], height, channels)[0]
 
 
-def image_from_json(body: Any, model_config: dict[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_from_json(body: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One JSON instance: ``{"image_b64": ...}`` or ``{"array": [[...]]}``."""
     if not isinstance(body, dict):
         raise InvalidArgument("JSON body must be an object with 'image_b64', 'array' or 'text'")
-    if "text" in body and model_config.get("input", {}).get("type") == "image":
-        raise InvalidArgument(
-            f"Model {model_config.get('name')!r} classifies images; send 'image_b64', 'array' or a "
-            "file upload, not 'text'"
-        )
+    if "text" in body:
+        raise InvalidArgument("This model classifies images; send 'image_b64', 'array' or a file upload, not 'text'")
     if "image_b64" in body or "image" in body:
-        return image_from_base64(body.get("image_b64", body.get("image")), model_config, max_pixels)
+        return image_from_base64(body.get("image_b64", body.get("image")), input_spec, max_pixels)
     if "array" in body:
-        return image_from_array(body["array"], model_config)
+        return image_from_array(body["array"], input_spec)
     raise InvalidArgument("JSON body needs one of 'image_b64', 'array' or 'text'")

@@ -1,0 +1,101 @@
+"""The ``text`` kind: pasted text or UTF-8 documents, BYTES v2 tensors; a document longer than the
+model reads becomes several windows (model inputs) whose answers are combined; drift features are
+its length in characters and tokens and the share of tokens outside the vocabulary."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar, Mapping, Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.kinds.base import BatchConverter, ModelKind, Submit
+from aiplatform.kinds.documents import (
+    check_text,
+    check_upload_name,
+    combine_chunks,
+    document_chunks,
+    document_tokens,
+    text_from_bytes,
+)
+from aiplatform.kinds.features import TEXT_FEATURES, text_feature_columns, text_features
+from aiplatform.kinds.limits import RequestLimits
+from aiplatform.kinds.tensors import texts_from_infer_request
+from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
+
+OFFLOAD_CHARS = 64 * 1024
+"""Texts longer than this are tokenized in a worker thread, off the event loop."""
+
+
+class TextKind(ModelKind):
+    name: ClassVar[str] = "text"
+    feature_names: ClassVar[tuple[str, ...]] = TEXT_FEATURES
+    dataset_columns: ClassVar[tuple[str, ...]] = ("id", "text", "label")
+
+    def __init__(self, input_spec: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> None:
+        super().__init__(input_spec, preprocessing)
+        self.tokenizer: TextTokenizer = text_tokenizer(self.preprocessing["tokenizer"])
+
+    def from_json(self, payload: Any, limits: RequestLimits) -> str:
+        if not isinstance(payload, dict) or "text" not in payload:
+            raise InvalidArgument("This is a text model: send JSON {\"text\": \"...\"} or upload a .txt/.md file")
+        return check_text(payload["text"], "'text'", limits)
+
+    def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> str:
+        check_upload_name(filename)
+        return text_from_bytes(data, f"Uploaded file {filename!r}", limits)
+
+    def from_v2(self, body: Any, limits: RequestLimits) -> list[str]:
+        return [check_text(text, "text input", limits) for text in texts_from_infer_request(body, limits)]
+
+    def v2_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+
+    async def classify(self, item: str, submit: Submit, labels: list[str],
+                       max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
+        """The text's windows go through the batcher together, then are combined. A long text is
+        tokenized once (in a worker thread), and no further than ``max_chunks`` windows."""
+
+        def prepare() -> tuple[list[tuple[str, Any]], dict[str, float]]:
+            tokens = document_tokens(self.tokenizer, item, max_chunks)
+            return document_chunks(self.tokenizer, tokens), text_features(item, self.tokenizer, tokens)
+
+        chunks, features = await asyncio.to_thread(prepare) if len(item) > OFFLOAD_CHARS else prepare()
+        answers = await asyncio.gather(*(submit(ids) for _, ids in chunks))
+        return combine_chunks(chunks, list(answers), labels), features
+
+    def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        """Token ids (N, L) -> int64."""
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.int64))
+
+    def batch_converter(self) -> BatchConverter:
+        tokenizer = self.tokenizer
+
+        def text_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+            ids = torch.from_numpy(tokenizer.encode_batch(str(t) for t in batch["text"]))
+            return ids, torch.from_numpy(np.array(batch["label"], dtype=np.int64))
+
+        return text_batch
+
+    def reference_features(self, table: pa.Table) -> dict[str, np.ndarray]:
+        return text_feature_columns((str(t) for t in table.column("text").to_pylist()), self.tokenizer)
+
+    # -- datasets of this kind (no model needed) -------------------------------------------------
+    @staticmethod
+    def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """No per-split summary beyond rows and classes (the build computed lengths, vocabulary and
+        top tokens over the whole version); keys: the normalised texts."""
+        return {}, [normalize_text(str(t)).lower() for t in table.column("text").to_pylist()]
+
+    @staticmethod
+    def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
+        profile = manifest.get("profile", {})
+        return {"text": {
+            "lengths": {split: profile.get(split, {}) for split in splits},
+            "vocabulary": profile.get("vocabulary", {}),
+            "top_tokens": profile.get("top_tokens", {}),
+            "cleaning": manifest.get("cleaning", {}),
+        }}

@@ -1,0 +1,60 @@
+"""Reading prediction requests in the gateway: multipart uploads and JSON bodies, turned into a
+model's inputs by its kind, with large bodies handled off the event loop.
+
+This is where an upload is received (the seed's "file manager"): the file's name and bytes are
+taken from the ``file`` field, sized, and handed to the model's kind to decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Optional, TypeVar
+
+from starlette.requests import Request
+
+from aiplatform.errors import InvalidArgument, TooLarge
+from aiplatform.kinds import ModelKind
+from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits
+from aiplatform.serving.limits import OFFLOAD_BYTES, parse_json
+
+T = TypeVar("T")
+
+
+async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes]]:
+    """(file name, bytes) of a multipart upload's ``file`` field; None for other bodies."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return None
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidArgument("multipart upload needs a 'file' field")
+    return upload.filename, await upload.read()
+
+
+async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args)`` in a worker thread when its input is large (parsing or decoding it
+    would hold the event loop, and with it every other request, health checks included);
+    small inputs are cheaper done in place."""
+    if size > OFFLOAD_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)
+
+
+async def read_input(request: Request, kind: ModelKind, limits: RequestLimits) -> tuple[bytes, Any]:
+    """A v1 request's raw bytes and the one model input they hold: an uploaded file, or a JSON
+    body (``{"image_b64": ...}``, ``{"array": ...}``, ``{"text": ...}`` as the kind takes)."""
+    declared = request.headers.get("content-length") or "0"
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES * 2:
+        raise TooLarge(f"Request body is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
+    upload = await uploaded_file(request)
+    if upload is not None:
+        filename, data = upload
+        return data, await off_loop_if_large(len(data), kind.from_upload, filename, data, limits)
+    body = await request.body()
+    return body, await off_loop_if_large(len(body), lambda: kind.from_json(parse_json(body), limits))
+
+
+async def read_json(request: Request) -> tuple[bytes, Any]:
+    """A JSON request's raw bytes and parsed body (parsed in a worker thread when large)."""
+    raw = await request.body()
+    return raw, await off_loop_if_large(len(raw), parse_json, raw)
