@@ -197,14 +197,14 @@ def deploy_platform(settings: Settings) -> None:
     """Head-node actors (registry, results, task queue, scheduler, alert engine), then the Serve
     app (gateway + model servers) on 127.0.0.1."""
     from aiplatform.registry import RegistryClient
-    from aiplatform.results import ResultsClient
-    from aiplatform.tasks.queue import QueueClient
+    from aiplatform.results import ResultClient
+    from aiplatform.tasks.queue import TaskClient
     from aiplatform.tasks.scheduler import ensure_scheduler
     from serve_apps.app import start_app
 
     RegistryClient.connect(settings).list_models()
-    ResultsClient.connect(settings).count()
-    QueueClient.connect(settings).counts()
+    ResultClient.connect(settings).count()
+    TaskClient.connect(settings).counts()
     ensure_scheduler(settings)  # its first round marks tasks of a previous run interrupted
     start_app(settings)  # its gateway starts the alert engine (aiplatform.api.Platform)
 

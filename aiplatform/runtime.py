@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import ray
 import ray.exceptions
@@ -131,3 +132,48 @@ def quiet_ray_data() -> None:
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+# -- Store clients ---------------------------------------------------------------------------------
+# A store (registry, results, tasks, alerts) is a plain class over SQLite; its actor is the store run
+# on the head node; callers in other processes hold a client. Instead of a client written out by
+# hand per store, a client names the store's Protocol (the methods callers may use, declared once
+# with their types) and gets one forwarding method per protocol method, sent to the actor and
+# waited on with call(). A client may still define a method itself where calling needs more.
+
+
+class ActorProxy:
+    """The base of every store client: subclass as ``class XClient(ActorProxy, X, protocol=X)``
+    where ``X`` is the store's Protocol (so type checkers see its signatures)."""
+
+    protocol: ClassVar[type]
+
+    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
+        self.handle = handle
+
+    def __init_subclass__(cls, *, protocol: type, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.protocol = protocol
+        for name in protocol_methods(protocol):
+            if name not in cls.__dict__:
+                setattr(cls, name, _forwarder(name))
+
+
+def protocol_methods(protocol: type) -> list[str]:
+    """The public methods a store Protocol declares (its own and its bases')."""
+    names = set()
+    for klass in protocol.__mro__:
+        if klass is object or not getattr(klass, "_is_protocol", False) or klass.__module__ == "typing":
+            continue
+        names.update(name for name, value in vars(klass).items()
+                     if not name.startswith("_") and inspect.isfunction(value))
+    return sorted(names)
+
+
+def _forwarder(name: str) -> Callable[..., Any]:
+    def forward(self: ActorProxy, *args: Any, **kwargs: Any) -> Any:
+        return call(getattr(self.handle, name), *args, **kwargs)
+
+    forward.__name__ = forward.__qualname__ = name
+    forward.__doc__ = f"The store's ``{name}``, run by its actor."
+    return forward

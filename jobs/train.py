@@ -23,7 +23,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
-from aiplatform.tasks.queue import RUNNING, QueueClient
+from aiplatform.tasks.queue import RUNNING, TaskClient
 from aiplatform.tasks.reporting import TaskRun, record_self_started
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
@@ -96,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         connect(settings)
         if not args.verbose:
             quiet_ray_data()
-        queue = QueueClient.connect(settings)
+        queue = TaskClient.connect(settings)
         if args.task_id:
             task = queue.get(args.task_id)
             if task.state != RUNNING:

@@ -168,7 +168,7 @@ TINY_CNN_PARAMS = {"epochs": 1, "max_rows": 600, "batch_size": 64, "conv_channel
 
 
 def make_task(store, **overrides):  # type: ignore[no-untyped-def]
-    """A task in ``store`` (a TaskStore or QueueClient) with tiny CNN parameters."""
+    """A task in ``store`` (a TaskStore or TaskClient) with tiny CNN parameters."""
     options = {"template": "cnn-classification", "params": dict(TINY_CNN_PARAMS), **overrides}
     return store.create(options.pop("template"), options.pop("params"), **options)
 

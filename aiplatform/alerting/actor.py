@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import ray
 
@@ -24,7 +24,7 @@ from aiplatform.alerting.store import Alert, AlertStore
 from aiplatform.monitoring.metrics import set_gauge
 from aiplatform.monitoring.scrape import Snapshot, scrape
 from aiplatform.monitoring.signals import Signal, compute_signals, drift_signals
-from aiplatform.runtime import call, head_actor
+from aiplatform.runtime import ActorProxy, head_actor
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,28 @@ def metrics_targets() -> list[str]:
     """Every live node's metrics agent (where the platform's metrics are exported)."""
     return [f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}" for node in ray.nodes()
             if node.get("Alive") or node.get("alive")]
+
+
+class AlertAPI(Protocol):
+    """What callers may ask of the alert engine: the actor through a client (or an AlertActor in process)."""
+
+    def evaluate_now(self) -> dict[str, Any]: ...
+
+    def record_drift(self, model: str, scores: dict[str, float]) -> None: ...
+
+    def query(self, **filters: Any) -> list[Alert]: ...
+
+    def get(self, alert_id: str) -> Alert: ...
+
+    def rules(self) -> list[dict[str, Any]]: ...
+
+    def reload_rules(self) -> list[dict[str, Any]]: ...
+
+    def resolve(self, alert_id: str) -> Alert: ...
+
+    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 class AlertActor:
@@ -135,39 +157,9 @@ class AlertActor:
                 logger.exception("alert evaluation failed; trying again next interval")
 
 
-class AlertsClient:
-    """Synchronous access to the alert actor; platform errors are raised as themselves."""
-
-    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
-        self.handle = handle
+class AlertClient(ActorProxy, AlertAPI, protocol=AlertAPI):
+    """The alert actor, called like the engine (see ``ActorProxy``)."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "AlertsClient":
+    def connect(cls, settings: Settings) -> "AlertClient":
         return cls(head_actor(AlertActor, ALERT_ACTOR_NAME, settings))
-
-    def evaluate_now(self) -> dict[str, Any]:
-        return call(self.handle.evaluate_now)
-
-    def record_drift(self, model: str, scores: dict[str, float]) -> None:
-        call(self.handle.record_drift, model, scores)
-
-    def query(self, **filters: Any) -> list[Alert]:
-        return call(self.handle.query, **filters)
-
-    def get(self, alert_id: str) -> Alert:
-        return call(self.handle.get, alert_id)
-
-    def rules(self) -> list[dict[str, Any]]:
-        return call(self.handle.rules)
-
-    def reload_rules(self) -> list[dict[str, Any]]:
-        return call(self.handle.reload_rules)
-
-    def resolve(self, alert_id: str) -> Alert:
-        return call(self.handle.resolve, alert_id)
-
-    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
-        return call(self.handle.deliveries, alert_id)
-
-    def status(self) -> dict[str, Any]:
-        return call(self.handle.status)

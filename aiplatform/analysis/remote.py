@@ -23,20 +23,20 @@ def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict
 
 def drift(settings: Settings, model: str, version: Optional[int] = None, dataset_ref: Optional[str] = None,
           split: str = REFERENCE_SPLIT, limit: int = 1000, since: Optional[float] = None) -> dict[str, Any]:
-    from aiplatform.alerting.actor import AlertsClient
+    from aiplatform.alerting.actor import AlertClient
     from aiplatform.analysis.report import analyze_drift
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryClient
-    from aiplatform.results import ResultsClient
+    from aiplatform.results import ResultClient
     from aiplatform.storage import storage_from_settings
 
     storage = storage_from_settings(settings)
-    recent = ResultsClient.connect(settings).query(model=model, version=version, since=since, limit=limit)
+    recent = ResultClient.connect(settings).query(model=model, version=version, since=since, limit=limit)
     report = analyze_drift(datasets=DatasetManager.from_settings(storage, settings), storage=storage,
                            registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
                            dataset_ref=dataset_ref, split=split)
     # The alert engine raises drift alerts from the latest scores (and exports them as a metric).
-    AlertsClient.connect(settings).record_drift(model, {name: f["psi"] for name, f in report["features"].items()})
+    AlertClient.connect(settings).record_drift(model, {name: f["psi"] for name, f in report["features"].items()})
     return report
 
 

@@ -25,7 +25,7 @@ from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.kinds import kind_for
 from aiplatform.packaging import MODEL_FILE, read_package_files
 from aiplatform.packaging.config import ModelConfig
-from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
+from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.results import PredictionRecord
 from aiplatform.storage import Storage, validate_key
 
@@ -51,7 +51,7 @@ def analyze_drift(
     *,
     datasets: DatasetManager,
     storage: Storage,
-    registry: RegistryClient | RegistryStore,
+    registry: RegistryAPI,
     recent: list[PredictionRecord],
     model: str,
     version: Optional[int] = None,
@@ -111,7 +111,7 @@ def read_chart(storage: Storage, key: str) -> tuple[bytes, str]:
     return storage.get_bytes(key), CHART_TYPES[suffix]
 
 
-def _default_ref(registry: RegistryClient | RegistryStore, model: str) -> str:
+def _default_ref(registry: RegistryAPI, model: str) -> str:
     return "production" if "production" in registry.aliases(model) else "latest"
 
 

@@ -8,16 +8,16 @@ from typing import Annotated, Callable, Optional
 
 from fastapi import Depends
 
-from aiplatform.alerting.actor import AlertsClient
+from aiplatform.alerting.actor import AlertClient
 from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
 from aiplatform.registry import RegistryClient
-from aiplatform.results import ResultsClient
+from aiplatform.results import ResultClient
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
 from aiplatform.tasks.manager import TaskManager
-from aiplatform.tasks.queue import QueueClient
+from aiplatform.tasks.queue import TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
 
 
@@ -27,11 +27,11 @@ class Platform:
 
     settings: Settings
     registry: RegistryClient
-    results: ResultsClient
+    results: ResultClient
     tasks: TaskManager
     storage: Storage
     datasets: DatasetManager
-    alerts: AlertsClient
+    alerts: AlertClient
     warm: Callable[[str], None]
     """Loads ``name:version`` on the model servers before an alias moves to it."""
 
@@ -46,11 +46,11 @@ class Platform:
         return cls(
             settings=settings,
             registry=RegistryClient.connect(settings),
-            results=ResultsClient.connect(settings),
-            tasks=TaskManager(QueueClient.connect(settings), RayJobs(settings), settings, wake_scheduler),
+            results=ResultClient.connect(settings),
+            tasks=TaskManager(TaskClient.connect(settings), RayJobs(settings), settings, wake_scheduler),
             storage=storage,
             datasets=DatasetManager.from_settings(storage, settings),
-            alerts=AlertsClient.connect(settings),
+            alerts=AlertClient.connect(settings),
             warm=warm,
         )
 

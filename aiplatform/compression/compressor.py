@@ -24,7 +24,7 @@ from aiplatform.evaluation import evaluate_model, table_batches
 from aiplatform.kinds import kind_for
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.weights import decode_model, encode_weights
-from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
+from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage, sha256_bytes
 
@@ -77,7 +77,7 @@ def compress_version(
     ref: str | int,
     method: str,
     storage: Storage,
-    registry: RegistryClient | RegistryStore,
+    registry: RegistryAPI,
     datasets: DatasetManager,
     max_accuracy_drop: float,
     latency_repeats: int = 7,
@@ -169,7 +169,7 @@ def _store_report(storage: Storage, report: CompressionReport) -> None:
                       json.dumps(report.to_dict(), indent=2, sort_keys=True).encode())
 
 
-def _earlier_report(storage: Storage, registry: RegistryClient | RegistryStore, parent: ModelVersion,
+def _earlier_report(storage: Storage, registry: RegistryAPI, parent: ModelVersion,
                     method: str) -> Optional[CompressionReport]:
     """The report of this compression when it already registered a version (a retried job)."""
     registered = any(v.lineage.get("parent") == parent.version and v.lineage.get("compression") == method

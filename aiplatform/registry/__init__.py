@@ -3,6 +3,7 @@
 from aiplatform.registry.actor import REGISTRY_ACTOR_NAME, RegistryActor, RegistryClient
 from aiplatform.registry.store import (
     ModelVersion,
+    RegistryAPI,
     RegistryStore,
     validate_alias,
     validate_model_name,
@@ -11,6 +12,7 @@ from aiplatform.registry.store import (
 __all__ = [
     "REGISTRY_ACTOR_NAME",
     "ModelVersion",
+    "RegistryAPI",
     "RegistryActor",
     "RegistryClient",
     "RegistryStore",

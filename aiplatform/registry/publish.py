@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from aiplatform.registry.actor import RegistryClient
-from aiplatform.registry.store import ModelVersion, RegistryStore, validate_model_name
+from aiplatform.registry.store import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.storage import Storage, sha256_bytes
 
 
@@ -24,7 +23,7 @@ def publish_package(
     name: str,
     template: str,
     storage: Storage,
-    registry: RegistryClient | RegistryStore,
+    registry: RegistryAPI,
     metrics: Optional[dict[str, Any]] = None,
     lineage: Optional[dict[str, Any]] = None,
     idempotency_key: Optional[str] = None,

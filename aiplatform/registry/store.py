@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from aiplatform.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
@@ -109,6 +109,44 @@ def validate_alias(alias: str) -> str:
     if alias in RESERVED_ALIASES:
         raise InvalidArgument(f"Alias {alias!r} is reserved")
     return alias
+
+
+class RegistryAPI(Protocol):
+    """What callers may ask of the model registry: the store itself, or its actor through a client."""
+
+    def register_version(
+        self,
+        name: str,
+        *,
+        package_key: str,
+        sha256: str,
+        template: str,
+        metrics: Optional[dict[str, Any]] = None,
+        lineage: Optional[dict[str, Any]] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> ModelVersion: ...
+
+    def get_version(self, name: str, version: int) -> ModelVersion: ...
+
+    def resolve(self, name: str, ref: str | int) -> ModelVersion: ...
+
+    def list_versions(self, name: str) -> list[ModelVersion]: ...
+
+    def list_models(self) -> list[dict[str, Any]]: ...
+
+    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion: ...
+
+    def delete_alias(self, name: str, alias: str) -> None: ...
+
+    def aliases(self, name: str) -> dict[str, int]: ...
+
+    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]: ...
+
+    def delete_version(self, name: str, version: int) -> None: ...
+
+    def set_traffic(self, name: str, weights: dict[int, float]) -> dict[int, float]: ...
+
+    def get_traffic(self, name: str) -> dict[int, float]: ...
 
 
 class RegistryStore:

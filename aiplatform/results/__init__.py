@@ -2,8 +2,8 @@
 
 from aiplatform.results.actor import (
     RESULT_STORE_ACTOR_NAME,
-    ResultsClient,
-    ResultStoreActor,
+    ResultActor,
+    ResultClient,
     ResultWriter,
     input_key,
     result_store_handle,
@@ -11,6 +11,6 @@ from aiplatform.results.actor import (
 from aiplatform.results.store import PredictionRecord, ResultStore
 
 __all__ = [
-    "RESULT_STORE_ACTOR_NAME", "PredictionRecord", "ResultStore", "ResultStoreActor",
-    "ResultWriter", "ResultsClient", "input_key", "result_store_handle",
+    "RESULT_STORE_ACTOR_NAME", "PredictionRecord", "ResultStore", "ResultActor",
+    "ResultWriter", "ResultClient", "input_key", "result_store_handle",
 ]

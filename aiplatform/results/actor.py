@@ -6,13 +6,13 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import ray
 
 from aiplatform.monitoring.metrics import observe
-from aiplatform.results.store import PredictionRecord, ResultStore
-from aiplatform.runtime import call, head_actor
+from aiplatform.results.store import PredictionRecord, ResultAPI, ResultStore
+from aiplatform.runtime import ActorProxy, head_actor
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 
@@ -31,7 +31,7 @@ def input_key(digest: str) -> str:
     return f"{INPUTS_PREFIX}/{digest}"
 
 
-class ResultStoreActor(ResultStore):
+class ResultActor(ResultStore):
     """Owns the results SQLite file on the head node.
 
     On failure: restarted by Ray (``max_restarts=-1``), it reopens the file; a batch is
@@ -48,7 +48,7 @@ class ResultStoreActor(ResultStore):
 
 def result_store_handle(settings: Settings) -> "ray.actor.ActorHandle":
     """The platform's result-store actor, created on the head node if needed."""
-    return head_actor(ResultStoreActor, RESULT_STORE_ACTOR_NAME, settings)
+    return head_actor(ResultActor, RESULT_STORE_ACTOR_NAME, settings)
 
 
 class ResultWriter:
@@ -148,21 +148,9 @@ class ResultWriter:
                 logger.warning("could not store input %s: %s", key, exc)
 
 
-class ResultsClient:
-    """Synchronous queries against the result-store actor."""
-
-    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
-        self.handle = handle
+class ResultClient(ActorProxy, ResultAPI, protocol=ResultAPI):
+    """The result-store actor, queried like the store (see ``ActorProxy``)."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "ResultsClient":
+    def connect(cls, settings: Settings) -> "ResultClient":
         return cls(result_store_handle(settings))
-
-    def get(self, result_id: str) -> PredictionRecord:
-        return call(self.handle.get, result_id)
-
-    def query(self, **filters: Any) -> list[PredictionRecord]:
-        return call(self.handle.query, **filters)
-
-    def count(self, model: Optional[str] = None) -> int:
-        return call(self.handle.count, model)

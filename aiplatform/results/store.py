@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
@@ -58,6 +58,16 @@ class PredictionRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class ResultAPI(Protocol):
+    """What callers may ask of the result store: the store itself, or its actor through a client."""
+
+    def get(self, result_id: str) -> PredictionRecord: ...
+
+    def query(self, **filters: Any) -> list[PredictionRecord]: ...
+
+    def count(self, model: Optional[str] = None) -> int: ...
 
 
 class ResultStore:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound, Unavailable
-from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore
+from aiplatform.registry import ModelVersion, RegistryAPI
 
 logger = logging.getLogger(__name__)
 PRODUCTION = "production"
@@ -75,7 +75,7 @@ def warm_on_serve(app_name: str) -> Callable[[str], None]:
 
 
 def deploy(
-    registry: RegistryClient | RegistryStore,
+    registry: RegistryAPI,
     name: str,
     version: int,
     *,
@@ -97,7 +97,7 @@ def deploy(
     return Deployment(name, candidate.version, current.version if current else None, gate)
 
 
-def rollback(registry: RegistryClient | RegistryStore, name: str, *, warm: Callable[[str], None]) -> Deployment:
+def rollback(registry: RegistryAPI, name: str, *, warm: Callable[[str], None]) -> Deployment:
     """Point ``production`` back at the version it held before its last move."""
     history = registry.alias_history(name, PRODUCTION)
     if not history or history[0]["previous_version"] is None:
@@ -109,7 +109,7 @@ def rollback(registry: RegistryClient | RegistryStore, name: str, *, warm: Calla
 
 
 def set_canary(
-    registry: RegistryClient | RegistryStore,
+    registry: RegistryAPI,
     name: str,
     version: Optional[int],
     weight: float,

@@ -23,7 +23,7 @@ from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
-from aiplatform.tasks.queue import CANCELLED, FAILED, QueueClient, Task
+from aiplatform.tasks.queue import CANCELLED, FAILED, Task, TaskClient
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.training.templates import get_template
 
@@ -43,7 +43,7 @@ def job_submission_id(task: Task) -> str:
 class TaskManager:
     """Task creation, start, cancel and logs for the API, and ``reconcile()`` for the scheduler."""
 
-    def __init__(self, queue: QueueClient, jobs: RayJobs, settings: Settings,
+    def __init__(self, queue: TaskClient, jobs: RayJobs, settings: Settings,
                  wake_scheduler: Optional[Callable[[], None]] = None) -> None:
         self.queue = queue
         self.jobs = jobs

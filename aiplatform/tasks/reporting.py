@@ -11,7 +11,7 @@ from typing import Any, Optional
 import ray
 import ray.train
 
-from aiplatform.tasks.queue import FAILED, RUNNING, SUCCEEDED, QueueClient, Task
+from aiplatform.tasks.queue import FAILED, RUNNING, SUCCEEDED, Task, TaskClient
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 30.0
@@ -31,7 +31,7 @@ def current_submission_id() -> Optional[str]:
         return None
 
 
-def record_self_started(queue: QueueClient, template: str, params: dict[str, Any],
+def record_self_started(queue: TaskClient, template: str, params: dict[str, Any],
                         model_name: Optional[str]) -> Task:
     """A run started directly (``ray job submit -- python -m jobs.train ...``) records itself as a
     RUNNING task under its job id, which the scheduler then follows like any other."""
@@ -59,7 +59,7 @@ class TaskRun:
     """The task a job is running: heartbeats while it runs (when no Ray job follows it), and
     records its result or its failure."""
 
-    def __init__(self, queue: QueueClient, task: Task) -> None:
+    def __init__(self, queue: TaskClient, task: Task) -> None:
         self.queue = queue
         self.task = task
         self._stop = threading.Event()

@@ -10,7 +10,7 @@ import ray
 from aiplatform.runtime import call, head_actor
 from aiplatform.settings import Settings
 from aiplatform.tasks.manager import TaskManager
-from aiplatform.tasks.queue import QueueClient
+from aiplatform.tasks.queue import TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class SchedulerActor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+        self.manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
         self._wake = threading.Event()
         self._rounds = 0
         threading.Thread(target=self._loop, name="task-scheduler", daemon=True).start()

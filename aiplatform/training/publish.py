@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from aiplatform.packaging import build_package
-from aiplatform.registry import ModelVersion, RegistryClient, RegistryStore, validate_model_name
+from aiplatform.registry import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage
 from aiplatform.training.engine import TrainingOutcome
@@ -35,7 +35,7 @@ def publish_model(
     *,
     name: str,
     storage: Storage,
-    registry: RegistryClient | RegistryStore,
+    registry: RegistryAPI,
     lineage: Optional[dict[str, Any]] = None,
 ) -> ModelVersion:
     """Package the weights and publish them as the next version of ``name``."""

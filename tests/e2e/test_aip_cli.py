@@ -157,10 +157,10 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             from aip.local import LOCAL_RAY_ENV
             import os; os.environ.update(LOCAL_RAY_ENV)
             from aip.local import connect_driver
-            from aiplatform.alerting.actor import AlertsClient
+            from aiplatform.alerting.actor import AlertClient
             from aiplatform.settings import Settings
             settings = Settings(); connect_driver(settings)
-            alerts = AlertsClient.connect(settings)
+            alerts = AlertClient.connect(settings)
             alerts.record_drift("tiny", {"mean_intensity": 0.9})
             print([a["id"] for a in alerts.evaluate_now()["fired"] if a["rule"] == "drift-significant"][0])
         """)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from aiplatform.alerting.actor import AlertsClient, metrics_targets
+from aiplatform.alerting.actor import AlertClient, metrics_targets
 from aiplatform.alerting.rules import default_rules
 from aiplatform.monitoring.metrics import METRICS
 from aiplatform.monitoring.scrape import scrape
@@ -49,7 +49,7 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
     # The tests drive each evaluation.
     with platform_settings(home, "alert", alert_interval_s=3600, alert_rules_file=rules_file) as settings, \
             served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
-        alerts = AlertsClient.connect(settings)
+        alerts = AlertClient.connect(settings)
         alerts.evaluate_now()  # the first snapshot: intervals start here
         yield {"settings": settings, "api": api, "alerts": alerts, "registry": RegistryClient.connect(settings),
                "rules_file": rules_file, "sent": collections.Counter()}

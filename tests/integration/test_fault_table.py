@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import ray
 
-from aiplatform.alerting.actor import AlertsClient
+from aiplatform.alerting.actor import AlertClient
 from aiplatform.registry import RegistryClient
-from aiplatform.results import ResultsClient
+from aiplatform.results import ResultClient
 from aiplatform.settings import Settings
-from aiplatform.tasks.queue import QueueClient
+from aiplatform.tasks.queue import TaskClient
 from tests.factories import (
     fault_table_figure,
     platform_settings,
@@ -63,8 +63,8 @@ def _with_retries(request: Callable[[], httpx.Response], counters: dict[str, int
 
 def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str, Settings]) -> None:
     url, settings = platform
-    handles = {"task-queue": QueueClient.connect(settings).handle, "registry": RegistryClient.connect(settings).handle,
-               "result-store": ResultsClient.connect(settings).handle, "alert-engine": AlertsClient.connect(settings).handle}
+    handles = {"task-queue": TaskClient.connect(settings).handle, "registry": RegistryClient.connect(settings).handle,
+               "result-store": ResultClient.connect(settings).handle, "alert-engine": AlertClient.connect(settings).handle}
     kills: dict[str, int] = {name: 0 for name in handles}
     stop = threading.Event()
 
@@ -111,13 +111,13 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
     assert sum(kills.values()) >= 4 and all(kills.values()), kills
     # Tasks: each submission acknowledged once, each stored once, none lost.
     assert len(set(task_ids)) == SUBMISSIONS
-    queue = QueueClient.connect(settings)
+    queue = TaskClient.connect(settings)
     everything = queue.list(limit=1000) + queue.list(limit=1000, offset=1000)
     stored = [t for t in everything if (t.idempotency_key or "").startswith(run)]
     assert len(stored) == SUBMISSIONS and {t.id for t in stored} == set(task_ids)
     # Predictions: every answered request is in the result store, once.
     assert len(set(request_ids)) == PREDICTIONS
-    results = ResultsClient.connect(settings)
+    results = ResultClient.connect(settings)
     deadline = time.monotonic() + 60
     while results.count("steady") < PREDICTIONS and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -125,7 +125,7 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
     assert results.count("steady") == PREDICTIONS and set(kept) == set(request_ids)
     # The registry and the alert engine came back with their state.
     assert RegistryClient.connect(settings).resolve("steady", "production").version == 1
-    AlertsClient.connect(settings).status()
+    AlertClient.connect(settings).status()
     fault_table_figure("actors", f"{sum(kills.values())} kills {kills} during {SUBMISSIONS} submissions and "
           f"{PREDICTIONS} predictions in {seconds:.1f} s; retries {counters}; lost 0, duplicated 0")
 

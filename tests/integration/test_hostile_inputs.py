@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from aiplatform.registry import RegistryClient
-from aiplatform.results import ResultsClient
-from aiplatform.tasks.queue import QueueClient
+from aiplatform.results import ResultClient
+from aiplatform.tasks.queue import TaskClient
 from tests.factories import (
     make_text_package,
     platform_settings,
@@ -44,8 +44,8 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         register_bytes(settings, "words", make_text_package("words"), template="text-classification")
         RegistryClient.connect(settings).set_alias("words", "production", 1)
         with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as api:
-            yield {"api": api, "url": url, "settings": settings, "queue": QueueClient.connect(settings),
-                   "results": ResultsClient.connect(settings), "registry": RegistryClient.connect(settings)}
+            yield {"api": api, "url": url, "settings": settings, "queue": TaskClient.connect(settings),
+                   "results": ResultClient.connect(settings), "registry": RegistryClient.connect(settings)}
 
 
 def _stored(platform: dict[str, Any]) -> tuple[int, int, Any]:
@@ -57,7 +57,7 @@ def _stored(platform: dict[str, Any]) -> tuple[int, int, Any]:
     return platform["queue"].counts()["total"], counted, versions
 
 
-def _settled(results: ResultsClient) -> Optional[int]:
+def _settled(results: ResultClient) -> Optional[int]:
     first = results.count() - results.count("probe")
     time.sleep(0.3)
     second = results.count() - results.count("probe")

@@ -20,7 +20,7 @@ from aiplatform.monitoring.prometheus import (
     PrometheusClient,
     prometheus_yaml,
 )
-from aiplatform.tasks.queue import QueueClient
+from aiplatform.tasks.queue import TaskClient
 from tests.factories import (
     free_port,
     make_task,
@@ -97,7 +97,7 @@ def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
             assert api.post(f"/v1/models/{model}/predict", json={"array": [[300, 1], [1, 1]]}).status_code == 400
         assert api.post("/v1/models/no-such-model/predict", json={"array": image}).status_code == 404
 
-        queue = QueueClient.connect(settings)
+        queue = TaskClient.connect(settings)
         template = "cnn-classification"
         task = make_task(queue, start=True)
         queue.claim(task.id, f"aip-task-{task.id}-1")

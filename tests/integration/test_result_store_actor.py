@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 import ray
 
-from aiplatform.results import PredictionRecord, ResultsClient, ResultWriter
+from aiplatform.results import PredictionRecord, ResultClient, ResultWriter
 from aiplatform.settings import Settings
 from tests.factories import platform_settings
 
@@ -21,7 +21,7 @@ def settings(ray_session: None, tmp_path: Path) -> Iterator[Settings]:
 
 
 def test_writer_batches_survive_an_actor_restart_without_loss_or_duplicates(settings: Settings) -> None:
-    client = ResultsClient.connect(settings)
+    client = ResultClient.connect(settings)
     writer = ResultWriter(client.handle, flush_interval_s=0.01)
     for i in range(600):
         writer.record(PredictionRecord(id=f"r{i}", model="m", version=1 + i % 2,
@@ -44,7 +44,7 @@ def test_writer_keeps_raw_inputs_in_storage_when_configured(settings: Settings) 
     from aiplatform.results import input_key
     from aiplatform.storage import storage_from_settings
 
-    client = ResultsClient.connect(settings)
+    client = ResultClient.connect(settings)
     storage = storage_from_settings(settings)
     writer = ResultWriter(client.handle, flush_interval_s=0.01, input_storage=storage)
     payloads = [b"first input", b"second input", b"first input"]

@@ -23,7 +23,7 @@ from aiplatform.tasks.queue import (
     REASON_INTERRUPTED,
     RUNNING,
     SUCCEEDED,
-    QueueClient,
+    TaskClient,
 )
 from aiplatform.tasks.ray_jobs import RayJobs
 from aiplatform.tasks.scheduler import ensure_scheduler
@@ -38,7 +38,7 @@ def settings(ray_session: None, tmp_path: Path) -> Iterator[Settings]:
 
 @pytest.fixture()
 def manager(settings: Settings) -> TaskManager:
-    return TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+    return TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
 
 
 def test_scheduler_runs_a_task_as_a_ray_job_to_success(settings: Settings, manager: TaskManager) -> None:
@@ -102,7 +102,7 @@ def test_bad_input_is_rejected_and_stores_nothing(manager: TaskManager) -> None:
 
 
 def test_queue_actor_killed_during_submissions_loses_and_duplicates_nothing(settings: Settings) -> None:
-    queue = QueueClient.connect(settings)
+    queue = TaskClient.connect(settings)
     keys = [f"key-{i}" for i in range(300)]
     created: dict[str, str] = {}
 
@@ -148,7 +148,7 @@ def test_a_directly_submitted_job_records_itself_as_a_task(settings: Settings, m
 
 def test_a_task_larger_than_the_cluster_never_holds_up_the_tasks_behind_it(ray_session: None, tmp_path: Path) -> None:
     with platform_settings(tmp_path, "fit", autoscaling=True) as settings:
-        manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+        manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
         big = manager.create("cnn-classification", {**TINY_CNN_PARAMS, "workers": 8}, priority=5, start=True)
         small = manager.create("cnn-classification", dict(TINY_CNN_PARAMS), start=True)
         waiting = manager.why_waiting([big, small])
@@ -162,7 +162,7 @@ def test_a_task_larger_than_the_cluster_never_holds_up_the_tasks_behind_it(ray_s
         for task in (small, big, behind):
             manager.cancel(task.id)
     with platform_settings(tmp_path / "fixed", "fit") as settings:  # a cluster that cannot grow refuses it
-        manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+        manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
         with pytest.raises(InvalidArgument, match=r"needs 4 CPU \(8 worker\(s\)\) but the whole cluster has 2 CPU"):
             manager.create("cnn-classification", {**TINY_CNN_PARAMS, "workers": 8}, start=True)
         assert manager.queue.counts()["total"] == 0

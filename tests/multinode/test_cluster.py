@@ -20,12 +20,12 @@ import httpx
 import pytest
 import ray
 
-from aiplatform.alerting.actor import AlertsClient
+from aiplatform.alerting.actor import AlertClient
 from aiplatform.registry import RegistryClient
-from aiplatform.results import ResultsClient
+from aiplatform.results import ResultClient
 from aiplatform.settings import Settings
 from aiplatform.tasks.manager import TaskManager
-from aiplatform.tasks.queue import SUCCEEDED, QueueClient
+from aiplatform.tasks.queue import SUCCEEDED, TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
 from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.factories import (
@@ -118,15 +118,15 @@ def _two_train_worker_nodes() -> Optional[list[str]]:
 
 
 def test_the_platform_actors_live_on_the_head(nodes: ThreeNodes, settings: Settings) -> None:
-    QueueClient.connect(settings).counts()
+    TaskClient.connect(settings).counts()
     RegistryClient.connect(settings).list_models()
-    ResultsClient.connect(settings).query(limit=1)
-    AlertsClient.connect(settings).query(limit=1)
+    ResultClient.connect(settings).query(limit=1)
+    AlertClient.connect(settings).query(limit=1)
     ensure_scheduler(settings)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}  # local-only: loopback
     placed = {name: _alive_actor_nodes(name) for name in
-              ("QueueActor", "RegistryActor", "ResultStoreActor", "AlertActor", "SchedulerActor")}
+              ("TaskActor", "RegistryActor", "ResultActor", "AlertActor", "SchedulerActor")}
     assert all(placed.values()), placed
     assert {node for where in placed.values() for node in where} == {nodes.head_id}, placed
 
@@ -135,7 +135,7 @@ def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: T
     """A platform task (queue -> scheduler -> Ray job on the head) trains with 2 workers placed
     SPREAD; the worker node of one is removed after the first epoch's checkpoint."""
     ensure_scheduler(settings)
-    manager = TaskManager(QueueClient.connect(settings), RayJobs(settings), settings)
+    manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
     task = manager.create("cnn-classification", {"epochs": 4, "workers": 2, "max_rows": 3000, "batch_size": 32,
                                                  "conv_channels": [8, 16]}, model_name="multinode-cnn", start=True)
     worker_nodes = wait_for(_two_train_worker_nodes, 240, "two Ray Train workers")

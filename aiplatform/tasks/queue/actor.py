@@ -8,14 +8,14 @@ from typing import Any, Callable, Iterable, Optional
 import ray
 
 from aiplatform.monitoring.metrics import observe, set_gauge
-from aiplatform.runtime import call, call_async, head_actor
+from aiplatform.runtime import ActorProxy, call, call_async, head_actor
 from aiplatform.settings import Settings
-from aiplatform.tasks.queue.store import RUNNING, STATES, Task, TaskStore
+from aiplatform.tasks.queue.store import RUNNING, STATES, Task, TaskAPI, TaskStore
 
 QUEUE_ACTOR_NAME = "task-queue"
 
 
-class QueueActor(TaskStore):
+class TaskActor(TaskStore):
     """The task store, run as an actor that owns ``tasks.sqlite`` on the head node.
 
     On failure: Ray restarts the actor (``max_restarts=-1``) and retries the calls in flight
@@ -38,19 +38,19 @@ class QueueActor(TaskStore):
         return task
 
     def start(self, task_id: str) -> Task:
-        return self._changing(task_id, lambda: super(QueueActor, self).start(task_id))
+        return self._changing(task_id, lambda: super(TaskActor, self).start(task_id))
 
     def claim(self, task_id: str, ray_job_id: str) -> Task:
-        return self._changing(task_id, lambda: super(QueueActor, self).claim(task_id, ray_job_id))
+        return self._changing(task_id, lambda: super(TaskActor, self).claim(task_id, ray_job_id))
 
     def finish(self, task_id: str, state: str, **fields: Any) -> Task:
-        return self._changing(task_id, lambda: super(QueueActor, self).finish(task_id, state, **fields))
+        return self._changing(task_id, lambda: super(TaskActor, self).finish(task_id, state, **fields))
 
     def cancel(self, task_id: str) -> Task:
-        return self._changing(task_id, lambda: super(QueueActor, self).cancel(task_id))
+        return self._changing(task_id, lambda: super(TaskActor, self).cancel(task_id))
 
     def interrupt(self, task_id: str, error: str) -> Task:
-        return self._changing(task_id, lambda: super(QueueActor, self).interrupt(task_id, error))
+        return self._changing(task_id, lambda: super(TaskActor, self).interrupt(task_id, error))
 
     def report_progress(self, task_id: str, metrics: dict[str, Any]) -> Task:
         task = super().report_progress(task_id, metrics)
@@ -76,16 +76,14 @@ class QueueActor(TaskStore):
                 set_gauge("aip_task_queue_depth", count, state=state)
 
 
-class QueueClient:
-    """Synchronous access to the queue actor; platform errors are raised as themselves."""
-
-    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
-        self.handle = handle
+class TaskClient(ActorProxy, TaskAPI, protocol=TaskAPI):
+    """The queue actor, called like the store (see ``ActorProxy``); creation makes its own
+    idempotency key when the caller gives none, and has an async form for the API's event loop."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "QueueClient":
+    def connect(cls, settings: Settings) -> "TaskClient":
         """Get the platform's queue actor, creating it on the head node if needed."""
-        return cls(head_actor(QueueActor, QUEUE_ACTOR_NAME, settings))
+        return cls(head_actor(TaskActor, QUEUE_ACTOR_NAME, settings))
 
     def create(self, template: str, params: dict[str, Any], *, idempotency_key: Optional[str] = None,
                **options: Any) -> Task:
@@ -100,50 +98,5 @@ class QueueClient:
         key = idempotency_key or f"auto-{uuid.uuid4().hex}"
         return await call_async(self.handle.create, template, params, idempotency_key=key, **options)
 
-    def start(self, task_id: str) -> Task:
-        return call(self.handle.start, task_id)
-
-    def claim(self, task_id: str, ray_job_id: str) -> Task:
-        return call(self.handle.claim, task_id, ray_job_id)
-
-    def mark_submitted(self, task_id: str) -> Task:
-        return call(self.handle.mark_submitted, task_id)
-
-    def finish(self, task_id: str, state: str, **fields: Any) -> Task:
-        return call(self.handle.finish, task_id, state, **fields)
-
-    def cancel(self, task_id: str) -> Task:
-        return call(self.handle.cancel, task_id)
-
-    def interrupt(self, task_id: str, error: str) -> Task:
-        return call(self.handle.interrupt, task_id, error)
-
-    def report_progress(self, task_id: str, metrics: dict[str, Any]) -> Task:
-        return call(self.handle.report_progress, task_id, metrics)
-
-    def heartbeat(self, task_id: str) -> Task:
-        return call(self.handle.heartbeat, task_id)
-
-    def set_log_tail(self, task_id: str, log_tail: str) -> Task:
-        return call(self.handle.set_log_tail, task_id, log_tail)
-
-    def get(self, task_id: str) -> Task:
-        return call(self.handle.get, task_id)
-
-    def log_tail(self, task_id: str) -> Optional[str]:
-        return call(self.handle.log_tail, task_id)
-
     def list(self, *, states: Optional[Iterable[str]] = None, **filters: Any) -> list[Task]:
         return call(self.handle.list, states=list(states or ()), **filters)
-
-    def queued(self, limit: int = 100) -> list[Task]:
-        return call(self.handle.queued, limit)
-
-    def running(self) -> list[Task]:
-        return call(self.handle.running)
-
-    def counts(self) -> dict[str, int]:
-        return call(self.handle.counts)
-
-    def metrics_history(self, task_id: str) -> list[dict[str, Any]]:
-        return call(self.handle.metrics_history, task_id)
