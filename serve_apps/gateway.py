@@ -33,7 +33,6 @@ from aiplatform.serving.requests import off_loop_if_large, read_input, read_json
 from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import infer_response, model_metadata
 from aiplatform.settings import Settings
-from aiplatform.tasks.scheduler import scheduler_handle
 from aiplatform.tokens import with_api_token
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
@@ -77,11 +76,9 @@ class Gateway:
         bind_replica_grpc_to_loopback()
         settings = with_api_token(settings, create=False)  # a token kept in the state folder counts
         self.model_server = model_server
-        scheduler = scheduler_handle(settings)
-        # The REST API's routes (aiplatform.api) share these clients through the process's Platform.
-        platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name),
-                                    wake_scheduler=lambda: scheduler.wake.remote())
-        set_platform(platform)
+        # The REST API's routes (aiplatform.api) share these clients through the app's Platform.
+        platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name))
+        set_platform(app, platform)
         self.registry = platform.registry
         self.router = Router(self.registry)
         self.results = platform.results

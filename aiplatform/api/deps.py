@@ -1,4 +1,5 @@
-"""What the API's routes depend on: one ``Platform`` per process, reached through ``PlatformDep``."""
+"""What the API's routes depend on: the app's ``Platform`` (kept in ``app.state``, installed by
+whoever serves the app), reached through ``PlatformDep``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import functools
 from dataclasses import dataclass
 from typing import Annotated, Callable, Optional
 
-from fastapi import Depends
+from fastapi import Depends, FastAPI, Request
 
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.api.security import AccessPolicy
@@ -19,6 +20,7 @@ from aiplatform.storage import Storage, storage_from_settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
+from aiplatform.tasks.scheduler import scheduler_handle
 
 
 @dataclass
@@ -40,14 +42,16 @@ class Platform:
         return AccessPolicy.from_settings(self.settings)
 
     @classmethod
-    def connect(cls, settings: Settings, *, warm: Callable[[str], None],
-                wake_scheduler: Optional[Callable[[], None]] = None) -> "Platform":
+    def connect(cls, settings: Settings, *, warm: Callable[[str], None]) -> "Platform":
+        """Clients of the platform's actors; a created or started task wakes the scheduler."""
         storage = storage_from_settings(settings)
+        scheduler = scheduler_handle(settings)
         return cls(
             settings=settings,
             registry=RegistryClient.connect(settings),
             results=ResultClient.connect(settings),
-            tasks=TaskManager(TaskClient.connect(settings), RayJobs(settings), settings, wake_scheduler),
+            tasks=TaskManager(TaskClient.connect(settings), RayJobs(settings), settings,
+                              wake_scheduler=lambda: scheduler.wake.remote()),
             storage=storage,
             datasets=DatasetManager.from_settings(storage, settings),
             alerts=AlertClient.connect(settings),
@@ -55,25 +59,28 @@ class Platform:
         )
 
 
-_platform: Optional[Platform] = None
+def set_platform(app: FastAPI, platform: Platform) -> None:
+    """Install ``app``'s platform (the gateway does this in its constructor)."""
+    app.state.platform = platform
 
 
-def set_platform(platform: Platform) -> None:
-    """Install the process's platform (the gateway does this in its constructor)."""
-    global _platform
-    _platform = platform
+def _installed(app: object) -> Optional[Platform]:
+    state = getattr(app, "state", None)
+    return getattr(state, "platform", None)
 
 
-def get_platform() -> Platform:
-    if _platform is None:
+def get_platform(request: Request) -> Platform:
+    platform = _installed(request.app)
+    if platform is None:
         raise Unavailable("The platform API is starting; retry in a moment")
-    return _platform
+    return platform
 
 
-def access_policy() -> Optional[AccessPolicy]:
-    """What the HTTP guard enforces; None until the process's platform is installed (the guard
-    then refuses everything but the health probes)."""
-    return None if _platform is None else _platform.access
+def access_policy(scope: dict[str, object]) -> Optional[AccessPolicy]:
+    """What the HTTP guard enforces for a request to the app in ``scope``; None until the app's
+    platform is installed (the guard then refuses everything but the health probes)."""
+    platform = _installed(scope.get("app"))
+    return None if platform is None else platform.access
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

@@ -78,9 +78,10 @@ def _header(scope: Scope, name: bytes) -> Optional[str]:
 
 
 class AccessGuard:
-    """The middleware; ``policy_of`` is read per request (None: settings not loaded, fail closed)."""
+    """The middleware; ``policy_of(scope)`` is read per request (None: settings not loaded, fail
+    closed)."""
 
-    def __init__(self, app: Any, policy_of: Callable[[], Optional[AccessPolicy]]) -> None:
+    def __init__(self, app: Any, policy_of: Callable[[Scope], Optional[AccessPolicy]]) -> None:
         self.app = app
         self.policy_of = policy_of
 
@@ -98,7 +99,7 @@ class AccessGuard:
 
     def _refusal(self, scope: Scope, path: str) -> Optional[tuple[int, str, str, tuple[tuple[bytes, bytes], ...]]]:
         try:
-            policy = self.policy_of()
+            policy = self.policy_of(scope)
         except Exception:  # noqa: BLE001 - settings that cannot be read mean: refuse
             policy = None
         if policy is None:
