@@ -58,7 +58,7 @@ def test_reads_writes_and_inference_need_the_token(platform: tuple[str, Settings
         authorized = {"Authorization": f"Bearer {TOKEN}"}
         assert client.get("/v1/models", headers=authorized).status_code == 200
         assert client.post("/v1/models/guarded/predict", json={"array": image}, headers=authorized).status_code == 200
-        for open_path in ("/v2/health/live", "/v2/health/ready", "/", "/ui/app.js"):
+        for open_path in ("/v2/health/live", "/v2/health/ready", "/", "/ui/main.js"):
             assert client.get(open_path).status_code == 200, open_path
         assert client.get("/v1/tasks").status_code == 401  # and nothing was created above
         assert client.get("/v1/tasks", headers=authorized).json()["tasks"] == []

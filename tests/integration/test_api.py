@@ -186,6 +186,6 @@ def test_openapi_docs_and_ui_files_are_served(api: httpx.Client) -> None:
     assert "swagger" in api.get("/docs").text.lower()
     index = api.get("/")
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
-    assert api.get("/ui/app.js").status_code == 200
+    assert api.get("/ui/main.js").status_code == 200
     assert error_of(api.get("/ui/..%2Fapp.py"), 404)
     assert error_of(api.get("/ui/.hidden.js"), 404)

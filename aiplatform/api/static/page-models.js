@@ -1,0 +1,85 @@
+// The Models page: versions, aliases, lineage and compression.
+
+import { api, authedDownload } from "./api.js";
+import { act, fmtNum, fmtTime, h, notify, page } from "./dom.js";
+
+export async function modelsPage(selected) {
+  const root = page();
+  const { models } = await api("GET", "/v1/models");
+  const detail = h("div", { id: "model-detail" });
+  root.replaceChildren(h("h2", {}, "Models"),
+    h("section", { class: "card" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Model", "Versions", "Latest", "Aliases"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, models.map((m) => h("tr", {},
+        h("td", {}, h("a", { href: `#models/${m.name}` }, m.name)), h("td", {}, m.versions), h("td", {}, m.latest_version),
+        h("td", {}, Object.entries(m.aliases).map(([a, v]) => `${a} → v${v}`).join(", "))))))),
+    detail);
+  if (!models.length) detail.append(h("p", { class: "muted" }, "No models yet: a training task registers one."));
+  if (selected) await modelDetail(detail, selected);
+}
+
+export async function modelDetail(root, name) {
+  const model = await api("GET", `/v1/models/${encodeURIComponent(name)}`);
+  const reload = () => modelDetail(root, name);
+  const report = h("div", { id: "compression-report" });
+  const rows = model.versions.map((v) => {
+    const lineage = v.lineage || {};
+    return h("tr", { "data-version": v.version },
+      h("td", {}, `v${v.version}`), h("td", {}, fmtNum(v.metrics.test_accuracy)),
+      h("td", {}, v.aliases.join(", ")), h("td", {}, fmtTime(v.created_at)),
+      h("td", {}, [lineage.method, lineage.task_id ? h("a", { href: `#task/${lineage.task_id}` }, `task ${lineage.task_id}`) : null,
+        lineage.dataset, lineage.parent ? `parent v${lineage.parent}` : null].filter(Boolean).flatMap((x) => [x, " "])),
+      h("td", {},
+        h("button", { "data-action": "promote", onclick: (e) => act(e.target, async () => {
+          const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version });
+          notify(r.message); reload(); }) }, "Promote to production"), " ",
+        h("button", { "data-action": "alias", onclick: (e) => act(e.target, async () => {
+          const alias = prompt("Alias to point at this version (e.g. staging)");
+          if (!alias) return;
+          const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version, alias });
+          notify(r.message); reload(); }) }, "Set alias…"), " ",
+        authedDownload(`/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, `${name}-v${v.version}.zip`, "Download"), " ",
+        compressControl(name, v.version, report, reload)));
+  });
+  root.replaceChildren(h("section", { class: "card" },
+    h("div", { class: "row" }, h("h3", {}, name),
+      h("button", { id: "rollback", onclick: (e) => act(e.target, async () => {
+        const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); notify(r.message); reload(); }) }, "Roll back production")),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows))), report);
+}
+
+// Compress one version: the method, a button, and the report (also when the gate refuses).
+export function compressControl(name, version, reportBox, reload) {
+  const method = h("select", { "data-compress-method": version },
+    ["int8", "fp16", "prune:0.3", "prune:0.5"].map((m) => h("option", { value: m }, m)));
+  const button = h("button", { "data-action": "compress", onclick: (e) => act(e.target, async () => {
+    reportBox.replaceChildren(h("p", { class: "muted", id: "compressing" }, `Compressing v${version} (${method.value})…`));
+    try {
+      const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/compress`, { version, method: method.value });
+      notify(r.message);
+      await reload();  // the new version's row; the page's report box is a new one after it
+      document.getElementById("compression-report").replaceChildren(compressionReport(r.report));
+    } catch (err) {
+      reportBox.replaceChildren(err.body && err.body.report ? compressionReport(err.body.report) : "");
+      throw err;
+    }
+  }) }, "Compress");
+  return h("span", { class: "compress" }, method, " ", button);
+}
+
+export function compressionReport(r) {
+  const row = (what, before, after, change) => h("tr", {}, h("td", {}, what), h("td", {}, before), h("td", {}, after), h("td", {}, change));
+  const m = r.metrics;
+  return h("section", { class: "card", "data-report": r.method },
+    h("h3", {}, `Compression of v${r.parent_version} with ${r.method}: `,
+      r.registered ? h("span", { id: "compressed-version" }, `registered as v${r.version}`) : h("span", { class: "refused" }, `refused — ${r.refused}`)),
+    h("table", {}, h("thead", {}, h("tr", {}, ["", "Before", "After", "Change"].map((t) => h("th", {}, t)))),
+      h("tbody", {},
+        row("Package size", `${(r.size_bytes.before / 1024).toFixed(0)} KiB`, `${(r.size_bytes.after / 1024).toFixed(0)} KiB`, `${(r.derived.size_ratio * 100).toFixed(1)}%`),
+        row("Latency, batch 1", `${fmtNum(r.latency_ms.batch_1.before, 3)} ms`, `${fmtNum(r.latency_ms.batch_1.after, 3)} ms`, `${r.derived.speedup_batch_1.toFixed(2)}x faster`),
+        row("Latency, batch 32", `${fmtNum(r.latency_ms.batch_32.before, 3)} ms`, `${fmtNum(r.latency_ms.batch_32.after, 3)} ms`, `${r.derived.speedup_batch_32.toFixed(2)}x faster`),
+        row("Test accuracy", fmtNum(m.before.test_accuracy), fmtNum(m.after.test_accuracy), `${(-r.accuracy_drop * 100).toFixed(2)} points`),
+        row("Test macro-F1", fmtNum(m.before.test_macro_f1), fmtNum(m.after.test_macro_f1), ""))),
+    h("p", { class: "muted" }, `${m.after.test_samples} test samples of ${r.dataset}; gate: at most ${(r.max_accuracy_drop * 100).toFixed(2)} points lost`));
+}
