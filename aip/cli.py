@@ -19,8 +19,9 @@ from aiplatform.settings import Settings
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
 COMPRESS_TIMEOUT_S = 1800.0
-WARM_TIMEOUT_S = 300.0
-"""Promote, rollback and canary wait while the servers load the version."""
+WARM_TIMEOUT_S = 150.0
+"""Promote, rollback and canary wait while the servers load the version (a little longer than
+Serve's own limit on a request, AIP_SERVE_REQUEST_TIMEOUT_S, which answers first)."""
 
 
 def _model_path(name: str, *rest: str) -> str:

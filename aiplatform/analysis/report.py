@@ -69,7 +69,7 @@ def analyze_drift(
         raise InvalidArgument(f"Dataset {reference_version.ref} holds {reference_version.kind} rows; model {model} "
                               f"takes {kind.name} inputs")
     table = datasets.read_split_table(reference_version, split)
-    reference = kind.reference_features(table)
+    reference = kind.reference_features(table, reference_version.manifest)
     features = {name: numeric_psi(reference[name], np.array([r.features.get(name, np.nan) for r in live]))
                 for name in kind.feature_names if all(name in r.features for r in live)}
     labels = reference_version.labels

@@ -75,8 +75,9 @@ class ModelKind(ABC):
 
     # -- drift ------------------------------------------------------------------------------------
     @abstractmethod
-    def reference_features(self, table: pa.Table) -> dict[str, np.ndarray]:
-        """The drift features of every row of a dataset split, one array per feature."""
+    def reference_features(self, table: pa.Table, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The drift features of every row of a dataset split (its version's ``manifest`` says how
+        rows are stored), one array per feature."""
 
     # -- datasets of this kind (no model needed) -------------------------------------------------
     @staticmethod

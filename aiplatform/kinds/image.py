@@ -55,9 +55,11 @@ class ImageKind(ModelKind):
         shape, preprocessing = self.shape, self.preprocessing
         return lambda batch: batch_to_tensors(batch, shape, preprocessing)
 
-    def reference_features(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def reference_features(self, table: pa.Table, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Rows decoded with the dataset's own image shape (a dataset of another size than the
+        model's input can still be compared: the features are scale-free)."""
         columns: dict[str, list[np.ndarray]] = {name: [] for name in IMAGE_FEATURES}
-        for images in _image_batches(table, self.shape):
+        for images in _image_batches(table, _dataset_shape(manifest)):
             for name, values in image_feature_columns(images).items():
                 columns[name].append(values)
         return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in columns.items()}
@@ -67,8 +69,7 @@ class ImageKind(ModelKind):
     def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         """A split's summary (mean image, intensity histograms) and one key per row for finding
         duplicates and leakage (the image bytes)."""
-        image = manifest["image"]
-        shape = (int(image["height"]), int(image["width"]), int(image["channels"]))
+        shape = _dataset_shape(manifest)
         total = np.zeros(shape, dtype=np.float64)
         histogram = np.zeros(INTENSITY_BINS, dtype=np.int64)
         means: list[np.ndarray] = []
@@ -90,6 +91,11 @@ class ImageKind(ModelKind):
     @staticmethod
     def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
         return {}
+
+
+def _dataset_shape(manifest: dict[str, Any]) -> tuple[int, int, int]:
+    image = manifest["image"]
+    return int(image["height"]), int(image["width"]), int(image["channels"])
 
 
 def _image_batches(table: pa.Table, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:

@@ -80,7 +80,7 @@ class TextKind(ModelKind):
 
         return text_batch
 
-    def reference_features(self, table: pa.Table) -> dict[str, np.ndarray]:
+    def reference_features(self, table: pa.Table, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
         return text_feature_columns((str(t) for t in table.column("text").to_pylist()), self.tokenizer)
 
     # -- datasets of this kind (no model needed) -------------------------------------------------

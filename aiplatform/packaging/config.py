@@ -60,7 +60,7 @@ class ModelConfig(BaseModel):
             raise error(f"model.json is not valid: {problems}") from None
 
     def to_json_dict(self) -> dict[str, Any]:
-        """What ``model.json`` holds (``format`` included; unset optional blocks left out)."""
-        data = self.model_dump(by_alias=True, exclude_none=True)
+        """What ``model.json`` holds: what was read or given, nothing added (``format`` always)."""
+        data = self.model_dump(by_alias=True, exclude_unset=True)
         data["format"] = self.format_version
         return data

@@ -43,7 +43,7 @@ def split_tokens(text: str, limit: Optional[int] = None) -> list[str]:
 
 class TextTokenizer(ABC):
     """What training, the gateway's document chunking and the drift features need of a
-    tokenizer: :class:`Tokenizer` (words) or ``aiplatform.wordpiece.WordPieceTokenizer``."""
+    tokenizer: :class:`Tokenizer` (words) or ``aiplatform.text.wordpiece.WordPieceTokenizer``."""
 
     max_tokens: int
 

@@ -1,5 +1,5 @@
 """The WordPiece tokenizer of a pretrained encoder, with the same interface as the word tokenizer
-(:class:`aiplatform.tokenizer.Tokenizer`): training, the gateway's document chunking and the
+(:class:`aiplatform.text.tokenizer.Tokenizer`): training, the gateway's document chunking and the
 drift features use either through ``text_tokenizer(config)``.
 
 The whole ``tokenizers`` JSON travels in ``model.json``, so serving reproduces training without

@@ -29,9 +29,13 @@ def register_template(template: TrainingTemplate) -> TrainingTemplate:
 
 
 def get_template(name: str) -> TrainingTemplate:
-    """The template called ``name``; :class:`NotFound` lists the installed ones."""
+    """The template called ``name``; :class:`NotFound` lists the installed ones. A template once
+    loaded is answered from memory (the task API asks on every creation); others are looked up
+    among the installed packages each time, so one installed meanwhile is found."""
     if name in _extra:
         return _extra[name]
+    if name in _loaded:
+        return _loaded[name]
     found = _entry_points()
     if name not in found:
         raise NotFound(f"Training template {name!r} not found; available: {sorted({*found, *_extra})}")
@@ -63,10 +67,16 @@ def _load(entry: EntryPoint) -> TrainingTemplate:
         target = entry.load()
     except Exception as exc:  # a plugin's own import error, whatever it is
         raise InvalidArgument(f"The {where} failed to import: {type(exc).__name__}: {exc}") from exc
-    template = target() if isinstance(target, type) else target
+    if isinstance(target, type) and not issubclass(target, TrainingTemplate):
+        raise InvalidArgument(f"The {where} is not a TrainingTemplate subclass")
+    try:
+        template = target() if isinstance(target, type) else target
+        own_name = template.name
+    except Exception as exc:  # an abstract or otherwise unusable plugin class
+        raise InvalidArgument(f"The {where} cannot be made: {type(exc).__name__}: {exc}") from exc
     if not isinstance(template, TrainingTemplate):
         raise InvalidArgument(f"The {where} is not a TrainingTemplate subclass")
-    if template.name != entry.name:
-        raise InvalidArgument(f"The {where} names itself {template.name!r}; the two must match")
+    if own_name != entry.name:
+        raise InvalidArgument(f"The {where} names itself {own_name!r}; the two must match")
     _loaded[entry.name] = template
     return template

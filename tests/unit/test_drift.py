@@ -66,3 +66,17 @@ def test_charts_are_valid_svg_and_png() -> None:
     image = Image.open(io.BytesIO(grayscale_png(np.linspace(0, 1, 28 * 28).reshape(28, 28, 1), scale=2)))
     assert image.size == (56, 56) and image.mode == "L"
     assert image.getpixel((0, 0)) == 0 and image.getpixel((55, 55)) == 255
+
+
+def test_drift_reference_rows_are_read_with_the_datasets_own_image_shape() -> None:
+    """A model taking 8x8 images compared against a dataset of 4x4 ones: the rows decode with the
+    dataset's shape (the features are scale-free), not the model's."""
+    import pyarrow as pa
+
+    from aiplatform.kinds import kind_for
+
+    kind = kind_for({"input": {"type": "image", "height": 8, "width": 8, "channels": 1}, "preprocessing": {}})
+    rows = [np.full((4, 4, 1), value, dtype=np.uint8).tobytes() for value in (0, 255)]
+    table = pa.table({"image": pa.array(rows, pa.binary()), "label": [0, 1]})
+    features = kind.reference_features(table, {"image": {"height": 4, "width": 4, "channels": 1}})
+    assert features["mean_intensity"].tolist() == [0.0, 1.0]

@@ -46,6 +46,9 @@ def test_a_broken_plugin_is_named_and_the_others_still_load(plugins_on_path: Pat
                    "from aiplatform.training.cnn import CnnClassificationTemplate\n"
                    "class Misnamed(CnnClassificationTemplate):\n    name = 'something-else'\n")
     install_plugin(plugins_on_path, "notatemplate", "not-a-template", "plugin_other:Other", "class Other:\n    pass\n")
+    install_plugin(plugins_on_path, "unfinished", "unfinished", "plugin_unfinished:Unfinished",
+                   "from aiplatform.training.template import TrainingTemplate\n"
+                   "class Unfinished(TrainingTemplate):\n    name = 'unfinished'\n")
     with pytest.raises(InvalidArgument, match=r"template plugin 'broken-template' \(plugin_missing:Template\) failed "
                                               r"to import: ModuleNotFoundError"):
         get_template("broken-template")
@@ -53,8 +56,11 @@ def test_a_broken_plugin_is_named_and_the_others_still_load(plugins_on_path: Pat
         get_template("misnamed")
     with pytest.raises(InvalidArgument, match="is not a TrainingTemplate subclass"):
         get_template("not-a-template")
+    with pytest.raises(InvalidArgument, match="cannot be made: TypeError: Can't instantiate abstract class"):
+        get_template("unfinished")
     names = [t.name for t in list_templates()]
-    assert "cnn-classification" in names and not {"broken-template", "misnamed", "not-a-template"} & set(names)
+    assert "cnn-classification" in names
+    assert not {"broken-template", "misnamed", "not-a-template", "unfinished"} & set(names)
 
 
 def test_unknown_template_lists_the_known_ones() -> None:
