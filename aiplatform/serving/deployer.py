@@ -8,7 +8,9 @@ under load fails no request. The previous version stays registered for ``rollbac
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -50,21 +52,30 @@ def check_gate(candidate: ModelVersion, current: Optional[ModelVersion], toleran
     return f"{GATE_METRIC} {new:.4f} >= {old:.4f} - {tolerance}"
 
 
+@functools.lru_cache(maxsize=1)
+def _warm_loop() -> asyncio.AbstractEventLoop:
+    """One event loop, running for the life of the process, that warm-ups are awaited on. With
+    Serve's throughput-optimized mode, a handle routes on the loop of its first call: a loop per
+    call (``asyncio.run``) leaves the next call's handle on a closed loop."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="aip-warm-loop", daemon=True).start()
+    return loop
+
+
 def warm_on_serve(app_name: str) -> Callable[[str], None]:
-    """A ``warm`` callable that loads a model id on the running Serve app's model servers."""
+    """A ``warm`` callable that loads a model id on the running Serve app's model servers (from a
+    thread that is not running an event loop: a CLI, or a sync API route)."""
 
     def warm(model_id: str) -> None:
         from ray import serve
         from ray.serve.exceptions import RayServeException
 
         async def load() -> None:
-            # Awaited on a loop of our own: with Serve's throughput-optimized mode in the
-            # environment, handles route on the caller's loop and a sync `.result()` has none.
             handle = serve.get_deployment_handle("ModelServer", app_name=app_name)
             await handle.options(multiplexed_model_id=model_id).model_config.remote(model_id)
 
         try:
-            asyncio.run(load())
+            asyncio.run_coroutine_threadsafe(load(), _warm_loop()).result()
         except RayServeException as exc:
             raise Unavailable(
                 f"Serve app {app_name!r} is not running ({exc}); start it with "

@@ -65,7 +65,7 @@ def test_the_registry_contract(how: str, settings: Any, tmp_path: Path) -> None:
     assert again.version == first.version
     second = registry.register_version(name, package_key=keys[1], sha256=sha256_bytes(storage.get_bytes(keys[1])),
                                        template="t")
-    assert [v.version for v in registry.list_versions(name)] == [first.version, second.version]
+    assert [v.version for v in registry.list_versions(name)] == [second.version, first.version]  # newest first
     assert registry.get_version(name, first.version).metrics["test_accuracy"] == 0.9
     registry.set_alias(name, "production", first.version)
     assert registry.resolve(name, "production").version == first.version
