@@ -7,7 +7,7 @@ export async function inferencePage() {
   const root = page();
   const modelSelect = h("select", { id: "model-select" });
   const targetSelect = h("select", { id: "target-select" });
-  const fileInput = h("input", { type: "file", id: "file-input", accept: ".png,.jpg,.jpeg,.bmp,.gif,.txt,.md" });
+  const fileInput = h("input", { type: "file", id: "file-input", accept: ".png,.jpg,.jpeg,.txt,.md" });
   const text = h("textarea", { id: "text-input", placeholder: "…or paste text here" });
   const output = h("div", { id: "prediction" });
   const history = h("tbody", { id: "result-rows" });
