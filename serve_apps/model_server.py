@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from typing import Any, Optional
 
 import numpy as np
 import ray
+import ray.exceptions
 import torch
 from ray import serve
 
@@ -18,9 +21,14 @@ from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from serve_apps.loopback import bind_replica_grpc_to_loopback
 
+logger = logging.getLogger(__name__)
 MAX_MODELS_PER_REPLICA = 4
 MAX_CALLS_PER_BATCH = 8
 HEALTH_TIMEOUT_S = 5
+REGISTRY_OUTAGE_S = 120.0
+"""How long the registry may stay unreachable before a replica reports itself unhealthy. A replica
+serves the models it holds without the registry, so a registry restart (seconds) must not take
+serving down; a replica cut off for minutes is replaced."""
 # Replicas follow the calls in flight; bounds come from Settings (serve_min/max_replicas).
 AUTOSCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4}
 
@@ -43,6 +51,7 @@ class ModelServer:
         self.settings = settings
         self.storage = storage_from_settings(settings)
         self.registry = RegistryClient.connect(settings)
+        self._registry_unreachable_since: Optional[float] = None
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.loaded: set[str] = set()
         self.loads = 0
@@ -105,5 +114,17 @@ class ModelServer:
                 "device": self.device}
 
     def check_health(self) -> None:
-        """Unhealthy when the registry cannot be reached: no new model could be loaded."""
-        ray.get(self.registry.handle.ping.remote(), timeout=HEALTH_TIMEOUT_S)
+        """Unhealthy when the registry has been unreachable for ``REGISTRY_OUTAGE_S`` (no new model
+        could be loaded); shorter outages, an actor restart among them, are only logged."""
+        try:
+            ray.get(self.registry.handle.ping.remote(), timeout=HEALTH_TIMEOUT_S)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError,
+                ray.exceptions.ActorUnavailableError) as exc:
+            now = time.monotonic()
+            since = self._registry_unreachable_since = self._registry_unreachable_since or now
+            if now - since > REGISTRY_OUTAGE_S:
+                raise RuntimeError(f"The model registry has been unreachable for {now - since:.0f} s") from exc
+            logger.warning("model registry unreachable for %.0f s (%s); still serving loaded models",
+                           now - since, type(exc).__name__)
+            return
+        self._registry_unreachable_since = None
