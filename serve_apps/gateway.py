@@ -21,7 +21,7 @@ from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.errors import Unavailable
 from aiplatform.kinds import ModelKind, kind_for
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion
@@ -29,7 +29,7 @@ from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.limits import check_request_id
-from aiplatform.serving.requests import off_loop_if_large, read_input, read_json
+from aiplatform.serving.requests import read_input, read_json
 from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import infer_response, model_metadata
 from aiplatform.settings import Settings

@@ -7,13 +7,18 @@ capped here, each with a message that names the limit (413 for size).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 from aiplatform.errors import TooLarge
 from aiplatform.settings import Settings
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """One uploaded file, base64 image or text document."""
+OFFLOAD_BYTES = 64 * 1024
+"""Inputs larger than this are parsed, decoded or tokenized in a worker thread, off the event loop."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,12 @@ class RequestLimits:
     def check_text_chars(self, text: str, what: str) -> None:
         if len(text) > self.max_text_chars:
             raise TooLarge(f"{what} has {len(text):,} characters; the limit is {self.max_text_chars:,}")
+
+
+async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args)`` in a worker thread when its input is large (parsing or decoding it
+    would hold the event loop, and with it every other request, health checks included);
+    small inputs are cheaper done in place."""
+    if size > OFFLOAD_BYTES:
+        return await asyncio.to_thread(work, *args)
+    return work(*args)

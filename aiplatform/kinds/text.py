@@ -22,12 +22,9 @@ from aiplatform.kinds.documents import (
     text_from_bytes,
 )
 from aiplatform.kinds.features import TEXT_FEATURES, text_feature_columns, text_features
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
 from aiplatform.kinds.tensors import texts_from_infer_request
 from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
-
-OFFLOAD_CHARS = 64 * 1024
-"""Texts longer than this are tokenized in a worker thread, off the event loop."""
 
 
 class TextKind(ModelKind):
@@ -63,7 +60,7 @@ class TextKind(ModelKind):
             tokens = document_tokens(self.tokenizer, item, max_chunks)
             return document_chunks(self.tokenizer, tokens), text_features(item, self.tokenizer, tokens)
 
-        chunks, features = await asyncio.to_thread(prepare) if len(item) > OFFLOAD_CHARS else prepare()
+        chunks, features = await off_loop_if_large(len(item), prepare)
         answers = await asyncio.gather(*(submit(ids) for _, ids in chunks))
         return combine_chunks(chunks, list(answers), labels), features
 

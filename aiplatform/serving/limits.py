@@ -1,6 +1,6 @@
-"""What a prediction request's body may be: JSON that parses within its nesting, a client's id
-of safe characters, and the size past which parsing leaves the event loop. What its inputs may
-ask for (rows, characters, chunks, pixels) is each kind's business: ``aiplatform.kinds.limits``.
+"""What a prediction request's body may be: JSON that parses within its nesting, and a client's id
+of safe characters. What its inputs may ask for (rows, characters, chunks, pixels) and the size
+past which handling them leaves the event loop are in ``aiplatform.kinds.limits``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from aiplatform.errors import InvalidArgument
 
 MAX_REQUEST_ID_CHARS = 128
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]+")
-OFFLOAD_BYTES = 64 * 1024
-"""Bodies larger than this are parsed and decoded in a worker thread, off the event loop."""
 
 
 def parse_json(raw: bytes) -> Any:

@@ -7,17 +7,14 @@ taken from the ``file`` field, sized, and handed to the model's kind to decode.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 from starlette.requests import Request
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds import ModelKind
-from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits
-from aiplatform.serving.limits import OFFLOAD_BYTES, parse_json
-
-T = TypeVar("T")
+from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits, off_loop_if_large
+from aiplatform.serving.limits import parse_json
 
 
 async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes]]:
@@ -29,15 +26,6 @@ async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes
     if upload is None or isinstance(upload, str):
         raise InvalidArgument("multipart upload needs a 'file' field")
     return upload.filename, await upload.read()
-
-
-async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(*args)`` in a worker thread when its input is large (parsing or decoding it
-    would hold the event loop, and with it every other request, health checks included);
-    small inputs are cheaper done in place."""
-    if size > OFFLOAD_BYTES:
-        return await asyncio.to_thread(work, *args)
-    return work(*args)
 
 
 async def read_input(request: Request, kind: ModelKind, limits: RequestLimits) -> tuple[bytes, Any]:
