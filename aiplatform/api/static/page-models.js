@@ -20,6 +20,9 @@ export async function modelsPage(selected) {
 
 export async function modelDetail(root, name) {
   const model = await api("GET", `/v1/models/${encodeURIComponent(name)}`);
+  // a reload keeps what the person already chose in each version's compression menu
+  const chosen = Object.fromEntries([...root.querySelectorAll("select[data-compress-method]")]
+    .map((s) => [s.dataset.compressMethod, s.value]));
   const reload = () => modelDetail(root, name);
   const report = h("div", { id: "compression-report" });
   const rows = model.versions.map((v) => {
@@ -32,27 +35,28 @@ export async function modelDetail(root, name) {
       h("td", {},
         h("button", { "data-action": "promote", onclick: (e) => act(e.target, async () => {
           const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version });
-          notify(r.message); reload(); }) }, "Promote to production"), " ",
+          await reload(); notify(r.message); }) }, "Promote to production"), " ",
         h("button", { "data-action": "alias", onclick: (e) => act(e.target, async () => {
           const alias = prompt("Alias to point at this version (e.g. staging)");
           if (!alias) return;
           const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version, alias });
-          notify(r.message); reload(); }) }, "Set alias…"), " ",
+          await reload(); notify(r.message); }) }, "Set alias…"), " ",
         authedDownload(`/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, `${name}-v${v.version}.zip`, "Download"), " ",
-        compressControl(name, v.version, report, reload)));
+        compressControl(name, v.version, report, reload, chosen[v.version])));
   });
   root.replaceChildren(h("section", { class: "card" },
     h("div", { class: "row" }, h("h3", {}, name),
       h("button", { id: "rollback", onclick: (e) => act(e.target, async () => {
-        const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); notify(r.message); reload(); }) }, "Roll back production")),
+        const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); await reload(); notify(r.message); }) }, "Roll back production")),
     h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows))), report);
 }
 
 // Compress one version: the method, a button, and the report (also when the gate refuses).
-export function compressControl(name, version, reportBox, reload) {
+export function compressControl(name, version, reportBox, reload, initial = "int8") {
   const method = h("select", { "data-compress-method": version },
     ["int8", "fp16", "prune:0.3", "prune:0.5"].map((m) => h("option", { value: m }, m)));
+  method.value = initial;
   const button = h("button", { "data-action": "compress", onclick: (e) => act(e.target, async () => {
     reportBox.replaceChildren(h("p", { class: "muted", id: "compressing" }, `Compressing v${version} (${method.value})…`));
     try {
