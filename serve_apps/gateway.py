@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -29,9 +29,10 @@ from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.limits import check_request_id
-from aiplatform.serving.requests import read_input, read_json
+from aiplatform.serving.oip_binary import requested_outputs, shape_response
+from aiplatform.serving.requests import read_infer_request, read_input
 from aiplatform.serving.router import Router
-from aiplatform.serving.v2 import infer_response, model_metadata
+from aiplatform.serving.v2 import OUTPUT_NAMES, infer_response, model_metadata, server_metadata
 from aiplatform.settings import Settings
 from aiplatform.tokens import with_api_token
 from serve_apps.loopback import bind_replica_grpc_to_loopback
@@ -183,6 +184,10 @@ class Gateway:
             return JSONResponse(status_code=503, content={"ready": False})
         return JSONResponse(content={"ready": True})
 
+    @app.get("/v2")
+    async def v2_server(self) -> dict[str, Any]:
+        return server_metadata()
+
     @app.get("/v2/models/{name}")
     async def v2_model(self, name: str) -> dict[str, Any]:
         return await self._v2_metadata(name, None)
@@ -209,20 +214,22 @@ class Gateway:
         return {"name": name, "version": str(target.version), "ready": True}
 
     @app.post("/v2/models/{name}/infer")
-    async def v2_infer(self, name: str, request: Request) -> dict[str, Any]:
+    async def v2_infer(self, name: str, request: Request) -> Response:
         return await self._v2_infer(name, None, request)
 
     @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def v2_version_infer(self, name: str, version: int, request: Request) -> dict[str, Any]:
+    async def v2_version_infer(self, name: str, version: int, request: Request) -> Response:
         return await self._v2_infer(name, version, request)
 
-    async def _v2_infer(self, name: str, version: Optional[int], request: Request) -> dict[str, Any]:
+    async def _v2_infer(self, name: str, version: Optional[int], request: Request) -> Response:
+        """JSON or binary tensors in (the binary tensor data extension), outputs as requested."""
         started = time.perf_counter()
         target: Optional[ModelVersion] = None
         try:
             target, model_id, model = await self._route(name, version)
-            raw, body = await read_json(request)
+            raw, body = await read_infer_request(request)
             client_id = check_request_id(body.get("id") if isinstance(body, dict) else None)
+            wanted = requested_outputs(body, OUTPUT_NAMES)
             items = await off_loop_if_large(len(raw), model.kind.from_v2, body, self.limits)
             # One request's inputs share the chunk limit: 256 documents x 256 chunks would not.
             share = max(1, self.limits.max_chunks // len(items))
@@ -243,4 +250,5 @@ class Gateway:
                          client_id)
         response = infer_response(target.name, target.version, client_id or request_id, model.labels,
                                   list(answers))
-        return {**response, "parameters": {"request_id": request_id}}
+        content, headers = shape_response({**response, "parameters": {"request_id": request_id}}, wanted)
+        return Response(content, headers=headers)

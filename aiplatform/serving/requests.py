@@ -15,6 +15,7 @@ from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds import ModelKind
 from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits, off_loop_if_large
 from aiplatform.serving.limits import parse_json
+from aiplatform.serving.oip_binary import HEADER_LENGTH, attach_binary_inputs, split_body
 
 
 async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes]]:
@@ -42,7 +43,14 @@ async def read_input(request: Request, kind: ModelKind, limits: RequestLimits) -
     return body, await off_loop_if_large(len(body), lambda: kind.from_json(parse_json(body), limits))
 
 
-async def read_json(request: Request) -> tuple[bytes, Any]:
-    """A JSON request's raw bytes and parsed body (parsed in a worker thread when large)."""
+async def read_infer_request(request: Request) -> tuple[bytes, Any]:
+    """An Open Inference Protocol infer request's raw bytes and body, JSON or with the binary tensor
+    data extension (its tensors decoded into each input's ``data``)."""
     raw = await request.body()
-    return raw, await off_loop_if_large(len(raw), parse_json, raw)
+    header_length = request.headers.get(HEADER_LENGTH)
+
+    def parse() -> Any:
+        body, binary = split_body(raw, header_length)
+        return attach_binary_inputs(body, binary)
+
+    return raw, await off_loop_if_large(len(raw), parse)

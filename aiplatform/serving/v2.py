@@ -1,11 +1,25 @@
-"""The Open Inference Protocol (KServe v2) REST shapes: model metadata and the infer response.
+"""The Open Inference Protocol (KServe v2) REST shapes: server and model metadata, the infer response.
 Input tensors are decoded by each model kind (``aiplatform.kinds``)."""
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Optional
 
 from aiplatform.kinds import ModelKind
+
+OUTPUT_NAMES = ["probabilities", "label"]
+EXTENSIONS = ["binary_tensor_data"]
+"""The protocol extensions the server speaks (``GET /v2``): standard clients check for these."""
+
+
+def server_metadata() -> dict[str, Any]:
+    """``GET /v2``: the server's name, version and extensions."""
+    try:
+        release = version("aiplatform")
+    except PackageNotFoundError:
+        release = "dev"
+    return {"name": "aiplatform", "version": release, "extensions": EXTENSIONS}
 
 
 def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list[str]) -> dict[str, Any]:
