@@ -9,10 +9,14 @@ costs nothing but the refusal.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -30,24 +34,23 @@ def sniffed_format(data: bytes) -> str:
     return "an unknown format"
 
 
-def decode_image(data: bytes, size: int, channels: int, what: str,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """PNG/JPEG bytes -> a ``size x size x channels`` uint8 array.
+def read_image(data: bytes, mode: str, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """PNG/JPEG bytes -> a uint8 array at the image's own size, in Pillow ``mode`` (``L`` or
+    ``RGB``), turned upright as its EXIF says (phone photos) and with any transparency laid on a
+    background that contrasts with what is drawn.
 
     Raises:
         InvalidArgument: not a readable PNG or JPEG (another format is named).
         TooLarge: more than ``max_pixels`` pixels.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             if image.width * image.height > max_pixels:
                 raise TooLarge(f"{what} is {image.width}x{image.height} pixels; the limit is {max_pixels:,}")
-            converted = image.convert("L" if channels == 1 else "RGB")
-            if converted.size != (size, size):
-                converted = converted.resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(converted, dtype=np.uint8)
+            upright = ImageOps.exif_transpose(image)
+            return np.asarray(_without_alpha(upright).convert(mode), dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # Pillow's own guard, for sizes far past ours
         raise TooLarge(f"{what} claims far more pixels than it could hold (a decompression bomb?); "
                        f"the limit is {max_pixels:,}") from exc
@@ -57,7 +60,33 @@ def decode_image(data: bytes, size: int, channels: int, what: str,
         raise InvalidArgument(f"{what} is {sniffed_format(data)}, not a PNG or JPEG image; send PNG or JPEG") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise InvalidArgument(f"{what} is not a readable PNG/JPEG image: {exc}") from exc
-    return array.reshape(size, size, channels)
+
+
+def _without_alpha(image: "PILImage") -> "PILImage":
+    """Transparent pixels become a background that contrasts with the opaque ones: a dark digit
+    drawn on a transparent canvas lands on white, a light one on black."""
+    from PIL import Image
+
+    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+        return image
+    rgba = image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"))
+    if alpha.min() == 255:
+        return rgba.convert("RGB")
+    opaque = np.asarray(rgba.convert("L"))[alpha > 127]
+    background = (0, 0, 0, 255) if opaque.size and opaque.mean() > 127 else (255, 255, 255, 255)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba).convert("RGB")
+
+
+def decode_image(data: bytes, size: int, channels: int, what: str,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """PNG/JPEG bytes -> a ``size x size x channels`` uint8 array (see ``read_image``)."""
+    pixels = read_image(data, "L" if channels == 1 else "RGB", what, max_pixels)
+    if pixels.shape[:2] != (size, size):
+        from PIL import Image
+
+        pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return pixels.reshape(size, size, channels)
 
 
 def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:

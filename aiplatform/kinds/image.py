@@ -29,11 +29,17 @@ class ImageKind(ModelKind):
     def shape(self) -> tuple[int, int, int]:
         return image_shape(self.input_spec)
 
+    @property
+    def framing(self) -> Optional[dict[str, Any]]:
+        """How uploads are brought into the training data's framing (``model.json``), if recorded."""
+        return self.preprocessing.get("framing")
+
     def from_json(self, payload: Any, limits: RequestLimits) -> np.ndarray:
-        return image_from_json(payload, self.input_spec, limits.max_image_pixels)
+        return image_from_json(payload, self.input_spec, limits.max_image_pixels, self.framing)
 
     def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> np.ndarray:
-        return image_from_bytes(data, self.input_spec, f"Uploaded file {filename!r}", limits.max_image_pixels)
+        return image_from_bytes(data, self.input_spec, f"Uploaded file {filename!r}", limits.max_image_pixels,
+                                self.framing)
 
     def from_v2(self, body: Any, limits: RequestLimits) -> list[np.ndarray]:
         images, _ = images_from_infer_request(body, self.input_spec, limits)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.imaging import DEFAULT_MAX_PIXELS, decode_image, resize_array
+from aiplatform.imaging import DEFAULT_MAX_PIXELS, decode_image, read_image, resize_array
+from aiplatform.kinds.framing import frame_image
 from aiplatform.kinds.limits import MAX_UPLOAD_BYTES
 
 MAX_ARRAY_VALUES = 4096 * 4096 * 3
@@ -25,8 +26,9 @@ def image_shape(input_spec: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def image_from_bytes(data: bytes, input_spec: Mapping[str, Any], what: str = "Uploaded file",
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 (H, W, C) as the model expects."""
+                     max_pixels: int = DEFAULT_MAX_PIXELS, framing: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 (H, W, C) as the model expects: framed as its training data was
+    when the model records a ``framing`` (``aiplatform.kinds.framing``), else resized."""
     if not data:
         raise InvalidArgument(f"{what} is empty")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -34,10 +36,13 @@ def image_from_bytes(data: bytes, input_spec: Mapping[str, Any], what: str = "Up
     height, width, channels = image_shape(input_spec)
     if height != width:
         raise InvalidArgument("Only square image inputs are supported")
+    if framing and channels == 1:
+        return frame_image(read_image(data, "L", what, max_pixels), framing, height)
     return decode_image(data, height, channels, what, max_pixels)
 
 
-def image_from_base64(text: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_from_base64(text: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS,
+                      framing: Optional[Mapping[str, Any]] = None) -> np.ndarray:
     if not isinstance(text, str) or not text:
         raise InvalidArgument("'image_b64' must be a non-empty base64 string")
     if text.startswith("data:") and "," in text:
@@ -46,7 +51,7 @@ def image_from_base64(text: Any, input_spec: Mapping[str, Any], max_pixels: int 
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"'image_b64' is not valid base64: {exc}") from exc
-    return image_from_bytes(data, input_spec, "Base64 image", max_pixels)
+    return image_from_bytes(data, input_spec, "Base64 image", max_pixels, framing)
 
 
 def image_from_array(values: Any, input_spec: Mapping[str, Any]) -> np.ndarray:
@@ -68,14 +73,16 @@ def image_from_array(values: Any, input_spec: Mapping[str, Any]) -> np.ndarray:
     return resize_array(pixels[None, ...], height, channels)[0]
 
 
-def image_from_json(body: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """One JSON instance: ``{"image_b64": ...}`` or ``{"array": [[...]]}``."""
+def image_from_json(body: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS,
+                    framing: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    """One JSON instance: ``{"image_b64": ...}`` (framed like an upload) or ``{"array": [[...]]}``
+    (taken as already framed)."""
     if not isinstance(body, dict):
         raise InvalidArgument("JSON body must be an object with 'image_b64', 'array' or 'text'")
     if "text" in body:
         raise InvalidArgument("This model classifies images; send 'image_b64', 'array' or a file upload, not 'text'")
     if "image_b64" in body or "image" in body:
-        return image_from_base64(body.get("image_b64", body.get("image")), input_spec, max_pixels)
+        return image_from_base64(body.get("image_b64", body.get("image")), input_spec, max_pixels, framing)
     if "array" in body:
         return image_from_array(body["array"], input_spec)
     raise InvalidArgument("JSON body needs one of 'image_b64', 'array' or 'text'")

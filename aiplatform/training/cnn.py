@@ -5,12 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Literal, Optional
 
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec, DatasetVersion
-from aiplatform.preprocessing import image_preprocessing
+from aiplatform.kinds.framing import measure_framing
+from aiplatform.preprocessing import decode_rows, image_preprocessing
 from aiplatform.training.loop import classification_loop
 from aiplatform.training.template import TrainingTemplate
+
+
+FRAMING_SAMPLE_ROWS = 2000
+"""Training images measured for their framing: the median and mean settle well before this."""
 
 
 class CnnParams(BaseModel):
@@ -74,10 +80,16 @@ class CnnClassificationTemplate(TrainingTemplate):
         )
 
     def preprocessing(self, params: CnnParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
-        """Normalisation by the training split's mean and std intensity."""
+        """Normalisation by the training split's mean and std intensity, and the framing of its
+        images (so uploads are brought into it: ``aiplatform.kinds.framing``)."""
         profile = dataset.manifest["profile"]["train"]
         height, width, channels = dataset.image_shape
-        return image_preprocessing(height, width, channels, profile["mean_intensity"], profile["std_intensity"])
+        block = image_preprocessing(height, width, channels, profile["mean_intensity"], profile["std_intensity"])
+        sample = datasets.sample_table(dataset, "train", FRAMING_SAMPLE_ROWS)
+        originals = sample.filter(pc.equal(sample["variant"], 0))  # augmented copies are shifted and scaled
+        framing = measure_framing(decode_rows(originals.column("image").to_numpy(zero_copy_only=False),
+                                              dataset.image_shape))
+        return {**block, "framing": framing} if framing else block
 
     def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         height, width, channels = dataset.image_shape

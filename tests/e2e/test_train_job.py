@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -11,10 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from aiplatform.errors import IntegrityError
+from aiplatform.kinds import kind_for
+from aiplatform.kinds.limits import RequestLimits
 from aiplatform.packaging import load_package
 from aiplatform.preprocessing import images_to_tensor
 from aiplatform.registry import RegistryStore
@@ -71,6 +76,22 @@ def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: P
         logits = package.model(images_to_tensor(images[..., None], package.config.preprocessing))
     accuracy = float((logits.argmax(1).numpy() == labels).mean())
     assert accuracy > 0.8, accuracy
+
+    # The training images' framing is recorded, so uploads are brought into it: the same digits
+    # as a scan would give them (dark on light, small in a large page) are read as well.
+    framing = package.config.preprocessing["framing"]
+    assert framing["background"] == "dark" and framing["content"] == pytest.approx(20 / 28, abs=0.03)
+    kind = kind_for(package.config)
+    scans = []
+    for digit in images:
+        page = np.full((240, 240), 230, dtype=np.uint8)
+        page[100:160, 40:100] = 255 - np.asarray(Image.fromarray(digit).resize((60, 60)))
+        buffer = io.BytesIO()
+        Image.fromarray(page).save(buffer, format="JPEG", quality=80)
+        scans.append(kind.from_upload("scan.jpg", buffer.getvalue(), RequestLimits()))
+    with torch.no_grad():
+        scanned = package.model(kind.to_tensor(np.stack(scans))).argmax(1).numpy()
+    assert float((scanned == labels).mean()) > accuracy - 0.03
 
     # A corrupted package in storage is refused, never loaded.
     path = Path(storage.arrow_path(version.package_key))
