@@ -165,6 +165,8 @@ def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s:
     """Join the platform's Ray (``AIP_RAY_ADDRESS`` or the local head) as a driver."""
     import ray
 
+    from aiplatform.runtime import LOOPBACK_SETUP_HOOK  # imports Ray: not before LOCAL_RAY_ENV is set
+
     if ray.is_initialized():
         return
     address = address or settings.ray_address or f"127.0.0.1:{settings.ray_port}"
@@ -176,8 +178,10 @@ def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s:
         time.sleep(0.5)
     while True:
         try:
+            # The hook keeps the Serve controller and proxy this driver starts on loopback when
+            # the head runs local-only (it does nothing on a cluster).
             ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False,
-                     configure_logging=False)
+                     configure_logging=False, runtime_env={"worker_process_setup_hook": LOOPBACK_SETUP_HOOK})
             return
         except (ConnectionError, RuntimeError) as exc:
             if time.time() > deadline:
@@ -219,6 +223,7 @@ def up(settings: Settings) -> dict[str, str]:
     deploy_platform(settings)
     urls = {
         "platform (UI, REST API, inference)": settings.resolved_api_url,
+        **({"Open Inference Protocol over gRPC": f"127.0.0.1:{settings.grpc_port}"} if settings.grpc_port else {}),
         "Ray dashboard": f"http://127.0.0.1:{settings.dashboard_port}",
         "ray job submit --address": f"http://127.0.0.1:{settings.dashboard_port}",
         "auth token file (RAY_AUTH_MODE=token)": str(token_path()),

@@ -4,6 +4,7 @@
     ├── InvalidArgument  (400) bad input: a parameter, a key, a file, a package
     │   ├── IntegrityError (400) content that does not match its recorded sha256
     │   └── TooLarge       (413) input over a size limit (a body, an image's pixels, a document)
+    ├── Unauthenticated  (401) a request without the API token (gRPC calls; HTTP's guard answers itself)
     ├── Forbidden        (403) a request the platform refuses whoever sends it (a foreign origin)
     ├── NotFound         (404)
     ├── AlreadyExists    (409)
@@ -46,6 +47,10 @@ class TooLarge(InvalidArgument):
     code = "too_large"
 
 
+class Unauthenticated(AIPError):
+    code = "unauthenticated"
+
+
 class Forbidden(AIPError):
     code = "forbidden"
 
@@ -70,6 +75,7 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     InvalidArgument.code: 400,
     IntegrityError.code: 400,
     TooLarge.code: 413,
+    Unauthenticated.code: 401,
     Forbidden.code: 403,
     NotFound.code: 404,
     AlreadyExists.code: 409,

@@ -22,6 +22,11 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 ACTOR_CALL_RETRIES = 20
 ACTOR_RETRY_DELAY_S = 0.25
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOOPBACK_SETUP_HOOK = "aiplatform.serving.loopback.keep_serve_on_loopback"
+LOCAL_RUNTIME_ENV: dict[str, Any] = {"env_vars": LOCAL_ONLY_ENV, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK}
+"""The runtime environment of a local-only driver: the workers it starts (Serve's controller and
+proxy among them) stay local-only and open Serve's gRPC servers on loopback
+(``aiplatform.serving.loopback``)."""
 
 
 def connect(settings: Settings) -> None:
@@ -42,7 +47,7 @@ def connect(settings: Settings) -> None:
         include_dashboard=settings.ray_dashboard,
         dashboard_host="127.0.0.1",
         _temp_dir=str(settings.ray_temp_dir) if settings.ray_temp_dir else None,
-        runtime_env={"env_vars": dict(LOCAL_ONLY_ENV)},
+        runtime_env=LOCAL_RUNTIME_ENV,  # workers local-only too, Serve's gRPC servers on loopback
         log_to_driver=False,
     )
 

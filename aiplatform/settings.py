@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     on the machine holding it leaves ``aip up`` unable to submit any ("No available agent")."""
     http_port: int = Field(8000, ge=1, le=65535)
     """Serve's HTTP proxy (gateway, REST API, UI) on 127.0.0.1 in the local platform."""
+    grpc_port: int = Field(9000, ge=0, le=65535)
+    """Serve's gRPC proxy (the Open Inference Protocol's ``inference.GRPCInferenceService``) on
+    127.0.0.1 in the local platform; 0 turns the gRPC ingress off."""
     api_url: Optional[str] = None
     """Where CLI commands reach the gateway; default ``http://127.0.0.1:<http_port>``."""
 

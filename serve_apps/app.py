@@ -6,6 +6,7 @@ from typing import Optional
 
 from ray import serve
 
+from aiplatform.serving.oip_grpc import SERVICER_FUNCTION
 from aiplatform.settings import Settings
 from serve_apps.gateway import Gateway
 from serve_apps.model_server import AUTOSCALING, ModelServer
@@ -29,15 +30,19 @@ def deploy_app(settings: Settings) -> None:
     serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
 
 
-def start_app(settings: Settings, http_port: Optional[int] = None) -> str:
-    """Serve's HTTP proxy on 127.0.0.1 (``http_port`` or the settings'), then the app; returns
-    the base URL. An already running Serve keeps its proxy."""
+def start_app(settings: Settings, http_port: Optional[int] = None, grpc_port: Optional[int] = None) -> str:
+    """Serve's HTTP proxy on 127.0.0.1 (``http_port`` or the settings') and its gRPC proxy for the
+    Open Inference Protocol (``grpc_port`` or the settings'; 0: none), then the app; returns the
+    base URL. An already running Serve keeps its proxies."""
     port = http_port or settings.http_port
+    grpc = settings.grpc_port if grpc_port is None else grpc_port
     # One proxy, on the head, as in config.yaml: the nodes of a one-machine cluster would
-    # otherwise all bind the same loopback port.
+    # otherwise all bind the same loopback port. Serve binds gRPC to every interface; in local-only
+    # mode aiplatform.serving.loopback keeps it on 127.0.0.1.
     serve.start(proxy_location="HeadOnly",
                 http_options={"host": "127.0.0.1", "port": port,
-                              "request_timeout_s": settings.serve_request_timeout_s})
+                              "request_timeout_s": settings.serve_request_timeout_s},
+                grpc_options={"port": grpc, "grpc_servicer_functions": [SERVICER_FUNCTION] if grpc else []})
     deploy_app(settings)
     return f"http://127.0.0.1:{port}"
 

@@ -19,7 +19,8 @@ from ray.serve.handle import DeploymentHandle
 
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
-from aiplatform.errors import Unavailable
+from aiplatform.api.security import AccessPolicy
+from aiplatform.errors import AIPError, Unavailable
 from aiplatform.kinds import ModelKind, kind_for
 from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
@@ -29,13 +30,22 @@ from aiplatform.results import PredictionRecord, ResultWriter, input_key
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.limits import check_request_id
-from aiplatform.serving.oip_binary import requested_outputs, shape_response
+from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs, shape_response
+from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
+from aiplatform.serving.oip_grpc.access import grpc_refusal
+from aiplatform.serving.oip_grpc.messages import (
+    grpc_status_name,
+    infer_request_body,
+    infer_response_message,
+    model_metadata_message,
+    version_number,
+)
 from aiplatform.serving.requests import read_infer_request, read_input
 from aiplatform.serving.router import Router
 from aiplatform.serving.v2 import OUTPUT_NAMES, infer_response, model_metadata, server_metadata
 from aiplatform.settings import Settings
 from aiplatform.tokens import with_api_token
-from serve_apps.loopback import bind_replica_grpc_to_loopback
+from aiplatform.serving.loopback import keep_serve_on_loopback
 
 logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
@@ -74,7 +84,7 @@ class Gateway:
     """Parses and validates inputs, routes to a model version, records every prediction."""
 
     def __init__(self, model_server: DeploymentHandle, settings: Settings) -> None:
-        bind_replica_grpc_to_loopback()
+        keep_serve_on_loopback()
         settings = with_api_token(settings, create=False)  # a token kept in the state folder counts
         self.model_server = model_server
         # The REST API's routes (aiplatform.api) share these clients through the app's Platform.
@@ -85,6 +95,7 @@ class Gateway:
         self.results = platform.results
         self.storage = platform.storage
         self.limits = RequestLimits.from_settings(settings)
+        self.access = AccessPolicy.from_settings(settings)  # gRPC calls; HTTP has its middleware
         self.writer = ResultWriter(self.results.handle,
                                    input_storage=self.storage if settings.serve_store_inputs else None)
         self.batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
@@ -223,11 +234,19 @@ class Gateway:
 
     async def _v2_infer(self, name: str, version: Optional[int], request: Request) -> Response:
         """JSON or binary tensors in (the binary tensor data extension), outputs as requested."""
+        response, wanted = await self._infer(name, version, lambda: read_infer_request(request))
+        content, headers = shape_response(response, wanted)
+        return Response(content, headers=headers)
+
+    async def _infer(self, name: str, version: Optional[int],
+                     read: Callable[[], Awaitable[tuple[bytes, Any]]]) -> tuple[dict[str, Any], RequestedOutputs]:
+        """One infer request over either transport: ``read`` gives its raw bytes and its body as
+        REST parses it. Returns the response body and the outputs the request asked for."""
         started = time.perf_counter()
         target: Optional[ModelVersion] = None
         try:
             target, model_id, model = await self._route(name, version)
-            raw, body = await read_infer_request(request)
+            raw, body = await read()
             client_id = check_request_id(body.get("id") if isinstance(body, dict) else None)
             wanted = requested_outputs(body, OUTPUT_NAMES)
             items = await off_loop_if_large(len(raw), model.kind.from_v2, body, self.limits)
@@ -250,5 +269,66 @@ class Gateway:
                          client_id)
         response = infer_response(target.name, target.version, client_id or request_id, model.labels,
                                   list(answers))
-        content, headers = shape_response({**response, "parameters": {"request_id": request_id}}, wanted)
-        return Response(content, headers=headers)
+        return {**response, "parameters": {"request_id": request_id}}, wanted
+
+    # -- Open Inference Protocol over gRPC ------------------------------------------------------
+    # Serve's gRPC proxy calls these by the RPC's name with the request message (SERVICER_FUNCTION
+    # in serve_apps.app); errors become gRPC status codes with the same messages as over REST.
+    async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 - the RPC's name
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+        ready = await self.ready()
+        return pb.ServerReadyResponse(ready=ready.status_code == 200)
+
+    async def ServerMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            metadata = server_metadata()
+            return pb.ServerMetadataResponse(name=metadata["name"], version=metadata["version"],
+                                             extensions=metadata["extensions"])
+        return await self._grpc(grpc_context, pb.ServerMetadataResponse, answer)
+
+    async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            ready = await self._v2_ready(request.name, version_number(request.version))
+            return pb.ModelReadyResponse(ready=ready["ready"])
+        return await self._grpc(grpc_context, pb.ModelReadyResponse, answer)
+
+    async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+        async def answer() -> Any:
+            return model_metadata_message(await self._v2_metadata(request.name, version_number(request.version)))
+        return await self._grpc(grpc_context, pb.ModelMetadataResponse, answer)
+
+    async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+        async def read() -> tuple[bytes, Any]:
+            raw = request.SerializeToString()
+            return raw, await off_loop_if_large(len(raw), infer_request_body, request)
+
+        async def answer() -> Any:
+            response, wanted = await self._infer(request.model_name, version_number(request.model_version), read)
+            return infer_response_message(response, wanted.names)
+        return await self._grpc(grpc_context, pb.ModelInferResponse, answer)
+
+    async def _grpc(self, context: Any, empty: Callable[[], Any], answer: Callable[[], Awaitable[Any]]) -> Any:
+        """``answer()`` for a caller the access policy lets in; a refusal or a platform error sets
+        the call's status code and details and returns an empty message."""
+        import grpc
+
+        metadata = dict(context.invocation_metadata()) if context is not None else {}
+        refusal = grpc_refusal(self.access.auth, self.access.token, metadata.get("authorization"))
+        try:
+            if refusal is not None:
+                raise refusal
+            return await answer()
+        except AIPError as exc:
+            if context is None:
+                raise
+            context.set_code(getattr(grpc.StatusCode, grpc_status_name(exc)))
+            context.set_details(exc.message)
+            return empty()
+        except BackPressureError as exc:
+            if context is None:
+                raise
+            context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            context.set_details(f"Model servers are overloaded ({exc}); retry in {RETRY_AFTER_S} s")
+            return empty()

@@ -19,7 +19,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
-from serve_apps.loopback import bind_replica_grpc_to_loopback
+from aiplatform.serving.loopback import keep_serve_on_loopback
 
 logger = logging.getLogger(__name__)
 MAX_MODELS_PER_REPLICA = 4
@@ -47,7 +47,7 @@ class ModelServer:
     registry's is never served. Uses the replica's GPU when it has one."""
 
     def __init__(self, settings: Settings) -> None:
-        bind_replica_grpc_to_loopback()
+        keep_serve_on_loopback()
         self.settings = settings
         self.storage = storage_from_settings(settings)
         self.registry = RegistryClient.connect(settings)

@@ -208,6 +208,15 @@ def remove_platform_actors(namespace: str) -> None:
 
 _SERVE_URLS: dict[str, str] = {}
 """The URL of the Serve instance started in each Ray (by GCS address): it outlives the modules."""
+_SERVE_GRPC: dict[str, str] = {}
+"""The address of that Serve instance's gRPC proxy (the Open Inference Protocol over gRPC)."""
+
+
+def served_grpc_address() -> str:
+    """``127.0.0.1:<port>`` of the gRPC proxy of the Serve instance ``served_platform`` started."""
+    import ray
+
+    return _SERVE_GRPC[ray._private.worker._global_node.gcs_address]
 
 
 @contextlib.contextmanager
@@ -224,7 +233,8 @@ def served_platform(settings):  # type: ignore[no-untyped-def]
     if cluster in _SERVE_URLS:
         deploy_app(settings)
     else:
-        _SERVE_URLS[cluster] = start_app(settings, free_port())
+        _SERVE_GRPC[cluster] = f"127.0.0.1:{free_port()}"
+        _SERVE_URLS[cluster] = start_app(settings, free_port(), int(_SERVE_GRPC[cluster].rsplit(":", 1)[1]))
     try:
         yield _SERVE_URLS[cluster]
     finally:

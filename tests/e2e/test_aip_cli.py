@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+import tritonclient.grpc as oip_grpc
 
 from tests.factories import fault_table_figure, free_port, make_digit_images, png_bytes
 
@@ -35,11 +36,11 @@ def show(aip, task_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
 
 def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
-    http_port, dashboard_port = free_port(), free_port()
+    http_port, dashboard_port, grpc_port = free_port(), free_port(), free_port()
     env.update({
         "AIP_HOME": str(tmp_path), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(dashboard_port),
         "AIP_DASHBOARD_AGENT_PORT": str(free_port()),  # the session's Ray may hold Ray's default
-        "AIP_HTTP_PORT": str(http_port), "AIP_RAY_NUM_CPUS": "2",
+        "AIP_HTTP_PORT": str(http_port), "AIP_GRPC_PORT": str(grpc_port), "AIP_RAY_NUM_CPUS": "2",
         "AIP_RAY_TEMP_DIR": f"/tmp/aip-up-{os.getpid()}", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     })
@@ -61,6 +62,11 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert f"http://127.0.0.1:{http_port}/#token={api_token}" in up.stdout
         assert httpx.get(f"http://127.0.0.1:{http_port}/v1/models", timeout=30).status_code == 401
         assert _listening_elsewhere() <= before, _listening_elsewhere() - before
+        # The Open Inference Protocol over gRPC too, on loopback (Serve would bind every interface).
+        assert f"127.0.0.1:{grpc_port}" in up.stdout
+        assert {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == grpc_port} <= LOOPBACK
+        assert oip_grpc.InferenceServerClient(url=f"127.0.0.1:{grpc_port}").is_server_live()
 
         # Register two versions as a training job would (a driver joining with the token).
         register = textwrap.dedent("""

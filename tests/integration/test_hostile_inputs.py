@@ -22,6 +22,7 @@ from tests.factories import (
     make_text_package,
     platform_settings,
     register_bytes,
+    served_grpc_address,
     register_versions,
     served_platform,
     wait_for,
@@ -199,6 +200,70 @@ def test_the_access_guard(platform: dict[str, Any]) -> None:
             json={"version": 1, "alias": "staging"}, headers={**AUTH, "Sec-Fetch-Site": "cross-site"})
     same_origin = {**AUTH, "Origin": url}
     assert platform["api"].get("/v1/models", headers=same_origin).status_code == 200
+
+
+def test_binary_tensor_bodies_that_do_not_add_up(platform: dict[str, Any]) -> None:
+    header = b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8], ' \
+             b'"parameters": {"binary_data_size": 64}}]}'
+    binary = {**AUTH, "Inference-Header-Content-Length": str(len(header))}
+    refused(platform, "POST", "/v2/models/tiny/infer", 400, "Inference-Header-Content-Length is 99999",
+            content=header, headers={**binary, "Inference-Header-Content-Length": "99999"})
+    refused(platform, "POST", "/v2/models/tiny/infer", 400, "goes past the end of the body",
+            content=header + b"\x00" * 10, headers=binary)
+    refused(platform, "POST", "/v2/models/tiny/infer", 400, "4 bytes after its tensors that no input claims",
+            content=header + b"\x00" * 68, headers=binary)
+    body = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8], "data": [0] * 64}],
+            "outputs": [{"name": "secrets"}]}
+    refused(platform, "POST", "/v2/models/tiny/infer", 400, "Unknown output 'secrets'", json=body)
+
+
+def test_grpc_calls_need_the_token_and_bad_tensors_get_status_codes(platform: dict[str, Any]) -> None:
+    """The Open Inference Protocol over gRPC with tritonclient: the same token as HTTP (health
+    checks open), and the hostile cases answered with gRPC status codes, nothing stored."""
+    import tritonclient.grpc as oip
+    from tritonclient.utils import InferenceServerException
+
+    client = oip.InferenceServerClient(url=served_grpc_address())
+    token = {"authorization": f"Bearer {TOKEN}"}
+    assert client.is_server_live() and client.is_server_ready()  # probes stay open
+    tensor = oip.InferInput("input", [1, 8, 8], "UINT8")
+    tensor.set_data_from_numpy(np.zeros((1, 8, 8), dtype=np.uint8))
+    for call in (lambda: client.infer("tiny", [tensor]), lambda: client.get_model_metadata("tiny"),
+                 lambda: client.infer("tiny", [tensor], headers={"authorization": "Bearer wrong"})):
+        with pytest.raises(InferenceServerException) as anonymous:
+            call()
+        assert anonymous.value.status() == "StatusCode.UNAUTHENTICATED", anonymous.value
+        assert "API token" in anonymous.value.message()
+    assert client.infer("tiny", [tensor], headers=token).as_numpy("probabilities").shape == (1, 3)
+
+    before = _stored(platform)
+    short = oip.InferInput("input", [1, 4, 8], "UINT8")
+    short.set_data_from_numpy(np.zeros((1, 4, 8), dtype=np.uint8))
+    short.set_shape([1, 8, 8])  # the client states a shape its bytes do not fill
+    wide = oip.InferInput("input", [1, 8, 8], "FP32")
+    wide.set_data_from_numpy(np.zeros((1, 8, 8), dtype=np.float32))
+    many = oip.InferInput("input", [17, 8, 8], "UINT8")
+    many.set_data_from_numpy(np.zeros((17, 8, 8), dtype=np.uint8))
+    cases = [
+        (lambda: client.infer("tiny", [short], headers=token), "INVALID_ARGUMENT", "32 bytes do not match shape"),
+        (lambda: client.infer("tiny", [tensor], headers=token, outputs=[oip.InferRequestedOutput("secrets")]),
+         "INVALID_ARGUMENT", "Unknown output 'secrets'"),
+        (lambda: client.infer("tiny", [tensor], model_version="v1", headers=token), "INVALID_ARGUMENT",
+         "model_version must be a version number"),
+        (lambda: client.infer("nope", [tensor], headers=token), "NOT_FOUND", "nope"),
+        (lambda: client.infer("tiny", [tensor], request_id="x" * 500, headers=token), "INVALID_ARGUMENT",
+         "'id' is 500 characters"),
+        (lambda: client.infer("tiny", [many], headers=token), "RESOURCE_EXHAUSTED", "17"),
+        (lambda: client.infer("words", [tensor], headers=token), "INVALID_ARGUMENT", "BYTES tensor"),
+    ]
+    for call, status, fragment in cases:
+        with pytest.raises(InferenceServerException) as bad:
+            call()
+        assert bad.value.status() == f"StatusCode.{status}" and fragment in bad.value.message(), bad.value
+    assert client.infer("tiny", [wide], headers=token).as_numpy("label").shape == (1,)  # FP32 pixels are fine
+    after = _stored(platform)
+    assert after[0] == before[0] and after[2] == before[2]
+    assert after[1] == before[1] + 1  # only the good FP32 request was recorded
 
 
 def test_sane_state_canary_weights_aliases_and_result_ids(platform: dict[str, Any]) -> None:

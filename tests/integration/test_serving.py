@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import httpx
 import numpy as np
@@ -20,7 +20,9 @@ from tests.factories import (
     register_bytes,
     register_package,
     register_versions,
+    served_grpc_address,
     served_platform,
+    wait_for,
 )
 
 _GATEWAY_SETTINGS: dict[str, Settings] = {}
@@ -237,10 +239,7 @@ def test_a_standard_oip_client_works_with_its_defaults(gateway: str) -> None:
     import tritonclient.http as oip
     from tritonclient.utils import InferenceServerException
 
-    settings = _GATEWAY_SETTINGS["settings"]
-    RegistryClient.connect(settings).set_alias("tiny-text", "production",
-                                               register_bytes(settings, "tiny-text", make_text_package(),
-                                                              template="text-classification"))
+    _register_text_model()
     client = oip.InferenceServerClient(url=gateway.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
@@ -276,7 +275,7 @@ def test_a_standard_oip_client_works_with_its_defaults(gateway: str) -> None:
     with pytest.raises(InferenceServerException, match=r"64 bytes do not match shape \[2, 8, 8\] of UINT8"):
         short = oip.InferInput("input", [1, 8, 8], "UINT8")
         short.set_data_from_numpy(np.zeros((1, 8, 8), dtype=np.uint8))
-        short._shape = [2, 8, 8]  # the client states a shape its bytes do not fill
+        short.set_shape([2, 8, 8])  # the client states a shape its bytes do not fill
         client.infer("tiny", [short])
     with pytest.raises(InferenceServerException, match="Model 'nope'|nope"):
         client.get_model_metadata("nope")
@@ -293,3 +292,62 @@ def test_binary_bodies_that_do_not_add_up_answer_400(gateway: str, header_length
     response = httpx.post(f"{gateway}/v2/models/tiny/infer", content=body, headers=headers, timeout=30)
     assert response.status_code == 400, response.text
     assert fragment in response.json()["error"]
+
+
+def _register_text_model() -> None:
+    """A small text model ``tiny-text`` on the module's platform (once)."""
+    settings = _GATEWAY_SETTINGS["settings"]
+    registry = RegistryClient.connect(settings)
+    if not any(m["name"] == "tiny-text" for m in registry.list_models()):
+        registry.set_alias("tiny-text", "production", register_bytes(settings, "tiny-text", make_text_package(),
+                                                                     template="text-classification"))
+
+
+def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> None:
+    """tritonclient's gRPC client, unmodified, through Serve's gRPC proxy: health, metadata, raw
+    tensors in and out, a text model's BYTES, results recorded as over HTTP, errors as status codes."""
+    import tritonclient.grpc as oip
+    from tritonclient.utils import InferenceServerException
+
+    _register_text_model()
+    client = oip.InferenceServerClient(url=served_grpc_address())
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("tiny") and client.is_model_ready("tiny", "1")
+    assert "binary_tensor_data" in client.get_server_metadata().extensions
+    metadata = client.get_model_metadata("tiny", as_json=True)
+    assert metadata["inputs"][0]["shape"] == ["-1", "8", "8", "1"] and "1" in metadata["versions"]
+
+    images = np.random.default_rng(4).integers(0, 255, (3, 8, 8, 1), dtype=np.uint8)
+    tensor = oip.InferInput("input", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images)
+    result = client.infer("tiny", [tensor], request_id="oip-grpc-1")
+    probabilities, labels = result.as_numpy("probabilities"), result.as_numpy("label")
+    assert probabilities.shape == (3, 3) and [label.decode() for label in labels] == \
+        [str(i) for i in probabilities.argmax(axis=1)]
+    response = result.get_response()
+    assert response.id == "oip-grpc-1" and response.model_version == "1"
+    over_http = httpx.post(f"{gateway}/v2/models/tiny/infer", timeout=30, json={"inputs": [
+        {"name": "input", "shape": [3, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}]})
+    http_probabilities = {o["name"]: o for o in over_http.json()["outputs"]}["probabilities"]["data"]
+    np.testing.assert_allclose(probabilities.reshape(-1), http_probabilities, atol=1e-6)
+    request_id = response.parameters["request_id"].string_param
+
+    def result() -> Optional[dict]:
+        answer = httpx.get(f"{gateway}/v1/results/{request_id}-0", timeout=30)
+        return answer.json() if answer.status_code == 200 else None
+
+    recorded = wait_for(result, 30, "the gRPC prediction's result")  # written off the request path
+    assert recorded["model"] == "tiny" and recorded["client_id"] == "oip-grpc-1"
+
+    texts = oip.InferInput("text", [2], "BYTES")
+    texts.set_data_from_numpy(np.array([b"good great happy", "bad awful sad".encode()], dtype=np.object_))
+    only_label = client.infer("tiny-text", [texts], outputs=[oip.InferRequestedOutput("label")])
+    assert [o.name for o in only_label.get_response().outputs] == ["label"]
+    assert {label.decode() for label in only_label.as_numpy("label")} <= {"negative", "neutral", "positive"}
+
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [tensor])
+    assert unknown.value.status() == "StatusCode.NOT_FOUND" and "nope" in unknown.value.message()
+    with pytest.raises(InferenceServerException) as missing:
+        client.get_model_metadata("tiny", model_version="9")
+    assert missing.value.status() == "StatusCode.NOT_FOUND"

@@ -23,6 +23,7 @@ import ray
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
+from aiplatform.runtime import LOCAL_RUNTIME_ENV
 from aiplatform.settings import Settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import SUCCEEDED, TaskClient
@@ -90,7 +91,7 @@ def nodes() -> Iterator[ThreeNodes]:
         for _ in range(2):
             three.add_worker()
         ray.init(address=cluster.address, namespace="aiplatform-multinode", configure_logging=False,
-                 runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+                 runtime_env=LOCAL_RUNTIME_ENV)
         yield three
     finally:
         ray.shutdown()

@@ -12,6 +12,8 @@ import pytest
 import ray
 import yaml
 
+from aiplatform.serving.oip_grpc import SERVICER_FUNCTION
+
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,6 +88,7 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
     # The two differences a real network needs (see the manifest's header), nothing else.
     expected = copy.deepcopy(local)
     expected["http_options"]["host"] = "0.0.0.0"
+    expected["grpc_options"] = {"port": 9000, "grpc_servicer_functions": [SERVICER_FUNCTION]}
     for app in expected["applications"]:
         env = app.get("runtime_env", {}).get("env_vars", {})
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
