@@ -112,15 +112,18 @@ def start_platform() -> tuple[str, Any, Any]:
     import ray
 
     from aip.local import deploy_platform
+    from aiplatform.runtime import LOOPBACK_SETUP_HOOK  # Serve's gRPC proxy on loopback
     from aiplatform.settings import Settings
     from tests.factories import free_port, register_versions
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-load-")),
-                        ray_namespace=f"load-{uuid.uuid4().hex[:8]}", http_port=free_port(), alert_interval_s=10,
+                        ray_namespace=f"load-{uuid.uuid4().hex[:8]}", http_port=free_port(), grpc_port=free_port(),
+                        alert_interval_s=10,
                         api_auth="off")
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=free_port(), runtime_env={"env_vars": env_vars}, log_to_driver=False,
+             dashboard_port=free_port(), log_to_driver=False,
+             runtime_env={"env_vars": env_vars, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK},
              _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}")
     deploy_platform(settings)
     register_versions(settings, MODEL, count=1)

@@ -1,7 +1,8 @@
 """Baseline (b) of bench/serve.py: what a user would write instead of the platform.
 
 One uvicorn process, the same package and input parsing, one input per forward pass (no batching,
-no routing, no result store). ``BENCH_PACKAGE`` names the package file.
+no routing, no result store). ``BENCH_PACKAGE`` names the package file; ``BENCH_TORCH_THREADS``
+sets torch's intra-op threads (default: torch's own, one per core).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from aiplatform.kinds import TextKind
 from aiplatform.kinds.images import image_from_json
 from aiplatform.serving.runner import ModelRunner
 
+if os.environ.get("BENCH_TORCH_THREADS"):  # one thread: what a careful user deploys on a small machine
+    import torch
+
+    torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
 runner = ModelRunner.from_bytes(Path(os.environ["BENCH_PACKAGE"]).read_bytes())
 tokenizer = runner.kind.tokenizer if isinstance(runner.kind, TextKind) else None
 app = FastAPI()

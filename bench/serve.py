@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from loadgen import LoadResult, median_summary, run_call_load, run_http_load  # noqa: E402
+from wrk import run_wrk  # noqa: E402
 
 from tests.factories import free_port  # noqa: E402
 
@@ -168,7 +169,13 @@ def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
+LOAD = {"generator": "wrk"}
+"""Which load generator measure_http uses: wrk (C, the default) or bench/loadgen.py (Python)."""
+
+
 def measure_http(urls: str | list[str], body: bytes, seconds: float) -> dict[int, LoadResult]:
+    if LOAD["generator"] == "wrk":
+        return {c: run_wrk(urls, body, c, seconds) for c in CONCURRENCIES}  # type: ignore[misc]
     return {c: asyncio.run(run_http_load(urls, body, c, seconds)) for c in CONCURRENCIES}
 
 
@@ -198,10 +205,13 @@ def in_process(package: bytes, body: bytes, seconds: float) -> dict[int, LoadRes
     return {c: asyncio.run(run(c)) for c in CONCURRENCIES}
 
 
-def plain_fastapi(package_path: Path, body: bytes, seconds: float) -> dict[int, LoadResult]:
-    """(b): a single uvicorn process serving the package unbatched."""
+def plain_fastapi(package_path: Path, body: bytes, seconds: float, torch_threads: int = 0) -> dict[int, LoadResult]:
+    """(b): a single uvicorn process serving the package unbatched (``torch_threads``: 0 for
+    torch's default)."""
     port = free_port()
     env = {**os.environ, "BENCH_PACKAGE": str(package_path), "PYTHONPATH": str(ROOT)}
+    if torch_threads:
+        env["BENCH_TORCH_THREADS"] = str(torch_threads)
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "plain_fastapi_app:app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
@@ -242,16 +252,19 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
     from ray import serve
 
     from aiplatform.registry import RegistryClient
+    from aiplatform.runtime import LOOPBACK_SETUP_HOOK  # Serve's gRPC proxy on loopback
     from aiplatform.settings import Settings
     from aiplatform.storage import sha256_bytes, storage_from_settings
     from serve_apps.app import start_app
 
     home = Path(tempfile.mkdtemp(prefix="aip-bench-serve-"))
-    settings = Settings(home=home, ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
-                        serve_gateway_replicas=replicas, api_auth="off")  # as the plain app it is compared with
+    settings = Settings(home=home, ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", serve_gateway_replicas=replicas,
+                        api_auth="off",  # as the plain app it is compared with
+                        grpc_port=free_port())
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=False,
-             _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}", runtime_env={"env_vars": env_vars},
+             _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}",
+             runtime_env={"env_vars": env_vars, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK},
              log_to_driver=False)
     try:
         storage = storage_from_settings(settings)
@@ -284,21 +297,25 @@ def main() -> None:
     parser.add_argument("--model", choices=["mnist", "text", "minilm"], default="mnist",
                         help="the MNIST CNN and a digit PNG, or a tweets text model (bag of embeddings, "
                              "or the MiniLM encoder) and a tweet")
-    parser.add_argument("--only", choices=["gateway", "plain", "inprocess"], action="append")
+    parser.add_argument("--only", choices=["gateway", "plain", "plain1", "inprocess"], action="append",
+                        help="plain: torch's default threads; plain1: one torch thread")
+    parser.add_argument("--load", choices=["wrk", "python"], default="wrk",
+                        help="the HTTP load generator: wrk (C; default) or bench/loadgen.py")
     args = parser.parse_args()
+    LOAD["generator"] = args.load
 
     makers = {"mnist": lambda: (mnist_package(), digit_body()), "text": text_package, "minilm": minilm_package}
     package, body = makers[args.model]()
     package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
     package_path.write_bytes(package)
-    targets = args.only or ["inprocess", "plain", "gateway"]
+    targets = args.only or ["inprocess", "plain", "plain1", "gateway"]
     runs: dict[str, list[dict[int, LoadResult]]] = {t: [] for t in targets}
     for repeat in range(args.repeats):
         for target in targets:
             if target == "inprocess":
                 runs[target].append(in_process(package, body, args.seconds))
-            elif target == "plain":
-                runs[target].append(plain_fastapi(package_path, body, args.seconds))
+            elif target in ("plain", "plain1"):
+                runs[target].append(plain_fastapi(package_path, body, args.seconds, 1 if target == "plain1" else 0))
             else:
                 runs[target].append(gateway(package, body, args.seconds, args.mode, args.gateway_replicas))
             print(f"repeat {repeat + 1} {target}: "
@@ -309,10 +326,12 @@ def main() -> None:
     for target, rows in table.items():
         for c, row in rows.items():
             print(f"  {target:<10} c={c:<3} {row}")
-    if "gateway" in table and "plain" in table:
-        for c in CONCURRENCIES:
-            ratio = table["gateway"][c]["rps"] / table["plain"][c]["rps"]
-            print(f"gateway/plain throughput at c={c}: {ratio:.2f}x")
+    for plain in ("plain", "plain1"):
+        if "gateway" in table and plain in table:
+            for c in CONCURRENCIES:
+                ratio = table["gateway"][c]["rps"] / table[plain][c]["rps"]
+                gap = table["gateway"][c]["p50_ms"] - table[plain][c]["p50_ms"]
+                print(f"gateway/{plain} at c={c}: throughput {ratio:.2f}x, p50 {gap:+.2f} ms")
     if "gateway" in table and "inprocess" in table:
         gap = table["gateway"][1]["p50_ms"] - table["inprocess"][1]["p50_ms"]
         print(f"gateway p50 - in-process p50 at c=1: {gap:.2f} ms")

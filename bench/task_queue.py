@@ -140,7 +140,7 @@ def main() -> None:
     from tests.factories import free_port
 
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-queue-")), ray_num_cpus=2,
-                        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", api_auth="off",
+                        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", api_auth="off", grpc_port=free_port(),
                         ray_temp_dir=Path(f"/tmp/aip-bench-ray-{os.getpid()}"))
     connect(settings)
     runs: dict[str, list[dict[str, float]]] = {"in-process": [], "api": []}

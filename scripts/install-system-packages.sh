@@ -2,10 +2,14 @@
 # Debian packages the test suite runs for real: Chromium for the browser test (Playwright drives
 # it; `playwright install` is never run, so no browser is downloaded from outside the package
 # registries) and Prometheus for the monitoring test (started by the test itself on 127.0.0.1).
+# With --bench also wrk, the C load generator of the serving benchmarks (bench/wrk.py).
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ "${1:-}" = "--bench" ]; then
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
