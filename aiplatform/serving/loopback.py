@@ -15,10 +15,19 @@ constructors (Serve ships deployment classes by value, so module top level is no
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
-from typing import Any, Callable
+import sys
+from types import ModuleType
+from typing import Any, Callable, Optional, Sequence
 
 LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+PATCHED = {
+    "ray.serve._private.replica": "add_port_to_grpc_server",  # a replica's server for calls between deployments
+    "ray.serve._private.default_impl": "add_grpc_address",  # the gRPC ingress: the proxy's, or a replica's
+}
+"""Serve's modules and the function in each that binds a gRPC server to an address."""
 
 
 def _on_loopback(original: Callable[[Any, str], int]) -> Callable[[Any, str], int]:
@@ -32,11 +41,53 @@ def _on_loopback(original: Callable[[Any, str], int]) -> Callable[[Any, str], in
     return add_loopback_port
 
 
+def _patch(module: ModuleType) -> None:
+    name = PATCHED[module.__name__]
+    setattr(module, name, _on_loopback(getattr(module, name)))
+
+
+class _PatchingLoader:
+    """Runs a module as its own loader would, then patches it; anything else is the loader's."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[ModuleType]:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.inner.exec_module(module)
+        _patch(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _PatchWhenImported(importlib.abc.MetaPathFinder):
+    """Patches Serve's modules when (if ever) this process imports them: the hook runs in every
+    worker, and most (Ray Data tasks, Train workers) never load Serve, which costs ~1 s to import."""
+
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None
+                  ) -> Optional[importlib.machinery.ModuleSpec]:
+        if fullname not in PATCHED:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _PatchingLoader(spec.loader)  # type: ignore[assignment]
+                return spec
+        return None
+
+
 def keep_serve_on_loopback() -> None:
-    """Make Serve's gRPC servers in this process bind 127.0.0.1 (local-only mode only)."""
+    """Make Serve's gRPC servers in this process bind 127.0.0.1 (local-only mode only): the
+    modules already imported at once, the others when they are imported."""
     if os.environ.get(LOCAL_ONLY_VAR) != "0":
         return
-    from ray.serve._private import default_impl, replica
-
-    replica.add_port_to_grpc_server = _on_loopback(replica.add_port_to_grpc_server)
-    default_impl.add_grpc_address = _on_loopback(default_impl.add_grpc_address)
+    for name in PATCHED:
+        if name in sys.modules:
+            _patch(sys.modules[name])
+    if not any(isinstance(finder, _PatchWhenImported) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchWhenImported())

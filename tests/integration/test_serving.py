@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from aiplatform.registry import RegistryClient
@@ -312,6 +313,9 @@ def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> Non
     _register_text_model()
     client = oip.InferenceServerClient(url=served_grpc_address())
     assert client.is_server_live() and client.is_server_ready()
+    port = int(served_grpc_address().rsplit(":", 1)[1])  # Serve would listen on every interface
+    assert {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port} == {"::ffff:127.0.0.1"}
     assert client.is_model_ready("tiny") and client.is_model_ready("tiny", "1")
     assert "binary_tensor_data" in client.get_server_metadata().extensions
     metadata = client.get_model_metadata("tiny", as_json=True)
