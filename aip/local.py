@@ -26,7 +26,8 @@ from aiplatform.tokens import api_token_path, read_or_create_secret
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
 # The head (so every replica and job it spawns) also runs Serve's throughput-optimized mode: direct
 # ingress and gRPC between deployments (docs/BENCHMARKS.md). Not for the CLI's own driver.
-HEAD_ENV = {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+HEAD_ENV = {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(32 * 1024 * 1024)}  # = aiplatform.runtime.SERVE_ENV
 START_TIMEOUT_S = 120
 STOP_GRACE_S = 5
 """How long the head's processes get to exit on SIGTERM before SIGKILL."""

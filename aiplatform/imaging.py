@@ -43,14 +43,13 @@ def read_image(data: bytes, mode: str, what: str, max_pixels: int = DEFAULT_MAX_
         InvalidArgument: not a readable PNG or JPEG (another format is named).
         TooLarge: more than ``max_pixels`` pixels.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             if image.width * image.height > max_pixels:
                 raise TooLarge(f"{what} is {image.width}x{image.height} pixels; the limit is {max_pixels:,}")
-            upright = ImageOps.exif_transpose(image)
-            return np.asarray(_without_alpha(upright).convert(mode), dtype=np.uint8)
+            return np.asarray(_without_alpha(_upright(image)).convert(mode), dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # Pillow's own guard, for sizes far past ours
         raise TooLarge(f"{what} claims far more pixels than it could hold (a decompression bomb?); "
                        f"the limit is {max_pixels:,}") from exc
@@ -62,12 +61,24 @@ def read_image(data: bytes, mode: str, what: str, max_pixels: int = DEFAULT_MAX_
         raise InvalidArgument(f"{what} is not a readable PNG/JPEG image: {exc}") from exc
 
 
+def _upright(image: "PILImage") -> "PILImage":
+    """The image turned as its EXIF orientation says. Pillow rewrites the EXIF block on the way and
+    has raised TypeError, struct.error and ZeroDivisionError on damaged ones: such a file is taken
+    as it is stored rather than refused."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - any failure in EXIF handling: use the pixels as stored
+        return image
+
+
 def _without_alpha(image: "PILImage") -> "PILImage":
     """Transparent pixels become a background that contrasts with the opaque ones: a dark digit
     drawn on a transparent canvas lands on white, a light one on black."""
     from PIL import Image
 
-    if image.mode not in ("RGBA", "LA", "PA") and not (image.mode == "P" and "transparency" in image.info):
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return image
     rgba = image.convert("RGBA")
     alpha = np.asarray(rgba.getchannel("A"))

@@ -22,11 +22,21 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 ACTOR_CALL_RETRIES = 20
 ACTOR_RETRY_DELAY_S = 0.25
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+GRPC_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""The largest gRPC message Serve's proxy takes: an HTTP body's limit (``api.app.MAX_REQUEST_BYTES``);
+Serve's own default is 2 GiB, read before any caller is checked."""
+SERVE_ENV = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(GRPC_MAX_MESSAGE_BYTES)}
+"""Serve's switches for every process that may run its proxy (local drivers' workers, ``aip up``'s
+head, the RayService's pods)."""
 LOOPBACK_SETUP_HOOK = "aiplatform.serving.loopback.keep_serve_on_loopback"
-LOCAL_RUNTIME_ENV: dict[str, Any] = {"env_vars": LOCAL_ONLY_ENV, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK}
-"""The runtime environment of a local-only driver: the workers it starts (Serve's controller and
-proxy among them) stay local-only and open Serve's gRPC servers on loopback
-(``aiplatform.serving.loopback``)."""
+
+
+def local_runtime_env() -> dict[str, Any]:
+    """The runtime environment of a local-only driver: the workers it starts (Serve's controller and
+    proxy among them) stay local-only, open Serve's gRPC servers on loopback
+    (``aiplatform.serving.loopback``) and take no gRPC message over ``GRPC_MAX_MESSAGE_BYTES``. A new
+    dict each time: ``ray.init`` writes into the one it is given."""
+    return {"env_vars": {**LOCAL_ONLY_ENV, **SERVE_ENV}, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK}
 
 
 def connect(settings: Settings) -> None:
@@ -47,7 +57,7 @@ def connect(settings: Settings) -> None:
         include_dashboard=settings.ray_dashboard,
         dashboard_host="127.0.0.1",
         _temp_dir=str(settings.ray_temp_dir) if settings.ray_temp_dir else None,
-        runtime_env=LOCAL_RUNTIME_ENV,  # workers local-only too, Serve's gRPC servers on loopback
+        runtime_env=local_runtime_env(),  # workers local-only too, Serve's gRPC servers on loopback
         log_to_driver=False,
     )
 

@@ -8,6 +8,7 @@ added up.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ def _ms(text: str) -> float:
 def parse_wrk(output: str) -> WrkResult:
     """wrk's report (run with ``--latency``) -> throughput, p50, p99 and failed requests."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", output, re.MULTILINE)) or \
         dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -48,7 +50,9 @@ def parse_wrk(output: str) -> WrkResult:
     failed = int(non_2xx.group(1)) if non_2xx else 0
     if socket_errors:
         failed += sum(int(n) for n in socket_errors.groups())
-    return WrkResult(rps, _ms(percentiles["50"]), _ms(percentiles["99"]), failed)
+    # wrk's rate counts every answer; only the successful ones count here (a fast 503 is no service)
+    answered = rps * (total - min(failed, total)) / total if total else 0.0
+    return WrkResult(answered, _ms(percentiles["50"]), _ms(percentiles["99"]), failed)
 
 
 def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float,
@@ -68,8 +72,10 @@ def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float
     shares = [concurrency // len(urls) + (1 if i < concurrency % len(urls) else 0) for i in range(len(urls))]
 
     def one(url: str, connections: int) -> WrkResult:
-        done = subprocess.run([binary, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script),
-                               url], capture_output=True, text=True, check=True, timeout=seconds + 60)
+        # whole seconds (wrk takes no fractions); 30 s timeout, so slow answers count in p99
+        done = subprocess.run([binary, "-t1", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--timeout", "30s",
+                               "--latency", "-s", str(script), url],
+                              capture_output=True, text=True, check=True, timeout=seconds + 90)
         return parse_wrk(done.stdout)
 
     targets = [(url, n) for url, n in zip(urls, shares) if n > 0]

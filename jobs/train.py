@@ -188,7 +188,7 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
     from serve_apps.app import start_app
 
     settings = with_api_token(settings, create=True)  # the gateway refuses requests without one
-    url = start_app(settings, args.http_port)
+    url = start_app(settings, args.http_port, grpc_port=0)  # the check is over HTTP; a busy 9000 must not fail it
     deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
     time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL
     return check_digits_over_http(url, name, count=args.check_digits, headers=settings.api_auth_headers())

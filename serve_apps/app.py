@@ -42,7 +42,8 @@ def start_app(settings: Settings, http_port: Optional[int] = None, grpc_port: Op
     serve.start(proxy_location="HeadOnly",
                 http_options={"host": "127.0.0.1", "port": port,
                               "request_timeout_s": settings.serve_request_timeout_s},
-                grpc_options={"port": grpc, "grpc_servicer_functions": [SERVICER_FUNCTION] if grpc else []})
+                grpc_options={"port": grpc, "grpc_servicer_functions": [SERVICER_FUNCTION] if grpc else [],
+                              "request_timeout_s": settings.serve_request_timeout_s})
     deploy_app(settings)
     return f"http://127.0.0.1:{port}"
 

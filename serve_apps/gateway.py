@@ -20,13 +20,14 @@ from ray.serve.handle import DeploymentHandle
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.api.security import AccessPolicy
-from aiplatform.errors import AIPError, Unavailable
+from aiplatform.errors import AIPError, TooLarge, Unavailable
 from aiplatform.kinds import ModelKind, kind_for
 from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
+from aiplatform.runtime import GRPC_MAX_MESSAGE_BYTES
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.limits import check_request_id
@@ -301,6 +302,8 @@ class Gateway:
 
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         async def read() -> tuple[bytes, Any]:
+            if request.ByteSize() > GRPC_MAX_MESSAGE_BYTES:  # the proxy's own limit may be set higher
+                raise TooLarge(f"The request is {request.ByteSize()} bytes; the limit is {GRPC_MAX_MESSAGE_BYTES}")
             raw = request.SerializeToString()
             return raw, await off_loop_if_large(len(raw), infer_request_body, request)
 

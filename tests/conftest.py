@@ -15,7 +15,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # keep scraping metrics for the rest of the session. The alerting tests evaluate on demand.
 os.environ.setdefault("AIP_ALERT_INTERVAL_S", "600")
 
-from aiplatform.runtime import LOCAL_RUNTIME_ENV  # noqa: E402
+from aiplatform.runtime import local_runtime_env  # noqa: E402
 from tests.factories import free_port  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         dashboard_port=free_port(),
         _temp_dir=str(temp_dir),
         configure_logging=False,
-        runtime_env=LOCAL_RUNTIME_ENV,
+        runtime_env=local_runtime_env(),
         # Metrics reach the nodes' /metrics endpoints within a second (Ray's default is 10 s):
         # the monitoring and alerting tests read them.
         _system_config={"metrics_report_interval_ms": 1000},

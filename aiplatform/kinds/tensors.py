@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -52,7 +53,7 @@ def images_from_infer_request(body: Any, input_spec: Mapping[str, Any],
     datatype = tensor["datatype"]
     if datatype == "BYTES":
         raise InvalidArgument("This model takes image tensors (UINT8 or FP32 pixels), not BYTES")
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise InvalidArgument(f"Unknown datatype {datatype!r}; use one of {sorted(V2_DATATYPES)}")
     shape = tensor["shape"]
     if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
@@ -64,7 +65,7 @@ def images_from_infer_request(body: Any, input_spec: Mapping[str, Any],
             f" got {shape}"
         )
     limits.check_rows(shape[0], "The input tensor")
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # exact: numpy's int64 product wraps around on hostile shapes
     if expected > MAX_TENSOR_VALUES:
         raise TooLarge(f"Tensor of shape {shape} is over the limit of {MAX_TENSOR_VALUES} values")
     try:

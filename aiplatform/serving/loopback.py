@@ -8,7 +8,7 @@ nothing outside may reach them, so they bind to 127.0.0.1 instead. On a real clu
 variable unset) Serve's behaviour is unchanged.
 
 Two ways in, for the two kinds of process: ``keep_serve_on_loopback`` is Ray's
-``worker_process_setup_hook`` of the drivers that start Serve (``aiplatform.runtime.LOCAL_RUNTIME_ENV``), so the
+``worker_process_setup_hook`` of the drivers that start Serve (``aiplatform.runtime.local_runtime_env``), so the
 controller and the proxy it creates run it before they open a port; replicas also call it in their
 constructors (Serve ships deployment classes by value, so module top level is not enough).
 """

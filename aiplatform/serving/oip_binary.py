@@ -13,6 +13,7 @@ that does not add up is a 400 naming what is wrong.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -27,11 +28,16 @@ HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")
 
 
+def is_count(text: str) -> bool:
+    """A plain decimal count (ASCII digits, at most 12): ``int()`` also takes other scripts' digits."""
+    return text.isascii() and text.isdecimal() and len(text) <= 12
+
+
 def split_body(raw: bytes, header_length: Optional[str]) -> tuple[Any, bytes]:
     """(parsed JSON header, the tensor bytes after it); without the header, the whole body is JSON."""
     if header_length is None:
         return parse_json(raw), b""
-    if not header_length.strip().isdigit():
+    if not is_count(header_length.strip()):
         raise InvalidArgument(f"Inference-Header-Content-Length must be a byte count, got {header_length[:40]!r}")
     length = int(header_length)
     if length > len(raw):
@@ -44,7 +50,7 @@ def _element_count(name: str, shape: Any) -> int:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise InvalidArgument(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact: numpy's int64 product wraps around on hostile shapes
     if count > MAX_TENSOR_VALUES:
         raise TooLarge(f"input {name!r}: shape {shape} is over the limit of {MAX_TENSOR_VALUES} values")
     return count
@@ -56,6 +62,8 @@ def decode_tensor(name: str, datatype: Any, shape: Any, data: bytes) -> Any:
     if datatype == "BYTES":
         texts, offset = [], 0
         while offset < len(data):
+            if len(texts) == count:
+                raise InvalidArgument(f"input {name!r}: more BYTES elements than shape {shape} holds")
             if offset + _LENGTH.size > len(data):
                 raise InvalidArgument(f"input {name!r}: BYTES element {len(texts)} is cut off in its length")
             (size,) = _LENGTH.unpack_from(data, offset)
@@ -71,7 +79,7 @@ def decode_tensor(name: str, datatype: Any, shape: Any, data: bytes) -> Any:
         if len(texts) != count:
             raise InvalidArgument(f"input {name!r}: {len(texts)} BYTES elements but shape {shape} needs {count}")
         return texts
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise InvalidArgument(f"input {name!r}: unknown datatype {datatype!r}; use BYTES or one of "
                               f"{sorted(V2_DATATYPES)}")
     dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")

@@ -23,7 +23,7 @@ import ray
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
-from aiplatform.runtime import LOCAL_RUNTIME_ENV
+from aiplatform.runtime import local_runtime_env
 from aiplatform.settings import Settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import SUCCEEDED, TaskClient
@@ -91,7 +91,7 @@ def nodes() -> Iterator[ThreeNodes]:
         for _ in range(2):
             three.add_worker()
         ray.init(address=cluster.address, namespace="aiplatform-multinode", configure_logging=False,
-                 runtime_env=LOCAL_RUNTIME_ENV)
+                 runtime_env=local_runtime_env())
         yield three
     finally:
         ray.shutdown()

@@ -12,6 +12,7 @@ import pytest
 import ray
 import yaml
 
+from aiplatform.runtime import SERVE_ENV
 from aiplatform.serving.oip_grpc import SERVICER_FUNCTION
 
 pytestmark = pytest.mark.unit
@@ -67,6 +68,7 @@ def test_the_raycluster_has_head_cpu_and_gpu_groups_with_auth_metrics_and_state(
         assert env["RAY_AUTH_MODE"]["value"] == "token"
         assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"] and "secretKeyRef" in env["AIP_API_TOKEN"]["valueFrom"]
         assert env["AIP_STORAGE_URI"]["value"].startswith("s3://")
+        assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]["value"] == SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]
     for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
         assert group["rayStartParams"]["metrics-export-port"] == "8080"
     head = spec["headGroupSpec"]["template"]["spec"]
@@ -88,7 +90,7 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
     # The two differences a real network needs (see the manifest's header), nothing else.
     expected = copy.deepcopy(local)
     expected["http_options"]["host"] = "0.0.0.0"
-    expected["grpc_options"] = {"port": 9000, "grpc_servicer_functions": [SERVICER_FUNCTION]}
+    expected["grpc_options"] = {"port": 9000, "request_timeout_s": 120, "grpc_servicer_functions": [SERVICER_FUNCTION]}
     for app in expected["applications"]:
         env = app.get("runtime_env", {}).get("env_vars", {})
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
@@ -97,3 +99,16 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
     assert serve_config == expected
     with pytest.raises(Exception):
         ServeDeploySchema.model_validate({**serve_config, "applications": [{"name": "x"}]})
+
+
+def test_grpc_messages_are_bounded_like_http_bodies_everywhere_serve_runs() -> None:
+    from aip.local import HEAD_ENV
+    from aiplatform.api.app import MAX_REQUEST_BYTES
+    from aiplatform.runtime import GRPC_MAX_MESSAGE_BYTES, local_runtime_env
+
+    assert GRPC_MAX_MESSAGE_BYTES == MAX_REQUEST_BYTES
+    assert SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(MAX_REQUEST_BYTES)
+    assert HEAD_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]
+    first = local_runtime_env()
+    first["env_vars"]["changed by ray.init"] = "1"
+    assert "changed by ray.init" not in local_runtime_env()["env_vars"]

@@ -67,6 +67,12 @@ def test_a_body_without_the_header_is_plain_json() -> None:
                   "parameters": {"binary_data_size": 1}}]}, [b"a"], None, "both 'data' and binary_data_size"),
     ({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [-1],
                   "parameters": {"binary_data_size": 1}}]}, [b"a"], None, "non-negative integers"),
+    ({"inputs": [{"name": "t", "datatype": "BYTES", "shape": [1],
+                  "parameters": {"binary_data_size": 400}}]}, [bytes_tensor(*[b""] * 100)], None,
+     "more BYTES elements than shape [1] holds"),
+    ({"inputs": [{"name": "input", "datatype": ["UINT8"], "shape": [1],
+                  "parameters": {"binary_data_size": 1}}]}, [b"a"], None, "unknown datatype ['UINT8']"),
+    ({"inputs": []}, [], "\u00b2", "must be a byte count"),  # a superscript two: isdigit() says yes
 ])
 def test_bodies_that_do_not_add_up_are_refused_naming_the_problem(header: dict, tensors: list[bytes],
                                                                    length: str | None, fragment: str) -> None:
@@ -76,8 +82,10 @@ def test_bodies_that_do_not_add_up_are_refused_naming_the_problem(header: dict, 
     assert fragment in str(refused.value)
 
 
-def test_a_shape_beyond_the_tensor_limit_is_refused_before_reading() -> None:
-    raw, length = binary_request({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1 << 20, 1 << 20],
+@pytest.mark.parametrize("shape", [[1 << 20, 1 << 20], [1, (1 << 62) + 1, 4], [1 << 70]])
+def test_a_shape_beyond_the_tensor_limit_is_refused_before_reading(shape: list[int]) -> None:
+    """Also shapes whose product wraps around in 64-bit arithmetic (to 4 here) or overflows it."""
+    raw, length = binary_request({"inputs": [{"name": "input", "datatype": "UINT8", "shape": shape,
                                               "parameters": {"binary_data_size": 1}}]}, b"a")
     with pytest.raises(TooLarge):
         attach_binary_inputs(*split_body(raw, length))

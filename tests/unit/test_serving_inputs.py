@@ -82,3 +82,13 @@ def test_runner_predicts_probabilities_for_every_label() -> None:
     assert set(answers[0]["probabilities"]) == {"0", "1", "2"}
     assert sum(answers[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert answers[0]["label"] in {"0", "1", "2"}
+
+
+@pytest.mark.parametrize("shape", [[1, (1 << 62) + 1, 4, 1], [1 << 70, 8, 8]])
+def test_v2_shapes_whose_product_wraps_around_are_refused_as_too_large(shape: list[int]) -> None:
+    from aiplatform.errors import TooLarge
+    from aiplatform.kinds.tensors import images_from_infer_request
+
+    body = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": shape, "data": [0] * 4}]}
+    with pytest.raises(TooLarge):
+        images_from_infer_request(body, {"height": 8, "width": 8, "channels": 1})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from aiplatform.errors import AIPError, InvalidArgument
-from aiplatform.serving.oip_binary import decode_tensor, encode_tensor
+from aiplatform.serving.oip_binary import decode_tensor, encode_tensor, is_count
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
 
 CONTENTS_FIELD = {
@@ -35,7 +35,7 @@ def version_number(version: str) -> Optional[int]:
     """A request's ``model_version``: empty means the version the server routes to."""
     if not version:
         return None
-    if not version.isdigit():
+    if not is_count(version):
         raise InvalidArgument(f"model_version must be a version number, got {version[:40]!r}")
     return int(version)
 
