@@ -24,10 +24,7 @@ from aiplatform.tokens import api_token_path, read_or_create_secret
 
 # Loopback only (Ray 2.60 binds some agents to every interface otherwise), tokens on.
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-# The head (so every replica and job it spawns) also runs Serve's throughput-optimized mode: direct
-# ingress and gRPC between deployments (docs/BENCHMARKS.md). Not for the CLI's own driver.
-HEAD_ENV = {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-            "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(32 * 1024 * 1024)}  # = aiplatform.runtime.SERVE_ENV
+
 START_TIMEOUT_S = 120
 STOP_GRACE_S = 5
 """How long the head's processes get to exit on SIGTERM before SIGKILL."""
@@ -55,6 +52,16 @@ def head_pid_file(settings: Settings) -> Path:
     return settings.resolved_state_dir / "ray-head.pid"
 
 
+def head_env() -> dict[str, str]:
+    """The head's environment (so every replica and job it spawns sees it): local-only with tokens,
+    Serve's throughput-optimized mode (direct ingress and gRPC between deployments,
+    docs/BENCHMARKS.md) and Serve's switches (``aiplatform.runtime.SERVE_ENV``). Not for the CLI's
+    own driver."""
+    from aiplatform.runtime import SERVE_ENV  # imports Ray: not before LOCAL_RAY_ENV is set
+
+    return {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
+
+
 def start_head(settings: Settings) -> None:
     """`ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly this
     head and nothing else on the machine), with the platform's settings in its environment:
@@ -77,7 +84,7 @@ def start_head(settings: Settings) -> None:
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     log = (settings.home / "ray-head.log").open("ab")
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **HEAD_ENV})
+                            env={**os.environ, **head_env()})
     pid_file.write_text(str(head.pid))
     deadline = time.time() + START_TIMEOUT_S
     while not _accepts_connections("127.0.0.1", settings.ray_port):

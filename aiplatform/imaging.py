@@ -92,12 +92,8 @@ def _without_alpha(image: "PILImage") -> "PILImage":
 def decode_image(data: bytes, size: int, channels: int, what: str,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """PNG/JPEG bytes -> a ``size x size x channels`` uint8 array (see ``read_image``)."""
-    pixels = read_image(data, "L" if channels == 1 else "RGB", what, max_pixels)
-    if pixels.shape[:2] != (size, size):
-        from PIL import Image
-
-        pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-    return pixels.reshape(size, size, channels)
+    return resize_array(read_image(data, "L" if channels == 1 else "RGB", what, max_pixels)[None, ...],
+                        size, channels)[0]
 
 
 def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:

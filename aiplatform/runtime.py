@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import time
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import ray
 import ray.exceptions
@@ -22,21 +22,22 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 ACTOR_CALL_RETRIES = 20
 ACTOR_RETRY_DELAY_S = 0.25
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-GRPC_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-"""The largest gRPC message Serve's proxy takes: an HTTP body's limit (``api.app.MAX_REQUEST_BYTES``);
-Serve's own default is 2 GiB, read before any caller is checked."""
-SERVE_ENV = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(GRPC_MAX_MESSAGE_BYTES)}
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+"""No request to the platform beyond this: an HTTP body (the API's body limit) or a gRPC message
+(Serve's gRPC proxy, whose own default is 2 GiB, read before any caller is checked)."""
+SERVE_ENV = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(MAX_REQUEST_BYTES)}
 """Serve's switches for every process that may run its proxy (local drivers' workers, ``aip up``'s
 head, the RayService's pods)."""
 LOOPBACK_SETUP_HOOK = "aiplatform.serving.loopback.keep_serve_on_loopback"
 
 
-def local_runtime_env() -> dict[str, Any]:
+def local_runtime_env(env_vars: Optional[dict[str, str]] = None) -> dict[str, Any]:
     """The runtime environment of a local-only driver: the workers it starts (Serve's controller and
     proxy among them) stay local-only, open Serve's gRPC servers on loopback
-    (``aiplatform.serving.loopback``) and take no gRPC message over ``GRPC_MAX_MESSAGE_BYTES``. A new
-    dict each time: ``ray.init`` writes into the one it is given."""
-    return {"env_vars": {**LOCAL_ONLY_ENV, **SERVE_ENV}, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK}
+    (``aiplatform.serving.loopback``) and take no gRPC message over ``MAX_REQUEST_BYTES``; plus
+    ``env_vars``. A new dict each time: ``ray.init`` writes into the one it is given."""
+    return {"env_vars": {**LOCAL_ONLY_ENV, **SERVE_ENV, **(env_vars or {})},
+            "worker_process_setup_hook": LOOPBACK_SETUP_HOOK}
 
 
 def connect(settings: Settings) -> None:

@@ -112,7 +112,7 @@ def start_platform() -> tuple[str, Any, Any]:
     import ray
 
     from aip.local import deploy_platform
-    from aiplatform.runtime import LOOPBACK_SETUP_HOOK  # Serve's gRPC proxy on loopback
+    from aiplatform.runtime import local_runtime_env  # Serve's gRPC proxy on loopback, bounded
     from aiplatform.settings import Settings
     from tests.factories import free_port, register_versions
 
@@ -123,7 +123,7 @@ def start_platform() -> tuple[str, Any, Any]:
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=free_port(), log_to_driver=False,
-             runtime_env={"env_vars": env_vars, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK},
+             runtime_env=local_runtime_env(env_vars),
              _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}")
     deploy_platform(settings)
     register_versions(settings, MODEL, count=1)

@@ -252,7 +252,7 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
     from ray import serve
 
     from aiplatform.registry import RegistryClient
-    from aiplatform.runtime import LOOPBACK_SETUP_HOOK  # Serve's gRPC proxy on loopback
+    from aiplatform.runtime import local_runtime_env  # Serve's gRPC proxy on loopback, bounded
     from aiplatform.settings import Settings
     from aiplatform.storage import sha256_bytes, storage_from_settings
     from serve_apps.app import start_app
@@ -264,7 +264,7 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=False,
              _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}",
-             runtime_env={"env_vars": env_vars, "worker_process_setup_hook": LOOPBACK_SETUP_HOOK},
+             runtime_env=local_runtime_env(env_vars),
              log_to_driver=False)
     try:
         storage = storage_from_settings(settings)

@@ -27,7 +27,7 @@ from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
-from aiplatform.runtime import GRPC_MAX_MESSAGE_BYTES
+from aiplatform.runtime import MAX_REQUEST_BYTES
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.limits import check_request_id
@@ -302,8 +302,8 @@ class Gateway:
 
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
         async def read() -> tuple[bytes, Any]:
-            if request.ByteSize() > GRPC_MAX_MESSAGE_BYTES:  # the proxy's own limit may be set higher
-                raise TooLarge(f"The request is {request.ByteSize()} bytes; the limit is {GRPC_MAX_MESSAGE_BYTES}")
+            if request.ByteSize() > MAX_REQUEST_BYTES:  # the proxy's own limit may be set higher
+                raise TooLarge(f"The request is {request.ByteSize()} bytes; the limit is {MAX_REQUEST_BYTES}")
             raw = request.SerializeToString()
             return raw, await off_loop_if_large(len(raw), infer_request_body, request)
 

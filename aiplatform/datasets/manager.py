@@ -414,9 +414,8 @@ class DatasetManager:
         """A split read in this process as one Arrow table, every file verified against its
         sha256. For small splits read where no Ray Data task can be scheduled (inside a task
         that holds the CPUs, next to Serve replicas on a small machine)."""
-        tables = [pq.read_table(pa.BufferReader(self.storage.get_bytes(entry["key"])), columns=_split_columns(version))
-                  for entry in self._checked_files(version, split, verify=False)]
-        return pa.concat_tables(tables)
+        return pa.concat_tables([self._file_table(version, entry)
+                                 for entry in self._checked_files(version, split, verify=False)])
 
     def sample_table(self, version: DatasetVersion, split: str, rows: int) -> pa.Table:
         """The first ``rows`` rows of a split (rows are stored shuffled), reading only as many
@@ -425,10 +424,13 @@ class DatasetManager:
         for entry in self._checked_files(version, split, verify=False):
             if have >= rows:
                 break
-            tables.append(pq.read_table(pa.BufferReader(self.storage.get_bytes(entry["key"])),
-                                        columns=_split_columns(version)))
+            tables.append(self._file_table(version, entry))
             have += tables[-1].num_rows
         return pa.concat_tables(tables).slice(0, rows)
+
+    def _file_table(self, version: DatasetVersion, entry: dict[str, Any]) -> pa.Table:
+        """One of a split's files, read in this process (``get_bytes`` checks its sha256)."""
+        return pq.read_table(pa.BufferReader(self.storage.get_bytes(entry["key"])), columns=_split_columns(version))
 
     def _checked_files(self, version: DatasetVersion, split: str, *, verify: bool) -> list[dict[str, Any]]:
         if split not in SPLITS:

@@ -16,6 +16,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from aiplatform.imaging import resize_array
+
 WORKING_SIDE = 256
 """Uploads are framed at most this large (long side): enough for any model input here, cheap."""
 PLAIN_BACKGROUND = 48
@@ -26,10 +28,16 @@ MIN_CONTRAST = 24.0
 """Below this spread between background and strokes an image is taken as blank and only resized."""
 
 
+def _border_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """The image's frame, 6% of its shorter side wide (at least a pixel): where background is read."""
+    edge = max(1, round(0.06 * min(shape)))
+    mask = np.zeros(shape, dtype=bool)
+    mask[:edge], mask[-edge:], mask[:, :edge], mask[:, -edge:] = True, True, True, True
+    return mask
+
+
 def _border(image: np.ndarray) -> np.ndarray:
-    width = max(1, round(0.06 * min(image.shape)))
-    return np.concatenate([image[:width].ravel(), image[-width:].ravel(),
-                           image[width:-width, :width].ravel(), image[width:-width, -width:].ravel()])
+    return image[_border_mask(image.shape)]
 
 
 def _mass_centre(image: np.ndarray) -> tuple[float, float]:
@@ -79,9 +87,7 @@ def _flatten_lighting(image: np.ndarray) -> np.ndarray:
     sits at 0 wherever it is, then clip what the border's own noise reaches."""
     height, width = image.shape
     rows, cols = np.indices(image.shape)
-    mask = np.zeros(image.shape, dtype=bool)
-    edge = max(1, round(0.06 * min(image.shape)))
-    mask[:edge], mask[-edge:], mask[:, :edge], mask[:, -edge:] = True, True, True, True
+    mask = _border_mask(image.shape)
     design = np.column_stack([np.ones(mask.sum()), rows[mask] / height, cols[mask] / width])
     coefficients, *_ = np.linalg.lstsq(design, image[mask], rcond=None)
     plane = coefficients[0] + coefficients[1] * rows / height + coefficients[2] * cols / width
@@ -141,7 +147,4 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
 
 
 def _resized(pixels: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR),
-                      dtype=np.uint8)[..., None]
+    return resize_array(pixels[None, ...], size, 1)[0]

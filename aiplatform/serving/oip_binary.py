@@ -155,6 +155,14 @@ def requested_outputs(body: Any, known: list[str]) -> RequestedOutputs:
     return RequestedOutputs(tuple(names), frozenset(binary))
 
 
+def select_outputs(outputs: list[dict[str, Any]], names: Optional[tuple[str, ...]]) -> list[dict[str, Any]]:
+    """The response's output tensors a request named, in its order (None: all of them)."""
+    if names is None:
+        return outputs
+    by_name = {output["name"]: output for output in outputs}
+    return [by_name[name] for name in names]
+
+
 def encode_tensor(datatype: str, values: list[Any]) -> bytes:
     """An output's values as the extension's bytes."""
     if datatype == "BYTES":
@@ -165,10 +173,7 @@ def encode_tensor(datatype: str, values: list[Any]) -> bytes:
 def shape_response(response: dict[str, Any], requested: RequestedOutputs) -> tuple[bytes, dict[str, str]]:
     """An infer response as the request asked: only the requested outputs, the binary ones as bytes
     after the JSON header. Returns the body and its headers."""
-    outputs = response["outputs"]
-    if requested.names is not None:
-        by_name = {o["name"]: o for o in outputs}
-        outputs = [by_name[name] for name in requested.names]
+    outputs = select_outputs(response["outputs"], requested.names)
     tensors: list[bytes] = []
     shaped = []
     for output in outputs:

@@ -102,13 +102,14 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
 
 
 def test_grpc_messages_are_bounded_like_http_bodies_everywhere_serve_runs() -> None:
-    from aip.local import HEAD_ENV
+    from aip.local import head_env
     from aiplatform.api.app import MAX_REQUEST_BYTES
-    from aiplatform.runtime import GRPC_MAX_MESSAGE_BYTES, local_runtime_env
+    from aiplatform.runtime import MAX_REQUEST_BYTES as MAX_GRPC_MESSAGE_BYTES
+    from aiplatform.runtime import local_runtime_env
 
-    assert GRPC_MAX_MESSAGE_BYTES == MAX_REQUEST_BYTES
+    assert MAX_GRPC_MESSAGE_BYTES == MAX_REQUEST_BYTES
     assert SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(MAX_REQUEST_BYTES)
-    assert HEAD_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]
+    assert head_env()["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]
     first = local_runtime_env()
     first["env_vars"]["changed by ray.init"] = "1"
     assert "changed by ray.init" not in local_runtime_env()["env_vars"]

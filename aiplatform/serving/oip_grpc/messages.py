@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from aiplatform.errors import AIPError, InvalidArgument
-from aiplatform.serving.oip_binary import decode_tensor, encode_tensor, is_count
+from aiplatform.serving.oip_binary import decode_tensor, encode_tensor, is_count, select_outputs
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
 
 CONTENTS_FIELD = {
@@ -92,11 +92,7 @@ def infer_response_message(response: dict[str, Any], names: Optional[tuple[str, 
                                     id=response.get("id") or "")
     for key, value in (response.get("parameters") or {}).items():
         message.parameters[key].string_param = str(value)
-    outputs = response["outputs"]
-    if names is not None:
-        by_name = {output["name"]: output for output in outputs}
-        outputs = [by_name[name] for name in names]
-    for output in outputs:
+    for output in select_outputs(response["outputs"], names):
         message.outputs.add(name=output["name"], datatype=output["datatype"], shape=output["shape"])
         message.raw_output_contents.append(encode_tensor(output["datatype"], output["data"]))
     return message
