@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle
 
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
+from aiplatform.api.fast_routes import FastRoute, FastRoutes
 from aiplatform.api.security import AccessPolicy
 from aiplatform.errors import AIPError, TooLarge, Unavailable
 from aiplatform.kinds import ModelKind, kind_for
@@ -52,8 +53,20 @@ logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
 REPLICA_RETRIES = 3
 PREDICTION_FIELDS = ("label", "probability", "probabilities")
+FAST_ROUTES = (
+    FastRoute("POST", "/v1/models/{name}/predict", "predict", query={"version": int, "alias": str}),
+    FastRoute("POST", "/v2/models/{name}/infer", "v2_infer"),
+    FastRoute("POST", "/v2/models/{name}/versions/{version:int}/infer", "v2_version_infer"),
+)
+"""The inference routes, answered ahead of FastAPI's router (aiplatform.api.fast_routes); the
+gateway's constructor installs their endpoints."""
 
 
+def fast_endpoints(scope: dict[str, Any]) -> Optional[dict[str, Any]]:
+    return getattr(getattr(scope.get("app"), "state", None), "fast_endpoints", None)
+
+
+app.add_middleware(FastRoutes, routes=FAST_ROUTES, endpoints_of=fast_endpoints)  # inside the guard and body limit
 include_api(app)
 
 
@@ -104,13 +117,18 @@ class Gateway:
             name=f"gateway-{serve.get_replica_context().replica_tag}",
         )
         self._models: dict[str, ServedModel] = {}
+        self._model_handles: dict[str, DeploymentHandle] = {}
+        app.state.fast_endpoints = {"predict": self.predict, "v2_infer": self.v2_infer,
+                                    "v2_version_infer": self.v2_version_infer}
 
     async def _call_model_server(self, model_id: str, images: list[np.ndarray]) -> list[dict[str, Any]]:
         """One handle call for a batch of requests to the same model (see AdaptiveBatcher).
 
         Predictions have no side effects, so a batch whose replica died is sent again: a replica
         lost under load costs latency, not failed requests."""
-        handle = self.model_server.options(multiplexed_model_id=model_id)
+        handle = self._model_handles.get(model_id)
+        if handle is None:  # one per model: options() builds a new handle each call
+            handle = self._model_handles[model_id] = self.model_server.options(multiplexed_model_id=model_id)
         batch = np.stack(images)
         for attempt in range(REPLICA_RETRIES + 1):
             try:
