@@ -9,8 +9,10 @@ never recorded. Objects are made on first use in each process (a Ray worker, act
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -116,3 +118,80 @@ def _safely(name: str, record: Any) -> None:
         if name not in _failed:
             _failed.add(name)
             logger.warning("metric %s could not be recorded", name, exc_info=True)
+
+
+SeriesKey = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+class MetricBuffer:
+    """Counts, gauges and observations kept in memory and handed to Ray's metrics by a background
+    thread every ``interval_s``.
+
+    A call into ``ray.util.metrics`` costs ~4.5 us of the caller's CPU; a gateway answering
+    1,000 predictions a second made five per prediction on its event loop. Here a prediction
+    costs a dict update: counters are summed and gauges keep their last value per series, so
+    each is recorded once per interval; histograms still record every value (Ray's histograms
+    take one value a call), but off the request path. Prometheus scrapes every few seconds, so
+    the delay is not seen."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._counts: dict[SeriesKey, float] = {}
+        self._gauges: dict[SeriesKey, float] = {}
+        self._values: dict[SeriesKey, list[float]] = {}
+        self._thread: Optional[threading.Thread] = None
+
+    def inc(self, name: str, value: float = 1.0, **tags: Any) -> None:
+        key = (name, tuple(tags.items()))
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0.0) + value
+        self._started()
+
+    def set_gauge(self, name: str, value: float, **tags: Any) -> None:
+        with self._lock:
+            self._gauges[(name, tuple(tags.items()))] = value
+        self._started()
+
+    def observe(self, name: str, value: float, **tags: Any) -> None:
+        key = (name, tuple(tags.items()))
+        with self._lock:
+            values = self._values.get(key)
+            if values is None:
+                self._values[key] = [value]
+            else:
+                values.append(value)
+        self._started()
+
+    def flush(self) -> None:
+        """Record everything buffered so far (the thread does this every interval)."""
+        with self._lock:
+            counts, gauges, values = self._counts, self._gauges, self._values
+            self._counts, self._gauges, self._values = {}, {}, {}
+        for (name, tags), total in counts.items():
+            inc(name, total, **dict(tags))
+        for (name, tags), value in gauges.items():
+            set_gauge(name, value, **dict(tags))
+        for (name, tags), observed in values.items():
+            for value in observed:
+                observe(name, value, **dict(tags))
+
+    def _started(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="metric-buffer", daemon=True)
+                    self._thread.start()
+                    atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the next interval tries again; never stop recording
+                logger.warning("buffered metrics could not be recorded", exc_info=True)
+
+
+buffered = MetricBuffer()
+"""This process's buffer, for hot paths (the gateway's per-request metrics, its batcher)."""

@@ -1,20 +1,21 @@
-"""What the gateway records per prediction: outcome, latency and predicted class."""
+"""What the gateway records per prediction: outcome, latency and predicted class (buffered: the
+request path only updates memory, see ``MetricBuffer``)."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 from aiplatform.errors import AIPError, http_status
-from aiplatform.monitoring.metrics import inc, observe
+from aiplatform.monitoring.metrics import buffered
 
 UNROUTED = "unrouted"
 """The model label of a request that never reached a model (unknown name or alias)."""
 
 
 def count_success(model: str, version: int, latency_s: float, label: str) -> None:
-    inc("aip_requests", model=model, version=version, outcome="ok")
-    observe("aip_request_latency_seconds", latency_s, model=model, version=version)
-    inc("aip_predicted_class", model=model, version=version, label=label)
+    buffered.inc("aip_requests", model=model, version=version, outcome="ok")
+    buffered.observe("aip_request_latency_seconds", latency_s, model=model, version=version)
+    buffered.inc("aip_predicted_class", model=model, version=version, label=label)
 
 
 def outcome_of(error: BaseException) -> str:
@@ -31,6 +32,6 @@ def outcome_of(error: BaseException) -> str:
 
 def count_failure(model: str, version: Optional[int], error: BaseException) -> None:
     outcome = outcome_of(error)
-    inc("aip_requests", model=model, version="none" if version is None else version, outcome=outcome)
+    buffered.inc("aip_requests", model=model, version="none" if version is None else version, outcome=outcome)
     if outcome == "rejected":
-        inc("aip_rejected_requests", where="gateway")
+        buffered.inc("aip_rejected_requests", where="gateway")

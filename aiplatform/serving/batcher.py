@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, TypeVar
 
 from aiplatform.errors import Unavailable
-from aiplatform.monitoring.metrics import inc, set_gauge
+from aiplatform.monitoring.metrics import buffered
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -52,7 +52,7 @@ class AdaptiveBatcher(Generic[Item, Answer]):
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         lane = self._lanes.setdefault(key, _Lane())
         if len(lane.waiting) >= self.max_waiting:
-            inc("aip_rejected_requests", where=self.name)
+            buffered.inc("aip_rejected_requests", where=self.name)
             raise Unavailable(f"{len(lane.waiting)} requests already wait for {key}; retry shortly")
         lane.waiting.append((item, future))
         self._waiting += 1
@@ -68,7 +68,7 @@ class AdaptiveBatcher(Generic[Item, Answer]):
             asyncio.get_running_loop().create_task(self._run(key, lane, batch))
         if not lane.waiting and lane.in_flight == 0:
             self._lanes.pop(key, None)
-        set_gauge("aip_queued_requests", self._waiting, replica=self.name)
+        buffered.set_gauge("aip_queued_requests", self._waiting, replica=self.name)
 
     async def _run(self, key: str, lane: _Lane[Item, Answer],
                    batch: list[tuple[Item, "asyncio.Future[Answer]"]]) -> None:
