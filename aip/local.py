@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+from aip.processes import accepts_connections, alive, stop_session
 from aiplatform.errors import Unavailable
 from aiplatform.settings import Settings
 from aiplatform.tokens import api_token_path, read_or_create_secret
@@ -62,14 +61,14 @@ def head_env() -> dict[str, str]:
     return {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
 
 
-def start_head(settings: Settings) -> None:
+def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -> None:
     """`ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly this
     head and nothing else on the machine), with the platform's settings in its environment:
     every worker, job and Serve replica it spawns sees the same ``AIP_*`` values. ``LOCAL_RAY_ENV``
     must be in the environment before Ray is imported (the CLI sets it first)."""
     ensure_token()
     pid_file = head_pid_file(settings)
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and alive(int(pid_file.read_text())):
         return  # already up: `up` again only redeploys
     command = [
         _ray_bin(), "start", "--head", "--block", f"--port={settings.ray_port}",
@@ -84,10 +83,10 @@ def start_head(settings: Settings) -> None:
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     log = (settings.home / "ray-head.log").open("ab")
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **head_env()})
+                            env={**os.environ, **head_env(), **(extra_env or {})})
     pid_file.write_text(str(head.pid))
     deadline = time.time() + START_TIMEOUT_S
-    while not _accepts_connections("127.0.0.1", settings.ray_port):
+    while not accepts_connections("127.0.0.1", settings.ray_port):
         if head.poll() is not None or time.time() > deadline:
             raise Unavailable(f"`ray start --head` did not come up; see {settings.home / 'ray-head.log'}")
         time.sleep(0.5)
@@ -102,45 +101,10 @@ def stop_head(settings: Settings) -> bool:
     pid_file = head_pid_file(settings)
     if not pid_file.exists():
         return False
-    pid = int(pid_file.read_text())
-    running = _alive(pid)
-    if running:
-        for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
-            _signal_session(pid, sig)
-            deadline = time.time() + wait_s
-            while (still_running := _alive(pid) or bool(_session_members(pid))) and time.time() < deadline:
-                time.sleep(0.25)
-            if not still_running:
-                break
+    running = stop_session(int(pid_file.read_text()), STOP_GRACE_S)
     pid_file.unlink(missing_ok=True)
     _forget_address_file(settings)
     return running
-
-
-def _signal_session(leader: int, sig: signal.Signals) -> None:
-    for target in [leader, *_session_members(leader)]:
-        try:
-            os.kill(target, sig)
-        except OSError:
-            pass  # already gone
-    try:
-        os.killpg(leader, sig)
-    except OSError:
-        pass
-
-
-def _session_members(leader: int) -> list[int]:
-    """Live (not zombie) processes of the session ``leader`` started (Linux's /proc; elsewhere
-    none are found and the head's process group is what gets signalled)."""
-    members = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(entry.name) != leader and os.getsid(int(entry.name)) == leader \
-                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                members.append(int(entry.name))
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-    return members
 
 
 def _forget_address_file(settings: Settings) -> None:
@@ -156,19 +120,6 @@ def _forget_address_file(settings: Settings) -> None:
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process counts as gone
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
-
-
 def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s: float = START_TIMEOUT_S) -> None:
     """Join the platform's Ray (``AIP_RAY_ADDRESS`` or the local head) as a driver."""
     import ray
@@ -180,7 +131,7 @@ def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s:
     address = address or settings.ray_address or f"127.0.0.1:{settings.ray_port}"
     host, _, port = address.rpartition(":")
     deadline = time.time() + timeout_s
-    while not _accepts_connections(host, int(port)):  # ray.init would wait minutes on a dead address
+    while not accepts_connections(host, int(port)):  # ray.init would wait minutes on a dead address
         if time.time() > deadline:
             raise Unavailable(f"No platform is running at {address}; start it with `aip up`")
         time.sleep(0.5)
@@ -195,14 +146,6 @@ def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s:
             if time.time() > deadline:
                 raise Unavailable(f"No platform is running at {address} ({exc}); start it with `aip up`") from exc
             time.sleep(1)
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def deploy_platform(settings: Settings) -> None:
@@ -222,10 +165,17 @@ def deploy_platform(settings: Settings) -> None:
 
 
 def up(settings: Settings) -> dict[str, str]:
-    """Start (or join) Ray, deploy the platform; returns the URLs to print."""
+    """Start (or join) Ray, deploy the platform; returns the URLs to print. With a ``prometheus``
+    binary installed, a local platform gets a Prometheus too (``aip.prometheus``)."""
+    from aip.prometheus import INSTALL_HINT, dashboard_env, start_prometheus
+
     address: Optional[str] = settings.ray_address
+    prometheus_url: Optional[str] = None
     if address is None:
-        start_head(settings)
+        prometheus_url = start_prometheus(settings)
+        if prometheus_url is not None:
+            settings = settings.model_copy(update={"prometheus_url": prometheus_url})
+        start_head(settings, extra_env=dashboard_env(prometheus_url))
         address = f"127.0.0.1:{settings.ray_port}"
     connect_driver(settings, address)
     deploy_platform(settings)
@@ -235,8 +185,12 @@ def up(settings: Settings) -> dict[str, str]:
         "Ray dashboard": f"http://127.0.0.1:{settings.dashboard_port}",
         "ray job submit --address": f"http://127.0.0.1:{settings.dashboard_port}",
         "auth token file (RAY_AUTH_MODE=token)": str(token_path()),
-        "Prometheus config (discovers this Ray)": "aip monitoring prometheus-config",
     }
+    if settings.ray_address is None and settings.prometheus_port:
+        urls["Prometheus (metrics over time: Ray dashboard, Monitoring page)"] = (
+            prometheus_url or f"not installed; {INSTALL_HINT}. Carrying on: the Monitoring page charts the "
+            "alert engine's signals instead")
+    urls["Prometheus config (discovers this Ray)"] = "aip monitoring prometheus-config"
     if settings.api_token is not None:
         # In the URL's fragment, which the browser never sends; the UI keeps it for the session.
         urls["log in (opens the UI with the API token)"] = (
@@ -253,9 +207,12 @@ def down(settings: Settings) -> bool:
     from ray import serve
 
     if settings.ray_address is None:
+        from aip.prometheus import stop_prometheus
+
         # No app deletion first: the gateway's direct ingress drains for 30 s before it stops,
         # which serves nobody when the whole local platform stops with the head.
-        return stop_head(settings)
+        stopped = stop_head(settings)
+        return stop_prometheus(settings) or stopped
     connect_driver(settings, settings.ray_address)
     serve.delete(settings.serve_app_name)
     ray.shutdown()

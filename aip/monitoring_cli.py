@@ -1,13 +1,73 @@
-"""``aip monitoring ...``: Prometheus and Grafana as code."""
+"""``aip monitoring ...``: a model's figures over time (``show``), Prometheus and Grafana as code."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+from urllib.parse import quote
 
+from aip.api_client import PlatformAPI
 from aiplatform.settings import Settings
+
+SPARKS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 40
+
+
+def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """The last ``width`` values as block characters scaled between their min and max."""
+    values = values[-width:]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    return "".join(SPARKS[0 if span <= 0 else min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))]
+                   for v in values)
+
+
+def _figure(value: Optional[float], unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "share":
+        return f"{value * 100:.1f}%"
+    return f"{value:.3g} {unit}"
+
+
+def show_lines(overview: dict[str, Any]) -> list[str]:
+    """What ``aip monitoring show`` prints: the totals, then per chart and series its latest value
+    and a sparkline over the window."""
+    version = f" v{overview['version']}" if overview.get("version") else ""
+    totals = overview["totals"]
+    lines = [f"{overview['model']}{version}, last {overview['window']} (from {overview['source']})",
+             "requests: " + (", ".join(f"{outcome} {count:g}" for outcome, count in sorted(totals.items()))
+                             if totals else "none")]
+    for chart in overview["charts"]:
+        if not chart["available"]:
+            lines.append(f"  {chart['title']:<40} needs Prometheus")
+            continue
+        if not chart["series"]:
+            lines.append(f"  {chart['title']:<40} no data")
+            continue
+        for series in chart["series"]:
+            labels = ",".join(f"{k}={v}" for k, v in series["labels"].items() if v)
+            values = [v for _, v in series["points"]]
+            name = chart["title"] + (f" [{labels}]" if labels else "")
+            lines.append(f"  {name:<40} {_figure(values[-1] if values else None, chart['unit']):>12}  {sparkline(values)}")
+    for alert in overview["alerts"]:
+        state = "firing" if alert["state"] == "firing" else "resolved"
+        lines.append(f"alert {state}: {alert['severity']} {alert['rule']}: {alert['message']}")
+    return lines
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
+    params: dict[str, Any] = {"window": args.window}
+    if args.version is not None:
+        params["version"] = args.version
+    overview = PlatformAPI(settings).get(f"/v1/monitoring/models/{quote(args.model, safe='')}", params=params)
+    print(json.dumps(overview) if args.json else "\n".join(show_lines(overview)))
 
 
 def cmd_prometheus_config(args: argparse.Namespace, settings: Settings) -> None:
@@ -47,8 +107,15 @@ def cmd_provision(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_monitoring_commands(commands: Any) -> None:
-    monitoring = commands.add_parser("monitoring", help="Prometheus and Grafana as code").add_subparsers(
-        dest="monitoring", required=True)
+    monitoring = commands.add_parser("monitoring", help="a model's figures over time; Prometheus and Grafana "
+                                     "as code").add_subparsers(dest="monitoring", required=True)
+    show = monitoring.add_parser("show", help="a model's request rate, errors, latency, batch sizes, classes and "
+                                 "drift over a window: the latest values and a sparkline each")
+    show.add_argument("model")
+    show.add_argument("--window", default="1h", help="15m, 1h, 6h, 24h or 7d")
+    show.add_argument("--version", type=int, help="one version (default: every version)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=cmd_show)
     prometheus = monitoring.add_parser("prometheus-config", help="a Prometheus config that discovers Ray's targets")
     prometheus.add_argument("--ray-temp-dir", help="Ray's temp dir (default: AIP_RAY_TEMP_DIR or /tmp/ray)")
     prometheus.add_argument("--scrape-interval", type=float, default=5.0, help="seconds")

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     grpc_port: int = Field(9000, ge=0, le=65535)
     """Serve's gRPC proxy (the Open Inference Protocol's ``inference.GRPCInferenceService``) on
     127.0.0.1 in the local platform; 0 turns the gRPC ingress off."""
+    prometheus_port: int = Field(9090, ge=0, le=65535)
+    """The Prometheus ``aip up`` starts on 127.0.0.1 when the ``prometheus`` binary is installed;
+    0 starts none."""
+    prometheus_url: Optional[str] = None
+    """The Prometheus that scrapes this platform's Ray (``aip up`` sets it to the one it starts):
+    the Monitoring page and ``aip monitoring show`` read metrics over time from it. Unset: from
+    the alert engine's own signal history."""
     api_url: Optional[str] = None
     """Where CLI commands reach the gateway; default ``http://127.0.0.1:<http_port>``."""
 

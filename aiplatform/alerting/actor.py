@@ -1,7 +1,7 @@
 """The alert engine as a detached, head-pinned Ray actor, and the client every process uses.
 
 Every ``alert_interval_s`` it scrapes the platform's metrics from each node's Ray metrics agent,
-turns the interval into signals, applies the rules, checks canaries against production (rolling
+turns the interval into signals, keeps them (``signals.sqlite``, bounded), applies the rules, checks canaries against production (rolling
 back a bad one), and sends due webhook deliveries. On failure: Ray restarts it
 (``max_restarts=-1``); the alerts and the webhook outbox are in ``alerts.sqlite``, so nothing
 acknowledged is lost and no open alert is opened twice.
@@ -18,6 +18,7 @@ import ray
 
 from aiplatform.alerting.canary import CanaryGuard
 from aiplatform.alerting.engine import AlertEngine
+from aiplatform.alerting.history import SignalHistory
 from aiplatform.alerting.notify import WebhookNotifier
 from aiplatform.alerting.rules import Rule, default_rules, load_rules_file
 from aiplatform.alerting.store import Alert, AlertStore
@@ -66,11 +67,15 @@ class AlertAPI(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def history(self, names: list[str], since: float, until: float,
+                match: Optional[dict[str, str]] = None) -> list[dict[str, Any]]: ...
+
 
 class AlertActor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = AlertStore(settings.resolved_state_dir / "alerts.sqlite")
+        self.signal_history = SignalHistory(settings.resolved_state_dir / "signals.sqlite")
         self.engine = AlertEngine(rules_from_settings(settings), self.store, settings.webhook_urls)
         self.notifier = WebhookNotifier(self.store)
         self._canaries: Optional[CanaryGuard] = None
@@ -90,6 +95,7 @@ class AlertActor:
             snapshot = scrape(metrics_targets())
             signals = compute_signals(self._previous, snapshot) + drift_signals(self._drift)
             self._previous = snapshot
+            self.signal_history.record(snapshot.at, signals)
             result = self.engine.evaluate(signals, snapshot.at)
             rolled_back = self._check_canaries(signals, snapshot.at)
             self.notifier.deliver_due()
@@ -133,6 +139,11 @@ class AlertActor:
     def status(self) -> dict[str, Any]:
         return {"evaluations": self.evaluations, "interval_s": self.settings.alert_interval_s,
                 "signals": {s.key: s.value for s in self.last_signals}, "webhooks": len(self.settings.alert_webhooks)}
+
+    def history(self, names: list[str], since: float, until: float,
+                match: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+        """The signals ``names`` as recorded each interval (``alerting.history``)."""
+        return self.signal_history.series(names, since, until, match)
 
     def _check_canaries(self, signals: list[Signal], now: float) -> list[dict[str, Any]]:
         if self._canaries is None:

@@ -1,6 +1,7 @@
 """What the alert rules look at: per-interval signals computed from two metric snapshots.
 
-Signals (labels in brackets): ``request_rate`` [model, version] requests/s; ``error_rate``
+Signals (labels in brackets): ``requests`` [model, version, outcome] requests in the interval;
+``request_rate`` [model, version] requests/s; ``error_rate``
 [model, version] share of server errors and rejections; ``latency_p50`` / ``latency_p99``
 [model, version] seconds; ``queued_tasks`` waiting tasks; ``queue_wait_p90`` seconds a started
 task had waited (all from the metrics); ``drift_score`` [model, feature] PSI of the last drift
@@ -18,7 +19,7 @@ from aiplatform.monitoring.scrape import Snapshot, bucket_delta, quantile
 MIN_REQUESTS_FOR_RATIOS = 5
 """Fewer requests in an interval give no error rate or latency quantile (too noisy to alert on)."""
 
-SIGNAL_NAMES = ("request_rate", "error_rate", "latency_p50", "latency_p99", "queued_tasks", "queue_wait_p90",
+SIGNAL_NAMES = ("requests", "request_rate", "error_rate", "latency_p50", "latency_p99", "queued_tasks", "queue_wait_p90",
                 "drift_score")
 FAILED_OUTCOMES = ("server_error", "rejected")
 
@@ -49,6 +50,8 @@ def compute_signals(before: Optional[Snapshot], now: Snapshot) -> list[Signal]:
         for (model, version, outcome), value in current.items():
             delta = value - earlier.get((model, version, outcome), 0.0)
             delta = value if delta < 0 else delta  # a restarted process starts its counter again
+            if delta > 0:
+                signals.append(Signal("requests", (("model", model), ("version", version), ("outcome", outcome)), delta))
             totals[(model, version)] = totals.get((model, version), 0.0) + delta
             if outcome in FAILED_OUTCOMES:
                 failed[(model, version)] = failed.get((model, version), 0.0) + delta

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import numpy as np
@@ -34,13 +36,30 @@ def show(aip, task_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
     return json.loads(shown.stdout)
 
 
+def _prometheus_started(up_output: str, port: int, dashboard_port: int, home: Path) -> Optional[int]:
+    """The pid of the Prometheus `aip up` started (None where none is installed, and `up` said so)."""
+    if shutil.which("prometheus") is None and not os.environ.get("CI"):
+        assert "not installed" in up_output and "apt-get install prometheus" in up_output
+        return None
+    assert f"http://127.0.0.1:{port}" in up_output
+    assert {c.laddr.ip for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port} <= LOOPBACK
+    assert (home / "state" / "prometheus" / "data").is_dir()  # its data under the platform's state
+    ray_token = (home / "token").read_text().strip()
+    health = httpx.get(f"http://127.0.0.1:{dashboard_port}/api/prometheus_health", timeout=30,
+                       headers={"Authorization": f"Bearer {ray_token}"})
+    assert health.status_code == 200, health.text
+    return int((home / "state" / "prometheus" / "prometheus.pid").read_text())
+
+
 def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
-    http_port, dashboard_port, grpc_port = free_port(), free_port(), free_port()
+    http_port, dashboard_port, grpc_port, prometheus_port = free_port(), free_port(), free_port(), free_port()
     env.update({
         "AIP_HOME": str(tmp_path), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(dashboard_port),
         "AIP_DASHBOARD_AGENT_PORT": str(free_port()),  # the session's Ray may hold Ray's default
         "AIP_HTTP_PORT": str(http_port), "AIP_GRPC_PORT": str(grpc_port), "AIP_RAY_NUM_CPUS": "2",
+        "AIP_PROMETHEUS_PORT": str(prometheus_port),
         "AIP_RAY_TEMP_DIR": f"/tmp/aip-up-{os.getpid()}", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     })
@@ -67,6 +86,9 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert {c.laddr.ip for c in psutil.net_connections(kind="tcp")
                 if c.status == psutil.CONN_LISTEN and c.laddr.port == grpc_port} <= LOOPBACK
         assert oip_grpc.InferenceServerClient(url=f"127.0.0.1:{grpc_port}").is_server_live()
+        # Prometheus beside the head (Debian's package is installed here), on loopback, and the
+        # Ray dashboard's metrics views pointed at it.
+        prometheus_pid = _prometheus_started(up.stdout, prometheus_port, dashboard_port, tmp_path)
 
         # Register two versions as a training job would (a driver joining with the token).
         register = textwrap.dedent("""
@@ -198,5 +220,9 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         down = aip("down")
     assert down.returncode == 0 and "platform stopped" in down.stdout, down.stderr[-2000:]
     assert not (Path(env["AIP_RAY_TEMP_DIR"]) / "ray_current_cluster").exists()
+    if prometheus_pid is not None:  # gone with `down`, its port too
+        assert not psutil.pid_exists(prometheus_pid) or psutil.Process(prometheus_pid).status() == psutil.STATUS_ZOMBIE
+        assert not any(c.laddr.port == prometheus_port for c in psutil.net_connections(kind="tcp")
+                       if c.status == psutil.CONN_LISTEN)
     stopped = aip("models", "list", timeout=60)
     assert stopped.returncode == 2 and "aip up" in stopped.stderr

@@ -135,6 +135,14 @@ def test_an_error_burst_raises_an_error_rate_alert(platform: dict[str, Any]) -> 
     fired = [a for a in evaluation["fired"] if a["rule"] == "error-rate-high"]
     assert fired and fired[0]["labels"]["model"] == model, evaluation["signals"]
     assert evaluation["signals"][f"error_rate{{model={model},version={version}}}"] > 0.05
+    # Without a Prometheus the Monitoring page charts the engine's own signals: the same counts.
+    overview = platform["api"].get(f"/v1/monitoring/models/{model}", params={"window": "15m"}).json()
+    statuses = evaluation["statuses"]
+    assert overview["source"] == "signals"
+    assert overview["totals"] == {"ok": statuses.count(200), "server_error": statuses.count(500)}, overview
+    errors = next(c for c in overview["charts"] if c["name"] == "error_rate")
+    assert errors["series"][0]["points"][-1][1] > 0.05 and errors["thresholds"][0]["rule"] == "error-rate-high"
+    assert [a["rule"] for a in overview["alerts"]] == ["error-rate-high"]
 
 
 def test_a_faulty_canary_is_rolled_back_with_an_alert(platform: dict[str, Any]) -> None:

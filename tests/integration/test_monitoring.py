@@ -3,24 +3,17 @@ temporary config that discovers Ray's targets from Ray's own service-discovery f
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import numpy as np
 import pytest
 
-from aiplatform.monitoring.prometheus import (
-    SERVICE_DISCOVERY_FILE,
-    PrometheusClient,
-    prometheus_yaml,
-)
+from aiplatform.monitoring.prometheus import PrometheusClient
 from aiplatform.tasks.queue import TaskClient
+from tests.conftest import needs_prometheus
 from tests.factories import (
     free_port,
     make_task,
@@ -29,39 +22,8 @@ from tests.factories import (
     served_platform,
 )
 
-PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
-                                reason="needs Debian's prometheus: scripts/install-system-packages.sh")
+pytestmark = needs_prometheus
 METRICS_WAIT_S = 90
-
-
-@pytest.fixture(scope="module")
-def prometheus(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusClient]:
-    import ray
-
-    session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
-    discovery = session_dir / SERVICE_DISCOVERY_FILE
-    deadline = time.monotonic() + 30
-    while not discovery.exists():  # Ray's dashboard writes it every few seconds
-        assert time.monotonic() < deadline, f"Ray wrote no {discovery}"
-        time.sleep(0.5)
-    folder = tmp_path_factory.mktemp("prometheus")
-    config = folder / "prometheus.yml"
-    # Scrapes of Ray's metrics agent took over a second in a busy session (a 1 s interval, and so a
-    # 1 s timeout, lost the platform's series there); values still show within seconds.
-    config.write_text(prometheus_yaml(discovery, scrape_interval_s=5, refresh_interval_s=1))
-    port = free_port()
-    process = subprocess.Popen(
-        [PROMETHEUS or "prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=(folder / "prometheus.log").open("w"))
-    client = PrometheusClient(f"http://127.0.0.1:{port}")
-    try:
-        client.wait_ready()
-        yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _eventually(prometheus: PrometheusClient, promql: str, check: Callable[[list[dict[str, Any]]], bool],
@@ -88,7 +50,7 @@ def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
         prometheus: PrometheusClient, ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> None:
     model = f"mon-{uuid.uuid4().hex[:6]}"
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 1)).tolist()
-    with platform_settings(tmp_path_factory.mktemp("monitoring"), "mon") as settings, \
+    with platform_settings(tmp_path_factory.mktemp("monitoring"), "mon", prometheus_url=prometheus.url) as settings, \
             served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
         register_versions(settings, model, count=1)
         for _ in range(12):
@@ -132,6 +94,24 @@ def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
         expect(f'sum(ray_aip_task_duration_seconds_count{{template="{template}",outcome="SUCCEEDED"}})',
                lambda r: _value(r) >= 1, "task durations by template and outcome")
 
+        # The Monitoring page's data, from this Prometheus: the right totals, a chart per signal.
+        overview: dict[str, Any] = {}
+        deadline = time.monotonic() + METRICS_WAIT_S
+        while overview.get("totals") != {"ok": 12, "client_error": 3} and time.monotonic() < deadline:
+            overview = api.get(f"/v1/monitoring/models/{model}", params={"window": "15m"}).json()
+            time.sleep(1)
+        assert overview["totals"] == {"ok": 12, "client_error": 3}, overview
+        assert overview["source"] == "prometheus"
+        charts = {c["name"]: c for c in overview["charts"]}
+        assert [s["labels"] for s in charts["request_rate"]["series"]] == [{"version": "1"}]
+        assert max(v for _, v in charts["request_rate"]["series"][0]["points"]) > 0
+        assert {s["labels"]["outcome"] for s in charts["error_rate"]["series"]} == {"client_error"}
+        assert charts["latency_p99"]["series"] and charts["batch_size"]["series"]
+        assert {s["labels"]["label"] for s in charts["class_share"]["series"]} <= {"0", "1", "2"}
+        assert charts["queued_tasks"]["available"] and charts["error_rate"]["thresholds"]
+        assert api.get(f"/v1/monitoring/models/{model}", params={"window": "2h"}).status_code == 400
+        assert api.get("/v1/monitoring/models/no-such-model").status_code == 404
+
 
 def test_every_dashboard_query_is_valid_promql_for_the_real_prometheus(prometheus: PrometheusClient) -> None:
     from aiplatform.monitoring.dashboards import all_dashboards
@@ -140,6 +120,13 @@ def test_every_dashboard_query_is_valid_promql_for_the_real_prometheus(prometheu
         for panel in model["panels"]:
             for target in panel["targets"]:
                 prometheus.query(target["expr"])  # InvalidArgument if Prometheus cannot parse it
+
+
+def test_every_monitoring_chart_is_valid_promql_for_the_real_prometheus(prometheus: PrometheusClient) -> None:
+    from aiplatform.alerting.overview import PrometheusSeries, model_overview
+
+    overview = model_overview(PrometheusSeries(prometheus), "any-model", "3", "1h", [], [])
+    assert overview["source"] == "prometheus" and len(overview["charts"]) >= 9  # InvalidArgument if one did not parse
 
 
 def test_a_bad_query_and_a_stopped_prometheus_are_clear_errors(prometheus: PrometheusClient) -> None:

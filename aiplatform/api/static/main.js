@@ -6,6 +6,7 @@ import { ALERT_POLL_MS, alertsPage, refreshAlertBanner } from "./page-alerts.js"
 import { datasetsPage } from "./page-datasets.js";
 import { inferencePage } from "./page-inference.js";
 import { modelsPage } from "./page-models.js";
+import { monitoringPage } from "./page-monitoring.js";
 import { taskPage, trainingPage } from "./page-training.js";
 
 export async function route() {
@@ -19,6 +20,7 @@ export async function route() {
     else if (name === "models") await modelsPage(arg);
     else if (name === "datasets") await datasetsPage(arg);
     else if (name === "alerts") await alertsPage();
+    else if (name === "monitoring") await monitoringPage(arg);
     else await trainingPage();
   } catch (err) { showError(err); }
 }

@@ -1,0 +1,47 @@
+"""Monitoring over time: per model, the charts of the Monitoring page and ``aip monitoring show``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from fastapi import APIRouter
+
+from aiplatform.alerting.overview import HistorySeries, PrometheusSeries, model_overview, window_seconds
+from aiplatform.api.deps import Platform, PlatformDep
+from aiplatform.errors import NotFound, Unavailable
+from aiplatform.monitoring.prometheus import PrometheusClient
+
+router = APIRouter(prefix="/v1/monitoring", tags=["monitoring"])
+logger = logging.getLogger(__name__)
+ALERTS_SCANNED = 1000
+
+
+@router.get("/models/{name}")
+def model_monitoring(name: str, platform: PlatformDep, window: str = "1h",
+                     version: Optional[int] = None) -> dict[str, Any]:
+    """Request rate, errors by outcome, latency p50/p99, batch sizes, class shares and drift of
+    ``name`` (one version, or every version) over ``window`` (15m, 1h, 6h, 24h or 7d), with the
+    training queue's depth and wait, the alert rules' thresholds and the alerts in the window.
+    From Prometheus when the platform has one (``AIP_PROMETHEUS_URL``), else from the alert
+    engine's signal history (``source`` says which)."""
+    window_seconds(window)  # a bad window is a 400 before anything is asked
+    if not any(m["name"] == name for m in platform.registry.list_models()):
+        raise NotFound(f"Model {name!r} not found")
+    rules = platform.alerts.rules()
+    alerts = platform.alerts.query(limit=ALERTS_SCANNED)
+    version_text = str(version) if version is not None else None
+    prometheus = _prometheus(platform)
+    if prometheus is not None:
+        try:
+            return model_overview(PrometheusSeries(prometheus), name, version_text, window, rules, alerts)
+        except Unavailable as exc:  # Prometheus went away: the engine's history still answers
+            logger.warning("monitoring falls back to the alert engine's signals: %s", exc)
+            overview = model_overview(HistorySeries(platform.alerts.history), name, version_text, window, rules, alerts)
+            return {**overview, "source_problem": exc.message}
+    return model_overview(HistorySeries(platform.alerts.history), name, version_text, window, rules, alerts)
+
+
+def _prometheus(platform: Platform) -> Optional[PrometheusClient]:
+    url = platform.settings.prometheus_url
+    return PrometheusClient(url) if url else None
