@@ -7,6 +7,7 @@ import pytest
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.results import PredictionRecord, ResultStore
+from aiplatform.results.store import next_cursor
 
 
 def make_record(i: int, model: str = "m", version: int = 1, at: float | None = None) -> PredictionRecord:
@@ -47,3 +48,32 @@ def test_bad_queries_and_unknown_ids(tmp_path: Path) -> None:
 def test_results_survive_reopening(tmp_path: Path) -> None:
     ResultStore(tmp_path / "r.sqlite").record_batch([make_record(1)])
     assert ResultStore(tmp_path / "r.sqlite").get("req-1").model == "m"
+
+
+def test_pages_follow_their_cursor_and_stay_stable_while_results_arrive(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "results.sqlite")
+    store.record_batch([make_record(i, at=1000 + i // 2) for i in range(9)])  # pairs share a timestamp
+    first = store.query(model="m", limit=4)
+    store.record_batch([make_record(100, at=2000)])  # newer than every page: not in the next ones
+    second = store.query(model="m", limit=4, before=next_cursor(first))
+    third = store.query(model="m", limit=4, before=next_cursor(second))
+    ids = [r.id for r in first + second + third]
+    assert ids == [f"req-{i}" for i in (8, 7, 6, 5, 4, 3, 2, 1, 0)] and next_cursor([]) is None
+    for bad in ("nope", "1.5", "nan~x", "x" * 300):
+        with pytest.raises(InvalidArgument, match="cursor"):
+            store.query(before=bad)
+
+
+@pytest.mark.parametrize("filters", [
+    {}, {"model": "m"}, {"model": "m", "version": 2}, {"model": "m", "since": 5.0},
+    {"model": "m", "before": "7.0~req-3"}, {"since": 1.0, "until": 9.0},
+])
+def test_every_query_reads_an_index_in_order_without_sorting(tmp_path: Path, filters: dict) -> None:  # type: ignore[type-arg]
+    store = ResultStore(tmp_path / "results.sqlite")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.query(limit=50, **filters)
+    store._db.set_trace_callback(None)
+    select = next(s for s in statements if s.startswith("SELECT * FROM results"))
+    plan = " ".join(row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {select}"))
+    assert "USING INDEX results_by_" in plan and "TEMP B-TREE" not in plan, plan

@@ -9,15 +9,19 @@ from fastapi.responses import Response
 
 from aiplatform.api.deps import PlatformDep
 from aiplatform.errors import NotFound
+from aiplatform.results.store import next_cursor
 
 router = APIRouter(prefix="/v1/results", tags=["results"])
 
 
 @router.get("")
 def list_results(platform: PlatformDep, model: Optional[str] = None, version: Optional[int] = None,
-                 since: Optional[float] = None, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    records = platform.results.query(model=model, version=version, since=since, limit=limit)
-    return {"results": [r.to_dict() for r in records]}
+                 since: Optional[float] = None, before: Optional[str] = Query(None, max_length=200),
+                 limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    """Newest first; ``next_cursor`` (null on the last page) goes in ``before`` for the next page."""
+    records = platform.results.query(model=model, version=version, since=since, before=before, limit=limit)
+    return {"results": [r.to_dict() for r in records],
+            "next_cursor": next_cursor(records) if len(records) == limit else None}
 
 
 @router.get("/{result_id}")
