@@ -41,6 +41,7 @@ from tests.factories import (
 
 BODY = {"array": [[0, 255], [255, 0]]}
 NODE_CPUS = 2
+WORKERS_WAIT_S = 600
 
 
 class ThreeNodes:
@@ -139,7 +140,15 @@ def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: T
     manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
     task = manager.create("cnn-classification", {"epochs": 4, "workers": 2, "max_rows": 3000, "batch_size": 32,
                                                  "conv_channels": [8, 16]}, model_name="multinode-cnn", start=True)
-    worker_nodes = wait_for(_two_train_worker_nodes, 240, "two Ray Train workers")
+    def workers_placed() -> Optional[list[str]]:
+        found = _two_train_worker_nodes()
+        if found is None and manager.queue.get(task.id).finished:  # no point waiting on
+            raise AssertionError(f"the task ended before both workers ran: {manager.queue.get(task.id)}")
+        return found
+
+    # The job's driver builds the dataset before Ray Train starts its workers: minutes on a slow
+    # machine (over 240 s with the suite's CPU quota at one core, scripts/test-throttled.sh).
+    worker_nodes = wait_for(workers_placed, WORKERS_WAIT_S, "two Ray Train workers")
     assert len(set(worker_nodes)) == 2, f"both workers on one node: {worker_nodes}"
     # Each epoch's report carries its checkpoint: epoch 1 reported = a checkpoint to resume from.
     reported = wait_for_task(manager.queue, task.id,
