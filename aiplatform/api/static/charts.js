@@ -51,7 +51,8 @@ const fmtClock = (t, span) => new Date(t * 1000).toLocaleTimeString([], span > 8
 
 export function timeChart(title, series, { since, until, unit = "", thresholds = [], alerts = [], width = 460, height = 230 } = {}) {
   const pad = { l: 64, r: 12, t: 24, b: 28 };
-  const legendRows = Math.ceil(series.length / 3);
+  const perRow = series.some((sr) => sr.name.length > 18) ? 1 : 3;  // long names get a row each
+  const legendRows = Math.ceil(series.length / perRow);
   const fullHeight = height + 8 + 16 * legendRows;
   const svg = s("svg", { width, height: fullHeight, class: "chart", role: "img", "aria-label": title, "data-chart": title });
   svg.append(s("title", {}, title), s("text", { x: pad.l, y: 14 }, `${title}${unit && unit !== "share" ? ` (${unit})` : ""}`));
@@ -84,7 +85,7 @@ export function timeChart(title, series, { since, until, unit = "", thresholds =
         svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 2.5, fill: color }, s("title", {}, `${sr.name}: ${fmtValue(p[1], unit)} at ${new Date(p[0] * 1000).toLocaleTimeString()}`)));
       }
     }
-    const lx = pad.l + (i % 3) * 130, ly = height + 8 + 16 * Math.floor(i / 3);
+    const lx = pad.l + (i % perRow) * 130, ly = height + 8 + 16 * Math.floor(i / perRow);
     svg.append(s("rect", { x: lx, y: ly - 8, width: 10, height: 10, fill: color }), s("text", { x: lx + 14, y: ly + 1 }, sr.name));
   });
   return svg;
