@@ -54,7 +54,7 @@ class ModelServer:
         self.registry = RegistryClient.connect(settings)
         self._registry_unreachable_since: Optional[float] = None
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch.set_num_threads(settings.serve_model_threads or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(settings.serve_model_threads or len(os.sched_getaffinity(0)))  # see Settings
         self.loaded: set[str] = set()
         self.loads = 0
         self.evictions = 0
