@@ -43,8 +43,9 @@ def parse_wrk(output: str) -> WrkResult:
     """wrk's report (run with ``--latency``) -> throughput, p50, p99 and failed requests."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)$", output, re.MULTILINE)) or \
-        dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
+    # wrk pads seconds with a trailing space ("99%    6.77s ")
+    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)\s*$", output, re.MULTILINE)) or \
+        dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = int(non_2xx.group(1)) if non_2xx else 0
