@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from aip.processes import accepts_connections, alive, stop_session
+from aip.processes import accepts_connections, recorded_alive, stop_recorded
 from aiplatform.errors import Unavailable
 from aiplatform.settings import Settings
 from aiplatform.tokens import api_token_path, read_or_create_secret
@@ -68,7 +68,7 @@ def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -
     must be in the environment before Ray is imported (the CLI sets it first)."""
     ensure_token()
     pid_file = head_pid_file(settings)
-    if pid_file.exists() and alive(int(pid_file.read_text())):
+    if recorded_alive(pid_file):
         return  # already up: `up` again only redeploys
     command = [
         _ray_bin(), "start", "--head", "--block", f"--port={settings.ray_port}",
@@ -98,11 +98,9 @@ def stop_head(settings: Settings) -> bool:
     ``ray start --block`` does not exit on SIGTERM while its GCS lingers, and Ray's workers run in
     process groups of their own: signalling the head's group alone took a minute and relied on the
     final SIGKILL. The whole session gets SIGTERM, and what is left after a grace period SIGKILL."""
-    pid_file = head_pid_file(settings)
-    if not pid_file.exists():
+    if not head_pid_file(settings).exists():
         return False
-    running = stop_session(int(pid_file.read_text()), STOP_GRACE_S)
-    pid_file.unlink(missing_ok=True)
+    running = stop_recorded(head_pid_file(settings), STOP_GRACE_S)
     _forget_address_file(settings)
     return running
 

@@ -10,6 +10,21 @@ import time
 from pathlib import Path
 
 
+def recorded_alive(pid_file: Path) -> bool:
+    """Whether the process whose pid ``pid_file`` holds (one `up` started) still runs."""
+    return pid_file.exists() and alive(int(pid_file.read_text()))
+
+
+def stop_recorded(pid_file: Path, grace_s: float) -> bool:
+    """Stop the session of the process ``pid_file`` names and forget it; False when there was
+    none or it had already stopped."""
+    if not pid_file.exists():
+        return False
+    running = stop_session(int(pid_file.read_text()), grace_s)
+    pid_file.unlink(missing_ok=True)
+    return running
+
+
 def stop_session(leader: int, grace_s: float) -> bool:
     """SIGTERM to every process of ``leader``'s session, SIGKILL to what is left after
     ``grace_s``; False when the leader was not running."""

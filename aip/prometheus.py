@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from aip.processes import accepts_connections, alive, stop_session
+from aip.processes import accepts_connections, recorded_alive, stop_recorded
 from aiplatform.errors import Unavailable
 from aiplatform.monitoring.prometheus import PrometheusClient, prometheus_yaml, service_discovery_path
 from aiplatform.settings import Settings
@@ -33,6 +33,10 @@ def prometheus_binary() -> Optional[str]:
 
 def prometheus_folder(settings: Settings) -> Path:
     return settings.resolved_state_dir / "prometheus"
+
+
+def _pid_file(settings: Settings) -> Path:
+    return prometheus_folder(settings) / "prometheus.pid"
 
 
 def local_prometheus_url(settings: Settings) -> str:
@@ -54,9 +58,8 @@ def start_prometheus(settings: Settings) -> Optional[str]:
     if not settings.prometheus_port or binary is None:
         return None
     folder = prometheus_folder(settings)
-    pid_file = folder / "prometheus.pid"
     url = local_prometheus_url(settings)
-    if pid_file.exists() and alive(int(pid_file.read_text())):
+    if recorded_alive(_pid_file(settings)):
         return url
     if accepts_connections("127.0.0.1", settings.prometheus_port):
         raise Unavailable(f"Port {settings.prometheus_port} is taken by another program; set AIP_PROMETHEUS_PORT "
@@ -71,7 +74,7 @@ def start_prometheus(settings: Settings) -> Optional[str]:
          f"--storage.tsdb.retention.time={RETENTION}", f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
          "--log.level=warn"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    pid_file.write_text(str(process.pid))
+    _pid_file(settings).write_text(str(process.pid))
     client = PrometheusClient(url)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not client.ready():
@@ -84,9 +87,4 @@ def start_prometheus(settings: Settings) -> Optional[str]:
 
 def stop_prometheus(settings: Settings) -> bool:
     """Stop the Prometheus `up` started; False when none was running."""
-    pid_file = prometheus_folder(settings) / "prometheus.pid"
-    if not pid_file.exists():
-        return False
-    running = stop_session(int(pid_file.read_text()), STOP_GRACE_S)
-    pid_file.unlink(missing_ok=True)
-    return running
+    return stop_recorded(_pid_file(settings), STOP_GRACE_S)

@@ -96,6 +96,16 @@ def _label(value: str, what: str) -> str:
     return value
 
 
+def _selector(model: str, version: Optional[str]) -> str:
+    """The PromQL label selector of a model's series (one version, or all)."""
+    return f'model="{model}"' + (f', version="{version}"' if version else "")
+
+
+def _match(model: str, version: Optional[str]) -> dict[str, str]:
+    """The labels a model's signals carry (one version, or all)."""
+    return {"model": model, **({"version": version} if version else {})}
+
+
 class PrometheusSeries:
     """Charts from PromQL range queries over the platform's metrics."""
 
@@ -106,8 +116,8 @@ class PrometheusSeries:
 
     def chart_series(self, spec: ChartSpec, model: str, version: Optional[str], since: float, until: float,
                      step_s: float) -> list[dict[str, Any]]:
-        selector = f'model="{model}"' + (f', version="{version}"' if version else "")
-        query = Template(spec.promql).substitute(METRIC_NAMES, sel=selector, model_only=f'model="{model}"',
+        query = Template(spec.promql).substitute(METRIC_NAMES, sel=_selector(model, version),
+                                                 model_only=_selector(model, None),
                                                  range=f"{max(MIN_RATE_RANGE_S, int(step_s * 2))}s")
         return [{"labels": {key: r["metric"].get(key, "") for key in spec.series_by},
                  "points": [[t, v] for t, v in r["values"] if math.isfinite(v)]}
@@ -118,9 +128,8 @@ class PrometheusSeries:
         """Requests per outcome in the window, from the counters themselves: the increase
         between consecutive samples (a process restarting its counter starts again from its
         first value), and a series that first appears inside the window counts from zero."""
-        selector = f'model="{model}"' + (f', version="{version}"' if version else "")
         totals: dict[str, float] = {}
-        query = f"sum by (outcome, version) ({METRIC_NAMES['requests']}{{{selector}}})"
+        query = f"sum by (outcome, version) ({METRIC_NAMES['requests']}{{{_selector(model, version)}}})"
         for result in self.client.query_range(query, since, until, step_s):
             points = result["values"]
             if not points:
@@ -145,16 +154,15 @@ class HistorySeries:
                      step_s: float) -> list[dict[str, Any]]:
         if spec.signal is None:
             return []
-        match = {"model": model, **({"version": version} if version else {})} if spec.per_model else {}
+        match = _match(model, version) if spec.per_model else {}
         return [{"labels": {key: entry["labels"].get(key, "") for key in spec.series_by},
                  "points": _downsampled(entry["points"], since, step_s)}
                 for entry in self.history([spec.signal], since, until, match)]
 
     def request_totals(self, model: str, version: Optional[str], since: float, until: float,
                        step_s: float) -> dict[str, float]:
-        match = {"model": model, **({"version": version} if version else {})}
         totals: dict[str, float] = {}
-        for entry in self.history(["requests"], since, until, match):
+        for entry in self.history(["requests"], since, until, _match(model, version)):
             outcome = entry["labels"].get("outcome", "")
             totals[outcome] = totals.get(outcome, 0.0) + sum(value for _, value in entry["points"])
         return {outcome: round(total) for outcome, total in totals.items() if total > 0}

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from fastapi import APIRouter
 
 from aiplatform.alerting.overview import HistorySeries, PrometheusSeries, model_overview, window_seconds
-from aiplatform.api.deps import Platform, PlatformDep
+from aiplatform.api.deps import PlatformDep
 from aiplatform.errors import NotFound, Unavailable
 from aiplatform.monitoring.prometheus import PrometheusClient
 
@@ -31,17 +31,15 @@ def model_monitoring(name: str, platform: PlatformDep, window: str = "1h",
     rules = platform.alerts.rules()
     alerts = platform.alerts.query(limit=ALERTS_SCANNED)
     version_text = str(version) if version is not None else None
-    prometheus = _prometheus(platform)
-    if prometheus is not None:
-        try:
-            return model_overview(PrometheusSeries(prometheus), name, version_text, window, rules, alerts)
-        except Unavailable as exc:  # Prometheus went away: the engine's history still answers
-            logger.warning("monitoring falls back to the alert engine's signals: %s", exc)
-            overview = model_overview(HistorySeries(platform.alerts.history), name, version_text, window, rules, alerts)
-            return {**overview, "source_problem": exc.message}
-    return model_overview(HistorySeries(platform.alerts.history), name, version_text, window, rules, alerts)
 
+    def overview(source: PrometheusSeries | HistorySeries) -> dict[str, Any]:
+        return model_overview(source, name, version_text, window, rules, alerts)
 
-def _prometheus(platform: Platform) -> Optional[PrometheusClient]:
-    url = platform.settings.prometheus_url
-    return PrometheusClient(url) if url else None
+    history = HistorySeries(platform.alerts.history)
+    if not platform.settings.prometheus_url:
+        return overview(history)
+    try:
+        return overview(PrometheusSeries(PrometheusClient(platform.settings.prometheus_url)))
+    except Unavailable as exc:  # Prometheus went away: the engine's history still answers
+        logger.warning("monitoring falls back to the alert engine's signals: %s", exc)
+        return {**overview(history), "source_problem": exc.message}

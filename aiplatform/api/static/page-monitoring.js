@@ -32,7 +32,7 @@ export async function monitoringPage(model) {
     const modelCharts = o.charts.filter((c) => c.per_model), queueCharts = o.charts.filter((c) => !c.per_model);
     const chart = (c) => (c.available
       ? timeChart(c.title, c.series.map((sr) => ({ name: seriesName(sr.labels), points: sr.points })),
-        { since: o.since, until: o.until, unit: c.unit, thresholds: c.thresholds, alerts: alertsFor(o.alerts, c) })
+        { since: o.since, until: o.until, unit: c.unit, thresholds: c.thresholds, alerts: alertsFor(o.alerts, c, o.charts) })
       : h("div", { class: "chart muted", "data-chart": c.title }, `${c.title}: needs Prometheus (install it; \`aip up\` starts it)`));
     const outcomes = Object.entries(o.totals).sort();
     body.replaceChildren(
@@ -55,9 +55,9 @@ export async function monitoringPage(model) {
 }
 
 // An alert goes on the chart of its signal (its series is `signal{labels}`); alerts of signals with
-// no chart of their own (a canary rolled back, say) go on the request rate's.
-function alertsFor(alerts, chart) {
-  const charted = new Set(["request_rate", "error_rate", "latency_p50", "latency_p99", "drift_score"]);
+// no model chart of their own (a canary rolled back, say) go on the request rate's.
+function alertsFor(alerts, chart, charts) {
+  const charted = new Set(charts.filter((c) => c.per_model).map((c) => c.name));
   return alerts.filter((a) => {
     const signal = (a.series || "").split("{")[0];
     return signal === chart.name || (!charted.has(signal) && chart.name === "request_rate");
