@@ -25,8 +25,9 @@ from aiplatform.monitoring.prometheus import PrometheusClient
 
 WINDOWS = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
 POINTS_PER_CHART = 120
-MIN_RATE_RANGE_S = 30
-"""PromQL rates look back at least this long (several 5 s scrapes), or they come out empty."""
+MIN_RATE_RANGE_S = 60
+"""PromQL rates look back at least this long: a dozen 5 s scrapes, so a rate stays drawn when a
+few scrapes of a loaded node time out (with fewer than two samples in its range it is empty)."""
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9_.:@+-]{1,200}")
 
 

@@ -37,9 +37,13 @@ def _eventually(prometheus: PrometheusClient, promql: str, check: Callable[[list
         if check(result):
             return result
         time.sleep(1)
-    scrapes = [{key: target.get(key) for key in ("scrapeUrl", "health", "lastError", "lastScrapeDuration")}
-               for target in prometheus.targets()]
-    raise AssertionError(f"{what}: Prometheus answered {result} to {promql}; its scrapes: {scrapes}")
+    raise AssertionError(f"{what}: Prometheus answered {result} to {promql}; its scrapes: {_scrape_health(prometheus)}")
+
+
+def _scrape_health(prometheus: PrometheusClient) -> list[dict[str, Any]]:
+    """How Prometheus's scrapes of Ray's targets went: the usual cause of a missing series."""
+    return [{key: target.get(key) for key in ("scrapeUrl", "health", "lastError", "lastScrapeDuration")}
+            for target in prometheus.targets()]
 
 
 def _value(result: list[dict[str, Any]]) -> float:
@@ -99,12 +103,18 @@ def test_prometheus_scrapes_ray_and_the_platform_metrics_carry_their_labels(
         # an increase (the first requests count in the totals, not in a rate).
         for _ in range(6):
             assert api.post(f"/v1/models/{model}/predict", json={"array": image}).status_code == 200
+        def drawn(overview: dict[str, Any]) -> bool:
+            """The totals counted and the request rate drawn (the rate needs two samples in its range)."""
+            rates = [c for c in overview.get("charts", []) if c["name"] == "request_rate"]
+            return overview.get("totals") == {"ok": 18, "client_error": 3} and bool(rates) and any(
+                v > 0 for series in rates[0]["series"] for _, v in series["points"])
+
         overview: dict[str, Any] = {}
         deadline = time.monotonic() + METRICS_WAIT_S
-        while overview.get("totals") != {"ok": 18, "client_error": 3} and time.monotonic() < deadline:
+        while not drawn(overview) and time.monotonic() < deadline:
             overview = api.get(f"/v1/monitoring/models/{model}", params={"window": "15m"}).json()
             time.sleep(1)
-        assert overview["totals"] == {"ok": 18, "client_error": 3}, overview
+        assert drawn(overview), (overview, _scrape_health(prometheus))
         assert overview["source"] == "prometheus"
         charts = {c["name"]: c for c in overview["charts"]}
         assert [s["labels"] for s in charts["request_rate"]["series"]] == [{"version": "1"}]
