@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     Ray task the API waits for; predictions take milliseconds)."""
     serve_store_inputs: bool = False
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
+    result_retention_days: Optional[float] = Field(30.0, gt=0)
+    """Results older than this move from the live table to parquet in storage
+    (``results/archive/model=<m>/day=<d>/``), where exports and drift analysis still read them
+    (None: by age, none move)."""
+    result_retention_rows_per_model: Optional[int] = Field(None, ge=1)
+    """Keep at most this many of each model's newest results live; older ones move likewise."""
+    result_retention_interval_s: float = Field(3600.0, gt=0)
+    """How often the result store applies its retention policy."""
 
     api_token: Optional[SecretStr] = None
     """The token the API, inference endpoints and UI data need (``Authorization: Bearer <token>``;

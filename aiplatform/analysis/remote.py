@@ -28,10 +28,12 @@ def drift(settings: Settings, model: str, version: Optional[int] = None, dataset
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultClient
+    from aiplatform.results.export import recent_records
     from aiplatform.storage import storage_from_settings
 
     storage = storage_from_settings(settings)
-    recent = ResultClient.connect(settings).query(model=model, version=version, since=since, limit=limit)
+    recent = recent_records(ResultClient.connect(settings), storage, model=model, version=version, since=since,
+                            limit=limit)
     report = analyze_drift(datasets=DatasetManager.from_settings(storage, settings), storage=storage,
                            registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
                            dataset_ref=dataset_ref, split=split)

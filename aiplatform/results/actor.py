@@ -11,10 +11,11 @@ from typing import Optional
 import ray
 
 from aiplatform.monitoring.metrics import observe
-from aiplatform.results.store import PredictionRecord, ResultAPI, ResultStore
+from aiplatform.results.archive import ArchivedResultAPI, RetainedResultStore, RetentionPolicy
+from aiplatform.results.store import PredictionRecord
 from aiplatform.runtime import ActorProxy, head_actor
 from aiplatform.settings import Settings
-from aiplatform.storage import Storage
+from aiplatform.storage import Storage, storage_from_settings
 
 logger = logging.getLogger(__name__)
 RESULT_STORE_ACTOR_NAME = "result-store"
@@ -31,19 +32,26 @@ def input_key(digest: str) -> str:
     return f"{INPUTS_PREFIX}/{digest}"
 
 
-class ResultActor(ResultStore):
-    """Owns the results SQLite file on the head node.
+class ResultActor(RetainedResultStore):
+    """Owns the results SQLite file on the head node, and moves old results to the archive.
 
-    On failure: restarted by Ray (``max_restarts=-1``), it reopens the file; a batch is
-    acknowledged only after its transaction commits, and re-sending a batch is harmless
-    (records are keyed by request id).
+    On failure: restarted by Ray (``max_restarts=-1``), it reopens the file and settles a move the
+    failure interrupted; a batch is acknowledged only after its transaction commits, and
+    re-sending a batch is harmless (records are keyed by request id).
     """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.resolved_state_dir / "results.sqlite")
+        super().__init__(settings.resolved_state_dir / "results.sqlite", storage_from_settings(settings),
+                         retention_policy(settings), settings.result_retention_interval_s)
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    days = settings.result_retention_days
+    return RetentionPolicy(max_age_s=None if days is None else days * 86_400,
+                           max_rows_per_model=settings.result_retention_rows_per_model)
 
 
 def result_store_handle(settings: Settings) -> "ray.actor.ActorHandle":
@@ -148,7 +156,7 @@ class ResultWriter:
                 logger.warning("could not store input %s: %s", key, exc)
 
 
-class ResultClient(ActorProxy, ResultAPI, protocol=ResultAPI):
+class ResultClient(ActorProxy, ArchivedResultAPI, protocol=ArchivedResultAPI):
     """The result-store actor, queried like the store (see ``ActorProxy``)."""
 
     @classmethod

@@ -31,14 +31,29 @@ CREATE TABLE IF NOT EXISTS results (
     latency_ms REAL NOT NULL,
     created_at REAL NOT NULL,
     features TEXT,
-    client_id TEXT
+    client_id TEXT,
+    move_key TEXT
 );
+CREATE TABLE IF NOT EXISTS archive_moves (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    min_at REAL NOT NULL,
+    max_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
+    moved_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS archive_by_model ON archive_moves(model, max_at);
 DROP INDEX IF EXISTS results_model_time;
 DROP INDEX IF EXISTS results_time;
 CREATE INDEX IF NOT EXISTS results_by_model ON results(model, created_at, id);
 CREATE INDEX IF NOT EXISTS results_by_version ON results(model, version, created_at, id);
 CREATE INDEX IF NOT EXISTS results_by_time ON results(created_at, id);
 """
+_MOVING_INDEX = "CREATE INDEX IF NOT EXISTS results_moving ON results(move_key) WHERE move_key IS NOT NULL"
+STORED_COLUMNS = ("id", "model", "version", "input_digest", "input_uri", "output", "latency_ms", "created_at",
+            "features", "client_id")
+"""The columns of a kept prediction, in the archive's order too (``move_key`` is the store's own)."""
 """Every query the API and UI make reads an index in its own order, newest first, and stops at
 its page: a model's (``results_by_model``: with only a (model, version, time) index SQLite sorted
 every row of the model, 410 ms at 10^6 rows), a version's, all models' (test_result_store.py
@@ -85,10 +100,12 @@ class ResultStore:
         self._lock = threading.Lock()
         self._db = open_database(self.db_path, _SCHEMA)
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(results)")}
-        # Stores written by earlier versions: before inputs had summary features, before client ids.
-        for column in ("features", "client_id"):
+        # Stores written by earlier versions: before inputs had summary features, before client
+        # ids, before results moved to the archive.
+        for column in ("features", "client_id", "move_key"):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
+        self._db.execute(_MOVING_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -119,7 +136,7 @@ class ResultStore:
             row = self._db.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
         if row is None:
             raise NotFound(f"Result {result_id!r} not found")
-        return _to_record(row)
+        return record_from_row(row)
 
     def query(
         self,
@@ -138,14 +155,7 @@ class ResultStore:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if version is not None and model is None:
             raise InvalidArgument("version filter needs a model filter")
-        clauses, params = [], []
-        for column, op, value in (
-            ("model", "=", model), ("version", "=", version),
-            ("created_at", ">=", since), ("created_at", "<", until),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
+        clauses, params = _time_clauses(model, since, until, version)
         if before is not None:
             at, last_id = parse_cursor(before)
             clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
@@ -155,7 +165,119 @@ class ResultStore:
             rows = self._db.execute(
                 f"SELECT * FROM results {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)
             ).fetchall()
-        return [_to_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
+
+    def scan(self, *, model: Optional[str] = None, since: Optional[float] = None, until: Optional[float] = None,
+             after: Optional[str] = None, limit: int = MAX_QUERY_LIMIT) -> list[PredictionRecord]:
+        """Oldest first, after the cursor ``after`` (``next_cursor`` of the previous page): what
+        an export reads, page by page, in the order of the archive before it."""
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
+        clauses, params = _time_clauses(model, since, until)
+        if after is not None:
+            at, last_id = parse_cursor(after)
+            clauses.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            params.extend((at, at, last_id))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM results {where} ORDER BY created_at, id LIMIT ?", (*params, limit)).fetchall()
+        return [record_from_row(row) for row in rows]
+
+    # Moving results to the archive (aiplatform.results.archive): a move marks its rows with its
+    # key, the archive writes them to storage, and one transaction deletes them and commits the
+    # move. Readers take live rows plus committed moves, so each row is read exactly once.
+
+    def next_due(self, cutoff: Optional[float], boundaries: dict[str, tuple[float, str]]) -> Optional[tuple[str, float]]:
+        """(model, time) of an oldest result due to move: older than ``cutoff``, or at or
+        before its model's boundary (the newest result past those it keeps); None when none is."""
+        with self._lock:
+            if cutoff is not None:
+                row = self._db.execute(
+                    "SELECT model, created_at FROM results WHERE created_at < ? AND move_key IS NULL"
+                    " ORDER BY created_at, id LIMIT 1", (cutoff,)).fetchone()
+                if row is not None:
+                    return row["model"], float(row["created_at"])
+            for model, (at, last_id) in boundaries.items():
+                row = self._db.execute(
+                    "SELECT created_at, id FROM results WHERE model = ? AND move_key IS NULL"
+                    " ORDER BY created_at, id LIMIT 1", (model,)).fetchone()
+                if row is not None and (row["created_at"], row["id"]) <= (at, last_id):
+                    return model, float(row["created_at"])
+        return None
+
+    def boundaries(self, keep_per_model: int) -> dict[str, tuple[float, str]]:
+        """Per model with more than ``keep_per_model`` results, the newest one past those kept."""
+        with self._lock:
+            models = [row[0] for row in self._db.execute(
+                "WITH RECURSIVE m(model) AS (SELECT MIN(model) FROM results UNION ALL"
+                " SELECT (SELECT MIN(model) FROM results WHERE model > m.model) FROM m WHERE m.model IS NOT NULL)"
+                " SELECT model FROM m WHERE model IS NOT NULL")]  # distinct models by index skip-scan
+            found = {}
+            for model in models:
+                row = self._db.execute(
+                    "SELECT created_at, id FROM results WHERE model = ? ORDER BY created_at DESC, id DESC"
+                    " LIMIT 1 OFFSET ?", (model, keep_per_model)).fetchone()
+                if row is not None:
+                    found[model] = (float(row["created_at"]), row["id"])
+        return found
+
+    def mark_move(self, key: str, model: str, since: float, until: float, cutoff: Optional[float],
+                  boundary: Optional[tuple[float, str]], limit: int) -> int:
+        """Mark up to ``limit`` of ``model``'s due results in [since, until) as moving under
+        ``key`` (a pending move); returns how many."""
+        due, params = [], []
+        if cutoff is not None:
+            due.append("created_at < ?")
+            params.append(cutoff)
+        if boundary is not None:
+            due.append("(created_at < ? OR (created_at = ? AND id <= ?))")
+            params.extend((boundary[0], boundary[0], boundary[1]))
+        if not due:
+            return 0
+        with self._lock, transaction(self._db) as db:
+            marked = db.execute(
+                "UPDATE results SET move_key = ? WHERE rowid IN (SELECT rowid FROM results WHERE model = ?"
+                " AND move_key IS NULL AND created_at >= ? AND created_at < ?"
+                f" AND ({' OR '.join(due)}) ORDER BY created_at, id LIMIT ?)",
+                (key, model, since, until, *params, limit)).rowcount
+            if marked:
+                low, high = db.execute("SELECT MIN(created_at), MAX(created_at) FROM results WHERE move_key = ?",
+                                       (key,)).fetchone()
+                db.execute("INSERT INTO archive_moves(key, model, rows, min_at, max_at, state, moved_at)"
+                           " VALUES (?, ?, ?, ?, ?, 'pending', ?)", (key, model, marked, low, high, time.time()))
+        return int(marked)
+
+    def moving_rows(self, key: str) -> list[tuple[Any, ...]]:
+        """The rows of a pending move, as stored (columns ``STORED_COLUMNS``)."""
+        with self._lock:
+            return [tuple(row) for row in self._db.execute(
+                f"SELECT {', '.join(STORED_COLUMNS)} FROM results WHERE move_key = ? ORDER BY created_at, id",
+                (key,))]
+
+    def commit_move(self, key: str) -> None:
+        """The move's file is complete in storage: its rows leave the live table, in one transaction."""
+        with self._lock, transaction(self._db) as db:
+            db.execute("DELETE FROM results WHERE move_key = ?", (key,))
+            db.execute("UPDATE archive_moves SET state = 'committed' WHERE key = ?", (key,))
+
+    def abandon_move(self, key: str) -> None:
+        """The move's file is not (completely) in storage: its rows stay live, unmarked."""
+        with self._lock, transaction(self._db) as db:
+            db.execute("UPDATE results SET move_key = NULL WHERE move_key = ?", (key,))
+            db.execute("DELETE FROM archive_moves WHERE key = ? AND state = 'pending'", (key,))
+
+    def moves(self, *, state: str = "committed", model: Optional[str] = None, since: Optional[float] = None,
+              until: Optional[float] = None) -> list[dict[str, Any]]:
+        """Moves in ``state`` (whose rows overlap [since, until) when given), oldest first."""
+        clauses, params = ["state = ?"], [state]
+        for clause, value in (("model = ?", model), ("max_at >= ?", since), ("min_at < ?", until)):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        with self._lock:
+            return [dict(row) for row in self._db.execute(
+                f"SELECT * FROM archive_moves WHERE {' AND '.join(clauses)} ORDER BY min_at, key", params)]
 
     def count(self, model: Optional[str] = None) -> int:
         with self._lock:
@@ -164,6 +286,18 @@ class ResultStore:
             return int(
                 self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()[0]
             )
+
+
+def _time_clauses(model: Optional[str], since: Optional[float], until: Optional[float],
+                  version: Optional[int] = None) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (("model", "=", model), ("version", "=", version),
+                              ("created_at", ">=", since), ("created_at", "<", until)):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    return clauses, params
 
 
 def next_cursor(page: list[PredictionRecord]) -> Optional[str]:
@@ -182,7 +316,7 @@ def parse_cursor(cursor: str) -> tuple[float, str]:
     return value, last_id
 
 
-def _to_record(row: sqlite3.Row) -> PredictionRecord:
+def record_from_row(row: sqlite3.Row) -> PredictionRecord:
     return PredictionRecord(
         id=row["id"],
         model=row["model"],

@@ -355,3 +355,39 @@ def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> Non
     with pytest.raises(InferenceServerException) as missing:
         client.get_model_metadata("tiny", model_version="9")
     assert missing.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_results_moved_to_the_archive_are_exported_with_the_live_ones(gateway: str) -> None:
+    import io
+
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from aiplatform.results import ResultClient
+
+    def predict(client: httpx.Client) -> str:
+        answer = client.post("/v1/models/tiny/predict", json={"array": [[1, 2], [3, 4]]})
+        assert answer.status_code == 200, answer.text
+        request_id = answer.json()["request_id"]
+        wait_for(lambda: client.get(f"/v1/results/{request_id}").status_code == 200, 30, "the result stored")
+        return request_id
+
+    with httpx.Client(base_url=gateway, timeout=60) as client:
+        archived = predict(client)
+        results = ResultClient.connect(_GATEWAY_SETTINGS["settings"])
+        # A year from now every result so far is past the default 30 days: all move to parquet.
+        assert results.retain(now=time.time() + 365 * 86_400) >= 1
+        assert results.count("tiny") == 0 and results.moves(model="tiny")
+        live = predict(client)
+
+        csv = client.get("/v1/results/export", params={"model": "tiny", "format": "csv"})
+        assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+        ids = pa_csv.read_csv(io.BytesIO(csv.content)).column("id").to_pylist()
+        assert {archived, live} <= set(ids) and len(ids) == len(set(ids))
+        parquet = client.get("/v1/results/export", params={"model": "tiny", "since": time.time() - 3600})
+        assert parquet.status_code == 200 and 'filename="results-tiny.parquet"' in parquet.headers["content-disposition"]
+        assert sorted(pq.read_table(io.BytesIO(parquet.content)).column("id").to_pylist()) == sorted(ids)
+
+        backwards = client.get("/v1/results/export", params={"since": 10, "until": 5})
+        assert backwards.status_code == 400 and "until" in backwards.json()["message"]
+        assert client.get("/v1/results/export", params={"format": "xlsx"}).status_code in (400, 422)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from aiplatform.api.deps import PlatformDep
 from aiplatform.errors import NotFound
+from aiplatform.results.export import MEDIA_TYPES, check_range, result_tables, stream
 from aiplatform.results.store import next_cursor
 
 router = APIRouter(prefix="/v1/results", tags=["results"])
@@ -22,6 +23,19 @@ def list_results(platform: PlatformDep, model: Optional[str] = None, version: Op
     records = platform.results.query(model=model, version=version, since=since, before=before, limit=limit)
     return {"results": [r.to_dict() for r in records],
             "next_cursor": next_cursor(records) if len(records) == limit else None}
+
+
+@router.get("/export")
+def export_results(platform: PlatformDep, model: Optional[str] = Query(None, max_length=200),
+                   since: Optional[float] = None, until: Optional[float] = None,
+                   format: Literal["csv", "parquet"] = "parquet") -> StreamingResponse:
+    """Every result in [since, until) of a model (or all), archived or live, as one parquet or
+    CSV file, streamed."""
+    check_range(since, until)
+    tables = result_tables(platform.results, platform.storage, model=model, since=since, until=until)
+    name = f"results-{model or 'all'}.{format}"
+    return StreamingResponse(stream(tables, format), media_type=MEDIA_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/{result_id}")

@@ -1,0 +1,130 @@
+"""Reading results from both places they live: the archive's parquet files and the live table.
+
+An export holds moves off (a lease on the store) while it reads, so every result in its range is
+in it exactly once; it streams, a row group or CSV chunk at a time, in bounded memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from typing import Any, Iterator, Literal, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.results.archive import SCHEMA, ArchivedResultAPI, read_archived, records
+from aiplatform.results.store import STORED_COLUMNS, PredictionRecord, next_cursor
+from aiplatform.storage import Storage
+
+ExportFormat = Literal["csv", "parquet"]
+MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+PAGE_ROWS = 1000
+HOLD_S = 300.0
+"""How long one renewal of an export's lease holds moves off: a reader that died frees them by then."""
+
+
+def check_range(since: Optional[float], until: Optional[float]) -> None:
+    if since is not None and until is not None and until <= since:
+        raise InvalidArgument(f"until ({until}) must be after since ({since})")
+
+
+def result_tables(results: ArchivedResultAPI, storage: Storage, *, model: Optional[str] = None,
+                  since: Optional[float] = None, until: Optional[float] = None) -> Iterator[pa.Table]:
+    """Every result of ``model`` (all models: None) in [since, until), oldest archive first,
+    then the live table oldest first."""
+    check_range(since, until)
+    lease = uuid.uuid4().hex
+    results.hold_moves(lease, HOLD_S)
+    renewed = time.monotonic()
+    try:
+        for move in results.moves(model=model, since=since, until=until):
+            table = read_archived(storage, move, since, until)
+            if table.num_rows:
+                yield table
+            if time.monotonic() - renewed > HOLD_S / 3:
+                results.hold_moves(lease, HOLD_S)
+                renewed = time.monotonic()
+        after = None
+        while True:
+            page = results.scan(model=model, since=since, until=until, after=after, limit=PAGE_ROWS)
+            if page:
+                yield records_table(page)
+            if len(page) < PAGE_ROWS:
+                return
+            after = next_cursor(page)
+            if time.monotonic() - renewed > HOLD_S / 3:
+                results.hold_moves(lease, HOLD_S)
+                renewed = time.monotonic()
+    finally:
+        results.release_moves(lease)
+
+
+def records_table(page: list[PredictionRecord]) -> pa.Table:
+    """Records in the archive's columns (``output`` and ``features`` as JSON text)."""
+    rows = [{**{column: getattr(r, column) for column in STORED_COLUMNS},
+             "output": json.dumps(r.output), "features": json.dumps(r.features) if r.features else None}
+            for r in page]
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def stream(tables: Iterator[pa.Table], fmt: ExportFormat) -> Iterator[bytes]:
+    """The tables as one CSV or parquet file, in chunks as they are written."""
+    sink = _DrainedSink()
+    writer = pa_csv.CSVWriter(sink, SCHEMA) if fmt == "csv" else pq.ParquetWriter(sink, SCHEMA, compression="zstd")
+    try:
+        for table in tables:
+            writer.write_table(table)
+            if chunk := sink.drain():
+                yield chunk
+    finally:
+        writer.close()
+    yield sink.drain()
+
+
+def recent_records(results: ArchivedResultAPI, storage: Storage, *, model: str, version: Optional[int] = None,
+                   since: Optional[float] = None, limit: int = 1000) -> list[PredictionRecord]:
+    """The newest ``limit`` results of a model (and version) since ``since``, the archive's too
+    when the live table holds fewer: what drift analysis compares with the training data."""
+    found = {r.id: r for r in results.query(model=model, version=version, since=since, limit=limit)}
+    if len(found) < limit:
+        for move in reversed(results.moves(model=model, since=since)):  # newest first
+            table = read_archived(storage, move, since)
+            if version is not None:
+                table = table.filter(pc.equal(table["version"], version))
+            for record in records(table):
+                found.setdefault(record.id, record)  # a row moved while read is counted once
+            if len(found) >= limit:
+                break
+    return sorted(found.values(), key=lambda r: (r.created_at, r.id), reverse=True)[:limit]
+
+
+class _DrainedSink(io.RawIOBase):
+    """A write-only file whose bytes are taken away as they come (pyarrow's writers write forward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def drain(self) -> bytes:
+        chunk = b"".join(self._chunks)
+        self._chunks.clear()
+        return chunk
