@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS alias_events (
     previous_version INTEGER,
     at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS alias_events_by_alias ON alias_events(name, alias, id);
 """
 
 
@@ -130,7 +131,8 @@ class RegistryAPI(Protocol):
 
     def resolve(self, name: str, ref: str | int) -> ModelVersion: ...
 
-    def list_versions(self, name: str) -> list[ModelVersion]: ...
+    def list_versions(self, name: str, *, limit: Optional[int] = None,
+                      before: Optional[int] = None) -> list[ModelVersion]: ...
 
     def list_models(self) -> list[dict[str, Any]]: ...
 
@@ -140,7 +142,7 @@ class RegistryAPI(Protocol):
 
     def aliases(self, name: str) -> dict[str, int]: ...
 
-    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]: ...
+    def alias_history(self, name: str, alias: str, limit: Optional[int] = None) -> list[dict[str, Any]]: ...
 
     def delete_version(self, name: str, version: int) -> None: ...
 
@@ -316,14 +318,18 @@ class RegistryStore:
             raise NotFound(f"Alias (name={name}, alias={ref}) not found")
         return self.get_version(name, int(row[0]))
 
-    def list_versions(self, name: str) -> list[ModelVersion]:
-        """Versions of a model, newest first; :class:`NotFound` for an unknown model."""
+    def list_versions(self, name: str, *, limit: Optional[int] = None, before: Optional[int] = None) -> list[ModelVersion]:
+        """Versions of a model, newest first (at most ``limit``, older than version ``before``:
+        a page); :class:`NotFound` for an unknown model."""
         validate_model_name(name)
+        if limit is not None and limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, got {limit}")
         with self._lock:
             if self._db.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound(f"Model {name!r} not found")
             rows = self._db.execute(
-                "SELECT * FROM versions WHERE name = ? ORDER BY version DESC", (name,)
+                "SELECT * FROM versions WHERE name = ? AND version < ? ORDER BY version DESC LIMIT ?",
+                (name, before if before is not None else 2**62, limit if limit is not None else -1),
             ).fetchall()
         return [self._to_version(row) for row in rows]
 
@@ -352,13 +358,13 @@ class RegistryStore:
             ).fetchall()
         return {row["alias"]: int(row["version"]) for row in rows}
 
-    def alias_history(self, name: str, alias: str) -> list[dict[str, Any]]:
-        """Moves of an alias, newest first (what ``rollback`` walks back through)."""
+    def alias_history(self, name: str, alias: str, limit: Optional[int] = None) -> list[dict[str, Any]]:
+        """Moves of an alias, newest first (the last ``limit``): what ``rollback`` walks back through."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT version, previous_version, at FROM alias_events WHERE name = ? AND alias = ?"
-                " ORDER BY id DESC",
-                (name, alias),
+                " ORDER BY id DESC LIMIT ?",
+                (name, alias, -1 if limit is None else limit),
             ).fetchall()
         return [dict(row) for row in rows]
 

@@ -110,7 +110,7 @@ def deploy(
 
 def rollback(registry: RegistryAPI, name: str, *, warm: Callable[[str], None]) -> Deployment:
     """Point ``production`` back at the version it held before its last move."""
-    history = registry.alias_history(name, PRODUCTION)
+    history = registry.alias_history(name, PRODUCTION, limit=1)
     if not history or history[0]["previous_version"] is None:
         raise Conflict(f"Model {name!r} has no earlier production version to roll back to")
     current, previous = history[0]["version"], int(history[0]["previous_version"])

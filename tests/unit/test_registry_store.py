@@ -126,3 +126,16 @@ def test_canary_weights_are_finite_relative_and_stored_as_percentages(store: Reg
         with pytest.raises(InvalidArgument, match="finite"):
             store.set_traffic("mnist-cnn", weights)
     assert store.get_traffic("mnist-cnn") == {1: 75.0, 2: 25.0}  # a refused split changes nothing
+
+
+def test_versions_and_alias_history_come_in_pages(store: RegistryStore) -> None:
+    for i in range(7):
+        version = _register(store, "paged", content=f"pkg-{i}".encode())
+        store.set_alias("paged", "production", version.version)
+    assert [v.version for v in store.list_versions("paged", limit=3)] == [7, 6, 5]
+    assert [v.version for v in store.list_versions("paged", limit=3, before=5)] == [4, 3, 2]
+    assert [v.version for v in store.list_versions("paged", before=2)] == [1]
+    assert [e["version"] for e in store.alias_history("paged", "production", limit=2)] == [7, 6]
+    assert len(store.alias_history("paged", "production")) == 7
+    with pytest.raises(InvalidArgument, match="limit"):
+        store.list_versions("paged", limit=0)

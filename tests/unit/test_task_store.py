@@ -142,3 +142,36 @@ def test_everything_survives_reopening(tmp_path: Path) -> None:
     assert reopened.get(task.id).state == RUNNING
     assert reopened.metrics_history(task.id) == [{"epoch": 1, "epochs": 1, "train_loss": 0.3}]
     assert make_task(reopened, idempotency_key="key").id == task.id
+
+
+def test_pages_by_cursor_over_several_states_in_order(store: TaskStore) -> None:
+    made = [make_task(store, start=i % 3 == 0, running=i % 3 == 1, running_job_id=f"job-{i}" if i % 3 == 1 else None)
+            for i in range(14)]
+    wanted = [t.id for t in reversed(made) if t.state in (CREATED, RUNNING)]
+    pages, before = [], None
+    while True:
+        page = store.list(states=[RUNNING, CREATED, RUNNING], limit=4, before=before)
+        pages.extend(t.id for t in page)
+        if len(page) < 4:
+            break
+        before = page[-1].id
+    assert pages == wanted
+    assert [t.id for t in store.list(states=[CREATED, RUNNING], limit=3, offset=3)] == wanted[3:6]
+    assert [t.id for t in store.list(limit=5, before=made[5].id)] == [t.id for t in reversed(made[:5])]
+    with pytest.raises(InvalidArgument, match="not a task id"):
+        store.list(before="nope")
+
+
+@pytest.mark.parametrize("filters, index", [
+    ({"states": [QUEUED]}, "tasks_by_state"), ({"states": [QUEUED, RUNNING, FAILED]}, "tasks_by_state"),
+    ({"template": "cnn-classification"}, "tasks_by_template"),
+])
+def test_every_filter_reads_an_index(store: TaskStore, filters: dict, index: str) -> None:  # type: ignore[type-arg]
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.list(limit=50, **filters)
+    store._db.set_trace_callback(None)
+    select = next(s for s in statements if s.startswith("SELECT * FROM (SELECT"))
+    plan = [row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {select}")]
+    scans = [step for step in plan if "tasks" in step]
+    assert scans and all(f"USING INDEX {index}" in step for step in scans), plan

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Optional
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,13 +75,17 @@ def list_models(platform: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/{name}")
-def get_model(name: str, platform: PlatformDep) -> dict[str, Any]:
-    versions = platform.registry.list_versions(name)
+def get_model(name: str, platform: PlatformDep, limit: int = Query(100, ge=1, le=1000),
+              before: Optional[int] = Query(None, ge=1, description="versions older than this one")) -> dict[str, Any]:
+    """The model with a page of its versions, newest first; ``next_before`` (null on the last
+    page) goes in ``before`` for the next."""
+    versions = platform.registry.list_versions(name, limit=limit, before=before)
     return {
         "name": name,
         "aliases": platform.registry.aliases(name),
         "traffic": {str(v): w for v, w in platform.registry.get_traffic(name).items()},
         "versions": [v.to_dict() for v in versions],
+        "next_before": versions[-1].version if len(versions) == limit else None,
     }
 
 

@@ -49,12 +49,15 @@ def list_tasks(
     until: Optional[float] = Query(None, description="created before (unix seconds)"),
     limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
     offset: int = Query(0, ge=0),
+    before: Optional[str] = Query(None, max_length=64, description="the next page: a page's next_before"),
 ) -> dict[str, Any]:
+    """Newest first; ``next_before`` (null on the last page) goes in ``before`` for the next."""
     tasks = platform.tasks.queue.list(states=state, template=template, since=since, until=until,
-                                      limit=limit, offset=offset)
+                                      limit=limit, offset=offset, before=before)
     waiting = platform.tasks.why_waiting(tasks)
     return {"tasks": [{**t.to_dict(), "waiting": waiting.get(t.id)} for t in tasks],
-            "counts": platform.tasks.queue.counts()}
+            "counts": platform.tasks.queue.counts(),
+            "next_before": tasks[-1].id if len(tasks) == limit else None}
 
 
 @router.get("/counts")
