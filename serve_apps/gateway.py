@@ -229,7 +229,7 @@ class Gateway:
     async def _v2_metadata(self, name: str, version: Optional[int]) -> dict[str, Any]:
         _, _, model = await self._route(name, version)
         versions = [v.version for v in self.registry.list_versions(name)] if version is None else [version]
-        return model_metadata(name, versions, model.kind, model.labels)
+        return model_metadata(name, versions, model.kind, model.labels, model.config.architecture)
 
     @app.get("/v2/models/{name}/ready")
     async def v2_ready(self, name: str) -> dict[str, Any]:

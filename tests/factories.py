@@ -250,3 +250,39 @@ def fault_table_figure(row: str, text: str) -> None:
     with (artifacts / "fault-table.txt").open("a") as handle:
         handle.write(f"{row}: {text}\n")
     print(f"\nFAULT-TABLE {row}: {text}")
+
+
+def onnx_classifier(num_classes: int = 3, image_size: int = 8, channels: int = 1, seed: int = 0,
+                    layout: str = "NCHW", softmax: bool = False):  # type: ignore[no-untyped-def]
+    """(a small CNN in eval mode, its ONNX graph as torch's exporter writes it): a model "trained
+    elsewhere". ``layout`` NHWC: the graph takes channels last; ``softmax``: it outputs probabilities."""
+    import io
+    import warnings
+
+    import torch
+
+    from aiplatform.networks.architectures import build_model
+
+    torch.manual_seed(seed)
+    network = build_model({"type": "cnn", "in_channels": channels, "image_size": image_size,
+                           "num_classes": num_classes, "conv_channels": [4], "hidden_units": 16})
+
+    class Exported(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            if layout == "NHWC":
+                pixels = pixels.permute(0, 3, 1, 2)
+            scores = self.network(pixels)
+            return torch.softmax(scores, dim=1) if softmax else scores
+
+    module = Exported().eval()
+    shape = (2, channels, image_size, image_size) if layout == "NCHW" else (2, image_size, image_size, channels)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.rand(shape),), buffer, dynamo=False, input_names=["pixels"],
+                          output_names=["scores"], dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}})
+    return module, buffer.getvalue()

@@ -4,7 +4,8 @@ Layout::
 
     model.json            architecture, hyperparameters, input spec, labels, preprocessing,
                           compression (absent for float32 weights; see weights.py)
-    weights.safetensors   tensors only (never a pickle, so loading runs no code)
+    weights.safetensors   tensors only (never a pickle, so loading runs no code), or
+    model.onnx            for an ``onnx`` architecture: a self-contained ONNX graph (onnx_graph.py)
     manifest.json         sha256 and size of every other file, library versions, metrics, lineage
 
 Loading checks the archive before trusting any of it: entry names (no absolute paths, no ``..``),
@@ -29,6 +30,7 @@ from safetensors.torch import save as save_safetensors
 
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.packaging.config import ModelConfig
+from aiplatform.packaging.onnx_graph import ONNX_ARCHITECTURE, ONNX_FILE, load_graph
 from aiplatform.packaging.weights import decode_model
 from aiplatform.storage import sha256_bytes
 
@@ -36,7 +38,8 @@ PACKAGE_FORMAT = 1
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
-REQUIRED_FILES = (MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE)
+REQUIRED_FILES = (MODEL_FILE, MANIFEST_FILE)
+"""Every package has these, and its model's file: ``weights.safetensors`` or ``model.onnx``."""
 DEFAULT_MAX_PACKAGE_BYTES = 2 * 1024**3
 DEFAULT_MAX_ENTRY_BYTES = 1024**3
 MAX_ENTRIES = 64
@@ -56,8 +59,8 @@ class ModelPackage:
 
     @property
     def cpu_only(self) -> bool:
-        """int8 layers run on CPU kernels only."""
-        return (self.config.compression or {}).get("weights") == "int8"
+        """int8 layers run on CPU kernels only, ONNX graphs on ONNX Runtime's CPU provider."""
+        return (self.config.compression or {}).get("weights") == "int8" or is_onnx(self.config)
 
 
 def library_versions() -> dict[str, str]:
@@ -75,23 +78,33 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def is_onnx(config: ModelConfig) -> bool:
+    return config.architecture.get("type") == ONNX_ARCHITECTURE
+
+
 def build_package(
     *,
     model_config: ModelConfig | dict[str, Any],
-    state_dict: dict[str, torch.Tensor],
+    state_dict: Optional[dict[str, torch.Tensor]] = None,
     metrics: dict[str, Any],
     lineage: dict[str, Any],
     extra_files: Optional[dict[str, bytes]] = None,
+    onnx_graph: Optional[bytes] = None,
 ) -> bytes:
-    """Serialize weights and metadata into package bytes (deterministic apart from created_at)."""
+    """Serialize weights (or, for an ``onnx`` architecture, the checked graph) and metadata into
+    package bytes (deterministic apart from created_at)."""
     config = ModelConfig.parse(model_config, stored=False)
-    # Validate that the weights fit the architecture (and its compression) before anything is written.
-    decode_model(config, state_dict)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    files: dict[str, bytes] = {
-        MODEL_FILE: json.dumps(config.to_json_dict(), indent=2, sort_keys=True).encode(),
-        WEIGHTS_FILE: save_safetensors(tensors),
-    }
+    files: dict[str, bytes] = {MODEL_FILE: json.dumps(config.to_json_dict(), indent=2, sort_keys=True).encode()}
+    if is_onnx(config):
+        if onnx_graph is None or state_dict is not None:
+            raise InvalidArgument("An onnx architecture's package holds its graph (onnx_graph), not a state_dict")
+        files[ONNX_FILE] = onnx_graph
+    else:
+        if state_dict is None:
+            raise InvalidArgument(f"A {config.architecture.get('type')} architecture's package needs its weights")
+        # Validate that the weights fit the architecture (and its compression) before anything is written.
+        decode_model(config, state_dict)
+        files[WEIGHTS_FILE] = save_safetensors({k: v.detach().cpu().contiguous() for k, v in state_dict.items()})
     for name, data in (extra_files or {}).items():
         _check_entry_name(name)
         files[name] = data
@@ -225,6 +238,12 @@ def load_package(
         config = ModelConfig.parse(json.loads(files[MODEL_FILE]))
     except ValueError as exc:
         raise IntegrityError(f"Package model.json is not valid JSON: {exc}") from exc
+    model_file = ONNX_FILE if is_onnx(config) else WEIGHTS_FILE
+    if model_file not in files:
+        raise IntegrityError(f"Package is missing {[model_file]}")
+    if is_onnx(config):
+        model: torch.nn.Module = load_graph(files[ONNX_FILE], config.architecture)
+        return ModelPackage(model=model, config=config, manifest=manifest)
     try:
         state_dict = load_safetensors(files[WEIGHTS_FILE])
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -22,13 +22,19 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "aiplatform", "version": release, "extensions": EXTENSIONS}
 
 
-def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list[str]) -> dict[str, Any]:
-    """``GET /v2/models/{name}``: inputs (as the model's kind takes them) and outputs as tensors."""
+def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list[str],
+                   architecture: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: inputs (as the model's kind takes them) and outputs as tensors;
+    for an ONNX model, Triton's platform name and, in ``parameters``, the graph's own signature
+    (what the kind's decoding feeds it)."""
     inputs = kind.v2_inputs()
+    onnx = (architecture or {}).get("type") == "onnx"
+    extra = {"parameters": {"onnx_signature": architecture["signature"]}} if onnx and architecture else {}
     return {
         "name": name,
         "versions": [str(v) for v in versions],
-        "platform": "pytorch",
+        "platform": "onnxruntime_onnx" if onnx else "pytorch",
+        **extra,
         "inputs": inputs,
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},

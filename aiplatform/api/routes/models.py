@@ -4,9 +4,11 @@ traffic splits, download."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, Optional
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +16,7 @@ from aiplatform.api.deps import PlatformDep
 from aiplatform.compression.compressor import CompressionReport
 from aiplatform.compression.remote import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
+from aiplatform.model_import import import_onnx
 from aiplatform.serving.deployer import (
     DEFAULT_TOLERANCE,
     PRODUCTION,
@@ -177,6 +180,48 @@ async def compress_model(name: str, body: CompressionRequest, platform: Platform
                                                       "report": report})
     return JSONResponse(status_code=201, content={"report": report, "message": " / ".join(
         line.strip() for line in CompressionReport(**report).summary_lines()[:2])})
+
+
+@router.post("/{name}/import", status_code=201)
+async def import_model(name: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
+    """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind``
+    (``image``), ``labels`` (comma-separated or a JSON list), optional ``preprocessing`` (JSON:
+    scale, mean, std) and ``scores`` (``logits`` or ``probabilities``). 201: the new version."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidArgument("Send the model as multipart/form-data with a 'file' field (the .onnx file)")
+    form = await request.form(max_files=1, max_fields=8)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidArgument("The import needs a 'file' field: the .onnx file")
+    fields = {key: form.get(key) for key in ("kind", "labels", "preprocessing", "scores")}
+    if any(value is not None and not isinstance(value, str) for value in fields.values()):
+        raise InvalidArgument("kind, labels, preprocessing and scores are text fields, not files")
+    data = await upload.read()
+    version = await run_in_threadpool(
+        import_onnx, data, name=name, kind=fields["kind"] or "image", labels=parse_labels(fields["labels"] or ""),
+        preprocessing=parse_json_object(fields["preprocessing"], "preprocessing"), scores=fields["scores"] or "logits",
+        filename=upload.filename, storage=platform.storage, registry=platform.registry)
+    return version.to_dict()
+
+
+def parse_labels(text: str) -> list[str]:
+    """``a,b,c`` or ``["a", "b", "c"]``."""
+    if text.strip().startswith("["):
+        labels = parse_json_object(text, "labels", list)
+        return [str(label) for label in labels]
+    return [label for label in (part.strip() for part in text.split(",")) if label]
+
+
+def parse_json_object(text: Optional[str], field: str, expected: type = dict) -> Any:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidArgument(f"{field} is not valid JSON") from None
+    if not isinstance(value, expected):
+        raise InvalidArgument(f"{field} must be a JSON {'object' if expected is dict else 'list'}")
+    return value
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)

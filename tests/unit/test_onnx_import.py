@@ -1,0 +1,113 @@
+"""Importing ONNX models trained elsewhere: checked, described, packaged, served by ONNX Runtime with
+the PyTorch model's answers; every bad file refused with nothing stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.kinds import kind_for
+from aiplatform.model_import import import_onnx
+from aiplatform.packaging import load_package
+from aiplatform.registry import RegistryStore
+from aiplatform.serving.runner import ModelRunner
+from aiplatform.storage import LocalStorage
+from tests.factories import onnx_classifier
+
+LABELS = ["cat", "dog", "owl"]
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> RegistryStore:
+    return RegistryStore(tmp_path / "registry.sqlite", LocalStorage(tmp_path / "artifacts"))
+
+
+def imported(registry: RegistryStore, graph: bytes, **options):  # type: ignore[no-untyped-def]
+    return import_onnx(graph, name=options.pop("name", "elsewhere"), kind=options.pop("kind", "image"),
+                       labels=options.pop("labels", LABELS), storage=registry.storage, registry=registry, **options)
+
+
+@pytest.mark.parametrize("layout, softmax", [("NCHW", False), ("NHWC", False), ("NCHW", True)])
+def test_an_imported_graph_serves_the_pytorch_models_answers(registry: RegistryStore, layout: str, softmax: bool) -> None:
+    module, graph = onnx_classifier(layout=layout, softmax=softmax, channels=3 if layout == "NHWC" else 1)
+    version = imported(registry, graph, scores="probabilities" if softmax else "logits", filename="net.onnx",
+                       preprocessing={"scale": 1 / 255, "mean": [0.5] * (3 if layout == "NHWC" else 1),
+                                      "std": [0.25] * (3 if layout == "NHWC" else 1)})
+    assert version.version == 1 and version.template == "imported-onnx"
+    assert version.lineage["imported"]["filename"] == "net.onnx" and len(version.lineage["imported"]["sha256"]) == 64
+
+    runner = ModelRunner(load_package(registry.storage.get_bytes(version.package_key)))
+    config = runner.config
+    assert config.architecture["layout"] == layout and config.input["height"] == 8
+    assert config.architecture["signature"]["inputs"][0]["name"] == "pixels"
+    images = np.random.default_rng(1).integers(0, 256, (5, 8, 8, config.input["channels"]), dtype=np.uint8)
+    tensor = kind_for(config).to_tensor(images)
+    with torch.inference_mode():
+        expected = module(tensor.permute(0, 2, 3, 1) if layout == "NHWC" else tensor)
+        expected = expected if softmax else torch.softmax(expected, dim=1)
+    np.testing.assert_allclose(runner.predict_proba(images), expected.numpy(), atol=1e-4)
+    assert [a["label"] for a in runner.predict(images)] == [LABELS[int(i)] for i in expected.argmax(dim=1)]
+
+    again = imported(registry, graph, scores="probabilities" if softmax else "logits", filename="net.onnx",
+                     preprocessing=config.preprocessing)
+    assert again.version == 1  # the same file imported again is the same version
+
+
+def _external_data_graph(graph: bytes, folder: Path) -> bytes:
+    model = onnx.load_model_from_string(graph)
+    onnx.save_model(model, str(folder / "external.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    return onnx.load_model(str(folder / "external.onnx"), load_external_data=False).SerializeToString()
+
+
+def _unknown_operator_graph() -> bytes:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Frobnicate", ["pixels"], ["scores"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 1, 8, 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+                             ).SerializeToString()
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("corrupt", "not an ONNX model"),
+    ("too large", "over the limit"),
+    ("external data", "external data files"),
+    ("unknown operator", "ONNX Runtime"),
+    ("labels", "3 classes but 2 labels"),
+    ("text kind", "cannot be imported"),
+    ("preprocessing", "mean and positive std"),
+    ("scores", "scores must be one of"),
+    ("bad name", "name"),
+])
+def test_bad_imports_are_refused_and_store_nothing(registry: RegistryStore, tmp_path: Path, case: str,
+                                                    fragment: str) -> None:
+    _, graph = onnx_classifier()
+    options: dict = {}  # type: ignore[type-arg]
+    if case == "corrupt":
+        graph = graph[: len(graph) // 3] + b"\xff" * 64
+    elif case == "too large":
+        options["max_bytes"] = len(graph) - 1
+    elif case == "external data":
+        graph = _external_data_graph(graph, tmp_path)
+    elif case == "unknown operator":
+        graph = _unknown_operator_graph()
+    elif case == "labels":
+        options["labels"] = ["a", "b"]
+    elif case == "text kind":
+        options["kind"] = "text"
+    elif case == "preprocessing":
+        options["preprocessing"] = {"mean": [0.1, 0.2], "std": [1.0, 1.0]}
+    elif case == "scores":
+        options["scores"] = "odds"
+    elif case == "bad name":
+        options["name"] = "../Nope"
+    with pytest.raises(InvalidArgument, match=fragment):
+        imported(registry, graph, **options)
+    assert registry.list_models() == [] and registry.storage.list("packages") == []
