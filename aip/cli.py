@@ -48,11 +48,15 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
     names = [args.name] if args.name else [m["name"] for m in api.get("/v1/models")["models"]]
     rows = []
     for name in names:
-        model = api.get(_model_path(name))
+        model = api.get(_model_path(name), params={"limit": 1000})
+        versions = model["versions"]
+        while model.get("next_before"):  # a model with more than one page of versions
+            model = api.get(_model_path(name), params={"limit": 1000, "before": model["next_before"]})
+            versions += model["versions"]
         aliases: dict[int, list[str]] = {}
         for alias, version in model["aliases"].items():
             aliases.setdefault(version, []).append(alias)
-        for entry in model["versions"]:
+        for entry in versions:
             rows.append({"model": name, "version": entry["version"],
                          "test_accuracy": entry["metrics"].get("test_accuracy"),
                          "aliases": sorted(aliases.get(entry["version"], []))})
@@ -102,6 +106,23 @@ def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
     report = answer["report"]
     print(json.dumps(report) if args.json else "\n".join(CompressionReport(**report).summary_lines()))
     return 0 if report["registered"] else EXIT_REFUSED
+
+
+def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
+    path = Path(args.file)
+    if not path.is_file():
+        raise InvalidArgument(f"{path} is not a readable file")
+    form = {"kind": args.kind, "labels": args.labels, "scores": args.scores}
+    if args.preprocessing:
+        form["preprocessing"] = args.preprocessing
+    version = PlatformAPI(settings).post(_model_path(args.name, "import"), data=form, timeout_s=COMPRESS_TIMEOUT_S,
+                                         files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+    if args.json:
+        print(json.dumps(version))
+        return
+    inputs = version["lineage"]["imported"]
+    print(f"imported {path.name} as {version['name']} v{version['version']} (sha256 {inputs['sha256'][:12]}, "
+          f"opset {inputs['opset']})")
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
@@ -159,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--max-accuracy-drop", type=float, help="0.01 = one point (default from settings)")
     compress.add_argument("--json", action="store_true")
     compress.set_defaults(run=cmd_models_compress)
+    imports = models.add_parser("import", help="a model trained elsewhere (an ONNX file) as a new version of --name")
+    imports.add_argument("file", help="the .onnx file (weights inside it, not in external data files)")
+    imports.add_argument("--name", required=True)
+    imports.add_argument("--kind", default="image", help="the kind of input it takes (image)")
+    imports.add_argument("--labels", required=True, help="class names in output order: a,b,c")
+    imports.add_argument("--preprocessing", help='JSON: pixels * scale, then (x - mean) / std per channel, '
+                                                 'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}')
+    imports.add_argument("--scores", choices=["logits", "probabilities"], default="logits",
+                         help="what the graph's output holds")
+    imports.add_argument("--json", action="store_true")
+    imports.set_defaults(run=cmd_models_import)
 
     add_tasks_commands(commands)
     add_monitoring_commands(commands)

@@ -172,3 +172,41 @@ def _shown_probabilities(page) -> dict[str, float]:  # type: ignore[no-untyped-d
     rows = page.locator(".probs tr")
     return {rows.nth(i).get_attribute("data-label"): float(rows.nth(i).get_attribute("data-probability"))
             for i in range(rows.count())}
+
+
+def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A model trained elsewhere: imported from the Models page, then asked about an uploaded image."""
+    import numpy as np
+    import torch
+    from playwright.sync_api import expect
+
+    from aiplatform.kinds import kind_for
+    from tests.factories import onnx_classifier
+
+    module, graph = onnx_classifier(seed=5, image_size=16)
+    (tmp_path / "elsewhere.onnx").write_bytes(graph)
+    page.goto(f"{platform_url}/#models")
+    page.set_input_files("#import-file", str(tmp_path / "elsewhere.onnx"))
+    page.fill("#import-name", "ui-imported")
+    page.fill("#import-labels", "cat,dog")  # the graph has three classes: refused, with the reason
+    page.click("#import-submit")
+    expect(page.locator("#error-text")).to_contain_text("3 classes but 2 labels")
+    page.fill("#import-labels", "cat,dog,owl")
+    page.click("#import-submit")
+    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported elsewhere.onnx")
+    page.screenshot(path=str(SCREENSHOTS / "9-imported-model.png"), full_page=True)
+
+    image = np.random.default_rng(6).integers(0, 256, (16, 16), dtype=np.uint8)
+    (tmp_path / "input.png").write_bytes(png_bytes(image))
+    spec = {"input": {"type": "image", "height": 16, "width": 16, "channels": 1},
+            "preprocessing": {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}}
+    with torch.inference_mode():
+        expected = torch.softmax(module(kind_for(spec).to_tensor(image[None, ..., None])), dim=1)[0].numpy()
+    page.click("nav a[data-page=inference]")
+    page.select_option("#model-select", "ui-imported")
+    expect(page.locator("#target-select[data-model='ui-imported'] option")).not_to_have_count(0)
+    page.set_input_files("#file-input", str(tmp_path / "input.png"))
+    page.click("#predict")
+    expect(page.locator(".probs tr")).to_have_count(3)
+    shown = _shown_probabilities(page)
+    np.testing.assert_allclose([shown[k] for k in ("cat", "dog", "owl")], expected, atol=1e-4)

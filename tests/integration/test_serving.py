@@ -16,6 +16,7 @@ from aiplatform.settings import Settings
 from tests.factories import (
     fault_table_figure,
     make_text_package,
+    onnx_classifier,
     platform_settings,
     png_bytes,
     register_bytes,
@@ -355,6 +356,47 @@ def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> Non
     with pytest.raises(InferenceServerException) as missing:
         client.get_model_metadata("tiny", model_version="9")
     assert missing.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_a_model_imported_from_onnx_serves_the_pytorch_models_answers(gateway: str) -> None:
+    import torch
+
+    from aiplatform.kinds import kind_for
+
+    module, graph = onnx_classifier(seed=3)
+    form = {"kind": "image", "labels": "cat,dog,owl", "preprocessing": '{"scale": 0.00392156862745098}'}
+    with httpx.Client(base_url=gateway, timeout=120) as client:
+        corrupt = client.post("/v1/models/onnx-net/import", data=form, files={"file": ("bad.onnx", b"\x08\x07junk")})
+        assert corrupt.status_code == 400 and "not an ONNX model" in corrupt.json()["message"]
+        assert client.get("/v1/models/onnx-net").status_code == 404  # nothing registered
+        answer = client.post("/v1/models/onnx-net/import", data=form, files={"file": ("net.onnx", graph)})
+        assert answer.status_code == 201, answer.text
+        version = answer.json()
+        assert version["version"] == 1 and version["lineage"]["imported"]["filename"] == "net.onnx"
+
+        images = np.random.default_rng(4).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+        spec = {"input": {"type": "image", "height": 8, "width": 8, "channels": 1},
+                "preprocessing": {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}}
+        with torch.inference_mode():
+            expected = torch.softmax(module(kind_for(spec).to_tensor(images[..., None])), dim=1).numpy()
+        for image, want in zip(images, expected):
+            got = client.post("/v1/models/onnx-net/predict?version=1", json={"array": image.tolist()})
+            assert got.status_code == 200, got.text
+            probabilities = got.json()["probabilities"]
+            np.testing.assert_allclose([probabilities[k] for k in ("cat", "dog", "owl")], want, atol=1e-4)
+
+        meta = client.get("/v2/models/onnx-net").json()
+        assert meta["platform"] == "onnxruntime_onnx"
+        assert meta["parameters"]["onnx_signature"]["inputs"] == [{"name": "pixels", "datatype": "FP32",
+                                                                  "shape": [-1, 1, 8, 8]}]
+        infer = client.post("/v2/models/onnx-net/versions/1/infer", json={"inputs": [
+            {"name": "input", "shape": [2, 8, 8], "datatype": "UINT8", "data": images.reshape(-1).tolist()}]})
+        assert infer.status_code == 200, infer.text
+        scores = np.array(infer.json()["outputs"][0]["data"]).reshape(2, 3)
+        np.testing.assert_allclose(scores, expected, atol=1e-4)
+        mismatch = client.post("/v2/models/onnx-net/versions/1/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 9, 9], "datatype": "UINT8", "data": [0] * 81}]})
+        assert mismatch.status_code == 400 and "8" in mismatch.json()["error"]
 
 
 def test_results_moved_to_the_archive_are_exported_with_the_live_ones(gateway: str) -> None:

@@ -13,9 +13,36 @@ export async function modelsPage(selected) {
       h("tbody", {}, models.map((m) => h("tr", {},
         h("td", {}, h("a", { href: `#models/${m.name}` }, m.name)), h("td", {}, m.versions), h("td", {}, m.latest_version),
         h("td", {}, Object.entries(m.aliases).map(([a, v]) => `${a} → v${v}`).join(", "))))))),
-    detail);
-  if (!models.length) detail.append(h("p", { class: "muted" }, "No models yet: a training task registers one."));
+    importForm(), detail);
+  if (!models.length) detail.append(h("p", { class: "muted" }, "No models yet: a training task registers one, or import one above."));
   if (selected) await modelDetail(detail, selected);
+}
+
+// Import a model trained elsewhere: an ONNX file becomes a checked, packaged registry version.
+export function importForm() {
+  const field = (label, input) => h("label", {}, label, " ", input);
+  const file = h("input", { type: "file", id: "import-file", accept: ".onnx", required: true });
+  const name = h("input", { id: "import-name", placeholder: "my-model", required: true, pattern: "[a-z0-9][a-z0-9._-]*" });
+  const labels = h("input", { id: "import-labels", placeholder: "cat,dog,owl", required: true });
+  const kind = h("select", { id: "import-kind" }, h("option", { value: "image" }, "image"));
+  const scores = h("select", { id: "import-scores" }, ["logits", "probabilities"].map((s) => h("option", { value: s }, s)));
+  const preprocessing = h("input", { id: "import-preprocessing", placeholder: '{"scale": 0.00392, "mean": [0.5], "std": [0.25]}', size: 40 });
+  const form = h("form", { id: "import-form", onsubmit: (e) => {
+    e.preventDefault();
+    act(e.submitter, async () => {
+      const body = new FormData();
+      body.append("file", file.files[0]);
+      for (const [key, input] of [["kind", kind], ["labels", labels], ["scores", scores], ["preprocessing", preprocessing]]) {
+        if (input.value.trim()) body.append(key, input.value.trim());
+      }
+      const v = await api("POST", `/v1/models/${encodeURIComponent(name.value.trim())}/import`, body, true);
+      notify(`Imported ${file.files[0].name} as ${v.name} v${v.version}`);
+      const target = `#models/${v.name}`;
+      if (location.hash === target) await modelsPage(v.name); else location.hash = target;  // the router renders it
+    });
+  } }, field("ONNX file", file), field("Name", name), field("Kind", kind), field("Labels", labels),
+    field("Output", scores), field("Preprocessing", preprocessing), h("button", { type: "submit", id: "import-submit" }, "Import"));
+  return h("section", { class: "card" }, h("h3", {}, "Import a model trained elsewhere (ONNX)"), form);
 }
 
 export async function modelDetail(root, name) {
@@ -31,6 +58,8 @@ export async function modelDetail(root, name) {
       h("td", {}, `v${v.version}`), h("td", {}, fmtNum(v.metrics.test_accuracy)),
       h("td", {}, v.aliases.join(", ")), h("td", {}, fmtTime(v.created_at)),
       h("td", {}, [lineage.method, lineage.task_id ? h("a", { href: `#task/${lineage.task_id}` }, `task ${lineage.task_id}`) : null,
+        lineage.imported ? h("span", { class: "imported", title: `sha256 ${lineage.imported.sha256}` },
+          `imported ${lineage.imported.filename || "ONNX"} (${lineage.imported.sha256.slice(0, 12)})`) : null,
         lineage.dataset, lineage.parent ? `parent v${lineage.parent}` : null].filter(Boolean).flatMap((x) => [x, " "])),
       h("td", {},
         h("button", { "data-action": "promote", onclick: (e) => act(e.target, async () => {
