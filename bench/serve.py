@@ -1,6 +1,6 @@
 """Benchmark: the platform's Serve gateway vs a plain FastAPI app vs the model called in-process.
 
-    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|text|minilm]
+    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|onnx|text|minilm]
 
 One load generator (bench/loadgen.py), one package and one real input, concurrency 1, 8 and 32:
 the MNIST-sized CNN and a real MNIST test digit as a base64 PNG in JSON, or (``--model text``) the
@@ -65,6 +65,34 @@ def mnist_package() -> bytes:
         state_dict=build_model(architecture).state_dict(),
         metrics={"test_accuracy": 0.99}, lineage={"method": "bench"},
     )
+
+
+def onnx_mnist_package() -> bytes:
+    """The same CNN (same weights) exported to ONNX by torch's exporter and packaged as an import
+    is (``aiplatform.model_import``): the model servers run it on ONNX Runtime."""
+    import io
+    import warnings
+
+    import torch
+
+    from aiplatform.model_import import onnx_model_config, smoke_prediction
+    from aiplatform.packaging import build_package, load_package
+    from aiplatform.packaging.onnx_graph import inspect_graph
+
+    torch_package = load_package(mnist_package())
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch_package.model.eval(), (torch.rand(2, 1, 28, 28),), buffer, dynamo=False,
+                          input_names=["pixels"], output_names=["logits"],
+                          dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}})
+    graph = buffer.getvalue()
+    config = onnx_model_config(name="bench-onnx", kind="image", labels=torch_package.labels,
+                               signature=inspect_graph(graph, max_bytes=len(graph)),
+                               preprocessing={k: torch_package.config.preprocessing[k] for k in ("scale", "mean", "std")})
+    package = build_package(model_config=config, metrics={}, lineage={"method": "bench"}, onnx_graph=graph)
+    smoke_prediction(package)
+    return package
 
 
 def digit_body() -> bytes:
@@ -294,21 +322,26 @@ def main() -> None:
                         help="direct: clients reach the gateway replica (throughput-optimized Serve); "
                              "proxy: through Serve's HTTP proxy")
     parser.add_argument("--gateway-replicas", type=int, default=1)
-    parser.add_argument("--model", choices=["mnist", "text", "minilm"], default="mnist",
-                        help="the MNIST CNN and a digit PNG, or a tweets text model (bag of embeddings, "
-                             "or the MiniLM encoder) and a tweet")
-    parser.add_argument("--only", choices=["gateway", "plain", "plain1", "inprocess"], action="append",
-                        help="plain: torch's default threads; plain1: one torch thread")
+    parser.add_argument("--model", choices=["mnist", "onnx", "text", "minilm"], default="mnist",
+                        help="the MNIST CNN and a digit PNG (onnx: the same CNN exported to ONNX, served by "
+                             "ONNX Runtime), or a tweets text model (bag of embeddings, or the MiniLM encoder) "
+                             "and a tweet")
+    parser.add_argument("--only", choices=["gateway", "gateway_torch", "plain", "plain1", "inprocess"],
+                        action="append",
+                        help="plain: torch's default threads; plain1: one torch thread; gateway_torch (with "
+                             "--model onnx): the same CNN in PyTorch through the same gateway")
     parser.add_argument("--load", choices=["wrk", "python"], default="wrk",
                         help="the HTTP load generator: wrk (C; default) or bench/loadgen.py")
     args = parser.parse_args()
     LOAD["generator"] = args.load
 
-    makers = {"mnist": lambda: (mnist_package(), digit_body()), "text": text_package, "minilm": minilm_package}
+    makers = {"mnist": lambda: (mnist_package(), digit_body()), "onnx": lambda: (onnx_mnist_package(), digit_body()),
+              "text": text_package, "minilm": minilm_package}
     package, body = makers[args.model]()
     package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
     package_path.write_bytes(package)
-    targets = args.only or ["inprocess", "plain", "plain1", "gateway"]
+    targets = args.only or (["gateway_torch", "gateway"] if args.model == "onnx"
+                            else ["inprocess", "plain", "plain1", "gateway"])
     runs: dict[str, list[dict[int, LoadResult]]] = {t: [] for t in targets}
     for repeat in range(args.repeats):
         for target in targets:
@@ -316,6 +349,8 @@ def main() -> None:
                 runs[target].append(in_process(package, body, args.seconds))
             elif target in ("plain", "plain1"):
                 runs[target].append(plain_fastapi(package_path, body, args.seconds, 1 if target == "plain1" else 0))
+            elif target == "gateway_torch":
+                runs[target].append(gateway(mnist_package(), body, args.seconds, args.mode, args.gateway_replicas))
             else:
                 runs[target].append(gateway(package, body, args.seconds, args.mode, args.gateway_replicas))
             print(f"repeat {repeat + 1} {target}: "
@@ -332,6 +367,11 @@ def main() -> None:
                 ratio = table["gateway"][c]["rps"] / table[plain][c]["rps"]
                 gap = table["gateway"][c]["p50_ms"] - table[plain][c]["p50_ms"]
                 print(f"gateway/{plain} at c={c}: throughput {ratio:.2f}x, p50 {gap:+.2f} ms")
+    if "gateway" in table and "gateway_torch" in table:
+        for c in CONCURRENCIES:
+            ratio = table["gateway"][c]["rps"] / table["gateway_torch"][c]["rps"]
+            gap = table["gateway"][c]["p50_ms"] - table["gateway_torch"][c]["p50_ms"]
+            print(f"{args.model}/pytorch through the gateway at c={c}: throughput {ratio:.2f}x, p50 {gap:+.2f} ms")
     if "gateway" in table and "inprocess" in table:
         gap = table["gateway"][1]["p50_ms"] - table["inprocess"][1]["p50_ms"]
         print(f"gateway p50 - in-process p50 at c=1: {gap:.2f} ms")
