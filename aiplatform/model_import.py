@@ -31,7 +31,8 @@ DEFAULT_MAX_ONNX_BYTES = 512 * 1024**2
 
 
 def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dict[str, Any],
-                      preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits") -> ModelConfig:
+                      preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
+                      template: str = IMPORTED_TEMPLATE) -> ModelConfig:
     """The model config of an imported graph: its kind's input spec read off the graph's input."""
     if kind not in IMPORTABLE_KINDS:
         raise InvalidArgument(f"Models of kind {kind!r} cannot be imported from ONNX; importable: {list(IMPORTABLE_KINDS)}")
@@ -48,7 +49,7 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
     spec = {"type": "image", "height": height, "width": width, "channels": channels}
     steps = _image_preprocessing(dict(preprocessing or {}), channels)
     return ModelConfig.parse({
-        "name": name, "template": IMPORTED_TEMPLATE, "input": spec, "labels": labels, "preprocessing": steps,
+        "name": name, "template": template, "input": spec, "labels": labels, "preprocessing": steps,
         "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": layout, "scores": scores},
     }, stored=False)
 
