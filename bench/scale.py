@@ -23,7 +23,7 @@ from typing import Any, Callable
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 
 from aiplatform.registry.store import RegistryStore
-from aiplatform.results.store import PredictionRecord, ResultStore, next_cursor
+from aiplatform.results.store import PredictionRecord, ResultStore, new_result_id, next_cursor
 from aiplatform.sqlite import transaction
 from aiplatform.storage import LocalStorage
 from aiplatform.tasks.queue.store import STATES, TaskStore
@@ -32,6 +32,7 @@ REPEATS = 200
 MODELS = 20
 WRITER_BATCH = 512  # what the gateway's result writer sends per call
 TARGET_P99_MS = 50.0
+RANDOM_IDS = False
 
 
 def timed(query: Callable[[], Any], repeats: int = REPEATS) -> dict[str, float]:
@@ -45,10 +46,12 @@ def timed(query: Callable[[], Any], repeats: int = REPEATS) -> dict[str, float]:
 
 
 def grow_results(store: ResultStore, start: int, stop: int, now: float) -> float:
-    """Rows ``start``..``stop`` (20 models, 3 versions each, one every 10 ms of the last days); rows/s."""
+    """Rows ``start``..``stop`` (20 models, 3 versions each, one every 10 ms of the last days),
+    with ids as the gateway makes them (or uuid4 with ``--random-ids``); rows/s."""
+    make_id = (lambda: uuid.uuid4().hex) if RANDOM_IDS else new_result_id
     began = time.perf_counter()
     for first in range(start, stop, WRITER_BATCH):
-        batch = [PredictionRecord(id=uuid.uuid4().hex, model=f"model-{i % MODELS}", version=1 + i % 3,
+        batch = [PredictionRecord(id=make_id(), model=f"model-{i % MODELS}", version=1 + i % 3,
                                   input_digest=f"{i:064x}", output={"label": str(i % 10), "probabilities": [0.1] * 10},
                                   latency_ms=3.0, created_at=now - (stop - i) * 0.01, features={"mean": 0.5})
                  for i in range(first, min(first + WRITER_BATCH, stop))]
@@ -193,8 +196,11 @@ def main() -> None:
     parser.add_argument("--results", default="100000,1000000", help="result-store sizes, comma-separated (0: skip)")
     parser.add_argument("--tasks", default="1000,10000,100000", help="task-queue sizes (0: skip)")
     parser.add_argument("--versions", type=int, default=10_000, help="versions of one model (0: skip)")
+    parser.add_argument("--random-ids", action="store_true", help="uuid4 result ids (before time-ordered ones)")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temporary folder)")
     args = parser.parse_args()
+    global RANDOM_IDS
+    RANDOM_IDS = args.random_ids
     sizes = lambda text: [int(x) for x in text.split(",") if int(x) > 0]  # noqa: E731
     random.seed(0)
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:

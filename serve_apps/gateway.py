@@ -5,7 +5,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
@@ -28,6 +27,7 @@ from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, ResultWriter, input_key
+from aiplatform.results.store import new_result_id
 from aiplatform.runtime import MAX_REQUEST_BYTES
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
@@ -191,7 +191,7 @@ class Gateway:
             count_failure(name, target.version, exc)
             raise
         latency_ms = (time.perf_counter() - started) * 1000
-        request_id = uuid.uuid4().hex
+        request_id = new_result_id()
         output = self._record(request_id, target, hashlib.sha256(raw).hexdigest(), answer, latency_ms, features, raw)
         # A plain JSONResponse: FastAPI's response validation would cost more than the model.
         extra = {"chunks": answer["chunks"]} if "chunks" in answer else {}
@@ -279,7 +279,7 @@ class Gateway:
             count_failure(target.name if target else UNROUTED, target.version if target else None, exc)
             raise
         # The server names every result; a client's id is kept beside it, never in its place.
-        request_id = uuid.uuid4().hex
+        request_id = new_result_id()
         latency_ms = (time.perf_counter() - started) * 1000
         digest = hashlib.sha256(raw).hexdigest()
         for index, answer in enumerate(answers):

@@ -8,6 +8,7 @@ request path never waits on a disk write.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -158,8 +159,8 @@ class ResultStore:
         clauses, params = _time_clauses(model, since, until, version)
         if before is not None:
             at, last_id = parse_cursor(before)
-            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params.extend((at, at, last_id))
+            clauses.append("(created_at, id) < (?, ?)")  # a row value: the index's range, not a scan to it
+            params.extend((at, last_id))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._db.execute(
@@ -176,8 +177,8 @@ class ResultStore:
         clauses, params = _time_clauses(model, since, until)
         if after is not None:
             at, last_id = parse_cursor(after)
-            clauses.append("(created_at > ? OR (created_at = ? AND id > ?))")
-            params.extend((at, at, last_id))
+            clauses.append("(created_at, id) > (?, ?)")
+            params.extend((at, last_id))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._db.execute(
@@ -298,6 +299,15 @@ def _time_clauses(model: Optional[str], since: Optional[float], until: Optional[
             clauses.append(f"{column} {op} ?")
             params.append(value)
     return clauses, params
+
+
+def new_result_id() -> str:
+    """A prediction's id: microseconds since the epoch (14 hex digits), then 72 random bits.
+
+    Ids made later sort later, so the store's primary-key index grows at its end; with random
+    (uuid4) ids every insert landed on a random page of it, and batches slowed as the index
+    outgrew the cache (bench/scale.py). Unguessable still: the random part alone is 2**72."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
 def next_cursor(page: list[PredictionRecord]) -> Optional[str]:
