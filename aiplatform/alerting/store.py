@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_open ON alerts(rule, series) WHERE state = 'firing';
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(started_at);
+CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts(state, started_at, id);
+CREATE INDEX IF NOT EXISTS alerts_by_rule ON alerts(rule, started_at, id);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_id TEXT NOT NULL,
@@ -132,8 +134,8 @@ class AlertStore:
             return self._get(self._db, alert_id)
 
     def query(self, *, state: Optional[str] = None, rule: Optional[str] = None, since: Optional[float] = None,
-              limit: int = 100) -> list[Alert]:
-        """Newest first."""
+              before: Optional[str] = None, limit: int = 100) -> list[Alert]:
+        """Newest first; ``before`` (a page's ``alerts_cursor``) continues after its last alert."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if state not in (None, FIRING, RESOLVED):
@@ -143,9 +145,16 @@ class AlertStore:
             if value is not None:
                 clauses.append(f"{column} {op} ?")
                 params.append(value)
+        if before is not None:
+            at, _, last_id = before.partition("~")
+            try:
+                params.extend((float(at), last_id))
+            except ValueError:
+                raise InvalidArgument(f"before={before[:60]!r} is not a cursor this API gave (next_before)") from None
+            clauses.append("(started_at, id) < (?, ?)")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY started_at DESC LIMIT ?",
+            rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY started_at DESC, id DESC LIMIT ?",
                                     (*params, limit)).fetchall()
         return [_to_alert(row) for row in rows]
 
@@ -203,3 +212,8 @@ def redacted_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "?"
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/..."
+
+
+def alerts_cursor(page: list[Alert]) -> Optional[str]:
+    """Where the page after ``page`` starts."""
+    return f"{page[-1].started_at!r}~{page[-1].id}" if page else None

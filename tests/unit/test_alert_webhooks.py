@@ -13,6 +13,7 @@ import pytest
 
 from aiplatform.alerting.notify import WebhookNotifier, retry_delay_s
 from aiplatform.alerting.store import AlertStore
+from aiplatform.errors import InvalidArgument
 from tests.factories import free_port
 
 pytestmark = pytest.mark.unit
@@ -79,3 +80,33 @@ def test_an_unreachable_webhook_gives_up_after_the_last_attempt(tmp_path: Path) 
     assert delivery["attempts"] == 3 and delivery["failed_at"] is not None and delivery["delivered_at"] is None
     assert "ConnectError" in delivery["last_error"]
     assert store.due_deliveries(now=10_000.0) == []
+
+
+def test_alerts_page_by_cursor_through_every_filter_on_an_index(tmp_path: Path) -> None:
+    from aiplatform.alerting.store import alerts_cursor
+
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    for i in range(9):
+        store.open_alert("latency" if i % 3 else "errors", f"series-{i}", {}, "warning", "m", 1.0, [], now=1000.0 + i // 2)
+        if i % 2:
+            store.resolve("latency" if i % 3 else "errors", f"series-{i}", [], now=2000.0)
+    pages, before = [], None
+    while True:
+        page = store.query(rule="latency", limit=2, before=before)
+        pages.extend(a.series for a in page)
+        if len(page) < 2:
+            break
+        before = alerts_cursor(page)
+    expected = [a.series for a in sorted((a for a in store.query(limit=100) if a.rule == "latency"),
+                                         key=lambda a: (a.started_at, a.id), reverse=True)]
+    assert pages == expected and len(pages) == 6
+    with pytest.raises(InvalidArgument, match="cursor"):
+        store.query(before="x~y")
+    for filters, index in (({"state": "firing"}, "alerts_by_state"), ({"rule": "errors"}, "alerts_by_rule")):
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        store.query(limit=10, **filters)
+        store._db.set_trace_callback(None)
+        select = next(s for s in statements if s.startswith("SELECT * FROM alerts"))
+        plan = " ".join(row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {select}"))
+        assert f"USING INDEX {index}" in plan and "TEMP B-TREE" not in plan, plan

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, Query
 
-from aiplatform.alerting.store import MAX_QUERY_LIMIT
+from aiplatform.alerting.store import MAX_QUERY_LIMIT, alerts_cursor
 from aiplatform.api.deps import PlatformDep
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -14,9 +14,12 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
 @router.get("")
 def list_alerts(platform: PlatformDep, state: Optional[str] = None, rule: Optional[str] = None,
-                since: Optional[float] = None, limit: int = Query(100, ge=1, le=MAX_QUERY_LIMIT)) -> dict[str, Any]:
-    alerts = platform.alerts.query(state=state, rule=rule, since=since, limit=limit)
-    return {"alerts": [a.to_dict() for a in alerts], "firing": sum(1 for a in alerts if a.state == "firing")}
+                since: Optional[float] = None, before: Optional[str] = Query(None, max_length=200),
+                limit: int = Query(100, ge=1, le=MAX_QUERY_LIMIT)) -> dict[str, Any]:
+    """Newest first; ``next_before`` (null on the last page) goes in ``before`` for the next."""
+    alerts = platform.alerts.query(state=state, rule=rule, since=since, before=before, limit=limit)
+    return {"alerts": [a.to_dict() for a in alerts], "firing": sum(1 for a in alerts if a.state == "firing"),
+            "next_before": alerts_cursor(alerts) if len(alerts) == limit else None}
 
 
 @router.get("/rules")
