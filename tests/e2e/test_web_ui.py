@@ -210,3 +210,30 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     expect(page.locator(".probs tr")).to_have_count(3)
     shown = _shown_probabilities(page)
     np.testing.assert_allclose([shown[k] for k in ("cat", "dog", "owl")], expected, atol=1e-4)
+
+
+def test_task_and_result_lists_page_by_cursor(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Older pages of tasks follow the API's cursor; the newest page comes back with one click."""
+    import httpx
+    from playwright.sync_api import expect
+
+    from tests.factories import TINY_CNN_PARAMS
+
+    with httpx.Client(base_url=platform_url, timeout=60) as api:
+        for index in range(55):
+            created = api.post("/v1/tasks", json={"template": "cnn-classification", "params": TINY_CNN_PARAMS,
+                                                  "model_name": f"pager-{index}"})
+            assert created.status_code == 201, created.text
+        first = api.get("/v1/tasks", params={"limit": 50}).json()
+        second = api.get("/v1/tasks", params={"limit": 50, "before": first["next_before"]}).json()
+    rows = page.locator("tr[data-task]")
+    page.goto(platform_url)
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_have_attribute("data-task", first["tasks"][0]["id"])
+    expect(page.locator("#tasks-newest")).to_be_disabled()
+    page.click("#tasks-older")
+    expect(page.locator("#tasks-page")).to_have_text("page 2")
+    expect(rows).to_have_count(len(second["tasks"]))
+    expect(rows.first).to_have_attribute("data-task", second["tasks"][0]["id"])
+    page.click("#tasks-newest")
+    expect(rows.first).to_have_attribute("data-task", first["tasks"][0]["id"])

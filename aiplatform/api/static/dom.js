@@ -60,3 +60,24 @@ export function progressBar(fraction, label) {
 
 export function poll(fn) { stopPolling(); pollTimer = setInterval(fn, POLL_MS); }
 export function stopPolling() { if (pollTimer) clearInterval(pollTimer); pollTimer = null; }
+
+// Cursor paging, newest first: `load(cursor)` shows the page after `cursor` (null: the newest) and
+// returns the next page's cursor (null on the last). "Older" follows it, "Newest" goes back to the
+// top; `refresh()` reloads the page shown (polling keeps the reader where they are), `reset()` the newest.
+export function cursorPager(id, load) {
+  const stack = [null];
+  let next = null;
+  const newest = h("button", { id: `${id}-newest` }, "Newest");
+  const older = h("button", { id: `${id}-older` }, "Older");
+  const where = h("span", { class: "muted", id: `${id}-page` });
+  const refresh = async () => {
+    next = await load(stack[stack.length - 1]);
+    older.disabled = !next;
+    newest.disabled = stack.length === 1;
+    where.textContent = stack.length > 1 ? `page ${stack.length}` : "";
+  };
+  newest.addEventListener("click", () => act(null, () => reset()));
+  older.addEventListener("click", () => act(null, async () => { if (next) { stack.push(next); await refresh(); } }));
+  const reset = async () => { stack.length = 1; await refresh(); };
+  return { element: h("div", { class: "row pager" }, newest, older, where), refresh, reset };
+}

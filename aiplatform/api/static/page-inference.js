@@ -1,7 +1,9 @@
 // The Inference page: predict from an upload or a paste, and past results.
 
 import { api } from "./api.js";
-import { act, fmtNum, fmtTime, h, page, poll, progressBar, s, showError } from "./dom.js";
+import { act, cursorPager, fmtNum, fmtTime, h, page, poll, progressBar, s, showError } from "./dom.js";
+
+const RESULTS_PER_PAGE = 20;
 
 export async function inferencePage() {
   const root = page();
@@ -11,6 +13,7 @@ export async function inferencePage() {
   const text = h("textarea", { id: "text-input", placeholder: "…or paste text here" });
   const output = h("div", { id: "prediction" });
   const history = h("tbody", { id: "result-rows" });
+  const pagerSlot = h("div");
   root.replaceChildren(h("h2", {}, "Inference"),
     h("section", { class: "card" },
       h("div", { class: "row" }, h("label", {}, "Model ", modelSelect), h("label", {}, "Version ", targetSelect)),
@@ -18,7 +21,8 @@ export async function inferencePage() {
       h("div", { class: "row" }, h("button", { class: "primary", id: "predict", onclick: (e) => act(e.target, predict) }, "Predict")),
       output),
     h("section", { class: "card" }, h("h3", {}, "Past results"), h("table", {},
-      h("thead", {}, h("tr", {}, ["Result", "Model", "Label", "Probability", "Latency", "Time"].map((t) => h("th", {}, t)))), history)));
+      h("thead", {}, h("tr", {}, ["Result", "Model", "Label", "Probability", "Latency", "Time"].map((t) => h("th", {}, t)))), history),
+      pagerSlot));
 
   const { models } = await api("GET", "/v1/models").catch((err) => { showError(err); return { models: [] }; });
   if (!models.length) modelSelect.append(h("option", { value: "" }, "no models yet: train one"));
@@ -37,16 +41,21 @@ export async function inferencePage() {
       ...Object.keys(model.aliases).map((alias) => h("option", { value: `alias=${alias}` }, `${alias} (v${model.aliases[alias]})`)),
       ...model.versions.map((v) => h("option", { value: `version=${v.version}` }, `v${v.version}`)));
     targetSelect.dataset.model = name;
-    await refreshResults();
+    await resultsPager.reset();  // another model's page: from its newest results
   };
-  const refreshResults = async () => {
+  const resultsPager = cursorPager("results", async (before) => {
     const name = modelSelect.value;
-    const { results } = await api("GET", `/v1/results?limit=20${name ? `&model=${encodeURIComponent(name)}` : ""}`);
-    history.replaceChildren(...results.map((r) => h("tr", {},
-      h("td", {}, h("code", {}, r.id.slice(0, 12))), h("td", {}, `${r.model} v${r.version}`),
+    const { results, next_cursor: next } = await api("GET", `/v1/results?limit=${RESULTS_PER_PAGE}`
+      + `${name ? `&model=${encodeURIComponent(name)}` : ""}${before ? `&before=${encodeURIComponent(before)}` : ""}`);
+    history.replaceChildren(...results.map((r) => h("tr", { "data-result": r.id },
+      // ids start with their time: the random end tells results apart
+      h("td", {}, h("code", { title: r.id }, `…${r.id.slice(-12)}`)), h("td", {}, `${r.model} v${r.version}`),
       h("td", {}, r.output.label), h("td", {}, fmtNum(r.output.probability, 3)),
       h("td", {}, `${r.latency_ms.toFixed(1)} ms`), h("td", {}, fmtTime(r.created_at)))));
-  };
+    return next;
+  });
+  const refreshResults = () => resultsPager.refresh();
+  pagerSlot.replaceWith(resultsPager.element);
   modelSelect.addEventListener("change", () => act(null, fillTargets));
   await act(null, fillTargets);
   // Results are written off the request path, a moment after the answer: keep the list fresh.

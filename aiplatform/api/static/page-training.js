@@ -2,30 +2,34 @@
 
 import { api } from "./api.js";
 import { lineChart } from "./charts.js";
-import { act, fmtNum, fmtTime, h, notify, page, poll, progressBar, showError, stopPolling } from "./dom.js";
+import { act, cursorPager, fmtNum, fmtTime, h, notify, page, poll, progressBar, showError, stopPolling } from "./dom.js";
 import { readNumber, readParams, schemaField } from "./forms.js";
 import { route } from "./main.js";
+
+const TASKS_PER_PAGE = 50;
 
 export async function trainingPage() {
   const root = page();
   const formCard = h("section", { class: "card", id: "create-card", hidden: true });
   const list = h("tbody", { id: "task-rows" });
   const counts = h("span", { class: "muted", id: "task-counts" });
+  const pager = cursorPager("tasks", async (before) => {
+    const data = await api("GET", `/v1/tasks?limit=${TASKS_PER_PAGE}${before ? `&before=${encodeURIComponent(before)}` : ""}`);
+    counts.textContent = `waiting ${data.counts.waiting} · running ${data.counts.running} · finished ${data.counts.finished}`;
+    list.replaceChildren(...data.tasks.map(taskRow));
+    if (!data.tasks.length) list.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No tasks yet: create one.")));
+    return data.next_before;
+  });
   root.replaceChildren(
     h("div", { class: "row" }, h("h2", {}, "Training tasks"),
       h("button", { class: "primary", id: "new-task", onclick: () => openCreateForm(formCard) }, "Create new task"), counts),
     formCard,
     h("section", { class: "card" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Task", "Template", "Model", "State", "Progress", "Val. accuracy", "Created", ""].map((t) => h("th", {}, t)))),
-      list)),
+      list), pager.element),
   );
   const refresh = async () => {
-    try {
-      const data = await api("GET", "/v1/tasks?limit=50");
-      counts.textContent = `waiting ${data.counts.waiting} · running ${data.counts.running} · finished ${data.counts.finished}`;
-      list.replaceChildren(...data.tasks.map(taskRow));
-      if (!data.tasks.length) list.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No tasks yet: create one.")));
-    } catch (err) { showError(err); }
+    try { await pager.refresh(); } catch (err) { showError(err); }
   };
   await refresh();
   poll(refresh);
