@@ -212,7 +212,7 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     np.testing.assert_allclose([shown[k] for k in ("cat", "dog", "owl")], expected, atol=1e-4)
 
 
-def test_task_and_result_lists_page_by_cursor(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_task_list_pages_by_cursor(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
     """Older pages of tasks follow the API's cursor; the newest page comes back with one click."""
     import httpx
     from playwright.sync_api import expect
