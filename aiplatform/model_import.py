@@ -9,6 +9,11 @@ Nothing is stored when any step fails.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -27,7 +32,13 @@ IMPORTABLE_KINDS = ("image",)
 """Kinds whose inputs a graph can take as they are decoded (a text model needs its tokenizer,
 which an ONNX file does not carry)."""
 MAX_LABELS = 10_000
+MAX_IMAGE_SIDE = 4096
+FLOAT_DATATYPES = ("FP32", "FP16", "FP64")
 DEFAULT_MAX_ONNX_BYTES = 512 * 1024**2
+CHECK_MEMORY_BYTES = 6 * 1024**3
+"""Address space of the child that parses and tries an imported graph (torch and ONNX Runtime
+loaded take ~1.5 GiB of it)."""
+CHECK_TIMEOUT_S = 300.0
 
 
 def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dict[str, Any],
@@ -47,7 +58,8 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
                               f"but {len(labels)} labels were given")
     height, width, channels, layout = _image_geometry(signature["inputs"][0])
     spec = {"type": "image", "height": height, "width": width, "channels": channels}
-    steps = _image_preprocessing(dict(preprocessing or {}), channels)
+    steps = _image_preprocessing(dict(preprocessing or {}), channels,
+                                 floating=signature["inputs"][0]["datatype"] in FLOAT_DATATYPES)
     return ModelConfig.parse({
         "name": name, "template": template, "input": spec, "labels": labels, "preprocessing": steps,
         "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": layout, "scores": scores},
@@ -56,20 +68,77 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
 
 def import_onnx(data: bytes, *, name: str, kind: str, labels: list[str], storage: Storage, registry: RegistryAPI,
                 preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
-                filename: Optional[str] = None, max_bytes: int = DEFAULT_MAX_ONNX_BYTES) -> ModelVersion:
-    """Check, package, try and register an ONNX graph as the next version of ``name``."""
+                filename: Optional[str] = None, max_bytes: int = DEFAULT_MAX_ONNX_BYTES,
+                isolate: bool = True) -> ModelVersion:
+    """Check, package, try and register an ONNX graph as the next version of ``name``.
+
+    ``isolate``: the untrusted graph is parsed, run and packaged in a child process whose memory
+    is capped (``CHECK_MEMORY_BYTES``): a graph that allocates without bound fails there, not
+    in the API server."""
     validate_model_name(name)
-    signature = inspect_graph(data, max_bytes=max_bytes)
-    config = onnx_model_config(name=name, kind=kind, labels=labels, signature=signature,
-                               preprocessing=preprocessing, scores=scores)
+    request = {"name": name, "kind": kind, "labels": list(labels), "preprocessing": dict(preprocessing or {}),
+               "scores": scores, "filename": filename, "max_bytes": max_bytes}
+    package, lineage, config = (_prepare_isolated if isolate else _prepare)(data, request)
+    # The same file with the same settings is the same version; other labels or preprocessing, a new one.
+    same_import = sha256_bytes(json.dumps([lineage["imported"]["sha256"], config], sort_keys=True).encode())
+    return publish_package(package, name=name, template=IMPORTED_TEMPLATE, storage=storage, registry=registry,
+                           metrics={}, lineage=lineage, idempotency_key=f"import-{same_import}")
+
+
+def _prepare(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """(package, lineage, model.json) of a checked, tried graph."""
+    signature = inspect_graph(data, max_bytes=int(request["max_bytes"]))
+    config = onnx_model_config(name=request["name"], kind=request["kind"], labels=request["labels"],
+                               signature=signature, preprocessing=request["preprocessing"], scores=request["scores"])
     source = {"format": "onnx", "sha256": sha256_bytes(data), "bytes": len(data), "opset": signature["opset"]}
-    if filename:
-        source["filename"] = filename[:200]
+    if request.get("filename"):
+        source["filename"] = str(request["filename"])[:200]
     lineage = {"imported": source}
     package = build_package(model_config=config, metrics={}, lineage=lineage, onnx_graph=data)
     smoke_prediction(package)
-    return publish_package(package, name=name, template=IMPORTED_TEMPLATE, storage=storage, registry=registry,
-                           metrics={}, lineage=lineage, idempotency_key=f"import-{source['sha256']}")
+    return package, lineage, config.to_json_dict()
+
+
+def _prepare_isolated(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """:func:`_prepare` in ``python -m aiplatform.model_import`` with its memory capped."""
+    with tempfile.TemporaryDirectory(prefix="aip-import-") as folder:
+        work = Path(folder)
+        (work / "graph.onnx").write_bytes(data)
+        (work / "request.json").write_text(json.dumps(request))
+        try:
+            child = subprocess.run([sys.executable, "-m", "aiplatform.model_import", str(work), str(CHECK_MEMORY_BYTES)],
+                                   capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise InvalidArgument(f"Checking the ONNX model took longer than {CHECK_TIMEOUT_S:g} s") from None
+        if (work / "error.json").exists():
+            raise InvalidArgument(json.loads((work / "error.json").read_text())["message"])
+        if child.returncode != 0 or not (work / "package.zip").exists():
+            tail = (child.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise InvalidArgument(f"The ONNX model could not be checked within {CHECK_MEMORY_BYTES / 2**30:g} GiB "
+                                  f"of memory and {CHECK_TIMEOUT_S:g} s ({tail[0][:300]})")
+        done = json.loads((work / "done.json").read_text())
+        return (work / "package.zip").read_bytes(), done["lineage"], done["config"]
+
+
+def _check_in_child(folder: str, memory_bytes: int) -> int:
+    """The child's side of :func:`_prepare_isolated`: cap memory, then prepare."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    work = Path(folder)
+    try:
+        package, lineage, config = _prepare((work / "graph.onnx").read_bytes(),
+                                            json.loads((work / "request.json").read_text()))
+    except InvalidArgument as exc:
+        (work / "error.json").write_text(json.dumps({"message": exc.message}))
+        return 0
+    except MemoryError:
+        (work / "error.json").write_text(json.dumps({"message": "The ONNX model needs more memory than "
+                                                                 f"{memory_bytes / 2**30:g} GiB to run"}))
+        return 0
+    (work / "package.zip").write_bytes(package)
+    (work / "done.json").write_text(json.dumps({"lineage": lineage, "config": config}))
+    return 0
 
 
 def smoke_prediction(package: bytes) -> None:
@@ -86,23 +155,37 @@ def smoke_prediction(package: bytes) -> None:
 
 
 def _image_geometry(spec: dict[str, Any]) -> tuple[int, int, int, str]:
-    """(height, width, channels, layout) of an image graph's input: (N, C, H, W) or (N, H, W, C)."""
+    """(height, width, channels, layout) of an image graph's input: (N, C, H, W) or (N, H, W, C),
+    square (as the image kind decodes uploads) and at most ``MAX_IMAGE_SIDE`` pixels a side."""
     shape = spec["shape"]
+    found = None
     if len(shape) == 4 and shape[1] in (1, 3) and shape[2] > 0 and shape[3] > 0:
-        return shape[2], shape[3], shape[1], "NCHW"
-    if len(shape) == 4 and shape[3] in (1, 3) and shape[1] > 0 and shape[2] > 0:
-        return shape[1], shape[2], shape[3], "NHWC"
+        found = (shape[2], shape[3], shape[1], "NCHW")
+    elif len(shape) == 4 and shape[3] in (1, 3) and shape[1] > 0 and shape[2] > 0:
+        found = (shape[1], shape[2], shape[3], "NHWC")
+    if found is not None:
+        height, width = found[0], found[1]
+        if height != width or height > MAX_IMAGE_SIDE:
+            raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {height}x{width} pixels; image models "
+                                  f"here take square images of at most {MAX_IMAGE_SIDE} pixels a side")
+        return found
     raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has shape {shape}; an image model takes "
                           "(batch, channels, height, width) or (batch, height, width, channels) with 1 or 3 "
                           "channels and a fixed height and width")
 
 
-def _image_preprocessing(given: dict[str, Any], channels: int) -> dict[str, Any]:
+def _image_preprocessing(given: dict[str, Any], channels: int, floating: bool = True) -> dict[str, Any]:
     """How pixels become the graph's input: ``value * scale``, then ``(value - mean) / std`` per
-    channel (default: 0..255 -> 0..1)."""
+    channel (default for a float input: 0..255 -> 0..1; an integer input takes the pixels as
+    they are, and nothing else: its values would be truncated)."""
     unknown = sorted(set(given) - {"scale", "mean", "std"})
     if unknown:
         raise InvalidArgument(f"Unknown image preprocessing keys {unknown}; known: mean, scale, std")
+    identity = {"scale": 1.0, "mean": [0.0] * channels, "std": [1.0] * channels}
+    if not floating:
+        if given and {**identity, **given} != identity:
+            raise InvalidArgument("The ONNX model takes integer pixels: it cannot be given scale, mean or std")
+        return identity
     steps = {"scale": 1 / 255, "mean": [0.0] * channels, "std": [1.0] * channels, **given}
     try:
         scale = float(steps["scale"])
@@ -115,3 +198,7 @@ def _image_preprocessing(given: dict[str, Any], channels: int) -> dict[str, Any]
         raise InvalidArgument(f"preprocessing needs a positive scale and {channels} mean and positive std values "
                               f"(one per channel), got {given}")
     return {**steps, "scale": scale, "mean": mean, "std": std}
+
+
+if __name__ == "__main__":
+    sys.exit(_check_in_child(sys.argv[1], int(sys.argv[2])))

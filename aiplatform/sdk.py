@@ -15,6 +15,7 @@ task, which task.
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
@@ -45,7 +46,7 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, *, toleranc
     ``example_input``: :class:`InvalidArgument` says what does not export or does not match."""
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2 or len(example_input) < 1:
         raise InvalidArgument("example_input must be a batch: a tensor of shape (batch, ...) with at least one row")
-    module = model.eval().cpu()
+    module = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its device and mode
     example = example_input.detach().cpu()
     try:
         with torch.inference_mode():

@@ -49,7 +49,7 @@ def inspect_graph(data: bytes, *, max_bytes: int) -> dict[str, Any]:
         raise InvalidArgument(f"The file is not an ONNX model (it does not parse: {exc})") from None
     if not model.graph.node:
         raise InvalidArgument("The file is not an ONNX model (its graph has no nodes)")
-    external = [t.name for t in _all_initializers(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    external = [t.name or "(unnamed)" for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise InvalidArgument(f"The ONNX model keeps weights in external data files ({', '.join(external[:3])}"
                               f"{'...' if len(external) > 3 else ''}); save it with every tensor inside the file")
@@ -63,12 +63,19 @@ def inspect_graph(data: bytes, *, max_bytes: int) -> dict[str, Any]:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [_spec(value) for value in model.graph.input if value.name not in initializers]
     outputs = [_spec(value) for value in model.graph.output]
+    if not outputs or outputs[0]["datatype"] not in _NUMPY:
+        raise InvalidArgument("The ONNX model's first output must be a numeric (batch, classes) tensor, got "
+                              f"{outputs[0]['datatype'] if outputs else 'no output'}")
     if len(inputs) != 1:
         raise InvalidArgument(f"The ONNX model takes {len(inputs)} inputs ({[i['name'] for i in inputs]}); "
                               "a classifier here takes one tensor")
     if inputs[0]["datatype"] not in _NUMPY:
         raise InvalidArgument(f"The ONNX model's input {inputs[0]['name']!r} is {inputs[0]['datatype']}; "
                               f"supported: {sorted(_NUMPY)}")
+    if not inputs[0]["shape"] or inputs[0]["shape"][0] != -1:
+        raise InvalidArgument(f"The ONNX model's input {inputs[0]['name']!r} has shape {inputs[0]['shape']}: its first "
+                              "(batch) dimension must be free, as the servers batch requests (export with a "
+                              "dynamic batch axis)")
     if len(outputs[0]["shape"]) != 2:
         raise InvalidArgument(f"The ONNX model's first output {outputs[0]['name']!r} has shape {outputs[0]['shape']}; "
                               "a classifier's is (batch, classes)")
@@ -137,13 +144,34 @@ def _spec(value: Any) -> dict[str, Any]:
             "shape": dims}
 
 
-def _all_initializers(graph: Any) -> list[Any]:
-    """Initializers of the graph and of every subgraph (If/Loop bodies)."""
-    found = list(graph.initializer)
-    for node in graph.node:
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                found.extend(_all_initializers(sub))
-            if attribute.HasField("t"):
-                found.append(attribute.t)
+def _all_tensors(model: Any) -> list[Any]:
+    """Every tensor stored in the model: initializers (dense and sparse), node attributes, in the
+    main graph, every subgraph (If/Loop bodies) and every local function."""
+    found: list[Any] = []
+
+    def sparse(tensor: Any) -> None:
+        found.extend((tensor.values, tensor.indices))
+
+    def nodes(node_list: Any) -> None:
+        for node in node_list:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    found.append(attribute.t)
+                found.extend(attribute.tensors)
+                if attribute.HasField("sparse_tensor"):
+                    sparse(attribute.sparse_tensor)
+                for item in attribute.sparse_tensors:
+                    sparse(item)
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    graph(sub)
+
+    def graph(g: Any) -> None:
+        found.extend(g.initializer)
+        for item in g.sparse_initializer:
+            sparse(item)
+        nodes(g.node)
+
+    graph(model.graph)
+    for function in model.functions:
+        nodes(function.node)
     return found

@@ -83,18 +83,20 @@ class ResultArchive:
 
     def recover(self) -> dict[str, int]:
         """Settle the moves a crash left pending: commit those whose file is complete, undo the rest."""
-        settled = {"committed": 0, "undone": 0}
+        settled = {"committed": 0, "undone": 0, "left": 0}
         with self._moving:
             for move in self.store.moves(state="pending"):
                 key = move["key"]
-                rows = self.store.moving_rows(key)
-                if self._file_holds(key, {row[0] for row in rows}):
-                    self.store.commit_move(key)
-                    settled["committed"] += 1
-                else:  # the file and its digest, whichever of them the crash left
-                    self.storage.remove_tree(key)
-                    self.store.abandon_move(key)
-                    settled["undone"] += 1
+                try:
+                    if self._file_holds(key, {row[0] for row in self.store.moving_rows(key)}):
+                        self.store.commit_move(key)
+                        settled["committed"] += 1
+                    else:
+                        self._undo(key)
+                        settled["undone"] += 1
+                except Exception:  # noqa: BLE001 - storage unreachable: settled on a later run
+                    logger.exception("result archive: pending move %s left for a later run", key)
+                    settled["left"] += 1
         if any(settled.values()):
             logger.info("result archive: pending moves settled: %s", settled)
         return settled
@@ -105,6 +107,8 @@ class ResultArchive:
         if not policy.active:
             return 0
         cutoff = None if policy.max_age_s is None else (time.time() if now is None else now) - policy.max_age_s
+        if self.store.moves(state="pending"):
+            self.recover()  # a move a failure left (storage was down): settled before new ones
         boundaries = {} if policy.max_rows_per_model is None else self.store.boundaries(policy.max_rows_per_model)
         moved = 0
         while True:
@@ -125,11 +129,21 @@ class ResultArchive:
         if not marked:
             return 0
         rows = self.store.moving_rows(key)
-        self.storage.put_bytes(key, _parquet_bytes(rows))
+        try:
+            self.storage.put_bytes(key, _parquet_bytes(rows))
+        except BaseException:
+            self._undo(key)  # storage refused: the rows stay live, unmarked, for the next run
+            raise
         self._step("written")
         self.store.commit_move(key)
         self._step("committed")
         return len(rows)
+
+    def _undo(self, key: str) -> None:
+        """Unmark a move's rows, after removing whatever of its file (and digest) was written; the
+        rows stay marked when even that fails (storage unreachable), to be settled later."""
+        self.storage.remove_tree(key)
+        self.store.abandon_move(key)
 
     def _step(self, name: str) -> None:
         if self._step_hook is not None:
@@ -186,16 +200,14 @@ class RetainedResultStore(ResultStore):
         a reader of both places sees each row once. Returns once a move in progress has committed."""
         with self._leases_lock:
             self._leases[lease] = time.monotonic() + seconds
-            until = max(self._leases.values())
-        self.archive.hold_until(until)
+            self.archive.hold_until(max(self._leases.values()))
 
     def release_moves(self, lease: str) -> None:
         with self._leases_lock:
             self._leases.pop(lease, None)
             now = time.monotonic()
             self._leases = {k: t for k, t in self._leases.items() if t > now}
-            until = max(self._leases.values(), default=0.0)
-        self.archive.hold_until(until, replace=True)
+            self.archive.hold_until(max(self._leases.values(), default=0.0), replace=True)
 
     def close(self) -> None:
         self._stop.set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import time
+import threading
 import uuid
 from typing import Any, Iterator, Literal, Optional
 
@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.results.archive import SCHEMA, ArchivedResultAPI, read_archived, records
 from aiplatform.results.store import STORED_COLUMNS, PredictionRecord, next_cursor
 from aiplatform.storage import Storage
@@ -37,31 +37,45 @@ def check_range(since: Optional[float], until: Optional[float]) -> None:
 def result_tables(results: ArchivedResultAPI, storage: Storage, *, model: Optional[str] = None,
                   since: Optional[float] = None, until: Optional[float] = None) -> Iterator[pa.Table]:
     """Every result of ``model`` (all models: None) in [since, until), oldest archive first,
-    then the live table oldest first."""
+    then the live table oldest first.
+
+    Moves are held off by a lease renewed from a thread while the export lasts (a slow reader
+    does not let it lapse); should a move of this range commit anyway (the store restarted and
+    forgot the lease), rows may be missing, and the export fails rather than end short."""
     check_range(since, until)
     lease = uuid.uuid4().hex
     results.hold_moves(lease, HOLD_S)
-    renewed = time.monotonic()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(HOLD_S / 3):
+            try:
+                results.hold_moves(lease, HOLD_S)
+            except Exception:  # noqa: BLE001 - the end check says whether it mattered
+                pass
+
+    threading.Thread(target=renew, name="export-lease", daemon=True).start()
     try:
-        for move in results.moves(model=model, since=since, until=until):
+        archived = results.moves(model=model, since=since, until=until)
+        for move in archived:
             table = read_archived(storage, move, since, until)
             if table.num_rows:
                 yield table
-            if time.monotonic() - renewed > HOLD_S / 3:
-                results.hold_moves(lease, HOLD_S)
-                renewed = time.monotonic()
         after = None
         while True:
             page = results.scan(model=model, since=since, until=until, after=after, limit=PAGE_ROWS)
             if page:
                 yield records_table(page)
             if len(page) < PAGE_ROWS:
-                return
+                break
             after = next_cursor(page)
-            if time.monotonic() - renewed > HOLD_S / 3:
-                results.hold_moves(lease, HOLD_S)
-                renewed = time.monotonic()
+        moved_meanwhile = {m["key"] for m in results.moves(model=model, since=since, until=until)} - {
+            m["key"] for m in archived}
+        if moved_meanwhile:
+            raise Unavailable(f"{len(moved_meanwhile)} archive move(s) committed during the export; "
+                              "some results may be missing from it: export again")
     finally:
+        stop.set()
         results.release_moves(lease)
 
 

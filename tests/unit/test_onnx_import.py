@@ -28,8 +28,10 @@ def registry(tmp_path: Path) -> RegistryStore:
 
 
 def imported(registry: RegistryStore, graph: bytes, **options):  # type: ignore[no-untyped-def]
+    """In this process (isolate=False): the checks themselves; the sandbox has a test of its own."""
     return import_onnx(graph, name=options.pop("name", "elsewhere"), kind=options.pop("kind", "image"),
-                       labels=options.pop("labels", LABELS), storage=registry.storage, registry=registry, **options)
+                       labels=options.pop("labels", LABELS), storage=registry.storage, registry=registry,
+                       isolate=options.pop("isolate", False), **options)
 
 
 @pytest.mark.parametrize("layout, softmax", [("NCHW", False), ("NHWC", False), ("NCHW", True)])
@@ -65,6 +67,41 @@ def _external_data_graph(graph: bytes, folder: Path) -> bytes:
     return onnx.load_model(str(folder / "external.onnx"), load_external_data=False).SerializeToString()
 
 
+def _exported(module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(module.eval(), (torch.rand(shape),), buffer, dynamo=False, input_names=["pixels"],
+                      output_names=["scores"], dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def _with_input_shape(graph: bytes, shape: list[int]) -> bytes:
+    model = onnx.load_model_from_string(graph)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims, shape):
+        dim.Clear()
+        if size > 0:
+            dim.dim_value = size
+        else:
+            dim.dim_param = "n"
+    return model.SerializeToString()
+
+
+def _external_data_in_a_function(graph: bytes) -> bytes:
+    """A tensor pointing at a server-side file, hidden in a node attribute of a local function."""
+    from onnx import TensorProto, helper
+
+    model = onnx.load_model_from_string(graph)
+    tensor = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="../../etc/passwd")
+    node = helper.make_node("Constant", [], ["c"], value=tensor)
+    model.functions.append(helper.make_function("local", "Hidden", [], ["c"], [node], [helper.make_opsetid("", 17)]))
+    return model.SerializeToString()
+
+
 def _unknown_operator_graph() -> bytes:
     from onnx import TensorProto, helper
 
@@ -85,6 +122,9 @@ def _unknown_operator_graph() -> bytes:
     ("preprocessing", "mean and positive std"),
     ("scores", "scores must be one of"),
     ("bad name", "name"),
+    ("fixed batch", "batch"),
+    ("not square", "square"),
+    ("subgraph external data", "external data files"),
 ])
 def test_bad_imports_are_refused_and_store_nothing(registry: RegistryStore, tmp_path: Path, case: str,
                                                     fragment: str) -> None:
@@ -108,6 +148,38 @@ def test_bad_imports_are_refused_and_store_nothing(registry: RegistryStore, tmp_
         options["scores"] = "odds"
     elif case == "bad name":
         options["name"] = "../Nope"
+    elif case == "fixed batch":
+        graph = _with_input_shape(graph, [2, 1, 8, 8])
+    elif case == "not square":
+        graph = _exported(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3)), (2, 1, 8, 6))
+    elif case == "subgraph external data":
+        graph = _external_data_in_a_function(graph)
     with pytest.raises(InvalidArgument, match=fragment):
         imported(registry, graph, **options)
     assert registry.list_models() == [] and registry.storage.list("packages") == []
+
+
+def _memory_bomb() -> bytes:
+    """A valid image classifier whose forward pass multiplies by a 64 x 2**31 matrix (512 GiB)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Flatten", ["pixels"], ["flat"]),
+        helper.make_node("Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [2], [64, 2**31])),
+        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("MatMul", ["flat", "big"], ["wide"]),
+        helper.make_node("ReduceMean", ["wide"], ["mean"], keepdims=1, axes=[1]),
+        helper.make_node("Concat", ["mean", "mean", "mean"], ["scores"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 1, 8, 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_the_sandbox_refuses_a_graph_that_allocates_without_bound_and_imports_a_good_one(registry: RegistryStore) -> None:
+    with pytest.raises(InvalidArgument, match="memory|ONNX Runtime|smoke"):
+        imported(registry, _memory_bomb(), isolate=True)
+    assert registry.list_models() == []
+    _, graph = onnx_classifier()
+    version = imported(registry, graph, isolate=True, filename="net.onnx")
+    assert version.version == 1 and version.lineage["imported"]["filename"] == "net.onnx"

@@ -161,3 +161,41 @@ def test_a_move_killed_at_any_step_leaves_each_row_in_exactly_one_place(tmp_path
     assert reopened.retain(now=START + 10 * DAY_S) == 180 - 7 * expected_committed
     live, archived = places(reopened)
     assert live == [] and sorted(archived) == ids
+
+
+def test_a_write_storage_refuses_leaves_the_rows_live_and_the_next_run_moves_them(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(tmp_path, RetentionPolicy(max_age_s=DAY_S))
+    ids = three_days(store)
+    storage = store.archive.storage
+    real_put = storage.put_bytes
+
+    def refuse(key: str, data: bytes):  # type: ignore[no-untyped-def]
+        raise ConnectionError("storage is down")
+
+    monkeypatch.setattr(storage, "put_bytes", refuse)
+    with pytest.raises(ConnectionError):
+        store.retain(now=START + 5 * DAY_S)
+    assert not store.moves(state="pending") and sorted(r.id for r in store.scan()) == ids
+    monkeypatch.setattr(storage, "put_bytes", real_put)
+    assert store.retain(now=START + 5 * DAY_S) == 180
+
+
+def test_an_export_that_a_move_overtook_fails_instead_of_ending_short(tmp_path: Path) -> None:
+    store = open_store(tmp_path, RetentionPolicy(max_age_s=DAY_S))
+    three_days(store)
+
+    class ForgetfulStore:  # a store that lost the export's lease (it restarted)
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(store, name)
+
+        def hold_moves(self, lease: str, seconds: float) -> None:
+            pass
+
+    from aiplatform.errors import Unavailable
+
+    tables = result_tables(ForgetfulStore(), store.archive.storage)  # type: ignore[arg-type]
+    next(tables)
+    store.retain(now=START + 5 * DAY_S)  # every live row moves while the export reads
+    with pytest.raises(Unavailable, match="export again"):
+        list(tables)

@@ -46,13 +46,14 @@ def registry(tmp_path: Path) -> RegistryStore:
 def test_a_published_module_serves_its_own_answers_without_its_source(registry: RegistryStore,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(sdk.TASK_ID_VARIABLE, "task-123")
-    model = TinyMLP()
+    model = TinyMLP().train()
     version = sdk.publish(model, name="mine", kind="image", labels=["a", "b", "c", "d"],
                           example_input=torch.rand(4, 1, 8, 8), preprocessing=PREPROCESSING,
                           metrics={"val_accuracy": 0.5}, storage=registry.storage, registry=registry)
     assert version.template == "user-code" and version.metrics == {"val_accuracy": 0.5}
     assert version.lineage["method"] == "sdk" and version.lineage["task_id"] == "task-123"
     assert version.lineage["model_class"] == "TinyMLP"
+    assert model.training  # the caller's model is left as it was (mode, device): training may go on
 
     runner = ModelRunner(load_package(registry.storage.get_bytes(version.package_key)))
     images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8)

@@ -79,7 +79,7 @@ def list_models(platform: PlatformDep) -> dict[str, Any]:
 
 @router.get("/{name}")
 def get_model(name: str, platform: PlatformDep, limit: int = Query(100, ge=1, le=1000),
-              before: Optional[int] = Query(None, ge=1, description="versions older than this one")) -> dict[str, Any]:
+              before: Optional[int] = Query(None, ge=1, le=2**62, description="versions older than this one")) -> dict[str, Any]:
     """The model with a page of its versions, newest first; ``next_before`` (null on the last
     page) goes in ``before`` for the next."""
     versions = platform.registry.list_versions(name, limit=limit, before=before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Query
@@ -33,7 +34,7 @@ def export_results(platform: PlatformDep, model: Optional[str] = Query(None, max
     CSV file, streamed."""
     check_range(since, until)
     tables = result_tables(platform.results, platform.storage, model=model, since=since, until=until)
-    name = f"results-{model or 'all'}.{format}"
+    name = f"results-{re.sub(r'[^A-Za-z0-9._-]', '_', model or 'all')[:100]}.{format}"  # a header-safe name
     return StreamingResponse(stream(tables, format), media_type=MEDIA_TYPES[format],
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

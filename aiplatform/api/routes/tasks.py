@@ -48,7 +48,7 @@ def list_tasks(
     since: Optional[float] = Query(None, description="created at or after (unix seconds)"),
     until: Optional[float] = Query(None, description="created before (unix seconds)"),
     limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10**9),
     before: Optional[str] = Query(None, max_length=64, description="the next page: a page's next_before"),
 ) -> dict[str, Any]:
     """Newest first; ``next_before`` (null on the last page) goes in ``before`` for the next."""
