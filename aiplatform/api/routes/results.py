@@ -26,16 +26,25 @@ def list_results(platform: PlatformDep, model: Optional[str] = None, version: Op
             "next_cursor": next_cursor(records) if len(records) == limit else None}
 
 
-@router.get("/export")
+class ExportResponse(StreamingResponse):
+    """A streamed export; parquet unless CSV was asked for (the OpenAPI schema names both)."""
+
+    media_type = MEDIA_TYPES["parquet"]
+
+
+@router.get("/export", response_class=ExportResponse, responses={200: {
+    "description": "one parquet or CSV file of the results",
+    "content": {MEDIA_TYPES["parquet"]: {"schema": {"type": "string", "format": "binary"}},
+                MEDIA_TYPES["csv"]: {"schema": {"type": "string"}}}}})
 def export_results(platform: PlatformDep, model: Optional[str] = Query(None, max_length=200),
                    since: Optional[float] = None, until: Optional[float] = None,
-                   format: Literal["csv", "parquet"] = "parquet") -> StreamingResponse:
+                   format: Literal["csv", "parquet"] = "parquet") -> ExportResponse:
     """Every result in [since, until) of a model (or all), archived or live, as one parquet or
     CSV file, streamed."""
     check_range(since, until)
     tables = result_tables(platform.results, platform.storage, model=model, since=since, until=until)
     name = f"results-{re.sub(r'[^A-Za-z0-9._-]', '_', model or 'all')[:100]}.{format}"  # a header-safe name
-    return StreamingResponse(stream(tables, format), media_type=MEDIA_TYPES[format],
+    return ExportResponse(stream(tables, format), media_type=MEDIA_TYPES[format],
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
