@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/install.sh
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export PATH="$PWD/.venv/bin:$PATH"
+# A crash outside a test (at interpreter exit) prints every thread's stack instead of nothing.
+export PYTHONFAULTHANDLER=1
 exec .venv/bin/python -m pytest -p no:cacheprovider --durations=60 "$@"

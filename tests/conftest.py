@@ -100,6 +100,12 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        # A daemon thread still calling Ray (a heartbeat, a metrics flush) would otherwise start a
+        # new Ray from that thread while the interpreter exits: the run ended "485 passed", then
+        # a segmentation fault, exit 139. With auto-connect off such a call raises in its thread.
+        import ray._private.auto_init_hook as auto_init
+
+        auto_init.enable_auto_connect = False
 
 
 PROMETHEUS = shutil.which("prometheus")

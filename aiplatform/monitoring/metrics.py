@@ -111,7 +111,13 @@ def _tags(tags: dict[str, Any]) -> dict[str, str]:
 
 
 def _safely(name: str, record: Any) -> None:
-    """A metric must never fail the work it measures; a failing one is logged once per process."""
+    """A metric must never fail the work it measures; a failing one is logged once per process.
+    Without a connected Ray (a driver after ``ray.shutdown``, or never connected) there is nowhere
+    to record to: recording then reached into a shut-down core worker at interpreter exit."""
+    import ray
+
+    if not ray.is_initialized():
+        return
     try:
         record()
     except Exception:  # noqa: BLE001 - metrics are best effort by design
