@@ -1,4 +1,8 @@
-"""``aip tasks submit|list|show|watch|cancel|logs``: training tasks through the platform's REST API."""
+"""``aip tasks submit|list|show|watch|cancel|logs|rerun``: training tasks through the platform's REST API.
+
+``aip tasks submit --entry pkg.module:function --working-dir .`` submits the user's own code: the
+folder is zipped (``aiplatform.code_archives``), uploaded once by its digest, and the task runs
+the ``user-code`` template with ``--param`` values as the function's config."""
 
 from __future__ import annotations
 
@@ -72,8 +76,26 @@ def watch(api: PlatformAPI, task_id: str, interval_s: float, out: TextIO = sys.s
         time.sleep(interval_s)
 
 
+USER_CODE_TEMPLATE = "user-code"
+USER_CODE_OPTIONS = ("dataset", "workers", "gpu", "max_rows", "max_failures")
+
+
+def user_code_params(api: PlatformAPI, args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """Upload the working directory (once: the same code has the same digest) and name it."""
+    from aiplatform.code_archives import pack_directory  # storage's imports: only for this command
+
+    archive = api.post("/v1/code", content=pack_directory(args.working_dir),
+                       headers={"Content-Type": "application/zip"}, timeout_s=300)
+    print(f"code {archive['digest']} ({archive['files']} files, {archive['bytes']} bytes) from {args.working_dir}",
+          file=sys.stderr)
+    options = {name: getattr(args, name) for name in USER_CODE_OPTIONS if getattr(args, name) is not None}
+    return {"entry": args.entry, "code": archive["digest"], "config": config, **options}
+
+
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     api = PlatformAPI(settings)
+    if bool(args.entry) == bool(args.template):
+        raise InvalidArgument("give a template (e.g. cnn-classification) or --entry package.module:function")
     params: dict[str, Any] = {}
     if args.params_json:
         try:
@@ -81,7 +103,10 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:
             raise InvalidArgument(f"--params-json is not valid JSON: {exc}") from exc
     params.update(parse_param(item) for item in args.param)
-    body: dict[str, Any] = {"template": args.template, "params": params, "priority": args.priority,
+    template = args.template
+    if args.entry:
+        template, params = USER_CODE_TEMPLATE, user_code_params(api, args, params)
+    body: dict[str, Any] = {"template": template, "params": params, "priority": args.priority,
                             "start": not args.no_start}
     for field in ("model_name", "max_retries", "idempotency_key"):
         if getattr(args, field) is not None:
@@ -137,6 +162,18 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
+    api = PlatformAPI(settings)
+    task = api.post(f"/v1/tasks/{args.task_id}/rerun", json={"start": not args.no_start})
+    print(f"task {task['id']} {task['state']} (a rerun of {args.task_id}: {task['template']}, same parameters"
+          + (f", code {task['params']['code']}" if task["params"].get("code") else "") + ")")
+    if not args.watch:
+        return 0
+    finished = watch(api, task["id"], args.interval)
+    print(describe_outcome(finished))
+    return 0 if finished["state"] == "SUCCEEDED" else EXIT_TASK_FAILED
+
+
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     data = PlatformAPI(settings).get(f"/v1/tasks/{args.task_id}/logs", params={"tail": args.tail})
     print(data["logs"])
@@ -145,8 +182,17 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_tasks_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     tasks = commands.add_parser("tasks", help="training tasks").add_subparsers(dest="tasks", required=True)
-    submit = tasks.add_parser("submit", help="create a task from a template and queue it")
-    submit.add_argument("template", help="e.g. cnn-classification (see GET /v1/templates)")
+    submit = tasks.add_parser("submit", help="create a task from a template (or your own code) and queue it")
+    submit.add_argument("template", nargs="?", help="e.g. cnn-classification (see GET /v1/templates)")
+    submit.add_argument("--entry", help="your own training function, package.module:function (the user-code "
+                        "template): --param values become its config")
+    submit.add_argument("--working-dir", default=".", help="with --entry: the folder your code is in (zipped and "
+                        "uploaded; default: the current one)")
+    submit.add_argument("--dataset", help="with --entry: name@version or an image source (default mnist)")
+    submit.add_argument("--workers", type=int, help="with --entry: Ray Train workers")
+    submit.add_argument("--gpu", choices=("auto", "on", "off"), help="with --entry")
+    submit.add_argument("--max-rows", type=int, help="with --entry: first N rows of each split of a source")
+    submit.add_argument("--max-failures", type=int, help="with --entry: worker-group restarts before failing")
     submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a template parameter; VALUE as JSON when it parses (epochs=3, conv_channels=[16,32])")
     submit.add_argument("--params-json", help="all parameters as one JSON object")
@@ -159,6 +205,12 @@ def add_tasks_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     submit.add_argument("--interval", type=float, default=1.0)
     submit.add_argument("--json", action="store_true")
     submit.set_defaults(run=cmd_submit)
+    rerun = tasks.add_parser("rerun", help="run a task again: same template, parameters and code")
+    rerun.add_argument("task_id")
+    rerun.add_argument("--no-start", action="store_true")
+    rerun.add_argument("--watch", action="store_true")
+    rerun.add_argument("--interval", type=float, default=1.0)
+    rerun.set_defaults(run=cmd_rerun)
     listing = tasks.add_parser("list", help="tasks, newest first")
     listing.add_argument("--state", action="append", default=[], help="repeat for several")
     listing.add_argument("--template")

@@ -1,4 +1,21 @@
-"""What users' own training code imports: publish a model of their own making to the platform.
+"""What users' own training code imports: its task's data, reports, checkpoints and publishing.
+
+Inside a ``user-code`` task (``aip tasks submit --entry pkg.module:function``, or
+``ray job submit --working-dir . -- python -m jobs.train --entry ...``) the function runs on every
+Ray Train worker and uses:
+
+    from aiplatform import sdk
+    def train_loop(config):
+        state = sdk.load_checkpoint()            # after a worker failure: the last one reported
+        for epoch in range(...):
+            for images, labels in sdk.batches("train", batch_size=128):   # this worker's shard
+                ...
+            sdk.report({"val_accuracy": ...}, checkpoint={"model": model.state_dict(), ...})
+        sdk.publish(model, kind="image", labels=sdk.context().labels, example_input=images[:8])
+
+``report`` gives the task its per-epoch curves; ``publish`` (rank 0 publishes, other ranks
+return None) makes the model a registry version whose lineage names the task, its code archive
+and dataset.
 
 ``publish`` exports a ``torch.nn.Module`` to ONNX with torch's exporter, checks that ONNX Runtime
 gives the PyTorch model's outputs on ``example_input`` (within ``tolerance``), and registers it as
@@ -18,8 +35,9 @@ from __future__ import annotations
 import copy
 import io
 import os
+import tempfile
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -32,6 +50,7 @@ from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.registry.publish import publish_package
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, sha256_bytes, storage_from_settings
+from aiplatform.training.user_code import RunContext, current_context
 
 TASK_ID_VARIABLE = "AIP_TASK_ID"
 """Set in a platform task's job: the version's lineage names the task."""
@@ -39,6 +58,87 @@ DEFAULT_TOLERANCE = 1e-4
 SDK_TEMPLATE = "user-code"
 """The template name a version published from user code carries."""
 MAX_GRAPH_BYTES = 1024**3
+CHECKPOINT_FILE = "user_state.pt"
+DEFAULT_IMAGE_PREPROCESSING = {"scale": 1 / 255}
+"""What ``batches`` does to pixels by default, and what ``publish`` assumes when given none."""
+
+
+def context() -> RunContext:
+    """The running task: its dataset's labels and kind, this worker's rank, the model name, ...;
+    :class:`InvalidArgument` outside a task's training function."""
+    found = current_context()
+    if found is None:
+        raise InvalidArgument("aiplatform.sdk's task calls work inside a user-code task's training function "
+                              "(aip tasks submit --entry ..., or python -m jobs.train --entry ...)")
+    return found
+
+
+def dataset_shard(split: str = "train") -> Any:
+    """This worker's shard of a split (``train``, ``val``, ``test``) as Ray Data's iterator."""
+    import ray.train
+
+    context()
+    if split not in ("train", "val", "test"):
+        raise InvalidArgument(f"Unknown split {split!r}; use train, val or test")
+    shard = ray.train.get_dataset_shard(split)
+    if shard is None:
+        raise InvalidArgument(f"The task's dataset has no {split!r} rows")
+    return shard
+
+
+def batches(split: str = "train", batch_size: int = 128, *,
+            preprocessing: Optional[Mapping[str, Any]] = None) -> Iterator[tuple[Any, torch.Tensor]]:
+    """This worker's shard as ``(inputs, labels)`` batches: images as float (N, C, H, W) after
+    ``value * scale``, then ``(value - mean) / std`` (default: 0..255 -> 0..1; give ``publish``
+    the same ``preprocessing``); texts as a list of strings. Labels are int64 class indices."""
+    from aiplatform.preprocessing import decode_rows, images_to_tensor
+
+    run = context()
+    if run.kind == "image":
+        assert run.image_shape is not None
+        channels = run.image_shape[2]
+        steps = {"scale": 1 / 255, "mean": [0.0] * channels, "std": [1.0] * channels, **(preprocessing or {})}
+    for batch in dataset_shard(split).iter_batches(batch_size=batch_size, batch_format="numpy"):
+        labels = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
+        if run.kind == "image":
+            yield images_to_tensor(decode_rows(batch["image"], tuple(run.image_shape)), steps), labels
+        else:
+            yield [str(text) for text in batch["text"]], labels
+
+
+def report(metrics: Mapping[str, Any], *, checkpoint: Optional[Mapping[str, Any]] = None,
+           epoch: Optional[int] = None) -> None:
+    """One epoch's metrics (every worker calls it; rank 0's become the task's curves) and,
+    from rank 0, a checkpoint: a dict of tensors and plain values that ``load_checkpoint`` gives
+    back after a worker failure. ``epoch`` defaults to the number of reports so far."""
+    import ray.train
+
+    run = context()
+    values = {key: value for key, value in dict(metrics).items() if key != "epoch"}
+    if any(not isinstance(v, (int, float, bool, str)) for v in values.values()):
+        raise InvalidArgument("report's metrics must be plain numbers or strings (call .item() on tensors)")
+    number = int(epoch if epoch is not None else metrics.get("epoch", run.reports + 1))
+    run.reports += 1
+    run.last_metrics = {**values, "epoch": number}
+    if checkpoint is None or run.rank != 0:
+        ray.train.report(run.last_metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save(dict(checkpoint), os.path.join(directory, CHECKPOINT_FILE))
+        ray.train.report(run.last_metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def load_checkpoint() -> Optional[dict[str, Any]]:
+    """The last checkpoint this run reported (after a worker failure or a restart), or None."""
+    import ray.train
+
+    context()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        path = os.path.join(directory, CHECKPOINT_FILE)
+        return torch.load(path, weights_only=True) if os.path.exists(path) else None
 
 
 def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, *, tolerance: float = DEFAULT_TOLERANCE) -> bytes:
@@ -78,13 +178,26 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, *, toleranc
     return graph
 
 
-def publish(model: torch.nn.Module, *, name: str, kind: str, labels: list[str], example_input: torch.Tensor,
-            preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
+def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_input: torch.Tensor,
+            name: Optional[str] = None, preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
             metrics: Optional[dict[str, Any]] = None, lineage: Optional[dict[str, Any]] = None,
             settings: Optional[Settings] = None, storage: Optional[Storage] = None,
-            registry: Optional[RegistryAPI] = None, tolerance: float = DEFAULT_TOLERANCE) -> ModelVersion:
+            registry: Optional[RegistryAPI] = None, tolerance: float = DEFAULT_TOLERANCE) -> Optional[ModelVersion]:
     """Export, check, package and register ``model``; returns the new version. ``storage`` and
-    ``registry`` default to the platform's (``settings``: ``Settings()``, read from ``AIP_*``)."""
+    ``registry`` default to the platform's (``settings``: ``Settings()``, read from ``AIP_*``).
+
+    Inside a task: ``name`` defaults to the task's model name, ``metrics`` to the last report's,
+    the lineage names the task, code archive and dataset, and ranks other than 0 publish nothing
+    (they return None)."""
+    run = current_context()
+    if run is not None:
+        if run.rank != 0:
+            return None
+        name = name or run.model_name
+        metrics = metrics if metrics is not None else dict(run.last_metrics)
+        lineage = {**run.lineage(), **(lineage or {})}
+    if not name:
+        raise InvalidArgument("publish needs a model name (name=...)")
     graph = export_onnx(model, example_input, tolerance=tolerance)
     config = onnx_model_config(name=name, kind=kind, labels=labels, preprocessing=preprocessing, scores=scores,
                                signature=inspect_graph(graph, max_bytes=MAX_GRAPH_BYTES), template=SDK_TEMPLATE)
@@ -100,5 +213,8 @@ def publish(model: torch.nn.Module, *, name: str, kind: str, labels: list[str], 
         settings = settings or Settings()
         storage = storage or storage_from_settings(settings)
         registry = registry or RegistryClient.connect(settings)
-    return publish_package(package, name=name, template=config.template, storage=storage, registry=registry,
-                           metrics=dict(metrics or {}), lineage=full_lineage)
+    version = publish_package(package, name=name, template=config.template, storage=storage, registry=registry,
+                              metrics=dict(metrics or {}), lineage=full_lineage)
+    if run is not None:
+        run.published.append({"name": version.name, "version": version.version, "sha256": version.sha256})
+    return version

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     autoscaling: bool = False
     """The cluster grows on demand (Ray's autoscaler): a task larger than the cluster waits for
     nodes (its demand is sent to the autoscaler) instead of being refused at creation."""
+    user_code: bool = True
+    """API callers may run their own training code (``user-code`` tasks, ``POST /v1/code``). Whoever
+    holds the API token can then run code on the cluster, as with Ray's own job API; turn it off
+    where the token goes to people who may only train the platform's templates."""
     task_heartbeat_timeout_s: float = Field(600.0, gt=0)
     """A run with no Ray job to follow (plain ``python -m jobs.train`` on an embedded Ray) that
     has not reported for this long is marked interrupted."""

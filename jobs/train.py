@@ -1,7 +1,13 @@
 """Train a model from a template and register it.
 
     python -m jobs.train --template cnn-classification --dataset mnist --epochs 3
+    python -m jobs.train --entry mypkg.train:train_loop --working-dir . --dataset mnist --param epochs=3
     python -m jobs.train --task-id 0123456789abcdef      (how the task manager starts a task)
+
+With ``--entry`` the run is the user's own function (the ``user-code`` template): the working
+directory (``--working-dir``, default the current one, which is the uploaded one under
+``ray job submit --working-dir``) is kept in storage as a code archive named by its sha256, and
+``--param`` values become the function's ``config``.
 
 Runs on the cluster it is submitted to (``ray job submit ... -- python -m jobs.train ...``) or,
 with no cluster configured, on an embedded local Ray. Every run is a task in the platform's queue:
@@ -17,9 +23,10 @@ import time
 import uuid
 from typing import Any, Optional, Sequence
 
+from aiplatform.code_archives import CodeArchives, pack_directory
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import AIPError, Conflict, InvalidArgument
-from aiplatform.registry import RegistryClient
+from aiplatform.registry import ModelVersion, RegistryClient
 from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
@@ -27,13 +34,19 @@ from aiplatform.tasks.queue import RUNNING, TaskClient
 from aiplatform.tasks.reporting import TaskRun, record_self_started
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
+from aiplatform.training.template import TaskTemplate
 from aiplatform.training.templates import get_template
+from aiplatform.training.user_code import USER_CODE, UserCodeParams, run_user_code
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
     parser.add_argument("--template", help="e.g. cnn-classification (required without --task-id)")
     parser.add_argument("--task-id", help="run this queued task (template and parameters come from it)")
+    parser.add_argument("--entry", help="your own training function, package.module:function (the user-code "
+                        "template; --param values become its config)")
+    parser.add_argument("--working-dir", help="with --entry: the folder your code is in (default: the current one)")
+    parser.add_argument("--max-failures", type=int, help="with --entry: worker-group restarts before failing")
     parser.add_argument("--dataset", help="mnist, idx:<uri>, folder:<uri> or parquet:<uri>")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -63,23 +76,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def collect_params(args: argparse.Namespace) -> dict[str, Any]:
-    """Template parameters from the flags that were given (the template validates them)."""
+TEMPLATE_FLAGS = ("dataset", "epochs", "batch_size", "learning_rate", "optimizer", "augment",
+                  "augment_strength", "workers", "gpu", "max_rows", "seed")
+USER_CODE_FLAGS = ("dataset", "workers", "gpu", "max_rows", "seed", "max_failures")
+
+
+def parse_param_flags(items: Sequence[str]) -> dict[str, Any]:
+    """``--param KEY=JSON`` values (a value that is not JSON is taken as a string)."""
     params: dict[str, Any] = {}
-    for flag in ("dataset", "epochs", "batch_size", "learning_rate", "optimizer", "augment",
-                 "augment_strength", "workers", "gpu", "max_rows", "seed"):
-        value = getattr(args, flag)
-        if value is not None:
-            params[flag] = value
-    for item in args.param:
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --param {item!r} must look like KEY=JSON")
+            raise InvalidArgument(f"--param {item!r} must look like KEY=JSON")
         try:
             params[key] = json.loads(raw)
         except ValueError:
             params[key] = raw
     return params
+
+
+def collect_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Template parameters from the flags that were given (the template validates them); with
+    ``--entry``, the user-code template's, ``--param`` going to the function's config."""
+    flags = USER_CODE_FLAGS if args.entry else TEMPLATE_FLAGS
+    params = {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
+    if args.entry:
+        return {**params, "entry": args.entry, "config": parse_param_flags(args.param)}
+    return {**params, **parse_param_flags(args.param)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -88,11 +111,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run: Optional[TaskRun] = None
     try:
         settings = Settings()
+        storage = storage_from_settings(settings)
         if not args.task_id:
-            if not args.template:
-                raise InvalidArgument("give --template (or --task-id of a queued task)")
-            template = get_template(args.template)
-            params = template.parse_params(collect_params(args))
+            if args.entry and args.template and args.template != USER_CODE:
+                raise InvalidArgument("give --template or --entry, not both")
+            if not args.entry and not args.template:
+                raise InvalidArgument("give --template, --entry (your own function) or --task-id of a queued task")
+            template = get_template(USER_CODE if args.entry else args.template)
+            raw = collect_params(args)
+            if args.entry:  # the code that runs is kept, by its digest, before anything runs
+                raw["code"] = CodeArchives(storage).put(pack_directory(args.working_dir or ".")).digest
+            params = template.parse_params(raw)
         connect(settings)
         if not args.verbose:
             quiet_ray_data()
@@ -110,25 +139,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # On stderr with --json, so that stdout stays the one JSON summary.
         print(f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})", flush=True,
               file=sys.stderr if args.json else sys.stdout)
-        storage = storage_from_settings(settings)
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         # A task created through the API names a dataset its caller may not be allowed to read:
         # the source allow-list applies (a cluster user's own `ray job submit` run is trusted).
         datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")
-        outcome = run_training(
-            template, params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
-            callbacks=[run.callback()],
-        )
         registry = RegistryClient.connect(settings)
-        version = publish_model(
-            outcome, name=task.model_name or args.model_name or template.default_model_name(params),
-            storage=storage, registry=registry,
-            lineage={"ray_job_id": task.ray_job_id or _ray_job_id(), "task_id": task.id},
-        )
-        run.succeeded({
-            "model": version.name, "version": version.version, "package_uri": version.package_uri,
-            "dataset": outcome.dataset.ref, **outcome.test_metrics,
-        })
+        model_name = task.model_name or args.model_name or template.default_model_name(params)
+        runner = run_user_task if isinstance(params, UserCodeParams) else run_template_task
+        version, result, summary, lines = runner(template, params, settings=settings, storage=storage,
+                                                 datasets=datasets, registry=registry, run=run,
+                                                 run_name=run_name, model_name=model_name)
+        run.succeeded(result)
         check = deploy_and_check(args, settings, registry, version.name, version.version) if args.deploy else None
     except AIPError as exc:
         if run is not None:
@@ -139,43 +160,77 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if run is not None:
             run.failed(f"{type(exc).__name__}: {exc}")
         raise
+    summary = {"task_id": task.id, "model": version.name, "version": version.version,
+               "package_uri": version.package_uri, "sha256": version.sha256, **summary,
+               "wall_seconds": round(time.perf_counter() - started, 1),
+               "http_check": None if check is None else check.__dict__}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for line in lines:
+        print(line)
+    print(f"  package: {version.package_uri} (sha256 {version.sha256})")
+    print(f"  dataset: {summary['dataset']}; wall time {summary['wall_seconds']} s")
+    if check is not None:
+        print(
+            f"Deployed to production and checked over HTTP: {check.requests} MNIST test digits "
+            f"uploaded as PNG, accuracy {check.accuracy:.4f}, latency p50 {check.p50_ms:.1f} ms "
+            f"p99 {check.p99_ms:.1f} ms (version {', '.join(map(str, check.versions))})"
+        )
+    return 0
+
+
+RunResult = tuple[ModelVersion, dict[str, Any], dict[str, Any], list[str]]
+"""The version, the task's result, the job's summary and the lines it prints."""
+
+
+def run_template_task(template: TaskTemplate, params: Any, *, settings: Settings, storage: Any,
+                      datasets: DatasetManager, registry: RegistryClient, run: TaskRun, run_name: str,
+                      model_name: str) -> RunResult:
+    """A built-in (or plugin) template: the platform's engine trains, evaluates and publishes."""
+    outcome = run_training(template, params, settings=settings, storage=storage, datasets=datasets,
+                           run_name=run_name, callbacks=[run.callback()])
+    version = publish_model(outcome, name=model_name, storage=storage, registry=registry,
+                            lineage={"ray_job_id": run.task.ray_job_id or _ray_job_id(), "task_id": run.task.id})
+    result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
+              "dataset": outcome.dataset.ref, **outcome.test_metrics}
     summary = {
-        "task_id": task.id,
-        "model": version.name,
-        "version": version.version,
         "test_accuracy": outcome.test_metrics["test_accuracy"],
         "test_samples": outcome.test_metrics["test_samples"],
         "test_macro_f1": outcome.test_metrics["test_macro_f1"],
-        "package_uri": version.package_uri,
-        "sha256": version.sha256,
-        "dataset": outcome.dataset.ref,
-        "used_gpu": outcome.used_gpu,
-        "epochs": outcome.history,
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "dataset": outcome.dataset.ref, "used_gpu": outcome.used_gpu, "epochs": outcome.history,
         "timings": {k: round(v, 1) for k, v in outcome.timings.items()},
-        "http_check": None if check is None else check.__dict__,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        for epoch in outcome.history:
-            print(
-                f"epoch {epoch['epoch']}/{epoch['epochs']}: train_loss={epoch['train_loss']:.4f} "
-                f"val_loss={epoch['val_loss']:.4f} val_accuracy={epoch['val_accuracy']:.4f} "
-                f"samples/s={epoch['samples_per_second']:.0f}"
-            )
-        print(f"Registered model {version.name} version {version.version}")
-        print(f"  test accuracy: {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
-              f"on {summary['test_samples']} test samples")
-        print(f"  package: {version.package_uri} (sha256 {version.sha256})")
-        print(f"  dataset: {summary['dataset']}; wall time {summary['wall_seconds']} s")
-        if check is not None:
-            print(
-                f"Deployed to production and checked over HTTP: {check.requests} MNIST test digits "
-                f"uploaded as PNG, accuracy {check.accuracy:.4f}, latency p50 {check.p50_ms:.1f} ms "
-                f"p99 {check.p99_ms:.1f} ms (version {', '.join(map(str, check.versions))})"
-            )
-    return 0
+    lines = [f"epoch {e['epoch']}/{e['epochs']}: train_loss={e['train_loss']:.4f} val_loss={e['val_loss']:.4f} "
+             f"val_accuracy={e['val_accuracy']:.4f} samples/s={e['samples_per_second']:.0f}" for e in outcome.history]
+    lines += [f"Registered model {version.name} version {version.version}",
+              f"  test accuracy: {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
+              f"on {summary['test_samples']} test samples"]
+    return version, result, summary, lines
+
+
+def run_user_task(template: TaskTemplate, params: UserCodeParams, *, settings: Settings, storage: Any,
+                  datasets: DatasetManager, registry: RegistryClient, run: TaskRun, run_name: str,
+                  model_name: str) -> RunResult:
+    """The user's own function on Ray Train; the version is the one it published (the last, if several)."""
+    outcome = run_user_code(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
+                            task_id=run.task.id, model_name=model_name, callbacks=[run.callback()])
+    published = outcome.published[-1]
+    version = registry.get_version(published["name"], int(published["version"]))
+    result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
+              "dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "entry": params.entry,
+              "published": outcome.published, "checkpoint": outcome.checkpoint, **_plain(outcome.final_metrics)}
+    summary = {"dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "used_gpu": outcome.used_gpu,
+               "final_metrics": _plain(outcome.final_metrics), "published": outcome.published,
+               "timings": {k: round(v, 1) for k, v in outcome.timings.items()}}
+    lines = [f"{params.entry} (code {outcome.code_digest or 'from the working directory'}) reported "
+             f"{json.dumps(summary['final_metrics'])}",
+             *(f"Registered model {p['name']} version {p['version']}" for p in outcome.published)]
+    return version, result, summary, lines
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and k != "result"}
 
 
 def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient,

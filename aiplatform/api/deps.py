@@ -51,7 +51,7 @@ class Platform:
             registry=RegistryClient.connect(settings),
             results=ResultClient.connect(settings),
             tasks=TaskManager(TaskClient.connect(settings), RayJobs(settings), settings,
-                              wake_scheduler=lambda: scheduler.wake.remote()),
+                              wake_scheduler=lambda: scheduler.wake.remote(), storage=storage),
             storage=storage,
             datasets=DatasetManager.from_settings(storage, settings),
             alerts=AlertClient.connect(settings),

@@ -19,10 +19,11 @@ from typing import Any, Callable, Optional
 import ray
 
 from aiplatform.datasets.source_policy import SourcePolicy
-from aiplatform.errors import AIPError, InvalidArgument, NotFound, Unavailable
+from aiplatform.errors import AIPError, Forbidden, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
+from aiplatform.storage import Storage
 from aiplatform.tasks.queue import CANCELLED, FAILED, Task, TaskClient
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.training.templates import get_template
@@ -44,8 +45,9 @@ class TaskManager:
     """Task creation, start, cancel and logs for the API, and ``reconcile()`` for the scheduler."""
 
     def __init__(self, queue: TaskClient, jobs: RayJobs, settings: Settings,
-                 wake_scheduler: Optional[Callable[[], None]] = None) -> None:
+                 wake_scheduler: Optional[Callable[[], None]] = None, storage: Optional[Storage] = None) -> None:
         self.queue = queue
+        self.storage = storage
         self.jobs = jobs
         self.settings = settings
         self.wake_scheduler = wake_scheduler or (lambda: None)
@@ -72,8 +74,15 @@ class TaskManager:
         """Validate a new task (template, parameters, model name) into the queue's arguments.
         The dataset it names must be one an API caller may name (the source allow-list)."""
         found = get_template(template)
+        if found.runs_user_code and not self.settings.user_code:
+            raise Forbidden(f"Template {template!r} runs the caller's own code, which this platform does not "
+                            "allow (AIP_USER_CODE=false)")
         parsed = found.parse_params(params)
-        SourcePolicy.from_settings(self.settings).check_source(found.dataset_spec(parsed).source)
+        source = found.dataset_source(parsed)
+        if source is not None:
+            SourcePolicy.from_settings(self.settings).check_source(source)
+        if self.storage is not None:
+            found.check_inputs(parsed, self.storage)
         self._check_fits(parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)

@@ -1,7 +1,10 @@
-"""What a training template is: a typed parameter schema plus how to build the data, model and loop.
+"""What a task template is: a typed parameter schema plus what the run needs.
 
-Templates are plugins: each is a subclass in its own module, found through the
-``aiplatform.templates`` entry-point group (see ``templates``); this base knows none of them.
+Two kinds: a :class:`TrainingTemplate` has the platform build the data, model and loop (the
+built-in CNN and text templates); the ``user-code`` template runs a user's own function
+(``aiplatform.training.user_code``). Templates are plugins: each is a subclass in its own
+module, found through the ``aiplatform.templates`` entry-point group (see ``templates``); this
+base knows none of them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from aiplatform.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion, TextDatasetSpec
+    from aiplatform.storage import Storage
 
 
 def validation_message(error: ValidationError, what: str) -> str:
@@ -27,13 +31,15 @@ def validation_message(error: ValidationError, what: str) -> str:
     return f"Invalid {what}: " + "; ".join(problems)
 
 
-class TrainingTemplate(ABC):
-    """One kind of training task (``cnn-classification``, ...)."""
+class TaskTemplate(ABC):
+    """One kind of task: its name, its parameters' schema, and what creating one checks."""
 
     name: ClassVar[str]
     title: ClassVar[str]
     description: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]
+    runs_user_code: ClassVar[bool] = False
+    """The task runs code its creator sent (refused through the API unless ``AIP_USER_CODE``)."""
 
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
         """Validate raw parameters against the schema; :class:`InvalidArgument` names each problem."""
@@ -45,6 +51,22 @@ class TrainingTemplate(ABC):
     def schema(self) -> dict[str, Any]:
         """JSON schema of the parameters (the UI builds its form from it)."""
         return self.params_model.model_json_schema()
+
+    @abstractmethod
+    def dataset_source(self, params: Any) -> "str | None":
+        """The dataset source the run reads (checked against the API's allow-list), or None when
+        it names an already built version."""
+
+    def check_inputs(self, params: Any, storage: "Storage") -> None:
+        """Refuse a task whose stored inputs are missing (e.g. a code archive): nothing by default."""
+
+    @abstractmethod
+    def default_model_name(self, params: Any) -> str:
+        """The registry name used when the caller gives none."""
+
+
+class TrainingTemplate(TaskTemplate):
+    """A task whose data, model and loop the platform builds (``cnn-classification``, ...)."""
 
     task: ClassVar[str]
     """``model.json``'s task, e.g. ``image-classification``."""
@@ -70,6 +92,5 @@ class TrainingTemplate(ABC):
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
         """The Ray Train per-worker loop."""
 
-    @abstractmethod
-    def default_model_name(self, params: Any) -> str:
-        """The registry name used when the caller gives none."""
+    def dataset_source(self, params: Any) -> str:
+        return self.dataset_spec(params).source

@@ -152,6 +152,13 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         answer = aip("predict", str(digit), "--model", "cli-cnn", "--version", "1", "--json")
         assert json.loads(answer.stdout)["label"] == str(int(labels[0])), answer.stderr[-2000:]
 
+        # Your own code from the terminal: the example project zipped, uploaded and trained.
+        custom = aip("tasks", "submit", "--entry", "digits_mlp.train:train_loop", "--working-dir", "examples/digits-mlp",
+                     "--dataset", "mnist", "--max-rows", "600", "--param", "epochs=1", "--param", "hidden=16",
+                     "--watch", timeout=400)
+        assert custom.returncode == 0, (custom.stdout[-2000:], custom.stderr[-2000:])
+        assert "SUCCEEDED: model digits-mlp version 1" in custom.stdout and "code " in custom.stderr
+
         # `ray job submit` with the token: the run records itself as a task.
         job = subprocess.run(
             [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
@@ -168,6 +175,8 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             (("tasks", "submit", "nope"), "Training template 'nope' not found"),
             (("tasks", "submit", "cnn-classification", "--param", "epochs=0"), "epochs: Input should be greater"),
             (("tasks", "cancel", task_id), "already SUCCEEDED"),
+            (("tasks", "submit", "--entry", "pkg.train:fn", "--working-dir", str(tmp_path / "nope")), "is not a folder"),
+            (("tasks", "submit", "cnn-classification", "--entry", "pkg.train:fn"), "a template (e.g. cnn-classification) or --entry"),
             (("tasks", "watch", "missing"), "Task 'missing' not found"),
         ]:
             failed = aip(*args)
@@ -205,7 +214,7 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         interrupted = show(aip, running["id"])
         assert (interrupted["state"], interrupted["error_reason"]) == ("FAILED", "interrupted"), interrupted
         # what was stored before the restart is all there
-        assert json.loads(aip("tasks", "list", "--json").stdout)["counts"]["SUCCEEDED"] == 2
+        assert json.loads(aip("tasks", "list", "--json").stdout)["counts"]["SUCCEEDED"] == 3
         models = json.loads(aip("models", "list", "--json").stdout)
         assert {r["model"] for r in models} >= {"tiny", "cli-cnn", "direct-cnn"}
         assert [r["version"] for r in models if r["model"] == "tiny" and "production" in r["aliases"]] == [1]

@@ -54,7 +54,7 @@ def test_a_broken_plugin_is_named_and_the_others_still_load(plugins_on_path: Pat
         get_template("broken-template")
     with pytest.raises(InvalidArgument, match="names itself 'something-else'; the two must match"):
         get_template("misnamed")
-    with pytest.raises(InvalidArgument, match="is not a TrainingTemplate subclass"):
+    with pytest.raises(InvalidArgument, match="is not a TaskTemplate subclass"):
         get_template("not-a-template")
     with pytest.raises(InvalidArgument, match="cannot be made: TypeError: Can't instantiate abstract class"):
         get_template("unfinished")

@@ -77,6 +77,28 @@ def start_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
     return platform.tasks.start(task_id).to_dict()
 
 
+class TaskRerun(BaseModel):
+    """Options of a rerun; template, parameters (code archive included) and model name are the task's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: bool = Field(True, description="queue it at once")
+    priority: Optional[int] = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="default: the task's")
+
+
+@router.post("/{task_id}/rerun", status_code=201)
+async def rerun_task(task_id: str, platform: PlatformDep, body: Optional[TaskRerun] = None) -> dict[str, Any]:
+    """Run again: a new task with exactly the same template, parameters and model name (a user-code
+    task's archive by its digest, so the same code runs)."""
+    options = body or TaskRerun()
+    task = platform.tasks.queue.get(task_id)
+    created = await platform.tasks.create_async(
+        task.template, task.params, priority=task.priority if options.priority is None else options.priority,
+        model_name=task.model_name, start=options.start,
+    )
+    return {**created.to_dict(), "rerun_of": task.id}
+
+
 @router.post("/{task_id}/cancel")
 def cancel_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
     return platform.tasks.cancel(task_id).to_dict()

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from aiplatform.training.template import TrainingTemplate
+from aiplatform.training.template import TaskTemplate
 from aiplatform.training.templates import get_template, list_templates
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 
-def describe(template: TrainingTemplate) -> dict[str, Any]:
+def describe(template: TaskTemplate) -> dict[str, Any]:
     return {"name": template.name, "title": template.title, "description": template.description,
             "schema": template.schema()}
 

@@ -1,0 +1,48 @@
+"""Users' training code: upload a ZIP archive, kept by its sha256, that ``user-code`` tasks name."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from aiplatform.api.deps import PlatformDep
+from aiplatform.code_archives import MAX_ARCHIVE_BYTES, CodeArchives
+from aiplatform.errors import Forbidden, InvalidArgument, TooLarge
+
+router = APIRouter(prefix="/v1/code", tags=["code"])
+LISTED_MEMBERS = 1000
+ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
+
+
+@router.post("", status_code=201, openapi_extra={"requestBody": {
+    "required": True, "description": "the ZIP archive (application/zip is accepted too)",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload_code(request: Request, platform: PlatformDep) -> dict[str, Any]:
+    """The body is the archive itself (``Content-Type: application/zip``): the project folder
+    zipped, packages at its root. 201 with its ``digest``, to name in a task's ``code``
+    parameter; the same archive again gives the same digest."""
+    if not platform.settings.user_code:
+        raise Forbidden("This platform does not run callers' own code (AIP_USER_CODE=false)")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ARCHIVE_TYPES:
+        raise InvalidArgument(f"Send the code archive as the body with Content-Type application/zip (got "
+                              f"{content_type or 'none'})")
+    data = await request.body()
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise TooLarge(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
+    archive = await run_in_threadpool(CodeArchives(platform.storage).put, data)
+    return archive.to_dict()
+
+
+@router.get("/{digest}")
+def describe_code(digest: str, platform: PlatformDep) -> dict[str, Any]:
+    """The archive's size and its files (the first 1000), e.g. to see what a task ran."""
+    archives = CodeArchives(platform.storage)
+    data = archives.get(digest)
+    names = [info.filename for info in zipfile.ZipFile(io.BytesIO(data)).infolist() if not info.is_dir()]
+    return {**archives.describe(digest).to_dict(), "members": names[:LISTED_MEMBERS],
+            "truncated": len(names) > LISTED_MEMBERS}

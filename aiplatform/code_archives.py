@@ -1,0 +1,187 @@
+"""Users' training code, kept in storage as ZIP archives named by their sha256.
+
+A task that runs a user's own code names its archive by digest, so the task, the registry
+version's lineage and "run again" all point at exactly the code that ran. Archives come from
+callers we do not trust (``POST /v1/code``): before one is kept, every member is checked (no
+absolute or ``..`` paths, no links, bounded count, size and compression ratio), and it is
+extracted only through the same checks. ``pack_directory`` builds them deterministically (sorted
+members, fixed times and modes), so the same tree always has the same digest.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.runtime import MAX_REQUEST_BYTES
+from aiplatform.storage import Storage, sha256_bytes
+
+MAX_ARCHIVE_BYTES = MAX_REQUEST_BYTES
+"""What one request may carry; a project larger than this belongs in a package or an image."""
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+MAX_MEMBERS = 10_000
+MAX_RATIO = 200
+"""Unpacked/packed size above which a member of over 1 MiB is taken for a ZIP bomb."""
+DIGEST = re.compile(r"[0-9a-f]{64}")
+SKIPPED_DIRECTORIES = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".mypy_cache",
+                                 ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "node_modules", ".tox"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class CodeArchive:
+    """A stored archive: its digest (what tasks name), size and file count."""
+
+    digest: str
+    bytes: int
+    files: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pack_directory(directory: str | Path) -> bytes:
+    """``directory`` as a deterministic ZIP (caches, VCS folders and links left out);
+    :class:`InvalidArgument` when it is not a folder, holds no Python file or is too large."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InvalidArgument(f"--working-dir {str(directory)!r} is not a folder")
+    buffer = io.BytesIO()
+    total = 0
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in _files(root):
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_UNPACKED_BYTES:
+                raise InvalidArgument(f"{root} holds over {MAX_UNPACKED_BYTES // 2**20} MiB of files; "
+                                      "training code is sent with the task, data goes in a dataset")
+            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=FIXED_TIME)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    data = buffer.getvalue()
+    check_archive(data)
+    return data
+
+
+def _files(root: Path) -> list[Path]:
+    found = []
+    for folder, directories, names in os.walk(root):
+        directories[:] = sorted(d for d in directories if d not in SKIPPED_DIRECTORIES
+                                and not (Path(folder) / d).is_symlink())
+        for name in sorted(names):
+            path = Path(folder) / name
+            if not name.endswith(SKIPPED_SUFFIXES) and path.is_file() and not path.is_symlink():
+                found.append(path)
+    return found
+
+
+def check_archive(data: bytes) -> int:
+    """The number of files in a well-formed, safe archive; :class:`InvalidArgument` names the
+    first problem."""
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise InvalidArgument(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InvalidArgument(f"The code archive is not a ZIP file: {exc}") from None
+    if len(members) > MAX_MEMBERS:
+        raise InvalidArgument(f"The code archive has {len(members)} members; the most is {MAX_MEMBERS}")
+    files, unpacked = 0, 0
+    for member in members:
+        _check_member_name(member.filename)
+        mode = member.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise InvalidArgument(f"The code archive's member {member.filename!r} is a link; links are not accepted")
+        if member.is_dir():
+            continue
+        unpacked += member.file_size
+        if unpacked > MAX_UNPACKED_BYTES:
+            raise InvalidArgument(f"The code archive unpacks to over {MAX_UNPACKED_BYTES // 2**20} MiB")
+        if member.file_size > 2**20 and member.file_size > MAX_RATIO * max(1, member.compress_size):
+            raise InvalidArgument(f"The code archive's member {member.filename!r} expands {MAX_RATIO}x or more "
+                                  "(a ZIP bomb?)")
+        files += 1
+    if not any(m.filename.endswith(".py") for m in members):
+        raise InvalidArgument("The code archive holds no Python file")
+    try:
+        broken = archive.testzip()
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+        raise InvalidArgument(f"The code archive cannot be read: {exc}") from None
+    if broken is not None:
+        raise InvalidArgument(f"The code archive's member {broken!r} is corrupt (CRC mismatch)")
+    return files
+
+
+def _check_member_name(name: str) -> None:
+    path = PurePosixPath(name)
+    if (not name or "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts
+            or re.match(r"[A-Za-z]:", name)):
+        raise InvalidArgument(f"The code archive's member {name!r} has an unsafe path")
+
+
+def check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise InvalidArgument(f"{digest!r} is not a code archive digest (64 lowercase hex digits, its sha256)")
+    return digest
+
+
+class CodeArchives:
+    """The archives in storage, under ``code/<sha256>.zip``."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @staticmethod
+    def key(digest: str) -> str:
+        return f"code/{check_digest(digest)}.zip"
+
+    def put(self, data: bytes) -> CodeArchive:
+        """Check and keep ``data``; the same bytes again are the same archive (nothing rewritten)."""
+        files = check_archive(data)
+        digest = sha256_bytes(data)
+        if not self.storage.exists(self.key(digest)):
+            self.storage.put_bytes(self.key(digest), data)
+        return CodeArchive(digest=digest, bytes=len(data), files=files)
+
+    def describe(self, digest: str) -> CodeArchive:
+        data = self.get(digest)
+        return CodeArchive(digest=digest, bytes=len(data), files=check_archive(data))
+
+    def require(self, digest: str) -> None:
+        """:class:`NotFound` unless the archive is stored (a task must not name missing code)."""
+        if not self.storage.exists(self.key(digest)):
+            raise NotFound(f"Code archive {digest} not found: upload it first (POST /v1/code, or "
+                           "`aip tasks submit --working-dir`)")
+
+    def get(self, digest: str) -> bytes:
+        self.require(digest)
+        return self.storage.get_bytes(self.key(digest))  # checked against its recorded sha256
+
+    def extract(self, digest: str, directory: str | Path) -> Path:
+        """Unpack the archive into ``directory`` (created), each member checked again."""
+        data = self.get(digest)
+        check_archive(data)
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.infolist():
+                destination = (target / member.filename).resolve()
+                if not destination.is_relative_to(target.resolve()):
+                    raise InvalidArgument(f"The code archive's member {member.filename!r} leaves its folder")
+                if member.is_dir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, open(destination, "wb") as sink:
+                    sink.write(source.read(MAX_UNPACKED_BYTES + 1))
+        return target

@@ -1,0 +1,65 @@
+"""The user-code template's parameters, entry loading and error lines (no Ray needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiplatform import sdk
+from aiplatform.errors import InvalidArgument
+from aiplatform.training.templates import get_template
+from aiplatform.training.user_code import load_entry, user_error_line
+
+
+def test_parameters_are_checked_and_a_source_is_told_from_a_built_version() -> None:
+    template = get_template("user-code")
+    params = template.parse_params({"entry": "pkg.train:train_loop", "code": "a" * 64, "config": {"epochs": 2}})
+    assert template.dataset_source(params) == "mnist" and params.max_failures == 3
+    assert template.dataset_source(template.parse_params({"entry": "m:f", "dataset": "digits@abc"})) is None
+    assert template.default_model_name(params) == "pkg"
+    for raw, message in [
+        ({}, "entry: Field required"),
+        ({"entry": "pkg/train.py"}, "package.module:function"),
+        ({"entry": "os:system; rm"}, "package.module:function"),
+        ({"entry": "m:f", "code": "../../x"}, "64 lowercase hex"),
+        ({"entry": "m:f", "config": {"blob": "x" * 70_000}}, "over 64 KiB"),
+        ({"entry": "m:f", "workers": 0}, "workers"),
+        ({"entry": "m:f", "surprise": 1}, "surprise: Extra inputs"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            template.parse_params(raw)
+
+
+def test_entries_that_do_not_resolve_are_named(tmp_path: Path) -> None:
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "train.py").write_text("VALUE = 3\ndef loop(config):\n    return config\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert load_entry("userpkg.train:loop")({"a": 1}) == {"a": 1}
+        with pytest.raises(InvalidArgument, match="module 'userpkg.nope' is not in the task's code"):
+            load_entry("userpkg.nope:loop")
+        with pytest.raises(InvalidArgument, match="has no function 'VALUE'"):
+            load_entry("userpkg.train:VALUE")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_the_users_exception_becomes_one_line_with_its_place() -> None:
+    class WorkerGroupError(Exception):
+        def __init__(self, failures: dict[int, Exception]) -> None:
+            super().__init__("Training failed due to worker errors")
+            self.worker_failures = failures
+
+    snippet = ('Traceback (most recent call last):\n  File "/tmp/aip-code/abc/mypkg/train.py", line 12, in train_loop\n'
+               '    raise ValueError("learning rate must be positive")\nValueError: learning rate must be positive')
+    line = user_error_line(WorkerGroupError({0: RuntimeError(snippet)}))
+    assert line == "the training function failed: ValueError: learning rate must be positive (train.py:12)"
+
+
+def test_the_sdk_outside_a_task_says_where_it_works() -> None:
+    for call in (sdk.context, lambda: sdk.report({"loss": 1.0}), sdk.load_checkpoint, lambda: list(sdk.batches())):
+        with pytest.raises(InvalidArgument, match="inside a user-code task's training function"):
+            call()
