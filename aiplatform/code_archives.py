@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.errors import InvalidArgument, NotFound, TooLarge
 from aiplatform.runtime import MAX_REQUEST_BYTES
 from aiplatform.storage import Storage, sha256_bytes
 
@@ -88,7 +88,7 @@ def check_archive(data: bytes) -> int:
     """The number of files in a well-formed, safe archive; :class:`InvalidArgument` names the
     first problem."""
     if len(data) > MAX_ARCHIVE_BYTES:
-        raise InvalidArgument(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
+        raise TooLarge(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -153,9 +153,11 @@ class CodeArchives:
             self.storage.put_bytes(self.key(digest), data)
         return CodeArchive(digest=digest, bytes=len(data), files=files)
 
-    def describe(self, digest: str) -> CodeArchive:
+    def contents(self, digest: str) -> tuple[CodeArchive, list[str]]:
+        """The stored archive and the names of its files, from one read."""
         data = self.get(digest)
-        return CodeArchive(digest=digest, bytes=len(data), files=check_archive(data))
+        names = [info.filename for info in zipfile.ZipFile(io.BytesIO(data)).infolist() if not info.is_dir()]
+        return CodeArchive(digest=digest, bytes=len(data), files=check_archive(data)), names
 
     def require(self, digest: str) -> None:
         """:class:`NotFound` unless the archive is stored (a task must not name missing code)."""

@@ -58,7 +58,7 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
                               f"but {len(labels)} labels were given")
     height, width, channels, layout = _image_geometry(signature["inputs"][0])
     spec = {"type": "image", "height": height, "width": width, "channels": channels}
-    steps = _image_preprocessing(dict(preprocessing or {}), channels,
+    steps = image_preprocessing_steps(dict(preprocessing or {}), channels,
                                  floating=signature["inputs"][0]["datatype"] in FLOAT_DATATYPES)
     return ModelConfig.parse({
         "name": name, "template": template, "input": spec, "labels": labels, "preprocessing": steps,
@@ -174,7 +174,7 @@ def _image_geometry(spec: dict[str, Any]) -> tuple[int, int, int, str]:
                           "channels and a fixed height and width")
 
 
-def _image_preprocessing(given: dict[str, Any], channels: int, floating: bool = True) -> dict[str, Any]:
+def image_preprocessing_steps(given: dict[str, Any], channels: int, floating: bool = True) -> dict[str, Any]:
     """How pixels become the graph's input: ``value * scale``, then ``(value - mean) / std`` per
     channel (default for a float input: 0..255 -> 0..1; an integer input takes the pixels as
     they are, and nothing else: its values would be truncated)."""

@@ -43,24 +43,23 @@ import numpy as np
 import torch
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.model_import import onnx_model_config, smoke_prediction
+from aiplatform.model_import import image_preprocessing_steps, onnx_model_config, smoke_prediction
 from aiplatform.packaging import build_package
 from aiplatform.packaging.onnx_graph import inspect_graph, new_session
 from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.registry.publish import publish_package
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, sha256_bytes, storage_from_settings
-from aiplatform.training.user_code import RunContext, current_context
+from aiplatform.datasets.spec import SPLITS
+from aiplatform.training.user_code import USER_CODE, RunContext, current_context
 
 TASK_ID_VARIABLE = "AIP_TASK_ID"
 """Set in a platform task's job: the version's lineage names the task."""
 DEFAULT_TOLERANCE = 1e-4
-SDK_TEMPLATE = "user-code"
+SDK_TEMPLATE = USER_CODE
 """The template name a version published from user code carries."""
 MAX_GRAPH_BYTES = 1024**3
 CHECKPOINT_FILE = "user_state.pt"
-DEFAULT_IMAGE_PREPROCESSING = {"scale": 1 / 255}
-"""What ``batches`` does to pixels by default, and what ``publish`` assumes when given none."""
 
 
 def context() -> RunContext:
@@ -78,7 +77,7 @@ def dataset_shard(split: str = "train") -> Any:
     import ray.train
 
     context()
-    if split not in ("train", "val", "test"):
+    if split not in SPLITS:
         raise InvalidArgument(f"Unknown split {split!r}; use train, val or test")
     shard = ray.train.get_dataset_shard(split)
     if shard is None:
@@ -89,15 +88,15 @@ def dataset_shard(split: str = "train") -> Any:
 def batches(split: str = "train", batch_size: int = 128, *,
             preprocessing: Optional[Mapping[str, Any]] = None) -> Iterator[tuple[Any, torch.Tensor]]:
     """This worker's shard as ``(inputs, labels)`` batches: images as float (N, C, H, W) after
-    ``value * scale``, then ``(value - mean) / std`` (default: 0..255 -> 0..1; give ``publish``
-    the same ``preprocessing``); texts as a list of strings. Labels are int64 class indices."""
+    ``value * scale``, then ``(value - mean) / std`` (default: 0..255 -> 0..1; the steps and their
+    checks are ``publish``'s, so give it the same ``preprocessing``); texts as a list of strings.
+    Labels are int64 class indices."""
     from aiplatform.preprocessing import decode_rows, images_to_tensor
 
     run = context()
     if run.kind == "image":
         assert run.image_shape is not None
-        channels = run.image_shape[2]
-        steps = {"scale": 1 / 255, "mean": [0.0] * channels, "std": [1.0] * channels, **(preprocessing or {})}
+        steps = image_preprocessing_steps(dict(preprocessing or {}), channels=run.image_shape[2])
     for batch in dataset_shard(split).iter_batches(batch_size=batch_size, batch_format="numpy"):
         labels = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
         if run.kind == "image":

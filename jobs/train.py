@@ -230,7 +230,7 @@ def run_user_task(template: TaskTemplate, params: UserCodeParams, *, settings: S
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) and k != "result"}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
 
 
 def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient,

@@ -29,8 +29,9 @@ import ray.train
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray.train.torch import TorchTrainer
 
-from aiplatform.code_archives import CodeArchives
+from aiplatform.code_archives import DIGEST, CodeArchives
 from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion
+from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
@@ -40,7 +41,6 @@ from aiplatform.training.template import TaskTemplate
 USER_CODE = "user-code"
 ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 MAX_CONFIG_BYTES = 64 * 1024
-SPLITS = ("train", "val", "test")
 DEFAULT_MAX_FAILURES = 3
 
 
@@ -52,7 +52,7 @@ class UserCodeParams(BaseModel):
     entry: str = Field(..., description="package.module:function, called on every worker with config",
                        examples=["digits_mlp.train:train_loop"])
     code: Optional[str] = Field(None, description="sha256 of the code archive (POST /v1/code); none: the "
-                                "job's own working directory (ray job submit --working-dir)")
+                                "entry is importable where the job runs (an installed package)")
     dataset: str = Field("mnist", description="a built version (name@version) or an image source: mnist, "
                          "idx:<uri>, folder:<uri> or parquet:<uri>")
     config: dict[str, Any] = Field(default_factory=dict, description="passed to the function as it is")
@@ -73,7 +73,7 @@ class UserCodeParams(BaseModel):
     @field_validator("code")
     @classmethod
     def _digest_form(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+        if value is not None and not DIGEST.fullmatch(value):
             raise ValueError("a code archive's sha256: 64 lowercase hex digits")
         return value
 
@@ -161,16 +161,14 @@ def load_entry(entry: str) -> Callable[[dict[str, Any]], Any]:
     return function
 
 
-def unpack_code(digest: str) -> Path:
-    """The archive unpacked on this node (once per node: later workers reuse it), read from the
-    platform's storage as datasets are."""
-    from aiplatform.storage import storage_from_settings
-
+def unpack_code(digest: str, storage: Storage) -> Path:
+    """The archive unpacked on this node (once per node: the driver's check and every worker on
+    the node share it), read from the platform's storage as datasets are."""
     target = Path(tempfile.gettempdir()) / "aip-code" / digest
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
-        CodeArchives(storage_from_settings(Settings())).extract(digest, staging)
+        CodeArchives(storage).extract(digest, staging)
         try:
             staging.rename(target)
         except OSError:  # another worker on this node finished first: same digest, same files
@@ -184,7 +182,9 @@ def user_code_loop(config: dict[str, Any]) -> dict[str, Any]:
     ``working_dir`` would be)."""
     global _current
     if config.get("code"):
-        code_dir = unpack_code(config["code"])
+        from aiplatform.storage import storage_from_settings
+
+        code_dir = unpack_code(config["code"], storage_from_settings(Settings()))
         sys.path.insert(0, str(code_dir))
         os.chdir(code_dir)
     train_context = ray.train.get_context()
@@ -240,46 +240,45 @@ def run_user_code(
     dataset = (datasets.get_ref(params.dataset) if params.built_version else
                datasets.build(DatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed)))
     timings["dataset_seconds"] = time.perf_counter() - started
-    with tempfile.TemporaryDirectory(prefix="aip-code-") as scratch:
-        code_dir = CodeArchives(storage).extract(params.code, Path(scratch) / "code") if params.code else None
-        _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
-        context = RunContext(
-            task_id=task_id, run_name=run_name, dataset=dataset.ref, kind=dataset.kind, labels=dataset.labels,
-            image_shape=list(dataset.image_shape) if dataset.kind == "image" else None,
-            code_digest=params.code, entry=params.entry, model_name=model_name,
-        )
-        # Workers read the archive from storage themselves (Ray takes local folders only for a job).
-        worker_env = {"env_vars": {**settings.to_env(), "AIP_TASK_ID": task_id or ""}}
-        resources = {"CPU": settings.train_worker_cpus, **({"GPU": 1} if use_gpu else {})}
-        trainer = TorchTrainer(
-            user_code_loop,
-            train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,
-                               "context": asdict(context)},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=params.workers, use_gpu=use_gpu, resources_per_worker=resources,
-                placement_strategy=settings.train_placement,
-            ),
-            run_config=ray.train.RunConfig(
-                name=run_name,
-                storage_path=storage.arrow_path("checkpoints"),
-                storage_filesystem=storage.arrow_filesystem(),
-                failure_config=ray.train.FailureConfig(max_failures=params.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                callbacks=callbacks,
-                worker_runtime_env=worker_env,
-            ),
-            # Read before the workers take their CPUs, as the templates' engine does: on a small
-            # cluster a streaming read could find no CPU left for its tasks once training runs.
-            datasets={split: datasets.read_split(dataset, split).materialize() for split in SPLITS
-                      if dataset.rows(split)},
-        )
-        fit_started = time.perf_counter()
-        try:
-            result = trainer.fit()
-        except ray.train.TrainingFailedError as exc:
-            print(f"The training function failed; Ray Train reported:\n{exc}", file=sys.stderr, flush=True)
-            raise UserCodeFailed(user_error_line(exc)) from exc
-        timings["fit_seconds"] = time.perf_counter() - fit_started
+    code_dir = unpack_code(params.code, storage) if params.code else None
+    _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
+    context = RunContext(
+        task_id=task_id, run_name=run_name, dataset=dataset.ref, kind=dataset.kind, labels=dataset.labels,
+        image_shape=list(dataset.image_shape) if dataset.kind == "image" else None,
+        code_digest=params.code, entry=params.entry, model_name=model_name,
+    )
+    # Workers read the archive from storage themselves (Ray takes local folders only for a job).
+    worker_env = {"env_vars": {**settings.to_env(), "AIP_TASK_ID": task_id or ""}}
+    resources = {"CPU": settings.train_worker_cpus, **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        user_code_loop,
+        train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,
+                           "context": asdict(context)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=params.workers, use_gpu=use_gpu, resources_per_worker=resources,
+            placement_strategy=settings.train_placement,
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage.arrow_path("checkpoints"),
+            storage_filesystem=storage.arrow_filesystem(),
+            failure_config=ray.train.FailureConfig(max_failures=params.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+            worker_runtime_env=worker_env,
+        ),
+        # Read before the workers take their CPUs, as the templates' engine does: on a small
+        # cluster a streaming read could find no CPU left for its tasks once training runs.
+        datasets={split: datasets.read_split(dataset, split).materialize() for split in SPLITS
+                  if dataset.rows(split)},
+    )
+    fit_started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        print(f"The training function failed; Ray Train reported:\n{exc}", file=sys.stderr, flush=True)
+        raise UserCodeFailed(user_error_line(exc)) from exc
+    timings["fit_seconds"] = time.perf_counter() - fit_started
     if result.error is not None:
         raise UserCodeFailed(user_error_line(result.error)) from result.error
     returned = result.return_value or {}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from aiplatform.api.deps import PlatformDep
-from aiplatform.code_archives import MAX_ARCHIVE_BYTES, CodeArchives
-from aiplatform.errors import Forbidden, InvalidArgument, TooLarge
+from aiplatform.code_archives import CodeArchives
+from aiplatform.errors import Forbidden, InvalidArgument
 
 router = APIRouter(prefix="/v1/code", tags=["code"])
 LISTED_MEMBERS = 1000
@@ -31,18 +29,12 @@ async def upload_code(request: Request, platform: PlatformDep) -> dict[str, Any]
     if content_type not in ARCHIVE_TYPES:
         raise InvalidArgument(f"Send the code archive as the body with Content-Type application/zip (got "
                               f"{content_type or 'none'})")
-    data = await request.body()
-    if len(data) > MAX_ARCHIVE_BYTES:
-        raise TooLarge(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
-    archive = await run_in_threadpool(CodeArchives(platform.storage).put, data)
+    archive = await run_in_threadpool(CodeArchives(platform.storage).put, await request.body())
     return archive.to_dict()
 
 
 @router.get("/{digest}")
 def describe_code(digest: str, platform: PlatformDep) -> dict[str, Any]:
     """The archive's size and its files (the first 1000), e.g. to see what a task ran."""
-    archives = CodeArchives(platform.storage)
-    data = archives.get(digest)
-    names = [info.filename for info in zipfile.ZipFile(io.BytesIO(data)).infolist() if not info.is_dir()]
-    return {**archives.describe(digest).to_dict(), "members": names[:LISTED_MEMBERS],
-            "truncated": len(names) > LISTED_MEMBERS}
+    archive, names = CodeArchives(platform.storage).contents(digest)
+    return {**archive.to_dict(), "members": names[:LISTED_MEMBERS], "truncated": len(names) > LISTED_MEMBERS}
