@@ -113,7 +113,11 @@ def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
     if not path.is_file():
         raise InvalidArgument(f"{path} is not a readable file")
     form = {"kind": args.kind, "labels": args.labels, "scores": args.scores}
-    if args.preprocessing:
+    if args.features and args.preprocessing:
+        raise InvalidArgument("give --features or --preprocessing, not both")
+    if args.features:
+        form["preprocessing"] = json.dumps({"features": [f.strip() for f in args.features.split(",") if f.strip()]})
+    elif args.preprocessing:
         form["preprocessing"] = args.preprocessing
     version = PlatformAPI(settings).post(_model_path(args.name, "import"), data=form, timeout_s=COMPRESS_TIMEOUT_S,
                                          files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
@@ -183,10 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     imports = models.add_parser("import", help="a model trained elsewhere (an ONNX file) as a new version of --name")
     imports.add_argument("file", help="the .onnx file (weights inside it, not in external data files)")
     imports.add_argument("--name", required=True)
-    imports.add_argument("--kind", default="image", help="the kind of input it takes (image)")
+    imports.add_argument("--kind", default="image", choices=["image", "tabular"], help="the kind of input it takes")
     imports.add_argument("--labels", required=True, help="class names in output order: a,b,c")
     imports.add_argument("--preprocessing", help='JSON: pixels * scale, then (x - mean) / std per channel, '
-                                                 'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}')
+                                                 'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}; a table '
+                                                 'model: {"features": [...]}')
+    imports.add_argument("--features", help="a table model's feature columns in input order: a,b,c (numbers; "
+                                            "categories through --preprocessing)")
     imports.add_argument("--scores", choices=["logits", "probabilities"], default="logits",
                          help="what the graph's output holds")
     imports.add_argument("--json", action="store_true")

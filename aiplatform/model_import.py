@@ -2,7 +2,7 @@
 
 The graph's signature goes into the typed model config (``architecture.signature``), its input
 becomes a kind's input spec (an image model's height, width and channels from the graph's input
-shape), a smoke prediction runs through the package as the model servers will load it, and only
+shape; a table model's features, named by the caller), a smoke prediction runs through the package as the model servers will load it, and only
 then is the package stored and registered, with ``imported`` lineage (the source file's sha256).
 Nothing is stored when any step fails.
 """
@@ -28,9 +28,10 @@ from aiplatform.registry.store import ModelVersion, RegistryAPI, validate_model_
 from aiplatform.storage import Storage, sha256_bytes
 
 IMPORTED_TEMPLATE = "imported-onnx"
-IMPORTABLE_KINDS = ("image",)
+IMPORTABLE_KINDS = ("image", "tabular")
 """Kinds whose inputs a graph can take as they are decoded (a text model needs its tokenizer,
 which an ONNX file does not carry)."""
+TABLE_ENCODING = "numbers as given, categories as their index, missing as NaN"
 MAX_LABELS = 10_000
 MAX_IMAGE_SIDE = 4096
 FLOAT_DATATYPES = ("FP32", "FP16", "FP64")
@@ -56,10 +57,14 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
     if classes > 0 and classes != len(labels):
         raise InvalidArgument(f"The ONNX model's output {signature['outputs'][0]['name']!r} has {classes} classes "
                               f"but {len(labels)} labels were given")
-    height, width, channels, layout = _image_geometry(signature["inputs"][0])
-    spec = {"type": "image", "height": height, "width": width, "channels": channels}
-    steps = image_preprocessing_steps(dict(preprocessing or {}), channels,
-                                 floating=signature["inputs"][0]["datatype"] in FLOAT_DATATYPES)
+    if kind == "tabular":
+        spec, steps, layout = table_input(signature["inputs"][0], dict(preprocessing or {})), \
+            {"encoding": TABLE_ENCODING}, "NF"
+    else:
+        height, width, channels, layout = _image_geometry(signature["inputs"][0])
+        spec = {"type": "image", "height": height, "width": width, "channels": channels}
+        steps = image_preprocessing_steps(dict(preprocessing or {}), channels,
+                                          floating=signature["inputs"][0]["datatype"] in FLOAT_DATATYPES)
     return ModelConfig.parse({
         "name": name, "template": template, "input": spec, "labels": labels, "preprocessing": steps,
         "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": layout, "scores": scores},
@@ -94,7 +99,7 @@ def _prepare(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any
     if request.get("filename"):
         source["filename"] = str(request["filename"])[:200]
     lineage = {"imported": source}
-    package = build_package(model_config=config, metrics={}, lineage=lineage, onnx_graph=data)
+    package = build_package(model_config=config, metrics={}, lineage=lineage, model_file=data)
     smoke_prediction(package)
     return package, lineage, config.to_json_dict()
 
@@ -146,8 +151,11 @@ def smoke_prediction(package: bytes) -> None:
     must be finite, one per label."""
     loaded = load_package(package)
     kind = kind_for(loaded.config)
-    height, width, channels = (int(loaded.config.input[k]) for k in ("height", "width", "channels"))
-    examples = np.random.default_rng(0).integers(0, 256, (2, height, width, channels), dtype=np.uint8)
+    if loaded.config.input_type == "tabular":
+        examples = np.zeros((2, len(loaded.config.input["features"])), dtype=np.float32)
+    else:
+        height, width, channels = (int(loaded.config.input[k]) for k in ("height", "width", "channels"))
+        examples = np.random.default_rng(0).integers(0, 256, (2, height, width, channels), dtype=np.uint8)
     scores = loaded.model(kind.to_tensor(examples))
     if tuple(scores.shape) != (2, len(loaded.labels)) or not bool(np.isfinite(scores.numpy()).all()):
         raise InvalidArgument(f"The ONNX model's smoke prediction gave scores of shape {tuple(scores.shape)} "
@@ -172,6 +180,46 @@ def _image_geometry(spec: dict[str, Any]) -> tuple[int, int, int, str]:
     raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has shape {shape}; an image model takes "
                           "(batch, channels, height, width) or (batch, height, width, channels) with 1 or 3 "
                           "channels and a fixed height and width")
+
+
+def table_input(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The input spec of a table graph: a float (batch, F) input and, in ``given['features']``,
+    the F features in column order: names (numbers) or ``{"name", "type": "number"}`` /
+    ``{"name", "type": "category", "categories": [...]}`` (sent as the category's index).
+    Without them the features are ``f0``, ``f1``, ... (numbers)."""
+    shape = spec["shape"]
+    if len(shape) != 2 or shape[1] <= 0 or spec["datatype"] not in FLOAT_DATATYPES:
+        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {spec['datatype']} of shape {shape}; a table "
+                              "model takes a float (batch, features) matrix with a fixed number of features")
+    unknown = sorted(set(given) - {"features"})
+    if unknown:
+        raise InvalidArgument(f"Unknown table preprocessing keys {unknown}; known: features")
+    raw = given.get("features") or [f"f{i}" for i in range(shape[1])]
+    if not isinstance(raw, list) or len(raw) != shape[1]:
+        raise InvalidArgument(f"The ONNX model takes {shape[1]} features; preprocessing.features must name "
+                              f"{shape[1]}, got {len(raw) if isinstance(raw, list) else type(raw).__name__}")
+    features = [_feature(item) for item in raw]
+    names = [f["name"] for f in features]
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"preprocessing.features names a feature twice: {names}")
+    return {"type": "tabular", "features": features, "accepts": ["json features", "json rows", "text/csv"]}
+
+
+def _feature(item: Any) -> dict[str, Any]:
+    if isinstance(item, str):
+        item = {"name": item, "type": "number"}
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not 0 < len(item["name"]) <= 128:
+        raise InvalidArgument(f"A feature is a name or {{'name', 'type'[, 'categories']}}, got {str(item)[:80]}")
+    kind = item.get("type", "number")
+    if kind == "number" and set(item) <= {"name", "type"}:
+        return {"name": item["name"], "type": "number"}
+    categories = item.get("categories")
+    if kind != "category" or set(item) - {"name", "type", "categories"} or not isinstance(categories, list) \
+            or not categories or not all(isinstance(c, str) and c for c in categories) \
+            or len(set(categories)) != len(categories):
+        raise InvalidArgument(f"Feature {item['name']!r}: a number ({{'name', 'type': 'number'}}) or a category with "
+                              "its distinct non-empty 'categories'")
+    return {"name": item["name"], "type": "category", "categories": list(categories)}
 
 
 def image_preprocessing_steps(given: dict[str, Any], channels: int, floating: bool = True) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_inp
     if os.environ.get(TASK_ID_VARIABLE):
         source["task_id"] = os.environ[TASK_ID_VARIABLE]
     full_lineage = {**source, **(lineage or {})}
-    package = build_package(model_config=config, metrics=dict(metrics or {}), lineage=full_lineage, onnx_graph=graph)
+    package = build_package(model_config=config, metrics=dict(metrics or {}), lineage=full_lineage, model_file=graph)
     smoke_prediction(package)
     if storage is None or registry is None:
         from aiplatform.registry import RegistryClient

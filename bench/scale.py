@@ -173,7 +173,7 @@ def report(results: list[dict[str, Any]], tasks: list[dict[str, Any]], registry:
     def table(title: str, size_key: str, runs: list[dict[str, Any]]) -> None:
         print(f"\n{title}")
         base = runs[0]["queries"]
-        print(f"| query | " + " | ".join(f"p99 ms at {r[size_key]:,}" for r in runs) + " | vs smallest |")
+        print("| query | " + " | ".join(f"p99 ms at {r[size_key]:,}" for r in runs) + " | vs smallest |")
         print("| --- | " + " | ".join("---" for _ in runs) + " | --- |")
         for name in base:
             values = [r["queries"][name]["p99_ms"] for r in runs]

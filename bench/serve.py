@@ -90,7 +90,7 @@ def onnx_mnist_package() -> bytes:
     config = onnx_model_config(name="bench-onnx", kind="image", labels=torch_package.labels,
                                signature=inspect_graph(graph, max_bytes=len(graph)),
                                preprocessing={k: torch_package.config.preprocessing[k] for k in ("scale", "mean", "std")})
-    package = build_package(model_config=config, metrics={}, lineage={"method": "bench"}, onnx_graph=graph)
+    package = build_package(model_config=config, metrics={}, lineage={"method": "bench"}, model_file=graph)
     smoke_prediction(package)
     return package
 

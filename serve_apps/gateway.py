@@ -21,7 +21,7 @@ from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.api.fast_routes import FastRoute, FastRoutes
 from aiplatform.api.security import AccessPolicy
 from aiplatform.errors import AIPError, TooLarge, Unavailable
-from aiplatform.kinds import ModelKind, kind_for
+from aiplatform.kinds import ManyInputs, ModelKind, kind_for
 from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.packaging.config import ModelConfig
@@ -185,6 +185,8 @@ class Gateway:
             raise
         try:
             raw, item = await read_input(request, model.kind, self.limits)
+            if isinstance(item, ManyInputs):
+                return await self._predict_many(target, model_id, model, raw, item, started)
             answer, features = await model.kind.classify(item, self._submitter(model_id), model.labels,
                                                          self.limits.max_chunks)
         except Exception as exc:
@@ -198,6 +200,20 @@ class Gateway:
         return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
                              **output, "latency_ms": round(latency_ms, 3), "batch_size": answer["batch_size"],
                              **extra})
+
+    async def _predict_many(self, target: ModelVersion, model_id: str, model: ServedModel, raw: bytes,
+                            items: ManyInputs, started: float) -> JSONResponse:
+        """One request holding many inputs (a CSV of table rows): each through the batcher, each
+        recorded as ``<request id>-<row>``, all answered together in the rows' order."""
+        submit = self._submitter(model_id)
+        classified = await asyncio.gather(*(model.kind.classify(item, submit, model.labels, 1) for item in items))
+        latency_ms = (time.perf_counter() - started) * 1000
+        request_id, digest = new_result_id(), hashlib.sha256(raw).hexdigest()
+        outputs = [self._record(f"{request_id}-{index}", target, digest, answer, latency_ms, features,
+                                raw if index == 0 else None)
+                   for index, (answer, features) in enumerate(classified)]
+        return JSONResponse({"request_id": request_id, "model": target.name, "version": target.version,
+                             "rows": len(outputs), "predictions": outputs, "latency_ms": round(latency_ms, 3)})
 
     # -- Open Inference Protocol (KServe v2) ----------------------------------------------------
     @app.get("/v2/health/live")

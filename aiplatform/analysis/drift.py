@@ -32,8 +32,12 @@ def verdict(score: float) -> str:
 
 
 def numeric_psi(reference: np.ndarray, live: np.ndarray, bins: int = BINS) -> dict[str, Any]:
-    """PSI of one numeric feature, with the bin edges and both distributions (for charts)."""
+    """PSI of one numeric feature, with the bin edges and both distributions (for charts).
+    Missing values (NaN) are left out of both."""
     reference, live = np.asarray(reference, dtype=np.float64), np.asarray(live, dtype=np.float64)
+    reference, live = reference[~np.isnan(reference)], live[~np.isnan(live)]
+    if not reference.size or not live.size:
+        raise InvalidArgument("A feature's drift needs values in both the reference and the live inputs")
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
     expected = _shares(np.searchsorted(edges, reference, side="right"), len(edges) + 1)
     actual = _shares(np.searchsorted(edges, live, side="right"), len(edges) + 1)

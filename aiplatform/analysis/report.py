@@ -4,6 +4,7 @@ Reports live in storage next to the artifacts they describe::
 
     reports/analysis/datasets/<name>/<version>/profile.json     + <chart>.svg / mean_image_<split>.png
     reports/analysis/drift/<model>/<report id>/drift.json        + <feature>.svg
+    (table datasets add column_<column>.svg per column)
 
 A dataset version never changes, so its profile is computed once and read back after that.
 """
@@ -11,6 +12,7 @@ A dataset version never changes, so its profile is computed once and read back a
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Optional
@@ -70,8 +72,10 @@ def analyze_drift(
                               f"takes {kind.name} inputs")
     table = datasets.read_split_table(reference_version, split)
     reference = kind.reference_features(table, reference_version.manifest)
+    # A feature missing from some inputs (a table's empty cell) is compared over the inputs that have it.
     features = {name: numeric_psi(reference[name], np.array([r.features.get(name, np.nan) for r in live]))
-                for name in kind.feature_names if all(name in r.features for r in live)}
+                for name in kind.feature_names
+                if any(name in r.features for r in live) and not np.isnan(reference[name]).all()}
     labels = reference_version.labels
     counts = np.bincount(table.column("label").to_numpy(), minlength=len(labels))
     features["predicted_class"] = categorical_psi(
@@ -84,7 +88,7 @@ def analyze_drift(
         "live_samples": len(live), "live_window": _window(live),
         **drift_summary(features, len(live)), "features": features,
     }
-    charts = {f"{name}.svg": _drift_chart(name, f).encode() for name, f in features.items()}
+    charts = {f"{chart_name(name)}.svg": _drift_chart(name, f).encode() for name, f in features.items()}
     return _store_report(storage, f"{prefix}/drift.json", report, charts)
 
 
@@ -148,11 +152,24 @@ def _dataset_charts(profile: dict[str, Any]) -> dict[str, bytes]:
         bins = len(shares_)
         charts["intensity_histogram.svg"] = bar_chart_svg(
             "train: pixel intensity (share of pixels)", shares_, [f"{i * 256 // bins}" for i in range(bins)]).encode()
+    for column, summary in train.get("columns", {}).items():
+        if "histogram" in summary:
+            edges = summary["histogram"]["edges"]
+            charts[f"column_{chart_name(column)}.svg"] = bar_chart_svg(
+                f"train: {column} (rows)", summary["histogram"]["counts"], [f"{e:.3g}" for e in edges[:-1]]).encode()
+        elif "counts" in summary:
+            charts[f"column_{chart_name(column)}.svg"] = bar_chart_svg(
+                f"train: {column} (rows)", list(summary["counts"].values()), list(summary["counts"])).encode()
     lengths = profile.get("text", {}).get("lengths", {}).get("train", {}).get("words_histogram")
     if lengths:
         charts["text_length.svg"] = bar_chart_svg(
             "train: words per text", lengths["counts"], [str(b) for b in lengths["bins"]]).encode()
     return charts
+
+
+def chart_name(name: str) -> str:
+    """A feature or column name as a chart's file name (storage keys allow ``[A-Za-z0-9._=+@-]``)."""
+    return re.sub(r"[^A-Za-z0-9._=+@-]", "_", name)[:100].lstrip(".") or "_"
 
 
 def _drift_chart(name: str, feature: dict[str, Any]) -> str:

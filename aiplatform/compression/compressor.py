@@ -23,7 +23,7 @@ from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
 from aiplatform.evaluation import evaluate_model, table_batches
 from aiplatform.kinds import kind_for
 from aiplatform.packaging import build_package, load_package
-from aiplatform.packaging.format import is_onnx
+from aiplatform.packaging.format import serialized_file
 from aiplatform.packaging.weights import decode_model, encode_weights
 from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.registry.publish import publish_package
@@ -100,9 +100,10 @@ def compress_version(
         return earlier
     parent_bytes = _verified_package(storage, parent)
     package = load_package(parent_bytes)
-    if is_onnx(package.config):
-        raise InvalidArgument(f"Version {parent.version} of {name!r} is an ONNX graph; compression works on the "
-                              "platform's PyTorch packages (quantize the graph with ONNX Runtime's tools, then import it)")
+    if serialized_file(package.config) is not None:
+        raise InvalidArgument(f"Version {parent.version} of {name!r} is a {package.config.architecture['type']} model; "
+                              "compression works on the platform's PyTorch packages (quantize an ONNX graph with "
+                              "ONNX Runtime's tools, then import it)")
     check_applies(chosen, package.config, package.model)
     dataset_ref = parent.lineage.get("dataset")
     if not dataset_ref:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiplatform.datasets.manager import DatasetManager, DatasetVersion
     from aiplatform.datasets.spec import AugmentSpec, DatasetSpec
+    from aiplatform.datasets.table_sources import TableDatasetSpec
     from aiplatform.datasets.text_sources import TextDatasetSpec
 
 _HOMES = {
@@ -20,8 +21,9 @@ _HOMES = {
     "AugmentSpec": "aiplatform.datasets.spec",
     "DatasetSpec": "aiplatform.datasets.spec",
     "TextDatasetSpec": "aiplatform.datasets.text_sources",
+    "TableDatasetSpec": "aiplatform.datasets.table_sources",
 }
-__all__ = ["AugmentSpec", "DatasetManager", "DatasetSpec", "DatasetVersion", "TextDatasetSpec"]
+__all__ = ["AugmentSpec", "DatasetManager", "DatasetSpec", "DatasetVersion", "TableDatasetSpec", "TextDatasetSpec"]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,8 @@ from aiplatform.datasets.augment import hash_uniform, random_affine
 from aiplatform.datasets.source_policy import HttpGet, SourcePolicy, trusted_fetch
 from aiplatform.datasets.sources import read_source
 from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
+from aiplatform.datasets.table_builder import build_table_rows, table_manifest
+from aiplatform.datasets.table_sources import TableDatasetSpec, read_table_source
 from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
 from aiplatform.datasets.text_sources import TextDatasetSpec, read_text_source
 from aiplatform.errors import InvalidArgument, NotFound
@@ -38,7 +40,7 @@ SPLIT_STREAM = 7
 ShuffleName = Literal["sort", "hash"]
 _SHUFFLE_STRATEGIES = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED, "hash": ShuffleStrategy.HASH_SHUFFLE}
 _Method = TypeVar("_Method", bound=Callable[..., Any])
-SpecT = TypeVar("SpecT", DatasetSpec, TextDatasetSpec)
+SpecT = TypeVar("SpecT", DatasetSpec, TextDatasetSpec, TableDatasetSpec)
 
 
 @contextlib.contextmanager
@@ -226,10 +228,12 @@ class DatasetManager:
 
     # -- build ------------------------------------------------------------------------------
     @_with_own_shuffle
-    def build(self, spec: DatasetSpec | TextDatasetSpec) -> DatasetVersion:
+    def build(self, spec: DatasetSpec | TextDatasetSpec | TableDatasetSpec) -> DatasetVersion:
         """Build the version for ``spec``, or return the existing one with the same content."""
         if isinstance(spec, TextDatasetSpec):
             return self.build_text(spec)
+        if isinstance(spec, TableDatasetSpec):
+            return self.build_table(spec)
         spec, http_get = self._checked(spec)
         source = read_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
@@ -315,6 +319,33 @@ class DatasetManager:
         if manifest["splits"]["train"]["rows"] == 0:
             self.storage.remove_tree(prefix)
             raise InvalidArgument(f"Text source {spec.source!r} produced no training rows")
+        self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
+        return DatasetVersion(manifest)
+
+    @_with_own_shuffle
+    def build_table(self, spec: TableDatasetSpec) -> DatasetVersion:
+        """Build the table version for ``spec`` (see ``table_builder``), or return the existing one."""
+        spec, http_get = self._checked(spec)
+        source, feature_names = read_table_source(spec, self.source_storage_options, http_get)
+        name, version = spec.dataset_name, spec.version_id(source.fingerprint)
+        prefix = f"datasets/{name}/{version}"
+        if self.storage.exists(f"{prefix}/manifest.json"):
+            return self.get(name, version)
+        self.storage.remove_tree(prefix)
+        started = time.time()
+        try:  # the statistics pass runs here; nothing is written yet
+            rows, features, labels, cleaning = build_table_rows(source.dataset, spec, feature_names)
+        except Exception as exc:
+            raise _unwrap(exc) from exc
+        files = self._write_rows(rows.random_shuffle(seed=spec.seed), prefix)
+        written = ray.data.read_parquet([self.storage.arrow_path(f.key) for f in files],
+                                        filesystem=self.storage.arrow_filesystem())
+        manifest = table_manifest(spec, name, version, source.fingerprint, features, labels, files, written,
+                                  cleaning, started)
+        if manifest["splits"]["train"]["rows"] == 0 or manifest["splits"]["val"]["rows"] == 0:
+            self.storage.remove_tree(prefix)
+            raise InvalidArgument(f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
+                                  "too few for training and validation splits")
         self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         return DatasetVersion(manifest)
 

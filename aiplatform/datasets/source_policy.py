@@ -4,7 +4,7 @@ A training task's ``dataset`` parameter comes from whoever can reach the API. Re
 would make the head node read any local file (and show the start of it in an error) or fetch any
 address it can reach, cloud metadata services included. So a source named through the API must be:
 
-- a built-in source (``mnist``, ``tweets-sentiment``);
+- a built-in source (``mnist``, ``tweets-sentiment``, the tables ``penguins``, ``breast-cancer``, ``wine``);
 - a local path inside ``AIP_DATA_ROOT`` (after resolving ``..`` and symbolic links);
 - an ``s3://`` location under one of ``AIP_DATASET_S3_PREFIXES``;
 - an ``http(s)://`` URL on one of ``AIP_DATASET_HTTP_HOSTS``, whose addresses are public (checked
@@ -29,7 +29,7 @@ import httpx
 from aiplatform.errors import InvalidArgument, NotFound, TooLarge, Unavailable
 from aiplatform.settings import Settings
 
-BUILT_IN_SOURCES = frozenset({"mnist", "tweets-sentiment"})
+BUILT_IN_SOURCES = frozenset({"mnist", "tweets-sentiment", "penguins", "breast-cancer", "wine"})
 SOURCE_KINDS = ("idx", "folder", "parquet", "csv", "jsonl")
 MAX_REDIRECTS = 5
 HTTP_TIMEOUT_S = 30.0

@@ -108,27 +108,28 @@ def tweets_file() -> Path:
     return path
 
 
-def _source_files(spec: TextDatasetSpec, storage_options: dict[str, Any]) -> tuple[Any, list[str], str]:
-    """(filesystem, files, fingerprint) of a local or s3:// csv/jsonl/parquet source."""
+def source_files(spec: Any, storage_options: dict[str, Any], what: str = "Text source") -> tuple[Any, list[str], str]:
+    """(filesystem, files, fingerprint) of a local or s3:// csv/jsonl/parquet source (a spec with
+    ``source_kind`` and ``source_location``; ``what`` names it in errors)."""
     location = spec.source_location
     fs, path = fsspec.core.url_to_fs(location, **_options_for(location, storage_options))
     if not fs.exists(path):
-        raise NotFound(f"Text source {location!r} not found")
+        raise NotFound(f"{what} {location!r} not found")
     if fs.isdir(path):
         files = sorted(f for f in fs.find(path) if f.endswith(EXTENSIONS[spec.source_kind]))
     else:
         files = [path]
     if not files:
-        raise InvalidArgument(f"Text source {location!r} has no {'/'.join(EXTENSIONS[spec.source_kind])} files")
+        raise InvalidArgument(f"{what} {location!r} has no {'/'.join(EXTENSIONS[spec.source_kind])} files")
     try:
         fingerprint = hashlib.sha256("\n".join(f"{f}:{fs.size(f)}" for f in files).encode()).hexdigest()
     except (OSError, FileNotFoundError) as exc:
-        raise NotFound(f"Text source {location!r} cannot be read: {exc}") from exc
+        raise NotFound(f"{what} {location!r} cannot be read: {exc}") from exc
     return fs, files, fingerprint
 
 
-def _fetched_table(spec: TextDatasetSpec, data: bytes) -> Any:
-    """An ``http(s)`` source's bytes (fetched on the driver) as an Arrow table."""
+def fetched_table(spec: Any, data: bytes) -> Any:
+    """An ``http(s)`` csv/jsonl/parquet source's bytes (fetched on the driver) as an Arrow table."""
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
@@ -159,12 +160,12 @@ def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, 
     elif is_http(spec.source_location):
         data = http_get(spec.source_location, spec.source)
         try:
-            dataset = ray.data.from_arrow(_fetched_table(spec, data))
+            dataset = ray.data.from_arrow(fetched_table(spec, data))
         except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
             raise _unparsable(spec, exc) from exc
         fingerprint = hashlib.sha256(data).hexdigest()
     else:
-        fs, files, fingerprint = _source_files(spec, options)
+        fs, files, fingerprint = source_files(spec, options)
         reader = {"csv": ray.data.read_csv, "jsonl": ray.data.read_json, "parquet": ray.data.read_parquet}
         try:
             dataset = reader[spec.source_kind](files, filesystem=_arrow_fs(fs))

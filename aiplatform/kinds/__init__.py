@@ -1,4 +1,4 @@
-"""Model kinds: one object per kind of input (``image``, ``text``) owns decoding requests,
+"""Model kinds: one object per kind of input (``image``, ``text``, ``tabular``) owns decoding requests,
 preprocessing and batching, the v2 metadata of its inputs, drift features and the dataset profile.
 
 ``kind_for(config)`` picks a model's kind once from ``model.json`` (or any mapping with ``input``
@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.kinds.base import ModelKind
+from aiplatform.kinds.base import ManyInputs, ModelKind
 from aiplatform.kinds.image import ImageKind
+from aiplatform.kinds.tabular import TabularKind
 from aiplatform.kinds.text import TextKind
 from aiplatform.packaging.config import ModelConfig
 
-KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (ImageKind, TextKind)}
+KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (ImageKind, TextKind, TabularKind)}
 
-__all__ = ["KINDS", "ImageKind", "ModelKind", "TextKind", "kind_class", "kind_for"]
+__all__ = ["KINDS", "ImageKind", "ManyInputs", "ModelKind", "TabularKind", "TextKind", "kind_class", "kind_for"]
 
 
 def kind_class(name: str) -> type[ModelKind]:

@@ -21,6 +21,13 @@ from aiplatform.kinds.limits import RequestLimits
 
 Submit = Callable[[np.ndarray], Awaitable[dict[str, Any]]]
 """Sends one model input (one row of a batch) to the model servers; answers its prediction."""
+
+
+class ManyInputs(list):  # type: ignore[type-arg]
+    """What ``from_json``/``from_upload`` give when one request holds many inputs (a CSV of table
+    rows): the gateway classifies each and answers them all in one response."""
+
+
 BatchConverter = Callable[[dict[str, np.ndarray]], tuple[torch.Tensor, torch.Tensor]]
 """A dataset batch -> (model inputs, int64 labels)."""
 
@@ -47,7 +54,7 @@ class ModelKind(ABC):
 
     @abstractmethod
     def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> Any:
-        """One input from an uploaded file."""
+        """One input from an uploaded file (or :class:`ManyInputs`)."""
 
     @abstractmethod
     def from_v2(self, body: Any, limits: RequestLimits) -> list[Any]:
@@ -56,6 +63,10 @@ class ModelKind(ABC):
     @abstractmethod
     def v2_inputs(self) -> list[dict[str, Any]]:
         """The ``inputs`` of the model's Open Inference Protocol metadata."""
+
+    def v2_parameters(self) -> dict[str, Any]:
+        """What the model's Open Inference Protocol metadata adds in ``parameters`` (nothing by default)."""
+        return {}
 
     @abstractmethod
     async def classify(self, item: Any, submit: Submit, labels: list[str],

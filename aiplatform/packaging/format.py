@@ -6,6 +6,8 @@ Layout::
                           compression (absent for float32 weights; see weights.py)
     weights.safetensors   tensors only (never a pickle, so loading runs no code), or
     model.onnx            for an ``onnx`` architecture: a self-contained ONNX graph (onnx_graph.py)
+    model.xgb.json        for an ``xgboost`` architecture: the booster in XGBoost's JSON format
+                          (xgboost_model.py)
     manifest.json         sha256 and size of every other file, library versions, metrics, lineage
 
 Loading checks the archive before trusting any of it: entry names (no absolute paths, no ``..``),
@@ -21,7 +23,7 @@ import posixpath
 import time
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -32,6 +34,7 @@ from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.packaging.onnx_graph import ONNX_ARCHITECTURE, ONNX_FILE, load_graph
 from aiplatform.packaging.weights import decode_model
+from aiplatform.packaging.xgboost_model import XGBOOST_ARCHITECTURE, XGBOOST_FILE, load_booster
 from aiplatform.storage import sha256_bytes
 
 PACKAGE_FORMAT = 1
@@ -39,7 +42,13 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_FILES = (MODEL_FILE, MANIFEST_FILE)
-"""Every package has these, and its model's file: ``weights.safetensors`` or ``model.onnx``."""
+"""Every package has these, and its model's file: ``weights.safetensors`` or a serialized model."""
+SERIALIZED_MODELS: dict[str, tuple[str, Callable[[bytes, dict[str, Any]], torch.nn.Module]]] = {
+    ONNX_ARCHITECTURE: (ONNX_FILE, load_graph),
+    XGBOOST_ARCHITECTURE: (XGBOOST_FILE, load_booster),
+}
+"""Architectures whose package holds one serialized model file (and its loader) in place of
+weights: the file is read by its own runtime, never unpickled, and runs on the CPU."""
 DEFAULT_MAX_PACKAGE_BYTES = 2 * 1024**3
 DEFAULT_MAX_ENTRY_BYTES = 1024**3
 MAX_ENTRIES = 64
@@ -59,8 +68,9 @@ class ModelPackage:
 
     @property
     def cpu_only(self) -> bool:
-        """int8 layers run on CPU kernels only, ONNX graphs on ONNX Runtime's CPU provider."""
-        return (self.config.compression or {}).get("weights") == "int8" or is_onnx(self.config)
+        """int8 layers run on CPU kernels only, serialized models (ONNX graphs, boosters) on their
+        runtime's CPU code."""
+        return (self.config.compression or {}).get("weights") == "int8" or serialized_file(self.config) is not None
 
 
 def library_versions() -> dict[str, str]:
@@ -78,8 +88,10 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def is_onnx(config: ModelConfig) -> bool:
-    return config.architecture.get("type") == ONNX_ARCHITECTURE
+def serialized_file(config: ModelConfig) -> Optional[str]:
+    """The package file of an architecture stored as a serialized model, None for weights."""
+    entry = SERIALIZED_MODELS.get(str(config.architecture.get("type")))
+    return entry[0] if entry else None
 
 
 def build_package(
@@ -89,16 +101,18 @@ def build_package(
     metrics: dict[str, Any],
     lineage: dict[str, Any],
     extra_files: Optional[dict[str, bytes]] = None,
-    onnx_graph: Optional[bytes] = None,
+    model_file: Optional[bytes] = None,
 ) -> bytes:
-    """Serialize weights (or, for an ``onnx`` architecture, the checked graph) and metadata into
-    package bytes (deterministic apart from created_at)."""
+    """Serialize weights (or, for a serialized architecture, its checked model file: an ONNX graph,
+    a booster's JSON) and metadata into package bytes (deterministic apart from created_at)."""
     config = ModelConfig.parse(model_config, stored=False)
     files: dict[str, bytes] = {MODEL_FILE: json.dumps(config.to_json_dict(), indent=2, sort_keys=True).encode()}
-    if is_onnx(config):
-        if onnx_graph is None or state_dict is not None:
-            raise InvalidArgument("An onnx architecture's package holds its graph (onnx_graph), not a state_dict")
-        files[ONNX_FILE] = onnx_graph
+    serialized = serialized_file(config)
+    if serialized is not None:
+        if model_file is None or state_dict is not None:
+            raise InvalidArgument(f"A {config.architecture.get('type')} architecture's package holds its "
+                                  f"{serialized} (model_file), not a state_dict")
+        files[serialized] = model_file
     else:
         if state_dict is None:
             raise InvalidArgument(f"A {config.architecture.get('type')} architecture's package needs its weights")
@@ -238,12 +252,13 @@ def load_package(
         config = ModelConfig.parse(json.loads(files[MODEL_FILE]))
     except ValueError as exc:
         raise IntegrityError(f"Package model.json is not valid JSON: {exc}") from exc
-    model_file = ONNX_FILE if is_onnx(config) else WEIGHTS_FILE
+    serialized = serialized_file(config)
+    model_file = serialized or WEIGHTS_FILE
     if model_file not in files:
         raise IntegrityError(f"Package is missing {[model_file]}")
-    if is_onnx(config):
-        model: torch.nn.Module = load_graph(files[ONNX_FILE], config.architecture)
-        return ModelPackage(model=model, config=config, manifest=manifest)
+    if serialized is not None:
+        load = SERIALIZED_MODELS[str(config.architecture["type"])][1]
+        return ModelPackage(model=load(files[serialized], config.architecture), config=config, manifest=manifest)
     try:
         state_dict = load_safetensors(files[WEIGHTS_FILE])
     except (SafetensorError, ValueError, RuntimeError) as exc:

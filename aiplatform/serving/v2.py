@@ -22,19 +22,25 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "aiplatform", "version": release, "extensions": EXTENSIONS}
 
 
+PLATFORMS = {"onnx": "onnxruntime_onnx", "xgboost": "xgboost"}
+"""Triton's platform names for the models that are not PyTorch networks."""
+
+
 def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list[str],
                    architecture: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs (as the model's kind takes them) and outputs as tensors;
     for an ONNX model, Triton's platform name and, in ``parameters``, the graph's own signature
-    (what the kind's decoding feeds it)."""
+    (what the kind's decoding feeds it); what the kind adds (a table model's features, in order)."""
     inputs = kind.v2_inputs()
-    onnx = (architecture or {}).get("type") == "onnx"
-    extra = {"parameters": {"onnx_signature": architecture["signature"]}} if onnx and architecture else {}
+    architecture_type = (architecture or {}).get("type")
+    parameters = dict(kind.v2_parameters())
+    if architecture_type == "onnx" and architecture:
+        parameters["onnx_signature"] = architecture["signature"]
     return {
         "name": name,
         "versions": [str(v) for v in versions],
-        "platform": "onnxruntime_onnx" if onnx else "pytorch",
-        **extra,
+        "platform": PLATFORMS.get(str(architecture_type), "pytorch"),
+        **({"parameters": parameters} if parameters else {}),
         "inputs": inputs,
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},

@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import ray
@@ -14,34 +13,16 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from aiplatform.datasets import DatasetManager, DatasetVersion
+from aiplatform.datasets import DatasetManager
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.loop import CHECKPOINT_FILE
-from aiplatform.training.template import TrainingTemplate
+from aiplatform.training.outcome import TrainingOutcome
+from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate
 
 logger = logging.getLogger(__name__)
-MAX_WORKER_FAILURES = 3
-
-
-@dataclass
-class TrainingOutcome:
-    """What a finished run hands to the model manager."""
-
-    template: str
-    params: dict[str, Any]
-    dataset: DatasetVersion
-    architecture: dict[str, Any]
-    preprocessing: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    history: list[dict[str, float]]
-    test_metrics: dict[str, float]
-    run_name: str
-    checkpoint_uri: str
-    used_gpu: bool
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_gpu(mode: str, workers: int) -> bool:
@@ -64,7 +45,12 @@ def run_training(
     run_name: str,
     callbacks: Optional[list[Any]] = None,
 ) -> TrainingOutcome:
-    """Build (or reuse) the dataset, fit on Ray Train, and evaluate on the test split."""
+    """Build (or reuse) the dataset, fit on Ray Train, and evaluate on the test split (a template
+    with its own trainer, such as XGBoost's, runs its own ``fit``)."""
+    own = template.fit(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
+                       callbacks=callbacks)
+    if own is not None:
+        return own
     timings: dict[str, float] = {}
     workers = int(params.workers)
     use_gpu = resolve_gpu(params.gpu, workers)  # before any data is read: a refusal costs nothing

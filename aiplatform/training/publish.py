@@ -9,7 +9,7 @@ from aiplatform.packaging import build_package
 from aiplatform.registry import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage
-from aiplatform.training.engine import TrainingOutcome
+from aiplatform.training.outcome import TrainingOutcome
 from aiplatform.training.templates import get_template
 
 
@@ -64,6 +64,7 @@ def publish_model(
     data = build_package(
         model_config=model_config_for(outcome, name),
         state_dict=outcome.state_dict,
+        model_file=outcome.model_file,
         metrics=metrics,
         lineage=full_lineage,
     )

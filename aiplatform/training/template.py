@@ -1,7 +1,7 @@
 """What a task template is: a typed parameter schema plus what the run needs.
 
 Two kinds: a :class:`TrainingTemplate` has the platform build the data, model and loop (the
-built-in CNN and text templates); the ``user-code`` template runs a user's own function
+built-in CNN, text and table templates); the ``user-code`` template runs a user's own function
 (``aiplatform.training.user_code``). Templates are plugins: each is a subclass in its own
 module, found through the ``aiplatform.templates`` entry-point group (see ``templates``); this
 base knows none of them.
@@ -17,8 +17,13 @@ from pydantic import BaseModel, ValidationError
 from aiplatform.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion, TextDatasetSpec
+    from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion, TableDatasetSpec, TextDatasetSpec
+    from aiplatform.settings import Settings
     from aiplatform.storage import Storage
+    from aiplatform.training.outcome import TrainingOutcome
+
+MAX_WORKER_FAILURES = 3
+"""Worker-group restarts a training run survives (each resumes from the last checkpoint)."""
 
 
 def validation_message(error: ValidationError, what: str) -> str:
@@ -72,7 +77,7 @@ class TrainingTemplate(TaskTemplate):
     """``model.json``'s task, e.g. ``image-classification``."""
 
     @abstractmethod
-    def dataset_spec(self, params: Any) -> "DatasetSpec | TextDatasetSpec":
+    def dataset_spec(self, params: Any) -> "DatasetSpec | TextDatasetSpec | TableDatasetSpec":
         """The dataset version this run trains on."""
 
     @abstractmethod
@@ -90,7 +95,13 @@ class TrainingTemplate(TaskTemplate):
 
     @abstractmethod
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
-        """The Ray Train per-worker loop."""
+        """The Ray Train per-worker loop (of the engine's ``TorchTrainer``)."""
+
+    def fit(self, params: Any, *, settings: "Settings", storage: "Storage", datasets: "DatasetManager",
+            run_name: str, callbacks: "list[Any] | None") -> "TrainingOutcome | None":
+        """A whole run on this template's own Ray Train trainer (XGBoost's, ...): dataset, fit and
+        test metrics. None, the default, has the engine run ``train_loop`` on ``TorchTrainer``."""
+        return None
 
     def dataset_source(self, params: Any) -> str:
         return self.dataset_spec(params).source

@@ -185,8 +185,9 @@ async def compress_model(name: str, body: CompressionRequest, platform: Platform
 @router.post("/{name}/import", status_code=201)
 async def import_model(name: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
     """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind``
-    (``image``), ``labels`` (comma-separated or a JSON list), optional ``preprocessing`` (JSON:
-    scale, mean, std) and ``scores`` (``logits`` or ``probabilities``). 201: the new version."""
+    (``image`` or ``tabular``), ``labels`` (comma-separated or a JSON list), optional
+    ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables) and ``scores``
+    (``logits`` or ``probabilities``). 201: the new version."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidArgument("Send the model as multipart/form-data with a 'file' field (the .onnx file)")
     form = await request.form(max_files=1, max_fields=8)

@@ -9,8 +9,9 @@ export async function inferencePage() {
   const root = page();
   const modelSelect = h("select", { id: "model-select" });
   const targetSelect = h("select", { id: "target-select" });
-  const fileInput = h("input", { type: "file", id: "file-input", accept: ".png,.jpg,.jpeg,.txt,.md" });
-  const text = h("textarea", { id: "text-input", placeholder: "…or paste text here" });
+  const fileInput = h("input", { type: "file", id: "file-input", accept: ".png,.jpg,.jpeg,.txt,.md,.csv" });
+  const text = h("textarea", { id: "text-input",
+    placeholder: "…or paste text here (a table model: JSON {\"features\": {…}} or {\"rows\": […]})" });
   const output = h("div", { id: "prediction" });
   const history = h("tbody", { id: "result-rows" });
   const pagerSlot = h("div");
@@ -75,13 +76,18 @@ export async function inferencePage() {
         form.append("file", fileInput.files[0]);
         answer = await api("POST", path, form, true);
       } else if (text.value.trim()) {
-        answer = await api("POST", path, { text: text.value });
+        answer = await api("POST", path, tableRows(text.value) || { text: text.value });
       } else {
         throw new Error("Upload a file or paste some text first");
       }
     } catch (error) {
       output.replaceChildren();
       throw error;
+    }
+    if (answer.predictions) {  // many rows in one request (a CSV upload or JSON rows)
+      output.replaceChildren(manyPredictions(answer));
+      await refreshResults();
+      return;
     }
     const probs = Object.entries(answer.probabilities).sort((a, b) => b[1] - a[1]);
     output.replaceChildren(
@@ -97,4 +103,27 @@ export async function inferencePage() {
             h("td", { class: "muted" }, c.text + (c.text.length >= 160 ? "…" : ""))))))) : null);
     await refreshResults();
   }
+}
+
+// Pasted JSON for a table model ({"features": {...}} or {"rows": [...]}), sent as it is; null for text.
+function tableRows(value) {
+  const trimmed = value.trim();
+  if (!trimmed.startsWith("{")) return null;
+  try {
+    const body = JSON.parse(trimmed);
+    return body && typeof body === "object" && ("features" in body || "rows" in body) ? body : null;
+  } catch {
+    return null;
+  }
+}
+
+// One answer per row: its label, probability and every class's probability.
+function manyPredictions(answer) {
+  const labels = Object.keys(answer.predictions[0].probabilities);
+  return h("div", { id: "predictions" },
+    h("p", {}, `${answer.rows} rows · ${answer.model} v${answer.version} · ${answer.latency_ms.toFixed(1)} ms`),
+    h("table", {}, h("thead", {}, h("tr", {}, ["Row", "Label", "Probability", ...labels].map((t) => h("th", {}, t)))),
+      h("tbody", {}, answer.predictions.map((p, i) => h("tr", { "data-row": i },
+        h("td", {}, i + 1), h("td", { class: "prediction" }, p.label), h("td", {}, fmtNum(p.probability, 3)),
+        ...labels.map((label) => h("td", {}, fmtNum(p.probabilities[label], 3))))))));
 }

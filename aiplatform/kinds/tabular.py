@@ -1,0 +1,134 @@
+"""The ``tabular`` kind: rows of named features. JSON ``{"features": {...}}``, a CSV upload of many
+rows, FP32 v2 tensors [N, F]; one row is one model input (a float32 vector, see ``rows``); drift
+features are the row's own feature values, and a dataset's profile summarises every column."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.kinds.base import BatchConverter, ManyInputs, ModelKind, Submit
+from aiplatform.kinds.limits import RequestLimits
+from aiplatform.kinds.rows import CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_features, schema_of
+from aiplatform.kinds.tensors import V2_DATATYPES, single_input
+
+HISTOGRAM_BINS = 12
+
+
+class TabularKind(ModelKind):
+    name: ClassVar[str] = "tabular"
+    feature_names: ClassVar[tuple[str, ...]] = ()
+    """Per model: its features' names (set on the instance from ``input.features``)."""
+    dataset_columns: ClassVar[tuple[str, ...]] = ("id", "features", "label")
+
+    def __init__(self, input_spec: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> None:
+        super().__init__(input_spec, preprocessing)
+        self.schema: FeatureSchema = schema_of(self.input_spec)
+        self.feature_names = self.schema.names  # type: ignore[misc]
+
+    def from_json(self, payload: Any, limits: RequestLimits) -> Any:
+        """``{"features": {...}}`` (one row) or ``{"rows": [{...}, ...]}`` (many)."""
+        if isinstance(payload, dict) and "rows" in payload and "features" not in payload:
+            rows = payload["rows"]
+            if not isinstance(rows, list) or not rows:
+                raise InvalidArgument("'rows' must be a non-empty list of feature objects")
+            limits.check_rows(len(rows), "'rows'")
+            return ManyInputs(self.schema.encode_row(row, f"rows[{i}]") for i, row in enumerate(rows))
+        if not isinstance(payload, dict) or "features" not in payload:
+            raise InvalidArgument("This is a table model: send JSON {\"features\": {name: value, ...}}, "
+                                  "{\"rows\": [...]} or upload a .csv file")
+        return self.schema.encode_row(payload["features"])
+
+    def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> ManyInputs:
+        if filename and not filename.lower().endswith(CSV_EXTENSIONS):
+            raise InvalidArgument(f"Uploaded file {filename!r} is not a .csv file; a table model takes CSV rows "
+                                  "with a header row naming the features")
+        return ManyInputs(self.schema.encode_csv(data, f"Uploaded file {filename!r}", limits))
+
+    def from_v2(self, body: Any, limits: RequestLimits) -> list[np.ndarray]:
+        tensor = single_input(body)
+        datatype, shape = tensor["datatype"], tensor["shape"]
+        if datatype not in V2_DATATYPES:
+            raise InvalidArgument(f"This table model takes a numeric tensor (FP32) of shape [N, {self.schema.width}], "
+                                  f"not {datatype!r}")
+        if (not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape)):
+            raise InvalidArgument(f"shape must be [N, {self.schema.width}], got {shape!r}")
+        limits.check_rows(shape[0], "The input tensor")
+        try:
+            values = np.asarray(tensor["data"], dtype=np.float64).reshape(-1)
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgument(f"data is not numeric: {exc}") from exc
+        if values.size != shape[0] * shape[1]:
+            raise InvalidArgument(f"data has {values.size} values but shape {shape} needs {shape[0] * shape[1]}")
+        if np.isinf(values).any():
+            raise InvalidArgument("data holds an infinite value; send NaN for a missing one")
+        return self.schema.encode_matrix(values.reshape(shape), f"input {tensor.get('name', 'features')!r}")
+
+    def v2_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": "features", "datatype": "FP32", "shape": [-1, self.schema.width]}]
+
+    def v2_parameters(self) -> dict[str, Any]:
+        """The features in the order of the tensor's columns, with their types and categories
+        (a category is sent as its index)."""
+        return {"features": [{k: f[k] for k in ("name", "type", "categories") if k in f} for f in self.schema.features]}
+
+    async def classify(self, item: np.ndarray, submit: Submit, labels: list[str],
+                       max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
+        return await submit(item), self.schema.values(item)
+
+    def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        """Encoded rows (N, F) -> float32 (NaN: missing)."""
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def batch_converter(self) -> BatchConverter:
+        width = self.schema.width
+
+        def table_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+            features = decode_features(list(batch["features"]), width)
+            return torch.from_numpy(features.copy()), torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
+
+        return table_batch
+
+    def reference_features(self, table: pa.Table, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The split's rows decoded with the dataset's own schema, by feature name (a model may take
+        its features in another order, or fewer of them)."""
+        schema = schema_of(manifest["table"])
+        matrix = decode_features(table.column("features").to_pylist(), schema.width)
+        return {name: matrix[:, i].astype(np.float64) for i, name in enumerate(schema.names)}
+
+    # -- datasets of this kind (no model needed) -------------------------------------------------
+    @staticmethod
+    def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        """Per column: a histogram over the training range and the mean (numbers), counts per
+        category (categories), and the share of missing values; keys: the encoded rows."""
+        schema = schema_of(manifest["table"])
+        keys = table.column("features").to_pylist()
+        matrix = decode_features(keys, schema.width)
+        columns = {}
+        for i, feature in enumerate(schema.features):
+            values = matrix[:, i]
+            present = values[~np.isnan(values)]
+            summary: dict[str, Any] = {"type": feature["type"],
+                                       "missing_share": round(1 - present.size / max(1, values.size), 6)}
+            if feature["type"] == NUMBER:
+                low, high = float(feature["min"]), float(feature["max"])
+                counts, edges = np.histogram(present, bins=HISTOGRAM_BINS, range=(low, high if high > low else low + 1))
+                summary.update(mean=round(float(present.mean()), 6) if present.size else None,
+                               histogram={"edges": [round(float(e), 6) for e in edges],
+                                          "counts": [int(c) for c in counts]})
+            else:
+                counts = np.bincount(present.astype(np.int64), minlength=len(feature["categories"]))
+                summary["counts"] = {c: int(n) for c, n in zip(feature["categories"], counts)}
+            columns[feature["name"]] = summary
+        return {"columns": columns}, keys
+
+    @staticmethod
+    def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
+        table = manifest.get("table", {})
+        return {"table": {"label_column": table.get("label_column"), "features": table.get("features", []),
+                          "cleaning": manifest.get("cleaning", {})}}
+

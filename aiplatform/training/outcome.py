@@ -1,0 +1,33 @@
+"""What a finished training run hands to the model manager, whichever trainer produced it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+
+if TYPE_CHECKING:
+    from aiplatform.datasets import DatasetVersion
+
+
+@dataclass
+class TrainingOutcome:
+    """What a finished run hands to the model manager."""
+
+    template: str
+    params: dict[str, Any]
+    dataset: DatasetVersion
+    architecture: dict[str, Any]
+    preprocessing: dict[str, Any]
+    state_dict: Optional[dict[str, torch.Tensor]]
+    """The network's weights; None when the model is a serialized file (``model_file``)."""
+    history: list[dict[str, float]]
+    test_metrics: dict[str, float]
+    run_name: str
+    checkpoint_uri: str
+    used_gpu: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    model_file: Optional[bytes] = None
+    """The model as its own runtime stores it (an XGBoost booster's JSON), for architectures whose
+    package holds a serialized model instead of weights."""

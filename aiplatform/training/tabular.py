@@ -1,0 +1,266 @@
+"""The ``tabular-classification`` template: gradient-boosted trees on a table, on Ray Train's
+XGBoost trainer.
+
+The table is built into a dataset version (``datasets.table_builder``: a feature schema with
+types, ranges and categories, encoded rows), each worker turns its shard into a DMatrix, and
+XGBoost's collective trains one booster over all the shards. Every few rounds the workers report
+the round's losses and validation accuracy (the task's curves) and rank 0 checkpoints the booster
+in XGBoost's JSON format, so a restarted worker group continues from its last round. The model is
+packaged as that JSON (``packaging.xgboost_model``), never a pickle, and served by the model
+servers like any network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+import ray
+import ray.train
+import xgboost
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiplatform.datasets import DatasetManager, DatasetVersion, TableDatasetSpec
+from aiplatform.errors import InvalidArgument, Unavailable
+from aiplatform.evaluation import evaluate_model, table_batches
+from aiplatform.kinds.rows import decode_features
+from aiplatform.packaging.xgboost_model import XGBOOST_ARCHITECTURE, BoosterModule, booster_from_json
+from aiplatform.settings import Settings
+from aiplatform.storage import Storage
+from aiplatform.training.outcome import TrainingOutcome
+from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate
+
+BOOSTER_FILE = "model.xgb.json"
+HISTORY_FILE = "history.json"
+MAX_REPORTS = 10
+"""Reports (curve points and checkpoints) per run: one every ``rounds / MAX_REPORTS`` rounds (each
+costs Ray Train a synchronisation and a checkpoint upload, far more than a round on a small table)."""
+
+
+class TabularParams(BaseModel):
+    """Parameters of a ``tabular-classification`` run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("penguins", description="penguins, breast-cancer, wine, csv:<uri> or parquet:<uri>")
+    label_column: Optional[str] = Field(None, description="the column holding the class (default: the built-in "
+                                        "table's own, 'label' for files)")
+    feature_columns: Optional[list[str]] = Field(None, description="the feature columns (default: every other one)")
+    num_boost_round: int = Field(100, ge=1, le=5000, description="boosting rounds (trees per class)")
+    max_depth: int = Field(6, ge=1, le=16)
+    learning_rate: float = Field(0.3, gt=0, le=1, description="XGBoost's eta")
+    subsample: float = Field(1.0, gt=0, le=1)
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    min_child_weight: float = Field(1.0, ge=0, le=1000)
+    reg_lambda: float = Field(1.0, ge=0, le=1000, description="L2 regularisation")
+    early_stopping_rounds: Optional[int] = Field(20, ge=1, le=1000,
+                                                 description="stop when validation loss has not improved for N rounds")
+    workers: int = Field(1, ge=1, le=64, description="Ray Train workers (XGBoost's collective over their shards)")
+    val_fraction: float = Field(0.15, ge=0.01, lt=0.5)
+    test_fraction: float = Field(0.15, ge=0.01, lt=0.5)
+    max_categories: int = Field(64, ge=2, le=10_000, description="a text column with more values is not a category")
+    max_rows: Optional[int] = Field(None, ge=10, description="use a seeded random subset of N source rows")
+    seed: int = Field(0, ge=0)
+
+
+class TabularClassificationTemplate(TrainingTemplate):
+    name = "tabular-classification"
+    title = "Table classification (XGBoost)"
+    description = ("Classes of table rows with gradient-boosted trees on Ray Train's XGBoost trainer: the Palmer "
+                   "penguins by default, scikit-learn's breast-cancer and wine tables, or your CSV or parquet; "
+                   "serves JSON rows, CSV uploads and FP32 tensors.")
+    task = "tabular-classification"
+    params_model = TabularParams
+
+    def dataset_spec(self, params: TabularParams) -> TableDatasetSpec:
+        try:
+            return TableDatasetSpec(
+                source=params.dataset, label_column=params.label_column,
+                feature_columns=tuple(params.feature_columns) if params.feature_columns else None,
+                val_fraction=params.val_fraction, test_fraction=params.test_fraction, seed=params.seed,
+                max_rows=params.max_rows, max_categories=params.max_categories)
+        except ValueError as exc:  # pydantic's message, one line per problem
+            raise InvalidArgument(f"Invalid table dataset: {exc}") from None
+
+    def preprocessing(self, params: TabularParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
+        """Nothing is fitted beyond the dataset's schema: the trees take the encoded rows as they are."""
+        return {"encoding": "numbers as given, categories as their index, missing as NaN"}
+
+    def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "tabular", "features": dataset.manifest["table"]["features"],
+                "accepts": ["json features", "json rows", "text/csv"]}
+
+    def architecture(self, params: TabularParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
+        return {"type": XGBOOST_ARCHITECTURE, "num_features": len(dataset.manifest["table"]["features"]),
+                "num_classes": len(dataset.labels), "objective": "multi:softprob"}
+
+    def train_loop(self) -> Callable[[dict[str, Any]], Any]:
+        return boosting_loop
+
+    def default_model_name(self, params: TabularParams) -> str:
+        return f"{self.dataset_spec(params).dataset_name}-xgboost"[:63]
+
+    def fit(self, params: TabularParams, *, settings: Settings, storage: Storage, datasets: DatasetManager,
+            run_name: str, callbacks: Optional[list[Any]]) -> TrainingOutcome:
+        """Build the table's version, boost on Ray Train's XGBoost trainer, evaluate on the test split."""
+        from ray.train.xgboost import XGBoostTrainer
+
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        dataset = datasets.build(self.dataset_spec(params))
+        timings["dataset_seconds"] = time.perf_counter() - started
+        if dataset.rows("val") == 0 or dataset.rows("test") == 0:
+            raise InvalidArgument(f"Dataset {dataset.ref} has no validation or test rows; raise val_fraction/test_fraction")
+        preprocessing = self.preprocessing(params, dataset, datasets)
+        architecture = self.architecture(params, dataset, preprocessing)
+        cpus_total = float(ray.cluster_resources().get("CPU", 1))
+        # Materialized before the workers start: read lazily, the splits' read tasks would wait for
+        # CPUs the worker group (and, on a small node, Serve's replicas) already hold.
+        splits = {split: datasets.read_split(dataset, split).materialize() for split in ("train", "val")}
+        config = {
+            "num_features": architecture["num_features"],
+            "num_boost_round": params.num_boost_round,
+            "early_stopping_rounds": params.early_stopping_rounds,
+            "report_every": max(1, params.num_boost_round // MAX_REPORTS),
+            "xgboost": {
+                "objective": "multi:softprob", "num_class": architecture["num_classes"],
+                "eval_metric": ["mlogloss", "merror"], "tree_method": "hist", "max_depth": params.max_depth,
+                "eta": params.learning_rate, "subsample": params.subsample,
+                "colsample_bytree": params.colsample_bytree, "min_child_weight": params.min_child_weight,
+                "lambda": params.reg_lambda, "seed": params.seed,
+                "nthread": max(1, int(min(os.cpu_count() or 1, cpus_total) // params.workers)),
+            },
+        }
+        trainer = XGBoostTrainer(
+            boosting_loop,
+            train_loop_config=config,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=params.workers, resources_per_worker={"CPU": settings.train_worker_cpus},
+                placement_strategy=settings.train_placement),
+            run_config=ray.train.RunConfig(
+                name=run_name, storage_path=storage.arrow_path("checkpoints"),
+                storage_filesystem=storage.arrow_filesystem(),
+                failure_config=ray.train.FailureConfig(max_failures=MAX_WORKER_FAILURES),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks),
+            datasets=splits,
+        )
+        fit_started = time.perf_counter()
+        result = trainer.fit()
+        timings["fit_seconds"] = time.perf_counter() - fit_started
+        if result.error is not None:
+            raise result.error
+        if result.checkpoint is None:
+            raise Unavailable(f"Training run {run_name!r} finished without a checkpoint")
+        with result.checkpoint.as_directory() as directory:
+            with open(os.path.join(directory, BOOSTER_FILE), "rb") as handle:
+                model_file = handle.read()
+            with open(os.path.join(directory, HISTORY_FILE)) as handle:
+                history = json.load(handle)
+        eval_started = time.perf_counter()
+        model = BoosterModule(booster_from_json(model_file, architecture))
+        test = datasets.read_split_table(dataset, "test")
+        test_metrics = evaluate_model(model, table_batches(test),
+                                      {"input": self.input_spec(dataset, preprocessing), "preprocessing": preprocessing},
+                                      architecture["num_classes"])
+        timings["test_seconds"] = time.perf_counter() - eval_started
+        return TrainingOutcome(
+            template=self.name, params=params.model_dump(mode="json"), dataset=dataset, architecture=architecture,
+            preprocessing=preprocessing, state_dict=None, model_file=model_file, history=history,
+            test_metrics=test_metrics, run_name=run_name, checkpoint_uri=str(result.checkpoint.path),
+            used_gpu=False, timings=timings)
+
+
+def shard_matrix(shard: Any, num_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's dataset shard as (features (N, F) float32, labels (N,))."""
+    features, labels = [], []
+    for batch in shard.iter_batches(batch_size=8192, batch_format="numpy"):
+        features.append(decode_features(list(batch["features"]), num_features))
+        labels.append(np.asarray(batch["label"], dtype=np.float32))
+    if not features:
+        return np.zeros((0, num_features), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def boosting_loop(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: this worker's shards into DMatrix, XGBoost's collective boosts
+    (resumed from the last checkpoint after a failure), reports and checkpoints every few rounds."""
+    train_x, train_y = shard_matrix(ray.train.get_dataset_shard("train"), config["num_features"])
+    val_x, val_y = shard_matrix(ray.train.get_dataset_shard("val"), config["num_features"])
+    dtrain = xgboost.DMatrix(train_x, label=train_y, missing=np.nan)
+    dval = xgboost.DMatrix(val_x, label=val_y, missing=np.nan)
+    booster, history = None, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            booster = xgboost.Booster(model_file=os.path.join(directory, BOOSTER_FILE))
+            with open(os.path.join(directory, HISTORY_FILE)) as handle:
+                history = json.load(handle)
+    done = booster.num_boosted_rounds() if booster is not None else 0
+    reporter = RoundReporter(config, history, done, rows=len(train_y))
+    callbacks: list[Any] = []
+    if config["early_stopping_rounds"]:  # before the reporter: it must see the best rounds only
+        callbacks.append(xgboost.callback.EarlyStopping(rounds=config["early_stopping_rounds"], data_name="val",
+                                                        metric_name="mlogloss", save_best=True))
+    xgboost.train(config["xgboost"], dtrain, num_boost_round=max(0, config["num_boost_round"] - done),
+                  evals=[(dtrain, "train"), (dval, "val")], xgb_model=booster, verbose_eval=False,
+                  callbacks=[*callbacks, reporter])
+
+
+class RoundReporter(xgboost.callback.TrainingCallback):
+    """Reports every ``report_every`` rounds and at the end: the curves' point on every worker,
+    the booster's JSON and the history as rank 0's checkpoint."""
+
+    def __init__(self, config: dict[str, Any], history: list[dict[str, Any]], done: int, rows: int) -> None:
+        super().__init__()
+        self.config, self.history, self.done, self.rows = config, history, done, rows
+        self.log: dict[str, Any] = {}
+        self.round = done
+        self.started = time.perf_counter()
+        self.rounds_since = 0
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        self.log, self.round = evals_log, self.done + epoch + 1
+        self.rounds_since += 1
+        if self.round % self.config["report_every"] == 0 and self.round < self.config["num_boost_round"]:
+            self._report(model, self._point(-1))
+        return False
+
+    def after_training(self, model: Any) -> Any:
+        """The last report, with the model kept: after early stopping, the best round's (its
+        figures are that round's; ``epoch`` is the rounds run)."""
+        best = model.num_boosted_rounds()
+        point = self._point(best - self.done - 1) if best < self.round else self._point(-1)
+        self._report(model, {**point, "best_round": best, "stopped_early": best < self.round})
+        return model
+
+    def _point(self, index: int) -> dict[str, float]:
+        """The losses and validation accuracy of one round of this run (by index into its log)."""
+        if not self.log or not -len(self.log["val"]["mlogloss"]) <= index < len(self.log["val"]["mlogloss"]):
+            # resumed with nothing left to boost: the checkpoint's last point stands
+            last = self.history[-1] if self.history else {}
+            return {k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last}
+        return {"train_loss": float(self.log["train"]["mlogloss"][index]),
+                "val_loss": float(self.log["val"]["mlogloss"][index]),
+                "val_accuracy": 1.0 - float(self.log["val"]["merror"][index])}
+
+    def _report(self, model: Any, point: dict[str, Any]) -> None:
+        seconds = max(1e-9, time.perf_counter() - self.started)
+        world = ray.train.get_context().get_world_size()
+        metrics = {"epoch": self.round, "epochs": int(self.config["num_boost_round"]), **point,
+                   "samples_per_second": self.rows * world * self.rounds_since / seconds,
+                   "train_samples": self.rows * world, "epoch_seconds": seconds / max(1, self.rounds_since),
+                   "resumed_from_epoch": self.done}
+        self.history.append(metrics)
+        self.started, self.rounds_since = time.perf_counter(), 0
+        if ray.train.get_context().get_world_rank() != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            model.save_model(os.path.join(directory, BOOSTER_FILE))
+            with open(os.path.join(directory, HISTORY_FILE), "w") as handle:
+                json.dump(self.history, handle)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
