@@ -145,6 +145,11 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
     if args.json:
         print(json.dumps(body))
         return
+    if "predictions" in body:  # a CSV of table rows: one line per row, in the file's order
+        print(f"{body['model']} v{body['version']}: {body['rows']} rows; request {body['request_id']}")
+        for index, answer in enumerate(body["predictions"], start=1):
+            print(f"  row {index}: {answer['label']} (p={answer['probability']:.3f})")
+        return
     top = sorted(body["probabilities"].items(), key=lambda kv: -kv[1])[:3]
     print(f"{body['model']} v{body['version']}: {body['label']} (p={body['probability']:.3f}); "
           f"top: {', '.join(f'{k} {v:.3f}' for k, v in top)}; request {body['request_id']}")
@@ -202,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tasks_commands(commands)
     add_monitoring_commands(commands)
 
-    predict = commands.add_parser("predict", help="classify a file through the gateway")
+    predict = commands.add_parser("predict", help="classify a file through the gateway (an image, a text, a CSV "
+                                                  "of table rows)")
     predict.add_argument("file")
     predict.add_argument("--model", required=True)
     predict.add_argument("--version", type=int)

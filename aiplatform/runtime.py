@@ -193,3 +193,10 @@ def _forwarder(name: str) -> Callable[..., Any]:
     forward.__name__ = forward.__qualname__ = name
     forward.__doc__ = f"The store's ``{name}``, run by its actor."
     return forward
+
+
+def train_controller_env(settings: Settings) -> None:
+    """Settings Ray Train reads from the driver's environment when it starts a run's controller
+    (it propagates ``RAY_TRAIN_*`` variables to it): the report collection interval. A value the
+    operator set in the environment wins."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(settings.train_poll_interval_s))

@@ -16,8 +16,9 @@ from typing import Any
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 from fastapi import FastAPI, Request
 
-from aiplatform.kinds import TextKind
+from aiplatform.kinds import TabularKind, TextKind
 from aiplatform.kinds.images import image_from_json
+from aiplatform.kinds.limits import RequestLimits
 from aiplatform.serving.runner import ModelRunner
 
 if os.environ.get("BENCH_TORCH_THREADS"):  # one thread: what a careful user deploys on a small machine
@@ -34,6 +35,8 @@ async def predict(request: Request) -> dict[str, Any]:
     payload = json.loads(await request.body())
     if tokenizer is not None:
         inputs = tokenizer.encode(payload["text"])
+    elif isinstance(runner.kind, TabularKind):
+        inputs = runner.kind.from_json(payload, RequestLimits())
     else:
         inputs = image_from_json(payload, runner.config.input)
     answer = runner.predict(inputs[None, ...])[0]

@@ -1,11 +1,13 @@
 """Benchmark: the platform's Serve gateway vs a plain FastAPI app vs the model called in-process.
 
-    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|onnx|text|minilm]
+    python bench/serve.py --repeats 3 [--mode direct|proxy] [--model mnist|onnx|text|minilm|tabular]
 
 One load generator (bench/loadgen.py), one package and one real input, concurrency 1, 8 and 32:
 the MNIST-sized CNN and a real MNIST test digit as a base64 PNG in JSON, or (``--model text``) the
 default tweets text model (real tokenizer) and a real tweet as ``{"text": ...}``, or (``--model
-minilm``) the MiniLM-encoder text model (real pretrained encoder) and the same tweet:
+minilm``) the MiniLM-encoder text model (real pretrained encoder) and the same tweet, or (``--model
+tabular``) an XGBoost booster (100 rounds, depth 6) trained on the real breast-cancer table and one
+of its rows as ``{"features": {...}}``:
   (a) the gateway on Ray Serve (router, multiplexed batched model code, result store);
   (b) a plain single-process FastAPI + uvicorn app, unbatched (bench/plain_fastapi_app.py);
   (c) the same parsing and model called in-process with dynamic batching: this machine's limit.
@@ -172,11 +174,36 @@ def minilm_package() -> tuple[bytes, bytes]:
     return package, json.dumps({"text": tweets()[1234]}).encode()
 
 
-def body_parser(runner):  # type: ignore[no-untyped-def]
-    """body -> what the model takes for one request: an image, or token ids for a text model."""
-    from aiplatform.kinds import TextKind
-    from aiplatform.kinds.images import image_from_json
+def tabular_package() -> tuple[bytes, bytes]:
+    """A booster trained here on scikit-learn's real breast-cancer table (what the
+    tabular-classification template trains, in XGBoost's JSON format) and one real row as JSON."""
+    import sklearn.datasets
+    import xgboost
 
+    from aiplatform.packaging import build_package
+
+    bunch = sklearn.datasets.load_breast_cancer()
+    names = [name.replace(" ", "_") for name in bunch.feature_names]
+    booster = xgboost.train({"objective": "multi:softprob", "num_class": 2, "max_depth": 6, "nthread": 2, "seed": 0},
+                            xgboost.DMatrix(bunch.data, label=bunch.target), num_boost_round=100)
+    package = build_package(
+        model_config={"name": "bench-tabular", "template": "tabular-classification", "task": "tabular-classification",
+                      "architecture": {"type": "xgboost", "num_features": len(names), "num_classes": 2},
+                      "labels": [str(n) for n in bunch.target_names],
+                      "input": {"type": "tabular", "features": [{"name": n, "type": "number"} for n in names]}},
+        model_file=bytes(booster.save_raw("json")), metrics={}, lineage={"method": "bench"})
+    return package, json.dumps({"features": dict(zip(names, bunch.data[7].tolist()))}).encode()
+
+
+def body_parser(runner):  # type: ignore[no-untyped-def]
+    """body -> what the model takes for one request: an image, token ids for a text model, or an
+    encoded row for a table model."""
+    from aiplatform.kinds import TabularKind, TextKind
+    from aiplatform.kinds.images import image_from_json
+    from aiplatform.kinds.limits import RequestLimits
+
+    if isinstance(runner.kind, TabularKind):
+        return lambda body: runner.kind.from_json(json.loads(body), RequestLimits())
     if not isinstance(runner.kind, TextKind):
         return lambda body: image_from_json(json.loads(body), runner.config.input)
     return lambda body: runner.kind.tokenizer.encode(json.loads(body)["text"])
@@ -322,10 +349,10 @@ def main() -> None:
                         help="direct: clients reach the gateway replica (throughput-optimized Serve); "
                              "proxy: through Serve's HTTP proxy")
     parser.add_argument("--gateway-replicas", type=int, default=1)
-    parser.add_argument("--model", choices=["mnist", "onnx", "text", "minilm"], default="mnist",
+    parser.add_argument("--model", choices=["mnist", "onnx", "text", "minilm", "tabular"], default="mnist",
                         help="the MNIST CNN and a digit PNG (onnx: the same CNN exported to ONNX, served by "
                              "ONNX Runtime), or a tweets text model (bag of embeddings, or the MiniLM encoder) "
-                             "and a tweet")
+                             "and a tweet, or an XGBoost booster and a breast-cancer row")
     parser.add_argument("--only", choices=["gateway", "gateway_torch", "plain", "plain1", "inprocess"],
                         action="append",
                         help="plain: torch's default threads; plain1: one torch thread; gateway_torch (with "
@@ -336,7 +363,7 @@ def main() -> None:
     LOAD["generator"] = args.load
 
     makers = {"mnist": lambda: (mnist_package(), digit_body()), "onnx": lambda: (onnx_mnist_package(), digit_body()),
-              "text": text_package, "minilm": minilm_package}
+              "text": text_package, "minilm": minilm_package, "tabular": tabular_package}
     package, body = makers[args.model]()
     package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
     package_path.write_bytes(package)

@@ -89,7 +89,7 @@ class TabularKind(ModelKind):
 
         def table_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
             features = decode_features(list(batch["features"]), width)
-            return torch.from_numpy(features.copy()), torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
+            return torch.from_numpy(features.copy()), torch.from_numpy(np.array(batch["label"], dtype=np.int64))
 
         return table_batch
 

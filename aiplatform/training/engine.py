@@ -16,6 +16,7 @@ from ray.train.torch import TorchTrainer
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate
+from aiplatform.runtime import train_controller_env
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.loop import CHECKPOINT_FILE
@@ -84,6 +85,7 @@ def run_training(
         # Fractional CPU reservations leave cores for Ray Data; threads follow the real cores.
         "threads": max(1, int(min(os.cpu_count() or 1, cpus_total) // workers)),
     }
+    train_controller_env(settings)
     trainer = TorchTrainer(
         template.train_loop(),
         train_loop_config=config,

@@ -28,7 +28,12 @@ from aiplatform.datasets import DatasetManager, DatasetVersion, TableDatasetSpec
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate_model, table_batches
 from aiplatform.kinds.rows import decode_features
-from aiplatform.packaging.xgboost_model import XGBOOST_ARCHITECTURE, BoosterModule, booster_from_json
+from aiplatform.packaging.xgboost_model import (
+    XGBOOST_ARCHITECTURE,
+    BoosterModule,
+    booster_from_json,
+)
+from aiplatform.runtime import train_controller_env
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.outcome import TrainingOutcome
@@ -36,7 +41,7 @@ from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate
 
 BOOSTER_FILE = "model.xgb.json"
 HISTORY_FILE = "history.json"
-MAX_REPORTS = 10
+MAX_REPORTS = 20
 """Reports (curve points and checkpoints) per run: one every ``rounds / MAX_REPORTS`` rounds (each
 costs Ray Train a synchronisation and a checkpoint upload, far more than a round on a small table)."""
 
@@ -104,6 +109,14 @@ class TabularClassificationTemplate(TrainingTemplate):
     def default_model_name(self, params: TabularParams) -> str:
         return f"{self.dataset_spec(params).dataset_name}-xgboost"[:63]
 
+    def booster_params(self, params: TabularParams, num_classes: int, threads: int) -> dict[str, Any]:
+        """XGBoost's parameters for a run (each worker boosts with ``threads`` threads)."""
+        return {"objective": "multi:softprob", "num_class": num_classes, "eval_metric": ["mlogloss", "merror"],
+                "tree_method": "hist", "max_depth": params.max_depth, "eta": params.learning_rate,
+                "subsample": params.subsample, "colsample_bytree": params.colsample_bytree,
+                "min_child_weight": params.min_child_weight, "lambda": params.reg_lambda, "seed": params.seed,
+                "nthread": threads}
+
     def fit(self, params: TabularParams, *, settings: Settings, storage: Storage, datasets: DatasetManager,
             run_name: str, callbacks: Optional[list[Any]]) -> TrainingOutcome:
         """Build the table's version, boost on Ray Train's XGBoost trainer, evaluate on the test split."""
@@ -126,15 +139,10 @@ class TabularClassificationTemplate(TrainingTemplate):
             "num_boost_round": params.num_boost_round,
             "early_stopping_rounds": params.early_stopping_rounds,
             "report_every": max(1, params.num_boost_round // MAX_REPORTS),
-            "xgboost": {
-                "objective": "multi:softprob", "num_class": architecture["num_classes"],
-                "eval_metric": ["mlogloss", "merror"], "tree_method": "hist", "max_depth": params.max_depth,
-                "eta": params.learning_rate, "subsample": params.subsample,
-                "colsample_bytree": params.colsample_bytree, "min_child_weight": params.min_child_weight,
-                "lambda": params.reg_lambda, "seed": params.seed,
-                "nthread": max(1, int(min(os.cpu_count() or 1, cpus_total) // params.workers)),
-            },
+            "xgboost": self.booster_params(params, architecture["num_classes"],
+                                           threads=max(1, int(min(os.cpu_count() or 1, cpus_total) // params.workers))),
         }
+        train_controller_env(settings)
         trainer = XGBoostTrainer(
             boosting_loop,
             train_loop_config=config,

@@ -33,6 +33,7 @@ from aiplatform.code_archives import DIGEST, CodeArchives
 from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import AIPError, InvalidArgument
+from aiplatform.runtime import train_controller_env
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.engine import resolve_gpu
@@ -250,6 +251,7 @@ def run_user_code(
     # Workers read the archive from storage themselves (Ray takes local folders only for a job).
     worker_env = {"env_vars": {**settings.to_env(), "AIP_TASK_ID": task_id or ""}}
     resources = {"CPU": settings.train_worker_cpus, **({"GPU": 1} if use_gpu else {})}
+    train_controller_env(settings)
     trainer = TorchTrainer(
         user_code_loop,
         train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,

@@ -212,6 +212,63 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     np.testing.assert_allclose([shown[k] for k in ("cat", "dog", "owl")], expected, atol=1e-4)
 
 
+def test_a_table_model_from_the_form_to_a_csv_of_rows(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The tabular kind through the UI: the penguins trained on XGBoost from the template form,
+    its curves, "Run again" offered, then a CSV of real rows predicted row by row."""
+    import csv
+
+    from playwright.sync_api import expect
+
+    from aiplatform.datasets.table_sources import penguins_file
+
+    page.goto(platform_url)
+    page.click("#new-task")
+    page.select_option("#template-select", "tabular-classification")
+    page.fill("#param-num_boost_round", "20")
+    page.fill("#model-name", "ui-penguins")
+    page.click("#create-start")
+    row = page.locator("tr[data-task]").first
+    task_id = row.get_attribute("data-task")
+    expect(page.locator(f"tr[data-task='{task_id}'] [data-state]")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+    page.click(f"tr[data-task='{task_id}'] a[href='#task/{task_id}']")
+    expect(page.locator("svg[data-chart=loss] path.series")).to_have_count(2)
+    expect(page.locator("#task-info [data-action=rerun]")).to_be_visible()
+
+    with open(penguins_file(), newline="") as handle:
+        rows = list(csv.DictReader(handle))[::40]
+    with open(tmp_path / "penguins.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: ("" if v == "NA" else v) for k, v in r.items()} for r in rows)
+    page.click("nav a[data-page=inference]")
+    page.select_option("#model-select", "ui-penguins")
+    expect(page.locator("#target-select[data-model='ui-penguins'] option")).not_to_have_count(0)
+    page.set_input_files("#file-input", str(tmp_path / "penguins.csv"))
+    page.click("#predict")
+    predicted = page.locator("#predictions tr[data-row] td.prediction")
+    expect(predicted).to_have_count(len(rows))
+    right = sum(label == r["species"] for label, r in zip(predicted.all_inner_texts(), rows))
+    assert right >= len(rows) - 1, (predicted.all_inner_texts(), [r["species"] for r in rows])
+    page.screenshot(path=str(SCREENSHOTS / "10-table-rows.png"), full_page=True)
+
+
+def test_a_code_archive_uploads_from_the_create_form(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Your own code from the UI: the project's .zip goes to storage and its digest into the task."""
+    from playwright.sync_api import expect
+
+    from aiplatform.code_archives import pack_directory
+    from aiplatform.storage import sha256_bytes
+
+    archive = pack_directory(Path(__file__).resolve().parents[2] / "examples" / "digits-mlp")
+    page.goto(platform_url)
+    page.click("#new-task")
+    page.select_option("#template-select", "user-code")
+    page.set_input_files("#code-file", files=[{"name": "digits-mlp.zip", "mimeType": "application/zip",
+                                                "buffer": archive}])
+    expect(page.locator("#param-code")).to_have_value(sha256_bytes(archive))
+    expect(page.locator("#code-status")).to_contain_text("kept as")
+
+
 def test_the_task_list_pages_by_cursor(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
     """Older pages of tasks follow the API's cursor; the newest page comes back with one click."""
     import httpx

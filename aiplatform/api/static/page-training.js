@@ -45,6 +45,8 @@ export function taskActions(task, after) {
   const buttons = [];
   if (task.state === "CREATED") buttons.push(h("button", { class: "primary", "data-action": "start", onclick: (e) => act(e.target, async () => { await api("POST", `/v1/tasks/${task.id}/start`); notify(`Task ${task.id} queued`); after(); }) }, "Start training"));
   if (["CREATED", "QUEUED", "RUNNING"].includes(task.state)) buttons.push(h("button", { "data-action": "cancel", onclick: (e) => act(e.target, async () => { await api("POST", `/v1/tasks/${task.id}/cancel`); notify(`Task ${task.id} cancelled`); after(); }) }, "Cancel"));
+  // The same template, parameters, model name and (for your own code) code archive, queued anew.
+  if (["SUCCEEDED", "FAILED", "CANCELLED"].includes(task.state)) buttons.push(h("button", { "data-action": "rerun", onclick: (e) => act(e.target, async () => { const again = await api("POST", `/v1/tasks/${task.id}/rerun`); notify(`Task ${again.id} queued: ${task.id} run again`); location.hash = `#task/${again.id}`; }) }, "Run again"));
   return buttons;
 }
 
@@ -78,6 +80,7 @@ export async function openCreateForm(card) {
         h("label", {}, h("span", { class: "name" }, "Priority"), h("input", { type: "text", id: "priority", value: "0" }), h("small", {}, "-100 … 100, higher starts first")),
         h("h3", {}, "Parameters"),
         ...Object.entries(template.schema.properties || {}).map(([name, prop]) => schemaField(name, prop)),
+        "code" in (template.schema.properties || {}) ? codeUpload() : null,
         h("div", { class: "row" },
           h("button", { class: "primary", type: "submit", id: "create-submit", value: "create" }, "Create"),
           h("button", { type: "submit", id: "create-start", value: "start" }, "Create and start"),
@@ -102,6 +105,26 @@ export async function openCreateForm(card) {
   });
 }
 
+// Your own code as a task: a .zip of the project uploaded to /v1/code, its digest put in the
+// `code` parameter (what the task runs, and what "Run again" runs again).
+function codeUpload() {
+  const file = h("input", { type: "file", id: "code-file", accept: ".zip,application/zip" });
+  const status = h("small", { id: "code-status" }, "a .zip of your project (its package and train function)");
+  file.addEventListener("change", () => act(file, async () => {
+    if (!file.files.length) return;
+    status.textContent = "uploading…";
+    try {
+      const archive = await api("POST", "/v1/code", new Blob([file.files[0]], { type: "application/zip" }), true);
+      document.getElementById("param-code").value = archive.digest;
+      status.textContent = `kept as ${archive.digest.slice(0, 12)}… (${archive.files} files)`;
+    } catch (err) {
+      status.textContent = "";
+      throw err;
+    }
+  }));
+  return h("label", { for: "code-file" }, h("span", { class: "name" }, "Code archive"), file, status);
+}
+
 export async function taskPage(taskId) {
   const root = page();
   const info = h("div", { id: "task-info" });
@@ -120,6 +143,7 @@ export async function taskPage(taskId) {
           taskProgress(task), ...taskActions(task, refresh)),
         h("table", {}, h("tbody", {},
           [["Template", task.template], ["Parameters", h("code", {}, JSON.stringify(task.params))],
+           ...(task.result && task.result.code_digest ? [["Code", h("code", { id: "task-code", title: task.result.code_digest }, `${task.result.entry} @ ${task.result.code_digest.slice(0, 12)}…`)]] : []),
            ["Priority", task.priority], ["Ray job", task.ray_job_id || "–"], ["Attempts", task.attempts],
            ...(task.waiting ? [["Waiting", h("span", { id: "task-waiting" }, task.waiting)]] : []),
            ["Created", fmtTime(task.created_at)], ["Started", fmtTime(task.started_at)], ["Finished", fmtTime(task.finished_at)],
