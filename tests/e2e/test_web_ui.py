@@ -227,7 +227,8 @@ def test_a_table_model_from_the_form_to_a_csv_of_rows(page, platform_url: str, t
     page.fill("#param-num_boost_round", "20")
     page.fill("#model-name", "ui-penguins")
     page.click("#create-start")
-    row = page.locator("tr[data-task]").first
+    row = page.locator("tr[data-task]", has_text="ui-penguins")  # the list re-renders with it
+    expect(row).to_have_count(1)
     task_id = row.get_attribute("data-task")
     expect(page.locator(f"tr[data-task='{task_id}'] [data-state]")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
     page.click(f"tr[data-task='{task_id}'] a[href='#task/{task_id}']")

@@ -187,3 +187,38 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
     with pytest.raises(InvalidArgument, match="1 label"):
         datasets.build(TableDatasetSpec(source=f"csv:{tmp_path / 'one-class.csv'}"))
     assert not any("one-class" in key for key in LocalStorage(tmp_path / "store").list("datasets"))
+
+
+def test_a_killed_boosting_worker_resumes_from_its_last_round(ray_session: None, tmp_path: Path) -> None:
+    """The worker is killed right after its first checkpoint (from the Train controller, so the
+    moment is certain): the new worker group loads that booster and boosts only the rounds left."""
+    import psutil
+    import ray.train
+
+    from aiplatform.settings import Settings
+    from aiplatform.training.templates import get_template
+
+    marker = tmp_path / "killed"
+
+    class KillAfterFirstCheckpoint(ray.train.UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:  # type: ignore[no-untyped-def]
+            if checkpoint is None or marker.exists():
+                return
+            marker.touch()
+            for process in psutil.process_iter(["cmdline"]):
+                if any("RayTrainWorker" in part for part in (process.info["cmdline"] or [])):
+                    process.kill()
+
+    storage = LocalStorage(tmp_path / "store")
+    template = get_template("tabular-classification")
+    params = template.parse_params({"num_boost_round": 60, "early_stopping_rounds": None})
+    outcome = template.fit(params, settings=Settings(home=tmp_path), storage=storage,
+                           datasets=DatasetManager(storage), run_name="tabular-resume",
+                           callbacks=[KillAfterFirstCheckpoint()])
+    assert marker.exists()
+    resumed = [m["resumed_from_epoch"] for m in outcome.history]
+    assert resumed[0] == 0 and resumed[-1] >= 3, resumed  # the second group started from a checkpoint
+    assert outcome.history[-1]["epoch"] == 60
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(outcome.model_file))
+    assert booster.num_boosted_rounds() == 60 and outcome.test_metrics["test_accuracy"] >= 0.9

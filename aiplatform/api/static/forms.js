@@ -32,6 +32,7 @@ export function schemaField(name, prop) {
   input.dataset.kind = spec.enum ? "enum" : spec.type || "string";
   if (spec.type === "array") input.dataset.items = (spec.items && spec.items.type) || "string";
   input.dataset.default = JSON.stringify(spec.default ?? null);
+  if (spec.optional) input.dataset.optional = "true";  // left empty: not sent (the server's default)
   input.id = `param-${name}`;
   return h("label", { for: input.id }, h("span", { class: "name" }, spec.title || name), input, hint ? h("small", {}, hint) : null);
 }
@@ -47,6 +48,7 @@ export function readParams(form) {
     if (kind === "boolean") value = input.checked;
     else if (kind === "enum") value = JSON.parse(input.value);
     else if (kind === "integer" || kind === "number") { if (input.value.trim() === "") continue; value = readNumber(input.value); }
+    else if (input.dataset.optional && input.value.trim() === "") continue;
     else if (kind === "array") {
       const parts = input.value.split(",").map((p) => p.trim()).filter(Boolean);
       value = input.dataset.items === "string" ? parts : parts.map(readNumber);
