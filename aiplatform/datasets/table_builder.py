@@ -67,8 +67,11 @@ def column_statistics(batch: pa.Table, types: dict[str, str], max_categories: in
                              "sumsq": float(np.square(values).sum()),
                              "min": float(values.min()) if values.size else None,
                              "max": float(values.max()) if values.size else None}
-        else:
-            counts = pc.value_counts(column.drop_null().cast(pa.string())).to_pylist()
+        else:  # categories as the servers name them: stripped; an empty text is a missing value
+            texts = pc.utf8_trim_whitespace(column.drop_null().cast(pa.string()))
+            texts = texts.filter(pc.not_equal(texts, ""))
+            missing += len(column) - column.null_count - len(texts)
+            counts = pc.value_counts(texts).to_pylist()
             columns[name] = {"missing": missing,
                              "categories": {str(c["values"]): int(c["counts"]) for c in counts[:max_categories + 1]}}
     labels = batch.column(LABEL_NAME)

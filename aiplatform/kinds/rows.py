@@ -22,6 +22,12 @@ from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits
 
 NUMBER, CATEGORY = "number", "category"
 MISSING = float("nan")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+NULL_MARKERS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                          "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"})
+"""Cells that mean "missing" (Arrow's CSV reader reads them as null when it builds a dataset), unless
+the feature has a category of that very name."""
+BOOLEANS = {"true": 1.0, "false": 0.0}
 CSV_EXTENSIONS = (".csv",)
 
 
@@ -50,12 +56,16 @@ class FeatureSchema:
         for feature in self.features:
             column = columns[feature["name"]]
             if feature["type"] == NUMBER:
-                values = pc.cast(column, pa.float64(), safe=False).fill_null(MISSING)
-                parts.append(np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32))
+                values = np.asarray(pc.cast(column, pa.float64(), safe=False).fill_null(MISSING)
+                                    .to_numpy(zero_copy_only=False))
+                if (np.abs(values) > FLOAT32_MAX).any():
+                    raise InvalidArgument(f"Column {feature['name']!r} holds a value beyond a 32-bit float's range "
+                                          f"({FLOAT32_MAX:.3g})")
+                parts.append(values.astype(np.float32))
             else:
                 codes = self._codes[feature["name"]]
-                parts.append(np.array([codes.get(str(v), MISSING) if v is not None else MISSING
-                                       for v in column.to_pylist()], dtype=np.float32))
+                parts.append(np.array([codes.get(category_text(v), MISSING) for v in column.to_pylist()],
+                                      dtype=np.float32))
         return np.stack(parts, axis=1) if parts else np.zeros((0, 0), dtype=np.float32)
 
     # -- requests (strict: every problem named) ---------------------------------------------------
@@ -90,11 +100,11 @@ class FeatureSchema:
             header = next(reader, None)
             if not header:
                 raise InvalidArgument(f"{what} has no header row naming its columns")
-            header = [h.strip() for h in header]
-            missing = [n for n in self.names if n not in header]
+            stripped = [h.strip() for h in header]
+            missing = [n for n in self.names if n.strip() not in stripped]
             if missing:
                 raise InvalidArgument(f"{what} lacks column(s) {missing[:10]}; this model takes {list(self.names)}")
-            positions = [header.index(n) for n in self.names]
+            positions = [stripped.index(n.strip()) for n in self.names]
             rows = []
             for line, cells in enumerate(reader, start=2):
                 if not cells or all(not c.strip() for c in cells):
@@ -115,6 +125,9 @@ class FeatureSchema:
         if matrix.ndim != 2 or matrix.shape[1] != self.width:
             raise InvalidArgument(f"{where} must have shape [N, {self.width}] (features {list(self.names)}), "
                                   f"got {list(matrix.shape)}")
+        with np.errstate(invalid="ignore"):
+            if (np.abs(matrix) > FLOAT32_MAX).any():
+                raise InvalidArgument(f"{where} holds a value beyond a 32-bit float's range ({FLOAT32_MAX:.3g})")
         values = matrix.astype(np.float32)
         for column, feature in enumerate(self.features):
             if feature["type"] != CATEGORY:
@@ -132,36 +145,69 @@ class FeatureSchema:
         are left out."""
         return {name: round(float(v), 6) for name, v in zip(self.names, vector) if not math.isnan(v)}
 
+    def check_comparable(self, other: "FeatureSchema", what: str) -> None:
+        """Refuse comparing this model's features with ``other``'s rows unless each feature is
+        there with the same type (and, for a category, the same categories: codes are indices)."""
+        theirs = {f["name"]: f for f in other.features}
+        for feature in self.features:
+            found = theirs.get(feature["name"])
+            if found is None or found["type"] != feature["type"] or \
+                    found.get("categories") != feature.get("categories"):
+                raise InvalidArgument(f"{what} does not have the model's feature {feature['name']!r} as the model "
+                                      f"takes it ({feature['type']}); it cannot be the reference")
+
     @property
     def _index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.names)}
 
     def _encode(self, feature: Mapping[str, Any], value: Any, where: str, *, from_text: bool) -> float:
+        """One value as the dataset build encoded its column: numbers (booleans as 0/1), categories
+        as their index, missing values (null, an empty cell, a null marker) as NaN."""
         name = feature["name"]
-        if value is None or (from_text and not str(value).strip()):
+        text = value.strip() if isinstance(value, str) else None
+        if value is None or text == "":
             return MISSING
-        if feature["type"] == NUMBER:
-            if from_text:
-                try:
-                    number = float(str(value).strip())
-                except ValueError:
-                    raise InvalidArgument(f"{where}: feature {name!r} must be a number, got {str(value)[:40]!r}") from None
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidArgument(f"{where}: feature {name!r} must be a number, got {type(value).__name__}")
-            else:
-                number = float(value)
-            if math.isinf(number):
-                raise InvalidArgument(f"{where}: feature {name!r} must be finite, got {value!r}")
-            return number
-        text = str(value).strip() if from_text or isinstance(value, str) else None
-        if text is None:
-            raise InvalidArgument(f"{where}: feature {name!r} is a category (one of {feature['categories'][:20]}), "
-                                  f"got {type(value).__name__}")
-        code = self._codes[name].get(text)
-        if code is None:
-            raise InvalidArgument(f"{where}: feature {name!r} has the unseen category {text[:40]!r}; known: "
+        if feature["type"] == CATEGORY:
+            if text is None and not from_text:
+                raise InvalidArgument(f"{where}: feature {name!r} is a category (one of {feature['categories'][:20]}), "
+                                      f"got {type(value).__name__}")
+            code = self._codes[name].get(text if text is not None else str(value))
+            if code is not None:
+                return float(code)
+            if text in NULL_MARKERS:
+                return MISSING
+            raise InvalidArgument(f"{where}: feature {name!r} has the unseen category {str(value)[:40]!r}; known: "
                                   f"{feature['categories'][:20]}")
-        return float(code)
+        if isinstance(value, bool):
+            return float(value)
+        if text is not None and from_text:
+            if text in NULL_MARKERS:
+                return MISSING
+            if text.lower() in BOOLEANS:
+                return BOOLEANS[text.lower()]
+            try:
+                number = float(text)
+            except ValueError:
+                raise InvalidArgument(f"{where}: feature {name!r} must be a number, got {text[:40]!r}") from None
+        elif isinstance(value, (int, float)):
+            try:
+                number = float(value)
+            except OverflowError:
+                raise InvalidArgument(f"{where}: feature {name!r} is out of range ({str(value)[:40]})") from None
+        else:
+            raise InvalidArgument(f"{where}: feature {name!r} must be a number, got {type(value).__name__}")
+        if math.isnan(number):
+            return MISSING
+        if not abs(number) <= FLOAT32_MAX:
+            raise InvalidArgument(f"{where}: feature {name!r} is out of range: {str(value)[:40]} (a 32-bit float "
+                                  f"holds at most {FLOAT32_MAX:.3g})")
+        return number
+
+
+def category_text(value: Any) -> str:
+    """How a table's text value is named as a category: stripped (a padded export's ``"male  "``
+    is ``"male"``); None and the empty string are no category (missing)."""
+    return "" if value is None else str(value).strip()
 
 
 def decode_features(column: Sequence[bytes], width: int) -> np.ndarray:

@@ -64,8 +64,6 @@ class TabularKind(ModelKind):
             raise InvalidArgument(f"data is not numeric: {exc}") from exc
         if values.size != shape[0] * shape[1]:
             raise InvalidArgument(f"data has {values.size} values but shape {shape} needs {shape[0] * shape[1]}")
-        if np.isinf(values).any():
-            raise InvalidArgument("data holds an infinite value; send NaN for a missing one")
         return self.schema.encode_matrix(values.reshape(shape), f"input {tensor.get('name', 'features')!r}")
 
     def v2_inputs(self) -> list[dict[str, Any]]:
@@ -97,6 +95,7 @@ class TabularKind(ModelKind):
         """The split's rows decoded with the dataset's own schema, by feature name (a model may take
         its features in another order, or fewer of them)."""
         schema = schema_of(manifest["table"])
+        self.schema.check_comparable(schema, f"Dataset {manifest.get('name')}@{manifest.get('version')}")
         matrix = decode_features(table.column("features").to_pylist(), schema.width)
         return {name: matrix[:, i].astype(np.float64) for i, name in enumerate(schema.names)}
 

@@ -19,6 +19,9 @@ from aiplatform.errors import IntegrityError, InvalidArgument
 
 XGBOOST_FILE = "model.xgb.json"
 XGBOOST_ARCHITECTURE = "xgboost"
+PROBABILITY_OBJECTIVES = frozenset({"multi:softprob", "binary:logistic"})
+"""Objectives whose predictions are class probabilities (``multi:softmax`` gives class ids,
+``binary:logitraw`` and regressions raw scores: refused)."""
 
 
 def booster_from_json(data: bytes, architecture: dict[str, Any]) -> Any:
@@ -35,6 +38,13 @@ def booster_from_json(data: bytes, architecture: dict[str, Any]) -> Any:
         booster.load_model(bytearray(data))
     except (ValueError, xgboost.core.XGBoostError) as exc:
         raise InvalidArgument(f"The XGBoost model does not load: {str(exc).splitlines()[0][:300]}") from None
+    try:
+        objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    except (ValueError, KeyError, TypeError):
+        objective = None
+    if objective not in PROBABILITY_OBJECTIVES:
+        raise InvalidArgument(f"The XGBoost model's objective is {objective!r}; a classifier here gives class "
+                              f"probabilities: {sorted(PROBABILITY_OBJECTIVES)}")
     features, classes = int(architecture["num_features"]), int(architecture["num_classes"])
     if booster.num_features() != features:
         raise InvalidArgument(f"The XGBoost model takes {booster.num_features()} features; model.json says {features}")

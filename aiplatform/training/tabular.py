@@ -40,7 +40,8 @@ from aiplatform.training.outcome import TrainingOutcome
 from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate
 
 BOOSTER_FILE = "model.xgb.json"
-HISTORY_FILE = "history.json"
+STATE_FILE = "state.json"
+"""Beside the booster in a checkpoint: the curve so far, the best round and whether the run ended."""
 MAX_REPORTS = 20
 """Reports (curve points and checkpoints) per run: one every ``rounds / MAX_REPORTS`` rounds (each
 costs Ray Train a synchronisation and a checkpoint upload, far more than a round on a small table)."""
@@ -166,8 +167,8 @@ class TabularClassificationTemplate(TrainingTemplate):
         with result.checkpoint.as_directory() as directory:
             with open(os.path.join(directory, BOOSTER_FILE), "rb") as handle:
                 model_file = handle.read()
-            with open(os.path.join(directory, HISTORY_FILE)) as handle:
-                history = json.load(handle)
+            with open(os.path.join(directory, STATE_FILE)) as handle:
+                history = json.load(handle)["history"]
         eval_started = time.perf_counter()
         model = BoosterModule(booster_from_json(model_file, architecture))
         test = datasets.read_split_table(dataset, "test")
@@ -195,65 +196,75 @@ def shard_matrix(shard: Any, num_features: int) -> tuple[np.ndarray, np.ndarray]
 
 def boosting_loop(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: this worker's shards into DMatrix, XGBoost's collective boosts
-    (resumed from the last checkpoint after a failure), reports and checkpoints every few rounds."""
-    train_x, train_y = shard_matrix(ray.train.get_dataset_shard("train"), config["num_features"])
-    val_x, val_y = shard_matrix(ray.train.get_dataset_shard("val"), config["num_features"])
-    dtrain = xgboost.DMatrix(train_x, label=train_y, missing=np.nan)
-    dval = xgboost.DMatrix(val_x, label=val_y, missing=np.nan)
-    booster, history = None, []
+    (resumed from the last checkpoint after a failure: its booster, curve and early-stopping
+    state), reports and checkpoints every few rounds."""
+    booster, state = None, {"history": [], "best": None, "finished": False}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             booster = xgboost.Booster(model_file=os.path.join(directory, BOOSTER_FILE))
-            with open(os.path.join(directory, HISTORY_FILE)) as handle:
-                history = json.load(handle)
+            with open(os.path.join(directory, STATE_FILE)) as handle:
+                state = json.load(handle)
+    if state["finished"]:  # lost after its last report: that checkpoint is the run's result
+        return
+    train_x, train_y = shard_matrix(ray.train.get_dataset_shard("train"), config["num_features"])
+    val_x, val_y = shard_matrix(ray.train.get_dataset_shard("val"), config["num_features"])
+    dtrain = xgboost.DMatrix(train_x, label=train_y, missing=np.nan)
+    dval = xgboost.DMatrix(val_x, label=val_y, missing=np.nan)
     done = booster.num_boosted_rounds() if booster is not None else 0
-    reporter = RoundReporter(config, history, done, rows=len(train_y))
-    callbacks: list[Any] = []
-    if config["early_stopping_rounds"]:  # before the reporter: it must see the best rounds only
-        callbacks.append(xgboost.callback.EarlyStopping(rounds=config["early_stopping_rounds"], data_name="val",
-                                                        metric_name="mlogloss", save_best=True))
+    reporter = RoundReporter(config, state, done, rows=len(train_y))
     xgboost.train(config["xgboost"], dtrain, num_boost_round=max(0, config["num_boost_round"] - done),
                   evals=[(dtrain, "train"), (dval, "val")], xgb_model=booster, verbose_eval=False,
-                  callbacks=[*callbacks, reporter])
+                  callbacks=[reporter])
 
 
 class RoundReporter(xgboost.callback.TrainingCallback):
     """Reports every ``report_every`` rounds and at the end: the curves' point on every worker,
-    the booster's JSON and the history as rank 0's checkpoint."""
+    the booster's JSON and the run's state (curve, best round) as rank 0's checkpoint. It also
+    stops early, itself rather than with XGBoost's callback, so that its state (the best round
+    and its loss) is in the checkpoint and a resumed run stops where an uninterrupted one would."""
 
-    def __init__(self, config: dict[str, Any], history: list[dict[str, Any]], done: int, rows: int) -> None:
+    def __init__(self, config: dict[str, Any], state: dict[str, Any], done: int, rows: int) -> None:
         super().__init__()
-        self.config, self.history, self.done, self.rows = config, history, done, rows
-        self.log: dict[str, Any] = {}
+        self.config, self.state, self.done, self.rows = config, state, done, rows
+        self.history: list[dict[str, Any]] = state["history"]
+        self.patience = config["early_stopping_rounds"]
+        self.last: dict[str, float] = {}
         self.round = done
         self.started = time.perf_counter()
         self.rounds_since = 0
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
-        self.log, self.round = evals_log, self.done + epoch + 1
+        self.round = self.done + epoch + 1
         self.rounds_since += 1
+        self.last = {"train_loss": float(evals_log["train"]["mlogloss"][-1]),
+                     "val_loss": float(evals_log["val"]["mlogloss"][-1]),
+                     "val_accuracy": 1.0 - float(evals_log["val"]["merror"][-1])}
+        best = self.state["best"]
+        if best is None or self.last["val_loss"] < best["loss"]:
+            self.state["best"] = {"round": self.round, "loss": self.last["val_loss"], "point": self.last}
+        if self.patience and self.round - self.state["best"]["round"] >= self.patience:
+            return True  # after_training reports the best round
         if self.round % self.config["report_every"] == 0 and self.round < self.config["num_boost_round"]:
-            self._report(model, self._point(-1))
+            self._report(model, self.last)
         return False
 
     def after_training(self, model: Any) -> Any:
-        """The last report, with the model kept: after early stopping, the best round's (its
-        figures are that round's; ``epoch`` is the rounds run)."""
-        best = model.num_boosted_rounds()
-        point = self._point(best - self.done - 1) if best < self.round else self._point(-1)
-        self._report(model, {**point, "best_round": best, "stopped_early": best < self.round})
+        """The last report. With early stopping the model keeps the rounds up to the best one, and
+        the figures are that round's (``epoch`` stays the rounds run)."""
+        best = self.state["best"]
+        keep = best["round"] if self.patience and best else self.round
+        if keep < model.num_boosted_rounds():
+            model = model[:keep]
+        point = best["point"] if keep != self.round and best else (self.last or self._checkpointed_point())
+        self.state["finished"] = True
+        self._report(model, {**point, "best_round": keep, "stopped_early": self.round < self.config["num_boost_round"]})
         return model
 
-    def _point(self, index: int) -> dict[str, float]:
-        """The losses and validation accuracy of one round of this run (by index into its log)."""
-        if not self.log or not -len(self.log["val"]["mlogloss"]) <= index < len(self.log["val"]["mlogloss"]):
-            # resumed with nothing left to boost: the checkpoint's last point stands
-            last = self.history[-1] if self.history else {}
-            return {k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last}
-        return {"train_loss": float(self.log["train"]["mlogloss"][index]),
-                "val_loss": float(self.log["val"]["mlogloss"][index]),
-                "val_accuracy": 1.0 - float(self.log["val"]["merror"][index])}
+    def _checkpointed_point(self) -> dict[str, float]:
+        """Resumed with no round left to boost: the checkpoint's last figures."""
+        last = self.history[-1] if self.history else {}
+        return {k: last[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in last}
 
     def _report(self, model: Any, point: dict[str, Any]) -> None:
         seconds = max(1e-9, time.perf_counter() - self.started)
@@ -269,6 +280,6 @@ class RoundReporter(xgboost.callback.TrainingCallback):
             return
         with tempfile.TemporaryDirectory() as directory:
             model.save_model(os.path.join(directory, BOOSTER_FILE))
-            with open(os.path.join(directory, HISTORY_FILE), "w") as handle:
-                json.dump(self.history, handle)
+            with open(os.path.join(directory, STATE_FILE), "w") as handle:
+                json.dump(self.state, handle)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -191,7 +191,8 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
 
 def test_a_killed_boosting_worker_resumes_from_its_last_round(ray_session: None, tmp_path: Path) -> None:
     """The worker is killed right after its first checkpoint (from the Train controller, so the
-    moment is certain): the new worker group loads that booster and boosts only the rounds left."""
+    moment is certain): the new worker group loads that booster and its early-stopping state and
+    boosts only the rounds left, stopping at the round an uninterrupted run stops at."""
     import psutil
     import ray.train
 
@@ -210,15 +211,21 @@ def test_a_killed_boosting_worker_resumes_from_its_last_round(ray_session: None,
                     process.kill()
 
     storage = LocalStorage(tmp_path / "store")
+    datasets = DatasetManager(storage)
     template = get_template("tabular-classification")
-    params = template.parse_params({"num_boost_round": 60, "early_stopping_rounds": None})
-    outcome = template.fit(params, settings=Settings(home=tmp_path), storage=storage,
-                           datasets=DatasetManager(storage), run_name="tabular-resume",
-                           callbacks=[KillAfterFirstCheckpoint()])
+    params = template.parse_params({"num_boost_round": 200, "early_stopping_rounds": 10})
+    runs = {}
+    for name, callbacks in (("uninterrupted", None), ("killed", [KillAfterFirstCheckpoint()])):
+        runs[name] = template.fit(params, settings=Settings(home=tmp_path), storage=storage, datasets=datasets,
+                                  run_name=f"tabular-{name}", callbacks=callbacks)
     assert marker.exists()
-    resumed = [m["resumed_from_epoch"] for m in outcome.history]
-    assert resumed[0] == 0 and resumed[-1] >= 3, resumed  # the second group started from a checkpoint
-    assert outcome.history[-1]["epoch"] == 60
+    killed, uninterrupted = runs["killed"], runs["uninterrupted"]
+    resumed = [m["resumed_from_epoch"] for m in killed.history]
+    assert resumed[0] == 0 and resumed[-1] >= 10, resumed  # the second group started from a checkpoint
+    final = killed.history[-1]
+    assert final["stopped_early"] and final["epoch"] < 200
+    assert (final["best_round"], final["epoch"]) == (uninterrupted.history[-1]["best_round"],
+                                                    uninterrupted.history[-1]["epoch"])
     booster = xgboost.Booster()
-    booster.load_model(bytearray(outcome.model_file))
-    assert booster.num_boosted_rounds() == 60 and outcome.test_metrics["test_accuracy"] >= 0.9
+    booster.load_model(bytearray(killed.model_file))
+    assert booster.num_boosted_rounds() == final["best_round"] and killed.test_metrics["test_accuracy"] >= 0.9

@@ -60,6 +60,8 @@ export async function modelDetail(root, name) {
       h("td", {}, [lineage.method, lineage.task_id ? h("a", { href: `#task/${lineage.task_id}` }, `task ${lineage.task_id}`) : null,
         lineage.imported ? h("span", { class: "imported", title: `sha256 ${lineage.imported.sha256}` },
           `imported ${lineage.imported.filename || "ONNX"} (${lineage.imported.sha256.slice(0, 12)})`) : null,
+        lineage.code_digest ? h("span", { class: "code", title: `code archive sha256 ${lineage.code_digest}` },
+          `code ${lineage.entry || ""} @ ${lineage.code_digest.slice(0, 12)}`) : null,
         lineage.dataset, lineage.parent ? `parent v${lineage.parent}` : null].filter(Boolean).flatMap((x) => [x, " "])),
       h("td", {},
         h("button", { "data-action": "promote", onclick: (e) => act(e.target, async () => {
