@@ -23,7 +23,7 @@ from ray.data.context import DataContext, ShuffleStrategy
 from aiplatform.datasets.augment import hash_uniform, random_affine
 from aiplatform.datasets.source_policy import HttpGet, SourcePolicy, trusted_fetch
 from aiplatform.datasets.sources import read_source
-from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec
+from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec, split_file_entries
 from aiplatform.datasets.table_builder import build_table_rows, table_manifest
 from aiplatform.datasets.table_sources import TableDatasetSpec, read_table_source
 from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
@@ -237,10 +237,9 @@ class DatasetManager:
         spec, http_get = self._checked(spec)
         source = read_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        prefix = f"datasets/{name}/{version}"
-        if self.storage.exists(f"{prefix}/manifest.json"):
-            return self.get(name, version)
-        self.storage.remove_tree(prefix)
+        prefix, built = self._prefix_to_build(name, version)
+        if built is not None:
+            return built
         started = time.time()
         rows = source.dataset.map_batches(
             assign_splits, fn_kwargs={"spec": spec}, batch_size=1024
@@ -250,14 +249,13 @@ class DatasetManager:
         stats = self._statistics(files, len(source.labels))
         splits: dict[str, Any] = {}
         for split in SPLITS:
-            split_files = [f for f in files if f"/split={split}/" in f.key]
             s = stats.get(split)
             splits[split] = {
                 "rows": s["count"] if s else 0,
                 "per_class": (
                     {label: int(n) for label, n in zip(source.labels, s["classes"])} if s else {}
                 ),
-                "files": [{"key": f.key, "sha256": f.sha256, "size": f.size} for f in split_files],
+                "files": split_file_entries(files, split),
             }
         if splits["train"]["rows"] == 0:
             self.storage.remove_tree(prefix)
@@ -299,10 +297,9 @@ class DatasetManager:
         spec, http_get = self._checked(spec)
         source = read_text_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        prefix = f"datasets/{name}/{version}"
-        if self.storage.exists(f"{prefix}/manifest.json"):
-            return self.get(name, version)
-        self.storage.remove_tree(prefix)
+        prefix, built = self._prefix_to_build(name, version)
+        if built is not None:
+            return built
         started = time.time()
         try:  # cleans, deduplicates and splits (materialized); nothing is written yet
             rows, labels, cleaning = build_text_rows(source.dataset, spec)
@@ -328,10 +325,9 @@ class DatasetManager:
         spec, http_get = self._checked(spec)
         source, feature_names = read_table_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        prefix = f"datasets/{name}/{version}"
-        if self.storage.exists(f"{prefix}/manifest.json"):
-            return self.get(name, version)
-        self.storage.remove_tree(prefix)
+        prefix, built = self._prefix_to_build(name, version)
+        if built is not None:
+            return built
         started = time.time()
         try:  # the statistics pass runs here; nothing is written yet
             rows, features, labels, cleaning = build_table_rows(source.dataset, spec, feature_names)
@@ -348,6 +344,15 @@ class DatasetManager:
                                   "too few for training and validation splits")
         self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
         return DatasetVersion(manifest)
+
+    def _prefix_to_build(self, name: str, version: str) -> tuple[str, Optional[DatasetVersion]]:
+        """Where ``name@version`` is built, and the version if it already was; an aborted build
+        there (files without a manifest) is removed first."""
+        prefix = f"datasets/{name}/{version}"
+        if self.storage.exists(f"{prefix}/manifest.json"):
+            return prefix, self.get(name, version)
+        self.storage.remove_tree(prefix)
+        return prefix, None
 
     def _write_rows(self, rows: ray.data.Dataset, prefix: str) -> list[Any]:
         """Write the rows as parquet partitioned by split under ``prefix/data``, each file sealed

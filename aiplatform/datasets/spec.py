@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,9 +91,29 @@ class DatasetSpec(BaseModel):
         return f"{self.source_kind}-{slug or 'data'}"
 
     def version_id(self, source_fingerprint: str) -> str:
-        """Content address: the same spec over the same source bytes gives the same version."""
-        canonical = json.dumps(
-            {"spec": self.model_dump(mode="json"), "source": source_fingerprint},
-            sort_keys=True,
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_version_id(self, source_fingerprint)
+
+
+def content_version_id(spec: BaseModel, source_fingerprint: str) -> str:
+    """A version's content address (every kind of dataset spec): the same spec over the same
+    source bytes gives the same version."""
+    canonical = json.dumps({"spec": spec.model_dump(mode="json"), "source": source_fingerprint}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def location_slug(location: str) -> str:
+    """A source location's last part without its extension, as a dataset name's tail."""
+    tail = location.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[^a-z0-9-]+", "-", tail.lower()).strip("-")[:40]
+
+
+def split_file_entries(files: list[Any], split: str) -> list[dict[str, Any]]:
+    """A manifest's entries (key, sha256, size) for the sealed files of one split."""
+    return [{"key": f.key, "sha256": f.sha256, "size": f.size} for f in files if f"/split={split}/" in f.key]
+
+
+def splits_content_hash(totals: dict[str, dict[str, Any]]) -> str:
+    """sha256 over each split's row count and order-independent row digest (text and table
+    versions): equal rows give equal hashes, however they were cut into files."""
+    return hashlib.sha256(json.dumps({s: [totals[s]["count"], totals[s]["digest"]] for s in sorted(totals)})
+                          .encode()).hexdigest()

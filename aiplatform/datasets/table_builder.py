@@ -21,7 +21,7 @@ import pyarrow as pa
 import ray.data
 
 from aiplatform.datasets.augment import hash_uniform
-from aiplatform.datasets.spec import SPLITS
+from aiplatform.datasets.spec import SPLITS, split_file_entries, splits_content_hash
 from aiplatform.datasets.table_sources import LABEL_NAME, TableDatasetSpec
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds.rows import CATEGORY, NUMBER, FeatureSchema
@@ -192,11 +192,9 @@ def table_manifest(spec: TableDatasetSpec, name: str, version: str, fingerprint:
     splits = {split: {"rows": totals[split]["count"] if split in totals else 0,
                       "per_class": ({label: int(n) for label, n in zip(labels, totals[split]["classes"])}
                                     if split in totals else {}),
-                      "files": [{"key": f.key, "sha256": f.sha256, "size": f.size} for f in files
-                                if f"/split={split}/" in f.key]}
+                      "files": split_file_entries(files, split)}
               for split in SPLITS}
     rows = sum(t["count"] for t in totals.values())
-    content = json.dumps({s: [totals[s]["count"], totals[s]["digest"]] for s in sorted(totals)})
     return {
         "format": TABLE_MANIFEST_FORMAT,
         "kind": "tabular",
@@ -217,5 +215,5 @@ def table_manifest(spec: TableDatasetSpec, name: str, version: str, fingerprint:
         "labels": labels,
         "splits": splits,
         "cleaning": {**cleaning, "dropped_unlabelled": cleaning["source_rows"] - rows, "rows": rows},
-        "content_hash": hashlib.sha256(content.encode()).hexdigest(),
+        "content_hash": splits_content_hash(totals),
     }

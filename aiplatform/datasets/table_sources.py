@@ -14,8 +14,6 @@ feature unless ``feature_columns`` names them.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -26,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aiplatform.datasets.source_policy import HttpGet, trusted_fetch
 from aiplatform.datasets.sources import SourceData, _arrow_fs, is_http
-from aiplatform.datasets.text_sources import fetched_table, source_files
-from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.datasets.spec import content_version_id, location_slug
+from aiplatform.datasets.text_sources import fetched_table, package_data_file, source_files
+from aiplatform.errors import InvalidArgument
 
 PENGUINS, BREAST_CANCER, WINE = "penguins", "breast-cancer", "wine"
 BUILT_IN_TABLES = (PENGUINS, BREAST_CANCER, WINE)
@@ -111,25 +110,15 @@ class TableDatasetSpec(BaseModel):
             return self.name
         if self.source_kind in BUILT_IN_TABLES:
             return self.source_kind
-        tail = self.source_location.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        slug = re.sub(r"[^a-z0-9-]+", "-", tail.lower()).strip("-")[:40]
-        return f"{self.source_kind}-{slug or 'table'}"
+        return f"{self.source_kind}-{location_slug(self.source_location) or 'table'}"
 
     def version_id(self, source_fingerprint: str) -> str:
-        """Content address: the same spec over the same source bytes gives the same version."""
-        canonical = json.dumps({"spec": self.model_dump(mode="json"), "source": source_fingerprint}, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_version_id(self, source_fingerprint)
 
 
 def penguins_file() -> Path:
     """The penguins CSV inside the installed ``palmerpenguins`` distribution (not imported)."""
-    spec = importlib.util.find_spec("palmerpenguins")
-    if spec is None or not spec.submodule_search_locations:
-        raise NotFound("The penguins table needs the PyPI package palmerpenguins installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "penguins.csv"
-    if not path.is_file():
-        raise NotFound(f"The penguins table is missing from the palmerpenguins package ({path})")
-    return path
+    return package_data_file("palmerpenguins", ("data", "penguins.csv"), "The penguins table")
 
 
 def _penguins() -> tuple[pa.Table, str]:

@@ -19,7 +19,7 @@ import numpy as np
 import ray.data
 
 from aiplatform.datasets.augment import hash_uniform
-from aiplatform.datasets.spec import SPLITS
+from aiplatform.datasets.spec import SPLITS, split_file_entries, splits_content_hash
 from aiplatform.datasets.text_sources import TextDatasetSpec
 from aiplatform.errors import InvalidArgument
 from aiplatform.text import Tokenizer, normalize_text, split_tokens
@@ -185,11 +185,9 @@ def text_manifest(spec: TextDatasetSpec, name: str, version: str, fingerprint: s
         splits[split] = {
             "rows": t["count"] if t else 0,
             "per_class": {label: int(n) for label, n in zip(labels, t["classes"])} if t else {},
-            "files": [{"key": f.key, "sha256": f.sha256, "size": f.size} for f in files if f"/split={split}/" in f.key],
+            "files": split_file_entries(files, split),
         }
-    digest = hashlib.sha256(
-        json.dumps({s: [totals[s]["count"], totals[s]["digest"]] for s in sorted(totals)}).encode()
-    ).hexdigest()
+    digest = splits_content_hash(totals)
     return {
         "format": TEXT_MANIFEST_FORMAT,
         "kind": "text",

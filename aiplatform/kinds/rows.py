@@ -39,6 +39,7 @@ class FeatureSchema:
             raise InvalidArgument("A table model needs at least one feature")
         self.features = [dict(f) for f in features]
         self.names = tuple(str(f["name"]) for f in self.features)
+        self._known = frozenset(self.names)
         self._codes = {f["name"]: {str(c): i for i, c in enumerate(f.get("categories", []))}
                        for f in self.features if f["type"] == CATEGORY}
 
@@ -76,7 +77,7 @@ class FeatureSchema:
         missing = [n for n in self.names if n not in row]
         if missing:
             raise InvalidArgument(f"{where} lacks feature(s) {missing[:10]}; this model takes {list(self.names)}")
-        unknown = [str(k) for k in row if k not in self._index]
+        unknown = [str(k) for k in row if k not in self._known]
         if unknown:
             raise InvalidArgument(f"{where} has unknown feature(s) {unknown[:10]}; this model takes {list(self.names)}")
         return np.array([self._encode(f, row[f["name"]], where, from_text=False) for f in self.features],
@@ -155,10 +156,6 @@ class FeatureSchema:
                     found.get("categories") != feature.get("categories"):
                 raise InvalidArgument(f"{what} does not have the model's feature {feature['name']!r} as the model "
                                       f"takes it ({feature['type']}); it cannot be the reference")
-
-    @property
-    def _index(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.names)}
 
     def _encode(self, feature: Mapping[str, Any], value: Any, where: str, *, from_text: bool) -> float:
         """One value as the dataset build encoded its column: numbers (booleans as 0/1), categories

@@ -9,19 +9,17 @@ import time
 from typing import Any, Optional
 
 import ray
-import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate
-from aiplatform.runtime import train_controller_env
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.loop import CHECKPOINT_FILE
 from aiplatform.training.outcome import TrainingOutcome
-from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate
+from aiplatform.training.template import TrainingTemplate, ray_train_configs, worker_threads
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +64,6 @@ def run_training(
     val_ds = datasets.read_split(dataset, "val").materialize()
     preprocessing = template.preprocessing(params, dataset, datasets)
     architecture = template.architecture(params, dataset, preprocessing)
-    cpus_total = float(ray.cluster_resources().get("CPU", 1))
-    resources = {"CPU": settings.train_worker_cpus}
-    if use_gpu:
-        resources["GPU"] = 1
     config = {
         "architecture": architecture,
         "preprocessing": preprocessing,
@@ -82,27 +76,12 @@ def run_training(
         # Upper bound of one worker's steps per epoch (shards are near-equal); sizes the schedule.
         "steps_per_epoch": math.ceil(dataset.rows("train") / workers / params.batch_size) + 1,
         "seed": params.seed,
-        # Fractional CPU reservations leave cores for Ray Data; threads follow the real cores.
-        "threads": max(1, int(min(os.cpu_count() or 1, cpus_total) // workers)),
+        "threads": worker_threads(workers),
     }
-    train_controller_env(settings)
-    trainer = TorchTrainer(
-        template.train_loop(),
-        train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
-            placement_strategy=settings.train_placement,
-        ),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=storage.arrow_path("checkpoints"),
-            storage_filesystem=storage.arrow_filesystem(),
-            failure_config=ray.train.FailureConfig(max_failures=MAX_WORKER_FAILURES),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
-        datasets={"train": train_ds, "val": val_ds},
-    )
+    scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=workers, use_gpu=use_gpu,
+                                     callbacks=callbacks)
+    trainer = TorchTrainer(template.train_loop(), train_loop_config=config, scaling_config=scaling, run_config=run,
+                           datasets={"train": train_ds, "val": val_ds})
     fit_started = time.perf_counter()
     result = trainer.fit()
     timings["fit_seconds"] = time.perf_counter() - fit_started

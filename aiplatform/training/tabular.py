@@ -33,11 +33,10 @@ from aiplatform.packaging.xgboost_model import (
     BoosterModule,
     booster_from_json,
 )
-from aiplatform.runtime import train_controller_env
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.outcome import TrainingOutcome
-from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate
+from aiplatform.training.template import TrainingTemplate, ray_train_configs, worker_threads
 
 BOOSTER_FILE = "model.xgb.json"
 STATE_FILE = "state.json"
@@ -131,7 +130,6 @@ class TabularClassificationTemplate(TrainingTemplate):
             raise InvalidArgument(f"Dataset {dataset.ref} has no validation or test rows; raise val_fraction/test_fraction")
         preprocessing = self.preprocessing(params, dataset, datasets)
         architecture = self.architecture(params, dataset, preprocessing)
-        cpus_total = float(ray.cluster_resources().get("CPU", 1))
         # Materialized before the workers start: read lazily, the splits' read tasks would wait for
         # CPUs the worker group (and, on a small node, Serve's replicas) already hold.
         splits = {split: datasets.read_split(dataset, split).materialize() for split in ("train", "val")}
@@ -140,23 +138,12 @@ class TabularClassificationTemplate(TrainingTemplate):
             "num_boost_round": params.num_boost_round,
             "early_stopping_rounds": params.early_stopping_rounds,
             "report_every": max(1, params.num_boost_round // MAX_REPORTS),
-            "xgboost": self.booster_params(params, architecture["num_classes"],
-                                           threads=max(1, int(min(os.cpu_count() or 1, cpus_total) // params.workers))),
+            "xgboost": self.booster_params(params, architecture["num_classes"], threads=worker_threads(params.workers)),
         }
-        train_controller_env(settings)
-        trainer = XGBoostTrainer(
-            boosting_loop,
-            train_loop_config=config,
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=params.workers, resources_per_worker={"CPU": settings.train_worker_cpus},
-                placement_strategy=settings.train_placement),
-            run_config=ray.train.RunConfig(
-                name=run_name, storage_path=storage.arrow_path("checkpoints"),
-                storage_filesystem=storage.arrow_filesystem(),
-                failure_config=ray.train.FailureConfig(max_failures=MAX_WORKER_FAILURES),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks),
-            datasets=splits,
-        )
+        scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=params.workers,
+                                         callbacks=callbacks)
+        trainer = XGBoostTrainer(boosting_loop, train_loop_config=config, scaling_config=scaling, run_config=run,
+                                 datasets=splits)
         fit_started = time.perf_counter()
         result = trainer.fit()
         timings["fit_seconds"] = time.perf_counter() - fit_started

@@ -9,6 +9,7 @@ base knows none of them.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -17,13 +18,52 @@ from pydantic import BaseModel, ValidationError
 from aiplatform.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion, TableDatasetSpec, TextDatasetSpec
+    from aiplatform.datasets import (
+        DatasetManager,
+        DatasetSpec,
+        DatasetVersion,
+        TableDatasetSpec,
+        TextDatasetSpec,
+    )
     from aiplatform.settings import Settings
     from aiplatform.storage import Storage
     from aiplatform.training.outcome import TrainingOutcome
 
 MAX_WORKER_FAILURES = 3
 """Worker-group restarts a training run survives (each resumes from the last checkpoint)."""
+
+
+def ray_train_configs(settings: "Settings", storage: "Storage", *, run_name: str, workers: int,
+                      use_gpu: bool = False, callbacks: "list[Any] | None" = None,
+                      max_failures: int = MAX_WORKER_FAILURES,
+                      worker_runtime_env: "dict[str, Any] | None" = None) -> tuple[Any, Any]:
+    """The ``ScalingConfig`` and ``RunConfig`` every training run uses, whatever its trainer:
+    fractional CPUs per worker (and a GPU when used), the settings' placement, checkpoints in the
+    platform's storage (two kept), restarts from them; and the controller's report interval
+    (``runtime.train_controller_env``), read when the trainer starts it."""
+    import ray.train
+
+    from aiplatform.runtime import train_controller_env
+
+    train_controller_env(settings)
+    resources = {"CPU": settings.train_worker_cpus, **({"GPU": 1} if use_gpu else {})}
+    scaling = ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                      placement_strategy=settings.train_placement)
+    run = ray.train.RunConfig(
+        name=run_name, storage_path=storage.arrow_path("checkpoints"), storage_filesystem=storage.arrow_filesystem(),
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks,
+        **({"worker_runtime_env": worker_runtime_env} if worker_runtime_env is not None else {}))
+    return scaling, run
+
+
+def worker_threads(workers: int) -> int:
+    """Compute threads per worker: the real cores shared out (fractional CPU reservations leave
+    cores for Ray Data, so the reservation says nothing about the cores a worker may use)."""
+    import ray
+
+    cpus_total = float(ray.cluster_resources().get("CPU", 1))
+    return max(1, int(min(os.cpu_count() or 1, cpus_total) // workers))
 
 
 def validation_message(error: ValidationError, what: str) -> str:

@@ -33,11 +33,10 @@ from aiplatform.code_archives import DIGEST, CodeArchives
 from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import AIPError, InvalidArgument
-from aiplatform.runtime import train_controller_env
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.engine import resolve_gpu
-from aiplatform.training.template import TaskTemplate
+from aiplatform.training.template import TaskTemplate, ray_train_configs
 
 USER_CODE = "user-code"
 ENTRY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -250,25 +249,15 @@ def run_user_code(
     )
     # Workers read the archive from storage themselves (Ray takes local folders only for a job).
     worker_env = {"env_vars": {**settings.to_env(), "AIP_TASK_ID": task_id or ""}}
-    resources = {"CPU": settings.train_worker_cpus, **({"GPU": 1} if use_gpu else {})}
-    train_controller_env(settings)
+    scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=params.workers, use_gpu=use_gpu,
+                                     callbacks=callbacks, max_failures=params.max_failures,
+                                     worker_runtime_env=worker_env)
     trainer = TorchTrainer(
         user_code_loop,
         train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,
                            "context": asdict(context)},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=params.workers, use_gpu=use_gpu, resources_per_worker=resources,
-            placement_strategy=settings.train_placement,
-        ),
-        run_config=ray.train.RunConfig(
-            name=run_name,
-            storage_path=storage.arrow_path("checkpoints"),
-            storage_filesystem=storage.arrow_filesystem(),
-            failure_config=ray.train.FailureConfig(max_failures=params.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-            worker_runtime_env=worker_env,
-        ),
+        scaling_config=scaling,
+        run_config=run,
         # Read before the workers take their CPUs, as the templates' engine does: on a small
         # cluster a streaming read could find no CPU left for its tasks once training runs.
         datasets={split: datasets.read_split(dataset, split).materialize() for split in SPLITS
