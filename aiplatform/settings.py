@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,12 +85,13 @@ class Settings(BaseSettings):
     serve_gateway_max_queued: int = Field(256, ge=1)
     """Requests a gateway replica holds beyond ``serve_gateway_max_ongoing``; past it, clients get
     503 with Retry-After at once instead of waiting in an ever longer queue."""
-    serve_model_threads: int = Field(1, ge=0, le=256)
-    """Torch threads for each model-server replica's forward passes (0: one per CPU the replica's
-    process may use). One, as Ray gives a replica of half a CPU: for a small model the gateway is
-    the bottleneck, and a second OpenMP thread took CPU from it (MNIST CNN through the gateway on
-    2 cores: 679 req/s at 32 clients with two threads, 819 and 693 with one). A model whose
-    forward pass dominates (a transformer encoder) can use more: set the CPUs each replica has."""
+    serve_model_threads: Union[Literal["auto"], Annotated[int, Field(ge=0, le=256)]] = "auto"
+    """Torch threads for a model-server replica's forward passes. ``auto``: per model, by the cost
+    of its forward pass timed when the replica loads it: one thread for a light model, where the
+    gateway is the bottleneck and a second OpenMP thread takes CPU from it (MNIST CNN through the
+    gateway on 2 cores: 679 req/s at 32 clients with two threads, 819 and 693 with one); every CPU
+    the replica's process may use for a heavy one, whose forward pass bounds what it serves (MiniLM:
+    120 req/s with two, 92 with one). A number fixes it for every model (0: every CPU)."""
     serve_min_replicas: int = Field(1, ge=0, le=64)
     serve_max_replicas: int = Field(2, ge=1, le=256)
     """Model-server autoscaling bounds."""

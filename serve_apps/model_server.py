@@ -22,7 +22,7 @@ from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from aiplatform.serving.loopback import keep_serve_on_loopback
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ray.serve")  # a replica's log file (Serve configures this logger)
 MAX_MODELS_PER_REPLICA = 4
 MAX_CALLS_PER_BATCH = 8
 HEALTH_TIMEOUT_S = 5
@@ -54,7 +54,7 @@ class ModelServer:
         self.registry = RegistryClient.connect(settings)
         self._registry_unreachable_since: Optional[float] = None
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch.set_num_threads(settings.serve_model_threads or len(os.sched_getaffinity(0)))  # see Settings
+        self.cpus = len(os.sched_getaffinity(0))
         self.loaded: set[str] = set()
         self.loads = 0
         self.evictions = 0
@@ -72,6 +72,9 @@ class ModelServer:
             raise IntegrityError(f"Package of {model_id} does not match the registry's sha256")
         data = self.storage.get_bytes(entry.package_key)
         runner = ModelRunner.from_bytes(data, self.device)
+        threads = runner.choose_threads(self.settings.serve_model_threads, self.cpus)  # see Settings
+        logger.info("%s: forward pass over one input %.2f ms on one thread; serving on %d thread(s)",
+                    model_id, runner.forward_s * 1000, threads)
         runner.on_release = lambda: self._forget(model_id)
         self.loaded.add(model_id)
         self.loads += 1

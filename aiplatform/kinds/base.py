@@ -79,6 +79,11 @@ class ModelKind(ABC):
     def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
         """A stacked batch of model inputs -> the tensor the network takes."""
 
+    @abstractmethod
+    def sample_batch(self) -> np.ndarray:
+        """A batch of one model input of the served shape: the model server times a forward pass
+        on it when it loads a model (to choose its threads) and so warms the model up."""
+
     # -- training and evaluation ------------------------------------------------------------------
     @abstractmethod
     def batch_converter(self) -> BatchConverter:

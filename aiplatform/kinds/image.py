@@ -57,6 +57,9 @@ class ImageKind(ModelKind):
         """uint8 images (N, H, W, C) -> normalised float (N, C, H, W)."""
         return images_to_tensor(batch, self.preprocessing)
 
+    def sample_batch(self) -> np.ndarray:
+        return np.zeros((1, *self.shape), dtype=np.uint8)
+
     def batch_converter(self) -> BatchConverter:
         shape, preprocessing = self.shape, self.preprocessing
         return lambda batch: batch_to_tensors(batch, shape, preprocessing)

@@ -82,6 +82,9 @@ class TabularKind(ModelKind):
         """Encoded rows (N, F) -> float32 (NaN: missing)."""
         return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
 
+    def sample_batch(self) -> np.ndarray:
+        return np.zeros((1, self.schema.width), dtype=np.float32)
+
     def batch_converter(self) -> BatchConverter:
         width = self.schema.width
 

@@ -68,6 +68,11 @@ class TextKind(ModelKind):
         """Token ids (N, L) -> int64."""
         return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.int64))
 
+    def sample_batch(self) -> np.ndarray:
+        """A window as long as the model reads (a short text's window is as long once padded)."""
+        words = " ".join(["calibration"] * self.tokenizer.window_tokens)
+        return self.tokenizer.encode_batch([words])[:1]
+
     def batch_converter(self) -> BatchConverter:
         tokenizer = self.tokenizer
 

@@ -109,12 +109,19 @@ class OnnxModule(nn.Module):
     def __init__(self, data: bytes, architecture: dict[str, Any]) -> None:
         super().__init__()
         self.session = new_session(data)
+        self.threads = self.session.get_session_options().intra_op_num_threads
+        self._graph = data  # a session's threads are fixed when it is made
         signature = architecture["signature"]
         self.input_name = signature["inputs"][0]["name"]
         self.input_dtype = _NUMPY[signature["inputs"][0]["datatype"]]
         self.output_name = signature["outputs"][0]["name"]
         self.layout = architecture.get("layout", "NCHW")
         self.scores = architecture.get("scores", "logits")
+
+    def use_threads(self, threads: int) -> None:
+        """ONNX Runtime's intra-op threads (a new session when they change)."""
+        if threads != self.threads:
+            self.session, self.threads = new_session(self._graph, threads), threads
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         if self.layout == "NHWC":

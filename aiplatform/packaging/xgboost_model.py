@@ -64,6 +64,9 @@ class BoosterModule(nn.Module):
         self.booster = booster
         self.booster.set_param({"nthread": torch.get_num_threads()})
 
+    def use_threads(self, threads: int) -> None:
+        self.booster.set_param({"nthread": threads})
+
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         probabilities = _as_probabilities(np.asarray(self.booster.inplace_predict(array)))
