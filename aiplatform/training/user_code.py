@@ -101,12 +101,27 @@ class UserCodeTemplate(TaskTemplate):
         return None if params.built_version else params.dataset
 
     def check_inputs(self, params: UserCodeParams, storage: Storage) -> None:
+        """The archive is stored and holds the entry's module (a task that could only fail at its
+        import is refused when it is created, not after a job has started)."""
         if params.code is not None:
-            CodeArchives(storage).require(params.code)
+            _, names = CodeArchives(storage).contents(params.code)
+            module_name = params.entry.partition(":")[0]
+            if not module_in_archive(module_name, names):
+                path = module_name.replace(".", "/")
+                raise InvalidArgument(f"entry {params.entry!r}: module {module_name!r} is not in code archive "
+                                      f"{params.code[:12]} (no {path}.py or {path}/__init__.py at its root; is the "
+                                      "archive's root the project folder?)")
 
     def default_model_name(self, params: UserCodeParams) -> str:
         module = params.entry.partition(":")[0].split(".")[0]
         return re.sub(r"[^a-z0-9-]+", "-", module.lower()).strip("-")[:63] or "user-model"
+
+
+def module_in_archive(module_name: str, names: list[str]) -> bool:
+    """Whether an archive's files (``names``) hold ``module_name`` as a module or a package."""
+    path = module_name.replace(".", "/")
+    return any(name in (f"{path}.py", f"{path}/__init__.py")
+               or (name.startswith(f"{path}.") and name.endswith((".so", ".pyd"))) for name in names)
 
 
 # -- on the workers ---------------------------------------------------------------------------

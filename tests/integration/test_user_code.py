@@ -179,9 +179,12 @@ def test_broken_user_code_fails_its_task_with_the_users_error(platform: dict[str
     with httpx.Client(base_url=platform["url"], timeout=120) as client:
         digest = client.post("/v1/code", content=pack_directory(tmp_path),
                              headers={"Content-Type": "application/zip"}).json()["digest"]
+        # A module the archive lacks is refused when the task is created, before any job starts.
+        missing = client.post("/v1/tasks", json={"template": "user-code", "params": {
+            "entry": "broken.missing:fn", "code": digest, "dataset": "mnist"}})
+        assert missing.status_code == 400 and "module 'broken.missing' is not in code archive" in missing.text, missing.text
         cases = [("broken.train:raises", "ValueError: the learning rate must be positive, got -1 (train.py:6)"),
                  ("broken.train:silent", "returned without reporting"),
-                 ("broken.missing:fn", "module 'broken.missing' is not in the task's code"),
                  ("broken.train:unexportable", "does not export to ONNX")]
         ids = {}
         for entry, _ in cases:

@@ -63,3 +63,14 @@ def test_the_sdk_outside_a_task_says_where_it_works() -> None:
     for call in (sdk.context, lambda: sdk.report({"loss": 1.0}), sdk.load_checkpoint, lambda: list(sdk.batches())):
         with pytest.raises(InvalidArgument, match="inside a user-code task's training function"):
             call()
+
+
+def test_an_entry_module_is_found_in_an_archives_files_as_module_or_package() -> None:
+    from aiplatform.training.user_code import module_in_archive
+
+    names = ["pkg/__init__.py", "pkg/train.py", "pkg/sub/__init__.py", "pkg/fast.cpython-311-x86_64-linux-gnu.so",
+             "src/other/mod.py"]
+    for module in ("pkg", "pkg.train", "pkg.sub", "pkg.fast"):
+        assert module_in_archive(module, names), module
+    for module in ("pkg.missing", "other.mod", "pkg.tr", "train"):
+        assert not module_in_archive(module, names), module
