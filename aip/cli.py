@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aip.api_client import PlatformAPI
 from aip.monitoring_cli import add_monitoring_commands
+from aip.results_cli import add_results_commands
 from aip.tasks_cli import add_tasks_commands
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.settings import Settings
@@ -68,6 +69,47 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
     for row in rows:
         accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
         print(f"{row['model']:<32} v{row['version']:<5} acc {accuracy:<8} {','.join(row['aliases'])}")
+
+
+def _metric_text(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
+    """NAME: its aliases, traffic and newest versions with their metrics; NAME@VERSION (or
+    @ALIAS): that version's metrics, package and lineage."""
+    api = PlatformAPI(settings)
+    name, _, ref = args.model.partition("@")
+    model = api.get(_model_path(name), params={"limit": args.limit})
+    if not ref:
+        if args.json:
+            print(json.dumps(model))
+            return
+        print(f"{name}: aliases {model['aliases'] or '-'}; traffic {model['traffic'] or '-'}")
+        for entry in model["versions"]:
+            metrics = "  ".join(f"{k} {_metric_text(v)}" for k, v in sorted(entry["metrics"].items())
+                                if isinstance(v, (int, float)))
+            print(f"  v{entry['version']:<5} {entry['template']:<28} {entry['size'] / 1e6:7.2f} MB  {metrics}")
+        if model.get("next_before"):
+            print(f"  ... older versions: aip models show {name} --limit {args.limit * 10}")
+        return
+    if not ref.isdigit():
+        if ref not in model["aliases"]:
+            raise InvalidArgument(f"{name} has no version {ref!r} and no alias {ref!r} "
+                                  f"(aliases: {', '.join(model['aliases']) or 'none'})")
+        ref = str(model["aliases"][ref])
+    version = api.get(_model_path(name, "versions", ref))
+    lineage = api.get(_model_path(name, "versions", ref, "lineage"))["lineage"]
+    if args.json:
+        print(json.dumps({**version, "lineage_chain": lineage}))
+        return
+    print(f"{name} v{version['version']} ({version['template']}), aliases {', '.join(version['aliases']) or '-'}")
+    print(f"  package {version['package_key']}  {version['size'] / 1e6:.2f} MB  sha256 {version['sha256'][:16]}")
+    for key, value in sorted(version["metrics"].items()):
+        print(f"  {key}: {_metric_text(value)}")
+    for step in lineage:
+        origin = ", ".join(f"{k} {_metric_text(v)}" for k, v in sorted(step.items()) if k != "version")
+        print(f"  lineage v{step['version']}: {origin}")
 
 
 def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> None:
@@ -167,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("name", nargs="?")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=cmd_models_list)
+    show = models.add_parser("show", help="a model's versions with their metrics, or NAME@VERSION (or "
+                             "NAME@ALIAS) in full: metrics, package, lineage")
+    show.add_argument("model", help="NAME, NAME@VERSION or NAME@ALIAS")
+    show.add_argument("--limit", type=int, default=20, help="versions listed for NAME")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=cmd_models_show)
     promote = models.add_parser("promote", help="gate, warm and move production to VERSION")
     promote.add_argument("name")
     promote.add_argument("version", type=int)
@@ -206,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tasks_commands(commands)
     add_monitoring_commands(commands)
+    add_results_commands(commands)
 
     predict = commands.add_parser("predict", help="classify a file through the gateway (an image, a text, a CSV "
                                                   "of table rows)")

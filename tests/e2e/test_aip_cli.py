@@ -120,6 +120,20 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert predicted.returncode == 0, predicted.stderr[-2000:]
         assert json.loads(predicted.stdout)["version"] == 2
         request_id = json.loads(predicted.stdout)["request_id"]
+        # Past predictions and a model's versions from the terminal (results reach the store in batches).
+        deadline = time.time() + 30
+        while time.time() < deadline and aip("results", "show", request_id).returncode != 0:
+            time.sleep(0.5)
+        shown = aip("results", "show", request_id)
+        assert shown.returncode == 0 and f"result {request_id}: tiny v2" in shown.stdout, shown.stderr[-2000:]
+        page = json.loads(aip("results", "list", "--model", "tiny", "--since", "1h", "--json").stdout)
+        assert [r["id"] for r in page["results"]] == [request_id]
+        assert request_id in aip("results", "list").stdout
+        listed_versions = aip("models", "show", "tiny")
+        assert "v2" in listed_versions.stdout and "test_accuracy 0.9100" in listed_versions.stdout, listed_versions.stderr
+        production = json.loads(aip("models", "show", "tiny@production", "--json").stdout)
+        assert production["version"] == 2 and production["metrics"]["test_accuracy"] == 0.91
+        assert [step["version"] for step in production["lineage_chain"]] == [2]
 
         canary = aip("models", "canary", "tiny", "1", "--weight", "25")
         assert canary.returncode == 0 and "v1 25%, v2 75%" in canary.stdout, canary.stderr
@@ -132,6 +146,9 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             (("predict", str(image), "--model", "nope"), "not found"),
             (("models", "promote", "tiny", "9"), "not found"),
             (("models", "canary", "tiny", "2", "--weight", "150"), "between 0 and 100"),
+            (("models", "show", "tiny@staging"), "no version 'staging' and no alias 'staging'"),
+            (("results", "show", "no-such-result"), "not found"),
+            (("results", "list", "--since", "last week"), "give an age such as 30m"),
         ]:
             failed = aip(*args)
             assert failed.returncode == 2 and message in failed.stderr, (args, failed.stderr[-1000:])
