@@ -20,6 +20,8 @@ from aiplatform.settings import Settings
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
 COMPRESS_TIMEOUT_S = 1800.0
+EVALUATION_KEY = "test_evaluation"
+"""aiplatform.evaluation.EVALUATION_KEY, not imported: that module loads torch, seconds at each start."""
 WARM_TIMEOUT_S = 150.0
 """Promote, rollback and canary wait while the servers load the version (a little longer than
 Serve's own limit on a request, AIP_SERVE_REQUEST_TIMEOUT_S, which answers first)."""
@@ -75,6 +77,20 @@ def _metric_text(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
+    """A version's test evaluation as text: per class, the confusion matrix, the worst mistakes."""
+    width = max(8, *(len(name) for name in evaluation["labels"]))
+    lines = [f"  {'class':<{width}} precision  recall     f1  support"]
+    lines += [f"  {c['label']:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d}"
+              for c in evaluation["per_class"]]
+    lines.append(f"  confusion matrix (rows: true class, columns: predicted; {', '.join(evaluation['labels'])})")
+    lines += ["    " + " ".join(f"{n:6d}" for n in row) for row in evaluation["confusion_matrix"]]
+    if evaluation.get("worst"):
+        lines.append("  most confidently wrong: " + "; ".join(
+            f"{w['id']} {w['label']} read as {w['predicted']} (p={w['probability']:.3f})" for w in evaluation["worst"][:5]))
+    return lines
+
+
 def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
     """NAME: its aliases, traffic and newest versions with their metrics; NAME@VERSION (or
     @ALIAS): that version's metrics, package and lineage."""
@@ -105,8 +121,12 @@ def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
         return
     print(f"{name} v{version['version']} ({version['template']}), aliases {', '.join(version['aliases']) or '-'}")
     print(f"  package {version['package_key']}  {version['size'] / 1e6:.2f} MB  sha256 {version['sha256'][:16]}")
+    evaluation = version["metrics"].get(EVALUATION_KEY)
     for key, value in sorted(version["metrics"].items()):
-        print(f"  {key}: {_metric_text(value)}")
+        if key != EVALUATION_KEY:
+            print(f"  {key}: {_metric_text(value)}")
+    if evaluation:
+        print("\n".join(evaluation_lines(evaluation)))
     for step in lineage:
         origin = ", ".join(f"{k} {_metric_text(v)}" for k, v in sorted(step.items()) if k != "version")
         print(f"  lineage v{step['version']}: {origin}")

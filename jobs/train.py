@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 from aiplatform.code_archives import CodeArchives, pack_directory
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import AIPError, Conflict, InvalidArgument
+from aiplatform.evaluation import scalar_metrics
 from aiplatform.registry import ModelVersion, RegistryClient
 from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
@@ -193,7 +194,7 @@ def run_template_task(template: TaskTemplate, params: Any, *, settings: Settings
     version = publish_model(outcome, name=model_name, storage=storage, registry=registry,
                             lineage={"ray_job_id": run.task.ray_job_id or _ray_job_id(), "task_id": run.task.id})
     result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
-              "dataset": outcome.dataset.ref, **outcome.test_metrics}
+              "dataset": outcome.dataset.ref, **scalar_metrics(outcome.test_metrics)}
     summary = {
         "test_accuracy": outcome.test_metrics["test_accuracy"],
         "test_samples": outcome.test_metrics["test_samples"],
@@ -219,18 +220,14 @@ def run_user_task(template: TaskTemplate, params: UserCodeParams, *, settings: S
     version = registry.get_version(published["name"], int(published["version"]))
     result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
               "dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "entry": params.entry,
-              "published": outcome.published, "checkpoint": outcome.checkpoint, **_plain(outcome.final_metrics)}
+              "published": outcome.published, "checkpoint": outcome.checkpoint, **scalar_metrics(outcome.final_metrics)}
     summary = {"dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "used_gpu": outcome.used_gpu,
-               "final_metrics": _plain(outcome.final_metrics), "published": outcome.published,
+               "final_metrics": scalar_metrics(outcome.final_metrics), "published": outcome.published,
                "timings": {k: round(v, 1) for k, v in outcome.timings.items()}}
     lines = [f"{params.entry} (code {outcome.code_digest or 'from the working directory'}) reported "
              f"{json.dumps(summary['final_metrics'])}",
              *(f"Registered model {p['name']} version {p['version']}" for p in outcome.published)]
     return version, result, summary, lines
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
 
 
 def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient,

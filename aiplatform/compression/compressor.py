@@ -20,7 +20,7 @@ import torch
 from aiplatform.compression.methods import apply, check_applies, parse_method
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
-from aiplatform.evaluation import evaluate_model, table_batches
+from aiplatform.evaluation import evaluate_model, scalar_metrics, table_batches
 from aiplatform.kinds import kind_for
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.format import serialized_file
@@ -118,8 +118,8 @@ def compress_version(
     tensors = encode_weights(compressed, block)
     served = decode_model(config, tensors).eval()  # what a server loads from the package
 
-    before = evaluate_model(package.model, table_batches(test), package.config, num_classes)
-    after = evaluate_model(served, table_batches(test), config, num_classes)
+    before = evaluate_model(package.model, table_batches(test), package.config, num_classes, package.labels)
+    after = evaluate_model(served, table_batches(test), config, num_classes, package.labels)
     latency = _latencies(package.model, served, test, package.config, latency_repeats)
     drop = before["test_accuracy"] - after["test_accuracy"]
     refused = None
@@ -130,7 +130,7 @@ def compress_version(
 
     report_fields = dict(
         name=name, parent_version=parent.version, method=chosen.label, max_accuracy_drop=max_accuracy_drop,
-        latency_ms=latency, metrics={"before": before, "after": after}, accuracy_drop=drop,
+        latency_ms=latency, metrics={"before": scalar_metrics(before), "after": scalar_metrics(after)}, accuracy_drop=drop,
         dataset=dataset.ref,
     )
     lineage = {

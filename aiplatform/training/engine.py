@@ -93,7 +93,7 @@ def run_training(
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
     history = list(result.return_value or state["history"])
     eval_started = time.perf_counter()
-    test_metrics = evaluate(architecture, state["model"], datasets.read_split(dataset, "test"), config)
+    test_metrics = evaluate(architecture, state["model"], datasets.read_split(dataset, "test"), config, dataset.labels)
     timings["test_seconds"] = time.perf_counter() - eval_started
     return TrainingOutcome(
         template=template.name,

@@ -23,7 +23,8 @@ class TrainingOutcome:
     state_dict: Optional[dict[str, torch.Tensor]]
     """The network's weights; None when the model is a serialized file (``model_file``)."""
     history: list[dict[str, float]]
-    test_metrics: dict[str, float]
+    test_metrics: dict[str, Any]
+    """Plain numbers (test_accuracy, ...) and the nested ``test_evaluation`` (evaluation.py)."""
     run_name: str
     checkpoint_uri: str
     used_gpu: bool

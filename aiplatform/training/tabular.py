@@ -161,7 +161,7 @@ class TabularClassificationTemplate(TrainingTemplate):
         test = datasets.read_split_table(dataset, "test")
         test_metrics = evaluate_model(model, table_batches(test),
                                       {"input": self.input_spec(dataset, preprocessing), "preprocessing": preprocessing},
-                                      architecture["num_classes"])
+                                      architecture["num_classes"], dataset.labels)
         timings["test_seconds"] = time.perf_counter() - eval_started
         return TrainingOutcome(
             template=self.name, params=params.model_dump(mode="json"), dataset=dataset, architecture=architecture,

@@ -168,6 +168,10 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         digit.write_bytes(png_bytes(images[0]))
         answer = aip("predict", str(digit), "--model", "cli-cnn", "--version", "1", "--json")
         assert json.loads(answer.stdout)["label"] == str(int(labels[0])), answer.stderr[-2000:]
+        trained = aip("models", "show", "cli-cnn@1")  # where it errs: per class, the matrix, the worst mistakes
+        assert "confusion matrix (rows: true class" in trained.stdout and "most confidently wrong" in trained.stdout
+        evaluation = json.loads(aip("models", "show", "cli-cnn@1", "--json").stdout)["metrics"]["test_evaluation"]
+        assert sum(map(sum, evaluation["confusion_matrix"])) == sum(c["support"] for c in evaluation["per_class"]) > 0
 
         # Your own code from the terminal: the example project zipped, uploaded and trained.
         custom = aip("tasks", "submit", "--entry", "digits_mlp.train:train_loop", "--working-dir", "examples/digits-mlp",

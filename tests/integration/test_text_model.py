@@ -62,6 +62,12 @@ def test_training_reports_accuracy_and_macro_f1_on_the_test_split(text_model: di
     assert outcome.test_metrics["test_accuracy"] > 0.6 and outcome.test_metrics["test_macro_f1"] > 0.5
     assert outcome.preprocessing["tokenizer"]["vocab"]  # the tokenizer travels with the model
     assert text_model["version"].metrics["test_macro_f1"] == outcome.test_metrics["test_macro_f1"]
+    # Where it errs, kept with the version: the matrix covers the whole test split.
+    evaluation = text_model["version"].metrics["test_evaluation"]
+    assert evaluation["labels"] == outcome.dataset.labels
+    assert sum(map(sum, evaluation["confusion_matrix"])) == outcome.test_metrics["test_samples"]
+    assert [c["support"] for c in evaluation["per_class"]] == [sum(row) for row in evaluation["confusion_matrix"]]
+    assert evaluation["worst"] and all(w["label"] != w["predicted"] for w in evaluation["worst"])
 
 
 def test_pasted_text_gets_the_right_sentiment(text_model: dict[str, Any]) -> None:
