@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray.data
 from ray.data.context import DataContext, ShuffleStrategy
@@ -36,6 +37,8 @@ from aiplatform.storage import Storage, validate_key
 MANIFEST_FORMAT = 1
 HISTOGRAM_BINS = 16
 SPLIT_STREAM = 7
+MAX_SAMPLES = 100
+"""Most rows one request for samples returns (each may carry an image)."""
 
 ShuffleName = Literal["sort", "hash"]
 _SHUFFLE_STRATEGIES = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED, "hash": ShuffleStrategy.HASH_SHUFFLE}
@@ -463,6 +466,37 @@ class DatasetManager:
             tables.append(self._file_table(version, entry))
             have += tables[-1].num_rows
         return pa.concat_tables(tables).slice(0, rows)
+
+    def samples(self, version: DatasetVersion, split: str, *, label: Optional[str] = None,
+                ids: Optional[list[str]] = None, limit: int = 24) -> list[dict[str, Any]]:
+        """Rows of a split for a person to look at: the first ``limit`` (of one class, with
+        ``label``), or the rows named by ``ids`` in that order (the evaluation's worst examples);
+        each its id, class and what its kind shows of it (an image, a text, a row's values)."""
+        if not 1 <= limit <= MAX_SAMPLES or (ids is not None and not 1 <= len(ids) <= MAX_SAMPLES):
+            raise InvalidArgument(f"Ask for 1 to {MAX_SAMPLES} samples at a time")
+        if label is not None and label not in version.labels:
+            raise InvalidArgument(f"Dataset {version.ref} has no class {label!r}; its classes: {version.labels[:50]}")
+        wanted = pa.array(sorted(set(ids)), type=pa.string()) if ids is not None else None
+        limit = len(wanted) if wanted is not None else limit
+        picked, have = [], 0
+        for entry in self._checked_files(version, split, verify=False):
+            table = self._file_table(version, entry)
+            if wanted is not None:
+                table = table.filter(pc.is_in(pc.cast(table.column("id"), pa.string()), value_set=wanted))
+            elif label is not None:
+                table = table.filter(pc.equal(table.column("label"), version.labels.index(label)))
+            picked.append(table.slice(0, limit - have))
+            have += picked[-1].num_rows
+            if have >= limit:
+                break
+        table = pa.concat_tables(picked)
+        previews = kind_class(version.kind).sample_previews(table, version.manifest)
+        rows = [{"id": str(row_id), "label": version.labels[int(row_label)], **preview} for row_id, row_label, preview
+                in zip(table.column("id").to_pylist(), table.column("label").to_pylist(), previews)]
+        if ids is not None:
+            by_id = {row["id"]: row for row in rows}
+            rows = [by_id[i] for i in ids if i in by_id]
+        return rows
 
     def _file_table(self, version: DatasetVersion, entry: dict[str, Any]) -> pa.Table:
         """One of a split's files, read in this process (``get_bytes`` checks its sha256)."""

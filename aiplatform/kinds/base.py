@@ -104,5 +104,11 @@ class ModelKind(ABC):
 
     @staticmethod
     @abstractmethod
+    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """What a person sees of each row of a dataset split (an image as a PNG data URL, a text,
+        a row's values by column), in the table's order."""
+
+    @staticmethod
+    @abstractmethod
     def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
         """Whole-version additions to a dataset profile (from the build's manifest)."""

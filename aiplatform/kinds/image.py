@@ -75,6 +75,11 @@ class ImageKind(ModelKind):
 
     # -- datasets of this kind (no model needed) -------------------------------------------------
     @staticmethod
+    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"image": png_data_url(image)} for batch in _image_batches(table, _dataset_shape(manifest))
+                for image in batch]
+
+    @staticmethod
     def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         """A split's summary (mean image, intensity histograms) and one key per row for finding
         duplicates and leakage (the image bytes)."""
@@ -100,6 +105,18 @@ class ImageKind(ModelKind):
     @staticmethod
     def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
         return {}
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A uint8 (H, W, C) image as a ``data:image/png`` URL (the UI's CSP allows data: images)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _dataset_shape(manifest: dict[str, Any]) -> tuple[int, int, int]:

@@ -146,6 +146,16 @@ class FeatureSchema:
         are left out."""
         return {name: round(float(v), 6) for name, v in zip(self.names, vector) if not math.isnan(v)}
 
+    def readable(self, vector: np.ndarray) -> dict[str, Any]:
+        """An encoded row as a person reads it: numbers, and categories by name (missing left out)."""
+        row: dict[str, Any] = {}
+        for feature, value in zip(self.features, vector):
+            if math.isnan(value):
+                continue
+            categories = feature.get("categories")
+            row[feature["name"]] = categories[int(value)] if categories else round(float(value), 6)
+        return row
+
     def check_comparable(self, other: "FeatureSchema", what: str) -> None:
         """Refuse comparing this model's features with ``other``'s rows unless each feature is
         there with the same type (and, for a category, the same categories: codes are indices)."""

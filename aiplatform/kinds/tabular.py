@@ -104,6 +104,13 @@ class TabularKind(ModelKind):
 
     # -- datasets of this kind (no model needed) -------------------------------------------------
     @staticmethod
+    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each row's values by column, categories by name (missing values left out)."""
+        schema = schema_of(manifest["table"])
+        matrix = decode_features(table.column("features").to_pylist(), schema.width)
+        return [{"features": schema.readable(row)} for row in matrix]
+
+    @staticmethod
     def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
         """Per column: a histogram over the training range and the mean (numbers), counts per
         category (categories), and the share of missing values; keys: the encoded rows."""

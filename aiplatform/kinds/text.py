@@ -27,6 +27,10 @@ from aiplatform.kinds.tensors import texts_from_infer_request
 from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
 
 
+PREVIEW_CHARS = 500
+"""A text's first characters in a dataset sample."""
+
+
 class TextKind(ModelKind):
     name: ClassVar[str] = "text"
     feature_names: ClassVar[tuple[str, ...]] = TEXT_FEATURES
@@ -86,6 +90,11 @@ class TextKind(ModelKind):
         return text_feature_columns((str(t) for t in table.column("text").to_pylist()), self.tokenizer)
 
     # -- datasets of this kind (no model needed) -------------------------------------------------
+    @staticmethod
+    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")}
+                for text in (str(t) for t in table.column("text").to_pylist())]
+
     @staticmethod
     def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """No per-split summary beyond rows and classes (the build computed lengths, vocabulary and

@@ -73,6 +73,16 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
     listed = [v.version for v in manager.list_versions("mnist")]
     assert version.version in listed and len(listed) == 2
     assert manager.get_ref(version.ref).version == version.version
+    # Samples to look at: one class's images as PNGs, or rows by id in the order asked.
+    sevens = manager.samples(version, "test", label="7", limit=6)
+    assert len(sevens) == 6 and {s["label"] for s in sevens} == {"7"}
+    assert all(s["image"].startswith("data:image/png;base64,") for s in sevens)
+    wanted = [sevens[3]["id"], sevens[0]["id"], "no-such-row"]
+    assert [s["id"] for s in manager.samples(version, "test", ids=wanted)] == wanted[:2]
+    for bad, message in [({"label": "cat"}, "has no class 'cat'"), ({"limit": 0}, "1 to 100 samples"),
+                         ({"limit": 101}, "1 to 100 samples")]:
+        with pytest.raises(InvalidArgument, match=message):
+            manager.samples(version, "test", **bad)
 
 
 def test_split_is_deterministic_and_leak_free(

@@ -170,6 +170,10 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
                                               feature_columns=("height", "colour")))
     assert version.kind == "tabular" and sum(version.rows(s) for s in ("train", "val", "test")) == size
     assert [f["type"] for f in version.manifest["table"]["features"]] == ["number", "category"]
+    # Rows to look at, as a person reads them: categories by name, one class at a time.
+    samples = datasets.samples(version, "train", label="yes", limit=5)
+    assert len(samples) == 5 and {s["label"] for s in samples} == {"yes"}
+    assert set(samples[0]["features"]) == {"height", "colour"} and samples[0]["features"]["colour"] in ("red", "blue")
 
     (tmp_path / "people.csv").write_text("height,colour,outcome\n" + "".join(
         f"{170 + i % 7},{'red' if i % 2 else 'blue'},{'yes' if i % 3 else 'no'}\n" for i in range(60)))

@@ -32,6 +32,8 @@ def test_csv_cleaning_deduplication_and_columns(manager: DatasetManager, tmp_pat
     assert version.manifest["cleaning"] == {"source_rows": 65, "dropped_short_or_unlabelled": 3,
                                             "duplicates_removed": 2, "rows": 60}
     assert [version.manifest["splits"][s]["per_class"]["good"] for s in ("train", "val", "test")] == [24, 3, 3]
+    bad_reviews = manager.samples(version, "train", label="bad", limit=4)
+    assert len(bad_reviews) == 4 and all(s["text"].startswith("awful thing number") for s in bad_reviews)
     again = manager.build_text(spec)  # content-addressed: reused, not rebuilt
     assert again.version == version.version and again.manifest["created_at"] == version.manifest["created_at"]
 

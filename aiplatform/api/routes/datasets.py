@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from aiplatform.api.deps import PlatformDep
 from aiplatform.datasets import DatasetVersion
+from aiplatform.datasets.manager import MAX_SAMPLES
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -30,6 +31,19 @@ def list_datasets(platform: PlatformDep, name: Optional[str] = None) -> dict[str
 @router.get("/{name}/{version}")
 def get_manifest(name: str, version: str, platform: PlatformDep) -> dict[str, Any]:
     return platform.datasets.get(name, version).manifest
+
+
+@router.get("/{name}/{version}/samples")
+def get_samples(name: str, version: str, platform: PlatformDep, split: str = "test",
+                label: Optional[str] = Query(None, max_length=200),
+                ids: Optional[str] = Query(None, max_length=10_000, description="comma-separated row ids"),
+                limit: int = Query(24, ge=1, le=MAX_SAMPLES)) -> dict[str, Any]:
+    """Rows to look at: the first ``limit`` of a split (of one class with ``label``), or the rows
+    ``ids`` names, each with its class and an image (PNG data URL), a text or its values."""
+    found = platform.datasets.get(name, version)
+    wanted = [i for i in ids.split(",") if i] if ids is not None else None
+    return {"ref": found.ref, "split": split,
+            "samples": platform.datasets.samples(found, split, label=label, ids=wanted, limit=limit)}
 
 
 @router.get("/{name}/{version}/profile")
