@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from aiplatform.tasks.scheduler import ensure_scheduler
@@ -88,6 +89,19 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(report).to_contain_text("registered as v2")  # fp16 keeps accuracy within the gate
     expect(page.locator("#model-detail tr[data-version='2']")).to_contain_text("parent v1")
     page.screenshot(path=str(SCREENSHOTS / "5-models.png"), full_page=True)
+    # Where v1 errs: per class, a confusion matrix whose cells add up to the test split, the worst
+    # mistakes as thumbnails of the real test images.
+    page.click("#model-detail tr[data-version='1'] [data-action=evaluation]")
+    expect(page.locator("#confusion-matrix td.cm-cell")).to_have_count(100)
+    expect(page.locator("#evaluation table.per-class tbody tr")).to_have_count(10)
+    cells = page.eval_on_selector_all("#confusion-matrix td.cm-cell", "cells => cells.map(c => Number(c.dataset.count))")
+    version = httpx.get(f"{platform_url}/v1/models/ui-cnn/versions/1", timeout=30).json()  # API auth off here
+    assert sum(cells) == version["metrics"]["test_samples"] > 0
+    worst = page.locator("#worst-examples figure.sample img")
+    expect(worst).not_to_have_count(0)
+    assert worst.count() == len(version["metrics"]["test_evaluation"]["worst"])
+    expect(page.locator("#worst-examples figcaption").first).to_contain_text(" read as ")
+    page.screenshot(path=str(SCREENSHOTS / "5b-where-it-errs.png"), full_page=True)
 
     page.click("nav a[data-page=datasets]")
     page.locator("#page a[href^='#datasets/mnist/']").first.click()
@@ -98,6 +112,9 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
                            "\"#profile-charts img[data-chart-image=mean_image_train]\"); "
                            "return img && img.complete && img.naturalWidth === 112; }")  # the PNG loaded
     expect(page.locator("#leakage")).to_contain_text("0 inputs in more than one split")
+    page.select_option("#samples-class", "7")  # the sample browser: one class's real images
+    expect(page.locator("#samples figure.sample img")).to_have_count(24)
+    expect(page.locator("#samples figcaption").first).to_have_text("7")
     page.click("#drift-run")  # one prediction so far: too few to compare, and the page says so
     expect(page.locator("#error-text")).to_contain_text("at least 30 recent predictions")
     page.screenshot(path=str(SCREENSHOTS / "6-datasets.png"), full_page=True)

@@ -3,6 +3,7 @@
 import { api, authedImage } from "./api.js";
 import { barChart } from "./charts.js";
 import { act, fmtNum, fmtTime, h, page } from "./dom.js";
+import { sampleBrowser } from "./samples.js";
 
 export async function datasetsPage(selected) {
   const root = page();
@@ -32,6 +33,7 @@ export async function datasetsPage(selected) {
         train.intensity_histogram ? barChart(`train: pixel intensity (mean ${fmtNum(train.mean_intensity, 3)}, std ${fmtNum(train.std_intensity, 3)})`, train.intensity_histogram) : null),
       h("h3", {}, "Manifest"), h("pre", { class: "logs" }, JSON.stringify({ ...manifest, splits: Object.fromEntries(
         Object.entries(manifest.splits).map(([k, v]) => [k, { rows: v.rows, files: v.files.length }])) }, null, 2))),
+      sampleBrowser(profile.ref, profile.labels || []),
       await analysisSection(name, version));
   }
 }

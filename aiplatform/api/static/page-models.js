@@ -2,6 +2,7 @@
 
 import { api, authedDownload } from "./api.js";
 import { act, fmtNum, fmtTime, h, notify, page } from "./dom.js";
+import { evaluationView } from "./samples.js";
 
 export async function modelsPage(selected) {
   const root = page();
@@ -52,10 +53,11 @@ export async function modelDetail(root, name) {
     .map((s) => [s.dataset.compressMethod, s.value]));
   const reload = () => modelDetail(root, name);
   const report = h("div", { id: "compression-report" });
+  const evaluationBox = h("div", { id: "evaluation-box" });
   const rows = model.versions.map((v) => {
     const lineage = v.lineage || {};
     return h("tr", { "data-version": v.version },
-      h("td", {}, `v${v.version}`), h("td", {}, fmtNum(v.metrics.test_accuracy)),
+      h("td", {}, `v${v.version}`), h("td", {}, fmtNum(v.metrics.test_accuracy)), h("td", {}, fmtNum(v.metrics.test_macro_f1)),
       h("td", {}, v.aliases.join(", ")), h("td", {}, fmtTime(v.created_at)),
       h("td", {}, [lineage.method, lineage.task_id ? h("a", { href: `#task/${lineage.task_id}` }, `task ${lineage.task_id}`) : null,
         lineage.imported ? h("span", { class: "imported", title: `sha256 ${lineage.imported.sha256}` },
@@ -73,14 +75,18 @@ export async function modelDetail(root, name) {
           const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version, alias });
           await reload(); notify(r.message); }) }, "Set alias…"), " ",
         authedDownload(`/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, `${name}-v${v.version}.zip`, "Download"), " ",
+        v.metrics.test_evaluation ? h("button", { "data-action": "evaluation", onclick: () => {
+          evaluationBox.replaceChildren(evaluationView(name, v.version, v.metrics.test_evaluation, lineage.dataset));
+          evaluationBox.scrollIntoView();
+        } }, "Where it errs") : null, " ",
         compressControl(name, v.version, report, reload, chosen[v.version])));
   });
   root.replaceChildren(h("section", { class: "card" },
     h("div", { class: "row" }, h("h3", {}, name),
       h("button", { id: "rollback", onclick: (e) => act(e.target, async () => {
         const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); await reload(); notify(r.message); }) }, "Roll back production")),
-    h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows))), report);
+    h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Macro-F1", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, rows))), evaluationBox, report);
 }
 
 // Compress one version: the method, a button, and the report (also when the gate refuses).

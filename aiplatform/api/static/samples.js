@@ -1,0 +1,67 @@
+// Dataset rows as a person sees them (an image, a text, a row's values), and where a model errs:
+// its per-class scores, its confusion matrix as a heat map, its most confidently wrong examples.
+
+import { api } from "./api.js";
+import { fmtNum, h } from "./dom.js";
+
+export const samplesPath = (ref, query) => {
+  const [name, version] = ref.split("@");
+  return `/v1/datasets/${encodeURIComponent(name)}/${encodeURIComponent(version)}/samples?${new URLSearchParams(query)}`;
+};
+
+export function sampleView(sample, caption) {
+  const body = sample.image ? h("img", { src: sample.image, alt: `${sample.label} (${sample.id})`, class: "sample-image" })
+    : sample.text !== undefined ? h("blockquote", { class: "sample-text" }, sample.text)
+      : h("dl", { class: "sample-row" }, Object.entries(sample.features || {}).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  return h("figure", { class: sample.image ? "sample" : "sample sample-wide", "data-sample-id": sample.id }, body, h("figcaption", {}, caption || sample.label));
+}
+
+// The Datasets page's sample browser: a split, a class, a grid.
+export function sampleBrowser(ref, labels) {
+  const split = h("select", { id: "samples-split", "aria-label": "split" }, ["train", "val", "test"].map((s) => h("option", { value: s }, s)));
+  const label = h("select", { id: "samples-class", "aria-label": "class" }, h("option", { value: "" }, "every class"),
+    labels.map((l) => h("option", { value: l }, l)));
+  const grid = h("div", { class: "sample-grid", id: "samples" });
+  const load = async () => {
+    const query = { split: split.value, limit: 24 };
+    if (label.value) query.label = label.value;
+    const { samples } = await api("GET", samplesPath(ref, query));
+    grid.replaceChildren(...(samples.length ? samples.map((s) => sampleView(s)) : [h("p", { class: "muted" }, "No rows.")]));
+  };
+  split.onchange = load;
+  label.onchange = load;
+  load();
+  return h("section", { class: "card", id: "sample-browser" }, h("h3", {}, "Samples"),
+    h("div", { class: "row" }, "Split ", split, " Class ", label), grid);
+}
+
+// A version's test evaluation: per class, the confusion matrix, the worst mistakes.
+export function evaluationView(name, version, evaluation, datasetRef) {
+  const { labels, confusion_matrix: matrix, per_class: perClass, worst } = evaluation;
+  const rowTotals = matrix.map((row) => row.reduce((a, b) => a + b, 0));
+  const cell = (count, i, j) => {
+    const share = rowTotals[i] ? count / rowTotals[i] : 0;
+    const colour = i === j ? `rgba(34, 139, 34, ${share})` : `rgba(200, 40, 40, ${share})`;
+    return h("td", { class: "cm-cell", "data-count": count, title: `true ${labels[i]}, predicted ${labels[j]}: ${count}`,
+      style: `background: ${colour}; color: ${share > 0.6 ? "#fff" : "inherit"}` }, count);
+  };
+  const worstBox = h("div", { class: "sample-grid", id: "worst-examples" });
+  if (worst.length && datasetRef) {
+    api("GET", samplesPath(datasetRef, { split: "test", ids: worst.map((w) => w.id).join(",") })).then(({ samples }) => {
+      const byId = Object.fromEntries(samples.map((s) => [s.id, s]));
+      worstBox.replaceChildren(...worst.filter((w) => byId[w.id]).map((w) =>
+        sampleView(byId[w.id], `${w.label} read as ${w.predicted} (p=${fmtNum(w.probability, 3)})`)));
+    }).catch(() => worstBox.replaceChildren(h("p", { class: "muted" }, `The examples of ${datasetRef} are no longer stored.`)));
+  }
+  return h("section", { class: "card", id: "evaluation", "data-version": version },
+    h("h3", {}, `${name} v${version} on the test split`),
+    h("div", { class: "charts" },
+      h("table", { class: "per-class" }, h("thead", {}, h("tr", {}, ["Class", "Precision", "Recall", "F1", "Support"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, perClass.map((c) => h("tr", {}, h("td", {}, c.label), h("td", {}, fmtNum(c.precision, 3)),
+          h("td", {}, fmtNum(c.recall, 3)), h("td", {}, fmtNum(c.f1, 3)), h("td", {}, c.support))))),
+      h("table", { class: "confusion", id: "confusion-matrix" },
+        h("caption", {}, "Confusion matrix: rows are the true class, columns the predicted one"),
+        h("thead", {}, h("tr", {}, h("th", {}, ""), labels.map((l) => h("th", { scope: "col" }, l)))),
+        h("tbody", {}, matrix.map((row, i) => h("tr", {}, h("th", { scope: "row" }, labels[i]), row.map((count, j) => cell(count, i, j))))))),
+    h("h3", {}, "Most confidently wrong"), worst.length ? worstBox : h("p", { class: "muted" }, "No mistakes on the test split."));
+}
