@@ -50,7 +50,18 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     row.locator("[data-action=start]").click()
     state = page.locator(f"tr[data-task='{task_id}'] [data-state]")
     expect(state).not_to_have_text("CREATED")
-    expect(state).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+    # The running task's page: its log streams in as the job writes it, and stays after the end.
+    page.click(f"tr[data-task='{task_id}'] a[href='#task/{task_id}']")
+    logs = page.locator("#task-logs")
+    expect(logs).to_have_attribute("data-streaming", "live", timeout=120_000)
+    page.wait_for_function("() => Number(document.querySelector('#task-logs').dataset.lines || 0) > 0", timeout=120_000)
+    first_lines = int(logs.get_attribute("data-lines") or 0)
+    expect(page.locator("#task-state")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+    expect(logs).to_have_attribute("data-streaming", "ended")
+    assert int(logs.get_attribute("data-lines") or 0) > first_lines  # it grew while the task ran
+    expect(logs).to_contain_text("Registered model ui-cnn version 1")
+    page.click("a[href='#training']")
+    expect(state).to_have_text("SUCCEEDED")
     page.screenshot(path=str(SCREENSHOTS / "2-task-succeeded.png"), full_page=True)
 
     page.click(f"tr[data-task='{task_id}'] a[href='#task/{task_id}']")
@@ -59,6 +70,8 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("svg[data-chart=accuracy] path.series")).to_have_count(1)
     expect(page.locator("svg[data-chart=accuracy] circle")).to_have_count(2)  # one point per epoch
     expect(page.locator("#task-logs")).to_contain_text(f"task {task_id}")
+    expect(page.locator("#task-params tr[data-param=epochs] td")).to_have_text("2")  # parameters as a table
+    expect(page.locator("#task-params tr[data-param=conv_channels] td")).to_have_text("[8,16]")
     page.screenshot(path=str(SCREENSHOTS / "3-task-detail-curves.png"), full_page=True)
 
     images, labels = make_digit_images(1, seed=0)

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.api.deps import PlatformDep
+from aiplatform.api.log_stream import StreamSlots, task_log_events
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
 from aiplatform.tasks.queue.store import MAX_LIST_LIMIT
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 MAX_LOG_LINES = 5000
+LOG_STREAMS = StreamSlots()
 
 
 class TaskCreate(BaseModel):
@@ -109,6 +112,20 @@ def task_logs(task_id: str, platform: PlatformDep,
               tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)) -> dict[str, Any]:
     lines = platform.tasks.logs(task_id).splitlines()
     return {"task_id": task_id, "logs": "\n".join(lines[-tail:]), "truncated": len(lines) > tail}
+
+
+@router.get("/{task_id}/logs/stream", response_class=StreamingResponse, responses={200: {
+    "description": "server-sent events: `lines`, then `end` (or `reconnect` with the `after` to resume from)",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+def stream_task_logs(task_id: str, platform: PlatformDep,
+                     after: int = Query(0, ge=0, le=10_000_000, description="lines the client already has")) -> StreamingResponse:
+    """The task's log as it grows (server-sent events), until the task ends."""
+    platform.tasks.queue.get(task_id)  # an unknown task is a 404 before the stream starts
+    slot = LOG_STREAMS.take()
+    events = task_log_events(lambda: platform.tasks.queue.get(task_id).state, lambda: platform.tasks.logs(task_id),
+                             after, LOG_STREAMS, slot)
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get("/{task_id}/metrics")

@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { lineChart } from "./charts.js";
 import { act, cursorPager, fmtNum, fmtTime, h, notify, page, poll, progressBar, showError, stopPolling } from "./dom.js";
 import { readNumber, readParams, schemaField } from "./forms.js";
+import { streamLog } from "./logstream.js";
 import { route } from "./main.js";
 
 const TASKS_PER_PAGE = 50;
@@ -125,11 +126,34 @@ function codeUpload() {
   return h("label", { for: "code-file" }, h("span", { class: "name" }, "Code archive"), file, status);
 }
 
+function paramsTable(params) {
+  const entries = Object.entries(params || {});
+  if (!entries.length) return "–";
+  return h("table", { class: "params", id: "task-params" }, h("tbody", {}, entries.map(([key, value]) =>
+    h("tr", { "data-param": key }, h("th", { scope: "row" }, key),
+      h("td", {}, typeof value === "object" && value !== null ? h("code", {}, JSON.stringify(value)) : String(value))))));
+}
+
+function waitingText(task) {
+  if (task.state === "QUEUED" || task.state === "CREATED") return `(no logs yet: the task is ${task.state.toLowerCase()}${task.waiting ? `; ${task.waiting}` : ""})`;
+  if (!task.ray_job_id) return "(no logs here: this run was not started as a Ray job; its output went to the terminal that started it)";
+  if (task.source !== "api") return "(no logs: this run was submitted to Ray directly and Ray no longer keeps its job's log)";
+  return "(no logs yet)";
+}
+
 export async function taskPage(taskId) {
   const root = page();
   const info = h("div", { id: "task-info" });
   const charts = h("div", { class: "charts", id: "task-charts" });
-  const logs = h("pre", { class: "logs", id: "task-logs" }, "");
+  const logs = h("pre", { class: "logs", id: "task-logs", tabindex: "0" }, "");
+  // The log streams while the task runs; where a stream cannot be had, the page polls its tail.
+  let streaming = false;
+  const startStream = () => {
+    streaming = true;
+    const stream = streamLog(taskId, logs);
+    window.addEventListener("hashchange", stream.stop, { once: true });
+    stream.done.catch(() => { streaming = false; });
+  };
   root.replaceChildren(h("p", {}, h("a", { href: "#training" }, "← all tasks")),
     h("h2", {}, `Task ${taskId}`), h("section", { class: "card" }, info),
     h("section", { class: "card" }, h("h3", {}, "Curves"), charts),
@@ -142,7 +166,7 @@ export async function taskPage(taskId) {
         h("div", { class: "row" }, h("span", { class: `state state-${task.state}`, id: "task-state", "data-state": task.state }, task.state),
           taskProgress(task), ...taskActions(task, refresh)),
         h("table", {}, h("tbody", {},
-          [["Template", task.template], ["Parameters", h("code", {}, JSON.stringify(task.params))],
+          [["Template", task.template], ["Parameters", paramsTable(task.params)],
            ...(task.result && task.result.code_digest ? [["Code", h("code", { id: "task-code", title: task.result.code_digest }, `${task.result.entry} @ ${task.result.code_digest.slice(0, 12)}…`)]] : []),
            ["Priority", task.priority], ["Ray job", task.ray_job_id || "–"], ["Attempts", task.attempts],
            ...(task.waiting ? [["Waiting", h("span", { id: "task-waiting" }, task.waiting)]] : []),
@@ -154,9 +178,12 @@ export async function taskPage(taskId) {
       charts.replaceChildren(
         lineChart("loss", [{ name: "train loss", points: series("train_loss") }, { name: "val loss", points: series("val_loss") }]),
         lineChart("accuracy", [{ name: "val accuracy", points: series("val_accuracy") }]));
-      // Ray colours its log prefixes for terminals; a page shows them plain.
-      try { logs.textContent = (await api("GET", `/v1/tasks/${taskId}/logs?tail=400`)).logs.replace(/\x1b\[[0-9;]*m/g, ""); }
-      catch (err) { logs.textContent = err.status === 404 ? "(no logs yet)" : err.message; }
+      if (!streaming && task.state === "RUNNING") startStream();
+      if (!streaming) {
+        // Ray colours its log prefixes for terminals; a page shows them plain.
+        try { logs.textContent = (await api("GET", `/v1/tasks/${taskId}/logs?tail=400`)).logs.replace(/\x1b\[[0-9;]*m/g, ""); }
+        catch (err) { logs.textContent = err.status === 404 ? waitingText(task) : err.message; }
+      }
       if (["SUCCEEDED", "FAILED", "CANCELLED"].includes(task.state)) stopPolling();
     } catch (err) { showError(err); stopPolling(); }
   };
