@@ -101,6 +101,13 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(report).to_contain_text("Package size", timeout=120_000)
     expect(report).to_contain_text("registered as v2")  # fp16 keeps accuracy within the gate
     expect(page.locator("#model-detail tr[data-version='2']")).to_contain_text("parent v1")
+    # The lineage graph: the dataset trains the task, which registers v1; v1 was compressed into v2.
+    graph = page.locator("#lineage-graph")
+    expect(graph.locator("[data-node='v2']")).to_have_count(1)
+    expect(graph.locator("[data-node^='dataset:mnist@']")).to_have_count(1)
+    expect(graph.locator(f"[data-edge='task:{task_id}->v1']")).to_have_count(1)
+    expect(graph.locator("[data-edge='v1->v2']")).to_have_count(1)
+    expect(page.locator("#alias-history tr[data-alias=staging]")).to_contain_text("→ v1")
     page.screenshot(path=str(SCREENSHOTS / "5-models.png"), full_page=True)
     # Where v1 errs: per class, a confusion matrix whose cells add up to the test split, the worst
     # mistakes as thumbnails of the real test images.

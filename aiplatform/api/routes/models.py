@@ -225,6 +225,14 @@ def parse_json_object(text: Optional[str], field: str, expected: type = dict) ->
     return value
 
 
+@router.get("/{name}/aliases/{alias}/history")
+def alias_history(name: str, alias: str, platform: PlatformDep,
+                  limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+    """The alias's moves, newest first: to which version, from which, when."""
+    platform.registry.list_versions(name, limit=1)  # an unknown model is a 404
+    return {"name": name, "alias": alias, "history": platform.registry.alias_history(name, alias, limit=limit)}
+
+
 @router.delete("/{name}/aliases/{alias}", status_code=204)
 def delete_alias(name: str, alias: str, platform: PlatformDep) -> Response:
     platform.registry.delete_alias(name, alias)

@@ -2,6 +2,7 @@
 
 import { api, authedDownload } from "./api.js";
 import { act, fmtNum, fmtTime, h, notify, page } from "./dom.js";
+import { aliasHistoryTable, lineageGraph } from "./lineage.js";
 import { evaluationView } from "./samples.js";
 
 export async function modelsPage(selected) {
@@ -52,6 +53,9 @@ export async function modelDetail(root, name) {
   const chosen = Object.fromEntries([...root.querySelectorAll("select[data-compress-method]")]
     .map((s) => [s.dataset.compressMethod, s.value]));
   const reload = () => modelDetail(root, name);
+  const aliasNames = [...new Set(["production", ...Object.keys(model.aliases)])];
+  const histories = await Promise.all(aliasNames.map((alias) =>
+    api("GET", `/v1/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}/history`)));
   const report = h("div", { id: "compression-report" });
   const evaluationBox = h("div", { id: "evaluation-box" });
   const rows = model.versions.map((v) => {
@@ -86,7 +90,9 @@ export async function modelDetail(root, name) {
       h("button", { id: "rollback", onclick: (e) => act(e.target, async () => {
         const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); await reload(); notify(r.message); }) }, "Roll back production")),
     h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Macro-F1", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
-      h("tbody", {}, rows))), evaluationBox, report);
+      h("tbody", {}, rows))), evaluationBox, report,
+    h("section", { class: "card", id: "lineage" }, h("h3", {}, "Lineage"), lineageGraph(name, model.versions),
+      h("h3", {}, "Alias history"), aliasHistoryTable(histories)));
 }
 
 // Compress one version: the method, a button, and the report (also when the gate refuses).
