@@ -69,6 +69,9 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("svg[data-chart=loss] path.series")).to_have_count(2)
     expect(page.locator("svg[data-chart=accuracy] path.series")).to_have_count(1)
     expect(page.locator("svg[data-chart=accuracy] circle")).to_have_count(2)  # one point per epoch
+    expect(page.locator("svg[data-chart=loss] rect.legend-key")).to_have_count(2)  # a colour key per series
+    expect(page.locator("svg[data-chart=accuracy] circle title").last).to_contain_text("val accuracy at epoch 2: 0.")
+    expect(page.locator("svg[data-chart=loss] text.axis-label")).to_have_text("epoch")
     expect(page.locator("#task-logs")).to_contain_text(f"task {task_id}")
     expect(page.locator("#task-params tr[data-param=epochs] td")).to_have_text("2")  # parameters as a table
     expect(page.locator("#task-params tr[data-param=conv_channels] td")).to_have_text("[8,16]")

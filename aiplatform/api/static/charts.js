@@ -2,11 +2,15 @@
 
 import { s } from "./dom.js";
 
-export function lineChart(title, series, { width = 420, height = 220 } = {}) {
-  const pad = { l: 44, r: 10, t: 22, b: 28 };
+const COLORS = ["#1f6feb", "#e5534b", "#2da44e", "#bf8700", "#8250df", "#1b7c83", "#cf222e", "#57606a"];
+
+// Per-epoch curves: labelled axes, a legend with colour keys, each point's value on hover.
+export function lineChart(title, series, { width = 440, height = 230, xLabel = "epoch" } = {}) {
+  const pad = { l: 58, r: 18, t: 24, b: 40 };
+  const legendRows = Math.ceil(series.length / 3);
   const points = series.flatMap((sr) => sr.points);
-  const svg = s("svg", { width, height, class: "chart", role: "img", "aria-label": title, "data-chart": title });
-  svg.append(s("text", { x: pad.l, y: 14 }, title));
+  const svg = s("svg", { width, height: height + 16 * legendRows, viewBox: `0 0 ${width} ${height + 16 * legendRows}`, class: "chart", role: "img", "aria-label": title, "data-chart": title });
+  svg.append(s("title", {}, title), s("text", { x: pad.l, y: 14 }, title));
   if (!points.length) { svg.append(s("text", { x: pad.l, y: height / 2 }, "no epochs yet")); return svg; }
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
@@ -16,22 +20,35 @@ export function lineChart(title, series, { width = 420, height = 220 } = {}) {
   const Y = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
   svg.append(s("line", { x1: pad.l, y1: height - pad.b, x2: width - pad.r, y2: height - pad.b, stroke: "#aab4c0" }));
   svg.append(s("line", { x1: pad.l, y1: pad.t, x2: pad.l, y2: height - pad.b, stroke: "#aab4c0" }));
-  for (const y of [y0, (y0 + y1) / 2, y1]) svg.append(s("text", { x: 2, y: Y(y) + 4 }, y.toFixed(3)));
-  for (const x of [...new Set(xs)]) svg.append(s("text", { x: X(x) - 3, y: height - 10 }, x));
-  const colors = ["#1f6feb", "#e5534b", "#2da44e"];
+  const digits = y1 - y0 >= 10 ? 1 : 3;
+  for (const y of [y0, (y0 + y1) / 2, y1]) {
+    svg.append(s("text", { x: pad.l - 6, y: Y(y) + 4, "text-anchor": "end", class: "tick" }, y.toFixed(digits)));
+  }
+  const ticks = [...new Set(xs)];
+  const every = Math.ceil(ticks.length / 12);  // at most a dozen labels on the x axis
+  ticks.filter((_, i) => i % every === 0).forEach((x) =>
+    svg.append(s("text", { x: X(x), y: height - pad.b + 14, "text-anchor": "middle", class: "tick" }, x)));
+  svg.append(s("text", { x: (pad.l + width - pad.r) / 2, y: height - 6, "text-anchor": "middle", class: "axis-label" }, xLabel));
   series.forEach((sr, i) => {
-    if (!sr.points.length) return;
-    const d = sr.points.map((p, j) => `${j ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ");
-    svg.append(s("path", { d, fill: "none", stroke: colors[i % colors.length], "stroke-width": 2, class: "series" }));
-    for (const p of sr.points) svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3, fill: colors[i % colors.length] }));
-    svg.append(s("text", { x: width - pad.r - 120, y: 14 + 12 * i, fill: colors[i % colors.length] }, sr.name));
+    const color = COLORS[i % COLORS.length];
+    if (sr.points.length) {
+      const d = sr.points.map((p, j) => `${j ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ");
+      svg.append(s("path", { d, fill: "none", stroke: color, "stroke-width": 2, class: "series", "data-series": sr.name }));
+      for (const p of sr.points) {
+        svg.append(s("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3.5, fill: color, "data-series": sr.name },
+          s("title", {}, `${sr.name} at ${xLabel} ${p[0]}: ${p[1].toFixed(4)}`)));
+      }
+    }
+    const lx = pad.l + (i % 3) * 125, ly = height + 4 + 16 * Math.floor(i / 3);
+    svg.append(s("rect", { x: lx, y: ly - 8, width: 10, height: 10, fill: color, class: "legend-key", "data-series": sr.name }),
+      s("text", { x: lx + 14, y: ly + 1 }, sr.name));
   });
   return svg;
 }
 
 export function barChart(title, values, labels, { width = 420, height = 180 } = {}) {
   const pad = { l: 10, r: 10, t: 22, b: 20 };
-  const svg = s("svg", { width, height, class: "chart", role: "img", "aria-label": title, "data-chart": title });
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title, "data-chart": title });
   svg.append(s("text", { x: pad.l, y: 14 }, title));
   const max = Math.max(...values, 1e-9), w = (width - pad.l - pad.r) / Math.max(1, values.length);
   values.forEach((v, i) => {
@@ -44,7 +61,6 @@ export function barChart(title, values, labels, { width = 420, height = 180 } = 
 
 // A chart over time: one line per series (a legend with colour keys), the alert rules' thresholds
 // as dashed lines, and alerts as shaded bands from when they fired to when they resolved.
-const COLORS = ["#1f6feb", "#e5534b", "#2da44e", "#bf8700", "#8250df", "#1b7c83", "#cf222e", "#57606a"];
 const fmtValue = (v, unit) => (v === 0 ? "0" : unit === "s" ? (v < 1 ? `${(v * 1000).toPrecision(3)} ms` : `${v.toPrecision(3)} s`)
   : unit === "share" ? `${(v * 100).toPrecision(3)}%` : `${v.toPrecision(3)}`);
 const fmtClock = (t, span) => new Date(t * 1000).toLocaleTimeString([], span > 86400 ? { weekday: "short", hour: "2-digit" } : { hour: "2-digit", minute: "2-digit" });
@@ -54,7 +70,7 @@ export function timeChart(title, series, { since, until, unit = "", thresholds =
   const perRow = series.some((sr) => sr.name.length > 18) ? 1 : 3;  // long names get a row each
   const legendRows = Math.ceil(series.length / perRow);
   const fullHeight = height + 8 + 16 * legendRows;
-  const svg = s("svg", { width, height: fullHeight, class: "chart", role: "img", "aria-label": title, "data-chart": title });
+  const svg = s("svg", { width, height: fullHeight, viewBox: `0 0 ${width} ${fullHeight}`, class: "chart", role: "img", "aria-label": title, "data-chart": title });
   svg.append(s("title", {}, title), s("text", { x: pad.l, y: 14 }, `${title}${unit && unit !== "share" ? ` (${unit})` : ""}`));
   const values = series.flatMap((sr) => sr.points.map((p) => p[1])).concat(thresholds.map((t) => t.value));
   let y0 = Math.min(0, ...values), y1 = Math.max(...values, 0);
