@@ -56,6 +56,17 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(logs).to_have_attribute("data-streaming", "live", timeout=120_000)
     page.wait_for_function("() => Number(document.querySelector('#task-logs').dataset.lines || 0) > 0", timeout=120_000)
     first_lines = int(logs.get_attribute("data-lines") or 0)
+    # A second task queued meanwhile says on its page why it waits (one task runs at a time here).
+    queued = httpx.post(f"{platform_url}/v1/tasks", timeout=30, json={
+        "template": "cnn-classification", "start": True, "params": {"epochs": 1, "max_rows": 600}}).json()
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
+    second = context.new_page()
+    second.goto(f"{platform_url}/#task/{queued['id']}")
+    expect(second.locator("#task-waiting")).to_contain_text("1 task(s) running, the most at once")
+    expect(second.locator("#task-logs")).to_contain_text("no logs yet: the task is queued")
+    second.screenshot(path=str(SCREENSHOTS / "2b-task-waiting.png"), full_page=True)
+    context.close()
+    assert httpx.post(f"{platform_url}/v1/tasks/{queued['id']}/cancel", timeout=30).status_code == 200
     expect(page.locator("#task-state")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
     expect(logs).to_have_attribute("data-streaming", "ended")
     assert int(logs.get_attribute("data-lines") or 0) > first_lines  # it grew while the task ran
