@@ -73,8 +73,11 @@ class ModelServer:
         data = self.storage.get_bytes(entry.package_key)
         runner = ModelRunner.from_bytes(data, self.device)
         threads = runner.choose_threads(self.settings.serve_model_threads, self.cpus)  # see Settings
-        logger.info("%s: forward pass over one input %.2f ms on one thread; serving on %d thread(s)",
-                    model_id, runner.forward_s * 1000, threads)
+        if runner.forward_s is None:
+            logger.warning("%s: its forward pass failed on a blank input; serving on %d thread(s)", model_id, threads)
+        else:
+            logger.info("%s: forward pass over one input %.2f ms on one thread; serving on %d thread(s)",
+                        model_id, runner.forward_s * 1000, threads)
         runner.on_release = lambda: self._forget(model_id)
         self.loaded.add(model_id)
         self.loads += 1

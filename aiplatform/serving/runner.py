@@ -57,14 +57,17 @@ class ModelRunner:
         pass that warms the model up) and keeps the threads :func:`forward_threads` gives."""
         self.use_threads(1)
         sample = self.kind.sample_batch()
-        self.predict_proba(sample)
-        timings = []
-        for _ in range(CALIBRATION_PASSES):
-            started = time.perf_counter()
+        try:
             self.predict_proba(sample)
-            timings.append(time.perf_counter() - started)
-        self.forward_s = min(timings)
-        self.use_threads(forward_threads(setting, self.forward_s, cpus))
+            timings = []
+            for _ in range(CALIBRATION_PASSES):
+                started = time.perf_counter()
+                self.predict_proba(sample)
+                timings.append(time.perf_counter() - started)
+            self.forward_s = min(timings)
+        except Exception:  # noqa: BLE001 - a model that fails on a blank input still serves real ones
+            self.forward_s = None
+        self.use_threads(forward_threads(setting, self.forward_s or 0.0, cpus))
         return self.threads  # type: ignore[return-value]
 
     def use_threads(self, threads: int) -> None:

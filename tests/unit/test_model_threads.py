@@ -89,3 +89,14 @@ def test_onnx_runtime_and_xgboost_are_given_the_threads_too(tmp_path: Path) -> N
     config = json.loads(tabular.model.booster.save_config())
     assert int(config["learner"]["generic_param"]["nthread"]) == 2
     assert tabular.kind.sample_batch().shape == (1, 3)
+
+
+def test_a_model_that_fails_on_the_blank_input_still_loads_on_the_light_setting() -> None:
+    class Refuses(torch.nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("not on zeros")
+
+    runner = ModelRunner(load_package(make_package(num_classes=3)))
+    runner.model = Refuses()
+    assert runner.choose_threads("auto", cpus=4) == 1 and runner.forward_s is None
+    assert runner.choose_threads(3, cpus=4) == 3
