@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import quote
 
 from aiplatform.errors import NotFound, Unavailable
 from aiplatform.settings import Settings
@@ -54,6 +55,16 @@ class RayJobs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Any = None
+        self._dashboard: Optional[str] = None
+
+    def job_url(self, submission_id: str) -> Optional[str]:
+        """The job's page in Ray's dashboard (None when the dashboard cannot be found)."""
+        if self._dashboard is None:
+            try:
+                self._dashboard = dashboard_url(self.settings)
+            except Unavailable:
+                return None
+        return f"{self._dashboard}/#/jobs/{quote(submission_id, safe='')}"
 
     @property
     def client(self) -> Any:

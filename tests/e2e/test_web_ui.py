@@ -85,6 +85,9 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("svg[data-chart=loss] text.axis-label")).to_have_text("epoch")
     expect(page.locator("#task-logs")).to_contain_text(f"task {task_id}")
     expect(page.locator("#task-params tr[data-param=epochs] td")).to_have_text("2")  # parameters as a table
+    job_link = page.locator("#ray-job-link")  # the run's job in Ray's dashboard
+    expect(job_link).to_have_text(f"aip-task-{task_id}-1")
+    assert job_link.get_attribute("href").endswith(f"/#/jobs/aip-task-{task_id}-1")
     expect(page.locator("#task-params tr[data-param=conv_channels] td")).to_have_text("[8,16]")
     page.screenshot(path=str(SCREENSHOTS / "3-task-detail-curves.png"), full_page=True)
 
@@ -135,6 +138,10 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(worst).not_to_have_count(0)
     assert worst.count() == len(version["metrics"]["test_evaluation"]["worst"])
     expect(page.locator("#worst-examples figcaption").first).to_contain_text(" read as ")
+    page.select_option("#compare-with", "2")  # side by side with its fp16 child: the same answers
+    compared = page.locator("#evaluation-compare")
+    expect(compared.locator("tbody tr[data-class]")).to_have_count(11)  # accuracy and each class
+    assert set(compared.locator("td.delta").all_inner_texts()) <= {"+0.000", "-0.000"}
     page.screenshot(path=str(SCREENSHOTS / "5b-where-it-errs.png"), full_page=True)
 
     page.click("nav a[data-page=datasets]")

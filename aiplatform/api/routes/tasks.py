@@ -72,7 +72,8 @@ def task_counts(platform: PlatformDep) -> dict[str, int]:
 def get_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
     """The task; a queued one also says why it waits (``waiting``)."""
     task = platform.tasks.queue.get(task_id)
-    return {**task.to_dict(), "waiting": platform.tasks.why_waiting([task]).get(task.id)}
+    return {**task.to_dict(), "waiting": platform.tasks.why_waiting([task]).get(task.id),
+            "ray_dashboard_url": platform.tasks.jobs.job_url(task.ray_job_id) if task.ray_job_id else None}
 
 
 @router.post("/{task_id}/start")

@@ -80,7 +80,7 @@ export async function modelDetail(root, name) {
           await reload(); notify(r.message); }) }, "Set alias…"), " ",
         authedDownload(`/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, `${name}-v${v.version}.zip`, "Download"), " ",
         v.metrics.test_evaluation ? h("button", { "data-action": "evaluation", onclick: () => {
-          evaluationBox.replaceChildren(evaluationView(name, v.version, v.metrics.test_evaluation, lineage.dataset));
+          evaluationBox.replaceChildren(evaluationView(name, v.version, v.metrics.test_evaluation, lineage.dataset, model.versions));
           evaluationBox.scrollIntoView();
         } }, "Where it errs") : null, " ",
         compressControl(name, v.version, report, reload, chosen[v.version])));

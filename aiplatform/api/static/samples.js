@@ -35,8 +35,30 @@ export function sampleBrowser(ref, labels) {
     h("div", { class: "row" }, "Split ", split, " Class ", label), grid);
 }
 
-// A version's test evaluation: per class, the confusion matrix, the worst mistakes.
-export function evaluationView(name, version, evaluation, datasetRef) {
+// Two versions side by side: each class's precision, recall and F1 in both, and the F1 change.
+export function evaluationComparison(name, a, b) {
+  const ea = a.metrics.test_evaluation, eb = b.metrics.test_evaluation;
+  const theirs = Object.fromEntries(eb.per_class.map((c) => [c.label, c]));
+  const delta = (x, y) => (typeof x === "number" && typeof y === "number" ? `${y - x >= 0 ? "+" : ""}${(y - x).toFixed(3)}` : "–");
+  return h("table", { id: "evaluation-compare", "data-versions": `${a.version},${b.version}` },
+    h("thead", {}, h("tr", {}, ["Class", `Precision v${a.version}`, `v${b.version}`, `Recall v${a.version}`, `v${b.version}`,
+      `F1 v${a.version}`, `v${b.version}`, "F1 change"].map((t) => h("th", {}, t)))),
+    h("tbody", {},
+      h("tr", { "data-class": "(all)" }, h("th", { scope: "row" }, "accuracy"), h("td", { colspan: 5 }, ""),
+        h("td", {}, fmtNum(a.metrics.test_accuracy, 3)), h("td", {}, fmtNum(b.metrics.test_accuracy, 3))),
+      ea.per_class.map((c) => {
+        const o = theirs[c.label] || {};
+        return h("tr", { "data-class": c.label }, h("th", { scope: "row" }, c.label),
+          h("td", {}, fmtNum(c.precision, 3)), h("td", {}, fmtNum(o.precision, 3)),
+          h("td", {}, fmtNum(c.recall, 3)), h("td", {}, fmtNum(o.recall, 3)),
+          h("td", {}, fmtNum(c.f1, 3)), h("td", {}, fmtNum(o.f1, 3)), h("td", { class: "delta" }, delta(c.f1, o.f1)));
+      })),
+    h("caption", {}, `${name}: v${a.version} against v${b.version} on their test splits`));
+}
+
+// A version's test evaluation: per class, the confusion matrix, the worst mistakes; `others`:
+// the model's other versions with an evaluation, to compare with.
+export function evaluationView(name, version, evaluation, datasetRef, others = []) {
   const { labels, confusion_matrix: matrix, per_class: perClass, worst } = evaluation;
   const rowTotals = matrix.map((row) => row.reduce((a, b) => a + b, 0));
   const cell = (count, i, j) => {
@@ -53,8 +75,16 @@ export function evaluationView(name, version, evaluation, datasetRef) {
         sampleView(byId[w.id], `${w.label} read as ${w.predicted} (p=${fmtNum(w.probability, 3)})`)));
     }).catch(() => worstBox.replaceChildren(h("p", { class: "muted" }, `The examples of ${datasetRef} are no longer stored.`)));
   }
+  const comparison = h("div", { id: "comparison" });
+  const candidates = others.filter((o) => o.version !== version && o.metrics.test_evaluation);
+  const me = others.find((o) => o.version === version) || { version, metrics: { test_evaluation: evaluation } };
+  const compareSelect = candidates.length ? h("select", { id: "compare-with", "aria-label": "compare with version", onchange: (e) => {
+    const other = candidates.find((o) => String(o.version) === e.target.value);
+    comparison.replaceChildren(other ? evaluationComparison(name, me, other) : "");
+  } }, h("option", { value: "" }, "compare with…"), candidates.map((o) => h("option", { value: o.version }, `v${o.version}`))) : null;
   return h("section", { class: "card", id: "evaluation", "data-version": version },
-    h("h3", {}, `${name} v${version} on the test split`),
+    h("div", { class: "row" }, h("h3", {}, `${name} v${version} on the test split`), compareSelect),
+    comparison,
     h("div", { class: "charts" },
       h("table", { class: "per-class" }, h("thead", {}, h("tr", {}, ["Class", "Precision", "Recall", "F1", "Support"].map((t) => h("th", {}, t)))),
         h("tbody", {}, perClass.map((c) => h("tr", {}, h("td", {}, c.label), h("td", {}, fmtNum(c.precision, 3)),
