@@ -13,6 +13,7 @@ from urllib.parse import quote
 from aip.api_client import PlatformAPI
 from aip.monitoring_cli import add_monitoring_commands
 from aip.results_cli import add_results_commands
+from aip.sweeps_cli import add_sweeps_commands
 from aip.tasks_cli import add_tasks_commands
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.settings import Settings
@@ -272,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--json", action="store_true")
     imports.set_defaults(run=cmd_models_import)
 
+    add_sweeps_commands(commands)
     add_tasks_commands(commands)
     add_monitoring_commands(commands)
     add_results_commands(commands)

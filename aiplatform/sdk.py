@@ -51,6 +51,7 @@ from aiplatform.registry.publish import publish_package
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, sha256_bytes, storage_from_settings
 from aiplatform.datasets.spec import SPLITS
+from aiplatform.training.publish import ModelPackage, save_candidate
 from aiplatform.training.user_code import USER_CODE, RunContext, current_context
 
 TASK_ID_VARIABLE = "AIP_TASK_ID"
@@ -206,6 +207,11 @@ def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_inp
     full_lineage = {**source, **(lineage or {})}
     package = build_package(model_config=config, metrics=dict(metrics or {}), lineage=full_lineage, model_file=graph)
     smoke_prediction(package)
+    if run is not None and run.candidate_key:  # a sweep's trial: kept, and registered only if it is the best
+        save_candidate(storage or storage_from_settings(settings or Settings()), run.candidate_key,
+                       ModelPackage(package, config.template, dict(metrics or {}), full_lineage, run.run_name))
+        run.published.append({"name": name, "candidate": run.candidate_key})
+        return None
     if storage is None or registry is None:
         from aiplatform.registry import RegistryClient
 

@@ -33,6 +33,7 @@ from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from aiplatform.tasks.queue import RUNNING, TaskClient
 from aiplatform.tasks.reporting import TaskRun, record_self_started
+from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
 from aiplatform.training.template import TaskTemplate
@@ -146,7 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")
         registry = RegistryClient.connect(settings)
         model_name = task.model_name or args.model_name or template.default_model_name(params)
-        runner = run_user_task if isinstance(params, UserCodeParams) else run_template_task
+        runner = (run_sweep_task if isinstance(params, SweepParams) else
+                  run_user_task if isinstance(params, UserCodeParams) else run_template_task)
         version, result, summary, lines = runner(template, params, settings=settings, storage=storage,
                                                  datasets=datasets, registry=registry, run=run,
                                                  run_name=run_name, model_name=model_name)
@@ -228,6 +230,38 @@ def run_user_task(template: TaskTemplate, params: UserCodeParams, *, settings: S
              f"{json.dumps(summary['final_metrics'])}",
              *(f"Registered model {p['name']} version {p['version']}" for p in outcome.published)]
     return version, result, summary, lines
+
+
+def run_sweep_task(template: TaskTemplate, params: SweepParams, *, settings: Settings, storage: Any,
+                   datasets: DatasetManager, registry: RegistryClient, run: TaskRun, run_name: str,
+                   model_name: str) -> RunResult:
+    """A sweep: its trials on Ray Tune, then its best trial registered (and, if asked, deployed
+    through the gate)."""
+    from aiplatform.tasks.sweeps.tuning import run_sweep
+
+    outcome = run_sweep(run.task, params, settings=settings, storage=storage, datasets=datasets,
+                        registry=registry, queue=run.queue, model_name=model_name)
+    version, best = outcome.version, outcome.best
+    result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
+              "best_trial": best.trial_id, "best_params": best.params, params.metric: best.metrics[params.metric],
+              "trials": outcome.trials, "segments": outcome.segments}
+    if params.deploy:
+        result["deploy"] = _deploy_through_gate(settings, registry, version)
+    lines = [f"Sweep finished: {sum(outcome.trials.values())} trials ({', '.join(f'{n} {s.lower()}' for s, n in outcome.trials.items())})",
+             f"Best trial {best.trial_id}: {params.metric} {best.metrics[params.metric]:.4f} with {json.dumps(best.params)}",
+             f"Registered model {version.name} version {version.version}"]
+    return version, result, dict(result), lines
+
+
+def _deploy_through_gate(settings: Settings, registry: RegistryClient, version: ModelVersion) -> dict[str, Any]:
+    """The deploy gate, as for any model: a refusal is recorded, not a failed sweep."""
+    from aiplatform.serving.deployer import deploy, warm_on_serve
+
+    try:
+        done = deploy(registry, version.name, version.version, warm=warm_on_serve(settings.serve_app_name))
+    except AIPError as exc:
+        return {"deployed": False, "reason": exc.message}
+    return {"deployed": True, "version": done.version, "previous": done.previous_version, "gate": done.gate}
 
 
 def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient,

@@ -19,12 +19,14 @@ from typing import Any, Callable, Optional
 import ray
 
 from aiplatform.datasets.source_policy import SourcePolicy
-from aiplatform.errors import AIPError, Forbidden, InvalidArgument, NotFound, Unavailable
+from aiplatform.errors import AIPError, Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
-from aiplatform.tasks.queue import CANCELLED, FAILED, Task, TaskClient
+from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
+from aiplatform.tasks.sweeps.params import SweepParams
+from aiplatform.tasks.sweeps.template import SWEEP
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.training.templates import get_template
 
@@ -78,12 +80,15 @@ class TaskManager:
             raise Forbidden(f"Template {template!r} runs the caller's own code, which this platform does not "
                             "allow (AIP_USER_CODE=false)")
         parsed = found.parse_params(params)
+        if found.runs_code(parsed) and not self.settings.user_code:
+            raise Forbidden(f"Its trials run the caller's own code (template {parsed.template!r}), which this "
+                            "platform does not allow (AIP_USER_CODE=false)")
         source = found.dataset_source(parsed)
         if source is not None:
             SourcePolicy.from_settings(self.settings).check_source(source)
         if self.storage is not None:
             found.check_inputs(parsed, self.storage)
-        self._check_fits(parsed.model_dump(mode="json"))
+        self._check_fits(template, parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)
         return {
@@ -112,6 +117,45 @@ class TaskManager:
                                          error="cancelled by request", log_tail=self._log_tail(task))
             time.sleep(0.25)
         return self.queue.get(task_id)  # the scheduler finishes it when the job has stopped
+
+    # -- sweeps ------------------------------------------------------------------------------
+    def sweep(self, sweep_id: str) -> Task:
+        """The task ``sweep_id``, which must be a sweep."""
+        task = self.queue.get(sweep_id)
+        if task.template != SWEEP:
+            raise NotFound(f"Task {sweep_id} is not a sweep (template {task.template!r})")
+        return task
+
+    def sweep_view(self, sweep_id: str) -> dict[str, Any]:
+        """A sweep as the API shows it: the task, its trials, and the best finished trial so far."""
+        task = self.sweep(sweep_id)
+        trials = self.queue.trials(sweep_id)
+        params = SweepParams.model_validate(task.params)
+        ranked = [t for t in trials if t.state == "FINISHED" and isinstance(t.metrics.get(params.metric), (int, float))]
+        sign = 1.0 if params.mode == "max" else -1.0
+        best = max(ranked, key=lambda t: sign * float(t.metrics[params.metric])) if ranked else None
+        counts = {state: sum(t.state == state for t in trials) for state in TRIAL_STATES}
+        return {**task.to_dict(), "trials": [t.to_dict() for t in trials], "trial_counts": counts,
+                "best_trial": best.to_dict() if best else None,
+                "waiting": self.why_waiting([task]).get(task.id)}
+
+    def resume_sweep(self, sweep_id: str) -> Task:
+        task = self.sweep(sweep_id)
+        if task.state == SUCCEEDED:
+            raise Conflict(f"Sweep {sweep_id} has finished all its trials; extend it to run more")
+        resumed = self.queue.requeue(sweep_id)
+        self.wake_scheduler()
+        return resumed
+
+    def extend_sweep(self, sweep_id: str, more: int) -> Task:
+        """More trials for a sweep that has ended (a running one is stopped first)."""
+        task = self.sweep(sweep_id)
+        if not task.finished:
+            raise Conflict(f"Sweep {sweep_id} is {task.state}; stop it (or let it finish) before extending it")
+        params = {**task.params, "trials": int(task.params["trials"]) + more}
+        extended = self.queue.requeue(sweep_id, get_template(SWEEP).parse_params(params).model_dump(mode="json"))
+        self.wake_scheduler()
+        return extended
 
     def logs(self, task_id: str) -> str:
         """The job's log; after the job is gone, the tail kept when the task ended."""
@@ -181,9 +225,9 @@ class TaskManager:
         for task in self.queue.queued(limit=QUEUE_LOOKAHEAD):
             if running >= self.settings.task_max_running:
                 break
-            needed = self.resources_needed(task.params)
+            needed = self.resources_needed(task.template, task.params)
             if not needed.fits(cluster):
-                demand += self.worker_bundles(task.params)
+                demand += self.worker_bundles(task.template, task.params)
                 continue
             if not needed.fits(free):
                 break  # strict priority order: a smaller task behind it does not jump the queue
@@ -200,7 +244,8 @@ class TaskManager:
         try:
             self.jobs.submit(
                 task.ray_job_id, entrypoint,
-                env_vars={**ray_env_passthrough(), **self.settings.to_env()},
+                # Time to save its state when stopped (a sweep's Tune writes its experiment state).
+                env_vars={**ray_env_passthrough(), **self.settings.to_env(), "RAY_JOB_STOP_WAIT_TIME_S": "30"},
                 metadata={"aip_task_id": task.id, "template": task.template},
             )
         except Unavailable as exc:
@@ -208,27 +253,31 @@ class TaskManager:
             return
         self.queue.mark_submitted(task.id)
 
-    def resources_needed(self, params: dict[str, Any]) -> "Resources":
-        """What a task's Ray Train workers reserve: CPUs each, and a GPU each with ``gpu=on``."""
-        workers = int(params.get("workers", 1))
-        return Resources(cpu=workers * self.settings.train_worker_cpus,
-                         gpu=float(workers) if params.get("gpu") == "on" else 0.0)
+    def resources_needed(self, template: str, params: dict[str, Any]) -> "Resources":
+        """What a task's Ray Train workers reserve: CPUs each, and a GPU each with ``gpu=on``, for
+        each run it holds at once (a sweep's concurrent trials)."""
+        bundles = self.worker_bundles(template, params)
+        return Resources(cpu=sum(b["CPU"] for b in bundles), gpu=sum(b.get("GPU", 0.0) for b in bundles))
 
-    def worker_bundles(self, params: dict[str, Any]) -> list[dict[str, float]]:
+    def worker_bundles(self, template: str, params: dict[str, Any]) -> list[dict[str, float]]:
         """One resource bundle per Ray Train worker (what the autoscaler places on nodes)."""
-        bundle = {"CPU": self.settings.train_worker_cpus, **({"GPU": 1.0} if params.get("gpu") == "on" else {})}
-        return [dict(bundle) for _ in range(int(params.get("workers", 1)))]
+        runs, run_params = _concurrent_runs(template, params)
+        bundle = {"CPU": self.settings.train_worker_cpus, **({"GPU": 1.0} if run_params.get("gpu") == "on" else {})}
+        return [dict(bundle) for _ in range(runs * int(run_params.get("workers", 1)))]
 
-    def _check_fits(self, params: dict[str, Any]) -> None:
+    def _check_fits(self, template: str, params: dict[str, Any]) -> None:
         """Refuse a task the cluster could never run (unless it can grow)."""
         if self.settings.autoscaling:
             return
-        needed, cluster = self.resources_needed(params), Resources.of(ray.cluster_resources())
+        needed, cluster = self.resources_needed(template, params), Resources.of(ray.cluster_resources())
         if not needed.fits(cluster):
+            runs, run_params = _concurrent_runs(template, params)
+            what = f"{run_params.get('workers', 1)} worker(s)" + (
+                f" for each of {runs} concurrent trials" if runs > 1 else "")
+            lower = "'max_concurrent_trials' or 'workers'" if runs > 1 else "'workers'"
             raise InvalidArgument(
-                f"The task needs {needed.describe()} ({params.get('workers', 1)} worker(s)) but the whole cluster "
-                f"has {cluster.describe()}: lower 'workers', or run it on a cluster that autoscales "
-                "(AIP_AUTOSCALING=true)")
+                f"The task needs {needed.describe()} ({what}) but the whole cluster has {cluster.describe()}: "
+                f"lower {lower}, or run it on a cluster that autoscales (AIP_AUTOSCALING=true)")
 
     def why_waiting(self, tasks: list[Task]) -> dict[str, str]:
         """For each queued task of ``tasks``, why it has not started: its place in the queue,
@@ -245,7 +294,7 @@ class TaskManager:
 
     def _wait_reason(self, task: Task, place: Optional[int], queued: list[Task], cluster: "Resources",
                      free: "Resources", running: int) -> str:
-        needed = self.resources_needed(task.params)
+        needed = self.resources_needed(task.template, task.params)
         if not needed.fits(cluster):
             grow = "the autoscaler has been asked for it" if self.settings.autoscaling else \
                 "the cluster is not set to autoscale (AIP_AUTOSCALING)"
@@ -270,6 +319,13 @@ class TaskManager:
             return self.jobs.logs(task.ray_job_id)
         except (NotFound, Unavailable):
             return None
+
+
+def _concurrent_runs(template: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    try:
+        return get_template(template).concurrent_runs(params)
+    except AIPError:  # a task of a template no longer installed: one run of its parameters
+        return 1, params
 
 
 def _failure_message(job: JobState, logs: Optional[str]) -> str:

@@ -6,20 +6,21 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import ray
 import torch
 from ray.train.torch import TorchTrainer
 
-from aiplatform.datasets import DatasetManager
+from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.loop import CHECKPOINT_FILE
 from aiplatform.training.outcome import TrainingOutcome
-from aiplatform.training.template import TrainingTemplate, ray_train_configs, worker_threads
+from aiplatform.training.template import MAX_WORKER_FAILURES, TrainingTemplate, ray_train_configs, worker_threads
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,32 @@ def resolve_gpu(mode: str, workers: int) -> bool:
     return gpus >= workers
 
 
+@dataclass(frozen=True)
+class SharedSplits:
+    """A dataset version's splits read into the object store, and the spec they were built from."""
+
+    spec: Any
+    dataset: DatasetVersion
+    train: Any
+    val: Any
+    test: Any
+
+    @classmethod
+    def read(cls, spec: Any, datasets: DatasetManager) -> "SharedSplits":
+        """Build (or reuse) the version and materialize train and val once: epochs then stream
+        blocks from the object store instead of re-reading and re-decoding parquet, which competes
+        with training for the same cores. The test split stays lazy (read once, at the end)."""
+        dataset = datasets.build(spec)
+        if dataset.rows("val") == 0:
+            raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
+        return cls(spec, dataset, datasets.read_split(dataset, "train").materialize(),
+                   datasets.read_split(dataset, "val").materialize(), datasets.read_split(dataset, "test"))
+
+    def for_sharing(self) -> "SharedSplits":
+        """The same with the test split materialized too (many runs evaluate on it)."""
+        return SharedSplits(self.spec, self.dataset, self.train, self.val, self.test.materialize())
+
+
 def run_training(
     template: TrainingTemplate,
     params: Any,
@@ -43,9 +70,12 @@ def run_training(
     datasets: DatasetManager,
     run_name: str,
     callbacks: Optional[list[Any]] = None,
+    shared: Optional["SharedSplits"] = None,
+    max_failures: int = MAX_WORKER_FAILURES,
 ) -> TrainingOutcome:
     """Build (or reuse) the dataset, fit on Ray Train, and evaluate on the test split (a template
-    with its own trainer, such as XGBoost's, runs its own ``fit``)."""
+    with its own trainer, such as XGBoost's, runs its own ``fit``). ``shared``: the splits already
+    read into the object store (a sweep reads them once for all its trials)."""
     own = template.fit(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
                        callbacks=callbacks)
     if own is not None:
@@ -54,14 +84,11 @@ def run_training(
     workers = int(params.workers)
     use_gpu = resolve_gpu(params.gpu, workers)  # before any data is read: a refusal costs nothing
     started = time.perf_counter()
-    dataset = datasets.build(template.dataset_spec(params))
+    spec = template.dataset_spec(params)
+    splits = shared if shared is not None and shared.spec == spec else SharedSplits.read(spec, datasets)
+    dataset = splits.dataset
     timings["dataset_seconds"] = time.perf_counter() - started
-    if dataset.rows("val") == 0:
-        raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
-    # Materialized once: epochs then stream blocks from the object store instead of re-reading
-    # and re-decoding parquet, which competes with training for the same cores.
-    train_ds = datasets.read_split(dataset, "train").materialize().randomize_block_order()
-    val_ds = datasets.read_split(dataset, "val").materialize()
+    train_ds, val_ds = splits.train.randomize_block_order(), splits.val
     preprocessing = template.preprocessing(params, dataset, datasets)
     architecture = template.architecture(params, dataset, preprocessing)
     config = {
@@ -79,7 +106,7 @@ def run_training(
         "threads": worker_threads(workers),
     }
     scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=workers, use_gpu=use_gpu,
-                                     callbacks=callbacks)
+                                     callbacks=callbacks, max_failures=max_failures)
     trainer = TorchTrainer(template.train_loop(), train_loop_config=config, scaling_config=scaling, run_config=run,
                            datasets={"train": train_ds, "val": val_ds})
     fit_started = time.perf_counter()
@@ -93,7 +120,7 @@ def run_training(
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), weights_only=True)
     history = list(result.return_value or state["history"])
     eval_started = time.perf_counter()
-    test_metrics = evaluate(architecture, state["model"], datasets.read_split(dataset, "test"), config, dataset.labels)
+    test_metrics = evaluate(architecture, state["model"], splits.test, config, dataset.labels)
     timings["test_seconds"] = time.perf_counter() - eval_started
     return TrainingOutcome(
         template=template.name,

@@ -3,6 +3,8 @@ published through the registry (which knows nothing of training)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from aiplatform.packaging import build_package
@@ -30,15 +32,19 @@ def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:
     }
 
 
-def publish_model(
-    outcome: TrainingOutcome,
-    *,
-    name: str,
-    storage: Storage,
-    registry: RegistryAPI,
-    lineage: Optional[dict[str, Any]] = None,
-) -> ModelVersion:
-    """Package the weights and publish them as the next version of ``name``."""
+@dataclass(frozen=True)
+class ModelPackage:
+    """A built package not yet registered, with what its registry entry records."""
+
+    data: bytes
+    template: str
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    run_name: str
+
+
+def package_model(outcome: TrainingOutcome, *, name: str, lineage: Optional[dict[str, Any]] = None) -> ModelPackage:
+    """The run's weights (or model file), ``model.json``, metrics and lineage as a package."""
     validate_model_name(name)
     final_epoch = outcome.history[-1] if outcome.history else {}
     metrics = {
@@ -68,5 +74,39 @@ def publish_model(
         metrics=metrics,
         lineage=full_lineage,
     )
-    return publish_package(data, name=name, template=outcome.template, storage=storage, registry=registry,
-                           metrics=metrics, lineage=full_lineage, idempotency_key=outcome.run_name)
+    return ModelPackage(data, outcome.template, metrics, full_lineage, outcome.run_name)
+
+
+def save_candidate(storage: Storage, key: str, package: ModelPackage) -> None:
+    """Keep a built package unregistered (a sweep's trial: only the best one becomes a version):
+    its record first, then the package, so a package found always has its record."""
+    record = {"template": package.template, "metrics": package.metrics, "lineage": package.lineage,
+              "run_name": package.run_name}
+    storage.put_bytes(f"{key}.json", json.dumps(record).encode())
+    storage.put_bytes(key, package.data)
+
+
+def load_candidate(storage: Storage, key: str) -> ModelPackage:
+    """A package kept by :func:`save_candidate` (its bytes checked against their recorded digest)."""
+    record = json.loads(storage.get_bytes(f"{key}.json"))
+    return ModelPackage(storage.get_bytes(key), record["template"], record["metrics"], record["lineage"],
+                        record["run_name"])
+
+
+def register_package(package: ModelPackage, *, name: str, storage: Storage, registry: RegistryAPI) -> ModelVersion:
+    """Store a built package by content and register it as the next version of ``name`` (once per run)."""
+    return publish_package(package.data, name=name, template=package.template, storage=storage, registry=registry,
+                           metrics=package.metrics, lineage=package.lineage, idempotency_key=package.run_name)
+
+
+def publish_model(
+    outcome: TrainingOutcome,
+    *,
+    name: str,
+    storage: Storage,
+    registry: RegistryAPI,
+    lineage: Optional[dict[str, Any]] = None,
+) -> ModelVersion:
+    """Package the weights and publish them as the next version of ``name``."""
+    return register_package(package_model(outcome, name=name, lineage=lineage), name=name, storage=storage,
+                            registry=registry)

@@ -80,6 +80,7 @@ class TabularClassificationTemplate(TrainingTemplate):
                    "serves JSON rows, CSV uploads and FP32 tensors.")
     task = "tabular-classification"
     params_model = TabularParams
+    budget_parameter = "num_boost_round"
 
     def dataset_spec(self, params: TabularParams) -> TableDatasetSpec:
         try:

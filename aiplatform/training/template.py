@@ -71,7 +71,8 @@ def validation_message(error: ValidationError, what: str) -> str:
     problems = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or what
-        got = f" (got {item['input']!r})" if "input" in item and item["type"] != "missing" else ""
+        # A whole-model check names its fields itself; echoing the whole input would bury it.
+        got = f" (got {item['input']!r})" if "input" in item and item["type"] != "missing" and item["loc"] else ""
         problems.append(f"{where}: {item['msg']}{got}")
     return f"Invalid {what}: " + "; ".join(problems)
 
@@ -105,6 +106,15 @@ class TaskTemplate(ABC):
     def check_inputs(self, params: Any, storage: "Storage") -> None:
         """Refuse a task whose stored inputs are missing (e.g. a code archive): nothing by default."""
 
+    def runs_code(self, params: Any) -> bool:
+        """Whether this task runs code its creator sent (a sweep does when its trials do)."""
+        return self.runs_user_code
+
+    def concurrent_runs(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """How many training runs the task holds at once, and one run's parameters (what the
+        scheduler reserves resources for): one run of its own parameters by default."""
+        return 1, params
+
     @abstractmethod
     def default_model_name(self, params: Any) -> str:
         """The registry name used when the caller gives none."""
@@ -115,6 +125,10 @@ class TrainingTemplate(TaskTemplate):
 
     task: ClassVar[str]
     """``model.json``'s task, e.g. ``image-classification``."""
+    reported_metrics: ClassVar[tuple[str, ...]] = ("val_accuracy", "val_loss", "train_loss")
+    """What its runs report every epoch (what a sweep may rank its trials by)."""
+    budget_parameter: ClassVar[str] = "epochs"
+    """The parameter that says how long a run trains, in the unit of its reports' ``epoch``."""
 
     @abstractmethod
     def dataset_spec(self, params: Any) -> "DatasetSpec | TextDatasetSpec | TableDatasetSpec":

@@ -143,6 +143,9 @@ class RunContext:
     reports: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
     published: list[dict[str, Any]] = field(default_factory=list)
+    candidate_key: Optional[str] = None
+    """Set in a sweep's trial: ``publish`` keeps the package there, unregistered (the sweep
+    registers its best trial's)."""
 
     def lineage(self) -> dict[str, Any]:
         """What a version published from this run records of where it came from."""
@@ -247,6 +250,7 @@ def run_user_code(
     task_id: Optional[str],
     model_name: str,
     callbacks: Optional[list[Any]] = None,
+    candidate_key: Optional[str] = None,
 ) -> UserCodeOutcome:
     """Run the task's function on Ray Train and say what it published."""
     timings: dict[str, float] = {}
@@ -260,7 +264,7 @@ def run_user_code(
     context = RunContext(
         task_id=task_id, run_name=run_name, dataset=dataset.ref, kind=dataset.kind, labels=dataset.labels,
         image_shape=list(dataset.image_shape) if dataset.kind == "image" else None,
-        code_digest=params.code, entry=params.entry, model_name=model_name,
+        code_digest=params.code, entry=params.entry, model_name=model_name, candidate_key=candidate_key,
     )
     # Workers read the archive from storage themselves (Ray takes local folders only for a job).
     worker_env = {"env_vars": {**settings.to_env(), "AIP_TASK_ID": task_id or ""}}

@@ -68,7 +68,7 @@ export async function openCreateForm(card) {
   await act(null, async () => {
     const { templates } = await api("GET", "/v1/templates");
     const select = h("select", { id: "template-select" }, h("option", { value: "" }, "— pick a template —"),
-      templates.map((t) => h("option", { value: t.name }, `${t.title} (${t.name})`)));
+      templates.filter((t) => t.name !== "sweep").map((t) => h("option", { value: t.name }, `${t.title} (${t.name})`)));
     const fields = h("div", { id: "template-fields" });
     const form = h("form", { id: "create-form" },
       h("label", {}, h("span", { class: "name" }, "Template"), select), fields);

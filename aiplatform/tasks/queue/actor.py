@@ -49,6 +49,9 @@ class TaskActor(TaskStore):
     def cancel(self, task_id: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).cancel(task_id))
 
+    def requeue(self, task_id: str, params: Optional[dict[str, Any]] = None) -> Task:
+        return self._changing(task_id, lambda: super(TaskActor, self).requeue(task_id, params))
+
     def interrupt(self, task_id: str, error: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).interrupt(task_id, error))
 

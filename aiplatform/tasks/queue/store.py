@@ -24,6 +24,7 @@ from typing import Any, Iterable, Optional, Protocol
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
+from aiplatform.tasks.queue.trials import TRIALS_SCHEMA, Trial, TrialRecords
 
 CREATED, QUEUED, RUNNING = "CREATED", "QUEUED", "RUNNING"
 SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
@@ -165,14 +166,33 @@ class TaskAPI(Protocol):
 
     def metrics_history(self, task_id: str) -> list[dict[str, Any]]: ...
 
+    def requeue(self, task_id: str, params: Optional[dict[str, Any]] = None) -> Task: ...
 
-class TaskStore:
+    # A sweep's trials (``trials.py``).
+    def record_trial(self, sweep_id: str, trial_id: str, *, params: dict[str, Any], segment: int,
+                     state: str = ...) -> Trial: ...
+
+    def report_trial(self, sweep_id: str, trial_id: str, metrics: dict[str, Any],
+                     checkpoint: Optional[str] = None) -> None: ...
+
+    def finish_trial(self, sweep_id: str, trial_id: str, state: str, error: Optional[str] = None) -> Trial: ...
+
+    def pause_trials(self, sweep_id: str) -> int: ...
+
+    def trial(self, sweep_id: str, trial_id: str) -> Trial: ...
+
+    def trials(self, sweep_id: str) -> list[Trial]: ...
+
+    def compare_runs(self, run_ids: list[str]) -> list[dict[str, Any]]: ...
+
+
+class TaskStore(TrialRecords):
     """SQLite-backed task queue; thread-safe; every write idempotent (see the module docstring)."""
 
     def __init__(self, db_path: str | Path) -> None:
         self.db_path = Path(db_path)
         self._lock = threading.RLock()
-        self._db = open_database(self.db_path, _SCHEMA)
+        self._db = open_database(self.db_path, _SCHEMA + TRIALS_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -334,6 +354,22 @@ class TaskStore:
                 )
             progress = {"epoch": epoch, "epochs": clean.get("epochs"), "metrics": clean}
             return self._update(task_id, progress=json.dumps(progress))
+
+    def requeue(self, task_id: str, params: Optional[dict[str, Any]] = None) -> Task:
+        """A task that ended (stopped, failed, or succeeded and is to be extended) QUEUED again
+        under the same id, with new parameters when given: how a sweep resumes and grows."""
+        with self._lock:
+            task = self.get(task_id)
+            if task.state == QUEUED and (params is None or params == task.params):
+                return task
+            if not task.finished:
+                raise Conflict(f"Task {task_id} is {task.state}; only a task that has ended can be queued again")
+            fields: dict[str, Any] = {"state": QUEUED, "queued_at": time.time(), "finished_at": None,
+                                      "cancel_requested": 0, "ray_job_id": None, "submitted_at": None,
+                                      "error": None, "error_reason": None}
+            if params is not None:
+                fields["params"] = json.dumps(params)
+            return self._update(task_id, **fields)
 
     def heartbeat(self, task_id: str) -> Task:
         """A run that no Ray job follows (a plain local ``python -m jobs.train``) says it lives."""

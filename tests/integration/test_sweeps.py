@@ -1,0 +1,103 @@
+"""Sweeps on Ray Tune through the task manager, with real Ray jobs on the session's local Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import ray
+
+from aiplatform.errors import InvalidArgument
+from aiplatform.registry import RegistryClient
+from aiplatform.settings import Settings
+from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import CANCELLED, FINISHED, PAUSED, SUCCEEDED, TRIAL_FAILED, TaskClient
+from aiplatform.tasks.ray_jobs import RayJobs
+from aiplatform.tasks.scheduler import ensure_scheduler
+from tests.factories import TINY_CNN_PARAMS, platform_settings, wait_for_task
+
+BROKEN_NETWORK = [4, 4, 4, 4, 4]
+"""Five pooled convolutions shrink a 28-pixel digit to nothing: a trial with them fails as it trains."""
+TRIAL_PARAMS = {k: v for k, v in TINY_CNN_PARAMS.items() if k != "conv_channels"}
+
+
+@pytest.fixture()
+def settings(ray_session: None, tmp_path: Path) -> Iterator[Settings]:
+    with platform_settings(tmp_path, "sweeps", task_poll_interval_s=0.5) as settings:
+        scheduler = ensure_scheduler(settings)
+        yield settings
+        ray.kill(scheduler)
+
+
+@pytest.fixture()
+def manager(settings: Settings) -> TaskManager:
+    return TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
+
+
+def sweep_params(**overrides: object) -> dict[str, object]:
+    return {
+        "template": "cnn-classification",
+        "params": {**TRIAL_PARAMS, "epochs": 3},
+        "space": {"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
+                  "conv_channels": {"type": "choice", "values": [[4], [8], BROKEN_NETWORK]}},
+        "metric": "val_accuracy", "mode": "max", "trials": 3, "max_concurrent_trials": 1,
+        "scheduler": {"type": "none"}, "search": "random", "seed": 8,
+        **overrides,
+    }
+
+
+def test_a_sweep_survives_a_failing_trial_resumes_after_a_stop_and_registers_the_best(
+        settings: Settings, manager: TaskManager) -> None:
+    # Seed 8 draws conv_channels [4], then the broken network, then [4]: one trial at a time.
+    task = manager.create("sweep", sweep_params(), model_name="swept-cnn", start=True)
+    first = wait_for_task(manager.queue, task.id, lambda t: t.finished or [x.state for x in manager.queue.trials(
+        t.id)][:2] == [FINISHED, TRIAL_FAILED], timeout_s=300)
+    assert first.state == "RUNNING", (first.error, manager.logs(task.id)[-3000:])
+    manager.cancel(task.id)  # `aip sweeps stop`: its Ray job is stopped; Tune saves its state
+    stopped = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=120)
+    assert stopped.state == CANCELLED, stopped
+    before = {t.trial_id: t for t in manager.queue.trials(task.id)}
+    assert all(t.state in (FINISHED, TRIAL_FAILED, PAUSED) for t in before.values()), before
+
+    manager.queue.requeue(task.id)  # `aip sweeps resume`
+    done = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=400)
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    trials = manager.queue.trials(task.id)
+    assert len(trials) == 3 and [t.state for t in trials[:2]] == [FINISHED, TRIAL_FAILED], trials
+    assert trials[2].state == FINISHED, trials[2]
+    for trial in trials[:2]:  # neither the finished nor the failed trial ran again
+        assert trial.updated_at == before[trial.trial_id].updated_at
+    failed = trials[1]
+    assert failed.params["conv_channels"] == BROKEN_NETWORK and failed.error, failed
+    for trial in (trials[0], trials[2]):  # curves per epoch, and the checkpoint each reported
+        history = manager.queue.compare_runs([trial.run_id])[0]["history"]
+        assert [h["epoch"] for h in history] == [1, 2, 3] and trial.checkpoint, (history, trial)
+    paused = before.get(trials[2].trial_id)
+    if paused is not None and (paused.epoch or 0) >= 1:  # stopped mid-way: it went on from its checkpoint
+        history = manager.queue.compare_runs([trials[2].run_id])[0]["history"]
+        assert history[-1]["resumed_from_epoch"] >= 1, history
+    best = max((trials[0], trials[2]), key=lambda t: t.metrics["val_accuracy"])
+    assert done.result["best_trial"] == best.trial_id and done.result["trials"][TRIAL_FAILED] == 1
+    version = RegistryClient.connect(settings).get_version("swept-cnn", done.result["version"])
+    assert version.lineage["sweep_id"] == task.id and version.lineage["trial_id"] == best.trial_id
+    assert version.lineage["sweep_params"] == best.params and version.lineage["dataset"].startswith("mnist")
+    assert version.metrics["val_accuracy"] == pytest.approx(best.metrics["val_accuracy"])
+    # The sweep's own curve: trials done, and the best value so far.
+    assert manager.queue.metrics_history(task.id)[-1]["epoch"] == 3
+
+
+def test_bad_sweeps_are_refused_naming_the_problem(manager: TaskManager) -> None:
+    for change, message in [
+        ({"space": {}}, "the search space is empty"),
+        ({"space": {"depth": {"type": "int", "low": 1, "high": 3}}}, "has no parameter 'depth'"),
+        ({"space": {"kernel_size": {"type": "int", "low": 5, "high": 3}}}, "'low' must be below 'high'"),
+        ({"space": {"hidden_units": {"type": "int", "low": 0, "high": 32}}}, "space.hidden_units = 0 is refused"),
+        ({"space": {"learning_rate": {"type": "choice"}}}, "a choice needs at least one value"),
+        ({"metric": "val_f1"}, "metric 'val_f1' is not one template 'cnn-classification' reports"),
+        ({"max_concurrent_trials": 8}, "for each of 8 concurrent trials"),
+        ({"params": {**TRIAL_PARAMS, "learning_rate": 0.1}}, "'learning_rate' is both searched and fixed"),
+        ({"template": "sweep"}, "'sweep' itself cannot be swept"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            manager.create("sweep", sweep_params(**change))
