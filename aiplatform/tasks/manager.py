@@ -25,9 +25,9 @@ from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
+from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.tasks.sweeps.template import SWEEP
-from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.training.templates import get_template
 
 logger = logging.getLogger(__name__)

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from fastapi import APIRouter, Header, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiplatform.api.deps import PlatformDep
+from aiplatform.errors import InvalidArgument
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
 from aiplatform.tasks.queue.store import MAX_LIST_LIMIT
 from aiplatform.tasks.queue.trials import MAX_COMPARED_RUNS
 from aiplatform.tasks.sweeps.params import MAX_TRIALS
 from aiplatform.tasks.sweeps.template import SWEEP
+from aiplatform.training.template import validation_message
 
 router = APIRouter(tags=["sweeps"])
 
@@ -33,7 +35,10 @@ async def create_sweep(body: dict[str, Any], platform: PlatformDep,
     """The body is a sweep's parameters (see the ``sweep`` template's schema) plus ``priority``,
     ``model_name`` and ``start``; every problem is named before anything runs."""
     options = {k: body.pop(k) for k in ("priority", "model_name", "start") if k in body}
-    queueing = SweepQueueing.model_validate(options)
+    try:
+        queueing = SweepQueueing.model_validate(options)
+    except ValidationError as exc:
+        raise InvalidArgument(validation_message(exc, "sweep options")) from exc
     task = await platform.tasks.create_async(SWEEP, body, priority=queueing.priority, model_name=queueing.model_name,
                                              start=queueing.start, idempotency_key=idempotency_key)
     return platform.tasks.sweep_view(task.id)

@@ -7,15 +7,19 @@ import { datasetsPage } from "./page-datasets.js";
 import { inferencePage } from "./page-inference.js";
 import { modelsPage } from "./page-models.js";
 import { monitoringPage } from "./page-monitoring.js";
+import { comparePage, sweepPage, sweepsPage } from "./page-sweeps.js";
 import { taskPage, trainingPage } from "./page-training.js";
 
 export async function route() {
   stopPolling();
   const [name, ...rest] = (location.hash.replace(/^#/, "") || "training").split("/");
-  for (const link of document.querySelectorAll("nav a[data-page]")) link.classList.toggle("active", link.dataset.page === (name === "task" ? "training" : name));
+  for (const link of document.querySelectorAll("nav a[data-page]")) link.classList.toggle("active", link.dataset.page === ({ task: "training", sweep: "sweeps", compare: "sweeps" }[name] || name));
   const arg = rest.map(decodeURIComponent).join("/");
   try {
     if (name === "task") await taskPage(arg);
+    else if (name === "sweeps") await sweepsPage();
+    else if (name === "sweep") await sweepPage(arg);
+    else if (name === "compare") await comparePage(arg);
     else if (name === "inference") await inferencePage();
     else if (name === "models") await modelsPage(arg);
     else if (name === "datasets") await datasetsPage(arg);

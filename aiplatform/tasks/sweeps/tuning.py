@@ -29,6 +29,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import AIPError, Conflict
 from aiplatform.registry import ModelVersion, RegistryAPI
+from aiplatform.runtime import quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
 from aiplatform.tasks.queue import (
@@ -44,9 +45,13 @@ from aiplatform.tasks.queue import (
 )
 from aiplatform.tasks.sweeps.params import Dimension, SweepParams
 from aiplatform.tasks.sweeps.template import USER_CODE, SweepTemplate, budget, trial_params
-from aiplatform.runtime import quiet_ray_data
 from aiplatform.training.engine import SharedSplits, run_training
-from aiplatform.training.publish import load_candidate, package_model, register_package, save_candidate
+from aiplatform.training.publish import (
+    load_candidate,
+    package_model,
+    register_package,
+    save_candidate,
+)
 from aiplatform.training.template import TrainingTemplate
 from aiplatform.training.templates import get_template
 
