@@ -38,3 +38,22 @@ def page(platform_url: str) -> Iterator["object"]:
             page.screenshot(path=str(SCREENSHOTS / "last.png"), full_page=True)
             browser.close()
         assert not foreign, f"the UI fetched other origins: {foreign}"
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1.min.js"
+"""axe-core from npm (``npm install axe-core@4.14.1``; MPL-2.0, see ``vendor/axe-core-LICENSE.txt``),
+committed as its built file: the browser tests never fetch it."""
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def accessibility_violations(page: "object") -> list[dict[str, object]]:
+    """axe-core run on the page as it is now: its serious and critical violations (rule, impact,
+    help and the first elements), after the UI's own rendering has settled. The script goes in
+    through the DevTools protocol, so the UI's content security policy stays as it is."""
+    page.wait_for_load_state("networkidle")  # type: ignore[attr-defined]
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):  # type: ignore[attr-defined]
+        page.evaluate(AXE.read_text())  # type: ignore[attr-defined]
+    violations = page.evaluate(  # type: ignore[attr-defined]
+        """async () => (await axe.run(document, {resultTypes: ['violations']})).violations.map((v) => (
+             {id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))""")
+    return [v for v in violations if v["impact"] in BLOCKING_IMPACTS]

@@ -180,14 +180,23 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert custom.returncode == 0, (custom.stdout[-2000:], custom.stderr[-2000:])
         assert "SUCCEEDED: model digits-mlp version 1" in custom.stdout and "code " in custom.stderr
 
-        # `ray job submit` with the token: the run records itself as a task.
+        # `ray job submit --working-dir .` with the token, as in the README: the code travels with
+        # the job, and the run records itself as a task. Without the token, or with another, the
+        # head refuses.
+        ray_bin = str(Path(sys.executable).parent / "ray")
         job = subprocess.run(
-            [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}",
-             "--submission-id", "direct-run-1", "--", sys.executable, "-m", "jobs.train", "--template",
+            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}", "--working-dir", str(ROOT),
+             "--submission-id", "direct-run-1", "--", "python", "-m", "jobs.train", "--template",
              "cnn-classification", "--epochs", "1", "--max-rows", "600", "--param", "conv_channels=[4]",
              "--model-name", "direct-cnn"],
             cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=300)
         assert job.returncode == 0, (job.stdout[-2000:], job.stderr[-2000:])
+        assert "Registered model direct-cnn version 1" in job.stdout and "succeeded" in job.stdout + job.stderr
+        no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+        for bad_env in (no_token, {**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
+            refused = subprocess.run([ray_bin, "job", "list", "--address", f"http://127.0.0.1:{dashboard_port}"],
+                                     env=bad_env, capture_output=True, text=True, timeout=60)
+            assert refused.returncode != 0 and "AuthenticationError" in refused.stderr, refused.stderr[-1000:]
         direct = [t for t in json.loads(aip("tasks", "list", "--json").stdout)["tasks"]
                   if t["ray_job_id"] == "direct-run-1"]
         assert [(t["source"], t["state"], t["result"]["model"]) for t in direct] == [("ray-job", "SUCCEEDED", "direct-cnn")]

@@ -16,8 +16,8 @@ import pytest
 import ray
 
 from aiplatform.tasks.queue import FINISHED, STOPPED, TaskClient
-from tests.e2e.conftest import SCREENSHOTS, needs_browser
-from tests.factories import TINY_CNN_PARAMS, platform_settings, served_platform
+from tests.e2e.conftest import SCREENSHOTS, accessibility_violations, needs_browser
+from tests.factories import TINY_CNN_PARAMS, platform_settings, register_versions, served_platform
 
 pytestmark = needs_browser
 STORED_TRIALS = 1000
@@ -169,3 +169,43 @@ def test_the_cli_lists_shows_and_names_what_is_wrong(platform: dict[str, Any]) -
     lines = shown.stdout.splitlines()
     assert f"1000/{STORED_TRIALS} trials done" in lines[0] and "334 stopped early" in lines[0] and "best t" in lines[0]
     assert sum(1 for line in lines if " FINISHED " in line) == 666
+
+
+PAGES = ("#training", "#sweeps", "#inference", "#models", "#models/a11y-cnn", "#datasets", "#monitoring", "#alerts")
+
+
+def test_every_page_passes_axe_and_works_from_the_keyboard(page, platform: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    url = platform["url"]
+    register_versions(platform["settings"], "a11y-cnn", count=2)
+    sweeps = httpx.get(f"{url}/v1/sweeps", timeout=30).json()["sweeps"]
+    sweep_id = next(s["id"] for s in sweeps if s["params"]["trials"] == STORED_TRIALS)
+    found = {}
+    for where in (*PAGES, f"#sweep/{sweep_id}", f"#compare/{sweep_id}"):
+        page.goto(f"{url}/{where}")
+        expect(page.locator("#page > *").first).to_be_visible()
+        found[where] = accessibility_violations(page)
+    assert not any(found.values()), {where: v for where, v in found.items() if v}
+
+    # The keyboard alone: Tab reaches the navigation with a visible focus ring, Enter follows a
+    # link and presses a button, Escape is not needed to get out of anything.
+    page.goto(f"{url}/#training")
+    expect(page.locator("#new-task")).to_be_visible()
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.dataset.page") == "sweeps":
+            break
+    focused = page.evaluate("""() => { const el = document.activeElement, style = getComputedStyle(el);
+        return {page: el.dataset.page, outline: style.outlineStyle, width: parseFloat(style.outlineWidth)}; }""")
+    assert focused["page"] == "sweeps" and focused["outline"] != "none" and focused["width"] > 0, focused
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{url}/#sweeps")
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "new-sweep":
+            break
+    page.keyboard.press("Enter")
+    expect(page.locator("#sweep-form")).to_be_visible()
+    page.keyboard.press("Tab")  # into the form: its first field
+    assert page.evaluate("() => document.activeElement.id") == "sweep-template"

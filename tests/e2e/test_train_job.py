@@ -5,11 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,70 +106,25 @@ def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: P
         (["--template", "cnn-classification", "--epochs", "0"], "epochs: Input should be greater than or equal to 1"),
         (["--template", "cnn-classification", "--optimizer", "lbfgs"], "optimizer: Input should be"),
         (["--template", "cnn-classification", "--dataset", "cifar"], "use mnist, idx:<uri>"),
-        (["--template", "cnn-classification", "--model-name", "Bad Name", "--max-rows", "100",
-          "--dataset", "idx:/nonexistent/folder"], "no train-images-idx3-ubyte"),
     ],
 )
-def test_bad_input_fails_with_a_message_and_nonzero_exit(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_parameters_fail_with_a_message_before_anything_runs(tmp_path: Path, args: list[str], message: str,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused while parsing, before Ray: the job's own ``main`` (the exit status is its return)."""
+    from jobs.train import main
+
+    monkeypatch.setenv("AIP_HOME", str(tmp_path))
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "artifacts" / "packages").exists()
+
+
+def test_a_missing_dataset_fails_the_process_with_a_message_and_exit_2(tmp_path: Path) -> None:
+    args = ["--template", "cnn-classification", "--model-name", "Bad Name", "--max-rows", "100",
+            "--dataset", "idx:/nonexistent/folder"]
+    message = "no train-images-idx3-ubyte"
     proc = _run_job(tmp_path, *args, timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert not (tmp_path / "artifacts" / "packages").exists()
-
-
-def _wait_for_http(url: str, timeout_s: float = 90) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:  # answered (401 without a token): it is up
-            return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(1)
-    raise TimeoutError(url)
-
-
-def test_ray_job_submit_against_a_started_head_with_token_auth(tmp_path: Path) -> None:
-    """`ray start --head` then `ray job submit -- python -m jobs.train ...`, as in the README."""
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    dashboard_port, gcs_port = free_port(), free_port()
-    env = _env(tmp_path)
-    env["RAY_AUTH_MODE"] = "token"
-    env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "auth_token")
-    (tmp_path / "auth_token").write_text(secrets.token_hex(32))
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-         f"--metrics-export-port={free_port()}", f"--temp-dir={Path('/tmp') / f'aip-head-{os.getpid()}'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard_port}"
-    try:
-        _wait_for_http(f"{address}/api/version")
-        submit = [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT),
-                  "--runtime-env-json", json.dumps({"env_vars": {"AIP_HOME": str(tmp_path / "cluster")}}),
-                  "--", "python", "-m", "jobs.train", "--template", "cnn-classification",
-                  "--dataset", "mnist", "--epochs", "1", "--max-rows", "1500"]
-        proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-        assert "Registered model mnist-cnn version 1" in proc.stdout
-        assert "succeeded" in proc.stdout + proc.stderr
-
-        no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
-        wrong_token = {**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        for bad_env in (no_token, wrong_token):
-            refused = subprocess.run([ray_bin, "job", "list", "--address", address], env=bad_env,
-                                     capture_output=True, text=True, timeout=60)
-            assert refused.returncode != 0
-            assert "AuthenticationError" in refused.stderr, refused.stderr[-1000:]
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)

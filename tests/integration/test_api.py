@@ -93,6 +93,10 @@ def test_a_task_created_through_the_api_trains_and_is_fully_visible(api: httpx.C
     assert api.post(f"/v1/tasks/{task_id}/start").json()["state"] in ("QUEUED", "RUNNING")
     done = wait_finished(api, task_id)
     assert done["state"] == "SUCCEEDED", api.get(f"/v1/tasks/{task_id}/logs").text
+    # Run by the scheduler as a Ray job, stored with the template's defaults filled in.
+    assert done["params"]["learning_rate"] == 3e-3
+    assert done["ray_job_id"] == f"aip-task-{task_id}-1" and done["attempts"] == 1
+    assert done["progress"]["epoch"] == 2 and done["progress"]["epochs"] == 2
     history = api.get(f"/v1/tasks/{task_id}/metrics").json()["history"]
     assert [m["epoch"] for m in history] == [1, 2] and {"train_loss", "val_accuracy"} <= set(history[0])
     assert f"task {task_id}" in api.get(f"/v1/tasks/{task_id}/logs").json()["logs"]
@@ -105,6 +109,7 @@ def test_a_task_created_through_the_api_trains_and_is_fully_visible(api: httpx.C
     assert [v["version"] for v in model["versions"]] == [version]
     lineage = api.get(f"/v1/models/api-cnn/versions/{version}/lineage").json()["lineage"]
     assert lineage[0]["task_id"] == task_id and lineage[0]["dataset"].startswith("mnist@")
+    assert lineage[0]["ray_job_id"] == done["ray_job_id"]
 
     name, dataset_version = lineage[0]["dataset"].split("@")
     datasets = api.get("/v1/datasets").json()["datasets"]

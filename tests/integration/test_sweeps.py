@@ -8,9 +8,11 @@ from typing import Iterator
 import pytest
 import ray
 
+from aiplatform.code_archives import CodeArchives, pack_directory
 from aiplatform.errors import InvalidArgument
 from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
+from aiplatform.storage import storage_from_settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import CANCELLED, FINISHED, PAUSED, SUCCEEDED, TRIAL_FAILED, TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
@@ -19,6 +21,7 @@ from tests.factories import TINY_CNN_PARAMS, platform_settings, wait_for_task
 
 BROKEN_NETWORK = [4, 4, 4, 4, 4]
 """Five pooled convolutions shrink a 28-pixel digit to nothing: a trial with them fails as it trains."""
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-mlp"
 TRIAL_PARAMS = {k: v for k, v in TINY_CNN_PARAMS.items() if k != "conv_channels"}
 
 
@@ -101,3 +104,34 @@ def test_bad_sweeps_are_refused_naming_the_problem(manager: TaskManager) -> None
     ]:
         with pytest.raises(InvalidArgument, match=message):
             manager.create("sweep", sweep_params(**change))
+
+
+def test_a_sweep_of_your_own_code_registers_only_its_best_trial(settings: Settings, manager: TaskManager) -> None:
+    code = CodeArchives(storage_from_settings(settings)).put(pack_directory(EXAMPLE)).digest
+    params = {"template": "user-code", "metric": "val_accuracy", "mode": "max", "trials": 2,
+              "max_concurrent_trials": 2, "search": "tpe", "seed": 1,
+              "params": {"entry": "digits_mlp.train:train_loop", "code": code, "dataset": "mnist", "max_rows": 600,
+                         "config": {"epochs": 2}},
+              "space": {"hidden": {"type": "choice", "values": [8, 32]}, "lr": {"type": "loguniform", "low": 1e-3,
+                                                                                "high": 1e-2}},
+              "scheduler": {"type": "asha", "grace_period": 1}}
+    task = manager.create("sweep", params, model_name="swept-mlp", start=True)
+    done = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=400)
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    trials = manager.queue.trials(task.id)
+    assert len(trials) == 2 and all(t.state in (FINISHED, "STOPPED") for t in trials), trials
+    assert all({"hidden", "lr"} == set(t.params) and t.metrics.get("epoch") for t in trials)
+    registry = RegistryClient.connect(settings)
+    versions = registry.list_versions("swept-mlp")
+    assert [v.version for v in versions] == [done.result["version"]]  # only the best trial became a version
+    best = versions[0]
+    assert best.lineage["method"] == "sdk" and best.lineage["code_digest"] == code
+    assert best.lineage["run_name"] == f"sweep-{task.id}-{done.result['best_trial']}"
+
+    # Extended by one trial: a new search segment (TPE starts from the two trials so far).
+    manager.extend_sweep(task.id, 1)
+    again = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=300)
+    assert again.state == SUCCEEDED and again.params["trials"] == 3, (again.error, manager.logs(task.id)[-3000:])
+    trials = manager.queue.trials(task.id)
+    assert len(trials) == 3 and [t.segment for t in trials] == [0, 0, 1], trials
+    assert again.result["segments"] == 2

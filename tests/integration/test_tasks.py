@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +11,6 @@ import pytest
 import ray
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
-from aiplatform.registry import RegistryClient
 from aiplatform.settings import Settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import (
@@ -22,11 +19,9 @@ from aiplatform.tasks.queue import (
     QUEUED,
     REASON_INTERRUPTED,
     RUNNING,
-    SUCCEEDED,
     TaskClient,
 )
 from aiplatform.tasks.ray_jobs import RayJobs
-from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.factories import TINY_CNN_PARAMS, make_task, platform_settings, wait_for_task
 
 
@@ -39,22 +34,6 @@ def settings(ray_session: None, tmp_path: Path) -> Iterator[Settings]:
 @pytest.fixture()
 def manager(settings: Settings) -> TaskManager:
     return TaskManager(TaskClient.connect(settings), RayJobs(settings), settings)
-
-
-def test_scheduler_runs_a_task_as_a_ray_job_to_success(settings: Settings, manager: TaskManager) -> None:
-    scheduler = ensure_scheduler(settings)
-    task = manager.create("cnn-classification", {**TINY_CNN_PARAMS, "epochs": 2}, model_name="tasks-cnn", start=True)
-    assert task.params["learning_rate"] == 3e-3  # stored with the template's defaults filled in
-    done = wait_for_task(manager.queue, task.id, lambda t: t.finished)
-    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-2000:])
-    assert done.ray_job_id == f"aip-task-{task.id}-1" and done.attempts == 1
-    history = manager.queue.metrics_history(task.id)
-    assert [m["epoch"] for m in history] == [1, 2] and all("val_accuracy" in m for m in history)
-    assert done.progress["epoch"] == 2 and done.progress["epochs"] == 2
-    version = RegistryClient.connect(settings).get_version("tasks-cnn", done.result["version"])
-    assert version.lineage["task_id"] == task.id and version.lineage["ray_job_id"] == done.ray_job_id
-    assert f"task {task.id}" in manager.logs(task.id)
-    ray.kill(scheduler)
 
 
 def test_highest_priority_starts_first_and_cancel_works_queued_and_running(manager: TaskManager) -> None:
@@ -123,27 +102,6 @@ def test_queue_actor_killed_during_submissions_loses_and_duplicates_nothing(sett
     assert len(tasks) == len(keys) and len({t.id for t in tasks}) == len(keys)
     assert sorted(t.idempotency_key for t in tasks) == sorted(keys)
     assert {t.id for t in tasks} == set(created.values())
-
-
-def test_a_directly_submitted_job_records_itself_as_a_task(settings: Settings, manager: TaskManager) -> None:
-    """`ray job submit -- python -m jobs.train ...` (here through the same job API)."""
-    ensure_scheduler(settings)
-    submission_id = f"direct-{uuid.uuid4().hex[:8]}"
-    env = {**settings.to_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    manager.jobs.client.submit_job(
-        entrypoint=f"{sys.executable} -m jobs.train --template cnn-classification --epochs 1 --max-rows 600 "
-        "--param 'conv_channels=[4]' --param hidden_units=16 --model-name direct-cnn",
-        submission_id=submission_id, runtime_env={"env_vars": env}, entrypoint_num_cpus=0,
-    )
-    deadline = time.time() + 60
-    while not (found := manager.queue.list(template="cnn-classification")) and time.time() < deadline:
-        time.sleep(0.5)
-    assert found, manager.jobs.logs(submission_id)
-    task = found[0]
-    assert (task.source, task.ray_job_id) == ("ray-job", submission_id)
-    done = wait_for_task(manager.queue, task.id, lambda t: t.finished)
-    assert done.state == SUCCEEDED, manager.jobs.logs(submission_id)[-2000:]
-    assert done.result["model"] == "direct-cnn" and manager.queue.metrics_history(task.id)
 
 
 def test_a_task_larger_than_the_cluster_never_holds_up_the_tasks_behind_it(ray_session: None, tmp_path: Path) -> None:
