@@ -98,8 +98,9 @@ class Settings(BaseSettings):
     serve_request_timeout_s: float = Field(120.0, gt=0)
     """Serve's HTTP proxy ends a request that takes longer (a compression or analysis runs as a
     Ray task the API waits for; predictions take milliseconds)."""
-    serve_store_inputs: bool = False
-    """Also keep each prediction's raw input in storage (``results/inputs/<digest>``)."""
+    serve_store_inputs: bool = True
+    """Also keep each prediction's raw input in storage (``results/inputs/<digest>``, once per
+    distinct input): what the UI shows of what was sent. ``false`` keeps none."""
     result_retention_days: Optional[float] = Field(30.0, gt=0)
     """Results older than this move from the live table to parquet in storage
     (``results/archive/model=<m>/day=<d>/``), where exports and drift analysis still read them

@@ -148,10 +148,12 @@ class ResultStore:
         until: Optional[float] = None,
         before: Optional[str] = None,
         limit: int = 100,
+        label: Optional[str] = None,
     ) -> list[PredictionRecord]:
-        """Newest first, filtered by model, version and time range; ``before`` (a page's
-        ``next_cursor(records)``) continues after the last record of a previous page, stable
-        while new results arrive."""
+        """Newest first, filtered by model, version, time range and predicted label; ``before``
+        (a page's ``next_cursor(records)``) continues after the last record of a previous page,
+        stable while new results arrive. The label is checked on the rows the index gives, newest
+        first, until a page is full (no index of its own: it narrows a model's page)."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if version is not None and model is None:
@@ -161,6 +163,9 @@ class ResultStore:
             at, last_id = parse_cursor(before)
             clauses.append("(created_at, id) < (?, ?)")  # a row value: the index's range, not a scan to it
             params.extend((at, last_id))
+        if label is not None:
+            clauses.append("json_extract(output, '$.label') = ?")
+            params.append(label)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._db.execute(

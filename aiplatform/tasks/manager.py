@@ -26,7 +26,7 @@ from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
-from aiplatform.tasks.sweeps.params import SweepParams
+from aiplatform.tasks.sweeps.params import SweepParams, best_trial
 from aiplatform.tasks.sweeps.template import SWEEP
 from aiplatform.training.templates import get_template
 
@@ -130,10 +130,7 @@ class TaskManager:
         """A sweep as the API shows it: the task, its trials, and the best finished trial so far."""
         task = self.sweep(sweep_id)
         trials = self.queue.trials(sweep_id)
-        params = SweepParams.model_validate(task.params)
-        ranked = [t for t in trials if t.state == "FINISHED" and isinstance(t.metrics.get(params.metric), (int, float))]
-        sign = 1.0 if params.mode == "max" else -1.0
-        best = max(ranked, key=lambda t: sign * float(t.metrics[params.metric])) if ranked else None
+        best = best_trial(trials, SweepParams.model_validate(task.params))
         counts = {state: sum(t.state == state for t in trials) for state in TRIAL_STATES}
         return {**task.to_dict(), "trials": [t.to_dict() for t in trials], "trial_counts": counts,
                 "best_trial": best.to_dict() if best else None,

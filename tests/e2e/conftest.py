@@ -57,3 +57,11 @@ def accessibility_violations(page: "object") -> list[dict[str, object]]:
         """async () => (await axe.run(document, {resultTypes: ['violations']})).violations.map((v) => (
              {id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))""")
     return [v for v in violations if v["impact"] in BLOCKING_IMPACTS]
+
+
+def assert_accessible(page: "object") -> None:
+    """No serious or critical axe-core violation on the page (each named in the failure)."""
+    import json
+
+    violations = accessibility_violations(page)
+    assert not violations, json.dumps(violations, indent=1)

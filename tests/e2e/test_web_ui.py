@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from aiplatform.tasks.scheduler import ensure_scheduler
-from tests.e2e.conftest import SCREENSHOTS, TRAINING_TIMEOUT_MS, needs_browser
+from tests.e2e.conftest import SCREENSHOTS, TRAINING_TIMEOUT_MS, assert_accessible, needs_browser
 from tests.factories import make_digit_images, platform_settings, png_bytes, served_platform
 
 pytestmark = needs_browser
@@ -65,6 +65,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(second.locator("#task-waiting")).to_contain_text("1 task(s) running, the most at once")
     expect(second.locator("#task-logs")).to_contain_text("no logs yet: the task is queued")
     second.screenshot(path=str(SCREENSHOTS / "2b-task-waiting.png"), full_page=True)
+    assert_accessible(second)  # axe-core: no serious or critical violation
     context.close()
     assert httpx.post(f"{platform_url}/v1/tasks/{queued['id']}/cancel", timeout=30).status_code == 200
     expect(page.locator("#task-state")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
@@ -90,6 +91,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     assert job_link.get_attribute("href").endswith(f"/#/jobs/aip-task-{task_id}-1")
     expect(page.locator("#task-params tr[data-param=conv_channels] td")).to_have_text("[8,16]")
     page.screenshot(path=str(SCREENSHOTS / "3-task-detail-curves.png"), full_page=True)
+    assert_accessible(page)  # axe-core: no serious or critical violation
 
     images, labels = make_digit_images(1, seed=0)
     digit = tmp_path / "digit.png"
@@ -102,7 +104,28 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("#predicted-label")).to_have_text(str(int(labels[0])))
     expect(page.locator(".probs tr")).to_have_count(10)
     expect(page.locator("#result-rows tr")).not_to_have_count(0)
+    # What was sent: the digit's thumbnail in its row (inputs are kept by default); the filters.
+    row = page.locator("#result-rows tr").first
+    expect(row.locator("img.thumb")).to_have_count(1)
+    assert row.locator("img.thumb").get_attribute("src").startswith("data:image/png;base64,")
+    other = "3" if str(int(labels[0])) != "3" else "4"
+    page.fill("#results-label", other)
+    page.press("#results-label", "Enter")
+    expect(page.locator("#result-rows tr")).to_have_count(0)
+    page.fill("#results-label", str(int(labels[0])))
+    page.press("#results-label", "Enter")
+    expect(page.locator("#result-rows tr")).to_have_count(1)
     page.screenshot(path=str(SCREENSHOTS / "4-inference.png"), full_page=True)
+    assert_accessible(page)  # axe-core: no serious or critical violation
+    # Its detail: the input, every class's probability, the version, latency, drift features.
+    row.locator("a[href^='#result/']").click()
+    expect(page.locator("#result-label")).to_have_text(str(int(labels[0])))
+    expect(page.locator("#result-probabilities tr")).to_have_count(10)
+    expect(page.locator("#result-input img.input-large")).to_have_count(1)
+    expect(page.locator("#result-facts")).to_contain_text("ui-cnn v1")
+    expect(page.locator("#result-features tr")).not_to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "4b-result.png"), full_page=True)
+    assert_accessible(page)
 
     page.click("nav a[data-page=models]")
     page.click("a[href='#models/ui-cnn']")
@@ -143,6 +166,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(compared.locator("tbody tr[data-class]")).to_have_count(11)  # accuracy and each class
     assert set(compared.locator("td.delta").all_inner_texts()) <= {"+0.000", "-0.000"}
     page.screenshot(path=str(SCREENSHOTS / "5b-where-it-errs.png"), full_page=True)
+    assert_accessible(page)  # axe-core: no serious or critical violation
 
     page.click("nav a[data-page=datasets]")
     page.locator("#page a[href^='#datasets/mnist/']").first.click()
@@ -159,6 +183,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     page.click("#drift-run")  # one prediction so far: too few to compare, and the page says so
     expect(page.locator("#error-text")).to_contain_text("at least 30 recent predictions")
     page.screenshot(path=str(SCREENSHOTS / "6-datasets.png"), full_page=True)
+    assert_accessible(page)  # axe-core: no serious or critical violation
 
     page.click("nav a[data-page=alerts]")
     expect(page.locator("h2")).to_have_text("Alerts")

@@ -94,8 +94,8 @@ def test_bad_sweeps_are_refused_naming_the_problem(manager: TaskManager) -> None
     for change, message in [
         ({"space": {}}, "the search space is empty"),
         ({"space": {"depth": {"type": "int", "low": 1, "high": 3}}}, "has no parameter 'depth'"),
-        ({"space": {"kernel_size": {"type": "int", "low": 5, "high": 3}}}, "'low' must be below 'high'"),
-        ({"space": {"hidden_units": {"type": "int", "low": 0, "high": 32}}}, "space.hidden_units = 0 is refused"),
+        ({"space": {"dropout": {"type": "uniform", "low": 0.5, "high": 0.1}}}, "'low' must be below 'high'"),
+        ({"space": {"kernel_size": {"type": "int", "low": 0, "high": 5}}}, "space.kernel_size = 0 is refused"),
         ({"space": {"learning_rate": {"type": "choice"}}}, "a choice needs at least one value"),
         ({"metric": "val_f1"}, "metric 'val_f1' is not one template 'cnn-classification' reports"),
         ({"max_concurrent_trials": 8}, "for each of 8 concurrent trials"),

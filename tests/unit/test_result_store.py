@@ -35,6 +35,15 @@ def test_filters_by_model_and_version(tmp_path: Path) -> None:
     assert {r.id for r in store.query(model="a")} == {"req-1", "req-2"}
 
 
+def test_filters_by_predicted_label_within_a_page(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "results.sqlite")
+    store.record_batch([make_record(i, at=1000 + i) for i in range(30)])  # labels i % 10
+    assert [r.id for r in store.query(model="m", label="7")] == ["req-27", "req-17", "req-7"]
+    first = store.query(model="m", label="7", limit=2)
+    assert [r.id for r in store.query(model="m", label="7", before=next_cursor(first))] == ["req-7"]
+    assert store.query(label="nothing") == []
+
+
 def test_bad_queries_and_unknown_ids(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "results.sqlite")
     with pytest.raises(NotFound, match="Result 'nope' not found"):

@@ -9,21 +9,45 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from aiplatform.api.deps import PlatformDep
-from aiplatform.errors import NotFound
+from aiplatform.errors import AIPError, InvalidArgument, NotFound
 from aiplatform.results.export import MEDIA_TYPES, check_range, result_tables, stream
+from aiplatform.results.preview import input_preview
 from aiplatform.results.store import next_cursor
 
 router = APIRouter(prefix="/v1/results", tags=["results"])
 
 
+MAX_PREVIEWS = 100
+
+
 @router.get("")
 def list_results(platform: PlatformDep, model: Optional[str] = None, version: Optional[int] = None,
-                 since: Optional[float] = None, before: Optional[str] = Query(None, max_length=200),
-                 limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+                 since: Optional[float] = None, until: Optional[float] = None,
+                 label: Optional[str] = Query(None, max_length=200, description="the predicted label"),
+                 before: Optional[str] = Query(None, max_length=200), limit: int = Query(100, ge=1, le=1000),
+                 previews: bool = Query(False, description=f"each result's input, small (at most {MAX_PREVIEWS} "
+                                        "results; when inputs are kept: AIP_SERVE_STORE_INPUTS)")) -> dict[str, Any]:
     """Newest first; ``next_cursor`` (null on the last page) goes in ``before`` for the next page."""
-    records = platform.results.query(model=model, version=version, since=since, before=before, limit=limit)
-    return {"results": [r.to_dict() for r in records],
-            "next_cursor": next_cursor(records) if len(records) == limit else None}
+    check_range(since, until)
+    if previews and limit > MAX_PREVIEWS:
+        raise InvalidArgument(f"previews come with at most {MAX_PREVIEWS} results a page (limit={limit})")
+    records = platform.results.query(model=model, version=version, since=since, until=until, before=before,
+                                     limit=limit, label=label)
+    rows = [r.to_dict() for r in records]
+    if previews:
+        for row, record in zip(rows, records):
+            row["preview"] = kept_input_preview(platform, record, size=48)
+    return {"results": rows, "next_cursor": next_cursor(records) if len(records) == limit else None}
+
+
+def kept_input_preview(platform: Any, record: Any, *, size: int) -> dict[str, Any]:
+    """The record's kept input, small; or why there is none."""
+    if not record.input_uri:
+        return {"kind": "none", "text": "input not kept (AIP_SERVE_STORE_INPUTS=false)"}
+    try:
+        return input_preview(platform.storage.get_bytes(record.input_uri), size=size)
+    except AIPError:  # gone from storage (or unreadable there): the row still shows
+        return {"kind": "none", "text": "input no longer in storage"}
 
 
 class ExportResponse(StreamingResponse):
@@ -49,8 +73,10 @@ def export_results(platform: PlatformDep, model: Optional[str] = Query(None, max
 
 
 @router.get("/{result_id}")
-def get_result(result_id: str, platform: PlatformDep) -> dict[str, Any]:
-    return platform.results.get(result_id).to_dict()
+def get_result(result_id: str, platform: PlatformDep,
+               preview: bool = Query(False, description="with its input, at most 224 pixels a side")) -> dict[str, Any]:
+    record = platform.results.get(result_id)
+    return {**record.to_dict(), **({"preview": kept_input_preview(platform, record, size=224)} if preview else {})}
 
 
 @router.get("/{result_id}/input")

@@ -50,7 +50,15 @@ export async function act(button, action) {
 
 export const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
 export const fmtNum = (x, digits = 4) => (typeof x === "number" ? x.toFixed(digits) : "–");
-export const page = () => document.getElementById("page");
+let currentPage = null;
+// Each route draws into a fresh element: a page still loading when the user moves on finishes
+// into a detached one instead of over the page they went to.
+export function freshPage() {
+  currentPage = h("div", { class: "page-body" });
+  document.getElementById("page").replaceChildren(currentPage);
+  return currentPage;
+}
+export const page = () => currentPage || freshPage();
 
 export function progressBar(fraction, label) {
   const pct = Math.max(0, Math.min(1, fraction || 0)) * 100;

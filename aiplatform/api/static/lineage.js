@@ -39,7 +39,7 @@ export function lineageGraph(name, versions) {
   const width = (Math.max(...[...nodes.values()].map((n) => n.column), 0) + 1) * COLUMN;
   const height = Math.max(...rows.values(), 1) * ROW + 10;
   const at = (n) => ({ x: 10 + n.column * COLUMN, y: 10 + n.row * ROW });
-  const svg = s("svg", { id: "lineage-graph", viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+  const svg = s("svg", { id: "lineage-graph", viewBox: `0 0 ${width} ${height}`, width, height, role: "group",  // it holds links: a group, not an image
     "aria-label": `Lineage of ${name}: ${[...nodes.values()].map((n) => n.label).join(", ")}` });
   for (const [from, to, label] of edges) {
     const a = at(nodes.get(from)), b = at(nodes.get(to));

@@ -31,7 +31,7 @@ export async function datasetsPage(selected) {
           return Number(Array.isArray(counts) ? counts[i] : counts[label]) || 0;
         }), profile.labels),
         train.intensity_histogram ? barChart(`train: pixel intensity (mean ${fmtNum(train.mean_intensity, 3)}, std ${fmtNum(train.std_intensity, 3)})`, train.intensity_histogram) : null),
-      h("h3", {}, "Manifest"), h("pre", { class: "logs" }, JSON.stringify({ ...manifest, splits: Object.fromEntries(
+      h("h3", {}, "Manifest"), h("pre", { class: "logs", tabindex: "0", "aria-label": "the version's manifest" }, JSON.stringify({ ...manifest, splits: Object.fromEntries(
         Object.entries(manifest.splits).map(([k, v]) => [k, { rows: v.rows, files: v.files.length }])) }, null, 2))),
       sampleBrowser(profile.ref, profile.labels || []),
       await analysisSection(name, version));
@@ -53,7 +53,7 @@ export async function analysisSection(name, version) {
       h("figure", {}, authedImage(url, { alt: chart, "data-chart-image": chart, class: chart.startsWith("mean_image") ? "mean-image" : "" }),
         h("figcaption", {}, chart.replaceAll("_", " "))))));
   const { models } = await api("GET", "/v1/models");
-  const modelSelect = h("select", { id: "drift-model" }, models.map((m) => h("option", { value: m.name }, m.name)));
+  const modelSelect = h("select", { id: "drift-model", "aria-label": "model to compare with this dataset" }, models.map((m) => h("option", { value: m.name }, m.name)));
   const driftOut = h("div", { id: "drift-report" });
   section.append(h("h3", {}, "Drift of live inputs"),
     h("div", { class: "row" }, "Model ", modelSelect, " ",

@@ -1,9 +1,17 @@
 // The Inference page: predict from an upload or a paste, and past results.
 
-import { api } from "./api.js";
+import { api, authedDownload } from "./api.js";
 import { act, cursorPager, fmtNum, fmtTime, h, page, poll, progressBar, s, showError } from "./dom.js";
 
 const RESULTS_PER_PAGE = 20;
+const SINCE = { "any time": 0, "last hour": 3600, "last day": 86400, "last week": 7 * 86400 };
+
+// A kept input, small: an image's thumbnail, a text's first words, or why there is none.
+export function inputPreview(preview, { large = false } = {}) {
+  if (!preview) return "";
+  if (preview.kind === "image") return h("img", { src: preview.data_url, class: large ? "input-large" : "thumb", alt: `the input image (${preview.width}×${preview.height})` });
+  return h("span", { class: preview.kind === "text" ? "snippet" : "muted" }, preview.text + (preview.truncated ? "…" : ""));
+}
 
 export async function inferencePage() {
   const root = page();
@@ -15,14 +23,20 @@ export async function inferencePage() {
   const output = h("div", { id: "prediction" });
   const history = h("tbody", { id: "result-rows" });
   const pagerSlot = h("div");
+  const versionFilter = h("select", { id: "results-version" }, h("option", { value: "" }, "all"));
+  const labelFilter = h("input", { type: "text", id: "results-label", placeholder: "any", size: 10 });
+  const sinceFilter = h("select", { id: "results-since" }, Object.keys(SINCE).map((k) => h("option", { value: k }, k)));
   root.replaceChildren(h("h2", {}, "Inference"),
     h("section", { class: "card" },
       h("div", { class: "row" }, h("label", {}, "Model ", modelSelect), h("label", {}, "Version ", targetSelect)),
       h("label", {}, "File ", fileInput), text,
       h("div", { class: "row" }, h("button", { class: "primary", id: "predict", onclick: (e) => act(e.target, predict) }, "Predict")),
       output),
-    h("section", { class: "card" }, h("h3", {}, "Past results"), h("table", {},
-      h("thead", {}, h("tr", {}, ["Result", "Model", "Label", "Probability", "Latency", "Time"].map((t) => h("th", {}, t)))), history),
+    h("section", { class: "card" }, h("h3", {}, "Past results"),
+      h("div", { class: "row", id: "result-filters" },
+        h("label", {}, "Version ", versionFilter), h("label", {}, "Predicted label ", labelFilter), h("label", {}, "Since ", sinceFilter)),
+      h("table", {},
+        h("thead", {}, h("tr", {}, ["Input", "Result", "Model", "Label", "Probability", "Latency", "Time"].map((t) => h("th", { scope: "col" }, t)))), history),
       pagerSlot));
 
   const { models } = await api("GET", "/v1/models").catch((err) => { showError(err); return { models: [] }; });
@@ -42,19 +56,28 @@ export async function inferencePage() {
       ...Object.keys(model.aliases).map((alias) => h("option", { value: `alias=${alias}` }, `${alias} (v${model.aliases[alias]})`)),
       ...model.versions.map((v) => h("option", { value: `version=${v.version}` }, `v${v.version}`)));
     targetSelect.dataset.model = name;
+    versionFilter.replaceChildren(h("option", { value: "" }, "all"), ...model.versions.map((v) => h("option", { value: v.version }, `v${v.version}`)));
     await resultsPager.reset();  // another model's page: from its newest results
   };
   const resultsPager = cursorPager("results", async (before) => {
     const name = modelSelect.value;
-    const { results, next_cursor: next } = await api("GET", `/v1/results?limit=${RESULTS_PER_PAGE}`
-      + `${name ? `&model=${encodeURIComponent(name)}` : ""}${before ? `&before=${encodeURIComponent(before)}` : ""}`);
+    const query = new URLSearchParams({ limit: RESULTS_PER_PAGE, previews: "true" });
+    if (name) query.set("model", name);
+    if (name && versionFilter.value) query.set("version", versionFilter.value);
+    if (labelFilter.value.trim()) query.set("label", labelFilter.value.trim());
+    if (SINCE[sinceFilter.value]) query.set("since", String(Date.now() / 1000 - SINCE[sinceFilter.value]));
+    if (before) query.set("before", before);
+    const { results, next_cursor: next } = await api("GET", `/v1/results?${query}`);
     history.replaceChildren(...results.map((r) => h("tr", { "data-result": r.id },
+      h("td", {}, inputPreview(r.preview)),
       // ids start with their time: the random end tells results apart
-      h("td", {}, h("code", { title: r.id }, `…${r.id.slice(-12)}`)), h("td", {}, `${r.model} v${r.version}`),
+      h("td", {}, h("a", { href: `#result/${encodeURIComponent(r.id)}`, title: r.id }, h("code", {}, `…${r.id.slice(-12)}`))), h("td", {}, `${r.model} v${r.version}`),
       h("td", {}, r.output.label), h("td", {}, fmtNum(r.output.probability, 3)),
       h("td", {}, `${r.latency_ms.toFixed(1)} ms`), h("td", {}, fmtTime(r.created_at)))));
     return next;
   });
+  for (const filter of [versionFilter, labelFilter, sinceFilter]) filter.addEventListener("change", () => act(null, () => resultsPager.reset()));
+  labelFilter.addEventListener("keydown", (e) => { if (e.key === "Enter") act(null, () => resultsPager.reset()); });
   const refreshResults = () => resultsPager.refresh();
   pagerSlot.replaceWith(resultsPager.element);
   modelSelect.addEventListener("change", () => act(null, fillTargets));
@@ -126,4 +149,29 @@ function manyPredictions(answer) {
       h("tbody", {}, answer.predictions.map((p, i) => h("tr", { "data-row": i },
         h("td", {}, i + 1), h("td", { class: "prediction" }, p.label), h("td", {}, fmtNum(p.probability, 3)),
         ...labels.map((label) => h("td", {}, fmtNum(p.probabilities[label], 3))))))));
+}
+
+// One past prediction: what was sent, every class's probability, and where it came from.
+export async function resultPage(resultId) {
+  const root = page();
+  const r = await api("GET", `/v1/results/${encodeURIComponent(resultId)}?preview=true`);
+  const probs = Object.entries(r.output.probabilities || {}).sort((a, b) => b[1] - a[1]);
+  const features = Object.entries(r.features || {});
+  root.replaceChildren(h("p", {}, h("a", { href: "#inference" }, "← inference")),
+    h("h2", {}, "Result ", h("code", {}, r.id)),
+    h("div", { class: "row", id: "result-detail" },
+      h("section", { class: "card", id: "result-input" }, h("h3", {}, "Input"), inputPreview(r.preview, { large: true }),
+        r.input_uri ? h("p", {}, authedDownload(`/v1/results/${encodeURIComponent(r.id)}/input`, `input-${r.id}`, "Download the input")) : ""),
+      h("section", { class: "card" }, h("h3", {}, "Answer"),
+        h("p", {}, "Predicted ", h("strong", { id: "result-label" }, r.output.label), ` (${fmtNum(r.output.probability, 3)})`),
+        h("table", { class: "probs", id: "result-probabilities" }, h("tbody", {}, probs.map(([label, p]) =>
+          h("tr", { "data-label": label }, h("td", {}, label), h("td", {}, progressBar(p, `${(p * 100).toFixed(2)}%`)))))),
+        h("dl", { id: "result-facts" },
+          h("dt", {}, "Model"), h("dd", {}, h("a", { href: `#models/${encodeURIComponent(r.model)}` }, `${r.model} v${r.version}`)),
+          h("dt", {}, "Latency"), h("dd", {}, `${r.latency_ms.toFixed(1)} ms`),
+          h("dt", {}, "Time"), h("dd", {}, fmtTime(r.created_at)),
+          r.client_id ? [h("dt", {}, "Client's id"), h("dd", {}, r.client_id)] : []))),
+    h("section", { class: "card" }, h("h3", {}, "Drift features of the input"),
+      features.length ? h("table", { id: "result-features" }, h("tbody", {}, features.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, fmtNum(v, 4))))))
+        : h("p", { class: "muted" }, "none recorded")));
 }

@@ -97,7 +97,7 @@ export async function modelDetail(root, name) {
 
 // Compress one version: the method, a button, and the report (also when the gate refuses).
 export function compressControl(name, version, reportBox, reload, initial = "int8") {
-  const method = h("select", { "data-compress-method": version },
+  const method = h("select", { "data-compress-method": version, "aria-label": `compression method for v${version}` },
     ["int8", "fp16", "prune:0.3", "prune:0.5"].map((m) => h("option", { value: m }, m)));
   method.value = initial;
   const button = h("button", { "data-action": "compress", onclick: (e) => act(e.target, async () => {

@@ -63,9 +63,13 @@ export function evaluationView(name, version, evaluation, datasetRef, others = [
   const rowTotals = matrix.map((row) => row.reduce((a, b) => a + b, 0));
   const cell = (count, i, j) => {
     const share = rowTotals[i] ? count / rowTotals[i] : 0;
-    const colour = i === j ? `rgba(34, 139, 34, ${share})` : `rgba(200, 40, 40, ${share})`;
+    // A light tint with dark text up to half the row, then a deep shade with white text: every
+    // cell keeps a 4.5:1 contrast (a continuous scale passes through shades neither text reads on).
+    const strong = share >= 0.5;
+    const alpha = strong ? 0.75 + 0.5 * (share - 0.5) : share;
+    const [r, g, b] = (i === j ? [0, 80, 0] : [140, 0, 0]).map((c) => Math.round(alpha * c + (1 - alpha) * 255));
     return h("td", { class: "cm-cell", "data-count": count, title: `true ${labels[i]}, predicted ${labels[j]}: ${count}`,
-      style: `background: ${colour}; color: ${share > 0.6 ? "#fff" : "inherit"}` }, count);
+      style: `background: rgb(${r}, ${g}, ${b}); color: ${strong ? "#fff" : "#1f2328"}` }, count);
   };
   const worstBox = h("div", { class: "sample-grid", id: "worst-examples" });
   if (worst.length && datasetRef) {

@@ -12,6 +12,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aiplatform.tasks.queue.trials import FINISHED, Trial
+
 MAX_DIMENSIONS = 20
 MAX_CHOICES = 100
 MAX_TRIALS = 1000
@@ -105,3 +107,13 @@ class SweepParams(BaseModel):
                     raise ValueError(f"space.{name}: TPE chooses among single values, not lists; "
                                      "use search 'random'")
         return self
+
+
+def best_trial(trials: "list[Trial]", sweep: SweepParams) -> "Optional[Trial]":
+    """The finished trial with the best last value of the sweep's metric (a trial stopped early
+    fell below a rung's cut, and a failed one has no model)."""
+    ranked = [t for t in trials if t.state == FINISHED and isinstance(t.metrics.get(sweep.metric), (int, float))]
+    if not ranked:
+        return None
+    sign = 1.0 if sweep.mode == "max" else -1.0
+    return max(ranked, key=lambda t: sign * float(t.metrics[sweep.metric]))

@@ -43,7 +43,7 @@ from aiplatform.tasks.queue import (
     TaskClient,
     Trial,
 )
-from aiplatform.tasks.sweeps.params import Dimension, SweepParams
+from aiplatform.tasks.sweeps.params import Dimension, SweepParams, best_trial
 from aiplatform.tasks.sweeps.template import USER_CODE, SweepTemplate, budget, trial_params
 from aiplatform.training.engine import SharedSplits, run_training
 from aiplatform.training.publish import (
@@ -110,23 +110,13 @@ def run_sweep(task: Task, sweep: SweepParams, *, settings: Settings, storage: St
         segment["complete"] = True
         _save_segments(storage, task.id, segments)
     trials = queue.trials(task.id)
-    best = best_trial(trials, sweep)
+    best = best_trial([t for t in trials if storage.exists(f"{candidate_key(task.id, t.trial_id)}.json")], sweep)
     if best is None:
         raise Conflict(f"No trial of sweep {task.id} finished with metric {sweep.metric!r}; see the trials' errors")
     version = register_package(load_candidate(storage, candidate_key(task.id, best.trial_id)), name=model_name,
                                storage=storage, registry=registry)
     counts = {state: sum(t.state == state for t in trials) for state in TRIAL_DONE_STATES}
     return SweepOutcome(best=best, version=version, trials=counts, segments=len(segments))
-
-
-def best_trial(trials: list[Trial], sweep: SweepParams) -> Optional[Trial]:
-    """The finished trial with the best last value of the sweep's metric (a trial stopped early
-    fell below a rung's cut, and a failed one has no model)."""
-    ranked = [t for t in trials if t.state == FINISHED and isinstance(t.metrics.get(sweep.metric), (int, float))]
-    if not ranked:
-        return None
-    sign = 1.0 if sweep.mode == "max" else -1.0
-    return max(ranked, key=lambda t: sign * float(t.metrics[sweep.metric]))
 
 
 def _shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[SharedSplits]:
@@ -177,7 +167,7 @@ def _domain(dimension: Dimension) -> Any:
 def _scheduler(sweep_id: str, sweep: SweepParams) -> Any:
     if sweep.scheduler.type == "none":
         return None
-    return RecordingASHA(sweep_id, time_attr="epoch", max_t=int(budget(sweep) or 1),
+    return RecordingASHA(sweep_id, time_attr="epoch", budget=int(budget(sweep) or 1),
                          grace_period=sweep.scheduler.grace_period, reduction_factor=sweep.scheduler.reduction_factor)
 
 
@@ -346,17 +336,19 @@ def sweep_trial(config: dict[str, Any], shared: Optional[SharedSplits] = None) -
 
 
 class RecordingASHA(ASHAScheduler):
-    """ASHA that also records each trial it stops early (before the trial's last epoch) as
-    STOPPED, with the epoch and the value it stopped at."""
+    """ASHA that lets a trial's last epoch through (the trial then evaluates and packages its model
+    by itself), and records each trial it stops early as STOPPED, with the epoch and value."""
 
-    def __init__(self, sweep_id: str, **options: Any) -> None:
-        super().__init__(**options)
-        self.sweep_id, self.max_epochs = sweep_id, int(options["max_t"])
+    def __init__(self, sweep_id: str, *, budget: int, **options: Any) -> None:
+        super().__init__(max_t=budget + 1, **options)
+        self.sweep_id, self.budget = sweep_id, budget
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        epoch, epochs = result.get("epoch"), int(result.get("epochs", self.budget))
+        if isinstance(epoch, int) and epoch >= epochs:
+            return TrialScheduler.CONTINUE
         decision = super().on_trial_result(tune_controller, trial, result)
-        epoch, epochs = result.get("epoch"), result.get("epochs", self.max_epochs)
-        if decision == TrialScheduler.STOP and isinstance(epoch, int) and epoch < int(epochs):
+        if decision == TrialScheduler.STOP:
             _queue().finish_trial(self.sweep_id, trial.trial_id, STOPPED,
                                   error=f"stopped early by ASHA at epoch {epoch} of {epochs}: {self._metric} "
                                         f"{result.get(self._metric)!r} was below its rung's cut")
