@@ -28,7 +28,7 @@ def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     with platform_settings(tmp_path_factory.mktemp("text"), "text") as settings:
         storage = storage_from_settings(settings)
         template = get_template("text-classification")
-        params = template.parse_params({"epochs": 2, "max_tokens": 32})
+        params = template.parse_params({"epochs": 1, "max_tokens": 32})
         outcome = run_training(template, params, settings=settings, storage=storage,
                                datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
         version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
@@ -58,7 +58,7 @@ def test_the_tweets_corpus_became_a_stratified_clean_version(text_model: dict[st
 def test_training_reports_accuracy_and_macro_f1_on_the_test_split(text_model: dict[str, Any]) -> None:
     outcome = text_model["outcome"]
     assert outcome.dataset.labels == ["negative", "neutral", "positive"]
-    assert [h["epoch"] for h in outcome.history] == [1, 2]
+    assert [h["epoch"] for h in outcome.history] == [1]
     assert outcome.test_metrics["test_accuracy"] > 0.6 and outcome.test_metrics["test_macro_f1"] > 0.5
     assert outcome.preprocessing["tokenizer"]["vocab"]  # the tokenizer travels with the model
     assert text_model["version"].metrics["test_macro_f1"] == outcome.test_metrics["test_macro_f1"]

@@ -140,6 +140,7 @@ def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, sto
     else:
         scheduler = _scheduler(task.id, sweep)
         search, concurrency = _search(sweep, segment["index"], queue.trials(task.id))
+        recorder = TrialRecorder(task.id, segment["index"], scheduler)
         tuner = tune.Tuner(
             trainable,
             param_space={**{k: _domain(d) for k, d in sweep.space.items()}, SWEEP_KEY: task.id},
@@ -149,7 +150,7 @@ def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, sto
             run_config=tune.RunConfig(
                 name=name, storage_path=root, storage_filesystem=filesystem, verbose=1,
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures, fail_fast=False),
-                callbacks=[TrialRecorder(task.id, segment["index"])]),
+                callbacks=[recorder]),
         )
     tuner.fit()
 
@@ -232,11 +233,27 @@ def _queue() -> TaskClient:
 class TrialRecorder(tune.Callback):
     """A Tune callback (in the sweep's driver) that keeps each trial in the task queue: started,
     every epoch, finished or failed; and the sweep's own progress (trials done, best so far).
-    Pickled into Tune's experiment state, so it holds only names and reconnects when restored."""
+    Pickled into Tune's experiment state, so it holds only names and reconnects when restored.
 
-    def __init__(self, sweep_id: str, segment: int) -> None:
-        self.sweep_id, self.segment = sweep_id, segment
+    It also carries ASHA's rungs through a restore: Tune saves its callbacks' state but not its
+    scheduler's, and the two come back from the same pickle, so this callback still holds the
+    scheduler the restored run uses."""
+
+    def __init__(self, sweep_id: str, segment: int, scheduler: Optional["RecordingASHA"] = None) -> None:
+        self.sweep_id, self.segment, self.scheduler = sweep_id, segment, scheduler
         self._client: Optional[TaskClient] = None
+
+    def get_state(self) -> Optional[dict[str, Any]]:
+        if self.scheduler is None:
+            return None
+        return {"rungs": [[dict(recorded) for _, recorded in bracket._rungs] for bracket in self.scheduler._brackets]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if self.scheduler is None or not state.get("rungs"):
+            return
+        for bracket, saved in zip(self.scheduler._brackets, state["rungs"]):
+            for (_, recorded), values in zip(bracket._rungs, saved):
+                recorded.update(values)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
