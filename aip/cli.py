@@ -182,6 +182,8 @@ def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
         form["preprocessing"] = json.dumps({"features": [f.strip() for f in args.features.split(",") if f.strip()]})
     elif args.preprocessing:
         form["preprocessing"] = args.preprocessing
+    if args.evaluate_on:
+        form["evaluate_on"] = args.evaluate_on
     version = PlatformAPI(settings).post(_model_path(args.name, "import"), data=form, timeout_s=COMPRESS_TIMEOUT_S,
                                          files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
     if args.json:
@@ -190,6 +192,10 @@ def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
     inputs = version["lineage"]["imported"]
     print(f"imported {path.name} as {version['name']} v{version['version']} (sha256 {inputs['sha256'][:12]}, "
           f"opset {inputs['opset']})")
+    if "test_accuracy" in version["metrics"]:
+        print(f"  on {version['lineage']['dataset']}'s test split: accuracy {version['metrics']['test_accuracy']:.4f}, "
+              f"macro-F1 {version['metrics']['test_macro_f1']:.4f} ({version['metrics']['test_samples']} samples; "
+              f"`aip models show {version['name']}@{version['version']}` says where it errs)")
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
@@ -270,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "categories through --preprocessing)")
     imports.add_argument("--scores", choices=["logits", "probabilities"], default="logits",
                          help="what the graph's output holds")
+    imports.add_argument("--evaluate-on", metavar="DATASET@VERSION",
+                         help="a built dataset version whose test split the model is evaluated on (its labels)")
     imports.add_argument("--json", action="store_true")
     imports.set_defaults(run=cmd_models_import)
 

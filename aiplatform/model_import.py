@@ -13,12 +13,14 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.evaluation import evaluate_model, table_batches
 from aiplatform.kinds import kind_for
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.config import ModelConfig
@@ -26,6 +28,9 @@ from aiplatform.packaging.onnx_graph import ONNX_ARCHITECTURE, SCORES, inspect_g
 from aiplatform.registry.publish import publish_package
 from aiplatform.registry.store import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.storage import Storage, sha256_bytes
+
+if TYPE_CHECKING:
+    from aiplatform.datasets import DatasetManager
 
 IMPORTED_TEMPLATE = "imported-onnx"
 IMPORTABLE_KINDS = ("image", "tabular")
@@ -74,37 +79,96 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
 def import_onnx(data: bytes, *, name: str, kind: str, labels: list[str], storage: Storage, registry: RegistryAPI,
                 preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
                 filename: Optional[str] = None, max_bytes: int = DEFAULT_MAX_ONNX_BYTES,
-                isolate: bool = True) -> ModelVersion:
-    """Check, package, try and register an ONNX graph as the next version of ``name``.
+                isolate: bool = True, test_split: Optional["TestSplit"] = None) -> ModelVersion:
+    """Check, package, try and register an ONNX graph as the next version of ``name``; with a
+    ``test_split``, evaluated on it first, as a trained model is (accuracy, macro-F1, where it errs).
 
-    ``isolate``: the untrusted graph is parsed, run and packaged in a child process whose memory
-    is capped (``CHECK_MEMORY_BYTES``): a graph that allocates without bound fails there, not
-    in the API server."""
+    ``isolate``: the untrusted graph is parsed, run, evaluated and packaged in a child process
+    whose memory is capped (``CHECK_MEMORY_BYTES``): a graph that allocates without bound fails
+    there, not in the API server."""
     validate_model_name(name)
     request = {"name": name, "kind": kind, "labels": list(labels), "preprocessing": dict(preprocessing or {}),
                "scores": scores, "filename": filename, "max_bytes": max_bytes}
-    package, lineage, config = (_prepare_isolated if isolate else _prepare)(data, request)
-    # The same file with the same settings is the same version; other labels or preprocessing, a new one.
-    same_import = sha256_bytes(json.dumps([lineage["imported"]["sha256"], config], sort_keys=True).encode())
+    with tempfile.TemporaryDirectory(prefix="aip-import-test-") as folder:
+        if test_split is not None:
+            request["evaluation"] = test_split.written(Path(folder) / "test.parquet", list(labels))
+        package, lineage, config, metrics = (_prepare_isolated if isolate else _prepare)(data, request)
+    # The same file with the same settings is the same version; other labels, preprocessing or test
+    # split, a new one.
+    same_import = sha256_bytes(json.dumps([lineage["imported"]["sha256"], config, lineage.get("dataset")],
+                                          sort_keys=True).encode())
     return publish_package(package, name=name, template=IMPORTED_TEMPLATE, storage=storage, registry=registry,
-                           metrics={}, lineage=lineage, idempotency_key=f"import-{same_import}")
+                           metrics=metrics, lineage=lineage, idempotency_key=f"import-{same_import}")
 
 
-def _prepare(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-    """(package, lineage, model.json) of a checked, tried graph."""
+@dataclass(frozen=True)
+class TestSplit:
+    """A built dataset version's test split, to evaluate an imported model on."""
+
+    __test__ = False  # not a pytest test class
+
+    ref: str
+    labels: list[str]
+    table: Any
+    """The split as an Arrow table, its ``label`` column indexing ``labels``."""
+
+    @classmethod
+    def of(cls, datasets: "DatasetManager", ref: str) -> "TestSplit":
+        dataset = datasets.get_ref(ref)
+        if not dataset.rows("test"):
+            raise InvalidArgument(f"Dataset {ref} has no test rows to evaluate on")
+        return cls(dataset.ref, list(dataset.labels), datasets.read_split_table(dataset, "test"))
+
+    def written(self, path: Path, model_labels: list[str]) -> dict[str, Any]:
+        """The split in ``path`` with its labels as the model's class indices (the model's labels
+        must be the dataset's, in any order)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if sorted(model_labels) != sorted(self.labels):
+            missing, extra = sorted(set(self.labels) - set(model_labels)), sorted(set(model_labels) - set(self.labels))
+            raise InvalidArgument(f"The model's labels are not dataset {self.ref}'s: "
+                                  + "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                                                f"not in the dataset {extra}" if extra else "") if part))
+        to_model = np.array([model_labels.index(label) for label in self.labels], dtype=np.int64)
+        labels = to_model[self.table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)]
+        table = self.table.set_column(self.table.schema.get_field_index("label"), "label", pa.array(labels))
+        pq.write_table(table, path)
+        return {"path": str(path), "dataset": self.ref}
+
+
+def _prepare(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(package, lineage, model.json, metrics) of a checked, tried (and, if asked, evaluated) graph."""
     signature = inspect_graph(data, max_bytes=int(request["max_bytes"]))
     config = onnx_model_config(name=request["name"], kind=request["kind"], labels=request["labels"],
                                signature=signature, preprocessing=request["preprocessing"], scores=request["scores"])
     source = {"format": "onnx", "sha256": sha256_bytes(data), "bytes": len(data), "opset": signature["opset"]}
     if request.get("filename"):
         source["filename"] = str(request["filename"])[:200]
-    lineage = {"imported": source}
+    lineage: dict[str, Any] = {"imported": source}
     package = build_package(model_config=config, metrics={}, lineage=lineage, model_file=data)
     smoke_prediction(package)
-    return package, lineage, config.to_json_dict()
+    metrics: dict[str, Any] = {}
+    if request.get("evaluation"):
+        metrics = _evaluate(package, request["evaluation"]["path"])
+        lineage["dataset"] = request["evaluation"]["dataset"]
+        package = build_package(model_config=config, metrics=metrics, lineage=lineage, model_file=data)
+    return package, lineage, config.to_json_dict(), metrics
 
 
-def _prepare_isolated(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+def _evaluate(package: bytes, test_path: str) -> dict[str, Any]:
+    """The test split's accuracy, macro-F1, loss and where the model errs (``evaluation.py``)."""
+    import pyarrow.parquet as pq
+
+    loaded = load_package(package)
+    try:
+        return evaluate_model(loaded.model, table_batches(pq.read_table(test_path)), loaded.config,
+                              len(loaded.labels), loaded.labels)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise InvalidArgument(f"The model cannot be evaluated on the test split: {str(exc)[:300]}") from exc
+
+
+def _prepare_isolated(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """:func:`_prepare` in ``python -m aiplatform.model_import`` with its memory capped."""
     with tempfile.TemporaryDirectory(prefix="aip-import-") as folder:
         work = Path(folder)
@@ -122,7 +186,7 @@ def _prepare_isolated(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict
             raise InvalidArgument(f"The ONNX model could not be checked within {CHECK_MEMORY_BYTES / 2**30:g} GiB "
                                   f"of memory and {CHECK_TIMEOUT_S:g} s ({tail[0][:300]})")
         done = json.loads((work / "done.json").read_text())
-        return (work / "package.zip").read_bytes(), done["lineage"], done["config"]
+        return (work / "package.zip").read_bytes(), done["lineage"], done["config"], done["metrics"]
 
 
 def _check_in_child(folder: str, memory_bytes: int) -> int:
@@ -132,8 +196,8 @@ def _check_in_child(folder: str, memory_bytes: int) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     work = Path(folder)
     try:
-        package, lineage, config = _prepare((work / "graph.onnx").read_bytes(),
-                                            json.loads((work / "request.json").read_text()))
+        package, lineage, config, metrics = _prepare((work / "graph.onnx").read_bytes(),
+                                                     json.loads((work / "request.json").read_text()))
     except InvalidArgument as exc:
         (work / "error.json").write_text(json.dumps({"message": exc.message}))
         return 0
@@ -142,7 +206,7 @@ def _check_in_child(folder: str, memory_bytes: int) -> int:
                                                                  f"{memory_bytes / 2**30:g} GiB to run"}))
         return 0
     (work / "package.zip").write_bytes(package)
-    (work / "done.json").write_text(json.dumps({"lineage": lineage, "config": config}))
+    (work / "done.json").write_text(json.dumps({"lineage": lineage, "config": config, "metrics": metrics}))
     return 0
 
 

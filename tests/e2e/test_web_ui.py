@@ -5,7 +5,7 @@ MNIST digit with the model it produced. Screenshots go to test-artifacts/screens
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -18,11 +18,16 @@ pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
-def platform_url(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui_platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     with platform_settings(tmp_path_factory.mktemp("ui"), "ui", task_poll_interval_s=0.5) as settings:
         ensure_scheduler(settings)
         with served_platform(settings) as url:
-            yield url
+            yield url, settings
+
+
+@pytest.fixture(scope="module")
+def platform_url(ui_platform: tuple[str, Any]) -> str:
+    return ui_platform[0]
 
 
 def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -293,6 +298,43 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     expect(page.locator(".probs tr")).to_have_count(3)
     shown = _shown_probabilities(page)
     np.testing.assert_allclose([shown[k] for k in ("cat", "dog", "owl")], expected, atol=1e-4)
+
+
+def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platform: tuple[str, Any],  # type: ignore[no-untyped-def]
+                                                                   tmp_path: Path) -> None:
+    """Evaluation at import: the accuracy, macro-F1 and where it errs of a model trained elsewhere,
+    on a built dataset version's test split, as for a trained model."""
+    from playwright.sync_api import expect
+
+    from aiplatform.datasets import DatasetManager, DatasetSpec
+    from aiplatform.storage import storage_from_settings
+    from tests.factories import onnx_classifier
+
+    url, settings = ui_platform
+    dataset = DatasetManager(storage_from_settings(settings)).build(DatasetSpec(source="mnist", max_rows=600))
+    _, three_classes = onnx_classifier(seed=5, image_size=28)
+    refused = httpx.post(f"{url}/v1/models/digits-elsewhere/import", timeout=120, files={"file": ("x.onnx", three_classes)},
+                         data={"labels": "cat,dog,owl", "preprocessing": '{"scale": 0.00392156862745098}',
+                               "evaluate_on": dataset.ref})
+    assert refused.status_code == 400 and f"not dataset {dataset.ref}'s: missing ['0'" in refused.json()["message"]
+    _, digits = onnx_classifier(num_classes=10, image_size=28, seed=7)
+    (tmp_path / "digits.onnx").write_bytes(digits)
+    page.goto(f"{url}/#models")
+    page.set_input_files("#import-file", str(tmp_path / "digits.onnx"))
+    page.fill("#import-name", "digits-elsewhere")
+    page.fill("#import-labels", "9,8,7,6,5,4,3,2,1,0")  # its own order: the dataset's labels are mapped to it
+    page.fill("#import-preprocessing", '{"scale": 0.00392156862745098}')
+    page.fill("#import-evaluate-on", dataset.ref)
+    page.click("#import-submit")
+    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported digits.onnx")
+    version = httpx.get(f"{url}/v1/models/digits-elsewhere/versions/1", timeout=30).json()
+    evaluation = version["metrics"]["test_evaluation"]
+    assert version["lineage"]["dataset"] == dataset.ref
+    assert version["metrics"]["test_samples"] == dataset.rows("test") == sum(map(sum, evaluation["confusion_matrix"]))
+    assert evaluation["labels"] == [str(d) for d in range(9, -1, -1)]
+    page.click("#model-detail tr[data-version='1'] [data-action=evaluation]")
+    expect(page.locator("#confusion-matrix td.cm-cell")).to_have_count(100)
+    assert_accessible(page)
 
 
 def test_a_table_model_from_the_form_to_a_csv_of_rows(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from aiplatform.api.deps import PlatformDep
 from aiplatform.compression.compressor import CompressionReport
 from aiplatform.compression.remote import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
-from aiplatform.model_import import import_onnx
+from aiplatform.model_import import TestSplit, import_onnx
 from aiplatform.serving.deployer import (
     DEFAULT_TOLERANCE,
     PRODUCTION,
@@ -186,23 +186,29 @@ async def compress_model(name: str, body: CompressionRequest, platform: Platform
 async def import_model(name: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
     """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind``
     (``image`` or ``tabular``), ``labels`` (comma-separated or a JSON list), optional
-    ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables) and ``scores``
-    (``logits`` or ``probabilities``). 201: the new version."""
+    ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables), ``scores``
+    (``logits`` or ``probabilities``) and ``evaluate_on`` (a built dataset version, ``name@version``,
+    whose test split the model is evaluated on, as a trained one is). 201: the new version."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidArgument("Send the model as multipart/form-data with a 'file' field (the .onnx file)")
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise InvalidArgument("The import needs a 'file' field: the .onnx file")
-    fields = {key: form.get(key) for key in ("kind", "labels", "preprocessing", "scores")}
+    fields = {key: form.get(key) for key in ("kind", "labels", "preprocessing", "scores", "evaluate_on")}
     if any(value is not None and not isinstance(value, str) for value in fields.values()):
-        raise InvalidArgument("kind, labels, preprocessing and scores are text fields, not files")
+        raise InvalidArgument("kind, labels, preprocessing, scores and evaluate_on are text fields, not files")
     data = await upload.read()
-    version = await run_in_threadpool(
-        import_onnx, data, name=name, kind=fields["kind"] or "image", labels=parse_labels(fields["labels"] or ""),
-        preprocessing=parse_json_object(fields["preprocessing"], "preprocessing"), scores=fields["scores"] or "logits",
-        filename=upload.filename, storage=platform.storage, registry=platform.registry)
-    return version.to_dict()
+
+    def check_and_register() -> Any:
+        test_split = TestSplit.of(platform.datasets, fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
+        return import_onnx(
+            data, name=name, kind=fields["kind"] or "image", labels=parse_labels(fields["labels"] or ""),
+            preprocessing=parse_json_object(fields["preprocessing"], "preprocessing"),
+            scores=fields["scores"] or "logits", filename=upload.filename, storage=platform.storage,
+            registry=platform.registry, test_split=test_split)
+
+    return (await run_in_threadpool(check_and_register)).to_dict()
 
 
 def parse_labels(text: str) -> list[str]:

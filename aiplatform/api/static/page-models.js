@@ -29,12 +29,13 @@ export function importForm() {
   const kind = h("select", { id: "import-kind" }, h("option", { value: "image" }, "image"));
   const scores = h("select", { id: "import-scores" }, ["logits", "probabilities"].map((s) => h("option", { value: s }, s)));
   const preprocessing = h("input", { id: "import-preprocessing", placeholder: '{"scale": 0.00392, "mean": [0.5], "std": [0.25]}', size: 40 });
+  const evaluateOn = h("input", { id: "import-evaluate-on", placeholder: "mnist@1a2b3c… (optional)", size: 24 });
   const form = h("form", { id: "import-form", onsubmit: (e) => {
     e.preventDefault();
     act(e.submitter, async () => {
       const body = new FormData();
       body.append("file", file.files[0]);
-      for (const [key, input] of [["kind", kind], ["labels", labels], ["scores", scores], ["preprocessing", preprocessing]]) {
+      for (const [key, input] of [["kind", kind], ["labels", labels], ["scores", scores], ["preprocessing", preprocessing], ["evaluate_on", evaluateOn]]) {
         if (input.value.trim()) body.append(key, input.value.trim());
       }
       const v = await api("POST", `/v1/models/${encodeURIComponent(name.value.trim())}/import`, body, true);
@@ -43,7 +44,8 @@ export function importForm() {
       if (location.hash === target) await modelsPage(v.name); else location.hash = target;  // the router renders it
     });
   } }, field("ONNX file", file), field("Name", name), field("Kind", kind), field("Labels", labels),
-    field("Output", scores), field("Preprocessing", preprocessing), h("button", { type: "submit", id: "import-submit" }, "Import"));
+    field("Output", scores), field("Preprocessing", preprocessing), field("Evaluate on (a dataset version's test split)", evaluateOn),
+    h("button", { type: "submit", id: "import-submit" }, "Import"));
   return h("section", { class: "card" }, h("h3", {}, "Import a model trained elsewhere (ONNX)"), form);
 }
 
