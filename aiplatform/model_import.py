@@ -45,6 +45,8 @@ CHECK_MEMORY_BYTES = 6 * 1024**3
 """Address space of the child that parses and tries an imported graph (torch and ONNX Runtime
 loaded take ~1.5 GiB of it)."""
 CHECK_TIMEOUT_S = 300.0
+MAX_EVALUATION_ROWS = 20_000
+"""An import is evaluated on at most this many test rows (the split is held by the API server)."""
 
 
 def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dict[str, Any],
@@ -117,7 +119,8 @@ class TestSplit:
         dataset = datasets.get_ref(ref)
         if not dataset.rows("test"):
             raise InvalidArgument(f"Dataset {ref} has no test rows to evaluate on")
-        return cls(dataset.ref, list(dataset.labels), datasets.read_split_table(dataset, "test"))
+        table = datasets.read_split_table(dataset, "test")
+        return cls(dataset.ref, list(dataset.labels), table.slice(0, MAX_EVALUATION_ROWS))
 
     def written(self, path: Path, model_labels: list[str]) -> dict[str, Any]:
         """The split in ``path`` with its labels as the model's class indices (the model's labels

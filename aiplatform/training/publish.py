@@ -79,11 +79,11 @@ def package_model(outcome: TrainingOutcome, *, name: str, lineage: Optional[dict
 
 def save_candidate(storage: Storage, key: str, package: ModelPackage) -> None:
     """Keep a built package unregistered (a sweep's trial: only the best one becomes a version):
-    its record first, then the package, so a package found always has its record."""
+    the package first, then its record, so a record found always has its package."""
     record = {"template": package.template, "metrics": package.metrics, "lineage": package.lineage,
               "run_name": package.run_name}
-    storage.put_bytes(f"{key}.json", json.dumps(record).encode())
     storage.put_bytes(key, package.data)
+    storage.put_bytes(f"{key}.json", json.dumps(record).encode())
 
 
 def load_candidate(storage: Storage, key: str) -> ModelPackage:

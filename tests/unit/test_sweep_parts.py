@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from aip.sweeps_cli import parse_dimension
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import Conflict, InvalidArgument
 from aiplatform.tasks.queue.trials import Trial
 from aiplatform.tasks.sweeps.params import SweepParams, best_trial
 
@@ -56,3 +56,53 @@ def test_asha_rungs_come_back_with_a_restored_sweep() -> None:
     TrialRecorder("s", 0, fresh).set_state(recorder.get_state())  # ...and the callback's state refills it
     assert fresh._brackets[0]._rungs[-1][1] == {"t1": 0.5}
     assert TrialRecorder("s", 0).get_state() is None  # without ASHA there is nothing to keep
+
+
+def test_a_diverged_trial_is_stored_without_nan_and_never_ranks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aiplatform.tasks.queue import TaskStore
+
+    store = TaskStore(tmp_path / "tasks.sqlite")
+    sweep = store.create("sweep", {"trials": 2}, start=True)
+    for trial_id, value in (("good", 0.7), ("diverged", float("nan"))):
+        store.record_trial(sweep.id, trial_id, params={}, segment=0)
+        store.report_trial(sweep.id, trial_id, {"epoch": 1, "val_accuracy": value, "val_loss": float("inf")})
+        store.finish_trial(sweep.id, trial_id, "FINISHED")
+    trials = store.trials(sweep.id)
+    assert [t.metrics["val_accuracy"] for t in trials] == [0.7, None] and trials[1].metrics["val_loss"] is None
+    params = SweepParams.model_validate({"template": "cnn-classification",
+                                         "space": {"epochs": {"type": "int", "low": 1, "high": 2}}})
+    assert best_trial(trials, params).trial_id == "good"  # type: ignore[union-attr]
+    # The first reason a trial failed stays; a later, wrapped one does not replace it.
+    store.record_trial(sweep.id, "broken", params={}, segment=0)
+    store.finish_trial(sweep.id, "broken", "RUNNING", error="ValueError: lr must be positive")
+    store.finish_trial(sweep.id, "broken", "FAILED", error="ray.exceptions.RayTaskError(...)")
+    assert store.trial(sweep.id, "broken").error == "ValueError: lr must be positive"
+
+
+def test_a_requeued_sweep_drops_its_previous_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aiplatform.tasks.queue import TaskStore
+
+    store = TaskStore(tmp_path / "tasks.sqlite")
+    task = store.create("sweep", {"trials": 2}, running=True, running_job_id="job-1")
+    store.finish(task.id, "SUCCEEDED", result={"model": "m", "version": 1})
+    again = store.requeue(task.id, {"trials": 3})
+    assert again.state == "QUEUED" and again.result is None and again.params == {"trials": 3}
+    store.claim(task.id, "job-2")  # running again: it cannot be queued a second time
+    with pytest.raises(Conflict, match="only a task that has ended"):
+        store.requeue(task.id)
+
+
+def test_a_sweep_reserves_its_largest_trials_and_checks_its_epochs() -> None:
+    from aiplatform.training.templates import get_template
+
+    template = get_template("sweep")
+    runs, run = template.concurrent_runs({"max_concurrent_trials": 2, "params": {"workers": 1},
+                                          "space": {"workers": {"type": "int", "low": 1, "high": 3},
+                                                    "gpu": {"type": "choice", "values": ["off", "on"]}}})
+    assert (runs, run["workers"], run["gpu"]) == (2, 3, "on")
+    space = {"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}
+    for config, message in [({"epochs": "ten"}, "whole number of epochs"), ({"epochs": -2}, "at least 1"),
+                            ({}, "ASHA stops trials by epoch")]:
+        with pytest.raises(InvalidArgument, match=message):
+            template.parse_params({"template": "user-code", "space": space,
+                                   "params": {"entry": "pkg.train:fn", "config": config}})

@@ -131,7 +131,7 @@ export async function comparisonView(ids, { metric, mode } = {}) {
       h("section", { class: "card scroll" }, differingTable(data.runs, data.differing_params, chosen, direction)));
   };
   const select = h("select", { id: "compare-metric", "aria-label": "metric" }, names.map((n) => h("option", { value: n, selected: n === chosen }, n)));
-  select.addEventListener("change", () => { chosen = select.value; direction = chosen.endsWith("loss") ? "min" : direction; draw(); });
+  select.addEventListener("change", () => { chosen = select.value; direction = chosen.endsWith("loss") ? "min" : "max"; draw(); });
   draw();
   const took = performance.now() - started;
   return h("div", { id: "comparison", "data-runs": data.runs.length, "data-render-ms": took.toFixed(0) },

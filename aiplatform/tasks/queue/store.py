@@ -366,7 +366,7 @@ class TaskStore(TrialRecords):
                 raise Conflict(f"Task {task_id} is {task.state}; only a task that has ended can be queued again")
             fields: dict[str, Any] = {"state": QUEUED, "queued_at": time.time(), "finished_at": None,
                                       "cancel_requested": 0, "ray_job_id": None, "submitted_at": None,
-                                      "error": None, "error_reason": None}
+                                      "error": None, "error_reason": None, "result": None}
             if params is not None:
                 fields["params"] = json.dumps(params)
             return self._update(task_id, **fields)

@@ -13,6 +13,7 @@ A finished, stopped or failed trial never changes again, so every call is safe t
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -106,7 +107,9 @@ class TrialRecords:
         epoch = metrics.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool):
             raise InvalidArgument(f"Trial metrics need an integer 'epoch' (got {epoch!r})")
-        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        # A diverged run reports NaN or infinity: kept as null (JSON has neither, and no ranking should see them).
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()
+                 if isinstance(v, (int, float, str, bool)) or v is None}
         now = time.time()
         with self._lock, transaction(self._db) as db:
             db.execute(
@@ -121,7 +124,8 @@ class TrialRecords:
         """FINISHED, STOPPED or FAILED (the first of them wins), or PAUSED while its sweep is stopped."""
         _check_state(state)
         with self._lock, transaction(self._db) as db:
-            db.execute("UPDATE trials SET state = ?, error = COALESCE(?, error), updated_at = ?"
+            # The first reason recorded stays (the trial's own one line, before Tune's wrapping of it).
+            db.execute("UPDATE trials SET state = ?, error = COALESCE(error, ?), updated_at = ?"
                        " WHERE sweep_id = ? AND trial_id = ? AND state NOT IN (?,?,?)",
                        (state, error, time.time(), sweep_id, trial_id, *TRIAL_DONE_STATES))
         return self.trial(sweep_id, trial_id)

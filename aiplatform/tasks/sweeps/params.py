@@ -112,8 +112,13 @@ class SweepParams(BaseModel):
 def best_trial(trials: "list[Trial]", sweep: SweepParams) -> "Optional[Trial]":
     """The finished trial with the best last value of the sweep's metric (a trial stopped early
     fell below a rung's cut, and a failed one has no model)."""
-    ranked = [t for t in trials if t.state == FINISHED and isinstance(t.metrics.get(sweep.metric), (int, float))]
+    ranked = [t for t in trials if t.state == FINISHED and finite(t.metrics.get(sweep.metric))]
     if not ranked:
         return None
     sign = 1.0 if sweep.mode == "max" else -1.0
     return max(ranked, key=lambda t: sign * float(t.metrics[sweep.metric]))
+
+
+def finite(value: Any) -> bool:
+    """A number a sweep can rank by (not NaN, not infinite, not a flag)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -79,7 +79,18 @@ class SweepTemplate(TaskTemplate):
         return self.trial_template(params).runs_user_code
 
     def concurrent_runs(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return int(params.get("max_concurrent_trials", 1)), dict(params.get("params") or {})
+        """Its concurrent trials, each as large as the space allows (the most workers, a GPU if any
+        value asks for one)."""
+        run = dict(params.get("params") or {})
+        space = params.get("space") or {}
+        workers = space.get("workers")
+        if isinstance(workers, dict):
+            bounds = [workers.get("high")] if workers.get("type") != "choice" else list(workers.get("values") or [])
+            run["workers"] = max([int(run.get("workers", 1)), *(int(v) for v in bounds if isinstance(v, (int, float)))])
+        gpu = space.get("gpu")
+        if isinstance(gpu, dict) and "on" in (gpu.get("values") or []):
+            run["gpu"] = "on"
+        return int(params.get("max_concurrent_trials", 1)), run
 
     def default_model_name(self, params: SweepParams) -> str:
         return self.trial_template(params).default_model_name(self.sample_trial(params))
@@ -90,7 +101,10 @@ def trial_params(sweep: SweepParams, values: dict[str, Any]) -> dict[str, Any]:
     the values go into the function's ``config``)."""
     if sweep.template == USER_CODE:
         fixed = dict(sweep.params)
-        return {**fixed, "config": {**dict(fixed.get("config") or {}), **values}}
+        config = fixed.get("config") or {}
+        if not isinstance(config, dict):
+            raise InvalidArgument("params.config must be an object (the function's config)")
+        return {**fixed, "config": {**config, **values}}
     return {**sweep.params, **values}
 
 
@@ -98,14 +112,25 @@ def budget(sweep: SweepParams) -> Optional[int]:
     """The most epochs (for tables: boosting rounds) a trial can run: ASHA's ``max_t``."""
     template = get_template(sweep.template)
     name = getattr(template, "budget_parameter", None)
-    fixed = sweep.params.get("config") or {} if sweep.template == USER_CODE else sweep.params
+    fixed = sweep.params.get("config") if sweep.template == USER_CODE else sweep.params
+    if not isinstance(fixed, dict):
+        raise InvalidArgument("params.config must be an object (the function's config)")
     name = name or ("epochs" if sweep.template == USER_CODE else None)
     if name is None:
         return None
-    if name in sweep.space:
-        return int(max(float(v) for v in sweep.space[name].corners()))
-    if name in fixed:
-        return int(fixed[name])
+    try:
+        if name in sweep.space:
+            value = max(float(v) for v in sweep.space[name].corners())
+        elif name in fixed:
+            value = float(fixed[name])
+        else:
+            value = None
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name!r} must be a whole number of epochs (ASHA stops trials by it)") from None
+    if value is not None:
+        if value < 1 or value != int(value):
+            raise InvalidArgument(f"{name!r} must be a whole number of epochs of at least 1 (got {value:g})")
+        return int(value)
     if sweep.template == USER_CODE:
         return None
     field = template.params_model.model_fields.get(name)

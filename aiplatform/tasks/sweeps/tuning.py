@@ -43,7 +43,7 @@ from aiplatform.tasks.queue import (
     TaskClient,
     Trial,
 )
-from aiplatform.tasks.sweeps.params import Dimension, SweepParams, best_trial
+from aiplatform.tasks.sweeps.params import Dimension, SweepParams, best_trial, finite
 from aiplatform.tasks.sweeps.template import USER_CODE, SweepTemplate, budget, trial_params
 from aiplatform.training.engine import SharedSplits, run_training
 from aiplatform.training.publish import (
@@ -103,12 +103,17 @@ def run_sweep(task: Task, sweep: SweepParams, *, settings: Settings, storage: St
             _save_segments(storage, task.id, segments)
         else:
             break
-        _run_segment(task, sweep, segment, storage=storage, queue=queue, shared=shared)
+        if not stopping.is_set():
+            _run_segment(task, sweep, segment, storage=storage, queue=queue, shared=shared)
         if stopping.is_set():
             paused = queue.pause_trials(task.id)
             raise SweepStopped(f"Sweep {task.id} stopped; {paused} running trial(s) paused: resume it to go on")
         segment["complete"] = True
         _save_segments(storage, task.id, segments)
+    for trial in queue.trials(task.id):  # paused when a stop came, then not resumed by Tune (it had failed)
+        if trial.state == PAUSED:
+            queue.finish_trial(task.id, trial.trial_id, TRIAL_FAILED,
+                               error="it failed while its sweep was stopping (Tune does not run it again)")
     trials = queue.trials(task.id)
     best = best_trial([t for t in trials if storage.exists(f"{candidate_key(task.id, t.trial_id)}.json")], sweep)
     if best is None:
@@ -133,7 +138,7 @@ def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, sto
     root, filesystem = storage.arrow_path(f"sweeps/{task.id}"), storage.arrow_filesystem()
     name = f"seg{segment['index']}"
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, shared=shared), {"cpu": TRIAL_DRIVER_CPUS})
-    if tune.Tuner.can_restore(f"{root}/{name}", storage_filesystem=filesystem):
+    if _restorable(filesystem, f"{root}/{name}"):
         logger.info("sweep %s: resuming %s", task.id, name)
         tuner = tune.Tuner.restore(f"{root}/{name}", trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False, storage_filesystem=filesystem)
@@ -152,7 +157,27 @@ def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, sto
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures, fail_fast=False),
                 callbacks=[recorder]),
         )
-    tuner.fit()
+    _FITTING.set()
+    try:
+        tuner.fit()
+    finally:
+        _FITTING.clear()
+
+
+def _restorable(filesystem: Any, path: str) -> bool:
+    """Whether the segment can be restored: Tune writes ``tuner.pkl`` when the Tuner is made but
+    its experiment state only once it runs, and restoring without that state fails every time.
+    A segment that never got that far is removed and made again."""
+    import pyarrow.fs
+
+    if not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+        return False
+    names = [info.base_name for info in filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))]
+    if any(name.startswith("experiment_state") for name in names):
+        return True
+    logger.warning("segment %s has no experiment state (it stopped while starting): starting it again", path)
+    filesystem.delete_dir(path)
+    return False
 
 
 def _domain(dimension: Dimension) -> Any:
@@ -183,8 +208,7 @@ def _search(sweep: SweepParams, index: int, earlier: list[Trial]) -> tuple[Any, 
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    known = [t for t in earlier if t.done and isinstance(t.metrics.get(sweep.metric), (int, float))
-             and set(t.params) == set(sweep.space)]
+    known = [t for t in earlier if t.done and finite(t.metrics.get(sweep.metric)) and set(t.params) == set(sweep.space)]
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sweep.seed + index),
                         points_to_evaluate=[dict(t.params) for t in known] or None,
                         evaluated_rewards=[float(t.metrics[sweep.metric]) for t in known] or None,
@@ -196,16 +220,19 @@ def _trial_dirname(trial: Any) -> str:
 
 
 _STOPPING = threading.Event()
+_FITTING = threading.Event()
 
 
 def _stop_on_sigterm() -> threading.Event:
     """``ray job stop`` sends SIGTERM; Tune saves its state and ends ``fit`` only on SIGINT or
-    SIGUSR1, so SIGTERM is passed on as SIGUSR1 (and remembered)."""
+    SIGUSR1, so SIGTERM is passed on as SIGUSR1 while Tune runs (and remembered in any case: a
+    stop between segments ends the sweep before the next one)."""
     stopping = _STOPPING
 
     def forward(signum: int, frame: Any) -> None:
         stopping.set()
-        os.kill(os.getpid(), signal.SIGUSR1)
+        if _FITTING.is_set():
+            os.kill(os.getpid(), signal.SIGUSR1)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, forward)
