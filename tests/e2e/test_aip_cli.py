@@ -18,6 +18,9 @@ import numpy as np
 import psutil
 import tritonclient.grpc as oip_grpc
 
+from aiplatform.code_archives import pack_directory
+from aiplatform.storage import sha256_bytes
+
 from tests.factories import fault_table_figure, free_port, make_digit_images, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,12 +176,16 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         evaluation = json.loads(aip("models", "show", "cli-cnn@1", "--json").stdout)["metrics"]["test_evaluation"]
         assert sum(map(sum, evaluation["confusion_matrix"])) == sum(c["support"] for c in evaluation["per_class"]) > 0
 
-        # Your own code from the terminal: the example project zipped, uploaded and trained.
+        # Your own code from the terminal: the example project zipped, uploaded once by its digest and
+        # made a task (test_user_code.py trains that same project through the API).
         custom = aip("tasks", "submit", "--entry", "digits_mlp.train:train_loop", "--working-dir", "examples/digits-mlp",
                      "--dataset", "mnist", "--max-rows", "600", "--param", "epochs=1", "--param", "hidden=16",
-                     "--watch", timeout=400)
+                     "--no-start", "--json")
         assert custom.returncode == 0, (custom.stdout[-2000:], custom.stderr[-2000:])
-        assert "SUCCEEDED: model digits-mlp version 1" in custom.stdout and "code " in custom.stderr
+        created = json.loads(custom.stdout)
+        digest = sha256_bytes(pack_directory(ROOT / "examples" / "digits-mlp"))
+        assert f"code {digest}" in custom.stderr and created["state"] == "CREATED"
+        assert created["params"]["code"] == digest and created["params"]["config"] == {"epochs": 1, "hidden": 16}
 
         # `ray job submit --working-dir .` with the token, as in the README: the code travels with
         # the job, and the run records itself as a task. Without the token, or with another, the

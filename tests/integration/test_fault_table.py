@@ -31,8 +31,8 @@ from tests.factories import (
     served_platform,
 )
 
-SUBMISSIONS = 1000
-PREDICTIONS = 1000
+SUBMISSIONS = 500
+PREDICTIONS = 500
 CLIENTS = 8
 KILL_EVERY_S = 1.5
 RETRIES = 20
