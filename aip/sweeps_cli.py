@@ -19,11 +19,10 @@ import time
 from typing import Any, TextIO
 
 from aip.api_client import PlatformAPI
-from aip.tasks_cli import USER_CODE_TEMPLATE, parse_param, user_code_params
+from aip.tasks_cli import FINISHED, USER_CODE_TEMPLATE, parse_param, user_code_params
 from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
 
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
 EXIT_SWEEP_FAILED = 1
 RANGE_TYPES = ("uniform", "loguniform", "int")
 
