@@ -119,7 +119,8 @@ def test_a_sweep_of_your_own_code_registers_only_its_best_trial(settings: Settin
     done = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=400)
     assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
     trials = manager.queue.trials(task.id)
-    assert len(trials) == 2 and all(t.state in (FINISHED, "STOPPED") for t in trials), trials
+    assert len(trials) == 2 and all(t.state in (FINISHED, "STOPPED") for t in trials), \
+        ([(t.trial_id, t.state, t.error, t.metrics) for t in trials], manager.logs(task.id)[-4000:])
     assert all({"hidden", "lr"} == set(t.params) and t.metrics.get("epoch") for t in trials)
     registry = RegistryClient.connect(settings)
     versions = registry.list_versions("swept-mlp")

@@ -79,6 +79,31 @@ def test_a_diverged_trial_is_stored_without_nan_and_never_ranks(tmp_path) -> Non
     assert store.trial(sweep.id, "broken").error == "ValueError: lr must be positive"
 
 
+def test_a_finished_segment_leaves_no_trial_running(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After ``fit`` returns, Tune's status settles any trial whose end no callback recorded."""
+    from types import SimpleNamespace
+
+    from aiplatform.tasks.queue import TaskStore
+    from aiplatform.tasks.sweeps.tuning import _settle_trials
+
+    store = TaskStore(tmp_path / "tasks.sqlite")
+    sweep = store.create("sweep", {"trials": 4}, start=True)
+    for trial_id in ("ended", "crashed", "stopped", "paused"):
+        store.record_trial(sweep.id, trial_id, params={}, segment=0)
+    store.finish_trial(sweep.id, "stopped", "STOPPED", error="stopped early by ASHA")
+
+    def tune_trial(trial_id: str, status: str) -> SimpleNamespace:  # the fields of Tune's Trial it reads
+        return SimpleNamespace(trial_id=trial_id, status=status,
+                               get_error=lambda: "Traceback ...\nValueError: the loss diverged")
+
+    _settle_trials(sweep.id, [tune_trial("ended", "TERMINATED"), tune_trial("crashed", "ERROR"),
+                              tune_trial("stopped", "TERMINATED"), tune_trial("paused", "PAUSED"),
+                              tune_trial("never-started", "TERMINATED")], store)  # type: ignore[arg-type]
+    states = {t.trial_id: (t.state, t.error) for t in store.trials(sweep.id)}
+    assert states == {"ended": ("FINISHED", None), "crashed": ("FAILED", "ValueError: the loss diverged"),
+                      "stopped": ("STOPPED", "stopped early by ASHA"), "paused": ("RUNNING", None)}
+
+
 def test_a_requeued_sweep_drops_its_previous_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from aiplatform.tasks.queue import TaskStore
 

@@ -159,9 +159,28 @@ def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, sto
         )
     _FITTING.set()
     try:
-        tuner.fit()
+        grid = tuner.fit()
     finally:
         _FITTING.clear()
+    if not _STOPPING.is_set():  # a stopped segment's trials are PAUSED, not ended
+        _settle_trials(task.id, getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or [], queue)
+
+
+def _settle_trials(sweep_id: str, tune_trials: list[Any], queue: TaskClient) -> None:
+    """Tune's word on how each trial ended is final: a trial whose end no callback recorded (a
+    callback that failed, or one Tune skipped) is recorded from the status Tune gave it, so no
+    trial of a finished segment stays RUNNING."""
+    records = {t.trial_id: t for t in queue.trials(sweep_id)}
+    for trial in tune_trials:
+        record = records.get(trial.trial_id)
+        if record is None or record.done or trial.status not in ("TERMINATED", "ERROR"):
+            continue
+        logger.warning("sweep %s: trial %s ended %s but was recorded %s; recording its end now",
+                       sweep_id, trial.trial_id, trial.status, record.state)
+        if trial.status == "TERMINATED":
+            queue.finish_trial(sweep_id, trial.trial_id, FINISHED)
+        else:
+            queue.finish_trial(sweep_id, trial.trial_id, TRIAL_FAILED, error=_error_line(trial))
 
 
 def _restorable(filesystem: Any, path: str) -> bool:
