@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
 
@@ -38,6 +39,10 @@ MANIFEST_FORMAT = 1
 HISTOGRAM_BINS = 16
 SPLIT_STREAM = 7
 MAX_SAMPLES = 100
+BUILD_FOLDER = "build-"
+"""Each build of a version writes its files under ``<version>/build-<unix time>-<random>/``."""
+ABANDONED_BUILD_S = 24 * 3600
+"""A build folder the manifest does not name, older than this, is what a killed build left."""
 """Most rows one request for samples returns (each may carry an image)."""
 
 ShuffleName = Literal["sort", "hash"]
@@ -240,7 +245,7 @@ class DatasetManager:
         spec, http_get = self._checked(spec)
         source = read_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        prefix, built = self._prefix_to_build(name, version)
+        root, prefix, built = self._prefix_to_build(name, version)
         if built is not None:
             return built
         started = time.time()
@@ -291,8 +296,7 @@ class DatasetManager:
                 for split, s in stats.items()
             },
         }
-        self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
-        return DatasetVersion(manifest)
+        return self._commit(root, manifest)
 
     @_with_own_shuffle
     def build_text(self, spec: TextDatasetSpec) -> DatasetVersion:
@@ -300,7 +304,7 @@ class DatasetManager:
         spec, http_get = self._checked(spec)
         source = read_text_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        prefix, built = self._prefix_to_build(name, version)
+        root, prefix, built = self._prefix_to_build(name, version)
         if built is not None:
             return built
         started = time.time()
@@ -319,8 +323,7 @@ class DatasetManager:
         if manifest["splits"]["train"]["rows"] == 0:
             self.storage.remove_tree(prefix)
             raise InvalidArgument(f"Text source {spec.source!r} produced no training rows")
-        self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
-        return DatasetVersion(manifest)
+        return self._commit(root, manifest)
 
     @_with_own_shuffle
     def build_table(self, spec: TableDatasetSpec) -> DatasetVersion:
@@ -328,7 +331,7 @@ class DatasetManager:
         spec, http_get = self._checked(spec)
         source, feature_names = read_table_source(spec, self.source_storage_options, http_get)
         name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        prefix, built = self._prefix_to_build(name, version)
+        root, prefix, built = self._prefix_to_build(name, version)
         if built is not None:
             return built
         started = time.time()
@@ -345,17 +348,37 @@ class DatasetManager:
             self.storage.remove_tree(prefix)
             raise InvalidArgument(f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
                                   "too few for training and validation splits")
-        self.storage.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest, indent=2).encode())
-        return DatasetVersion(manifest)
+        return self._commit(root, manifest)
 
-    def _prefix_to_build(self, name: str, version: str) -> tuple[str, Optional[DatasetVersion]]:
-        """Where ``name@version`` is built, and the version if it already was; an aborted build
-        there (files without a manifest) is removed first."""
-        prefix = f"datasets/{name}/{version}"
-        if self.storage.exists(f"{prefix}/manifest.json"):
-            return prefix, self.get(name, version)
-        self.storage.remove_tree(prefix)
-        return prefix, None
+    def _prefix_to_build(self, name: str, version: str) -> tuple[str, str, Optional[DatasetVersion]]:
+        """The version's folder, the folder this build writes its files to, and the version if
+        it was already built.
+
+        Two processes may build the same version at once (a sweep's trials each reading their
+        dataset): each writes under a folder of its own and commits by writing the manifest last,
+        so neither touches the other's files; the manifest written last names its build's files,
+        and a reader of either manifest finds whole, sealed files. What killed builds left is
+        removed once it is a day old (a build in progress is never that old)."""
+        root = f"datasets/{name}/{version}"
+        if self.storage.exists(f"{root}/manifest.json"):
+            return root, "", self.get(name, version)
+        self._remove_abandoned_builds(root)
+        return root, f"{root}/{BUILD_FOLDER}{int(time.time())}-{uuid.uuid4().hex[:8]}", None
+
+    def _remove_abandoned_builds(self, root: str) -> None:
+        folders = {key[len(root) + 1:].split("/", 1)[0] for key in self.storage.find_unsealed(root)}
+        for folder in folders:
+            if folder == "data":  # the one shared folder of builds before build folders: never committed
+                self.storage.remove_tree(f"{root}/{folder}")
+            elif folder.startswith(BUILD_FOLDER):
+                started = folder[len(BUILD_FOLDER):].split("-", 1)[0]
+                if started.isdigit() and time.time() - int(started) > ABANDONED_BUILD_S:
+                    self.storage.remove_tree(f"{root}/{folder}")
+
+    def _commit(self, root: str, manifest: dict[str, Any]) -> DatasetVersion:
+        """The build's last step: its manifest, naming its files, makes the version exist."""
+        self.storage.put_bytes(f"{root}/manifest.json", json.dumps(manifest, indent=2).encode())
+        return DatasetVersion(manifest)
 
     def _write_rows(self, rows: ray.data.Dataset, prefix: str) -> list[Any]:
         """Write the rows as parquet partitioned by split under ``prefix/data``, each file sealed

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
@@ -168,6 +169,37 @@ def test_corrupt_dataset_file_is_refused_before_training(ray_session: None, mana
     path.write_bytes(path.read_bytes()[:-20] + b"\x00" * 20)
     with pytest.raises(IntegrityError, match="is corrupt"):
         manager.read_split(version, "val")
+
+
+def test_builds_of_one_version_at_once_keep_each_others_files(ray_session: None, manager: DatasetManager,
+                                                              tmp_path: Path) -> None:
+    """A sweep's trials build their dataset at the same moment: each build writes a folder of its
+    own and commits with its manifest, so each reads whole files and the version stays readable."""
+    spec = DatasetSpec(source="mnist", max_rows=200)
+
+    @ray.remote(num_cpus=0.5)
+    def build_and_read(root: str) -> tuple[str, int]:
+        builder = DatasetManager(open_storage(root))
+        built = builder.build(spec)
+        return built.version, sum(builder.read_split(built, split).count() for split in ("train", "val", "test"))
+
+    results = ray.get([build_and_read.remote(str(tmp_path / "artifacts")) for _ in range(2)])
+    assert results == [(results[0][0], 400)] * 2, results  # 200 rows in train and val, 200 in test, in each
+    version = manager.get("mnist", results[0][0])
+    assert sum(manager.read_split(version, split).count() for split in ("train", "val", "test")) == 400
+
+    # A build that starts while another one's files have no manifest yet leaves them alone; what a
+    # killed build left a day ago, and the shared folder of builds before build folders, it removes.
+    root = f"datasets/mnist/{version.version}"
+    in_progress = version.files("train")[0]["key"]
+    manager.storage.delete(f"{root}/manifest.json")
+    manager.storage.put_bytes(f"{root}/build-1000-deadbeef/data/split=train/x.parquet", b"left by a killed build")
+    manager.storage.put_bytes(f"{root}/data/split=train/y.parquet", b"left by an older build")
+    rebuilt = manager.build(spec)
+    assert manager.storage.exists(in_progress) and rebuilt.files("train")[0]["key"] != in_progress
+    left = manager.storage.find_unsealed(root)
+    assert not [k for k in left if "/build-1000-" in k or k.startswith(f"{root}/data/")], left
+    assert manager.read_split(rebuilt, "train").count() == version.rows("train")
 
 
 def test_datasets_in_s3_storage(ray_session: None, s3_server: str, s3_bucket: str) -> None:
