@@ -240,6 +240,13 @@ class UserCodeFailed(AIPError):
     code = "user_code_failed"
 
 
+def user_dataset(params: UserCodeParams, datasets: DatasetManager) -> DatasetVersion:
+    """The built version a run of users' code reads: the one it names, or the one its source builds."""
+    if params.built_version:
+        return datasets.get_ref(params.dataset)
+    return datasets.build(DatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed))
+
+
 def run_user_code(
     params: UserCodeParams,
     *,
@@ -256,8 +263,7 @@ def run_user_code(
     timings: dict[str, float] = {}
     use_gpu = resolve_gpu(params.gpu, params.workers)
     started = time.perf_counter()
-    dataset = (datasets.get_ref(params.dataset) if params.built_version else
-               datasets.build(DatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed)))
+    dataset = user_dataset(params, datasets)
     timings["dataset_seconds"] = time.perf_counter() - started
     code_dir = unpack_code(params.code, storage) if params.code else None
     _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts

@@ -128,8 +128,13 @@ def _shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[Sha
     """The trials' dataset read once, here, into the object store: every trial whose dataset is
     the same (the search does not change it) trains and evaluates on these blocks."""
     template = get_template(sweep.template)
+    if sweep.template == USER_CODE:  # each trial reads its own data; built here once, it finds it built
+        from aiplatform.training.user_code import user_dataset
+
+        user_dataset(SweepTemplate().sample_trial(sweep), datasets)  # type: ignore[arg-type]
+        return None
     if not isinstance(template, TrainingTemplate) or type(template).fit is not TrainingTemplate.fit:
-        return None  # user code, or a template with its own trainer, reads its own data
+        return None  # a template with its own trainer reads its own data
     return SharedSplits.read(template.dataset_spec(SweepTemplate().sample_trial(sweep)), datasets).for_sharing()
 
 
