@@ -17,8 +17,9 @@ import pytest
 import ray
 
 from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec
+from aiplatform.datasets import manager as manager_module
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
-from aiplatform.storage import open_storage
+from aiplatform.storage import ObjectInfo, open_storage
 from tests.factories import free_port, make_digit_images, png_bytes, write_idx
 
 
@@ -74,6 +75,16 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
     listed = [v.version for v in manager.list_versions("mnist")]
     assert version.version in listed and len(listed) == 2
     assert manager.get_ref(version.ref).version == version.version
+    # A version this small is profiled in the building process; Ray Data's pass (the one larger
+    # versions take) finds the same figures.
+    files = [ObjectInfo(key=e["key"], size=e["size"], sha256=e["sha256"], uri="")
+             for split in ("train", "val", "test") for e in version.files(split)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(manager_module, "LOCAL_STATISTICS_BYTES", -1)
+        by_ray_data = manager._statistics(files, 10)
+    assert by_ray_data == manager._statistics(files, 10) and set(by_ray_data) == {"train", "val", "test"}
+    assert {s: (by_ray_data[s]["count"], by_ray_data[s]["mean"]) for s in by_ray_data} == {
+        s: (version.rows(s), m["profile"][s]["mean_intensity"]) for s in ("train", "val", "test")}
     # Samples to look at: one class's images as PNGs, or rows by id in the order asked.
     sevens = manager.samples(version, "test", label="7", limit=6)
     assert len(sevens) == 6 and {s["label"] for s in sevens} == {"7"}
