@@ -98,16 +98,21 @@ def test_normalize_image_handles_any_size_and_mode() -> None:
 def test_a_duplicate_group_keeps_the_same_row_whatever_order_its_copies_arrive_in() -> None:
     import itertools
 
-    from aiplatform.datasets.text_builder import first_row
+    from aiplatform.datasets.text_builder import deduplicate
 
-    copies = [("Great day", "positive"), ("great day", "neutral"), ("GREAT DAY", "positive")]
+    copies = [(7, "Great day", "positive"), (7, "great day", "neutral"), (7, "GREAT DAY", "positive"),
+              (3, "alone", "neutral"), (9, "twice", "negative"), (9, "Twice", "negative")]
     kept = set()
     for order in itertools.permutations(copies):
-        group = {"id": np.array([7, 7, 7]), "text": np.array([t for t, _ in order], dtype=object),
-                 "label_name": np.array([lab for _, lab in order], dtype=object)}
-        row = first_row(group)
-        kept.add((row["text"][0], row["label_name"][0]))
-    assert kept == {("GREAT DAY", "positive")}  # the majority label, then the smallest text
+        block = {"id": np.array([i for i, _, _ in order], dtype=np.int64),
+                 "text": np.array([t for _, t, _ in order], dtype=object),
+                 "label_name": np.array([lab for _, _, lab in order], dtype=object)}
+        rows = deduplicate(block)
+        kept.add(tuple(sorted(zip(rows["id"].tolist(), rows["text"], rows["label_name"]))))
+    # one row per id: the majority label, then the smallest text; a row without copies as it was
+    assert kept == {((3, "alone", "neutral"), (7, "GREAT DAY", "positive"), (9, "Twice", "negative"))}
+    empty = {"id": np.array([], dtype=np.int64), "text": np.array([], dtype=object)}
+    assert deduplicate(empty) is empty
 
 
 def test_only_png_and_jpeg_are_decoded_and_huge_images_are_refused_before_decoding() -> None:
