@@ -187,18 +187,18 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         assert f"code {digest}" in custom.stderr and created["state"] == "CREATED"
         assert created["params"]["code"] == digest and created["params"]["config"] == {"epochs": 1, "hidden": 16}
 
-        # `ray job submit --working-dir .` with the token, as in the README: the code travels with
-        # the job, and the run records itself as a task. Without the token, or with another, the
-        # head refuses.
+        # `ray job submit --working-dir DIR` with the token, as in the README: the project's code
+        # travels with the job, the run records itself as a task and keeps that folder by digest.
+        # Without the token, or with another, the head refuses.
         ray_bin = str(Path(sys.executable).parent / "ray")
         job = subprocess.run(
-            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}", "--working-dir", str(ROOT),
-             "--submission-id", "direct-run-1", "--", "python", "-m", "jobs.train", "--template",
-             "cnn-classification", "--epochs", "1", "--max-rows", "600", "--param", "conv_channels=[4]",
-             "--model-name", "direct-cnn"],
+            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard_port}", "--working-dir",
+             str(ROOT / "examples" / "digits-mlp"), "--submission-id", "direct-run-1", "--", "python", "-m",
+             "jobs.train", "--entry", "digits_mlp.train:train_loop", "--dataset", "mnist", "--max-rows", "600",
+             "--param", "epochs=1", "--param", "hidden=16", "--model-name", "direct-mlp"],
             cwd=ROOT, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=300)
         assert job.returncode == 0, (job.stdout[-2000:], job.stderr[-2000:])
-        assert "Registered model direct-cnn version 1" in job.stdout and "succeeded" in job.stdout + job.stderr
+        assert "Registered model direct-mlp version 1" in job.stdout and "succeeded" in job.stdout + job.stderr
         no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
         for bad_env in (no_token, {**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
             refused = subprocess.run([ray_bin, "job", "list", "--address", f"http://127.0.0.1:{dashboard_port}"],
@@ -206,7 +206,10 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
             assert refused.returncode != 0 and "AuthenticationError" in refused.stderr, refused.stderr[-1000:]
         direct = [t for t in json.loads(aip("tasks", "list", "--json").stdout)["tasks"]
                   if t["ray_job_id"] == "direct-run-1"]
-        assert [(t["source"], t["state"], t["result"]["model"]) for t in direct] == [("ray-job", "SUCCEEDED", "direct-cnn")]
+        assert [(t["source"], t["template"], t["state"], t["result"]["model"]) for t in direct] == [
+            ("ray-job", "user-code", "SUCCEEDED", "direct-mlp")]
+        # The uploaded folder is the example: the same files, so the same digest as packing it here.
+        assert direct[0]["params"]["code"] == digest == direct[0]["result"]["code_digest"]
 
         for args, message in [
             (("tasks", "submit", "nope"), "Training template 'nope' not found"),
@@ -251,9 +254,9 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
         interrupted = show(aip, running["id"])
         assert (interrupted["state"], interrupted["error_reason"]) == ("FAILED", "interrupted"), interrupted
         # what was stored before the restart is all there
-        assert json.loads(aip("tasks", "list", "--json").stdout)["counts"]["SUCCEEDED"] == 2  # cli-cnn and direct-cnn
+        assert json.loads(aip("tasks", "list", "--json").stdout)["counts"]["SUCCEEDED"] == 2  # cli-cnn and direct-mlp
         models = json.loads(aip("models", "list", "--json").stdout)
-        assert {r["model"] for r in models} >= {"tiny", "cli-cnn", "direct-cnn"}
+        assert {r["model"] for r in models} >= {"tiny", "cli-cnn", "direct-mlp"}
         assert [r["version"] for r in models if r["model"] == "tiny" and "production" in r["aliases"]] == [1]
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30,
                           headers={"Authorization": f"Bearer {api_token}"}) as api:

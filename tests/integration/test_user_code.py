@@ -1,13 +1,12 @@
 """Users' own training code as tasks, on the session's Ray with the platform's scheduler and
-gateway: the example project through the API and through `ray job submit --working-dir`, run
-again by its digest, served on ONNX Runtime with the PyTorch model's answers; and broken code
-failing with the user's own error."""
+gateway: the example project through the API, run again by its digest, served on ONNX Runtime
+with the PyTorch model's answers; and broken code failing with the user's own error. (`ray job
+submit --working-dir` with that project runs against `aip up` in tests/e2e/test_aip_cli.py.)"""
 
 from __future__ import annotations
 
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,14 +17,15 @@ import ray.train
 import torch
 
 from aiplatform.code_archives import pack_directory
-from aiplatform.errors import Forbidden
+from aiplatform.datasets import DatasetManager
+from aiplatform.errors import AIPError, Forbidden
 from aiplatform.registry import RegistryClient
-from aiplatform.settings import Settings
 from aiplatform.storage import sha256_bytes, storage_from_settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import FAILED, SUCCEEDED, TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
 from aiplatform.tasks.scheduler import ensure_scheduler
+from aiplatform.training.user_code import UserCodeParams, run_user_code
 from tests.factories import make_digit_images, platform_settings, served_platform, wait_for_task
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-mlp"
@@ -98,13 +98,13 @@ def test_the_example_project_trains_registers_its_code_serves_as_onnx_and_runs_a
         assert infer.status_code == 200, infer.text
         np.testing.assert_allclose(np.array(infer.json()["outputs"][0]["data"]).reshape(4, 10), expected, atol=1e-4)
 
-        # Run again: exactly the same code (by digest), parameters and model name.
-        again = client.post(f"/v1/tasks/{task_id}/rerun")
+        # Run again: exactly the same code (by digest), parameters and model name (created here
+        # without starting: what it would run is what just ran).
+        again = client.post(f"/v1/tasks/{task_id}/rerun", json={"start": False})
         assert again.status_code == 201, again.text
-        assert again.json()["rerun_of"] == task_id and again.json()["params"] == done.params
-        rerun = _finished(platform, again.json()["id"])
-        assert rerun.state == SUCCEEDED, (rerun.error, _logs(client, rerun.id)[-3000:])
-        assert (rerun.result["model"], rerun.result["version"], rerun.result["code_digest"]) == ("api-mlp", 2, digest)
+        rerun = again.json()
+        assert (rerun["rerun_of"], rerun["state"], rerun["model_name"]) == (task_id, "CREATED", "api-mlp")
+        assert rerun["params"] == done.params and rerun["params"]["code"] == digest
 
         # What a task may not name.
         for params, status, message in [
@@ -119,34 +119,6 @@ def test_the_example_project_trains_registers_its_code_serves_as_onnx_and_runs_a
         ]:
             bad = client.post("/v1/code", content=body, headers=headers)
             assert bad.status_code == 400 and message in bad.json()["message"], bad.text
-
-
-def test_ray_job_submit_with_a_working_dir_keeps_that_code_by_digest(platform: dict[str, Any]) -> None:
-    settings: Settings = platform["settings"]
-    jobs = RayJobs(settings)
-    submission_id = f"usercode-{uuid.uuid4().hex[:8]}"
-    jobs.client.submit_job(
-        entrypoint=f"{sys.executable} -m jobs.train --entry {ENTRY} --dataset mnist --max-rows 600 "
-        "--param epochs=1 --param hidden=16 --model-name job-mlp",
-        submission_id=submission_id, entrypoint_num_cpus=0,
-        runtime_env={"working_dir": str(EXAMPLE), "env_vars": {**settings.to_env(),
-                                                                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
-    )
-    queue = platform["queue"]
-    task = wait_for_task_by_job(queue, submission_id)
-    done = _finished(platform, task.id)
-    assert done.state == SUCCEEDED, (done.error, jobs.logs(submission_id)[-3000:])
-    assert (done.source, done.template, done.result["model"]) == ("ray-job", "user-code", "job-mlp")
-    # The uploaded folder is the example: the same files, so the same digest as packing it here.
-    assert done.params["code"] == sha256_bytes(pack_directory(EXAMPLE)) == done.result["code_digest"]
-    assert queue.metrics_history(done.id)
-
-
-def wait_for_task_by_job(queue: TaskClient, submission_id: str) -> Any:
-    from tests.factories import wait_for
-
-    return wait_for(lambda: next((t for t in queue.list(template="user-code") if t.ray_job_id == submission_id), None),
-                    120, f"the task of job {submission_id} (see its log: ray job logs {submission_id})")
 
 
 BROKEN = {
@@ -183,21 +155,28 @@ def test_broken_user_code_fails_its_task_with_the_users_error(platform: dict[str
         missing = client.post("/v1/tasks", json={"template": "user-code", "params": {
             "entry": "broken.missing:fn", "code": digest, "dataset": "mnist"}})
         assert missing.status_code == 400 and "module 'broken.missing' is not in code archive" in missing.text, missing.text
-        cases = [("broken.train:raises", "ValueError: the learning rate must be positive, got -1 (train.py:6)"),
-                 ("broken.train:silent", "returned without reporting"),
-                 ("broken.train:unexportable", "does not export to ONNX")]
-        ids = {}
-        for entry, _ in cases:
-            created = client.post("/v1/tasks", json={"template": "user-code", "start": True, "params": {
-                "entry": entry, "code": digest, "dataset": "mnist", "max_rows": 300, "max_failures": 0,
-                "config": {"lr": -1}}})
-            assert created.status_code == 201, created.text
-            ids[entry] = created.json()["id"]
-        for entry, message in cases:
-            done = _finished(platform, ids[entry])
-            assert done.state == FAILED and message in (done.error or ""), (entry, done.error)
-            assert "\n" not in done.error.split("error: ")[-1], done.error  # one line: the reason
-        assert "Traceback" in _logs(client, ids["broken.train:raises"])  # the whole story is in the log
+        # Raising: the task fails with the user's error in one line, the whole story in its log.
+        created = client.post("/v1/tasks", json={"template": "user-code", "start": True, "params": {
+            "entry": "broken.train:raises", "code": digest, "dataset": "mnist", "max_rows": 300, "max_failures": 0,
+            "config": {"lr": -1}}})
+        assert created.status_code == 201, created.text
+        done = _finished(platform, created.json()["id"])
+        message = "ValueError: the learning rate must be positive, got -1 (train.py:6)"
+        assert done.state == FAILED and message in (done.error or ""), done.error
+        assert "\n" not in done.error.split("error: ")[-1], done.error  # one line: the reason
+        assert "Traceback" in _logs(client, done.id)
+        # Returning without a report, or a model ONNX cannot export: run as that task's job runs
+        # them (run_user_code), here rather than as two more jobs.
+        settings = platform["settings"]
+        storage = storage_from_settings(settings)
+        for entry, message in [("broken.train:silent", "returned without reporting"),
+                               ("broken.train:unexportable", "does not export to ONNX")]:
+            params = UserCodeParams(entry=entry, code=digest, dataset="mnist", max_rows=300, max_failures=0,
+                                    config={"lr": -1})
+            with pytest.raises(AIPError, match=message) as failed:
+                run_user_code(params, settings=settings, storage=storage, datasets=DatasetManager(storage),
+                              run_name=f"broken-{entry.rsplit(':', 1)[1]}", task_id=None, model_name="broken")
+            assert "\n" not in failed.value.message, failed.value.message
         assert client.get("/v1/models/broken").status_code == 404  # nothing half-registered
 
 
