@@ -50,7 +50,7 @@ def sweep_params(**overrides: object) -> dict[str, object]:
     }
 
 
-def test_a_sweep_survives_a_failing_trial_resumes_after_a_stop_and_registers_the_best(
+def test_a_sweep_survives_a_failing_trial_resumes_and_grows_after_a_stop_and_registers_the_best(
         settings: Settings, manager: TaskManager) -> None:
     # Seed 8 draws conv_channels [4], then the broken network, then [4]: one trial at a time.
     task = manager.create("sweep", sweep_params(), model_name="swept-cnn", start=True)
@@ -63,16 +63,19 @@ def test_a_sweep_survives_a_failing_trial_resumes_after_a_stop_and_registers_the
     before = {t.trial_id: t for t in manager.queue.trials(task.id)}
     assert all(t.state in (FINISHED, TRIAL_FAILED, PAUSED) for t in before.values()), before
 
-    manager.queue.requeue(task.id)  # `aip sweeps resume`
+    # `aip sweeps extend` on the stopped sweep: it resumes the segment Tune saved, then runs one
+    # more trial in a new segment (a new searcher, its own seed: 9 draws the broken network again).
+    manager.extend_sweep(task.id, 1)
     done = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=400)
-    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    assert done.state == SUCCEEDED and done.params["trials"] == 4, (done.error, manager.logs(task.id)[-3000:])
     trials = manager.queue.trials(task.id)
-    assert len(trials) == 3 and [t.state for t in trials[:2]] == [FINISHED, TRIAL_FAILED], trials
-    assert trials[2].state == FINISHED, trials[2]
+    assert len(trials) == 4 and [t.state for t in trials[:2]] == [FINISHED, TRIAL_FAILED], trials
+    assert [t.state for t in trials[2:]] == [FINISHED, TRIAL_FAILED], trials[2:]
+    assert [t.segment for t in trials] == [0, 0, 0, 1] and done.result["segments"] == 2
     for trial in trials[:2]:  # neither the finished nor the failed trial ran again
         assert trial.updated_at == before[trial.trial_id].updated_at
-    failed = trials[1]
-    assert failed.params["conv_channels"] == BROKEN_NETWORK and failed.error, failed
+    for failed in (trials[1], trials[3]):
+        assert failed.params["conv_channels"] == BROKEN_NETWORK and failed.error, failed
     for trial in (trials[0], trials[2]):  # curves per epoch, and the checkpoint each reported
         history = manager.queue.compare_runs([trial.run_id])[0]["history"]
         assert [h["epoch"] for h in history] == [1, 2, 3] and trial.checkpoint, (history, trial)
@@ -81,13 +84,13 @@ def test_a_sweep_survives_a_failing_trial_resumes_after_a_stop_and_registers_the
         history = manager.queue.compare_runs([trials[2].run_id])[0]["history"]
         assert history[-1]["resumed_from_epoch"] >= 1, history
     best = max((trials[0], trials[2]), key=lambda t: t.metrics["val_accuracy"])
-    assert done.result["best_trial"] == best.trial_id and done.result["trials"][TRIAL_FAILED] == 1
+    assert done.result["best_trial"] == best.trial_id and done.result["trials"][TRIAL_FAILED] == 2
     version = RegistryClient.connect(settings).get_version("swept-cnn", done.result["version"])
     assert version.lineage["sweep_id"] == task.id and version.lineage["trial_id"] == best.trial_id
     assert version.lineage["sweep_params"] == best.params and version.lineage["dataset"].startswith("mnist")
     assert version.metrics["val_accuracy"] == pytest.approx(best.metrics["val_accuracy"])
     # The sweep's own curve: trials done, and the best value so far.
-    assert manager.queue.metrics_history(task.id)[-1]["epoch"] == 3
+    assert manager.queue.metrics_history(task.id)[-1]["epoch"] == 4
 
 
 def test_bad_sweeps_are_refused_naming_the_problem(manager: TaskManager) -> None:
@@ -128,11 +131,3 @@ def test_a_sweep_of_your_own_code_registers_only_its_best_trial(settings: Settin
     best = versions[0]
     assert best.lineage["method"] == "sdk" and best.lineage["code_digest"] == code
     assert best.lineage["run_name"] == f"sweep-{task.id}-{done.result['best_trial']}"
-
-    # Extended by one trial: a new search segment (TPE starts from the two trials so far).
-    manager.extend_sweep(task.id, 1)
-    again = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=300)
-    assert again.state == SUCCEEDED and again.params["trials"] == 3, (again.error, manager.logs(task.id)[-3000:])
-    trials = manager.queue.trials(task.id)
-    assert len(trials) == 3 and [t.segment for t in trials] == [0, 0, 1], trials
-    assert again.result["segments"] == 2

@@ -104,6 +104,26 @@ def test_a_finished_segment_leaves_no_trial_running(tmp_path) -> None:  # type: 
                       "stopped": ("STOPPED", "stopped early by ASHA"), "paused": ("RUNNING", None)}
 
 
+def test_a_later_tpe_segment_starts_from_every_trial_done_so_far() -> None:
+    from aiplatform.tasks.sweeps.tuning import _search
+
+    sweep = SweepParams.model_validate({
+        "template": "cnn-classification", "search": "tpe", "seed": 3, "max_concurrent_trials": 2,
+        "space": {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}})
+
+    def trial(trial_id: str, state: str, value: object) -> Trial:
+        return Trial(sweep_id="s", trial_id=trial_id, segment=0, params={"learning_rate": 0.001}, state=state,
+                     metrics={"val_accuracy": value, "epoch": 1}, epoch=1, checkpoint=None, error=None,
+                     created_at=0.0, updated_at=0.0)
+
+    earlier = [trial("done", "FINISHED", 0.8), trial("early", "STOPPED", 0.5), trial("running", "RUNNING", 0.9),
+               trial("diverged", "FINISHED", None)]
+    search, concurrency = _search(sweep, 1, earlier)
+    assert concurrency == 2  # Optuna does not limit itself: Tune holds it to the sweep's concurrency
+    assert search._points_to_evaluate == [{"learning_rate": 0.001}] * 2 and search._evaluated_rewards == [0.8, 0.5]
+    assert _search(sweep.model_copy(update={"search": "random"}), 1, earlier)[1] is None
+
+
 def test_a_requeued_sweep_drops_its_previous_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from aiplatform.tasks.queue import TaskStore
 
