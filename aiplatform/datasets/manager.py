@@ -39,13 +39,13 @@ MANIFEST_FORMAT = 1
 HISTOGRAM_BINS = 16
 SPLIT_STREAM = 7
 MAX_SAMPLES = 100
+"""Most rows one request for samples returns (each may carry an image)."""
 BUILD_FOLDER = "build-"
 """Each build of a version writes its files under ``<version>/build-<unix time>-<random>/``."""
 ABANDONED_BUILD_S = 24 * 3600
+"""A build folder the manifest does not name, older than this, is what a killed build left."""
 LOCAL_STATISTICS_BYTES = 64 << 20
 """A version's files up to this size are profiled in the building process, not by Ray Data."""
-"""A build folder the manifest does not name, older than this, is what a killed build left."""
-"""Most rows one request for samples returns (each may carry an image)."""
 
 ShuffleName = Literal["sort", "hash"]
 _SHUFFLE_STRATEGIES = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED, "hash": ShuffleStrategy.HASH_SHUFFLE}

@@ -62,7 +62,8 @@ def deduplicate(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if len(ids) == 0:
         return block
     order = np.argsort(ids, kind="stable")
-    starts = np.flatnonzero(np.r_[True, ids[order][1:] != ids[order][:-1]])
+    in_order = ids[order]
+    starts = np.flatnonzero(np.r_[True, in_order[1:] != in_order[:-1]])
     ends = np.r_[starts[1:], len(ids)]
     copied = ends - starts > 1
     keep = list(order[starts[~copied]])
