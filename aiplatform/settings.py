@@ -185,6 +185,12 @@ class Settings(BaseSettings):
     sort-based pull shuffle: plain tasks, fastest on small clusters) or ``hash`` (Ray's aggregator
     actors, for shuffling many GBs on a large cluster)."""
 
+    dataset_streaming_bytes: int = Field(256 << 20, ge=0)
+    """Sources and versions larger than this (stored bytes) stream, memory bounded whatever
+    their size: a build goes from read to write without a global shuffle, and training reads the
+    train and val files from storage every epoch in a new order instead of caching them in Ray's
+    object store. Smaller ones are shuffled row by row and cached (faster epochs)."""
+
     compression_max_accuracy_drop: float = Field(0.01, ge=0, le=1)
     """Test accuracy (a fraction: 0.01 is one point) a compressed version may lose and still be
     registered; a request may ask for another bound."""

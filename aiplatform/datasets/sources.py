@@ -13,6 +13,7 @@ import hashlib
 import importlib.resources
 import io
 import posixpath
+import random
 import struct
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -45,6 +46,9 @@ class SourceData:
     dataset: ray.data.Dataset
     labels: list[str]
     fingerprint: str
+    stored_bytes: Optional[int] = None
+    """What Ray Data's tasks read of the source's files (encoded images); None where the
+    source was read whole into this process first (MNIST, IDX, a fetched file): small by then."""
 
 
 def content_ids(images: np.ndarray) -> np.ndarray:
@@ -244,7 +248,7 @@ def read_image_folder(spec: DatasetSpec, storage_options: dict[str, Any]) -> Sou
         for path in sorted(fs.find(f"{root}/{name}")):
             if path.lower().endswith(IMAGE_EXTENSIONS):
                 size = fs.size(path)
-                items.append({"path": path, "label": label})
+                items.append({"path": path, "label": label, "size": size})
                 listing.append(f"{posixpath.relpath(path, root)}:{size}")
     if not items:
         raise InvalidArgument(
@@ -252,6 +256,10 @@ def read_image_folder(spec: DatasetSpec, storage_options: dict[str, Any]) -> Sou
         )
     if spec.max_rows is not None:
         items = items[: spec.max_rows]
+    # Listed class by class, read in that order each block would hold one class; a seeded
+    # permutation mixes them where they are read, which a large version (built without a
+    # global shuffle, see DatasetManager.build) relies on.
+    random.Random(spec.seed).shuffle(items)
     size, channels, protocol = spec.image_size, spec.channels, location.split("://")[0]
 
     def decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -268,7 +276,7 @@ def read_image_folder(spec: DatasetSpec, storage_options: dict[str, Any]) -> Sou
         decode, batch_size=256
     )
     fingerprint = hashlib.sha256("\n".join(listing).encode()).hexdigest()
-    return SourceData(dataset, classes, fingerprint)
+    return SourceData(dataset, classes, fingerprint, stored_bytes=sum(item["size"] for item in items))
 
 
 # -- parquet --------------------------------------------------------------------------------
@@ -308,11 +316,13 @@ def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any],
         names = pq.ParquetFile(handle).schema_arrow.names
     _require_columns(names, {"image", "label"}, f"Parquet source {location!r}")
     dataset = ray.data.read_parquet(files, filesystem=_arrow_fs(fs), columns=["image", "label"])
-    fingerprint = hashlib.sha256("\n".join(f"{f}:{fs.size(f)}" for f in files).encode()).hexdigest()
-    return _parquet_images(dataset, spec, fingerprint)
+    sizes = {f: fs.size(f) for f in files}
+    fingerprint = hashlib.sha256("\n".join(f"{f}:{size}" for f, size in sizes.items()).encode()).hexdigest()
+    return _parquet_images(dataset, spec, fingerprint, stored_bytes=sum(sizes.values()))
 
 
-def _parquet_images(dataset: ray.data.Dataset, spec: DatasetSpec, fingerprint: str) -> SourceData:
+def _parquet_images(dataset: ray.data.Dataset, spec: DatasetSpec, fingerprint: str,
+                    stored_bytes: Optional[int] = None) -> SourceData:
     raw_labels = sorted(dataset.unique("label"), key=lambda v: (str(type(v)), v))
     if all(isinstance(v, (int, np.integer)) for v in raw_labels):
         labels = [str(i) for i in range(int(max(raw_labels)) + 1)]
@@ -336,7 +346,7 @@ def _parquet_images(dataset: ray.data.Dataset, spec: DatasetSpec, fingerprint: s
         )
         return _rows(images, ints, "")
 
-    return SourceData(dataset.map_batches(decode, batch_size=256), labels, fingerprint)
+    return SourceData(dataset.map_batches(decode, batch_size=256), labels, fingerprint, stored_bytes)
 
 
 def _arrow_fs(fs: fsspec.AbstractFileSystem):  # type: ignore[no-untyped-def]

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import ray
+import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
 from aiplatform.datasets import DatasetManager, DatasetVersion
+from aiplatform.datasets.manager import STREAMING_OBJECT_STORE_BYTES
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate
 from aiplatform.settings import Settings
@@ -37,28 +39,50 @@ def resolve_gpu(mode: str, workers: int) -> bool:
 
 @dataclass(frozen=True)
 class SharedSplits:
-    """A dataset version's splits read into the object store, and the spec they were built from."""
+    """A dataset version's splits as training reads them, and the spec they were built from."""
 
     spec: Any
     dataset: DatasetVersion
     train: Any
     val: Any
     test: Any
+    cached: bool
+    """Train and val are held in the object store (else every epoch reads them from storage)."""
 
     @classmethod
-    def read(cls, spec: Any, datasets: DatasetManager) -> "SharedSplits":
-        """Build (or reuse) the version and materialize train and val once: epochs then stream
-        blocks from the object store instead of re-reading and re-decoding parquet, which competes
-        with training for the same cores. The test split stays lazy (read once, at the end)."""
+    def read(cls, spec: Any, datasets: DatasetManager, seed: int = 0) -> "SharedSplits":
+        """Build (or reuse) the version. A small one has train and val materialized once: epochs
+        then stream blocks from the object store instead of re-reading and re-decoding parquet,
+        which competes with training for the same cores. A large one (``datasets.streams``) is
+        read from storage every epoch, its files in a new order drawn from ``seed``, so memory
+        stays bounded whatever its size. The test split stays lazy (read once, at the end)."""
         dataset = datasets.build(spec)
         if dataset.rows("val") == 0:
             raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
-        return cls(spec, dataset, datasets.read_split(dataset, "train").materialize(),
-                   datasets.read_split(dataset, "val").materialize(), datasets.read_split(dataset, "test"))
+        test = datasets.read_split(dataset, "test")
+        if datasets.streams(dataset):
+            return cls(spec, dataset, datasets.read_split(dataset, "train", streamed=True, shuffle_files_seed=seed),
+                       datasets.read_split(dataset, "val", streamed=True), test, cached=False)
+        return cls(spec, dataset, datasets.read_split(dataset, "train").materialize().randomize_block_order(),
+                   datasets.read_split(dataset, "val").materialize(), test, cached=True)
 
     def for_sharing(self) -> "SharedSplits":
-        """The same with the test split materialized too (many runs evaluate on it)."""
-        return SharedSplits(self.spec, self.dataset, self.train, self.val, self.test.materialize())
+        """The same with the test split materialized too where train and val are (many runs
+        evaluate on it)."""
+        if not self.cached:
+            return self
+        return SharedSplits(self.spec, self.dataset, self.train, self.val, self.test.materialize(), cached=True)
+
+
+def ingest_config(splits_cached: bool) -> Optional[ray.train.DataConfig]:
+    """Ray Train's data options: its defaults for cached splits; for streamed ones the same with
+    the dataset manager's object-store budget (Train sets each dataset's options from its own
+    controller's context, so the budget a read was created with would not reach it)."""
+    if splits_cached:
+        return None
+    options = ray.train.DataConfig.default_ingest_options()
+    options.resource_limits = options.resource_limits.copy(object_store_memory=STREAMING_OBJECT_STORE_BYTES)
+    return ray.train.DataConfig(execution_options=options)
 
 
 def run_training(
@@ -85,10 +109,10 @@ def run_training(
     use_gpu = resolve_gpu(params.gpu, workers)  # before any data is read: a refusal costs nothing
     started = time.perf_counter()
     spec = template.dataset_spec(params)
-    splits = shared if shared is not None and shared.spec == spec else SharedSplits.read(spec, datasets)
+    splits = shared if shared is not None and shared.spec == spec else SharedSplits.read(spec, datasets, params.seed)
     dataset = splits.dataset
     timings["dataset_seconds"] = time.perf_counter() - started
-    train_ds, val_ds = splits.train.randomize_block_order(), splits.val
+    train_ds, val_ds = splits.train, splits.val
     preprocessing = template.preprocessing(params, dataset, datasets)
     architecture = template.architecture(params, dataset, preprocessing)
     config = {
@@ -108,7 +132,7 @@ def run_training(
     scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=workers, use_gpu=use_gpu,
                                      callbacks=callbacks, max_failures=max_failures)
     trainer = TorchTrainer(template.train_loop(), train_loop_config=config, scaling_config=scaling, run_config=run,
-                           datasets={"train": train_ds, "val": val_ds})
+                           datasets={"train": train_ds, "val": val_ds}, dataset_config=ingest_config(splits.cached))
     fit_started = time.perf_counter()
     result = trainer.fit()
     timings["fit_seconds"] = time.perf_counter() - fit_started
