@@ -23,6 +23,7 @@ from typing import Any, Callable
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 
 from aiplatform.registry.store import RegistryStore
+from aiplatform.runtime import freeze_startup_heap
 from aiplatform.results.store import PredictionRecord, ResultStore, new_result_id, next_cursor
 from aiplatform.sqlite import transaction
 from aiplatform.storage import LocalStorage
@@ -198,7 +199,11 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=10_000, help="versions of one model (0: skip)")
     parser.add_argument("--random-ids", action="store_true", help="uuid4 result ids (before time-ordered ones)")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temporary folder)")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="leave start-up objects to the garbage collector (as before the head actors froze them)")
     args = parser.parse_args()
+    if not args.no_freeze:
+        freeze_startup_heap()  # what each head actor does once built
     global RANDOM_IDS
     RANDOM_IDS = args.random_ids
     sizes = lambda text: [int(x) for x in text.split(",") if int(x) > 0]  # noqa: E731

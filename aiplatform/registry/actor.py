@@ -5,7 +5,7 @@ from __future__ import annotations
 import ray
 
 from aiplatform.registry.store import RegistryAPI, RegistryStore
-from aiplatform.runtime import ActorProxy, head_actor
+from aiplatform.runtime import ActorProxy, freeze_startup_heap, head_actor
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 
@@ -21,6 +21,7 @@ class RegistryActor(RegistryStore):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.resolved_state_dir / "registry.sqlite", storage_from_settings(settings))
+        freeze_startup_heap()
 
     def ping(self) -> str:
         """The id of the node this actor runs on (a liveness check that also shows placement)."""

@@ -13,7 +13,7 @@ import ray
 from aiplatform.monitoring.metrics import observe
 from aiplatform.results.archive import ArchivedResultAPI, RetainedResultStore, RetentionPolicy
 from aiplatform.results.store import PredictionRecord
-from aiplatform.runtime import ActorProxy, head_actor
+from aiplatform.runtime import ActorProxy, freeze_startup_heap, head_actor
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
 
@@ -43,6 +43,7 @@ class ResultActor(RetainedResultStore):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.resolved_state_dir / "results.sqlite", storage_from_settings(settings),
                          retention_policy(settings), settings.result_retention_interval_s)
+        freeze_startup_heap()
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()

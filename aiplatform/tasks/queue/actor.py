@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Optional
 import ray
 
 from aiplatform.monitoring.metrics import observe, set_gauge
-from aiplatform.runtime import ActorProxy, call, call_async, head_actor
+from aiplatform.runtime import ActorProxy, call, call_async, freeze_startup_heap, head_actor
 from aiplatform.settings import Settings
 from aiplatform.tasks.queue.store import RUNNING, STATES, Task, TaskAPI, TaskStore
 
@@ -26,6 +26,7 @@ class TaskActor(TaskStore):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.resolved_state_dir / "tasks.sqlite")
         self._export_depth()
+        freeze_startup_heap()
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
