@@ -23,8 +23,8 @@ from typing import Any, Callable
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 
 from aiplatform.registry.store import RegistryStore
-from aiplatform.runtime import freeze_startup_heap
 from aiplatform.results.store import PredictionRecord, ResultStore, new_result_id, next_cursor
+from aiplatform.runtime import freeze_startup_heap
 from aiplatform.sqlite import transaction
 from aiplatform.storage import LocalStorage
 from aiplatform.tasks.queue.store import STATES, TaskStore

@@ -559,6 +559,18 @@ class DatasetManager:
         in Ray's object store: their files total more than ``streaming_bytes``."""
         return sum(int(entry["size"]) for split in splits for entry in version.files(split)) > self.streaming_bytes
 
+    def training_splits(self, version: DatasetVersion, splits: tuple[str, ...],
+                        seed: int = 0) -> tuple[dict[str, ray.data.Dataset], bool]:
+        """The splits a training run reads, and whether they are cached. Up to ``streaming_bytes``
+        they are materialized in the object store now, before the workers take their CPUs (on a
+        small cluster a read started later could find none left); larger, they are read from
+        storage every epoch by streamed reads, the train files in a new order drawn from ``seed``."""
+        if self.streams(version, splits):
+            return {split: self.read_split(version, split, streamed=True,
+                                           shuffle_files_seed=seed if split == "train" else None)
+                    for split in splits}, False
+        return {split: self.read_split(version, split).materialize() for split in splits}, True
+
     def read_split_table(self, version: DatasetVersion, split: str) -> pa.Table:
         """A split read in this process as one Arrow table, every file verified against its
         sha256. For small splits read where no Ray Data task can be scheduled (inside a task

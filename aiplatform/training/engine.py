@@ -59,12 +59,9 @@ class SharedSplits:
         dataset = datasets.build(spec)
         if dataset.rows("val") == 0:
             raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
-        test = datasets.read_split(dataset, "test")
-        if datasets.streams(dataset):
-            return cls(spec, dataset, datasets.read_split(dataset, "train", streamed=True, shuffle_files_seed=seed),
-                       datasets.read_split(dataset, "val", streamed=True), test, cached=False)
-        return cls(spec, dataset, datasets.read_split(dataset, "train").materialize().randomize_block_order(),
-                   datasets.read_split(dataset, "val").materialize(), test, cached=True)
+        splits, cached = datasets.training_splits(dataset, ("train", "val"), seed)
+        train = splits["train"].randomize_block_order() if cached else splits["train"]
+        return cls(spec, dataset, train, splits["val"], datasets.read_split(dataset, "test"), cached=cached)
 
     def for_sharing(self) -> "SharedSplits":
         """The same with the test split materialized too where train and val are (many runs

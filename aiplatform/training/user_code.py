@@ -247,19 +247,6 @@ def user_dataset(params: UserCodeParams, datasets: DatasetManager) -> DatasetVer
     return datasets.build(DatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed))
 
 
-def _training_splits(dataset: DatasetVersion, datasets: DatasetManager) -> tuple[dict[str, Any], bool]:
-    """The splits the user's function reads, as the templates' engine gives them, and whether
-    they are cached: a small version read into the object store before the workers take their
-    CPUs (on a small cluster a read started later could find none left), a large one read from
-    storage every epoch by tasks on a fraction of a CPU, the train files in a new order each time."""
-    present = [split for split in SPLITS if dataset.rows(split)]
-    if datasets.streams(dataset, tuple(present)):
-        return {split: datasets.read_split(dataset, split, streamed=True,
-                                           shuffle_files_seed=0 if split == "train" else None)
-                for split in present}, False
-    return {split: datasets.read_split(dataset, split).materialize() for split in present}, True
-
-
 def run_user_code(
     params: UserCodeParams,
     *,
@@ -290,7 +277,8 @@ def run_user_code(
     scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=params.workers, use_gpu=use_gpu,
                                      callbacks=callbacks, max_failures=params.max_failures,
                                      worker_runtime_env=worker_env)
-    splits, cached = _training_splits(dataset, datasets)
+    # The splits as the templates' engine reads them: cached in the object store, or streamed.
+    splits, cached = datasets.training_splits(dataset, tuple(split for split in SPLITS if dataset.rows(split)))
     trainer = TorchTrainer(
         user_code_loop,
         train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,
