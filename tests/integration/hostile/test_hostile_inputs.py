@@ -9,74 +9,14 @@ import base64
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from aiplatform.registry import RegistryClient
-from aiplatform.results import ResultClient
-from aiplatform.tasks.queue import TaskClient
-from tests.factories import (
-    make_text_package,
-    platform_settings,
-    register_bytes,
-    served_grpc_address,
-    register_versions,
-    served_platform,
-    wait_for,
-)
-
-TOKEN = "hostile-suite-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-GOOD = {"array": np.zeros((8, 8)).tolist()}
-MAX_TEXT_CHARS = 20_000
-
-
-@pytest.fixture(scope="module")
-def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("hostile")
-    (home / "data").mkdir()
-    with platform_settings(home, "hostile", api_token=TOKEN, max_request_rows=16,
-                           max_text_chars=MAX_TEXT_CHARS) as settings:
-        register_versions(settings, "tiny", count=2)
-        register_versions(settings, "probe")  # the good request after each hostile one
-        register_bytes(settings, "words", make_text_package("words"), template="text-classification")
-        RegistryClient.connect(settings).set_alias("words", "production", 1)
-        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as api:
-            yield {"api": api, "url": url, "settings": settings, "queue": TaskClient.connect(settings),
-                   "results": ResultClient.connect(settings), "registry": RegistryClient.connect(settings)}
-
-
-def _stored(platform: dict[str, Any]) -> tuple[int, int, Any]:
-    """Tasks, results (the probe's aside) and model versions: what a refused request must leave
-    as it was. Results are written in the background: they are counted once they settle."""
-    registry, results = platform["registry"], platform["results"]
-    versions = {m["name"]: [v.version for v in registry.list_versions(m["name"])] for m in registry.list_models()}
-    counted = wait_for(lambda: _settled(results), 30, "the result store to settle")
-    return platform["queue"].counts()["total"], counted, versions
-
-
-def _settled(results: ResultClient) -> Optional[int]:
-    first = results.count() - results.count("probe")
-    time.sleep(0.3)
-    second = results.count() - results.count("probe")
-    return second + 1 if first == second else None  # + 1: 0 results is a settled count too
-
-
-def refused(platform: dict[str, Any], method: str, path: str, status: int, message: str, **request: Any) -> dict[str, Any]:
-    """Send a hostile request: ``status`` with ``message`` in its body, nothing stored changed, and
-    the replica answers a good prediction next."""
-    api = platform["api"]
-    before = _stored(platform)
-    answer = api.request(method, path, **request)
-    body = answer.json()
-    text = body.get("message") or body.get("error")
-    assert answer.status_code == status and message in text, (answer.status_code, body)
-    assert api.post("/v1/models/probe/predict", json=GOOD).status_code == 200
-    assert _stored(platform) == before
-    return body
+from tests.factories import served_grpc_address
+from tests.hostile import AUTH, GOOD, MAX_TEXT_CHARS, TOKEN, refused, stored
 
 
 @pytest.mark.parametrize("source, rule", [
@@ -236,7 +176,7 @@ def test_grpc_calls_need_the_token_and_bad_tensors_get_status_codes(platform: di
         assert "API token" in anonymous.value.message()
     assert client.infer("tiny", [tensor], headers=token).as_numpy("probabilities").shape == (1, 3)
 
-    before = _stored(platform)
+    before = stored(platform)
     short = oip.InferInput("input", [1, 4, 8], "UINT8")
     short.set_data_from_numpy(np.zeros((1, 4, 8), dtype=np.uint8))
     short.set_shape([1, 8, 8])  # the client states a shape its bytes do not fill
@@ -261,7 +201,7 @@ def test_grpc_calls_need_the_token_and_bad_tensors_get_status_codes(platform: di
             call()
         assert bad.value.status() == f"StatusCode.{status}" and fragment in bad.value.message(), bad.value
     assert client.infer("tiny", [wide], headers=token).as_numpy("label").shape == (1,)  # FP32 pixels are fine
-    after = _stored(platform)
+    after = stored(platform)
     assert after[0] == before[0] and after[2] == before[2]
     assert after[1] == before[1] + 1  # only the good FP32 request was recorded
 
@@ -288,8 +228,9 @@ def test_sane_state_canary_weights_aliases_and_result_ids(platform: dict[str, An
     assert kept["client_id"] == "client-7"
 
 
+@pytest.mark.breaks_platform
 def test_the_readiness_probe_names_no_internals_when_it_fails(platform: dict[str, Any]) -> None:
-    """Last in the module: the registry actor goes away for good."""
+    """Last in the suite (breaks_platform): the registry actor goes away for good."""
     import ray
 
     ray.kill(platform["registry"].handle, no_restart=True)
