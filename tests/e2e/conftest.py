@@ -10,11 +10,22 @@ from typing import Iterator
 
 import pytest
 
+from aiplatform.model_import import CHECK_TIMEOUT_S
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TRAINING_TIMEOUT_MS = 300_000
+"""A browser wait for a training task to finish: the tiny runs these tests start take seconds to a
+minute; this is what a machine several times slower still fits."""
+UI_REQUEST_WAIT_MS = 60_000
+"""Every other browser wait (Playwright's own default is 5 s): what the page waits for is one of the
+UI's requests answered, and 60 s is the timeout the tests' own API clients give such a request. A
+wait returns as soon as its condition holds, so only a failing test waits this long."""
+IMPORT_WAIT_MS = int((CHECK_TIMEOUT_S + 60) * 1000)
+"""A browser wait for a model import: the server checks the file in a child process allowed
+``CHECK_TIMEOUT_S``; a wait shorter than that failed on a slower machine while the child started."""
 
 # Browser tests are skipped on a developer machine without it; CI (which installs it) never skips.
 needs_browser = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
@@ -23,12 +34,15 @@ needs_browser = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get(
 
 @pytest.fixture()
 def page(platform_url: str) -> Iterator["object"]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=UI_REQUEST_WAIT_MS)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.context.set_default_timeout(UI_REQUEST_WAIT_MS)  # and every page the test opens beside it
         # Nothing but the platform itself may be fetched (no CDN, no internet).
         foreign: list[str] = []
         page.on("request", lambda request: None if request.url.startswith(platform_url) else foreign.append(request.url))

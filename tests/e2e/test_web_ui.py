@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from aiplatform.tasks.scheduler import ensure_scheduler
-from tests.e2e.conftest import SCREENSHOTS, TRAINING_TIMEOUT_MS, assert_accessible, needs_browser
+from tests.e2e.conftest import IMPORT_WAIT_MS, SCREENSHOTS, TRAINING_TIMEOUT_MS, assert_accessible, needs_browser
 from tests.factories import make_digit_images, platform_settings, png_bytes, served_platform
 
 pytestmark = needs_browser
@@ -278,10 +278,10 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     page.fill("#import-name", "ui-imported")
     page.fill("#import-labels", "cat,dog")  # the graph has three classes: refused, with the reason
     page.click("#import-submit")
-    expect(page.locator("#error-text")).to_contain_text("3 classes but 2 labels")
+    expect(page.locator("#error-text")).to_contain_text("3 classes but 2 labels", timeout=IMPORT_WAIT_MS)
     page.fill("#import-labels", "cat,dog,owl")
     page.click("#import-submit")
-    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported elsewhere.onnx")
+    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported elsewhere.onnx", timeout=IMPORT_WAIT_MS)
     page.screenshot(path=str(SCREENSHOTS / "9-imported-model.png"), full_page=True)
 
     image = np.random.default_rng(6).integers(0, 256, (16, 16), dtype=np.uint8)
@@ -313,7 +313,7 @@ def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platfo
     url, settings = ui_platform
     dataset = DatasetManager(storage_from_settings(settings)).build(DatasetSpec(source="mnist", max_rows=600))
     _, three_classes = onnx_classifier(seed=5, image_size=28)
-    refused = httpx.post(f"{url}/v1/models/digits-elsewhere/import", timeout=120, files={"file": ("x.onnx", three_classes)},
+    refused = httpx.post(f"{url}/v1/models/digits-elsewhere/import", timeout=IMPORT_WAIT_MS / 1000, files={"file": ("x.onnx", three_classes)},
                          data={"labels": "cat,dog,owl", "preprocessing": '{"scale": 0.00392156862745098}',
                                "evaluate_on": dataset.ref})
     assert refused.status_code == 400 and f"not dataset {dataset.ref}'s: missing ['0'" in refused.json()["message"]
@@ -326,7 +326,7 @@ def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platfo
     page.fill("#import-preprocessing", '{"scale": 0.00392156862745098}')
     page.fill("#import-evaluate-on", dataset.ref)
     page.click("#import-submit")
-    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported digits.onnx")
+    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported digits.onnx", timeout=IMPORT_WAIT_MS)
     version = httpx.get(f"{url}/v1/models/digits-elsewhere/versions/1", timeout=30).json()
     evaluation = version["metrics"]["test_evaluation"]
     assert version["lineage"]["dataset"] == dataset.ref
