@@ -209,11 +209,12 @@ def body_parser(runner):  # type: ignore[no-untyped-def]
     return lambda body: runner.kind.tokenizer.encode(json.loads(body)["text"])
 
 
-def wait_ok(url: str, body: bytes, timeout_s: float = 120) -> None:
+def wait_ok(url: str, body: bytes, timeout_s: float = 120, headers: dict[str, str] | None = None) -> None:
     deadline = time.time() + timeout_s
     while True:
         try:
-            answer = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+            answer = httpx.post(url, content=body, headers={"content-type": "application/json", **(headers or {})},
+                                timeout=10)
             if answer.status_code == 200:
                 return
             detail = answer.text
@@ -228,9 +229,12 @@ LOAD = {"generator": "wrk"}
 """Which load generator measure_http uses: wrk (C, the default) or bench/loadgen.py (Python)."""
 
 
-def measure_http(urls: str | list[str], body: bytes, seconds: float) -> dict[int, LoadResult]:
+def measure_http(urls: str | list[str], body: bytes, seconds: float,
+                 headers: dict[str, str] | None = None) -> dict[int, LoadResult]:
     if LOAD["generator"] == "wrk":
-        return {c: run_wrk(urls, body, c, seconds) for c in CONCURRENCIES}  # type: ignore[misc]
+        return {c: run_wrk(urls, body, c, seconds, headers=headers) for c in CONCURRENCIES}  # type: ignore[misc]
+    if headers:
+        raise SystemExit("--load python sends no headers: use wrk with --mode aip-up")
     return {c: asyncio.run(run_http_load(urls, body, c, seconds)) for c in CONCURRENCIES}
 
 
@@ -341,13 +345,83 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
         ray.shutdown()
 
 
+REGISTER = """
+import os, sys
+from aip.local import LOCAL_RAY_ENV
+os.environ.update(LOCAL_RAY_ENV)  # before Ray is imported, as the CLI does
+from aip.local import connect_driver
+from aiplatform.registry import RegistryClient
+from aiplatform.settings import Settings
+from aiplatform.storage import sha256_bytes, storage_from_settings
+settings = Settings()
+connect_driver(settings)
+package = open(sys.argv[1], "rb").read()
+storage_from_settings(settings).put_bytes("packages/bench/v1.zip", package)
+registry = RegistryClient.connect(settings)
+registry.register_version("bench", package_key="packages/bench/v1.zip", sha256=sha256_bytes(package),
+                          template="cnn-classification")
+registry.set_alias("bench", "production", 1)
+"""
+"""Registers the bench package on a running platform, as a training job would (a driver that
+joins the head with its token)."""
+
+
+def aip_up_env(home: Path) -> dict[str, str]:
+    """The environment of an `aip up` of its own: home, ports, Ray temp folder and Ray token
+    file, so it neither meets nor disturbs another platform on the machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_"))}
+    env.update({
+        "AIP_HOME": str(home), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(free_port()),
+        "AIP_DASHBOARD_AGENT_PORT": str(free_port()), "AIP_HTTP_PORT": str(free_port()),
+        "AIP_GRPC_PORT": str(free_port()), "AIP_PROMETHEUS_PORT": str(free_port()), "AIP_RAY_NUM_CPUS": "2",
+        "AIP_RAY_TEMP_DIR": f"/tmp/aip-bench-up-{os.getpid()}", "RAY_AUTH_TOKEN_PATH": str(home / "ray_token"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+def aip_up_gateway(package_path: Path, body: bytes, seconds: float) -> dict[int | str, LoadResult]:
+    """(a) as users run it: ``python -m aip up`` (a Ray head with its dashboard and token
+    authentication, Prometheus when installed, the head's actors, the alert engine, the Serve
+    app; the API token on, inputs kept), the package registered and set production, wrk at the
+    URL `up` prints with the token header. Also ``/v2/health/ready`` at c=1 (key ``"ready"``),
+    the gateway's fixed path alone. `aip down` afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="aip-bench-up-"))
+    env = aip_up_env(home)
+
+    def aip(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aip", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    try:
+        up = aip("up")
+        if up.returncode != 0:
+            raise RuntimeError(f"aip up failed: {up.stderr[-3000:]}")
+        registered = subprocess.run([sys.executable, "-c", REGISTER, str(package_path)], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, timeout=300)
+        if registered.returncode != 0:
+            raise RuntimeError(f"registering the package failed: {registered.stderr[-3000:]}")
+        base = f"http://127.0.0.1:{env['AIP_HTTP_PORT']}"
+        headers = {"Authorization": f"Bearer {(home / 'state' / 'api_token').read_text().strip()}"}
+        url = f"{base}/v1/models/bench/predict"
+        print(f"gateway (aip up) at {url}", flush=True)
+        wait_ok(url, body, headers=headers)
+        results: dict[int | str, LoadResult] = dict(measure_http(url, body, seconds, headers))
+        results["ready"] = run_wrk(f"{base}/v2/health/ready", b"", 1, seconds, method="GET")  # type: ignore[assignment]
+        return results
+    finally:
+        aip("down")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="recorded seconds per concurrency")
-    parser.add_argument("--mode", choices=["direct", "proxy"], default="direct",
+    parser.add_argument("--mode", choices=["direct", "proxy", "aip-up"], default="direct",
                         help="direct: clients reach the gateway replica (throughput-optimized Serve); "
-                             "proxy: through Serve's HTTP proxy")
+                             "proxy: through Serve's HTTP proxy; aip-up: the platform as `aip up` starts it "
+                             "(dashboard, token auth, Prometheus, alert engine, inputs kept), at the URL it prints")
     parser.add_argument("--gateway-replicas", type=int, default=1)
     parser.add_argument("--model", choices=["mnist", "onnx", "text", "minilm", "tabular"], default="mnist",
                         help="the MNIST CNN and a digit PNG (onnx: the same CNN exported to ONNX, served by "
@@ -378,16 +452,22 @@ def main() -> None:
                 runs[target].append(plain_fastapi(package_path, body, args.seconds, 1 if target == "plain1" else 0))
             elif target == "gateway_torch":
                 runs[target].append(gateway(mnist_package(), body, args.seconds, args.mode, args.gateway_replicas))
+            elif args.mode == "aip-up":
+                runs[target].append(aip_up_gateway(package_path, body, args.seconds))  # type: ignore[arg-type]
             else:
                 runs[target].append(gateway(package, body, args.seconds, args.mode, args.gateway_replicas))
             print(f"repeat {repeat + 1} {target}: "
                   + json.dumps({c: r.summary() for c, r in runs[target][-1].items()}), flush=True)
 
     table = {t: {c: median_summary([run[c] for run in runs[t]]) for c in CONCURRENCIES} for t in targets}
+    if args.mode == "aip-up" and "gateway" in table:
+        table["gateway"]["ready"] = median_summary([run["ready"] for run in runs["gateway"]])  # type: ignore[index]
     print("\nmedians over", args.repeats, "runs (rps, p50_ms, p99_ms, failed):")
     for target, rows in table.items():
         for c, row in rows.items():
             print(f"  {target:<10} c={c:<3} {row}")
+    if args.mode == "aip-up" and "gateway" in table:
+        print(f"gateway GET /v2/health/ready at c=1: p50 {table['gateway']['ready']['p50_ms']:.2f} ms")  # type: ignore[index]
     for plain in ("plain", "plain1"):
         if "gateway" in table and plain in table:
             for c in CONCURRENCIES:

@@ -57,8 +57,10 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float,
-            content_type: str = "application/json") -> WrkResult:
-    """POST ``body`` to ``urls`` from ``concurrency`` kept-alive connections for ``seconds``."""
+            content_type: str = "application/json", headers: dict[str, str] | None = None,
+            method: str = "POST") -> WrkResult:
+    """POST ``body`` to ``urls`` from ``concurrency`` kept-alive connections for ``seconds``
+    (``method="GET"``: no body), with ``headers`` added (an ``Authorization`` token)."""
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (scripts/install-system-packages.sh --bench)")
@@ -66,10 +68,12 @@ def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float
     folder = Path(tempfile.mkdtemp(prefix="aip-wrk-"))
     (folder / "body.bin").write_bytes(body)
     script = folder / "post.lua"
-    script.write_text(
-        'local f = io.open("' + str(folder / "body.bin") + '", "rb")\n'
-        "wrk.method = \"POST\"\nwrk.body = f:read(\"*all\")\nf:close()\n"
-        f'wrk.headers["Content-Type"] = "{content_type}"\n')
+    lines = [f'wrk.method = "{method}"']
+    if method != "GET":
+        lines += ['local f = io.open("' + str(folder / "body.bin") + '", "rb")', 'wrk.body = f:read("*all")',
+                  "f:close()", f'wrk.headers["Content-Type"] = "{content_type}"']
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items()]
+    script.write_text("\n".join(lines) + "\n")
     shares = [concurrency // len(urls) + (1 if i < concurrency % len(urls) else 0) for i in range(len(urls))]
 
     def one(url: str, connections: int) -> WrkResult:
