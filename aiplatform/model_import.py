@@ -2,9 +2,10 @@
 
 The graph's signature goes into the typed model config (``architecture.signature``), its input
 becomes a kind's input spec (an image model's height, width and channels from the graph's input
-shape; a table model's features, named by the caller), a smoke prediction runs through the package as the model servers will load it, and only
-then is the package stored and registered, with ``imported`` lineage (the source file's sha256).
-Nothing is stored when any step fails.
+shape; a table model's features, named by the caller), smoke predictions at several batch sizes
+run through the package as the model servers will load it, and only then is the package stored
+and registered, with ``imported`` lineage (the source file's sha256). Nothing is stored when any
+step fails. Imports are checked in a memory-capped child process, ``ImportSlots`` of them at once.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
 
 import numpy as np
 
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate_model, table_batches
 from aiplatform.kinds import kind_for
+from aiplatform.kinds.tabular import MAX_FEATURES
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.config import ModelConfig
-from aiplatform.packaging.onnx_graph import ONNX_ARCHITECTURE, SCORES, inspect_graph
+from aiplatform.packaging.onnx_graph import ONNX_ARCHITECTURE, RUN_TIMEOUT_S, SCORES, inspect_graph
 from aiplatform.registry.publish import publish_package
 from aiplatform.registry.store import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.storage import Storage, sha256_bytes
@@ -39,20 +43,34 @@ which an ONNX file does not carry)."""
 TABLE_ENCODING = "numbers as given, categories as their index, missing as NaN"
 MAX_LABELS = 10_000
 MAX_IMAGE_SIDE = 4096
+MAX_REQUEST_INPUT_BYTES = 1024**3
+"""One request's inputs as a model server holds them (float32, or the graph's wider type): an
+imported model's input row times the rows a request may carry (``AIP_MAX_REQUEST_ROWS``, 256 by
+default) must fit, so with the defaults a row is at most 4 MiB (a 512x512 RGB image is 3 MiB)."""
+DEFAULT_MAX_REQUEST_ROWS = 256
 FLOAT_DATATYPES = ("FP32", "FP16", "FP64")
+_ITEM_BYTES = {"FP64": 8, "INT64": 8}
+"""Bytes of one input value as the graph takes it (float32, 4 bytes, when not listed)."""
 DEFAULT_MAX_ONNX_BYTES = 512 * 1024**2
 CHECK_MEMORY_BYTES = 6 * 1024**3
 """Address space of the child that parses and tries an imported graph (torch and ONNX Runtime
 loaded take ~1.5 GiB of it)."""
 CHECK_TIMEOUT_S = 300.0
+SMOKE_BATCHES = (1, 2, 3)
+SMOKE_INPUT_BYTES = 16 * 1024**2
+"""Besides ``SMOKE_BATCHES``, the smoke prediction runs the most rows (up to ``SMOKE_MAX_ROWS``)
+whose input fits in this: a graph that only behaves at one batch size is refused at import."""
+SMOKE_MAX_ROWS = 32
 MAX_EVALUATION_ROWS = 20_000
 """An import is evaluated on at most this many test rows (the split is held by the API server)."""
 
 
 def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dict[str, Any],
                       preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
-                      template: str = IMPORTED_TEMPLATE) -> ModelConfig:
-    """The model config of an imported graph: its kind's input spec read off the graph's input."""
+                      template: str = IMPORTED_TEMPLATE, max_rows: int = DEFAULT_MAX_REQUEST_ROWS) -> ModelConfig:
+    """The model config of an imported graph: its kind's input spec read off the graph's input,
+    which must fit a serving replica: ``max_rows`` (a request's rows) of it in
+    ``MAX_REQUEST_INPUT_BYTES``."""
     if kind not in IMPORTABLE_KINDS:
         raise InvalidArgument(f"Models of kind {kind!r} cannot be imported from ONNX; importable: {list(IMPORTABLE_KINDS)}")
     if scores not in SCORES:
@@ -72,6 +90,7 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
         spec = {"type": "image", "height": height, "width": width, "channels": channels}
         steps = image_preprocessing_steps(dict(preprocessing or {}), channels,
                                           floating=signature["inputs"][0]["datatype"] in FLOAT_DATATYPES)
+        _check_input_size(signature["inputs"][0], f"{height}x{width}x{channels}", height * width * channels, max_rows)
     return ModelConfig.parse({
         "name": name, "template": template, "input": spec, "labels": labels, "preprocessing": steps,
         "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": layout, "scores": scores},
@@ -81,16 +100,20 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
 def import_onnx(data: bytes, *, name: str, kind: str, labels: list[str], storage: Storage, registry: RegistryAPI,
                 preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
                 filename: Optional[str] = None, max_bytes: int = DEFAULT_MAX_ONNX_BYTES,
-                isolate: bool = True, test_split: Optional["TestSplit"] = None) -> ModelVersion:
+                isolate: bool = True, test_split: Optional["TestSplit"] = None,
+                max_rows: int = DEFAULT_MAX_REQUEST_ROWS, run_timeout_s: float = RUN_TIMEOUT_S) -> ModelVersion:
     """Check, package, try and register an ONNX graph as the next version of ``name``; with a
     ``test_split``, evaluated on it first, as a trained model is (accuracy, macro-F1, where it errs).
 
     ``isolate``: the untrusted graph is parsed, run, evaluated and packaged in a child process
     whose memory is capped (``CHECK_MEMORY_BYTES``): a graph that allocates without bound fails
-    there, not in the API server."""
+    there, not in the API server. ``max_rows``: the rows a prediction request may carry (the
+    input's size is capped by it); ``run_timeout_s``: the model servers' deadline of one ONNX
+    Runtime call, which every smoke prediction must meet too."""
     validate_model_name(name)
     request = {"name": name, "kind": kind, "labels": list(labels), "preprocessing": dict(preprocessing or {}),
-               "scores": scores, "filename": filename, "max_bytes": max_bytes}
+               "scores": scores, "filename": filename, "max_bytes": max_bytes, "max_rows": max_rows,
+               "run_timeout_s": run_timeout_s}
     with tempfile.TemporaryDirectory(prefix="aip-import-test-") as folder:
         if test_split is not None:
             request["evaluation"] = test_split.written(Path(folder) / "test.parquet", list(labels))
@@ -144,13 +167,14 @@ def _prepare(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any
     """(package, lineage, model.json, metrics) of a checked, tried (and, if asked, evaluated) graph."""
     signature = inspect_graph(data, max_bytes=int(request["max_bytes"]))
     config = onnx_model_config(name=request["name"], kind=request["kind"], labels=request["labels"],
-                               signature=signature, preprocessing=request["preprocessing"], scores=request["scores"])
+                               signature=signature, preprocessing=request["preprocessing"], scores=request["scores"],
+                               max_rows=int(request.get("max_rows", DEFAULT_MAX_REQUEST_ROWS)))
     source = {"format": "onnx", "sha256": sha256_bytes(data), "bytes": len(data), "opset": signature["opset"]}
     if request.get("filename"):
         source["filename"] = str(request["filename"])[:200]
     lineage: dict[str, Any] = {"imported": source}
     package = build_package(model_config=config, metrics={}, lineage=lineage, model_file=data)
-    smoke_prediction(package)
+    smoke_prediction(package, run_timeout_s=float(request.get("run_timeout_s", RUN_TIMEOUT_S)))
     metrics: dict[str, Any] = {}
     if request.get("evaluation"):
         metrics = _evaluate(package, request["evaluation"]["path"])
@@ -167,7 +191,7 @@ def _evaluate(package: bytes, test_path: str) -> dict[str, Any]:
     try:
         return evaluate_model(loaded.model, table_batches(pq.read_table(test_path)), loaded.config,
                               len(loaded.labels), loaded.labels)
-    except (ValueError, RuntimeError, KeyError) as exc:
+    except (ValueError, RuntimeError, KeyError, Unavailable) as exc:
         raise InvalidArgument(f"The model cannot be evaluated on the test split: {str(exc)[:300]}") from exc
 
 
@@ -213,20 +237,63 @@ def _check_in_child(folder: str, memory_bytes: int) -> int:
     return 0
 
 
-def smoke_prediction(package: bytes) -> None:
-    """Load the package as a model server does and classify two inputs of its kind: the scores
-    must be finite, one per label."""
+def smoke_prediction(package: bytes, run_timeout_s: float = RUN_TIMEOUT_S) -> None:
+    """Load the package as a model server does and classify batches of inputs of its kind, of
+    each size in ``SMOKE_BATCHES`` and one larger, each within the servers' deadline
+    (``run_timeout_s``): the scores must be finite, one per label and input."""
     loaded = load_package(package)
     kind = kind_for(loaded.config)
+    if hasattr(loaded.model, "run_timeout_s"):
+        loaded.model.run_timeout_s = run_timeout_s
     if loaded.config.input_type == "tabular":
-        examples = np.zeros((2, len(loaded.config.input["features"])), dtype=np.float32)
+        row: tuple[int, ...] = (len(loaded.config.input["features"]),)
     else:
-        height, width, channels = (int(loaded.config.input[k]) for k in ("height", "width", "channels"))
-        examples = np.random.default_rng(0).integers(0, 256, (2, height, width, channels), dtype=np.uint8)
-    scores = loaded.model(kind.to_tensor(examples))
-    if tuple(scores.shape) != (2, len(loaded.labels)) or not bool(np.isfinite(scores.numpy()).all()):
-        raise InvalidArgument(f"The ONNX model's smoke prediction gave scores of shape {tuple(scores.shape)} "
-                              f"(expected (2, {len(loaded.labels)}), all finite)")
+        row = tuple(int(loaded.config.input[k]) for k in ("height", "width", "channels"))
+    largest = min(SMOKE_MAX_ROWS, max(SMOKE_BATCHES[-1] + 1, SMOKE_INPUT_BYTES // (4 * int(np.prod(row)))))
+    for rows in (*SMOKE_BATCHES, largest):
+        if loaded.config.input_type == "tabular":
+            examples = np.zeros((rows, *row), dtype=np.float32)
+        else:
+            examples = np.random.default_rng(rows).integers(0, 256, (rows, *row), dtype=np.uint8)
+        try:
+            scores = loaded.model(kind.to_tensor(examples))
+        except (InvalidArgument, Unavailable) as exc:
+            raise InvalidArgument(f"The ONNX model's smoke prediction on {rows} input(s) failed: {exc.message}") from None
+        if tuple(scores.shape) != (rows, len(loaded.labels)) or not bool(np.isfinite(scores.numpy()).all()):
+            raise InvalidArgument(f"The ONNX model's smoke prediction on {rows} input(s) gave scores of shape "
+                                  f"{tuple(scores.shape)} (expected ({rows}, {len(loaded.labels)}), all finite)")
+
+
+class ImportSlots:
+    """At most ``limit`` imports checked at once (each a child process of up to
+    ``CHECK_MEMORY_BYTES`` for up to ``CHECK_TIMEOUT_S``); one more is refused at once with
+    :class:`Unavailable` (503, Retry-After) rather than queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if not self._free.acquire(blocking=False):
+            raise Unavailable(f"{self.limit} model import(s) are being checked already, the most at once "
+                              "(AIP_MAX_CONCURRENT_IMPORTS); retry when one is done")
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+def _check_input_size(spec: dict[str, Any], shape: str, values: int, max_rows: int) -> None:
+    """A served request's inputs (``max_rows`` rows of ``values`` each) must fit
+    ``MAX_REQUEST_INPUT_BYTES`` as the model servers hold them."""
+    row_bytes = values * _ITEM_BYTES.get(spec["datatype"], 4)
+    if row_bytes * max_rows > MAX_REQUEST_INPUT_BYTES:
+        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {shape} values a row ({row_bytes / 2**20:.1f} MiB "
+                       f"served); a request of {max_rows} rows (AIP_MAX_REQUEST_ROWS) of it would be over the "
+                       f"{MAX_REQUEST_INPUT_BYTES / 2**30:g} GiB an imported model's requests may hold, so a row may "
+                       f"be at most {MAX_REQUEST_INPUT_BYTES // max_rows / 2**20:.1f} MiB: export it for smaller "
+                       "inputs (224x224 or 512x512 images fit)")
 
 
 def _image_geometry(spec: dict[str, Any]) -> tuple[int, int, int, str]:
@@ -261,6 +328,9 @@ def table_input(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - {"features"})
     if unknown:
         raise InvalidArgument(f"Unknown table preprocessing keys {unknown}; known: features")
+    if shape[1] > MAX_FEATURES:
+        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has {shape[1]:,} features; a table model "
+                              f"takes at most {MAX_FEATURES}, as a table dataset does")
     raw = given.get("features") or [f"f{i}" for i in range(shape[1])]
     if not isinstance(raw, list) or len(raw) != shape[1]:
         raise InvalidArgument(f"The ONNX model takes {shape[1]} features; preprocessing.features must name "

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     serve_request_timeout_s: float = Field(120.0, gt=0)
     """Serve's HTTP proxy ends a request that takes longer (a compression or analysis runs as a
     Ray task the API waits for; predictions take milliseconds)."""
+    serve_onnx_run_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Deadline of one ONNX Runtime call on a model server (an imported graph's forward pass over
+    a batch): a call still running is stopped and that request fails (503); Serve's request
+    timeout cannot stop it. Imports must answer their smoke predictions within it too."""
     serve_store_inputs: bool = True
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``, once per
     distinct input): what the UI shows of what was sent. ``false`` keeps none."""
@@ -210,6 +214,9 @@ class Settings(BaseSettings):
     alert_queue_wait_s: float = Field(600.0, gt=0)
     alert_drift_psi: float = Field(0.25, gt=0)
 
+    max_concurrent_imports: int = Field(2, ge=1, le=64)
+    """ONNX imports an API process checks at once (each in a child of up to 6 GiB for up to
+    300 s); one more is answered 503 with Retry-After."""
     max_package_bytes: int = 2 * 1024**3
     max_package_entry_bytes: int = 1 * 1024**3
 

@@ -72,6 +72,7 @@ class ModelServer:
             raise IntegrityError(f"Package of {model_id} does not match the registry's sha256")
         data = self.storage.get_bytes(entry.package_key)
         runner = ModelRunner.from_bytes(data, self.device)
+        runner.limit_run_time(self.settings.serve_onnx_run_timeout_s)
         threads = runner.choose_threads(self.settings.serve_model_threads, self.cpus)  # see Settings
         if runner.forward_s is None:
             logger.warning("%s: its forward pass failed on a blank input; serving on %d thread(s)", model_id, threads)

@@ -13,6 +13,7 @@ from aiplatform.alerting.actor import AlertClient
 from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import Unavailable
+from aiplatform.model_import import ImportSlots
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
 from aiplatform.settings import Settings
@@ -40,6 +41,11 @@ class Platform:
     @functools.cached_property
     def access(self) -> AccessPolicy:
         return AccessPolicy.from_settings(self.settings)
+
+    @functools.cached_property
+    def import_slots(self) -> ImportSlots:
+        """The model imports this process checks at once (``max_concurrent_imports``)."""
+        return ImportSlots(self.settings.max_concurrent_imports)
 
     @classmethod
     def connect(cls, settings: Settings, *, warm: Callable[[str], None]) -> "Platform":

@@ -27,12 +27,12 @@ from aiplatform.datasets.sources import SourceData, _arrow_fs, is_http
 from aiplatform.datasets.spec import content_version_id, location_slug
 from aiplatform.datasets.text_sources import fetched_table, package_data_file, source_files
 from aiplatform.errors import InvalidArgument
+from aiplatform.kinds.tabular import MAX_FEATURES
 
 PENGUINS, BREAST_CANCER, WINE = "penguins", "breast-cancer", "wine"
 BUILT_IN_TABLES = (PENGUINS, BREAST_CANCER, WINE)
 TABLE_SOURCE_KINDS = ("csv", "parquet")
 BUILT_IN_LABELS = {PENGUINS: "species", BREAST_CANCER: "diagnosis", WINE: "cultivar"}
-MAX_FEATURES = 512
 LABEL_NAME = "label_name"
 """The label column's name in the rows read (the raw label; ``label`` is its index once built)."""
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")

@@ -17,6 +17,8 @@ from aiplatform.kinds.rows import CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_
 from aiplatform.kinds.tensors import V2_DATATYPES, single_input
 
 HISTOGRAM_BINS = 12
+MAX_FEATURES = 512
+"""Features of one table: a dataset's columns and an imported model's inputs alike."""
 
 
 class TabularKind(ModelKind):

@@ -70,6 +70,12 @@ class ModelRunner:
         self.use_threads(forward_threads(setting, self.forward_s or 0.0, cpus))
         return self.threads  # type: ignore[return-value]
 
+    def limit_run_time(self, seconds: float) -> None:
+        """A model with its own runtime (ONNX Runtime) stops a forward pass after ``seconds`` and
+        fails that call: a graph that spins on some input cannot hold the replica."""
+        if hasattr(self.model, "run_timeout_s"):
+            self.model.run_timeout_s = seconds
+
     def use_threads(self, threads: int) -> None:
         """Forward passes on ``threads`` torch threads; a model with its own runtime (ONNX Runtime,
         XGBoost) is told too."""

@@ -10,14 +10,23 @@ import onnx
 import pytest
 import torch
 
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.kinds import kind_for
-from aiplatform.model_import import import_onnx
+from aiplatform.model_import import ImportSlots, import_onnx, onnx_model_config
 from aiplatform.packaging import load_package
 from aiplatform.registry import RegistryStore
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.storage import LocalStorage
 from tests.factories import onnx_classifier
+from tests.onnx_graphs import (
+    branching_graph,
+    contrib_graph,
+    external_in_function_default,
+    external_in_training_info,
+    only_at_batch_two,
+    package_of,
+    spinning_graph,
+)
 
 LABELS = ["cat", "dog", "owl"]
 
@@ -116,7 +125,7 @@ def _unknown_operator_graph() -> bytes:
     ("corrupt", "not an ONNX model"),
     ("too large", "over the limit"),
     ("external data", "external data files"),
-    ("unknown operator", "ONNX Runtime"),
+    ("unknown operator", "outside the standard ONNX domains"),
     ("labels", "3 classes but 2 labels"),
     ("text kind", "cannot be imported"),
     ("preprocessing", "mean and positive std"),
@@ -183,3 +192,97 @@ def test_the_sandbox_refuses_a_graph_that_allocates_without_bound_and_imports_a_
     _, graph = onnx_classifier()
     version = imported(registry, graph, isolate=True, filename="net.onnx")
     assert version.version == 1 and version.lineage["imported"]["filename"] == "net.onnx"
+
+
+# -- hostile graphs (issue 29): control flow, contrib domains, hidden external data, batch tricks --
+
+@pytest.mark.parametrize("graph, fragment", [
+    (spinning_graph, "control flow (Loop)"),
+    (branching_graph, "control flow (If)"),
+    (contrib_graph, "outside the standard ONNX domains (com.microsoft.Gelu)"),
+    (external_in_function_default, "external data files"),
+    (external_in_training_info, "external data files"),
+    (only_at_batch_two, "smoke prediction on 1 input(s)"),
+])
+def test_hostile_graphs_are_refused_at_import(registry: RegistryStore, graph, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidArgument, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        imported(registry, graph())
+    assert registry.list_models() == [] and registry.storage.list("packages") == []
+
+
+def test_a_smoke_prediction_runs_several_batch_sizes(registry: RegistryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiplatform import model_import
+
+    _, graph = onnx_classifier()
+    sizes: list = []  # type: ignore[type-arg]
+    original = model_import.kind_for
+
+    class Counting:
+        def __init__(self, kind) -> None:  # type: ignore[no-untyped-def]
+            self.kind = kind
+
+        def to_tensor(self, examples):  # type: ignore[no-untyped-def]
+            sizes.append(len(examples))
+            return self.kind.to_tensor(examples)
+
+    monkeypatch.setattr(model_import, "kind_for", lambda config: Counting(original(config)))
+    imported(registry, graph)
+    assert sizes == [1, 2, 3, 32]
+
+
+def _signature(shape: list, datatype: str = "FP32") -> dict:  # type: ignore[type-arg]
+    return {"inputs": [{"name": "x", "datatype": datatype, "shape": shape}],
+            "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}], "opset": 17}
+
+
+@pytest.mark.parametrize("side, channels, fits", [(224, 3, True), (512, 3, True), (1024, 1, True), (1024, 3, False),
+                                                   (4096, 3, False)])
+def test_an_imported_models_input_must_fit_a_replica(side: int, channels: int, fits: bool) -> None:
+    def config(rows: int) -> object:
+        return onnx_model_config(name="big", kind="image", labels=LABELS, max_rows=rows,
+                                 signature=_signature([-1, channels, side, side]))
+
+    if fits:
+        assert config(256).input["height"] == side
+        return
+    with pytest.raises(InvalidArgument, match=r"request of 256 rows \(AIP_MAX_REQUEST_ROWS\).* over the 1 GiB") as refused:
+        config(256)
+    assert f"{side}x{side}x{channels}" in str(refused.value) and "at most 4.0 MiB" in str(refused.value)
+    if side == 1024:
+        assert config(64).input["height"] == side  # fewer rows a request: a larger row fits
+
+
+def test_an_imported_table_model_takes_at_most_the_datasets_features() -> None:
+    from aiplatform.datasets.table_sources import MAX_FEATURES
+
+    assert len(onnx_model_config(name="t", kind="tabular", labels=LABELS, signature=_signature([-1, MAX_FEATURES]))
+               .input["features"]) == MAX_FEATURES
+    with pytest.raises(InvalidArgument, match="has 200,000 features; a table model takes at most 512"):
+        onnx_model_config(name="t", kind="tabular", labels=LABELS, signature=_signature([-1, 200_000]))
+
+
+def test_imports_past_the_limit_are_refused_at_once() -> None:
+    slots = ImportSlots(2)
+    with slots.held(), slots.held():
+        with pytest.raises(Unavailable, match="2 model import.*AIP_MAX_CONCURRENT_IMPORTS"):
+            with slots.held():
+                pass
+    with slots.held(), slots.held():  # each one released its slot, refused ones too
+        pass
+
+
+def test_a_slow_onnx_call_is_stopped_and_only_it_fails() -> None:
+    """The deadline a model server sets (AIP_SERVE_ONNX_RUN_TIMEOUT_S): a batch of two spins
+    until it is stopped and fails alone; the same runner answers one image next."""
+    import time
+
+    runner = ModelRunner(load_package(package_of(spinning_graph(), "spin", LABELS)))
+    runner.limit_run_time(0.2)
+    images = np.zeros((2, 8, 8, 1), dtype=np.uint8)
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=r"did not answer 2 input\(s\) within 0.2 s \(AIP_SERVE_ONNX_RUN_TIMEOUT_S\)"):
+        runner.predict(images)
+    assert time.monotonic() - started >= 0.2
+    assert [len(a["probabilities"]) for a in runner.predict(images[:1])] == [3]
+    with pytest.raises(Unavailable):  # stopped again, not left spinning in the background
+        runner.predict(images)

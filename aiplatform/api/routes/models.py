@@ -188,7 +188,8 @@ async def import_model(name: str, request: Request, platform: PlatformDep) -> di
     (``image`` or ``tabular``), ``labels`` (comma-separated or a JSON list), optional
     ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables), ``scores``
     (``logits`` or ``probabilities``) and ``evaluate_on`` (a built dataset version, ``name@version``,
-    whose test split the model is evaluated on, as a trained one is). 201: the new version."""
+    whose test split the model is evaluated on, as a trained one is). 201: the new version; 503
+    (Retry-After) when ``max_concurrent_imports`` imports are being checked already."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidArgument("Send the model as multipart/form-data with a 'file' field (the .onnx file)")
     form = await request.form(max_files=1, max_fields=8)
@@ -199,6 +200,7 @@ async def import_model(name: str, request: Request, platform: PlatformDep) -> di
     if any(value is not None and not isinstance(value, str) for value in fields.values()):
         raise InvalidArgument("kind, labels, preprocessing, scores and evaluate_on are text fields, not files")
     data = await upload.read()
+    settings = platform.settings
 
     def check_and_register() -> Any:
         test_split = TestSplit.of(platform.datasets, fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
@@ -206,9 +208,11 @@ async def import_model(name: str, request: Request, platform: PlatformDep) -> di
             data, name=name, kind=fields["kind"] or "image", labels=parse_labels(fields["labels"] or ""),
             preprocessing=parse_json_object(fields["preprocessing"], "preprocessing"),
             scores=fields["scores"] or "logits", filename=upload.filename, storage=platform.storage,
-            registry=platform.registry, test_split=test_split)
+            registry=platform.registry, test_split=test_split, max_rows=settings.max_request_rows,
+            run_timeout_s=settings.serve_onnx_run_timeout_s)
 
-    return (await run_in_threadpool(check_and_register)).to_dict()
+    with platform.import_slots.held():
+        return (await run_in_threadpool(check_and_register)).to_dict()
 
 
 def parse_labels(text: str) -> list[str]:
