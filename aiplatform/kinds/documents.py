@@ -14,7 +14,7 @@ import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits
-from aiplatform.text import TextTokenizer
+from aiplatform.text import TextTokenizer, nfkc_within
 
 TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".text")
 CHUNK_PREVIEW_CHARS = 160
@@ -38,11 +38,15 @@ def text_from_bytes(data: bytes, what: str = "Uploaded file", limits: RequestLim
 
 
 def check_text(text: Any, what: str = "'text'", limits: RequestLimits = RequestLimits()) -> str:
-    """A text to classify: a non-empty string within the character limit (checked before any
-    normalisation, which can make a text longer)."""
+    """A text to classify: a non-empty string within the character limit, as sent and once
+    normalised (NFKC can make a text 18 times longer: it is normalised a chunk at a time and
+    refused as soon as it passes the limit, so the work is bounded by the limit)."""
     if not isinstance(text, str):
         raise InvalidArgument(f"{what} must be a string")
     limits.check_text_chars(text, what)
+    if nfkc_within(text, limits.max_text_chars) is None:
+        raise TooLarge(f"{what} has more than {limits.max_text_chars:,} characters once Unicode-normalised "
+                       f"(NFKC); the limit is {limits.max_text_chars:,}")
     if not text.strip():
         raise InvalidArgument(f"{what} is empty")
     return text

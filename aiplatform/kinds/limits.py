@@ -1,13 +1,15 @@
 """How much one prediction request may ask of the platform, checked before the work is done.
 
 A request body is capped by the HTTP layer (``aiplatform.api.limits``); inside it, the number of
-inputs, the characters of a text, the chunks a document becomes and the pixels of an image are
-capped here, each with a message that names the limit (413 for size).
+inputs, the characters of a text (as sent and once normalised), the chunks a document becomes,
+the pixels of an image and the values a request's images decode to are capped here, each with a
+message that names the limit (413 for size).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -16,6 +18,11 @@ from aiplatform.settings import Settings
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """One uploaded file, base64 image or text document."""
+MAX_DECODED_VALUES = 64 * 1024 * 1024
+"""Pixel values (rows x height x width x channels, at the model's input size) one request's image
+tensors may decode to: 64 MiB of uint8, as many values as one tensor may carry. A few values per
+row are resized to the model's input (up to 4096 x 4096 x 3), so the size sent says nothing of the
+work; one input of the largest size fits."""
 OFFLOAD_BYTES = 64 * 1024
 """Inputs larger than this are parsed, decoded or tokenized in a worker thread, off the event loop."""
 T = TypeVar("T")
@@ -30,6 +37,7 @@ class RequestLimits:
     max_image_pixels: int = 50_000_000
     max_chunks: int = 256
     """Windows of one request's texts together (a document of ``max_tokens`` x this many tokens)."""
+    max_decoded_values: int = MAX_DECODED_VALUES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RequestLimits":
@@ -43,6 +51,16 @@ class RequestLimits:
     def check_text_chars(self, text: str, what: str) -> None:
         if len(text) > self.max_text_chars:
             raise TooLarge(f"{what} has {len(text):,} characters; the limit is {self.max_text_chars:,}")
+
+    def check_decoded(self, rows: int, shape: tuple[int, ...], what: str = "The input tensor") -> None:
+        """Refuse, before any decoding, ``rows`` inputs that would each become an array of
+        ``shape`` (a model input) past ``max_decoded_values`` together."""
+        values = rows * math.prod(shape)
+        if values > self.max_decoded_values:
+            size = " x ".join(str(d) for d in shape)
+            raise TooLarge(f"{what}'s {rows} image(s) decode to {values:,} values at this model's input size "
+                           f"({size}); the limit is {self.max_decoded_values:,} per request: send fewer rows "
+                           "per request")
 
 
 async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:

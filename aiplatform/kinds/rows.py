@@ -29,6 +29,10 @@ NULL_MARKERS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-Na
 the feature has a category of that very name."""
 BOOLEANS = {"true": 1.0, "false": 0.0}
 CSV_EXTENSIONS = (".csv",)
+MAX_CSV_COLUMNS = 1024
+"""Columns a CSV upload's header may name: twice the features a dataset build keeps (512), room for
+an id, the true label and whatever else an export carries (a model with more features may have
+twice its own). A header is refused past it before it is searched."""
 
 
 class FeatureSchema:
@@ -42,6 +46,7 @@ class FeatureSchema:
         self._known = frozenset(self.names)
         self._codes = {f["name"]: {str(c): i for i, c in enumerate(f.get("categories", []))}
                        for f in self.features if f["type"] == CATEGORY}
+        self.max_csv_columns = max(MAX_CSV_COLUMNS, 2 * len(self.features))
 
     @property
     def width(self) -> int:
@@ -101,11 +106,7 @@ class FeatureSchema:
             header = next(reader, None)
             if not header:
                 raise InvalidArgument(f"{what} has no header row naming its columns")
-            stripped = [h.strip() for h in header]
-            missing = [n for n in self.names if n.strip() not in stripped]
-            if missing:
-                raise InvalidArgument(f"{what} lacks column(s) {missing[:10]}; this model takes {list(self.names)}")
-            positions = [stripped.index(n.strip()) for n in self.names]
+            positions = self.header_positions(header, what)
             rows = []
             for line, cells in enumerate(reader, start=2):
                 if not cells or all(not c.strip() for c in cells):
@@ -120,6 +121,22 @@ class FeatureSchema:
         if not rows:
             raise InvalidArgument(f"{what} has a header but no rows")
         return rows
+
+    def header_positions(self, header: Sequence[str], what: str) -> list[int]:
+        """Where each feature is among a CSV header's columns (names compared stripped; the first
+        of equal names counts). A header of more than ``max_csv_columns`` is refused (413) before
+        it is searched; the rest is indexed once, so the work is the header's length, not that
+        times the features'."""
+        if len(header) > self.max_csv_columns:
+            raise TooLarge(f"{what} has {len(header):,} columns; the limit is {self.max_csv_columns:,} "
+                           f"(this model takes {self.width} features)")
+        index: dict[str, int] = {}
+        for position, name in enumerate(header):
+            index.setdefault(name.strip(), position)
+        missing = [n for n in self.names if n.strip() not in index]
+        if missing:
+            raise InvalidArgument(f"{what} lacks column(s) {missing[:10]}; this model takes {list(self.names)}")
+        return [index[n.strip()] for n in self.names]
 
     def encode_matrix(self, matrix: np.ndarray, where: str) -> list[np.ndarray]:
         """An (N, F) numeric tensor (categories given as their index) -> one vector per row."""

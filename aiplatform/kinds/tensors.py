@@ -65,6 +65,8 @@ def images_from_infer_request(body: Any, input_spec: Mapping[str, Any],
             f" got {shape}"
         )
     limits.check_rows(shape[0], "The input tensor")
+    # What the rows become once resized, not what was sent, is the work: checked before any of it.
+    limits.check_decoded(shape[0], (height, width, channels))
     expected = math.prod(shape)  # exact: numpy's int64 product wraps around on hostile shapes
     if expected > MAX_TENSOR_VALUES:
         raise TooLarge(f"Tensor of shape {shape} is over the limit of {MAX_TENSOR_VALUES} values")
