@@ -3,9 +3,12 @@
 A task that runs a user's own code names its archive by digest, so the task, the registry
 version's lineage and "run again" all point at exactly the code that ran. Archives come from
 callers we do not trust (``POST /v1/code``): before one is kept, every member is checked (no
-absolute or ``..`` paths, no links, bounded count, size and compression ratio), and it is
-extracted only through the same checks. ``pack_directory`` builds them deterministically (sorted
-members, fixed times and modes), so the same tree always has the same digest.
+absolute or ``..`` paths, no control characters in names, no links, bounded count, size and
+compression ratio), and it is extracted only through the same checks. An archive's bytes never
+change under its digest, so each process checks and lists a digest once and remembers the
+verdict (``_Verdicts``): uploading it again, naming it in a task, describing it cost no second
+decompression. ``pack_directory`` builds them deterministically (sorted members, fixed times and
+modes), so the same tree always has the same digest.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ import io
 import os
 import re
 import stat
+import threading
+import unicodedata
 import zipfile
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-from aiplatform.errors import InvalidArgument, NotFound, TooLarge
+from aiplatform.errors import Forbidden, InvalidArgument, NotFound, TooLarge
 from aiplatform.runtime import MAX_REQUEST_BYTES
 from aiplatform.storage import Storage, sha256_bytes
+
+if TYPE_CHECKING:
+    from aiplatform.settings import Settings
 
 MAX_ARCHIVE_BYTES = MAX_REQUEST_BYTES
 """What one request may carry; a project larger than this belongs in a package or an image."""
@@ -34,6 +43,31 @@ SKIPPED_DIRECTORIES = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", 
                                  ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "node_modules", ".tox"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+"""Unicode categories refused in member names: control and format characters (newlines, bidi
+overrides) and line separators, which forge lines in logs and listings or disguise a name."""
+REMEMBERED_VERDICTS = 256
+REMEMBERED_NAME_CHARS = 16 * 2**20
+"""Bounds of what a process remembers of checked archives (their member names, at most the
+archive's size each, are what takes room)."""
+
+
+def users_code_refusal(settings: Settings) -> Optional[str]:
+    """Why this platform does not run callers' own code (naming ``AIP_USER_CODE``), or None when it
+    does. With authentication off it is off unless the operator sets it on."""
+    if settings.user_code:
+        return None
+    if settings.api_auth == "off" and "user_code" not in settings.model_fields_set:
+        return ("this platform does not run callers' own code: authentication is off (AIP_API_AUTH=off), "
+                "which turns AIP_USER_CODE off unless the operator sets AIP_USER_CODE=true")
+    return "this platform does not run callers' own code (AIP_USER_CODE=false)"
+
+
+def require_users_code(settings: Settings, what: str) -> None:
+    """:class:`Forbidden` (``<what>: this platform does not run callers' own code ...``) unless it does."""
+    refusal = users_code_refusal(settings)
+    if refusal is not None:
+        raise Forbidden(f"{what}: {refusal}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,11 @@ def _files(root: Path) -> list[Path]:
 def check_archive(data: bytes) -> int:
     """The number of files in a well-formed, safe archive; :class:`InvalidArgument` names the
     first problem."""
+    return len(_checked_names(data))
+
+
+def _checked_names(data: bytes) -> list[str]:
+    """The file names of a well-formed, safe archive (what :func:`check_archive` counts)."""
     if len(data) > MAX_ARCHIVE_BYTES:
         raise TooLarge(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
     try:
@@ -96,7 +135,8 @@ def check_archive(data: bytes) -> int:
         raise InvalidArgument(f"The code archive is not a ZIP file: {exc}") from None
     if len(members) > MAX_MEMBERS:
         raise InvalidArgument(f"The code archive has {len(members)} members; the most is {MAX_MEMBERS}")
-    files, unpacked = 0, 0
+    files: list[str] = []
+    unpacked = 0
     for member in members:
         _check_member_name(member.filename)
         mode = member.external_attr >> 16
@@ -110,7 +150,7 @@ def check_archive(data: bytes) -> int:
         if member.file_size > 2**20 and member.file_size > MAX_RATIO * max(1, member.compress_size):
             raise InvalidArgument(f"The code archive's member {member.filename!r} expands {MAX_RATIO}x or more "
                                   "(a ZIP bomb?)")
-        files += 1
+        files.append(member.filename)
     if not any(m.filename.endswith(".py") for m in members):
         raise InvalidArgument("The code archive holds no Python file")
     try:
@@ -123,6 +163,8 @@ def check_archive(data: bytes) -> int:
 
 
 def _check_member_name(name: str) -> None:
+    if any(unicodedata.category(char) in CONTROL_CATEGORIES for char in name):
+        raise InvalidArgument(f"The code archive's member {name!r} has a control character in its name")
     path = PurePosixPath(name)
     if (not name or "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts
             or re.match(r"[A-Za-z]:", name)):
@@ -133,6 +175,71 @@ def check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
         raise InvalidArgument(f"{digest!r} is not a code archive digest (64 lowercase hex digits, its sha256)")
     return digest
+
+
+@dataclass(frozen=True)
+class _Listing:
+    archive: CodeArchive
+    names: tuple[str, ...]
+
+
+class _Verdicts:
+    """Each digest's verdict, checked once per process: its listing, or why it was refused
+    (a digest names fixed bytes, so the verdict cannot change). Least recently used go first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._verdicts: OrderedDict[str, Union[_Listing, str]] = OrderedDict()
+        self._chars = 0
+
+    def of(self, data: bytes, digest: Optional[str] = None) -> _Listing:
+        """``data``'s listing; :class:`InvalidArgument` (remembered too) when it is refused."""
+        digest = digest or sha256_bytes(data)
+        known = self._get(digest)
+        if known is None:
+            if len(data) > MAX_ARCHIVE_BYTES:  # size is the request's limit, not the archive's verdict
+                raise TooLarge(f"The code archive is {len(data)} bytes; the most is {MAX_ARCHIVE_BYTES}")
+            try:
+                names = _checked_names(data)
+            except InvalidArgument as exc:
+                known = exc.message
+            else:
+                known = _Listing(CodeArchive(digest=digest, bytes=len(data), files=len(names)), tuple(names))
+            self._put(digest, known)
+        if isinstance(known, str):
+            raise InvalidArgument(known)
+        return known
+
+    def known(self, digest: str) -> Optional[_Listing]:
+        found = self._get(digest)
+        return found if isinstance(found, _Listing) else None
+
+    def _get(self, digest: str) -> Union[_Listing, str, None]:
+        with self._lock:
+            found = self._verdicts.get(digest)
+            if found is not None:
+                self._verdicts.move_to_end(digest)
+            return found
+
+    def _put(self, digest: str, verdict: Union[_Listing, str]) -> None:
+        size = _chars(verdict)
+        if size > REMEMBERED_NAME_CHARS:
+            return
+        with self._lock:
+            if digest in self._verdicts:
+                return
+            self._verdicts[digest] = verdict
+            self._chars += size
+            while len(self._verdicts) > REMEMBERED_VERDICTS or self._chars > REMEMBERED_NAME_CHARS:
+                _, dropped = self._verdicts.popitem(last=False)
+                self._chars -= _chars(dropped)
+
+
+def _chars(verdict: Union[_Listing, str]) -> int:
+    return len(verdict) if isinstance(verdict, str) else sum(map(len, verdict.names)) + len(verdict.names)
+
+
+VERDICTS = _Verdicts()
 
 
 class CodeArchives:
@@ -147,17 +254,17 @@ class CodeArchives:
 
     def put(self, data: bytes) -> CodeArchive:
         """Check and keep ``data``; the same bytes again are the same archive (nothing rewritten)."""
-        files = check_archive(data)
-        digest = sha256_bytes(data)
-        if not self.storage.exists(self.key(digest)):
-            self.storage.put_bytes(self.key(digest), data)
-        return CodeArchive(digest=digest, bytes=len(data), files=files)
+        listing = VERDICTS.of(data)
+        if not self.storage.exists(self.key(listing.archive.digest)):
+            self.storage.put_bytes(self.key(listing.archive.digest), data)
+        return listing.archive
 
     def contents(self, digest: str) -> tuple[CodeArchive, list[str]]:
-        """The stored archive and the names of its files, from one read."""
-        data = self.get(digest)
-        names = [info.filename for info in zipfile.ZipFile(io.BytesIO(data)).infolist() if not info.is_dir()]
-        return CodeArchive(digest=digest, bytes=len(data), files=check_archive(data)), names
+        """The stored archive and the names of its files: read and checked once per process
+        (blocking: call it from a worker thread in an event loop)."""
+        self.require(digest)
+        listing = VERDICTS.known(digest) or VERDICTS.of(self.storage.get_bytes(self.key(digest)), digest)
+        return listing.archive, list(listing.names)
 
     def require(self, digest: str) -> None:
         """:class:`NotFound` unless the archive is stored (a task must not name missing code)."""

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RAY_NAMESPACE_DEFAULT = "aiplatform"
@@ -161,10 +161,12 @@ class Settings(BaseSettings):
     autoscaling: bool = False
     """The cluster grows on demand (Ray's autoscaler): a task larger than the cluster waits for
     nodes (its demand is sent to the autoscaler) instead of being refused at creation."""
-    user_code: bool = True
+    user_code: Optional[bool] = Field(None, validate_default=True)
     """API callers may run their own training code (``user-code`` tasks, ``POST /v1/code``). Whoever
     holds the API token can then run code on the cluster, as with Ray's own job API; turn it off
-    where the token goes to people who may only train the platform's templates."""
+    where the token goes to people who may only train the platform's templates. Unset: on with
+    token authentication, off with ``api_auth=off`` (anyone who reaches the port would run Python
+    on the cluster); ``true`` turns it on even then. Always a bool once the settings are built."""
     task_heartbeat_timeout_s: float = Field(600.0, gt=0)
     """A run with no Ray job to follow (plain ``python -m jobs.train`` on an embedded Ray) that
     has not reported for this long is marked interrupted."""
@@ -219,6 +221,12 @@ class Settings(BaseSettings):
     300 s); one more is answered 503 with Retry-After."""
     max_package_bytes: int = 2 * 1024**3
     max_package_entry_bytes: int = 1 * 1024**3
+
+    @field_validator("user_code")
+    @classmethod
+    def _user_code_follows_auth(cls, value: Optional[bool], info: ValidationInfo) -> bool:
+        # api_auth is declared above user_code, so it is validated (or failed) already.
+        return value if value is not None else info.data.get("api_auth") == "token"
 
     @field_validator("train_worker_cpus")
     @classmethod

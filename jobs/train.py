@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any, Optional, Sequence
 
-from aiplatform.code_archives import CodeArchives, pack_directory
+from aiplatform.code_archives import CodeArchives, pack_directory, require_users_code
 from aiplatform.datasets import DatasetManager
 from aiplatform.errors import AIPError, Conflict, InvalidArgument
 from aiplatform.evaluation import scalar_metrics
@@ -138,6 +138,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             task = record_self_started(queue, template.name, params.model_dump(mode="json"), args.model_name)
         run = TaskRun(queue, task)
+        if task.source == "api" and template.runs_code(params):
+            # Whoever reached the API may no longer run code here (the platform's settings, as the
+            # task manager passed them, decide now, not when the task was created). A cluster
+            # user's own `ray job submit` run is theirs to make.
+            require_users_code(settings, f"Task {task.id} (template {template.name!r}) runs the caller's own code")
         # On stderr with --json, so that stdout stays the one JSON summary.
         print(f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})", flush=True,
               file=sys.stderr if args.json else sys.stdout)
@@ -226,7 +231,7 @@ def run_user_task(template: TaskTemplate, params: UserCodeParams, *, settings: S
     summary = {"dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "used_gpu": outcome.used_gpu,
                "final_metrics": scalar_metrics(outcome.final_metrics), "published": outcome.published,
                "timings": {k: round(v, 1) for k, v in outcome.timings.items()}}
-    lines = [f"{params.entry} (code {outcome.code_digest or 'from the working directory'}) reported "
+    lines = [f"{params.entry} (code {outcome.code_digest}) reported "
              f"{json.dumps(summary['final_metrics'])}",
              *(f"Registered model {p['name']} version {p['version']}" for p in outcome.published)]
     return version, result, summary, lines

@@ -9,6 +9,7 @@ otherwise marked FAILED with reason ``interrupted``; none stays RUNNING forever.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import sys
@@ -16,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import anyio.to_thread
 import ray
 
+from aiplatform.code_archives import require_users_code, users_code_refusal
 from aiplatform.datasets.source_policy import SourcePolicy
-from aiplatform.errors import AIPError, Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
+from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
@@ -64,8 +67,11 @@ class TaskManager:
         return task
 
     async def create_async(self, template: str, params: dict[str, Any], **options: Any) -> Task:
-        """:meth:`create` from an event loop."""
-        task = await self.queue.create_async(**self.creation(template, params, **options))
+        """:meth:`create` from an event loop. The checks run on a worker thread: they read storage
+        and may unpack a code archive (a small archive can hold 256 MiB), which must not stall
+        every other request the loop serves."""
+        creation = await anyio.to_thread.run_sync(functools.partial(self.creation, template, params, **options))
+        task = await self.queue.create_async(**creation)
         if task.state == "QUEUED":
             self.wake_scheduler()
         return task
@@ -76,13 +82,11 @@ class TaskManager:
         """Validate a new task (template, parameters, model name) into the queue's arguments.
         The dataset it names must be one an API caller may name (the source allow-list)."""
         found = get_template(template)
-        if found.runs_user_code and not self.settings.user_code:
-            raise Forbidden(f"Template {template!r} runs the caller's own code, which this platform does not "
-                            "allow (AIP_USER_CODE=false)")
+        if found.runs_user_code:  # before its parameters are even read
+            require_users_code(self.settings, f"Template {template!r} runs the caller's own code")
         parsed = found.parse_params(params)
-        if found.runs_code(parsed) and not self.settings.user_code:
-            raise Forbidden(f"Its trials run the caller's own code (template {parsed.template!r}), which this "
-                            "platform does not allow (AIP_USER_CODE=false)")
+        if found.runs_code(parsed) and not found.runs_user_code:  # a sweep of users' code
+            require_users_code(self.settings, f"Its trials run the caller's own code (template {parsed.template!r})")
         source = found.dataset_source(parsed)
         if source is not None:
             SourcePolicy.from_settings(self.settings).check_source(source)
@@ -98,9 +102,22 @@ class TaskManager:
         }
 
     def start(self, task_id: str) -> Task:
+        """Queue a created task; one that runs the caller's own code only while the platform
+        allows it (the task may have been created while it did)."""
+        self.check_users_code(self.queue.get(task_id))
         task = self.queue.start(task_id)
         self.wake_scheduler()
         return task
+
+    def check_users_code(self, task: Task) -> None:
+        """:class:`Forbidden` naming ``AIP_USER_CODE`` when ``task`` runs the caller's own code
+        (itself or in its trials) and the platform does not allow that now: a task keeps the
+        permission of no earlier moment (created while it was on, started after it was turned off)."""
+        if users_code_refusal(self.settings) is None:
+            return
+        found = get_template(task.template)
+        if found.runs_user_code or found.runs_code(found.parse_params(task.params)):
+            require_users_code(self.settings, f"Task {task.id} (template {task.template!r}) runs the caller's own code")
 
     def cancel(self, task_id: str) -> Task:
         """A task that has not run is cancelled at once; a running one has its Ray job stopped and
@@ -138,6 +155,7 @@ class TaskManager:
 
     def resume_sweep(self, sweep_id: str) -> Task:
         task = self.sweep(sweep_id)
+        self.check_users_code(task)
         if task.state == SUCCEEDED:
             raise Conflict(f"Sweep {sweep_id} has finished all its trials; extend it to run more")
         resumed = self.queue.requeue(sweep_id)
@@ -147,6 +165,7 @@ class TaskManager:
     def extend_sweep(self, sweep_id: str, more: int) -> Task:
         """More trials for a sweep that has ended (a running one is stopped first)."""
         task = self.sweep(sweep_id)
+        self.check_users_code(task)
         if not task.finished:
             raise Conflict(f"Sweep {sweep_id} is {task.state}; stop it (or let it finish) before extending it")
         params = {**task.params, "trials": int(task.params["trials"]) + more}
@@ -222,6 +241,8 @@ class TaskManager:
         for task in self.queue.queued(limit=QUEUE_LOOKAHEAD):
             if running >= self.settings.task_max_running:
                 break
+            if self._fail_if_users_code_is_off(task):
+                continue
             needed = self.resources_needed(task.template, task.params)
             if not needed.fits(cluster):
                 demand += self.worker_bundles(task.template, task.params)
@@ -237,6 +258,8 @@ class TaskManager:
 
     def _submit(self, task: Task) -> None:
         assert task.ray_job_id is not None
+        if self._fail_if_users_code_is_off(task):
+            return
         entrypoint = f"{shlex.quote(sys.executable)} -m jobs.train --task-id {shlex.quote(task.id)}"
         try:
             self.jobs.submit(
@@ -249,6 +272,15 @@ class TaskManager:
             self.queue.finish(task.id, FAILED, reason="submit_failed", error=exc.message)
             return
         self.queue.mark_submitted(task.id)
+
+    def _fail_if_users_code_is_off(self, task: Task) -> bool:
+        """A task queued while users' code was allowed, and not since: FAILED, no job started."""
+        try:
+            self.check_users_code(task)
+        except AIPError as exc:
+            self.queue.finish(task.id, FAILED, reason="user_code_off", error=exc.message)
+            return True
+        return False
 
     def resources_needed(self, template: str, params: dict[str, Any]) -> "Resources":
         """What a task's Ray Train workers reserve: CPUs each, and a GPU each with ``gpu=on``, for

@@ -2,12 +2,14 @@
 
 The task names the function (``entry``: ``package.module:function``), the code it lives in (a
 stored archive, by sha256: ``aiplatform.code_archives``), a dataset and the function's own
-``config``. The run builds or loads the dataset, unpacks the archive, and starts a
-``TorchTrainer`` whose workers get the archive as their working directory and the dataset's
-splits as shards. On each worker the function is called with its ``config``; through
-``aiplatform.sdk`` it reads its shard, reports per-epoch metrics and checkpoints (curves in the
-task, resume after a worker failure) and publishes its model. What the workers need to know of
-the task travels in ``RunContext``.
+``config``. The entry's module must be a file of the archive, and the one that runs: nothing
+installed where the job runs (``subprocess:run``) may be named, so what a version's lineage
+records (the digest and the entry) is exactly the code that ran. The run builds or loads the
+dataset, unpacks the archive, and starts a ``TorchTrainer`` whose workers get the archive as
+their working directory and the dataset's splits as shards. On each worker the function is
+called with its ``config``; through ``aiplatform.sdk`` it reads its shard, reports per-epoch
+metrics and checkpoints (curves in the task, resume after a worker failure) and publishes its
+model. What the workers need to know of the task travels in ``RunContext``.
 """
 
 from __future__ import annotations
@@ -49,10 +51,9 @@ class UserCodeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    entry: str = Field(..., description="package.module:function, called on every worker with config",
-                       examples=["digits_mlp.train:train_loop"])
-    code: Optional[str] = Field(None, description="sha256 of the code archive (POST /v1/code); none: the "
-                                "entry is importable where the job runs (an installed package)")
+    entry: str = Field(..., description="package.module:function of the code archive, called on every worker "
+                       "with config", examples=["digits_mlp.train:train_loop"])
+    code: str = Field(..., description="sha256 of the code archive (POST /v1/code) that holds the entry's module")
     dataset: str = Field("mnist", description="a built version (name@version) or an image source: mnist, "
                          "idx:<uri>, folder:<uri> or parquet:<uri>")
     config: dict[str, Any] = Field(default_factory=dict, description="passed to the function as it is")
@@ -68,12 +69,16 @@ class UserCodeParams(BaseModel):
     def _entry_form(cls, value: str) -> str:
         if not ENTRY.fullmatch(value):
             raise ValueError("use package.module:function (Python names only)")
+        top = value.partition(":")[0].split(".")[0]
+        if top in sys.stdlib_module_names:
+            raise ValueError(f"module {top!r} is Python's own (standard library): name a module of your code "
+                             "archive (rename yours if it has that name)")
         return value
 
     @field_validator("code")
     @classmethod
-    def _digest_form(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not DIGEST.fullmatch(value):
+    def _digest_form(cls, value: str) -> str:
+        if not DIGEST.fullmatch(value):
             raise ValueError("a code archive's sha256: 64 lowercase hex digits")
         return value
 
@@ -102,15 +107,15 @@ class UserCodeTemplate(TaskTemplate):
 
     def check_inputs(self, params: UserCodeParams, storage: Storage) -> None:
         """The archive is stored and holds the entry's module (a task that could only fail at its
-        import is refused when it is created, not after a job has started)."""
-        if params.code is not None:
-            _, names = CodeArchives(storage).contents(params.code)
-            module_name = params.entry.partition(":")[0]
-            if not module_in_archive(module_name, names):
-                path = module_name.replace(".", "/")
-                raise InvalidArgument(f"entry {params.entry!r}: module {module_name!r} is not in code archive "
-                                      f"{params.code[:12]} (no {path}.py or {path}/__init__.py at its root; is the "
-                                      "archive's root the project folder?)")
+        import is refused when it is created, not after a job has started; and an entry may only
+        name code of its own archive)."""
+        _, names = CodeArchives(storage).contents(params.code)
+        module_name = params.entry.partition(":")[0]
+        if not module_in_archive(module_name, names):
+            path = module_name.replace(".", "/")
+            raise InvalidArgument(f"entry {params.entry!r}: module {module_name!r} is not in code archive "
+                                  f"{params.code[:12]} (no {path}.py or {path}/__init__.py at its root; is the "
+                                  "archive's root the project folder?)")
 
     def default_model_name(self, params: UserCodeParams) -> str:
         module = params.entry.partition(":")[0].split(".")[0]
@@ -135,7 +140,7 @@ class RunContext:
     kind: str
     labels: list[str]
     image_shape: Optional[list[int]]
-    code_digest: Optional[str]
+    code_digest: str
     entry: str
     model_name: str
     rank: int = 0
@@ -161,8 +166,11 @@ def current_context() -> Optional[RunContext]:
     return _current
 
 
-def load_entry(entry: str) -> Callable[[dict[str, Any]], Any]:
-    """The function ``entry`` names; :class:`InvalidArgument` says what is missing."""
+def load_entry(entry: str, code_dir: Optional[Path] = None) -> Callable[[dict[str, Any]], Any]:
+    """The function ``entry`` names; :class:`InvalidArgument` says what is missing. With
+    ``code_dir`` (the task's unpacked archive), its module must come from there: a module of that
+    name imported already (the standard library's, the platform's own, an installed package's)
+    is not the archive's code."""
     if not ENTRY.fullmatch(entry):
         raise InvalidArgument(f"entry {entry!r} must look like package.module:function")
     module_name, _, function_name = entry.partition(":")
@@ -173,6 +181,12 @@ def load_entry(entry: str) -> Callable[[dict[str, Any]], Any]:
             raise InvalidArgument(f"entry {entry!r}: module {module_name!r} is not in the task's code "
                                   f"(missing {exc.name!r}; is the archive's root the project folder?)") from None
         raise
+    if code_dir is not None:
+        where = Path(getattr(module, "__file__", None) or "").resolve()
+        if not where.is_relative_to(Path(code_dir).resolve()):
+            raise InvalidArgument(f"entry {entry!r}: module {module_name!r} is not the one in the task's code "
+                                  f"archive (it is {getattr(module, '__file__', None) or 'built in'}): rename "
+                                  "your module")
     function = getattr(module, function_name, None)
     if not callable(function):
         raise InvalidArgument(f"entry {entry!r}: {module_name} has no function {function_name!r}")
@@ -199,16 +213,15 @@ def user_code_loop(config: dict[str, Any]) -> dict[str, Any]:
     (its code archive unpacked, on ``sys.path`` and the working directory, as Ray's own
     ``working_dir`` would be)."""
     global _current
-    if config.get("code"):
-        from aiplatform.storage import storage_from_settings
+    from aiplatform.storage import storage_from_settings
 
-        code_dir = unpack_code(config["code"], storage_from_settings(Settings()))
-        sys.path.insert(0, str(code_dir))
-        os.chdir(code_dir)
+    code_dir = unpack_code(config["code"], storage_from_settings(Settings()))
+    sys.path.insert(0, str(code_dir))
+    os.chdir(code_dir)
     train_context = ray.train.get_context()
     context = RunContext(**{**config["context"], "rank": train_context.get_world_rank(),
                             "world_size": train_context.get_world_size()})
-    function = load_entry(config["entry"])
+    function = load_entry(config["entry"], code_dir)
     _current = context
     try:
         function(dict(config["config"]))
@@ -223,7 +236,7 @@ class UserCodeOutcome:
     """What a finished run of user code hands back to its task."""
 
     dataset: DatasetVersion
-    code_digest: Optional[str]
+    code_digest: str
     published: list[dict[str, Any]]
     final_metrics: dict[str, Any]
     run_name: str
@@ -265,7 +278,7 @@ def run_user_code(
     started = time.perf_counter()
     dataset = user_dataset(params, datasets)
     timings["dataset_seconds"] = time.perf_counter() - started
-    code_dir = unpack_code(params.code, storage) if params.code else None
+    code_dir = unpack_code(params.code, storage)
     _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
     context = RunContext(
         task_id=task_id, run_name=run_name, dataset=dataset.ref, kind=dataset.kind, labels=dataset.labels,
@@ -311,13 +324,12 @@ def run_user_code(
     )
 
 
-def _check_entry_here(entry: str, code_dir: Optional[Path]) -> None:
-    """Import the entry in the driver, from the archive when there is one (else from the job's
-    working directory, which is the current one)."""
-    search = str(code_dir) if code_dir is not None else os.getcwd()
+def _check_entry_here(entry: str, code_dir: Path) -> None:
+    """Import the entry in the driver, from the archive."""
+    search = str(code_dir)
     sys.path.insert(0, search)
     try:
-        load_entry(entry)
+        load_entry(entry, code_dir)
     except AIPError:
         raise
     except Exception as exc:  # the user's module failed at import: its own error, named

@@ -19,7 +19,8 @@ pytestmark = needs_browser
 
 @pytest.fixture(scope="module")
 def ui_platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
-    with platform_settings(tmp_path_factory.mktemp("ui"), "ui", task_poll_interval_s=0.5) as settings:
+    # user_code: the create form uploads a code archive (authentication off turns it off unless set).
+    with platform_settings(tmp_path_factory.mktemp("ui"), "ui", task_poll_interval_s=0.5, user_code=True) as settings:
         ensure_scheduler(settings)
         with served_platform(settings) as url:
             yield url, settings

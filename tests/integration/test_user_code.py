@@ -35,7 +35,9 @@ SMALL = {"dataset": "mnist", "max_rows": 1200}
 
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with platform_settings(tmp_path_factory.mktemp("usercode"), "usercode", task_poll_interval_s=0.5) as settings:
+    # Authentication off (the factories' default) turns users' code off unless it is set on.
+    with platform_settings(tmp_path_factory.mktemp("usercode"), "usercode", task_poll_interval_s=0.5,
+                           user_code=True) as settings:
         ensure_scheduler(settings)
         with served_platform(settings) as url:
             yield {"settings": settings, "url": url, "queue": TaskClient.connect(settings)}

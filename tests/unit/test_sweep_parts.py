@@ -150,4 +150,4 @@ def test_a_sweep_reserves_its_largest_trials_and_checks_its_epochs() -> None:
                             ({}, "ASHA stops trials by epoch")]:
         with pytest.raises(InvalidArgument, match=message):
             template.parse_params({"template": "user-code", "space": space,
-                                   "params": {"entry": "pkg.train:fn", "config": config}})
+                                   "params": {"entry": "pkg.train:fn", "code": "a" * 64, "config": config}})

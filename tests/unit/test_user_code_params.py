@@ -17,16 +17,21 @@ def test_parameters_are_checked_and_a_source_is_told_from_a_built_version() -> N
     template = get_template("user-code")
     params = template.parse_params({"entry": "pkg.train:train_loop", "code": "a" * 64, "config": {"epochs": 2}})
     assert template.dataset_source(params) == "mnist" and params.max_failures == 3
-    assert template.dataset_source(template.parse_params({"entry": "m:f", "dataset": "digits@abc"})) is None
+    assert template.dataset_source(template.parse_params({"entry": "m:f", "code": "a" * 64,
+                                                          "dataset": "digits@abc"})) is None
     assert template.default_model_name(params) == "pkg"
+    code = {"code": "a" * 64}
     for raw, message in [
         ({}, "entry: Field required"),
-        ({"entry": "pkg/train.py"}, "package.module:function"),
-        ({"entry": "os:system; rm"}, "package.module:function"),
+        ({"entry": "pkg.train:fn"}, "code: Field required"),  # no entry without its own archive
+        ({"entry": "pkg/train.py", **code}, "package.module:function"),
+        ({"entry": "os:system; rm", **code}, "package.module:function"),
+        ({"entry": "subprocess:run", **code}, "module 'subprocess' is Python's own"),
+        ({"entry": "os.path:join", **code}, "module 'os' is Python's own"),
         ({"entry": "m:f", "code": "../../x"}, "64 lowercase hex"),
-        ({"entry": "m:f", "config": {"blob": "x" * 70_000}}, "over 64 KiB"),
-        ({"entry": "m:f", "workers": 0}, "workers"),
-        ({"entry": "m:f", "surprise": 1}, "surprise: Extra inputs"),
+        ({"entry": "m:f", "config": {"blob": "x" * 70_000}, **code}, "over 64 KiB"),
+        ({"entry": "m:f", "workers": 0, **code}, "workers"),
+        ({"entry": "m:f", "surprise": 1, **code}, "surprise: Extra inputs"),
     ]:
         with pytest.raises(InvalidArgument, match=message):
             template.parse_params(raw)
@@ -45,6 +50,23 @@ def test_entries_that_do_not_resolve_are_named(tmp_path: Path) -> None:
             load_entry("userpkg.train:VALUE")
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_an_entry_runs_only_code_of_its_own_archive(tmp_path: Path) -> None:
+    """A module the process imported already (the platform's own, an installed package's) is
+    not the archive's, even when the archive holds a file of that name."""
+    (tmp_path / "pytest").mkdir()
+    (tmp_path / "pytest" / "__init__.py").write_text("def main(config):\n    return 'archive'\n")
+    (tmp_path / "ownpkg").mkdir()
+    (tmp_path / "ownpkg" / "__init__.py").write_text("def main(config):\n    return 'own'\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(InvalidArgument, match="module 'pytest' is not the one in the task's code archive"):
+            load_entry("pytest:main", tmp_path)
+        assert load_entry("ownpkg:main", tmp_path)({}) == "own"
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("ownpkg", None)
 
 
 def test_the_users_exception_becomes_one_line_with_its_place() -> None:

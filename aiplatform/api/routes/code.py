@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from aiplatform.api.deps import PlatformDep
-from aiplatform.code_archives import CodeArchives
-from aiplatform.errors import Forbidden, InvalidArgument
+from aiplatform.code_archives import CodeArchives, require_users_code
+from aiplatform.errors import InvalidArgument
 
 router = APIRouter(prefix="/v1/code", tags=["code"])
 LISTED_MEMBERS = 1000
@@ -23,8 +23,7 @@ async def upload_code(request: Request, platform: PlatformDep) -> dict[str, Any]
     """The body is the archive itself (``Content-Type: application/zip``): the project folder
     zipped, packages at its root. 201 with its ``digest``, to name in a task's ``code``
     parameter; the same archive again gives the same digest."""
-    if not platform.settings.user_code:
-        raise Forbidden("This platform does not run callers' own code (AIP_USER_CODE=false)")
+    require_users_code(platform.settings, "POST /v1/code keeps code for user-code tasks")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ARCHIVE_TYPES:
         raise InvalidArgument(f"Send the code archive as the body with Content-Type application/zip (got "
@@ -35,6 +34,7 @@ async def upload_code(request: Request, platform: PlatformDep) -> dict[str, Any]
 
 @router.get("/{digest}")
 def describe_code(digest: str, platform: PlatformDep) -> dict[str, Any]:
-    """The archive's size and its files (the first 1000), e.g. to see what a task ran."""
+    """The archive's size and its files (the first 1000), e.g. to see what a task ran; listed once
+    per digest (a plain ``def``: the first listing decompresses it, on a worker thread)."""
     archive, names = CodeArchives(platform.storage).contents(digest)
     return {**archive.to_dict(), "members": names[:LISTED_MEMBERS], "truncated": len(names) > LISTED_MEMBERS}
