@@ -32,6 +32,7 @@ from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 from aiplatform.tasks.queue import RUNNING, TaskClient
+from aiplatform.tasks.console import LiveProgress, epoch_line
 from aiplatform.tasks.reporting import TaskRun, record_self_started
 from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.training.engine import run_training
@@ -154,9 +155,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model_name = task.model_name or args.model_name or template.default_model_name(params)
         runner = (run_sweep_task if isinstance(params, SweepParams) else
                   run_user_task if isinstance(params, UserCodeParams) else run_template_task)
-        version, result, summary, lines = runner(template, params, settings=settings, storage=storage,
-                                                 datasets=datasets, registry=registry, run=run,
-                                                 run_name=run_name, model_name=model_name)
+        # Each epoch as it lands, and a line every few seconds before the first (on stderr with --json).
+        with LiveProgress(lambda: queue.get(task.id), sys.stderr if args.json else sys.stdout) as live:
+            version, result, summary, lines = runner(template, params, settings=settings, storage=storage,
+                                                     datasets=datasets, registry=registry, run=run,
+                                                     run_name=run_name, model_name=model_name)
         run.succeeded(result)
         check = deploy_and_check(args, settings, registry, version.name, version.version) if args.deploy else None
     except AIPError as exc:
@@ -176,7 +179,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(summary))
         return 0
     for line in lines:
-        print(line)
+        if line not in live.printed:
+            print(line)
     print(f"  package: {version.package_uri} (sha256 {version.sha256})")
     print(f"  dataset: {summary['dataset']}; wall time {summary['wall_seconds']} s")
     if check is not None:
@@ -209,8 +213,7 @@ def run_template_task(template: TaskTemplate, params: Any, *, settings: Settings
         "dataset": outcome.dataset.ref, "used_gpu": outcome.used_gpu, "epochs": outcome.history,
         "timings": {k: round(v, 1) for k, v in outcome.timings.items()},
     }
-    lines = [f"epoch {e['epoch']}/{e['epochs']}: train_loss={e['train_loss']:.4f} val_loss={e['val_loss']:.4f} "
-             f"val_accuracy={e['val_accuracy']:.4f} samples/s={e['samples_per_second']:.0f}" for e in outcome.history]
+    lines = [epoch_line(e) for e in outcome.history]
     lines += [f"Registered model {version.name} version {version.version}",
               f"  test accuracy: {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
               f"on {summary['test_samples']} test samples"]
