@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Optional
 
 from ray import serve
 
+from aiplatform.serving.loopback import LOCAL_ONLY_VAR
 from aiplatform.serving.oip_grpc import SERVICER_FUNCTION
 from aiplatform.settings import Settings
 from serve_apps.gateway import Gateway
 from serve_apps.model_server import AUTOSCALING, ModelServer
 
 
-def build_app(settings: Settings):  # type: ignore[no-untyped-def]
-    """Gateway in front of the model servers, both configured from one settings object."""
+_LISTEN_PORT: dict[str, Optional[int]] = {"port": None}
+"""The port ``start_app`` gave the gateway replicas in this process; ``deploy_app`` keeps it."""
+
+
+def build_app(settings: Settings, listen_port: Optional[int] = None):  # type: ignore[no-untyped-def]
+    """Gateway in front of the model servers, both configured from one settings object;
+    ``listen_port``: the loopback port the gateway replicas answer on themselves."""
     gateway = Gateway.options(
         num_replicas=settings.serve_gateway_replicas,
         max_ongoing_requests=settings.serve_gateway_max_ongoing,
@@ -22,12 +30,18 @@ def build_app(settings: Settings):  # type: ignore[no-untyped-def]
     autoscaling = {**AUTOSCALING, "min_replicas": settings.serve_min_replicas,
                    "max_replicas": settings.serve_max_replicas}
     model_server = ModelServer.options(autoscaling_config=autoscaling)
-    return gateway.bind(model_server.bind(settings), settings)
+    return gateway.bind(model_server.bind(settings), settings, listen_port)
 
 
 def deploy_app(settings: Settings) -> None:
     """(Re)deploy the platform app on the running Serve instance, at route ``/``."""
-    serve.run(build_app(settings), name=settings.serve_app_name, route_prefix="/")
+    serve.run(build_app(settings, _LISTEN_PORT["port"]), name=settings.serve_app_name, route_prefix="/")
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def start_app(settings: Settings, http_port: Optional[int] = None, grpc_port: Optional[int] = None) -> str:
@@ -36,11 +50,17 @@ def start_app(settings: Settings, http_port: Optional[int] = None, grpc_port: Op
     base URL. An already running Serve keeps its proxies."""
     port = http_port or settings.http_port
     grpc = settings.grpc_port if grpc_port is None else grpc_port
+    # Local-only (`aip up`, the tests): the gateway replicas answer on the URL's port themselves
+    # and Serve's HTTP proxy, a hop that cost two thirds of the throughput (docs/BENCHMARKS.md,
+    # issue 30), moves to a port of its own. On a cluster, direct ingress behind a load balancer.
+    local = os.environ.get(LOCAL_ONLY_VAR) == "0"
+    _LISTEN_PORT["port"] = port if local else None
+    proxy_port = _free_loopback_port() if local else port
     # One proxy, on the head, as in config.yaml: the nodes of a one-machine cluster would
     # otherwise all bind the same loopback port. Serve binds gRPC to every interface; in local-only
     # mode aiplatform.serving.loopback keeps it on 127.0.0.1.
     serve.start(proxy_location="HeadOnly",
-                http_options={"host": "127.0.0.1", "port": port,
+                http_options={"host": "127.0.0.1", "port": proxy_port,
                               "request_timeout_s": settings.serve_request_timeout_s},
                 grpc_options={"port": grpc, "grpc_servicer_functions": [SERVICER_FUNCTION] if grpc else [],
                               "request_timeout_s": settings.serve_request_timeout_s})

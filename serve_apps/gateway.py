@@ -31,6 +31,7 @@ from aiplatform.results.store import new_result_id
 from aiplatform.runtime import MAX_REQUEST_BYTES
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
+from aiplatform.serving.ingress import Admission, PublicListener
 from aiplatform.serving.limits import check_request_id
 from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs, shape_response
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
@@ -97,7 +98,9 @@ class ServedModel:
 class Gateway:
     """Parses and validates inputs, routes to a model version, records every prediction."""
 
-    def __init__(self, model_server: DeploymentHandle, settings: Settings) -> None:
+    def __init__(self, model_server: DeploymentHandle, settings: Settings, listen_port: Optional[int] = None) -> None:
+        """``listen_port``: the loopback port this replica also answers on itself (a local
+        platform's URL: aiplatform.serving.ingress), shared by the node's gateway replicas."""
         keep_serve_on_loopback()
         settings = with_api_token(settings, create=False)  # a token kept in the state folder counts
         self.model_server = model_server
@@ -120,6 +123,20 @@ class Gateway:
         self._model_handles: dict[str, DeploymentHandle] = {}
         app.state.fast_endpoints = {"predict": self.predict, "v2_infer": self.v2_infer,
                                     "v2_version_infer": self.v2_version_infer}
+        self.listener = None if listen_port is None else self._listen(settings, listen_port)
+
+    def _listen(self, settings: Settings, port: int) -> Optional[PublicListener]:
+        limit = settings.serve_gateway_max_ongoing + settings.serve_gateway_max_queued  # Serve's own backpressure
+        try:
+            return PublicListener(Admission(app, limit, RETRY_AFTER_S), "127.0.0.1", port,
+                                  ready=lambda: serve.get_replica_context().servable_object is not None)
+        except OSError as exc:  # e.g. an older Serve's proxy on it: clients still reach that
+            logger.warning("the gateway cannot listen on port %d (%s); Serve's ingress answers there", port, exc)
+            return None
+
+    async def __del__(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
 
     async def _call_model_server(self, model_id: str, images: list[np.ndarray]) -> list[dict[str, Any]]:
         """One handle call for a batch of requests to the same model (see AdaptiveBatcher).

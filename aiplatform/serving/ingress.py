@@ -1,0 +1,104 @@
+"""The gateway's own HTTP listener: clients of a local platform reach the gateway replica itself.
+
+Under `aip up` the URL users get was Serve's HTTP proxy, a separate process: every request paid a
+hop, a serialisation and the proxy's own ASGI stack, and the replica behind it Serve's per-request
+route matching (over every REST route, to label its metrics), request-id and proxy-header
+middleware. Measured with wrk on a 2-core machine (docs/BENCHMARKS.md, issue 30) that path served
+~180 req/s at 32 clients where the replica's direct-ingress port served ~600, and the platform's
+own app with its guard, body limit and fast routes is all a request needs.
+
+``PublicListener`` serves the platform's ASGI app from the replica's event loop on a fixed
+loopback port. The socket is bound with ``SO_REUSEPORT``: every gateway replica of the node binds
+the same port and the kernel spreads connections over them, and a replacement replica binds it
+while the old one drains. ``Admission`` keeps Serve's backpressure: past ``limit`` requests in
+flight the answer is 503 with ``Retry-After`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any, Iterator, Optional
+
+import uvicorn
+
+from aiplatform.api.errors import Receive, Scope, Send, send_error
+
+logger = logging.getLogger(__name__)
+
+
+class Admission:
+    """ASGI wrapper: at most ``limit`` HTTP requests in the app at once; the others get 503."""
+
+    def __init__(self, app: Any, limit: int, retry_after_s: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after = str(retry_after_s).encode()
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            await send_error(scope, send, 503, "unavailable",
+                             f"The gateway has {self.in_flight} requests in flight; retry in "
+                             f"{self.retry_after.decode()} s", ((b"retry-after", self.retry_after),))
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other processes of this user may bind too."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving the process's signals to Ray (the replica's loop may run on the
+    main thread)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class PublicListener:
+    """uvicorn on the running loop, serving ``app`` on ``host:port`` once ``ready()`` is true
+    (a class-based route needs its replica's instance, which Serve sets after the constructor)."""
+
+    def __init__(self, app: Any, host: str, port: int, ready: Any = lambda: True) -> None:
+        self.port = port
+        self._ready = ready
+        self._socket = reuse_port_socket(host, port)
+        config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                                http="httptools", ws="none", timeout_graceful_shutdown=5)
+        self._server = _Server(config)
+        self._task: Optional[asyncio.Task[None]] = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        while not self._ready():
+            await asyncio.sleep(0.05)
+        try:
+            await self._server.serve(sockets=[self._socket])
+        except Exception:  # noqa: BLE001 - clients still have Serve's own ingress
+            logger.exception("the gateway's listener on port %d stopped", self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, finish the requests in flight (up to uvicorn's grace period)."""
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=10)
+            self._task = None
+        self._socket.close()
