@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from aip.api_client import PlatformAPI
 from aip.monitoring_cli import add_monitoring_commands
 from aip.results_cli import add_results_commands
@@ -313,4 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args, settings) or 0
     except AIPError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValidationError as exc:  # a bad AIP_* setting: its name and rule, never its value
+        for error in exc.errors():
+            print(f"error: setting {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return EXIT_ERROR

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 from aip.processes import accepts_connections, recorded_alive, stop_recorded
 from aiplatform.errors import Unavailable
@@ -51,21 +52,29 @@ def head_pid_file(settings: Settings) -> Path:
     return settings.resolved_state_dir / "ray-head.pid"
 
 
-def head_env() -> dict[str, str]:
-    """The head's environment (so every replica and job it spawns sees it): local-only with tokens,
-    Serve's throughput-optimized mode (direct ingress and gRPC between deployments,
-    docs/BENCHMARKS.md) and Serve's switches (``aiplatform.runtime.SERVE_ENV``). Not for the CLI's
-    own driver."""
-    from aiplatform.runtime import SERVE_ENV  # imports Ray: not before LOCAL_RAY_ENV is set
+def head_env(operator_env: Mapping[str, str] = MappingProxyType({})) -> dict[str, str]:
+    """The head's environment, which every worker it spawns inherits (Serve replicas, jobs, users'
+    code): ``operator_env`` without the platform's secrets (``aiplatform.runtime.SECRET_ENV_NAMES``:
+    the API token, the S3 keys, the webhook URLs), local-only with tokens, Serve's
+    throughput-optimized mode (direct ingress and gRPC between deployments, docs/BENCHMARKS.md)
+    and Serve's switches (``aiplatform.runtime.SERVE_ENV``). Not for the CLI's own driver.
 
-    return {**LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
+    The platform's actors and Serve replicas get the settings, secrets included, as arguments from
+    the driver that creates them; the jobs it submits get the storage's keys in their own runtime
+    environment (``aiplatform.tasks.ray_jobs``)."""
+    from aiplatform.runtime import SECRET_ENV_NAMES, SERVE_ENV  # imports Ray: not before LOCAL_RAY_ENV is set
+
+    # Names compared upper-cased: pydantic-settings reads AIP_* variables in any case.
+    kept = {name: value for name, value in operator_env.items() if name.upper() not in SECRET_ENV_NAMES}
+    return {**kept, **LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
 
 
 def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -> None:
     """`ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly this
-    head and nothing else on the machine), with the platform's settings in its environment:
-    every worker, job and Serve replica it spawns sees the same ``AIP_*`` values. ``LOCAL_RAY_ENV``
-    must be in the environment before Ray is imported (the CLI sets it first)."""
+    head and nothing else on the machine), with the platform's settings, its secrets aside, in its
+    environment (``head_env``): every worker, job and Serve replica it spawns sees the same
+    ``AIP_*`` values. ``LOCAL_RAY_ENV`` must be in the environment before Ray is imported (the
+    CLI sets it first)."""
     ensure_token()
     pid_file = head_pid_file(settings)
     if recorded_alive(pid_file):
@@ -83,7 +92,7 @@ def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     log = (settings.home / "ray-head.log").open("ab")
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **head_env(), **(extra_env or {})})
+                            env={**head_env(os.environ), **(extra_env or {})})
     pid_file.write_text(str(head.pid))
     deadline = time.time() + START_TIMEOUT_S
     while not accepts_connections("127.0.0.1", settings.ray_port):

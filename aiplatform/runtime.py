@@ -9,10 +9,12 @@ import inspect
 import logging
 import os
 import time
+import typing
 from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 import ray
 import ray.exceptions
+from pydantic import SecretStr
 
 from aiplatform.errors import AIPError, Unavailable
 from aiplatform.settings import Settings
@@ -65,6 +67,27 @@ def connect(settings: Settings) -> None:
 
 
 RAY_ENV_PASSED_TO_JOBS = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+
+
+def _holds_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_holds_secret(arg) for arg in typing.get_args(annotation))
+
+
+SECRET_ENV_NAMES = frozenset(f"AIP_{name.upper()}" for name, field in Settings.model_fields.items()
+                             if _holds_secret(field.annotation))
+"""The settings that hold secrets (every ``SecretStr`` field: the API token, the S3 keys, the
+webhook URLs) as environment variables: never in the environment ``aip up`` starts Ray with, which
+every worker and users' code inherit."""
+
+
+def storage_credentials_env(settings: Settings) -> dict[str, str]:
+    """The storage's S3 keys as ``AIP_S3_*`` variables, where they are set, for the jobs the
+    platform submits: they read and write storage, and the head's environment holds no secret. A
+    job's runtime environment is inherited by every worker of the job (its Ray Train workers and
+    Tune trials, users' code among them), and shows in Ray's job details to holders of Ray's token."""
+    keys = {"AIP_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+            "AIP_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key}
+    return {name: value.get_secret_value() for name, value in keys.items() if value is not None}
 
 
 def ray_env_passthrough() -> dict[str, str]:

@@ -14,6 +14,9 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RAY_NAMESPACE_DEFAULT = "aiplatform"
+MIN_API_TOKEN_CHARS = 16
+"""The shortest ``api_token`` accepted (after surrounding spaces are stripped): a blank or short
+token is a mistake in the environment, never a password to guess against."""
 
 
 class Settings(BaseSettings):
@@ -228,6 +231,18 @@ class Settings(BaseSettings):
         # api_auth is declared above user_code, so it is validated (or failed) already.
         return value if value is not None else info.data.get("api_auth") == "token"
 
+    @field_validator("api_token")
+    @classmethod
+    def _api_token_long_enough(cls, token: Optional[SecretStr]) -> Optional[SecretStr]:
+        if token is None:
+            return None
+        value = token.get_secret_value().strip()
+        if len(value) < MIN_API_TOKEN_CHARS:
+            # The setting is named, never its value (the model hides inputs in its errors too).
+            raise ValueError(f"api_token (AIP_API_TOKEN) must be at least {MIN_API_TOKEN_CHARS} characters, "
+                             "surrounding spaces aside; unset it to have `aip up` make one")
+        return SecretStr(value)
+
     @field_validator("train_worker_cpus")
     @classmethod
     def _positive_cpus(cls, value: float) -> float:
@@ -259,9 +274,9 @@ class Settings(BaseSettings):
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``AIP_*`` variables, for the Ray jobs the platform starts (so a job
-        sees the same state and storage as the platform; its Ray address comes from Ray). S3 keys
-        are left out: they would show in the dashboard's job details; jobs get them from the
-        cluster's environment (or an instance role), like every other Ray worker."""
+        sees the same state and storage as the platform; its Ray address comes from Ray). Secrets
+        are left out: the jobs the platform submits get the S3 keys alone, from
+        ``aiplatform.runtime.storage_credentials_env``."""
         env = {}
         # Webhook URLs often carry tokens, and jobs do not send alerts.
         secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key", "alert_webhooks", "api_token"}

@@ -14,7 +14,7 @@ from typing import Callable
 from pydantic import SecretStr
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.settings import Settings
+from aiplatform.settings import MIN_API_TOKEN_CHARS, Settings
 
 TOKEN_BYTES = 32
 API_TOKEN_FILE = "api_token"
@@ -52,4 +52,8 @@ def with_api_token(settings: Settings, *, create: bool) -> Settings:
     path = api_token_path(settings)
     if not create and not path.exists():
         return settings
-    return settings.model_copy(update={"api_token": SecretStr(read_or_create_secret(path))})
+    token = read_or_create_secret(path)
+    if len(token) < MIN_API_TOKEN_CHARS:  # model_copy does not validate: the setting's rule, checked here
+        raise InvalidArgument(f"The API token in {path} is shorter than {MIN_API_TOKEN_CHARS} characters; "
+                              "delete the file to have a new token made")
+    return settings.model_copy(update={"api_token": SecretStr(token)})

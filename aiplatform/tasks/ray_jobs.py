@@ -9,6 +9,7 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from aiplatform.errors import NotFound, Unavailable
+from aiplatform.runtime import storage_credentials_env
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,11 @@ class RayJobs:
                metadata: dict[str, str]) -> None:
         """Submit once: a repeated ``submission_id`` (a retried submit) is accepted as done. A
         refusal that may pass (the head's job agent busy or restarting: "No available agent to
-        submit job, please try again later") is retried with backoff for about half a minute."""
+        submit job, please try again later") is retried with backoff for about half a minute.
+
+        The job's environment is ``env_vars`` and the storage's keys: the platform's jobs read and
+        write its storage, and the head's environment holds no secret (``aip.local.head_env``)."""
+        env_vars = {**env_vars, **storage_credentials_env(self.settings)}
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
                 self.client.submit_job(
