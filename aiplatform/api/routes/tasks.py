@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,13 +118,15 @@ def task_logs(task_id: str, platform: PlatformDep,
 @router.get("/{task_id}/logs/stream", response_class=StreamingResponse, responses={200: {
     "description": "server-sent events: `lines`, then `end` (or `reconnect` with the `after` to resume from)",
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-def stream_task_logs(task_id: str, platform: PlatformDep,
+def stream_task_logs(task_id: str, platform: PlatformDep, request: Request,
                      after: int = Query(0, ge=0, le=10_000_000, description="lines the client already has")) -> StreamingResponse:
-    """The task's log as it grows (server-sent events), until the task ends."""
+    """The task's log as it grows (server-sent events), until the task ends. 503 when this
+    server's streams, or the caller's address's share of them, are all open."""
     platform.tasks.queue.get(task_id)  # an unknown task is a 404 before the stream starts
-    slot = LOG_STREAMS.take()
+    client = request.client.host if request.client else "unknown"
+    LOG_STREAMS.check(client)  # refused before the response starts; the stream takes its slot itself
     events = task_log_events(lambda: platform.tasks.queue.get(task_id).state, lambda: platform.tasks.logs(task_id),
-                             after, LOG_STREAMS, slot)
+                             after, LOG_STREAMS, client, request.is_disconnected)
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
