@@ -5,8 +5,10 @@ would make the head node read any local file (and show the start of it in an err
 address it can reach, cloud metadata services included. So a source named through the API must be:
 
 - a built-in source (``mnist``, ``tweets-sentiment``, the tables ``penguins``, ``breast-cancer``, ``wine``);
-- a local path inside ``AIP_DATA_ROOT`` (after resolving ``..`` and symbolic links);
-- an ``s3://`` location under one of ``AIP_DATASET_S3_PREFIXES``;
+- a local path inside ``AIP_DATA_ROOT`` (after resolving ``..`` and symbolic links); a folder's
+  every entry too, since readers list and read a folder's files (a link inside it may point out);
+- an ``s3://`` location under one of ``AIP_DATASET_S3_PREFIXES``, its key without ``.``, ``..``
+  or empty segments (S3 keeps them as written; a store or client that normalises paths would not);
 - an ``http(s)://`` URL on one of ``AIP_DATASET_HTTP_HOSTS``, whose addresses are public (checked
   after DNS resolution, the connection made to the address that was checked, every redirect
   checked again) unless ``AIP_DATASET_PRIVATE_HOSTS`` allows private ones.
@@ -18,6 +20,7 @@ Errors name the refused source and the rule; they never repeat anything read fro
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,12 +104,41 @@ class SourcePolicy:
         root = self.data_root.resolve()
         path = Path(location)
         resolved = (path if path.is_absolute() else root / path).resolve()
-        if resolved != root and root not in resolved.parents:
+        if not _inside(resolved, root):
             raise self._refused(named or location, f"local sources must be inside the data root {root} "
                                                    "(AIP_DATA_ROOT)")
+        if resolved.is_dir():
+            self._check_folder_links(resolved, root, named or location)
         return resolved
 
+    def _check_folder_links(self, folder: Path, root: Path, named: str) -> None:
+        """Every entry under ``folder`` that is a symbolic link must resolve inside ``root``: the
+        readers list a folder's files following links (fsspec does), so one link to a file or
+        folder outside would be read. Folders reached through links are walked too, once each."""
+        pending, seen = [(folder, "")], {folder}
+        while pending:
+            current, shown = pending.pop()
+            try:
+                with os.scandir(current) as entries:
+                    found = [(entry, entry.is_symlink()) for entry in entries]
+                for entry, is_link in found:
+                    name = f"{shown}{entry.name}"
+                    real = Path(entry.path).resolve() if is_link else Path(entry.path)
+                    if is_link and not _inside(real, root):
+                        raise self._refused(named, f"{name!r} in it links outside the data root {root} "
+                                                   "(AIP_DATA_ROOT)")
+                    if entry.is_dir() and real not in seen:  # is_dir follows links, as the readers do
+                        seen.add(real)
+                        pending.append((real, f"{name}/"))
+            except OSError as exc:
+                raise InvalidArgument(f"Dataset source {named!r} cannot be listed ({type(exc).__name__})") from exc
+
     def _check_s3(self, location: str, named: str) -> None:
+        bucket, _, key = location[len("s3://"):].partition("/")
+        segments = key.rstrip("/").split("/") if key.rstrip("/") else []
+        if not bucket or any(segment in ("", ".", "..") for segment in segments):
+            raise self._refused(named, "its s3:// location needs a bucket and a key without '.', '..' or empty "
+                                       "segments")
         target = location.rstrip("/")
         if not any(target == prefix or target.startswith(prefix + "/") for prefix in self.s3_prefixes):
             raise self._refused(named, "its s3:// location is not under AIP_DATASET_S3_PREFIXES")
@@ -177,6 +209,10 @@ class SourcePolicy:
     @staticmethod
     def _refused(source: str, why: str) -> InvalidArgument:
         return InvalidArgument(f"Dataset source {source!r} is not allowed: {why}")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 HttpGet = Callable[[str, str], bytes]
