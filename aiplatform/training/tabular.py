@@ -42,8 +42,13 @@ BOOSTER_FILE = "model.xgb.json"
 STATE_FILE = "state.json"
 """Beside the booster in a checkpoint: the curve so far, the best round and whether the run ended."""
 MAX_REPORTS = 20
-"""Reports (curve points and checkpoints) per run: one every ``rounds / MAX_REPORTS`` rounds (each
-costs Ray Train a synchronisation and a checkpoint upload, far more than a round on a small table)."""
+"""Reports (curve points and checkpoints) per run: at most one every ``rounds / MAX_REPORTS`` rounds
+(each costs Ray Train a synchronisation and a checkpoint upload, far more than a round on a small
+table)."""
+REPORT_SPACING_POLLS = 2
+"""After its first, a report waits for this many of the Train controller's polls since the last
+(``AIP_TRAIN_POLL_INTERVAL_S`` each): a worker's result queue holds one report and the controller
+takes one per poll, so a report sent sooner blocks boosting until the poll that frees the queue."""
 
 
 class TabularParams(BaseModel):
@@ -139,6 +144,7 @@ class TabularClassificationTemplate(TrainingTemplate):
             "num_boost_round": params.num_boost_round,
             "early_stopping_rounds": params.early_stopping_rounds,
             "report_every": max(1, params.num_boost_round // MAX_REPORTS),
+            "report_spacing_s": REPORT_SPACING_POLLS * settings.train_poll_interval_s,
             "xgboost": self.booster_params(params, architecture["num_classes"], threads=worker_threads(params.workers)),
         }
         scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=params.workers,
@@ -207,8 +213,11 @@ def boosting_loop(config: dict[str, Any]) -> None:
 
 
 class RoundReporter(xgboost.callback.TrainingCallback):
-    """Reports every ``report_every`` rounds and at the end: the curves' point on every worker,
-    the booster's JSON and the run's state (curve, best round) as rank 0's checkpoint. It also
+    """Reports every ``report_every`` rounds, but no sooner than ``report_spacing_s`` after the
+    previous report (by time: fast rounds would otherwise queue each report behind the last one
+    until the controller's next poll; the first one has nothing to queue behind), and at the end:
+    the curves' point on every worker, the booster's JSON and the run's state (curve, best round)
+    as rank 0's checkpoint. It also
     stops early, itself rather than with XGBoost's callback, so that its state (the best round
     and its loss) is in the checkpoint and a resumed run stops where an uninterrupted one would."""
 
@@ -221,6 +230,7 @@ class RoundReporter(xgboost.callback.TrainingCallback):
         self.round = done
         self.started = time.perf_counter()
         self.rounds_since = 0
+        self.reported_at: Optional[float] = None
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
         self.round = self.done + epoch + 1
@@ -233,9 +243,19 @@ class RoundReporter(xgboost.callback.TrainingCallback):
             self.state["best"] = {"round": self.round, "loss": self.last["val_loss"], "point": self.last}
         if self.patience and self.round - self.state["best"]["round"] >= self.patience:
             return True  # after_training reports the best round
-        if self.round % self.config["report_every"] == 0 and self.round < self.config["num_boost_round"]:
+        if self.rounds_since >= self.config["report_every"] and self.round < self.config["num_boost_round"] \
+                and self._spaced():
             self._report(model, self.last)
         return False
+
+    def _spaced(self) -> bool:
+        """Whether the last report is ``report_spacing_s`` old (or there was none), decided alike on
+        every worker (each must report as many times): due if due on any."""
+        due = self.reported_at is None or time.perf_counter() - self.reported_at >= self.config["report_spacing_s"]
+        if xgboost.collective.get_world_size() <= 1:
+            return due
+        flags = xgboost.collective.allreduce(np.array([int(due)], dtype=np.int32), xgboost.collective.Op.MAX)
+        return bool(flags[0])
 
     def after_training(self, model: Any) -> Any:
         """The last report. With early stopping the model keeps the rounds up to the best one, and
@@ -265,9 +285,10 @@ class RoundReporter(xgboost.callback.TrainingCallback):
         self.started, self.rounds_since = time.perf_counter(), 0
         if ray.train.get_context().get_world_rank() != 0:
             ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            model.save_model(os.path.join(directory, BOOSTER_FILE))
-            with open(os.path.join(directory, STATE_FILE), "w") as handle:
-                json.dump(self.state, handle)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                model.save_model(os.path.join(directory, BOOSTER_FILE))
+                with open(os.path.join(directory, STATE_FILE), "w") as handle:
+                    json.dump(self.state, handle)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        self.reported_at = time.perf_counter()
