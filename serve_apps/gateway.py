@@ -17,6 +17,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from aiplatform.api import Platform, include_api, set_platform
+from aiplatform.api.admission import Admission
 from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.api.fast_routes import FastRoute, FastRoutes
 from aiplatform.api.security import AccessPolicy
@@ -31,7 +32,7 @@ from aiplatform.results.store import new_result_id
 from aiplatform.runtime import MAX_REQUEST_BYTES
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.deployer import warm_on_serve
-from aiplatform.serving.ingress import Admission, PublicListener
+from aiplatform.serving.ingress import PublicListener
 from aiplatform.serving.limits import check_request_id
 from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs, shape_response
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
@@ -128,7 +129,7 @@ class Gateway:
     def _listen(self, settings: Settings, port: int) -> Optional[PublicListener]:
         limit = settings.serve_gateway_max_ongoing + settings.serve_gateway_max_queued  # Serve's own backpressure
         try:
-            return PublicListener(Admission(app, limit, RETRY_AFTER_S), "127.0.0.1", port,
+            return PublicListener(Admission(app, limit, RETRY_AFTER_S, settings.serve_request_timeout_s), "127.0.0.1", port,
                                   ready=lambda: serve.get_replica_context().servable_object is not None)
         except OSError as exc:  # e.g. an older Serve's proxy on it: clients still reach that
             logger.warning("the gateway cannot listen on port %d (%s); Serve's ingress answers there", port, exc)

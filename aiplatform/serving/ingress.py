@@ -10,8 +10,8 @@ own app with its guard, body limit and fast routes is all a request needs.
 ``PublicListener`` serves the platform's ASGI app from the replica's event loop on a fixed
 loopback port. The socket is bound with ``SO_REUSEPORT``: every gateway replica of the node binds
 the same port and the kernel spreads connections over them, and a replacement replica binds it
-while the old one drains. ``Admission`` keeps Serve's backpressure: past ``limit`` requests in
-flight the answer is 503 with ``Retry-After`` at once.
+while the old one drains. What Serve's proxy did besides (back-pressure, the request timeout) the
+app it serves does itself (``aiplatform.api.admission``).
 """
 
 from __future__ import annotations
@@ -24,34 +24,7 @@ from typing import Any, Iterator, Optional
 
 import uvicorn
 
-from aiplatform.api.errors import Receive, Scope, Send, send_error
-
 logger = logging.getLogger(__name__)
-
-
-class Admission:
-    """ASGI wrapper: at most ``limit`` HTTP requests in the app at once; the others get 503."""
-
-    def __init__(self, app: Any, limit: int, retry_after_s: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.retry_after = str(retry_after_s).encode()
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            await send_error(scope, send, 503, "unavailable",
-                             f"The gateway has {self.in_flight} requests in flight; retry in "
-                             f"{self.retry_after.decode()} s", ((b"retry-after", self.retry_after),))
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:

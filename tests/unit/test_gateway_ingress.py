@@ -1,5 +1,6 @@
 """The gateway's own listener (aiplatform.serving.ingress): it serves the app on a port that
-several replicas share, and past its limit answers 503 with Retry-After at once."""
+several replicas share; in front of the app (aiplatform.api.admission) past its limit the answer is
+503 with Retry-After at once, and past its deadline 504."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aiplatform.serving.ingress import Admission, PublicListener
+from aiplatform.api.admission import Admission
+from aiplatform.serving.ingress import PublicListener
 
 from tests.factories import free_port
 
@@ -74,7 +76,7 @@ def test_listener_waits_until_ready() -> None:
 def test_admission_answers_503_with_retry_after_past_the_limit() -> None:
     async def scenario() -> None:
         release = asyncio.Event()
-        admission = Admission(make_app("ok", release), limit=2, retry_after_s=1)
+        admission = Admission(make_app("ok", release), limit=2, retry_after_s=1, timeout_s=30)
         transport = httpx.ASGITransport(app=admission)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             held = [asyncio.ensure_future(client.get("/v1/models/m/predict")) for _ in range(2)]
@@ -86,5 +88,37 @@ def test_admission_answers_503_with_retry_after_past_the_limit() -> None:
             assert [(await h).status_code for h in held] == [200, 200]
             assert (await client.get("/v1/models/m/predict")).status_code == 200  # the slots are back
             assert admission.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_past_its_deadline_is_answered_504_and_gives_its_slot_back() -> None:
+    async def scenario() -> None:
+        never = asyncio.Event()
+        admission = Admission(make_app("late", never), limit=2, retry_after_s=1, timeout_s=0.2)
+        transport = httpx.ASGITransport(app=admission)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            late = await client.get("/v1/models/m/predict")
+            assert late.status_code == 504 and "AIP_SERVE_REQUEST_TIMEOUT_S" in late.json()["message"]
+            assert admission.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_that_has_begun_runs_past_the_deadline() -> None:
+    """A log stream answers at once and goes on for minutes: the deadline is to begin the answer."""
+    async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for line in range(3):
+            await asyncio.sleep(0.15)
+            await send({"type": "http.response.body", "body": f"data: {line}\n\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def scenario() -> None:
+        admission = Admission(stream, limit=2, retry_after_s=1, timeout_s=0.2)
+        transport = httpx.ASGITransport(app=admission)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answer = await client.get("/v1/tasks/t/logs/stream")
+            assert answer.status_code == 200 and answer.text.count("data:") == 3
 
     asyncio.run(scenario())
