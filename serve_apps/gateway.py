@@ -54,6 +54,8 @@ from aiplatform.serving.loopback import keep_serve_on_loopback
 logger = logging.getLogger(__name__)
 app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
 REPLICA_RETRIES = 3
+READY_FOR_S = 1.0
+"""How long a successful readiness check stands before the registry is asked again."""
 PREDICTION_FIELDS = ("label", "probability", "probabilities")
 FAST_ROUTES = (
     FastRoute("POST", "/v1/models/{name}/predict", "predict", query={"version": int, "alias": str}),
@@ -124,6 +126,7 @@ class Gateway:
         self._model_handles: dict[str, DeploymentHandle] = {}
         app.state.fast_endpoints = {"predict": self.predict, "v2_infer": self.v2_infer,
                                     "v2_version_infer": self.v2_version_infer}
+        self._ready_until = 0.0
         self.listener = None if listen_port is None else self._listen(settings, listen_port)
 
     def _listen(self, settings: Settings, port: int) -> Optional[PublicListener]:
@@ -240,12 +243,16 @@ class Gateway:
 
     @app.get("/v2/health/ready")
     async def ready(self) -> JSONResponse:
-        try:
-            self.registry.list_models()
-        except Exception:  # noqa: BLE001 - any failure means not ready
-            # The probe is public: why it failed goes to the log, not to whoever asks.
-            logger.warning("readiness check failed", exc_info=True)
-            return JSONResponse(status_code=503, content={"ready": False})
+        # A load balancer probes often: a success holds for READY_FOR_S, and the registry is asked
+        # off the event loop (a blocking actor call here stalled every request behind the probe).
+        if time.monotonic() >= self._ready_until:
+            try:
+                await asyncio.to_thread(self.registry.list_models)
+            except Exception:  # noqa: BLE001 - any failure means not ready
+                # The probe is public: why it failed goes to the log, not to whoever asks.
+                logger.warning("readiness check failed", exc_info=True)
+                return JSONResponse(status_code=503, content={"ready": False})
+            self._ready_until = time.monotonic() + READY_FOR_S
         return JSONResponse(content={"ready": True})
 
     @app.get("/v2")
