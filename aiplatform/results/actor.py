@@ -24,6 +24,8 @@ MAX_BATCH_RECORDS = 512
 MAX_BUFFERED_RECORDS = 100_000
 RETRY_DELAY_S = 0.5
 MAX_BUFFERED_INPUT_BYTES = 256 * 1024 * 1024
+MAX_KNOWN_INPUTS = 65_536
+"""Digests of inputs the writer remembers as queued or stored (~6 MiB)."""
 INPUTS_PREFIX = "results/inputs"
 
 
@@ -74,6 +76,9 @@ class ResultWriter:
         self.input_storage = input_storage
         self._inputs: collections.deque[tuple[str, bytes]] = collections.deque()
         self._input_bytes = 0
+        # Digests of inputs queued or known stored: a repeated input (a client retrying, a load
+        # test, the same photo sent twice) is neither copied again nor looked up in storage.
+        self._known_inputs: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.flush_interval_s = flush_interval_s
         self.dropped = 0
         self.written = 0
@@ -89,17 +94,30 @@ class ResultWriter:
     def record(self, record: PredictionRecord, raw_input: Optional[bytes] = None) -> None:
         """Queue ``record``; with an input storage configured, its raw input is stored too."""
         with self._lock:
-            if self.input_storage is not None and raw_input:
+            if self.input_storage is not None and raw_input and not self._known(record.input_digest):
                 self._inputs.append((record.input_digest, raw_input))
                 self._input_bytes += len(raw_input)
                 while self._input_bytes > MAX_BUFFERED_INPUT_BYTES:
-                    self._input_bytes -= len(self._inputs.popleft()[1])
+                    dropped_digest, dropped = self._inputs.popleft()
+                    self._input_bytes -= len(dropped)
+                    self._known_inputs.pop(dropped_digest, None)
                     self.dropped += 1
             if len(self._buffer) >= MAX_BUFFERED_RECORDS:
                 self._buffer.popleft()
                 self.dropped += 1
             self._buffer.append(record)
             self._idle.clear()
+
+    def _known(self, digest: str) -> bool:
+        """Whether ``digest`` is queued or stored already; else it is remembered now (the
+        ``MAX_KNOWN_INPUTS`` most recent)."""
+        if digest in self._known_inputs:
+            self._known_inputs.move_to_end(digest)
+            return True
+        self._known_inputs[digest] = None
+        if len(self._known_inputs) > MAX_KNOWN_INPUTS:
+            self._known_inputs.popitem(last=False)
+        return False
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything recorded so far is stored (tests, shutdown)."""
@@ -154,6 +172,8 @@ class ResultWriter:
                     self.input_storage.put_bytes(key, data)
             except Exception as exc:  # noqa: BLE001 - the prediction stands; only its copy is lost
                 self.dropped += 1
+                with self._lock:
+                    self._known_inputs.pop(digest, None)  # the next one like it tries again
                 logger.warning("could not store input %s: %s", key, exc)
 
 

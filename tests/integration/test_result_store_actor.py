@@ -46,7 +46,14 @@ def test_writer_keeps_raw_inputs_in_storage_when_configured(settings: Settings) 
 
     client = ResultClient.connect(settings)
     storage = storage_from_settings(settings)
-    writer = ResultWriter(client.handle, flush_interval_s=0.01, input_storage=storage)
+    touched: list[str] = []
+
+    class CountingStorage:  # the real storage; which keys the writer looks up or writes
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            method = getattr(storage, name)
+            return lambda key, *args: (touched.append(key), method(key, *args))[1]
+
+    writer = ResultWriter(client.handle, flush_interval_s=0.01, input_storage=CountingStorage())  # type: ignore[arg-type]
     payloads = [b"first input", b"second input", b"first input"]
     for i, raw in enumerate(payloads):
         digest = hashlib.sha256(raw).hexdigest()
@@ -57,5 +64,7 @@ def test_writer_keeps_raw_inputs_in_storage_when_configured(settings: Settings) 
     assert storage.get_bytes(stored.input_uri) == b"first input"
     assert storage.list(input_key("")) == sorted(
         {input_key(hashlib.sha256(p).hexdigest()) for p in payloads})
+    # The repeated input is neither looked up nor written again: one exists + one put per distinct input.
+    assert sorted(touched) == sorted(2 * [input_key(hashlib.sha256(p).hexdigest()) for p in payloads[:2]])
     writer.close()
     ray.kill(client.handle, no_restart=True)
