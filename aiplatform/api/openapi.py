@@ -1,6 +1,6 @@
 """The OpenAPI schema as the platform really answers: every error is ``{"error", "message"}``
 (``{"error"}`` on the v2 inference protocol) with 400 for invalid input (FastAPI's default
-documents 422, which this API never sends), 401 when a token is required, 404, 409 and 503."""
+documents 422, which this API never sends), 401 when a token is required, 403, 404, 409, 413 and 503."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 ERROR_STATUSES = {
     "400": "Invalid input; the message names the problem",
     "401": "AIP_API_TOKEN is set and the request has no valid bearer token",
+    "403": "Refused whoever sends it: a cross-origin request, or what the operator turned off (AIP_USER_CODE)",
     "404": "Not found",
     "409": "Conflicts with the current state (e.g. an illegal task transition, a refused gate)",
     "413": "The request body is over the limit",
