@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from aiplatform.kinds import kind_for
 from aiplatform.networks.architectures import build_model, load_pretrained
-from aiplatform.training.template import normal_priority
 
 CHECKPOINT_FILE = "state.pt"
 SHUFFLE_CHUNK_ROWS = 4096
@@ -82,7 +81,6 @@ def _all_reduce(values: list[float], device: torch.device, op: Any = None) -> li
 
 def classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
     """Train, validate and checkpoint; returns the per-epoch metrics history (rank 0's)."""
-    normal_priority()
     torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(int(config["seed"]))
     context = ray.train.get_context()

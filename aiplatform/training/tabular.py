@@ -36,7 +36,7 @@ from aiplatform.packaging.xgboost_model import (
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.outcome import TrainingOutcome
-from aiplatform.training.template import TrainingTemplate, normal_priority, ray_train_configs, worker_threads
+from aiplatform.training.template import TrainingTemplate, ray_train_configs, worker_threads
 
 BOOSTER_FILE = "model.xgb.json"
 STATE_FILE = "state.json"
@@ -192,7 +192,6 @@ def boosting_loop(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: this worker's shards into DMatrix, XGBoost's collective boosts
     (resumed from the last checkpoint after a failure: its booster, curve and early-stopping
     state), reports and checkpoints every few rounds."""
-    normal_priority()
     booster, state = None, {"history": [], "best": None, "finished": False}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -66,27 +66,6 @@ def worker_threads(workers: int) -> int:
     return max(1, int(min(os.cpu_count() or 1, cpus_total) // workers))
 
 
-def normal_priority() -> None:
-    """Run this Train worker's threads at normal priority (nice 0), where the process may.
-
-    Ray starts every worker process at nice 15 (``RAY_worker_niceness``) so that its own
-    daemons stay responsive. A training worker is the work itself, and a plain training loop runs
-    at nice 0: at nice 15 each wake-up of a nice-0 process (the raylet, GCS, the dashboard agent,
-    the driver) takes a core from one of its two compute threads at once, and the other waits for
-    it at the next parallel region. Threads started later (torch's OpenMP pool) inherit it. Without
-    the right to raise a priority (no ``CAP_SYS_NICE``) the worker stays as Ray started it."""
-    try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]  # Linux: the nice value is per thread
-    except OSError:
-        return
-    for tid in threads:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
-                os.setpriority(os.PRIO_PROCESS, tid, 0)
-        except OSError:  # not permitted, or the thread has ended
-            continue
-
-
 def validation_message(error: ValidationError, what: str) -> str:
     """One readable line per problem: ``epochs: Input should be >= 1 (got 0)``."""
     problems = []
