@@ -35,25 +35,31 @@ class Admission:
                              f"The gateway has {self.in_flight} requests in flight; retry in "
                              f"{self.retry_after.decode()} s", ((b"retry-after", self.retry_after),))
             return
-        begun = asyncio.Event()
+        # One timer per request, in the request's own task (no second task on the hot path): past
+        # the deadline it cancels the request unless its answer has begun.
+        state = {"begun": False, "timed_out": False}
+        task = asyncio.current_task()
+
+        def expire() -> None:
+            if not state["begun"] and task is not None:
+                state["timed_out"] = True
+                task.cancel()
 
         async def tracked_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                begun.set()
+                state["begun"] = True
             await send(message)
 
         self.in_flight += 1
+        timer = asyncio.get_running_loop().call_later(self.timeout_s, expire)
         try:
-            handling = asyncio.ensure_future(self.app(scope, receive, tracked_send))
-            answering = asyncio.ensure_future(begun.wait())
-            await asyncio.wait({handling, answering}, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
-            answering.cancel()
-            if not begun.is_set() and not handling.done():
-                handling.cancel()
-                await asyncio.gather(handling, return_exceptions=True)
-                await send_error(scope, send, 504, "unavailable",
-                                 f"The request took longer than {self.timeout_s:g} s (AIP_SERVE_REQUEST_TIMEOUT_S)")
-                return
-            await handling
+            await self.app(scope, receive, tracked_send)
+        except asyncio.CancelledError:
+            if not state["timed_out"] or task is None:
+                raise  # cancelled from outside (the client left): not ours to answer
+            task.uncancel()
+            await send_error(scope, send, 504, "unavailable",
+                             f"The request took longer than {self.timeout_s:g} s (AIP_SERVE_REQUEST_TIMEOUT_S)")
         finally:
+            timer.cancel()
             self.in_flight -= 1
