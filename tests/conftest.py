@@ -35,6 +35,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: 0 if item.get_closest_marker("multinode") else 1)
 
 
+HANG_MARGIN_S = 120
+"""How long past its pytest-timeout a test may run before the hang guard ends the run."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """The hang guard: a test still running HANG_MARGIN_S past its timeout (pytest-timeout's
+    SIGALRM only lands between Python bytecodes, so a thread stuck in native code never sees it)
+    dumps every thread's stack and ends the run, instead of holding CI until its own limit
+    with nothing printed."""
+    import faulthandler
+    import sys
+
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    if limit > 0:
+        faulthandler.dump_traceback_later(limit + HANG_MARGIN_S, exit=True, file=sys.stderr)
+    try:
+        yield
+    finally:
+        if limit > 0:
+            faulthandler.cancel_dump_traceback_later()
+
+
 _session_exit_status: list[int] = []
 
 

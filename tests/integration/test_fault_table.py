@@ -34,7 +34,7 @@ from tests.factories import (
 SUBMISSIONS = 500
 PREDICTIONS = 500
 CLIENTS = 8
-KILL_EVERY_S = 1.5
+KILL_EVERY_S = 0.5  # between an actor answering again and the next kill
 RETRIES = 20
 
 
@@ -69,6 +69,9 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
     stop = threading.Event()
 
     def killer() -> None:
+        # The next kill waits until the last actor killed answers again, then KILL_EVERY_S: on a
+        # slow machine a restart (a fresh worker process reloading its SQLite file) takes seconds,
+        # and kills at a fixed pace would keep every actor restarting and no request answered.
         names = list(handles)
         index = 0
         while not stop.wait(KILL_EVERY_S):
@@ -76,6 +79,12 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
             ray.kill(handles[name], no_restart=False)
             kills[name] += 1
             index += 1
+            while not stop.is_set():
+                try:
+                    ray.get(handles[name].ping.remote(), timeout=60)
+                    break
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    stop.wait(0.2)
 
     counters = {"connection_retries": 0, "retries_503": 0}
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 1)).tolist()
