@@ -260,6 +260,29 @@ def user_dataset(params: UserCodeParams, datasets: DatasetManager) -> DatasetVer
     return datasets.build(DatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed))
 
 
+@dataclass(frozen=True)
+class UserSplits:
+    """A run's dataset with its splits as the workers read them (cached in the object store, or
+    streamed): a sweep reads them once, in its driver, for all its trials, whose searched values
+    only ever change the function's ``config``."""
+
+    source: tuple[str, Optional[int], int]
+    dataset: DatasetVersion
+    splits: dict[str, Any]
+    cached: bool
+
+    @staticmethod
+    def source_of(params: UserCodeParams) -> tuple[str, Optional[int], int]:
+        return params.dataset, params.max_rows, params.seed
+
+    @classmethod
+    def read(cls, params: UserCodeParams, datasets: DatasetManager,
+             dataset: Optional[DatasetVersion] = None) -> "UserSplits":
+        dataset = dataset or user_dataset(params, datasets)
+        splits, cached = datasets.training_splits(dataset, tuple(split for split in SPLITS if dataset.rows(split)))
+        return cls(cls.source_of(params), dataset, splits, cached)
+
+
 def run_user_code(
     params: UserCodeParams,
     *,
@@ -271,12 +294,16 @@ def run_user_code(
     model_name: str,
     callbacks: Optional[list[Any]] = None,
     candidate_key: Optional[str] = None,
+    shared: Optional[UserSplits] = None,
 ) -> UserCodeOutcome:
-    """Run the task's function on Ray Train and say what it published."""
+    """Run the task's function on Ray Train and say what it published. ``shared``: its dataset's
+    splits already read (a sweep reads them once for all its trials)."""
     timings: dict[str, float] = {}
     use_gpu = resolve_gpu(params.gpu, params.workers)
     started = time.perf_counter()
-    dataset = user_dataset(params, datasets)
+    if shared is not None and shared.source != UserSplits.source_of(params):
+        shared = None
+    dataset = shared.dataset if shared is not None else user_dataset(params, datasets)
     timings["dataset_seconds"] = time.perf_counter() - started
     code_dir = unpack_code(params.code, storage)
     _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
@@ -291,15 +318,15 @@ def run_user_code(
                                      callbacks=callbacks, max_failures=params.max_failures,
                                      worker_runtime_env=worker_env)
     # The splits as the templates' engine reads them: cached in the object store, or streamed.
-    splits, cached = datasets.training_splits(dataset, tuple(split for split in SPLITS if dataset.rows(split)))
+    data = shared or UserSplits.read(params, datasets, dataset)
     trainer = TorchTrainer(
         user_code_loop,
         train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,
                            "context": asdict(context)},
         scaling_config=scaling,
         run_config=run,
-        datasets=splits,
-        dataset_config=ingest_config(cached),
+        datasets=data.splits,
+        dataset_config=ingest_config(data.cached),
     )
     fit_started = time.perf_counter()
     try:

@@ -54,6 +54,7 @@ from aiplatform.training.publish import (
 )
 from aiplatform.training.template import TrainingTemplate
 from aiplatform.training.templates import get_template
+from aiplatform.training.user_code import UserSplits
 
 logger = logging.getLogger(__name__)
 TRIAL_DRIVER_CPUS = 0.01
@@ -124,22 +125,19 @@ def run_sweep(task: Task, sweep: SweepParams, *, settings: Settings, storage: St
     return SweepOutcome(best=best, version=version, trials=counts, segments=len(segments))
 
 
-def _shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[SharedSplits]:
+def _shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[SharedSplits | UserSplits]:
     """The trials' dataset read once, here, into the object store: every trial whose dataset is
     the same (the search does not change it) trains and evaluates on these blocks."""
     template = get_template(sweep.template)
-    if sweep.template == USER_CODE:  # each trial reads its own data; built here once, it finds it built
-        from aiplatform.training.user_code import user_dataset
-
-        user_dataset(SweepTemplate().sample_trial(sweep), datasets)  # type: ignore[arg-type]
-        return None
+    if sweep.template == USER_CODE:  # the searched values go into the function's config only
+        return UserSplits.read(SweepTemplate().sample_trial(sweep), datasets)  # type: ignore[arg-type]
     if not isinstance(template, TrainingTemplate) or type(template).fit is not TrainingTemplate.fit:
         return None  # a template with its own trainer reads its own data
     return SharedSplits.read(template.dataset_spec(SweepTemplate().sample_trial(sweep)), datasets).for_sharing()
 
 
 def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, storage: Storage, queue: TaskClient,
-                 shared: Optional[SharedSplits]) -> None:
+                 shared: Optional[SharedSplits | UserSplits]) -> None:
     root, filesystem = storage.arrow_path(f"sweeps/{task.id}"), storage.arrow_filesystem()
     name = f"seg{segment['index']}"
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, shared=shared), {"cpu": TRIAL_DRIVER_CPUS})
@@ -364,7 +362,7 @@ def _error_line(trial: Any) -> str:
 
 
 # -- a trial, in Tune's trial actor -------------------------------------------------------------
-def sweep_trial(config: dict[str, Any], shared: Optional[SharedSplits] = None) -> None:
+def sweep_trial(config: dict[str, Any], shared: Optional[SharedSplits | UserSplits] = None) -> None:
     """Train one trial the way a task of its template trains, and keep its package."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -391,11 +389,12 @@ def sweep_trial(config: dict[str, Any], shared: Optional[SharedSplits] = None) -
         if sweep.template == USER_CODE:
             run_user_code(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
                           task_id=sweep_id, model_name=model_name, callbacks=[TuneReportCallback()],
-                          candidate_key=key)
+                          candidate_key=key, shared=shared if isinstance(shared, UserSplits) else None)
             return
         # A worker's error fails the trial at once (Tune's max_failures retries it, from its checkpoint).
         outcome = run_training(template, params, settings=settings, storage=storage, datasets=datasets,
-                               run_name=run_name, callbacks=[TuneReportCallback()], shared=shared, max_failures=0)
+                               run_name=run_name, callbacks=[TuneReportCallback()],
+                               shared=shared if isinstance(shared, SharedSplits) else None, max_failures=0)
         save_candidate(storage, key, package_model(outcome, name=model_name, lineage=lineage))
     except Exception as exc:  # the reason in one line, kept before Tune wraps it
         queue.finish_trial(sweep_id, trial_id, TRIAL_RUNNING,
