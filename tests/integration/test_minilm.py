@@ -124,13 +124,15 @@ def minilm_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
     with platform_settings(tmp_path_factory.mktemp("minilm"), "minilm") as settings:
         storage = storage_from_settings(settings)
         template = get_template("text-minilm-classification")
+        # Two epochs: one left the head undertrained (0.66 accuracy but the plain positive sentence
+        # answered "neutral", and int8 flipped 4 of the 394 test answers, just over a point).
         params = template.parse_params({"epochs": 2, "max_tokens": 32, "max_rows": 4000})
         outcome = run_training(template, params, settings=settings, storage=storage,
                                datasets=DatasetManager(storage), run_name=f"minilm-{uuid.uuid4().hex[:6]}")
         version = publish_model(outcome, name="tweets-minilm", storage=storage,
                                 registry=RegistryClient.connect(settings))
         with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
-            yield {"outcome": outcome, "version": version, "api": client}
+            yield {"outcome": outcome, "version": version, "api": client, "settings": settings, "storage": storage}
 
 
 def test_the_head_learns_on_the_frozen_encoder_and_the_package_holds_everything(minilm_model: dict[str, Any]) -> None:
@@ -164,12 +166,18 @@ def test_pasted_text_and_documents_are_classified_by_the_gateway(minilm_model: d
 
 
 def test_int8_makes_it_smaller_within_a_point_and_serves(minilm_model: dict[str, Any]) -> None:
-    api = minilm_model["api"]
-    answer = api.post("/v1/models/tweets-minilm/compress", json={"version": 1, "method": "int8"})
-    assert answer.status_code == 201, answer.text
-    report = answer.json()["report"]
+    from aiplatform.compression.compressor import compress_version
+
+    # The compressor itself, with one latency repeat instead of the route's seven: the encoder
+    # takes a quarter of a second a batch of 32 here, and the timing runs were 16 of this test's
+    # 28 s. The route (a Ray task, the same compress_version) is test_text_model's int8 test.
+    settings, storage = minilm_model["settings"], minilm_model["storage"]
+    report = compress_version(name="tweets-minilm", ref=1, method="int8", storage=storage,
+                              registry=RegistryClient.connect(settings), datasets=DatasetManager(storage),
+                              max_accuracy_drop=settings.compression_max_accuracy_drop, latency_repeats=1).to_dict()
     assert report["registered"] and report["accuracy_drop"] <= 0.01
     assert report["size_bytes"]["after"] < 0.35 * report["size_bytes"]["before"]
     assert set(report["latency_ms"]) == {"batch_1", "batch_32"}  # speed: bench/compress.py --model minilm
+    api = minilm_model["api"]
     served = api.post(f"/v1/models/tweets-minilm/predict?version={report['version']}", json={"text": POSITIVE})
     assert served.status_code == 200 and served.json()["label"] == "positive", served.text
