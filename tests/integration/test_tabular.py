@@ -43,6 +43,25 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
             yield {"settings": settings, "url": url, "queue": TaskClient.connect(settings)}
 
 
+BOOSTING = {"num_boost_round": 200, "early_stopping_rounds": 10}
+"""Stops early (near round 40): the API test's run is also the uninterrupted run that the killed
+worker's run must stop like."""
+
+
+@pytest.fixture(scope="module")
+def penguins_task(platform: dict[str, Any]) -> tuple[str, Any]:
+    """The penguins table trained through the API: (task id, finished task)."""
+    with httpx.Client(base_url=platform["url"], timeout=120) as client:
+        created = client.post("/v1/tasks", json={"template": "tabular-classification", "model_name": "penguins",
+                                                 "start": True, "params": BOOSTING})
+        assert created.status_code == 201, created.text
+        task_id = created.json()["id"]
+        done = wait_for_task(platform["queue"], task_id, lambda t: t.finished, timeout_s=300)
+        logs = client.get(f"/v1/tasks/{task_id}/logs").json().get("logs", "")
+    assert done.state == SUCCEEDED, (done.error, logs[-3000:])
+    return task_id, done
+
+
 def _penguin_rows() -> list[dict[str, str]]:
     with open(penguins_file(), newline="") as handle:
         return list(csv.DictReader(handle))
@@ -57,15 +76,10 @@ def _features(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def test_penguins_train_on_xgboost_serve_rows_csv_and_tensors_and_report_drift(platform: dict[str, Any]) -> None:
+def test_penguins_train_on_xgboost_serve_rows_csv_and_tensors_and_report_drift(
+        platform: dict[str, Any], penguins_task: tuple[str, Any]) -> None:
+    task_id, done = penguins_task
     with httpx.Client(base_url=platform["url"], timeout=120) as client:
-        created = client.post("/v1/tasks", json={"template": "tabular-classification", "model_name": "penguins",
-                                                 "start": True, "params": {"num_boost_round": 40}})
-        assert created.status_code == 201, created.text
-        task_id = created.json()["id"]
-        done = wait_for_task(platform["queue"], task_id, lambda t: t.finished, timeout_s=300)
-        logs = client.get(f"/v1/tasks/{task_id}/logs").json().get("logs", "")
-        assert done.state == SUCCEEDED, (done.error, logs[-3000:])
         history = client.get(f"/v1/tasks/{task_id}/metrics").json()["history"]
         assert len(history) >= 2 and history[-1]["val_loss"] < history[0]["val_loss"]
         assert done.result["test_accuracy"] >= 0.9
@@ -193,14 +207,15 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
     assert not any("one-class" in key for key in LocalStorage(tmp_path / "store").list("datasets"))
 
 
-def test_a_killed_boosting_worker_resumes_from_its_last_round(ray_session: None, tmp_path: Path) -> None:
+def test_a_killed_boosting_worker_resumes_from_its_last_round(platform: dict[str, Any], penguins_task: tuple[str, Any],
+                                                             tmp_path: Path) -> None:
     """The worker is killed right after its first checkpoint (from the Train controller, so the
     moment is certain): the new worker group loads that booster and its early-stopping state and
-    boosts only the rounds left, stopping at the round an uninterrupted run stops at."""
+    boosts only the rounds left, stopping at the round an uninterrupted run stops at (the API
+    test's run: the same parameters on the same dataset version, in the platform's storage)."""
     import psutil
     import ray.train
 
-    from aiplatform.settings import Settings
     from aiplatform.training.templates import get_template
 
     marker = tmp_path / "killed"
@@ -214,22 +229,22 @@ def test_a_killed_boosting_worker_resumes_from_its_last_round(ray_session: None,
                 if any("RayTrainWorker" in part for part in (process.info["cmdline"] or [])):
                     process.kill()
 
-    storage = LocalStorage(tmp_path / "store")
+    task_id, done = penguins_task
+    storage = storage_from_settings(platform["settings"])
     datasets = DatasetManager(storage)
     template = get_template("tabular-classification")
-    params = template.parse_params({"num_boost_round": 200, "early_stopping_rounds": 10})
-    runs = {}
-    for name, callbacks in (("uninterrupted", None), ("killed", [KillAfterFirstCheckpoint()])):
-        runs[name] = template.fit(params, settings=Settings(home=tmp_path), storage=storage, datasets=datasets,
-                                  run_name=f"tabular-{name}", callbacks=callbacks)
+    params = template.parse_params(BOOSTING)
+    killed = template.fit(params, settings=platform["settings"], storage=storage, datasets=datasets,
+                          run_name="tabular-killed", callbacks=[KillAfterFirstCheckpoint()])
     assert marker.exists()
-    killed, uninterrupted = runs["killed"], runs["uninterrupted"]
+    assert killed.dataset.ref == done.result["dataset"]  # the very rows the uninterrupted run boosted on
+    with httpx.Client(base_url=platform["url"], timeout=120) as client:
+        uninterrupted = client.get(f"/v1/tasks/{task_id}/metrics").json()["history"]
     resumed = [m["resumed_from_epoch"] for m in killed.history]
     assert resumed[0] == 0 and resumed[-1] >= 10, resumed  # the second group started from a checkpoint
     final = killed.history[-1]
     assert final["stopped_early"] and final["epoch"] < 200
-    assert (final["best_round"], final["epoch"]) == (uninterrupted.history[-1]["best_round"],
-                                                    uninterrupted.history[-1]["epoch"])
+    assert (final["best_round"], final["epoch"]) == (uninterrupted[-1]["best_round"], uninterrupted[-1]["epoch"])
     booster = xgboost.Booster()
     booster.load_model(bytearray(killed.model_file))
     assert booster.num_boosted_rounds() == final["best_round"] and killed.test_metrics["test_accuracy"] >= 0.9

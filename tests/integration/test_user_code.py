@@ -162,13 +162,8 @@ def test_broken_user_code_fails_its_task_with_the_users_error(platform: dict[str
             "entry": "broken.train:raises", "code": digest, "dataset": "mnist", "max_rows": 300, "max_failures": 0,
             "config": {"lr": -1}}})
         assert created.status_code == 201, created.text
-        done = _finished(platform, created.json()["id"])
-        message = "ValueError: the learning rate must be positive, got -1 (train.py:6)"
-        assert done.state == FAILED and message in (done.error or ""), done.error
-        assert "\n" not in done.error.split("error: ")[-1], done.error  # one line: the reason
-        assert "Traceback" in _logs(client, done.id)
-        # Returning without a report, or a model ONNX cannot export: run as that task's job runs
-        # them (run_user_code), here rather than as two more jobs.
+        # While its job runs: returning without a report, or a model ONNX cannot export, run as
+        # that task's job runs them (run_user_code), here rather than as two more jobs.
         settings = platform["settings"]
         storage = storage_from_settings(settings)
         for entry, message in [("broken.train:silent", "returned without reporting"),
@@ -179,6 +174,11 @@ def test_broken_user_code_fails_its_task_with_the_users_error(platform: dict[str
                 run_user_code(params, settings=settings, storage=storage, datasets=DatasetManager(storage),
                               run_name=f"broken-{entry.rsplit(':', 1)[1]}", task_id=None, model_name="broken")
             assert "\n" not in failed.value.message, failed.value.message
+        done = _finished(platform, created.json()["id"])
+        message = "ValueError: the learning rate must be positive, got -1 (train.py:6)"
+        assert done.state == FAILED and message in (done.error or ""), done.error
+        assert "\n" not in done.error.split("error: ")[-1], done.error  # one line: the reason
+        assert "Traceback" in _logs(client, done.id)
         assert client.get("/v1/models/broken").status_code == 404  # nothing half-registered
 
 
