@@ -55,20 +55,15 @@ class SharedSplits:
         then stream blocks from the object store instead of re-reading and re-decoding parquet,
         which competes with training for the same cores. A large one (``datasets.streams``) is
         read from storage every epoch, its files in a new order drawn from ``seed``, so memory
-        stays bounded whatever its size. The test split stays lazy (read once, at the end)."""
+        stays bounded whatever its size. The test split is held as train and val are, or stays
+        lazy where they stream (read once, at the end)."""
         dataset = datasets.build(spec)
         if dataset.rows("val") == 0:
             raise InvalidArgument(f"Dataset {dataset.ref} has no validation rows; raise val_fraction")
         splits, cached = datasets.training_splits(dataset, ("train", "val"), seed)
         train = splits["train"].randomize_block_order() if cached else splits["train"]
-        return cls(spec, dataset, train, splits["val"], datasets.read_split(dataset, "test"), cached=cached)
-
-    def for_sharing(self) -> "SharedSplits":
-        """The same with the test split materialized too where train and val are (many runs
-        evaluate on it)."""
-        if not self.cached:
-            return self
-        return SharedSplits(self.spec, self.dataset, self.train, self.val, self.test.materialize(), cached=True)
+        test = datasets.materialized_split(dataset, "test") if cached else datasets.read_split(dataset, "test")
+        return cls(spec, dataset, train, splits["val"], test, cached=cached)
 
 
 def ingest_config(splits_cached: bool) -> Optional[ray.train.DataConfig]:

@@ -138,7 +138,7 @@ class TabularClassificationTemplate(TrainingTemplate):
         architecture = self.architecture(params, dataset, preprocessing)
         # Materialized before the workers start: read lazily, the splits' read tasks would wait for
         # CPUs the worker group (and, on a small node, Serve's replicas) already hold.
-        splits = {split: datasets.read_split(dataset, split).materialize() for split in ("train", "val")}
+        splits = {split: datasets.materialized_split(dataset, split) for split in ("train", "val")}
         config = {
             "num_features": architecture["num_features"],
             "num_boost_round": params.num_boost_round,

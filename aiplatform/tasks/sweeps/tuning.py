@@ -133,7 +133,7 @@ def _shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[Sha
         return UserSplits.read(SweepTemplate().sample_trial(sweep), datasets)  # type: ignore[arg-type]
     if not isinstance(template, TrainingTemplate) or type(template).fit is not TrainingTemplate.fit:
         return None  # a template with its own trainer reads its own data
-    return SharedSplits.read(template.dataset_spec(SweepTemplate().sample_trial(sweep)), datasets).for_sharing()
+    return SharedSplits.read(template.dataset_spec(SweepTemplate().sample_trial(sweep)), datasets)
 
 
 def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, storage: Storage, queue: TaskClient,
