@@ -8,7 +8,7 @@ The tokenizer is fitted on the training split and travels inside the package (``
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -79,7 +79,10 @@ class TextClassificationTemplate(TrainingTemplate):
 
     def preprocessing(self, params: TextParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
         """The tokenizer, fitted on the training split only (val and test words stay unseen)."""
-        texts = (str(row["text"]) for row in datasets.read_split(dataset, "train").iter_rows())
+        if datasets.streams(dataset, ("train",)):
+            texts: Iterable[str] = (str(row["text"]) for row in datasets.read_split(dataset, "train").iter_rows())
+        else:  # small: read here, without a Ray Data read's seconds of start-up
+            texts = (str(text) for text in datasets.read_split_table(dataset, "train").column("text").to_pylist())
         tokenizer = Tokenizer.fit(texts, max_vocab=params.max_vocab, min_freq=params.min_freq,
                                   max_tokens=params.max_tokens, bigram_buckets=params.bigram_buckets)
         return text_preprocessing(tokenizer)
