@@ -1,9 +1,10 @@
 """Compress a registered version: measure it, compress it, measure again, gate, register.
 
 The report compares parent and compressed model in the same process on the same inputs: package
-size, CPU latency at batch 1 and batch 32 (median of repeats), and accuracy and macro-F1 on the
-test split of the dataset the parent was trained on. The compressed model is measured as it is
-loaded back from its package bytes, so the figures are those of what the servers will run.
+size, CPU latency at batch 1 and batch 32 (median of the repeats that fit a time budget), and
+accuracy and macro-F1 on the test split of the dataset the parent was trained on. The compressed
+model is measured as it is loaded back from its package bytes, so the figures are those of what
+the servers will run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-import pyarrow as pa
 import torch
 
 from aiplatform.compression.methods import apply, check_applies, parse_method
@@ -30,6 +30,11 @@ from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage, sha256_bytes
 
 LATENCY_BATCH_SIZES = (1, 32)
+LATENCY_BUDGET_S = 1.0
+"""Seconds of timing per batch size, both models together: repeats stop once it is spent, after
+at least one, so a compression's latency runs take seconds whatever the model's speed."""
+LATENCY_SAMPLE_S = 0.1
+"""One timed sample: back-to-back calls of one model until this long has passed (at least one)."""
 
 
 @dataclass
@@ -51,6 +56,8 @@ class CompressionReport:
     seconds: float
     package_uri: Optional[str] = None
     derived: dict[str, float] = field(default_factory=dict)
+    latency_repeats: dict[str, int] = field(default_factory=dict)
+    """Timed samples of each model behind each ``latency_ms`` median, by batch size."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,8 +71,9 @@ class CompressionReport:
         ]
         for batch in LATENCY_BATCH_SIZES:
             key = f"batch_{batch}"
+            timed = f", median of {self.latency_repeats[key]} runs" if key in self.latency_repeats else ""
             lines.append(f"  latency at batch {batch}: {lat[key]['before']:.3f} -> {lat[key]['after']:.3f} ms "
-                         f"({self.derived[f'speedup_{key}']:.2f}x)")
+                         f"({self.derived[f'speedup_{key}']:.2f}x{timed})")
         lines.append(f"  test accuracy: {m['before']['test_accuracy']:.4f} -> {m['after']['test_accuracy']:.4f}; "
                      f"macro-F1 {m['before']['test_macro_f1']:.4f} -> {m['after']['test_macro_f1']:.4f} "
                      f"(on {int(m['after']['test_samples'])} test samples of {self.dataset})")
@@ -82,13 +90,16 @@ def compress_version(
     datasets: DatasetManager,
     max_accuracy_drop: float,
     latency_repeats: int = 7,
+    latency_budget_s: float = LATENCY_BUDGET_S,
 ) -> CompressionReport:
     """Compress version (or alias) ``ref`` of ``name``; register the result unless it loses more
     than ``max_accuracy_drop`` of test accuracy (a fraction: 0.01 is one point).
 
     Raises InvalidArgument for a method that does not apply, NotFound for an unknown model or a
     parent whose dataset is gone. A refused version is reported, not registered; nothing stored
-    changes. Repeating a compression returns the version the first one registered.
+    changes. Repeating a compression returns the version the first one registered. Latency is the
+    median of at most ``latency_repeats`` samples per model and batch size, fewer once
+    ``latency_budget_s`` of timing is spent (at least one).
     """
     started = time.perf_counter()
     chosen = parse_method(method)
@@ -120,7 +131,9 @@ def compress_version(
 
     before = evaluate_model(package.model, table_batches(test), package.config, num_classes, package.labels)
     after = evaluate_model(served, table_batches(test), config, num_classes, package.labels)
-    latency = _latencies(package.model, served, test, package.config, latency_repeats)
+    inputs, _ = kind_for(package.config).batch_converter()(
+        next(table_batches(test, max(LATENCY_BATCH_SIZES))))
+    latency, repeats = _latencies(package.model, served, inputs, latency_repeats, latency_budget_s)
     drop = before["test_accuracy"] - after["test_accuracy"]
     refused = None
     if drop > max_accuracy_drop:
@@ -130,7 +143,8 @@ def compress_version(
 
     report_fields = dict(
         name=name, parent_version=parent.version, method=chosen.label, max_accuracy_drop=max_accuracy_drop,
-        latency_ms=latency, metrics={"before": scalar_metrics(before), "after": scalar_metrics(after)}, accuracy_drop=drop,
+        latency_ms=latency, latency_repeats=repeats,
+        metrics={"before": scalar_metrics(before), "after": scalar_metrics(after)}, accuracy_drop=drop,
         dataset=dataset.ref,
     )
     lineage = {
@@ -194,34 +208,40 @@ def _verified_package(storage: Storage, version: ModelVersion) -> bytes:
     return data
 
 
-def _latencies(before: torch.nn.Module, after: torch.nn.Module, test: pa.Table, config: dict[str, Any],
-               repeats: int) -> dict[str, dict[str, float]]:
-    """Median milliseconds per forward pass at each batch size; the two models alternate within
-    each repeat so that machine noise falls on both alike."""
-    batch = next(table_batches(test, max(LATENCY_BATCH_SIZES)))
-    inputs, _ = kind_for(config).batch_converter()(batch)
+def _latencies(before: torch.nn.Module, after: torch.nn.Module, inputs: torch.Tensor, repeats: int,
+               budget_s: float) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Median milliseconds per forward pass on the first 1 and 32 ``inputs``, and how many samples
+    of each model it is the median of: up to ``repeats``, fewer once ``budget_s`` of timing is
+    spent at a batch size (at least one). The two models alternate within each repeat so that
+    machine noise falls on both alike."""
     figures: dict[str, dict[str, float]] = {}
-    for size in LATENCY_BATCH_SIZES:
-        x = inputs[:size]
-        samples: dict[str, list[float]] = {"before": [], "after": []}
-        calls = _calls_for(before, x)
-        for _ in range(repeats):
-            for label, model in (("before", before), ("after", after)):
-                samples[label].append(_mean_call_ms(model, x, calls))
-        figures[f"batch_{size}"] = {label: statistics.median(values) for label, values in samples.items()}
-    return figures
-
-
-def _calls_for(model: torch.nn.Module, x: torch.Tensor, target_s: float = 0.2) -> int:
-    """Enough calls per sample to take about ``target_s`` (timer noise stays small)."""
-    one = _mean_call_ms(model, x, 3) / 1000
-    return max(5, min(2000, int(target_s / max(one, 1e-6))))
-
-
-def _mean_call_ms(model: torch.nn.Module, x: torch.Tensor, calls: int) -> float:
+    counts: dict[str, int] = {}
     with torch.inference_mode():
-        model(x)  # warm
-        started = time.perf_counter()
-        for _ in range(calls):
-            model(x)
-        return (time.perf_counter() - started) / calls * 1000
+        for size in LATENCY_BATCH_SIZES:
+            x = inputs[:size]
+            models = (("before", before), ("after", after))
+            for _, model in models:
+                model(x)  # warm: the first call at a batch size allocates
+            samples: dict[str, list[float]] = {"before": [], "after": []}
+            started = time.perf_counter()
+            for _ in range(max(1, repeats)):
+                for label, model in models:
+                    samples[label].append(_mean_call_ms(model, x, LATENCY_SAMPLE_S))
+                if time.perf_counter() - started >= budget_s:
+                    break
+            key = f"batch_{size}"
+            figures[key] = {label: statistics.median(values) for label, values in samples.items()}
+            counts[key] = len(samples["before"])
+    return figures, counts
+
+
+def _mean_call_ms(model: torch.nn.Module, x: torch.Tensor, min_s: float) -> float:
+    """Mean milliseconds of back-to-back calls, as many as fit in ``min_s`` (at least one): many
+    for a fast model, so that timer noise stays small."""
+    calls = 0
+    started = now = time.perf_counter()
+    while calls == 0 or now - started < min_s:
+        model(x)
+        calls += 1
+        now = time.perf_counter()
+    return (now - started) / calls * 1000

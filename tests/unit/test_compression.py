@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aiplatform.compression.compressor import _latencies
 from aiplatform.compression.methods import apply, parse_method
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.networks.architectures import build_model
@@ -124,3 +125,33 @@ def test_tampered_int8_weights_are_refused_on_load() -> None:
     tensors["extra"] = torch.zeros(1)
     with pytest.raises(IntegrityError, match="missing or unexpected"):
         decode_model({**config, "compression": block}, tensors)
+
+
+class _Repeated(torch.nn.Module):
+    """The same network run ``times`` over: a model that takes that much longer."""
+
+    def __init__(self, inner: torch.nn.Module, times: int) -> None:
+        super().__init__()
+        self.inner, self.times = inner, times
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.times):
+            out = self.inner(x)
+        return out
+
+
+def test_latency_is_the_median_of_each_models_own_runs_up_to_the_repeats() -> None:
+    model = _trained_like(TEXT_ARCH)
+    inputs = torch.randint(0, TEXT_ARCH["vocab_size"], (32, 12), generator=torch.Generator().manual_seed(1))
+    latency, repeats = _latencies(model, _Repeated(model, 20), inputs, repeats=3, budget_s=600.0)
+    assert repeats == {"batch_1": 3, "batch_32": 3}  # a budget far from spent: every repeat runs
+    for key in ("batch_1", "batch_32"):
+        assert latency[key]["after"] > 5 * latency[key]["before"] > 0, latency  # 20 passes against one
+
+
+def test_latency_stops_repeating_once_its_time_budget_is_spent_but_times_once() -> None:
+    model = _trained_like(TEXT_ARCH)
+    inputs = torch.randint(0, TEXT_ARCH["vocab_size"], (32, 12), generator=torch.Generator().manual_seed(1))
+    latency, repeats = _latencies(model, model, inputs, repeats=7, budget_s=0.0)
+    assert repeats == {"batch_1": 1, "batch_32": 1}
+    assert all(figures["before"] > 0 and figures["after"] > 0 for figures in latency.values())
