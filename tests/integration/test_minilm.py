@@ -168,9 +168,9 @@ def test_pasted_text_and_documents_are_classified_by_the_gateway(minilm_model: d
 def test_int8_makes_it_smaller_within_a_point_and_serves(minilm_model: dict[str, Any]) -> None:
     from aiplatform.compression.compressor import compress_version
 
-    # The compressor itself, with one latency repeat instead of the route's seven: the encoder
-    # takes a quarter of a second a batch of 32 here, and the timing runs were 16 of this test's
-    # 28 s. The route (a Ray task, the same compress_version) is test_text_model's int8 test.
+    # The compressor itself, with one latency repeat instead of the route's (up to seven within a
+    # second's budget per batch size): the encoder takes a quarter of a second a batch of 32 here,
+    # and the timing runs were 16 of this test's 28 s. The route (a Ray task, the same compress_version) is test_text_model's int8 test.
     settings, storage = minilm_model["settings"], minilm_model["storage"]
     report = compress_version(name="tweets-minilm", ref=1, method="int8", storage=storage,
                               registry=RegistryClient.connect(settings), datasets=DatasetManager(storage),
