@@ -65,9 +65,14 @@ class ThreeNodes:
         self.cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=300 * 1024**2)
         self.cluster.wait_for_nodes()
 
+    def restore(self) -> None:
+        """Add worker nodes until there are two again (after a test removed one)."""
+        while len(self.cluster.worker_nodes) < 2:
+            self.add_worker()
+
 
 @pytest.fixture(scope="module")
-def nodes() -> Iterator[ThreeNodes]:
+def cluster_nodes() -> Iterator[ThreeNodes]:
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -89,8 +94,7 @@ def nodes() -> Iterator[ThreeNodes]:
             # A lost node is declared dead after ~3 s instead of Ray's default ~15 s.
             _system_config={"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
         )
-        for _ in range(2):
-            three.add_worker()
+        three.restore()
         ray.init(address=cluster.address, namespace="aiplatform-multinode", configure_logging=False,
                  runtime_env=local_runtime_env())
         yield three
@@ -101,8 +105,19 @@ def nodes() -> Iterator[ThreeNodes]:
 
 
 @pytest.fixture()
-def settings(tmp_path: Path) -> Iterator[Settings]:
-    with platform_settings(tmp_path, "multinode", train_placement="SPREAD", task_poll_interval_s=0.5) as settings:
+def nodes(cluster_nodes: ThreeNodes) -> ThreeNodes:
+    """The module's cluster with three nodes again, whatever node an earlier test lost (restored
+    here rather than after each loss, so the last test's loss costs no node start)."""
+    cluster_nodes.restore()
+    return cluster_nodes
+
+
+@pytest.fixture(scope="module")
+def settings(cluster_nodes: ThreeNodes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One platform (its head actors, in one namespace) for the module's tests: a platform per test
+    started five more actors on the cluster each time."""
+    with platform_settings(tmp_path_factory.mktemp("multinode"), "multinode", train_placement="SPREAD",
+                           task_poll_interval_s=0.5) as settings:
         yield settings
 
 
@@ -157,20 +172,17 @@ def test_a_training_task_spreads_its_workers_and_survives_losing_a_node(nodes: T
     lost = next(node for node in worker_nodes if node != nodes.head_id)
     lost_at = time.monotonic()
     nodes.lose(lost)
-    try:
-        done = wait_for_task(manager.queue, task.id, lambda t: t.finished, 480)
-        recovered_in = time.monotonic() - lost_at
-        assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
-        history = manager.queue.metrics_history(task.id)
-        assert [m["epoch"] for m in history] == [1, 2, 3, 4]
-        resumed = history[-1]["resumed_from_epoch"]
-        assert resumed >= 1, "the run restarted from scratch"
-        assert done.result["test_accuracy"] > 0.7
-        fault_table_figure("multinode-train", f"a training task's 2 workers on 2 nodes; the worker node of one removed "
-                           f"after a checkpoint; resumed from epoch {resumed}, SUCCEEDED with 4/4 epochs "
-                           f"{recovered_in:.0f} s after the loss, test accuracy {done.result['test_accuracy']:.4f}")
-    finally:
-        nodes.add_worker()  # three nodes again for the next test
+    done = wait_for_task(manager.queue, task.id, lambda t: t.finished, 480)
+    recovered_in = time.monotonic() - lost_at
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    history = manager.queue.metrics_history(task.id)
+    assert [m["epoch"] for m in history] == [1, 2, 3, 4]
+    resumed = history[-1]["resumed_from_epoch"]
+    assert resumed >= 1, "the run restarted from scratch"
+    assert done.result["test_accuracy"] > 0.7
+    fault_table_figure("multinode-train", f"a training task's 2 workers on 2 nodes; the worker node of one removed "
+                       f"after a checkpoint; resumed from epoch {resumed}, SUCCEEDED with 4/4 epochs "
+                       f"{recovered_in:.0f} s after the loss, test accuracy {done.result['test_accuracy']:.4f}")
 
 
 def test_serve_replicas_spread_and_requests_continue_when_a_node_is_lost(nodes: ThreeNodes, settings: Settings) -> None:
@@ -224,4 +236,3 @@ def test_serve_replicas_spread_and_requests_continue_when_a_node_is_lost(nodes: 
                            f"{len(set(gateways))}; a worker node hosting {hosted} removed under 8 clients: "
                            f"{len(failed)} of {len(answers)} requests failed, {len(after)} answered after the loss, "
                            f"the longest waited {longest:.1f} s")
-    nodes.add_worker()
