@@ -6,11 +6,44 @@ import contextlib
 import socket
 
 
+def _unassigned_ports() -> range:
+    """Ports the kernel never hands out by itself: below the ephemeral range (above Ray's default
+    worker ports, 10002-19999), or above it where the range starts low."""
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 20000 >= 1000:
+        return range(20000, low)
+    if 65535 - high >= 1000:
+        return range(high + 1, 65536)
+    return range(20000, 32000)
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free right now, outside the kernel's ephemeral range and
+    never handed out twice in a session. A port from bind(0) is one the kernel may give the next
+    bind(0) or connect too: a test's job bound its port a minute after choosing it, and by then a
+    gRPC server of that job's Ray (which sets SO_REUSEPORT, as the gateway's listener does) held it,
+    so the two shared it and an HTTP client got HTTP/2 bytes."""
+    import random
+
+    ports = _unassigned_ports()
+    for _ in range(200):
+        port = random.choice(ports)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def make_digit_images(count: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
