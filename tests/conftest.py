@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: 0 if item.get_closest_marker("multinode") else 1)
 
 
-HANG_MARGIN_S = 120
+HANG_MARGIN_S = float(os.environ.get("AIP_TESTS_HANG_MARGIN_S", "120"))
 """How long past its pytest-timeout a test may run before the hang guard ends the run."""
 
 
@@ -51,7 +51,11 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     marker = item.get_closest_marker("timeout")
     limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
     if limit > 0:
-        faulthandler.dump_traceback_later(limit + HANG_MARGIN_S, exit=True, file=sys.stderr)
+        # To the terminal pytest writes to, not the test's captured output, which dies with the run.
+        capture = item.config.pluginmanager.getplugin("capturemanager")
+        saved = getattr(getattr(getattr(capture, "_global_capturing", None), "err", None), "targetfd_save", None)
+        faulthandler.dump_traceback_later(limit + HANG_MARGIN_S, exit=True,
+                                          file=saved if isinstance(saved, int) else sys.__stderr__)
     try:
         yield
     finally:
