@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from pathlib import Path
 
 
 def _unassigned_ports() -> range:
     """Ports the kernel never hands out by itself: below the ephemeral range (above Ray's default
     worker ports, 10002-19999), or above it where the range starts low."""
     try:
-        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     except (OSError, ValueError):
         low, high = 32768, 60999
     if low - 20000 >= 1000:

@@ -579,15 +579,13 @@ class DatasetManager:
         materialize it."""
         if self.streams(version, (split,)):
             return self.read_split(version, split).materialize()
-        return ray.data.from_arrow([self._file_table(version, entry)
-                                    for entry in self._checked_files(version, split, verify=False)])
+        return ray.data.from_arrow(self._file_tables(version, split))
 
     def read_split_table(self, version: DatasetVersion, split: str) -> pa.Table:
         """A split read in this process as one Arrow table, every file verified against its
         sha256. For small splits read where no Ray Data task can be scheduled (inside a task
         that holds the CPUs, next to Serve replicas on a small machine)."""
-        return pa.concat_tables([self._file_table(version, entry)
-                                 for entry in self._checked_files(version, split, verify=False)])
+        return pa.concat_tables(self._file_tables(version, split))
 
     def sample_table(self, version: DatasetVersion, split: str, rows: int) -> pa.Table:
         """The first ``rows`` rows of a split (rows are stored shuffled), reading only as many
@@ -630,6 +628,10 @@ class DatasetManager:
             by_id = {row["id"]: row for row in rows}
             rows = [by_id[i] for i in ids if i in by_id]
         return rows
+
+    def _file_tables(self, version: DatasetVersion, split: str) -> list[pa.Table]:
+        """Every file of a split, read in this process, each checked against its sha256."""
+        return [self._file_table(version, entry) for entry in self._checked_files(version, split, verify=False)]
 
     def _file_table(self, version: DatasetVersion, entry: dict[str, Any]) -> pa.Table:
         """One of a split's files, read in this process (``get_bytes`` checks its sha256)."""
