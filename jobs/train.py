@@ -245,7 +245,7 @@ def run_sweep_task(template: TaskTemplate, params: SweepParams, *, settings: Set
                    model_name: str) -> RunResult:
     """A sweep: its trials on Ray Tune, then its best trial registered (and, if asked, deployed
     through the gate)."""
-    from aiplatform.tasks.sweeps.tuning import run_sweep
+    from aiplatform.tasks.sweeps.driver import run_sweep
 
     outcome = run_sweep(run.task, params, settings=settings, storage=storage, datasets=datasets,
                         registry=registry, queue=run.queue, model_name=model_name)

@@ -43,7 +43,7 @@ def test_the_best_trial_is_the_best_finished_one_in_the_metrics_direction() -> N
 
 
 def test_asha_rungs_come_back_with_a_restored_sweep() -> None:
-    from aiplatform.tasks.sweeps.tuning import RecordingASHA, TrialRecorder
+    from aiplatform.tasks.sweeps.recording import RecordingASHA, TrialRecorder
 
     options = {"time_attr": "epoch", "budget": 9, "grace_period": 1, "reduction_factor": 3,
                "metric": "val_accuracy", "mode": "max"}
@@ -80,11 +80,13 @@ def test_a_diverged_trial_is_stored_without_nan_and_never_ranks(tmp_path) -> Non
 
 
 def test_a_finished_segment_leaves_no_trial_running(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """After ``fit`` returns, Tune's status settles any trial whose end no callback recorded."""
+    """When Tune ends a segment (its callbacks' ``on_experiment_end``), Tune's status settles any
+    trial whose end no callback recorded; a stopped segment's trials stay as they are (paused)."""
     from types import SimpleNamespace
 
     from aiplatform.tasks.queue import TaskStore
-    from aiplatform.tasks.sweeps.tuning import _settle_trials
+    from aiplatform.tasks.sweeps.recording import TrialRecorder
+    from aiplatform.tasks.sweeps.stopping import STOPPING
 
     store = TaskStore(tmp_path / "tasks.sqlite")
     sweep = store.create("sweep", {"trials": 4}, start=True)
@@ -96,16 +98,25 @@ def test_a_finished_segment_leaves_no_trial_running(tmp_path) -> None:  # type: 
         return SimpleNamespace(trial_id=trial_id, status=status,
                                get_error=lambda: "Traceback ...\nValueError: the loss diverged")
 
-    _settle_trials(sweep.id, [tune_trial("ended", "TERMINATED"), tune_trial("crashed", "ERROR"),
-                              tune_trial("stopped", "TERMINATED"), tune_trial("paused", "PAUSED"),
-                              tune_trial("never-started", "TERMINATED")], store)  # type: ignore[arg-type]
+    tune_trials = [tune_trial("ended", "TERMINATED"), tune_trial("crashed", "ERROR"),
+                   tune_trial("stopped", "TERMINATED"), tune_trial("paused", "PAUSED"),
+                   tune_trial("never-started", "TERMINATED")]
+    recorder = TrialRecorder(sweep.id, 0)
+    recorder._client = store  # type: ignore[assignment] # the store answers what the queue's client would
+    STOPPING.set()
+    try:
+        recorder.on_experiment_end(trials=tune_trials)  # a stop ended the segment: nothing settled
+    finally:
+        STOPPING.clear()
+    assert {t.trial_id: t.state for t in store.trials(sweep.id)}["ended"] == "RUNNING"
+    recorder.on_experiment_end(trials=tune_trials)
     states = {t.trial_id: (t.state, t.error) for t in store.trials(sweep.id)}
     assert states == {"ended": ("FINISHED", None), "crashed": ("FAILED", "ValueError: the loss diverged"),
                       "stopped": ("STOPPED", "stopped early by ASHA"), "paused": ("RUNNING", None)}
 
 
 def test_a_later_tpe_segment_starts_from_every_trial_done_so_far() -> None:
-    from aiplatform.tasks.sweeps.tuning import _search
+    from aiplatform.tasks.sweeps.search import searcher
 
     sweep = SweepParams.model_validate({
         "template": "cnn-classification", "search": "tpe", "seed": 3, "max_concurrent_trials": 2,
@@ -118,10 +129,10 @@ def test_a_later_tpe_segment_starts_from_every_trial_done_so_far() -> None:
 
     earlier = [trial("done", "FINISHED", 0.8), trial("early", "STOPPED", 0.5), trial("running", "RUNNING", 0.9),
                trial("diverged", "FINISHED", None)]
-    search, concurrency = _search(sweep, 1, earlier)
+    search, concurrency = searcher(sweep, 1, earlier)
     assert concurrency == 2  # Optuna does not limit itself: Tune holds it to the sweep's concurrency
     assert search._points_to_evaluate == [{"learning_rate": 0.001}] * 2 and search._evaluated_rewards == [0.8, 0.5]
-    assert _search(sweep.model_copy(update={"search": "random"}), 1, earlier)[1] is None
+    assert searcher(sweep.model_copy(update={"search": "random"}), 1, earlier)[1] is None
 
 
 def test_a_requeued_sweep_drops_its_previous_result(tmp_path) -> None:  # type: ignore[no-untyped-def]

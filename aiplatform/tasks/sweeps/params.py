@@ -2,7 +2,7 @@
 the metric to optimise, trials and how many at once, a scheduler and a search algorithm.
 
 Plain pydantic (no Ray Tune here): the API validates a sweep with it, and only the sweep's job
-turns it into Tune's objects (``tuning.py``).
+turns it into Tune's objects (``search.py``).
 """
 
 from __future__ import annotations
