@@ -1,7 +1,7 @@
 """The result store: every prediction (id, model, version, input digest, output, latency, time).
 
 SQLite on the head node; one transaction per batch of records, committed before the call
-returns. Batching happens in the caller (:class:`aiplatform.results.client.ResultWriter`), so the
+returns. Batching happens in the caller (:class:`aiplatform.results.actor.ResultWriter`), so the
 request path never waits on a disk write.
 """
 
