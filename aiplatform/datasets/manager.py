@@ -1,121 +1,57 @@
-"""The dataset manager: build immutable, content-addressed dataset versions on Ray Data.
+"""The dataset manager: build immutable, content-addressed dataset versions on Ray Data, and read them.
 
-A version lives at ``datasets/<name>/<version>/``: hive-partitioned parquet under ``data/`` and a
-``manifest.json`` written last. A version without its manifest is an aborted build: it is removed
-and rebuilt; a version with one is reused as is.
+A version lives at ``datasets/<name>/<version>/``: hive-partitioned parquet under its build's
+folder (``build-<unix time>-<random>/data/split=<split>/``) and a ``manifest.json`` written last.
+A version without its manifest is an aborted build: it is removed and rebuilt; a version with one
+is reused as is. What differs between source formats is each format's builder (``builders.py``);
+the manager runs the steps every build shares, once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray.data
+from pydantic import BaseModel
 from ray.data import FileShuffleConfig
-from ray.data.context import DataContext, ShuffleStrategy
 
-from aiplatform.datasets.augment import hash_uniform, random_affine
+from aiplatform.datasets.builders import UNMARKED_MANIFEST_KIND, builder_for
+from aiplatform.datasets.execution import STREAMING_OBJECT_STORE_BYTES as STREAMING_OBJECT_STORE_BYTES
+from aiplatform.datasets.execution import ShuffleName, bounded_data, shuffle_strategy
 from aiplatform.datasets.source_policy import HttpGet, SourcePolicy, trusted_fetch
-from aiplatform.datasets.sources import read_source
-from aiplatform.datasets.spec import SPLITS, AugmentSpec, DatasetSpec, split_file_entries
-from aiplatform.datasets.table_builder import build_table_rows, table_manifest
-from aiplatform.datasets.table_sources import TableDatasetSpec, read_table_source
-from aiplatform.datasets.text_builder import build_text_rows, text_manifest, text_profile
-from aiplatform.datasets.text_sources import TextDatasetSpec, read_text_source
+from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.kinds import kind_class
 from aiplatform.settings import Settings
-from aiplatform.storage import Storage, validate_key
+from aiplatform.storage import ObjectInfo, Storage, validate_key
 
-MANIFEST_FORMAT = 1
-HISTOGRAM_BINS = 16
-SPLIT_STREAM = 7
+# STREAMING_OBJECT_STORE_BYTES is imported from here by training's engine; shuffle_strategy by bench/.
+
 MAX_SAMPLES = 100
 """Most rows one request for samples returns (each may carry an image)."""
 BUILD_FOLDER = "build-"
 """Each build of a version writes its files under ``<version>/build-<unix time>-<random>/``."""
 ABANDONED_BUILD_S = 24 * 3600
 """A build folder the manifest does not name, older than this, is what a killed build left."""
-LOCAL_STATISTICS_BYTES = 64 << 20
-"""A version's files up to this size are profiled in the building process, not by Ray Data."""
 STREAMED_READ_CPUS = 0.25
 """CPUs a read task of a split streamed during training reserves."""
 STREAMED_READ_TASKS = 2
 """Read tasks of one streamed split at once: a quarter CPU each would let eight run on two
 cores, each a worker process of its own (~0.5 GB), for a read that keeps up with training
 with two."""
-STATISTICS_BATCH_ROWS = 4096
-"""Rows profiled at once (each becomes floats: 4096 28x28 images are ~25 MB of them)."""
 STREAMING_BYTES: int = Settings.model_fields["dataset_streaming_bytes"].default
 """Above this many stored bytes a source is built, and a version trained on, streaming
 (``Settings.dataset_streaming_bytes`` says how)."""
 
-IMAGE_BLOCK_BYTES = 16 << 20
-"""Ray Data's largest block in image builds and streamed reads. At Ray's 128 MiB a 16x MNIST
-source was read as 3 blocks of 130 MB of PNGs, each decoded by one task: blocks (and the memory
-of the tasks holding them) grew with the source up to that size. At 16 MiB decoding ran 17%
-faster (30 s against 36 s)."""
-
-STREAMING_OBJECT_STORE_BYTES = 512 << 20
-"""Ray Data's object-store budget while an image version is built or a large one streams into
-training. Left at Ray's (half the object store, GBs), a streamed read runs ahead of what
-consumes it until the budget is full, so memory grew with the dataset (16x MNIST peaked at 3.1 GB
-of worker memory building, 2.6 GB with this budget)."""
-
-ShuffleName = Literal["sort", "hash"]
-_SHUFFLE_STRATEGIES = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED, "hash": ShuffleStrategy.HASH_SHUFFLE}
-_Method = TypeVar("_Method", bound=Callable[..., Any])
-SpecT = TypeVar("SpecT", DatasetSpec, TextDatasetSpec, TableDatasetSpec)
-
-
-@contextlib.contextmanager
-def shuffle_strategy(name: ShuffleName) -> Iterator[None]:
-    """Run Ray Data's groupbys and shuffles with ``name``'s strategy, then restore the driver's.
-
-    Ray's default hash shuffle starts aggregator actors for every groupby and shuffle: on a 2-core
-    node that cost ~20 s per text build whatever its size, where the sort-based pull shuffle took
-    4 s (and 32 s instead of 44 s for the 38k-tweet corpus). Clusters shuffling many GBs may pick
-    ``hash`` (``AIP_DATA_SHUFFLE``)."""
-    context = DataContext.get_current()
-    previous = context.shuffle_strategy
-    context.shuffle_strategy = _SHUFFLE_STRATEGIES[name]
-    try:
-        yield
-    finally:
-        context.shuffle_strategy = previous
-
-
-@contextlib.contextmanager
-def bounded_data(block_bytes: int = IMAGE_BLOCK_BYTES,
-                 object_store_bytes: int = STREAMING_OBJECT_STORE_BYTES) -> Iterator[None]:
-    """Datasets created here cut blocks at ``block_bytes`` and keep at most ``object_store_bytes``
-    in flight (Ray Data reads its driver's context when a read is planned, and each dataset keeps
-    a copy); the driver's context is restored after."""
-    context = DataContext.get_current()
-    previous = context.target_max_block_size, context.execution_options.resource_limits
-    context.target_max_block_size = block_bytes
-    context.execution_options.resource_limits = previous[1].copy(object_store_memory=object_store_bytes)
-    try:
-        yield
-    finally:
-        context.target_max_block_size, context.execution_options.resource_limits = previous
-
-
-def _with_own_shuffle(method: _Method) -> _Method:
-    @functools.wraps(method)
-    def wrapper(self: "DatasetManager", *args: Any, **kwargs: Any) -> Any:
-        with shuffle_strategy(self.shuffle):
-            return method(self, *args, **kwargs)
-    return wrapper  # type: ignore[return-value]
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -138,8 +74,8 @@ class DatasetVersion:
 
     @property
     def kind(self) -> str:
-        """``image`` or ``text``."""
-        return str(self.manifest.get("kind", "image"))
+        """The name of the model kind (``aiplatform.kinds``) that reads its rows."""
+        return str(self.manifest.get("kind", UNMARKED_MANIFEST_KIND))
 
     @property
     def labels(self) -> list[str]:
@@ -155,98 +91,6 @@ class DatasetVersion:
 
     def files(self, split: str) -> list[dict[str, Any]]:
         return list(self.manifest["splits"][split]["files"])
-
-
-def assign_splits(
-    batch: dict[str, np.ndarray], spec: DatasetSpec
-) -> dict[str, np.ndarray]:
-    """Seeded split by row id; train rows gain augmented copies when the spec asks."""
-    ids = np.asarray(batch["id"], dtype=np.int64)
-    source_split = np.asarray(batch["source_split"]).astype(str)
-    u = hash_uniform(spec.seed, ids, SPLIT_STREAM)
-    split = np.where(source_split == "test", "test", "train").astype(object)
-    if not (source_split == "test").any() and not (source_split == "train").any():
-        split[u < spec.test_fraction] = "test"
-        split[(u >= spec.test_fraction) & (u < spec.test_fraction + spec.val_fraction)] = "val"
-    else:
-        split[(source_split != "test") & (u < spec.val_fraction)] = "val"
-    out = {
-        "id": ids,
-        "image": np.asarray(batch["image"], dtype=object),
-        "label": np.asarray(batch["label"], dtype=np.int64),
-        "split": split,
-        "variant": np.zeros(len(ids), dtype=np.int32),
-    }
-    if spec.augment is not None:
-        out = _with_augmented_copies(out, spec.augment, spec)
-    return out
-
-
-def _with_augmented_copies(
-    rows: dict[str, np.ndarray], augment: AugmentSpec, spec: DatasetSpec
-) -> dict[str, np.ndarray]:
-    train = rows["split"] == "train"
-    if not train.any():
-        return rows
-    shape = (spec.image_size, spec.image_size, spec.channels)
-    images = np.stack([np.frombuffer(b, dtype=np.uint8).reshape(shape) for b in rows["image"][train]])
-    parts = [rows]
-    for copy_index in range(augment.copies):
-        warped = random_affine(images, rows["id"][train], copy_index, augment, spec.seed)
-        parts.append(
-            {
-                "id": rows["id"][train],
-                "image": np.array([w.tobytes() for w in warped], dtype=object),
-                "label": rows["label"][train],
-                "split": rows["split"][train],
-                "variant": np.full(int(train.sum()), copy_index + 1, dtype=np.int32),
-            }
-        )
-    return {key: np.concatenate([p[key] for p in parts]) for key in rows}
-
-
-def split_statistics(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
-    """Per-split partial sums for one batch (combined in the driver)."""
-    out: dict[str, list[Any]] = {
-        "split": [], "count": [], "sum": [], "sumsq": [], "hist": [], "classes": [], "digest": []
-    }
-    splits = np.asarray(batch["split"]).astype(str)
-    for split in np.unique(splits):
-        mask = splits == split
-        out["digest"].append(_rows_digest(split, batch, mask))
-        pixels = np.frombuffer(b"".join(batch["image"][mask]), dtype=np.uint8).astype(np.float64)
-        out["split"].append(split)
-        out["count"].append(int(mask.sum()))
-        out["sum"].append(pixels.sum() / 255.0)
-        out["sumsq"].append(np.square(pixels / 255.0).sum())
-        out["hist"].append(np.histogram(pixels, bins=HISTOGRAM_BINS, range=(0, 256))[0])
-        out["classes"].append(np.bincount(batch["label"][mask], minlength=num_classes)[:num_classes])
-    return {
-        "split": np.array(out["split"], dtype=object),
-        "count": np.array(out["count"], dtype=np.int64),
-        "sum": np.array(out["sum"]),
-        "sumsq": np.array(out["sumsq"]),
-        "hist": np.stack(out["hist"]) if out["hist"] else np.zeros((0, HISTOGRAM_BINS)),
-        "classes": np.stack(out["classes"]) if out["classes"] else np.zeros((0, num_classes)),
-        "digest": np.array(out["digest"], dtype=np.uint64),
-    }
-
-
-def _rows_digest(split: str, batch: dict[str, np.ndarray], mask: np.ndarray) -> int:
-    """Order-independent digest of rows: the sum (mod 2**64) of a hash of each row's identity.
-
-    ``id`` already hashes the image bytes; variants are fixed by (id, variant, spec).
-    """
-    split_code = SPLITS.index(split) + 1
-    ids = np.asarray(batch["id"], dtype=np.int64)[mask]
-    key = (
-        ids.astype(np.uint64) * np.uint64(31)
-        + np.asarray(batch["variant"], dtype=np.uint64)[mask] * np.uint64(1_000_003)
-        + np.asarray(batch["label"], dtype=np.uint64)[mask] * np.uint64(7_919)
-    )
-    row_hashes = (hash_uniform(split_code, key.view(np.int64), 11) * 2.0**53).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        return int(row_hashes.sum(dtype=np.uint64))
 
 
 class DatasetManager:
@@ -280,127 +124,40 @@ class DatasetManager:
         return spec.model_copy(update={"source": source}), self.source_policy.fetch
 
     # -- build ------------------------------------------------------------------------------
-    @_with_own_shuffle
-    def build(self, spec: DatasetSpec | TextDatasetSpec | TableDatasetSpec) -> DatasetVersion:
-        """Build the version for ``spec``, or return the existing one with the same content."""
-        if isinstance(spec, TextDatasetSpec):
-            return self.build_text(spec)
-        if isinstance(spec, TableDatasetSpec):
-            return self.build_table(spec)
-        with bounded_data():
-            return self._build_images(spec)
-
-    def _build_images(self, spec: DatasetSpec) -> DatasetVersion:
-        spec, http_get = self._checked(spec)
-        source = read_source(spec, self.source_storage_options, http_get)
-        name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        root, prefix, built = self._prefix_to_build(name, version)
-        if built is not None:
-            return built
-        started = time.time()
-        rows = source.dataset.map_batches(assign_splits, fn_kwargs={"spec": spec}, batch_size=1024)
-        if source.stored_bytes is None or source.stored_bytes <= self.streaming_bytes:
-            # Files hold rows in random order (class-sorted sources would otherwise give training
-            # one class per block). A larger source streams from read to write instead: a global
-            # shuffle holds every row in the object store at once; its rows were mixed where they
-            # were read (an image folder's files are read in a seeded random order).
-            rows = rows.random_shuffle(seed=spec.seed)
-        files = self._write_rows(rows, prefix)
-        stats = self._statistics(files, len(source.labels))
-        splits: dict[str, Any] = {}
-        for split in SPLITS:
-            s = stats.get(split)
-            splits[split] = {
-                "rows": s["count"] if s else 0,
-                "per_class": (
-                    {label: int(n) for label, n in zip(source.labels, s["classes"])} if s else {}
-                ),
-                "files": split_file_entries(files, split),
+    def build(self, spec: BaseModel) -> DatasetVersion:
+        """Build the version for ``spec`` with its format's builder (``builders.py``), or return
+        the existing one with the same content."""
+        builder = builder_for(spec)
+        with shuffle_strategy(self.shuffle), builder.limits():
+            spec, http_get = self._checked(spec)
+            source = builder.read(spec, self.source_storage_options, http_get)
+            name, version = spec.dataset_name, spec.version_id(source.fingerprint)  # type: ignore[attr-defined]
+            root, prefix, built = self._prefix_to_build(name, version)
+            if built is not None:
+                return built
+            started = time.time()
+            try:
+                rows = builder.rows(spec, source, self.streaming_bytes)
+            except Exception as exc:
+                raise _unwrap(exc) from exc
+            files = self._write_rows(rows.dataset, prefix)
+            described = builder.describe(spec, source, rows, files, self.storage)
+            manifest = {
+                "format": builder.manifest_format,
+                "kind": builder.kind,
+                "name": name,
+                "version": version,
+                "created_at": time.time(),
+                "build_seconds": round(time.time() - started, 2),
+                "spec": spec.model_dump(mode="json"),
+                "source_fingerprint": source.fingerprint,
+                **described,
             }
-        if splits["train"]["rows"] == 0:
-            self.storage.remove_tree(prefix)
-            raise InvalidArgument(f"Dataset source {spec.source!r} produced no training rows")
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "version": version,
-            "created_at": time.time(),
-            "build_seconds": round(time.time() - started, 2),
-            "spec": spec.model_dump(mode="json"),
-            "source_fingerprint": source.fingerprint,
-            "schema": {
-                "id": "int64 (content hash of the image bytes)",
-                "image": "binary: raw uint8, height x width x channels, row-major",
-                "label": "int64 index into labels",
-                "variant": "int32 (0 original, k>0 the k-th augmented copy)",
-                "split": "hive partition: train | val | test",
-            },
-            "image": {"height": spec.image_size, "width": spec.image_size, "channels": spec.channels},
-            "labels": source.labels,
-            "splits": splits,
-            "content_hash": _content_hash(stats),
-            "profile": {
-                split: {
-                    "mean_intensity": s["mean"],
-                    "std_intensity": s["std"],
-                    "intensity_histogram": s["hist"],
-                }
-                for split, s in stats.items()
-            },
-        }
-        return self._commit(root, manifest)
-
-    @_with_own_shuffle
-    def build_text(self, spec: TextDatasetSpec) -> DatasetVersion:
-        """Build the text version for ``spec`` (see ``text_builder``), or return the existing one."""
-        spec, http_get = self._checked(spec)
-        source = read_text_source(spec, self.source_storage_options, http_get)
-        name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        root, prefix, built = self._prefix_to_build(name, version)
-        if built is not None:
-            return built
-        started = time.time()
-        try:  # cleans, deduplicates and splits (materialized); nothing is written yet
-            rows, labels, cleaning = build_text_rows(source.dataset, spec)
-        except Exception as exc:
-            raise _unwrap(exc) from exc
-        files = self._write_rows(rows, prefix)
-        written = ray.data.read_parquet([self.storage.arrow_path(f.key) for f in files],
-                                        filesystem=self.storage.arrow_filesystem()).materialize()
-        stats = text_profile(written, labels)
-        leaked = (written.groupby("id", num_partitions=max(2, written.count() // 50_000)).count()
-                  .filter(lambda row: row["count()"] > 1).count())
-        manifest = text_manifest(spec, name, version, source.fingerprint, labels, files, stats, cleaning,
-                                 leaked, started)
-        if manifest["splits"]["train"]["rows"] == 0:
-            self.storage.remove_tree(prefix)
-            raise InvalidArgument(f"Text source {spec.source!r} produced no training rows")
-        return self._commit(root, manifest)
-
-    @_with_own_shuffle
-    def build_table(self, spec: TableDatasetSpec) -> DatasetVersion:
-        """Build the table version for ``spec`` (see ``table_builder``), or return the existing one."""
-        spec, http_get = self._checked(spec)
-        source, feature_names = read_table_source(spec, self.source_storage_options, http_get)
-        name, version = spec.dataset_name, spec.version_id(source.fingerprint)
-        root, prefix, built = self._prefix_to_build(name, version)
-        if built is not None:
-            return built
-        started = time.time()
-        try:  # the statistics pass runs here; nothing is written yet
-            rows, features, labels, cleaning = build_table_rows(source.dataset, spec, feature_names)
-        except Exception as exc:
-            raise _unwrap(exc) from exc
-        files = self._write_rows(rows.random_shuffle(seed=spec.seed), prefix)
-        written = ray.data.read_parquet([self.storage.arrow_path(f.key) for f in files],
-                                        filesystem=self.storage.arrow_filesystem())
-        manifest = table_manifest(spec, name, version, source.fingerprint, features, labels, files, written,
-                                  cleaning, started)
-        if manifest["splits"]["train"]["rows"] == 0 or manifest["splits"]["val"]["rows"] == 0:
-            self.storage.remove_tree(prefix)
-            raise InvalidArgument(f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
-                                  "too few for training and validation splits")
-        return self._commit(root, manifest)
+            refusal = builder.refusal(spec, manifest)
+            if refusal is not None:
+                self.storage.remove_tree(prefix)
+                raise InvalidArgument(refusal)
+            return self._commit(root, manifest)
 
     def _prefix_to_build(self, name: str, version: str) -> tuple[str, str, Optional[DatasetVersion]]:
         """The version's folder, the folder this build writes its files to, and the version if
@@ -432,7 +189,7 @@ class DatasetManager:
         self.storage.put_bytes(f"{root}/manifest.json", json.dumps(manifest, indent=2).encode())
         return DatasetVersion(manifest)
 
-    def _write_rows(self, rows: ray.data.Dataset, prefix: str) -> list[Any]:
+    def _write_rows(self, rows: ray.data.Dataset, prefix: str) -> list[ObjectInfo]:
         """Write the rows as parquet partitioned by split under ``prefix/data``, each file sealed
         with its sha256. On any failure (also while Ray computes lazy rows) the half-written
         version is removed and the platform's own error, unwrapped from Ray's, is raised."""
@@ -451,66 +208,6 @@ class DatasetManager:
             for key in self.storage.find_unsealed(f"{prefix}/data")
             if key.endswith(".parquet")
         ]
-
-    def _statistics(self, files: list[Any], num_classes: int) -> dict[str, dict[str, Any]]:
-        if not files:
-            return {}
-        if sum(f.size for f in files) <= LOCAL_STATISTICS_BYTES:
-            partial = self._local_partial_statistics(files, num_classes)
-        else:
-            dataset = ray.data.read_parquet(
-                [self.storage.arrow_path(f.key) for f in files],
-                filesystem=self.storage.arrow_filesystem(),
-            )
-            partial = dataset.map_batches(
-                split_statistics, fn_kwargs={"num_classes": num_classes}, batch_size=STATISTICS_BATCH_ROWS
-            ).take_all()
-        totals: dict[str, dict[str, Any]] = {}
-        for row in partial:
-            t = totals.setdefault(
-                str(row["split"]),
-                {
-                    "count": 0, "sum": 0.0, "sumsq": 0.0, "digest": 0,
-                    "hist": np.zeros(HISTOGRAM_BINS), "classes": np.zeros(num_classes),
-                },
-            )
-            t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
-            t["count"] += int(row["count"])
-            t["sum"] += float(row["sum"])
-            t["sumsq"] += float(row["sumsq"])
-            t["hist"] = t["hist"] + np.asarray(row["hist"])
-            t["classes"] = t["classes"] + np.asarray(row["classes"])
-        result = {}
-        for split, t in totals.items():
-            pixels = max(1.0, float(t["hist"].sum()))
-            mean = t["sum"] / pixels
-            result[split] = {
-                "count": t["count"],
-                "classes": [int(c) for c in t["classes"]],
-                "mean": round(mean, 6),
-                "std": round(float(np.sqrt(max(0.0, t["sumsq"] / pixels - mean**2))), 6),
-                "hist": [round(float(h) / pixels, 6) for h in t["hist"]],
-                "digest": t["digest"],
-            }
-        return result
-
-    def _local_partial_statistics(self, files: list[Any], num_classes: int) -> list[dict[str, Any]]:
-        """The partial sums of a small version, a batch of a file at a time in this process: below
-        tens of MB a Ray Data pass spends seconds scheduling work that takes a fraction of one
-        here. Batches are as large as the Ray pass's: a whole file at once took 2.5 GB of floats
-        for a 38 MB version."""
-        partial: list[dict[str, Any]] = []
-        filesystem = self.storage.arrow_filesystem()
-        for entry in files:
-            split = entry.key.split("/split=", 1)[1].split("/", 1)[0]
-            with filesystem.open_input_file(self.storage.arrow_path(entry.key)) as handle:
-                for record_batch in pq.ParquetFile(handle).iter_batches(batch_size=STATISTICS_BATCH_ROWS):
-                    batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False)
-                             for name in record_batch.schema.names}
-                    batch["split"] = np.full(record_batch.num_rows, split, dtype=object)
-                    sums = split_statistics(batch, num_classes)
-                    partial += [{key: values[i] for key, values in sums.items()} for i in range(len(sums["split"]))]
-        return partial
 
     # -- lookups ----------------------------------------------------------------------------
     def get(self, name: str, version: str) -> DatasetVersion:
@@ -656,15 +353,6 @@ class DatasetManager:
 
 def _split_columns(version: DatasetVersion) -> list[str]:
     return list(kind_class(version.kind).dataset_columns)
-
-
-def _content_hash(stats: dict[str, dict[str, Any]]) -> str:
-    """sha256 over each split's row count and row digest: equal rows give equal hashes, however
-    they were cut into files."""
-    import hashlib
-
-    text = "\n".join(f"{split}:{stats[split]['count']}:{stats[split]['digest']}" for split in sorted(stats))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _unwrap(exc: BaseException) -> BaseException:

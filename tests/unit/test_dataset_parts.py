@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiplatform.datasets import AugmentSpec, DatasetSpec
+from aiplatform.datasets import AugmentSpec, ImageDatasetSpec
 from aiplatform.datasets.augment import hash_uniform, random_affine
-from aiplatform.datasets.manager import assign_splits
+from aiplatform.datasets.image_builder import assign_splits
 from aiplatform.datasets.sources import parse_idx
 from aiplatform.errors import InvalidArgument
 from aiplatform.imaging import decode_image
@@ -16,18 +16,18 @@ from tests.factories import make_digit_images, png_bytes, write_idx
 
 def test_spec_rejects_unknown_sources_and_names() -> None:
     with pytest.raises(ValueError, match="unknown dataset source 'cifar'"):
-        DatasetSpec(source="cifar")
+        ImageDatasetSpec(source="cifar")
     with pytest.raises(ValueError, match="needs a location"):
-        DatasetSpec(source="idx:")
+        ImageDatasetSpec(source="idx:")
     with pytest.raises(ValueError, match="must be lowercase"):
-        DatasetSpec(source="mnist", name="Bad Name")
+        ImageDatasetSpec(source="mnist", name="Bad Name")
 
 
 def test_version_id_is_content_addressed() -> None:
-    a = DatasetSpec(source="mnist", seed=1)
-    assert a.version_id("f1") == DatasetSpec(source="mnist", seed=1).version_id("f1")
+    a = ImageDatasetSpec(source="mnist", seed=1)
+    assert a.version_id("f1") == ImageDatasetSpec(source="mnist", seed=1).version_id("f1")
     assert a.version_id("f1") != a.version_id("f2")
-    assert a.version_id("f1") != DatasetSpec(source="mnist", seed=2).version_id("f1")
+    assert a.version_id("f1") != ImageDatasetSpec(source="mnist", seed=2).version_id("f1")
 
 
 def test_hash_uniform_is_deterministic_and_uniform() -> None:
@@ -64,7 +64,7 @@ def test_assign_splits_keeps_source_test_and_adds_augmented_copies() -> None:
         "label": np.zeros(n, dtype=np.int64),
         "source_split": np.array(["train"] * (n - 100) + ["test"] * 100, dtype=object),
     }
-    spec = DatasetSpec(source="mnist", val_fraction=0.1, augment=AugmentSpec(copies=1))
+    spec = ImageDatasetSpec(source="mnist", val_fraction=0.1, augment=AugmentSpec(copies=1))
     out = assign_splits(batch, spec)
     originals = out["variant"] == 0
     assert (out["split"][originals][-100:] == "test").all()
@@ -139,3 +139,26 @@ def test_only_png_and_jpeg_are_decoded_and_huge_images_are_refused_before_decodi
         decode_image(bomb, 28, 1, "Upload")
     with pytest.raises(TooLarge, match="is 400x300 pixels; the limit is 100,000"):
         decode_image(encoded(Image.new("L", (400, 300)), "PNG"), 28, 1, "Upload", max_pixels=100_000)
+
+
+def test_builders_are_found_by_spec_type_and_name_a_known_kind() -> None:
+    from aiplatform.datasets import DatasetSpec, TableDatasetSpec, TextDatasetSpec
+    from aiplatform.datasets.builders import BUILDERS, DatasetBuilder, builder_for
+    from aiplatform.kinds import KINDS
+
+    assert DatasetSpec is ImageDatasetSpec  # the first name, still imported outside datasets/
+    for spec in (ImageDatasetSpec(source="mnist"), TextDatasetSpec(source="tweets-sentiment"), TableDatasetSpec(source="penguins")):
+        builder = builder_for(spec)
+        assert isinstance(builder, DatasetBuilder) and builder is BUILDERS[type(spec)]
+        assert builder.kind in KINDS
+    assert len({builder.kind for builder in BUILDERS.values()}) == len(BUILDERS)
+    with pytest.raises(InvalidArgument, match=r"No dataset builder for AugmentSpec; builders exist for \["):
+        builder_for(AugmentSpec())
+
+
+def test_manifests_without_a_kind_are_read_as_the_image_builds_that_wrote_them() -> None:
+    from aiplatform.datasets import DatasetVersion
+    from aiplatform.datasets.image_builder import ImageBuilder
+
+    assert DatasetVersion({"name": "mnist", "version": "v"}).kind == ImageBuilder.kind
+    assert DatasetVersion({"name": "t", "version": "v", "kind": "text"}).kind == "text"
