@@ -49,7 +49,7 @@ def main() -> None:
     import ray
 
     from aiplatform.datasets import DatasetManager
-    from aiplatform.datasets.manager import shuffle_strategy
+    from aiplatform.datasets.execution import shuffle_strategy
     from aiplatform.datasets.text_builder import clean_rows, colocated, deduplicate
     from aiplatform.datasets.text_sources import read_text_source
     from aiplatform.storage import open_storage

@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal, Optional
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetSpec, DatasetVersion
+from aiplatform.datasets import AugmentSpec, DatasetManager, DatasetVersion, ImageDatasetSpec
 from aiplatform.kinds.framing import measure_framing
 from aiplatform.preprocessing import decode_rows, image_preprocessing
 from aiplatform.training.loop import classification_loop
@@ -68,8 +68,8 @@ class CnnClassificationTemplate(TrainingTemplate):
     description = "Image classification with a small convolutional network (MNIST by default)."
     params_model = CnnParams
 
-    def dataset_spec(self, params: CnnParams) -> DatasetSpec:
-        return DatasetSpec(
+    def dataset_spec(self, params: CnnParams) -> ImageDatasetSpec:
+        return ImageDatasetSpec(
             source=params.dataset,
             image_size=params.image_size,
             channels=params.channels,
@@ -113,5 +113,5 @@ class CnnClassificationTemplate(TrainingTemplate):
         return classification_loop
 
     def default_model_name(self, params: CnnParams) -> str:
-        return f"{DatasetSpec(source=params.dataset).dataset_name}-cnn"[:63]
+        return f"{ImageDatasetSpec(source=params.dataset).dataset_name}-cnn"[:63]
 

@@ -15,7 +15,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from aiplatform.datasets import DatasetManager, DatasetVersion
-from aiplatform.datasets.manager import STREAMING_OBJECT_STORE_BYTES
+from aiplatform.datasets.execution import STREAMING_OBJECT_STORE_BYTES
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate
 from aiplatform.settings import Settings

@@ -20,8 +20,8 @@ from aiplatform.errors import InvalidArgument
 if TYPE_CHECKING:
     from aiplatform.datasets import (
         DatasetManager,
-        DatasetSpec,
         DatasetVersion,
+        ImageDatasetSpec,
         TableDatasetSpec,
         TextDatasetSpec,
     )
@@ -131,7 +131,7 @@ class TrainingTemplate(TaskTemplate):
     """The parameter that says how long a run trains, in the unit of its reports' ``epoch``."""
 
     @abstractmethod
-    def dataset_spec(self, params: Any) -> "DatasetSpec | TextDatasetSpec | TableDatasetSpec":
+    def dataset_spec(self, params: Any) -> "ImageDatasetSpec | TextDatasetSpec | TableDatasetSpec":
         """The dataset version this run trains on."""
 
     @abstractmethod
