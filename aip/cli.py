@@ -177,7 +177,9 @@ def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
     path = Path(args.file)
     if not path.is_file():
         raise InvalidArgument(f"{path} is not a readable file")
-    form = {"kind": args.kind, "labels": args.labels, "scores": args.scores}
+    form = {"labels": args.labels, "scores": args.scores}
+    if args.kind:  # the platform checks it (its kinds: GET /v1/kinds) and has a default
+        form["kind"] = args.kind
     if args.features and args.preprocessing:
         raise InvalidArgument("give --features or --preprocessing, not both")
     if args.features:
@@ -269,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     imports = models.add_parser("import", help="a model trained elsewhere (an ONNX file) as a new version of --name")
     imports.add_argument("file", help="the .onnx file (weights inside it, not in external data files)")
     imports.add_argument("--name", required=True)
-    imports.add_argument("--kind", default="image", choices=["image", "tabular"], help="the kind of input it takes")
+    imports.add_argument("--kind", help="the kind of input it takes, one the platform can import (GET /v1/kinds "
+                                        "lists them; default: the platform's, image models)")
     imports.add_argument("--labels", required=True, help="class names in output order: a,b,c")
     imports.add_argument("--preprocessing", help='JSON: pixels * scale, then (x - mean) / std per channel, '
                                                  'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}; a table '

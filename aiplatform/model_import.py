@@ -1,8 +1,9 @@
 """Importing a model trained elsewhere: an ONNX graph checked, described, tried and published.
 
 The graph's signature goes into the typed model config (``architecture.signature``), its input
-becomes a kind's input spec (an image model's height, width and channels from the graph's input
-shape; a table model's features, named by the caller), smoke predictions at several batch sizes
+becomes a kind's input spec (the kind reads it: ``ModelKind.import_input``; an image model's
+height, width and channels from the graph's input shape, a table model's features named by the
+caller), smoke predictions on the kind's inputs (``ModelKind.smoke_inputs``) at several batch sizes
 run through the package as the model servers will load it, and only then is the package stored
 and registered, with ``imported`` lineage (the source file's sha256). Nothing is stored when any
 step fails. Imports are checked in a memory-capped child process, ``ImportSlots`` of them at once.
@@ -24,8 +25,7 @@ import numpy as np
 
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate_model, table_batches
-from aiplatform.kinds import kind_for
-from aiplatform.kinds.tabular import MAX_FEATURES
+from aiplatform.kinds import importable_kinds, kind_for, model_kind_class
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.packaging.onnx_graph import ONNX_ARCHITECTURE, RUN_TIMEOUT_S, SCORES, inspect_graph
@@ -37,18 +37,12 @@ if TYPE_CHECKING:
     from aiplatform.datasets import DatasetManager
 
 IMPORTED_TEMPLATE = "imported-onnx"
-IMPORTABLE_KINDS = ("image", "tabular")
-"""Kinds whose inputs a graph can take as they are decoded (a text model needs its tokenizer,
-which an ONNX file does not carry)."""
-TABLE_ENCODING = "numbers as given, categories as their index, missing as NaN"
 MAX_LABELS = 10_000
-MAX_IMAGE_SIDE = 4096
 MAX_REQUEST_INPUT_BYTES = 1024**3
 """One request's inputs as a model server holds them (float32, or the graph's wider type): an
 imported model's input row times the rows a request may carry (``AIP_MAX_REQUEST_ROWS``, 256 by
 default) must fit, so with the defaults a row is at most 4 MiB (a 512x512 RGB image is 3 MiB)."""
 DEFAULT_MAX_REQUEST_ROWS = 256
-FLOAT_DATATYPES = ("FP32", "FP16", "FP64")
 _ITEM_BYTES = {"FP64": 8, "INT64": 8}
 """Bytes of one input value as the graph takes it (float32, 4 bytes, when not listed)."""
 DEFAULT_MAX_ONNX_BYTES = 512 * 1024**2
@@ -71,8 +65,8 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
     """The model config of an imported graph: its kind's input spec read off the graph's input,
     which must fit a serving replica: ``max_rows`` (a request's rows) of it in
     ``MAX_REQUEST_INPUT_BYTES``."""
-    if kind not in IMPORTABLE_KINDS:
-        raise InvalidArgument(f"Models of kind {kind!r} cannot be imported from ONNX; importable: {list(IMPORTABLE_KINDS)}")
+    if kind not in importable_kinds():  # a text model needs its tokenizer, which an ONNX file does not carry
+        raise InvalidArgument(f"Models of kind {kind!r} cannot be imported from ONNX; importable: {importable_kinds()}")
     if scores not in SCORES:
         raise InvalidArgument(f"scores must be one of {list(SCORES)}, got {scores!r}")
     labels = [str(label).strip() for label in labels]
@@ -82,18 +76,13 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
     if classes > 0 and classes != len(labels):
         raise InvalidArgument(f"The ONNX model's output {signature['outputs'][0]['name']!r} has {classes} classes "
                               f"but {len(labels)} labels were given")
-    if kind == "tabular":
-        spec, steps, layout = table_input(signature["inputs"][0], dict(preprocessing or {})), \
-            {"encoding": TABLE_ENCODING}, "NF"
-    else:
-        height, width, channels, layout = _image_geometry(signature["inputs"][0])
-        spec = {"type": "image", "height": height, "width": width, "channels": channels}
-        steps = image_preprocessing_steps(dict(preprocessing or {}), channels,
-                                          floating=signature["inputs"][0]["datatype"] in FLOAT_DATATYPES)
-        _check_input_size(signature["inputs"][0], f"{height}x{width}x{channels}", height * width * channels, max_rows)
+    imported = model_kind_class(kind).import_input(signature["inputs"][0], dict(preprocessing or {}))
+    _check_input_size(signature["inputs"][0], imported.row_shape, imported.row_values, max_rows)
     return ModelConfig.parse({
-        "name": name, "template": template, "input": spec, "labels": labels, "preprocessing": steps,
-        "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": layout, "scores": scores},
+        "name": name, "template": template, "input": imported.spec, "labels": labels,
+        "preprocessing": imported.preprocessing,
+        "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": imported.layout,
+                         "scores": scores},
     }, stored=False)
 
 
@@ -245,16 +234,10 @@ def smoke_prediction(package: bytes, run_timeout_s: float = RUN_TIMEOUT_S) -> No
     kind = kind_for(loaded.config)
     if hasattr(loaded.model, "run_timeout_s"):
         loaded.model.run_timeout_s = run_timeout_s
-    if loaded.config.input_type == "tabular":
-        row: tuple[int, ...] = (len(loaded.config.input["features"]),)
-    else:
-        row = tuple(int(loaded.config.input[k]) for k in ("height", "width", "channels"))
-    largest = min(SMOKE_MAX_ROWS, max(SMOKE_BATCHES[-1] + 1, SMOKE_INPUT_BYTES // (4 * int(np.prod(row)))))
+    row_bytes = 4 * int(np.prod(kind.smoke_inputs(1).shape[1:]))
+    largest = min(SMOKE_MAX_ROWS, max(SMOKE_BATCHES[-1] + 1, SMOKE_INPUT_BYTES // row_bytes))
     for rows in (*SMOKE_BATCHES, largest):
-        if loaded.config.input_type == "tabular":
-            examples = np.zeros((rows, *row), dtype=np.float32)
-        else:
-            examples = np.random.default_rng(rows).integers(0, 256, (rows, *row), dtype=np.uint8)
+        examples = kind.smoke_inputs(rows)
         try:
             scores = loaded.model(kind.to_tensor(examples))
         except (InvalidArgument, Unavailable) as exc:
@@ -294,95 +277,6 @@ def _check_input_size(spec: dict[str, Any], shape: str, values: int, max_rows: i
                        f"{MAX_REQUEST_INPUT_BYTES / 2**30:g} GiB an imported model's requests may hold, so a row may "
                        f"be at most {MAX_REQUEST_INPUT_BYTES // max_rows / 2**20:.1f} MiB: export it for smaller "
                        "inputs (224x224 or 512x512 images fit)")
-
-
-def _image_geometry(spec: dict[str, Any]) -> tuple[int, int, int, str]:
-    """(height, width, channels, layout) of an image graph's input: (N, C, H, W) or (N, H, W, C),
-    square (as the image kind decodes uploads) and at most ``MAX_IMAGE_SIDE`` pixels a side."""
-    shape = spec["shape"]
-    found = None
-    if len(shape) == 4 and shape[1] in (1, 3) and shape[2] > 0 and shape[3] > 0:
-        found = (shape[2], shape[3], shape[1], "NCHW")
-    elif len(shape) == 4 and shape[3] in (1, 3) and shape[1] > 0 and shape[2] > 0:
-        found = (shape[1], shape[2], shape[3], "NHWC")
-    if found is not None:
-        height, width = found[0], found[1]
-        if height != width or height > MAX_IMAGE_SIDE:
-            raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {height}x{width} pixels; image models "
-                                  f"here take square images of at most {MAX_IMAGE_SIDE} pixels a side")
-        return found
-    raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has shape {shape}; an image model takes "
-                          "(batch, channels, height, width) or (batch, height, width, channels) with 1 or 3 "
-                          "channels and a fixed height and width")
-
-
-def table_input(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """The input spec of a table graph: a float (batch, F) input and, in ``given['features']``,
-    the F features in column order: names (numbers) or ``{"name", "type": "number"}`` /
-    ``{"name", "type": "category", "categories": [...]}`` (sent as the category's index).
-    Without them the features are ``f0``, ``f1``, ... (numbers)."""
-    shape = spec["shape"]
-    if len(shape) != 2 or shape[1] <= 0 or spec["datatype"] not in FLOAT_DATATYPES:
-        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {spec['datatype']} of shape {shape}; a table "
-                              "model takes a float (batch, features) matrix with a fixed number of features")
-    unknown = sorted(set(given) - {"features"})
-    if unknown:
-        raise InvalidArgument(f"Unknown table preprocessing keys {unknown}; known: features")
-    if shape[1] > MAX_FEATURES:
-        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has {shape[1]:,} features; a table model "
-                              f"takes at most {MAX_FEATURES}, as a table dataset does")
-    raw = given.get("features") or [f"f{i}" for i in range(shape[1])]
-    if not isinstance(raw, list) or len(raw) != shape[1]:
-        raise InvalidArgument(f"The ONNX model takes {shape[1]} features; preprocessing.features must name "
-                              f"{shape[1]}, got {len(raw) if isinstance(raw, list) else type(raw).__name__}")
-    features = [_feature(item) for item in raw]
-    names = [f["name"] for f in features]
-    if len(set(names)) != len(names):
-        raise InvalidArgument(f"preprocessing.features names a feature twice: {names}")
-    return {"type": "tabular", "features": features, "accepts": ["json features", "json rows", "text/csv"]}
-
-
-def _feature(item: Any) -> dict[str, Any]:
-    if isinstance(item, str):
-        item = {"name": item, "type": "number"}
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not 0 < len(item["name"]) <= 128:
-        raise InvalidArgument(f"A feature is a name or {{'name', 'type'[, 'categories']}}, got {str(item)[:80]}")
-    kind = item.get("type", "number")
-    if kind == "number" and set(item) <= {"name", "type"}:
-        return {"name": item["name"], "type": "number"}
-    categories = item.get("categories")
-    if kind != "category" or set(item) - {"name", "type", "categories"} or not isinstance(categories, list) \
-            or not categories or not all(isinstance(c, str) and c for c in categories) \
-            or len(set(categories)) != len(categories):
-        raise InvalidArgument(f"Feature {item['name']!r}: a number ({{'name', 'type': 'number'}}) or a category with "
-                              "its distinct non-empty 'categories'")
-    return {"name": item["name"], "type": "category", "categories": list(categories)}
-
-
-def image_preprocessing_steps(given: dict[str, Any], channels: int, floating: bool = True) -> dict[str, Any]:
-    """How pixels become the graph's input: ``value * scale``, then ``(value - mean) / std`` per
-    channel (default for a float input: 0..255 -> 0..1; an integer input takes the pixels as
-    they are, and nothing else: its values would be truncated)."""
-    unknown = sorted(set(given) - {"scale", "mean", "std"})
-    if unknown:
-        raise InvalidArgument(f"Unknown image preprocessing keys {unknown}; known: mean, scale, std")
-    identity = {"scale": 1.0, "mean": [0.0] * channels, "std": [1.0] * channels}
-    if not floating:
-        if given and {**identity, **given} != identity:
-            raise InvalidArgument("The ONNX model takes integer pixels: it cannot be given scale, mean or std")
-        return identity
-    steps = {"scale": 1 / 255, "mean": [0.0] * channels, "std": [1.0] * channels, **given}
-    try:
-        scale = float(steps["scale"])
-        mean = [float(v) for v in steps["mean"]]
-        std = [float(v) for v in steps["std"]]
-    except (TypeError, ValueError):
-        raise InvalidArgument("preprocessing scale must be a number and mean, std lists of numbers") from None
-    if len(mean) != channels or len(std) != channels or not all(np.isfinite([scale, *mean, *std])) \
-            or any(s <= 0 for s in std) or scale <= 0:
-        raise InvalidArgument(f"preprocessing needs a positive scale and {channels} mean and positive std values "
-                              f"(one per channel), got {given}")
-    return {**steps, "scale": scale, "mean": mean, "std": std}
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.model_import import image_preprocessing_steps, onnx_model_config, smoke_prediction
+from aiplatform.kinds import kind_class
+from aiplatform.model_import import onnx_model_config, smoke_prediction
 from aiplatform.packaging import build_package
 from aiplatform.packaging.onnx_graph import inspect_graph, new_session
 from aiplatform.registry import ModelVersion, RegistryAPI
@@ -88,22 +89,16 @@ def dataset_shard(split: str = "train") -> Any:
 
 def batches(split: str = "train", batch_size: int = 128, *,
             preprocessing: Optional[Mapping[str, Any]] = None) -> Iterator[tuple[Any, torch.Tensor]]:
-    """This worker's shard as ``(inputs, labels)`` batches: images as float (N, C, H, W) after
+    """This worker's shard as ``(inputs, labels)`` batches, the inputs as the dataset's kind gives
+    them (``DatasetKind.user_batch_converter``): images as float (N, C, H, W) after
     ``value * scale``, then ``(value - mean) / std`` (default: 0..255 -> 0..1; the steps and their
-    checks are ``publish``'s, so give it the same ``preprocessing``); texts as a list of strings.
-    Labels are int64 class indices."""
-    from aiplatform.preprocessing import decode_rows, images_to_tensor
-
+    checks are ``publish``'s, so give it the same ``preprocessing``); texts as a list of strings;
+    table rows as float32 (N, F), categories as their index and missing values as NaN. Labels are
+    int64 class indices."""
     run = context()
-    if run.kind == "image":
-        assert run.image_shape is not None
-        steps = image_preprocessing_steps(dict(preprocessing or {}), channels=run.image_shape[2])
+    to_inputs = kind_class(run.kind).user_batch_converter(run.inputs, dict(preprocessing or {}))
     for batch in dataset_shard(split).iter_batches(batch_size=batch_size, batch_format="numpy"):
-        labels = torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
-        if run.kind == "image":
-            yield images_to_tensor(decode_rows(batch["image"], tuple(run.image_shape)), steps), labels
-        else:
-            yield [str(text) for text in batch["text"]], labels
+        yield to_inputs(batch), torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
 
 
 def report(metrics: Mapping[str, Any], *, checkpoint: Optional[Mapping[str, Any]] = None,

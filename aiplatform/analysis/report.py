@@ -2,9 +2,10 @@
 
 Reports live in storage next to the artifacts they describe::
 
-    reports/analysis/datasets/<name>/<version>/profile.json     + <chart>.svg / mean_image_<split>.png
+    reports/analysis/datasets/<name>/<version>/profile.json     + class_balance.svg and the kind's
+                                                                 charts (``DatasetKind.profile_charts``:
+                                                                 mean_image_<split>.png, column_<column>.svg, ...)
     reports/analysis/drift/<model>/<report id>/drift.json        + <feature>.svg
-    (table datasets add column_<column>.svg per column)
 
 A dataset version never changes, so its profile is computed once and read back after that.
 """
@@ -24,7 +25,8 @@ from aiplatform.analysis.drift import REFERENCE_SPLIT, categorical_psi, drift_su
 from aiplatform.analysis.profile import profile_version
 from aiplatform.datasets import DatasetManager, DatasetVersion
 from aiplatform.errors import InvalidArgument, NotFound
-from aiplatform.kinds import kind_for
+from aiplatform.kinds import kind_class, kind_for
+from aiplatform.kinds.base import BarChart, Chart
 from aiplatform.packaging import MODEL_FILE, read_package_files
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion, RegistryAPI
@@ -138,33 +140,20 @@ def _window(records: list[PredictionRecord]) -> dict[str, Optional[float]]:
 
 
 def _dataset_charts(profile: dict[str, Any]) -> dict[str, bytes]:
+    """The class balance, then the charts the dataset's kind draws from its part of the profile."""
     labels = profile["labels"]
-    charts: dict[str, bytes] = {}
     shares = profile["class_balance"]["shares"]
-    charts["class_balance.svg"] = bar_chart_svg("class balance (share of rows)", [shares[label] for label in labels],
-                                                labels).encode()
-    for split, summary in profile["splits"].items():
-        if "mean_image" in summary:
-            charts[f"mean_image_{split}.png"] = grayscale_png(np.array(summary["mean_image"]))
-    train = profile["splits"].get("train", {})
-    if "intensity_histogram" in train:
-        shares_ = train["intensity_histogram"]["shares"]
-        bins = len(shares_)
-        charts["intensity_histogram.svg"] = bar_chart_svg(
-            "train: pixel intensity (share of pixels)", shares_, [f"{i * 256 // bins}" for i in range(bins)]).encode()
-    for column, summary in train.get("columns", {}).items():
-        if "histogram" in summary:
-            edges = summary["histogram"]["edges"]
-            charts[f"column_{chart_name(column)}.svg"] = bar_chart_svg(
-                f"train: {column} (rows)", summary["histogram"]["counts"], [f"{e:.3g}" for e in edges[:-1]]).encode()
-        elif "counts" in summary:
-            charts[f"column_{chart_name(column)}.svg"] = bar_chart_svg(
-                f"train: {column} (rows)", list(summary["counts"].values()), list(summary["counts"])).encode()
-    lengths = profile.get("text", {}).get("lengths", {}).get("train", {}).get("words_histogram")
-    if lengths:
-        charts["text_length.svg"] = bar_chart_svg(
-            "train: words per text", lengths["counts"], [str(b) for b in lengths["bins"]]).encode()
-    return charts
+    charts: list[Chart] = [BarChart("class_balance", "class balance (share of rows)",
+                                    [shares[label] for label in labels], labels)]
+    charts += kind_class(profile["kind"]).profile_charts(profile)
+    return dict(_drawn(chart) for chart in charts)
+
+
+def _drawn(chart: Chart) -> tuple[str, bytes]:
+    """A chart's file name and contents: bars as SVG, an image as a PNG."""
+    if isinstance(chart, BarChart):
+        return f"{chart_name(chart.name)}.svg", bar_chart_svg(chart.title, chart.values, chart.labels).encode()
+    return f"{chart_name(chart.name)}.png", grayscale_png(chart.pixels)
 
 
 def chart_name(name: str) -> str:

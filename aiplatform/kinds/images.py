@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import json
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -18,6 +20,11 @@ from aiplatform.kinds.framing import frame_image
 from aiplatform.kinds.limits import MAX_UPLOAD_BYTES
 
 MAX_ARRAY_VALUES = 4096 * 4096 * 3
+JSON_IMAGE_KEYS = ("image_b64", "image")
+"""A JSON body's base64 image: ``image_b64`` (documented) or ``image``; decoding and previews alike."""
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff")
+"""How PNG and JPEG files begin."""
+PREVIEW_MAX_PIXELS = 4_000_000
 
 
 def image_shape(input_spec: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -81,8 +88,44 @@ def image_from_json(body: Any, input_spec: Mapping[str, Any], max_pixels: int = 
         raise InvalidArgument("JSON body must be an object with 'image_b64', 'array' or 'text'")
     if "text" in body:
         raise InvalidArgument("This model classifies images; send 'image_b64', 'array' or a file upload, not 'text'")
-    if "image_b64" in body or "image" in body:
-        return image_from_base64(body.get("image_b64", body.get("image")), input_spec, max_pixels, framing)
+    key = next((key for key in JSON_IMAGE_KEYS if key in body), None)
+    if key is not None:
+        return image_from_base64(body[key], input_spec, max_pixels, framing)
     if "array" in body:
         return image_from_array(body["array"], input_spec)
     raise InvalidArgument("JSON body needs one of 'image_b64', 'array' or 'text'")
+
+
+def json_image_bytes(data: bytes) -> Optional[bytes]:
+    """The image a JSON body holds as base64 (``JSON_IMAGE_KEYS``), if it is one; never an error."""
+    if not data.lstrip().startswith(b"{"):
+        return None
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    value = next((body[k] for k in JSON_IMAGE_KEYS if isinstance(body, dict) and isinstance(body.get(k), str)), None)
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value.split(",", 1)[-1], validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def thumbnail(data: bytes, size: int) -> dict[str, Any]:
+    """PNG/JPEG bytes as ``{"kind": "image", "data_url", "width", "height"}`` (at most ``size``
+    pixels a side), decoded with the servers' guards (pixels capped at ``PREVIEW_MAX_PIXELS``);
+    unreadable: ``{"kind": "binary", "text": why}``."""
+    from PIL import Image
+
+    try:
+        pixels = read_image(data, "RGB", "the kept input", max_pixels=PREVIEW_MAX_PIXELS)
+    except InvalidArgument as exc:
+        return {"kind": "binary", "text": exc.message}
+    image = Image.fromarray(pixels)
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return {"kind": "image", "data_url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "width": int(pixels.shape[1]), "height": int(pixels.shape[0])}

@@ -1,6 +1,8 @@
 """The ``tabular`` kind: rows of named features. JSON ``{"features": {...}}``, a CSV upload of many
 rows, FP32 v2 tensors [N, F]; one row is one model input (a float32 vector, see ``rows``); drift
-features are the row's own feature values, and a dataset's profile summarises every column."""
+features are the row's own feature values, and a dataset's profile summarises (and charts) every
+column. An ONNX graph of a float (batch, features) matrix imports as one, its features named by
+the caller."""
 
 from __future__ import annotations
 
@@ -11,39 +13,134 @@ import pyarrow as pa
 import torch
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.kinds.base import BatchConverter, ManyInputs, ModelKind, Submit
+from aiplatform.kinds.base import (
+    BarChart,
+    BatchConverter,
+    Chart,
+    DatasetKind,
+    ImportedInput,
+    InputConverter,
+    ManyInputs,
+    ModelKind,
+    Submit,
+)
 from aiplatform.kinds.limits import RequestLimits
-from aiplatform.kinds.rows import CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_features, schema_of
-from aiplatform.kinds.tensors import V2_DATATYPES, single_input
+from aiplatform.kinds.rows import CATEGORY, CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_features, schema_of
+from aiplatform.kinds.tensors import FLOAT_DATATYPES, V2_DATATYPES, single_input
 
+FEATURES_KEY, ROWS_KEY = "features", "rows"
+"""A v1 JSON body's one row (``{"features": {name: value}}``) and many (``{"rows": [...]}``)."""
+TABLE_ENCODING = "numbers as given, categories as their index, missing as NaN"
 HISTOGRAM_BINS = 12
 MAX_FEATURES = 512
 """Features of one table: a dataset's columns and an imported model's inputs alike."""
 
 
+class TabularDatasets(DatasetKind):
+    name: ClassVar[str] = "tabular"
+    dataset_columns: ClassVar[tuple[str, ...]] = ("id", "features", "label")
+
+    @staticmethod
+    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each row's values by column, categories by name (missing values left out)."""
+        schema = schema_of(manifest["table"])
+        matrix = decode_features(table.column("features").to_pylist(), schema.width)
+        return [{"features": schema.readable(row)} for row in matrix]
+
+    @staticmethod
+    def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        """Per column: a histogram over the training range and the mean (numbers), counts per
+        category (categories), and the share of missing values; keys: the encoded rows."""
+        schema = schema_of(manifest["table"])
+        keys = table.column("features").to_pylist()
+        matrix = decode_features(keys, schema.width)
+        columns = {}
+        for i, feature in enumerate(schema.features):
+            values = matrix[:, i]
+            present = values[~np.isnan(values)]
+            summary: dict[str, Any] = {"type": feature["type"],
+                                       "missing_share": round(1 - present.size / max(1, values.size), 6)}
+            if feature["type"] == NUMBER:
+                low, high = float(feature["min"]), float(feature["max"])
+                counts, edges = np.histogram(present, bins=HISTOGRAM_BINS, range=(low, high if high > low else low + 1))
+                summary.update(mean=round(float(present.mean()), 6) if present.size else None,
+                               histogram={"edges": [round(float(e), 6) for e in edges],
+                                          "counts": [int(c) for c in counts]})
+            else:
+                counts = np.bincount(present.astype(np.int64), minlength=len(feature["categories"]))
+                summary["counts"] = {c: int(n) for c, n in zip(feature["categories"], counts)}
+            columns[feature["name"]] = summary
+        return {"columns": columns}, keys
+
+    @staticmethod
+    def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
+        table = manifest.get("table", {})
+        return {"table": {"label_column": table.get("label_column"), "features": table.get("features", []),
+                          "cleaning": manifest.get("cleaning", {})}}
+
+    @staticmethod
+    def profile_charts(profile: dict[str, Any]) -> list[Chart]:
+        """One chart per column of the train split: a histogram (numbers) or counts per category."""
+        charts: list[Chart] = []
+        for column, summary in profile["splits"].get("train", {}).get("columns", {}).items():
+            if "histogram" in summary:
+                edges = summary["histogram"]["edges"]
+                charts.append(BarChart(f"column_{column}", f"train: {column} (rows)", summary["histogram"]["counts"],
+                                       [f"{e:.3g}" for e in edges[:-1]]))
+            elif "counts" in summary:
+                charts.append(BarChart(f"column_{column}", f"train: {column} (rows)", list(summary["counts"].values()),
+                                       list(summary["counts"])))
+        return charts
+
+    @staticmethod
+    def worker_inputs(manifest: dict[str, Any]) -> dict[str, Any]:
+        return {"features": list(manifest["table"]["features"])}
+
+    @staticmethod
+    def user_batch_converter(inputs: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> InputConverter:
+        """Rows as float32 (N, F) in the dataset's column order: categories as their index,
+        missing values as NaN (as the model servers encode a request's rows)."""
+        width = len(inputs["features"])
+        return lambda batch: torch.from_numpy(decode_features(list(batch["features"]), width).copy())
+
+
 class TabularKind(ModelKind):
     name: ClassVar[str] = "tabular"
+    datasets: ClassVar[type[DatasetKind]] = TabularDatasets
     feature_names: ClassVar[tuple[str, ...]] = ()
     """Per model: its features' names (set on the instance from ``input.features``)."""
-    dataset_columns: ClassVar[tuple[str, ...]] = ("id", "features", "label")
+    importable: ClassVar[bool] = True
 
     def __init__(self, input_spec: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> None:
         super().__init__(input_spec, preprocessing)
         self.schema: FeatureSchema = schema_of(self.input_spec)
         self.feature_names = self.schema.names  # type: ignore[misc]
 
+    @classmethod
+    def request_shape(cls) -> dict[str, Any]:
+        return {"upload": list(CSV_EXTENSIONS), "json_keys": [FEATURES_KEY, ROWS_KEY], "paste_key": None,
+                "paste_hint": 'a table model: JSON {"features": {...}} or {"rows": [...]}',
+                "import_hint": '{"features": ["bill length", {"name": "island", "type": "category", '
+                               '"categories": ["Biscoe", "Dream"]}]}'}
+
+    @classmethod
+    def import_input(cls, graph_input: dict[str, Any], given: dict[str, Any]) -> ImportedInput:
+        spec = table_input(graph_input, given)
+        width = len(spec["features"])
+        return ImportedInput(spec, {"encoding": TABLE_ENCODING}, "NF", width, f"{width} features")
+
     def from_json(self, payload: Any, limits: RequestLimits) -> Any:
         """``{"features": {...}}`` (one row) or ``{"rows": [{...}, ...]}`` (many)."""
-        if isinstance(payload, dict) and "rows" in payload and "features" not in payload:
-            rows = payload["rows"]
+        if isinstance(payload, dict) and ROWS_KEY in payload and FEATURES_KEY not in payload:
+            rows = payload[ROWS_KEY]
             if not isinstance(rows, list) or not rows:
                 raise InvalidArgument("'rows' must be a non-empty list of feature objects")
             limits.check_rows(len(rows), "'rows'")
             return ManyInputs(self.schema.encode_row(row, f"rows[{i}]") for i, row in enumerate(rows))
-        if not isinstance(payload, dict) or "features" not in payload:
+        if not isinstance(payload, dict) or FEATURES_KEY not in payload:
             raise InvalidArgument("This is a table model: send JSON {\"features\": {name: value, ...}}, "
                                   "{\"rows\": [...]} or upload a .csv file")
-        return self.schema.encode_row(payload["features"])
+        return self.schema.encode_row(payload[FEATURES_KEY])
 
     def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> ManyInputs:
         if filename and not filename.lower().endswith(CSV_EXTENSIONS):
@@ -87,6 +184,9 @@ class TabularKind(ModelKind):
     def sample_batch(self) -> np.ndarray:
         return np.zeros((1, self.schema.width), dtype=np.float32)
 
+    def smoke_inputs(self, rows: int) -> np.ndarray:
+        return np.zeros((rows, self.schema.width), dtype=np.float32)
+
     def batch_converter(self) -> BatchConverter:
         width = self.schema.width
 
@@ -104,42 +204,45 @@ class TabularKind(ModelKind):
         matrix = decode_features(table.column("features").to_pylist(), schema.width)
         return {name: matrix[:, i].astype(np.float64) for i, name in enumerate(schema.names)}
 
-    # -- datasets of this kind (no model needed) -------------------------------------------------
-    @staticmethod
-    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        """Each row's values by column, categories by name (missing values left out)."""
-        schema = schema_of(manifest["table"])
-        matrix = decode_features(table.column("features").to_pylist(), schema.width)
-        return [{"features": schema.readable(row)} for row in matrix]
 
-    @staticmethod
-    def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
-        """Per column: a histogram over the training range and the mean (numbers), counts per
-        category (categories), and the share of missing values; keys: the encoded rows."""
-        schema = schema_of(manifest["table"])
-        keys = table.column("features").to_pylist()
-        matrix = decode_features(keys, schema.width)
-        columns = {}
-        for i, feature in enumerate(schema.features):
-            values = matrix[:, i]
-            present = values[~np.isnan(values)]
-            summary: dict[str, Any] = {"type": feature["type"],
-                                       "missing_share": round(1 - present.size / max(1, values.size), 6)}
-            if feature["type"] == NUMBER:
-                low, high = float(feature["min"]), float(feature["max"])
-                counts, edges = np.histogram(present, bins=HISTOGRAM_BINS, range=(low, high if high > low else low + 1))
-                summary.update(mean=round(float(present.mean()), 6) if present.size else None,
-                               histogram={"edges": [round(float(e), 6) for e in edges],
-                                          "counts": [int(c) for c in counts]})
-            else:
-                counts = np.bincount(present.astype(np.int64), minlength=len(feature["categories"]))
-                summary["counts"] = {c: int(n) for c, n in zip(feature["categories"], counts)}
-            columns[feature["name"]] = summary
-        return {"columns": columns}, keys
+def table_input(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The input spec of a table graph: a float (batch, F) input and, in ``given['features']``,
+    the F features in column order: names (numbers) or ``{"name", "type": "number"}`` /
+    ``{"name", "type": "category", "categories": [...]}`` (sent as the category's index).
+    Without them the features are ``f0``, ``f1``, ... (numbers)."""
+    shape = spec["shape"]
+    if len(shape) != 2 or shape[1] <= 0 or spec["datatype"] not in FLOAT_DATATYPES:
+        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {spec['datatype']} of shape {shape}; a table "
+                              "model takes a float (batch, features) matrix with a fixed number of features")
+    unknown = sorted(set(given) - {"features"})
+    if unknown:
+        raise InvalidArgument(f"Unknown table preprocessing keys {unknown}; known: features")
+    if shape[1] > MAX_FEATURES:
+        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has {shape[1]:,} features; a table model "
+                              f"takes at most {MAX_FEATURES}, as a table dataset does")
+    raw = given.get("features") or [f"f{i}" for i in range(shape[1])]
+    if not isinstance(raw, list) or len(raw) != shape[1]:
+        raise InvalidArgument(f"The ONNX model takes {shape[1]} features; preprocessing.features must name "
+                              f"{shape[1]}, got {len(raw) if isinstance(raw, list) else type(raw).__name__}")
+    features = [_feature(item) for item in raw]
+    names = [f["name"] for f in features]
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"preprocessing.features names a feature twice: {names}")
+    return {"type": TabularKind.name, "features": features, "accepts": ["json features", "json rows", "text/csv"]}
 
-    @staticmethod
-    def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
-        table = manifest.get("table", {})
-        return {"table": {"label_column": table.get("label_column"), "features": table.get("features", []),
-                          "cleaning": manifest.get("cleaning", {})}}
 
+def _feature(item: Any) -> dict[str, Any]:
+    if isinstance(item, str):
+        item = {"name": item, "type": NUMBER}
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not 0 < len(item["name"]) <= 128:
+        raise InvalidArgument(f"A feature is a name or {{'name', 'type'[, 'categories']}}, got {str(item)[:80]}")
+    kind = item.get("type", NUMBER)
+    if kind == NUMBER and set(item) <= {"name", "type"}:
+        return {"name": item["name"], "type": NUMBER}
+    categories = item.get("categories")
+    if kind != CATEGORY or set(item) - {"name", "type", "categories"} or not isinstance(categories, list) \
+            or not categories or not all(isinstance(c, str) and c for c in categories) \
+            or len(set(categories)) != len(categories):
+        raise InvalidArgument(f"Feature {item['name']!r}: a number ({{'name', 'type': 'number'}}) or a category with "
+                              "its distinct non-empty 'categories'")
+    return {"name": item["name"], "type": CATEGORY, "categories": list(categories)}

@@ -15,6 +15,7 @@ V2_DATATYPES = {
     "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "INT8": np.int8, "INT16": np.int16,
     "INT32": np.int32, "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
 }
+FLOAT_DATATYPES = ("FP32", "FP16", "FP64")
 MAX_TENSOR_VALUES = 64 * 1024 * 1024
 
 

@@ -1,6 +1,7 @@
 """The ``text`` kind: pasted text or UTF-8 documents, BYTES v2 tensors; a document longer than the
 model reads becomes several windows (model inputs) whose answers are combined; drift features are
-its length in characters and tokens and the share of tokens outside the vocabulary."""
+its length in characters and tokens and the share of tokens outside the vocabulary. Its datasets'
+profiles hold the lengths, vocabulary and top tokens the build computed."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pyarrow as pa
 import torch
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.kinds.base import BatchConverter, ModelKind, Submit
+from aiplatform.kinds.base import BarChart, BatchConverter, Chart, DatasetKind, InputConverter, ModelKind, Submit
 from aiplatform.kinds.documents import (
+    TEXT_EXTENSIONS,
     check_text,
     check_upload_name,
     combine_chunks,
@@ -29,21 +31,69 @@ from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
 
 PREVIEW_CHARS = 500
 """A text's first characters in a dataset sample."""
+JSON_KEY = "text"
+"""A v1 JSON body's text: ``{"text": ...}``."""
+
+
+class TextDatasets(DatasetKind):
+    name: ClassVar[str] = "text"
+    dataset_columns: ClassVar[tuple[str, ...]] = ("id", "text", "label")
+
+    @staticmethod
+    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"text": text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")}
+                for text in (str(t) for t in table.column("text").to_pylist())]
+
+    @staticmethod
+    def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """No per-split summary beyond rows and classes (the build computed lengths, vocabulary and
+        top tokens over the whole version); keys: the normalised texts."""
+        return {}, [normalize_text(str(t)).lower() for t in table.column("text").to_pylist()]
+
+    @staticmethod
+    def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
+        profile = manifest.get("profile", {})
+        return {"text": {
+            "lengths": {split: profile.get(split, {}) for split in splits},
+            "vocabulary": profile.get("vocabulary", {}),
+            "top_tokens": profile.get("top_tokens", {}),
+            "cleaning": manifest.get("cleaning", {}),
+        }}
+
+    @staticmethod
+    def profile_charts(profile: dict[str, Any]) -> list[Chart]:
+        """Words per text in the train split."""
+        lengths = profile.get("text", {}).get("lengths", {}).get("train", {}).get("words_histogram")
+        if not lengths:
+            return []
+        return [BarChart("text_length", "train: words per text", lengths["counts"], [str(b) for b in lengths["bins"]])]
+
+    @staticmethod
+    def user_batch_converter(inputs: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> InputConverter:
+        """Texts as a list of strings (user code tokenizes them its own way; ``preprocessing`` is
+        an image's)."""
+        return lambda batch: [str(text) for text in batch["text"]]
 
 
 class TextKind(ModelKind):
     name: ClassVar[str] = "text"
+    datasets: ClassVar[type[DatasetKind]] = TextDatasets
     feature_names: ClassVar[tuple[str, ...]] = TEXT_FEATURES
-    dataset_columns: ClassVar[tuple[str, ...]] = ("id", "text", "label")
 
     def __init__(self, input_spec: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> None:
         super().__init__(input_spec, preprocessing)
         self.tokenizer: TextTokenizer = text_tokenizer(self.preprocessing["tokenizer"])
 
+    @classmethod
+    def request_shape(cls) -> dict[str, Any]:
+        """Pasted text goes as ``{"text": ...}``; an ONNX file does not carry the tokenizer, so no import."""
+        return {"upload": list(TEXT_EXTENSIONS), "json_keys": [JSON_KEY], "paste_key": JSON_KEY,
+                "paste_hint": "a text model: the text itself", "import_hint": None}
+
     def from_json(self, payload: Any, limits: RequestLimits) -> str:
-        if not isinstance(payload, dict) or "text" not in payload:
+        if not isinstance(payload, dict) or JSON_KEY not in payload:
             raise InvalidArgument("This is a text model: send JSON {\"text\": \"...\"} or upload a .txt/.md file")
-        return check_text(payload["text"], "'text'", limits)
+        return check_text(payload[JSON_KEY], "'text'", limits)
 
     def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> str:
         check_upload_name(filename)
@@ -77,6 +127,9 @@ class TextKind(ModelKind):
         words = " ".join(["calibration"] * self.tokenizer.window_tokens)
         return self.tokenizer.encode_batch([words])[:1]
 
+    def smoke_inputs(self, rows: int) -> np.ndarray:
+        return np.repeat(self.sample_batch(), rows, axis=0)
+
     def batch_converter(self) -> BatchConverter:
         tokenizer = self.tokenizer
 
@@ -88,25 +141,3 @@ class TextKind(ModelKind):
 
     def reference_features(self, table: pa.Table, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
         return text_feature_columns((str(t) for t in table.column("text").to_pylist()), self.tokenizer)
-
-    # -- datasets of this kind (no model needed) -------------------------------------------------
-    @staticmethod
-    def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"text": text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")}
-                for text in (str(t) for t in table.column("text").to_pylist())]
-
-    @staticmethod
-    def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """No per-split summary beyond rows and classes (the build computed lengths, vocabulary and
-        top tokens over the whole version); keys: the normalised texts."""
-        return {}, [normalize_text(str(t)).lower() for t in table.column("text").to_pylist()]
-
-    @staticmethod
-    def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
-        profile = manifest.get("profile", {})
-        return {"text": {
-            "lengths": {split: profile.get(split, {}) for split in splits},
-            "vocabulary": profile.get("vocabulary", {}),
-            "top_tokens": profile.get("top_tokens", {}),
-            "cleaning": manifest.get("cleaning", {}),
-        }}

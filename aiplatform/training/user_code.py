@@ -35,6 +35,7 @@ from aiplatform.code_archives import DIGEST, CodeArchives
 from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import AIPError, InvalidArgument
+from aiplatform.kinds import kind_class
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.training.engine import ingest_config, resolve_gpu
@@ -139,7 +140,8 @@ class RunContext:
     dataset: str
     kind: str
     labels: list[str]
-    image_shape: Optional[list[int]]
+    inputs: dict[str, Any]
+    """What the dataset's kind needs to read its rows (``DatasetKind.worker_inputs``)."""
     code_digest: str
     entry: str
     model_name: str
@@ -151,6 +153,12 @@ class RunContext:
     candidate_key: Optional[str] = None
     """Set in a sweep's trial: ``publish`` keeps the package there, unregistered (the sweep
     registers its best trial's)."""
+
+    @property
+    def image_shape(self) -> Optional[list[int]]:
+        """An image dataset's (height, width, channels); None for other kinds."""
+        shape = self.inputs.get("image_shape")
+        return list(shape) if shape is not None else None
 
     def lineage(self) -> dict[str, Any]:
         """What a version published from this run records of where it came from."""
@@ -309,7 +317,7 @@ def run_user_code(
     _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
     context = RunContext(
         task_id=task_id, run_name=run_name, dataset=dataset.ref, kind=dataset.kind, labels=dataset.labels,
-        image_shape=list(dataset.image_shape) if dataset.kind == "image" else None,
+        inputs=kind_class(dataset.kind).worker_inputs(dataset.manifest),
         code_digest=params.code, entry=params.entry, model_name=model_name, candidate_key=candidate_key,
     )
     # Workers read the archive from storage themselves (Ray takes local folders only for a job).

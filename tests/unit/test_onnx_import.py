@@ -225,6 +225,9 @@ def test_a_smoke_prediction_runs_several_batch_sizes(registry: RegistryStore, mo
             sizes.append(len(examples))
             return self.kind.to_tensor(examples)
 
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.kind, name)
+
     monkeypatch.setattr(model_import, "kind_for", lambda config: Counting(original(config)))
     imported(registry, graph)
     assert sizes == [1, 2, 3, 32]

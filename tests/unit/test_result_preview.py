@@ -43,3 +43,22 @@ def test_texts_become_snippets_and_anything_else_a_description() -> None:
     buffer = io.BytesIO()
     huge.save(buffer, "PNG")
     assert input_preview(buffer.getvalue())["kind"] == "binary"  # over the preview's pixel cap: described
+
+
+def test_a_json_image_shows_as_the_image_kind_decodes_it() -> None:
+    """The documented ``{"image_b64": ...}`` (and ``{"image": ...}``, a data URL or plain base64)
+    is previewed as the thumbnail of the image the model got, not as a line of base64."""
+    from aiplatform.kinds import kind_for
+    from aiplatform.kinds.images import JSON_IMAGE_KEYS
+    from aiplatform.kinds.limits import RequestLimits
+
+    kind = kind_for({"input": {"type": "image", "height": 28, "width": 28, "channels": 1}, "preprocessing": {}})
+    encoded = base64.b64encode(png((28, 28))).decode()
+    for key in JSON_IMAGE_KEYS:
+        for value in (encoded, "data:image/png;base64," + encoded):
+            body = {key: value}
+            assert kind.from_json(body, RequestLimits()).shape == (28, 28, 1)  # what the model was sent
+            preview = input_preview(json.dumps(body).encode(), size=48)
+            assert preview["kind"] == "image" and (preview["width"], preview["height"]) == (28, 28), key
+    assert input_preview(json.dumps({"image_b64": "bm90IGFuIGltYWdl"}).encode())["kind"] == "binary"
+    assert input_preview(json.dumps({"text": encoded}).encode())["kind"] == "text"  # a text, shown as one

@@ -17,7 +17,7 @@ from aiplatform.datasets import TableDatasetSpec
 from aiplatform.errors import IntegrityError, InvalidArgument, TooLarge
 from aiplatform.kinds import ManyInputs, kind_for
 from aiplatform.kinds.limits import RequestLimits
-from aiplatform.model_import import table_input
+from aiplatform.kinds.tabular import table_input
 from aiplatform.packaging import build_package, load_package
 from aiplatform.serving.runner import ModelRunner
 
