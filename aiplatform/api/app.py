@@ -11,7 +11,7 @@ from aiplatform.api.deps import access_policy
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.limits import BodyLimitMiddleware
 from aiplatform.api.openapi import install_openapi
-from aiplatform.api.routes import alerts, analysis, code, datasets, models, monitoring, results, sweeps, tasks, templates
+from aiplatform.api.routes import alerts, analysis, code, datasets, kinds, models, monitoring, results, sweeps, tasks, templates
 from aiplatform.api.security import AccessGuard
 from aiplatform.errors import NotFound
 from aiplatform.runtime import MAX_REQUEST_BYTES  # an upload's own limit is lower: MAX_UPLOAD_BYTES, 10 MiB
@@ -19,7 +19,7 @@ from aiplatform.runtime import MAX_REQUEST_BYTES  # an upload's own limit is low
 STATIC_DIR = Path(__file__).parent / "static"
 UI_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 ROUTERS = (templates.router, tasks.router, code.router, models.router, datasets.router, results.router, analysis.router,
-           alerts.router, monitoring.router, sweeps.router)
+           alerts.router, monitoring.router, sweeps.router, kinds.router)
 
 
 def include_api(app: FastAPI) -> None:
