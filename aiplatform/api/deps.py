@@ -1,5 +1,7 @@
 """What the API's routes depend on: the app's ``Platform`` (kept in ``app.state``, installed by
-whoever serves the app), reached through ``PlatformDep``."""
+whoever serves the app) and, one dependency each, the parts of it a route uses (``RegistryDep``,
+``TasksDep``, ``DatasetsDep``...). A route names only the parts it needs, so a test can hand it
+its own with ``app.dependency_overrides[get_registry] = ...`` without building a platform."""
 
 from __future__ import annotations
 
@@ -90,3 +92,51 @@ def access_policy(scope: dict[str, object]) -> Optional[AccessPolicy]:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+def get_settings(platform: PlatformDep) -> Settings:
+    return platform.settings
+
+
+def get_registry(platform: PlatformDep) -> RegistryClient:
+    return platform.registry
+
+
+def get_results(platform: PlatformDep) -> ResultClient:
+    return platform.results
+
+
+def get_tasks(platform: PlatformDep) -> TaskManager:
+    return platform.tasks
+
+
+def get_storage(platform: PlatformDep) -> Storage:
+    return platform.storage
+
+
+def get_datasets(platform: PlatformDep) -> DatasetManager:
+    return platform.datasets
+
+
+def get_alerts(platform: PlatformDep) -> AlertClient:
+    return platform.alerts
+
+
+def get_warm(platform: PlatformDep) -> Callable[[str], None]:
+    return platform.warm
+
+
+def get_import_slots(platform: PlatformDep) -> ImportSlots:
+    return platform.import_slots
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[RegistryClient, Depends(get_registry)]
+ResultsDep = Annotated[ResultClient, Depends(get_results)]
+TasksDep = Annotated[TaskManager, Depends(get_tasks)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+DatasetsDep = Annotated[DatasetManager, Depends(get_datasets)]
+AlertsDep = Annotated[AlertClient, Depends(get_alerts)]
+WarmDep = Annotated[Callable[[str], None], Depends(get_warm)]
+"""Loads ``name:version`` on the model servers (before an alias or a canary moves to it)."""
+ImportSlotsDep = Annotated[ImportSlots, Depends(get_import_slots)]

@@ -101,6 +101,30 @@ class TaskManager:
             "max_retries": self.settings.task_max_retries if max_retries is None else max_retries,
         }
 
+    def get(self, task_id: str) -> Task:
+        """The task (:class:`NotFound` when there is none)."""
+        return self.queue.get(task_id)
+
+    def list_tasks(self, *, states: Optional[list[str]] = None, **filters: Any) -> list[Task]:
+        """Tasks newest first; ``filters`` are the queue's (template, since, until, limit, offset, before)."""
+        return self.queue.list(states=states, **filters)
+
+    def counts(self) -> dict[str, int]:
+        """Tasks by state."""
+        return self.queue.counts()
+
+    def metrics_history(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's metrics, one entry per epoch."""
+        return self.queue.metrics_history(task_id)
+
+    def compare_runs(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        """Tasks and sweeps' trials side by side (parameters, state, latest metrics, curves)."""
+        return self.queue.compare_runs(run_ids)
+
+    def dashboard_url(self, task: Task) -> Optional[str]:
+        """Where Ray's dashboard shows the task's job (None before it has one)."""
+        return self.jobs.job_url(task.ray_job_id) if task.ray_job_id else None
+
     def start(self, task_id: str) -> Task:
         """Queue a created task; one that runs the caller's own code only while the platform
         allows it (the task may have been created while it did)."""

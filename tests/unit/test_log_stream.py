@@ -129,9 +129,8 @@ def _stream_app() -> Any:
 
     app = FastAPI()
     include_api(app)
-    queue = SimpleNamespace(get=lambda task_id: SimpleNamespace(state="RUNNING"))
-    app.state.platform = SimpleNamespace(access=AccessPolicy("off", None, ("127.0.0.1",)),
-                                         tasks=SimpleNamespace(queue=queue, logs=lambda task_id: "line one\n"))
+    app.state.platform = SimpleNamespace(access=AccessPolicy("off", None, ("127.0.0.1",)), tasks=SimpleNamespace(
+        get=lambda task_id: SimpleNamespace(state="RUNNING"), logs=lambda task_id: "line one\n"))
     return app
 
 

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.analysis.drift import REFERENCE_SPLIT
 from aiplatform.analysis.remote import drift_on_cluster, profile_on_cluster
-from aiplatform.analysis.report import read_chart
-from aiplatform.api.deps import PlatformDep
+from aiplatform.analysis.report import CHART_TYPES, read_chart
+from aiplatform.api.deps import SettingsDep, StorageDep
+from aiplatform.api.schemas.analysis import AnalysisReport
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import InvalidArgument
 from aiplatform.results.store import MAX_QUERY_LIMIT
@@ -31,25 +32,26 @@ class DriftRequest(BaseModel):
     since: Optional[float] = Field(None, description="only predictions after this Unix time")
 
 
-@router.get("/datasets/{name}/{version}")
-async def dataset_profile(name: str, version: str, platform: PlatformDep, refresh: bool = False) -> dict[str, Any]:
+@router.get("/datasets/{name}/{version}", response_model=AnalysisReport)
+async def dataset_profile(name: str, version: str, settings: SettingsDep, refresh: bool = False) -> dict[str, Any]:
     """The profile of a dataset version (computed once, then read back), with chart links."""
-    return _with_chart_urls(await profile_on_cluster(platform.settings, f"{name}@{version}", refresh))
+    return _with_chart_urls(await profile_on_cluster(settings, f"{name}@{version}", refresh))
 
 
-@router.post("/drift")
-async def drift(body: DriftRequest, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/drift", response_model=AnalysisReport)
+async def drift(body: DriftRequest, settings: SettingsDep) -> dict[str, Any]:
     """PSI of recent inputs' features and predicted classes against the reference dataset; stored."""
     if body.split not in SPLITS:
         raise InvalidArgument(f"Unknown split {body.split!r}; use one of {list(SPLITS)}")
-    report = await drift_on_cluster(platform.settings, body.model, body.version, body.dataset, body.split,
+    report = await drift_on_cluster(settings, body.model, body.version, body.dataset, body.split,
                                     body.limit, body.since)
     return _with_chart_urls(report)
 
 
-@router.get("/charts/{key:path}")
-def chart(key: str, platform: PlatformDep) -> Response:
-    data, media_type = read_chart(platform.storage, key)
+@router.get("/charts/{key:path}", response_class=Response, responses={200: {"description": "the chart", "content": {
+    media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in sorted(set(CHART_TYPES.values()))}}})
+def chart(key: str, storage: StorageDep) -> Response:
+    data, media_type = read_chart(storage, key)
     # An SVG opened on its own runs in this origin: it may show, never script or fetch.
     return Response(data, media_type=media_type, headers={
         "Cache-Control": "max-age=3600", "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})

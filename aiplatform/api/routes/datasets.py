@@ -6,7 +6,8 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, Query
 
-from aiplatform.api.deps import PlatformDep
+from aiplatform.api.deps import DatasetsDep
+from aiplatform.api.schemas.datasets import DatasetList, DatasetProfile, Manifest, Samples
 from aiplatform.datasets import DatasetVersion
 from aiplatform.datasets.manager import MAX_SAMPLES
 
@@ -23,32 +24,32 @@ def summary(version: DatasetVersion) -> dict[str, Any]:
     }
 
 
-@router.get("")
-def list_datasets(platform: PlatformDep, name: Optional[str] = None) -> dict[str, Any]:
-    return {"datasets": [summary(v) for v in platform.datasets.list_versions(name)]}
+@router.get("", response_model=DatasetList)
+def list_datasets(datasets: DatasetsDep, name: Optional[str] = None) -> dict[str, Any]:
+    return {"datasets": [summary(v) for v in datasets.list_versions(name)]}
 
 
-@router.get("/{name}/{version}")
-def get_manifest(name: str, version: str, platform: PlatformDep) -> dict[str, Any]:
-    return platform.datasets.get(name, version).manifest
+@router.get("/{name}/{version}", response_model=Manifest)
+def get_manifest(name: str, version: str, datasets: DatasetsDep) -> dict[str, Any]:
+    return datasets.get(name, version).manifest
 
 
-@router.get("/{name}/{version}/samples")
-def get_samples(name: str, version: str, platform: PlatformDep, split: str = "test",
+@router.get("/{name}/{version}/samples", response_model=Samples)
+def get_samples(name: str, version: str, datasets: DatasetsDep, split: str = "test",
                 label: Optional[str] = Query(None, max_length=200),
                 ids: Optional[str] = Query(None, max_length=10_000, description="comma-separated row ids"),
                 limit: int = Query(24, ge=1, le=MAX_SAMPLES)) -> dict[str, Any]:
     """Rows to look at: the first ``limit`` of a split (of one class with ``label``), or the rows
     ``ids`` names, each with its class and an image (PNG data URL), a text or its values."""
-    found = platform.datasets.get(name, version)
+    found = datasets.get(name, version)
     wanted = [i for i in ids.split(",") if i] if ids is not None else None
     return {"ref": found.ref, "split": split,
-            "samples": platform.datasets.samples(found, split, label=label, ids=wanted, limit=limit)}
+            "samples": datasets.samples(found, split, label=label, ids=wanted, limit=limit)}
 
 
-@router.get("/{name}/{version}/profile")
-def get_profile(name: str, version: str, platform: PlatformDep) -> dict[str, Any]:
-    manifest = platform.datasets.get(name, version).manifest
+@router.get("/{name}/{version}/profile", response_model=DatasetProfile)
+def get_profile(name: str, version: str, datasets: DatasetsDep) -> dict[str, Any]:
+    manifest = datasets.get(name, version).manifest
     per_class = {split: info.get("per_class") for split, info in manifest.get("splits", {}).items()}
     return {"ref": f"{name}@{version}", "labels": manifest.get("labels"), "per_class": per_class,
             "profile": manifest.get("profile", {})}

@@ -12,10 +12,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform.api.deps import PlatformDep
+from aiplatform.api.deps import DatasetsDep, ImportSlotsDep, RegistryDep, SettingsDep, StorageDep, WarmDep
+from aiplatform.api.schemas.models import (
+    AliasHistory,
+    AliasMove,
+    CompressionPublic,
+    Lineage,
+    ModelDetail,
+    ModelList,
+    ModelVersionPublic,
+    TrafficSplitPublic,
+)
 from aiplatform.compression.compressor import CompressionReport
 from aiplatform.compression.remote import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
+from aiplatform.kinds import KINDS
 from aiplatform.model_import import TestSplit, import_onnx
 from aiplatform.serving.deployer import (
     DEFAULT_TOLERANCE,
@@ -72,49 +83,50 @@ def _split(name: str, weights: dict[int, float], message: bool = False) -> dict[
     return {**body, "message": describe_split(name, weights)} if message else body
 
 
-@router.get("")
-def list_models(platform: PlatformDep) -> dict[str, Any]:
-    return {"models": platform.registry.list_models()}
+@router.get("", response_model=ModelList)
+def list_models(registry: RegistryDep) -> dict[str, Any]:
+    return {"models": registry.list_models()}
 
 
-@router.get("/{name}")
-def get_model(name: str, platform: PlatformDep, limit: int = Query(100, ge=1, le=1000),
+@router.get("/{name}", response_model=ModelDetail)
+def get_model(name: str, registry: RegistryDep, limit: int = Query(100, ge=1, le=1000),
               before: Optional[int] = Query(None, ge=1, le=2**62, description="versions older than this one")) -> dict[str, Any]:
     """The model with a page of its versions, newest first; ``next_before`` (null on the last
     page) goes in ``before`` for the next."""
-    versions = platform.registry.list_versions(name, limit=limit, before=before)
+    versions = registry.list_versions(name, limit=limit, before=before)
     return {
         "name": name,
-        "aliases": platform.registry.aliases(name),
-        "traffic": {str(v): w for v, w in platform.registry.get_traffic(name).items()},
+        "aliases": registry.aliases(name),
+        "traffic": {str(v): w for v, w in registry.get_traffic(name).items()},
         "versions": [v.to_dict() for v in versions],
         "next_before": versions[-1].version if len(versions) == limit else None,
     }
 
 
-@router.get("/{name}/versions/{version}")
-def get_version(name: str, version: int, platform: PlatformDep) -> dict[str, Any]:
-    return platform.registry.get_version(name, version).to_dict()
+@router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
+def get_version(name: str, version: int, registry: RegistryDep) -> dict[str, Any]:
+    return registry.get_version(name, version).to_dict()
 
 
-@router.get("/{name}/versions/{version}/lineage")
-def get_lineage(name: str, version: int, platform: PlatformDep) -> dict[str, Any]:
+@router.get("/{name}/versions/{version}/lineage", response_model=Lineage)
+def get_lineage(name: str, version: int, registry: RegistryDep) -> dict[str, Any]:
     """The version's lineage and its ancestors' (parent versions, e.g. of compressed models)."""
     chain = []
     current: Optional[int] = version
     while current is not None and len(chain) < 100:
-        entry = platform.registry.get_version(name, current)
+        entry = registry.get_version(name, current)
         chain.append({"version": entry.version, **entry.lineage})
         parent = entry.lineage.get("parent")
         current = int(parent) if isinstance(parent, (int, str)) and str(parent).isdigit() else None
     return {"name": name, "version": version, "lineage": chain}
 
 
-@router.get("/{name}/versions/{version}/package")
-def download_package(name: str, version: int, platform: PlatformDep) -> Response:
+@router.get("/{name}/versions/{version}/package", response_class=Response, responses={200: {
+    "description": "the package ZIP", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+def download_package(name: str, version: int, registry: RegistryDep, storage: StorageDep) -> Response:
     """The version's ZIP, checked against the registry's sha256 before a byte is sent."""
-    entry = platform.registry.get_version(name, version)
-    data = platform.storage.get_bytes(entry.package_key)
+    entry = registry.get_version(name, version)
+    data = storage.get_bytes(entry.package_key)
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise IntegrityError(f"Package of model version (name={name}, version={version}) does not match "
                              "its registered sha256")
@@ -124,57 +136,57 @@ def download_package(name: str, version: int, platform: PlatformDep) -> Response
     })
 
 
-@router.post("/{name}/promote")
-def promote(name: str, body: Promotion, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/{name}/promote", response_model=AliasMove, response_model_exclude_unset=True)
+def promote(name: str, body: Promotion, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
     """Point an alias at a version; for ``production``: gate, warm on the servers, then move."""
     if body.alias == PRODUCTION:
-        deployment = deploy(platform.registry, name, body.version, warm=platform.warm, force=body.force,
+        deployment = deploy(registry, name, body.version, warm=warm, force=body.force,
                             tolerance=body.tolerance)
         return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
-    target = platform.registry.set_alias(name, body.alias, body.version)
+    target = registry.set_alias(name, body.alias, body.version)
     return {"name": name, "version": target.version, "alias": body.alias,
             "message": f"{body.alias} -> {name} v{target.version}"}
 
 
-@router.post("/{name}/rollback")
-def rollback_production(name: str, platform: PlatformDep, body: Optional[Rollback] = None) -> dict[str, Any]:
-    deployment = rollback(platform.registry, name, warm=platform.warm)
+@router.post("/{name}/rollback", response_model=AliasMove)
+def rollback_production(name: str, registry: RegistryDep, warm: WarmDep, body: Optional[Rollback] = None) -> dict[str, Any]:
+    deployment = rollback(registry, name, warm=warm)
     return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
 
 
-@router.get("/{name}/traffic")
-def get_traffic(name: str, platform: PlatformDep) -> dict[str, Any]:
+@router.get("/{name}/traffic", response_model=TrafficSplitPublic, response_model_exclude_unset=True)
+def get_traffic(name: str, registry: RegistryDep) -> dict[str, Any]:
     """The canary split of the default route (empty: all traffic follows ``production``)."""
-    return _split(name, platform.registry.get_traffic(name))
+    return _split(name, registry.get_traffic(name))
 
 
-@router.put("/{name}/traffic")
-def set_traffic(name: str, body: TrafficSplit, platform: PlatformDep) -> dict[str, Any]:
+@router.put("/{name}/traffic", response_model=TrafficSplitPublic, response_model_exclude_unset=True)
+def set_traffic(name: str, body: TrafficSplit, registry: RegistryDep) -> dict[str, Any]:
     """Set the split as given (no warming); every gateway replica follows within the router's
     cache TTL, without a redeploy."""
-    return _split(name, platform.registry.set_traffic(name, body.weights))
+    return _split(name, registry.set_traffic(name, body.weights))
 
 
-@router.post("/{name}/canary")
-def start_canary(name: str, body: Canary, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/{name}/canary", response_model=TrafficSplitPublic)
+def start_canary(name: str, body: Canary, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
     """Warm ``version`` on the servers, then send it ``weight`` percent of the default route."""
-    return _split(name, set_canary(platform.registry, name, body.version, body.weight, warm=platform.warm), True)
+    return _split(name, set_canary(registry, name, body.version, body.weight, warm=warm), True)
 
 
-@router.delete("/{name}/canary")
-def end_canary(name: str, platform: PlatformDep) -> dict[str, Any]:
+@router.delete("/{name}/canary", response_model=TrafficSplitPublic)
+def end_canary(name: str, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
     """All of the default route back to ``production``."""
-    return _split(name, set_canary(platform.registry, name, None, 0.0, warm=platform.warm), True)
+    return _split(name, set_canary(registry, name, None, 0.0, warm=warm), True)
 
 
-@router.post("/{name}/compress", status_code=201)
-async def compress_model(name: str, body: CompressionRequest, platform: PlatformDep) -> JSONResponse:
+@router.post("/{name}/compress", status_code=201, response_model=CompressionPublic)
+async def compress_model(name: str, body: CompressionRequest, settings: SettingsDep) -> JSONResponse:
     """Compress a version into a new one, with its report. 201: registered; 409: refused by the
     accuracy gate (the report says by how much; nothing is registered)."""
     if body.version is not None and body.alias is not None:
         raise InvalidArgument("Give version or alias, not both")
     ref = body.version or body.alias or "latest"
-    report = await compress_on_cluster(platform.settings, name, ref, body.method, body.max_accuracy_drop)
+    report = await compress_on_cluster(settings, name, ref, body.method, body.max_accuracy_drop)
     if not report["registered"]:
         return JSONResponse(status_code=409, content={"error": "conflict", "message": report["refused"],
                                                       "report": report})
@@ -182,10 +194,11 @@ async def compress_model(name: str, body: CompressionRequest, platform: Platform
         line.strip() for line in CompressionReport(**report).summary_lines()[:2])})
 
 
-@router.post("/{name}/import", status_code=201)
-async def import_model(name: str, request: Request, platform: PlatformDep) -> dict[str, Any]:
-    """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind``
-    (``image`` or ``tabular``), ``labels`` (comma-separated or a JSON list), optional
+@router.post("/{name}/import", status_code=201, response_model=ModelVersionPublic)
+async def import_model(name: str, request: Request, registry: RegistryDep, storage: StorageDep,
+                       datasets: DatasetsDep, settings: SettingsDep, slots: ImportSlotsDep) -> dict[str, Any]:
+    """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind`` (a
+    registered kind, e.g. ``image`` or ``tabular``; default: the ``evaluate_on`` dataset's), ``labels`` (comma-separated or a JSON list), optional
     ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables), ``scores``
     (``logits`` or ``probabilities``) and ``evaluate_on`` (a built dataset version, ``name@version``,
     whose test split the model is evaluated on, as a trained one is). 201: the new version; 503
@@ -200,18 +213,21 @@ async def import_model(name: str, request: Request, platform: PlatformDep) -> di
     if any(value is not None and not isinstance(value, str) for value in fields.values()):
         raise InvalidArgument("kind, labels, preprocessing, scores and evaluate_on are text fields, not files")
     data = await upload.read()
-    settings = platform.settings
 
     def check_and_register() -> Any:
-        test_split = TestSplit.of(platform.datasets, fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
+        dataset = datasets.get_ref(fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
+        kind = fields["kind"] or (dataset.kind if dataset is not None else None)
+        if not kind:  # the graph alone does not say what its input is
+            raise InvalidArgument(f"The import needs a 'kind' field (one of {sorted(KINDS)}), or 'evaluate_on' "
+                                  "naming a dataset of the model's kind")
         return import_onnx(
-            data, name=name, kind=fields["kind"] or "image", labels=parse_labels(fields["labels"] or ""),
+            data, name=name, kind=kind, labels=parse_labels(fields["labels"] or ""),
             preprocessing=parse_json_object(fields["preprocessing"], "preprocessing"),
-            scores=fields["scores"] or "logits", filename=upload.filename, storage=platform.storage,
-            registry=platform.registry, test_split=test_split, max_rows=settings.max_request_rows,
-            run_timeout_s=settings.serve_onnx_run_timeout_s)
+            scores=fields["scores"] or "logits", filename=upload.filename, storage=storage,
+            registry=registry, test_split=TestSplit.of(datasets, dataset.ref) if dataset is not None else None,
+            max_rows=settings.max_request_rows, run_timeout_s=settings.serve_onnx_run_timeout_s)
 
-    with platform.import_slots.held():
+    with slots.held():
         return (await run_in_threadpool(check_and_register)).to_dict()
 
 
@@ -235,15 +251,15 @@ def parse_json_object(text: Optional[str], field: str, expected: type = dict) ->
     return value
 
 
-@router.get("/{name}/aliases/{alias}/history")
-def alias_history(name: str, alias: str, platform: PlatformDep,
+@router.get("/{name}/aliases/{alias}/history", response_model=AliasHistory)
+def alias_history(name: str, alias: str, registry: RegistryDep,
                   limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
     """The alias's moves, newest first: to which version, from which, when."""
-    platform.registry.list_versions(name, limit=1)  # an unknown model is a 404
-    return {"name": name, "alias": alias, "history": platform.registry.alias_history(name, alias, limit=limit)}
+    registry.list_versions(name, limit=1)  # an unknown model is a 404
+    return {"name": name, "alias": alias, "history": registry.alias_history(name, alias, limit=limit)}
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)
-def delete_alias(name: str, alias: str, platform: PlatformDep) -> Response:
-    platform.registry.delete_alias(name, alias)
+def delete_alias(name: str, alias: str, registry: RegistryDep) -> Response:
+    registry.delete_alias(name, alias)
     return Response(status_code=204)

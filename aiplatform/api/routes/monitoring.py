@@ -8,7 +8,8 @@ from typing import Any, Optional
 from fastapi import APIRouter
 
 from aiplatform.alerting.overview import HistorySeries, PrometheusSeries, model_overview, window_seconds
-from aiplatform.api.deps import PlatformDep
+from aiplatform.api.deps import AlertsDep, RegistryDep, SettingsDep
+from aiplatform.api.schemas.monitoring import ModelMonitoring
 from aiplatform.errors import NotFound, Unavailable
 from aiplatform.monitoring.prometheus import PrometheusClient
 
@@ -17,8 +18,8 @@ logger = logging.getLogger(__name__)
 ALERTS_SCANNED = 1000
 
 
-@router.get("/models/{name}")
-def model_monitoring(name: str, platform: PlatformDep, window: str = "1h",
+@router.get("/models/{name}", response_model=ModelMonitoring, response_model_exclude_unset=True)
+def model_monitoring(name: str, registry: RegistryDep, engine: AlertsDep, settings: SettingsDep, window: str = "1h",
                      version: Optional[int] = None) -> dict[str, Any]:
     """Request rate, errors by outcome, latency p50/p99, batch sizes, class shares and drift of
     ``name`` (one version, or every version) over ``window`` (15m, 1h, 6h, 24h or 7d), with the
@@ -26,20 +27,20 @@ def model_monitoring(name: str, platform: PlatformDep, window: str = "1h",
     From Prometheus when the platform has one (``AIP_PROMETHEUS_URL``), else from the alert
     engine's signal history (``source`` says which)."""
     window_seconds(window)  # a bad window is a 400 before anything is asked
-    if not any(m["name"] == name for m in platform.registry.list_models()):
+    if not any(m["name"] == name for m in registry.list_models()):
         raise NotFound(f"Model {name!r} not found")
-    rules = platform.alerts.rules()
-    alerts = platform.alerts.query(limit=ALERTS_SCANNED)
+    rules = engine.rules()
+    alerts = engine.query(limit=ALERTS_SCANNED)
     version_text = str(version) if version is not None else None
 
     def overview(source: PrometheusSeries | HistorySeries) -> dict[str, Any]:
         return model_overview(source, name, version_text, window, rules, alerts)
 
-    history = HistorySeries(platform.alerts.history)
-    if not platform.settings.prometheus_url:
+    history = HistorySeries(engine.history)
+    if not settings.prometheus_url:
         return overview(history)
     try:
-        return overview(PrometheusSeries(PrometheusClient(platform.settings.prometheus_url)))
+        return overview(PrometheusSeries(PrometheusClient(settings.prometheus_url)))
     except Unavailable as exc:  # Prometheus went away: the engine's history still answers
         logger.warning("monitoring falls back to the alert engine's signals: %s", exc)
         return {**overview(history), "source_problem": exc.message}

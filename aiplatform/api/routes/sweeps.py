@@ -7,7 +7,8 @@ from typing import Any, Optional
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiplatform.api.deps import PlatformDep
+from aiplatform.api.deps import TasksDep
+from aiplatform.api.schemas.tasks import RunComparison, SweepList, SweepPublic
 from aiplatform.errors import InvalidArgument
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
 from aiplatform.tasks.queue.store import MAX_LIST_LIMIT
@@ -29,8 +30,8 @@ class SweepQueueing(BaseModel):
     start: bool = Field(True, description="queue it at once")
 
 
-@router.post("/v1/sweeps", status_code=201)
-async def create_sweep(body: dict[str, Any], platform: PlatformDep,
+@router.post("/v1/sweeps", status_code=201, response_model=SweepPublic)
+async def create_sweep(body: dict[str, Any], tasks: TasksDep,
                        idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
     """The body is a sweep's parameters (see the ``sweep`` template's schema) plus ``priority``,
     ``model_name`` and ``start``; every problem is named before anything runs."""
@@ -39,37 +40,37 @@ async def create_sweep(body: dict[str, Any], platform: PlatformDep,
         queueing = SweepQueueing.model_validate(options)
     except ValidationError as exc:
         raise InvalidArgument(validation_message(exc, "sweep options")) from exc
-    task = await platform.tasks.create_async(SWEEP, body, priority=queueing.priority, model_name=queueing.model_name,
-                                             start=queueing.start, idempotency_key=idempotency_key)
-    return platform.tasks.sweep_view(task.id)
+    task = await tasks.create_async(SWEEP, body, priority=queueing.priority, model_name=queueing.model_name,
+                                    start=queueing.start, idempotency_key=idempotency_key)
+    return tasks.sweep_view(task.id)
 
 
-@router.get("/v1/sweeps")
-def list_sweeps(platform: PlatformDep, limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
+@router.get("/v1/sweeps", response_model=SweepList)
+def list_sweeps(tasks: TasksDep, limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
                 before: Optional[str] = Query(None, max_length=64)) -> dict[str, Any]:
-    sweeps = platform.tasks.queue.list(template=SWEEP, limit=limit, before=before)
+    sweeps = tasks.list_tasks(template=SWEEP, limit=limit, before=before)
     return {"sweeps": [s.to_dict() for s in sweeps], "next_before": sweeps[-1].id if len(sweeps) == limit else None}
 
 
-@router.get("/v1/sweeps/{sweep_id}")
-def get_sweep(sweep_id: str, platform: PlatformDep) -> dict[str, Any]:
+@router.get("/v1/sweeps/{sweep_id}", response_model=SweepPublic)
+def get_sweep(sweep_id: str, tasks: TasksDep) -> dict[str, Any]:
     """The sweep's task, its trials (values, state, latest metrics, why it stopped) and the best so far."""
-    return platform.tasks.sweep_view(sweep_id)
+    return tasks.sweep_view(sweep_id)
 
 
-@router.post("/v1/sweeps/{sweep_id}/stop")
-def stop_sweep(sweep_id: str, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/v1/sweeps/{sweep_id}/stop", response_model=SweepPublic)
+def stop_sweep(sweep_id: str, tasks: TasksDep) -> dict[str, Any]:
     """Stop its job: Tune saves its state, running trials are paused (resume goes on from them)."""
-    platform.tasks.sweep(sweep_id)
-    platform.tasks.cancel(sweep_id)
-    return platform.tasks.sweep_view(sweep_id)
+    tasks.sweep(sweep_id)
+    tasks.cancel(sweep_id)
+    return tasks.sweep_view(sweep_id)
 
 
-@router.post("/v1/sweeps/{sweep_id}/resume")
-def resume_sweep(sweep_id: str, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/v1/sweeps/{sweep_id}/resume", response_model=SweepPublic)
+def resume_sweep(sweep_id: str, tasks: TasksDep) -> dict[str, Any]:
     """Queue a stopped (or failed) sweep again: finished trials are kept, paused ones continue."""
-    platform.tasks.resume_sweep(sweep_id)
-    return platform.tasks.sweep_view(sweep_id)
+    tasks.resume_sweep(sweep_id)
+    return tasks.sweep_view(sweep_id)
 
 
 class SweepExtend(BaseModel):
@@ -78,11 +79,11 @@ class SweepExtend(BaseModel):
     trials: int = Field(..., ge=1, le=MAX_TRIALS, description="trials to add")
 
 
-@router.post("/v1/sweeps/{sweep_id}/extend")
-def extend_sweep(sweep_id: str, body: SweepExtend, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/v1/sweeps/{sweep_id}/extend", response_model=SweepPublic)
+def extend_sweep(sweep_id: str, body: SweepExtend, tasks: TasksDep) -> dict[str, Any]:
     """More trials for a sweep that has ended (a new search segment, warm-started for TPE)."""
-    platform.tasks.extend_sweep(sweep_id, body.trials)
-    return platform.tasks.sweep_view(sweep_id)
+    tasks.extend_sweep(sweep_id, body.trials)
+    return tasks.sweep_view(sweep_id)
 
 
 class RunsToCompare(BaseModel):
@@ -92,11 +93,11 @@ class RunsToCompare(BaseModel):
                            description="task ids and sweep:trial ids (a sweep's trials: GET /v1/sweeps/{id})")
 
 
-@router.post("/v1/runs/compare")
-def compare_runs(body: RunsToCompare, platform: PlatformDep) -> dict[str, Any]:
+@router.post("/v1/runs/compare", response_model=RunComparison)
+def compare_runs(body: RunsToCompare, tasks: TasksDep) -> dict[str, Any]:
     """Runs side by side (tasks or sweeps' trials): each one's parameters, state, latest metrics
     and per-epoch curves, and which parameters differ between them."""
-    runs = platform.tasks.queue.compare_runs([i[:200] for i in body.ids])
+    runs = tasks.compare_runs([i[:200] for i in body.ids])
     names = sorted({k for run in runs for k in run["params"]})
     differing = [k for k in names if len({repr(run["params"].get(k)) for run in runs}) > 1]
     return {"runs": runs, "differing_params": differing}

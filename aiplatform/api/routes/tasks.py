@@ -8,8 +8,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform.api.deps import PlatformDep
+from aiplatform.api.deps import TasksDep
 from aiplatform.api.log_stream import StreamSlots, task_log_events
+from aiplatform.api.schemas.tasks import TaskDetail, TaskList, TaskLogs, TaskMetrics, TaskPublic, TaskRerunPublic
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
 from aiplatform.tasks.queue.store import MAX_LIST_LIMIT
 
@@ -33,19 +34,19 @@ class TaskCreate(BaseModel):
                                            description="a repeated key returns the first task")
 
 
-@router.post("", status_code=201)
-async def create_task(body: TaskCreate, platform: PlatformDep,
+@router.post("", status_code=201, response_model=TaskPublic)
+async def create_task(body: TaskCreate, tasks: TasksDep,
                       idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
-    task = await platform.tasks.create_async(
+    task = await tasks.create_async(
         body.template, body.params, priority=body.priority, model_name=body.model_name, start=body.start,
         max_retries=body.max_retries, idempotency_key=body.idempotency_key or idempotency_key,
     )
     return task.to_dict()
 
 
-@router.get("")
+@router.get("", response_model=TaskList)
 def list_tasks(
-    platform: PlatformDep,
+    tasks: TasksDep,
     state: list[str] = Query(default_factory=list, description="repeat for several states"),
     template: Optional[str] = None,
     since: Optional[float] = Query(None, description="created at or after (unix seconds)"),
@@ -55,30 +56,31 @@ def list_tasks(
     before: Optional[str] = Query(None, max_length=64, description="the next page: a page's next_before"),
 ) -> dict[str, Any]:
     """Newest first; ``next_before`` (null on the last page) goes in ``before`` for the next."""
-    tasks = platform.tasks.queue.list(states=state, template=template, since=since, until=until,
-                                      limit=limit, offset=offset, before=before)
-    waiting = platform.tasks.why_waiting(tasks)
-    return {"tasks": [{**t.to_dict(), "waiting": waiting.get(t.id)} for t in tasks],
-            "counts": platform.tasks.queue.counts(),
-            "next_before": tasks[-1].id if len(tasks) == limit else None}
+    found = tasks.list_tasks(states=state, template=template, since=since, until=until,
+                             limit=limit, offset=offset, before=before)
+    waiting = tasks.why_waiting(found)
+    return {"tasks": [{**t.to_dict(), "waiting": waiting.get(t.id)} for t in found],
+            "counts": tasks.counts(),
+            "next_before": found[-1].id if len(found) == limit else None}
 
 
-@router.get("/counts")
-def task_counts(platform: PlatformDep) -> dict[str, int]:
-    return platform.tasks.queue.counts()
+@router.get("/counts", response_model=dict[str, int])
+def task_counts(tasks: TasksDep) -> dict[str, int]:
+    """Tasks by state."""
+    return tasks.counts()
 
 
-@router.get("/{task_id}")
-def get_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
+@router.get("/{task_id}", response_model=TaskDetail)
+def get_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
     """The task; a queued one also says why it waits (``waiting``)."""
-    task = platform.tasks.queue.get(task_id)
-    return {**task.to_dict(), "waiting": platform.tasks.why_waiting([task]).get(task.id),
-            "ray_dashboard_url": platform.tasks.jobs.job_url(task.ray_job_id) if task.ray_job_id else None}
+    task = tasks.get(task_id)
+    return {**task.to_dict(), "waiting": tasks.why_waiting([task]).get(task.id),
+            "ray_dashboard_url": tasks.dashboard_url(task)}
 
 
-@router.post("/{task_id}/start")
-def start_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
-    return platform.tasks.start(task_id).to_dict()
+@router.post("/{task_id}/start", response_model=TaskPublic)
+def start_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
+    return tasks.start(task_id).to_dict()
 
 
 class TaskRerun(BaseModel):
@@ -90,47 +92,47 @@ class TaskRerun(BaseModel):
     priority: Optional[int] = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="default: the task's")
 
 
-@router.post("/{task_id}/rerun", status_code=201)
-async def rerun_task(task_id: str, platform: PlatformDep, body: Optional[TaskRerun] = None) -> dict[str, Any]:
+@router.post("/{task_id}/rerun", status_code=201, response_model=TaskRerunPublic)
+async def rerun_task(task_id: str, tasks: TasksDep, body: Optional[TaskRerun] = None) -> dict[str, Any]:
     """Run again: a new task with exactly the same template, parameters and model name (a user-code
     task's archive by its digest, so the same code runs)."""
     options = body or TaskRerun()
-    task = platform.tasks.queue.get(task_id)
-    created = await platform.tasks.create_async(
+    task = tasks.get(task_id)
+    created = await tasks.create_async(
         task.template, task.params, priority=task.priority if options.priority is None else options.priority,
         model_name=task.model_name, start=options.start,
     )
     return {**created.to_dict(), "rerun_of": task.id}
 
 
-@router.post("/{task_id}/cancel")
-def cancel_task(task_id: str, platform: PlatformDep) -> dict[str, Any]:
-    return platform.tasks.cancel(task_id).to_dict()
+@router.post("/{task_id}/cancel", response_model=TaskPublic)
+def cancel_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
+    return tasks.cancel(task_id).to_dict()
 
 
-@router.get("/{task_id}/logs")
-def task_logs(task_id: str, platform: PlatformDep,
+@router.get("/{task_id}/logs", response_model=TaskLogs)
+def task_logs(task_id: str, tasks: TasksDep,
               tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)) -> dict[str, Any]:
-    lines = platform.tasks.logs(task_id).splitlines()
+    lines = tasks.logs(task_id).splitlines()
     return {"task_id": task_id, "logs": "\n".join(lines[-tail:]), "truncated": len(lines) > tail}
 
 
 @router.get("/{task_id}/logs/stream", response_class=StreamingResponse, responses={200: {
     "description": "server-sent events: `lines`, then `end` (or `reconnect` with the `after` to resume from)",
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-def stream_task_logs(task_id: str, platform: PlatformDep, request: Request,
+def stream_task_logs(task_id: str, tasks: TasksDep, request: Request,
                      after: int = Query(0, ge=0, le=10_000_000, description="lines the client already has")) -> StreamingResponse:
     """The task's log as it grows (server-sent events), until the task ends. 503 when this
     server's streams, or the caller's address's share of them, are all open."""
-    platform.tasks.queue.get(task_id)  # an unknown task is a 404 before the stream starts
+    tasks.get(task_id)  # an unknown task is a 404 before the stream starts
     client = request.client.host if request.client else "unknown"
     LOG_STREAMS.check(client)  # refused before the response starts; the stream takes its slot itself
-    events = task_log_events(lambda: platform.tasks.queue.get(task_id).state, lambda: platform.tasks.logs(task_id),
+    events = task_log_events(lambda: tasks.get(task_id).state, lambda: tasks.logs(task_id),
                              after, LOG_STREAMS, client, request.is_disconnected)
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{task_id}/metrics")
-def task_metrics(task_id: str, platform: PlatformDep) -> dict[str, Any]:
-    return {"task_id": task_id, "history": platform.tasks.queue.metrics_history(task_id)}
+@router.get("/{task_id}/metrics", response_model=TaskMetrics)
+def task_metrics(task_id: str, tasks: TasksDep) -> dict[str, Any]:
+    return {"task_id": task_id, "history": tasks.metrics_history(task_id)}

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from aiplatform.api.schemas.templates import TemplateList, TemplatePublic
 from aiplatform.training.template import TaskTemplate
 from aiplatform.training.templates import get_template, list_templates
 
@@ -17,11 +18,11 @@ def describe(template: TaskTemplate) -> dict[str, Any]:
             "schema": template.schema()}
 
 
-@router.get("")
+@router.get("", response_model=TemplateList)
 def templates() -> dict[str, Any]:
     return {"templates": [describe(t) for t in list_templates()]}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=TemplatePublic)
 def template(name: str) -> dict[str, Any]:
     return describe(get_template(name))

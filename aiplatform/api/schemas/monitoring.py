@@ -1,0 +1,25 @@
+"""Bodies of ``/v1/monitoring``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field
+
+from aiplatform.api.schemas.base import Body, Number
+
+
+class ModelMonitoring(Body):
+    """A model's charts over a window, with request totals and the alerts in it."""
+
+    model: str
+    version: Optional[str]
+    window: str
+    since: Number
+    until: Number
+    step_s: Number
+    source: str = Field(description="prometheus, or the alert engine's history")
+    charts: list[dict[str, Any]] = Field(description="each chart's name, title, unit, series and thresholds")
+    totals: dict[str, Any] = Field(description="requests by outcome")
+    alerts: list[dict[str, Any]]
+    source_problem: Optional[str] = Field(None, description="why Prometheus did not answer (only then)")
