@@ -1,4 +1,11 @@
-"""The prediction routes answered ahead of FastAPI's router.
+"""The inference endpoints' routes: each declared once, on its endpoint, and the hot ones answered
+ahead of FastAPI's router.
+
+``include_endpoints(app, V1Endpoints, ...)`` adds every route declared on those classes'
+endpoints (``aiplatform.serving.rest.route``) to FastAPI's router, so the OpenAPI schema documents
+them and FastAPI answers them, and derives from the ``fast`` ones the table of ``FastRoutes``;
+``bind_endpoints(app, instance, ...)`` gives both the objects that answer (the gateway makes them
+in its replica, after the app is built).
 
 FastAPI's router and dependency solving cost ~0.3 ms of CPU per request on this project's
 machines, more than a small model's forward pass, and the gateway is one Python process per
@@ -10,21 +17,28 @@ their endpoints directly.
 A request it does not fully understand (another method or path, a query parameter that is not a
 plain integer where one is expected, a repeated parameter) goes on to FastAPI unchanged, so the
 answers, errors included, are the same as without it. The endpoints stay declared as FastAPI
-routes too: the OpenAPI schema documents them and FastAPI serves whatever falls through.
+routes too (``include_endpoints`` does both from one declaration): the OpenAPI schema documents
+them and FastAPI serves whatever falls through.
 Exceptions become responses through the app's own exception handlers.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+import types
+import typing
 from typing import Any, Awaitable, Callable, Mapping, Optional
 from urllib.parse import parse_qsl
 
+from fastapi import Depends, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 
 from aiplatform.api.errors import Receive, Scope, Send
+from aiplatform.errors import Unavailable
+from aiplatform.serving.rest import Route, declared_routes
 
 Endpoint = Callable[..., Awaitable[Response]]
 INTEGER = re.compile(r"[0-9]{1,18}")
@@ -69,6 +83,84 @@ class FastRoute:
             elif kind is str:
                 params[name] = value
         return params
+
+
+def fast_route(endpoints: type, name: str, declared: Route) -> FastRoute:
+    """The fast path's route for ``endpoints.name``: its integer path parameters converted
+    (``{version:int}``: another value falls through to FastAPI's validation error), its query
+    parameters those of its signature that are not in the path, typed as it types them."""
+    hints = typing.get_type_hints(getattr(endpoints, name))
+    path_names = set(re.findall(r"{(\w+)}", declared.path))
+    path = re.sub(r"{(\w+)}", lambda m: f"{{{m[1]}:int}}" if _plain(hints.get(m[1])) is int else m[0], declared.path)
+    query = {param: _plain(hints[param]) for param in inspect.signature(getattr(endpoints, name)).parameters
+             if param not in path_names and param not in ("self", "request")}
+    unknown = {param: kind for param, kind in query.items() if kind not in (int, str)}
+    if unknown:
+        raise TypeError(f"{endpoints.__name__}.{name}: a fast route's query parameters are int or str, not {unknown}")
+    return FastRoute(declared.method, path, endpoint_key(endpoints, name), query=query)
+
+
+def _plain(hint: Any) -> Any:
+    """``Optional[int]`` -> ``int``."""
+    arguments = [argument for argument in typing.get_args(hint) if argument is not type(None)]
+    return arguments[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(arguments) == 1 else hint
+
+
+def endpoint_key(endpoints: type, name: str) -> str:
+    return f"{endpoints.__qualname__}.{name}"
+
+
+def include_endpoints(app: FastAPI, *endpoint_classes: type) -> None:
+    """Every route declared on these classes' endpoints, in FastAPI's router and (the ``fast``
+    ones) in a ``FastRoutes`` middleware. Call it before the API's middlewares are added
+    (``include_api``): the fast path then runs inside the access guard and the body limit."""
+    fast = []
+    for endpoints in endpoint_classes:
+        for name, declared in declared_routes(endpoints):
+            app.add_api_route(declared.path, _late_bound(endpoints, name), methods=[declared.method])
+            if declared.fast:
+                fast.append(fast_route(endpoints, name, declared))
+    app.add_middleware(FastRoutes, routes=tuple(fast), endpoints_of=_fast_endpoints)
+
+
+def bind_endpoints(app: FastAPI, *instances: object) -> None:
+    """The objects that answer the routes of their classes (``include_endpoints``), for both paths."""
+    app.state.endpoints = {type(instance): instance for instance in instances}
+    app.state.fast_endpoints = {endpoint_key(type(instance), name): getattr(instance, name)
+                                for instance in instances
+                                for name, declared in declared_routes(type(instance)) if declared.fast}
+
+
+def _fast_endpoints(scope: Scope) -> Optional[Mapping[str, Endpoint]]:
+    return getattr(getattr(scope.get("app"), "state", None), "fast_endpoints", None)
+
+
+def _late_bound(endpoints: type, name: str) -> Callable[..., Any]:
+    """``endpoints.name`` as FastAPI's endpoint: ``self`` is the bound instance, found per request
+    through a dependency (Serve's ``@serve.ingress`` binds its class's methods the same way); the
+    other parameters keyword-only, their annotations resolved. A copy of the function, not a
+    wrapper: no extra call per request."""
+    function = getattr(endpoints, name)
+
+    def instance(request: Request) -> Any:
+        bound = getattr(request.app.state, "endpoints", {}).get(endpoints)
+        if bound is None:
+            raise Unavailable("The inference endpoints are starting; retry shortly")
+        return bound
+
+    hints = typing.get_type_hints(function)
+    self_param, *params = inspect.signature(function).parameters.values()
+    signature = inspect.Signature(
+        [self_param.replace(default=Depends(instance))]
+        + [param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(param.name, param.annotation))
+           for param in params],
+        return_annotation=hints.get("return", inspect.Signature.empty))
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__, function.__defaults__,
+                              function.__closure__)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__qualname__, copy.__doc__, copy.__module__ = function.__qualname__, function.__doc__, function.__module__
+    copy.__signature__ = signature  # type: ignore[attr-defined]
+    return copy
 
 
 class FastRoutes:

@@ -1,20 +1,20 @@
-"""Reading prediction requests in the gateway: multipart uploads and JSON bodies, turned into a
-model's inputs by its kind, with large bodies handled off the event loop.
+"""Reading prediction requests off HTTP: multipart uploads and JSON bodies (v1), JSON or binary
+tensor bodies (v2), large ones parsed off the event loop.
 
 This is where an upload is received (the seed's "file manager"): the file's name and bytes are
-taken from the ``file`` field, sized, and handed to the model's kind to decode.
+taken from the ``file`` field and sized; the inference core hands them to the model's kind to
+decode (``aiplatform.serving.dataplane``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from starlette.requests import Request
 
 from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.kinds import ModelKind
-from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits, off_loop_if_large
-from aiplatform.serving.limits import parse_json
+from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, off_loop_if_large
 from aiplatform.serving.oip_binary import HEADER_LENGTH, attach_binary_inputs, split_body
 
 
@@ -29,18 +29,26 @@ async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes
     return upload.filename, await upload.read()
 
 
-async def read_input(request: Request, kind: ModelKind, limits: RequestLimits) -> tuple[bytes, Any]:
-    """A v1 request's raw bytes and the one model input they hold: an uploaded file, or a JSON
-    body (``{"image_b64": ...}``, ``{"array": ...}``, ``{"text": ...}`` as the kind takes)."""
+@dataclass(frozen=True)
+class V1Input:
+    """A v1 request's body as it came: an uploaded file (``upload``, with its name) or a JSON body.
+    The model's kind decodes it (``aiplatform.serving.dataplane``)."""
+
+    raw: bytes
+    upload: bool
+    filename: Optional[str] = None
+
+
+async def read_input(request: Request) -> V1Input:
+    """A v1 request's body: the ``file`` field of a multipart upload, or the whole body (JSON such
+    as ``{"image_b64": ...}``, ``{"array": ...}``, ``{"text": ...}`` as the model's kind takes)."""
     declared = request.headers.get("content-length") or "0"
     if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES * 2:
         raise TooLarge(f"Request body is {declared} bytes; the limit is {MAX_UPLOAD_BYTES}")
     upload = await uploaded_file(request)
     if upload is not None:
-        filename, data = upload
-        return data, await off_loop_if_large(len(data), kind.from_upload, filename, data, limits)
-    body = await request.body()
-    return body, await off_loop_if_large(len(body), lambda: kind.from_json(parse_json(body), limits))
+        return V1Input(upload[1], True, upload[0])
+    return V1Input(await request.body(), False)
 
 
 async def read_infer_request(request: Request) -> tuple[bytes, Any]:

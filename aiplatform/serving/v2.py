@@ -4,9 +4,12 @@ Input tensors are decoded by each model kind (``aiplatform.kinds``)."""
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from aiplatform.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from aiplatform.serving.dataplane import Predictions
 
 OUTPUT_NAMES = ["probabilities", "label"]
 EXTENSIONS = ["binary_tensor_data"]
@@ -67,3 +70,13 @@ def infer_response(
             {"name": "label", "datatype": "BYTES", "shape": [len(answers)], "data": [a["label"] for a in answers]},
         ],
     }
+
+
+def infer_answer(predictions: "Predictions") -> dict[str, Any]:
+    """An infer request's response body (REST's JSON, gRPC's message made from it): the client's
+    id when it sent one, the server's result id in ``parameters.request_id`` always."""
+    target = predictions.target
+    response = infer_response(target.name, target.version, predictions.client_id or predictions.request_id,
+                              predictions.labels, predictions.answers)
+    response["parameters"] = {"request_id": predictions.request_id}
+    return response

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from aiplatform.api.app import include_api
-from aiplatform.api.fast_routes import FastRoute, FastRoutes
+from aiplatform.api.fast_routes import FastRoute, FastRoutes, bind_endpoints, fast_route, include_endpoints
 from aiplatform.api.security import AccessPolicy
 from aiplatform.errors import NotFound
+from aiplatform.serving.rest import Route, declared_routes, route
 
 ROUTES = (
     FastRoute("POST", "/v1/models/{name}/predict", "predict", query={"version": int, "alias": str}),
@@ -120,3 +121,79 @@ def test_the_guard_and_the_body_limit_still_come_first() -> None:
     assert calls == []
     allowed = client.post("/v1/models/digits/predict", content=b"{}", headers={"authorization": "Bearer s3cret"})
     assert allowed.status_code == 200 and allowed.headers["x-content-type-options"] == "nosniff"
+
+
+class Endpoints:
+    """The two routes above, each declared once, on its endpoint."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    @route("POST", "/v1/models/{name}/predict", fast=True)
+    async def predict(self, name: str, request: Request, version: Optional[int] = None,
+                      alias: Optional[str] = None) -> JSONResponse:
+        calls.append("predict")
+        if name == "missing":
+            raise NotFound(f"Model {name!r} not found")
+        if name == "broken":
+            raise RuntimeError("a secret detail")
+        body = await request.body()
+        return JSONResponse({"name": name, "version": version, "alias": alias, "body": body.decode()})
+
+    @route("POST", "/v2/models/{name}/versions/{version}/infer", fast=True)
+    async def infer(self, name: str, version: int, request: Request) -> JSONResponse:
+        calls.append("infer")
+        if name == "missing":
+            raise NotFound(f"Model {name!r} not found")
+        return JSONResponse({"name": name, "version": version, "body": (await request.body()).decode()})
+
+    @route("GET", "/v2/models/{name}")
+    async def metadata(self, name: str) -> dict[str, Any]:
+        """A slow route: answered by FastAPI's router only."""
+        return {"name": name, "tag": self.tag}
+
+
+def _declared_app(bound: bool = True) -> FastAPI:
+    app = FastAPI()
+    include_endpoints(app, Endpoints)
+    include_api(app)
+    app.state.platform = SimpleNamespace(access=AccessPolicy("off", "s3cret", ("127.0.0.1",)))
+    if bound:
+        bind_endpoints(app, Endpoints("bound"))
+    return app
+
+
+def test_the_fast_path_is_derived_from_each_routes_one_declaration() -> None:
+    assert [name for name, _ in declared_routes(Endpoints)] == ["predict", "infer", "metadata"]
+    infer = fast_route(Endpoints, "infer", Route("POST", "/v2/models/{name}/versions/{version}/infer"))
+    assert (infer.path, infer.query) == ("/v2/models/{name}/versions/{version:int}/infer", {})
+    predict = fast_route(Endpoints, "predict", Route("POST", "/v1/models/{name}/predict"))
+    assert predict.query == {"version": int, "alias": str}
+    assert [answer[:2] for answer in _answers(_declared_app())] == [answer[:2] for answer in _answers(_app(fast=False))]
+
+
+def test_declared_routes_are_fastapis_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _declared_app()
+    seen: list[str] = []
+    original = app.router.__call__
+
+    async def router(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await original(scope, receive, send)
+
+    monkeypatch.setattr(app, "router", router)
+    client = TestClient(app, base_url="http://127.0.0.1:8000")
+    assert client.post("/v2/models/digits/versions/7/infer", content=b"[]").json()["version"] == 7
+    assert client.get("/v2/models/digits").json() == {"name": "digits", "tag": "bound"}
+    assert client.post("/v1/models/digits/predict?version=x", content=b"{}").status_code == 400
+    assert seen == ["/v2/models/digits", "/v1/models/digits/predict"]
+    monkeypatch.undo()
+    schema = client.get("/openapi.json").json()["paths"]
+    assert set(schema["/v1/models/{name}/predict"]) == {"post"}
+    assert [p["name"] for p in schema["/v1/models/{name}/predict"]["post"]["parameters"]] == ["name", "version", "alias"]
+
+
+def test_before_the_endpoints_are_bound_every_route_answers_503() -> None:
+    client = TestClient(_declared_app(bound=False), base_url="http://127.0.0.1:8000")
+    for response in (client.post("/v1/models/digits/predict", content=b"{}"), client.get("/v2/models/digits")):
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"

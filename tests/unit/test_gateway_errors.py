@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import asyncio
 import json
 
 from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 
-from aiplatform.api.errors import error_response
+from aiplatform.api.errors import RETRY_AFTER_S, error_response
 from aiplatform.errors import NotFound
-from serve_apps.gateway import overloaded
+from aiplatform.serving.dataplane import Overloaded
 
 
 def _request(path: str) -> Request:
@@ -16,11 +15,12 @@ def _request(path: str) -> Request:
 
 
 def test_overload_answers_503_with_retry_after() -> None:
-    error = BackPressureError(num_queued_requests=256, max_queued_requests=256)
-    response = asyncio.run(overloaded(_request("/v1/models/m/predict"), error))
+    error = Overloaded.of(BackPressureError(num_queued_requests=256, max_queued_requests=256), RETRY_AFTER_S)
+    response = error_response(_request("/v1/models/m/predict"), error)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert json.loads(response.body)["error"] == "unavailable"
+    assert json.loads(error_response(_request("/v2/models/m/infer"), error).body) == {"error": error.message}
 
 
 def test_v2_paths_get_v2_error_bodies() -> None:

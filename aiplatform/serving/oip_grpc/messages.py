@@ -1,8 +1,8 @@
 """Open Inference Protocol gRPC messages <-> the bodies the REST path works on.
 
 An infer request becomes the same body a REST request parses to (inputs with their ``data``,
-requested outputs, id), so both transports share one code path in the gateway: routing, batching,
-results, metrics. Inputs come as ``raw_input_contents`` (what standard clients send) or as typed
+requested outputs, id), so both transports share one code path, the inference core
+(aiplatform.serving.dataplane): routing, batching, results, metrics. Inputs come as ``raw_input_contents`` (what standard clients send) or as typed
 ``contents``; outputs go back as ``raw_output_contents``, as Triton and KServe servers answer.
 """
 
