@@ -4,10 +4,11 @@ server on loopback, the platform's head actors keeping their SQLite files in the
 The head's processes are all SIGKILLed at once (a lost machine), then the head is started again
 with the same Redis and state folder.
 
-Inference goes on through the gateway replicas' own listener (``aiplatform.serving.ingress``),
-which every gateway replica binds on its node: with the Serve proxy on the head only, the proxy
-dies with it. The replicas here are all on the worker nodes (the head has no CPUs for them, as
-production heads are configured).
+Clients use the gateway replicas' own listener (``aiplatform.serving.ingress``), which every
+gateway replica binds on its node: Serve's proxy runs on the head only and dies with it. The
+replicas here are all on the worker nodes (the head has no CPUs for them, as production heads are
+configured). That inference answers during the outage is an expected failure for now: the
+gateway's router asks the registry on the head for the alias every 0.5 s and waits for it.
 
 Like tests/multinode/test_cluster.py this starts a Ray of its own (tests/conftest.py runs the
 multinode tests first).
