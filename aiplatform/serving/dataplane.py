@@ -130,7 +130,7 @@ class Routed:
     model: ServedModel
 
 
-@dataclass
+@dataclass(slots=True)
 class Predictions:
     """One request's answers, recorded: the result id, the version that answered, per input the
     recorded output (label, probability, probabilities) and the model server's whole answer

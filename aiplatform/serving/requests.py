@@ -29,7 +29,7 @@ async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes
     return upload.filename, await upload.read()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class V1Input:
     """A v1 request's body as it came: an uploaded file (``upload``, with its name) or a JSON body.
     The model's kind decodes it (``aiplatform.serving.dataplane``)."""
