@@ -178,7 +178,7 @@ def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
     if not path.is_file():
         raise InvalidArgument(f"{path} is not a readable file")
     form = {"labels": args.labels, "scores": args.scores}
-    if args.kind:  # the platform checks it (its kinds: GET /v1/kinds) and has a default
+    if args.kind:  # the platform checks it against its kinds (GET /v1/kinds)
         form["kind"] = args.kind
     if args.features and args.preprocessing:
         raise InvalidArgument("give --features or --preprocessing, not both")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("file", help="the .onnx file (weights inside it, not in external data files)")
     imports.add_argument("--name", required=True)
     imports.add_argument("--kind", help="the kind of input it takes, one the platform can import (GET /v1/kinds "
-                                        "lists them; default: the platform's, image models)")
+                                        "lists them); left out, the platform's choice (--evaluate-on's dataset's)")
     imports.add_argument("--labels", required=True, help="class names in output order: a,b,c")
     imports.add_argument("--preprocessing", help='JSON: pixels * scale, then (x - mean) / std per channel, '
                                                  'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}; a table '

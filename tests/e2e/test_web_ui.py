@@ -301,6 +301,48 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     np.testing.assert_allclose([shown[k] for k in ("cat", "dog", "owl")], expected, atol=1e-4)
 
 
+def test_kept_json_inputs_show_as_thumbnails_and_long_lines_stay_in_their_card(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A digit sent as the documented {"image_b64": ...} (by a client, or pasted into the page) is
+    shown as its thumbnail; an input shown as text whose line has no break (compact JSON) wraps
+    inside the results table, which stays inside its card."""
+    import base64
+    import json
+
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from tests.factories import onnx_classifier
+
+    _, graph = onnx_classifier(seed=5, image_size=16)
+    imported = httpx.post(f"{platform_url}/v1/models/ui-previews/import", timeout=IMPORT_WAIT_MS / 1000,
+                          files={"file": ("previews.onnx", graph)}, data={"kind": "image", "labels": "cat,dog,owl"})
+    assert imported.status_code == 201, imported.text
+    image = np.random.default_rng(8).integers(0, 256, (16, 16), dtype=np.uint8)
+    encoded = base64.b64encode(png_bytes(image)).decode()
+    # A kept input shown as text: the client's own key first, one run of 150 letters with no break in it.
+    for body in ({"image_b64": encoded}, {"client_note": "x" * 150, "array": image.tolist()}):
+        sent = httpx.post(f"{platform_url}/v1/models/ui-previews/predict?version=1", timeout=30,
+                          content=json.dumps(body, separators=(",", ":")), headers={"content-type": "application/json"})
+        assert sent.status_code == 200, sent.text
+    page.set_viewport_size({"width": 900, "height": 900})
+    page.goto(f"{platform_url}/#inference")
+    page.select_option("#model-select", "ui-previews")
+    expect(page.locator("#target-select[data-model='ui-previews'] option")).not_to_have_count(0)
+    page.fill("#text-input", json.dumps({"image_b64": encoded}))  # a paste the image kind reads, sent as it is
+    page.click("#predict")
+    expect(page.locator(".probs tr")).to_have_count(3)
+    expect(page.locator("#prediction")).not_to_contain_text("null")  # an answer without chunks shows nothing of them
+    rows = page.locator("#result-rows tr")
+    expect(rows).to_have_count(3, timeout=30_000)  # results are written a moment after their answers
+    expect(rows.locator("img.thumb")).to_have_count(2)
+    snippet = rows.locator(".snippet")
+    expect(snippet).to_have_count(1)
+    assert snippet.inner_text().startswith('{"client_note":"xxxx')
+    card = page.locator("section.card", has=page.locator("#result-rows"))
+    assert card.evaluate("c => c.scrollWidth <= c.clientWidth"), "the results table is wider than its card"
+    page.screenshot(path=str(SCREENSHOTS / "9b-json-inputs.png"), full_page=True)
+
+
 def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platform: tuple[str, Any],  # type: ignore[no-untyped-def]
                                                                    tmp_path: Path) -> None:
     """Evaluation at import: the accuracy, macro-F1 and where it errs of a model trained elsewhere,

@@ -2,6 +2,7 @@
 
 import { api, authedDownload } from "./api.js";
 import { act, cursorPager, fmtNum, fmtTime, h, page, poll, progressBar, s, showError } from "./dom.js";
+import { modelKinds, pastedBody, uploadAccept } from "./kinds.js";
 
 const RESULTS_PER_PAGE = 20;
 const SINCE = { "any time": 0, "last hour": 3600, "last day": 86400, "last week": 7 * 86400 };
@@ -15,11 +16,12 @@ export function inputPreview(preview, { large = false } = {}) {
 
 export async function inferencePage() {
   const root = page();
+  const kinds = await modelKinds().catch((err) => { showError(err); return []; });
   const modelSelect = h("select", { id: "model-select" });
   const targetSelect = h("select", { id: "target-select" });
-  const fileInput = h("input", { type: "file", id: "file-input", accept: ".png,.jpg,.jpeg,.txt,.md,.csv" });
+  const fileInput = h("input", { type: "file", id: "file-input", accept: uploadAccept(kinds) });
   const text = h("textarea", { id: "text-input",
-    placeholder: "…or paste text here (a table model: JSON {\"features\": {…}} or {\"rows\": […]})" });
+    placeholder: `…or paste here (${kinds.map((k) => k.paste_hint).join("; ")})` });
   const output = h("div", { id: "prediction" });
   const history = h("tbody", { id: "result-rows" });
   const pagerSlot = h("div");
@@ -99,7 +101,7 @@ export async function inferencePage() {
         form.append("file", fileInput.files[0]);
         answer = await api("POST", path, form, true);
       } else if (text.value.trim()) {
-        answer = await api("POST", path, tableRows(text.value) || { text: text.value });
+        answer = await api("POST", path, pastedBody(kinds, text.value));
       } else {
         throw new Error("Upload a file or paste some text first");
       }
@@ -123,20 +125,8 @@ export async function inferencePage() {
         h("table", {}, h("thead", {}, h("tr", {}, ["#", "Words", "Label", "Probability", "Text"].map((t) => h("th", {}, t)))),
           h("tbody", {}, answer.chunks.map((c) => h("tr", { "data-chunk": c.index },
             h("td", {}, c.index + 1), h("td", {}, c.words), h("td", {}, c.label), h("td", {}, fmtNum(c.probability, 3)),
-            h("td", { class: "muted" }, c.text + (c.text.length >= 160 ? "…" : ""))))))) : null);
+            h("td", { class: "muted" }, c.text + (c.text.length >= 160 ? "…" : ""))))))) : "");
     await refreshResults();
-  }
-}
-
-// Pasted JSON for a table model ({"features": {...}} or {"rows": [...]}), sent as it is; null for text.
-function tableRows(value) {
-  const trimmed = value.trim();
-  if (!trimmed.startsWith("{")) return null;
-  try {
-    const body = JSON.parse(trimmed);
-    return body && typeof body === "object" && ("features" in body || "rows" in body) ? body : null;
-  } catch {
-    return null;
   }
 }
 

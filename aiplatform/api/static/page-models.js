@@ -3,6 +3,7 @@
 import { api, authedDownload } from "./api.js";
 import { act, fmtNum, fmtTime, h, notify, page } from "./dom.js";
 import { aliasHistoryTable, lineageGraph } from "./lineage.js";
+import { modelKinds } from "./kinds.js";
 import { evaluationView } from "./samples.js";
 
 export async function modelsPage(selected) {
@@ -15,20 +16,24 @@ export async function modelsPage(selected) {
       h("tbody", {}, models.map((m) => h("tr", {},
         h("td", {}, h("a", { href: `#models/${m.name}` }, m.name)), h("td", {}, m.versions), h("td", {}, m.latest_version),
         h("td", {}, Object.entries(m.aliases).map(([a, v]) => `${a} → v${v}`).join(", "))))))),
-    importForm(), detail);
+    await importForm(), detail);
   if (!models.length) detail.append(h("p", { class: "muted" }, "No models yet: a training task registers one, or import one above."));
   if (selected) await modelDetail(detail, selected);
 }
 
 // Import a model trained elsewhere: an ONNX file becomes a checked, packaged registry version.
-export function importForm() {
+export async function importForm() {
+  const importable = (await modelKinds().catch(() => [])).filter((k) => k.importable);
   const field = (label, input) => h("label", {}, label, " ", input);
   const file = h("input", { type: "file", id: "import-file", accept: ".onnx", required: true });
   const name = h("input", { id: "import-name", placeholder: "my-model", required: true, pattern: "[a-z0-9][a-z0-9._-]*" });
   const labels = h("input", { id: "import-labels", placeholder: "cat,dog,owl", required: true });
-  const kind = h("select", { id: "import-kind" }, h("option", { value: "image" }, "image"));
+  const kind = h("select", { id: "import-kind" }, importable.map((k) => h("option", { value: k.name }, k.name)));
   const scores = h("select", { id: "import-scores" }, ["logits", "probabilities"].map((s) => h("option", { value: s }, s)));
-  const preprocessing = h("input", { id: "import-preprocessing", placeholder: '{"scale": 0.00392, "mean": [0.5], "std": [0.25]}', size: 40 });
+  const preprocessing = h("input", { id: "import-preprocessing", size: 40 });
+  const hint = () => { preprocessing.placeholder = (importable.find((k) => k.name === kind.value) || {}).import_hint || ""; };
+  kind.addEventListener("change", hint);
+  hint();
   const evaluateOn = h("input", { id: "import-evaluate-on", placeholder: "mnist@1a2b3c… (optional)", size: 24 });
   const form = h("form", { id: "import-form", onsubmit: (e) => {
     e.preventDefault();

@@ -5,7 +5,7 @@ import { lineChart } from "./charts.js";
 import { act, cursorPager, fmtNum, fmtTime, h, notify, page, poll, progressBar, showError, stopPolling } from "./dom.js";
 import { readNumber, readParams, schemaField } from "./forms.js";
 import { streamLog } from "./logstream.js";
-import { route } from "./main.js";
+import { route } from "./router.js";
 
 const TASKS_PER_PAGE = 50;
 
