@@ -170,3 +170,21 @@ def test_a_result_has_a_preview_only_when_asked(tmp_path: Path) -> None:
         assert client.get("/v1/results/r1", params={"preview": True}).json() == {
             **record.to_dict(), "preview": {"kind": "none", "text": "input not kept (AIP_SERVE_STORE_INPUTS=false)"}}
     store.close()
+
+
+def test_an_import_names_its_kind_or_a_dataset_of_it(registry_api: tuple[TestClient, RegistryStore],
+                                                      tmp_path: Path) -> None:
+    """The graph alone does not say what its input is: no kind is assumed."""
+    from aiplatform.datasets import DatasetManager
+    from aiplatform.kinds import KINDS
+    from aiplatform.model_import import ImportSlots
+
+    client, registry = registry_api
+    app = client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[deps.get_datasets] = lambda: DatasetManager(registry.storage)
+    app.dependency_overrides[deps.get_settings] = lambda: Settings()
+    app.dependency_overrides[deps.get_import_slots] = lambda: ImportSlots(1)
+    answer = client.post("/v1/models/elsewhere/import", data={"labels": "a,b"}, files={"file": ("m.onnx", b"graph")})
+    assert answer.status_code == 400 and f"'kind' field (one of {sorted(KINDS)})" in answer.json()["message"]
+    assert client.get("/v1/models").json() == {"models": []}
