@@ -198,8 +198,8 @@ async def compress_model(name: str, body: CompressionRequest, settings: Settings
 async def import_model(name: str, request: Request, registry: RegistryDep, storage: StorageDep,
                        datasets: DatasetsDep, settings: SettingsDep, slots: ImportSlotsDep) -> dict[str, Any]:
     """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind`` (a
-    registered kind, e.g. ``image`` or ``tabular``; default: the ``evaluate_on`` dataset's), ``labels`` (comma-separated or a JSON list), optional
-    ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables), ``scores``
+    registered kind, e.g. ``image`` or ``tabular``; default: the ``evaluate_on`` dataset's kind),
+    ``labels`` (comma-separated or a JSON list), optional ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables), ``scores``
     (``logits`` or ``probabilities``) and ``evaluate_on`` (a built dataset version, ``name@version``,
     whose test split the model is evaluated on, as a trained one is). 201: the new version; 503
     (Retry-After) when ``max_concurrent_imports`` imports are being checked already."""
