@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aiplatform.datasets.manager import DatasetManager, DatasetVersion
-    from aiplatform.datasets.spec import AugmentSpec, DatasetSpec, ImageDatasetSpec
+    from aiplatform.datasets.spec import AugmentSpec, ImageDatasetSpec
     from aiplatform.datasets.table_sources import TableDatasetSpec
     from aiplatform.datasets.text_sources import TextDatasetSpec
 
@@ -19,12 +19,11 @@ _HOMES = {
     "DatasetManager": "aiplatform.datasets.manager",
     "DatasetVersion": "aiplatform.datasets.manager",
     "AugmentSpec": "aiplatform.datasets.spec",
-    "DatasetSpec": "aiplatform.datasets.spec",
     "ImageDatasetSpec": "aiplatform.datasets.spec",
     "TextDatasetSpec": "aiplatform.datasets.text_sources",
     "TableDatasetSpec": "aiplatform.datasets.table_sources",
 }
-__all__ = ["AugmentSpec", "DatasetManager", "DatasetSpec", "DatasetVersion", "ImageDatasetSpec", "TableDatasetSpec",
+__all__ = ["AugmentSpec", "DatasetManager", "DatasetVersion", "ImageDatasetSpec", "TableDatasetSpec",
            "TextDatasetSpec"]
 
 

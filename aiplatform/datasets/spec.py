@@ -96,12 +96,6 @@ class ImageDatasetSpec(BaseModel):
         return content_version_id(self, source_fingerprint)
 
 
-DatasetSpec = ImageDatasetSpec
-"""The image spec's first name, kept while code outside the datasets package (``training/``, the
-benchmarks, the e2e tests) still imports it; stored manifests and task parameters never name
-the class."""
-
-
 def content_version_id(spec: BaseModel, source_fingerprint: str) -> str:
     """A version's content address (every kind of dataset spec): the same spec over the same
     source bytes gives the same version."""

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray.train.torch import TorchTrainer
 
 from aiplatform.code_archives import DIGEST, CodeArchives
-from aiplatform.datasets import DatasetManager, DatasetSpec, DatasetVersion
+from aiplatform.datasets import DatasetManager, DatasetVersion, ImageDatasetSpec
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.kinds import kind_class
@@ -265,7 +265,7 @@ def user_dataset(params: UserCodeParams, datasets: DatasetManager) -> DatasetVer
     """The built version a run of users' code reads: the one it names, or the one its source builds."""
     if params.built_version:
         return datasets.get_ref(params.dataset)
-    return datasets.build(DatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed))
+    return datasets.build(ImageDatasetSpec(source=params.dataset, max_rows=params.max_rows, seed=params.seed))
 
 
 @dataclass(frozen=True)

@@ -349,12 +349,12 @@ def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platfo
     on a built dataset version's test split, as for a trained model."""
     from playwright.sync_api import expect
 
-    from aiplatform.datasets import DatasetManager, DatasetSpec
+    from aiplatform.datasets import DatasetManager, ImageDatasetSpec
     from aiplatform.storage import storage_from_settings
     from tests.factories import onnx_classifier
 
     url, settings = ui_platform
-    dataset = DatasetManager(storage_from_settings(settings)).build(DatasetSpec(source="mnist", max_rows=600))
+    dataset = DatasetManager(storage_from_settings(settings)).build(ImageDatasetSpec(source="mnist", max_rows=600))
     _, three_classes = onnx_classifier(seed=5, image_size=28)
     refused = httpx.post(f"{url}/v1/models/digits-elsewhere/import", timeout=IMPORT_WAIT_MS / 1000, files={"file": ("x.onnx", three_classes)},
                          data={"labels": "cat,dog,owl", "preprocessing": '{"scale": 0.00392156862745098}',
