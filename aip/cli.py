@@ -158,7 +158,7 @@ def cmd_models_canary(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
     from aiplatform.compression.compressor import CompressionReport
     from aiplatform.compression.methods import parse_method
-    from aiplatform.compression.remote import parse_model_ref
+    from aiplatform.registry.refs import parse_model_ref
 
     name, ref = parse_model_ref(args.model)
     parse_method(args.method)

@@ -29,7 +29,7 @@ TARGETS = {"size_ratio": 0.35, "speedup_batch_1": 1.5, "points_lost": 1.0}  # th
 
 def run_once(home: Path, model: str, method: str) -> dict[str, float]:
     from aiplatform.compression.compressor import compress_version
-    from aiplatform.compression.remote import parse_model_ref
+    from aiplatform.registry.refs import parse_model_ref
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryStore
     from aiplatform.settings import Settings

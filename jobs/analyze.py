@@ -41,7 +41,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        from aiplatform.analysis import remote
+        from aiplatform.analysis import service
         from aiplatform.runtime import connect, quiet_ray_data
         from aiplatform.settings import Settings
         from aiplatform.storage import storage_from_settings
@@ -50,9 +50,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         connect(settings)
         quiet_ray_data()
         if args.kind == "profile":
-            report = remote.profile(settings, args.dataset, args.refresh)
+            report = service.profile(settings, args.dataset, args.refresh)
         else:
-            report = remote.drift(settings, args.model, args.version, args.dataset, args.split, args.limit)
+            report = service.drift(settings, args.model, args.version, args.dataset, args.split, args.limit)
         if args.out:
             _write_local(args.out, report, storage_from_settings(settings))
     except AIPError as exc:

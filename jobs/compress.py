@@ -35,7 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from aiplatform.compression.compressor import CompressionReport
         from aiplatform.compression.methods import parse_method
-        from aiplatform.compression.remote import compress, parse_model_ref
+        from aiplatform.compression.service import compress
+        from aiplatform.registry import parse_model_ref
         from aiplatform.runtime import connect, quiet_ray_data
         from aiplatform.settings import Settings
 

@@ -1,6 +1,7 @@
 """The model registry: versions, aliases and lineage, durable in SQLite, owned by a head actor."""
 
 from aiplatform.registry.actor import REGISTRY_ACTOR_NAME, RegistryActor, RegistryClient
+from aiplatform.registry.refs import parse_model_ref
 from aiplatform.registry.store import (
     ModelVersion,
     RegistryAPI,
@@ -16,6 +17,7 @@ __all__ = [
     "RegistryActor",
     "RegistryClient",
     "RegistryStore",
+    "parse_model_ref",
     "validate_alias",
     "validate_model_name",
 ]

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.analysis.drift import REFERENCE_SPLIT
-from aiplatform.analysis.remote import drift_on_cluster, profile_on_cluster
+from aiplatform.analysis.service import drift_on_cluster, profile_on_cluster
 from aiplatform.analysis.report import CHART_TYPES, read_chart
 from aiplatform.api.deps import SettingsDep, StorageDep
 from aiplatform.api.schemas.analysis import AnalysisReport

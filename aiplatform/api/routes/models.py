@@ -24,7 +24,7 @@ from aiplatform.api.schemas.models import (
     TrafficSplitPublic,
 )
 from aiplatform.compression.compressor import CompressionReport
-from aiplatform.compression.remote import compress_on_cluster
+from aiplatform.compression.service import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.kinds import KINDS
 from aiplatform.model_import import TestSplit, import_onnx

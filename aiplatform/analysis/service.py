@@ -1,5 +1,5 @@
-"""Analyses with the platform's storage, registry, datasets and result store, callable in this
-process (jobs) or as a Ray task (the API)."""
+"""Analyses with the platform's storage, registry, datasets and result store: in this process (the
+analysis job) or as a Ray task (the API)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,12 @@
-"""Compression as a Ray task, so that the API's process only waits for the report while the work
-(evaluation on the test split, latency runs) happens on the cluster's workers."""
+"""Compression with the platform's storage, registry and datasets: in this process (``aip``'s job)
+or as a Ray task, so that the API's process only waits for the report while the work (evaluation
+on the test split, latency runs) happens on the cluster's workers."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
-
-
-def parse_model_ref(text: str) -> tuple[str, str]:
-    """``NAME@VERSION`` or ``NAME@ALIAS`` -> (name, ref); a bare NAME means its ``latest``."""
-    name, sep, ref = str(text).partition("@")
-    if not name or (sep and not ref):
-        raise InvalidArgument(f"Model reference {text!r} must look like NAME@VERSION or NAME@ALIAS, e.g. mnist-cnn@3")
-    return name, ref or "latest"
 
 
 def compress(settings: Settings, name: str, ref: str | int, method: str,
