@@ -139,7 +139,7 @@ def child(source: Path, streaming_bytes: int, epochs: int, home: Path) -> dict[s
     from aiplatform.settings import Settings
     from aiplatform.storage import open_storage
     from aiplatform.training.engine import run_training
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     with PeakMemory() as peak:
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _temp_dir=str(home / "ray"),

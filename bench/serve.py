@@ -134,7 +134,7 @@ def template_package(template_name: str, preprocessing: dict, name: str) -> byte
 
     from aiplatform.networks.architectures import build_model, load_pretrained
     from aiplatform.packaging import build_package
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     template = get_template(template_name)
     params, dataset = template.parse_params({}), SimpleNamespace(labels=TEXT_LABELS)
@@ -166,7 +166,7 @@ def text_package() -> tuple[bytes, bytes]:
 def minilm_package() -> tuple[bytes, bytes]:
     """The default ``text-minilm-classification`` model: the real pretrained MiniLM encoder and
     its WordPiece tokenizer (the ``minilm`` extra), a random head, and the same real tweet."""
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     template = get_template("text-minilm-classification")
     preprocessing = template.preprocessing(template.parse_params({}), None, None)

@@ -56,7 +56,7 @@ def prebuild(settings: Any, args: argparse.Namespace) -> None:
     """The dataset version both sweeps train on, built before either is timed."""
     from aiplatform.datasets import DatasetManager
     from aiplatform.storage import storage_from_settings
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     template = get_template("cnn-classification")
     params = template.parse_params({"epochs": args.epochs, "max_rows": args.max_rows})

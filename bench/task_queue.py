@@ -40,7 +40,7 @@ PARAMS = {"epochs": 1, "max_rows": 600, "conv_channels": [4], "hidden_units": 16
 def baseline(tasks: int, clients: int) -> LoadResult:
     """(a): validation + TaskStore.create in this process, ``clients`` threads."""
     from aiplatform.tasks.queue import TaskStore
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     store = TaskStore(Path(tempfile.mkdtemp(prefix="aip-bench-queue-")) / "tasks.sqlite")
     template = get_template("cnn-classification")

@@ -53,7 +53,7 @@ def main() -> None:
     from aiplatform.datasets.text_builder import clean_rows, colocated, deduplicate
     from aiplatform.datasets.text_sources import read_text_source
     from aiplatform.storage import open_storage
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              _temp_dir=tempfile.mkdtemp(prefix="aip-bench-ray-"))

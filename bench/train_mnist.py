@@ -36,7 +36,7 @@ from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import Storage, open_storage  # noqa: E402
 from aiplatform.training.engine import run_training  # noqa: E402
 from aiplatform.training.loop import make_optimizer, make_scheduler  # noqa: E402
-from aiplatform.training.templates import get_template  # noqa: E402
+from aiplatform.training.catalog import get_template  # noqa: E402
 
 
 def load_split(storage: Storage, version: DatasetVersion, split: str) -> tuple[np.ndarray, np.ndarray]:

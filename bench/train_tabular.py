@@ -34,7 +34,7 @@ from aiplatform.datasets import DatasetManager, DatasetVersion  # noqa: E402
 from aiplatform.kinds.rows import decode_features  # noqa: E402
 from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import open_storage  # noqa: E402
-from aiplatform.training.templates import get_template  # noqa: E402
+from aiplatform.training.catalog import get_template  # noqa: E402
 
 
 def jittered_breast_cancer(rows: int, folder: Path) -> str:

@@ -38,7 +38,7 @@ from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
 from aiplatform.training.template import TaskTemplate
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 from aiplatform.training.user_code import USER_CODE, UserCodeParams, run_user_code
 
 

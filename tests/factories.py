@@ -117,7 +117,7 @@ def make_text_package(name: str = "tiny-text", max_tokens: int = 8) -> bytes:
     from aiplatform.packaging import build_package
     from aiplatform.preprocessing import text_preprocessing
     from aiplatform.text import Tokenizer
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     labels = ["negative", "neutral", "positive"]
     tokenizer = Tokenizer.fit(["good great happy love", "bad awful sad hate", "ok fine the a is"] * 2,

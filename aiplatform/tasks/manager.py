@@ -31,7 +31,7 @@ from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, T
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.tasks.sweeps.params import SweepParams, best_trial
 from aiplatform.tasks.sweeps.template import SWEEP
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 
 logger = logging.getLogger(__name__)
 QUEUE_LOOKAHEAD = 100

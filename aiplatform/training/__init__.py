@@ -1,4 +1,4 @@
-"""Training on Ray Train: what a template is (``template``), the installed ones (``templates``), the
+"""Training on Ray Train: what a template is (``template``), the installed ones (``catalog``), the
 built-in ones (``cnn``, ``text``, ``minilm``), the shared loop (``loop``), the engine that runs a
 template as a TorchTrainer (``engine``) and publishing its outcome (``publish``).
 

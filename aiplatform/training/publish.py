@@ -12,7 +12,7 @@ from aiplatform.registry import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage
 from aiplatform.training.outcome import TrainingOutcome
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 
 
 def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:

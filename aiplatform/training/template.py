@@ -3,7 +3,7 @@
 Two kinds: a :class:`TrainingTemplate` has the platform build the data, model and loop (the
 built-in CNN, text and table templates); the ``user-code`` template runs a user's own function
 (``aiplatform.training.user_code``). Templates are plugins: each is a subclass in its own
-module, found through the ``aiplatform.templates`` entry-point group (see ``templates``); this
+module, found through the ``aiplatform.templates`` entry-point group (see ``catalog``); this
 base knows none of them.
 """
 

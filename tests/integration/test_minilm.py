@@ -19,7 +19,7 @@ from aiplatform.registry import RegistryClient  # noqa: E402
 from aiplatform.storage import storage_from_settings  # noqa: E402
 from aiplatform.training.engine import run_training  # noqa: E402
 from aiplatform.training.publish import publish_model  # noqa: E402
-from aiplatform.training.templates import get_template  # noqa: E402
+from aiplatform.training.catalog import get_template  # noqa: E402
 from tests.factories import platform_settings, served_platform  # noqa: E402
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"

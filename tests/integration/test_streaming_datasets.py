@@ -12,7 +12,7 @@ from aiplatform.datasets import DatasetManager
 from aiplatform.settings import Settings
 from aiplatform.storage import open_storage
 from aiplatform.training.engine import SharedSplits, run_training
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 from tests.factories import make_digit_images, png_bytes
 
 

@@ -216,7 +216,7 @@ def test_a_killed_boosting_worker_resumes_from_its_last_round(platform: dict[str
     import psutil
     import ray.train
 
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     marker = tmp_path / "killed"
 

@@ -16,7 +16,7 @@ from aiplatform.registry import RegistryClient
 from aiplatform.storage import storage_from_settings
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 from tests.factories import platform_settings, served_platform
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"

@@ -19,7 +19,7 @@ from aiplatform.settings import Settings
 from aiplatform.storage import open_storage
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 from tests.factories import fault_table_figure
 
 

@@ -149,7 +149,7 @@ def test_a_requeued_sweep_drops_its_previous_result(tmp_path) -> None:  # type: 
 
 
 def test_a_sweep_reserves_its_largest_trials_and_checks_its_epochs() -> None:
-    from aiplatform.training.templates import get_template
+    from aiplatform.training.catalog import get_template
 
     template = get_template("sweep")
     runs, run = template.concurrent_runs({"max_concurrent_trials": 2, "params": {"workers": 1},

@@ -8,7 +8,7 @@ import pytest
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import validate_key
-from aiplatform.training.templates import get_template, list_templates
+from aiplatform.training.catalog import get_template, list_templates
 
 
 @pytest.fixture()

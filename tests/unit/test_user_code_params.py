@@ -9,7 +9,7 @@ import pytest
 
 from aiplatform import sdk
 from aiplatform.errors import InvalidArgument
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 from aiplatform.training.user_code import load_entry, user_error_line
 
 

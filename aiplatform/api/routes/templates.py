@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from aiplatform.api.schemas.templates import TemplateList, TemplatePublic
 from aiplatform.training.template import TaskTemplate
-from aiplatform.training.templates import get_template, list_templates
+from aiplatform.training.catalog import get_template, list_templates
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 

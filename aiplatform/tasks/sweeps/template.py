@@ -16,7 +16,7 @@ from aiplatform.errors import InvalidArgument
 from aiplatform.storage import Storage
 from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.training.template import TaskTemplate, validation_message
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 
 SWEEP = "sweep"
 USER_CODE = "user-code"

@@ -22,7 +22,7 @@ from aiplatform.tasks.sweeps.template import USER_CODE, SweepTemplate, trial_par
 from aiplatform.training.engine import SharedSplits, run_training
 from aiplatform.training.publish import package_model, save_candidate
 from aiplatform.training.template import TrainingTemplate
-from aiplatform.training.templates import get_template
+from aiplatform.training.catalog import get_template
 from aiplatform.training.user_code import UserSplits
 
 TRIAL_DRIVER_CPUS = 0.01
