@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiplatform.datasets.manager import DatasetManager, DatasetVersion
     from aiplatform.datasets.spec import AugmentSpec, ImageDatasetSpec
-    from aiplatform.datasets.table_sources import TableDatasetSpec
+    from aiplatform.datasets.tabular_sources import TabularDatasetSpec
     from aiplatform.datasets.text_sources import TextDatasetSpec
 
 _HOMES = {
@@ -21,9 +21,9 @@ _HOMES = {
     "AugmentSpec": "aiplatform.datasets.spec",
     "ImageDatasetSpec": "aiplatform.datasets.spec",
     "TextDatasetSpec": "aiplatform.datasets.text_sources",
-    "TableDatasetSpec": "aiplatform.datasets.table_sources",
+    "TabularDatasetSpec": "aiplatform.datasets.tabular_sources",
 }
-__all__ = ["AugmentSpec", "DatasetManager", "DatasetVersion", "ImageDatasetSpec", "TableDatasetSpec",
+__all__ = ["AugmentSpec", "DatasetManager", "DatasetVersion", "ImageDatasetSpec", "TabularDatasetSpec",
            "TextDatasetSpec"]
 
 

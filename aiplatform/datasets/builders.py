@@ -8,7 +8,7 @@ rows training needs, commit. A builder fills in what differs between formats
 (:class:`DatasetBuilder`); the manager keeps the version layout, the commit and the readers.
 
 A new source format is a module with a builder (``image_builder.py``, ``text_builder.py``,
-``table_builder.py`` are the examples) and its entry in ``BUILDERS``; the builders never import
+``tabular_builder.py`` are the examples) and its entry in ``BUILDERS``; the builders never import
 this module (they match the protocol by shape).
 """
 
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from aiplatform.datasets.image_builder import ImageBuilder
 from aiplatform.datasets.source_policy import HttpGet
-from aiplatform.datasets.table_builder import TableBuilder
+from aiplatform.datasets.tabular_builder import TabularBuilder
 from aiplatform.datasets.text_builder import TextBuilder
 from aiplatform.errors import InvalidArgument
 from aiplatform.storage import ObjectInfo, Storage
@@ -79,7 +79,7 @@ class DatasetBuilder(Protocol):
 
 
 BUILDERS: dict[type[BaseModel], DatasetBuilder] = {
-    builder.spec_type: builder for builder in (ImageBuilder(), TextBuilder(), TableBuilder())
+    builder.spec_type: builder for builder in (ImageBuilder(), TextBuilder(), TabularBuilder())
 }
 
 UNMARKED_MANIFEST_KIND = ImageBuilder.kind

@@ -1,7 +1,7 @@
 """The ``tabular-classification`` template: gradient-boosted trees on a table, on Ray Train's
 XGBoost trainer.
 
-The table is built into a dataset version (``datasets.table_builder``: a feature schema with
+The table is built into a dataset version (``datasets.tabular_builder``: a feature schema with
 types, ranges and categories, encoded rows), each worker turns its shard into a DMatrix, and
 XGBoost's collective trains one booster over all the shards. Every few rounds the workers report
 the round's losses and validation accuracy (the task's curves) and rank 0 checkpoints the booster
@@ -24,7 +24,7 @@ import ray.train
 import xgboost
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform.datasets import DatasetManager, DatasetVersion, TableDatasetSpec
+from aiplatform.datasets import DatasetManager, DatasetVersion, TabularDatasetSpec
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.evaluation import evaluate_model, table_batches
 from aiplatform.kinds.rows import decode_features
@@ -87,9 +87,9 @@ class TabularClassificationTemplate(TrainingTemplate):
     params_model = TabularParams
     budget_parameter = "num_boost_round"
 
-    def dataset_spec(self, params: TabularParams) -> TableDatasetSpec:
+    def dataset_spec(self, params: TabularParams) -> TabularDatasetSpec:
         try:
-            return TableDatasetSpec(
+            return TabularDatasetSpec(
                 source=params.dataset, label_column=params.label_column,
                 feature_columns=tuple(params.feature_columns) if params.feature_columns else None,
                 val_fraction=params.val_fraction, test_fraction=params.test_fraction, seed=params.seed,

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         DatasetManager,
         DatasetVersion,
         ImageDatasetSpec,
-        TableDatasetSpec,
+        TabularDatasetSpec,
         TextDatasetSpec,
     )
     from aiplatform.settings import Settings
@@ -131,7 +131,7 @@ class TrainingTemplate(TaskTemplate):
     """The parameter that says how long a run trains, in the unit of its reports' ``epoch``."""
 
     @abstractmethod
-    def dataset_spec(self, params: Any) -> "ImageDatasetSpec | TextDatasetSpec | TableDatasetSpec":
+    def dataset_spec(self, params: Any) -> "ImageDatasetSpec | TextDatasetSpec | TabularDatasetSpec":
         """The dataset version this run trains on."""
 
     @abstractmethod

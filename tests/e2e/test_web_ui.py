@@ -387,7 +387,7 @@ def test_a_table_model_from_the_form_to_a_csv_of_rows(page, platform_url: str, t
 
     from playwright.sync_api import expect
 
-    from aiplatform.datasets.table_sources import penguins_file
+    from aiplatform.datasets.tabular_sources import penguins_file
 
     page.goto(platform_url)
     page.click("#new-task")

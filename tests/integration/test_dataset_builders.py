@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 from pydantic import BaseModel
 
-from aiplatform.datasets import DatasetManager, ImageDatasetSpec, TableDatasetSpec, TextDatasetSpec
+from aiplatform.datasets import DatasetManager, ImageDatasetSpec, TabularDatasetSpec, TextDatasetSpec
 from aiplatform.datasets.builders import BUILDERS, builder_for
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.kinds import kind_class
@@ -37,15 +37,15 @@ def text_example(tmp_path: Path) -> TextDatasetSpec:
     return TextDatasetSpec(source=f"csv:{source}", text_column="review", label_column="stars")
 
 
-def table_example(tmp_path: Path) -> TableDatasetSpec:
+def table_example(tmp_path: Path) -> TabularDatasetSpec:
     """The built-in penguins table (test_tabular.py trains on it)."""
-    return TableDatasetSpec(source="penguins")
+    return TabularDatasetSpec(source="penguins")
 
 
 EXAMPLES: dict[type[BaseModel], Callable[[Path], BaseModel]] = {
     ImageDatasetSpec: image_example,
     TextDatasetSpec: text_example,
-    TableDatasetSpec: table_example,
+    TabularDatasetSpec: table_example,
 }
 
 

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost
 
-from aiplatform.datasets import DatasetManager, TableDatasetSpec
-from aiplatform.datasets.table_sources import penguins_file
+from aiplatform.datasets import DatasetManager, TabularDatasetSpec
+from aiplatform.datasets.tabular_sources import penguins_file
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds.rows import schema_of
 from aiplatform.packaging import read_package_files
@@ -180,7 +180,7 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
     table = pa.table({"height": rng.normal(170, 10, size), "colour": rng.choice(["red", "blue"], size),
                       "comment": [f"note {i}" for i in range(size)], "outcome": rng.choice(["yes", "no"], size)})
     pq.write_table(table, tmp_path / "people.parquet")
-    version = datasets.build(TableDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome",
+    version = datasets.build(TabularDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome",
                                               feature_columns=("height", "colour")))
     assert version.kind == "tabular" and sum(version.rows(s) for s in ("train", "val", "test")) == size
     assert [f["type"] for f in version.manifest["table"]["features"]] == ["number", "category"]
@@ -191,19 +191,19 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
 
     (tmp_path / "people.csv").write_text("height,colour,outcome\n" + "".join(
         f"{170 + i % 7},{'red' if i % 2 else 'blue'},{'yes' if i % 3 else 'no'}\n" for i in range(60)))
-    built = datasets.build(TableDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="outcome"))
+    built = datasets.build(TabularDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="outcome"))
     assert built.labels == ["no", "yes"] and built.manifest["cleaning"]["rows"] == 60
 
     for spec, message in [
-        (TableDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome"),
+        (TabularDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome"),
          "'comment' has more than 64 distinct values"),
-        (TableDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="species"), "no column(s) ['species']"),
+        (TabularDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="species"), "no column(s) ['species']"),
     ]:
         with pytest.raises(InvalidArgument, match=re.escape(message)):
             datasets.build(spec)
     (tmp_path / "one-class.csv").write_text("x,label\n" + "".join(f"{i},same\n" for i in range(30)))
     with pytest.raises(InvalidArgument, match="1 label"):
-        datasets.build(TableDatasetSpec(source=f"csv:{tmp_path / 'one-class.csv'}"))
+        datasets.build(TabularDatasetSpec(source=f"csv:{tmp_path / 'one-class.csv'}"))
     assert not any("one-class" in key for key in LocalStorage(tmp_path / "store").list("datasets"))
 
 

@@ -142,11 +142,11 @@ def test_only_png_and_jpeg_are_decoded_and_huge_images_are_refused_before_decodi
 
 
 def test_builders_are_found_by_spec_type_and_name_a_known_kind() -> None:
-    from aiplatform.datasets import TableDatasetSpec, TextDatasetSpec
+    from aiplatform.datasets import TabularDatasetSpec, TextDatasetSpec
     from aiplatform.datasets.builders import BUILDERS, DatasetBuilder, builder_for
     from aiplatform.kinds import KINDS
 
-    for spec in (ImageDatasetSpec(source="mnist"), TextDatasetSpec(source="tweets-sentiment"), TableDatasetSpec(source="penguins")):
+    for spec in (ImageDatasetSpec(source="mnist"), TextDatasetSpec(source="tweets-sentiment"), TabularDatasetSpec(source="penguins")):
         builder = builder_for(spec)
         assert isinstance(builder, DatasetBuilder) and builder is BUILDERS[type(spec)]
         assert builder.kind in KINDS

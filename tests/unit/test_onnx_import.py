@@ -256,7 +256,7 @@ def test_an_imported_models_input_must_fit_a_replica(side: int, channels: int, f
 
 
 def test_an_imported_table_model_takes_at_most_the_datasets_features() -> None:
-    from aiplatform.datasets.table_sources import MAX_FEATURES
+    from aiplatform.datasets.tabular_sources import MAX_FEATURES
 
     assert len(onnx_model_config(name="t", kind="tabular", labels=LABELS, signature=_signature([-1, MAX_FEATURES]))
                .input["features"]) == MAX_FEATURES

@@ -13,7 +13,7 @@ import pytest
 import torch
 import xgboost
 
-from aiplatform.datasets import TableDatasetSpec
+from aiplatform.datasets import TabularDatasetSpec
 from aiplatform.errors import IntegrityError, InvalidArgument, TooLarge
 from aiplatform.kinds import ManyInputs, kind_for
 from aiplatform.kinds.limits import RequestLimits
@@ -145,8 +145,8 @@ def test_xgboost_packages_refuse_binary_or_mismatched_boosters() -> None:
 
 
 def test_table_specs_and_imported_table_inputs_are_checked() -> None:
-    assert TableDatasetSpec(source="penguins").label == "species"
-    assert TableDatasetSpec(source="csv:/data/sales.csv").dataset_name == "csv-sales"
+    assert TabularDatasetSpec(source="penguins").label == "species"
+    assert TabularDatasetSpec(source="csv:/data/sales.csv").dataset_name == "csv-sales"
     for raw, message in [
         ({"source": "excel:/x.xlsx"}, "unknown table source"),
         ({"source": "csv:"}, "needs a location"),
@@ -154,7 +154,7 @@ def test_table_specs_and_imported_table_inputs_are_checked() -> None:
         ({"source": "csv:/x.csv", "feature_columns": ["a", "a"]}, "names a column twice"),
     ]:
         with pytest.raises(ValueError, match=message):
-            TableDatasetSpec(**raw)
+            TabularDatasetSpec(**raw)
     spec = table_input({"name": "x", "datatype": "FP32", "shape": [-1, 2]},
                        {"features": ["age", {"name": "city", "type": "category", "categories": ["Oslo", "Rome"]}]})
     assert spec["features"][1]["categories"] == ["Oslo", "Rome"]

@@ -119,7 +119,7 @@ def test_texts_that_nfkc_makes_longer_than_the_limit(platform: dict[str, Any]) -
 def test_missing_source_columns_are_named_without_quoting_the_file(platform: dict[str, Any]) -> None:
     """Table and text sources answer a missing column alike: the names asked for and the file's
     column count, never its header (a file the caller may not read could be named as a source)."""
-    from aiplatform.datasets import DatasetManager, TableDatasetSpec, TextDatasetSpec
+    from aiplatform.datasets import DatasetManager, TabularDatasetSpec, TextDatasetSpec
     from aiplatform.errors import InvalidArgument
     from aiplatform.storage import storage_from_settings
 
@@ -131,9 +131,9 @@ def test_missing_source_columns_are_named_without_quoting_the_file(platform: dic
     manager = DatasetManager.from_settings(storage, settings, untrusted=True)  # as a task from the API reads it
     before, datasets = stored(platform), storage.list("datasets")
     messages = []
-    for spec in (TableDatasetSpec(source=f"csv:{root / 'secret.csv'}", label_column="label"),
+    for spec in (TabularDatasetSpec(source=f"csv:{root / 'secret.csv'}", label_column="label"),
                  TextDatasetSpec(source=f"csv:{root / 'secret.csv'}", text_column="text", label_column="label"),
-                 TableDatasetSpec(source=f"csv:{root / 'control.csv'}")):
+                 TabularDatasetSpec(source=f"csv:{root / 'control.csv'}")):
         with pytest.raises(InvalidArgument) as error:
             manager.build(spec)
         messages.append(str(error.value))

@@ -39,7 +39,7 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _COLUMN = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
 
-class TableDatasetSpec(BaseModel):
+class TabularDatasetSpec(BaseModel):
     """Everything that determines a table dataset version's content."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -76,7 +76,7 @@ class TableDatasetSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "TableDatasetSpec":
+    def _check(self) -> "TabularDatasetSpec":
         kind = self.source_kind
         if kind not in BUILT_IN_TABLES and kind not in TABLE_SOURCE_KINDS:
             raise ValueError(f"unknown table source {self.source!r}: use {', '.join(BUILT_IN_TABLES)}, csv:<uri> "
@@ -156,13 +156,13 @@ _BUILT_IN_READERS: dict[str, Callable[[], tuple[pa.Table, str]]] = {
 }
 
 
-def _unparsable(spec: TableDatasetSpec, exc: BaseException) -> InvalidArgument:
+def _unparsable(spec: TabularDatasetSpec, exc: BaseException) -> InvalidArgument:
     # The kind of error only: a parser's message quotes the rows it choked on.
     return InvalidArgument(f"Table source {spec.source!r} cannot be parsed as {spec.source_kind} "
                            f"({type(exc).__name__})")
 
 
-def read_table_source(spec: TableDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
+def read_table_source(spec: TabularDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
                       http_get: HttpGet = trusted_fetch) -> tuple[SourceData, list[str]]:
     """The source as Ray Data rows of its feature columns and its label column (renamed
     ``label_name``), and the feature columns' names in order. ``labels`` are filled later."""

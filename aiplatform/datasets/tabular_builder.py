@@ -26,7 +26,7 @@ from aiplatform.datasets.augment import hash_uniform
 from aiplatform.datasets.source_policy import HttpGet
 from aiplatform.datasets.sources import SourceData
 from aiplatform.datasets.spec import SPLITS, split_file_entries, splits_content_hash
-from aiplatform.datasets.table_sources import LABEL_NAME, TableDatasetSpec, read_table_source
+from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec, read_table_source
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds import TabularKind
 from aiplatform.kinds.rows import CATEGORY, NUMBER, FeatureSchema
@@ -87,7 +87,7 @@ def column_statistics(batch: pa.Table, types: dict[str, str], max_categories: in
     return {"partial": [json.dumps(partial)]}
 
 
-def feature_schema(partials: list[dict[str, Any]], types: dict[str, str], spec: TableDatasetSpec) -> tuple[
+def feature_schema(partials: list[dict[str, Any]], types: dict[str, str], spec: TabularDatasetSpec) -> tuple[
         list[dict[str, Any]], list[str], int]:
     """Combine the partial statistics: the features (in order), the labels (sorted) and the rows."""
     features = []
@@ -133,7 +133,7 @@ def feature_schema(partials: list[dict[str, Any]], types: dict[str, str], spec: 
 
 def encode_rows(batch: pa.Table, features: list[dict[str, Any]], labels: list[str], spec_json: str) -> dict[str, np.ndarray]:
     """Rows -> ``{id, features (float32 bytes), label, split}``; unlabelled rows are dropped."""
-    spec = TableDatasetSpec.model_validate_json(spec_json)
+    spec = TabularDatasetSpec.model_validate_json(spec_json)
     label_index = {label: i for i, label in enumerate(labels)}
     as_text = batch.column(LABEL_NAME).cast(pa.string())  # as the statistics pass named the labels
     raw_labels = [None if v is None else v.strip() for v in as_text.to_pylist()]
@@ -151,7 +151,7 @@ def encode_rows(batch: pa.Table, features: list[dict[str, Any]], labels: list[st
             "split": split}
 
 
-def build_table_rows(source: "ray.data.Dataset", spec: TableDatasetSpec, feature_names: list[str]) -> tuple[
+def build_table_rows(source: "ray.data.Dataset", spec: TabularDatasetSpec, feature_names: list[str]) -> tuple[
         "ray.data.Dataset", list[dict[str, Any]], list[str], dict[str, int]]:
     """The encoded rows (lazy), the feature schema, the labels and what cleaning dropped."""
     types = column_types(source.schema().base_schema, feature_names, spec.source)
@@ -208,25 +208,25 @@ class TableSource:
         return self.data.fingerprint
 
 
-class TableBuilder:
-    """Builds :class:`TableDatasetSpec` versions; the dataset manager runs it (``builders.py``)."""
+class TabularBuilder:
+    """Builds :class:`TabularDatasetSpec` versions; the dataset manager runs it (``builders.py``)."""
 
-    spec_type = TableDatasetSpec
+    spec_type = TabularDatasetSpec
     kind = TabularKind.name
     manifest_format = TABLE_MANIFEST_FORMAT
 
     def limits(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def read(self, spec: TableDatasetSpec, storage_options: dict[str, Any], http_get: HttpGet) -> TableSource:
+    def read(self, spec: TabularDatasetSpec, storage_options: dict[str, Any], http_get: HttpGet) -> TableSource:
         return TableSource(*read_table_source(spec, storage_options, http_get))
 
-    def rows(self, spec: TableDatasetSpec, source: TableSource, streaming_bytes: int) -> TableRows:
+    def rows(self, spec: TabularDatasetSpec, source: TableSource, streaming_bytes: int) -> TableRows:
         """The statistics pass runs here; the encoding pass runs as the rows are written."""
         rows, features, labels, cleaning = build_table_rows(source.data.dataset, spec, source.feature_names)
         return TableRows(rows.random_shuffle(seed=spec.seed), features, labels, cleaning)
 
-    def describe(self, spec: TableDatasetSpec, source: TableSource, rows: TableRows, files: list[ObjectInfo],
+    def describe(self, spec: TabularDatasetSpec, source: TableSource, rows: TableRows, files: list[ObjectInfo],
                  storage: Storage) -> dict[str, Any]:
         written = ray.data.read_parquet([storage.arrow_path(f.key) for f in files],
                                         filesystem=storage.arrow_filesystem())
@@ -260,7 +260,7 @@ class TableBuilder:
             "content_hash": splits_content_hash(totals),
         }
 
-    def refusal(self, spec: TableDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
+    def refusal(self, spec: TabularDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
         if manifest["splits"]["train"]["rows"] == 0 or manifest["splits"]["val"]["rows"] == 0:
             return (f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
                     "too few for training and validation splits")
