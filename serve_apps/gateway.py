@@ -30,25 +30,36 @@ from aiplatform.settings import Settings
 from aiplatform.tokens import with_api_token
 
 logger = logging.getLogger(__name__)
-app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
-include_endpoints(app, V1Endpoints, V2Endpoints)  # first: the hot routes' fast path sits inside the guard
-include_api(app)
+
+
+def gateway_app() -> FastAPI:
+    """The gateway's FastAPI app: the inference protocols' routes and the REST API with the UI."""
+    app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
+    include_endpoints(app, V1Endpoints, V2Endpoints)  # first: the hot routes' fast path sits inside the guard
+    include_api(app)
+    return app
 
 
 @serve.deployment(max_ongoing_requests=256, max_queued_requests=256,
                   backpressure_config={"status_code": 503, "retry_after_s": RETRY_AFTER_S},
                   ray_actor_options={"num_cpus": 0.25})
-@serve.ingress(app)
+@serve.ingress()
 class Gateway:
     """One gateway replica: the platform's clients, the inference core, its protocols, and
     (local-only) its own listener. Serve's gRPC proxy calls the method named as each RPC: those
-    are the servicer's (``RPCS``)."""
+    are the servicer's (``RPCS``).
+
+    The replica builds its app and Serve serves that one (``__serve_build_asgi_app__``): an app
+    given to ``@serve.ingress(app)`` is served as a copy made where the class was pickled, and a
+    constructor that installs the platform on a module's ``app`` may be installing it on another
+    object than the one Serve's direct ingress answers with."""
 
     def __init__(self, model_server: DeploymentHandle, settings: Settings, listen_port: Optional[int] = None) -> None:
         """``listen_port``: the loopback port this replica also answers on itself (a local
         platform's URL: aiplatform.serving.ingress), shared by the node's gateway replicas."""
         keep_serve_on_loopback()
         settings = with_api_token(settings, create=False)  # a token kept in the state folder counts
+        self.gateway_app = app = gateway_app()
         # The REST API's routes (aiplatform.api) share these clients through the app's Platform.
         platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name))
         set_platform(app, platform)
@@ -69,11 +80,14 @@ class Gateway:
     def _listen(self, settings: Settings, port: int) -> Optional[PublicListener]:
         limit = settings.serve_gateway_max_ongoing + settings.serve_gateway_max_queued  # Serve's own backpressure
         try:
-            return PublicListener(Admission(app, limit, RETRY_AFTER_S, settings.serve_request_timeout_s), "127.0.0.1", port,
+            return PublicListener(Admission(self.gateway_app, limit, RETRY_AFTER_S, settings.serve_request_timeout_s), "127.0.0.1", port,
                                   ready=lambda: serve.get_replica_context().servable_object is not None)
         except OSError as exc:  # e.g. an older Serve's proxy on it: clients still reach that
             logger.warning("the gateway cannot listen on port %d (%s); Serve's ingress answers there", port, exc)
             return None
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return self.gateway_app
 
     async def __del__(self) -> None:
         if self.listener is not None:

@@ -202,7 +202,7 @@ class DataPlane:
         """A v1 request: one input, or many (:class:`ManyInputs`, a CSV of table rows) each
         recorded as ``<request id>-<row>`` and answered in the rows' order."""
         started = time.perf_counter()
-        try:
+        try:  # route() written out: a cached model costs no coroutine here
             target = self.router.resolve(name, version=version, alias=alias)
             model_id = f"{target.name}:{target.version}"
             model = self._models.get(model_id) or await self._load(model_id)
