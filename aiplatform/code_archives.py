@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from aiplatform.errors import Forbidden, InvalidArgument, NotFound, TooLarge
-from aiplatform.runtime import MAX_REQUEST_BYTES
+from aiplatform.limits import MAX_REQUEST_BYTES
 from aiplatform.storage import Storage, sha256_bytes
 
 if TYPE_CHECKING:

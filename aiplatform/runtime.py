@@ -17,6 +17,7 @@ import ray.exceptions
 from pydantic import SecretStr
 
 from aiplatform.errors import AIPError, Unavailable
+from aiplatform.limits import MAX_REQUEST_BYTES
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,9 +26,6 @@ HEAD_NODE_RESOURCE = "node:__internal_head__"
 ACTOR_CALL_RETRIES = 20
 ACTOR_RETRY_DELAY_S = 0.25
 LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
-"""No request to the platform beyond this: an HTTP body (the API's body limit) or a gRPC message
-(Serve's gRPC proxy, whose own default is 2 GiB, read before any caller is checked)."""
 SERVE_ENV = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(MAX_REQUEST_BYTES)}
 """Serve's switches for every process that may run its proxy (local drivers' workers, ``aip up``'s
 head, the RayService's pods)."""

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 
 from aiplatform.kinds import TabularKind, TextKind
 from aiplatform.kinds.images import image_from_json
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.serving.runner import ModelRunner
 
 if os.environ.get("BENCH_TORCH_THREADS"):  # one thread: what a careful user deploys on a small machine

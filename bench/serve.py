@@ -200,7 +200,7 @@ def body_parser(runner):  # type: ignore[no-untyped-def]
     encoded row for a table model."""
     from aiplatform.kinds import TabularKind, TextKind
     from aiplatform.kinds.images import image_from_json
-    from aiplatform.kinds.limits import RequestLimits
+    from aiplatform.limits import RequestLimits
 
     if isinstance(runner.kind, TabularKind):
         return lambda body: runner.kind.from_json(json.loads(body), RequestLimits())

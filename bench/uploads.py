@@ -29,7 +29,7 @@ from PIL import Image
 from aiplatform.datasets.sources import _mnist_file, _read_mnist_split
 from aiplatform.kinds import kind_for
 from aiplatform.kinds.framing import measure_framing
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.networks.architectures import build_model
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.preprocessing import image_preprocessing, images_to_tensor

@@ -17,7 +17,7 @@ from aiplatform.api.admission import Admission
 from aiplatform.api.errors import RETRY_AFTER_S
 from aiplatform.api.fast_routes import bind_endpoints, include_endpoints
 from aiplatform.api.security import AccessPolicy
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.results import ResultWriter
 from aiplatform.serving.dataplane import DataPlane, ServeModelServers
 from aiplatform.serving.deployer import warm_on_serve

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 
 from aiplatform.errors import InvalidArgument
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 
 Submit = Callable[[np.ndarray], Awaitable[dict[str, Any]]]
 """Sends one model input (one row of a batch) to the model servers; answers its prediction."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits
+from aiplatform.limits import MAX_UPLOAD_BYTES, RequestLimits
 from aiplatform.text import TextTokenizer, nfkc_within
 
 TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".text")

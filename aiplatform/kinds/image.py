@@ -33,7 +33,7 @@ from aiplatform.kinds.images import (
     json_image_bytes,
     thumbnail,
 )
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, images_from_infer_request
 from aiplatform.preprocessing import batch_to_tensors, decode_rows, images_to_tensor
 

@@ -17,7 +17,7 @@ import numpy as np
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.imaging import DEFAULT_MAX_PIXELS, decode_image, read_image, resize_array
 from aiplatform.kinds.framing import frame_image
-from aiplatform.kinds.limits import MAX_UPLOAD_BYTES
+from aiplatform.limits import MAX_UPLOAD_BYTES
 
 MAX_ARRAY_VALUES = 4096 * 4096 * 3
 JSON_IMAGE_KEYS = ("image_b64", "image")

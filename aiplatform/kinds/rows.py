@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, RequestLimits
+from aiplatform.limits import MAX_UPLOAD_BYTES, RequestLimits
 
 NUMBER, CATEGORY = "number", "category"
 MISSING = float("nan")

@@ -24,7 +24,7 @@ from aiplatform.kinds.base import (
     ModelKind,
     Submit,
 )
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.kinds.rows import CATEGORY, CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_features, schema_of
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, V2_DATATYPES, single_input
 

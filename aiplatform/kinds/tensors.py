@@ -9,7 +9,7 @@ import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds.images import image_from_array, image_shape
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 
 V2_DATATYPES = {
     "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "INT8": np.int8, "INT16": np.int16,

@@ -24,7 +24,7 @@ from aiplatform.kinds.documents import (
     text_from_bytes,
 )
 from aiplatform.kinds.features import TEXT_FEATURES, text_feature_columns, text_features
-from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
+from aiplatform.limits import RequestLimits, off_loop_if_large
 from aiplatform.kinds.tensors import texts_from_infer_request
 from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
 

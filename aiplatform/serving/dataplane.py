@@ -31,14 +31,14 @@ from ray.serve.exceptions import BackPressureError
 
 from aiplatform.errors import Unavailable
 from aiplatform.kinds import ManyInputs, ModelKind, kind_for
-from aiplatform.kinds.limits import RequestLimits, off_loop_if_large
+from aiplatform.limits import RequestLimits, off_loop_if_large
 from aiplatform.monitoring.serving import UNROUTED, count_failure, count_success
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, input_key
 from aiplatform.results.store import new_result_id
 from aiplatform.serving.batcher import AdaptiveBatcher
-from aiplatform.serving.limits import check_request_id, parse_json
+from aiplatform.serving.parsing import check_request_id, parse_json
 from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs
 from aiplatform.serving.requests import V1Input
 from aiplatform.serving.router import RegistryReader, Router

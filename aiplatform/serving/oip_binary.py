@@ -22,7 +22,7 @@ import numpy as np
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds.tensors import MAX_TENSOR_VALUES, V2_DATATYPES
-from aiplatform.serving.limits import parse_json
+from aiplatform.serving.parsing import parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")

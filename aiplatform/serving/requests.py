@@ -14,7 +14,7 @@ from typing import Any, Optional
 from starlette.requests import Request
 
 from aiplatform.errors import InvalidArgument, TooLarge
-from aiplatform.kinds.limits import MAX_UPLOAD_BYTES, off_loop_if_large
+from aiplatform.limits import MAX_UPLOAD_BYTES, off_loop_if_large
 from aiplatform.serving.oip_binary import HEADER_LENGTH, attach_binary_inputs, split_body
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from aiplatform.errors import IntegrityError
 from aiplatform.kinds import kind_for
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.packaging import load_package
 from aiplatform.preprocessing import images_to_tensor
 from aiplatform.registry import RegistryStore

@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from aiplatform.api.limits import BodyLimitMiddleware
+from aiplatform.api.body_limit import BodyLimitMiddleware
 
 pytestmark = pytest.mark.unit
 

@@ -104,7 +104,7 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
 def test_grpc_messages_are_bounded_like_http_bodies_everywhere_serve_runs() -> None:
     from aip.local import head_env
     from aiplatform.api.app import MAX_REQUEST_BYTES
-    from aiplatform.runtime import MAX_REQUEST_BYTES as MAX_GRPC_MESSAGE_BYTES
+    from aiplatform.limits import MAX_REQUEST_BYTES as MAX_GRPC_MESSAGE_BYTES
     from aiplatform.runtime import local_runtime_env
 
     assert MAX_GRPC_MESSAGE_BYTES == MAX_REQUEST_BYTES

@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from aiplatform.api.errors import error_response
 from aiplatform.errors import InvalidArgument, NotFound, Unavailable
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import RegistryStore
 from aiplatform.results import PredictionRecord

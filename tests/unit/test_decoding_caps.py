@@ -12,7 +12,7 @@ import pytest
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds.documents import check_text
-from aiplatform.kinds.limits import MAX_DECODED_VALUES, RequestLimits
+from aiplatform.limits import MAX_DECODED_VALUES, RequestLimits
 from aiplatform.kinds.rows import MAX_CSV_COLUMNS, FeatureSchema
 from aiplatform.kinds.tensors import images_from_infer_request
 from aiplatform.text import nfkc_within

@@ -21,7 +21,7 @@ from aiplatform.analysis.report import _dataset_charts
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds import KINDS, DatasetKind, ManyInputs, ModelKind, importable_kinds, kind_class, kind_for
 from aiplatform.kinds.base import BarChart, ImageChart
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.kinds.rows import FeatureSchema
 
 pytestmark = pytest.mark.unit

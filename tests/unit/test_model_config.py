@@ -11,7 +11,7 @@ import pytest
 
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.kinds import ImageKind, TextKind
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.packaging import build_package, load_package
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.serving.runner import ModelRunner

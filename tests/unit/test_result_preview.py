@@ -50,7 +50,7 @@ def test_a_json_image_shows_as_the_image_kind_decodes_it() -> None:
     is previewed as the thumbnail of the image the model got, not as a line of base64."""
     from aiplatform.kinds import kind_for
     from aiplatform.kinds.images import JSON_IMAGE_KEYS
-    from aiplatform.kinds.limits import RequestLimits
+    from aiplatform.limits import RequestLimits
 
     kind = kind_for({"input": {"type": "image", "height": 28, "width": 28, "channels": 1}, "preprocessing": {}})
     encoded = base64.b64encode(png((28, 28))).decode()

@@ -7,7 +7,7 @@ import pytest
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds import ImageKind, kind_for
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.packaging import load_package
 from aiplatform.serving.runner import ModelRunner
 from tests.factories import make_package, png_bytes

@@ -16,7 +16,7 @@ import xgboost
 from aiplatform.datasets import TabularDatasetSpec
 from aiplatform.errors import IntegrityError, InvalidArgument, TooLarge
 from aiplatform.kinds import ManyInputs, kind_for
-from aiplatform.kinds.limits import RequestLimits
+from aiplatform.limits import RequestLimits
 from aiplatform.kinds.tabular import table_input
 from aiplatform.packaging import build_package, load_package
 from aiplatform.serving.runner import ModelRunner

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Optional
 
 from aiplatform.errors import AIPError, TooLarge
-from aiplatform.kinds.limits import off_loop_if_large
-from aiplatform.runtime import MAX_REQUEST_BYTES
+from aiplatform.limits import off_loop_if_large
+from aiplatform.limits import MAX_REQUEST_BYTES
 from aiplatform.serving.dataplane import DataPlane, Overloaded
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
 from aiplatform.serving.oip_grpc.access import grpc_refusal

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aiplatform.kinds.limits import MAX_DECODED_VALUES
+from aiplatform.limits import MAX_DECODED_VALUES
 from aiplatform.kinds.rows import MAX_CSV_COLUMNS
 from tests.factories import register_bytes
 from tests.hostile import MAX_TEXT_CHARS, refused, stored
