@@ -15,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.admission import Admission
 from aiplatform.api.errors import RETRY_AFTER_S
-from aiplatform.api.fast_routes import bind_endpoints, include_endpoints
+from aiplatform.api.endpoint_routes import bind_endpoints, include_endpoints
 from aiplatform.api.security import AccessPolicy
 from aiplatform.limits import RequestLimits
 from aiplatform.results import ResultWriter
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 def gateway_app() -> FastAPI:
     """The gateway's FastAPI app: the inference protocols' routes and the REST API with the UI."""
     app = FastAPI(title="aiplatform", description="Training tasks, models, datasets, inference and results.")
-    include_endpoints(app, V1Endpoints, V2Endpoints)  # first: the hot routes' fast path sits inside the guard
+    include_endpoints(app, V1Endpoints, V2Endpoints)  # first: the hot routes' direct path sits inside the guard
     include_api(app)
     return app
 

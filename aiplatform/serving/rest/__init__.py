@@ -2,7 +2,7 @@
 
 Each is a class of endpoints over one ``DataPlane`` that only turns HTTP into a core call and its
 result into a response. A route is declared once, on its endpoint, with :func:`route`; the
-gateway's app takes the declarations from there (``aiplatform.api.fast_routes.include_endpoints``)
+gateway's app takes the declarations from there (``aiplatform.api.endpoint_routes.include_endpoints``)
 for FastAPI's router, its OpenAPI schema, and the hot routes answered ahead of that router.
 """
 
@@ -17,19 +17,19 @@ ROUTE_ATTRIBUTE = "__aip_route__"
 
 @dataclass(frozen=True)
 class Route:
-    """``method path`` answered by the endpoint it is declared on. ``fast``: a hot route, matched
+    """``method path`` answered by the endpoint it is declared on. ``direct``: a hot route, matched
     and called ahead of FastAPI's router (its path and query parameters as the endpoint's
     signature types them; anything else falls through to FastAPI)."""
 
     method: str
     path: str
-    fast: bool = False
+    direct: bool = False
 
 
-def route(method: str, path: str, *, fast: bool = False) -> Callable[[F], F]:
+def route(method: str, path: str, *, direct: bool = False) -> Callable[[F], F]:
     """Declares the decorated endpoint's route (Starlette's path syntax, FastAPI's parameters)."""
     def declare(endpoint: F) -> F:
-        setattr(endpoint, ROUTE_ATTRIBUTE, Route(method, path, fast))
+        setattr(endpoint, ROUTE_ATTRIBUTE, Route(method, path, direct))
         return endpoint
     return declare
 

@@ -19,7 +19,7 @@ class V1Endpoints:
     def __init__(self, core: DataPlane) -> None:
         self.core = core
 
-    @route("POST", "/v1/models/{name}/predict", fast=True)
+    @route("POST", "/v1/models/{name}/predict", direct=True)
     async def predict(
         self, name: str, request: Request, version: Optional[int] = None, alias: Optional[str] = None
     ) -> JSONResponse:

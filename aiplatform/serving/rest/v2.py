@@ -52,11 +52,11 @@ class V2Endpoints:
     async def v2_version_ready(self, name: str, version: int) -> dict[str, Any]:
         return await self.core.model_ready(name, version)
 
-    @route("POST", "/v2/models/{name}/infer", fast=True)
+    @route("POST", "/v2/models/{name}/infer", direct=True)
     async def v2_infer(self, name: str, request: Request) -> Response:
         return http_response(await self.core.infer(name, None, partial(read_infer_request, request)))
 
-    @route("POST", "/v2/models/{name}/versions/{version}/infer", fast=True)
+    @route("POST", "/v2/models/{name}/versions/{version}/infer", direct=True)
     async def v2_version_infer(self, name: str, version: int, request: Request) -> Response:
         return http_response(await self.core.infer(name, version, partial(read_infer_request, request)))
 

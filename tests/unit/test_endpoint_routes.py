@@ -1,4 +1,4 @@
-"""The inference routes' fast path answers exactly as FastAPI's router would, inside the guard."""
+"""The inference routes' direct path answers exactly as FastAPI's router would, inside the guard."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from aiplatform.api.app import include_api
-from aiplatform.api.fast_routes import FastRoute, FastRoutes, bind_endpoints, fast_route, include_endpoints
+from aiplatform.api.endpoint_routes import DirectRoute, DirectDispatch, bind_endpoints, direct_route, include_endpoints
 from aiplatform.api.security import AccessPolicy
 from aiplatform.errors import NotFound
 from aiplatform.serving.rest import Route, declared_routes, route
 
 ROUTES = (
-    FastRoute("POST", "/v1/models/{name}/predict", "predict", query={"version": int, "alias": str}),
-    FastRoute("POST", "/v2/models/{name}/versions/{version:int}/infer", "infer"),
+    DirectRoute("POST", "/v1/models/{name}/predict", "predict", query={"version": int, "alias": str}),
+    DirectRoute("POST", "/v2/models/{name}/versions/{version:int}/infer", "infer"),
 )
 REQUESTS = [
     ("POST", "/v1/models/digits/predict", b'{"x": 1}'),
@@ -40,7 +40,7 @@ calls: list[str] = []
 
 def _app(fast: bool, auth: str = "off") -> FastAPI:
     app = FastAPI()
-    app.add_middleware(FastRoutes, routes=ROUTES, endpoints_of=lambda scope: getattr(scope["app"].state, "fast", None))
+    app.add_middleware(DirectDispatch, routes=ROUTES, endpoints_of=lambda scope: getattr(scope["app"].state, "fast", None))
     include_api(app)
 
     @app.post("/v1/models/{name}/predict")
@@ -129,7 +129,7 @@ class Endpoints:
     def __init__(self, tag: str) -> None:
         self.tag = tag
 
-    @route("POST", "/v1/models/{name}/predict", fast=True)
+    @route("POST", "/v1/models/{name}/predict", direct=True)
     async def predict(self, name: str, request: Request, version: Optional[int] = None,
                       alias: Optional[str] = None) -> JSONResponse:
         calls.append("predict")
@@ -140,7 +140,7 @@ class Endpoints:
         body = await request.body()
         return JSONResponse({"name": name, "version": version, "alias": alias, "body": body.decode()})
 
-    @route("POST", "/v2/models/{name}/versions/{version}/infer", fast=True)
+    @route("POST", "/v2/models/{name}/versions/{version}/infer", direct=True)
     async def infer(self, name: str, version: int, request: Request) -> JSONResponse:
         calls.append("infer")
         if name == "missing":
@@ -165,9 +165,9 @@ def _declared_app(bound: bool = True) -> FastAPI:
 
 def test_the_fast_path_is_derived_from_each_routes_one_declaration() -> None:
     assert [name for name, _ in declared_routes(Endpoints)] == ["predict", "infer", "metadata"]
-    infer = fast_route(Endpoints, "infer", Route("POST", "/v2/models/{name}/versions/{version}/infer"))
+    infer = direct_route(Endpoints, "infer", Route("POST", "/v2/models/{name}/versions/{version}/infer"))
     assert (infer.path, infer.query) == ("/v2/models/{name}/versions/{version:int}/infer", {})
-    predict = fast_route(Endpoints, "predict", Route("POST", "/v1/models/{name}/predict"))
+    predict = direct_route(Endpoints, "predict", Route("POST", "/v1/models/{name}/predict"))
     assert predict.query == {"version": int, "alias": str}
     assert [answer[:2] for answer in _answers(_declared_app())] == [answer[:2] for answer in _answers(_app(fast=False))]
 

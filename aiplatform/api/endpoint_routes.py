@@ -3,13 +3,13 @@ ahead of FastAPI's router.
 
 ``include_endpoints(app, V1Endpoints, ...)`` adds every route declared on those classes'
 endpoints (``aiplatform.serving.rest.route``) to FastAPI's router, so the OpenAPI schema documents
-them and FastAPI answers them, and derives from the ``fast`` ones the table of ``FastRoutes``;
+them and FastAPI answers them, and derives from the ``direct`` ones the table of ``DirectDispatch``;
 ``bind_endpoints(app, instance, ...)`` gives both the objects that answer (the gateway makes them
 in its replica, after the app is built).
 
 FastAPI's router and dependency solving cost ~0.3 ms of CPU per request on this project's
 machines, more than a small model's forward pass, and the gateway is one Python process per
-node: on the hot path that is throughput lost (docs/BENCHMARKS.md). ``FastRoutes`` is a plain
+node: on the hot path that is throughput lost (docs/BENCHMARKS.md). ``DirectDispatch`` is a plain
 ASGI middleware, installed inside the access guard and the body limit (so every request still
 passes both), that matches a short table of routes with one regular expression each and calls
 their endpoints directly.
@@ -44,7 +44,7 @@ Endpoint = Callable[..., Awaitable[Response]]
 INTEGER = re.compile(r"[0-9]{1,18}")
 
 
-class FastRoute:
+class DirectRoute:
     """``POST /v1/models/{name}/predict`` -> endpoint ``predict(request=..., name=..., version=...)``.
 
     ``path`` uses Starlette's syntax (``{version:int}`` converts); ``query`` names the query
@@ -85,8 +85,8 @@ class FastRoute:
         return params
 
 
-def fast_route(endpoints: type, name: str, declared: Route) -> FastRoute:
-    """The fast path's route for ``endpoints.name``: its integer path parameters converted
+def direct_route(endpoints: type, name: str, declared: Route) -> DirectRoute:
+    """The direct path's route for ``endpoints.name``: its integer path parameters converted
     (``{version:int}``: another value falls through to FastAPI's validation error), its query
     parameters those of its signature that are not in the path, typed as it types them."""
     hints = typing.get_type_hints(getattr(endpoints, name))
@@ -96,8 +96,8 @@ def fast_route(endpoints: type, name: str, declared: Route) -> FastRoute:
              if param not in path_names and param not in ("self", "request")}
     unknown = {param: kind for param, kind in query.items() if kind not in (int, str)}
     if unknown:
-        raise TypeError(f"{endpoints.__name__}.{name}: a fast route's query parameters are int or str, not {unknown}")
-    return FastRoute(declared.method, path, endpoint_key(endpoints, name), query=query)
+        raise TypeError(f"{endpoints.__name__}.{name}: a direct route's query parameters are int or str, not {unknown}")
+    return DirectRoute(declared.method, path, endpoint_key(endpoints, name), query=query)
 
 
 def _plain(hint: Any) -> Any:
@@ -111,28 +111,28 @@ def endpoint_key(endpoints: type, name: str) -> str:
 
 
 def include_endpoints(app: FastAPI, *endpoint_classes: type) -> None:
-    """Every route declared on these classes' endpoints, in FastAPI's router and (the ``fast``
-    ones) in a ``FastRoutes`` middleware. Call it before the API's middlewares are added
-    (``include_api``): the fast path then runs inside the access guard and the body limit."""
-    fast = []
+    """Every route declared on these classes' endpoints, in FastAPI's router and (the ``direct``
+    ones) in a ``DirectDispatch`` middleware. Call it before the API's middlewares are added
+    (``include_api``): the direct path then runs inside the access guard and the body limit."""
+    direct = []
     for endpoints in endpoint_classes:
         for name, declared in declared_routes(endpoints):
             app.add_api_route(declared.path, _late_bound(endpoints, name), methods=[declared.method])
-            if declared.fast:
-                fast.append(fast_route(endpoints, name, declared))
-    app.add_middleware(FastRoutes, routes=tuple(fast), endpoints_of=_fast_endpoints)
+            if declared.direct:
+                direct.append(direct_route(endpoints, name, declared))
+    app.add_middleware(DirectDispatch, routes=tuple(direct), endpoints_of=_direct_endpoints)
 
 
 def bind_endpoints(app: FastAPI, *instances: object) -> None:
     """The objects that answer the routes of their classes (``include_endpoints``), for both paths."""
     app.state.endpoints = {type(instance): instance for instance in instances}
-    app.state.fast_endpoints = {endpoint_key(type(instance), name): getattr(instance, name)
+    app.state.direct_endpoints = {endpoint_key(type(instance), name): getattr(instance, name)
                                 for instance in instances
-                                for name, declared in declared_routes(type(instance)) if declared.fast}
+                                for name, declared in declared_routes(type(instance)) if declared.direct}
 
 
-def _fast_endpoints(scope: Scope) -> Optional[Mapping[str, Endpoint]]:
-    return getattr(getattr(scope.get("app"), "state", None), "fast_endpoints", None)
+def _direct_endpoints(scope: Scope) -> Optional[Mapping[str, Endpoint]]:
+    return getattr(getattr(scope.get("app"), "state", None), "direct_endpoints", None)
 
 
 def _late_bound(endpoints: type, name: str) -> Callable[..., Any]:
@@ -163,11 +163,11 @@ def _late_bound(endpoints: type, name: str) -> Callable[..., Any]:
     return copy
 
 
-class FastRoutes:
+class DirectDispatch:
     """The middleware. ``endpoints_of(scope)`` gives the endpoints by name (None until the app's
     owner has installed them: then every request goes on to FastAPI)."""
 
-    def __init__(self, app: Any, routes: tuple[FastRoute, ...],
+    def __init__(self, app: Any, routes: tuple[DirectRoute, ...],
                  endpoints_of: Callable[[Scope], Optional[Mapping[str, Endpoint]]]) -> None:
         self.app = app
         self.routes = routes
