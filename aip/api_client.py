@@ -19,12 +19,24 @@ class PlatformAPI:
         self.base_url = settings.resolved_api_url
         self.headers = settings.api_auth_headers()
 
-    def request(self, method: str, path: str, *, timeout_s: float = TIMEOUT_S,
-                answer_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout_s: float = TIMEOUT_S,
+        answer_statuses: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> Any:
         """``answer_statuses``: error statuses whose body is an answer to return, not an error."""
         try:
-            response = httpx.request(method, f"{self.base_url}{path}", timeout=timeout_s,
-                                     headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
+            response = httpx.request(
+                method,
+                f"{self.base_url}{path}",
+                timeout=timeout_s,
+                headers={**self.headers, **kwargs.pop("headers", {})},
+                **kwargs,
+            )
         except httpx.HTTPError as exc:
             raise Unavailable(f"Cannot reach the platform at {self.base_url} ({exc}); is `aip up` running?") from exc
         try:

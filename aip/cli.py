@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -63,9 +64,14 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
         for alias, version in model["aliases"].items():
             aliases.setdefault(version, []).append(alias)
         for entry in versions:
-            rows.append({"model": name, "version": entry["version"],
-                         "test_accuracy": entry["metrics"].get("test_accuracy"),
-                         "aliases": sorted(aliases.get(entry["version"], []))})
+            rows.append(
+                {
+                    "model": name,
+                    "version": entry["version"],
+                    "test_accuracy": entry["metrics"].get("test_accuracy"),
+                    "aliases": sorted(aliases.get(entry["version"], [])),
+                }
+            )
     if args.json:
         print(json.dumps(rows))
         return
@@ -77,20 +83,33 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _metric_text(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return (
+        f"{value:.4f}"
+        if isinstance(value, float)
+        else json.dumps(value)
+        if isinstance(value, (dict, list))
+        else str(value)
+    )
 
 
 def evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
     """A version's test evaluation as text: per class, the confusion matrix, the worst mistakes."""
     width = max(8, *(len(name) for name in evaluation["labels"]))
     lines = [f"  {'class':<{width}} precision  recall     f1  support"]
-    lines += [f"  {c['label']:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d}"
-              for c in evaluation["per_class"]]
+    lines += [
+        f"  {c['label']:<{width}} {c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} {c['support']:8d}"
+        for c in evaluation["per_class"]
+    ]
     lines.append(f"  confusion matrix (rows: true class, columns: predicted; {', '.join(evaluation['labels'])})")
     lines += ["    " + " ".join(f"{n:6d}" for n in row) for row in evaluation["confusion_matrix"]]
     if evaluation.get("worst"):
-        lines.append("  most confidently wrong: " + "; ".join(
-            f"{w['id']} {w['label']} read as {w['predicted']} (p={w['probability']:.3f})" for w in evaluation["worst"][:5]))
+        lines.append(
+            "  most confidently wrong: "
+            + "; ".join(
+                f"{w['id']} {w['label']} read as {w['predicted']} (p={w['probability']:.3f})"
+                for w in evaluation["worst"][:5]
+            )
+        )
     return lines
 
 
@@ -106,16 +125,18 @@ def cmd_models_show(args: argparse.Namespace, settings: Settings) -> None:
             return
         print(f"{name}: aliases {model['aliases'] or '-'}; traffic {model['traffic'] or '-'}")
         for entry in model["versions"]:
-            metrics = "  ".join(f"{k} {_metric_text(v)}" for k, v in sorted(entry["metrics"].items())
-                                if isinstance(v, (int, float)))
+            metrics = "  ".join(
+                f"{k} {_metric_text(v)}" for k, v in sorted(entry["metrics"].items()) if isinstance(v, (int, float))
+            )
             print(f"  v{entry['version']:<5} {entry['template']:<28} {entry['size'] / 1e6:7.2f} MB  {metrics}")
         if model.get("next_before"):
             print(f"  ... older versions: aip models show {name} --limit {args.limit * 10}")
         return
     if not ref.isdigit():
         if ref not in model["aliases"]:
-            raise InvalidArgument(f"{name} has no version {ref!r} and no alias {ref!r} "
-                                  f"(aliases: {', '.join(model['aliases']) or 'none'})")
+            raise InvalidArgument(
+                f"{name} has no version {ref!r} and no alias {ref!r} (aliases: {', '.join(model['aliases']) or 'none'})"
+            )
         ref = str(model["aliases"][ref])
     version = api.get(_model_path(name, "versions", ref))
     lineage = api.get(_model_path(name, "versions", ref, "lineage"))["lineage"]
@@ -166,8 +187,9 @@ def cmd_models_compress(args: argparse.Namespace, settings: Settings) -> int:
     body["version" if ref.isdigit() else "alias"] = int(ref) if ref.isdigit() else ref
     if ref == "latest":
         del body["alias"]
-    answer = PlatformAPI(settings).post(_model_path(name, "compress"), json=body, timeout_s=COMPRESS_TIMEOUT_S,
-                                        answer_statuses=(409,))
+    answer = PlatformAPI(settings).post(
+        _model_path(name, "compress"), json=body, timeout_s=COMPRESS_TIMEOUT_S, answer_statuses=(409,)
+    )
     report = answer["report"]
     print(json.dumps(report) if args.json else "\n".join(CompressionReport(**report).summary_lines()))
     return 0 if report["registered"] else EXIT_REFUSED
@@ -188,18 +210,26 @@ def cmd_models_import(args: argparse.Namespace, settings: Settings) -> None:
         form["preprocessing"] = args.preprocessing
     if args.evaluate_on:
         form["evaluate_on"] = args.evaluate_on
-    version = PlatformAPI(settings).post(_model_path(args.name, "import"), data=form, timeout_s=COMPRESS_TIMEOUT_S,
-                                         files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+    version = PlatformAPI(settings).post(
+        _model_path(args.name, "import"),
+        data=form,
+        timeout_s=COMPRESS_TIMEOUT_S,
+        files={"file": (path.name, path.read_bytes(), "application/octet-stream")},
+    )
     if args.json:
         print(json.dumps(version))
         return
     inputs = version["lineage"]["imported"]
-    print(f"imported {path.name} as {version['name']} v{version['version']} (sha256 {inputs['sha256'][:12]}, "
-          f"opset {inputs['opset']})")
+    print(
+        f"imported {path.name} as {version['name']} v{version['version']} (sha256 {inputs['sha256'][:12]}, "
+        f"opset {inputs['opset']})"
+    )
     if "test_accuracy" in version["metrics"]:
-        print(f"  on {version['lineage']['dataset']}'s test split: accuracy {version['metrics']['test_accuracy']:.4f}, "
-              f"macro-F1 {version['metrics']['test_macro_f1']:.4f} ({version['metrics']['test_samples']} samples; "
-              f"`aip models show {version['name']}@{version['version']}` says where it errs)")
+        print(
+            f"  on {version['lineage']['dataset']}'s test split: accuracy {version['metrics']['test_accuracy']:.4f}, "
+            f"macro-F1 {version['metrics']['test_macro_f1']:.4f} ({version['metrics']['test_samples']} samples; "
+            f"`aip models show {version['name']}@{version['version']}` says where it errs)"
+        )
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
@@ -212,7 +242,8 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
     if args.alias:
         params["alias"] = args.alias
     body = PlatformAPI(settings).post(
-        _model_path(args.model, "predict"), params=params,
+        _model_path(args.model, "predict"),
+        params=params,
         files={"file": (path.name, path.read_bytes(), "application/octet-stream")},
     )
     if args.json:
@@ -224,8 +255,10 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
             print(f"  row {index}: {answer['label']} (p={answer['probability']:.3f})")
         return
     top = sorted(body["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-    print(f"{body['model']} v{body['version']}: {body['label']} (p={body['probability']:.3f}); "
-          f"top: {', '.join(f'{k} {v:.3f}' for k, v in top)}; request {body['request_id']}")
+    print(
+        f"{body['model']} v{body['version']}: {body['label']} (p={body['probability']:.3f}); "
+        f"top: {', '.join(f'{k} {v:.3f}' for k, v in top)}; request {body['request_id']}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,8 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("name", nargs="?")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=cmd_models_list)
-    show = models.add_parser("show", help="a model's versions with their metrics, or NAME@VERSION (or "
-                             "NAME@ALIAS) in full: metrics, package, lineage")
+    show = models.add_parser(
+        "show",
+        help="a model's versions with their metrics, or NAME@VERSION (or "
+        "NAME@ALIAS) in full: metrics, package, lineage",
+    )
     show.add_argument("model", help="NAME, NAME@VERSION or NAME@ALIAS")
     show.add_argument("--limit", type=int, default=20, help="versions listed for NAME")
     show.add_argument("--json", action="store_true")
@@ -261,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--weight", type=float, default=10.0, help="percent, 0 < w < 100")
     canary.add_argument("--clear", action="store_true")
     canary.set_defaults(run=cmd_models_canary)
-    compress = models.add_parser("compress", help="compress NAME@VERSION into a new version, with a report "
-                                 "(exit 1 when the accuracy gate refuses it)")
+    compress = models.add_parser(
+        "compress",
+        help="compress NAME@VERSION into a new version, with a report (exit 1 when the accuracy gate refuses it)",
+    )
     compress.add_argument("model", help="NAME@VERSION or NAME@ALIAS")
     compress.add_argument("--method", required=True, help="int8 | fp16 | prune:AMOUNT")
     compress.add_argument("--max-accuracy-drop", type=float, help="0.01 = one point (default from settings)")
@@ -271,18 +309,30 @@ def build_parser() -> argparse.ArgumentParser:
     imports = models.add_parser("import", help="a model trained elsewhere (an ONNX file) as a new version of --name")
     imports.add_argument("file", help="the .onnx file (weights inside it, not in external data files)")
     imports.add_argument("--name", required=True)
-    imports.add_argument("--kind", help="the kind of input it takes, one the platform can import (GET /v1/kinds "
-                                        "lists them); left out, the platform's choice (--evaluate-on's dataset's)")
+    imports.add_argument(
+        "--kind",
+        help="the kind of input it takes, one the platform can import (GET /v1/kinds "
+        "lists them); left out, the platform's choice (--evaluate-on's dataset's)",
+    )
     imports.add_argument("--labels", required=True, help="class names in output order: a,b,c")
-    imports.add_argument("--preprocessing", help='JSON: pixels * scale, then (x - mean) / std per channel, '
-                                                 'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}; a table '
-                                                 'model: {"features": [...]}')
-    imports.add_argument("--features", help="a table model's feature columns in input order: a,b,c (numbers; "
-                                            "categories through --preprocessing)")
-    imports.add_argument("--scores", choices=["logits", "probabilities"], default="logits",
-                         help="what the graph's output holds")
-    imports.add_argument("--evaluate-on", metavar="DATASET@VERSION",
-                         help="a built dataset version whose test split the model is evaluated on (its labels)")
+    imports.add_argument(
+        "--preprocessing",
+        help="JSON: pixels * scale, then (x - mean) / std per channel, "
+        'e.g. {"scale": 0.00392, "mean": [0.13], "std": [0.31]}; a table '
+        'model: {"features": [...]}',
+    )
+    imports.add_argument(
+        "--features",
+        help="a table model's feature columns in input order: a,b,c (numbers; categories through --preprocessing)",
+    )
+    imports.add_argument(
+        "--scores", choices=["logits", "probabilities"], default="logits", help="what the graph's output holds"
+    )
+    imports.add_argument(
+        "--evaluate-on",
+        metavar="DATASET@VERSION",
+        help="a built dataset version whose test split the model is evaluated on (its labels)",
+    )
     imports.add_argument("--json", action="store_true")
     imports.set_defaults(run=cmd_models_import)
 
@@ -291,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_monitoring_commands(commands)
     add_results_commands(commands)
 
-    predict = commands.add_parser("predict", help="classify a file through the gateway (an image, a text, a CSV "
-                                                  "of table rows)")
+    predict = commands.add_parser(
+        "predict", help="classify a file through the gateway (an image, a text, a CSV of table rows)"
+    )
     predict.add_argument("file")
     predict.add_argument("--model", required=True)
     predict.add_argument("--version", type=int)
@@ -302,9 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace, Settings], Optional[int]] = args.run
+    run: Callable[[argparse.Namespace, Settings], int | None] = args.run
     try:
         from aiplatform.tokens import with_api_token
 

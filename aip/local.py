@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional
 
 from aip.processes import accepts_connections, recorded_alive, stop_recorded
 from aiplatform.errors import Unavailable
@@ -69,7 +69,7 @@ def head_env(operator_env: Mapping[str, str] = MappingProxyType({})) -> dict[str
     return {**kept, **LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
 
 
-def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -> None:
+def start_head(settings: Settings, extra_env: dict[str, str] | None = None) -> None:
     """`ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly this
     head and nothing else on the machine), with the platform's settings, its secrets aside, in its
     environment (``head_env``): every worker, job and Serve replica it spawns sees the same
@@ -80,10 +80,17 @@ def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -
     if recorded_alive(pid_file):
         return  # already up: `up` again only redeploys
     command = [
-        _ray_bin(), "start", "--head", "--block", f"--port={settings.ray_port}",
-        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={settings.dashboard_port}", f"--dashboard-agent-listen-port={settings.dashboard_agent_port}",
-        "--include-dashboard=true", "--disable-usage-stats",
+        _ray_bin(),
+        "start",
+        "--head",
+        "--block",
+        f"--port={settings.ray_port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={settings.dashboard_port}",
+        f"--dashboard-agent-listen-port={settings.dashboard_agent_port}",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
     ]
     if settings.ray_num_cpus:
         command.append(f"--num-cpus={settings.ray_num_cpus}")
@@ -91,8 +98,13 @@ def start_head(settings: Settings, extra_env: Optional[dict[str, str]] = None) -
         command.append(f"--temp-dir={settings.ray_temp_dir}")
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     log = (settings.home / "ray-head.log").open("ab")
-    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**head_env(os.environ), **(extra_env or {})})
+    head = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**head_env(os.environ), **(extra_env or {})},
+    )
     pid_file.write_text(str(head.pid))
     deadline = time.time() + START_TIMEOUT_S
     while not accepts_connections("127.0.0.1", settings.ray_port):
@@ -127,7 +139,7 @@ def _forget_address_file(settings: Settings) -> None:
             pass
 
 
-def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s: float = START_TIMEOUT_S) -> None:
+def connect_driver(settings: Settings, address: str | None = None, timeout_s: float = START_TIMEOUT_S) -> None:
     """Join the platform's Ray (``AIP_RAY_ADDRESS`` or the local head) as a driver."""
     import ray
 
@@ -146,8 +158,13 @@ def connect_driver(settings: Settings, address: Optional[str] = None, timeout_s:
         try:
             # The hook keeps the Serve controller and proxy this driver starts on loopback when
             # the head runs local-only (it does nothing on a cluster).
-            ray.init(address=address, namespace=settings.ray_namespace, log_to_driver=False,
-                     configure_logging=False, runtime_env={"worker_process_setup_hook": LOOPBACK_SETUP_HOOK})
+            ray.init(
+                address=address,
+                namespace=settings.ray_namespace,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"worker_process_setup_hook": LOOPBACK_SETUP_HOOK},
+            )
             return
         except (ConnectionError, RuntimeError) as exc:
             if time.time() > deadline:
@@ -176,8 +193,8 @@ def up(settings: Settings) -> dict[str, str]:
     binary installed, a local platform gets a Prometheus too (``aip.prometheus``)."""
     from aip.prometheus import INSTALL_HINT, dashboard_env, start_prometheus
 
-    address: Optional[str] = settings.ray_address
-    prometheus_url: Optional[str] = None
+    address: str | None = settings.ray_address
+    prometheus_url: str | None = None
     if address is None:
         prometheus_url = start_prometheus(settings)
         if prometheus_url is not None:
@@ -195,15 +212,19 @@ def up(settings: Settings) -> dict[str, str]:
     }
     if settings.ray_address is None and settings.prometheus_port:
         urls["Prometheus (metrics over time: Ray dashboard, Monitoring page)"] = (
-            prometheus_url or f"not installed; {INSTALL_HINT}. Carrying on: the Monitoring page charts the "
-            "alert engine's signals instead")
+            prometheus_url
+            or f"not installed; {INSTALL_HINT}. Carrying on: the Monitoring page charts the "
+            "alert engine's signals instead"
+        )
     urls["Prometheus config (discovers this Ray)"] = "aip monitoring prometheus-config"
     if settings.api_token is not None:
         # In the URL's fragment, which the browser never sends; the UI keeps it for the session.
         urls["log in (opens the UI with the API token)"] = (
-            f"{settings.resolved_api_url}/#token={settings.api_token.get_secret_value()}")
-        urls["API token file (the CLI reads it; clients send 'Authorization: Bearer <token>')"] = \
-            str(api_token_path(settings))
+            f"{settings.resolved_api_url}/#token={settings.api_token.get_secret_value()}"
+        )
+        urls["API token file (the CLI reads it; clients send 'Authorization: Bearer <token>')"] = str(
+            api_token_path(settings)
+        )
     return urls
 
 

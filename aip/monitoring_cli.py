@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 from aip.api_client import PlatformAPI
@@ -22,11 +22,12 @@ def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
         return ""
     low, high = min(values), max(values)
     span = high - low
-    return "".join(SPARKS[0 if span <= 0 else min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))]
-                   for v in values)
+    return "".join(
+        SPARKS[0 if span <= 0 else min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))] for v in values
+    )
 
 
-def _figure(value: Optional[float], unit: str) -> str:
+def _figure(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
     if unit == "s":
@@ -41,9 +42,11 @@ def show_lines(overview: dict[str, Any]) -> list[str]:
     and a sparkline over the window."""
     version = f" v{overview['version']}" if overview.get("version") else ""
     totals = overview["totals"]
-    lines = [f"{overview['model']}{version}, last {overview['window']} (from {overview['source']})",
-             "requests: " + (", ".join(f"{outcome} {count:g}" for outcome, count in sorted(totals.items()))
-                             if totals else "none")]
+    lines = [
+        f"{overview['model']}{version}, last {overview['window']} (from {overview['source']})",
+        "requests: "
+        + (", ".join(f"{outcome} {count:g}" for outcome, count in sorted(totals.items())) if totals else "none"),
+    ]
     for chart in overview["charts"]:
         if not chart["available"]:
             lines.append(f"  {chart['title']:<40} needs Prometheus")
@@ -55,7 +58,9 @@ def show_lines(overview: dict[str, Any]) -> list[str]:
             labels = ",".join(f"{k}={v}" for k, v in series["labels"].items() if v)
             values = [v for _, v in series["points"]]
             name = chart["title"] + (f" [{labels}]" if labels else "")
-            lines.append(f"  {name:<40} {_figure(values[-1] if values else None, chart['unit']):>12}  {sparkline(values)}")
+            lines.append(
+                f"  {name:<40} {_figure(values[-1] if values else None, chart['unit']):>12}  {sparkline(values)}"
+            )
     for alert in overview["alerts"]:
         state = "firing" if alert["state"] == "firing" else "resolved"
         lines.append(f"alert {state}: {alert['severity']} {alert['rule']}: {alert['message']}")
@@ -74,8 +79,11 @@ def cmd_prometheus_config(args: argparse.Namespace, settings: Settings) -> None:
     from aiplatform.monitoring.prometheus import prometheus_yaml, service_discovery_path
 
     temp_dir = args.ray_temp_dir or settings.ray_temp_dir
-    text = prometheus_yaml(service_discovery_path(Path(temp_dir) if temp_dir else None),
-                           scrape_interval_s=args.scrape_interval, refresh_interval_s=args.refresh_interval)
+    text = prometheus_yaml(
+        service_discovery_path(Path(temp_dir) if temp_dir else None),
+        scrape_interval_s=args.scrape_interval,
+        refresh_interval_s=args.refresh_interval,
+    )
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {args.out}")
@@ -97,9 +105,15 @@ def cmd_provision(args: argparse.Namespace, settings: Settings) -> None:
     from aiplatform.monitoring.grafana import GrafanaProvisioner, alert_rules
 
     provisioner = GrafanaProvisioner.connect(args.grafana_url, args.token)
-    result = provisioner.provision(prometheus_url=args.prometheus_url, rules=alert_rules(
-        latency_p99_s=settings.alert_latency_p99_s, error_rate=settings.alert_error_rate,
-        queue_wait_s=settings.alert_queue_wait_s, drift_psi=settings.alert_drift_psi))
+    result = provisioner.provision(
+        prometheus_url=args.prometheus_url,
+        rules=alert_rules(
+            latency_p99_s=settings.alert_latency_p99_s,
+            error_rate=settings.alert_error_rate,
+            queue_wait_s=settings.alert_queue_wait_s,
+            drift_psi=settings.alert_drift_psi,
+        ),
+    )
     for label, items in (("created", result.created), ("updated", result.updated), ("unchanged", result.unchanged)):
         for item in items:
             print(f"{label:<9} {item}")
@@ -107,10 +121,14 @@ def cmd_provision(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_monitoring_commands(commands: Any) -> None:
-    monitoring = commands.add_parser("monitoring", help="a model's figures over time; Prometheus and Grafana "
-                                     "as code").add_subparsers(dest="monitoring", required=True)
-    show = monitoring.add_parser("show", help="a model's request rate, errors, latency, batch sizes, classes and "
-                                 "drift over a window: the latest values and a sparkline each")
+    monitoring = commands.add_parser(
+        "monitoring", help="a model's figures over time; Prometheus and Grafana as code"
+    ).add_subparsers(dest="monitoring", required=True)
+    show = monitoring.add_parser(
+        "show",
+        help="a model's request rate, errors, latency, batch sizes, classes and "
+        "drift over a window: the latest values and a sparkline each",
+    )
     show.add_argument("model")
     show.add_argument("--window", default="1h", help="15m, 1h, 6h, 24h or 7d")
     show.add_argument("--version", type=int, help="one version (default: every version)")
@@ -119,17 +137,24 @@ def add_monitoring_commands(commands: Any) -> None:
     prometheus = monitoring.add_parser("prometheus-config", help="a Prometheus config that discovers Ray's targets")
     prometheus.add_argument("--ray-temp-dir", help="Ray's temp dir (default: AIP_RAY_TEMP_DIR or /tmp/ray)")
     prometheus.add_argument("--scrape-interval", type=float, default=5.0, help="seconds")
-    prometheus.add_argument("--refresh-interval", type=float, default=5.0, help="seconds between re-reads of "
-                            "Ray's service-discovery file")
+    prometheus.add_argument(
+        "--refresh-interval", type=float, default=5.0, help="seconds between re-reads of Ray's service-discovery file"
+    )
     prometheus.add_argument("--out", help="write here instead of stdout")
     prometheus.set_defaults(run=cmd_prometheus_config)
     dashboards = monitoring.add_parser("dashboards", help="write the Grafana dashboards' JSON models")
     dashboards.add_argument("--out", default="cluster/monitoring/dashboards")
     dashboards.set_defaults(run=cmd_dashboards)
-    provision = monitoring.add_parser("provision", help="create or update the Prometheus data source, folder, "
-                                      "dashboards and alert rules in a Grafana (idempotent)")
+    provision = monitoring.add_parser(
+        "provision",
+        help="create or update the Prometheus data source, folder, "
+        "dashboards and alert rules in a Grafana (idempotent)",
+    )
     provision.add_argument("--grafana-url", required=True, help="e.g. http://127.0.0.1:3000")
     provision.add_argument("--token", required=True, help="a Grafana service-account token (Editor or Admin)")
-    provision.add_argument("--prometheus-url", default="http://127.0.0.1:9090",
-                           help="where Grafana reaches the Prometheus that scrapes Ray")
+    provision.add_argument(
+        "--prometheus-url",
+        default="http://127.0.0.1:9090",
+        help="where Grafana reaches the Prometheus that scrapes Ray",
+    )
     provision.set_defaults(run=cmd_provision)

@@ -58,8 +58,11 @@ def session_members(leader: int) -> list[int]:
     members = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if int(entry.name) != leader and os.getsid(int(entry.name)) == leader \
-                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                int(entry.name) != leader
+                and os.getsid(int(entry.name)) == leader
+                and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 members.append(int(entry.name))
         except (OSError, IndexError):
             continue  # gone meanwhile

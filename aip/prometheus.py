@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 from aip.processes import accepts_connections, recorded_alive, stop_recorded
 from aiplatform.errors import Unavailable
@@ -27,7 +26,7 @@ RETENTION = "15d"
 INSTALL_HINT = "install it for charts over time (Debian/Ubuntu: apt-get install prometheus)"
 
 
-def prometheus_binary() -> Optional[str]:
+def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
@@ -43,7 +42,7 @@ def local_prometheus_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.prometheus_port}"
 
 
-def dashboard_env(prometheus_url: Optional[str]) -> dict[str, str]:
+def dashboard_env(prometheus_url: str | None) -> dict[str, str]:
     """What the head needs to find the Prometheus `up` started: the Ray dashboard's metrics views
     and the platform's Monitoring page read from it. Empty when none runs."""
     if prometheus_url is None:
@@ -51,7 +50,7 @@ def dashboard_env(prometheus_url: Optional[str]) -> dict[str, str]:
     return {"RAY_PROMETHEUS_HOST": prometheus_url, "AIP_PROMETHEUS_URL": prometheus_url}
 
 
-def start_prometheus(settings: Settings) -> Optional[str]:
+def start_prometheus(settings: Settings) -> str | None:
     """Start Prometheus (or find the one `up` started); its URL, or None when it is turned off
     (``AIP_PROMETHEUS_PORT=0``) or not installed."""
     binary = prometheus_binary()
@@ -62,18 +61,29 @@ def start_prometheus(settings: Settings) -> Optional[str]:
     if recorded_alive(_pid_file(settings)):
         return url
     if accepts_connections("127.0.0.1", settings.prometheus_port):
-        raise Unavailable(f"Port {settings.prometheus_port} is taken by another program; set AIP_PROMETHEUS_PORT "
-                          "to a free port, or 0 to start no Prometheus")
+        raise Unavailable(
+            f"Port {settings.prometheus_port} is taken by another program; set AIP_PROMETHEUS_PORT "
+            "to a free port, or 0 to start no Prometheus"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "prometheus.yml"
     temp_dir = Path(settings.ray_temp_dir) if settings.ray_temp_dir else None
     config.write_text(prometheus_yaml(service_discovery_path(temp_dir)))
     log = (folder / "prometheus.log").open("ab")
     process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--storage.tsdb.retention.time={RETENTION}", f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
-         "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--storage.tsdb.retention.time={RETENTION}",
+            f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     _pid_file(settings).write_text(str(process.pid))
     client = PrometheusClient(url)
     deadline = time.monotonic() + START_TIMEOUT_S

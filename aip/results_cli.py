@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from aip.api_client import PlatformAPI
@@ -16,7 +16,7 @@ from aiplatform.settings import Settings
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_since(text: Optional[str], now: Optional[float] = None) -> Optional[float]:
+def parse_since(text: str | None, now: float | None = None) -> float | None:
     """``--since``: an age (``30m``, ``2h``, ``7d``) or an ISO 8601 time -> epoch seconds."""
     if text is None:
         return None
@@ -26,19 +26,24 @@ def parse_since(text: Optional[str], now: Optional[float] = None) -> Optional[fl
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidArgument(f"--since {text!r}: give an age such as 30m, 2h or 7d, or an ISO time "
-                              "such as 2026-12-03T10:00") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        raise InvalidArgument(
+            f"--since {text!r}: give an age such as 30m, 2h or 7d, or an ISO time such as 2026-12-03T10:00"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_results_list(args: argparse.Namespace, settings: Settings) -> None:
     params: dict[str, Any] = {"limit": args.limit}
-    for key, value in (("model", args.model), ("version", args.version), ("before", args.before),
-                       ("since", parse_since(args.since))):
+    for key, value in (
+        ("model", args.model),
+        ("version", args.version),
+        ("before", args.before),
+        ("since", parse_since(args.since)),
+    ):
         if value is not None:
             params[key] = value
     page = PlatformAPI(settings).get("/v1/results", params=params)
@@ -52,11 +57,15 @@ def cmd_results_list(args: argparse.Namespace, settings: Settings) -> None:
         answer = str(output.get("label", "-"))
         if output.get("probability") is not None:
             answer += f" (p={output['probability']:.3f})"
-        print(f"{record['id']:<34} {_when(record['created_at'])}  {record['model']} v{record['version']:<4} "
-              f"{answer}  {record['latency_ms']:.1f} ms")
+        print(
+            f"{record['id']:<34} {_when(record['created_at'])}  {record['model']} v{record['version']:<4} "
+            f"{answer}  {record['latency_ms']:.1f} ms"
+        )
     if page.get("next_cursor"):
-        print(f"more: aip results list --before {page['next_cursor']}"
-              + "".join(f" --{k} {params[k]}" for k in ("model", "version") if k in params))
+        print(
+            f"more: aip results list --before {page['next_cursor']}"
+            + "".join(f" --{k} {params[k]}" for k in ("model", "version") if k in params)
+        )
 
 
 def cmd_results_show(args: argparse.Namespace, settings: Settings) -> None:
@@ -65,16 +74,20 @@ def cmd_results_show(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps(record))
         return
     output = record["output"]
-    print(f"result {record['id']}: {record['model']} v{record['version']} at {_when(record['created_at'])}, "
-          f"{record['latency_ms']:.1f} ms")
+    print(
+        f"result {record['id']}: {record['model']} v{record['version']} at {_when(record['created_at'])}, "
+        f"{record['latency_ms']:.1f} ms"
+    )
     if "label" in output:
         print(f"  answer: {output['label']} (p={output.get('probability', 0):.3f})")
     for label, probability in sorted(output.get("probabilities", {}).items(), key=lambda kv: -kv[1]):
         print(f"    {label:<24} {probability:.4f}")
     for name, value in sorted(record.get("features", {}).items()):
         print(f"  drift feature {name}: {value:.4g}")
-    print(f"  input sha256 {record['input_digest']}" + ("; input kept (GET /v1/results/{id}/input)"
-                                                           if record.get("input_uri") else ""))
+    print(
+        f"  input sha256 {record['input_digest']}"
+        + ("; input kept (GET /v1/results/{id}/input)" if record.get("input_uri") else "")
+    )
 
 
 def add_results_commands(commands: Any) -> None:

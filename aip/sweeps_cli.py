@@ -32,8 +32,9 @@ def parse_dimension(item: str) -> tuple[str, dict[str, Any]]:
     name, sep, spec = item.partition("=")
     kind, _, rest = spec.partition(":")
     if not sep or not name or not rest:
-        raise InvalidArgument(f"--space {item!r} must look like NAME=loguniform:1e-4:1e-2, NAME=int:1:4 or "
-                              "NAME=choice:a|b|c")
+        raise InvalidArgument(
+            f"--space {item!r} must look like NAME=loguniform:1e-4:1e-2, NAME=int:1:4 or NAME=choice:a|b|c"
+        )
     if kind == "choice":
         return name, {"type": "choice", "values": [parse_param(f"v={v}")[1] for v in rest.split("|")]}
     if kind not in RANGE_TYPES:
@@ -65,11 +66,12 @@ def summary_line(sweep: dict[str, Any]) -> str:
     params, counts = sweep["params"], sweep["trial_counts"]
     done = sum(counts.get(s, 0) for s in ("FINISHED", "STOPPED", "FAILED"))
     best = sweep.get("best_trial")
-    best_text = (f"; best {best['trial_id']} {params['metric']}={best['metrics'][params['metric']]:.4f}"
-                 if best else "")
-    return (f"sweep {sweep['id']} {sweep['state']}: {done}/{params['trials']} trials done "
-            f"({counts.get('RUNNING', 0)} running, {counts.get('STOPPED', 0)} stopped early, "
-            f"{counts.get('FAILED', 0)} failed){best_text}")
+    best_text = f"; best {best['trial_id']} {params['metric']}={best['metrics'][params['metric']]:.4f}" if best else ""
+    return (
+        f"sweep {sweep['id']} {sweep['state']}: {done}/{params['trials']} trials done "
+        f"({counts.get('RUNNING', 0)} running, {counts.get('STOPPED', 0)} stopped early, "
+        f"{counts.get('FAILED', 0)} failed){best_text}"
+    )
 
 
 def watch(api: PlatformAPI, sweep_id: str, interval_s: float, out: TextIO = sys.stdout) -> dict[str, Any]:
@@ -90,9 +92,11 @@ def watch(api: PlatformAPI, sweep_id: str, interval_s: float, out: TextIO = sys.
 def outcome_line(sweep: dict[str, Any]) -> str:
     result = sweep.get("result") or {}
     if sweep["state"] == "SUCCEEDED" and result:
-        return (f"sweep {sweep['id']} SUCCEEDED: best trial {result['best_trial']} "
-                f"({sweep['params']['metric']} {result[sweep['params']['metric']]:.4f}) registered as model "
-                f"{result['model']} version {result['version']}")
+        return (
+            f"sweep {sweep['id']} SUCCEEDED: best trial {result['best_trial']} "
+            f"({sweep['params']['metric']} {result[sweep['params']['metric']]:.4f}) registered as model "
+            f"{result['model']} version {result['version']}"
+        )
     error = f": {sweep['error']}" if sweep.get("error") else ""
     return f"sweep {sweep['id']} {sweep['state']}{error}"
 
@@ -119,16 +123,27 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     if args.entry:
         template, fixed = USER_CODE_TEMPLATE, user_code_params(api, args, fixed)
     body: dict[str, Any] = {
-        "template": template, "params": fixed, "space": dict(parse_dimension(item) for item in args.space),
-        "metric": args.metric, "mode": args.mode, "trials": args.trials, "max_concurrent_trials": args.concurrent,
-        "scheduler": {"type": args.scheduler, "grace_period": args.grace_period}, "search": args.search,
-        "seed": args.seed, "max_failures": args.max_trial_failures, "deploy": args.deploy, "priority": args.priority,
+        "template": template,
+        "params": fixed,
+        "space": dict(parse_dimension(item) for item in args.space),
+        "metric": args.metric,
+        "mode": args.mode,
+        "trials": args.trials,
+        "max_concurrent_trials": args.concurrent,
+        "scheduler": {"type": args.scheduler, "grace_period": args.grace_period},
+        "search": args.search,
+        "seed": args.seed,
+        "max_failures": args.max_trial_failures,
+        "deploy": args.deploy,
+        "priority": args.priority,
     }
     if args.model_name:
         body["model_name"] = args.model_name
     sweep = api.post("/v1/sweeps", json=body)
-    print(f"sweep {sweep['id']} {sweep['state']} ({template}, {args.trials} trials, {args.concurrent} at once)",
-          file=sys.stderr if args.json else sys.stdout)
+    print(
+        f"sweep {sweep['id']} {sweep['state']} ({template}, {args.trials} trials, {args.concurrent} at once)",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     return _finish(api, sweep, args)
 
 
@@ -141,8 +156,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         params, progress = sweep["params"], sweep.get("progress") or {}
         best = (progress.get("metrics") or {}).get(f"best_{params['metric']}")
         best_text = f"best {params['metric']} {best:.4f}" if isinstance(best, (int, float)) else ""
-        print(f"{sweep['id']}  {sweep['state']:<9}  {params['template']:<22} "
-              f"{progress.get('epoch') or 0}/{params['trials']} trials  {best_text}")
+        print(
+            f"{sweep['id']}  {sweep['state']:<9}  {params['template']:<22} "
+            f"{progress.get('epoch') or 0}/{params['trials']} trials  {best_text}"
+        )
     return 0
 
 
@@ -163,8 +180,10 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     sweep = PlatformAPI(settings).post(f"/v1/sweeps/{args.sweep_id}/stop")
-    print(f"sweep {sweep['id']} {'STOPPING' if sweep['state'] == 'RUNNING' else sweep['state']}: "
-          "resume it with `aip sweeps resume`")
+    print(
+        f"sweep {sweep['id']} {'STOPPING' if sweep['state'] == 'RUNNING' else sweep['state']}: "
+        "resume it with `aip sweeps resume`"
+    )
     return 0
 
 
@@ -178,9 +197,10 @@ def cmd_extend(args: argparse.Namespace, settings: Settings) -> int:
     return _finish(api, api.post(f"/v1/sweeps/{args.sweep_id}/extend", json={"trials": args.trials}), args)
 
 
-def add_sweeps_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_sweeps_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sweeps = commands.add_parser("sweeps", help="hyperparameter sweeps on Ray Tune").add_subparsers(
-        dest="sweeps", required=True)
+        dest="sweeps", required=True
+    )
     create = sweeps.add_parser("create", help="a sweep over a template (or your own code), queued at once")
     create.add_argument("template", nargs="?", help="the trials' template, e.g. cnn-classification")
     create.add_argument("--entry", help="your own training function, package.module:function")
@@ -189,10 +209,20 @@ def add_sweeps_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
         create.add_argument(f"--{name}", help="with --entry")
     for name in ("workers", "max-rows", "max-failures"):
         create.add_argument(f"--{name}", type=int, help="with --entry")
-    create.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a parameter every trial shares (with --entry: a key of the function's config)")
-    create.add_argument("--space", action="append", default=[], metavar="NAME=TYPE:ARGS",
-                        help="a searched parameter: uniform:LOW:HIGH, loguniform:LOW:HIGH, int:LOW:HIGH, choice:A|B")
+    create.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter every trial shares (with --entry: a key of the function's config)",
+    )
+    create.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="NAME=TYPE:ARGS",
+        help="a searched parameter: uniform:LOW:HIGH, loguniform:LOW:HIGH, int:LOW:HIGH, choice:A|B",
+    )
     create.add_argument("--metric", default="val_accuracy")
     create.add_argument("--mode", choices=("max", "min"), default="max")
     create.add_argument("--trials", type=int, default=8)
@@ -214,11 +244,13 @@ def add_sweeps_commands(commands: "argparse._SubParsersAction[argparse.ArgumentP
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=cmd_list)
-    for name, handler, text in (("show", cmd_show, "the sweep's progress and every trial"),
-                                ("watch", cmd_watch, "the progress until it ends (exit 1 unless it succeeds)"),
-                                ("stop", cmd_stop, "stop it: Tune saves its state, running trials are paused"),
-                                ("resume", cmd_resume, "go on from where it stopped"),
-                                ("extend", cmd_extend, "run more trials after it ended")):
+    for name, handler, text in (
+        ("show", cmd_show, "the sweep's progress and every trial"),
+        ("watch", cmd_watch, "the progress until it ends (exit 1 unless it succeeds)"),
+        ("stop", cmd_stop, "stop it: Tune saves its state, running trials are paused"),
+        ("resume", cmd_resume, "go on from where it stopped"),
+        ("extend", cmd_extend, "run more trials after it ended"),
+    ):
         command = sweeps.add_parser(name, help=text)
         command.add_argument("sweep_id")
         if name == "extend":

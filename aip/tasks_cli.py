@@ -41,7 +41,8 @@ def progress_line(task: dict[str, Any]) -> str:
     metrics = progress.get("metrics") or {}
     shown = " ".join(
         f"{k}={metrics[k]:.4f}" if k != "samples_per_second" else f"samples/s={metrics[k]:.0f}"
-        for k in SHOWN_METRICS if isinstance(metrics.get(k), (int, float))
+        for k in SHOWN_METRICS
+        if isinstance(metrics.get(k), (int, float))
     )
     where = f"epoch {epoch}/{epochs}" if epochs else "waiting for the first epoch"
     return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {where}  {shown}  {task['state']}".rstrip()
@@ -84,10 +85,13 @@ def user_code_params(api: PlatformAPI, args: argparse.Namespace, config: dict[st
     """Upload the working directory (once: the same code has the same digest) and name it."""
     from aiplatform.code_archives import pack_directory  # storage's imports: only for this command
 
-    archive = api.post("/v1/code", content=pack_directory(args.working_dir),
-                       headers={"Content-Type": "application/zip"}, timeout_s=300)
-    print(f"code {archive['digest']} ({archive['files']} files, {archive['bytes']} bytes) from {args.working_dir}",
-          file=sys.stderr)
+    archive = api.post(
+        "/v1/code", content=pack_directory(args.working_dir), headers={"Content-Type": "application/zip"}, timeout_s=300
+    )
+    print(
+        f"code {archive['digest']} ({archive['files']} files, {archive['bytes']} bytes) from {args.working_dir}",
+        file=sys.stderr,
+    )
     options = {name: getattr(args, name) for name in USER_CODE_OPTIONS if getattr(args, name) is not None}
     return {"entry": args.entry, "code": archive["digest"], "config": config, **options}
 
@@ -106,8 +110,12 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     template = args.template
     if args.entry:
         template, params = USER_CODE_TEMPLATE, user_code_params(api, args, params)
-    body: dict[str, Any] = {"template": template, "params": params, "priority": args.priority,
-                            "start": not args.no_start}
+    body: dict[str, Any] = {
+        "template": template,
+        "params": params,
+        "priority": args.priority,
+        "start": not args.no_start,
+    }
     for field in ("model_name", "max_retries", "idempotency_key"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
@@ -137,8 +145,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         progress = task.get("progress") or {}
         epochs = f"{progress.get('epoch')}/{progress.get('epochs')}" if progress.get("epochs") else "-"
         result = f"{task['result']['model']} v{task['result']['version']}" if task.get("result") else ""
-        print(f"{task['id']}  {task['state']:<9}  {task['template']:<22} prio {task['priority']:>4}  "
-              f"epoch {epochs:<7} {result}")
+        print(
+            f"{task['id']}  {task['state']:<9}  {task['template']:<22} prio {task['priority']:>4}  "
+            f"epoch {epochs:<7} {result}"
+        )
         if task.get("waiting"):
             print(f"    waiting: {task['waiting']}")
     return 0
@@ -165,8 +175,11 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
     api = PlatformAPI(settings)
     task = api.post(f"/v1/tasks/{args.task_id}/rerun", json={"start": not args.no_start})
-    print(f"task {task['id']} {task['state']} (a rerun of {args.task_id}: {task['template']}, same parameters"
-          + (f", code {task['params']['code']}" if task["params"].get("code") else "") + ")")
+    print(
+        f"task {task['id']} {task['state']} (a rerun of {args.task_id}: {task['template']}, same parameters"
+        + (f", code {task['params']['code']}" if task["params"].get("code") else "")
+        + ")"
+    )
     if not args.watch:
         return 0
     finished = watch(api, task["id"], args.interval)
@@ -180,21 +193,32 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_tasks_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_tasks_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tasks = commands.add_parser("tasks", help="training tasks").add_subparsers(dest="tasks", required=True)
     submit = tasks.add_parser("submit", help="create a task from a template (or your own code) and queue it")
     submit.add_argument("template", nargs="?", help="e.g. cnn-classification (see GET /v1/templates)")
-    submit.add_argument("--entry", help="your own training function, package.module:function (the user-code "
-                        "template): --param values become its config")
-    submit.add_argument("--working-dir", default=".", help="with --entry: the folder your code is in (zipped and "
-                        "uploaded; default: the current one)")
+    submit.add_argument(
+        "--entry",
+        help="your own training function, package.module:function (the user-code "
+        "template): --param values become its config",
+    )
+    submit.add_argument(
+        "--working-dir",
+        default=".",
+        help="with --entry: the folder your code is in (zipped and uploaded; default: the current one)",
+    )
     submit.add_argument("--dataset", help="with --entry: name@version or an image source (default mnist)")
     submit.add_argument("--workers", type=int, help="with --entry: Ray Train workers")
     submit.add_argument("--gpu", choices=("auto", "on", "off"), help="with --entry")
     submit.add_argument("--max-rows", type=int, help="with --entry: first N rows of each split of a source")
     submit.add_argument("--max-failures", type=int, help="with --entry: worker-group restarts before failing")
-    submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a template parameter; VALUE as JSON when it parses (epochs=3, conv_channels=[16,32])")
+    submit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a template parameter; VALUE as JSON when it parses (epochs=3, conv_channels=[16,32])",
+    )
     submit.add_argument("--params-json", help="all parameters as one JSON object")
     submit.add_argument("--priority", type=int, default=0, help="-100..100, higher starts first")
     submit.add_argument("--model-name")
@@ -217,10 +241,12 @@ def add_tasks_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=cmd_list)
-    for name, handler, text in (("show", cmd_show, "one task as JSON"),
-                                ("watch", cmd_watch, "progress bar until it ends (exit 1 unless it succeeds)"),
-                                ("cancel", cmd_cancel, "cancel (a running task's Ray job is stopped)"),
-                                ("logs", cmd_logs, "the task's job log")):
+    for name, handler, text in (
+        ("show", cmd_show, "one task as JSON"),
+        ("watch", cmd_watch, "progress bar until it ends (exit 1 unless it succeeds)"),
+        ("cancel", cmd_cancel, "cancel (a running task's Ray job is stopped)"),
+        ("logs", cmd_logs, "the task's job log"),
+    ):
         command = tasks.add_parser(name, help=text)
         command.add_argument("task_id")
         if name == "watch":

@@ -23,7 +23,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from aiplatform.errors import Forbidden, InvalidArgument, NotFound, TooLarge
 from aiplatform.limits import MAX_REQUEST_BYTES
@@ -39,8 +39,22 @@ MAX_MEMBERS = 10_000
 MAX_RATIO = 200
 """Unpacked/packed size above which a member of over 1 MiB is taken for a ZIP bomb."""
 DIGEST = re.compile(r"[0-9a-f]{64}")
-SKIPPED_DIRECTORIES = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".mypy_cache",
-                                 ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "node_modules", ".tox"})
+SKIPPED_DIRECTORIES = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".ipynb_checkpoints",
+        "node_modules",
+        ".tox",
+    }
+)
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
@@ -52,14 +66,16 @@ REMEMBERED_NAME_CHARS = 16 * 2**20
 archive's size each, are what takes room)."""
 
 
-def users_code_refusal(settings: Settings) -> Optional[str]:
+def users_code_refusal(settings: Settings) -> str | None:
     """Why this platform does not run callers' own code (naming ``AIP_USER_CODE``), or None when it
     does. With authentication off it is off unless the operator sets it on."""
     if settings.user_code:
         return None
     if settings.api_auth == "off" and "user_code" not in settings.model_fields_set:
-        return ("this platform does not run callers' own code: authentication is off (AIP_API_AUTH=off), "
-                "which turns AIP_USER_CODE off unless the operator sets AIP_USER_CODE=true")
+        return (
+            "this platform does not run callers' own code: authentication is off (AIP_API_AUTH=off), "
+            "which turns AIP_USER_CODE off unless the operator sets AIP_USER_CODE=true"
+        )
     return "this platform does not run callers' own code (AIP_USER_CODE=false)"
 
 
@@ -95,8 +111,10 @@ def pack_directory(directory: str | Path) -> bytes:
             data = path.read_bytes()
             total += len(data)
             if total > MAX_UNPACKED_BYTES:
-                raise InvalidArgument(f"{root} holds over {MAX_UNPACKED_BYTES // 2**20} MiB of files; "
-                                      "training code is sent with the task, data goes in a dataset")
+                raise InvalidArgument(
+                    f"{root} holds over {MAX_UNPACKED_BYTES // 2**20} MiB of files; "
+                    "training code is sent with the task, data goes in a dataset"
+                )
             info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=FIXED_TIME)
             info.external_attr = (stat.S_IFREG | 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -109,8 +127,9 @@ def pack_directory(directory: str | Path) -> bytes:
 def _files(root: Path) -> list[Path]:
     found = []
     for folder, directories, names in os.walk(root):
-        directories[:] = sorted(d for d in directories if d not in SKIPPED_DIRECTORIES
-                                and not (Path(folder) / d).is_symlink())
+        directories[:] = sorted(
+            d for d in directories if d not in SKIPPED_DIRECTORIES and not (Path(folder) / d).is_symlink()
+        )
         for name in sorted(names):
             path = Path(folder) / name
             if not name.endswith(SKIPPED_SUFFIXES) and path.is_file() and not path.is_symlink():
@@ -148,8 +167,9 @@ def _checked_names(data: bytes) -> list[str]:
         if unpacked > MAX_UNPACKED_BYTES:
             raise InvalidArgument(f"The code archive unpacks to over {MAX_UNPACKED_BYTES // 2**20} MiB")
         if member.file_size > 2**20 and member.file_size > MAX_RATIO * max(1, member.compress_size):
-            raise InvalidArgument(f"The code archive's member {member.filename!r} expands {MAX_RATIO}x or more "
-                                  "(a ZIP bomb?)")
+            raise InvalidArgument(
+                f"The code archive's member {member.filename!r} expands {MAX_RATIO}x or more (a ZIP bomb?)"
+            )
         files.append(member.filename)
     if not any(m.filename.endswith(".py") for m in members):
         raise InvalidArgument("The code archive holds no Python file")
@@ -166,8 +186,14 @@ def _check_member_name(name: str) -> None:
     if any(unicodedata.category(char) in CONTROL_CATEGORIES for char in name):
         raise InvalidArgument(f"The code archive's member {name!r} has a control character in its name")
     path = PurePosixPath(name)
-    if (not name or "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts
-            or re.match(r"[A-Za-z]:", name)):
+    if (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or path.is_absolute()
+        or ".." in path.parts
+        or re.match(r"[A-Za-z]:", name)
+    ):
         raise InvalidArgument(f"The code archive's member {name!r} has an unsafe path")
 
 
@@ -189,10 +215,10 @@ class _Verdicts:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._verdicts: OrderedDict[str, Union[_Listing, str]] = OrderedDict()
+        self._verdicts: OrderedDict[str, _Listing | str] = OrderedDict()
         self._chars = 0
 
-    def of(self, data: bytes, digest: Optional[str] = None) -> _Listing:
+    def of(self, data: bytes, digest: str | None = None) -> _Listing:
         """``data``'s listing; :class:`InvalidArgument` (remembered too) when it is refused."""
         digest = digest or sha256_bytes(data)
         known = self._get(digest)
@@ -210,18 +236,18 @@ class _Verdicts:
             raise InvalidArgument(known)
         return known
 
-    def known(self, digest: str) -> Optional[_Listing]:
+    def known(self, digest: str) -> _Listing | None:
         found = self._get(digest)
         return found if isinstance(found, _Listing) else None
 
-    def _get(self, digest: str) -> Union[_Listing, str, None]:
+    def _get(self, digest: str) -> _Listing | str | None:
         with self._lock:
             found = self._verdicts.get(digest)
             if found is not None:
                 self._verdicts.move_to_end(digest)
             return found
 
-    def _put(self, digest: str, verdict: Union[_Listing, str]) -> None:
+    def _put(self, digest: str, verdict: _Listing | str) -> None:
         size = _chars(verdict)
         if size > REMEMBERED_NAME_CHARS:
             return
@@ -235,7 +261,7 @@ class _Verdicts:
                 self._chars -= _chars(dropped)
 
 
-def _chars(verdict: Union[_Listing, str]) -> int:
+def _chars(verdict: _Listing | str) -> int:
     return len(verdict) if isinstance(verdict, str) else sum(map(len, verdict.names)) + len(verdict.names)
 
 
@@ -269,8 +295,9 @@ class CodeArchives:
     def require(self, digest: str) -> None:
         """:class:`NotFound` unless the archive is stored (a task must not name missing code)."""
         if not self.storage.exists(self.key(digest)):
-            raise NotFound(f"Code archive {digest} not found: upload it first (POST /v1/code, or "
-                           "`aip tasks submit --working-dir`)")
+            raise NotFound(
+                f"Code archive {digest} not found: upload it first (POST /v1/code, or `aip tasks submit --working-dir`)"
+            )
 
     def get(self, digest: str) -> bytes:
         self.require(digest)

@@ -91,8 +91,8 @@ def http_status(error: AIPError) -> int:
 
 
 ERROR_CLASSES: dict[str, type[AIPError]] = {
-    cls.code: cls for cls in (InvalidArgument, IntegrityError, TooLarge, Forbidden, NotFound, AlreadyExists,
-                              Conflict, Unavailable)
+    cls.code: cls
+    for cls in (InvalidArgument, IntegrityError, TooLarge, Forbidden, NotFound, AlreadyExists, Conflict, Unavailable)
 }
 
 

@@ -5,7 +5,8 @@ precision, recall and F1, and the examples it got wrong most confidently."""
 from __future__ import annotations
 
 import heapq
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +26,9 @@ EVALUATION_KEY = "test_evaluation"
 def evaluate(
     architecture: dict[str, Any],
     state_dict: dict[str, torch.Tensor],
-    test_ds: "ray.data.Dataset",
+    test_ds: ray.data.Dataset,
     config: dict[str, Any],
-    labels: Optional[Sequence[str]] = None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of float weights for ``architecture`` on a split (in this process, on CPU)."""
     model = build_model(architecture)
@@ -37,8 +38,11 @@ def evaluate(
 
 
 def evaluate_model(
-    model: torch.nn.Module, batches: Iterable[dict[str, np.ndarray]], config: dict[str, Any], num_classes: int,
-    labels: Optional[Sequence[str]] = None,
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, np.ndarray]],
+    config: dict[str, Any],
+    num_classes: int,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a built model (float, pruned or quantized) over a split's numpy batches;
     ``config`` names its input and preprocessing as ``model.json`` does; ``labels`` name the
@@ -56,27 +60,39 @@ def evaluate_model(
             loss_sum += float(torch.nn.functional.cross_entropy(logits, truth, reduction="sum"))
             probabilities, predicted = torch.softmax(logits, dim=1).max(1)
             confusion += torch.bincount(truth * num_classes + predicted, minlength=num_classes**2).view(
-                num_classes, num_classes)
+                num_classes, num_classes
+            )
             ids = batch.get("id")
             for row in torch.nonzero(predicted != truth).flatten().tolist():
                 order += 1  # ties keep the first seen, so the choice is deterministic
-                entry = (float(probabilities[row]), -order, str(ids[row]) if ids is not None else str(order),
-                         int(truth[row]), int(predicted[row]))
+                entry = (
+                    float(probabilities[row]),
+                    -order,
+                    str(ids[row]) if ids is not None else str(order),
+                    int(truth[row]),
+                    int(predicted[row]),
+                )
                 if len(worst) < WORST_EXAMPLES:
                     heapq.heappush(worst, entry)
                 elif entry > worst[0]:
                     heapq.heapreplace(worst, entry)
     seen = int(confusion.sum())
     names = list(labels) if labels is not None and len(labels) == num_classes else [str(i) for i in range(num_classes)]
-    return {"test_accuracy": int(confusion.diag().sum()) / max(1, seen), "test_loss": loss_sum / max(1, seen),
-            "test_macro_f1": macro_f1(confusion), "test_samples": seen,
-            EVALUATION_KEY: {
-                "labels": names,
-                "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
-                "per_class": per_class_scores(confusion, names),
-                "worst": [{"id": example_id, "label": names[true], "predicted": names[guess], "probability": p}
-                          for p, _, example_id, true, guess in sorted(worst, reverse=True)],
-            }}
+    return {
+        "test_accuracy": int(confusion.diag().sum()) / max(1, seen),
+        "test_loss": loss_sum / max(1, seen),
+        "test_macro_f1": macro_f1(confusion),
+        "test_samples": seen,
+        EVALUATION_KEY: {
+            "labels": names,
+            "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
+            "per_class": per_class_scores(confusion, names),
+            "worst": [
+                {"id": example_id, "label": names[true], "predicted": names[guess], "probability": p}
+                for p, _, example_id, true, guess in sorted(worst, reverse=True)
+            ],
+        },
+    }
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +107,10 @@ def per_class_scores(confusion: torch.Tensor, names: Sequence[str]) -> list[dict
     precision = (true_positive / predicted.clamp(min=1)).tolist()
     recall = (true_positive / actual.clamp(min=1)).tolist()
     f1 = (2 * true_positive / (predicted + actual).clamp(min=1)).tolist()
-    return [{"label": name, "precision": precision[i], "recall": recall[i], "f1": f1[i], "support": int(actual[i])}
-            for i, name in enumerate(names)]
+    return [
+        {"label": name, "precision": precision[i], "recall": recall[i], "f1": f1[i], "support": int(actual[i])}
+        for i, name in enumerate(names)
+    ]
 
 
 def macro_f1(confusion: torch.Tensor) -> float:

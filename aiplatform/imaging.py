@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 DEFAULT_MAX_PIXELS = 50_000_000
 _MAGIC = (
-    (b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP"),
-    (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "PSD"), (b"%PDF", "PDF"), (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"RIFF", "WebP"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"8BPS", "PSD"),
+    (b"%PDF", "PDF"),
+    (b"\x00\x00\x00\x0cjP", "JPEG 2000"),
 )
 
 
@@ -51,8 +58,9 @@ def read_image(data: bytes, mode: str, what: str, max_pixels: int = DEFAULT_MAX_
                 raise TooLarge(f"{what} is {image.width}x{image.height} pixels; the limit is {max_pixels:,}")
             return np.asarray(_without_alpha(_upright(image)).convert(mode), dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # Pillow's own guard, for sizes far past ours
-        raise TooLarge(f"{what} claims far more pixels than it could hold (a decompression bomb?); "
-                       f"the limit is {max_pixels:,}") from exc
+        raise TooLarge(
+            f"{what} claims far more pixels than it could hold (a decompression bomb?); the limit is {max_pixels:,}"
+        ) from exc
     except UnidentifiedImageError as exc:
         if data.startswith((b"\x89PNG", b"\xff\xd8\xff")):
             raise InvalidArgument(f"{what} is not a readable PNG/JPEG image: damaged or truncated") from exc
@@ -61,7 +69,7 @@ def read_image(data: bytes, mode: str, what: str, max_pixels: int = DEFAULT_MAX_
         raise InvalidArgument(f"{what} is not a readable PNG/JPEG image: {exc}") from exc
 
 
-def _upright(image: "PILImage") -> "PILImage":
+def _upright(image: PILImage) -> PILImage:
     """The image turned as its EXIF orientation says. Pillow rewrites the EXIF block on the way and
     has raised TypeError, struct.error and ZeroDivisionError on damaged ones: such a file is taken
     as it is stored rather than refused."""
@@ -69,11 +77,11 @@ def _upright(image: "PILImage") -> "PILImage":
 
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - any failure in EXIF handling: use the pixels as stored
+    except Exception:
         return image
 
 
-def _without_alpha(image: "PILImage") -> "PILImage":
+def _without_alpha(image: PILImage) -> PILImage:
     """Transparent pixels become a background that contrasts with the opaque ones: a dark digit
     drawn on a transparent canvas lands on white, a light one on black."""
     from PIL import Image
@@ -89,11 +97,11 @@ def _without_alpha(image: "PILImage") -> "PILImage":
     return Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba).convert("RGB")
 
 
-def decode_image(data: bytes, size: int, channels: int, what: str,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, size: int, channels: int, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """PNG/JPEG bytes -> a ``size x size x channels`` uint8 array (see ``read_image``)."""
-    return resize_array(read_image(data, "L" if channels == 1 else "RGB", what, max_pixels)[None, ...],
-                        size, channels)[0]
+    return resize_array(read_image(data, "L" if channels == 1 else "RGB", what, max_pixels)[None, ...], size, channels)[
+        0
+    ]
 
 
 def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -117,8 +125,6 @@ def resize_array(images: np.ndarray, size: int, channels: int) -> np.ndarray:
         images = (
             np.repeat(images, 3, axis=-1)
             if channels == 3
-            else np.round(images.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(
-                np.uint8
-            )[..., None]
+            else np.round(images.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
         )
     return np.ascontiguousarray(images, dtype=np.uint8)

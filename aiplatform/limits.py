@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from aiplatform.errors import TooLarge
 from aiplatform.settings import Settings
@@ -46,9 +47,12 @@ class RequestLimits:
     max_decoded_values: int = MAX_DECODED_VALUES
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "RequestLimits":
-        return cls(max_rows=settings.max_request_rows, max_text_chars=settings.max_text_chars,
-                   max_image_pixels=settings.max_image_pixels)
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        return cls(
+            max_rows=settings.max_request_rows,
+            max_text_chars=settings.max_text_chars,
+            max_image_pixels=settings.max_image_pixels,
+        )
 
     def check_rows(self, rows: int, what: str = "The request") -> None:
         if rows > self.max_rows:
@@ -64,9 +68,11 @@ class RequestLimits:
         values = rows * math.prod(shape)
         if values > self.max_decoded_values:
             size = " x ".join(str(d) for d in shape)
-            raise TooLarge(f"{what}'s {rows} image(s) decode to {values:,} values at this model's input size "
-                           f"({size}); the limit is {self.max_decoded_values:,} per request: send fewer rows "
-                           "per request")
+            raise TooLarge(
+                f"{what}'s {rows} image(s) decode to {values:,} values at this model's input size "
+                f"({size}); the limit is {self.max_decoded_values:,} per request: send fewer rows "
+                "per request"
+            )
 
 
 async def off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:

@@ -16,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,9 +60,17 @@ MAX_EVALUATION_ROWS = 20_000
 """An import is evaluated on at most this many test rows (the split is held by the API server)."""
 
 
-def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dict[str, Any],
-                      preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
-                      template: str = IMPORTED_TEMPLATE, max_rows: int = DEFAULT_MAX_REQUEST_ROWS) -> ModelConfig:
+def onnx_model_config(
+    *,
+    name: str,
+    kind: str,
+    labels: list[str],
+    signature: dict[str, Any],
+    preprocessing: Mapping[str, Any] | None = None,
+    scores: str = "logits",
+    template: str = IMPORTED_TEMPLATE,
+    max_rows: int = DEFAULT_MAX_REQUEST_ROWS,
+) -> ModelConfig:
     """The model config of an imported graph: its kind's input spec read off the graph's input,
     which must fit a serving replica: ``max_rows`` (a request's rows) of it in
     ``MAX_REQUEST_INPUT_BYTES``."""
@@ -74,23 +83,47 @@ def onnx_model_config(*, name: str, kind: str, labels: list[str], signature: dic
         raise InvalidArgument(f"labels must be 1 to {MAX_LABELS} distinct non-empty names, got {labels[:20]}")
     classes = signature["outputs"][0]["shape"][1]
     if classes > 0 and classes != len(labels):
-        raise InvalidArgument(f"The ONNX model's output {signature['outputs'][0]['name']!r} has {classes} classes "
-                              f"but {len(labels)} labels were given")
+        raise InvalidArgument(
+            f"The ONNX model's output {signature['outputs'][0]['name']!r} has {classes} classes "
+            f"but {len(labels)} labels were given"
+        )
     imported = model_kind_class(kind).import_input(signature["inputs"][0], dict(preprocessing or {}))
     _check_input_size(signature["inputs"][0], imported.row_shape, imported.row_values, max_rows)
-    return ModelConfig.parse({
-        "name": name, "template": template, "input": imported.spec, "labels": labels,
-        "preprocessing": imported.preprocessing,
-        "architecture": {"type": ONNX_ARCHITECTURE, "signature": signature, "layout": imported.layout,
-                         "scores": scores},
-    }, stored=False)
+    return ModelConfig.parse(
+        {
+            "name": name,
+            "template": template,
+            "input": imported.spec,
+            "labels": labels,
+            "preprocessing": imported.preprocessing,
+            "architecture": {
+                "type": ONNX_ARCHITECTURE,
+                "signature": signature,
+                "layout": imported.layout,
+                "scores": scores,
+            },
+        },
+        stored=False,
+    )
 
 
-def import_onnx(data: bytes, *, name: str, kind: str, labels: list[str], storage: Storage, registry: RegistryAPI,
-                preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
-                filename: Optional[str] = None, max_bytes: int = DEFAULT_MAX_ONNX_BYTES,
-                isolate: bool = True, test_split: Optional["TestSplit"] = None,
-                max_rows: int = DEFAULT_MAX_REQUEST_ROWS, run_timeout_s: float = RUN_TIMEOUT_S) -> ModelVersion:
+def import_onnx(
+    data: bytes,
+    *,
+    name: str,
+    kind: str,
+    labels: list[str],
+    storage: Storage,
+    registry: RegistryAPI,
+    preprocessing: Mapping[str, Any] | None = None,
+    scores: str = "logits",
+    filename: str | None = None,
+    max_bytes: int = DEFAULT_MAX_ONNX_BYTES,
+    isolate: bool = True,
+    test_split: TestSplit | None = None,
+    max_rows: int = DEFAULT_MAX_REQUEST_ROWS,
+    run_timeout_s: float = RUN_TIMEOUT_S,
+) -> ModelVersion:
     """Check, package, try and register an ONNX graph as the next version of ``name``; with a
     ``test_split``, evaluated on it first, as a trained model is (accuracy, macro-F1, where it errs).
 
@@ -100,19 +133,36 @@ def import_onnx(data: bytes, *, name: str, kind: str, labels: list[str], storage
     input's size is capped by it); ``run_timeout_s``: the model servers' deadline of one ONNX
     Runtime call, which every smoke prediction must meet too."""
     validate_model_name(name)
-    request = {"name": name, "kind": kind, "labels": list(labels), "preprocessing": dict(preprocessing or {}),
-               "scores": scores, "filename": filename, "max_bytes": max_bytes, "max_rows": max_rows,
-               "run_timeout_s": run_timeout_s}
+    request = {
+        "name": name,
+        "kind": kind,
+        "labels": list(labels),
+        "preprocessing": dict(preprocessing or {}),
+        "scores": scores,
+        "filename": filename,
+        "max_bytes": max_bytes,
+        "max_rows": max_rows,
+        "run_timeout_s": run_timeout_s,
+    }
     with tempfile.TemporaryDirectory(prefix="aip-import-test-") as folder:
         if test_split is not None:
             request["evaluation"] = test_split.written(Path(folder) / "test.parquet", list(labels))
         package, lineage, config, metrics = (_prepare_isolated if isolate else _prepare)(data, request)
     # The same file with the same settings is the same version; other labels, preprocessing or test
     # split, a new one.
-    same_import = sha256_bytes(json.dumps([lineage["imported"]["sha256"], config, lineage.get("dataset")],
-                                          sort_keys=True).encode())
-    return publish_package(package, name=name, template=IMPORTED_TEMPLATE, storage=storage, registry=registry,
-                           metrics=metrics, lineage=lineage, idempotency_key=f"import-{same_import}")
+    same_import = sha256_bytes(
+        json.dumps([lineage["imported"]["sha256"], config, lineage.get("dataset")], sort_keys=True).encode()
+    )
+    return publish_package(
+        package,
+        name=name,
+        template=IMPORTED_TEMPLATE,
+        storage=storage,
+        registry=registry,
+        metrics=metrics,
+        lineage=lineage,
+        idempotency_key=f"import-{same_import}",
+    )
 
 
 @dataclass(frozen=True)
@@ -127,7 +177,7 @@ class TestSplit:
     """The split as an Arrow table, its ``label`` column indexing ``labels``."""
 
     @classmethod
-    def of(cls, datasets: "DatasetManager", ref: str) -> "TestSplit":
+    def of(cls, datasets: DatasetManager, ref: str) -> TestSplit:
         dataset = datasets.get_ref(ref)
         if not dataset.rows("test"):
             raise InvalidArgument(f"Dataset {ref} has no test rows to evaluate on")
@@ -142,9 +192,17 @@ class TestSplit:
 
         if sorted(model_labels) != sorted(self.labels):
             missing, extra = sorted(set(self.labels) - set(model_labels)), sorted(set(model_labels) - set(self.labels))
-            raise InvalidArgument(f"The model's labels are not dataset {self.ref}'s: "
-                                  + "; ".join(part for part in (f"missing {missing}" if missing else "",
-                                                                f"not in the dataset {extra}" if extra else "") if part))
+            raise InvalidArgument(
+                f"The model's labels are not dataset {self.ref}'s: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {missing}" if missing else "",
+                        f"not in the dataset {extra}" if extra else "",
+                    )
+                    if part
+                )
+            )
         to_model = np.array([model_labels.index(label) for label in self.labels], dtype=np.int64)
         labels = to_model[self.table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)]
         table = self.table.set_column(self.table.schema.get_field_index("label"), "label", pa.array(labels))
@@ -155,9 +213,15 @@ class TestSplit:
 def _prepare(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(package, lineage, model.json, metrics) of a checked, tried (and, if asked, evaluated) graph."""
     signature = inspect_graph(data, max_bytes=int(request["max_bytes"]))
-    config = onnx_model_config(name=request["name"], kind=request["kind"], labels=request["labels"],
-                               signature=signature, preprocessing=request["preprocessing"], scores=request["scores"],
-                               max_rows=int(request.get("max_rows", DEFAULT_MAX_REQUEST_ROWS)))
+    config = onnx_model_config(
+        name=request["name"],
+        kind=request["kind"],
+        labels=request["labels"],
+        signature=signature,
+        preprocessing=request["preprocessing"],
+        scores=request["scores"],
+        max_rows=int(request.get("max_rows", DEFAULT_MAX_REQUEST_ROWS)),
+    )
     source = {"format": "onnx", "sha256": sha256_bytes(data), "bytes": len(data), "opset": signature["opset"]}
     if request.get("filename"):
         source["filename"] = str(request["filename"])[:200]
@@ -178,29 +242,38 @@ def _evaluate(package: bytes, test_path: str) -> dict[str, Any]:
 
     loaded = load_package(package)
     try:
-        return evaluate_model(loaded.model, table_batches(pq.read_table(test_path)), loaded.config,
-                              len(loaded.labels), loaded.labels)
+        return evaluate_model(
+            loaded.model, table_batches(pq.read_table(test_path)), loaded.config, len(loaded.labels), loaded.labels
+        )
     except (ValueError, RuntimeError, KeyError, Unavailable) as exc:
         raise InvalidArgument(f"The model cannot be evaluated on the test split: {str(exc)[:300]}") from exc
 
 
-def _prepare_isolated(data: bytes, request: dict[str, Any]) -> tuple[bytes, dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _prepare_isolated(
+    data: bytes, request: dict[str, Any]
+) -> tuple[bytes, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """:func:`_prepare` in ``python -m aiplatform.model_import`` with its memory capped."""
     with tempfile.TemporaryDirectory(prefix="aip-import-") as folder:
         work = Path(folder)
         (work / "graph.onnx").write_bytes(data)
         (work / "request.json").write_text(json.dumps(request))
         try:
-            child = subprocess.run([sys.executable, "-m", "aiplatform.model_import", str(work), str(CHECK_MEMORY_BYTES)],
-                                   capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+            child = subprocess.run(
+                [sys.executable, "-m", "aiplatform.model_import", str(work), str(CHECK_MEMORY_BYTES)],
+                capture_output=True,
+                text=True,
+                timeout=CHECK_TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired:
             raise InvalidArgument(f"Checking the ONNX model took longer than {CHECK_TIMEOUT_S:g} s") from None
         if (work / "error.json").exists():
             raise InvalidArgument(json.loads((work / "error.json").read_text())["message"])
         if child.returncode != 0 or not (work / "package.zip").exists():
             tail = (child.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            raise InvalidArgument(f"The ONNX model could not be checked within {CHECK_MEMORY_BYTES / 2**30:g} GiB "
-                                  f"of memory and {CHECK_TIMEOUT_S:g} s ({tail[0][:300]})")
+            raise InvalidArgument(
+                f"The ONNX model could not be checked within {CHECK_MEMORY_BYTES / 2**30:g} GiB "
+                f"of memory and {CHECK_TIMEOUT_S:g} s ({tail[0][:300]})"
+            )
         done = json.loads((work / "done.json").read_text())
         return (work / "package.zip").read_bytes(), done["lineage"], done["config"], done["metrics"]
 
@@ -212,14 +285,16 @@ def _check_in_child(folder: str, memory_bytes: int) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     work = Path(folder)
     try:
-        package, lineage, config, metrics = _prepare((work / "graph.onnx").read_bytes(),
-                                                     json.loads((work / "request.json").read_text()))
+        package, lineage, config, metrics = _prepare(
+            (work / "graph.onnx").read_bytes(), json.loads((work / "request.json").read_text())
+        )
     except InvalidArgument as exc:
         (work / "error.json").write_text(json.dumps({"message": exc.message}))
         return 0
     except MemoryError:
-        (work / "error.json").write_text(json.dumps({"message": "The ONNX model needs more memory than "
-                                                                 f"{memory_bytes / 2**30:g} GiB to run"}))
+        (work / "error.json").write_text(
+            json.dumps({"message": f"The ONNX model needs more memory than {memory_bytes / 2**30:g} GiB to run"})
+        )
         return 0
     (work / "package.zip").write_bytes(package)
     (work / "done.json").write_text(json.dumps({"lineage": lineage, "config": config, "metrics": metrics}))
@@ -241,10 +316,14 @@ def smoke_prediction(package: bytes, run_timeout_s: float = RUN_TIMEOUT_S) -> No
         try:
             scores = loaded.model(kind.to_tensor(examples))
         except (InvalidArgument, Unavailable) as exc:
-            raise InvalidArgument(f"The ONNX model's smoke prediction on {rows} input(s) failed: {exc.message}") from None
+            raise InvalidArgument(
+                f"The ONNX model's smoke prediction on {rows} input(s) failed: {exc.message}"
+            ) from None
         if tuple(scores.shape) != (rows, len(loaded.labels)) or not bool(np.isfinite(scores.numpy()).all()):
-            raise InvalidArgument(f"The ONNX model's smoke prediction on {rows} input(s) gave scores of shape "
-                                  f"{tuple(scores.shape)} (expected ({rows}, {len(loaded.labels)}), all finite)")
+            raise InvalidArgument(
+                f"The ONNX model's smoke prediction on {rows} input(s) gave scores of shape "
+                f"{tuple(scores.shape)} (expected ({rows}, {len(loaded.labels)}), all finite)"
+            )
 
 
 class ImportSlots:
@@ -259,8 +338,10 @@ class ImportSlots:
     @contextmanager
     def held(self) -> Iterator[None]:
         if not self._free.acquire(blocking=False):
-            raise Unavailable(f"{self.limit} model import(s) are being checked already, the most at once "
-                              "(AIP_MAX_CONCURRENT_IMPORTS); retry when one is done")
+            raise Unavailable(
+                f"{self.limit} model import(s) are being checked already, the most at once "
+                "(AIP_MAX_CONCURRENT_IMPORTS); retry when one is done"
+            )
         try:
             yield
         finally:
@@ -272,11 +353,13 @@ def _check_input_size(spec: dict[str, Any], shape: str, values: int, max_rows: i
     ``MAX_REQUEST_INPUT_BYTES`` as the model servers hold them."""
     row_bytes = values * _ITEM_BYTES.get(spec["datatype"], 4)
     if row_bytes * max_rows > MAX_REQUEST_INPUT_BYTES:
-        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {shape} values a row ({row_bytes / 2**20:.1f} MiB "
-                       f"served); a request of {max_rows} rows (AIP_MAX_REQUEST_ROWS) of it would be over the "
-                       f"{MAX_REQUEST_INPUT_BYTES / 2**30:g} GiB an imported model's requests may hold, so a row may "
-                       f"be at most {MAX_REQUEST_INPUT_BYTES // max_rows / 2**20:.1f} MiB: export it for smaller "
-                       "inputs (224x224 or 512x512 images fit)")
+        raise InvalidArgument(
+            f"The ONNX model's input {spec['name']!r} is {shape} values a row ({row_bytes / 2**20:.1f} MiB "
+            f"served); a request of {max_rows} rows (AIP_MAX_REQUEST_ROWS) of it would be over the "
+            f"{MAX_REQUEST_INPUT_BYTES / 2**30:g} GiB an imported model's requests may hold, so a row may "
+            f"be at most {MAX_REQUEST_INPUT_BYTES // max_rows / 2**20:.1f} MiB: export it for smaller "
+            "inputs (224x224 or 512x512 images fit)"
+        )
 
 
 if __name__ == "__main__":

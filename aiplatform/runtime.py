@@ -10,7 +10,8 @@ import logging
 import os
 import time
 import typing
-from typing import Any, Callable, ClassVar, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import ray
 import ray.exceptions
@@ -32,13 +33,15 @@ head, the RayService's pods)."""
 LOOPBACK_SETUP_HOOK = "aiplatform.serving.loopback.keep_serve_on_loopback"
 
 
-def local_runtime_env(env_vars: Optional[dict[str, str]] = None) -> dict[str, Any]:
+def local_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
     """The runtime environment of a local-only driver: the workers it starts (Serve's controller and
     proxy among them) stay local-only, open Serve's gRPC servers on loopback
     (``aiplatform.serving.loopback``) and take no gRPC message over ``MAX_REQUEST_BYTES``; plus
     ``env_vars``. A new dict each time: ``ray.init`` writes into the one it is given."""
-    return {"env_vars": {**LOCAL_ONLY_ENV, **SERVE_ENV, **(env_vars or {})},
-            "worker_process_setup_hook": LOOPBACK_SETUP_HOOK}
+    return {
+        "env_vars": {**LOCAL_ONLY_ENV, **SERVE_ENV, **(env_vars or {})},
+        "worker_process_setup_hook": LOOPBACK_SETUP_HOOK,
+    }
 
 
 def connect(settings: Settings) -> None:
@@ -71,8 +74,9 @@ def _holds_secret(annotation: Any) -> bool:
     return annotation is SecretStr or any(_holds_secret(arg) for arg in typing.get_args(annotation))
 
 
-SECRET_ENV_NAMES = frozenset(f"AIP_{name.upper()}" for name, field in Settings.model_fields.items()
-                             if _holds_secret(field.annotation))
+SECRET_ENV_NAMES = frozenset(
+    f"AIP_{name.upper()}" for name, field in Settings.model_fields.items() if _holds_secret(field.annotation)
+)
 """The settings that hold secrets (every ``SecretStr`` field: the API token, the S3 keys, the
 webhook URLs) as environment variables: never in the environment ``aip up`` starts Ray with, which
 every worker and users' code inherit."""
@@ -83,8 +87,10 @@ def storage_credentials_env(settings: Settings) -> dict[str, str]:
     platform submits: they read and write storage, and the head's environment holds no secret. A
     job's runtime environment is inherited by every worker of the job (its Ray Train workers and
     Tune trials, users' code among them), and shows in Ray's job details to holders of Ray's token."""
-    keys = {"AIP_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-            "AIP_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key}
+    keys = {
+        "AIP_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "AIP_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+    }
     return {name: value.get_secret_value() for name, value in keys.items() if value is not None}
 
 
@@ -120,7 +126,7 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def head_actor(actor_class: type, name: str, settings: Settings) -> "ray.actor.ActorHandle":
+def head_actor(actor_class: type, name: str, settings: Settings) -> ray.actor.ActorHandle:
     """The platform actor ``name`` in the settings' namespace, created on the head if missing."""
     options = head_pinned_options(name, settings.ray_namespace)
     return ray.remote(actor_class).options(**options).remote(settings)
@@ -170,7 +176,7 @@ async def run_as_task(function: Callable[..., T], *args: Any, num_cpus: float) -
     return await call_async(_task_of(function, num_cpus), *args)
 
 
-def _platform_error(exc: "ray.exceptions.RayTaskError") -> Exception:
+def _platform_error(exc: ray.exceptions.RayTaskError) -> Exception:
     cause = getattr(exc, "cause", None)
     return type(cause)(cause.message) if isinstance(cause, AIPError) else exc
 
@@ -197,7 +203,7 @@ class ActorProxy:
 
     protocol: ClassVar[type]
 
-    def __init__(self, handle: "ray.actor.ActorHandle") -> None:
+    def __init__(self, handle: ray.actor.ActorHandle) -> None:
         self.handle = handle
 
     def __init_subclass__(cls, *, protocol: type, **kwargs: Any) -> None:
@@ -214,8 +220,9 @@ def protocol_methods(protocol: type) -> list[str]:
     for klass in protocol.__mro__:
         if klass is object or not getattr(klass, "_is_protocol", False) or klass.__module__ == "typing":
             continue
-        names.update(name for name, value in vars(klass).items()
-                     if not name.startswith("_") and inspect.isfunction(value))
+        names.update(
+            name for name, value in vars(klass).items() if not name.startswith("_") and inspect.isfunction(value)
+        )
     return sorted(names)
 
 

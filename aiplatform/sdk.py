@@ -37,11 +37,13 @@ import io
 import os
 import tempfile
 import warnings
-from typing import Any, Iterator, Mapping, Optional
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
+from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds import kind_class
 from aiplatform.model_import import onnx_model_config, smoke_prediction
@@ -51,7 +53,6 @@ from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.registry.publish import publish_package
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, sha256_bytes, storage_from_settings
-from aiplatform.datasets.spec import SPLITS
 from aiplatform.training.publish import ModelPackage, save_candidate
 from aiplatform.training.user_code import USER_CODE, RunContext, current_context
 
@@ -69,8 +70,10 @@ def context() -> RunContext:
     :class:`InvalidArgument` outside a task's training function."""
     found = current_context()
     if found is None:
-        raise InvalidArgument("aiplatform.sdk's task calls work inside a user-code task's training function "
-                              "(aip tasks submit --entry ..., or python -m jobs.train --entry ...)")
+        raise InvalidArgument(
+            "aiplatform.sdk's task calls work inside a user-code task's training function "
+            "(aip tasks submit --entry ..., or python -m jobs.train --entry ...)"
+        )
     return found
 
 
@@ -87,8 +90,9 @@ def dataset_shard(split: str = "train") -> Any:
     return shard
 
 
-def batches(split: str = "train", batch_size: int = 128, *,
-            preprocessing: Optional[Mapping[str, Any]] = None) -> Iterator[tuple[Any, torch.Tensor]]:
+def batches(
+    split: str = "train", batch_size: int = 128, *, preprocessing: Mapping[str, Any] | None = None
+) -> Iterator[tuple[Any, torch.Tensor]]:
     """This worker's shard as ``(inputs, labels)`` batches, the inputs as the dataset's kind gives
     them (``DatasetKind.user_batch_converter``): images as float (N, C, H, W) after
     ``value * scale``, then ``(value - mean) / std`` (default: 0..255 -> 0..1; the steps and their
@@ -101,8 +105,9 @@ def batches(split: str = "train", batch_size: int = 128, *,
         yield to_inputs(batch), torch.from_numpy(np.asarray(batch["label"], dtype=np.int64))
 
 
-def report(metrics: Mapping[str, Any], *, checkpoint: Optional[Mapping[str, Any]] = None,
-           epoch: Optional[int] = None) -> None:
+def report(
+    metrics: Mapping[str, Any], *, checkpoint: Mapping[str, Any] | None = None, epoch: int | None = None
+) -> None:
     """One epoch's metrics (every worker calls it; rank 0's become the task's curves) and,
     from rank 0, a checkpoint: a dict of tensors and plain values that ``load_checkpoint`` gives
     back after a worker failure. ``epoch`` defaults to the number of reports so far."""
@@ -123,7 +128,7 @@ def report(metrics: Mapping[str, Any], *, checkpoint: Optional[Mapping[str, Any]
         ray.train.report(run.last_metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def load_checkpoint() -> Optional[dict[str, Any]]:
+def load_checkpoint() -> dict[str, Any] | None:
     """The last checkpoint this run reported (after a worker failure or a restart), or None."""
     import ray.train
 
@@ -146,38 +151,65 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, *, toleranc
     try:
         with torch.inference_mode():
             expected = module(example)
-    except Exception as exc:  # noqa: BLE001 - the user's code: its error, named
-        raise InvalidArgument(f"The model fails on example_input of shape {list(example.shape)}: "
-                              f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    except Exception as exc:
+        raise InvalidArgument(
+            f"The model fails on example_input of shape {list(example.shape)}: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
     if not isinstance(expected, torch.Tensor) or expected.dim() != 2:
         raise InvalidArgument("The model must return one (batch, classes) tensor of scores")
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), buffer, dynamo=False, input_names=["input"],
-                              output_names=["scores"], dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}})
-    except Exception as exc:  # noqa: BLE001 - the exporter's own errors name the operator or construct
+            torch.onnx.export(
+                module,
+                (example,),
+                buffer,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["scores"],
+                dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}},
+            )
+    except Exception as exc:
         raise InvalidArgument(f"The model does not export to ONNX: {type(exc).__name__}: {str(exc)[:500]}") from None
     graph = buffer.getvalue()
     session = new_session(graph)
     if len(session.get_inputs()) != 1:
-        raise InvalidArgument("The model does not export to ONNX as a function of its input (the graph takes "
-                              f"{len(session.get_inputs())} inputs): compute forward with torch operations, "
-                              "not numpy or Python arithmetic on values")
+        raise InvalidArgument(
+            "The model does not export to ONNX as a function of its input (the graph takes "
+            f"{len(session.get_inputs())} inputs): compute forward with torch operations, "
+            "not numpy or Python arithmetic on values"
+        )
     (got,) = session.run(None, {session.get_inputs()[0].name: example.numpy().astype(np.float32)})
-    worst = float(np.max(np.abs(np.asarray(got) - expected.float().numpy()))) if got.shape == tuple(expected.shape) else float("inf")
+    worst = (
+        float(np.max(np.abs(np.asarray(got) - expected.float().numpy())))
+        if got.shape == tuple(expected.shape)
+        else float("inf")
+    )
     if not worst <= tolerance:
-        raise InvalidArgument(f"The ONNX export does not reproduce the model: outputs differ by up to {worst:.3g} "
-                              f"on example_input (tolerance {tolerance:g})")
+        raise InvalidArgument(
+            f"The ONNX export does not reproduce the model: outputs differ by up to {worst:.3g} "
+            f"on example_input (tolerance {tolerance:g})"
+        )
     return graph
 
 
-def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_input: torch.Tensor,
-            name: Optional[str] = None, preprocessing: Optional[Mapping[str, Any]] = None, scores: str = "logits",
-            metrics: Optional[dict[str, Any]] = None, lineage: Optional[dict[str, Any]] = None,
-            settings: Optional[Settings] = None, storage: Optional[Storage] = None,
-            registry: Optional[RegistryAPI] = None, tolerance: float = DEFAULT_TOLERANCE) -> Optional[ModelVersion]:
+def publish(
+    model: torch.nn.Module,
+    *,
+    kind: str,
+    labels: list[str],
+    example_input: torch.Tensor,
+    name: str | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    scores: str = "logits",
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    storage: Storage | None = None,
+    registry: RegistryAPI | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ModelVersion | None:
     """Export, check, package and register ``model``; returns the new version. ``storage`` and
     ``registry`` default to the platform's (``settings``: ``Settings()``, read from ``AIP_*``).
 
@@ -194,8 +226,15 @@ def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_inp
     if not name:
         raise InvalidArgument("publish needs a model name (name=...)")
     graph = export_onnx(model, example_input, tolerance=tolerance)
-    config = onnx_model_config(name=name, kind=kind, labels=labels, preprocessing=preprocessing, scores=scores,
-                               signature=inspect_graph(graph, max_bytes=MAX_GRAPH_BYTES), template=SDK_TEMPLATE)
+    config = onnx_model_config(
+        name=name,
+        kind=kind,
+        labels=labels,
+        preprocessing=preprocessing,
+        scores=scores,
+        signature=inspect_graph(graph, max_bytes=MAX_GRAPH_BYTES),
+        template=SDK_TEMPLATE,
+    )
     source = {"method": "sdk", "onnx_sha256": sha256_bytes(graph), "model_class": type(model).__qualname__}
     if os.environ.get(TASK_ID_VARIABLE):
         source["task_id"] = os.environ[TASK_ID_VARIABLE]
@@ -203,8 +242,11 @@ def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_inp
     package = build_package(model_config=config, metrics=dict(metrics or {}), lineage=full_lineage, model_file=graph)
     smoke_prediction(package)
     if run is not None and run.candidate_key:  # a sweep's trial: kept, and registered only if it is the best
-        save_candidate(storage or storage_from_settings(settings or Settings()), run.candidate_key,
-                       ModelPackage(package, config.template, dict(metrics or {}), full_lineage, run.run_name))
+        save_candidate(
+            storage or storage_from_settings(settings or Settings()),
+            run.candidate_key,
+            ModelPackage(package, config.template, dict(metrics or {}), full_lineage, run.run_name),
+        )
         run.published.append({"name": name, "candidate": run.candidate_key})
         return None
     if storage is None or registry is None:
@@ -213,8 +255,15 @@ def publish(model: torch.nn.Module, *, kind: str, labels: list[str], example_inp
         settings = settings or Settings()
         storage = storage or storage_from_settings(settings)
         registry = registry or RegistryClient.connect(settings)
-    version = publish_package(package, name=name, template=config.template, storage=storage, registry=registry,
-                              metrics=dict(metrics or {}), lineage=full_lineage)
+    version = publish_package(
+        package,
+        name=name,
+        template=config.template,
+        storage=storage,
+        registry=registry,
+        metrics=dict(metrics or {}),
+        lineage=full_lineage,
+    )
     if run is not None:
         run.published.append({"name": version.name, "version": version.version, "sha256": version.sha256})
     return version

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,26 +28,24 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".aiplatform")
     """Root for local state (SQLite) and, by default, artifacts."""
 
-    storage_uri: Optional[str] = None
+    storage_uri: str | None = None
     """Where artifacts live: a local path / ``file://`` URI or ``s3://bucket/prefix``.
     Default: ``<home>/artifacts``."""
 
-    s3_endpoint_url: Optional[str] = None
+    s3_endpoint_url: str | None = None
     """S3-compatible endpoint (MinIO, moto, ...); unset means AWS."""
-    s3_access_key_id: Optional[SecretStr] = None
-    s3_secret_access_key: Optional[SecretStr] = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
 
-    state_dir: Optional[Path] = None
+    state_dir: Path | None = None
     """SQLite files of the head-node actors. Default: ``<home>/state``."""
 
-    ray_address: Optional[str] = Field(
-        default=None, validation_alias=AliasChoices("AIP_RAY_ADDRESS", "RAY_ADDRESS")
-    )
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("AIP_RAY_ADDRESS", "RAY_ADDRESS"))
     """Existing cluster to join; unset starts an embedded local Ray."""
     ray_namespace: str = RAY_NAMESPACE_DEFAULT
-    ray_num_cpus: Optional[int] = None
+    ray_num_cpus: int | None = None
     """CPUs of the embedded local Ray (default: all cores)."""
-    ray_temp_dir: Optional[Path] = None
+    ray_temp_dir: Path | None = None
     ray_dashboard: bool = True
 
     ray_port: int = Field(6379, ge=1, le=65535)
@@ -64,11 +62,11 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(9090, ge=0, le=65535)
     """The Prometheus ``aip up`` starts on 127.0.0.1 when the ``prometheus`` binary is installed;
     0 starts none."""
-    prometheus_url: Optional[str] = None
+    prometheus_url: str | None = None
     """The Prometheus that scrapes this platform's Ray (``aip up`` sets it to the one it starts):
     the Monitoring page and ``aip monitoring show`` read metrics over time from it. Unset: from
     the alert engine's own signal history."""
-    api_url: Optional[str] = None
+    api_url: str | None = None
     """Where CLI commands reach the gateway; default ``http://127.0.0.1:<http_port>``."""
 
     serve_app_name: str = "aiplatform"
@@ -88,7 +86,7 @@ class Settings(BaseSettings):
     serve_gateway_max_queued: int = Field(256, ge=1)
     """Requests a gateway replica holds beyond ``serve_gateway_max_ongoing``; past it, clients get
     503 with Retry-After at once instead of waiting in an ever longer queue."""
-    serve_model_threads: Union[Literal["auto"], Annotated[int, Field(ge=0, le=256)]] = "auto"
+    serve_model_threads: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = "auto"
     """Torch threads for a model-server replica's forward passes. ``auto``: per model, by the cost
     of its forward pass timed when the replica loads it: one thread for a light model, where the
     gateway is the bottleneck and a second OpenMP thread takes CPU from it (MNIST CNN through the
@@ -108,16 +106,16 @@ class Settings(BaseSettings):
     serve_store_inputs: bool = True
     """Also keep each prediction's raw input in storage (``results/inputs/<digest>``, once per
     distinct input): what the UI shows of what was sent. ``false`` keeps none."""
-    result_retention_days: Optional[float] = Field(30.0, gt=0)
+    result_retention_days: float | None = Field(30.0, gt=0)
     """Results older than this move from the live table to parquet in storage
     (``results/archive/model=<m>/day=<d>/``), where exports and drift analysis still read them
     (None: by age, none move)."""
-    result_retention_rows_per_model: Optional[int] = Field(None, ge=1)
+    result_retention_rows_per_model: int | None = Field(None, ge=1)
     """Keep at most this many of each model's newest results live; older ones move likewise."""
     result_retention_interval_s: float = Field(3600.0, gt=0)
     """How often the result store applies its retention policy."""
 
-    api_token: Optional[SecretStr] = None
+    api_token: SecretStr | None = None
     """The token the API, inference endpoints and UI data need (``Authorization: Bearer <token>``;
     health probes excepted); the CLI sends it. ``aip up`` makes one when none is set."""
     api_auth: Literal["token", "off"] = "token"
@@ -129,7 +127,7 @@ class Settings(BaseSettings):
     rebinds its own DNS name to 127.0.0.1 is refused. ``["*"]`` answers any (behind a load
     balancer that checks hosts itself)."""
 
-    data_root: Optional[Path] = None
+    data_root: Path | None = None
     """Local dataset sources named through the API must lie under this folder (symbolic links
     resolved). Default: ``<home>/data``."""
     dataset_s3_prefixes: list[str] = Field(default_factory=list)
@@ -151,7 +149,7 @@ class Settings(BaseSettings):
     """Pixels of one uploaded image (a 48 MP phone photo fits); larger ones, and decompression
     bombs, are answered 413 before they are decoded."""
 
-    dashboard_url: Optional[str] = None
+    dashboard_url: str | None = None
     """Ray's dashboard / job API (``http://host:8265``); unset: read from the cluster itself."""
 
     task_max_running: int = Field(1, ge=1, le=1024)
@@ -164,7 +162,7 @@ class Settings(BaseSettings):
     autoscaling: bool = False
     """The cluster grows on demand (Ray's autoscaler): a task larger than the cluster waits for
     nodes (its demand is sent to the autoscaler) instead of being refused at creation."""
-    user_code: Optional[bool] = Field(None, validate_default=True)
+    user_code: bool | None = Field(None, validate_default=True)
     """API callers may run their own training code (``user-code`` tasks, ``POST /v1/code``). Whoever
     holds the API token can then run code on the cluster, as with Ray's own job API; turn it off
     where the token goes to people who may only train the platform's templates. Unset: on with
@@ -211,7 +209,7 @@ class Settings(BaseSettings):
 
     alert_interval_s: float = Field(10.0, gt=0, le=3600)
     """How often the alert engine scrapes the metrics and evaluates its rules."""
-    alert_rules_file: Optional[Path] = None
+    alert_rules_file: Path | None = None
     """YAML list of alert rules (see ``aiplatform.alerting.rules``); unset: the default rules
     with the thresholds below."""
     alert_webhooks: list[SecretStr] = Field(default_factory=list)
@@ -229,20 +227,22 @@ class Settings(BaseSettings):
 
     @field_validator("user_code")
     @classmethod
-    def _user_code_follows_auth(cls, value: Optional[bool], info: ValidationInfo) -> bool:
+    def _user_code_follows_auth(cls, value: bool | None, info: ValidationInfo) -> bool:
         # api_auth is declared above user_code, so it is validated (or failed) already.
         return value if value is not None else info.data.get("api_auth") == "token"
 
     @field_validator("api_token")
     @classmethod
-    def _api_token_long_enough(cls, token: Optional[SecretStr]) -> Optional[SecretStr]:
+    def _api_token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
         if token is None:
             return None
         value = token.get_secret_value().strip()
         if len(value) < MIN_API_TOKEN_CHARS:
             # The setting is named, never its value (the model hides inputs in its errors too).
-            raise ValueError(f"api_token (AIP_API_TOKEN) must be at least {MIN_API_TOKEN_CHARS} characters, "
-                             "surrounding spaces aside; unset it to have `aip up` make one")
+            raise ValueError(
+                f"api_token (AIP_API_TOKEN) must be at least {MIN_API_TOKEN_CHARS} characters, "
+                "surrounding spaces aside; unset it to have `aip up` make one"
+            )
         return SecretStr(value)
 
     @field_validator("train_worker_cpus")
@@ -269,7 +269,7 @@ class Settings(BaseSettings):
         return [url.get_secret_value() for url in self.alert_webhooks]
 
     @model_validator(mode="after")
-    def _replica_bounds(self) -> "Settings":
+    def _replica_bounds(self) -> Settings:
         if self.serve_min_replicas > self.serve_max_replicas:
             raise ValueError("serve_min_replicas must not exceed serve_max_replicas")
         return self

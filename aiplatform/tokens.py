@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pydantic import SecretStr
 
@@ -54,6 +54,8 @@ def with_api_token(settings: Settings, *, create: bool) -> Settings:
         return settings
     token = read_or_create_secret(path)
     if len(token) < MIN_API_TOKEN_CHARS:  # model_copy does not validate: the setting's rule, checked here
-        raise InvalidArgument(f"The API token in {path} is shorter than {MIN_API_TOKEN_CHARS} characters; "
-                              "delete the file to have a new token made")
+        raise InvalidArgument(
+            f"The API token in {path} is shorter than {MIN_API_TOKEN_CHARS} characters; "
+            "delete the file to have a new token made"
+        )
     return settings.model_copy(update={"api_token": SecretStr(token)})

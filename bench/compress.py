@@ -29,9 +29,9 @@ TARGETS = {"size_ratio": 0.35, "speedup_batch_1": 1.5, "points_lost": 1.0}  # th
 
 def run_once(home: Path, model: str, method: str) -> dict[str, float]:
     from aiplatform.compression.compressor import compress_version
-    from aiplatform.registry.refs import parse_model_ref
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryStore
+    from aiplatform.registry.refs import parse_model_ref
     from aiplatform.settings import Settings
     from aiplatform.storage import storage_from_settings
 
@@ -42,8 +42,15 @@ def run_once(home: Path, model: str, method: str) -> dict[str, float]:
         storage = storage_from_settings(settings)
         registry = RegistryStore(settings.resolved_state_dir / "registry.sqlite", storage)
         name, ref = parse_model_ref(model)
-        report = compress_version(name=name, ref=ref, method=method, storage=storage, registry=registry,
-                                  datasets=DatasetManager(storage), max_accuracy_drop=1.0)
+        report = compress_version(
+            name=name,
+            ref=ref,
+            method=method,
+            storage=storage,
+            registry=registry,
+            datasets=DatasetManager(storage),
+            max_accuracy_drop=1.0,
+        )
         registry.close()
     m = report.metrics
     return {
@@ -72,8 +79,10 @@ def main() -> None:
     from aiplatform.runtime import quiet_ray_data
 
     quiet_ray_data()
-    print("| model | method | package (x of parent) | batch 1 speedup | batch 32 speedup | accuracy lost (points) "
-          "| macro-F1 lost (points) | parent: size, b1 latency, accuracy |")
+    print(
+        "| model | method | package (x of parent) | batch 1 speedup | batch 32 speedup | accuracy lost (points) "
+        "| macro-F1 lost (points) | parent: size, b1 latency, accuracy |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
         for target in args.target:
@@ -81,15 +90,19 @@ def main() -> None:
             for method in args.method or METHODS:
                 runs = [run_once(Path(home).expanduser(), model, method) for _ in range(args.repeats)]
                 med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-                print(f"| {model} | {method} | {med['size_ratio']:.3f} | {med['speedup_batch_1']:.2f}x | "
-                      f"{med['speedup_batch_32']:.2f}x | {med['points_lost']:+.2f} | {med['f1_points_lost']:+.2f} | "
-                      f"{med['size_before'] / 1e6:.2f} MB, {med['ms_batch_1']:.3f} ms, {med['accuracy_before']:.4f} |",
-                      flush=True)
+                print(
+                    f"| {model} | {method} | {med['size_ratio']:.3f} | {med['speedup_batch_1']:.2f}x | "
+                    f"{med['speedup_batch_32']:.2f}x | {med['points_lost']:+.2f} | {med['f1_points_lost']:+.2f} | "
+                    f"{med['size_before'] / 1e6:.2f} MB, {med['ms_batch_1']:.3f} ms, {med['accuracy_before']:.4f} |",
+                    flush=True,
+                )
     finally:
         ray.shutdown()
-    print(f"\nmedians of {args.repeats} runs; targets for int8 on the text model: package <= "
-          f"{TARGETS['size_ratio']:.2f}x, batch 1 >= {TARGETS['speedup_batch_1']}x faster, <= "
-          f"{TARGETS['points_lost']} point of accuracy lost")
+    print(
+        f"\nmedians of {args.repeats} runs; targets for int8 on the text model: package <= "
+        f"{TARGETS['size_ratio']:.2f}x, batch 1 >= {TARGETS['speedup_batch_1']}x faster, <= "
+        f"{TARGETS['points_lost']} point of accuracy lost"
+    )
 
 
 if __name__ == "__main__":

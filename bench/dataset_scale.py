@@ -60,13 +60,20 @@ def write_copy(job: tuple[int, str]) -> list[str]:
     paths = []
     for start in range(0, len(images), ROWS_PER_FILE):
         pngs = []
-        for image in images[start:start + ROWS_PER_FILE]:
+        for image in images[start : start + ROWS_PER_FILE]:
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="PNG")
             pngs.append(buffer.getvalue())
         path = Path(folder) / f"copy-{index:02d}-{start // ROWS_PER_FILE:02d}.parquet"
-        pq.write_table(pa.table({"image": pa.array(pngs, pa.binary()),
-                                 "label": pa.array(labels[start:start + ROWS_PER_FILE].astype(np.int64))}), path)
+        pq.write_table(
+            pa.table(
+                {
+                    "image": pa.array(pngs, pa.binary()),
+                    "label": pa.array(labels[start : start + ROWS_PER_FILE].astype(np.int64)),
+                }
+            ),
+            path,
+        )
         paths.append(str(path))
     return paths
 
@@ -99,7 +106,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -138,12 +145,18 @@ def child(source: Path, streaming_bytes: int, epochs: int, home: Path) -> dict[s
     from aiplatform.runtime import local_runtime_env
     from aiplatform.settings import Settings
     from aiplatform.storage import open_storage
-    from aiplatform.training.engine import run_training
     from aiplatform.training.catalog import get_template
+    from aiplatform.training.engine import run_training
 
     with PeakMemory() as peak:
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _temp_dir=str(home / "ray"),
-                 runtime_env=local_runtime_env(), namespace="bench-dataset-scale")
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            configure_logging=False,
+            _temp_dir=str(home / "ray"),
+            runtime_env=local_runtime_env(),
+            namespace="bench-dataset-scale",
+        )
         settings = Settings(home=home, dataset_streaming_bytes=streaming_bytes)
         storage = open_storage(str(home / "artifacts"))
         datasets = DatasetManager.from_settings(storage, settings)
@@ -153,17 +166,24 @@ def child(source: Path, streaming_bytes: int, epochs: int, home: Path) -> dict[s
         version = datasets.build(template.dataset_spec(params))
         build_s = time.perf_counter() - started
         build_peak = (peak.head, peak.workers)
-        outcome = run_training(template, params, settings=settings, storage=storage, datasets=datasets,
-                               run_name="bench-dataset-scale")
+        outcome = run_training(
+            template, params, settings=settings, storage=storage, datasets=datasets, run_name="bench-dataset-scale"
+        )
         ray.shutdown()
     rows = sum(version.rows(split) for split in ("train", "val", "test"))
     return {
-        "rows": rows, "train_rows": version.rows("train"), "build_s": build_s,
-        "train_s": outcome.timings["fit_seconds"], "streams": datasets.streams(version),
+        "rows": rows,
+        "train_rows": version.rows("train"),
+        "build_s": build_s,
+        "train_s": outcome.timings["fit_seconds"],
+        "streams": datasets.streams(version),
         "version_mb": sum(f["size"] for s in ("train", "val", "test") for f in version.files(s)) / 2**20,
         "accuracy": outcome.test_metrics["test_accuracy"],
-        "build_head_mb": build_peak[0] / 2**20, "build_workers_mb": build_peak[1] / 2**20,
-        "head_mb": peak.head / 2**20, "workers_mb": peak.workers / 2**20, "total_mb": peak.total / 2**20,
+        "build_head_mb": build_peak[0] / 2**20,
+        "build_workers_mb": build_peak[1] / 2**20,
+        "head_mb": peak.head / 2**20,
+        "workers_mb": peak.workers / 2**20,
+        "total_mb": peak.total / 2**20,
         "largest_at_peak": peak.largest,
     }
 
@@ -172,8 +192,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--multiples", default="1,4,16")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--streaming-bytes", type=int, default=None,
-                        help="AIP_DATASET_STREAMING_BYTES for the runs (default: the platform's)")
+    parser.add_argument(
+        "--streaming-bytes",
+        type=int,
+        default=None,
+        help="AIP_DATASET_STREAMING_BYTES for the runs (default: the platform's)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -189,27 +213,39 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aip-bench-datasets-") as tmp:
         started = time.perf_counter()
         sources = make_sources(Path(tmp), multiples)
-        print(f"sources written in {time.perf_counter() - started:.0f} s "
-              f"(streaming above {streaming_bytes / 2**20:.0f} MiB)", flush=True)
+        print(
+            f"sources written in {time.perf_counter() - started:.0f} s "
+            f"(streaming above {streaming_bytes / 2**20:.0f} MiB)",
+            flush=True,
+        )
         runs = {}
         for multiple in multiples:
             home = Path(tmp) / f"home-{multiple}x"
-            job = {"source": str(sources[multiple]), "streaming_bytes": streaming_bytes, "epochs": args.epochs,
-                   "home": str(home)}
-            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], check=True,
-                                  capture_output=True, text=True)
+            job = {
+                "source": str(sources[multiple]),
+                "streaming_bytes": streaming_bytes,
+                "epochs": args.epochs,
+                "home": str(home),
+            }
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", json.dumps(job)], check=True, capture_output=True, text=True
+            )
             runs[multiple] = json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps({"multiple": multiple, **runs[multiple]}), flush=True)
     base = runs[multiples[0]]
-    print("\n| size | rows | version MB | streams | build s (per 1x) | train s (per 1x) | accuracy "
-          "| peak head MB | peak workers MB | peak total MB (x 1x) |")
+    print(
+        "\n| size | rows | version MB | streams | build s (per 1x) | train s (per 1x) | accuracy "
+        "| peak head MB | peak workers MB | peak total MB (x 1x) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for multiple, run in runs.items():
         scale = run["rows"] / base["rows"]
-        print(f"| {multiple}x | {run['rows']:,} | {run['version_mb']:.0f} | {'yes' if run['streams'] else 'no'} "
-              f"| {run['build_s']:.1f} ({run['build_s'] / scale:.1f}) | {run['train_s']:.1f} ({run['train_s'] / scale:.1f}) "
-              f"| {run['accuracy']:.4f} | {run['head_mb']:.0f} | {run['workers_mb']:.0f} "
-              f"| {run['total_mb']:.0f} ({run['total_mb'] / base['total_mb']:.2f}x) |")
+        print(
+            f"| {multiple}x | {run['rows']:,} | {run['version_mb']:.0f} | {'yes' if run['streams'] else 'no'} "
+            f"| {run['build_s']:.1f} ({run['build_s'] / scale:.1f}) | {run['train_s']:.1f} ({run['train_s'] / scale:.1f}) "
+            f"| {run['accuracy']:.4f} | {run['head_mb']:.0f} | {run['workers_mb']:.0f} "
+            f"| {run['total_mb']:.0f} ({run['total_mb'] / base['total_mb']:.2f}x) |"
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import httpx
@@ -49,8 +49,12 @@ class Recorder:
             values = sorted(self.latencies[kind])
             errors = sum(self.errors[kind].values())
             rows[kind] = {
-                "rps": len(values) / seconds, "p50_ms": _pct(values, 50), "p95_ms": _pct(values, 95),
-                "p99_ms": _pct(values, 99), "errors": errors, "error_share": errors / max(1, errors + len(values)),
+                "rps": len(values) / seconds,
+                "p50_ms": _pct(values, 50),
+                "p95_ms": _pct(values, 95),
+                "p99_ms": _pct(values, 99),
+                "errors": errors,
+                "error_share": errors / max(1, errors + len(values)),
                 "by_status": dict(self.errors[kind]),
             }
         return rows
@@ -70,8 +74,9 @@ async def _mixed(client: httpx.AsyncClient, recorder: Recorder, png: bytes, stop
             if kind == "predict":
                 response = await client.post(f"/v1/models/{MODEL}/predict", files={"file": ("d.png", png, "image/png")})
             elif kind == "create_task":
-                response = await client.post("/v1/tasks", json={"template": "cnn-classification",
-                                                                "params": {"epochs": 1}, "start": False})
+                response = await client.post(
+                    "/v1/tasks", json={"template": "cnn-classification", "params": {"epochs": 1}, "start": False}
+                )
             else:
                 path = rng.choice(["/v1/tasks?limit=20", f"/v1/results?model={MODEL}&limit=20", "/v1/models"])
                 response = await client.get(path)
@@ -116,15 +121,25 @@ def start_platform() -> tuple[str, Any, Any]:
     from aiplatform.settings import Settings
     from tests.factories import free_port, register_versions
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-load-")),
-                        ray_namespace=f"load-{uuid.uuid4().hex[:8]}", http_port=free_port(), grpc_port=free_port(),
-                        alert_interval_s=10,
-                        api_auth="off")
+    settings = Settings(
+        home=Path(tempfile.mkdtemp(prefix="aip-bench-load-")),
+        ray_namespace=f"load-{uuid.uuid4().hex[:8]}",
+        http_port=free_port(),
+        grpc_port=free_port(),
+        alert_interval_s=10,
+        api_auth="off",
+    )
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
-    ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=free_port(), log_to_driver=False,
-             runtime_env=local_runtime_env(env_vars),
-             _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}")
+    ray.init(
+        num_cpus=2,
+        namespace=settings.ray_namespace,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        log_to_driver=False,
+        runtime_env=local_runtime_env(env_vars),
+        _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}",
+    )
     deploy_platform(settings)
     register_versions(settings, MODEL, count=1)
     return settings.resolved_api_url, ray, settings
@@ -150,10 +165,14 @@ def inject_faults(url: str, png: bytes, settings: Any) -> list[str]:
     started = time.perf_counter()
     with httpx.Client(base_url=url, timeout=60) as client:
         while True:
-            answers = [client.post(f"/v1/models/{MODEL}/predict", files={"file": ("d.png", png, "image/png")}),
-                       client.post("/v1/tasks", json={"template": "cnn-classification", "params": {"epochs": 1},
-                                                       "start": False}),
-                       client.get("/v1/tasks?limit=1"), client.get("/v1/models")]
+            answers = [
+                client.post(f"/v1/models/{MODEL}/predict", files={"file": ("d.png", png, "image/png")}),
+                client.post(
+                    "/v1/tasks", json={"template": "cnn-classification", "params": {"epochs": 1}, "start": False}
+                ),
+                client.get("/v1/tasks?limit=1"),
+                client.get("/v1/models"),
+            ]
             if all(a.status_code < 300 for a in answers):
                 break
             if time.perf_counter() - started > 120:
@@ -186,23 +205,29 @@ def print_table(title: str, health: list[Any], mixed: list[Any], args: argparse.
     print(f"\n{title}: medians of {args.repeats} runs of {args.seconds:g} s at concurrency {args.concurrency}")
     print("| requests | req/s | p50 ms | p95 ms | p99 ms | errors (share) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| health (baseline) | {base:.0f} | {_median(health, 'health', 'p50_ms'):.1f} | "
-          f"{_median(health, 'health', 'p95_ms'):.1f} | {_median(health, 'health', 'p99_ms'):.1f} | "
-          f"{_median(health, 'health', 'errors'):.0f} |")
+    print(
+        f"| health (baseline) | {base:.0f} | {_median(health, 'health', 'p50_ms'):.1f} | "
+        f"{_median(health, 'health', 'p95_ms'):.1f} | {_median(health, 'health', 'p99_ms'):.1f} | "
+        f"{_median(health, 'health', 'errors'):.0f} |"
+    )
     rates = {"health": base}
     for kind, _ in MIX:
         rates[kind] = _median(mixed, kind, "rps")
-        print(f"| {kind} | {rates[kind]:.0f} | {_median(mixed, kind, 'p50_ms'):.1f} | {_median(mixed, kind, 'p95_ms'):.1f} | "
-              f"{_median(mixed, kind, 'p99_ms'):.1f} | {_median(mixed, kind, 'errors'):.0f} "
-              f"({_median(mixed, kind, 'error_share'):.2%}) |")
+        print(
+            f"| {kind} | {rates[kind]:.0f} | {_median(mixed, kind, 'p50_ms'):.1f} | {_median(mixed, kind, 'p95_ms'):.1f} | "
+            f"{_median(mixed, kind, 'p99_ms'):.1f} | {_median(mixed, kind, 'errors'):.0f} "
+            f"({_median(mixed, kind, 'error_share'):.2%}) |"
+        )
     rates["mixed"] = sum(rates[kind] for kind, _ in MIX)
     statuses: dict[str, int] = defaultdict(int)
     for run_rows in mixed:
         for row in run_rows.values():
             for status, count in row["by_status"].items():
                 statuses[status] += count
-    print(f"\nmixed load: {rates['mixed']:.0f} req/s = {rates['mixed'] / base:.2f}x the health endpoint's; "
-          f"errors by status over all runs: {dict(statuses) or 'none'}")
+    print(
+        f"\nmixed load: {rates['mixed']:.0f} req/s = {rates['mixed'] / base:.2f}x the health endpoint's; "
+        f"errors by status over all runs: {dict(statuses) or 'none'}"
+    )
     return rates
 
 
@@ -212,19 +237,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--faults", action="store_true",
-                        help="measure, inject the fault table's platform faults, measure again (own platform only)")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="measure, inject the fault table's platform faults, measure again (own platform only)",
+    )
     args = parser.parse_args()
     if args.faults and args.url:
         parser.error("--faults needs the bench's own platform (leave out --url)")
-    ray: Optional[Any] = None
+    ray: Any | None = None
     url, settings = args.url, None
     if url is None:
         url, ray, settings = start_platform()
     png = digit_png()
     try:
         with httpx.Client(base_url=url, timeout=60) as warm:  # the model loads once, before measuring
-            assert warm.post(f"/v1/models/{MODEL}/predict", files={"file": ("d.png", png, "image/png")}).status_code == 200
+            assert (
+                warm.post(f"/v1/models/{MODEL}/predict", files={"file": ("d.png", png, "image/png")}).status_code == 200
+            )
         before = measure(url, png, args)
         faults = inject_faults(url, png, settings) if args.faults else []
         after = measure(url, png, args) if args.faults else None
@@ -238,8 +268,10 @@ def main() -> None:
     if after is not None:
         print(f"\nfaults injected: {'; '.join(faults)}")
         rates_after = print_table("after the faults", *after, args)
-        print("\nafter / before (req/s): " + ", ".join(f"{kind} {rates_after[kind] / rates[kind]:.2f}x"
-                                                      for kind in rates if rates[kind]))
+        print(
+            "\nafter / before (req/s): "
+            + ", ".join(f"{kind} {rates_after[kind] / rates[kind]:.2f}x" for kind in rates if rates[kind])
+        )
 
 
 def _median(runs: list[dict[str, dict[str, float]]], kind: str, key: str) -> float:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 
@@ -38,17 +38,23 @@ class LoadResult:
         return sum(self.failures.values())
 
     def summary(self) -> dict[str, float]:
-        return {"rps": round(self.throughput, 1), "p50_ms": round(self.percentile(50), 2),
-                "p99_ms": round(self.percentile(99), 2), "failed": self.failed}
+        return {
+            "rps": round(self.throughput, 1),
+            "p50_ms": round(self.percentile(50), 2),
+            "p99_ms": round(self.percentile(99), 2),
+            "failed": self.failed,
+        }
 
 
 def encode_request(url: str, body: bytes, content_type: str = "application/json") -> tuple[str, int, bytes]:
     """(host, port, request bytes) for a POST of ``body`` to ``url`` on a kept-alive connection."""
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    head = (f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "Connection: keep-alive\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    )
     return parts.hostname or "127.0.0.1", parts.port or 80, head.encode() + body
 
 
@@ -69,8 +75,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _connection(host: str, port: int, request: bytes, stop_at: float, result: LoadResult,
-                      record_from: float) -> None:
+async def _connection(
+    host: str, port: int, request: bytes, stop_at: float, result: LoadResult, record_from: float
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < stop_at:
@@ -93,23 +100,27 @@ async def _connection(host: str, port: int, request: bytes, stop_at: float, resu
         writer.close()
 
 
-async def run_http_load(urls: str | list[str], body: bytes, concurrency: int, seconds: float,
-                        warmup_s: float = 1.0) -> LoadResult:
+async def run_http_load(
+    urls: str | list[str], body: bytes, concurrency: int, seconds: float, warmup_s: float = 1.0
+) -> LoadResult:
     """``concurrency`` closed-loop connections for ``warmup_s + seconds``; only the last
     ``seconds`` are recorded. Several URLs (replicas of one service) share the connections
     round-robin, as an L4 load balancer would spread them."""
     targets = [encode_request(url, body) for url in ([urls] if isinstance(urls, str) else urls)]
     now = time.perf_counter()
     result = LoadResult(seconds=seconds)
-    await asyncio.gather(*(
-        _connection(*targets[i % len(targets)], now + warmup_s + seconds, result, now + warmup_s)
-        for i in range(concurrency)
-    ))
+    await asyncio.gather(
+        *(
+            _connection(*targets[i % len(targets)], now + warmup_s + seconds, result, now + warmup_s)
+            for i in range(concurrency)
+        )
+    )
     return result
 
 
-async def run_call_load(call: Callable[[], Awaitable[object]], concurrency: int, seconds: float,
-                        warmup_s: float = 1.0) -> LoadResult:
+async def run_call_load(
+    call: Callable[[], Awaitable[object]], concurrency: int, seconds: float, warmup_s: float = 1.0
+) -> LoadResult:
     """The same closed loop over an in-process coroutine instead of HTTP."""
     now = time.perf_counter()
     stop_at, record_from = now + warmup_s + seconds, now + warmup_s

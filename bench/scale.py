@@ -17,8 +17,9 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 
@@ -52,16 +53,25 @@ def grow_results(store: ResultStore, start: int, stop: int, now: float) -> float
     make_id = (lambda: uuid.uuid4().hex) if RANDOM_IDS else new_result_id
     began = time.perf_counter()
     for first in range(start, stop, WRITER_BATCH):
-        batch = [PredictionRecord(id=make_id(), model=f"model-{i % MODELS}", version=1 + i % 3,
-                                  input_digest=f"{i:064x}", output={"label": str(i % 10), "probabilities": [0.1] * 10},
-                                  latency_ms=3.0, created_at=now - (stop - i) * 0.01, features={"mean": 0.5})
-                 for i in range(first, min(first + WRITER_BATCH, stop))]
+        batch = [
+            PredictionRecord(
+                id=make_id(),
+                model=f"model-{i % MODELS}",
+                version=1 + i % 3,
+                input_digest=f"{i:064x}",
+                output={"label": str(i % 10), "probabilities": [0.1] * 10},
+                latency_ms=3.0,
+                created_at=now - (stop - i) * 0.01,
+                features={"mean": 0.5},
+            )
+            for i in range(first, min(first + WRITER_BATCH, stop))
+        ]
         store.record_batch(batch)
     return (stop - start) / (time.perf_counter() - began)
 
 
 def result_queries(store: ResultStore, now: float) -> dict[str, Callable[[], Any]]:
-    model = lambda: f"model-{random.randrange(MODELS)}"  # noqa: E731
+    model = lambda: f"model-{random.randrange(MODELS)}"
     deep = store.query(model="model-0", limit=1000)
     for _ in range(20):  # a cursor 20 pages of 1,000 back
         deep = store.query(model="model-0", before=next_cursor(deep), limit=1000) or deep
@@ -102,11 +112,26 @@ def grow_tasks(store: TaskStore, start: int, stop: int) -> float:
     for i in range(start, stop):
         state = STATES[3 + i % 3] if i % 50 else STATES[1 + i % 2]  # SUCCEEDED/FAILED/CANCELLED; some QUEUED/RUNNING
         template = "rare-template" if i % 100 == 7 else f"template-{i % 9}"
-        rows.append((uuid.uuid4().hex[:16], template, json.dumps({"epochs": 1 + i % 5}), i % 10, state, "api", 0, 1,
-                     now - (stop - i), now - (stop - i)))
+        rows.append(
+            (
+                uuid.uuid4().hex[:16],
+                template,
+                json.dumps({"epochs": 1 + i % 5}),
+                i % 10,
+                state,
+                "api",
+                0,
+                1,
+                now - (stop - i),
+                now - (stop - i),
+            )
+        )
     with transaction(store._db) as db:  # bench setup: one transaction (the store commits one task per call)
-        db.executemany("INSERT INTO tasks(id, template, params, priority, state, source, max_retries, attempts,"
-                       " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany(
+            "INSERT INTO tasks(id, template, params, priority, state, source, max_retries, attempts,"
+            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
     return (stop - start) / (time.perf_counter() - began)
 
 
@@ -149,14 +174,31 @@ def bench_registry(versions: int, root: Path) -> dict[str, Any]:
         db.executemany(
             "INSERT INTO versions(name, version, package_key, package_uri, sha256, size, template, metrics, lineage,"
             " created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [("big", v, f"models/big/{v}.zip", f"file:///x/{v}.zip", "0" * 64, 1000, "cnn-classification",
-              json.dumps({"accuracy": 0.9}), json.dumps({"task_id": f"t{v}"}), now) for v in range(1, versions + 1)]
-            + [(f"model-{m}", 1, "k", "u", "0" * 64, 1, "t", "{}", "{}", now) for m in range(100)])
+            [
+                (
+                    "big",
+                    v,
+                    f"models/big/{v}.zip",
+                    f"file:///x/{v}.zip",
+                    "0" * 64,
+                    1000,
+                    "cnn-classification",
+                    json.dumps({"accuracy": 0.9}),
+                    json.dumps({"task_id": f"t{v}"}),
+                    now,
+                )
+                for v in range(1, versions + 1)
+            ]
+            + [(f"model-{m}", 1, "k", "u", "0" * 64, 1, "t", "{}", "{}", now) for m in range(100)],
+        )
         db.execute("INSERT INTO models(name, created_at) VALUES ('big', ?)", (now,))
-        db.executemany("INSERT INTO alias_events(name, alias, version, previous_version, at) VALUES (?,?,?,?,?)",
-                       [("big", "production", v, v - 1, now) for v in range(1, versions + 1)])
-        db.execute("INSERT INTO aliases(name, alias, version, updated_at) VALUES ('big', 'production', ?, ?)",
-                   (versions, now))
+        db.executemany(
+            "INSERT INTO alias_events(name, alias, version, previous_version, at) VALUES (?,?,?,?,?)",
+            [("big", "production", v, v - 1, now) for v in range(1, versions + 1)],
+        )
+        db.execute(
+            "INSERT INTO aliases(name, alias, version, updated_at) VALUES ('big', 'production', ?, ?)", (versions, now)
+        )
     queries = {
         "a model's newest 100 versions": lambda: store.list_versions("big", limit=100),
         "100 versions, half-way back": lambda: store.list_versions("big", limit=100, before=versions // 2),
@@ -179,13 +221,18 @@ def report(results: list[dict[str, Any]], tasks: list[dict[str, Any]], registry:
         for name in base:
             values = [r["queries"][name]["p99_ms"] for r in runs]
             flag = "" if values[-1] <= TARGET_P99_MS else " (over target)"
-            print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values)
-                  + f" | {values[-1] / max(base[name]['p99_ms'], 1e-3):.1f}x{flag} |")
+            print(
+                f"| {name} | "
+                + " | ".join(f"{v:.2f}" for v in values)
+                + f" | {values[-1] / max(base[name]['p99_ms'], 1e-3):.1f}x{flag} |"
+            )
 
     if results:
         table("Result store", "rows", results)
-        print("insert rows/s per step: " + ", ".join(f"{r['rows']:,}: {r['insert_rows_per_s']:,.0f} ({r['file_mb']:,.0f} MB)"
-                                                    for r in results))
+        print(
+            "insert rows/s per step: "
+            + ", ".join(f"{r['rows']:,}: {r['insert_rows_per_s']:,.0f} ({r['file_mb']:,.0f} MB)" for r in results)
+        )
     if tasks:
         table("Task queue", "tasks", tasks)
     if registry:
@@ -199,14 +246,17 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=10_000, help="versions of one model (0: skip)")
     parser.add_argument("--random-ids", action="store_true", help="uuid4 result ids (before time-ordered ones)")
     parser.add_argument("--dir", default=None, help="where the SQLite files go (default: a temporary folder)")
-    parser.add_argument("--no-freeze", action="store_true",
-                        help="leave start-up objects to the garbage collector (as before the head actors froze them)")
+    parser.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave start-up objects to the garbage collector (as before the head actors froze them)",
+    )
     args = parser.parse_args()
     if not args.no_freeze:
         freeze_startup_heap()  # what each head actor does once built
     global RANDOM_IDS
     RANDOM_IDS = args.random_ids
-    sizes = lambda text: [int(x) for x in text.split(",") if int(x) > 0]  # noqa: E731
+    sizes = lambda text: [int(x) for x in text.split(",") if int(x) > 0]
     random.seed(0)
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         root = Path(folder)

@@ -56,16 +56,28 @@ def mnist_package() -> bytes:
 
     torch.manual_seed(0)
     params = CnnParams()
-    architecture = {"type": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10,
-                    "conv_channels": params.conv_channels, "kernel_size": params.kernel_size,
-                    "hidden_units": params.hidden_units, "dropout": params.dropout}
+    architecture = {
+        "type": "cnn",
+        "in_channels": 1,
+        "image_size": 28,
+        "num_classes": 10,
+        "conv_channels": params.conv_channels,
+        "kernel_size": params.kernel_size,
+        "hidden_units": params.hidden_units,
+        "dropout": params.dropout,
+    }
     return build_package(
-        model_config={"name": "bench-mnist", "template": "cnn-classification", "architecture": architecture,
-                      "labels": [str(i) for i in range(10)],
-                      "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
-                      "preprocessing": image_preprocessing(28, 28, 1, 0.13, 0.31)},
+        model_config={
+            "name": "bench-mnist",
+            "template": "cnn-classification",
+            "architecture": architecture,
+            "labels": [str(i) for i in range(10)],
+            "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+            "preprocessing": image_preprocessing(28, 28, 1, 0.13, 0.31),
+        },
         state_dict=build_model(architecture).state_dict(),
-        metrics={"test_accuracy": 0.99}, lineage={"method": "bench"},
+        metrics={"test_accuracy": 0.99},
+        lineage={"method": "bench"},
     )
 
 
@@ -85,13 +97,23 @@ def onnx_mnist_package() -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(torch_package.model.eval(), (torch.rand(2, 1, 28, 28),), buffer, dynamo=False,
-                          input_names=["pixels"], output_names=["logits"],
-                          dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            torch_package.model.eval(),
+            (torch.rand(2, 1, 28, 28),),
+            buffer,
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+        )
     graph = buffer.getvalue()
-    config = onnx_model_config(name="bench-onnx", kind="image", labels=torch_package.labels,
-                               signature=inspect_graph(graph, max_bytes=len(graph)),
-                               preprocessing={k: torch_package.config.preprocessing[k] for k in ("scale", "mean", "std")})
+    config = onnx_model_config(
+        name="bench-onnx",
+        kind="image",
+        labels=torch_package.labels,
+        signature=inspect_graph(graph, max_bytes=len(graph)),
+        preprocessing={k: torch_package.config.preprocessing[k] for k in ("scale", "mean", "std")},
+    )
     package = build_package(model_config=config, metrics={}, lineage={"method": "bench"}, model_file=graph)
     smoke_prediction(package)
     return package
@@ -108,7 +130,6 @@ def digit_body() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(images[0].reshape(28, 28)).save(buffer, format="PNG")
     return json.dumps({"image_b64": base64.b64encode(buffer.getvalue()).decode()}).encode()
-
 
 
 TEXT_LABELS = ["negative", "neutral", "positive"]
@@ -141,11 +162,18 @@ def template_package(template_name: str, preprocessing: dict, name: str) -> byte
     architecture = template.architecture(params, dataset, preprocessing)
     torch.manual_seed(0)
     return build_package(
-        model_config={"name": name, "template": template.name, "task": template.task, "architecture": architecture,
-                      "labels": TEXT_LABELS, "input": template.input_spec(dataset, preprocessing),
-                      "preprocessing": preprocessing},
+        model_config={
+            "name": name,
+            "template": template.name,
+            "task": template.task,
+            "architecture": architecture,
+            "labels": TEXT_LABELS,
+            "input": template.input_spec(dataset, preprocessing),
+            "preprocessing": preprocessing,
+        },
         state_dict=load_pretrained(build_model(architecture), architecture).state_dict(),
-        metrics={"test_accuracy": 0.74}, lineage={"method": "bench"},
+        metrics={"test_accuracy": 0.74},
+        lineage={"method": "bench"},
     )
 
 
@@ -157,8 +185,13 @@ def text_package() -> tuple[bytes, bytes]:
     from aiplatform.training.text import TextParams
 
     corpus, params = tweets(), TextParams()
-    tokenizer = Tokenizer.fit(corpus, max_vocab=params.max_vocab, min_freq=params.min_freq,
-                              max_tokens=params.max_tokens, bigram_buckets=params.bigram_buckets)
+    tokenizer = Tokenizer.fit(
+        corpus,
+        max_vocab=params.max_vocab,
+        min_freq=params.min_freq,
+        max_tokens=params.max_tokens,
+        bigram_buckets=params.bigram_buckets,
+    )
     package = template_package("text-classification", text_preprocessing(tokenizer), "bench-text")
     return package, json.dumps({"text": corpus[1234]}).encode()
 
@@ -184,14 +217,24 @@ def tabular_package() -> tuple[bytes, bytes]:
 
     bunch = sklearn.datasets.load_breast_cancer()
     names = [name.replace(" ", "_") for name in bunch.feature_names]
-    booster = xgboost.train({"objective": "multi:softprob", "num_class": 2, "max_depth": 6, "nthread": 2, "seed": 0},
-                            xgboost.DMatrix(bunch.data, label=bunch.target), num_boost_round=100)
+    booster = xgboost.train(
+        {"objective": "multi:softprob", "num_class": 2, "max_depth": 6, "nthread": 2, "seed": 0},
+        xgboost.DMatrix(bunch.data, label=bunch.target),
+        num_boost_round=100,
+    )
     package = build_package(
-        model_config={"name": "bench-tabular", "template": "tabular-classification", "task": "tabular-classification",
-                      "architecture": {"type": "xgboost", "num_features": len(names), "num_classes": 2},
-                      "labels": [str(n) for n in bunch.target_names],
-                      "input": {"type": "tabular", "features": [{"name": n, "type": "number"} for n in names]}},
-        model_file=bytes(booster.save_raw("json")), metrics={}, lineage={"method": "bench"})
+        model_config={
+            "name": "bench-tabular",
+            "template": "tabular-classification",
+            "task": "tabular-classification",
+            "architecture": {"type": "xgboost", "num_features": len(names), "num_classes": 2},
+            "labels": [str(n) for n in bunch.target_names],
+            "input": {"type": "tabular", "features": [{"name": n, "type": "number"} for n in names]},
+        },
+        model_file=bytes(booster.save_raw("json")),
+        metrics={},
+        lineage={"method": "bench"},
+    )
     return package, json.dumps({"features": dict(zip(names, bunch.data[7].tolist()))}).encode()
 
 
@@ -213,8 +256,9 @@ def wait_ok(url: str, body: bytes, timeout_s: float = 120, headers: dict[str, st
     deadline = time.time() + timeout_s
     while True:
         try:
-            answer = httpx.post(url, content=body, headers={"content-type": "application/json", **(headers or {})},
-                                timeout=10)
+            answer = httpx.post(
+                url, content=body, headers={"content-type": "application/json", **(headers or {})}, timeout=10
+            )
             if answer.status_code == 200:
                 return
             detail = answer.text
@@ -229,8 +273,9 @@ LOAD = {"generator": "wrk"}
 """Which load generator measure_http uses: wrk (C, the default) or bench/loadgen.py (Python)."""
 
 
-def measure_http(urls: str | list[str], body: bytes, seconds: float,
-                 headers: dict[str, str] | None = None) -> dict[int, LoadResult]:
+def measure_http(
+    urls: str | list[str], body: bytes, seconds: float, headers: dict[str, str] | None = None
+) -> dict[int, LoadResult]:
     if LOAD["generator"] == "wrk":
         return {c: run_wrk(urls, body, c, seconds, headers=headers) for c in CONCURRENCIES}  # type: ignore[misc]
     if headers:
@@ -272,8 +317,21 @@ def plain_fastapi(package_path: Path, body: bytes, seconds: float, torch_threads
     if torch_threads:
         env["BENCH_TORCH_THREADS"] = str(torch_threads)
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "plain_fastapi_app:app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(ROOT / "bench"),
+            "plain_fastapi_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
         env=env,
     )
     try:
@@ -317,25 +375,33 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
     from serve_apps.app import start_app
 
     home = Path(tempfile.mkdtemp(prefix="aip-bench-serve-"))
-    settings = Settings(home=home, ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", serve_gateway_replicas=replicas,
-                        api_auth="off",  # as the plain app it is compared with
-                        grpc_port=free_port())
+    settings = Settings(
+        home=home,
+        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
+        serve_gateway_replicas=replicas,
+        api_auth="off",  # as the plain app it is compared with
+        grpc_port=free_port(),
+    )
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
-    ray.init(num_cpus=2, namespace=settings.ray_namespace, include_dashboard=False,
-             _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}",
-             runtime_env=local_runtime_env(env_vars),
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        namespace=settings.ray_namespace,
+        include_dashboard=False,
+        _temp_dir=f"/tmp/aip-bench-ray-{os.getpid()}",
+        runtime_env=local_runtime_env(env_vars),
+        log_to_driver=False,
+    )
     try:
         storage = storage_from_settings(settings)
         registry = RegistryClient.connect(settings)
         storage.put_bytes("packages/bench/v1.zip", package)
-        registry.register_version("bench", package_key="packages/bench/v1.zip",
-                                  sha256=sha256_bytes(package), template="cnn-classification")
+        registry.register_version(
+            "bench", package_key="packages/bench/v1.zip", sha256=sha256_bytes(package), template="cnn-classification"
+        )
         registry.set_alias("bench", "production", 1)
         port = free_port()
         start_app(settings, port)
-        urls = [url + "/v1/models/bench/predict"
-                for url in gateway_urls(mode, port, settings.serve_app_name, replicas)]
+        urls = [url + "/v1/models/bench/predict" for url in gateway_urls(mode, port, settings.serve_app_name, replicas)]
         print(f"gateway ({mode}) at {urls}", flush=True)
         for url in urls:
             wait_ok(url, body)
@@ -370,14 +436,22 @@ def aip_up_env(home: Path) -> dict[str, str]:
     """The environment of an `aip up` of its own: home, ports, Ray temp folder and Ray token
     file, so it neither meets nor disturbs another platform on the machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_"))}
-    env.update({
-        "AIP_HOME": str(home), "AIP_RAY_PORT": str(free_port()), "AIP_DASHBOARD_PORT": str(free_port()),
-        "AIP_DASHBOARD_AGENT_PORT": str(free_port()), "AIP_HTTP_PORT": str(free_port()),
-        "AIP_GRPC_PORT": str(free_port()), "AIP_PROMETHEUS_PORT": str(free_port()), "AIP_RAY_NUM_CPUS": "2",
-        "AIP_RAY_TEMP_DIR": f"/tmp/aip-bench-up-{os.getpid()}", "RAY_AUTH_TOKEN_PATH": str(home / "ray_token"),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "AIP_HOME": str(home),
+            "AIP_RAY_PORT": str(free_port()),
+            "AIP_DASHBOARD_PORT": str(free_port()),
+            "AIP_DASHBOARD_AGENT_PORT": str(free_port()),
+            "AIP_HTTP_PORT": str(free_port()),
+            "AIP_GRPC_PORT": str(free_port()),
+            "AIP_PROMETHEUS_PORT": str(free_port()),
+            "AIP_RAY_NUM_CPUS": "2",
+            "AIP_RAY_TEMP_DIR": f"/tmp/aip-bench-up-{os.getpid()}",
+            "RAY_AUTH_TOKEN_PATH": str(home / "ray_token"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     return env
 
 
@@ -391,15 +465,22 @@ def aip_up_gateway(package_path: Path, body: bytes, seconds: float) -> dict[int 
     env = aip_up_env(home)
 
     def aip(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "aip", *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "aip", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
 
     try:
         up = aip("up")
         if up.returncode != 0:
             raise RuntimeError(f"aip up failed: {up.stderr[-3000:]}")
-        registered = subprocess.run([sys.executable, "-c", REGISTER, str(package_path)], cwd=ROOT, env=env,
-                                    capture_output=True, text=True, timeout=300)
+        registered = subprocess.run(
+            [sys.executable, "-c", REGISTER, str(package_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if registered.returncode != 0:
             raise RuntimeError(f"registering the package failed: {registered.stderr[-3000:]}")
         base = f"http://127.0.0.1:{env['AIP_HTTP_PORT']}"
@@ -418,31 +499,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="recorded seconds per concurrency")
-    parser.add_argument("--mode", choices=["direct", "proxy", "aip-up"], default="direct",
-                        help="direct: clients reach the gateway replica (throughput-optimized Serve); "
-                             "proxy: through Serve's HTTP proxy; aip-up: the platform as `aip up` starts it "
-                             "(dashboard, token auth, Prometheus, alert engine, inputs kept), at the URL it prints")
+    parser.add_argument(
+        "--mode",
+        choices=["direct", "proxy", "aip-up"],
+        default="direct",
+        help="direct: clients reach the gateway replica (throughput-optimized Serve); "
+        "proxy: through Serve's HTTP proxy; aip-up: the platform as `aip up` starts it "
+        "(dashboard, token auth, Prometheus, alert engine, inputs kept), at the URL it prints",
+    )
     parser.add_argument("--gateway-replicas", type=int, default=1)
-    parser.add_argument("--model", choices=["mnist", "onnx", "text", "minilm", "tabular"], default="mnist",
-                        help="the MNIST CNN and a digit PNG (onnx: the same CNN exported to ONNX, served by "
-                             "ONNX Runtime), or a tweets text model (bag of embeddings, or the MiniLM encoder) "
-                             "and a tweet, or an XGBoost booster and a breast-cancer row")
-    parser.add_argument("--only", choices=["gateway", "gateway_torch", "plain", "plain1", "inprocess"],
-                        action="append",
-                        help="plain: torch's default threads; plain1: one torch thread; gateway_torch (with "
-                             "--model onnx): the same CNN in PyTorch through the same gateway")
-    parser.add_argument("--load", choices=["wrk", "python"], default="wrk",
-                        help="the HTTP load generator: wrk (C; default) or bench/loadgen.py")
+    parser.add_argument(
+        "--model",
+        choices=["mnist", "onnx", "text", "minilm", "tabular"],
+        default="mnist",
+        help="the MNIST CNN and a digit PNG (onnx: the same CNN exported to ONNX, served by "
+        "ONNX Runtime), or a tweets text model (bag of embeddings, or the MiniLM encoder) "
+        "and a tweet, or an XGBoost booster and a breast-cancer row",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["gateway", "gateway_torch", "plain", "plain1", "inprocess"],
+        action="append",
+        help="plain: torch's default threads; plain1: one torch thread; gateway_torch (with "
+        "--model onnx): the same CNN in PyTorch through the same gateway",
+    )
+    parser.add_argument(
+        "--load",
+        choices=["wrk", "python"],
+        default="wrk",
+        help="the HTTP load generator: wrk (C; default) or bench/loadgen.py",
+    )
     args = parser.parse_args()
     LOAD["generator"] = args.load
 
-    makers = {"mnist": lambda: (mnist_package(), digit_body()), "onnx": lambda: (onnx_mnist_package(), digit_body()),
-              "text": text_package, "minilm": minilm_package, "tabular": tabular_package}
+    makers = {
+        "mnist": lambda: (mnist_package(), digit_body()),
+        "onnx": lambda: (onnx_mnist_package(), digit_body()),
+        "text": text_package,
+        "minilm": minilm_package,
+        "tabular": tabular_package,
+    }
     package, body = makers[args.model]()
     package_path = Path(tempfile.mkdtemp(prefix="aip-bench-")) / "package.zip"
     package_path.write_bytes(package)
-    targets = args.only or (["gateway_torch", "gateway"] if args.model == "onnx"
-                            else ["inprocess", "plain", "plain1", "gateway"])
+    targets = args.only or (
+        ["gateway_torch", "gateway"] if args.model == "onnx" else ["inprocess", "plain", "plain1", "gateway"]
+    )
     runs: dict[str, list[dict[int, LoadResult]]] = {t: [] for t in targets}
     for repeat in range(args.repeats):
         for target in targets:
@@ -456,8 +558,10 @@ def main() -> None:
                 runs[target].append(aip_up_gateway(package_path, body, args.seconds))  # type: ignore[arg-type]
             else:
                 runs[target].append(gateway(package, body, args.seconds, args.mode, args.gateway_replicas))
-            print(f"repeat {repeat + 1} {target}: "
-                  + json.dumps({c: r.summary() for c, r in runs[target][-1].items()}), flush=True)
+            print(
+                f"repeat {repeat + 1} {target}: " + json.dumps({c: r.summary() for c, r in runs[target][-1].items()}),
+                flush=True,
+            )
 
     table = {t: {c: median_summary([run[c] for run in runs[t]]) for c in CONCURRENCIES} for t in targets}
     if args.mode == "aip-up" and "gateway" in table:
@@ -482,7 +586,11 @@ def main() -> None:
     if "gateway" in table and "inprocess" in table:
         gap = table["gateway"][1]["p50_ms"] - table["inprocess"][1]["p50_ms"]
         print(f"gateway p50 - in-process p50 at c=1: {gap:.2f} ms")
-    print(json.dumps({"model": args.model, "mode": args.mode, "gateway_replicas": args.gateway_replicas, "medians": table}))
+    print(
+        json.dumps(
+            {"model": args.model, "mode": args.mode, "gateway_replicas": args.gateway_replicas, "medians": table}
+        )
+    )
 
 
 if __name__ == "__main__":

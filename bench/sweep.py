@@ -25,19 +25,29 @@ import benchpath  # noqa: F401  (first: the working tree ahead of the installed 
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-SPACE = {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
-         "hidden_units": {"type": "choice", "values": [16, 64, 128]},
-         "conv_channels": {"type": "choice", "values": [[8], [16, 32]]}}
+SPACE = {
+    "learning_rate": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
+    "hidden_units": {"type": "choice", "values": [16, 64, 128]},
+    "conv_channels": {"type": "choice", "values": [[8], [16, 32]]},
+}
 
 
 def run_sweep(manager: Any, scheduler: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """One sweep to its end; what it reached and what it cost."""
     from aiplatform.tasks.queue import FINISHED
 
-    params = {"template": "cnn-classification", "space": SPACE, "metric": "val_accuracy", "mode": "max",
-              "params": {"epochs": args.epochs, "max_rows": args.max_rows, "batch_size": 64},
-              "trials": args.trials, "max_concurrent_trials": args.concurrent, "search": "random", "seed": seed,
-              "scheduler": {"type": scheduler, "grace_period": 1, "reduction_factor": 2}}
+    params = {
+        "template": "cnn-classification",
+        "space": SPACE,
+        "metric": "val_accuracy",
+        "mode": "max",
+        "params": {"epochs": args.epochs, "max_rows": args.max_rows, "batch_size": 64},
+        "trials": args.trials,
+        "max_concurrent_trials": args.concurrent,
+        "search": "random",
+        "seed": seed,
+        "scheduler": {"type": scheduler, "grace_period": 1, "reduction_factor": 2},
+    }
     task = manager.create("sweep", params, model_name=f"bench-sweep-{scheduler}", start=True)
     while not (done := manager.queue.get(task.id)).finished:
         time.sleep(2)
@@ -79,9 +89,14 @@ def main() -> None:
     from aiplatform.tasks.ray_jobs import RayJobs
     from aiplatform.tasks.scheduler import ensure_scheduler
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-sweep-")), ray_num_cpus=2,
-                        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", api_auth="off", task_poll_interval_s=0.5,
-                        ray_temp_dir=Path(f"/tmp/aip-bench-ray-{os.getpid()}"))
+    settings = Settings(
+        home=Path(tempfile.mkdtemp(prefix="aip-bench-sweep-")),
+        ray_num_cpus=2,
+        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
+        api_auth="off",
+        task_poll_interval_s=0.5,
+        ray_temp_dir=Path(f"/tmp/aip-bench-ray-{os.getpid()}"),
+    )
     connect(settings)
     quiet_ray_data()
     ensure_scheduler(settings)
@@ -91,18 +106,31 @@ def main() -> None:
     for seed in range(args.repeats):
         none = run_sweep(manager, "none", args, seed)
         asha = run_sweep(manager, "asha", args, seed)
-        pair = {"seed": seed, "none": none, "asha": asha,
-                "epochs_saved": 1 - asha["trial_epochs"] / none["trial_epochs"],
-                "wall_ratio_asha_over_none": asha["wall_seconds"] / none["wall_seconds"],
-                "best_accuracy_change_points": 100 * (asha["best_val_accuracy"] - none["best_val_accuracy"])}
+        pair = {
+            "seed": seed,
+            "none": none,
+            "asha": asha,
+            "epochs_saved": 1 - asha["trial_epochs"] / none["trial_epochs"],
+            "wall_ratio_asha_over_none": asha["wall_seconds"] / none["wall_seconds"],
+            "best_accuracy_change_points": 100 * (asha["best_val_accuracy"] - none["best_val_accuracy"]),
+        }
         pairs.append(pair)
         print(json.dumps(pair), flush=True)
-    print(json.dumps({
-        "trials": args.trials, "epochs": args.epochs, "max_rows": args.max_rows, "concurrent": args.concurrent,
-        "median_epochs_saved": statistics.median(p["epochs_saved"] for p in pairs),
-        "median_wall_ratio_asha_over_none": statistics.median(p["wall_ratio_asha_over_none"] for p in pairs),
-        "median_best_accuracy_change_points": statistics.median(p["best_accuracy_change_points"] for p in pairs),
-    }))
+    print(
+        json.dumps(
+            {
+                "trials": args.trials,
+                "epochs": args.epochs,
+                "max_rows": args.max_rows,
+                "concurrent": args.concurrent,
+                "median_epochs_saved": statistics.median(p["epochs_saved"] for p in pairs),
+                "median_wall_ratio_asha_over_none": statistics.median(p["wall_ratio_asha_over_none"] for p in pairs),
+                "median_best_accuracy_change_points": statistics.median(
+                    p["best_accuracy_change_points"] for p in pairs
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

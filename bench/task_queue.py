@@ -31,8 +31,8 @@ import httpx
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
 
-from loadgen import LoadResult  # noqa: E402
-from serve import gateway_urls  # noqa: E402
+from loadgen import LoadResult
+from serve import gateway_urls
 
 PARAMS = {"epochs": 1, "max_rows": 600, "conv_channels": [4], "hidden_units": 16}
 
@@ -74,8 +74,9 @@ async def create_over_http(url: str, tasks: int, clients: int, run: str) -> Load
     async def client(http: httpx.AsyncClient) -> None:
         for i in next_index:
             started = time.perf_counter()
-            response = await http.post("/v1/tasks", json={
-                "template": "cnn-classification", "params": PARAMS, "idempotency_key": f"{run}-{i}"})
+            response = await http.post(
+                "/v1/tasks", json={"template": "cnn-classification", "params": PARAMS, "idempotency_key": f"{run}-{i}"}
+            )
             if response.status_code == 201:
                 result.latencies_ms.append((time.perf_counter() - started) * 1000)
             else:
@@ -108,7 +109,9 @@ def submit_to_running(url: str, starts: int) -> list[float]:
             while ray.available_resources().get("CPU", 0) < idle_cpus and time.time() < deadline:
                 time.sleep(0.2)
             started = time.perf_counter()
-            task = http.post("/v1/tasks", json={"template": "cnn-classification", "params": PARAMS, "start": True}).json()
+            task = http.post(
+                "/v1/tasks", json={"template": "cnn-classification", "params": PARAMS, "start": True}
+            ).json()
             while http.get(f"/v1/tasks/{task['id']}").json()["state"] != "RUNNING":
                 time.sleep(0.005)
             latencies.append((time.perf_counter() - started) * 1000)
@@ -117,9 +120,12 @@ def submit_to_running(url: str, starts: int) -> list[float]:
 
 
 def summary(result: LoadResult) -> dict[str, float]:
-    return {"tasks_per_s": round(len(result.latencies_ms) / result.seconds, 1),
-            "p50_ms": round(result.percentile(50), 2), "p99_ms": round(result.percentile(99), 2),
-            "failed": sum(result.failures.values())}
+    return {
+        "tasks_per_s": round(len(result.latencies_ms) / result.seconds, 1),
+        "p50_ms": round(result.percentile(50), 2),
+        "p99_ms": round(result.percentile(99), 2),
+        "failed": sum(result.failures.values()),
+    }
 
 
 def main() -> None:
@@ -139,9 +145,14 @@ def main() -> None:
     from serve_apps.app import start_app
     from tests.factories import free_port
 
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="aip-bench-queue-")), ray_num_cpus=2,
-                        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}", api_auth="off", grpc_port=free_port(),
-                        ray_temp_dir=Path(f"/tmp/aip-bench-ray-{os.getpid()}"))
+    settings = Settings(
+        home=Path(tempfile.mkdtemp(prefix="aip-bench-queue-")),
+        ray_num_cpus=2,
+        ray_namespace=f"bench-{uuid.uuid4().hex[:8]}",
+        api_auth="off",
+        grpc_port=free_port(),
+        ray_temp_dir=Path(f"/tmp/aip-bench-ray-{os.getpid()}"),
+    )
     connect(settings)
     runs: dict[str, list[dict[str, float]]] = {"in-process": [], "api": []}
     try:
@@ -155,21 +166,28 @@ def main() -> None:
             run, since = f"r{repeat}-{uuid.uuid4().hex[:6]}", time.time()
             runs["api"].append(summary(asyncio.run(create_over_http(url, args.tasks, args.clients, run))))
             check_once(url, run, args.tasks, since)
-            print(f"repeat {repeat + 1}: {json.dumps({k: v[-1] for k, v in runs.items()})}; "
-                  f"{args.tasks} tasks present once", flush=True)
+            print(
+                f"repeat {repeat + 1}: {json.dumps({k: v[-1] for k, v in runs.items()})}; "
+                f"{args.tasks} tasks present once",
+                flush=True,
+            )
         to_running = submit_to_running(url, args.starts)
     finally:
         serve.shutdown()
         ray.shutdown()
 
-    medians = {target: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for target, rows in runs.items()}
+    medians = {
+        target: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for target, rows in runs.items()
+    }
     print(f"\nmedians over {args.repeats} runs of {args.tasks} creations from {args.clients} clients:")
     for target, row in medians.items():
         print(f"  {target:<11} {row}")
     print(f"api/in-process throughput: {medians['api']['tasks_per_s'] / medians['in-process']['tasks_per_s']:.2f}x")
     print(f"api p99 create latency: {medians['api']['p99_ms']:.1f} ms (target <= 100 ms)")
-    print(f"submit -> RUNNING on an idle cluster: median {statistics.median(to_running):.0f} ms "
-          f"(runs: {', '.join(f'{x:.0f}' for x in to_running)})")
+    print(
+        f"submit -> RUNNING on an idle cluster: median {statistics.median(to_running):.0f} ms "
+        f"(runs: {', '.join(f'{x:.0f}' for x in to_running)})"
+    )
     print(json.dumps({"medians": medians, "submit_to_running_ms": to_running}))
 
 

@@ -17,7 +17,8 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 
@@ -55,8 +56,12 @@ def main() -> None:
     from aiplatform.storage import open_storage
     from aiplatform.training.catalog import get_template
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="aip-bench-ray-"))
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=tempfile.mkdtemp(prefix="aip-bench-ray-"),
+    )
     template = get_template("text-classification")
     spec = template.dataset_spec(template.parse_params({"max_rows": args.max_rows} if args.max_rows else {}))
     with shuffle_strategy("sort"):

@@ -34,14 +34,16 @@ from aiplatform.networks.architectures import build_model  # noqa: E402
 from aiplatform.preprocessing import decode_rows, image_preprocessing, images_to_tensor  # noqa: E402
 from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import Storage, open_storage  # noqa: E402
+from aiplatform.training.catalog import get_template  # noqa: E402
 from aiplatform.training.engine import run_training  # noqa: E402
 from aiplatform.training.loop import make_optimizer, make_scheduler  # noqa: E402
-from aiplatform.training.catalog import get_template  # noqa: E402
 
 
 def load_split(storage: Storage, version: DatasetVersion, split: str) -> tuple[np.ndarray, np.ndarray]:
     tables = [pq.read_table(storage.arrow_path(f["key"]), columns=["image", "label"]) for f in version.files(split)]
-    images = np.concatenate([decode_rows(np.array(t.column("image").to_pylist(), dtype=object), version.image_shape) for t in tables])
+    images = np.concatenate(
+        [decode_rows(np.array(t.column("image").to_pylist(), dtype=object), version.image_shape) for t in tables]
+    )
     labels = np.concatenate([t.column("label").to_numpy() for t in tables])
     return images, labels
 
@@ -57,8 +59,9 @@ def plain_pytorch(storage: Storage, version: DatasetVersion, params, architectur
     model = build_model(architecture)
     optimizer = make_optimizer(params.optimizer, model.parameters(), params.learning_rate)
     steps = -(-len(labels) // params.batch_size)
-    scheduler = make_scheduler({"epochs": params.epochs, "steps_per_epoch": steps + 1,
-                                "learning_rate": params.learning_rate}, optimizer)
+    scheduler = make_scheduler(
+        {"epochs": params.epochs, "steps_per_epoch": steps + 1, "learning_rate": params.learning_rate}, optimizer
+    )
     rng = np.random.default_rng(params.seed)
     rates = []
     for _ in range(params.epochs):
@@ -83,9 +86,23 @@ def full_job(epochs: int) -> dict:
         env = {**os.environ, "AIP_HOME": home, "AIP_RAY_DASHBOARD": "false"}
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "jobs.train", "--template", "cnn-classification", "--dataset", "mnist",
-             "--epochs", str(epochs), "--json"],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "jobs.train",
+                "--template",
+                "cnn-classification",
+                "--dataset",
+                "mnist",
+                "--epochs",
+                str(epochs),
+                "--json",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         wall = time.perf_counter() - started
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -101,8 +118,12 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+    )
     results = {"plain": [], "ray_train": [], "jobs": []}
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home))
@@ -116,16 +137,20 @@ def main() -> None:
             # Alternate which runs first: the machine is noisy and drifts over a minute or two.
             if repeat % 2 == 0:
                 plain = plain_pytorch(storage, version, params, architecture)
-            outcome = run_training(template, params, settings=settings, storage=storage,
-                                   datasets=datasets, run_name=f"bench-{repeat}")
+            outcome = run_training(
+                template, params, settings=settings, storage=storage, datasets=datasets, run_name=f"bench-{repeat}"
+            )
             if repeat % 2 == 1:
                 plain = plain_pytorch(storage, version, params, architecture)
             ray_rates = [m["samples_per_second"] for m in outcome.history]
             results["plain"].append(statistics.median(plain[1:] or plain))
             results["ray_train"].append(statistics.median(ray_rates[1:] or ray_rates))
-            print(f"repeat {repeat}: plain {results['plain'][-1]:.0f} samples/s, "
-                  f"ray train {results['ray_train'][-1]:.0f} samples/s "
-                  f"(test accuracy {outcome.test_metrics['test_accuracy']:.4f})", flush=True)
+            print(
+                f"repeat {repeat}: plain {results['plain'][-1]:.0f} samples/s, "
+                f"ray train {results['ray_train'][-1]:.0f} samples/s "
+                f"(test accuracy {outcome.test_metrics['test_accuracy']:.4f})",
+                flush=True,
+            )
     ray.shutdown()
     if not args.skip_job:
         for repeat in range(args.repeats):
@@ -139,8 +164,10 @@ def main() -> None:
     if results["jobs"]:
         walls = [j["wall_seconds"] for j in results["jobs"]]
         accs = [j["test_accuracy"] for j in results["jobs"]]
-        print(f"full job        : {statistics.median(walls):8.1f} s wall, submit -> registered package "
-              f"(median of {len(walls)}; target <= 300 s)")
+        print(
+            f"full job        : {statistics.median(walls):8.1f} s wall, submit -> registered package "
+            f"(median of {len(walls)}; target <= 300 s)"
+        )
         print(f"test accuracy   : {statistics.median(accs):8.4f} (median; min {min(accs):.4f}; target >= 0.990)")
 
 

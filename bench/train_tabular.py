@@ -62,11 +62,21 @@ def plain_xgboost(datasets: DatasetManager, version: DatasetVersion, config: dic
     matrices = []
     for split in ("train", "val"):
         table = datasets.read_split_table(version, split)
-        matrices.append(xgboost.DMatrix(decode_features(table.column("features").to_pylist(), width),
-                                        label=table.column("label").to_numpy(), missing=np.nan))
+        matrices.append(
+            xgboost.DMatrix(
+                decode_features(table.column("features").to_pylist(), width),
+                label=table.column("label").to_numpy(),
+                missing=np.nan,
+            )
+        )
     started = time.perf_counter()
-    xgboost.train(config, matrices[0], num_boost_round=config.pop("rounds"),
-                  evals=[(matrices[0], "train"), (matrices[1], "val")], verbose_eval=False)
+    xgboost.train(
+        config,
+        matrices[0],
+        num_boost_round=config.pop("rounds"),
+        evals=[(matrices[0], "train"), (matrices[1], "val")],
+        verbose_eval=False,
+    )
     return time.perf_counter() - started
 
 
@@ -79,8 +89,12 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+    )
     from aiplatform.runtime import quiet_ray_data
 
     quiet_ray_data()
@@ -90,9 +104,13 @@ def main() -> None:
         settings = Settings(home=Path(home))
         storage = open_storage(str(Path(home) / "artifacts"))
         datasets = DatasetManager(storage)
-        tables = {"penguins": {"dataset": "penguins"},
-                  f"breast-cancer x{args.rows:,} rows": {"dataset": jittered_breast_cancer(args.rows, Path(home)),
-                                                         "label_column": "diagnosis"}}
+        tables = {
+            "penguins": {"dataset": "penguins"},
+            f"breast-cancer x{args.rows:,} rows": {
+                "dataset": jittered_breast_cancer(args.rows, Path(home)),
+                "label_column": "diagnosis",
+            },
+        }
         for label, source in tables.items():
             params = template.parse_params({**source, "num_boost_round": args.rounds, "early_stopping_rounds": None})
             build_started = time.perf_counter()
@@ -105,21 +123,32 @@ def main() -> None:
                 if repeat % 2 == 0:  # alternate which goes first: the machine drifts
                     runs["plain"].append(plain_xgboost(datasets, version, {**xgb_params, "rounds": args.rounds}))
                 started = time.perf_counter()
-                outcome = template.fit(params, settings=settings, storage=storage, datasets=datasets,
-                                       run_name=f"bench-{uuid_hex()}", callbacks=None)
+                outcome = template.fit(
+                    params,
+                    settings=settings,
+                    storage=storage,
+                    datasets=datasets,
+                    run_name=f"bench-{uuid_hex()}",
+                    callbacks=None,
+                )
                 runs["ray_fit"].append(time.perf_counter() - started - outcome.timings["dataset_seconds"])
                 runs["ray_boosting"].append(outcome.timings["fit_seconds"])
                 if repeat % 2 == 1:
                     runs["plain"].append(plain_xgboost(datasets, version, {**xgb_params, "rounds": args.rounds}))
                 accuracy = outcome.test_metrics["test_accuracy"]
-                print(f"{label} repeat {repeat + 1}: " + json.dumps({k: round(v[-1], 2) for k, v in runs.items()}),
-                      flush=True)
+                print(
+                    f"{label} repeat {repeat + 1}: " + json.dumps({k: round(v[-1], 2) for k, v in runs.items()}),
+                    flush=True,
+                )
             medians = {k: statistics.median(v) for k, v in runs.items()}
-            report[label] = {"train_rows": version.rows("train"), "build_seconds": round(build_seconds, 2),
-                             "test_accuracy": round(accuracy or 0, 4),
-                             **{f"{k}_seconds": round(v, 2) for k, v in medians.items()},
-                             "plain/ray_boosting": round(medians["plain"] / medians["ray_boosting"], 3),
-                             "plain/ray_fit": round(medians["plain"] / medians["ray_fit"], 3)}
+            report[label] = {
+                "train_rows": version.rows("train"),
+                "build_seconds": round(build_seconds, 2),
+                "test_accuracy": round(accuracy or 0, 4),
+                **{f"{k}_seconds": round(v, 2) for k, v in medians.items()},
+                "plain/ray_boosting": round(medians["plain"] / medians["ray_boosting"], 3),
+                "plain/ray_fit": round(medians["plain"] / medians["ray_fit"], 3),
+            }
     ray.shutdown()
     print(f"\nmedians over {args.repeats} runs, {args.rounds} rounds, {os.cpu_count()} cores:")
     for label, row in report.items():

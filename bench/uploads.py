@@ -18,7 +18,7 @@ import argparse
 import io
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import numpy as np
@@ -34,8 +34,16 @@ from aiplatform.networks.architectures import build_model
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.preprocessing import image_preprocessing, images_to_tensor
 
-ARCHITECTURE = {"type": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10, "conv_channels": [16, 32],
-                "kernel_size": 3, "hidden_units": 64, "dropout": 0.1}
+ARCHITECTURE = {
+    "type": "cnn",
+    "in_channels": 1,
+    "image_size": 28,
+    "num_classes": 10,
+    "conv_channels": [16, 32],
+    "kernel_size": 3,
+    "hidden_units": 64,
+    "dropout": 0.1,
+}
 
 
 def png(pixels: np.ndarray, mode: str = "L") -> bytes:
@@ -59,8 +67,11 @@ def on_canvas(digit: np.ndarray, canvas: int, side: int, rng: np.random.Generato
     image = np.full((canvas, canvas), fill, dtype=np.uint8)
     top, left = rng.integers(0, canvas - side + 1, size=2)
     patch = enlarged(digit, side)
-    image[top:top + side, left:left + side] = np.maximum(image[top:top + side, left:left + side], patch) \
-        if fill == 0 else np.minimum(image[top:top + side, left:left + side], 255 - patch)
+    image[top : top + side, left : left + side] = (
+        np.maximum(image[top : top + side, left : left + side], patch)
+        if fill == 0
+        else np.minimum(image[top : top + side, left : left + side], 255 - patch)
+    )
     return image
 
 
@@ -70,7 +81,7 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     ink = enlarged(digit, 160).astype(np.float32) / 255
     paper = np.zeros((side, side), dtype=np.float32)
     top, left = rng.integers(10, side - 160 - 10, size=2)
-    paper[top:top + 160, left:left + 160] = ink
+    paper[top : top + 160, left : left + 160] = ink
     rows, cols = np.indices((side, side)) / side
     light = 200 + 40 * (rows * rng.uniform(-1, 1) + cols * rng.uniform(-1, 1))
     image = light * (1 - 0.8 * paper) + rng.normal(0, 8, (side, side))
@@ -118,7 +129,7 @@ def train(images: np.ndarray, labels: np.ndarray, preprocessing: dict, epochs: i
     for _ in range(epochs):
         order = torch.randperm(len(inputs))
         for start in range(0, len(inputs), 128):
-            batch = order[start:start + 128]
+            batch = order[start : start + 128]
             optimizer.zero_grad()
             F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
             optimizer.step()
@@ -153,14 +164,19 @@ def main() -> None:
     model = train(train_images, train_labels, preprocessing, args.epochs)
     print(f"trained on {args.train_rows:,} rows, {args.epochs} epochs in {time.perf_counter() - started:.0f} s")
 
-    config = {"name": "bench", "template": "cnn-classification", "architecture": ARCHITECTURE,
-              "labels": [str(i) for i in range(10)], "input": {"type": "image", "height": 28, "width": 28,
-                                                               "channels": 1}}
+    config = {
+        "name": "bench",
+        "template": "cnn-classification",
+        "architecture": ARCHITECTURE,
+        "labels": [str(i) for i in range(10)],
+        "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+    }
     framed = kind_for(ModelConfig.model_validate({**config, "preprocessing": {**preprocessing, "framing": framing}}))
     resized = kind_for(ModelConfig.model_validate({**config, "preprocessing": preprocessing}))
     with torch.no_grad():
-        tensor_accuracy = float((model(images_to_tensor(test_images[..., None], preprocessing)).argmax(1).numpy()
-                                 == test_labels).mean())
+        tensor_accuracy = float(
+            (model(images_to_tensor(test_images[..., None], preprocessing)).argmax(1).numpy() == test_labels).mean()
+        )
     print(f"test digits as tensors (no decoding at all): accuracy {tensor_accuracy:.4f}\n")
 
     results: dict[str, dict[str, list[float]]] = {form: {"framed": [], "resized": [], "ms": []} for form in FORMS}
@@ -178,8 +194,10 @@ def main() -> None:
     print("| form | accuracy, framed | vs original | accuracy, resize only | decode ms/image (framed) |")
     print("| --- | --- | --- | --- | --- |")
     for form, m in median.items():
-        print(f"| {form} | {m['framed']:.4f} | {(m['framed'] - original) * 100:+.2f} points | {m['resized']:.4f} "
-              f"| {m['ms']:.2f} |")
+        print(
+            f"| {form} | {m['framed']:.4f} | {(m['framed'] - original) * 100:+.2f} points | {m['resized']:.4f} "
+            f"| {m['ms']:.2f} |"
+        )
     worst = min(m["framed"] - original for m in median.values())
     print(f"\nworst form: {worst * 100:+.2f} points from the original (target: within 2 points)")
 

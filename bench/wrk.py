@@ -30,8 +30,12 @@ class WrkResult:
     failed: int
 
     def summary(self) -> dict[str, float]:
-        return {"rps": round(self.rps, 1), "p50_ms": round(self.p50_ms, 2), "p99_ms": round(self.p99_ms, 2),
-                "failed": self.failed}
+        return {
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+            "failed": self.failed,
+        }
 
 
 def _ms(text: str) -> float:
@@ -44,8 +48,9 @@ def parse_wrk(output: str) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     # wrk pads seconds with a trailing space ("99%    6.77s ")
-    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)\s*$", output, re.MULTILINE)) or \
-        dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(50|99)\.000%\s+(\S+)\s*$", output, re.MULTILINE)) or dict(
+        re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.MULTILINE)
+    )
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     failed = int(non_2xx.group(1)) if non_2xx else 0
@@ -56,9 +61,15 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(answered, _ms(percentiles["50"]), _ms(percentiles["99"]), failed)
 
 
-def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float,
-            content_type: str = "application/json", headers: dict[str, str] | None = None,
-            method: str = "POST") -> WrkResult:
+def run_wrk(
+    urls: str | list[str],
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> WrkResult:
     """POST ``body`` to ``urls`` from ``concurrency`` kept-alive connections for ``seconds``
     (``method="GET"``: no body), with ``headers`` added (an ``Authorization`` token)."""
     binary = shutil.which("wrk")
@@ -70,17 +81,36 @@ def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float
     script = folder / "post.lua"
     lines = [f'wrk.method = "{method}"']
     if method != "GET":
-        lines += ['local f = io.open("' + str(folder / "body.bin") + '", "rb")', 'wrk.body = f:read("*all")',
-                  "f:close()", f'wrk.headers["Content-Type"] = "{content_type}"']
+        lines += [
+            'local f = io.open("' + str(folder / "body.bin") + '", "rb")',
+            'wrk.body = f:read("*all")',
+            "f:close()",
+            f'wrk.headers["Content-Type"] = "{content_type}"',
+        ]
     lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items()]
     script.write_text("\n".join(lines) + "\n")
     shares = [concurrency // len(urls) + (1 if i < concurrency % len(urls) else 0) for i in range(len(urls))]
 
     def one(url: str, connections: int) -> WrkResult:
         # whole seconds (wrk takes no fractions); 30 s timeout, so slow answers count in p99
-        done = subprocess.run([binary, "-t1", f"-c{connections}", f"-d{math.ceil(seconds)}s", "--timeout", "30s",
-                               "--latency", "-s", str(script), url],
-                              capture_output=True, text=True, check=True, timeout=seconds + 90)
+        done = subprocess.run(
+            [
+                binary,
+                "-t1",
+                f"-c{connections}",
+                f"-d{math.ceil(seconds)}s",
+                "--timeout",
+                "30s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 90,
+        )
         return parse_wrk(done.stdout)
 
     targets = [(url, n) for url, n in zip(urls, shares) if n > 0]
@@ -88,6 +118,9 @@ def run_wrk(urls: str | list[str], body: bytes, concurrency: int, seconds: float
         results = list(pool.map(lambda target: one(*target), targets))
     weights = [r.rps for r in results]
     total = sum(weights) or 1.0
-    return WrkResult(rps=sum(r.rps for r in results),
-                     p50_ms=sum(r.p50_ms * w for r, w in zip(results, weights)) / total,
-                     p99_ms=max(r.p99_ms for r in results), failed=sum(r.failed for r in results))
+    return WrkResult(
+        rps=sum(r.rps for r in results),
+        p50_ms=sum(r.p50_ms * w for r, w in zip(results, weights)) / total,
+        p99_ms=max(r.p99_ms for r in results),
+        failed=sum(r.failed for r in results),
+    )

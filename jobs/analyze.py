@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from aiplatform.errors import AIPError
 
 EXIT_ERROR = 2
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.analyze", description=__doc__.split("\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     profile = kinds.add_parser("profile", help="profile of a dataset version")
@@ -38,7 +39,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         from aiplatform.analysis import service
@@ -71,15 +72,23 @@ def _write_local(folder: Path, report: dict[str, Any], storage: Any) -> None:
 
 def _summary(kind: str, report: dict[str, Any]) -> list[str]:
     if kind == "profile":
-        lines = [f"{report['dataset']} ({report['kind']}): " + ", ".join(
-            f"{split} {s['rows']} rows ({s['duplicates']} duplicates)" for split, s in report["splits"].items())]
-        lines.append(f"  class balance: {report['class_balance']['shares']} "
-                     f"(largest/smallest {report['class_balance']['imbalance_ratio']})")
+        lines = [
+            f"{report['dataset']} ({report['kind']}): "
+            + ", ".join(
+                f"{split} {s['rows']} rows ({s['duplicates']} duplicates)" for split, s in report["splits"].items()
+            )
+        ]
+        lines.append(
+            f"  class balance: {report['class_balance']['shares']} "
+            f"(largest/smallest {report['class_balance']['imbalance_ratio']})"
+        )
         lines.append(f"  leakage between splits: {report['leakage']['pairs']}")
     else:
-        lines = [f"{report['model']} against {report['dataset']} ({report['split']}): drift {report['verdict']} "
-                 f"(PSI {report['score']:.3f}, worst {report['worst_feature']}) over {report['live_samples']} "
-                 "recent predictions"]
+        lines = [
+            f"{report['model']} against {report['dataset']} ({report['split']}): drift {report['verdict']} "
+            f"(PSI {report['score']:.3f}, worst {report['worst_feature']}) over {report['live_samples']} "
+            "recent predictions"
+        ]
         lines += [f"  {name}: PSI {f['psi']:.3f} ({f['verdict']})" for name, f in report["features"].items()]
     lines.append(f"  charts: {', '.join(report.get('charts', {}).values())}")
     return lines

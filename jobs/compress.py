@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from aiplatform.errors import AIPError
 
@@ -20,17 +20,20 @@ EXIT_REFUSED = 1
 EXIT_ERROR = 2
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.compress", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="NAME@VERSION or NAME@ALIAS")
     parser.add_argument("--method", required=True, help="int8 | fp16 | prune:AMOUNT (e.g. prune:0.5)")
-    parser.add_argument("--max-accuracy-drop", type=float,
-                        help="test accuracy the new version may lose (0.01 = one point; default from settings)")
+    parser.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        help="test accuracy the new version may lose (0.01 = one point; default from settings)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         from aiplatform.compression.compressor import CompressionReport

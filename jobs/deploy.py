@@ -1,16 +1,16 @@
 """Deploy a registered model version to production (or roll back), with the accuracy gate.
 
-    python -m jobs.deploy --model mnist-cnn --version 3
-    python -m jobs.deploy --model mnist-cnn --rollback
-    python -m jobs.deploy --model mnist-cnn --canary 4 --weight 10   # 90% production, 10% v4
-    python -m jobs.deploy --model mnist-cnn --clear-canary
+python -m jobs.deploy --model mnist-cnn --version 3
+python -m jobs.deploy --model mnist-cnn --rollback
+python -m jobs.deploy --model mnist-cnn --canary 4 --weight 10   # 90% production, 10% v4
+python -m jobs.deploy --model mnist-cnn --clear-canary
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from aiplatform.errors import AIPError
 from aiplatform.registry import RegistryClient
@@ -26,14 +26,18 @@ from aiplatform.serving.deployer import (
 from aiplatform.settings import Settings
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.deploy", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--version", type=int)
     target.add_argument("--rollback", action="store_true")
-    target.add_argument("--canary", type=int, metavar="VERSION",
-                        help="send --weight percent of the default route to VERSION (warmed first)")
+    target.add_argument(
+        "--canary",
+        type=int,
+        metavar="VERSION",
+        help="send --weight percent of the default route to VERSION (warmed first)",
+    )
     target.add_argument("--clear-canary", action="store_true")
     parser.add_argument("--weight", type=float, default=10.0, help="canary percent, 0 < w < 100")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
@@ -50,8 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.rollback:
             result = rollback(registry, args.model, warm=warm)
         else:
-            result = deploy(registry, args.model, args.version, warm=warm,
-                            tolerance=args.tolerance, force=args.force)
+            result = deploy(registry, args.model, args.version, warm=warm, tolerance=args.tolerance, force=args.force)
     except AIPError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

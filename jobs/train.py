@@ -21,7 +21,8 @@ import json
 import sys
 import time
 import uuid
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from aiplatform.code_archives import CodeArchives, pack_directory, require_users_code
 from aiplatform.datasets import DatasetManager
@@ -31,23 +32,26 @@ from aiplatform.registry import ModelVersion, RegistryClient
 from aiplatform.runtime import connect, quiet_ray_data
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
-from aiplatform.tasks.queue import RUNNING, TaskClient
 from aiplatform.tasks.console import LiveProgress, epoch_line
+from aiplatform.tasks.queue import RUNNING, TaskClient
 from aiplatform.tasks.reporting import TaskRun, record_self_started
 from aiplatform.tasks.sweeps.params import SweepParams
+from aiplatform.training.catalog import get_template
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
 from aiplatform.training.template import TaskTemplate
-from aiplatform.training.catalog import get_template
 from aiplatform.training.user_code import USER_CODE, UserCodeParams, run_user_code
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n")[0])
     parser.add_argument("--template", help="e.g. cnn-classification (required without --task-id)")
     parser.add_argument("--task-id", help="run this queued task (template and parameters come from it)")
-    parser.add_argument("--entry", help="your own training function, package.module:function (the user-code "
-                        "template; --param values become its config)")
+    parser.add_argument(
+        "--entry",
+        help="your own training function, package.module:function (the user-code "
+        "template; --param values become its config)",
+    )
     parser.add_argument("--working-dir", help="with --entry: the folder your code is in (default: the current one)")
     parser.add_argument("--max-failures", type=int, help="with --entry: worker-group restarts before failing")
     parser.add_argument("--dataset", help="mnist, idx:<uri>, folder:<uri> or parquet:<uri>")
@@ -62,7 +66,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-rows", type=int, help="first N rows of each source split (quick runs)")
     parser.add_argument("--seed", type=int)
     parser.add_argument(
-        "--param", action="append", default=[], metavar="KEY=JSON",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
         help="any other template parameter, e.g. --param 'conv_channels=[16,32]'",
     )
     parser.add_argument("--model-name", help="registry name (default: from template and dataset)")
@@ -70,7 +77,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--verbose", action="store_true", help="show Ray Data's progress logs")
     parser.add_argument(
-        "--deploy", action="store_true",
+        "--deploy",
+        action="store_true",
         help="start the Serve app (if needed), deploy the new version to production (gated), and "
         "send real MNIST test digits through the HTTP upload endpoint",
     )
@@ -79,8 +87,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-TEMPLATE_FLAGS = ("dataset", "epochs", "batch_size", "learning_rate", "optimizer", "augment",
-                  "augment_strength", "workers", "gpu", "max_rows", "seed")
+TEMPLATE_FLAGS = (
+    "dataset",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "augment",
+    "augment_strength",
+    "workers",
+    "gpu",
+    "max_rows",
+    "seed",
+)
 USER_CODE_FLAGS = ("dataset", "workers", "gpu", "max_rows", "seed", "max_failures")
 
 
@@ -108,10 +127,10 @@ def collect_params(args: argparse.Namespace) -> dict[str, Any]:
     return {**params, **parse_param_flags(args.param)}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    run: Optional[TaskRun] = None
+    run: TaskRun | None = None
     try:
         settings = Settings()
         storage = storage_from_settings(settings)
@@ -132,8 +151,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.task_id:
             task = queue.get(args.task_id)
             if task.state != RUNNING:
-                raise Conflict(f"Task {task.id} is {task.state}; the task manager starts a task by "
-                               "making it RUNNING first")
+                raise Conflict(
+                    f"Task {task.id} is {task.state}; the task manager starts a task by making it RUNNING first"
+                )
             template = get_template(task.template)
             params = template.parse_params(task.params)
         else:
@@ -145,21 +165,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # user's own `ray job submit` run is theirs to make.
             require_users_code(settings, f"Task {task.id} (template {template.name!r}) runs the caller's own code")
         # On stderr with --json, so that stdout stays the one JSON summary.
-        print(f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})", flush=True,
-              file=sys.stderr if args.json else sys.stdout)
+        print(
+            f"task {task.id} ({template.name}, Ray job {task.ray_job_id or 'none'})",
+            flush=True,
+            file=sys.stderr if args.json else sys.stdout,
+        )
         run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         # A task created through the API names a dataset its caller may not be allowed to read:
         # the source allow-list applies (a cluster user's own `ray job submit` run is trusted).
         datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")
         registry = RegistryClient.connect(settings)
         model_name = task.model_name or args.model_name or template.default_model_name(params)
-        runner = (run_sweep_task if isinstance(params, SweepParams) else
-                  run_user_task if isinstance(params, UserCodeParams) else run_template_task)
+        runner = (
+            run_sweep_task
+            if isinstance(params, SweepParams)
+            else run_user_task
+            if isinstance(params, UserCodeParams)
+            else run_template_task
+        )
         # Each epoch as it lands, and a line every few seconds before the first (on stderr with --json).
         with LiveProgress(lambda: queue.get(task.id), sys.stderr if args.json else sys.stdout) as live:
-            version, result, summary, lines = runner(template, params, settings=settings, storage=storage,
-                                                     datasets=datasets, registry=registry, run=run,
-                                                     run_name=run_name, model_name=model_name)
+            version, result, summary, lines = runner(
+                template,
+                params,
+                settings=settings,
+                storage=storage,
+                datasets=datasets,
+                registry=registry,
+                run=run,
+                run_name=run_name,
+                model_name=model_name,
+            )
         run.succeeded(result)
         check = deploy_and_check(args, settings, registry, version.name, version.version) if args.deploy else None
     except AIPError as exc:
@@ -171,10 +207,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if run is not None:
             run.failed(f"{type(exc).__name__}: {exc}")
         raise
-    summary = {"task_id": task.id, "model": version.name, "version": version.version,
-               "package_uri": version.package_uri, "sha256": version.sha256, **summary,
-               "wall_seconds": round(time.perf_counter() - started, 1),
-               "http_check": None if check is None else check.__dict__}
+    summary = {
+        "task_id": task.id,
+        "model": version.name,
+        "version": version.version,
+        "package_uri": version.package_uri,
+        "sha256": version.sha256,
+        **summary,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "http_check": None if check is None else check.__dict__,
+    }
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -196,68 +238,155 @@ RunResult = tuple[ModelVersion, dict[str, Any], dict[str, Any], list[str]]
 """The version, the task's result, the job's summary and the lines it prints."""
 
 
-def run_template_task(template: TaskTemplate, params: Any, *, settings: Settings, storage: Any,
-                      datasets: DatasetManager, registry: RegistryClient, run: TaskRun, run_name: str,
-                      model_name: str) -> RunResult:
+def run_template_task(
+    template: TaskTemplate,
+    params: Any,
+    *,
+    settings: Settings,
+    storage: Any,
+    datasets: DatasetManager,
+    registry: RegistryClient,
+    run: TaskRun,
+    run_name: str,
+    model_name: str,
+) -> RunResult:
     """A built-in (or plugin) template: the platform's engine trains, evaluates and publishes."""
-    outcome = run_training(template, params, settings=settings, storage=storage, datasets=datasets,
-                           run_name=run_name, callbacks=[run.callback()])
-    version = publish_model(outcome, name=model_name, storage=storage, registry=registry,
-                            lineage={"ray_job_id": run.task.ray_job_id or _ray_job_id(), "task_id": run.task.id})
-    result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
-              "dataset": outcome.dataset.ref, **scalar_metrics(outcome.test_metrics)}
+    outcome = run_training(
+        template,
+        params,
+        settings=settings,
+        storage=storage,
+        datasets=datasets,
+        run_name=run_name,
+        callbacks=[run.callback()],
+    )
+    version = publish_model(
+        outcome,
+        name=model_name,
+        storage=storage,
+        registry=registry,
+        lineage={"ray_job_id": run.task.ray_job_id or _ray_job_id(), "task_id": run.task.id},
+    )
+    result = {
+        "model": version.name,
+        "version": version.version,
+        "package_uri": version.package_uri,
+        "dataset": outcome.dataset.ref,
+        **scalar_metrics(outcome.test_metrics),
+    }
     summary = {
         "test_accuracy": outcome.test_metrics["test_accuracy"],
         "test_samples": outcome.test_metrics["test_samples"],
         "test_macro_f1": outcome.test_metrics["test_macro_f1"],
-        "dataset": outcome.dataset.ref, "used_gpu": outcome.used_gpu, "epochs": outcome.history,
+        "dataset": outcome.dataset.ref,
+        "used_gpu": outcome.used_gpu,
+        "epochs": outcome.history,
         "timings": {k: round(v, 1) for k, v in outcome.timings.items()},
     }
     lines = [epoch_line(e) for e in outcome.history]
-    lines += [f"Registered model {version.name} version {version.version}",
-              f"  test accuracy: {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
-              f"on {summary['test_samples']} test samples"]
+    lines += [
+        f"Registered model {version.name} version {version.version}",
+        f"  test accuracy: {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
+        f"on {summary['test_samples']} test samples",
+    ]
     return version, result, summary, lines
 
 
-def run_user_task(template: TaskTemplate, params: UserCodeParams, *, settings: Settings, storage: Any,
-                  datasets: DatasetManager, registry: RegistryClient, run: TaskRun, run_name: str,
-                  model_name: str) -> RunResult:
+def run_user_task(
+    template: TaskTemplate,
+    params: UserCodeParams,
+    *,
+    settings: Settings,
+    storage: Any,
+    datasets: DatasetManager,
+    registry: RegistryClient,
+    run: TaskRun,
+    run_name: str,
+    model_name: str,
+) -> RunResult:
     """The user's own function on Ray Train; the version is the one it published (the last, if several)."""
-    outcome = run_user_code(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
-                            task_id=run.task.id, model_name=model_name, callbacks=[run.callback()])
+    outcome = run_user_code(
+        params,
+        settings=settings,
+        storage=storage,
+        datasets=datasets,
+        run_name=run_name,
+        task_id=run.task.id,
+        model_name=model_name,
+        callbacks=[run.callback()],
+    )
     published = outcome.published[-1]
     version = registry.get_version(published["name"], int(published["version"]))
-    result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
-              "dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "entry": params.entry,
-              "published": outcome.published, "checkpoint": outcome.checkpoint, **scalar_metrics(outcome.final_metrics)}
-    summary = {"dataset": outcome.dataset.ref, "code_digest": outcome.code_digest, "used_gpu": outcome.used_gpu,
-               "final_metrics": scalar_metrics(outcome.final_metrics), "published": outcome.published,
-               "timings": {k: round(v, 1) for k, v in outcome.timings.items()}}
-    lines = [f"{params.entry} (code {outcome.code_digest}) reported "
-             f"{json.dumps(summary['final_metrics'])}",
-             *(f"Registered model {p['name']} version {p['version']}" for p in outcome.published)]
+    result = {
+        "model": version.name,
+        "version": version.version,
+        "package_uri": version.package_uri,
+        "dataset": outcome.dataset.ref,
+        "code_digest": outcome.code_digest,
+        "entry": params.entry,
+        "published": outcome.published,
+        "checkpoint": outcome.checkpoint,
+        **scalar_metrics(outcome.final_metrics),
+    }
+    summary = {
+        "dataset": outcome.dataset.ref,
+        "code_digest": outcome.code_digest,
+        "used_gpu": outcome.used_gpu,
+        "final_metrics": scalar_metrics(outcome.final_metrics),
+        "published": outcome.published,
+        "timings": {k: round(v, 1) for k, v in outcome.timings.items()},
+    }
+    lines = [
+        f"{params.entry} (code {outcome.code_digest}) reported {json.dumps(summary['final_metrics'])}",
+        *(f"Registered model {p['name']} version {p['version']}" for p in outcome.published),
+    ]
     return version, result, summary, lines
 
 
-def run_sweep_task(template: TaskTemplate, params: SweepParams, *, settings: Settings, storage: Any,
-                   datasets: DatasetManager, registry: RegistryClient, run: TaskRun, run_name: str,
-                   model_name: str) -> RunResult:
+def run_sweep_task(
+    template: TaskTemplate,
+    params: SweepParams,
+    *,
+    settings: Settings,
+    storage: Any,
+    datasets: DatasetManager,
+    registry: RegistryClient,
+    run: TaskRun,
+    run_name: str,
+    model_name: str,
+) -> RunResult:
     """A sweep: its trials on Ray Tune, then its best trial registered (and, if asked, deployed
     through the gate)."""
     from aiplatform.tasks.sweeps.driver import run_sweep
 
-    outcome = run_sweep(run.task, params, settings=settings, storage=storage, datasets=datasets,
-                        registry=registry, queue=run.queue, model_name=model_name)
+    outcome = run_sweep(
+        run.task,
+        params,
+        settings=settings,
+        storage=storage,
+        datasets=datasets,
+        registry=registry,
+        queue=run.queue,
+        model_name=model_name,
+    )
     version, best = outcome.version, outcome.best
-    result = {"model": version.name, "version": version.version, "package_uri": version.package_uri,
-              "best_trial": best.trial_id, "best_params": best.params, params.metric: best.metrics[params.metric],
-              "trials": outcome.trials, "segments": outcome.segments}
+    result = {
+        "model": version.name,
+        "version": version.version,
+        "package_uri": version.package_uri,
+        "best_trial": best.trial_id,
+        "best_params": best.params,
+        params.metric: best.metrics[params.metric],
+        "trials": outcome.trials,
+        "segments": outcome.segments,
+    }
     if params.deploy:
         result["deploy"] = _deploy_through_gate(settings, registry, version)
-    lines = [f"Sweep finished: {sum(outcome.trials.values())} trials ({', '.join(f'{n} {s.lower()}' for s, n in outcome.trials.items())})",
-             f"Best trial {best.trial_id}: {params.metric} {best.metrics[params.metric]:.4f} with {json.dumps(best.params)}",
-             f"Registered model {version.name} version {version.version}"]
+    lines = [
+        f"Sweep finished: {sum(outcome.trials.values())} trials ({', '.join(f'{n} {s.lower()}' for s, n in outcome.trials.items())})",
+        f"Best trial {best.trial_id}: {params.metric} {best.metrics[params.metric]:.4f} with {json.dumps(best.params)}",
+        f"Registered model {version.name} version {version.version}",
+    ]
     return version, result, dict(result), lines
 
 
@@ -272,8 +401,7 @@ def _deploy_through_gate(settings: Settings, registry: RegistryClient, version: 
     return {"deployed": True, "version": done.version, "previous": done.previous_version, "gate": done.gate}
 
 
-def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient,
-                     name: str, version: int):  # type: ignore[no-untyped-def]
+def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: RegistryClient, name: str, version: int):  # type: ignore[no-untyped-def]
     """Serve the platform app on 127.0.0.1, deploy ``version`` and check it over HTTP."""
     from aiplatform.serving.deployer import deploy, warm_on_serve
     from aiplatform.serving.http_check import check_digits_over_http
@@ -288,12 +416,12 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
     return check_digits_over_http(url, name, count=args.check_digits, headers=settings.api_auth_headers())
 
 
-def _ray_job_id() -> Optional[str]:
+def _ray_job_id() -> str | None:
     import ray
 
     try:
         return ray.get_runtime_context().get_job_id()
-    except Exception:  # noqa: BLE001 - lineage is best effort outside a job
+    except Exception:
         return None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Optional
 
 from ray import serve
 
@@ -14,12 +13,11 @@ from aiplatform.settings import Settings
 from serve_apps.gateway import Gateway
 from serve_apps.model_server import AUTOSCALING, ModelServer
 
-
-_LISTEN_PORT: dict[str, Optional[int]] = {"port": None}
+_LISTEN_PORT: dict[str, int | None] = {"port": None}
 """The port ``start_app`` gave the gateway replicas in this process; ``deploy_app`` keeps it."""
 
 
-def build_app(settings: Settings, listen_port: Optional[int] = None):  # type: ignore[no-untyped-def]
+def build_app(settings: Settings, listen_port: int | None = None):  # type: ignore[no-untyped-def]
     """Gateway in front of the model servers, both configured from one settings object;
     ``listen_port``: the loopback port the gateway replicas answer on themselves."""
     gateway = Gateway.options(
@@ -27,8 +25,11 @@ def build_app(settings: Settings, listen_port: Optional[int] = None):  # type: i
         max_ongoing_requests=settings.serve_gateway_max_ongoing,
         max_queued_requests=settings.serve_gateway_max_queued,
     )
-    autoscaling = {**AUTOSCALING, "min_replicas": settings.serve_min_replicas,
-                   "max_replicas": settings.serve_max_replicas}
+    autoscaling = {
+        **AUTOSCALING,
+        "min_replicas": settings.serve_min_replicas,
+        "max_replicas": settings.serve_max_replicas,
+    }
     model_server = ModelServer.options(autoscaling_config=autoscaling)
     return gateway.bind(model_server.bind(settings), settings, listen_port)
 
@@ -44,7 +45,7 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_app(settings: Settings, http_port: Optional[int] = None, grpc_port: Optional[int] = None) -> str:
+def start_app(settings: Settings, http_port: int | None = None, grpc_port: int | None = None) -> str:
     """Serve's HTTP proxy on 127.0.0.1 (``http_port`` or the settings') and its gRPC proxy for the
     Open Inference Protocol (``grpc_port`` or the settings'; 0: none), then the app; returns the
     base URL. An already running Serve keeps its proxies."""
@@ -59,11 +60,15 @@ def start_app(settings: Settings, http_port: Optional[int] = None, grpc_port: Op
     # One proxy, on the head, as in config.yaml: the nodes of a one-machine cluster would
     # otherwise all bind the same loopback port. Serve binds gRPC to every interface; in local-only
     # mode aiplatform.serving.loopback keeps it on 127.0.0.1.
-    serve.start(proxy_location="HeadOnly",
-                http_options={"host": "127.0.0.1", "port": proxy_port,
-                              "request_timeout_s": settings.serve_request_timeout_s},
-                grpc_options={"port": grpc, "grpc_servicer_functions": [SERVICER_FUNCTION] if grpc else [],
-                              "request_timeout_s": settings.serve_request_timeout_s})
+    serve.start(
+        proxy_location="HeadOnly",
+        http_options={"host": "127.0.0.1", "port": proxy_port, "request_timeout_s": settings.serve_request_timeout_s},
+        grpc_options={
+            "port": grpc,
+            "grpc_servicer_functions": [SERVICER_FUNCTION] if grpc else [],
+            "request_timeout_s": settings.serve_request_timeout_s,
+        },
+    )
     deploy_app(settings)
     return f"http://127.0.0.1:{port}"
 

@@ -6,7 +6,6 @@ app with the REST API and the web UI (``aiplatform.api``)."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from fastapi import FastAPI
 from ray import serve
@@ -14,8 +13,8 @@ from ray.serve.handle import DeploymentHandle
 
 from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.admission import Admission
-from aiplatform.api.errors import RETRY_AFTER_S
 from aiplatform.api.endpoint_routes import bind_endpoints, include_endpoints
+from aiplatform.api.errors import RETRY_AFTER_S
 from aiplatform.api.security import AccessPolicy
 from aiplatform.limits import RequestLimits
 from aiplatform.results import ResultWriter
@@ -40,9 +39,12 @@ def gateway_app() -> FastAPI:
     return app
 
 
-@serve.deployment(max_ongoing_requests=256, max_queued_requests=256,
-                  backpressure_config={"status_code": 503, "retry_after_s": RETRY_AFTER_S},
-                  ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(
+    max_ongoing_requests=256,
+    max_queued_requests=256,
+    backpressure_config={"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+    ray_actor_options={"num_cpus": 0.25},
+)
 @serve.ingress()
 class Gateway:
     """One gateway replica: the platform's clients, the inference core, its protocols, and
@@ -54,7 +56,7 @@ class Gateway:
     constructor that installs the platform on a module's ``app`` may be installing it on another
     object than the one Serve's direct ingress answers with."""
 
-    def __init__(self, model_server: DeploymentHandle, settings: Settings, listen_port: Optional[int] = None) -> None:
+    def __init__(self, model_server: DeploymentHandle, settings: Settings, listen_port: int | None = None) -> None:
         """``listen_port``: the loopback port this replica also answers on itself (a local
         platform's URL: aiplatform.serving.ingress), shared by the node's gateway replicas."""
         keep_serve_on_loopback()
@@ -63,11 +65,17 @@ class Gateway:
         # The REST API's routes (aiplatform.api) share these clients through the app's Platform.
         platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name))
         set_platform(app, platform)
-        recorder = ResultWriter(platform.results.handle,
-                                input_storage=platform.storage if settings.serve_store_inputs else None)
+        recorder = ResultWriter(
+            platform.results.handle, input_storage=platform.storage if settings.serve_store_inputs else None
+        )
         self.core = DataPlane(
-            ServeModelServers(model_server), platform.registry, recorder, RequestLimits.from_settings(settings),
-            settings.serve_max_batch_size, settings.serve_batches_in_flight, RETRY_AFTER_S,
+            ServeModelServers(model_server),
+            platform.registry,
+            recorder,
+            RequestLimits.from_settings(settings),
+            settings.serve_max_batch_size,
+            settings.serve_batches_in_flight,
+            RETRY_AFTER_S,
             name=f"gateway-{serve.get_replica_context().replica_tag}",
         )
         bind_endpoints(app, V1Endpoints(self.core), V2Endpoints(self.core))
@@ -77,11 +85,15 @@ class Gateway:
             setattr(self, rpc, getattr(servicer, rpc))
         self.listener = None if listen_port is None else self._listen(settings, listen_port)
 
-    def _listen(self, settings: Settings, port: int) -> Optional[PublicListener]:
+    def _listen(self, settings: Settings, port: int) -> PublicListener | None:
         limit = settings.serve_gateway_max_ongoing + settings.serve_gateway_max_queued  # Serve's own backpressure
         try:
-            return PublicListener(Admission(self.gateway_app, limit, RETRY_AFTER_S, settings.serve_request_timeout_s), "127.0.0.1", port,
-                                  ready=lambda: serve.get_replica_context().servable_object is not None)
+            return PublicListener(
+                Admission(self.gateway_app, limit, RETRY_AFTER_S, settings.serve_request_timeout_s),
+                "127.0.0.1",
+                port,
+                ready=lambda: serve.get_replica_context().servable_object is not None,
+            )
         except OSError as exc:  # e.g. an older Serve's proxy on it: clients still reach that
             logger.warning("the gateway cannot listen on port %d (%s); Serve's ingress answers there", port, exc)
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import ray
@@ -17,10 +17,10 @@ from aiplatform.errors import IntegrityError
 from aiplatform.monitoring.metrics import inc, observe
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import RegistryClient
+from aiplatform.serving.loopback import keep_serve_on_loopback
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
-from aiplatform.serving.loopback import keep_serve_on_loopback
 
 logger = logging.getLogger("ray.serve")  # a replica's log file (Serve configures this logger)
 MAX_MODELS_PER_REPLICA = 4
@@ -52,7 +52,7 @@ class ModelServer:
         self.settings = settings
         self.storage = storage_from_settings(settings)
         self.registry = RegistryClient.connect(settings)
-        self._registry_unreachable_since: Optional[float] = None
+        self._registry_unreachable_since: float | None = None
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cpus = len(os.sched_getaffinity(0))
         self.loaded: set[str] = set()
@@ -77,8 +77,12 @@ class ModelServer:
         if runner.forward_s is None:
             logger.warning("%s: its forward pass failed on a blank input; serving on %d thread(s)", model_id, threads)
         else:
-            logger.info("%s: forward pass over one input %.2f ms on one thread; serving on %d thread(s)",
-                        model_id, runner.forward_s * 1000, threads)
+            logger.info(
+                "%s: forward pass over one input %.2f ms on one thread; serving on %d thread(s)",
+                model_id,
+                runner.forward_s * 1000,
+                threads,
+            )
         runner.on_release = lambda: self._forget(model_id)
         self.loaded.add(model_id)
         self.loads += 1
@@ -119,21 +123,26 @@ class ModelServer:
 
     def stats(self) -> dict[str, Any]:
         """What this replica holds: loaded model ids, loads and evictions so far, its device."""
-        return {"loaded": sorted(self.loaded), "loads": self.loads, "evictions": self.evictions,
-                "device": self.device}
+        return {"loaded": sorted(self.loaded), "loads": self.loads, "evictions": self.evictions, "device": self.device}
 
     def check_health(self) -> None:
         """Unhealthy when the registry has been unreachable for ``REGISTRY_OUTAGE_S`` (no new model
         could be loaded); shorter outages, an actor restart among them, are only logged."""
         try:
             ray.get(self.registry.handle.ping.remote(), timeout=HEALTH_TIMEOUT_S)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError,
-                ray.exceptions.ActorUnavailableError) as exc:
+        except (
+            ray.exceptions.GetTimeoutError,
+            ray.exceptions.RayActorError,
+            ray.exceptions.ActorUnavailableError,
+        ) as exc:
             now = time.monotonic()
             since = self._registry_unreachable_since = self._registry_unreachable_since or now
             if now - since > REGISTRY_OUTAGE_S:
                 raise RuntimeError(f"The model registry has been unreachable for {now - since:.0f} s") from exc
-            logger.warning("model registry unreachable for %.0f s (%s); still serving loaded models",
-                           now - since, type(exc).__name__)
+            logger.warning(
+                "model registry unreachable for %.0f s (%s); still serving loaded models",
+                now - since,
+                type(exc).__name__,
+            )
             return
         self._registry_unreachable_since = None

@@ -8,8 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -19,9 +19,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # keep scraping metrics for the rest of the session. The alerting tests evaluate on demand.
 os.environ.setdefault("AIP_ALERT_INTERVAL_S", "600")
 
-from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml  # noqa: E402
-from aiplatform.runtime import local_runtime_env  # noqa: E402
-from tests.factories import free_port  # noqa: E402
+from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml
+from aiplatform.runtime import local_runtime_env
+from tests.factories import free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,8 +54,9 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         # To the terminal pytest writes to, not the test's captured output, which dies with the run.
         capture = item.config.pluginmanager.getplugin("capturemanager")
         saved = getattr(getattr(getattr(capture, "_global_capturing", None), "err", None), "targetfd_save", None)
-        faulthandler.dump_traceback_later(limit + HANG_MARGIN_S, exit=True,
-                                          file=saved if isinstance(saved, int) else sys.__stderr__)
+        faulthandler.dump_traceback_later(
+            limit + HANG_MARGIN_S, exit=True, file=saved if isinstance(saved, int) else sys.__stderr__
+        )
     try:
         yield
     finally:
@@ -131,8 +132,11 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # ray.init cannot move the dashboard agent off its fixed port; with another Ray holding it,
     # every job this session submits would fail with "No available agent".
     if not _is_port_free(agent_port):
-        pytest.exit(f"Port {agent_port} (Ray's dashboard agent) is taken by another process, probably a Ray "
-                    "left running: stop it (ray stop --force) and run the tests again", returncode=3)
+        pytest.exit(
+            f"Port {agent_port} (Ray's dashboard agent) is taken by another process, probably a Ray "
+            "left running: stop it (ray stop --force) and run the tests again",
+            returncode=3,
+        )
     temp_dir = Path("/tmp") / f"aip-ray-{os.getpid()}"
     ray.init(
         num_cpus=2,
@@ -167,8 +171,10 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 PROMETHEUS = shutil.which("prometheus")
-needs_prometheus = pytest.mark.skipif(PROMETHEUS is None and not os.environ.get("CI"),
-                                      reason="needs Debian's prometheus: scripts/install-system-packages.sh")
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None and not os.environ.get("CI"),
+    reason="needs Debian's prometheus: scripts/install-system-packages.sh",
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,9 +196,16 @@ def prometheus(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     config.write_text(prometheus_yaml(discovery, scrape_interval_s=5, refresh_interval_s=1))
     port = free_port()
     process = subprocess.Popen(
-        [PROMETHEUS or "prometheus", f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=(folder / "prometheus.log").open("w"))
+        [
+            PROMETHEUS or "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "prometheus.log").open("w"),
+    )
     client = PrometheusClient(f"http://127.0.0.1:{port}")
     try:
         client.wait_ready()

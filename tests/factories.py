@@ -74,8 +74,9 @@ def png_bytes(array, mode: str = "L") -> bytes:  # type: ignore[no-untyped-def]
     return buffer.getvalue()
 
 
-def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_ms: float = 0.0,
-                 error_rate: float = 0.0) -> bytes:
+def make_package(
+    name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_ms: float = 0.0, error_rate: float = 0.0
+) -> bytes:
     """A small valid CNN package with random weights; ``delay_ms`` / ``error_rate`` wrap it in
     the fault-injection architecture (slower, or failing some forward passes)."""
     import torch
@@ -86,16 +87,28 @@ def make_package(name: str = "tiny", num_classes: int = 3, seed: int = 0, delay_
 
     torch.manual_seed(seed)
     architecture = {
-        "type": "cnn", "in_channels": 1, "image_size": 8, "num_classes": num_classes,
-        "conv_channels": [4], "kernel_size": 3, "hidden_units": 8, "dropout": 0.0,
+        "type": "cnn",
+        "in_channels": 1,
+        "image_size": 8,
+        "num_classes": num_classes,
+        "conv_channels": [4],
+        "kernel_size": 3,
+        "hidden_units": 8,
+        "dropout": 0.0,
     }
     if delay_ms or error_rate:
-        architecture = {"type": "fault-injection", "delay_ms": delay_ms, "error_rate": error_rate,
-                        "inner": architecture}
+        architecture = {
+            "type": "fault-injection",
+            "delay_ms": delay_ms,
+            "error_rate": error_rate,
+            "inner": architecture,
+        }
     model = build_model(architecture)
     return build_package(
         model_config={
-            "name": name, "template": "cnn-classification", "architecture": architecture,
+            "name": name,
+            "template": "cnn-classification",
+            "architecture": architecture,
             "labels": [str(i) for i in range(num_classes)],
             "input": {"type": "image", "height": 8, "width": 8, "channels": 1},
             "preprocessing": image_preprocessing(8, 8, 1, 0.1, 0.3),
@@ -120,18 +133,28 @@ def make_text_package(name: str = "tiny-text", max_tokens: int = 8) -> bytes:
     from aiplatform.training.catalog import get_template
 
     labels = ["negative", "neutral", "positive"]
-    tokenizer = Tokenizer.fit(["good great happy love", "bad awful sad hate", "ok fine the a is"] * 2,
-                              min_freq=1, max_tokens=max_tokens)
+    tokenizer = Tokenizer.fit(
+        ["good great happy love", "bad awful sad hate", "ok fine the a is"] * 2, min_freq=1, max_tokens=max_tokens
+    )
     template = get_template("text-classification")
     params, dataset = template.parse_params({"max_tokens": max_tokens}), SimpleNamespace(labels=labels)
     preprocessing = text_preprocessing(tokenizer)
     architecture = template.architecture(params, dataset, preprocessing)
     torch.manual_seed(0)
     return build_package(
-        model_config={"name": name, "template": template.name, "task": template.task, "architecture": architecture,
-                      "labels": labels, "input": template.input_spec(dataset, preprocessing),
-                      "preprocessing": preprocessing},
-        state_dict=build_model(architecture).state_dict(), metrics={"test_accuracy": 0.5}, lineage={"method": "test"})
+        model_config={
+            "name": name,
+            "template": template.name,
+            "task": template.task,
+            "architecture": architecture,
+            "labels": labels,
+            "input": template.input_spec(dataset, preprocessing),
+            "preprocessing": preprocessing,
+        },
+        state_dict=build_model(architecture).state_dict(),
+        metrics={"test_accuracy": 0.5},
+        lineage={"method": "test"},
+    )
 
 
 def register_bytes(settings, name: str, data: bytes, template: str = "cnn-classification", metrics=None) -> int:  # type: ignore[no-untyped-def]
@@ -141,8 +164,11 @@ def register_bytes(settings, name: str, data: bytes, template: str = "cnn-classi
 
     key = f"packages/{name}/{sha256_bytes(data)[:16]}.zip"
     storage_from_settings(settings).put_bytes(key, data)
-    return RegistryClient.connect(settings).register_version(
-        name, package_key=key, sha256=sha256_bytes(data), template=template, metrics=metrics).version
+    return (
+        RegistryClient.connect(settings)
+        .register_version(name, package_key=key, sha256=sha256_bytes(data), template=template, metrics=metrics)
+        .version
+    )
 
 
 def register_package(settings, name: str, metrics=None, **package_options) -> int:  # type: ignore[no-untyped-def]
@@ -165,8 +191,11 @@ def model_server_replicas(app_name: str):  # type: ignore[no-untyped-def]
     """Handles of the live model-server replicas of the Serve app ``app_name`` (to kill one)."""
     import ray
 
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith("SERVE_REPLICA::") and f"{app_name}#ModelServer#" in a["name"]]
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_REPLICA::") and f"{app_name}#ModelServer#" in a["name"]
+    ]
     return [ray.get_actor(name, namespace="serve") for name in names]
 
 
@@ -286,8 +315,14 @@ def fault_table_figure(row: str, text: str) -> None:
     print(f"\nFAULT-TABLE {row}: {text}")
 
 
-def onnx_classifier(num_classes: int = 3, image_size: int = 8, channels: int = 1, seed: int = 0,
-                    layout: str = "NCHW", softmax: bool = False):  # type: ignore[no-untyped-def]
+def onnx_classifier(
+    num_classes: int = 3,
+    image_size: int = 8,
+    channels: int = 1,
+    seed: int = 0,
+    layout: str = "NCHW",
+    softmax: bool = False,
+):  # type: ignore[no-untyped-def]
     """(a small CNN in eval mode, its ONNX graph as torch's exporter writes it): a model "trained
     elsewhere". ``layout`` NHWC: the graph takes channels last; ``softmax``: it outputs probabilities."""
     import io
@@ -298,8 +333,16 @@ def onnx_classifier(num_classes: int = 3, image_size: int = 8, channels: int = 1
     from aiplatform.networks.architectures import build_model
 
     torch.manual_seed(seed)
-    network = build_model({"type": "cnn", "in_channels": channels, "image_size": image_size,
-                           "num_classes": num_classes, "conv_channels": [4], "hidden_units": 16})
+    network = build_model(
+        {
+            "type": "cnn",
+            "in_channels": channels,
+            "image_size": image_size,
+            "num_classes": num_classes,
+            "conv_channels": [4],
+            "hidden_units": 16,
+        }
+    )
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
@@ -317,6 +360,13 @@ def onnx_classifier(num_classes: int = 3, image_size: int = 8, channels: int = 1
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.rand(shape),), buffer, dynamo=False, input_names=["pixels"],
-                          output_names=["scores"], dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}})
+        torch.onnx.export(
+            module,
+            (torch.rand(shape),),
+            buffer,
+            dynamo=False,
+            input_names=["pixels"],
+            output_names=["scores"],
+            dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}},
+        )
     return module, buffer.getvalue()

@@ -9,7 +9,7 @@ import http.server
 import json
 import re
 import threading
-from typing import Any, Optional
+from typing import Any
 
 
 class GrafanaStub:
@@ -21,7 +21,7 @@ class GrafanaStub:
         self.folders: dict[str, dict[str, Any]] = {}
         self.dashboards: dict[str, dict[str, Any]] = {}
         self.rules: dict[str, dict[str, Any]] = {}
-        self._server: Optional[http.server.ThreadingHTTPServer] = None
+        self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
     def writes(self) -> list[tuple[str, str]]:
@@ -42,7 +42,7 @@ class GrafanaStub:
                 status, answer = stub.route(self.command, self.path.split("?")[0], body)
                 self._send(status, answer)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle  # noqa: N815 - the standard library's names
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
 
             def _send(self, status: int, answer: Any) -> None:
                 data = json.dumps(answer).encode()
@@ -98,8 +98,10 @@ class GrafanaStub:
             if body.get("folderUid") not in self.folders:
                 return 400, {"message": "folder not found"}
             version = self.dashboards.get(dashboard["uid"], {}).get("dashboard", {}).get("version", 0) + 1
-            self.dashboards[dashboard["uid"]] = {"dashboard": {**dashboard, "id": 7, "version": version},
-                                                 "meta": {"folderUid": body["folderUid"]}}
+            self.dashboards[dashboard["uid"]] = {
+                "dashboard": {**dashboard, "id": 7, "version": version},
+                "meta": {"folderUid": body["folderUid"]},
+            }
             return 200, {"status": "success", "uid": dashboard["uid"], "version": version}
         if m := re.fullmatch(r"/api/v1/provisioning/alert-rules/([\w-]+)", path):
             uid = m.group(1)

@@ -4,12 +4,20 @@ check every refused request goes through."""
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 
-from tests.factories import make_text_package, platform_settings, register_bytes, register_versions, served_platform, wait_for
+from tests.factories import (
+    make_text_package,
+    platform_settings,
+    register_bytes,
+    register_versions,
+    served_platform,
+    wait_for,
+)
 
 TOKEN = "hostile-suite-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,15 +33,22 @@ def hostile_platform(home: Any) -> Iterator[dict[str, Any]]:
     from aiplatform.tasks.queue import TaskClient
 
     (home / "data").mkdir()
-    with platform_settings(home, "hostile", api_token=TOKEN, max_request_rows=16,
-                           max_text_chars=MAX_TEXT_CHARS) as settings:
+    with platform_settings(
+        home, "hostile", api_token=TOKEN, max_request_rows=16, max_text_chars=MAX_TEXT_CHARS
+    ) as settings:
         register_versions(settings, "tiny", count=2)
         register_versions(settings, "probe")  # the good request after each hostile one
         register_bytes(settings, "words", make_text_package("words"), template="text-classification")
         RegistryClient.connect(settings).set_alias("words", "production", 1)
         with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60, headers=AUTH) as api:
-            yield {"api": api, "url": url, "settings": settings, "queue": TaskClient.connect(settings),
-                   "results": ResultClient.connect(settings), "registry": RegistryClient.connect(settings)}
+            yield {
+                "api": api,
+                "url": url,
+                "settings": settings,
+                "queue": TaskClient.connect(settings),
+                "results": ResultClient.connect(settings),
+                "registry": RegistryClient.connect(settings),
+            }
 
 
 def stored(platform: dict[str, Any]) -> tuple[int, int, Any]:
@@ -45,14 +60,16 @@ def stored(platform: dict[str, Any]) -> tuple[int, int, Any]:
     return platform["queue"].counts()["total"], counted, versions
 
 
-def _settled(results: Any) -> Optional[int]:
+def _settled(results: Any) -> int | None:
     first = results.count() - results.count("probe")
     time.sleep(0.3)
     second = results.count() - results.count("probe")
     return second + 1 if first == second else None  # + 1: 0 results is a settled count too
 
 
-def refused(platform: dict[str, Any], method: str, path: str, status: int, message: str, **request: Any) -> dict[str, Any]:
+def refused(
+    platform: dict[str, Any], method: str, path: str, status: int, message: str, **request: Any
+) -> dict[str, Any]:
     """Send a hostile request: ``status`` with ``message`` in its body, nothing stored changed, and
     the replica answers a good prediction next."""
     api = platform["api"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import ray
 
@@ -36,14 +36,21 @@ CANARY_RULE = "canary-rollback"
 def rules_from_settings(settings: Settings) -> list[Rule]:
     if settings.alert_rules_file is not None:
         return load_rules_file(settings.alert_rules_file)
-    return default_rules(latency_p99_s=settings.alert_latency_p99_s, error_rate=settings.alert_error_rate,
-                         queue_wait_s=settings.alert_queue_wait_s, drift_psi=settings.alert_drift_psi)
+    return default_rules(
+        latency_p99_s=settings.alert_latency_p99_s,
+        error_rate=settings.alert_error_rate,
+        queue_wait_s=settings.alert_queue_wait_s,
+        drift_psi=settings.alert_drift_psi,
+    )
 
 
 def metrics_targets() -> list[str]:
     """Every live node's metrics agent (where the platform's metrics are exported)."""
-    return [f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}" for node in ray.nodes()
-            if node.get("Alive") or node.get("alive")]
+    return [
+        f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+        for node in ray.nodes()
+        if node.get("Alive") or node.get("alive")
+    ]
 
 
 class AlertAPI(Protocol):
@@ -63,12 +70,13 @@ class AlertAPI(Protocol):
 
     def resolve(self, alert_id: str) -> Alert: ...
 
-    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]: ...
+    def deliveries(self, alert_id: str | None = None) -> list[dict[str, Any]]: ...
 
     def status(self) -> dict[str, Any]: ...
 
-    def history(self, names: list[str], since: float, until: float,
-                match: Optional[dict[str, str]] = None) -> list[dict[str, Any]]: ...
+    def history(
+        self, names: list[str], since: float, until: float, match: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 class AlertActor:
@@ -78,8 +86,8 @@ class AlertActor:
         self.signal_history = SignalHistory(settings.resolved_state_dir / "signals.sqlite")
         self.engine = AlertEngine(rules_from_settings(settings), self.store, settings.webhook_urls)
         self.notifier = WebhookNotifier(self.store)
-        self._canaries: Optional[CanaryGuard] = None
-        self._previous: Optional[Snapshot] = None
+        self._canaries: CanaryGuard | None = None
+        self._previous: Snapshot | None = None
         self._lock = threading.Lock()
         self.last_signals: list[Signal] = []
         self.evaluations = 0
@@ -101,9 +109,13 @@ class AlertActor:
             self.notifier.deliver_due()
             self.last_signals = signals
             self.evaluations += 1
-        return {"at": snapshot.at, "signals": {s.key: s.value for s in signals},
-                "fired": [a.to_dict() for a in result.fired], "resolved": [a.to_dict() for a in result.resolved],
-                "rolled_back": rolled_back}
+        return {
+            "at": snapshot.at,
+            "signals": {s.key: s.value for s in signals},
+            "fired": [a.to_dict() for a in result.fired],
+            "resolved": [a.to_dict() for a in result.resolved],
+            "rolled_back": rolled_back,
+        }
 
     def record_drift(self, model: str, scores: dict[str, float]) -> None:
         """The PSI per feature of a model's latest drift analysis (exported as ``aip_drift_score``)."""
@@ -133,15 +145,20 @@ class AlertActor:
         with self._lock:
             return self.store.resolve_by_id(alert_id, self.settings.webhook_urls, message=None)
 
-    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
+    def deliveries(self, alert_id: str | None = None) -> list[dict[str, Any]]:
         return self.store.deliveries(alert_id)
 
     def status(self) -> dict[str, Any]:
-        return {"evaluations": self.evaluations, "interval_s": self.settings.alert_interval_s,
-                "signals": {s.key: s.value for s in self.last_signals}, "webhooks": len(self.settings.alert_webhooks)}
+        return {
+            "evaluations": self.evaluations,
+            "interval_s": self.settings.alert_interval_s,
+            "signals": {s.key: s.value for s in self.last_signals},
+            "webhooks": len(self.settings.alert_webhooks),
+        }
 
-    def history(self, names: list[str], since: float, until: float,
-                match: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+    def history(
+        self, names: list[str], since: float, until: float, match: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """The signals ``names`` as recorded each interval (``alerting.history``)."""
         return self.signal_history.series(names, since, until, match)
 
@@ -152,10 +169,15 @@ class AlertActor:
             self._canaries = CanaryGuard(RegistryClient.connect(self.settings))
         rolled_back = []
         for model, version, reason in self._canaries.check(signals):
-            self.engine.raise_alert(CANARY_RULE, f"{CANARY_RULE}{{model={model},version={version}}}",
-                                    {"model": model, "version": str(version)}, "critical",
-                                    f"Rolled back the canary of {model}: {reason}; all traffic follows production",
-                                    None, now)
+            self.engine.raise_alert(
+                CANARY_RULE,
+                f"{CANARY_RULE}{{model={model},version={version}}}",
+                {"model": model, "version": str(version)},
+                "critical",
+                f"Rolled back the canary of {model}: {reason}; all traffic follows production",
+                None,
+                now,
+            )
             rolled_back.append({"model": model, "version": version, "reason": reason})
         return rolled_back
 
@@ -164,7 +186,7 @@ class AlertActor:
             time.sleep(self.settings.alert_interval_s)
             try:
                 self.evaluate_now()
-            except Exception:  # noqa: BLE001 - one bad interval must not stop alerting
+            except Exception:
                 logger.exception("alert evaluation failed; trying again next interval")
 
 
@@ -172,5 +194,5 @@ class AlertClient(ActorProxy, AlertAPI, protocol=AlertAPI):
     """The alert actor, called like the engine (see ``ActorProxy``)."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "AlertClient":
+    def connect(cls, settings: Settings) -> AlertClient:
         return cls(head_actor(AlertActor, ALERT_ACTOR_NAME, settings))

@@ -3,7 +3,7 @@ production's, over the same interval, gets its traffic share removed, and an ale
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.monitoring.signals import Signal
 
@@ -13,7 +13,7 @@ LATENCY_MARGIN_S = 0.05
 CONSECUTIVE = 2
 
 
-def canary_problem(signals: list[Signal], model: str, production: int, canary: int) -> Optional[str]:
+def canary_problem(signals: list[Signal], model: str, production: int, canary: int) -> str | None:
     """Why the canary is worse than production in these signals, or None."""
     values: dict[tuple[str, str], float] = {}
     for signal in signals:
@@ -22,11 +22,16 @@ def canary_problem(signals: list[Signal], model: str, production: int, canary: i
             values[(signal.name, labels.get("version", ""))] = signal.value
     prod_errors, canary_errors = values.get(("error_rate", str(production))), values.get(("error_rate", str(canary)))
     if canary_errors is not None and canary_errors > (prod_errors or 0.0) + ERROR_RATE_MARGIN:
-        return (f"canary v{canary} error rate {canary_errors:.1%} against production v{production}'s "
-                f"{(prod_errors or 0.0):.1%}")
+        return (
+            f"canary v{canary} error rate {canary_errors:.1%} against production v{production}'s "
+            f"{(prod_errors or 0.0):.1%}"
+        )
     prod_p99, canary_p99 = values.get(("latency_p99", str(production))), values.get(("latency_p99", str(canary)))
-    if prod_p99 is not None and canary_p99 is not None and \
-            canary_p99 > max(LATENCY_RATIO * prod_p99, prod_p99 + LATENCY_MARGIN_S):
+    if (
+        prod_p99 is not None
+        and canary_p99 is not None
+        and canary_p99 > max(LATENCY_RATIO * prod_p99, prod_p99 + LATENCY_MARGIN_S)
+    ):
         return f"canary v{canary} p99 latency {canary_p99 * 1000:.0f} ms against production v{production}'s {prod_p99 * 1000:.0f} ms"
     return None
 

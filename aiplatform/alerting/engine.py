@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
 
 from aiplatform.alerting.rules import Rule
 from aiplatform.alerting.store import Alert, AlertStore
@@ -28,7 +28,7 @@ class _SeriesState:
     values: deque[tuple[float, float]]  # (time, value)
     breaching: int = 0
     clear: int = 0
-    ewma: Optional[float] = None
+    ewma: float | None = None
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Evaluation:
 
 
 class AlertEngine:
-    def __init__(self, rules: list[Rule], store: AlertStore, webhooks: Optional[list[str]] = None) -> None:
+    def __init__(self, rules: list[Rule], store: AlertStore, webhooks: list[str] | None = None) -> None:
         self.rules = rules
         self.store = store
         self.webhooks = list(webhooks or [])
@@ -58,7 +58,8 @@ class AlertEngine:
         windows = {rule.name: rule.window for rule in rules}
         self._state = {
             (name, key): replace(state, values=deque(state.values, maxlen=windows[name] + 1))
-            for (name, key), state in self._state.items() if name in windows
+            for (name, key), state in self._state.items()
+            if name in windows
         }
         self.rules = rules
 
@@ -71,8 +72,7 @@ class AlertEngine:
                 if signal.name != rule.signal or any(dict(signal.labels).get(k) != v for k, v in rule.match.items()):
                     continue
                 seen.add(signal.key)
-                state = self._state.setdefault(
-                    (rule.name, signal.key), _SeriesState(deque(maxlen=rule.window + 1)))
+                state = self._state.setdefault((rule.name, signal.key), _SeriesState(deque(maxlen=rule.window + 1)))
                 message = self._condition(rule, state, signal, now)
                 state.values.append((now, signal.value))
                 self._apply(rule, state, signal, message, now, result)
@@ -82,15 +82,23 @@ class AlertEngine:
                     self._apply(rule, state, None, None, now, result, series=key)
         return result
 
-    def raise_alert(self, rule: str, series: str, labels: dict[str, str], severity: str, message: str,
-                    value: Optional[float], now: float) -> Alert:
+    def raise_alert(
+        self,
+        rule: str,
+        series: str,
+        labels: dict[str, str],
+        severity: str,
+        message: str,
+        value: float | None,
+        now: float,
+    ) -> Alert:
         """An alert from outside the rules (e.g. an automatic canary rollback)."""
         alert, new = self.store.open_alert(rule, series, labels, severity, message, value, self.webhooks, now)
         if new:
             inc("aip_alerts", rule=rule, severity=severity)
         return alert
 
-    def _condition(self, rule: Rule, state: _SeriesState, signal: Signal, now: float) -> Optional[str]:
+    def _condition(self, rule: Rule, state: _SeriesState, signal: Signal, now: float) -> str | None:
         """The alert message when the rule's condition holds for this value, else None."""
         value = signal.value
         where = ", ".join(f"{k}={v}" for k, v in signal.labels) or "platform"
@@ -101,7 +109,7 @@ class AlertEngine:
             return None
         if rule.kind == "anomaly":
             state.ewma = value if state.ewma is None else EWMA_ALPHA * value + (1 - EWMA_ALPHA) * state.ewma
-            past = [v for _, v in state.values][-rule.window:]
+            past = [v for _, v in state.values][-rule.window :]
             if len(past) < rule.window // 2 or len(past) < 5:
                 return None
             median = statistics.median(past)
@@ -111,12 +119,14 @@ class AlertEngine:
                 departure = -departure
             band = rule.sensitivity * spread
             if departure > max(band, rule.min_delta):
-                return (f"{rule.signal} of {where} is anomalous: {state.ewma:.4g} smoothed against a usual "
-                        f"{median:.4g} ± {band:.3g}")
+                return (
+                    f"{rule.signal} of {where} is anomalous: {state.ewma:.4g} smoothed against a usual "
+                    f"{median:.4g} ± {band:.3g}"
+                )
             return None
         # trend: early warning
         assert rule.threshold is not None
-        points = list(state.values)[-(rule.window - 1):] + [(now, value)]
+        points = [*list(state.values)[-(rule.window - 1) :], (now, value)]
         if len(points) < MIN_TREND_POINTS or rule.breached(value, rule.threshold):
             return None
         slope, intercept = _fit_line(points)
@@ -124,18 +134,29 @@ class AlertEngine:
         heading = slope > 0 if rule.op == ">" else slope < 0
         if heading and rule.breached(projected, rule.threshold):
             eta = (rule.threshold - (intercept + slope * now)) / slope if slope else float("inf")
-            return (f"{rule.signal} of {where} is {value:.4g} and rising toward {rule.threshold:g}: projected "
-                    f"{projected:.4g} in {rule.horizon_s:g} s (crossing in about {max(0.0, eta):.0f} s)")
+            return (
+                f"{rule.signal} of {where} is {value:.4g} and rising toward {rule.threshold:g}: projected "
+                f"{projected:.4g} in {rule.horizon_s:g} s (crossing in about {max(0.0, eta):.0f} s)"
+            )
         return None
 
-    def _apply(self, rule: Rule, state: _SeriesState, signal: Optional[Signal], message: Optional[str],
-               now: float, result: Evaluation, series: Optional[str] = None) -> None:
+    def _apply(
+        self,
+        rule: Rule,
+        state: _SeriesState,
+        signal: Signal | None,
+        message: str | None,
+        now: float,
+        result: Evaluation,
+        series: str | None = None,
+    ) -> None:
         key = series or (signal.key if signal else "")
         if message is not None and signal is not None:
             state.breaching, state.clear = state.breaching + 1, 0
             if state.breaching >= rule.for_evaluations:
-                alert, new = self.store.open_alert(rule.name, key, dict(signal.labels), rule.severity, message,
-                                                   signal.value, self.webhooks, now)
+                alert, new = self.store.open_alert(
+                    rule.name, key, dict(signal.labels), rule.severity, message, signal.value, self.webhooks, now
+                )
                 if new:
                     inc("aip_alerts", rule=rule.name, severity=rule.severity)
                     result.fired.append(alert)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from aiplatform.monitoring.signals import Signal
 from aiplatform.sqlite import open_database, transaction
@@ -57,7 +58,7 @@ class SignalHistory:
             if self._records % PRUNE_EVERY == 1:
                 self._prune(at)
 
-    def prune(self, now: Optional[float] = None) -> None:
+    def prune(self, now: float | None = None) -> None:
         with self._lock:
             self._prune(time.time() if now is None else now)
 
@@ -66,12 +67,14 @@ class SignalHistory:
             db.execute("DELETE FROM points WHERE at < ?", (now - self.max_age_s,))
             count = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
             if count > self.max_points:
-                cutoff = db.execute("SELECT at FROM points ORDER BY at LIMIT 1 OFFSET ?",
-                                    (count - self.max_points,)).fetchone()[0]
+                cutoff = db.execute(
+                    "SELECT at FROM points ORDER BY at LIMIT 1 OFFSET ?", (count - self.max_points,)
+                ).fetchone()[0]
                 db.execute("DELETE FROM points WHERE at <= ?", (cutoff,))  # whole intervals: never over the limit
 
-    def series(self, names: Iterable[str], since: float, until: float,
-               match: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+    def series(
+        self, names: Iterable[str], since: float, until: float, match: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """``[{"name", "labels", "points": [[at, value], ...]}]`` of the signals ``names`` between
         ``since`` and ``until`` whose labels include ``match``."""
         names = list(names)
@@ -80,12 +83,16 @@ class SignalHistory:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT at, name, labels, value FROM points WHERE name IN ({','.join('?' * len(names))})"
-                " AND at >= ? AND at <= ? ORDER BY at", (*names, since, until)).fetchall()
+                " AND at >= ? AND at <= ? ORDER BY at",
+                (*names, since, until),
+            ).fetchall()
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
             labels = json.loads(row["labels"])
             if match and any(labels.get(key) != value for key, value in match.items()):
                 continue
-            entry = found.setdefault((row["name"], row["labels"]), {"name": row["name"], "labels": labels, "points": []})
+            entry = found.setdefault(
+                (row["name"], row["labels"]), {"name": row["name"], "labels": labels, "points": []}
+            )
             entry["points"].append([row["at"], row["value"]])
         return list(found.values())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
 
 import httpx
 
@@ -25,14 +24,20 @@ def retry_delay_s(attempts: int, base_s: float = BASE_DELAY_S) -> float:
 
 
 class WebhookNotifier:
-    def __init__(self, store: AlertStore, *, timeout_s: float = TIMEOUT_S, max_attempts: int = MAX_ATTEMPTS,
-                 base_delay_s: float = BASE_DELAY_S) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        *,
+        timeout_s: float = TIMEOUT_S,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_delay_s: float = BASE_DELAY_S,
+    ) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
 
-    def deliver_due(self, now: Optional[float] = None) -> int:
+    def deliver_due(self, now: float | None = None) -> int:
         """Send every delivery that is due; returns how many were accepted."""
         accepted = 0
         now = time.time() if now is None else now
@@ -45,20 +50,21 @@ class WebhookNotifier:
             attempts = int(delivery["attempts"]) + 1
             retry_at = now + retry_delay_s(attempts, self.base_delay_s) if attempts < self.max_attempts else None
             if retry_at is None:
-                logger.warning("webhook %s gave up after %d attempts: %s", redacted_url(delivery["url"]), attempts,
-                               error)
+                logger.warning(
+                    "webhook %s gave up after %d attempts: %s", redacted_url(delivery["url"]), attempts, error
+                )
             self.store.delivery_failed(delivery["id"], error, retry_at, now)
         return accepted
 
-    def _post(self, url: str, payload: str) -> Optional[str]:
+    def _post(self, url: str, payload: str) -> str | None:
         """None when accepted, else what went wrong: the error's kind or the HTTP status, never
         the exception text or the response body (either may repeat the URL's token)."""
         try:
-            response = httpx.post(url, content=payload, headers={"Content-Type": "application/json"},
-                                  timeout=self.timeout_s)
+            response = httpx.post(
+                url, content=payload, headers={"Content-Type": "application/json"}, timeout=self.timeout_s
+            )
         except httpx.HTTPError as exc:
             return type(exc).__name__
         if 200 <= response.status_code < 300:
             return None
         return f"HTTP {response.status_code}"
-

@@ -11,12 +11,14 @@ so they can be drawn on them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from string import Template
-from typing import Any, Callable, Optional
+from typing import Any
 
 from aiplatform.alerting.store import Alert
 from aiplatform.errors import InvalidArgument
@@ -41,45 +43,95 @@ class ChartSpec:
     title: str
     unit: str
     promql: str
-    signal: Optional[str]
+    signal: str | None
     series_by: tuple[str, ...]
     per_model: bool = True
 
 
 _REQUESTS = "rate(${requests}{${sel}}[${range}])"
 CHARTS: tuple[ChartSpec, ...] = (
-    ChartSpec("request_rate", "Requests per second", "req/s", f"sum by (version) ({_REQUESTS})",
-              "request_rate", ("version",)),
-    ChartSpec("error_rate", "Errors by outcome (share of requests)", "share",
-              'sum by (version, outcome) (rate(${requests}{${sel}, outcome!="ok"}[${range}])) '
-              f"/ ignoring(outcome) group_left sum by (version) ({_REQUESTS})", "error_rate", ("version", "outcome")),
-    ChartSpec("latency_p50", "Latency p50", "s",
-              "histogram_quantile(0.5, sum by (version, le) (rate(${latency}_bucket{${sel}}[${range}])))",
-              "latency_p50", ("version",)),
-    ChartSpec("latency_p99", "Latency p99", "s",
-              "histogram_quantile(0.99, sum by (version, le) (rate(${latency}_bucket{${sel}}[${range}])))",
-              "latency_p99", ("version",)),
-    ChartSpec("batch_size", "Inputs per forward pass (mean)", "inputs",
-              "sum by (version) (rate(${batch}_sum{${sel}}[${range}])) "
-              "/ sum by (version) (rate(${batch}_count{${sel}}[${range}]))", None, ("version",)),
-    ChartSpec("class_share", "Predicted classes (share)", "share",
-              "sum by (label) (rate(${classes}{${sel}}[${range}])) "
-              "/ ignoring(label) group_left sum(rate(${classes}{${sel}}[${range}]))", None, ("label",)),
-    ChartSpec("drift_score", "Drift (PSI) per feature", "PSI", "max by (feature) (${drift}{${model_only}})",
-              "drift_score", ("feature",)),
-    ChartSpec("queued_tasks", "Training tasks waiting", "tasks", 'sum(${queue}{state="QUEUED"})',
-              "queued_tasks", (), per_model=False),
-    ChartSpec("queue_wait_p90", "Training queue wait p90", "s",
-              "histogram_quantile(0.9, sum by (le) (rate(${wait}_bucket[${range}])))", "queue_wait_p90", (),
-              per_model=False),
+    ChartSpec(
+        "request_rate", "Requests per second", "req/s", f"sum by (version) ({_REQUESTS})", "request_rate", ("version",)
+    ),
+    ChartSpec(
+        "error_rate",
+        "Errors by outcome (share of requests)",
+        "share",
+        'sum by (version, outcome) (rate(${requests}{${sel}, outcome!="ok"}[${range}])) '
+        f"/ ignoring(outcome) group_left sum by (version) ({_REQUESTS})",
+        "error_rate",
+        ("version", "outcome"),
+    ),
+    ChartSpec(
+        "latency_p50",
+        "Latency p50",
+        "s",
+        "histogram_quantile(0.5, sum by (version, le) (rate(${latency}_bucket{${sel}}[${range}])))",
+        "latency_p50",
+        ("version",),
+    ),
+    ChartSpec(
+        "latency_p99",
+        "Latency p99",
+        "s",
+        "histogram_quantile(0.99, sum by (version, le) (rate(${latency}_bucket{${sel}}[${range}])))",
+        "latency_p99",
+        ("version",),
+    ),
+    ChartSpec(
+        "batch_size",
+        "Inputs per forward pass (mean)",
+        "inputs",
+        "sum by (version) (rate(${batch}_sum{${sel}}[${range}])) "
+        "/ sum by (version) (rate(${batch}_count{${sel}}[${range}]))",
+        None,
+        ("version",),
+    ),
+    ChartSpec(
+        "class_share",
+        "Predicted classes (share)",
+        "share",
+        "sum by (label) (rate(${classes}{${sel}}[${range}])) "
+        "/ ignoring(label) group_left sum(rate(${classes}{${sel}}[${range}]))",
+        None,
+        ("label",),
+    ),
+    ChartSpec(
+        "drift_score",
+        "Drift (PSI) per feature",
+        "PSI",
+        "max by (feature) (${drift}{${model_only}})",
+        "drift_score",
+        ("feature",),
+    ),
+    ChartSpec(
+        "queued_tasks",
+        "Training tasks waiting",
+        "tasks",
+        'sum(${queue}{state="QUEUED"})',
+        "queued_tasks",
+        (),
+        per_model=False,
+    ),
+    ChartSpec(
+        "queue_wait_p90",
+        "Training queue wait p90",
+        "s",
+        "histogram_quantile(0.9, sum by (le) (rate(${wait}_bucket[${range}])))",
+        "queue_wait_p90",
+        (),
+        per_model=False,
+    ),
 )
-METRIC_NAMES = {"requests": METRICS["aip_requests"].prometheus_name,
-                "latency": METRICS["aip_request_latency_seconds"].prometheus_name,
-                "batch": METRICS["aip_batch_size"].prometheus_name,
-                "classes": METRICS["aip_predicted_class"].prometheus_name,
-                "drift": METRICS["aip_drift_score"].prometheus_name,
-                "queue": METRICS["aip_task_queue_depth"].prometheus_name,
-                "wait": METRICS["aip_task_wait_seconds"].prometheus_name}
+METRIC_NAMES = {
+    "requests": METRICS["aip_requests"].prometheus_name,
+    "latency": METRICS["aip_request_latency_seconds"].prometheus_name,
+    "batch": METRICS["aip_batch_size"].prometheus_name,
+    "classes": METRICS["aip_predicted_class"].prometheus_name,
+    "drift": METRICS["aip_drift_score"].prometheus_name,
+    "queue": METRICS["aip_task_queue_depth"].prometheus_name,
+    "wait": METRICS["aip_task_wait_seconds"].prometheus_name,
+}
 """The ``${...}`` names the charts' PromQL uses, as Prometheus knows the metrics."""
 
 
@@ -97,12 +149,12 @@ def _label(value: str, what: str) -> str:
     return value
 
 
-def _selector(model: str, version: Optional[str]) -> str:
+def _selector(model: str, version: str | None) -> str:
     """The PromQL label selector of a model's series (one version, or all)."""
     return f'model="{model}"' + (f', version="{version}"' if version else "")
 
 
-def _match(model: str, version: Optional[str]) -> dict[str, str]:
+def _match(model: str, version: str | None) -> dict[str, str]:
     """The labels a model's signals carry (one version, or all)."""
     return {"model": model, **({"version": version} if version else {})}
 
@@ -115,17 +167,26 @@ class PrometheusSeries:
     def __init__(self, client: PrometheusClient) -> None:
         self.client = client
 
-    def chart_series(self, spec: ChartSpec, model: str, version: Optional[str], since: float, until: float,
-                     step_s: float) -> list[dict[str, Any]]:
-        query = Template(spec.promql).substitute(METRIC_NAMES, sel=_selector(model, version),
-                                                 model_only=_selector(model, None),
-                                                 range=f"{max(MIN_RATE_RANGE_S, int(step_s * 2))}s")
-        return [{"labels": {key: r["metric"].get(key, "") for key in spec.series_by},
-                 "points": [[t, v] for t, v in r["values"] if math.isfinite(v)]}
-                for r in self.client.query_range(query, since, until, step_s)]
+    def chart_series(
+        self, spec: ChartSpec, model: str, version: str | None, since: float, until: float, step_s: float
+    ) -> list[dict[str, Any]]:
+        query = Template(spec.promql).substitute(
+            METRIC_NAMES,
+            sel=_selector(model, version),
+            model_only=_selector(model, None),
+            range=f"{max(MIN_RATE_RANGE_S, int(step_s * 2))}s",
+        )
+        return [
+            {
+                "labels": {key: r["metric"].get(key, "") for key in spec.series_by},
+                "points": [[t, v] for t, v in r["values"] if math.isfinite(v)],
+            }
+            for r in self.client.query_range(query, since, until, step_s)
+        ]
 
-    def request_totals(self, model: str, version: Optional[str], since: float, until: float,
-                       step_s: float) -> dict[str, float]:
+    def request_totals(
+        self, model: str, version: str | None, since: float, until: float, step_s: float
+    ) -> dict[str, float]:
         """Requests per outcome in the window, from the counters themselves: the increase
         between consecutive samples (a process restarting its counter starts again from its
         first value), and a series that first appears inside the window counts from zero."""
@@ -137,7 +198,7 @@ class PrometheusSeries:
                 continue
             outcome = result["metric"].get("outcome", "")
             gained = points[0][1] if points[0][0] > since + step_s else 0.0
-            for (_, before), (_, after) in zip(points, points[1:]):
+            for (_, before), (_, after) in itertools.pairwise(points):
                 gained += after - before if after >= before else after
             totals[outcome] = totals.get(outcome, 0.0) + gained
         return {outcome: round(total) for outcome, total in totals.items() if total > 0}
@@ -151,17 +212,23 @@ class HistorySeries:
     def __init__(self, history: Callable[..., list[dict[str, Any]]]) -> None:
         self.history = history
 
-    def chart_series(self, spec: ChartSpec, model: str, version: Optional[str], since: float, until: float,
-                     step_s: float) -> list[dict[str, Any]]:
+    def chart_series(
+        self, spec: ChartSpec, model: str, version: str | None, since: float, until: float, step_s: float
+    ) -> list[dict[str, Any]]:
         if spec.signal is None:
             return []
         match = _match(model, version) if spec.per_model else {}
-        return [{"labels": {key: entry["labels"].get(key, "") for key in spec.series_by},
-                 "points": _downsampled(entry["points"], since, step_s)}
-                for entry in self.history([spec.signal], since, until, match)]
+        return [
+            {
+                "labels": {key: entry["labels"].get(key, "") for key in spec.series_by},
+                "points": _downsampled(entry["points"], since, step_s),
+            }
+            for entry in self.history([spec.signal], since, until, match)
+        ]
 
-    def request_totals(self, model: str, version: Optional[str], since: float, until: float,
-                       step_s: float) -> dict[str, float]:
+    def request_totals(
+        self, model: str, version: str | None, since: float, until: float, step_s: float
+    ) -> dict[str, float]:
         totals: dict[str, float] = {}
         for entry in self.history(["requests"], since, until, _match(model, version)):
             outcome = entry["labels"].get("outcome", "")
@@ -177,8 +244,15 @@ def _downsampled(points: list[list[float]], since: float, step_s: float) -> list
     return [[since + (index + 0.5) * step_s, sum(values) / len(values)] for index, values in sorted(buckets.items())]
 
 
-def model_overview(source: PrometheusSeries | HistorySeries, model: str, version: Optional[str], window: str,
-                   rules: list[dict[str, Any]], alerts: list[Alert], now: Optional[float] = None) -> dict[str, Any]:
+def model_overview(
+    source: PrometheusSeries | HistorySeries,
+    model: str,
+    version: str | None,
+    window: str,
+    rules: list[dict[str, Any]],
+    alerts: list[Alert],
+    now: float | None = None,
+) -> dict[str, Any]:
     """Every chart of ``model`` (one version, or all) over ``window``, with the request totals by
     outcome, the alert rules' thresholds per chart and the alerts that overlap the window."""
     model = _label(model, "model")
@@ -189,21 +263,47 @@ def model_overview(source: PrometheusSeries | HistorySeries, model: str, version
     step_s = max(5.0, seconds / POINTS_PER_CHART)
     charts = []
     for spec in CHARTS:
-        thresholds = [{"rule": r["name"], "value": r["threshold"], "op": r["op"], "severity": r["severity"]}
-                      for r in rules if r["signal"] == spec.signal and r.get("threshold") is not None
-                      and r["kind"] == "threshold" and _rule_applies(r, model, version)]
-        charts.append({"name": spec.name, "title": spec.title, "unit": spec.unit, "per_model": spec.per_model,
-                       "available": spec.signal is not None or source.source == "prometheus",
-                       "series": source.chart_series(spec, model, version, since, until, step_s),
-                       "thresholds": thresholds})
-    overlapping = [a.to_dict() for a in alerts
-                   if a.started_at <= until and (a.resolved_at is None or a.resolved_at >= since)
-                   and (a.labels.get("model") in (None, model)) and (version is None or a.labels.get("version") in (None, version))]
-    return {"model": model, "version": version, "window": window, "since": since, "until": until, "step_s": step_s,
-            "source": source.source, "charts": charts,
-            "totals": source.request_totals(model, version, since, until, step_s), "alerts": overlapping}
+        thresholds = [
+            {"rule": r["name"], "value": r["threshold"], "op": r["op"], "severity": r["severity"]}
+            for r in rules
+            if r["signal"] == spec.signal
+            and r.get("threshold") is not None
+            and r["kind"] == "threshold"
+            and _rule_applies(r, model, version)
+        ]
+        charts.append(
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "unit": spec.unit,
+                "per_model": spec.per_model,
+                "available": spec.signal is not None or source.source == "prometheus",
+                "series": source.chart_series(spec, model, version, since, until, step_s),
+                "thresholds": thresholds,
+            }
+        )
+    overlapping = [
+        a.to_dict()
+        for a in alerts
+        if a.started_at <= until
+        and (a.resolved_at is None or a.resolved_at >= since)
+        and (a.labels.get("model") in (None, model))
+        and (version is None or a.labels.get("version") in (None, version))
+    ]
+    return {
+        "model": model,
+        "version": version,
+        "window": window,
+        "since": since,
+        "until": until,
+        "step_s": step_s,
+        "source": source.source,
+        "charts": charts,
+        "totals": source.request_totals(model, version, since, until, step_s),
+        "alerts": overlapping,
+    }
 
 
-def _rule_applies(rule: dict[str, Any], model: str, version: Optional[str]) -> bool:
+def _rule_applies(rule: dict[str, Any], model: str, version: str | None) -> bool:
     match = rule.get("match") or {}
     return match.get("model", model) == model and (version is None or match.get("version", version) == version)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,7 +35,7 @@ class Rule(BaseModel):
     signal: str = Field(..., description=f"one of {', '.join(SIGNAL_NAMES)}")
     match: dict[str, str] = Field(default_factory=dict, description="only series with these labels")
     op: Literal[">", "<"] = Field(">", description="which side is bad")
-    threshold: Optional[float] = Field(None, description="threshold and trend rules")
+    threshold: float | None = Field(None, description="threshold and trend rules")
     for_evaluations: int = Field(1, ge=1, le=100)
     resolve_after: int = Field(2, ge=1, le=100)
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -46,7 +46,7 @@ class Rule(BaseModel):
     description: str = ""
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Rule":
+    def _consistent(self) -> Rule:
         if not _NAME.fullmatch(self.name):
             raise ValueError(f"name {self.name!r} must be lowercase letters, digits and dashes")
         if self.signal not in SIGNAL_NAMES:
@@ -90,21 +90,74 @@ def load_rules_file(path: Path) -> list[Rule]:
 
 def default_rules(*, latency_p99_s: float, error_rate: float, queue_wait_s: float, drift_psi: float) -> list[Rule]:
     """The rules the platform runs unless given a rules file."""
-    return parse_rules([
-        {"name": "latency-p99-high", "kind": "threshold", "signal": "latency_p99", "threshold": latency_p99_s,
-         "for_evaluations": 2, "severity": "critical", "description": "p99 latency of a model version is too high"},
-        {"name": "error-rate-high", "kind": "threshold", "signal": "error_rate", "threshold": error_rate,
-         "severity": "critical", "description": "too many server errors or rejections"},
-        {"name": "queue-wait-high", "kind": "threshold", "signal": "queue_wait_p90", "threshold": queue_wait_s,
-         "description": "training tasks wait too long to start"},
-        {"name": "drift-significant", "kind": "threshold", "signal": "drift_score", "threshold": drift_psi,
-         "resolve_after": 1, "description": "live inputs differ from the training data (PSI)"},
-        {"name": "latency-anomaly", "kind": "anomaly", "signal": "latency_p99", "sensitivity": 6.0,
-         "min_delta": 0.05, "description": "p99 latency left its usual band"},
-        {"name": "traffic-anomaly", "kind": "anomaly", "signal": "request_rate", "sensitivity": 6.0,
-         "min_delta": 5.0, "severity": "info", "description": "request rate left its usual band"},
-        {"name": "latency-trend", "kind": "trend", "signal": "latency_p99", "threshold": latency_p99_s,
-         "window": 10, "horizon_s": 300, "description": "p99 latency is heading for its threshold"},
-        {"name": "error-rate-trend", "kind": "trend", "signal": "error_rate", "threshold": error_rate,
-         "window": 10, "horizon_s": 300, "description": "the error rate is heading for its threshold"},
-    ])
+    return parse_rules(
+        [
+            {
+                "name": "latency-p99-high",
+                "kind": "threshold",
+                "signal": "latency_p99",
+                "threshold": latency_p99_s,
+                "for_evaluations": 2,
+                "severity": "critical",
+                "description": "p99 latency of a model version is too high",
+            },
+            {
+                "name": "error-rate-high",
+                "kind": "threshold",
+                "signal": "error_rate",
+                "threshold": error_rate,
+                "severity": "critical",
+                "description": "too many server errors or rejections",
+            },
+            {
+                "name": "queue-wait-high",
+                "kind": "threshold",
+                "signal": "queue_wait_p90",
+                "threshold": queue_wait_s,
+                "description": "training tasks wait too long to start",
+            },
+            {
+                "name": "drift-significant",
+                "kind": "threshold",
+                "signal": "drift_score",
+                "threshold": drift_psi,
+                "resolve_after": 1,
+                "description": "live inputs differ from the training data (PSI)",
+            },
+            {
+                "name": "latency-anomaly",
+                "kind": "anomaly",
+                "signal": "latency_p99",
+                "sensitivity": 6.0,
+                "min_delta": 0.05,
+                "description": "p99 latency left its usual band",
+            },
+            {
+                "name": "traffic-anomaly",
+                "kind": "anomaly",
+                "signal": "request_rate",
+                "sensitivity": 6.0,
+                "min_delta": 5.0,
+                "severity": "info",
+                "description": "request rate left its usual band",
+            },
+            {
+                "name": "latency-trend",
+                "kind": "trend",
+                "signal": "latency_p99",
+                "threshold": latency_p99_s,
+                "window": 10,
+                "horizon_s": 300,
+                "description": "p99 latency is heading for its threshold",
+            },
+            {
+                "name": "error-rate-trend",
+                "kind": "trend",
+                "signal": "error_rate",
+                "threshold": error_rate,
+                "window": 10,
+                "horizon_s": 300,
+                "description": "the error rate is heading for its threshold",
+            },
+        ]
+    )

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiplatform.errors import InvalidArgument, NotFound
@@ -65,10 +65,10 @@ class Alert:
     severity: str
     state: str
     message: str
-    value: Optional[float]
+    value: float | None
     started_at: float
     updated_at: float
-    resolved_at: Optional[float]
+    resolved_at: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,44 +85,64 @@ class AlertStore:
         with self._lock:
             self._db.close()
 
-    def open_alert(self, rule: str, series: str, labels: dict[str, str], severity: str, message: str,
-                   value: Optional[float], webhooks: list[str], now: Optional[float] = None) -> tuple[Alert, bool]:
+    def open_alert(
+        self,
+        rule: str,
+        series: str,
+        labels: dict[str, str],
+        severity: str,
+        message: str,
+        value: float | None,
+        webhooks: list[str],
+        now: float | None = None,
+    ) -> tuple[Alert, bool]:
         """Fire (or keep firing) the alert of (rule, series); returns it and whether it is new."""
         now = time.time() if now is None else now
         with self._lock, transaction(self._db) as db:
-            row = db.execute("SELECT id FROM alerts WHERE rule = ? AND series = ? AND state = ?",
-                             (rule, series, FIRING)).fetchone()
+            row = db.execute(
+                "SELECT id FROM alerts WHERE rule = ? AND series = ? AND state = ?", (rule, series, FIRING)
+            ).fetchone()
             if row is not None:
-                db.execute("UPDATE alerts SET value = ?, message = ?, updated_at = ? WHERE id = ?",
-                           (value, message, now, row["id"]))
+                db.execute(
+                    "UPDATE alerts SET value = ?, message = ?, updated_at = ? WHERE id = ?",
+                    (value, message, now, row["id"]),
+                )
                 alert_id, new = row["id"], False
             else:
                 alert_id, new = uuid.uuid4().hex[:16], True
-                db.execute("INSERT INTO alerts(id, rule, series, labels, severity, state, message, value, started_at,"
-                           " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                           (alert_id, rule, series, json.dumps(labels), severity, FIRING, message, value, now, now))
+                db.execute(
+                    "INSERT INTO alerts(id, rule, series, labels, severity, state, message, value, started_at,"
+                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (alert_id, rule, series, json.dumps(labels), severity, FIRING, message, value, now, now),
+                )
             alert = self._get(db, alert_id)
             if new:
                 self._enqueue(db, alert, webhooks, now)
         return alert, new
 
-    def resolve(self, rule: str, series: str, webhooks: list[str], message: Optional[str] = None,
-                now: Optional[float] = None) -> Optional[Alert]:
+    def resolve(
+        self, rule: str, series: str, webhooks: list[str], message: str | None = None, now: float | None = None
+    ) -> Alert | None:
         """Resolve the open alert of (rule, series), if there is one."""
         now = time.time() if now is None else now
         with self._lock, transaction(self._db) as db:
-            row = db.execute("SELECT id FROM alerts WHERE rule = ? AND series = ? AND state = ?",
-                             (rule, series, FIRING)).fetchone()
+            row = db.execute(
+                "SELECT id FROM alerts WHERE rule = ? AND series = ? AND state = ?", (rule, series, FIRING)
+            ).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE alerts SET state = ?, resolved_at = ?, updated_at = ?,"
-                       " message = COALESCE(?, message) WHERE id = ?", (RESOLVED, now, now, message, row["id"]))
+            db.execute(
+                "UPDATE alerts SET state = ?, resolved_at = ?, updated_at = ?,"
+                " message = COALESCE(?, message) WHERE id = ?",
+                (RESOLVED, now, now, message, row["id"]),
+            )
             alert = self._get(db, row["id"])
             self._enqueue(db, alert, webhooks, now)
         return alert
 
-    def resolve_by_id(self, alert_id: str, webhooks: list[str], message: Optional[str] = None,
-                      now: Optional[float] = None) -> Alert:
+    def resolve_by_id(
+        self, alert_id: str, webhooks: list[str], message: str | None = None, now: float | None = None
+    ) -> Alert:
         """Resolve one alert by hand (an operator has dealt with it); a resolved one stays as it is."""
         alert = self.get(alert_id)
         if alert.state == RESOLVED:
@@ -133,8 +153,15 @@ class AlertStore:
         with self._lock:
             return self._get(self._db, alert_id)
 
-    def query(self, *, state: Optional[str] = None, rule: Optional[str] = None, since: Optional[float] = None,
-              before: Optional[str] = None, limit: int = 100) -> list[Alert]:
+    def query(
+        self,
+        *,
+        state: str | None = None,
+        rule: str | None = None,
+        since: float | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
         """Newest first; ``before`` (a page's ``alerts_cursor``) continues after its last alert."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
@@ -154,43 +181,53 @@ class AlertStore:
             clauses.append("(started_at, id) < (?, ?)")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM alerts {where} ORDER BY started_at DESC, id DESC LIMIT ?",
-                                    (*params, limit)).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM alerts {where} ORDER BY started_at DESC, id DESC LIMIT ?", (*params, limit)
+            ).fetchall()
         return [_to_alert(row) for row in rows]
 
     # -- the webhook outbox ---------------------------------------------------------------------
-    def due_deliveries(self, now: Optional[float] = None, limit: int = 50) -> list[dict[str, Any]]:
+    def due_deliveries(self, now: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM deliveries WHERE delivered_at IS NULL AND failed_at IS NULL AND next_at <= ?"
-                " ORDER BY id LIMIT ?", (time.time() if now is None else now, limit)).fetchall()
+                " ORDER BY id LIMIT ?",
+                (time.time() if now is None else now, limit),
+            ).fetchall()
         return [dict(row) for row in rows]
 
-    def delivery_done(self, delivery_id: int, now: Optional[float] = None) -> None:
+    def delivery_done(self, delivery_id: int, now: float | None = None) -> None:
         with self._lock, transaction(self._db) as db:
-            db.execute("UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
-                       (time.time() if now is None else now, delivery_id))
+            db.execute(
+                "UPDATE deliveries SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (time.time() if now is None else now, delivery_id),
+            )
 
-    def delivery_failed(self, delivery_id: int, error: str, retry_at: Optional[float],
-                        now: Optional[float] = None) -> None:
+    def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None, now: float | None = None) -> None:
         """Record a failed attempt; ``retry_at`` None gives up for good."""
         with self._lock, transaction(self._db) as db:
-            db.execute("UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_at = COALESCE(?, next_at),"
-                       " failed_at = CASE WHEN ? IS NULL THEN ? ELSE NULL END WHERE id = ?",
-                       (error[:500], retry_at, retry_at, time.time() if now is None else now, delivery_id))
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_at = COALESCE(?, next_at),"
+                " failed_at = CASE WHEN ? IS NULL THEN ? ELSE NULL END WHERE id = ?",
+                (error[:500], retry_at, retry_at, time.time() if now is None else now, delivery_id),
+            )
 
-    def deliveries(self, alert_id: Optional[str] = None) -> list[dict[str, Any]]:
+    def deliveries(self, alert_id: str | None = None) -> list[dict[str, Any]]:
         """The deliveries as the API shows them: the URL reduced to its scheme and host."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM deliveries" + (" WHERE alert_id = ?" if alert_id else "") +
-                                    " ORDER BY id", ((alert_id,) if alert_id else ())).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM deliveries" + (" WHERE alert_id = ?" if alert_id else "") + " ORDER BY id",
+                ((alert_id,) if alert_id else ()),
+            ).fetchall()
         return [{**dict(row), "url": redacted_url(row["url"])} for row in rows]
 
     def _enqueue(self, db: Any, alert: Alert, webhooks: list[str], now: float) -> None:
         payload = json.dumps({"alert": alert.to_dict(), "event": "resolved" if alert.state == RESOLVED else "firing"})
         for url in webhooks:
-            db.execute("INSERT INTO deliveries(alert_id, url, payload, next_at) VALUES (?,?,?,?)",
-                       (alert.id, url, payload, now))
+            db.execute(
+                "INSERT INTO deliveries(alert_id, url, payload, next_at) VALUES (?,?,?,?)",
+                (alert.id, url, payload, now),
+            )
 
     @staticmethod
     def _get(db: Any, alert_id: str) -> Alert:
@@ -201,9 +238,19 @@ class AlertStore:
 
 
 def _to_alert(row: Any) -> Alert:
-    return Alert(id=row["id"], rule=row["rule"], series=row["series"], labels=json.loads(row["labels"]),
-                 severity=row["severity"], state=row["state"], message=row["message"], value=row["value"],
-                 started_at=row["started_at"], updated_at=row["updated_at"], resolved_at=row["resolved_at"])
+    return Alert(
+        id=row["id"],
+        rule=row["rule"],
+        series=row["series"],
+        labels=json.loads(row["labels"]),
+        severity=row["severity"],
+        state=row["state"],
+        message=row["message"],
+        value=row["value"],
+        started_at=row["started_at"],
+        updated_at=row["updated_at"],
+        resolved_at=row["resolved_at"],
+    )
 
 
 def redacted_url(url: str) -> str:
@@ -214,6 +261,6 @@ def redacted_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/..."
 
 
-def alerts_cursor(page: list[Alert]) -> Optional[str]:
+def alerts_cursor(page: list[Alert]) -> str | None:
     """Where the page after ``page`` starts."""
     return f"{page[-1].started_at!r}~{page[-1].id}" if page else None

@@ -8,7 +8,8 @@ a significant one.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +43,15 @@ def numeric_psi(reference: np.ndarray, live: np.ndarray, bins: int = BINS) -> di
     expected = _shares(np.searchsorted(edges, reference, side="right"), len(edges) + 1)
     actual = _shares(np.searchsorted(edges, live, side="right"), len(edges) + 1)
     score = _psi(expected, actual)
-    return {"psi": score, "verdict": verdict(score), "edges": [round(float(e), 6) for e in edges],
-            "reference": [round(float(x), 6) for x in expected], "live": [round(float(x), 6) for x in actual],
-            "reference_mean": float(reference.mean()), "live_mean": float(live.mean())}
+    return {
+        "psi": score,
+        "verdict": verdict(score),
+        "edges": [round(float(e), 6) for e in edges],
+        "reference": [round(float(x), 6) for x in expected],
+        "live": [round(float(x), 6) for x in actual],
+        "reference_mean": float(reference.mean()),
+        "live_mean": float(live.mean()),
+    }
 
 
 def categorical_psi(reference: dict[str, float], live: Sequence[str], categories: Sequence[str]) -> dict[str, Any]:
@@ -54,18 +61,28 @@ def categorical_psi(reference: dict[str, float], live: Sequence[str], categories
     counts = np.array([sum(1 for x in live if x == c) for c in categories], dtype=np.float64)
     actual = counts / max(1.0, counts.sum())
     score = _psi(expected, actual)
-    return {"psi": score, "verdict": verdict(score), "categories": list(categories),
-            "reference": [round(float(x), 6) for x in expected], "live": [round(float(x), 6) for x in actual]}
+    return {
+        "psi": score,
+        "verdict": verdict(score),
+        "categories": list(categories),
+        "reference": [round(float(x), 6) for x in expected],
+        "live": [round(float(x), 6) for x in actual],
+    }
 
 
 def drift_summary(features: dict[str, dict[str, Any]], live_samples: int) -> dict[str, Any]:
     """Overall score (the largest feature PSI) and verdict, and the features that drifted."""
     if live_samples < MIN_LIVE_SAMPLES:
-        raise InvalidArgument(f"Drift needs at least {MIN_LIVE_SAMPLES} recent predictions with input features; "
-                              f"found {live_samples}")
+        raise InvalidArgument(
+            f"Drift needs at least {MIN_LIVE_SAMPLES} recent predictions with input features; found {live_samples}"
+        )
     worst = max(features.items(), key=lambda item: item[1]["psi"])
-    return {"score": worst[1]["psi"], "verdict": verdict(worst[1]["psi"]), "worst_feature": worst[0],
-            "drifted": sorted(name for name, f in features.items() if f["verdict"] != "stable")}
+    return {
+        "score": worst[1]["psi"],
+        "verdict": verdict(worst[1]["psi"]),
+        "worst_feature": worst[0],
+        "drifted": sorted(name for name, f in features.items() if f["verdict"] != "stable"),
+    }
 
 
 def _shares(bin_index: np.ndarray, bins: int) -> np.ndarray:

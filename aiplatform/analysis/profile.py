@@ -30,17 +30,25 @@ def profile_version(datasets: DatasetManager, version: DatasetVersion) -> dict[s
             continue
         table = datasets.read_split_table(version, split)
         classes = np.bincount(table.column("label").to_numpy(), minlength=len(labels))
-        summary: dict[str, Any] = {"rows": table.num_rows,
-                                   "per_class": {label: int(n) for label, n in zip(labels, classes)}}
+        summary: dict[str, Any] = {
+            "rows": table.num_rows,
+            "per_class": {label: int(n) for label, n in zip(labels, classes)},
+        }
         kind_summary, keys = kind.profile_split(table, version.manifest)
         summary.update(kind_summary)
         digests[split] = collections.Counter(hashlib.blake2b(_as_bytes(k), digest_size=12).hexdigest() for k in keys)
         summary["duplicates"] = sum(n - 1 for n in digests[split].values() if n > 1)
         splits[split] = summary
-    leakage = {f"{a}-{b}": len(digests[a].keys() & digests[b].keys())
-               for i, a in enumerate(digests) for b in list(digests)[i + 1:]}
+    leakage = {
+        f"{a}-{b}": len(digests[a].keys() & digests[b].keys())
+        for i, a in enumerate(digests)
+        for b in list(digests)[i + 1 :]
+    }
     profile: dict[str, Any] = {
-        "dataset": version.ref, "kind": version.kind, "labels": labels, "splits": splits,
+        "dataset": version.ref,
+        "kind": version.kind,
+        "labels": labels,
+        "splits": splits,
         "class_balance": _class_balance(splits, labels),
         "duplicates": {split: s["duplicates"] for split, s in splits.items()},
         "leakage": {"pairs": leakage, "inputs_in_several_splits": sum(leakage.values())},
@@ -56,8 +64,10 @@ def _class_balance(splits: dict[str, Any], labels: list[str]) -> dict[str, Any]:
         totals.update(summary["per_class"])
     rows = max(1, sum(totals.values()))
     present = [totals[label] for label in labels if totals[label] > 0]
-    return {"shares": {label: round(totals[label] / rows, 6) for label in labels},
-            "imbalance_ratio": round(max(present) / min(present), 3) if present else None}
+    return {
+        "shares": {label: round(totals[label] / rows, 6) for label in labels},
+        "imbalance_ratio": round(max(present) / min(present), 3) if present else None,
+    }
 
 
 def _as_bytes(key: Any) -> bytes:

@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +58,8 @@ def analyze_drift(
     registry: RegistryAPI,
     recent: list[PredictionRecord],
     model: str,
-    version: Optional[int] = None,
-    dataset_ref: Optional[str] = None,
+    version: int | None = None,
+    dataset_ref: str | None = None,
     split: str = REFERENCE_SPLIT,
 ) -> dict[str, Any]:
     """PSI per input feature and for the predicted classes: ``recent`` predictions of ``model``
@@ -70,25 +70,37 @@ def analyze_drift(
     live = [r for r in recent if r.features][:MAX_DRIFT_SAMPLES]
     kind = kind_for(_model_config(storage, target))
     if reference_version.kind != kind.name:
-        raise InvalidArgument(f"Dataset {reference_version.ref} holds {reference_version.kind} rows; model {model} "
-                              f"takes {kind.name} inputs")
+        raise InvalidArgument(
+            f"Dataset {reference_version.ref} holds {reference_version.kind} rows; model {model} "
+            f"takes {kind.name} inputs"
+        )
     table = datasets.read_split_table(reference_version, split)
     reference = kind.reference_features(table, reference_version.manifest)
     # A feature missing from some inputs (a table's empty cell) is compared over the inputs that have it.
-    features = {name: numeric_psi(reference[name], np.array([r.features.get(name, np.nan) for r in live]))
-                for name in kind.feature_names
-                if any(name in r.features for r in live) and not np.isnan(reference[name]).all()}
+    features = {
+        name: numeric_psi(reference[name], np.array([r.features.get(name, np.nan) for r in live]))
+        for name in kind.feature_names
+        if any(name in r.features for r in live) and not np.isnan(reference[name]).all()
+    }
     labels = reference_version.labels
     counts = np.bincount(table.column("label").to_numpy(), minlength=len(labels))
     features["predicted_class"] = categorical_psi(
-        {label: float(n) for label, n in zip(labels, counts)}, [str(r.output.get("label")) for r in live], labels)
+        {label: float(n) for label, n in zip(labels, counts)}, [str(r.output.get("label")) for r in live], labels
+    )
     report_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     prefix = f"reports/analysis/drift/{validate_key(model)}/{report_id}"
     report: dict[str, Any] = {
-        "id": report_id, "model": model, "version": target.version, "versions_seen": sorted({r.version for r in live}),
-        "dataset": reference_version.ref, "split": split, "reference_samples": table.num_rows,
-        "live_samples": len(live), "live_window": _window(live),
-        **drift_summary(features, len(live)), "features": features,
+        "id": report_id,
+        "model": model,
+        "version": target.version,
+        "versions_seen": sorted({r.version for r in live}),
+        "dataset": reference_version.ref,
+        "split": split,
+        "reference_samples": table.num_rows,
+        "live_samples": len(live),
+        "live_window": _window(live),
+        **drift_summary(features, len(live)),
+        "features": features,
     }
     charts = {f"{chart_name(name)}.svg": _drift_chart(name, f).encode() for name, f in features.items()}
     return _store_report(storage, f"{prefix}/drift.json", report, charts)
@@ -109,7 +121,7 @@ def _store_report(storage: Storage, key: str, report: dict[str, Any], charts: di
 def read_chart(storage: Storage, key: str) -> tuple[bytes, str]:
     """A stored chart and its media type; only keys under ``reports/analysis/`` are charts."""
     validate_key(key)
-    suffix = key[key.rfind("."):] if "." in key else ""
+    suffix = key[key.rfind(".") :] if "." in key else ""
     if not key.startswith("reports/analysis/") or suffix not in CHART_TYPES:
         raise InvalidArgument(f"{key!r} is not an analysis chart")
     if not storage.exists(key):
@@ -124,8 +136,10 @@ def _default_ref(registry: RegistryAPI, model: str) -> str:
 def _lineage_dataset(version: ModelVersion) -> str:
     ref = version.lineage.get("dataset")
     if not ref:
-        raise NotFound(f"Model version (name={version.name}, version={version.version}) names no dataset in its "
-                       "lineage; give the dataset to compare with")
+        raise NotFound(
+            f"Model version (name={version.name}, version={version.version}) names no dataset in its "
+            "lineage; give the dataset to compare with"
+        )
     return str(ref)
 
 
@@ -134,7 +148,7 @@ def _model_config(storage: Storage, version: ModelVersion) -> ModelConfig:
     return ModelConfig.parse(json.loads(files[MODEL_FILE]))
 
 
-def _window(records: list[PredictionRecord]) -> dict[str, Optional[float]]:
+def _window(records: list[PredictionRecord]) -> dict[str, float | None]:
     times = [r.created_at for r in records]
     return {"from": min(times) if times else None, "to": max(times) if times else None}
 
@@ -143,8 +157,9 @@ def _dataset_charts(profile: dict[str, Any]) -> dict[str, bytes]:
     """The class balance, then the charts the dataset's kind draws from its part of the profile."""
     labels = profile["labels"]
     shares = profile["class_balance"]["shares"]
-    charts: list[Chart] = [BarChart("class_balance", "class balance (share of rows)",
-                                    [shares[label] for label in labels], labels)]
+    charts: list[Chart] = [
+        BarChart("class_balance", "class balance (share of rows)", [shares[label] for label in labels], labels)
+    ]
     charts += kind_class(profile["kind"]).profile_charts(profile)
     return dict(_drawn(chart) for chart in charts)
 

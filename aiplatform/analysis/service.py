@@ -3,7 +3,7 @@ analysis job) or as a Ray task (the API)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.analysis.drift import REFERENCE_SPLIT
 from aiplatform.errors import InvalidArgument
@@ -21,8 +21,15 @@ def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict
     return analyze_dataset(DatasetManager.from_settings(storage, settings), storage, dataset_ref, refresh=refresh)
 
 
-def drift(settings: Settings, model: str, version: Optional[int] = None, dataset_ref: Optional[str] = None,
-          split: str = REFERENCE_SPLIT, limit: int = 1000, since: Optional[float] = None) -> dict[str, Any]:
+def drift(
+    settings: Settings,
+    model: str,
+    version: int | None = None,
+    dataset_ref: str | None = None,
+    split: str = REFERENCE_SPLIT,
+    limit: int = 1000,
+    since: float | None = None,
+) -> dict[str, Any]:
     from aiplatform.alerting.actor import AlertClient
     from aiplatform.analysis.report import analyze_drift
     from aiplatform.datasets import DatasetManager
@@ -32,11 +39,19 @@ def drift(settings: Settings, model: str, version: Optional[int] = None, dataset
     from aiplatform.storage import storage_from_settings
 
     storage = storage_from_settings(settings)
-    recent = recent_records(ResultClient.connect(settings), storage, model=model, version=version, since=since,
-                            limit=limit)
-    report = analyze_drift(datasets=DatasetManager.from_settings(storage, settings), storage=storage,
-                           registry=RegistryClient.connect(settings), recent=recent, model=model, version=version,
-                           dataset_ref=dataset_ref, split=split)
+    recent = recent_records(
+        ResultClient.connect(settings), storage, model=model, version=version, since=since, limit=limit
+    )
+    report = analyze_drift(
+        datasets=DatasetManager.from_settings(storage, settings),
+        storage=storage,
+        registry=RegistryClient.connect(settings),
+        recent=recent,
+        model=model,
+        version=version,
+        dataset_ref=dataset_ref,
+        split=split,
+    )
     # The alert engine raises drift alerts from the latest scores (and exports them as a metric).
     AlertClient.connect(settings).record_drift(model, {name: f["psi"] for name, f in report["features"].items()})
     return report
@@ -48,10 +63,17 @@ async def profile_on_cluster(settings: Settings, dataset_ref: str, refresh: bool
     return await run_as_task(profile, settings, dataset_ref, refresh, num_cpus=settings.background_task_cpus)
 
 
-async def drift_on_cluster(settings: Settings, model: str, version: Optional[int] = None,
-                           dataset_ref: Optional[str] = None, split: str = REFERENCE_SPLIT, limit: int = 1000,
-                           since: Optional[float] = None) -> dict[str, Any]:
+async def drift_on_cluster(
+    settings: Settings,
+    model: str,
+    version: int | None = None,
+    dataset_ref: str | None = None,
+    split: str = REFERENCE_SPLIT,
+    limit: int = 1000,
+    since: float | None = None,
+) -> dict[str, Any]:
     from aiplatform.runtime import run_as_task
 
-    return await run_as_task(drift, settings, model, version, dataset_ref, split, limit, since,
-                             num_cpus=settings.background_task_cpus)
+    return await run_as_task(
+        drift, settings, model, version, dataset_ref, split, limit, since, num_cpus=settings.background_task_cpus
+    )

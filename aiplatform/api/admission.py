@@ -31,9 +31,14 @@ class Admission:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            await send_error(scope, send, 503, "unavailable",
-                             f"The gateway has {self.in_flight} requests in flight; retry in "
-                             f"{self.retry_after.decode()} s", ((b"retry-after", self.retry_after),))
+            await send_error(
+                scope,
+                send,
+                503,
+                "unavailable",
+                f"The gateway has {self.in_flight} requests in flight; retry in {self.retry_after.decode()} s",
+                ((b"retry-after", self.retry_after),),
+            )
             return
         # One timer per request, in the request's own task (no second task on the hot path): past
         # the deadline it cancels the request unless its answer has begun.
@@ -58,8 +63,13 @@ class Admission:
             if not state["timed_out"] or task is None:
                 raise  # cancelled from outside (the client left): not ours to answer
             task.uncancel()
-            await send_error(scope, send, 504, "unavailable",
-                             f"The request took longer than {self.timeout_s:g} s (AIP_SERVE_REQUEST_TIMEOUT_S)")
+            await send_error(
+                scope,
+                send,
+                504,
+                "unavailable",
+                f"The request took longer than {self.timeout_s:g} s (AIP_SERVE_REQUEST_TIMEOUT_S)",
+            )
         finally:
             timer.cancel()
             self.in_flight -= 1

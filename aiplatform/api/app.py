@@ -7,19 +7,42 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
+from aiplatform.api.body_limit import BodyLimitMiddleware
 from aiplatform.api.deps import access_policy
 from aiplatform.api.errors import install_error_handlers
-from aiplatform.api.body_limit import BodyLimitMiddleware
 from aiplatform.api.openapi import install_openapi
-from aiplatform.api.routes import alerts, analysis, code, datasets, kinds, models, monitoring, results, sweeps, tasks, templates
+from aiplatform.api.routes import (
+    alerts,
+    analysis,
+    code,
+    datasets,
+    kinds,
+    models,
+    monitoring,
+    results,
+    sweeps,
+    tasks,
+    templates,
+)
 from aiplatform.api.security import AccessGuard
 from aiplatform.errors import NotFound
 from aiplatform.limits import MAX_REQUEST_BYTES  # an upload's own limit is lower: MAX_UPLOAD_BYTES, 10 MiB
 
 STATIC_DIR = Path(__file__).parent / "static"
 UI_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
-ROUTERS = (templates.router, tasks.router, code.router, models.router, datasets.router, results.router, analysis.router,
-           alerts.router, monitoring.router, sweeps.router, kinds.router)
+ROUTERS = (
+    templates.router,
+    tasks.router,
+    code.router,
+    models.router,
+    datasets.router,
+    results.router,
+    analysis.router,
+    alerts.router,
+    monitoring.router,
+    sweeps.router,
+    kinds.router,
+)
 
 
 def include_api(app: FastAPI) -> None:

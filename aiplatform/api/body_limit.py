@@ -50,5 +50,6 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, send, seen)
 
     async def _refuse(self, scope: Scope, send: Send, size: int) -> None:
-        await send_error(scope, send, 413, "too_large",
-                         f"Request body is {size} bytes or more; the limit is {self.max_bytes} bytes")
+        await send_error(
+            scope, send, 413, "too_large", f"Request body is {size} bytes or more; the limit is {self.max_bytes} bytes"
+        )

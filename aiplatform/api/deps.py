@@ -6,8 +6,9 @@ its own with ``app.dependency_overrides[get_registry] = ...`` without building a
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
@@ -50,7 +51,7 @@ class Platform:
         return ImportSlots(self.settings.max_concurrent_imports)
 
     @classmethod
-    def connect(cls, settings: Settings, *, warm: Callable[[str], None]) -> "Platform":
+    def connect(cls, settings: Settings, *, warm: Callable[[str], None]) -> Platform:
         """Clients of the platform's actors; a created or started task wakes the scheduler."""
         storage = storage_from_settings(settings)
         scheduler = scheduler_handle(settings)
@@ -58,8 +59,13 @@ class Platform:
             settings=settings,
             registry=RegistryClient.connect(settings),
             results=ResultClient.connect(settings),
-            tasks=TaskManager(TaskClient.connect(settings), RayJobs(settings), settings,
-                              wake_scheduler=lambda: scheduler.wake.remote(), storage=storage),
+            tasks=TaskManager(
+                TaskClient.connect(settings),
+                RayJobs(settings),
+                settings,
+                wake_scheduler=lambda: scheduler.wake.remote(),
+                storage=storage,
+            ),
             storage=storage,
             datasets=DatasetManager.from_settings(storage, settings),
             alerts=AlertClient.connect(settings),
@@ -72,7 +78,7 @@ def set_platform(app: FastAPI, platform: Platform) -> None:
     app.state.platform = platform
 
 
-def _installed(app: object) -> Optional[Platform]:
+def _installed(app: object) -> Platform | None:
     state = getattr(app, "state", None)
     return getattr(state, "platform", None)
 
@@ -84,7 +90,7 @@ def get_platform(request: Request) -> Platform:
     return platform
 
 
-def access_policy(scope: dict[str, object]) -> Optional[AccessPolicy]:
+def access_policy(scope: dict[str, object]) -> AccessPolicy | None:
     """What the HTTP guard enforces for a request to the app in ``scope``; None until the app's
     platform is installed (the guard then refuses everything but the health probes)."""
     platform = _installed(scope.get("app"))

@@ -28,7 +28,8 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Awaitable, Callable, Mapping, Optional
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI
@@ -50,14 +51,14 @@ class DirectRoute:
     ``path`` uses Starlette's syntax (``{version:int}`` converts); ``query`` names the query
     parameters the endpoint takes and their type (``int`` or ``str``; absent ones are None)."""
 
-    def __init__(self, method: str, path: str, endpoint: str, query: Optional[Mapping[str, type]] = None) -> None:
+    def __init__(self, method: str, path: str, endpoint: str, query: Mapping[str, type] | None = None) -> None:
         self.method = method
         self.path = path
         self.endpoint = endpoint
         self.query = dict(query or {})
         self._regex, _, self._convertors = compile_path(path)
 
-    def parameters(self, method: str, path: str, query_string: bytes) -> Optional[dict[str, Any]]:
+    def parameters(self, method: str, path: str, query_string: bytes) -> dict[str, Any] | None:
         """The endpoint's keyword arguments for this request, or None when it is not one for
         this route as FastAPI would answer it."""
         if method != self.method:
@@ -65,8 +66,9 @@ class DirectRoute:
         match = self._regex.match(path)
         if match is None:
             return None
-        params: dict[str, Any] = {name: self._convertors[name].convert(value)
-                                  for name, value in match.groupdict().items()}
+        params: dict[str, Any] = {
+            name: self._convertors[name].convert(value) for name, value in match.groupdict().items()
+        }
         params.update(dict.fromkeys(self.query))
         if not query_string:
             return params
@@ -92,8 +94,11 @@ def direct_route(endpoints: type, name: str, declared: Route) -> DirectRoute:
     hints = typing.get_type_hints(getattr(endpoints, name))
     path_names = set(re.findall(r"{(\w+)}", declared.path))
     path = re.sub(r"{(\w+)}", lambda m: f"{{{m[1]}:int}}" if _plain(hints.get(m[1])) is int else m[0], declared.path)
-    query = {param: _plain(hints[param]) for param in inspect.signature(getattr(endpoints, name)).parameters
-             if param not in path_names and param not in ("self", "request")}
+    query = {
+        param: _plain(hints[param])
+        for param in inspect.signature(getattr(endpoints, name)).parameters
+        if param not in path_names and param not in ("self", "request")
+    }
     unknown = {param: kind for param, kind in query.items() if kind not in (int, str)}
     if unknown:
         raise TypeError(f"{endpoints.__name__}.{name}: a direct route's query parameters are int or str, not {unknown}")
@@ -126,12 +131,15 @@ def include_endpoints(app: FastAPI, *endpoint_classes: type) -> None:
 def bind_endpoints(app: FastAPI, *instances: object) -> None:
     """The objects that answer the routes of their classes (``include_endpoints``), for both paths."""
     app.state.endpoints = {type(instance): instance for instance in instances}
-    app.state.direct_endpoints = {endpoint_key(type(instance), name): getattr(instance, name)
-                                for instance in instances
-                                for name, declared in declared_routes(type(instance)) if declared.direct}
+    app.state.direct_endpoints = {
+        endpoint_key(type(instance), name): getattr(instance, name)
+        for instance in instances
+        for name, declared in declared_routes(type(instance))
+        if declared.direct
+    }
 
 
-def _direct_endpoints(scope: Scope) -> Optional[Mapping[str, Endpoint]]:
+def _direct_endpoints(scope: Scope) -> Mapping[str, Endpoint] | None:
     return getattr(getattr(scope.get("app"), "state", None), "direct_endpoints", None)
 
 
@@ -152,11 +160,15 @@ def _late_bound(endpoints: type, name: str) -> Callable[..., Any]:
     self_param, *params = inspect.signature(function).parameters.values()
     signature = inspect.Signature(
         [self_param.replace(default=Depends(instance))]
-        + [param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(param.name, param.annotation))
-           for param in params],
-        return_annotation=hints.get("return", inspect.Signature.empty))
-    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__, function.__defaults__,
-                              function.__closure__)
+        + [
+            param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(param.name, param.annotation))
+            for param in params
+        ],
+        return_annotation=hints.get("return", inspect.Signature.empty),
+    )
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
     copy.__kwdefaults__ = function.__kwdefaults__
     copy.__qualname__, copy.__doc__, copy.__module__ = function.__qualname__, function.__doc__, function.__module__
     copy.__signature__ = signature  # type: ignore[attr-defined]
@@ -167,8 +179,9 @@ class DirectDispatch:
     """The middleware. ``endpoints_of(scope)`` gives the endpoints by name (None until the app's
     owner has installed them: then every request goes on to FastAPI)."""
 
-    def __init__(self, app: Any, routes: tuple[DirectRoute, ...],
-                 endpoints_of: Callable[[Scope], Optional[Mapping[str, Endpoint]]]) -> None:
+    def __init__(
+        self, app: Any, routes: tuple[DirectRoute, ...], endpoints_of: Callable[[Scope], Mapping[str, Endpoint] | None]
+    ) -> None:
         self.app = app
         self.routes = routes
         self.endpoints_of = endpoints_of
@@ -187,12 +200,13 @@ class DirectDispatch:
                         return
         await self.app(scope, receive, send)
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint,
-                      params: dict[str, Any]) -> None:
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, params: dict[str, Any]
+    ) -> None:
         request = Request(scope, receive)
         try:
             response = await endpoint(request=request, **params)
-        except Exception as exc:  # noqa: BLE001 - answered by the app's handler for it
+        except Exception as exc:
             response = await _handled(scope, request, exc)
         await response(scope, receive, send)
 
@@ -211,4 +225,4 @@ async def _handled(scope: Scope, request: Request, exc: Exception) -> Response:
 def _route_path(scope: Scope) -> str:
     path: str = scope.get("path", "")
     root = scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,16 +33,23 @@ def error_body(path: str, code: str, message: str) -> dict[str, str]:
 def error_response(request: Request, exc: AIPError) -> JSONResponse:
     status = http_status(exc)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse(status_code=status, content=error_body(request.url.path, exc.code, exc.message),
-                        headers=headers)
+    return JSONResponse(
+        status_code=status, content=error_body(request.url.path, exc.code, exc.message), headers=headers
+    )
 
 
-async def send_error(scope: Scope, send: Send, status: int, code: str, message: str,
-                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+async def send_error(
+    scope: Scope, send: Send, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     """The same error body from a plain ASGI middleware (which answers before FastAPI runs)."""
     data = json.dumps(error_body(scope.get("path", ""), code, message)).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -70,8 +78,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = ERROR_CODE_BY_STATUS.get(exc.status_code, "http_error")
         message = f"No route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
-        return JSONResponse(status_code=exc.status_code, content={"error": code, "message": message},
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": code, "message": message},
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,8 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiplatform.errors import NotFound, Unavailable
 from aiplatform.tasks.queue import FINISHED_STATES
@@ -59,11 +60,15 @@ class StreamSlots:
             if now - since > STREAM_SECONDS + KEEPALIVE_S:
                 del self._open[token]
         if len(self._open) >= self.limit:
-            raise Unavailable(f"{self.limit} log streams are open on this server; read the log with "
-                              "GET /v1/tasks/{id}/logs, or try again shortly")
+            raise Unavailable(
+                f"{self.limit} log streams are open on this server; read the log with "
+                "GET /v1/tasks/{id}/logs, or try again shortly"
+            )
         if sum(1 for holder, _ in self._open.values() if holder == client) >= self.per_client:
-            raise Unavailable(f"{self.per_client} log streams are open from your address, the most one client "
-                              "may hold; close one, or read the log with GET /v1/tasks/{id}/logs")
+            raise Unavailable(
+                f"{self.per_client} log streams are open from your address, the most one client "
+                "may hold; close one, or read the log with GET /v1/tasks/{id}/logs"
+            )
 
     def give_back(self, token: object) -> None:
         with self._lock:
@@ -82,9 +87,14 @@ def event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-async def task_log_events(read_state: Callable[[], str], read_log: Callable[[], str], after: int,
-                          slots: StreamSlots, client: str,
-                          disconnected: Callable[[], Awaitable[bool]] = _connected) -> AsyncIterator[str]:
+async def task_log_events(
+    read_state: Callable[[], str],
+    read_log: Callable[[], str],
+    after: int,
+    slots: StreamSlots,
+    client: str,
+    disconnected: Callable[[], Awaitable[bool]] = _connected,
+) -> AsyncIterator[str]:
     """``lines`` events ({"from": index of the first line, "lines": [...]}) as the log grows, an
     ``end`` event ({"state": ...}) once the task has finished and its log is all sent, and a
     ``reconnect`` event ({"after": ...}) when this stream's time is up. ``read_state`` and

@@ -18,9 +18,15 @@ ERROR_STATUSES = {
     "413": "The request body is over the limit",
     "503": "Temporarily unavailable; retry after Retry-After seconds",
 }
-ERROR_SCHEMA = {"type": "object", "required": ["error", "message"], "properties": {
-    "error": {"type": "string", "description": "stable code, e.g. invalid_argument"},
-    "message": {"type": "string"}}, "additionalProperties": True}
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "stable code, e.g. invalid_argument"},
+        "message": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
 V2_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
@@ -29,18 +35,20 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                {"Error": ERROR_SCHEMA, "V2Error": V2_ERROR_SCHEMA})
+                {"Error": ERROR_SCHEMA, "V2Error": V2_ERROR_SCHEMA}
+            )
             for path, operations in schema.get("paths", {}).items():
                 ref = "#/components/schemas/" + ("V2Error" if path.startswith("/v2/") else "Error")
                 for operation in operations.values():
                     responses = operation.setdefault("responses", {})
                     responses.pop("422", None)
                     for status, description in ERROR_STATUSES.items():
-                        responses.setdefault(status, {"description": description, "content": {
-                            "application/json": {"schema": {"$ref": ref}}}})
+                        responses.setdefault(
+                            status,
+                            {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}},
+                        )
             schema["components"]["schemas"].pop("HTTPValidationError", None)
             schema["components"]["schemas"].pop("ValidationError", None)
             app.openapi_schema = schema

@@ -18,8 +18,9 @@ UI's page gets a Content-Security-Policy that allows this origin only.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiplatform.api.errors import Receive, Scope, Send, send_error
@@ -50,11 +51,11 @@ class AccessPolicy:
     """What the guard enforces, from the platform's settings."""
 
     auth: str
-    token: Optional[str]
+    token: str | None
     allowed_hosts: tuple[str, ...]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AccessPolicy":
+    def from_settings(cls, settings: Settings) -> AccessPolicy:
         token = settings.api_token.get_secret_value() if settings.api_token is not None else None
         return cls(settings.api_auth, token or None, tuple(h.lower() for h in settings.allowed_hosts))
 
@@ -66,11 +67,11 @@ def _host_name(netloc: str) -> str:
     """``127.0.0.1:8000`` -> ``127.0.0.1``; ``[::1]:8000`` -> ``::1``."""
     netloc = netloc.strip().lower()
     if netloc.startswith("["):
-        return netloc[1:netloc.find("]")] if "]" in netloc else netloc
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
     return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
 
 
-def _header(scope: Scope, name: bytes) -> Optional[str]:
+def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
@@ -81,7 +82,7 @@ class AccessGuard:
     """The middleware; ``policy_of(scope)`` is read per request (None: settings not loaded, fail
     closed)."""
 
-    def __init__(self, app: Any, policy_of: Callable[[Scope], Optional[AccessPolicy]]) -> None:
+    def __init__(self, app: Any, policy_of: Callable[[Scope], AccessPolicy | None]) -> None:
         self.app = app
         self.policy_of = policy_of
 
@@ -97,20 +98,31 @@ class AccessGuard:
             return
         await self.app(scope, receive, _with_security_headers(send, ui=path == "/" or path.startswith("/ui/")))
 
-    def _refusal(self, scope: Scope, path: str) -> Optional[tuple[int, str, str, tuple[tuple[bytes, bytes], ...]]]:
+    def _refusal(self, scope: Scope, path: str) -> tuple[int, str, str, tuple[tuple[bytes, bytes], ...]] | None:
         try:
             policy = self.policy_of(scope)
-        except Exception:  # noqa: BLE001 - settings that cannot be read mean: refuse
+        except Exception:
             policy = None
         if policy is None:
             if path in HEALTH_PATHS:
                 return None  # health probes answer while the platform starts
-            return 503, "unavailable", "The platform's access settings are not loaded yet; retry in a moment", \
-                ((b"retry-after", b"1"),)
+            return (
+                503,
+                "unavailable",
+                "The platform's access settings are not loaded yet; retry in a moment",
+                ((b"retry-after", b"1"),),
+            )
         host = _header(scope, b"host") or ""
         if not policy.host_allowed(host):
-            return 400, "invalid_host", (f"Host {host[:100]!r} is not a name this platform answers to; "
-                                         "the operator lists them in AIP_ALLOWED_HOSTS"), ()
+            return (
+                400,
+                "invalid_host",
+                (
+                    f"Host {host[:100]!r} is not a name this platform answers to; "
+                    "the operator lists them in AIP_ALLOWED_HOSTS"
+                ),
+                (),
+            )
         if scope.get("method", "GET").upper() in STATE_CHANGING:
             foreign = _foreign_origin(scope, host)
             if foreign is not None:
@@ -118,15 +130,26 @@ class AccessGuard:
         if policy.auth == "off" or is_public(path):
             return None
         if policy.token is None:
-            return 503, "unavailable", ("No API token is configured: set AIP_API_TOKEN (`aip up` makes one) or "
-                                        "turn authentication off with AIP_API_AUTH=off"), ()
+            return (
+                503,
+                "unavailable",
+                (
+                    "No API token is configured: set AIP_API_TOKEN (`aip up` makes one) or "
+                    "turn authentication off with AIP_API_AUTH=off"
+                ),
+                (),
+            )
         if hmac.compare_digest((_header(scope, b"authorization") or "").encode(), f"Bearer {policy.token}".encode()):
             return None
-        return 401, "unauthenticated", "This platform needs an API token: send 'Authorization: Bearer <token>' " \
-            "(AIP_API_TOKEN)", ((b"www-authenticate", b'Bearer realm="aiplatform"'),)
+        return (
+            401,
+            "unauthenticated",
+            "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)",
+            ((b"www-authenticate", b'Bearer realm="aiplatform"'),),
+        )
 
 
-def _foreign_origin(scope: Scope, host: str) -> Optional[str]:
+def _foreign_origin(scope: Scope, host: str) -> str | None:
     """The origin a browser says a request comes from, when it is not this one."""
     origin = _header(scope, b"origin")
     if origin is not None:

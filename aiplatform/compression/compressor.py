@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -45,8 +45,8 @@ class CompressionReport:
     parent_version: int
     method: str
     registered: bool
-    version: Optional[int]
-    refused: Optional[str]
+    version: int | None
+    refused: str | None
     max_accuracy_drop: float
     size_bytes: dict[str, int]
     latency_ms: dict[str, dict[str, float]]
@@ -54,7 +54,7 @@ class CompressionReport:
     accuracy_drop: float
     dataset: str
     seconds: float
-    package_uri: Optional[str] = None
+    package_uri: str | None = None
     derived: dict[str, float] = field(default_factory=dict)
     latency_repeats: dict[str, int] = field(default_factory=dict)
     """Timed samples of each model behind each ``latency_ms`` median, by batch size."""
@@ -72,11 +72,15 @@ class CompressionReport:
         for batch in LATENCY_BATCH_SIZES:
             key = f"batch_{batch}"
             timed = f", median of {self.latency_repeats[key]} runs" if key in self.latency_repeats else ""
-            lines.append(f"  latency at batch {batch}: {lat[key]['before']:.3f} -> {lat[key]['after']:.3f} ms "
-                         f"({self.derived[f'speedup_{key}']:.2f}x{timed})")
-        lines.append(f"  test accuracy: {m['before']['test_accuracy']:.4f} -> {m['after']['test_accuracy']:.4f}; "
-                     f"macro-F1 {m['before']['test_macro_f1']:.4f} -> {m['after']['test_macro_f1']:.4f} "
-                     f"(on {int(m['after']['test_samples'])} test samples of {self.dataset})")
+            lines.append(
+                f"  latency at batch {batch}: {lat[key]['before']:.3f} -> {lat[key]['after']:.3f} ms "
+                f"({self.derived[f'speedup_{key}']:.2f}x{timed})"
+            )
+        lines.append(
+            f"  test accuracy: {m['before']['test_accuracy']:.4f} -> {m['after']['test_accuracy']:.4f}; "
+            f"macro-F1 {m['before']['test_macro_f1']:.4f} -> {m['after']['test_macro_f1']:.4f} "
+            f"(on {int(m['after']['test_samples'])} test samples of {self.dataset})"
+        )
         return lines
 
 
@@ -112,14 +116,18 @@ def compress_version(
     parent_bytes = _verified_package(storage, parent)
     package = load_package(parent_bytes)
     if serialized_file(package.config) is not None:
-        raise InvalidArgument(f"Version {parent.version} of {name!r} is a {package.config.architecture['type']} model; "
-                              "compression works on the platform's PyTorch packages (quantize an ONNX graph with "
-                              "ONNX Runtime's tools, then import it)")
+        raise InvalidArgument(
+            f"Version {parent.version} of {name!r} is a {package.config.architecture['type']} model; "
+            "compression works on the platform's PyTorch packages (quantize an ONNX graph with "
+            "ONNX Runtime's tools, then import it)"
+        )
     check_applies(chosen, package.config, package.model)
     dataset_ref = parent.lineage.get("dataset")
     if not dataset_ref:
-        raise NotFound(f"Model version (name={name}, version={parent.version}) has no dataset in its lineage; "
-                       "compression needs its test split")
+        raise NotFound(
+            f"Model version (name={name}, version={parent.version}) has no dataset in its lineage; "
+            "compression needs its test split"
+        )
     dataset = datasets.get_ref(str(dataset_ref))
     test = datasets.read_split_table(dataset, "test")
     num_classes = len(package.labels)
@@ -131,22 +139,28 @@ def compress_version(
 
     before = evaluate_model(package.model, table_batches(test), package.config, num_classes, package.labels)
     after = evaluate_model(served, table_batches(test), config, num_classes, package.labels)
-    inputs, _ = kind_for(package.config).batch_converter()(
-        next(table_batches(test, max(LATENCY_BATCH_SIZES))))
+    inputs, _ = kind_for(package.config).batch_converter()(next(table_batches(test, max(LATENCY_BATCH_SIZES))))
     latency, repeats = _latencies(package.model, served, inputs, latency_repeats, latency_budget_s)
     drop = before["test_accuracy"] - after["test_accuracy"]
     refused = None
     if drop > max_accuracy_drop:
-        refused = (f"{chosen.label} loses {drop * 100:.2f} points of test accuracy "
-                   f"({before['test_accuracy']:.4f} -> {after['test_accuracy']:.4f}), more than the allowed "
-                   f"{max_accuracy_drop * 100:.2f}")
+        refused = (
+            f"{chosen.label} loses {drop * 100:.2f} points of test accuracy "
+            f"({before['test_accuracy']:.4f} -> {after['test_accuracy']:.4f}), more than the allowed "
+            f"{max_accuracy_drop * 100:.2f}"
+        )
 
-    report_fields = dict(
-        name=name, parent_version=parent.version, method=chosen.label, max_accuracy_drop=max_accuracy_drop,
-        latency_ms=latency, latency_repeats=repeats,
-        metrics={"before": scalar_metrics(before), "after": scalar_metrics(after)}, accuracy_drop=drop,
-        dataset=dataset.ref,
-    )
+    report_fields = {
+        "name": name,
+        "parent_version": parent.version,
+        "method": chosen.label,
+        "max_accuracy_drop": max_accuracy_drop,
+        "latency_ms": latency,
+        "latency_repeats": repeats,
+        "metrics": {"before": scalar_metrics(before), "after": scalar_metrics(after)},
+        "accuracy_drop": drop,
+        "dataset": dataset.ref,
+    }
     lineage = {
         "method": "compress",
         "compression": chosen.label,
@@ -156,25 +170,48 @@ def compress_version(
         "dataset": dataset.ref,
         "dataset_content_hash": dataset.manifest["content_hash"],
     }
-    metrics = {**after, "compression": {"method": chosen.label, "parent": parent.version,
-                                        "accuracy_drop": drop, "latency_ms": latency}}
+    metrics = {
+        **after,
+        "compression": {"method": chosen.label, "parent": parent.version, "accuracy_drop": drop, "latency_ms": latency},
+    }
     data = build_package(model_config=config, state_dict=tensors, metrics=metrics, lineage=lineage)
     size = {"before": len(parent_bytes), "after": len(data)}
-    derived = {"size_ratio": size["after"] / size["before"],
-               **{f"speedup_{key}": value["before"] / value["after"] for key, value in latency.items()}}
+    derived = {
+        "size_ratio": size["after"] / size["before"],
+        **{f"speedup_{key}": value["before"] / value["after"] for key, value in latency.items()},
+    }
     if refused is not None:
-        report = CompressionReport(**report_fields, registered=False, version=None, refused=refused,
-                                   size_bytes=size, derived=derived, seconds=time.perf_counter() - started)
+        report = CompressionReport(
+            **report_fields,
+            registered=False,
+            version=None,
+            refused=refused,
+            size_bytes=size,
+            derived=derived,
+            seconds=time.perf_counter() - started,
+        )
         _store_report(storage, report)
         return report
     version = publish_package(
-        data, name=name, template=parent.template, storage=storage, registry=registry,
+        data,
+        name=name,
+        template=parent.template,
+        storage=storage,
+        registry=registry,
         metrics={**metrics, "compression": {**metrics["compression"], "size_bytes": size}},
-        lineage=lineage, idempotency_key=f"compress:{parent.version}:{chosen.label}",
+        lineage=lineage,
+        idempotency_key=f"compress:{parent.version}:{chosen.label}",
     )
-    report = CompressionReport(**report_fields, registered=True, version=version.version, refused=None,
-                               size_bytes=size, derived=derived, package_uri=version.package_uri,
-                               seconds=time.perf_counter() - started)
+    report = CompressionReport(
+        **report_fields,
+        registered=True,
+        version=version.version,
+        refused=None,
+        size_bytes=size,
+        derived=derived,
+        package_uri=version.package_uri,
+        seconds=time.perf_counter() - started,
+    )
     _store_report(storage, report)
     return report
 
@@ -184,15 +221,20 @@ def report_key(name: str, parent_version: int, method: str) -> str:
 
 
 def _store_report(storage: Storage, report: CompressionReport) -> None:
-    storage.put_bytes(report_key(report.name, report.parent_version, report.method),
-                      json.dumps(report.to_dict(), indent=2, sort_keys=True).encode())
+    storage.put_bytes(
+        report_key(report.name, report.parent_version, report.method),
+        json.dumps(report.to_dict(), indent=2, sort_keys=True).encode(),
+    )
 
 
-def _earlier_report(storage: Storage, registry: RegistryAPI, parent: ModelVersion,
-                    method: str) -> Optional[CompressionReport]:
+def _earlier_report(
+    storage: Storage, registry: RegistryAPI, parent: ModelVersion, method: str
+) -> CompressionReport | None:
     """The report of this compression when it already registered a version (a retried job)."""
-    registered = any(v.lineage.get("parent") == parent.version and v.lineage.get("compression") == method
-                     for v in registry.list_versions(parent.name))
+    registered = any(
+        v.lineage.get("parent") == parent.version and v.lineage.get("compression") == method
+        for v in registry.list_versions(parent.name)
+    )
     key = report_key(parent.name, parent.version, method)
     if not registered or not storage.exists(key):
         return None
@@ -203,13 +245,16 @@ def _earlier_report(storage: Storage, registry: RegistryAPI, parent: ModelVersio
 def _verified_package(storage: Storage, version: ModelVersion) -> bytes:
     data = storage.get_bytes(version.package_key)
     if sha256_bytes(data) != version.sha256:
-        raise IntegrityError(f"Package of model version (name={version.name}, version={version.version}) does "
-                             "not match its registered sha256")
+        raise IntegrityError(
+            f"Package of model version (name={version.name}, version={version.version}) does "
+            "not match its registered sha256"
+        )
     return data
 
 
-def _latencies(before: torch.nn.Module, after: torch.nn.Module, inputs: torch.Tensor, repeats: int,
-               budget_s: float) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+def _latencies(
+    before: torch.nn.Module, after: torch.nn.Module, inputs: torch.Tensor, repeats: int, budget_s: float
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
     """Median milliseconds per forward pass on the first 1 and 32 ``inputs``, and how many samples
     of each model it is the median of: up to ``repeats``, fewer once ``budget_s`` of timing is
     spent at a batch size (at least one). The two models alternate within each repeat so that

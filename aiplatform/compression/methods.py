@@ -17,8 +17,9 @@ A package's ``model.json`` says which were applied, in ``compression``:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from torch import nn
 from torch.nn.utils import prune
@@ -43,7 +44,7 @@ class CompressionMethod:
     """One parsed ``--method``: ``int8``, ``fp16`` or ``prune`` with the fraction of weights to zero."""
 
     kind: str
-    amount: Optional[float] = None
+    amount: float | None = None
 
     @property
     def label(self) -> str:
@@ -54,8 +55,10 @@ def parse_method(text: str) -> CompressionMethod:
     """``int8`` | ``fp16`` | ``prune:AMOUNT`` with 0 < AMOUNT < 1; anything else is InvalidArgument."""
     raw = str(text).strip().lower()
     if not _METHOD.fullmatch(raw):
-        raise InvalidArgument(f"Unknown compression method {text!r}; use int8, fp16 or prune:AMOUNT "
-                              "(AMOUNT the fraction of weights to zero, e.g. prune:0.5)")
+        raise InvalidArgument(
+            f"Unknown compression method {text!r}; use int8, fp16 or prune:AMOUNT "
+            "(AMOUNT the fraction of weights to zero, e.g. prune:0.5)"
+        )
     if raw.startswith("prune:"):
         amount = float(raw.split(":", 1)[1])
         if not 0.0 < amount < 1.0:
@@ -81,18 +84,23 @@ def check_applies(method: CompressionMethod, config: ModelConfig | Mapping[str, 
     if current["weights"] != "float32":
         raise InvalidArgument(
             f"{method.label} does not apply: this version's weights are already {current['weights']} "
-            f"(steps {current['steps']}); compress its float parent instead")
+            f"(steps {current['steps']}); compress its float parent instead"
+        )
     if method.kind == "int8" and not int8_plan(model):
         raise InvalidArgument(
             f"int8 does not apply to architecture {architecture_of(config).get('type')!r}: it has no "
-            f"embedding table and no linear layer with at least {MIN_INT8_LINEAR_WEIGHTS} weights")
+            f"embedding table and no linear layer with at least {MIN_INT8_LINEAR_WEIGHTS} weights"
+        )
     if method.kind == "prune" and not any(isinstance(m, PRUNABLE) for m in model.modules()):
-        raise InvalidArgument(f"prune does not apply to architecture {architecture_of(config).get('type')!r}: "
-                              "it has no linear, convolution or embedding layer")
+        raise InvalidArgument(
+            f"prune does not apply to architecture {architecture_of(config).get('type')!r}: "
+            "it has no linear, convolution or embedding layer"
+        )
 
 
-def apply(method: CompressionMethod, model: nn.Module,
-          config: ModelConfig | Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+def apply(
+    method: CompressionMethod, model: nn.Module, config: ModelConfig | Mapping[str, Any]
+) -> tuple[nn.Module, dict[str, Any]]:
     """Compress a float model; returns the new module and the new ``compression`` block."""
     check_applies(method, config, model)
     block = compression_of(config)

@@ -4,13 +4,14 @@ on the test split, latency runs) happens on the cluster's workers."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.settings import Settings
 
 
-def compress(settings: Settings, name: str, ref: str | int, method: str,
-             max_accuracy_drop: Optional[float] = None) -> dict[str, Any]:
+def compress(
+    settings: Settings, name: str, ref: str | int, method: str, max_accuracy_drop: float | None = None
+) -> dict[str, Any]:
     """Run one compression with the platform's storage, registry and datasets; the report as a dict."""
     from aiplatform.compression.compressor import compress_version
     from aiplatform.datasets import DatasetManager
@@ -19,20 +20,26 @@ def compress(settings: Settings, name: str, ref: str | int, method: str,
 
     storage = storage_from_settings(settings)
     report = compress_version(
-        name=name, ref=ref, method=method, storage=storage, registry=RegistryClient.connect(settings),
+        name=name,
+        ref=ref,
+        method=method,
+        storage=storage,
+        registry=RegistryClient.connect(settings),
         datasets=DatasetManager.from_settings(storage, settings),
         max_accuracy_drop=settings.compression_max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
     )
     return report.to_dict()
 
 
-async def compress_on_cluster(settings: Settings, name: str, ref: str | int, method: str,
-                              max_accuracy_drop: Optional[float] = None) -> dict[str, Any]:
+async def compress_on_cluster(
+    settings: Settings, name: str, ref: str | int, method: str, max_accuracy_drop: float | None = None
+) -> dict[str, Any]:
     """``compress`` in a Ray task reserving ``background_task_cpus``; awaits its report.
     Platform errors raised by the task come back as themselves."""
     from aiplatform.compression.methods import parse_method
     from aiplatform.runtime import run_as_task
 
     parse_method(method)  # a bad method is refused before any task starts
-    return await run_as_task(compress, settings, name, ref, method, max_accuracy_drop,
-                             num_cpus=settings.background_task_cpus)
+    return await run_as_task(
+        compress, settings, name, ref, method, max_accuracy_drop, num_cpus=settings.background_task_cpus
+    )

@@ -23,8 +23,14 @@ _HOMES = {
     "TextDatasetSpec": "aiplatform.datasets.text_sources",
     "TabularDatasetSpec": "aiplatform.datasets.tabular_sources",
 }
-__all__ = ["AugmentSpec", "DatasetManager", "DatasetVersion", "ImageDatasetSpec", "TabularDatasetSpec",
-           "TextDatasetSpec"]
+__all__ = [
+    "AugmentSpec",
+    "DatasetManager",
+    "DatasetVersion",
+    "ImageDatasetSpec",
+    "TabularDatasetSpec",
+    "TextDatasetSpec",
+]
 
 
 def __getattr__(name: str) -> Any:

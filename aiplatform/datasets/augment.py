@@ -28,9 +28,7 @@ def hash_uniform(seed: int, ids: np.ndarray, stream: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def random_affine(
-    images: np.ndarray, ids: np.ndarray, copy_index: int, spec: AugmentSpec, seed: int
-) -> np.ndarray:
+def random_affine(images: np.ndarray, ids: np.ndarray, copy_index: int, spec: AugmentSpec, seed: int) -> np.ndarray:
     """Augment ``images`` (N, H, W, C uint8) with per-row affine transforms; returns uint8."""
     if len(images) == 0:
         return images
@@ -40,9 +38,7 @@ def random_affine(
     shift_x = (hash_uniform(seed, ids, stream + 2) * 2 - 1) * spec.shift_frac * 2
     shift_y = (hash_uniform(seed, ids, stream + 3) * 2 - 1) * spec.shift_frac * 2
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    theta = np.stack(
-        [np.stack([cos, -sin, shift_x], axis=1), np.stack([sin, cos, shift_y], axis=1)], axis=1
-    )
+    theta = np.stack([np.stack([cos, -sin, shift_x], axis=1), np.stack([sin, cos, shift_y], axis=1)], axis=1)
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     grid = F.affine_grid(torch.from_numpy(theta).float(), list(batch.shape), align_corners=False)
     warped = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -15,7 +15,7 @@ this module (they match the protocol by shape).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import ray.data
 from pydantic import BaseModel
@@ -66,14 +66,13 @@ class DatasetBuilder(Protocol):
         here, before anything is written. ``streaming_bytes``: above it a source is built streaming."""
         ...
 
-    def describe(self, spec: Any, source: Any, rows: Any, files: list[ObjectInfo],
-                 storage: Storage) -> dict[str, Any]:
+    def describe(self, spec: Any, source: Any, rows: Any, files: list[ObjectInfo], storage: Storage) -> dict[str, Any]:
         """The manifest after its common header (format, kind, name, version, times, spec, source
         fingerprint): at least ``labels``, ``splits`` (per split: rows, per_class, files) and
         ``content_hash``, read from the sealed ``files`` just written."""
         ...
 
-    def refusal(self, spec: Any, manifest: dict[str, Any]) -> Optional[str]:
+    def refusal(self, spec: Any, manifest: dict[str, Any]) -> str | None:
         """Why the described version cannot be committed (too few rows), or None."""
         ...
 

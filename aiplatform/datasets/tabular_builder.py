@@ -16,7 +16,7 @@ import json
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,16 +44,22 @@ def column_types(schema: pa.Schema, features: list[str], source: str) -> dict[st
         arrow_type = schema.field(name).type
         if pa.types.is_dictionary(arrow_type):
             arrow_type = arrow_type.value_type
-        if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type) \
-                or pa.types.is_decimal(arrow_type):
+        if (
+            pa.types.is_integer(arrow_type)
+            or pa.types.is_floating(arrow_type)
+            or pa.types.is_boolean(arrow_type)
+            or pa.types.is_decimal(arrow_type)
+        ):
             types[name] = NUMBER
         elif pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
             types[name] = CATEGORY
         elif pa.types.is_null(arrow_type):
             raise InvalidArgument(f"Table source {source!r}: column {name!r} is empty")
         else:
-            raise InvalidArgument(f"Table source {source!r}: column {name!r} has type {arrow_type}; features are "
-                                  "numbers or text categories (drop it with feature_columns)")
+            raise InvalidArgument(
+                f"Table source {source!r}: column {name!r} has type {arrow_type}; features are "
+                "numbers or text categories (drop it with feature_columns)"
+            )
     return types
 
 
@@ -69,26 +75,36 @@ def column_statistics(batch: pa.Table, types: dict[str, str], max_categories: in
             values = np.asarray(pc.cast(column.drop_null(), pa.float64(), safe=False).to_numpy(zero_copy_only=False))
             values = values[~np.isnan(values)]
             missing += int(len(column) - column.null_count - values.size)
-            columns[name] = {"missing": missing, "count": int(values.size), "sum": float(values.sum()),
-                             "sumsq": float(np.square(values).sum()),
-                             "min": float(values.min()) if values.size else None,
-                             "max": float(values.max()) if values.size else None}
+            columns[name] = {
+                "missing": missing,
+                "count": int(values.size),
+                "sum": float(values.sum()),
+                "sumsq": float(np.square(values).sum()),
+                "min": float(values.min()) if values.size else None,
+                "max": float(values.max()) if values.size else None,
+            }
         else:  # categories as the servers name them: stripped; an empty text is a missing value
             texts = pc.utf8_trim_whitespace(column.drop_null().cast(pa.string()))
             texts = texts.filter(pc.not_equal(texts, ""))
             missing += len(column) - column.null_count - len(texts)
             counts = pc.value_counts(texts).to_pylist()
-            columns[name] = {"missing": missing,
-                             "categories": {str(c["values"]): int(c["counts"]) for c in counts[:max_categories + 1]}}
+            columns[name] = {
+                "missing": missing,
+                "categories": {str(c["values"]): int(c["counts"]) for c in counts[: max_categories + 1]},
+            }
     labels = batch.column(LABEL_NAME)
     label_counts = pc.value_counts(labels.drop_null().cast(pa.string())).to_pylist()
-    partial = {"rows": batch.num_rows, "columns": columns,
-               "labels": {str(c["values"]).strip(): int(c["counts"]) for c in label_counts}}
+    partial = {
+        "rows": batch.num_rows,
+        "columns": columns,
+        "labels": {str(c["values"]).strip(): int(c["counts"]) for c in label_counts},
+    }
     return {"partial": [json.dumps(partial)]}
 
 
-def feature_schema(partials: list[dict[str, Any]], types: dict[str, str], spec: TabularDatasetSpec) -> tuple[
-        list[dict[str, Any]], list[str], int]:
+def feature_schema(
+    partials: list[dict[str, Any]], types: dict[str, str], spec: TabularDatasetSpec
+) -> tuple[list[dict[str, Any]], list[str], int]:
     """Combine the partial statistics: the features (in order), the labels (sorted) and the rows."""
     features = []
     for name, type_ in types.items():
@@ -100,19 +116,28 @@ def feature_schema(partials: list[dict[str, Any]], types: dict[str, str], spec: 
                 raise InvalidArgument(f"Table source {spec.source!r}: column {name!r} has no values")
             mean = sum(p["sum"] for p in parts) / count
             variance = max(0.0, sum(p["sumsq"] for p in parts) / count - mean**2)
-            features.append({"name": name, "type": NUMBER, "missing": missing,
-                             "min": min(p["min"] for p in parts if p["min"] is not None),
-                             "max": max(p["max"] for p in parts if p["max"] is not None),
-                             "mean": round(mean, 6), "std": round(math.sqrt(variance), 6)})
+            features.append(
+                {
+                    "name": name,
+                    "type": NUMBER,
+                    "missing": missing,
+                    "min": min(p["min"] for p in parts if p["min"] is not None),
+                    "max": max(p["max"] for p in parts if p["max"] is not None),
+                    "mean": round(mean, 6),
+                    "std": round(math.sqrt(variance), 6),
+                }
+            )
         else:
             counts: dict[str, int] = {}
             for p in parts:
                 for category, n in p["categories"].items():
                     counts[category] = counts.get(category, 0) + n
             if len(counts) > spec.max_categories:
-                raise InvalidArgument(f"Table source {spec.source!r}: text column {name!r} has more than "
-                                      f"{spec.max_categories} distinct values; it is not a category (drop it with "
-                                      "feature_columns or raise max_categories)")
+                raise InvalidArgument(
+                    f"Table source {spec.source!r}: text column {name!r} has more than "
+                    f"{spec.max_categories} distinct values; it is not a category (drop it with "
+                    "feature_columns or raise max_categories)"
+                )
             if not counts:
                 raise InvalidArgument(f"Table source {spec.source!r}: column {name!r} has no values")
             features.append({"name": name, "type": CATEGORY, "missing": missing, "categories": sorted(counts)})
@@ -123,15 +148,21 @@ def feature_schema(partials: list[dict[str, Any]], types: dict[str, str], spec: 
                 label_counts[label] = label_counts.get(label, 0) + n
     labels = sorted(label_counts)
     if len(labels) < 2:
-        raise InvalidArgument(f"Table source {spec.source!r} has {len(labels)} label(s) in column {spec.label!r}; "
-                              "a classifier needs 2 or more")
+        raise InvalidArgument(
+            f"Table source {spec.source!r} has {len(labels)} label(s) in column {spec.label!r}; "
+            "a classifier needs 2 or more"
+        )
     if len(labels) > spec.max_categories:
-        raise InvalidArgument(f"Table source {spec.source!r}: label column {spec.label!r} has {len(labels)} distinct "
-                              f"values, more than {spec.max_categories}; is it a class?")
+        raise InvalidArgument(
+            f"Table source {spec.source!r}: label column {spec.label!r} has {len(labels)} distinct "
+            f"values, more than {spec.max_categories}; is it a class?"
+        )
     return features, labels, sum(p["rows"] for p in partials)
 
 
-def encode_rows(batch: pa.Table, features: list[dict[str, Any]], labels: list[str], spec_json: str) -> dict[str, np.ndarray]:
+def encode_rows(
+    batch: pa.Table, features: list[dict[str, Any]], labels: list[str], spec_json: str
+) -> dict[str, np.ndarray]:
     """Rows -> ``{id, features (float32 bytes), label, split}``; unlabelled rows are dropped."""
     spec = TabularDatasetSpec.model_validate_json(spec_json)
     label_index = {label: i for i, label in enumerate(labels)}
@@ -140,28 +171,42 @@ def encode_rows(batch: pa.Table, features: list[dict[str, Any]], labels: list[st
     keep = np.array([v in label_index for v in raw_labels], dtype=bool)
     matrix = FeatureSchema(features).encode_arrow({f["name"]: batch.column(f["name"]) for f in features})[keep]
     rows = [row.tobytes() for row in matrix]
-    ids = np.array([int.from_bytes(hashlib.blake2b(r, digest_size=8).digest(), "little") >> 1 for r in rows],
-                   dtype=np.int64)
+    ids = np.array(
+        [int.from_bytes(hashlib.blake2b(r, digest_size=8).digest(), "little") >> 1 for r in rows], dtype=np.int64
+    )
     u = hash_uniform(spec.seed, ids, SPLIT_STREAM)
     split = np.full(len(ids), "train", dtype=object)
     split[u < spec.test_fraction] = "test"
     split[(u >= spec.test_fraction) & (u < spec.test_fraction + spec.val_fraction)] = "val"
-    return {"id": ids, "features": np.array(rows, dtype=object),
-            "label": np.array([label_index[v] for v, k in zip(raw_labels, keep) if k], dtype=np.int64),
-            "split": split}
+    return {
+        "id": ids,
+        "features": np.array(rows, dtype=object),
+        "label": np.array([label_index[v] for v, k in zip(raw_labels, keep) if k], dtype=np.int64),
+        "split": split,
+    }
 
 
-def build_table_rows(source: "ray.data.Dataset", spec: TabularDatasetSpec, feature_names: list[str]) -> tuple[
-        "ray.data.Dataset", list[dict[str, Any]], list[str], dict[str, int]]:
+def build_table_rows(
+    source: ray.data.Dataset, spec: TabularDatasetSpec, feature_names: list[str]
+) -> tuple[ray.data.Dataset, list[dict[str, Any]], list[str], dict[str, int]]:
     """The encoded rows (lazy), the feature schema, the labels and what cleaning dropped."""
     types = column_types(source.schema().base_schema, feature_names, spec.source)
-    partials = [json.loads(row["partial"]) for row in source.map_batches(
-        column_statistics, fn_kwargs={"types": types, "max_categories": spec.max_categories},
-        batch_size=BATCH_ROWS, batch_format="pyarrow").take_all()]
+    partials = [
+        json.loads(row["partial"])
+        for row in source.map_batches(
+            column_statistics,
+            fn_kwargs={"types": types, "max_categories": spec.max_categories},
+            batch_size=BATCH_ROWS,
+            batch_format="pyarrow",
+        ).take_all()
+    ]
     features, labels, source_rows = feature_schema(partials, types, spec)
-    rows = source.map_batches(encode_rows, fn_kwargs={"features": features, "labels": labels,
-                                                      "spec_json": spec.model_dump_json()},
-                              batch_size=BATCH_ROWS, batch_format="pyarrow")
+    rows = source.map_batches(
+        encode_rows,
+        fn_kwargs={"features": features, "labels": labels, "spec_json": spec.model_dump_json()},
+        batch_size=BATCH_ROWS,
+        batch_format="pyarrow",
+    )
     return rows, features, labels, {"source_rows": source_rows}
 
 
@@ -174,15 +219,21 @@ def split_totals(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np
         ids = np.asarray(batch["id"], dtype=np.int64)[mask]
         key = ids.astype(np.uint64) + np.asarray(batch["label"], dtype=np.uint64)[mask] * np.uint64(7_919)
         with np.errstate(over="ignore"):
-            digest = int((hash_uniform(SPLITS.index(split) + 1, key.view(np.int64), 11) * 2.0**53)
-                         .astype(np.uint64).sum(dtype=np.uint64))
+            digest = int(
+                (hash_uniform(SPLITS.index(split) + 1, key.view(np.int64), 11) * 2.0**53)
+                .astype(np.uint64)
+                .sum(dtype=np.uint64)
+            )
         out["split"].append(split)
         out["count"].append(int(mask.sum()))
         out["classes"].append(np.bincount(batch["label"][mask], minlength=num_classes)[:num_classes])
         out["digest"].append(digest)
-    return {"split": np.array(out["split"], dtype=object), "count": np.array(out["count"], dtype=np.int64),
-            "classes": np.stack(out["classes"]) if out["classes"] else np.zeros((0, num_classes), dtype=np.int64),
-            "digest": np.array(out["digest"], dtype=np.uint64)}
+    return {
+        "split": np.array(out["split"], dtype=object),
+        "count": np.array(out["count"], dtype=np.int64),
+        "classes": np.stack(out["classes"]) if out["classes"] else np.zeros((0, num_classes), dtype=np.int64),
+        "digest": np.array(out["digest"], dtype=np.uint64),
+    }
 
 
 @dataclass(frozen=True)
@@ -226,30 +277,39 @@ class TabularBuilder:
         rows, features, labels, cleaning = build_table_rows(source.data.dataset, spec, source.feature_names)
         return TableRows(rows.random_shuffle(seed=spec.seed), features, labels, cleaning)
 
-    def describe(self, spec: TabularDatasetSpec, source: TableSource, rows: TableRows, files: list[ObjectInfo],
-                 storage: Storage) -> dict[str, Any]:
-        written = ray.data.read_parquet([storage.arrow_path(f.key) for f in files],
-                                        filesystem=storage.arrow_filesystem())
+    def describe(
+        self, spec: TabularDatasetSpec, source: TableSource, rows: TableRows, files: list[ObjectInfo], storage: Storage
+    ) -> dict[str, Any]:
+        written = ray.data.read_parquet(
+            [storage.arrow_path(f.key) for f in files], filesystem=storage.arrow_filesystem()
+        )
         labels = rows.labels
         totals: dict[str, dict[str, Any]] = {}
-        for row in written.map_batches(split_totals, fn_kwargs={"num_classes": len(labels)},
-                                       batch_size=BATCH_ROWS).take_all():
-            t = totals.setdefault(str(row["split"]),
-                                  {"count": 0, "classes": np.zeros(len(labels), np.int64), "digest": 0})
+        for row in written.map_batches(
+            split_totals, fn_kwargs={"num_classes": len(labels)}, batch_size=BATCH_ROWS
+        ).take_all():
+            t = totals.setdefault(
+                str(row["split"]), {"count": 0, "classes": np.zeros(len(labels), np.int64), "digest": 0}
+            )
             t["count"] += int(row["count"])
             t["classes"] = t["classes"] + np.asarray(row["classes"])
             t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
-        splits = {split: {"rows": totals[split]["count"] if split in totals else 0,
-                          "per_class": ({label: int(n) for label, n in zip(labels, totals[split]["classes"])}
-                                        if split in totals else {}),
-                          "files": split_file_entries(files, split)}
-                  for split in SPLITS}
+        splits = {
+            split: {
+                "rows": totals[split]["count"] if split in totals else 0,
+                "per_class": (
+                    {label: int(n) for label, n in zip(labels, totals[split]["classes"])} if split in totals else {}
+                ),
+                "files": split_file_entries(files, split),
+            }
+            for split in SPLITS
+        }
         kept = sum(t["count"] for t in totals.values())
         return {
             "schema": {
                 "id": "int64 (hash of the encoded row; equal rows share it and their split)",
                 "features": "binary: float32 per feature in table.features order (categories as their index, "
-                            "missing as NaN)",
+                "missing as NaN)",
                 "label": "int64 index into labels",
                 "split": "hive partition: train | val | test",
             },
@@ -260,8 +320,10 @@ class TabularBuilder:
             "content_hash": splits_content_hash(totals),
         }
 
-    def refusal(self, spec: TabularDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
+    def refusal(self, spec: TabularDatasetSpec, manifest: dict[str, Any]) -> str | None:
         if manifest["splits"]["train"]["rows"] == 0 or manifest["splits"]["val"]["rows"] == 0:
-            return (f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
-                    "too few for training and validation splits")
+            return (
+                f"Table source {spec.source!r} gave {manifest['cleaning']['rows']} labelled rows: "
+                "too few for training and validation splits"
+            )
         return None

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pyarrow as pa
 import ray.data
@@ -45,27 +46,27 @@ class TabularDatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(min_length=1)
-    label_column: Optional[str] = Field(None, description="default: the built-in table's own, else 'label'")
-    feature_columns: Optional[tuple[str, ...]] = Field(None, min_length=1, max_length=MAX_FEATURES)
-    name: Optional[str] = None
+    label_column: str | None = Field(None, description="default: the built-in table's own, else 'label'")
+    feature_columns: tuple[str, ...] | None = Field(None, min_length=1, max_length=MAX_FEATURES)
+    name: str | None = None
     val_fraction: float = Field(0.15, ge=0.01, lt=0.5)
     test_fraction: float = Field(0.15, ge=0.01, lt=0.5)
     seed: int = 0
-    max_rows: Optional[int] = Field(None, ge=10)
+    max_rows: int | None = Field(None, ge=10)
     """Keep a seeded random subset of N source rows (quick runs and tests)."""
     max_categories: int = Field(64, ge=2, le=10_000)
     """A text column with more distinct values than this is refused (an id or free text, not a category)."""
 
     @field_validator("label_column")
     @classmethod
-    def _label_name(cls, value: Optional[str]) -> Optional[str]:
+    def _label_name(cls, value: str | None) -> str | None:
         if value is not None and not _COLUMN.fullmatch(value):
             raise ValueError("a column name is 1-128 characters without control characters")
         return value
 
     @field_validator("feature_columns")
     @classmethod
-    def _feature_names(cls, value: Optional[tuple[str, ...]]) -> Optional[tuple[str, ...]]:
+    def _feature_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is None:
             return value
         bad = [c for c in value if not isinstance(c, str) or not _COLUMN.fullmatch(c)]
@@ -76,11 +77,12 @@ class TabularDatasetSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "TabularDatasetSpec":
+    def _check(self) -> TabularDatasetSpec:
         kind = self.source_kind
         if kind not in BUILT_IN_TABLES and kind not in TABLE_SOURCE_KINDS:
-            raise ValueError(f"unknown table source {self.source!r}: use {', '.join(BUILT_IN_TABLES)}, csv:<uri> "
-                             "or parquet:<uri>")
+            raise ValueError(
+                f"unknown table source {self.source!r}: use {', '.join(BUILT_IN_TABLES)}, csv:<uri> or parquet:<uri>"
+            )
         if kind in TABLE_SOURCE_KINDS and not self.source_location:
             raise ValueError(f"table source {self.source!r} needs a location after '{kind}:'")
         if self.name is not None and not _NAME.fullmatch(self.name):
@@ -146,6 +148,7 @@ def _sklearn_table(loader: str, label: str) -> Callable[[], tuple[pa.Table, str]
 
         pacsv.write_csv(table, sink)
         return table, hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
     return read
 
 
@@ -158,12 +161,14 @@ _BUILT_IN_READERS: dict[str, Callable[[], tuple[pa.Table, str]]] = {
 
 def _unparsable(spec: TabularDatasetSpec, exc: BaseException) -> InvalidArgument:
     # The kind of error only: a parser's message quotes the rows it choked on.
-    return InvalidArgument(f"Table source {spec.source!r} cannot be parsed as {spec.source_kind} "
-                           f"({type(exc).__name__})")
+    return InvalidArgument(
+        f"Table source {spec.source!r} cannot be parsed as {spec.source_kind} ({type(exc).__name__})"
+    )
 
 
-def read_table_source(spec: TabularDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
-                      http_get: HttpGet = trusted_fetch) -> tuple[SourceData, list[str]]:
+def read_table_source(
+    spec: TabularDatasetSpec, storage_options: dict[str, Any] | None = None, http_get: HttpGet = trusted_fetch
+) -> tuple[SourceData, list[str]]:
     """The source as Ray Data rows of its feature columns and its label column (renamed
     ``label_name``), and the feature columns' names in order. ``labels`` are filled later."""
     options = storage_options or {}
@@ -174,7 +179,7 @@ def read_table_source(spec: TabularDatasetSpec, storage_options: Optional[dict[s
         data = http_get(spec.source_location, spec.source)
         try:
             dataset = ray.data.from_arrow(fetched_table(spec, data))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        except Exception as exc:
             raise _unparsable(spec, exc) from exc
         fingerprint = hashlib.sha256(data).hexdigest()
     else:
@@ -182,33 +187,41 @@ def read_table_source(spec: TabularDatasetSpec, storage_options: Optional[dict[s
         reader = {"csv": ray.data.read_csv, "parquet": ray.data.read_parquet}[spec.source_kind]
         try:
             dataset = reader(files, filesystem=_arrow_fs(fs))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        except Exception as exc:
             raise _unparsable(spec, exc) from exc
     try:
         names = list(dataset.schema().names)
-    except Exception as exc:  # noqa: BLE001 - reading happens lazily; the schema read parses the file
+    except Exception as exc:
         raise _unparsable(spec, exc) from exc
     present = set(names)  # one pass: a wide file's header is not searched once per wanted column
     missing = [c for c in (spec.label, *(spec.feature_columns or [])) if c not in present]
     if missing:
         # The names asked for, and the file's column count: nothing read from the file is quoted.
-        raise InvalidArgument(f"Table source {spec.source!r} has no column(s) {missing} (it has {len(names)} "
-                              "columns). Name them with label_column / feature_columns")
+        raise InvalidArgument(
+            f"Table source {spec.source!r} has no column(s) {missing} (it has {len(names)} "
+            "columns). Name them with label_column / feature_columns"
+        )
     features = list(spec.feature_columns or [c for c in names if c != spec.label])
     if not features:
         raise InvalidArgument(f"Table source {spec.source!r} has no feature columns besides {spec.label!r}")
     if len(features) > MAX_FEATURES:
-        raise InvalidArgument(f"Table source {spec.source!r} has {len(features)} feature columns; the limit is "
-                              f"{MAX_FEATURES} (name them with feature_columns)")
+        raise InvalidArgument(
+            f"Table source {spec.source!r} has {len(features)} feature columns; the limit is "
+            f"{MAX_FEATURES} (name them with feature_columns)"
+        )
     chosen = set(features)
     bad = [position for position, c in enumerate(names, start=1) if c in chosen and not _COLUMN.fullmatch(c)]
     if bad:
-        raise InvalidArgument(f"Table source {spec.source!r} has {len(bad)} feature column name(s) with control "
-                              f"characters or over 128 characters (column(s) {bad[:10]}, counting from 1); "
-                              "rename them or leave them out of feature_columns")
+        raise InvalidArgument(
+            f"Table source {spec.source!r} has {len(bad)} feature column name(s) with control "
+            f"characters or over 128 characters (column(s) {bad[:10]}, counting from 1); "
+            "rename them or leave them out of feature_columns"
+        )
     if LABEL_NAME in features:
-        raise InvalidArgument(f"Table source {spec.source!r} has a feature column named {LABEL_NAME!r}, a name the "
-                              "platform keeps for the label; rename it")
+        raise InvalidArgument(
+            f"Table source {spec.source!r} has a feature column named {LABEL_NAME!r}, a name the "
+            "platform keeps for the label; rename it"
+        )
     if spec.max_rows is not None:
         dataset = dataset.random_shuffle(seed=spec.seed).limit(spec.max_rows)
     dataset = dataset.select_columns([*features, spec.label])

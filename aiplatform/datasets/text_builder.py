@@ -15,7 +15,7 @@ import hashlib
 import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import ray.data
@@ -34,7 +34,33 @@ TEXT_MANIFEST_FORMAT = 1
 SPLIT_STREAM = 13
 LENGTH_BINS = (0, 5, 10, 15, 20, 30, 40, 60, 80, 120, 200, 400, 1_000_000)
 TOP_TOKENS = 15
-STOP_TOKENS = frozenset("the a an and or to of in on at for is it i you that this be are was with my me".split())
+STOP_TOKENS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "to",
+        "of",
+        "in",
+        "on",
+        "at",
+        "for",
+        "is",
+        "it",
+        "i",
+        "you",
+        "that",
+        "this",
+        "be",
+        "are",
+        "was",
+        "with",
+        "my",
+        "me",
+    ]
+)
 
 
 def text_ids(texts: list[str]) -> np.ndarray:
@@ -83,7 +109,7 @@ def deduplicate(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: np.asarray(values)[index] for key, values in block.items()}
 
 
-def colocated(data: "ray.data.Dataset", key: str, partitions: int) -> "ray.data.Dataset":
+def colocated(data: ray.data.Dataset, key: str, partitions: int) -> ray.data.Dataset:
     """``data`` with every row of a ``key`` value in one block, as Ray Data's own ``groupby`` puts
     them before ``map_groups``: hash-partitioned and sorted under the hash shuffle, else sorted."""
     from ray.data.context import ShuffleStrategy
@@ -99,8 +125,8 @@ def stratified_split(group: dict[str, np.ndarray], spec_json: str, labels: list[
     ids = group["id"].astype(np.int64)
     order = np.argsort(hash_uniform(spec.seed, ids, SPLIT_STREAM), kind="stable")
     n = len(ids)
-    n_test = int(round(n * spec.test_fraction))
-    n_val = int(round(n * spec.val_fraction))
+    n_test = round(n * spec.test_fraction)
+    n_val = round(n * spec.val_fraction)
     split = np.full(n, "train", dtype=object)
     split[order[:n_test]] = "test"
     split[order[n_test : n_test + n_val]] = "val"
@@ -141,14 +167,23 @@ def token_counts(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np
     return {"counts": np.array([json.dumps([dict(c) for c in counters])], dtype=object)}
 
 
-def text_profile(data: "ray.data.Dataset", labels: list[str]) -> dict[str, Any]:
+def text_profile(data: ray.data.Dataset, labels: list[str]) -> dict[str, Any]:
     """Lengths per split, top words per class and vocabulary coverage of val/test by train."""
     num_classes = len(labels)
     rows = data.map_batches(batch_statistics, fn_kwargs={"num_classes": num_classes}, batch_size=4096).take_all()
     totals: dict[str, dict[str, Any]] = {}
     for row in rows:
-        t = totals.setdefault(str(row["split"]), {"count": 0, "classes": np.zeros(num_classes), "digest": 0,
-                                                  "words_hist": np.zeros(len(LENGTH_BINS) - 1), "words": 0.0, "chars": 0.0})
+        t = totals.setdefault(
+            str(row["split"]),
+            {
+                "count": 0,
+                "classes": np.zeros(num_classes),
+                "digest": 0,
+                "words_hist": np.zeros(len(LENGTH_BINS) - 1),
+                "words": 0.0,
+                "chars": 0.0,
+            },
+        )
         t["count"] += int(row["count"])
         t["classes"] = t["classes"] + np.asarray(row["classes"])
         t["digest"] = (t["digest"] + int(row["digest"])) % 2**64
@@ -165,8 +200,11 @@ def text_profile(data: "ray.data.Dataset", labels: list[str]) -> dict[str, Any]:
         vocabulary.update(counter)
     tokenizer = Tokenizer(sorted(w for w, n in vocabulary.items() if n >= 2))
     coverage = {
-        split: round(tokenizer.coverage(r["text"] for r in data.filter(lambda r, s=split: r["split"] == s).iter_rows()), 4)
-        for split in ("val", "test") if split in totals
+        split: round(
+            tokenizer.coverage(r["text"] for r in data.filter(lambda r, s=split: r["split"] == s).iter_rows()), 4
+        )
+        for split in ("val", "test")
+        if split in totals
     }
     profile = {
         split: {
@@ -179,13 +217,17 @@ def text_profile(data: "ray.data.Dataset", labels: list[str]) -> dict[str, Any]:
     }
     profile["vocabulary"] = {"train_words": len(tokenizer.vocab), "coverage": coverage}
     profile["top_tokens"] = {
-        label: [[w, n] for w, n in counter.most_common(TOP_TOKENS * 3) if w not in STOP_TOKENS and w.isalnum()][:TOP_TOKENS]
+        label: [[w, n] for w, n in counter.most_common(TOP_TOKENS * 3) if w not in STOP_TOKENS and w.isalnum()][
+            :TOP_TOKENS
+        ]
         for label, counter in zip(labels, per_class)
     }
     return {"totals": totals, "profile": profile}
 
 
-def build_text_rows(source: "ray.data.Dataset", spec: TextDatasetSpec) -> tuple["ray.data.Dataset", list[str], dict[str, int]]:
+def build_text_rows(
+    source: ray.data.Dataset, spec: TextDatasetSpec
+) -> tuple[ray.data.Dataset, list[str], dict[str, int]]:
     """Cleaned, deduplicated, stratified rows ``{id, text, label, split}`` and the labels."""
     source_rows = source.count()
     cleaned = source.map_batches(clean_rows, fn_kwargs={"min_chars": spec.min_chars}, batch_size=2048).materialize()
@@ -197,12 +239,20 @@ def build_text_rows(source: "ray.data.Dataset", spec: TextDatasetSpec) -> tuple[
     deduplicated = unique.count()
     labels = sorted(str(v) for v in unique.unique("label_name"))
     if len(labels) < 2:
-        raise InvalidArgument(f"Text source {spec.source!r} has {len(labels)} label(s) after cleaning; a classifier needs 2 or more")
-    rows = unique.groupby("label_name", num_partitions=min(partitions, len(labels))).map_groups(
-        stratified_split, fn_kwargs={"spec_json": spec.model_dump_json(), "labels": labels}
-    ).random_shuffle(seed=spec.seed)
-    cleaning = {"source_rows": source_rows, "dropped_short_or_unlabelled": source_rows - kept,
-                "duplicates_removed": kept - deduplicated, "rows": deduplicated}
+        raise InvalidArgument(
+            f"Text source {spec.source!r} has {len(labels)} label(s) after cleaning; a classifier needs 2 or more"
+        )
+    rows = (
+        unique.groupby("label_name", num_partitions=min(partitions, len(labels)))
+        .map_groups(stratified_split, fn_kwargs={"spec_json": spec.model_dump_json(), "labels": labels})
+        .random_shuffle(seed=spec.seed)
+    )
+    cleaning = {
+        "source_rows": source_rows,
+        "dropped_short_or_unlabelled": source_rows - kept,
+        "duplicates_removed": kept - deduplicated,
+        "rows": deduplicated,
+    }
     return rows, labels, cleaning
 
 
@@ -233,13 +283,19 @@ class TextBuilder:
         """Cleans, deduplicates and splits (materialized: what a bad source fails on fails here)."""
         return TextRows(*build_text_rows(source.dataset, spec))
 
-    def describe(self, spec: TextDatasetSpec, source: SourceData, rows: TextRows, files: list[ObjectInfo],
-                 storage: Storage) -> dict[str, Any]:
-        written = ray.data.read_parquet([storage.arrow_path(f.key) for f in files],
-                                        filesystem=storage.arrow_filesystem()).materialize()
+    def describe(
+        self, spec: TextDatasetSpec, source: SourceData, rows: TextRows, files: list[ObjectInfo], storage: Storage
+    ) -> dict[str, Any]:
+        written = ray.data.read_parquet(
+            [storage.arrow_path(f.key) for f in files], filesystem=storage.arrow_filesystem()
+        ).materialize()
         stats = text_profile(written, rows.labels)
-        leaked = (written.groupby("id", num_partitions=max(2, written.count() // 50_000)).count()
-                  .filter(lambda row: row["count()"] > 1).count())
+        leaked = (
+            written.groupby("id", num_partitions=max(2, written.count() // 50_000))
+            .count()
+            .filter(lambda row: row["count()"] > 1)
+            .count()
+        )
         totals = stats["totals"]
         splits = {}
         for split in SPLITS:
@@ -265,7 +321,7 @@ class TextBuilder:
             "profile": stats["profile"],
         }
 
-    def refusal(self, spec: TextDatasetSpec, manifest: dict[str, Any]) -> Optional[str]:
+    def refusal(self, spec: TextDatasetSpec, manifest: dict[str, Any]) -> str | None:
         if manifest["splits"]["train"]["rows"] == 0:
             return f"Text source {spec.source!r} produced no training rows"
         return None

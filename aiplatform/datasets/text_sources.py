@@ -17,7 +17,7 @@ import importlib.util
 import io
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import fsspec
 import ray.data
@@ -43,17 +43,17 @@ class TextDatasetSpec(BaseModel):
     source: str = Field(min_length=1)
     text_column: str = Field("text", min_length=1, max_length=200)
     label_column: str = Field("label", min_length=1, max_length=200)
-    name: Optional[str] = None
+    name: str | None = None
     val_fraction: float = Field(0.1, ge=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 0
-    max_rows: Optional[int] = Field(None, ge=10)
+    max_rows: int | None = Field(None, ge=10)
     """Keep a seeded random subset of N source rows (quick runs and tests)."""
     min_chars: int = Field(2, ge=1, le=10_000)
     """Rows whose cleaned text is shorter are dropped."""
 
     @model_validator(mode="after")
-    def _check(self) -> "TextDatasetSpec":
+    def _check(self) -> TextDatasetSpec:
         kind = self.source_kind
         if kind not in TEXT_SOURCE_KINDS:
             raise ValueError(
@@ -104,7 +104,7 @@ def package_data_file(requirement: str, parts: tuple[str, ...], what: str) -> Pa
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise NotFound(f"{what} needs the PyPI package {requirement} installed")
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
     if not path.is_file():
         raise NotFound(f"{what} is missing from the {package} package ({path})")
     return path
@@ -143,12 +143,12 @@ def fetched_table(spec: Any, data: bytes) -> Any:
 
 def _unparsable(spec: TextDatasetSpec, exc: BaseException) -> InvalidArgument:
     # The kind of error only: a parser's message quotes the rows it choked on.
-    return InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind} "
-                           f"({type(exc).__name__})")
+    return InvalidArgument(f"Text source {spec.source!r} cannot be parsed as {spec.source_kind} ({type(exc).__name__})")
 
 
-def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, Any]] = None,
-                     http_get: HttpGet = trusted_fetch) -> SourceData:
+def read_text_source(
+    spec: TextDatasetSpec, storage_options: dict[str, Any] | None = None, http_get: HttpGet = trusted_fetch
+) -> SourceData:
     """The source as Ray Data rows ``{text, label_name}`` (strings); ``labels`` are filled later,
     from the cleaned rows. ``http(s)`` sources are fetched with ``http_get`` on the driver."""
     options = storage_options or {}
@@ -163,7 +163,7 @@ def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, 
         data = http_get(spec.source_location, spec.source)
         try:
             dataset = ray.data.from_arrow(fetched_table(spec, data))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        except Exception as exc:
             raise _unparsable(spec, exc) from exc
         fingerprint = hashlib.sha256(data).hexdigest()
     else:
@@ -171,11 +171,11 @@ def read_text_source(spec: TextDatasetSpec, storage_options: Optional[dict[str, 
         reader = {"csv": ray.data.read_csv, "jsonl": ray.data.read_json, "parquet": ray.data.read_parquet}
         try:
             dataset = reader[spec.source_kind](files, filesystem=_arrow_fs(fs))
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        except Exception as exc:
             raise _unparsable(spec, exc) from exc
     try:
         names = dataset.schema().names
-    except Exception as exc:  # noqa: BLE001 - reading happens lazily; the schema read parses the file
+    except Exception as exc:
         raise _unparsable(spec, exc) from exc
     missing = [c for c in (text_col, label_col) if c not in names]
     if missing:

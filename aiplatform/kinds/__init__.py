@@ -13,7 +13,8 @@ test (``tests/unit/test_kind_contract.py``) then runs on it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds.base import DatasetKind, ManyInputs, ModelKind
@@ -24,8 +25,19 @@ from aiplatform.packaging.config import ModelConfig
 
 KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (ImageKind, TextKind, TabularKind)}
 
-__all__ = ["KINDS", "DatasetKind", "ImageKind", "ManyInputs", "ModelKind", "TabularKind", "TextKind",
-           "importable_kinds", "kind_class", "kind_for", "model_kind_class"]
+__all__ = [
+    "KINDS",
+    "DatasetKind",
+    "ImageKind",
+    "ManyInputs",
+    "ModelKind",
+    "TabularKind",
+    "TextKind",
+    "importable_kinds",
+    "kind_class",
+    "kind_for",
+    "model_kind_class",
+]
 
 
 def model_kind_class(name: str) -> type[ModelKind]:

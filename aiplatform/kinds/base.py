@@ -13,8 +13,9 @@ Everything else in the platform asks the kind and never switches on the type its
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, Optional, Union
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +58,7 @@ class ImageChart:
     pixels: np.ndarray
 
 
-Chart = Union[BarChart, ImageChart]
+Chart = BarChart | ImageChart
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class DatasetKind(ABC):
         a row's values by column), in the table's order."""
 
     @staticmethod
-    def input_preview(data: bytes, size: int) -> Optional[dict[str, Any]]:
+    def input_preview(data: bytes, size: int) -> dict[str, Any] | None:
         """What a person sees of a kept request input (its raw bytes) when they are this kind's
         own form (an image's thumbnail, at most ``size`` pixels a side); None leaves it to the
         platform's text snippet."""
@@ -163,7 +164,7 @@ class ModelKind(ABC):
         """One input from a v1 JSON body (parsed)."""
 
     @abstractmethod
-    def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> Any:
+    def from_upload(self, filename: str | None, data: bytes, limits: RequestLimits) -> Any:
         """One input from an uploaded file (or :class:`ManyInputs`)."""
 
     @abstractmethod
@@ -179,8 +180,9 @@ class ModelKind(ABC):
         return {}
 
     @abstractmethod
-    async def classify(self, item: Any, submit: Submit, labels: list[str],
-                       max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
+    async def classify(
+        self, item: Any, submit: Submit, labels: list[str], max_chunks: int
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         """One input through the model servers (``submit`` per model input): its answer and its
         drift features. ``max_chunks`` bounds how many model inputs one input may become."""
 

@@ -45,8 +45,10 @@ def check_text(text: Any, what: str = "'text'", limits: RequestLimits = RequestL
         raise InvalidArgument(f"{what} must be a string")
     limits.check_text_chars(text, what)
     if nfkc_within(text, limits.max_text_chars) is None:
-        raise TooLarge(f"{what} has more than {limits.max_text_chars:,} characters once Unicode-normalised "
-                       f"(NFKC); the limit is {limits.max_text_chars:,}")
+        raise TooLarge(
+            f"{what} has more than {limits.max_text_chars:,} characters once Unicode-normalised "
+            f"(NFKC); the limit is {limits.max_text_chars:,}"
+        )
     if not text.strip():
         raise InvalidArgument(f"{what} is empty")
     return text
@@ -63,8 +65,10 @@ def document_tokens(tokenizer: TextTokenizer, text: str, max_chunks: int) -> lis
     limit = max_chunks * tokenizer.window_tokens
     tokens = tokenizer.split(text, limit=limit + 1)
     if len(tokens) > limit:
-        raise TooLarge(f"The document is longer than {max_chunks} chunks of {tokenizer.window_tokens} tokens, "
-                       "the most one request may hold")
+        raise TooLarge(
+            f"The document is longer than {max_chunks} chunks of {tokenizer.window_tokens} tokens, "
+            "the most one request may hold"
+        )
     return tokens
 
 
@@ -76,8 +80,9 @@ def document_chunks(tokenizer: TextTokenizer, tokens: list[str]) -> list[tuple[s
     return chunks
 
 
-def combine_chunks(chunks: list[tuple[str, np.ndarray]], answers: list[dict[str, Any]],
-                   labels: list[str]) -> dict[str, Any]:
+def combine_chunks(
+    chunks: list[tuple[str, np.ndarray]], answers: list[dict[str, Any]], labels: list[str]
+) -> dict[str, Any]:
     """The document's answer (word-weighted mean of the chunks' probabilities) and, for more
     than one chunk, the per-chunk breakdown."""
     weights = np.array([len(text.split()) for text, _ in chunks], dtype=np.float64)
@@ -85,14 +90,21 @@ def combine_chunks(chunks: list[tuple[str, np.ndarray]], answers: list[dict[str,
     mean = (matrix * weights[:, None]).sum(0) / weights.sum()
     best = int(mean.argmax())
     answer: dict[str, Any] = {
-        "label": labels[best], "probability": float(mean[best]),
+        "label": labels[best],
+        "probability": float(mean[best]),
         "probabilities": {label: float(p) for label, p in zip(labels, mean)},
         "batch_size": max(a.get("batch_size", 1) for a in answers),
     }
     if len(chunks) > 1:
         answer["chunks"] = [
-            {"index": i, "words": int(w), "text": text[:CHUNK_PREVIEW_CHARS], "label": a["label"],
-             "probability": a["probability"], "probabilities": a["probabilities"]}
+            {
+                "index": i,
+                "words": int(w),
+                "text": text[:CHUNK_PREVIEW_CHARS],
+                "label": a["label"],
+                "probability": a["probability"],
+                "probabilities": a["probabilities"],
+            }
             for i, ((text, _), w, a) in enumerate(zip(chunks, weights, answers))
         ]
     return answer

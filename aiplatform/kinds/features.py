@@ -8,7 +8,7 @@ model's vocabulary.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -30,13 +30,16 @@ def image_feature_columns(images: np.ndarray) -> dict[str, np.ndarray]:
     return {"mean_intensity": pixels.mean(axis=1), "std_intensity": pixels.std(axis=1)}
 
 
-def text_features(text: str, tokenizer: TextTokenizer, tokens: Optional[list[str]] = None) -> dict[str, float]:
+def text_features(text: str, tokenizer: TextTokenizer, tokens: list[str] | None = None) -> dict[str, float]:
     """One text, with its tokens (words and punctuation) as the model's tokenizer splits them;
     pass ``tokens`` when the text was already split."""
     tokens = tokenizer.split(text) if tokens is None else tokens
     unknown = sum(1 for t in tokens if not tokenizer.known(t))
-    return {"chars": float(len(text)), "tokens": float(len(tokens)),
-            "oov_rate": round(unknown / len(tokens), 6) if tokens else 0.0}
+    return {
+        "chars": float(len(text)),
+        "tokens": float(len(tokens)),
+        "oov_rate": round(unknown / len(tokens), 6) if tokens else 0.0,
+    }
 
 
 def text_feature_columns(texts: Iterable[str], tokenizer: TextTokenizer) -> dict[str, np.ndarray]:

@@ -12,7 +12,8 @@ centre of mass. Images given as tensors (v2, pixel arrays) are taken as already 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def _mass_centre(image: np.ndarray) -> tuple[float, float]:
     return float((rows * image).sum() / total), float((cols * image).sum() / total)
 
 
-def _content_box(image: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+def _content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """(top, bottom, left, right), exclusive ends, of the pixels above CONTENT_LEVEL of the peak."""
     peak = float(image.max())
     if peak <= 0:
@@ -55,7 +56,7 @@ def _content_box(image: np.ndarray) -> Optional[tuple[int, int, int, int]]:
     return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
 
 
-def measure_framing(images: np.ndarray) -> Optional[dict[str, Any]]:
+def measure_framing(images: np.ndarray) -> dict[str, Any] | None:
     """The framing of a sample of training images (N, H, W, 1) uint8, or None when the data has
     no plain background (photographs) or more than one channel: then uploads are only resized."""
     if images.ndim != 4 or images.shape[-1] != 1 or len(images) == 0:
@@ -77,9 +78,12 @@ def measure_framing(images: np.ndarray) -> Optional[dict[str, Any]]:
     if not extents:
         return None
     centre = np.mean(np.array(centres), axis=0)
-    return {"background": "dark" if dark else "light", "content": round(float(np.median(extents)), 4),
-            "centre": [round(float(centre[0]) / size, 4), round(float(centre[1]) / size, 4)],
-            "steps": ["polarity", "background", "denoise", "crop", "scale", "centre-of-mass"]}
+    return {
+        "background": "dark" if dark else "light",
+        "content": round(float(np.median(extents)), 4),
+        "centre": [round(float(centre[0]) / size, 4), round(float(centre[1]) / size, 4)],
+        "steps": ["polarity", "background", "denoise", "crop", "scale", "centre-of-mass"],
+    }
 
 
 def _flatten_lighting(image: np.ndarray) -> np.ndarray:
@@ -122,8 +126,9 @@ def frame_image(pixels: np.ndarray, framing: Mapping[str, Any], size: int) -> np
     target = max(1, round(float(framing.get("content", 0.7)) * size))
     scale = target / max(crop.shape)
     height, width = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
-    scaled = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS),
-                        dtype=np.float32)
+    scaled = np.asarray(
+        Image.fromarray(crop.astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32
+    )
     canvas = np.zeros((size, size), dtype=np.float32)
     if scaled.sum() > 0:
         centre_y, centre_x = _mass_centre(scaled)
@@ -143,7 +148,7 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
     y0, x0 = max(0, top), max(0, left)
     y1, x1 = min(canvas.shape[0], top + patch.shape[0]), min(canvas.shape[1], left + patch.shape[1])
     if y1 > y0 and x1 > x0:
-        canvas[y0:y1, x0:x1] = patch[y0 - top:y1 - top, x0 - left:x1 - left]
+        canvas[y0:y1, x0:x1] = patch[y0 - top : y1 - top, x0 - left : x1 - left]
 
 
 def _resized(pixels: np.ndarray, size: int) -> np.ndarray:

@@ -5,7 +5,8 @@ square images imports as one."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator, Mapping, Optional
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +34,8 @@ from aiplatform.kinds.images import (
     json_image_bytes,
     thumbnail,
 )
-from aiplatform.limits import RequestLimits
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, images_from_infer_request
+from aiplatform.limits import RequestLimits
 from aiplatform.preprocessing import batch_to_tensors, decode_rows, images_to_tensor
 
 INTENSITY_BINS = 16
@@ -50,8 +51,11 @@ class ImageDatasets(DatasetKind):
 
     @staticmethod
     def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"image": png_data_url(image)} for batch in _image_batches(table, _dataset_shape(manifest))
-                for image in batch]
+        return [
+            {"image": png_data_url(image)}
+            for batch in _image_batches(table, _dataset_shape(manifest))
+            for image in batch
+        ]
 
     @staticmethod
     def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
@@ -63,8 +67,9 @@ class ImageDatasets(DatasetKind):
         means: list[np.ndarray] = []
         for batch in _image_batches(table, shape):
             total += batch.sum(axis=0, dtype=np.float64) / 255.0
-            histogram += np.bincount((batch.reshape(-1).astype(np.int64) * INTENSITY_BINS) // 256,
-                                     minlength=INTENSITY_BINS)
+            histogram += np.bincount(
+                (batch.reshape(-1).astype(np.int64) * INTENSITY_BINS) // 256, minlength=INTENSITY_BINS
+            )
             means.append(image_feature_columns(batch)["mean_intensity"])
         per_image = np.concatenate(means) if means else np.zeros(0)
         pixels = max(1, int(histogram.sum()))
@@ -83,17 +88,26 @@ class ImageDatasets(DatasetKind):
     @staticmethod
     def profile_charts(profile: dict[str, Any]) -> list[Chart]:
         """Each split's mean image, and the train split's pixel intensities."""
-        charts: list[Chart] = [ImageChart(f"mean_image_{split}", np.array(summary["mean_image"]))
-                               for split, summary in profile["splits"].items() if "mean_image" in summary]
+        charts: list[Chart] = [
+            ImageChart(f"mean_image_{split}", np.array(summary["mean_image"]))
+            for split, summary in profile["splits"].items()
+            if "mean_image" in summary
+        ]
         train = profile["splits"].get("train", {})
         if "intensity_histogram" in train:
             shares = train["intensity_histogram"]["shares"]
-            charts.append(BarChart("intensity_histogram", "train: pixel intensity (share of pixels)", shares,
-                                   [f"{i * 256 // len(shares)}" for i in range(len(shares))]))
+            charts.append(
+                BarChart(
+                    "intensity_histogram",
+                    "train: pixel intensity (share of pixels)",
+                    shares,
+                    [f"{i * 256 // len(shares)}" for i in range(len(shares))],
+                )
+            )
         return charts
 
     @staticmethod
-    def input_preview(data: bytes, size: int) -> Optional[dict[str, Any]]:
+    def input_preview(data: bytes, size: int) -> dict[str, Any] | None:
         """A PNG/JPEG upload or a JSON body's base64 image (``JSON_IMAGE_KEYS``, as decoding takes
         them) as a thumbnail."""
         image = data if data.startswith(IMAGE_MAGIC) else json_image_bytes(data)
@@ -120,32 +134,42 @@ class ImageKind(ModelKind):
 
     @classmethod
     def request_shape(cls) -> dict[str, Any]:
-        return {"upload": list(UPLOAD_EXTENSIONS), "json_keys": [*JSON_IMAGE_KEYS, "array"], "paste_key": None,
-                "paste_hint": 'an image model: JSON {"image_b64": "<base64 PNG/JPEG>"} or {"array": [[...]]}',
-                "import_hint": '{"scale": 0.00392, "mean": [0.5], "std": [0.25]}'}
+        return {
+            "upload": list(UPLOAD_EXTENSIONS),
+            "json_keys": [*JSON_IMAGE_KEYS, "array"],
+            "paste_key": None,
+            "paste_hint": 'an image model: JSON {"image_b64": "<base64 PNG/JPEG>"} or {"array": [[...]]}',
+            "import_hint": '{"scale": 0.00392, "mean": [0.5], "std": [0.25]}',
+        }
 
     @classmethod
     def import_input(cls, graph_input: dict[str, Any], given: dict[str, Any]) -> ImportedInput:
         height, width, channels, layout = image_geometry(graph_input)
         steps = image_preprocessing_steps(given, channels, floating=graph_input["datatype"] in FLOAT_DATATYPES)
-        return ImportedInput({"type": cls.name, "height": height, "width": width, "channels": channels}, steps,
-                             layout, height * width * channels, f"{height}x{width}x{channels}")
+        return ImportedInput(
+            {"type": cls.name, "height": height, "width": width, "channels": channels},
+            steps,
+            layout,
+            height * width * channels,
+            f"{height}x{width}x{channels}",
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return image_shape(self.input_spec)
 
     @property
-    def framing(self) -> Optional[dict[str, Any]]:
+    def framing(self) -> dict[str, Any] | None:
         """How uploads are brought into the training data's framing (``model.json``), if recorded."""
         return self.preprocessing.get("framing")
 
     def from_json(self, payload: Any, limits: RequestLimits) -> np.ndarray:
         return image_from_json(payload, self.input_spec, limits.max_image_pixels, self.framing)
 
-    def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> np.ndarray:
-        return image_from_bytes(data, self.input_spec, f"Uploaded file {filename!r}", limits.max_image_pixels,
-                                self.framing)
+    def from_upload(self, filename: str | None, data: bytes, limits: RequestLimits) -> np.ndarray:
+        return image_from_bytes(
+            data, self.input_spec, f"Uploaded file {filename!r}", limits.max_image_pixels, self.framing
+        )
 
     def from_v2(self, body: Any, limits: RequestLimits) -> list[np.ndarray]:
         images, _ = images_from_infer_request(body, self.input_spec, limits)
@@ -155,8 +179,9 @@ class ImageKind(ModelKind):
         height, width, channels = self.shape
         return [{"name": "input", "datatype": "UINT8", "shape": [-1, height, width, channels]}]
 
-    async def classify(self, item: np.ndarray, submit: Submit, labels: list[str],
-                       max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
+    async def classify(
+        self, item: np.ndarray, submit: Submit, labels: list[str], max_chunks: int
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         return await submit(item), image_features(item)
 
     def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
@@ -222,12 +247,16 @@ def image_geometry(spec: dict[str, Any]) -> tuple[int, int, int, str]:
     if found is not None:
         height, width = found[0], found[1]
         if height != width or height > MAX_IMAGE_SIDE:
-            raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {height}x{width} pixels; image models "
-                                  f"here take square images of at most {MAX_IMAGE_SIDE} pixels a side")
+            raise InvalidArgument(
+                f"The ONNX model's input {spec['name']!r} is {height}x{width} pixels; image models "
+                f"here take square images of at most {MAX_IMAGE_SIDE} pixels a side"
+            )
         return found
-    raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has shape {shape}; an image model takes "
-                          "(batch, channels, height, width) or (batch, height, width, channels) with 1 or 3 "
-                          "channels and a fixed height and width")
+    raise InvalidArgument(
+        f"The ONNX model's input {spec['name']!r} has shape {shape}; an image model takes "
+        "(batch, channels, height, width) or (batch, height, width, channels) with 1 or 3 "
+        "channels and a fixed height and width"
+    )
 
 
 def image_preprocessing_steps(given: dict[str, Any], channels: int, floating: bool = True) -> dict[str, Any]:
@@ -249,8 +278,15 @@ def image_preprocessing_steps(given: dict[str, Any], channels: int, floating: bo
         std = [float(v) for v in steps["std"]]
     except (TypeError, ValueError):
         raise InvalidArgument("preprocessing scale must be a number and mean, std lists of numbers") from None
-    if len(mean) != channels or len(std) != channels or not all(np.isfinite([scale, *mean, *std])) \
-            or any(s <= 0 for s in std) or scale <= 0:
-        raise InvalidArgument(f"preprocessing needs a positive scale and {channels} mean and positive std values "
-                              f"(one per channel), got {given}")
+    if (
+        len(mean) != channels
+        or len(std) != channels
+        or not all(np.isfinite([scale, *mean, *std]))
+        or any(s <= 0 for s in std)
+        or scale <= 0
+    ):
+        raise InvalidArgument(
+            f"preprocessing needs a positive scale and {channels} mean and positive std values "
+            f"(one per channel), got {given}"
+        )
     return {**steps, "scale": scale, "mean": mean, "std": std}

@@ -10,7 +10,8 @@ import base64
 import binascii
 import io
 import json
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,13 @@ def image_shape(input_spec: Mapping[str, Any]) -> tuple[int, int, int]:
     return int(input_spec["height"]), int(input_spec["width"]), int(input_spec["channels"])
 
 
-def image_from_bytes(data: bytes, input_spec: Mapping[str, Any], what: str = "Uploaded file",
-                     max_pixels: int = DEFAULT_MAX_PIXELS, framing: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+def image_from_bytes(
+    data: bytes,
+    input_spec: Mapping[str, Any],
+    what: str = "Uploaded file",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    framing: Mapping[str, Any] | None = None,
+) -> np.ndarray:
     """PNG/JPEG bytes -> uint8 (H, W, C) as the model expects: framed as its training data was
     when the model records a ``framing`` (``aiplatform.kinds.framing``), else resized."""
     if not data:
@@ -48,8 +54,12 @@ def image_from_bytes(data: bytes, input_spec: Mapping[str, Any], what: str = "Up
     return decode_image(data, height, channels, what, max_pixels)
 
 
-def image_from_base64(text: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS,
-                      framing: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+def image_from_base64(
+    text: Any,
+    input_spec: Mapping[str, Any],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    framing: Mapping[str, Any] | None = None,
+) -> np.ndarray:
     if not isinstance(text, str) or not text:
         raise InvalidArgument("'image_b64' must be a non-empty base64 string")
     if text.startswith("data:") and "," in text:
@@ -71,17 +81,19 @@ def image_from_array(values: Any, input_spec: Mapping[str, Any]) -> np.ndarray:
     if array.size > MAX_ARRAY_VALUES:
         raise TooLarge(f"'array' has {array.size} values; the limit is {MAX_ARRAY_VALUES}")
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
-        raise InvalidArgument(
-            f"'array' must have shape (H, W) or (H, W, C) with C in (1, 3), got {list(array.shape)}"
-        )
+        raise InvalidArgument(f"'array' must have shape (H, W) or (H, W, C) with C in (1, 3), got {list(array.shape)}")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise InvalidArgument("'array' values must be finite pixel values between 0 and 255")
     pixels = np.round(array).astype(np.uint8)
     return resize_array(pixels[None, ...], height, channels)[0]
 
 
-def image_from_json(body: Any, input_spec: Mapping[str, Any], max_pixels: int = DEFAULT_MAX_PIXELS,
-                    framing: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+def image_from_json(
+    body: Any,
+    input_spec: Mapping[str, Any],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    framing: Mapping[str, Any] | None = None,
+) -> np.ndarray:
     """One JSON instance: ``{"image_b64": ...}`` (framed like an upload) or ``{"array": [[...]]}``
     (taken as already framed)."""
     if not isinstance(body, dict):
@@ -96,7 +108,7 @@ def image_from_json(body: Any, input_spec: Mapping[str, Any], max_pixels: int = 
     raise InvalidArgument("JSON body needs one of 'image_b64', 'array' or 'text'")
 
 
-def json_image_bytes(data: bytes) -> Optional[bytes]:
+def json_image_bytes(data: bytes) -> bytes | None:
     """The image a JSON body holds as base64 (``JSON_IMAGE_KEYS``), if it is one; never an error."""
     if not data.lstrip().startswith(b"{"):
         return None
@@ -127,5 +139,9 @@ def thumbnail(data: bytes, size: int) -> dict[str, Any]:
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return {"kind": "image", "data_url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
-            "width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
+    return {
+        "kind": "image",
+        "data_url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "width": int(pixels.shape[1]),
+        "height": int(pixels.shape[0]),
+    }

@@ -13,7 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,27 @@ from aiplatform.limits import MAX_UPLOAD_BYTES, RequestLimits
 NUMBER, CATEGORY = "number", "category"
 MISSING = float("nan")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-NULL_MARKERS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                          "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"})
+NULL_MARKERS = frozenset(
+    {
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 """Cells that mean "missing" (Arrow's CSV reader reads them as null when it builds a dataset), unless
 the feature has a category of that very name."""
 BOOLEANS = {"true": 1.0, "false": 0.0}
@@ -44,8 +64,11 @@ class FeatureSchema:
         self.features = [dict(f) for f in features]
         self.names = tuple(str(f["name"]) for f in self.features)
         self._known = frozenset(self.names)
-        self._codes = {f["name"]: {str(c): i for i, c in enumerate(f.get("categories", []))}
-                       for f in self.features if f["type"] == CATEGORY}
+        self._codes = {
+            f["name"]: {str(c): i for i, c in enumerate(f.get("categories", []))}
+            for f in self.features
+            if f["type"] == CATEGORY
+        }
         self.max_csv_columns = max(MAX_CSV_COLUMNS, 2 * len(self.features))
 
     @property
@@ -62,16 +85,19 @@ class FeatureSchema:
         for feature in self.features:
             column = columns[feature["name"]]
             if feature["type"] == NUMBER:
-                values = np.asarray(pc.cast(column, pa.float64(), safe=False).fill_null(MISSING)
-                                    .to_numpy(zero_copy_only=False))
+                values = np.asarray(
+                    pc.cast(column, pa.float64(), safe=False).fill_null(MISSING).to_numpy(zero_copy_only=False)
+                )
                 if (np.abs(values) > FLOAT32_MAX).any():
-                    raise InvalidArgument(f"Column {feature['name']!r} holds a value beyond a 32-bit float's range "
-                                          f"({FLOAT32_MAX:.3g})")
+                    raise InvalidArgument(
+                        f"Column {feature['name']!r} holds a value beyond a 32-bit float's range ({FLOAT32_MAX:.3g})"
+                    )
                 parts.append(values.astype(np.float32))
             else:
                 codes = self._codes[feature["name"]]
-                parts.append(np.array([codes.get(category_text(v), MISSING) for v in column.to_pylist()],
-                                      dtype=np.float32))
+                parts.append(
+                    np.array([codes.get(category_text(v), MISSING) for v in column.to_pylist()], dtype=np.float32)
+                )
         return np.stack(parts, axis=1) if parts else np.zeros((0, 0), dtype=np.float32)
 
     # -- requests (strict: every problem named) ---------------------------------------------------
@@ -85,8 +111,9 @@ class FeatureSchema:
         unknown = [str(k) for k in row if k not in self._known]
         if unknown:
             raise InvalidArgument(f"{where} has unknown feature(s) {unknown[:10]}; this model takes {list(self.names)}")
-        return np.array([self._encode(f, row[f["name"]], where, from_text=False) for f in self.features],
-                        dtype=np.float32)
+        return np.array(
+            [self._encode(f, row[f["name"]], where, from_text=False) for f in self.features], dtype=np.float32
+        )
 
     def encode_csv(self, data: bytes, what: str, limits: RequestLimits) -> list[np.ndarray]:
         """A CSV file with a header row -> one vector per row. Columns besides the features (an id,
@@ -114,8 +141,15 @@ class FeatureSchema:
                 limits.check_rows(len(rows) + 1, what)
                 if len(cells) != len(header):
                     raise InvalidArgument(f"{what} line {line} has {len(cells)} cells; the header has {len(header)}")
-                rows.append(np.array([self._encode(f, cells[p], f"{what} line {line}", from_text=True)
-                                      for f, p in zip(self.features, positions)], dtype=np.float32))
+                rows.append(
+                    np.array(
+                        [
+                            self._encode(f, cells[p], f"{what} line {line}", from_text=True)
+                            for f, p in zip(self.features, positions)
+                        ],
+                        dtype=np.float32,
+                    )
+                )
         except csv.Error as exc:
             raise InvalidArgument(f"{what} is not valid CSV: {exc}") from None
         if not rows:
@@ -128,8 +162,10 @@ class FeatureSchema:
         it is searched; the rest is indexed once, so the work is the header's length, not that
         times the features'."""
         if len(header) > self.max_csv_columns:
-            raise TooLarge(f"{what} has {len(header):,} columns; the limit is {self.max_csv_columns:,} "
-                           f"(this model takes {self.width} features)")
+            raise TooLarge(
+                f"{what} has {len(header):,} columns; the limit is {self.max_csv_columns:,} "
+                f"(this model takes {self.width} features)"
+            )
         index: dict[str, int] = {}
         for position, name in enumerate(header):
             index.setdefault(name.strip(), position)
@@ -141,8 +177,9 @@ class FeatureSchema:
     def encode_matrix(self, matrix: np.ndarray, where: str) -> list[np.ndarray]:
         """An (N, F) numeric tensor (categories given as their index) -> one vector per row."""
         if matrix.ndim != 2 or matrix.shape[1] != self.width:
-            raise InvalidArgument(f"{where} must have shape [N, {self.width}] (features {list(self.names)}), "
-                                  f"got {list(matrix.shape)}")
+            raise InvalidArgument(
+                f"{where} must have shape [N, {self.width}] (features {list(self.names)}), got {list(matrix.shape)}"
+            )
         with np.errstate(invalid="ignore"):
             if (np.abs(matrix) > FLOAT32_MAX).any():
                 raise InvalidArgument(f"{where} holds a value beyond a 32-bit float's range ({FLOAT32_MAX:.3g})")
@@ -154,8 +191,10 @@ class FeatureSchema:
             given = codes[~np.isnan(codes)]
             bad = given[(given != np.round(given)) | (given < 0) | (given >= len(feature["categories"]))]
             if bad.size:
-                raise InvalidArgument(f"{where}: feature {feature['name']!r} is a category given by its index "
-                                      f"0..{len(feature['categories']) - 1} ({feature['categories'][:10]}), got {bad[0]:g}")
+                raise InvalidArgument(
+                    f"{where}: feature {feature['name']!r} is a category given by its index "
+                    f"0..{len(feature['categories']) - 1} ({feature['categories'][:10]}), got {bad[0]:g}"
+                )
         return list(values)
 
     def values(self, vector: np.ndarray) -> dict[str, float]:
@@ -173,16 +212,21 @@ class FeatureSchema:
             row[feature["name"]] = categories[int(value)] if categories else round(float(value), 6)
         return row
 
-    def check_comparable(self, other: "FeatureSchema", what: str) -> None:
+    def check_comparable(self, other: FeatureSchema, what: str) -> None:
         """Refuse comparing this model's features with ``other``'s rows unless each feature is
         there with the same type (and, for a category, the same categories: codes are indices)."""
         theirs = {f["name"]: f for f in other.features}
         for feature in self.features:
             found = theirs.get(feature["name"])
-            if found is None or found["type"] != feature["type"] or \
-                    found.get("categories") != feature.get("categories"):
-                raise InvalidArgument(f"{what} does not have the model's feature {feature['name']!r} as the model "
-                                      f"takes it ({feature['type']}); it cannot be the reference")
+            if (
+                found is None
+                or found["type"] != feature["type"]
+                or found.get("categories") != feature.get("categories")
+            ):
+                raise InvalidArgument(
+                    f"{what} does not have the model's feature {feature['name']!r} as the model "
+                    f"takes it ({feature['type']}); it cannot be the reference"
+                )
 
     def _encode(self, feature: Mapping[str, Any], value: Any, where: str, *, from_text: bool) -> float:
         """One value as the dataset build encoded its column: numbers (booleans as 0/1), categories
@@ -193,15 +237,19 @@ class FeatureSchema:
             return MISSING
         if feature["type"] == CATEGORY:
             if text is None and not from_text:
-                raise InvalidArgument(f"{where}: feature {name!r} is a category (one of {feature['categories'][:20]}), "
-                                      f"got {type(value).__name__}")
+                raise InvalidArgument(
+                    f"{where}: feature {name!r} is a category (one of {feature['categories'][:20]}), "
+                    f"got {type(value).__name__}"
+                )
             code = self._codes[name].get(text if text is not None else str(value))
             if code is not None:
                 return float(code)
             if text in NULL_MARKERS:
                 return MISSING
-            raise InvalidArgument(f"{where}: feature {name!r} has the unseen category {str(value)[:40]!r}; known: "
-                                  f"{feature['categories'][:20]}")
+            raise InvalidArgument(
+                f"{where}: feature {name!r} has the unseen category {str(value)[:40]!r}; known: "
+                f"{feature['categories'][:20]}"
+            )
         if isinstance(value, bool):
             return float(value)
         if text is not None and from_text:
@@ -223,8 +271,10 @@ class FeatureSchema:
         if math.isnan(number):
             return MISSING
         if not abs(number) <= FLOAT32_MAX:
-            raise InvalidArgument(f"{where}: feature {name!r} is out of range: {str(value)[:40]} (a 32-bit float "
-                                  f"holds at most {FLOAT32_MAX:.3g})")
+            raise InvalidArgument(
+                f"{where}: feature {name!r} is out of range: {str(value)[:40]} (a 32-bit float "
+                f"holds at most {FLOAT32_MAX:.3g})"
+            )
         return number
 
 
@@ -243,7 +293,7 @@ def decode_features(column: Sequence[bytes], width: int) -> np.ndarray:
 
 def schema_of(spec: Mapping[str, Any]) -> FeatureSchema:
     """The feature schema of a model's ``input`` block or a dataset manifest's ``table`` block."""
-    features: Optional[Sequence[Mapping[str, Any]]] = spec.get("features")
+    features: Sequence[Mapping[str, Any]] | None = spec.get("features")
     if not isinstance(features, list):
         raise InvalidArgument("A table model's input needs its 'features' list")
     return FeatureSchema(features)

@@ -6,7 +6,8 @@ the caller."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +25,9 @@ from aiplatform.kinds.base import (
     ModelKind,
     Submit,
 )
-from aiplatform.limits import RequestLimits
 from aiplatform.kinds.rows import CATEGORY, CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_features, schema_of
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, V2_DATATYPES, single_input
+from aiplatform.limits import RequestLimits
 
 FEATURES_KEY, ROWS_KEY = "features", "rows"
 """A v1 JSON body's one row (``{"features": {name: value}}``) and many (``{"rows": [...]}``)."""
@@ -58,14 +59,17 @@ class TabularDatasets(DatasetKind):
         for i, feature in enumerate(schema.features):
             values = matrix[:, i]
             present = values[~np.isnan(values)]
-            summary: dict[str, Any] = {"type": feature["type"],
-                                       "missing_share": round(1 - present.size / max(1, values.size), 6)}
+            summary: dict[str, Any] = {
+                "type": feature["type"],
+                "missing_share": round(1 - present.size / max(1, values.size), 6),
+            }
             if feature["type"] == NUMBER:
                 low, high = float(feature["min"]), float(feature["max"])
                 counts, edges = np.histogram(present, bins=HISTOGRAM_BINS, range=(low, high if high > low else low + 1))
-                summary.update(mean=round(float(present.mean()), 6) if present.size else None,
-                               histogram={"edges": [round(float(e), 6) for e in edges],
-                                          "counts": [int(c) for c in counts]})
+                summary.update(
+                    mean=round(float(present.mean()), 6) if present.size else None,
+                    histogram={"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]},
+                )
             else:
                 counts = np.bincount(present.astype(np.int64), minlength=len(feature["categories"]))
                 summary["counts"] = {c: int(n) for c, n in zip(feature["categories"], counts)}
@@ -75,8 +79,13 @@ class TabularDatasets(DatasetKind):
     @staticmethod
     def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
         table = manifest.get("table", {})
-        return {"table": {"label_column": table.get("label_column"), "features": table.get("features", []),
-                          "cleaning": manifest.get("cleaning", {})}}
+        return {
+            "table": {
+                "label_column": table.get("label_column"),
+                "features": table.get("features", []),
+                "cleaning": manifest.get("cleaning", {}),
+            }
+        }
 
     @staticmethod
     def profile_charts(profile: dict[str, Any]) -> list[Chart]:
@@ -85,11 +94,23 @@ class TabularDatasets(DatasetKind):
         for column, summary in profile["splits"].get("train", {}).get("columns", {}).items():
             if "histogram" in summary:
                 edges = summary["histogram"]["edges"]
-                charts.append(BarChart(f"column_{column}", f"train: {column} (rows)", summary["histogram"]["counts"],
-                                       [f"{e:.3g}" for e in edges[:-1]]))
+                charts.append(
+                    BarChart(
+                        f"column_{column}",
+                        f"train: {column} (rows)",
+                        summary["histogram"]["counts"],
+                        [f"{e:.3g}" for e in edges[:-1]],
+                    )
+                )
             elif "counts" in summary:
-                charts.append(BarChart(f"column_{column}", f"train: {column} (rows)", list(summary["counts"].values()),
-                                       list(summary["counts"])))
+                charts.append(
+                    BarChart(
+                        f"column_{column}",
+                        f"train: {column} (rows)",
+                        list(summary["counts"].values()),
+                        list(summary["counts"]),
+                    )
+                )
         return charts
 
     @staticmethod
@@ -118,10 +139,14 @@ class TabularKind(ModelKind):
 
     @classmethod
     def request_shape(cls) -> dict[str, Any]:
-        return {"upload": list(CSV_EXTENSIONS), "json_keys": [FEATURES_KEY, ROWS_KEY], "paste_key": None,
-                "paste_hint": 'a table model: JSON {"features": {...}} or {"rows": [...]}',
-                "import_hint": '{"features": ["bill length", {"name": "island", "type": "category", '
-                               '"categories": ["Biscoe", "Dream"]}]}'}
+        return {
+            "upload": list(CSV_EXTENSIONS),
+            "json_keys": [FEATURES_KEY, ROWS_KEY],
+            "paste_key": None,
+            "paste_hint": 'a table model: JSON {"features": {...}} or {"rows": [...]}',
+            "import_hint": '{"features": ["bill length", {"name": "island", "type": "category", '
+            '"categories": ["Biscoe", "Dream"]}]}',
+        }
 
     @classmethod
     def import_input(cls, graph_input: dict[str, Any], given: dict[str, Any]) -> ImportedInput:
@@ -138,23 +163,28 @@ class TabularKind(ModelKind):
             limits.check_rows(len(rows), "'rows'")
             return ManyInputs(self.schema.encode_row(row, f"rows[{i}]") for i, row in enumerate(rows))
         if not isinstance(payload, dict) or FEATURES_KEY not in payload:
-            raise InvalidArgument("This is a table model: send JSON {\"features\": {name: value, ...}}, "
-                                  "{\"rows\": [...]} or upload a .csv file")
+            raise InvalidArgument(
+                'This is a table model: send JSON {"features": {name: value, ...}}, '
+                '{"rows": [...]} or upload a .csv file'
+            )
         return self.schema.encode_row(payload[FEATURES_KEY])
 
-    def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> ManyInputs:
+    def from_upload(self, filename: str | None, data: bytes, limits: RequestLimits) -> ManyInputs:
         if filename and not filename.lower().endswith(CSV_EXTENSIONS):
-            raise InvalidArgument(f"Uploaded file {filename!r} is not a .csv file; a table model takes CSV rows "
-                                  "with a header row naming the features")
+            raise InvalidArgument(
+                f"Uploaded file {filename!r} is not a .csv file; a table model takes CSV rows "
+                "with a header row naming the features"
+            )
         return ManyInputs(self.schema.encode_csv(data, f"Uploaded file {filename!r}", limits))
 
     def from_v2(self, body: Any, limits: RequestLimits) -> list[np.ndarray]:
         tensor = single_input(body)
         datatype, shape = tensor["datatype"], tensor["shape"]
         if datatype not in V2_DATATYPES:
-            raise InvalidArgument(f"This table model takes a numeric tensor (FP32) of shape [N, {self.schema.width}], "
-                                  f"not {datatype!r}")
-        if (not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape)):
+            raise InvalidArgument(
+                f"This table model takes a numeric tensor (FP32) of shape [N, {self.schema.width}], not {datatype!r}"
+            )
+        if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
             raise InvalidArgument(f"shape must be [N, {self.schema.width}], got {shape!r}")
         limits.check_rows(shape[0], "The input tensor")
         try:
@@ -173,8 +203,9 @@ class TabularKind(ModelKind):
         (a category is sent as its index)."""
         return {"features": [{k: f[k] for k in ("name", "type", "categories") if k in f} for f in self.schema.features]}
 
-    async def classify(self, item: np.ndarray, submit: Submit, labels: list[str],
-                       max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
+    async def classify(
+        self, item: np.ndarray, submit: Submit, labels: list[str], max_chunks: int
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         return await submit(item), self.schema.values(item)
 
     def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
@@ -212,18 +243,24 @@ def table_input(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     Without them the features are ``f0``, ``f1``, ... (numbers)."""
     shape = spec["shape"]
     if len(shape) != 2 or shape[1] <= 0 or spec["datatype"] not in FLOAT_DATATYPES:
-        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} is {spec['datatype']} of shape {shape}; a table "
-                              "model takes a float (batch, features) matrix with a fixed number of features")
+        raise InvalidArgument(
+            f"The ONNX model's input {spec['name']!r} is {spec['datatype']} of shape {shape}; a table "
+            "model takes a float (batch, features) matrix with a fixed number of features"
+        )
     unknown = sorted(set(given) - {"features"})
     if unknown:
         raise InvalidArgument(f"Unknown table preprocessing keys {unknown}; known: features")
     if shape[1] > MAX_FEATURES:
-        raise InvalidArgument(f"The ONNX model's input {spec['name']!r} has {shape[1]:,} features; a table model "
-                              f"takes at most {MAX_FEATURES}, as a table dataset does")
+        raise InvalidArgument(
+            f"The ONNX model's input {spec['name']!r} has {shape[1]:,} features; a table model "
+            f"takes at most {MAX_FEATURES}, as a table dataset does"
+        )
     raw = given.get("features") or [f"f{i}" for i in range(shape[1])]
     if not isinstance(raw, list) or len(raw) != shape[1]:
-        raise InvalidArgument(f"The ONNX model takes {shape[1]} features; preprocessing.features must name "
-                              f"{shape[1]}, got {len(raw) if isinstance(raw, list) else type(raw).__name__}")
+        raise InvalidArgument(
+            f"The ONNX model takes {shape[1]} features; preprocessing.features must name "
+            f"{shape[1]}, got {len(raw) if isinstance(raw, list) else type(raw).__name__}"
+        )
     features = [_feature(item) for item in raw]
     names = [f["name"] for f in features]
     if len(set(names)) != len(names):
@@ -240,9 +277,16 @@ def _feature(item: Any) -> dict[str, Any]:
     if kind == NUMBER and set(item) <= {"name", "type"}:
         return {"name": item["name"], "type": NUMBER}
     categories = item.get("categories")
-    if kind != CATEGORY or set(item) - {"name", "type", "categories"} or not isinstance(categories, list) \
-            or not categories or not all(isinstance(c, str) and c for c in categories) \
-            or len(set(categories)) != len(categories):
-        raise InvalidArgument(f"Feature {item['name']!r}: a number ({{'name', 'type': 'number'}}) or a category with "
-                              "its distinct non-empty 'categories'")
+    if (
+        kind != CATEGORY
+        or set(item) - {"name", "type", "categories"}
+        or not isinstance(categories, list)
+        or not categories
+        or not all(isinstance(c, str) and c for c in categories)
+        or len(set(categories)) != len(categories)
+    ):
+        raise InvalidArgument(
+            f"Feature {item['name']!r}: a number ({{'name', 'type': 'number'}}) or a category with "
+            "its distinct non-empty 'categories'"
+        )
     return {"name": item["name"], "type": CATEGORY, "categories": list(categories)}

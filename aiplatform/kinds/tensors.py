@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +13,16 @@ from aiplatform.kinds.images import image_from_array, image_shape
 from aiplatform.limits import RequestLimits
 
 V2_DATATYPES = {
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "INT8": np.int8, "INT16": np.int16,
-    "INT32": np.int32, "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
 }
 FLOAT_DATATYPES = ("FP32", "FP16", "FP64")
 MAX_TENSOR_VALUES = 64 * 1024 * 1024
@@ -47,8 +56,9 @@ def texts_from_infer_request(body: Any, limits: RequestLimits = RequestLimits())
     return data
 
 
-def images_from_infer_request(body: Any, input_spec: Mapping[str, Any],
-                              limits: RequestLimits = RequestLimits()) -> tuple[list[np.ndarray], str | None]:
+def images_from_infer_request(
+    body: Any, input_spec: Mapping[str, Any], limits: RequestLimits = RequestLimits()
+) -> tuple[list[np.ndarray], str | None]:
     """A v2 infer request -> one uint8 (H, W, C) image per row of the ``input`` tensor."""
     tensor = single_input(body)
     datatype = tensor["datatype"]

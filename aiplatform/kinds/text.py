@@ -6,7 +6,8 @@ profiles hold the lengths, vocabulary and top tokens the build computed."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,10 +25,9 @@ from aiplatform.kinds.documents import (
     text_from_bytes,
 )
 from aiplatform.kinds.features import TEXT_FEATURES, text_feature_columns, text_features
-from aiplatform.limits import RequestLimits, off_loop_if_large
 from aiplatform.kinds.tensors import texts_from_infer_request
+from aiplatform.limits import RequestLimits, off_loop_if_large
 from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
-
 
 PREVIEW_CHARS = 500
 """A text's first characters in a dataset sample."""
@@ -41,8 +41,10 @@ class TextDatasets(DatasetKind):
 
     @staticmethod
     def sample_previews(table: pa.Table, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"text": text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")}
-                for text in (str(t) for t in table.column("text").to_pylist())]
+        return [
+            {"text": text[:PREVIEW_CHARS] + ("…" if len(text) > PREVIEW_CHARS else "")}
+            for text in (str(t) for t in table.column("text").to_pylist())
+        ]
 
     @staticmethod
     def profile_split(table: pa.Table, manifest: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -53,12 +55,14 @@ class TextDatasets(DatasetKind):
     @staticmethod
     def profile_extra(manifest: dict[str, Any], splits: list[str]) -> dict[str, Any]:
         profile = manifest.get("profile", {})
-        return {"text": {
-            "lengths": {split: profile.get(split, {}) for split in splits},
-            "vocabulary": profile.get("vocabulary", {}),
-            "top_tokens": profile.get("top_tokens", {}),
-            "cleaning": manifest.get("cleaning", {}),
-        }}
+        return {
+            "text": {
+                "lengths": {split: profile.get(split, {}) for split in splits},
+                "vocabulary": profile.get("vocabulary", {}),
+                "top_tokens": profile.get("top_tokens", {}),
+                "cleaning": manifest.get("cleaning", {}),
+            }
+        }
 
     @staticmethod
     def profile_charts(profile: dict[str, Any]) -> list[Chart]:
@@ -87,15 +91,20 @@ class TextKind(ModelKind):
     @classmethod
     def request_shape(cls) -> dict[str, Any]:
         """Pasted text goes as ``{"text": ...}``; an ONNX file does not carry the tokenizer, so no import."""
-        return {"upload": list(TEXT_EXTENSIONS), "json_keys": [JSON_KEY], "paste_key": JSON_KEY,
-                "paste_hint": "a text model: the text itself", "import_hint": None}
+        return {
+            "upload": list(TEXT_EXTENSIONS),
+            "json_keys": [JSON_KEY],
+            "paste_key": JSON_KEY,
+            "paste_hint": "a text model: the text itself",
+            "import_hint": None,
+        }
 
     def from_json(self, payload: Any, limits: RequestLimits) -> str:
         if not isinstance(payload, dict) or JSON_KEY not in payload:
-            raise InvalidArgument("This is a text model: send JSON {\"text\": \"...\"} or upload a .txt/.md file")
+            raise InvalidArgument('This is a text model: send JSON {"text": "..."} or upload a .txt/.md file')
         return check_text(payload[JSON_KEY], "'text'", limits)
 
-    def from_upload(self, filename: Optional[str], data: bytes, limits: RequestLimits) -> str:
+    def from_upload(self, filename: str | None, data: bytes, limits: RequestLimits) -> str:
         check_upload_name(filename)
         return text_from_bytes(data, f"Uploaded file {filename!r}", limits)
 
@@ -105,8 +114,9 @@ class TextKind(ModelKind):
     def v2_inputs(self) -> list[dict[str, Any]]:
         return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
 
-    async def classify(self, item: str, submit: Submit, labels: list[str],
-                       max_chunks: int) -> tuple[dict[str, Any], dict[str, float]]:
+    async def classify(
+        self, item: str, submit: Submit, labels: list[str], max_chunks: int
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         """The text's windows go through the batcher together, then are combined. A long text is
         tokenized once (in a worker thread), and no further than ``max_chunks`` windows."""
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, TypeVar
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from aiplatform.monitoring.dashboards import (
@@ -40,8 +41,9 @@ class ProvisionResult:
         return bool(self.created or self.updated)
 
 
-def alert_rules(*, latency_p99_s: float, error_rate: float, queue_wait_s: float,
-                drift_psi: float) -> list[dict[str, Any]]:
+def alert_rules(
+    *, latency_p99_s: float, error_rate: float, queue_wait_s: float, drift_psi: float
+) -> list[dict[str, Any]]:
     """Grafana alert rules (the platform's threshold rules, for operators who alert in Grafana),
     built with Grafana's SDK."""
     from grafana_foundation_sdk.builders import alerting, expr, prometheus
@@ -53,35 +55,87 @@ def alert_rules(*, latency_p99_s: float, error_rate: float, queue_wait_s: float,
     wait = METRICS["aip_task_wait_seconds"].prometheus_name
     drift = METRICS["aip_drift_score"].prometheus_name
     specs = [
-        ("aip-latency-p99-high", "p99 latency of a model version is too high", "critical", latency_p99_s,
-         f"histogram_quantile(0.99, sum by (le, model, version) (rate({latency}_bucket[5m])))"),
-        ("aip-error-rate-high", "too many server errors or rejections", "critical", error_rate,
-         f"sum by (model) (rate({requests}{{outcome=~\"server_error|rejected\"}}[5m])) / "
-         f"clamp_min(sum by (model) (rate({requests}[5m])), 1e-9)"),
-        ("aip-queue-wait-high", "training tasks wait too long to start", "warning", queue_wait_s,
-         f"histogram_quantile(0.9, sum by (le) (rate({wait}_bucket[1h])))"),
-        ("aip-drift-significant", "live inputs differ from the training data (PSI)", "warning", drift_psi,
-         f"max by (model, feature) ({drift})"),
+        (
+            "aip-latency-p99-high",
+            "p99 latency of a model version is too high",
+            "critical",
+            latency_p99_s,
+            f"histogram_quantile(0.99, sum by (le, model, version) (rate({latency}_bucket[5m])))",
+        ),
+        (
+            "aip-error-rate-high",
+            "too many server errors or rejections",
+            "critical",
+            error_rate,
+            f'sum by (model) (rate({requests}{{outcome=~"server_error|rejected"}}[5m])) / '
+            f"clamp_min(sum by (model) (rate({requests}[5m])), 1e-9)",
+        ),
+        (
+            "aip-queue-wait-high",
+            "training tasks wait too long to start",
+            "warning",
+            queue_wait_s,
+            f"histogram_quantile(0.9, sum by (le) (rate({wait}_bucket[1h])))",
+        ),
+        (
+            "aip-drift-significant",
+            "live inputs differ from the training data (PSI)",
+            "warning",
+            drift_psi,
+            f"max by (model, feature) ({drift})",
+        ),
     ]
     rules = []
     for uid, summary, severity, threshold, promql in specs:
-        rule = (alerting.Rule(summary).uid(uid).folder_uid(FOLDER_UID).rule_group(RULE_GROUP).condition("C")
-                .for_val("2m").no_data_state("OK").exec_err_state("Error")
-                .org_id(1).labels({"severity": severity, "platform": "aiplatform"}).annotations({"summary": summary})
-                .with_query(alerting.Query("A").datasource_uid(DATASOURCE_UID)
-                            .relative_time_range(RelativeTimeRange(from_val=600, to=0))
-                            .model(prometheus.Dataquery().expr(promql).instant().ref_id("A")))
-                .with_query(alerting.Query("C").datasource_uid("__expr__")
-                            .model(expr.TypeThreshold().expression("A").ref_id("C").conditions([
-                                expr.ExprTypeThresholdConditions().evaluator(
-                                    expr.ExprTypeThresholdConditionsEvaluator().type("gt").params([threshold]))]))))
+        rule = (
+            alerting.Rule(summary)
+            .uid(uid)
+            .folder_uid(FOLDER_UID)
+            .rule_group(RULE_GROUP)
+            .condition("C")
+            .for_val("2m")
+            .no_data_state("OK")
+            .exec_err_state("Error")
+            .org_id(1)
+            .labels({"severity": severity, "platform": "aiplatform"})
+            .annotations({"summary": summary})
+            .with_query(
+                alerting.Query("A")
+                .datasource_uid(DATASOURCE_UID)
+                .relative_time_range(RelativeTimeRange(from_val=600, to=0))
+                .model(prometheus.Dataquery().expr(promql).instant().ref_id("A"))
+            )
+            .with_query(
+                alerting.Query("C")
+                .datasource_uid("__expr__")
+                .model(
+                    expr.TypeThreshold()
+                    .expression("A")
+                    .ref_id("C")
+                    .conditions(
+                        [
+                            expr.ExprTypeThresholdConditions().evaluator(
+                                expr.ExprTypeThresholdConditionsEvaluator().type("gt").params([threshold])
+                            )
+                        ]
+                    )
+                )
+            )
+        )
         rules.append(json.loads(json.dumps(rule.build(), cls=JSONEncoder)))
     return rules
 
 
 def datasource(prometheus_url: str) -> dict[str, Any]:
-    return {"uid": DATASOURCE_UID, "name": "AI Platform Prometheus", "type": "prometheus", "access": "proxy",
-            "url": prometheus_url, "isDefault": False, "jsonData": {"timeInterval": "5s", "httpMethod": "POST"}}
+    return {
+        "uid": DATASOURCE_UID,
+        "name": "AI Platform Prometheus",
+        "type": "prometheus",
+        "access": "proxy",
+        "url": prometheus_url,
+        "isDefault": False,
+        "jsonData": {"timeInterval": "5s", "httpMethod": "POST"},
+    }
 
 
 class GrafanaProvisioner:
@@ -94,7 +148,7 @@ class GrafanaProvisioner:
         self.base_delay_s = base_delay_s
 
     @classmethod
-    def connect(cls, url: str, token: str, timeout_s: float = 10.0) -> "GrafanaProvisioner":
+    def connect(cls, url: str, token: str, timeout_s: float = 10.0) -> GrafanaProvisioner:
         from grafana_client import GrafanaApi
 
         if not url.startswith(("http://", "https://")):
@@ -119,8 +173,9 @@ class GrafanaProvisioner:
         if existing is None:
             self._call(lambda: self.api.datasource.create_datasource(desired), what)
             result.created.append(what)
-        elif any(existing.get(k) != v for k, v in desired.items() if k != "jsonData") or \
-                any((existing.get("jsonData") or {}).get(k) != v for k, v in desired["jsonData"].items()):
+        elif any(existing.get(k) != v for k, v in desired.items() if k != "jsonData") or any(
+            (existing.get("jsonData") or {}).get(k) != v for k, v in desired["jsonData"].items()
+        ):
             self._call(lambda: self.api.datasource.update_datasource_by_uid(desired["uid"], desired), what)
             result.updated.append(what)
         else:
@@ -141,8 +196,12 @@ class GrafanaProvisioner:
     def _dashboard(self, uid: str, model: dict[str, Any], result: ProvisionResult) -> None:
         what = f"dashboard {uid}"
         existing = self._get(lambda: self.api.dashboard.get_dashboard(uid))
-        body = {"dashboard": {**model, "id": None}, "folderUid": FOLDER_UID, "overwrite": True,
-                "message": "aip monitoring provision"}
+        body = {
+            "dashboard": {**model, "id": None},
+            "folderUid": FOLDER_UID,
+            "overwrite": True,
+            "message": "aip monitoring provision",
+        }
         if existing is None:
             self._call(lambda: self.api.dashboard.update_dashboard(body), what)
             result.created.append(what)
@@ -167,7 +226,7 @@ class GrafanaProvisioner:
         else:
             result.unchanged.append(what)
 
-    def _get(self, read: Callable[[], T]) -> Optional[T]:
+    def _get(self, read: Callable[[], T]) -> T | None:
         """The object, or None when Grafana answers 404."""
         try:
             return self._call(read, "read")
@@ -191,13 +250,16 @@ class GrafanaProvisioner:
             except GrafanaClientError as exc:
                 status = getattr(exc, "status_code", None)
                 if status in (401, 403):
-                    raise InvalidArgument(f"Grafana at {self.url} refused the token (HTTP {status}) for {what}: "
-                                          "give a service-account token with the Editor or Admin role") from exc
+                    raise InvalidArgument(
+                        f"Grafana at {self.url} refused the token (HTTP {status}) for {what}: "
+                        "give a service-account token with the Editor or Admin role"
+                    ) from exc
                 if status == 404:
                     raise NotFound(f"Grafana at {self.url} has no such object ({what})") from exc
                 if status == 409:
-                    raise Conflict(f"Grafana at {self.url} refused {what}: it conflicts with an existing object "
-                                   f"({exc})") from exc
+                    raise Conflict(
+                        f"Grafana at {self.url} refused {what}: it conflicts with an existing object ({exc})"
+                    ) from exc
                 raise InvalidArgument(f"Grafana at {self.url} refused {what} (HTTP {status}): {exc}") from exc
             except Exception as exc:  # connection refused, DNS...
                 if attempt == self.retries:

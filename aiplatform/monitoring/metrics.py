@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -30,7 +30,7 @@ class MetricSpec:
     name: str
     description: str
     tags: tuple[str, ...] = ()
-    boundaries: Optional[tuple[float, ...]] = None
+    boundaries: tuple[float, ...] | None = None
 
     @property
     def prometheus_name(self) -> str:
@@ -38,35 +38,72 @@ class MetricSpec:
         return PROMETHEUS_PREFIX + self.name + ("_total" if self.kind == "counter" else "")
 
 
-METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
-    # serving
-    MetricSpec("counter", "aip_requests", "Prediction requests by model, version and outcome "
-               "(ok, client_error, server_error, rejected)", ("model", "version", "outcome")),
-    MetricSpec("histogram", "aip_request_latency_seconds", "Prediction latency at the gateway",
-               ("model", "version"), tuple(LATENCY_BOUNDARIES_S)),
-    MetricSpec("counter", "aip_predicted_class", "Predictions by predicted class",
-               ("model", "version", "label")),
-    MetricSpec("histogram", "aip_batch_size", "Inputs per forward pass on the model servers", ("model", "version"),
-               tuple(BATCH_BOUNDARIES)),
-    MetricSpec("histogram", "aip_model_load_seconds", "Time to fetch, verify and load a package on a model server",
-               ("model", "version"), tuple(LATENCY_BOUNDARIES_S)),
-    MetricSpec("counter", "aip_model_cache", "Model-server cache events (hit, miss, eviction)", ("event",)),
-    MetricSpec("gauge", "aip_queued_requests", "Requests waiting in a gateway's batcher", ("replica",)),
-    MetricSpec("counter", "aip_rejected_requests", "Requests refused because a queue was full", ("where",)),
-    MetricSpec("histogram", "aip_result_write_lag_seconds", "From a prediction to its result being committed",
-               (), tuple(LATENCY_BOUNDARIES_S)),
-    # tasks and training
-    MetricSpec("gauge", "aip_task_queue_depth", "Tasks by state", ("state",)),
-    MetricSpec("histogram", "aip_task_wait_seconds", "From queued to started, by template", ("template",),
-               tuple(DURATION_BOUNDARIES_S)),
-    MetricSpec("histogram", "aip_task_duration_seconds", "From started to finished, by template and outcome",
-               ("template", "outcome"), tuple(DURATION_BOUNDARIES_S)),
-    MetricSpec("gauge", "aip_training_samples_per_second", "Training throughput of the last epoch", ("template",)),
-    # data and alerts
-    MetricSpec("gauge", "aip_drift_score", "Population stability index of the last drift analysis",
-               ("model", "feature")),
-    MetricSpec("counter", "aip_alerts", "Alerts raised, by rule and severity", ("rule", "severity")),
-)}
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        # serving
+        MetricSpec(
+            "counter",
+            "aip_requests",
+            "Prediction requests by model, version and outcome (ok, client_error, server_error, rejected)",
+            ("model", "version", "outcome"),
+        ),
+        MetricSpec(
+            "histogram",
+            "aip_request_latency_seconds",
+            "Prediction latency at the gateway",
+            ("model", "version"),
+            tuple(LATENCY_BOUNDARIES_S),
+        ),
+        MetricSpec("counter", "aip_predicted_class", "Predictions by predicted class", ("model", "version", "label")),
+        MetricSpec(
+            "histogram",
+            "aip_batch_size",
+            "Inputs per forward pass on the model servers",
+            ("model", "version"),
+            tuple(BATCH_BOUNDARIES),
+        ),
+        MetricSpec(
+            "histogram",
+            "aip_model_load_seconds",
+            "Time to fetch, verify and load a package on a model server",
+            ("model", "version"),
+            tuple(LATENCY_BOUNDARIES_S),
+        ),
+        MetricSpec("counter", "aip_model_cache", "Model-server cache events (hit, miss, eviction)", ("event",)),
+        MetricSpec("gauge", "aip_queued_requests", "Requests waiting in a gateway's batcher", ("replica",)),
+        MetricSpec("counter", "aip_rejected_requests", "Requests refused because a queue was full", ("where",)),
+        MetricSpec(
+            "histogram",
+            "aip_result_write_lag_seconds",
+            "From a prediction to its result being committed",
+            (),
+            tuple(LATENCY_BOUNDARIES_S),
+        ),
+        # tasks and training
+        MetricSpec("gauge", "aip_task_queue_depth", "Tasks by state", ("state",)),
+        MetricSpec(
+            "histogram",
+            "aip_task_wait_seconds",
+            "From queued to started, by template",
+            ("template",),
+            tuple(DURATION_BOUNDARIES_S),
+        ),
+        MetricSpec(
+            "histogram",
+            "aip_task_duration_seconds",
+            "From started to finished, by template and outcome",
+            ("template", "outcome"),
+            tuple(DURATION_BOUNDARIES_S),
+        ),
+        MetricSpec("gauge", "aip_training_samples_per_second", "Training throughput of the last epoch", ("template",)),
+        # data and alerts
+        MetricSpec(
+            "gauge", "aip_drift_score", "Population stability index of the last drift analysis", ("model", "feature")
+        ),
+        MetricSpec("counter", "aip_alerts", "Alerts raised, by rule and severity", ("rule", "severity")),
+    )
+}
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -89,8 +126,9 @@ def metric(name: str) -> Any:
             elif spec.kind == "gauge":
                 _objects[name] = ray_metrics.Gauge(spec.name, description=spec.description, tag_keys=spec.tags)
             else:
-                _objects[name] = ray_metrics.Histogram(spec.name, description=spec.description,
-                                                       boundaries=list(spec.boundaries or ()), tag_keys=spec.tags)
+                _objects[name] = ray_metrics.Histogram(
+                    spec.name, description=spec.description, boundaries=list(spec.boundaries or ()), tag_keys=spec.tags
+                )
         return _objects[name]
 
 
@@ -120,7 +158,7 @@ def _safely(name: str, record: Any) -> None:
         return
     try:
         record()
-    except Exception:  # noqa: BLE001 - metrics are best effort by design
+    except Exception:
         if name not in _failed:
             _failed.add(name)
             logger.warning("metric %s could not be recorded", name, exc_info=True)
@@ -146,7 +184,7 @@ class MetricBuffer:
         self._counts: dict[SeriesKey, float] = {}
         self._gauges: dict[SeriesKey, float] = {}
         self._values: dict[SeriesKey, list[float]] = {}
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def inc(self, name: str, value: float = 1.0, **tags: Any) -> None:
         key = (name, tuple(tags.items()))
@@ -195,7 +233,7 @@ class MetricBuffer:
             time.sleep(self.interval_s)
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - the next interval tries again; never stop recording
+            except Exception:
                 logger.warning("buffered metrics could not be recorded", exc_info=True)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 import yaml
@@ -23,12 +23,17 @@ DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")
 QUERY_TIMEOUT_S = 10.0
 
 
-def service_discovery_path(ray_temp_dir: Optional[Path] = None) -> Path:
+def service_discovery_path(ray_temp_dir: Path | None = None) -> Path:
     return (ray_temp_dir or DEFAULT_RAY_TEMP_DIR) / SERVICE_DISCOVERY_FILE
 
 
-def prometheus_config(discovery_file: Path, *, scrape_interval_s: float = 5.0,
-                      refresh_interval_s: float = 5.0, rule_files: tuple[str, ...] = ()) -> dict[str, Any]:
+def prometheus_config(
+    discovery_file: Path,
+    *,
+    scrape_interval_s: float = 5.0,
+    refresh_interval_s: float = 5.0,
+    rule_files: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """The config as data (``prometheus_yaml`` writes it); short intervals so a test or an
     operator sees new targets and values within seconds.
 
@@ -41,10 +46,12 @@ def prometheus_config(discovery_file: Path, *, scrape_interval_s: float = 5.0,
     interval = f"{scrape_interval_s:g}s"
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
-        "scrape_configs": [{
-            "job_name": "ray",
-            "file_sd_configs": [{"files": [str(discovery_file)], "refresh_interval": f"{refresh_interval_s:g}s"}],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": "ray",
+                "file_sd_configs": [{"files": [str(discovery_file)], "refresh_interval": f"{refresh_interval_s:g}s"}],
+            }
+        ],
     }
     if rule_files:
         config["rule_files"] = list(rule_files)
@@ -62,17 +69,20 @@ class PrometheusClient:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
 
-    def query(self, promql: str, at: Optional[float] = None) -> list[dict[str, Any]]:
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         """Instant vector: ``[{"metric": {labels}, "value": float}, ...]``."""
         params = {"query": promql, **({"time": str(at)} if at is not None else {})}
         data = self._get("/api/v1/query", params)
         return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data.get("result", [])]
 
     def query_range(self, promql: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
-        data = self._get("/api/v1/query_range", {"query": promql, "start": str(start), "end": str(end),
-                                                  "step": f"{step_s:g}"})
-        return [{"metric": r["metric"], "values": [(float(t), float(v)) for t, v in r["values"]]}
-                for r in data.get("result", [])]
+        data = self._get(
+            "/api/v1/query_range", {"query": promql, "start": str(start), "end": str(end), "step": f"{step_s:g}"}
+        )
+        return [
+            {"metric": r["metric"], "values": [(float(t), float(v)) for t, v in r["values"]]}
+            for r in data.get("result", [])
+        ]
 
     def targets(self) -> list[dict[str, Any]]:
         return list(self._get("/api/v1/targets", {}).get("activeTargets", []))

@@ -12,9 +12,9 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
 
 import httpx
 
@@ -39,8 +39,9 @@ class Snapshot:
     at: float
     samples: list[Sample] = field(default_factory=list)
 
-    def series(self, name: str, by: tuple[str, ...] = (), *, gauge: bool = False,
-               **match: str) -> dict[tuple[str, ...], float]:
+    def series(
+        self, name: str, by: tuple[str, ...] = (), *, gauge: bool = False, **match: str
+    ) -> dict[tuple[str, ...], float]:
         """``name`` grouped by the ``by`` labels over samples whose labels match: counters summed
         over processes, gauges (``gauge=True``) their largest value (several processes may set one)."""
         totals: dict[tuple[str, ...], float] = {}
@@ -80,7 +81,7 @@ def discovered_targets(discovery_file: Path) -> list[str]:
     return [target for group in groups for target in group.get("targets", [])]
 
 
-def scrape(targets: Iterable[str], *, at: Optional[float] = None, timeout_s: float = SCRAPE_TIMEOUT_S) -> Snapshot:
+def scrape(targets: Iterable[str], *, at: float | None = None, timeout_s: float = SCRAPE_TIMEOUT_S) -> Snapshot:
     """Fetch and parse every target's ``/metrics``; an unreachable target is skipped (a node
     that just left), so a snapshot may be partial but never fails."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -103,11 +104,21 @@ def scrape(targets: Iterable[str], *, at: Optional[float] = None, timeout_s: flo
 
 
 # Labels that tell worker processes apart; alerting looks at the platform's series, not processes.
-_PROCESS_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "WorkerId", "otel_scope_name",
-                   "otel_scope_schema_url", "otel_scope_version", "instance", "job"}
+_PROCESS_LABELS = {
+    "Component",
+    "NodeAddress",
+    "SessionName",
+    "Version",
+    "WorkerId",
+    "otel_scope_name",
+    "otel_scope_schema_url",
+    "otel_scope_version",
+    "instance",
+    "job",
+}
 
 
-def quantile(q: float, buckets: dict[float, float]) -> Optional[float]:
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
     """Prometheus's ``histogram_quantile`` over cumulative buckets (None without observations)."""
     edges = sorted(buckets)
     if not edges or buckets[edges[-1]] <= 0:
@@ -126,7 +137,7 @@ def quantile(q: float, buckets: dict[float, float]) -> Optional[float]:
     return previous_edge
 
 
-def bucket_delta(now: dict[float, float], before: Optional[dict[float, float]]) -> dict[float, float]:
+def bucket_delta(now: dict[float, float], before: dict[float, float] | None) -> dict[float, float]:
     """Observations between two snapshots of one histogram (a reset counts from zero)."""
     if not before:
         return dict(now)

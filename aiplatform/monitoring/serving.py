@@ -3,8 +3,6 @@ request path only updates memory, see ``MetricBuffer``)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 from aiplatform.errors import AIPError, http_status
 from aiplatform.monitoring.metrics import buffered
 
@@ -30,7 +28,7 @@ def outcome_of(error: BaseException) -> str:
     return "server_error"
 
 
-def count_failure(model: str, version: Optional[int], error: BaseException) -> None:
+def count_failure(model: str, version: int | None, error: BaseException) -> None:
     outcome = outcome_of(error)
     buffered.inc("aip_requests", model=model, version="none" if version is None else version, outcome=outcome)
     if outcome == "rejected":

@@ -11,7 +11,6 @@ analysis (reported by the analysis itself).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from aiplatform.monitoring.metrics import METRICS
 from aiplatform.monitoring.scrape import Snapshot, bucket_delta, quantile
@@ -19,8 +18,16 @@ from aiplatform.monitoring.scrape import Snapshot, bucket_delta, quantile
 MIN_REQUESTS_FOR_RATIOS = 5
 """Fewer requests in an interval give no error rate or latency quantile (too noisy to alert on)."""
 
-SIGNAL_NAMES = ("requests", "request_rate", "error_rate", "latency_p50", "latency_p99", "queued_tasks", "queue_wait_p90",
-                "drift_score")
+SIGNAL_NAMES = (
+    "requests",
+    "request_rate",
+    "error_rate",
+    "latency_p50",
+    "latency_p99",
+    "queued_tasks",
+    "queue_wait_p90",
+    "drift_score",
+)
 FAILED_OUTCOMES = ("server_error", "rejected")
 
 
@@ -36,7 +43,7 @@ class Signal:
         return self.name + "{" + ",".join(f"{k}={v}" for k, v in self.labels) + "}"
 
 
-def compute_signals(before: Optional[Snapshot], now: Snapshot) -> list[Signal]:
+def compute_signals(before: Snapshot | None, now: Snapshot) -> list[Signal]:
     """Signals over the interval ``before`` -> ``now`` (gauges need only ``now``)."""
     signals: list[Signal] = []
     requests = METRICS["aip_requests"].prometheus_name
@@ -51,7 +58,9 @@ def compute_signals(before: Optional[Snapshot], now: Snapshot) -> list[Signal]:
             delta = value - earlier.get((model, version, outcome), 0.0)
             delta = value if delta < 0 else delta  # a restarted process starts its counter again
             if delta > 0:
-                signals.append(Signal("requests", (("model", model), ("version", version), ("outcome", outcome)), delta))
+                signals.append(
+                    Signal("requests", (("model", model), ("version", version), ("outcome", outcome)), delta)
+                )
             totals[(model, version)] = totals.get((model, version), 0.0) + delta
             if outcome in FAILED_OUTCOMES:
                 failed[(model, version)] = failed.get((model, version), 0.0) + delta
@@ -83,5 +92,7 @@ def compute_signals(before: Optional[Snapshot], now: Snapshot) -> list[Signal]:
 def drift_signals(scores: dict[tuple[str, str], float]) -> list[Signal]:
     """``drift_score`` signals from the latest drift analysis per (model, feature), which the
     analysis reports to the alert engine (one owner, so no stale copy in another process)."""
-    return [Signal("drift_score", (("model", model), ("feature", feature)), value)
-            for (model, feature), value in sorted(scores.items())]
+    return [
+        Signal("drift_score", (("model", model), ("feature", feature)), value)
+        for (model, feature), value in sorted(scores.items())
+    ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,9 +42,7 @@ class ConvClassifier(nn.Module):
             ]
             channels, size = out_channels, size // 2
         if size < 1:
-            raise InvalidArgument(
-                f"image_size {image_size} is too small for {len(conv_channels)} pooling stages"
-            )
+            raise InvalidArgument(f"image_size {image_size} is too small for {len(conv_channels)} pooling stages")
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -74,8 +73,9 @@ class BagOfEmbeddingsClassifier(nn.Module):
     """fastText-style: the mean of word (and hashed bigram) embeddings, then a small MLP head.
     Id 0 pads and is left out of the mean."""
 
-    def __init__(self, *, vocab_size: int, embedding_dim: int, hidden_units: int, num_classes: int,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self, *, vocab_size: int, embedding_dim: int, hidden_units: int, num_classes: int, dropout: float = 0.2
+    ) -> None:
         super().__init__()
         self.embedding = nn.EmbeddingBag(vocab_size, embedding_dim, mode="mean", padding_idx=0)
         self.head = nn.Sequential(
@@ -105,8 +105,15 @@ class EncoderClassifier(nn.Module):
     the encoder is frozen (no gradients, dropout-free): only the head learns, which on CPU costs
     one encoder forward pass per example instead of a backward pass through six layers."""
 
-    def __init__(self, *, encoder: dict[str, Any], hidden_units: int, num_classes: int, dropout: float = 0.1,
-                 train_encoder: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: dict[str, Any],
+        hidden_units: int,
+        num_classes: int,
+        dropout: float = 0.1,
+        train_encoder: bool = False,
+    ) -> None:
         super().__init__()
         from aiplatform.networks.sentence_encoder import SentenceEncoder
 
@@ -121,7 +128,7 @@ class EncoderClassifier(nn.Module):
             nn.Linear(hidden_units, num_classes),
         )
 
-    def train(self, mode: bool = True) -> "EncoderClassifier":
+    def train(self, mode: bool = True) -> EncoderClassifier:
         super().train(mode)
         self.encoder.train(mode and self.train_encoder)
         return self
@@ -180,12 +187,17 @@ class FaultInjection(nn.Module):
 
 
 def _build_fault_injection(arch: dict[str, Any]) -> nn.Module:
-    return FaultInjection(build_model(dict(arch["inner"])), delay_ms=float(arch.get("delay_ms", 0.0)),
-                          error_rate=float(arch.get("error_rate", 0.0)))
+    return FaultInjection(
+        build_model(dict(arch["inner"])),
+        delay_ms=float(arch.get("delay_ms", 0.0)),
+        error_rate=float(arch.get("error_rate", 0.0)),
+    )
 
 
 ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-    "cnn": _build_cnn, "embedding-bag": _build_bag, "encoder-classifier": _build_encoder_classifier,
+    "cnn": _build_cnn,
+    "embedding-bag": _build_bag,
+    "encoder-classifier": _build_encoder_classifier,
     "fault-injection": _build_fault_injection,
 }
 
@@ -195,9 +207,7 @@ def build_model(architecture: dict[str, Any]) -> nn.Module:
     kind = architecture.get("type")
     builder = ARCHITECTURES.get(str(kind))
     if builder is None:
-        raise InvalidArgument(
-            f"Unknown model architecture type {kind!r}; known: {sorted(ARCHITECTURES)}"
-        )
+        raise InvalidArgument(f"Unknown model architecture type {kind!r}; known: {sorted(ARCHITECTURES)}")
     try:
         return builder(architecture)
     except (KeyError, TypeError, ValueError) as exc:

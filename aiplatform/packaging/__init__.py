@@ -10,5 +10,13 @@ from aiplatform.packaging.format import (
 )
 from aiplatform.packaging.weights import decode_model, encode_weights
 
-__all__ = ["MODEL_FILE", "PACKAGE_FORMAT", "ModelPackage", "build_package", "decode_model", "encode_weights",
-           "load_package", "read_package_files"]
+__all__ = [
+    "MODEL_FILE",
+    "PACKAGE_FORMAT",
+    "ModelPackage",
+    "build_package",
+    "decode_model",
+    "encode_weights",
+    "load_package",
+    "read_package_files",
+]

@@ -7,7 +7,7 @@ they are. Unknown keys are kept, so a newer writer's additions survive a round t
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,7 +32,7 @@ class ModelConfig(BaseModel):
     labels: list[str] = Field(..., min_length=1)
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     output: dict[str, Any] = Field(default_factory=dict)
-    compression: Optional[dict[str, Any]] = None
+    compression: dict[str, Any] | None = None
 
     @field_validator("input")
     @classmethod
@@ -46,7 +46,7 @@ class ModelConfig(BaseModel):
         return str(self.input["type"])
 
     @classmethod
-    def parse(cls, raw: Any, *, stored: bool = True) -> "ModelConfig":
+    def parse(cls, raw: Any, *, stored: bool = True) -> ModelConfig:
         """A ``model.json`` read from a package (``stored``: a bad one is an IntegrityError) or
         given by a caller (InvalidArgument)."""
         if isinstance(raw, ModelConfig):
@@ -54,8 +54,9 @@ class ModelConfig(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'model.json'}: {e['msg']}"
-                                 for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'model.json'}: {e['msg']}" for e in exc.errors()
+            )
             error = IntegrityError if stored else InvalidArgument
             raise error(f"model.json is not valid: {problems}") from None
 

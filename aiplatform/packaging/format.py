@@ -22,8 +22,9 @@ import platform
 import posixpath
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -88,7 +89,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def serialized_file(config: ModelConfig) -> Optional[str]:
+def serialized_file(config: ModelConfig) -> str | None:
     """The package file of an architecture stored as a serialized model, None for weights."""
     entry = SERIALIZED_MODELS.get(str(config.architecture.get("type")))
     return entry[0] if entry else None
@@ -97,11 +98,11 @@ def serialized_file(config: ModelConfig) -> Optional[str]:
 def build_package(
     *,
     model_config: ModelConfig | dict[str, Any],
-    state_dict: Optional[dict[str, torch.Tensor]] = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
     metrics: dict[str, Any],
     lineage: dict[str, Any],
-    extra_files: Optional[dict[str, bytes]] = None,
-    model_file: Optional[bytes] = None,
+    extra_files: dict[str, bytes] | None = None,
+    model_file: bytes | None = None,
 ) -> bytes:
     """Serialize weights (or, for a serialized architecture, its checked model file: an ONNX graph,
     a booster's JSON) and metadata into package bytes (deterministic apart from created_at)."""
@@ -110,8 +111,10 @@ def build_package(
     serialized = serialized_file(config)
     if serialized is not None:
         if model_file is None or state_dict is not None:
-            raise InvalidArgument(f"A {config.architecture.get('type')} architecture's package holds its "
-                                  f"{serialized} (model_file), not a state_dict")
+            raise InvalidArgument(
+                f"A {config.architecture.get('type')} architecture's package holds its "
+                f"{serialized} (model_file), not a state_dict"
+            )
         files[serialized] = model_file
     else:
         if state_dict is None:
@@ -191,8 +194,10 @@ def read_package_files(
             if name not in infos:
                 raise IntegrityError(f"Package manifest lists {name!r} but the archive lacks it")
             if infos[name].file_size != size:
-                raise IntegrityError(f"Package entry {name!r} is {infos[name].file_size} bytes in the archive "
-                                     f"but {size} in manifest.json")
+                raise IntegrityError(
+                    f"Package entry {name!r} is {infos[name].file_size} bytes in the archive "
+                    f"but {size} in manifest.json"
+                )
         files: dict[str, bytes] = {MANIFEST_FILE: _read_entry(archive, manifest_info, manifest_info.file_size)}
         for name, size in declared.items():
             content = _read_entry(archive, infos[name], size)
@@ -245,9 +250,7 @@ def load_package(
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
 ) -> ModelPackage:
     """Verify a package and build its model in eval mode."""
-    files, manifest = read_package_files(
-        data, max_package_bytes=max_package_bytes, max_entry_bytes=max_entry_bytes
-    )
+    files, manifest = read_package_files(data, max_package_bytes=max_package_bytes, max_entry_bytes=max_entry_bytes)
     try:
         config = ModelConfig.parse(json.loads(files[MODEL_FILE]))
     except ValueError as exc:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,10 +42,26 @@ RUN_TIMEOUT_S = 10.0
 """Default deadline of one ONNX Runtime call (``AIP_SERVE_ONNX_RUN_TIMEOUT_S`` sets the model
 servers'): under Serve's 30 s health-check timeout, as the call holds the replica's event loop."""
 _DATATYPES = {  # ONNX TensorProto element type -> Open Inference Protocol datatype
-    1: "FP32", 2: "UINT8", 3: "INT8", 5: "INT16", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FP16", 11: "FP64",
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
 }
-_NUMPY = {"FP32": np.float32, "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-          "INT64": np.int64, "FP16": np.float16, "FP64": np.float64}
+_NUMPY = {
+    "FP32": np.float32,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP64": np.float64,
+}
 
 
 def inspect_graph(data: bytes, *, max_bytes: int) -> dict[str, Any]:
@@ -65,18 +82,24 @@ def inspect_graph(data: bytes, *, max_bytes: int) -> dict[str, Any]:
     tensors, nodes = _contents(model)
     external = [t.name or "(unnamed)" for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        raise InvalidArgument(f"The ONNX model keeps weights in external data files ({', '.join(external[:3])}"
-                              f"{'...' if len(external) > 3 else ''}); save it with every tensor inside the file")
+        raise InvalidArgument(
+            f"The ONNX model keeps weights in external data files ({', '.join(external[:3])}"
+            f"{'...' if len(external) > 3 else ''}); save it with every tensor inside the file"
+        )
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in nodes if n.domain not in STANDARD_DOMAINS})
     if foreign:
-        raise InvalidArgument(f"The ONNX model uses operators outside the standard ONNX domains ({', '.join(foreign[:3])}"
-                              f"{'...' if len(foreign) > 3 else ''}); only {', '.join(repr(d) for d in STANDARD_DOMAINS)} "
-                              "are served: export it without contrib operators, local functions or optimizer fusions")
+        raise InvalidArgument(
+            f"The ONNX model uses operators outside the standard ONNX domains ({', '.join(foreign[:3])}"
+            f"{'...' if len(foreign) > 3 else ''}); only {', '.join(repr(d) for d in STANDARD_DOMAINS)} "
+            "are served: export it without contrib operators, local functions or optimizer fusions"
+        )
     control = sorted({n.op_type for n in nodes if any(a.HasField("g") or a.graphs for a in n.attribute)})
     if control:
-        raise InvalidArgument(f"The ONNX model uses control flow ({', '.join(control)}): operators that run "
-                              "subgraphs (If, Loop, Scan) may run as long as their inputs say, so they are not "
-                              "served; export the model without data-dependent loops or branches")
+        raise InvalidArgument(
+            f"The ONNX model uses control flow ({', '.join(control)}): operators that run "
+            "subgraphs (If, Loop, Scan) may run as long as their inputs say, so they are not "
+            "served; export the model without data-dependent loops or branches"
+        )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or opset < MIN_OPSET:
         raise InvalidArgument(f"The ONNX model's opset is {opset}; at least {MIN_OPSET} is needed")
@@ -88,26 +111,35 @@ def inspect_graph(data: bytes, *, max_bytes: int) -> dict[str, Any]:
     inputs = [_spec(value) for value in model.graph.input if value.name not in initializers]
     outputs = [_spec(value) for value in model.graph.output]
     if not outputs or outputs[0]["datatype"] not in _NUMPY:
-        raise InvalidArgument("The ONNX model's first output must be a numeric (batch, classes) tensor, got "
-                              f"{outputs[0]['datatype'] if outputs else 'no output'}")
+        raise InvalidArgument(
+            "The ONNX model's first output must be a numeric (batch, classes) tensor, got "
+            f"{outputs[0]['datatype'] if outputs else 'no output'}"
+        )
     if len(inputs) != 1:
-        raise InvalidArgument(f"The ONNX model takes {len(inputs)} inputs ({[i['name'] for i in inputs]}); "
-                              "a classifier here takes one tensor")
+        raise InvalidArgument(
+            f"The ONNX model takes {len(inputs)} inputs ({[i['name'] for i in inputs]}); "
+            "a classifier here takes one tensor"
+        )
     if inputs[0]["datatype"] not in _NUMPY:
-        raise InvalidArgument(f"The ONNX model's input {inputs[0]['name']!r} is {inputs[0]['datatype']}; "
-                              f"supported: {sorted(_NUMPY)}")
+        raise InvalidArgument(
+            f"The ONNX model's input {inputs[0]['name']!r} is {inputs[0]['datatype']}; supported: {sorted(_NUMPY)}"
+        )
     if not inputs[0]["shape"] or inputs[0]["shape"][0] != -1:
-        raise InvalidArgument(f"The ONNX model's input {inputs[0]['name']!r} has shape {inputs[0]['shape']}: its first "
-                              "(batch) dimension must be free, as the servers batch requests (export with a "
-                              "dynamic batch axis)")
+        raise InvalidArgument(
+            f"The ONNX model's input {inputs[0]['name']!r} has shape {inputs[0]['shape']}: its first "
+            "(batch) dimension must be free, as the servers batch requests (export with a "
+            "dynamic batch axis)"
+        )
     if len(outputs[0]["shape"]) != 2:
-        raise InvalidArgument(f"The ONNX model's first output {outputs[0]['name']!r} has shape {outputs[0]['shape']}; "
-                              "a classifier's is (batch, classes)")
+        raise InvalidArgument(
+            f"The ONNX model's first output {outputs[0]['name']!r} has shape {outputs[0]['shape']}; "
+            "a classifier's is (batch, classes)"
+        )
     new_session(data)  # an operator ONNX Runtime lacks fails here
     return {"inputs": inputs, "outputs": outputs, "opset": int(opset)}
 
 
-def new_session(data: bytes, threads: Optional[int] = None) -> Any:
+def new_session(data: bytes, threads: int | None = None) -> Any:
     """An ONNX Runtime session on the CPU, with ``threads`` (default: torch's, which the model
     server sets) intra-op threads."""
     import onnxruntime as ort
@@ -118,7 +150,7 @@ def new_session(data: bytes, threads: Optional[int] = None) -> Any:
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own classes; the message says what
+    except Exception as exc:
         message = str(exc).replace("\n", " ")[:400]
         if "NOT_IMPLEMENTED" in message or "Could not find an implementation" in message:
             raise InvalidArgument(f"The ONNX model uses an operator ONNX Runtime lacks: {message}") from None
@@ -133,7 +165,7 @@ class _Watchdog:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._calls: dict[int, tuple[float, Any]] = {}
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @contextmanager
     def deadline(self, options: Any, timeout_s: float) -> Iterator[None]:
@@ -201,12 +233,15 @@ class OnnxModule(nn.Module):
         try:
             with _WATCHDOG.deadline(options, self.run_timeout_s):
                 (scores,) = self.session.run([self.output_name], {self.input_name: array}, options)
-        except Exception as exc:  # noqa: BLE001 - a shape the graph refuses: the caller's input
+        except Exception as exc:
             if options.terminate:
-                raise Unavailable(f"The ONNX model did not answer {len(array)} input(s) within {self.run_timeout_s:g} s "
-                                  "(AIP_SERVE_ONNX_RUN_TIMEOUT_S); the call was stopped") from None
-            raise InvalidArgument(f"The ONNX model refused the input of shape {list(array.shape)}: "
-                                  f"{str(exc).splitlines()[0][:300]}") from None
+                raise Unavailable(
+                    f"The ONNX model did not answer {len(array)} input(s) within {self.run_timeout_s:g} s "
+                    "(AIP_SERVE_ONNX_RUN_TIMEOUT_S); the call was stopped"
+                ) from None
+            raise InvalidArgument(
+                f"The ONNX model refused the input of shape {list(array.shape)}: {str(exc).splitlines()[0][:300]}"
+            ) from None
         out = torch.from_numpy(np.asarray(scores, dtype=np.float32))
         return torch.log(out.clamp_min(1e-12)) if self.scores == "probabilities" else out
 
@@ -222,8 +257,11 @@ def load_graph(data: bytes, architecture: dict[str, Any]) -> OnnxModule:
 def _spec(value: Any) -> dict[str, Any]:
     tensor = value.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor.shape.dim]
-    return {"name": value.name, "datatype": _DATATYPES.get(tensor.elem_type, f"onnx-type-{tensor.elem_type}"),
-            "shape": dims}
+    return {
+        "name": value.name,
+        "datatype": _DATATYPES.get(tensor.elem_type, f"onnx-type-{tensor.elem_type}"),
+        "shape": dims,
+    }
 
 
 def _contents(model: Any) -> tuple[list[Any], list[Any]]:

@@ -17,7 +17,8 @@ them), so reading a package never needs the compression service.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,8 +59,11 @@ def decode_model(config: ModelConfig | Mapping[str, Any], tensors: dict[str, tor
 
 def _encode_int8(model: nn.Module, plan: dict[str, str]) -> dict[str, torch.Tensor]:
     modules = dict(model.named_modules())
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()
-               if isinstance(t, torch.Tensor) and not _belongs_to(name, plan)}
+    tensors = {
+        name: t.detach().cpu().contiguous()
+        for name, t in model.state_dict().items()
+        if isinstance(t, torch.Tensor) and not _belongs_to(name, plan)
+    }
     for name in plan:
         module = modules[name]
         weight = module.weight()
@@ -76,8 +80,10 @@ def _decode_int8(model: nn.Module, plan: dict[str, str], tensors: dict[str, torc
     float_part = {name: t for name, t in tensors.items() if not _belongs_to(name, plan)}
     expected = {name for name in model.state_dict() if not _belongs_to(name, plan)}
     if set(float_part) != expected:
-        raise IntegrityError(f"Package weights do not fit its architecture: float tensors "
-                             f"{sorted(set(float_part) ^ expected)} missing or unexpected")
+        raise IntegrityError(
+            f"Package weights do not fit its architecture: float tensors "
+            f"{sorted(set(float_part) ^ expected)} missing or unexpected"
+        )
     model.load_state_dict(float_part, strict=False)
     quantized = quantize(model, plan)
     modules = dict(quantized.named_modules())
@@ -88,8 +94,9 @@ def _decode_int8(model: nn.Module, plan: dict[str, str], tensors: dict[str, torc
         values = tensors[f"{name}.weight"]
         expected_shape = tuple(modules[name].weight().shape)
         if tuple(values.shape) != expected_shape:
-            raise IntegrityError(f"Package weight {name!r} has shape {tuple(values.shape)}, the architecture "
-                                 f"needs {expected_shape}")
+            raise IntegrityError(
+                f"Package weight {name!r} has shape {tuple(values.shape)}, the architecture needs {expected_shape}"
+            )
         known |= {f"{name}.weight", f"{name}.weight_scales", f"{name}.weight_zero_points", f"{name}.bias"}
         scales, zero_points = tensors[f"{name}.weight_scales"], tensors[f"{name}.weight_zero_points"]
         weight = torch._make_per_channel_quantized_tensor(values, scales, zero_points, 0)
@@ -115,16 +122,21 @@ def architecture_of(config: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
 def compression_of(config: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The ``compression`` block of a ``model.json`` (float32 weights, no steps when absent)."""
     block = (config.compression if isinstance(config, ModelConfig) else config.get("compression")) or {}
-    return {"weights": block.get("weights", "float32"), "steps": list(block.get("steps", [])),
-            "quantized": dict(block.get("quantized", {}))}
+    return {
+        "weights": block.get("weights", "float32"),
+        "steps": list(block.get("steps", [])),
+        "quantized": dict(block.get("quantized", {})),
+    }
 
 
 def quantization_spec(plan: dict[str, str]) -> dict[str, Any]:
     """``quantize_dynamic``'s per-module qconfig for an ``int8_plan``."""
     from torch.ao.quantization import float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig
 
-    return {name: float_qparams_weight_only_qconfig if how == EMBEDDING_ROWWISE_UINT8 else per_channel_dynamic_qconfig
-            for name, how in plan.items()}
+    return {
+        name: float_qparams_weight_only_qconfig if how == EMBEDDING_ROWWISE_UINT8 else per_channel_dynamic_qconfig
+        for name, how in plan.items()
+    }
 
 
 def quantize(model: nn.Module, plan: dict[str, str]) -> nn.Module:

@@ -43,15 +43,19 @@ def booster_from_json(data: bytes, architecture: dict[str, Any]) -> Any:
     except (ValueError, KeyError, TypeError):
         objective = None
     if objective not in PROBABILITY_OBJECTIVES:
-        raise InvalidArgument(f"The XGBoost model's objective is {objective!r}; a classifier here gives class "
-                              f"probabilities: {sorted(PROBABILITY_OBJECTIVES)}")
+        raise InvalidArgument(
+            f"The XGBoost model's objective is {objective!r}; a classifier here gives class "
+            f"probabilities: {sorted(PROBABILITY_OBJECTIVES)}"
+        )
     features, classes = int(architecture["num_features"]), int(architecture["num_classes"])
     if booster.num_features() != features:
         raise InvalidArgument(f"The XGBoost model takes {booster.num_features()} features; model.json says {features}")
     probe = booster.inplace_predict(np.zeros((1, features), dtype=np.float32))
     if _as_probabilities(np.asarray(probe)).shape != (1, classes):
-        raise InvalidArgument(f"The XGBoost model does not give {classes} class probabilities "
-                              f"(its output has shape {list(np.asarray(probe).shape)})")
+        raise InvalidArgument(
+            f"The XGBoost model does not give {classes} class probabilities "
+            f"(its output has shape {list(np.asarray(probe).shape)})"
+        )
     return booster
 
 

@@ -32,6 +32,6 @@ class RegistryClient(ActorProxy, RegistryAPI, protocol=RegistryAPI):
     """The registry actor, called like the store (see ``ActorProxy``)."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "RegistryClient":
+    def connect(cls, settings: Settings) -> RegistryClient:
         """Get the platform's registry actor, creating it on the head node if needed."""
         return cls(head_actor(RegistryActor, REGISTRY_ACTOR_NAME, settings))

@@ -6,7 +6,7 @@ Training, compression and imports all publish this way; nothing here knows how a
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.registry.store import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.storage import Storage, sha256_bytes
@@ -24,14 +24,21 @@ def publish_package(
     template: str,
     storage: Storage,
     registry: RegistryAPI,
-    metrics: Optional[dict[str, Any]] = None,
-    lineage: Optional[dict[str, Any]] = None,
-    idempotency_key: Optional[str] = None,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> ModelVersion:
     """Store the package bytes and register them as the next version of ``name``."""
     validate_model_name(name)
     digest = sha256_bytes(data)
     key = package_key(name, digest)
     storage.put_bytes(key, data)
-    return registry.register_version(name, package_key=key, sha256=digest, template=template, metrics=metrics,
-                                     lineage=lineage, idempotency_key=idempotency_key)
+    return registry.register_version(
+        name,
+        package_key=key,
+        sha256=digest,
+        template=template,
+        metrics=metrics,
+        lineage=lineage,
+        idempotency_key=idempotency_key,
+    )

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from aiplatform.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
@@ -104,9 +104,7 @@ def validate_model_name(name: str) -> str:
 
 def validate_alias(alias: str) -> str:
     if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
-        raise InvalidArgument(
-            f"Alias {alias!r} is invalid: use a lowercase letter then letters, digits, '_' or '-'"
-        )
+        raise InvalidArgument(f"Alias {alias!r} is invalid: use a lowercase letter then letters, digits, '_' or '-'")
     if alias in RESERVED_ALIASES:
         raise InvalidArgument(f"Alias {alias!r} is reserved")
     return alias
@@ -122,17 +120,18 @@ class RegistryAPI(Protocol):
         package_key: str,
         sha256: str,
         template: str,
-        metrics: Optional[dict[str, Any]] = None,
-        lineage: Optional[dict[str, Any]] = None,
-        idempotency_key: Optional[str] = None,
+        metrics: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ModelVersion: ...
 
     def get_version(self, name: str, version: int) -> ModelVersion: ...
 
     def resolve(self, name: str, ref: str | int) -> ModelVersion: ...
 
-    def list_versions(self, name: str, *, limit: Optional[int] = None,
-                      before: Optional[int] = None) -> list[ModelVersion]: ...
+    def list_versions(
+        self, name: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[ModelVersion]: ...
 
     def list_models(self) -> list[dict[str, Any]]: ...
 
@@ -142,7 +141,7 @@ class RegistryAPI(Protocol):
 
     def aliases(self, name: str) -> dict[str, int]: ...
 
-    def alias_history(self, name: str, alias: str, limit: Optional[int] = None) -> list[dict[str, Any]]: ...
+    def alias_history(self, name: str, alias: str, limit: int | None = None) -> list[dict[str, Any]]: ...
 
     def delete_version(self, name: str, version: int) -> None: ...
 
@@ -172,9 +171,9 @@ class RegistryStore:
         package_key: str,
         sha256: str,
         template: str,
-        metrics: Optional[dict[str, Any]] = None,
-        lineage: Optional[dict[str, Any]] = None,
-        idempotency_key: Optional[str] = None,
+        metrics: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> ModelVersion:
         """Record the next version of ``name``; a repeated ``idempotency_key`` returns the first."""
         validate_model_name(name)
@@ -186,9 +185,7 @@ class RegistryStore:
             raise NotFound(f"Package {package_key!r} not found in storage; upload it before registering")
         info = self.storage.info(package_key)
         if info.sha256 != sha256:
-            raise IntegrityError(
-                f"Package {package_key!r} in storage has sha256 {info.sha256}, not {sha256}"
-            )
+            raise IntegrityError(f"Package {package_key!r} in storage has sha256 {info.sha256}, not {sha256}")
         now = time.time()
         with self._lock, transaction(self._db) as db:
             db.execute("INSERT OR IGNORE INTO models(name, created_at) VALUES (?, ?)", (name, now))
@@ -198,8 +195,17 @@ class RegistryStore:
                 "INSERT INTO versions(name, version, package_key, package_uri, sha256, size, template,"
                 " metrics, lineage, idempotency_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    name, version, package_key, info.uri, sha256, info.size, template,
-                    json.dumps(metrics or {}), json.dumps(lineage or {}), idempotency_key, now,
+                    name,
+                    version,
+                    package_key,
+                    info.uri,
+                    sha256,
+                    info.size,
+                    template,
+                    json.dumps(metrics or {}),
+                    json.dumps(lineage or {}),
+                    idempotency_key,
+                    now,
                 ),
             )
         return self.get_version(name, version)
@@ -209,9 +215,7 @@ class RegistryStore:
         validate_alias(alias)
         target = self.get_version(name, int(version))
         with self._lock, transaction(self._db) as db:
-            previous = db.execute(
-                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
-            ).fetchone()
+            previous = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
             db.execute(
                 "INSERT INTO aliases(name, alias, version, updated_at) VALUES (?,?,?,?)"
                 " ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version,"
@@ -220,8 +224,7 @@ class RegistryStore:
             )
             if previous is None or int(previous[0]) != target.version:
                 db.execute(
-                    "INSERT INTO alias_events(name, alias, version, previous_version, at)"
-                    " VALUES (?,?,?,?,?)",
+                    "INSERT INTO alias_events(name, alias, version, previous_version, at) VALUES (?,?,?,?,?)",
                     (name, alias, target.version, None if previous is None else int(previous[0]), time.time()),
                 )
         return self.get_version(name, target.version)
@@ -229,9 +232,7 @@ class RegistryStore:
     def delete_alias(self, name: str, alias: str) -> None:
         validate_alias(alias)
         with self._lock, transaction(self._db) as db:
-            row = db.execute(
-                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
-            ).fetchone()
+            row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
             if row is None:
                 raise NotFound(f"Alias (name={name}, alias={alias}) not found")
             db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
@@ -264,8 +265,12 @@ class RegistryStore:
             raise InvalidArgument(f"A split may name at most {MAX_TRAFFIC_VERSIONS} versions, got {len(weights)}")
         clean: dict[int, float] = {}
         for version, weight in weights.items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                    or weight < 0:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
                 raise InvalidArgument(f"Traffic weight for version {version} must be a finite number >= 0")
             clean[int(self.get_version(name, int(version)).version)] = float(weight)
         total = sum(clean.values())  # inf when the weights overflow: refused below
@@ -311,14 +316,12 @@ class RegistryStore:
             return versions[0]
         validate_alias(ref)
         with self._lock:
-            row = self._db.execute(
-                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, ref)
-            ).fetchone()
+            row = self._db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, ref)).fetchone()
         if row is None:
             raise NotFound(f"Alias (name={name}, alias={ref}) not found")
         return self.get_version(name, int(row[0]))
 
-    def list_versions(self, name: str, *, limit: Optional[int] = None, before: Optional[int] = None) -> list[ModelVersion]:
+    def list_versions(self, name: str, *, limit: int | None = None, before: int | None = None) -> list[ModelVersion]:
         """Versions of a model, newest first (at most ``limit``, older than version ``before``:
         a page); :class:`NotFound` for an unknown model."""
         validate_model_name(name)
@@ -358,7 +361,7 @@ class RegistryStore:
             ).fetchall()
         return {row["alias"]: int(row["version"]) for row in rows}
 
-    def alias_history(self, name: str, alias: str, limit: Optional[int] = None) -> list[dict[str, Any]]:
+    def alias_history(self, name: str, alias: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Moves of an alias, newest first (the last ``limit``): what ``rollback`` walks back through."""
         with self._lock:
             rows = self._db.execute(
@@ -369,7 +372,7 @@ class RegistryStore:
         return [dict(row) for row in rows]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _by_idempotency_key(self, name: str, key: str) -> Optional[ModelVersion]:
+    def _by_idempotency_key(self, name: str, key: str) -> ModelVersion | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM versions WHERE name = ? AND idempotency_key = ?", (name, key)
@@ -397,4 +400,4 @@ class RegistryStore:
         )
 
 
-__all__ = ["ModelVersion", "RegistryStore", "validate_alias", "validate_model_name", "AlreadyExists"]
+__all__ = ["AlreadyExists", "ModelVersion", "RegistryStore", "validate_alias", "validate_model_name"]

@@ -11,6 +11,12 @@ from aiplatform.results.actor import (
 from aiplatform.results.store import PredictionRecord, ResultStore
 
 __all__ = [
-    "RESULT_STORE_ACTOR_NAME", "PredictionRecord", "ResultStore", "ResultActor",
-    "ResultWriter", "ResultClient", "input_key", "result_store_handle",
+    "RESULT_STORE_ACTOR_NAME",
+    "PredictionRecord",
+    "ResultActor",
+    "ResultClient",
+    "ResultStore",
+    "ResultWriter",
+    "input_key",
+    "result_store_handle",
 ]

@@ -6,7 +6,6 @@ import collections
 import logging
 import threading
 import time
-from typing import Optional
 
 import ray
 
@@ -43,8 +42,12 @@ class ResultActor(RetainedResultStore):
     """
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.resolved_state_dir / "results.sqlite", storage_from_settings(settings),
-                         retention_policy(settings), settings.result_retention_interval_s)
+        super().__init__(
+            settings.resolved_state_dir / "results.sqlite",
+            storage_from_settings(settings),
+            retention_policy(settings),
+            settings.result_retention_interval_s,
+        )
         freeze_startup_heap()
 
     def ping(self) -> str:
@@ -53,11 +56,12 @@ class ResultActor(RetainedResultStore):
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
     days = settings.result_retention_days
-    return RetentionPolicy(max_age_s=None if days is None else days * 86_400,
-                           max_rows_per_model=settings.result_retention_rows_per_model)
+    return RetentionPolicy(
+        max_age_s=None if days is None else days * 86_400, max_rows_per_model=settings.result_retention_rows_per_model
+    )
 
 
-def result_store_handle(settings: Settings) -> "ray.actor.ActorHandle":
+def result_store_handle(settings: Settings) -> ray.actor.ActorHandle:
     """The platform's result-store actor, created on the head node if needed."""
     return head_actor(ResultActor, RESULT_STORE_ACTOR_NAME, settings)
 
@@ -70,8 +74,12 @@ class ResultWriter:
     dropped (and counted) rather than growing without bound while the store is down.
     """
 
-    def __init__(self, handle: "ray.actor.ActorHandle", flush_interval_s: float = FLUSH_INTERVAL_S,
-                 input_storage: Optional[Storage] = None) -> None:
+    def __init__(
+        self,
+        handle: ray.actor.ActorHandle,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        input_storage: Storage | None = None,
+    ) -> None:
         self.handle = handle
         self.input_storage = input_storage
         self._inputs: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -91,7 +99,7 @@ class ResultWriter:
         self._thread = threading.Thread(target=self._run, name="result-writer", daemon=True)
         self._thread.start()
 
-    def record(self, record: PredictionRecord, raw_input: Optional[bytes] = None) -> None:
+    def record(self, record: PredictionRecord, raw_input: bytes | None = None) -> None:
         """Queue ``record``; with an input storage configured, its raw input is stored too."""
         with self._lock:
             if self.input_storage is not None and raw_input and not self._known(record.input_digest):
@@ -146,7 +154,7 @@ class ResultWriter:
                     break
                 try:
                     ray.get(self.handle.record_batch.remote(batch))
-                except Exception as exc:  # noqa: BLE001 - store down or restarting: keep and retry
+                except Exception as exc:
                     logger.warning("result store write failed (%s); retrying", exc)
                     time.sleep(RETRY_DELAY_S)
                     continue
@@ -170,7 +178,7 @@ class ResultWriter:
             try:
                 if not self.input_storage.exists(key):
                     self.input_storage.put_bytes(key, data)
-            except Exception as exc:  # noqa: BLE001 - the prediction stands; only its copy is lost
+            except Exception as exc:
                 self.dropped += 1
                 with self._lock:
                     self._known_inputs.pop(digest, None)  # the next one like it tries again
@@ -181,5 +189,5 @@ class ResultClient(ActorProxy, ArchivedResultAPI, protocol=ArchivedResultAPI):
     """The result-store actor, queried like the store (see ``ActorProxy``)."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "ResultClient":
+    def connect(cls, settings: Settings) -> ResultClient:
         return cls(result_store_handle(settings))

@@ -22,9 +22,10 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,11 +40,20 @@ MOVE_BATCH_ROWS = 20_000
 """Rows per move (and per file): a few MB of parquet, and a mark that holds the store's lock
 for well under a second at 10^7 rows."""
 DAY_S = 86_400
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("model", pa.string()), ("version", pa.int64()), ("input_digest", pa.string()),
-    ("input_uri", pa.string()), ("output", pa.string()), ("latency_ms", pa.float64()),
-    ("created_at", pa.float64()), ("features", pa.string()), ("client_id", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.int64()),
+        ("input_digest", pa.string()),
+        ("input_uri", pa.string()),
+        ("output", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("created_at", pa.float64()),
+        ("features", pa.string()),
+        ("client_id", pa.string()),
+    ]
+)
 """The archived columns: as stored in SQLite (``output`` and ``features`` stay JSON text)."""
 assert tuple(SCHEMA.names) == STORED_COLUMNS
 _PARTITION_VALUE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -54,8 +64,8 @@ class RetentionPolicy:
     """What stays live: results younger than ``max_age_s`` and, per model, the newest
     ``max_rows_per_model`` (None: no limit of that kind; both None: nothing moves)."""
 
-    max_age_s: Optional[float] = None
-    max_rows_per_model: Optional[int] = None
+    max_age_s: float | None = None
+    max_rows_per_model: int | None = None
 
     @property
     def active(self) -> bool:
@@ -65,8 +75,14 @@ class RetentionPolicy:
 class ResultArchive:
     """Moves due results out of ``store`` into ``storage`` and reads them back."""
 
-    def __init__(self, store: ResultStore, storage: Storage, *, batch_rows: int = MOVE_BATCH_ROWS,
-                 step_hook: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        storage: Storage,
+        *,
+        batch_rows: int = MOVE_BATCH_ROWS,
+        step_hook: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.storage = storage
         self.batch_rows = batch_rows
@@ -94,14 +110,14 @@ class ResultArchive:
                     else:
                         self._undo(key)
                         settled["undone"] += 1
-                except Exception:  # noqa: BLE001 - storage unreachable: settled on a later run
+                except Exception:
                     logger.exception("result archive: pending move %s left for a later run", key)
                     settled["left"] += 1
         if any(settled.values()):
             logger.info("result archive: pending moves settled: %s", settled)
         return settled
 
-    def run(self, policy: RetentionPolicy, now: Optional[float] = None) -> int:
+    def run(self, policy: RetentionPolicy, now: float | None = None) -> int:
         """Move every result the policy no longer keeps live; returns how many moved (stops
         early while held)."""
         if not policy.active:
@@ -120,8 +136,7 @@ class ResultArchive:
                     return moved
                 moved += self._move(due[0], due[1], cutoff, boundaries.get(due[0]))
 
-    def _move(self, model: str, first_at: float, cutoff: Optional[float],
-              boundary: Optional[tuple[float, str]]) -> int:
+    def _move(self, model: str, first_at: float, cutoff: float | None, boundary: tuple[float, str] | None) -> int:
         day_start = first_at // DAY_S * DAY_S
         key = archive_key(model, day_start, f"{int(first_at * 1000)}-{uuid.uuid4().hex[:12]}")
         marked = self.store.mark_move(key, model, day_start, day_start + DAY_S, cutoff, boundary, self.batch_rows)
@@ -152,22 +167,29 @@ class ResultArchive:
     def _file_holds(self, key: str, ids: set[str]) -> bool:
         try:
             table = pq.read_table(io.BytesIO(self.storage.get_bytes(key)), columns=["id"])
-        except Exception:  # noqa: BLE001 - missing or torn: not complete
+        except Exception:
             return False
         return table.num_rows == len(ids) and set(table.column("id").to_pylist()) == ids
-
 
 
 class ArchivedResultAPI(ResultAPI, Protocol):
     """The result store with its archive (the head actor, or ``RetainedResultStore`` in-process)."""
 
-    def scan(self, *, model: Optional[str] = None, since: Optional[float] = None, until: Optional[float] = None,
-             after: Optional[str] = None, limit: int = ...) -> list[PredictionRecord]: ...
+    def scan(
+        self,
+        *,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: str | None = None,
+        limit: int = ...,
+    ) -> list[PredictionRecord]: ...
 
-    def moves(self, *, state: str = ..., model: Optional[str] = None, since: Optional[float] = None,
-              until: Optional[float] = None) -> list[dict[str, Any]]: ...
+    def moves(
+        self, *, state: str = ..., model: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]: ...
 
-    def retain(self, now: Optional[float] = None) -> int: ...
+    def retain(self, now: float | None = None) -> int: ...
 
     def hold_moves(self, lease: str, seconds: float) -> None: ...
 
@@ -178,8 +200,9 @@ class RetainedResultStore(ResultStore):
     """The result store with its archive, as the head actor runs it: pending moves settled on
     opening, then the policy applied every ``interval_s`` by a background thread."""
 
-    def __init__(self, db_path: str | Path, storage: Storage, policy: RetentionPolicy,
-                 interval_s: float = 3600.0) -> None:
+    def __init__(
+        self, db_path: str | Path, storage: Storage, policy: RetentionPolicy, interval_s: float = 3600.0
+    ) -> None:
         super().__init__(db_path)
         self.policy = policy
         self.archive = ResultArchive(self, storage)
@@ -188,10 +211,11 @@ class RetainedResultStore(ResultStore):
         self._leases_lock = threading.Lock()
         self._stop = threading.Event()
         if policy.active:
-            threading.Thread(target=self._retain_every, args=(interval_s,), name="result-retention",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._retain_every, args=(interval_s,), name="result-retention", daemon=True
+            ).start()
 
-    def retain(self, now: Optional[float] = None) -> int:
+    def retain(self, now: float | None = None) -> int:
         """Apply the retention policy now; returns how many results moved to the archive."""
         return self.archive.run(self.policy, now)
 
@@ -217,15 +241,16 @@ class RetainedResultStore(ResultStore):
         while not self._stop.wait(interval_s):
             try:
                 moved = self.retain()
-            except Exception:  # noqa: BLE001 - storage down: the rows stay live, tried again next time
+            except Exception:
                 logger.exception("result retention failed; the results stay in the live table")
                 continue
             if moved:
                 logger.info("result retention moved %d results to the archive", moved)
 
 
-def read_archived(storage: Storage, move: dict[str, Any], since: Optional[float] = None,
-                  until: Optional[float] = None) -> pa.Table:
+def read_archived(
+    storage: Storage, move: dict[str, Any], since: float | None = None, until: float | None = None
+) -> pa.Table:
     """A committed move's rows in [since, until), from its verified file."""
     table = pq.read_table(io.BytesIO(storage.get_bytes(move["key"])), schema=SCHEMA)
     if since is not None:

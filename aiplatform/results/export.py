@@ -10,7 +10,8 @@ import io
 import json
 import threading
 import uuid
-from typing import Any, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,13 +30,19 @@ HOLD_S = 300.0
 """How long one renewal of an export's lease holds moves off: a reader that died frees them by then."""
 
 
-def check_range(since: Optional[float], until: Optional[float]) -> None:
+def check_range(since: float | None, until: float | None) -> None:
     if since is not None and until is not None and until <= since:
         raise InvalidArgument(f"until ({until}) must be after since ({since})")
 
 
-def result_tables(results: ArchivedResultAPI, storage: Storage, *, model: Optional[str] = None,
-                  since: Optional[float] = None, until: Optional[float] = None) -> Iterator[pa.Table]:
+def result_tables(
+    results: ArchivedResultAPI,
+    storage: Storage,
+    *,
+    model: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> Iterator[pa.Table]:
     """Every result of ``model`` (all models: None) in [since, until), oldest archive first,
     then the live table oldest first.
 
@@ -51,7 +58,7 @@ def result_tables(results: ArchivedResultAPI, storage: Storage, *, model: Option
         while not stop.wait(HOLD_S / 3):
             try:
                 results.hold_moves(lease, HOLD_S)
-            except Exception:  # noqa: BLE001 - the end check says whether it mattered
+            except Exception:
                 pass
 
     threading.Thread(target=renew, name="export-lease", daemon=True).start()
@@ -70,10 +77,13 @@ def result_tables(results: ArchivedResultAPI, storage: Storage, *, model: Option
                 break
             after = next_cursor(page)
         moved_meanwhile = {m["key"] for m in results.moves(model=model, since=since, until=until)} - {
-            m["key"] for m in archived}
+            m["key"] for m in archived
+        }
         if moved_meanwhile:
-            raise Unavailable(f"{len(moved_meanwhile)} archive move(s) committed during the export; "
-                              "some results may be missing from it: export again")
+            raise Unavailable(
+                f"{len(moved_meanwhile)} archive move(s) committed during the export; "
+                "some results may be missing from it: export again"
+            )
     finally:
         stop.set()
         results.release_moves(lease)
@@ -81,9 +91,14 @@ def result_tables(results: ArchivedResultAPI, storage: Storage, *, model: Option
 
 def records_table(page: list[PredictionRecord]) -> pa.Table:
     """Records in the archive's columns (``output`` and ``features`` as JSON text)."""
-    rows = [{**{column: getattr(r, column) for column in STORED_COLUMNS},
-             "output": json.dumps(r.output), "features": json.dumps(r.features) if r.features else None}
-            for r in page]
+    rows = [
+        {
+            **{column: getattr(r, column) for column in STORED_COLUMNS},
+            "output": json.dumps(r.output),
+            "features": json.dumps(r.features) if r.features else None,
+        }
+        for r in page
+    ]
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
@@ -101,8 +116,15 @@ def stream(tables: Iterator[pa.Table], fmt: ExportFormat) -> Iterator[bytes]:
     yield sink.drain()
 
 
-def recent_records(results: ArchivedResultAPI, storage: Storage, *, model: str, version: Optional[int] = None,
-                   since: Optional[float] = None, limit: int = 1000) -> list[PredictionRecord]:
+def recent_records(
+    results: ArchivedResultAPI,
+    storage: Storage,
+    *,
+    model: str,
+    version: int | None = None,
+    since: float | None = None,
+    limit: int = 1000,
+) -> list[PredictionRecord]:
     """The newest ``limit`` results of a model (and version) since ``since``, the archive's too
     when the live table holds fewer: what drift analysis compares with the training data."""
     found = {r.id: r for r in results.query(model=model, version=version, since=since, limit=limit)}

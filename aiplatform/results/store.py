@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
@@ -52,8 +52,18 @@ CREATE INDEX IF NOT EXISTS results_by_version ON results(model, version, created
 CREATE INDEX IF NOT EXISTS results_by_time ON results(created_at, id);
 """
 _MOVING_INDEX = "CREATE INDEX IF NOT EXISTS results_moving ON results(move_key) WHERE move_key IS NOT NULL"
-STORED_COLUMNS = ("id", "model", "version", "input_digest", "input_uri", "output", "latency_ms", "created_at",
-            "features", "client_id")
+STORED_COLUMNS = (
+    "id",
+    "model",
+    "version",
+    "input_digest",
+    "input_uri",
+    "output",
+    "latency_ms",
+    "created_at",
+    "features",
+    "client_id",
+)
 """The columns of a kept prediction, in the archive's order too (``move_key`` is the store's own)."""
 """Every query the API and UI make reads an index in its own order, newest first, and stops at
 its page: a model's (``results_by_model``: with only a (model, version, time) index SQLite sorted
@@ -72,10 +82,10 @@ class PredictionRecord:
     output: dict[str, Any]
     latency_ms: float
     created_at: float = field(default_factory=time.time)
-    input_uri: Optional[str] = None
+    input_uri: str | None = None
     features: dict[str, float] = field(default_factory=dict)
     """Summary features of the input (mean intensity, text length...), what drift analysis compares."""
-    client_id: Optional[str] = None
+    client_id: str | None = None
     """The id the client gave its request (v2 ``id``); never the record's own ``id``, which the
     server makes, so one client cannot name, or overwrite, another client's result."""
 
@@ -90,7 +100,7 @@ class ResultAPI(Protocol):
 
     def query(self, **filters: Any) -> list[PredictionRecord]: ...
 
-    def count(self, model: Optional[str] = None) -> int: ...
+    def count(self, model: str | None = None) -> int: ...
 
 
 class ResultStore:
@@ -116,9 +126,16 @@ class ResultStore:
         """Store records in one transaction; returns how many were new."""
         rows = [
             (
-                r.id, r.model, int(r.version), r.input_digest, r.input_uri,
-                json.dumps(r.output), float(r.latency_ms), float(r.created_at),
-                json.dumps(r.features) if r.features else None, r.client_id,
+                r.id,
+                r.model,
+                int(r.version),
+                r.input_digest,
+                r.input_uri,
+                json.dumps(r.output),
+                float(r.latency_ms),
+                float(r.created_at),
+                json.dumps(r.features) if r.features else None,
+                r.client_id,
             )
             for r in records
         ]
@@ -142,13 +159,13 @@ class ResultStore:
     def query(
         self,
         *,
-        model: Optional[str] = None,
-        version: Optional[int] = None,
-        since: Optional[float] = None,
-        until: Optional[float] = None,
-        before: Optional[str] = None,
+        model: str | None = None,
+        version: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: str | None = None,
         limit: int = 100,
-        label: Optional[str] = None,
+        label: str | None = None,
     ) -> list[PredictionRecord]:
         """Newest first, filtered by model, version, time range and predicted label; ``before``
         (a page's ``next_cursor(records)``) continues after the last record of a previous page,
@@ -173,8 +190,15 @@ class ResultStore:
             ).fetchall()
         return [record_from_row(row) for row in rows]
 
-    def scan(self, *, model: Optional[str] = None, since: Optional[float] = None, until: Optional[float] = None,
-             after: Optional[str] = None, limit: int = MAX_QUERY_LIMIT) -> list[PredictionRecord]:
+    def scan(
+        self,
+        *,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: str | None = None,
+        limit: int = MAX_QUERY_LIMIT,
+    ) -> list[PredictionRecord]:
         """Oldest first, after the cursor ``after`` (``next_cursor`` of the previous page): what
         an export reads, page by page, in the order of the archive before it."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
@@ -187,27 +211,32 @@ class ResultStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM results {where} ORDER BY created_at, id LIMIT ?", (*params, limit)).fetchall()
+                f"SELECT * FROM results {where} ORDER BY created_at, id LIMIT ?", (*params, limit)
+            ).fetchall()
         return [record_from_row(row) for row in rows]
 
     # Moving results to the archive (aiplatform.results.archive): a move marks its rows with its
     # key, the archive writes them to storage, and one transaction deletes them and commits the
     # move. Readers take live rows plus committed moves, so each row is read exactly once.
 
-    def next_due(self, cutoff: Optional[float], boundaries: dict[str, tuple[float, str]]) -> Optional[tuple[str, float]]:
+    def next_due(self, cutoff: float | None, boundaries: dict[str, tuple[float, str]]) -> tuple[str, float] | None:
         """(model, time) of an oldest result due to move: older than ``cutoff``, or at or
         before its model's boundary (the newest result past those it keeps); None when none is."""
         with self._lock:
             if cutoff is not None:
                 row = self._db.execute(
                     "SELECT model, created_at FROM results WHERE created_at < ? AND move_key IS NULL"
-                    " ORDER BY created_at, id LIMIT 1", (cutoff,)).fetchone()
+                    " ORDER BY created_at, id LIMIT 1",
+                    (cutoff,),
+                ).fetchone()
                 if row is not None:
                     return row["model"], float(row["created_at"])
             for model, (at, last_id) in boundaries.items():
                 row = self._db.execute(
                     "SELECT created_at, id FROM results WHERE model = ? AND move_key IS NULL"
-                    " ORDER BY created_at, id LIMIT 1", (model,)).fetchone()
+                    " ORDER BY created_at, id LIMIT 1",
+                    (model,),
+                ).fetchone()
                 if row is not None and (row["created_at"], row["id"]) <= (at, last_id):
                     return model, float(row["created_at"])
         return None
@@ -215,21 +244,35 @@ class ResultStore:
     def boundaries(self, keep_per_model: int) -> dict[str, tuple[float, str]]:
         """Per model with more than ``keep_per_model`` results, the newest one past those kept."""
         with self._lock:
-            models = [row[0] for row in self._db.execute(
-                "WITH RECURSIVE m(model) AS (SELECT MIN(model) FROM results UNION ALL"
-                " SELECT (SELECT MIN(model) FROM results WHERE model > m.model) FROM m WHERE m.model IS NOT NULL)"
-                " SELECT model FROM m WHERE model IS NOT NULL")]  # distinct models by index skip-scan
+            models = [
+                row[0]
+                for row in self._db.execute(
+                    "WITH RECURSIVE m(model) AS (SELECT MIN(model) FROM results UNION ALL"
+                    " SELECT (SELECT MIN(model) FROM results WHERE model > m.model) FROM m WHERE m.model IS NOT NULL)"
+                    " SELECT model FROM m WHERE model IS NOT NULL"
+                )
+            ]  # distinct models by index skip-scan
             found = {}
             for model in models:
                 row = self._db.execute(
                     "SELECT created_at, id FROM results WHERE model = ? ORDER BY created_at DESC, id DESC"
-                    " LIMIT 1 OFFSET ?", (model, keep_per_model)).fetchone()
+                    " LIMIT 1 OFFSET ?",
+                    (model, keep_per_model),
+                ).fetchone()
                 if row is not None:
                     found[model] = (float(row["created_at"]), row["id"])
         return found
 
-    def mark_move(self, key: str, model: str, since: float, until: float, cutoff: Optional[float],
-                  boundary: Optional[tuple[float, str]], limit: int) -> int:
+    def mark_move(
+        self,
+        key: str,
+        model: str,
+        since: float,
+        until: float,
+        cutoff: float | None,
+        boundary: tuple[float, str] | None,
+        limit: int,
+    ) -> int:
         """Mark up to ``limit`` of ``model``'s due results in [since, until) as moving under
         ``key`` (a pending move); returns how many."""
         due, params = [], []
@@ -246,20 +289,29 @@ class ResultStore:
                 "UPDATE results SET move_key = ? WHERE rowid IN (SELECT rowid FROM results WHERE model = ?"
                 " AND move_key IS NULL AND created_at >= ? AND created_at < ?"
                 f" AND ({' OR '.join(due)}) ORDER BY created_at, id LIMIT ?)",
-                (key, model, since, until, *params, limit)).rowcount
+                (key, model, since, until, *params, limit),
+            ).rowcount
             if marked:
-                low, high = db.execute("SELECT MIN(created_at), MAX(created_at) FROM results WHERE move_key = ?",
-                                       (key,)).fetchone()
-                db.execute("INSERT INTO archive_moves(key, model, rows, min_at, max_at, state, moved_at)"
-                           " VALUES (?, ?, ?, ?, ?, 'pending', ?)", (key, model, marked, low, high, time.time()))
+                low, high = db.execute(
+                    "SELECT MIN(created_at), MAX(created_at) FROM results WHERE move_key = ?", (key,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO archive_moves(key, model, rows, min_at, max_at, state, moved_at)"
+                    " VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                    (key, model, marked, low, high, time.time()),
+                )
         return int(marked)
 
     def moving_rows(self, key: str) -> list[tuple[Any, ...]]:
         """The rows of a pending move, as stored (columns ``STORED_COLUMNS``)."""
         with self._lock:
-            return [tuple(row) for row in self._db.execute(
-                f"SELECT {', '.join(STORED_COLUMNS)} FROM results WHERE move_key = ? ORDER BY created_at, id",
-                (key,))]
+            return [
+                tuple(row)
+                for row in self._db.execute(
+                    f"SELECT {', '.join(STORED_COLUMNS)} FROM results WHERE move_key = ? ORDER BY created_at, id",
+                    (key,),
+                )
+            ]
 
     def commit_move(self, key: str) -> None:
         """The move's file is complete in storage: its rows leave the live table, in one transaction."""
@@ -273,8 +325,14 @@ class ResultStore:
             db.execute("UPDATE results SET move_key = NULL WHERE move_key = ?", (key,))
             db.execute("DELETE FROM archive_moves WHERE key = ? AND state = 'pending'", (key,))
 
-    def moves(self, *, state: str = "committed", model: Optional[str] = None, since: Optional[float] = None,
-              until: Optional[float] = None) -> list[dict[str, Any]]:
+    def moves(
+        self,
+        *,
+        state: str = "committed",
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
         """Moves in ``state`` (whose rows overlap [since, until) when given), oldest first."""
         clauses, params = ["state = ?"], [state]
         for clause, value in (("model = ?", model), ("max_at >= ?", since), ("min_at < ?", until)):
@@ -282,24 +340,31 @@ class ResultStore:
                 clauses.append(clause)
                 params.append(value)
         with self._lock:
-            return [dict(row) for row in self._db.execute(
-                f"SELECT * FROM archive_moves WHERE {' AND '.join(clauses)} ORDER BY min_at, key", params)]
+            return [
+                dict(row)
+                for row in self._db.execute(
+                    f"SELECT * FROM archive_moves WHERE {' AND '.join(clauses)} ORDER BY min_at, key", params
+                )
+            ]
 
-    def count(self, model: Optional[str] = None) -> int:
+    def count(self, model: str | None = None) -> int:
         with self._lock:
             if model is None:
                 return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-            return int(
-                self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()[0]
-            )
+            return int(self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()[0])
 
 
-def _time_clauses(model: Optional[str], since: Optional[float], until: Optional[float],
-                  version: Optional[int] = None) -> tuple[list[str], list[Any]]:
+def _time_clauses(
+    model: str | None, since: float | None, until: float | None, version: int | None = None
+) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
-    for column, op, value in (("model", "=", model), ("version", "=", version),
-                              ("created_at", ">=", since), ("created_at", "<", until)):
+    for column, op, value in (
+        ("model", "=", model),
+        ("version", "=", version),
+        ("created_at", ">=", since),
+        ("created_at", "<", until),
+    ):
         if value is not None:
             clauses.append(f"{column} {op} ?")
             params.append(value)
@@ -315,7 +380,7 @@ def new_result_id() -> str:
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
 
 
-def next_cursor(page: list[PredictionRecord]) -> Optional[str]:
+def next_cursor(page: list[PredictionRecord]) -> str | None:
     """Where the page after ``page`` starts (None for an empty page)."""
     return f"{page[-1].created_at!r}~{page[-1].id}" if page else None
 

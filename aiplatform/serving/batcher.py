@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from aiplatform.errors import Unavailable
 from aiplatform.monitoring.metrics import buffered
@@ -22,7 +23,7 @@ Answer = TypeVar("Answer")
 
 @dataclass
 class _Lane(Generic[Item, Answer]):
-    waiting: deque[tuple[Item, "asyncio.Future[Answer]"]] = field(default_factory=deque)
+    waiting: deque[tuple[Item, asyncio.Future[Answer]]] = field(default_factory=deque)
     in_flight: int = 0
 
 
@@ -70,8 +71,7 @@ class AdaptiveBatcher(Generic[Item, Answer]):
             self._lanes.pop(key, None)
         buffered.set_gauge("aip_queued_requests", self._waiting, replica=self.name)
 
-    async def _run(self, key: str, lane: _Lane[Item, Answer],
-                   batch: list[tuple[Item, "asyncio.Future[Answer]"]]) -> None:
+    async def _run(self, key: str, lane: _Lane[Item, Answer], batch: list[tuple[Item, asyncio.Future[Answer]]]) -> None:
         try:
             answers = await self._call(key, [item for item, _ in batch])
             if len(answers) != len(batch):
@@ -79,7 +79,7 @@ class AdaptiveBatcher(Generic[Item, Answer]):
             for (_, future), answer in zip(batch, answers):
                 if not future.done():
                     future.set_result(answer)
-        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about the failure
+        except BaseException as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -21,9 +21,10 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -38,8 +39,8 @@ from aiplatform.registry import ModelVersion
 from aiplatform.results import PredictionRecord, input_key
 from aiplatform.results.store import new_result_id
 from aiplatform.serving.batcher import AdaptiveBatcher
-from aiplatform.serving.parsing import check_request_id, parse_json
 from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs
+from aiplatform.serving.parsing import check_request_id, parse_json
 from aiplatform.serving.requests import V1Input
 from aiplatform.serving.router import RegistryReader, Router
 from aiplatform.serving.v2 import OUTPUT_NAMES, model_metadata
@@ -76,7 +77,7 @@ class Recorder(Protocol):
 
     input_storage: Any
 
-    def record(self, record: PredictionRecord, raw_input: Optional[bytes] = None) -> None: ...
+    def record(self, record: PredictionRecord, raw_input: bytes | None = None) -> None: ...
 
 
 class ServeModelServers:
@@ -105,7 +106,7 @@ class Overloaded(Unavailable):
     REST, ``RESOURCE_EXHAUSTED`` over gRPC, the same message on both."""
 
     @classmethod
-    def of(cls, exc: BackPressureError, retry_after_s: float) -> "Overloaded":
+    def of(cls, exc: BackPressureError, retry_after_s: float) -> Overloaded:
         return cls(f"Model servers are overloaded ({exc}); retry in {retry_after_s:g} s")
 
 
@@ -144,8 +145,8 @@ class Predictions:
     answers: list[dict[str, Any]]
     latency_ms: float
     many: bool = False
-    client_id: Optional[str] = None
-    wanted: Optional[RequestedOutputs] = None
+    client_id: str | None = None
+    wanted: RequestedOutputs | None = None
 
 
 ReadV1 = Callable[[], Awaitable[V1Input]]
@@ -168,9 +169,17 @@ class DataPlane:
         name: labels the batcher's metrics (the gateway replica).
     """
 
-    def __init__(self, model_servers: ModelServers, registry: Registry, recorder: Recorder, limits: RequestLimits,
-                 max_batch_size: int = 64, batches_in_flight: int = 2, retry_after_s: float = 1,
-                 name: str = "gateway") -> None:
+    def __init__(
+        self,
+        model_servers: ModelServers,
+        registry: Registry,
+        recorder: Recorder,
+        limits: RequestLimits,
+        max_batch_size: int = 64,
+        batches_in_flight: int = 2,
+        retry_after_s: float = 1,
+        name: str = "gateway",
+    ) -> None:
         self.model_servers = model_servers
         self.registry = registry
         self.router = Router(registry)
@@ -178,12 +187,13 @@ class DataPlane:
         self.limits = limits
         self.retry_after_s = retry_after_s
         self.batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
-            self._call_model_servers, max_batch_size, batches_in_flight, name=name)
+            self._call_model_servers, max_batch_size, batches_in_flight, name=name
+        )
         self._models: dict[str, ServedModel] = {}
         self._ready_until = 0.0
 
     # -- routing ----------------------------------------------------------------------------------
-    async def route(self, name: str, version: Optional[int] = None, alias: Optional[str] = None) -> Routed:
+    async def route(self, name: str, version: int | None = None, alias: str | None = None) -> Routed:
         """The version a request goes to, with its config and kind (loaded once per version)."""
         target = self.router.resolve(name, version=version, alias=alias)
         model_id = f"{target.name}:{target.version}"
@@ -198,7 +208,7 @@ class DataPlane:
         return model
 
     # -- the two operations -----------------------------------------------------------------------
-    async def predict(self, name: str, version: Optional[int], alias: Optional[str], read: ReadV1) -> Predictions:
+    async def predict(self, name: str, version: int | None, alias: str | None, read: ReadV1) -> Predictions:
         """A v1 request: one input, or many (:class:`ManyInputs`, a CSV of table rows) each
         recorded as ``<request id>-<row>`` and answered in the rows' order."""
         started = time.perf_counter()
@@ -226,11 +236,11 @@ class DataPlane:
             raise
         return self._recorded(started, target, labels, body.raw, classified, many, None)
 
-    async def infer(self, name: str, version: Optional[int], read: ReadInfer) -> Predictions:
+    async def infer(self, name: str, version: int | None, read: ReadInfer) -> Predictions:
         """An Open Inference Protocol infer request over either transport: its inputs decoded by
         the model's kind, all answered together; ``wanted``: the outputs it asked for."""
         started = time.perf_counter()
-        target: Optional[ModelVersion] = None
+        target: ModelVersion | None = None
         try:
             target = self.router.resolve(name, version=version)
             model_id = f"{target.name}:{target.version}"
@@ -254,9 +264,16 @@ class DataPlane:
     def _from_json(self, kind: ModelKind, raw: bytes) -> Any:
         return kind.from_json(parse_json(raw), self.limits)
 
-    def _recorded(self, started: float, target: ModelVersion, labels: list[str], raw: bytes,
-                  classified: list[tuple[dict[str, Any], dict[str, float]]], many: bool,
-                  client_id: Optional[str]) -> Predictions:
+    def _recorded(
+        self,
+        started: float,
+        target: ModelVersion,
+        labels: list[str],
+        raw: bytes,
+        classified: list[tuple[dict[str, Any], dict[str, float]]],
+        many: bool,
+        client_id: str | None,
+    ) -> Predictions:
         """Hand every answer to the recorder (off the request path) and count it. The server names
         every result (``<id>-<row>`` when there are many); a client's id is kept beside it."""
         latency_ms = (time.perf_counter() - started) * 1000
@@ -266,11 +283,20 @@ class DataPlane:
         for index, (answer, features) in enumerate(classified):
             output = {field: answer[field] for field in PREDICTION_FIELDS}
             count_success(target.name, target.version, latency_ms / 1000, str(output["label"]))
-            self.recorder.record(PredictionRecord(
-                id=f"{request_id}-{index}" if many else request_id, model=target.name, version=target.version,
-                input_digest=digest, output=output, latency_ms=latency_ms, input_uri=input_uri,
-                features=features, client_id=client_id,
-            ), raw if index == 0 else None)
+            self.recorder.record(
+                PredictionRecord(
+                    id=f"{request_id}-{index}" if many else request_id,
+                    model=target.name,
+                    version=target.version,
+                    input_digest=digest,
+                    output=output,
+                    latency_ms=latency_ms,
+                    input_uri=input_uri,
+                    features=features,
+                    client_id=client_id,
+                ),
+                raw if index == 0 else None,
+            )
             outputs.append(output)
             answers.append(answer)
         return Predictions(request_id, target, labels, outputs, answers, latency_ms, many, client_id)
@@ -294,7 +320,7 @@ class DataPlane:
         raise AssertionError("unreachable")
 
     # -- metadata and health ----------------------------------------------------------------------
-    async def model_metadata(self, name: str, version: Optional[int]) -> dict[str, Any]:
+    async def model_metadata(self, name: str, version: int | None) -> dict[str, Any]:
         """A model's Open Inference Protocol metadata: its inputs as its kind takes them, its
         outputs, and its versions (all of them, or the one asked)."""
         routed = await self.route(name, version)
@@ -302,7 +328,7 @@ class DataPlane:
         model = routed.model
         return model_metadata(name, versions, model.kind, model.labels, model.config.architecture)
 
-    async def model_ready(self, name: str, version: Optional[int]) -> dict[str, Any]:
+    async def model_ready(self, name: str, version: int | None) -> dict[str, Any]:
         """Ready once the version routes and its package loads and verifies."""
         routed = await self.route(name, version)
         return {"name": name, "version": str(routed.target.version), "ready": True}
@@ -314,7 +340,7 @@ class DataPlane:
         if time.monotonic() >= self._ready_until:
             try:
                 await asyncio.to_thread(self.registry.list_models)
-            except Exception:  # noqa: BLE001 - any failure means not ready
+            except Exception:
                 # The probe is public: why it failed goes to the log, not to whoever asks.
                 logger.warning("readiness check failed", exc_info=True)
                 return False

@@ -11,8 +11,8 @@ import asyncio
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry import ModelVersion, RegistryAPI
@@ -27,14 +27,14 @@ GATE_METRIC = "test_accuracy"
 class Deployment:
     name: str
     version: int
-    previous_version: Optional[int]
+    previous_version: int | None
     gate: str
 
     def describe(self) -> str:
         return f"{self.name}: production -> version {self.version} (was {self.previous_version}; {self.gate})"
 
 
-def check_gate(candidate: ModelVersion, current: Optional[ModelVersion], tolerance: float) -> str:
+def check_gate(candidate: ModelVersion, current: ModelVersion | None, tolerance: float) -> str:
     """Pass when the candidate's test accuracy is not below production's minus ``tolerance``."""
     if current is None:
         return "no production version yet"
@@ -78,8 +78,7 @@ def warm_on_serve(app_name: str) -> Callable[[str], None]:
             asyncio.run_coroutine_threadsafe(load(), _warm_loop()).result()
         except RayServeException as exc:
             raise Unavailable(
-                f"Serve app {app_name!r} is not running ({exc}); start it with "
-                "`serve run serve_apps/config.yaml`"
+                f"Serve app {app_name!r} is not running ({exc}); start it with `serve run serve_apps/config.yaml`"
             ) from exc
 
     return warm
@@ -97,14 +96,13 @@ def deploy(
     """Gate, warm (``warm("name:version")`` loads it on the servers), then move the alias."""
     candidate = registry.get_version(name, version)
     try:
-        current: Optional[ModelVersion] = registry.resolve(name, PRODUCTION)
+        current: ModelVersion | None = registry.resolve(name, PRODUCTION)
     except NotFound:
         current = None
     gate = "skipped (force)" if force else check_gate(candidate, current, tolerance)
     warm(f"{name}:{candidate.version}")
     registry.set_alias(name, PRODUCTION, candidate.version)
-    logger.info("deployed %s v%s (was %s): %s", name, candidate.version,
-                current.version if current else None, gate)
+    logger.info("deployed %s v%s (was %s): %s", name, candidate.version, current.version if current else None, gate)
     return Deployment(name, candidate.version, current.version if current else None, gate)
 
 
@@ -122,7 +120,7 @@ def rollback(registry: RegistryAPI, name: str, *, warm: Callable[[str], None]) -
 def set_canary(
     registry: RegistryAPI,
     name: str,
-    version: Optional[int],
+    version: int | None,
     weight: float,
     *,
     warm: Callable[[str], None],

@@ -7,7 +7,6 @@ import io
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import httpx
 import numpy as np
@@ -32,8 +31,9 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def check_digits_over_http(base_url: str, model: str, count: int = 200, offset: int = 0,
-                           headers: Optional[dict[str, str]] = None) -> HttpCheck:
+def check_digits_over_http(
+    base_url: str, model: str, count: int = 200, offset: int = 0, headers: dict[str, str] | None = None
+) -> HttpCheck:
     """POST ``count`` test digits as PNG uploads to ``/v1/models/{model}/predict``
     (``headers``: e.g. the platform's ``Authorization``)."""
     images, labels = mnist_test_digits(count, offset)
@@ -41,7 +41,9 @@ def check_digits_over_http(base_url: str, model: str, count: int = 200, offset: 
     with httpx.Client(base_url=base_url, timeout=30, headers=headers or {}) as client:
         for image, label in zip(images, labels):
             started = time.perf_counter()
-            response = client.post(f"/v1/models/{model}/predict", files={"file": ("digit.png", png(image), "image/png")})
+            response = client.post(
+                f"/v1/models/{model}/predict", files={"file": ("digit.png", png(image), "image/png")}
+            )
             latencies.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
             body = response.json()

@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -55,17 +56,24 @@ class PublicListener:
         self.port = port
         self._ready = ready
         self._socket = reuse_port_socket(host, port)
-        config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
-                                http="httptools", ws="none", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            http="httptools",
+            ws="none",
+            timeout_graceful_shutdown=5,
+        )
         self._server = _Server(config)
-        self._task: Optional[asyncio.Task[None]] = asyncio.get_running_loop().create_task(self._serve())
+        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._serve())
 
     async def _serve(self) -> None:
         while not self._ready():
             await asyncio.sleep(0.05)
         try:
             await self._server.serve(sockets=[self._socket])
-        except Exception:  # noqa: BLE001 - clients still have Serve's own ingress
+        except Exception:
             logger.exception("the gateway's listener on port %d stopped", self.port)
 
     async def stop(self) -> None:

@@ -19,8 +19,9 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 LOCAL_ONLY_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 PATCHED = {
@@ -52,7 +53,7 @@ class _PatchingLoader:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[ModuleType]:
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
@@ -67,8 +68,9 @@ class _PatchWhenImported(importlib.abc.MetaPathFinder):
     """Patches Serve's modules when (if ever) this process imports them: the hook runs in every
     worker, and most (Ray Data tasks, Train workers) never load Serve, which costs ~1 s to import."""
 
-    def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None
-                  ) -> Optional[importlib.machinery.ModuleSpec]:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in PATCHED:
             return None
         for finder in sys.meta_path:

@@ -16,7 +16,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def is_count(text: str) -> bool:
     return text.isascii() and text.isdecimal() and len(text) <= 12
 
 
-def split_body(raw: bytes, header_length: Optional[str]) -> tuple[Any, bytes]:
+def split_body(raw: bytes, header_length: str | None) -> tuple[Any, bytes]:
     """(parsed JSON header, the tensor bytes after it); without the header, the whole body is JSON."""
     if header_length is None:
         return parse_json(raw), b""
@@ -41,14 +41,12 @@ def split_body(raw: bytes, header_length: Optional[str]) -> tuple[Any, bytes]:
         raise InvalidArgument(f"Inference-Header-Content-Length must be a byte count, got {header_length[:40]!r}")
     length = int(header_length)
     if length > len(raw):
-        raise InvalidArgument(
-            f"Inference-Header-Content-Length is {length} but the body has only {len(raw)} bytes")
+        raise InvalidArgument(f"Inference-Header-Content-Length is {length} but the body has only {len(raw)} bytes")
     return parse_json(raw[:length]), raw[length:]
 
 
 def _element_count(name: str, shape: Any) -> int:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise InvalidArgument(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
     count = math.prod(shape)  # exact: numpy's int64 product wraps around on hostile shapes
     if count > MAX_TENSOR_VALUES:
@@ -69,10 +67,11 @@ def decode_tensor(name: str, datatype: Any, shape: Any, data: bytes) -> Any:
             (size,) = _LENGTH.unpack_from(data, offset)
             offset += _LENGTH.size
             if offset + size > len(data):
-                raise InvalidArgument(f"input {name!r}: BYTES element {len(texts)} says {size} bytes, "
-                                      f"only {len(data) - offset} remain")
+                raise InvalidArgument(
+                    f"input {name!r}: BYTES element {len(texts)} says {size} bytes, only {len(data) - offset} remain"
+                )
             try:
-                texts.append(data[offset:offset + size].decode("utf-8"))
+                texts.append(data[offset : offset + size].decode("utf-8"))
             except UnicodeDecodeError:
                 raise InvalidArgument(f"input {name!r}: BYTES element {len(texts)} is not UTF-8 text") from None
             offset += size
@@ -80,12 +79,15 @@ def decode_tensor(name: str, datatype: Any, shape: Any, data: bytes) -> Any:
             raise InvalidArgument(f"input {name!r}: {len(texts)} BYTES elements but shape {shape} needs {count}")
         return texts
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
-        raise InvalidArgument(f"input {name!r}: unknown datatype {datatype!r}; use BYTES or one of "
-                              f"{sorted(V2_DATATYPES)}")
+        raise InvalidArgument(
+            f"input {name!r}: unknown datatype {datatype!r}; use BYTES or one of {sorted(V2_DATATYPES)}"
+        )
     dtype = np.dtype(V2_DATATYPES[datatype]).newbyteorder("<")
     if len(data) != count * dtype.itemsize:
-        raise InvalidArgument(f"input {name!r}: {len(data)} bytes do not match shape {shape} of {datatype} "
-                              f"({count * dtype.itemsize} bytes)")
+        raise InvalidArgument(
+            f"input {name!r}: {len(data)} bytes do not match shape {shape} of {datatype} "
+            f"({count * dtype.itemsize} bytes)"
+        )
     return np.frombuffer(data, dtype=dtype)
 
 
@@ -109,10 +111,13 @@ def attach_binary_inputs(body: Any, binary: bytes) -> Any:
         if "data" in tensor:
             raise InvalidArgument(f"input {name!r} has both 'data' and binary_data_size")
         if offset + size > len(binary):
-            raise InvalidArgument(f"input {name!r}: binary_data_size {size} goes past the end of the body "
-                                  f"({len(binary) - offset} bytes remain)")
-        tensor["data"] = decode_tensor(name, tensor.get("datatype"), tensor.get("shape"),
-                                       binary[offset:offset + size])
+            raise InvalidArgument(
+                f"input {name!r}: binary_data_size {size} goes past the end of the body "
+                f"({len(binary) - offset} bytes remain)"
+            )
+        tensor["data"] = decode_tensor(
+            name, tensor.get("datatype"), tensor.get("shape"), binary[offset : offset + size]
+        )
         offset += size
     if offset != len(binary):
         raise InvalidArgument(f"The body has {len(binary) - offset} bytes after its tensors that no input claims")
@@ -123,7 +128,7 @@ def attach_binary_inputs(body: Any, binary: bytes) -> Any:
 class RequestedOutputs:
     """Which outputs a request wants (None: all) and which of them as binary."""
 
-    names: Optional[tuple[str, ...]]
+    names: tuple[str, ...] | None
     binary: frozenset[str]
 
     def __bool__(self) -> bool:
@@ -139,8 +144,9 @@ def requested_outputs(body: Any, known: list[str]) -> RequestedOutputs:
     outputs = body.get("outputs")
     if outputs is None:
         return RequestedOutputs(None, frozenset(known) if all_binary else frozenset())
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                                for o in outputs):
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
         raise InvalidArgument("'outputs' must be a list of objects with a 'name'")
     names, binary = [], set()
     for output in outputs:
@@ -148,14 +154,15 @@ def requested_outputs(body: Any, known: list[str]) -> RequestedOutputs:
         if name not in known:
             raise InvalidArgument(f"Unknown output {name[:64]!r}; this model has {known}")
         names.append(name)
-        wants = (output.get("parameters") or {}).get("binary_data") if isinstance(output.get("parameters"), dict) \
-            else None
+        wants = (
+            (output.get("parameters") or {}).get("binary_data") if isinstance(output.get("parameters"), dict) else None
+        )
         if wants is True or (wants is None and all_binary):
             binary.add(name)
     return RequestedOutputs(tuple(names), frozenset(binary))
 
 
-def select_outputs(outputs: list[dict[str, Any]], names: Optional[tuple[str, ...]]) -> list[dict[str, Any]]:
+def select_outputs(outputs: list[dict[str, Any]], names: tuple[str, ...] | None) -> list[dict[str, Any]]:
     """The response's output tensors a request named, in its order (None: all of them)."""
     if names is None:
         return outputs
@@ -186,5 +193,4 @@ def shape_response(response: dict[str, Any], requested: RequestedOutputs) -> tup
     header = json.dumps({**response, "outputs": shaped}, separators=(",", ":")).encode()
     if not tensors:
         return header, {"content-type": "application/json"}
-    return header + b"".join(tensors), {"content-type": "application/octet-stream",
-                                         HEADER_LENGTH: str(len(header))}
+    return header + b"".join(tensors), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}

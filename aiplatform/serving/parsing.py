@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.limits import MAX_REQUEST_ID_CHARS
@@ -27,7 +27,7 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidArgument(f"Request body is not valid JSON: {exc}") from exc
 
 
-def check_request_id(value: Any) -> Optional[str]:
+def check_request_id(value: Any) -> str | None:
     """A client's v2 request ``id``: kept with its results, so it must be a short plain token."""
     if value is None:
         return None

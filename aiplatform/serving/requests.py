@@ -9,7 +9,7 @@ decode (``aiplatform.serving.dataplane``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from starlette.requests import Request
 
@@ -18,7 +18,7 @@ from aiplatform.limits import MAX_UPLOAD_BYTES, off_loop_if_large
 from aiplatform.serving.oip_binary import HEADER_LENGTH, attach_binary_inputs, split_body
 
 
-async def uploaded_file(request: Request) -> Optional[tuple[Optional[str], bytes]]:
+async def uploaded_file(request: Request) -> tuple[str | None, bytes] | None:
     """(file name, bytes) of a multipart upload's ``file`` field; None for other bodies."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return None
@@ -36,7 +36,7 @@ class V1Input:
 
     raw: bytes
     upload: bool
-    filename: Optional[str] = None
+    filename: str | None = None
 
 
 async def read_input(request: Request) -> V1Input:

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from typing import Optional, Protocol
+from typing import Protocol
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.registry import ModelVersion
@@ -31,7 +31,7 @@ class RegistryReader(Protocol):
 class Router:
     """Resolves requests to versions; the default route honours the canary split if one is set."""
 
-    def __init__(self, registry: RegistryReader, ttl_s: float = CACHE_TTL_S, seed: Optional[int] = None) -> None:
+    def __init__(self, registry: RegistryReader, ttl_s: float = CACHE_TTL_S, seed: int | None = None) -> None:
         self.registry = registry
         self.ttl_s = ttl_s
         self._cache: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
@@ -61,7 +61,7 @@ class Router:
             raise NotFound(value.message)
         return value
 
-    def resolve(self, name: str, version: Optional[int] = None, alias: Optional[str] = None) -> ModelVersion:
+    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
         """The version a request should use."""
         if version is not None and alias is not None:
             raise InvalidArgument("Give either version or alias, not both")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Literal, Optional, Union
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -11,14 +12,13 @@ import torch
 from aiplatform.kinds import kind_for
 from aiplatform.packaging import ModelPackage, load_package
 
-
 HEAVY_FORWARD_S = 0.004
 """A model whose forward pass over one input takes longer than this on one thread gets more
 threads under ``serve_model_threads="auto"``: its forward pass, not the gateway, bounds what a
 replica serves (the MNIST CNN takes ~0.3 ms here, MiniLM ~15 ms)."""
 CALIBRATION_PASSES = 3
 
-ThreadsSetting = Union[int, Literal["auto"]]
+ThreadsSetting = int | Literal["auto"]
 
 
 def forward_threads(setting: ThreadsSetting, forward_s: float, cpus: int) -> int:
@@ -40,13 +40,13 @@ class ModelRunner:
         self.device = torch.device("cpu" if package.cpu_only else device)
         self.model = package.model.to(self.device)
         self.model.eval()
-        self.on_release: Optional[Callable[[], None]] = None
-        self.threads: Optional[int] = None
+        self.on_release: Callable[[], None] | None = None
+        self.threads: int | None = None
         """Torch threads for this model's forward passes (None: leave the process's setting)."""
-        self.forward_s: Optional[float] = None
+        self.forward_s: float | None = None
 
     @classmethod
-    def from_bytes(cls, data: bytes, device: str = "cpu") -> "ModelRunner":
+    def from_bytes(cls, data: bytes, device: str = "cpu") -> ModelRunner:
         started = time.perf_counter()
         runner = cls(load_package(data), device)
         runner.load_seconds = time.perf_counter() - started
@@ -65,7 +65,7 @@ class ModelRunner:
                 self.predict_proba(sample)
                 timings.append(time.perf_counter() - started)
             self.forward_s = min(timings)
-        except Exception:  # noqa: BLE001 - a model that fails on a blank input still serves real ones
+        except Exception:
             self.forward_s = None
         self.use_threads(forward_threads(setting, self.forward_s or 0.0, cpus))
         return self.threads  # type: ignore[return-value]

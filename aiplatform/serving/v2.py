@@ -4,7 +4,7 @@ Input tensors are decoded by each model kind (``aiplatform.kinds``)."""
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from aiplatform.kinds import ModelKind
 
@@ -29,8 +29,9 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "xgboost": "xgboost"}
 """Triton's platform names for the models that are not PyTorch networks."""
 
 
-def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list[str],
-                   architecture: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def model_metadata(
+    name: str, versions: list[int], kind: ModelKind, labels: list[str], architecture: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``GET /v2/models/{name}``: inputs (as the model's kind takes them) and outputs as tensors;
     for an ONNX model, Triton's platform name and, in ``parameters``, the graph's own signature
     (what the kind's decoding feeds it); what the kind adds (a table model's features, in order)."""
@@ -53,7 +54,7 @@ def model_metadata(name: str, versions: list[int], kind: ModelKind, labels: list
 
 
 def infer_response(
-    name: str, version: int, request_id: Optional[str], labels: list[str], answers: list[dict[str, Any]]
+    name: str, version: int, request_id: str | None, labels: list[str], answers: list[dict[str, Any]]
 ) -> dict[str, Any]:
     probabilities = [[a["probabilities"][label] for label in labels] for a in answers]
     return {
@@ -72,11 +73,16 @@ def infer_response(
     }
 
 
-def infer_answer(predictions: "Predictions") -> dict[str, Any]:
+def infer_answer(predictions: Predictions) -> dict[str, Any]:
     """An infer request's response body (REST's JSON, gRPC's message made from it): the client's
     id when it sent one, the server's result id in ``parameters.request_id`` always."""
     target = predictions.target
-    response = infer_response(target.name, target.version, predictions.client_id or predictions.request_id,
-                              predictions.labels, predictions.answers)
+    response = infer_response(
+        target.name,
+        target.version,
+        predictions.client_id or predictions.request_id,
+        predictions.labels,
+        predictions.answers,
+    )
     response["parameters"] = {"request_id": predictions.request_id}
     return response

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import SecretStr
 
 from aiplatform.errors import InvalidArgument
@@ -16,14 +14,14 @@ from aiplatform.storage.local import LocalStorage
 from aiplatform.storage.s3 import S3Storage
 
 __all__ = [
-    "ObjectInfo",
-    "Storage",
     "LocalStorage",
+    "ObjectInfo",
     "S3Storage",
+    "Storage",
     "open_storage",
-    "storage_from_settings",
     "sha256_bytes",
     "sha256_file",
+    "storage_from_settings",
     "validate_key",
 ]
 
@@ -31,9 +29,9 @@ __all__ = [
 def open_storage(
     uri: str,
     *,
-    endpoint_url: Optional[str] = None,
-    access_key_id: Optional[str] = None,
-    secret_access_key: Optional[str] = None,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
 ) -> Storage:
     """Open the storage backend for ``uri`` (a path, ``file://...`` or ``s3://...``)."""
     if uri.startswith("s3://"):
@@ -46,9 +44,7 @@ def open_storage(
     if uri.startswith("file://"):
         return LocalStorage(uri[len("file://") :])
     if "://" in uri:
-        raise InvalidArgument(
-            f"Unsupported storage URI {uri!r}: use a local path, file:// or s3://"
-        )
+        raise InvalidArgument(f"Unsupported storage URI {uri!r}: use a local path, file:// or s3://")
     return LocalStorage(uri)
 
 
@@ -62,5 +58,5 @@ def storage_from_settings(settings: Settings) -> Storage:
     )
 
 
-def _secret(value: Optional[SecretStr]) -> Optional[str]:
+def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None

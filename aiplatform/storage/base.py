@@ -11,9 +11,10 @@ import hashlib
 import posixpath
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound, Unavailable
 
@@ -34,12 +35,14 @@ def _reachable(method: F) -> F:
     import functools
 
     @functools.wraps(method)
-    def wrapper(self: "Storage", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Storage, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except self.unreachable_errors() as exc:
-            raise Unavailable(f"Storage at {self.root_uri} cannot be reached ({type(exc).__name__}: {exc}); "
-                              "a write it interrupted is never recorded as complete; retry when it is back") from exc
+            raise Unavailable(
+                f"Storage at {self.root_uri} cannot be reached ({type(exc).__name__}: {exc}); "
+                "a write it interrupted is never recorded as complete; retry when it is back"
+            ) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -79,10 +82,7 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
                 problem = f"has an empty, '.' or '..' part ({part!r})"
                 break
             if not _KEY_PART.fullmatch(part):
-                problem = (
-                    f"has an invalid part {part!r} (allowed: letters, digits, '._=+@-', "
-                    "not starting with '.')"
-                )
+                problem = f"has an invalid part {part!r} (allowed: letters, digits, '._=+@-', not starting with '.')"
                 break
     if problem:
         raise InvalidArgument(f"Storage key {key!r} {problem}")
@@ -104,7 +104,7 @@ def sha256_file(path: str | Path) -> str:
 class Storage(ABC):
     """Artifact storage over an fsspec filesystem rooted at ``root`` (a path inside ``fs``)."""
 
-    def __init__(self, fs: "fsspec.AbstractFileSystem", root: str, root_uri: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, root_uri: str) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
         self.root_uri = root_uri.rstrip("/")
@@ -119,7 +119,7 @@ class Storage(ABC):
         """Copy a local file to ``path`` atomically."""
 
     @abstractmethod
-    def arrow_filesystem(self) -> "pyarrow.fs.FileSystem":
+    def arrow_filesystem(self) -> pyarrow.fs.FileSystem:
         """A pyarrow filesystem for Ray Data and Ray Train to read and write under the root."""
 
     def _refresh(self) -> None:
@@ -252,8 +252,7 @@ class Storage(ABC):
         actual = sha256_bytes(data)
         if actual != expected:
             raise IntegrityError(
-                f"Storage object {key!r} is corrupt: sha256 {actual} does not match "
-                f"the recorded {expected}"
+                f"Storage object {key!r} is corrupt: sha256 {actual} does not match the recorded {expected}"
             )
         return data
 
@@ -266,8 +265,7 @@ class Storage(ABC):
         if actual != expected:
             Path(local_path).unlink(missing_ok=True)
             raise IntegrityError(
-                f"Storage object {key!r} is corrupt: sha256 {actual} does not match "
-                f"the recorded {expected}"
+                f"Storage object {key!r} is corrupt: sha256 {actual} does not match the recorded {expected}"
             )
         return ObjectInfo(key, Path(local_path).stat().st_size, actual, self.uri(key))
 

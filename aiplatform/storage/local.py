@@ -40,7 +40,7 @@ class LocalStorage(Storage):
         return pyarrow.fs.LocalFileSystem()
 
     @staticmethod
-    def _temp_beside(path: str) -> "_TempFile":
+    def _temp_beside(path: str) -> _TempFile:
         return _TempFile(path)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pyarrow.fs
 import s3fs
 
@@ -18,29 +16,33 @@ class S3Storage(Storage):
         self,
         uri: str,
         *,
-        endpoint_url: Optional[str] = None,
-        access_key_id: Optional[str] = None,
-        secret_access_key: Optional[str] = None,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
     ) -> None:
         if not uri.startswith("s3://") or len(uri) <= len("s3://"):
             raise InvalidArgument(f"S3 storage URI must look like s3://bucket/prefix, got {uri!r}")
         root = uri[len("s3://") :].strip("/")
         client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
-        self._fs_kwargs = dict(
-            key=access_key_id,
-            secret=secret_access_key,
-            client_kwargs=client_kwargs,
-            use_listings_cache=False,
-            skip_instance_cache=True,
-        )
+        self._fs_kwargs = {
+            "key": access_key_id,
+            "secret": secret_access_key,
+            "client_kwargs": client_kwargs,
+            "use_listings_cache": False,
+            "skip_instance_cache": True,
+        }
         super().__init__(s3fs.S3FileSystem(**self._fs_kwargs), root, f"s3://{root}")
 
     def unreachable_errors(self) -> tuple[type[BaseException], ...]:
         import aiohttp
         import botocore.exceptions
 
-        return (*super().unreachable_errors(), botocore.exceptions.ConnectionError,
-                botocore.exceptions.ReadTimeoutError, aiohttp.ClientConnectionError)
+        return (
+            *super().unreachable_errors(),
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.ReadTimeoutError,
+            aiohttp.ClientConnectionError,
+        )
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         self.fs.pipe_file(path, data)

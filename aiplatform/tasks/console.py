@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from aiplatform.tasks.queue import Task
 
@@ -16,8 +17,11 @@ POLL_INTERVAL_S = 1.0
 
 def epoch_line(metrics: dict[str, Any]) -> str:
     """``epoch 2/3: train_loss=0.0410 val_loss=0.0330 val_accuracy=0.9890 samples/s=2511``"""
-    shown = " ".join(f"{key}={metrics[key]:.4f}" for key in ("train_loss", "val_loss", "val_accuracy")
-                     if isinstance(metrics.get(key), (int, float)))
+    shown = " ".join(
+        f"{key}={metrics[key]:.4f}"
+        for key in ("train_loss", "val_loss", "val_accuracy")
+        if isinstance(metrics.get(key), (int, float))
+    )
     rate = metrics.get("samples_per_second")
     rate_text = f" samples/s={rate:.0f}" if isinstance(rate, (int, float)) else ""
     return f"epoch {metrics.get('epoch')}/{metrics.get('epochs')}: {shown}{rate_text}"
@@ -28,16 +32,18 @@ class LiveProgress:
     manager: the thread stops when the block ends. ``printed`` holds the epoch lines it printed
     (the job's summary leaves those out)."""
 
-    def __init__(self, get_task: Callable[[], Task], out: TextIO, what: str = "preparing the dataset and the workers") -> None:
+    def __init__(
+        self, get_task: Callable[[], Task], out: TextIO, what: str = "preparing the dataset and the workers"
+    ) -> None:
         self._get_task = get_task
         self._out = out
         self._what = what
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.printed_epochs = 0
         self.printed: set[str] = set()
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         self._thread = threading.Thread(target=self._follow, name="live-progress", daemon=True)
         self._thread.start()
         return self
@@ -61,7 +67,7 @@ class LiveProgress:
     def _print_new_epoch(self) -> bool:
         try:
             progress = self._get_task().progress
-        except Exception:  # noqa: BLE001 - progress is a courtesy; the job's outcome is what counts
+        except Exception:
             return False
         epoch = progress.get("epoch")
         if not isinstance(epoch, int) or epoch <= self.printed_epochs:

@@ -14,8 +14,9 @@ import logging
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import anyio.to_thread
 import ray
@@ -49,8 +50,14 @@ def job_submission_id(task: Task) -> str:
 class TaskManager:
     """Task creation, start, cancel and logs for the API, and ``reconcile()`` for the scheduler."""
 
-    def __init__(self, queue: TaskClient, jobs: RayJobs, settings: Settings,
-                 wake_scheduler: Optional[Callable[[], None]] = None, storage: Optional[Storage] = None) -> None:
+    def __init__(
+        self,
+        queue: TaskClient,
+        jobs: RayJobs,
+        settings: Settings,
+        wake_scheduler: Callable[[], None] | None = None,
+        storage: Storage | None = None,
+    ) -> None:
         self.queue = queue
         self.storage = storage
         self.jobs = jobs
@@ -76,9 +83,17 @@ class TaskManager:
             self.wake_scheduler()
         return task
 
-    def creation(self, template: str, params: dict[str, Any], *, priority: int = 0,
-                 model_name: Optional[str] = None, idempotency_key: Optional[str] = None,
-                 max_retries: Optional[int] = None, start: bool = False) -> dict[str, Any]:
+    def creation(
+        self,
+        template: str,
+        params: dict[str, Any],
+        *,
+        priority: int = 0,
+        model_name: str | None = None,
+        idempotency_key: str | None = None,
+        max_retries: int | None = None,
+        start: bool = False,
+    ) -> dict[str, Any]:
         """Validate a new task (template, parameters, model name) into the queue's arguments.
         The dataset it names must be one an API caller may name (the source allow-list)."""
         found = get_template(template)
@@ -96,8 +111,12 @@ class TaskManager:
         if model_name is not None:
             validate_model_name(model_name)
         return {
-            "template": template, "params": parsed.model_dump(mode="json"), "priority": priority,
-            "model_name": model_name, "idempotency_key": idempotency_key, "start": start,
+            "template": template,
+            "params": parsed.model_dump(mode="json"),
+            "priority": priority,
+            "model_name": model_name,
+            "idempotency_key": idempotency_key,
+            "start": start,
             "max_retries": self.settings.task_max_retries if max_retries is None else max_retries,
         }
 
@@ -105,7 +124,7 @@ class TaskManager:
         """The task (:class:`NotFound` when there is none)."""
         return self.queue.get(task_id)
 
-    def list_tasks(self, *, states: Optional[list[str]] = None, **filters: Any) -> list[Task]:
+    def list_tasks(self, *, states: list[str] | None = None, **filters: Any) -> list[Task]:
         """Tasks newest first; ``filters`` are the queue's (template, since, until, limit, offset, before)."""
         return self.queue.list(states=states, **filters)
 
@@ -121,7 +140,7 @@ class TaskManager:
         """Tasks and sweeps' trials side by side (parameters, state, latest metrics, curves)."""
         return self.queue.compare_runs(run_ids)
 
-    def dashboard_url(self, task: Task) -> Optional[str]:
+    def dashboard_url(self, task: Task) -> str | None:
         """Where Ray's dashboard shows the task's job (None before it has one)."""
         return self.jobs.job_url(task.ray_job_id) if task.ray_job_id else None
 
@@ -154,8 +173,9 @@ class TaskManager:
         while time.monotonic() < deadline:
             job = self.jobs.state(task.ray_job_id)
             if job is None or job.terminal:
-                return self.queue.finish(task_id, CANCELLED, reason="cancelled",
-                                         error="cancelled by request", log_tail=self._log_tail(task))
+                return self.queue.finish(
+                    task_id, CANCELLED, reason="cancelled", error="cancelled by request", log_tail=self._log_tail(task)
+                )
             time.sleep(0.25)
         return self.queue.get(task_id)  # the scheduler finishes it when the job has stopped
 
@@ -173,9 +193,13 @@ class TaskManager:
         trials = self.queue.trials(sweep_id)
         best = best_trial(trials, SweepParams.model_validate(task.params))
         counts = {state: sum(t.state == state for t in trials) for state in TRIAL_STATES}
-        return {**task.to_dict(), "trials": [t.to_dict() for t in trials], "trial_counts": counts,
-                "best_trial": best.to_dict() if best else None,
-                "waiting": self.why_waiting([task]).get(task.id)}
+        return {
+            **task.to_dict(),
+            "trials": [t.to_dict() for t in trials],
+            "trial_counts": counts,
+            "best_trial": best.to_dict() if best else None,
+            "waiting": self.why_waiting([task]).get(task.id),
+        }
 
     def resume_sweep(self, sweep_id: str) -> Task:
         task = self.sweep(sweep_id)
@@ -225,7 +249,7 @@ class TaskManager:
                 logger.warning("task %s: %s", task.id, exc.message)
         self._start_queued()
 
-    def _follow(self, task: Task, job: Optional[JobState]) -> None:
+    def _follow(self, task: Task, job: JobState | None) -> None:
         if task.ray_job_id is None:  # a run no Ray job follows: only its heartbeat says it lives
             if time.time() - task.updated_at > self.settings.task_heartbeat_timeout_s:
                 self.queue.interrupt(task.id, "the run stopped reporting (its process is gone)")
@@ -245,14 +269,23 @@ class TaskManager:
         tail = self._log_tail(task)
         if job.status == "SUCCEEDED":
             # The job finishes its task itself before it exits; still RUNNING means it did not.
-            self.queue.finish(task.id, FAILED, reason="no_result", log_tail=tail,
-                              error="The job ended without recording a result; see the logs")
+            self.queue.finish(
+                task.id,
+                FAILED,
+                reason="no_result",
+                log_tail=tail,
+                error="The job ended without recording a result; see the logs",
+            )
         elif job.status == "STOPPED":
-            self.queue.finish(task.id, CANCELLED if task.cancel_requested else FAILED, reason="stopped",
-                              error=job.message or "the Ray job was stopped", log_tail=tail)
+            self.queue.finish(
+                task.id,
+                CANCELLED if task.cancel_requested else FAILED,
+                reason="stopped",
+                error=job.message or "the Ray job was stopped",
+                log_tail=tail,
+            )
         else:
-            self.queue.finish(task.id, FAILED, reason="job_failed", log_tail=tail,
-                              error=_failure_message(job, tail))
+            self.queue.finish(task.id, FAILED, reason="job_failed", log_tail=tail, error=_failure_message(job, tail))
 
     def _start_queued(self) -> None:
         """Start queued tasks in priority order while they fit. A task larger than the whole
@@ -287,7 +320,8 @@ class TaskManager:
         entrypoint = f"{shlex.quote(sys.executable)} -m jobs.train --task-id {shlex.quote(task.id)}"
         try:
             self.jobs.submit(
-                task.ray_job_id, entrypoint,
+                task.ray_job_id,
+                entrypoint,
                 # Time to save its state when stopped (a sweep's Tune writes its experiment state).
                 env_vars={**ray_env_passthrough(), **self.settings.to_env(), "RAY_JOB_STOP_WAIT_TIME_S": "30"},
                 metadata={"aip_task_id": task.id, "template": task.template},
@@ -306,7 +340,7 @@ class TaskManager:
             return True
         return False
 
-    def resources_needed(self, template: str, params: dict[str, Any]) -> "Resources":
+    def resources_needed(self, template: str, params: dict[str, Any]) -> Resources:
         """What a task's Ray Train workers reserve: CPUs each, and a GPU each with ``gpu=on``, for
         each run it holds at once (a sweep's concurrent trials)."""
         bundles = self.worker_bundles(template, params)
@@ -326,11 +360,13 @@ class TaskManager:
         if not needed.fits(cluster):
             runs, run_params = _concurrent_runs(template, params)
             what = f"{run_params.get('workers', 1)} worker(s)" + (
-                f" for each of {runs} concurrent trials" if runs > 1 else "")
+                f" for each of {runs} concurrent trials" if runs > 1 else ""
+            )
             lower = "'max_concurrent_trials' or 'workers'" if runs > 1 else "'workers'"
             raise InvalidArgument(
                 f"The task needs {needed.describe()} ({what}) but the whole cluster has {cluster.describe()}: "
-                f"lower {lower}, or run it on a cluster that autoscales (AIP_AUTOSCALING=true)")
+                f"lower {lower}, or run it on a cluster that autoscales (AIP_AUTOSCALING=true)"
+            )
 
     def why_waiting(self, tasks: list[Task]) -> dict[str, str]:
         """For each queued task of ``tasks``, why it has not started: its place in the queue,
@@ -342,15 +378,20 @@ class TaskManager:
         places = {t.id: index for index, t in enumerate(queued)}
         cluster, free = Resources.of(ray.cluster_resources()), Resources.of(ray.available_resources())
         running = len(self.queue.running())
-        return {task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running)
-                for task in waiting}
+        return {
+            task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running) for task in waiting
+        }
 
-    def _wait_reason(self, task: Task, place: Optional[int], queued: list[Task], cluster: "Resources",
-                     free: "Resources", running: int) -> str:
+    def _wait_reason(
+        self, task: Task, place: int | None, queued: list[Task], cluster: Resources, free: Resources, running: int
+    ) -> str:
         needed = self.resources_needed(task.template, task.params)
         if not needed.fits(cluster):
-            grow = "the autoscaler has been asked for it" if self.settings.autoscaling else \
-                "the cluster is not set to autoscale (AIP_AUTOSCALING)"
+            grow = (
+                "the autoscaler has been asked for it"
+                if self.settings.autoscaling
+                else "the cluster is not set to autoscale (AIP_AUTOSCALING)"
+            )
             return f"needs {needed.describe()}, more than the whole cluster has ({cluster.describe()}); {grow}"
         reasons = []
         if place is None:
@@ -359,13 +400,14 @@ class TaskManager:
             ahead = queued[place - 1]
             reasons.append(f"{place} task(s) ahead of it in the queue (next: {ahead.id}, priority {ahead.priority})")
         if running >= self.settings.task_max_running:
-            reasons.append(f"{running} task(s) running, the most at once (AIP_TASK_MAX_RUNNING="
-                           f"{self.settings.task_max_running})")
+            reasons.append(
+                f"{running} task(s) running, the most at once (AIP_TASK_MAX_RUNNING={self.settings.task_max_running})"
+            )
         if not needed.fits(free):
             reasons.append(f"needs {needed.describe()}, {free.describe()} free now")
         return "; ".join(reasons) or "starting: the scheduler takes it on its next round"
 
-    def _log_tail(self, task: Task) -> Optional[str]:
+    def _log_tail(self, task: Task) -> str | None:
         if not task.ray_job_id:
             return None
         try:
@@ -381,7 +423,7 @@ def _concurrent_runs(template: str, params: dict[str, Any]) -> tuple[int, dict[s
         return 1, params
 
 
-def _failure_message(job: JobState, logs: Optional[str]) -> str:
+def _failure_message(job: JobState, logs: str | None) -> str:
     lines = [line for line in (logs or "").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     detail = errors[-1] if errors else "\n".join(lines[-LOG_TAIL_LINES:])
@@ -396,13 +438,13 @@ class Resources:
     gpu: float = 0.0
 
     @classmethod
-    def of(cls, ray_resources: dict[str, float]) -> "Resources":
+    def of(cls, ray_resources: dict[str, float]) -> Resources:
         return cls(float(ray_resources.get("CPU", 0.0)), float(ray_resources.get("GPU", 0.0)))
 
-    def fits(self, available: "Resources") -> bool:
+    def fits(self, available: Resources) -> bool:
         return self.cpu <= available.cpu + 1e-9 and self.gpu <= available.gpu + 1e-9
 
-    def minus(self, used: "Resources") -> "Resources":
+    def minus(self, used: Resources) -> Resources:
         return Resources(self.cpu - used.cpu, self.gpu - used.gpu)
 
     def describe(self) -> str:
@@ -415,5 +457,5 @@ def request_from_autoscaler(bundles: list[dict[str, float]]) -> None:
 
     try:
         request_resources(bundles=bundles)
-    except Exception:  # noqa: BLE001 - no autoscaler reachable: the tasks keep waiting
+    except Exception:
         logger.warning("could not send the waiting tasks' demand to the autoscaler", exc_info=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 from aiplatform.errors import NotFound, Unavailable
@@ -22,7 +22,7 @@ class JobState:
 
     submission_id: str
     status: str
-    message: Optional[str]
+    message: str | None
 
     @property
     def terminal(self) -> bool:
@@ -56,9 +56,9 @@ class RayJobs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Any = None
-        self._dashboard: Optional[str] = None
+        self._dashboard: str | None = None
 
-    def job_url(self, submission_id: str) -> Optional[str]:
+    def job_url(self, submission_id: str) -> str | None:
         """The job's page in Ray's dashboard (None when the dashboard cannot be found)."""
         if self._dashboard is None:
             try:
@@ -75,12 +75,13 @@ class RayJobs:
             url = dashboard_url(self.settings)
             try:
                 self._client = JobSubmissionClient(url)
-            except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same to callers
+            except Exception as exc:
                 raise Unavailable(f"Ray's job API at {url} cannot be reached: {exc}") from exc
         return self._client
 
-    def submit(self, submission_id: str, entrypoint: str, *, env_vars: dict[str, str],
-               metadata: dict[str, str]) -> None:
+    def submit(
+        self, submission_id: str, entrypoint: str, *, env_vars: dict[str, str], metadata: dict[str, str]
+    ) -> None:
         """Submit once: a repeated ``submission_id`` (a retried submit) is accepted as done. A
         refusal that may pass (the head's job agent busy or restarting: "No available agent to
         submit job, please try again later") is retried with backoff for about half a minute.
@@ -91,16 +92,20 @@ class RayJobs:
         for attempt in range(1, SUBMIT_ATTEMPTS + 1):
             try:
                 self.client.submit_job(
-                    entrypoint=entrypoint, submission_id=submission_id, runtime_env={"env_vars": env_vars},
-                    metadata=metadata, entrypoint_num_cpus=0,
+                    entrypoint=entrypoint,
+                    submission_id=submission_id,
+                    runtime_env={"env_vars": env_vars},
+                    metadata=metadata,
+                    entrypoint_num_cpus=0,
                 )
                 return
-            except Exception as exc:  # noqa: BLE001 - Ray reports a duplicate id as a 500
+            except Exception as exc:
                 if self.state(submission_id) is not None:
                     return
                 if attempt == SUBMIT_ATTEMPTS:
-                    raise Unavailable(f"Ray job {submission_id} could not be submitted after {attempt} attempts: "
-                                      f"{exc}") from exc
+                    raise Unavailable(
+                        f"Ray job {submission_id} could not be submitted after {attempt} attempts: {exc}"
+                    ) from exc
                 time.sleep(min(SUBMIT_MAX_DELAY_S, SUBMIT_BASE_DELAY_S * 2 ** (attempt - 1)))
 
     def states(self) -> dict[str, JobState]:
@@ -109,14 +114,15 @@ class RayJobs:
             jobs = self.client.list_jobs()
         except Unavailable:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
         return {
             job.submission_id: JobState(job.submission_id, str(job.status), job.message)
-            for job in jobs if job.submission_id
+            for job in jobs
+            if job.submission_id
         }
 
-    def state(self, submission_id: str) -> Optional[JobState]:
+    def state(self, submission_id: str) -> JobState | None:
         """The job's state, or None when the cluster has no such job."""
         try:
             info = self.client.get_job_info(submission_id)

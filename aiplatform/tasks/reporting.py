@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Optional
+from typing import Any
 
 import ray
 import ray.train
@@ -19,7 +19,7 @@ SELF_STARTED_SOURCE = "ray-job"
 LOCAL_SOURCE = "local"
 
 
-def current_submission_id() -> Optional[str]:
+def current_submission_id() -> str | None:
     """The Ray job submission id when this driver was started by ``ray job submit`` (Ray passes
     it in the job's config), else None."""
     raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
@@ -31,13 +31,16 @@ def current_submission_id() -> Optional[str]:
         return None
 
 
-def record_self_started(queue: TaskClient, template: str, params: dict[str, Any],
-                        model_name: Optional[str]) -> Task:
+def record_self_started(queue: TaskClient, template: str, params: dict[str, Any], model_name: str | None) -> Task:
     """A run started directly (``ray job submit -- python -m jobs.train ...``) records itself as a
     RUNNING task under its job id, which the scheduler then follows like any other."""
     submission_id = current_submission_id()
     return queue.create(
-        template, params, model_name=model_name, running=True, running_job_id=submission_id,
+        template,
+        params,
+        model_name=model_name,
+        running=True,
+        running_job_id=submission_id,
         source=SELF_STARTED_SOURCE if submission_id else LOCAL_SOURCE,
         idempotency_key=f"ray-job:{submission_id}" if submission_id else None,
     )
@@ -46,7 +49,7 @@ def record_self_started(queue: TaskClient, template: str, params: dict[str, Any]
 class ProgressCallback(ray.train.UserCallback):
     """Runs in the Ray Train controller: sends each epoch's metrics to the task."""
 
-    def __init__(self, queue_handle: "ray.actor.ActorHandle", task_id: str) -> None:
+    def __init__(self, queue_handle: ray.actor.ActorHandle, task_id: str) -> None:
         self.queue_handle = queue_handle
         self.task_id = task_id
 
@@ -73,12 +76,12 @@ class TaskRun:
         self._stop.set()
         return self.queue.finish(self.task.id, SUCCEEDED, result=result)
 
-    def failed(self, message: str, reason: str = "error") -> Optional[Task]:
+    def failed(self, message: str, reason: str = "error") -> Task | None:
         self._stop.set()
         try:
             if self.queue.get(self.task.id).state == RUNNING:
                 return self.queue.finish(self.task.id, FAILED, error=message, reason=reason)
-        except Exception:  # noqa: BLE001 - the job's own error is the one to report
+        except Exception:
             logger.exception("could not record the failure of task %s", self.task.id)
         return None
 
@@ -86,5 +89,5 @@ class TaskRun:
         while not self._stop.wait(HEARTBEAT_INTERVAL_S):
             try:
                 self.queue.heartbeat(self.task.id)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.warning("heartbeat of task %s failed", self.task.id)

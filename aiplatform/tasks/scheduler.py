@@ -36,7 +36,7 @@ class SchedulerActor:
         while True:
             try:
                 self.manager.reconcile()
-            except Exception:  # noqa: BLE001 - the loop must outlive any one bad round
+            except Exception:
                 logger.exception("scheduler round failed")
             self._rounds += 1
             self._wake.wait(self.settings.task_poll_interval_s)
@@ -53,12 +53,12 @@ class SchedulerActor:
         return ray.get_runtime_context().get_node_id()
 
 
-def scheduler_handle(settings: Settings) -> "ray.actor.ActorHandle":
+def scheduler_handle(settings: Settings) -> ray.actor.ActorHandle:
     """The platform's scheduler actor, created on the head node if needed."""
     return head_actor(SchedulerActor, SCHEDULER_ACTOR_NAME, settings)
 
 
-def ensure_scheduler(settings: Settings) -> "ray.actor.ActorHandle":
+def ensure_scheduler(settings: Settings) -> ray.actor.ActorHandle:
     """Create the scheduler if needed and wait until it runs."""
     handle = scheduler_handle(settings)
     call(handle.ping)

@@ -17,8 +17,17 @@ from aiplatform.text.tokenizer import (
 )
 from aiplatform.text.wordpiece import WordPieceTokenizer
 
-__all__ = ["PAD_ID", "UNK_ID", "TextTokenizer", "Tokenizer", "WordPieceTokenizer", "nfkc_within", "normalize_text",
-           "split_tokens", "text_tokenizer"]
+__all__ = [
+    "PAD_ID",
+    "UNK_ID",
+    "TextTokenizer",
+    "Tokenizer",
+    "WordPieceTokenizer",
+    "nfkc_within",
+    "normalize_text",
+    "split_tokens",
+    "text_tokenizer",
+]
 
 
 def text_tokenizer(config: dict[str, Any]) -> TextTokenizer:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from typing import Optional
 
 CHUNK_CHARS = 4096
 """Characters normalised at a time (the result passes the limit by at most one chunk's expansion)."""
@@ -47,7 +46,7 @@ def is_boundary(char: str) -> bool:
     return unicodedata.combining(first) == 0 and first not in _joins_backward()
 
 
-def nfkc_within(text: str, max_chars: int, chunk_chars: int = CHUNK_CHARS) -> Optional[str]:
+def nfkc_within(text: str, max_chars: int, chunk_chars: int = CHUNK_CHARS) -> str | None:
     """``text`` in NFKC, or None once the normalised text is longer than ``max_chars`` (the rest
     is not normalised)."""
     if unicodedata.is_normalized("NFKC", text):  # most text; the check never expands anything

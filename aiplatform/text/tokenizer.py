@@ -15,7 +15,8 @@ import re
 import unicodedata
 import zlib
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
-def split_tokens(text: str, limit: Optional[int] = None) -> list[str]:
+def split_tokens(text: str, limit: int | None = None) -> list[str]:
     """Words and punctuation of the normalised text; with ``limit``, the first ``limit`` only
     (the rest of a long text is not scanned)."""
     normalized = normalize_text(text).lower()
@@ -53,7 +54,7 @@ class TextTokenizer(ABC):
         """Ids per encoded row."""
 
     @abstractmethod
-    def split(self, text: str, limit: Optional[int] = None) -> list[str]:
+    def split(self, text: str, limit: int | None = None) -> list[str]:
         """The text's tokens (the first ``limit``): what :meth:`token_chunks` and :meth:`known` take."""
 
     @property
@@ -98,8 +99,15 @@ class Tokenizer(TextTokenizer):
         self._ids = {word: i + RESERVED for i, word in enumerate(self.vocab)}
 
     @classmethod
-    def fit(cls, texts: Iterable[str], *, max_vocab: int = 20_000, min_freq: int = 2,
-            max_tokens: int = 64, bigram_buckets: int = 0) -> "Tokenizer":
+    def fit(
+        cls,
+        texts: Iterable[str],
+        *,
+        max_vocab: int = 20_000,
+        min_freq: int = 2,
+        max_tokens: int = 64,
+        bigram_buckets: int = 0,
+    ) -> Tokenizer:
         """The ``max_vocab`` words seen at least ``min_freq`` times (ties broken alphabetically,
         so the same text always gives the same vocabulary)."""
         counts: collections.Counter[str] = collections.Counter()
@@ -108,7 +116,7 @@ class Tokenizer(TextTokenizer):
         ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
         return cls(ranked[:max_vocab], max_tokens=max_tokens, bigram_buckets=bigram_buckets)
 
-    def split(self, text: str, limit: Optional[int] = None) -> list[str]:
+    def split(self, text: str, limit: int | None = None) -> list[str]:
         """The text's tokens (:func:`split_tokens`): what ``token_chunks`` and ``known`` take."""
         return split_tokens(text, limit)
 
@@ -121,7 +129,7 @@ class Tokenizer(TextTokenizer):
         ids = [self._ids.get(t, UNK_ID) for t in tokens]
         if self.bigram_buckets:
             base = RESERVED + len(self.vocab)
-            ids += [base + zlib.crc32(f"{a} {b}".encode()) % self.bigram_buckets for a, b in zip(tokens, tokens[1:])]
+            ids += [base + zlib.crc32(f"{a} {b}".encode()) % self.bigram_buckets for a, b in itertools.pairwise(tokens)]
         return ids
 
     def encode(self, text: str) -> np.ndarray:
@@ -160,15 +168,27 @@ class Tokenizer(TextTokenizer):
 
     def to_config(self) -> dict[str, Any]:
         return {
-            "type": "word-regex", "normalization": "NFKC", "lowercase": True, "pattern": TOKEN_PATTERN,
-            "pad_id": PAD_ID, "unk_id": UNK_ID, "first_word_id": RESERVED, "max_tokens": self.max_tokens,
-            "bigram_buckets": self.bigram_buckets, "bigram_hash": "crc32('a b') % buckets",
+            "type": "word-regex",
+            "normalization": "NFKC",
+            "lowercase": True,
+            "pattern": TOKEN_PATTERN,
+            "pad_id": PAD_ID,
+            "unk_id": UNK_ID,
+            "first_word_id": RESERVED,
+            "max_tokens": self.max_tokens,
+            "bigram_buckets": self.bigram_buckets,
+            "bigram_hash": "crc32('a b') % buckets",
             "vocab": self.vocab,
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Tokenizer":
+    def from_config(cls, config: dict[str, Any]) -> Tokenizer:
         if config.get("type") != "word-regex" or config.get("pattern") != TOKEN_PATTERN:
-            raise InvalidArgument(f"Unsupported tokenizer {config.get('type')!r} with pattern {config.get('pattern')!r}")
-        return cls(list(config["vocab"]), max_tokens=int(config["max_tokens"]),
-                   bigram_buckets=int(config.get("bigram_buckets", 0)))
+            raise InvalidArgument(
+                f"Unsupported tokenizer {config.get('type')!r} with pattern {config.get('pattern')!r}"
+            )
+        return cls(
+            list(config["vocab"]),
+            max_tokens=int(config["max_tokens"]),
+            bigram_buckets=int(config.get("bigram_buckets", 0)),
+        )

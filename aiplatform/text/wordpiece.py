@@ -10,7 +10,7 @@ document is cut into windows of ``max_tokens - 2`` pieces.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class WordPieceTokenizer(TextTokenizer):
     def row_length(self) -> int:
         return self.max_tokens
 
-    def split(self, text: str, limit: Optional[int] = None) -> list[str]:
+    def split(self, text: str, limit: int | None = None) -> list[str]:
         """The text's word pieces (no special tokens; the first ``limit``)."""
         pieces = self._fast.encode(normalize_text(text), add_special_tokens=False).tokens
         return list(pieces if limit is None else pieces[:limit])
@@ -75,7 +75,7 @@ class WordPieceTokenizer(TextTokenizer):
         return {"type": "wordpiece", "max_tokens": self.max_tokens, "pad_id": 0, "tokenizer": self.tokenizer_json}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "WordPieceTokenizer":
+    def from_config(cls, config: dict[str, Any]) -> WordPieceTokenizer:
         if config.get("type") != "wordpiece" or not isinstance(config.get("tokenizer"), dict):
             raise InvalidArgument(f"Not a WordPiece tokenizer config (type {config.get('type')!r})")
         return cls(config["tokenizer"], max_tokens=int(config["max_tokens"]))

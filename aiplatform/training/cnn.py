@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,7 +14,6 @@ from aiplatform.kinds.framing import measure_framing
 from aiplatform.preprocessing import decode_rows, image_preprocessing
 from aiplatform.training.loop import classification_loop
 from aiplatform.training.template import TrainingTemplate
-
 
 FRAMING_SAMPLE_ROWS = 2000
 """Training images measured for their framing: the median and mean settle well before this."""
@@ -43,7 +43,7 @@ class CnnParams(BaseModel):
     image_size: int = Field(28, ge=8, le=512)
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(1 / 12, ge=0.01, lt=0.5)
-    max_rows: Optional[int] = Field(None, ge=100, description="use only the first N rows of each source split")
+    max_rows: int | None = Field(None, ge=100, description="use only the first N rows of each source split")
     seed: int = Field(0, ge=0)
 
     @field_validator("conv_channels")
@@ -87,14 +87,21 @@ class CnnClassificationTemplate(TrainingTemplate):
         block = image_preprocessing(height, width, channels, profile["mean_intensity"], profile["std_intensity"])
         sample = datasets.sample_table(dataset, "train", FRAMING_SAMPLE_ROWS)
         originals = sample.filter(pc.equal(sample["variant"], 0))  # augmented copies are shifted and scaled
-        framing = measure_framing(decode_rows(originals.column("image").to_numpy(zero_copy_only=False),
-                                              dataset.image_shape))
+        framing = measure_framing(
+            decode_rows(originals.column("image").to_numpy(zero_copy_only=False), dataset.image_shape)
+        )
         return {**block, "framing": framing} if framing else block
 
     def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         height, width, channels = dataset.image_shape
-        return {"type": "image", "height": height, "width": width, "channels": channels, "dtype": "uint8",
-                "accepts": ["image/png", "image/jpeg", "array"]}
+        return {
+            "type": "image",
+            "height": height,
+            "width": width,
+            "channels": channels,
+            "dtype": "uint8",
+            "accepts": ["image/png", "image/jpeg", "array"],
+        }
 
     def architecture(self, params: CnnParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         height, _, channels = dataset.image_shape
@@ -114,4 +121,3 @@ class CnnClassificationTemplate(TrainingTemplate):
 
     def default_model_name(self, params: CnnParams) -> str:
         return f"{ImageDatasetSpec(source=params.dataset).dataset_name}-cnn"[:63]
-

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import ray
 import ray.train
@@ -50,7 +50,7 @@ class SharedSplits:
     """Train and val are held in the object store (else every epoch reads them from storage)."""
 
     @classmethod
-    def read(cls, spec: Any, datasets: DatasetManager, seed: int = 0) -> "SharedSplits":
+    def read(cls, spec: Any, datasets: DatasetManager, seed: int = 0) -> SharedSplits:
         """Build (or reuse) the version. A small one has train and val materialized once: epochs
         then stream blocks from the object store instead of re-reading and re-decoding parquet,
         which competes with training for the same cores. A large one (``datasets.streams``) is
@@ -66,7 +66,7 @@ class SharedSplits:
         return cls(spec, dataset, train, splits["val"], test, cached=cached)
 
 
-def ingest_config(splits_cached: bool) -> Optional[ray.train.DataConfig]:
+def ingest_config(splits_cached: bool) -> ray.train.DataConfig | None:
     """Ray Train's data options: its defaults for cached splits; for streamed ones the same with
     the dataset manager's object-store budget (Train sets each dataset's options from its own
     controller's context, so the budget a read was created with would not reach it)."""
@@ -85,15 +85,16 @@ def run_training(
     storage: Storage,
     datasets: DatasetManager,
     run_name: str,
-    callbacks: Optional[list[Any]] = None,
-    shared: Optional["SharedSplits"] = None,
+    callbacks: list[Any] | None = None,
+    shared: SharedSplits | None = None,
     max_failures: int = MAX_WORKER_FAILURES,
 ) -> TrainingOutcome:
     """Build (or reuse) the dataset, fit on Ray Train, and evaluate on the test split (a template
     with its own trainer, such as XGBoost's, runs its own ``fit``). ``shared``: the splits already
     read into the object store (a sweep reads them once for all its trials)."""
-    own = template.fit(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
-                       callbacks=callbacks)
+    own = template.fit(
+        params, settings=settings, storage=storage, datasets=datasets, run_name=run_name, callbacks=callbacks
+    )
     if own is not None:
         return own
     timings: dict[str, float] = {}
@@ -121,10 +122,23 @@ def run_training(
         "seed": params.seed,
         "threads": worker_threads(workers),
     }
-    scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=workers, use_gpu=use_gpu,
-                                     callbacks=callbacks, max_failures=max_failures)
-    trainer = TorchTrainer(template.train_loop(), train_loop_config=config, scaling_config=scaling, run_config=run,
-                           datasets={"train": train_ds, "val": val_ds}, dataset_config=ingest_config(splits.cached))
+    scaling, run = ray_train_configs(
+        settings,
+        storage,
+        run_name=run_name,
+        workers=workers,
+        use_gpu=use_gpu,
+        callbacks=callbacks,
+        max_failures=max_failures,
+    )
+    trainer = TorchTrainer(
+        template.train_loop(),
+        train_loop_config=config,
+        scaling_config=scaling,
+        run_config=run,
+        datasets={"train": train_ds, "val": val_ds},
+        dataset_config=ingest_config(splits.cached),
+    )
     fit_started = time.perf_counter()
     result = trainer.fit()
     timings["fit_seconds"] = time.perf_counter() - fit_started

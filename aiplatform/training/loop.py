@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import ray.train
@@ -54,7 +55,9 @@ def _collate(config: dict[str, Any], device: torch.device):  # type: ignore[no-u
     return collate
 
 
-def _shuffled_batches(shard: Any, collate: Any, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _shuffled_batches(
+    shard: Any, collate: Any, batch_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches drawn from large chunks shuffled in memory.
 
     Rows are shuffled once when the dataset is built and blocks arrive in a new random order

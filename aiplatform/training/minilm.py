@@ -27,17 +27,20 @@ class MiniLMParams(TextDataParams):
     learning_rate: float = Field(2e-3, gt=0, le=10, description="peak learning rate")
     hidden_units: int = Field(128, ge=4, le=4096)
     dropout: float = Field(0.1, ge=0, lt=1)
-    max_tokens: int = Field(64, ge=8, le=512, description="word pieces per input, with [CLS] and [SEP]; "
-                                                          "longer documents are chunked")
+    max_tokens: int = Field(
+        64, ge=8, le=512, description="word pieces per input, with [CLS] and [SEP]; longer documents are chunked"
+    )
     train_encoder: bool = Field(False, description="fine-tune the encoder too (slow on CPU); off: only the head learns")
 
 
 class MiniLMClassificationTemplate(TextClassificationTemplate):
     name = "text-minilm-classification"
     title = "Text classification (MiniLM encoder)"
-    description = ("A classification head on the pretrained MiniLM sentence encoder (all-MiniLM-L6-v2, 22M "
-                   "parameters): needs the 'minilm' extra where it trains; slower and larger than "
-                   "text-classification, better on words the training data lacks.")
+    description = (
+        "A classification head on the pretrained MiniLM sentence encoder (all-MiniLM-L6-v2, 22M "
+        "parameters): needs the 'minilm' extra where it trains; slower and larger than "
+        "text-classification, better on words the training data lacks."
+    )
     params_model = MiniLMParams
 
     def preprocessing(self, params: MiniLMParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
@@ -50,7 +53,9 @@ class MiniLMClassificationTemplate(TextClassificationTemplate):
     def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         return {**super().input_spec(dataset, preprocessing), "chunking": CHUNKING}
 
-    def architecture(self, params: MiniLMParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
+    def architecture(
+        self, params: MiniLMParams, dataset: DatasetVersion, preprocessing: dict[str, Any]
+    ) -> dict[str, Any]:
         from aiplatform.networks.sentence_encoder import SHIPPED_ENCODER, shipped_encoder_config
 
         return {
@@ -65,4 +70,3 @@ class MiniLMClassificationTemplate(TextClassificationTemplate):
 
     def default_model_name(self, params: TextDataParams) -> str:
         return f"{super().default_model_name(params)[:56]}-minilm"
-

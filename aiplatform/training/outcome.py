@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,7 +20,7 @@ class TrainingOutcome:
     dataset: DatasetVersion
     architecture: dict[str, Any]
     preprocessing: dict[str, Any]
-    state_dict: Optional[dict[str, torch.Tensor]]
+    state_dict: dict[str, torch.Tensor] | None
     """The network's weights; None when the model is a serialized file (``model_file``)."""
     history: list[dict[str, float]]
     test_metrics: dict[str, Any]
@@ -29,6 +29,6 @@ class TrainingOutcome:
     checkpoint_uri: str
     used_gpu: bool
     timings: dict[str, float] = field(default_factory=dict)
-    model_file: Optional[bytes] = None
+    model_file: bytes | None = None
     """The model as its own runtime stores it (an XGBoost booster's JSON), for architectures whose
     package holds a serialized model instead of weights."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.packaging import build_package
 from aiplatform.registry import ModelVersion, RegistryAPI, validate_model_name
 from aiplatform.registry.publish import publish_package
 from aiplatform.storage import Storage
-from aiplatform.training.outcome import TrainingOutcome
 from aiplatform.training.catalog import get_template
+from aiplatform.training.outcome import TrainingOutcome
 
 
 def model_config_for(outcome: TrainingOutcome, name: str) -> dict[str, Any]:
@@ -43,7 +43,7 @@ class ModelPackage:
     run_name: str
 
 
-def package_model(outcome: TrainingOutcome, *, name: str, lineage: Optional[dict[str, Any]] = None) -> ModelPackage:
+def package_model(outcome: TrainingOutcome, *, name: str, lineage: dict[str, Any] | None = None) -> ModelPackage:
     """The run's weights (or model file), ``model.json``, metrics and lineage as a package."""
     validate_model_name(name)
     final_epoch = outcome.history[-1] if outcome.history else {}
@@ -80,8 +80,12 @@ def package_model(outcome: TrainingOutcome, *, name: str, lineage: Optional[dict
 def save_candidate(storage: Storage, key: str, package: ModelPackage) -> None:
     """Keep a built package unregistered (a sweep's trial: only the best one becomes a version):
     the package first, then its record, so a record found always has its package."""
-    record = {"template": package.template, "metrics": package.metrics, "lineage": package.lineage,
-              "run_name": package.run_name}
+    record = {
+        "template": package.template,
+        "metrics": package.metrics,
+        "lineage": package.lineage,
+        "run_name": package.run_name,
+    }
     storage.put_bytes(key, package.data)
     storage.put_bytes(f"{key}.json", json.dumps(record).encode())
 
@@ -89,14 +93,23 @@ def save_candidate(storage: Storage, key: str, package: ModelPackage) -> None:
 def load_candidate(storage: Storage, key: str) -> ModelPackage:
     """A package kept by :func:`save_candidate` (its bytes checked against their recorded digest)."""
     record = json.loads(storage.get_bytes(f"{key}.json"))
-    return ModelPackage(storage.get_bytes(key), record["template"], record["metrics"], record["lineage"],
-                        record["run_name"])
+    return ModelPackage(
+        storage.get_bytes(key), record["template"], record["metrics"], record["lineage"], record["run_name"]
+    )
 
 
 def register_package(package: ModelPackage, *, name: str, storage: Storage, registry: RegistryAPI) -> ModelVersion:
     """Store a built package by content and register it as the next version of ``name`` (once per run)."""
-    return publish_package(package.data, name=name, template=package.template, storage=storage, registry=registry,
-                           metrics=package.metrics, lineage=package.lineage, idempotency_key=package.run_name)
+    return publish_package(
+        package.data,
+        name=name,
+        template=package.template,
+        storage=storage,
+        registry=registry,
+        metrics=package.metrics,
+        lineage=package.lineage,
+        idempotency_key=package.run_name,
+    )
 
 
 def publish_model(
@@ -105,8 +118,9 @@ def publish_model(
     name: str,
     storage: Storage,
     registry: RegistryAPI,
-    lineage: Optional[dict[str, Any]] = None,
+    lineage: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Package the weights and publish them as the next version of ``name``."""
-    return register_package(package_model(outcome, name=name, lineage=lineage), name=name, storage=storage,
-                            registry=registry)
+    return register_package(
+        package_model(outcome, name=name, lineage=lineage), name=name, storage=storage, registry=registry
+    )

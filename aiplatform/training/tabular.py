@@ -16,7 +16,8 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import ray
@@ -57,9 +58,10 @@ class TabularParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field("penguins", description="penguins, breast-cancer, wine, csv:<uri> or parquet:<uri>")
-    label_column: Optional[str] = Field(None, description="the column holding the class (default: the built-in "
-                                        "table's own, 'label' for files)")
-    feature_columns: Optional[list[str]] = Field(None, description="the feature columns (default: every other one)")
+    label_column: str | None = Field(
+        None, description="the column holding the class (default: the built-in table's own, 'label' for files)"
+    )
+    feature_columns: list[str] | None = Field(None, description="the feature columns (default: every other one)")
     num_boost_round: int = Field(100, ge=1, le=5000, description="boosting rounds (trees per class)")
     max_depth: int = Field(6, ge=1, le=16)
     learning_rate: float = Field(0.3, gt=0, le=1, description="XGBoost's eta")
@@ -67,22 +69,25 @@ class TabularParams(BaseModel):
     colsample_bytree: float = Field(1.0, gt=0, le=1)
     min_child_weight: float = Field(1.0, ge=0, le=1000)
     reg_lambda: float = Field(1.0, ge=0, le=1000, description="L2 regularisation")
-    early_stopping_rounds: Optional[int] = Field(20, ge=1, le=1000,
-                                                 description="stop when validation loss has not improved for N rounds")
+    early_stopping_rounds: int | None = Field(
+        20, ge=1, le=1000, description="stop when validation loss has not improved for N rounds"
+    )
     workers: int = Field(1, ge=1, le=64, description="Ray Train workers (XGBoost's collective over their shards)")
     val_fraction: float = Field(0.15, ge=0.01, lt=0.5)
     test_fraction: float = Field(0.15, ge=0.01, lt=0.5)
     max_categories: int = Field(64, ge=2, le=10_000, description="a text column with more values is not a category")
-    max_rows: Optional[int] = Field(None, ge=10, description="use a seeded random subset of N source rows")
+    max_rows: int | None = Field(None, ge=10, description="use a seeded random subset of N source rows")
     seed: int = Field(0, ge=0)
 
 
 class TabularClassificationTemplate(TrainingTemplate):
     name = "tabular-classification"
     title = "Table classification (XGBoost)"
-    description = ("Classes of table rows with gradient-boosted trees on Ray Train's XGBoost trainer: the Palmer "
-                   "penguins by default, scikit-learn's breast-cancer and wine tables, or your CSV or parquet; "
-                   "serves JSON rows, CSV uploads and FP32 tensors.")
+    description = (
+        "Classes of table rows with gradient-boosted trees on Ray Train's XGBoost trainer: the Palmer "
+        "penguins by default, scikit-learn's breast-cancer and wine tables, or your CSV or parquet; "
+        "serves JSON rows, CSV uploads and FP32 tensors."
+    )
     task = "tabular-classification"
     params_model = TabularParams
     budget_parameter = "num_boost_round"
@@ -90,10 +95,15 @@ class TabularClassificationTemplate(TrainingTemplate):
     def dataset_spec(self, params: TabularParams) -> TabularDatasetSpec:
         try:
             return TabularDatasetSpec(
-                source=params.dataset, label_column=params.label_column,
+                source=params.dataset,
+                label_column=params.label_column,
                 feature_columns=tuple(params.feature_columns) if params.feature_columns else None,
-                val_fraction=params.val_fraction, test_fraction=params.test_fraction, seed=params.seed,
-                max_rows=params.max_rows, max_categories=params.max_categories)
+                val_fraction=params.val_fraction,
+                test_fraction=params.test_fraction,
+                seed=params.seed,
+                max_rows=params.max_rows,
+                max_categories=params.max_categories,
+            )
         except ValueError as exc:  # pydantic's message, one line per problem
             raise InvalidArgument(f"Invalid table dataset: {exc}") from None
 
@@ -102,12 +112,21 @@ class TabularClassificationTemplate(TrainingTemplate):
         return {"encoding": "numbers as given, categories as their index, missing as NaN"}
 
     def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "tabular", "features": dataset.manifest["table"]["features"],
-                "accepts": ["json features", "json rows", "text/csv"]}
+        return {
+            "type": "tabular",
+            "features": dataset.manifest["table"]["features"],
+            "accepts": ["json features", "json rows", "text/csv"],
+        }
 
-    def architecture(self, params: TabularParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        return {"type": XGBOOST_ARCHITECTURE, "num_features": len(dataset.manifest["table"]["features"]),
-                "num_classes": len(dataset.labels), "objective": "multi:softprob"}
+    def architecture(
+        self, params: TabularParams, dataset: DatasetVersion, preprocessing: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "type": XGBOOST_ARCHITECTURE,
+            "num_features": len(dataset.manifest["table"]["features"]),
+            "num_classes": len(dataset.labels),
+            "objective": "multi:softprob",
+        }
 
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
         return boosting_loop
@@ -117,14 +136,31 @@ class TabularClassificationTemplate(TrainingTemplate):
 
     def booster_params(self, params: TabularParams, num_classes: int, threads: int) -> dict[str, Any]:
         """XGBoost's parameters for a run (each worker boosts with ``threads`` threads)."""
-        return {"objective": "multi:softprob", "num_class": num_classes, "eval_metric": ["mlogloss", "merror"],
-                "tree_method": "hist", "max_depth": params.max_depth, "eta": params.learning_rate,
-                "subsample": params.subsample, "colsample_bytree": params.colsample_bytree,
-                "min_child_weight": params.min_child_weight, "lambda": params.reg_lambda, "seed": params.seed,
-                "nthread": threads}
+        return {
+            "objective": "multi:softprob",
+            "num_class": num_classes,
+            "eval_metric": ["mlogloss", "merror"],
+            "tree_method": "hist",
+            "max_depth": params.max_depth,
+            "eta": params.learning_rate,
+            "subsample": params.subsample,
+            "colsample_bytree": params.colsample_bytree,
+            "min_child_weight": params.min_child_weight,
+            "lambda": params.reg_lambda,
+            "seed": params.seed,
+            "nthread": threads,
+        }
 
-    def fit(self, params: TabularParams, *, settings: Settings, storage: Storage, datasets: DatasetManager,
-            run_name: str, callbacks: Optional[list[Any]]) -> TrainingOutcome:
+    def fit(
+        self,
+        params: TabularParams,
+        *,
+        settings: Settings,
+        storage: Storage,
+        datasets: DatasetManager,
+        run_name: str,
+        callbacks: list[Any] | None,
+    ) -> TrainingOutcome:
         """Build the table's version, boost on Ray Train's XGBoost trainer, evaluate on the test split."""
         from ray.train.xgboost import XGBoostTrainer
 
@@ -133,7 +169,9 @@ class TabularClassificationTemplate(TrainingTemplate):
         dataset = datasets.build(self.dataset_spec(params))
         timings["dataset_seconds"] = time.perf_counter() - started
         if dataset.rows("val") == 0 or dataset.rows("test") == 0:
-            raise InvalidArgument(f"Dataset {dataset.ref} has no validation or test rows; raise val_fraction/test_fraction")
+            raise InvalidArgument(
+                f"Dataset {dataset.ref} has no validation or test rows; raise val_fraction/test_fraction"
+            )
         preprocessing = self.preprocessing(params, dataset, datasets)
         architecture = self.architecture(params, dataset, preprocessing)
         # Materialized before the workers start: read lazily, the splits' read tasks would wait for
@@ -147,10 +185,12 @@ class TabularClassificationTemplate(TrainingTemplate):
             "report_spacing_s": REPORT_SPACING_POLLS * settings.train_poll_interval_s,
             "xgboost": self.booster_params(params, architecture["num_classes"], threads=worker_threads(params.workers)),
         }
-        scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=params.workers,
-                                         callbacks=callbacks)
-        trainer = XGBoostTrainer(boosting_loop, train_loop_config=config, scaling_config=scaling, run_config=run,
-                                 datasets=splits)
+        scaling, run = ray_train_configs(
+            settings, storage, run_name=run_name, workers=params.workers, callbacks=callbacks
+        )
+        trainer = XGBoostTrainer(
+            boosting_loop, train_loop_config=config, scaling_config=scaling, run_config=run, datasets=splits
+        )
         fit_started = time.perf_counter()
         result = trainer.fit()
         timings["fit_seconds"] = time.perf_counter() - fit_started
@@ -166,15 +206,29 @@ class TabularClassificationTemplate(TrainingTemplate):
         eval_started = time.perf_counter()
         model = BoosterModule(booster_from_json(model_file, architecture))
         test = datasets.read_split_table(dataset, "test")
-        test_metrics = evaluate_model(model, table_batches(test),
-                                      {"input": self.input_spec(dataset, preprocessing), "preprocessing": preprocessing},
-                                      architecture["num_classes"], dataset.labels)
+        test_metrics = evaluate_model(
+            model,
+            table_batches(test),
+            {"input": self.input_spec(dataset, preprocessing), "preprocessing": preprocessing},
+            architecture["num_classes"],
+            dataset.labels,
+        )
         timings["test_seconds"] = time.perf_counter() - eval_started
         return TrainingOutcome(
-            template=self.name, params=params.model_dump(mode="json"), dataset=dataset, architecture=architecture,
-            preprocessing=preprocessing, state_dict=None, model_file=model_file, history=history,
-            test_metrics=test_metrics, run_name=run_name, checkpoint_uri=str(result.checkpoint.path),
-            used_gpu=False, timings=timings)
+            template=self.name,
+            params=params.model_dump(mode="json"),
+            dataset=dataset,
+            architecture=architecture,
+            preprocessing=preprocessing,
+            state_dict=None,
+            model_file=model_file,
+            history=history,
+            test_metrics=test_metrics,
+            run_name=run_name,
+            checkpoint_uri=str(result.checkpoint.path),
+            used_gpu=False,
+            timings=timings,
+        )
 
 
 def shard_matrix(shard: Any, num_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -207,9 +261,15 @@ def boosting_loop(config: dict[str, Any]) -> None:
     dval = xgboost.DMatrix(val_x, label=val_y, missing=np.nan)
     done = booster.num_boosted_rounds() if booster is not None else 0
     reporter = RoundReporter(config, state, done, rows=len(train_y))
-    xgboost.train(config["xgboost"], dtrain, num_boost_round=max(0, config["num_boost_round"] - done),
-                  evals=[(dtrain, "train"), (dval, "val")], xgb_model=booster, verbose_eval=False,
-                  callbacks=[reporter])
+    xgboost.train(
+        config["xgboost"],
+        dtrain,
+        num_boost_round=max(0, config["num_boost_round"] - done),
+        evals=[(dtrain, "train"), (dval, "val")],
+        xgb_model=booster,
+        verbose_eval=False,
+        callbacks=[reporter],
+    )
 
 
 class RoundReporter(xgboost.callback.TrainingCallback):
@@ -230,21 +290,26 @@ class RoundReporter(xgboost.callback.TrainingCallback):
         self.round = done
         self.started = time.perf_counter()
         self.rounds_since = 0
-        self.reported_at: Optional[float] = None
+        self.reported_at: float | None = None
 
     def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
         self.round = self.done + epoch + 1
         self.rounds_since += 1
-        self.last = {"train_loss": float(evals_log["train"]["mlogloss"][-1]),
-                     "val_loss": float(evals_log["val"]["mlogloss"][-1]),
-                     "val_accuracy": 1.0 - float(evals_log["val"]["merror"][-1])}
+        self.last = {
+            "train_loss": float(evals_log["train"]["mlogloss"][-1]),
+            "val_loss": float(evals_log["val"]["mlogloss"][-1]),
+            "val_accuracy": 1.0 - float(evals_log["val"]["merror"][-1]),
+        }
         best = self.state["best"]
         if best is None or self.last["val_loss"] < best["loss"]:
             self.state["best"] = {"round": self.round, "loss": self.last["val_loss"], "point": self.last}
         if self.patience and self.round - self.state["best"]["round"] >= self.patience:
             return True  # after_training reports the best round
-        if self.rounds_since >= self.config["report_every"] and self.round < self.config["num_boost_round"] \
-                and self._spaced():
+        if (
+            self.rounds_since >= self.config["report_every"]
+            and self.round < self.config["num_boost_round"]
+            and self._spaced()
+        ):
             self._report(model, self.last)
         return False
 
@@ -277,10 +342,15 @@ class RoundReporter(xgboost.callback.TrainingCallback):
     def _report(self, model: Any, point: dict[str, Any]) -> None:
         seconds = max(1e-9, time.perf_counter() - self.started)
         world = ray.train.get_context().get_world_size()
-        metrics = {"epoch": self.round, "epochs": int(self.config["num_boost_round"]), **point,
-                   "samples_per_second": self.rows * world * self.rounds_since / seconds,
-                   "train_samples": self.rows * world, "epoch_seconds": seconds / max(1, self.rounds_since),
-                   "resumed_from_epoch": self.done}
+        metrics = {
+            "epoch": self.round,
+            "epochs": int(self.config["num_boost_round"]),
+            **point,
+            "samples_per_second": self.rows * world * self.rounds_since / seconds,
+            "train_samples": self.rows * world,
+            "epoch_seconds": seconds / max(1, self.rounds_since),
+            "resumed_from_epoch": self.done,
+        }
         self.history.append(metrics)
         self.started, self.rounds_since = time.perf_counter(), 0
         if ray.train.get_context().get_world_rank() != 0:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -33,10 +34,17 @@ MAX_WORKER_FAILURES = 3
 """Worker-group restarts a training run survives (each resumes from the last checkpoint)."""
 
 
-def ray_train_configs(settings: "Settings", storage: "Storage", *, run_name: str, workers: int,
-                      use_gpu: bool = False, callbacks: "list[Any] | None" = None,
-                      max_failures: int = MAX_WORKER_FAILURES,
-                      worker_runtime_env: "dict[str, Any] | None" = None) -> tuple[Any, Any]:
+def ray_train_configs(
+    settings: Settings,
+    storage: Storage,
+    *,
+    run_name: str,
+    workers: int,
+    use_gpu: bool = False,
+    callbacks: list[Any] | None = None,
+    max_failures: int = MAX_WORKER_FAILURES,
+    worker_runtime_env: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
     """The ``ScalingConfig`` and ``RunConfig`` every training run uses, whatever its trainer:
     fractional CPUs per worker (and a GPU when used), the settings' placement, checkpoints in the
     platform's storage (two kept), restarts from them; and the controller's report interval
@@ -47,13 +55,21 @@ def ray_train_configs(settings: "Settings", storage: "Storage", *, run_name: str
 
     train_controller_env(settings)
     resources = {"CPU": settings.train_worker_cpus, **({"GPU": 1} if use_gpu else {})}
-    scaling = ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
-                                      placement_strategy=settings.train_placement)
+    scaling = ray.train.ScalingConfig(
+        num_workers=workers,
+        use_gpu=use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=settings.train_placement,
+    )
     run = ray.train.RunConfig(
-        name=run_name, storage_path=storage.arrow_path("checkpoints"), storage_filesystem=storage.arrow_filesystem(),
+        name=run_name,
+        storage_path=storage.arrow_path("checkpoints"),
+        storage_filesystem=storage.arrow_filesystem(),
         failure_config=ray.train.FailureConfig(max_failures=max_failures),
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks,
-        **({"worker_runtime_env": worker_runtime_env} if worker_runtime_env is not None else {}))
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks,
+        **({"worker_runtime_env": worker_runtime_env} if worker_runtime_env is not None else {}),
+    )
     return scaling, run
 
 
@@ -99,11 +115,11 @@ class TaskTemplate(ABC):
         return self.params_model.model_json_schema()
 
     @abstractmethod
-    def dataset_source(self, params: Any) -> "str | None":
+    def dataset_source(self, params: Any) -> str | None:
         """The dataset source the run reads (checked against the API's allow-list), or None when
         it names an already built version."""
 
-    def check_inputs(self, params: Any, storage: "Storage") -> None:
+    def check_inputs(self, params: Any, storage: Storage) -> None:
         """Refuse a task whose stored inputs are missing (e.g. a code archive): nothing by default."""
 
     def runs_code(self, params: Any) -> bool:
@@ -131,28 +147,36 @@ class TrainingTemplate(TaskTemplate):
     """The parameter that says how long a run trains, in the unit of its reports' ``epoch``."""
 
     @abstractmethod
-    def dataset_spec(self, params: Any) -> "ImageDatasetSpec | TextDatasetSpec | TabularDatasetSpec":
+    def dataset_spec(self, params: Any) -> ImageDatasetSpec | TextDatasetSpec | TabularDatasetSpec:
         """The dataset version this run trains on."""
 
     @abstractmethod
-    def preprocessing(self, params: Any, dataset: "DatasetVersion", datasets: "DatasetManager") -> dict[str, Any]:
+    def preprocessing(self, params: Any, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
         """The ``preprocessing`` block of ``model.json`` (fitted on the training split if needed):
         training, evaluation and serving all turn raw inputs into tensors with it."""
 
     @abstractmethod
-    def architecture(self, params: Any, dataset: "DatasetVersion", preprocessing: dict[str, Any]) -> dict[str, Any]:
+    def architecture(self, params: Any, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         """The ``architecture`` block of ``model.json``."""
 
     @abstractmethod
-    def input_spec(self, dataset: "DatasetVersion", preprocessing: dict[str, Any]) -> dict[str, Any]:
+    def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
         """The ``input`` block of ``model.json``: what a prediction request may carry."""
 
     @abstractmethod
     def train_loop(self) -> Callable[[dict[str, Any]], Any]:
         """The Ray Train per-worker loop (of the engine's ``TorchTrainer``)."""
 
-    def fit(self, params: Any, *, settings: "Settings", storage: "Storage", datasets: "DatasetManager",
-            run_name: str, callbacks: "list[Any] | None") -> "TrainingOutcome | None":
+    def fit(
+        self,
+        params: Any,
+        *,
+        settings: Settings,
+        storage: Storage,
+        datasets: DatasetManager,
+        run_name: str,
+        callbacks: list[Any] | None,
+    ) -> TrainingOutcome | None:
         """A whole run on this template's own Ray Train trainer (XGBoost's, ...): dataset, fit and
         test metrics. None, the default, has the engine run ``train_loop`` on ``TorchTrainer``."""
         return None

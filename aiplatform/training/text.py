@@ -8,7 +8,8 @@ The tokenizer is fitted on the training split and travels inside the package (``
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Literal, Optional
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,7 +40,7 @@ class TextDataParams(BaseModel):
     val_fraction: float = Field(0.1, ge=0.01, lt=0.5)
     test_fraction: float = Field(0.1, ge=0.01, lt=0.5)
     min_chars: int = Field(2, ge=1, le=10_000, description="shorter cleaned texts are dropped")
-    max_rows: Optional[int] = Field(None, ge=100, description="use a seeded random subset of N source rows")
+    max_rows: int | None = Field(None, ge=100, description="use a seeded random subset of N source rows")
     seed: int = Field(0, ge=0)
 
     @field_validator("dataset")
@@ -65,16 +66,23 @@ class TextParams(TextDataParams):
 class TextClassificationTemplate(TrainingTemplate):
     name = "text-classification"
     title = "Text classification"
-    description = ("Sentiment (or any labels) of texts: word + bigram embeddings and a small MLP, trained on "
-                   "the 38k labelled tweets by default; long documents are classified chunk by chunk.")
+    description = (
+        "Sentiment (or any labels) of texts: word + bigram embeddings and a small MLP, trained on "
+        "the 38k labelled tweets by default; long documents are classified chunk by chunk."
+    )
     task = "text-classification"
     params_model = TextParams
 
     def dataset_spec(self, params: TextDataParams) -> TextDatasetSpec:
         return TextDatasetSpec(
-            source=params.dataset, text_column=params.text_column, label_column=params.label_column,
-            val_fraction=params.val_fraction, test_fraction=params.test_fraction, seed=params.seed,
-            max_rows=params.max_rows, min_chars=params.min_chars,
+            source=params.dataset,
+            text_column=params.text_column,
+            label_column=params.label_column,
+            val_fraction=params.val_fraction,
+            test_fraction=params.test_fraction,
+            seed=params.seed,
+            max_rows=params.max_rows,
+            min_chars=params.min_chars,
         )
 
     def preprocessing(self, params: TextParams, dataset: DatasetVersion, datasets: DatasetManager) -> dict[str, Any]:
@@ -83,15 +91,27 @@ class TextClassificationTemplate(TrainingTemplate):
             texts: Iterable[str] = (str(row["text"]) for row in datasets.read_split(dataset, "train").iter_rows())
         else:  # small: read here, without a Ray Data read's seconds of start-up
             texts = (str(text) for text in datasets.read_split_table(dataset, "train").column("text").to_pylist())
-        tokenizer = Tokenizer.fit(texts, max_vocab=params.max_vocab, min_freq=params.min_freq,
-                                  max_tokens=params.max_tokens, bigram_buckets=params.bigram_buckets)
+        tokenizer = Tokenizer.fit(
+            texts,
+            max_vocab=params.max_vocab,
+            min_freq=params.min_freq,
+            max_tokens=params.max_tokens,
+            bigram_buckets=params.bigram_buckets,
+        )
         return text_preprocessing(tokenizer)
 
     def input_spec(self, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "text", "encoding": "utf-8", "accepts": ["text/plain", "text/markdown", "json text"],
-                "max_tokens": preprocessing["tokenizer"]["max_tokens"], "chunking": DOCUMENT_CHUNKING}
+        return {
+            "type": "text",
+            "encoding": "utf-8",
+            "accepts": ["text/plain", "text/markdown", "json text"],
+            "max_tokens": preprocessing["tokenizer"]["max_tokens"],
+            "chunking": DOCUMENT_CHUNKING,
+        }
 
-    def architecture(self, params: TextParams, dataset: DatasetVersion, preprocessing: dict[str, Any]) -> dict[str, Any]:
+    def architecture(
+        self, params: TextParams, dataset: DatasetVersion, preprocessing: dict[str, Any]
+    ) -> dict[str, Any]:
         tokenizer = Tokenizer.from_config(preprocessing["tokenizer"])
         return {
             "type": "embedding-bag",
@@ -107,4 +127,3 @@ class TextClassificationTemplate(TrainingTemplate):
 
     def default_model_name(self, params: TextDataParams) -> str:
         return f"{TextDatasetSpec(source=params.dataset).dataset_name}-text"[:63]
-

@@ -22,9 +22,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal
 
 import ray
 import ray.train
@@ -52,17 +53,27 @@ class UserCodeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    entry: str = Field(..., description="package.module:function of the code archive, called on every worker "
-                       "with config", examples=["digits_mlp.train:train_loop"])
+    entry: str = Field(
+        ...,
+        description="package.module:function of the code archive, called on every worker with config",
+        examples=["digits_mlp.train:train_loop"],
+    )
     code: str = Field(..., description="sha256 of the code archive (POST /v1/code) that holds the entry's module")
-    dataset: str = Field("mnist", description="a built version (name@version) or an image source: mnist, "
-                         "idx:<uri>, folder:<uri> or parquet:<uri>")
+    dataset: str = Field(
+        "mnist",
+        description="a built version (name@version) or an image source: mnist, "
+        "idx:<uri>, folder:<uri> or parquet:<uri>",
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="passed to the function as it is")
     workers: int = Field(1, ge=1, le=256, description="Ray Train workers")
     gpu: Literal["auto", "on", "off"] = "auto"
-    max_failures: int = Field(DEFAULT_MAX_FAILURES, ge=0, le=20,
-                              description="worker-group restarts (from the last checkpoint) before the task fails")
-    max_rows: Optional[int] = Field(None, ge=10, description="built from a source: first N rows of each split")
+    max_failures: int = Field(
+        DEFAULT_MAX_FAILURES,
+        ge=0,
+        le=20,
+        description="worker-group restarts (from the last checkpoint) before the task fails",
+    )
+    max_rows: int | None = Field(None, ge=10, description="built from a source: first N rows of each split")
     seed: int = Field(0, ge=0)
 
     @field_validator("entry")
@@ -72,8 +83,10 @@ class UserCodeParams(BaseModel):
             raise ValueError("use package.module:function (Python names only)")
         top = value.partition(":")[0].split(".")[0]
         if top in sys.stdlib_module_names:
-            raise ValueError(f"module {top!r} is Python's own (standard library): name a module of your code "
-                             "archive (rename yours if it has that name)")
+            raise ValueError(
+                f"module {top!r} is Python's own (standard library): name a module of your code "
+                "archive (rename yours if it has that name)"
+            )
         return value
 
     @field_validator("code")
@@ -98,12 +111,14 @@ class UserCodeParams(BaseModel):
 class UserCodeTemplate(TaskTemplate):
     name = USER_CODE
     title = "Your own training code"
-    description = ("Runs your function (package.module:function) on Ray Train workers with the dataset's "
-                   "shards; it reports and publishes through aiplatform.sdk.")
+    description = (
+        "Runs your function (package.module:function) on Ray Train workers with the dataset's "
+        "shards; it reports and publishes through aiplatform.sdk."
+    )
     params_model = UserCodeParams
     runs_user_code = True
 
-    def dataset_source(self, params: UserCodeParams) -> Optional[str]:
+    def dataset_source(self, params: UserCodeParams) -> str | None:
         return None if params.built_version else params.dataset
 
     def check_inputs(self, params: UserCodeParams, storage: Storage) -> None:
@@ -114,9 +129,11 @@ class UserCodeTemplate(TaskTemplate):
         module_name = params.entry.partition(":")[0]
         if not module_in_archive(module_name, names):
             path = module_name.replace(".", "/")
-            raise InvalidArgument(f"entry {params.entry!r}: module {module_name!r} is not in code archive "
-                                  f"{params.code[:12]} (no {path}.py or {path}/__init__.py at its root; is the "
-                                  "archive's root the project folder?)")
+            raise InvalidArgument(
+                f"entry {params.entry!r}: module {module_name!r} is not in code archive "
+                f"{params.code[:12]} (no {path}.py or {path}/__init__.py at its root; is the "
+                "archive's root the project folder?)"
+            )
 
     def default_model_name(self, params: UserCodeParams) -> str:
         module = params.entry.partition(":")[0].split(".")[0]
@@ -126,8 +143,11 @@ class UserCodeTemplate(TaskTemplate):
 def module_in_archive(module_name: str, names: list[str]) -> bool:
     """Whether an archive's files (``names``) hold ``module_name`` as a module or a package."""
     path = module_name.replace(".", "/")
-    return any(name in (f"{path}.py", f"{path}/__init__.py")
-               or (name.startswith(f"{path}.") and name.endswith((".so", ".pyd"))) for name in names)
+    return any(
+        name in (f"{path}.py", f"{path}/__init__.py")
+        or (name.startswith(f"{path}.") and name.endswith((".so", ".pyd")))
+        for name in names
+    )
 
 
 # -- on the workers ---------------------------------------------------------------------------
@@ -135,7 +155,7 @@ def module_in_archive(module_name: str, names: list[str]) -> bool:
 class RunContext:
     """What the user's function may ask of its task (``aiplatform.sdk.context()``)."""
 
-    task_id: Optional[str]
+    task_id: str | None
     run_name: str
     dataset: str
     kind: str
@@ -150,31 +170,36 @@ class RunContext:
     reports: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
     published: list[dict[str, Any]] = field(default_factory=list)
-    candidate_key: Optional[str] = None
+    candidate_key: str | None = None
     """Set in a sweep's trial: ``publish`` keeps the package there, unregistered (the sweep
     registers its best trial's)."""
 
     @property
-    def image_shape(self) -> Optional[list[int]]:
+    def image_shape(self) -> list[int] | None:
         """An image dataset's (height, width, channels); None for other kinds."""
         shape = self.inputs.get("image_shape")
         return list(shape) if shape is not None else None
 
     def lineage(self) -> dict[str, Any]:
         """What a version published from this run records of where it came from."""
-        return {"task_id": self.task_id, "run_name": self.run_name, "dataset": self.dataset,
-                "code_digest": self.code_digest, "entry": self.entry}
+        return {
+            "task_id": self.task_id,
+            "run_name": self.run_name,
+            "dataset": self.dataset,
+            "code_digest": self.code_digest,
+            "entry": self.entry,
+        }
 
 
-_current: Optional[RunContext] = None
+_current: RunContext | None = None
 
 
-def current_context() -> Optional[RunContext]:
+def current_context() -> RunContext | None:
     """The running task's context on a worker, or None outside one."""
     return _current
 
 
-def load_entry(entry: str, code_dir: Optional[Path] = None) -> Callable[[dict[str, Any]], Any]:
+def load_entry(entry: str, code_dir: Path | None = None) -> Callable[[dict[str, Any]], Any]:
     """The function ``entry`` names; :class:`InvalidArgument` says what is missing. With
     ``code_dir`` (the task's unpacked archive), its module must come from there: a module of that
     name imported already (the standard library's, the platform's own, an installed package's)
@@ -186,15 +211,19 @@ def load_entry(entry: str, code_dir: Optional[Path] = None) -> Callable[[dict[st
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise InvalidArgument(f"entry {entry!r}: module {module_name!r} is not in the task's code "
-                                  f"(missing {exc.name!r}; is the archive's root the project folder?)") from None
+            raise InvalidArgument(
+                f"entry {entry!r}: module {module_name!r} is not in the task's code "
+                f"(missing {exc.name!r}; is the archive's root the project folder?)"
+            ) from None
         raise
     if code_dir is not None:
         where = Path(getattr(module, "__file__", None) or "").resolve()
         if not where.is_relative_to(Path(code_dir).resolve()):
-            raise InvalidArgument(f"entry {entry!r}: module {module_name!r} is not the one in the task's code "
-                                  f"archive (it is {getattr(module, '__file__', None) or 'built in'}): rename "
-                                  "your module")
+            raise InvalidArgument(
+                f"entry {entry!r}: module {module_name!r} is not the one in the task's code "
+                f"archive (it is {getattr(module, '__file__', None) or 'built in'}): rename "
+                "your module"
+            )
     function = getattr(module, function_name, None)
     if not callable(function):
         raise InvalidArgument(f"entry {entry!r}: {module_name} has no function {function_name!r}")
@@ -227,8 +256,9 @@ def user_code_loop(config: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, str(code_dir))
     os.chdir(code_dir)
     train_context = ray.train.get_context()
-    context = RunContext(**{**config["context"], "rank": train_context.get_world_rank(),
-                            "world_size": train_context.get_world_size()})
+    context = RunContext(
+        **{**config["context"], "rank": train_context.get_world_rank(), "world_size": train_context.get_world_size()}
+    )
     function = load_entry(config["entry"], code_dir)
     _current = context
     try:
@@ -248,7 +278,7 @@ class UserCodeOutcome:
     published: list[dict[str, Any]]
     final_metrics: dict[str, Any]
     run_name: str
-    checkpoint: Optional[str]
+    checkpoint: str | None
     """The last checkpoint reported (a path in the storage's filesystem), if any."""
     used_gpu: bool
     timings: dict[str, float]
@@ -274,18 +304,19 @@ class UserSplits:
     streamed): a sweep reads them once, in its driver, for all its trials, whose searched values
     only ever change the function's ``config``."""
 
-    source: tuple[str, Optional[int], int]
+    source: tuple[str, int | None, int]
     dataset: DatasetVersion
     splits: dict[str, Any]
     cached: bool
 
     @staticmethod
-    def source_of(params: UserCodeParams) -> tuple[str, Optional[int], int]:
+    def source_of(params: UserCodeParams) -> tuple[str, int | None, int]:
         return params.dataset, params.max_rows, params.seed
 
     @classmethod
-    def read(cls, params: UserCodeParams, datasets: DatasetManager,
-             dataset: Optional[DatasetVersion] = None) -> "UserSplits":
+    def read(
+        cls, params: UserCodeParams, datasets: DatasetManager, dataset: DatasetVersion | None = None
+    ) -> UserSplits:
         dataset = dataset or user_dataset(params, datasets)
         splits, cached = datasets.training_splits(dataset, tuple(split for split in SPLITS if dataset.rows(split)))
         return cls(cls.source_of(params), dataset, splits, cached)
@@ -298,11 +329,11 @@ def run_user_code(
     storage: Storage,
     datasets: DatasetManager,
     run_name: str,
-    task_id: Optional[str],
+    task_id: str | None,
     model_name: str,
-    callbacks: Optional[list[Any]] = None,
-    candidate_key: Optional[str] = None,
-    shared: Optional[UserSplits] = None,
+    callbacks: list[Any] | None = None,
+    candidate_key: str | None = None,
+    shared: UserSplits | None = None,
 ) -> UserCodeOutcome:
     """Run the task's function on Ray Train and say what it published. ``shared``: its dataset's
     splits already read (a sweep reads them once for all its trials)."""
@@ -316,21 +347,39 @@ def run_user_code(
     code_dir = unpack_code(params.code, storage)
     _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
     context = RunContext(
-        task_id=task_id, run_name=run_name, dataset=dataset.ref, kind=dataset.kind, labels=dataset.labels,
+        task_id=task_id,
+        run_name=run_name,
+        dataset=dataset.ref,
+        kind=dataset.kind,
+        labels=dataset.labels,
         inputs=kind_class(dataset.kind).worker_inputs(dataset.manifest),
-        code_digest=params.code, entry=params.entry, model_name=model_name, candidate_key=candidate_key,
+        code_digest=params.code,
+        entry=params.entry,
+        model_name=model_name,
+        candidate_key=candidate_key,
     )
     # Workers read the archive from storage themselves (Ray takes local folders only for a job).
     worker_env = {"env_vars": {**settings.to_env(), "AIP_TASK_ID": task_id or ""}}
-    scaling, run = ray_train_configs(settings, storage, run_name=run_name, workers=params.workers, use_gpu=use_gpu,
-                                     callbacks=callbacks, max_failures=params.max_failures,
-                                     worker_runtime_env=worker_env)
+    scaling, run = ray_train_configs(
+        settings,
+        storage,
+        run_name=run_name,
+        workers=params.workers,
+        use_gpu=use_gpu,
+        callbacks=callbacks,
+        max_failures=params.max_failures,
+        worker_runtime_env=worker_env,
+    )
     # The splits as the templates' engine reads them: cached in the object store, or streamed.
     data = shared or UserSplits.read(params, datasets, dataset)
     trainer = TorchTrainer(
         user_code_loop,
-        train_loop_config={"entry": params.entry, "code": params.code, "config": params.config,
-                           "context": asdict(context)},
+        train_loop_config={
+            "entry": params.entry,
+            "code": params.code,
+            "config": params.config,
+            "context": asdict(context),
+        },
         scaling_config=scaling,
         run_config=run,
         datasets=data.splits,
@@ -347,14 +396,23 @@ def run_user_code(
         raise UserCodeFailed(user_error_line(result.error)) from result.error
     returned = result.return_value or {}
     if not returned.get("reports"):
-        raise InvalidArgument(f"{params.entry} returned without reporting: call aiplatform.sdk.report(metrics) "
-                              "once per epoch (the task's curves and resumption come from it)")
+        raise InvalidArgument(
+            f"{params.entry} returned without reporting: call aiplatform.sdk.report(metrics) "
+            "once per epoch (the task's curves and resumption come from it)"
+        )
     if not returned.get("published"):
-        raise InvalidArgument(f"{params.entry} returned without publishing a model: call "
-                              "aiplatform.sdk.publish(model, ...) at the end (rank 0 publishes)")
+        raise InvalidArgument(
+            f"{params.entry} returned without publishing a model: call "
+            "aiplatform.sdk.publish(model, ...) at the end (rank 0 publishes)"
+        )
     return UserCodeOutcome(
-        dataset=dataset, code_digest=params.code, published=list(returned["published"]),
-        final_metrics=dict(result.metrics or {}), run_name=run_name, used_gpu=use_gpu, timings=timings,
+        dataset=dataset,
+        code_digest=params.code,
+        published=list(returned["published"]),
+        final_metrics=dict(result.metrics or {}),
+        run_name=run_name,
+        used_gpu=use_gpu,
+        timings=timings,
         checkpoint=str(result.checkpoint.path) if result.checkpoint is not None else None,
     )
 
@@ -382,24 +440,24 @@ def user_error_line(error: BaseException) -> str:
     if isinstance(cause, BaseException):
         inner = cause
     text = str(inner).strip().splitlines()
-    last = next((line for line in reversed(text) if re.match(r"[\w.]+(Error|Exception|Argument|Failed)\b|[\w.]+: ", line)), None)
+    last = next(
+        (line for line in reversed(text) if re.match(r"[\w.]+(Error|Exception|Argument|Failed)\b|[\w.]+: ", line)), None
+    )
     summary = last or (f"{type(inner).__name__}: {text[0]}" if text else type(inner).__name__)
     # Ray Train keeps the user's exception without its traceback: the frames are in its message.
     where = _last_user_frame(inner) or _last_user_frame(error)
     return f"the training function failed: {summary[:400]}" + (f" ({where})" if where else "")
 
 
-def _last_user_frame(error: BaseException) -> Optional[str]:
+def _last_user_frame(error: BaseException) -> str | None:
     frames = []
     tb = error.__traceback__
     while tb is not None:
         frames.append((tb.tb_frame.f_code.co_filename, str(tb.tb_lineno)))
         tb = tb.tb_next
     frames += re.findall(r'File "([^"]+)", line (\d+)', str(error))  # a worker's, innermost last
-    mine = [(f, n) for f, n in frames if "site-packages" not in f and "/aiplatform/" not in f
-            and not f.startswith("<")]
+    mine = [(f, n) for f, n in frames if "site-packages" not in f and "/aiplatform/" not in f and not f.startswith("<")]
     if not mine:
         return None
     filename, line = mine[-1]
     return f"{Path(filename).name}:{line}"
-

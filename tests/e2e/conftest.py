@@ -5,16 +5,22 @@ test-artifacts/screenshots/, and a check that nothing outside the platform was f
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from aiplatform.model_import import CHECK_TIMEOUT_S
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TRAINING_TIMEOUT_MS = 300_000
 """A browser wait for a training task to finish: the tiny runs these tests start take seconds to a
@@ -28,12 +34,14 @@ IMPORT_WAIT_MS = int((CHECK_TIMEOUT_S + 60) * 1000)
 ``CHECK_TIMEOUT_S``; a wait shorter than that failed on a slower machine while the child started."""
 
 # Browser tests are skipped on a developer machine without it; CI (which installs it) never skips.
-needs_browser = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                   reason="needs Debian's chromium: scripts/install-system-packages.sh")
+needs_browser = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="needs Debian's chromium: scripts/install-system-packages.sh",
+)
 
 
 @pytest.fixture()
-def page(platform_url: str) -> Iterator["object"]:
+def page(platform_url: str) -> Iterator[object]:
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=UI_REQUEST_WAIT_MS)
@@ -45,7 +53,9 @@ def page(platform_url: str) -> Iterator["object"]:
         page.context.set_default_timeout(UI_REQUEST_WAIT_MS)  # and every page the test opens beside it
         # Nothing but the platform itself may be fetched (no CDN, no internet).
         foreign: list[str] = []
-        page.on("request", lambda request: None if request.url.startswith(platform_url) else foreign.append(request.url))
+        page.on(
+            "request", lambda request: None if request.url.startswith(platform_url) else foreign.append(request.url)
+        )
         try:
             yield page
         finally:
@@ -60,7 +70,7 @@ committed as its built file: the browser tests never fetch it."""
 BLOCKING_IMPACTS = ("serious", "critical")
 
 
-def accessibility_violations(page: "object") -> list[dict[str, object]]:
+def accessibility_violations(page: object) -> list[dict[str, object]]:
     """axe-core run on the page as it is now: its serious and critical violations (rule, impact,
     help and the first elements), after the UI's own rendering has settled. The script goes in
     through the DevTools protocol, so the UI's content security policy stays as it is."""
@@ -69,11 +79,12 @@ def accessibility_violations(page: "object") -> list[dict[str, object]]:
         page.evaluate(AXE.read_text())  # type: ignore[attr-defined]
     violations = page.evaluate(  # type: ignore[attr-defined]
         """async () => (await axe.run(document, {resultTypes: ['violations']})).violations.map((v) => (
-             {id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))""")
+             {id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' '))}))"""
+    )
     return [v for v in violations if v["impact"] in BLOCKING_IMPACTS]
 
 
-def assert_accessible(page: "object") -> None:
+def assert_accessible(page: object) -> None:
     """No serious or critical axe-core violation on the page (each named in the failure)."""
     import json
 

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -44,9 +44,14 @@ def platform_url(platform: tuple[str, Settings]) -> str:
 def test_reads_writes_and_inference_need_the_token(platform: tuple[str, Settings]) -> None:
     url, _ = platform
     image = np.zeros((8, 8, 1), dtype=int).tolist()
-    requests = [("GET", "/v1/models", None), ("GET", "/v1/tasks", None), ("GET", "/openapi.json", None),
-                ("POST", "/v1/tasks", {"template": "cnn-classification", "params": {}}),
-                ("POST", "/v1/models/guarded/predict", {"array": image}), ("GET", "/v2/models/guarded", None)]
+    requests = [
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/tasks", None),
+        ("GET", "/openapi.json", None),
+        ("POST", "/v1/tasks", {"template": "cnn-classification", "params": {}}),
+        ("POST", "/v1/models/guarded/predict", {"array": image}),
+        ("GET", "/v2/models/guarded", None),
+    ]
     with httpx.Client(base_url=url, timeout=30) as client:
         for method, path, body in requests:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -69,12 +74,18 @@ def test_the_cli_sends_the_token_and_fails_clearly_without_it(platform: tuple[st
     images, _ = make_digit_images(1)
     digit = tmp_path / "digit.png"
     digit.write_bytes(png_bytes(np.asarray(images[0])[:8, :8]))
-    env = {**os.environ, "AIP_API_URL": url, "AIP_HOME": str(settings.home), "AIP_RAY_NAMESPACE": settings.ray_namespace}
+    env = {
+        **os.environ,
+        "AIP_API_URL": url,
+        "AIP_HOME": str(settings.home),
+        "AIP_RAY_NAMESPACE": settings.ray_namespace,
+    }
     command = [sys.executable, "-m", "aip", "predict", str(digit), "--model", "guarded"]
     refused = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "API token" in refused.stderr
-    accepted = subprocess.run(command, env={**env, "AIP_API_TOKEN": TOKEN}, cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+    accepted = subprocess.run(
+        command, env={**env, "AIP_API_TOKEN": TOKEN}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.startswith("guarded v1:")
 

@@ -5,9 +5,10 @@ totals and the error-rate alert that fired, drawn on its chart."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -33,11 +34,18 @@ PAGE_WAIT_MS = 120_000
 def platform(prometheus: PrometheusClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("monitoring-page")
     rules = home / "rules.yaml"
-    rules.write_text(yaml.safe_dump([r.model_dump() for r in default_rules(
-        latency_p99_s=30, error_rate=0.05, queue_wait_s=600, drift_psi=0.25)]))
+    rules.write_text(
+        yaml.safe_dump(
+            [r.model_dump() for r in default_rules(latency_p99_s=30, error_rate=0.05, queue_wait_s=600, drift_psi=0.25)]
+        )
+    )
     # The test drives the alert engine's evaluations (alert_interval_s is long).
-    with platform_settings(home, "monpage", prometheus_url=prometheus.url, alert_interval_s=3600,
-                           alert_rules_file=rules) as settings, served_platform(settings) as url:
+    with (
+        platform_settings(
+            home, "monpage", prometheus_url=prometheus.url, alert_interval_s=3600, alert_rules_file=rules
+        ) as settings,
+        served_platform(settings) as url,
+    ):
         alerts = AlertClient.connect(settings)
         alerts.evaluate_now()  # the first snapshot: the burst falls in the next interval
         yield {"settings": settings, "url": url, "alerts": alerts}
@@ -49,7 +57,8 @@ def platform_url(platform: dict[str, Any]) -> str:
 
 
 def test_the_monitoring_page_shows_traffic_errors_totals_and_the_alert(
-        page, platform: dict[str, Any], prometheus: PrometheusClient) -> None:  # type: ignore[no-untyped-def]
+    page, platform: dict[str, Any], prometheus: PrometheusClient
+) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
     settings = platform["settings"]
@@ -58,9 +67,13 @@ def test_the_monitoring_page_shows_traffic_errors_totals_and_the_alert(
     RegistryClient.connect(settings).set_alias(model, "production", version)
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 1)).tolist()
     with httpx.Client(base_url=platform["url"], timeout=60) as api, ThreadPoolExecutor(4) as pool:
+
         def send(count: int) -> list[int]:
-            return list(pool.map(lambda _: api.post(f"/v1/models/{model}/predict", json={"array": image}).status_code,
-                                 range(count)))
+            return list(
+                pool.map(
+                    lambda _: api.post(f"/v1/models/{model}/predict", json={"array": image}).status_code, range(count)
+                )
+            )
 
         def client_errors(count: int) -> list[int]:
             return [api.post(f"/v1/models/{model}/predict", json={"array": [[300]]}).status_code for _ in range(count)]
@@ -71,14 +84,20 @@ def test_the_monitoring_page_shows_traffic_errors_totals_and_the_alert(
         statuses = client_errors(1)
         while 500 not in statuses or 200 not in statuses:
             statuses += send(1)
-        wait_for(lambda: len(prometheus.query(f'ray_aip_requests_total{{model="{model}"}}')) >= 3, WAIT_S,
-                 "Prometheus to scrape every outcome's first requests")
+        wait_for(
+            lambda: len(prometheus.query(f'ray_aip_requests_total{{model="{model}"}}')) >= 3,
+            WAIT_S,
+            "Prometheus to scrape every outcome's first requests",
+        )
         statuses += send(40) + client_errors(3)
     ok, failed = statuses.count(200), statuses.count(500)
     assert ok and failed and ok + failed + statuses.count(400) == len(statuses), statuses
     counter = METRICS["aip_requests"].prometheus_name
-    wait_for(lambda: sum(scrape(metrics_targets()).series(counter, model=model).values()) >= len(statuses), WAIT_S,
-             f"Ray's metrics to count the {len(statuses)} requests")
+    wait_for(
+        lambda: sum(scrape(metrics_targets()).series(counter, model=model).values()) >= len(statuses),
+        WAIT_S,
+        f"Ray's metrics to count the {len(statuses)} requests",
+    )
     evaluation = platform["alerts"].evaluate_now()
     assert any(a["rule"] == "error-rate-high" for a in evaluation["fired"]), evaluation["signals"]
 

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -37,10 +38,18 @@ def platform_url(platform: dict[str, Any]) -> str:
 
 
 def sweep_body(**overrides: Any) -> dict[str, Any]:
-    return {"template": "cnn-classification", "params": {"epochs": EPOCHS, "max_rows": 600},
-            "space": {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-                      "hidden_units": {"type": "choice", "values": [16, 32, 64]}},
-            "trials": STORED_TRIALS, "max_concurrent_trials": 1, "start": False, **overrides}
+    return {
+        "template": "cnn-classification",
+        "params": {"epochs": EPOCHS, "max_rows": 600},
+        "space": {
+            "learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+            "hidden_units": {"type": "choice", "values": [16, 32, 64]},
+        },
+        "trials": STORED_TRIALS,
+        "max_concurrent_trials": 1,
+        "start": False,
+        **overrides,
+    }
 
 
 def store_trials(settings: Any, sweep_id: str, count: int = STORED_TRIALS) -> None:
@@ -51,8 +60,11 @@ def store_trials(settings: Any, sweep_id: str, count: int = STORED_TRIALS) -> No
     for i in range(count):
         trial_id = f"t{i:05d}"
         lr, hidden = 10 ** (-4 + 3 * (i % 97) / 96), [16, 32, 64][i % 3]
-        calls.append(handle.record_trial.remote(sweep_id, trial_id, params={"learning_rate": lr, "hidden_units": hidden},
-                                                segment=0))
+        calls.append(
+            handle.record_trial.remote(
+                sweep_id, trial_id, params={"learning_rate": lr, "hidden_units": hidden}, segment=0
+            )
+        )
     ray.get(calls)
     calls = []
     for i in range(count):
@@ -60,28 +72,49 @@ def store_trials(settings: Any, sweep_id: str, count: int = STORED_TRIALS) -> No
         quality = 0.95 - 0.3 * abs(math.log10(lr) + 2.5) / 1.5 + 0.01 * (hidden // 16)
         epochs = 2 if i % 3 == 0 else EPOCHS
         for epoch in range(1, epochs + 1):
-            calls.append(handle.report_trial.remote(sweep_id, trial_id, {
-                "epoch": epoch, "epochs": EPOCHS, "val_accuracy": quality * (1 - 0.5 ** epoch), "val_loss": 2 - quality * epoch / EPOCHS}))
+            calls.append(
+                handle.report_trial.remote(
+                    sweep_id,
+                    trial_id,
+                    {
+                        "epoch": epoch,
+                        "epochs": EPOCHS,
+                        "val_accuracy": quality * (1 - 0.5**epoch),
+                        "val_loss": 2 - quality * epoch / EPOCHS,
+                    },
+                )
+            )
     ray.get(calls)
-    ray.get([handle.finish_trial.remote(sweep_id, f"t{i:05d}", STOPPED if i % 3 == 0 else FINISHED)
-             for i in range(count)])
+    ray.get(
+        [handle.finish_trial.remote(sweep_id, f"t{i:05d}", STOPPED if i % 3 == 0 else FINISHED) for i in range(count)]
+    )
 
 
 def test_the_sweeps_api_refuses_bad_sweeps_and_shows_a_stored_one(platform: dict[str, Any]) -> None:
     with httpx.Client(base_url=platform["url"], timeout=60) as api:
-        for change, message in [({"space": {}}, "the search space is empty"),
-                                ({"metric": "accuracy"}, "metric 'accuracy' is not one template"),
-                                ({"space": {"depth": {"type": "int", "low": 1, "high": 2}}}, "has no parameter 'depth'"),
-                                ({"max_concurrent_trials": 9}, "for each of 9 concurrent trials"),
-                                ({"priority": 500}, "priority"), ({"trials": 0}, "trials")]:
+        for change, message in [
+            ({"space": {}}, "the search space is empty"),
+            ({"metric": "accuracy"}, "metric 'accuracy' is not one template"),
+            ({"space": {"depth": {"type": "int", "low": 1, "high": 2}}}, "has no parameter 'depth'"),
+            ({"max_concurrent_trials": 9}, "for each of 9 concurrent trials"),
+            ({"priority": 500}, "priority"),
+            ({"trials": 0}, "trials"),
+        ]:
             answer = api.post("/v1/sweeps", json=sweep_body(**change))
             assert answer.status_code == 400 and message in answer.json()["message"], answer.text
-        created = api.post("/v1/sweeps", json=sweep_body(trials=3, start=False, params=TINY_CNN_PARAMS | {"epochs": 2},
-                                                          space={"learning_rate": {"type": "uniform", "low": 1e-3, "high": 1e-2}}))
+        created = api.post(
+            "/v1/sweeps",
+            json=sweep_body(
+                trials=3,
+                start=False,
+                params=TINY_CNN_PARAMS | {"epochs": 2},
+                space={"learning_rate": {"type": "uniform", "low": 1e-3, "high": 1e-2}},
+            ),
+        )
         assert created.status_code == 201, created.text
         sweep = created.json()
         assert sweep["state"] == "CREATED" and sweep["trials"] == [] and sweep["template"] == "sweep"
-        assert [s["id"] for s in api.get("/v1/sweeps").json()["sweeps"]][0] == sweep["id"]
+        assert next(s["id"] for s in api.get("/v1/sweeps").json()["sweeps"]) == sweep["id"]
         extend = api.post(f"/v1/sweeps/{sweep['id']}/extend", json={"trials": 2})
         assert extend.status_code == 409 and "before extending it" in extend.text
         assert api.post(f"/v1/sweeps/{sweep['id']}/stop").json()["state"] == "CANCELLED"
@@ -91,7 +124,9 @@ def test_the_sweeps_api_refuses_bad_sweeps_and_shows_a_stored_one(platform: dict
         assert api.post("/v1/runs/compare", json={"ids": []}).status_code in (400, 422)
 
 
-def test_a_sweep_of_a_thousand_trials_lists_them_and_compares_them_in_the_browser(page, platform: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def test_a_sweep_of_a_thousand_trials_lists_them_and_compares_them_in_the_browser(
+    page, platform: dict[str, Any]
+) -> None:  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
     url = platform["url"]
@@ -118,7 +153,9 @@ def test_a_sweep_of_a_thousand_trials_lists_them_and_compares_them_in_the_browse
     page.locator("tr[data-trial='t00002'] input[type=checkbox]").check()
     page.click("#compare-selected")
     expect(page.locator("#comparison")).to_have_attribute("data-runs", "2")
-    expect(page.locator("#differing-params thead th")).to_have_text(["Run", "State", "hidden_units", "learning_rate", "val_accuracy"])
+    expect(page.locator("#differing-params thead th")).to_have_text(
+        ["Run", "State", "hidden_units", "learning_rate", "val_accuracy"]
+    )
 
     # All 1,000: the three views drawn, one line per run in each.
     started = time.perf_counter()
@@ -134,29 +171,42 @@ def test_a_sweep_of_a_thousand_trials_lists_them_and_compares_them_in_the_browse
     page.select_option("#compare-metric", "val_loss")  # switching the metric redraws at once
     expect(page.locator("svg[data-chart=curves] text").first).to_contain_text("val_loss per epoch")
     render_ms = float(page.locator("#comparison").get_attribute("data-render-ms") or "nan")
-    print(f"comparison of {STORED_TRIALS} runs: {seconds:.2f} s from navigation to drawn, {render_ms:.0f} ms fetch+draw")
+    print(
+        f"comparison of {STORED_TRIALS} runs: {seconds:.2f} s from navigation to drawn, {render_ms:.0f} ms fetch+draw"
+    )
     page.screenshot(path=str(SCREENSHOTS / "8-compare.png"))
 
 
 def best_of(settings: Any, sweep_id: str) -> str:
     trials = TaskClient.connect(settings).trials(sweep_id)
-    return max((t for t in trials if t.metrics.get("val_accuracy") is not None),
-               key=lambda t: t.metrics["val_accuracy"]).trial_id
+    return max(
+        (t for t in trials if t.metrics.get("val_accuracy") is not None), key=lambda t: t.metrics["val_accuracy"]
+    ).trial_id
 
 
 def test_the_cli_lists_shows_and_names_what_is_wrong(platform: dict[str, Any]) -> None:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIP_")}, "AIP_API_URL": platform["url"],
-           "AIP_HOME": str(platform["settings"].home)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIP_")},
+        "AIP_API_URL": platform["url"],
+        "AIP_HOME": str(platform["settings"].home),
+    }
 
     def aip(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "aip", "sweeps", *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "aip", "sweeps", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     for args, message in [
-        (("create", "cnn-classification", "--space", "learning_rate=loguniform:0.1:0.01"), "'low' must be below 'high'"),
+        (
+            ("create", "cnn-classification", "--space", "learning_rate=loguniform:0.1:0.01"),
+            "'low' must be below 'high'",
+        ),
         (("create", "cnn-classification", "--space", "depth=int:1:3"), "has no parameter 'depth'"),
         (("create", "cnn-classification", "--space", "learning_rate"), "must look like NAME=loguniform"),
-        (("create", "cnn-classification", "--space", "hidden_units=choice:16|32", "--metric", "f1"), "metric 'f1' is not one"),
+        (
+            ("create", "cnn-classification", "--space", "hidden_units=choice:16|32", "--metric", "f1"),
+            "metric 'f1' is not one",
+        ),
         (("show", "nope"), "not found"),
     ]:
         failed = aip(*args)

@@ -30,22 +30,46 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
     # `python` in a job entrypoint is the one on PATH where `ray start` ran: this venv's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update({"AIP_HOME": str(home), "AIP_RAY_DASHBOARD": "false", "AIP_RAY_NUM_CPUS": "2",
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    env.update(
+        {
+            "AIP_HOME": str(home),
+            "AIP_RAY_DASHBOARD": "false",
+            "AIP_RAY_NUM_CPUS": "2",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        }
+    )
     return env
 
 
 def _run_job(home: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.train", *args], cwd=ROOT, env=_env(home),
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "jobs.train", *args],
+        cwd=ROOT,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: Path) -> None:
-    proc = _run_job(tmp_path, "--template", "cnn-classification", "--dataset", "mnist",
-                    "--epochs", "1", "--max-rows", "4000", "--json",
-                    "--deploy", "--http-port", str(free_port()), "--check-digits", "100")
+    proc = _run_job(
+        tmp_path,
+        "--template",
+        "cnn-classification",
+        "--dataset",
+        "mnist",
+        "--epochs",
+        "1",
+        "--max-rows",
+        "4000",
+        "--json",
+        "--deploy",
+        "--http-port",
+        str(free_port()),
+        "--check-digits",
+        "100",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The job's one JSON line; Ray may write its own lines to the driver's stdout around it (seen
     # once in a fresh CI run, not reproduced), so the summary is found rather than assumed last.
@@ -108,9 +132,9 @@ def test_train_job_registers_a_verified_model_that_reads_real_digits(tmp_path: P
         (["--template", "cnn-classification", "--dataset", "cifar"], "use mnist, idx:<uri>"),
     ],
 )
-def test_bad_parameters_fail_with_a_message_before_anything_runs(tmp_path: Path, args: list[str], message: str,
-                                                                   monkeypatch: pytest.MonkeyPatch,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_parameters_fail_with_a_message_before_anything_runs(
+    tmp_path: Path, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Refused while parsing, before Ray: the job's own ``main`` (the exit status is its return)."""
     from jobs.train import main
 
@@ -121,8 +145,16 @@ def test_bad_parameters_fail_with_a_message_before_anything_runs(tmp_path: Path,
 
 
 def test_a_missing_dataset_fails_the_process_with_a_message_and_exit_2(tmp_path: Path) -> None:
-    args = ["--template", "cnn-classification", "--model-name", "Bad Name", "--max-rows", "100",
-            "--dataset", "idx:/nonexistent/folder"]
+    args = [
+        "--template",
+        "cnn-classification",
+        "--model-name",
+        "Bad Name",
+        "--max-rows",
+        "100",
+        "--dataset",
+        "idx:/nonexistent/folder",
+    ]
     message = "no train-images-idx3-ubyte"
     proc = _run_job(tmp_path, *args, timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]

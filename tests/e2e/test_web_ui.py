@@ -4,8 +4,9 @@ MNIST digit with the model it produced. Screenshots go to test-artifacts/screens
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -43,8 +44,13 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("#error-text")).to_contain_text("epochs: Input should be greater than or equal to 1")
     expect(page.locator("tr[data-task]")).to_have_count(0)
 
-    for field, value in {"epochs": "2", "max_rows": "3000", "batch_size": "64", "conv_channels": "8, 16",
-                         "hidden_units": "32"}.items():
+    for field, value in {
+        "epochs": "2",
+        "max_rows": "3000",
+        "batch_size": "64",
+        "conv_channels": "8, 16",
+        "hidden_units": "32",
+    }.items():
         page.fill(f"#param-{field}", value)
     page.fill("#model-name", "ui-cnn")
     page.click("#create-submit")
@@ -63,8 +69,11 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     page.wait_for_function("() => Number(document.querySelector('#task-logs').dataset.lines || 0) > 0", timeout=120_000)
     first_lines = int(logs.get_attribute("data-lines") or 0)
     # A second task queued meanwhile says on its page why it waits (one task runs at a time here).
-    queued = httpx.post(f"{platform_url}/v1/tasks", timeout=30, json={
-        "template": "cnn-classification", "start": True, "params": {"epochs": 1, "max_rows": 600}}).json()
+    queued = httpx.post(
+        f"{platform_url}/v1/tasks",
+        timeout=30,
+        json={"template": "cnn-classification", "start": True, "params": {"epochs": 1, "max_rows": 600}},
+    ).json()
     context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
     second = context.new_page()
     second.goto(f"{platform_url}/#task/{queued['id']}")
@@ -160,7 +169,9 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     page.click("#model-detail tr[data-version='1'] [data-action=evaluation]")
     expect(page.locator("#confusion-matrix td.cm-cell")).to_have_count(100)
     expect(page.locator("#evaluation table.per-class tbody tr")).to_have_count(10)
-    cells = page.eval_on_selector_all("#confusion-matrix td.cm-cell", "cells => cells.map(c => Number(c.dataset.count))")
+    cells = page.eval_on_selector_all(
+        "#confusion-matrix td.cm-cell", "cells => cells.map(c => Number(c.dataset.count))"
+    )
     version = httpx.get(f"{platform_url}/v1/models/ui-cnn/versions/1", timeout=30).json()  # API auth off here
     assert sum(cells) == version["metrics"]["test_samples"] > 0
     worst = page.locator("#worst-examples figure.sample img")
@@ -179,9 +190,11 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     expect(page.locator("svg[data-chart^='train: images per class'] rect")).to_have_count(10)
     mean_image = page.locator("#profile-charts img[data-chart-image=mean_image_train]")
     expect(mean_image).to_have_count(1, timeout=60_000)
-    page.wait_for_function("() => { const img = document.querySelector("
-                           "\"#profile-charts img[data-chart-image=mean_image_train]\"); "
-                           "return img && img.complete && img.naturalWidth === 112; }")  # the PNG loaded
+    page.wait_for_function(
+        "() => { const img = document.querySelector("
+        '"#profile-charts img[data-chart-image=mean_image_train]"); '
+        "return img && img.complete && img.naturalWidth === 112; }"
+    )  # the PNG loaded
     expect(page.locator("#leakage")).to_contain_text("0 inputs in more than one split")
     page.select_option("#samples-class", "7")  # the sample browser: one class's real images
     expect(page.locator("#samples figure.sample img")).to_have_count(24)
@@ -259,8 +272,10 @@ def _predict_pasted(page, text: str) -> dict[str, float]:  # type: ignore[no-unt
 
 def _shown_probabilities(page) -> dict[str, float]:  # type: ignore[no-untyped-def]
     rows = page.locator(".probs tr")
-    return {rows.nth(i).get_attribute("data-label"): float(rows.nth(i).get_attribute("data-probability"))
-            for i in range(rows.count())}
+    return {
+        rows.nth(i).get_attribute("data-label"): float(rows.nth(i).get_attribute("data-probability"))
+        for i in range(rows.count())
+    }
 
 
 def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -282,13 +297,17 @@ def test_import_an_onnx_model_and_predict_an_upload(page, platform_url: str, tmp
     expect(page.locator("#error-text")).to_contain_text("3 classes but 2 labels", timeout=IMPORT_WAIT_MS)
     page.fill("#import-labels", "cat,dog,owl")
     page.click("#import-submit")
-    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported elsewhere.onnx", timeout=IMPORT_WAIT_MS)
+    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text(
+        "imported elsewhere.onnx", timeout=IMPORT_WAIT_MS
+    )
     page.screenshot(path=str(SCREENSHOTS / "9-imported-model.png"), full_page=True)
 
     image = np.random.default_rng(6).integers(0, 256, (16, 16), dtype=np.uint8)
     (tmp_path / "input.png").write_bytes(png_bytes(image))
-    spec = {"input": {"type": "image", "height": 16, "width": 16, "channels": 1},
-            "preprocessing": {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}}
+    spec = {
+        "input": {"type": "image", "height": 16, "width": 16, "channels": 1},
+        "preprocessing": {"scale": 1 / 255, "mean": [0.0], "std": [1.0]},
+    }
     with torch.inference_mode():
         expected = torch.softmax(module(kind_for(spec).to_tensor(image[None, ..., None])), dim=1)[0].numpy()
     page.click("nav a[data-page=inference]")
@@ -314,15 +333,23 @@ def test_kept_json_inputs_show_as_thumbnails_and_long_lines_stay_in_their_card(p
     from tests.factories import onnx_classifier
 
     _, graph = onnx_classifier(seed=5, image_size=16)
-    imported = httpx.post(f"{platform_url}/v1/models/ui-previews/import", timeout=IMPORT_WAIT_MS / 1000,
-                          files={"file": ("previews.onnx", graph)}, data={"kind": "image", "labels": "cat,dog,owl"})
+    imported = httpx.post(
+        f"{platform_url}/v1/models/ui-previews/import",
+        timeout=IMPORT_WAIT_MS / 1000,
+        files={"file": ("previews.onnx", graph)},
+        data={"kind": "image", "labels": "cat,dog,owl"},
+    )
     assert imported.status_code == 201, imported.text
     image = np.random.default_rng(8).integers(0, 256, (16, 16), dtype=np.uint8)
     encoded = base64.b64encode(png_bytes(image)).decode()
     # A kept input shown as text: the client's own key first, one run of 150 letters with no break in it.
     for body in ({"image_b64": encoded}, {"client_note": "x" * 150, "array": image.tolist()}):
-        sent = httpx.post(f"{platform_url}/v1/models/ui-previews/predict?version=1", timeout=30,
-                          content=json.dumps(body, separators=(",", ":")), headers={"content-type": "application/json"})
+        sent = httpx.post(
+            f"{platform_url}/v1/models/ui-previews/predict?version=1",
+            timeout=30,
+            content=json.dumps(body, separators=(",", ":")),
+            headers={"content-type": "application/json"},
+        )
         assert sent.status_code == 200, sent.text
     page.set_viewport_size({"width": 900, "height": 900})
     page.goto(f"{platform_url}/#inference")
@@ -343,8 +370,11 @@ def test_kept_json_inputs_show_as_thumbnails_and_long_lines_stay_in_their_card(p
     page.screenshot(path=str(SCREENSHOTS / "9b-json-inputs.png"), full_page=True)
 
 
-def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platform: tuple[str, Any],  # type: ignore[no-untyped-def]
-                                                                   tmp_path: Path) -> None:
+def test_an_imported_model_is_evaluated_on_a_test_split_it_names(
+    page,
+    ui_platform: tuple[str, Any],  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     """Evaluation at import: the accuracy, macro-F1 and where it errs of a model trained elsewhere,
     on a built dataset version's test split, as for a trained model."""
     from playwright.sync_api import expect
@@ -356,9 +386,12 @@ def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platfo
     url, settings = ui_platform
     dataset = DatasetManager(storage_from_settings(settings)).build(ImageDatasetSpec(source="mnist", max_rows=600))
     _, three_classes = onnx_classifier(seed=5, image_size=28)
-    refused = httpx.post(f"{url}/v1/models/digits-elsewhere/import", timeout=IMPORT_WAIT_MS / 1000, files={"file": ("x.onnx", three_classes)},
-                         data={"labels": "cat,dog,owl", "preprocessing": '{"scale": 0.00392156862745098}',
-                               "evaluate_on": dataset.ref})
+    refused = httpx.post(
+        f"{url}/v1/models/digits-elsewhere/import",
+        timeout=IMPORT_WAIT_MS / 1000,
+        files={"file": ("x.onnx", three_classes)},
+        data={"labels": "cat,dog,owl", "preprocessing": '{"scale": 0.00392156862745098}', "evaluate_on": dataset.ref},
+    )
     assert refused.status_code == 400 and f"not dataset {dataset.ref}'s: missing ['0'" in refused.json()["message"]
     _, digits = onnx_classifier(num_classes=10, image_size=28, seed=7)
     (tmp_path / "digits.onnx").write_bytes(digits)
@@ -369,7 +402,9 @@ def test_an_imported_model_is_evaluated_on_a_test_split_it_names(page, ui_platfo
     page.fill("#import-preprocessing", '{"scale": 0.00392156862745098}')
     page.fill("#import-evaluate-on", dataset.ref)
     page.click("#import-submit")
-    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text("imported digits.onnx", timeout=IMPORT_WAIT_MS)
+    expect(page.locator("tr[data-version='1'] .imported")).to_contain_text(
+        "imported digits.onnx", timeout=IMPORT_WAIT_MS
+    )
     version = httpx.get(f"{url}/v1/models/digits-elsewhere/versions/1", timeout=30).json()
     evaluation = version["metrics"]["test_evaluation"]
     assert version["lineage"]["dataset"] == dataset.ref
@@ -398,7 +433,9 @@ def test_a_table_model_from_the_form_to_a_csv_of_rows(page, platform_url: str, t
     row = page.locator("tr[data-task]", has_text="ui-penguins")  # the list re-renders with it
     expect(row).to_have_count(1)
     task_id = row.get_attribute("data-task")
-    expect(page.locator(f"tr[data-task='{task_id}'] [data-state]")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator(f"tr[data-task='{task_id}'] [data-state]")).to_have_text(
+        "SUCCEEDED", timeout=TRAINING_TIMEOUT_MS
+    )
     page.click(f"tr[data-task='{task_id}'] a[href='#task/{task_id}']")
     expect(page.locator("svg[data-chart=loss] path.series")).to_have_count(2)
     expect(page.locator("#task-info [data-action=rerun]")).to_be_visible()
@@ -432,8 +469,9 @@ def test_a_code_archive_uploads_from_the_create_form(page, platform_url: str) ->
     page.goto(platform_url)
     page.click("#new-task")
     page.select_option("#template-select", "user-code")
-    page.set_input_files("#code-file", files=[{"name": "digits-mlp.zip", "mimeType": "application/zip",
-                                                "buffer": archive}])
+    page.set_input_files(
+        "#code-file", files=[{"name": "digits-mlp.zip", "mimeType": "application/zip", "buffer": archive}]
+    )
     expect(page.locator("#param-code")).to_have_value(sha256_bytes(archive))
     expect(page.locator("#code-status")).to_contain_text("kept as")
 
@@ -447,8 +485,10 @@ def test_the_task_list_pages_by_cursor(page, platform_url: str) -> None:  # type
 
     with httpx.Client(base_url=platform_url, timeout=60) as api:
         for index in range(55):
-            created = api.post("/v1/tasks", json={"template": "cnn-classification", "params": TINY_CNN_PARAMS,
-                                                  "model_name": f"pager-{index}"})
+            created = api.post(
+                "/v1/tasks",
+                json={"template": "cnn-classification", "params": TINY_CNN_PARAMS, "model_name": f"pager-{index}"},
+            )
             assert created.status_code == 201, created.text
         first = api.get("/v1/tasks", params={"limit": 50}).json()
         second = api.get("/v1/tasks", params={"limit": 50, "before": first["next_before"]}).json()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import collections
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -47,12 +48,21 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
     rules_file = home / "rules.yaml"
     _write_rules(rules_file, latency_p99_s=0.5)  # until the latency test measures this machine
     # The tests drive each evaluation.
-    with platform_settings(home, "alert", alert_interval_s=3600, alert_rules_file=rules_file) as settings, \
-            served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with (
+        platform_settings(home, "alert", alert_interval_s=3600, alert_rules_file=rules_file) as settings,
+        served_platform(settings) as url,
+        httpx.Client(base_url=url, timeout=60) as api,
+    ):
         alerts = AlertClient.connect(settings)
         alerts.evaluate_now()  # the first snapshot: intervals start here
-        yield {"settings": settings, "api": api, "alerts": alerts, "registry": RegistryClient.connect(settings),
-               "rules_file": rules_file, "sent": collections.Counter()}
+        yield {
+            "settings": settings,
+            "api": api,
+            "alerts": alerts,
+            "registry": RegistryClient.connect(settings),
+            "rules_file": rules_file,
+            "sent": collections.Counter(),
+        }
 
 
 def _traffic(platform: dict[str, Any], model: str, count: int, concurrency: int = 4) -> list[tuple[int, float]]:
@@ -74,8 +84,11 @@ def _wait_exported(platform: dict[str, Any], model: str) -> None:
     """Until Ray's metrics endpoints count every request sent to ``model`` (Ray exports them
     every second here, later on a busy machine)."""
     counter = METRICS["aip_requests"].prometheus_name
-    wait_for(lambda: sum(scrape(metrics_targets()).series(counter, model=model).values()) >= platform["sent"][model],
-             WAIT_S, f"Ray's metrics to count the {platform['sent'][model]} requests sent to {model}")
+    wait_for(
+        lambda: sum(scrape(metrics_targets()).series(counter, model=model).values()) >= platform["sent"][model],
+        WAIT_S,
+        f"Ray's metrics to count the {platform['sent'][model]} requests sent to {model}",
+    )
 
 
 def _interval(platform: dict[str, Any], model: str, count: int, concurrency: int = 4) -> dict[str, Any]:
@@ -89,7 +102,9 @@ def _firing(platform: dict[str, Any], rule: str, model: str) -> list[dict[str, A
     return [a.to_dict() for a in platform["alerts"].query(state="firing", rule=rule) if a.labels.get("model") == model]
 
 
-def test_a_model_that_becomes_slow_raises_a_latency_alert_that_resolves_after_it_recovers(platform: dict[str, Any]) -> None:
+def test_a_model_that_becomes_slow_raises_a_latency_alert_that_resolves_after_it_recovers(
+    platform: dict[str, Any],
+) -> None:
     settings, registry, alerts = platform["settings"], platform["registry"], platform["alerts"]
     model = f"slowing-{uuid.uuid4().hex[:4]}"
     fast = register_package(settings, model, seed=0)

@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -55,25 +56,43 @@ def test_templates_come_with_their_parameter_schema(api: httpx.Client) -> None:
     "body, status, fragment",
     [
         ({"template": "nope"}, 404, "Training template 'nope' not found"),
-        ({"template": "cnn-classification", "params": {"epochs": 0}}, 400, "epochs: Input should be greater than or equal to 1"),
-        ({"template": "cnn-classification", "params": {"epochs": "many"}}, 400, "epochs: Input should be a valid integer"),
+        (
+            {"template": "cnn-classification", "params": {"epochs": 0}},
+            400,
+            "epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            {"template": "cnn-classification", "params": {"epochs": "many"}},
+            400,
+            "epochs: Input should be a valid integer",
+        ),
         ({"template": "cnn-classification", "params": {"colour": 1}}, 400, "colour: Extra inputs are not permitted"),
-        ({"template": "cnn-classification", "priority": 101}, 400, "body.priority: Input should be less than or equal to 100"),
+        (
+            {"template": "cnn-classification", "priority": 101},
+            400,
+            "body.priority: Input should be less than or equal to 100",
+        ),
         ({"template": "cnn-classification", "params": []}, 400, "body.params: Input should be a valid dictionary"),
         ({"params": {}}, 400, "body.template: Field required"),
         ({"template": "cnn-classification", "surprise": True}, 400, "body.surprise: Extra inputs are not permitted"),
     ],
 )
-def test_bad_task_requests_name_the_problem_and_store_nothing(api: httpx.Client, body: dict, status: int, fragment: str) -> None:
+def test_bad_task_requests_name_the_problem_and_store_nothing(
+    api: httpx.Client, body: dict, status: int, fragment: str
+) -> None:
     before = api.get("/v1/tasks/counts").json()["total"]
     assert fragment in error_of(api.post("/v1/tasks", json=body), status)
     assert api.get("/v1/tasks/counts").json()["total"] == before
 
 
 def test_unknown_ids_and_wrong_states_are_4xx(api: httpx.Client) -> None:
-    for method, path in (("GET", "/v1/tasks/missing"), ("POST", "/v1/tasks/missing/start"),
-                         ("POST", "/v1/tasks/missing/cancel"), ("GET", "/v1/tasks/missing/logs"),
-                         ("GET", "/v1/tasks/missing/metrics")):
+    for method, path in (
+        ("GET", "/v1/tasks/missing"),
+        ("POST", "/v1/tasks/missing/start"),
+        ("POST", "/v1/tasks/missing/cancel"),
+        ("GET", "/v1/tasks/missing/logs"),
+        ("GET", "/v1/tasks/missing/metrics"),
+    ):
         assert "Task 'missing' not found" in error_of(api.request(method, path), 404)
     task = api.post("/v1/tasks", json={"template": "cnn-classification", "params": TINY_CNN_PARAMS}).json()
     assert task["state"] == "CREATED"
@@ -131,18 +150,25 @@ def tiny_template_installed(tmp_path: Path) -> Iterator[None]:
     source = tmp_path / "tiny_template"
     shutil.copytree(PLUGIN, source)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    installed = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--no-build-isolation", str(source)],
-                               capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--no-build-isolation", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     try:
         yield
     finally:
-        removed = subprocess.run([*pip, "uninstall", "--yes", "aip-tiny-template"], capture_output=True, text=True,
-                                 timeout=120)
+        removed = subprocess.run(
+            [*pip, "uninstall", "--yes", "aip-tiny-template"], capture_output=True, text=True, timeout=120
+        )
         assert removed.returncode == 0, removed.stderr[-3000:]
 
 
-def test_a_template_installed_as_a_package_trains_through_the_api(api: httpx.Client, tiny_template_installed: None) -> None:
+def test_a_template_installed_as_a_package_trains_through_the_api(
+    api: httpx.Client, tiny_template_installed: None
+) -> None:
     templates = {t["name"]: t for t in api.get("/v1/templates").json()["templates"]}
     assert {"cnn-classification", "tiny-digits"} <= set(templates)
     assert templates["tiny-digits"]["title"] == "Tiny digits (plugin)"
@@ -181,7 +207,8 @@ def test_models_promote_rollback_and_download(api: httpx.Client) -> None:
 
     assert "version=9" in error_of(api.post("/v1/models/tiny/promote", json={"version": 9}), 404)
     assert "Alias 'Bad Alias'" in error_of(
-        api.post("/v1/models/tiny/promote", json={"version": 1, "alias": "Bad Alias"}), 400)
+        api.post("/v1/models/tiny/promote", json={"version": 1, "alias": "Bad Alias"}), 400
+    )
     assert "Model 'ghost' not found" in error_of(api.get("/v1/models/ghost"), 404)
 
 

@@ -4,7 +4,8 @@ the status codes, content types and bodies the schema documents."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -27,8 +28,13 @@ def _checks() -> list[Any]:
         status_code_conformance,
     )
 
-    return [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-            response_schema_conformance]
+    return [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +55,18 @@ def test_the_api_answers_generated_requests_as_its_schema_says(api_schema: Any) 
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case: Any) -> None:
             case.call_and_validate(checks=checks, timeout=60)
 
         try:
             check()
-        except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected and reported together
+        except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{operation.label}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from pydantic import BaseModel
@@ -76,7 +76,7 @@ def test_builder_contract(ray_session: None, tmp_path: Path, spec_type: type[Bas
     assert written == set(named), "files written and files named differ"
     for split in SPLITS:
         for entry in version.files(split):
-            folder = entry["key"][len(root) + 1:].split("/", 1)[0]
+            folder = entry["key"][len(root) + 1 :].split("/", 1)[0]
             assert folder.startswith("build-") and f"/data/split={split}/" in entry["key"], entry["key"]
 
     # Each file as sealed: its bytes hash to the manifest's sha256 and have its size.

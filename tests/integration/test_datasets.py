@@ -6,8 +6,8 @@ import functools
 import http.server
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from xml.etree import ElementTree
 
 import numpy as np
@@ -16,8 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from aiplatform.datasets import AugmentSpec, DatasetManager, ImageDatasetSpec
-from aiplatform.datasets import image_builder
+from aiplatform.datasets import AugmentSpec, DatasetManager, ImageDatasetSpec, image_builder
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
 from aiplatform.storage import ObjectInfo, open_storage
 from tests.factories import free_port, make_digit_images, png_bytes, write_idx
@@ -68,7 +67,10 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
     # Same spec -> same version, reused (no rebuild: created_at unchanged).
     again = manager.build(spec)
     assert again.version == version.version and again.manifest["created_at"] == m["created_at"]
-    assert manager.build(ImageDatasetSpec(source="mnist", max_rows=600, val_fraction=0.1, seed=1)).version != version.version
+    assert (
+        manager.build(ImageDatasetSpec(source="mnist", max_rows=600, val_fraction=0.1, seed=1)).version
+        != version.version
+    )
     rows = manager.read_split(version, "val").take_all()
     assert len(rows) == version.rows("val")
     assert len(rows[0]["image"]) == 28 * 28
@@ -77,33 +79,44 @@ def test_builtin_mnist_builds_versioned_parquet_with_manifest(ray_session: None,
     assert manager.get_ref(version.ref).version == version.version
     # A version this small is profiled in the building process; Ray Data's pass (the one larger
     # versions take) finds the same figures.
-    files = [ObjectInfo(key=e["key"], size=e["size"], sha256=e["sha256"], uri="")
-             for split in ("train", "val", "test") for e in version.files(split)]
+    files = [
+        ObjectInfo(key=e["key"], size=e["size"], sha256=e["sha256"], uri="")
+        for split in ("train", "val", "test")
+        for e in version.files(split)
+    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(image_builder, "LOCAL_STATISTICS_BYTES", -1)
         by_ray_data = image_builder.statistics(manager.storage, files, 10)
-    assert by_ray_data == image_builder.statistics(manager.storage, files, 10) and set(by_ray_data) == {"train", "val", "test"}
+    assert by_ray_data == image_builder.statistics(manager.storage, files, 10) and set(by_ray_data) == {
+        "train",
+        "val",
+        "test",
+    }
     assert {s: (by_ray_data[s]["count"], by_ray_data[s]["mean"]) for s in by_ray_data} == {
-        s: (version.rows(s), m["profile"][s]["mean_intensity"]) for s in ("train", "val", "test")}
+        s: (version.rows(s), m["profile"][s]["mean_intensity"]) for s in ("train", "val", "test")
+    }
     # Samples to look at: one class's images as PNGs, or rows by id in the order asked.
     sevens = manager.samples(version, "test", label="7", limit=6)
     assert len(sevens) == 6 and {s["label"] for s in sevens} == {"7"}
     assert all(s["image"].startswith("data:image/png;base64,") for s in sevens)
     wanted = [sevens[3]["id"], sevens[0]["id"], "no-such-row"]
     assert [s["id"] for s in manager.samples(version, "test", ids=wanted)] == wanted[:2]
-    for bad, message in [({"label": "cat"}, "has no class 'cat'"), ({"limit": 0}, "1 to 100 samples"),
-                         ({"limit": 101}, "1 to 100 samples")]:
+    for bad, message in [
+        ({"label": "cat"}, "has no class 'cat'"),
+        ({"limit": 0}, "1 to 100 samples"),
+        ({"limit": 101}, "1 to 100 samples"),
+    ]:
         with pytest.raises(InvalidArgument, match=message):
             manager.samples(version, "test", **bad)
 
 
-def test_split_is_deterministic_and_leak_free(
-    ray_session: None, manager: DatasetManager, tmp_path: Path
-) -> None:
+def test_split_is_deterministic_and_leak_free(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
     version = manager.build(ImageDatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
     ids = {s: {r["id"] for r in manager.read_split(version, s).take_all()} for s in ("train", "val")}
     assert not ids["train"] & ids["val"]
-    other = DatasetManager(open_storage(str(tmp_path / "elsewhere"))).build(ImageDatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3))
+    other = DatasetManager(open_storage(str(tmp_path / "elsewhere"))).build(
+        ImageDatasetSpec(source="mnist", max_rows=800, val_fraction=0.2, seed=3)
+    )
     assert other.manifest["content_hash"] == version.manifest["content_hash"]
 
 
@@ -141,7 +154,10 @@ def test_image_folder_with_mixed_sizes_and_modes(ray_session: None, manager: Dat
     assert sum(version.rows(s) for s in ("train", "val", "test")) == 60
     assert version.image_shape == (28, 28, 1)
     expected_even = int((labels % 2 == 0).sum())
-    assert sum(version.manifest["splits"][s]["per_class"].get("even", 0) for s in ("train", "val", "test")) == expected_even
+    assert (
+        sum(version.manifest["splits"][s]["per_class"].get("even", 0) for s in ("train", "val", "test"))
+        == expected_even
+    )
 
 
 def test_parquet_source_with_string_labels(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
@@ -182,8 +198,9 @@ def test_corrupt_dataset_file_is_refused_before_training(ray_session: None, mana
         manager.read_split(version, "val")
 
 
-def test_builds_of_one_version_at_once_keep_each_others_files(ray_session: None, manager: DatasetManager,
-                                                              tmp_path: Path) -> None:
+def test_builds_of_one_version_at_once_keep_each_others_files(
+    ray_session: None, manager: DatasetManager, tmp_path: Path
+) -> None:
     """A sweep's trials build their dataset at the same moment: each build writes a folder of its
     own and commits with its manifest, so each reads whole files and the version stays readable."""
     spec = ImageDatasetSpec(source="mnist", max_rows=200)
@@ -214,17 +231,24 @@ def test_builds_of_one_version_at_once_keep_each_others_files(ray_session: None,
 
 
 def test_datasets_in_s3_storage(ray_session: None, s3_server: str, s3_bucket: str) -> None:
-    storage = open_storage(f"{s3_bucket}/platform", endpoint_url=s3_server,
-                           access_key_id="testing", secret_access_key="testing")
+    storage = open_storage(
+        f"{s3_bucket}/platform", endpoint_url=s3_server, access_key_id="testing", secret_access_key="testing"
+    )
     manager = DatasetManager(storage)
     version = manager.build(ImageDatasetSpec(source="mnist", max_rows=300))
     assert storage.exists(f"datasets/mnist/{version.version}/manifest.json")
     assert manager.read_split(version, "test").count() == 300
-    assert manager.build(ImageDatasetSpec(source="mnist", max_rows=300)).manifest["created_at"] == version.manifest["created_at"]
+    assert (
+        manager.build(ImageDatasetSpec(source="mnist", max_rows=300)).manifest["created_at"]
+        == version.manifest["created_at"]
+    )
 
 
 def test_profile_of_mnist_with_mean_image_charts_and_no_leakage(
-    ray_session: None, manager: DatasetManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ray_session: None,
+    manager: DatasetManager,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from PIL import Image

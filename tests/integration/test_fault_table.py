@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -65,9 +66,13 @@ def _with_retries(request: Callable[[], httpx.Response], counters: dict[str, int
 
 def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str, Settings]) -> None:
     url, settings = platform
-    handles = {"task-queue": TaskClient.connect(settings).handle, "registry": RegistryClient.connect(settings).handle,
-               "result-store": ResultClient.connect(settings).handle, "alert-engine": AlertClient.connect(settings).handle}
-    kills: dict[str, int] = {name: 0 for name in handles}
+    handles = {
+        "task-queue": TaskClient.connect(settings).handle,
+        "registry": RegistryClient.connect(settings).handle,
+        "result-store": ResultClient.connect(settings).handle,
+        "alert-engine": AlertClient.connect(settings).handle,
+    }
+    kills: dict[str, int] = dict.fromkeys(handles, 0)
     killed = threading.Condition()  # notified at every kill: the clients' load goes on in step with it
     stop = threading.Event()
 
@@ -98,8 +103,13 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
 
         def submit(i: int) -> str:
             key = f"{run}-{i}"
-            response = _with_retries(lambda: api.post("/v1/tasks", json={
-                "template": "cnn-classification", "params": {"epochs": 1}, "idempotency_key": key}), counters)
+            response = _with_retries(
+                lambda: api.post(
+                    "/v1/tasks",
+                    json={"template": "cnn-classification", "params": {"epochs": 1}, "idempotency_key": key},
+                ),
+                counters,
+            )
             assert response.status_code == 201, response.text
             return response.json()["id"]
 
@@ -119,9 +129,11 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
             with ThreadPoolExecutor(CLIENTS) as pool:
                 for chunk in range(len(handles)):
                     with killed:
-                        assert killed.wait_for(lambda: sum(kills.values()) >= chunk, timeout=KILLS_WAIT_S), kills
-                    task_futures += [pool.submit(submit, i) for i in range(SUBMISSIONS)[chunk::len(handles)]]
-                    prediction_futures += [pool.submit(predict, i) for i in range(PREDICTIONS)[chunk::len(handles)]]
+                        assert killed.wait_for(
+                            lambda chunk=chunk: sum(kills.values()) >= chunk, timeout=KILLS_WAIT_S
+                        ), kills
+                    task_futures += [pool.submit(submit, i) for i in range(SUBMISSIONS)[chunk :: len(handles)]]
+                    prediction_futures += [pool.submit(predict, i) for i in range(PREDICTIONS)[chunk :: len(handles)]]
                 with killed:
                     assert killed.wait_for(lambda: all(kills.values()), timeout=KILLS_WAIT_S), kills
                 task_ids = [f.result() for f in task_futures]
@@ -149,8 +161,11 @@ def test_actors_killed_repeatedly_lose_and_duplicate_nothing(platform: tuple[str
     # The registry and the alert engine came back with their state.
     assert RegistryClient.connect(settings).resolve("steady", "production").version == 1
     AlertClient.connect(settings).status()
-    fault_table_figure("actors", f"{sum(kills.values())} kills {kills} during {SUBMISSIONS} submissions and "
-          f"{PREDICTIONS} predictions in {seconds:.1f} s; retries {counters}; lost 0, duplicated 0")
+    fault_table_figure(
+        "actors",
+        f"{sum(kills.values())} kills {kills} during {SUBMISSIONS} submissions and "
+        f"{PREDICTIONS} predictions in {seconds:.1f} s; retries {counters}; lost 0, duplicated 0",
+    )
 
 
 def _tiny_outcome(run_name: str) -> Any:
@@ -160,15 +175,37 @@ def _tiny_outcome(run_name: str) -> Any:
     from aiplatform.preprocessing import image_preprocessing
     from aiplatform.training.engine import TrainingOutcome
 
-    architecture = {"type": "cnn", "in_channels": 1, "image_size": 8, "num_classes": 3, "conv_channels": [64],
-                    "hidden_units": 512}  # ~1 MB of weights: an upload that takes a moment
-    dataset = DatasetVersion({"name": "digits", "version": "v1", "labels": ["0", "1", "2"], "content_hash": "c0ffee",
-                              "image": {"height": 8, "width": 8, "channels": 1}, "splits": {}})
-    return TrainingOutcome(template="cnn-classification", params={"epochs": 1}, dataset=dataset,
-                           architecture=architecture, preprocessing=image_preprocessing(8, 8, 1, 0.1, 0.3),
-                           state_dict=build_model(architecture).state_dict(), history=[],
-                           test_metrics={"test_accuracy": 0.9, "test_macro_f1": 0.9, "test_loss": 0.1, "test_samples": 10},
-                           run_name=run_name, checkpoint_uri="s3://none", used_gpu=False)
+    architecture = {
+        "type": "cnn",
+        "in_channels": 1,
+        "image_size": 8,
+        "num_classes": 3,
+        "conv_channels": [64],
+        "hidden_units": 512,
+    }  # ~1 MB of weights: an upload that takes a moment
+    dataset = DatasetVersion(
+        {
+            "name": "digits",
+            "version": "v1",
+            "labels": ["0", "1", "2"],
+            "content_hash": "c0ffee",
+            "image": {"height": 8, "width": 8, "channels": 1},
+            "splits": {},
+        }
+    )
+    return TrainingOutcome(
+        template="cnn-classification",
+        params={"epochs": 1},
+        dataset=dataset,
+        architecture=architecture,
+        preprocessing=image_preprocessing(8, 8, 1, 0.1, 0.3),
+        state_dict=build_model(architecture).state_dict(),
+        history=[],
+        test_metrics={"test_accuracy": 0.9, "test_macro_f1": 0.9, "test_loss": 0.1, "test_samples": 10},
+        run_name=run_name,
+        checkpoint_uri="s3://none",
+        used_gpu=False,
+    )
 
 
 def test_s3_stopping_during_a_package_upload_never_leaves_the_registry_pointing_at_it(tmp_path: Path) -> None:
@@ -187,8 +224,9 @@ def test_s3_stopping_during_a_package_upload_never_leaves_the_registry_pointing_
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint}).mkdir("fault-table")
-    storage = open_storage("s3://fault-table/aip", endpoint_url=endpoint, access_key_id="testing",
-                           secret_access_key="testing")
+    storage = open_storage(
+        "s3://fault-table/aip", endpoint_url=endpoint, access_key_id="testing", secret_access_key="testing"
+    )
     registry = RegistryStore(tmp_path / "registry.sqlite", storage)
     outcome = _tiny_outcome("run-s3-outage")
     attempts = []
@@ -213,7 +251,7 @@ def test_s3_stopping_during_a_package_upload_never_leaves_the_registry_pointing_
         # registry refuses it.
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
-        [partial] = [k for k in storage.find_unsealed("packages/s3-model")]
+        [partial] = list(storage.find_unsealed("packages/s3-model"))
         with pytest.raises(AIPError, match="not found in storage|upload it before registering"):
             registry.register_version("s3-model", package_key=partial, sha256="0" * 64, template="cnn-classification")
         assert registry.list_models() == []
@@ -228,5 +266,8 @@ def test_s3_stopping_during_a_package_upload_never_leaves_the_registry_pointing_
     finally:
         registry.close()
         server.stop()
-    fault_table_figure("storage", f"upload during an S3 outage failed clearly ({attempts[0][:90]}...); registry "
-          "empty; a partial package refused; the retry registered v1 and its package verifies")
+    fault_table_figure(
+        "storage",
+        f"upload during an S3 outage failed clearly ({attempts[0][:90]}...); registry "
+        "empty; a partial package refused; the retry registered v1 and its package verifies",
+    )

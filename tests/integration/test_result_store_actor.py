@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
@@ -24,8 +24,11 @@ def test_writer_batches_survive_an_actor_restart_without_loss_or_duplicates(sett
     client = ResultClient.connect(settings)
     writer = ResultWriter(client.handle, flush_interval_s=0.01)
     for i in range(600):
-        writer.record(PredictionRecord(id=f"r{i}", model="m", version=1 + i % 2,
-                                       input_digest="d", output={"label": "1"}, latency_ms=1.0))
+        writer.record(
+            PredictionRecord(
+                id=f"r{i}", model="m", version=1 + i % 2, input_digest="d", output={"label": "1"}, latency_ms=1.0
+            )
+        )
         if i == 300:
             ray.kill(client.handle, no_restart=False)
         if i % 50 == 0:
@@ -57,13 +60,22 @@ def test_writer_keeps_raw_inputs_in_storage_when_configured(settings: Settings) 
     payloads = [b"first input", b"second input", b"first input"]
     for i, raw in enumerate(payloads):
         digest = hashlib.sha256(raw).hexdigest()
-        writer.record(PredictionRecord(id=f"in{i}", model="m", version=1, input_digest=digest,
-                                       output={"label": "1"}, latency_ms=1.0, input_uri=input_key(digest)), raw)
+        writer.record(
+            PredictionRecord(
+                id=f"in{i}",
+                model="m",
+                version=1,
+                input_digest=digest,
+                output={"label": "1"},
+                latency_ms=1.0,
+                input_uri=input_key(digest),
+            ),
+            raw,
+        )
     assert writer.flush(timeout_s=60)
     stored = client.get("in2")
     assert storage.get_bytes(stored.input_uri) == b"first input"
-    assert storage.list(input_key("")) == sorted(
-        {input_key(hashlib.sha256(p).hexdigest()) for p in payloads})
+    assert storage.list(input_key("")) == sorted({input_key(hashlib.sha256(p).hexdigest()) for p in payloads})
     # The repeated input is neither looked up nor written again: one exists + one put per distinct input.
     assert sorted(touched) == sorted(2 * [input_key(hashlib.sha256(p).hexdigest()) for p in payloads[:2]])
     writer.close()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import httpx
 import numpy as np
@@ -70,13 +70,20 @@ def test_upload_and_json_predictions(gateway: str) -> None:
         ("/v1/models/tiny/predict", {"json": {"text": "hello"}}, 400, "classifies images"),
         ("/v1/models/tiny/predict", {"content": b"{not json"}, 400, "not valid JSON"),
         ("/v1/models/tiny/predict", {"content": b""}, 400, "empty"),
-        ("/v1/models/tiny/predict", {"files": {"file": ("x.png", b"not a png", "image/png")}}, 400, "not a PNG or JPEG image"),
+        (
+            "/v1/models/tiny/predict",
+            {"files": {"file": ("x.png", b"not a png", "image/png")}},
+            400,
+            "not a PNG or JPEG image",
+        ),
         ("/v1/models/nope/predict", {"json": {"array": [[1]]}}, 404, "nope"),
         ("/v1/models/tiny/predict?version=9", {"json": {"array": [[1]]}}, 404, "version=9"),
         ("/v1/models/tiny/predict?alias=staging", {"json": {"array": [[1]]}}, 404, "alias=staging"),
     ],
 )
-def test_bad_input_answers_4xx_with_a_json_error(gateway: str, path: str, kwargs: dict, status: int, fragment: str) -> None:
+def test_bad_input_answers_4xx_with_a_json_error(
+    gateway: str, path: str, kwargs: dict, status: int, fragment: str
+) -> None:
     with httpx.Client(base_url=gateway, timeout=30) as client:
         response = client.post(path, **kwargs)
         assert response.status_code == status, response.text
@@ -97,8 +104,10 @@ def test_open_inference_protocol_v2(gateway: str) -> None:
         assert client.get("/v2/models/tiny/versions/1").json()["versions"] == ["1"]
         assert client.get("/v2/models/tiny/ready").json()["ready"] is True
         assert client.get("/v2/models/tiny/versions/1/ready").json()["ready"] is True
-        request = {"id": "req-v2-1", "inputs": [{"name": "input", "shape": [2, 8, 8], "datatype": "UINT8",
-                                                  "data": images.reshape(-1).tolist()}]}
+        request = {
+            "id": "req-v2-1",
+            "inputs": [{"name": "input", "shape": [2, 8, 8], "datatype": "UINT8", "data": images.reshape(-1).tolist()}],
+        }
         for path in ("/v2/models/tiny/infer", "/v2/models/tiny/versions/1/infer"):
             response = client.post(path, json=request)
             assert response.status_code == 200, response.text
@@ -159,8 +168,11 @@ def test_deploy_under_constant_load_fails_no_request_then_rolls_back(gateway: st
         thread.join()
     assert statuses and set(statuses) == {200}, f"{len(statuses)} requests, statuses {set(statuses)}"
     assert versions[0] == 1 and versions[-1] == 2
-    fault_table_figure("update", f"production v1 -> v2 under 4 clients: {len(statuses)} requests, "
-          f"{sum(1 for s in statuses if s != 200)} failed, {versions.count(1)} answered by v1, {versions.count(2)} by v2")
+    fault_table_figure(
+        "update",
+        f"production v1 -> v2 under 4 clients: {len(statuses)} requests, "
+        f"{sum(1 for s in statuses if s != 200)} failed, {versions.count(1)} answered by v1, {versions.count(2)} by v2",
+    )
 
     # The gate: a worse candidate is refused and production does not move.
     v3 = register_package(settings, "tiny", num_classes=3, seed=6, metrics={"test_accuracy": 0.5})
@@ -201,8 +213,10 @@ def test_canary_split_set_through_the_api(gateway: str) -> None:
         split = client.put("/v1/models/canary/traffic", json={"weights": {str(first): 50, str(second): 50}})
         assert split.status_code == 200 and split.json()["weights"] == {str(first): 50.0, str(second): 50.0}
         time.sleep(0.6)  # the routers' cache TTL
-        seen = [client.post("/v1/models/canary/predict", json={"array": [[1, 2], [3, 4]]}).json()["version"]
-                for _ in range(60)]
+        seen = [
+            client.post("/v1/models/canary/predict", json={"array": [[1, 2], [3, 4]]}).json()["version"]
+            for _ in range(60)
+        ]
         assert 10 <= seen.count(second) <= 50, seen
         assert client.put("/v1/models/canary/traffic", json={"weights": {}}).json()["weights"] == {}
         assert client.get("/v1/models/canary/traffic").json()["weights"] == {}
@@ -256,14 +270,22 @@ def test_a_standard_oip_client_works_with_its_defaults(gateway: str) -> None:
     assert [label.decode() for label in labels] == [str(i) for i in probabilities.argmax(axis=1)]
     assert result.get_response()["id"] == "oip-binary-1"
 
-    as_json = httpx.post(f"{gateway}/v2/models/tiny/infer", timeout=30, json={"inputs": [
-        {"name": "input", "shape": [2, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}]})
+    as_json = httpx.post(
+        f"{gateway}/v2/models/tiny/infer",
+        timeout=30,
+        json={
+            "inputs": [
+                {"name": "input", "shape": [2, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}
+            ]
+        },
+    )
     json_probabilities = {o["name"]: o for o in as_json.json()["outputs"]}["probabilities"]["data"]
     np.testing.assert_allclose(probabilities.reshape(-1), json_probabilities, atol=1e-6)
 
     tensor.set_data_from_numpy(images, binary_data=False)
-    only_label = client.infer("tiny", [tensor], model_version="1",
-                              outputs=[oip.InferRequestedOutput("label", binary_data=False)])
+    only_label = client.infer(
+        "tiny", [tensor], model_version="1", outputs=[oip.InferRequestedOutput("label", binary_data=False)]
+    )
     assert [o["name"] for o in only_label.get_response()["outputs"]] == ["label"]
     assert list(only_label.as_numpy("label")) == [label.decode() for label in labels]  # JSON BYTES: str
 
@@ -283,13 +305,17 @@ def test_a_standard_oip_client_works_with_its_defaults(gateway: str) -> None:
         client.get_model_metadata("nope")
 
 
-@pytest.mark.parametrize("header_length, body, fragment", [
-    ("4096", b'{"inputs": []}', "Inference-Header-Content-Length is 4096"),
-    ("-1", b'{"inputs": []}', "must be a byte count"),
-    (None, b"\x00\x01", "not valid JSON"),
-])
-def test_binary_bodies_that_do_not_add_up_answer_400(gateway: str, header_length: str | None, body: bytes,
-                                                      fragment: str) -> None:
+@pytest.mark.parametrize(
+    "header_length, body, fragment",
+    [
+        ("4096", b'{"inputs": []}', "Inference-Header-Content-Length is 4096"),
+        ("-1", b'{"inputs": []}', "must be a byte count"),
+        (None, b"\x00\x01", "not valid JSON"),
+    ],
+)
+def test_binary_bodies_that_do_not_add_up_answer_400(
+    gateway: str, header_length: str | None, body: bytes, fragment: str
+) -> None:
     headers = {"Inference-Header-Content-Length": header_length} if header_length else {}
     response = httpx.post(f"{gateway}/v2/models/tiny/infer", content=body, headers=headers, timeout=30)
     assert response.status_code == 400, response.text
@@ -301,8 +327,11 @@ def _register_text_model() -> None:
     settings = _GATEWAY_SETTINGS["settings"]
     registry = RegistryClient.connect(settings)
     if not any(m["name"] == "tiny-text" for m in registry.list_models()):
-        registry.set_alias("tiny-text", "production", register_bytes(settings, "tiny-text", make_text_package(),
-                                                                     template="text-classification"))
+        registry.set_alias(
+            "tiny-text",
+            "production",
+            register_bytes(settings, "tiny-text", make_text_package(), template="text-classification"),
+        )
 
 
 def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> None:
@@ -315,8 +344,11 @@ def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> Non
     client = oip.InferenceServerClient(url=served_grpc_address())
     assert client.is_server_live() and client.is_server_ready()
     port = int(served_grpc_address().rsplit(":", 1)[1])  # Serve would listen on every interface
-    assert {c.laddr.ip for c in psutil.net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port == port} == {"::ffff:127.0.0.1"}
+    assert {
+        c.laddr.ip
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    } == {"::ffff:127.0.0.1"}
     assert client.is_model_ready("tiny") and client.is_model_ready("tiny", "1")
     assert "binary_tensor_data" in client.get_server_metadata().extensions
     metadata = client.get_model_metadata("tiny", as_json=True)
@@ -327,17 +359,25 @@ def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> Non
     tensor.set_data_from_numpy(images)
     result = client.infer("tiny", [tensor], request_id="oip-grpc-1")
     probabilities, labels = result.as_numpy("probabilities"), result.as_numpy("label")
-    assert probabilities.shape == (3, 3) and [label.decode() for label in labels] == \
-        [str(i) for i in probabilities.argmax(axis=1)]
+    assert probabilities.shape == (3, 3) and [label.decode() for label in labels] == [
+        str(i) for i in probabilities.argmax(axis=1)
+    ]
     response = result.get_response()
     assert response.id == "oip-grpc-1" and response.model_version == "1"
-    over_http = httpx.post(f"{gateway}/v2/models/tiny/infer", timeout=30, json={"inputs": [
-        {"name": "input", "shape": [3, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}]})
+    over_http = httpx.post(
+        f"{gateway}/v2/models/tiny/infer",
+        timeout=30,
+        json={
+            "inputs": [
+                {"name": "input", "shape": [3, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}
+            ]
+        },
+    )
     http_probabilities = {o["name"]: o for o in over_http.json()["outputs"]}["probabilities"]["data"]
     np.testing.assert_allclose(probabilities.reshape(-1), http_probabilities, atol=1e-6)
     request_id = response.parameters["request_id"].string_param
 
-    def result() -> Optional[dict]:
+    def result() -> dict | None:
         answer = httpx.get(f"{gateway}/v1/results/{request_id}-0", timeout=30)
         return answer.json() if answer.status_code == 200 else None
 
@@ -345,7 +385,7 @@ def test_a_standard_oip_grpc_client_works_with_its_defaults(gateway: str) -> Non
     assert recorded["model"] == "tiny" and recorded["client_id"] == "oip-grpc-1"
 
     texts = oip.InferInput("text", [2], "BYTES")
-    texts.set_data_from_numpy(np.array([b"good great happy", "bad awful sad".encode()], dtype=np.object_))
+    texts.set_data_from_numpy(np.array([b"good great happy", b"bad awful sad"], dtype=np.object_))
     only_label = client.infer("tiny-text", [texts], outputs=[oip.InferRequestedOutput("label")])
     assert [o.name for o in only_label.get_response().outputs] == ["label"]
     assert {label.decode() for label in only_label.as_numpy("label")} <= {"negative", "neutral", "positive"}
@@ -375,8 +415,10 @@ def test_a_model_imported_from_onnx_serves_the_pytorch_models_answers(gateway: s
         assert version["version"] == 1 and version["lineage"]["imported"]["filename"] == "net.onnx"
 
         images = np.random.default_rng(4).integers(0, 256, (2, 8, 8), dtype=np.uint8)
-        spec = {"input": {"type": "image", "height": 8, "width": 8, "channels": 1},
-                "preprocessing": {"scale": 1 / 255, "mean": [0.0], "std": [1.0]}}
+        spec = {
+            "input": {"type": "image", "height": 8, "width": 8, "channels": 1},
+            "preprocessing": {"scale": 1 / 255, "mean": [0.0], "std": [1.0]},
+        }
         with torch.inference_mode():
             expected = torch.softmax(module(kind_for(spec).to_tensor(images[..., None])), dim=1).numpy()
         for image, want in zip(images, expected):
@@ -387,15 +429,24 @@ def test_a_model_imported_from_onnx_serves_the_pytorch_models_answers(gateway: s
 
         meta = client.get("/v2/models/onnx-net/versions/1").json()  # no production alias: by version
         assert meta["platform"] == "onnxruntime_onnx"
-        assert meta["parameters"]["onnx_signature"]["inputs"] == [{"name": "pixels", "datatype": "FP32",
-                                                                  "shape": [-1, 1, 8, 8]}]
-        infer = client.post("/v2/models/onnx-net/versions/1/infer", json={"inputs": [
-            {"name": "input", "shape": [2, 8, 8], "datatype": "UINT8", "data": images.reshape(-1).tolist()}]})
+        assert meta["parameters"]["onnx_signature"]["inputs"] == [
+            {"name": "pixels", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+        ]
+        infer = client.post(
+            "/v2/models/onnx-net/versions/1/infer",
+            json={
+                "inputs": [
+                    {"name": "input", "shape": [2, 8, 8], "datatype": "UINT8", "data": images.reshape(-1).tolist()}
+                ]
+            },
+        )
         assert infer.status_code == 200, infer.text
         scores = np.array(infer.json()["outputs"][0]["data"]).reshape(2, 3)
         np.testing.assert_allclose(scores, expected, atol=1e-4)
-        mismatch = client.post("/v2/models/onnx-net/versions/1/infer", json={"inputs": [
-            {"name": "input", "shape": [1, 64], "datatype": "UINT8", "data": [0] * 64}]})
+        mismatch = client.post(
+            "/v2/models/onnx-net/versions/1/infer",
+            json={"inputs": [{"name": "input", "shape": [1, 64], "datatype": "UINT8", "data": [0] * 64}]},
+        )
         assert mismatch.status_code == 400 and "[N, H, W]" in mismatch.json()["error"]
 
 
@@ -427,7 +478,9 @@ def test_results_moved_to_the_archive_are_exported_with_the_live_ones(gateway: s
         ids = pa_csv.read_csv(io.BytesIO(csv.content)).column("id").to_pylist()
         assert {archived, live} <= set(ids) and len(ids) == len(set(ids))
         parquet = client.get("/v1/results/export", params={"model": "tiny", "since": time.time() - 3600})
-        assert parquet.status_code == 200 and 'filename="results-tiny.parquet"' in parquet.headers["content-disposition"]
+        assert (
+            parquet.status_code == 200 and 'filename="results-tiny.parquet"' in parquet.headers["content-disposition"]
+        )
         assert sorted(pq.read_table(io.BytesIO(parquet.content)).column("id").to_pylist()) == sorted(ids)
 
         backwards = client.get("/v1/results/export", params={"since": 10, "until": 5})

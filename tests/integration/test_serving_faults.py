@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -27,8 +27,9 @@ BODY = {"array": [[0, 255], [255, 0]]}
 @pytest.fixture(scope="module")
 def two_replicas(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
     """The platform app with two model-server replicas (autoscaling floor of 2)."""
-    with platform_settings(tmp_path_factory.mktemp("faults"), "faults", serve_min_replicas=2,
-                           serve_max_replicas=2) as settings:
+    with platform_settings(
+        tmp_path_factory.mktemp("faults"), "faults", serve_min_replicas=2, serve_max_replicas=2
+    ) as settings:
         register_versions(settings, "tiny")
         with served_platform(settings) as url:
             yield url, settings
@@ -63,8 +64,10 @@ def test_a_replica_killed_under_load_fails_no_request(two_replicas: tuple[str, S
     assert served_before_kill > 20 and len(statuses) > served_before_kill + 20
     # The gateway resends the batches of a lost replica: in-flight requests are not lost either.
     assert not failed, f"{len(failed)} of {len(statuses)} failed: {set(failed)}"
-    fault_table_figure("replica", f"one of two model-server replicas killed under 8 clients: {len(failed)} of "
-          f"{len(statuses)} requests failed")
+    fault_table_figure(
+        "replica",
+        f"one of two model-server replicas killed under 8 clients: {len(failed)} of {len(statuses)} requests failed",
+    )
 
 
 def test_overload_answers_503_with_retry_after_at_once(two_replicas: tuple[str, Settings]) -> None:

@@ -15,7 +15,9 @@ def storage(request: pytest.FixtureRequest, tmp_path) -> Storage:  # type: ignor
     bucket = request.getfixturevalue("s3_bucket")
     endpoint = request.getfixturevalue("s3_server")
     return open_storage(
-        f"{bucket}/prefix", endpoint_url=endpoint, access_key_id="testing",
+        f"{bucket}/prefix",
+        endpoint_url=endpoint,
+        access_key_id="testing",
         secret_access_key="testing",
     )
 

@@ -5,8 +5,9 @@ protocol, its store and its actor in step."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -58,20 +59,34 @@ def test_the_registry_contract(how: str, settings: Any, tmp_path: Path) -> None:
         data = f"package {how} {index}".encode()
         keys.append(f"packages/{name}/{index}.zip")
         storage.put_bytes(keys[-1], data)
-    first = registry.register_version(name, package_key=keys[0], sha256=sha256_bytes(storage.get_bytes(keys[0])),
-                                      template="t", metrics={"test_accuracy": 0.9}, idempotency_key=f"{how}-run-1")
-    again = registry.register_version(name, package_key=keys[0], sha256=sha256_bytes(storage.get_bytes(keys[0])),
-                                      template="t", idempotency_key=f"{how}-run-1")
+    first = registry.register_version(
+        name,
+        package_key=keys[0],
+        sha256=sha256_bytes(storage.get_bytes(keys[0])),
+        template="t",
+        metrics={"test_accuracy": 0.9},
+        idempotency_key=f"{how}-run-1",
+    )
+    again = registry.register_version(
+        name,
+        package_key=keys[0],
+        sha256=sha256_bytes(storage.get_bytes(keys[0])),
+        template="t",
+        idempotency_key=f"{how}-run-1",
+    )
     assert again.version == first.version
-    second = registry.register_version(name, package_key=keys[1], sha256=sha256_bytes(storage.get_bytes(keys[1])),
-                                       template="t")
+    second = registry.register_version(
+        name, package_key=keys[1], sha256=sha256_bytes(storage.get_bytes(keys[1])), template="t"
+    )
     assert [v.version for v in registry.list_versions(name)] == [second.version, first.version]  # newest first
     assert registry.get_version(name, first.version).metrics["test_accuracy"] == 0.9
     registry.set_alias(name, "production", first.version)
     assert registry.resolve(name, "production").version == first.version
     assert registry.aliases(name) == {"production": first.version}
-    assert registry.set_traffic(name, {first.version: 3, second.version: 1}) == {first.version: 75.0,
-                                                                                 second.version: 25.0}
+    assert registry.set_traffic(name, {first.version: 3, second.version: 1}) == {
+        first.version: 75.0,
+        second.version: 25.0,
+    }
     assert registry.get_traffic(name) == {first.version: 75.0, second.version: 25.0}
     with pytest.raises(NotFound, match="version=9"):
         registry.get_version(name, 9)
@@ -114,8 +129,18 @@ def results_of(how: str, settings: Any, tmp_path: Path) -> tuple[ResultAPI, Call
 def test_the_result_store_contract(how: str, settings: Any, tmp_path: Path) -> None:
     results, write = results_of(how, settings, tmp_path)
     model = f"contract-{how}"
-    records = [PredictionRecord(id=f"{how}-{i}", model=model, version=1 + i % 2, input_digest="d", output={"label": "a"},
-                                latency_ms=1.0, created_at=1000.0 + i) for i in range(5)]
+    records = [
+        PredictionRecord(
+            id=f"{how}-{i}",
+            model=model,
+            version=1 + i % 2,
+            input_digest="d",
+            output={"label": "a"},
+            latency_ms=1.0,
+            created_at=1000.0 + i,
+        )
+        for i in range(5)
+    ]
     write(records)
     write(records[:2])  # a resent batch adds nothing
     assert results.count(model) == 5

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 from aiplatform.datasets import DatasetManager
 from aiplatform.settings import Settings
 from aiplatform.storage import open_storage
-from aiplatform.training.engine import SharedSplits, run_training
 from aiplatform.training.catalog import get_template
+from aiplatform.training.engine import SharedSplits, run_training
 from tests.factories import make_digit_images, png_bytes
 
 
@@ -31,8 +31,9 @@ def test_a_version_over_the_streaming_size_has_the_same_rows_mixed_and_trains_fr
     root = tmp_path / "digits"
     _class_sorted_folder(root, 1500)
     template = get_template("cnn-classification")
-    params = template.parse_params({"dataset": f"folder:{root}", "epochs": 3, "batch_size": 32,
-                                    "val_fraction": 0.1, "conv_channels": [8, 16]})
+    params = template.parse_params(
+        {"dataset": f"folder:{root}", "epochs": 3, "batch_size": 32, "val_fraction": 0.1, "conv_channels": [8, 16]}
+    )
     spec = template.dataset_spec(params)
     storage = open_storage(str(tmp_path / "artifacts"))
     streaming = DatasetManager(storage, streaming_bytes=0)
@@ -48,8 +49,14 @@ def test_a_version_over_the_streaming_size_has_the_same_rows_mixed_and_trains_fr
 
     assert streaming.streams(streamed) and not DatasetManager(storage).streams(streamed)
     assert not SharedSplits.read(spec, streaming, seed=3).cached
-    outcome = run_training(template, params, settings=Settings(home=tmp_path, dataset_streaming_bytes=0),
-                           storage=storage, datasets=streaming, run_name="streamed")
+    outcome = run_training(
+        template,
+        params,
+        settings=Settings(home=tmp_path, dataset_streaming_bytes=0),
+        storage=storage,
+        datasets=streaming,
+        run_name="streamed",
+    )
     assert outcome.dataset.ref == streamed.ref  # the version built above, read from storage each epoch
     assert [m["epoch"] for m in outcome.history] == [1, 2, 3]
     assert outcome.test_metrics["test_samples"] == streamed.rows("test")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
@@ -42,20 +42,32 @@ def sweep_params(**overrides: object) -> dict[str, object]:
     return {
         "template": "cnn-classification",
         "params": {**TRIAL_PARAMS, "epochs": 2},
-        "space": {"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
-                  "conv_channels": {"type": "choice", "values": [[4], [8], BROKEN_NETWORK]}},
-        "metric": "val_accuracy", "mode": "max", "trials": 2, "max_concurrent_trials": 1,
-        "scheduler": {"type": "none"}, "search": "random", "seed": 9,
+        "space": {
+            "learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
+            "conv_channels": {"type": "choice", "values": [[4], [8], BROKEN_NETWORK]},
+        },
+        "metric": "val_accuracy",
+        "mode": "max",
+        "trials": 2,
+        "max_concurrent_trials": 1,
+        "scheduler": {"type": "none"},
+        "search": "random",
+        "seed": 9,
         **overrides,
     }
 
 
 def test_a_sweep_survives_a_failing_trial_resumes_and_grows_after_a_stop_and_registers_the_best(
-        settings: Settings, manager: TaskManager) -> None:
+    settings: Settings, manager: TaskManager
+) -> None:
     # Seed 9 draws the broken network, then conv_channels [4]: one trial at a time.
     task = manager.create("sweep", sweep_params(), model_name="swept-cnn", start=True)
-    first = wait_for_task(manager.queue, task.id, lambda t: t.finished or [x.state for x in manager.queue.trials(
-        t.id)][:1] == [TRIAL_FAILED], timeout_s=300)
+    first = wait_for_task(
+        manager.queue,
+        task.id,
+        lambda t: t.finished or [x.state for x in manager.queue.trials(t.id)][:1] == [TRIAL_FAILED],
+        timeout_s=300,
+    )
     assert first.state == "RUNNING", (first.error, manager.logs(task.id)[-3000:])
     manager.cancel(task.id)  # `aip sweeps stop`: its Ray job is stopped; Tune saves its state
     stopped = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=120)
@@ -110,19 +122,35 @@ def test_bad_sweeps_are_refused_naming_the_problem(manager: TaskManager) -> None
 
 def test_a_sweep_of_your_own_code_registers_only_its_best_trial(settings: Settings, manager: TaskManager) -> None:
     code = CodeArchives(storage_from_settings(settings)).put(pack_directory(EXAMPLE)).digest
-    params = {"template": "user-code", "metric": "val_accuracy", "mode": "max", "trials": 2,
-              "max_concurrent_trials": 2, "search": "tpe", "seed": 1,
-              "params": {"entry": "digits_mlp.train:train_loop", "code": code, "dataset": "mnist", "max_rows": 600,
-                         "config": {"epochs": 2}},
-              "space": {"hidden": {"type": "choice", "values": [8, 32]}, "lr": {"type": "loguniform", "low": 1e-3,
-                                                                                "high": 1e-2}},
-              "scheduler": {"type": "asha", "grace_period": 1}}
+    params = {
+        "template": "user-code",
+        "metric": "val_accuracy",
+        "mode": "max",
+        "trials": 2,
+        "max_concurrent_trials": 2,
+        "search": "tpe",
+        "seed": 1,
+        "params": {
+            "entry": "digits_mlp.train:train_loop",
+            "code": code,
+            "dataset": "mnist",
+            "max_rows": 600,
+            "config": {"epochs": 2},
+        },
+        "space": {
+            "hidden": {"type": "choice", "values": [8, 32]},
+            "lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
+        },
+        "scheduler": {"type": "asha", "grace_period": 1},
+    }
     task = manager.create("sweep", params, model_name="swept-mlp", start=True)
     done = wait_for_task(manager.queue, task.id, lambda t: t.finished, timeout_s=400)
     assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
     trials = manager.queue.trials(task.id)
-    assert len(trials) == 2 and all(t.state in (FINISHED, "STOPPED") for t in trials), \
-        ([(t.trial_id, t.state, t.error, t.metrics) for t in trials], manager.logs(task.id)[-4000:])
+    assert len(trials) == 2 and all(t.state in (FINISHED, "STOPPED") for t in trials), (
+        [(t.trial_id, t.state, t.error, t.metrics) for t in trials],
+        manager.logs(task.id)[-4000:],
+    )
     assert all({"hidden", "lr"} == set(t.params) and t.metrics.get("epoch") for t in trials)
     registry = RegistryClient.connect(settings)
     versions = registry.list_versions("swept-mlp")

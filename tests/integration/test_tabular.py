@@ -10,8 +10,9 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -52,8 +53,10 @@ worker's run must stop like."""
 def penguins_task(platform: dict[str, Any]) -> tuple[str, Any]:
     """The penguins table trained through the API: (task id, finished task)."""
     with httpx.Client(base_url=platform["url"], timeout=120) as client:
-        created = client.post("/v1/tasks", json={"template": "tabular-classification", "model_name": "penguins",
-                                                 "start": True, "params": BOOSTING})
+        created = client.post(
+            "/v1/tasks",
+            json={"template": "tabular-classification", "model_name": "penguins", "start": True, "params": BOOSTING},
+        )
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
         done = wait_for_task(platform["queue"], task_id, lambda t: t.finished, timeout_s=300)
@@ -77,7 +80,8 @@ def _features(row: dict[str, str]) -> dict[str, Any]:
 
 
 def test_penguins_train_on_xgboost_serve_rows_csv_and_tensors_and_report_drift(
-        platform: dict[str, Any], penguins_task: tuple[str, Any]) -> None:
+    platform: dict[str, Any], penguins_task: tuple[str, Any]
+) -> None:
     task_id, done = penguins_task
     with httpx.Client(base_url=platform["url"], timeout=120) as client:
         history = client.get(f"/v1/tasks/{task_id}/metrics").json()["history"]
@@ -122,15 +126,28 @@ def test_penguins_train_on_xgboost_serve_rows_csv_and_tensors_and_report_drift(
         meta = client.get(f"/v2/models/penguins/versions/{version.version}").json()
         assert meta["platform"] == "xgboost" and meta["inputs"][0]["shape"] == [-1, len(FEATURES)]
         assert [f["name"] for f in meta["parameters"]["features"]] == FEATURES
-        infer = client.post(f"/v2/models/penguins/versions/{version.version}/infer", json={"inputs": [
-            {"name": "features", "shape": [3, len(FEATURES)], "datatype": "FP32",
-             "data": np.nan_to_num(encoded[:3], nan=0.0).reshape(-1).tolist()}]})
+        infer = client.post(
+            f"/v2/models/penguins/versions/{version.version}/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": [3, len(FEATURES)],
+                        "datatype": "FP32",
+                        "data": np.nan_to_num(encoded[:3], nan=0.0).reshape(-1).tolist(),
+                    }
+                ]
+            },
+        )
         assert infer.status_code == 200, infer.text
 
         # Bad rows are refused by name, and nothing is recorded for them.
         good = _features(sample[0])
         for body, message in [
-            ({"features": {k: v for k, v in good.items() if k != "bill_depth_mm"}}, "lacks feature(s) ['bill_depth_mm']"),
+            (
+                {"features": {k: v for k, v in good.items() if k != "bill_depth_mm"}},
+                "lacks feature(s) ['bill_depth_mm']",
+            ),
             ({"features": {**good, "island": "Atlantis"}}, "unseen category 'Atlantis'"),
             ({"features": {**good, "body_mass_g": "heavy"}}, "'body_mass_g' must be a number"),
             ({"features": {**good, "wingspan": 1.0}}, "unknown feature(s) ['wingspan']"),
@@ -142,8 +159,10 @@ def test_penguins_train_on_xgboost_serve_rows_csv_and_tensors_and_report_drift(
         assert missing_column.status_code == 400 and "lacks column(s)" in missing_column.json()["message"]
         not_csv = client.post(path, files={"file": ("rows.png", b"\x89PNG", "image/png")})
         assert not_csv.status_code == 400 and "not a .csv file" in not_csv.json()["message"]
-        wrong_width = client.post(f"/v2/models/penguins/versions/{version.version}/infer", json={"inputs": [
-            {"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+        wrong_width = client.post(
+            f"/v2/models/penguins/versions/{version.version}/infer",
+            json={"inputs": [{"name": "features", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+        )
         assert wrong_width.status_code == 400 and "[N, 7]" in wrong_width.json()["error"], wrong_width.text
 
         # Drift per feature against the held-out split, and the dataset's profile per column.
@@ -177,11 +196,22 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
     datasets = DatasetManager(LocalStorage(tmp_path / "store"))
     rng = np.random.default_rng(0)
     size = 200
-    table = pa.table({"height": rng.normal(170, 10, size), "colour": rng.choice(["red", "blue"], size),
-                      "comment": [f"note {i}" for i in range(size)], "outcome": rng.choice(["yes", "no"], size)})
+    table = pa.table(
+        {
+            "height": rng.normal(170, 10, size),
+            "colour": rng.choice(["red", "blue"], size),
+            "comment": [f"note {i}" for i in range(size)],
+            "outcome": rng.choice(["yes", "no"], size),
+        }
+    )
     pq.write_table(table, tmp_path / "people.parquet")
-    version = datasets.build(TabularDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome",
-                                              feature_columns=("height", "colour")))
+    version = datasets.build(
+        TabularDatasetSpec(
+            source=f"parquet:{tmp_path / 'people.parquet'}",
+            label_column="outcome",
+            feature_columns=("height", "colour"),
+        )
+    )
     assert version.kind == "tabular" and sum(version.rows(s) for s in ("train", "val", "test")) == size
     assert [f["type"] for f in version.manifest["table"]["features"]] == ["number", "category"]
     # Rows to look at, as a person reads them: categories by name, one class at a time.
@@ -189,15 +219,22 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
     assert len(samples) == 5 and {s["label"] for s in samples} == {"yes"}
     assert set(samples[0]["features"]) == {"height", "colour"} and samples[0]["features"]["colour"] in ("red", "blue")
 
-    (tmp_path / "people.csv").write_text("height,colour,outcome\n" + "".join(
-        f"{170 + i % 7},{'red' if i % 2 else 'blue'},{'yes' if i % 3 else 'no'}\n" for i in range(60)))
+    (tmp_path / "people.csv").write_text(
+        "height,colour,outcome\n"
+        + "".join(f"{170 + i % 7},{'red' if i % 2 else 'blue'},{'yes' if i % 3 else 'no'}\n" for i in range(60))
+    )
     built = datasets.build(TabularDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="outcome"))
     assert built.labels == ["no", "yes"] and built.manifest["cleaning"]["rows"] == 60
 
     for spec, message in [
-        (TabularDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome"),
-         "'comment' has more than 64 distinct values"),
-        (TabularDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="species"), "no column(s) ['species']"),
+        (
+            TabularDatasetSpec(source=f"parquet:{tmp_path / 'people.parquet'}", label_column="outcome"),
+            "'comment' has more than 64 distinct values",
+        ),
+        (
+            TabularDatasetSpec(source=f"csv:{tmp_path / 'people.csv'}", label_column="species"),
+            "no column(s) ['species']",
+        ),
     ]:
         with pytest.raises(InvalidArgument, match=re.escape(message)):
             datasets.build(spec)
@@ -207,8 +244,9 @@ def test_csv_and_parquet_tables_build_and_bad_tables_are_refused(ray_session: No
     assert not any("one-class" in key for key in LocalStorage(tmp_path / "store").list("datasets"))
 
 
-def test_a_killed_boosting_worker_resumes_from_its_last_round(platform: dict[str, Any], penguins_task: tuple[str, Any],
-                                                             tmp_path: Path) -> None:
+def test_a_killed_boosting_worker_resumes_from_its_last_round(
+    platform: dict[str, Any], penguins_task: tuple[str, Any], tmp_path: Path
+) -> None:
     """The worker is killed right after its first checkpoint (from the Train controller, so the
     moment is certain): the new worker group loads that booster and its early-stopping state and
     boosts only the rounds left, stopping at the round an uninterrupted run stops at (the API
@@ -234,8 +272,14 @@ def test_a_killed_boosting_worker_resumes_from_its_last_round(platform: dict[str
     datasets = DatasetManager(storage)
     template = get_template("tabular-classification")
     params = template.parse_params(BOOSTING)
-    killed = template.fit(params, settings=platform["settings"], storage=storage, datasets=datasets,
-                          run_name="tabular-killed", callbacks=[KillAfterFirstCheckpoint()])
+    killed = template.fit(
+        params,
+        settings=platform["settings"],
+        storage=storage,
+        datasets=datasets,
+        run_name="tabular-killed",
+        callbacks=[KillAfterFirstCheckpoint()],
+    )
     assert marker.exists()
     assert killed.dataset.ref == done.result["dataset"]  # the very rows the uninterrupted run boosted on
     with httpx.Client(base_url=platform["url"], timeout=120) as client:

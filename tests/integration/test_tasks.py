@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
@@ -115,8 +115,9 @@ def test_a_task_larger_than_the_cluster_never_holds_up_the_tasks_behind_it(ray_s
         manager.reconcile()  # the big one waits for nodes; the small one behind it starts
         assert manager.queue.get(small.id).state == RUNNING and manager.queue.get(big.id).state == QUEUED
         behind = manager.create("cnn-classification", dict(TINY_CNN_PARAMS), start=True)
-        assert "1 task(s) running, the most at once (AIP_TASK_MAX_RUNNING=1)" in \
-            manager.why_waiting([behind])[behind.id]
+        assert (
+            "1 task(s) running, the most at once (AIP_TASK_MAX_RUNNING=1)" in manager.why_waiting([behind])[behind.id]
+        )
         for task in (small, big, behind):
             manager.cancel(task.id)
     with platform_settings(tmp_path / "fixed", "fit") as settings:  # a cluster that cannot grow refuses it

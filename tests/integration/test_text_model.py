@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -14,9 +15,9 @@ import pytest
 from aiplatform.datasets import DatasetManager
 from aiplatform.registry import RegistryClient
 from aiplatform.storage import storage_from_settings
+from aiplatform.training.catalog import get_template
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
-from aiplatform.training.catalog import get_template
 from tests.factories import platform_settings, served_platform
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
@@ -29,8 +30,14 @@ def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
         storage = storage_from_settings(settings)
         template = get_template("text-classification")
         params = template.parse_params({"epochs": 1, "max_tokens": 32})
-        outcome = run_training(template, params, settings=settings, storage=storage,
-                               datasets=DatasetManager(storage), run_name=f"text-{uuid.uuid4().hex[:6]}")
+        outcome = run_training(
+            template,
+            params,
+            settings=settings,
+            storage=storage,
+            datasets=DatasetManager(storage),
+            run_name=f"text-{uuid.uuid4().hex[:6]}",
+        )
         version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
         with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
             yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
@@ -83,8 +90,9 @@ def test_pasted_text_gets_the_right_sentiment(text_model: dict[str, Any]) -> Non
 def test_an_uploaded_document_is_classified_chunk_by_chunk(text_model: dict[str, Any]) -> None:
     api = text_model["api"]
     document = "# Review\n\n" + " ".join([POSITIVE] * 6) + "\n\n" + NEGATIVE + "\n"
-    answer = api.post("/v1/models/tweets-text/predict?version=1",
-                      files={"file": ("review.md", document.encode(), "text/markdown")})
+    answer = api.post(
+        "/v1/models/tweets-text/predict?version=1", files={"file": ("review.md", document.encode(), "text/markdown")}
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert len(body["chunks"]) >= 3 and body["label"] == "positive"
@@ -109,17 +117,23 @@ def test_bad_documents_are_refused_by_name(text_model: dict[str, Any], upload: t
 
 def test_empty_text_and_v2_bytes(text_model: dict[str, Any]) -> None:
     api = text_model["api"]
-    assert "'text' is empty" in api.post("/v1/models/tweets-text/predict?version=1", json={"text": "  "}).json()["message"]
+    assert (
+        "'text' is empty" in api.post("/v1/models/tweets-text/predict?version=1", json={"text": "  "}).json()["message"]
+    )
     assert "text model" in api.post("/v1/models/tweets-text/predict?version=1", json={"array": [1]}).json()["message"]
     metadata = api.get("/v2/models/tweets-text/versions/1").json()
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-    infer = api.post("/v2/models/tweets-text/versions/1/infer", json={
-        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [POSITIVE, NEGATIVE]}]})
+    infer = api.post(
+        "/v2/models/tweets-text/versions/1/infer",
+        json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [POSITIVE, NEGATIVE]}]},
+    )
     assert infer.status_code == 200, infer.text
     labels = next(o for o in infer.json()["outputs"] if o["name"] == "label")["data"]
     assert labels == ["positive", "negative"]
-    bad = api.post("/v2/models/tweets-text/versions/1/infer", json={
-        "inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
+    bad = api.post(
+        "/v2/models/tweets-text/versions/1/infer",
+        json={"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+    )
     assert bad.status_code == 400 and "BYTES" in bad.json()["error"]
 
 
@@ -148,8 +162,9 @@ def test_int8_compression_registers_a_smaller_version_that_serves(text_model: di
 def test_the_accuracy_gate_refuses_a_lossy_compression_and_keeps_the_registry(text_model: dict[str, Any]) -> None:
     api = text_model["api"]
     before = api.get("/v1/models/tweets-text").json()["versions"]
-    answer = api.post("/v1/models/tweets-text/compress",
-                      json={"version": 1, "method": "prune:0.95", "max_accuracy_drop": 0.0})
+    answer = api.post(
+        "/v1/models/tweets-text/compress", json={"version": 1, "method": "prune:0.95", "max_accuracy_drop": 0.0}
+    )
     assert answer.status_code == 409, answer.text
     body = answer.json()
     assert body["error"] == "conflict" and "points of test accuracy" in body["message"]
@@ -157,21 +172,26 @@ def test_the_accuracy_gate_refuses_a_lossy_compression_and_keeps_the_registry(te
     assert api.get("/v1/models/tweets-text").json()["versions"] == before
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"version": 1, "method": "int4"}, 400, "Unknown compression method"),
-    ({"version": 1, "method": "prune:1.5"}, 400, "prune"),
-    ({"version": 99, "method": "int8"}, 404, "version=99"),
-    ({"version": 1, "alias": "staging", "method": "int8"}, 400, "not both"),
-    ({"version": 1, "method": "int8", "max_accuracy_drop": 2}, 400, "max_accuracy_drop"),
-])
-def test_bad_compression_requests_are_refused_by_name(text_model: dict[str, Any], body: dict[str, Any],
-                                                       status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"version": 1, "method": "int4"}, 400, "Unknown compression method"),
+        ({"version": 1, "method": "prune:1.5"}, 400, "prune"),
+        ({"version": 99, "method": "int8"}, 404, "version=99"),
+        ({"version": 1, "alias": "staging", "method": "int8"}, 400, "not both"),
+        ({"version": 1, "method": "int8", "max_accuracy_drop": 2}, 400, "max_accuracy_drop"),
+    ],
+)
+def test_bad_compression_requests_are_refused_by_name(
+    text_model: dict[str, Any], body: dict[str, Any], status: int, message: str
+) -> None:
     answer = text_model["api"].post("/v1/models/tweets-text/compress", json=body)
     assert answer.status_code == status and message in answer.json()["message"], answer.text
 
 
 def test_the_compress_job_prints_its_report_and_refuses_a_recompression(
-        text_model: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    text_model: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from jobs import compress
 
     settings = text_model["settings"]
@@ -189,16 +209,20 @@ def test_the_compress_job_prints_its_report_and_refuses_a_recompression(
 def _predict_many(api: httpx.Client, texts: list[str]) -> None:
     """One v2 request per 50 texts; each text becomes its own result with its features."""
     for start in range(0, len(texts), 50):
-        part = texts[start:start + 50]
-        answer = api.post("/v2/models/tweets-text/versions/1/infer", json={
-            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(part)], "data": part}]})
+        part = texts[start : start + 50]
+        answer = api.post(
+            "/v2/models/tweets-text/versions/1/infer",
+            json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(part)], "data": part}]},
+        )
         assert answer.status_code == 200, answer.text
 
 
 def _wait_for_results(api: httpx.Client, since: float, count: int) -> None:
     deadline = time.time() + 30
     while time.time() < deadline:
-        results = api.get("/v1/results", params={"model": "tweets-text", "since": since, "limit": 1000}).json()["results"]
+        results = api.get("/v1/results", params={"model": "tweets-text", "since": since, "limit": 1000}).json()[
+            "results"
+        ]
         if len(results) >= count:
             assert all(set(r["features"]) == {"chars", "tokens", "oov_rate"} for r in results)
             return
@@ -207,11 +231,17 @@ def _wait_for_results(api: httpx.Client, since: float, count: int) -> None:
 
 
 def test_drift_is_stable_for_tweets_like_the_training_data_and_significant_for_shifted_text(
-        text_model: dict[str, Any]) -> None:
+    text_model: dict[str, Any],
+) -> None:
     api, outcome = text_model["api"], text_model["outcome"]
     dataset = outcome.dataset
-    test_texts = [str(t) for t in DatasetManager(storage_from_settings(text_model["settings"]))
-                  .read_split_table(dataset, "test").column("text").to_pylist()[:300]]
+    test_texts = [
+        str(t)
+        for t in DatasetManager(storage_from_settings(text_model["settings"]))
+        .read_split_table(dataset, "test")
+        .column("text")
+        .to_pylist()[:300]
+    ]
     started = time.time()
     _predict_many(api, test_texts)
     _wait_for_results(api, started, len(test_texts))
@@ -226,8 +256,9 @@ def test_drift_is_stable_for_tweets_like_the_training_data_and_significant_for_s
 
     shifted_at = time.time()
     rng = random.Random(0)
-    shifted = [" ".join("".join(rng.choice("qxzjkvw") for _ in range(7)) for _ in range(40)) + " terrible"
-               for _ in range(300)]  # long texts of words no tweet used
+    shifted = [
+        " ".join("".join(rng.choice("qxzjkvw") for _ in range(7)) for _ in range(40)) + " terrible" for _ in range(300)
+    ]  # long texts of words no tweet used
     _predict_many(api, shifted)
     _wait_for_results(api, shifted_at, len(shifted))
     report = api.post("/v1/analysis/drift", json={"model": "tweets-text", "since": shifted_at}).json()

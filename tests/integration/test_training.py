@@ -17,15 +17,16 @@ from aiplatform.packaging import load_package
 from aiplatform.registry import RegistryStore
 from aiplatform.settings import Settings
 from aiplatform.storage import open_storage
+from aiplatform.training.catalog import get_template
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
-from aiplatform.training.catalog import get_template
 from tests.factories import fault_table_figure
 
 
 def _train_worker_pids() -> list[int]:
     return [
-        p.pid for p in psutil.process_iter(["cmdline"])
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
         if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))
     ]
 
@@ -46,15 +47,18 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, t
             if checkpoint is not None:
                 marker.touch()
 
-
     def train() -> None:
         try:
             outcome["result"] = run_training(
-                template, params, settings=settings, storage=storage,
-                datasets=DatasetManager(storage), run_name="resume-test",
+                template,
+                params,
+                settings=settings,
+                storage=storage,
+                datasets=DatasetManager(storage),
+                run_name="resume-test",
                 callbacks=[MarkReportedCheckpoints()],
             )
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=train)
@@ -75,9 +79,12 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, t
     assert epochs == list(range(1, 5))
     assert result.history[-1]["resumed_from_epoch"] >= 1, "the run restarted from scratch"
     assert result.test_metrics["test_accuracy"] > 0.7
-    fault_table_figure("train-worker", f"killed after a checkpoint; resumed from epoch "
-          f"{result.history[-1]['resumed_from_epoch']}, finished 4/4 epochs, test accuracy "
-          f"{result.test_metrics['test_accuracy']:.4f}")
+    fault_table_figure(
+        "train-worker",
+        f"killed after a checkpoint; resumed from epoch "
+        f"{result.history[-1]['resumed_from_epoch']}, finished 4/4 epochs, test accuracy "
+        f"{result.test_metrics['test_accuracy']:.4f}",
+    )
 
     registry = RegistryStore(tmp_path / "state" / "registry.sqlite", storage)
     version = publish_model(result, name="resume-cnn", storage=storage, registry=registry)
@@ -93,5 +100,11 @@ def test_gpu_on_without_gpus_is_refused(ray_session: None, tmp_path: Path) -> No
     template = get_template("cnn-classification")
     params = template.parse_params({"epochs": 1, "max_rows": 200, "gpu": "on"})
     with pytest.raises(Unavailable, match="gpu=on needs 1 GPU"):
-        run_training(template, params, settings=Settings(home=tmp_path), storage=storage,
-                     datasets=DatasetManager(storage), run_name="gpu-test")
+        run_training(
+            template,
+            params,
+            settings=Settings(home=tmp_path),
+            storage=storage,
+            datasets=DatasetManager(storage),
+            run_name="gpu-test",
+        )

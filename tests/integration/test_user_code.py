@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -36,8 +37,9 @@ SMALL = {"dataset": "mnist", "max_rows": 1200}
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # Authentication off (the factories' default) turns users' code off unless it is set on.
-    with platform_settings(tmp_path_factory.mktemp("usercode"), "usercode", task_poll_interval_s=0.5,
-                           user_code=True) as settings:
+    with platform_settings(
+        tmp_path_factory.mktemp("usercode"), "usercode", task_poll_interval_s=0.5, user_code=True
+    ) as settings:
         ensure_scheduler(settings)
         with served_platform(settings) as url:
             yield {"settings": settings, "url": url, "queue": TaskClient.connect(settings)}
@@ -60,9 +62,15 @@ def test_the_example_project_trains_registers_its_code_serves_as_onnx_and_runs_a
         digest = uploaded.json()["digest"]
         assert digest == sha256_bytes(archive) and uploaded.json()["files"] >= 4
         assert "digits_mlp/train.py" in client.get(f"/v1/code/{digest}").json()["members"]
-        created = client.post("/v1/tasks", json={
-            "template": "user-code", "model_name": "api-mlp", "start": True,
-            "params": {"entry": ENTRY, "code": digest, **SMALL, "config": {"epochs": 2, "hidden": 32}}})
+        created = client.post(
+            "/v1/tasks",
+            json={
+                "template": "user-code",
+                "model_name": "api-mlp",
+                "start": True,
+                "params": {"entry": ENTRY, "code": digest, **SMALL, "config": {"epochs": 2, "hidden": 32}},
+            },
+        )
         assert created.status_code == 201, created.text
         task_id = created.json()["id"]
         done = _finished(platform, task_id)
@@ -74,7 +82,11 @@ def test_the_example_project_trains_registers_its_code_serves_as_onnx_and_runs_a
         version = RegistryClient.connect(platform["settings"]).get_version("api-mlp", done.result["version"])
         assert version.template == "user-code"
         assert {k: version.lineage[k] for k in ("method", "task_id", "code_digest", "entry")} == {
-            "method": "sdk", "task_id": task_id, "code_digest": digest, "entry": ENTRY}
+            "method": "sdk",
+            "task_id": task_id,
+            "code_digest": digest,
+            "entry": ENTRY,
+        }
         assert version.lineage["dataset"] == done.result["dataset"]
         assert version.metrics["val_accuracy"] == pytest.approx(history[-1]["val_accuracy"])
 
@@ -95,8 +107,14 @@ def test_the_example_project_trains_registers_its_code_serves_as_onnx_and_runs_a
             expected = torch.softmax(net(torch.from_numpy(images).float().div(255).unsqueeze(1)), dim=1).numpy()
         meta = client.get(f"/v2/models/api-mlp/versions/{version.version}").json()
         assert meta["platform"] == "onnxruntime_onnx"
-        infer = client.post(f"/v2/models/api-mlp/versions/{version.version}/infer", json={"inputs": [
-            {"name": "input", "shape": [4, 28, 28], "datatype": "UINT8", "data": images.reshape(-1).tolist()}]})
+        infer = client.post(
+            f"/v2/models/api-mlp/versions/{version.version}/infer",
+            json={
+                "inputs": [
+                    {"name": "input", "shape": [4, 28, 28], "datatype": "UINT8", "data": images.reshape(-1).tolist()}
+                ]
+            },
+        )
         assert infer.status_code == 200, infer.text
         np.testing.assert_allclose(np.array(infer.json()["outputs"][0]["data"]).reshape(4, 10), expected, atol=1e-4)
 
@@ -125,7 +143,7 @@ def test_the_example_project_trains_registers_its_code_serves_as_onnx_and_runs_a
 
 BROKEN = {
     "broken/__init__.py": "",
-    "broken/train.py": textwrap.dedent('''
+    "broken/train.py": textwrap.dedent("""
         from aiplatform import sdk
 
         def raises(config):
@@ -142,7 +160,7 @@ BROKEN = {
                     return torch.from_numpy(x.numpy().reshape(len(x), -1)[:, :3] * 2)
             sdk.report({"loss": 1.0})
             sdk.publish(Strange(), kind="image", labels=["a", "b", "c"], example_input=torch.rand(2, 1, 28, 28))
-    '''),
+    """),
 }
 
 
@@ -151,28 +169,58 @@ def test_broken_user_code_fails_its_task_with_the_users_error(platform: dict[str
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     with httpx.Client(base_url=platform["url"], timeout=120) as client:
-        digest = client.post("/v1/code", content=pack_directory(tmp_path),
-                             headers={"Content-Type": "application/zip"}).json()["digest"]
+        digest = client.post(
+            "/v1/code", content=pack_directory(tmp_path), headers={"Content-Type": "application/zip"}
+        ).json()["digest"]
         # A module the archive lacks is refused when the task is created, before any job starts.
-        missing = client.post("/v1/tasks", json={"template": "user-code", "params": {
-            "entry": "broken.missing:fn", "code": digest, "dataset": "mnist"}})
-        assert missing.status_code == 400 and "module 'broken.missing' is not in code archive" in missing.text, missing.text
+        missing = client.post(
+            "/v1/tasks",
+            json={
+                "template": "user-code",
+                "params": {"entry": "broken.missing:fn", "code": digest, "dataset": "mnist"},
+            },
+        )
+        assert missing.status_code == 400 and "module 'broken.missing' is not in code archive" in missing.text, (
+            missing.text
+        )
         # Raising: the task fails with the user's error in one line, the whole story in its log.
-        created = client.post("/v1/tasks", json={"template": "user-code", "start": True, "params": {
-            "entry": "broken.train:raises", "code": digest, "dataset": "mnist", "max_rows": 300, "max_failures": 0,
-            "config": {"lr": -1}}})
+        created = client.post(
+            "/v1/tasks",
+            json={
+                "template": "user-code",
+                "start": True,
+                "params": {
+                    "entry": "broken.train:raises",
+                    "code": digest,
+                    "dataset": "mnist",
+                    "max_rows": 300,
+                    "max_failures": 0,
+                    "config": {"lr": -1},
+                },
+            },
+        )
         assert created.status_code == 201, created.text
         # While its job runs: returning without a report, or a model ONNX cannot export, run as
         # that task's job runs them (run_user_code), here rather than as two more jobs.
         settings = platform["settings"]
         storage = storage_from_settings(settings)
-        for entry, message in [("broken.train:silent", "returned without reporting"),
-                               ("broken.train:unexportable", "does not export to ONNX")]:
-            params = UserCodeParams(entry=entry, code=digest, dataset="mnist", max_rows=300, max_failures=0,
-                                    config={"lr": -1})
+        for entry, message in [
+            ("broken.train:silent", "returned without reporting"),
+            ("broken.train:unexportable", "does not export to ONNX"),
+        ]:
+            params = UserCodeParams(
+                entry=entry, code=digest, dataset="mnist", max_rows=300, max_failures=0, config={"lr": -1}
+            )
             with pytest.raises(AIPError, match=message) as failed:
-                run_user_code(params, settings=settings, storage=storage, datasets=DatasetManager(storage),
-                              run_name=f"broken-{entry.rsplit(':', 1)[1]}", task_id=None, model_name="broken")
+                run_user_code(
+                    params,
+                    settings=settings,
+                    storage=storage,
+                    datasets=DatasetManager(storage),
+                    run_name=f"broken-{entry.rsplit(':', 1)[1]}",
+                    task_id=None,
+                    model_name="broken",
+                )
             assert "\n" not in failed.value.message, failed.value.message
         done = _finished(platform, created.json()["id"])
         message = "ValueError: the learning rate must be positive, got -1 (train.py:6)"

@@ -3,8 +3,6 @@ request."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -30,7 +28,7 @@ def _client(policy_of) -> TestClient:  # type: ignore[no-untyped-def]
 
 
 def test_without_settings_or_with_unreadable_ones_it_refuses_all_but_the_health_probes() -> None:
-    def broken(scope: dict) -> Optional[AccessPolicy]:  # type: ignore[type-arg]
+    def broken(scope: dict) -> AccessPolicy | None:  # type: ignore[type-arg]
         raise RuntimeError("settings cannot be read")
 
     for policy_of in (lambda scope: None, broken):
@@ -54,7 +52,10 @@ def test_hosts_and_origins() -> None:
         assert client.get("/v1/things", headers={"Host": host}).status_code == 200, host
     for host in ("evil.example", "127.0.0.1.evil.example:8000", ""):
         assert client.get("/v1/things", headers={"Host": host}).status_code == 400, host
-    assert _client(lambda scope: AccessPolicy("off", None, ("*",))).get("/v1/things", headers={"Host": "x"}).status_code == 200
+    assert (
+        _client(lambda scope: AccessPolicy("off", None, ("*",))).get("/v1/things", headers={"Host": "x"}).status_code
+        == 200
+    )
 
 
 def test_the_policy_comes_from_the_platform_installed_on_the_app_itself() -> None:

@@ -32,8 +32,19 @@ def _run(engine: AlertEngine, name: str, values: list[float], start: float = 100
 
 
 def test_a_slow_model_fires_a_latency_alert_after_two_intervals_and_it_resolves(tmp_path: Path) -> None:
-    engine = _engine(tmp_path, [{"name": "latency-p99-high", "kind": "threshold", "signal": "latency_p99",
-                                 "threshold": 0.5, "for_evaluations": 2, "resolve_after": 2}])
+    engine = _engine(
+        tmp_path,
+        [
+            {
+                "name": "latency-p99-high",
+                "kind": "threshold",
+                "signal": "latency_p99",
+                "threshold": 0.5,
+                "for_evaluations": 2,
+                "resolve_after": 2,
+            }
+        ],
+    )
     events = _run(engine, "latency_p99", [0.02, 0.03, 0.9, 1.1, 1.2, 1.0, 0.03, 0.02, 0.02])
     assert events == [(3, "fired"), (7, "resolved")]
     [alert] = engine.store.query()
@@ -44,18 +55,38 @@ def test_a_slow_model_fires_a_latency_alert_after_two_intervals_and_it_resolves(
 
 
 def test_an_error_burst_fires_once_however_long_it_lasts(tmp_path: Path) -> None:
-    engine = _engine(tmp_path, [{"name": "error-rate-high", "kind": "threshold", "signal": "error_rate",
-                                 "threshold": 0.05, "severity": "critical"}])
+    engine = _engine(
+        tmp_path,
+        [
+            {
+                "name": "error-rate-high",
+                "kind": "threshold",
+                "signal": "error_rate",
+                "threshold": 0.05,
+                "severity": "critical",
+            }
+        ],
+    )
     events = _run(engine, "error_rate", [0.0, 0.0, 0.4, 0.5, 0.6, 0.45, 0.0, 0.0])
     assert events == [(2, "fired"), (7, "resolved")]
     assert engine.store.query()[0].severity == "critical"
 
 
 def test_a_rising_trend_warns_before_the_threshold_is_crossed(tmp_path: Path) -> None:
-    engine = _engine(tmp_path, [
-        {"name": "latency-trend", "kind": "trend", "signal": "latency_p99", "threshold": 0.5, "window": 10,
-         "horizon_s": 60},
-        {"name": "latency-p99-high", "kind": "threshold", "signal": "latency_p99", "threshold": 0.5}])
+    engine = _engine(
+        tmp_path,
+        [
+            {
+                "name": "latency-trend",
+                "kind": "trend",
+                "signal": "latency_p99",
+                "threshold": 0.5,
+                "window": 10,
+                "horizon_s": 60,
+            },
+            {"name": "latency-p99-high", "kind": "threshold", "signal": "latency_p99", "threshold": 0.5},
+        ],
+    )
     rising = [0.10 + 0.03 * i for i in range(20)]  # crosses 0.5 at interval 14
     fired: dict[str, float] = {}
     for index, value in enumerate(rising):
@@ -67,17 +98,51 @@ def test_a_rising_trend_warns_before_the_threshold_is_crossed(tmp_path: Path) ->
 
 
 def test_flat_or_falling_values_give_no_early_warning(tmp_path: Path) -> None:
-    engine = _engine(tmp_path, [{"name": "t", "kind": "trend", "signal": "error_rate", "threshold": 0.05,
-                                 "window": 8, "horizon_s": 300}])
+    engine = _engine(
+        tmp_path,
+        [{"name": "t", "kind": "trend", "signal": "error_rate", "threshold": 0.05, "window": 8, "horizon_s": 300}],
+    )
     assert _run(engine, "error_rate", [0.02, 0.021, 0.019, 0.02, 0.02, 0.018, 0.016, 0.01, 0.005]) == []
 
 
 def test_an_anomaly_stands_out_of_the_robust_band_and_an_earlier_outlier_does_not_widen_it(tmp_path: Path) -> None:
-    engine = _engine(tmp_path, [{"name": "latency-anomaly", "kind": "anomaly", "signal": "latency_p99",
-                                 "window": 20, "sensitivity": 6, "min_delta": 0.01, "resolve_after": 2}])
-    usual = [0.020, 0.022, 0.019, 0.021, 0.020, 0.023, 0.018, 0.021, 0.020, 0.5,  # one old outlier
-             0.022, 0.019, 0.021, 0.020, 0.022, 0.020, 0.021, 0.019, 0.020, 0.021]
-    events = _run(engine, "latency_p99", usual + [0.08, 0.09, 0.09, 0.021, 0.02, 0.02, 0.021])
+    engine = _engine(
+        tmp_path,
+        [
+            {
+                "name": "latency-anomaly",
+                "kind": "anomaly",
+                "signal": "latency_p99",
+                "window": 20,
+                "sensitivity": 6,
+                "min_delta": 0.01,
+                "resolve_after": 2,
+            }
+        ],
+    )
+    usual = [
+        0.020,
+        0.022,
+        0.019,
+        0.021,
+        0.020,
+        0.023,
+        0.018,
+        0.021,
+        0.020,
+        0.5,  # one old outlier
+        0.022,
+        0.019,
+        0.021,
+        0.020,
+        0.022,
+        0.020,
+        0.021,
+        0.019,
+        0.020,
+        0.021,
+    ]
+    events = _run(engine, "latency_p99", [*usual, 0.08, 0.09, 0.09, 0.021, 0.02, 0.02, 0.021])
     # The outlier is an anomaly itself (seen once the window has enough history) and clears; it
     # stays in the window but the median/MAD band ignores it, so a 4x latency still stands out.
     assert events[0][1] == "fired" and 9 <= events[0][0] <= 10 and events[1][1] == "resolved"
@@ -85,10 +150,14 @@ def test_an_anomaly_stands_out_of_the_robust_band_and_an_earlier_outlier_does_no
 
 
 def test_drift_alert_per_model_and_feature(tmp_path: Path) -> None:
-    engine = _engine(tmp_path, [r.model_dump() for r in default_rules(latency_p99_s=0.5, error_rate=0.05,
-                                                                      queue_wait_s=600, drift_psi=0.25)])
-    signals = [Signal("drift_score", (("model", "m"), ("feature", "mean_intensity")), 1.7),
-               Signal("drift_score", (("model", "m"), ("feature", "predicted_class")), 0.02)]
+    engine = _engine(
+        tmp_path,
+        [r.model_dump() for r in default_rules(latency_p99_s=0.5, error_rate=0.05, queue_wait_s=600, drift_psi=0.25)],
+    )
+    signals = [
+        Signal("drift_score", (("model", "m"), ("feature", "mean_intensity")), 1.7),
+        Signal("drift_score", (("model", "m"), ("feature", "predicted_class")), 0.02),
+    ]
     fired = engine.evaluate(signals, 1000.0).fired
     assert [(a.rule, a.labels["feature"]) for a in fired] == [("drift-significant", "mean_intensity")]
     assert engine.store.query(state=FIRING)[0].message.startswith("drift_score of model=m, feature=mean_intensity")
@@ -103,14 +172,17 @@ def test_a_restarted_engine_does_not_open_an_alert_twice(tmp_path: Path) -> None
     assert len(second.store.query()) == 1 and second.store.query()[0].value == 0.7
 
 
-@pytest.mark.parametrize("rule, message", [
-    ({"name": "x", "kind": "threshold", "signal": "latency_p99"}, "needs a threshold"),
-    ({"name": "x", "kind": "spike", "signal": "latency_p99"}, "kind"),
-    ({"name": "x", "kind": "threshold", "signal": "cpu", "threshold": 1}, "signal 'cpu' is not one of"),
-    ({"name": "Bad Name", "kind": "threshold", "signal": "error_rate", "threshold": 1}, "lowercase"),
-    ({"name": "x", "kind": "anomaly", "signal": "error_rate", "window": 2}, "window"),
-    ({"name": "x", "kind": "threshold", "signal": "error_rate", "threshold": 1, "colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ({"name": "x", "kind": "threshold", "signal": "latency_p99"}, "needs a threshold"),
+        ({"name": "x", "kind": "spike", "signal": "latency_p99"}, "kind"),
+        ({"name": "x", "kind": "threshold", "signal": "cpu", "threshold": 1}, "signal 'cpu' is not one of"),
+        ({"name": "Bad Name", "kind": "threshold", "signal": "error_rate", "threshold": 1}, "lowercase"),
+        ({"name": "x", "kind": "anomaly", "signal": "error_rate", "window": 2}, "window"),
+        ({"name": "x", "kind": "threshold", "signal": "error_rate", "threshold": 1, "colour": "red"}, "colour"),
+    ],
+)
 def test_invalid_rules_are_refused_by_name(rule: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidArgument, match=message):
         parse_rules([rule])
@@ -139,10 +211,16 @@ def test_an_operator_resolves_an_alert_by_hand(tmp_path: Path) -> None:
 
 
 def test_reloaded_rules_keep_the_history_and_open_alerts_of_the_rules_that_stay(tmp_path: Path) -> None:
-    latency = {"name": "latency-p99-high", "kind": "threshold", "signal": "latency_p99", "threshold": 0.5,
-               "resolve_after": 2}
-    engine = _engine(tmp_path, [latency, {"name": "error-rate-high", "kind": "threshold", "signal": "error_rate",
-                                          "threshold": 0.05}])
+    latency = {
+        "name": "latency-p99-high",
+        "kind": "threshold",
+        "signal": "latency_p99",
+        "threshold": 0.5,
+        "resolve_after": 2,
+    }
+    engine = _engine(
+        tmp_path, [latency, {"name": "error-rate-high", "kind": "threshold", "signal": "error_rate", "threshold": 0.05}]
+    )
     assert _run(engine, "latency_p99", [0.9]) == [(0, "fired")]
     engine.replace_rules(parse_rules([{**latency, "threshold": 2.0}]))  # raised, and the error rule dropped
     assert [rule.name for rule in engine.rules] == ["latency-p99-high"]

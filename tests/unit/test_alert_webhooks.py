@@ -6,8 +6,8 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -27,7 +27,7 @@ def receiver() -> Iterator[tuple[str, list[dict], list[int]]]:  # type: ignore[t
     statuses: list[int] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             status = statuses.pop(0) if statuses else 200
             if status == 200:
@@ -53,8 +53,9 @@ def test_a_failing_webhook_is_retried_with_backoff_until_accepted(tmp_path: Path
     url, received, statuses = receiver
     store = AlertStore(tmp_path / "alerts.sqlite")
     statuses.extend([500, 503])
-    alert, _ = store.open_alert("error-rate-high", "error_rate{model=m}", {"model": "m"}, "critical", "boom", 0.4,
-                                [url], now=100.0)
+    alert, _ = store.open_alert(
+        "error-rate-high", "error_rate{model=m}", {"model": "m"}, "critical", "boom", 0.4, [url], now=100.0
+    )
     notifier = WebhookNotifier(store)
     assert notifier.deliver_due(now=100.0) == 0  # 500
     assert notifier.deliver_due(now=100.5) == 0  # not due yet: the next try is at 101
@@ -87,7 +88,9 @@ def test_alerts_page_by_cursor_through_every_filter_on_an_index(tmp_path: Path) 
 
     store = AlertStore(tmp_path / "alerts.sqlite")
     for i in range(9):
-        store.open_alert("latency" if i % 3 else "errors", f"series-{i}", {}, "warning", "m", 1.0, [], now=1000.0 + i // 2)
+        store.open_alert(
+            "latency" if i % 3 else "errors", f"series-{i}", {}, "warning", "m", 1.0, [], now=1000.0 + i // 2
+        )
         if i % 2:
             store.resolve("latency" if i % 3 else "errors", f"series-{i}", [], now=2000.0)
     pages, before = [], None
@@ -97,8 +100,12 @@ def test_alerts_page_by_cursor_through_every_filter_on_an_index(tmp_path: Path) 
         if len(page) < 2:
             break
         before = alerts_cursor(page)
-    expected = [a.series for a in sorted((a for a in store.query(limit=100) if a.rule == "latency"),
-                                         key=lambda a: (a.started_at, a.id), reverse=True)]
+    expected = [
+        a.series
+        for a in sorted(
+            (a for a in store.query(limit=100) if a.rule == "latency"), key=lambda a: (a.started_at, a.id), reverse=True
+        )
+    ]
     assert pages == expected and len(pages) == 6
     with pytest.raises(InvalidArgument, match="cursor"):
         store.query(before="x~y")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -40,8 +41,11 @@ BINARY = {"type": "string", "format": "binary"}
 
 def _untyped(schema: dict[str, Any]) -> bool:
     """An object schema that says nothing of its keys (what ``dict[str, Any]`` gives)."""
-    return not schema or (schema.get("type") == "object" and "properties" not in schema
-                          and schema.get("additionalProperties", True) in (True, {}))
+    return not schema or (
+        schema.get("type") == "object"
+        and "properties" not in schema
+        and schema.get("additionalProperties", True) in (True, {})
+    )
 
 
 def test_every_route_declares_its_success_body() -> None:
@@ -63,14 +67,22 @@ def test_every_route_declares_its_success_body() -> None:
     assert {"TaskList", "ModelDetail", "ResultList", "SweepPublic", "AlertList"} <= names
 
 
-@pytest.mark.parametrize(("model", "record"), [
-    (TaskPublic, Task), (TrialPublic, Trial), (ModelVersionPublic, ModelVersion), (ResultPublic, PredictionRecord),
-    (AlertPublic, Alert), (CodeArchivePublic, CodeArchive)])
+@pytest.mark.parametrize(
+    ("model", "record"),
+    [
+        (TaskPublic, Task),
+        (TrialPublic, Trial),
+        (ModelVersionPublic, ModelVersion),
+        (ResultPublic, PredictionRecord),
+        (AlertPublic, Alert),
+        (CodeArchivePublic, CodeArchive),
+    ],
+)
 def test_a_record_model_declares_every_field_of_its_store(model: type[BaseModel], record: type) -> None:
     """So the schema never lags behind the store (a field the model missed would still be sent,
     extra keys pass, but clients would not be told of it)."""
     stored = [field.name for field in dataclasses.fields(record)]
-    assert list(model.model_fields)[:len(stored)] == stored
+    assert list(model.model_fields)[: len(stored)] == stored
 
 
 # -- routes on stores of their own, through dependency_overrides -----------------------------------
@@ -104,14 +116,22 @@ def test_task_routes_answer_from_the_task_manager_they_are_given(task_api: tuple
 
     page = client.get("/v1/tasks", params={"limit": 1})
     assert page.status_code == 200
-    assert page.json() == {"tasks": [{**done.to_dict(), "waiting": None}], "counts": store.counts(),
-                           "next_before": done.id}
+    assert page.json() == {
+        "tasks": [{**done.to_dict(), "waiting": None}],
+        "counts": store.counts(),
+        "next_before": done.id,
+    }
     assert client.get("/v1/tasks/counts").json() == store.counts()
     assert client.get(f"/v1/tasks/{done.id}").json() == {
-        **done.to_dict(), "waiting": None, "ray_dashboard_url": "http://127.0.0.1:8265/#/jobs/job-7"}
+        **done.to_dict(),
+        "waiting": None,
+        "ray_dashboard_url": "http://127.0.0.1:8265/#/jobs/job-7",
+    }
     assert client.get(f"/v1/tasks/{made.id}").json()["ray_dashboard_url"] is None
     assert client.get(f"/v1/tasks/{done.id}/metrics").json() == {
-        "task_id": done.id, "history": [{"epoch": 1, "epochs": 1, "val_accuracy": 0.5}]}
+        "task_id": done.id,
+        "history": [{"epoch": 1, "epochs": 1, "val_accuracy": 0.5}],
+    }
     missing = client.get("/v1/tasks/nope")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
 
@@ -123,7 +143,7 @@ def registry_api(tmp_path: Path) -> Iterator[tuple[TestClient, RegistryStore]]:
     app = _app(models.router, results.router)
     app.dependency_overrides[deps.get_registry] = lambda: registry
     app.dependency_overrides[deps.get_storage] = lambda: storage
-    app.dependency_overrides[deps.get_warm] = lambda: (lambda ref: None)
+    app.dependency_overrides[deps.get_warm] = lambda: lambda ref: None
     with TestClient(app) as client:
         yield client, registry
     registry.close()
@@ -145,7 +165,10 @@ def test_model_routes_answer_from_the_registry_they_are_given(registry_api: tupl
     assert detail == {"name": "m", "aliases": {}, "traffic": {}, "versions": [second.to_dict()], "next_before": 2}
     assert client.get("/v1/models/m/versions/1").json() == first.to_dict()  # an int metric stays an int
     assert client.get("/v1/models/m/versions/2/lineage").json() == {
-        "name": "m", "version": 2, "lineage": [{"version": 2, "parent": 1, "method": "int8"}, {"version": 1}]}
+        "name": "m",
+        "version": 2,
+        "lineage": [{"version": 2, "parent": 1, "method": "int8"}, {"version": 1}],
+    }
     # Another alias than production: no gate, and no gate's keys in the answer.
     moved = client.post("/v1/models/m/promote", json={"version": 1, "alias": "staging"})
     assert moved.json() == {"name": "m", "version": 1, "alias": "staging", "message": "staging -> m v1"}
@@ -158,8 +181,16 @@ def test_model_routes_answer_from_the_registry_they_are_given(registry_api: tupl
 
 def test_a_result_has_a_preview_only_when_asked(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "results.sqlite")
-    record = PredictionRecord(id="r1", model="m", version=1, input_digest="d" * 64, output={"label": "7"},
-                              latency_ms=2.0, created_at=1.7e9, features={"length": 12})
+    record = PredictionRecord(
+        id="r1",
+        model="m",
+        version=1,
+        input_digest="d" * 64,
+        output={"label": "7"},
+        latency_ms=2.0,
+        created_at=1.7e9,
+        features={"length": 12},
+    )
     store.record_batch([record])
     app = _app(results.router)
     app.dependency_overrides[deps.get_results] = lambda: store
@@ -168,12 +199,15 @@ def test_a_result_has_a_preview_only_when_asked(tmp_path: Path) -> None:
         assert client.get("/v1/results/r1").json() == record.to_dict()
         assert client.get("/v1/results").json() == {"results": [record.to_dict()], "next_cursor": None}
         assert client.get("/v1/results/r1", params={"preview": True}).json() == {
-            **record.to_dict(), "preview": {"kind": "none", "text": "input not kept (AIP_SERVE_STORE_INPUTS=false)"}}
+            **record.to_dict(),
+            "preview": {"kind": "none", "text": "input not kept (AIP_SERVE_STORE_INPUTS=false)"},
+        }
     store.close()
 
 
-def test_an_import_names_its_kind_or_a_dataset_of_it(registry_api: tuple[TestClient, RegistryStore],
-                                                      tmp_path: Path) -> None:
+def test_an_import_names_its_kind_or_a_dataset_of_it(
+    registry_api: tuple[TestClient, RegistryStore], tmp_path: Path
+) -> None:
     """The graph alone does not say what its input is: no kind is assumed."""
     from aiplatform.datasets import DatasetManager
     from aiplatform.kinds import KINDS

@@ -35,4 +35,6 @@ def test_bodies_over_the_limit_are_refused_with_413() -> None:
     assert "the limit is 1000 bytes" in declared.json()["message"]
     streamed = client.post("/v1/echo", content=iter([b"x" * 600, b"x" * 600]))  # chunked, no length
     assert streamed.status_code == 413
-    assert client.post("/v2/echo", content=b"x" * 5000).json() == {"error": "Request body is 5000 bytes or more; the limit is 1000 bytes"}
+    assert client.post("/v2/echo", content=b"x" * 5000).json() == {
+        "error": "Request body is 5000 bytes or more; the limit is 1000 bytes"
+    }

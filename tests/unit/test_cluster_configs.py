@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import ray
 import yaml
@@ -34,8 +35,10 @@ def test_the_cluster_launcher_config_passes_rays_validation() -> None:
     setup = " ".join(config["setup_commands"])
     assert "-c ~/aiplatform/constraints.txt" in setup and "URLLIB3_NO_OVERRIDE=1" in setup
     assert "AIP_STORAGE_URI=s3://" in setup
-    assert all("--metrics-export-port" in " ".join(cmds)
-               for cmds in (config["head_start_ray_commands"], config["worker_start_ray_commands"]))
+    assert all(
+        "--metrics-export-port" in " ".join(cmds)
+        for cmds in (config["head_start_ray_commands"], config["worker_start_ray_commands"])
+    )
     for name, node_type in types.items():  # IMDSv2 only: SSRF through a node cannot read its credentials
         assert node_type["node_config"]["MetadataOptions"]["HttpTokens"] == "required", name
     for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
@@ -66,7 +69,9 @@ def test_the_raycluster_has_head_cpu_and_gpu_groups_with_auth_metrics_and_state(
     for container in _containers(spec):
         env = {e["name"]: e for e in container["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"] and "secretKeyRef" in env["AIP_API_TOKEN"]["valueFrom"]
+        assert (
+            "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"] and "secretKeyRef" in env["AIP_API_TOKEN"]["valueFrom"]
+        )
         assert env["AIP_STORAGE_URI"]["value"].startswith("s3://")
         assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]["value"] == SERVE_ENV["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"]
     for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
@@ -97,7 +102,7 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
         if not env:
             app.pop("runtime_env", None)
     assert serve_config == expected
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         ServeDeploySchema.model_validate({**serve_config, "applications": [{"name": "x"}]})
 
 

@@ -63,17 +63,20 @@ def test_packing_is_deterministic_and_leaves_out_caches_vcs_and_links(tmp_path: 
     assert check_archive(pack_directory(EXAMPLE)) >= 3
 
 
-@pytest.mark.parametrize("archive, message", [
-    (b"not a zip", "not a ZIP file"),
-    (_zip({"../evil.py": b"x"}), "unsafe path"),
-    (_zip({"/abs/evil.py": b"x"}), "unsafe path"),
-    (_zip({"a\\..\\b.py": b"x"}), "unsafe path"),
-    (_zip({"C:/x.py": b"x"}), "unsafe path"),
-    (_zip({"ok.py": b"x"}, link="pkg/link.py"), "is a link"),
-    (_zip({"readme.txt": b"no code"}), "holds no Python file"),
-    (_zip({"ok.py": b"x", "bomb.bin": b"\0" * (8 * 2**20)}), "ZIP bomb"),
-    (_zip({f"m{i}.py": b"" for i in range(MAX_MEMBERS + 1)}), "members; the most is"),
-])
+@pytest.mark.parametrize(
+    "archive, message",
+    [
+        (b"not a zip", "not a ZIP file"),
+        (_zip({"../evil.py": b"x"}), "unsafe path"),
+        (_zip({"/abs/evil.py": b"x"}), "unsafe path"),
+        (_zip({"a\\..\\b.py": b"x"}), "unsafe path"),
+        (_zip({"C:/x.py": b"x"}), "unsafe path"),
+        (_zip({"ok.py": b"x"}, link="pkg/link.py"), "is a link"),
+        (_zip({"readme.txt": b"no code"}), "holds no Python file"),
+        (_zip({"ok.py": b"x", "bomb.bin": b"\0" * (8 * 2**20)}), "ZIP bomb"),
+        (_zip({f"m{i}.py": b"" for i in range(MAX_MEMBERS + 1)}), "members; the most is"),
+    ],
+)
 def test_hostile_archives_are_refused_by_name(archive: bytes, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         check_archive(archive)
@@ -102,8 +105,19 @@ def test_stored_by_digest_unpacked_by_digest(tmp_path: Path) -> None:
             check_digest(bad)
 
 
-@pytest.mark.parametrize("name", ["pkg/evil\n.py", "pkg/a\rb.py", "esc\x1b[31m.py", "tab\there.py", "del\x7f.py",
-                                  "c1\x85.py", "rlo\u202egnp.py", "line\u2028sep.py"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pkg/evil\n.py",
+        "pkg/a\rb.py",
+        "esc\x1b[31m.py",
+        "tab\there.py",
+        "del\x7f.py",
+        "c1\x85.py",
+        "rlo\u202egnp.py",
+        "line\u2028sep.py",
+    ],
+)
 def test_member_names_with_control_characters_are_refused_by_their_escaped_name(name: str) -> None:
     with pytest.raises(InvalidArgument) as refused:
         check_archive(_zip({"ok.py": b"x", name: b"x"}))
@@ -201,12 +215,17 @@ def test_creating_a_task_checks_its_archive_off_the_event_loop(tmp_path: Path) -
         async def create_async(self, template: str, params: dict, **options: object) -> object:
             return store.create(template, params, **options)  # type: ignore[arg-type]
 
-    manager = TaskManager(Queue(), None, Settings(home=tmp_path, autoscaling=True, user_code=True),  # type: ignore[arg-type]
-                          storage=storage)  # type: ignore[arg-type]
+    manager = TaskManager(
+        Queue(),
+        None,
+        Settings(home=tmp_path, autoscaling=True, user_code=True),  # type: ignore[arg-type]
+        storage=storage,
+    )  # type: ignore[arg-type]
 
     async def create() -> tuple[object, threading.Thread]:
-        return await manager.create_async("user-code", {"entry": "heavy_pkg:fn", "code": digest}), \
-            threading.current_thread()
+        return await manager.create_async(
+            "user-code", {"entry": "heavy_pkg:fn", "code": digest}
+        ), threading.current_thread()
 
     task, loop_thread = asyncio.run(create())
     assert task.params["code"] == digest  # type: ignore[attr-defined]

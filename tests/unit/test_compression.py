@@ -15,17 +15,34 @@ from aiplatform.packaging import build_package, decode_model, encode_weights, lo
 pytestmark = pytest.mark.unit
 
 TEXT_ARCH = {"type": "embedding-bag", "vocab_size": 500, "embedding_dim": 16, "hidden_units": 16, "num_classes": 3}
-CNN_ARCH = {"type": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10, "conv_channels": [8, 16],
-            "hidden_units": 32}  # its first linear layer has 16*7*7*32 = 25,088 weights: int8 applies
+CNN_ARCH = {
+    "type": "cnn",
+    "in_channels": 1,
+    "image_size": 28,
+    "num_classes": 10,
+    "conv_channels": [8, 16],
+    "hidden_units": 32,
+}  # its first linear layer has 16*7*7*32 = 25,088 weights: int8 applies
 
 
 def _config(architecture: dict) -> dict:  # type: ignore[type-arg]
     if architecture["type"] == "embedding-bag":
-        return {"name": "m", "template": "text-classification", "architecture": architecture, "labels": ["a", "b", "c"],
-                "input": {"type": "text"}, "preprocessing": {"type": "text"}}
-    return {"name": "m", "template": "cnn-classification", "architecture": architecture,
-            "labels": [str(i) for i in range(10)], "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
-            "preprocessing": {"type": "image"}}
+        return {
+            "name": "m",
+            "template": "text-classification",
+            "architecture": architecture,
+            "labels": ["a", "b", "c"],
+            "input": {"type": "text"},
+            "preprocessing": {"type": "text"},
+        }
+    return {
+        "name": "m",
+        "template": "cnn-classification",
+        "architecture": architecture,
+        "labels": [str(i) for i in range(10)],
+        "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+        "preprocessing": {"type": "image"},
+    }
 
 
 def _inputs(architecture: dict) -> torch.Tensor:  # type: ignore[type-arg]
@@ -40,8 +57,9 @@ def _trained_like(architecture: dict) -> torch.nn.Module:  # type: ignore[type-a
     return build_model(architecture).eval()
 
 
-@pytest.mark.parametrize("text,expected", [("int8", "int8"), ("FP16", "fp16"), (" prune:0.5 ", "prune:0.5"),
-                                           ("prune:.25", "prune:0.25")])
+@pytest.mark.parametrize(
+    "text,expected", [("int8", "int8"), ("FP16", "fp16"), (" prune:0.5 ", "prune:0.5"), ("prune:.25", "prune:0.25")]
+)
 def test_methods_parse(text: str, expected: str) -> None:
     assert parse_method(text).label == expected
 
@@ -58,8 +76,12 @@ def test_a_compressed_package_computes_what_the_compression_made(architecture: d
     model, config = _trained_like(architecture), _config(architecture)
     compressed, block = apply(parse_method(method), model, config)
     new_config = {**config, "compression": block}
-    data = build_package(model_config=new_config, state_dict=encode_weights(compressed, block),
-                         metrics={}, lineage={"method": "compress", "parent": 1})
+    data = build_package(
+        model_config=new_config,
+        state_dict=encode_weights(compressed, block),
+        metrics={},
+        lineage={"method": "compress", "parent": 1},
+    )
     package = load_package(data)
     x = _inputs(architecture)
     with torch.inference_mode():

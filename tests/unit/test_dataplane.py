@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,9 +68,9 @@ class Recorded:
     input_storage = None
 
     def __init__(self) -> None:
-        self.records: list[tuple[PredictionRecord, Optional[bytes]]] = []
+        self.records: list[tuple[PredictionRecord, bytes | None]] = []
 
-    def record(self, record: PredictionRecord, raw_input: Optional[bytes] = None) -> None:
+    def record(self, record: PredictionRecord, raw_input: bytes | None = None) -> None:
         self.records.append((record, raw_input))
 
 
@@ -91,31 +91,45 @@ def servers() -> FakeModelServers:
     return FakeModelServers({"digits:1": make_package(seed=0), "digits:2": make_package(seed=1)})
 
 
-def make_core(registry: RegistryStore, servers: FakeModelServers, batches_in_flight: int = 2) -> tuple[DataPlane, Recorded]:
+def make_core(
+    registry: RegistryStore, servers: FakeModelServers, batches_in_flight: int = 2
+) -> tuple[DataPlane, Recorded]:
     recorded = Recorded()
-    return DataPlane(servers, registry, recorded, RequestLimits(), max_batch_size=64,
-                     batches_in_flight=batches_in_flight), recorded
+    return DataPlane(
+        servers, registry, recorded, RequestLimits(), max_batch_size=64, batches_in_flight=batches_in_flight
+    ), recorded
 
 
 def v1_json(array: np.ndarray = DIGIT) -> Any:
     async def read() -> V1Input:
         return V1Input(json.dumps({"array": array.tolist()}).encode(), False)
+
     return read
 
 
-def v2_body(rows: int, request_id: Optional[str] = None) -> Any:
-    body: dict[str, Any] = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [rows, 8, 8, 1],
-                                        "data": np.stack([DIGIT] * rows).ravel().tolist()}]}
+def v2_body(rows: int, request_id: str | None = None) -> Any:
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "UINT8",
+                "shape": [rows, 8, 8, 1],
+                "data": np.stack([DIGIT] * rows).ravel().tolist(),
+            }
+        ]
+    }
     if request_id is not None:
         body["id"] = request_id
 
     async def read() -> tuple[bytes, Any]:
         return json.dumps(body).encode(), body
+
     return read
 
 
-def test_a_request_is_routed_decoded_classified_and_recorded(registry: RegistryStore,
-                                                              servers: FakeModelServers) -> None:
+def test_a_request_is_routed_decoded_classified_and_recorded(
+    registry: RegistryStore, servers: FakeModelServers
+) -> None:
     core, recorded = make_core(registry, servers)
     expected = servers.runners["digits:1"].predict(DIGIT.reshape(1, 8, 8, 1))[0]
 
@@ -152,8 +166,9 @@ def test_concurrent_requests_share_one_model_server_call(registry: RegistryStore
     assert len({p.request_id for p in answers}) == 8 and len(recorded.records) == 8
 
 
-def test_an_infer_request_records_each_input_and_keeps_the_clients_id(registry: RegistryStore,
-                                                                      servers: FakeModelServers) -> None:
+def test_an_infer_request_records_each_input_and_keeps_the_clients_id(
+    registry: RegistryStore, servers: FakeModelServers
+) -> None:
     core, recorded = make_core(registry, servers)
     predictions = asyncio.run(core.infer("digits", 2, v2_body(3, request_id="client-7")))
     assert predictions.target.version == 2 and predictions.client_id == "client-7"
@@ -207,8 +222,9 @@ def test_back_pressure_is_one_error_over_rest_and_grpc(registry: RegistryStore, 
     assert raised.value.message.endswith("; retry in 1 s")
     assert servers.calls == [("digits:1", 1)] and recorded.records == []  # not retried, not recorded
 
-    request = Request({"type": "http", "method": "POST", "path": "/v1/models/digits/predict", "headers": [],
-                       "query_string": b""})
+    request = Request(
+        {"type": "http", "method": "POST", "path": "/v1/models/digits/predict", "headers": [], "query_string": b""}
+    )
     response = error_response(request, raised.value)
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert json.loads(response.body) == {"error": "unavailable", "message": raised.value.message}

@@ -35,7 +35,7 @@ def test_hash_uniform_is_deterministic_and_uniform() -> None:
     u = hash_uniform(3, ids, 7)
     assert np.array_equal(u, hash_uniform(3, ids, 7))
     assert not np.array_equal(u, hash_uniform(4, ids, 7))
-    assert 0 <= u.min() and u.max() < 1
+    assert u.min() >= 0 and u.max() < 1
     assert abs(u.mean() - 0.5) < 0.01
 
 
@@ -100,13 +100,21 @@ def test_a_duplicate_group_keeps_the_same_row_whatever_order_its_copies_arrive_i
 
     from aiplatform.datasets.text_builder import deduplicate
 
-    copies = [(7, "Great day", "positive"), (7, "great day", "neutral"), (7, "GREAT DAY", "positive"),
-              (3, "alone", "neutral"), (9, "twice", "negative"), (9, "Twice", "negative")]
+    copies = [
+        (7, "Great day", "positive"),
+        (7, "great day", "neutral"),
+        (7, "GREAT DAY", "positive"),
+        (3, "alone", "neutral"),
+        (9, "twice", "negative"),
+        (9, "Twice", "negative"),
+    ]
     kept = set()
     for order in itertools.permutations(copies):
-        block = {"id": np.array([i for i, _, _ in order], dtype=np.int64),
-                 "text": np.array([t for _, t, _ in order], dtype=object),
-                 "label_name": np.array([lab for _, _, lab in order], dtype=object)}
+        block = {
+            "id": np.array([i for i, _, _ in order], dtype=np.int64),
+            "text": np.array([t for _, t, _ in order], dtype=object),
+            "label_name": np.array([lab for _, _, lab in order], dtype=object),
+        }
         rows = deduplicate(block)
         kept.add(tuple(sorted(zip(rows["id"].tolist(), rows["text"], rows["label_name"]))))
     # one row per id: the majority label, then the smallest text; a row without copies as it was
@@ -122,7 +130,7 @@ def test_only_png_and_jpeg_are_decoded_and_huge_images_are_refused_before_decodi
 
     from aiplatform.errors import TooLarge
 
-    def encoded(image: "Image.Image", fmt: str) -> bytes:
+    def encoded(image: Image.Image, fmt: str) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, format=fmt)
         return buffer.getvalue()
@@ -146,7 +154,11 @@ def test_builders_are_found_by_spec_type_and_name_a_known_kind() -> None:
     from aiplatform.datasets.builders import BUILDERS, DatasetBuilder, builder_for
     from aiplatform.kinds import KINDS
 
-    for spec in (ImageDatasetSpec(source="mnist"), TextDatasetSpec(source="tweets-sentiment"), TabularDatasetSpec(source="penguins")):
+    for spec in (
+        ImageDatasetSpec(source="mnist"),
+        TextDatasetSpec(source="tweets-sentiment"),
+        TabularDatasetSpec(source="penguins"),
+    ):
         builder = builder_for(spec)
         assert isinstance(builder, DatasetBuilder) and builder is BUILDERS[type(spec)]
         assert builder.kind in KINDS

@@ -12,9 +12,9 @@ import pytest
 
 from aiplatform.errors import InvalidArgument, TooLarge
 from aiplatform.kinds.documents import check_text
-from aiplatform.limits import MAX_DECODED_VALUES, RequestLimits
 from aiplatform.kinds.rows import MAX_CSV_COLUMNS, FeatureSchema
 from aiplatform.kinds.tensors import images_from_infer_request
+from aiplatform.limits import MAX_DECODED_VALUES, RequestLimits
 from aiplatform.text import nfkc_within
 from aiplatform.text.nfkc import CHUNK_CHARS, is_boundary
 
@@ -23,16 +23,26 @@ LARGE = {"type": "image", "height": 2048, "width": 2048, "channels": 3}
 
 
 def _tensor(rows: int, side: int = 2) -> dict:
-    return {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [rows, side, side, 3],
-                        "data": [0] * (rows * side * side * 3)}]}
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "UINT8",
+                "shape": [rows, side, side, 3],
+                "data": [0] * (rows * side * side * 3),
+            }
+        ]
+    }
 
 
 # -- 2a: small tensors that decode into huge images ------------------------------------------------
 def test_rows_that_would_resize_past_the_budget_are_refused_before_any_resize(monkeypatch: pytest.MonkeyPatch) -> None:
     resized: list[int] = []
     monkeypatch.setattr("aiplatform.kinds.tensors.image_from_array", lambda row, spec: resized.append(1))
-    with pytest.raises(TooLarge, match=f"decode to 75,497,472 values .*2048 x 2048 x 3.*the limit is "
-                                       f"{MAX_DECODED_VALUES:,} per request"):
+    with pytest.raises(
+        TooLarge,
+        match=f"decode to 75,497,472 values .*2048 x 2048 x 3.*the limit is {MAX_DECODED_VALUES:,} per request",
+    ):
         images_from_infer_request(_tensor(6), LARGE, RequestLimits())  # 72 values sent
     assert resized == []  # refused on the shape alone
     images_from_infer_request(_tensor(5), LARGE, RequestLimits())  # 62.9M values: within the budget
@@ -86,10 +96,17 @@ TRICKY = [
     "\uac00\u11a8",  # LV + T
     "\u0b47\u0b3e\u0b57",  # Oriya: a vowel sign (a starter) composes with the one before it
     "\u0dd9\u0dcf\u0dca",  # Sinhala: two compositions in a row
-    "e\u0301\u0327", "a\u0323\u0302\u0301",  # combining marks reordered, then composed
+    "e\u0301\u0327",
+    "a\u0323\u0302\u0301",  # combining marks reordered, then composed
     "\u1e9b\u0323",  # long s with dot above: NFKC gives U+1E69
-    "\ufdfa\u0301x", "\ufb01\u0308", "\u0344\u0344a", "\u0f77\u0f73\u0f71",
-    "\uff21\u0301", "\u30ab\u3099\u309b", "\U00011131\U00011127", "\u00bd\u2026\u3300",
+    "\ufdfa\u0301x",
+    "\ufb01\u0308",
+    "\u0344\u0344a",
+    "\u0f77\u0f73\u0f71",
+    "\uff21\u0301",
+    "\u30ab\u3099\u309b",
+    "\U00011131\U00011127",
+    "\u00bd\u2026\u3300",
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("aiplatform", "serve_apps", "jobs", "aip")
 NOT_MODULES = {"aiplatform.templates"}  # the template plugins' entry-point group, a name, not a module
-REFERENCE = re.compile(r"`~?((?:%s)(?:\.[A-Za-z_]\w*)+)`" % "|".join(PACKAGES))
+REFERENCE = re.compile(r"`~?((?:{})(?:\.[A-Za-z_]\w*)+)`".format("|".join(PACKAGES)))
 FILE_REFERENCE = re.compile(r"``(\w+\.py)``")  # a docstring naming a module by its file
 
 
@@ -33,16 +33,28 @@ def _resolves(dotted: str) -> bool:
 
 
 def test_every_reference_to_a_module_or_object_resolves() -> None:
-    dangling = sorted({f"{path.relative_to(ROOT)}: {dotted}"
-                       for path in _sources() for dotted in REFERENCE.findall(path.read_text())
-                       if dotted not in NOT_MODULES and not _resolves(dotted)})
+    dangling = sorted(
+        {
+            f"{path.relative_to(ROOT)}: {dotted}"
+            for path in _sources()
+            for dotted in REFERENCE.findall(path.read_text())
+            if dotted not in NOT_MODULES and not _resolves(dotted)
+        }
+    )
     assert not dangling, "references to modules or objects that do not exist:\n" + "\n".join(dangling)
 
 
 def test_every_module_file_a_docstring_names_exists() -> None:
     names = {p.name for folder in (*PACKAGES, "tests", "bench", "scripts") for p in (ROOT / folder).rglob("*.py")}
-    dangling = sorted({f"{path.relative_to(ROOT)}: {name}" for path in _sources() if path.suffix == ".py"
-                       for name in FILE_REFERENCE.findall(path.read_text()) if name not in names})
+    dangling = sorted(
+        {
+            f"{path.relative_to(ROOT)}: {name}"
+            for path in _sources()
+            if path.suffix == ".py"
+            for name in FILE_REFERENCE.findall(path.read_text())
+            if name not in names
+        }
+    )
     assert not dangling, "docstrings naming module files that do not exist:\n" + "\n".join(dangling)
 
 

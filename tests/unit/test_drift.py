@@ -40,8 +40,11 @@ def test_predicted_classes_against_the_class_balance() -> None:
 
 
 def test_the_summary_names_the_worst_feature_and_needs_enough_samples() -> None:
-    features = {"a": {"psi": 0.02, "verdict": "stable"}, "b": {"psi": 0.4, "verdict": "significant"},
-                "c": {"psi": 0.12, "verdict": "moderate"}}
+    features = {
+        "a": {"psi": 0.02, "verdict": "stable"},
+        "b": {"psi": 0.4, "verdict": "significant"},
+        "c": {"psi": 0.12, "verdict": "moderate"},
+    }
     summary = drift_summary(features, live_samples=100)
     assert summary == {"score": 0.4, "verdict": "significant", "worst_feature": "b", "drifted": ["b", "c"]}
     with pytest.raises(InvalidArgument, match="at least 30 recent predictions"):
@@ -51,7 +54,9 @@ def test_the_summary_names_the_worst_feature_and_needs_enough_samples() -> None:
 def test_input_features_are_the_same_one_by_one_and_in_batches() -> None:
     images = np.random.default_rng(1).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     columns = image_feature_columns(images)
-    assert [image_features(i)["mean_intensity"] for i in images] == pytest.approx(list(columns["mean_intensity"]), abs=1e-5)
+    assert [image_features(i)["mean_intensity"] for i in images] == pytest.approx(
+        list(columns["mean_intensity"]), abs=1e-5
+    )
     tokenizer = Tokenizer(["good", "movie"])  # "a", "," and "!" are tokens it does not know
     assert text_features("A good movie, GOOD!", tokenizer) == {"chars": 19.0, "tokens": 6.0, "oov_rate": 0.5}
     assert text_features("", tokenizer)["oov_rate"] == 0.0

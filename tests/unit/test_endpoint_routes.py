@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from aiplatform.api.app import include_api
-from aiplatform.api.endpoint_routes import DirectRoute, DirectDispatch, bind_endpoints, direct_route, include_endpoints
+from aiplatform.api.endpoint_routes import DirectDispatch, DirectRoute, bind_endpoints, direct_route, include_endpoints
 from aiplatform.api.security import AccessPolicy
 from aiplatform.errors import NotFound
 from aiplatform.serving.rest import Route, declared_routes, route
@@ -40,12 +40,15 @@ calls: list[str] = []
 
 def _app(fast: bool, auth: str = "off") -> FastAPI:
     app = FastAPI()
-    app.add_middleware(DirectDispatch, routes=ROUTES, endpoints_of=lambda scope: getattr(scope["app"].state, "fast", None))
+    app.add_middleware(
+        DirectDispatch, routes=ROUTES, endpoints_of=lambda scope: getattr(scope["app"].state, "fast", None)
+    )
     include_api(app)
 
     @app.post("/v1/models/{name}/predict")
-    async def predict(name: str, request: Request, version: Optional[int] = None,
-                      alias: Optional[str] = None) -> JSONResponse:
+    async def predict(
+        name: str, request: Request, version: int | None = None, alias: str | None = None
+    ) -> JSONResponse:
         calls.append("predict")
         if name == "missing":
             raise NotFound(f"Model {name!r} not found")
@@ -66,7 +69,7 @@ def _app(fast: bool, auth: str = "off") -> FastAPI:
     return app
 
 
-def _answers(app: FastAPI, headers: Optional[dict[str, str]] = None) -> list[tuple[int, Any]]:
+def _answers(app: FastAPI, headers: dict[str, str] | None = None) -> list[tuple[int, Any]]:
     client = TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
     answers = []
     for method, url, body in REQUESTS:
@@ -112,11 +115,13 @@ def test_the_guard_and_the_body_limit_still_come_first() -> None:
     calls.clear()
     refused = client.post("/v1/models/digits/predict", content=b"{}")
     assert refused.status_code == 401 and refused.json()["error"] == "unauthenticated"
-    wrong_host = client.post("/v1/models/digits/predict", content=b"{}",
-                             headers={"host": "evil.example", "authorization": "Bearer s3cret"})
+    wrong_host = client.post(
+        "/v1/models/digits/predict", content=b"{}", headers={"host": "evil.example", "authorization": "Bearer s3cret"}
+    )
     assert wrong_host.status_code == 400
-    too_large = client.post("/v1/models/digits/predict", content=b"x" * (33 * 1024 * 1024),
-                            headers={"authorization": "Bearer s3cret"})
+    too_large = client.post(
+        "/v1/models/digits/predict", content=b"x" * (33 * 1024 * 1024), headers={"authorization": "Bearer s3cret"}
+    )
     assert too_large.status_code == 413
     assert calls == []
     allowed = client.post("/v1/models/digits/predict", content=b"{}", headers={"authorization": "Bearer s3cret"})
@@ -130,8 +135,9 @@ class Endpoints:
         self.tag = tag
 
     @route("POST", "/v1/models/{name}/predict", direct=True)
-    async def predict(self, name: str, request: Request, version: Optional[int] = None,
-                      alias: Optional[str] = None) -> JSONResponse:
+    async def predict(
+        self, name: str, request: Request, version: int | None = None, alias: str | None = None
+    ) -> JSONResponse:
         calls.append("predict")
         if name == "missing":
             raise NotFound(f"Model {name!r} not found")
@@ -190,7 +196,11 @@ def test_declared_routes_are_fastapis_too(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.undo()
     schema = client.get("/openapi.json").json()["paths"]
     assert set(schema["/v1/models/{name}/predict"]) == {"post"}
-    assert [p["name"] for p in schema["/v1/models/{name}/predict"]["post"]["parameters"]] == ["name", "version", "alias"]
+    assert [p["name"] for p in schema["/v1/models/{name}/predict"]["post"]["parameters"]] == [
+        "name",
+        "version",
+        "alias",
+    ]
 
 
 def test_before_the_endpoints_are_bound_every_route_answers_503() -> None:

@@ -20,8 +20,15 @@ from aiplatform.settings import Settings
 
 @pytest.mark.parametrize(
     "error, status",
-    [(InvalidArgument("x"), 400), (IntegrityError("x"), 400), (NotFound("x"), 404),
-     (AlreadyExists("x"), 409), (Conflict("x"), 409), (Unavailable("x"), 503), (AIPError("x"), 500)],
+    [
+        (InvalidArgument("x"), 400),
+        (IntegrityError("x"), 400),
+        (NotFound("x"), 404),
+        (AlreadyExists("x"), 409),
+        (Conflict("x"), 409),
+        (Unavailable("x"), 503),
+        (AIPError("x"), 500),
+    ],
 )
 def test_every_error_maps_to_an_http_status(error: AIPError, status: int) -> None:
     assert http_status(error) == status
@@ -62,8 +69,12 @@ def test_secrets_in_settings_never_show_in_their_repr_or_in_errors() -> None:
     from pydantic import ValidationError
 
     secret_hook = "https://hooks.example.com/services/T000/B000/s3cr3t"
-    settings = Settings(s3_access_key_id="AKIA-s3cr3t", s3_secret_access_key="s3cr3t-key", api_token="s3cr3t-token-0123456",
-                        alert_webhooks=[secret_hook])
+    settings = Settings(
+        s3_access_key_id="AKIA-s3cr3t",
+        s3_secret_access_key="s3cr3t-key",
+        api_token="s3cr3t-token-0123456",
+        alert_webhooks=[secret_hook],
+    )
     shown = repr(settings) + str(settings.model_dump())
     assert "s3cr3t" not in shown
     assert settings.webhook_urls == [secret_hook] and settings.s3_storage_options["secret"] == "s3cr3t-key"
@@ -75,7 +86,8 @@ def test_secrets_in_settings_never_show_in_their_repr_or_in_errors() -> None:
 
 @pytest.mark.parametrize("token", [" ", "", "short-token", "   s3cr3t-pad   "])
 def test_a_blank_or_short_api_token_refuses_to_start_naming_the_setting_not_the_value(
-        token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pydantic import ValidationError
 
     from aip.cli import main

@@ -21,9 +21,14 @@ class SignOfX(torch.nn.Module):
 
 def batches(xs: list[float], truth: list[int], size: int) -> list[dict[str, np.ndarray]]:
     rows = [np.float32([x]).tobytes() for x in xs]
-    return [{"id": np.array([f"row-{i}" for i in range(start, min(start + size, len(xs)))], dtype=object),
-             "features": np.array(rows[start:start + size], dtype=object),
-             "label": np.array(truth[start:start + size])} for start in range(0, len(xs), size)]
+    return [
+        {
+            "id": np.array([f"row-{i}" for i in range(start, min(start + size, len(xs)))], dtype=object),
+            "features": np.array(rows[start : start + size], dtype=object),
+            "label": np.array(truth[start : start + size]),
+        }
+        for start in range(0, len(xs), size)
+    ]
 
 
 def test_the_matrix_per_class_scores_and_worst_examples_are_exact() -> None:
@@ -43,7 +48,11 @@ def test_the_matrix_per_class_scores_and_worst_examples_are_exact() -> None:
     assert pos["f1"] == pytest.approx(4 / 6) and metrics["test_macro_f1"] == pytest.approx((0.5 + 4 / 6) / 2)
     # The most confident mistakes first: x=-4 (true pos) and x=3 (true neg), then x=0.2 and x=-0.1.
     assert [(w["id"], w["label"], w["predicted"]) for w in evaluation["worst"]] == [
-        ("row-9", "pos", "neg"), ("row-0", "neg", "pos"), ("row-4", "neg", "pos"), ("row-6", "pos", "neg")]
+        ("row-9", "pos", "neg"),
+        ("row-0", "neg", "pos"),
+        ("row-4", "neg", "pos"),
+        ("row-6", "pos", "neg"),
+    ]
     assert evaluation["worst"][0]["probability"] == pytest.approx(float(torch.softmax(torch.tensor([4.0, -4.0]), 0)[0]))
 
 

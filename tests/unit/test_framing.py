@@ -53,13 +53,14 @@ def test_photographs_and_colour_data_record_no_framing() -> None:
     assert measure_framing(np.zeros((20, 28, 28, 3), dtype=np.uint8)) is None
 
 
-def test_a_dark_digit_off_centre_in_a_large_light_image_comes_out_as_the_original(digits: np.ndarray,
-                                                                                   framing: dict) -> None:
+def test_a_dark_digit_off_centre_in_a_large_light_image_comes_out_as_the_original(
+    digits: np.ndarray, framing: dict
+) -> None:
     for digit in digits[:20]:
         reference = frame_image(digit, framing, 28)[..., 0]
         assert similarity(reference, digit) > 0.9  # an MNIST digit is nearly framed already
         canvas = np.full((300, 300), 235, dtype=np.uint8)
-        canvas[30:30 + 140, 120:120 + 140] = 255 - np.asarray(Image.fromarray(digit).resize((140, 140)))
+        canvas[30 : 30 + 140, 120 : 120 + 140] = 255 - np.asarray(Image.fromarray(digit).resize((140, 140)))
         framed = frame_image(canvas, framing, 28)[..., 0]
         assert similarity(framed, reference) > 0.85
 

@@ -12,7 +12,6 @@ import pytest
 
 from aiplatform.api.admission import Admission
 from aiplatform.serving.ingress import PublicListener
-
 from tests.factories import free_port
 
 pytestmark = pytest.mark.unit
@@ -24,6 +23,7 @@ def make_app(name: str, release: asyncio.Event | None = None) -> Any:
             await release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": name.encode()})
+
     return app
 
 
@@ -107,6 +107,7 @@ def test_a_request_past_its_deadline_is_answered_504_and_gives_its_slot_back() -
 
 def test_an_answer_that_has_begun_runs_past_the_deadline() -> None:
     """A log stream answers at once and goes on for minutes: the deadline is to begin the answer."""
+
     async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         for line in range(3):

@@ -4,7 +4,7 @@ created once, a second run writes nothing, and Grafana's errors are clear."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -48,9 +48,19 @@ def grafana() -> Iterator[tuple[GrafanaStub, str]]:
 
 
 def test_provisioning_creates_everything_once_and_a_second_run_changes_nothing(
-        grafana: tuple[GrafanaStub, str], capsys: pytest.CaptureFixture[str]) -> None:
+    grafana: tuple[GrafanaStub, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     stub, url = grafana
-    args = ["monitoring", "provision", "--grafana-url", url, "--token", TOKEN, "--prometheus-url", "http://127.0.0.1:9090"]
+    args = [
+        "monitoring",
+        "provision",
+        "--grafana-url",
+        url,
+        "--token",
+        TOKEN,
+        "--prometheus-url",
+        "http://127.0.0.1:9090",
+    ]
     assert aip(args) == 0
     assert "Grafana is up to date (changed)" in capsys.readouterr().out
     assert set(stub.datasources) == {DATASOURCE_UID} and stub.datasources[DATASOURCE_UID]["type"] == "prometheus"
@@ -99,7 +109,8 @@ def test_grafana_errors_are_clear(grafana: tuple[GrafanaStub, str], capsys: pyte
     with pytest.raises(Unavailable, match="failed .* 3 times"):
         provisioner.provision(prometheus_url="http://p:9090", rules=RULES)
     with pytest.raises(Unavailable, match="cannot be reached"):
-        GrafanaProvisioner(GrafanaProvisioner.connect(f"http://127.0.0.1:{free_port()}", TOKEN).api, "x",
-                           base_delay_s=0.01).provision(prometheus_url="http://p:9090", rules=RULES)
+        GrafanaProvisioner(
+            GrafanaProvisioner.connect(f"http://127.0.0.1:{free_port()}", TOKEN).api, "x", base_delay_s=0.01
+        ).provision(prometheus_url="http://p:9090", rules=RULES)
     with pytest.raises(InvalidArgument, match="must start with http"):
         GrafanaProvisioner.connect("grafana:3000", TOKEN)

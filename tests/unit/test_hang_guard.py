@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_test_past_its_timeout_ends_the_run_with_its_stack(tmp_path: Path) -> None:
     stuck = tmp_path / "test_stuck.py"
-    stuck.write_text(textwrap.dedent("""
+    stuck.write_text(
+        textwrap.dedent("""
         import time
         import pytest
 
@@ -30,10 +31,28 @@ def test_a_test_past_its_timeout_ends_the_run_with_its_stack(tmp_path: Path) -> 
 
         def test_after():
             pass
-    """))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest", "-q",
-                           "--rootdir", str(tmp_path), str(stuck)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=50, env={**os.environ, "AIP_TESTS_HANG_MARGIN_S": "2"})
+    """)
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.conftest",
+            "-q",
+            "--rootdir",
+            str(tmp_path),
+            str(stuck),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, "AIP_TESTS_HANG_MARGIN_S": "2"},
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]
     assert "Timeout (0:00:03)!" in output and "in test_stuck" in output, output[-3000:]

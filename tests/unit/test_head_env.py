@@ -15,25 +15,41 @@ from aiplatform.tasks.ray_jobs import RayJobs
 
 pytestmark = pytest.mark.unit
 
-SECRETS = {"AIP_API_TOKEN": "api-token-0123456789", "AIP_S3_ACCESS_KEY_ID": "AKIA-id",
-           "AIP_S3_SECRET_ACCESS_KEY": "s3-secret-key", "AIP_ALERT_WEBHOOKS": '["https://hooks.example.com/s3cr3t"]',
-           "aip_api_token": "lower-case-token-0123"}  # pydantic-settings reads AIP_* in any case
+SECRETS = {
+    "AIP_API_TOKEN": "api-token-0123456789",
+    "AIP_S3_ACCESS_KEY_ID": "AKIA-id",
+    "AIP_S3_SECRET_ACCESS_KEY": "s3-secret-key",
+    "AIP_ALERT_WEBHOOKS": '["https://hooks.example.com/s3cr3t"]',
+    "aip_api_token": "lower-case-token-0123",
+}  # pydantic-settings reads AIP_* in any case
 
 
 def test_the_heads_environment_keeps_the_operators_settings_but_not_the_platforms_secrets() -> None:
-    operator = {"PATH": "/usr/bin", "HOME": "/home/op", "AIP_HOME": "/srv/aip", "AIP_STORAGE_URI": "s3://b/p",
-                "AIP_S3_ENDPOINT_URL": "http://127.0.0.1:9000", **SECRETS}
+    operator = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/op",
+        "AIP_HOME": "/srv/aip",
+        "AIP_STORAGE_URI": "s3://b/p",
+        "AIP_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        **SECRETS,
+    }
     env = head_env(operator)
     assert not set(SECRETS) & set(env)
     assert not any(value in SECRETS.values() for value in env.values())
-    assert {k: env[k] for k in ("PATH", "HOME", "AIP_HOME", "AIP_STORAGE_URI", "AIP_S3_ENDPOINT_URL")} == \
-        {k: operator[k] for k in ("PATH", "HOME", "AIP_HOME", "AIP_STORAGE_URI", "AIP_S3_ENDPOINT_URL")}
+    assert {k: env[k] for k in ("PATH", "HOME", "AIP_HOME", "AIP_STORAGE_URI", "AIP_S3_ENDPOINT_URL")} == {
+        k: operator[k] for k in ("PATH", "HOME", "AIP_HOME", "AIP_STORAGE_URI", "AIP_S3_ENDPOINT_URL")
+    }
     assert LOCAL_RAY_ENV.items() <= env.items()
 
 
 def test_every_secret_setting_is_kept_out_of_the_heads_environment() -> None:
     # A new SecretStr setting joins by its type; these four are the ones there are today.
-    assert {"AIP_API_TOKEN", "AIP_S3_ACCESS_KEY_ID", "AIP_S3_SECRET_ACCESS_KEY", "AIP_ALERT_WEBHOOKS"} <= SECRET_ENV_NAMES
+    assert {
+        "AIP_API_TOKEN",
+        "AIP_S3_ACCESS_KEY_ID",
+        "AIP_S3_SECRET_ACCESS_KEY",
+        "AIP_ALERT_WEBHOOKS",
+    } <= SECRET_ENV_NAMES
     assert not {"AIP_HOME", "AIP_STORAGE_URI", "AIP_S3_ENDPOINT_URL", "AIP_API_AUTH"} & SECRET_ENV_NAMES
 
 

@@ -9,7 +9,7 @@ import asyncio
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +21,8 @@ from aiplatform.analysis.report import _dataset_charts
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds import KINDS, DatasetKind, ManyInputs, ModelKind, importable_kinds, kind_class, kind_for
 from aiplatform.kinds.base import BarChart, ImageChart
-from aiplatform.limits import RequestLimits
 from aiplatform.kinds.rows import FeatureSchema
+from aiplatform.limits import RequestLimits
 
 pytestmark = pytest.mark.unit
 
@@ -41,9 +41,9 @@ class KindExample:
     json_body: dict[str, Any]
     upload: tuple[str, bytes]
     v2_body: dict[str, Any]
-    graph_input: Optional[dict[str, Any]] = None
+    graph_input: dict[str, Any] | None = None
     """An ONNX graph's input an importable kind takes, with the caller's preprocessing."""
-    import_preprocessing: Optional[dict[str, Any]] = None
+    import_preprocessing: dict[str, Any] | None = None
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -58,11 +58,19 @@ def image_example() -> KindExample:
     rows = [np.full((8, 8, 1), value, dtype=np.uint8) for value in (0, 128, 255, 0)]
     digit = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
     return KindExample(
-        config={"input": {"type": "image", "height": 8, "width": 8, "channels": 1},
-                "preprocessing": {"scale": 1 / 255, "mean": [0.5], "std": [0.5]}},
+        config={
+            "input": {"type": "image", "height": 8, "width": 8, "channels": 1},
+            "preprocessing": {"scale": 1 / 255, "mean": [0.5], "std": [0.5]},
+        },
         manifest={"image": {"height": 8, "width": 8, "channels": 1}},
-        table=pa.table({"id": ["0", "1", "2", "3"], "image": pa.array([r.tobytes() for r in rows], pa.binary()),
-                        "label": [0, 1, 1, 0], "variant": ["original"] * 4}),
+        table=pa.table(
+            {
+                "id": ["0", "1", "2", "3"],
+                "image": pa.array([r.tobytes() for r in rows], pa.binary()),
+                "label": [0, 1, 1, 0],
+                "variant": ["original"] * 4,
+            }
+        ),
         json_body={"image_b64": base64.b64encode(png(digit)).decode()},
         upload=("digit.png", png(digit)),
         v2_body={"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1], "data": [7] * 64}]},
@@ -82,7 +90,7 @@ def text_example() -> KindExample:
         manifest={"profile": {"train": {"words_histogram": {"bins": [1, 2, 3], "counts": [0, 1, 3]}}}},
         table=pa.table({"id": ["0", "1", "2", "3"], "text": texts, "label": [1, 0, 1, 1]}),
         json_body={"text": "a good film"},
-        upload=("review.txt", "a good film, a very good film".encode()),
+        upload=("review.txt", b"a good film, a very good film"),
         v2_body={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["good", "bad film"]}]},
     )
 
@@ -95,8 +103,10 @@ TABLE_FEATURES = [
 
 def tabular_example() -> KindExample:
     schema = FeatureSchema(TABLE_FEATURES)
-    rows = [schema.encode_row({"island": island, "mass": mass}).tobytes()
-            for island, mass in (("Dream", 3000), ("Biscoe", 5000), ("Dream", None), ("Dream", 3000))]
+    rows = [
+        schema.encode_row({"island": island, "mass": mass}).tobytes()
+        for island, mass in (("Dream", 3000), ("Biscoe", 5000), ("Dream", None), ("Dream", 3000))
+    ]
     return KindExample(
         config={"input": {"type": "tabular", "features": TABLE_FEATURES}, "preprocessing": {}},
         manifest={"table": {"features": TABLE_FEATURES, "label_column": "species"}},
@@ -202,9 +212,14 @@ def test_a_datasets_profile_previews_and_charts(name: str, example: KindExample)
     assert len(set(map(repr, keys))) < len(keys)  # the example's first and last rows are the same input
     previews = datasets.sample_previews(table, example.manifest)
     assert len(previews) == table.num_rows and all(isinstance(p, dict) and p for p in previews)
-    profile = {"dataset": "d@1", "kind": name, "labels": LABELS, "splits": {"train": summary},
-               "class_balance": {"shares": {"a": 0.5, "b": 0.5}},
-               **datasets.profile_extra(example.manifest, ["train"])}
+    profile = {
+        "dataset": "d@1",
+        "kind": name,
+        "labels": LABELS,
+        "splits": {"train": summary},
+        "class_balance": {"shares": {"a": 0.5, "b": 0.5}},
+        **datasets.profile_extra(example.manifest, ["train"]),
+    }
     _json_ready([profile, previews])
     charts = datasets.profile_charts(profile)
     assert charts and all(isinstance(c, (BarChart, ImageChart)) for c in charts)
@@ -214,8 +229,9 @@ def test_a_datasets_profile_previews_and_charts(name: str, example: KindExample)
 
 
 def test_training_batches_for_templates_and_user_code(name: str, example: KindExample) -> None:
-    batch = {column: example.table.column(column).to_numpy(zero_copy_only=False)
-             for column in example.table.column_names}
+    batch = {
+        column: example.table.column(column).to_numpy(zero_copy_only=False) for column in example.table.column_names
+    }
     inputs, labels = kind_for(example.config).batch_converter()(batch)
     assert len(inputs) == len(labels) == example.table.num_rows and labels.dtype == torch.int64
     datasets = kind_class(name)
@@ -274,7 +290,8 @@ def test_the_ui_reads_every_kinds_request_shape_from_the_api() -> None:
     client = TestClient(app, base_url="http://127.0.0.1:8000")
     answer = client.get("/v1/kinds")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["kinds"] == [{"name": name, "importable": kind.importable, **kind.request_shape()}
-                                      for name, kind in KINDS.items()]
+    assert answer.json()["kinds"] == [
+        {"name": name, "importable": kind.importable, **kind.request_shape()} for name, kind in KINDS.items()
+    ]
     schema = client.get("/openapi.json").json()["paths"]["/v1/kinds"]["get"]["responses"]["200"]
     assert schema["content"]["application/json"]["schema"]["$ref"].endswith("/KindList")

@@ -20,8 +20,14 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     """lint-imports over ``tree``'s packages (its path first, so an installed copy cannot answer)."""
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=tree, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}, timeout=300)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
 
 
 def test_the_layer_contracts_hold() -> None:

@@ -47,6 +47,10 @@ def test_the_cli_does_not_import_ray_before_it_sets_rays_local_only_environment(
     import subprocess
     import sys
 
-    probe = subprocess.run([sys.executable, "-c", "import aip.cli, sys; print('ray' in sys.modules)"],
-                           capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import aip.cli, sys; print('ray' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.stdout.strip() == "False", probe.stderr[-2000:]

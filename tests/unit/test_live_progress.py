@@ -12,8 +12,14 @@ from aiplatform.tasks.console import LiveProgress, epoch_line
 
 
 def metrics(epoch: int) -> dict[str, float]:
-    return {"epoch": epoch, "epochs": 2, "train_loss": 0.5 / epoch, "val_loss": 0.4 / epoch,
-            "val_accuracy": 0.9 + epoch / 100, "samples_per_second": 2500.4}
+    return {
+        "epoch": epoch,
+        "epochs": 2,
+        "train_loss": 0.5 / epoch,
+        "val_loss": 0.4 / epoch,
+        "val_accuracy": 0.9 + epoch / 100,
+        "samples_per_second": 2500.4,
+    }
 
 
 def test_epochs_are_printed_once_as_they_land_and_waiting_is_said(monkeypatch) -> None:  # type: ignore[no-untyped-def]

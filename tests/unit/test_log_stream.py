@@ -15,7 +15,9 @@ from aiplatform.api.log_stream import StreamSlots, task_log_events
 from aiplatform.errors import NotFound, Unavailable
 
 
-def collect(states: list[str], logs: list[object], after: int = 0, slots: StreamSlots | None = None) -> list[tuple[str, dict]]:
+def collect(
+    states: list[str], logs: list[object], after: int = 0, slots: StreamSlots | None = None
+) -> list[tuple[str, dict]]:
     """Runs a stream over successive (state, log) readings; a log reading may be an exception."""
     slots = slots or StreamSlots()
     readings = iter(zip(states, logs))
@@ -35,7 +37,7 @@ def collect(states: list[str], logs: list[object], after: int = 0, slots: Stream
         async for text in task_log_events(read_state, read_log, after, slots, "127.0.0.1"):
             if text.startswith("event:"):
                 head, data = text.strip().split("\n")
-                events.append((head.split(": ")[1], json.loads(data[len("data: "):])))
+                events.append((head.split(": ")[1], json.loads(data[len("data: ") :])))
         return events
 
     events = asyncio.run(run())
@@ -49,17 +51,27 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_new_lines_only_then_the_end() -> None:
-    events = collect(["QUEUED", "RUNNING", "RUNNING", "RUNNING", "SUCCEEDED"],
-                     [NotFound("no job yet"), "a\nb\n", "a\nb\n", "a\nb\nc\n", "a\nb\nc\nd"])
-    assert events == [("lines", {"from": 0, "lines": ["a", "b"]}), ("lines", {"from": 2, "lines": ["c"]}),
-                      ("lines", {"from": 3, "lines": ["d"]}), ("end", {"state": "SUCCEEDED", "after": 4})]
+    events = collect(
+        ["QUEUED", "RUNNING", "RUNNING", "RUNNING", "SUCCEEDED"],
+        [NotFound("no job yet"), "a\nb\n", "a\nb\n", "a\nb\nc\n", "a\nb\nc\nd"],
+    )
+    assert events == [
+        ("lines", {"from": 0, "lines": ["a", "b"]}),
+        ("lines", {"from": 2, "lines": ["c"]}),
+        ("lines", {"from": 3, "lines": ["d"]}),
+        ("end", {"state": "SUCCEEDED", "after": 4}),
+    ]
 
 
 def test_a_resumed_stream_sends_what_the_client_lacks_and_a_new_attempt_restarts_it() -> None:
     events = collect(["RUNNING", "RUNNING", "FAILED"], ["a\nb\nc", "x", "x\ny"], after=2)
-    assert events == [("lines", {"from": 2, "lines": ["c"]}), ("restart", {"lines": 1}),
-                      ("lines", {"from": 0, "lines": ["x"]}), ("lines", {"from": 1, "lines": ["y"]}),
-                      ("end", {"state": "FAILED", "after": 2})]
+    assert events == [
+        ("lines", {"from": 2, "lines": ["c"]}),
+        ("restart", {"lines": 1}),
+        ("lines", {"from": 0, "lines": ["x"]}),
+        ("lines", {"from": 1, "lines": ["y"]}),
+        ("end", {"state": "FAILED", "after": 2}),
+    ]
 
 
 def test_a_long_log_starts_at_its_tail_and_a_stream_ends_with_a_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +82,9 @@ def test_a_long_log_starts_at_its_tail_and_a_stream_ends_with_a_reconnect(monkey
     assert events[1] == ("reconnect", {"after": log_stream.FIRST_LINES + 50})
 
 
-def test_streams_are_bounded_in_all_and_per_client_and_a_forgotten_slot_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streams_are_bounded_in_all_and_per_client_and_a_forgotten_slot_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     slots = StreamSlots(limit=3, per_client=2)
     first, _ = slots.take("10.0.0.1"), slots.take("10.0.0.1")
     with pytest.raises(Unavailable, match="2 log streams are open from your address"):
@@ -129,16 +143,28 @@ def _stream_app() -> Any:
 
     app = FastAPI()
     include_api(app)
-    app.state.platform = SimpleNamespace(access=AccessPolicy("off", None, ("127.0.0.1",)), tasks=SimpleNamespace(
-        get=lambda task_id: SimpleNamespace(state="RUNNING"), logs=lambda task_id: "line one\n"))
+    app.state.platform = SimpleNamespace(
+        access=AccessPolicy("off", None, ("127.0.0.1",)),
+        tasks=SimpleNamespace(get=lambda task_id: SimpleNamespace(state="RUNNING"), logs=lambda task_id: "line one\n"),
+    )
     return app
 
 
 def _scope(spec_version: str) -> dict[str, Any]:
-    return {"type": "http", "asgi": {"version": "3.0", "spec_version": spec_version}, "http_version": "1.1",
-            "method": "GET", "scheme": "http", "path": "/v1/tasks/t1/logs/stream", "raw_path": b"/v1/tasks/t1/logs/stream",
-            "query_string": b"", "root_path": "", "headers": [(b"host", b"127.0.0.1:8000")],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/tasks/t1/logs/stream",
+        "raw_path": b"/v1/tasks/t1/logs/stream",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
 
 
 def test_a_stream_whose_client_left_before_its_response_started_holds_no_slot() -> None:
@@ -158,7 +184,9 @@ def test_a_stream_whose_client_left_before_its_response_started_holds_no_slot() 
     assert LOG_STREAMS.open == 0  # (taken in the route, as before, it stayed taken for 75 s)
 
 
-def test_a_stream_notices_its_client_has_gone_even_where_starlette_does_not_listen(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stream_notices_its_client_has_gone_even_where_starlette_does_not_listen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """ASGI 2.4 servers leave it to a failed write to tell a response its client is gone, and an
     idle stream writes nothing: the stream asks at every poll."""
     from aiplatform.api.routes.tasks import LOG_STREAMS

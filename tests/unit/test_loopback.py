@@ -15,8 +15,9 @@ pytestmark = pytest.mark.unit
 
 def run(code: str, local_only: str) -> str:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": local_only}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
 
@@ -41,11 +42,14 @@ def test_a_cluster_process_is_left_as_serve_made_it() -> None:
 
 
 def test_modules_already_imported_are_patched_at_once() -> None:
-    out = run("""
+    out = run(
+        """
         from ray.serve._private import default_impl
         from aiplatform.serving.loopback import keep_serve_on_loopback
         keep_serve_on_loopback(); keep_serve_on_loopback()  # twice: one wrapper
         wrapped = default_impl.add_grpc_address
         print(wrapped.loopback_only, getattr(wrapped.__closure__[0].cell_contents, "loopback_only", False))
-    """, "0")
+    """,
+        "0",
+    )
     assert out == "True False"

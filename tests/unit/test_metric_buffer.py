@@ -24,7 +24,8 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
 
 
 def test_counters_are_summed_gauges_keep_their_last_value_and_every_observation_is_kept(
-        recorded: list[tuple[Any, ...]]) -> None:
+    recorded: list[tuple[Any, ...]],
+) -> None:
     buffer = MetricBuffer(interval_s=3600)
     for latency in (0.01, 0.02, 0.03):
         buffer.inc("aip_requests", model="m", version=1, outcome="ok")
@@ -34,14 +35,17 @@ def test_counters_are_summed_gauges_keep_their_last_value_and_every_observation_
     buffer.set_gauge("aip_queued_requests", 0, replica="g")
     assert recorded == []  # nothing reaches Ray on the request path
     buffer.flush()
-    assert sorted(recorded, key=str) == sorted([
-        ("inc", "aip_requests", 3.0, {"model": "m", "version": 1, "outcome": "ok"}),
-        ("inc", "aip_requests", 1.0, {"model": "m", "version": 2, "outcome": "ok"}),
-        ("gauge", "aip_queued_requests", 0, {"replica": "g"}),
-        ("observe", "aip_request_latency_seconds", 0.01, {"model": "m", "version": 1}),
-        ("observe", "aip_request_latency_seconds", 0.02, {"model": "m", "version": 1}),
-        ("observe", "aip_request_latency_seconds", 0.03, {"model": "m", "version": 1}),
-    ], key=str)
+    assert sorted(recorded, key=str) == sorted(
+        [
+            ("inc", "aip_requests", 3.0, {"model": "m", "version": 1, "outcome": "ok"}),
+            ("inc", "aip_requests", 1.0, {"model": "m", "version": 2, "outcome": "ok"}),
+            ("gauge", "aip_queued_requests", 0, {"replica": "g"}),
+            ("observe", "aip_request_latency_seconds", 0.01, {"model": "m", "version": 1}),
+            ("observe", "aip_request_latency_seconds", 0.02, {"model": "m", "version": 1}),
+            ("observe", "aip_request_latency_seconds", 0.03, {"model": "m", "version": 1}),
+        ],
+        key=str,
+    )
     recorded.clear()
     buffer.flush()
     assert recorded == []  # a flush hands each value over once

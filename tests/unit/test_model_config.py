@@ -62,5 +62,6 @@ def test_a_bad_config_is_refused_by_field(change, message: str) -> None:  # type
     with pytest.raises(IntegrityError, match=message):
         ModelConfig.parse(config)
     with pytest.raises(InvalidArgument, match=message):
-        build_package(model_config=config, state_dict=load_package(make_package()).model.state_dict(), metrics={},
-                      lineage={})
+        build_package(
+            model_config=config, state_dict=load_package(make_package()).model.state_dict(), metrics={}, lineage={}
+        )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -31,15 +31,18 @@ def torch_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("setting, forward_s, threads", [
-    ("auto", 0.0003, 1), ("auto", 0.015, 4), (1, 0.015, 1), (3, 0.0003, 3), (0, 0.0003, 4)])
+@pytest.mark.parametrize(
+    "setting, forward_s, threads",
+    [("auto", 0.0003, 1), ("auto", 0.015, 4), (1, 0.015, 1), (3, 0.0003, 3), (0, 0.0003, 4)],
+)
 def test_the_setting_or_the_forward_pass_cost_decides(setting, forward_s: float, threads: int) -> None:  # type: ignore[no-untyped-def]
     assert forward_threads(setting, forward_s, cpus=4) == threads
 
 
 @pytest.mark.parametrize("package", ["format1-image.zip", "format1-text.zip"])
-def test_a_light_model_keeps_one_thread_and_a_heavy_one_gets_the_cpus(package: str,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_light_model_keeps_one_thread_and_a_heavy_one_gets_the_cpus(
+    package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = (OLD_PACKAGES / package).read_bytes()
     light = ModelRunner(load_package(data))
     assert light.choose_threads("auto", cpus=2) == 1 and 0 < light.forward_s < runner_module.HEAVY_FORWARD_S
@@ -73,8 +76,16 @@ def test_each_model_runs_on_its_own_threads_on_the_calling_thread() -> None:
 def test_onnx_runtime_and_xgboost_are_given_the_threads_too(tmp_path: Path) -> None:
     _, graph = onnx_classifier(layout="NCHW", softmax=False, channels=1)
     registry = RegistryStore(tmp_path / "registry.sqlite", LocalStorage(tmp_path / "artifacts"))
-    version = import_onnx(graph, name="onnx", kind="image", labels=["a", "b", "c"], storage=registry.storage,
-                          registry=registry, isolate=False, preprocessing={"scale": 1 / 255, "mean": [0.5], "std": [0.25]})
+    version = import_onnx(
+        graph,
+        name="onnx",
+        kind="image",
+        labels=["a", "b", "c"],
+        storage=registry.storage,
+        registry=registry,
+        isolate=False,
+        preprocessing={"scale": 1 / 255, "mean": [0.5], "std": [0.25]},
+    )
     runner = ModelRunner(load_package(registry.storage.get_bytes(version.package_key)))
     images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
     before = runner.predict_proba(images)
@@ -82,9 +93,14 @@ def test_onnx_runtime_and_xgboost_are_given_the_threads_too(tmp_path: Path) -> N
     assert runner.model.session.get_session_options().intra_op_num_threads == 2
     np.testing.assert_allclose(runner.predict_proba(images), before, atol=1e-6)
 
-    booster, x = _booster(num_features=3, num_classes=3)
-    tabular = ModelRunner(load_package(build_package(model_config=_config(3, 3), model_file=bytes(booster.save_raw("json")),
-                                                     metrics={}, lineage={})))
+    booster, _x = _booster(num_features=3, num_classes=3)
+    tabular = ModelRunner(
+        load_package(
+            build_package(
+                model_config=_config(3, 3), model_file=bytes(booster.save_raw("json")), metrics={}, lineage={}
+            )
+        )
+    )
     assert tabular.choose_threads(2, cpus=4) == 2
     config = json.loads(tabular.model.booster.save_config())
     assert int(config["learner"]["generic_param"]["nthread"]) == 2

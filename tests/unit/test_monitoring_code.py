@@ -39,7 +39,8 @@ def test_the_committed_prometheus_config_discovers_ray_targets() -> None:
 def test_the_committed_dashboards_are_the_generated_ones() -> None:
     for uid, model in all_dashboards().items():
         assert json.loads((MONITORING / "dashboards" / f"{uid}.json").read_text()) == model, (
-            f"regenerate with: aip monitoring dashboards --out {MONITORING / 'dashboards'}")
+            f"regenerate with: aip monitoring dashboards --out {MONITORING / 'dashboards'}"
+        )
 
 
 def test_dashboards_reference_only_recorded_metrics_and_show_every_one() -> None:

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.unit
 
 def test_raw_and_typed_inputs_become_the_rest_body() -> None:
     pixels = np.arange(8, dtype=np.uint8)
-    request = pb.ModelInferRequest(model_name="m", id="req-1", raw_input_contents=[pixels.tobytes(),
-                                                                                   encode_tensor("BYTES", ["hé"])])
+    request = pb.ModelInferRequest(
+        model_name="m", id="req-1", raw_input_contents=[pixels.tobytes(), encode_tensor("BYTES", ["hé"])]
+    )
     request.inputs.add(name="input", datatype="UINT8", shape=[1, 8])
     request.inputs.add(name="text", datatype="BYTES", shape=[1])
     request.outputs.add(name="label")
@@ -36,13 +37,20 @@ def test_raw_and_typed_inputs_become_the_rest_body() -> None:
     assert infer_request_body(typed)["inputs"][0]["data"] == [0.5, 1.5]
 
 
-@pytest.mark.parametrize("build, fragment", [
-    (lambda r: (r.inputs.add(name="a", datatype="UINT8", shape=[1]), r.raw_input_contents.extend([b"a", b"b"])),
-     "2 entries for 1 inputs"),
-    (lambda r: (r.inputs.add(name="a", datatype="UINT8", shape=[2]), r.raw_input_contents.append(b"a")),
-     "1 bytes do not match shape [2]"),
-    (lambda r: r.inputs.add(name="a", datatype="FP16", shape=[1]), "must come as raw_input_contents"),
-])
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (
+            lambda r: (r.inputs.add(name="a", datatype="UINT8", shape=[1]), r.raw_input_contents.extend([b"a", b"b"])),
+            "2 entries for 1 inputs",
+        ),
+        (
+            lambda r: (r.inputs.add(name="a", datatype="UINT8", shape=[2]), r.raw_input_contents.append(b"a")),
+            "1 bytes do not match shape [2]",
+        ),
+        (lambda r: r.inputs.add(name="a", datatype="FP16", shape=[1]), "must come as raw_input_contents"),
+    ],
+)
 def test_requests_that_do_not_add_up_are_refused(build, fragment: str) -> None:  # type: ignore[no-untyped-def]
     request = pb.ModelInferRequest(model_name="m")
     build(request)
@@ -51,9 +59,16 @@ def test_requests_that_do_not_add_up_are_refused(build, fragment: str) -> None: 
 
 
 def test_outputs_go_back_as_raw_contents_in_the_requested_order() -> None:
-    response = {"model_name": "m", "model_version": "2", "id": "x", "parameters": {"request_id": "abc"}, "outputs": [
-        {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]},
-        {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["cat"]}]}
+    response = {
+        "model_name": "m",
+        "model_version": "2",
+        "id": "x",
+        "parameters": {"request_id": "abc"},
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.25, 0.75]},
+            {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["cat"]},
+        ],
+    }
     message = infer_response_message(response, ("label", "probabilities"))
     assert [o.name for o in message.outputs] == ["label", "probabilities"]
     assert message.raw_output_contents[0] == b"\x03\x00\x00\x00cat"

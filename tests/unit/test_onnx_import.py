@@ -38,17 +38,34 @@ def registry(tmp_path: Path) -> RegistryStore:
 
 def imported(registry: RegistryStore, graph: bytes, **options):  # type: ignore[no-untyped-def]
     """In this process (isolate=False): the checks themselves; the sandbox has a test of its own."""
-    return import_onnx(graph, name=options.pop("name", "elsewhere"), kind=options.pop("kind", "image"),
-                       labels=options.pop("labels", LABELS), storage=registry.storage, registry=registry,
-                       isolate=options.pop("isolate", False), **options)
+    return import_onnx(
+        graph,
+        name=options.pop("name", "elsewhere"),
+        kind=options.pop("kind", "image"),
+        labels=options.pop("labels", LABELS),
+        storage=registry.storage,
+        registry=registry,
+        isolate=options.pop("isolate", False),
+        **options,
+    )
 
 
 @pytest.mark.parametrize("layout, softmax", [("NCHW", False), ("NHWC", False), ("NCHW", True)])
-def test_an_imported_graph_serves_the_pytorch_models_answers(registry: RegistryStore, layout: str, softmax: bool) -> None:
+def test_an_imported_graph_serves_the_pytorch_models_answers(
+    registry: RegistryStore, layout: str, softmax: bool
+) -> None:
     module, graph = onnx_classifier(layout=layout, softmax=softmax, channels=3 if layout == "NHWC" else 1)
-    version = imported(registry, graph, scores="probabilities" if softmax else "logits", filename="net.onnx",
-                       preprocessing={"scale": 1 / 255, "mean": [0.5] * (3 if layout == "NHWC" else 1),
-                                      "std": [0.25] * (3 if layout == "NHWC" else 1)})
+    version = imported(
+        registry,
+        graph,
+        scores="probabilities" if softmax else "logits",
+        filename="net.onnx",
+        preprocessing={
+            "scale": 1 / 255,
+            "mean": [0.5] * (3 if layout == "NHWC" else 1),
+            "std": [0.25] * (3 if layout == "NHWC" else 1),
+        },
+    )
     assert version.version == 1 and version.template == "imported-onnx"
     assert version.lineage["imported"]["filename"] == "net.onnx" and len(version.lineage["imported"]["sha256"]) == 64
 
@@ -64,15 +81,26 @@ def test_an_imported_graph_serves_the_pytorch_models_answers(registry: RegistryS
     np.testing.assert_allclose(runner.predict_proba(images), expected.numpy(), atol=1e-4)
     assert [a["label"] for a in runner.predict(images)] == [LABELS[int(i)] for i in expected.argmax(dim=1)]
 
-    again = imported(registry, graph, scores="probabilities" if softmax else "logits", filename="net.onnx",
-                     preprocessing=config.preprocessing)
+    again = imported(
+        registry,
+        graph,
+        scores="probabilities" if softmax else "logits",
+        filename="net.onnx",
+        preprocessing=config.preprocessing,
+    )
     assert again.version == 1  # the same file imported again is the same version
 
 
 def _external_data_graph(graph: bytes, folder: Path) -> bytes:
     model = onnx.load_model_from_string(graph)
-    onnx.save_model(model, str(folder / "external.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(folder / "external.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     return onnx.load_model(str(folder / "external.onnx"), load_external_data=False).SerializeToString()
 
 
@@ -80,8 +108,15 @@ def _exported(module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    torch.onnx.export(module.eval(), (torch.rand(shape),), buffer, dynamo=False, input_names=["pixels"],
-                      output_names=["scores"], dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}})
+    torch.onnx.export(
+        module.eval(),
+        (torch.rand(shape),),
+        buffer,
+        dynamo=False,
+        input_names=["pixels"],
+        output_names=["scores"],
+        dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}},
+    )
     return buffer.getvalue()
 
 
@@ -115,28 +150,37 @@ def _unknown_operator_graph() -> bytes:
     from onnx import TensorProto, helper
 
     node = helper.make_node("Frobnicate", ["pixels"], ["scores"], domain="com.example")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 1, 8, 8])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
-                             ).SerializeToString()
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 1, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    ).SerializeToString()
 
 
-@pytest.mark.parametrize("case, fragment", [
-    ("corrupt", "not an ONNX model"),
-    ("too large", "over the limit"),
-    ("external data", "external data files"),
-    ("unknown operator", "outside the standard ONNX domains"),
-    ("labels", "3 classes but 2 labels"),
-    ("text kind", "cannot be imported"),
-    ("preprocessing", "mean and positive std"),
-    ("scores", "scores must be one of"),
-    ("bad name", "name"),
-    ("fixed batch", "batch"),
-    ("not square", "square"),
-    ("subgraph external data", "external data files"),
-])
-def test_bad_imports_are_refused_and_store_nothing(registry: RegistryStore, tmp_path: Path, case: str,
-                                                    fragment: str) -> None:
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("corrupt", "not an ONNX model"),
+        ("too large", "over the limit"),
+        ("external data", "external data files"),
+        ("unknown operator", "outside the standard ONNX domains"),
+        ("labels", "3 classes but 2 labels"),
+        ("text kind", "cannot be imported"),
+        ("preprocessing", "mean and positive std"),
+        ("scores", "scores must be one of"),
+        ("bad name", "name"),
+        ("fixed batch", "batch"),
+        ("not square", "square"),
+        ("subgraph external data", "external data files"),
+    ],
+)
+def test_bad_imports_are_refused_and_store_nothing(
+    registry: RegistryStore, tmp_path: Path, case: str, fragment: str
+) -> None:
     _, graph = onnx_classifier()
     options: dict = {}  # type: ignore[type-arg]
     if case == "corrupt":
@@ -175,17 +219,25 @@ def _memory_bomb() -> bytes:
     nodes = [
         helper.make_node("Flatten", ["pixels"], ["flat"]),
         helper.make_node("Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [2], [64, 2**31])),
-        helper.make_node("ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["big"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+        ),
         helper.make_node("MatMul", ["flat", "big"], ["wide"]),
         helper.make_node("ReduceMean", ["wide"], ["mean"], keepdims=1, axes=[1]),
         helper.make_node("Concat", ["mean", "mean", "mean"], ["scores"], axis=1),
     ]
-    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 1, 8, 8])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    graph = helper.make_graph(
+        nodes,
+        "bomb",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 1, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def test_the_sandbox_refuses_a_graph_that_allocates_without_bound_and_imports_a_good_one(registry: RegistryStore) -> None:
+def test_the_sandbox_refuses_a_graph_that_allocates_without_bound_and_imports_a_good_one(
+    registry: RegistryStore,
+) -> None:
     with pytest.raises(InvalidArgument, match="memory|ONNX Runtime|smoke"):
         imported(registry, _memory_bomb(), isolate=True)
     assert registry.list_models() == []
@@ -196,14 +248,18 @@ def test_the_sandbox_refuses_a_graph_that_allocates_without_bound_and_imports_a_
 
 # -- hostile graphs (issue 29): control flow, contrib domains, hidden external data, batch tricks --
 
-@pytest.mark.parametrize("graph, fragment", [
-    (spinning_graph, "control flow (Loop)"),
-    (branching_graph, "control flow (If)"),
-    (contrib_graph, "outside the standard ONNX domains (com.microsoft.Gelu)"),
-    (external_in_function_default, "external data files"),
-    (external_in_training_info, "external data files"),
-    (only_at_batch_two, "smoke prediction on 1 input(s)"),
-])
+
+@pytest.mark.parametrize(
+    "graph, fragment",
+    [
+        (spinning_graph, "control flow (Loop)"),
+        (branching_graph, "control flow (If)"),
+        (contrib_graph, "outside the standard ONNX domains (com.microsoft.Gelu)"),
+        (external_in_function_default, "external data files"),
+        (external_in_training_info, "external data files"),
+        (only_at_batch_two, "smoke prediction on 1 input(s)"),
+    ],
+)
 def test_hostile_graphs_are_refused_at_import(registry: RegistryStore, graph, fragment: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidArgument, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         imported(registry, graph())
@@ -234,21 +290,28 @@ def test_a_smoke_prediction_runs_several_batch_sizes(registry: RegistryStore, mo
 
 
 def _signature(shape: list, datatype: str = "FP32") -> dict:  # type: ignore[type-arg]
-    return {"inputs": [{"name": "x", "datatype": datatype, "shape": shape}],
-            "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}], "opset": 17}
+    return {
+        "inputs": [{"name": "x", "datatype": datatype, "shape": shape}],
+        "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}],
+        "opset": 17,
+    }
 
 
-@pytest.mark.parametrize("side, channels, fits", [(224, 3, True), (512, 3, True), (1024, 1, True), (1024, 3, False),
-                                                   (4096, 3, False)])
+@pytest.mark.parametrize(
+    "side, channels, fits", [(224, 3, True), (512, 3, True), (1024, 1, True), (1024, 3, False), (4096, 3, False)]
+)
 def test_an_imported_models_input_must_fit_a_replica(side: int, channels: int, fits: bool) -> None:
     def config(rows: int) -> object:
-        return onnx_model_config(name="big", kind="image", labels=LABELS, max_rows=rows,
-                                 signature=_signature([-1, channels, side, side]))
+        return onnx_model_config(
+            name="big", kind="image", labels=LABELS, max_rows=rows, signature=_signature([-1, channels, side, side])
+        )
 
     if fits:
         assert config(256).input["height"] == side
         return
-    with pytest.raises(InvalidArgument, match=r"request of 256 rows \(AIP_MAX_REQUEST_ROWS\).* over the 1 GiB") as refused:
+    with pytest.raises(
+        InvalidArgument, match=r"request of 256 rows \(AIP_MAX_REQUEST_ROWS\).* over the 1 GiB"
+    ) as refused:
         config(256)
     assert f"{side}x{side}x{channels}" in str(refused.value) and "at most 4.0 MiB" in str(refused.value)
     if side == 1024:
@@ -258,18 +321,23 @@ def test_an_imported_models_input_must_fit_a_replica(side: int, channels: int, f
 def test_an_imported_table_model_takes_at_most_the_datasets_features() -> None:
     from aiplatform.datasets.tabular_sources import MAX_FEATURES
 
-    assert len(onnx_model_config(name="t", kind="tabular", labels=LABELS, signature=_signature([-1, MAX_FEATURES]))
-               .input["features"]) == MAX_FEATURES
+    assert (
+        len(
+            onnx_model_config(name="t", kind="tabular", labels=LABELS, signature=_signature([-1, MAX_FEATURES])).input[
+                "features"
+            ]
+        )
+        == MAX_FEATURES
+    )
     with pytest.raises(InvalidArgument, match="has 200,000 features; a table model takes at most 512"):
         onnx_model_config(name="t", kind="tabular", labels=LABELS, signature=_signature([-1, 200_000]))
 
 
 def test_imports_past_the_limit_are_refused_at_once() -> None:
     slots = ImportSlots(2)
-    with slots.held(), slots.held():
-        with pytest.raises(Unavailable, match="2 model import.*AIP_MAX_CONCURRENT_IMPORTS"):
-            with slots.held():
-                pass
+    with slots.held(), slots.held(), pytest.raises(Unavailable, match="2 model import.*AIP_MAX_CONCURRENT_IMPORTS"):
+        with slots.held():
+            pass
     with slots.held(), slots.held():  # each one released its slot, refused ones too
         pass
 

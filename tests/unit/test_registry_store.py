@@ -115,7 +115,7 @@ def test_names_and_aliases_are_matched_whole(store: RegistryStore) -> None:
     key, digest = _upload(store, "mnist-cnn", b"other")
     with pytest.raises(InvalidArgument, match="Model name"):
         store.register_version("mnist-cnn\n", package_key=key, sha256=digest, template="cnn-classification")
-    assert [a for a in store.aliases("mnist-cnn")] == ["production"]
+    assert list(store.aliases("mnist-cnn")) == ["production"]
 
 
 def test_canary_weights_are_finite_relative_and_stored_as_percentages(store: RegistryStore) -> None:

@@ -24,9 +24,17 @@ START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
 def record(i: int, model: str = "m", at: float = START, version: int = 1) -> PredictionRecord:
-    return PredictionRecord(id=f"req-{model}-{i:05d}", model=model, version=version, input_digest=f"sha-{i}",
-                            output={"label": str(i % 3), "probabilities": [0.5, 0.25, 0.25]}, latency_ms=2.0,
-                            created_at=at, features={"mean": i / 10}, client_id=f"c{i}" if i % 2 else None)
+    return PredictionRecord(
+        id=f"req-{model}-{i:05d}",
+        model=model,
+        version=version,
+        input_digest=f"sha-{i}",
+        output={"label": str(i % 3), "probabilities": [0.5, 0.25, 0.25]},
+        latency_ms=2.0,
+        created_at=at,
+        features={"mean": i / 10},
+        client_id=f"c{i}" if i % 2 else None,
+    )
 
 
 def open_store(tmp_path: Path, policy: RetentionPolicy = RetentionPolicy()) -> RetainedResultStore:
@@ -42,8 +50,12 @@ def places(store: RetainedResultStore) -> tuple[list[str], list[str]]:
 
 def three_days(store: RetainedResultStore) -> list[str]:
     """Two models, 30 results a day each for three days."""
-    batch = [record(day * 30 + i, model, START + day * DAY_S + i * 60) for model in ("a", "b")
-             for day in range(3) for i in range(30)]
+    batch = [
+        record(day * 30 + i, model, START + day * DAY_S + i * 60)
+        for model in ("a", "b")
+        for day in range(3)
+        for i in range(30)
+    ]
     store.record_batch(batch)
     return sorted(r.id for r in batch)
 
@@ -58,8 +70,11 @@ def test_results_older_than_the_age_move_to_day_partitions_and_nothing_else_does
     assert sorted(live + archived) == ids and not set(live) & set(archived)
     keys = sorted(move["key"] for move in store.moves())
     assert [k.split("/")[2:4] for k in keys] == [
-        ["model=a", "day=2026-01-01"], ["model=a", "day=2026-01-02"],
-        ["model=b", "day=2026-01-01"], ["model=b", "day=2026-01-02"]]
+        ["model=a", "day=2026-01-01"],
+        ["model=a", "day=2026-01-02"],
+        ["model=b", "day=2026-01-01"],
+        ["model=b", "day=2026-01-02"],
+    ]
     assert min(r.created_at for r in store.scan()) >= now - DAY_S
     assert store.retain(now=now) == 0  # nothing more is due
     assert not store.moves(state="pending")
@@ -67,7 +82,9 @@ def test_results_older_than_the_age_move_to_day_partitions_and_nothing_else_does
 
 def test_the_newest_rows_per_model_stay_live(tmp_path: Path) -> None:
     store = open_store(tmp_path, RetentionPolicy(max_rows_per_model=25))
-    store.record_batch([record(i, "big", START + i) for i in range(40)] + [record(i, "small", START + i) for i in range(5)])
+    store.record_batch(
+        [record(i, "big", START + i) for i in range(40)] + [record(i, "small", START + i) for i in range(5)]
+    )
     store.archive.batch_rows = 4  # several files for one day
     assert store.retain() == 15
     assert [r.id for r in store.query(model="big", limit=1000)][-1] == "req-big-00015"
@@ -83,8 +100,9 @@ def test_an_export_reads_both_places_once_in_order_and_filters_by_time(tmp_path:
     everything = [r for t in result_tables(store, storage, model="a") for r in t.to_pylist()]
     assert [r["id"] for r in everything] == sorted(f"req-a-{i:05d}" for i in range(90))
     assert json.loads(everything[0]["output"])["label"] == "0" and everything[1]["client_id"] == "c1"
-    window = [r for t in result_tables(store, storage, since=START + DAY_S, until=START + DAY_S + 600)
-              for r in t.to_pylist()]
+    window = [
+        r for t in result_tables(store, storage, since=START + DAY_S, until=START + DAY_S + 600) for r in t.to_pylist()
+    ]
     assert len(window) == 2 * 10 and {r["model"] for r in window} == {"a", "b"}
 
     parquet = b"".join(stream(result_tables(store, storage), "parquet"))
@@ -144,8 +162,12 @@ def test_a_move_killed_at_any_step_leaves_each_row_in_exactly_one_place(tmp_path
     store = open_store(tmp_path)
     ids = three_days(store)
     store.close()
-    killed = subprocess.run([sys.executable, "-c", _CRASHING_MOVE, str(tmp_path), step, str(START + 10 * DAY_S)],
-                            capture_output=True, text=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", _CRASHING_MOVE, str(tmp_path), step, str(START + 10 * DAY_S)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == 9, killed.stderr
 
     reopened = open_store(tmp_path)  # settles the pending move
@@ -154,8 +176,11 @@ def test_a_move_killed_at_any_step_leaves_each_row_in_exactly_one_place(tmp_path
     assert not reopened.moves(state="pending")
     expected_committed = {"marked": 0, "digest": 0, "written": 1, "committed": 1}[step]
     assert len(reopened.moves()) == expected_committed
-    leftovers = [p for p in (tmp_path / "artifacts").rglob("*.parquet")
-                 if not any(p.as_posix().endswith(m["key"]) for m in reopened.moves())]
+    leftovers = [
+        p
+        for p in (tmp_path / "artifacts").rglob("*.parquet")
+        if not any(p.as_posix().endswith(m["key"]) for m in reopened.moves())
+    ]
     assert [p for p in leftovers if "/.sha256/" not in p.as_posix()] == []
     reopened.policy = RetentionPolicy(max_age_s=1.0)
     assert reopened.retain(now=START + 10 * DAY_S) == 180 - 7 * expected_committed
@@ -163,8 +188,9 @@ def test_a_move_killed_at_any_step_leaves_each_row_in_exactly_one_place(tmp_path
     assert live == [] and sorted(archived) == ids
 
 
-def test_a_write_storage_refuses_leaves_the_rows_live_and_the_next_run_moves_them(tmp_path: Path,
-                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_storage_refuses_leaves_the_rows_live_and_the_next_run_moves_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = open_store(tmp_path, RetentionPolicy(max_age_s=DAY_S))
     ids = three_days(store)
     storage = store.archive.storage

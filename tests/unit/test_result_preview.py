@@ -36,7 +36,7 @@ def test_texts_become_snippets_and_anything_else_a_description() -> None:
     text = input_preview(("word " * 100).encode(), snippet_chars=20)
     assert text == {"kind": "text", "text": "word word word word ", "truncated": True}
     assert input_preview(b"\x00\xff\xfe")["kind"] == "binary"
-    assert input_preview(bytes([0xff, 0xfe, 0x00, 0x80]))["kind"] == "binary"
+    assert input_preview(bytes([0xFF, 0xFE, 0x00, 0x80]))["kind"] == "binary"
     broken = input_preview(b"\x89PNG\r\n\x1a\nbroken"[:4] + b"broken")
     assert broken["kind"] == "binary" and "PNG" in broken["text"]
     huge = Image.new("L", (3000, 3000))

@@ -12,8 +12,13 @@ from aiplatform.results.store import next_cursor
 
 def make_record(i: int, model: str = "m", version: int = 1, at: float | None = None) -> PredictionRecord:
     return PredictionRecord(
-        id=f"req-{i}", model=model, version=version, input_digest=f"sha-{i}",
-        output={"label": str(i % 10)}, latency_ms=1.5, created_at=at if at is not None else time.time(),
+        id=f"req-{i}",
+        model=model,
+        version=version,
+        input_digest=f"sha-{i}",
+        output={"label": str(i % 10)},
+        latency_ms=1.5,
+        created_at=at if at is not None else time.time(),
     )
 
 
@@ -73,10 +78,17 @@ def test_pages_follow_their_cursor_and_stay_stable_while_results_arrive(tmp_path
             store.query(before=bad)
 
 
-@pytest.mark.parametrize("filters", [
-    {}, {"model": "m"}, {"model": "m", "version": 2}, {"model": "m", "since": 5.0},
-    {"model": "m", "before": "7.0~req-3"}, {"since": 1.0, "until": 9.0},
-])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"model": "m"},
+        {"model": "m", "version": 2},
+        {"model": "m", "since": 5.0},
+        {"model": "m", "before": "7.0~req-3"},
+        {"since": 1.0, "until": 9.0},
+    ],
+)
 def test_every_query_reads_an_index_in_order_without_sorting(tmp_path: Path, filters: dict) -> None:  # type: ignore[type-arg]
     store = ResultStore(tmp_path / "results.sqlite")
     statements: list[str] = []

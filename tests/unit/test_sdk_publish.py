@@ -43,13 +43,22 @@ def registry(tmp_path: Path) -> RegistryStore:
     return RegistryStore(tmp_path / "registry.sqlite", LocalStorage(tmp_path / "artifacts"))
 
 
-def test_a_published_module_serves_its_own_answers_without_its_source(registry: RegistryStore,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_published_module_serves_its_own_answers_without_its_source(
+    registry: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(sdk.TASK_ID_VARIABLE, "task-123")
     model = TinyMLP().train()
-    version = sdk.publish(model, name="mine", kind="image", labels=["a", "b", "c", "d"],
-                          example_input=torch.rand(4, 1, 8, 8), preprocessing=PREPROCESSING,
-                          metrics={"val_accuracy": 0.5}, storage=registry.storage, registry=registry)
+    version = sdk.publish(
+        model,
+        name="mine",
+        kind="image",
+        labels=["a", "b", "c", "d"],
+        example_input=torch.rand(4, 1, 8, 8),
+        preprocessing=PREPROCESSING,
+        metrics={"val_accuracy": 0.5},
+        storage=registry.storage,
+        registry=registry,
+    )
     assert version.template == "user-code" and version.metrics == {"val_accuracy": 0.5}
     assert version.lineage["method"] == "sdk" and version.lineage["task_id"] == "task-123"
     assert version.lineage["model_class"] == "TinyMLP"
@@ -62,14 +71,25 @@ def test_a_published_module_serves_its_own_answers_without_its_source(registry: 
     np.testing.assert_allclose(runner.predict_proba(images), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("model, example, fragment", [
-    (NotExportable(), torch.rand(2, 1, 8, 8), "does not export to ONNX|does not reproduce"),
-    (TinyMLP(), torch.rand(8, 8), "must be a batch|input"),
-    (nn.Flatten(), torch.rand(2, 1, 8, 8), "classes|labels"),
-])
-def test_models_that_cannot_be_published_say_why_and_store_nothing(registry: RegistryStore, model: nn.Module,
-                                                                   example: torch.Tensor, fragment: str) -> None:
+@pytest.mark.parametrize(
+    "model, example, fragment",
+    [
+        (NotExportable(), torch.rand(2, 1, 8, 8), "does not export to ONNX|does not reproduce"),
+        (TinyMLP(), torch.rand(8, 8), "must be a batch|input"),
+        (nn.Flatten(), torch.rand(2, 1, 8, 8), "classes|labels"),
+    ],
+)
+def test_models_that_cannot_be_published_say_why_and_store_nothing(
+    registry: RegistryStore, model: nn.Module, example: torch.Tensor, fragment: str
+) -> None:
     with pytest.raises(InvalidArgument, match=fragment):
-        sdk.publish(model, name="mine", kind="image", labels=["a", "b", "c", "d"], example_input=example,
-                    storage=registry.storage, registry=registry)
+        sdk.publish(
+            model,
+            name="mine",
+            kind="image",
+            labels=["a", "b", "c", "d"],
+            example_input=example,
+            storage=registry.storage,
+            registry=registry,
+        )
     assert registry.list_models() == []

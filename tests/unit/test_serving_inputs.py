@@ -31,7 +31,9 @@ def from_upload(data: bytes):  # type: ignore[no-untyped-def]
 def test_the_kind_is_chosen_from_the_input_type() -> None:
     assert isinstance(KIND, ImageKind) and KIND.name == "image"
     assert KIND.v2_inputs() == [{"name": "input", "datatype": "UINT8", "shape": [-1, 8, 8, 1]}]
-    with pytest.raises(InvalidArgument, match=r"Unknown kind of model input 'audio'; known: \['image', 'tabular', 'text'\]"):
+    with pytest.raises(
+        InvalidArgument, match=r"Unknown kind of model input 'audio'; known: \['image', 'tabular', 'text'\]"
+    ):
         kind_for({"input": {"type": "audio"}})
 
 

@@ -21,18 +21,27 @@ def policy(tmp_path: Path) -> SourcePolicy:
     return SourcePolicy(data_root=root, s3_prefixes=("s3://allowed-bucket/pre",))
 
 
-@pytest.mark.parametrize("location", [
-    "s3://allowed-bucket/pre/../../other/secret.csv", "s3://allowed-bucket/pre/./x.csv",
-    "s3://allowed-bucket/pre//x.csv", "s3://allowed-bucket/pre/sub/..", "s3:///pre/x.csv",
-])
-def test_s3_keys_with_dot_dot_or_empty_segments_are_refused_under_an_allowed_prefix(policy: SourcePolicy,
-                                                                                    location: str) -> None:
+@pytest.mark.parametrize(
+    "location",
+    [
+        "s3://allowed-bucket/pre/../../other/secret.csv",
+        "s3://allowed-bucket/pre/./x.csv",
+        "s3://allowed-bucket/pre//x.csv",
+        "s3://allowed-bucket/pre/sub/..",
+        "s3:///pre/x.csv",
+    ],
+)
+def test_s3_keys_with_dot_dot_or_empty_segments_are_refused_under_an_allowed_prefix(
+    policy: SourcePolicy, location: str
+) -> None:
     with pytest.raises(InvalidArgument, match="without '.', '..' or empty segments") as refused:
         policy.check_source(f"csv:{location}")
     assert repr(f"csv:{location}") in refused.value.message
 
 
-@pytest.mark.parametrize("location", ["s3://allowed-bucket/pre", "s3://allowed-bucket/pre/", "s3://allowed-bucket/pre/a.b/x..csv"])
+@pytest.mark.parametrize(
+    "location", ["s3://allowed-bucket/pre", "s3://allowed-bucket/pre/", "s3://allowed-bucket/pre/a.b/x..csv"]
+)
 def test_plain_s3_keys_under_an_allowed_prefix_still_pass(policy: SourcePolicy, location: str) -> None:
     assert policy.check_source(f"csv:{location}") == f"csv:{location}"
 
@@ -45,8 +54,9 @@ def test_a_link_out_of_the_data_root_inside_an_allowed_folder_is_refused(policy:
     assert "abc" not in refused.value.message
 
 
-def test_a_link_to_a_folder_outside_is_refused_and_links_inside_the_root_pass(policy: SourcePolicy,
-                                                                            tmp_path: Path) -> None:
+def test_a_link_to_a_folder_outside_is_refused_and_links_inside_the_root_pass(
+    policy: SourcePolicy, tmp_path: Path
+) -> None:
     (policy.data_root / "shared").mkdir()
     (policy.data_root / "shared" / "c.csv").write_text("text,label\nbad,0\n")
     (policy.data_root / "reviews" / "more").symlink_to(policy.data_root / "shared")  # inside: fine

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import http.server
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -25,29 +25,41 @@ def policy(tmp_path: Path) -> SourcePolicy:
     return SourcePolicy(data_root=root, s3_prefixes=("s3://team-data/datasets",), http_hosts=("localhost",))
 
 
-@pytest.mark.parametrize("source", [
-    "mnist", "tweets-sentiment", "idx:digits", "csv:digits/reviews.csv", "folder:{root}/digits",
-    "parquet:s3://team-data/datasets/x.parquet", "csv:s3://team-data/datasets", "csv:https://localhost/x.csv",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "mnist",
+        "tweets-sentiment",
+        "idx:digits",
+        "csv:digits/reviews.csv",
+        "folder:{root}/digits",
+        "parquet:s3://team-data/datasets/x.parquet",
+        "csv:s3://team-data/datasets",
+        "csv:https://localhost/x.csv",
+    ],
+)
 def test_allowed_sources(policy: SourcePolicy, source: str) -> None:
     policy.check_source(source.format(root=policy.data_root))
 
 
-@pytest.mark.parametrize("source, reason", [
-    ("csv:~/.ray/auth_token", "is not expanded"),
-    ("csv:/etc/passwd", "inside the data root"),
-    ("idx:../../..", "inside the data root"),
-    ("csv:file:///etc/passwd", "file:// sources are not read"),
-    ("parquet:simplecache::s3://team-data/datasets/x", "chained URLs"),
-    ("csv:s3://other-bucket/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
-    ("csv:s3://team-data/datasets-evil/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
-    ("csv:http://169.254.169.254/latest/meta-data/", "not in AIP_DATASET_HTTP_HOSTS"),
-    ("csv:https://user:pw@localhost/x.csv", "credentials in URLs"),
-    ("csv:gs://bucket/x.csv", "gs:// sources are not read"),
-    ("csv:digits/x.csv\nother", "control characters"),
-    ("folder:https://localhost/images", "HTTP has no folders"),
-    ("cifar10", "use a built-in source"),
-])
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        ("csv:~/.ray/auth_token", "is not expanded"),
+        ("csv:/etc/passwd", "inside the data root"),
+        ("idx:../../..", "inside the data root"),
+        ("csv:file:///etc/passwd", "file:// sources are not read"),
+        ("parquet:simplecache::s3://team-data/datasets/x", "chained URLs"),
+        ("csv:s3://other-bucket/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
+        ("csv:s3://team-data/datasets-evil/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
+        ("csv:http://169.254.169.254/latest/meta-data/", "not in AIP_DATASET_HTTP_HOSTS"),
+        ("csv:https://user:pw@localhost/x.csv", "credentials in URLs"),
+        ("csv:gs://bucket/x.csv", "gs:// sources are not read"),
+        ("csv:digits/x.csv\nother", "control characters"),
+        ("folder:https://localhost/images", "HTTP has no folders"),
+        ("cifar10", "use a built-in source"),
+    ],
+)
 def test_refused_sources_name_the_source_and_the_rule(policy: SourcePolicy, source: str, reason: str) -> None:
     with pytest.raises(InvalidArgument, match="is not allowed") as refused:
         policy.check_source(source)
@@ -67,7 +79,7 @@ def server() -> Iterator[tuple[int, list[str]]]:
     asked: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        def do_GET(self) -> None:
             asked.append(self.path)
             if self.path.startswith("/hop?to="):
                 self.send_response(302)
@@ -93,7 +105,8 @@ def server() -> Iterator[tuple[int, list[str]]]:
 
 
 def test_a_listed_host_that_resolves_to_loopback_is_refused_unless_private_hosts_are_allowed(
-        policy: SourcePolicy, server: tuple[int, list[str]]) -> None:
+    policy: SourcePolicy, server: tuple[int, list[str]]
+) -> None:
     port, asked = server
     with pytest.raises(InvalidArgument, match="resolves to 127.0.0.1, a loopback, private"):
         policy.fetch(f"http://localhost:{port}/data.csv")
@@ -119,8 +132,9 @@ def test_metadata_addresses_are_refused_even_where_private_hosts_are_allowed(tmp
 
 def test_an_http_source_is_read_no_further_than_its_limit(policy: SourcePolicy, server: tuple[int, list[str]]) -> None:
     port, _ = server
-    small = SourcePolicy(data_root=policy.data_root, http_hosts=("localhost",), private_hosts=True,
-                         max_http_bytes=10_000)
+    small = SourcePolicy(
+        data_root=policy.data_root, http_hosts=("localhost",), private_hosts=True, max_http_bytes=10_000
+    )
     with pytest.raises(TooLarge, match="over 10000 bytes"):
         small.fetch(f"http://localhost:{port}/big.csv")
 

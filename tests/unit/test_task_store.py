@@ -50,7 +50,8 @@ def test_a_task_walks_the_state_machine_to_success(store: TaskStore) -> None:
         (lambda s, t: None, lambda s, t: s.finish(t.id, SUCCEEDED), "cannot become SUCCEEDED"),
         (
             lambda s, t: (s.start(t.id), s.claim(t.id, "j"), s.finish(t.id, SUCCEEDED)),
-            lambda s, t: s.cancel(t.id), "already SUCCEEDED; there is nothing to cancel",
+            lambda s, t: s.cancel(t.id),
+            "already SUCCEEDED; there is nothing to cancel",
         ),
     ],
 )
@@ -145,8 +146,10 @@ def test_everything_survives_reopening(tmp_path: Path) -> None:
 
 
 def test_pages_by_cursor_over_several_states_in_order(store: TaskStore) -> None:
-    made = [make_task(store, start=i % 3 == 0, running=i % 3 == 1, running_job_id=f"job-{i}" if i % 3 == 1 else None)
-            for i in range(14)]
+    made = [
+        make_task(store, start=i % 3 == 0, running=i % 3 == 1, running_job_id=f"job-{i}" if i % 3 == 1 else None)
+        for i in range(14)
+    ]
     wanted = [t.id for t in reversed(made) if t.state in (CREATED, RUNNING)]
     pages, before = [], None
     while True:
@@ -162,10 +165,14 @@ def test_pages_by_cursor_over_several_states_in_order(store: TaskStore) -> None:
         store.list(before="nope")
 
 
-@pytest.mark.parametrize("filters, index", [
-    ({"states": [QUEUED]}, "tasks_by_state"), ({"states": [QUEUED, RUNNING, FAILED]}, "tasks_by_state"),
-    ({"template": "cnn-classification"}, "tasks_by_template"),
-])
+@pytest.mark.parametrize(
+    "filters, index",
+    [
+        ({"states": [QUEUED]}, "tasks_by_state"),
+        ({"states": [QUEUED, RUNNING, FAILED]}, "tasks_by_state"),
+        ({"template": "cnn-classification"}, "tasks_by_template"),
+    ],
+)
 def test_every_filter_reads_an_index(store: TaskStore, filters: dict, index: str) -> None:  # type: ignore[type-arg]
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)

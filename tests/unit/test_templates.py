@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -37,20 +37,35 @@ def test_the_built_in_templates_are_found_through_their_entry_points() -> None:
 
     declared = {e.name: e.value for e in entry_points(group="aiplatform.templates")}
     assert declared["cnn-classification"] == "aiplatform.training.cnn:CnnClassificationTemplate"
-    assert {"cnn-classification", "text-classification", "text-minilm-classification"} <= {t.name for t in list_templates()}
+    assert {"cnn-classification", "text-classification", "text-minilm-classification"} <= {
+        t.name for t in list_templates()
+    }
 
 
 def test_a_broken_plugin_is_named_and_the_others_still_load(plugins_on_path: Path) -> None:
     install_plugin(plugins_on_path, "broken", "broken-template", "plugin_missing:Template")
-    install_plugin(plugins_on_path, "misnamed", "misnamed", "plugin_misnamed:Misnamed",
-                   "from aiplatform.training.cnn import CnnClassificationTemplate\n"
-                   "class Misnamed(CnnClassificationTemplate):\n    name = 'something-else'\n")
+    install_plugin(
+        plugins_on_path,
+        "misnamed",
+        "misnamed",
+        "plugin_misnamed:Misnamed",
+        "from aiplatform.training.cnn import CnnClassificationTemplate\n"
+        "class Misnamed(CnnClassificationTemplate):\n    name = 'something-else'\n",
+    )
     install_plugin(plugins_on_path, "notatemplate", "not-a-template", "plugin_other:Other", "class Other:\n    pass\n")
-    install_plugin(plugins_on_path, "unfinished", "unfinished", "plugin_unfinished:Unfinished",
-                   "from aiplatform.training.template import TrainingTemplate\n"
-                   "class Unfinished(TrainingTemplate):\n    name = 'unfinished'\n")
-    with pytest.raises(InvalidArgument, match=r"template plugin 'broken-template' \(plugin_missing:Template\) failed "
-                                              r"to import: ModuleNotFoundError"):
+    install_plugin(
+        plugins_on_path,
+        "unfinished",
+        "unfinished",
+        "plugin_unfinished:Unfinished",
+        "from aiplatform.training.template import TrainingTemplate\n"
+        "class Unfinished(TrainingTemplate):\n    name = 'unfinished'\n",
+    )
+    with pytest.raises(
+        InvalidArgument,
+        match=r"template plugin 'broken-template' \(plugin_missing:Template\) failed "
+        r"to import: ModuleNotFoundError",
+    ):
         get_template("broken-template")
     with pytest.raises(InvalidArgument, match="names itself 'something-else'; the two must match"):
         get_template("misnamed")

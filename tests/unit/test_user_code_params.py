@@ -17,8 +17,10 @@ def test_parameters_are_checked_and_a_source_is_told_from_a_built_version() -> N
     template = get_template("user-code")
     params = template.parse_params({"entry": "pkg.train:train_loop", "code": "a" * 64, "config": {"epochs": 2}})
     assert template.dataset_source(params) == "mnist" and params.max_failures == 3
-    assert template.dataset_source(template.parse_params({"entry": "m:f", "code": "a" * 64,
-                                                          "dataset": "digits@abc"})) is None
+    assert (
+        template.dataset_source(template.parse_params({"entry": "m:f", "code": "a" * 64, "dataset": "digits@abc"}))
+        is None
+    )
     assert template.default_model_name(params) == "pkg"
     code = {"code": "a" * 64}
     for raw, message in [
@@ -75,8 +77,10 @@ def test_the_users_exception_becomes_one_line_with_its_place() -> None:
             super().__init__("Training failed due to worker errors")
             self.worker_failures = failures
 
-    snippet = ('Traceback (most recent call last):\n  File "/tmp/aip-code/abc/mypkg/train.py", line 12, in train_loop\n'
-               '    raise ValueError("learning rate must be positive")\nValueError: learning rate must be positive')
+    snippet = (
+        'Traceback (most recent call last):\n  File "/tmp/aip-code/abc/mypkg/train.py", line 12, in train_loop\n'
+        '    raise ValueError("learning rate must be positive")\nValueError: learning rate must be positive'
+    )
     line = user_error_line(WorkerGroupError({0: RuntimeError(snippet)}))
     assert line == "the training function failed: ValueError: learning rate must be positive (train.py:12)"
 
@@ -90,8 +94,13 @@ def test_the_sdk_outside_a_task_says_where_it_works() -> None:
 def test_an_entry_module_is_found_in_an_archives_files_as_module_or_package() -> None:
     from aiplatform.training.user_code import module_in_archive
 
-    names = ["pkg/__init__.py", "pkg/train.py", "pkg/sub/__init__.py", "pkg/fast.cpython-311-x86_64-linux-gnu.so",
-             "src/other/mod.py"]
+    names = [
+        "pkg/__init__.py",
+        "pkg/train.py",
+        "pkg/sub/__init__.py",
+        "pkg/fast.cpython-311-x86_64-linux-gnu.so",
+        "src/other/mod.py",
+    ]
     for module in ("pkg", "pkg.train", "pkg.sub", "pkg.fast"):
         assert module_in_archive(module, names), module
     for module in ("pkg.missing", "other.mod", "pkg.tr", "train"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Query
 
@@ -14,13 +14,21 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
 
 @router.get("", response_model=AlertList)
-def list_alerts(engine: AlertsDep, state: Optional[str] = None, rule: Optional[str] = None,
-                since: Optional[float] = None, before: Optional[str] = Query(None, max_length=200),
-                limit: int = Query(100, ge=1, le=MAX_QUERY_LIMIT)) -> dict[str, Any]:
+def list_alerts(
+    engine: AlertsDep,
+    state: str | None = None,
+    rule: str | None = None,
+    since: float | None = None,
+    before: str | None = Query(None, max_length=200),
+    limit: int = Query(100, ge=1, le=MAX_QUERY_LIMIT),
+) -> dict[str, Any]:
     """Newest first; ``next_before`` (null on the last page) goes in ``before`` for the next."""
     alerts = engine.query(state=state, rule=rule, since=since, before=before, limit=limit)
-    return {"alerts": [a.to_dict() for a in alerts], "firing": sum(1 for a in alerts if a.state == "firing"),
-            "next_before": alerts_cursor(alerts) if len(alerts) == limit else None}
+    return {
+        "alerts": [a.to_dict() for a in alerts],
+        "firing": sum(1 for a in alerts if a.state == "firing"),
+        "next_before": alerts_cursor(alerts) if len(alerts) == limit else None,
+    }
 
 
 @router.get("/rules", response_model=Rules)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.analysis.drift import REFERENCE_SPLIT
-from aiplatform.analysis.service import drift_on_cluster, profile_on_cluster
 from aiplatform.analysis.report import CHART_TYPES, read_chart
+from aiplatform.analysis.service import drift_on_cluster, profile_on_cluster
 from aiplatform.api.deps import SettingsDep, StorageDep
 from aiplatform.api.schemas.analysis import AnalysisReport
 from aiplatform.datasets.spec import SPLITS
@@ -24,12 +24,16 @@ class DriftRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(..., description="registered model whose recent predictions are compared")
-    version: Optional[int] = Field(None, ge=1, description="only this version's predictions (default: all); "
-                                   "also the version whose dataset is the reference (default: production or latest)")
-    dataset: Optional[str] = Field(None, description="reference dataset NAME@VERSION (default: the model's)")
+    version: int | None = Field(
+        None,
+        ge=1,
+        description="only this version's predictions (default: all); "
+        "also the version whose dataset is the reference (default: production or latest)",
+    )
+    dataset: str | None = Field(None, description="reference dataset NAME@VERSION (default: the model's)")
     split: str = Field(REFERENCE_SPLIT, description="reference split (default: the held-out validation split)")
     limit: int = Field(1000, ge=1, le=MAX_QUERY_LIMIT, description="most recent predictions to compare")
-    since: Optional[float] = Field(None, description="only predictions after this Unix time")
+    since: float | None = Field(None, description="only predictions after this Unix time")
 
 
 @router.get("/datasets/{name}/{version}", response_model=AnalysisReport)
@@ -43,18 +47,36 @@ async def drift(body: DriftRequest, settings: SettingsDep) -> dict[str, Any]:
     """PSI of recent inputs' features and predicted classes against the reference dataset; stored."""
     if body.split not in SPLITS:
         raise InvalidArgument(f"Unknown split {body.split!r}; use one of {list(SPLITS)}")
-    report = await drift_on_cluster(settings, body.model, body.version, body.dataset, body.split,
-                                    body.limit, body.since)
+    report = await drift_on_cluster(
+        settings, body.model, body.version, body.dataset, body.split, body.limit, body.since
+    )
     return _with_chart_urls(report)
 
 
-@router.get("/charts/{key:path}", response_class=Response, responses={200: {"description": "the chart", "content": {
-    media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in sorted(set(CHART_TYPES.values()))}}})
+@router.get(
+    "/charts/{key:path}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the chart",
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in sorted(set(CHART_TYPES.values()))
+            },
+        }
+    },
+)
 def chart(key: str, storage: StorageDep) -> Response:
     data, media_type = read_chart(storage, key)
     # An SVG opened on its own runs in this origin: it may show, never script or fetch.
-    return Response(data, media_type=media_type, headers={
-        "Cache-Control": "max-age=3600", "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"})
+    return Response(
+        data,
+        media_type=media_type,
+        headers={
+            "Cache-Control": "max-age=3600",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+        },
+    )
 
 
 def _with_chart_urls(report: dict[str, Any]) -> dict[str, Any]:

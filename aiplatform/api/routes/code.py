@@ -17,9 +17,18 @@ LISTED_MEMBERS = 1000
 ARCHIVE_TYPES = ("application/zip", "application/x-zip-compressed", "application/octet-stream")
 
 
-@router.post("", status_code=201, response_model=CodeArchivePublic, openapi_extra={"requestBody": {
-    "required": True, "description": "the ZIP archive (application/zip is accepted too)",
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=CodeArchivePublic,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the ZIP archive (application/zip is accepted too)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def upload_code(request: Request, settings: SettingsDep, storage: StorageDep) -> dict[str, Any]:
     """The body is the archive itself (``Content-Type: application/zip``): the project folder
     zipped, packages at its root. 201 with its ``digest``, to name in a task's ``code``
@@ -27,8 +36,9 @@ async def upload_code(request: Request, settings: SettingsDep, storage: StorageD
     require_users_code(settings, "POST /v1/code keeps code for user-code tasks")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ARCHIVE_TYPES:
-        raise InvalidArgument(f"Send the code archive as the body with Content-Type application/zip (got "
-                              f"{content_type or 'none'})")
+        raise InvalidArgument(
+            f"Send the code archive as the body with Content-Type application/zip (got {content_type or 'none'})"
+        )
     archive = await run_in_threadpool(CodeArchives(storage).put, await request.body())
     return archive.to_dict()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Query
 
@@ -17,15 +17,19 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 def summary(version: DatasetVersion) -> dict[str, Any]:
     manifest = version.manifest
     return {
-        "name": version.name, "version": version.version, "ref": version.ref,
-        "created_at": manifest.get("created_at"), "labels": manifest.get("labels"),
+        "name": version.name,
+        "version": version.version,
+        "ref": version.ref,
+        "created_at": manifest.get("created_at"),
+        "labels": manifest.get("labels"),
         "rows": {split: info["rows"] for split, info in manifest.get("splits", {}).items()},
-        "content_hash": manifest.get("content_hash"), "image": manifest.get("image"),
+        "content_hash": manifest.get("content_hash"),
+        "image": manifest.get("image"),
     }
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(datasets: DatasetsDep, name: Optional[str] = None) -> dict[str, Any]:
+def list_datasets(datasets: DatasetsDep, name: str | None = None) -> dict[str, Any]:
     return {"datasets": [summary(v) for v in datasets.list_versions(name)]}
 
 
@@ -35,21 +39,33 @@ def get_manifest(name: str, version: str, datasets: DatasetsDep) -> dict[str, An
 
 
 @router.get("/{name}/{version}/samples", response_model=Samples)
-def get_samples(name: str, version: str, datasets: DatasetsDep, split: str = "test",
-                label: Optional[str] = Query(None, max_length=200),
-                ids: Optional[str] = Query(None, max_length=10_000, description="comma-separated row ids"),
-                limit: int = Query(24, ge=1, le=MAX_SAMPLES)) -> dict[str, Any]:
+def get_samples(
+    name: str,
+    version: str,
+    datasets: DatasetsDep,
+    split: str = "test",
+    label: str | None = Query(None, max_length=200),
+    ids: str | None = Query(None, max_length=10_000, description="comma-separated row ids"),
+    limit: int = Query(24, ge=1, le=MAX_SAMPLES),
+) -> dict[str, Any]:
     """Rows to look at: the first ``limit`` of a split (of one class with ``label``), or the rows
     ``ids`` names, each with its class and an image (PNG data URL), a text or its values."""
     found = datasets.get(name, version)
     wanted = [i for i in ids.split(",") if i] if ids is not None else None
-    return {"ref": found.ref, "split": split,
-            "samples": datasets.samples(found, split, label=label, ids=wanted, limit=limit)}
+    return {
+        "ref": found.ref,
+        "split": split,
+        "samples": datasets.samples(found, split, label=label, ids=wanted, limit=limit),
+    }
 
 
 @router.get("/{name}/{version}/profile", response_model=DatasetProfile)
 def get_profile(name: str, version: str, datasets: DatasetsDep) -> dict[str, Any]:
     manifest = datasets.get(name, version).manifest
     per_class = {split: info.get("per_class") for split, info in manifest.get("splits", {}).items()}
-    return {"ref": f"{name}@{version}", "labels": manifest.get("labels"), "per_class": per_class,
-            "profile": manifest.get("profile", {})}
+    return {
+        "ref": f"{name}@{version}",
+        "labels": manifest.get("labels"),
+        "per_class": per_class,
+        "profile": manifest.get("profile", {}),
+    }

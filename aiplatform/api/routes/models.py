@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -46,19 +46,27 @@ class Promotion(BaseModel):
     version: int = Field(..., ge=1)
     alias: str = Field(PRODUCTION, description="production runs the accuracy gate and warms the servers")
     force: bool = Field(False, description="skip the accuracy gate")
-    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, le=1,
-                             description="test accuracy the new production version may lose against the current one")
+    tolerance: float = Field(
+        DEFAULT_TOLERANCE,
+        ge=0,
+        le=1,
+        description="test accuracy the new production version may lose against the current one",
+    )
 
 
 class CompressionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: Optional[int] = Field(None, ge=1, description="the version to compress (default: latest)")
-    alias: Optional[str] = Field(None, description="or the version an alias points at")
+    version: int | None = Field(None, ge=1, description="the version to compress (default: latest)")
+    alias: str | None = Field(None, description="or the version an alias points at")
     method: str = Field(..., description="int8 | fp16 | prune:AMOUNT (fraction of weights zeroed)")
-    max_accuracy_drop: Optional[float] = Field(
-        None, ge=0, le=1, description="test accuracy the new version may lose (0.01 = one point); "
-        "default from AIP_COMPRESSION_MAX_ACCURACY_DROP")
+    max_accuracy_drop: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="test accuracy the new version may lose (0.01 = one point); "
+        "default from AIP_COMPRESSION_MAX_ACCURACY_DROP",
+    )
 
 
 class Rollback(BaseModel):
@@ -75,7 +83,9 @@ class Canary(BaseModel):
 class TrafficSplit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weights: dict[int, float] = Field(..., description='percent by version, e.g. {"3": 90, "4": 10}; {} clears the split')
+    weights: dict[int, float] = Field(
+        ..., description='percent by version, e.g. {"3": 90, "4": 10}; {} clears the split'
+    )
 
 
 def _split(name: str, weights: dict[int, float], message: bool = False) -> dict[str, Any]:
@@ -89,8 +99,12 @@ def list_models(registry: RegistryDep) -> dict[str, Any]:
 
 
 @router.get("/{name}", response_model=ModelDetail)
-def get_model(name: str, registry: RegistryDep, limit: int = Query(100, ge=1, le=1000),
-              before: Optional[int] = Query(None, ge=1, le=2**62, description="versions older than this one")) -> dict[str, Any]:
+def get_model(
+    name: str,
+    registry: RegistryDep,
+    limit: int = Query(100, ge=1, le=1000),
+    before: int | None = Query(None, ge=1, le=2**62, description="versions older than this one"),
+) -> dict[str, Any]:
     """The model with a page of its versions, newest first; ``next_before`` (null on the last
     page) goes in ``before`` for the next."""
     versions = registry.list_versions(name, limit=limit, before=before)
@@ -112,7 +126,7 @@ def get_version(name: str, version: int, registry: RegistryDep) -> dict[str, Any
 def get_lineage(name: str, version: int, registry: RegistryDep) -> dict[str, Any]:
     """The version's lineage and its ancestors' (parent versions, e.g. of compressed models)."""
     chain = []
-    current: Optional[int] = version
+    current: int | None = version
     while current is not None and len(chain) < 100:
         entry = registry.get_version(name, current)
         chain.append({"version": entry.version, **entry.lineage})
@@ -121,35 +135,53 @@ def get_lineage(name: str, version: int, registry: RegistryDep) -> dict[str, Any
     return {"name": name, "version": version, "lineage": chain}
 
 
-@router.get("/{name}/versions/{version}/package", response_class=Response, responses={200: {
-    "description": "the package ZIP", "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+@router.get(
+    "/{name}/versions/{version}/package",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the package ZIP",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def download_package(name: str, version: int, registry: RegistryDep, storage: StorageDep) -> Response:
     """The version's ZIP, checked against the registry's sha256 before a byte is sent."""
     entry = registry.get_version(name, version)
     data = storage.get_bytes(entry.package_key)
     if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise IntegrityError(f"Package of model version (name={name}, version={version}) does not match "
-                             "its registered sha256")
-    return Response(data, media_type="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{name}-v{version}.zip"',
-        "X-Checksum-Sha256": entry.sha256,
-    })
+        raise IntegrityError(
+            f"Package of model version (name={name}, version={version}) does not match its registered sha256"
+        )
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}-v{version}.zip"',
+            "X-Checksum-Sha256": entry.sha256,
+        },
+    )
 
 
 @router.post("/{name}/promote", response_model=AliasMove, response_model_exclude_unset=True)
 def promote(name: str, body: Promotion, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
     """Point an alias at a version; for ``production``: gate, warm on the servers, then move."""
     if body.alias == PRODUCTION:
-        deployment = deploy(registry, name, body.version, warm=warm, force=body.force,
-                            tolerance=body.tolerance)
+        deployment = deploy(registry, name, body.version, warm=warm, force=body.force, tolerance=body.tolerance)
         return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
     target = registry.set_alias(name, body.alias, body.version)
-    return {"name": name, "version": target.version, "alias": body.alias,
-            "message": f"{body.alias} -> {name} v{target.version}"}
+    return {
+        "name": name,
+        "version": target.version,
+        "alias": body.alias,
+        "message": f"{body.alias} -> {name} v{target.version}",
+    }
 
 
 @router.post("/{name}/rollback", response_model=AliasMove)
-def rollback_production(name: str, registry: RegistryDep, warm: WarmDep, body: Optional[Rollback] = None) -> dict[str, Any]:
+def rollback_production(
+    name: str, registry: RegistryDep, warm: WarmDep, body: Rollback | None = None
+) -> dict[str, Any]:
     deployment = rollback(registry, name, warm=warm)
     return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
 
@@ -188,15 +220,28 @@ async def compress_model(name: str, body: CompressionRequest, settings: Settings
     ref = body.version or body.alias or "latest"
     report = await compress_on_cluster(settings, name, ref, body.method, body.max_accuracy_drop)
     if not report["registered"]:
-        return JSONResponse(status_code=409, content={"error": "conflict", "message": report["refused"],
-                                                      "report": report})
-    return JSONResponse(status_code=201, content={"report": report, "message": " / ".join(
-        line.strip() for line in CompressionReport(**report).summary_lines()[:2])})
+        return JSONResponse(
+            status_code=409, content={"error": "conflict", "message": report["refused"], "report": report}
+        )
+    return JSONResponse(
+        status_code=201,
+        content={
+            "report": report,
+            "message": " / ".join(line.strip() for line in CompressionReport(**report).summary_lines()[:2]),
+        },
+    )
 
 
 @router.post("/{name}/import", status_code=201, response_model=ModelVersionPublic)
-async def import_model(name: str, request: Request, registry: RegistryDep, storage: StorageDep,
-                       datasets: DatasetsDep, settings: SettingsDep, slots: ImportSlotsDep) -> dict[str, Any]:
+async def import_model(
+    name: str,
+    request: Request,
+    registry: RegistryDep,
+    storage: StorageDep,
+    datasets: DatasetsDep,
+    settings: SettingsDep,
+    slots: ImportSlotsDep,
+) -> dict[str, Any]:
     """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind`` (a
     registered kind, e.g. ``image`` or ``tabular``; default: the ``evaluate_on`` dataset's kind),
     ``labels`` (comma-separated or a JSON list), optional ``preprocessing`` (JSON: scale, mean, std for images; ``features`` for tables), ``scores``
@@ -218,14 +263,24 @@ async def import_model(name: str, request: Request, registry: RegistryDep, stora
         dataset = datasets.get_ref(fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
         kind = fields["kind"] or (dataset.kind if dataset is not None else None)
         if not kind:  # the graph alone does not say what its input is
-            raise InvalidArgument(f"The import needs a 'kind' field (one of {sorted(KINDS)}), or 'evaluate_on' "
-                                  "naming a dataset of the model's kind")
+            raise InvalidArgument(
+                f"The import needs a 'kind' field (one of {sorted(KINDS)}), or 'evaluate_on' "
+                "naming a dataset of the model's kind"
+            )
         return import_onnx(
-            data, name=name, kind=kind, labels=parse_labels(fields["labels"] or ""),
+            data,
+            name=name,
+            kind=kind,
+            labels=parse_labels(fields["labels"] or ""),
             preprocessing=parse_json_object(fields["preprocessing"], "preprocessing"),
-            scores=fields["scores"] or "logits", filename=upload.filename, storage=storage,
-            registry=registry, test_split=TestSplit.of(datasets, dataset.ref) if dataset is not None else None,
-            max_rows=settings.max_request_rows, run_timeout_s=settings.serve_onnx_run_timeout_s)
+            scores=fields["scores"] or "logits",
+            filename=upload.filename,
+            storage=storage,
+            registry=registry,
+            test_split=TestSplit.of(datasets, dataset.ref) if dataset is not None else None,
+            max_rows=settings.max_request_rows,
+            run_timeout_s=settings.serve_onnx_run_timeout_s,
+        )
 
     with slots.held():
         return (await run_in_threadpool(check_and_register)).to_dict()
@@ -239,7 +294,7 @@ def parse_labels(text: str) -> list[str]:
     return [label for label in (part.strip() for part in text.split(",")) if label]
 
 
-def parse_json_object(text: Optional[str], field: str, expected: type = dict) -> Any:
+def parse_json_object(text: str | None, field: str, expected: type = dict) -> Any:
     if text is None or not text.strip():
         return None
     try:
@@ -252,8 +307,9 @@ def parse_json_object(text: Optional[str], field: str, expected: type = dict) ->
 
 
 @router.get("/{name}/aliases/{alias}/history", response_model=AliasHistory)
-def alias_history(name: str, alias: str, registry: RegistryDep,
-                  limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+def alias_history(
+    name: str, alias: str, registry: RegistryDep, limit: int = Query(50, ge=1, le=1000)
+) -> dict[str, Any]:
     """The alias's moves, newest first: to which version, from which, when."""
     registry.list_versions(name, limit=1)  # an unknown model is a 404
     return {"name": name, "alias": alias, "history": registry.alias_history(name, alias, limit=limit)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -19,8 +19,14 @@ ALERTS_SCANNED = 1000
 
 
 @router.get("/models/{name}", response_model=ModelMonitoring, response_model_exclude_unset=True)
-def model_monitoring(name: str, registry: RegistryDep, engine: AlertsDep, settings: SettingsDep, window: str = "1h",
-                     version: Optional[int] = None) -> dict[str, Any]:
+def model_monitoring(
+    name: str,
+    registry: RegistryDep,
+    engine: AlertsDep,
+    settings: SettingsDep,
+    window: str = "1h",
+    version: int | None = None,
+) -> dict[str, Any]:
     """Request rate, errors by outcome, latency p50/p99, batch sizes, class shares and drift of
     ``name`` (one version, or every version) over ``window`` (15m, 1h, 6h, 24h or 7d), with the
     training queue's depth and wait, the alert rules' thresholds and the alerts in the window.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,13 +26,14 @@ class SweepQueueing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
-    model_name: Optional[str] = Field(None, max_length=200, description="registry name of the best trial's model")
+    model_name: str | None = Field(None, max_length=200, description="registry name of the best trial's model")
     start: bool = Field(True, description="queue it at once")
 
 
 @router.post("/v1/sweeps", status_code=201, response_model=SweepPublic)
-async def create_sweep(body: dict[str, Any], tasks: TasksDep,
-                       idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
+async def create_sweep(
+    body: dict[str, Any], tasks: TasksDep, idempotency_key: str | None = Header(None, max_length=200)
+) -> dict[str, Any]:
     """The body is a sweep's parameters (see the ``sweep`` template's schema) plus ``priority``,
     ``model_name`` and ``start``; every problem is named before anything runs."""
     options = {k: body.pop(k) for k in ("priority", "model_name", "start") if k in body}
@@ -40,14 +41,21 @@ async def create_sweep(body: dict[str, Any], tasks: TasksDep,
         queueing = SweepQueueing.model_validate(options)
     except ValidationError as exc:
         raise InvalidArgument(validation_message(exc, "sweep options")) from exc
-    task = await tasks.create_async(SWEEP, body, priority=queueing.priority, model_name=queueing.model_name,
-                                    start=queueing.start, idempotency_key=idempotency_key)
+    task = await tasks.create_async(
+        SWEEP,
+        body,
+        priority=queueing.priority,
+        model_name=queueing.model_name,
+        start=queueing.start,
+        idempotency_key=idempotency_key,
+    )
     return tasks.sweep_view(task.id)
 
 
 @router.get("/v1/sweeps", response_model=SweepList)
-def list_sweeps(tasks: TasksDep, limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
-                before: Optional[str] = Query(None, max_length=64)) -> dict[str, Any]:
+def list_sweeps(
+    tasks: TasksDep, limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT), before: str | None = Query(None, max_length=64)
+) -> dict[str, Any]:
     sweeps = tasks.list_tasks(template=SWEEP, limit=limit, before=before)
     return {"sweeps": [s.to_dict() for s in sweeps], "next_before": sweeps[-1].id if len(sweeps) == limit else None}
 
@@ -89,8 +97,12 @@ def extend_sweep(sweep_id: str, body: SweepExtend, tasks: TasksDep) -> dict[str,
 class RunsToCompare(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] = Field(..., min_length=1, max_length=MAX_COMPARED_RUNS,
-                           description="task ids and sweep:trial ids (a sweep's trials: GET /v1/sweeps/{id})")
+    ids: list[str] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_COMPARED_RUNS,
+        description="task ids and sweep:trial ids (a sweep's trials: GET /v1/sweeps/{id})",
+    )
 
 
 @router.post("/v1/runs/compare", response_model=RunComparison)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -27,19 +27,26 @@ class TaskCreate(BaseModel):
     template: str = Field(..., min_length=1, max_length=100, examples=["cnn-classification"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"epochs": 2}])
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="higher starts first")
-    model_name: Optional[str] = Field(None, description="registry name (default: from the template)")
+    model_name: str | None = Field(None, description="registry name (default: from the template)")
     start: bool = Field(False, description="queue it at once")
-    max_retries: Optional[int] = Field(None, ge=0, le=100, description="re-runs after an interruption")
-    idempotency_key: Optional[str] = Field(None, min_length=1, max_length=200,
-                                           description="a repeated key returns the first task")
+    max_retries: int | None = Field(None, ge=0, le=100, description="re-runs after an interruption")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200, description="a repeated key returns the first task"
+    )
 
 
 @router.post("", status_code=201, response_model=TaskPublic)
-async def create_task(body: TaskCreate, tasks: TasksDep,
-                      idempotency_key: Optional[str] = Header(None, max_length=200)) -> dict[str, Any]:
+async def create_task(
+    body: TaskCreate, tasks: TasksDep, idempotency_key: str | None = Header(None, max_length=200)
+) -> dict[str, Any]:
     task = await tasks.create_async(
-        body.template, body.params, priority=body.priority, model_name=body.model_name, start=body.start,
-        max_retries=body.max_retries, idempotency_key=body.idempotency_key or idempotency_key,
+        body.template,
+        body.params,
+        priority=body.priority,
+        model_name=body.model_name,
+        start=body.start,
+        max_retries=body.max_retries,
+        idempotency_key=body.idempotency_key or idempotency_key,
     )
     return task.to_dict()
 
@@ -48,20 +55,23 @@ async def create_task(body: TaskCreate, tasks: TasksDep,
 def list_tasks(
     tasks: TasksDep,
     state: list[str] = Query(default_factory=list, description="repeat for several states"),
-    template: Optional[str] = None,
-    since: Optional[float] = Query(None, description="created at or after (unix seconds)"),
-    until: Optional[float] = Query(None, description="created before (unix seconds)"),
+    template: str | None = None,
+    since: float | None = Query(None, description="created at or after (unix seconds)"),
+    until: float | None = Query(None, description="created before (unix seconds)"),
     limit: int = Query(100, ge=1, le=MAX_LIST_LIMIT),
     offset: int = Query(0, ge=0, le=10**9),
-    before: Optional[str] = Query(None, max_length=64, description="the next page: a page's next_before"),
+    before: str | None = Query(None, max_length=64, description="the next page: a page's next_before"),
 ) -> dict[str, Any]:
     """Newest first; ``next_before`` (null on the last page) goes in ``before`` for the next."""
-    found = tasks.list_tasks(states=state, template=template, since=since, until=until,
-                             limit=limit, offset=offset, before=before)
+    found = tasks.list_tasks(
+        states=state, template=template, since=since, until=until, limit=limit, offset=offset, before=before
+    )
     waiting = tasks.why_waiting(found)
-    return {"tasks": [{**t.to_dict(), "waiting": waiting.get(t.id)} for t in found],
-            "counts": tasks.counts(),
-            "next_before": found[-1].id if len(found) == limit else None}
+    return {
+        "tasks": [{**t.to_dict(), "waiting": waiting.get(t.id)} for t in found],
+        "counts": tasks.counts(),
+        "next_before": found[-1].id if len(found) == limit else None,
+    }
 
 
 @router.get("/counts", response_model=dict[str, int])
@@ -74,8 +84,11 @@ def task_counts(tasks: TasksDep) -> dict[str, int]:
 def get_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
     """The task; a queued one also says why it waits (``waiting``)."""
     task = tasks.get(task_id)
-    return {**task.to_dict(), "waiting": tasks.why_waiting([task]).get(task.id),
-            "ray_dashboard_url": tasks.dashboard_url(task)}
+    return {
+        **task.to_dict(),
+        "waiting": tasks.why_waiting([task]).get(task.id),
+        "ray_dashboard_url": tasks.dashboard_url(task),
+    }
 
 
 @router.post("/{task_id}/start", response_model=TaskPublic)
@@ -89,18 +102,21 @@ class TaskRerun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     start: bool = Field(True, description="queue it at once")
-    priority: Optional[int] = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="default: the task's")
+    priority: int | None = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description="default: the task's")
 
 
 @router.post("/{task_id}/rerun", status_code=201, response_model=TaskRerunPublic)
-async def rerun_task(task_id: str, tasks: TasksDep, body: Optional[TaskRerun] = None) -> dict[str, Any]:
+async def rerun_task(task_id: str, tasks: TasksDep, body: TaskRerun | None = None) -> dict[str, Any]:
     """Run again: a new task with exactly the same template, parameters and model name (a user-code
     task's archive by its digest, so the same code runs)."""
     options = body or TaskRerun()
     task = tasks.get(task_id)
     created = await tasks.create_async(
-        task.template, task.params, priority=task.priority if options.priority is None else options.priority,
-        model_name=task.model_name, start=options.start,
+        task.template,
+        task.params,
+        priority=task.priority if options.priority is None else options.priority,
+        model_name=task.model_name,
+        start=options.start,
     )
     return {**created.to_dict(), "rerun_of": task.id}
 
@@ -111,26 +127,45 @@ def cancel_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
 
 
 @router.get("/{task_id}/logs", response_model=TaskLogs)
-def task_logs(task_id: str, tasks: TasksDep,
-              tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)) -> dict[str, Any]:
+def task_logs(
+    task_id: str, tasks: TasksDep, tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)
+) -> dict[str, Any]:
     lines = tasks.logs(task_id).splitlines()
     return {"task_id": task_id, "logs": "\n".join(lines[-tail:]), "truncated": len(lines) > tail}
 
 
-@router.get("/{task_id}/logs/stream", response_class=StreamingResponse, responses={200: {
-    "description": "server-sent events: `lines`, then `end` (or `reconnect` with the `after` to resume from)",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-def stream_task_logs(task_id: str, tasks: TasksDep, request: Request,
-                     after: int = Query(0, ge=0, le=10_000_000, description="lines the client already has")) -> StreamingResponse:
+@router.get(
+    "/{task_id}/logs/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "server-sent events: `lines`, then `end` (or `reconnect` with the `after` to resume from)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def stream_task_logs(
+    task_id: str,
+    tasks: TasksDep,
+    request: Request,
+    after: int = Query(0, ge=0, le=10_000_000, description="lines the client already has"),
+) -> StreamingResponse:
     """The task's log as it grows (server-sent events), until the task ends. 503 when this
     server's streams, or the caller's address's share of them, are all open."""
     tasks.get(task_id)  # an unknown task is a 404 before the stream starts
     client = request.client.host if request.client else "unknown"
     LOG_STREAMS.check(client)  # refused before the response starts; the stream takes its slot itself
-    events = task_log_events(lambda: tasks.get(task_id).state, lambda: tasks.logs(task_id),
-                             after, LOG_STREAMS, client, request.is_disconnected)
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    events = task_log_events(
+        lambda: tasks.get(task_id).state,
+        lambda: tasks.logs(task_id),
+        after,
+        LOG_STREAMS,
+        client,
+        request.is_disconnected,
+    )
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 @router.get("/{task_id}/metrics", response_model=TaskMetrics)

@@ -7,15 +7,19 @@ from typing import Any
 from fastapi import APIRouter
 
 from aiplatform.api.schemas.templates import TemplateList, TemplatePublic
-from aiplatform.training.template import TaskTemplate
 from aiplatform.training.catalog import get_template, list_templates
+from aiplatform.training.template import TaskTemplate
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 
 def describe(template: TaskTemplate) -> dict[str, Any]:
-    return {"name": template.name, "title": template.title, "description": template.description,
-            "schema": template.schema()}
+    return {
+        "name": template.name,
+        "title": template.title,
+        "description": template.description,
+        "schema": template.schema(),
+    }
 
 
 @router.get("", response_model=TemplateList)

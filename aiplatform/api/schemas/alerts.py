@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -17,10 +17,10 @@ class AlertPublic(Record):
     severity: str
     state: str
     message: str
-    value: Optional[Number]
+    value: Number | None
     started_at: float
     updated_at: float
-    resolved_at: Optional[float]
+    resolved_at: float | None
 
 
 class AlertDetail(AlertPublic):
@@ -30,7 +30,7 @@ class AlertDetail(AlertPublic):
 class AlertList(Body):
     alerts: list[AlertPublic]
     firing: int
-    next_before: Optional[str]
+    next_before: str | None
 
 
 class Rules(Body):

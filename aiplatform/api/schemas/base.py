@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from pydantic import BaseModel, ConfigDict
 
-Number = Union[int, float]
+Number = int | float
 """A number sent as it was made: an ``int`` stays ``1``, where ``float`` would send ``1.0``."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -13,11 +13,11 @@ class DatasetSummary(Body):
     name: str
     version: str
     ref: str
-    created_at: Optional[float]
-    labels: Optional[list[str]]
+    created_at: float | None
+    labels: list[str] | None
     rows: dict[str, int] = Field(description="rows by split")
-    content_hash: Optional[str]
-    image: Optional[dict[str, Any]] = Field(description="the image spec (image datasets)")
+    content_hash: str | None
+    image: dict[str, Any] | None = Field(description="the image spec (image datasets)")
 
 
 class DatasetList(Body):
@@ -36,6 +36,6 @@ class Samples(Body):
 
 class DatasetProfile(Body):
     ref: str
-    labels: Optional[list[str]]
+    labels: list[str] | None
     per_class: dict[str, Any] = Field(description="rows of each class, by split")
     profile: dict[str, Any]

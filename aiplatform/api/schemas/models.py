@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -12,7 +12,7 @@ from aiplatform.api.schemas.base import Body, Record
 class ModelSummary(Record):
     name: str
     created_at: float
-    latest_version: Optional[int]
+    latest_version: int | None
     versions: int
     aliases: dict[str, int] = Field(description="alias -> version")
 
@@ -42,7 +42,7 @@ class ModelDetail(Body):
     aliases: dict[str, int]
     traffic: dict[str, float] = Field(description="percent by version (empty: all to production)")
     versions: list[ModelVersionPublic]
-    next_before: Optional[int]
+    next_before: int | None
 
 
 class Lineage(Body):
@@ -57,8 +57,8 @@ class AliasMove(Body):
 
     name: str
     version: int
-    previous_version: Optional[int] = None
-    gate: Optional[str] = None
+    previous_version: int | None = None
+    gate: str | None = None
     alias: str
     message: str
 
@@ -66,12 +66,12 @@ class AliasMove(Body):
 class TrafficSplitPublic(Body):
     name: str
     weights: dict[str, float] = Field(description="percent by version")
-    message: Optional[str] = None
+    message: str | None = None
 
 
 class AliasEvent(Record):
-    version: Optional[int]
-    previous_version: Optional[int]
+    version: int | None
+    previous_version: int | None
     at: float
 
 

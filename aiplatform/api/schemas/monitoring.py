@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -13,7 +13,7 @@ class ModelMonitoring(Body):
     """A model's charts over a window, with request totals and the alerts in it."""
 
     model: str
-    version: Optional[str]
+    version: str | None
     window: str
     since: Number
     until: Number
@@ -22,4 +22,4 @@ class ModelMonitoring(Body):
     charts: list[dict[str, Any]] = Field(description="each chart's name, title, unit, series and thresholds")
     totals: dict[str, Any] = Field(description="requests by outcome")
     alerts: list[dict[str, Any]]
-    source_problem: Optional[str] = Field(None, description="why Prometheus did not answer (only then)")
+    source_problem: str | None = Field(None, description="why Prometheus did not answer (only then)")

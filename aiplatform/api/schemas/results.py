@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -19,13 +19,14 @@ class ResultPublic(Record):
     output: dict[str, Any]
     latency_ms: float
     created_at: float
-    input_uri: Optional[str]
+    input_uri: str | None
     features: dict[str, Any] = Field(description="summary features of the input (what drift compares)")
-    client_id: Optional[str]
-    preview: Optional[dict[str, Any]] = Field(None, description="its input, small (only when asked for): "
-                                               "its kind and an image data URL or a text")
+    client_id: str | None
+    preview: dict[str, Any] | None = Field(
+        None, description="its input, small (only when asked for): its kind and an image data URL or a text"
+    )
 
 
 class ResultList(Body):
     results: list[ResultPublic]
-    next_cursor: Optional[str]
+    next_cursor: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -17,31 +17,31 @@ class TaskPublic(Record):
     params: dict[str, Any]
     priority: int
     state: str
-    model_name: Optional[str]
+    model_name: str | None
     source: str
-    idempotency_key: Optional[str]
+    idempotency_key: str | None
     max_retries: int
     attempts: int
-    ray_job_id: Optional[str]
-    submitted_at: Optional[float]
+    ray_job_id: str | None
+    submitted_at: float | None
     cancel_requested: bool
     progress: dict[str, Any] = Field(description="latest epoch, epochs and metrics")
-    result: Optional[dict[str, Any]]
-    error: Optional[str]
-    error_reason: Optional[str]
+    result: dict[str, Any] | None
+    error: str | None
+    error_reason: str | None
     created_at: float
-    queued_at: Optional[float]
-    started_at: Optional[float]
-    finished_at: Optional[float]
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
     updated_at: float
 
 
 class TaskListed(TaskPublic):
-    waiting: Optional[str] = Field(description="why a queued task has not started (null otherwise)")
+    waiting: str | None = Field(description="why a queued task has not started (null otherwise)")
 
 
 class TaskDetail(TaskListed):
-    ray_dashboard_url: Optional[str]
+    ray_dashboard_url: str | None
 
 
 class TaskRerunPublic(TaskPublic):
@@ -51,7 +51,7 @@ class TaskRerunPublic(TaskPublic):
 class TaskList(Body):
     tasks: list[TaskListed]
     counts: dict[str, int] = Field(description="tasks by state")
-    next_before: Optional[str] = Field(description="``before`` of the next page (null on the last)")
+    next_before: str | None = Field(description="``before`` of the next page (null on the last)")
 
 
 class TaskLogs(Body):
@@ -73,10 +73,10 @@ class TrialPublic(Record):
     segment: int
     params: dict[str, Any]
     state: str
-    epoch: Optional[int]
+    epoch: int | None
     metrics: dict[str, Any]
-    checkpoint: Optional[str]
-    error: Optional[str]
+    checkpoint: str | None
+    error: str | None
     created_at: float
     updated_at: float
     run_id: str = Field(description="the id runs are compared by")
@@ -87,13 +87,13 @@ class SweepPublic(TaskPublic):
 
     trials: list[TrialPublic]
     trial_counts: dict[str, int]
-    best_trial: Optional[TrialPublic]
-    waiting: Optional[str]
+    best_trial: TrialPublic | None
+    waiting: str | None
 
 
 class SweepList(Body):
     sweeps: list[TaskPublic]
-    next_before: Optional[str]
+    next_before: str | None
 
 
 class RunComparison(Body):

@@ -8,21 +8,36 @@ requested outputs, id), so both transports share one code path, the inference co
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.serving.oip_binary import decode_tensor, encode_tensor, is_count, select_outputs
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
 
 CONTENTS_FIELD = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 GRPC_STATUS_BY_CODE = {
-    "invalid_argument": "INVALID_ARGUMENT", "integrity_error": "INVALID_ARGUMENT", "too_large": "RESOURCE_EXHAUSTED",
-    "forbidden": "PERMISSION_DENIED", "unauthenticated": "UNAUTHENTICATED", "not_found": "NOT_FOUND",
-    "already_exists": "ALREADY_EXISTS", "conflict": "FAILED_PRECONDITION", "unavailable": "UNAVAILABLE",
+    "invalid_argument": "INVALID_ARGUMENT",
+    "integrity_error": "INVALID_ARGUMENT",
+    "too_large": "RESOURCE_EXHAUSTED",
+    "forbidden": "PERMISSION_DENIED",
+    "unauthenticated": "UNAUTHENTICATED",
+    "not_found": "NOT_FOUND",
+    "already_exists": "ALREADY_EXISTS",
+    "conflict": "FAILED_PRECONDITION",
+    "unavailable": "UNAVAILABLE",
 }
 
 
@@ -31,7 +46,7 @@ def grpc_status_name(error: AIPError) -> str:
     return GRPC_STATUS_BY_CODE.get(error.code, "INTERNAL")
 
 
-def version_number(version: str) -> Optional[int]:
+def version_number(version: str) -> int | None:
     """A request's ``model_version``: empty means the version the server routes to."""
     if not version:
         return None
@@ -75,8 +90,15 @@ def infer_request_body(request: Any) -> dict[str, Any]:
             data = decode_tensor(tensor.name, tensor.datatype, shape, raw[index])
         else:
             data = _typed_values(tensor)
-        inputs.append({"name": tensor.name, "datatype": tensor.datatype, "shape": shape, "data": data,
-                       "parameters": _parameters(tensor.parameters)})
+        inputs.append(
+            {
+                "name": tensor.name,
+                "datatype": tensor.datatype,
+                "shape": shape,
+                "data": data,
+                "parameters": _parameters(tensor.parameters),
+            }
+        )
     body: dict[str, Any] = {"inputs": inputs, "parameters": _parameters(request.parameters)}
     if request.id:
         body["id"] = request.id
@@ -85,11 +107,12 @@ def infer_request_body(request: Any) -> dict[str, Any]:
     return body
 
 
-def infer_response_message(response: dict[str, Any], names: Optional[tuple[str, ...]]) -> Any:
+def infer_response_message(response: dict[str, Any], names: tuple[str, ...] | None) -> Any:
     """A REST infer response (outputs with their ``data``) as a ``ModelInferResponse``, the
     requested outputs (None: all) as raw contents."""
-    message = pb.ModelInferResponse(model_name=response["model_name"], model_version=response["model_version"],
-                                    id=response.get("id") or "")
+    message = pb.ModelInferResponse(
+        model_name=response["model_name"], model_version=response["model_version"], id=response.get("id") or ""
+    )
     for key, value in (response.get("parameters") or {}).items():
         message.parameters[key].string_param = str(value)
     for output in select_outputs(response["outputs"], names):
@@ -100,8 +123,9 @@ def infer_response_message(response: dict[str, Any], names: Optional[tuple[str, 
 
 def model_metadata_message(metadata: dict[str, Any]) -> Any:
     """``GET /v2/models/{name}``'s body as a ``ModelMetadataResponse``."""
-    message = pb.ModelMetadataResponse(name=metadata["name"], versions=metadata["versions"],
-                                       platform=metadata["platform"])
+    message = pb.ModelMetadataResponse(
+        name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
+    )
     for key in ("inputs", "outputs"):
         for tensor in metadata[key]:
             getattr(message, key).add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])

@@ -10,11 +10,11 @@ code and details (the same messages as over REST) and answers an empty message.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiplatform.errors import AIPError, TooLarge
-from aiplatform.limits import off_loop_if_large
-from aiplatform.limits import MAX_REQUEST_BYTES
+from aiplatform.limits import MAX_REQUEST_BYTES, off_loop_if_large
 from aiplatform.serving.dataplane import DataPlane, Overloaded
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
 from aiplatform.serving.oip_grpc.access import grpc_refusal
@@ -35,36 +35,40 @@ class InferenceServicer:
     """The gRPC service over the inference core; ``auth`` and ``token``: the platform's
     ``api_auth`` setting and API token (aiplatform.serving.oip_grpc.access)."""
 
-    def __init__(self, core: DataPlane, auth: str, token: Optional[str]) -> None:
+    def __init__(self, core: DataPlane, auth: str, token: str | None) -> None:
         self.core = core
         self.auth = auth
         self.token = token
 
-    async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 - the RPC's name
+    async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+    async def ServerReady(self, request: Any, grpc_context: Any = None) -> Any:
         return pb.ServerReadyResponse(ready=await self.core.ready())
 
-    async def ServerMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+    async def ServerMetadata(self, request: Any, grpc_context: Any = None) -> Any:
         async def answer() -> Any:
             server = server_metadata()
-            return pb.ServerMetadataResponse(name=server["name"], version=server["version"],
-                                             extensions=server["extensions"])
+            return pb.ServerMetadataResponse(
+                name=server["name"], version=server["version"], extensions=server["extensions"]
+            )
+
         return await self._answer(grpc_context, pb.ServerMetadataResponse, answer)
 
-    async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+    async def ModelReady(self, request: Any, grpc_context: Any = None) -> Any:
         async def answer() -> Any:
             ready = await self.core.model_ready(request.name, version_number(request.version))
             return pb.ModelReadyResponse(ready=ready["ready"])
+
         return await self._answer(grpc_context, pb.ModelReadyResponse, answer)
 
-    async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+    async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:
         async def answer() -> Any:
             return model_metadata_message(await self.core.model_metadata(request.name, version_number(request.version)))
+
         return await self._answer(grpc_context, pb.ModelMetadataResponse, answer)
 
-    async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802
+    async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:
         async def read() -> tuple[bytes, Any]:
             if request.ByteSize() > MAX_REQUEST_BYTES:  # the proxy's own limit may be set higher
                 raise TooLarge(f"The request is {request.ByteSize()} bytes; the limit is {MAX_REQUEST_BYTES}")
@@ -74,6 +78,7 @@ class InferenceServicer:
         async def answer() -> Any:
             predictions = await self.core.infer(request.model_name, version_number(request.model_version), read)
             return infer_response_message(infer_answer(predictions), predictions.wanted.names)  # type: ignore[union-attr]
+
         return await self._answer(grpc_context, pb.ModelInferResponse, answer)
 
     async def _answer(self, context: Any, empty: Callable[[], Any], answer: Callable[[], Awaitable[Any]]) -> Any:

@@ -8,8 +8,9 @@ for FastAPI's router, its OpenAPI schema, and the hot routes answered ahead of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 ROUTE_ATTRIBUTE = "__aip_route__"
@@ -28,13 +29,18 @@ class Route:
 
 def route(method: str, path: str, *, direct: bool = False) -> Callable[[F], F]:
     """Declares the decorated endpoint's route (Starlette's path syntax, FastAPI's parameters)."""
+
     def declare(endpoint: F) -> F:
         setattr(endpoint, ROUTE_ATTRIBUTE, Route(method, path, direct))
         return endpoint
+
     return declare
 
 
 def declared_routes(endpoints: type) -> list[tuple[str, Route]]:
     """The routes declared on a class's endpoints, by endpoint name, in the order written."""
-    return [(name, getattr(member, ROUTE_ATTRIBUTE)) for name, member in vars(endpoints).items()
-            if hasattr(member, ROUTE_ATTRIBUTE)]
+    return [
+        (name, getattr(member, ROUTE_ATTRIBUTE))
+        for name, member in vars(endpoints).items()
+        if hasattr(member, ROUTE_ATTRIBUTE)
+    ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -21,7 +20,7 @@ class V1Endpoints:
 
     @route("POST", "/v1/models/{name}/predict", direct=True)
     async def predict(
-        self, name: str, request: Request, version: Optional[int] = None, alias: Optional[str] = None
+        self, name: str, request: Request, version: int | None = None, alias: str | None = None
     ) -> JSONResponse:
         """One input (an uploaded file or a JSON body) or many (a CSV of table rows) classified by
         ``name``'s version (``version``, ``alias``, or the default route with its canary split)."""
@@ -34,9 +33,22 @@ def predict_body(predictions: Predictions) -> dict[str, object]:
     target = predictions.target
     latency_ms = round(predictions.latency_ms, 3)
     if predictions.many:
-        return {"request_id": predictions.request_id, "model": target.name, "version": target.version,
-                "rows": len(predictions.outputs), "predictions": predictions.outputs, "latency_ms": latency_ms}
+        return {
+            "request_id": predictions.request_id,
+            "model": target.name,
+            "version": target.version,
+            "rows": len(predictions.outputs),
+            "predictions": predictions.outputs,
+            "latency_ms": latency_ms,
+        }
     answer = predictions.answers[0]
     extra = {"chunks": answer["chunks"]} if "chunks" in answer else {}
-    return {"request_id": predictions.request_id, "model": target.name, "version": target.version,
-            **predictions.outputs[0], "latency_ms": latency_ms, "batch_size": answer["batch_size"], **extra}
+    return {
+        "request_id": predictions.request_id,
+        "model": target.name,
+        "version": target.version,
+        **predictions.outputs[0],
+        "latency_ms": latency_ms,
+        "batch_size": answer["batch_size"],
+        **extra,
+    }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import ray
 
@@ -50,7 +51,7 @@ class TaskActor(TaskStore):
     def cancel(self, task_id: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).cancel(task_id))
 
-    def requeue(self, task_id: str, params: Optional[dict[str, Any]] = None) -> Task:
+    def requeue(self, task_id: str, params: dict[str, Any] | None = None) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).requeue(task_id, params))
 
     def interrupt(self, task_id: str, error: str) -> Task:
@@ -69,8 +70,12 @@ class TaskActor(TaskStore):
             if task.state == RUNNING and task.queued_at is not None and task.started_at is not None:
                 observe("aip_task_wait_seconds", max(0.0, task.started_at - task.queued_at), template=task.template)
             if task.finished and task.started_at is not None and task.finished_at is not None:
-                observe("aip_task_duration_seconds", max(0.0, task.finished_at - task.started_at),
-                        template=task.template, outcome=task.state)
+                observe(
+                    "aip_task_duration_seconds",
+                    max(0.0, task.finished_at - task.started_at),
+                    template=task.template,
+                    outcome=task.state,
+                )
             self._export_depth()
         return task
 
@@ -85,22 +90,24 @@ class TaskClient(ActorProxy, TaskAPI, protocol=TaskAPI):
     idempotency key when the caller gives none, and has an async form for the API's event loop."""
 
     @classmethod
-    def connect(cls, settings: Settings) -> "TaskClient":
+    def connect(cls, settings: Settings) -> TaskClient:
         """Get the platform's queue actor, creating it on the head node if needed."""
         return cls(head_actor(TaskActor, QUEUE_ACTOR_NAME, settings))
 
-    def create(self, template: str, params: dict[str, Any], *, idempotency_key: Optional[str] = None,
-               **options: Any) -> Task:
+    def create(
+        self, template: str, params: dict[str, Any], *, idempotency_key: str | None = None, **options: Any
+    ) -> Task:
         """Create a task. Without a caller's key a fresh one is used, so that the call's own
         retries (after an actor restart) never create a second task."""
         key = idempotency_key or f"auto-{uuid.uuid4().hex}"
         return call(self.handle.create, template, params, idempotency_key=key, **options)
 
-    async def create_async(self, template: str, params: dict[str, Any], *,
-                           idempotency_key: Optional[str] = None, **options: Any) -> Task:
+    async def create_async(
+        self, template: str, params: dict[str, Any], *, idempotency_key: str | None = None, **options: Any
+    ) -> Task:
         """:meth:`create` from an event loop (the API's hot path)."""
         key = idempotency_key or f"auto-{uuid.uuid4().hex}"
         return await call_async(self.handle.create, template, params, idempotency_key=key, **options)
 
-    def list(self, *, states: Optional[Iterable[str]] = None, **filters: Any) -> list[Task]:
+    def list(self, *, states: Iterable[str] | None = None, **filters: Any) -> list[Task]:
         return call(self.handle.list, states=list(states or ()), **filters)

@@ -18,9 +18,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Protocol
+from typing import Any, Protocol
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
@@ -90,22 +91,22 @@ class Task:
     params: dict[str, Any]
     priority: int
     state: str
-    model_name: Optional[str]
+    model_name: str | None
     source: str
-    idempotency_key: Optional[str]
+    idempotency_key: str | None
     max_retries: int
     attempts: int
-    ray_job_id: Optional[str]
-    submitted_at: Optional[float]
+    ray_job_id: str | None
+    submitted_at: float | None
     cancel_requested: bool
     progress: dict[str, Any]
-    result: Optional[dict[str, Any]]
-    error: Optional[str]
-    error_reason: Optional[str]
+    result: dict[str, Any] | None
+    error: str | None
+    error_reason: str | None
     created_at: float
-    queued_at: Optional[float]
-    started_at: Optional[float]
-    finished_at: Optional[float]
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
     updated_at: float
 
     @property
@@ -131,8 +132,9 @@ def validate_state(state: str) -> str:
 class TaskAPI(Protocol):
     """What callers may ask of the task queue: the store itself, or its actor through a client."""
 
-    def create(self, template: str, params: dict[str, Any], *, idempotency_key: Optional[str] = None,
-               **options: Any) -> Task: ...
+    def create(
+        self, template: str, params: dict[str, Any], *, idempotency_key: str | None = None, **options: Any
+    ) -> Task: ...
 
     def start(self, task_id: str) -> Task: ...
 
@@ -154,9 +156,9 @@ class TaskAPI(Protocol):
 
     def get(self, task_id: str) -> Task: ...
 
-    def log_tail(self, task_id: str) -> Optional[str]: ...
+    def log_tail(self, task_id: str) -> str | None: ...
 
-    def list(self, *, states: Optional[Iterable[str]] = None, **filters: Any) -> list[Task]: ...
+    def list(self, *, states: Iterable[str] | None = None, **filters: Any) -> list[Task]: ...
 
     def queued(self, limit: int = 100) -> list[Task]: ...
 
@@ -166,16 +168,18 @@ class TaskAPI(Protocol):
 
     def metrics_history(self, task_id: str) -> list[dict[str, Any]]: ...
 
-    def requeue(self, task_id: str, params: Optional[dict[str, Any]] = None) -> Task: ...
+    def requeue(self, task_id: str, params: dict[str, Any] | None = None) -> Task: ...
 
     # A sweep's trials (``trials.py``).
-    def record_trial(self, sweep_id: str, trial_id: str, *, params: dict[str, Any], segment: int,
-                     state: str = ...) -> Trial: ...
+    def record_trial(
+        self, sweep_id: str, trial_id: str, *, params: dict[str, Any], segment: int, state: str = ...
+    ) -> Trial: ...
 
-    def report_trial(self, sweep_id: str, trial_id: str, metrics: dict[str, Any],
-                     checkpoint: Optional[str] = None) -> None: ...
+    def report_trial(
+        self, sweep_id: str, trial_id: str, metrics: dict[str, Any], checkpoint: str | None = None
+    ) -> None: ...
 
-    def finish_trial(self, sweep_id: str, trial_id: str, state: str, error: Optional[str] = None) -> Trial: ...
+    def finish_trial(self, sweep_id: str, trial_id: str, state: str, error: str | None = None) -> Trial: ...
 
     def pause_trials(self, sweep_id: str) -> int: ...
 
@@ -205,12 +209,12 @@ class TaskStore(TrialRecords):
         params: dict[str, Any],
         *,
         priority: int = 0,
-        model_name: Optional[str] = None,
-        idempotency_key: Optional[str] = None,
+        model_name: str | None = None,
+        idempotency_key: str | None = None,
         max_retries: int = 0,
         start: bool = False,
         source: str = "api",
-        running_job_id: Optional[str] = None,
+        running_job_id: str | None = None,
         running: bool = False,
     ) -> Task:
         """Record a new task (already validated by the task manager).
@@ -241,10 +245,22 @@ class TaskStore(TrialRecords):
                     " idempotency_key, max_retries, attempts, ray_job_id, submitted_at, created_at,"
                     " queued_at, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        task_id, template, json.dumps(params), priority, state, model_name, source,
-                        idempotency_key, max_retries, 1 if running else 0, running_job_id,
-                        now if running else None, now, now if state != CREATED else None,
-                        now if running else None, now,
+                        task_id,
+                        template,
+                        json.dumps(params),
+                        priority,
+                        state,
+                        model_name,
+                        source,
+                        idempotency_key,
+                        max_retries,
+                        1 if running else 0,
+                        running_job_id,
+                        now if running else None,
+                        now,
+                        now if state != CREATED else None,
+                        now if running else None,
+                        now,
                     ),
                 )
             return self.get(task_id)
@@ -268,8 +284,14 @@ class TaskStore(TrialRecords):
                 return task
             self._check_transition(task, RUNNING)
             return self._update(
-                task_id, state=RUNNING, ray_job_id=ray_job_id, attempts=task.attempts + 1,
-                started_at=time.time(), submitted_at=None, error=None, error_reason=None,
+                task_id,
+                state=RUNNING,
+                ray_job_id=ray_job_id,
+                attempts=task.attempts + 1,
+                started_at=time.time(),
+                submitted_at=None,
+                error=None,
+                error_reason=None,
             )
 
     def mark_submitted(self, task_id: str) -> Task:
@@ -282,10 +304,10 @@ class TaskStore(TrialRecords):
         task_id: str,
         state: str,
         *,
-        result: Optional[dict[str, Any]] = None,
-        error: Optional[str] = None,
-        reason: Optional[str] = None,
-        log_tail: Optional[str] = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+        log_tail: str | None = None,
     ) -> Task:
         """RUNNING (or, for FAILED, QUEUED) -> a finished state. A task whose cancel was asked for
         ends CANCELLED however its job ended, unless it succeeded first."""
@@ -331,8 +353,13 @@ class TaskStore(TrialRecords):
                 return self.finish(task_id, CANCELLED, reason="cancelled", error=error)
             if task.attempts <= task.max_retries:
                 return self._update(
-                    task_id, state=QUEUED, queued_at=time.time(), ray_job_id=None, submitted_at=None,
-                    error=error, error_reason=REASON_INTERRUPTED,
+                    task_id,
+                    state=QUEUED,
+                    queued_at=time.time(),
+                    ray_job_id=None,
+                    submitted_at=None,
+                    error=error,
+                    error_reason=REASON_INTERRUPTED,
                 )
             return self.finish(task_id, FAILED, error=error, reason=REASON_INTERRUPTED)
 
@@ -355,7 +382,7 @@ class TaskStore(TrialRecords):
             progress = {"epoch": epoch, "epochs": clean.get("epochs"), "metrics": clean}
             return self._update(task_id, progress=json.dumps(progress))
 
-    def requeue(self, task_id: str, params: Optional[dict[str, Any]] = None) -> Task:
+    def requeue(self, task_id: str, params: dict[str, Any] | None = None) -> Task:
         """A task that ended (stopped, failed, or succeeded and is to be extended) QUEUED again
         under the same id, with new parameters when given: how a sweep resumes and grows."""
         with self._lock:
@@ -364,9 +391,17 @@ class TaskStore(TrialRecords):
                 return task
             if not task.finished:
                 raise Conflict(f"Task {task_id} is {task.state}; only a task that has ended can be queued again")
-            fields: dict[str, Any] = {"state": QUEUED, "queued_at": time.time(), "finished_at": None,
-                                      "cancel_requested": 0, "ray_job_id": None, "submitted_at": None,
-                                      "error": None, "error_reason": None, "result": None}
+            fields: dict[str, Any] = {
+                "state": QUEUED,
+                "queued_at": time.time(),
+                "finished_at": None,
+                "cancel_requested": 0,
+                "ray_job_id": None,
+                "submitted_at": None,
+                "error": None,
+                "error_reason": None,
+                "result": None,
+            }
             if params is not None:
                 fields["params"] = json.dumps(params)
             return self._update(task_id, **fields)
@@ -388,7 +423,7 @@ class TaskStore(TrialRecords):
             raise NotFound(f"Task {task_id!r} not found")
         return _to_task(row)
 
-    def log_tail(self, task_id: str) -> Optional[str]:
+    def log_tail(self, task_id: str) -> str | None:
         self.get(task_id)
         with self._lock:
             row = self._db.execute("SELECT log_tail FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -397,13 +432,13 @@ class TaskStore(TrialRecords):
     def list(
         self,
         *,
-        states: Optional[Iterable[str]] = None,
-        template: Optional[str] = None,
-        since: Optional[float] = None,
-        until: Optional[float] = None,
+        states: Iterable[str] | None = None,
+        template: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int = 100,
         offset: int = 0,
-        before: Optional[str] = None,
+        before: str | None = None,
     ) -> list[Task]:
         """Tasks, newest first, filtered by state(s), template and creation time; ``before`` (the
         id of a page's last task) continues after it, as fast on the thousandth page as on the
@@ -429,12 +464,14 @@ class TaskStore(TrialRecords):
         # every matching task (all finished ones, at 100k tasks) to take a page.
         branches = [(["state = ?", *clauses], [state, *args]) for state in state_list] or [(clauses, args)]
         sql = " UNION ALL ".join(
-            f"SELECT * FROM (SELECT * FROM tasks {'WHERE ' + ' AND '.join(c) if c else ''}"
-            " ORDER BY seq DESC LIMIT ?)" for c, _ in branches)
+            f"SELECT * FROM (SELECT * FROM tasks {'WHERE ' + ' AND '.join(c) if c else ''} ORDER BY seq DESC LIMIT ?)"
+            for c, _ in branches
+        )
         params = [p for _, a in branches for p in (*a, limit + offset)]
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM ({sql}) ORDER BY seq DESC LIMIT ? OFFSET ?",
-                                    (*params, limit, offset)).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM ({sql}) ORDER BY seq DESC LIMIT ? OFFSET ?", (*params, limit, offset)
+            ).fetchall()
         return [_to_task(row) for row in rows]
 
     def queued(self, limit: int = 100) -> list[Task]:
@@ -452,7 +489,7 @@ class TaskStore(TrialRecords):
         """Tasks per state, plus ``waiting`` (QUEUED), ``running`` and ``finished``."""
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
-        per_state = {state: 0 for state in STATES}
+        per_state = dict.fromkeys(STATES, 0)
         per_state.update({row[0]: int(row[1]) for row in rows})
         return {
             **per_state,
@@ -472,7 +509,7 @@ class TaskStore(TrialRecords):
         return [json.loads(row[0]) for row in rows]
 
     # -- helpers ----------------------------------------------------------------------------
-    def _by_key(self, key: str) -> Optional[Task]:
+    def _by_key(self, key: str) -> Task | None:
         row = self._db.execute("SELECT * FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
         return None if row is None else _to_task(row)
 

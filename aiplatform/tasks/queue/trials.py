@@ -17,8 +17,9 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.sqlite import transaction
@@ -62,10 +63,10 @@ class Trial:
     segment: int
     params: dict[str, Any]
     state: str
-    epoch: Optional[int]
+    epoch: int | None
     metrics: dict[str, Any]
-    checkpoint: Optional[str]
-    error: Optional[str]
+    checkpoint: str | None
+    error: str | None
     created_at: float
     updated_at: float
 
@@ -87,8 +88,9 @@ class TrialRecords:
     _db: sqlite3.Connection
     _lock: threading.RLock
 
-    def record_trial(self, sweep_id: str, trial_id: str, *, params: dict[str, Any], segment: int,
-                     state: str = TRIAL_RUNNING) -> Trial:
+    def record_trial(
+        self, sweep_id: str, trial_id: str, *, params: dict[str, Any], segment: int, state: str = TRIAL_RUNNING
+    ) -> Trial:
         """A trial started (or started again after its sweep resumed). A done trial stays done."""
         _check_state(state)
         now = time.time()
@@ -97,49 +99,62 @@ class TrialRecords:
                 "INSERT INTO trials(sweep_id, trial_id, segment, params, state, created_at, updated_at)"
                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT(sweep_id, trial_id) DO UPDATE SET state = excluded.state,"
                 " updated_at = excluded.updated_at WHERE trials.state NOT IN (?,?,?)",
-                (sweep_id, trial_id, segment, json.dumps(params), state, now, now, *TRIAL_DONE_STATES))
+                (sweep_id, trial_id, segment, json.dumps(params), state, now, now, *TRIAL_DONE_STATES),
+            )
         return self.trial(sweep_id, trial_id)
 
-    def report_trial(self, sweep_id: str, trial_id: str, metrics: dict[str, Any],
-                     checkpoint: Optional[str] = None) -> None:
+    def report_trial(
+        self, sweep_id: str, trial_id: str, metrics: dict[str, Any], checkpoint: str | None = None
+    ) -> None:
         """One epoch of a trial: its curves' point (replacing a re-reported epoch) and its latest
         metrics and checkpoint."""
         epoch = metrics.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool):
             raise InvalidArgument(f"Trial metrics need an integer 'epoch' (got {epoch!r})")
         # A diverged run reports NaN or infinity: kept as null (JSON has neither, and no ranking should see them).
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()
-                 if isinstance(v, (int, float, str, bool)) or v is None}
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float, str, bool)) or v is None
+        }
         now = time.time()
         with self._lock, transaction(self._db) as db:
             db.execute(
                 "INSERT INTO task_metrics(task_id, epoch, metrics, at) VALUES (?,?,?,?)"
                 " ON CONFLICT(task_id, epoch) DO UPDATE SET metrics = excluded.metrics, at = excluded.at",
-                (run_id(sweep_id, trial_id), epoch, json.dumps(clean), now))
-            db.execute("UPDATE trials SET epoch = ?, metrics = ?, checkpoint = COALESCE(?, checkpoint),"
-                       " updated_at = ? WHERE sweep_id = ? AND trial_id = ?",
-                       (epoch, json.dumps(clean), checkpoint, now, sweep_id, trial_id))
+                (run_id(sweep_id, trial_id), epoch, json.dumps(clean), now),
+            )
+            db.execute(
+                "UPDATE trials SET epoch = ?, metrics = ?, checkpoint = COALESCE(?, checkpoint),"
+                " updated_at = ? WHERE sweep_id = ? AND trial_id = ?",
+                (epoch, json.dumps(clean), checkpoint, now, sweep_id, trial_id),
+            )
 
-    def finish_trial(self, sweep_id: str, trial_id: str, state: str, error: Optional[str] = None) -> Trial:
+    def finish_trial(self, sweep_id: str, trial_id: str, state: str, error: str | None = None) -> Trial:
         """FINISHED, STOPPED or FAILED (the first of them wins), or PAUSED while its sweep is stopped."""
         _check_state(state)
         with self._lock, transaction(self._db) as db:
             # The first reason recorded stays (the trial's own one line, before Tune's wrapping of it).
-            db.execute("UPDATE trials SET state = ?, error = COALESCE(error, ?), updated_at = ?"
-                       " WHERE sweep_id = ? AND trial_id = ? AND state NOT IN (?,?,?)",
-                       (state, error, time.time(), sweep_id, trial_id, *TRIAL_DONE_STATES))
+            db.execute(
+                "UPDATE trials SET state = ?, error = COALESCE(error, ?), updated_at = ?"
+                " WHERE sweep_id = ? AND trial_id = ? AND state NOT IN (?,?,?)",
+                (state, error, time.time(), sweep_id, trial_id, *TRIAL_DONE_STATES),
+            )
         return self.trial(sweep_id, trial_id)
 
     def pause_trials(self, sweep_id: str) -> int:
         """Every trial still running or pending is PAUSED (its sweep stopped); how many were."""
         with self._lock, transaction(self._db) as db:
-            return db.execute("UPDATE trials SET state = ?, updated_at = ? WHERE sweep_id = ? AND state IN (?,?)",
-                              (PAUSED, time.time(), sweep_id, PENDING, TRIAL_RUNNING)).rowcount
+            return db.execute(
+                "UPDATE trials SET state = ?, updated_at = ? WHERE sweep_id = ? AND state IN (?,?)",
+                (PAUSED, time.time(), sweep_id, PENDING, TRIAL_RUNNING),
+            ).rowcount
 
     def trial(self, sweep_id: str, trial_id: str) -> Trial:
         with self._lock:
-            row = self._db.execute("SELECT * FROM trials WHERE sweep_id = ? AND trial_id = ?",
-                                   (sweep_id, trial_id)).fetchone()
+            row = self._db.execute(
+                "SELECT * FROM trials WHERE sweep_id = ? AND trial_id = ?", (sweep_id, trial_id)
+            ).fetchone()
         if row is None:
             raise NotFound(f"Sweep {sweep_id!r} has no trial {trial_id!r}")
         return _to_trial(row)
@@ -147,8 +162,9 @@ class TrialRecords:
     def trials(self, sweep_id: str) -> list[Trial]:
         """A sweep's trials in the order they started."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM trials WHERE sweep_id = ? ORDER BY created_at, trial_id",
-                                    (sweep_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM trials WHERE sweep_id = ? ORDER BY created_at, trial_id", (sweep_id,)
+            ).fetchall()
         return [_to_trial(row) for row in rows]
 
     def compare_runs(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -167,27 +183,42 @@ class TrialRecords:
                 where = " OR ".join("(sweep_id = ? AND trial_id = ?)" for _ in chunk)
                 for row in self._db.execute(f"SELECT * FROM trials WHERE {where}", [v for p in chunk for v in p]):
                     trial = _to_trial(row)
-                    found[trial.run_id] = {"id": trial.run_id, "kind": "trial", "sweep_id": trial.sweep_id,
-                                           "name": trial.trial_id, "state": trial.state, "params": trial.params,
-                                           "metrics": trial.metrics}
+                    found[trial.run_id] = {
+                        "id": trial.run_id,
+                        "kind": "trial",
+                        "sweep_id": trial.sweep_id,
+                        "name": trial.trial_id,
+                        "state": trial.state,
+                        "params": trial.params,
+                        "metrics": trial.metrics,
+                    }
             for chunk in _chunks(task_ids, 400):
                 marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(f"SELECT id, template, params, state, progress, result FROM tasks"
-                                            f" WHERE id IN ({marks})", chunk):
+                for row in self._db.execute(
+                    f"SELECT id, template, params, state, progress, result FROM tasks WHERE id IN ({marks})", chunk
+                ):
                     result = json.loads(row["result"]) if row["result"] else {}
                     latest = json.loads(row["progress"]).get("metrics", {})
-                    found[row["id"]] = {"id": row["id"], "kind": "task", "name": row["template"],
-                                        "state": row["state"], "params": json.loads(row["params"]),
-                                        "metrics": {**latest, **{k: v for k, v in result.items()
-                                                                 if isinstance(v, (int, float))}}}
+                    found[row["id"]] = {
+                        "id": row["id"],
+                        "kind": "task",
+                        "name": row["template"],
+                        "state": row["state"],
+                        "params": json.loads(row["params"]),
+                        "metrics": {**latest, **{k: v for k, v in result.items() if isinstance(v, (int, float))}},
+                    }
             missing = [i for i in ids if i not in found]
             if missing:
-                        raise NotFound(f"No task or trial {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+                raise NotFound(
+                    f"No task or trial {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                )
             histories: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
             for chunk in _chunks(ids, 400):
                 marks = ",".join("?" * len(chunk))
-                for row in self._db.execute(f"SELECT task_id, metrics FROM task_metrics WHERE task_id IN ({marks})"
-                                            " ORDER BY task_id, epoch", chunk):
+                for row in self._db.execute(
+                    f"SELECT task_id, metrics FROM task_metrics WHERE task_id IN ({marks}) ORDER BY task_id, epoch",
+                    chunk,
+                ):
                     histories[row["task_id"]].append(json.loads(row["metrics"]))
         return [{**found[i], "history": histories[i]} for i in ids]
 
@@ -198,11 +229,20 @@ def _check_state(state: str) -> None:
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[start:start + size] for start in range(0, len(items), size)]
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _to_trial(row: sqlite3.Row) -> Trial:
-    return Trial(sweep_id=row["sweep_id"], trial_id=row["trial_id"], segment=int(row["segment"]),
-                 params=json.loads(row["params"]), state=row["state"], epoch=row["epoch"],
-                 metrics=json.loads(row["metrics"]), checkpoint=row["checkpoint"], error=row["error"],
-                 created_at=float(row["created_at"]), updated_at=float(row["updated_at"]))
+    return Trial(
+        sweep_id=row["sweep_id"],
+        trial_id=row["trial_id"],
+        segment=int(row["segment"]),
+        params=json.loads(row["params"]),
+        state=row["state"],
+        epoch=row["epoch"],
+        metrics=json.loads(row["metrics"]),
+        checkpoint=row["checkpoint"],
+        error=row["error"],
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ray import tune
 
@@ -51,8 +51,17 @@ class SweepOutcome:
     segments: int
 
 
-def run_sweep(task: Task, sweep: SweepParams, *, settings: Settings, storage: Storage, datasets: DatasetManager,
-              registry: RegistryAPI, queue: TaskClient, model_name: str) -> SweepOutcome:
+def run_sweep(
+    task: Task,
+    sweep: SweepParams,
+    *,
+    settings: Settings,
+    storage: Storage,
+    datasets: DatasetManager,
+    registry: RegistryAPI,
+    queue: TaskClient,
+    model_name: str,
+) -> SweepOutcome:
     """Run (or resume, or extend) the sweep to its end, then register its best trial's model."""
     stopping = stop_on_sigterm()
     shared = shared_splits(sweep, datasets)
@@ -76,27 +85,48 @@ def run_sweep(task: Task, sweep: SweepParams, *, settings: Settings, storage: St
         save_segments(storage, task.id, segments)
     for trial in queue.trials(task.id):  # paused when a stop came, then not resumed by Tune (it had failed)
         if trial.state == PAUSED:
-            queue.finish_trial(task.id, trial.trial_id, TRIAL_FAILED,
-                               error="it failed while its sweep was stopping (Tune does not run it again)")
+            queue.finish_trial(
+                task.id,
+                trial.trial_id,
+                TRIAL_FAILED,
+                error="it failed while its sweep was stopping (Tune does not run it again)",
+            )
     trials = queue.trials(task.id)
     best = best_trial([t for t in trials if storage.exists(f"{candidate_key(task.id, t.trial_id)}.json")], sweep)
     if best is None:
         raise Conflict(f"No trial of sweep {task.id} finished with metric {sweep.metric!r}; see the trials' errors")
-    version = register_package(load_candidate(storage, candidate_key(task.id, best.trial_id)), name=model_name,
-                               storage=storage, registry=registry)
+    version = register_package(
+        load_candidate(storage, candidate_key(task.id, best.trial_id)),
+        name=model_name,
+        storage=storage,
+        registry=registry,
+    )
     counts = {state: sum(t.state == state for t in trials) for state in TRIAL_DONE_STATES}
     return SweepOutcome(best=best, version=version, trials=counts, segments=len(segments))
 
 
-def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, storage: Storage, queue: TaskClient,
-                 shared: Optional[SharedSplits | UserSplits]) -> None:
+def _run_segment(
+    task: Task,
+    sweep: SweepParams,
+    segment: dict[str, Any],
+    *,
+    storage: Storage,
+    queue: TaskClient,
+    shared: SharedSplits | UserSplits | None,
+) -> None:
     root, filesystem = storage.arrow_path(f"sweeps/{task.id}"), storage.arrow_filesystem()
     name = f"seg{segment['index']}"
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, shared=shared), {"cpu": TRIAL_DRIVER_CPUS})
     if restorable(filesystem, f"{root}/{name}"):
         logger.info("sweep %s: resuming %s", task.id, name)
-        tuner = tune.Tuner.restore(f"{root}/{name}", trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False, storage_filesystem=filesystem)
+        tuner = tune.Tuner.restore(
+            f"{root}/{name}",
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+            storage_filesystem=filesystem,
+        )
     else:
         asha = scheduler(task.id, sweep)
         search, concurrency = searcher(sweep, segment["index"], queue.trials(task.id))
@@ -104,13 +134,23 @@ def _run_segment(task: Task, sweep: SweepParams, segment: dict[str, Any], *, sto
         tuner = tune.Tuner(
             trainable,
             param_space={**{k: domain(d) for k, d in sweep.space.items()}, SWEEP_KEY: task.id},
-            tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,
-                                        scheduler=asha, num_samples=int(segment["trials"]),
-                                        max_concurrent_trials=concurrency, trial_dirname_creator=_trial_dirname),
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric,
+                mode=sweep.mode,
+                search_alg=search,
+                scheduler=asha,
+                num_samples=int(segment["trials"]),
+                max_concurrent_trials=concurrency,
+                trial_dirname_creator=_trial_dirname,
+            ),
             run_config=tune.RunConfig(
-                name=name, storage_path=root, storage_filesystem=filesystem, verbose=1,
+                name=name,
+                storage_path=root,
+                storage_filesystem=filesystem,
+                verbose=1,
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures, fail_fast=False),
-                callbacks=[recorder]),
+                callbacks=[recorder],
+            ),
         )
     with fitting():  # a finished segment's trials are settled by the recorder's on_experiment_end
         tuner.fit()

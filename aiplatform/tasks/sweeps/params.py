@@ -8,7 +8,7 @@ turns it into Tune's objects (``search.py``).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,7 +18,7 @@ MAX_DIMENSIONS = 20
 MAX_CHOICES = 100
 MAX_TRIALS = 1000
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class Dimension(BaseModel):
@@ -28,12 +28,12 @@ class Dimension(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["uniform", "loguniform", "int", "choice"]
-    low: Optional[float] = None
-    high: Optional[float] = None
-    values: Optional[list[Union[Scalar, list[Scalar]]]] = None
+    low: float | None = None
+    high: float | None = None
+    values: list[Scalar | list[Scalar]] | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Dimension":
+    def _consistent(self) -> Dimension:
         if self.type == "choice":
             if self.low is not None or self.high is not None:
                 raise ValueError("a choice takes 'values', not 'low'/'high'")
@@ -93,7 +93,7 @@ class SweepParams(BaseModel):
     deploy: bool = Field(False, description="put the best trial's model through the deploy gate to production")
 
     @model_validator(mode="after")
-    def _space(self) -> "SweepParams":
+    def _space(self) -> SweepParams:
         if not self.space:
             raise ValueError("the search space is empty: give at least one parameter to search")
         if len(self.space) > MAX_DIMENSIONS:
@@ -104,12 +104,11 @@ class SweepParams(BaseModel):
         if self.search == "tpe":
             for name, dimension in self.space.items():
                 if dimension.type == "choice" and any(isinstance(v, list) for v in dimension.values or []):
-                    raise ValueError(f"space.{name}: TPE chooses among single values, not lists; "
-                                     "use search 'random'")
+                    raise ValueError(f"space.{name}: TPE chooses among single values, not lists; use search 'random'")
         return self
 
 
-def best_trial(trials: "list[Trial]", sweep: SweepParams) -> "Optional[Trial]":
+def best_trial(trials: list[Trial], sweep: SweepParams) -> Trial | None:
     """The finished trial with the best last value of the sweep's metric (a trial stopped early
     fell below a rung's cut, and a failed one has no model)."""
     ranked = [t for t in trials if t.state == FINISHED and finite(t.metrics.get(sweep.metric))]

@@ -5,7 +5,7 @@ progress (trials done, best so far)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -19,9 +19,25 @@ logger = logging.getLogger(__name__)
 
 SWEEP_KEY = "_sweep"
 """The key of a trial's config that names its sweep (the rest are the searched values)."""
-TUNE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname",
-             "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "done",
-             "trial_id", "experiment_tag", "config", "should_checkpoint", "checkpoint_path"}
+TUNE_KEYS = {
+    "training_iteration",
+    "time_this_iter_s",
+    "time_total_s",
+    "timestamp",
+    "date",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+    "done",
+    "trial_id",
+    "experiment_tag",
+    "config",
+    "should_checkpoint",
+    "checkpoint_path",
+}
 
 
 def connect_queue() -> TaskClient:
@@ -37,11 +53,11 @@ class TrialRecorder(tune.Callback):
     scheduler the restored run uses. The rungs are ASHA's private ``_brackets[i]._rungs``
     (``tests/unit/test_sweep_parts.py`` pins their shape)."""
 
-    def __init__(self, sweep_id: str, segment: int, scheduler: Optional["RecordingASHA"] = None) -> None:
+    def __init__(self, sweep_id: str, segment: int, scheduler: RecordingASHA | None = None) -> None:
         self.sweep_id, self.segment, self.scheduler = sweep_id, segment, scheduler
-        self._client: Optional[TaskClient] = None
+        self._client: TaskClient | None = None
 
-    def get_state(self) -> Optional[dict[str, Any]]:
+    def get_state(self) -> dict[str, Any] | None:
         if self.scheduler is None:
             return None
         return {"rungs": [[dict(recorded) for _, recorded in bracket._rungs] for bracket in self.scheduler._brackets]}
@@ -66,7 +82,9 @@ class TrialRecorder(tune.Callback):
         values = {k: v for k, v in trial.config.items() if k != SWEEP_KEY}
         self.queue.record_trial(self.sweep_id, trial.trial_id, params=values, segment=self.segment)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS and isinstance(v, (int, float, str, bool))}
         metrics.setdefault("epoch", int(result.get("training_iteration", 0)))
         metrics["epoch"] = int(metrics["epoch"])
@@ -95,9 +113,12 @@ class TrialRecorder(tune.Callback):
         sweep = SweepParams.model_validate(task.params)
         done = [t for t in trials if t.done]
         best = best_trial(trials, sweep)
-        point: dict[str, Any] = {"epoch": len(done), "epochs": sweep.trials, "trials_failed":
-                                 sum(t.state == TRIAL_FAILED for t in done), "trials_stopped_early":
-                                 sum(t.state == STOPPED for t in done)}
+        point: dict[str, Any] = {
+            "epoch": len(done),
+            "epochs": sweep.trials,
+            "trials_failed": sum(t.state == TRIAL_FAILED for t in done),
+            "trials_stopped_early": sum(t.state == STOPPED for t in done),
+        }
         if best is not None:
             point[f"best_{sweep.metric}"] = float(best.metrics[sweep.metric])
         self.queue.report_progress(self.sweep_id, point)
@@ -112,8 +133,13 @@ def settle_trials(sweep_id: str, tune_trials: list[Any], queue: TaskClient) -> N
         record = records.get(trial.trial_id)
         if record is None or record.done or trial.status not in ("TERMINATED", "ERROR"):
             continue
-        logger.warning("sweep %s: trial %s ended %s but was recorded %s; recording its end now",
-                       sweep_id, trial.trial_id, trial.status, record.state)
+        logger.warning(
+            "sweep %s: trial %s ended %s but was recorded %s; recording its end now",
+            sweep_id,
+            trial.trial_id,
+            trial.status,
+            record.state,
+        )
         if trial.status == "TERMINATED":
             queue.finish_trial(sweep_id, trial.trial_id, FINISHED)
         else:
@@ -124,7 +150,7 @@ def error_line(trial: Any) -> str:
     """Why a trial failed, in one line: what its function recorded, else Tune's error's last line."""
     try:
         error = trial.get_error()
-    except Exception:  # noqa: BLE001 - no error file: say so
+    except Exception:
         error = None
     text = str(error or "the trial failed (no error recorded)").strip().splitlines()
     line = next((x for x in reversed(text) if ("Error" in x or "Exception" in x) and ": " in x), text[-1])
@@ -146,7 +172,10 @@ class RecordingASHA(ASHAScheduler):
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP:
             connect_queue().finish_trial(
-                self.sweep_id, trial.trial_id, STOPPED,
+                self.sweep_id,
+                trial.trial_id,
+                STOPPED,
                 error=f"stopped early by ASHA at epoch {epoch} of {epochs}: {self.metric} "
-                      f"{result.get(self.metric)!r} was below its rung's cut")
+                f"{result.get(self.metric)!r} was below its rung's cut",
+            )
         return decision

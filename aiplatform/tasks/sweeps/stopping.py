@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 STOPPING = threading.Event()
 """Set once the job was asked to stop."""

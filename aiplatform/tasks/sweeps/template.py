@@ -8,15 +8,15 @@ metric must be one it reports.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.storage import Storage
 from aiplatform.tasks.sweeps.params import SweepParams
-from aiplatform.training.template import TaskTemplate, validation_message
 from aiplatform.training.catalog import get_template
+from aiplatform.training.template import TaskTemplate, validation_message
 
 SWEEP = "sweep"
 USER_CODE = "user-code"
@@ -25,8 +25,10 @@ USER_CODE = "user-code"
 class SweepTemplate(TaskTemplate):
     name = SWEEP
     title = "Hyperparameter sweep"
-    description = ("Many trials of another template with values drawn from a search space, on Ray Tune: "
-                   "early stopping (ASHA), random or TPE search, durable (stop, resume, extend).")
+    description = (
+        "Many trials of another template with values drawn from a search space, on Ray Tune: "
+        "early stopping (ASHA), random or TPE search, durable (stop, resume, extend)."
+    )
     params_model = SweepParams
 
     def parse_params(self, raw: dict[str, Any]) -> SweepParams:
@@ -42,23 +44,29 @@ class SweepTemplate(TaskTemplate):
             known = trial_template.params_model.model_fields
             for name in sweep.space:
                 if name not in known:
-                    raise InvalidArgument(f"space.{name}: template {sweep.template!r} has no parameter {name!r}; "
-                                          f"its parameters: {sorted(known)}")
+                    raise InvalidArgument(
+                        f"space.{name}: template {sweep.template!r} has no parameter {name!r}; "
+                        f"its parameters: {sorted(known)}"
+                    )
         reported = getattr(trial_template, "reported_metrics", ())
         if reported and sweep.metric not in reported:
-            raise InvalidArgument(f"metric {sweep.metric!r} is not one template {sweep.template!r} reports; "
-                                  f"use one of {list(reported)}")
+            raise InvalidArgument(
+                f"metric {sweep.metric!r} is not one template {sweep.template!r} reports; use one of {list(reported)}"
+            )
         first = {name: dimension.corners()[0] for name, dimension in sweep.space.items()}
         for name, dimension in sweep.space.items():
             for value in dimension.corners():
                 try:
                     trial_template.parse_params(trial_params(sweep, {**first, name: value}))
                 except InvalidArgument as exc:
-                    raise InvalidArgument(f"space.{name} = {value!r} is refused by template "
-                                          f"{sweep.template!r}: {exc.message}") from exc
+                    raise InvalidArgument(
+                        f"space.{name} = {value!r} is refused by template {sweep.template!r}: {exc.message}"
+                    ) from exc
         if sweep.scheduler.type == "asha" and budget(sweep) is None:
-            raise InvalidArgument("ASHA stops trials by epoch, and this sweep does not say how many epochs a trial "
-                                  "runs: give config.epochs (user-code), or set scheduler.type to 'none'")
+            raise InvalidArgument(
+                "ASHA stops trials by epoch, and this sweep does not say how many epochs a trial "
+                "runs: give config.epochs (user-code), or set scheduler.type to 'none'"
+            )
         return sweep
 
     def trial_template(self, sweep: SweepParams) -> TaskTemplate:
@@ -69,7 +77,7 @@ class SweepTemplate(TaskTemplate):
         first = {name: dimension.corners()[0] for name, dimension in sweep.space.items()}
         return self.trial_template(sweep).parse_params(trial_params(sweep, first))
 
-    def dataset_source(self, params: SweepParams) -> Optional[str]:
+    def dataset_source(self, params: SweepParams) -> str | None:
         return self.trial_template(params).dataset_source(self.sample_trial(params))
 
     def check_inputs(self, params: SweepParams, storage: Storage) -> None:
@@ -108,7 +116,7 @@ def trial_params(sweep: SweepParams, values: dict[str, Any]) -> dict[str, Any]:
     return {**sweep.params, **values}
 
 
-def budget(sweep: SweepParams) -> Optional[int]:
+def budget(sweep: SweepParams) -> int | None:
     """The most epochs (for tables: boosting rounds) a trial can run: ASHA's ``max_t``."""
     template = get_template(sweep.template)
     name = getattr(template, "budget_parameter", None)

@@ -5,7 +5,7 @@ package unregistered in storage: the sweep registers the best one."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ray import tune
 
@@ -19,10 +19,10 @@ from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.tasks.sweeps.recording import SWEEP_KEY
 from aiplatform.tasks.sweeps.segments import candidate_key
 from aiplatform.tasks.sweeps.template import USER_CODE, SweepTemplate, trial_params
+from aiplatform.training.catalog import get_template
 from aiplatform.training.engine import SharedSplits, run_training
 from aiplatform.training.publish import package_model, save_candidate
 from aiplatform.training.template import TrainingTemplate
-from aiplatform.training.catalog import get_template
 from aiplatform.training.user_code import UserSplits
 
 TRIAL_DRIVER_CPUS = 0.01
@@ -30,7 +30,7 @@ TRIAL_DRIVER_CPUS = 0.01
 workers reserve the CPUs (the scheduler counts those, ``concurrent_runs``)."""
 
 
-def shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[SharedSplits | UserSplits]:
+def shared_splits(sweep: SweepParams, datasets: DatasetManager) -> SharedSplits | UserSplits | None:
     """The trials' dataset read once, in the sweep's driver, into the object store: every trial
     whose dataset is the same (the search does not change it) trains and evaluates on these blocks."""
     template = get_template(sweep.template)
@@ -41,7 +41,7 @@ def shared_splits(sweep: SweepParams, datasets: DatasetManager) -> Optional[Shar
     return SharedSplits.read(template.dataset_spec(SweepTemplate().sample_trial(sweep)), datasets)
 
 
-def sweep_trial(config: dict[str, Any], shared: Optional[SharedSplits | UserSplits] = None) -> None:
+def sweep_trial(config: dict[str, Any], shared: SharedSplits | UserSplits | None = None) -> None:
     """Train one trial the way a task of its template trains, and keep its package."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -62,20 +62,43 @@ def sweep_trial(config: dict[str, Any], shared: Optional[SharedSplits | UserSpli
     run_name = f"sweep-{sweep_id}-{trial_id}"  # the same after a resume: Train continues its checkpoints
     model_name = task.model_name or template.default_model_name(params)
     key = candidate_key(sweep_id, trial_id)
-    lineage = {"sweep_id": sweep_id, "trial_id": trial_id, "sweep_params": values, "task_id": sweep_id,
-               "ray_job_id": task.ray_job_id}
+    lineage = {
+        "sweep_id": sweep_id,
+        "trial_id": trial_id,
+        "sweep_params": values,
+        "task_id": sweep_id,
+        "ray_job_id": task.ray_job_id,
+    }
     try:
         if sweep.template == USER_CODE:
-            run_user_code(params, settings=settings, storage=storage, datasets=datasets, run_name=run_name,
-                          task_id=sweep_id, model_name=model_name, callbacks=[TuneReportCallback()],
-                          candidate_key=key, shared=shared if isinstance(shared, UserSplits) else None)
+            run_user_code(
+                params,
+                settings=settings,
+                storage=storage,
+                datasets=datasets,
+                run_name=run_name,
+                task_id=sweep_id,
+                model_name=model_name,
+                callbacks=[TuneReportCallback()],
+                candidate_key=key,
+                shared=shared if isinstance(shared, UserSplits) else None,
+            )
             return
         # A worker's error fails the trial at once (Tune's max_failures retries it, from its checkpoint).
-        outcome = run_training(template, params, settings=settings, storage=storage, datasets=datasets,
-                               run_name=run_name, callbacks=[TuneReportCallback()],
-                               shared=shared if isinstance(shared, SharedSplits) else None, max_failures=0)
+        outcome = run_training(
+            template,
+            params,
+            settings=settings,
+            storage=storage,
+            datasets=datasets,
+            run_name=run_name,
+            callbacks=[TuneReportCallback()],
+            shared=shared if isinstance(shared, SharedSplits) else None,
+            max_failures=0,
+        )
         save_candidate(storage, key, package_model(outcome, name=model_name, lineage=lineage))
     except Exception as exc:  # the reason in one line, kept before Tune wraps it
-        queue.finish_trial(sweep_id, trial_id, TRIAL_RUNNING,
-                           error=exc.message if isinstance(exc, AIPError) else user_error_line(exc))
+        queue.finish_trial(
+            sweep_id, trial_id, TRIAL_RUNNING, error=exc.message if isinstance(exc, AIPError) else user_error_line(exc)
+        )
         raise

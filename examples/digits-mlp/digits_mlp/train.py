@@ -54,8 +54,12 @@ def train_loop(config: dict[str, Any]) -> None:
                 correct += int((logits.argmax(1) == labels).sum())
                 total += len(labels)
         sdk.report(
-            {"train_loss": loss_sum / max(1, seen), "val_loss": val_loss / max(1, total),
-             "val_accuracy": correct / max(1, total), "epochs": int(config.get("epochs", 2))},
+            {
+                "train_loss": loss_sum / max(1, seen),
+                "val_loss": val_loss / max(1, total),
+                "val_accuracy": correct / max(1, total),
+                "epochs": int(config.get("epochs", 2)),
+            },
             epoch=epoch + 1,
             checkpoint={"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1},
         )

@@ -3,7 +3,8 @@ module in it. A test marked ``breaks_platform`` leaves it unusable, so it runs a
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in last:
         items.remove(item)
     end = max(items.index(item) for item in here if item not in last)
-    items[end + 1:end + 1] = last
+    items[end + 1 : end + 1] = last
 
 
 @pytest.fixture(scope="package")

@@ -19,26 +19,42 @@ from tests.factories import served_grpc_address
 from tests.hostile import AUTH, GOOD, MAX_TEXT_CHARS, TOKEN, refused, stored
 
 
-@pytest.mark.parametrize("source, rule", [
-    ("csv:~/.ray/auth_token", "is not expanded"),
-    ("csv:/etc/passwd", "inside the data root"),
-    ("csv:../../../etc/passwd", "inside the data root"),
-    ("csv:file:///etc/passwd", "file:// sources are not read"),
-    ("parquet:simplecache::s3://bucket/x", "chained URLs"),
-    ("csv:http://169.254.169.254/latest/meta-data/", "not in AIP_DATASET_HTTP_HOSTS"),
-    ("csv:s3://someone-elses-bucket/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
-])
-def test_dataset_sources_outside_the_allow_list_are_refused_at_creation(platform: dict[str, Any], source: str,
-                                                                        rule: str) -> None:
-    body = refused(platform, "POST", "/v1/tasks", 400, "is not allowed",
-                   json={"template": "text-classification", "params": {"dataset": source}, "start": True})
+@pytest.mark.parametrize(
+    "source, rule",
+    [
+        ("csv:~/.ray/auth_token", "is not expanded"),
+        ("csv:/etc/passwd", "inside the data root"),
+        ("csv:../../../etc/passwd", "inside the data root"),
+        ("csv:file:///etc/passwd", "file:// sources are not read"),
+        ("parquet:simplecache::s3://bucket/x", "chained URLs"),
+        ("csv:http://169.254.169.254/latest/meta-data/", "not in AIP_DATASET_HTTP_HOSTS"),
+        ("csv:s3://someone-elses-bucket/x.csv", "not under AIP_DATASET_S3_PREFIXES"),
+    ],
+)
+def test_dataset_sources_outside_the_allow_list_are_refused_at_creation(
+    platform: dict[str, Any], source: str, rule: str
+) -> None:
+    body = refused(
+        platform,
+        "POST",
+        "/v1/tasks",
+        400,
+        "is not allowed",
+        json={"template": "text-classification", "params": {"dataset": source}, "start": True},
+    )
     assert rule in body["message"] and repr(source) in body["message"]
     assert "root:" not in body["message"]  # nothing of /etc/passwd (or any file) comes back
 
 
 def test_a_task_larger_than_the_cluster_is_refused_with_the_reason(platform: dict[str, Any]) -> None:
-    body = refused(platform, "POST", "/v1/tasks", 400, "the whole cluster has 2 CPU",
-                   json={"template": "cnn-classification", "params": {"workers": 256}, "start": True})
+    body = refused(
+        platform,
+        "POST",
+        "/v1/tasks",
+        400,
+        "the whole cluster has 2 CPU",
+        json={"template": "cnn-classification", "params": {"workers": 256}, "start": True},
+    )
     assert "128 CPU (256 worker(s))" in body["message"] and "AIP_AUTOSCALING" in body["message"]
 
 
@@ -48,22 +64,40 @@ def test_requests_over_the_shape_limits(platform: dict[str, Any]) -> None:
     texts = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [17], "data": ["good"] * 17}]}
     refused(platform, "POST", "/v2/models/words/infer", 413, "has 17 inputs; the limit is 16", json=texts)
     for bad_id, message in (("x" * 129, "the limit is 128"), ("a b\n", "only letters, digits")):
-        request = {"id": bad_id, "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1],
-                                             "data": [0] * 64}]}
+        request = {
+            "id": bad_id,
+            "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1], "data": [0] * 64}],
+        }
         refused(platform, "POST", "/v2/models/tiny/infer", 400, message, json=request)
     nested = b"[" * 100_000 + b"]" * 100_000
-    for path, message in (("/v1/models/tiny/predict", "nested too deeply"), ("/v2/models/tiny/infer", "nested too deeply"),
-                          ("/v1/tasks", "error parsing the body")):  # FastAPI's own answer for its routes
-        refused(platform, "POST", path, 400, message, content=nested,
-                headers={**AUTH, "Content-Type": "application/json"})
+    for path, message in (
+        ("/v1/models/tiny/predict", "nested too deeply"),
+        ("/v2/models/tiny/infer", "nested too deeply"),
+        ("/v1/tasks", "error parsing the body"),
+    ):  # FastAPI's own answer for its routes
+        refused(
+            platform, "POST", path, 400, message, content=nested, headers={**AUTH, "Content-Type": "application/json"}
+        )
 
 
 def test_texts_over_the_character_and_chunk_limits(platform: dict[str, Any]) -> None:
-    refused(platform, "POST", "/v1/models/words/predict", 413, f"the limit is {MAX_TEXT_CHARS:,}",
-            json={"text": "good " * (MAX_TEXT_CHARS // 5 + 1)})
+    refused(
+        platform,
+        "POST",
+        "/v1/models/words/predict",
+        413,
+        f"the limit is {MAX_TEXT_CHARS:,}",
+        json={"text": "good " * (MAX_TEXT_CHARS // 5 + 1)},
+    )
     # 256 windows of 8 words is the most: 3,000 short words (under the character limit) is more.
-    refused(platform, "POST", "/v1/models/words/predict", 413, "longer than 256 chunks of 8 tokens",
-            json={"text": "a " * 3000})
+    refused(
+        platform,
+        "POST",
+        "/v1/models/words/predict",
+        413,
+        "longer than 256 chunks of 8 tokens",
+        json={"text": "a " * 3000},
+    )
     ok = platform["api"].post("/v1/models/words/predict", json={"text": "good " * 1000})
     assert ok.status_code == 200 and len(ok.json()["chunks"]) == 125
 
@@ -78,13 +112,31 @@ def test_images_other_than_png_and_jpeg_and_decompression_bombs(platform: dict[s
     from PIL import Image
 
     gif = _encoded(Image.new("L", (8, 8)), "GIF")
-    refused(platform, "POST", "/v1/models/tiny/predict", 400, "is GIF, not a PNG or JPEG image",
-            files={"file": ("digit.gif", gif, "image/gif")})
+    refused(
+        platform,
+        "POST",
+        "/v1/models/tiny/predict",
+        400,
+        "is GIF, not a PNG or JPEG image",
+        files={"file": ("digit.gif", gif, "image/gif")},
+    )
     bomb = _encoded(Image.new("1", (20_000, 20_000)), "PNG")  # a few KB that decode to 400 MP
-    refused(platform, "POST", "/v1/models/tiny/predict", 413, "the limit is 50,000,000",
-            files={"file": ("bomb.png", bomb, "image/png")})
-    refused(platform, "POST", "/v1/models/tiny/predict", 413, "the limit is 50,000,000",
-            json={"image_b64": base64.b64encode(bomb).decode()})
+    refused(
+        platform,
+        "POST",
+        "/v1/models/tiny/predict",
+        413,
+        "the limit is 50,000,000",
+        files={"file": ("bomb.png", bomb, "image/png")},
+    )
+    refused(
+        platform,
+        "POST",
+        "/v1/models/tiny/predict",
+        413,
+        "the limit is 50,000,000",
+        json={"image_b64": base64.b64encode(bomb).decode()},
+    )
 
 
 def test_the_event_loop_stays_free_while_heavy_images_decode(platform: dict[str, Any]) -> None:
@@ -107,7 +159,10 @@ def test_the_event_loop_stays_free_while_heavy_images_decode(platform: dict[str,
         seconds = []
         for _ in range(3):
             started = time.perf_counter()
-            assert api.post("/v1/models/tiny/predict", files={"file": ("photo.jpg", photo, "image/jpeg")}).status_code == 200
+            assert (
+                api.post("/v1/models/tiny/predict", files={"file": ("photo.jpg", photo, "image/jpeg")}).status_code
+                == 200
+            )
             seconds.append(time.perf_counter() - started)
         return seconds
 
@@ -132,28 +187,73 @@ def test_the_access_guard(platform: dict[str, Any]) -> None:
         ui = anonymous.get("/")
         assert ui.status_code == 200 and "frame-ancestors 'none'" in ui.headers["content-security-policy"]
         assert ui.headers["x-frame-options"] == "DENY" and ui.headers["x-content-type-options"] == "nosniff"
-    refused(platform, "GET", "/v1/models", 400, "is not a name this platform answers to",
-            headers={**AUTH, "Host": "attacker.example:8000"})  # DNS rebinding
-    refused(platform, "POST", "/v1/tasks", 403, "Cross-origin request from 'http://attacker.example' refused",
-            json={"template": "cnn-classification", "params": {}}, headers={**AUTH, "Origin": "http://attacker.example"})
-    refused(platform, "POST", "/v1/models/tiny/promote", 403, "Cross-origin request",
-            json={"version": 1, "alias": "staging"}, headers={**AUTH, "Sec-Fetch-Site": "cross-site"})
+    refused(
+        platform,
+        "GET",
+        "/v1/models",
+        400,
+        "is not a name this platform answers to",
+        headers={**AUTH, "Host": "attacker.example:8000"},
+    )  # DNS rebinding
+    refused(
+        platform,
+        "POST",
+        "/v1/tasks",
+        403,
+        "Cross-origin request from 'http://attacker.example' refused",
+        json={"template": "cnn-classification", "params": {}},
+        headers={**AUTH, "Origin": "http://attacker.example"},
+    )
+    refused(
+        platform,
+        "POST",
+        "/v1/models/tiny/promote",
+        403,
+        "Cross-origin request",
+        json={"version": 1, "alias": "staging"},
+        headers={**AUTH, "Sec-Fetch-Site": "cross-site"},
+    )
     same_origin = {**AUTH, "Origin": url}
     assert platform["api"].get("/v1/models", headers=same_origin).status_code == 200
 
 
 def test_binary_tensor_bodies_that_do_not_add_up(platform: dict[str, Any]) -> None:
-    header = b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8], ' \
-             b'"parameters": {"binary_data_size": 64}}]}'
+    header = (
+        b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8], '
+        b'"parameters": {"binary_data_size": 64}}]}'
+    )
     binary = {**AUTH, "Inference-Header-Content-Length": str(len(header))}
-    refused(platform, "POST", "/v2/models/tiny/infer", 400, "Inference-Header-Content-Length is 99999",
-            content=header, headers={**binary, "Inference-Header-Content-Length": "99999"})
-    refused(platform, "POST", "/v2/models/tiny/infer", 400, "goes past the end of the body",
-            content=header + b"\x00" * 10, headers=binary)
-    refused(platform, "POST", "/v2/models/tiny/infer", 400, "4 bytes after its tensors that no input claims",
-            content=header + b"\x00" * 68, headers=binary)
-    body = {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8], "data": [0] * 64}],
-            "outputs": [{"name": "secrets"}]}
+    refused(
+        platform,
+        "POST",
+        "/v2/models/tiny/infer",
+        400,
+        "Inference-Header-Content-Length is 99999",
+        content=header,
+        headers={**binary, "Inference-Header-Content-Length": "99999"},
+    )
+    refused(
+        platform,
+        "POST",
+        "/v2/models/tiny/infer",
+        400,
+        "goes past the end of the body",
+        content=header + b"\x00" * 10,
+        headers=binary,
+    )
+    refused(
+        platform,
+        "POST",
+        "/v2/models/tiny/infer",
+        400,
+        "4 bytes after its tensors that no input claims",
+        content=header + b"\x00" * 68,
+        headers=binary,
+    )
+    body = {
+        "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8], "data": [0] * 64}],
+        "outputs": [{"name": "secrets"}],
+    }
     refused(platform, "POST", "/v2/models/tiny/infer", 400, "Unknown output 'secrets'", json=body)
 
 
@@ -168,8 +268,11 @@ def test_grpc_calls_need_the_token_and_bad_tensors_get_status_codes(platform: di
     assert client.is_server_live() and client.is_server_ready()  # probes stay open
     tensor = oip.InferInput("input", [1, 8, 8], "UINT8")
     tensor.set_data_from_numpy(np.zeros((1, 8, 8), dtype=np.uint8))
-    for call in (lambda: client.infer("tiny", [tensor]), lambda: client.get_model_metadata("tiny"),
-                 lambda: client.infer("tiny", [tensor], headers={"authorization": "Bearer wrong"})):
+    for call in (
+        lambda: client.infer("tiny", [tensor]),
+        lambda: client.get_model_metadata("tiny"),
+        lambda: client.infer("tiny", [tensor], headers={"authorization": "Bearer wrong"}),
+    ):
         with pytest.raises(InferenceServerException) as anonymous:
             call()
         assert anonymous.value.status() == "StatusCode.UNAUTHENTICATED", anonymous.value
@@ -186,13 +289,22 @@ def test_grpc_calls_need_the_token_and_bad_tensors_get_status_codes(platform: di
     many.set_data_from_numpy(np.zeros((17, 8, 8), dtype=np.uint8))
     cases = [
         (lambda: client.infer("tiny", [short], headers=token), "INVALID_ARGUMENT", "32 bytes do not match shape"),
-        (lambda: client.infer("tiny", [tensor], headers=token, outputs=[oip.InferRequestedOutput("secrets")]),
-         "INVALID_ARGUMENT", "Unknown output 'secrets'"),
-        (lambda: client.infer("tiny", [tensor], model_version="v1", headers=token), "INVALID_ARGUMENT",
-         "model_version must be a version number"),
+        (
+            lambda: client.infer("tiny", [tensor], headers=token, outputs=[oip.InferRequestedOutput("secrets")]),
+            "INVALID_ARGUMENT",
+            "Unknown output 'secrets'",
+        ),
+        (
+            lambda: client.infer("tiny", [tensor], model_version="v1", headers=token),
+            "INVALID_ARGUMENT",
+            "model_version must be a version number",
+        ),
         (lambda: client.infer("nope", [tensor], headers=token), "NOT_FOUND", "nope"),
-        (lambda: client.infer("tiny", [tensor], request_id="x" * 500, headers=token), "INVALID_ARGUMENT",
-         "'id' is 500 characters"),
+        (
+            lambda: client.infer("tiny", [tensor], request_id="x" * 500, headers=token),
+            "INVALID_ARGUMENT",
+            "'id' is 500 characters",
+        ),
         (lambda: client.infer("tiny", [many], headers=token), "RESOURCE_EXHAUSTED", "17"),
         (lambda: client.infer("words", [tensor], headers=token), "INVALID_ARGUMENT", "BYTES tensor"),
     ]
@@ -208,15 +320,20 @@ def test_grpc_calls_need_the_token_and_bad_tensors_get_status_codes(platform: di
 
 def test_sane_state_canary_weights_aliases_and_result_ids(platform: dict[str, Any]) -> None:
     api, registry = platform["api"], platform["registry"]
-    for weights, message in (({"1": 1e308, "2": 1e308}, "finite"), ({"1": -1}, "finite number >= 0"),
-                             ({"1": 0}, "finite number above 0")):
+    for weights, message in (
+        ({"1": 1e308, "2": 1e308}, "finite"),
+        ({"1": -1}, "finite number >= 0"),
+        ({"1": 0}, "finite number above 0"),
+    ):
         refused(platform, "PUT", "/v1/models/tiny/traffic", 400, message, json={"weights": weights})
     assert registry.get_traffic("tiny") == {}
     refused(platform, "POST", "/v1/models/tiny/promote", 400, "Alias", json={"version": 1, "alias": "production\n"})
     assert registry.aliases("tiny") == {"production": 1}
     # A client's v2 id is its own: it never names (or overwrites) a stored result.
-    request = {"id": "client-7", "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1],
-                                            "data": [0] * 64}]}
+    request = {
+        "id": "client-7",
+        "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 8, 8, 1], "data": [0] * 64}],
+    }
     for _ in range(2):
         answer = api.post("/v2/models/tiny/infer", json=request).json()
         assert answer["id"] == "client-7" and answer["parameters"]["request_id"] != "client-7"
