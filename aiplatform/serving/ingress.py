@@ -61,6 +61,10 @@ class PublicListener:
             lifespan="off",
             access_log=False,
             log_level="warning",
+            # uvicorn's own logging setup (dictConfig) would close the handlers Serve gave this
+            # replica's loggers: its log file then stops, and after a head restart Serve's recovery
+            # check finds the replica's handler closed and replaces every gateway (issue 33).
+            log_config=None,
             http="httptools",
             ws="none",
             timeout_graceful_shutdown=5,

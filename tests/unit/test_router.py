@@ -101,3 +101,69 @@ def test_misses_are_cached_like_hits_and_the_cache_stays_bounded(registry: Regis
             router.resolve(f"made-up-{index}", version=1)
     assert len(router._cache) == router_module.MAX_CACHED
     assert router.resolve("m", version=2).version == 2
+
+
+class _Outage:
+    """The registry behind a switch: while ``down`` its calls hang (an actor on a lost head node
+    neither answers nor fails) until ``up()``; ``calls`` counts what reached it."""
+
+    def __init__(self, store: RegistryStore) -> None:
+        import threading
+
+        self.store, self.calls = store, 0
+        self._answering = threading.Event()
+        self._answering.set()
+
+    def down(self) -> None:
+        self._answering.clear()
+
+    def up(self) -> None:
+        self._answering.set()
+
+    def _wait(self) -> None:
+        self.calls += 1
+        self._answering.wait()
+
+    def resolve(self, name: str, ref: str | int):  # type: ignore[no-untyped-def]
+        self._wait()
+        return self.store.resolve(name, ref)
+
+    def get_traffic(self, name: str) -> dict[int, float]:
+        self._wait()
+        return self.store.get_traffic(name)
+
+
+def test_routes_known_before_the_registry_went_away_keep_answering(registry: RegistryStore) -> None:
+    from aiplatform.errors import Unavailable
+
+    outage = _Outage(registry)
+    router = Router(outage, ttl_s=0.05, registry_wait_s=0.2)
+    assert router.resolve("m").version == 1 and router.resolve("m", version=2).version == 2
+    outage.down()
+    time.sleep(0.1)  # past the TTL: the next resolution asks the registry, which does not answer
+    assert router.resolve("m").version == 1  # the last answer stands, after registry_wait_s
+    assert router.registry_unreachable
+    asked = outage.calls
+    for _ in range(20):  # from now on no request waits: the cache answers, refreshes go behind
+        assert router.resolve("m").version == 1 and router.resolve("m", version=2).version == 2
+    assert outage.calls <= asked + 3  # one refresh in flight per route at most, all still hanging
+    with pytest.raises(Unavailable, match="registry cannot be reached"):
+        router.resolve("m", version=3)  # never resolved: nothing to fall back on
+    registry.set_alias("m", "production", 2)
+    outage.up()  # the head is back: the hanging refreshes answer, then a refresh sees the move
+
+    def moved() -> bool:
+        return router.resolve("m").version == 2 and not router.registry_unreachable
+
+    deadline = time.monotonic() + 30
+    while not moved():
+        assert time.monotonic() < deadline, "the router never saw the registry again"
+        time.sleep(0.05)
+    assert router.resolve("m", version=3).version == 3
+
+
+def test_a_bad_reference_is_the_callers_error_not_an_outage(registry: RegistryStore) -> None:
+    router = Router(registry)
+    with pytest.raises(InvalidArgument):
+        router.resolve("m", alias="bad alias!")
+    assert not router.registry_unreachable
