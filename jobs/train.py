@@ -170,7 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
             file=sys.stderr if args.json else sys.stdout,
         )
-        run_name = args.run_name or f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        # A queued task's name is the same in every attempt: an attempt after an interruption (its
+        # head lost, its job gone) finds the last one's checkpoints and Train resumes from them.
+        run_name = args.run_name or (
+            f"{template.name}-task-{task.id}"
+            if args.task_id
+            else f"{template.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        )
         # A task created through the API names a dataset its caller may not be allowed to read:
         # the source allow-list applies (a cluster user's own `ray job submit` run is trusted).
         datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")

@@ -266,6 +266,9 @@ class TaskManager:
             if task.cancel_requested:
                 self.jobs.stop(task.ray_job_id)
             return
+        if job.driver_lost:  # the head (and the driver on it) was lost: re-run by the retry policy
+            self.queue.interrupt(task.id, f"Ray job {task.ray_job_id} lost its driver: {job.message}")
+            return
         tail = self._log_tail(task)
         if job.status == "SUCCEEDED":
             # The job finishes its task itself before it exits; still RUNNING means it did not.
@@ -317,7 +320,8 @@ class TaskManager:
         assert task.ray_job_id is not None
         if self._fail_if_users_code_is_off(task):
             return
-        entrypoint = f"{shlex.quote(sys.executable)} -m jobs.train --task-id {shlex.quote(task.id)}"
+        module = get_template(task.template).job_module
+        entrypoint = f"{shlex.quote(sys.executable)} -m {module} --task-id {shlex.quote(task.id)}"
         try:
             self.jobs.submit(
                 task.ray_job_id,

@@ -14,6 +14,11 @@ from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = ("SUCCEEDED", "FAILED", "STOPPED")
+DRIVER_LOST_ERRORS = frozenset(
+    {"JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_START_FAILURE", "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE"}
+)
+"""How Ray's job manager, started again on a new head, marks the jobs whose supervisor (and so
+the driver) died with the old one: it cannot find the supervisor, or finds it dead."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,14 @@ class JobState:
     submission_id: str
     status: str
     message: str | None
+    error_type: str | None = None
+    """Ray's ``JobErrorType`` of a failed job (``JOB_SUPERVISOR_ACTOR_DIED``, ...)."""
+
+    @property
+    def driver_lost(self) -> bool:
+        """Failed because its driver's process went away with its node (the head's loss), not
+        because its entrypoint failed: the run was interrupted, not refuted."""
+        return self.status == "FAILED" and self.error_type in DRIVER_LOST_ERRORS
 
     @property
     def terminal(self) -> bool:
@@ -117,7 +130,7 @@ class RayJobs:
         except Exception as exc:
             raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
         return {
-            job.submission_id: JobState(job.submission_id, str(job.status), job.message)
+            job.submission_id: JobState(job.submission_id, str(job.status), job.message, _error_type(job))
             for job in jobs
             if job.submission_id
         }
@@ -130,7 +143,7 @@ class RayJobs:
             if "404" in str(exc) or "does not exist" in str(exc):
                 return None
             raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
-        return JobState(submission_id, str(info.status), info.message)
+        return JobState(submission_id, str(info.status), info.message, _error_type(info))
 
     def stop(self, submission_id: str) -> bool:
         try:
@@ -147,3 +160,8 @@ class RayJobs:
             if "404" in str(exc) or "does not exist" in str(exc):
                 raise NotFound(f"Ray job {submission_id} no longer exists") from None
             raise Unavailable(f"Logs of Ray job {submission_id} cannot be read: {exc}") from exc
+
+
+def _error_type(info: Any) -> str | None:
+    error_type = getattr(info, "error_type", None)
+    return None if error_type is None else str(getattr(error_type, "value", error_type))

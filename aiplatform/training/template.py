@@ -101,6 +101,8 @@ class TaskTemplate(ABC):
     description: ClassVar[str]
     params_model: ClassVar[type[BaseModel]]
     runs_user_code: ClassVar[bool] = False
+    job_module: ClassVar[str] = "jobs.train"
+    """The module the task's Ray job runs (``python -m <module> --task-id <id>``)."""
     """The task runs code its creator sent (refused through the API unless ``AIP_USER_CODE``)."""
 
     def parse_params(self, raw: dict[str, Any]) -> BaseModel:
