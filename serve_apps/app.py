@@ -57,11 +57,13 @@ def start_app(settings: Settings, http_port: int | None = None, grpc_port: int |
     local = os.environ.get(LOCAL_ONLY_VAR) == "0"
     _LISTEN_PORT["port"] = port if local else None
     proxy_port = _free_loopback_port() if local else port
-    # One proxy, on the head, as in config.yaml: the nodes of a one-machine cluster would
-    # otherwise all bind the same loopback port. Serve binds gRPC to every interface; in local-only
-    # mode aiplatform.serving.loopback keeps it on 127.0.0.1.
+    # Local-only: one proxy, on the head, as in config.yaml (the nodes of a one-machine cluster
+    # would otherwise all bind the same loopback port; the gateways' own listener is the ingress).
+    # On a cluster, a proxy on every node, so that inference goes on from the worker nodes while
+    # the head is lost (docs/CLUSTER.md). Serve binds gRPC to every interface; in local-only mode
+    # aiplatform.serving.loopback keeps it on 127.0.0.1.
     serve.start(
-        proxy_location="HeadOnly",
+        proxy_location="HeadOnly" if local else "EveryNode",
         http_options={"host": "127.0.0.1", "port": proxy_port, "request_timeout_s": settings.serve_request_timeout_s},
         grpc_options={
             "port": grpc,

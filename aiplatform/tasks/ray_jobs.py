@@ -30,16 +30,20 @@ class JobState:
     message: str | None
     error_type: str | None = None
     """Ray's ``JobErrorType`` of a failed job (``JOB_SUPERVISOR_ACTOR_DIED``, ...)."""
-
-    @property
-    def driver_lost(self) -> bool:
-        """Failed because its driver's process went away with its node (the head's loss), not
-        because its entrypoint failed: the run was interrupted, not refuted."""
-        return self.status == "FAILED" and self.error_type in DRIVER_LOST_ERRORS
+    driver_node_dead: bool = False
+    """The node its driver ran on is dead. Ray keeps such a job RUNNING after its head is
+    replaced (GCS fault tolerance) until a job manager is started again, which only a new
+    submission does: the platform must not wait for that."""
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_STATUSES or self.driver_node_dead
+
+    @property
+    def driver_lost(self) -> bool:
+        """Ended because its driver's process went away with its node (the head's loss), not
+        because its entrypoint failed: the run was interrupted, not refuted."""
+        return self.driver_node_dead or (self.status == "FAILED" and self.error_type in DRIVER_LOST_ERRORS)
 
 
 def dashboard_url(settings: Settings) -> str:
@@ -129,11 +133,18 @@ class RayJobs:
             raise
         except Exception as exc:
             raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
-        return {
-            job.submission_id: JobState(job.submission_id, str(job.status), job.message, _error_type(job))
-            for job in jobs
-            if job.submission_id
-        }
+        dead = _dead_nodes()
+        states = {}
+        for job in jobs:
+            if not job.submission_id:
+                continue
+            node = getattr(job, "driver_node_id", None)
+            orphaned = str(job.status) not in TERMINAL_STATUSES and node in dead
+            message = f"the node its driver ran on ({node}) is dead" if orphaned else job.message
+            states[job.submission_id] = JobState(
+                job.submission_id, str(job.status), message, _error_type(job), driver_node_dead=orphaned
+            )
+        return states
 
     def state(self, submission_id: str) -> JobState | None:
         """The job's state, or None when the cluster has no such job."""
@@ -165,3 +176,16 @@ class RayJobs:
 def _error_type(info: Any) -> str | None:
     error_type = getattr(info, "error_type", None)
     return None if error_type is None else str(getattr(error_type, "value", error_type))
+
+
+def _dead_nodes() -> set[str]:
+    """Ids of the nodes Ray knows as dead (none when this process is not connected to Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return set()
+    try:
+        return {node["NodeID"] for node in ray.nodes() if not node.get("Alive")}
+    except Exception as exc:  # a GCS that is itself coming back: decide nothing this round
+        logger.warning("cannot list Ray's nodes: %s", exc)
+        return set()

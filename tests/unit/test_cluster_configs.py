@@ -92,8 +92,9 @@ def test_the_rayservice_runs_serve_apps_on_the_same_cluster() -> None:
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(serve_config)
     local = _load("serve_apps/config.yaml")
-    # The two differences a real network needs (see the manifest's header), nothing else.
+    # The differences a real network needs (see the manifest's header), nothing else.
     expected = copy.deepcopy(local)
+    expected["proxy_location"] = "EveryNode"  # ingress on the worker nodes while the head is lost
     expected["http_options"]["host"] = "0.0.0.0"
     expected["grpc_options"] = {"port": 9000, "request_timeout_s": 120, "grpc_servicer_functions": [SERVICER_FUNCTION]}
     for app in expected["applications"]:

@@ -20,3 +20,10 @@ def test_a_job_whose_supervisor_died_lost_its_driver_and_one_whose_command_faile
         assert state.terminal and state.driver_lost is lost, state
     assert not JobState("aip-task-x-1", "SUCCEEDED", None, None).driver_lost
     assert _error_type(SimpleNamespace()) is None  # a Ray that does not say
+
+
+def test_a_job_still_running_on_a_dead_node_has_ended_and_lost_its_driver() -> None:
+    orphaned = JobState("aip-task-x-1", "RUNNING", "its driver's node is dead", None, driver_node_dead=True)
+    assert orphaned.terminal and orphaned.driver_lost
+    running = JobState("aip-task-x-1", "RUNNING", None, None)
+    assert not running.terminal and not running.driver_lost
