@@ -3,10 +3,21 @@ the input exists, has rows, and fits the model's kind and features (the first ba
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING
+
 from aiplatform.batch.inputs import BatchInputs
 from aiplatform.batch.params import BatchParams
-from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
+from aiplatform.kinds import ModelKind, kind_for
+from aiplatform.limits import RequestLimits
+from aiplatform.packaging.config import ModelConfig
 from aiplatform.storage import Storage
+
+if TYPE_CHECKING:
+    from aiplatform.batch.sources import RowSource
+    from aiplatform.registry import ModelVersion
+    from aiplatform.registry.store import RegistryAPI
 
 
 def check_stored_input(params: BatchParams, storage: Storage) -> None:
@@ -34,3 +45,79 @@ def check_stored_input(params: BatchParams, storage: Storage) -> None:
             version = versions[0]
         if spec.split not in version.manifest["splits"] or version.rows(spec.split) == 0:
             raise InvalidArgument(f"Dataset {version.ref} has no rows in split {spec.split!r}")
+
+
+SAMPLE_ROWS = 32
+"""Rows of the input decoded at creation: a mismatch with the model shows in the first rows."""
+
+
+def check_batch(params: BatchParams, storage: Storage, registry: RegistryAPI) -> ModelVersion:
+    """Everything creating a batch job checks: the model version exists (its package intact), the
+    input exists and has rows, and its first rows decode as the model's inputs. Returns the
+    version the model reference means now.
+
+    Raises:
+        NotFound: no such model, version, alias, dataset version or upload.
+        InvalidArgument: an empty input, or one that does not fit the model's kind or features
+            (the message names the first row that does not).
+    """
+    from aiplatform.batch.sources import resolve_source
+
+    version = registry.resolve(params.model_name, params.model_ref)
+    config = model_config(storage, version)
+    check_stored_input(params, storage)
+    if params.input.uri is not None:
+        return version  # read when the job starts; its rows are checked there
+    source = resolve_source(params.input, storage)
+    check_fits(kind_for(config), source, storage, f"{version.name}@{version.version}")
+    return version
+
+
+def model_config(storage: Storage, version: ModelVersion) -> ModelConfig:
+    """A version's ``model.json``, from its package checked against the registered sha256."""
+    from aiplatform.packaging.format import MODEL_FILE, read_package_files
+    from aiplatform.storage import sha256_bytes
+
+    data = storage.get_bytes(version.package_key)
+    if sha256_bytes(data) != version.sha256:
+        raise IntegrityError(
+            f"Package of model version (name={version.name}, version={version.version}) does not match its sha256"
+        )
+    files, _ = read_package_files(data)
+    return ModelConfig.parse(json.loads(files[MODEL_FILE]))
+
+
+def check_fits(kind: ModelKind, source: RowSource, storage: Storage, model: str) -> None:
+    """The first rows of ``source`` decode as ``kind``'s inputs of the model's shape."""
+    from aiplatform.batch.scoring import decode_uploaded
+    from aiplatform.batch.sources import DATASET
+
+    sample = source.read(storage, 0, min(SAMPLE_ROWS, source.rows))
+    if sample.num_rows == 0:
+        raise InvalidArgument(f"Input {source.describe} has no rows to score")
+    if source.kind != DATASET:
+        decode_uploaded(kind, sample, str(source.format), str(source.filename), RequestLimits())
+        return
+    if source.data_kind != kind.name:
+        raise InvalidArgument(
+            f"Dataset {source.describe} holds {source.data_kind} rows; model {model} takes {kind.name} inputs"
+        )
+    names = [f["name"] for f in source.manifest.get("table", {}).get("features", [])]
+    if names and names != list(kind.feature_names):
+        raise InvalidArgument(
+            f"Dataset {source.describe} has the features {names[:20]}; model {model} takes "
+            f"{list(kind.feature_names)[:20]} in that order"
+        )
+    served = tuple(kind.to_tensor(kind.sample_batch()).shape[1:])
+    columns = {name: sample.column(name).to_numpy(zero_copy_only=False) for name in sample.column_names}
+    try:
+        inputs, _ = kind.batch_converter()(columns)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise InvalidArgument(
+            f"Dataset {source.describe} row {columns['id'][0]!r} cannot be read as model {model}'s input: {exc}"
+        ) from None
+    if tuple(inputs.shape[1:]) != served:
+        raise InvalidArgument(
+            f"Dataset {source.describe} rows are inputs of shape {list(inputs.shape[1:])}; model {model} "
+            f"takes {list(served)}"
+        )

@@ -54,6 +54,12 @@ class BatchParams(BaseModel):
     evaluate: bool = Field(True, description="accuracy, macro-F1 and the confusion matrix when the input has labels")
     batch_size: int | None = Field(None, ge=1, le=65536, description="rows per forward pass; chosen for the model")
     max_rows: int | None = Field(None, ge=1, description="score only the first rows of the input")
+    part_rows: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="input rows per output part (what a resumed job skips); chosen when unset",
+    )
     workers: int = Field(1, ge=1, le=MAX_WORKERS, description="model actors (each loads the package once)")
     gpu: Literal["auto", "on", "off"] = Field("auto", description="auto: a GPU per actor when the cluster has them")
 

@@ -1,0 +1,221 @@
+"""Batch inference jobs as real queued tasks on the session's Ray: a CNN over a dataset split and
+over a ZIP of digits (rows scored as the served model scores them), a job killed mid-way and run
+again (no part rescored, no row twice), and bad input refused at creation with nothing stored."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from aiplatform.batch.checks import check_batch
+from aiplatform.batch.inputs import BatchInputs
+from aiplatform.batch.outputs import BatchOutputs
+from aiplatform.batch.params import BatchParams
+from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.evaluation import evaluate_model
+from aiplatform.kinds import kind_for
+from aiplatform.limits import RequestLimits
+from aiplatform.registry import RegistryClient
+from aiplatform.serving.runner import ModelRunner
+from aiplatform.settings import Settings
+from aiplatform.storage import storage_from_settings
+from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import CANCELLED, SUCCEEDED, TaskClient
+from aiplatform.tasks.ray_jobs import RayJobs
+from tests.factories import make_digit_images, make_package, platform_settings, png_bytes, register_bytes, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def digits_package(labels: list[str], seed: int = 0) -> bytes:
+    """A small random CNN over 28x28 digits with the dataset's labels."""
+    from aiplatform.networks.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import image_preprocessing
+
+    torch.manual_seed(seed)
+    architecture = {
+        "type": "cnn",
+        "in_channels": 1,
+        "image_size": 28,
+        "num_classes": len(labels),
+        "conv_channels": [4],
+        "kernel_size": 3,
+        "hidden_units": 16,
+        "dropout": 0.0,
+    }
+    return build_package(
+        model_config={
+            "name": "digits",
+            "template": "cnn-classification",
+            "architecture": architecture,
+            "labels": labels,
+            "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+            "preprocessing": image_preprocessing(28, 28, 1, 0.1307, 0.3081),
+        },
+        state_dict=build_model(architecture).state_dict(),
+        metrics={"test_accuracy": 0.1},
+        lineage={"method": "test"},
+    )
+
+
+def digits_zip(count: int, size: int | None = None) -> tuple[bytes, list[str]]:
+    """A ZIP of real digits as PNGs in one folder per class; the names in order."""
+    from PIL import Image
+
+    images, labels = make_digit_images(count)
+    buffer, names = io.BytesIO(), []
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, (image, label) in enumerate(zip(images, labels)):
+            pixels = np.array(Image.fromarray(image).resize((size, size))) if size else image
+            name = f"{int(label)}/digit-{index:03d}.png"
+            archive.writestr(name, png_bytes(pixels))
+            names.append(name)
+    return buffer.getvalue(), names
+
+
+@pytest.fixture(scope="module")
+def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from aiplatform.datasets import DatasetManager, ImageDatasetSpec
+
+    with platform_settings(tmp_path_factory.mktemp("batch-core"), "batchcore", task_poll_interval_s=0.5) as settings:
+        storage = storage_from_settings(settings)
+        dataset = DatasetManager.from_settings(storage, settings).build(ImageDatasetSpec(source="mnist", max_rows=300))
+        version = register_bytes(settings, "digits", digits_package(dataset.labels))
+        manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings, storage=storage)
+        yield {"settings": settings, "storage": storage, "dataset": dataset, "version": version, "manager": manager}
+
+
+def run_to_end(manager: TaskManager, task_id: str, timeout_s: float = 240.0) -> Any:
+    def finished() -> Any:
+        manager.reconcile()
+        task = manager.get(task_id)
+        return task if task.finished else None
+
+    return wait_for(finished, timeout_s, f"batch task {task_id} to end")
+
+
+def create(platform: dict[str, Any], params: dict[str, Any]) -> Any:
+    settings: Settings = platform["settings"]
+    check_batch(BatchParams.model_validate(params), platform["storage"], RegistryClient.connect(settings))
+    return platform["manager"].create("batch-inference", params, start=True)
+
+
+def download(platform: dict[str, Any], task_id: str) -> Any:
+    sink = io.BytesIO()
+    BatchOutputs(platform["storage"]).write_download(task_id, sink)
+    return pq.read_table(io.BytesIO(sink.getvalue()))
+
+
+def test_a_split_is_scored_as_evaluation_scores_it_with_its_accuracy(platform: dict[str, Any]) -> None:
+    dataset = platform["dataset"]
+    task = create(platform, {"model": "digits", "input": {"dataset": dataset.name, "split": "train"}, "part_rows": 64})
+    done = run_to_end(platform["manager"], task.id)
+    assert done.state == SUCCEEDED, (done.error, platform["manager"].logs(task.id)[-3000:])
+    rows = dataset.rows("train")
+    table = download(platform, task.id)
+    assert table.num_rows == rows and len(set(table.column("id").to_pylist())) == rows
+    assert set(table.column("model_version").to_pylist()) == {platform["version"]}
+    progress = done.progress["metrics"]
+    assert progress["rows_done"] == progress["rows_total"] == rows and progress["rows_per_s"] > 0
+
+    # The same rows evaluated in this process, as training evaluates a test split.
+    from aiplatform.datasets import DatasetManager
+    from aiplatform.evaluation import table_batches
+
+    package = platform["storage"].get_bytes(
+        RegistryClient.connect(platform["settings"]).get_version("digits", 1).package_key
+    )
+    runner = ModelRunner.from_bytes(package)
+    split = DatasetManager(platform["storage"]).read_split_table(dataset, "train")
+    expected = evaluate_model(runner.model, table_batches(split), runner.config.model_dump(), len(dataset.labels))
+    summary = BatchOutputs(platform["storage"]).summary(task.id)
+    assert summary is not None and summary["evaluation"]["rows"] == rows
+    assert summary["evaluation"]["accuracy"] == pytest.approx(expected["test_accuracy"])
+    assert summary["evaluation"]["macro_f1"] == pytest.approx(expected["test_macro_f1"])
+    assert done.result["accuracy"] == pytest.approx(expected["test_accuracy"])
+
+
+def test_an_uploaded_zip_scores_each_image_as_the_served_model_does(platform: dict[str, Any]) -> None:
+    data, names = digits_zip(40)
+    found = BatchInputs(platform["storage"]).save("digits.zip", io.BytesIO(data), max_bytes=1 << 24)
+    assert (found.format, found.rows, found.has_labels) == ("zip", 40, True)
+    task = create(platform, {"model": "digits@1", "input": {"upload": found.id}, "part_rows": 16})
+    done = run_to_end(platform["manager"], task.id)
+    assert done.state == SUCCEEDED, (done.error, platform["manager"].logs(task.id)[-3000:])
+    table = download(platform, task.id)
+    assert table.column("id").to_pylist() == names
+
+    # Each image as a served upload: decoded by the kind, through the model server's runner.
+    version = RegistryClient.connect(platform["settings"]).get_version("digits", 1)
+    runner = ModelRunner.from_bytes(platform["storage"].get_bytes(version.package_key))
+    kind = kind_for(runner.config)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        images = np.stack([kind.from_upload(n, archive.read(n), RequestLimits()) for n in names[:8]])
+    served = runner.predict(images)
+    for row, answer in zip(table.slice(0, 8).to_pylist(), served):
+        assert row["label"] == answer["label"]
+        expected = [answer["probabilities"][label] for label in runner.labels]
+        np.testing.assert_allclose(row["probabilities"], expected, rtol=1e-5, atol=1e-6)
+    assert table.column("true_label").to_pylist() == [n.split("/")[0] for n in names]
+
+
+def test_a_killed_job_resumes_without_rescoring_or_duplicating(platform: dict[str, Any]) -> None:
+    settings, storage, manager = platform["settings"], platform["storage"], platform["manager"]
+    register_bytes(settings, "slow-digits", make_package(name="slow-digits", num_classes=10, delay_ms=700))
+    data, names = digits_zip(60, size=8)
+    found = BatchInputs(storage).save("small.zip", io.BytesIO(data), max_bytes=1 << 24)
+    params = {"model": "slow-digits", "input": {"upload": found.id}, "part_rows": 6, "batch_size": 6}
+    task = create(platform, params)
+    outputs = BatchOutputs(storage)
+
+    def some_parts_written() -> bool:
+        manager.reconcile()
+        return len(outputs.parts(task.id)) >= 2
+
+    wait_for(some_parts_written, 180, "the first parts to be written")
+    manager.cancel(task.id)
+    stopped = run_to_end(manager, task.id, timeout_s=120)
+    assert stopped.state == CANCELLED
+    before = {key: storage.info(key).sha256 for key in outputs.parts(task.id)}
+    assert 2 <= len(before) < 10, before
+
+    manager.queue.requeue(task.id)
+    done = run_to_end(manager, task.id)
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    summary = outputs.summary(task.id)
+    assert summary is not None and summary["rows_scored_now"] <= 60 - 6 * len(before)
+    assert {key: storage.info(key).sha256 for key in before} == before
+    table = download(platform, task.id)
+    assert table.column("id").to_pylist() == names  # every row once, in order
+
+
+def test_bad_input_is_refused_at_creation_and_nothing_is_stored(platform: dict[str, Any], tmp_path: Path) -> None:
+    storage, manager, dataset = platform["storage"], platform["manager"], platform["dataset"]
+    inputs = BatchInputs(storage)
+    tasks_before, stored_before = len(manager.list_tasks()), storage.list("batch")
+    with pytest.raises(InvalidArgument, match="is empty"):
+        inputs.save("empty.csv", io.BytesIO(b""), max_bytes=1024)
+    with pytest.raises(NotFound, match="version=9"):
+        create(platform, {"model": "digits@9", "input": {"dataset": dataset.name}})
+    with pytest.raises(NotFound, match="Batch input"):
+        create(platform, {"model": "digits", "input": {"upload": "0" * 64}})
+    texts = inputs.save("texts.jsonl", io.BytesIO(b'{"text": "hello"}\n{"text": "world"}\n'), max_bytes=1024)
+    with pytest.raises(InvalidArgument, match=r"texts.jsonl' row '0'"):
+        create(platform, {"model": "digits", "input": {"upload": texts.id}})
+    with pytest.raises(InvalidArgument, match="not allowed"):
+        manager.create("batch-inference", {"model": "digits", "input": {"uri": "https://example.com/x.csv"}})
+    with pytest.raises(NotFound, match="not found"):
+        manager.create(
+            "batch-inference", {"model": "digits", "input": {"dataset": "no-such-dataset", "dataset_version": "1"}}
+        )
+    assert len(manager.list_tasks()) == tasks_before
+    assert storage.list("batch") == stored_before
