@@ -46,7 +46,7 @@ class BatchInferenceTemplate(TaskTemplate):
 
     def check_inputs(self, params: BatchParams, storage: Storage) -> None:
         """The input exists in storage and has rows (the model and the input's fit with it are
-        checked with the registry, by ``checks.py``)."""
+        checked with the registry by ``aiplatform.batch.checks.check_batch``, which the batch API calls before creating the task)."""
         from aiplatform.batch.checks import check_stored_input
 
         check_stored_input(params, storage)
