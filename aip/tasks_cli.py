@@ -190,6 +190,11 @@ def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     data = PlatformAPI(settings).get(f"/v1/tasks/{args.task_id}/logs", params={"tail": args.tail})
     print(data["logs"])
+    if data.get("source") == "storage" and data.get("ray_job_known") is False:
+        print(
+            "(Ray no longer has this task's job: this is the copy the platform kept in its storage)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     task_heartbeat_timeout_s: float = Field(600.0, gt=0)
     """A run with no Ray job to follow (plain ``python -m jobs.train`` on an embedded Ray) that
     has not reported for this long is marked interrupted."""
+    task_log_archive_interval_s: float = Field(10.0, gt=0, le=3600)
+    """How often the scheduler copies a running task's job log (and record) to storage, where
+    they outlive Ray's job and the head (``aiplatform.tasks.history``); a task's final log and
+    record are copied when it ends, whatever this is."""
+    task_log_archive_max_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    """The most of one attempt's job log kept in storage (its last bytes)."""
 
     train_worker_cpus: float = 0.5
     """CPUs each Ray Train worker reserves. Below 1 so Ray Data and Train share 2 cores

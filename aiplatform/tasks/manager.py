@@ -5,6 +5,10 @@ any number of times: it compares the queue with the cluster's jobs and moves eac
 the truth says it is. That is what makes restarts harmless: a task whose job the cluster no longer
 knows (the platform restarted, the head was replaced) is re-queued while it has retries left and
 otherwise marked FAILED with reason ``interrupted``; none stays RUNNING forever.
+
+Each round also copies the running tasks' job logs, and each ended task's final log and record, to
+storage (``aiplatform.tasks.history``): logs, the task and its curves are read from there once Ray
+no longer has the job (the job was deleted, the head was recreated).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound, Una
 from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
-from aiplatform.storage import Storage
+from aiplatform.storage import Storage, storage_from_settings
+from aiplatform.tasks.history import HistoryCopier, TaskHistory
 from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
+from aiplatform.tasks.queue.trials import RUN_SEPARATOR
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.tasks.sweeps.params import SweepParams, best_trial
 from aiplatform.tasks.sweeps.template import SWEEP
@@ -40,6 +46,17 @@ QUEUE_LOOKAHEAD = 100
 STOP_WAIT_S = 20.0
 UNSUBMITTED_GRACE_S = 30.0
 LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """A task's log and where it was read: ``ray`` (the job's live log), ``storage`` (the copy
+    kept in the history archive) or ``queue`` (the tail the queue kept when the task ended)."""
+
+    text: str
+    source: str
+    ray_job_known: bool | None
+    """Whether Ray still has the task's job (None: the task has no job, or Ray cannot say)."""
 
 
 def job_submission_id(task: Task) -> str:
@@ -63,6 +80,14 @@ class TaskManager:
         self.jobs = jobs
         self.settings = settings
         self.wake_scheduler = wake_scheduler or (lambda: None)
+        self.history_copier = HistoryCopier(lambda: self.history, queue, jobs, settings.task_log_archive_interval_s)
+
+    @functools.cached_property
+    def history(self) -> TaskHistory:
+        """The task history archive, in the platform's storage (opened on first use: the
+        scheduler's manager is made without a storage of its own)."""
+        storage = self.storage if self.storage is not None else storage_from_settings(self.settings)
+        return TaskHistory(storage, self.settings.task_log_archive_max_bytes)
 
     # -- API -------------------------------------------------------------------------------
     def create(self, template: str, params: dict[str, Any], **options: Any) -> Task:
@@ -121,8 +146,15 @@ class TaskManager:
         }
 
     def get(self, task_id: str) -> Task:
-        """The task (:class:`NotFound` when there is none)."""
-        return self.queue.get(task_id)
+        """The task (:class:`NotFound` when there is none); one the queue no longer has (its state
+        folder was lost) as the history archive last kept it."""
+        try:
+            return self.queue.get(task_id)
+        except NotFound:
+            archived = self._archived(lambda history: history.task(task_id))
+            if archived is None:
+                raise
+            return archived
 
     def list_tasks(self, *, states: list[str] | None = None, **filters: Any) -> list[Task]:
         """Tasks newest first; ``filters`` are the queue's (template, since, until, limit, offset, before)."""
@@ -133,16 +165,47 @@ class TaskManager:
         return self.queue.counts()
 
     def metrics_history(self, task_id: str) -> list[dict[str, Any]]:
-        """The task's metrics, one entry per epoch."""
-        return self.queue.metrics_history(task_id)
+        """The task's metrics, one entry per epoch (from the history archive for a task the queue
+        no longer has)."""
+        try:
+            return self.queue.metrics_history(task_id)
+        except NotFound:
+            record = self._archived_record(task_id)
+            if record is None:
+                raise
+            return list(record["metrics_history"])
 
     def compare_runs(self, run_ids: list[str]) -> list[dict[str, Any]]:
-        """Tasks and sweeps' trials side by side (parameters, state, latest metrics, curves)."""
-        return self.queue.compare_runs(run_ids)
+        """Tasks and sweeps' trials side by side (parameters, state, latest metrics, curves); a
+        task the queue no longer has, as the history archive kept it."""
+        try:
+            return self.queue.compare_runs(run_ids)
+        except NotFound:
+            archived = {}
+            for run_id in dict.fromkeys(run_ids):
+                record = None if RUN_SEPARATOR in run_id or self._in_queue(run_id) else self._archived_record(run_id)
+                if record is not None:
+                    archived[run_id] = _compared_task(record)
+            if not archived:
+                raise
+        rest = [run_id for run_id in run_ids if run_id not in archived]
+        found = {run["id"]: run for run in (self.queue.compare_runs(rest) if rest else [])}
+        return [archived.get(run_id) or found[run_id] for run_id in dict.fromkeys(run_ids)]
 
     def dashboard_url(self, task: Task) -> str | None:
         """Where Ray's dashboard shows the task's job (None before it has one)."""
         return self.jobs.job_url(task.ray_job_id) if task.ray_job_id else None
+
+    def ray_job_known(self, task: Task) -> bool | None:
+        """Whether Ray still has the task's job: False once it is gone (its history is kept in
+        storage), None when the task has no job or Ray's job API cannot say."""
+        if not task.ray_job_id:
+            return None
+        try:
+            return self.jobs.state(task.ray_job_id) is not None
+        except Exception as exc:  # the job API unreachable or confused: unknown, not gone
+            logger.debug("cannot ask Ray about job %s: %s", task.ray_job_id, exc)
+            return None
 
     def start(self, task_id: str) -> Task:
         """Queue a created task; one that runs the caller's own code only while the platform
@@ -222,17 +285,58 @@ class TaskManager:
         return extended
 
     def logs(self, task_id: str) -> str:
-        """The job's log; after the job is gone, the tail kept when the task ended."""
-        task = self.queue.get(task_id)
+        """The task's log (see :meth:`read_logs`)."""
+        return self.read_logs(task_id).text
+
+    def read_logs(self, task_id: str) -> TaskLog:
+        """The job's log from Ray while Ray has it; after that, the copy in the history archive
+        (every attempt's, see ``TaskHistory.log``); failing that, the tail the queue kept."""
+        task = self.get(task_id)
+        known: bool | None = None
         if task.ray_job_id:
             try:
-                return self.jobs.logs(task.ray_job_id)
-            except (NotFound, Unavailable):
+                text = self.jobs.logs(task.ray_job_id)
+                if text.strip():
+                    return TaskLog(text, "ray", True)
+                # Empty: Ray answers so for a job it has deleted, and a head rebuilt with Ray's job
+                # records (GCS fault tolerance) has lost their log files.
+                known = self.ray_job_known(task)
+            except NotFound:
+                known = False
+            except Unavailable:
                 pass
-        tail = self.queue.log_tail(task_id)
+        archived = self._archived(lambda history: history.log(task_id))
+        if archived is not None:
+            return TaskLog(archived, "storage", known)
+        try:
+            tail = self.queue.log_tail(task_id)
+        except NotFound:
+            tail = None
         if tail is None:
             raise NotFound(f"Task {task_id} has no logs yet (state {task.state})")
-        return tail
+        return TaskLog(tail, "queue", known)
+
+    def _in_queue(self, task_id: str) -> bool:
+        try:
+            self.queue.get(task_id)
+        except NotFound:
+            return False
+        return True
+
+    def _archived_record(self, task_id: str) -> dict[str, Any] | None:
+        return self._archived(lambda history: history.record(task_id))
+
+    def _archived(self, read: Callable[[TaskHistory], Any]) -> Any:
+        """A read of the history archive; None when storage cannot answer (the caller's own
+        answer, a 404 or the live source, stands). Only a manager given the platform's storage
+        (the API's) reads it: the scheduler's only writes."""
+        if self.storage is None:
+            return None
+        try:
+            return read(self.history)
+        except Exception as exc:
+            logger.warning("task history unreadable: %s", exc)
+            return None
 
     # -- scheduler -------------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -242,11 +346,13 @@ class TaskManager:
         except Unavailable as exc:
             logger.warning("not following tasks this round: %s", exc.message)
             return
-        for task in self.queue.running():
+        running = self.queue.running()
+        for task in running:
             try:
                 self._follow(task, jobs.get(task.ray_job_id or ""))
             except AIPError as exc:
                 logger.warning("task %s: %s", task.id, exc.message)
+        self.history_copier.copy(running, jobs)
         self._start_queued()
 
     def _follow(self, task: Task, job: JobState | None) -> None:
@@ -425,6 +531,22 @@ def _concurrent_runs(template: str, params: dict[str, Any]) -> tuple[int, dict[s
         return get_template(template).concurrent_runs(params)
     except AIPError:  # a task of a template no longer installed: one run of its parameters
         return 1, params
+
+
+def _compared_task(record: dict[str, Any]) -> dict[str, Any]:
+    """An archived task as ``compare_runs`` shows a task (as the queue's own rows are made)."""
+    task = record["task"]
+    result = task.get("result") or {}
+    latest = (task.get("progress") or {}).get("metrics", {})
+    return {
+        "id": task["id"],
+        "kind": "task",
+        "name": task["template"],
+        "state": task["state"],
+        "params": task["params"],
+        "metrics": {**latest, **{k: v for k, v in result.items() if isinstance(v, (int, float))}},
+        "history": list(record["metrics_history"]),
+    }
 
 
 def _failure_message(job: JobState, logs: str | None) -> str:

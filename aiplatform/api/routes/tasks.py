@@ -82,12 +82,16 @@ def task_counts(tasks: TasksDep) -> dict[str, int]:
 
 @router.get("/{task_id}", response_model=TaskDetail)
 def get_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
-    """The task; a queued one also says why it waits (``waiting``)."""
+    """The task; a queued one also says why it waits (``waiting``). The Ray dashboard's link is
+    given only while Ray has the job (``ray_job_known``); after that its log, curves and record
+    are the copies kept in storage."""
     task = tasks.get(task_id)
+    known = tasks.ray_job_known(task)
     return {
         **task.to_dict(),
         "waiting": tasks.why_waiting([task]).get(task.id),
-        "ray_dashboard_url": tasks.dashboard_url(task),
+        "ray_dashboard_url": None if known is False else tasks.dashboard_url(task),
+        "ray_job_known": known,
     }
 
 
@@ -130,8 +134,16 @@ def cancel_task(task_id: str, tasks: TasksDep) -> dict[str, Any]:
 def task_logs(
     task_id: str, tasks: TasksDep, tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)
 ) -> dict[str, Any]:
-    lines = tasks.logs(task_id).splitlines()
-    return {"task_id": task_id, "logs": "\n".join(lines[-tail:]), "truncated": len(lines) > tail}
+    """The job's log from Ray while Ray has the job, else the copy kept in storage (``source``)."""
+    log = tasks.read_logs(task_id)
+    lines = log.text.splitlines()
+    return {
+        "task_id": task_id,
+        "logs": "\n".join(lines[-tail:]),
+        "truncated": len(lines) > tail,
+        "source": log.source,
+        "ray_job_known": log.ray_job_known,
+    }
 
 
 @router.get(

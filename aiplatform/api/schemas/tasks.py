@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -40,8 +40,16 @@ class TaskListed(TaskPublic):
     waiting: str | None = Field(description="why a queued task has not started (null otherwise)")
 
 
+RAY_JOB_KNOWN = (
+    "whether Ray still has the task's job: false once it is gone (deleted, or lost with the head; the "
+    "task's log, curves and record are then the copies kept in storage), null when the task has no job "
+    "or Ray cannot say"
+)
+
+
 class TaskDetail(TaskListed):
-    ray_dashboard_url: str | None
+    ray_dashboard_url: str | None = Field(description="the job's page in Ray's dashboard, while Ray has the job")
+    ray_job_known: bool | None = Field(description=RAY_JOB_KNOWN)
 
 
 class TaskRerunPublic(TaskPublic):
@@ -58,6 +66,11 @@ class TaskLogs(Body):
     task_id: str
     logs: str
     truncated: bool
+    source: Literal["ray", "storage", "queue"] = Field(
+        description="where the log was read: Ray's job, the copy kept in storage (every attempt's), "
+        "or the tail the queue kept when the task ended"
+    )
+    ray_job_known: bool | None = Field(description=RAY_JOB_KNOWN)
 
 
 class TaskMetrics(Body):

@@ -134,6 +134,19 @@ function paramsTable(params) {
       h("td", {}, typeof value === "object" && value !== null ? h("code", {}, JSON.stringify(value)) : String(value))))));
 }
 
+// The dashboard's link only while Ray has the job: once it is gone (deleted, or lost with the head)
+// the page's log, curves and record are the copies the platform kept in storage.
+function rayJob(task) {
+  if (!task.ray_job_id) return "–";
+  if (task.ray_job_known === false) {
+    return h("span", {}, task.ray_job_id, " ",
+      h("small", { class: "muted", id: "ray-job-gone" }, "no longer in Ray (history kept in storage)"));
+  }
+  return task.ray_dashboard_url
+    ? h("a", { href: task.ray_dashboard_url, id: "ray-job-link", target: "_blank", rel: "noopener" }, task.ray_job_id)
+    : task.ray_job_id;
+}
+
 function waitingText(task) {
   if (task.state === "QUEUED" || task.state === "CREATED") return `(no logs yet: the task is ${task.state.toLowerCase()}${task.waiting ? `; ${task.waiting}` : ""})`;
   if (!task.ray_job_id) return "(no logs here: this run was not started as a Ray job; its output went to the terminal that started it)";
@@ -168,8 +181,7 @@ export async function taskPage(taskId) {
         h("table", {}, h("tbody", {},
           [["Template", task.template], ["Parameters", paramsTable(task.params)],
            ...(task.result && task.result.code_digest ? [["Code", h("code", { id: "task-code", title: task.result.code_digest }, `${task.result.entry} @ ${task.result.code_digest.slice(0, 12)}…`)]] : []),
-           ["Priority", task.priority], ["Ray job", task.ray_job_id ? (task.ray_dashboard_url ? h("a", { href: task.ray_dashboard_url, id: "ray-job-link", target: "_blank", rel: "noopener" },
-             task.ray_job_id) : task.ray_job_id) : "–"], ["Attempts", task.attempts],
+           ["Priority", task.priority], ["Ray job", rayJob(task)], ["Attempts", task.attempts],
            ...(task.waiting ? [["Waiting", h("span", { id: "task-waiting" }, task.waiting)]] : []),
            ["Created", fmtTime(task.created_at)], ["Started", fmtTime(task.started_at)], ["Finished", fmtTime(task.finished_at)],
            ["Result", task.result ? h("span", {}, h("a", { href: `#models/${task.result.model}` }, `${task.result.model} v${task.result.version}`),
