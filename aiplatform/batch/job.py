@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from aiplatform.batch.outputs import BatchOutputs, task_prefix
-from aiplatform.batch.params import BatchParams
+from aiplatform.batch.params import BatchInputSpec, BatchParams
 from aiplatform.batch.scoring import RowScorer, choose_batch_size, row_ranges
-from aiplatform.batch.sources import DATASET, RowSource, resolve_source
+from aiplatform.batch.sources import DATASET, RowSource, import_uri, resolve_source
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.evaluation import macro_f1
 from aiplatform.settings import Settings
@@ -38,14 +38,18 @@ PLAN_FORMAT = 1
 Report = Callable[[dict[str, Any]], None]
 
 
-def make_plan(params: BatchParams, storage: Storage, registry: Any) -> dict[str, Any]:
-    """What every attempt of the job agrees on (see the module docstring)."""
+def make_plan(params: BatchParams, storage: Storage, registry: Any, settings: Settings) -> dict[str, Any]:
+    """What every attempt of the job agrees on (see the module docstring); a ``uri`` input is
+    read into an upload first, so a later attempt reads the same rows."""
     from aiplatform.batch.checks import check_fits, model_config
     from aiplatform.kinds import kind_for
 
     version = registry.resolve(params.model_name, params.model_ref)
     config = model_config(storage, version)
-    source = resolve_source(params.input, storage)
+    spec = params.input
+    if spec.uri is not None:
+        spec = BatchInputSpec(upload=import_uri(spec.uri, storage, settings).id)
+    source = resolve_source(spec, storage)
     check_fits(kind_for(config), source, storage, f"{version.name}@{version.version}")
     total = min(source.rows, params.max_rows or source.rows)
     part_rows = params.part_rows or _part_rows(source, storage)
@@ -121,7 +125,7 @@ def run_batch(
     outputs = BatchOutputs(storage)
     plan = outputs.plan(task_id)
     if plan is None:
-        plan = make_plan(params, storage, registry)
+        plan = make_plan(params, storage, registry, settings)
         outputs.write_plan(task_id, plan)
     total, parts = int(plan["rows_total"]), int(plan["parts"])
     done = outputs.part_indices(task_id)

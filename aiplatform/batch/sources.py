@@ -5,16 +5,23 @@ row groups that hold them, so memory holds a part, not the input."""
 
 from __future__ import annotations
 
+import posixpath
+import shutil
+import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aiplatform.batch.inputs import BatchInputs, input_key, read_row_range
+from aiplatform.batch.inputs import BatchInput, BatchInputs, input_key, read_row_range
 from aiplatform.batch.params import BatchInputSpec
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import Storage
+
+if TYPE_CHECKING:
+    from aiplatform.settings import Settings
 
 DATASET, UPLOAD = "dataset", "upload"
 
@@ -112,3 +119,47 @@ def resolve_source(spec: BatchInputSpec, storage: Storage) -> RowSource:
             k: version.manifest[k] for k in ("name", "version", "kind", "image", "table") if k in version.manifest
         },
     )
+
+
+def import_uri(uri: str, storage: Storage, settings: Settings) -> BatchInput:
+    """Read a ``uri`` input once into ``BatchInputs`` (what every attempt of the job then reads):
+    an ``http(s)://`` file fetched through the source policy (checked addresses, capped size), an
+    ``s3://`` file, or an ``s3://`` folder (or one under the data root) of files a model takes one
+    at a time, kept as a ZIP of them (sorted by path).
+
+    Raises:
+        InvalidArgument: the policy refuses the location, or the file is not a batch input.
+        NotFound: nothing is there.
+    """
+    import fsspec
+
+    from aiplatform.batch.inputs import MAX_INPUT_BYTES
+    from aiplatform.datasets.source_policy import SourcePolicy
+
+    policy = SourcePolicy.from_settings(settings)
+    location = policy.check_location(uri)
+    name = posixpath.basename(uri.split("?", 1)[0].rstrip("/")) or "input"
+    inputs = BatchInputs(storage)
+    with tempfile.TemporaryFile() as spool:
+        if location.lower().startswith(("http://", "https://")):
+            for chunk in policy.stream(location, uri):
+                spool.write(chunk)
+        else:
+            fs, path = fsspec.core.url_to_fs(
+                location, **(settings.s3_storage_options if location.startswith("s3://") else {})
+            )
+            if fs.isdir(path):
+                files = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith("."))
+                if not files:
+                    raise NotFound(f"Input {uri!r} is an empty folder")
+                with zipfile.ZipFile(spool, "w") as archive:
+                    for file in files:
+                        archive.writestr(posixpath.relpath(file, path.rstrip("/")), fs.cat_file(file))
+                name += ".zip"
+            elif fs.isfile(path):
+                with fs.open(path, "rb") as handle:
+                    shutil.copyfileobj(handle, spool)
+            else:
+                raise NotFound(f"Input {uri!r} not found")
+        spool.seek(0)
+        return inputs.save(name, spool, max_bytes=MAX_INPUT_BYTES)  # type: ignore[arg-type]

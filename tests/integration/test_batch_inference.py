@@ -5,6 +5,7 @@ again (no part rescored, no row twice), and bad input refused at creation with n
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +220,111 @@ def test_bad_input_is_refused_at_creation_and_nothing_is_stored(platform: dict[s
         )
     assert len(manager.list_tasks()) == tasks_before
     assert storage.list("batch") == stored_before
+
+
+def table_package() -> bytes:
+    """A small XGBoost booster over three numbers and a category (the tabular template's format)."""
+    import xgboost
+
+    from aiplatform.packaging import build_package
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    x[:, 3] = rng.integers(0, 2, 200)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 3] > 0).astype(int)
+    booster = xgboost.train(
+        {"objective": "multi:softprob", "num_class": 3, "nthread": 1}, xgboost.DMatrix(x, label=y), num_boost_round=5
+    )
+    features = [{"name": n, "type": "number"} for n in ("a", "b", "c")]
+    features.append({"name": "colour", "type": "category", "categories": ["red", "blue"]})
+    return build_package(
+        model_config={
+            "name": "table",
+            "template": "tabular-classification",
+            "labels": ["low", "mid", "high"],
+            "architecture": {"type": "xgboost", "num_features": 4, "num_classes": 3},
+            "input": {"type": "tabular", "features": features},
+        },
+        model_file=bytes(booster.save_raw("json")),
+        metrics={},
+        lineage={"method": "test"},
+    )
+
+
+def table_csv(rows: int) -> bytes:
+    rng = np.random.default_rng(1)
+    lines = ["colour,c,b,a,label"]  # another column order than the model's, and the true label
+    for i in range(rows):
+        a, b, c = rng.normal(size=3)
+        colour = "" if i % 7 == 0 else ("red", "blue")[i % 2]
+        lines.append(f"{colour},{c:.4f},{b:.4f},{a:.4f},{('low', 'mid', 'high')[i % 3]}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_csv_scores_with_a_table_model_as_a_served_csv_upload(platform: dict[str, Any]) -> None:
+    settings, storage = platform["settings"], platform["storage"]
+    version = register_bytes(settings, "table", table_package(), template="tabular-classification")
+    data = table_csv(300)
+    found = BatchInputs(storage).save("rows.csv", io.BytesIO(data), max_bytes=1 << 24)
+    task = create(platform, {"model": f"table@{version}", "input": {"upload": found.id}, "part_rows": 128})
+    done = run_to_end(platform["manager"], task.id)
+    assert done.state == SUCCEEDED, (done.error, platform["manager"].logs(task.id)[-3000:])
+    table = download(platform, task.id)
+    assert table.column("id").to_pylist() == [str(i) for i in range(300)]
+
+    runner = ModelRunner.from_bytes(
+        storage.get_bytes(RegistryClient.connect(settings).get_version("table", version).package_key)
+    )
+    rows = kind_for(runner.config).from_upload("rows.csv", data, RequestLimits(max_rows=300))
+    served = runner.predict(np.stack(list(rows)))
+    for row, answer in zip(table.to_pylist(), served):
+        assert row["label"] == answer["label"]
+        np.testing.assert_allclose(row["probabilities"], [answer["probabilities"][k] for k in runner.labels], rtol=1e-5)
+    summary = BatchOutputs(storage).summary(task.id)
+    assert summary is not None and summary["evaluation"]["rows"] == 300
+    assert summary["evaluation"]["confusion_matrix"] and sum(map(sum, summary["evaluation"]["confusion_matrix"])) == 300
+
+    # A column missing: refused at creation. A bad cell past the rows checked then: the job fails naming it.
+    lacking = BatchInputs(storage).save("lacking.csv", io.BytesIO(data.replace(b",a,", b",z,", 1)), max_bytes=1 << 24)
+    with pytest.raises(InvalidArgument, match=r"lacks column\(s\) \['a'\]"):
+        create(platform, {"model": f"table@{version}", "input": {"upload": lacking.id}})
+    bad = BatchInputs(storage).save("bad.csv", io.BytesIO(data + b"red,1,2,zz,low\n"), max_bytes=1 << 24)
+    failing = create(platform, {"model": f"table@{version}", "input": {"upload": bad.id}, "part_rows": 128})
+    failed = run_to_end(platform["manager"], failing.id)
+    assert failed.state == "FAILED" and "bad.csv" in failed.error and "'a' must be a number" in failed.error, failed
+
+
+def test_texts_and_a_uri_under_the_data_root(platform: dict[str, Any]) -> None:
+    from tests.factories import make_text_package
+
+    settings, storage = platform["settings"], platform["storage"]
+    version = register_bytes(settings, "tiny-text", make_text_package(max_tokens=4), template="text-classification")
+    long_text = " ".join(["good great happy love bad awful"] * 5)  # several windows, as served
+    lines = [{"text": t, "label": "positive"} for t in ("good great", "bad awful sad", long_text)]
+    root = settings.resolved_data_root
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "texts.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    task = create(platform, {"model": f"tiny-text@{version}", "input": {"uri": "texts.jsonl"}})
+    done = run_to_end(platform["manager"], task.id)
+    assert done.state == SUCCEEDED, (done.error, platform["manager"].logs(task.id)[-3000:])
+    table = download(platform, task.id)
+    assert table.num_rows == 3
+
+    import asyncio
+
+    runner = ModelRunner.from_bytes(
+        storage.get_bytes(RegistryClient.connect(settings).get_version("tiny-text", version).package_key)
+    )
+    kind = kind_for(runner.config)
+
+    async def served(text: str) -> dict[str, Any]:
+        async def submit(ids: np.ndarray) -> dict[str, Any]:
+            return runner.predict(ids[None])[0]
+
+        answer, _ = await kind.classify(kind.from_json({"text": text}, RequestLimits()), submit, runner.labels, 256)
+        return answer
+
+    for row, line in zip(table.to_pylist(), lines):
+        answer = asyncio.run(served(line["text"]))
+        assert row["label"] == answer["label"]
+        np.testing.assert_allclose(row["probabilities"], [answer["probabilities"][k] for k in runner.labels], rtol=1e-5)
