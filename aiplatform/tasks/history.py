@@ -194,8 +194,13 @@ class HistoryCopier:
                 self._guard(f"copying the log of task {task.id}", lambda a=attempt, t=task: self._copy_running(a, t))
         for job_id, attempt in list(self._following.items()):
             job = jobs.get(job_id)
-            if job_id in live or (job is not None and not job.terminal):
-                continue  # still running, or finished its task and still printing its last lines
+            if job_id in live:
+                continue
+            if job is not None and not job.terminal:  # finished its task, still printing its last lines
+                if now - attempt.copied_at >= self.interval_s:
+                    attempt.copied_at = now
+                    self._guard(f"copying the log of task {attempt.task_id}", lambda a=attempt: self._copy_log(a))
+                continue
             if self._guard(
                 f"copying the history of task {attempt.task_id}", lambda a=attempt, j=job: self._copy_final(a, j)
             ):

@@ -7,10 +7,12 @@ the record kept in storage."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,19 @@ class APIServer:
         self.thread.join(10)
 
 
+def forget_job(jobs: RayJobs, job_id: str) -> None:
+    """Delete the job from Ray until Ray no longer knows it: the job manager's monitor may write
+    the job's info once more just after the job ended, which brings a deleted job back."""
+
+    def forgotten() -> bool:
+        with contextlib.suppress(RuntimeError):
+            jobs.client.delete_job(job_id)
+        time.sleep(1.0)  # longer than the job manager's monitoring interval
+        return jobs.state(job_id) is None
+
+    wait_for(forgotten, 60, f"Ray to forget job {job_id}")
+
+
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # Copies every second (the default is 10 s) so the running task's copy is seen before it ends.
@@ -141,7 +156,7 @@ def test_history_outlives_the_job_and_the_head(platform: dict[str, Any], finishe
     assert [m["epoch"] for m in record["metrics_history"]] == [1] and "val_accuracy" in record["metrics_history"][0]
 
     # Ray forgets the job; the head's actors are started again from the state folder.
-    RayJobs(settings).client.delete_job(task.ray_job_id)
+    forget_job(RayJobs(settings), task.ray_job_id)
     remove_platform_actors(settings.ray_namespace)
     ensure_scheduler(settings)
     manager = platform["api"].install(settings)
