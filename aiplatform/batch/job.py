@@ -226,9 +226,10 @@ RESULT_BATCH_ROWS = 1000
 
 def write_results(outputs: BatchOutputs, task_id: str, plan: dict[str, Any], settings: Settings) -> int:
     """Every prediction into the result store too, under ids made from the task and the row
-    (``batch-<task>-<id>``), so a resumed job writes the same records again, not new ones."""
+    (``batch-<task>-<id>``): the store keeps the first record of an id, so a resumed job adds none twice."""
     from aiplatform.results import PredictionRecord
     from aiplatform.results.actor import ResultClient
+    from aiplatform.runtime import call
 
     client = ResultClient.connect(settings)
     written = 0
@@ -250,6 +251,6 @@ def write_results(outputs: BatchOutputs, task_id: str, plan: dict[str, Any], set
             for row in part.to_pylist()
         ]
         for start in range(0, len(records), RESULT_BATCH_ROWS):
-            client.record_batch(records[start : start + RESULT_BATCH_ROWS])
+            call(client.handle.record_batch, records[start : start + RESULT_BATCH_ROWS])
         written += len(records)
     return written

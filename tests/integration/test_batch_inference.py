@@ -149,7 +149,9 @@ def test_an_uploaded_zip_scores_each_image_as_the_served_model_does(platform: di
     data, names = digits_zip(40)
     found = BatchInputs(platform["storage"]).save("digits.zip", io.BytesIO(data), max_bytes=1 << 24)
     assert (found.format, found.rows, found.has_labels) == ("zip", 40, True)
-    task = create(platform, {"model": "digits@1", "input": {"upload": found.id}, "part_rows": 16})
+    task = create(
+        platform, {"model": "digits@1", "input": {"upload": found.id}, "part_rows": 16, "write_results": True}
+    )
     done = run_to_end(platform["manager"], task.id)
     assert done.state == SUCCEEDED, (done.error, platform["manager"].logs(task.id)[-3000:])
     table = download(platform, task.id)
@@ -167,6 +169,11 @@ def test_an_uploaded_zip_scores_each_image_as_the_served_model_does(platform: di
         expected = [answer["probabilities"][label] for label in runner.labels]
         np.testing.assert_allclose(row["probabilities"], expected, rtol=1e-5, atol=1e-6)
     assert table.column("true_label").to_pylist() == [n.split("/")[0] for n in names]
+    from aiplatform.results.actor import ResultClient
+
+    assert done.result["results_written"] == 40
+    kept = ResultClient.connect(platform["settings"]).get(f"batch-{task.id}-{names[0]}")
+    assert (kept.model, kept.version, kept.output["label"]) == ("digits", 1, table.column("label")[0].as_py())
 
 
 def test_a_killed_job_resumes_without_rescoring_or_duplicating(platform: dict[str, Any]) -> None:
