@@ -14,6 +14,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from aip.api_client import PlatformAPI
+from aip.batch_cli import add_batch_commands
 from aip.monitoring_cli import add_monitoring_commands
 from aip.results_cli import add_results_commands
 from aip.sweeps_cli import add_sweeps_commands
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tasks_commands(commands)
     add_monitoring_commands(commands)
     add_results_commands(commands)
+    add_batch_commands(commands)
 
     predict = commands.add_parser(
         "predict", help="classify a file through the gateway (an image, a text, a CSV of table rows)"

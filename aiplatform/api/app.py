@@ -14,6 +14,7 @@ from aiplatform.api.openapi import install_openapi
 from aiplatform.api.routes import (
     alerts,
     analysis,
+    batch,
     code,
     datasets,
     kinds,
@@ -42,6 +43,7 @@ ROUTERS = (
     monitoring.router,
     sweeps.router,
     kinds.router,
+    batch.router,
 )
 
 
