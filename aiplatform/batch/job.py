@@ -148,7 +148,7 @@ def run_batch(
                 "use_gpu": use_gpu,
             },
             batch_size=1,
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=settings.train_worker_cpus,
             num_gpus=1 if use_gpu else 0,
         )

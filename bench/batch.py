@@ -1,0 +1,189 @@
+"""Benchmark: a batch inference job (Ray Data, an actor pool, Parquet parts written) against the
+same model called in this process in a plain loop over the same rows, with the same decoding and
+the same torch/XGBoost threads: the loop is the limit the job's overhead is measured against.
+
+    python bench/batch.py [--table-rows 200000] [--mnist-rows 10000] [--repeats 1]
+
+Cases: ``table``: an XGBoost booster (the tabular template's format, 4 features, one a category)
+over an uploaded CSV of ``--table-rows`` rows, decoded as served CSV uploads are; ``mnist``: a
+28x28 CNN (the cnn-classification architecture) over the train split of an MNIST dataset version
+of ``--mnist-rows`` rows, decoded as evaluation does. The job runs as ``jobs.batch`` does, minus
+the queue (``aiplatform.batch.job.run_batch``), one actor holding every core's threads. Figures:
+rows/s of each and the ratio job/loop (1.0: no overhead), medians over ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from aiplatform.batch.inputs import BatchInputs  # noqa: E402
+from aiplatform.batch.job import make_plan, run_batch  # noqa: E402
+from aiplatform.batch.params import BatchParams  # noqa: E402
+from aiplatform.batch.scoring import RowScorer, choose_batch_size, row_ranges  # noqa: E402
+from aiplatform.batch.sources import DATASET, RowSource  # noqa: E402
+from aiplatform.registry.store import RegistryStore  # noqa: E402
+from aiplatform.serving.runner import ModelRunner  # noqa: E402
+from aiplatform.settings import Settings  # noqa: E402
+from aiplatform.storage import sha256_bytes, storage_from_settings  # noqa: E402
+
+
+def table_case(storage: Any, registry: RegistryStore, rows: int) -> dict[str, Any]:
+    import xgboost
+
+    from aiplatform.packaging import build_package
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    x[:, 3] = rng.integers(0, 2, 2000)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 3] > 0).astype(int)
+    booster = xgboost.train({"objective": "multi:softprob", "num_class": 3}, xgboost.DMatrix(x, label=y), 50)
+    features = [{"name": n, "type": "number"} for n in "abc"] + [
+        {"name": "colour", "type": "category", "categories": ["red", "blue"]}
+    ]
+    package = build_package(
+        model_config={
+            "name": "bench-table",
+            "template": "tabular-classification",
+            "labels": ["low", "mid", "high"],
+            "architecture": {"type": "xgboost", "num_features": 4, "num_classes": 3},
+            "input": {"type": "tabular", "features": features},
+        },
+        model_file=bytes(booster.save_raw("json")),
+        metrics={},
+        lineage={},
+    )
+    register(storage, registry, "bench-table", package)
+    values = rng.normal(size=(rows, 3))
+    lines = ["a,b,c,colour"] + [
+        f"{a:.5f},{b:.5f},{c:.5f},{('red', 'blue')[i % 2]}" for i, (a, b, c) in enumerate(values)
+    ]
+    found = BatchInputs(storage).save("rows.csv", io.BytesIO(("\n".join(lines) + "\n").encode()))
+    return {"model": "bench-table", "input": {"upload": found.id}}
+
+
+def mnist_case(storage: Any, registry: RegistryStore, settings: Settings, rows: int) -> dict[str, Any]:
+    import torch
+
+    from aiplatform.datasets import DatasetManager, ImageDatasetSpec
+    from aiplatform.networks.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import image_preprocessing
+
+    dataset = DatasetManager.from_settings(storage, settings).build(ImageDatasetSpec(source="mnist", max_rows=rows))
+    torch.manual_seed(0)
+    architecture = {"type": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10, "conv_channels": [32, 64]}
+    package = build_package(
+        model_config={
+            "name": "bench-cnn",
+            "template": "cnn-classification",
+            "architecture": architecture,
+            "labels": dataset.labels,
+            "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+            "preprocessing": image_preprocessing(28, 28, 1, 0.1307, 0.3081),
+        },
+        state_dict=build_model(architecture).state_dict(),
+        metrics={},
+        lineage={},
+    )
+    register(storage, registry, "bench-cnn", package)
+    return {
+        "model": "bench-cnn",
+        "input": {"dataset": dataset.name, "dataset_version": dataset.version, "split": "train"},
+    }
+
+
+def register(storage: Any, registry: RegistryStore, name: str, package: bytes) -> None:
+    key = f"packages/{name}/{sha256_bytes(package)[:16]}.zip"
+    storage.put_bytes(key, package)
+    registry.register_version(name, package_key=key, sha256=sha256_bytes(package), template="bench")
+
+
+def plain_loop(plan: dict[str, Any], storage: Any, threads: int) -> float:
+    """Seconds to score every row in this process: the same reads, decoding and forward passes."""
+    runner = ModelRunner.from_bytes(storage.get_bytes(plan["package_key"]))
+    runner.choose_threads(threads, threads)
+    scorer = RowScorer(runner, choose_batch_size(runner, plan.get("batch_size")))
+    source = RowSource.from_dict(plan["source"])
+    started = time.perf_counter()
+    for _, start, stop in row_ranges(plan["rows_total"], plan["part_rows"]):
+        table = source.read(storage, start, stop)
+        if source.kind == DATASET:
+            scorer.score_dataset_rows(table, source.labels)
+        else:
+            scorer.score_uploaded_rows(table, str(source.format), str(source.filename))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--table-rows", type=int, default=200_000)
+    parser.add_argument("--mnist-rows", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--cases", default="table,mnist")
+    args = parser.parse_args()
+
+    import ray
+
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    from aiplatform.runtime import quiet_ray_data
+
+    quiet_ray_data()
+    figures = {}
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home))
+        storage = storage_from_settings(settings)
+        registry = RegistryStore(Path(home) / "registry.sqlite", storage)
+        for case in args.cases.split(","):
+            raw = (
+                table_case(storage, registry, args.table_rows)
+                if case == "table"
+                else mnist_case(storage, registry, settings, args.mnist_rows)
+            )
+            params = BatchParams.model_validate(raw)
+            plan = make_plan(params, storage, registry, settings)
+            loop_s, job_s = [], []
+            for repeat in range(args.repeats):
+                loop_s.append(plain_loop(plan, storage, cores))
+                started = time.perf_counter()
+                summary = run_batch(
+                    f"bench-{case}-{repeat}",
+                    params,
+                    settings=settings,
+                    storage=storage,
+                    registry=registry,
+                    report=lambda progress: None,
+                )
+                job_s.append(time.perf_counter() - started)
+                assert summary["rows"] == plan["rows_total"]
+            rows = plan["rows_total"]
+            loop, job = statistics.median(loop_s), statistics.median(job_s)
+            figures[case] = {
+                "rows": rows,
+                "loop_rows_per_s": round(rows / loop),
+                "job_rows_per_s": round(rows / job),
+                "job_over_loop": round(loop / job, 2),
+                "job_seconds": round(job, 1),
+            }
+            print(json.dumps({case: figures[case]}), flush=True)
+    ray.shutdown()
+    print(json.dumps({"cores": cores, **figures}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
