@@ -129,13 +129,17 @@ class HeadLossCluster:
         self.cluster.remove_node(head, allow_graceful=False)  # its bookkeeping: all are dead already
         return killed
 
-    def lose_workers(self) -> int:
-        """SIGKILL the worker nodes' processes (what a cluster without GCS fault tolerance does
-        to them when its head is replaced: they are started again, empty)."""
-        killed = 0
+    def lose_cluster(self) -> int:
+        """The head lost without GCS fault tolerance: the worker nodes go too (a replaced head
+        starts a new cluster; KubeRay and the launcher start the workers again, empty). Every
+        node's processes SIGKILLed; the next head gets a new GCS address, since this process's
+        clients of the old one would refuse a new cluster there (WrongClusterID)."""
+        killed = self.lose_head()
         for node in list(self.cluster.worker_nodes):
             killed += _kill_node(node)
             self.cluster.remove_node(node, allow_graceful=False)
+        self.cluster.global_state.disconnect()  # its client of the old GCS would wait for it, then exit
+        self.head_args["gcs_server_port"] = free_port()
         return killed
 
     def worker_raylets_alive(self) -> list[bool]:
