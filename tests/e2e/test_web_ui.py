@@ -4,6 +4,7 @@ MNIST digit with the model it produced. Screenshots go to test-artifacts/screens
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -503,3 +504,50 @@ def test_the_task_list_pages_by_cursor(page, platform_url: str) -> None:  # type
     expect(rows.first).to_have_attribute("data-task", second["tasks"][0]["id"])
     page.click("#tasks-newest")
     expect(rows.first).to_have_attribute("data-task", first["tasks"][0]["id"])
+
+
+def test_a_batch_job_from_a_models_version_to_its_evaluation_and_download(  # type: ignore[no-untyped-def]
+    page, ui_platform: tuple[str, Any], tmp_path: Path
+) -> None:
+    """The Models page's *Score a dataset* opens the Batch page's form on that version; a ZIP of
+    digits uploaded there is scored as a queued job whose page shows its progress, evaluation and
+    a Download link, and whose row in the list shows its rows."""
+    import io
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from tests.factories import register_package
+
+    platform_url, settings = ui_platform
+    register_package(settings, "ui-batch", num_classes=10)
+    images, labels = make_digit_images(12)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            archive.writestr(f"{int(label)}/digit-{index}.png", png_bytes(image))
+    (tmp_path / "digits.zip").write_bytes(buffer.getvalue())
+
+    page.goto(f"{platform_url}/#models/ui-batch")
+    page.click("tr[data-version='1'] [data-action=batch]")
+    expect(page.locator("#batch-form")).to_be_visible()
+    expect(page.locator("#batch-model")).to_have_value("ui-batch")
+    expect(page.locator("#batch-version")).to_have_value("1")
+    page.select_option("#batch-source", "file")
+    page.click("#batch-submit")  # no file chosen yet: said so, nothing created
+    expect(page.locator("#error-text")).to_contain_text("Choose a file to score")
+    page.set_input_files("#batch-file", str(tmp_path / "digits.zip"))
+    page.click("#batch-submit")
+    expect(page.locator("#batch-job-state")).to_have_text("SUCCEEDED", timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("#batch-accuracy")).to_have_text(re.compile(r"^\d\.\d{4}$"))
+    expect(page.locator("#batch-confusion tbody tr")).to_have_count(10)
+    expect(page.locator("#batch-job-info a[download]")).to_have_attribute("download", re.compile(r"\.parquet$"))
+    page.screenshot(path=str(SCREENSHOTS / "batch-job.png"), full_page=True)
+    assert_accessible(page)
+
+    page.click("nav a[data-page=batch]")
+    row = page.locator("tr[data-batch-job]").first
+    expect(row.locator("[data-state]")).to_have_text("SUCCEEDED")
+    expect(row).to_contain_text("12 / 12")
+    page.screenshot(path=str(SCREENSHOTS / "batch.png"), full_page=True)
+    assert_accessible(page)

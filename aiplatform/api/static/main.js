@@ -2,6 +2,7 @@
 // main.js gives the router (router.js) its pages and starts it.
 
 import { clearError } from "./dom.js";
+import { batchJobPage, batchPage } from "./page-batch.js";
 import { ALERT_POLL_MS, alertsPage, refreshAlertBanner } from "./page-alerts.js";
 import { datasetsPage } from "./page-datasets.js";
 import { inferencePage, resultPage } from "./page-inference.js";
@@ -14,7 +15,7 @@ import { addPages, route } from "./router.js";
 addPages({
   training: () => trainingPage(), task: taskPage, sweeps: () => sweepsPage(), sweep: sweepPage, compare: comparePage,
   inference: () => inferencePage(), result: resultPage, models: modelsPage, datasets: datasetsPage,
-  alerts: () => alertsPage(), monitoring: monitoringPage,
+  alerts: () => alertsPage(), monitoring: monitoringPage, batch: batchPage, "batch-job": batchJobPage,
 }, "training");
 
 document.getElementById("error-close").addEventListener("click", clearError);

@@ -86,6 +86,7 @@ export async function modelDetail(root, name) {
           const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/promote`, { version: v.version, alias });
           await reload(); notify(r.message); }) }, "Set alias…"), " ",
         authedDownload(`/v1/models/${encodeURIComponent(name)}/versions/${v.version}/package`, `${name}-v${v.version}.zip`, "Download"), " ",
+        h("a", { class: "button", "data-action": "batch", href: `#batch/new/${encodeURIComponent(name)}@${v.version}` }, "Score a dataset"), " ",
         v.metrics.test_evaluation ? h("button", { "data-action": "evaluation", onclick: () => {
           evaluationBox.replaceChildren(evaluationView(name, v.version, v.metrics.test_evaluation, lineage.dataset, model.versions));
           evaluationBox.scrollIntoView();

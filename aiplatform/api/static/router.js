@@ -6,7 +6,7 @@ import { freshPage, showError, stopPolling } from "./dom.js";
 const pages = {};
 let defaultName = "";
 // Which navigation link a page lights up, when not its own name.
-const NAV_OF = { task: "training", sweep: "sweeps", compare: "sweeps", result: "inference" };
+const NAV_OF = { task: "training", sweep: "sweeps", compare: "sweeps", result: "inference", "batch-job": "batch" };
 
 // table: { name: async (arg) => render }, arg being the fragment after "name/"; an empty fragment
 // is the page called fallback, and so is an unknown one.
