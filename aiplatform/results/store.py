@@ -17,6 +17,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.results.feedback import (
+    FEEDBACK_SCHEMA,
+    LabeledPrediction,
+    LabelRequest,
+    LabelTarget,
+    VersionQuality,
+    quality_by_version,
+    resolve,
+    result_time,
+    store_labels,
+    window_clauses,
+)
 from aiplatform.sqlite import open_database, transaction
 
 MAX_QUERY_LIMIT = 1000
@@ -102,6 +114,36 @@ class ResultAPI(Protocol):
 
     def count(self, model: str | None = None) -> int: ...
 
+    def resolve_labels(self, requests: list[LabelRequest]) -> list[LabelTarget]: ...
+
+    def label(
+        self, requests: list[LabelRequest], allowed: dict[tuple[str, int], list[str]], by: str
+    ) -> list[dict[str, Any]]: ...
+
+    def feedback_of(self, result_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def feedback_history(self, result_id: str) -> list[dict[str, Any]]: ...
+
+    def quality(
+        self,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[VersionQuality]: ...
+
+    def labeled(
+        self,
+        *,
+        model: str,
+        version: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: str | None = None,
+        limit: int = ...,
+    ) -> list[LabeledPrediction]: ...
+
 
 class ResultStore:
     """SQLite-backed, thread-safe; writing a record twice keeps the first (retries are safe)."""
@@ -117,6 +159,7 @@ class ResultStore:
             if column not in columns:
                 self._db.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
         self._db.execute(_MOVING_INDEX)
+        self._db.executescript(FEEDBACK_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -347,6 +390,122 @@ class ResultStore:
                 )
             ]
 
+    # -- ground truth (aiplatform.results.feedback) ----------------------------------------------
+    def resolve_labels(self, requests: list[LabelRequest]) -> list[LabelTarget]:
+        """The live result each request names, in order; the first that names none raises
+        (NotFound; Conflict when retention archived it; InvalidArgument when it names several)."""
+        with self._lock:
+            return [resolve(self._db, request, self._archived_reason) for request in requests]
+
+    def label(
+        self, requests: list[LabelRequest], allowed: dict[tuple[str, int], list[str]], by: str
+    ) -> list[dict[str, Any]]:
+        """Label every request's result, all in one transaction or none: each label must be one
+        of ``allowed[(model, version)]`` (its version's classes). Returns what changed per row."""
+        with self._lock, transaction(self._db) as db:
+            targets = []
+            for request in requests:
+                target = resolve(db, request, self._archived_reason)
+                classes = allowed.get((target.model, target.version))
+                if classes is None:
+                    raise InvalidArgument(
+                        f"Label row {request.row}: the classes of {target.model} v{target.version} were not given"
+                    )
+                if request.label not in classes:
+                    raise InvalidArgument(
+                        f"Label row {request.row}: {request.label!r} is not a class of {target.model} "
+                        f"v{target.version}; allowed: {', '.join(classes)}"
+                    )
+                targets.append((target, request.label))
+            return store_labels(db, targets, by)
+
+    def feedback_of(self, result_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The current label of each of ``result_ids`` that has one (a page of results)."""
+        if not result_ids:
+            return {}
+        marks = ",".join("?" * len(result_ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT result_id, label, labeled_at, labeled_by FROM feedback WHERE result_id IN ({marks})",
+                list(result_ids),
+            ).fetchall()
+        return {row["result_id"]: {k: row[k] for k in ("label", "labeled_at", "labeled_by")} for row in rows}
+
+    def feedback_history(self, result_id: str) -> list[dict[str, Any]]:
+        """Every label ``result_id`` was given, oldest first (label, previous label, who, when)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT result_id, label, previous_label, labeled_by, labeled_at FROM feedback_history"
+                " WHERE result_id = ? ORDER BY seq",
+                (result_id,),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def quality(
+        self,
+        *,
+        model: str | None = None,
+        version: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[VersionQuality]:
+        """Accuracy and macro-F1 per model version of the predictions made in [since, until)
+        that have a label (archived ones included), with how many there were."""
+        if version is not None and model is None:
+            raise InvalidArgument("version filter needs a model filter")
+        where, params = window_clauses(model, version, since, until)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT model, version, predicted, label, COUNT(*) FROM feedback {where}"
+                " GROUP BY model, version, predicted, label",
+                params,
+            ).fetchall()
+        return quality_by_version(tuple(row) for row in rows)
+
+    def labeled(
+        self,
+        *,
+        model: str,
+        version: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after: str | None = None,
+        limit: int = MAX_QUERY_LIMIT,
+    ) -> list[LabeledPrediction]:
+        """``model``'s labeled predictions made in [since, until), oldest first, a page after the
+        cursor ``after`` (``labeled_cursor`` of the previous page): what a retraining run reads
+        to add them to its dataset."""
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
+        where, params = window_clauses(model, version, since, until)
+        clauses = [where]
+        if after is not None:
+            at, last_id = parse_cursor(after)
+            clauses.append("AND (created_at, result_id) > (?, ?)")
+            params.extend((at, last_id))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM feedback {' '.join(clauses)} ORDER BY created_at, result_id LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [LabeledPrediction(**dict(row)) for row in rows]
+
+    def _archived_reason(self, result_id: str) -> str | None:
+        """Why a result that is not live cannot be labeled, when retention moved it (a committed
+        move covers the time its id was made); None when it never was one."""
+        at = result_time(result_id)
+        if at is None:
+            return None
+        moved = self._db.execute(
+            "SELECT 1 FROM archive_moves WHERE state = 'committed' AND min_at <= ? AND max_at >= ? LIMIT 1",
+            (at + 1.0, at - 1.0),
+        ).fetchone()
+        if moved is None:
+            return None
+        return (
+            "it is older than the result store keeps live and was archived by retention "
+            "(AIP_RESULT_RETENTION_DAYS / AIP_RESULT_RETENTION_ROWS_PER_MODEL); only live results take labels"
+        )
+
     def count(self, model: str | None = None) -> int:
         with self._lock:
             if model is None:
@@ -378,6 +537,11 @@ def new_result_id() -> str:
     (uuid4) ids every insert landed on a random page of it, and batches slowed as the index
     outgrew the cache (bench/scale.py). Unguessable still: the random part alone is 2**72."""
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
+
+
+def labeled_cursor(page: list[LabeledPrediction]) -> str | None:
+    """Where the page of labeled predictions after ``page`` starts (None for an empty page)."""
+    return f"{page[-1].created_at!r}~{page[-1].result_id}" if page else None
 
 
 def next_cursor(page: list[PredictionRecord]) -> str | None:
