@@ -224,6 +224,14 @@ class Settings(BaseSettings):
     alert_error_rate: float = Field(0.05, gt=0, le=1)
     alert_queue_wait_s: float = Field(600.0, gt=0)
     alert_drift_psi: float = Field(0.25, gt=0)
+    quality_window_s: float = Field(86_400.0, gt=0, le=90 * 86_400)
+    """Live quality (accuracy and macro-F1 of labeled predictions, per model version) is over the
+    predictions made in this many seconds before now: what Prometheus, the quality alert rule
+    and ``GET /v1/results/quality`` show by default."""
+    alert_quality_accuracy: float = Field(0.8, gt=0, le=1)
+    """The ``quality-low`` rule fires when a version's accuracy over the quality window is below this..."""
+    alert_quality_min_labeled: int = Field(50, ge=1)
+    """...over at least this many labeled predictions (fewer: too noisy to alert on)."""
 
     max_concurrent_imports: int = Field(2, ge=1, le=64)
     """ONNX imports an API process checks at once (each in a child of up to 6 GiB for up to

@@ -24,7 +24,7 @@ from aiplatform.alerting.rules import Rule, default_rules, load_rules_file
 from aiplatform.alerting.store import Alert, AlertStore
 from aiplatform.monitoring.metrics import set_gauge
 from aiplatform.monitoring.scrape import Snapshot, scrape
-from aiplatform.monitoring.signals import Signal, compute_signals, drift_signals
+from aiplatform.monitoring.signals import Signal, compute_signals, drift_signals, quality_signals
 from aiplatform.runtime import ActorProxy, head_actor
 from aiplatform.settings import Settings
 
@@ -41,6 +41,8 @@ def rules_from_settings(settings: Settings) -> list[Rule]:
         error_rate=settings.alert_error_rate,
         queue_wait_s=settings.alert_queue_wait_s,
         drift_psi=settings.alert_drift_psi,
+        quality_accuracy=settings.alert_quality_accuracy,
+        quality_min_labeled=settings.alert_quality_min_labeled,
     )
 
 
@@ -92,6 +94,9 @@ class AlertActor:
         self.last_signals: list[Signal] = []
         self.evaluations = 0
         self._drift: dict[tuple[str, str], float] = {}
+        self._quality: list[Signal] = []
+        self._results: Any = None
+        self._quality_exported: set[tuple[str, str]] = set()
         threading.Thread(target=self._loop, name="alert-engine", daemon=True).start()
 
     def ping(self) -> str:
@@ -101,7 +106,11 @@ class AlertActor:
         """One evaluation at once (the loop does the same every interval)."""
         with self._lock:
             snapshot = scrape(metrics_targets())
-            signals = compute_signals(self._previous, snapshot) + drift_signals(self._drift)
+            signals = [
+                *compute_signals(self._previous, snapshot),
+                *drift_signals(self._drift),
+                *self._quality_signals(snapshot.at),
+            ]
             self._previous = snapshot
             self.signal_history.record(snapshot.at, signals)
             result = self.engine.evaluate(signals, snapshot.at)
@@ -126,6 +135,32 @@ class AlertActor:
 
     def query(self, **filters: Any) -> list[Alert]:
         return self.store.query(**filters)
+
+    def _quality_signals(self, now: float) -> list[Signal]:
+        """Accuracy, macro-F1 and labeled count per model version over the quality window, from
+        the result store, exported as gauges (``aip_quality_*``). The store out of reach: the
+        last figures stand, so a hiccup neither fires nor resolves a quality alert."""
+        from aiplatform.results import ResultClient
+
+        try:
+            if self._results is None:
+                self._results = ResultClient.connect(self.settings)
+            figures = self._results.quality(since=now - self.settings.quality_window_s)
+        except Exception:
+            logger.warning("the result store did not answer; quality signals keep their last values", exc_info=True)
+            return self._quality
+        exported = set()
+        for q in figures:
+            tags = {"model": q.model, "version": q.version}
+            set_gauge("aip_quality_accuracy", q.accuracy, **tags)
+            set_gauge("aip_quality_macro_f1", q.macro_f1, **tags)
+            set_gauge("aip_labeled_predictions", q.labeled, **tags)
+            exported.add((q.model, str(q.version)))
+        for model, version in self._quality_exported - exported:  # out of the window: none labeled now
+            set_gauge("aip_labeled_predictions", 0, model=model, version=version)
+        self._quality_exported |= exported
+        self._quality = quality_signals(q.to_dict() for q in figures)
+        return self._quality
 
     def get(self, alert_id: str) -> Alert:
         return self.store.get(alert_id)

@@ -71,6 +71,8 @@ class AlertEngine:
             for signal in signals:
                 if signal.name != rule.signal or any(dict(signal.labels).get(k) != v for k, v in rule.match.items()):
                     continue
+                if rule.min_count and signal.count is not None and signal.count < rule.min_count:
+                    continue  # too few observations: as if no value came (clear)
                 seen.add(signal.key)
                 state = self._state.setdefault((rule.name, signal.key), _SeriesState(deque(maxlen=rule.window + 1)))
                 message = self._condition(rule, state, signal, now)

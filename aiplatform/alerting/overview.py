@@ -1,8 +1,9 @@
 """Monitoring over time, per model: what the Monitoring page and ``aip monitoring show`` draw.
 
 Each chart is one signal over a window (15 min to 7 days): request rate, errors by outcome,
-latency p50/p99, batch sizes, predicted-class shares, drift per feature, and the training queue's
-depth and wait. With a Prometheus that scrapes the platform (``AIP_PROMETHEUS_URL``, which `aip up`
+latency p50/p99, batch sizes, predicted-class shares, drift per feature, live quality (accuracy
+and macro-F1 of labeled predictions over the quality window, and how many), and the training
+queue's depth and wait. With a Prometheus that scrapes the platform (``AIP_PROMETHEUS_URL``, which `aip up`
 sets) the series come from PromQL range queries over the ``ray_aip_*`` metrics; without one, from
 the alert engine's own signal history (``alerting.history``), which has no batch sizes or class
 shares. Thresholds of the alert rules and the alerts that overlap the window come with the charts,
@@ -105,6 +106,30 @@ CHARTS: tuple[ChartSpec, ...] = (
         ("feature",),
     ),
     ChartSpec(
+        "quality_accuracy",
+        "Accuracy of labeled predictions (quality window)",
+        "share",
+        "max by (version) (${accuracy}{${sel}})",
+        "quality_accuracy",
+        ("version",),
+    ),
+    ChartSpec(
+        "quality_macro_f1",
+        "Macro-F1 of labeled predictions (quality window)",
+        "share",
+        "max by (version) (${macro_f1}{${sel}})",
+        "quality_macro_f1",
+        ("version",),
+    ),
+    ChartSpec(
+        "labeled_predictions",
+        "Labeled predictions (quality window)",
+        "labels",
+        "max by (version) (${labeled}{${sel}})",
+        "labeled_predictions",
+        ("version",),
+    ),
+    ChartSpec(
         "queued_tasks",
         "Training tasks waiting",
         "tasks",
@@ -129,6 +154,9 @@ METRIC_NAMES = {
     "batch": METRICS["aip_batch_size"].prometheus_name,
     "classes": METRICS["aip_predicted_class"].prometheus_name,
     "drift": METRICS["aip_drift_score"].prometheus_name,
+    "accuracy": METRICS["aip_quality_accuracy"].prometheus_name,
+    "macro_f1": METRICS["aip_quality_macro_f1"].prometheus_name,
+    "labeled": METRICS["aip_labeled_predictions"].prometheus_name,
     "queue": METRICS["aip_task_queue_depth"].prometheus_name,
     "wait": METRICS["aip_task_wait_seconds"].prometheus_name,
 }

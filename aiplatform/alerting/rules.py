@@ -9,7 +9,9 @@ Three kinds, each over one signal (``aiplatform.monitoring.signals``), per label
 - ``trend``: early warning. A line fitted to the last ``window`` values, projected ``horizon_s``
   ahead, crosses ``threshold`` while the value itself has not yet.
 
-An alert resolves after ``resolve_after`` evaluations in a row without the condition.
+An alert resolves after ``resolve_after`` evaluations in a row without the condition. A rule with
+``min_count`` looks only at values over at least that many observations (a quality figure over
+too few labeled predictions counts as no value: it neither fires nor keeps an alert open).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Rule(BaseModel):
     sensitivity: float = Field(5.0, gt=0, description="anomaly: scaled MADs from the median")
     min_delta: float = Field(0.0, ge=0, description="anomaly: smallest absolute departure that counts")
     horizon_s: float = Field(300.0, gt=0, description="trend: how far ahead to project")
+    min_count: int = Field(
+        0, ge=0, description="only values over at least this many observations (quality: labeled predictions)"
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -88,7 +93,15 @@ def load_rules_file(path: Path) -> list[Rule]:
     return parse_rules(raw.get("rules") if isinstance(raw, dict) else raw)
 
 
-def default_rules(*, latency_p99_s: float, error_rate: float, queue_wait_s: float, drift_psi: float) -> list[Rule]:
+def default_rules(
+    *,
+    latency_p99_s: float,
+    error_rate: float,
+    queue_wait_s: float,
+    drift_psi: float,
+    quality_accuracy: float = 0.8,
+    quality_min_labeled: int = 50,
+) -> list[Rule]:
     """The rules the platform runs unless given a rules file."""
     return parse_rules(
         [
@@ -123,6 +136,15 @@ def default_rules(*, latency_p99_s: float, error_rate: float, queue_wait_s: floa
                 "threshold": drift_psi,
                 "resolve_after": 1,
                 "description": "live inputs differ from the training data (PSI)",
+            },
+            {
+                "name": "quality-low",
+                "kind": "threshold",
+                "signal": "quality_accuracy",
+                "op": "<",
+                "threshold": quality_accuracy,
+                "min_count": quality_min_labeled,
+                "description": "accuracy of a version's labeled predictions in the quality window is too low",
             },
             {
                 "name": "latency-anomaly",

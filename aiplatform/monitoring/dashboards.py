@@ -2,7 +2,7 @@
 
 Three dashboards: serving (traffic, errors, latency, batches, model cache, queueing), training
 and queue (depth, waits, durations, throughput) and data and drift (PSI per feature, predicted
-classes, result-store lag, alerts). Every query names only metrics in
+classes, live quality of labeled predictions, result-store lag, alerts). Every query names only metrics in
 ``aiplatform.monitoring.metrics.METRICS``; ``referenced_metrics`` lets a test check it.
 """
 
@@ -151,6 +151,19 @@ DATA = (
             ),
         ),
         "s",
+    ),
+    PanelSpec(
+        "Live quality: accuracy and macro-F1 of labeled predictions by model and version",
+        (
+            (f"max by (model, version) ({_p('aip_quality_accuracy')})", "accuracy {{model}} v{{version}}"),
+            (f"max by (model, version) ({_p('aip_quality_macro_f1')})", "macro-F1 {{model}} v{{version}}"),
+        ),
+        "percentunit",
+        description="Over the predictions made in the quality window (AIP_QUALITY_WINDOW_S) that have a label",
+    ),
+    PanelSpec(
+        "Labeled predictions in the quality window",
+        ((f"max by (model, version) ({_p('aip_labeled_predictions')})", "{{model}} v{{version}}"),),
     ),
     PanelSpec(
         "Alerts raised by rule and severity",

@@ -102,6 +102,25 @@ METRICS: dict[str, MetricSpec] = {
             "gauge", "aip_drift_score", "Population stability index of the last drift analysis", ("model", "feature")
         ),
         MetricSpec("counter", "aip_alerts", "Alerts raised, by rule and severity", ("rule", "severity")),
+        # ground truth
+        MetricSpec(
+            "gauge",
+            "aip_quality_accuracy",
+            "Accuracy of the labeled predictions made in the quality window",
+            ("model", "version"),
+        ),
+        MetricSpec(
+            "gauge",
+            "aip_quality_macro_f1",
+            "Macro-F1 of the labeled predictions made in the quality window",
+            ("model", "version"),
+        ),
+        MetricSpec(
+            "gauge",
+            "aip_labeled_predictions",
+            "Predictions made in the quality window that have a label",
+            ("model", "version"),
+        ),
     )
 }
 

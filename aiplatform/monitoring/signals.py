@@ -5,12 +5,16 @@ Signals (labels in brackets): ``requests`` [model, version, outcome] requests in
 [model, version] share of server errors and rejections; ``latency_p50`` / ``latency_p99``
 [model, version] seconds; ``queued_tasks`` waiting tasks; ``queue_wait_p90`` seconds a started
 task had waited (all from the metrics); ``drift_score`` [model, feature] PSI of the last drift
-analysis (reported by the analysis itself).
+analysis (reported by the analysis itself); ``quality_accuracy``, ``quality_macro_f1`` and
+``labeled_predictions`` [model, version] of the predictions labeled in the quality window (read
+from the result store; the first two carry that count, which a rule's ``min_count`` asks for).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiplatform.monitoring.metrics import METRICS
 from aiplatform.monitoring.scrape import Snapshot, bucket_delta, quantile
@@ -27,6 +31,9 @@ SIGNAL_NAMES = (
     "queued_tasks",
     "queue_wait_p90",
     "drift_score",
+    "quality_accuracy",
+    "quality_macro_f1",
+    "labeled_predictions",
 )
 FAILED_OUTCOMES = ("server_error", "rejected")
 
@@ -36,6 +43,8 @@ class Signal:
     name: str
     labels: tuple[tuple[str, str], ...]
     value: float
+    count: float | None = None
+    """How many observations the value is over, where that matters (labeled predictions)."""
 
     @property
     def key(self) -> str:
@@ -96,3 +105,17 @@ def drift_signals(scores: dict[tuple[str, str], float]) -> list[Signal]:
         Signal("drift_score", (("model", model), ("feature", feature)), value)
         for (model, feature), value in sorted(scores.items())
     ]
+
+
+def quality_signals(figures: Iterable[Mapping[str, Any]]) -> list[Signal]:
+    """``quality_accuracy``, ``quality_macro_f1`` (each with its count) and ``labeled_predictions``
+    per model version, from the result store's quality figures (``model``, ``version``,
+    ``labeled``, ``accuracy``, ``macro_f1``)."""
+    signals = []
+    for q in figures:
+        labels = (("model", str(q["model"])), ("version", str(q["version"])))
+        labeled = float(q["labeled"])
+        signals.append(Signal("quality_accuracy", labels, float(q["accuracy"]), labeled))
+        signals.append(Signal("quality_macro_f1", labels, float(q["macro_f1"]), labeled))
+        signals.append(Signal("labeled_predictions", labels, labeled))
+    return signals

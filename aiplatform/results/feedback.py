@@ -221,11 +221,20 @@ def _label_request(item: Any, row: int) -> LabelRequest:
     )
 
 
+def package_classes(package: bytes) -> list[str]:
+    """The class names of a model package (``model.json``'s labels): what a label may be."""
+    from aiplatform.packaging.config import ModelConfig
+    from aiplatform.packaging.format import MODEL_FILE, read_package_files
+
+    files, _ = read_package_files(package)
+    return [str(label) for label in ModelConfig.parse(json.loads(files[MODEL_FILE])).labels]
+
+
 # -- the store's side (called with its lock held) -------------------------------------------------
 def resolve(db: sqlite3.Connection, request: LabelRequest, archived_before: Any) -> LabelTarget:
     """The live result ``request`` names. NotFound, or Conflict for one retention archived
     (``archived_before(result_id)`` gives the reason), or InvalidArgument when several match."""
-    where = f"Label row {request.row}: " if request.row else ""
+    where = at_row(request)
     if request.client_request_id is not None:
         clauses, params = ["client_id = ?"], [request.client_request_id]
         if request.model is not None:
@@ -261,6 +270,11 @@ def resolve(db: sqlite3.Connection, request: LabelRequest, archived_before: Any)
     if request.model is not None and row["model"] != request.model:
         raise InvalidArgument(f"{where}result {result_id!r} is a prediction of {row['model']!r}, not {request.model!r}")
     return _target(row)
+
+
+def at_row(request: LabelRequest) -> str:
+    """How a message names the request's row (nothing for a single label, row 0)."""
+    return f"Label row {request.row}: " if request.row else ""
 
 
 def _input_index(result_id: str) -> int | None:

@@ -23,6 +23,7 @@ from aiplatform.results.feedback import (
     LabelRequest,
     LabelTarget,
     VersionQuality,
+    at_row,
     quality_by_version,
     resolve,
     result_time,
@@ -409,11 +410,11 @@ class ResultStore:
                 classes = allowed.get((target.model, target.version))
                 if classes is None:
                     raise InvalidArgument(
-                        f"Label row {request.row}: the classes of {target.model} v{target.version} were not given"
+                        f"{at_row(request)}the classes of {target.model} v{target.version} were not given"
                     )
                 if request.label not in classes:
                     raise InvalidArgument(
-                        f"Label row {request.row}: {request.label!r} is not a class of {target.model} "
+                        f"{at_row(request)}{request.label!r} is not a class of {target.model} "
                         f"v{target.version}; allowed: {', '.join(classes)}"
                     )
                 targets.append((target, request.label))

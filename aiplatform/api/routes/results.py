@@ -1,25 +1,82 @@
-"""The result store: past predictions, and their inputs when they were kept."""
+"""The result store: past predictions, their inputs when they were kept, their true labels
+(ground truth a caller gives afterwards) and the live quality those labels measure."""
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from aiplatform.api.deps import ResultsDep, StorageDep
-from aiplatform.api.schemas.results import ResultList, ResultPublic
-from aiplatform.errors import AIPError, InvalidArgument, NotFound
+from aiplatform.api.deps import RegistryDep, ResultsDep, SettingsDep, StorageDep
+from aiplatform.api.schemas.results import (
+    FeedbackBatchResult,
+    FeedbackChange,
+    FeedbackCreate,
+    FeedbackHistory,
+    LabeledList,
+    QualityList,
+    ResultList,
+    ResultPublic,
+)
+from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound
+from aiplatform.registry import RegistryClient
+from aiplatform.results import ResultClient
 from aiplatform.results.export import MEDIA_TYPES, check_range, result_tables, stream
+from aiplatform.results.feedback import LabelRequest, package_classes, parse_label_csv, parse_label_rows
 from aiplatform.results.preview import input_preview
-from aiplatform.results.store import PredictionRecord, next_cursor
+from aiplatform.results.store import PredictionRecord, labeled_cursor, next_cursor
 from aiplatform.storage import Storage
 
 router = APIRouter(prefix="/v1/results", tags=["results"])
 
 
 MAX_PREVIEWS = 100
+LABELED_BY = "api"
+"""Who a label is recorded as given by: the API has one shared token, so no caller's identity."""
+CSV_TYPES = ("text/csv", "application/csv")
+_CLASSES: dict[tuple[str, int, str], list[str]] = {}
+_CLASSES_LOCK = threading.Lock()
+MAX_CACHED_VERSIONS = 256
+
+
+def version_classes(registry: RegistryClient, storage: Storage, model: str, version: int) -> list[str]:
+    """A model version's class names, from its package (kept per package digest: versions are
+    immutable). A version deleted since its prediction: Conflict, its classes are unknown."""
+    try:
+        registered = registry.get_version(model, version)
+    except NotFound:
+        raise Conflict(
+            f"Model version (name={model}, version={version}) is no longer registered: the classes a label "
+            "must be one of are unknown"
+        ) from None
+    key = (model, version, registered.sha256)
+    classes = _CLASSES.get(key)
+    if classes is None:
+        classes = package_classes(storage.get_bytes(registered.package_key))
+        with _CLASSES_LOCK:
+            if len(_CLASSES) >= MAX_CACHED_VERSIONS:
+                _CLASSES.clear()
+            _CLASSES[key] = classes
+    return classes
+
+
+def give_labels(
+    results: ResultClient, registry: RegistryClient, storage: Storage, requests: list[LabelRequest]
+) -> list[dict[str, Any]]:
+    """Resolve every request's result, look up the classes of the versions they name, then store
+    every label in one transaction (the store checks each label against its version's classes)."""
+    targets = results.resolve_labels(requests)
+    allowed = {
+        (t.model, t.version): version_classes(registry, storage, t.model, t.version)
+        for t in {(t.model, t.version): t for t in targets}.values()
+    }
+    return results.label(requests, allowed, LABELED_BY)
 
 
 @router.get("", response_model=ResultList, response_model_exclude_unset=True)
@@ -47,6 +104,10 @@ def list_results(
         model=model, version=version, since=since, until=until, before=before, limit=limit, label=label
     )
     rows = [r.to_dict() for r in records]
+    labels = results.feedback_of([r.id for r in records])
+    for row in rows:
+        if row["id"] in labels:
+            row["feedback"] = labels[row["id"]]
     if previews:
         for row, record in zip(rows, records):
             row["preview"] = kept_input_preview(storage, record, size=48)
@@ -102,6 +163,110 @@ def export_results(
     )
 
 
+@router.post(
+    "/feedback",
+    response_model=FeedbackBatchResult,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["label"],
+                            "properties": {
+                                "id": {"type": "string", "description": "a result id"},
+                                "request_id": {"type": "string", "description": "a server request id"},
+                                "client_request_id": {"type": "string", "description": "a v2 request's own id"},
+                                "index": {"type": "integer", "description": "which input of a many-input request"},
+                                "model": {"type": "string"},
+                                "label": {"type": "string"},
+                            },
+                        },
+                    }
+                },
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                },
+            },
+        }
+    },
+)
+async def label_results(
+    request: Request, results: ResultsDep, registry: RegistryDep, storage: StorageDep
+) -> dict[str, Any]:
+    """Label many past predictions at once: a JSON list of ``{"id" | "request_id" [+ "index"] |
+    "client_request_id" [+ "index", "model"], "label"}``, or the same columns as a CSV (the body,
+    ``text/csv``, or a multipart ``file``). All are stored or none: the first bad row (an unknown
+    result, a label that is not one of its version's classes, an id naming several results) is
+    a 4xx naming it. A v2 answer's ``parameters.request_id`` is its ``request_id``; the n-th input
+    of a request with many is ``<request_id>-<n>``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidArgument("The upload needs a 'file' field: a CSV or JSON of labels")
+        try:
+            data = await upload.read()
+        finally:
+            await upload.close()
+        as_csv = not (upload.filename or "").lower().endswith(".json")
+    else:
+        data, as_csv = await request.body(), kind in CSV_TYPES
+    if as_csv:
+        requests = parse_label_csv(data)
+    else:
+        try:
+            items = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidArgument(f"The labels are not valid JSON (send text/csv for a CSV): {exc}") from None
+        requests = parse_label_rows(items)
+    changes = await run_in_threadpool(give_labels, results, registry, storage, requests)
+    return {"labeled": len(changes), "changed": sum(c["changed"] for c in changes), "results": changes}
+
+
+@router.get("/quality", response_model=QualityList)
+def quality(
+    results: ResultsDep,
+    settings: SettingsDep,
+    model: str | None = Query(None, max_length=200),
+    version: int | None = None,
+    since: float | None = Query(None, description="default: the quality window before until (AIP_QUALITY_WINDOW_S)"),
+    until: float | None = None,
+) -> dict[str, Any]:
+    """Accuracy and macro-F1 per model version of the predictions made in [since, until) that
+    were labeled, with how many were."""
+    check_range(since, until)
+    end = time.time() if until is None else until
+    start = end - settings.quality_window_s if since is None else since
+    figures = results.quality(model=model, version=version, since=start, until=end)
+    return {"since": start, "until": end, "versions": [q.to_dict() for q in figures]}
+
+
+@router.get("/labeled", response_model=LabeledList)
+def labeled_predictions(
+    results: ResultsDep,
+    model: str = Query(..., max_length=200),
+    version: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    after: str | None = Query(None, max_length=200),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """A model's labeled predictions made in [since, until), oldest first (what a retraining
+    dataset takes); ``next_cursor`` (null on the last page) goes in ``after``."""
+    check_range(since, until)
+    page = results.labeled(model=model, version=version, since=since, until=until, after=after, limit=limit)
+    return {
+        "predictions": [p.to_dict() for p in page],
+        "next_cursor": labeled_cursor(page) if len(page) == limit else None,
+    }
+
+
 @router.get("/{result_id}", response_model=ResultPublic, response_model_exclude_unset=True)
 def get_result(
     result_id: str,
@@ -110,7 +275,32 @@ def get_result(
     preview: bool = Query(False, description="with its input, at most 224 pixels a side"),
 ) -> dict[str, Any]:
     record = results.get(result_id)
-    return {**record.to_dict(), **({"preview": kept_input_preview(storage, record, size=224)} if preview else {})}
+    labels = results.feedback_of([result_id])
+    return {
+        **record.to_dict(),
+        **({"feedback": labels[result_id]} if result_id in labels else {}),
+        **({"preview": kept_input_preview(storage, record, size=224)} if preview else {}),
+    }
+
+
+@router.post("/{result_id}/feedback", response_model=FeedbackChange)
+def label_result(
+    result_id: str, body: FeedbackCreate, results: ResultsDep, registry: RegistryDep, storage: StorageDep
+) -> dict[str, Any]:
+    """Give one past prediction its true label (one of its version's classes: 400 naming them
+    otherwise); a later label replaces this one, both kept in its history. 404: no such result;
+    409: retention archived it (only live results take labels)."""
+    [change] = give_labels(results, registry, storage, [LabelRequest(body.label, id=result_id, row=0)])
+    return change
+
+
+@router.get("/{result_id}/feedback", response_model=FeedbackHistory)
+def result_feedback(result_id: str, results: ResultsDep) -> dict[str, Any]:
+    """A result's current label and every label it was given (who, when, what it replaced)."""
+    history = results.feedback_history(result_id)
+    if not history:
+        results.get(result_id)  # 404 for a result that does not exist; an unlabeled one has no history
+    return {"id": result_id, "label": history[-1]["label"] if history else None, "history": history}
 
 
 @router.get(

@@ -22,4 +22,9 @@ class ModelMonitoring(Body):
     charts: list[dict[str, Any]] = Field(description="each chart's name, title, unit, series and thresholds")
     totals: dict[str, Any] = Field(description="requests by outcome")
     alerts: list[dict[str, Any]]
+    quality: dict[str, Any] | None = Field(
+        None,
+        description="accuracy and macro-F1 per version of the predictions labeled in the quality window "
+        "(window_s, since, until, versions: model, version, labeled, correct, accuracy, macro_f1)",
+    )
     source_problem: str | None = Field(None, description="why Prometheus did not answer (only then)")
