@@ -24,9 +24,13 @@ import httpx
 import psutil
 import ray
 
+from aiplatform.alerting.actor import AlertClient
+from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
 from aiplatform.runtime import local_runtime_env
-from tests.factories import TINY_CNN_PARAMS, free_port, wait_for
+from aiplatform.settings import Settings
+from aiplatform.tasks.queue import TaskClient
+from tests.factories import TINY_CNN_PARAMS, free_port, register_versions, wait_for
 
 REDIS_SERVER = shutil.which("redis-server")
 BODY = {"array": [[0, 255], [255, 0]]}
@@ -323,3 +327,27 @@ def times_to_answer(url: str, since: float, within_s: float) -> dict[str, float]
                 back_in[kind] = round(time.monotonic() - since, 1)
         time.sleep(0.2)
     return back_in
+
+
+class AcknowledgedWrites:
+    """Writes the platform acknowledged before the loss, made by the test's driver: two model
+    versions (the first one ``production``) and a fired drift alert."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.versions = register_versions(settings, "tiny", count=2)
+        alerts = AlertClient.connect(settings)
+        alerts.record_drift("tiny", {"mean_intensity": 0.9})
+        fired = [a["id"] for a in alerts.evaluate_now()["fired"] if a["rule"] == "drift-significant"]
+        assert fired, "no drift alert fired"
+        self.alert = fired[0]
+
+    def missing_tasks(self, settings: Settings, clients: Clients) -> tuple[list[str], list[str]]:
+        """After the head's return: asserts the versions, alias and alert are there; returns the
+        task creations the clients saw acknowledged, and those of them the queue lacks."""
+        registry, alerts = RegistryClient.connect(settings), AlertClient.connect(settings)
+        assert {v.version for v in registry.list_versions("tiny")} >= set(self.versions)
+        assert registry.resolve("tiny", "production").version == self.versions[0]
+        assert self.alert in {a.id for a in alerts.query(limit=100)}
+        queue = TaskClient.connect(settings)
+        created = [tid for _, _, status, tid in clients.creations if status == 201]
+        return created, [tid for tid in created if not exists(queue.get, tid)]
