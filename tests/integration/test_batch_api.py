@@ -6,6 +6,7 @@ an uploaded ZIP of images scored to a downloadable Parquet file."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -150,6 +151,7 @@ def total_tasks(api: httpx.Client) -> int:
         ({"file": ("texts.jsonl", b'{"text": "fine"}\n[1, 2]\n')}, 400, "line 2 must be an object"),
         ({"file": ("header.csv", b"a,b\n")}, 400, "has a header but no rows"),
         ({"other": ("rows.csv", b"a,b\n1,2\n")}, 400, "needs a 'file' field"),
+        ({"file": ("big.csv", b"x\n" + b"1\n" * (17 * 1024 * 1024))}, 413, "the limit is 33554432 bytes"),
     ],
 )
 def test_a_bad_upload_is_refused_by_name(
@@ -331,3 +333,37 @@ def test_the_cli_uploads_a_zip_watches_the_job_and_downloads_its_parquet(
     assert main(["batch", "download", "missing", "-o", str(tmp_path / "none.parquet")]) == 2
     assert "Batch job 'missing' not found" in capsys.readouterr().err
     assert not (tmp_path / "none.parquet").exists()
+
+    # A job that ends other than SUCCEEDED: watch exits 1.
+    assert main(["batch", "create", "--model", "digits@1", "--file", str(archive), "--no-start", "--json"]) == 0
+    waiting = json.loads(capsys.readouterr().out)
+    assert waiting["state"] == "CREATED" and waiting["params"]["model"] == "digits@1"
+    assert main(["batch", "download", waiting["id"]]) == 2
+    assert "has written no output yet (it is CREATED)" in capsys.readouterr().err
+    assert main(["batch", "cancel", waiting["id"]]) == 0 and "CANCELLED" in capsys.readouterr().out
+    assert main(["batch", "watch", waiting["id"]]) == 1
+    assert f"batch job {waiting['id']} CANCELLED" in capsys.readouterr().out
+
+
+def test_the_batch_routes_are_behind_the_api_token(platform: dict[str, Any]) -> None:
+    """The access guard covers the batch routes as every other: no token, no answer."""
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from aiplatform.api.app import create_api_app
+    from aiplatform.api.deps import Platform, set_platform
+
+    token = "batch-token-0123456789abcdef"
+    settings = platform["settings"].model_copy(update={"api_auth": "token", "api_token": SecretStr(token)})
+    app = create_api_app()
+    set_platform(app, Platform.connect(settings, warm=lambda _: None))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        for method, path in (
+            ("GET", "/v1/batch-jobs"),
+            ("POST", "/v1/batch-jobs"),
+            ("POST", "/v1/batch-inputs"),
+            ("GET", "/v1/batch-jobs/x/output"),
+            ("POST", "/v1/batch-jobs/x/cancel"),
+        ):
+            assert client.request(method, path).status_code == 401, (method, path)
+        assert client.get("/v1/batch-jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
