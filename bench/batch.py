@@ -9,7 +9,8 @@ over an uploaded CSV of ``--table-rows`` rows, decoded as served CSV uploads are
 28x28 CNN (the cnn-classification architecture) over the train split of an MNIST dataset version
 of ``--mnist-rows`` rows, decoded as evaluation does. The job runs as ``jobs.batch`` does, minus
 the queue (``aiplatform.batch.job.run_batch``), one actor holding every core's threads. Figures:
-rows/s of each and the ratio job/loop (1.0: no overhead), medians over ``--repeats``.
+rows/s of each and the ratio job/loop (1.0: no overhead), medians over ``--repeats``; the model
+actor's peak resident memory (flat in the input's size: it holds one part).
 """
 
 from __future__ import annotations
@@ -113,6 +114,38 @@ def register(storage: Any, registry: RegistryStore, name: str, package: bytes) -
     registry.register_version(name, package_key=key, sha256=sha256_bytes(package), template="bench")
 
 
+class PeakMemory:
+    """The largest resident memory of any one process under this one (Ray's workers: the model
+    actor among them), sampled every 50 ms while it is open."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(0.05):
+            for child in me.children(recursive=True):
+                try:
+                    if "MapWorker" in " ".join(child.cmdline()) or "PartScorer" in child.name():
+                        self.peak = max(self.peak, child.memory_info().rss)
+                except psutil.Error:
+                    continue
+
+
 def plain_loop(plan: dict[str, Any], storage: Any, threads: int) -> float:
     """Seconds to score every row in this process: the same reads, decoding and forward passes."""
     runner = ModelRunner.from_bytes(storage.get_bytes(plan["package_key"]))
@@ -157,18 +190,20 @@ def main() -> None:
             )
             params = BatchParams.model_validate(raw)
             plan = make_plan(params, storage, registry, settings)
-            loop_s, job_s = [], []
+            loop_s, job_s, peaks = [], [], []
             for repeat in range(args.repeats):
                 loop_s.append(plain_loop(plan, storage, cores))
                 started = time.perf_counter()
-                summary = run_batch(
-                    f"bench-{case}-{repeat}",
-                    params,
-                    settings=settings,
-                    storage=storage,
-                    registry=registry,
-                    report=lambda progress: None,
-                )
+                with PeakMemory() as memory:
+                    summary = run_batch(
+                        f"bench-{case}-{repeat}",
+                        params,
+                        settings=settings,
+                        storage=storage,
+                        registry=registry,
+                        report=lambda progress: None,
+                    )
+                peaks.append(memory.peak)
                 job_s.append(time.perf_counter() - started)
                 assert summary["rows"] == plan["rows_total"]
             rows = plan["rows_total"]
@@ -179,6 +214,7 @@ def main() -> None:
                 "job_rows_per_s": round(rows / job),
                 "job_over_loop": round(loop / job, 2),
                 "job_seconds": round(job, 1),
+                "actor_peak_rss_mb": round(max(peaks) / 2**20),
             }
             print(json.dumps({case: figures[case]}), flush=True)
     ray.shutdown()
