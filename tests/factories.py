@@ -370,3 +370,38 @@ def onnx_classifier(
             dynamic_axes={"pixels": {0: "batch"}, "scores": {0: "batch"}},
         )
     return module, buffer.getvalue()
+
+
+def digits_package(labels: list[str], seed: int = 0) -> bytes:
+    """A small random CNN over 28x28 digits with ``labels`` (an MNIST split's rows fit it): a
+    package to score with, its accuracy not the point."""
+    import torch
+
+    from aiplatform.networks.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import image_preprocessing
+
+    torch.manual_seed(seed)
+    architecture = {
+        "type": "cnn",
+        "in_channels": 1,
+        "image_size": 28,
+        "num_classes": len(labels),
+        "conv_channels": [4],
+        "kernel_size": 3,
+        "hidden_units": 16,
+        "dropout": 0.0,
+    }
+    return build_package(
+        model_config={
+            "name": "digits",
+            "template": "cnn-classification",
+            "architecture": architecture,
+            "labels": labels,
+            "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
+            "preprocessing": image_preprocessing(28, 28, 1, 0.1307, 0.3081),
+        },
+        state_dict=build_model(architecture).state_dict(),
+        metrics={"test_accuracy": 0.1},
+        lineage={"method": "test"},
+    )

@@ -4,7 +4,7 @@ the input exists, has rows, and fits the model's kind and features (the first ba
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiplatform.batch.inputs import BatchInputs
 from aiplatform.batch.params import BatchParams
@@ -114,10 +114,15 @@ def check_fits(kind: ModelKind, source: RowSource, storage: Storage, model: str)
         inputs, _ = kind.batch_converter()(columns)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise InvalidArgument(
-            f"Dataset {source.describe} row {columns['id'][0]!r} cannot be read as model {model}'s input: {exc}"
+            f"Dataset {source.describe} row {_plain(columns['id'][0])!r} cannot be read as model {model}'s input: {exc}"
         ) from None
     if tuple(inputs.shape[1:]) != served:
         raise InvalidArgument(
             f"Dataset {source.describe} rows are inputs of shape {list(inputs.shape[1:])}; model {model} "
             f"takes {list(served)}"
         )
+
+
+def _plain(value: Any) -> str:
+    """A row id as its caller wrote it (a numpy scalar's value, not its repr)."""
+    return str(value.item() if hasattr(value, "item") else value)

@@ -23,6 +23,7 @@ from aiplatform.storage import storage_from_settings
 from aiplatform.tasks.scheduler import ensure_scheduler
 from tests.factories import (
     TINY_CNN_PARAMS,
+    digits_package,
     free_port,
     make_digit_images,
     platform_settings,
@@ -60,40 +61,6 @@ class Served:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
-
-
-def digits_package(labels: list[str]) -> bytes:
-    """A small random CNN over 28x28 digits with the dataset's labels (its split's rows fit it)."""
-    import torch
-
-    from aiplatform.networks.architectures import build_model
-    from aiplatform.packaging import build_package
-    from aiplatform.preprocessing import image_preprocessing
-
-    torch.manual_seed(0)
-    architecture = {
-        "type": "cnn",
-        "in_channels": 1,
-        "image_size": 28,
-        "num_classes": len(labels),
-        "conv_channels": [4],
-        "kernel_size": 3,
-        "hidden_units": 16,
-        "dropout": 0.0,
-    }
-    return build_package(
-        model_config={
-            "name": "digits",
-            "template": "cnn-classification",
-            "architecture": architecture,
-            "labels": labels,
-            "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
-            "preprocessing": image_preprocessing(28, 28, 1, 0.1307, 0.3081),
-        },
-        state_dict=build_model(architecture).state_dict(),
-        metrics={"test_accuracy": 0.1},
-        lineage={"method": "test"},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from aiplatform.batch.checks import check_batch
 from aiplatform.batch.inputs import BatchInputs
@@ -31,41 +30,17 @@ from aiplatform.storage import storage_from_settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import CANCELLED, SUCCEEDED, TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
-from tests.factories import make_digit_images, make_package, platform_settings, png_bytes, register_bytes, wait_for
+from tests.factories import (
+    digits_package,
+    make_digit_images,
+    make_package,
+    platform_settings,
+    png_bytes,
+    register_bytes,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def digits_package(labels: list[str], seed: int = 0) -> bytes:
-    """A small random CNN over 28x28 digits with the dataset's labels."""
-    from aiplatform.networks.architectures import build_model
-    from aiplatform.packaging import build_package
-    from aiplatform.preprocessing import image_preprocessing
-
-    torch.manual_seed(seed)
-    architecture = {
-        "type": "cnn",
-        "in_channels": 1,
-        "image_size": 28,
-        "num_classes": len(labels),
-        "conv_channels": [4],
-        "kernel_size": 3,
-        "hidden_units": 16,
-        "dropout": 0.0,
-    }
-    return build_package(
-        model_config={
-            "name": "digits",
-            "template": "cnn-classification",
-            "architecture": architecture,
-            "labels": labels,
-            "input": {"type": "image", "height": 28, "width": 28, "channels": 1},
-            "preprocessing": image_preprocessing(28, 28, 1, 0.1307, 0.3081),
-        },
-        state_dict=build_model(architecture).state_dict(),
-        metrics={"test_accuracy": 0.1},
-        lineage={"method": "test"},
-    )
 
 
 def digits_zip(count: int, size: int | None = None) -> tuple[bytes, list[str]]:
