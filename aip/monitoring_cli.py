@@ -61,6 +61,17 @@ def show_lines(overview: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {name:<40} {_figure(values[-1] if values else None, chart['unit']):>12}  {sparkline(values)}"
             )
+    quality = overview.get("quality")
+    if quality is not None:
+        hours = quality["window_s"] / 3600
+        lines.append(f"live quality (labeled predictions of the last {hours:g} h):")
+        if not quality["versions"]:
+            lines.append("  none labeled (aip results label)")
+        for q in quality["versions"]:
+            lines.append(
+                f"  v{q['version']:<4} accuracy {q['accuracy'] * 100:5.1f}%  macro-F1 {q['macro_f1']:.3f}  "
+                f"over {q['labeled']} labeled"
+            )
     for alert in overview["alerts"]:
         state = "firing" if alert["state"] == "firing" else "resolved"
         lines.append(f"alert {state}: {alert['severity']} {alert['rule']}: {alert['message']}")
@@ -126,8 +137,8 @@ def add_monitoring_commands(commands: Any) -> None:
     ).add_subparsers(dest="monitoring", required=True)
     show = monitoring.add_parser(
         "show",
-        help="a model's request rate, errors, latency, batch sizes, classes and "
-        "drift over a window: the latest values and a sparkline each",
+        help="a model's request rate, errors, latency, batch sizes, classes, "
+        "drift and live quality over a window: the latest values and a sparkline each",
     )
     show.add_argument("model")
     show.add_argument("--window", default="1h", help="15m, 1h, 6h, 24h or 7d")

@@ -1,4 +1,4 @@
-// The Inference page: predict from an upload or a paste, and past results.
+// The Inference page: predict from an upload or a paste, and past results with their true labels.
 
 import { api, authedDownload } from "./api.js";
 import { act, cursorPager, fmtNum, fmtTime, h, page, poll, progressBar, s, showError } from "./dom.js";
@@ -12,6 +12,22 @@ export function inputPreview(preview, { large = false } = {}) {
   if (!preview) return "";
   if (preview.kind === "image") return h("img", { src: preview.data_url, class: large ? "input-large" : "thumb", alt: `the input image (${preview.width}×${preview.height})` });
   return h("span", { class: preview.kind === "text" ? "snippet" : "muted" }, preview.text + (preview.truncated ? "…" : ""));
+}
+
+// A control that gives a past prediction its true label (one of its version's classes, the keys of
+// its probabilities) or replaces the one it has; `saved` runs after the store took it.
+function trueLabelControl(r, saved) {
+  const classes = Object.keys(r.output.probabilities || {});
+  const current = r.feedback ? r.feedback.label : "";
+  const select = h("select", { class: "true-label", "data-result": r.id, "aria-label": `True label of result ${r.id}` },
+    current ? [] : h("option", { value: "" }, "–"),
+    classes.map((c) => h("option", { value: c, selected: c === current }, c)));
+  select.addEventListener("change", () => act(select, async () => {
+    if (!select.value) return;
+    await api("POST", `/v1/results/${encodeURIComponent(r.id)}/feedback`, { label: select.value });
+    if (saved) await saved();
+  }));
+  return select;
 }
 
 export async function inferencePage() {
@@ -38,7 +54,7 @@ export async function inferencePage() {
       h("div", { class: "row", id: "result-filters" },
         h("label", {}, "Version ", versionFilter), h("label", {}, "Predicted label ", labelFilter), h("label", {}, "Since ", sinceFilter)),
       h("table", {},
-        h("thead", {}, h("tr", {}, ["Input", "Result", "Model", "Label", "Probability", "Latency", "Time"].map((t) => h("th", { scope: "col" }, t)))), history),
+        h("thead", {}, h("tr", {}, ["Input", "Result", "Model", "Label", "Probability", "True label", "Latency", "Time"].map((t) => h("th", { scope: "col" }, t)))), history),
       pagerSlot));
 
   const { models } = await api("GET", "/v1/models").catch((err) => { showError(err); return { models: [] }; });
@@ -75,6 +91,7 @@ export async function inferencePage() {
       // ids start with their time: the random end tells results apart
       h("td", {}, h("a", { href: `#result/${encodeURIComponent(r.id)}`, title: r.id }, h("code", {}, `…${r.id.slice(-12)}`))), h("td", {}, `${r.model} v${r.version}`),
       h("td", {}, r.output.label), h("td", {}, fmtNum(r.output.probability, 3)),
+      h("td", {}, trueLabelControl(r, () => resultsPager.refresh())),
       h("td", {}, `${r.latency_ms.toFixed(1)} ms`), h("td", {}, fmtTime(r.created_at)))));
     return next;
   });
@@ -144,7 +161,13 @@ function manyPredictions(answer) {
 // One past prediction: what was sent, every class's probability, and where it came from.
 export async function resultPage(resultId) {
   const root = page();
-  const r = await api("GET", `/v1/results/${encodeURIComponent(resultId)}?preview=true`);
+  const [r, feedback] = await Promise.all([
+    api("GET", `/v1/results/${encodeURIComponent(resultId)}?preview=true`),
+    api("GET", `/v1/results/${encodeURIComponent(resultId)}/feedback`)]);
+  const feedbackHistory = feedback.history.length
+    ? h("table", { id: "result-feedback-history" }, h("thead", {}, h("tr", {}, ["Label", "Replaced", "By", "When"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, feedback.history.map((e) => h("tr", {}, h("td", {}, e.label), h("td", {}, e.previous_label ?? "–"), h("td", {}, e.labeled_by), h("td", {}, fmtTime(e.labeled_at))))))
+    : h("p", { class: "muted" }, "No label given yet.");
   const probs = Object.entries(r.output.probabilities || {}).sort((a, b) => b[1] - a[1]);
   const features = Object.entries(r.features || {});
   root.replaceChildren(h("p", {}, h("a", { href: "#inference" }, "← inference")),
@@ -161,6 +184,11 @@ export async function resultPage(resultId) {
           h("dt", {}, "Latency"), h("dd", {}, `${r.latency_ms.toFixed(1)} ms`),
           h("dt", {}, "Time"), h("dd", {}, fmtTime(r.created_at)),
           r.client_id ? [h("dt", {}, "Client's id"), h("dd", {}, r.client_id)] : []))),
+    h("section", { class: "card", id: "result-feedback" }, h("h3", {}, "True label"),
+      h("p", {}, h("label", {}, "Set or replace ", trueLabelControl(r, () => resultPage(resultId))),
+        r.feedback ? h("span", { class: "muted", id: "result-verdict" },
+          r.feedback.label === r.output.label ? " the prediction was right" : ` the prediction (${r.output.label}) was wrong`) : ""),
+      feedbackHistory),
     h("section", { class: "card" }, h("h3", {}, "Drift features of the input"),
       features.length ? h("table", { id: "result-features" }, h("tbody", {}, features.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, fmtNum(v, 4))))))
         : h("p", { class: "muted" }, "none recorded")));

@@ -1,5 +1,5 @@
-// Monitoring: one model's traffic, errors, latency, batches, classes and drift over a window, with
-// the alert rules' thresholds and the alerts that fired drawn on the charts.
+// Monitoring: one model's traffic, errors, latency, batches, classes, drift and live quality over a
+// window, with the alert rules' thresholds and the alerts that fired drawn on the charts.
 
 import { api } from "./api.js";
 import { fmtTime, h, page, poll, showError } from "./dom.js";
@@ -42,6 +42,7 @@ export async function monitoringPage(model) {
         h("table", { id: "monitor-totals" }, h("thead", {}, h("tr", {}, h("th", {}, "Outcome"), h("th", {}, "Requests"))),
           h("tbody", {}, outcomes.length ? outcomes.map(([outcome, count]) => h("tr", { "data-outcome": outcome }, h("td", {}, outcome), h("td", { class: "count" }, count)))
             : h("tr", {}, h("td", { colspan: 2, class: "muted" }, "none"))))),
+      qualityCard(o.quality),
       h("div", { class: "charts" }, modelCharts.map(chart)),
       h("h3", {}, "Training queue"), h("div", { class: "charts" }, queueCharts.map(chart)),
       h("h3", {}, "Alerts in this window"),
@@ -52,6 +53,19 @@ export async function monitoringPage(model) {
   }
   await draw();
   poll(() => draw().catch(showError));
+}
+
+// Accuracy and macro-F1 per version of the predictions labeled in the quality window.
+function qualityCard(quality) {
+  if (!quality) return "";
+  const hours = quality.window_s / 3600;
+  return h("section", { class: "card" }, h("h3", {}, `Live quality (labeled predictions of the last ${hours} h)`),
+    quality.versions.length
+      ? h("table", { id: "monitor-quality" }, h("thead", {}, h("tr", {}, ["Version", "Accuracy", "Macro-F1", "Labeled", "Right"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, quality.versions.map((q) => h("tr", { "data-version": q.version },
+          h("td", {}, `v${q.version}`), h("td", { class: "accuracy" }, `${(q.accuracy * 100).toFixed(1)}%`),
+          h("td", {}, q.macro_f1.toFixed(3)), h("td", { class: "count" }, q.labeled), h("td", {}, q.correct)))))
+      : h("p", { class: "muted" }, "No labeled predictions yet: label results on the Inference page or with `aip results label`."));
 }
 
 // An alert goes on the chart of its signal (its series is `signal{labels}`); alerts of signals with
