@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, ge=1)
     """Pixels of one uploaded image (a 48 MP phone photo fits); larger ones, and decompression
     bombs, are answered 413 before they are decoded."""
+    batch_max_output_rows: int = Field(20_000_000, ge=1)
+    """Rows one batch job may score, and so write to its Parquet output (a row per input row,
+    about 40 bytes plus 4 per class): a job over a larger input (or ``max_rows``) is refused at
+    creation with 413; a ``uri`` input, whose rows are known once it is read, fails its job then."""
 
     dashboard_url: str | None = None
     """Ray's dashboard / job API (``http://host:8265``); unset: read from the cluster itself."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiplatform.batch.inputs import BatchInputs
 from aiplatform.batch.params import BatchParams
-from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
+from aiplatform.errors import IntegrityError, InvalidArgument, NotFound, TooLarge
 from aiplatform.kinds import ModelKind, kind_for
 from aiplatform.limits import RequestLimits
 from aiplatform.packaging.config import ModelConfig
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from aiplatform.registry.store import RegistryAPI
 
 
-def check_stored_input(params: BatchParams, storage: Storage) -> None:
-    """An uploaded input or a dataset version's split that the job would read: it exists and has rows.
+def check_stored_input(params: BatchParams, storage: Storage) -> int | None:
+    """An uploaded input or a dataset version's split that the job would read: it exists and has
+    rows. Returns its rows (``None`` for a ``uri``, read only when the job starts).
 
     Raises:
         NotFound: no such upload or dataset version.
@@ -32,7 +33,8 @@ def check_stored_input(params: BatchParams, storage: Storage) -> None:
         found = BatchInputs(storage).get(spec.upload)
         if found.rows == 0:
             raise InvalidArgument(f"Batch input {spec.upload!r} has no rows to score")
-    elif spec.dataset is not None:
+        return found.rows
+    if spec.dataset is not None:
         from aiplatform.datasets import DatasetManager
 
         datasets = DatasetManager(storage)
@@ -45,19 +47,41 @@ def check_stored_input(params: BatchParams, storage: Storage) -> None:
             version = versions[0]
         if spec.split not in version.manifest["splits"] or version.rows(spec.split) == 0:
             raise InvalidArgument(f"Dataset {version.ref} has no rows in split {spec.split!r}")
+        return int(version.rows(spec.split))
+    return None
+
+
+def check_output_size(params: BatchParams, input_rows: int, max_output_rows: int) -> int:
+    """The rows the job would score (the input's, or ``max_rows`` when fewer) are within
+    ``AIP_BATCH_MAX_OUTPUT_ROWS``: a job's output is a row per input row. Returns those rows.
+
+    Raises:
+        TooLarge: more rows than the setting allows (413).
+    """
+    rows = min(input_rows, params.max_rows or input_rows)
+    if rows > max_output_rows:
+        raise TooLarge(
+            f"Batch input {params.input.describe()} would score {rows} rows; the most one job may "
+            f"write is {max_output_rows} (AIP_BATCH_MAX_OUTPUT_ROWS): set max_rows or split the input"
+        )
+    return rows
 
 
 SAMPLE_ROWS = 32
 """Rows of the input decoded at creation: a mismatch with the model shows in the first rows."""
 
 
-def check_batch(params: BatchParams, storage: Storage, registry: RegistryAPI) -> ModelVersion:
+def check_batch(
+    params: BatchParams, storage: Storage, registry: RegistryAPI, *, max_output_rows: int | None = None
+) -> ModelVersion:
     """Everything creating a batch job checks: the model version exists (its package intact), the
-    input exists and has rows, and its first rows decode as the model's inputs. Returns the
-    version the model reference means now.
+    input exists and has rows, no more than ``max_output_rows`` of them would be scored
+    (``AIP_BATCH_MAX_OUTPUT_ROWS``; a ``uri`` input's when the job reads it), and its first rows
+    decode as the model's inputs. Returns the version the model reference means now.
 
     Raises:
         NotFound: no such model, version, alias, dataset version or upload.
+        TooLarge: the output would hold more rows than ``max_output_rows``.
         InvalidArgument: an empty input, or one that does not fit the model's kind or features
             (the message names the first row that does not).
     """
@@ -65,7 +89,9 @@ def check_batch(params: BatchParams, storage: Storage, registry: RegistryAPI) ->
 
     version = registry.resolve(params.model_name, params.model_ref)
     config = model_config(storage, version)
-    check_stored_input(params, storage)
+    rows = check_stored_input(params, storage)
+    if rows is not None and max_output_rows is not None:
+        check_output_size(params, rows, max_output_rows)
     if params.input.uri is not None:
         return version  # read when the job starts; its rows are checked there
     source = resolve_source(params.input, storage)

@@ -41,7 +41,7 @@ Report = Callable[[dict[str, Any]], None]
 def make_plan(params: BatchParams, storage: Storage, registry: Any, settings: Settings) -> dict[str, Any]:
     """What every attempt of the job agrees on (see the module docstring); a ``uri`` input is
     read into an upload first, so a later attempt reads the same rows."""
-    from aiplatform.batch.checks import check_fits, model_config
+    from aiplatform.batch.checks import check_fits, check_output_size, model_config
     from aiplatform.kinds import kind_for
 
     version = registry.resolve(params.model_name, params.model_ref)
@@ -51,7 +51,7 @@ def make_plan(params: BatchParams, storage: Storage, registry: Any, settings: Se
         spec = BatchInputSpec(upload=import_uri(spec.uri, storage, settings).id)
     source = resolve_source(spec, storage)
     check_fits(kind_for(config), source, storage, f"{version.name}@{version.version}")
-    total = min(source.rows, params.max_rows or source.rows)
+    total = check_output_size(params, source.rows, settings.batch_max_output_rows)
     part_rows = params.part_rows or _part_rows(source, storage)
     return {
         "format": PLAN_FORMAT,

@@ -334,3 +334,30 @@ def test_the_batch_routes_are_behind_the_api_token(platform: dict[str, Any]) -> 
         ):
             assert client.request(method, path).status_code == 401, (method, path)
         assert client.get("/v1/batch-jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_a_job_over_more_rows_than_the_output_cap_is_a_413_naming_the_setting(platform: dict[str, Any]) -> None:
+    """``AIP_BATCH_MAX_OUTPUT_ROWS`` bounds the rows a job scores (the input's, or ``max_rows``):
+    over it the creation is a 413 with both numbers and nothing is queued; under it, accepted."""
+    from fastapi.testclient import TestClient
+
+    from aiplatform.api.app import create_api_app
+    from aiplatform.api.deps import Platform, set_platform
+
+    dataset = platform["dataset"]
+    rows = dataset.rows("train")
+    cap = rows - 1
+    settings = platform["settings"].model_copy(update={"batch_max_output_rows": cap})
+    app = create_api_app()
+    set_platform(app, Platform.connect(settings, warm=lambda _: None))
+    body = {"model": "digits", "input": {"dataset": "mnist", "dataset_version": dataset.version, "split": "train"}}
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        before = total_tasks(client)
+        refused = client.post("/v1/batch-jobs", json=body)
+        assert refused.status_code == 413 and refused.json()["error"] == "too_large", refused.text
+        message = refused.json()["message"]
+        assert f"would score {rows} rows" in message and f"is {cap} (AIP_BATCH_MAX_OUTPUT_ROWS)" in message
+        assert total_tasks(client) == before
+        accepted = client.post("/v1/batch-jobs", json={**body, "max_rows": cap, "start": False})
+        assert accepted.status_code == 201, accepted.text
+        assert client.post(f"/v1/batch-jobs/{accepted.json()['id']}/cancel").json()["state"] == "CANCELLED"

@@ -110,3 +110,14 @@ def test_params_name_exactly_one_input() -> None:
     with pytest.raises(ValueError, match="NAME@VERSION"):
         BatchParams.model_validate({"model": "m@", "input": {"dataset": "d"}})
     assert BatchParams.model_validate({"model": "m@prod", "input": {"dataset": "d"}}).model_ref == "prod"
+
+
+def test_the_output_cap_counts_the_rows_a_job_would_score() -> None:
+    from aiplatform.batch.checks import check_output_size
+
+    params = BatchParams.model_validate({"model": "digits", "input": {"dataset": "mnist"}})
+    assert check_output_size(params, 1000, 1000) == 1000
+    with pytest.raises(TooLarge, match=r"would score 1001 rows; the most one job may write is 1000 \(AIP_BATCH_MAX"):
+        check_output_size(params, 1001, 1000)
+    limited = params.model_copy(update={"max_rows": 10})
+    assert check_output_size(limited, 10**9, 1000) == 10

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from aiplatform.api.deps import RegistryDep, StorageDep, TasksDep
+from aiplatform.api.deps import RegistryDep, SettingsDep, StorageDep, TasksDep
 from aiplatform.api.schemas.batch import BatchInputPublic, BatchJobDetail, BatchJobList, BatchJobLogs, BatchJobPublic
 from aiplatform.batch.checks import check_batch
 from aiplatform.batch.inputs import BatchInputs
@@ -113,15 +113,20 @@ async def create_batch_job(
     tasks: TasksDep,
     registry: RegistryDep,
     storage: StorageDep,
+    settings: SettingsDep,
     idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
     """Queue (``start``, the default) a job scoring ``input`` with ``model`` (``NAME``,
     ``NAME@VERSION`` or ``NAME@ALIAS``). Checked now, before anything is queued: the model
-    version exists (404), the dataset split or upload exists and has rows (404 / 400), its first
-    rows decode as the model's inputs (400 naming the first bad row), a URI passes the source
-    policy (400)."""
+    version exists (404), the dataset split or upload exists and has rows (404 / 400), no more
+    rows than ``AIP_BATCH_MAX_OUTPUT_ROWS`` would be scored (413), its first rows decode as the
+    model's inputs (400 naming the first bad row), a URI passes the source policy (400)."""
     params = body.model_dump(mode="json", exclude=QUEUING)
-    await run_in_threadpool(check_batch, BatchParams.model_validate(params), storage, registry)
+    await run_in_threadpool(
+        lambda: check_batch(
+            BatchParams.model_validate(params), storage, registry, max_output_rows=settings.batch_max_output_rows
+        )
+    )
     task = await tasks.create_async(
         BATCH_INFERENCE,
         params,
