@@ -204,7 +204,7 @@ def _label_request(item: Any, row: int) -> LabelRequest:
     if index is not None:
         try:
             index = int(index)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
             index = -1
         if index < 0 or isinstance(values["index"], (bool, float)):
             raise InvalidArgument(f"Label row {row}: index must be a whole number >= 0")

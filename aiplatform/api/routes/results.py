@@ -222,7 +222,9 @@ async def label_results(
     else:
         try:
             items = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except RecursionError:
+            raise InvalidArgument("The labels' JSON is nested too deeply") from None
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise InvalidArgument(f"The labels are not valid JSON (send text/csv for a CSV): {exc}") from None
         requests = parse_label_rows(items)
     changes = await run_in_threadpool(give_labels, results, registry, storage, requests)
