@@ -310,3 +310,88 @@ def test_texts_and_a_uri_under_the_data_root(platform: dict[str, Any]) -> None:
         answer = asyncio.run(served(line["text"]))
         assert row["label"] == answer["label"]
         np.testing.assert_allclose(row["probabilities"], [answer["probabilities"][k] for k in runner.labels], rtol=1e-5)
+
+
+@pytest.fixture()
+def remote_sources(
+    platform: dict[str, Any], s3_server: str, s3_bucket: str, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    """The platform's settings allowing ``s3_bucket/inputs`` on the test S3 server and the host
+    127.0.0.1 (a private address, allowed here), a task manager under them, and a plain HTTP
+    server on 127.0.0.1 serving ``tmp_path``."""
+    import functools
+    import http.server
+    import threading
+
+    from pydantic import SecretStr
+
+    from tests.factories import free_port
+
+    settings = platform["settings"].model_copy(
+        update={
+            "dataset_s3_prefixes": [f"{s3_bucket}/inputs"],
+            "s3_endpoint_url": s3_server,
+            "s3_access_key_id": SecretStr("testing"),
+            "s3_secret_access_key": SecretStr("testing"),
+            "dataset_http_hosts": ["127.0.0.1"],
+            "dataset_private_hosts": True,
+        }
+    )
+    manager = TaskManager(TaskClient.connect(settings), RayJobs(settings), settings, storage=platform["storage"])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield {
+            "settings": settings,
+            "manager": manager,
+            "folder": tmp_path,
+            "url": f"http://127.0.0.1:{server.server_port}",
+        }
+    finally:
+        server.shutdown()
+
+
+def test_an_s3_folder_of_images_and_an_http_csv_are_scored_and_a_refused_uri_queues_nothing(
+    platform: dict[str, Any], remote_sources: dict[str, Any], s3_bucket: str
+) -> None:
+    import s3fs
+
+    settings, manager, storage = remote_sources["settings"], remote_sources["manager"], platform["storage"]
+    # A folder of digits under an allowed s3:// prefix: read once into a ZIP, its folders as labels.
+    data, names = digits_zip(10)
+    fs = s3fs.S3FileSystem(**settings.s3_storage_options)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in names:
+            fs.pipe(f"{s3_bucket}/inputs/scans/{name}", archive.read(name))
+    task = manager.create(
+        "batch-inference", {"model": "digits@1", "input": {"uri": f"{s3_bucket}/inputs/scans"}}, start=True
+    )
+    done = run_to_end(manager, task.id)
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    table = download(platform, task.id)
+    assert table.column("id").to_pylist() == sorted(names)
+    assert table.column("true_label").to_pylist() == [name.split("/")[0] for name in sorted(names)]
+    summary = BatchOutputs(storage).summary(task.id)
+    assert summary is not None and summary["evaluation"]["rows"] == 10
+
+    # A CSV from an allowed http(s) host, scored by the table model.
+    version = register_bytes(settings, "table", table_package(), template="tabular-classification")
+    (remote_sources["folder"] / "rows.csv").write_bytes(table_csv(50))
+    task = manager.create(
+        "batch-inference",
+        {"model": f"table@{version}", "input": {"uri": f"{remote_sources['url']}/rows.csv"}},
+        start=True,
+    )
+    done = run_to_end(manager, task.id)
+    assert done.state == SUCCEEDED, (done.error, manager.logs(task.id)[-3000:])
+    assert download(platform, task.id).column("id").to_pylist() == [str(i) for i in range(50)]
+
+    # Refused by the policy at creation, naming the rule; nothing queued.
+    before = len(manager.list_tasks())
+    port = remote_sources["url"].rsplit(":", 1)[1]
+    with pytest.raises(InvalidArgument, match="host 'localhost' is not in AIP_DATASET_HTTP_HOSTS"):
+        manager.create("batch-inference", {"model": "digits", "input": {"uri": f"http://localhost:{port}/rows.csv"}})
+    with pytest.raises(InvalidArgument, match="not under AIP_DATASET_S3_PREFIXES"):
+        manager.create("batch-inference", {"model": "digits", "input": {"uri": f"{s3_bucket}/elsewhere/scans"}})
+    assert len(manager.list_tasks()) == before
