@@ -123,6 +123,8 @@ def cmd_provision(args: argparse.Namespace, settings: Settings) -> None:
             error_rate=settings.alert_error_rate,
             queue_wait_s=settings.alert_queue_wait_s,
             drift_psi=settings.alert_drift_psi,
+            quality_accuracy=settings.alert_quality_accuracy,
+            quality_min_labeled=settings.alert_quality_min_labeled,
         ),
     )
     for label, items in (("created", result.created), ("updated", result.updated), ("unchanged", result.unchanged)):

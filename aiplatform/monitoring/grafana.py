@@ -42,7 +42,13 @@ class ProvisionResult:
 
 
 def alert_rules(
-    *, latency_p99_s: float, error_rate: float, queue_wait_s: float, drift_psi: float
+    *,
+    latency_p99_s: float,
+    error_rate: float,
+    queue_wait_s: float,
+    drift_psi: float,
+    quality_accuracy: float = 0.8,
+    quality_min_labeled: int = 50,
 ) -> list[dict[str, Any]]:
     """Grafana alert rules (the platform's threshold rules, for operators who alert in Grafana),
     built with Grafana's SDK."""
@@ -54,6 +60,8 @@ def alert_rules(
     latency = METRICS["aip_request_latency_seconds"].prometheus_name
     wait = METRICS["aip_task_wait_seconds"].prometheus_name
     drift = METRICS["aip_drift_score"].prometheus_name
+    accuracy = METRICS["aip_quality_accuracy"].prometheus_name
+    labeled = METRICS["aip_labeled_predictions"].prometheus_name
     specs = [
         (
             "aip-latency-p99-high",
@@ -84,7 +92,17 @@ def alert_rules(
             drift_psi,
             f"max by (model, feature) ({drift})",
         ),
+        (
+            "aip-quality-low",
+            "accuracy of a version's labeled predictions in the quality window is too low",
+            "warning",
+            quality_accuracy,
+            f"max by (model, version) ({accuracy}) and on (model, version) "
+            f"(max by (model, version) ({labeled}) >= {quality_min_labeled})",
+        ),
     ]
+    below = {"aip-quality-low"}
+    """Rules that fire below their threshold (the others above it)."""
     rules = []
     for uid, summary, severity, threshold, promql in specs:
         rule = (
@@ -115,7 +133,9 @@ def alert_rules(
                     .conditions(
                         [
                             expr.ExprTypeThresholdConditions().evaluator(
-                                expr.ExprTypeThresholdConditionsEvaluator().type("gt").params([threshold])
+                                expr.ExprTypeThresholdConditionsEvaluator()
+                                .type("lt" if uid in below else "gt")
+                                .params([threshold])
                             )
                         ]
                     )

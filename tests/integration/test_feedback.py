@@ -244,3 +244,13 @@ def test_the_cli_labels_one_and_a_file_and_shows_quality(
     assert main(["monitoring", "show", "fb-digits", "--window", "15m"]) == 0
     out = capsys.readouterr().out
     assert "live quality (labeled predictions of the last 24 h):" in out and "accuracy" in out
+
+
+def test_the_grafana_alert_rules_are_valid_promql_for_the_real_prometheus(prometheus: Any) -> None:
+    from aiplatform.monitoring.grafana import alert_rules
+
+    rules = alert_rules(latency_p99_s=0.5, error_rate=0.05, queue_wait_s=600, drift_psi=0.25)
+    [quality] = [r for r in rules if r["uid"] == "aip-quality-low"]
+    assert quality["data"][1]["model"]["conditions"][0]["evaluator"] == {"params": [0.8], "type": "lt"}
+    for rule in rules:
+        prometheus.query(rule["data"][0]["model"]["expr"])  # InvalidArgument if Prometheus cannot parse it
