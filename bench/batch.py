@@ -2,12 +2,17 @@
 same model called in this process in a plain loop over the same rows, with the same decoding and
 the same torch/XGBoost threads: the loop is the limit the job's overhead is measured against.
 
-    python bench/batch.py [--table-rows 200000] [--mnist-rows 10000] [--repeats 1]
+    python bench/batch.py [--cases table,mnist,text] [--table-rows 62500,1000000] [--mnist-rows 10000]
+                          [--text-rows 0] [--repeats 1]
 
 Cases: ``table``: an XGBoost booster (the tabular template's format, 4 features, one a category)
-over an uploaded CSV of ``--table-rows`` rows, decoded as served CSV uploads are; ``mnist``: a
-28x28 CNN (the cnn-classification architecture) over the train split of an MNIST dataset version
-of ``--mnist-rows`` rows, decoded as evaluation does. The job runs as ``jobs.batch`` does, minus
+over an uploaded CSV of each of ``--table-rows`` rows (several sizes: memory flat from one to the
+next), decoded as served CSV uploads are; ``mnist``: a 28x28 CNN (the cnn-classification
+architecture) over the train split of an MNIST dataset version of ``--mnist-rows`` rows (no
+validation rows: at most the source's 60,000 training digits), decoded as evaluation does;
+``text``: the text-classification template's model (a tokenizer fitted on the corpus, 64 words a
+window, random weights) over the tweets-sentiment corpus (``--text-rows``, 0: all 38,158) as an
+uploaded JSON lines file, decoded and windowed as served texts are. The job runs as ``jobs.batch`` does, minus
 the queue (``aiplatform.batch.job.run_batch``), one actor holding every core's threads. Figures:
 rows/s of each and the ratio job/loop (1.0: no overhead), medians over ``--repeats``; the model
 actor's peak resident memory (flat in the input's size: it holds one part).
@@ -85,7 +90,8 @@ def mnist_case(storage: Any, registry: RegistryStore, settings: Settings, rows: 
     from aiplatform.packaging import build_package
     from aiplatform.preprocessing import image_preprocessing
 
-    dataset = DatasetManager.from_settings(storage, settings).build(ImageDatasetSpec(source="mnist", max_rows=rows))
+    spec = ImageDatasetSpec(source="mnist", max_rows=rows, val_fraction=0)
+    dataset = DatasetManager.from_settings(storage, settings).build(spec)
     torch.manual_seed(0)
     architecture = {"type": "cnn", "in_channels": 1, "image_size": 28, "num_classes": 10, "conv_channels": [32, 64]}
     package = build_package(
@@ -106,6 +112,49 @@ def mnist_case(storage: Any, registry: RegistryStore, settings: Settings, rows: 
         "model": "bench-cnn",
         "input": {"dataset": dataset.name, "dataset_version": dataset.version, "split": "train"},
     }
+
+
+def text_case(storage: Any, registry: RegistryStore, rows: int) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    import pyarrow.csv as pacsv
+    import torch
+
+    from aiplatform.datasets.text_sources import tweets_file
+    from aiplatform.networks.architectures import build_model
+    from aiplatform.packaging import build_package
+    from aiplatform.preprocessing import text_preprocessing
+    from aiplatform.text import Tokenizer
+    from aiplatform.training.catalog import get_template
+
+    corpus = pacsv.read_csv(tweets_file(), read_options=pacsv.ReadOptions(encoding="latin-1"))
+    texts = [t for t in corpus.column("text").to_pylist() if t and t.strip()]
+    texts = texts[:rows] if rows else texts
+    labels = ["negative", "neutral", "positive"]
+    template = get_template("text-classification")
+    params = template.parse_params({"max_tokens": 64})
+    preprocessing = text_preprocessing(Tokenizer.fit(texts, min_freq=2, max_tokens=64))
+    dataset = SimpleNamespace(labels=labels)
+    architecture = template.architecture(params, dataset, preprocessing)
+    torch.manual_seed(0)
+    package = build_package(
+        model_config={
+            "name": "bench-text",
+            "template": template.name,
+            "task": template.task,
+            "architecture": architecture,
+            "labels": labels,
+            "input": template.input_spec(dataset, preprocessing),
+            "preprocessing": preprocessing,
+        },
+        state_dict=build_model(architecture).state_dict(),
+        metrics={},
+        lineage={},
+    )
+    register(storage, registry, "bench-text", package)
+    lines = "".join(json.dumps({"text": t}) + "\n" for t in texts)
+    found = BatchInputs(storage).save("tweets.jsonl", io.BytesIO(lines.encode()))
+    return {"model": "bench-text", "input": {"upload": found.id}}
 
 
 def register(storage: Any, registry: RegistryStore, name: str, package: bytes) -> None:
@@ -164,8 +213,9 @@ def plain_loop(plan: dict[str, Any], storage: Any, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--table-rows", type=int, default=200_000)
+    parser.add_argument("--table-rows", default="200000", help="rows, or several: 62500,1000000")
     parser.add_argument("--mnist-rows", type=int, default=10_000)
+    parser.add_argument("--text-rows", type=int, default=0, help="tweets scored (0: the whole corpus)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--cases", default="table,mnist")
     args = parser.parse_args()
@@ -182,12 +232,23 @@ def main() -> None:
         settings = Settings(home=Path(home))
         storage = storage_from_settings(settings)
         registry = RegistryStore(Path(home) / "registry.sqlite", storage)
+        cases = []
         for case in args.cases.split(","):
-            raw = (
-                table_case(storage, registry, args.table_rows)
-                if case == "table"
-                else mnist_case(storage, registry, settings, args.mnist_rows)
-            )
+            if case == "table":
+                cases += [(f"table-{int(n)}", "table", int(n)) for n in args.table_rows.split(",")]
+            else:
+                cases.append((case, case, args.mnist_rows if case == "mnist" else args.text_rows))
+        for case, kind, size in cases:
+            started_case = time.perf_counter()
+            if kind == "table":
+                raw = table_case(storage, registry, size)
+            elif kind == "mnist":
+                raw = mnist_case(storage, registry, settings, size)
+            elif kind == "text":
+                raw = text_case(storage, registry, size)
+            else:
+                raise SystemExit(f"unknown case {case!r}: use table, mnist or text")
+            prepared_s = time.perf_counter() - started_case
             params = BatchParams.model_validate(raw)
             plan = make_plan(params, storage, registry, settings)
             loop_s, job_s, peaks = [], [], []
@@ -215,6 +276,9 @@ def main() -> None:
                 "job_over_loop": round(loop / job, 2),
                 "job_seconds": round(job, 1),
                 "actor_peak_rss_mb": round(max(peaks) / 2**20),
+                "part_rows": plan["part_rows"],
+                "input_prepared_s": round(prepared_s, 1),
+                "load_1min": round(os.getloadavg()[0], 1),
             }
             print(json.dumps({case: figures[case]}), flush=True)
     ray.shutdown()
