@@ -12,6 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -538,6 +539,27 @@ def new_result_id() -> str:
     (uuid4) ids every insert landed on a random page of it, and batches slowed as the index
     outgrew the cache (bench/scale.py). Unguessable still: the random part alone is 2**72."""
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
+
+
+def labeled_since(
+    results: ResultAPI,
+    model: str,
+    since: float | None = None,
+    *,
+    until: float | None = None,
+    version: int | None = None,
+    page_rows: int = MAX_QUERY_LIMIT,
+) -> Iterator[LabeledPrediction]:
+    """Every labeled prediction of ``model`` made in [since, until), oldest first, a page at a
+    time from the store or its actor: what a retraining run adds to its dataset (each one's kept
+    input is at ``input_uri`` in storage, when inputs are kept)."""
+    after = None
+    while True:
+        page = results.labeled(model=model, version=version, since=since, until=until, after=after, limit=page_rows)
+        yield from page
+        if len(page) < page_rows:
+            return
+        after = labeled_cursor(page)
 
 
 def labeled_cursor(page: list[LabeledPrediction]) -> str | None:

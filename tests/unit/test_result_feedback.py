@@ -20,7 +20,7 @@ from aiplatform.results.feedback import (
     quality_of,
     result_time,
 )
-from aiplatform.results.store import ResultStore, labeled_cursor, new_result_id
+from aiplatform.results.store import ResultStore, labeled_cursor, labeled_since, new_result_id
 from aiplatform.storage import LocalStorage
 
 pytestmark = pytest.mark.unit
@@ -166,6 +166,9 @@ def test_labeled_predictions_since_a_time_page_by_page(tmp_path: Path) -> None:
     rest = store.labeled(model="m", since=1005.0, after=labeled_cursor(first))
     assert [p.result_id for p in rest] == ["p15", "p18", "p21", "p24", "p27"]
     assert [p.result_id for p in store.labeled(model="m", version=2, since=1005.0)] == ["p09", "p15", "p21", "p27"]
+    every = [p.result_id for p in labeled_since(store, "m", 1005.0, page_rows=2)]  # what retraining reads
+    assert every == ["p06", "p09", "p12", "p15", "p18", "p21", "p24", "p27"]
+    assert [p.result_id for p in labeled_since(store, "m", 1005.0, until=1013.0, version=1)] == ["p06", "p12"]
 
 
 def test_an_archived_result_is_refused_with_the_reason_and_its_label_outlives_the_move(tmp_path: Path) -> None:
