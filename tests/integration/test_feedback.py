@@ -141,7 +141,7 @@ def test_many_labels_by_request_and_client_ids_as_json_and_csv_all_or_nothing(pl
     for rows, status, message in (
         (
             [{"id": singles[2]["id"], "label": "1"}, {"id": "missing-id", "label": "1"}],
-            404,
+            400,
             "Label row 2: result 'missing-id' not found",
         ),
         (
@@ -155,7 +155,7 @@ def test_many_labels_by_request_and_client_ids_as_json_and_csv_all_or_nothing(pl
         assert refused.status_code == status and refused.json()["message"].startswith(message), refused.text
     mixed_csv = f"id,label\n{singles[2]['id']},1\nmissing-id,1\n"
     refused = api.post("/v1/results/feedback", content=mixed_csv, headers={"Content-Type": "text/csv"})
-    assert refused.status_code == 404 and "row 2" in refused.json()["message"]
+    assert refused.status_code == 400 and "row 2: result 'missing-id' not found" in refused.json()["message"]
     after = {s["id"]: api.get(f"/v1/results/{s['id']}/feedback").json()["history"] for s in singles}
     assert after == before and after[singles[2]["id"]] == []  # nothing of a refused batch stored
 

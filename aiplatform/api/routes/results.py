@@ -202,7 +202,7 @@ async def label_results(
     "client_request_id" [+ "index", "model"], "label"}``, or the same columns as a CSV (the body,
     ``text/csv``, or a multipart ``file``). All are stored or none: the first bad row (an unknown
     result, a label that is not one of its version's classes, an id naming several results) is
-    a 4xx naming it. A v2 answer's ``parameters.request_id`` is its ``request_id``; the n-th input
+    a 400 naming it (409 for a result retention archived). A v2 answer's ``parameters.request_id`` is its ``request_id``; the n-th input
     of a request with many is ``<request_id>-<n>``."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
@@ -227,7 +227,10 @@ async def label_results(
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise InvalidArgument(f"The labels are not valid JSON (send text/csv for a CSV): {exc}") from None
         requests = parse_label_rows(items)
-    changes = await run_in_threadpool(give_labels, results, registry, storage, requests)
+    try:
+        changes = await run_in_threadpool(give_labels, results, registry, storage, requests)
+    except NotFound as exc:  # a row of the batch names no result: the batch is bad input (400)
+        raise InvalidArgument(exc.message) from None
     return {"labeled": len(changes), "changed": sum(c["changed"] for c in changes), "results": changes}
 
 
