@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiplatform.batch.inputs import BatchInputs
 from aiplatform.batch.params import BatchParams
-from aiplatform.errors import IntegrityError, InvalidArgument, NotFound, TooLarge
+from aiplatform.errors import IntegrityError, InvalidArgument, TooLarge
 from aiplatform.kinds import ModelKind, kind_for
 from aiplatform.limits import RequestLimits
 from aiplatform.packaging.config import ModelConfig
@@ -35,16 +35,9 @@ def check_stored_input(params: BatchParams, storage: Storage) -> int | None:
             raise InvalidArgument(f"Batch input {spec.upload!r} has no rows to score")
         return found.rows
     if spec.dataset is not None:
-        from aiplatform.datasets import DatasetManager
+        from aiplatform.batch.sources import dataset_version
 
-        datasets = DatasetManager(storage)
-        if spec.dataset_version is not None:
-            version = datasets.get(spec.dataset, spec.dataset_version)
-        else:
-            versions = datasets.list_versions(spec.dataset)
-            if not versions:
-                raise NotFound(f"Dataset {spec.dataset!r} has no versions")
-            version = versions[0]
+        version = dataset_version(spec, storage)
         if spec.split not in version.manifest["splits"] or version.rows(spec.split) == 0:
             raise InvalidArgument(f"Dataset {version.ref} has no rows in split {spec.split!r}")
         return int(version.rows(spec.split))

@@ -21,6 +21,7 @@ from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import Storage
 
 if TYPE_CHECKING:
+    from aiplatform.datasets import DatasetVersion
     from aiplatform.settings import Settings
 
 DATASET, UPLOAD = "dataset", "upload"
@@ -69,6 +70,20 @@ class RowSource:
         return pa.concat_tables(pieces) if pieces else pa.table({})
 
 
+def dataset_version(spec: BatchInputSpec, storage: Storage) -> DatasetVersion:
+    """The dataset version a ``dataset`` input names: the given one, else the latest (NotFound
+    when the dataset has none)."""
+    from aiplatform.datasets import DatasetManager
+
+    datasets = DatasetManager(storage)
+    if spec.dataset_version is not None:
+        return datasets.get(str(spec.dataset), spec.dataset_version)
+    versions = datasets.list_versions(str(spec.dataset))
+    if not versions:
+        raise NotFound(f"Dataset {spec.dataset!r} has no versions")
+    return versions[0]
+
+
 def resolve_source(spec: BatchInputSpec, storage: Storage) -> RowSource:
     """The rows a batch input names, as stored now.
 
@@ -88,17 +103,9 @@ def resolve_source(spec: BatchInputSpec, storage: Storage) -> RowSource:
         )
     if spec.dataset is None:
         raise InvalidArgument("A uri input is read into an upload before it is scored")
-    from aiplatform.datasets import DatasetManager
     from aiplatform.kinds import kind_class
 
-    datasets = DatasetManager(storage)
-    if spec.dataset_version is not None:
-        version = datasets.get(spec.dataset, spec.dataset_version)
-    else:
-        versions = datasets.list_versions(spec.dataset)
-        if not versions:
-            raise NotFound(f"Dataset {spec.dataset!r} has no versions")
-        version = versions[0]
+    version = dataset_version(spec, storage)
     if spec.split not in version.manifest["splits"] or not version.files(spec.split):
         raise NotFound(f"Dataset {version.ref} has no rows in split {spec.split!r}")
     files = []

@@ -357,9 +357,11 @@ def store_labels(
     return changes
 
 
-def window_clauses(
+def filter_clauses(
     model: str | None, version: int | None, since: float | None, until: float | None
-) -> tuple[str, list[Any]]:
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) for the given model, version and time range:
+    results and labels are both filtered by these columns."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, op, value in (
@@ -371,6 +373,13 @@ def window_clauses(
         if value is not None:
             clauses.append(f"{column} {op} ?")
             params.append(value)
+    return clauses, params
+
+
+def window_clauses(
+    model: str | None, version: int | None, since: float | None, until: float | None
+) -> tuple[str, list[Any]]:
+    clauses, params = filter_clauses(model, version, since, until)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 

@@ -25,6 +25,7 @@ from aiplatform.results.feedback import (
     LabelTarget,
     VersionQuality,
     at_row,
+    filter_clauses,
     quality_by_version,
     resolve,
     result_time,
@@ -220,7 +221,7 @@ class ResultStore:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if version is not None and model is None:
             raise InvalidArgument("version filter needs a model filter")
-        clauses, params = _time_clauses(model, since, until, version)
+        clauses, params = filter_clauses(model, version, since, until)
         if before is not None:
             at, last_id = parse_cursor(before)
             clauses.append("(created_at, id) < (?, ?)")  # a row value: the index's range, not a scan to it
@@ -248,7 +249,7 @@ class ResultStore:
         an export reads, page by page, in the order of the archive before it."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
-        clauses, params = _time_clauses(model, since, until)
+        clauses, params = filter_clauses(model, None, since, until)
         if after is not None:
             at, last_id = parse_cursor(after)
             clauses.append("(created_at, id) > (?, ?)")
@@ -513,23 +514,6 @@ class ResultStore:
             if model is None:
                 return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
             return int(self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()[0])
-
-
-def _time_clauses(
-    model: str | None, since: float | None, until: float | None, version: int | None = None
-) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (
-        ("model", "=", model),
-        ("version", "=", version),
-        ("created_at", ">=", since),
-        ("created_at", "<", until),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    return clauses, params
 
 
 def new_result_id() -> str:
