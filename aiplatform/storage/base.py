@@ -285,6 +285,8 @@ class Storage(ABC):
         keys = []
         for path in candidates:
             key = posixpath.relpath(_strip_protocol(path), _strip_protocol(base))
+            if posixpath.basename(key).startswith("."):  # a sidecar being written (its temporary file)
+                continue
             if self.fs.isfile(self._path(key)):
                 keys.append(key)
         return sorted(keys)

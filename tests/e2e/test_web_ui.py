@@ -207,7 +207,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
 
     page.click("nav a[data-page=alerts]")
     expect(page.locator("h2")).to_have_text("Alerts")
-    expect(page.locator("#page table").nth(1).locator("tbody tr")).to_have_count(8)  # the default rules
+    expect(page.locator("#page table").nth(1).locator("tbody tr")).to_have_count(9)  # the default rules
     page.screenshot(path=str(SCREENSHOTS / "9-alerts.png"), full_page=True)
 
 

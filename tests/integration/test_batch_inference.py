@@ -34,6 +34,7 @@ from tests.factories import (
     digits_package,
     make_digit_images,
     make_package,
+    onnx_classifier,
     platform_settings,
     png_bytes,
     register_bytes,
@@ -149,6 +150,43 @@ def test_an_uploaded_zip_scores_each_image_as_the_served_model_does(platform: di
     assert done.result["results_written"] == 40
     kept = ResultClient.connect(platform["settings"]).get(f"batch-{task.id}-{names[0]}")
     assert (kept.model, kept.version, kept.output["label"]) == ("digits", 1, table.column("label")[0].as_py())
+
+
+def test_an_imported_onnx_model_scores_each_image_as_it_serves(platform: dict[str, Any]) -> None:
+    """A model trained elsewhere (an ONNX graph, run by ONNX Runtime) through the same path."""
+    from aiplatform.model_import import import_onnx
+
+    _, graph = onnx_classifier(num_classes=3, image_size=28, seed=5)
+    storage = platform["storage"]
+    version = import_onnx(
+        graph,
+        name="onnx-digits",
+        kind="image",
+        labels=["low", "mid", "high"],
+        storage=storage,
+        registry=RegistryClient.connect(platform["settings"]),
+        preprocessing={"scale": 1 / 255},
+        isolate=False,
+    )
+    data, names = digits_zip(12)
+    found = BatchInputs(storage).save("digits.zip", io.BytesIO(data), max_bytes=1 << 24)
+    task = create(platform, {"model": f"onnx-digits@{version.version}", "input": {"upload": found.id}})
+    done = run_to_end(platform["manager"], task.id)
+    assert done.state == SUCCEEDED, (done.error, platform["manager"].logs(task.id)[-3000:])
+    table = download(platform, task.id)
+    assert table.column("id").to_pylist() == names
+    assert set(table.column("model_version").to_pylist()) == {version.version}
+
+    runner = ModelRunner.from_bytes(storage.get_bytes(version.package_key))
+    kind = kind_for(runner.config)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        images = np.stack([kind.from_upload(n, archive.read(n), RequestLimits()) for n in names])
+    for row, answer in zip(table.to_pylist(), runner.predict(images)):
+        assert row["label"] == answer["label"]
+        expected = [answer["probabilities"][label] for label in runner.labels]
+        np.testing.assert_allclose(row["probabilities"], expected, rtol=1e-5, atol=1e-6)
+    # Its true labels (the digits' folders) are none of its classes: nothing to evaluate on.
+    assert "evaluation" not in BatchOutputs(storage).summary(task.id)
 
 
 def test_a_killed_job_resumes_without_rescoring_or_duplicating(platform: dict[str, Any]) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aiplatform.errors import IntegrityError, InvalidArgument, NotFound
 from aiplatform.storage import Storage, open_storage, sha256_bytes
+from aiplatform.storage.base import DIGEST_PREFIX
+from aiplatform.storage.local import LocalStorage
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -55,6 +59,16 @@ def test_list_is_recursive_sorted_and_hides_digests(storage: Storage) -> None:
     assert storage.list("d/b/") == ["d/b/1", "d/b/2"]
     assert storage.list() == ["d/a", "d/b/1", "d/b/2", "other"]
     assert storage.list("nothing-here") == []
+
+
+def test_a_sidecar_being_written_is_not_listed(storage: Storage) -> None:
+    """A write in progress leaves a temporary file among the digests (local storage writes each
+    file as ``.tmp-*`` then renames it): a listing at that moment shows complete objects only."""
+    storage.put_bytes("logs/attempt-1.log", b"one")
+    if not isinstance(storage, LocalStorage):
+        return  # S3 objects appear whole: no temporary file to see
+    (Path(storage.root) / DIGEST_PREFIX / "logs" / ".tmp-0x7iuxkx").write_text("partial")
+    assert storage.list("logs") == ["logs/attempt-1.log"]
 
 
 def test_delete_and_delete_prefix(storage: Storage) -> None:
