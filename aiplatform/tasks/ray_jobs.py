@@ -133,7 +133,10 @@ class RayJobs:
             raise
         except Exception as exc:
             raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
-        dead = _dead_nodes()
+        # Ray is asked for its dead nodes only while a job is unfinished (the rounds of an idle
+        # scheduler list finished jobs alone).
+        unfinished = any(str(job.status) not in TERMINAL_STATUSES for job in jobs)
+        dead = _dead_nodes() if unfinished else set()
         states = {}
         for job in jobs:
             if not job.submission_id:
