@@ -7,12 +7,16 @@ made-up names costs one registry call per name and TTL, and the cache holds at m
 ``MAX_CACHED`` entries (least recently used go first) however many names are tried.
 
 Serving outlives the registry: a resolution waits at most ``REGISTRY_WAIT_S`` for the registry (an
-actor on the head node). When it cannot answer in time (the head is lost, its actor restarting)
-or fails, the last answer stands and the router marks the registry unreachable: from then on
-expired entries are answered from the cache at once and refreshed in a background thread, until
-a refresh succeeds. Only a route never resolved before fails, with :class:`Unavailable`. A head
-lost under load thus stalls each gateway replica once, for ``REGISTRY_WAIT_S``, and inference goes
-on from the worker nodes (``tests/multinode/test_head_loss.py``).
+actor on the head node) when it has an answer to fall back on. A route never resolved has
+nothing to fall back on, so it waits up to ``FIRST_WAIT_S`` for a registry that is slow but live
+(a loaded head on a slow machine) rather than being refused, and only ``REGISTRY_WAIT_S`` once the
+registry is known unreachable. When the registry cannot answer in time (the head is lost, its
+actor restarting) or fails, the last answer stands and the router marks the registry unreachable:
+from then on expired entries are answered from the cache at once and refreshed in a background
+thread, until a refresh succeeds. Only a route never resolved before fails, with
+:class:`Unavailable`. A head lost under load thus stalls each gateway replica once, for
+``REGISTRY_WAIT_S``, and inference goes on from the worker nodes
+(``tests/multinode/test_head_loss.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ MAX_CACHED = 4096
 DEFAULT_ALIAS = "production"
 REGISTRY_WAIT_S = 1.0
 """How long a resolution waits for the registry before the last answer stands."""
+FIRST_WAIT_S = 10.0
+"""How long a route never resolved waits for a registry not known to be unreachable."""
 
 
 class RegistryReader(Protocol):
@@ -52,10 +58,12 @@ class Router:
         ttl_s: float = CACHE_TTL_S,
         seed: int | None = None,
         registry_wait_s: float = REGISTRY_WAIT_S,
+        first_wait_s: float = FIRST_WAIT_S,
     ) -> None:
         self.registry = registry
         self.ttl_s = ttl_s
         self.registry_wait_s = registry_wait_s
+        self.first_wait_s = max(first_wait_s, registry_wait_s)
         self._cache: OrderedDict[tuple[str, str], tuple[float, object]] = OrderedDict()
         self._lock = threading.Lock()
         self._random = random.Random(seed)
@@ -74,10 +82,11 @@ class Router:
             if now - hit[0] >= self.ttl_s:
                 self._refresh_behind(key, load)
             return _answer(hit[1])
+        wait_s = self.registry_wait_s if hit is not None or self.registry_unreachable else self.first_wait_s
         try:
-            value = self._loader.submit(_outcome, load).result(timeout=self.registry_wait_s)
+            value = self._loader.submit(_outcome, load).result(timeout=wait_s)
         except WaitedTooLong:
-            value = _Failed(TimeoutError(f"no answer within {self.registry_wait_s:g} s"))
+            value = _Failed(TimeoutError(f"no answer within {wait_s:g} s"))
         if isinstance(value, _Failed):
             return self._unreachable(hit, value)
         if isinstance(value, _Refused):
