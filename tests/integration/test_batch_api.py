@@ -148,6 +148,12 @@ def test_an_upload_is_kept_once_by_its_content_and_refused_by_a_model_it_does_no
     refused = api.post("/v1/batch-jobs", json={"model": "digits", "input": {"upload": stored.json()["id"]}})
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_argument", refused.text
     assert total_tasks(api) == before
+    # The generic task route checks a batch task as the batch route does.
+    generic = {"template": "batch-inference", "params": {"model": "digits", "input": {"upload": stored.json()["id"]}}}
+    assert api.post("/v1/tasks", json=generic).json()["error"] == "invalid_argument"
+    missing = {"template": "batch-inference", "params": {"model": "nope", "input": {"dataset": "mnist"}}}
+    assert "nope" in error_of(api.post("/v1/tasks", json=missing), 404)
+    assert total_tasks(api) == before
     assert "multipart/form-data" in error_of(api.post("/v1/batch-inputs", content=b"x1\n1\n"), 400)
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform.api.deps import TasksDep
+from aiplatform.api.deps import RegistryDep, SettingsDep, StorageDep, TasksDep
 from aiplatform.api.log_stream import StreamSlots, task_log_events
 from aiplatform.api.schemas.tasks import TaskDetail, TaskList, TaskLogs, TaskMetrics, TaskPublic, TaskRerunPublic
+from aiplatform.batch.checks import check_batch
+from aiplatform.batch.params import BatchParams
+from aiplatform.batch.template import BATCH_INFERENCE
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
 from aiplatform.tasks.queue.store import MAX_LIST_LIMIT
+from aiplatform.training.catalog import get_template
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 MAX_LOG_LINES = 5000
@@ -37,8 +42,21 @@ class TaskCreate(BaseModel):
 
 @router.post("", status_code=201, response_model=TaskPublic)
 async def create_task(
-    body: TaskCreate, tasks: TasksDep, idempotency_key: str | None = Header(None, max_length=200)
+    body: TaskCreate,
+    tasks: TasksDep,
+    registry: RegistryDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
+    """A task from a template. A ``batch-inference`` task is checked as ``POST /v1/batch-jobs``
+    checks it (the model version exists, the input fits it), whichever route creates it."""
+    if body.template == BATCH_INFERENCE:
+        params = get_template(BATCH_INFERENCE).parse_params(body.params)  # a bad one: 400
+        assert isinstance(params, BatchParams)
+        await run_in_threadpool(
+            lambda: check_batch(params, storage, registry, max_output_rows=settings.batch_max_output_rows)
+        )
     task = await tasks.create_async(
         body.template,
         body.params,
