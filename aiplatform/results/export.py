@@ -1,7 +1,9 @@
 """Reading results from both places they live: the archive's parquet files and the live table.
 
 An export holds moves off (a lease on the store) while it reads, so every result in its range is
-in it exactly once; it streams, a row group or CSV chunk at a time, in bounded memory.
+in it exactly once; it streams, a row group or CSV chunk at a time, in bounded memory. Each row
+carries its ground truth where one was given (``true_label``, ``labeled_at``, ``labeled_by``: the
+label current when the export read it), so an export is a labeled dataset as it stands.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import pyarrow.parquet as pq
 
 from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.results.archive import SCHEMA, ArchivedResultAPI, read_archived, records
-from aiplatform.results.store import STORED_COLUMNS, PredictionRecord, next_cursor
+from aiplatform.results.store import STORED_COLUMNS, PredictionRecord, ResultAPI, next_cursor
 from aiplatform.storage import Storage
 
 ExportFormat = Literal["csv", "parquet"]
 MEDIA_TYPES: dict[str, str] = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
 PAGE_ROWS = 1000
+LABEL_COLUMNS = pa.schema([("true_label", pa.string()), ("labeled_at", pa.float64()), ("labeled_by", pa.string())])
+EXPORT_SCHEMA = pa.schema([*SCHEMA, *LABEL_COLUMNS])
+"""An export's columns: the stored ones, then the ground truth given for the row (null if none)."""
 HOLD_S = 300.0
 """How long one renewal of an export's lease holds moves off: a reader that died frees them by then."""
 
@@ -44,7 +49,7 @@ def result_tables(
     until: float | None = None,
 ) -> Iterator[pa.Table]:
     """Every result of ``model`` (all models: None) in [since, until), oldest archive first,
-    then the live table oldest first.
+    then the live table oldest first, each table in ``EXPORT_SCHEMA`` (with its labels).
 
     Moves are held off by a lease renewed from a thread while the export lasts (a slow reader
     does not let it lapse); should a move of this range commit anyway (the store restarted and
@@ -66,13 +71,13 @@ def result_tables(
         archived = results.moves(model=model, since=since, until=until)
         for move in archived:
             table = read_archived(storage, move, since, until)
-            if table.num_rows:
-                yield table
+            for start in range(0, table.num_rows, PAGE_ROWS):
+                yield with_labels(results, table.slice(start, PAGE_ROWS))
         after = None
         while True:
             page = results.scan(model=model, since=since, until=until, after=after, limit=PAGE_ROWS)
             if page:
-                yield records_table(page)
+                yield with_labels(results, records_table(page))
             if len(page) < PAGE_ROWS:
                 break
             after = next_cursor(page)
@@ -102,10 +107,25 @@ def records_table(page: list[PredictionRecord]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+def with_labels(results: ResultAPI, table: pa.Table) -> pa.Table:
+    """``table`` (a page of results) with the label each row has now, null where none."""
+    labels = results.feedback_of(table["id"].to_pylist())
+    found = [labels.get(result_id, {}) for result_id in table["id"].to_pylist()]
+    for field in LABEL_COLUMNS:
+        table = table.append_column(
+            field, pa.array([row.get(field.name.removeprefix("true_")) for row in found], field.type)
+        )
+    return table
+
+
 def stream(tables: Iterator[pa.Table], fmt: ExportFormat) -> Iterator[bytes]:
     """The tables as one CSV or parquet file, in chunks as they are written."""
     sink = _DrainedSink()
-    writer = pa_csv.CSVWriter(sink, SCHEMA) if fmt == "csv" else pq.ParquetWriter(sink, SCHEMA, compression="zstd")
+    writer = (
+        pa_csv.CSVWriter(sink, EXPORT_SCHEMA)
+        if fmt == "csv"
+        else pq.ParquetWriter(sink, EXPORT_SCHEMA, compression="zstd")
+    )
     try:
         for table in tables:
             writer.write_table(table)

@@ -93,13 +93,20 @@ def test_the_newest_rows_per_model_stay_live(tmp_path: Path) -> None:
 
 
 def test_an_export_reads_both_places_once_in_order_and_filters_by_time(tmp_path: Path) -> None:
+    from aiplatform.results.feedback import LabelRequest
+
     store = open_store(tmp_path, RetentionPolicy(max_age_s=DAY_S))
     three_days(store)
+    classes = {("a", 1): ["0", "1", "2"]}
+    store.label([LabelRequest(label="2", id="req-a-00000"), LabelRequest(label="1", id="req-a-00089")], classes, "ann")
+    store.label([LabelRequest(label="0", id="req-a-00089")], classes, "bob")  # the later label is exported
     store.retain(now=START + 2 * DAY_S + 3600)
     storage = store.archive.storage
     everything = [r for t in result_tables(store, storage, model="a") for r in t.to_pylist()]
     assert [r["id"] for r in everything] == sorted(f"req-a-{i:05d}" for i in range(90))
     assert json.loads(everything[0]["output"])["label"] == "0" and everything[1]["client_id"] == "c1"
+    labeled = {r["id"]: (r["true_label"], r["labeled_by"]) for r in everything if r["true_label"] is not None}
+    assert labeled == {"req-a-00000": ("2", "ann"), "req-a-00089": ("0", "bob")}  # archived and live
     window = [
         r for t in result_tables(store, storage, since=START + DAY_S, until=START + DAY_S + 600) for r in t.to_pylist()
     ]
@@ -110,6 +117,7 @@ def test_an_export_reads_both_places_once_in_order_and_filters_by_time(tmp_path:
     csv = b"".join(stream(result_tables(store, storage, model="b"), "csv"))
     table = pa_csv.read_csv(io.BytesIO(csv))
     assert table.num_rows == 90 and table.column_names[:3] == ["id", "model", "version"]
+    assert table.column_names[-3:] == ["true_label", "labeled_at", "labeled_by"]
     with pytest.raises(InvalidArgument, match="until .* must be after since"):
         next(result_tables(store, storage, since=START + 10, until=START))
 

@@ -152,7 +152,8 @@ def export_results(
     format: Literal["csv", "parquet"] = "parquet",
 ) -> ExportResponse:
     """Every result in [since, until) of a model (or all), archived or live, as one parquet or
-    CSV file, streamed."""
+    CSV file, streamed; each row with the label given for it, if any (``true_label``,
+    ``labeled_at``, ``labeled_by``)."""
     check_range(since, until)
     tables = result_tables(results, storage, model=model, since=since, until=until)
     name = f"results-{re.sub(r'[^A-Za-z0-9._-]', '_', model or 'all')[:100]}.{format}"  # a header-safe name
