@@ -219,6 +219,9 @@ class Settings(BaseSettings):
 
     alert_interval_s: float = Field(10.0, gt=0, le=3600)
     """How often the alert engine scrapes the metrics and evaluates its rules."""
+    loop_interval_s: float = Field(5.0, gt=0, le=3600)
+    """How often the loop engine (``aiplatform.loops``) checks its retraining policies' triggers
+    and moves each open run on by a step (it is also woken at once by a manual trigger)."""
     alert_rules_file: Path | None = None
     """YAML list of alert rules (see ``aiplatform.alerting.rules``); unset: the default rules
     with the thresholds below."""
