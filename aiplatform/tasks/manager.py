@@ -59,6 +59,11 @@ class TaskLog:
     """Whether Ray still has the task's job (None: the task has no job, or Ray cannot say)."""
 
 
+JOB_KNOWN_TTL_S = 5.0
+"""How long Ray's "it has this job" stands before a task's page asks again."""
+MAX_JOBS_KNOWN = 4096
+
+
 def job_submission_id(task: Task) -> str:
     """The Ray job id of the task's next attempt (stable, so a retried submit is recognised)."""
     return f"aip-task-{task.id}-{task.attempts + 1}"
@@ -81,6 +86,9 @@ class TaskManager:
         self.settings = settings
         self.wake_scheduler = wake_scheduler or (lambda: None)
         self.history_copier = HistoryCopier(lambda: self.history, queue, jobs, settings.task_log_archive_interval_s)
+        self._jobs_known: dict[str, tuple[float, bool]] = {}
+        """Ray's answers to "does it still have this job": a task page polled every few seconds
+        asks Ray's job API at most every ``JOB_KNOWN_TTL_S``; a job gone is gone for good."""
 
     @functools.cached_property
     def history(self) -> TaskHistory:
@@ -201,11 +209,20 @@ class TaskManager:
         storage), None when the task has no job or Ray's job API cannot say."""
         if not task.ray_job_id:
             return None
+        now = time.monotonic()
+        cached = self._jobs_known.get(task.ray_job_id)
+        if cached is not None and (not cached[1] or now - cached[0] < JOB_KNOWN_TTL_S):
+            return cached[1]
         try:
-            return self.jobs.state(task.ray_job_id) is not None
+            known = self.jobs.state(task.ray_job_id) is not None
         except Exception as exc:  # the job API unreachable or confused: unknown, not gone
             logger.debug("cannot ask Ray about job %s: %s", task.ray_job_id, exc)
             return None
+        self._jobs_known.pop(task.ray_job_id, None)
+        self._jobs_known[task.ray_job_id] = (now, known)
+        while len(self._jobs_known) > MAX_JOBS_KNOWN:
+            self._jobs_known.pop(next(iter(self._jobs_known)))
+        return known
 
     def start(self, task_id: str) -> Task:
         """Queue a created task; one that runs the caller's own code only while the platform

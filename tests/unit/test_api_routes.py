@@ -94,6 +94,33 @@ def _app(*routers: Any) -> FastAPI:
     return app
 
 
+def test_a_task_page_asks_ray_about_its_job_at_most_every_few_seconds_and_a_gone_job_stays_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiplatform.tasks import manager as manager_module
+
+    store = TaskStore(tmp_path / "tasks.sqlite")
+    asked: list[str] = []
+    jobs_in_ray = {"job-1"}
+
+    class Jobs:  # Ray's job API as the manager sees it: whether it has the job
+        def state(self, job_id: str) -> object | None:
+            asked.append(job_id)
+            return "RUNNING" if job_id in jobs_in_ray else None
+
+    clock = [1000.0]
+    monkeypatch.setattr(manager_module.time, "monotonic", lambda: clock[0])
+    manager = TaskManager(store, Jobs(), Settings())  # type: ignore[arg-type]
+    task = store.claim(store.start(make_task(store).id).id, "job-1")
+    assert [manager.ray_job_known(task) for _ in range(5)] == [True] * 5 and asked == ["job-1"]
+    jobs_in_ray.clear()
+    clock[0] += manager_module.JOB_KNOWN_TTL_S
+    assert manager.ray_job_known(task) is False and len(asked) == 2
+    clock[0] += 3600
+    assert manager.ray_job_known(task) is False and len(asked) == 2  # gone for good: not asked again
+    store.close()
+
+
 @pytest.fixture()
 def task_api(tmp_path: Path) -> Iterator[tuple[TestClient, TaskStore]]:
     store = TaskStore(tmp_path / "tasks.sqlite")
