@@ -12,10 +12,11 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
+from aiplatform.access import AccessStore, Principal
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
-from aiplatform.errors import Unavailable
+from aiplatform.errors import Unauthenticated, Unavailable
 from aiplatform.model_import import ImportSlots
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
@@ -136,6 +137,21 @@ def get_import_slots(platform: PlatformDep) -> ImportSlots:
     return platform.import_slots
 
 
+def get_access_store(platform: PlatformDep) -> AccessStore:
+    directory = platform.access.directory
+    if directory is None:
+        raise Unavailable("This platform keeps no users or keys (its access policy has no directory)")
+    return directory
+
+
+def get_principal(request: Request) -> Principal:
+    """Who the access guard let this request in as (``aiplatform.api.security``)."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:  # not through the guard: nobody
+        raise Unauthenticated("This request did not pass the platform's access guard")
+    return principal  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[RegistryClient, Depends(get_registry)]
 ResultsDep = Annotated[ResultClient, Depends(get_results)]
@@ -146,3 +162,6 @@ AlertsDep = Annotated[AlertClient, Depends(get_alerts)]
 WarmDep = Annotated[Callable[[str], None], Depends(get_warm)]
 """Loads ``name:version`` on the model servers (before an alias or a canary moves to it)."""
 ImportSlotsDep = Annotated[ImportSlots, Depends(get_import_slots)]
+AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+"""The caller: the platform admin, a user (with roles) or a service key."""

@@ -7,9 +7,19 @@ One plain ASGI middleware, before any route runs, in this order:
 2. **Origin**: a state-changing request (POST, PUT, PATCH, DELETE) that a browser marks as coming
    from another origin (``Origin`` or ``Sec-Fetch-Site``) is refused (CSRF). Clients that are not
    browsers send neither header.
-3. **Token**: with ``AIP_API_AUTH=token`` (the default) every request but the health probes and the
-   UI's own files needs ``Authorization: Bearer <AIP_API_TOKEN>``; with no token configured, or no
-   settings loaded yet, every such request is refused (the guard fails closed).
+3. **Who**: with ``AIP_API_AUTH=token`` (the default) every request but the health probes and the
+   UI's own files needs ``Authorization: Bearer <key>``: the operator's ``AIP_API_TOKEN`` (the
+   platform admin) or a user's or service's API key (``aiplatform.access.store``); with no token
+   configured, or no settings loaded yet, every such request is refused (the guard fails closed).
+   A revoked or expired key, or a disabled user's, is a 401 naming why.
+4. **May they**: the request's action, from its method and path
+   (``aiplatform.access.actions``), goes through the one authorization point
+   (``aiplatform.access.roles.authorize``): 403 naming the role it needs, 404 for a project
+   the caller has no role in. The principal is left in ``scope["state"]["principal"]`` for the
+   routes (``aiplatform.api.deps.PrincipalDep``).
+5. **Audit**: every change (a POST, PUT, PATCH or DELETE that is not a read or a prediction) and
+   every refusal of a known caller goes to the audit log with its principal, action, path,
+   outcome and address; written off the event loop after the answer's status is known.
 
 Every answer also carries headers that keep the UI out of frames and stop content sniffing; the
 UI's page gets a Content-Security-Policy that allows this origin only.
@@ -17,14 +27,23 @@ UI's page gets a Content-Security-Policy that allows this origin only.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiplatform.access import PLATFORM_ADMIN, AccessStore, AuditEntry, Principal, audited, authorize, request_action
+from aiplatform.access.roles import DEFAULT_PROJECT
+from aiplatform.access.store import KeyRefused
 from aiplatform.api.errors import Receive, Scope, Send, send_error
+from aiplatform.errors import HTTP_STATUS_BY_CODE, AIPError, Unauthenticated
 from aiplatform.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 PUBLIC_PATHS = HEALTH_PATHS | {"/", "/favicon.ico"}
@@ -42,6 +61,10 @@ UI_CONTENT_SECURITY_POLICY = (
 )
 
 
+UNAUTHENTICATED = "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)"
+WWW_AUTHENTICATE = ((b"www-authenticate", b'Bearer realm="aiplatform"'),)
+
+
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
@@ -53,11 +76,34 @@ class AccessPolicy:
     auth: str
     token: str | None
     allowed_hosts: tuple[str, ...]
+    directory: AccessStore | None = None
+    """Users' and services' keys and the audit log (None: the bootstrap token alone)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
         token = settings.api_token.get_secret_value() if settings.api_token is not None else None
-        return cls(settings.api_auth, token or None, tuple(h.lower() for h in settings.allowed_hosts))
+        return cls(
+            settings.api_auth,
+            token or None,
+            tuple(h.lower() for h in settings.allowed_hosts),
+            AccessStore.in_state_dir(settings.resolved_state_dir),
+        )
+
+    def principal(self, authorization: str | None) -> Principal:
+        """Who ``authorization`` (the header's value) stands for: the bootstrap token is the
+        platform admin; a key is its user (or service). ``Unauthenticated`` otherwise."""
+        if self.auth == "off":
+            return PLATFORM_ADMIN
+        if self.token is not None and hmac.compare_digest(
+            (authorization or "").encode(), f"Bearer {self.token}".encode()
+        ):
+            return PLATFORM_ADMIN
+        scheme, _, secret = (authorization or "").partition(" ")
+        if self.directory is not None and scheme == "Bearer":
+            principal = self.directory.authenticate(secret.strip())
+            if principal is not None:
+                return principal
+        raise Unauthenticated(UNAUTHENTICATED)
 
     def host_allowed(self, host: str) -> bool:
         return ANY_HOST in self.allowed_hosts or _host_name(host) in self.allowed_hosts
@@ -91,18 +137,99 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        refusal = self._refusal(scope, path)
-        if refusal is not None:
-            status, code, message, extra = refusal
-            await send_error(scope, send, status, code, message, (*SECURITY_HEADERS, *extra))
-            return
-        await self.app(scope, receive, _with_security_headers(send, ui=path == "/" or path.startswith("/ui/")))
-
-    def _refusal(self, scope: Scope, path: str) -> tuple[int, str, str, tuple[tuple[bytes, bytes], ...]] | None:
         try:
             policy = self.policy_of(scope)
         except Exception:
             policy = None
+        refusal = self._refusal(scope, path, policy)
+        if refusal is not None:
+            status, code, message, extra = refusal
+            await send_error(scope, send, status, code, message, (*SECURITY_HEADERS, *extra))
+            return
+        send = _with_security_headers(send, ui=path == "/" or path.startswith("/ui/"))
+        if policy is None or is_public(path):
+            await self.app(scope, receive, send)
+            return
+        await self._authorized(policy, scope, receive, send, path)
+
+    async def _authorized(self, policy: AccessPolicy, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """The request, when its principal may do its action; else its 401/403/404."""
+        method = scope.get("method", "GET").upper()
+        action = request_action(method, path)
+        principal: Principal | None = None
+        try:
+            principal = policy.principal(_header(scope, b"authorization"))
+            authorize(principal, action.action, model=action.model, owner=action.owner)
+        except AIPError as exc:
+            status = HTTP_STATUS_BY_CODE.get(exc.code, 500)
+            if principal is not None or isinstance(exc, KeyRefused):
+                who = principal.name if principal is not None else exc.user  # type: ignore[attr-defined]
+                key = principal.key_id if principal is not None else exc.key_id  # type: ignore[attr-defined]
+                await self._audit(policy, scope, who, key, action.action, method, path, "denied", status)
+            extra = WWW_AUTHENTICATE if status == 401 else ()
+            await send_error(scope, send, status, exc.code, exc.message, extra)
+            return
+        if (
+            principal.key_id is not None
+            and policy.directory is not None
+            and policy.directory.needs_touch(principal.key_id)
+        ):
+            await asyncio.to_thread(policy.directory.touch, principal.key_id)
+        scope.setdefault("state", {})["principal"] = principal
+        if not audited(method, action):
+            await self.app(scope, receive, send)
+            return
+        answered = [500]
+
+        async def send_noting_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answered[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            outcome = "ok" if answered[0] < 400 else "failed"
+            await self._audit(
+                policy, scope, principal.name, principal.key_id, action.action, method, path, outcome, answered[0]
+            )
+
+    async def _audit(
+        self,
+        policy: AccessPolicy,
+        scope: Scope,
+        principal: str,
+        key_id: str | None,
+        action: str,
+        method: str,
+        path: str,
+        outcome: str,
+        status: int,
+    ) -> None:
+        if policy.directory is None:
+            return
+        client = scope.get("client")
+        entry = AuditEntry(
+            time.time(),
+            principal,
+            key_id,
+            str(action),
+            method,
+            path[:1000],
+            DEFAULT_PROJECT,
+            outcome,
+            status,
+            client[0] if client else None,
+        )
+        try:
+            await asyncio.to_thread(policy.directory.record, entry)
+        except Exception:  # the answer is sent; an unwritable log is the operator's to see
+            logger.exception("could not write the audit entry for %s %s", method, path)
+
+    def _refusal(
+        self, scope: Scope, path: str, policy: AccessPolicy | None
+    ) -> tuple[int, str, str, tuple[tuple[bytes, bytes], ...]] | None:
+        """Host, origin, and whether authentication can be checked at all."""
         if policy is None:
             if path in HEALTH_PATHS:
                 return None  # health probes answer while the platform starts
@@ -139,14 +266,7 @@ class AccessGuard:
                 ),
                 (),
             )
-        if hmac.compare_digest((_header(scope, b"authorization") or "").encode(), f"Bearer {policy.token}".encode()):
-            return None
-        return (
-            401,
-            "unauthenticated",
-            "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)",
-            ((b"www-authenticate", b'Bearer realm="aiplatform"'),),
-        )
+        return None
 
 
 def _foreign_origin(scope: Scope, host: str) -> str | None:
