@@ -12,6 +12,7 @@ from aiplatform.api.deps import access_policy
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.openapi import install_openapi
 from aiplatform.api.routes import (
+    access,
     alerts,
     analysis,
     batch,
@@ -44,6 +45,7 @@ ROUTERS = (
     sweeps.router,
     kinds.router,
     batch.router,
+    access.router,
 )
 
 
