@@ -15,7 +15,6 @@ from aiplatform.api import Platform, include_api, set_platform
 from aiplatform.api.admission import Admission
 from aiplatform.api.endpoint_routes import bind_endpoints, include_endpoints
 from aiplatform.api.errors import RETRY_AFTER_S
-from aiplatform.api.security import AccessPolicy
 from aiplatform.limits import RequestLimits
 from aiplatform.results import ResultWriter
 from aiplatform.serving.dataplane import DataPlane, ServeModelServers
@@ -79,8 +78,8 @@ class Gateway:
             name=f"gateway-{serve.get_replica_context().replica_tag}",
         )
         bind_endpoints(app, V1Endpoints(self.core), V2Endpoints(self.core))
-        access = AccessPolicy.from_settings(settings)  # gRPC calls; HTTP has its middleware
-        servicer = InferenceServicer(self.core, access.auth, access.token)
+        access = platform.access  # gRPC calls; HTTP has its middleware
+        servicer = InferenceServicer(self.core, access.auth, access.token, access.directory)
         for rpc in RPCS:
             setattr(self, rpc, getattr(servicer, rpc))
         self.listener = None if listen_port is None else self._listen(settings, listen_port)

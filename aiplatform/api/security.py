@@ -28,7 +28,6 @@ UI's page gets a Content-Security-Policy that allows this origin only.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiplatform.access import PLATFORM_ADMIN, AccessStore, AuditEntry, Principal, audited, authorize, request_action
+from aiplatform.access import AccessStore, AuditEntry, Principal, audited, authorize, request_action
+from aiplatform.access.authenticate import principal_for
 from aiplatform.access.roles import DEFAULT_PROJECT
 from aiplatform.access.store import KeyRefused
 from aiplatform.api.errors import Receive, Scope, Send, send_error
@@ -92,18 +92,12 @@ class AccessPolicy:
     def principal(self, authorization: str | None) -> Principal:
         """Who ``authorization`` (the header's value) stands for: the bootstrap token is the
         platform admin; a key is its user (or service). ``Unauthenticated`` otherwise."""
-        if self.auth == "off":
-            return PLATFORM_ADMIN
-        if self.token is not None and hmac.compare_digest(
-            (authorization or "").encode(), f"Bearer {self.token}".encode()
-        ):
-            return PLATFORM_ADMIN
-        scheme, _, secret = (authorization or "").partition(" ")
-        if self.directory is not None and scheme == "Bearer":
-            principal = self.directory.authenticate(secret.strip())
-            if principal is not None:
-                return principal
-        raise Unauthenticated(UNAUTHENTICATED)
+        try:
+            return principal_for(self.auth, self.token, self.directory, authorization)
+        except KeyRefused:
+            raise
+        except Unauthenticated:
+            raise Unauthenticated(UNAUTHENTICATED) from None
 
     def host_allowed(self, host: str) -> bool:
         return ANY_HOST in self.allowed_hosts or _host_name(host) in self.allowed_hosts

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiplatform.access.store import AccessStore
 from aiplatform.errors import AIPError, TooLarge
 from aiplatform.limits import MAX_REQUEST_BYTES, off_loop_if_large
 from aiplatform.serving.dataplane import DataPlane, Overloaded
@@ -32,13 +33,14 @@ RPCS = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetad
 
 
 class InferenceServicer:
-    """The gRPC service over the inference core; ``auth`` and ``token``: the platform's
-    ``api_auth`` setting and API token (aiplatform.serving.oip_grpc.access)."""
+    """The gRPC service over the inference core; ``auth``, ``token`` and ``directory``: the
+    platform's ``api_auth`` setting, API token and users' keys (aiplatform.serving.oip_grpc.access)."""
 
-    def __init__(self, core: DataPlane, auth: str, token: str | None) -> None:
+    def __init__(self, core: DataPlane, auth: str, token: str | None, directory: AccessStore | None = None) -> None:
         self.core = core
         self.auth = auth
         self.token = token
+        self.directory = directory
 
     async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -60,13 +62,13 @@ class InferenceServicer:
             ready = await self.core.model_ready(request.name, version_number(request.version))
             return pb.ModelReadyResponse(ready=ready["ready"])
 
-        return await self._answer(grpc_context, pb.ModelReadyResponse, answer)
+        return await self._answer(grpc_context, pb.ModelReadyResponse, answer, model=request.name)
 
     async def ModelMetadata(self, request: Any, grpc_context: Any = None) -> Any:
         async def answer() -> Any:
             return model_metadata_message(await self.core.model_metadata(request.name, version_number(request.version)))
 
-        return await self._answer(grpc_context, pb.ModelMetadataResponse, answer)
+        return await self._answer(grpc_context, pb.ModelMetadataResponse, answer, model=request.name)
 
     async def ModelInfer(self, request: Any, grpc_context: Any = None) -> Any:
         async def read() -> tuple[bytes, Any]:
@@ -79,16 +81,18 @@ class InferenceServicer:
             predictions = await self.core.infer(request.model_name, version_number(request.model_version), read)
             return infer_response_message(infer_answer(predictions), predictions.wanted.names)  # type: ignore[union-attr]
 
-        return await self._answer(grpc_context, pb.ModelInferResponse, answer)
+        return await self._answer(grpc_context, pb.ModelInferResponse, answer, model=request.model_name)
 
-    async def _answer(self, context: Any, empty: Callable[[], Any], answer: Callable[[], Awaitable[Any]]) -> Any:
+    async def _answer(
+        self, context: Any, empty: Callable[[], Any], answer: Callable[[], Awaitable[Any]], model: str | None = None
+    ) -> Any:
         """``answer()`` for a caller the access policy lets in; a refusal or a platform error sets
         the call's status code and details and returns an empty message (without a context, as
         in a unit test, the error is raised)."""
         import grpc
 
         metadata = dict(context.invocation_metadata()) if context is not None else {}
-        refusal = grpc_refusal(self.auth, self.token, metadata.get("authorization"))
+        refusal = grpc_refusal(self.auth, self.token, metadata.get("authorization"), self.directory, model)
         try:
             if refusal is not None:
                 raise refusal
