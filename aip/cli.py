@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from aip.access_cli import add_access_commands
 from aip.api_client import PlatformAPI
 from aip.batch_cli import add_batch_commands
 from aip.monitoring_cli import add_monitoring_commands
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_monitoring_commands(commands)
     add_results_commands(commands)
     add_batch_commands(commands)
+    add_access_commands(commands)
 
     predict = commands.add_parser(
         "predict", help="classify a file through the gateway (an image, a text, a CSV of table rows)"
