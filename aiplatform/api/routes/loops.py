@@ -1,0 +1,96 @@
+"""Retraining loops: a policy per model, its runs (each step with its time, outcome and links),
+triggers by hand, the triggers that started nothing and why, and a run's lineage from what
+started it to the version it promoted."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from aiplatform.api.deps import SettingsDep
+from aiplatform.api.schemas.loops import (
+    LoopLineage,
+    LoopPolicyList,
+    LoopPolicyPublic,
+    LoopRunList,
+    LoopRunPublic,
+    SkippedList,
+    TriggerOutcome,
+)
+from aiplatform.errors import InvalidArgument
+from aiplatform.loops.actor import LoopClient
+from aiplatform.loops.lineage import run_lineage
+
+router = APIRouter(prefix="/v1/loops", tags=["loops"])
+_CLIENTS: dict[str, LoopClient] = {}
+
+
+def get_loops(settings: SettingsDep) -> LoopClient:
+    """The loop engine's client (its actor made on first use), one per platform namespace."""
+    client = _CLIENTS.get(settings.ray_namespace)
+    if client is None:
+        client = _CLIENTS[settings.ray_namespace] = LoopClient.connect(settings)
+    return client
+
+
+LoopsDep = Annotated[LoopClient, Depends(get_loops)]
+
+
+@router.get("", response_model=LoopPolicyList)
+def list_policies(loops: LoopsDep) -> dict[str, Any]:
+    return {"policies": loops.policies()}
+
+
+@router.post("", response_model=LoopPolicyPublic, status_code=201)
+def put_policy(loops: LoopsDep, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    """Create or replace the model's policy (400 naming what is wrong: a cron expression that does
+    not parse, an unknown alert rule, a margin or weight out of range; 404 for a model without a
+    production version). Its schedule counts from now."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("A loop policy is a JSON object")
+    return loops.put_policy(body)
+
+
+@router.get("/runs/{run_id}", response_model=LoopRunPublic)
+def get_run(run_id: str, loops: LoopsDep) -> dict[str, Any]:
+    return loops.run(run_id)
+
+
+@router.get("/runs/{run_id}/lineage", response_model=LoopLineage)
+def get_run_lineage(run_id: str, loops: LoopsDep) -> dict[str, Any]:
+    """The run's chain: what started it (an alert, a schedule tick, a dataset version, a person),
+    the dataset version it built with its labeled predictions, the task, the version, the canary
+    and the decision."""
+    return run_lineage(loops.run(run_id))
+
+
+@router.get("/{model}", response_model=LoopPolicyPublic)
+def get_policy(model: str, loops: LoopsDep) -> dict[str, Any]:
+    return loops.policy(model)
+
+
+@router.delete("/{model}", status_code=204)
+def delete_policy(model: str, loops: LoopsDep) -> None:
+    """Stop retraining the model (a run already open ends failed at its next step)."""
+    loops.delete_policy(model)
+
+
+@router.post("/{model}/trigger", response_model=TriggerOutcome, status_code=202)
+def trigger(model: str, loops: LoopsDep, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
+    """Start a run by hand; during a run or the cool-down it starts nothing and says why
+    (``skipped``)."""
+    detail = (body or {}).get("detail")
+    return loops.trigger(model, by="api", detail=str(detail)[:200] if detail else None)
+
+
+@router.get("/{model}/runs", response_model=LoopRunList)
+def list_runs(model: str, loops: LoopsDep, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    """Newest first."""
+    return {"runs": loops.runs(model, limit)}
+
+
+@router.get("/{model}/skipped", response_model=SkippedList)
+def list_skipped(model: str, loops: LoopsDep, limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    """Triggers that started nothing (a run was open, the cool-down had not passed), newest first."""
+    return {"skipped": loops.skipped(model, limit)}

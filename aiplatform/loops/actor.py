@@ -1,0 +1,129 @@
+"""The loop engine as a detached, head-pinned Ray actor, and the client every process uses.
+
+Every ``loop_interval_s`` (or at once, when a manual trigger wakes it) it ticks the engine: the
+policies' triggers are checked and each open run moved on. On failure: Ray restarts it
+(``max_restarts=-1``), ``aip down`` / ``aip up`` start it again; either way its state is
+``loops.sqlite`` in the state folder and its first tick carries every open run on from its last
+finished step (``aiplatform.loops.engine``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+import ray
+
+from aiplatform.loops.engine import LoopEngine
+from aiplatform.loops.platform import PlatformLoops
+from aiplatform.loops.policy import parse_policy
+from aiplatform.loops.store import LoopStore
+from aiplatform.runtime import ActorProxy, call, head_actor
+from aiplatform.serving.deployer import warm_on_serve
+from aiplatform.settings import Settings
+
+logger = logging.getLogger(__name__)
+LOOP_ACTOR_NAME = "loop-engine"
+
+
+class LoopAPI(Protocol):
+    """What callers may ask of the loop engine."""
+
+    def put_policy(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def policies(self) -> list[dict[str, Any]]: ...
+
+    def policy(self, model: str) -> dict[str, Any]: ...
+
+    def delete_policy(self, model: str) -> None: ...
+
+    def trigger(self, model: str, by: str = "manual", detail: str | None = None) -> dict[str, Any]: ...
+
+    def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def run(self, run_id: str) -> dict[str, Any]: ...
+
+    def skipped(self, model: str, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def tick_now(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class LoopActor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = LoopStore(settings.resolved_state_dir / "loops.sqlite")
+        self.engine = LoopEngine(self.store, PlatformLoops(settings, warm_on_serve(settings.serve_app_name)))
+        self._wake = threading.Event()
+        self._tick_lock = threading.Lock()
+        self.ticks = 0
+        self.last_tick: dict[str, Any] = {}
+        threading.Thread(target=self._loop, name="loop-engine", daemon=True).start()
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def put_policy(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.engine.put_policy(parse_policy(body), time.time()).to_dict()
+
+    def policies(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.store.policies()]
+
+    def policy(self, model: str) -> dict[str, Any]:
+        return self.store.policy(model).to_dict()
+
+    def delete_policy(self, model: str) -> None:
+        self.store.delete_policy(model)
+
+    def trigger(self, model: str, by: str = "manual", detail: str | None = None) -> dict[str, Any]:
+        outcome = self.engine.trigger(model, time.time(), by=by, detail=detail)
+        self._wake.set()
+        return outcome
+
+    def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.store.runs(model, limit)]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.store.run(run_id).to_dict()
+
+    def skipped(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
+        self.store.policy(model)  # 404 for a model without a policy
+        return self.store.skipped(model, limit)
+
+    def tick_now(self) -> dict[str, Any]:
+        """One tick at once (the loop does the same every interval)."""
+        with self._tick_lock:
+            report = self.engine.tick(time.time())
+            self.ticks += 1
+            self.last_tick = {"at": time.time(), **report.__dict__}
+        return self.last_tick
+
+    def status(self) -> dict[str, Any]:
+        return {"ticks": self.ticks, "interval_s": self.settings.loop_interval_s, "last_tick": self.last_tick}
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.tick_now()
+            except Exception:
+                logger.exception("loop engine tick failed; trying again next interval")
+            self._wake.wait(self.settings.loop_interval_s)
+            self._wake.clear()
+
+
+class LoopClient(ActorProxy, LoopAPI, protocol=LoopAPI):
+    """The loop actor, called like the engine (see ``ActorProxy``)."""
+
+    @classmethod
+    def connect(cls, settings: Settings) -> LoopClient:
+        return cls(head_actor(LoopActor, LOOP_ACTOR_NAME, settings))
+
+
+def ensure_loop_engine(settings: Settings) -> LoopClient:
+    """Create the loop engine if needed and wait until it runs (``aip up``)."""
+    client = LoopClient.connect(settings)
+    call(client.handle.ping)
+    return client

@@ -1,0 +1,218 @@
+"""The platform as the loop engine reaches it: alerts, the registry, the task queue, datasets,
+labeled predictions, and serving's canary and deploy (``aiplatform.serving.deployer``).
+
+Every call is safe to repeat after a restart: a training task is created with the run's id as
+its idempotency key (the queue gives the same task back), a canary split or an alias set twice
+is set once, and a run's tables are written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiplatform.alerting.actor import AlertClient
+from aiplatform.datasets import DatasetManager
+from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec
+from aiplatform.errors import Conflict, NotFound
+from aiplatform.loops import data as run_data
+from aiplatform.loops.gate import gate_figures
+from aiplatform.loops.policy import LoopPolicy
+from aiplatform.registry import RegistryClient
+from aiplatform.results import ResultClient
+from aiplatform.results.store import labeled_since
+from aiplatform.serving.deployer import PRODUCTION, deploy, set_canary
+from aiplatform.serving.runner import ModelRunner
+from aiplatform.settings import Settings
+from aiplatform.storage import Storage, storage_from_settings
+from aiplatform.tasks.manager import TaskManager
+from aiplatform.tasks.queue import SUCCEEDED, TaskClient
+from aiplatform.tasks.ray_jobs import RayJobs
+from aiplatform.tasks.scheduler import scheduler_handle
+from aiplatform.training.catalog import get_template
+
+RUNS_FOLDER = "loops"
+"""Under the data root: ``loops/<model>/<run id>/train.parquet`` and ``holdout.parquet``."""
+
+
+class PlatformLoops:
+    """``LoopPlatform`` on the running platform's actors and storage."""
+
+    def __init__(self, settings: Settings, warm: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.warm = warm
+
+    @functools.cached_property
+    def registry(self) -> RegistryClient:
+        return RegistryClient.connect(self.settings)
+
+    @functools.cached_property
+    def alerts(self) -> AlertClient:
+        return AlertClient.connect(self.settings)
+
+    @functools.cached_property
+    def results(self) -> ResultClient:
+        return ResultClient.connect(self.settings)
+
+    @functools.cached_property
+    def storage(self) -> Storage:
+        return storage_from_settings(self.settings)
+
+    @functools.cached_property
+    def datasets(self) -> DatasetManager:
+        return DatasetManager.from_settings(self.storage, self.settings)
+
+    @functools.cached_property
+    def tasks(self) -> TaskManager:
+        scheduler = scheduler_handle(self.settings)
+        return TaskManager(
+            TaskClient.connect(self.settings),
+            RayJobs(self.settings),
+            self.settings,
+            wake_scheduler=lambda: scheduler.wake.remote(),
+            storage=self.storage,
+        )
+
+    # -- triggers --------------------------------------------------------------------------
+    def alert_rules(self) -> list[str]:
+        return [rule["name"] for rule in self.alerts.rules()]
+
+    def alerts_since(self, since: float) -> list[dict[str, Any]]:
+        return [alert.to_dict() for alert in self.alerts.query(since=since, limit=1000)]
+
+    def production(self, model: str) -> dict[str, Any]:
+        try:
+            version = self.registry.resolve(model, PRODUCTION)
+        except NotFound:
+            raise NotFound(f"Model {model!r} has no {PRODUCTION} version for a loop to retrain") from None
+        return {
+            "version": version.version,
+            "dataset": version.lineage.get("dataset"),
+            "task_id": version.lineage.get("task_id"),
+            "template": version.template,
+            "created_at": version.created_at,
+        }
+
+    def dataset_versions_after(self, dataset_ref: str, after: float) -> list[dict[str, Any]]:
+        name = dataset_ref.partition("@")[0]
+        return [
+            {"ref": v.ref, "created_at": float(v.manifest["created_at"])}
+            for v in self.datasets.list_versions(name)
+            if float(v.manifest["created_at"]) > after and v.ref != dataset_ref
+        ]
+
+    # -- data ------------------------------------------------------------------------------
+    def build_data(self, run_id: str, model: str, policy: LoopPolicy, production: dict[str, Any]) -> dict[str, Any]:
+        if not production.get("dataset") or not production.get("task_id"):
+            raise Conflict(
+                f"{model} v{production['version']} was not trained by a task: no data or parameters to retrain with"
+            )
+        original = self.datasets.get_ref(production["dataset"])
+        run_data.require_table_kind(original.kind, model)
+        spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
+        table, features = run_data.original_table(spec, self.settings.s3_storage_options)
+        labeled = run_data.newest(
+            labeled_since(self.results, model, since=production["created_at"]), policy.data.max_labeled
+        )
+        fresh = run_data.fresh_rows(labeled, self.storage, features, policy.data.seed, policy.data.holdout_fraction)
+        folder = self.settings.resolved_data_root / RUNS_FOLDER / model / run_id
+        train_path, holdout_path = run_data.write_run_tables(folder, table, features, fresh)
+        params = self._params(production, policy, train_path, features)
+        template = get_template(production["template"])
+        built = self.datasets.build(template.dataset_spec(template.parse_params(params)))
+        return {
+            "dataset": built.ref,
+            "original_dataset": original.ref,
+            "labeled": len(fresh.train) + len(fresh.holdout),
+            "fresh_train": len(fresh.train),
+            "holdout": len(fresh.holdout),
+            "unreadable": fresh.unreadable,
+            "rows": {split: built.rows(split) for split in ("train", "val", "test")},
+            "holdout_path": str(holdout_path),
+            "params": params,
+        }
+
+    def _params(
+        self, production: dict[str, Any], policy: LoopPolicy, source: Path, features: list[str]
+    ) -> dict[str, Any]:
+        """Production's task parameters, reading the run's table, with the policy's overrides."""
+        task = self.tasks.get(production["task_id"])
+        return {
+            **task.params,
+            "dataset": f"parquet:{source.resolve()}",
+            "label_column": LABEL_NAME,
+            "feature_columns": features,
+            "max_rows": None,
+            **policy.train.params,
+        }
+
+    # -- training --------------------------------------------------------------------------
+    def start_training(self, run_id: str, model: str, policy: LoopPolicy, data: dict[str, Any]) -> str:
+        production = self.production(model)
+        task = self.tasks.create(
+            production["template"],
+            data["params"],
+            model_name=model,
+            idempotency_key=run_id,
+            priority=policy.train.priority,
+            start=True,
+        )
+        return task.id
+
+    def training(self, task_id: str) -> dict[str, Any]:
+        task = self.tasks.get(task_id)
+        if not task.finished:
+            return {"state": "running"}
+        if task.state != SUCCEEDED or not task.result:
+            return {"state": task.state.lower(), "error": task.error or f"task {task_id} {task.state.lower()}"}
+        metrics = {k: task.result[k] for k in ("test_accuracy", "test_macro_f1") if k in task.result}
+        return {"state": "succeeded", "version": int(task.result["version"]), "metrics": metrics}
+
+    # -- gate ------------------------------------------------------------------------------
+    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
+        original = self.datasets.get_ref(data["original_dataset"])
+        rows, labels = run_data.holdout_rows(Path(data["holdout_path"]))
+        return gate_figures(
+            self._runner(model, production),
+            self._runner(model, candidate),
+            self.datasets.read_split_table(original, "test"),
+            original.labels,
+            rows,
+            labels,
+        )
+
+    def _runner(self, model: str, version: int) -> ModelRunner:
+        entry = self.registry.get_version(model, version)
+        return ModelRunner.from_bytes(self.storage.get_bytes(entry.package_key))
+
+    # -- canary and decision ---------------------------------------------------------------
+    def start_canary(self, model: str, version: int, weight: float) -> dict[str, Any]:
+        weights = set_canary(self.registry, model, version, weight, warm=self.warm)
+        return {str(v): w for v, w in weights.items()}
+
+    def canary_state(self, model: str, version: int) -> dict[str, Any]:
+        weights = self.registry.get_traffic(model)
+        signals = {}
+        try:
+            signals = {
+                key: value
+                for key, value in self.alerts.status()["signals"].items()
+                if f"model={model}," in key or key.endswith(f"model={model}}}")
+            }
+        except Exception:  # the figures are for the record; the decision does not need them
+            pass
+        return {
+            "serving": float(weights.get(version, 0.0)) > 0,
+            "weights": {str(v): w for v, w in weights.items()},
+            "signals": signals,
+        }
+
+    def promote(self, model: str, version: int) -> dict[str, Any]:
+        deployment = deploy(self.registry, model, version, warm=self.warm, force=True)  # the loop's gate ran
+        self.registry.set_traffic(model, {})
+        return {"previous_version": deployment.previous_version}
+
+    def end_canary(self, model: str) -> None:
+        self.registry.set_traffic(model, {})
