@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from aip.access_cli import add_access_commands
 from aip.api_client import PlatformAPI
 from aip.batch_cli import add_batch_commands
+from aip.loops_cli import add_loops_commands
 from aip.monitoring_cli import add_monitoring_commands
 from aip.results_cli import add_results_commands
 from aip.sweeps_cli import add_sweeps_commands
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_commands(commands)
     add_batch_commands(commands)
     add_access_commands(commands)
+    add_loops_commands(commands)
 
     predict = commands.add_parser(
         "predict", help="classify a file through the gateway (an image, a text, a CSV of table rows)"

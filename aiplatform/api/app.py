@@ -19,6 +19,7 @@ from aiplatform.api.routes import (
     code,
     datasets,
     kinds,
+    loops,
     models,
     monitoring,
     results,
@@ -46,6 +47,7 @@ ROUTERS = (
     kinds.router,
     batch.router,
     access.router,
+    loops.router,
 )
 
 
