@@ -173,8 +173,9 @@ def connect_driver(settings: Settings, address: str | None = None, timeout_s: fl
 
 
 def deploy_platform(settings: Settings) -> None:
-    """Head-node actors (registry, results, task queue, scheduler, alert engine), then the Serve
+    """Head-node actors (registry, results, task queue, scheduler, loop engine, alert engine), then the Serve
     app (gateway + model servers) on 127.0.0.1."""
+    from aiplatform.loops.actor import ensure_loop_engine
     from aiplatform.registry import RegistryClient
     from aiplatform.results import ResultClient
     from aiplatform.tasks.queue import TaskClient
@@ -185,6 +186,7 @@ def deploy_platform(settings: Settings) -> None:
     ResultClient.connect(settings).count()
     TaskClient.connect(settings).counts()
     ensure_scheduler(settings)  # its first round marks tasks of a previous run interrupted
+    ensure_loop_engine(settings)  # its first tick carries open retraining runs on (aiplatform.loops)
     start_app(settings)  # its gateway starts the alert engine (aiplatform.api.Platform)
 
 
