@@ -4,9 +4,14 @@ refused, keys are kept only as their digest, and the audit log names who did wha
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +31,7 @@ from tests.factories import (
 TOKEN = "bootstrap-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 IMAGE = np.zeros((8, 8, 1), dtype=int).tolist()
+ROOT = Path(__file__).resolve().parents[2]
 V2_BODY = {"inputs": [{"name": "input", "shape": [1, 8, 8], "datatype": "UINT8", "data": [0] * 64}]}
 
 
@@ -148,3 +154,32 @@ def test_revoked_and_expired_keys_get_401_and_keys_are_stored_only_hashed(
         assert answer.status_code == status and answer.json()["message"], answer.text
     bad = client.post("/v1/users/rita/keys", json={"name": "k", "expires_in_days": 0}, headers=ADMIN)
     assert bad.status_code == 400 and "expires_in_days" in bad.json()["message"]
+
+
+def test_the_cli_manages_users_keys_and_reads_the_audit_log(platform: tuple[httpx.Client, Settings]) -> None:
+    client, settings = platform
+    member = _bearer(client, "cleo", "member")["Authorization"].removeprefix("Bearer ")
+    env = {
+        **os.environ,
+        "AIP_API_URL": str(client.base_url).rstrip("/"),
+        "AIP_HOME": str(settings.home),
+        "AIP_RAY_NAMESPACE": settings.ray_namespace,
+    }
+
+    def aip(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "aip", *args]
+        return subprocess.run(
+            command, env={**env, "AIP_API_TOKEN": token}, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    me = aip(member, "whoami")
+    assert me.returncode == 0 and "cleo" in me.stdout and "member in default" in me.stdout, me.stderr
+    made = aip(member, "keys", "create", "laptop", "--expires-in-days", "7", "--json")  # her own
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["secret"].startswith("aip_")
+    refused = aip(member, "users", "create", "someone")
+    assert refused.returncode != 0 and "platform admin" in refused.stderr
+    duplicate = aip(TOKEN, "users", "create", "cleo")
+    assert duplicate.returncode != 0 and "already exists" in duplicate.stderr
+    audit = aip(TOKEN, "audit", "--principal", "cleo")
+    assert audit.returncode == 0 and "denied  403 POST   /v1/users" in audit.stdout, audit.stdout
