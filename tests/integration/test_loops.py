@@ -1,0 +1,168 @@
+"""A whole retraining loop on the session's Ray with the platform's scheduler, gateway and loop
+engine: the penguins table model trained on a small sample through the task queue and made
+production; predictions for the whole table, labeled; a policy (bad ones refused by name); a run
+by hand (a second trigger during it skipped, and said so) that builds data with the labeled
+predictions, trains through the real task queue, passes the gate on production's test split and
+the fresh held-out slice, canaries and promotes, with the loop engine's actor killed and
+restarted (same state folder) while the run trains; the run's steps, links and lineage."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import ray
+
+from aiplatform.datasets.tabular_sources import penguins_file
+from aiplatform.loops.actor import LOOP_ACTOR_NAME, LoopClient
+from aiplatform.registry import RegistryClient
+from aiplatform.tasks.queue import SUCCEEDED, TaskClient
+from aiplatform.tasks.scheduler import ensure_scheduler
+from tests.factories import platform_settings, served_platform, wait_for, wait_for_task
+
+pytestmark = pytest.mark.integration
+
+MODEL = "loop-penguins"
+FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
+SMALL = {"max_rows": 60, "num_boost_round": 30, "early_stopping_rounds": 5}
+"""Production learns from 60 rows: the loop's run has the whole labeled table besides."""
+RUN_S = 420.0
+"""A run's two steps that take work (its data's build, its training: each a Ray job on two cores)."""
+
+
+@pytest.fixture(scope="module")
+def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("loops")
+    with (
+        platform_settings(home, "loops", task_poll_interval_s=0.5, loop_interval_s=0.5, alert_interval_s=3600) as s,
+        served_platform(s) as url,
+        httpx.Client(base_url=url, timeout=120) as api,
+    ):
+        ensure_scheduler(s)
+        yield {"settings": s, "api": api, "queue": TaskClient.connect(s), "registry": RegistryClient.connect(s)}
+
+
+def _rows() -> list[dict[str, Any]]:
+    """The penguins table as JSON rows ('NA' as null) with their species."""
+    with open(penguins_file(), newline="") as handle:
+        table = list(csv.DictReader(handle))
+    rows = []
+    for row in table:
+        features = {
+            n: None if row[n] == "NA" else (row[n] if n in ("island", "sex") else float(row[n])) for n in FEATURES
+        }
+        rows.append({"features": features, "species": row["species"]})
+    return rows
+
+
+def _production(platform: dict[str, Any]) -> int:
+    api = platform["api"]
+    created = api.post(
+        "/v1/tasks", json={"template": "tabular-classification", "model_name": MODEL, "start": True, "params": SMALL}
+    )
+    assert created.status_code == 201, created.text
+    done = wait_for_task(platform["queue"], created.json()["id"], lambda t: t.finished, timeout_s=RUN_S)
+    assert done.state == SUCCEEDED, done.error
+    version = int(done.result["version"])
+    platform["registry"].set_alias(MODEL, "production", version)
+    return version
+
+
+def _label_traffic(platform: dict[str, Any]) -> int:
+    """Every row predicted by production, then labeled with its species; how many were labeled."""
+    api, rows = platform["api"], _rows()
+    labels = []
+    for start in range(0, len(rows), 200):
+        chunk = rows[start : start + 200]
+        answer = api.post(f"/v1/models/{MODEL}/predict", json={"rows": [r["features"] for r in chunk]})
+        assert answer.status_code == 200, answer.text
+        request_id = answer.json()["request_id"]
+        labels += [{"request_id": request_id, "index": i, "label": r["species"]} for i, r in enumerate(chunk)]
+    last = f"{labels[-1]['request_id']}-{labels[-1]['index']}"
+    wait_for(lambda: api.get(f"/v1/results/{last}").status_code == 200, 60, "the predictions in the result store")
+    labeled = api.post("/v1/results/feedback", json=labels)
+    assert labeled.status_code == 200, labeled.text
+    assert labeled.json()["labeled"] == len(rows)
+    return len(rows)
+
+
+def _run(api: httpx.Client, run_id: str) -> dict[str, Any]:
+    answer = api.get(f"/v1/loops/runs/{run_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform: dict[str, Any]) -> None:
+    api, registry = platform["api"], platform["registry"]
+    production = _production(platform)
+    labeled = _label_traffic(platform)
+
+    # Bad policies: each refused naming what is wrong, nothing stored.
+    for body, status, named in (
+        ({"model": MODEL, "schedule": "61 * * * *"}, 400, "minute"),
+        ({"model": MODEL, "on_alerts": ["no-such-rule"]}, 400, "no-such-rule"),
+        ({"model": MODEL, "canary": {"weight": 150}}, 400, "canary.weight"),
+        ({"model": "no-such-model"}, 404, "no-such-model"),
+    ):
+        refused = api.post("/v1/loops", json=body)
+        assert refused.status_code == status and named in refused.json()["message"], refused.text
+    assert api.get("/v1/loops").json()["policies"] == []
+
+    policy = {
+        "model": MODEL,
+        "on_alerts": ["quality-low"],
+        "cooldown_s": 0,
+        "data": {"holdout_fraction": 0.3, "seed": 1},
+        "gate": {"margin": 0.0},
+        "canary": {"weight": 20, "watch_s": 1},
+    }
+    created = api.post("/v1/loops", json=policy)
+    assert created.status_code == 201, created.text
+    assert created.json()["marks"]["production"] == production
+
+    started = api.post(f"/v1/loops/{MODEL}/trigger", json={"detail": "labels arrived"})
+    assert started.status_code == 202 and started.json()["run"], started.text
+    run_id = started.json()["run"]["id"]
+    again = api.post(f"/v1/loops/{MODEL}/trigger").json()
+    assert again["run"] is None and "is open" in again["skipped"]["reason"]
+
+    # The engine's actor dies while the run trains; Ray starts it again on the same state folder.
+    wait_for(lambda: "task_id" in _run(api, run_id)["context"], RUN_S, "the run's data and its training task")
+    task_id = _run(api, run_id)["context"]["task_id"]
+    actor = ray.get_actor(LOOP_ACTOR_NAME, namespace=platform["settings"].ray_namespace)
+    ray.kill(actor, no_restart=False)
+    wait_for(lambda: _run(api, run_id)["finished_at"] is not None, RUN_S, "the run's end")
+
+    run = _run(api, run_id)
+    steps = {s["step"]: s for s in run["steps"]}
+    assert run["state"] == "promoted", run
+    assert list(steps) == ["triggered", "data", "train", "gate", "canary", "decide"]
+    assert steps["triggered"]["kind"] == "manual" and steps["triggered"]["detail"] == "labels arrived"
+    data = steps["data"]
+    assert data["labeled"] + data["unreadable"] == labeled and data["unreadable"] == 0
+    assert data["holdout"] > 0 and data["fresh_train"] > data["holdout"]
+    assert data["rows"]["train"] > SMALL["max_rows"]  # production's rows and the labeled ones
+    assert steps["train"]["task_id"] == task_id  # the restarted engine followed the same task
+    candidate = steps["train"]["version"]
+    gate = steps["gate"]
+    assert gate["fresh"]["rows"] == data["holdout"]
+    assert gate["fresh"]["candidate_accuracy"] >= gate["fresh"]["production_accuracy"]
+    assert steps["canary"]["outcome"] == "clean"
+    assert steps["canary"]["weights"] == {str(production): 80.0, str(candidate): 20.0}
+    assert registry.aliases(MODEL)["production"] == candidate and registry.get_traffic(MODEL) == {}
+
+    # The candidate's lineage is the run's: its task and the dataset version the run built.
+    version = registry.get_version(MODEL, candidate)
+    assert version.lineage["task_id"] == task_id and version.lineage["dataset"] == data["dataset"]
+    chain = api.get(f"/v1/loops/runs/{run_id}/lineage").json()["chain"]
+    assert [link["kind"] for link in chain] == ["manual", "dataset", "task", "version", "gate", "canary", "decide"]
+    assert chain[1]["labeled"] == data["labeled"] and chain[3]["version"] == candidate
+    assert chain[-1]["outcome"] == "promoted"
+
+    listed = api.get(f"/v1/loops/{MODEL}/runs").json()["runs"]
+    assert [r["id"] for r in listed] == [run_id]
+    assert "is open" in api.get(f"/v1/loops/{MODEL}/skipped").json()["skipped"][0]["reason"]
+    assert LoopClient.connect(platform["settings"]).status()["ticks"] >= 1
