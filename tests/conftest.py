@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,8 @@ os.environ.setdefault("AIP_ALERT_INTERVAL_S", "600")
 
 from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml
 from aiplatform.runtime import local_runtime_env
-from tests.factories import free_port
+from aiplatform.settings import Settings
+from tests.factories import free_port, platform_settings, served_platform
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,8 +33,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
     # The multi-node tests start (and stop) a Ray cluster of their own: they go first, before
-    # anything starts the session's single-node Ray in this process.
-    items.sort(key=lambda item: 0 if item.get_closest_marker("multinode") else 1)
+    # anything starts the session's single-node Ray in this process. Then the modules on the
+    # session's shared platform, one after another, so that its app is deployed once.
+    _SHARED_MODULES.update(item.path for item in items if "shared_platform" in getattr(item, "fixturenames", ()))
+    items.sort(key=lambda item: 0 if item.get_closest_marker("multinode") else 1 if item.path in _SHARED_MODULES else 2)
+
+
+_SHARED_MODULES: set[Path] = set()
+"""The test modules with a test on the shared platform (``shared_platform``)."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Past the modules on the shared platform, its app and scheduler stop: the next modules get
+    the session's two cores (and Serve's route) to themselves."""
+    if item.path not in _SHARED_MODULES:
+        from tests.factories import release_resident
+
+        release_resident()
 
 
 HANG_MARGIN_S = float(os.environ.get("AIP_TESTS_HANG_MARGIN_S", "120"))
@@ -168,6 +186,34 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         import ray._private.auto_init_hook as auto_init
 
         auto_init.enable_auto_connect = False
+
+
+@pytest.fixture(scope="session")
+def _shared_settings(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with platform_settings(
+        tmp_path_factory.mktemp("shared"), "shared", task_poll_interval_s=0.5, user_code=True
+    ) as settings:
+        try:
+            yield settings
+        finally:
+            from tests.factories import release_resident
+
+            release_resident()  # before Ray stops: the handles its tests made would log errors
+
+
+@pytest.fixture(scope="module")
+def shared_platform(_shared_settings: Settings) -> Iterator[dict[str, Any]]:
+    """One platform for the modules that need no settings of their own (authentication off,
+    users' code on, its scheduler polling every 0.5 s, its app served on 127.0.0.1): ``settings``,
+    ``url`` and ``queue``. Deployed once for all of them (they run one after another), where a
+    platform of each module's own cost about 12 s to deploy, start and delete on two cores. Its
+    modules share its stores: each names its own models."""
+    from aiplatform.tasks.queue import TaskClient
+    from aiplatform.tasks.scheduler import ensure_scheduler
+
+    ensure_scheduler(_shared_settings)
+    with served_platform(_shared_settings, keep=True) as url:
+        yield {"settings": _shared_settings, "url": url, "queue": TaskClient.connect(_shared_settings)}
 
 
 PROMETHEUS = shutil.which("prometheus")

@@ -273,6 +273,9 @@ _SERVE_URLS: dict[str, str] = {}
 """The URL of the Serve instance started in each Ray (by GCS address): it outlives the modules."""
 _SERVE_GRPC: dict[str, str] = {}
 """The address of that Serve instance's gRPC proxy (the Open Inference Protocol over gRPC)."""
+_RESIDENT: dict[str, object] = {}
+"""The settings of the app ``served_platform(keep=True)`` left deployed in each Ray (by GCS address):
+the session's shared platform (tests/conftest.py ``shared_platform``), kept for the next module."""
 
 
 def served_grpc_address() -> str:
@@ -283,25 +286,50 @@ def served_grpc_address() -> str:
 
 
 @contextlib.contextmanager
-def served_platform(settings):  # type: ignore[no-untyped-def]
+def served_platform(settings, keep: bool = False):  # type: ignore[no-untyped-def]
     """The platform's Serve app (gateway + model servers) on 127.0.0.1, yielding its base URL;
-    the app is deleted afterwards. Serve itself (its controller and proxy, on a free port) is
-    started once per Ray and kept for the next module: starting it again cost seconds each time."""
+    the app is deleted afterwards, unless ``keep``: then it stays deployed for the next module
+    that serves the same settings (a deploy and a delete cost about 10 s on two cores), until one
+    serving other settings replaces it (``release_resident``). Serve itself (its controller and
+    proxy, on a free port) is started once per Ray and kept for the next module: starting it
+    again cost seconds each time."""
     import ray
     from ray import serve
 
     from serve_apps.app import deploy_app, start_app
 
     cluster = ray._private.worker._global_node.gcs_address
-    if cluster in _SERVE_URLS:
-        deploy_app(settings)
-    else:
+    resident = _RESIDENT.get(cluster)
+    if resident is not None and resident.serve_app_name != settings.serve_app_name:  # type: ignore[attr-defined]
+        release_resident()
+        resident = None
+    if cluster not in _SERVE_URLS:
         _SERVE_GRPC[cluster] = f"127.0.0.1:{free_port()}"
         _SERVE_URLS[cluster] = start_app(settings, free_port(), int(_SERVE_GRPC[cluster].rsplit(":", 1)[1]))
+    elif resident is None:
+        deploy_app(settings)
+    _RESIDENT.pop(cluster, None)
     try:
         yield _SERVE_URLS[cluster]
     finally:
-        serve.delete(settings.serve_app_name)
+        if keep:
+            _RESIDENT[cluster] = settings
+        else:
+            serve.delete(settings.serve_app_name)
+
+
+def release_resident() -> None:
+    """Delete the app ``served_platform(keep=True)`` left deployed, and stop its platform's head
+    actors (its scheduler would go on polling on the session's two cores); a no-op without one."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    settings = _RESIDENT.pop(ray._private.worker._global_node.gcs_address, None)
+    if settings is not None:
+        serve.delete(settings.serve_app_name)  # type: ignore[attr-defined]
+        remove_platform_actors(settings.ray_namespace)  # type: ignore[attr-defined]
 
 
 def fault_table_figure(row: str, text: str) -> None:

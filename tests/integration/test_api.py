@@ -14,17 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from aiplatform.tasks.scheduler import ensure_scheduler
-from tests.factories import TINY_CNN_PARAMS, platform_settings, register_versions, served_platform
+from tests.factories import TINY_CNN_PARAMS, register_versions
 
 
 @pytest.fixture(scope="module")
-def api(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with platform_settings(tmp_path_factory.mktemp("api"), "api", task_poll_interval_s=0.5) as settings:
-        register_versions(settings, "tiny", count=2)
-        ensure_scheduler(settings)
-        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=60) as client:
-            yield client
+def api(shared_platform: dict[str, Any]) -> Iterator[httpx.Client]:
+    register_versions(shared_platform["settings"], "api-tiny", count=2)
+    with httpx.Client(base_url=shared_platform["url"], timeout=60) as client:
+        yield client
 
 
 def error_of(response: httpx.Response, status: int) -> str:
@@ -187,27 +184,27 @@ def test_a_template_installed_as_a_package_trains_through_the_api(
 
 def test_models_promote_rollback_and_download(api: httpx.Client) -> None:
     models = api.get("/v1/models").json()["models"]
-    assert "tiny" in [m["name"] for m in models]
+    assert "api-tiny" in [m["name"] for m in models]
     # these test packages carry no test accuracy: the production gate refuses them unless forced
-    assert "deploy with force" in error_of(api.post("/v1/models/tiny/promote", json={"version": 2}), 409)
-    first = api.post("/v1/models/tiny/promote", json={"version": 1, "force": True})
+    assert "deploy with force" in error_of(api.post("/v1/models/api-tiny/promote", json={"version": 2}), 409)
+    first = api.post("/v1/models/api-tiny/promote", json={"version": 1, "force": True})
     assert first.status_code == 200, first.text
-    second = api.post("/v1/models/tiny/promote", json={"version": 2, "force": True}).json()
+    second = api.post("/v1/models/api-tiny/promote", json={"version": 2, "force": True}).json()
     assert (second["version"], second["previous_version"]) == (2, 1)
-    assert api.get("/v1/models/tiny").json()["aliases"]["production"] == 2
-    back = api.post("/v1/models/tiny/rollback").json()
-    assert back["version"] == 1 and api.get("/v1/models/tiny").json()["aliases"]["production"] == 1
-    staged = api.post("/v1/models/tiny/promote", json={"version": 2, "alias": "staging"}).json()
+    assert api.get("/v1/models/api-tiny").json()["aliases"]["production"] == 2
+    back = api.post("/v1/models/api-tiny/rollback").json()
+    assert back["version"] == 1 and api.get("/v1/models/api-tiny").json()["aliases"]["production"] == 1
+    staged = api.post("/v1/models/api-tiny/promote", json={"version": 2, "alias": "staging"}).json()
     assert staged["alias"] == "staging"
-    assert api.get("/v1/models/tiny/versions/2").json()["aliases"] == ["staging"]
+    assert api.get("/v1/models/api-tiny/versions/2").json()["aliases"] == ["staging"]
 
-    package = api.get("/v1/models/tiny/versions/2/package")
+    package = api.get("/v1/models/api-tiny/versions/2/package")
     assert package.status_code == 200 and package.headers["content-type"] == "application/zip"
     assert hashlib.sha256(package.content).hexdigest() == package.headers["x-checksum-sha256"]
 
-    assert "version=9" in error_of(api.post("/v1/models/tiny/promote", json={"version": 9}), 404)
+    assert "version=9" in error_of(api.post("/v1/models/api-tiny/promote", json={"version": 9}), 404)
     assert "Alias 'Bad Alias'" in error_of(
-        api.post("/v1/models/tiny/promote", json={"version": 1, "alias": "Bad Alias"}), 400
+        api.post("/v1/models/api-tiny/promote", json={"version": 1, "alias": "Bad Alias"}), 400
     )
     assert "Model 'ghost' not found" in error_of(api.get("/v1/models/ghost"), 404)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -17,13 +17,11 @@ from tests.factories import (
     fault_table_figure,
     make_text_package,
     onnx_classifier,
-    platform_settings,
     png_bytes,
     register_bytes,
     register_package,
     register_versions,
     served_grpc_address,
-    served_platform,
     wait_for,
 )
 
@@ -31,12 +29,10 @@ _GATEWAY_SETTINGS: dict[str, Settings] = {}
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with platform_settings(tmp_path_factory.mktemp("serving"), "serve") as settings:
-        _GATEWAY_SETTINGS["settings"] = settings
-        register_versions(settings, "tiny")
-        with served_platform(settings) as url:
-            yield url
+def gateway(shared_platform: dict[str, Any]) -> str:
+    settings = _GATEWAY_SETTINGS["settings"] = shared_platform["settings"]
+    register_versions(settings, "tiny")
+    return str(shared_platform["url"])
 
 
 def test_upload_and_json_predictions(gateway: str) -> None:

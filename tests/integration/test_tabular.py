@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +28,15 @@ from aiplatform.packaging import read_package_files
 from aiplatform.packaging.xgboost_model import XGBOOST_FILE
 from aiplatform.registry import RegistryClient
 from aiplatform.storage import LocalStorage, storage_from_settings
-from aiplatform.tasks.queue import SUCCEEDED, TaskClient
-from aiplatform.tasks.scheduler import ensure_scheduler
-from tests.factories import platform_settings, served_platform, wait_for_task
+from aiplatform.tasks.queue import SUCCEEDED
+from tests.factories import wait_for_task
 
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
 
 
 @pytest.fixture(scope="module")
-def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with platform_settings(tmp_path_factory.mktemp("tabular"), "tabular", task_poll_interval_s=0.5) as settings:
-        ensure_scheduler(settings)
-        with served_platform(settings) as url:
-            yield {"settings": settings, "url": url, "queue": TaskClient.connect(settings)}
+def platform(shared_platform: dict[str, Any]) -> dict[str, Any]:
+    return shared_platform
 
 
 BOOSTING = {"num_boost_round": 200, "early_stopping_rounds": 10}

@@ -18,29 +18,28 @@ from aiplatform.storage import storage_from_settings
 from aiplatform.training.catalog import get_template
 from aiplatform.training.engine import run_training
 from aiplatform.training.publish import publish_model
-from tests.factories import platform_settings, served_platform
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
 
 
 @pytest.fixture(scope="module")
-def text_model(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with platform_settings(tmp_path_factory.mktemp("text"), "text") as settings:
-        storage = storage_from_settings(settings)
-        template = get_template("text-classification")
-        params = template.parse_params({"epochs": 1, "max_tokens": 32})
-        outcome = run_training(
-            template,
-            params,
-            settings=settings,
-            storage=storage,
-            datasets=DatasetManager(storage),
-            run_name=f"text-{uuid.uuid4().hex[:6]}",
-        )
-        version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
-        with served_platform(settings) as url, httpx.Client(base_url=url, timeout=300) as client:
-            yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
+def text_model(shared_platform: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    settings = shared_platform["settings"]
+    storage = storage_from_settings(settings)
+    template = get_template("text-classification")
+    params = template.parse_params({"epochs": 1, "max_tokens": 32})
+    outcome = run_training(
+        template,
+        params,
+        settings=settings,
+        storage=storage,
+        datasets=DatasetManager(storage),
+        run_name=f"text-{uuid.uuid4().hex[:6]}",
+    )
+    version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
+    with httpx.Client(base_url=shared_platform["url"], timeout=300) as client:
+        yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
 
 
 def test_the_tweets_corpus_became_a_stratified_clean_version(text_model: dict[str, Any]) -> None:
@@ -269,7 +268,9 @@ def test_drift_is_stable_for_tweets_like_the_training_data_and_significant_for_s
     drift_alerts = {a["labels"]["feature"] for a in evaluation["fired"] if a["rule"] == "drift-significant"}
     assert {"oov_rate", "tokens", "chars"} <= drift_alerts, evaluation["signals"]
     firing = api.get("/v1/alerts", params={"state": "firing", "rule": "drift-significant"}).json()["alerts"]
-    assert all(a["labels"]["model"] == "tweets-text" for a in firing) and len(firing) >= 3
+    # The shared platform's other modules have models of their own drifting (test_tabular's penguins).
+    ours = {a["labels"]["feature"] for a in firing if a["labels"]["model"] == "tweets-text"}
+    assert {"oov_rate", "tokens", "chars"} <= ours, firing
 
 
 def test_bad_drift_requests_are_refused_by_name(text_model: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,8 @@ from aiplatform.storage import sha256_bytes, storage_from_settings
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import FAILED, SUCCEEDED, TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
-from aiplatform.tasks.scheduler import ensure_scheduler
 from aiplatform.training.user_code import UserCodeParams, run_user_code
-from tests.factories import make_digit_images, platform_settings, served_platform, wait_for_task
+from tests.factories import make_digit_images, platform_settings, wait_for_task
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-mlp"
 ENTRY = "digits_mlp.train:train_loop"
@@ -35,14 +33,10 @@ SMALL = {"dataset": "mnist", "max_rows": 1200}
 
 
 @pytest.fixture(scope="module")
-def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    # Authentication off (the factories' default) turns users' code off unless it is set on.
-    with platform_settings(
-        tmp_path_factory.mktemp("usercode"), "usercode", task_poll_interval_s=0.5, user_code=True
-    ) as settings:
-        ensure_scheduler(settings)
-        with served_platform(settings) as url:
-            yield {"settings": settings, "url": url, "queue": TaskClient.connect(settings)}
+def platform(shared_platform: dict[str, Any]) -> dict[str, Any]:
+    # Authentication off turns users' code off unless it is set on: the shared platform sets it on.
+    assert shared_platform["settings"].user_code
+    return shared_platform
 
 
 def _finished(platform: dict[str, Any], task_id: str) -> Any:
