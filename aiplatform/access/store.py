@@ -171,6 +171,10 @@ class AccessStore:
         self.db_path = Path(db_path)
         self._lock = threading.RLock()
         self._db = open_database(self.db_path, _SCHEMA)
+        # Keys are looked up on the request path: a reader of its own, which WAL never makes wait
+        # for a writer (an audit entry's fsync holds the writer's lock).
+        self._read_lock = threading.Lock()
+        self._reader = open_database(self.db_path, "")
         self._touched: dict[str, float] = {}
 
     @classmethod
@@ -178,8 +182,9 @@ class AccessStore:
         return cls(state_dir / ACCESS_DB)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     # -- users ---------------------------------------------------------------------------
     def create_user(self, name: str, *, role: str = "viewer", platform_admin: bool = False, by: str) -> dict[str, Any]:
@@ -318,8 +323,8 @@ class AccessStore:
             return None
         digest = key_digest(secret)
         now = time.time() if now is None else now
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT k.*, u.platform_admin, u.disabled_at FROM api_keys k JOIN users u ON u.name = k.user"
                 " WHERE k.secret_sha256 = ?",
                 (digest,),
@@ -337,7 +342,7 @@ class AccessStore:
                 raise KeyRefused(refusal, row["user"], row["id"])
             roles = {
                 m["project"]: m["role"]
-                for m in self._db.execute("SELECT project, role FROM memberships WHERE user = ?", (row["user"],))
+                for m in self._reader.execute("SELECT project, role FROM memberships WHERE user = ?", (row["user"],))
             }
         if row["models"] is not None:
             return Principal(row["user"], "service", models=frozenset(json.loads(row["models"])), key_id=row["id"])
