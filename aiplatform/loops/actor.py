@@ -17,11 +17,9 @@ from typing import Any, Protocol
 import ray
 
 from aiplatform.loops.engine import LoopEngine
-from aiplatform.loops.platform import PlatformLoops
 from aiplatform.loops.policy import parse_policy
 from aiplatform.loops.store import LoopStore
 from aiplatform.runtime import ActorProxy, call, head_actor
-from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,6 +52,11 @@ class LoopAPI(Protocol):
 
 class LoopActor:
     def __init__(self, settings: Settings) -> None:
+        # Here, not at the top: a client (the API) imports this module without the platform's
+        # data, gate and serving code the engine runs.
+        from aiplatform.loops.platform import PlatformLoops
+        from aiplatform.serving.deployer import warm_on_serve
+
         self.settings = settings
         self.store = LoopStore(settings.resolved_state_dir / "loops.sqlite")
         self.engine = LoopEngine(self.store, PlatformLoops(settings, warm_on_serve(settings.serve_app_name)))

@@ -18,7 +18,6 @@ from aiplatform.api.schemas.loops import (
     SkippedList,
     TriggerOutcome,
 )
-from aiplatform.errors import InvalidArgument
 from aiplatform.loops.actor import LoopClient
 from aiplatform.loops.lineage import run_lineage
 
@@ -47,8 +46,6 @@ def put_policy(loops: LoopsDep, body: dict[str, Any] = Body(...)) -> dict[str, A
     """Create or replace the model's policy (400 naming what is wrong: a cron expression that does
     not parse, an unknown alert rule, a margin or weight out of range; 404 for a model without a
     production version). Its schedule counts from now."""
-    if not isinstance(body, dict):
-        raise InvalidArgument("A loop policy is a JSON object")
     return loops.put_policy(body)
 
 

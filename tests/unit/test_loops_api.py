@@ -1,0 +1,192 @@
+"""The loops' REST routes on an engine of their own (a real store in a temporary folder, a fake
+platform; no Ray): policies created, refused by name (400 / 404, nothing stored), runs by hand and
+skipped triggers, a run's steps and lineage; ``aip loops`` flags as a policy and a run as lines;
+a retraining run's fresh rows read back from kept inputs, held out by a seeded hash."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from aip.loops_cli import add_loops_commands, describe_run, policy_body
+from aiplatform.api.errors import install_error_handlers
+from aiplatform.api.routes import loops as loop_routes
+from aiplatform.errors import NotFound
+from aiplatform.loops.data import fresh_rows, held_out, newest, table_row
+from aiplatform.loops.engine import LoopEngine
+from aiplatform.loops.lineage import run_lineage
+from aiplatform.loops.policy import parse_policy
+from aiplatform.loops.store import LoopStore
+from aiplatform.results.feedback import LabeledPrediction
+from aiplatform.storage import LocalStorage
+from tests.unit.test_loops import FakePlatform
+
+pytestmark = pytest.mark.unit
+
+
+class InProcessLoops:
+    """The loop actor's methods over an engine in this process (what ``LoopClient`` forwards to)."""
+
+    def __init__(self, folder: Path, platform: FakePlatform) -> None:
+        self.store = LoopStore(folder / "loops.sqlite")
+        self.engine = LoopEngine(self.store, platform)
+
+    def put_policy(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.engine.put_policy(parse_policy(body), time.time()).to_dict()
+
+    def policies(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.store.policies()]
+
+    def policy(self, model: str) -> dict[str, Any]:
+        return self.store.policy(model).to_dict()
+
+    def delete_policy(self, model: str) -> None:
+        self.store.delete_policy(model)
+
+    def trigger(self, model: str, by: str = "manual", detail: str | None = None) -> dict[str, Any]:
+        return self.engine.trigger(model, time.time(), by=by, detail=detail)
+
+    def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.store.runs(model, limit)]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.store.run(run_id).to_dict()
+
+    def skipped(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
+        self.store.policy(model)
+        return self.store.skipped(model, limit)
+
+
+class OnlyPenguins(FakePlatform):
+    def production(self, model: str) -> dict[str, Any]:
+        if model != "penguins":
+            raise NotFound(f"Model {model!r} has no production version for a loop to retrain")
+        return super().production(model)
+
+
+def test_policies_runs_and_lineage_through_the_routes(tmp_path: Path) -> None:
+    platform = OnlyPenguins()
+    loops = InProcessLoops(tmp_path, platform)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(loop_routes.router)
+    app.dependency_overrides[loop_routes.get_loops] = lambda: loops
+    api = TestClient(app)
+
+    for body, status, named in (
+        ({"model": "penguins", "schedule": "0 25 * * *"}, 400, "hour"),
+        ({"model": "penguins", "on_alerts": ["nope"]}, 400, "nope"),
+        ({"model": "penguins", "gate": {"margin": -0.1}}, 400, "gate.margin"),
+        ({"model": "penguins", "canary": {"weight": 0}}, 400, "canary.weight"),
+        ({"model": "unknown"}, 404, "unknown"),
+        ([1, 2], 400, "body"),
+    ):
+        answer = api.post("/v1/loops", json=body)
+        assert answer.status_code == status and named in answer.json()["message"], answer.text
+    assert api.get("/v1/loops").json() == {"policies": []}
+    assert api.get("/v1/loops/penguins").status_code == 404
+    assert api.post("/v1/loops/penguins/trigger").status_code == 404
+
+    created = api.post("/v1/loops", json={"model": "penguins", "schedule": "0 3 * * *", "on_alerts": ["any"]})
+    assert created.status_code == 201, created.text
+    assert created.json()["schedule"] == "0 3 * * *" and created.json()["canary"]["weight"] == 10.0
+    started = api.post("/v1/loops/penguins/trigger", json={"detail": "by a test"})
+    assert started.status_code == 202 and started.json()["run"]["state"] == "data"
+    run_id = started.json()["run"]["id"]
+    skipped = api.post("/v1/loops/penguins/trigger").json()
+    assert skipped["run"] is None and run_id in skipped["skipped"]["reason"]
+    assert [s["reason"] for s in api.get("/v1/loops/penguins/skipped").json()["skipped"]] == [
+        skipped["skipped"]["reason"]
+    ]
+
+    platform.training_state = {"state": "succeeded", "version": 2}
+    loops.engine.tick(time.time())  # data, train, gate, canary started
+    run = api.get(f"/v1/loops/runs/{run_id}").json()
+    assert [s["step"] for s in run["steps"]] == ["triggered", "data", "train", "gate"] and run["state"] == "canary"
+    assert [r["id"] for r in api.get("/v1/loops/penguins/runs").json()["runs"]] == [run_id]
+    chain = api.get(f"/v1/loops/runs/{run_id}/lineage").json()["chain"]
+    assert [link["kind"] for link in chain] == ["manual", "dataset", "task", "version", "gate"]
+    assert chain[1] | {"at": 0} == {"kind": "dataset", "ref": "loop-data@1", "from": None, "labeled": 30, "at": 0}
+    assert api.get("/v1/loops/runs/loop-missing").status_code == 404
+    assert api.delete("/v1/loops/penguins").status_code == 204
+    assert api.delete("/v1/loops/penguins").status_code == 404
+
+
+def test_aip_loops_flags_make_the_policy_and_a_run_reads_as_lines() -> None:
+    parser = argparse.ArgumentParser()
+    add_loops_commands(parser.add_subparsers())
+    flags = "--on-alert quality-low --margin 0.02 --param num_boost_round=50 --param note=fresh --watch-s 60"
+    args = parser.parse_args(["loops", "create", "penguins", "--schedule", "0 3 * * *", *flags.split()])
+    body = policy_body(args)
+    assert parse_policy(body).model_dump()["train"]["params"] == {"num_boost_round": 50, "note": "fresh"}
+    assert body["on_alerts"] == ["quality-low"] and body["gate"] == {"margin": 0.02}
+    whole = parser.parse_args(["loops", "create", "penguins", "--policy", json.dumps({"cooldown_s": 5})])
+    assert policy_body(whole) == {"cooldown_s": 5, "model": "penguins"}
+    run = {
+        "id": "loop-1",
+        "model": "penguins",
+        "state": "promoted",
+        "created_at": 0.0,
+        "error": None,
+        "trigger": {"kind": "alert", "alert_id": "a1", "detail": "quality-low"},
+        "steps": [
+            {"step": "triggered", "at": 0.0, "outcome": "ok", "kind": "alert", "alert_id": "a1"},
+            {"step": "data", "at": 1.0, "outcome": "built", "dataset": "d@1", "labeled": 9, "params": {"x": 1}},
+            {"step": "train", "at": 2.0, "outcome": "trained", "task_id": "t1", "version": 2},
+            {"step": "decide", "at": 3.0, "outcome": "promoted", "version": 2},
+        ],
+        "finished_at": 3.0,
+    }
+    lines = describe_run(run)
+    assert lines[0].startswith("loop-1 penguins: promoted")
+    assert "dataset=d@1 labeled=9" in lines[2] and "params" not in lines[2] and "task_id=t1" in lines[3]
+    kinds = [link["kind"] for link in run_lineage(run)["chain"]]
+    assert kinds == ["alert", "dataset", "task", "version", "decide"]
+
+
+def test_fresh_rows_come_from_kept_inputs_with_a_seeded_holdout(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "store")
+    features = ["a", "b"]
+    storage.put_bytes("results/inputs/one", json.dumps({"features": {"a": 1.0, "b": "x"}}).encode())
+    storage.put_bytes("results/inputs/many", json.dumps({"rows": [{"a": 2, "b": "y"}, {"a": 3, "b": None}]}).encode())
+    storage.put_bytes("results/inputs/csv", b"a,b,species\n4,z,Adelie\n5,,Gentoo\n")
+    storage.put_bytes("results/inputs/v2", json.dumps({"inputs": [{"data": [1, 2]}]}).encode())
+    assert table_row(storage.get_bytes("results/inputs/many"), "r9-1", features) == {"a": 3, "b": None}
+    assert table_row(storage.get_bytes("results/inputs/csv"), "r8-1", features) == {"a": "5", "b": None}
+    assert table_row(storage.get_bytes("results/inputs/v2"), "r7", features) is None
+
+    def labeled(result_id: str, uri: str | None, label: str, at: float) -> LabeledPrediction:
+        return LabeledPrediction(result_id, "m", 1, at, "p", label, uri, at, "test")
+
+    predictions = [
+        labeled("r1", "results/inputs/one", "A", 1.0),
+        labeled("r2-0", "results/inputs/many", "B", 2.0),
+        labeled("r2-1", "results/inputs/many", "C", 3.0),
+        labeled("r3-0", "results/inputs/csv", "D", 4.0),
+        labeled("r4", "results/inputs/v2", "E", 5.0),
+        labeled("r5", None, "F", 6.0),
+    ]
+    fresh = fresh_rows(predictions, storage, features, seed=0, fraction=0.5)
+    assert fresh.unreadable == 2
+    rows = sorted(fresh.train + fresh.holdout, key=lambda r: r["label_name"])
+    assert [r["label_name"] for r in rows] == ["A", "B", "C", "D"] and rows[3] == {
+        "a": "4",
+        "b": "z",
+        "label_name": "D",
+    }
+    assert [r["label_name"] for r in fresh.holdout] == [
+        p.label for p in predictions[:4] if held_out(p.result_id, 0, 0.5)
+    ]
+    # The split is the seed's: the same ids always fall the same way; about the fraction held out.
+    ids = [f"r{i}" for i in range(2000)]
+    share = sum(held_out(i, 7, 0.3) for i in ids) / len(ids)
+    assert 0.25 < share < 0.35 and [held_out(i, 7, 0.3) for i in ids] == [held_out(i, 7, 0.3) for i in ids]
+    assert [held_out(i, 7, 0.3) for i in ids] != [held_out(i, 8, 0.3) for i in ids]
+    assert [p.result_id for p in newest(iter(predictions), 2)] == ["r4", "r5"]
