@@ -3,6 +3,7 @@
 import { api, authedDownload } from "./api.js";
 import { act, fmtNum, fmtTime, h, notify, page } from "./dom.js";
 import { aliasHistoryTable, lineageGraph } from "./lineage.js";
+import { loopsPanel } from "./loops.js";
 import { modelKinds } from "./kinds.js";
 import { evaluationView } from "./samples.js";
 
@@ -100,7 +101,7 @@ export async function modelDetail(root, name) {
     h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Macro-F1", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows))), evaluationBox, report,
     h("section", { class: "card", id: "lineage" }, h("h3", {}, "Lineage"), lineageGraph(name, model.versions),
-      h("h3", {}, "Alias history"), aliasHistoryTable(histories)));
+      h("h3", {}, "Alias history"), aliasHistoryTable(histories)), loopsPanel(name));
 }
 
 // Compress one version: the method, a button, and the report (also when the gate refuses).
