@@ -4,6 +4,7 @@ happens before a route runs."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from aiplatform.access import Action, request_action
 from aiplatform.access.store import AccessStore, AuditEntry, KeyRefused, key_digest
 from aiplatform.api.app import create_api_app
-from aiplatform.api.security import AccessPolicy
+from aiplatform.api.security import AccessPolicy, is_public
 from aiplatform.errors import AlreadyExists, InvalidArgument
 
 pytestmark = pytest.mark.unit
@@ -157,3 +158,33 @@ def test_revoked_expired_and_disabled_keys_get_401_naming_why(api: tuple[TestCli
     assert client.post("/v1/users/fay/disable", headers=ADMIN).status_code == 200
     assert "disabled" in client.get("/v1/whoami", headers={"Authorization": f"Bearer {other}"}).json()["message"]
     assert store.audit(principal="fay", outcome="denied")[0]
+
+
+def test_every_route_of_the_gateway_is_authorized_by_its_action(tmp_path: Path) -> None:
+    """Generated from the route table itself (the REST API, v1 and OIP REST): a viewer is refused
+    every route that changes something, a service key every route but inference on its model.
+    A new route gets its method's action without an edit, and is checked here."""
+    from serve_apps.gateway import gateway_app
+
+    store = AccessStore.in_state_dir(tmp_path)
+    app = gateway_app()
+    app.state.platform = SimpleNamespace(access=AccessPolicy("token", TOKEN, ("127.0.0.1",), store))
+    client = TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    viewer = {"Authorization": f"Bearer {_key(client, 'vera', 'viewer')}"}
+    service = {"Authorization": f"Bearer {_key(client, 'app', 'viewer', models=['x'])}"}
+    routes = [
+        (method.upper(), re.sub(r"{[^}]+}", "x", path))
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    ]
+    assert len(routes) > 60
+    wrong = []
+    for method, path in routes:
+        action = request_action(method, path).action
+        if is_public(path) or action is Action.IDENTIFY:
+            continue
+        if action is not Action.READ and client.request(method, path, headers=viewer).status_code != 403:
+            wrong.append(f"viewer {method} {path}")
+        if action is not Action.INFER and client.request(method, path, headers=service).status_code != 403:
+            wrong.append(f"service {method} {path}")
+    assert not wrong, wrong
