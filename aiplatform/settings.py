@@ -227,6 +227,10 @@ class Settings(BaseSettings):
     with the thresholds below."""
     alert_webhooks: list[SecretStr] = Field(default_factory=list)
     """URLs that get every alert change as a JSON POST (``AIP_ALERT_WEBHOOKS='["https://..."]'``)."""
+    loop_webhook_secret: SecretStr | None = None
+    """Signs the webhook the loop engine sends to ``alert_webhooks`` on each retraining run's
+    decision (``X-AIP-Signature: sha256=<HMAC-SHA256 of "<X-AIP-Timestamp>.<body>">``); unset,
+    the decisions are sent unsigned."""
     alert_latency_p99_s: float = Field(0.5, gt=0)
     alert_error_rate: float = Field(0.05, gt=0, le=1)
     alert_queue_wait_s: float = Field(600.0, gt=0)
@@ -302,7 +306,14 @@ class Settings(BaseSettings):
         ``aiplatform.runtime.storage_credentials_env``."""
         env = {}
         # Webhook URLs often carry tokens, and jobs do not send alerts.
-        secret = {"ray_address", "s3_access_key_id", "s3_secret_access_key", "alert_webhooks", "api_token"}
+        secret = {
+            "ray_address",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "alert_webhooks",
+            "api_token",
+            "loop_webhook_secret",
+        }
         for name, value in self.model_dump(exclude=secret).items():
             if value is None:
                 continue
