@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,18 +11,18 @@ import pytest
 
 from aiplatform.registry import RegistryClient
 from tests.e2e.conftest import SCREENSHOTS, assert_accessible, needs_browser
-from tests.factories import platform_settings, register_package, served_platform, wait_for
+from tests.factories import register_package, wait_for
 
 pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
-def platform_url(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with platform_settings(tmp_path_factory.mktemp("labels-ui"), "labels-ui") as settings:
-        registry = RegistryClient.connect(settings)
-        registry.set_alias("ui-labels", "production", register_package(settings, "ui-labels", num_classes=3))
-        with served_platform(settings) as url:
-            yield url
+def platform_url(shared_platform: dict[str, Any]) -> str:
+    settings = shared_platform["settings"]
+    RegistryClient.connect(settings).set_alias(
+        "ui-labels", "production", register_package(settings, "ui-labels", num_classes=3)
+    )
+    return str(shared_platform["url"])
 
 
 def _predict(url: str) -> dict[str, Any]:

@@ -361,7 +361,7 @@ def test_kept_json_inputs_show_as_thumbnails_and_long_lines_stay_in_their_card(p
     expect(page.locator(".probs tr")).to_have_count(3)
     expect(page.locator("#prediction")).not_to_contain_text("null")  # an answer without chunks shows nothing of them
     rows = page.locator("#result-rows tr")
-    expect(rows).to_have_count(3, timeout=30_000)  # results are written a moment after their answers
+    expect(rows).to_have_count(3)  # results are written a moment after their answers (UI_REQUEST_WAIT_MS)
     expect(rows.locator("img.thumb")).to_have_count(2)
     snippet = rows.locator(".snippet")
     expect(snippet).to_have_count(1)
