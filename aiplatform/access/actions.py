@@ -34,6 +34,7 @@ ROUTES: tuple[tuple[str, str, Action], ...] = (
     ("POST", rf"/v1/models/{NAME}/(promote|rollback|canary)", Action.MANAGE),
     ("PUT", rf"/v1/models/{NAME}/traffic", Action.MANAGE),
     ("POST", r"/v1/alerts/rules/reload", Action.MANAGE),
+    ("POST", r"/v1/loops", Action.MANAGE),  # a retraining policy promotes and rolls back on its own
     # POSTs that only read
     ("POST", r"/v1/runs/compare", Action.READ),
     ("POST", r"/v1/analysis/drift", Action.READ),

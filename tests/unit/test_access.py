@@ -46,6 +46,8 @@ def test_actions_follow_the_method_unless_the_table_names_the_route() -> None:
     assert request_action("POST", "/v1/models/a/promote").action is Action.MANAGE
     assert request_action("DELETE", "/v1/models/a/aliases/production").action is Action.MANAGE
     assert request_action("POST", "/v1/runs/compare").action is Action.READ
+    assert request_action("POST", "/v1/loops").action is Action.MANAGE  # a policy promotes on its own
+    assert request_action("POST", "/v1/loops/digits/trigger").action is Action.CREATE
     predict = request_action("POST", "/v2/models/digits/versions/3/infer")
     assert (predict.action, predict.model) == (Action.INFER, "digits")
     keys = request_action("DELETE", "/v1/users/alice/keys/k-1")
