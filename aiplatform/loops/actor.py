@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import ray
 
 from aiplatform.loops.engine import LoopEngine
+from aiplatform.loops.notify import send_due
 from aiplatform.loops.policy import parse_policy
 from aiplatform.loops.store import LoopStore
 from aiplatform.runtime import ActorProxy, call, head_actor
@@ -45,6 +46,8 @@ class LoopAPI(Protocol):
 
     def skipped(self, model: str, limit: int = 50) -> list[dict[str, Any]]: ...
 
+    def deliveries(self, run_id: str) -> list[dict[str, Any]]: ...
+
     def tick_now(self) -> dict[str, Any]: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -58,7 +61,7 @@ class LoopActor:
         from aiplatform.serving.deployer import warm_on_serve
 
         self.settings = settings
-        self.store = LoopStore(settings.resolved_state_dir / "loops.sqlite")
+        self.store = LoopStore(settings.resolved_state_dir / "loops.sqlite", webhooks=settings.webhook_urls)
         self.engine = LoopEngine(self.store, PlatformLoops(settings, warm_on_serve(settings.serve_app_name)))
         self._wake = threading.Event()
         self._tick_lock = threading.Lock()
@@ -96,10 +99,16 @@ class LoopActor:
         self.store.policy(model)  # 404 for a model without a policy
         return self.store.skipped(model, limit)
 
+    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
+        self.store.run(run_id)  # 404 for an unknown run
+        return self.store.deliveries(run_id)
+
     def tick_now(self) -> dict[str, Any]:
         """One tick at once (the loop does the same every interval)."""
         with self._tick_lock:
             report = self.engine.tick(time.time())
+            secret = self.settings.loop_webhook_secret
+            send_due(self.store, secret.get_secret_value() if secret else None, time.time())
             self.ticks += 1
             self.last_tick = {"at": time.time(), **report.__dict__}
         return self.last_tick

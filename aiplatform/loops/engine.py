@@ -144,15 +144,15 @@ class LoopEngine:
         trigger = {**trigger, "at": now}
         open_run = self.store.open_run_of(model)
         if open_run is not None:
-            return {"skipped": self.store.skip(model, trigger, f"run {open_run.id} is open ({open_run.state})")}
+            return {"skipped": self.store.skip(model, trigger, f"run {open_run.id} is open ({open_run.state})", now)}
         last_end = self.store.policy(model).marks.get("last_finished_at")
         if last_end is not None and now < last_end + stored.policy.cooldown_s:
             until = last_end + stored.policy.cooldown_s
-            return {"skipped": self.store.skip(model, trigger, f"cool-down until {until:.0f} (unix time)")}
+            return {"skipped": self.store.skip(model, trigger, f"cool-down until {until:.0f} (unix time)", now)}
         try:
-            run = self.store.open_run(model, trigger)
+            run = self.store.open_run(model, trigger, now)
         except Conflict as exc:  # another caller opened one in between
-            return {"skipped": self.store.skip(model, trigger, exc.message)}
+            return {"skipped": self.store.skip(model, trigger, exc.message, now)}
         return {"run": run.to_dict()}
 
     # -- the state machine -----------------------------------------------------------------
@@ -184,7 +184,7 @@ class LoopEngine:
             return self._end(run, step, "failed", {"error": exc.message}, FAILED, now)
 
     def _end(self, run: Run, step: str, outcome: str, links: dict[str, Any], state: str, now: float) -> Run:
-        ended = self.store.finish_step(run.id, step, outcome, links, state)
+        ended = self.store.finish_step(run.id, step, outcome, links, state, now)
         if ended.finished:
             self.store.set_marks(run.model, last_finished_at=now)
         return ended
@@ -196,23 +196,23 @@ class LoopEngine:
         if data["labeled"] < policy.data.min_labeled:
             reason = f"{data['labeled']} labeled predictions; the policy needs {policy.data.min_labeled}"
             return self._end(run, "data", "not enough data", {**links, "error": reason}, FAILED, now)
-        self.store.note(run.id, data=links)
-        return self.store.finish_step(run.id, "data", "built", links, "train")
+        self.store.note(run.id, now, data=links)
+        return self.store.finish_step(run.id, "data", "built", links, "train", now)
 
     def _step_train(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         task_id = run.context.get("task_id")
         if task_id is None:
             task_id = self.platform.start_training(run.id, run.model, policy, run.context["data"])
-            run = self.store.note(run.id, task_id=task_id)
+            run = self.store.note(run.id, now, task_id=task_id)
         state = self.platform.training(task_id)
         if state["state"] == "running":
             return run
         if state["state"] != "succeeded":
             links = {"task_id": task_id, "error": state.get("error") or f"training {state['state']}"}
             return self._end(run, "train", "failed", links, FAILED, now)
-        self.store.note(run.id, candidate=state["version"])
+        self.store.note(run.id, now, candidate=state["version"])
         links = {"task_id": task_id, "version": state["version"], "metrics": state.get("metrics", {})}
-        return self.store.finish_step(run.id, "train", "trained", links, "gate")
+        return self.store.finish_step(run.id, "train", "trained", links, "gate", now)
 
     def _step_gate(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         data, candidate = run.context["data"], int(run.context["candidate"])
@@ -221,14 +221,14 @@ class LoopEngine:
         links = {"version": candidate, "production": data["production"], "margin": policy.gate.margin, **figures}
         if refusals:
             return self._end(run, "gate", "refused", {**links, "reasons": refusals}, REJECTED, now)
-        return self.store.finish_step(run.id, "gate", "passed", links, "canary")
+        return self.store.finish_step(run.id, "gate", "passed", links, "canary", now)
 
     def _step_canary(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         candidate = int(run.context["candidate"])
         started = run.context.get("canary_started_at")
         if started is None:
             weights = self.platform.start_canary(run.model, candidate, policy.canary.weight)
-            run = self.store.note(run.id, canary_started_at=now, canary_weights=weights)
+            run = self.store.note(run.id, now, canary_started_at=now, canary_weights=weights)
             started = now
         state = self.platform.canary_state(run.model, candidate)
         alerts = [
@@ -242,12 +242,12 @@ class LoopEngine:
         if alerts or not state.get("serving", True):
             alert = alerts[0] if alerts else None
             why = {"alert_id": alert["id"], "alert_rule": alert["rule"]} if alert else {"reason": "traffic taken away"}
-            self.store.note(run.id, canary_outcome="alert")
-            return self.store.finish_step(run.id, "canary", "alert", {**links, **why}, "decide")
+            self.store.note(run.id, now, canary_outcome="alert")
+            return self.store.finish_step(run.id, "canary", "alert", {**links, **why}, "decide", now)
         if now - started < policy.canary.watch_s:
             return run
-        self.store.note(run.id, canary_outcome="clean")
-        return self.store.finish_step(run.id, "canary", "clean", links, "decide")
+        self.store.note(run.id, now, canary_outcome="clean")
+        return self.store.finish_step(run.id, "canary", "clean", links, "decide", now)
 
     def _step_decide(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         candidate = int(run.context["candidate"])

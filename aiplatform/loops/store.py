@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiplatform.alerting.store import redacted_url
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.loops.policy import LoopPolicy
 from aiplatform.sqlite import open_database, transaction
@@ -57,6 +58,17 @@ CREATE TABLE IF NOT EXISTS skipped (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS skipped_by_model ON skipped(model, seq);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL,
+    done_at REAL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE next_at IS NOT NULL;
 """
 
 
@@ -105,10 +117,12 @@ class StoredPolicy:
 class LoopStore:
     """SQLite-backed, thread-safe."""
 
-    def __init__(self, db_path: str | Path, clock: Any = time.time) -> None:
+    def __init__(self, db_path: str | Path, clock: Any = time.time, webhooks: list[str] | None = None) -> None:
         self._lock = threading.Lock()
         self._db = open_database(Path(db_path), _SCHEMA)
         self.clock = clock
+        self.webhooks = list(webhooks or [])
+        """Where each run's decision is sent: queued in the transaction that ends the run."""
 
     def close(self) -> None:
         with self._lock:
@@ -159,9 +173,9 @@ class LoopStore:
             self._db.execute("UPDATE policies SET marks = ? WHERE model = ?", (json.dumps(merged), model))
 
     # -- runs ------------------------------------------------------------------------------
-    def open_run(self, model: str, trigger: dict[str, Any]) -> Run:
+    def open_run(self, model: str, trigger: dict[str, Any], now: float | None = None) -> Run:
         """A new run at its first step; :class:`Conflict` when the model has one open."""
-        now = self.clock()
+        now = self.clock() if now is None else now
         run_id = f"loop-{uuid.uuid4().hex[:12]}"
         started = {"step": "triggered", "at": now, "outcome": "ok", **trigger}
         try:
@@ -203,21 +217,24 @@ class LoopStore:
             ).fetchall()
         return [_run(row) for row in rows]
 
-    def note(self, run_id: str, **context: Any) -> Run:
+    def note(self, run_id: str, now: float | None = None, **context: Any) -> Run:
         """Record what the step in progress started (a task id...), before waiting on it."""
         with self._lock, transaction(self._db):
             row = self._row(run_id)
             merged = {**json.loads(row["context"]), **context}
             self._db.execute(
-                "UPDATE runs SET context = ?, updated_at = ? WHERE id = ?", (json.dumps(merged), self.clock(), run_id)
+                "UPDATE runs SET context = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(merged), self.clock() if now is None else now, run_id),
             )
         return self.run(run_id)
 
-    def finish_step(self, run_id: str, step: str, outcome: str, links: dict[str, Any], next_state: str) -> Run:
+    def finish_step(
+        self, run_id: str, step: str, outcome: str, links: dict[str, Any], next_state: str, now: float | None = None
+    ) -> Run:
         """End the run's current step ``step`` with ``outcome`` and its links, and move it on to
         ``next_state`` (a step, or an end: the run is then finished). A step already ended (a
         retried call) changes nothing."""
-        now = self.clock()
+        now = self.clock() if now is None else now
         with self._lock, transaction(self._db):
             row = self._row(run_id)
             if row["state"] != step:
@@ -229,6 +246,13 @@ class LoopStore:
                 "UPDATE runs SET state = ?, steps = ?, updated_at = ?, finished_at = ?, error = ? WHERE id = ?",
                 (next_state, json.dumps(steps), now, finished, error, run_id),
             )
+            if finished is not None:
+                payload = json.dumps({"event": "loop.decision", "run": _run(self._row(run_id)).to_dict()})
+                for url in self.webhooks:
+                    self._db.execute(
+                        "INSERT INTO deliveries(run_id, url, payload, next_at) VALUES (?, ?, ?, ?)",
+                        (run_id, url, payload, now),
+                    )
         return self.run(run_id)
 
     def _row(self, run_id: str) -> sqlite3.Row:
@@ -238,8 +262,8 @@ class LoopStore:
         return row
 
     # -- skipped triggers ------------------------------------------------------------------
-    def skip(self, model: str, trigger: dict[str, Any], reason: str) -> dict[str, Any]:
-        now = self.clock()
+    def skip(self, model: str, trigger: dict[str, Any], reason: str, now: float | None = None) -> dict[str, Any]:
+        now = self.clock() if now is None else now
         with self._lock, transaction(self._db):
             self._db.execute(
                 "INSERT INTO skipped(model, at, trigger, reason) VALUES (?, ?, ?, ?)",
@@ -257,6 +281,34 @@ class LoopStore:
             {"model": r["model"], "at": r["at"], "trigger": json.loads(r["trigger"]), "reason": r["reason"]}
             for r in rows
         ]
+
+    # -- the decisions' webhook outbox -----------------------------------------------------
+    def due_deliveries(self, now: float) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM deliveries WHERE next_at IS NOT NULL AND next_at <= ? ORDER BY id", (now,)
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def delivery_done(self, delivery_id: int, now: float) -> None:
+        with self._lock, transaction(self._db):
+            self._db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_at = NULL, done_at = ?, error = NULL WHERE id = ?",
+                (now, delivery_id),
+            )
+
+    def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        with self._lock, transaction(self._db):
+            self._db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_at = ?, error = ? WHERE id = ?",
+                (retry_at, error, delivery_id),
+            )
+
+    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's decision webhooks: attempts, done or not, the last error (the URL to its host)."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+        return [{**dict(row), "url": redacted_url(row["url"]), "payload": None} for row in rows]
 
 
 def _policy(row: sqlite3.Row) -> StoredPolicy:

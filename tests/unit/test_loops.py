@@ -251,3 +251,48 @@ def test_a_restarted_engine_carries_a_run_on_from_its_last_step(tmp_path: Path) 
     again.store.open_run("penguins", {"kind": "manual"})
     with pytest.raises(Conflict):  # one open run per model, whoever asks
         again.store.open_run("penguins", {"kind": "manual"})
+
+
+def test_each_decision_is_sent_signed_and_retried_until_accepted(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from aiplatform.loops.notify import send_due
+
+    received: list[tuple[dict[str, str], bytes]] = []
+    answers = [500, 200]
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers.pop(0))
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        platform = FakePlatform()
+        platform.training_state = {"state": "succeeded", "version": 2}
+        platform.figures["original"]["candidate_accuracy"] = 0.1
+        store = LoopStore(tmp_path / "loops.sqlite", webhooks=[f"http://127.0.0.1:{server.server_port}/hook"])
+        loops = LoopEngine(store, platform)
+        loops.put_policy(parse_policy(POLICY), 0.0)
+        run_id = loops.trigger("penguins", 1.0)["run"]["id"]
+        loops.tick(2.0)
+        assert store.run(run_id).state == REJECTED
+        assert send_due(store, "s3cret", 3.0) == 0  # the receiver failed: retried later, not now
+        assert store.deliveries(run_id)[0]["error"] == "HTTP 500" and send_due(store, "s3cret", 3.5) == 0
+        assert send_due(store, "s3cret", 10.0) == 1
+        assert store.deliveries(run_id)[0]["done_at"] == 10.0 and send_due(store, "s3cret", 100.0) == 0
+    finally:
+        server.shutdown()
+    headers, body = received[-1]
+    assert json.loads(body)["event"] == "loop.decision" and json.loads(body)["run"]["state"] == REJECTED
+    expected = hmac.new(b"s3cret", headers["X-AIP-Timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert headers["X-AIP-Signature"] == f"sha256={expected}" and len(received) == 2

@@ -63,6 +63,10 @@ class InProcessLoops:
         self.store.policy(model)
         return self.store.skipped(model, limit)
 
+    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
+        self.store.run(run_id)
+        return self.store.deliveries(run_id)
+
 
 class OnlyPenguins(FakePlatform):
     def production(self, model: str) -> dict[str, Any]:
@@ -115,6 +119,7 @@ def test_policies_runs_and_lineage_through_the_routes(tmp_path: Path) -> None:
     assert [link["kind"] for link in chain] == ["manual", "dataset", "task", "version", "gate"]
     assert chain[1] | {"at": 0} == {"kind": "dataset", "ref": "loop-data@1", "from": None, "labeled": 30, "at": 0}
     assert api.get("/v1/loops/runs/loop-missing").status_code == 404
+    assert api.get(f"/v1/loops/runs/{run_id}/deliveries").json() == {"deliveries": []}  # no webhooks set
     assert api.delete("/v1/loops/penguins").status_code == 204
     assert api.delete("/v1/loops/penguins").status_code == 404
 

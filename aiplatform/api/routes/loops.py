@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query
 
 from aiplatform.api.deps import SettingsDep
 from aiplatform.api.schemas.loops import (
+    LoopDeliveryList,
     LoopLineage,
     LoopPolicyList,
     LoopPolicyPublic,
@@ -60,6 +61,13 @@ def get_run_lineage(run_id: str, loops: LoopsDep) -> dict[str, Any]:
     the dataset version it built with its labeled predictions, the task, the version, the canary
     and the decision."""
     return run_lineage(loops.run(run_id))
+
+
+@router.get("/runs/{run_id}/deliveries", response_model=LoopDeliveryList)
+def get_run_deliveries(run_id: str, loops: LoopsDep) -> dict[str, Any]:
+    """The webhooks of the run's decision (``AIP_ALERT_WEBHOOKS``, signed with
+    ``AIP_LOOP_WEBHOOK_SECRET``): attempts, done or not, the last error; URLs to their host."""
+    return {"deliveries": loops.deliveries(run_id)}
 
 
 @router.get("/{model}", response_model=LoopPolicyPublic)

@@ -64,3 +64,17 @@ class LoopLineage(Body):
     run: str
     model: str
     chain: list[dict[str, Any]]
+
+
+class LoopDelivery(Record):
+    id: int
+    run_id: str
+    url: str
+    attempts: int
+    next_at: float | None
+    done_at: float | None
+    error: str | None
+
+
+class LoopDeliveryList(Body):
+    deliveries: list[LoopDelivery]
