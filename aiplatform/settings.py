@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     """Host names the HTTP surface answers to (the ``Host`` header, port aside): a web page that
     rebinds its own DNS name to 127.0.0.1 is refused. ``["*"]`` answers any (behind a load
     balancer that checks hosts itself)."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses (IPs or CIDRs) of authenticating reverse proxies (oauth2-proxy) whose identity
+    headers (``X-Forwarded-Preferred-Username``, ``X-Forwarded-User``) sign a user in: believed
+    only on a connection whose own peer address is one of these (aiplatform.access.proxy).
+    Empty (the default): the headers are ignored and every request needs a key."""
+    sso_new_user_role: Literal["viewer", "member", "maintainer"] | None = None
+    """A user a trusted proxy names who does not exist yet is made on first sign-in with this
+    role in the default project (None, the default: refused until an admin makes them)."""
 
     data_root: Path | None = None
     """Local dataset sources named through the API must lie under this folder (symbolic links
@@ -269,6 +277,20 @@ class Settings(BaseSettings):
                 "surrounding spaces aside; unset it to have `aip up` make one"
             )
         return SecretStr(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, addresses: list[str]) -> list[str]:
+        import ipaddress
+
+        for index, address in enumerate(addresses):
+            try:
+                ipaddress.ip_network(address.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies (AIP_TRUSTED_PROXIES) entry #{index + 1} is not an IP address or CIDR"
+                ) from None
+        return [address.strip() for address in addresses]
 
     @field_validator("train_worker_cpus")
     @classmethod
