@@ -6,7 +6,7 @@ import { h, s } from "./dom.js";
 const COLUMN = 190, ROW = 46, BOX_W = 160, BOX_H = 30;
 
 // Nodes in columns by depth: origins (datasets, code, imports) | tasks | versions | their children.
-export function lineageGraph(name, versions) {
+export function lineageGraph(name, versions, loopRuns = []) {
   const nodes = new Map(), edges = [];
   const node = (id, column, label, kind, href) => {
     if (!nodes.has(id)) nodes.set(id, { id, column, label, kind, href });
@@ -33,6 +33,14 @@ export function lineageGraph(name, versions) {
       if (origin) edges.push([origin, task, "trains on"]);
       edges.push([task, me, "registers"]);
     } else if (origin) edges.push([origin, me, lineage.imported ? "imported" : "from"]);
+  }
+  // A retraining loop's run: what started it (an alert, a schedule, a person) -> the task it made.
+  for (const run of loopRuns) {
+    const train = run.steps.find((st) => st.step === "train" && st.task_id);
+    if (!train || !nodes.has(`task:${train.task_id}`)) continue;
+    const t = run.trigger;
+    const origin = node(`loop:${run.id}`, 0, t.alert_id ? `alert ${t.detail} (${t.alert_id})` : `${t.kind} (loop ${run.id})`, "loop");
+    edges.push([origin, `task:${train.task_id}`, `loop ${run.id}: ${run.state}`]);
   }
   const rows = new Map();
   for (const n of nodes.values()) { n.row = rows.get(n.column) || 0; rows.set(n.column, n.row + 1); }

@@ -64,6 +64,7 @@ export async function modelDetail(root, name) {
   const aliasNames = [...new Set(["production", ...Object.keys(model.aliases)])];
   const histories = await Promise.all(aliasNames.map((alias) =>
     api("GET", `/v1/models/${encodeURIComponent(name)}/aliases/${encodeURIComponent(alias)}/history`)));
+  const { runs: loopRuns } = await api("GET", `/v1/loops/${encodeURIComponent(name)}/runs?limit=50`).catch(() => ({ runs: [] }));
   const report = h("div", { id: "compression-report" });
   const evaluationBox = h("div", { id: "evaluation-box" });
   const rows = model.versions.map((v) => {
@@ -100,7 +101,7 @@ export async function modelDetail(root, name) {
         const r = await api("POST", `/v1/models/${encodeURIComponent(name)}/rollback`); await reload(); notify(r.message); }) }, "Roll back production")),
     h("table", {}, h("thead", {}, h("tr", {}, ["Version", "Test accuracy", "Macro-F1", "Aliases", "Created", "Lineage", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows))), evaluationBox, report,
-    h("section", { class: "card", id: "lineage" }, h("h3", {}, "Lineage"), lineageGraph(name, model.versions),
+    h("section", { class: "card", id: "lineage" }, h("h3", {}, "Lineage"), lineageGraph(name, model.versions, loopRuns),
       h("h3", {}, "Alias history"), aliasHistoryTable(histories)), loopsPanel(name));
 }
 
