@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ MODEL = "loop-penguins"
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
 SMALL = {"max_rows": 60, "num_boost_round": 30, "early_stopping_rounds": 5}
 """Production learns from 60 rows: the loop's run has the whole labeled table besides."""
+CHROMIUM = Path("/usr/bin/chromium")
 RUN_S = 420.0
 """A run's two steps that take work (its data's build, its training: each a Ray job on two cores)."""
 
@@ -42,7 +44,13 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         httpx.Client(base_url=url, timeout=120) as api,
     ):
         ensure_scheduler(s)
-        yield {"settings": s, "api": api, "queue": TaskClient.connect(s), "registry": RegistryClient.connect(s)}
+        yield {
+            "settings": s,
+            "url": url,
+            "api": api,
+            "queue": TaskClient.connect(s),
+            "registry": RegistryClient.connect(s),
+        }
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -166,3 +174,24 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform:
     assert [r["id"] for r in listed] == [run_id]
     assert "is open" in api.get(f"/v1/loops/{MODEL}/skipped").json()["skipped"][0]["reason"]
     assert LoopClient.connect(platform["settings"]).status()["ticks"] >= 1
+    if CHROMIUM.exists():
+        _check_the_model_page(platform["url"], run_id, task_id)
+
+
+def _check_the_model_page(url: str, run_id: str, task_id: str) -> None:
+    """The model's page shows the loop's run with its steps, and the lineage graph its trigger."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/#models/{MODEL}")
+            panel = page.locator("#loops")
+            expect(panel).to_contain_text(run_id, timeout=60_000)
+            expect(panel.locator(f"tr[data-run='{run_id}']")).to_contain_text("promoted")
+            expect(panel.locator(f"tr[data-run='{run_id}']")).to_contain_text(f"task {task_id}")
+            graph = page.locator("#lineage-graph")
+            expect(graph.locator(f"[data-edge='loop:{run_id}->task:{task_id}']")).to_have_count(1)
+        finally:
+            browser.close()
