@@ -294,7 +294,6 @@ def served_platform(settings, keep: bool = False):  # type: ignore[no-untyped-de
     proxy, on a free port) is started once per Ray and kept for the next module: starting it
     again cost seconds each time."""
     import ray
-    from ray import serve
 
     from serve_apps.app import deploy_app, start_app
 
@@ -315,20 +314,28 @@ def served_platform(settings, keep: bool = False):  # type: ignore[no-untyped-de
         if keep:
             _RESIDENT[cluster] = settings
         else:
-            serve.delete(settings.serve_app_name)
+            delete_app(settings.serve_app_name)
+
+
+def delete_app(name: str) -> None:
+    """Delete the Serve app ``name`` and wait until Serve no longer lists it: ``serve.delete``
+    itself looks once a second, so each delete (about 2 s of replicas draining) took 3 s."""
+    from ray import serve
+
+    serve.delete(name, _blocking=False)
+    wait_for(lambda: name not in serve.status().applications, 60, f"Serve to delete the app {name}")
 
 
 def release_resident() -> None:
     """Delete the app ``served_platform(keep=True)`` left deployed, and stop its platform's head
     actors (its scheduler would go on polling on the session's two cores); a no-op without one."""
     import ray
-    from ray import serve
 
     if not ray.is_initialized():
         return
     settings = _RESIDENT.pop(ray._private.worker._global_node.gcs_address, None)
     if settings is not None:
-        serve.delete(settings.serve_app_name)  # type: ignore[attr-defined]
+        delete_app(settings.serve_app_name)  # type: ignore[attr-defined]
         remove_platform_actors(settings.ray_namespace)  # type: ignore[attr-defined]
 
 
