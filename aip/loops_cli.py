@@ -56,6 +56,11 @@ def policy_body(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.min_labeled is not None:
         body["data"]["min_labeled"] = args.min_labeled
+    if args.sweep:
+        try:
+            body["train"]["sweep"] = json.loads(args.sweep)
+        except ValueError as exc:
+            raise InvalidArgument(f"--sweep is not JSON: {exc}") from None
     return body
 
 
@@ -73,7 +78,8 @@ def describe_policy(policy: dict[str, Any]) -> list[str]:
         f"  triggers: {'; '.join(triggers)}",
         f"  data: up to {policy['data']['max_labeled']} labeled predictions, "
         f"{policy['data']['holdout_fraction']:.0%} held out (seed {policy['data']['seed']})",
-        f"  train: production's template and parameters{' with ' + json.dumps(policy['train']['params']) if policy['train']['params'] else ''}",
+        f"  train: production's template and parameters{' with ' + json.dumps(policy['train']['params']) if policy['train']['params'] else ''}"
+        + (f"; a sweep over {', '.join(policy['train']['sweep']['space'])}" if policy["train"].get("sweep") else ""),
         f"  gate: beat production by {policy['gate']['margin']} accuracy on its test split and the held-out slice",
         f"  canary: {policy['canary']['weight']:g}% for {policy['canary']['watch_s']:g} s; "
         f"rolled back on {', '.join(policy['canary']['alerts'])}",
@@ -209,6 +215,11 @@ def add_loops_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     create.add_argument("--holdout", type=float, default=0.3, help="share of the fresh rows held out for the gate")
     create.add_argument("--seed", type=int, default=0)
     create.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a training override")
+    create.add_argument(
+        "--sweep",
+        help='train by a sweep around production\'s parameters, JSON: {"space": {"max_depth": '
+        '{"type": "int", "low": 2, "high": 8}}, "trials": 8}',
+    )
     create.add_argument("--margin", type=float, default=0.0, help="accuracy the candidate must gain")
     create.add_argument("--canary-weight", type=float, default=10.0, help="percent, 0 < w < 100")
     create.add_argument("--watch-s", type=float, default=300.0, help="seconds of clean canary before promotion")

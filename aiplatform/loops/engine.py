@@ -212,6 +212,7 @@ class LoopEngine:
             return self._end(run, "train", "failed", links, FAILED, now)
         self.store.note(run.id, now, candidate=state["version"])
         links = {"task_id": task_id, "version": state["version"], "metrics": state.get("metrics", {})}
+        links |= {k: state[k] for k in ("sweep_id", "best_trial", "best_params") if k in state}
         return self.store.finish_step(run.id, "train", "trained", links, "gate", now)
 
     def _step_gate(self, run: Run, policy: LoopPolicy, now: float) -> Run:

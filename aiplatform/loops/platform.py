@@ -33,6 +33,7 @@ from aiplatform.tasks.ray_jobs import RayJobs
 from aiplatform.tasks.scheduler import scheduler_handle
 from aiplatform.training.catalog import get_template
 
+SWEEP_TEMPLATE = "sweep"
 RUNS_FOLDER = "loops"
 """Under the data root: ``loops/<model>/<run id>/train.parquet`` and ``holdout.parquet``."""
 
@@ -150,10 +151,16 @@ class PlatformLoops:
 
     # -- training --------------------------------------------------------------------------
     def start_training(self, run_id: str, model: str, policy: LoopPolicy, data: dict[str, Any]) -> str:
+        """A task of production's template on the run's data, or a sweep around it."""
         production = self.production(model)
+        template, params = production["template"], data["params"]
+        if policy.train.sweep is not None:
+            searched = set(policy.train.sweep.get("space", {}))
+            shared = {k: v for k, v in params.items() if k not in searched}
+            template, params = SWEEP_TEMPLATE, {**policy.train.sweep, "template": template, "params": shared}
         task = self.tasks.create(
-            production["template"],
-            data["params"],
+            template,
+            params,
             model_name=model,
             idempotency_key=run_id,
             priority=policy.train.priority,
@@ -168,7 +175,14 @@ class PlatformLoops:
         if task.state != SUCCEEDED or not task.result:
             return {"state": task.state.lower(), "error": task.error or f"task {task_id} {task.state.lower()}"}
         metrics = {k: task.result[k] for k in ("test_accuracy", "test_macro_f1") if k in task.result}
-        return {"state": "succeeded", "version": int(task.result["version"]), "metrics": metrics}
+        state = {"state": "succeeded", "version": int(task.result["version"]), "metrics": metrics}
+        if task.template == SWEEP_TEMPLATE:
+            state |= {
+                "sweep_id": task.id,
+                "best_trial": task.result.get("best_trial"),
+                "best_params": task.result.get("best_params"),
+            }
+        return state
 
     # -- gate ------------------------------------------------------------------------------
     def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:

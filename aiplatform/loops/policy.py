@@ -31,12 +31,29 @@ class DataPolicy(BaseModel):
 
 
 class TrainPolicy(BaseModel):
-    """How: the production version's template and parameters, with overrides."""
+    """How: the production version's template and parameters, with overrides; or a sweep over
+    ``sweep.space`` around them (``aiplatform.tasks.sweeps``: its best trial is the candidate)."""
 
     model_config = ConfigDict(extra="forbid")
 
     params: dict[str, Any] = Field(default_factory=dict, description="overrides of production's parameters")
     priority: int = Field(0, ge=-100, le=100)
+    sweep: dict[str, Any] | None = Field(
+        None, description="a sweep's space, metric, mode, trials... (the sweep template's fields but template/params)"
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from aiplatform.tasks.sweeps.params import SweepParams
+
+        fixed = sorted({"template", "params", "deploy"} & set(value))
+        if fixed:
+            raise ValueError(f"a loop's sweep takes production's template and parameters; drop {fixed}")
+        SweepParams.model_validate({**value, "template": "checked-later"})  # the space, metric, trials...
+        return value
 
 
 class GatePolicy(BaseModel):

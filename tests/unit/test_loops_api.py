@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from aip.loops_cli import add_loops_commands, describe_run, policy_body
+from aip.loops_cli import add_loops_commands, describe_policy, describe_run, policy_body
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.routes import loops as loop_routes
 from aiplatform.errors import NotFound
@@ -132,6 +132,13 @@ def test_aip_loops_flags_make_the_policy_and_a_run_reads_as_lines() -> None:
     body = policy_body(args)
     assert parse_policy(body).model_dump()["train"]["params"] == {"num_boost_round": 50, "note": "fresh"}
     assert body["on_alerts"] == ["quality-low"] and body["gate"] == {"margin": 0.02}
+    swept = parser.parse_args(
+        ["loops", "create", "penguins", "--sweep", '{"space": {"max_depth": {"type": "int", "low": 2, "high": 4}}}']
+    )
+    assert parse_policy(policy_body(swept)).train.sweep == {
+        "space": {"max_depth": {"type": "int", "low": 2, "high": 4}}
+    }
+    assert "a sweep over max_depth" in "\n".join(describe_policy(parse_policy(policy_body(swept)).model_dump()))
     whole = parser.parse_args(["loops", "create", "penguins", "--policy", json.dumps({"cooldown_s": 5})])
     assert policy_body(whole) == {"cooldown_s": 5, "model": "penguins"}
     run = {
@@ -195,3 +202,39 @@ def test_fresh_rows_come_from_kept_inputs_with_a_seeded_holdout(tmp_path: Path) 
     assert 0.25 < share < 0.35 and [held_out(i, 7, 0.3) for i in ids] == [held_out(i, 7, 0.3) for i in ids]
     assert [held_out(i, 7, 0.3) for i in ids] != [held_out(i, 8, 0.3) for i in ids]
     assert [p.result_id for p in newest(iter(predictions), 2)] == ["r4", "r5"]
+
+
+def test_a_sweep_policy_is_checked_and_trains_through_the_sweep_template(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from aiplatform.errors import InvalidArgument
+    from aiplatform.loops.platform import PlatformLoops
+    from aiplatform.settings import Settings
+
+    space = {"max_depth": {"type": "int", "low": 2, "high": 6}}
+    for sweep, named in (
+        ({"space": {}}, "search space is empty"),
+        ({"space": space, "template": "cnn-classification"}, "template"),
+        ({"space": space, "trials": 0}, "trials"),
+    ):
+        with pytest.raises(InvalidArgument, match=named):
+            parse_policy({"model": "penguins", "train": {"sweep": sweep}})
+    policy = parse_policy({"model": "penguins", "train": {"sweep": {"space": space, "trials": 4}}})
+
+    created: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    class Tasks:
+        def create(self, template: str, params: dict[str, Any], **options: Any) -> Any:
+            created.append((template, params, options))
+            return SimpleNamespace(id="sweep-1")
+
+    loops = PlatformLoops(Settings(home=tmp_path), warm=lambda model_id: None)
+    loops.__dict__["tasks"] = Tasks()
+    loops.production = lambda model: {"template": "tabular-classification", "version": 1}  # type: ignore[method-assign]
+    data = {"params": {"dataset": "parquet:/data/t.parquet", "max_depth": 6, "num_boost_round": 30}}
+    assert loops.start_training("loop-1", "penguins", policy, data) == "sweep-1"
+    [(template, params, options)] = created
+    assert template == "sweep" and params["template"] == "tabular-classification"
+    assert params["params"] == {"dataset": "parquet:/data/t.parquet", "num_boost_round": 30}  # searched: not fixed
+    assert params["space"] == space and params["trials"] == 4
+    assert options["idempotency_key"] == "loop-1" and options["model_name"] == "penguins"
