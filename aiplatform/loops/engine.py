@@ -24,6 +24,8 @@ from aiplatform.loops.policy import ANY_ALERT, LoopPolicy, check_alert_names
 from aiplatform.loops.store import FAILED, PROMOTED, REJECTED, ROLLED_BACK, STEPS, LoopStore, Run, StoredPolicy
 
 logger = logging.getLogger(__name__)
+MAX_STEP_ERRORS = 5
+"""Unexpected errors in a row at one step before its run fails (a platform error fails it at once)."""
 CANARY_ROLLBACK_RULE = "canary-rollback"
 """The alert the alert engine raises when it takes a canary's traffic away (``aiplatform.alerting``)."""
 
@@ -107,9 +109,20 @@ class LoopEngine:
             try:
                 self.advance(run.id, now)
                 report.advanced.append(run.id)
-            except Exception:
-                logger.exception("loop run %s: step failed unexpectedly; retried next tick", run.id)
+            except Exception as exc:
+                self._unexpected(run, exc, now)
         return report
+
+    def _unexpected(self, run: Run, exc: Exception, now: float) -> None:
+        """A step that raised something other than a platform error: tried again next tick, and
+        the run failed once it has raised ``MAX_STEP_ERRORS`` times in a row at the same step."""
+        run = self.store.run(run.id)  # the step it got to before it raised
+        errors = int(run.context.get("step_errors", {}).get(run.state, 0)) + 1
+        logger.exception("loop run %s: %s failed unexpectedly (%d of %d)", run.id, run.state, errors, MAX_STEP_ERRORS)
+        self.store.note(run.id, now, step_errors={run.state: errors})
+        if errors >= MAX_STEP_ERRORS:
+            reason = f"{run.state} failed {errors} times: {type(exc).__name__}: {str(exc)[:300]}"
+            self._end(run, run.state, "failed", {"error": reason}, FAILED, now)
 
     def _triggers(self, stored: StoredPolicy, now: float) -> list[dict[str, Any]]:
         """The triggers that arrived since the policy's marks (the marks move past them)."""

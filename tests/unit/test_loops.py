@@ -296,3 +296,19 @@ def test_each_decision_is_sent_signed_and_retried_until_accepted(tmp_path: Path)
     assert json.loads(body)["event"] == "loop.decision" and json.loads(body)["run"]["state"] == REJECTED
     expected = hmac.new(b"s3cret", headers["X-AIP-Timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
     assert headers["X-AIP-Signature"] == f"sha256={expected}" and len(received) == 2
+
+
+def test_a_step_that_keeps_raising_fails_its_run_after_a_few_tries(tmp_path: Path) -> None:
+    class Broken(FakePlatform):
+        def build_data(self, *args: Any) -> dict[str, Any]:
+            raise RuntimeError("the disk is full")
+
+    loops = engine(tmp_path, Broken())
+    loops.put_policy(parse_policy(POLICY), 0.0)
+    run_id = loops.trigger("penguins", 1.0)["run"]["id"]
+    for now in range(2, 6):
+        loops.tick(float(now))
+    assert loops.store.run(run_id).state == "data"  # tried again each tick
+    loops.tick(6.0)
+    run = loops.store.run(run_id)
+    assert run.state == FAILED and "data failed 5 times: RuntimeError: the disk is full" in run.error
