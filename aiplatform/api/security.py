@@ -11,7 +11,9 @@ One plain ASGI middleware, before any route runs, in this order:
    UI's own files needs ``Authorization: Bearer <key>``: the operator's ``AIP_API_TOKEN`` (the
    platform admin) or a user's or service's API key (``aiplatform.access.store``); with no token
    configured, or no settings loaded yet, every such request is refused (the guard fails closed).
-   A revoked or expired key, or a disabled user's, is a 401 naming why.
+   A revoked or expired key, or a disabled user's, is a 401 naming why. Behind a sign-in proxy
+   (oauth2-proxy) whose own address is in ``AIP_TRUSTED_PROXIES``, the user its headers name
+   instead (``aiplatform.access.proxy``); those headers from any other peer are ignored.
 4. **May they**: the request's action, from its method and path
    (``aiplatform.access.actions``), goes through the one authorization point
    (``aiplatform.access.roles.authorize``): 403 naming the role it needs, 404 for a project
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit
 
 from aiplatform.access import AccessStore, AuditEntry, Principal, audited, authorize, request_action
 from aiplatform.access.authenticate import principal_for
+from aiplatform.access.proxy import NO_PROXIES, TrustedProxies
 from aiplatform.access.roles import DEFAULT_PROJECT
 from aiplatform.access.store import KeyRefused
 from aiplatform.api.errors import Receive, Scope, Send, send_error
@@ -78,6 +81,8 @@ class AccessPolicy:
     allowed_hosts: tuple[str, ...]
     directory: AccessStore | None = None
     """Users' and services' keys and the audit log (None: the bootstrap token alone)."""
+    proxies: TrustedProxies = NO_PROXIES
+    """Sign-in proxies whose identity headers are believed (none: the headers are ignored)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
@@ -87,16 +92,31 @@ class AccessPolicy:
             token or None,
             tuple(h.lower() for h in settings.allowed_hosts),
             AccessStore.in_state_dir(settings.resolved_state_dir),
+            proxies=TrustedProxies.parse(settings.trusted_proxies, settings.sso_new_user_role),
         )
 
-    def principal(self, authorization: str | None) -> Principal:
+    def principal(self, authorization: str | None, scope: Scope | None = None) -> Principal:
         """Who ``authorization`` (the header's value) stands for: the bootstrap token is the
-        platform admin; a key is its user (or service). ``Unauthenticated`` otherwise."""
+        platform admin; a key is its user (or service); on a connection from a trusted sign-in
+        proxy (``scope``'s peer), the user it names. ``Unauthenticated`` otherwise."""
+        signed_in = None
+        if scope is not None and self.auth != "off" and self.proxies.networks:
+            client = scope.get("client")
+            signed_in = self.proxies.signed_in_user(client[0] if client else None, scope.get("headers", []))
         try:
-            return principal_for(self.auth, self.token, self.directory, authorization)
+            return principal_for(
+                self.auth,
+                self.token,
+                self.directory,
+                authorization,
+                signed_in=signed_in,
+                new_user_role=self.proxies.new_user_role,
+            )
         except KeyRefused:
             raise
         except Unauthenticated:
+            if signed_in is not None:
+                raise
             raise Unauthenticated(UNAUTHENTICATED) from None
 
     def host_allowed(self, host: str) -> bool:
@@ -152,7 +172,7 @@ class AccessGuard:
         action = request_action(method, path)
         principal: Principal | None = None
         try:
-            principal = policy.principal(_header(scope, b"authorization"))
+            principal = policy.principal(_header(scope, b"authorization"), scope)
             authorize(principal, action.action, model=action.model, owner=action.owner)
         except AIPError as exc:
             status = HTTP_STATUS_BY_CODE.get(exc.code, 500)

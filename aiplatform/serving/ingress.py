@@ -66,6 +66,10 @@ class PublicListener:
             # check finds the replica's handler closed and replaces every gateway (issue 33).
             log_config=None,
             http="httptools",
+            # The client's address is the socket's own: uvicorn would otherwise take a loopback
+            # peer's X-Forwarded-For for it, and the guard trusts sign-in proxies by the address
+            # they connect from (aiplatform.access.proxy), never by one a request says it has.
+            proxy_headers=False,
             ws="none",
             timeout_graceful_shutdown=5,
         )
