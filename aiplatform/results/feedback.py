@@ -6,6 +6,8 @@ the client gave its v2 request (``client_request_id``). The label is kept beside
 result store's SQLite (table ``feedback``: one row per labeled result, with the model, version,
 prediction time and predicted label it was given for, never its input); a later label replaces
 an earlier one and each change is kept in ``feedback_history`` (label, previous label, who, when).
+Who is the caller's name as the access guard knows it (``labeled_by``): a user, signed in by key
+or through the sign-in proxy, a service key's user, or ``platform`` for the operator's token.
 
 Labels outlive retention: when a labeled result moves to the archive its ``feedback`` row stays,
 so quality windows and retraining datasets still count it. A result already archived can no
@@ -312,8 +314,8 @@ def result_time(result_id: str) -> float | None:
 def store_labels(
     db: sqlite3.Connection, targets: list[tuple[LabelTarget, str]], by: str, now: float | None = None
 ) -> list[dict[str, Any]]:
-    """Give each target its label (in the caller's transaction); a changed label goes to the
-    history with the one it replaces. Returns per target what changed."""
+    """Give each target its label (in the caller's transaction), given ``by`` the caller; a
+    changed label goes to the history with the one it replaces. Returns per target what changed."""
     at = time.time() if now is None else now
     changes = []
     for target, label in targets:

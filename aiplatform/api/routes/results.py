@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from aiplatform.api.deps import RegistryDep, ResultsDep, SettingsDep, StorageDep
+from aiplatform.api.deps import PrincipalDep, RegistryDep, ResultsDep, SettingsDep, StorageDep
 from aiplatform.api.schemas.results import (
     FeedbackBatchResult,
     FeedbackChange,
@@ -37,8 +37,6 @@ router = APIRouter(prefix="/v1/results", tags=["results"])
 
 
 MAX_PREVIEWS = 100
-LABELED_BY = "api"
-"""Who a label is recorded as given by: the API has one shared token, so no caller's identity."""
 CSV_TYPES = ("text/csv", "application/csv")
 _CLASSES: dict[tuple[str, int, str], list[str]] = {}
 _CLASSES_LOCK = threading.Lock()
@@ -67,16 +65,17 @@ def version_classes(registry: RegistryClient, storage: Storage, model: str, vers
 
 
 def give_labels(
-    results: ResultClient, registry: RegistryClient, storage: Storage, requests: list[LabelRequest]
+    results: ResultClient, registry: RegistryClient, storage: Storage, requests: list[LabelRequest], by: str
 ) -> list[dict[str, Any]]:
     """Resolve every request's result, look up the classes of the versions they name, then store
-    every label in one transaction (the store checks each label against its version's classes)."""
+    every label in one transaction (the store checks each label against its version's classes),
+    each recorded as given ``by`` the caller (the principal's name: a user, a service, ``platform``)."""
     targets = results.resolve_labels(requests)
     allowed = {
         (t.model, t.version): version_classes(registry, storage, t.model, t.version)
         for t in {(t.model, t.version): t for t in targets}.values()
     }
-    return results.label(requests, allowed, LABELED_BY)
+    return results.label(requests, allowed, by)
 
 
 @router.get("", response_model=ResultList, response_model_exclude_unset=True)
@@ -197,7 +196,7 @@ def export_results(
     },
 )
 async def label_results(
-    request: Request, results: ResultsDep, registry: RegistryDep, storage: StorageDep
+    request: Request, results: ResultsDep, registry: RegistryDep, storage: StorageDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Label many past predictions at once: a JSON list of ``{"id" | "request_id" [+ "index"] |
     "client_request_id" [+ "index", "model"], "label"}``, or the same columns as a CSV (the body,
@@ -229,7 +228,7 @@ async def label_results(
             raise InvalidArgument(f"The labels are not valid JSON (send text/csv for a CSV): {exc}") from None
         requests = parse_label_rows(items)
     try:
-        changes = await run_in_threadpool(give_labels, results, registry, storage, requests)
+        changes = await run_in_threadpool(give_labels, results, registry, storage, requests, principal.name)
     except NotFound as exc:  # a row of the batch names no result: the batch is bad input (400)
         raise InvalidArgument(exc.message) from None
     return {"labeled": len(changes), "changed": sum(c["changed"] for c in changes), "results": changes}
@@ -291,12 +290,17 @@ def get_result(
 
 @router.post("/{result_id}/feedback", response_model=FeedbackChange)
 def label_result(
-    result_id: str, body: FeedbackCreate, results: ResultsDep, registry: RegistryDep, storage: StorageDep
+    result_id: str,
+    body: FeedbackCreate,
+    results: ResultsDep,
+    registry: RegistryDep,
+    storage: StorageDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Give one past prediction its true label (one of its version's classes: 400 naming them
     otherwise); a later label replaces this one, both kept in its history. 404: no such result;
     409: retention archived it (only live results take labels)."""
-    [change] = give_labels(results, registry, storage, [LabelRequest(body.label, id=result_id, row=0)])
+    [change] = give_labels(results, registry, storage, [LabelRequest(body.label, id=result_id, row=0)], principal.name)
     return change
 
 
