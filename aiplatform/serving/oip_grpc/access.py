@@ -3,15 +3,28 @@
 Over HTTP the caller is checked by the API's access middleware before any route runs; gRPC calls
 reach the gateway's methods without it, so each method but the health checks asks here first,
 through the same authentication and authorization point (``aiplatform.access``). The token or
-key travels as call metadata: ``authorization: Bearer <key>``.
+key travels as call metadata: ``authorization: Bearer <key>``. A known caller refused (a role too
+low, a model outside a service key's, a revoked or expired key, a disabled user) goes to the
+audit log like a refused HTTP request, written off the event loop.
 """
 
 from __future__ import annotations
 
-from aiplatform.access import Action, authorize
+import asyncio
+import logging
+import time
+
+from aiplatform.access import Action, AuditEntry, authorize
 from aiplatform.access.authenticate import principal_for
+from aiplatform.access.roles import DEFAULT_PROJECT
 from aiplatform.access.store import AccessStore, KeyRefused
-from aiplatform.errors import AIPError, Unauthenticated, Unavailable
+from aiplatform.errors import AIPError, Unauthenticated, Unavailable, http_status
+
+logger = logging.getLogger(__name__)
+
+GRPC_METHOD = "GRPC"
+"""The audit log's ``method`` for a gRPC call."""
+SERVICE = "/inference.GRPCInferenceService"
 
 
 def grpc_refusal(
@@ -31,10 +44,11 @@ def grpc_refusal(
             "No API token is configured: set AIP_API_TOKEN (`aip up` makes one) or "
             "turn authentication off with AIP_API_AUTH=off"
         )
+    action = Action.INFER if model is not None else Action.IDENTIFY
     try:
         principal = principal_for(auth, token, directory, authorization)
-        authorize(principal, Action.INFER if model is not None else Action.IDENTIFY, model=model)
     except KeyRefused as exc:
+        _audit_refusal(directory, exc.user, exc.key_id, action, model, exc)
         return exc
     except Unauthenticated:
         return Unauthenticated(
@@ -42,4 +56,47 @@ def grpc_refusal(
         )
     except AIPError as exc:
         return exc
+    try:
+        authorize(principal, action, model=model)
+    except AIPError as exc:
+        _audit_refusal(directory, principal.name, principal.key_id, action, model, exc)
+        return exc
     return None
+
+
+def _audit_refusal(
+    directory: AccessStore | None,
+    who: str,
+    key_id: str | None,
+    action: Action,
+    model: str | None,
+    refusal: AIPError,
+) -> None:
+    """The refusal's audit entry, written on a worker thread when a loop runs here (the gateway's)."""
+    if directory is None:
+        return
+    entry = AuditEntry(
+        at=time.time(),
+        principal=who,
+        key_id=key_id,
+        action=str(action),
+        method=GRPC_METHOD,
+        resource=f"{SERVICE}/models/{model}" if model is not None else f"{SERVICE}/server",
+        project=DEFAULT_PROJECT,
+        outcome="denied",
+        status=http_status(refusal),
+        address=None,
+    )
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _record(directory, entry)
+        return
+    loop.run_in_executor(None, _record, directory, entry)
+
+
+def _record(directory: AccessStore, entry: AuditEntry) -> None:
+    try:
+        directory.record(entry)
+    except Exception:  # the caller is answered either way; an unwritable log is the operator's to see
+        logger.exception("could not write the audit entry for a refused gRPC call on %s", entry.resource)
