@@ -1,7 +1,8 @@
 """A whole retraining loop on the session's Ray with the platform's scheduler, gateway and loop
 engine: the penguins table model trained on a small sample through the task queue and made
-production; predictions for the whole table, labeled; a policy (bad ones refused by name); a run
-by hand (a second trigger during it skipped, and said so) that builds data with the labeled
+production; predictions for the whole table, labeled; a policy (bad ones refused by name); the
+quality alert those labels fire starts a run (a trigger by hand during it skipped, and said so)
+that builds data with the labeled
 predictions, trains through the real task queue, passes the gate on production's test split and
 the fresh held-out slice, canaries and promotes, with the loop engine's actor killed and
 restarted (same state folder) while the run trains; the run's steps, links and lineage."""
@@ -39,7 +40,14 @@ RUN_S = 420.0
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("loops")
     with (
-        platform_settings(home, "loops", task_poll_interval_s=0.5, loop_interval_s=0.5, alert_interval_s=3600) as s,
+        platform_settings(
+            home,
+            "loops",
+            task_poll_interval_s=0.5,
+            loop_interval_s=0.5,
+            alert_interval_s=3600,  # evaluated when the test asks
+            alert_quality_accuracy=0.999,  # a production that errs at all on the labeled table
+        ) as s,
         served_platform(s) as url,
         httpx.Client(base_url=url, timeout=120) as api,
     ):
@@ -131,10 +139,13 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform:
     assert created.status_code == 201, created.text
     assert created.json()["marks"]["production"] == production
 
-    started = api.post(f"/v1/loops/{MODEL}/trigger", json={"detail": "labels arrived"})
-    assert started.status_code == 202 and started.json()["run"], started.text
-    run_id = started.json()["run"]["id"]
-    again = api.post(f"/v1/loops/{MODEL}/trigger").json()
+    # The labels put production's accuracy below the quality rule's threshold: the alert starts a run.
+    evaluation = api.post("/v1/alerts/evaluate").json()
+    fired = [a for a in evaluation["fired"] if a["rule"] == "quality-low" and a["labels"].get("model") == MODEL]
+    assert fired, evaluation["signals"]
+    wait_for(lambda: api.get(f"/v1/loops/{MODEL}/runs").json()["runs"], 60, "the alert's run")
+    run_id = api.get(f"/v1/loops/{MODEL}/runs").json()["runs"][0]["id"]
+    again = api.post(f"/v1/loops/{MODEL}/trigger", json={"detail": "by hand"}).json()
     assert again["run"] is None and "is open" in again["skipped"]["reason"]
 
     # The engine's actor dies while the run trains; Ray starts it again on the same state folder.
@@ -148,7 +159,7 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform:
     steps = {s["step"]: s for s in run["steps"]}
     assert run["state"] == "promoted", run
     assert list(steps) == ["triggered", "data", "train", "gate", "canary", "decide"]
-    assert steps["triggered"]["kind"] == "manual" and steps["triggered"]["detail"] == "labels arrived"
+    assert steps["triggered"]["kind"] == "alert" and steps["triggered"]["alert_id"] == fired[0]["id"]
     data = steps["data"]
     assert data["labeled"] + data["unreadable"] == labeled and data["unreadable"] == 0
     assert data["holdout"] > 0 and data["fresh_train"] > data["holdout"]
@@ -166,7 +177,8 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform:
     version = registry.get_version(MODEL, candidate)
     assert version.lineage["task_id"] == task_id and version.lineage["dataset"] == data["dataset"]
     chain = api.get(f"/v1/loops/runs/{run_id}/lineage").json()["chain"]
-    assert [link["kind"] for link in chain] == ["manual", "dataset", "task", "version", "gate", "canary", "decide"]
+    assert [link["kind"] for link in chain] == ["alert", "dataset", "task", "version", "gate", "canary", "decide"]
+    assert chain[0]["alert_id"] == fired[0]["id"] and chain[0]["detail"] == "quality-low"
     assert chain[1]["labeled"] == data["labeled"] and chain[3]["version"] == candidate
     assert chain[-1]["outcome"] == "promoted"
 
