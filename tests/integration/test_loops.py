@@ -111,6 +111,15 @@ def _run(api: httpx.Client, run_id: str) -> dict[str, Any]:
     return answer.json()
 
 
+def _ended(api: httpx.Client, run_id: str) -> bool:
+    """Whether the run has ended; an engine still starting again answers 503 meanwhile."""
+    answer = api.get(f"/v1/loops/runs/{run_id}")
+    if answer.status_code == 503:
+        return False
+    assert answer.status_code == 200, answer.text
+    return answer.json()["finished_at"] is not None
+
+
 def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform: dict[str, Any]) -> None:
     api, registry = platform["api"], platform["registry"]
     production = _production(platform)
@@ -153,7 +162,7 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform:
     task_id = _run(api, run_id)["context"]["task_id"]
     actor = ray.get_actor(LOOP_ACTOR_NAME, namespace=platform["settings"].ray_namespace)
     ray.kill(actor, no_restart=False)
-    wait_for(lambda: _run(api, run_id)["finished_at"] is not None, RUN_S, "the run's end")
+    wait_for(lambda: _ended(api, run_id), RUN_S, "the run's end")
 
     run = _run(api, run_id)
     steps = {s["step"]: s for s in run["steps"]}
