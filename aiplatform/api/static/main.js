@@ -8,6 +8,7 @@ import { datasetsPage } from "./page-datasets.js";
 import { inferencePage, resultPage } from "./page-inference.js";
 import { modelsPage } from "./page-models.js";
 import { monitoringPage } from "./page-monitoring.js";
+import { peoplePage, refreshIdentity } from "./page-people.js";
 import { comparePage, sweepPage, sweepsPage } from "./page-sweeps.js";
 import { taskPage, trainingPage } from "./page-training.js";
 import { addPages, route } from "./router.js";
@@ -16,10 +17,12 @@ addPages({
   training: () => trainingPage(), task: taskPage, sweeps: () => sweepsPage(), sweep: sweepPage, compare: comparePage,
   inference: () => inferencePage(), result: resultPage, models: modelsPage, datasets: datasetsPage,
   alerts: () => alertsPage(), monitoring: monitoringPage, batch: batchPage, "batch-job": batchJobPage,
+  people: peoplePage,
 }, "training");
 
 document.getElementById("error-close").addEventListener("click", clearError);
 window.addEventListener("hashchange", () => { clearError(); route(); });
 route();
+refreshIdentity();
 refreshAlertBanner();
 setInterval(refreshAlertBanner, ALERT_POLL_MS);

@@ -1,0 +1,77 @@
+"""The People page in a real browser: who am I in the header, a user made from the page, a key
+of theirs whose secret is shown once (with a copy button) and then revoked, the user disabled,
+and each of those changes found in the audit log by its filters."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SCREENSHOTS, assert_accessible, needs_browser
+
+pytestmark = needs_browser
+
+
+@pytest.fixture(scope="module")
+def platform_url(shared_platform: dict[str, Any]) -> str:
+    return str(shared_platform["url"])
+
+
+def test_people_keys_and_the_audit_log_from_the_page(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    user = f"ui-{uuid.uuid4().hex[:8]}"
+    page.goto(f"{platform_url}/#people")
+    expect(page.locator("#whoami")).to_contain_text("Signed in as platform (platform admin)")  # authentication off
+    expect(page.locator("nav a[data-page=people]")).to_have_class("active")
+
+    page.fill("#user-name", user)
+    page.select_option("#user-role", "member")
+    page.click("#user-create")
+    row = page.locator(f"#user-table tr[data-user='{user}']")
+    expect(row).to_contain_text("member in default")
+    row.locator(f"a[href='#people/{user}']").click()
+    expect(page.locator("#keys h3").first).to_have_text(f"API keys of {user}")
+
+    page.fill("#key-name", "laptop")
+    page.fill("#key-days", "30")
+    page.click("#key-create")
+    secret = page.locator("#key-secret")
+    expect(secret).to_have_text(re.compile(r"^aip_\S{20,}$"))
+    shown = secret.inner_text()
+    expect(page.locator("#key-copy")).to_be_visible()
+    key = page.locator("#key-rows tr[data-state=live]")
+    expect(key).to_have_count(1)
+    key_id = key.get_attribute("data-key")
+    assert_accessible(page)  # axe-core, with the secret shown and every panel open
+    page.screenshot(path=str(SCREENSHOTS / "people-key-made.png"), full_page=True)
+
+    page.reload()  # shown once: the platform answers the secret only when the key is made
+    expect(page.locator(f"#key-rows tr[data-key='{key_id}']")).to_have_count(1)
+    assert page.locator("#key-secret").count() == 0 and shown not in page.content()
+
+    page.click(f"#key-rows tr[data-key='{key_id}'] button.key-revoke")
+    expect(page.locator(f"#key-rows tr[data-key='{key_id}']")).to_have_attribute("data-state", "revoked")
+    page.click(f"#user-table tr[data-user='{user}'] button.user-disable")
+    expect(page.locator(f"#user-table tr[data-user='{user}'] .user-state")).to_contain_text("disabled")
+
+    page.fill("#audit-principal", "platform")
+    page.select_option("#audit-outcome", "ok")
+    page.click("#audit-filter")
+    rows = page.locator("#audit-rows tr")
+    expect(rows.first).to_contain_text(f"/v1/users/{user}/disable")  # newest first
+    changes = rows.all_inner_texts()[:10]
+    for method, resource in (
+        ("DELETE", f"/v1/users/{user}/keys/{key_id}"),
+        ("POST", f"/v1/users/{user}/keys"),
+        ("POST", "/v1/users"),
+    ):
+        assert any(method in text and resource in text for text in changes), (method, resource, changes)
+    assert all(shown not in text for text in changes)  # never the secret
+    page.select_option("#audit-outcome", "denied")
+    page.click("#audit-filter")
+    expect(page.locator("#audit-rows tr[data-outcome=ok]")).to_have_count(0)
+    assert_accessible(page)
