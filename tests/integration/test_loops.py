@@ -120,7 +120,9 @@ def _ended(api: httpx.Client, run_id: str) -> bool:
     return answer.json()["finished_at"] is not None
 
 
-def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform: dict[str, Any]) -> None:
+def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(
+    platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     api, registry = platform["api"], platform["registry"]
     production = _production(platform)
     labeled = _label_traffic(platform)
@@ -195,8 +197,32 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(platform:
     assert [r["id"] for r in listed] == [run_id]
     assert "is open" in api.get(f"/v1/loops/{MODEL}/skipped").json()["skipped"][0]["reason"]
     assert LoopClient.connect(platform["settings"]).status()["ticks"] >= 1
+    _check_the_cli(platform, run_id, monkeypatch, capsys)
     if CHROMIUM.exists():
         _check_the_model_page(platform["url"], run_id, task_id)
+
+
+def _check_the_cli(
+    platform: dict[str, Any], run_id: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aip loops`: the run with its steps and lineage; a policy refused; a trigger in the cool-down."""
+    from aip.cli import main
+
+    monkeypatch.setenv("AIP_HOME", str(platform["settings"].home))
+    monkeypatch.setenv("AIP_API_URL", platform["url"])
+    monkeypatch.setenv("AIP_API_AUTH", "off")
+    monkeypatch.setenv("AIP_RAY_ADDRESS", "auto")  # so main() leaves this process's Ray environment alone
+    assert main(["loops", "run", run_id]) == 0
+    shown = capsys.readouterr().out
+    assert f"{run_id} {MODEL}: promoted" in shown and "lineage: alert " in shown and "-> decide promoted" in shown
+    assert main(["loops", "runs", MODEL]) == 0 and run_id in capsys.readouterr().out
+    assert main(["loops", "create", MODEL, "--schedule", "0 99 * * *"]) != 0
+    assert "hour" in capsys.readouterr().err
+    assert main(["loops", "create", MODEL, "--on-alert", "quality-low", "--cooldown-s", "3600"]) == 0
+    assert "cool-down 3600 s" in capsys.readouterr().out
+    assert main(["loops", "trigger", MODEL]) == 3  # the run just ended: within the cool-down
+    assert "started nothing: cool-down until" in capsys.readouterr().out
+    assert main(["loops", "show", MODEL]) == 0 and "skipped" in capsys.readouterr().out
 
 
 def _check_the_model_page(url: str, run_id: str, task_id: str) -> None:
