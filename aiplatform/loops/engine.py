@@ -80,7 +80,13 @@ class LoopEngine:
         production version, its alert rules exist. Its schedule counts from now (no tick owed)."""
         check_alert_names(policy, [*self.platform.alert_rules(), CANARY_ROLLBACK_RULE])
         production = self.platform.production(policy.model)
-        marks = {"schedule_tick": now, "alert_since": now, "data_since": now, "production": production["version"]}
+        marks = {
+            "schedule_tick": now,
+            "alert_since": now,
+            "data_since": now,
+            "production": production["version"],
+            "dataset": production.get("dataset"),  # the source whose new versions start runs
+        }
         return self.store.put_policy(policy, marks)
 
     # -- triggers --------------------------------------------------------------------------
@@ -143,7 +149,7 @@ class LoopEngine:
             if alerts:
                 self.store.set_marks(policy.model, alert_since=max(a["started_at"] for a in alerts))
         if policy.on_new_data:
-            dataset = self.platform.production(policy.model).get("dataset")
+            dataset = marks.get("dataset") or self.platform.production(policy.model).get("dataset")
             since = float(marks.get("data_since", now))
             newer = self.platform.dataset_versions_after(dataset, since) if dataset else []
             if newer:
@@ -204,6 +210,8 @@ class LoopEngine:
 
     def _step_data(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         production = self.platform.production(run.model)
+        if run.trigger.get("dataset"):  # a new version of the source: the run's base instead of production's
+            production = {**production, "dataset": run.trigger["dataset"]}
         data = self.platform.build_data(run.id, run.model, policy, production)
         links = {**data, "production": production["version"]}
         if data["labeled"] < policy.data.min_labeled:

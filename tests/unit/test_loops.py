@@ -312,3 +312,24 @@ def test_a_step_that_keeps_raising_fails_its_run_after_a_few_tries(tmp_path: Pat
     loops.tick(6.0)
     run = loops.store.run(run_id)
     assert run.state == FAILED and "data failed 5 times: RuntimeError: the disk is full" in run.error
+
+
+def test_a_new_version_of_the_source_dataset_starts_a_run_on_it(tmp_path: Path) -> None:
+    built_on: list[str] = []
+
+    class Recording(FakePlatform):
+        def build_data(self, run_id: str, model: str, policy: Any, production: dict[str, Any]) -> dict[str, Any]:
+            built_on.append(production["dataset"])
+            return super().build_data(run_id, model, policy, production)
+
+    platform = Recording()
+    loops = engine(tmp_path, platform)
+    loops.put_policy(parse_policy({"model": "penguins", "on_new_data": True, "cooldown_s": 0}), 100.0)
+    assert loops.tick(101.0).opened == []
+    platform.datasets.append({"ref": "penguins@new", "created_at": 102.0})
+    report = loops.tick(103.0)
+    [run_id] = report.opened
+    run = loops.store.run(run_id)
+    assert run.trigger["kind"] == "dataset" and run.trigger["dataset"] == "penguins@new"
+    assert built_on == ["penguins@new"]  # the new version is the run's base
+    assert loops.tick(104.0).opened == [] and loops.store.skipped("penguins") == []  # seen once
