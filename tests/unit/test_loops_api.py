@@ -238,3 +238,37 @@ def test_a_sweep_policy_is_checked_and_trains_through_the_sweep_template(tmp_pat
     assert params["params"] == {"dataset": "parquet:/data/t.parquet", "num_boost_round": 30}  # searched: not fixed
     assert params["space"] == space and params["trials"] == 4
     assert options["idempotency_key"] == "loop-1" and options["model_name"] == "penguins"
+
+
+def test_the_run_tables_keep_production_rows_and_add_the_fresh_ones_in_their_types(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from aiplatform.loops.data import FreshRows, holdout_rows, write_run_tables
+
+    original = pa.table(
+        {
+            "island": ["Biscoe", "Dream"],
+            "year": pa.array([2007, 2008], pa.int64()),
+            "mass": [3750.5, None],
+            "label_name": ["Adelie", "Gentoo"],
+        }
+    )
+    fresh = FreshRows(
+        train=[{"island": "Torgersen", "year": 2009.0, "mass": "4000", "label_name": "Chinstrap"}],
+        holdout=[{"island": "Biscoe", "year": 2009, "mass": None, "label_name": "Adelie"}],
+        unreadable=0,
+    )
+    train_path, holdout_path = write_run_tables(tmp_path / "run", original, ["island", "year", "mass"], fresh)
+    train = pq.read_table(train_path)
+    assert (
+        train.column("year").to_pylist() == [2007.0, 2008.0, 2009.0] and train.schema.field("year").type == pa.float64()
+    )
+    assert train.column("mass").to_pylist() == [3750.5, None, 4000.0]
+    assert train.column("label_name").to_pylist() == ["Adelie", "Gentoo", "Chinstrap"]
+    rows, labels = holdout_rows(holdout_path)
+    assert rows == [{"island": "Biscoe", "year": 2009.0, "mass": None}] and labels == ["Adelie"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "holdout.parquet",
+        "train.parquet",
+    ]  # no partial file
