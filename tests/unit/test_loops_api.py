@@ -26,7 +26,7 @@ from aiplatform.loops.policy import parse_policy
 from aiplatform.loops.store import LoopStore
 from aiplatform.results.feedback import LabeledPrediction
 from aiplatform.storage import LocalStorage
-from tests.unit.test_loops import FakePlatform
+from tests.unit.test_loops_engine import FakePlatform
 
 pytestmark = pytest.mark.unit
 
