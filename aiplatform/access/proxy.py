@@ -73,6 +73,15 @@ class TrustedProxies:
             )
         return user
 
+    def client_address(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """Where a request came from, for the audit log: behind a trusted proxy, the address the
+        proxy saw (the last ``X-Forwarded-For`` entry: the one it appended); else the peer."""
+        if not self.networks or not self.trusts(peer):
+            return peer
+        forwarded = [value for key, value in headers if key == b"x-forwarded-for"]
+        last = forwarded[-1].decode("latin-1").rsplit(",", 1)[-1].strip() if forwarded else ""
+        return last if peer_ip(last) is not None else peer
+
 
 NO_PROXIES = TrustedProxies()
 """No sign-in proxy: identity headers are ignored from everyone."""

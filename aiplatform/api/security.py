@@ -233,7 +233,7 @@ class AccessGuard:
             DEFAULT_PROJECT,
             outcome,
             status,
-            client[0] if client else None,
+            policy.proxies.client_address(client[0] if client else None, scope.get("headers", [])),
         )
         try:
             await asyncio.to_thread(policy.directory.record, entry)

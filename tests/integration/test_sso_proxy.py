@@ -140,7 +140,9 @@ def test_a_trusted_proxy_signs_users_in_and_no_one_else_can(platforms: dict[str,
 
         audit = client.get(f"{platforms['trusting']}/v1/audit", params={"principal": "alice"}, headers=ADMIN).json()
         entries = [(e["method"], e["resource"], e["outcome"], e["address"]) for e in audit["entries"]]
-        assert entries == [
-            ("GET", "/v1/audit", "denied", "127.0.0.1"),  # the proxy's address: the connection's own
-            ("POST", "/v1/users/alice/keys", "ok", "127.0.0.1"),
+        assert entries == [  # from where: the browser's address, as the trusted proxy saw it
+            ("GET", "/v1/audit", "denied", BROWSER),
+            ("POST", "/v1/users/alice/keys", "ok", BROWSER),
         ]
+        made_by_admin = client.get(f"{platforms['trusting']}/v1/audit", params={"principal": "platform"}, headers=ADMIN)
+        assert made_by_admin.json()["entries"][-1]["address"] == "127.0.0.1"  # straight in: the socket's address

@@ -43,6 +43,11 @@ def test_the_peer_address_decides_trust_and_the_headers_name_the_user() -> None:
     with pytest.raises(pydantic.ValidationError, match="entry #2 is not an IP address or CIDR"):
         Settings(trusted_proxies=["127.0.0.1", "proxy.example.com"])
     assert Settings().trusted_proxies == [] and Settings().sso_new_user_role is None
+    # the audit log's "from where": behind a trusted proxy, the address it appended; else the peer's own
+    forwarded = [(b"x-forwarded-for", b"198.51.100.1, 203.0.113.9")]
+    assert proxies.client_address("127.0.0.1", forwarded) == "203.0.113.9"
+    assert proxies.client_address("127.0.0.1", [(b"x-forwarded-for", b"junk")]) == "127.0.0.1"
+    assert proxies.client_address("192.0.2.1", forwarded) == "192.0.2.1"
 
 
 def test_a_signed_in_user_must_exist_and_be_enabled_unless_made_on_first_sign_in(tmp_path: Path) -> None:
