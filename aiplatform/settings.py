@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     """The token the API, inference endpoints and UI data need (``Authorization: Bearer <token>``;
     health probes excepted); the CLI sends it. ``aip up`` makes one when none is set."""
+    project: str | None = Field(None, max_length=64)
+    """The project a client (the CLI, the SDK) acts in (``X-AIP-Project``); none: the key's
+    project, else ``default``. ``aip --project NAME`` sets it for one command."""
     api_auth: Literal["token", "off"] = "token"
     """``token``: every request needs ``api_token``, and with no token configured the platform
     refuses them all (it fails closed). ``off``: no authentication; anyone who can reach the port
@@ -350,7 +353,8 @@ class Settings(BaseSettings):
     def api_auth_headers(self) -> dict[str, str]:
         """What a client of the platform sends: ``Authorization`` when ``AIP_API_TOKEN`` is set."""
         token = self.api_token
-        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+        return headers if self.project is None else {**headers, "X-AIP-Project": self.project}
 
     @property
     def resolved_api_url(self) -> str:
