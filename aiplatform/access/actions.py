@@ -38,6 +38,11 @@ ROUTES: tuple[tuple[str, str, Action], ...] = (
     # POSTs that only read
     ("POST", r"/v1/runs/compare", Action.READ),
     ("POST", r"/v1/analysis/drift", Action.READ),
+    # projects: anyone lists their own; members are their project's maintainers' to manage
+    ("GET", r"/v1/projects", Action.IDENTIFY),
+    ("POST", r"/v1/projects", Action.ADMINISTER),
+    ("GET", r"/v1/projects/(?P<project>[^/]+)(/members)?", Action.READ),
+    ("ANY", r"/v1/projects/(?P<project>[^/]+)/members(/[^/]+)?", Action.MANAGE),
     # people, keys and the audit log
     ("ANY", r"/v1/users/(?P<owner>[^/]+)/keys(/[^/]+)?", Action.OWN_KEYS),
     ("ANY", r"/v1/users(/.*)?", Action.ADMINISTER),
@@ -53,6 +58,8 @@ class RequestAction:
     action: Action
     model: str | None = None
     owner: str | None = None
+    project: str | None = None
+    """The project the path names (``/v1/projects/{p}/...``): the request acts there."""
 
 
 def request_action(method: str, path: str) -> RequestAction:
@@ -64,7 +71,9 @@ def request_action(method: str, path: str) -> RequestAction:
         match = pattern.fullmatch(path)
         if match is not None:
             groups = match.groupdict()
-            return RequestAction(action, model=groups.get("name"), owner=groups.get("owner"))
+            return RequestAction(
+                action, model=groups.get("name"), owner=groups.get("owner"), project=groups.get("project")
+            )
     return RequestAction(BY_METHOD.get(method, Action.MANAGE))
 
 

@@ -17,7 +17,10 @@ from enum import StrEnum
 from aiplatform.errors import Forbidden, InvalidArgument, NotFound
 
 DEFAULT_PROJECT = "default"
-"""The one project until projects are built: every user's role is a role in it."""
+"""Where a request acts when it names no project, and where every state folder from before
+projects was upgraded to: every existing client keeps working unchanged."""
+PROJECT_HEADER = "x-aip-project"
+"""The header (or ``?project=``) that names the project a request acts in."""
 
 ROLES = ("viewer", "member", "maintainer", "admin")
 """A project's roles, each allowing what the ones before it allow."""
@@ -74,6 +77,8 @@ class Principal:
     models: frozenset[str] = frozenset()
     """A service key's models."""
     key_id: str | None = None
+    project: str | None = None
+    """The key's project: where a user's requests that name none act; a service key's only one."""
 
     @property
     def label(self) -> str:
@@ -98,8 +103,11 @@ def authorize(
     if principal.platform_admin or action is Action.IDENTIFY:
         return
     if principal.kind == "service":
-        if action is Action.INFER and model is not None and model in principal.models:
+        in_project = principal.project in (None, project)
+        if action is Action.INFER and model is not None and model in principal.models and in_project:
             return
+        if action is Action.INFER and model is not None and not in_project:
+            raise NotFound(f"Model {model!r} not found")
         if action is Action.INFER and model is not None:
             raise Forbidden(
                 f"This service key may call models {', '.join(sorted(principal.models))} only, not {model!r}"

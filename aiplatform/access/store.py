@@ -7,8 +7,9 @@ guessed from its digest) and finds a key by that digest, so a lookup costs one i
 ``last_used_at`` is written at most once a minute per key, so a busy key does not write on every
 request. The audit log is append-only: triggers refuse to update or delete its rows.
 
-Projects have a table already, holding ``default`` alone until projects are built; memberships
-and keys name their project, so more projects slot in without changing these tables.
+Projects are made by platform admins; ``default`` always exists (every state folder from before
+projects upgrades into it). A project's members each hold one role in it; a user's key names the
+project its requests act in when they name none, and a service key is bound to its project.
 """
 
 from __future__ import annotations
@@ -143,6 +144,11 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
+def check_project_name(name: str) -> str:
+    """A project's name: the rules of a user's name (it goes in headers, paths and storage prefixes)."""
+    return _check_name(name, "Project name")
+
+
 def _check_expiry(expires_in_days: float | None, now: float) -> float | None:
     if expires_in_days is None:
         return None
@@ -241,6 +247,79 @@ class AccessStore:
             )
         return self.user(name)
 
+    # -- projects and members ------------------------------------------------------------
+    def create_project(self, name: str, *, by: str) -> dict[str, Any]:
+        """A new, empty project; ``AlreadyExists`` if the name is taken."""
+        check_project_name(name)
+        with self._lock, transaction(self._db) as db:
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is not None:
+                raise AlreadyExists(f"Project {name!r} already exists")
+            db.execute("INSERT INTO projects VALUES (?, ?, ?)", (name, time.time(), by))
+        return self.project(name)
+
+    def project(self, name: str) -> dict[str, Any]:
+        """The project with its members (user -> role)."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM projects WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"Project {str(name)[:80]!r} not found")
+            members = self._db.execute(
+                "SELECT user, role, granted_at, granted_by FROM memberships WHERE project = ? ORDER BY user", (name,)
+            ).fetchall()
+        return {
+            "name": row["name"],
+            "created_at": row["created_at"],
+            "created_by": row["created_by"],
+            "members": [dict(m) for m in members],
+        }
+
+    def projects(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every project (or those in ``names``), by name."""
+        with self._lock:
+            found = [row[0] for row in self._db.execute("SELECT name FROM projects ORDER BY name")]
+            return [self.project(name) for name in found if names is None or name in names]
+
+    def project_exists(self, name: str) -> bool:
+        """One read on the request path (the guard asks before a platform admin acts in a project)."""
+        with self._read_lock:
+            return self._reader.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is not None
+
+    def set_member(self, project: str, user: str, role: str, *, by: str) -> dict[str, Any]:
+        """Grant ``user`` ``role`` in ``project`` (adding them, or changing their role)."""
+        check_role(role)
+        now = time.time()
+        with self._lock, transaction(self._db) as db:
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
+                raise NotFound(f"Project {str(project)[:80]!r} not found")
+            found = db.execute("SELECT disabled_at FROM users WHERE name = ?", (user,)).fetchone()
+            if found is None:
+                raise NotFound(f"User {str(user)[:80]!r} not found")
+            if found["disabled_at"] is not None:
+                raise InvalidArgument(f"User {user!r} is disabled; a disabled user gets no new roles")
+            db.execute(
+                "INSERT INTO memberships VALUES (?, ?, ?, ?, ?) ON CONFLICT(project, user) DO UPDATE SET"
+                " role = excluded.role, granted_at = excluded.granted_at, granted_by = excluded.granted_by",
+                (project, user, role, now, by),
+            )
+        return self.project(project)
+
+    def remove_member(self, project: str, user: str) -> dict[str, Any]:
+        """``user`` loses every access to ``project`` at once (a task of theirs still running finishes)."""
+        with self._lock, transaction(self._db) as db:
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
+                raise NotFound(f"Project {str(project)[:80]!r} not found")
+            gone = db.execute("DELETE FROM memberships WHERE project = ? AND user = ?", (project, user))
+            if gone.rowcount == 0:
+                raise NotFound(f"User {str(user)[:80]!r} is not a member of project {project!r}")
+        return self.project(project)
+
+    def role(self, project: str, user: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT role FROM memberships WHERE project = ? AND user = ?", (project, user)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     # -- keys ----------------------------------------------------------------------------
     def create_key(
         self,
@@ -249,10 +328,13 @@ class AccessStore:
         name: str,
         expires_in_days: float | None = None,
         models: list[str] | None = None,
+        project: str = DEFAULT_PROJECT,
         by: str,
     ) -> tuple[dict[str, Any], str]:
         """A new key of ``user`` and its secret (returned this once, stored only as its digest).
-        With ``models`` it is a service key: inference on those models only."""
+        With ``models`` it is a service key: inference on those models of ``project`` only.
+        A user's key acts in ``project`` when a request names none; the user must hold a role
+        there (or be a platform admin)."""
         if not isinstance(name, str) or not KEY_NAME.fullmatch(name):
             raise InvalidArgument(
                 f"Key name {str(name)[:80]!r} is not valid: 1-64 letters, digits, spaces, '.', '_', '-'"
@@ -263,7 +345,7 @@ class AccessStore:
         secret = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
         key_id = "k-" + uuid.uuid4().hex[:12]
         with self._lock, transaction(self._db) as db:
-            row = db.execute("SELECT disabled_at FROM users WHERE name = ?", (user,)).fetchone()
+            row = db.execute("SELECT disabled_at, platform_admin FROM users WHERE name = ?", (user,)).fetchone()
             if row is None:
                 raise NotFound(f"User {user!r} not found")
             if row["disabled_at"] is not None:
@@ -273,6 +355,13 @@ class AccessStore:
             ).fetchone()
             if taken is not None:
                 raise AlreadyExists(f"User {user!r} already has a live key named {name!r}")
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
+                raise NotFound(f"Project {str(project)[:80]!r} not found")
+            member = db.execute("SELECT 1 FROM memberships WHERE project = ? AND user = ?", (project, user)).fetchone()
+            if member is None and not row["platform_admin"]:
+                raise InvalidArgument(
+                    f"User {user!r} has no role in project {project!r}; a key acts where its user may"
+                )
             db.execute(
                 "INSERT INTO api_keys (id, user, name, project, models, secret_sha256, created_at, created_by,"
                 " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -280,7 +369,7 @@ class AccessStore:
                     key_id,
                     user,
                     name,
-                    DEFAULT_PROJECT,
+                    project,
                     None if models is None else json.dumps(models),
                     key_digest(secret),
                     now,
@@ -345,8 +434,21 @@ class AccessStore:
                 for m in self._reader.execute("SELECT project, role FROM memberships WHERE user = ?", (row["user"],))
             }
         if row["models"] is not None:
-            return Principal(row["user"], "service", models=frozenset(json.loads(row["models"])), key_id=row["id"])
-        return Principal(row["user"], "user", platform_admin=bool(row["platform_admin"]), roles=roles, key_id=row["id"])
+            return Principal(
+                row["user"],
+                "service",
+                models=frozenset(json.loads(row["models"])),
+                key_id=row["id"],
+                project=row["project"],
+            )
+        return Principal(
+            row["user"],
+            "user",
+            platform_admin=bool(row["platform_admin"]),
+            roles=roles,
+            key_id=row["id"],
+            project=row["project"],
+        )
 
     def needs_touch(self, key_id: str, now: float | None = None) -> bool:
         """Whether this process has not written ``key_id``'s last use within LAST_USED_RESOLUTION_S."""

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from aiplatform.access import AccessStore, Principal
+from aiplatform.access import DEFAULT_PROJECT, AccessStore, Principal
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
@@ -152,6 +152,11 @@ def get_principal(request: Request) -> Principal:
     return principal  # type: ignore[no-any-return]
 
 
+def get_project(request: Request) -> str:
+    """The project the access guard found this request acting in (``default`` when it named none)."""
+    return str(request.scope.get("state", {}).get("project") or DEFAULT_PROJECT)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[RegistryClient, Depends(get_registry)]
 ResultsDep = Annotated[ResultClient, Depends(get_results)]
@@ -165,3 +170,5 @@ ImportSlotsDep = Annotated[ImportSlots, Depends(get_import_slots)]
 AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 """The caller: the platform admin, a user (with roles) or a service key."""
+ProjectDep = Annotated[str, Depends(get_project)]
+"""The project the request acts in: listings show only its resources, and another project's is a 404."""

@@ -14,12 +14,17 @@ One plain ASGI middleware, before any route runs, in this order:
    A revoked or expired key, or a disabled user's, is a 401 naming why. Behind a sign-in proxy
    (oauth2-proxy) whose own address is in ``AIP_TRUSTED_PROXIES``, the user its headers name
    instead (``aiplatform.access.proxy``); those headers from any other peer are ignored.
-4. **May they**: the request's action, from its method and path
+4. **Where**: the project the request acts in: the one its path names (``/v1/projects/{p}``);
+   for a request on a model (``/v1/models/{m}...``, ``/v2/models/{m}...``), the model's own
+   project (so inference clients that name a model only keep working); else the
+   ``X-AIP-Project`` header or ``?project=``; else the key's project; else ``default``.
+5. **May they**: the request's action, from its method and path
    (``aiplatform.access.actions``), goes through the one authorization point
-   (``aiplatform.access.roles.authorize``): 403 naming the role it needs, 404 for a project
-   the caller has no role in. The principal is left in ``scope["state"]["principal"]`` for the
-   routes (``aiplatform.api.deps.PrincipalDep``).
-5. **Audit**: every change (a POST, PUT, PATCH or DELETE that is not a read or a prediction) and
+   (``aiplatform.access.roles.authorize``) in that project: 403 naming the role it needs, 404
+   for a project the caller has no role in (or one that does not exist). The principal and the
+   project are left in ``scope["state"]`` for the routes (``aiplatform.api.deps.PrincipalDep``,
+   ``ProjectDep``).
+6. **Audit**: every change (a POST, PUT, PATCH or DELETE that is not a read or a prediction) and
    every refusal of a known caller goes to the audit log with its principal, action, path,
    outcome and address; written off the event loop after the answer's status is known.
 
@@ -31,19 +36,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from aiplatform.access import AccessStore, AuditEntry, Principal, audited, authorize, request_action
+from aiplatform.access import AccessStore, Action, AuditEntry, Principal, audited, authorize, request_action
+from aiplatform.access.actions import RequestAction
 from aiplatform.access.authenticate import principal_for
 from aiplatform.access.proxy import NO_PROXIES, TrustedProxies
-from aiplatform.access.roles import DEFAULT_PROJECT
-from aiplatform.access.store import KeyRefused
+from aiplatform.access.roles import DEFAULT_PROJECT, PROJECT_HEADER
+from aiplatform.access.store import KeyRefused, check_project_name
 from aiplatform.api.errors import Receive, Scope, Send, send_error
-from aiplatform.errors import HTTP_STATUS_BY_CODE, AIPError, Unauthenticated
+from aiplatform.errors import HTTP_STATUS_BY_CODE, AIPError, NotFound, Unauthenticated
+from aiplatform.registry import ModelProjects
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +72,12 @@ UI_CONTENT_SECURITY_POLICY = (
 )
 
 
+MODEL_PATH = re.compile(r"/v[12]/models/(?P<name>[^/]+)(/.*)?")
+"""A request on one model: it acts in the model's project."""
+IN_A_PROJECT = frozenset({Action.READ, Action.INFER, Action.CREATE, Action.MANAGE})
+"""Actions on a project's resources (the others are the platform's: users, keys, the audit log)."""
+
+
 UNAUTHENTICATED = "This platform needs an API token: send 'Authorization: Bearer <token>' (AIP_API_TOKEN)"
 WWW_AUTHENTICATE = ((b"www-authenticate", b'Bearer realm="aiplatform"'),)
 
@@ -81,6 +95,8 @@ class AccessPolicy:
     allowed_hosts: tuple[str, ...]
     directory: AccessStore | None = None
     """Users' and services' keys and the audit log (None: the bootstrap token alone)."""
+    models: ModelProjects | None = None
+    """Which project each model belongs to (None: every model is ``default``'s)."""
     proxies: TrustedProxies = NO_PROXIES
     """Sign-in proxies whose identity headers are believed (none: the headers are ignored)."""
 
@@ -92,6 +108,7 @@ class AccessPolicy:
             token or None,
             tuple(h.lower() for h in settings.allowed_hosts),
             AccessStore.in_state_dir(settings.resolved_state_dir),
+            ModelProjects(settings.resolved_state_dir / "registry.sqlite"),
             proxies=TrustedProxies.parse(settings.trusted_proxies, settings.sso_new_user_role),
         )
 
@@ -118,6 +135,33 @@ class AccessPolicy:
             if signed_in is not None:
                 raise
             raise Unauthenticated(UNAUTHENTICATED) from None
+
+    def project(self, scope: Scope, path: str, action: RequestAction, principal: Principal) -> str:
+        """The project the request acts in (the module docstring, step 4); ``InvalidArgument``
+        for a malformed name, ``NotFound`` for a project that does not exist."""
+        if action.project is not None:
+            return check_project_name(unquote(action.project))
+        model = MODEL_PATH.fullmatch(path)
+        if model is not None and self.models is not None:
+            owner = self.models.project_of(unquote(model["name"]))
+            if owner is not None:
+                return owner
+        named = _header(scope, PROJECT_HEADER.encode())
+        if named is None:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("project")
+            named = query[0] if query else None
+        if named is None:
+            return principal.project or DEFAULT_PROJECT
+        project = check_project_name(named.strip())
+        if (
+            principal.platform_admin
+            and action.action in IN_A_PROJECT
+            and project != DEFAULT_PROJECT
+            and self.directory is not None
+            and not self.directory.project_exists(project)
+        ):
+            raise NotFound(f"Project {project!r} not found")
+        return project
 
     def host_allowed(self, host: str) -> bool:
         return ANY_HOST in self.allowed_hosts or _host_name(host) in self.allowed_hosts
@@ -171,15 +215,17 @@ class AccessGuard:
         method = scope.get("method", "GET").upper()
         action = request_action(method, path)
         principal: Principal | None = None
+        project = DEFAULT_PROJECT
         try:
             principal = policy.principal(_header(scope, b"authorization"), scope)
-            authorize(principal, action.action, model=action.model, owner=action.owner)
+            project = policy.project(scope, path, action, principal)
+            authorize(principal, action.action, project=project, model=action.model, owner=action.owner)
         except AIPError as exc:
             status = HTTP_STATUS_BY_CODE.get(exc.code, 500)
             if principal is not None or isinstance(exc, KeyRefused):
                 who = principal.name if principal is not None else exc.user  # type: ignore[attr-defined]
                 key = principal.key_id if principal is not None else exc.key_id  # type: ignore[attr-defined]
-                await self._audit(policy, scope, who, key, action.action, method, path, "denied", status)
+                await self._audit(policy, scope, who, key, action.action, method, path, "denied", status, project)
             extra = WWW_AUTHENTICATE if status == 401 else ()
             await send_error(scope, send, status, exc.code, exc.message, extra)
             return
@@ -189,7 +235,8 @@ class AccessGuard:
             and policy.directory.needs_touch(principal.key_id)
         ):
             await asyncio.to_thread(policy.directory.touch, principal.key_id)
-        scope.setdefault("state", {})["principal"] = principal
+        state = scope.setdefault("state", {})
+        state["principal"], state["project"] = principal, project
         if not audited(method, action):
             await self.app(scope, receive, send)
             return
@@ -205,7 +252,16 @@ class AccessGuard:
         finally:
             outcome = "ok" if answered[0] < 400 else "failed"
             await self._audit(
-                policy, scope, principal.name, principal.key_id, action.action, method, path, outcome, answered[0]
+                policy,
+                scope,
+                principal.name,
+                principal.key_id,
+                action.action,
+                method,
+                path,
+                outcome,
+                answered[0],
+                project,
             )
 
     async def _audit(
@@ -219,6 +275,7 @@ class AccessGuard:
         path: str,
         outcome: str,
         status: int,
+        project: str = DEFAULT_PROJECT,
     ) -> None:
         if policy.directory is None:
             return
@@ -230,7 +287,7 @@ class AccessGuard:
             str(action),
             method,
             path[:1000],
-            DEFAULT_PROJECT,
+            project,
             outcome,
             status,
             policy.proxies.client_address(client[0] if client else None, scope.get("headers", [])),

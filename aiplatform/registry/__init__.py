@@ -3,6 +3,7 @@
 from aiplatform.registry.actor import REGISTRY_ACTOR_NAME, RegistryActor, RegistryClient
 from aiplatform.registry.refs import parse_model_ref
 from aiplatform.registry.store import (
+    ModelProjects,
     ModelVersion,
     RegistryAPI,
     RegistryStore,
@@ -12,6 +13,7 @@ from aiplatform.registry.store import (
 
 __all__ = [
     "REGISTRY_ACTOR_NAME",
+    "ModelProjects",
     "ModelVersion",
     "RegistryAPI",
     "RegistryActor",

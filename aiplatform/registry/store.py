@@ -3,6 +3,13 @@
 Every change is one transaction committed (``synchronous=FULL``) before the call returns. A version
 is recorded only after its package is found in storage with the same sha256, so the registry never
 points at a missing or partial package.
+
+Each model belongs to one project (``models.project``; a registry from before projects upgrades in
+place, every model into ``default``). Model names stay unique across the platform: serving, the
+OIP protocols and every existing client address a model by its name alone, and the access guard
+finds the project a request on a model acts in from the name (``ModelProjects``). A task claims
+its model's name for its project when it is created (``claim_model``), so the version its job
+registers later lands in that project.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 MAX_TRAFFIC_VERSIONS = 16
 RESERVED_ALIASES = ("latest",)
+DEFAULT_PROJECT = "default"
+"""aiplatform.access.DEFAULT_PROJECT (a sibling layer: not imported)."""
+MODEL_PROJECT_TTL_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -68,7 +78,24 @@ CREATE TABLE IF NOT EXISTS alias_events (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alias_events_by_alias ON alias_events(name, alias, id);
+CREATE TABLE IF NOT EXISTS model_claims (
+    name TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
+_UPGRADE = """
+CREATE INDEX IF NOT EXISTS models_by_project ON models(project, name);
+"""
+
+
+def _add_project_column(db: sqlite3.Connection, table: str) -> None:
+    """Add ``project`` to ``table`` in place (a store from before projects): every row lands in
+    ``default``, nothing else changes."""
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    if "project" not in columns:
+        with transaction(db):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN project TEXT NOT NULL DEFAULT '{DEFAULT_PROJECT}'")
 
 
 @dataclass(frozen=True)
@@ -123,7 +150,12 @@ class RegistryAPI(Protocol):
         metrics: dict[str, Any] | None = None,
         lineage: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        project: str | None = None,
     ) -> ModelVersion: ...
+
+    def claim_model(self, name: str, project: str) -> str: ...
+
+    def model_project(self, name: str) -> str | None: ...
 
     def get_version(self, name: str, version: int) -> ModelVersion: ...
 
@@ -133,7 +165,7 @@ class RegistryAPI(Protocol):
         self, name: str, *, limit: int | None = None, before: int | None = None
     ) -> list[ModelVersion]: ...
 
-    def list_models(self) -> list[dict[str, Any]]: ...
+    def list_models(self, project: str | None = None) -> list[dict[str, Any]]: ...
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion: ...
 
@@ -158,6 +190,8 @@ class RegistryStore:
         self.storage = storage
         self._lock = threading.RLock()
         self._db = open_database(self.db_path, _SCHEMA)
+        _add_project_column(self._db, "models")
+        self._db.executescript(_UPGRADE)
 
     def close(self) -> None:
         with self._lock:
@@ -174,9 +208,15 @@ class RegistryStore:
         metrics: dict[str, Any] | None = None,
         lineage: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        project: str | None = None,
     ) -> ModelVersion:
-        """Record the next version of ``name``; a repeated ``idempotency_key`` returns the first."""
+        """Record the next version of ``name``; a repeated ``idempotency_key`` returns the first.
+        A new model goes to ``project``, else the project that claimed its name, else ``default``;
+        a model of another project than ``project`` is a ``Conflict``."""
         validate_model_name(name)
+        owner = self.model_project(name)
+        if project is not None and owner is not None and owner != project:
+            raise Conflict(f"Model name {name!r} belongs to another project; choose another name")
         if idempotency_key is not None:
             existing = self._by_idempotency_key(name, idempotency_key)
             if existing is not None:
@@ -188,7 +228,9 @@ class RegistryStore:
             raise IntegrityError(f"Package {package_key!r} in storage has sha256 {info.sha256}, not {sha256}")
         now = time.time()
         with self._lock, transaction(self._db) as db:
-            db.execute("INSERT OR IGNORE INTO models(name, created_at) VALUES (?, ?)", (name, now))
+            claim = db.execute("SELECT project FROM model_claims WHERE name = ?", (name,)).fetchone()
+            home = project or (claim[0] if claim is not None else DEFAULT_PROJECT)
+            db.execute("INSERT OR IGNORE INTO models(name, created_at, project) VALUES (?, ?, ?)", (name, now, home))
             row = db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
             version = int(row[0] or 0) + 1
             db.execute(
@@ -209,6 +251,28 @@ class RegistryStore:
                 ),
             )
         return self.get_version(name, version)
+
+    def claim_model(self, name: str, project: str) -> str:
+        """Reserve ``name`` for ``project`` (a task about to train it): its first version will be
+        registered there. ``Conflict`` when the name is another project's; returns ``project``."""
+        validate_model_name(name)
+        with self._lock, transaction(self._db) as db:
+            row = db.execute("SELECT project FROM models WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = db.execute("SELECT project FROM model_claims WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != project:
+                raise Conflict(f"Model name {name!r} belongs to another project; choose another model name")
+            if row is None:
+                db.execute("INSERT INTO model_claims(name, project, at) VALUES (?, ?, ?)", (name, project, time.time()))
+        return project
+
+    def model_project(self, name: str) -> str | None:
+        """The project of model ``name`` (or of a task that claimed the name); None for neither."""
+        with self._lock:
+            row = self._db.execute("SELECT project FROM models WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = self._db.execute("SELECT project FROM model_claims WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
         """Point ``alias`` at ``version`` (creating or moving it); recorded in the alias history."""
@@ -336,12 +400,14 @@ class RegistryStore:
             ).fetchall()
         return [self._to_version(row) for row in rows]
 
-    def list_models(self) -> list[dict[str, Any]]:
-        """Every model with its latest version and aliases."""
+    def list_models(self, project: str | None = None) -> list[dict[str, Any]]:
+        """Every model (of ``project``; None: of every project) with its latest version and aliases."""
+        where, args = ("WHERE m.project = ?", (project,)) if project is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
                 "SELECT m.name, m.created_at, MAX(v.version) AS latest, COUNT(v.version) AS versions"
-                " FROM models m LEFT JOIN versions v ON v.name = m.name GROUP BY m.name ORDER BY m.name"
+                f" FROM models m LEFT JOIN versions v ON v.name = m.name {where} GROUP BY m.name ORDER BY m.name",
+                args,
             ).fetchall()
         return [
             {
@@ -400,4 +466,42 @@ class RegistryStore:
         )
 
 
-__all__ = ["AlreadyExists", "ModelVersion", "RegistryStore", "validate_alias", "validate_model_name"]
+class ModelProjects:
+    """Which project each model belongs to, read straight from the registry's SQLite file on a
+    read-only connection of its own: the access guard asks on every request on a model (the
+    inference hot path), where a call to the registry's actor would cost a round trip. A model's
+    project never changes, so an answer is kept ``MODEL_PROJECT_TTL_S``; an unknown name is not
+    kept (it may be registered the next moment)."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = Path(db_path)
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._known: dict[str, tuple[str, float]] = {}
+
+    def project_of(self, name: str, now: float | None = None) -> str | None:
+        """``name``'s project; None when there is no such model (or no registry yet)."""
+        now = time.monotonic() if now is None else now
+        known = self._known.get(name)
+        if known is not None and now - known[1] < MODEL_PROJECT_TTL_S:
+            return known[0]
+        with self._lock:
+            try:
+                if self._db is None:
+                    if not self.db_path.exists():
+                        return None
+                    self._db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
+                row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
+                columns = [c[0] for c in self._db.execute("SELECT * FROM models LIMIT 0").description]
+            except sqlite3.Error:
+                return None
+        if row is None:
+            return None
+        project = row[columns.index("project")] if "project" in columns else DEFAULT_PROJECT
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[name] = (project, now)
+        return str(project)
+
+
+__all__ = ["AlreadyExists", "ModelProjects", "ModelVersion", "RegistryStore", "validate_alias", "validate_model_name"]

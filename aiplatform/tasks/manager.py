@@ -34,6 +34,7 @@ from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
 from aiplatform.tasks.history import HistoryCopier, TaskHistory
 from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
+from aiplatform.tasks.queue.store import DEFAULT_PROJECT
 from aiplatform.tasks.queue.trials import RUN_SEPARATOR
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.tasks.sweeps.params import SweepParams, best_trial
@@ -126,8 +127,9 @@ class TaskManager:
         idempotency_key: str | None = None,
         max_retries: int | None = None,
         start: bool = False,
+        project: str = DEFAULT_PROJECT,
     ) -> dict[str, Any]:
-        """Validate a new task (template, parameters, model name) into the queue's arguments.
+        """Validate a new task (template, parameters, model name) of ``project`` into the queue's arguments.
         The dataset it names must be one an API caller may name (the source allow-list)."""
         found = get_template(template)
         if found.runs_user_code:  # before its parameters are even read
@@ -151,6 +153,7 @@ class TaskManager:
             "idempotency_key": idempotency_key,
             "start": start,
             "max_retries": self.settings.task_max_retries if max_retries is None else max_retries,
+            "project": project,
         }
 
     def get(self, task_id: str) -> Task:
@@ -168,9 +171,9 @@ class TaskManager:
         """Tasks newest first; ``filters`` are the queue's (template, since, until, limit, offset, before)."""
         return self.queue.list(states=states, **filters)
 
-    def counts(self) -> dict[str, int]:
-        """Tasks by state."""
-        return self.queue.counts()
+    def counts(self, project: str | None = None) -> dict[str, int]:
+        """Tasks by state (of ``project``; None: of every project)."""
+        return self.queue.counts(project)
 
     def metrics_history(self, task_id: str) -> list[dict[str, Any]]:
         """The task's metrics, one entry per epoch (from the history archive for a task the queue

@@ -51,7 +51,12 @@ def disable_user(name: str, store: AccessStoreDep, principal: PrincipalDep) -> d
 def create_key(name: str, body: KeyCreate, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
     """A new key; its ``secret`` is in this answer only (the platform keeps its SHA-256)."""
     key, secret = store.create_key(
-        name, name=body.name, expires_in_days=body.expires_in_days, models=body.models, by=principal.name
+        name,
+        name=body.name,
+        expires_in_days=body.expires_in_days,
+        models=body.models,
+        project=body.project,
+        by=principal.name,
     )
     return {**key, "secret": secret}
 
@@ -94,4 +99,5 @@ def whoami(principal: PrincipalDep) -> dict[str, Any]:
         "roles": principal.roles,
         "models": sorted(principal.models) if principal.kind == "service" else None,
         "key_id": principal.key_id,
+        "project": principal.project,
     }

@@ -1,5 +1,10 @@
 """Models in the registry: versions, metrics, lineage, aliases, promote, rollback, canary and
-traffic splits, download."""
+traffic splits, download.
+
+A request on one model acts in the model's own project (the access guard,
+``aiplatform.api.security``, found it from the name and refused a caller with no role there with a
+404); the listing shows the request's project's models only, and an import claims a new name for
+the request's project."""
 
 from __future__ import annotations
 
@@ -12,7 +17,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform.api.deps import DatasetsDep, ImportSlotsDep, RegistryDep, SettingsDep, StorageDep, WarmDep
+from aiplatform.api.deps import (
+    DatasetsDep,
+    ImportSlotsDep,
+    ProjectDep,
+    RegistryDep,
+    SettingsDep,
+    StorageDep,
+    WarmDep,
+)
 from aiplatform.api.schemas.models import (
     AliasHistory,
     AliasMove,
@@ -94,8 +107,9 @@ def _split(name: str, weights: dict[int, float], message: bool = False) -> dict[
 
 
 @router.get("", response_model=ModelList)
-def list_models(registry: RegistryDep) -> dict[str, Any]:
-    return {"models": registry.list_models()}
+def list_models(registry: RegistryDep, project: ProjectDep) -> dict[str, Any]:
+    """The request's project's models."""
+    return {"models": registry.list_models(project)}
 
 
 @router.get("/{name}", response_model=ModelDetail)
@@ -241,6 +255,7 @@ async def import_model(
     datasets: DatasetsDep,
     settings: SettingsDep,
     slots: ImportSlotsDep,
+    project: ProjectDep,
 ) -> dict[str, Any]:
     """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind`` (a
     registered kind, e.g. ``image`` or ``tabular``; default: the ``evaluate_on`` dataset's kind),
@@ -260,6 +275,8 @@ async def import_model(
     data = await upload.read()
 
     def check_and_register() -> Any:
+        if registry.model_project(name) != project:
+            registry.claim_model(name, project)  # a new name: this project's (another's: 409)
         dataset = datasets.get_ref(fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
         kind = fields["kind"] or (dataset.kind if dataset is not None else None)
         if not kind:  # the graph alone does not say what its input is

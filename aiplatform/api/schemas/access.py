@@ -22,6 +22,11 @@ class KeyCreate(BaseModel):
     name: str = Field(max_length=64)
     expires_in_days: float | None = Field(None, description="none: the key does not expire")
     models: list[str] | None = Field(None, description="a service key: inference on these models only")
+    project: str = Field(
+        "default",
+        max_length=64,
+        description="where the key's requests act when they name no project (a service key's only one)",
+    )
 
 
 class UserPublic(Record):
@@ -86,3 +91,4 @@ class Identity(Body):
     roles: dict[str, str]
     models: list[str] | None = None
     key_id: str | None = None
+    project: str | None = Field(None, description="the key's project: where requests that name none act")

@@ -34,6 +34,7 @@ class TaskPublic(Record):
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    project: str = "default"
 
 
 class TaskListed(TaskPublic):

@@ -5,26 +5,42 @@ reach the gateway's methods without it, so each method but the health checks ask
 through the same authentication and authorization point (``aiplatform.access``). The token or
 key travels as call metadata: ``authorization: Bearer <key>``. A known caller refused (a role too
 low, a model outside a service key's, a revoked or expired key, a disabled user) goes to the
-audit log like a refused HTTP request, written off the event loop.
+audit log like a refused HTTP request, written off the event loop. A call acts in its model's
+project (read from the registry in the same state folder as the keys), as over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from pathlib import Path
 
 from aiplatform.access import Action, AuditEntry, authorize
 from aiplatform.access.authenticate import principal_for
 from aiplatform.access.roles import DEFAULT_PROJECT
 from aiplatform.access.store import AccessStore, KeyRefused
 from aiplatform.errors import AIPError, Unauthenticated, Unavailable, http_status
+from aiplatform.registry import ModelProjects
 
 logger = logging.getLogger(__name__)
 
 GRPC_METHOD = "GRPC"
 """The audit log's ``method`` for a gRPC call."""
 SERVICE = "/inference.GRPCInferenceService"
+
+
+@functools.cache
+def _model_projects(state_dir: Path) -> ModelProjects:
+    return ModelProjects(state_dir / "registry.sqlite")
+
+
+def _project_of(directory: AccessStore | None, model: str | None) -> str:
+    """The project of the model a call is about (``default`` for none, or with no registry)."""
+    if directory is None or model is None:
+        return DEFAULT_PROJECT
+    return _model_projects(directory.db_path.parent).project_of(model) or DEFAULT_PROJECT
 
 
 def grpc_refusal(
@@ -56,10 +72,11 @@ def grpc_refusal(
         )
     except AIPError as exc:
         return exc
+    project = _project_of(directory, model)
     try:
-        authorize(principal, action, model=model)
+        authorize(principal, action, project=project, model=model)
     except AIPError as exc:
-        _audit_refusal(directory, principal.name, principal.key_id, action, model, exc)
+        _audit_refusal(directory, principal.name, principal.key_id, action, model, exc, project)
         return exc
     return None
 
@@ -71,6 +88,7 @@ def _audit_refusal(
     action: Action,
     model: str | None,
     refusal: AIPError,
+    project: str = DEFAULT_PROJECT,
 ) -> None:
     """The refusal's audit entry, written on a worker thread when a loop runs here (the gateway's)."""
     if directory is None:
@@ -82,7 +100,7 @@ def _audit_refusal(
         action=str(action),
         method=GRPC_METHOD,
         resource=f"{SERVICE}/models/{model}" if model is not None else f"{SERVICE}/server",
-        project=DEFAULT_PROJECT,
+        project=project,
         outcome="denied",
         status=http_status(refusal),
         address=None,

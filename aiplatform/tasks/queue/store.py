@@ -5,6 +5,10 @@
     QUEUED -> FAILED                       (its Ray job could not be submitted)
     RUNNING -> QUEUED                      (interrupted, with retries left)
 
+Every task (a sweep is a task too, its trials in ``trials.py``) belongs to one project; a queue
+from before projects upgrades in place, every task into ``default``. Listings and counts take
+the project they show; the scheduler's reads (``queued``, ``running``) span every project.
+
 Every change is one SQLite transaction committed (``synchronous=FULL``) before the call returns.
 Every write is safe to repeat: a create with a known idempotency key returns the first task, and a
 transition into the state a task is already in is a no-op. That is what lets the actor that owns
@@ -40,6 +44,7 @@ REASON_INTERRUPTED = "interrupted"
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 MAX_LIST_LIMIT = 1000
 MAX_LOG_TAIL_CHARS = 64 * 1024
+DEFAULT_PROJECT = "default"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -80,6 +85,16 @@ CREATE TABLE IF NOT EXISTS task_metrics (
     PRIMARY KEY (task_id, epoch)
 );
 """
+_UPGRADE = """
+CREATE INDEX IF NOT EXISTS tasks_by_project ON tasks(project, seq);
+"""
+
+
+def _add_project_column(db: sqlite3.Connection) -> None:
+    """Add ``project`` to a queue from before projects, in place: every task lands in ``default``."""
+    if "project" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:
+        with transaction(db):
+            db.execute(f"ALTER TABLE tasks ADD COLUMN project TEXT NOT NULL DEFAULT '{DEFAULT_PROJECT}'")
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,7 @@ class Task:
     started_at: float | None
     finished_at: float | None
     updated_at: float
+    project: str = DEFAULT_PROJECT
 
     @property
     def finished(self) -> bool:
@@ -164,7 +180,7 @@ class TaskAPI(Protocol):
 
     def running(self) -> list[Task]: ...
 
-    def counts(self) -> dict[str, int]: ...
+    def counts(self, project: str | None = None) -> dict[str, int]: ...
 
     def metrics_history(self, task_id: str) -> list[dict[str, Any]]: ...
 
@@ -197,6 +213,8 @@ class TaskStore(TrialRecords):
         self.db_path = Path(db_path)
         self._lock = threading.RLock()
         self._db = open_database(self.db_path, _SCHEMA + TRIALS_SCHEMA)
+        _add_project_column(self._db)
+        self._db.executescript(_UPGRADE)
 
     def close(self) -> None:
         with self._lock:
@@ -216,6 +234,7 @@ class TaskStore(TrialRecords):
         source: str = "api",
         running_job_id: str | None = None,
         running: bool = False,
+        project: str = DEFAULT_PROJECT,
     ) -> Task:
         """Record a new task (already validated by the task manager).
 
@@ -232,6 +251,8 @@ class TaskStore(TrialRecords):
             if idempotency_key is not None:
                 existing = self._by_key(idempotency_key)
                 if existing is not None:
+                    if existing.project != project:
+                        raise Conflict(f"Idempotency key {idempotency_key!r} was already used; choose another")
                     if existing.template != template or existing.params != params:
                         raise Conflict(
                             f"Idempotency key {idempotency_key!r} was used for task {existing.id} with a "
@@ -243,7 +264,7 @@ class TaskStore(TrialRecords):
                 db.execute(
                     "INSERT INTO tasks(id, template, params, priority, state, model_name, source,"
                     " idempotency_key, max_retries, attempts, ray_job_id, submitted_at, created_at,"
-                    " queued_at, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " queued_at, started_at, updated_at, project) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         task_id,
                         template,
@@ -261,6 +282,7 @@ class TaskStore(TrialRecords):
                         now if state != CREATED else None,
                         now if running else None,
                         now,
+                        project,
                     ),
                 )
             return self.get(task_id)
@@ -439,8 +461,10 @@ class TaskStore(TrialRecords):
         limit: int = 100,
         offset: int = 0,
         before: str | None = None,
+        project: str | None = None,
     ) -> list[Task]:
-        """Tasks, newest first, filtered by state(s), template and creation time; ``before`` (the
+        """Tasks (of ``project``; None: of every project), newest first, filtered by state(s),
+        template and creation time; ``before`` (the
         id of a page's last task) continues after it, as fast on the thousandth page as on the
         first (an offset reads every row it skips)."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
@@ -456,7 +480,12 @@ class TaskStore(TrialRecords):
             clauses.append("seq < ?")
             args.append(row[0])
         state_list = sorted({validate_state(s) for s in states or ()})
-        for clause, value in (("template = ?", template), ("created_at >= ?", since), ("created_at < ?", until)):
+        for clause, value in (
+            ("project = ?", project),
+            ("template = ?", template),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+        ):
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
@@ -485,10 +514,12 @@ class TaskStore(TrialRecords):
     def running(self) -> list[Task]:
         return self.list(states=[RUNNING], limit=MAX_LIST_LIMIT)
 
-    def counts(self) -> dict[str, int]:
-        """Tasks per state, plus ``waiting`` (QUEUED), ``running`` and ``finished``."""
+    def counts(self, project: str | None = None) -> dict[str, int]:
+        """Tasks per state (of ``project``; None: of every project), plus ``waiting`` (QUEUED),
+        ``running`` and ``finished``."""
+        where, args = ("WHERE project = ?", (project,)) if project is not None else ("", ())
         with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+            rows = self._db.execute(f"SELECT state, COUNT(*) FROM tasks {where} GROUP BY state", args).fetchall()
         per_state = dict.fromkeys(STATES, 0)
         per_state.update({row[0]: int(row[1]) for row in rows})
         return {
@@ -550,4 +581,5 @@ def _to_task(row: sqlite3.Row) -> Task:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         updated_at=float(row["updated_at"]),
+        project=row["project"],
     )

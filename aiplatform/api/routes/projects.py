@@ -1,0 +1,80 @@
+"""Projects and their members: platform admins make projects; a project's maintainers (and
+platform admins) add members, change their roles and remove them. The access guard has
+authorized each request in the project its path names before it gets here
+(``aiplatform.access.actions``); a caller with no role in it got a 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from aiplatform.access import ROLES, Principal
+from aiplatform.access.roles import check_role
+from aiplatform.api.deps import AccessStoreDep, PrincipalDep
+from aiplatform.api.schemas.projects import MemberList, MemberSet, ProjectCreate, ProjectList, ProjectPublic, RoleSet
+from aiplatform.errors import Forbidden
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"])
+
+
+@router.post("", status_code=201, response_model=ProjectPublic)
+def create_project(body: ProjectCreate, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """A new, empty project (platform admins); 409 if the name is taken."""
+    return store.create_project(body.name, by=principal.name)
+
+
+@router.get("", response_model=ProjectList)
+def list_projects(store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The projects the caller holds a role in (every project, for a platform admin)."""
+    if principal.platform_admin:
+        return {"projects": store.projects()}
+    mine = list(principal.roles) if principal.kind == "user" else [principal.project or ""]
+    return {"projects": store.projects(mine)}
+
+
+@router.get("/{project}", response_model=ProjectPublic)
+def get_project(project: str, store: AccessStoreDep) -> dict[str, Any]:
+    return store.project(project)
+
+
+@router.get("/{project}/members", response_model=MemberList)
+def list_members(project: str, store: AccessStoreDep) -> dict[str, Any]:
+    return {"project": project, "members": store.project(project)["members"]}
+
+
+def _check_grant(principal: Principal, project: str, role: str | None, current: str | None) -> None:
+    """A maintainer grants, changes and removes roles up to their own, never above it."""
+    if principal.platform_admin:
+        return
+    own = principal.roles.get(project, ROLES[0])
+    for wanted in (role, current):
+        if wanted is not None and ROLES.index(wanted) > ROLES.index(own):
+            raise Forbidden(f"A {own} of project {project!r} may not grant or change the {wanted} role")
+
+
+@router.post("/{project}/members", response_model=ProjectPublic)
+def add_member(project: str, body: MemberSet, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Give ``user`` ``role`` in the project (a member already: their role changes)."""
+    return _set_member(project, body.user, body.role, store, principal)
+
+
+@router.put("/{project}/members/{user}", response_model=ProjectPublic)
+def set_member(
+    project: str, user: str, body: RoleSet, store: AccessStoreDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return _set_member(project, user, body.role, store, principal)
+
+
+def _set_member(project: str, user: str, role: str, store: Any, principal: Principal) -> dict[str, Any]:
+    check_role(role)
+    store.project(project)  # an unknown project: 404 before the role checks
+    _check_grant(principal, project, role, store.role(project, user))
+    return store.set_member(project, user, role, by=principal.name)  # type: ignore[no-any-return]
+
+
+@router.delete("/{project}/members/{user}", response_model=ProjectPublic)
+def remove_member(project: str, user: str, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The user loses access to the project at once; a task of theirs still running finishes."""
+    _check_grant(principal, project, None, store.role(project, user))
+    return store.remove_member(project, user)
