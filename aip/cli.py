@@ -18,6 +18,7 @@ from aip.api_client import PlatformAPI
 from aip.batch_cli import add_batch_commands
 from aip.loops_cli import add_loops_commands
 from aip.monitoring_cli import add_monitoring_commands
+from aip.projects_cli import add_projects_commands
 from aip.results_cli import add_results_commands
 from aip.sweeps_cli import add_sweeps_commands
 from aip.tasks_cli import add_tasks_commands
@@ -266,6 +267,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aip", description="End-to-end ML platform on Ray")
+    parser.add_argument("--project", help="the project to act in (default: AIP_PROJECT, else the key's, else default)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("up", help="start the local platform (Ray head, Serve app, actors)").set_defaults(run=cmd_up)
@@ -346,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_commands(commands)
     add_access_commands(commands)
     add_loops_commands(commands)
+    add_projects_commands(commands)
 
     predict = commands.add_parser(
         "predict", help="classify a file through the gateway (an image, a text, a CSV of table rows)"
@@ -367,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # The token `aip up` keeps in the state folder, unless AIP_API_TOKEN is set; `up` makes it.
         settings = with_api_token(Settings(), create=args.run is cmd_up)
+        if args.project is not None:
+            settings = settings.model_copy(update={"project": args.project})
         if settings.ray_address is None:
             # Before Ray is imported: Ray reads these at import (else 127.0.0.1 becomes eth0's IP).
             from aip.local import LOCAL_RAY_ENV

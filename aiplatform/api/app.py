@@ -22,6 +22,7 @@ from aiplatform.api.routes import (
     loops,
     models,
     monitoring,
+    projects,
     results,
     sweeps,
     tasks,
@@ -48,6 +49,7 @@ ROUTERS = (
     batch.router,
     access.router,
     loops.router,
+    projects.router,
 )
 
 
