@@ -86,16 +86,25 @@ class APIServer:
 
 
 def forget_job(jobs: RayJobs, job_id: str) -> None:
-    """Delete the job from Ray until Ray no longer knows it: the job manager's monitor may write
-    the job's info once more just after the job ended, which brings a deleted job back."""
+    """Delete the job from Ray until Ray no longer knows it, and still does not a few seconds
+    later: the job manager's monitor may write the job's info once more after the job ended (later
+    on a busy machine), which brings a deleted job back."""
+    gone_since: list[float] = []
 
     def forgotten() -> bool:
-        with contextlib.suppress(RuntimeError):
-            jobs.client.delete_job(job_id)
-        time.sleep(1.0)  # longer than the job manager's monitoring interval
-        return jobs.state(job_id) is None
+        if jobs.state(job_id) is not None:
+            gone_since.clear()
+            with contextlib.suppress(RuntimeError):
+                jobs.client.delete_job(job_id)
+            return False
+        gone_since[:] = gone_since or [time.monotonic()]
+        return time.monotonic() - gone_since[0] >= STAYS_GONE_S
 
-    wait_for(forgotten, 60, f"Ray to forget job {job_id}")
+    wait_for(forgotten, 120, f"Ray to forget job {job_id}")
+
+
+STAYS_GONE_S = 5.0
+"""How long a deleted job must stay gone (several of the job manager's monitoring intervals)."""
 
 
 @pytest.fixture(scope="module")
