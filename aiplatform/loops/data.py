@@ -1,15 +1,26 @@
-"""A retraining run's data: production's training table plus the labeled predictions since, capped,
-with a seeded share of the fresh rows held out for the gate.
+"""A retraining run's data: production's training data plus the labeled predictions since, capped,
+with a seeded share of the fresh ones held out for the gate.
 
 The labeled predictions' inputs are read back from where serving kept them (``results/inputs/``,
 the request as it was sent) and each becomes a row with its label. Their split is a seeded hash
-of the result id, so the same labels and seed always hold out the same rows. The training table
-is written as a parquet file under the data root (the only place a task's source may be read
-from), the held-out slice beside it; a table model's task then builds its dataset version from
-it as from any parquet source (``aiplatform.datasets.tabular_builder``: equal rows keep their
-split, so production's test rows stay test rows).
+of the result id, so the same labels and seed always hold out the same rows. What the run trains
+on is written under the data root (the only place a task's source may be read from) as a source
+production's template reads, the held-out slice beside it, and the task builds its dataset version
+from it as from any source:
 
-Table models only for now: another kind's run fails at this step, saying so.
+- a table model: a parquet table of its features and label (``aiplatform.datasets.tabular_builder``:
+  equal rows keep their split, so production's test rows stay test rows);
+- an image model: a parquet of ``image`` (PNG) and ``label``, the image source format
+  (``aiplatform.datasets.sources.read_parquet_images``). Production's images (originals, not
+  augmented copies) and each fresh input decoded as serving decoded it for production (its
+  framing, its size), PNG being lossless. That source has no split of its own, so its rows are
+  split by a seeded hash of their content: where production's source had none either, its test
+  rows go in and land in test again (:func:`image_splits_kept`); where it had one (MNIST, IDX)
+  they stay out. Either way the gate's original slice is one the candidate never trained on. The
+  held-out slice keeps each kept request whole, so the gate decodes it for each model as serving
+  would.
+
+Text models are not built yet: their run fails at this step, saying so.
 """
 
 from __future__ import annotations
@@ -23,17 +34,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
 from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec, read_table_source
-from aiplatform.errors import Conflict
+from aiplatform.errors import AIPError, Conflict
+from aiplatform.kinds.base import ModelKind
+from aiplatform.kinds.images import IMAGE_MAGIC
+from aiplatform.limits import RequestLimits
 from aiplatform.results.feedback import LabeledPrediction
+from aiplatform.serving.oip_binary import attach_binary_inputs, split_body
 from aiplatform.storage import Storage
 
-TABLE_KIND = "tabular"
+TABLE_KIND, IMAGE_KIND = "tabular", "image"
+BUILT_KINDS = (TABLE_KIND, IMAGE_KIND)
 HOLDOUT_FILE, TRAIN_FILE = "holdout.parquet", "train.parquet"
+KEPT_UPLOAD_NAME = "kept-input"
+"""The file name a kept upload is decoded under (serving kept its bytes, not its name)."""
 
 
 @dataclass(frozen=True)
@@ -164,9 +184,7 @@ def write_run_tables(folder: Path, original: pa.Table, features: list[str], fres
     holdout = as_table(fresh.holdout, base.schema, features)
     train_path, holdout_path = folder / TRAIN_FILE, folder / HOLDOUT_FILE
     for table, path in ((train, train_path), (holdout, holdout_path)):
-        partial = path.with_suffix(".tmp")
-        pq.write_table(table, partial)
-        partial.replace(path)  # whole or absent: a restarted step writes it again
+        _write_whole(table, path)
     return train_path, holdout_path
 
 
@@ -178,8 +196,185 @@ def holdout_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, labels
 
 
-def require_table_kind(kind: str, model: str) -> None:
-    if kind != TABLE_KIND:
+def require_built_kind(kind: str, model: str) -> None:
+    if kind not in BUILT_KINDS:
         raise Conflict(
-            f"Retraining data for {model!r} (a {kind} model) is not built yet: loops build data for table models"
+            f"Retraining data for {model!r} (a {kind} model) is not built yet: loops build data for"
+            f" {' and '.join(BUILT_KINDS)} models"
         )
+
+
+# -- image models ---------------------------------------------------------------------------
+def input_index(result_id: str) -> int:
+    """Which of its request's inputs a result is: ``<request id>-<n>`` the n-th, else the only one."""
+    head, dash, suffix = result_id.rpartition("-")
+    return int(suffix) if dash and head and suffix.isdigit() else 0
+
+
+def kept_request(raw: bytes) -> tuple[str, Any]:
+    """A kept request as serving received it: ``("upload", bytes)`` (a PNG/JPEG file), ``("v2",
+    body)`` (an Open Inference Protocol request, its binary tensors attached) or ``("json", body)``.
+    The binary extension's header length was a header, not kept: the JSON header is read up to
+    where it ends."""
+    if raw.startswith(IMAGE_MAGIC):
+        return "upload", raw
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        if not raw.lstrip().startswith(b"{"):
+            return "upload", raw
+        try:  # latin-1 maps each byte to one character: the end found is the header's byte count
+            _, end = json.JSONDecoder().raw_decode(raw.decode("latin-1"))
+        except ValueError:
+            return "upload", raw
+        header, binary = split_body(raw, str(end))
+        body = attach_binary_inputs(header, binary)
+    if isinstance(body, dict) and isinstance(body.get("inputs"), list):
+        return "v2", body
+    return "json", body
+
+
+def decode_kept(raw: bytes, result_id: str, kind: ModelKind, limits: RequestLimits) -> Any | None:
+    """The input ``result_id`` was predicted from, decoded by ``kind`` as serving decoded it (an
+    image: uint8 H x W x C in the model's framing); None where it cannot be (not this kind's input)."""
+    try:
+        form, body = kept_request(raw)
+        if form == "upload":
+            return kind.from_upload(KEPT_UPLOAD_NAME + ".png", body, limits)
+        if form == "v2":
+            items = kind.from_v2(body, limits)
+            index = input_index(result_id)
+            return items[index] if index < len(items) else None
+        return kind.from_json(body, limits)
+    except AIPError:
+        return None
+
+
+@dataclass(frozen=True)
+class FreshImages:
+    """Labeled image predictions: decoded images to train on, kept requests held out for the gate."""
+
+    train_images: list[np.ndarray]
+    train_labels: list[str]
+    holdout: list[dict[str, Any]]
+    """``{"result_id", "input": kept request bytes, "label"}``."""
+    unreadable: int
+    """Labeled predictions whose input was not kept, or that this kind cannot decode: left out."""
+
+
+def fresh_images(
+    labeled: list[LabeledPrediction],
+    storage: Storage,
+    kind: ModelKind,
+    labels: list[str],
+    seed: int,
+    fraction: float,
+) -> FreshImages:
+    """Each labeled prediction's kept input decoded by production's ``kind``; a label production
+    does not know (it can not be given one: ``aiplatform.results.feedback``) is left out too."""
+    limits = RequestLimits()
+    train_images: list[np.ndarray] = []
+    train_labels: list[str] = []
+    holdout: list[dict[str, Any]] = []
+    unreadable = 0
+    inputs: dict[str, bytes | None] = {}
+    known = set(labels)
+    for prediction in labeled:
+        uri = prediction.input_uri
+        if uri and uri not in inputs:
+            inputs[uri] = storage.get_bytes(uri) if storage.exists(uri) else None
+        raw = inputs.get(uri) if uri else None
+        image = decode_kept(raw, prediction.result_id, kind, limits) if raw is not None else None
+        if image is None or prediction.label not in known:
+            unreadable += 1
+        elif held_out(prediction.result_id, seed, fraction):
+            holdout.append({"result_id": prediction.result_id, "input": raw, "label": prediction.label})
+        else:
+            train_images.append(np.asarray(image, dtype=np.uint8))
+            train_labels.append(prediction.label)
+    return FreshImages(train_images, train_labels, holdout, unreadable)
+
+
+def png(image: np.ndarray) -> bytes:
+    """uint8 H x W x C (C 1 or 3) as PNG: lossless, so the build decodes the same pixels."""
+    from PIL import Image
+
+    pixels = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def label_values(labels: list[str], dataset_labels: list[str]) -> pa.Array:
+    """The ``label`` column a parquet image source reads back as ``dataset_labels``: class indexes
+    where the classes are ``0..n-1`` (as MNIST's), else the class names (read back sorted)."""
+    if dataset_labels == [str(i) for i in range(len(dataset_labels))]:
+        return pa.array([int(label) for label in labels], pa.int64())
+    return pa.array(labels, pa.string())
+
+
+OWN_SPLIT_SOURCES = ("mnist", "idx")
+"""Image sources with a test split of their own (``aiplatform.datasets.image_builder.assign_splits``)."""
+
+
+def image_splits_kept(source_kind: str) -> tuple[str, ...]:
+    """Production's splits a run's image source takes: its test rows only where their split was a
+    hash of their content (the same hash puts them in test again); a source's own test split
+    would be split anew, most of it into training."""
+    return ("train", "val") if source_kind in OWN_SPLIT_SOURCES else ("train", "val", "test")
+
+
+def original_images(splits: list[pa.Table], shape: tuple[int, int, int], dataset_labels: list[str]) -> pa.Table:
+    """Production's rows (an image version's ``image`` raw bytes, ``label`` index, ``variant``)
+    as ``image`` PNG and ``label``: its originals only, augmented copies left out (a build with
+    ``augment`` makes its own)."""
+    images: list[bytes] = []
+    labels: list[str] = []
+    for table in splits:
+        originals = table.filter(pc.equal(table.column("variant"), 0))
+        for raw, index in zip(originals.column("image").to_pylist(), originals.column("label").to_pylist()):
+            images.append(png(np.frombuffer(raw, dtype=np.uint8).reshape(shape)))
+            labels.append(dataset_labels[int(index)])
+    return pa.table({"image": pa.array(images, pa.binary()), "label": label_values(labels, dataset_labels)})
+
+
+def write_image_run(
+    folder: Path, original: pa.Table, fresh: FreshImages, dataset_labels: list[str]
+) -> tuple[Path, Path]:
+    """The training source (production's images + the fresh training images) and the held-out
+    slice (kept requests with their labels), as parquet, each written whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    added = pa.table(
+        {
+            "image": pa.array([png(image) for image in fresh.train_images], pa.binary()),
+            "label": label_values(fresh.train_labels, dataset_labels),
+        }
+    )
+    train = pa.concat_tables([original, added.cast(original.schema)])
+    holdout = pa.table(
+        {
+            "result_id": pa.array([h["result_id"] for h in fresh.holdout], pa.string()),
+            "input": pa.array([h["input"] for h in fresh.holdout], pa.binary()),
+            LABEL_NAME: pa.array([h["label"] for h in fresh.holdout], pa.string()),
+        }
+    )
+    train_path, holdout_path = folder / TRAIN_FILE, folder / HOLDOUT_FILE
+    for table, path in ((train, train_path), (holdout, holdout_path)):
+        _write_whole(table, path)
+    return train_path, holdout_path
+
+
+def holdout_inputs(path: Path) -> tuple[list[str], list[bytes], list[str]]:
+    """The held-out slice of an image run: result ids, kept requests and their labels."""
+    table = pq.read_table(path)
+    return (
+        table.column("result_id").to_pylist(),
+        table.column("input").to_pylist(),
+        [str(label) for label in table.column(LABEL_NAME).to_pylist()],
+    )
+
+
+def _write_whole(table: pa.Table, path: Path) -> None:
+    partial = path.with_suffix(".tmp")
+    pq.write_table(table, partial)
+    partial.replace(path)  # whole or absent: a restarted step writes it again

@@ -3,20 +3,24 @@
 ``original``: production's dataset version's test split, its rows as the dataset stores them and
 decoded as evaluation does (``aiplatform.batch.scoring.RowScorer``: a version's accuracy on its
 own test split is the one training measured). ``fresh``: the held-out labeled predictions, each
-sent through the model's own request decoding, as serving would. Both models are loaded from
+sent through the model's own request decoding, as serving would: a table row as
+``{"features": row}`` (:class:`TableSlice`), a kept request (an image upload, JSON, a v2 request)
+decoded by each model's own kind, its framing included (:class:`KeptSlice`). Both models are loaded from
 their verified packages (``aiplatform.serving.runner.ModelRunner``). Whether the candidate passes
 is the engine's to say (``aiplatform.loops.engine.gate_refusals``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from aiplatform.batch.scoring import RowScorer
 from aiplatform.limits import RequestLimits
+from aiplatform.loops.data import decode_kept
 from aiplatform.serving.runner import ModelRunner
 
 SCORE_BATCH = 512
@@ -43,13 +47,72 @@ def accuracy_on_rows(runner: ModelRunner, rows: list[dict[str, Any]], labels: li
     return right / len(rows)
 
 
+def accuracy_on_kept(runner: ModelRunner, result_ids: list[str], inputs: list[bytes], labels: list[str]) -> float:
+    """Accuracy over kept requests, each decoded by the model's own kind as serving would; one
+    it cannot decode counts as wrong."""
+    if not inputs:
+        return 0.0
+    limits, right = RequestLimits(), 0
+    for start in range(0, len(inputs), SCORE_BATCH):
+        decoded = [
+            decode_kept(raw, result_id, runner.kind, limits)
+            for raw, result_id in zip(inputs[start : start + SCORE_BATCH], result_ids[start : start + SCORE_BATCH])
+        ]
+        readable = [i for i, item in enumerate(decoded) if item is not None]
+        if not readable:
+            continue
+        best = runner.predict_proba(np.stack([decoded[i] for i in readable])).argmax(axis=1)
+        chunk_labels = labels[start : start + SCORE_BATCH]
+        right += sum(runner.labels[int(b)] == chunk_labels[i] for b, i in zip(best, readable))
+    return right / len(inputs)
+
+
+class FreshSlice(Protocol):
+    """The held-out labeled predictions, scored by one model at a time."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def accuracy(self, runner: ModelRunner) -> float: ...
+
+
+@dataclass(frozen=True)
+class TableSlice:
+    """A table model's held-out rows (``aiplatform.loops.data.holdout_rows``)."""
+
+    table_rows: list[dict[str, Any]]
+    labels: list[str]
+
+    @property
+    def rows(self) -> int:
+        return len(self.table_rows)
+
+    def accuracy(self, runner: ModelRunner) -> float:
+        return accuracy_on_rows(runner, self.table_rows, self.labels)
+
+
+@dataclass(frozen=True)
+class KeptSlice:
+    """Held-out kept requests (``aiplatform.loops.data.holdout_inputs``)."""
+
+    result_ids: list[str]
+    inputs: list[bytes]
+    labels: list[str]
+
+    @property
+    def rows(self) -> int:
+        return len(self.inputs)
+
+    def accuracy(self, runner: ModelRunner) -> float:
+        return accuracy_on_kept(runner, self.result_ids, self.inputs, self.labels)
+
+
 def gate_figures(
     production: ModelRunner,
     candidate: ModelRunner,
     test_table: pa.Table,
     test_labels: list[str],
-    fresh_rows: list[dict[str, Any]],
-    fresh_labels: list[str],
+    fresh: FreshSlice,
 ) -> dict[str, Any]:
     """Both models' accuracy on each slice, with the slice's size."""
     return {
@@ -59,8 +122,8 @@ def gate_figures(
             "candidate_accuracy": accuracy_on_split(candidate, test_table, test_labels),
         },
         "fresh": {
-            "rows": len(fresh_rows),
-            "production_accuracy": accuracy_on_rows(production, fresh_rows, fresh_labels),
-            "candidate_accuracy": accuracy_on_rows(candidate, fresh_rows, fresh_labels),
+            "rows": fresh.rows,
+            "production_accuracy": fresh.accuracy(production),
+            "candidate_accuracy": fresh.accuracy(candidate),
         },
     }

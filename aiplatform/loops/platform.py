@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from aiplatform.alerting.actor import AlertClient
-from aiplatform.datasets import DatasetManager
+from aiplatform.datasets import DatasetManager, DatasetVersion, ImageDatasetSpec
 from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec
 from aiplatform.errors import Conflict, NotFound
 from aiplatform.loops import data as run_data
-from aiplatform.loops.gate import gate_figures
+from aiplatform.loops.gate import FreshSlice, KeptSlice, TableSlice, gate_figures
 from aiplatform.loops.policy import LoopPolicy
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
+from aiplatform.results.feedback import LabeledPrediction
 from aiplatform.results.store import labeled_since
 from aiplatform.serving.deployer import PRODUCTION, deploy, set_canary
 from aiplatform.serving.runner import ModelRunner
@@ -111,43 +112,63 @@ class PlatformLoops:
                 f"{model} v{production['version']} was not trained by a task: no data or parameters to retrain with"
             )
         original = self.datasets.get_ref(production["dataset"])
-        run_data.require_table_kind(original.kind, model)
-        spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
-        table, features = run_data.original_table(spec, self.settings.s3_storage_options)
+        run_data.require_built_kind(original.kind, model)
         labeled = run_data.newest(
             labeled_since(self.results, model, since=production["created_at"]), policy.data.max_labeled
         )
-        fresh = run_data.fresh_rows(labeled, self.storage, features, policy.data.seed, policy.data.holdout_fraction)
         folder = self.settings.resolved_data_root / RUNS_FOLDER / model / run_id
-        train_path, holdout_path = run_data.write_run_tables(folder, table, features, fresh)
-        params = self._params(production, policy, train_path, features)
+        if original.kind == run_data.IMAGE_KIND:
+            source, counts, holdout_path = self._image_data(model, production, policy, original, labeled, folder)
+            overrides: dict[str, Any] = {"dataset": f"parquet:{source.resolve()}", "max_rows": None}
+        else:
+            spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
+            table, features = run_data.original_table(spec, self.settings.s3_storage_options)
+            fresh = run_data.fresh_rows(labeled, self.storage, features, policy.data.seed, policy.data.holdout_fraction)
+            source, holdout_path = run_data.write_run_tables(folder, table, features, fresh)
+            counts = {"fresh_train": len(fresh.train), "holdout": len(fresh.holdout), "unreadable": fresh.unreadable}
+            overrides = {
+                "dataset": f"parquet:{source.resolve()}",
+                "label_column": LABEL_NAME,
+                "feature_columns": features,
+                "max_rows": None,
+            }
+        # Production's task parameters, reading the run's source, with the policy's overrides.
+        params = {**self.tasks.get(production["task_id"]).params, **overrides, **policy.train.params}
         template = get_template(production["template"])
         built = self.datasets.build(template.dataset_spec(template.parse_params(params)))
         return {
             "dataset": built.ref,
             "original_dataset": original.ref,
-            "labeled": len(fresh.train) + len(fresh.holdout),
-            "fresh_train": len(fresh.train),
-            "holdout": len(fresh.holdout),
-            "unreadable": fresh.unreadable,
+            "kind": original.kind,
+            "labeled": counts["fresh_train"] + counts["holdout"],
+            **counts,
             "rows": {split: built.rows(split) for split in ("train", "val", "test")},
             "holdout_path": str(holdout_path),
             "params": params,
         }
 
-    def _params(
-        self, production: dict[str, Any], policy: LoopPolicy, source: Path, features: list[str]
-    ) -> dict[str, Any]:
-        """Production's task parameters, reading the run's table, with the policy's overrides."""
-        task = self.tasks.get(production["task_id"])
-        return {
-            **task.params,
-            "dataset": f"parquet:{source.resolve()}",
-            "label_column": LABEL_NAME,
-            "feature_columns": features,
-            "max_rows": None,
-            **policy.train.params,
-        }
+    def _image_data(
+        self,
+        model: str,
+        production: dict[str, Any],
+        policy: LoopPolicy,
+        original: DatasetVersion,
+        labeled: list[LabeledPrediction],
+        folder: Path,
+    ) -> tuple[Path, dict[str, int], Path]:
+        """An image run's source and held-out slice: production's train and validation images
+        and the labeled inputs, decoded as serving decoded them for production."""
+        kind = self._runner(model, int(production["version"])).kind
+        fresh = run_data.fresh_images(
+            labeled, self.storage, kind, original.labels, policy.data.seed, policy.data.holdout_fraction
+        )
+        source_kind = ImageDatasetSpec.model_validate(original.manifest["spec"]).source_kind
+        kept = run_data.image_splits_kept(source_kind)
+        splits = [self.datasets.read_split_table(original, s) for s in kept if original.files(s)]
+        table = run_data.original_images(splits, original.image_shape, original.labels)
+        source, holdout_path = run_data.write_image_run(folder, table, fresh, original.labels)
+        counts = {"fresh_train": len(fresh.train_images), "holdout": len(fresh.holdout), "unreadable": fresh.unreadable}
+        return source, counts, holdout_path
 
     # -- training --------------------------------------------------------------------------
     def start_training(self, run_id: str, model: str, policy: LoopPolicy, data: dict[str, Any]) -> str:
@@ -187,14 +208,17 @@ class PlatformLoops:
     # -- gate ------------------------------------------------------------------------------
     def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
         original = self.datasets.get_ref(data["original_dataset"])
-        rows, labels = run_data.holdout_rows(Path(data["holdout_path"]))
+        fresh: FreshSlice
+        if data.get("kind") == run_data.IMAGE_KIND:
+            fresh = KeptSlice(*run_data.holdout_inputs(Path(data["holdout_path"])))
+        else:
+            fresh = TableSlice(*run_data.holdout_rows(Path(data["holdout_path"])))
         return gate_figures(
             self._runner(model, production),
             self._runner(model, candidate),
             self.datasets.read_split_table(original, "test"),
             original.labels,
-            rows,
-            labels,
+            fresh,
         )
 
     def _runner(self, model: str, version: int) -> ModelRunner:
