@@ -62,7 +62,9 @@ class LoopActor:
 
         self.settings = settings
         self.store = LoopStore(settings.resolved_state_dir / "loops.sqlite", webhooks=settings.webhook_urls)
-        self.engine = LoopEngine(self.store, PlatformLoops(settings, warm_on_serve(settings.serve_app_name)))
+        self.engine = LoopEngine(
+            self.store, PlatformLoops(settings, warm_on_serve(settings.serve_app_name)), clock=time.time
+        )
         self._wake = threading.Event()
         self._tick_lock = threading.Lock()
         self.ticks = 0

@@ -15,6 +15,7 @@ same task or canary up again. The platform is reached through ``LoopPlatform`` (
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,9 +71,12 @@ class TickReport:
 class LoopEngine:
     """Policies, triggers and the runs' state machine over a ``LoopStore``."""
 
-    def __init__(self, store: LoopStore, platform: LoopPlatform) -> None:
+    def __init__(self, store: LoopStore, platform: LoopPlatform, clock: Callable[[], float] | None = None) -> None:
+        """``clock``: the time each step ends at, read as it ends (the actor's ``time.time``); a
+        tick's ``now`` is used throughout when none is given (the tests' fixed clock)."""
         self.store = store
         self.platform = platform
+        self.clock = clock
 
     # -- policies --------------------------------------------------------------------------
     def put_policy(self, policy: LoopPolicy, now: float) -> StoredPolicy:
@@ -180,6 +184,8 @@ class LoopEngine:
         says why); an unreachable part of the platform leaves it where it is, for the next tick."""
         run = self.store.run(run_id)
         for _ in STEPS:  # a step that ended goes straight on to the next
+            if self.clock is not None:  # a step's end is stamped when it ends, not when the tick began
+                now = max(now, self.clock())
             moved = self._advance_once(run, now)
             if moved.finished or moved.state == run.state:
                 return moved

@@ -333,3 +333,15 @@ def test_a_new_version_of_the_source_dataset_starts_a_run_on_it(tmp_path: Path) 
     assert run.trigger["kind"] == "dataset" and run.trigger["dataset"] == "penguins@new"
     assert built_on == ["penguins@new"]  # the new version is the run's base
     assert loops.tick(104.0).opened == [] and loops.store.skipped("penguins") == []  # seen once
+
+
+def test_with_a_clock_each_step_is_stamped_when_it_ends_not_when_its_tick_began(tmp_path: Path) -> None:
+    platform = FakePlatform()
+    readings = iter(range(2000, 3000, 7))  # the clock moves on while the steps of one tick run
+    loops = LoopEngine(LoopStore(tmp_path / "loops.sqlite"), platform, clock=lambda: float(next(readings)))
+    loops.put_policy(parse_policy({**POLICY, "canary": {"watch_s": 0}}), 1000.0)
+    run_id = loops.trigger("penguins", 1001.0)["run"]["id"]
+    platform.training_state = {"state": "succeeded", "version": 2, "metrics": {"test_accuracy": 0.9}}
+    loops.tick(1002.0)  # one tick: data, train, gate, canary, decide
+    times = [step["at"] for step in loops.store.run(run_id).steps[1:]]
+    assert times == sorted(times) and len(set(times)) == len(times) and times[0] >= 2000
