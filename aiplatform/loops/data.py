@@ -19,8 +19,17 @@ from it as from any source:
   they stay out. Either way the gate's original slice is one the candidate never trained on. The
   held-out slice keeps each kept request whole, so the gate decodes it for each model as serving
   would.
+- a text model: a parquet of ``text`` and ``label`` (names), the ``parquet:`` text source
+  (``aiplatform.datasets.text_sources``; parquet, not CSV, so a text such as ``007`` or a label
+  ``1`` reads back as written). Production's train and validation texts and each fresh input
+  decoded as serving decoded it (a ``{"text": ...}`` body, an uploaded document, a v2 request's
+  n-th BYTES text). The text build splits each class by rank of a seeded hash of the text, so
+  adding rows moves the cut: production's test rows would not stay test rows, and are left out
+  (:func:`text_splits_kept`), as is a fresh training text equal (cleaned, case-folded: the
+  build's own id) to one of them or to a held-out one, so neither of the gate's slices was
+  trained on.
 
-Text models are not built yet: their run fails at this step, saying so.
+Other kinds are refused at this step, by name.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import pyarrow.parquet as pq
 import ray
 
 from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec, read_table_source
+from aiplatform.datasets.text_builder import text_ids
 from aiplatform.errors import AIPError, Conflict
 from aiplatform.kinds.base import ModelKind
 from aiplatform.kinds.images import IMAGE_MAGIC
@@ -48,9 +58,10 @@ from aiplatform.limits import RequestLimits
 from aiplatform.results.feedback import LabeledPrediction
 from aiplatform.serving.oip_binary import attach_binary_inputs, split_body
 from aiplatform.storage import Storage
+from aiplatform.text import normalize_text
 
-TABLE_KIND, IMAGE_KIND = "tabular", "image"
-BUILT_KINDS = (TABLE_KIND, IMAGE_KIND)
+TABLE_KIND, IMAGE_KIND, TEXT_KIND = "tabular", "image", "text"
+BUILT_KINDS = (TABLE_KIND, IMAGE_KIND, TEXT_KIND)
 HOLDOUT_FILE, TRAIN_FILE = "holdout.parquet", "train.parquet"
 KEPT_UPLOAD_NAME = "kept-input"
 """The file name a kept upload is decoded under (serving kept its bytes, not its name)."""
@@ -200,7 +211,7 @@ def require_built_kind(kind: str, model: str) -> None:
     if kind not in BUILT_KINDS:
         raise Conflict(
             f"Retraining data for {model!r} (a {kind} model) is not built yet: loops build data for"
-            f" {' and '.join(BUILT_KINDS)} models"
+            f" {', '.join(BUILT_KINDS)} models"
         )
 
 
@@ -236,18 +247,54 @@ def kept_request(raw: bytes) -> tuple[str, Any]:
 
 def decode_kept(raw: bytes, result_id: str, kind: ModelKind, limits: RequestLimits) -> Any | None:
     """The input ``result_id`` was predicted from, decoded by ``kind`` as serving decoded it (an
-    image: uint8 H x W x C in the model's framing); None where it cannot be (not this kind's input)."""
+    image: uint8 H x W x C in the model's framing; a text: the text); None where it cannot be
+    (not this kind's input). A kept body that looks like JSON but that ``kind`` refuses as JSON
+    was an upload (serving decoded it, or it would not have been kept): a text document may
+    start with ``{``."""
     try:
         form, body = kept_request(raw)
-        if form == "upload":
-            return kind.from_upload(KEPT_UPLOAD_NAME + ".png", body, limits)
         if form == "v2":
             items = kind.from_v2(body, limits)
             index = input_index(result_id)
             return items[index] if index < len(items) else None
-        return kind.from_json(body, limits)
+        if form == "json":
+            try:
+                return kind.from_json(body, limits)
+            except AIPError:
+                pass
+        return kind.from_upload(kept_upload_name(kind), raw, limits)
     except AIPError:
         return None
+
+
+def kept_upload_name(kind: ModelKind) -> str:
+    """A file name ``kind`` takes as an upload (serving kept the bytes, not the name)."""
+    extensions = kind.request_shape().get("upload") or [".bin"]
+    return KEPT_UPLOAD_NAME + str(extensions[0])
+
+
+def decode_labeled(
+    labeled: list[LabeledPrediction], storage: Storage, kind: ModelKind, labels: list[str]
+) -> tuple[list[tuple[LabeledPrediction, bytes, Any]], int]:
+    """Each labeled prediction with its kept request and its input decoded by ``kind``; how many
+    were left out: no input kept, one ``kind`` cannot decode, or a label production does not
+    know (it can not be given one: ``aiplatform.results.feedback``)."""
+    limits = RequestLimits()
+    decoded: list[tuple[LabeledPrediction, bytes, Any]] = []
+    unreadable = 0
+    inputs: dict[str, bytes | None] = {}
+    known = set(labels)
+    for prediction in labeled:
+        uri = prediction.input_uri
+        if uri and uri not in inputs:
+            inputs[uri] = storage.get_bytes(uri) if storage.exists(uri) else None
+        raw = inputs.get(uri) if uri else None
+        item = decode_kept(raw, prediction.result_id, kind, limits) if raw is not None else None
+        if item is None or prediction.label not in known:
+            unreadable += 1
+        else:
+            decoded.append((prediction, raw, item))
+    return decoded, unreadable
 
 
 @dataclass(frozen=True)
@@ -270,24 +317,13 @@ def fresh_images(
     seed: int,
     fraction: float,
 ) -> FreshImages:
-    """Each labeled prediction's kept input decoded by production's ``kind``; a label production
-    does not know (it can not be given one: ``aiplatform.results.feedback``) is left out too."""
-    limits = RequestLimits()
+    """Each labeled prediction's kept input decoded by production's ``kind`` (:func:`decode_labeled`)."""
+    decoded, unreadable = decode_labeled(labeled, storage, kind, labels)
     train_images: list[np.ndarray] = []
     train_labels: list[str] = []
     holdout: list[dict[str, Any]] = []
-    unreadable = 0
-    inputs: dict[str, bytes | None] = {}
-    known = set(labels)
-    for prediction in labeled:
-        uri = prediction.input_uri
-        if uri and uri not in inputs:
-            inputs[uri] = storage.get_bytes(uri) if storage.exists(uri) else None
-        raw = inputs.get(uri) if uri else None
-        image = decode_kept(raw, prediction.result_id, kind, limits) if raw is not None else None
-        if image is None or prediction.label not in known:
-            unreadable += 1
-        elif held_out(prediction.result_id, seed, fraction):
+    for prediction, raw, image in decoded:
+        if held_out(prediction.result_id, seed, fraction):
             holdout.append({"result_id": prediction.result_id, "input": raw, "label": prediction.label})
         else:
             train_images.append(np.asarray(image, dtype=np.uint8))
@@ -351,27 +387,114 @@ def write_image_run(
         }
     )
     train = pa.concat_tables([original, added.cast(original.schema)])
-    holdout = pa.table(
+    return _write_kept_run(folder, train, fresh.holdout)
+
+
+def _write_kept_run(folder: Path, train: pa.Table, holdout: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """A run's training source and its held-out kept requests (:func:`holdout_inputs`), each whole."""
+    held = pa.table(
         {
-            "result_id": pa.array([h["result_id"] for h in fresh.holdout], pa.string()),
-            "input": pa.array([h["input"] for h in fresh.holdout], pa.binary()),
-            LABEL_NAME: pa.array([h["label"] for h in fresh.holdout], pa.string()),
+            "result_id": pa.array([h["result_id"] for h in holdout], pa.string()),
+            "input": pa.array([h["input"] for h in holdout], pa.binary()),
+            LABEL_NAME: pa.array([h["label"] for h in holdout], pa.string()),
         }
     )
     train_path, holdout_path = folder / TRAIN_FILE, folder / HOLDOUT_FILE
-    for table, path in ((train, train_path), (holdout, holdout_path)):
+    for table, path in ((train, train_path), (held, holdout_path)):
         _write_whole(table, path)
     return train_path, holdout_path
 
 
 def holdout_inputs(path: Path) -> tuple[list[str], list[bytes], list[str]]:
-    """The held-out slice of an image run: result ids, kept requests and their labels."""
+    """The held-out slice of an image or text run: result ids, kept requests and their labels."""
     table = pq.read_table(path)
     return (
         table.column("result_id").to_pylist(),
         table.column("input").to_pylist(),
         [str(label) for label in table.column(LABEL_NAME).to_pylist()],
     )
+
+
+# -- text models ----------------------------------------------------------------------------
+TEXT_COLUMN, TEXT_LABEL_COLUMN = "text", "label"
+"""A text version's columns, and the run's text source's (``label``: there the class name)."""
+
+
+def text_splits_kept() -> tuple[str, ...]:
+    """Production's splits a run's text source takes: never its test split (the build cuts each
+    class by rank, so its test rows would not land in test again)."""
+    return ("train", "val")
+
+
+def text_key(text: str) -> int:
+    """The id the text build gives ``text`` (its cleaned, case-folded form): equal texts share it."""
+    return int(text_ids([normalize_text(text)])[0])
+
+
+@dataclass(frozen=True)
+class FreshTexts:
+    """Labeled text predictions: decoded texts to train on, kept requests held out for the gate."""
+
+    train_texts: list[str]
+    train_labels: list[str]
+    holdout: list[dict[str, Any]]
+    """``{"result_id", "input": kept request bytes, "label"}``."""
+    unreadable: int
+    """Labeled predictions whose input was not kept, that this kind cannot decode, or whose label
+    production does not know: left out."""
+    seen: int
+    """Training texts left out because the same text is in production's test split or held out."""
+
+
+def fresh_texts(
+    labeled: list[LabeledPrediction],
+    storage: Storage,
+    kind: ModelKind,
+    labels: list[str],
+    seed: int,
+    fraction: float,
+    test_ids: set[int],
+) -> FreshTexts:
+    """Each labeled prediction's kept input decoded by production's ``kind`` into its text (a v2
+    request's n-th); ``test_ids``: production's test split's ``id`` column."""
+    decoded, unreadable = decode_labeled(labeled, storage, kind, labels)
+    holdout: list[dict[str, Any]] = []
+    training: list[tuple[str, str]] = []
+    unseen = set(test_ids)
+    for prediction, raw, text in decoded:
+        if held_out(prediction.result_id, seed, fraction):
+            holdout.append({"result_id": prediction.result_id, "input": raw, "label": prediction.label})
+            unseen.add(text_key(text))
+        else:
+            training.append((str(text), prediction.label))
+    kept = [(text, label) for text, label in training if text_key(text) not in unseen]
+    return FreshTexts(
+        [text for text, _ in kept], [label for _, label in kept], holdout, unreadable, len(training) - len(kept)
+    )
+
+
+def original_texts(splits: list[pa.Table], dataset_labels: list[str]) -> pa.Table:
+    """Production's rows (a text version's ``text`` and ``label`` index) as ``text`` and
+    ``label`` names."""
+    texts: list[str] = []
+    names: list[str] = []
+    for table in splits:
+        texts += [str(text) for text in table.column(TEXT_COLUMN).to_pylist()]
+        names += [dataset_labels[int(index)] for index in table.column(TEXT_LABEL_COLUMN).to_pylist()]
+    return pa.table({TEXT_COLUMN: pa.array(texts, pa.string()), TEXT_LABEL_COLUMN: pa.array(names, pa.string())})
+
+
+def write_text_run(folder: Path, original: pa.Table, fresh: FreshTexts) -> tuple[Path, Path]:
+    """The training source (production's texts + the fresh training texts) and the held-out
+    slice (kept requests with their labels), as parquet, each written whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    added = pa.table(
+        {
+            TEXT_COLUMN: pa.array(fresh.train_texts, pa.string()),
+            TEXT_LABEL_COLUMN: pa.array(fresh.train_labels, pa.string()),
+        }
+    )
+    return _write_kept_run(folder, pa.concat_tables([original, added]), fresh.holdout)
 
 
 def _write_whole(table: pa.Table, path: Path) -> None:

@@ -4,14 +4,17 @@
 decoded as evaluation does (``aiplatform.batch.scoring.RowScorer``: a version's accuracy on its
 own test split is the one training measured). ``fresh``: the held-out labeled predictions, each
 sent through the model's own request decoding, as serving would: a table row as
-``{"features": row}`` (:class:`TableSlice`), a kept request (an image upload, JSON, a v2 request)
-decoded by each model's own kind, its framing included (:class:`KeptSlice`). Both models are loaded from
+``{"features": row}`` (:class:`TableSlice`), a kept request (an upload, JSON, a v2 request)
+decoded by each model's own kind, its framing included, and classified as serving classifies it
+(``ModelKind.classify``: a long text cut into windows whose answers are combined)
+(:class:`KeptSlice`). Both models are loaded from
 their verified packages (``aiplatform.serving.runner.ModelRunner``). Whether the candidate passes
 is the engine's to say (``aiplatform.loops.engine.gate_refusals``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,8 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 from aiplatform.batch.scoring import RowScorer
+from aiplatform.errors import AIPError
 from aiplatform.limits import RequestLimits
 from aiplatform.loops.data import decode_kept
+from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.runner import ModelRunner
 
 SCORE_BATCH = 512
@@ -48,8 +53,8 @@ def accuracy_on_rows(runner: ModelRunner, rows: list[dict[str, Any]], labels: li
 
 
 def accuracy_on_kept(runner: ModelRunner, result_ids: list[str], inputs: list[bytes], labels: list[str]) -> float:
-    """Accuracy over kept requests, each decoded by the model's own kind as serving would; one
-    it cannot decode counts as wrong."""
+    """Accuracy over kept requests, each decoded by the model's own kind and classified as serving
+    would; one it cannot decode or classify counts as wrong."""
     if not inputs:
         return 0.0
     limits, right = RequestLimits(), 0
@@ -61,10 +66,34 @@ def accuracy_on_kept(runner: ModelRunner, result_ids: list[str], inputs: list[by
         readable = [i for i, item in enumerate(decoded) if item is not None]
         if not readable:
             continue
-        best = runner.predict_proba(np.stack([decoded[i] for i in readable])).argmax(axis=1)
+        answers = asyncio.run(classify_all(runner, [decoded[i] for i in readable], limits.max_chunks))
         chunk_labels = labels[start : start + SCORE_BATCH]
-        right += sum(runner.labels[int(b)] == chunk_labels[i] for b, i in zip(best, readable))
+        right += sum(answer == chunk_labels[i] for answer, i in zip(answers, readable))
     return right / len(inputs)
+
+
+async def classify_all(runner: ModelRunner, items: list[Any], max_chunks: int) -> list[str | None]:
+    """Each decoded input's label through ``ModelKind.classify``, the model inputs batched as the
+    model server batches them; None for one the kind refuses (a document over ``max_chunks``)."""
+
+    async def call(key: str, batch: list[np.ndarray]) -> list[dict[str, Any]]:
+        return runner.predict(np.stack(batch))
+
+    batcher: AdaptiveBatcher[np.ndarray, dict[str, Any]] = AdaptiveBatcher(
+        call, max_batch_size=SCORE_BATCH, max_in_flight=1, max_waiting=1 << 30, name="loop-gate"
+    )
+
+    async def submit(model_input: np.ndarray) -> dict[str, Any]:
+        return await batcher.submit("model", model_input)
+
+    async def one(item: Any) -> str | None:
+        try:
+            answer, _features = await runner.kind.classify(item, submit, runner.labels, max_chunks)
+        except AIPError:
+            return None
+        return str(answer["label"])
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 class FreshSlice(Protocol):
@@ -93,7 +122,7 @@ class TableSlice:
 
 @dataclass(frozen=True)
 class KeptSlice:
-    """Held-out kept requests (``aiplatform.loops.data.holdout_inputs``)."""
+    """Held-out kept requests of an image or text model (``aiplatform.loops.data.holdout_inputs``)."""
 
     result_ids: list[str]
     inputs: list[bytes]

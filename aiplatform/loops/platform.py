@@ -120,6 +120,14 @@ class PlatformLoops:
         if original.kind == run_data.IMAGE_KIND:
             source, counts, holdout_path = self._image_data(model, production, policy, original, labeled, folder)
             overrides: dict[str, Any] = {"dataset": f"parquet:{source.resolve()}", "max_rows": None}
+        elif original.kind == run_data.TEXT_KIND:
+            source, counts, holdout_path = self._text_data(model, production, policy, original, labeled, folder)
+            overrides = {
+                "dataset": f"parquet:{source.resolve()}",
+                "text_column": run_data.TEXT_COLUMN,
+                "label_column": run_data.TEXT_LABEL_COLUMN,
+                "max_rows": None,
+            }
         else:
             spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
             table, features = run_data.original_table(spec, self.settings.s3_storage_options)
@@ -170,6 +178,35 @@ class PlatformLoops:
         counts = {"fresh_train": len(fresh.train_images), "holdout": len(fresh.holdout), "unreadable": fresh.unreadable}
         return source, counts, holdout_path
 
+    def _text_data(
+        self,
+        model: str,
+        production: dict[str, Any],
+        policy: LoopPolicy,
+        original: DatasetVersion,
+        labeled: list[LabeledPrediction],
+        folder: Path,
+    ) -> tuple[Path, dict[str, int], Path]:
+        """A text run's source and held-out slice: production's train and validation texts and
+        the labeled inputs, decoded as serving decoded them for production; a fresh text equal
+        to one of production's test texts is not trained on."""
+        kind = self._runner(model, int(production["version"])).kind
+        test = self.datasets.read_split_table(original, "test") if original.files("test") else None
+        test_ids = {int(i) for i in test.column("id").to_pylist()} if test is not None else set()
+        fresh = run_data.fresh_texts(
+            labeled, self.storage, kind, original.labels, policy.data.seed, policy.data.holdout_fraction, test_ids
+        )
+        splits = [self.datasets.read_split_table(original, s) for s in run_data.text_splits_kept() if original.files(s)]
+        table = run_data.original_texts(splits, original.labels)
+        source, holdout_path = run_data.write_text_run(folder, table, fresh)
+        counts = {
+            "fresh_train": len(fresh.train_texts),
+            "holdout": len(fresh.holdout),
+            "unreadable": fresh.unreadable,
+            "seen": fresh.seen,
+        }
+        return source, counts, holdout_path
+
     # -- training --------------------------------------------------------------------------
     def start_training(self, run_id: str, model: str, policy: LoopPolicy, data: dict[str, Any]) -> str:
         """A task of production's template on the run's data, or a sweep around it."""
@@ -209,7 +246,7 @@ class PlatformLoops:
     def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
         original = self.datasets.get_ref(data["original_dataset"])
         fresh: FreshSlice
-        if data.get("kind") == run_data.IMAGE_KIND:
+        if data.get("kind") in (run_data.IMAGE_KIND, run_data.TEXT_KIND):
             fresh = KeptSlice(*run_data.holdout_inputs(Path(data["holdout_path"])))
         else:
             fresh = TableSlice(*run_data.holdout_rows(Path(data["holdout_path"])))

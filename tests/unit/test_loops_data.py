@@ -166,7 +166,8 @@ def test_the_gate_decodes_the_fresh_slice_for_each_model() -> None:
     assert unreadable.rows == 7 and unreadable.accuracy(runner) == pytest.approx(6 / 7)
 
 
-def test_a_text_model_is_refused_by_name() -> None:
+def test_a_kind_not_built_is_refused_by_name() -> None:
     require_built_kind("image", "digits")
-    with pytest.raises(Conflict, match="'reviews' \\(a text model\\) is not built yet"):
-        require_built_kind("text", "reviews")
+    require_built_kind("text", "reviews")
+    with pytest.raises(Conflict, match="'clips' \\(a video model\\) is not built yet"):
+        require_built_kind("video", "clips")
