@@ -9,6 +9,7 @@ restarted (same state folder) while the run trains; the run's steps, links and l
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,17 +37,13 @@ RUN_S = 420.0
 """A run's two steps that take work (its data's build, its training: each a Ray job on two cores)."""
 
 
-@pytest.fixture(scope="module")
-def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("loops")
+@contextlib.contextmanager
+def loop_platform(home: Path, name: str, **settings: Any) -> Iterator[dict[str, Any]]:
+    """A served platform with its scheduler and a loop engine that ticks every 0.5 s, alerts
+    evaluated only when a test asks (``settings`` add the quality thresholds a module needs)."""
     with (
         platform_settings(
-            home,
-            "loops",
-            task_poll_interval_s=0.5,
-            loop_interval_s=0.5,
-            alert_interval_s=3600,  # evaluated when the test asks
-            alert_quality_accuracy=0.999,  # a production that errs at all on the labeled table
+            home, name, task_poll_interval_s=0.5, loop_interval_s=0.5, alert_interval_s=3600, **settings
         ) as s,
         served_platform(s) as url,
         httpx.Client(base_url=url, timeout=120) as api,
@@ -59,6 +56,13 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "queue": TaskClient.connect(s),
             "registry": RegistryClient.connect(s),
         }
+
+
+@pytest.fixture(scope="module")
+def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    # A production that errs at all on the labeled table fires the quality rule.
+    with loop_platform(tmp_path_factory.mktemp("loops"), "loops", alert_quality_accuracy=0.999) as platform:
+        yield platform
 
 
 def _rows() -> list[dict[str, Any]]:

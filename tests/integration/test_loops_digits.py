@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 
 from aiplatform.datasets.sources import mnist_test_digits
-from aiplatform.registry import RegistryClient
-from aiplatform.tasks.queue import SUCCEEDED, TaskClient
-from aiplatform.tasks.scheduler import ensure_scheduler
-from tests.factories import platform_settings, png_bytes, served_platform, wait_for, wait_for_task
+from aiplatform.tasks.queue import SUCCEEDED
+from tests.factories import png_bytes, wait_for, wait_for_task
+from tests.integration.test_loops import RUN_S, loop_platform
 
 pytestmark = pytest.mark.integration
 
@@ -33,27 +32,14 @@ RETRAIN = {"epochs": 2}
 TRAFFIC, UPLOADS, LABELED, EVALUATED = 1000, 12, 800, 400
 """Rotated digits sent (of them single uploads), labeled, and unseen ones both versions read."""
 BATCH = 100
-RUN_S = 420.0
-"""Steps that take work (a dataset build, a training: Ray jobs on two cores)."""
 
 
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    # Upright digits' model on rotated ones is far below 0.95.
     home = tmp_path_factory.mktemp("loops-digits")
-    with (
-        platform_settings(
-            home,
-            "loopsdigits",
-            task_poll_interval_s=0.5,
-            loop_interval_s=0.5,
-            alert_interval_s=3600,  # evaluated when the test asks
-            alert_quality_accuracy=0.95,  # upright digits' model on rotated ones is far below
-        ) as s,
-        served_platform(s) as url,
-        httpx.Client(base_url=url, timeout=120) as api,
-    ):
-        ensure_scheduler(s)
-        yield {"settings": s, "api": api, "queue": TaskClient.connect(s), "registry": RegistryClient.connect(s)}
+    with loop_platform(home, "loopsdigits", alert_quality_accuracy=0.95) as platform:
+        yield platform
 
 
 def rotated(count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:

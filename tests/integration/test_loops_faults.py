@@ -13,11 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aiplatform.registry import RegistryClient
-from aiplatform.tasks.queue import TaskClient
-from aiplatform.tasks.scheduler import ensure_scheduler
-from tests.factories import platform_settings, served_platform, wait_for, wait_for_task
-from tests.integration.test_loops import RUN_S, _ended, _label_traffic, _production, _rows, _run
+from tests.factories import wait_for, wait_for_task
+from tests.integration.test_loops import RUN_S, _ended, _label_traffic, _production, _rows, _run, loop_platform
 
 pytestmark = pytest.mark.integration
 
@@ -29,27 +26,8 @@ CLASSES = ("Adelie", "Chinstrap", "Gentoo")
 @pytest.fixture(scope="module")
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("loop-faults")
-    with (
-        platform_settings(
-            home,
-            "loopfaults",
-            task_poll_interval_s=0.5,
-            loop_interval_s=0.5,
-            alert_interval_s=3600,  # evaluated when the test asks
-            alert_quality_accuracy=0.9,
-            alert_quality_min_labeled=20,
-        ) as s,
-        served_platform(s) as url,
-        httpx.Client(base_url=url, timeout=120) as api,
-    ):
-        ensure_scheduler(s)
-        yield {
-            "settings": s,
-            "url": url,
-            "api": api,
-            "queue": TaskClient.connect(s),
-            "registry": RegistryClient.connect(s),
-        }
+    with loop_platform(home, "loopfaults", alert_quality_accuracy=0.9, alert_quality_min_labeled=20) as platform:
+        yield platform
 
 
 def _trigger(api: httpx.Client, detail: str) -> str:
