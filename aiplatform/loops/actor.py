@@ -53,26 +53,13 @@ class LoopAPI(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-class LoopActor:
-    def __init__(self, settings: Settings) -> None:
-        # Here, not at the top: a client (the API) imports this module without the platform's
-        # data, gate and serving code the engine runs.
-        from aiplatform.loops.platform import PlatformLoops
-        from aiplatform.serving.deployer import warm_on_serve
+class LoopService:
+    """The engine's answers as plain dicts over its store: what the actor serves (and what a
+    test calls in its own process)."""
 
-        self.settings = settings
-        self.store = LoopStore(settings.resolved_state_dir / "loops.sqlite", webhooks=settings.webhook_urls)
-        self.engine = LoopEngine(
-            self.store, PlatformLoops(settings, warm_on_serve(settings.serve_app_name)), clock=time.time
-        )
-        self._wake = threading.Event()
-        self._tick_lock = threading.Lock()
-        self.ticks = 0
-        self.last_tick: dict[str, Any] = {}
-        threading.Thread(target=self._loop, name="loop-engine", daemon=True).start()
-
-    def ping(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+    def __init__(self, store: LoopStore, engine: LoopEngine) -> None:
+        self.store = store
+        self.engine = engine
 
     def put_policy(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.engine.put_policy(parse_policy(body), time.time()).to_dict()
@@ -87,9 +74,7 @@ class LoopActor:
         self.store.delete_policy(model)
 
     def trigger(self, model: str, by: str = "manual", detail: str | None = None) -> dict[str, Any]:
-        outcome = self.engine.trigger(model, time.time(), by=by, detail=detail)
-        self._wake.set()
-        return outcome
+        return self.engine.trigger(model, time.time(), by=by, detail=detail)
 
     def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.store.runs(model, limit)]
@@ -104,6 +89,32 @@ class LoopActor:
     def deliveries(self, run_id: str) -> list[dict[str, Any]]:
         self.store.run(run_id)  # 404 for an unknown run
         return self.store.deliveries(run_id)
+
+
+class LoopActor(LoopService):
+    def __init__(self, settings: Settings) -> None:
+        # Here, not at the top: a client (the API) imports this module without the platform's
+        # data, gate and serving code the engine runs.
+        from aiplatform.loops.platform import PlatformLoops
+        from aiplatform.serving.deployer import warm_on_serve
+
+        self.settings = settings
+        store = LoopStore(settings.resolved_state_dir / "loops.sqlite", webhooks=settings.webhook_urls)
+        platform = PlatformLoops(settings, warm_on_serve(settings.serve_app_name))
+        super().__init__(store, LoopEngine(store, platform, clock=time.time))
+        self._wake = threading.Event()
+        self._tick_lock = threading.Lock()
+        self.ticks = 0
+        self.last_tick: dict[str, Any] = {}
+        threading.Thread(target=self._loop, name="loop-engine", daemon=True).start()
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def trigger(self, model: str, by: str = "manual", detail: str | None = None) -> dict[str, Any]:
+        outcome = super().trigger(model, by=by, detail=detail)
+        self._wake.set()  # the run starts now, not at the next interval
+        return outcome
 
     def tick_now(self) -> dict[str, Any]:
         """One tick at once (the loop does the same every interval)."""

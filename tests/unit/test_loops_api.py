@@ -19,6 +19,7 @@ from aip.loops_cli import add_loops_commands, describe_policy, describe_run, pol
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.routes import loops as loop_routes
 from aiplatform.errors import NotFound
+from aiplatform.loops.actor import LoopService
 from aiplatform.loops.data import fresh_rows, held_out, newest, table_row
 from aiplatform.loops.engine import LoopEngine
 from aiplatform.loops.lineage import run_lineage
@@ -31,41 +32,10 @@ from tests.unit.test_loops_engine import FakePlatform
 pytestmark = pytest.mark.unit
 
 
-class InProcessLoops:
+def in_process_loops(folder: Path, platform: FakePlatform) -> LoopService:
     """The loop actor's methods over an engine in this process (what ``LoopClient`` forwards to)."""
-
-    def __init__(self, folder: Path, platform: FakePlatform) -> None:
-        self.store = LoopStore(folder / "loops.sqlite")
-        self.engine = LoopEngine(self.store, platform)
-
-    def put_policy(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.engine.put_policy(parse_policy(body), time.time()).to_dict()
-
-    def policies(self) -> list[dict[str, Any]]:
-        return [p.to_dict() for p in self.store.policies()]
-
-    def policy(self, model: str) -> dict[str, Any]:
-        return self.store.policy(model).to_dict()
-
-    def delete_policy(self, model: str) -> None:
-        self.store.delete_policy(model)
-
-    def trigger(self, model: str, by: str = "manual", detail: str | None = None) -> dict[str, Any]:
-        return self.engine.trigger(model, time.time(), by=by, detail=detail)
-
-    def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self.store.runs(model, limit)]
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        return self.store.run(run_id).to_dict()
-
-    def skipped(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
-        self.store.policy(model)
-        return self.store.skipped(model, limit)
-
-    def deliveries(self, run_id: str) -> list[dict[str, Any]]:
-        self.store.run(run_id)
-        return self.store.deliveries(run_id)
+    store = LoopStore(folder / "loops.sqlite")
+    return LoopService(store, LoopEngine(store, platform))
 
 
 class OnlyPenguins(FakePlatform):
@@ -77,7 +47,7 @@ class OnlyPenguins(FakePlatform):
 
 def test_policies_runs_and_lineage_through_the_routes(tmp_path: Path) -> None:
     platform = OnlyPenguins()
-    loops = InProcessLoops(tmp_path, platform)
+    loops = in_process_loops(tmp_path, platform)
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(loop_routes.router)
