@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
@@ -33,3 +34,15 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def conditions(filters: Iterable[tuple[str, str, Any]]) -> tuple[list[str], list[Any]]:
+    """SQL conditions (``column op ?``) and their parameters for each ``(column, op, value)``
+    whose value is given (None: no condition): a listing's optional filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, op, value in filters:
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    return clauses, params

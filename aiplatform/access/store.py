@@ -28,7 +28,7 @@ from typing import Any
 
 from aiplatform.access.roles import DEFAULT_PROJECT, Principal, check_role
 from aiplatform.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
-from aiplatform.sqlite import open_database, transaction
+from aiplatform.sqlite import conditions, open_database, transaction
 
 ACCESS_DB = "access.db"
 KEY_PREFIX = "aip_"
@@ -485,19 +485,16 @@ class AccessStore:
         """Entries newest first, filtered; and the cursor (``before``) of the next page, None at the end."""
         if not 1 <= limit <= MAX_AUDIT_PAGE:
             raise InvalidArgument(f"limit must be 1 to {MAX_AUDIT_PAGE}, not {limit}")
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, op, value in (
-            ("principal", "=", principal),
-            ("action", "=", action),
-            ("outcome", "=", outcome),
-            ("at", ">=", since),
-            ("at", "<", until),
-            ("seq", "<", before),
-        ):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
+        clauses, params = conditions(
+            (
+                ("principal", "=", principal),
+                ("action", "=", action),
+                ("outcome", "=", outcome),
+                ("at", ">=", since),
+                ("at", "<", until),
+                ("seq", "<", before),
+            )
+        )
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
             rows = self._db.execute(

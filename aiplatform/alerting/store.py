@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiplatform.errors import InvalidArgument, NotFound
-from aiplatform.sqlite import open_database, transaction
+from aiplatform.sqlite import conditions, open_database, transaction
 
 FIRING, RESOLVED = "firing", "resolved"
 MAX_QUERY_LIMIT = 1000
@@ -167,11 +167,7 @@ class AlertStore:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if state not in (None, FIRING, RESOLVED):
             raise InvalidArgument(f"state must be {FIRING!r} or {RESOLVED!r}, got {state!r}")
-        clauses, params = [], []
-        for column, op, value in (("state", "=", state), ("rule", "=", rule), ("started_at", ">=", since)):
-            if value is not None:
-                clauses.append(f"{column} {op} ?")
-                params.append(value)
+        clauses, params = conditions((("state", "=", state), ("rule", "=", rule), ("started_at", ">=", since)))
         if before is not None:
             at, _, last_id = before.partition("~")
             try:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
+from aiplatform.sqlite import conditions
 
 MAX_FEEDBACK_ROWS = 10_000
 """Labels one request may carry (all stored in one transaction, or none)."""
@@ -364,18 +365,14 @@ def filter_clauses(
 ) -> tuple[list[str], list[Any]]:
     """SQL conditions (and their parameters) for the given model, version and time range:
     results and labels are both filtered by these columns."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (
-        ("model", "=", model),
-        ("version", "=", version),
-        ("created_at", ">=", since),
-        ("created_at", "<", until),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    return clauses, params
+    return conditions(
+        (
+            ("model", "=", model),
+            ("version", "=", version),
+            ("created_at", ">=", since),
+            ("created_at", "<", until),
+        )
+    )
 
 
 def window_clauses(
