@@ -78,17 +78,21 @@ def _rows() -> list[dict[str, Any]]:
     return rows
 
 
-def _production(platform: dict[str, Any]) -> int:
-    api = platform["api"]
-    created = api.post(
-        "/v1/tasks", json={"template": "tabular-classification", "model_name": MODEL, "start": True, "params": SMALL}
+def train_production(platform: dict[str, Any], model: str, template: str, params: dict[str, Any]) -> int:
+    """``model`` trained by ``template`` through the task queue and made production: its version."""
+    created = platform["api"].post(
+        "/v1/tasks", json={"template": template, "model_name": model, "start": True, "params": params}
     )
     assert created.status_code == 201, created.text
     done = wait_for_task(platform["queue"], created.json()["id"], lambda t: t.finished, timeout_s=RUN_S)
     assert done.state == SUCCEEDED, done.error
     version = int(done.result["version"])
-    platform["registry"].set_alias(MODEL, "production", version)
+    platform["registry"].set_alias(model, "production", version)
     return version
+
+
+def _production(platform: dict[str, Any]) -> int:
+    return train_production(platform, MODEL, "tabular-classification", SMALL)
 
 
 def _label_traffic(platform: dict[str, Any]) -> int:

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 
 from aiplatform.datasets.sources import mnist_test_digits
-from aiplatform.tasks.queue import SUCCEEDED
-from tests.factories import png_bytes, wait_for, wait_for_task
-from tests.integration.test_loops import RUN_S, loop_platform
+from tests.factories import png_bytes, wait_for
+from tests.integration.test_loops import RUN_S, _ended, _run, loop_platform, train_production
 
 pytestmark = pytest.mark.integration
 
@@ -49,15 +48,7 @@ def rotated(count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _production(platform: dict[str, Any]) -> int:
-    created = platform["api"].post(
-        "/v1/tasks", json={"template": "cnn-classification", "model_name": MODEL, "start": True, "params": CNN}
-    )
-    assert created.status_code == 201, created.text
-    done = wait_for_task(platform["queue"], created.json()["id"], lambda t: t.finished, timeout_s=RUN_S)
-    assert done.state == SUCCEEDED, done.error
-    version = int(done.result["version"])
-    platform["registry"].set_alias(MODEL, "production", version)
-    return version
+    return train_production(platform, MODEL, "cnn-classification", CNN)
 
 
 def _infer(api: httpx.Client, images: np.ndarray, version: int | None = None) -> dict[str, Any]:
@@ -104,17 +95,6 @@ def _shifted_traffic(platform: dict[str, Any]) -> list[dict[str, Any]]:
     return feedback
 
 
-def _run_of(api: httpx.Client, run_id: str) -> dict[str, Any]:
-    answer = api.get(f"/v1/loops/runs/{run_id}")
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
-def _ended(api: httpx.Client, run_id: str) -> bool:
-    answer = api.get(f"/v1/loops/runs/{run_id}")
-    return answer.status_code == 200 and answer.json()["finished_at"] is not None
-
-
 def test_a_digits_model_shifted_to_rotated_digits_is_retrained_on_its_labels_and_promoted(
     platform: dict[str, Any],
 ) -> None:
@@ -140,7 +120,7 @@ def test_a_digits_model_shifted_to_rotated_digits_is_retrained_on_its_labels_and
     run_id = api.get(f"/v1/loops/{MODEL}/runs").json()["runs"][0]["id"]
     wait_for(lambda: _ended(api, run_id), 2 * RUN_S, "the run's end")
 
-    run = _run_of(api, run_id)
+    run = _run(api, run_id)
     steps = {s["step"]: s for s in run["steps"]}
     assert run["state"] == "promoted", run
     assert list(steps) == ["triggered", "data", "train", "gate", "canary", "decide"]
@@ -176,7 +156,7 @@ def test_a_digits_model_shifted_to_rotated_digits_is_retrained_on_its_labels_and
     assert started["run"] is not None, started
     refused_id = started["run"]["id"]
     wait_for(lambda: _ended(api, refused_id), 2 * RUN_S, "the refused run's end")
-    refused = _run_of(api, refused_id)
+    refused = _run(api, refused_id)
     assert refused["state"] == "rejected", refused["steps"]
     assert [s["step"] for s in refused["steps"]] == ["triggered", "data", "train", "gate"]
     assert "original: accuracy" in refused["steps"][-1]["reasons"][0]

@@ -22,9 +22,8 @@ import pytest
 from aiplatform.datasets import DatasetManager
 from aiplatform.loops.data import holdout_inputs
 from aiplatform.storage import storage_from_settings
-from aiplatform.tasks.queue import SUCCEEDED
-from tests.factories import wait_for, wait_for_task
-from tests.integration.test_loops import RUN_S, _ended, _run, loop_platform
+from tests.factories import wait_for
+from tests.integration.test_loops import RUN_S, _ended, _run, loop_platform, train_production
 
 pytestmark = pytest.mark.integration
 
@@ -117,15 +116,7 @@ def _production(platform: dict[str, Any], rng: random.Random, taken: set[str]) -
         writer.writerow(["text", "label"])
         writer.writerows(_texts(PLAIN, CORPUS, rng, taken))
     params = {"dataset": f"csv:{folder / 'plain.csv'}", **PARAMS}
-    created = platform["api"].post(
-        "/v1/tasks", json={"template": "text-classification", "model_name": MODEL, "start": True, "params": params}
-    )
-    assert created.status_code == 201, created.text
-    done = wait_for_task(platform["queue"], created.json()["id"], lambda t: t.finished, timeout_s=RUN_S)
-    assert done.state == SUCCEEDED, done.error
-    version = int(done.result["version"])
-    platform["registry"].set_alias(MODEL, "production", version)
-    return version
+    return train_production(platform, MODEL, "text-classification", params)
 
 
 def _traffic(
