@@ -25,6 +25,7 @@ from aiplatform.alerting.store import Alert, AlertStore
 from aiplatform.monitoring.metrics import set_gauge
 from aiplatform.monitoring.scrape import Snapshot, scrape
 from aiplatform.monitoring.signals import Signal, compute_signals, drift_signals, quality_signals
+from aiplatform.registry import ModelProjects
 from aiplatform.runtime import ActorProxy, head_actor
 from aiplatform.settings import Settings
 
@@ -58,7 +59,7 @@ def metrics_targets() -> list[str]:
 class AlertAPI(Protocol):
     """What callers may ask of the alert engine: the actor through a client (or an AlertActor in process)."""
 
-    def evaluate_now(self) -> dict[str, Any]: ...
+    def evaluate_now(self, project: str | None = None) -> dict[str, Any]: ...
 
     def record_drift(self, model: str, scores: dict[str, float]) -> None: ...
 
@@ -74,7 +75,7 @@ class AlertAPI(Protocol):
 
     def deliveries(self, alert_id: str | None = None) -> list[dict[str, Any]]: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self, project: str | None = None) -> dict[str, Any]: ...
 
     def history(
         self, names: list[str], since: float, until: float, match: dict[str, str] | None = None
@@ -84,7 +85,10 @@ class AlertAPI(Protocol):
 class AlertActor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = AlertStore(settings.resolved_state_dir / "alerts.sqlite")
+        self.store = AlertStore(
+            settings.resolved_state_dir / "alerts.sqlite",
+            ModelProjects(settings.resolved_state_dir / "registry.sqlite").project_of,
+        )
         self.signal_history = SignalHistory(settings.resolved_state_dir / "signals.sqlite")
         self.engine = AlertEngine(rules_from_settings(settings), self.store, settings.webhook_urls)
         self.notifier = WebhookNotifier(self.store)
@@ -102,8 +106,9 @@ class AlertActor:
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def evaluate_now(self) -> dict[str, Any]:
-        """One evaluation at once (the loop does the same every interval)."""
+    def evaluate_now(self, project: str | None = None) -> dict[str, Any]:
+        """One evaluation at once (the loop does the same every interval); the answer tells of
+        ``project``'s series only, when given (the evaluation itself covers every series)."""
         with self._lock:
             snapshot = scrape(metrics_targets())
             signals = [
@@ -120,10 +125,18 @@ class AlertActor:
             self.evaluations += 1
         return {
             "at": snapshot.at,
-            "signals": {s.key: s.value for s in signals},
-            "fired": [a.to_dict() for a in result.fired],
-            "resolved": [a.to_dict() for a in result.resolved],
-            "rolled_back": rolled_back,
+            "signals": self._signals_of(signals, project),
+            "fired": [a.to_dict() for a in result.fired if project in (None, a.project)],
+            "resolved": [a.to_dict() for a in result.resolved if project in (None, a.project)],
+            "rolled_back": [
+                r for r in rolled_back if project in (None, self.store.series_project({"model": r["model"]}))
+            ],
+        }
+
+    def _signals_of(self, signals: list[Signal], project: str | None) -> dict[str, float]:
+        """The signals by key, of ``project``'s series only when given."""
+        return {
+            s.key: s.value for s in signals if project is None or self.store.series_project(dict(s.labels)) == project
         }
 
     def record_drift(self, model: str, scores: dict[str, float]) -> None:
@@ -183,11 +196,12 @@ class AlertActor:
     def deliveries(self, alert_id: str | None = None) -> list[dict[str, Any]]:
         return self.store.deliveries(alert_id)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, project: str | None = None) -> dict[str, Any]:
+        """Evaluations so far and the latest signals (``project``'s series only, when given)."""
         return {
             "evaluations": self.evaluations,
             "interval_s": self.settings.alert_interval_s,
-            "signals": {s.key: s.value for s in self.last_signals},
+            "signals": self._signals_of(self.last_signals, project),
             "webhooks": len(self.settings.alert_webhooks),
         }
 

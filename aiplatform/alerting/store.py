@@ -4,6 +4,10 @@ An alert is one episode of one rule on one series: opened when the rule fires, u
 holds, resolved when it clears. At most one open alert per (rule, series): that is the
 deduplication. Deliveries are an outbox: written with the alert change, sent and retried by the
 notifier, so a restart loses no notification.
+
+An alert belongs to one project: an alert on a model to the model's project (asked when it opens,
+``project_of``), one on no model (the queue, the cluster) to ``default``, the operator's. A store
+from before projects gains the column in place when it opens, its alerts in ``default``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from aiplatform.access import DEFAULT_PROJECT
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.sqlite import conditions, open_database, transaction
 
@@ -54,6 +60,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(delivered_at, failed_at, next_at);
 """
+_UPGRADE = """
+CREATE INDEX IF NOT EXISTS alerts_by_project ON alerts(project, started_at, id);
+"""
 
 
 @dataclass(frozen=True)
@@ -69,17 +78,31 @@ class Alert:
     started_at: float
     updated_at: float
     resolved_at: float | None
+    project: str = DEFAULT_PROJECT
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class AlertStore:
-    """Thread-safe; every change is committed before the call returns."""
+    """Thread-safe; every change is committed before the call returns. ``project_of`` names a
+    model's project (None: unknown, ``default``'s); without it every alert is ``default``'s."""
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, project_of: Callable[[str], str | None] | None = None) -> None:
         self._lock = threading.Lock()
         self._db = open_database(Path(db_path), _SCHEMA)
+        self.project_of = project_of
+        if "project" not in {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}:
+            with transaction(self._db) as db:
+                db.execute(f"ALTER TABLE alerts ADD COLUMN project TEXT NOT NULL DEFAULT '{DEFAULT_PROJECT}'")
+        self._db.executescript(_UPGRADE)
+
+    def series_project(self, labels: dict[str, str]) -> str:
+        """The project of a series with ``labels``: its model's, or ``default`` for none."""
+        model = labels.get("model")
+        if model is None or self.project_of is None:
+            return DEFAULT_PROJECT
+        return self.project_of(model) or DEFAULT_PROJECT
 
     def close(self) -> None:
         with self._lock:
@@ -112,8 +135,20 @@ class AlertStore:
                 alert_id, new = uuid.uuid4().hex[:16], True
                 db.execute(
                     "INSERT INTO alerts(id, rule, series, labels, severity, state, message, value, started_at,"
-                    " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (alert_id, rule, series, json.dumps(labels), severity, FIRING, message, value, now, now),
+                    " updated_at, project) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        alert_id,
+                        rule,
+                        series,
+                        json.dumps(labels),
+                        severity,
+                        FIRING,
+                        message,
+                        value,
+                        now,
+                        now,
+                        self.series_project(labels),
+                    ),
                 )
             alert = self._get(db, alert_id)
             if new:
@@ -161,13 +196,17 @@ class AlertStore:
         since: float | None = None,
         before: str | None = None,
         limit: int = 100,
+        project: str | None = None,
     ) -> list[Alert]:
-        """Newest first; ``before`` (a page's ``alerts_cursor``) continues after its last alert."""
+        """Newest first (``project``'s only, when given); ``before`` (a page's ``alerts_cursor``)
+        continues after its last alert."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if state not in (None, FIRING, RESOLVED):
             raise InvalidArgument(f"state must be {FIRING!r} or {RESOLVED!r}, got {state!r}")
-        clauses, params = conditions((("state", "=", state), ("rule", "=", rule), ("started_at", ">=", since)))
+        clauses, params = conditions(
+            (("project", "=", project), ("state", "=", state), ("rule", "=", rule), ("started_at", ">=", since))
+        )
         if before is not None:
             at, _, last_id = before.partition("~")
             try:
@@ -246,6 +285,7 @@ def _to_alert(row: Any) -> Alert:
         started_at=row["started_at"],
         updated_at=row["updated_at"],
         resolved_at=row["resolved_at"],
+        project=row["project"],
     )
 
 

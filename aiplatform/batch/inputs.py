@@ -7,8 +7,11 @@ a model takes one at a time (images; a file's folder is its true label). Layout:
 
     batch-inputs/<sha256>/input.json     what was uploaded: format, file name, bytes, rows
     batch-inputs/<sha256>/rows.parquet   its rows (id, then the format's columns)
+    batch-inputs/<sha256>/projects/<p>   a project that uploaded it (empty)
 
-The same content saved twice is one input. A file that is empty, over ``max_bytes``, in no known
+The same content saved twice is one input; each project that uploads it is marked, and a job
+of a project names only the inputs its project uploaded (one uploaded before projects, with no
+mark, is ``default``'s). A file that is empty, over ``max_bytes``, in no known
 format or unreadable is refused (:class:`InvalidArgument`, :class:`TooLarge`) and nothing is kept.
 """
 
@@ -26,6 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from aiplatform.access import DEFAULT_PROJECT
 from aiplatform.errors import InvalidArgument, NotFound, TooLarge
 from aiplatform.storage import Storage
 
@@ -76,8 +80,10 @@ class BatchInputs:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
-    def save(self, filename: str, data: BinaryIO, *, max_bytes: int = MAX_INPUT_BYTES) -> BatchInput:
-        """Check and keep an uploaded file; the same content saved again is the same input.
+    def save(
+        self, filename: str, data: BinaryIO, *, max_bytes: int = MAX_INPUT_BYTES, project: str = DEFAULT_PROJECT
+    ) -> BatchInput:
+        """Check and keep an uploaded file of ``project``; the same content saved again is the same input.
 
         Raises:
             TooLarge: the file is over ``max_bytes``.
@@ -87,6 +93,7 @@ class BatchInputs:
         raw, digest = _read_capped(data, max_bytes, filename)
         existing = self._find(digest)
         if existing is not None:
+            self._mark(digest, project)
             return existing
         name = posixpath.basename(str(filename or "input").replace("\\", "/")) or "input"
         fmt = detect_format(name, raw)
@@ -107,7 +114,21 @@ class BatchInputs:
         self.storage.put_bytes(input_key(digest, "rows.parquet"), sink.getvalue())
         # Written last: an input whose rows are not all stored is not found (and saved again).
         self.storage.put_bytes(input_key(digest, "input.json"), json.dumps(found.to_dict()).encode())
+        self._mark(digest, project)
         return found
+
+    def uploaded_by(self, input_id: str, project: str) -> bool:
+        """Whether ``project`` uploaded the input (one from before projects, unmarked: ``default``)."""
+        if not _is_id(input_id):
+            return False
+        if self.storage.exists(input_key(input_id, f"projects/{project}")):
+            return True
+        return project == DEFAULT_PROJECT and not self.storage.list(input_key(input_id, "projects"))
+
+    def _mark(self, input_id: str, project: str) -> None:
+        key = input_key(input_id, f"projects/{project}")
+        if not self.storage.exists(key):
+            self.storage.put_bytes(key, b"")
 
     def get(self, input_id: str) -> BatchInput:
         """The input saved under ``input_id``; :class:`NotFound` when there is none."""

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -183,10 +183,17 @@ class ArchivedResultAPI(ResultAPI, Protocol):
         until: float | None = None,
         after: str | None = None,
         limit: int = ...,
+        models: Sequence[str] | None = None,
     ) -> list[PredictionRecord]: ...
 
     def moves(
-        self, *, state: str = ..., model: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        *,
+        state: str = ...,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        models: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def retain(self, now: float | None = None) -> int: ...

@@ -12,7 +12,7 @@ import io
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -47,8 +47,10 @@ def result_tables(
     model: str | None = None,
     since: float | None = None,
     until: float | None = None,
+    models: Sequence[str] | None = None,
 ) -> Iterator[pa.Table]:
-    """Every result of ``model`` (all models: None) in [since, until), oldest archive first,
+    """Every result of ``model`` (all models: None; of ``models`` only, when given: a
+    project's) in [since, until), oldest archive first,
     then the live table oldest first, each table in ``EXPORT_SCHEMA`` (with its labels).
 
     Moves are held off by a lease renewed from a thread while the export lasts (a slow reader
@@ -68,20 +70,20 @@ def result_tables(
 
     threading.Thread(target=renew, name="export-lease", daemon=True).start()
     try:
-        archived = results.moves(model=model, since=since, until=until)
+        archived = results.moves(model=model, since=since, until=until, models=models)
         for move in archived:
             table = read_archived(storage, move, since, until)
             for start in range(0, table.num_rows, PAGE_ROWS):
                 yield with_labels(results, table.slice(start, PAGE_ROWS))
         after = None
         while True:
-            page = results.scan(model=model, since=since, until=until, after=after, limit=PAGE_ROWS)
+            page = results.scan(model=model, since=since, until=until, after=after, limit=PAGE_ROWS, models=models)
             if page:
                 yield with_labels(results, records_table(page))
             if len(page) < PAGE_ROWS:
                 break
             after = next_cursor(page)
-        moved_meanwhile = {m["key"] for m in results.moves(model=model, since=since, until=until)} - {
+        moved_meanwhile = {m["key"] for m in results.moves(model=model, since=since, until=until, models=models)} - {
             m["key"] for m in archived
         }
         if moved_meanwhile:

@@ -26,7 +26,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -361,11 +361,16 @@ def store_labels(
 
 
 def filter_clauses(
-    model: str | None, version: int | None, since: float | None, until: float | None
+    model: str | None,
+    version: int | None,
+    since: float | None,
+    until: float | None,
+    models: Sequence[str] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """SQL conditions (and their parameters) for the given model, version and time range:
-    results and labels are both filtered by these columns."""
-    return conditions(
+    results and labels are both filtered by these columns. ``models`` keeps only those models'
+    rows (a project's: none when it is empty; None: every model's)."""
+    clauses, params = conditions(
         (
             ("model", "=", model),
             ("version", "=", version),
@@ -373,12 +378,20 @@ def filter_clauses(
             ("created_at", "<", until),
         )
     )
+    if models is not None:
+        clauses.append(f"model IN ({','.join('?' * len(models))})" if models else "0")
+        params.extend(models)
+    return clauses, params
 
 
 def window_clauses(
-    model: str | None, version: int | None, since: float | None, until: float | None
+    model: str | None,
+    version: int | None,
+    since: float | None,
+    until: float | None,
+    models: Sequence[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    clauses, params = filter_clauses(model, version, since, until)
+    clauses, params = filter_clauses(model, version, since, until, models)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 

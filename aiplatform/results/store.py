@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,6 +134,7 @@ class ResultAPI(Protocol):
         version: int | None = None,
         since: float | None = None,
         until: float | None = None,
+        models: Sequence[str] | None = None,
     ) -> list[VersionQuality]: ...
 
     def labeled(
@@ -212,8 +213,10 @@ class ResultStore:
         before: str | None = None,
         limit: int = 100,
         label: str | None = None,
+        models: Sequence[str] | None = None,
     ) -> list[PredictionRecord]:
-        """Newest first, filtered by model, version, time range and predicted label; ``before``
+        """Newest first, filtered by model, version, time range, predicted label and ``models``
+        (a project's models; None: every model); ``before``
         (a page's ``next_cursor(records)``) continues after the last record of a previous page,
         stable while new results arrive. The label is checked on the rows the index gives, newest
         first, until a page is full (no index of its own: it narrows a model's page)."""
@@ -221,7 +224,7 @@ class ResultStore:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
         if version is not None and model is None:
             raise InvalidArgument("version filter needs a model filter")
-        clauses, params = filter_clauses(model, version, since, until)
+        clauses, params = filter_clauses(model, version, since, until, models)
         if before is not None:
             at, last_id = parse_cursor(before)
             clauses.append("(created_at, id) < (?, ?)")  # a row value: the index's range, not a scan to it
@@ -244,12 +247,14 @@ class ResultStore:
         until: float | None = None,
         after: str | None = None,
         limit: int = MAX_QUERY_LIMIT,
+        models: Sequence[str] | None = None,
     ) -> list[PredictionRecord]:
         """Oldest first, after the cursor ``after`` (``next_cursor`` of the previous page): what
-        an export reads, page by page, in the order of the archive before it."""
+        an export reads, page by page, in the order of the archive before it (of ``models``
+        only, when given)."""
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_QUERY_LIMIT}, got {limit}")
-        clauses, params = filter_clauses(model, None, since, until)
+        clauses, params = filter_clauses(model, None, since, until, models)
         if after is not None:
             at, last_id = parse_cursor(after)
             clauses.append("(created_at, id) > (?, ?)")
@@ -378,13 +383,18 @@ class ResultStore:
         model: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        models: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Moves in ``state`` (whose rows overlap [since, until) when given), oldest first."""
+        """Moves in ``state`` (whose rows overlap [since, until) when given, of ``models`` when
+        given), oldest first."""
         clauses, params = ["state = ?"], [state]
         for clause, value in (("model = ?", model), ("max_at >= ?", since), ("min_at < ?", until)):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
+        if models is not None:
+            clauses.append(f"model IN ({','.join('?' * len(models))})" if models else "0")
+            params.extend(models)
         with self._lock:
             return [
                 dict(row)
@@ -451,12 +461,14 @@ class ResultStore:
         version: int | None = None,
         since: float | None = None,
         until: float | None = None,
+        models: Sequence[str] | None = None,
     ) -> list[VersionQuality]:
         """Accuracy and macro-F1 per model version of the predictions made in [since, until)
-        that have a label (archived ones included), with how many there were."""
+        that have a label (archived ones included), with how many there were (of ``models``
+        only, when given)."""
         if version is not None and model is None:
             raise InvalidArgument("version filter needs a model filter")
-        where, params = window_clauses(model, version, since, until)
+        where, params = window_clauses(model, version, since, until, models)
         with self._lock:
             rows = self._db.execute(
                 f"SELECT model, version, predicted, label, COUNT(*) FROM feedback {where}"

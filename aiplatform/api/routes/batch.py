@@ -1,6 +1,10 @@
 """Batch inference: upload an input, then score it (a dataset split, the upload, or a URI) with a
 model version as a job of the task queue (template ``batch-inference``), follow it, download its
-Parquet output."""
+Parquet output.
+
+Every route acts in the request's project: an upload is marked as its project's, a job is a task
+of the project scoring one of its models over one of its uploads, listings show its jobs, and
+another project's job, upload or model is a 404 worded as for one that does not exist."""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from aiplatform.api.deps import RegistryDep, SettingsDep, StorageDep, TasksDep
+from aiplatform.access import DEFAULT_PROJECT
+from aiplatform.api.deps import ProjectDep, RegistryDep, SettingsDep, StorageDep, TasksDep
 from aiplatform.api.schemas.batch import BatchInputPublic, BatchJobDetail, BatchJobList, BatchJobLogs, BatchJobPublic
+from aiplatform.api.scope import ModelScopeDep
 from aiplatform.batch.checks import check_batch
 from aiplatform.batch.inputs import BatchInputs
 from aiplatform.batch.outputs import BatchOutputs
@@ -22,6 +28,7 @@ from aiplatform.batch.params import BatchParams
 from aiplatform.batch.template import BATCH_INFERENCE
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.limits import MAX_REQUEST_BYTES
+from aiplatform.registry.refs import parse_model_ref
 from aiplatform.storage import Storage
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY, Task
@@ -51,13 +58,17 @@ class BatchJobCreate(BatchParams):
 QUEUING = {"priority", "start", "idempotency_key"}
 
 
-def batch_job(tasks: TaskManager, job_id: str) -> Task:
-    """The task ``job_id`` if it is a batch job (any other task is not one: 404)."""
+def batch_job(tasks: TaskManager, job_id: str, project: str) -> Task:
+    """The task ``job_id`` if it is a batch job of ``project`` (any other task is not one: 404)."""
     try:
         task = tasks.get(job_id)
     except NotFound:
         task = None
-    if task is None or task.template != BATCH_INFERENCE:
+    if (
+        task is None
+        or task.template != BATCH_INFERENCE
+        or (getattr(task, "project", None) or DEFAULT_PROJECT) != project
+    ):
         raise NotFound(f"Batch job {job_id!r} not found")
     return task
 
@@ -87,7 +98,7 @@ def job_view(task: Task, storage: Storage) -> dict[str, Any]:
         }
     },
 )
-async def upload_batch_input(request: Request, storage: StorageDep) -> dict[str, Any]:
+async def upload_batch_input(request: Request, storage: StorageDep, project: ProjectDep) -> dict[str, Any]:
     """A multipart form with one ``file``: a CSV of table rows (a header, the model's features,
     optionally its label column), a ZIP of images or JSON lines of texts (``{"text": ...}``).
     201 with its ``id``, the ``upload`` a job's ``input`` names; its format and rows are checked
@@ -100,7 +111,11 @@ async def upload_batch_input(request: Request, storage: StorageDep) -> dict[str,
         raise InvalidArgument("The upload needs a 'file' field: a .csv, .zip or .jsonl file")
     try:
         stored = await run_in_threadpool(
-            BatchInputs(storage).save, upload.filename or "input", upload.file, max_bytes=MAX_INPUT_BYTES
+            BatchInputs(storage).save,
+            upload.filename or "input",
+            upload.file,
+            max_bytes=MAX_INPUT_BYTES,
+            project=project,
         )
     finally:
         await upload.close()
@@ -114,6 +129,8 @@ async def create_batch_job(
     registry: RegistryDep,
     storage: StorageDep,
     settings: SettingsDep,
+    project: ProjectDep,
+    scope: ModelScopeDep,
     idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
     """Queue (``start``, the default) a job scoring ``input`` with ``model`` (``NAME``,
@@ -122,6 +139,10 @@ async def create_batch_job(
     rows than ``AIP_BATCH_MAX_OUTPUT_ROWS`` would be scored (413), its first rows decode as the
     model's inputs (400 naming the first bad row), a URI passes the source policy (400)."""
     params = body.model_dump(mode="json", exclude=QUEUING)
+    scope.check(parse_model_ref(body.model)[0])
+    upload = body.input.upload
+    if upload is not None and not await run_in_threadpool(BatchInputs(storage).uploaded_by, upload, project):
+        raise NotFound(f"Batch input {upload!r} not found; upload the file first")
     await run_in_threadpool(
         lambda: check_batch(
             BatchParams.model_validate(params), storage, registry, max_output_rows=settings.batch_max_output_rows
@@ -133,6 +154,7 @@ async def create_batch_job(
         priority=body.priority,
         start=body.start,
         idempotency_key=body.idempotency_key or idempotency_key,
+        project=project,
     )
     return job_view(task, storage)
 
@@ -140,6 +162,7 @@ async def create_batch_job(
 @router.get("/batch-jobs", response_model=BatchJobList)
 def list_batch_jobs(
     tasks: TasksDep,
+    project: ProjectDep,
     state: list[str] = Query(default_factory=list, description="repeat for several states"),
     since: float | None = Query(None, description="created at or after (unix seconds)"),
     until: float | None = Query(None, description="created before (unix seconds)"),
@@ -149,7 +172,13 @@ def list_batch_jobs(
     """Batch jobs newest first, each with its progress; ``next_before`` (null on the last page)
     goes in ``before`` for the next."""
     found = tasks.list_tasks(
-        states=state, template=BATCH_INFERENCE, since=since, until=until, limit=limit, before=before
+        states=state,
+        template=BATCH_INFERENCE,
+        since=since,
+        until=until,
+        limit=limit,
+        before=before,
+        project=project,
     )
     waiting = tasks.why_waiting(found)
     return {
@@ -159,10 +188,10 @@ def list_batch_jobs(
 
 
 @router.get("/batch-jobs/{job_id}", response_model=BatchJobDetail)
-def get_batch_job(job_id: str, tasks: TasksDep, storage: StorageDep) -> dict[str, Any]:
+def get_batch_job(job_id: str, tasks: TasksDep, storage: StorageDep, project: ProjectDep) -> dict[str, Any]:
     """The job, its progress, and once finished its summary (rows, rows/s, the model version,
     and where the input had labels the evaluation: accuracy, macro-F1, confusion matrix)."""
-    task = batch_job(tasks, job_id)
+    task = batch_job(tasks, job_id, project)
     return {
         **job_view(task, storage),
         "waiting": tasks.why_waiting([task]).get(task.id),
@@ -180,11 +209,11 @@ def get_batch_job(job_id: str, tasks: TasksDep, storage: StorageDep) -> dict[str
         }
     },
 )
-def batch_job_output(job_id: str, tasks: TasksDep, storage: StorageDep) -> StreamingResponse:
+def batch_job_output(job_id: str, tasks: TasksDep, storage: StorageDep, project: ProjectDep) -> StreamingResponse:
     """The rows scored so far (all of them once the job has succeeded) as one Parquet file:
     each input's id or path, label, probability, probabilities, model version and true label.
     409 while a job has written nothing yet; 404 when a finished one wrote nothing."""
-    task = batch_job(tasks, job_id)
+    task = batch_job(tasks, job_id, project)
     outputs = BatchOutputs(storage)
     if not outputs.parts(task.id):
         if task.state in FINISHED:
@@ -219,17 +248,17 @@ def chunks_of(file: BinaryIO) -> Iterator[bytes]:
 
 
 @router.post("/batch-jobs/{job_id}/cancel", response_model=BatchJobPublic)
-def cancel_batch_job(job_id: str, tasks: TasksDep, storage: StorageDep) -> dict[str, Any]:
+def cancel_batch_job(job_id: str, tasks: TasksDep, storage: StorageDep, project: ProjectDep) -> dict[str, Any]:
     """Cancel: a queued job never starts, a running one's Ray job is stopped (the parts it
     wrote stay, whole)."""
-    batch_job(tasks, job_id)
+    batch_job(tasks, job_id, project)
     return job_view(tasks.cancel(job_id), storage)
 
 
 @router.get("/batch-jobs/{job_id}/logs", response_model=BatchJobLogs)
 def batch_job_logs(
-    job_id: str, tasks: TasksDep, tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)
+    job_id: str, tasks: TasksDep, project: ProjectDep, tail: int = Query(MAX_LOG_LINES, ge=1, le=MAX_LOG_LINES)
 ) -> dict[str, Any]:
-    batch_job(tasks, job_id)
+    batch_job(tasks, job_id, project)
     lines = tasks.logs(job_id).splitlines()
     return {"job_id": job_id, "logs": "\n".join(lines[-tail:]), "truncated": len(lines) > tail}

@@ -1,4 +1,7 @@
-"""Monitoring over time: per model, the charts of the Monitoring page and ``aip monitoring show``."""
+"""Monitoring over time: per model, the charts of the Monitoring page and ``aip monitoring show``.
+
+A model of another project than the request's is a 404 worded as for one that does not exist
+(``ModelScopeDep``); the alerts shown are the project's."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from fastapi import APIRouter
 from aiplatform.alerting.overview import HistorySeries, PrometheusSeries, model_overview, window_seconds
 from aiplatform.api.deps import AlertsDep, RegistryDep, ResultsDep, SettingsDep
 from aiplatform.api.schemas.monitoring import ModelMonitoring
+from aiplatform.api.scope import ModelScopeDep
 from aiplatform.errors import NotFound, Unavailable
 from aiplatform.monitoring.prometheus import PrometheusClient
 
@@ -23,6 +27,7 @@ ALERTS_SCANNED = 1000
 def model_monitoring(
     name: str,
     registry: RegistryDep,
+    scope: ModelScopeDep,
     engine: AlertsDep,
     results: ResultsDep,
     settings: SettingsDep,
@@ -37,10 +42,10 @@ def model_monitoring(
     macro-F1 per version of the predictions labeled so far, over the quality window
     (``AIP_QUALITY_WINDOW_S``), straight from the result store."""
     window_seconds(window)  # a bad window is a 400 before anything is asked
-    if not any(m["name"] == name for m in registry.list_models()):
+    if not any(m["name"] == name for m in registry.list_models(scope.project)):
         raise NotFound(f"Model {name!r} not found")
     rules = engine.rules()
-    alerts = engine.query(limit=ALERTS_SCANNED)
+    alerts = engine.query(limit=ALERTS_SCANNED, project=scope.project)
     version_text = str(version) if version is not None else None
 
     def overview(source: PrometheusSeries | HistorySeries) -> dict[str, Any]:

@@ -1,5 +1,9 @@
 """The result store: past predictions, their inputs when they were kept, their true labels
-(ground truth a caller gives afterwards) and the live quality those labels measure."""
+(ground truth a caller gives afterwards) and the live quality those labels measure.
+
+Every route answers of the request's project's models only (``ModelScopeDep``): a listing, an
+export or a quality figure keeps their results, and a result, a label or a model of another
+project is a 404 worded as for one that does not exist."""
 
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ from aiplatform.api.schemas.results import (
     ResultList,
     ResultPublic,
 )
+from aiplatform.api.scope import ModelScope, ModelScopeDep
 from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
 from aiplatform.results.export import MEDIA_TYPES, check_range, result_tables, stream
-from aiplatform.results.feedback import LabelRequest, package_classes, parse_label_csv, parse_label_rows
+from aiplatform.results.feedback import LabelRequest, at_row, package_classes, parse_label_csv, parse_label_rows
 from aiplatform.results.preview import input_preview
 from aiplatform.results.store import PredictionRecord, labeled_cursor, next_cursor
 from aiplatform.storage import Storage
@@ -65,12 +70,23 @@ def version_classes(registry: RegistryClient, storage: Storage, model: str, vers
 
 
 def give_labels(
-    results: ResultClient, registry: RegistryClient, storage: Storage, requests: list[LabelRequest], by: str
+    results: ResultClient,
+    registry: RegistryClient,
+    storage: Storage,
+    requests: list[LabelRequest],
+    by: str,
+    scope: ModelScope,
 ) -> list[dict[str, Any]]:
     """Resolve every request's result, look up the classes of the versions they name, then store
     every label in one transaction (the store checks each label against its version's classes),
-    each recorded as given ``by`` the caller (the principal's name: a user, a service, ``platform``)."""
+    each recorded as given ``by`` the caller (the principal's name: a user, a service, ``platform``).
+    A result of a model outside ``scope`` is not found, as one that does not exist."""
     targets = results.resolve_labels(requests)
+    for request, target in zip(requests, targets):
+        if not scope.owns(target.model):
+            if request.client_request_id is not None:
+                raise NotFound(f"{at_row(request)}no live result has {request.named}")
+            raise NotFound(f"{at_row(request)}result {target.result_id!r} not found")
     allowed = {
         (t.model, t.version): version_classes(registry, storage, t.model, t.version)
         for t in {(t.model, t.version): t for t in targets}.values()
@@ -82,6 +98,7 @@ def give_labels(
 def list_results(
     results: ResultsDep,
     storage: StorageDep,
+    scope: ModelScopeDep,
     model: str | None = None,
     version: int | None = None,
     since: float | None = None,
@@ -100,7 +117,14 @@ def list_results(
     if previews and limit > MAX_PREVIEWS:
         raise InvalidArgument(f"previews come with at most {MAX_PREVIEWS} results a page (limit={limit})")
     records = results.query(
-        model=model, version=version, since=since, until=until, before=before, limit=limit, label=label
+        model=model if model is None else scope.check(model),
+        version=version,
+        since=since,
+        until=until,
+        before=before,
+        limit=limit,
+        label=label,
+        models=scope.models() if model is None else None,
     )
     rows = [r.to_dict() for r in records]
     labels = results.feedback_of([r.id for r in records])
@@ -145,6 +169,7 @@ class ExportResponse(StreamingResponse):
 def export_results(
     results: ResultsDep,
     storage: StorageDep,
+    scope: ModelScopeDep,
     model: str | None = Query(None, max_length=200),
     since: float | None = None,
     until: float | None = None,
@@ -154,7 +179,14 @@ def export_results(
     CSV file, streamed; each row with the label given for it, if any (``true_label``,
     ``labeled_at``, ``labeled_by``)."""
     check_range(since, until)
-    tables = result_tables(results, storage, model=model, since=since, until=until)
+    tables = result_tables(
+        results,
+        storage,
+        model=model if model is None else scope.check(model),
+        since=since,
+        until=until,
+        models=scope.models() if model is None else None,
+    )
     name = f"results-{re.sub(r'[^A-Za-z0-9._-]', '_', model or 'all')[:100]}.{format}"  # a header-safe name
     return ExportResponse(
         stream(tables, format),
@@ -196,7 +228,12 @@ def export_results(
     },
 )
 async def label_results(
-    request: Request, results: ResultsDep, registry: RegistryDep, storage: StorageDep, principal: PrincipalDep
+    request: Request,
+    results: ResultsDep,
+    registry: RegistryDep,
+    storage: StorageDep,
+    principal: PrincipalDep,
+    scope: ModelScopeDep,
 ) -> dict[str, Any]:
     """Label many past predictions at once: a JSON list of ``{"id" | "request_id" [+ "index"] |
     "client_request_id" [+ "index", "model"], "label"}``, or the same columns as a CSV (the body,
@@ -228,7 +265,7 @@ async def label_results(
             raise InvalidArgument(f"The labels are not valid JSON (send text/csv for a CSV): {exc}") from None
         requests = parse_label_rows(items)
     try:
-        changes = await run_in_threadpool(give_labels, results, registry, storage, requests, principal.name)
+        changes = await run_in_threadpool(give_labels, results, registry, storage, requests, principal.name, scope)
     except NotFound as exc:  # a row of the batch names no result: the batch is bad input (400)
         raise InvalidArgument(exc.message) from None
     return {"labeled": len(changes), "changed": sum(c["changed"] for c in changes), "results": changes}
@@ -238,6 +275,7 @@ async def label_results(
 def quality(
     results: ResultsDep,
     settings: SettingsDep,
+    scope: ModelScopeDep,
     model: str | None = Query(None, max_length=200),
     version: int | None = None,
     since: float | None = Query(None, description="default: the quality window before until (AIP_QUALITY_WINDOW_S)"),
@@ -248,13 +286,20 @@ def quality(
     check_range(since, until)
     end = time.time() if until is None else until
     start = end - settings.quality_window_s if since is None else since
-    figures = results.quality(model=model, version=version, since=start, until=end)
+    figures = results.quality(
+        model=model if model is None else scope.check(model),
+        version=version,
+        since=start,
+        until=end,
+        models=scope.models() if model is None else None,
+    )
     return {"since": start, "until": end, "versions": [q.to_dict() for q in figures]}
 
 
 @router.get("/labeled", response_model=LabeledList)
 def labeled_predictions(
     results: ResultsDep,
+    scope: ModelScopeDep,
     model: str = Query(..., max_length=200),
     version: int | None = None,
     since: float | None = None,
@@ -265,11 +310,21 @@ def labeled_predictions(
     """A model's labeled predictions made in [since, until), oldest first (what a retraining
     dataset takes); ``next_cursor`` (null on the last page) goes in ``after``."""
     check_range(since, until)
-    page = results.labeled(model=model, version=version, since=since, until=until, after=after, limit=limit)
+    page = results.labeled(
+        model=scope.check(model), version=version, since=since, until=until, after=after, limit=limit
+    )
     return {
         "predictions": [p.to_dict() for p in page],
         "next_cursor": labeled_cursor(page) if len(page) == limit else None,
     }
+
+
+def owned_result(results: ResultClient, result_id: str, scope: ModelScope) -> PredictionRecord:
+    """The result, when it is a prediction of the project's models; another's is not found."""
+    record = results.get(result_id)
+    if not scope.owns(record.model):
+        raise NotFound(f"Result {result_id!r} not found")
+    return record
 
 
 @router.get("/{result_id}", response_model=ResultPublic, response_model_exclude_unset=True)
@@ -277,9 +332,10 @@ def get_result(
     result_id: str,
     results: ResultsDep,
     storage: StorageDep,
+    scope: ModelScopeDep,
     preview: bool = Query(False, description="with its input, at most 224 pixels a side"),
 ) -> dict[str, Any]:
-    record = results.get(result_id)
+    record = owned_result(results, result_id, scope)
     labels = results.feedback_of([result_id])
     return {
         **record.to_dict(),
@@ -296,20 +352,22 @@ def label_result(
     registry: RegistryDep,
     storage: StorageDep,
     principal: PrincipalDep,
+    scope: ModelScopeDep,
 ) -> dict[str, Any]:
     """Give one past prediction its true label (one of its version's classes: 400 naming them
     otherwise); a later label replaces this one, both kept in its history. 404: no such result;
     409: retention archived it (only live results take labels)."""
-    [change] = give_labels(results, registry, storage, [LabelRequest(body.label, id=result_id, row=0)], principal.name)
+    [change] = give_labels(
+        results, registry, storage, [LabelRequest(body.label, id=result_id, row=0)], principal.name, scope
+    )
     return change
 
 
 @router.get("/{result_id}/feedback", response_model=FeedbackHistory)
-def result_feedback(result_id: str, results: ResultsDep) -> dict[str, Any]:
+def result_feedback(result_id: str, results: ResultsDep, scope: ModelScopeDep) -> dict[str, Any]:
     """A result's current label and every label it was given (who, when, what it replaced)."""
+    owned_result(results, result_id, scope)  # 404 for a result that does not exist, or another project's
     history = results.feedback_history(result_id)
-    if not history:
-        results.get(result_id)  # 404 for a result that does not exist; an unlabeled one has no history
     return {"id": result_id, "label": history[-1]["label"] if history else None, "history": history}
 
 
@@ -323,9 +381,9 @@ def result_feedback(result_id: str, results: ResultsDep) -> dict[str, Any]:
         }
     },
 )
-def get_result_input(result_id: str, results: ResultsDep, storage: StorageDep) -> Response:
+def get_result_input(result_id: str, results: ResultsDep, storage: StorageDep, scope: ModelScopeDep) -> Response:
     """The raw input of a prediction, when inputs are kept (``AIP_SERVE_STORE_INPUTS``)."""
-    record = results.get(result_id)
+    record = owned_result(results, result_id, scope)
     if not record.input_uri or not storage.exists(record.input_uri):
         raise NotFound(f"The input of result {result_id!r} was not kept")
     return Response(

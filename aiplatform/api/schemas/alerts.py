@@ -21,6 +21,7 @@ class AlertPublic(Record):
     started_at: float
     updated_at: float
     resolved_at: float | None
+    project: str = Field(description="the project of the alert's model (default: one on no model)")
 
 
 class AlertDetail(AlertPublic):
