@@ -1,4 +1,4 @@
-"""``aip projects``: projects (platform admins make them) and their members (a project's
+"""``aip projects``: projects (platform admins make, rename and delete them) and their members (a project's
 maintainers manage them). Every other command acts in ``--project`` (or ``AIP_PROJECT``;
 ``default`` when neither names one)."""
 
@@ -25,6 +25,19 @@ def _members(project: dict[str, Any]) -> str:
 def cmd_projects_create(args: argparse.Namespace, settings: Settings) -> None:
     project = PlatformAPI(settings).post("/v1/projects", json={"name": args.name})
     print(json.dumps(project) if args.json else f"project {project['name']} created")
+
+
+def cmd_projects_rename(args: argparse.Namespace, settings: Settings) -> None:
+    project = PlatformAPI(settings).request("PATCH", _path(args.name), json={"name": args.new_name})
+    print(json.dumps(project) if args.json else f"project {args.name} renamed to {project['name']}")
+
+
+def cmd_projects_delete(args: argparse.Namespace, settings: Settings) -> None:
+    gone = PlatformAPI(settings).request("DELETE", _path(args.name))
+    if args.json:
+        print(json.dumps(gone))
+        return
+    print(f"project {gone['project']} deleted ({gone['members']} members removed, {gone['keys_revoked']} keys revoked)")
 
 
 def cmd_projects_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -71,6 +84,13 @@ def add_projects_commands(commands: Any) -> None:
     create = projects.add_parser("create", help="a new, empty project (platform admins)")
     create.add_argument("name")
     create.set_defaults(run=cmd_projects_create)
+    rename = projects.add_parser("rename", help="rename a project that holds nothing (platform admins)")
+    rename.add_argument("name")
+    rename.add_argument("new_name")
+    rename.set_defaults(run=cmd_projects_rename)
+    delete = projects.add_parser("delete", help="delete a project that holds nothing (platform admins)")
+    delete.add_argument("name")
+    delete.set_defaults(run=cmd_projects_delete)
     listing = projects.add_parser("list", help="the projects you have a role in (all, for platform admins)")
     listing.set_defaults(run=cmd_projects_list)
     show = projects.add_parser("show", help="a project and its members")
@@ -88,5 +108,5 @@ def add_projects_commands(commands: Any) -> None:
     remove.add_argument("name")
     remove.add_argument("user")
     remove.set_defaults(run=cmd_projects_remove_member)
-    for command in (create, listing, show, members, add, remove):
+    for command in (create, rename, delete, listing, show, members, add, remove):
         command.add_argument("--json", action="store_true")

@@ -43,6 +43,9 @@ ROUTES: tuple[tuple[str, str, Action], ...] = (
     ("POST", r"/v1/projects", Action.ADMINISTER),
     ("GET", r"/v1/projects/(?P<project>[^/]+)(/members)?", Action.READ),
     ("ANY", r"/v1/projects/(?P<project>[^/]+)/members(/[^/]+)?", Action.MANAGE),
+    ("GET", r"/v1/projects/(?P<project>[^/]+)/quota", Action.READ),
+    ("PUT", r"/v1/projects/(?P<project>[^/]+)/quota", Action.ADMINISTER),
+    ("ANY", r"/v1/projects/(?P<project>[^/]+)", Action.ADMINISTER),  # rename, delete
     # people, keys and the audit log
     ("ANY", r"/v1/users/(?P<owner>[^/]+)/keys(/[^/]+)?", Action.OWN_KEYS),
     ("ANY", r"/v1/users(/.*)?", Action.ADMINISTER),

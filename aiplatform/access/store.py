@@ -9,7 +9,9 @@ request. The audit log is append-only: triggers refuse to update or delete its r
 
 Projects are made by platform admins; ``default`` always exists (every state folder from before
 projects upgrades into it). A project's members each hold one role in it; a user's key names the
-project its requests act in when they name none, and a service key is bound to its project.
+project its requests act in when they name none, and a service key is bound to its project. A
+project that holds nothing in the other stores (``holdings.py``) may be renamed (its members and
+keys follow) or deleted; ``default`` may be neither.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from aiplatform.access.holdings import describe, project_holdings
 from aiplatform.access.roles import DEFAULT_PROJECT, Principal, check_role
-from aiplatform.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from aiplatform.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unauthenticated
 from aiplatform.sqlite import conditions, open_database, transaction
 
 ACCESS_DB = "access.db"
@@ -278,6 +281,50 @@ class AccessStore:
         with self._lock:
             found = [row[0] for row in self._db.execute("SELECT name FROM projects ORDER BY name")]
             return [self.project(name) for name in found if names is None or name in names]
+
+    def rename_project(self, name: str, new_name: str, *, by: str) -> dict[str, Any]:
+        """Rename an empty project; its members and keys follow. ``Conflict`` naming what it still
+        holds (tasks, sweeps, models: their records carry the name) or for ``default``."""
+        check_project_name(new_name)
+        self._check_changeable(name, "renamed")
+        with self._lock, transaction(self._db) as db:
+            row = db.execute("SELECT * FROM projects WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"Project {str(name)[:80]!r} not found")
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (new_name,)).fetchone() is not None:
+                raise AlreadyExists(f"Project {new_name!r} already exists")
+            db.execute("INSERT INTO projects VALUES (?, ?, ?)", (new_name, row["created_at"], row["created_by"]))
+            db.execute("UPDATE memberships SET project = ? WHERE project = ?", (new_name, name))
+            db.execute("UPDATE api_keys SET project = ? WHERE project = ?", (new_name, name))
+            db.execute("DELETE FROM projects WHERE name = ?", (name,))
+        return self.project(new_name)
+
+    def delete_project(self, name: str, *, by: str) -> dict[str, Any]:
+        """Delete an empty project: its members lose their roles and its keys are revoked (a key
+        acts in its project). ``Conflict`` naming what it still holds, or for ``default``.
+        Returns what went: ``{"project", "members", "keys_revoked"}``."""
+        self._check_changeable(name, "deleted")
+        with self._lock, transaction(self._db) as db:
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFound(f"Project {str(name)[:80]!r} not found")
+            members = db.execute("DELETE FROM memberships WHERE project = ?", (name,)).rowcount
+            revoked = db.execute(
+                "UPDATE api_keys SET revoked_at = ?, revoked_by = ? WHERE project = ? AND revoked_at IS NULL",
+                (time.time(), by, name),
+            ).rowcount
+            db.execute("DELETE FROM projects WHERE name = ?", (name,))
+        return {"project": name, "members": members, "keys_revoked": revoked}
+
+    def _check_changeable(self, name: str, verb: str) -> None:
+        if name == DEFAULT_PROJECT:
+            raise Conflict(f"Project {DEFAULT_PROJECT!r} cannot be {verb}: requests that name no project act in it")
+        self.project(name)  # an unknown project: 404 before what it holds
+        held = project_holdings(self.db_path.parent, name)
+        if held:
+            raise Conflict(
+                f"Project {name!r} cannot be {verb}: it holds {describe(held)}, whose records carry its "
+                f"name; only a project that holds nothing can be {verb}"
+            )
 
     def project_exists(self, name: str) -> bool:
         """One read on the request path (the guard asks before a platform admin acts in a project)."""

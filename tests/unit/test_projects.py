@@ -203,3 +203,67 @@ def test_the_cli_acts_in_the_project_it_names() -> None:
     headers = Settings(api_token="t" * 20, project="b").api_auth_headers()
     assert headers == {"Authorization": f"Bearer {'t' * 20}", "X-AIP-Project": "b"}
     assert "X-AIP-Project" not in Settings(api_token="t" * 20).api_auth_headers()
+
+
+def test_renaming_and_deleting_projects(tmp_path: Path) -> None:
+    store = AccessStore.in_state_dir(tmp_path)
+    tasks = TaskStore(tmp_path / "tasks.sqlite")
+    registry = RegistryStore(tmp_path / "registry.sqlite", open_storage(str(tmp_path / "art")))
+    app = create_api_app()
+    policy = AccessPolicy("token", TOKEN, ("127.0.0.1",), store, ModelProjects(tmp_path / "registry.sqlite"))
+    app.state.platform = SimpleNamespace(access=policy)
+    client = TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    for name in ("busy", "empty", "gone"):
+        assert client.post("/v1/projects", json={"name": name}, headers=ADMIN).status_code == 201
+    assert client.post("/v1/users", json={"name": "mo"}, headers=ADMIN).status_code == 201
+    client.put("/v1/projects/empty/members/mo", json={"role": "maintainer"}, headers=ADMIN)
+    made = client.post("/v1/users/mo/keys", json={"name": "k", "project": "empty"}, headers=ADMIN).json()
+    mo = {"Authorization": f"Bearer {made['secret']}"}
+    tasks.create("cnn-classification", {"epochs": 1}, project="busy")
+    tasks.create("cnn-classification", {"epochs": 1}, project="busy")
+    tasks.create("sweep", {"trials": 2}, project="busy")
+    registry.claim_model("busy-model", "busy")
+
+    # platform admins only: a maintainer of the project is refused, a stranger learns nothing
+    refused = client.patch("/v1/projects/empty", json={"name": "x"}, headers=mo)
+    assert refused.status_code == 403 and "platform admin" in refused.json()["message"]
+    assert client.delete("/v1/projects/busy", headers=mo).status_code == 403
+    assert client.delete("/v1/projects/nope", headers=ADMIN).status_code == 404
+    assert client.patch("/v1/projects/nope", json={"name": "x"}, headers=ADMIN).status_code == 404
+    for answer in (
+        client.patch("/v1/projects/default", json={"name": "x"}, headers=ADMIN),
+        client.delete("/v1/projects/default", headers=ADMIN),
+    ):
+        assert answer.status_code == 409 and "'default' cannot be" in answer.json()["message"]
+    # what a project holds is named, and nothing changes
+    held = client.delete("/v1/projects/busy", headers=ADMIN)
+    assert held.status_code == 409
+    assert "holds 2 tasks, 1 sweep, 1 claimed model name" in held.json()["message"]
+    held = client.patch("/v1/projects/busy", json={"name": "b2"}, headers=ADMIN)
+    assert held.status_code == 409 and "cannot be renamed" in held.json()["message"]
+    assert [p["name"] for p in store.projects()] == ["busy", "default", "empty", "gone"]
+    assert client.patch("/v1/projects/empty", json={"name": "gone"}, headers=ADMIN).status_code == 409
+    assert client.patch("/v1/projects/empty", json={"name": "Bad!"}, headers=ADMIN).status_code == 400
+
+    # an empty project is renamed: its members and keys follow
+    renamed = client.patch("/v1/projects/empty", json={"name": "vision"}, headers=ADMIN)
+    assert renamed.status_code == 200 and [m["user"] for m in renamed.json()["members"]] == ["mo"]
+    assert client.get("/v1/projects/vision/members", headers=mo).status_code == 200
+    assert client.get("/v1/whoami", headers=mo).json()["project"] == "vision"
+    assert client.get("/v1/projects/empty", headers=ADMIN).status_code == 404
+    # and deleted: its members lose their roles, its keys stop
+    gone = client.delete("/v1/projects/vision", headers=ADMIN)
+    assert gone.status_code == 200 and gone.json() == {"project": "vision", "members": 1, "keys_revoked": 1}
+    assert client.get("/v1/whoami", headers=mo).status_code == 401
+    assert [p["name"] for p in store.projects()] == ["busy", "default", "gone"]
+    assert store.user("mo")["roles"] == {"default": "viewer"}
+    entries, _ = store.audit(principal="platform", action="administer")
+    assert [e["method"] for e in entries[:2]] == ["DELETE", "PATCH"]
+    # a model registered in a project is held too
+    content = b"pkg"
+    registry.storage.put_bytes("packages/busy-model/p.zip", content)
+    registry.register_version(
+        "busy-model", package_key="packages/busy-model/p.zip", sha256=sha256_bytes(content), template="t"
+    )
+    assert "1 model" in client.delete("/v1/projects/busy", headers=ADMIN).json()["message"]
+    assert client.delete("/v1/projects/gone", headers=ADMIN).status_code == 200

@@ -1,4 +1,5 @@
-"""Projects and their members: platform admins make projects; a project's maintainers (and
+"""Projects and their members: platform admins make, rename and delete projects (an empty one:
+what it holds, named in a 409); a project's maintainers (and
 platform admins) add members, change their roles and remove them. The access guard has
 authorized each request in the project its path names before it gets here
 (``aiplatform.access.actions``); a caller with no role in it got a 404."""
@@ -12,7 +13,16 @@ from fastapi import APIRouter
 from aiplatform.access import ROLES, Principal
 from aiplatform.access.roles import check_role
 from aiplatform.api.deps import AccessStoreDep, PrincipalDep
-from aiplatform.api.schemas.projects import MemberList, MemberSet, ProjectCreate, ProjectList, ProjectPublic, RoleSet
+from aiplatform.api.schemas.projects import (
+    MemberList,
+    MemberSet,
+    ProjectCreate,
+    ProjectDeleted,
+    ProjectList,
+    ProjectPublic,
+    ProjectRename,
+    RoleSet,
+)
 from aiplatform.errors import Forbidden
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
@@ -36,6 +46,20 @@ def list_projects(store: AccessStoreDep, principal: PrincipalDep) -> dict[str, A
 @router.get("/{project}", response_model=ProjectPublic)
 def get_project(project: str, store: AccessStoreDep) -> dict[str, Any]:
     return store.project(project)
+
+
+@router.patch("/{project}", response_model=ProjectPublic)
+def rename_project(project: str, body: ProjectRename, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Rename a project that holds nothing (platform admins); its members and keys follow.
+    409 naming what it holds, or for ``default``."""
+    return store.rename_project(project, body.name, by=principal.name)
+
+
+@router.delete("/{project}", response_model=ProjectDeleted)
+def delete_project(project: str, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Delete a project that holds nothing (platform admins): its members lose their roles and
+    its keys are revoked. 409 naming what it holds, or for ``default``."""
+    return store.delete_project(project, by=principal.name)
 
 
 @router.get("/{project}/members", response_model=MemberList)

@@ -13,6 +13,18 @@ class ProjectCreate(BaseModel):
     name: str = Field(max_length=64, description="1-64 of a-z, 0-9, '.', '_', '-'")
 
 
+class ProjectRename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64, description="the project's new name")
+
+
+class ProjectDeleted(Body):
+    project: str
+    members: int
+    keys_revoked: int
+
+
 class MemberSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
