@@ -25,6 +25,7 @@ from typing import Any
 import anyio.to_thread
 import ray
 
+from aiplatform.access.quotas import Admission, Quota, QuotaStore
 from aiplatform.code_archives import require_users_code, users_code_refusal
 from aiplatform.datasets.source_policy import SourcePolicy
 from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -32,8 +33,10 @@ from aiplatform.registry.store import validate_model_name
 from aiplatform.runtime import ray_env_passthrough
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
+from aiplatform.tasks import fair_share
+from aiplatform.tasks.fair_share import Candidate, Resources
 from aiplatform.tasks.history import HistoryCopier, TaskHistory
-from aiplatform.tasks.queue import CANCELLED, FAILED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
+from aiplatform.tasks.queue import CANCELLED, FAILED, QUEUED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
 from aiplatform.tasks.queue.store import DEFAULT_PROJECT
 from aiplatform.tasks.queue.trials import RUN_SEPARATOR
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
@@ -98,6 +101,11 @@ class TaskManager:
         storage = self.storage if self.storage is not None else storage_from_settings(self.settings)
         return TaskHistory(storage, self.settings.task_log_archive_max_bytes)
 
+    @functools.cached_property
+    def quotas(self) -> QuotaStore:
+        """Projects' quotas and the record of admissions (``access.db`` in the state folder)."""
+        return QuotaStore.in_state_dir(self.settings.resolved_state_dir)
+
     # -- API -------------------------------------------------------------------------------
     def create(self, template: str, params: dict[str, Any], **options: Any) -> Task:
         """A task of ``template`` with validated parameters (defaults filled in); see
@@ -145,6 +153,8 @@ class TaskManager:
         self._check_fits(template, parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)
+        if start:
+            self.check_queued_quota(project)
         return {
             "template": template,
             "params": parsed.model_dump(mode="json"),
@@ -230,10 +240,33 @@ class TaskManager:
     def start(self, task_id: str) -> Task:
         """Queue a created task; one that runs the caller's own code only while the platform
         allows it (the task may have been created while it did)."""
-        self.check_users_code(self.queue.get(task_id))
+        created = self.queue.get(task_id)
+        self.check_users_code(created)
+        if created.state != QUEUED:
+            self.check_queued_quota(created.project)
         task = self.queue.start(task_id)
         self.wake_scheduler()
         return task
+
+    def check_queued_quota(self, project: str) -> None:
+        """``Conflict`` naming the quota when ``project`` already has as many QUEUED tasks as its
+        queued-task quota allows (checked before the task is stored, so a refusal stores nothing;
+        two creations at the same instant may both pass)."""
+        limit = self.quotas.quotas().get(project, Quota(project)).queued
+        if limit is None:
+            return
+        queued = self.queue.counts(project).get(QUEUED, 0)
+        if queued >= limit:
+            raise Conflict(
+                f"Project {project!r} has {queued} of {limit} queued tasks (its queued-task quota): wait for some "
+                "to start, cancel some, or ask a platform admin to raise it (aip quotas set)"
+            )
+
+    def project_usage(self, project: str) -> tuple[Resources, list[str]]:
+        """What ``project``'s running tasks hold now, and their ids (a quota may not go below it)."""
+        tasks = [task for task in self.queue.running() if task.project == project]
+        held = fair_share.in_use((task.project, self.resources_needed(task.template, task.params)) for task in tasks)
+        return held.get(project, fair_share.NOTHING), [task.id for task in tasks]
 
     def check_users_code(self, task: Task) -> None:
         """:class:`Forbidden` naming ``AIP_USER_CODE`` when ``task`` runs the caller's own code
@@ -417,30 +450,62 @@ class TaskManager:
             self.queue.finish(task.id, FAILED, reason="job_failed", log_tail=tail, error=_failure_message(job, tail))
 
     def _start_queued(self) -> None:
-        """Start queued tasks in priority order while they fit. A task larger than the whole
-        cluster cannot start until it grows: it is passed over (its demand is sent to Ray's
-        autoscaler), so it never holds up the tasks behind it."""
-        running = len(self.queue.running())
+        """Start queued tasks while they fit: within their project's quota, projects taking turns
+        by weighted fair share, each project's tasks in priority order (``fair_share.plan``).
+        A task larger than the whole cluster cannot start until it grows: it is passed over (its
+        demand is sent to Ray's autoscaler), so it never holds up the tasks behind it. Each start
+        is recorded with the quota it was checked against (``QuotaStore.record_admission``)."""
+        now = time.time()
+        running = self.queue.running()
+        self.quotas.end_admissions({task.id for task in running}, now)
+        slots = self.settings.task_max_running - len(running)
+        if slots <= 0:
+            return
         cluster = Resources.of(ray.cluster_resources())
         free = Resources.of(ray.available_resources())
         demand: list[dict[str, float]] = []
+        queued: dict[str, Task] = {}
+        candidates: list[Candidate] = []
         for task in self.queue.queued(limit=QUEUE_LOOKAHEAD):
-            if running >= self.settings.task_max_running:
-                break
             if self._fail_if_users_code_is_off(task):
                 continue
             needed = self.resources_needed(task.template, task.params)
             if not needed.fits(cluster):
                 demand += self.worker_bundles(task.template, task.params)
                 continue
-            if not needed.fits(free):
-                break  # strict priority order: a smaller task behind it does not jump the queue
-            self.queue.claim(task.id, job_submission_id(task))
-            self._submit(self.queue.get(task.id))
-            running += 1
-            free = free.minus(needed)
+            queued[task.id] = task
+            candidates.append(Candidate(task.id, task.project, needed))
+        if candidates:
+            quotas = self.quotas.quotas()
+            held = self._held(running)
+            admissions = self.quotas.admissions(since=now - fair_share.WINDOW_S)
+            run_s = fair_share.typical_run_s(admissions, now)
+            used = fair_share.cpu_seconds(admissions, now, run_s=run_s)
+            for chosen in fair_share.plan(candidates, quotas, held, used, free, slots, run_s=run_s).admitted:
+                quota = quotas.get(chosen.project)
+                before = held.get(chosen.project, fair_share.NOTHING)
+                held[chosen.project] = before.plus(chosen.needed)
+                self.queue.claim(chosen.task_id, job_submission_id(queued[chosen.task_id]))
+                self.quotas.record_admission(
+                    Admission(
+                        chosen.task_id,
+                        chosen.project,
+                        time.time(),
+                        chosen.needed.cpu,
+                        chosen.needed.gpu,
+                        before.cpu,
+                        before.gpu,
+                        quota.cpus if quota else None,
+                        quota.gpus if quota else None,
+                    )
+                )
+                self._submit(self.queue.get(chosen.task_id))
         if demand and self.settings.autoscaling:
             request_from_autoscaler(demand)
+
+    def _held(self, running: list[Task]) -> dict[str, Resources]:
+        """What each project's running tasks hold (by their templates' needs)."""
+        return fair_share.in_use((t.project, self.resources_needed(t.template, t.params)) for t in running)
 
     def _submit(self, task: Task) -> None:
         assert task.ray_job_id is not None
@@ -507,13 +572,24 @@ class TaskManager:
         queued = self.queue.queued(limit=QUEUE_LOOKAHEAD)
         places = {t.id: index for index, t in enumerate(queued)}
         cluster, free = Resources.of(ray.cluster_resources()), Resources.of(ray.available_resources())
-        running = len(self.queue.running())
+        running_tasks = self.queue.running()
+        held, quotas = self._held(running_tasks), self.quotas.quotas()
+        running = len(running_tasks)
         return {
-            task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running) for task in waiting
+            task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running, held, quotas)
+            for task in waiting
         }
 
     def _wait_reason(
-        self, task: Task, place: int | None, queued: list[Task], cluster: Resources, free: Resources, running: int
+        self,
+        task: Task,
+        place: int | None,
+        queued: list[Task],
+        cluster: Resources,
+        free: Resources,
+        running: int,
+        held: dict[str, Resources],
+        quotas: dict[str, Quota],
     ) -> str:
         needed = self.resources_needed(task.template, task.params)
         if not needed.fits(cluster):
@@ -524,6 +600,9 @@ class TaskManager:
             )
             return f"needs {needed.describe()}, more than the whole cluster has ({cluster.describe()}); {grow}"
         reasons = []
+        refusal = fair_share.quota_refusal(quotas.get(task.project), held.get(task.project, fair_share.NOTHING), needed)
+        if refusal is not None:
+            reasons.append(refusal)
         if place is None:
             reasons.append(f"more than {QUEUE_LOOKAHEAD} tasks ahead of it in the queue")
         elif place:
@@ -574,27 +653,6 @@ def _failure_message(job: JobState, logs: str | None) -> str:
     errors = [line for line in lines if line.startswith("error:")]
     detail = errors[-1] if errors else "\n".join(lines[-LOG_TAIL_LINES:])
     return f"{job.message or 'The Ray job failed'}\n{detail}".strip()
-
-
-@dataclass(frozen=True)
-class Resources:
-    """CPUs and GPUs, as Ray counts them."""
-
-    cpu: float
-    gpu: float = 0.0
-
-    @classmethod
-    def of(cls, ray_resources: dict[str, float]) -> Resources:
-        return cls(float(ray_resources.get("CPU", 0.0)), float(ray_resources.get("GPU", 0.0)))
-
-    def fits(self, available: Resources) -> bool:
-        return self.cpu <= available.cpu + 1e-9 and self.gpu <= available.gpu + 1e-9
-
-    def minus(self, used: Resources) -> Resources:
-        return Resources(self.cpu - used.cpu, self.gpu - used.gpu)
-
-    def describe(self) -> str:
-        return f"{self.cpu:g} CPU" + (f" and {self.gpu:g} GPU" if self.gpu else "")
 
 
 def request_from_autoscaler(bundles: list[dict[str, float]]) -> None:
