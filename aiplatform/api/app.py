@@ -23,6 +23,7 @@ from aiplatform.api.routes import (
     models,
     monitoring,
     projects,
+    quotas,
     results,
     sweeps,
     tasks,
@@ -50,6 +51,7 @@ ROUTERS = (
     access.router,
     loops.router,
     projects.router,
+    quotas.router,
 )
 
 
