@@ -19,6 +19,7 @@ from aip.batch_cli import add_batch_commands
 from aip.loops_cli import add_loops_commands
 from aip.monitoring_cli import add_monitoring_commands
 from aip.projects_cli import add_projects_commands
+from aip.quotas_cli import add_quotas_commands
 from aip.results_cli import add_results_commands
 from aip.sweeps_cli import add_sweeps_commands
 from aip.tasks_cli import add_tasks_commands
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_access_commands(commands)
     add_loops_commands(commands)
     add_projects_commands(commands)
+    add_quotas_commands(commands)
 
     predict = commands.add_parser(
         "predict", help="classify a file through the gateway (an image, a text, a CSV of table rows)"
