@@ -43,6 +43,9 @@ MAX_AUDIT_PAGE = 1000
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+QUOTAS_TABLE = "project_quotas"
+"""Projects' quotas (the quota store keeps them in this file too): they follow a renamed project
+and go with a deleted one."""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS projects (
@@ -296,6 +299,8 @@ class AccessStore:
             db.execute("INSERT INTO projects VALUES (?, ?, ?)", (new_name, row["created_at"], row["created_by"]))
             db.execute("UPDATE memberships SET project = ? WHERE project = ?", (new_name, name))
             db.execute("UPDATE api_keys SET project = ? WHERE project = ?", (new_name, name))
+            if _has_table(db, QUOTAS_TABLE):  # its quota follows it
+                db.execute(f"UPDATE {QUOTAS_TABLE} SET project = ? WHERE project = ?", (new_name, name))
             db.execute("DELETE FROM projects WHERE name = ?", (name,))
         return self.project(new_name)
 
@@ -312,6 +317,8 @@ class AccessStore:
                 "UPDATE api_keys SET revoked_at = ?, revoked_by = ? WHERE project = ? AND revoked_at IS NULL",
                 (time.time(), by, name),
             ).rowcount
+            if _has_table(db, QUOTAS_TABLE):
+                db.execute(f"DELETE FROM {QUOTAS_TABLE} WHERE project = ?", (name,))
             db.execute("DELETE FROM projects WHERE name = ?", (name,))
         return {"project": name, "members": members, "keys_revoked": revoked}
 
@@ -549,6 +556,10 @@ class AccessStore:
             ).fetchall()
         entries = [dict(row) for row in rows[:limit]]
         return entries, (entries[-1]["seq"] if len(rows) > limit else None)
+
+
+def _has_table(db: Any, table: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
 
 
 def _key_public(row: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ state folder written before projects upgraded in place into ``default``."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -245,18 +246,24 @@ def test_renaming_and_deleting_projects(tmp_path: Path) -> None:
     assert client.patch("/v1/projects/empty", json={"name": "gone"}, headers=ADMIN).status_code == 409
     assert client.patch("/v1/projects/empty", json={"name": "Bad!"}, headers=ADMIN).status_code == 400
 
-    # an empty project is renamed: its members and keys follow
+    # an empty project is renamed: its members, keys and quota follow
+    with sqlite3.connect(tmp_path / "access.db") as db:  # the quota store's table, in the same file
+        db.execute("CREATE TABLE IF NOT EXISTS project_quotas (project TEXT PRIMARY KEY, cpus REAL)")
+        db.execute("INSERT INTO project_quotas VALUES ('empty', 4)")
     renamed = client.patch("/v1/projects/empty", json={"name": "vision"}, headers=ADMIN)
     assert renamed.status_code == 200 and [m["user"] for m in renamed.json()["members"]] == ["mo"]
     assert client.get("/v1/projects/vision/members", headers=mo).status_code == 200
     assert client.get("/v1/whoami", headers=mo).json()["project"] == "vision"
     assert client.get("/v1/projects/empty", headers=ADMIN).status_code == 404
+    quotas = sqlite3.connect(tmp_path / "access.db")
+    assert quotas.execute("SELECT * FROM project_quotas").fetchall() == [("vision", 4.0)]
     # and deleted: its members lose their roles, its keys stop
     gone = client.delete("/v1/projects/vision", headers=ADMIN)
     assert gone.status_code == 200 and gone.json() == {"project": "vision", "members": 1, "keys_revoked": 1}
     assert client.get("/v1/whoami", headers=mo).status_code == 401
     assert [p["name"] for p in store.projects()] == ["busy", "default", "gone"]
     assert store.user("mo")["roles"] == {"default": "viewer"}
+    assert quotas.execute("SELECT * FROM project_quotas").fetchall() == []
     entries, _ = store.audit(principal="platform", action="administer")
     assert [e["method"] for e in entries[:2]] == ["DELETE", "PATCH"]
     # a model registered in a project is held too
