@@ -8,7 +8,8 @@ compression ratio), and it is extracted only through the same checks. An archive
 change under its digest, so each process checks and lists a digest once and remembers the
 verdict (``_Verdicts``): uploading it again, naming it in a task, describing it cost no second
 decompression. ``pack_directory`` builds them deterministically (sorted members, fixed times and
-modes), so the same tree always has the same digest.
+modes), so the same tree always has the same digest. Archives belong to a project: each
+project keeps its own under its storage prefix, and another project's digest is not found.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiplatform.errors import Forbidden, InvalidArgument, NotFound, TooLarge
 from aiplatform.limits import MAX_REQUEST_BYTES
 from aiplatform.storage import Storage, sha256_bytes
+from aiplatform.storage.projects import DEFAULT_PROJECT, project_prefix
 
 if TYPE_CHECKING:
     from aiplatform.settings import Settings
@@ -269,14 +271,16 @@ VERDICTS = _Verdicts()
 
 
 class CodeArchives:
-    """The archives in storage, under ``code/<sha256>.zip``."""
+    """A project's archives in storage, under ``code/<sha256>.zip`` of its prefix
+    (``projects/<p>/code/...``; ``default``'s at the root, where they were before projects)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, project: str = DEFAULT_PROJECT) -> None:
         self.storage = storage
+        self.project = project
+        self._prefix = project_prefix(project)
 
-    @staticmethod
-    def key(digest: str) -> str:
-        return f"code/{check_digest(digest)}.zip"
+    def key(self, digest: str) -> str:
+        return f"{self._prefix}code/{check_digest(digest)}.zip"
 
     def put(self, data: bytes) -> CodeArchive:
         """Check and keep ``data``; the same bytes again are the same archive (nothing rewritten)."""

@@ -1,15 +1,18 @@
 """The dataset manager: build immutable, content-addressed dataset versions on Ray Data, and read them.
 
-A version lives at ``datasets/<name>/<version>/``: hive-partitioned parquet under its build's
+A version lives at ``datasets/<name>/<version>/`` of its project (``projects/<p>/datasets/...``;
+``default``'s at the storage root, where they were before projects): hive-partitioned parquet under its build's
 folder (``build-<unix time>-<random>/data/split=<split>/``) and a ``manifest.json`` written last.
 A version without its manifest is an aborted build: it is removed and rebuilt; a version with one
 is reused as is. What differs between source formats is each format's builder (``builders.py``);
-the manager runs the steps every build shares, once.
+the manager runs the steps every build shares, once. A manager acts in one project
+(``in_project``): names are unique within it, and another project's datasets are not found.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import time
 import uuid
@@ -32,6 +35,7 @@ from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.kinds import kind_class
 from aiplatform.settings import Settings
 from aiplatform.storage import ObjectInfo, Storage, validate_key
+from aiplatform.storage.projects import DEFAULT_PROJECT, project_prefix
 
 # STREAMING_OBJECT_STORE_BYTES is imported from here by training's engine; shuffle_strategy by bench/.
 
@@ -103,8 +107,12 @@ class DatasetManager:
         shuffle: ShuffleName = "sort",
         source_policy: SourcePolicy | None = None,
         streaming_bytes: int = STREAMING_BYTES,
+        project: str = DEFAULT_PROJECT,
     ):
         self.storage = storage
+        self.project = project
+        self.root = f"{project_prefix(project)}datasets"
+        """Where this project's datasets are kept (``datasets`` for ``default``)."""
         self.source_storage_options = source_storage_options or {}
         self.shuffle = shuffle
         self.streaming_bytes = streaming_bytes
@@ -113,9 +121,12 @@ class DatasetManager:
         are fetched through it (sources named by API callers); unset, sources are read as given."""
 
     @classmethod
-    def from_settings(cls, storage: Storage, settings: Settings, *, untrusted: bool = False) -> DatasetManager:
+    def from_settings(
+        cls, storage: Storage, settings: Settings, *, untrusted: bool = False, project: str = DEFAULT_PROJECT
+    ) -> DatasetManager:
         """The manager configured as the platform is: S3 source options and shuffle strategy;
-        ``untrusted`` applies the source allow-list (a task created through the API)."""
+        ``untrusted`` applies the source allow-list (a task created through the API); acting in
+        ``project`` (a task's datasets are its project's)."""
         policy = SourcePolicy.from_settings(settings) if untrusted else None
         return cls(
             storage,
@@ -123,7 +134,16 @@ class DatasetManager:
             shuffle=settings.data_shuffle,
             source_policy=policy,
             streaming_bytes=settings.dataset_streaming_bytes,
+            project=project,
         )
+
+    def in_project(self, project: str) -> DatasetManager:
+        """This manager, configured the same, acting in ``project``."""
+        if project == self.project:
+            return self
+        scoped = copy.copy(self)
+        scoped.project, scoped.root = project, f"{project_prefix(project)}datasets"
+        return scoped
 
     def _checked(self, spec: SpecT) -> tuple[SpecT, HttpGet]:
         """``spec`` as its source is to be read (checked against the policy, if any: a local
@@ -178,7 +198,7 @@ class DatasetManager:
         so neither touches the other's files; the manifest written last names its build's files,
         and a reader of either manifest finds whole, sealed files. What killed builds left is
         removed once it is a day old (a build in progress is never that old)."""
-        root = f"datasets/{name}/{version}"
+        root = f"{self.root}/{name}/{version}"
         if self.storage.exists(f"{root}/manifest.json"):
             return root, "", self.get(name, version)
         self._remove_abandoned_builds(root)
@@ -220,7 +240,7 @@ class DatasetManager:
     # -- lookups ----------------------------------------------------------------------------
     def get(self, name: str, version: str) -> DatasetVersion:
         """Load a version's manifest; :class:`NotFound` when it was never (fully) built."""
-        key = f"datasets/{name}/{version}/manifest.json"
+        key = f"{self.root}/{name}/{version}/manifest.json"
         validate_key(key)
         if not self.storage.exists(key):
             raise NotFound(f"Dataset version (name={name}, version={version}) not found")
@@ -234,8 +254,8 @@ class DatasetManager:
         return self.get(name, version)
 
     def list_versions(self, name: str | None = None) -> list[DatasetVersion]:
-        """Every built version (of one dataset, or of all), newest first."""
-        prefix = f"datasets/{name}" if name else "datasets"
+        """Every built version (of one dataset, or of all) of this project, newest first."""
+        prefix = f"{self.root}/{name}" if name else self.root
         keys = [k for k in self.storage.list(prefix) if k.endswith("/manifest.json")]
         versions = [DatasetVersion(json.loads(self.storage.get_bytes(k))) for k in keys]
         return sorted(versions, key=lambda v: v.manifest["created_at"], reverse=True)

@@ -1,4 +1,5 @@
-"""Dataset versions with their manifest and profile."""
+"""Dataset versions with their manifest and profile, of the request's project (``ProjectDep``):
+listings show its datasets only, and another project's dataset is a 404 like an unknown one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from aiplatform.api.deps import DatasetsDep
+from aiplatform.api.deps import DatasetsDep, ProjectDep
 from aiplatform.api.schemas.datasets import DatasetList, DatasetProfile, Manifest, Samples
 from aiplatform.datasets import DatasetVersion
 from aiplatform.datasets.manager import MAX_SAMPLES
@@ -29,13 +30,13 @@ def summary(version: DatasetVersion) -> dict[str, Any]:
 
 
 @router.get("", response_model=DatasetList)
-def list_datasets(datasets: DatasetsDep, name: str | None = None) -> dict[str, Any]:
-    return {"datasets": [summary(v) for v in datasets.list_versions(name)]}
+def list_datasets(datasets: DatasetsDep, project: ProjectDep, name: str | None = None) -> dict[str, Any]:
+    return {"datasets": [summary(v) for v in datasets.in_project(project).list_versions(name)]}
 
 
 @router.get("/{name}/{version}", response_model=Manifest)
-def get_manifest(name: str, version: str, datasets: DatasetsDep) -> dict[str, Any]:
-    return datasets.get(name, version).manifest
+def get_manifest(name: str, version: str, datasets: DatasetsDep, project: ProjectDep) -> dict[str, Any]:
+    return datasets.in_project(project).get(name, version).manifest
 
 
 @router.get("/{name}/{version}/samples", response_model=Samples)
@@ -43,6 +44,7 @@ def get_samples(
     name: str,
     version: str,
     datasets: DatasetsDep,
+    project: ProjectDep,
     split: str = "test",
     label: str | None = Query(None, max_length=200),
     ids: str | None = Query(None, max_length=10_000, description="comma-separated row ids"),
@@ -50,6 +52,7 @@ def get_samples(
 ) -> dict[str, Any]:
     """Rows to look at: the first ``limit`` of a split (of one class with ``label``), or the rows
     ``ids`` names, each with its class and an image (PNG data URL), a text or its values."""
+    datasets = datasets.in_project(project)
     found = datasets.get(name, version)
     wanted = [i for i in ids.split(",") if i] if ids is not None else None
     return {
@@ -60,8 +63,8 @@ def get_samples(
 
 
 @router.get("/{name}/{version}/profile", response_model=DatasetProfile)
-def get_profile(name: str, version: str, datasets: DatasetsDep) -> dict[str, Any]:
-    manifest = datasets.get(name, version).manifest
+def get_profile(name: str, version: str, datasets: DatasetsDep, project: ProjectDep) -> dict[str, Any]:
+    manifest = datasets.in_project(project).get(name, version).manifest
     per_class = {split: info.get("per_class") for split, info in manifest.get("splits", {}).items()}
     return {
         "ref": f"{name}@{version}",
