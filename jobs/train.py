@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         # A task created through the API names a dataset its caller may not be allowed to read:
         # the source allow-list applies (a cluster user's own `ray job submit` run is trusted).
-        datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")
+        datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api", project=task.project)
         registry = RegistryClient.connect(settings)
         model_name = task.model_name or args.model_name or template.default_model_name(params)
         runner = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiplatform.batch.params import BatchParams
+from aiplatform.storage.projects import DEFAULT_PROJECT
 from aiplatform.training.template import TaskTemplate
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class BatchInferenceTemplate(TaskTemplate):
         """A ``uri`` input is a source an API caller names: the allow-list applies to it."""
         return uri_source(params.input.uri) if params.input.uri is not None else None
 
-    def check_inputs(self, params: BatchParams, storage: Storage) -> None:
+    def check_inputs(self, params: BatchParams, storage: Storage, project: str = DEFAULT_PROJECT) -> None:
         """The input exists in storage and has rows (the model and the input's fit with it are
         checked with the registry by ``aiplatform.batch.checks.check_batch``, which the batch API calls before creating the task)."""
         from aiplatform.batch.checks import check_stored_input

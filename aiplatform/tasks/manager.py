@@ -149,7 +149,7 @@ class TaskManager:
         if source is not None:
             SourcePolicy.from_settings(self.settings).check_source(source)
         if self.storage is not None:
-            found.check_inputs(parsed, self.storage)
+            found.check_inputs(parsed, self.storage, project)
         self._check_fits(template, parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ValidationError
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.storage.projects import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from aiplatform.datasets import (
@@ -121,8 +122,9 @@ class TaskTemplate(ABC):
         """The dataset source the run reads (checked against the API's allow-list), or None when
         it names an already built version."""
 
-    def check_inputs(self, params: Any, storage: Storage) -> None:
-        """Refuse a task whose stored inputs are missing (e.g. a code archive): nothing by default."""
+    def check_inputs(self, params: Any, storage: Storage, project: str = DEFAULT_PROJECT) -> None:
+        """Refuse a task of ``project`` whose stored inputs are missing there (e.g. a code
+        archive): nothing by default."""
 
     def runs_code(self, params: Any) -> bool:
         """Whether this task runs code its creator sent (a sweep does when its trials do)."""

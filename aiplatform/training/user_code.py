@@ -39,6 +39,7 @@ from aiplatform.errors import AIPError, InvalidArgument
 from aiplatform.kinds import kind_class
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage
+from aiplatform.storage.projects import DEFAULT_PROJECT
 from aiplatform.training.engine import ingest_config, resolve_gpu
 from aiplatform.training.template import TaskTemplate, ray_train_configs
 
@@ -121,11 +122,11 @@ class UserCodeTemplate(TaskTemplate):
     def dataset_source(self, params: UserCodeParams) -> str | None:
         return None if params.built_version else params.dataset
 
-    def check_inputs(self, params: UserCodeParams, storage: Storage) -> None:
-        """The archive is stored and holds the entry's module (a task that could only fail at its
+    def check_inputs(self, params: UserCodeParams, storage: Storage, project: str = DEFAULT_PROJECT) -> None:
+        """The archive is stored in the task's project and holds the entry's module (a task that could only fail at its
         import is refused when it is created, not after a job has started; and an entry may only
         name code of its own archive)."""
-        _, names = CodeArchives(storage).contents(params.code)
+        _, names = CodeArchives(storage, project).contents(params.code)
         module_name = params.entry.partition(":")[0]
         if not module_in_archive(module_name, names):
             path = module_name.replace(".", "/")
@@ -230,14 +231,14 @@ def load_entry(entry: str, code_dir: Path | None = None) -> Callable[[dict[str, 
     return function
 
 
-def unpack_code(digest: str, storage: Storage) -> Path:
-    """The archive unpacked on this node (once per node: the driver's check and every worker on
-    the node share it), read from the platform's storage as datasets are."""
+def unpack_code(digest: str, storage: Storage, project: str = DEFAULT_PROJECT) -> Path:
+    """The archive of ``project`` unpacked on this node (once per node: the driver's check and
+    every worker on the node share it), read from the platform's storage as datasets are."""
     target = Path(tempfile.gettempdir()) / "aip-code" / digest
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
-        CodeArchives(storage).extract(digest, staging)
+        CodeArchives(storage, project).extract(digest, staging)
         try:
             staging.rename(target)
         except OSError:  # another worker on this node finished first: same digest, same files
@@ -252,7 +253,7 @@ def user_code_loop(config: dict[str, Any]) -> dict[str, Any]:
     global _current
     from aiplatform.storage import storage_from_settings
 
-    code_dir = unpack_code(config["code"], storage_from_settings(Settings()))
+    code_dir = unpack_code(config["code"], storage_from_settings(Settings()), config["code_project"])
     sys.path.insert(0, str(code_dir))
     os.chdir(code_dir)
     train_context = ray.train.get_context()
@@ -344,7 +345,7 @@ def run_user_code(
         shared = None
     dataset = shared.dataset if shared is not None else user_dataset(params, datasets)
     timings["dataset_seconds"] = time.perf_counter() - started
-    code_dir = unpack_code(params.code, storage)
+    code_dir = unpack_code(params.code, storage, datasets.project)  # the task's project's code
     _check_entry_here(params.entry, code_dir)  # a missing module fails before any worker starts
     context = RunContext(
         task_id=task_id,
@@ -377,6 +378,7 @@ def run_user_code(
         train_loop_config={
             "entry": params.entry,
             "code": params.code,
+            "code_project": datasets.project,
             "config": params.config,
             "context": asdict(context),
         },

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.storage import Storage
+from aiplatform.storage.projects import DEFAULT_PROJECT
 from aiplatform.tasks.sweeps.params import SweepParams
 from aiplatform.training.catalog import get_template
 from aiplatform.training.template import TaskTemplate, validation_message
@@ -80,8 +81,8 @@ class SweepTemplate(TaskTemplate):
     def dataset_source(self, params: SweepParams) -> str | None:
         return self.trial_template(params).dataset_source(self.sample_trial(params))
 
-    def check_inputs(self, params: SweepParams, storage: Storage) -> None:
-        self.trial_template(params).check_inputs(self.sample_trial(params), storage)
+    def check_inputs(self, params: SweepParams, storage: Storage, project: str = DEFAULT_PROJECT) -> None:
+        self.trial_template(params).check_inputs(self.sample_trial(params), storage, project)
 
     def runs_code(self, params: SweepParams) -> bool:
         return self.trial_template(params).runs_user_code

@@ -58,7 +58,7 @@ def sweep_trial(config: dict[str, Any], shared: SharedSplits | UserSplits | None
     trial_id = tune.get_context().get_trial_id()
     template = get_template(sweep.template)
     params = template.parse_params(trial_params(sweep, values))
-    datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api")
+    datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api", project=task.project)
     run_name = f"sweep-{sweep_id}-{trial_id}"  # the same after a resume: Train continues its checkpoints
     model_name = task.model_name or template.default_model_name(params)
     key = candidate_key(sweep_id, trial_id)
