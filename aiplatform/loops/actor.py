@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import ray
 
 from aiplatform.loops.engine import LoopEngine
+from aiplatform.loops.lineage import version_link
 from aiplatform.loops.notify import send_due
 from aiplatform.loops.policy import parse_policy
 from aiplatform.loops.store import LoopStore
@@ -47,6 +48,8 @@ class LoopAPI(Protocol):
     def skipped(self, model: str, limit: int = 50) -> list[dict[str, Any]]: ...
 
     def deliveries(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    def version_run(self, model: str, version: int) -> dict[str, Any] | None: ...
 
     def tick_now(self) -> dict[str, Any]: ...
 
@@ -89,6 +92,11 @@ class LoopService:
     def deliveries(self, run_id: str) -> list[dict[str, Any]]:
         self.store.run(run_id)  # 404 for an unknown run
         return self.store.deliveries(run_id)
+
+    def version_run(self, model: str, version: int) -> dict[str, Any] | None:
+        """The run that made ``version`` as its registry lineage links it (``lineage.version_link``)."""
+        run = self.store.run_of_version(model, version)
+        return None if run is None else version_link(run.to_dict())
 
 
 class LoopActor(LoopService):
@@ -145,6 +153,18 @@ class LoopClient(ActorProxy, LoopAPI, protocol=LoopAPI):
     @classmethod
     def connect(cls, settings: Settings) -> LoopClient:
         return cls(head_actor(LoopActor, LOOP_ACTOR_NAME, settings))
+
+
+def loop_of_version(settings: Settings, model: str, version: int) -> dict[str, Any] | None:
+    """The loop run that made a model version (``LoopService.version_run``); None when no loop
+    engine runs on this platform (it is not started for a lineage read) or no run made it."""
+    if not ray.is_initialized():
+        return None
+    try:
+        handle = ray.get_actor(LOOP_ACTOR_NAME, namespace=settings.ray_namespace)
+    except ValueError:
+        return None
+    return LoopClient(handle).version_run(model, version)
 
 
 def ensure_loop_engine(settings: Settings) -> LoopClient:

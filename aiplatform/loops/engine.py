@@ -7,8 +7,10 @@ it starts nothing (a run is open, the cool-down has not passed). Then it moves e
     triggered -> data -> train -> gate -> canary -> decide -> promoted | rolled_back | rejected | failed
 
 A step either ends in this tick (its end stored with its links) or has started something it
-waits on (a task, a canary), noted in the run before it waits, so a restarted engine picks the
-same task or canary up again. The platform is reached through ``LoopPlatform`` (the real one:
+waits on (a task, a canary, the gate's scoring in a Ray task of its own), noted in the run before
+it waits, so a restarted engine picks the same task or canary up again (or scores again: scoring
+repeats safely). A training task lost with the cluster (``aip down`` / ``aip up``) is queued again
+once by the task queue; lost again, the run fails saying so. The platform is reached through ``LoopPlatform`` (the real one:
 ``aiplatform.loops.platform``), and time through ``now``: the tests drive it with fakes.
 """
 
@@ -27,6 +29,8 @@ from aiplatform.loops.store import FAILED, PROMOTED, REJECTED, ROLLED_BACK, STEP
 logger = logging.getLogger(__name__)
 MAX_STEP_ERRORS = 5
 """Unexpected errors in a row at one step before its run fails (a platform error fails it at once)."""
+INTERRUPTED = "interrupted"
+"""A training task's end when its Ray job was lost (``aiplatform.tasks.queue``'s reason)."""
 CANARY_ROLLBACK_RULE = "canary-rollback"
 """The alert the alert engine raises when it takes a canary's traffic away (``aiplatform.alerting``)."""
 
@@ -48,7 +52,9 @@ class LoopPlatform(Protocol):
 
     def training(self, task_id: str) -> dict[str, Any]: ...
 
-    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]: ...
+    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Both models' figures, or None while they are still being scored (asked again next tick)."""
+        ...
 
     def start_canary(self, model: str, version: int, weight: float) -> dict[str, Any]: ...
 
@@ -217,7 +223,9 @@ class LoopEngine:
     def _step_data(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         production = self.platform.production(run.model)
         if run.trigger.get("dataset"):  # a new version of the source: the run's base instead of production's
-            production = {**production, "dataset": run.trigger["dataset"]}
+            # ... but the gate still scores on production's own test split, which production never
+            # trained on (the new version's split may differ from the one production was trained on)
+            production = {**production, "dataset": run.trigger["dataset"], "trained_on": production.get("dataset")}
         data = self.platform.build_data(run.id, run.model, policy, production)
         links = {**data, "production": production["version"]}
         if data["labeled"] < policy.data.min_labeled:
@@ -235,7 +243,13 @@ class LoopEngine:
         if state["state"] == "running":
             return run
         if state["state"] != "succeeded":
-            links = {"task_id": task_id, "error": state.get("error") or f"training {state['state']}"}
+            error = state.get("error") or f"training {state['state']}"
+            if state.get("reason") == INTERRUPTED:
+                error = (
+                    f"training task {task_id} was lost with its Ray job (the platform restarted or its node"
+                    f" went away) and again on its retry: {error}"
+                )
+            links = {"task_id": task_id, "error": error, **({"reason": state["reason"]} if state.get("reason") else {})}
             return self._end(run, "train", "failed", links, FAILED, now)
         self.store.note(run.id, now, candidate=state["version"])
         links = {"task_id": task_id, "version": state["version"], "metrics": state.get("metrics", {})}
@@ -245,6 +259,8 @@ class LoopEngine:
     def _step_gate(self, run: Run, policy: LoopPolicy, now: float) -> Run:
         data, candidate = run.context["data"], int(run.context["candidate"])
         figures = self.platform.gate(run.model, int(data["production"]), candidate, data)
+        if figures is None:  # still scoring; noted so the record shows the gate at work
+            return run if "gate_started_at" in run.context else self.store.note(run.id, now, gate_started_at=now)
         refusals = gate_refusals(figures, policy.gate.margin, policy.gate.min_fresh)
         links = {"version": candidate, "production": data["production"], "margin": policy.gate.margin, **figures}
         if refusals:

@@ -40,3 +40,19 @@ def run_lineage(run: dict[str, Any]) -> dict[str, Any]:
         if step:
             chain.append({"kind": name, "outcome": step["outcome"], "version": step.get("version"), "at": step["at"]})
     return {"run": run["id"], "model": run["model"], "chain": chain}
+
+
+def version_link(run: dict[str, Any]) -> dict[str, Any]:
+    """What a model version's registry lineage says of the run that made it: what started the
+    run (the alert), the decision, and where the run's record and chain are."""
+    trigger, last = run["trigger"], (run["steps"] or [{}])[-1]  # a finished run's last step decided it
+    return {
+        "run": run["id"],
+        "state": run["state"],
+        "trigger": {k: trigger.get(k) for k in ("kind", "alert_id", "detail", "at")},
+        "decision": {"step": last.get("step"), "outcome": last.get("outcome"), "at": last.get("at")}
+        if run["finished_at"]
+        else None,
+        "url": f"/v1/loops/runs/{run['id']}",
+        "lineage_url": f"/v1/loops/runs/{run['id']}/lineage",
+    }

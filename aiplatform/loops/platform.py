@@ -2,8 +2,14 @@
 labeled predictions, and serving's canary and deploy (``aiplatform.serving.deployer``).
 
 Every call is safe to repeat after a restart: a training task is created with the run's id as
-its idempotency key (the queue gives the same task back), a canary split or an alias set twice
-is set once, and a run's tables are written whole or not at all.
+its idempotency key (the queue gives the same task back) and one retry (a task whose Ray job was
+lost with the cluster is queued again, once), a canary split or an alias set twice is set once,
+and a run's tables are written whole or not at all.
+
+The gate's scoring (two models loaded, production's test split and the held-out slice
+classified) runs in a Ray task reserving ``GATE_CPUS``, not in the zero-CPU head actor that
+orchestrates: :class:`StepWork` launches it and answers None until it ends. Only its reference is
+kept, in memory: an engine restarted meanwhile scores again (the figures are the same).
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.datasets import DatasetManager, DatasetVersion, ImageDatasetSpec
 from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec
-from aiplatform.errors import Conflict, NotFound
+from aiplatform.errors import AIPError, Conflict, NotFound
 from aiplatform.loops import data as run_data
 from aiplatform.loops.gate import FreshSlice, KeptSlice, TableSlice, gate_figures
-from aiplatform.loops.policy import LoopPolicy
+from aiplatform.loops.policy import SPLIT_PARAMS, LoopPolicy
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
 from aiplatform.results.feedback import LabeledPrediction
@@ -35,6 +43,10 @@ from aiplatform.tasks.scheduler import scheduler_handle
 from aiplatform.training.catalog import get_template
 
 SWEEP_TEMPLATE = "sweep"
+TRAINING_RETRIES = 1
+"""A run's training task is queued again once when its Ray job is lost (``aip down`` / ``up``)."""
+GATE_CPUS = 1.0
+"""What the gate's Ray task reserves: it loads both models and classifies both slices."""
 RUNS_FOLDER = "loops"
 """Under the data root: ``loops/<model>/<run id>/train.parquet`` and ``holdout.parquet``."""
 
@@ -45,6 +57,7 @@ class PlatformLoops:
     def __init__(self, settings: Settings, warm: Callable[[str], None]) -> None:
         self.settings = settings
         self.warm = warm
+        self.work = StepWork()
 
     @functools.cached_property
     def registry(self) -> RegistryClient:
@@ -141,12 +154,16 @@ class PlatformLoops:
                 "max_rows": None,
             }
         # Production's task parameters, reading the run's source, with the policy's overrides.
-        params = {**self.tasks.get(production["task_id"]).params, **overrides, **policy.train.params}
+        trained = self.tasks.get(production["task_id"]).params
+        params = {**trained, **overrides, **policy.train.params}
+        params |= {name: trained[name] for name in SPLIT_PARAMS if name in trained}  # production's split
+
         template = get_template(production["template"])
         built = self.datasets.build(template.dataset_spec(template.parse_params(params)))
         return {
             "dataset": built.ref,
             "original_dataset": original.ref,
+            "test_dataset": production.get("trained_on") or original.ref,  # the gate's original slice
             "kind": original.kind,
             "labeled": counts["fresh_train"] + counts["holdout"],
             **counts,
@@ -222,6 +239,7 @@ class PlatformLoops:
             model_name=model,
             idempotency_key=run_id,
             priority=policy.train.priority,
+            max_retries=max(TRAINING_RETRIES, self.settings.task_max_retries),
             start=True,
         )
         return task.id
@@ -231,7 +249,11 @@ class PlatformLoops:
         if not task.finished:
             return {"state": "running"}
         if task.state != SUCCEEDED or not task.result:
-            return {"state": task.state.lower(), "error": task.error or f"task {task_id} {task.state.lower()}"}
+            return {
+                "state": task.state.lower(),
+                "error": task.error or f"task {task_id} {task.state.lower()}",
+                "reason": task.error_reason,
+            }
         metrics = {k: task.result[k] for k in ("test_accuracy", "test_macro_f1") if k in task.result}
         state = {"state": "succeeded", "version": int(task.result["version"]), "metrics": metrics}
         if task.template == SWEEP_TEMPLATE:
@@ -243,8 +265,14 @@ class PlatformLoops:
         return state
 
     # -- gate ------------------------------------------------------------------------------
-    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
-        original = self.datasets.get_ref(data["original_dataset"])
+    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The figures once the gate's Ray task has scored both models; None until then."""
+        key = f"gate:{model}:{production}:{candidate}:{data['dataset']}"
+        return self.work.poll(key, _gate_in_task, self.settings, model, production, candidate, data)
+
+    def score_gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Both models scored on production's test split and the held-out slice (in this process)."""
+        original = self.datasets.get_ref(data.get("test_dataset") or data["original_dataset"])
         fresh: FreshSlice
         if data.get("kind") in (run_data.IMAGE_KIND, run_data.TEXT_KIND):
             fresh = KeptSlice(*run_data.holdout_inputs(Path(data["holdout_path"])))
@@ -291,3 +319,40 @@ class PlatformLoops:
 
     def end_canary(self, model: str) -> None:
         self.registry.set_traffic(model, {})
+
+
+class StepWork:
+    """A step's heavy work as a Ray task with CPUs of its own, followed without blocking the
+    engine's tick: the first ``poll`` of a key launches it, later ones answer None until it ends,
+    then its result (platform errors raised as themselves). A task that died is launched again
+    at the next poll."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, ray.ObjectRef] = {}
+
+    def poll(self, key: str, function: Any, *args: Any) -> Any | None:
+        ref = self._running.get(key)
+        if ref is None:
+            ref = self._running[key] = function.remote(*args)
+        ready, _ = ray.wait([ref], timeout=0)
+        if not ready:
+            return None
+        del self._running[key]
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, AIPError):  # a platform error fails the step, as it would here
+                raise type(cause)(cause.message) from None
+            raise
+
+
+@ray.remote(num_cpus=GATE_CPUS, max_retries=1)
+def _gate_in_task(
+    settings: Settings, model: str, production: int, candidate: int, data: dict[str, Any]
+) -> dict[str, Any]:
+    return PlatformLoops(settings, _no_warm).score_gate(model, production, candidate, data)
+
+
+def _no_warm(_model: str) -> None:
+    """The gate's task deploys nothing."""

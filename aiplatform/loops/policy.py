@@ -17,6 +17,9 @@ from aiplatform.loops.cron import parse_cron
 ANY_ALERT = "any"
 """In ``on_alerts``: any alert naming the model starts a run."""
 DEFAULT_CANARY_ALERTS = ("canary-rollback", "error-rate-high", "latency-p99-high")
+SPLIT_PARAMS = ("seed", "val_fraction", "test_fraction")
+"""Template parameters that split production's data: a run keeps production's, so production's
+test rows (the gate's original slice) stay test rows and the candidate never trains on them."""
 
 
 class DataPolicy(BaseModel):
@@ -42,11 +45,18 @@ class TrainPolicy(BaseModel):
         None, description="a sweep's space, metric, mode, trials... (the sweep template's fields but template/params)"
     )
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _refuse_split(value, "params")
+        return value
+
     @field_validator("sweep")
     @classmethod
     def _sweep(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
+        _refuse_split(value.get("space") or {}, "sweep.space")
         from aiplatform.tasks.sweeps.params import SweepParams
 
         fixed = sorted({"template", "params", "deploy"} & set(value))
@@ -54,6 +64,15 @@ class TrainPolicy(BaseModel):
             raise ValueError(f"a loop's sweep takes production's template and parameters; drop {fixed}")
         SweepParams.model_validate({**value, "template": "checked-later"})  # the space, metric, trials...
         return value
+
+
+def _refuse_split(params: dict[str, Any], where: str) -> None:
+    named = [name for name in SPLIT_PARAMS if name in params]
+    if named:
+        raise ValueError(
+            f"{where} may not set {named}: a run splits production's data as production did, so the gate's"
+            " test split is one neither model trained on"
+        )
 
 
 class GatePolicy(BaseModel):

@@ -206,6 +206,16 @@ class LoopStore:
             row = self._db.execute("SELECT * FROM runs WHERE model = ? AND finished_at IS NULL", (model,)).fetchone()
         return None if row is None else _run(row)
 
+    def run_of_version(self, model: str, version: int) -> Run | None:
+        """The run whose training made ``version`` of ``model`` (None for a version no run made)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE model = ? AND json_extract(context, '$.candidate') = ?"
+                " ORDER BY created_at DESC LIMIT 1",
+                (model, int(version)),
+            ).fetchone()
+        return None if row is None else _run(row)
+
     def runs(self, model: str | None = None, limit: int = 50) -> list[Run]:
         """Newest first."""
         if not 1 <= limit <= MAX_LIST:

@@ -208,6 +208,7 @@ def test_a_sweep_policy_is_checked_and_trains_through_the_sweep_template(tmp_pat
     assert params["params"] == {"dataset": "parquet:/data/t.parquet", "num_boost_round": 30}  # searched: not fixed
     assert params["space"] == space and params["trials"] == 4
     assert options["idempotency_key"] == "loop-1" and options["model_name"] == "penguins"
+    assert options["max_retries"] == 1  # a task lost with the cluster (`aip down` / `up`) runs once more
 
 
 def test_the_run_tables_keep_production_rows_and_add_the_fresh_ones_in_their_types(tmp_path: Path) -> None:
@@ -242,3 +243,42 @@ def test_the_run_tables_keep_production_rows_and_add_the_fresh_ones_in_their_typ
         "holdout.parquet",
         "train.parquet",
     ]  # no partial file
+
+
+def test_a_version_a_run_made_names_the_run_in_its_registry_lineage(tmp_path: Path) -> None:
+    from aiplatform.api import deps
+    from aiplatform.api.routes import models as model_routes
+    from aiplatform.registry.store import RegistryStore
+    from aiplatform.storage import open_storage, sha256_bytes
+
+    platform = FakePlatform()
+    platform.training_state = {"state": "succeeded", "version": 2}
+    loops = in_process_loops(tmp_path, platform)
+    policy = {"model": "penguins", "on_alerts": ["quality-low"], "cooldown_s": 0, "canary": {"watch_s": 0}}
+    loops.engine.put_policy(parse_policy(policy), 0.0)
+    platform.alerts.append({"id": "a1", "rule": "quality-low", "labels": {"model": "penguins"}, "started_at": 1.0})
+    loops.engine.tick(2.0)
+    [run] = loops.runs("penguins")
+    assert run["state"] == "promoted"
+    link = loops.version_run("penguins", 2)
+    assert link is not None and link["run"] == run["id"] and link["url"] == f"/v1/loops/runs/{run['id']}"
+    assert link["trigger"] | {"at": 0} == {"kind": "alert", "alert_id": "a1", "detail": "quality-low", "at": 0}
+    assert link["decision"]["step"] == "decide" and link["decision"]["outcome"] == "promoted"
+    assert loops.version_run("penguins", 1) is None  # production: no run made it
+
+    storage = open_storage(str(tmp_path / "art"))
+    registry = RegistryStore(tmp_path / "registry.sqlite", storage)
+    for content in (b"one", b"two"):
+        key = f"packages/penguins/{sha256_bytes(content)[:12]}.zip"
+        storage.put_bytes(key, content)
+        registry.register_version("penguins", package_key=key, sha256=sha256_bytes(content), template="t")
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(model_routes.router)
+    app.dependency_overrides[deps.get_registry] = lambda: registry
+    app.dependency_overrides[model_routes.get_loop_run_of] = lambda: loops.version_run
+    api = TestClient(app)
+    made = api.get("/v1/models/penguins/versions/2/lineage")
+    assert made.status_code == 200 and made.json()["lineage"][0]["loop"] == link
+    assert "loop" not in api.get("/v1/models/penguins/versions/1/lineage").json()["lineage"][0]
+    registry.close()

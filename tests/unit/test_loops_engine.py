@@ -41,6 +41,8 @@ class FakePlatform:
         self.serving = True
         self.calls: list[tuple[str, Any]] = []
         self.unavailable = False
+        self.gate_pending = 0
+        """Polls the gate answers None for (its Ray task still scoring)."""
 
     def alert_rules(self) -> list[str]:
         return ["quality-low", "drift-significant", "error-rate-high", "latency-p99-high"]
@@ -67,7 +69,11 @@ class FakePlatform:
     def training(self, task_id: str) -> dict[str, Any]:
         return self.training_state
 
-    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
+    def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(("gate", candidate))
+        if self.gate_pending:
+            self.gate_pending -= 1
+            return None
         return self.figures
 
     def start_canary(self, model: str, version: int, weight: float) -> dict[str, Any]:
@@ -141,6 +147,16 @@ def test_policies_are_refused_by_name(tmp_path: Path) -> None:
         ({"model": "m", "gate": {"margin": 2}}, "gate.margin"),
         ({"model": "m", "canary": {"weight": 100}}, "canary.weight"),
         ({"model": "m", "surprise": 1}, "surprise"),
+        # production's split is the run's: the gate's test rows must be ones neither model trained on
+        ({"model": "m", "train": {"params": {"seed": 3, "max_depth": 4}}}, r"train.params.*\['seed'\]"),
+        ({"model": "m", "train": {"params": {"val_fraction": 0.2}}}, "val_fraction"),
+        (
+            {
+                "model": "m",
+                "train": {"sweep": {"space": {"test_fraction": {"type": "uniform", "low": 0.1, "high": 0.2}}}},
+            },
+            r"sweep.space.*test_fraction",
+        ),
     ):
         with pytest.raises(InvalidArgument, match=named):
             parse_policy(body)
@@ -251,6 +267,36 @@ def test_a_restarted_engine_carries_a_run_on_from_its_last_step(tmp_path: Path) 
     again.store.open_run("penguins", {"kind": "manual"})
     with pytest.raises(Conflict):  # one open run per model, whoever asks
         again.store.open_run("penguins", {"kind": "manual"})
+
+
+def test_the_gate_scores_off_the_tick_through_a_restart_and_a_lost_training_fails_saying_so(tmp_path: Path) -> None:
+    platform = FakePlatform()
+    platform.training_state = {"state": "succeeded", "version": 2}
+    platform.gate_pending = 2  # its Ray task scores for two polls
+    loops = engine(tmp_path, platform)
+    loops.put_policy(parse_policy(POLICY), 0.0)
+    run_id = loops.trigger("penguins", 1.0)["run"]["id"]
+    loops.tick(2.0)
+    run = loops.store.run(run_id)
+    assert run.state == "gate" and run.context["gate_started_at"] == 2.0  # waiting, the tick not held
+    loops.store.close()
+    again = engine(tmp_path, platform)  # the actor died while the gate scored: asked again
+    again.tick(3.0)
+    assert again.store.run(run_id).context["gate_started_at"] == 2.0
+    again.tick(4.0)
+    run = again.store.run(run_id)
+    assert run.state == "canary" and run.steps[-1]["step"] == "gate" and run.steps[-1]["at"] == 4.0
+    assert platform.calls.count(("gate", 2)) == 3 and platform.calls.count(("start_training", run_id)) == 1
+
+    # A training task lost with the cluster after its one retry: the run fails, saying so.
+    again.store.finish_step(run_id, "canary", "alert", {}, "decide", 5.0)
+    again.tick(6.0)
+    platform.training_state = {"state": "failed", "error": "job gone", "reason": "interrupted"}
+    lost = again.trigger("penguins", 1000.0)["run"]["id"]
+    again.tick(1001.0)
+    run = again.store.run(lost)
+    assert run.state == FAILED and run.steps[-1]["reason"] == "interrupted"
+    assert "lost with its Ray job" in run.error and "again on its retry: job gone" in run.error
 
 
 def test_each_decision_is_sent_signed_and_retried_until_accepted(tmp_path: Path) -> None:
