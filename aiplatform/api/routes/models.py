@@ -8,11 +8,13 @@ the request's project."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +42,7 @@ from aiplatform.compression.compressor import CompressionReport
 from aiplatform.compression.service import compress_on_cluster
 from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.kinds import KINDS
+from aiplatform.loops.actor import loop_of_version
 from aiplatform.model_import import TestSplit, import_onnx
 from aiplatform.serving.deployer import (
     DEFAULT_TOLERANCE,
@@ -136,9 +139,25 @@ def get_version(name: str, version: int, registry: RegistryDep) -> dict[str, Any
     return registry.get_version(name, version).to_dict()
 
 
+LoopRunOf = Callable[[str, int], "dict[str, Any] | None"]
+
+
+def get_loop_run_of(request: Request) -> LoopRunOf:
+    """How a lineage finds the retraining run that made a version (``aiplatform.loops.actor.loop_of_version``);
+    an app without the platform installed (a registry on its own) has no loops to ask."""
+    platform = getattr(request.app.state, "platform", None)
+    if platform is None:
+        return lambda name, version: None
+    return functools.partial(loop_of_version, platform.settings)
+
+
 @router.get("/{name}/versions/{version}/lineage", response_model=Lineage)
-def get_lineage(name: str, version: int, registry: RegistryDep) -> dict[str, Any]:
-    """The version's lineage and its ancestors' (parent versions, e.g. of compressed models)."""
+def get_lineage(
+    name: str, version: int, registry: RegistryDep, loop_run: Annotated[LoopRunOf, Depends(get_loop_run_of)]
+) -> dict[str, Any]:
+    """The version's lineage and its ancestors' (parent versions, e.g. of compressed models); a
+    version a retraining loop made has the run under ``loop``: the alert that started it, the
+    decision, the run's links."""
     chain = []
     current: int | None = version
     while current is not None and len(chain) < 100:
@@ -146,6 +165,9 @@ def get_lineage(name: str, version: int, registry: RegistryDep) -> dict[str, Any
         chain.append({"version": entry.version, **entry.lineage})
         parent = entry.lineage.get("parent")
         current = int(parent) if isinstance(parent, (int, str)) and str(parent).isdigit() else None
+    loop = loop_run(name, version)
+    if loop is not None:
+        chain[0]["loop"] = loop
     return {"name": name, "version": version, "lineage": chain}
 
 
