@@ -141,9 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InvalidArgument("give --template, --entry (your own function) or --task-id of a queued task")
             template = get_template(USER_CODE if args.entry else args.template)
             raw = collect_params(args)
-            if args.entry:  # the code that runs is kept, by its digest, before anything runs
-                raw["code"] = CodeArchives(storage).put(pack_directory(args.working_dir or ".")).digest
-            params = template.parse_params(raw)
+            code = pack_directory(args.working_dir or ".") if args.entry else None
+            if code is None:
+                template.parse_params(raw)  # bad parameters are refused before Ray starts
         connect(settings)
         if not args.verbose:
             quiet_ray_data()
@@ -157,7 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             template = get_template(task.template)
             params = template.parse_params(task.params)
         else:
-            task = record_self_started(queue, template.name, params.model_dump(mode="json"), args.model_name)
+            # Straight from `ray job submit`: the head authenticates the platform key the job
+            # carries (AIP_API_TOKEN) and says the project it acts in; no key, nothing is registered.
+            key = settings.api_token.get_secret_value() if settings.api_token is not None else None
+            project = queue.submitter_project(key, settings.project)
+            if code is not None:  # the code that runs is kept, by its digest, before anything runs
+                raw["code"] = CodeArchives(storage, project).put(code).digest
+            params = template.parse_params(raw)
+            task = record_self_started(
+                queue, template.name, params.model_dump(mode="json"), args.model_name, platform_key=key, project=project
+            )
         run = TaskRun(queue, task)
         if task.source == "api" and template.runs_code(params):
             # Whoever reached the API may no longer run code here (the platform's settings, as the
@@ -182,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         datasets = DatasetManager.from_settings(storage, settings, untrusted=task.source == "api", project=task.project)
         registry = RegistryClient.connect(settings)
         model_name = task.model_name or args.model_name or template.default_model_name(params)
+        if not args.task_id and registry.model_project(model_name) != task.project:
+            registry.claim_model(model_name, task.project)  # its version lands in the run's project
         runner = (
             run_sweep_task
             if isinstance(params, SweepParams)

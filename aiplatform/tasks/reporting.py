@@ -31,15 +31,26 @@ def current_submission_id() -> str | None:
         return None
 
 
-def record_self_started(queue: TaskClient, template: str, params: dict[str, Any], model_name: str | None) -> Task:
+def record_self_started(
+    queue: TaskClient,
+    template: str,
+    params: dict[str, Any],
+    model_name: str | None,
+    *,
+    platform_key: str | None,
+    project: str | None = None,
+) -> Task:
     """A run started directly (``ray job submit -- python -m jobs.train ...``) records itself as a
-    RUNNING task under its job id, which the scheduler then follows like any other."""
+    RUNNING task under its job id, which the scheduler then follows like any other. It lands in
+    the project of the platform key it carries, which the queue actor authenticates on the head
+    (``aiplatform.tasks.queue.submitters``); without one while authentication is on it is refused."""
     submission_id = current_submission_id()
-    return queue.create(
+    return queue.create_self_started(
         template,
         params,
+        platform_key=platform_key,
+        project=project,
         model_name=model_name,
-        running=True,
         running_job_id=submission_id,
         source=SELF_STARTED_SOURCE if submission_id else LOCAL_SOURCE,
         idempotency_key=f"ray-job:{submission_id}" if submission_id else None,

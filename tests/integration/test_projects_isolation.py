@@ -1,10 +1,14 @@
 """Projects on a real platform, over real HTTP: a member of project A sees A's tasks, sweeps and
 models and nothing of B's (404 by id and by name, absent from listings and counts), a viewer of B
 reads B but creates nothing there, a service key of B calls B's model with no project named (as a
-standard OIP client does), and the bootstrap token sees every project it names."""
+standard OIP client does), and the bootstrap token sees every project it names. A job submitted
+straight to Ray (as ``ray job submit`` does) with a member's key of B registers its model, task and
+dataset in B; without a key it registers nothing and its log says why."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +18,14 @@ import numpy as np
 import pytest
 
 from aiplatform.settings import Settings
-from tests.factories import TINY_CNN_PARAMS, platform_settings, register_versions, served_grpc_address, served_platform
+from tests.factories import (
+    TINY_CNN_PARAMS,
+    platform_settings,
+    register_versions,
+    served_grpc_address,
+    served_platform,
+    wait_for,
+)
 
 TOKEN = "bootstrap-" + uuid.uuid4().hex
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -125,3 +136,71 @@ def test_each_project_sees_only_its_own(platform: tuple[httpx.Client, Settings])
     assert [t["id"] for t in in_b] == [task_b["id"]]
     assert client.get("/v1/models/model-b", headers=ADMIN).status_code == 200
     assert client.get("/v1/tasks", headers={**ADMIN, "X-AIP-Project": "nope"}).status_code == 404
+
+
+def _submit_straight(settings: Settings, model: str, key: str | None) -> tuple[str, str]:
+    """``ray job submit -- python -m jobs.train ...`` through Ray's job API, the platform's
+    settings in its runtime environment and ``key`` as ``AIP_API_TOKEN``: (status, log)."""
+    from ray.job_submission import JobSubmissionClient
+
+    from aiplatform.runtime import ray_env_passthrough, storage_credentials_env
+    from aiplatform.tasks.ray_jobs import dashboard_url
+
+    env = {**ray_env_passthrough(), **settings.to_env(), **storage_credentials_env(settings)}
+    if key is not None:
+        env["AIP_API_TOKEN"] = key
+    args = "--template tabular-classification --dataset penguins --max-rows 60 --param num_boost_round=5"
+    client = JobSubmissionClient(dashboard_url(settings))
+    job = client.submit_job(
+        entrypoint=f"{shlex.quote(sys.executable)} -m jobs.train {args} --model-name {model}",
+        runtime_env={"env_vars": env},
+        entrypoint_num_cpus=0,
+    )
+    status = wait_for(
+        lambda: (s := str(client.get_job_status(job))) in ("SUCCEEDED", "FAILED", "STOPPED") and s,
+        timeout_s=600,
+        what=f"job {job} to end",
+    )
+    return status, client.get_job_logs(job)
+
+
+def test_a_job_submitted_straight_to_ray_registers_in_its_keys_project(
+    platform: tuple[httpx.Client, Settings],
+) -> None:
+    client, settings = platform
+    assert client.post("/v1/projects", json={"name": "b"}, headers=ADMIN).status_code in (201, 409)
+    bea = _user(client, "bea", "b", "member")
+    in_default = {**ADMIN, "X-AIP-Project": "default"}
+
+    status, log = _submit_straight(settings, "straight-nokey", None)
+    assert status == "FAILED" and "carries no platform key, so it registers nothing" in log, log[-2000:]
+    assert "AIP_API_TOKEN" in log
+    assert client.get("/v1/models/straight-nokey", headers=ADMIN).status_code == 404
+    assert not [t for t in client.get("/v1/tasks", headers=in_default).json()["tasks"] if t["source"] == "ray-job"]
+
+    status, log = _submit_straight(settings, "straight-b", bea["Authorization"].split()[-1])
+    assert status == "SUCCEEDED", log[-3000:]
+    model = client.get("/v1/models/straight-b", headers=bea)
+    assert model.status_code == 200, model.text
+    assert [m["name"] for m in client.get("/v1/models", headers=in_default).json()["models"]].count("straight-b") == 0
+    runs = [t for t in client.get("/v1/tasks", headers=bea).json()["tasks"] if t["source"] == "ray-job"]
+    assert [(t["project"], t["model_name"], t["state"]) for t in runs] == [("b", "straight-b", "SUCCEEDED")]
+
+    # its dataset was built in b: listed there, not in default, and a 404 by name there
+    datasets = client.get("/v1/datasets", headers=bea).json()["datasets"]
+    assert [d["name"] for d in datasets] == ["penguins"]
+    name, version = datasets[0]["name"], datasets[0]["version"]
+    assert client.get(f"/v1/datasets/{name}/{version}", headers=bea).status_code == 200
+    assert client.get("/v1/datasets", headers=in_default).json()["datasets"] == []
+    assert client.get(f"/v1/datasets/{name}/{version}", headers=in_default).status_code == 404
+    # a code archive of b is b's alone
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("bcode/train.py", "def train(config):\n    pass\n")
+    made = client.post("/v1/code", content=buffer.getvalue(), headers={**bea, "Content-Type": "application/zip"})
+    assert made.status_code == 201, made.text
+    assert client.get(f"/v1/code/{made.json()['digest']}", headers=bea).status_code == 200
+    assert client.get(f"/v1/code/{made.json()['digest']}", headers=in_default).status_code == 404

@@ -12,6 +12,7 @@ from aiplatform.monitoring.metrics import observe, set_gauge
 from aiplatform.runtime import ActorProxy, call, call_async, freeze_startup_heap, head_actor
 from aiplatform.settings import Settings
 from aiplatform.tasks.queue.store import RUNNING, STATES, Task, TaskAPI, TaskStore
+from aiplatform.tasks.queue.submitters import Submitters
 
 QUEUE_ACTOR_NAME = "task-queue"
 
@@ -26,6 +27,7 @@ class TaskActor(TaskStore):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.resolved_state_dir / "tasks.sqlite")
+        self._submitters = Submitters.from_settings(settings)
         self._export_depth()
         freeze_startup_heap()
 
@@ -38,6 +40,25 @@ class TaskActor(TaskStore):
         task = super().create(*args, **kwargs)
         self._export_depth()
         return task
+
+    def submitter_project(self, platform_key: str | None, project: str | None = None) -> str:
+        """The project a job submitted straight to Ray with ``platform_key`` acts in, the key
+        authenticated here on the head (``submitters.py``); refused, saying why, without one."""
+        return self._submitters.project(platform_key, project)
+
+    def create_self_started(
+        self,
+        template: str,
+        params: dict[str, Any],
+        *,
+        platform_key: str | None,
+        project: str | None = None,
+        **options: Any,
+    ) -> Task:
+        """Record a run started straight with ``ray job submit`` as RUNNING in the project its
+        key may create in (never a project the job merely names)."""
+        where = self.submitter_project(platform_key, project)
+        return self.create(template, params, running=True, project=where, **options)
 
     def start(self, task_id: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).start(task_id))
@@ -101,6 +122,32 @@ class TaskClient(ActorProxy, TaskAPI, protocol=TaskAPI):
         retries (after an actor restart) never create a second task."""
         key = idempotency_key or f"auto-{uuid.uuid4().hex}"
         return call(self.handle.create, template, params, idempotency_key=key, **options)
+
+    def create_self_started(
+        self,
+        template: str,
+        params: dict[str, Any],
+        *,
+        platform_key: str | None,
+        project: str | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> Task:
+        """:meth:`TaskActor.create_self_started`, with an idempotency key of its own (as :meth:`create`)."""
+        key = idempotency_key or f"auto-{uuid.uuid4().hex}"
+        return call(
+            self.handle.create_self_started,
+            template,
+            params,
+            platform_key=platform_key,
+            project=project,
+            idempotency_key=key,
+            **options,
+        )
+
+    def submitter_project(self, platform_key: str | None, project: str | None = None) -> str:
+        """:meth:`TaskActor.submitter_project`."""
+        return call(self.handle.submitter_project, platform_key, project)  # type: ignore[no-any-return]
 
     async def create_async(
         self, template: str, params: dict[str, Any], *, idempotency_key: str | None = None, **options: Any
