@@ -22,7 +22,9 @@ gives the PyTorch model's outputs on ``example_input`` (within ``tolerance``), a
 the next version of ``name`` through the same path as an import (``aiplatform.model_import``):
 a verified package the model servers run on ONNX Runtime, without the module's source and
 without pickle. Its lineage says it came from user code (``method: sdk``) and, inside a platform
-task, which task.
+task, which task. Outside one (a script of one's own, ``ray job submit -- python train.py``) it
+registers into the project of the platform key the job carries (``AIP_API_TOKEN``), as the head
+decides (``aiplatform.tasks.queue.submitters``); without one it registers nothing.
 
     from aiplatform import sdk
     version = sdk.publish(model, name="digits", kind="image", labels=[str(d) for d in range(10)],
@@ -194,6 +196,19 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, *, toleranc
     return graph
 
 
+def _claim_for_key(registry: RegistryAPI, name: str, settings: Settings) -> str:
+    """Claim ``name`` in the project the head finds for the platform key these settings carry
+    (``AIP_API_TOKEN``; ``AIP_PROJECT`` to name another the key may create in) and return it;
+    ``Unauthenticated`` or ``Forbidden`` saying why, before anything is stored."""
+    from aiplatform.tasks.queue import TaskClient
+
+    key = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    project = TaskClient.connect(settings).submitter_project(key, settings.project)
+    if registry.model_project(name) != project:
+        registry.claim_model(name, project)
+    return project
+
+
 def publish(
     model: torch.nn.Module,
     *,
@@ -254,6 +269,9 @@ def publish(
 
         settings = settings or Settings()
         storage = storage or storage_from_settings(settings)
+        if registry is None and run is None:  # a script of one's own: its key's project, or nothing
+            registry = RegistryClient.connect(settings)
+            _claim_for_key(registry, name, settings)
         registry = registry or RegistryClient.connect(settings)
     version = publish_package(
         package,

@@ -11,7 +11,10 @@ directory (``--working-dir``, default the current one, which is the uploaded one
 
 Runs on the cluster it is submitted to (``ray job submit ... -- python -m jobs.train ...``) or,
 with no cluster configured, on an embedded local Ray. Every run is a task in the platform's queue:
-a run started directly records itself, with its Ray job id, and reports its epochs and result.
+a run started directly records itself, with its Ray job id, and reports its epochs and result. It
+does so in the project of the platform key it carries (``--runtime-env-json '{"env_vars":
+{"AIP_API_TOKEN": "aip_..."}}'``), which the head authenticates; where the platform's API needs a
+key, a run without one registers nothing and exits 2 saying why.
 """
 
 from __future__ import annotations

@@ -138,9 +138,18 @@ def test_each_project_sees_only_its_own(platform: tuple[httpx.Client, Settings])
     assert client.get("/v1/tasks", headers={**ADMIN, "X-AIP-Project": "nope"}).status_code == 404
 
 
-def _submit_straight(settings: Settings, model: str, key: str | None) -> tuple[str, str]:
-    """``ray job submit -- python -m jobs.train ...`` through Ray's job API, the platform's
-    settings in its runtime environment and ``key`` as ``AIP_API_TOKEN``: (status, log)."""
+SDK_SCRIPT = """
+import torch
+from aiplatform import sdk
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+sdk.publish(model, name="{name}", kind="image", labels=["a", "b"], example_input=torch.rand(2, 1, 8, 8))
+"""
+
+
+def _submit_straight(settings: Settings, model: str, key: str | None, *, script: bool = False) -> tuple[str, str]:
+    """``ray job submit -- python -m jobs.train ...`` (or a script of one's own that publishes
+    through the SDK) through Ray's job API, the platform's settings in its runtime environment
+    and ``key`` as ``AIP_API_TOKEN``: (status, log)."""
     from ray.job_submission import JobSubmissionClient
 
     from aiplatform.runtime import ray_env_passthrough, storage_credentials_env
@@ -150,9 +159,12 @@ def _submit_straight(settings: Settings, model: str, key: str | None) -> tuple[s
     if key is not None:
         env["AIP_API_TOKEN"] = key
     args = "--template tabular-classification --dataset penguins --max-rows 60 --param num_boost_round=5"
+    command = (
+        f"-c {shlex.quote(SDK_SCRIPT.format(name=model))}" if script else f"-m jobs.train {args} --model-name {model}"
+    )
     client = JobSubmissionClient(dashboard_url(settings))
     job = client.submit_job(
-        entrypoint=f"{shlex.quote(sys.executable)} -m jobs.train {args} --model-name {model}",
+        entrypoint=f"{shlex.quote(sys.executable)} {command}",
         runtime_env={"env_vars": env},
         entrypoint_num_cpus=0,
     )
@@ -178,13 +190,20 @@ def test_a_job_submitted_straight_to_ray_registers_in_its_keys_project(
     assert client.get("/v1/models/straight-nokey", headers=ADMIN).status_code == 404
     assert not [t for t in client.get("/v1/tasks", headers=in_default).json()["tasks"] if t["source"] == "ray-job"]
 
-    status, log = _submit_straight(settings, "straight-b", bea["Authorization"].split()[-1])
+    bea_key = bea["Authorization"].split()[-1]
+    status, log = _submit_straight(settings, "straight-b", bea_key)
     assert status == "SUCCEEDED", log[-3000:]
     model = client.get("/v1/models/straight-b", headers=bea)
     assert model.status_code == 200, model.text
     assert [m["name"] for m in client.get("/v1/models", headers=in_default).json()["models"]].count("straight-b") == 0
     runs = [t for t in client.get("/v1/tasks", headers=bea).json()["tasks"] if t["source"] == "ray-job"]
     assert [(t["project"], t["model_name"], t["state"]) for t in runs] == [("b", "straight-b", "SUCCEEDED")]
+
+    # a script of one's own publishing through the SDK: b with bea's key, nothing without
+    status, log = _submit_straight(settings, "script-b", bea_key, script=True)
+    assert status == "SUCCEEDED", log[-3000:]
+    assert client.get("/v1/models/script-b", headers=bea).status_code == 200
+    assert "script-b" not in [m["name"] for m in client.get("/v1/models", headers=in_default).json()["models"]]
 
     # its dataset was built in b: listed there, not in default, and a 404 by name there
     datasets = client.get("/v1/datasets", headers=bea).json()["datasets"]
