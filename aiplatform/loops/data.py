@@ -47,7 +47,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
 
 from aiplatform.datasets.tabular_sources import LABEL_NAME, TabularDatasetSpec, read_table_source
 from aiplatform.datasets.text_builder import text_ids
@@ -144,11 +143,17 @@ def fresh_rows(
     return FreshRows(train, holdout, unreadable)
 
 
-def original_table(spec: TabularDatasetSpec, storage_options: dict[str, Any]) -> tuple[pa.Table, list[str]]:
-    """Production's training table as its task read it (features and ``label_name``)."""
+def original_table_blocks(spec: TabularDatasetSpec, storage_options: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """Production's training table as its task read it (features and ``label_name``), as Ray
+    Data read it: references to its Arrow blocks (whoever joins them fetches them), and the
+    feature names."""
     source, features = read_table_source(spec, storage_options)
-    tables = [t for t in ray.get(source.dataset.to_arrow_refs()) if t.num_rows]
-    return pa.concat_tables(tables) if tables else pa.table({}), features
+    return list(source.dataset.to_arrow_refs()), features
+
+
+def concat_blocks(blocks: list[pa.Table]) -> pa.Table:
+    tables = [t for t in blocks if t.num_rows]
+    return pa.concat_tables(tables) if tables else pa.table({})
 
 
 def as_table(rows: list[dict[str, Any]], like: pa.Schema, features: list[str]) -> pa.Table:

@@ -7,11 +7,12 @@ it starts nothing (a run is open, the cool-down has not passed). Then it moves e
     triggered -> data -> train -> gate -> canary -> decide -> promoted | rolled_back | rejected | failed
 
 A step either ends in this tick (its end stored with its links) or has started something it
-waits on (a task, a canary, the gate's scoring in a Ray task of its own), noted in the run before
-it waits, so a restarted engine picks the same task or canary up again (or scores again: scoring
-repeats safely). A training task lost with the cluster (``aip down`` / ``aip up``) is queued again
-once by the task queue; lost again, the run fails saying so. The platform is reached through ``LoopPlatform`` (the real one:
-``aiplatform.loops.platform``), and time through ``now``: the tests drive it with fakes.
+waits on (a task, a canary, the data step's or the gate's work in a Ray task of its own), noted in
+the run before it waits, so a restarted engine picks the same task or canary up again (or
+launches the work again: it repeats safely). A training task lost with the cluster (``aip down``
+/ ``aip up``) is queued again once by the task queue; lost again, the run fails saying so. The
+platform is reached through ``LoopPlatform`` (the real one: ``aiplatform.loops.platform``), and
+time through ``now``: the tests drive it with fakes.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ class LoopPlatform(Protocol):
 
     def dataset_versions_after(self, dataset_ref: str, after: float) -> list[dict[str, Any]]: ...
 
-    def build_data(self, run_id: str, model: str, policy: LoopPolicy, production: dict[str, Any]) -> dict[str, Any]: ...
+    def build_data(
+        self, run_id: str, model: str, policy: LoopPolicy, production: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The run's data (its dataset version, counts and slice), or None while it is being
+        written (asked again next tick)."""
+        ...
 
     def start_training(self, run_id: str, model: str, policy: LoopPolicy, data: dict[str, Any]) -> str: ...
 
@@ -227,6 +233,8 @@ class LoopEngine:
             # trained on (the new version's split may differ from the one production was trained on)
             production = {**production, "dataset": run.trigger["dataset"], "trained_on": production.get("dataset")}
         data = self.platform.build_data(run.id, run.model, policy, production)
+        if data is None:  # still being written; noted so the record shows the step at work
+            return run if "data_started_at" in run.context else self.store.note(run.id, now, data_started_at=now)
         links = {**data, "production": production["version"]}
         if data["labeled"] < policy.data.min_labeled:
             reason = f"{data['labeled']} labeled predictions; the policy needs {policy.data.min_labeled}"

@@ -6,10 +6,13 @@ its idempotency key (the queue gives the same task back) and one retry (a task w
 lost with the cluster is queued again, once), a canary split or an alias set twice is set once,
 and a run's tables are written whole or not at all.
 
-The gate's scoring (two models loaded, production's test split and the held-out slice
-classified) runs in a Ray task reserving ``GATE_CPUS``, not in the zero-CPU head actor that
-orchestrates: :class:`StepWork` launches it and answers None until it ends. Only its reference is
-kept, in memory: an engine restarted meanwhile scores again (the figures are the same).
+The heavy work runs in Ray tasks with CPUs of their own, not in the zero-CPU head actor that
+orchestrates: the data step's source (production's data read, each kept input decoded, the
+tables written; ``DATA_CPUS``) and the gate's scoring (two models loaded, production's test split
+and the held-out slice classified; ``GATE_CPUS``). :class:`StepWork` launches each and answers None
+until it ends; the dataset version is then built by Ray Data's own tasks, driven from here. Only
+the tasks' references are kept, in memory: an engine restarted meanwhile launches them again
+(their files are written whole, their figures are the same).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ TRAINING_RETRIES = 1
 """A run's training task is queued again once when its Ray job is lost (``aip down`` / ``up``)."""
 GATE_CPUS = 1.0
 """What the gate's Ray task reserves: it loads both models and classifies both slices."""
+DATA_CPUS = 1.0
+"""What the data step's Ray task reserves: it reads production's data and decodes each kept input."""
 RUNS_FOLDER = "loops"
 """Under the data root: ``loops/<model>/<run id>/train.parquet`` and ``holdout.parquet``."""
 
@@ -119,13 +124,60 @@ class PlatformLoops:
         ]
 
     # -- data ------------------------------------------------------------------------------
-    def build_data(self, run_id: str, model: str, policy: LoopPolicy, production: dict[str, Any]) -> dict[str, Any]:
+    def build_data(
+        self, run_id: str, model: str, policy: LoopPolicy, production: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The run's dataset version, once the Ray task that wrote its source (and held-out
+        slice) has ended; None until then. The version is built here: the build is Ray Data's
+        tasks, this process only drives them."""
         if not production.get("dataset") or not production.get("task_id"):
             raise Conflict(
                 f"{model} v{production['version']} was not trained by a task: no data or parameters to retrain with"
             )
         original = self.datasets.get_ref(production["dataset"])
         run_data.require_built_kind(original.kind, model)
+        key, table = f"data:{run_id}", None
+        if original.kind == run_data.TABLE_KIND and not self.work.running(key):
+            # Production's table read by Ray Data's tasks; the data task takes the blocks.
+            spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
+            table = run_data.original_table_blocks(spec, self.settings.s3_storage_options)
+        prepared = self.work.poll(
+            key, _prepare_in_task, self.settings, run_id, model, policy, production, original.ref, table
+        )
+        if prepared is None:
+            return None
+        counts, holdout_path, overrides = prepared
+        # Production's task parameters, reading the run's source, with the policy's overrides.
+        trained = self.tasks.get(production["task_id"]).params
+        params = {**trained, **overrides, **policy.train.params}
+        params |= {name: trained[name] for name in SPLIT_PARAMS if name in trained}  # production's split
+        template = get_template(production["template"])
+        built = self.datasets.build(template.dataset_spec(template.parse_params(params)))
+        return {
+            "dataset": built.ref,
+            "original_dataset": original.ref,
+            "test_dataset": production.get("trained_on") or original.ref,  # the gate's original slice
+            "kind": original.kind,
+            "labeled": counts["fresh_train"] + counts["holdout"],
+            **counts,
+            "rows": {split: built.rows(split) for split in ("train", "val", "test")},
+            "holdout_path": holdout_path,
+            "params": params,
+        }
+
+    def prepare_source(
+        self,
+        run_id: str,
+        model: str,
+        policy: LoopPolicy,
+        production: dict[str, Any],
+        original_ref: str,
+        table: tuple[list[Any], list[str]] | None,
+    ) -> tuple[dict[str, int], str, dict[str, Any]]:
+        """What the run trains on and its held-out slice, written under the data root (in the
+        data step's Ray task): the counts, the slice's path and the parameters that read the source.
+        ``table``: a table model's blocks and feature names (``data.original_table_blocks``)."""
+        original = self.datasets.get_ref(original_ref)
         labeled = run_data.newest(
             labeled_since(self.results, model, since=production["created_at"]), policy.data.max_labeled
         )
@@ -142,10 +194,12 @@ class PlatformLoops:
                 "max_rows": None,
             }
         else:
-            spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
-            table, features = run_data.original_table(spec, self.settings.s3_storage_options)
+            if table is None:
+                raise Conflict(f"{model}: a table model's run needs production's table")
+            blocks, features = table
+            original_table = run_data.concat_blocks(ray.get(blocks))
             fresh = run_data.fresh_rows(labeled, self.storage, features, policy.data.seed, policy.data.holdout_fraction)
-            source, holdout_path = run_data.write_run_tables(folder, table, features, fresh)
+            source, holdout_path = run_data.write_run_tables(folder, original_table, features, fresh)
             counts = {"fresh_train": len(fresh.train), "holdout": len(fresh.holdout), "unreadable": fresh.unreadable}
             overrides = {
                 "dataset": f"parquet:{source.resolve()}",
@@ -153,24 +207,7 @@ class PlatformLoops:
                 "feature_columns": features,
                 "max_rows": None,
             }
-        # Production's task parameters, reading the run's source, with the policy's overrides.
-        trained = self.tasks.get(production["task_id"]).params
-        params = {**trained, **overrides, **policy.train.params}
-        params |= {name: trained[name] for name in SPLIT_PARAMS if name in trained}  # production's split
-
-        template = get_template(production["template"])
-        built = self.datasets.build(template.dataset_spec(template.parse_params(params)))
-        return {
-            "dataset": built.ref,
-            "original_dataset": original.ref,
-            "test_dataset": production.get("trained_on") or original.ref,  # the gate's original slice
-            "kind": original.kind,
-            "labeled": counts["fresh_train"] + counts["holdout"],
-            **counts,
-            "rows": {split: built.rows(split) for split in ("train", "val", "test")},
-            "holdout_path": str(holdout_path),
-            "params": params,
-        }
+        return counts, str(holdout_path), overrides
 
     def _image_data(
         self,
@@ -330,6 +367,10 @@ class StepWork:
     def __init__(self) -> None:
         self._running: dict[str, ray.ObjectRef] = {}
 
+    def running(self, key: str) -> bool:
+        """Whether ``key``'s task was launched by this process and has not been collected."""
+        return key in self._running
+
     def poll(self, key: str, function: Any, *args: Any) -> Any | None:
         ref = self._running.get(key)
         if ref is None:
@@ -345,6 +386,19 @@ class StepWork:
             if isinstance(cause, AIPError):  # a platform error fails the step, as it would here
                 raise type(cause)(cause.message) from None
             raise
+
+
+@ray.remote(num_cpus=DATA_CPUS, max_retries=1)
+def _prepare_in_task(
+    settings: Settings,
+    run_id: str,
+    model: str,
+    policy: LoopPolicy,
+    production: dict[str, Any],
+    original_ref: str,
+    table: tuple[list[Any], list[str]] | None,
+) -> tuple[dict[str, int], str, dict[str, Any]]:
+    return PlatformLoops(settings, _no_warm).prepare_source(run_id, model, policy, production, original_ref, table)
 
 
 @ray.remote(num_cpus=GATE_CPUS, max_retries=1)

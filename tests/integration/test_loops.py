@@ -195,6 +195,10 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(
     # The candidate's lineage is the run's: its task and the dataset version the run built.
     version = registry.get_version(MODEL, candidate)
     assert version.lineage["task_id"] == task_id and version.lineage["dataset"] == data["dataset"]
+    # ... and names the run: the alert that started it and the decision.
+    link = api.get(f"/v1/models/{MODEL}/versions/{candidate}/lineage").json()["lineage"][0]["loop"]
+    assert link["run"] == run_id and link["trigger"]["alert_id"] == fired[0]["id"]
+    assert link["decision"]["outcome"] == "promoted"
     chain = api.get(f"/v1/loops/runs/{run_id}/lineage").json()["chain"]
     assert [link["kind"] for link in chain] == ["alert", "dataset", "task", "version", "gate", "canary", "decide"]
     assert chain[0]["alert_id"] == fired[0]["id"] and chain[0]["detail"] == "quality-low"

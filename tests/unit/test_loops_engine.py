@@ -43,6 +43,8 @@ class FakePlatform:
         self.unavailable = False
         self.gate_pending = 0
         """Polls the gate answers None for (its Ray task still scoring)."""
+        self.data_pending = 0
+        """Polls the data step answers None for (its Ray task still writing)."""
 
     def alert_rules(self) -> list[str]:
         return ["quality-low", "drift-significant", "error-rate-high", "latency-p99-high"]
@@ -58,6 +60,9 @@ class FakePlatform:
 
     def build_data(self, run_id: str, model: str, policy: Any, production: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("build_data", run_id))
+        if self.data_pending:
+            self.data_pending -= 1
+            return None
         return {"dataset": "loop-data@1", "labeled": 30, "fresh_train": 21, "holdout": 9}
 
     def start_training(self, run_id: str, model: str, policy: Any, data: dict[str, Any]) -> str:
@@ -269,28 +274,34 @@ def test_a_restarted_engine_carries_a_run_on_from_its_last_step(tmp_path: Path) 
         again.store.open_run("penguins", {"kind": "manual"})
 
 
-def test_the_gate_scores_off_the_tick_through_a_restart_and_a_lost_training_fails_saying_so(tmp_path: Path) -> None:
+def test_data_and_gate_work_off_the_tick_through_a_restart_and_a_lost_training_fails_saying_so(
+    tmp_path: Path,
+) -> None:
     platform = FakePlatform()
     platform.training_state = {"state": "succeeded", "version": 2}
-    platform.gate_pending = 2  # its Ray task scores for two polls
+    platform.data_pending, platform.gate_pending = 1, 2  # their Ray tasks work for a poll or two
     loops = engine(tmp_path, platform)
     loops.put_policy(parse_policy(POLICY), 0.0)
     run_id = loops.trigger("penguins", 1.0)["run"]["id"]
     loops.tick(2.0)
     run = loops.store.run(run_id)
-    assert run.state == "gate" and run.context["gate_started_at"] == 2.0  # waiting, the tick not held
+    assert run.state == "data" and run.context["data_started_at"] == 2.0  # waiting, the tick not held
+    loops.tick(3.0)
+    run = loops.store.run(run_id)
+    assert run.state == "gate" and run.context["gate_started_at"] == 3.0
     loops.store.close()
     again = engine(tmp_path, platform)  # the actor died while the gate scored: asked again
-    again.tick(3.0)
-    assert again.store.run(run_id).context["gate_started_at"] == 2.0
     again.tick(4.0)
+    assert again.store.run(run_id).context["gate_started_at"] == 3.0
+    again.tick(5.0)
     run = again.store.run(run_id)
-    assert run.state == "canary" and run.steps[-1]["step"] == "gate" and run.steps[-1]["at"] == 4.0
-    assert platform.calls.count(("gate", 2)) == 3 and platform.calls.count(("start_training", run_id)) == 1
+    assert run.state == "canary" and run.steps[-1]["step"] == "gate" and run.steps[-1]["at"] == 5.0
+    assert platform.calls.count(("gate", 2)) == 3 and platform.calls.count(("build_data", run_id)) == 2
+    assert platform.calls.count(("start_training", run_id)) == 1
 
     # A training task lost with the cluster after its one retry: the run fails, saying so.
-    again.store.finish_step(run_id, "canary", "alert", {}, "decide", 5.0)
-    again.tick(6.0)
+    again.store.finish_step(run_id, "canary", "alert", {}, "decide", 6.0)
+    again.tick(7.0)
     platform.training_state = {"state": "failed", "error": "job gone", "reason": "interrupted"}
     lost = again.trigger("penguins", 1000.0)["run"]["id"]
     again.tick(1001.0)
