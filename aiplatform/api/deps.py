@@ -152,6 +152,14 @@ def get_principal(request: Request) -> Principal:
     return principal  # type: ignore[no-any-return]
 
 
+def get_creator(request: Request) -> str | None:
+    """Who a change is recorded as made by (``created_by``): the guard's principal's name; None
+    for a request that did not pass the guard (a route's own test), recorded as unknown. Never
+    used to authorize: the guard did that."""
+    principal = request.scope.get("state", {}).get("principal")
+    return None if principal is None else str(principal.name)
+
+
 def get_project(request: Request) -> str:
     """The project the access guard found this request acting in (``default`` when it named none)."""
     return str(request.scope.get("state", {}).get("project") or DEFAULT_PROJECT)
@@ -170,5 +178,7 @@ ImportSlotsDep = Annotated[ImportSlots, Depends(get_import_slots)]
 AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 """The caller: the platform admin, a user (with roles) or a service key."""
+CreatorDep = Annotated[str | None, Depends(get_creator)]
+"""The caller's name, for the ``created_by`` of what the request makes (None: unknown)."""
 ProjectDep = Annotated[str, Depends(get_project)]
 """The project the request acts in: listings show only its resources, and another project's is a 404."""
