@@ -158,7 +158,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         best_text = f"best {params['metric']} {best:.4f}" if isinstance(best, (int, float)) else ""
         print(
             f"{sweep['id']}  {sweep['state']:<9}  {params['template']:<22} "
-            f"{progress.get('epoch') or 0}/{params['trials']} trials  {best_text}"
+            f"{progress.get('epoch') or 0}/{params['trials']} trials  by {sweep.get('created_by') or 'unknown':<12} "
+            f"{best_text}"
         )
     return 0
 

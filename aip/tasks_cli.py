@@ -147,7 +147,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         result = f"{task['result']['model']} v{task['result']['version']}" if task.get("result") else ""
         print(
             f"{task['id']}  {task['state']:<9}  {task['template']:<22} prio {task['priority']:>4}  "
-            f"epoch {epochs:<7} {result}"
+            f"epoch {epochs:<7} by {task.get('created_by') or 'unknown':<12} {result}"
         )
         if task.get("waiting"):
             print(f"    waiting: {task['waiting']}")

@@ -10,6 +10,10 @@ OIP protocols and every existing client address a model by its name alone, and t
 finds the project a request on a model acts in from the name (``ModelProjects``). A task claims
 its model's name for its project when it is created (``claim_model``), so the version its job
 registers later lands in that project.
+
+Versions, alias moves and traffic splits record who made them (``created_by``, ``by``, ``set_by``:
+a principal's name; null on rows from before). A version a task's job registers names the task's
+creator, read from the task queue's file beside this one (``tasks.sqlite``, read-only).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 MAX_TRAFFIC_VERSIONS = 16
 RESERVED_ALIASES = ("latest",)
 DEFAULT_PROJECT = "default"
+TASKS_DB = "tasks.sqlite"
+"""The task queue's file, beside this one: who created the task whose job registers a version."""
 """aiplatform.access.DEFAULT_PROJECT (a sibling layer: not imported)."""
 MODEL_PROJECT_TTL_S = 30.0
 
@@ -98,6 +104,14 @@ def _add_project_column(db: sqlite3.Connection, table: str) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN project TEXT NOT NULL DEFAULT '{DEFAULT_PROJECT}'")
 
 
+def _add_who_columns(db: sqlite3.Connection) -> None:
+    """Add who made each version, alias move and split in place: null on rows from before (unknown)."""
+    for table, column in (("versions", "created_by"), ("alias_events", "by"), ("traffic", "set_by")):
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            with transaction(db):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One registered version of a model."""
@@ -113,6 +127,8 @@ class ModelVersion:
     lineage: dict[str, Any]
     created_at: float
     aliases: tuple[str, ...] = ()
+    created_by: str | None = None
+    """Who registered it (a task's job: the task's creator); None: unknown."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -151,6 +167,7 @@ class RegistryAPI(Protocol):
         lineage: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         project: str | None = None,
+        created_by: str | None = None,
     ) -> ModelVersion: ...
 
     def claim_model(self, name: str, project: str) -> str: ...
@@ -167,9 +184,9 @@ class RegistryAPI(Protocol):
 
     def list_models(self, project: str | None = None) -> list[dict[str, Any]]: ...
 
-    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion: ...
+    def set_alias(self, name: str, alias: str, version: int, *, by: str | None = None) -> ModelVersion: ...
 
-    def delete_alias(self, name: str, alias: str) -> None: ...
+    def delete_alias(self, name: str, alias: str, *, by: str | None = None) -> None: ...
 
     def aliases(self, name: str) -> dict[str, int]: ...
 
@@ -177,9 +194,11 @@ class RegistryAPI(Protocol):
 
     def delete_version(self, name: str, version: int) -> None: ...
 
-    def set_traffic(self, name: str, weights: dict[int, float]) -> dict[int, float]: ...
+    def set_traffic(self, name: str, weights: dict[int, float], *, by: str | None = None) -> dict[int, float]: ...
 
     def get_traffic(self, name: str) -> dict[int, float]: ...
+
+    def traffic_set_by(self, name: str) -> str | None: ...
 
 
 class RegistryStore:
@@ -191,6 +210,7 @@ class RegistryStore:
         self._lock = threading.RLock()
         self._db = open_database(self.db_path, _SCHEMA)
         _add_project_column(self._db, "models")
+        _add_who_columns(self._db)
         self._db.executescript(_UPGRADE)
 
     def close(self) -> None:
@@ -209,10 +229,12 @@ class RegistryStore:
         lineage: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         project: str | None = None,
+        created_by: str | None = None,
     ) -> ModelVersion:
         """Record the next version of ``name``; a repeated ``idempotency_key`` returns the first.
         A new model goes to ``project``, else the project that claimed its name, else ``default``;
-        a model of another project than ``project`` is a ``Conflict``."""
+        a model of another project than ``project`` is a ``Conflict``. ``created_by`` defaults to
+        the creator of the task its ``lineage`` names (``task_id``)."""
         validate_model_name(name)
         owner = self.model_project(name)
         if project is not None and owner is not None and owner != project:
@@ -226,6 +248,8 @@ class RegistryStore:
         info = self.storage.info(package_key)
         if info.sha256 != sha256:
             raise IntegrityError(f"Package {package_key!r} in storage has sha256 {info.sha256}, not {sha256}")
+        if created_by is None and isinstance((lineage or {}).get("task_id"), str):
+            created_by = self._task_creator(str((lineage or {})["task_id"]))
         now = time.time()
         with self._lock, transaction(self._db) as db:
             claim = db.execute("SELECT project FROM model_claims WHERE name = ?", (name,)).fetchone()
@@ -235,7 +259,7 @@ class RegistryStore:
             version = int(row[0] or 0) + 1
             db.execute(
                 "INSERT INTO versions(name, version, package_key, package_uri, sha256, size, template,"
-                " metrics, lineage, idempotency_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " metrics, lineage, idempotency_key, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     name,
                     version,
@@ -248,6 +272,7 @@ class RegistryStore:
                     json.dumps(lineage or {}),
                     idempotency_key,
                     now,
+                    created_by,
                 ),
             )
         return self.get_version(name, version)
@@ -274,8 +299,9 @@ class RegistryStore:
                 row = self._db.execute("SELECT project FROM model_claims WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
-        """Point ``alias`` at ``version`` (creating or moving it); recorded in the alias history."""
+    def set_alias(self, name: str, alias: str, version: int, *, by: str | None = None) -> ModelVersion:
+        """Point ``alias`` at ``version`` (creating or moving it); recorded in the alias history
+        with who moved it (``by``)."""
         validate_alias(alias)
         target = self.get_version(name, int(version))
         with self._lock, transaction(self._db) as db:
@@ -288,12 +314,12 @@ class RegistryStore:
             )
             if previous is None or int(previous[0]) != target.version:
                 db.execute(
-                    "INSERT INTO alias_events(name, alias, version, previous_version, at) VALUES (?,?,?,?,?)",
-                    (name, alias, target.version, None if previous is None else int(previous[0]), time.time()),
+                    "INSERT INTO alias_events(name, alias, version, previous_version, at, by) VALUES (?,?,?,?,?,?)",
+                    (name, alias, target.version, None if previous is None else int(previous[0]), time.time(), by),
                 )
         return self.get_version(name, target.version)
 
-    def delete_alias(self, name: str, alias: str) -> None:
+    def delete_alias(self, name: str, alias: str, *, by: str | None = None) -> None:
         validate_alias(alias)
         with self._lock, transaction(self._db) as db:
             row = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
@@ -301,8 +327,8 @@ class RegistryStore:
                 raise NotFound(f"Alias (name={name}, alias={alias}) not found")
             db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
             db.execute(
-                "INSERT INTO alias_events(name, alias, version, previous_version, at) VALUES (?,?,?,?,?)",
-                (name, alias, None, int(row[0]), time.time()),
+                "INSERT INTO alias_events(name, alias, version, previous_version, at, by) VALUES (?,?,?,?,?,?)",
+                (name, alias, None, int(row[0]), time.time(), by),
             )
 
     def delete_version(self, name: str, version: int, *, delete_package: bool = True) -> None:
@@ -318,8 +344,9 @@ class RegistryStore:
         if delete_package and self.storage.exists(target.package_key):
             self.storage.delete(target.package_key)
 
-    def set_traffic(self, name: str, weights: dict[int, float]) -> dict[int, float]:
-        """Split the default route of ``name`` between versions (a canary), e.g. {3: 90, 4: 10}.
+    def set_traffic(self, name: str, weights: dict[int, float], *, by: str | None = None) -> dict[int, float]:
+        """Split the default route of ``name`` between versions (a canary), e.g. {3: 90, 4: 10},
+        recording who set it (``by``).
 
         Weights are relative: they are stored normalised to percentages. An empty mapping removes
         the split (all traffic follows the ``production`` alias).
@@ -344,9 +371,10 @@ class RegistryStore:
         with self._lock, transaction(self._db) as db:
             if clean:
                 db.execute(
-                    "INSERT INTO traffic(name, weights, updated_at) VALUES (?,?,?) ON CONFLICT(name)"
-                    " DO UPDATE SET weights = excluded.weights, updated_at = excluded.updated_at",
-                    (name, json.dumps({str(k): v for k, v in clean.items()}), time.time()),
+                    "INSERT INTO traffic(name, weights, updated_at, set_by) VALUES (?,?,?,?) ON CONFLICT(name)"
+                    " DO UPDATE SET weights = excluded.weights, updated_at = excluded.updated_at,"
+                    " set_by = excluded.set_by",
+                    (name, json.dumps({str(k): v for k, v in clean.items()}), time.time(), by),
                 )
             else:
                 db.execute("DELETE FROM traffic WHERE name = ?", (name,))
@@ -356,6 +384,12 @@ class RegistryStore:
         with self._lock:
             row = self._db.execute("SELECT weights FROM traffic WHERE name = ?", (name,)).fetchone()
         return {} if row is None else {int(k): float(v) for k, v in json.loads(row[0]).items()}
+
+    def traffic_set_by(self, name: str) -> str | None:
+        """Who set ``name``'s current split; None with no split, or when unknown."""
+        with self._lock:
+            row = self._db.execute("SELECT set_by FROM traffic WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
 
     # -- reads -----------------------------------------------------------------------------
     def get_version(self, name: str, version: int) -> ModelVersion:
@@ -431,7 +465,7 @@ class RegistryStore:
         """Moves of an alias, newest first (the last ``limit``): what ``rollback`` walks back through."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT version, previous_version, at FROM alias_events WHERE name = ? AND alias = ?"
+                "SELECT version, previous_version, at, by FROM alias_events WHERE name = ? AND alias = ?"
                 " ORDER BY id DESC LIMIT ?",
                 (name, alias, -1 if limit is None else limit),
             ).fetchall()
@@ -463,7 +497,25 @@ class RegistryStore:
             lineage=json.loads(row["lineage"]),
             created_at=float(row["created_at"]),
             aliases=tuple(r["alias"] for r in alias_rows),
+            created_by=row["created_by"],
         )
+
+    def _task_creator(self, task_id: str) -> str | None:
+        """Who created task ``task_id``, from the task queue's file beside this one (read-only;
+        None when there is no such file, task or record)."""
+        path = self.db_path.parent / TASKS_DB
+        if not path.exists():
+            return None
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            if "created_by" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:
+                return None
+            row = db.execute("SELECT created_by FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            db.close()
+        return None if row is None else row[0]
 
 
 class ModelProjects:

@@ -29,6 +29,8 @@ class Deployment:
     version: int
     previous_version: int | None
     gate: str
+    by: str | None = None
+    """Who moved it (None: unknown)."""
 
     def describe(self) -> str:
         return f"{self.name}: production -> version {self.version} (was {self.previous_version}; {self.gate})"
@@ -92,6 +94,7 @@ def deploy(
     warm: Callable[[str], None],
     tolerance: float = DEFAULT_TOLERANCE,
     force: bool = False,
+    by: str | None = None,
 ) -> Deployment:
     """Gate, warm (``warm("name:version")`` loads it on the servers), then move the alias."""
     candidate = registry.get_version(name, version)
@@ -101,20 +104,20 @@ def deploy(
         current = None
     gate = "skipped (force)" if force else check_gate(candidate, current, tolerance)
     warm(f"{name}:{candidate.version}")
-    registry.set_alias(name, PRODUCTION, candidate.version)
+    registry.set_alias(name, PRODUCTION, candidate.version, by=by)
     logger.info("deployed %s v%s (was %s): %s", name, candidate.version, current.version if current else None, gate)
-    return Deployment(name, candidate.version, current.version if current else None, gate)
+    return Deployment(name, candidate.version, current.version if current else None, gate, by)
 
 
-def rollback(registry: RegistryAPI, name: str, *, warm: Callable[[str], None]) -> Deployment:
+def rollback(registry: RegistryAPI, name: str, *, warm: Callable[[str], None], by: str | None = None) -> Deployment:
     """Point ``production`` back at the version it held before its last move."""
     history = registry.alias_history(name, PRODUCTION, limit=1)
     if not history or history[0]["previous_version"] is None:
         raise Conflict(f"Model {name!r} has no earlier production version to roll back to")
     current, previous = history[0]["version"], int(history[0]["previous_version"])
     warm(f"{name}:{previous}")
-    registry.set_alias(name, PRODUCTION, previous)
-    return Deployment(name, previous, current, "rollback")
+    registry.set_alias(name, PRODUCTION, previous, by=by)
+    return Deployment(name, previous, current, "rollback", by)
 
 
 def set_canary(
@@ -124,11 +127,12 @@ def set_canary(
     weight: float,
     *,
     warm: Callable[[str], None],
+    by: str | None = None,
 ) -> dict[int, float]:
     """Send ``weight`` percent of ``name``'s default route to ``version`` and the rest to
     production (warmed first); ``version=None`` ends the canary."""
     if version is None:
-        return registry.set_traffic(name, {})
+        return registry.set_traffic(name, {}, by=by)
     if not 0 < weight < 100:
         raise InvalidArgument(f"Canary weight must be between 0 and 100 (exclusive), got {weight}")
     production = registry.resolve(name, PRODUCTION)
@@ -136,7 +140,7 @@ def set_canary(
     if candidate.version == production.version:
         raise Conflict(f"Version {version} of {name!r} already is production")
     warm(f"{name}:{candidate.version}")
-    return registry.set_traffic(name, {production.version: 100 - weight, candidate.version: weight})
+    return registry.set_traffic(name, {production.version: 100 - weight, candidate.version: weight}, by=by)
 
 
 def describe_split(name: str, weights: dict[int, float]) -> str:

@@ -201,7 +201,12 @@ def test_model_routes_answer_from_the_registry_they_are_given(registry_api: tupl
     moved = client.post("/v1/models/m/promote", json={"version": 1, "alias": "staging"})
     assert moved.json() == {"name": "m", "version": 1, "alias": "staging", "message": "staging -> m v1"}
     history = client.get("/v1/models/m/aliases/staging/history").json()
-    assert history["history"][0]["version"] == 1 and set(history["history"][0]) == {"version", "previous_version", "at"}
+    assert history["history"][0]["version"] == 1 and set(history["history"][0]) == {
+        "version",
+        "previous_version",
+        "at",
+        "by",
+    }
     package = client.get("/v1/models/m/versions/2/package")
     assert package.content == b"two" and package.headers["x-checksum-sha256"] == hashlib.sha256(b"two").hexdigest()
     assert client.get("/v1/models/m/traffic").json() == {"name": "m", "weights": {}}

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.api.deps import (
+    CreatorDep,
     DatasetsDep,
     ImportSlotsDep,
     ProjectDep,
@@ -104,8 +105,10 @@ class TrafficSplit(BaseModel):
     )
 
 
-def _split(name: str, weights: dict[int, float], message: bool = False) -> dict[str, Any]:
+def _split(name: str, weights: dict[int, float], message: bool = False, set_by: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "weights": {str(v): w for v, w in weights.items()}}
+    if weights and set_by is not None:
+        body["set_by"] = set_by
     return {**body, "message": describe_split(name, weights)} if message else body
 
 
@@ -200,51 +203,57 @@ def download_package(name: str, version: int, registry: RegistryDep, storage: St
 
 
 @router.post("/{name}/promote", response_model=AliasMove, response_model_exclude_unset=True)
-def promote(name: str, body: Promotion, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
-    """Point an alias at a version; for ``production``: gate, warm on the servers, then move."""
+def promote(name: str, body: Promotion, registry: RegistryDep, warm: WarmDep, creator: CreatorDep) -> dict[str, Any]:
+    """Point an alias at a version; for ``production``: gate, warm on the servers, then move.
+    The move records who made it (``by``, also in the alias's history)."""
     if body.alias == PRODUCTION:
-        deployment = deploy(registry, name, body.version, warm=warm, force=body.force, tolerance=body.tolerance)
+        deployment = deploy(
+            registry, name, body.version, warm=warm, force=body.force, tolerance=body.tolerance, by=creator
+        )
         return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
-    target = registry.set_alias(name, body.alias, body.version)
-    return {
+    target = registry.set_alias(name, body.alias, body.version, by=creator)
+    moved = {
         "name": name,
         "version": target.version,
         "alias": body.alias,
         "message": f"{body.alias} -> {name} v{target.version}",
     }
+    return moved if creator is None else {**moved, "by": creator}
 
 
 @router.post("/{name}/rollback", response_model=AliasMove)
 def rollback_production(
-    name: str, registry: RegistryDep, warm: WarmDep, body: Rollback | None = None
+    name: str, registry: RegistryDep, warm: WarmDep, creator: CreatorDep, body: Rollback | None = None
 ) -> dict[str, Any]:
-    deployment = rollback(registry, name, warm=warm)
+    deployment = rollback(registry, name, warm=warm, by=creator)
     return {**deployment.__dict__, "alias": PRODUCTION, "message": deployment.describe()}
 
 
 @router.get("/{name}/traffic", response_model=TrafficSplitPublic, response_model_exclude_unset=True)
 def get_traffic(name: str, registry: RegistryDep) -> dict[str, Any]:
-    """The canary split of the default route (empty: all traffic follows ``production``)."""
-    return _split(name, registry.get_traffic(name))
+    """The canary split of the default route (empty: all traffic follows ``production``) and
+    who set it."""
+    return _split(name, registry.get_traffic(name), set_by=registry.traffic_set_by(name))
 
 
 @router.put("/{name}/traffic", response_model=TrafficSplitPublic, response_model_exclude_unset=True)
-def set_traffic(name: str, body: TrafficSplit, registry: RegistryDep) -> dict[str, Any]:
+def set_traffic(name: str, body: TrafficSplit, registry: RegistryDep, creator: CreatorDep) -> dict[str, Any]:
     """Set the split as given (no warming); every gateway replica follows within the router's
     cache TTL, without a redeploy."""
-    return _split(name, registry.set_traffic(name, body.weights))
+    return _split(name, registry.set_traffic(name, body.weights, by=creator), set_by=creator)
 
 
 @router.post("/{name}/canary", response_model=TrafficSplitPublic)
-def start_canary(name: str, body: Canary, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
+def start_canary(name: str, body: Canary, registry: RegistryDep, warm: WarmDep, creator: CreatorDep) -> dict[str, Any]:
     """Warm ``version`` on the servers, then send it ``weight`` percent of the default route."""
-    return _split(name, set_canary(registry, name, body.version, body.weight, warm=warm), True)
+    weights = set_canary(registry, name, body.version, body.weight, warm=warm, by=creator)
+    return _split(name, weights, True, set_by=creator)
 
 
 @router.delete("/{name}/canary", response_model=TrafficSplitPublic)
-def end_canary(name: str, registry: RegistryDep, warm: WarmDep) -> dict[str, Any]:
+def end_canary(name: str, registry: RegistryDep, warm: WarmDep, creator: CreatorDep) -> dict[str, Any]:
     """All of the default route back to ``production``."""
-    return _split(name, set_canary(registry, name, None, 0.0, warm=warm), True)
+    return _split(name, set_canary(registry, name, None, 0.0, warm=warm, by=creator), True)
 
 
 @router.post("/{name}/compress", status_code=201, response_model=CompressionPublic)
@@ -349,12 +358,12 @@ def parse_json_object(text: str | None, field: str, expected: type = dict) -> An
 def alias_history(
     name: str, alias: str, registry: RegistryDep, limit: int = Query(50, ge=1, le=1000)
 ) -> dict[str, Any]:
-    """The alias's moves, newest first: to which version, from which, when."""
+    """The alias's moves, newest first: to which version, from which, when, by whom."""
     registry.list_versions(name, limit=1)  # an unknown model is a 404
     return {"name": name, "alias": alias, "history": registry.alias_history(name, alias, limit=limit)}
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)
-def delete_alias(name: str, alias: str, registry: RegistryDep) -> Response:
-    registry.delete_alias(name, alias)
+def delete_alias(name: str, alias: str, registry: RegistryDep, creator: CreatorDep) -> Response:
+    registry.delete_alias(name, alias, by=creator)
     return Response(status_code=204)

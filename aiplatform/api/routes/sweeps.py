@@ -9,8 +9,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiplatform.api.deps import ProjectDep, RegistryDep, TasksDep
-from aiplatform.api.routes.tasks import claim_task_model, owned_task
+from aiplatform.api.deps import CreatorDep, ProjectDep, RegistryDep, TasksDep
+from aiplatform.api.routes.tasks import claim_task_model, owned_task, record_creator
 from aiplatform.api.schemas.tasks import RunComparison, SweepList, SweepPublic
 from aiplatform.errors import InvalidArgument
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
@@ -39,6 +39,7 @@ async def create_sweep(
     tasks: TasksDep,
     registry: RegistryDep,
     project: ProjectDep,
+    creator: CreatorDep,
     idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
     """The body is a sweep's parameters (see the ``sweep`` template's schema) plus ``priority``,
@@ -58,6 +59,7 @@ async def create_sweep(
         idempotency_key=idempotency_key,
         project=project,
     )
+    await record_creator(tasks, task, creator)
     return tasks.sweep_view(task.id)
 
 

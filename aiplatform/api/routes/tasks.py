@@ -2,7 +2,8 @@
 
 Every route acts in the request's project (``ProjectDep``): a new task is created there (its
 model's name claimed there, ``claim_task_model``), listings and counts show its tasks only, and
-another project's task is a 404 like one that does not exist (``owned_task``)."""
+another project's task is a 404 like one that does not exist (``owned_task``). A new task records
+the caller as its ``created_by`` (``record_creator``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform.api.deps import ProjectDep, RegistryDep, SettingsDep, StorageDep, TasksDep
+from aiplatform.api.deps import CreatorDep, ProjectDep, RegistryDep, SettingsDep, StorageDep, TasksDep
 from aiplatform.api.log_stream import StreamSlots, task_log_events
 from aiplatform.api.schemas.tasks import TaskDetail, TaskList, TaskLogs, TaskMetrics, TaskPublic, TaskRerunPublic
 from aiplatform.batch.checks import check_batch
@@ -72,6 +73,14 @@ def claim_task_model(
         registry.claim_model(model_name, project)
 
 
+async def record_creator(tasks: TaskManager, task: Task, creator: str | None) -> Task:
+    """``task`` with the caller recorded as who created it (kept if it already names someone:
+    a repeated idempotency key answers the first task as it was)."""
+    if task.created_by is not None or creator is None:
+        return task
+    return await run_in_threadpool(tasks.queue.set_created_by, task.id, creator)
+
+
 @router.post("", status_code=201, response_model=TaskPublic)
 async def create_task(
     body: TaskCreate,
@@ -80,6 +89,7 @@ async def create_task(
     storage: StorageDep,
     settings: SettingsDep,
     project: ProjectDep,
+    creator: CreatorDep,
     idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
     """A task from a template. A ``batch-inference`` task is checked as ``POST /v1/batch-jobs``
@@ -102,7 +112,7 @@ async def create_task(
         idempotency_key=body.idempotency_key or idempotency_key,
         project=project,
     )
-    return task.to_dict()
+    return (await record_creator(tasks, task, creator)).to_dict()
 
 
 @router.get("", response_model=TaskList)
@@ -174,7 +184,7 @@ class TaskRerun(BaseModel):
 
 @router.post("/{task_id}/rerun", status_code=201, response_model=TaskRerunPublic)
 async def rerun_task(
-    task_id: str, tasks: TasksDep, project: ProjectDep, body: TaskRerun | None = None
+    task_id: str, tasks: TasksDep, project: ProjectDep, creator: CreatorDep, body: TaskRerun | None = None
 ) -> dict[str, Any]:
     """Run again: a new task with exactly the same template, parameters and model name (a user-code
     task's archive by its digest, so the same code runs)."""
@@ -188,6 +198,7 @@ async def rerun_task(
         start=options.start,
         project=project,
     )
+    created = await record_creator(tasks, created, creator)
     return {**created.to_dict(), "rerun_of": task.id}
 
 

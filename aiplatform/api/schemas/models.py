@@ -35,6 +35,7 @@ class ModelVersionPublic(Record):
     lineage: dict[str, Any]
     created_at: float
     aliases: list[str]
+    created_by: str | None = Field(None, description="who registered it (null: unknown)")
 
 
 class ModelDetail(Body):
@@ -61,18 +62,21 @@ class AliasMove(Body):
     gate: str | None = None
     alias: str
     message: str
+    by: str | None = Field(None, description="who moved it (null: unknown)")
 
 
 class TrafficSplitPublic(Body):
     name: str
     weights: dict[str, float] = Field(description="percent by version")
     message: str | None = None
+    set_by: str | None = Field(None, description="who set the split (absent: none, or unknown)")
 
 
 class AliasEvent(Record):
     version: int | None
     previous_version: int | None
     at: float
+    by: str | None = Field(None, description="who moved it (null: unknown)")
 
 
 class AliasHistory(Body):

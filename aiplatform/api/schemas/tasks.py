@@ -35,6 +35,7 @@ class TaskPublic(Record):
     finished_at: float | None
     updated_at: float
     project: str = "default"
+    created_by: str | None = Field(None, description="who created it (null: from before this was recorded)")
 
 
 class TaskListed(TaskPublic):

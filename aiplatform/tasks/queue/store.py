@@ -8,6 +8,7 @@
 Every task (a sweep is a task too, its trials in ``trials.py``) belongs to one project; a queue
 from before projects upgrades in place, every task into ``default``. Listings and counts take
 the project they show; the scheduler's reads (``queued``, ``running``) span every project.
+A task records who created it (``created_by``, the principal's name; null on tasks from before).
 
 Every change is one SQLite transaction committed (``synchronous=FULL``) before the call returns.
 Every write is safe to repeat: a create with a known idempotency key returns the first task, and a
@@ -95,6 +96,9 @@ def _add_project_column(db: sqlite3.Connection) -> None:
     if "project" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:
         with transaction(db):
             db.execute(f"ALTER TABLE tasks ADD COLUMN project TEXT NOT NULL DEFAULT '{DEFAULT_PROJECT}'")
+    if "created_by" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:
+        with transaction(db):  # tasks from before it: null, shown as unknown
+            db.execute("ALTER TABLE tasks ADD COLUMN created_by TEXT")
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class Task:
     finished_at: float | None
     updated_at: float
     project: str = DEFAULT_PROJECT
+    created_by: str | None = None
+    """The principal that created it (a user, ``platform``); None: from before it was recorded."""
 
     @property
     def finished(self) -> bool:
@@ -167,6 +173,8 @@ class TaskAPI(Protocol):
     def report_progress(self, task_id: str, metrics: dict[str, Any]) -> Task: ...
 
     def heartbeat(self, task_id: str) -> Task: ...
+
+    def set_created_by(self, task_id: str, by: str) -> Task: ...
 
     def set_log_tail(self, task_id: str, log_tail: str) -> Task: ...
 
@@ -235,6 +243,7 @@ class TaskStore(TrialRecords):
         running_job_id: str | None = None,
         running: bool = False,
         project: str = DEFAULT_PROJECT,
+        created_by: str | None = None,
     ) -> Task:
         """Record a new task (already validated by the task manager).
 
@@ -264,7 +273,8 @@ class TaskStore(TrialRecords):
                 db.execute(
                     "INSERT INTO tasks(id, template, params, priority, state, model_name, source,"
                     " idempotency_key, max_retries, attempts, ray_job_id, submitted_at, created_at,"
-                    " queued_at, started_at, updated_at, project) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " queued_at, started_at, updated_at, project, created_by)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         task_id,
                         template,
@@ -283,6 +293,7 @@ class TaskStore(TrialRecords):
                         now if running else None,
                         now,
                         project,
+                        created_by,
                     ),
                 )
             return self.get(task_id)
@@ -433,6 +444,13 @@ class TaskStore(TrialRecords):
         with self._lock:
             return self._update(task_id)
 
+    def set_created_by(self, task_id: str, by: str) -> Task:
+        """Record who created the task, once: a task that names its creator keeps it (a retried
+        create with the same idempotency key does not change hands)."""
+        with self._lock:
+            task = self.get(task_id)
+            return task if task.created_by is not None else self._update(task_id, created_by=by)
+
     def set_log_tail(self, task_id: str, log_tail: str) -> Task:
         with self._lock:
             return self._update(task_id, log_tail=log_tail[-MAX_LOG_TAIL_CHARS:])
@@ -582,4 +600,5 @@ def _to_task(row: sqlite3.Row) -> Task:
         finished_at=row["finished_at"],
         updated_at=float(row["updated_at"]),
         project=row["project"],
+        created_by=row["created_by"],
     )
