@@ -48,6 +48,9 @@ class Resources:
     def plus(self, more: Resources) -> Resources:
         return Resources(self.cpu + more.cpu, self.gpu + more.gpu)
 
+    def least(self, other: Resources) -> Resources:
+        return Resources(min(self.cpu, other.cpu), min(self.gpu, other.gpu))
+
     def describe(self) -> str:
         return f"{self.cpu:g} CPU" + (f" and {self.gpu:g} GPU" if self.gpu else "")
 

@@ -462,7 +462,8 @@ class TaskManager:
         if slots <= 0:
             return
         cluster = Resources.of(ray.cluster_resources())
-        free = Resources.of(ray.available_resources())
+        held = self._held(running)
+        free = _free(cluster, held)
         demand: list[dict[str, float]] = []
         queued: dict[str, Task] = {}
         candidates: list[Candidate] = []
@@ -477,7 +478,6 @@ class TaskManager:
             candidates.append(Candidate(task.id, task.project, needed))
         if candidates:
             quotas = self.quotas.quotas()
-            held = self._held(running)
             admissions = self.quotas.admissions(since=now - fair_share.WINDOW_S)
             run_s = fair_share.typical_run_s(admissions, now)
             used = fair_share.cpu_seconds(admissions, now, run_s=run_s)
@@ -571,9 +571,10 @@ class TaskManager:
             return {}
         queued = self.queue.queued(limit=QUEUE_LOOKAHEAD)
         places = {t.id: index for index, t in enumerate(queued)}
-        cluster, free = Resources.of(ray.cluster_resources()), Resources.of(ray.available_resources())
+        cluster = Resources.of(ray.cluster_resources())
         running_tasks = self.queue.running()
         held, quotas = self._held(running_tasks), self.quotas.quotas()
+        free = _free(cluster, held)
         running = len(running_tasks)
         return {
             task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running, held, quotas)
@@ -623,6 +624,13 @@ class TaskManager:
             return self.jobs.logs(task.ray_job_id)
         except (NotFound, Unavailable):
             return None
+
+
+def _free(cluster: Resources, held: dict[str, Resources]) -> Resources:
+    """What Ray has free, less what running tasks reserve and have not taken yet: a job's workers
+    start seconds after it is submitted, and until then Ray counts their CPUs as free."""
+    reserved = functools.reduce(Resources.plus, held.values(), fair_share.NOTHING)
+    return Resources.of(ray.available_resources()).least(cluster.minus(reserved))
 
 
 def _concurrent_runs(template: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
