@@ -63,6 +63,21 @@ def _amount(text: str) -> str:
     return text
 
 
+def _weight(text: str) -> str:
+    try:
+        if not float(text) > 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    return text
+
+
+def _count(text: str) -> str:
+    if text == "unlimited" or (text.isdigit() and text.isascii()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'unlimited', got {text!r}")
+
+
 def add_quotas_commands(commands: Any) -> None:
     quotas = commands.add_parser("quotas", help="projects' quotas and fair-share weights").add_subparsers(
         dest="quotas", required=True
@@ -74,9 +89,9 @@ def add_quotas_commands(commands: Any) -> None:
     set_.add_argument("project")
     set_.add_argument("--cpus", type=_amount, help="CPUs its running tasks may hold ('unlimited' lifts it)")
     set_.add_argument("--gpus", type=_amount, help="GPUs its running tasks may hold")
-    set_.add_argument("--queued", type=_amount, help="tasks it may have queued at once")
-    set_.add_argument("--replicas", type=_amount, help="serving replicas (recorded; not enforced yet)")
-    set_.add_argument("--weight", type=_amount, help="its share of a contended cluster (default 1)")
+    set_.add_argument("--queued", type=_count, help="tasks it may have queued at once")
+    set_.add_argument("--replicas", type=_count, help="serving replicas (recorded; not enforced yet)")
+    set_.add_argument("--weight", type=_weight, help="its share of a contended cluster (default 1)")
     set_.set_defaults(run=cmd_quotas_set)
     for command in (show, set_):
         command.add_argument("--json", action="store_true")
