@@ -239,7 +239,8 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
 
         # `ray job submit --working-dir DIR` with the token, as in the README: the project's code
         # travels with the job, the run records itself as a task and keeps that folder by digest.
-        # Without the token, or with another, the head refuses.
+        # Without the token, or with another, the head refuses. The job carries a platform key
+        # (here the bootstrap token: the platform admin, acting in default) or registers nothing.
         ray_bin = str(Path(sys.executable).parent / "ray")
         job = subprocess.run(
             [
@@ -252,6 +253,8 @@ def test_aip_up_serves_models_on_loopback_only_and_down_stops_it(tmp_path: Path)
                 str(ROOT / "examples" / "digits-mlp"),
                 "--submission-id",
                 "direct-run-1",
+                "--runtime-env-json",
+                json.dumps({"env_vars": {"AIP_API_TOKEN": api_token}}),
                 "--",
                 "python",
                 "-m",
