@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from aip.access_cli import add_access_commands
 from aip.api_client import PlatformAPI
 from aip.batch_cli import add_batch_commands
+from aip.login_cli import add_login_commands, config_path, read_login, with_login
 from aip.loops_cli import add_loops_commands
 from aip.monitoring_cli import add_monitoring_commands
 from aip.projects_cli import add_projects_commands
@@ -75,6 +76,7 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
                     "version": entry["version"],
                     "test_accuracy": entry["metrics"].get("test_accuracy"),
                     "aliases": sorted(aliases.get(entry["version"], [])),
+                    "created_by": entry.get("created_by"),
                 }
             )
     if args.json:
@@ -84,7 +86,10 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> None:
         print("no models registered")
     for row in rows:
         accuracy = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.4f}"
-        print(f"{row['model']:<32} v{row['version']:<5} acc {accuracy:<8} {','.join(row['aliases'])}")
+        print(
+            f"{row['model']:<32} v{row['version']:<5} acc {accuracy:<8} by {row['created_by'] or 'unknown':<12} "
+            f"{','.join(row['aliases'])}"
+        )
 
 
 def _metric_text(value: Any) -> str:
@@ -350,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_access_commands(commands)
     add_loops_commands(commands)
     add_projects_commands(commands)
+    add_login_commands(commands)
     add_quotas_commands(commands)
 
     predict = commands.add_parser(
@@ -370,8 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from aiplatform.tokens import with_api_token
 
+        settings = Settings()
+        if args.run not in (cmd_up, cmd_down):  # `aip login`'s gateway, key and project, under AIP_*
+            settings = with_login(settings, read_login(config_path()))
         # The token `aip up` keeps in the state folder, unless AIP_API_TOKEN is set; `up` makes it.
-        settings = with_api_token(Settings(), create=args.run is cmd_up)
+        settings = with_api_token(settings, create=args.run is cmd_up)
         if args.project is not None:
             settings = settings.model_copy(update={"project": args.project})
         if settings.ray_address is None:
