@@ -8,9 +8,13 @@ from typing import Any
 from aiplatform.analysis.drift import REFERENCE_SPLIT
 from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
+from aiplatform.storage.projects import DEFAULT_PROJECT
 
 
-def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict[str, Any]:
+def profile(
+    settings: Settings, dataset_ref: str, refresh: bool = False, project: str = DEFAULT_PROJECT
+) -> dict[str, Any]:
+    """The profile of ``project``'s dataset version ``dataset_ref`` (another project's is not found)."""
     from aiplatform.analysis.report import analyze_dataset
     from aiplatform.datasets import DatasetManager
     from aiplatform.storage import storage_from_settings
@@ -18,7 +22,8 @@ def profile(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict
     if "@" not in dataset_ref:
         raise InvalidArgument(f"Dataset reference {dataset_ref!r} must look like NAME@VERSION")
     storage = storage_from_settings(settings)
-    return analyze_dataset(DatasetManager.from_settings(storage, settings), storage, dataset_ref, refresh=refresh)
+    datasets = DatasetManager.from_settings(storage, settings, project=project)
+    return analyze_dataset(datasets, storage, dataset_ref, refresh=refresh)
 
 
 def drift(
@@ -29,7 +34,9 @@ def drift(
     split: str = REFERENCE_SPLIT,
     limit: int = 1000,
     since: float | None = None,
+    project: str = DEFAULT_PROJECT,
 ) -> dict[str, Any]:
+    """Drift of ``model``'s recent inputs against a reference dataset of ``project``."""
     from aiplatform.alerting.actor import AlertClient
     from aiplatform.analysis.report import analyze_drift
     from aiplatform.datasets import DatasetManager
@@ -43,7 +50,7 @@ def drift(
         ResultClient.connect(settings), storage, model=model, version=version, since=since, limit=limit
     )
     report = analyze_drift(
-        datasets=DatasetManager.from_settings(storage, settings),
+        datasets=DatasetManager.from_settings(storage, settings, project=project),
         storage=storage,
         registry=RegistryClient.connect(settings),
         recent=recent,
@@ -57,10 +64,12 @@ def drift(
     return report
 
 
-async def profile_on_cluster(settings: Settings, dataset_ref: str, refresh: bool = False) -> dict[str, Any]:
+async def profile_on_cluster(
+    settings: Settings, dataset_ref: str, refresh: bool = False, project: str = DEFAULT_PROJECT
+) -> dict[str, Any]:
     from aiplatform.runtime import run_as_task
 
-    return await run_as_task(profile, settings, dataset_ref, refresh, num_cpus=settings.background_task_cpus)
+    return await run_as_task(profile, settings, dataset_ref, refresh, project, num_cpus=settings.background_task_cpus)
 
 
 async def drift_on_cluster(
@@ -71,9 +80,19 @@ async def drift_on_cluster(
     split: str = REFERENCE_SPLIT,
     limit: int = 1000,
     since: float | None = None,
+    project: str = DEFAULT_PROJECT,
 ) -> dict[str, Any]:
     from aiplatform.runtime import run_as_task
 
     return await run_as_task(
-        drift, settings, model, version, dataset_ref, split, limit, since, num_cpus=settings.background_task_cpus
+        drift,
+        settings,
+        model,
+        version,
+        dataset_ref,
+        split,
+        limit,
+        since,
+        project,
+        num_cpus=settings.background_task_cpus,
     )

@@ -212,6 +212,8 @@ def test_a_job_submitted_straight_to_ray_registers_in_its_keys_project(
     assert client.get(f"/v1/datasets/{name}/{version}", headers=bea).status_code == 200
     assert client.get("/v1/datasets", headers=in_default).json()["datasets"] == []
     assert client.get(f"/v1/datasets/{name}/{version}", headers=in_default).status_code == 404
+    assert client.get(f"/v1/analysis/datasets/{name}/{version}", headers=bea).status_code == 200
+    assert client.get(f"/v1/analysis/datasets/{name}/{version}", headers=in_default).status_code == 404
     # a code archive of b is b's alone
     import io
     import zipfile

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aiplatform.analysis.drift import REFERENCE_SPLIT
 from aiplatform.analysis.report import CHART_TYPES, read_chart
 from aiplatform.analysis.service import drift_on_cluster, profile_on_cluster
-from aiplatform.api.deps import SettingsDep, StorageDep
+from aiplatform.api.deps import ProjectDep, SettingsDep, StorageDep
 from aiplatform.api.schemas.analysis import AnalysisReport
 from aiplatform.datasets.spec import SPLITS
 from aiplatform.errors import InvalidArgument
@@ -37,18 +37,21 @@ class DriftRequest(BaseModel):
 
 
 @router.get("/datasets/{name}/{version}", response_model=AnalysisReport)
-async def dataset_profile(name: str, version: str, settings: SettingsDep, refresh: bool = False) -> dict[str, Any]:
-    """The profile of a dataset version (computed once, then read back), with chart links."""
-    return _with_chart_urls(await profile_on_cluster(settings, f"{name}@{version}", refresh))
+async def dataset_profile(
+    name: str, version: str, settings: SettingsDep, project: ProjectDep, refresh: bool = False
+) -> dict[str, Any]:
+    """The profile of a dataset version of the request's project (computed once, then read
+    back), with chart links."""
+    return _with_chart_urls(await profile_on_cluster(settings, f"{name}@{version}", refresh, project))
 
 
 @router.post("/drift", response_model=AnalysisReport)
-async def drift(body: DriftRequest, settings: SettingsDep) -> dict[str, Any]:
+async def drift(body: DriftRequest, settings: SettingsDep, project: ProjectDep) -> dict[str, Any]:
     """PSI of recent inputs' features and predicted classes against the reference dataset; stored."""
     if body.split not in SPLITS:
         raise InvalidArgument(f"Unknown split {body.split!r}; use one of {list(SPLITS)}")
     report = await drift_on_cluster(
-        settings, body.model, body.version, body.dataset, body.split, body.limit, body.since
+        settings, body.model, body.version, body.dataset, body.split, body.limit, body.since, project
     )
     return _with_chart_urls(report)
 
