@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     sso_new_user_role: Literal["viewer", "member", "maintainer"] | None = None
     """A user a trusted proxy names who does not exist yet is made on first sign-in with this
     role in the default project (None, the default: refused until an admin makes them)."""
+    sso_group_roles: list[str] = Field(default_factory=list)
+    """Roles a trusted proxy's groups (``X-Forwarded-Groups``) grant on sign-in, each
+    ``GROUP:PROJECT:ROLE`` (``["ml-team:vision:member"]``); ``GROUP:*:admin`` makes the group's
+    members platform admins while the proxy names them in it. A role granted so is withdrawn
+    when the proxy no longer names the group (aiplatform.access.proxy). Empty: groups are ignored."""
 
     data_root: Path | None = None
     """Local dataset sources named through the API must lie under this folder (symbolic links
@@ -294,6 +299,19 @@ class Settings(BaseSettings):
                     f"trusted_proxies (AIP_TRUSTED_PROXIES) entry #{index + 1} is not an IP address or CIDR"
                 ) from None
         return [address.strip() for address in addresses]
+
+    @field_validator("sso_group_roles")
+    @classmethod
+    def _group_roles(cls, entries: list[str]) -> list[str]:
+        roles = ("viewer", "member", "maintainer", "admin")  # aiplatform.access.ROLES (a layer above)
+        for index, entry in enumerate(entries):
+            parts = [part.strip() for part in entry.split(":")]
+            if len(parts) != 3 or not all(parts) or parts[2] not in roles or (parts[1] == "*" and parts[2] != "admin"):
+                raise ValueError(
+                    f"sso_group_roles (AIP_SSO_GROUP_ROLES) entry #{index + 1} must be GROUP:PROJECT:ROLE with a "
+                    f"role of {', '.join(roles)}, or GROUP:*:admin for platform admins"
+                )
+        return [":".join(part.strip() for part in entry.split(":")) for entry in entries]
 
     @field_validator("train_worker_cpus")
     @classmethod
