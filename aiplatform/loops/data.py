@@ -8,8 +8,9 @@ on is written under the data root (the only place a task's source may be read fr
 production's template reads, the held-out slice beside it, and the task builds its dataset version
 from it as from any source:
 
-- a table model: a parquet table of its features and label (``aiplatform.datasets.tabular_builder``:
-  equal rows keep their split, so production's test rows stay test rows);
+- a table model: a parquet table of its features and label, production's test rows left out
+  (:func:`without_test_rows`: the run's build encodes rows with a schema the fresh rows may
+  change, and so splits them anew);
 - an image model: a parquet of ``image`` (PNG) and ``label``, the image source format
   (``aiplatform.datasets.sources.read_parquet_images``). Production's images (originals, not
   augmented copies) and each fresh input decoded as serving decoded it for production (its
@@ -154,6 +155,30 @@ def original_table_blocks(spec: TabularDatasetSpec, storage_options: dict[str, A
 def concat_blocks(blocks: list[pa.Table]) -> pa.Table:
     tables = [t for t in blocks if t.num_rows]
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def table_row_ids(table: pa.Table, schema: list[dict[str, Any]]) -> np.ndarray:
+    """Each row's id as a table build gives it under the feature ``schema`` of its manifest
+    (``aiplatform.datasets.tabular_builder.encode_rows``: a hash of the encoded row)."""
+    from aiplatform.kinds.rows import FeatureSchema
+
+    matrix = FeatureSchema(schema).encode_arrow({f["name"]: table.column(f["name"]) for f in schema})
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little") >> 1 for r in matrix],
+        dtype=np.int64,
+    )
+
+
+def without_test_rows(table: pa.Table, schema: list[dict[str, Any]], test_ids: set[int]) -> tuple[pa.Table, int]:
+    """``table`` without the rows that production's build put in its test split (ids under that
+    build's feature ``schema``), and how many went. The run's build encodes with a schema of its
+    own: a fresh row with a new category moves every code after it, so every row's id and split,
+    and production's test rows (the gate's original slice) could land in the candidate's train
+    split."""
+    if not test_ids or not table.num_rows:
+        return table, 0
+    seen = np.isin(table_row_ids(table, schema), np.fromiter(test_ids, dtype=np.int64))
+    return table.filter(pa.array(~seen)), int(seen.sum())
 
 
 def as_table(rows: list[dict[str, Any]], like: pa.Schema, features: list[str]) -> pa.Table:

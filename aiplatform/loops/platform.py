@@ -197,10 +197,19 @@ class PlatformLoops:
             if table is None:
                 raise Conflict(f"{model}: a table model's run needs production's table")
             blocks, features = table
-            original_table = run_data.concat_blocks(ray.get(blocks))
+            gated = self.datasets.get_ref(production.get("trained_on") or original_ref)  # the gate's test split
+            test_ids = {int(i) for i in self.datasets.read_split_table(gated, "test").column("id").to_pylist()}
+            original_table, test_rows = run_data.without_test_rows(
+                run_data.concat_blocks(ray.get(blocks)), gated.manifest["table"]["features"], test_ids
+            )
             fresh = run_data.fresh_rows(labeled, self.storage, features, policy.data.seed, policy.data.holdout_fraction)
             source, holdout_path = run_data.write_run_tables(folder, original_table, features, fresh)
-            counts = {"fresh_train": len(fresh.train), "holdout": len(fresh.holdout), "unreadable": fresh.unreadable}
+            counts = {
+                "fresh_train": len(fresh.train),
+                "holdout": len(fresh.holdout),
+                "unreadable": fresh.unreadable,
+                "test_rows_out": test_rows,
+            }
             overrides = {
                 "dataset": f"parquet:{source.resolve()}",
                 "label_column": LABEL_NAME,

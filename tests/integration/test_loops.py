@@ -183,6 +183,7 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(
     assert data["labeled"] + data["unreadable"] == labeled and data["unreadable"] == 0
     assert data["holdout"] > 0 and data["fresh_train"] > data["holdout"]
     assert data["rows"]["train"] > SMALL["max_rows"]  # production's rows and the labeled ones
+    assert data["test_rows_out"] > 0  # production's test rows (the gate's original slice) not trained on
     assert steps["train"]["task_id"] == task_id  # the restarted engine followed the same task
     candidate = steps["train"]["version"]
     gate = steps["gate"]

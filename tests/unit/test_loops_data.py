@@ -171,3 +171,36 @@ def test_a_kind_not_built_is_refused_by_name() -> None:
     require_built_kind("text", "reviews")
     with pytest.raises(Conflict, match="'clips' \\(a video model\\) is not built yet"):
         require_built_kind("video", "clips")
+
+
+def test_production_test_rows_stay_out_of_a_table_run_whose_fresh_rows_move_the_categories() -> None:
+    from aiplatform.datasets.tabular_builder import encode_rows
+    from aiplatform.datasets.tabular_sources import TabularDatasetSpec
+    from aiplatform.loops.data import table_row_ids, without_test_rows
+
+    rng = np.random.default_rng(0)
+    islands = ["Biscoe", "Dream", "Torgersen"]
+    table = pa.table(
+        {
+            "island": [islands[i % 3] for i in range(300)],
+            "mass": rng.normal(4000, 500, 300).round(1),
+            "label_name": [["Adelie", "Gentoo"][i % 2] for i in range(300)],
+        }
+    )
+    spec = TabularDatasetSpec(source="penguins", seed=3)
+    schema = [
+        {"name": "island", "type": "category", "missing": 0, "categories": islands},
+        {"name": "mass", "type": "number", "missing": 0},
+    ]
+    built = encode_rows(table, schema, ["Adelie", "Gentoo"], spec.model_dump_json())
+    assert table_row_ids(table, schema).tolist() == built["id"].tolist()  # the ids production's build gave
+    test_ids = {int(i) for i, split in zip(built["id"], built["split"]) if split == "test"}
+    # A fresh row with a new island sorting first shifts every code: under the run's schema the
+    # ids, and so the splits, differ; production's test rows would land in the run's train split.
+    moved = [{**schema[0], "categories": ["Atlantis", *islands]}, schema[1]]
+    rebuilt = encode_rows(table, moved, ["Adelie", "Gentoo"], spec.model_dump_json())
+    assert not test_ids & {int(i) for i in rebuilt["id"]}
+    kept, out = without_test_rows(table, schema, test_ids)
+    assert out == len(test_ids) > 0 and kept.num_rows == table.num_rows - out
+    assert not test_ids & set(table_row_ids(kept, schema).tolist())
+    assert without_test_rows(table, schema, set()) == (table, 0)
