@@ -12,20 +12,24 @@ from aiplatform.settings import Settings
 def compress(
     settings: Settings, name: str, ref: str | int, method: str, max_accuracy_drop: float | None = None
 ) -> dict[str, Any]:
-    """Run one compression with the platform's storage, registry and datasets; the report as a dict."""
+    """Run one compression with the platform's storage, registry and datasets (the model's
+    project's: the test split its lineage names is there); the report as a dict."""
     from aiplatform.compression.compressor import compress_version
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryClient
     from aiplatform.storage import storage_from_settings
+    from aiplatform.storage.projects import DEFAULT_PROJECT
 
     storage = storage_from_settings(settings)
+    registry = RegistryClient.connect(settings)
+    project = registry.model_project(name) or DEFAULT_PROJECT
     report = compress_version(
         name=name,
         ref=ref,
         method=method,
         storage=storage,
-        registry=RegistryClient.connect(settings),
-        datasets=DatasetManager.from_settings(storage, settings),
+        registry=registry,
+        datasets=DatasetManager.from_settings(storage, settings, project=project),
         max_accuracy_drop=settings.compression_max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
     )
     return report.to_dict()

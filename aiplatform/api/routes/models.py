@@ -308,7 +308,8 @@ async def import_model(
     def check_and_register() -> Any:
         if registry.model_project(name) != project:
             registry.claim_model(name, project)  # a new name: this project's (another's: 409)
-        dataset = datasets.get_ref(fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
+        ours = datasets.in_project(project)  # evaluate_on names a dataset of the model's project
+        dataset = ours.get_ref(fields["evaluate_on"].strip()) if fields["evaluate_on"] else None
         kind = fields["kind"] or (dataset.kind if dataset is not None else None)
         if not kind:  # the graph alone does not say what its input is
             raise InvalidArgument(
@@ -325,7 +326,7 @@ async def import_model(
             filename=upload.filename,
             storage=storage,
             registry=registry,
-            test_split=TestSplit.of(datasets, dataset.ref) if dataset is not None else None,
+            test_split=TestSplit.of(ours, dataset.ref) if dataset is not None else None,
             max_rows=settings.max_request_rows,
             run_timeout_s=settings.serve_onnx_run_timeout_s,
         )
