@@ -26,7 +26,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -238,9 +238,13 @@ def package_classes(package: bytes) -> list[str]:
 
 
 # -- the store's side (called with its lock held) -------------------------------------------------
-def resolve(db: sqlite3.Connection, request: LabelRequest, archived_before: Any) -> LabelTarget:
+def resolve(
+    db: sqlite3.Connection, request: LabelRequest, archived_before: Any, models: Collection[str] | None = None
+) -> LabelTarget:
     """The live result ``request`` names. NotFound, or Conflict for one retention archived
-    (``archived_before(result_id)`` gives the reason), or InvalidArgument when several match."""
+    (``archived_before(result_id)`` gives the reason), or InvalidArgument when several match.
+    With ``models`` (a project's), a result of any other model is not there at all: not found,
+    never counted among several, never named as another model's."""
     where = at_row(request)
     if request.client_request_id is not None:
         clauses, params = ["client_id = ?"], [request.client_request_id]
@@ -252,6 +256,8 @@ def resolve(db: sqlite3.Connection, request: LabelRequest, archived_before: Any)
         ).fetchall()
         if request.index is not None:
             rows = [r for r in rows if (_input_index(r["id"]) or 0) == request.index]
+        if models is not None:
+            rows = [r for r in rows if r["model"] in models]
         if not rows:
             raise NotFound(f"{where}no live result has {request.named}")
         if len(rows) > 1:
@@ -265,6 +271,8 @@ def resolve(db: sqlite3.Connection, request: LabelRequest, archived_before: Any)
         result_id = request.request_id if request.index is None else f"{request.request_id}-{request.index}"
     assert result_id is not None
     row = db.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
+    if row is not None and models is not None and row["model"] not in models:
+        raise NotFound(f"{where}result {result_id!r} not found")
     if row is None:
         if request.request_id is not None and request.index is None:
             many = db.execute("SELECT 1 FROM results WHERE id = ?", (f"{result_id}-0",)).fetchone()

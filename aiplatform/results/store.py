@@ -117,10 +117,16 @@ class ResultAPI(Protocol):
 
     def count(self, model: str | None = None) -> int: ...
 
-    def resolve_labels(self, requests: list[LabelRequest]) -> list[LabelTarget]: ...
+    def resolve_labels(
+        self, requests: list[LabelRequest], models: Sequence[str] | None = None
+    ) -> list[LabelTarget]: ...
 
     def label(
-        self, requests: list[LabelRequest], allowed: dict[tuple[str, int], list[str]], by: str
+        self,
+        requests: list[LabelRequest],
+        allowed: dict[tuple[str, int], list[str]],
+        by: str,
+        models: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def feedback_of(self, result_ids: list[str]) -> dict[str, dict[str, Any]]: ...
@@ -404,21 +410,29 @@ class ResultStore:
             ]
 
     # -- ground truth (aiplatform.results.feedback) ----------------------------------------------
-    def resolve_labels(self, requests: list[LabelRequest]) -> list[LabelTarget]:
-        """The live result each request names, in order; the first that names none raises
-        (NotFound; Conflict when retention archived it; InvalidArgument when it names several)."""
+    def resolve_labels(self, requests: list[LabelRequest], models: Sequence[str] | None = None) -> list[LabelTarget]:
+        """The live result each request names, in order (a result of ``models`` only, when
+        given: a project's); the first that names none raises (NotFound; Conflict when retention
+        archived it; InvalidArgument when it names several)."""
+        owned = None if models is None else frozenset(models)
         with self._lock:
-            return [resolve(self._db, request, self._archived_reason) for request in requests]
+            return [resolve(self._db, request, self._archived_reason, owned) for request in requests]
 
     def label(
-        self, requests: list[LabelRequest], allowed: dict[tuple[str, int], list[str]], by: str
+        self,
+        requests: list[LabelRequest],
+        allowed: dict[tuple[str, int], list[str]],
+        by: str,
+        models: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Label every request's result, all in one transaction or none: each label must be one
-        of ``allowed[(model, version)]`` (its version's classes). Returns what changed per row."""
+        """Label every request's result (of ``models`` only, when given), all in one transaction
+        or none: each label must be one of ``allowed[(model, version)]`` (its version's classes).
+        Returns what changed per row."""
+        owned = None if models is None else frozenset(models)
         with self._lock, transaction(self._db) as db:
             targets = []
             for request in requests:
-                target = resolve(db, request, self._archived_reason)
+                target = resolve(db, request, self._archived_reason, owned)
                 classes = allowed.get((target.model, target.version))
                 if classes is None:
                     raise InvalidArgument(

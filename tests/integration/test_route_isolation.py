@@ -238,6 +238,10 @@ def test_a_user_of_another_project_finds_nothing_of_it_on_any_route(
     assert checked > 60
     assert client.get("/v1/tasks/counts", headers=bob).json()["total"] == 0
     assert "a" not in [p["name"] for p in client.get("/v1/projects", headers=bob).json()["projects"]]
+    hidden = client.post(
+        "/v1/results/feedback", json=[{"id": a["result"], "model": "model-b", "label": "0"}], headers=bob
+    )
+    assert hidden.status_code == 400 and "not found" in hidden.json()["message"] and "model-a" not in hidden.text
     # B's own upload with A's model, and A's upload from B: neither is B's to use
     mine = client.post("/v1/batch-inputs", files={"file": ("b.csv", b"x,y\n3,4\n")}, headers=bob).json()["id"]
     job = client.post("/v1/batch-jobs", json={"model": "model-a", "input": {"upload": mine}}, headers=bob)

@@ -19,6 +19,7 @@ from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.routes import loops as loop_routes
 from aiplatform.api.scope import ModelScope, get_model_scope
 from aiplatform.errors import NotFound
+from aiplatform.results.feedback import LabelRequest
 from aiplatform.results.store import PredictionRecord, ResultStore
 
 pytestmark = pytest.mark.unit
@@ -113,4 +114,10 @@ def test_the_result_store_narrows_to_a_project_models(tmp_path: Path) -> None:
     assert store.query(models=[]) == [] and store.scan(models=[]) == []
     assert [r.id for r in store.scan(models=["model-b"])] == ["r1"]
     assert store.quality(models=[]) == [] and store.moves(models=[]) == []
+    # a label naming another project's result is not found, and never says whose model it is
+    for request in (LabelRequest("x", id="r0", model="model-b"), LabelRequest("x", id="r0")):
+        with pytest.raises(NotFound) as hidden:
+            store.resolve_labels([request], ["model-b"])
+        assert "model-a" not in hidden.value.message
+    assert store.resolve_labels([LabelRequest("x", id="r0")], ["model-a"])[0].model == "model-a"
     store.close()

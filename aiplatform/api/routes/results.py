@@ -33,7 +33,7 @@ from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
 from aiplatform.results.export import MEDIA_TYPES, check_range, result_tables, stream
-from aiplatform.results.feedback import LabelRequest, at_row, package_classes, parse_label_csv, parse_label_rows
+from aiplatform.results.feedback import LabelRequest, package_classes, parse_label_csv, parse_label_rows
 from aiplatform.results.preview import input_preview
 from aiplatform.results.store import PredictionRecord, labeled_cursor, next_cursor
 from aiplatform.storage import Storage
@@ -81,17 +81,13 @@ def give_labels(
     every label in one transaction (the store checks each label against its version's classes),
     each recorded as given ``by`` the caller (the principal's name: a user, a service, ``platform``).
     A result of a model outside ``scope`` is not found, as one that does not exist."""
-    targets = results.resolve_labels(requests)
-    for request, target in zip(requests, targets):
-        if not scope.owns(target.model):
-            if request.client_request_id is not None:
-                raise NotFound(f"{at_row(request)}no live result has {request.named}")
-            raise NotFound(f"{at_row(request)}result {target.result_id!r} not found")
+    models = scope.models()
+    targets = results.resolve_labels(requests, models)
     allowed = {
         (t.model, t.version): version_classes(registry, storage, t.model, t.version)
         for t in {(t.model, t.version): t for t in targets}.values()
     }
-    return results.label(requests, allowed, by)
+    return results.label(requests, allowed, by, models)
 
 
 @router.get("", response_model=ResultList, response_model_exclude_unset=True)
