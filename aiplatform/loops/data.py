@@ -503,6 +503,13 @@ def fresh_texts(
     )
 
 
+def without_ids(table: pa.Table, ids: set[int]) -> pa.Table:
+    """A built split's rows but those whose ``id`` is in ``ids``."""
+    if not ids or not table.num_rows:
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column("id"), value_set=pa.array(sorted(ids), pa.int64()))))
+
+
 def original_texts(splits: list[pa.Table], dataset_labels: list[str]) -> pa.Table:
     """Production's rows (a text version's ``text`` and ``label`` index) as ``text`` and
     ``label`` names."""

@@ -252,14 +252,22 @@ class PlatformLoops:
     ) -> tuple[Path, dict[str, int], Path]:
         """A text run's source and held-out slice: production's train and validation texts and
         the labeled inputs, decoded as serving decoded them for production; a fresh text equal
-        to one of production's test texts is not trained on."""
+        to one of production's test texts is not trained on (nor, in a run on a new version of
+        the source, one of the test texts production was gated on)."""
         kind = self._runner(model, int(production["version"])).kind
-        test = self.datasets.read_split_table(original, "test") if original.files("test") else None
-        test_ids = {int(i) for i in test.column("id").to_pylist()} if test is not None else set()
+        test_ids: set[int] = set()
+        for version in {original.ref, production.get("trained_on") or original.ref}:
+            tested = self.datasets.get_ref(version)
+            if tested.files("test"):
+                test_ids |= {int(i) for i in self.datasets.read_split_table(tested, "test").column("id").to_pylist()}
         fresh = run_data.fresh_texts(
             labeled, self.storage, kind, original.labels, policy.data.seed, policy.data.holdout_fraction, test_ids
         )
-        splits = [self.datasets.read_split_table(original, s) for s in run_data.text_splits_kept() if original.files(s)]
+        splits = [
+            run_data.without_ids(self.datasets.read_split_table(original, s), test_ids)
+            for s in run_data.text_splits_kept()
+            if original.files(s)
+        ]
         table = run_data.original_texts(splits, original.labels)
         source, holdout_path = run_data.write_text_run(folder, table, fresh)
         counts = {

@@ -232,3 +232,11 @@ def test_the_gate_decodes_and_classifies_the_text_slice_per_model() -> None:
         assert KeptSlice(ids, inputs, wrong).accuracy(runner) == pytest.approx(3 / 4)
         unreadable = KeptSlice([*ids, "e" * 32], [*inputs, b"\x00"], [*served, "neutral"])
         assert unreadable.rows == 5 and unreadable.accuracy(runner) == pytest.approx(4 / 5)
+
+
+def test_a_run_on_a_new_source_version_leaves_the_texts_production_was_gated_on_out() -> None:
+    from aiplatform.loops.data import without_ids
+
+    split = pa.table({"id": pa.array([11, 12, 13], pa.int64()), TEXT_COLUMN: ["a", "b", "c"], "label": [0, 1, 0]})
+    assert without_ids(split, {12, 99}).column(TEXT_COLUMN).to_pylist() == ["a", "c"]
+    assert without_ids(split, set()) is split
