@@ -1,24 +1,46 @@
 """Single sign-on through an authenticating reverse proxy (the oauth2-proxy convention).
 
 The proxy signs the user in (OIDC and its own cookie) and forwards each request to the platform
-with the user's identity in headers: ``X-Forwarded-Preferred-Username``, ``X-Forwarded-User``
-(and ``X-Forwarded-Email``, ``X-Forwarded-Groups``, unused here). Anyone can send those headers,
+with the user's identity in headers: ``X-Forwarded-Preferred-Username``, ``X-Forwarded-User``,
+``X-Forwarded-Groups`` (and ``X-Forwarded-Email``, unused here). Anyone can send those headers,
 so they are believed only on a connection whose own peer address (the socket's, never an
 ``X-Forwarded-For``) is one of ``AIP_TRUSTED_PROXIES``; from any other peer they are ignored and
 the request needs a key like any other (docs/SECURITY.md, "Single sign-on").
+
+The operator may map groups to roles (``AIP_SSO_GROUP_ROLES``, ``GROUP:PROJECT:ROLE``;
+``GROUP:*:admin`` for platform admins): a signed-in user's groups then grant those roles
+(``Grants``), kept in step with the groups the proxy names at each sign-in.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from aiplatform.access.roles import ROLES
 from aiplatform.access.store import NAME
 from aiplatform.errors import Unauthenticated
 
 USER_HEADERS = (b"x-forwarded-preferred-username", b"x-forwarded-user")
 """Where the proxy names the user, first found wins: oauth2-proxy's ``--pass-user-headers``."""
+GROUPS_HEADER = b"x-forwarded-groups"
+"""The user's groups, comma-separated (oauth2-proxy's ``--pass-user-headers``)."""
+ALL_PROJECTS = "*"
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What a signed-in user's groups grant: a role per project, and whether platform admin."""
+
+    roles: dict[str, str] = field(default_factory=dict)
+    platform_admin: bool = False
+
+
+def parse_group_roles(entries: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
+    """``GROUP:PROJECT:ROLE`` entries (checked by the setting) as ``(group, project, role)``."""
+    return tuple((group, project, role) for group, project, role in (entry.split(":") for entry in entries))
+
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,10 +65,38 @@ class TrustedProxies:
 
     networks: tuple[Network, ...] = ()
     new_user_role: str | None = None
+    group_roles: tuple[tuple[str, str, str], ...] = ()
+    """``(group, project, role)``: what each group grants (``*`` with ``admin``: platform admin)."""
 
     @classmethod
-    def parse(cls, addresses: Iterable[str], new_user_role: str | None = None) -> TrustedProxies:
-        return cls(tuple(ipaddress.ip_network(a.strip(), strict=False) for a in addresses), new_user_role)
+    def parse(
+        cls, addresses: Iterable[str], new_user_role: str | None = None, group_roles: Iterable[str] = ()
+    ) -> TrustedProxies:
+        networks = tuple(ipaddress.ip_network(a.strip(), strict=False) for a in addresses)
+        return cls(networks, new_user_role, parse_group_roles(group_roles))
+
+    def granted(self, headers: Iterable[tuple[bytes, bytes]]) -> Grants | None:
+        """What the groups the proxy names grant (the highest role per project); None when no
+        groups are mapped (then a user's roles are only what admins gave them). Ask only for a
+        request ``signed_in_user`` believed."""
+        if not self.group_roles:
+            return None
+        groups = {
+            group.strip()
+            for key, value in headers
+            if key == GROUPS_HEADER
+            for group in value.decode("latin-1").split(",")
+        }
+        roles: dict[str, str] = {}
+        admin = False
+        for group, project, role in self.group_roles:
+            if group not in groups:
+                continue
+            if project == ALL_PROJECTS:
+                admin = True
+            elif project not in roles or ROLES.index(role) > ROLES.index(roles[project]):
+                roles[project] = role
+        return Grants(roles, admin)
 
     def trusts(self, peer: str | None) -> bool:
         """Whether a connection from ``peer`` (the socket's address) is one of the proxies."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiplatform.access.holdings import describe, project_holdings
-from aiplatform.access.roles import DEFAULT_PROJECT, Principal, check_role
+from aiplatform.access.roles import DEFAULT_PROJECT, ROLES, Principal, check_role
 from aiplatform.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unauthenticated
 from aiplatform.sqlite import conditions, open_database, transaction
 
@@ -43,6 +43,9 @@ MAX_AUDIT_PAGE = 1000
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+GROUP_GRANTOR = "sso-groups"
+"""Who a membership that a sign-in proxy's groups grant is granted by: such a membership follows
+the groups (changed or removed with them); one an admin granted is only ever raised by them."""
 QUOTAS_TABLE = "project_quotas"
 """Projects' quotas (the quota store keeps them in this file too): they follow a renamed project
 and go with a deleted one."""
@@ -366,6 +369,42 @@ class AccessStore:
             if gone.rowcount == 0:
                 raise NotFound(f"User {str(user)[:80]!r} is not a member of project {project!r}")
         return self.project(project)
+
+    def sync_group_roles(self, user: str, roles: dict[str, str]) -> bool:
+        """Bring ``user``'s memberships in step with what their groups grant (``roles``: project
+        -> role): a missing or lower role is granted (by ``GROUP_GRANTOR``), a role the groups
+        granted and no longer do is changed or removed; an admin's higher grant stays. Projects
+        that do not exist are skipped. One read when nothing changes; whether anything did."""
+        with self._lock:
+            current = {
+                row["project"]: (row["role"], row["granted_by"])
+                for row in self._db.execute("SELECT project, role, granted_by FROM memberships WHERE user = ?", (user,))
+            }
+            known = {row[0] for row in self._db.execute("SELECT name FROM projects")}
+            grant = {
+                project: role
+                for project, role in roles.items()
+                if project in known
+                and (
+                    project not in current
+                    or (current[project][1] == GROUP_GRANTOR and current[project][0] != role)
+                    or (current[project][1] != GROUP_GRANTOR and ROLES.index(role) > ROLES.index(current[project][0]))
+                )
+            }
+            withdraw = [p for p, (_, by) in current.items() if by == GROUP_GRANTOR and p not in roles]
+            if not grant and not withdraw:
+                return False
+            now = time.time()
+            with transaction(self._db) as db:
+                for project, role in grant.items():
+                    db.execute(
+                        "INSERT INTO memberships VALUES (?, ?, ?, ?, ?) ON CONFLICT(project, user) DO UPDATE SET"
+                        " role = excluded.role, granted_at = excluded.granted_at, granted_by = excluded.granted_by",
+                        (project, user, role, now, GROUP_GRANTOR),
+                    )
+                for project in withdraw:
+                    db.execute("DELETE FROM memberships WHERE project = ? AND user = ?", (project, user))
+        return True
 
     def role(self, project: str, user: str) -> str | None:
         with self._lock:

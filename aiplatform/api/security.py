@@ -109,17 +109,20 @@ class AccessPolicy:
             tuple(h.lower() for h in settings.allowed_hosts),
             AccessStore.in_state_dir(settings.resolved_state_dir),
             ModelProjects(settings.resolved_state_dir / "registry.sqlite"),
-            proxies=TrustedProxies.parse(settings.trusted_proxies, settings.sso_new_user_role),
+            proxies=TrustedProxies.parse(
+                settings.trusted_proxies, settings.sso_new_user_role, settings.sso_group_roles
+            ),
         )
 
     def principal(self, authorization: str | None, scope: Scope | None = None) -> Principal:
         """Who ``authorization`` (the header's value) stands for: the bootstrap token is the
         platform admin; a key is its user (or service); on a connection from a trusted sign-in
         proxy (``scope``'s peer), the user it names. ``Unauthenticated`` otherwise."""
-        signed_in = None
+        signed_in = grants = None
         if scope is not None and self.auth != "off" and self.proxies.networks:
             client = scope.get("client")
             signed_in = self.proxies.signed_in_user(client[0] if client else None, scope.get("headers", []))
+            grants = None if signed_in is None else self.proxies.granted(scope.get("headers", []))
         try:
             return principal_for(
                 self.auth,
@@ -128,6 +131,7 @@ class AccessPolicy:
                 authorization,
                 signed_in=signed_in,
                 new_user_role=self.proxies.new_user_role,
+                grants=grants,
             )
         except KeyRefused:
             raise

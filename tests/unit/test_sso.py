@@ -16,7 +16,7 @@ from aiplatform.access.proxy import TrustedProxies
 from aiplatform.access.store import AccessStore, KeyRefused
 from aiplatform.api.app import create_api_app
 from aiplatform.api.security import AccessPolicy
-from aiplatform.errors import Unauthenticated
+from aiplatform.errors import NotFound, Unauthenticated
 from aiplatform.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -107,3 +107,51 @@ def test_the_guard_believes_the_headers_from_a_trusted_peer_only(tmp_path: Path)
     ]
     assert store.audit(principal="carol")[0][0]["outcome"] == "denied"
     assert [k["name"] for k in store.keys("alice")] == ["laptop"]  # nothing made by the untrusted peers
+
+
+def test_a_trusted_proxys_groups_grant_roles_on_sign_in(tmp_path: Path) -> None:
+    store = AccessStore.in_state_dir(tmp_path)
+    store.create_project("vision", by="platform")
+    store.create_user("alice", role="viewer", by="platform")
+    store.set_member("vision", "alice", "maintainer", by="platform")  # an admin's grant
+    mapping = ["ml-team:default:member", "ml-team:vision:viewer", "vision-leads:vision:admin", "ml-admins:*:admin"]
+    mapping.append("ml-team:no-such-project:member")  # a project that does not exist (yet): skipped
+    proxies = TrustedProxies.parse(["10.0.0.7"], group_roles=Settings(sso_group_roles=mapping).sso_group_roles)
+
+    def client(peer: str) -> TestClient:
+        app = create_api_app()
+        app.state.platform = SimpleNamespace(
+            access=AccessPolicy("token", TOKEN, ("127.0.0.1",), store, proxies=proxies)
+        )
+        return TestClient(app, base_url="http://127.0.0.1:8000", client=(peer, 40000))
+
+    proxy = client("10.0.0.7")
+
+    def sign_in(user: str, groups: str) -> dict[str, object]:
+        answer = proxy.get("/v1/whoami", headers={"X-Forwarded-User": user, "X-Forwarded-Groups": groups})
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    # a group raises a role an admin gave (viewer -> member in default), never lowers one (vision stays maintainer)
+    me = sign_in("alice", "ml-team, other")
+    assert me["roles"] == {"default": "member", "vision": "maintainer"} and me["platform_admin"] is False
+    assert store.project("default")["members"][0]["granted_by"] == "sso-groups"
+    # an unknown user whose groups grant a role is made, with those roles alone
+    assert sign_in("bob", "vision-leads")["roles"] == {"vision": "admin"}
+    assert store.user("bob")["created_by"] == "sso"
+    # the groups change: what they granted follows; an admin group is admin only while named in it
+    assert sign_in("bob", "ml-team")["roles"] == {"default": "member", "vision": "viewer"}
+    assert sign_in("bob", "ml-admins")["platform_admin"] is True
+    assert sign_in("bob", "")["roles"] == {} and sign_in("bob", "")["platform_admin"] is False
+    assert store.user("bob")["platform_admin"] is False
+    # a user in no mapped group is refused as before; the headers from anyone else grant nothing
+    nobody = proxy.get("/v1/whoami", headers={"X-Forwarded-User": "carol", "X-Forwarded-Groups": "guests"})
+    assert nobody.status_code == 401 and "no account" in nobody.json()["message"]
+    stranger = client("10.0.0.8").get(
+        "/v1/whoami", headers={"X-Forwarded-User": "dave", "X-Forwarded-Groups": "ml-admins"}
+    )
+    assert stranger.status_code == 401
+    with pytest.raises(NotFound):
+        store.user("dave")
+    with pytest.raises(pydantic.ValidationError, match="GROUP:PROJECT:ROLE"):
+        Settings(sso_group_roles=["ml-team:*:member"])
