@@ -35,9 +35,10 @@ ROUTES: tuple[tuple[str, str, Action], ...] = (
     ("PUT", rf"/v1/models/{NAME}/traffic", Action.MANAGE),
     ("POST", r"/v1/alerts/rules/reload", Action.MANAGE),
     ("POST", r"/v1/loops", Action.MANAGE),  # a retraining policy promotes and rolls back on its own
+    # a drift analysis records the model's drift scores (its alerts, its retraining loop): members
+    ("POST", r"/v1/analysis/drift", Action.CREATE),
     # POSTs that only read
     ("POST", r"/v1/runs/compare", Action.READ),
-    ("POST", r"/v1/analysis/drift", Action.READ),
     # projects: anyone lists their own; members are their project's maintainers' to manage
     ("GET", r"/v1/projects", Action.IDENTIFY),
     ("POST", r"/v1/projects", Action.ADMINISTER),
