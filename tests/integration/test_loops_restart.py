@@ -43,7 +43,7 @@ def aip_platform(home: Path) -> Iterator[tuple[Aip, str]]:
             "AIP_DASHBOARD_AGENT_PORT": str(free_port()),
             "AIP_HTTP_PORT": str(http_port),
             "AIP_GRPC_PORT": str(free_port()),
-            "AIP_PROMETHEUS_PORT": str(free_port()),
+            "AIP_PROMETHEUS_PORT": "0",  # none: this test reads no metrics
             "AIP_RAY_NUM_CPUS": "2",
             "AIP_RAY_TEMP_DIR": f"/tmp/aip-loop-up-{os.getpid()}",
             "AIP_LOOP_INTERVAL_S": "0.5",
