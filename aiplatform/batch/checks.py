@@ -13,6 +13,7 @@ from aiplatform.kinds import ModelKind, kind_for
 from aiplatform.limits import RequestLimits
 from aiplatform.packaging.config import ModelConfig
 from aiplatform.storage import Storage
+from aiplatform.storage.projects import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from aiplatform.batch.sources import RowSource
@@ -20,9 +21,9 @@ if TYPE_CHECKING:
     from aiplatform.registry.store import RegistryAPI
 
 
-def check_stored_input(params: BatchParams, storage: Storage) -> int | None:
-    """An uploaded input or a dataset version's split that the job would read: it exists and has
-    rows. Returns its rows (``None`` for a ``uri``, read only when the job starts).
+def check_stored_input(params: BatchParams, storage: Storage, project: str = DEFAULT_PROJECT) -> int | None:
+    """An uploaded input or a dataset version's split (of ``project``, the job's) that the job
+    would read: it exists and has rows. Returns its rows (``None`` for a ``uri``, read only when the job starts).
 
     Raises:
         NotFound: no such upload or dataset version.
@@ -37,7 +38,7 @@ def check_stored_input(params: BatchParams, storage: Storage) -> int | None:
     if spec.dataset is not None:
         from aiplatform.batch.sources import dataset_version
 
-        version = dataset_version(spec, storage)
+        version = dataset_version(spec, storage, project)
         if spec.split not in version.manifest["splits"] or version.rows(spec.split) == 0:
             raise InvalidArgument(f"Dataset {version.ref} has no rows in split {spec.split!r}")
         return int(version.rows(spec.split))
@@ -65,10 +66,15 @@ SAMPLE_ROWS = 32
 
 
 def check_batch(
-    params: BatchParams, storage: Storage, registry: RegistryAPI, *, max_output_rows: int | None = None
+    params: BatchParams,
+    storage: Storage,
+    registry: RegistryAPI,
+    *,
+    max_output_rows: int | None = None,
+    project: str = DEFAULT_PROJECT,
 ) -> ModelVersion:
-    """Everything creating a batch job checks: the model version exists (its package intact), the
-    input exists and has rows, no more than ``max_output_rows`` of them would be scored
+    """Everything creating a batch job of ``project`` checks: the model version exists (its
+    package intact), the input exists (a dataset among the project's) and has rows, no more than ``max_output_rows`` of them would be scored
     (``AIP_BATCH_MAX_OUTPUT_ROWS``; a ``uri`` input's when the job reads it), and its first rows
     decode as the model's inputs. Returns the version the model reference means now.
 
@@ -82,12 +88,12 @@ def check_batch(
 
     version = registry.resolve(params.model_name, params.model_ref)
     config = model_config(storage, version)
-    rows = check_stored_input(params, storage)
+    rows = check_stored_input(params, storage, project)
     if rows is not None and max_output_rows is not None:
         check_output_size(params, rows, max_output_rows)
     if params.input.uri is not None:
         return version  # read when the job starts; its rows are checked there
-    source = resolve_source(params.input, storage)
+    source = resolve_source(params.input, storage, project)
     check_fits(kind_for(config), source, storage, f"{version.name}@{version.version}")
     return version
 

@@ -28,6 +28,7 @@ from aiplatform.errors import IntegrityError, InvalidArgument
 from aiplatform.evaluation import macro_f1
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, sha256_bytes, storage_from_settings
+from aiplatform.storage.projects import DEFAULT_PROJECT
 
 logger = logging.getLogger(__name__)
 PART_BYTES = 32 << 20
@@ -38,9 +39,12 @@ PLAN_FORMAT = 1
 Report = Callable[[dict[str, Any]], None]
 
 
-def make_plan(params: BatchParams, storage: Storage, registry: Any, settings: Settings) -> dict[str, Any]:
+def make_plan(
+    params: BatchParams, storage: Storage, registry: Any, settings: Settings, project: str = DEFAULT_PROJECT
+) -> dict[str, Any]:
     """What every attempt of the job agrees on (see the module docstring); a ``uri`` input is
-    read into an upload first, so a later attempt reads the same rows."""
+    read into an upload first, so a later attempt reads the same rows. A dataset input is one
+    of ``project``'s (the task's)."""
     from aiplatform.batch.checks import check_fits, check_output_size, model_config
     from aiplatform.kinds import kind_for
 
@@ -49,7 +53,7 @@ def make_plan(params: BatchParams, storage: Storage, registry: Any, settings: Se
     spec = params.input
     if spec.uri is not None:
         spec = BatchInputSpec(upload=import_uri(spec.uri, storage, settings).id)
-    source = resolve_source(spec, storage)
+    source = resolve_source(spec, storage, project)
     check_fits(kind_for(config), source, storage, f"{version.name}@{version.version}")
     total = check_output_size(params, source.rows, settings.batch_max_output_rows)
     part_rows = params.part_rows or _part_rows(source, storage)
@@ -66,6 +70,13 @@ def make_plan(params: BatchParams, storage: Storage, registry: Any, settings: Se
         "parts": math.ceil(total / part_rows),
         "batch_size": params.batch_size,
     }
+
+
+def task_project(task_id: str, settings: Settings) -> str:
+    """The project of queued task ``task_id``: where its job reads datasets."""
+    from aiplatform.tasks.queue import TaskClient
+
+    return TaskClient.connect(settings).get(task_id).project
 
 
 def _part_rows(source: RowSource, storage: Storage) -> int:
@@ -114,9 +125,17 @@ class PartScorer:
 
 
 def run_batch(
-    task_id: str, params: BatchParams, *, settings: Settings, storage: Storage, registry: Any, report: Report
+    task_id: str,
+    params: BatchParams,
+    *,
+    settings: Settings,
+    storage: Storage,
+    registry: Any,
+    report: Report,
+    project: str | None = None,
 ) -> dict[str, Any]:
-    """Score the task's input (resuming from the parts already written); returns the summary."""
+    """Score the task's input (resuming from the parts already written); returns the summary.
+    A dataset input is read in ``project``, the task's (None: asked of the queue)."""
     import ray
     import ray.data
 
@@ -125,7 +144,9 @@ def run_batch(
     outputs = BatchOutputs(storage)
     plan = outputs.plan(task_id)
     if plan is None:
-        plan = make_plan(params, storage, registry, settings)
+        if project is None:
+            project = task_project(task_id, settings)
+        plan = make_plan(params, storage, registry, settings, project)
         outputs.write_plan(task_id, plan)
     total, parts = int(plan["rows_total"]), int(plan["parts"])
     done = outputs.part_indices(task_id)

@@ -19,6 +19,7 @@ from aiplatform.batch.inputs import BatchInput, BatchInputs, input_key, read_row
 from aiplatform.batch.params import BatchInputSpec
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.storage import Storage
+from aiplatform.storage.projects import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from aiplatform.datasets import DatasetVersion
@@ -70,12 +71,13 @@ class RowSource:
         return pa.concat_tables(pieces) if pieces else pa.table({})
 
 
-def dataset_version(spec: BatchInputSpec, storage: Storage) -> DatasetVersion:
-    """The dataset version a ``dataset`` input names: the given one, else the latest (NotFound
-    when the dataset has none)."""
+def dataset_version(spec: BatchInputSpec, storage: Storage, project: str = DEFAULT_PROJECT) -> DatasetVersion:
+    """The dataset version a ``dataset`` input names among ``project``'s datasets (the job's
+    task's: another project's dataset of the same name is not the one meant): the given one,
+    else the latest (NotFound when the dataset has none there)."""
     from aiplatform.datasets import DatasetManager
 
-    datasets = DatasetManager(storage)
+    datasets = DatasetManager(storage, project=project)
     if spec.dataset_version is not None:
         return datasets.get(str(spec.dataset), spec.dataset_version)
     versions = datasets.list_versions(str(spec.dataset))
@@ -84,8 +86,8 @@ def dataset_version(spec: BatchInputSpec, storage: Storage) -> DatasetVersion:
     return versions[0]
 
 
-def resolve_source(spec: BatchInputSpec, storage: Storage) -> RowSource:
-    """The rows a batch input names, as stored now.
+def resolve_source(spec: BatchInputSpec, storage: Storage, project: str = DEFAULT_PROJECT) -> RowSource:
+    """The rows a batch input names, as stored now (a dataset among ``project``'s).
 
     Raises:
         NotFound: no such dataset version, split or upload.
@@ -105,7 +107,7 @@ def resolve_source(spec: BatchInputSpec, storage: Storage) -> RowSource:
         raise InvalidArgument("A uri input is read into an upload before it is scored")
     from aiplatform.kinds import kind_class
 
-    version = dataset_version(spec, storage)
+    version = dataset_version(spec, storage, project)
     if spec.split not in version.manifest["splits"] or not version.files(spec.split):
         raise NotFound(f"Dataset {version.ref} has no rows in split {spec.split!r}")
     files = []
