@@ -2,10 +2,16 @@
 
 Reports live in storage next to the artifacts they describe::
 
-    reports/analysis/datasets/<name>/<version>/profile.json     + class_balance.svg and the kind's
-                                                                 charts (``DatasetKind.profile_charts``:
-                                                                 mean_image_<split>.png, column_<column>.svg, ...)
+    [projects/<p>/]reports/analysis/datasets/<name>/<version>/profile.json
+                                                  + class_balance.svg and the kind's charts
+                                                    (``DatasetKind.profile_charts``:
+                                                    mean_image_<split>.png, column_<column>.svg, ...)
     reports/analysis/drift/<model>/<report id>/drift.json        + <feature>.svg
+
+A dataset's profile sits under its project's prefix (``aiplatform.storage.projects.project_prefix``:
+none for ``default``, where profiles were before projects), as its dataset does: two projects may
+each have a dataset ``x@1``, and each its own profile. A drift report sits under its model (names
+are unique across projects). A chart's key so says whose it is (:func:`chart_owner`).
 
 A dataset version never changes, so its profile is computed once and read back after that.
 """
@@ -32,19 +38,23 @@ from aiplatform.packaging.config import ModelConfig
 from aiplatform.registry import ModelVersion, RegistryAPI
 from aiplatform.results import PredictionRecord
 from aiplatform.storage import Storage, validate_key
+from aiplatform.storage.projects import DEFAULT_PROJECT, PROJECT_NAME, project_prefix
 
 CHART_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 MAX_DRIFT_SAMPLES = 1000
+REPORTS = "reports/analysis/"
 
 
-def dataset_report_prefix(version: DatasetVersion) -> str:
-    return f"reports/analysis/datasets/{version.name}/{version.version}"
+def dataset_report_prefix(version: DatasetVersion, project: str = DEFAULT_PROJECT) -> str:
+    """Where the profile of ``project``'s dataset version is kept."""
+    return f"{project_prefix(project)}{REPORTS}datasets/{version.name}/{version.version}"
 
 
 def analyze_dataset(datasets: DatasetManager, storage: Storage, ref: str, *, refresh: bool = False) -> dict[str, Any]:
-    """The profile of dataset version ``ref`` (``name@version``) with its charts, stored once."""
+    """The profile of dataset version ``ref`` (``name@version``) of the manager's project with
+    its charts, stored once."""
     version = datasets.get_ref(ref)
-    prefix = dataset_report_prefix(version)
+    prefix = dataset_report_prefix(version, datasets.project)
     if not refresh and storage.exists(f"{prefix}/profile.json"):
         return json.loads(storage.get_bytes(f"{prefix}/profile.json"))
     profile = profile_version(datasets, version)
@@ -88,7 +98,7 @@ def analyze_drift(
         {label: float(n) for label, n in zip(labels, counts)}, [str(r.output.get("label")) for r in live], labels
     )
     report_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    prefix = f"reports/analysis/drift/{validate_key(model)}/{report_id}"
+    prefix = f"{REPORTS}drift/{validate_key(model)}/{report_id}"
     report: dict[str, Any] = {
         "id": report_id,
         "model": model,
@@ -118,12 +128,34 @@ def _store_report(storage: Storage, key: str, report: dict[str, Any], charts: di
     return report
 
 
-def read_chart(storage: Storage, key: str) -> tuple[bytes, str]:
-    """A stored chart and its media type; only keys under ``reports/analysis/`` are charts."""
+def chart_owner(key: str) -> tuple[str, str | None]:
+    """Whose chart ``key`` is: ``(project, model)``, a dataset profile's project (``default``
+    at the storage root) and no model, or a drift report's model (its project is the model's)
+    and ``default``. Only keys under ``[projects/<p>/]reports/analysis/`` are charts.
+
+    Raises:
+        InvalidArgument: the key is not an analysis chart's.
+    """
     validate_key(key)
     suffix = key[key.rfind(".") :] if "." in key else ""
-    if not key.startswith("reports/analysis/") or suffix not in CHART_TYPES:
+    project, rest = DEFAULT_PROJECT, key
+    parts = key.split("/", 2)
+    if parts[0] == "projects" and len(parts) == 3 and PROJECT_NAME.fullmatch(parts[1]):
+        project, rest = parts[1], parts[2]
+    kind, _, after = rest.removeprefix(REPORTS).partition("/")
+    if not rest.startswith(REPORTS) or suffix not in CHART_TYPES or not after:
         raise InvalidArgument(f"{key!r} is not an analysis chart")
+    if kind == "drift" and project == DEFAULT_PROJECT:
+        return project, after.split("/", 1)[0]
+    if kind == "datasets" and project_prefix(project) + rest == key:
+        return project, None
+    raise InvalidArgument(f"{key!r} is not an analysis chart")
+
+
+def read_chart(storage: Storage, key: str) -> tuple[bytes, str]:
+    """A stored chart and its media type; only keys :func:`chart_owner` names an owner of are charts."""
+    chart_owner(key)
+    suffix = key[key.rfind(".") :]
     if not storage.exists(key):
         raise NotFound(f"Chart {key!r} not found")
     return storage.get_bytes(key), CHART_TYPES[suffix]

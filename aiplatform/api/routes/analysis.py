@@ -1,4 +1,9 @@
-"""Data analysis: dataset profiles, drift of live inputs, and their charts."""
+"""Data analysis: dataset profiles, drift of live inputs, and their charts.
+
+Each acts in the request's project: a dataset profile reads the project's datasets, a drift
+analysis names one of its models (``ModelScope``: another project's is a 404; it also records
+drift scores that raise the model's alerts, so it is a member's action), and a chart is served
+only to the project whose dataset or model it draws (a 404 otherwise, as for no chart)."""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.analysis.drift import REFERENCE_SPLIT
-from aiplatform.analysis.report import CHART_TYPES, read_chart
+from aiplatform.analysis.report import CHART_TYPES, chart_owner, read_chart
 from aiplatform.analysis.service import drift_on_cluster, profile_on_cluster
 from aiplatform.api.deps import ProjectDep, SettingsDep, StorageDep
 from aiplatform.api.schemas.analysis import AnalysisReport
+from aiplatform.api.scope import ModelScopeDep
 from aiplatform.datasets.spec import SPLITS
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.results.store import MAX_QUERY_LIMIT
 
 router = APIRouter(prefix="/v1/analysis", tags=["analysis"])
@@ -46,8 +52,10 @@ async def dataset_profile(
 
 
 @router.post("/drift", response_model=AnalysisReport)
-async def drift(body: DriftRequest, settings: SettingsDep, project: ProjectDep) -> dict[str, Any]:
-    """PSI of recent inputs' features and predicted classes against the reference dataset; stored."""
+async def drift(body: DriftRequest, settings: SettingsDep, project: ProjectDep, scope: ModelScopeDep) -> dict[str, Any]:
+    """PSI of recent inputs' features and predicted classes against the reference dataset; stored,
+    and recorded as the model's drift scores (what its drift alerts follow)."""
+    scope.check(body.model)
     if body.split not in SPLITS:
         raise InvalidArgument(f"Unknown split {body.split!r}; use one of {list(SPLITS)}")
     report = await drift_on_cluster(
@@ -69,7 +77,12 @@ async def drift(body: DriftRequest, settings: SettingsDep, project: ProjectDep) 
         }
     },
 )
-def chart(key: str, storage: StorageDep) -> Response:
+def chart(key: str, storage: StorageDep, project: ProjectDep, scope: ModelScopeDep) -> Response:
+    """A chart of a report of the request's project (a dataset profile's, or a drift report's of
+    one of its models); another project's is not found."""
+    owner, model = chart_owner(key)
+    if (owner != project) if model is None else not scope.owns(model):
+        raise NotFound(f"Chart {key!r} not found")
     data, media_type = read_chart(storage, key)
     # An SVG opened on its own runs in this origin: it may show, never script or fetch.
     return Response(
