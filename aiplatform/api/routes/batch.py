@@ -3,8 +3,10 @@ model version as a job of the task queue (template ``batch-inference``), follow 
 Parquet output.
 
 Every route acts in the request's project: an upload is marked as its project's, a job is a task
-of the project scoring one of its models over one of its uploads, listings show its jobs, and
-another project's job, upload or model is a 404 worded as for one that does not exist."""
+of the project scoring one of its models over one of its uploads (``check_batch_job``, which
+``POST /v1/tasks`` runs too for a ``batch-inference`` task), listings show its jobs, and another
+project's job, upload or model is a 404 worded as for one that does not exist. A new job records
+the caller as its ``created_by``."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from aiplatform.access import DEFAULT_PROJECT
-from aiplatform.api.deps import ProjectDep, RegistryDep, SettingsDep, StorageDep, TasksDep
+from aiplatform.api.deps import CreatorDep, ProjectDep, RegistryDep, SettingsDep, StorageDep, TasksDep
 from aiplatform.api.schemas.batch import BatchInputPublic, BatchJobDetail, BatchJobList, BatchJobLogs, BatchJobPublic
-from aiplatform.api.scope import ModelScopeDep
+from aiplatform.api.scope import ModelScope, ModelScopeDep
 from aiplatform.batch.checks import check_batch
 from aiplatform.batch.inputs import BatchInputs
 from aiplatform.batch.outputs import BatchOutputs
@@ -28,7 +30,9 @@ from aiplatform.batch.params import BatchParams
 from aiplatform.batch.template import BATCH_INFERENCE
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.limits import MAX_REQUEST_BYTES
+from aiplatform.registry import RegistryAPI
 from aiplatform.registry.refs import parse_model_ref
+from aiplatform.settings import Settings
 from aiplatform.storage import Storage
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY, Task
@@ -71,6 +75,21 @@ def batch_job(tasks: TaskManager, job_id: str, project: str) -> Task:
     ):
         raise NotFound(f"Batch job {job_id!r} not found")
     return task
+
+
+async def check_batch_job(
+    params: BatchParams, scope: ModelScope, storage: Storage, registry: RegistryAPI, settings: Settings
+) -> None:
+    """Every check a new batch job passes, whichever route creates it: its model is the
+    project's and its upload was uploaded in the project (else 404 as for none), then
+    ``check_batch`` (the version exists, the input fits it and the row limit)."""
+    scope.check(parse_model_ref(params.model)[0])
+    upload = params.input.upload
+    if upload is not None and not await run_in_threadpool(BatchInputs(storage).uploaded_by, upload, scope.project):
+        raise NotFound(f"Batch input {upload!r} not found; upload the file first")
+    await run_in_threadpool(
+        lambda: check_batch(params, storage, registry, max_output_rows=settings.batch_max_output_rows)
+    )
 
 
 def job_view(task: Task, storage: Storage) -> dict[str, Any]:
@@ -131,6 +150,7 @@ async def create_batch_job(
     settings: SettingsDep,
     project: ProjectDep,
     scope: ModelScopeDep,
+    creator: CreatorDep,
     idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
     """Queue (``start``, the default) a job scoring ``input`` with ``model`` (``NAME``,
@@ -139,15 +159,7 @@ async def create_batch_job(
     rows than ``AIP_BATCH_MAX_OUTPUT_ROWS`` would be scored (413), its first rows decode as the
     model's inputs (400 naming the first bad row), a URI passes the source policy (400)."""
     params = body.model_dump(mode="json", exclude=QUEUING)
-    scope.check(parse_model_ref(body.model)[0])
-    upload = body.input.upload
-    if upload is not None and not await run_in_threadpool(BatchInputs(storage).uploaded_by, upload, project):
-        raise NotFound(f"Batch input {upload!r} not found; upload the file first")
-    await run_in_threadpool(
-        lambda: check_batch(
-            BatchParams.model_validate(params), storage, registry, max_output_rows=settings.batch_max_output_rows
-        )
-    )
+    await check_batch_job(BatchParams.model_validate(params), scope, storage, registry, settings)
     task = await tasks.create_async(
         BATCH_INFERENCE,
         params,
@@ -156,6 +168,8 @@ async def create_batch_job(
         idempotency_key=body.idempotency_key or idempotency_key,
         project=project,
     )
+    if task.created_by is None and creator is not None:  # a repeated key answers the first job as it was
+        task = await run_in_threadpool(tasks.queue.set_created_by, task.id, creator)
     return job_view(task, storage)
 
 
