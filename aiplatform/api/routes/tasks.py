@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform.api.deps import CreatorDep, ProjectDep, RegistryDep, SettingsDep, StorageDep, TasksDep
 from aiplatform.api.log_stream import StreamSlots, task_log_events
+from aiplatform.api.routes.batch import check_batch_job
 from aiplatform.api.schemas.tasks import TaskDetail, TaskList, TaskLogs, TaskMetrics, TaskPublic, TaskRerunPublic
-from aiplatform.batch.checks import check_batch
+from aiplatform.api.scope import ModelScopeDep
 from aiplatform.batch.params import BatchParams
 from aiplatform.batch.template import BATCH_INFERENCE
 from aiplatform.errors import AIPError, NotFound
@@ -89,17 +90,17 @@ async def create_task(
     storage: StorageDep,
     settings: SettingsDep,
     project: ProjectDep,
+    scope: ModelScopeDep,
     creator: CreatorDep,
     idempotency_key: str | None = Header(None, max_length=200),
 ) -> dict[str, Any]:
     """A task from a template. A ``batch-inference`` task is checked as ``POST /v1/batch-jobs``
-    checks it (the model version exists, the input fits it), whichever route creates it."""
+    checks it (``check_batch_job``: the project's model and upload, the version exists, the input
+    fits it), whichever route creates it."""
     if body.template == BATCH_INFERENCE:
         params = get_template(BATCH_INFERENCE).parse_params(body.params)  # a bad one: 400
         assert isinstance(params, BatchParams)
-        await run_in_threadpool(
-            lambda: check_batch(params, storage, registry, max_output_rows=settings.batch_max_output_rows)
-        )
+        await check_batch_job(params, scope, storage, registry, settings)
     else:
         await run_in_threadpool(claim_task_model, registry, body.template, body.params, body.model_name, project)
     task = await tasks.create_async(
