@@ -244,7 +244,8 @@ def resolve(
     """The live result ``request`` names. NotFound, or Conflict for one retention archived
     (``archived_before(result_id)`` gives the reason), or InvalidArgument when several match.
     With ``models`` (a project's), a result of any other model is not there at all: not found,
-    never counted among several, never named as another model's."""
+    never counted among several, never named as another model's, never said to have many inputs
+    or to be archived."""
     where = at_row(request)
     if request.client_request_id is not None:
         clauses, params = ["client_id = ?"], [request.client_request_id]
@@ -275,16 +276,31 @@ def resolve(
         raise NotFound(f"{where}result {result_id!r} not found")
     if row is None:
         if request.request_id is not None and request.index is None:
-            many = db.execute("SELECT 1 FROM results WHERE id = ?", (f"{result_id}-0",)).fetchone()
-            if many is not None:
+            many = db.execute("SELECT model FROM results WHERE id = ?", (f"{result_id}-0",)).fetchone()
+            if many is not None and (models is None or many["model"] in models):
                 raise InvalidArgument(f"{where}request {result_id!r} had many inputs: give the index of one")
         reason = archived_before(result_id)
-        if reason:
+        if reason and (models is None or _archived_among(db, result_id, models)):
             raise Conflict(f"{where}result {result_id!r} cannot be labeled: {reason}")
         raise NotFound(f"{where}result {result_id!r} not found")
     if request.model is not None and row["model"] != request.model:
         raise InvalidArgument(f"{where}result {result_id!r} is a prediction of {row['model']!r}, not {request.model!r}")
     return _target(row)
+
+
+def _archived_among(db: sqlite3.Connection, result_id: str, models: Collection[str]) -> bool:
+    """Whether retention archived a result of one of ``models`` made when ``result_id`` was (a
+    project's: another project's archived result is not found, as if it never was)."""
+    at = result_time(result_id)
+    if at is None or not models:
+        return False
+    names = sorted(models)
+    found = db.execute(
+        "SELECT 1 FROM archive_moves WHERE state = 'committed' AND min_at <= ? AND max_at >= ?"
+        f" AND model IN ({','.join('?' * len(names))}) LIMIT 1",
+        (at + 1.0, at - 1.0, *names),
+    ).fetchone()
+    return found is not None
 
 
 def at_row(request: LabelRequest) -> str:
