@@ -5,13 +5,14 @@ rows (every cell as the text it was, so a part is decoded by the model's kind ex
 CSV upload is), JSON lines of texts (``{"text": ..., "id": ..., "label": ...}``), or a ZIP of files
 a model takes one at a time (images; a file's folder is its true label). Layout::
 
-    batch-inputs/<sha256>/input.json     what was uploaded: format, file name, bytes, rows
+    batch-inputs/<sha256>/input.json     what was first uploaded: format, file name, bytes, rows
     batch-inputs/<sha256>/rows.parquet   its rows (id, then the format's columns)
-    batch-inputs/<sha256>/projects/<p>   a project that uploaded it (empty)
+    batch-inputs/<sha256>/projects/<p>   a project that uploaded it: the file name it gave (JSON)
 
-The same content saved twice is one input; each project that uploads it is marked, and a job
-of a project names only the inputs its project uploaded (one uploaded before projects, with no
-mark, is ``default``'s). A file that is empty, over ``max_bytes``, in no known
+The same content saved twice is one input; each project that uploads it is marked with its own
+file name, and a job of a project names only the inputs its project uploaded (one uploaded before
+projects, with no mark, is ``default``'s). A project is answered with its own file name, never
+another's, so an upload does not tell that another project sent the same bytes. A file that is empty, over ``max_bytes``, in no known
 format or unreadable is refused (:class:`InvalidArgument`, :class:`TooLarge`) and nothing is kept.
 """
 
@@ -22,7 +23,7 @@ import io
 import json
 import posixpath
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -91,11 +92,11 @@ class BatchInputs:
                 unreadable in its format (the message names the first bad line or entry).
         """
         raw, digest = _read_capped(data, max_bytes, filename)
+        name = posixpath.basename(str(filename or "input").replace("\\", "/")) or "input"
         existing = self._find(digest)
         if existing is not None:
-            self._mark(digest, project)
-            return existing
-        name = posixpath.basename(str(filename or "input").replace("\\", "/")) or "input"
+            self._mark(digest, project, name)
+            return replace(existing, filename=name)
         fmt = detect_format(name, raw)
         table = ROW_READERS[fmt](raw, name)
         if table.num_rows == 0:
@@ -114,7 +115,7 @@ class BatchInputs:
         self.storage.put_bytes(input_key(digest, "rows.parquet"), sink.getvalue())
         # Written last: an input whose rows are not all stored is not found (and saved again).
         self.storage.put_bytes(input_key(digest, "input.json"), json.dumps(found.to_dict()).encode())
-        self._mark(digest, project)
+        self._mark(digest, project, name)
         return found
 
     def uploaded_by(self, input_id: str, project: str) -> bool:
@@ -125,16 +126,20 @@ class BatchInputs:
             return True
         return project == DEFAULT_PROJECT and not self.storage.list(input_key(input_id, "projects"))
 
-    def _mark(self, input_id: str, project: str) -> None:
-        key = input_key(input_id, f"projects/{project}")
-        if not self.storage.exists(key):
-            self.storage.put_bytes(key, b"")
+    def _mark(self, input_id: str, project: str, filename: str) -> None:
+        self.storage.put_bytes(input_key(input_id, f"projects/{project}"), json.dumps({"filename": filename}).encode())
 
-    def get(self, input_id: str) -> BatchInput:
-        """The input saved under ``input_id``; :class:`NotFound` when there is none."""
+    def get(self, input_id: str, project: str | None = None) -> BatchInput:
+        """The input saved under ``input_id`` (with ``project``, named as that project uploaded
+        it); :class:`NotFound` when there is none."""
         found = self._find(input_id) if _is_id(input_id) else None
         if found is None:
             raise NotFound(f"Batch input {input_id!r} not found; upload the file first")
+        key = input_key(input_id, f"projects/{project}")
+        if project is not None and self.storage.exists(key):
+            raw = self.storage.get_bytes(key)  # a mark from before file names were kept: empty
+            if raw:
+                return replace(found, filename=str(json.loads(raw)["filename"]))
         return found
 
     def rows_path(self, input_id: str) -> str:
