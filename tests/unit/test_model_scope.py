@@ -1,10 +1,13 @@
 """Projects through the model-keyed stores, without a platform: what a project's ``ModelScope``
 owns, a loop run of another project's model found by no one else (the run routes), alerts that
-gain their project in place and take their model's, and the result store narrowed to a
-project's models."""
+gain their project in place and take their model's, the result store narrowed to a project's
+models, a batch job's project checks, batch uploads answered per project, and what a project
+keeps in storage counted among what it holds."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -14,13 +17,18 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from aiplatform.access.holdings import describe, project_holdings, stored_holdings
 from aiplatform.alerting.store import AlertStore
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.routes import loops as loop_routes
+from aiplatform.api.routes.batch import check_batch_job
 from aiplatform.api.scope import ModelScope, get_model_scope
-from aiplatform.errors import NotFound
-from aiplatform.results.feedback import LabelRequest
-from aiplatform.results.store import PredictionRecord, ResultStore
+from aiplatform.batch.inputs import BatchInputs
+from aiplatform.batch.params import BatchParams
+from aiplatform.errors import Conflict, InvalidArgument, NotFound
+from aiplatform.results.feedback import LabelRequest, result_time
+from aiplatform.results.store import PredictionRecord, ResultStore, new_result_id
+from aiplatform.storage import LocalStorage
 
 pytestmark = pytest.mark.unit
 
@@ -120,4 +128,57 @@ def test_the_result_store_narrows_to_a_project_models(tmp_path: Path) -> None:
             store.resolve_labels([request], ["model-b"])
         assert "model-a" not in hidden.value.message
     assert store.resolve_labels([LabelRequest("x", id="r0")], ["model-a"])[0].model == "model-a"
+    # nor is another project told that a request had many inputs, or that a result was archived
+    archived, at = new_result_id(), 1.8e9
+    store.record_batch(
+        [PredictionRecord(f"req-{i}", "model-a", 1, "d" * 64, {"label": "x"}, 1.0, at + i) for i in range(2)]
+        + [PredictionRecord(archived, "model-a", 1, "d" * 64, {"label": "x"}, 1.0, result_time(archived) or 0.0)]
+    )
+    store.mark_move("k", "model-a", 0.0, at, at, None, 100)
+    store.commit_move("k")
+    for request, seen_by_a in (
+        (LabelRequest("x", request_id="req"), InvalidArgument),
+        (LabelRequest("x", id=archived), Conflict),
+    ):
+        with pytest.raises(NotFound):
+            store.resolve_labels([request], ["model-b"])
+        with pytest.raises(seen_by_a):
+            store.resolve_labels([request], ["model-a"])
     store.close()
+
+
+def test_a_batch_job_is_checked_in_its_project_whichever_route_creates_it(tmp_path: Path) -> None:
+    """``check_batch_job``, which ``POST /v1/batch-jobs`` and ``POST /v1/tasks`` both run: another
+    project's model or upload is not found before anything else is looked at."""
+    storage = LocalStorage(tmp_path)
+    upload = BatchInputs(storage).save("a.csv", io.BytesIO(b"x,y\n1,2\n"), project="a").id
+    for model, upload_id, missing in (("model-a", None, "Model 'model-a'"), ("model-b", upload, "Batch input")):
+        spec = {"upload": upload_id} if upload_id else {"dataset": "d"}
+        params = BatchParams.model_validate({"model": model, "input": spec})
+        with pytest.raises(NotFound, match=missing):
+            asyncio.run(check_batch_job(params, _scope("b"), storage, None, None))  # type: ignore[arg-type]
+
+
+def test_the_same_bytes_uploaded_by_another_project_answer_its_own_file_name(tmp_path: Path) -> None:
+    inputs = BatchInputs(LocalStorage(tmp_path))
+    first = inputs.save("secret-plan.csv", io.BytesIO(b"x,y\n1,2\n"), project="a")
+    again = inputs.save("mine.csv", io.BytesIO(b"x,y\n1,2\n"), project="b")
+    assert (again.id, again.filename, first.filename) == (first.id, "mine.csv", "secret-plan.csv")
+    assert inputs.get(first.id, "b").filename == "mine.csv" and inputs.get(first.id, "a").filename == "secret-plan.csv"
+    assert inputs.uploaded_by(first.id, "b") and not inputs.uploaded_by(first.id, "c")
+
+
+def test_a_project_holds_what_it_keeps_in_storage(tmp_path: Path) -> None:
+    """A project with only code, datasets or batch uploads in storage still holds something
+    (renaming or deleting it would hand them to a new project of its name)."""
+    storage = LocalStorage(tmp_path / "store")
+    assert stored_holdings(storage, "a") == {}
+    storage.put_bytes("projects/a/code/" + "0" * 64 + ".zip", b"zip")
+    storage.put_bytes("projects/a/datasets/d/1/manifest.json", b"{}")
+    storage.put_bytes("projects/a/datasets/d/1/data/train/part-0.parquet", b"x")
+    storage.put_bytes("projects/ab/code/" + "1" * 64 + ".zip", b"zip")  # another project's
+    BatchInputs(storage).save("a.csv", io.BytesIO(b"x,y\n1,2\n"), project="a")
+    held = project_holdings(tmp_path / "state", "a", storage)
+    assert held == {"dataset versions": 1, "code archives": 1, "batch uploads": 1}
+    assert describe(held) == "1 dataset version, 1 code archive, 1 batch upload"
+    assert stored_holdings(storage, "b") == {} and stored_holdings(storage, "default") == {}
