@@ -88,7 +88,9 @@ async def check_batch_job(
     if upload is not None and not await run_in_threadpool(BatchInputs(storage).uploaded_by, upload, scope.project):
         raise NotFound(f"Batch input {upload!r} not found; upload the file first")
     await run_in_threadpool(
-        lambda: check_batch(params, storage, registry, max_output_rows=settings.batch_max_output_rows)
+        lambda: check_batch(
+            params, storage, registry, max_output_rows=settings.batch_max_output_rows, project=scope.project
+        )
     )
 
 
