@@ -75,3 +75,33 @@ def test_people_keys_and_the_audit_log_from_the_page(page, platform_url: str) ->
     page.click("#audit-filter")
     expect(page.locator("#audit-rows tr[data-outcome=ok]")).to_have_count(0)
     assert_accessible(page)
+
+
+def test_the_project_switcher_scopes_the_pages(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from playwright.sync_api import expect
+
+    from tests.factories import TINY_CNN_PARAMS
+
+    project = f"ui-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=platform_url, timeout=30) as client:  # authentication off: the platform admin
+        assert client.post("/v1/projects", json={"name": project}).status_code == 201
+        body = {"template": "cnn-classification", "params": TINY_CNN_PARAMS, "model_name": f"{project}-cnn"}
+        made = client.post("/v1/tasks", json=body, headers={"X-AIP-Project": project})
+        assert made.status_code == 201, made.text
+    task = made.json()["id"]
+    row = page.locator(f"#task-rows tr[data-task='{task}']")
+
+    page.goto(f"{platform_url}/#training")
+    expect(page.locator("#project")).to_have_value("default")
+    expect(page.locator("#task-rows tr").first).to_be_visible()
+    expect(row).to_have_count(0)  # another project's task
+    page.select_option("#project", project)
+    expect(row).to_have_count(1)
+    expect(row.locator(".task-created")).to_contain_text("by platform")
+    assert_accessible(page)
+    page.reload()  # remembered in this browser
+    expect(page.locator("#project")).to_have_value(project)
+    expect(row).to_have_count(1)
+    page.select_option("#project", "default")
+    expect(row).to_have_count(0)

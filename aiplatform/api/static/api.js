@@ -19,7 +19,18 @@ let tokenDeclined = false;
   tokenStore.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
   history.replaceState(null, "", location.pathname + location.search + "#training");
 })();
-export const authHeaders = () => (tokenStore.getItem(TOKEN_KEY) ? { Authorization: `Bearer ${tokenStore.getItem(TOKEN_KEY)}` } : {});
+// The project every request acts in (X-AIP-Project), chosen in the header's switcher and
+// remembered in this browser (localStorage); none chosen: the key's project, else default.
+const PROJECT_KEY = "aip-project";
+export const currentProject = () => window.localStorage.getItem(PROJECT_KEY);
+export function chooseProject(name) {
+  if (name) window.localStorage.setItem(PROJECT_KEY, name);
+  else window.localStorage.removeItem(PROJECT_KEY);
+}
+export const authHeaders = () => ({
+  ...(tokenStore.getItem(TOKEN_KEY) ? { Authorization: `Bearer ${tokenStore.getItem(TOKEN_KEY)}` } : {}),
+  ...(currentProject() ? { "X-AIP-Project": currentProject() } : {}),
+});
 
 export async function api(method, path, body, isForm, retried) {
   const sentToken = tokenStore.getItem(TOKEN_KEY);
@@ -51,7 +62,7 @@ export async function api(method, path, body, isForm, retried) {
 
 // Images and downloads cannot send a header by themselves: with a token they are fetched first.
 export function authedImage(url, attrs) {
-  if (!tokenStore.getItem(TOKEN_KEY)) return h("img", { ...attrs, src: url });
+  if (!tokenStore.getItem(TOKEN_KEY) && !currentProject()) return h("img", { ...attrs, src: url });
   const img = h("img", attrs);
   fetch(url, { headers: authHeaders() }).then((r) => r.blob()).then((b) => { img.src = URL.createObjectURL(b); });
   return img;
@@ -59,7 +70,7 @@ export function authedImage(url, attrs) {
 
 export function authedDownload(url, filename, label) {
   return h("a", { class: "button", href: url, download: filename, onclick: (e) => {
-    if (!tokenStore.getItem(TOKEN_KEY)) return;
+    if (!tokenStore.getItem(TOKEN_KEY) && !currentProject()) return;
     e.preventDefault();
     act(null, async () => {
       const response = await fetch(url, { headers: authHeaders() });

@@ -9,6 +9,7 @@ import { inferencePage, resultPage } from "./page-inference.js";
 import { modelsPage } from "./page-models.js";
 import { monitoringPage } from "./page-monitoring.js";
 import { peoplePage, refreshIdentity } from "./page-people.js";
+import { refreshProjects, watchProjectSwitch } from "./projects.js";
 import { comparePage, sweepPage, sweepsPage } from "./page-sweeps.js";
 import { taskPage, trainingPage } from "./page-training.js";
 import { addPages, route } from "./router.js";
@@ -22,7 +23,9 @@ addPages({
 
 document.getElementById("error-close").addEventListener("click", clearError);
 window.addEventListener("hashchange", () => { clearError(); route(); });
+watchProjectSwitch();
 route();
 refreshIdentity();
+refreshProjects();
 refreshAlertBanner();
 setInterval(refreshAlertBanner, ALERT_POLL_MS);

@@ -60,7 +60,7 @@ export function taskRow(task) {
     h("td", {}, h("span", { class: `state state-${task.state}`, "data-state": task.state }, task.cancel_requested && task.state === "RUNNING" ? "CANCELLING" : task.state)),
     h("td", {}, taskProgress(task)),
     h("td", {}, fmtNum(metrics.val_accuracy)),
-    h("td", {}, fmtTime(task.created_at)),
+    h("td", { class: "task-created" }, fmtTime(task.created_at), h("div", { class: "muted" }, `by ${task.created_by || "unknown"}`)),
     h("td", {}, taskActions(task, () => route())));
 }
 
