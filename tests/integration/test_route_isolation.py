@@ -1,15 +1,17 @@
 """Isolation between projects, generated from the platform's own route table: every REST route of
 the gateway (the v1 API, the fast inference route, the OIP REST routes, the server-sent event
 stream) and every method of the OIP gRPC service, called by a maintainer of project B on project
-A's resources (A's model, task, result, alert, loop, batch upload, project), answers 404, and
-every listing B reads shows nothing of A. A route added later that this test cannot place (a
-path parameter it has no resource of A for, a body route with no body below) fails it, so a new
-route is scoped or named here on purpose."""
+A's resources (A's model, task, result, alert, loop, batch upload and job, dataset, code
+archive, analysis chart, project), answers 404, and every listing B reads shows nothing of A. A
+route added later that this test cannot place (a path parameter it has no resource of A for, a
+body route with no body below) fails it, so a new route is scoped or named here on purpose."""
 
 from __future__ import annotations
 
+import io
 import re
 import uuid
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +26,7 @@ from aiplatform.settings import Settings
 from tests.factories import (
     TINY_CNN_PARAMS,
     platform_settings,
+    png_bytes,
     register_versions,
     served_grpc_address,
     served_platform,
@@ -37,19 +40,6 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 IN_A = {**ADMIN, "X-AIP-Project": "a"}
 IMAGE = np.zeros((8, 8, 1), dtype=int).tolist()
 
-EXPECTED_TO_BE_SCOPED = {
-    # Datasets, code archives and what is read from them are scoped by their own stores (issue
-    # 32, item 1): until then this test cannot make "A's" dataset or archive. When they are
-    # scoped, move these into PARAMS below (a resource of A each) so they are checked too.
-    "POST /v1/code",
-    "GET /v1/code/{digest}",
-    "GET /v1/datasets/{name}/{version}",
-    "GET /v1/datasets/{name}/{version}/samples",
-    "GET /v1/datasets/{name}/{version}/profile",
-    "GET /v1/analysis/datasets/{name}/{version}",
-    "GET /v1/analysis/charts/{key}",
-    "POST /v1/analysis/drift",
-}
 PLATFORM_CATALOGS = {"GET /v1/templates/{name}"}
 """The same for every project (the platform's templates): nothing of A to hide."""
 NOT_MADE_HERE = {
@@ -87,11 +77,25 @@ def _maintainer_of_b(client: httpx.Client) -> dict[str, str]:
     return {"Authorization": f"Bearer {made.json()['secret']}"}
 
 
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+IMAGES = _zip({"0/a.png": png_bytes(np.zeros((8, 8), dtype=np.uint8))})
+"""A's batch upload: one image model-a takes."""
+
+
 def _resources_of_a(client: httpx.Client, settings: Settings) -> dict[str, str]:
     """One of each resource in project A, made as its users would (the alert straight in the
-    alert store, as the engine opens one)."""
+    alert store, as the engine opens one; the dataset built in A's storage, as a task does)."""
     from aiplatform.alerting.store import AlertStore
+    from aiplatform.datasets import DatasetManager, TabularDatasetSpec
     from aiplatform.registry import ModelProjects
+    from aiplatform.storage import storage_from_settings
 
     task = client.post(
         "/v1/tasks",
@@ -111,13 +115,33 @@ def _resources_of_a(client: httpx.Client, settings: Settings) -> dict[str, str]:
     store.close()
     assert alert.project == "a"
     assert client.post("/v1/loops", json={"model": "model-a"}, headers=IN_A).status_code == 201
-    upload = client.post("/v1/batch-inputs", files={"file": ("a.csv", b"x,y\n1,2\n")}, headers=IN_A)
+    upload = client.post("/v1/batch-inputs", files={"file": ("a-images.zip", IMAGES)}, headers=IN_A)
     assert upload.status_code == 201, upload.text
+    job = client.post(
+        "/v1/batch-jobs",
+        json={"model": "model-a", "input": {"upload": upload.json()["id"]}, "start": False},
+        headers=IN_A,
+    )
+    assert job.status_code == 201 and job.json()["created_by"] == "platform", job.text
+    code = client.post(
+        "/v1/code", content=_zip({"train.py": b"print(1)\n"}), headers={**IN_A, "Content-Type": "application/zip"}
+    )
+    assert code.status_code == 201, code.text
+    dataset = DatasetManager(storage_from_settings(settings), project="a").build(
+        TabularDatasetSpec(source="penguins", name="dataset-of-a", max_rows=40)
+    )
+    profile = client.get(f"/v1/analysis/datasets/{dataset.name}/{dataset.version}", headers=IN_A)
+    assert profile.status_code == 200, profile.text
     return {
         "task": task.json()["id"],
         "result": results[0]["id"],
         "alert": alert.id,
         "upload": upload.json()["id"],
+        "job": job.json()["id"],
+        "digest": code.json()["digest"],
+        "dataset": dataset.name,
+        "dataset_version": dataset.version,
+        "chart": next(iter(profile.json()["chart_urls"].values())).removeprefix("/v1/analysis/charts/"),
     }
 
 
@@ -148,7 +172,9 @@ def test_a_user_of_another_project_finds_nothing_of_it_on_any_route(
         "alias": "production",
         "task_id": a["task"],
         "sweep_id": a["task"],
-        "job_id": a["task"],
+        "job_id": a["job"],
+        "digest": a["digest"],
+        "key": a["chart"],
         "result_id": a["result"],
         "alert_id": a["alert"],
         "project": "a",
@@ -168,7 +194,11 @@ def test_a_user_of_another_project_finds_nothing_of_it_on_any_route(
         "POST /v1/projects": ({"name": "c"}, 403),
         "POST /v1/users": ({"name": "carl"}, 403),
         "POST /v1/batch-inputs": (None, 400),  # multipart only: B's own upload is tried below
+        "POST /v1/code": (None, 400),  # a ZIP body only; B's archives are B's own (GET /v1/code/{digest})
+        "POST /v1/analysis/drift": ({"model": "model-a", "dataset": f"{a['dataset']}@{a['dataset_version']}"}, 404),
     }
+    # a dataset's routes name A's dataset (``name`` and ``version`` are the model's elsewhere)
+    dataset_params = {**params, "name": a["dataset"], "version": a["dataset_version"]}
     # A route on a path of A's model or project is refused by the access guard before its body
     # is read; one that checks its resource itself needs a body that passes validation first.
     path_bodies = {
@@ -177,23 +207,24 @@ def test_a_user_of_another_project_finds_nothing_of_it_on_any_route(
     }
     routes = _routes()
     named = {f"{method} {path}" for method, path, _ in routes}
-    stale = (EXPECTED_TO_BE_SCOPED | PLATFORM_CATALOGS | NOT_MADE_HERE | set(bodies) | set(path_bodies)) - named
+    stale = (PLATFORM_CATALOGS | NOT_MADE_HERE | set(bodies) | set(path_bodies)) - named
     assert not stale, f"named here but no longer routes: {stale}"
     assert len(routes) > 80
 
     wrong, checked = [], 0
     for method, template, operation in routes:
         route = f"{method} {template}"
-        if route in EXPECTED_TO_BE_SCOPED | PLATFORM_CATALOGS | NOT_MADE_HERE or is_public(template):
+        if route in PLATFORM_CATALOGS | NOT_MADE_HERE or is_public(template):
             continue
         names = re.findall(r"{([^}:]+)(?::path)?}", template)
-        missing = [n for n in names if n not in params]
+        values = dataset_params if "/datasets/{name}" in template else params
+        missing = [n for n in names if n not in values]
         if missing:
             wrong.append(f"{route}: no resource of A for {missing}; scope it and name one here")
             continue
         path = template
         for name in names:
-            path = path.replace(f"{{{name}}}", params[name])
+            path = path.replace(f"{{{name}}}", values[name])
         action = request_action(method, path).action
         if action is Action.IDENTIFY:
             continue
@@ -236,20 +267,28 @@ def test_a_user_of_another_project_finds_nothing_of_it_on_any_route(
             wrong.append(f"{route}?model=model-a: not a 404")
     assert not wrong, "\n".join(wrong)
     assert checked > 60
+    # B's own upload with A's model, and A's upload from B: neither is B's to use, by either route
+    mine = client.post("/v1/batch-inputs", files={"file": ("b.csv", b"x,y\n3,4\n")}, headers=bob).json()["id"]
+    for job in (
+        {"model": "model-a", "input": {"upload": mine}},
+        {"model": "model-b", "input": {"upload": a["upload"]}},
+    ):
+        for path, body in (("/v1/batch-jobs", job), ("/v1/tasks", {"template": "batch-inference", "params": job})):
+            answer = client.post(path, json=body, headers=bob)
+            assert answer.status_code == 404, (path, answer.text)
     assert client.get("/v1/tasks/counts", headers=bob).json()["total"] == 0
     assert "a" not in [p["name"] for p in client.get("/v1/projects", headers=bob).json()["projects"]]
     hidden = client.post(
         "/v1/results/feedback", json=[{"id": a["result"], "model": "model-b", "label": "0"}], headers=bob
     )
     assert hidden.status_code == 400 and "not found" in hidden.json()["message"] and "model-a" not in hidden.text
-    # B's own upload with A's model, and A's upload from B: neither is B's to use
-    mine = client.post("/v1/batch-inputs", files={"file": ("b.csv", b"x,y\n3,4\n")}, headers=bob).json()["id"]
-    job = client.post("/v1/batch-jobs", json={"model": "model-a", "input": {"upload": mine}}, headers=bob)
-    assert job.status_code == 404 and "model-a" in job.json()["message"]
     # what A's maintainer sees of the same: everything above was A's own, and found
     assert client.get(f"/v1/alerts/{a['alert']}", headers=IN_A).status_code == 200
     assert [p["model"] for p in client.get("/v1/loops", headers=IN_A).json()["policies"]] == ["model-a"]
     assert client.get(f"/v1/results/{a['result']}", headers=IN_A).status_code == 200
+    # the same bytes as A's upload, sent by B: B's own file name back, nothing of A's
+    same = client.post("/v1/batch-inputs", files={"file": ("mine.zip", IMAGES)}, headers=bob).json()
+    assert (same["id"], same["filename"]) == (a["upload"], "mine.zip")
 
     _grpc_methods_find_nothing_of_a(bob)
 
