@@ -26,6 +26,8 @@ from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
 LOOP_ACTOR_NAME = "loop-engine"
+BUSY_POLL_S = 0.5
+"""How soon the actor ticks again while a run's data or gate task runs."""
 
 
 class LoopAPI(Protocol):
@@ -143,7 +145,9 @@ class LoopActor(LoopService):
                 self.tick_now()
             except Exception:
                 logger.exception("loop engine tick failed; trying again next interval")
-            self._wake.wait(self.settings.loop_interval_s)
+            # A data or gate task running: looked at again soon, not a whole interval after it ends.
+            busy = getattr(self.engine.platform, "busy", False)
+            self._wake.wait(min(self.settings.loop_interval_s, BUSY_POLL_S) if busy else self.settings.loop_interval_s)
             self._wake.clear()
 
 

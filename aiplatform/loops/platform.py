@@ -95,6 +95,11 @@ class PlatformLoops:
             storage=self.storage,
         )
 
+    @property
+    def busy(self) -> bool:
+        """Whether a data or gate task is running (``StepWork.busy``)."""
+        return self.work.busy
+
     # -- triggers --------------------------------------------------------------------------
     def alert_rules(self) -> list[str]:
         return [rule["name"] for rule in self.alerts.rules()]
@@ -383,6 +388,11 @@ class StepWork:
 
     def __init__(self) -> None:
         self._running: dict[str, ray.ObjectRef] = {}
+
+    @property
+    def busy(self) -> bool:
+        """Whether a launched task has not been collected yet (the engine then looks sooner)."""
+        return bool(self._running)
 
     def running(self, key: str) -> bool:
         """Whether ``key``'s task was launched by this process and has not been collected."""
