@@ -5,7 +5,9 @@ admissions), so it is tested without a cluster:
 
 - a task starts only if its project's running CPUs and GPUs plus its own stay within the
   project's quota; one past it waits, saying ``project quota: 8 of 8 CPUs in use``, and so do the
-  tasks of that project behind it (priorities order a project's own tasks);
+  tasks of that project behind it (priorities order a project's own tasks). A task that needs
+  more than the quota itself (the quota was lowered after it was queued; creation refuses such a
+  task) could never start: it waits saying so and the tasks behind it go ahead;
 - between projects whose next task is admissible, the one with the fewest CPU-seconds used over
   the last ``WINDOW_S``, divided by its weight, goes first; its next task may then take the
   next free room, so a project alone on the cluster gets all of it. A running task counts as
@@ -13,12 +15,21 @@ admissions), so it is tested without a cluster:
   and so does each task started in the round: one round's free room is shared by weight
   rather than all given to the project furthest behind;
 - the chosen task waits (and so does everything behind it) when the cluster has not the room
-  for it now: a smaller task of another project does not jump it, or a large task would never
-  start.
+  for it now but will once running queued tasks end: a smaller task of another project does
+  not jump it, or a large task would never start. When it would not fit even if every task
+  the queue runs ended (the rest is held outside the queue: model servers, analysis tasks, a
+  loop's gates), holding the room for it would stop every project for as long as those hold
+  theirs, so its project sits the round out (its own tasks keep their order behind it) and the
+  others' tasks that fit start. It is not starved by them: as soon as the room outside the queue
+  shrinks enough for it to fit once the queue's tasks end, the room is held for it again.
+
+Every queued task the policy sees gets a reason it waits that names only its own project's
+tasks (``Plan.waiting``): what the task manager shows a project's members.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -123,6 +134,21 @@ def in_use(running: Iterable[tuple[str, Resources]]) -> dict[str, Resources]:
     return held
 
 
+def quota_exceeded(quota: Quota | None, needed: Resources) -> str | None:
+    """Why a task needing ``needed`` could never start under ``quota``, even with nothing else of
+    its project running (None: it could)."""
+    if quota is None:
+        return None
+    for limit, want, unit in ((quota.cpus, needed.cpu, "CPUs"), (quota.gpus, needed.gpu, "GPUs")):
+        if limit is not None and want > limit + 1e-9:
+            return f"needs {want:g} {unit}, more than its project's quota of {limit:g} {unit}"
+    return None
+
+
+MOST_AT_ONCE = "the platform runs the most tasks it runs at once"
+CLUSTER_BUSY = "the cluster is busy: its project waits for its fair share turn"
+
+
 def plan(
     queued: Sequence[Candidate],
     quotas: Mapping[str, Quota],
@@ -133,35 +159,46 @@ def plan(
     run_s: float = 0.0,
 ) -> Plan:
     """The tasks to start now, at most ``slots`` of them, within ``free`` (see the module
-    docstring); each one started adds its CPUs times ``run_s`` to its project's CPU-seconds."""
+    docstring); each one started adds its CPUs times ``run_s`` to its project's CPU-seconds.
+    ``held`` is what every project's running tasks hold: with ``free`` it is the room the
+    queue's tasks would have if all of theirs ended."""
     result = Plan()
     held = dict(held)
     used_cpu_s = dict(used_cpu_s)
+    reclaimable = functools.reduce(Resources.plus, held.values(), free)
     lines: dict[str, list[Candidate]] = {}
     for candidate in queued:
+        refusal = quota_exceeded(quotas.get(candidate.project), candidate.needed)
+        if refusal is not None:  # never admissible: it must not hold its project's line
+            result.waiting[candidate.task_id] = f"{refusal}: it cannot start until the quota is raised"
+            continue
         lines.setdefault(candidate.project, []).append(candidate)
     order = {c.task_id: i for i, c in enumerate(queued)}
-    while slots > 0 and lines:
+    stopped = MOST_AT_ONCE
+    while lines:
         admissible = []
         for project, line in list(lines.items()):
-            head = line[0]
-            refusal = quota_refusal(quotas.get(project), held.get(project, NOTHING), head.needed)
+            refusal = quota_refusal(quotas.get(project), held.get(project, NOTHING), line[0].needed)
             if refusal is None:
                 admissible.append(project)
                 continue
-            result.waiting[head.task_id] = refusal
-            for behind in line[1:]:
-                result.waiting[behind.task_id] = f"behind {head.task_id} of its project, which waits: {refusal}"
-            del lines[project]
-        if not admissible:
+            _wait_line(result, lines.pop(project), refusal)
+        if not admissible or slots <= 0:
             break
         chosen = min(admissible, key=lambda p: (_share(p, used_cpu_s, quotas), order[lines[p][0].task_id]))
         head = lines[chosen][0]
         if not head.needed.fits(free):
-            result.waiting[head.task_id] = (
-                f"its project's turn; needs {head.needed.describe()}, {free.describe()} free now"
+            room = f"needs {head.needed.describe()}, {free.describe()} free now"
+            if head.needed.fits(reclaimable):
+                _wait_line(result, lines.pop(chosen), f"its project's turn; {room}")
+                stopped = CLUSTER_BUSY
+                break
+            _wait_line(
+                result,
+                lines.pop(chosen),
+                f"{room}; the rest is held outside the queue (model servers, analysis), so tasks that fit go ahead",
             )
-            break
+            continue
         lines[chosen].pop(0)
         if not lines[chosen]:
             del lines[chosen]
@@ -170,7 +207,17 @@ def plan(
         held[chosen] = held.get(chosen, NOTHING).plus(head.needed)
         used_cpu_s[chosen] = used_cpu_s.get(chosen, 0.0) + head.needed.cpu * run_s
         slots -= 1
+    for line in lines.values():
+        _wait_line(result, line, stopped)
     return result
+
+
+def _wait_line(result: Plan, line: Sequence[Candidate], reason: str) -> None:
+    """``line``'s head waits for ``reason``, the rest of its project's line behind it."""
+    head = line[0]
+    result.waiting[head.task_id] = reason
+    for behind in line[1:]:
+        result.waiting[behind.task_id] = f"behind {head.task_id} of its project, which waits: {reason}"
 
 
 def _share(project: str, used_cpu_s: Mapping[str, float], quotas: Mapping[str, Quota]) -> float:

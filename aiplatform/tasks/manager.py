@@ -14,12 +14,13 @@ no longer has the job (the job was deleted, the head was recreated).
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
@@ -43,6 +44,7 @@ from aiplatform.tasks.ray_jobs import JobState, RayJobs
 from aiplatform.tasks.sweeps.params import SweepParams, best_trial
 from aiplatform.tasks.sweeps.template import SWEEP
 from aiplatform.training.catalog import get_template
+from aiplatform.training.template import TaskTemplate
 
 logger = logging.getLogger(__name__)
 QUEUE_LOOKAHEAD = 100
@@ -149,8 +151,9 @@ class TaskManager:
         if source is not None:
             SourcePolicy.from_settings(self.settings).check_source(source)
         if self.storage is not None:
-            found.check_inputs(parsed, self.storage, project)
+            check_template_inputs(found, parsed, self.storage, project)
         self._check_fits(template, parsed.model_dump(mode="json"))
+        self.check_within_quota(project, template, parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)
         if start:
@@ -243,6 +246,7 @@ class TaskManager:
         created = self.queue.get(task_id)
         self.check_users_code(created)
         if created.state != QUEUED:
+            self.check_within_quota(created.project, created.template, created.params)
             self.check_queued_quota(created.project)
         task = self.queue.start(task_id)
         self.wake_scheduler()
@@ -260,6 +264,17 @@ class TaskManager:
             raise Conflict(
                 f"Project {project!r} has {queued} of {limit} queued tasks (its queued-task quota): wait for some "
                 "to start, cancel some, or ask a platform admin to raise it (aip quotas set)"
+            )
+
+    def check_within_quota(self, project: str, template: str, params: dict[str, Any]) -> None:
+        """``Conflict`` naming the quota when a task of ``template`` needs more CPUs or GPUs than
+        ``project``'s quota allows at all: queued, it could never start."""
+        needed = self.resources_needed(template, params)
+        refusal = fair_share.quota_exceeded(self.quotas.quotas().get(project), needed)
+        if refusal is not None:
+            raise Conflict(
+                f"The task {refusal} (project {project!r}), so it could never start: lower its 'workers' "
+                "(or a sweep's 'max_concurrent_trials'), or ask a platform admin to raise the quota (aip quotas set)"
             )
 
     def project_usage(self, project: str) -> tuple[Resources, list[str]]:
@@ -322,6 +337,9 @@ class TaskManager:
         self.check_users_code(task)
         if task.state == SUCCEEDED:
             raise Conflict(f"Sweep {sweep_id} has finished all its trials; extend it to run more")
+        if task.state != QUEUED:
+            self.check_within_quota(task.project, task.template, task.params)
+            self.check_queued_quota(task.project)
         resumed = self.queue.requeue(sweep_id)
         self.wake_scheduler()
         return resumed
@@ -332,8 +350,10 @@ class TaskManager:
         self.check_users_code(task)
         if not task.finished:
             raise Conflict(f"Sweep {sweep_id} is {task.state}; stop it (or let it finish) before extending it")
-        params = {**task.params, "trials": int(task.params["trials"]) + more}
-        extended = self.queue.requeue(sweep_id, get_template(SWEEP).parse_params(params).model_dump(mode="json"))
+        params = get_template(SWEEP).parse_params({**task.params, "trials": int(task.params["trials"]) + more})
+        self.check_within_quota(task.project, task.template, params.model_dump(mode="json"))
+        self.check_queued_quota(task.project)
+        extended = self.queue.requeue(sweep_id, params.model_dump(mode="json"))
         self.wake_scheduler()
         return extended
 
@@ -461,31 +481,17 @@ class TaskManager:
         slots = self.settings.task_max_running - len(running)
         if slots <= 0:
             return
-        cluster = Resources.of(ray.cluster_resources())
-        held = self._held(running)
-        free = _free(cluster, held)
-        demand: list[dict[str, float]] = []
-        queued: dict[str, Task] = {}
-        candidates: list[Candidate] = []
-        for task in self.queue.queued(limit=QUEUE_LOOKAHEAD):
-            if self._fail_if_users_code_is_off(task):
-                continue
-            needed = self.resources_needed(task.template, task.params)
-            if not needed.fits(cluster):
-                demand += self.worker_bundles(task.template, task.params)
-                continue
-            queued[task.id] = task
-            candidates.append(Candidate(task.id, task.project, needed))
-        if candidates:
-            quotas = self.quotas.quotas()
-            admissions = self.quotas.admissions(since=now - fair_share.WINDOW_S)
-            run_s = fair_share.typical_run_s(admissions, now)
-            used = fair_share.cpu_seconds(admissions, now, run_s=run_s)
-            for chosen in fair_share.plan(candidates, quotas, held, used, free, slots, run_s=run_s).admitted:
-                quota = quotas.get(chosen.project)
+        queued = [
+            task for task in self.queue.queued(limit=QUEUE_LOOKAHEAD) if not self._fail_if_users_code_is_off(task)
+        ]
+        round_ = self._plan_round(queued, running, now, slots)
+        if round_.plan is not None:
+            held = dict(round_.held)
+            for chosen in round_.plan.admitted:
+                quota = round_.quotas.get(chosen.project)
                 before = held.get(chosen.project, fair_share.NOTHING)
                 held[chosen.project] = before.plus(chosen.needed)
-                self.queue.claim(chosen.task_id, job_submission_id(queued[chosen.task_id]))
+                self.queue.claim(chosen.task_id, job_submission_id(round_.tasks[chosen.task_id]))
                 self.quotas.record_admission(
                     Admission(
                         chosen.task_id,
@@ -500,8 +506,33 @@ class TaskManager:
                     )
                 )
                 self._submit(self.queue.get(chosen.task_id))
+        demand = [bundle for task in round_.too_big for bundle in self.worker_bundles(task.template, task.params)]
         if demand and self.settings.autoscaling:
             request_from_autoscaler(demand)
+
+    def _plan_round(self, queued: list[Task], running: list[Task], now: float, slots: int) -> _Round:
+        """The scheduler's round over ``queued`` (the first ones by priority and age): the tasks
+        larger than the whole cluster are set aside (they cannot start until it grows, so they
+        never hold up the tasks behind them); ``fair_share.plan`` decides among the rest.
+        ``why_waiting`` runs the same round, so a task's reason is the one admission acts on."""
+        cluster = Resources.of(ray.cluster_resources())
+        held = self._held(running)
+        round_ = _Round(cluster, held, _free(cluster, held))
+        candidates: list[Candidate] = []
+        for task in queued:
+            needed = self.resources_needed(task.template, task.params)
+            if not needed.fits(cluster):
+                round_.too_big.append(task)
+                continue
+            round_.tasks[task.id] = task
+            candidates.append(Candidate(task.id, task.project, needed))
+        if candidates:
+            round_.quotas = self.quotas.quotas()
+            admissions = self.quotas.admissions(since=now - fair_share.WINDOW_S)
+            run_s = fair_share.typical_run_s(admissions, now)
+            used = fair_share.cpu_seconds(admissions, now, run_s=run_s)
+            round_.plan = fair_share.plan(candidates, round_.quotas, held, used, round_.free, slots, run_s=run_s)
+        return round_
 
     def _held(self, running: list[Task]) -> dict[str, Resources]:
         """What each project's running tasks hold (by their templates' needs)."""
@@ -564,58 +595,42 @@ class TaskManager:
             )
 
     def why_waiting(self, tasks: list[Task]) -> dict[str, str]:
-        """For each queued task of ``tasks``, why it has not started: its place in the queue,
-        the resources it needs against what is free, the limit of tasks at once."""
-        waiting = [task for task in tasks if task.state == "QUEUED"]
+        """For each queued task of ``tasks``, why it has not started, as the scheduler's round
+        (``_plan_round``) sees it now. It names only the task's own project's tasks (a member of
+        one project learns nothing of another's queue): a quota, the room it needs against what
+        is free, its project's turn, the tasks of its project ahead of it, the limit at once."""
+        waiting = [task for task in tasks if task.state == QUEUED]
         if not waiting:
             return {}
+        running = self.queue.running()
+        slots = self.settings.task_max_running - len(running)
         queued = self.queue.queued(limit=QUEUE_LOOKAHEAD)
-        places = {t.id: index for index, t in enumerate(queued)}
-        cluster = Resources.of(ray.cluster_resources())
-        running_tasks = self.queue.running()
-        held, quotas = self._held(running_tasks), self.quotas.quotas()
-        free = _free(cluster, held)
-        running = len(running_tasks)
-        return {
-            task.id: self._wait_reason(task, places.get(task.id), queued, cluster, free, running, held, quotas)
-            for task in waiting
-        }
-
-    def _wait_reason(
-        self,
-        task: Task,
-        place: int | None,
-        queued: list[Task],
-        cluster: Resources,
-        free: Resources,
-        running: int,
-        held: dict[str, Resources],
-        quotas: dict[str, Quota],
-    ) -> str:
-        needed = self.resources_needed(task.template, task.params)
-        if not needed.fits(cluster):
-            grow = (
-                "the autoscaler has been asked for it"
-                if self.settings.autoscaling
-                else "the cluster is not set to autoscale (AIP_AUTOSCALING)"
-            )
-            return f"needs {needed.describe()}, more than the whole cluster has ({cluster.describe()}); {grow}"
-        reasons = []
-        refusal = fair_share.quota_refusal(quotas.get(task.project), held.get(task.project, fair_share.NOTHING), needed)
-        if refusal is not None:
-            reasons.append(refusal)
-        if place is None:
-            reasons.append(f"more than {QUEUE_LOOKAHEAD} tasks ahead of it in the queue")
-        elif place:
-            ahead = queued[place - 1]
-            reasons.append(f"{place} task(s) ahead of it in the queue (next: {ahead.id}, priority {ahead.priority})")
-        if running >= self.settings.task_max_running:
-            reasons.append(
-                f"{running} task(s) running, the most at once (AIP_TASK_MAX_RUNNING={self.settings.task_max_running})"
-            )
-        if not needed.fits(free):
-            reasons.append(f"needs {needed.describe()}, {free.describe()} free now")
-        return "; ".join(reasons) or "starting: the scheduler takes it on its next round"
+        round_ = self._plan_round(queued, running, time.time(), max(slots, 0))
+        plan = round_.plan or fair_share.Plan()
+        admitted = {c.task_id for c in plan.admitted}
+        too_big = {t.id for t in round_.too_big}
+        reasons = {}
+        for task in waiting:
+            if task.id in too_big:
+                needed = self.resources_needed(task.template, task.params)
+                grow = (
+                    "the autoscaler has been asked for it"
+                    if self.settings.autoscaling
+                    else "the cluster is not set to autoscale (AIP_AUTOSCALING)"
+                )
+                reasons[task.id] = (
+                    f"needs {needed.describe()}, more than the whole cluster has ({round_.cluster.describe()}); {grow}"
+                )
+            elif task.id in admitted:
+                reasons[task.id] = "starting: the scheduler takes it on its next round"
+            elif task.id in plan.waiting:
+                reason = plan.waiting[task.id]
+                if slots <= 0 and reason == fair_share.MOST_AT_ONCE:
+                    reason += f" (AIP_TASK_MAX_RUNNING={self.settings.task_max_running})"
+                reasons[task.id] = reason
+            else:  # past the tasks the scheduler looks at this round
+                reasons[task.id] = "the cluster is busy: the scheduler has not reached it in the queue yet"
+        return reasons
 
     def _log_tail(self, task: Task) -> str | None:
         if not task.ray_job_id:
@@ -624,6 +639,39 @@ class TaskManager:
             return self.jobs.logs(task.ray_job_id)
         except (NotFound, Unavailable):
             return None
+
+
+@dataclass
+class _Round:
+    """What one scheduler round sees and decides."""
+
+    cluster: Resources
+    held: dict[str, Resources]
+    free: Resources
+    tasks: dict[str, Task] = field(default_factory=dict)
+    too_big: list[Task] = field(default_factory=list)
+    quotas: dict[str, Quota] = field(default_factory=dict)
+    plan: fair_share.Plan | None = None
+
+
+def check_template_inputs(template: TaskTemplate, params: Any, storage: Storage, project: str) -> None:
+    """``template.check_inputs`` with the project when it takes one: a template installed from
+    before projects overrides ``check_inputs(self, params, storage)`` and keeps working."""
+    if _takes_project(template.check_inputs):
+        template.check_inputs(params, storage, project)
+    else:
+        template.check_inputs(params, storage)  # type: ignore[call-arg]
+
+
+def _takes_project(check_inputs: Callable[..., None]) -> bool:
+    try:
+        parameters = list(inspect.signature(check_inputs).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: as the base class has it
+        return True
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
 
 
 def _free(cluster: Resources, held: dict[str, Resources]) -> Resources:

@@ -1,8 +1,8 @@
 """Project quotas on a real platform (the served API and the real scheduler actor, real Ray
 jobs): a task past its project's CPU quota waits saying so and starts when the running one ends,
-the queued-task quota refuses a creation with 409 and stores nothing, a quota below what runs is
-refused naming the task, members read the quota and only platform admins set it, by API and CLI;
-every start is in the admission record with the quota it was checked against."""
+the queued-task quota refuses a creation with 409 and stores nothing, as does a task needing more
+than the whole quota, a quota below what runs is refused naming the task, members read the quota
+and only platform admins set it, by API and CLI; every start is in the admission record with the quota it was checked against."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ def test_a_task_past_its_projects_quota_waits_and_starts_when_the_other_ends(
     missing = client.put("/v1/projects/nope/quota", json={"cpus": 1}, headers=ADMIN)
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
     assert client.put("/v1/projects/qa/quota", json={"cpus": -1}, headers=ADMIN).status_code == 400
+    # a task needing more than the whole quota could never start: refused at creation, naming it
+    over = _task(client, workers=2)
+    assert over.status_code == 409 and "more than its project's quota of 0.5 CPUs" in over.json()["message"], over.text
 
     # the first task takes the project's 0.5 CPU (one worker); the second waits and says why
     first = _task(client, epochs=50).json()  # long enough to be running while the checks below run

@@ -75,10 +75,60 @@ def test_a_task_past_its_quota_waits_saying_why_and_others_go_ahead() -> None:
     assert len(plan.admitted) == 2 and plan.waiting["a-2"].startswith("project quota: 3 of 3 CPUs")
     gpu = fair_share.quota_refusal(Quota("a", gpus=0), Resources(0.0), Resources(1.0, 1.0))
     assert gpu == "project quota: 0 of 0 GPUs in use (it needs 1)"
-    # the chosen project's task waits for room; a smaller task of another does not jump it
+    # the chosen project's task waits for room the queue's running tasks will free; a smaller
+    # task of another does not jump it
     queue = [Candidate("big", "a", Resources(4.0)), Candidate("small", "b", ONE)]
-    plan = fair_share.plan(queue, {}, {}, {"b": 50.0}, Resources(2.0), slots=10)
+    plan = fair_share.plan(queue, {}, {"c": Resources(2.0)}, {"b": 50.0}, Resources(2.0), slots=10)
     assert plan.admitted == [] and "needs 4 CPU, 2 CPU free now" in plan.waiting["big"]
+    assert plan.waiting["small"] == fair_share.CLUSTER_BUSY
+
+
+def test_a_task_that_cannot_fit_what_the_queue_could_free_does_not_stop_other_projects() -> None:
+    """4 of 6 CPUs are held outside the queue (model servers): a's 4-CPU task could not start even
+    if every queued task ended, so b's and c's tasks that fit start; a's own tasks stay behind it.
+    Once the room outside shrinks (a task of b holds 2 of the 6), the room is held for it again."""
+    queue = [
+        Candidate("a-big", "a", Resources(4.0)),
+        Candidate("a-small", "a", ONE),
+        Candidate("b-1", "b", ONE),
+        Candidate("c-1", "c", ONE),
+    ]
+    plan = fair_share.plan(queue, {}, {}, {"b": 50.0, "c": 60.0}, Resources(2.0), slots=10)
+    assert [c.task_id for c in plan.admitted] == ["b-1", "c-1"]
+    assert plan.waiting["a-big"].startswith("needs 4 CPU, 2 CPU free now; the rest is held outside the queue")
+    assert plan.waiting["a-small"].startswith("behind a-big of its project")
+    plan = fair_share.plan(queue, {}, {"b": Resources(2.0)}, {"b": 50.0, "c": 60.0}, Resources(2.0), slots=10)
+    assert plan.admitted == [] and plan.waiting["a-big"].startswith("its project's turn")
+
+
+def test_a_task_past_its_whole_quota_never_holds_its_project_and_reasons_stay_in_the_project() -> None:
+    """The quota was lowered below a queued task's needs: it waits saying it cannot start until
+    the quota is raised, and its project's tasks behind it go ahead. Every reason names only the
+    task's own project's tasks."""
+    quotas = {"a": Quota("a", cpus=2), "b": Quota("b", gpus=0)}
+    queue = [
+        Candidate("a-big", "a", Resources(4.0)),
+        Candidate("a-1", "a", ONE),
+        Candidate("b-gpu", "b", Resources(1.0, 1.0)),
+        Candidate("b-1", "b", ONE),
+        Candidate("b-2", "b", ONE),
+    ]
+    plan = fair_share.plan(queue, quotas, {}, {"b": 10.0}, Resources(8.0), slots=2)
+    assert [c.task_id for c in plan.admitted] == ["a-1", "b-1"]
+    assert (
+        plan.waiting["a-big"]
+        == "needs 4 CPUs, more than its project's quota of 2 CPUs: it cannot start until the quota is raised"
+    )
+    assert plan.waiting["b-gpu"].startswith("needs 1 GPUs, more than its project's quota of 0 GPUs")
+    assert plan.waiting["b-2"] == fair_share.MOST_AT_ONCE
+    for task_id, reason in plan.waiting.items():
+        other = "b-" if task_id.startswith("a-") else "a-"
+        assert other not in reason, (task_id, reason)
+    # full: quotas still say why; the rest wait for a slot
+    plan = fair_share.plan(queue[1:], {"a": Quota("a", cpus=1)}, {"a": ONE}, {}, Resources(8.0), slots=0)
+    assert plan.admitted == [] and plan.waiting["a-1"].startswith("project quota: 1 of 1 CPUs")
+    assert plan.waiting["b-gpu"] == fair_share.MOST_AT_ONCE
+    assert plan.waiting["b-1"] == f"behind b-gpu of its project, which waits: {fair_share.MOST_AT_ONCE}"
 
 
 def test_quota_store_keeps_quotas_refuses_bad_ones_and_records_admissions(tmp_path: Path) -> None:

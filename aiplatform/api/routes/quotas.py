@@ -48,7 +48,9 @@ async def set_quota(
     project: str, body: QuotaSet, quotas: QuotasDep, tasks: TasksDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Replace the project's quota (platform admins). 409 naming the tasks when it is below what
-    the project's running tasks hold: a quota never stops a running task."""
+    the project's running tasks hold: a quota never stops a running task. A queued task that
+    needs more than the new quota is not refused: it waits saying it cannot start until the quota
+    is raised, and its project's tasks behind it go ahead (``fair_share.plan``)."""
     quota = Quota(project, body.cpus, body.gpus, body.queued, body.replicas, body.weight)
 
     def apply() -> dict[str, Any]:
