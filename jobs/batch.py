@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storage=storage_from_settings(settings),
             registry=RegistryClient.connect(settings),
             report=lambda progress: queue.report_progress(task.id, progress),
+            project=task.project,
         )
         run.succeeded({k: v for k, v in summary.items() if k != "evaluation"} | _scores(summary))
     except AIPError as exc:

@@ -50,7 +50,7 @@ class BatchInferenceTemplate(TaskTemplate):
         checked with the registry by ``aiplatform.batch.checks.check_batch``, which the batch API calls before creating the task)."""
         from aiplatform.batch.checks import check_stored_input
 
-        check_stored_input(params, storage)
+        check_stored_input(params, storage, project)
 
     def concurrent_runs(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """One run of ``workers`` model actors, each reserving a worker's CPUs (and a GPU with
