@@ -105,3 +105,52 @@ def test_the_project_switcher_scopes_the_pages(page, platform_url: str) -> None:
     expect(row).to_have_count(1)
     page.select_option("#project", "default")
     expect(row).to_have_count(0)
+
+
+def test_projects_and_members_from_the_people_page(page, platform_url: str) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from playwright.sync_api import expect
+
+    from tests.factories import TINY_CNN_PARAMS
+
+    made, member = f"pp-{uuid.uuid4().hex[:8]}", f"pm-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=platform_url, timeout=30) as client:  # authentication off: the platform admin
+        assert client.post("/v1/users", json={"name": member}).status_code == 201
+        busy = f"pb-{uuid.uuid4().hex[:8]}"
+        assert client.post("/v1/projects", json={"name": busy}).status_code == 201
+        body = {"template": "cnn-classification", "params": TINY_CNN_PARAMS, "model_name": f"{busy}-cnn"}
+        assert client.post("/v1/tasks", json=body, headers={"X-AIP-Project": busy}).status_code == 201
+
+    page.goto(f"{platform_url}/#people")
+    page.fill("#project-name", made)
+    page.click("#project-create")
+    expect(page.locator(f"#project-table tr[data-project='{made}']")).to_have_count(1)
+    expect(page.locator(f"#project option[value='{made}']")).to_have_count(1)  # the switcher lists it
+    # a project that holds a task is refused, naming it; default has no buttons at all
+    page.click(f"#project-table tr[data-project='{busy}'] button.project-delete")
+    expect(page.locator("#error-text")).to_contain_text("holds 1 task")
+    assert page.locator("#project-table tr[data-project='default'] button").count() == 0
+
+    # the chosen project's members, managed from the page
+    page.select_option("#project", made)
+    expect(page.locator("#members h3").first).to_have_text(f"Members of {made}")
+    page.fill("#member-user", member)
+    page.select_option("#member-role", "viewer")
+    page.click("#member-add")
+    row = page.locator(f"#member-table tr[data-member='{member}']")
+    expect(row.locator("select.member-role")).to_have_value("viewer")
+    row.locator("select.member-role").select_option("maintainer")
+    expect(page.locator("#notice")).to_contain_text(f"{member} is a maintainer of {made}")
+    assert_accessible(page)
+    page.screenshot(path=str(SCREENSHOTS / "people-projects.png"), full_page=True)
+    page.click(f"#member-table tr[data-member='{member}'] button.member-remove")
+    expect(page.locator(f"#member-table tr[data-member='{member}']")).to_have_count(0)
+
+    # an empty project is renamed (the switcher follows) and deleted
+    page.fill(f"#project-table tr[data-project='{made}'] input.project-new-name", f"{made}-2")
+    page.click(f"#project-table tr[data-project='{made}'] button.project-rename")
+    expect(page.locator(f"#project-table tr[data-project='{made}-2']")).to_have_count(1)
+    expect(page.locator("#project")).to_have_value("default")  # the chosen one is gone: back to default
+    page.click(f"#project-table tr[data-project='{made}-2'] button.project-delete")
+    expect(page.locator(f"#project-table tr[data-project='{made}-2']")).to_have_count(0)
+    expect(page.locator(f"#project option[value='{made}-2']")).to_have_count(0)

@@ -1,9 +1,11 @@
-// The People page: who am I, a user's API keys (a new key's secret shown once), and for platform
-// admins the users and the audit log. #people shows the caller's own keys (an admin's: the users
+// The People page: who am I, a user's API keys (a new key's secret shown once), the chosen
+// project's members (managed by its maintainers), and for platform admins the projects (create,
+// rename, delete), the users and the audit log. #people shows the caller's own keys (an admin's: the users
 // and the log); #people/NAME, a user's keys (an admin's view of anyone's).
 
-import { api } from "./api.js";
+import { api, currentProject } from "./api.js";
 import { act, cursorPager, fmtTime, h, notify, page } from "./dom.js";
+import { refreshProjects } from "./projects.js";
 import { route } from "./router.js";
 
 const ROLES = ["viewer", "member", "maintainer", "admin"];
@@ -33,7 +35,85 @@ export async function peoplePage(selected) {
   if (owner) root.append(await keysPanel(owner, me));
   else root.append(h("section", { class: "card" }, h("p", { class: "muted" },
     "The operator's token has no keys of its own: pick a user below to manage theirs.")));
-  if (me.platform_admin) root.append(await usersPanel(), auditPanel());
+  const project = currentProject() || me.project || "default";
+  const manages = me.platform_admin || ["maintainer", "admin"].includes((me.roles || {})[project]);
+  if (manages) root.append(await membersPanel(project, me));
+  if (me.platform_admin) root.append(await projectsPanel(), await usersPanel(), auditPanel());
+}
+
+// The chosen project's members: its maintainers add them, change their roles (up to their own)
+// and remove them; the platform answers a refusal with the reason.
+async function membersPanel(project, me) {
+  const { members } = await api("GET", `/v1/projects/${enc(project)}/members`);
+  const path = (user) => `/v1/projects/${enc(project)}/members/${enc(user)}`;
+  const roleSelect = (attrs, chosen) => h("select", attrs, ROLES.map((r) => h("option", { value: r, selected: r === chosen }, r)));
+  const user = h("input", { id: "member-user", placeholder: "alice", required: true, maxlength: 64 });
+  const role = roleSelect({ id: "member-role" }, "member");
+  const form = h("form", { id: "member-form", onsubmit: (e) => {
+    e.preventDefault();
+    act(e.submitter, async () => {
+      await api("PUT", path(user.value.trim()), { role: role.value });
+      notify(`${user.value.trim()} is a ${role.value} of ${project}`);
+      await route();
+    });
+  } }, h("div", { class: "row" }, field("User", user), field("Role", role),
+    h("button", { type: "submit", class: "primary", id: "member-add" }, "Add member")));
+  return h("section", { class: "card", id: "members" }, h("h3", {}, `Members of ${project}`),
+    h("table", { id: "member-table" },
+      h("thead", {}, h("tr", {}, ["User", "Role", "Granted", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, members.map((m) => h("tr", { "data-member": m.user },
+        h("td", {}, m.user),
+        h("td", {}, roleSelect({ class: "member-role", "aria-label": `Role of ${m.user}`, onchange: (e) => act(null, async () => {
+          await api("PUT", path(m.user), { role: e.target.value });
+          notify(`${m.user} is a ${e.target.value} of ${project}`);
+          await route();
+        }) }, m.role)),
+        h("td", {}, `${fmtTime(m.granted_at)} by ${m.granted_by}`),
+        h("td", {}, m.user === me.name ? "" : h("button", { class: "member-remove", "aria-label": `Remove ${m.user}`, onclick: (e) => act(e.target, async () => {
+          await api("DELETE", path(m.user));
+          notify(`${m.user} removed from ${project}`);
+          await route();
+        }) }, "Remove")))))),
+    members.length ? "" : h("p", { class: "muted" }, "No members yet."),
+    h("h3", {}, "Add a member"), form);
+}
+
+// Platform admins: every project; a new one, and renaming or deleting one that holds nothing
+// (the platform names what a project still holds when it refuses).
+async function projectsPanel() {
+  const { projects } = await api("GET", "/v1/projects");
+  const name = h("input", { id: "project-name", placeholder: "vision", required: true, pattern: "[a-z0-9][a-z0-9._-]*", maxlength: 64 });
+  const form = h("form", { id: "project-form", onsubmit: (e) => {
+    e.preventDefault();
+    act(e.submitter, async () => {
+      const made = await api("POST", "/v1/projects", { name: name.value.trim() });
+      notify(`Made project ${made.name}`);
+      await refreshProjects();
+      await route();
+    });
+  } }, h("div", { class: "row" }, field("Name", name), h("button", { type: "submit", class: "primary", id: "project-create" }, "Create project")));
+  const row = (p) => {
+    const renamed = h("input", { class: "project-new-name", "aria-label": `New name of ${p.name}`, placeholder: "new name", maxlength: 64 });
+    const fixed = p.name === "default";
+    return h("tr", { "data-project": p.name },
+      h("td", {}, p.name), h("td", {}, p.members.length), h("td", {}, `${fmtTime(p.created_at)} by ${p.created_by}`),
+      h("td", {}, fixed ? "" : [renamed, h("button", { class: "project-rename", "aria-label": `Rename ${p.name}`, onclick: (e) => act(e.target, async () => {
+        const done = await api("PATCH", `/v1/projects/${enc(p.name)}`, { name: renamed.value.trim() });
+        notify(`Project ${p.name} is now ${done.name}`);
+        await refreshProjects();
+        await route();
+      }) }, "Rename"), " ", h("button", { class: "project-delete", "aria-label": `Delete ${p.name}`, onclick: (e) => act(e.target, async () => {
+        await api("DELETE", `/v1/projects/${enc(p.name)}`);
+        notify(`Deleted project ${p.name}`);
+        await refreshProjects();
+        await route();
+      }) }, "Delete")]));
+  };
+  return h("section", { class: "card", id: "projects" }, h("h3", {}, "Projects"),
+    h("table", { id: "project-table" },
+      h("thead", {}, h("tr", {}, ["Project", "Members", "Created", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, projects.map(row))),
+    h("h3", {}, "New project"), form);
 }
 
 async function usersPanel() {
