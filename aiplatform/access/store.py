@@ -32,6 +32,7 @@ from aiplatform.access.holdings import describe, project_holdings
 from aiplatform.access.roles import DEFAULT_PROJECT, ROLES, Principal, check_role
 from aiplatform.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unauthenticated
 from aiplatform.sqlite import conditions, open_database, transaction
+from aiplatform.storage import Storage
 
 ACCESS_DB = "access.db"
 KEY_PREFIX = "aip_"
@@ -288,11 +289,12 @@ class AccessStore:
             found = [row[0] for row in self._db.execute("SELECT name FROM projects ORDER BY name")]
             return [self.project(name) for name in found if names is None or name in names]
 
-    def rename_project(self, name: str, new_name: str, *, by: str) -> dict[str, Any]:
+    def rename_project(self, name: str, new_name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
         """Rename an empty project; its members and keys follow. ``Conflict`` naming what it still
-        holds (tasks, sweeps, models: their records carry the name) or for ``default``."""
+        holds (tasks, sweeps, models: their records carry the name; with ``storage``, what it keeps
+        under its prefix there) or for ``default``."""
         check_project_name(new_name)
-        self._check_changeable(name, "renamed")
+        self._check_changeable(name, "renamed", storage)
         with self._lock, transaction(self._db) as db:
             row = db.execute("SELECT * FROM projects WHERE name = ?", (name,)).fetchone()
             if row is None:
@@ -307,11 +309,11 @@ class AccessStore:
             db.execute("DELETE FROM projects WHERE name = ?", (name,))
         return self.project(new_name)
 
-    def delete_project(self, name: str, *, by: str) -> dict[str, Any]:
+    def delete_project(self, name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
         """Delete an empty project: its members lose their roles and its keys are revoked (a key
         acts in its project). ``Conflict`` naming what it still holds, or for ``default``.
         Returns what went: ``{"project", "members", "keys_revoked"}``."""
-        self._check_changeable(name, "deleted")
+        self._check_changeable(name, "deleted", storage)
         with self._lock, transaction(self._db) as db:
             if db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound(f"Project {str(name)[:80]!r} not found")
@@ -325,11 +327,11 @@ class AccessStore:
             db.execute("DELETE FROM projects WHERE name = ?", (name,))
         return {"project": name, "members": members, "keys_revoked": revoked}
 
-    def _check_changeable(self, name: str, verb: str) -> None:
+    def _check_changeable(self, name: str, verb: str, storage: Storage | None) -> None:
         if name == DEFAULT_PROJECT:
             raise Conflict(f"Project {DEFAULT_PROJECT!r} cannot be {verb}: requests that name no project act in it")
         self.project(name)  # an unknown project: 404 before what it holds
-        held = project_holdings(self.db_path.parent, name)
+        held = project_holdings(self.db_path.parent, name, storage)
         if held:
             raise Conflict(
                 f"Project {name!r} cannot be {verb}: it holds {describe(held)}, whose records carry its "

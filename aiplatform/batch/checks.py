@@ -31,7 +31,7 @@ def check_stored_input(params: BatchParams, storage: Storage, project: str = DEF
     """
     spec = params.input
     if spec.upload is not None:
-        found = BatchInputs(storage).get(spec.upload)
+        found = BatchInputs(storage).get(spec.upload, project)
         if found.rows == 0:
             raise InvalidArgument(f"Batch input {spec.upload!r} has no rows to score")
         return found.rows

@@ -95,7 +95,7 @@ def resolve_source(spec: BatchInputSpec, storage: Storage, project: str = DEFAUL
             a dataset version that does not match its manifest.
     """
     if spec.upload is not None:
-        found = BatchInputs(storage).get(spec.upload)
+        found = BatchInputs(storage).get(spec.upload, project)
         return RowSource(
             kind=UPLOAD,
             describe=f"{found.filename} ({found.format}, {found.rows} rows)",

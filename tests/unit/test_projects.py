@@ -209,10 +209,11 @@ def test_the_cli_acts_in_the_project_it_names() -> None:
 def test_renaming_and_deleting_projects(tmp_path: Path) -> None:
     store = AccessStore.in_state_dir(tmp_path)
     tasks = TaskStore(tmp_path / "tasks.sqlite")
-    registry = RegistryStore(tmp_path / "registry.sqlite", open_storage(str(tmp_path / "art")))
+    storage = open_storage(str(tmp_path / "art"))
+    registry = RegistryStore(tmp_path / "registry.sqlite", storage)
     app = create_api_app()
     policy = AccessPolicy("token", TOKEN, ("127.0.0.1",), store, ModelProjects(tmp_path / "registry.sqlite"))
-    app.state.platform = SimpleNamespace(access=policy)
+    app.state.platform = SimpleNamespace(access=policy, storage=storage)
     client = TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
     for name in ("busy", "empty", "gone"):
         assert client.post("/v1/projects", json={"name": name}, headers=ADMIN).status_code == 201
@@ -273,4 +274,11 @@ def test_renaming_and_deleting_projects(tmp_path: Path) -> None:
         "busy-model", package_key="packages/busy-model/p.zip", sha256=sha256_bytes(content), template="t"
     )
     assert "1 model" in client.delete("/v1/projects/busy", headers=ADMIN).json()["message"]
+    # what a project keeps in storage is held too (a new project of its name would inherit it)
+    archive = "projects/gone/code/" + "0" * 64 + ".zip"
+    storage.put_bytes(archive, b"zip")
+    kept = client.delete("/v1/projects/gone", headers=ADMIN)
+    assert kept.status_code == 409 and "1 code archive" in kept.json()["message"]
+    assert client.patch("/v1/projects/gone", json={"name": "g2"}, headers=ADMIN).status_code == 409
+    storage.delete(archive)
     assert client.delete("/v1/projects/gone", headers=ADMIN).status_code == 200

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 
 from aiplatform.access import ROLES, Principal
 from aiplatform.access.roles import check_role
-from aiplatform.api.deps import AccessStoreDep, PrincipalDep
+from aiplatform.api.deps import AccessStoreDep, PrincipalDep, StorageDep
 from aiplatform.api.schemas.projects import (
     MemberList,
     MemberSet,
@@ -49,17 +49,19 @@ def get_project(project: str, store: AccessStoreDep) -> dict[str, Any]:
 
 
 @router.patch("/{project}", response_model=ProjectPublic)
-def rename_project(project: str, body: ProjectRename, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+def rename_project(
+    project: str, body: ProjectRename, store: AccessStoreDep, principal: PrincipalDep, storage: StorageDep
+) -> dict[str, Any]:
     """Rename a project that holds nothing (platform admins); its members and keys follow.
     409 naming what it holds, or for ``default``."""
-    return store.rename_project(project, body.name, by=principal.name)
+    return store.rename_project(project, body.name, by=principal.name, storage=storage)
 
 
 @router.delete("/{project}", response_model=ProjectDeleted)
-def delete_project(project: str, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
+def delete_project(project: str, store: AccessStoreDep, principal: PrincipalDep, storage: StorageDep) -> dict[str, Any]:
     """Delete a project that holds nothing (platform admins): its members lose their roles and
     its keys are revoked. 409 naming what it holds, or for ``default``."""
-    return store.delete_project(project, by=principal.name)
+    return store.delete_project(project, by=principal.name, storage=storage)
 
 
 @router.get("/{project}/members", response_model=MemberList)
