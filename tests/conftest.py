@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Every test platform has its own (detached) alert engine; left at 10 s, a dozen of them would
 # keep scraping metrics for the rest of the session. The alerting tests evaluate on demand.
 os.environ.setdefault("AIP_ALERT_INTERVAL_S", "600")
+# `aip login`'s file: never the developer's own (~/.config/aip/login.json) in a test's CLI call.
+os.environ["AIP_CLI_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="aip-cli-config-"), "login.json")
 
 from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml
 from aiplatform.runtime import local_runtime_env
