@@ -45,7 +45,7 @@ class LoopPlatform(Protocol):
 
     def production(self, model: str) -> dict[str, Any]: ...
 
-    def dataset_versions_after(self, dataset_ref: str, after: float) -> list[dict[str, Any]]: ...
+    def dataset_versions_after(self, model: str, dataset_ref: str, after: float) -> list[dict[str, Any]]: ...
 
     def build_data(
         self, run_id: str, model: str, policy: LoopPolicy, production: dict[str, Any]
@@ -167,7 +167,7 @@ class LoopEngine:
         if policy.on_new_data:
             dataset = marks.get("dataset") or self.platform.production(policy.model).get("dataset")
             since = float(marks.get("data_since", now))
-            newer = self.platform.dataset_versions_after(dataset, since) if dataset else []
+            newer = self.platform.dataset_versions_after(policy.model, dataset, since) if dataset else []
             if newer:
                 latest = max(newer, key=lambda v: v["created_at"])
                 found.append({"kind": "dataset", "detail": latest["ref"], "dataset": latest["ref"]})

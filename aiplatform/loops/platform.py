@@ -13,6 +13,10 @@ and the held-out slice classified; ``GATE_CPUS``). :class:`StepWork` launches ea
 until it ends; the dataset version is then built by Ray Data's own tasks, driven from here. Only
 the tasks' references are kept, in memory: an engine restarted meanwhile launches them again
 (their files are written whole, their figures are the same).
+
+A run acts in its model's project (``RegistryAPI.model_project``): the datasets it reads and
+builds are that project's, its training task (or sweep) is created there, and the dataset
+trigger watches that project's versions; a Ray task of a step is given the project.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from aiplatform.serving.deployer import PRODUCTION, deploy, set_canary
 from aiplatform.serving.runner import ModelRunner
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
+from aiplatform.storage.projects import DEFAULT_PROJECT
 from aiplatform.tasks.manager import TaskManager
 from aiplatform.tasks.queue import SUCCEEDED, TaskClient
 from aiplatform.tasks.ray_jobs import RayJobs
@@ -63,6 +68,7 @@ class PlatformLoops:
         self.settings = settings
         self.warm = warm
         self.work = StepWork()
+        self._datasets: dict[str, DatasetManager] = {}
 
     @functools.cached_property
     def registry(self) -> RegistryClient:
@@ -80,9 +86,18 @@ class PlatformLoops:
     def storage(self) -> Storage:
         return storage_from_settings(self.settings)
 
-    @functools.cached_property
-    def datasets(self) -> DatasetManager:
-        return DatasetManager.from_settings(self.storage, self.settings)
+    def project_of(self, model: str) -> str:
+        """The project ``model`` belongs to: its runs' datasets and tasks are that project's."""
+        return self.registry.model_project(model) or DEFAULT_PROJECT
+
+    def datasets(self, project: str) -> DatasetManager:
+        """``project``'s datasets (one manager per project, kept)."""
+        manager = self._datasets.get(project)
+        if manager is None:
+            manager = self._datasets[project] = DatasetManager.from_settings(
+                self.storage, self.settings, project=project
+            )
+        return manager
 
     @functools.cached_property
     def tasks(self) -> TaskManager:
@@ -120,11 +135,11 @@ class PlatformLoops:
             "created_at": version.created_at,
         }
 
-    def dataset_versions_after(self, dataset_ref: str, after: float) -> list[dict[str, Any]]:
+    def dataset_versions_after(self, model: str, dataset_ref: str, after: float) -> list[dict[str, Any]]:
         name = dataset_ref.partition("@")[0]
         return [
             {"ref": v.ref, "created_at": float(v.manifest["created_at"])}
-            for v in self.datasets.list_versions(name)
+            for v in self.datasets(self.project_of(model)).list_versions(name)
             if float(v.manifest["created_at"]) > after and v.ref != dataset_ref
         ]
 
@@ -139,7 +154,9 @@ class PlatformLoops:
             raise Conflict(
                 f"{model} v{production['version']} was not trained by a task: no data or parameters to retrain with"
             )
-        original = self.datasets.get_ref(production["dataset"])
+        project = self.project_of(model)
+        datasets = self.datasets(project)
+        original = datasets.get_ref(production["dataset"])
         run_data.require_built_kind(original.kind, model)
         key, table = f"data:{run_id}", None
         if original.kind == run_data.TABLE_KIND and not self.work.running(key):
@@ -147,7 +164,7 @@ class PlatformLoops:
             spec = TabularDatasetSpec.model_validate(original.manifest["spec"])
             table = run_data.original_table_blocks(spec, self.settings.s3_storage_options)
         prepared = self.work.poll(
-            key, _prepare_in_task, self.settings, run_id, model, policy, production, original.ref, table
+            key, _prepare_in_task, self.settings, project, run_id, model, policy, production, original.ref, table
         )
         if prepared is None:
             return None
@@ -157,7 +174,7 @@ class PlatformLoops:
         params = {**trained, **overrides, **policy.train.params}
         params |= {name: trained[name] for name in SPLIT_PARAMS if name in trained}  # production's split
         template = get_template(production["template"])
-        built = self.datasets.build(template.dataset_spec(template.parse_params(params)))
+        built = datasets.build(template.dataset_spec(template.parse_params(params)))
         return {
             "dataset": built.ref,
             "original_dataset": original.ref,
@@ -172,6 +189,7 @@ class PlatformLoops:
 
     def prepare_source(
         self,
+        project: str,
         run_id: str,
         model: str,
         policy: LoopPolicy,
@@ -181,17 +199,23 @@ class PlatformLoops:
     ) -> tuple[dict[str, int], str, dict[str, Any]]:
         """What the run trains on and its held-out slice, written under the data root (in the
         data step's Ray task): the counts, the slice's path and the parameters that read the source.
-        ``table``: a table model's blocks and feature names (``data.original_table_blocks``)."""
-        original = self.datasets.get_ref(original_ref)
+        ``table``: a table model's blocks and feature names (``data.original_table_blocks``);
+        ``project``: the model's, whose datasets are read."""
+        datasets = self.datasets(project)
+        original = datasets.get_ref(original_ref)
         labeled = run_data.newest(
             labeled_since(self.results, model, since=production["created_at"]), policy.data.max_labeled
         )
         folder = self.settings.resolved_data_root / RUNS_FOLDER / model / run_id
         if original.kind == run_data.IMAGE_KIND:
-            source, counts, holdout_path = self._image_data(model, production, policy, original, labeled, folder)
+            source, counts, holdout_path = self._image_data(
+                model, production, policy, datasets, original, labeled, folder
+            )
             overrides: dict[str, Any] = {"dataset": f"parquet:{source.resolve()}", "max_rows": None}
         elif original.kind == run_data.TEXT_KIND:
-            source, counts, holdout_path = self._text_data(model, production, policy, original, labeled, folder)
+            source, counts, holdout_path = self._text_data(
+                model, production, policy, datasets, original, labeled, folder
+            )
             overrides = {
                 "dataset": f"parquet:{source.resolve()}",
                 "text_column": run_data.TEXT_COLUMN,
@@ -202,8 +226,8 @@ class PlatformLoops:
             if table is None:
                 raise Conflict(f"{model}: a table model's run needs production's table")
             blocks, features = table
-            gated = self.datasets.get_ref(production.get("trained_on") or original_ref)  # the gate's test split
-            test_ids = {int(i) for i in self.datasets.read_split_table(gated, "test").column("id").to_pylist()}
+            gated = datasets.get_ref(production.get("trained_on") or original_ref)  # the gate's test split
+            test_ids = {int(i) for i in datasets.read_split_table(gated, "test").column("id").to_pylist()}
             original_table, test_rows = run_data.without_test_rows(
                 run_data.concat_blocks(ray.get(blocks)), gated.manifest["table"]["features"], test_ids
             )
@@ -228,6 +252,7 @@ class PlatformLoops:
         model: str,
         production: dict[str, Any],
         policy: LoopPolicy,
+        datasets: DatasetManager,
         original: DatasetVersion,
         labeled: list[LabeledPrediction],
         folder: Path,
@@ -240,7 +265,7 @@ class PlatformLoops:
         )
         source_kind = ImageDatasetSpec.model_validate(original.manifest["spec"]).source_kind
         kept = run_data.image_splits_kept(source_kind)
-        splits = [self.datasets.read_split_table(original, s) for s in kept if original.files(s)]
+        splits = [datasets.read_split_table(original, s) for s in kept if original.files(s)]
         table = run_data.original_images(splits, original.image_shape, original.labels)
         source, holdout_path = run_data.write_image_run(folder, table, fresh, original.labels)
         counts = {"fresh_train": len(fresh.train_images), "holdout": len(fresh.holdout), "unreadable": fresh.unreadable}
@@ -251,6 +276,7 @@ class PlatformLoops:
         model: str,
         production: dict[str, Any],
         policy: LoopPolicy,
+        datasets: DatasetManager,
         original: DatasetVersion,
         labeled: list[LabeledPrediction],
         folder: Path,
@@ -262,14 +288,14 @@ class PlatformLoops:
         kind = self._runner(model, int(production["version"])).kind
         test_ids: set[int] = set()
         for version in {original.ref, production.get("trained_on") or original.ref}:
-            tested = self.datasets.get_ref(version)
+            tested = datasets.get_ref(version)
             if tested.files("test"):
-                test_ids |= {int(i) for i in self.datasets.read_split_table(tested, "test").column("id").to_pylist()}
+                test_ids |= {int(i) for i in datasets.read_split_table(tested, "test").column("id").to_pylist()}
         fresh = run_data.fresh_texts(
             labeled, self.storage, kind, original.labels, policy.data.seed, policy.data.holdout_fraction, test_ids
         )
         splits = [
-            run_data.without_ids(self.datasets.read_split_table(original, s), test_ids)
+            run_data.without_ids(datasets.read_split_table(original, s), test_ids)
             for s in run_data.text_splits_kept()
             if original.files(s)
         ]
@@ -285,7 +311,7 @@ class PlatformLoops:
 
     # -- training --------------------------------------------------------------------------
     def start_training(self, run_id: str, model: str, policy: LoopPolicy, data: dict[str, Any]) -> str:
-        """A task of production's template on the run's data, or a sweep around it."""
+        """A task of production's template on the run's data, or a sweep around it, in the model's project."""
         production = self.production(model)
         template, params = production["template"], data["params"]
         if policy.train.sweep is not None:
@@ -300,6 +326,7 @@ class PlatformLoops:
             priority=policy.train.priority,
             max_retries=max(TRAINING_RETRIES, self.settings.task_max_retries),
             start=True,
+            project=self.project_of(model),
         )
         return task.id
 
@@ -327,11 +354,16 @@ class PlatformLoops:
     def gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any] | None:
         """The figures once the gate's Ray task has scored both models; None until then."""
         key = f"gate:{model}:{production}:{candidate}:{data['dataset']}"
-        return self.work.poll(key, _gate_in_task, self.settings, model, production, candidate, data)
+        project = self.project_of(model)
+        return self.work.poll(key, _gate_in_task, self.settings, project, model, production, candidate, data)
 
-    def score_gate(self, model: str, production: int, candidate: int, data: dict[str, Any]) -> dict[str, Any]:
-        """Both models scored on production's test split and the held-out slice (in this process)."""
-        original = self.datasets.get_ref(data.get("test_dataset") or data["original_dataset"])
+    def score_gate(
+        self, project: str, model: str, production: int, candidate: int, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Both models scored on production's test split (of ``project``, the model's) and the
+        held-out slice (in this process)."""
+        datasets = self.datasets(project)
+        original = datasets.get_ref(data.get("test_dataset") or data["original_dataset"])
         fresh: FreshSlice
         if data.get("kind") in (run_data.IMAGE_KIND, run_data.TEXT_KIND):
             fresh = KeptSlice(*run_data.holdout_inputs(Path(data["holdout_path"])))
@@ -340,7 +372,7 @@ class PlatformLoops:
         return gate_figures(
             self._runner(model, production),
             self._runner(model, candidate),
-            self.datasets.read_split_table(original, "test"),
+            datasets.read_split_table(original, "test"),
             original.labels,
             fresh,
         )
@@ -418,6 +450,7 @@ class StepWork:
 @ray.remote(num_cpus=DATA_CPUS, max_retries=1)
 def _prepare_in_task(
     settings: Settings,
+    project: str,
     run_id: str,
     model: str,
     policy: LoopPolicy,
@@ -425,14 +458,16 @@ def _prepare_in_task(
     original_ref: str,
     table: tuple[list[Any], list[str]] | None,
 ) -> tuple[dict[str, int], str, dict[str, Any]]:
-    return PlatformLoops(settings, _no_warm).prepare_source(run_id, model, policy, production, original_ref, table)
+    return PlatformLoops(settings, _no_warm).prepare_source(
+        project, run_id, model, policy, production, original_ref, table
+    )
 
 
 @ray.remote(num_cpus=GATE_CPUS, max_retries=1)
 def _gate_in_task(
-    settings: Settings, model: str, production: int, candidate: int, data: dict[str, Any]
+    settings: Settings, project: str, model: str, production: int, candidate: int, data: dict[str, Any]
 ) -> dict[str, Any]:
-    return PlatformLoops(settings, _no_warm).score_gate(model, production, candidate, data)
+    return PlatformLoops(settings, _no_warm).score_gate(project, model, production, candidate, data)
 
 
 def _no_warm(_model: str) -> None:

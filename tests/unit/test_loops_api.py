@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from aip.loops_cli import add_loops_commands, describe_policy, describe_run, policy_body
+from aiplatform.api.deps import get_creator
 from aiplatform.api.errors import install_error_handlers
 from aiplatform.api.routes import loops as loop_routes
 from aiplatform.errors import NotFound
@@ -52,6 +53,7 @@ def test_policies_runs_and_lineage_through_the_routes(tmp_path: Path) -> None:
     install_error_handlers(app)
     app.include_router(loop_routes.router)
     app.dependency_overrides[loop_routes.get_loops] = lambda: loops
+    app.dependency_overrides[get_creator] = lambda: "alice"  # the guard's principal
     api = TestClient(app)
 
     for body, status, named in (
@@ -73,6 +75,7 @@ def test_policies_runs_and_lineage_through_the_routes(tmp_path: Path) -> None:
     assert created.json()["schedule"] == "0 3 * * *" and created.json()["canary"]["weight"] == 10.0
     started = api.post("/v1/loops/penguins/trigger", json={"detail": "by a test"})
     assert started.status_code == 202 and started.json()["run"]["state"] == "data"
+    assert started.json()["run"]["trigger"]["by"] == "alice"  # the caller, not "api"
     run_id = started.json()["run"]["id"]
     skipped = api.post("/v1/loops/penguins/trigger").json()
     assert skipped["run"] is None and run_id in skipped["skipped"]["reason"]
@@ -200,6 +203,7 @@ def test_a_sweep_policy_is_checked_and_trains_through_the_sweep_template(tmp_pat
 
     loops = PlatformLoops(Settings(home=tmp_path), warm=lambda model_id: None)
     loops.__dict__["tasks"] = Tasks()
+    loops.__dict__["registry"] = SimpleNamespace(model_project=lambda name: "team")
     loops.production = lambda model: {"template": "tabular-classification", "version": 1}  # type: ignore[method-assign]
     data = {"params": {"dataset": "parquet:/data/t.parquet", "max_depth": 6, "num_boost_round": 30}}
     assert loops.start_training("loop-1", "penguins", policy, data) == "sweep-1"
@@ -209,6 +213,28 @@ def test_a_sweep_policy_is_checked_and_trains_through_the_sweep_template(tmp_pat
     assert params["space"] == space and params["trials"] == 4
     assert options["idempotency_key"] == "loop-1" and options["model_name"] == "penguins"
     assert options["max_retries"] == 1  # a task lost with the cluster (`aip down` / `up`) runs once more
+    assert options["project"] == "team"  # the model's project, not default
+
+
+def test_a_run_reads_and_watches_the_datasets_of_its_models_project(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from aiplatform.loops.platform import PlatformLoops
+    from aiplatform.settings import Settings
+
+    storage = LocalStorage(tmp_path / "objects")
+    for key, version, at in (
+        ("projects/team/datasets/penguins/new/manifest.json", "new", 5.0),
+        ("datasets/penguins/other/manifest.json", "other", 6.0),  # default's dataset of the same name
+    ):
+        storage.put_bytes(key, json.dumps({"name": "penguins", "version": version, "created_at": at}).encode())
+    loops = PlatformLoops(Settings(home=tmp_path), warm=lambda model_id: None)
+    loops.__dict__["storage"] = storage
+    loops.__dict__["registry"] = SimpleNamespace(model_project=lambda name: {"penguins": "team"}.get(name))
+    assert loops.dataset_versions_after("penguins", "penguins@old", 1.0) == [{"ref": "penguins@new", "created_at": 5.0}]
+    assert loops.datasets(loops.project_of("penguins")).root == "projects/team/datasets"
+    assert loops.project_of("unclaimed") == "default" and loops.datasets("default").root == "datasets"
+    assert loops.datasets("team") is loops.datasets("team")  # one manager per project, kept
 
 
 def test_the_run_tables_keep_production_rows_and_add_the_fresh_ones_in_their_types(tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ class FakePlatform:
     def production(self, model: str) -> dict[str, Any]:
         return {"version": 1, "dataset": "penguins@abc", "created_at": 0.0}
 
-    def dataset_versions_after(self, dataset_ref: str, after: float) -> list[dict[str, Any]]:
+    def dataset_versions_after(self, model: str, dataset_ref: str, after: float) -> list[dict[str, Any]]:
+        self.calls.append(("dataset_versions_after", model))
         return [d for d in self.datasets if d["created_at"] > after]
 
     def build_data(self, run_id: str, model: str, policy: Any, production: dict[str, Any]) -> dict[str, Any]:
@@ -389,6 +390,7 @@ def test_a_new_version_of_the_source_dataset_starts_a_run_on_it(tmp_path: Path) 
     run = loops.store.run(run_id)
     assert run.trigger["kind"] == "dataset" and run.trigger["dataset"] == "penguins@new"
     assert built_on == ["penguins@new"]  # the new version is the run's base
+    assert ("dataset_versions_after", "penguins") in platform.calls  # the model's project's versions
     assert loops.tick(104.0).opened == [] and loops.store.skipped("penguins") == []  # seen once
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from aiplatform.api.deps import SettingsDep
+from aiplatform.api.deps import CreatorDep, SettingsDep
 from aiplatform.api.schemas.loops import (
     LoopDeliveryList,
     LoopLineage,
@@ -102,12 +102,16 @@ def delete_policy(model: str, loops: LoopsDep, scope: ModelScopeDep) -> None:
 
 @router.post("/{model}/trigger", response_model=TriggerOutcome, status_code=202)
 def trigger(
-    model: str, loops: LoopsDep, scope: ModelScopeDep, body: dict[str, Any] | None = Body(None)
+    model: str,
+    loops: LoopsDep,
+    scope: ModelScopeDep,
+    creator: CreatorDep,
+    body: dict[str, Any] | None = Body(None),
 ) -> dict[str, Any]:
-    """Start a run by hand; during a run or the cool-down it starts nothing and says why
-    (``skipped``)."""
+    """Start a run by hand, recorded as the caller's (``api`` when the caller is unknown); during
+    a run or the cool-down it starts nothing and says why (``skipped``)."""
     detail = (body or {}).get("detail")
-    return loops.trigger(scope.check(model), by="api", detail=str(detail)[:200] if detail else None)
+    return loops.trigger(scope.check(model), by=creator or "api", detail=str(detail)[:200] if detail else None)
 
 
 @router.get("/{model}/runs", response_model=LoopRunList)
