@@ -5,7 +5,9 @@ quality alert those labels fire starts a run (a trigger by hand during it skippe
 that builds data with the labeled
 predictions, trains through the real task queue, passes the gate on production's test split and
 the fresh held-out slice, canaries and promotes, with the loop engine's actor killed and
-restarted (same state folder) while the run trains; the run's steps, links and lineage."""
+restarted (same state folder) while the run trains; the run's steps, links and lineage. The model
+is a team's (project ``team``): the run's dataset version and training task are that project's,
+and nothing of the run appears in ``default``."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from tests.factories import platform_settings, served_platform, wait_for, wait_f
 pytestmark = pytest.mark.integration
 
 MODEL = "loop-penguins"
+PROJECT = "team"
+"""The model's project: every request of this module acts in it (``X-AIP-Project``)."""
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
 SMALL = {"max_rows": 60, "num_boost_round": 30, "early_stopping_rounds": 5}
 """Production learns from 60 rows: the loop's run has the whole labeled table besides."""
@@ -62,6 +66,8 @@ def loop_platform(home: Path, name: str, **settings: Any) -> Iterator[dict[str, 
 def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # A production that errs at all on the labeled table fires the quality rule.
     with loop_platform(tmp_path_factory.mktemp("loops"), "loops", alert_quality_accuracy=0.999) as platform:
+        assert platform["api"].post("/v1/projects", json={"name": PROJECT}).status_code == 201
+        platform["api"].headers["X-AIP-Project"] = PROJECT
         yield platform
 
 
@@ -206,6 +212,15 @@ def test_a_loop_retrains_gates_canaries_and_promotes_through_a_restart(
     assert chain[1]["labeled"] == data["labeled"] and chain[3]["version"] == candidate
     assert chain[-1]["outcome"] == "promoted"
 
+    # All in the model's project: the run's task and its dataset version; nothing in default.
+    assert platform["queue"].get(task_id).project == PROJECT
+    name, _, built = data["dataset"].partition("@")
+    assert api.get(f"/v1/datasets/{name}/{built}").status_code == 200
+    in_default = {"X-AIP-Project": "default"}
+    assert api.get(f"/v1/datasets/{name}/{built}", headers=in_default).status_code == 404
+    assert api.get("/v1/datasets", headers=in_default).json()["datasets"] == []
+    assert api.get("/v1/tasks", headers=in_default).json()["tasks"] == []
+
     listed = api.get(f"/v1/loops/{MODEL}/runs").json()["runs"]
     assert [r["id"] for r in listed] == [run_id]
     assert "is open" in api.get(f"/v1/loops/{MODEL}/skipped").json()["skipped"][0]["reason"]
@@ -224,6 +239,7 @@ def _check_the_cli(
     monkeypatch.setenv("AIP_HOME", str(platform["settings"].home))
     monkeypatch.setenv("AIP_API_URL", platform["url"])
     monkeypatch.setenv("AIP_API_AUTH", "off")
+    monkeypatch.setenv("AIP_PROJECT", PROJECT)
     monkeypatch.setenv("AIP_RAY_ADDRESS", "auto")  # so main() leaves this process's Ray environment alone
     assert main(["loops", "run", run_id]) == 0
     shown = capsys.readouterr().out
@@ -246,6 +262,7 @@ def _check_the_model_page(url: str, run_id: str, task_id: str) -> None:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page()
+            page.add_init_script(f"window.localStorage.setItem('aip-project', '{PROJECT}')")  # the model's project
             page.goto(f"{url}/#models/{MODEL}")
             panel = page.locator("#loops")
             expect(panel).to_contain_text(run_id, timeout=60_000)
