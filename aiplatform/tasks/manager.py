@@ -48,7 +48,7 @@ from aiplatform.training.template import TaskTemplate
 
 logger = logging.getLogger(__name__)
 QUEUE_LOOKAHEAD = 100
-"""Queued tasks the scheduler looks at per round (the first ones by priority and age)."""
+"""Queued tasks of each project the scheduler looks at per round (its first by priority and age)."""
 STOP_WAIT_S = 20.0
 UNSUBMITTED_GRACE_S = 30.0
 LOG_TAIL_LINES = 20

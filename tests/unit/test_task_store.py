@@ -73,6 +73,13 @@ def test_queued_order_is_priority_then_age(store: TaskStore) -> None:
     assert [t.id for t in store.queued()] == [urgent.id, first.id, second.id, low.id]
 
 
+def test_the_scheduler_sees_each_projects_first_tasks_however_long_another_queue_is(store: TaskStore) -> None:
+    flood = [make_task(store, priority=9, start=True, project="busy") for _ in range(5)]
+    quiet = make_task(store, priority=-1, start=True, project="quiet")
+    assert [t.id for t in store.queued(limit=3)] == [*(t.id for t in flood[:3]), quiet.id]
+    assert len(store.queued(limit=100)) == 6
+
+
 def test_idempotency_key_returns_the_same_task(store: TaskStore) -> None:
     first = make_task(store, idempotency_key="k1")
     assert make_task(store, idempotency_key="k1").id == first.id

@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS task_metrics (
 """
 _UPGRADE = """
 CREATE INDEX IF NOT EXISTS tasks_by_project ON tasks(project, seq);
+CREATE INDEX IF NOT EXISTS tasks_queue_by_project ON tasks(state, project, priority DESC, seq);
 """
 
 
@@ -522,11 +523,20 @@ class TaskStore(TrialRecords):
         return [_to_task(row) for row in rows]
 
     def queued(self, limit: int = 100) -> list[Task]:
-        """QUEUED tasks in the order they should start: highest priority, then oldest."""
+        """QUEUED tasks in the order they should start (highest priority, then oldest), the first
+        ``limit`` of each project: the scheduler's view, in which one project's long queue of
+        urgent tasks cannot hide another project's first tasks from the fair share."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM tasks WHERE state = ? ORDER BY priority DESC, seq LIMIT ?", (QUEUED, limit)
-            ).fetchall()
+            projects = [r[0] for r in self._db.execute("SELECT DISTINCT project FROM tasks WHERE state = ?", (QUEUED,))]
+            rows = [
+                row
+                for project in projects
+                for row in self._db.execute(
+                    "SELECT * FROM tasks WHERE state = ? AND project = ? ORDER BY priority DESC, seq LIMIT ?",
+                    (QUEUED, project, limit),
+                )
+            ]
+        rows.sort(key=lambda row: (-row["priority"], row["seq"]))
         return [_to_task(row) for row in rows]
 
     def running(self) -> list[Task]:
