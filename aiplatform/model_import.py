@@ -123,6 +123,7 @@ def import_onnx(
     test_split: TestSplit | None = None,
     max_rows: int = DEFAULT_MAX_REQUEST_ROWS,
     run_timeout_s: float = RUN_TIMEOUT_S,
+    created_by: str | None = None,
 ) -> ModelVersion:
     """Check, package, try and register an ONNX graph as the next version of ``name``; with a
     ``test_split``, evaluated on it first, as a trained model is (accuracy, macro-F1, where it errs).
@@ -162,6 +163,7 @@ def import_onnx(
         metrics=metrics,
         lineage=lineage,
         idempotency_key=f"import-{same_import}",
+        created_by=created_by,
     )
 
 

@@ -95,6 +95,7 @@ def compress_version(
     max_accuracy_drop: float,
     latency_repeats: int = 7,
     latency_budget_s: float = LATENCY_BUDGET_S,
+    created_by: str | None = None,
 ) -> CompressionReport:
     """Compress version (or alias) ``ref`` of ``name``; register the result unless it loses more
     than ``max_accuracy_drop`` of test accuracy (a fraction: 0.01 is one point).
@@ -201,6 +202,7 @@ def compress_version(
         metrics={**metrics, "compression": {**metrics["compression"], "size_bytes": size}},
         lineage=lineage,
         idempotency_key=f"compress:{parent.version}:{chosen.label}",
+        created_by=created_by,
     )
     report = CompressionReport(
         **report_fields,

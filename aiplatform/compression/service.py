@@ -10,10 +10,16 @@ from aiplatform.settings import Settings
 
 
 def compress(
-    settings: Settings, name: str, ref: str | int, method: str, max_accuracy_drop: float | None = None
+    settings: Settings,
+    name: str,
+    ref: str | int,
+    method: str,
+    max_accuracy_drop: float | None = None,
+    created_by: str | None = None,
 ) -> dict[str, Any]:
     """Run one compression with the platform's storage, registry and datasets (the model's
-    project's: the test split its lineage names is there); the report as a dict."""
+    project's: the test split its lineage names is there); the report as a dict. The version it
+    registers is ``created_by``'s (the caller who asked for it)."""
     from aiplatform.compression.compressor import compress_version
     from aiplatform.datasets import DatasetManager
     from aiplatform.registry import RegistryClient
@@ -31,12 +37,18 @@ def compress(
         registry=registry,
         datasets=DatasetManager.from_settings(storage, settings, project=project),
         max_accuracy_drop=settings.compression_max_accuracy_drop if max_accuracy_drop is None else max_accuracy_drop,
+        created_by=created_by,
     )
     return report.to_dict()
 
 
 async def compress_on_cluster(
-    settings: Settings, name: str, ref: str | int, method: str, max_accuracy_drop: float | None = None
+    settings: Settings,
+    name: str,
+    ref: str | int,
+    method: str,
+    max_accuracy_drop: float | None = None,
+    created_by: str | None = None,
 ) -> dict[str, Any]:
     """``compress`` in a Ray task reserving ``background_task_cpus``; awaits its report.
     Platform errors raised by the task come back as themselves."""
@@ -45,5 +57,5 @@ async def compress_on_cluster(
 
     parse_method(method)  # a bad method is refused before any task starts
     return await run_as_task(
-        compress, settings, name, ref, method, max_accuracy_drop, num_cpus=settings.background_task_cpus
+        compress, settings, name, ref, method, max_accuracy_drop, created_by, num_cpus=settings.background_task_cpus
     )

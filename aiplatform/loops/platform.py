@@ -51,6 +51,8 @@ from aiplatform.tasks.scheduler import scheduler_handle
 from aiplatform.training.catalog import get_template
 
 SWEEP_TEMPLATE = "sweep"
+LOOP_PRINCIPAL = "retraining-loop"
+"""Who the alias moves and traffic splits of a loop's canary and decision are by (alias history)."""
 TRAINING_RETRIES = 1
 """A run's training task is queued again once when its Ray job is lost (``aip down`` / ``up``)."""
 GATE_CPUS = 1.0
@@ -383,7 +385,7 @@ class PlatformLoops:
 
     # -- canary and decision ---------------------------------------------------------------
     def start_canary(self, model: str, version: int, weight: float) -> dict[str, Any]:
-        weights = set_canary(self.registry, model, version, weight, warm=self.warm)
+        weights = set_canary(self.registry, model, version, weight, warm=self.warm, by=LOOP_PRINCIPAL)
         return {str(v): w for v, w in weights.items()}
 
     def canary_state(self, model: str, version: int) -> dict[str, Any]:
@@ -404,12 +406,12 @@ class PlatformLoops:
         }
 
     def promote(self, model: str, version: int) -> dict[str, Any]:
-        deployment = deploy(self.registry, model, version, warm=self.warm, force=True)  # the loop's gate ran
-        self.registry.set_traffic(model, {})
+        deployment = deploy(self.registry, model, version, warm=self.warm, force=True, by=LOOP_PRINCIPAL)  # gate ran
+        self.registry.set_traffic(model, {}, by=LOOP_PRINCIPAL)
         return {"previous_version": deployment.previous_version}
 
     def end_canary(self, model: str) -> None:
-        self.registry.set_traffic(model, {})
+        self.registry.set_traffic(model, {}, by=LOOP_PRINCIPAL)
 
 
 class StepWork:

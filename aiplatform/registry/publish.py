@@ -27,8 +27,10 @@ def publish_package(
     metrics: dict[str, Any] | None = None,
     lineage: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
+    created_by: str | None = None,
 ) -> ModelVersion:
-    """Store the package bytes and register them as the next version of ``name``."""
+    """Store the package bytes and register them as the next version of ``name`` (made by
+    ``created_by``: the caller whose request made it)."""
     validate_model_name(name)
     digest = sha256_bytes(data)
     key = package_key(name, digest)
@@ -41,4 +43,5 @@ def publish_package(
         metrics=metrics,
         lineage=lineage,
         idempotency_key=idempotency_key,
+        created_by=created_by,
     )

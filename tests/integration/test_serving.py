@@ -406,6 +406,7 @@ def test_a_model_imported_from_onnx_serves_the_pytorch_models_answers(gateway: s
         assert answer.status_code == 201, answer.text
         version = answer.json()
         assert version["version"] == 1 and version["lineage"]["imported"]["filename"] == "net.onnx"
+        assert version["created_by"] == "platform"  # who imported it (auth off: the platform admin)
 
         images = np.random.default_rng(4).integers(0, 256, (2, 8, 8), dtype=np.uint8)
         spec = {

@@ -257,13 +257,15 @@ def end_canary(name: str, registry: RegistryDep, warm: WarmDep, creator: Creator
 
 
 @router.post("/{name}/compress", status_code=201, response_model=CompressionPublic)
-async def compress_model(name: str, body: CompressionRequest, settings: SettingsDep) -> JSONResponse:
+async def compress_model(
+    name: str, body: CompressionRequest, settings: SettingsDep, creator: CreatorDep
+) -> JSONResponse:
     """Compress a version into a new one, with its report. 201: registered; 409: refused by the
     accuracy gate (the report says by how much; nothing is registered)."""
     if body.version is not None and body.alias is not None:
         raise InvalidArgument("Give version or alias, not both")
     ref = body.version or body.alias or "latest"
-    report = await compress_on_cluster(settings, name, ref, body.method, body.max_accuracy_drop)
+    report = await compress_on_cluster(settings, name, ref, body.method, body.max_accuracy_drop, creator)
     if not report["registered"]:
         return JSONResponse(
             status_code=409, content={"error": "conflict", "message": report["refused"], "report": report}
@@ -287,6 +289,7 @@ async def import_model(
     settings: SettingsDep,
     slots: ImportSlotsDep,
     project: ProjectDep,
+    creator: CreatorDep,
 ) -> dict[str, Any]:
     """A model trained elsewhere, as a multipart form: ``file`` (the ONNX graph), ``kind`` (a
     registered kind, e.g. ``image`` or ``tabular``; default: the ``evaluate_on`` dataset's kind),
@@ -328,6 +331,7 @@ async def import_model(
             registry=registry,
             test_split=TestSplit.of(ours, dataset.ref) if dataset is not None else None,
             max_rows=settings.max_request_rows,
+            created_by=creator,
             run_timeout_s=settings.serve_onnx_run_timeout_s,
         )
 
