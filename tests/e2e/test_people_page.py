@@ -141,6 +141,26 @@ def test_projects_and_members_from_the_people_page(page, platform_url: str) -> N
     expect(row.locator("select.member-role")).to_have_value("viewer")
     row.locator("select.member-role").select_option("maintainer")
     expect(page.locator("#notice")).to_contain_text(f"{member} is a maintainer of {made}")
+
+    # the chosen project's quota, set from the page: a refusal is shown in the panel, then saved
+    expect(page.locator("#quota h3")).to_have_text(f"Quota of {made}")
+    expect(page.locator("#quota-cpus")).to_have_value("")  # none set: unlimited
+    page.fill("#quota-cpus", "3")
+    page.fill("#quota-queued", "7")
+    page.fill("#quota-weight", "0")
+    page.click("#quota-save")
+    expect(page.locator("#quota-error")).to_contain_text("weight: Input should be greater than 0 (HTTP 400)")
+    page.fill("#quota-weight", "2.5")
+    page.click("#quota-save")
+    expect(page.locator("#notice")).to_contain_text(f"Saved the quota of {made}")
+    expect(page.locator("#quota-error")).to_be_hidden()
+    with httpx.Client(base_url=platform_url, timeout=30) as client:
+        quota = client.get(f"/v1/projects/{made}/quota").json()
+    fields = ("cpus", "gpus", "queued", "replicas", "weight")
+    assert {k: quota[k] for k in fields} == {"cpus": 3, "gpus": None, "queued": 7, "replicas": None, "weight": 2.5}
+    page.reload()  # read back from the platform
+    expect(page.locator("#quota-weight")).to_have_value("2.5")
+    expect(page.locator(f"#member-table tr[data-member='{member}']")).to_have_count(1)
     assert_accessible(page)
     page.screenshot(path=str(SCREENSHOTS / "people-projects.png"), full_page=True)
     page.click(f"#member-table tr[data-member='{member}'] button.member-remove")

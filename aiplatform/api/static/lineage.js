@@ -69,12 +69,13 @@ export function lineageGraph(name, versions, loopRuns = []) {
   return h("div", { class: "lineage-wrap" }, svg);
 }
 
-// Each alias's moves, newest first.
+// Each alias's moves, newest first, and who made each ("unknown" for moves recorded before that was kept).
 export function aliasHistoryTable(histories) {
   const rows = histories.flatMap(({ alias, history }) => history.map((m) => ({ alias, ...m })))
     .sort((a, b) => b.at - a.at);
   if (!rows.length) return h("p", { class: "muted" }, "No alias has been set yet.");
-  return h("table", { id: "alias-history" }, h("thead", {}, h("tr", {}, ["When", "Alias", "Moved"].map((t) => h("th", {}, t)))),
+  return h("table", { id: "alias-history" }, h("thead", {}, h("tr", {}, ["When", "Alias", "Moved", "By"].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows.map((m) => h("tr", { "data-alias": m.alias }, h("td", {}, new Date(m.at * 1000).toLocaleString()),
-      h("td", {}, m.alias), h("td", {}, m.version === null ? `v${m.previous_version} → removed` : m.previous_version ? `v${m.previous_version} → v${m.version}` : `→ v${m.version}`)))));
+      h("td", {}, m.alias), h("td", {}, m.version === null ? `v${m.previous_version} → removed` : m.previous_version ? `v${m.previous_version} → v${m.version}` : `→ v${m.version}`),
+      h("td", { class: "alias-by" }, m.by || "unknown")))));
 }

@@ -1,4 +1,4 @@
-// The Models page: versions, aliases, lineage and compression.
+// The Models page: versions (and who registered each), aliases, lineage and compression.
 
 import { api, authedDownload } from "./api.js";
 import { act, fmtNum, fmtTime, h, notify, page } from "./dom.js";
@@ -71,7 +71,7 @@ export async function modelDetail(root, name) {
     const lineage = v.lineage || {};
     return h("tr", { "data-version": v.version },
       h("td", {}, `v${v.version}`), h("td", {}, fmtNum(v.metrics.test_accuracy)), h("td", {}, fmtNum(v.metrics.test_macro_f1)),
-      h("td", {}, v.aliases.join(", ")), h("td", {}, fmtTime(v.created_at)),
+      h("td", {}, v.aliases.join(", ")), h("td", { class: "version-created" }, fmtTime(v.created_at), " by ", v.created_by || "unknown"),
       h("td", {}, [lineage.method, lineage.task_id ? h("a", { href: `#task/${lineage.task_id}` }, `task ${lineage.task_id}`) : null,
         lineage.imported ? h("span", { class: "imported", title: `sha256 ${lineage.imported.sha256}` },
           `imported ${lineage.imported.filename || "ONNX"} (${lineage.imported.sha256.slice(0, 12)})`) : null,

@@ -1,5 +1,6 @@
 // The People page: who am I, a user's API keys (a new key's secret shown once), the chosen
-// project's members (managed by its maintainers), and for platform admins the projects (create,
+// project's members (managed by its maintainers) and its quota (read by its members, set by platform
+// admins), and for platform admins the projects (create,
 // rename, delete), the users and the audit log. #people shows the caller's own keys (an admin's: the users
 // and the log); #people/NAME, a user's keys (an admin's view of anyone's).
 
@@ -38,6 +39,7 @@ export async function peoplePage(selected) {
   const project = currentProject() || me.project || "default";
   const manages = me.platform_admin || ["maintainer", "admin"].includes((me.roles || {})[project]);
   if (manages) root.append(await membersPanel(project, me));
+  if (me.platform_admin || (me.roles || {})[project]) root.append(await quotaPanel(project, me.platform_admin));
   if (me.platform_admin) root.append(await projectsPanel(), await usersPanel(), auditPanel());
 }
 
@@ -76,6 +78,61 @@ async function membersPanel(project, me) {
         }) }, "Remove")))))),
     members.length ? "" : h("p", { class: "muted" }, "No members yet."),
     h("h3", {}, "Add a member"), form);
+}
+
+// The chosen project's quota: null is unlimited. Its members read it; platform admins edit and
+// save it, and the platform's refusal (a bad value, a quota below what running tasks hold) is
+// shown in the panel, beside the fields it is about.
+const QUOTA_FIELDS = [["cpus", "CPUs"], ["gpus", "GPUs"], ["queued", "Queued tasks"], ["replicas", "Serving replicas"], ["weight", "Weight"]];
+async function quotaPanel(project, admin) {
+  const path = `/v1/projects/${enc(project)}/quota`;
+  const section = h("section", { class: "card", id: "quota" });
+  const shown = (value) => (value === null || value === undefined ? "unlimited" : String(value));
+  const inUse = (q) => h("p", { id: "quota-in-use", class: "muted" },
+    `In use now: ${q.in_use.cpus} CPUs, ${q.in_use.gpus} GPUs, ${q.in_use.queued} queued tasks`);
+  const quota = await api("GET", path);
+  if (!admin) {
+    section.append(h("h3", {}, `Quota of ${project}`),
+      h("table", { id: "quota-table" }, h("tbody", {}, QUOTA_FIELDS.map(([key, label]) =>
+        h("tr", { "data-quota": key }, h("th", { scope: "row" }, label), h("td", {}, shown(quota[key])))))),
+      inUse(quota));
+    return section;
+  }
+  const inputs = Object.fromEntries(QUOTA_FIELDS.map(([key]) => [key, h("input", {
+    id: `quota-${key}`, type: "text", inputmode: "decimal", size: 8, placeholder: key === "weight" ? "1" : "unlimited" })]));
+  const error = h("p", { id: "quota-error", class: "refused", role: "alert", hidden: true });
+  const usage = h("div", {});
+  const fill = (q) => {
+    for (const [key] of QUOTA_FIELDS) inputs[key].value = q[key] === null || q[key] === undefined ? "" : String(q[key]);
+    usage.replaceChildren(inUse(q));
+  };
+  // an empty field is unlimited (weight: 1); anything else goes as typed, a number when it is one,
+  // so the platform judges it and says what is wrong
+  const value = (text) => (text === "" ? null : Number.isFinite(Number(text)) ? Number(text) : text);
+  const form = h("form", { id: "quota-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const button = e.submitter;
+    error.hidden = true;
+    button.disabled = true;
+    try {
+      const body = {};
+      for (const [key] of QUOTA_FIELDS) {
+        const v = value(inputs[key].value.trim());
+        if (v !== null) body[key] = v;
+      }
+      fill(await api("PUT", path, body));
+      notify(`Saved the quota of ${project}`);
+    } catch (err) {
+      error.textContent = err instanceof Error ? err.message : String(err);
+      error.hidden = false;
+    } finally { button.disabled = false; }
+  } }, h("div", { class: "row" }, QUOTA_FIELDS.map(([key, label]) => field(label, inputs[key])),
+    h("button", { type: "submit", class: "primary", id: "quota-save" }, "Save quota")));
+  fill(quota);
+  section.append(h("h3", {}, `Quota of ${project}`),
+    h("p", { class: "muted" }, "An empty field is unlimited. A quota never stops a running task; queued ones wait for room."),
+    form, error, usage);
+  return section;
 }
 
 // Platform admins: every project; a new one, and renaming or deleting one that holds nothing
