@@ -28,18 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from io import BytesIO
 from pathlib import Path
 
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
 import httpx
 from loadgen import LoadResult, median_summary
-from serve import REGISTER, aip_up_env, digit_body, mnist_package, wait_ok
+from serve import aip_up_platform, digit_body, mnist_package, wait_ok
 from wrk import run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,36 +51,6 @@ def extract_commit(commit: str) -> Path:
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
     return tree
-
-
-@contextmanager
-def platform(code: Path, package_path: Path) -> Iterator[tuple[str, str]]:
-    """``aip up`` from the tree ``code`` with ``bench`` registered; yields (base URL, token)."""
-    home = Path(tempfile.mkdtemp(prefix="aip-authz-"))
-    env = aip_up_env(home) | {"PYTHONPATH": str(code), "AIP_RAY_TEMP_DIR": f"/tmp/{home.name}-ray"}
-
-    def aip(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "aip", *args], cwd=code, env=env, capture_output=True, text=True, timeout=600
-        )
-
-    try:
-        up = aip("up")
-        if up.returncode != 0:
-            raise RuntimeError(f"aip up ({code}) failed: {up.stderr[-3000:]}")
-        registered = subprocess.run(
-            [sys.executable, "-c", REGISTER, str(package_path)],
-            cwd=code,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if registered.returncode != 0:
-            raise RuntimeError(f"registering the package failed: {registered.stderr[-3000:]}")
-        yield f"http://127.0.0.1:{env['AIP_HTTP_PORT']}", (home / "state" / "api_token").read_text().strip()
-    finally:
-        aip("down")
 
 
 def make_keys(base: str, token: str) -> dict[str, str]:
@@ -186,8 +154,8 @@ def main() -> None:
     body = digit_body()
     before_tree = extract_commit(args.before)
     with ExitStack() as stack:
-        before_base, before_token = stack.enter_context(platform(before_tree, package_path))
-        after_base, after_token = stack.enter_context(platform(ROOT, package_path))
+        before_base, before_token = stack.enter_context(aip_up_platform(before_tree, package_path))
+        after_base, after_token = stack.enter_context(aip_up_platform(ROOT, package_path))
         keys = make_keys(after_base, after_token)
         rows = {
             "before/token": (before_base, before_token),

@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import benchpath  # noqa: F401  (first: the working tree ahead of the installed package)
@@ -455,27 +457,26 @@ def aip_up_env(home: Path) -> dict[str, str]:
     return env
 
 
-def aip_up_gateway(package_path: Path, body: bytes, seconds: float) -> dict[int | str, LoadResult]:
-    """(a) as users run it: ``python -m aip up`` (a Ray head with its dashboard and token
-    authentication, Prometheus when installed, the head's actors, the alert engine, the Serve
-    app; the API token on, inputs kept), the package registered and set production, wrk at the
-    URL `up` prints with the token header. Also ``/v2/health/ready`` at c=1 (key ``"ready"``),
-    the gateway's fixed path alone. `aip down` afterwards."""
+@contextmanager
+def aip_up_platform(code: Path, package_path: Path) -> Iterator[tuple[str, str]]:
+    """``python -m aip up`` from the tree ``code`` in a home of its own, with the package
+    registered as ``bench`` and set production; yields (base URL, the API token). `aip down`
+    afterwards."""
     home = Path(tempfile.mkdtemp(prefix="aip-bench-up-"))
-    env = aip_up_env(home)
+    env = aip_up_env(home) | {"PYTHONPATH": str(code), "AIP_RAY_TEMP_DIR": f"/tmp/{home.name}-ray"}
 
     def aip(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "aip", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+            [sys.executable, "-m", "aip", *args], cwd=code, env=env, capture_output=True, text=True, timeout=600
         )
 
     try:
         up = aip("up")
         if up.returncode != 0:
-            raise RuntimeError(f"aip up failed: {up.stderr[-3000:]}")
+            raise RuntimeError(f"aip up ({code}) failed: {up.stderr[-3000:]}")
         registered = subprocess.run(
             [sys.executable, "-c", REGISTER, str(package_path)],
-            cwd=ROOT,
+            cwd=code,
             env=env,
             capture_output=True,
             text=True,
@@ -483,16 +484,25 @@ def aip_up_gateway(package_path: Path, body: bytes, seconds: float) -> dict[int 
         )
         if registered.returncode != 0:
             raise RuntimeError(f"registering the package failed: {registered.stderr[-3000:]}")
-        base = f"http://127.0.0.1:{env['AIP_HTTP_PORT']}"
-        headers = {"Authorization": f"Bearer {(home / 'state' / 'api_token').read_text().strip()}"}
+        yield f"http://127.0.0.1:{env['AIP_HTTP_PORT']}", (home / "state" / "api_token").read_text().strip()
+    finally:
+        aip("down")
+
+
+def aip_up_gateway(package_path: Path, body: bytes, seconds: float) -> dict[int | str, LoadResult]:
+    """(a) as users run it: ``python -m aip up`` (a Ray head with its dashboard and token
+    authentication, Prometheus when installed, the head's actors, the alert engine, the Serve
+    app; the API token on, inputs kept), the package registered and set production, wrk at the
+    URL `up` prints with the token header. Also ``/v2/health/ready`` at c=1 (key ``"ready"``),
+    the gateway's fixed path alone."""
+    with aip_up_platform(ROOT, package_path) as (base, token):
+        headers = {"Authorization": f"Bearer {token}"}
         url = f"{base}/v1/models/bench/predict"
         print(f"gateway (aip up) at {url}", flush=True)
         wait_ok(url, body, headers=headers)
         results: dict[int | str, LoadResult] = dict(measure_http(url, body, seconds, headers))
         results["ready"] = run_wrk(f"{base}/v2/health/ready", b"", 1, seconds, method="GET")  # type: ignore[assignment]
         return results
-    finally:
-        aip("down")
 
 
 def main() -> None:
