@@ -250,52 +250,61 @@ def test_a_standard_oip_client_works_with_its_defaults(gateway: str) -> None:
 
     _register_text_model()
     client = oip.InferenceServerClient(url=gateway.removeprefix("http://"))
-    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
-    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
-    assert client.get_model_metadata("tiny")["inputs"][0]["shape"] == [-1, 8, 8, 1]
+    # closed here, on this thread: left to the garbage collector, its gevent pool would be joined
+    # from whichever thread collects it (a Ray thread of this driver), which crashes the process
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
+        assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+        assert client.get_model_metadata("tiny")["inputs"][0]["shape"] == [-1, 8, 8, 1]
 
-    images = np.random.default_rng(3).integers(0, 255, (2, 8, 8, 1), dtype=np.uint8)
-    tensor = oip.InferInput("input", list(images.shape), "UINT8")
-    tensor.set_data_from_numpy(images)  # binary_data=True: the default
-    result = client.infer("tiny", [tensor], request_id="oip-binary-1")
-    probabilities, labels = result.as_numpy("probabilities"), result.as_numpy("label")
-    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
-    assert [label.decode() for label in labels] == [str(i) for i in probabilities.argmax(axis=1)]
-    assert result.get_response()["id"] == "oip-binary-1"
+        images = np.random.default_rng(3).integers(0, 255, (2, 8, 8, 1), dtype=np.uint8)
+        tensor = oip.InferInput("input", list(images.shape), "UINT8")
+        tensor.set_data_from_numpy(images)  # binary_data=True: the default
+        result = client.infer("tiny", [tensor], request_id="oip-binary-1")
+        probabilities, labels = result.as_numpy("probabilities"), result.as_numpy("label")
+        assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+        assert [label.decode() for label in labels] == [str(i) for i in probabilities.argmax(axis=1)]
+        assert result.get_response()["id"] == "oip-binary-1"
 
-    as_json = httpx.post(
-        f"{gateway}/v2/models/tiny/infer",
-        timeout=30,
-        json={
-            "inputs": [
-                {"name": "input", "shape": [2, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}
-            ]
-        },
-    )
-    json_probabilities = {o["name"]: o for o in as_json.json()["outputs"]}["probabilities"]["data"]
-    np.testing.assert_allclose(probabilities.reshape(-1), json_probabilities, atol=1e-6)
+        as_json = httpx.post(
+            f"{gateway}/v2/models/tiny/infer",
+            timeout=30,
+            json={
+                "inputs": [
+                    {"name": "input", "shape": [2, 8, 8, 1], "datatype": "UINT8", "data": images.reshape(-1).tolist()}
+                ]
+            },
+        )
+        json_probabilities = {o["name"]: o for o in as_json.json()["outputs"]}["probabilities"]["data"]
+        np.testing.assert_allclose(probabilities.reshape(-1), json_probabilities, atol=1e-6)
 
-    tensor.set_data_from_numpy(images, binary_data=False)
-    only_label = client.infer(
-        "tiny", [tensor], model_version="1", outputs=[oip.InferRequestedOutput("label", binary_data=False)]
-    )
-    assert [o["name"] for o in only_label.get_response()["outputs"]] == ["label"]
-    assert list(only_label.as_numpy("label")) == [label.decode() for label in labels]  # JSON BYTES: str
+        tensor.set_data_from_numpy(images, binary_data=False)
+        only_label = client.infer(
+            "tiny", [tensor], model_version="1", outputs=[oip.InferRequestedOutput("label", binary_data=False)]
+        )
+        assert [o["name"] for o in only_label.get_response()["outputs"]] == ["label"]
+        assert list(only_label.as_numpy("label")) == [label.decode() for label in labels]  # JSON BYTES: str
 
-    texts = oip.InferInput("text", [2], "BYTES")
-    texts.set_data_from_numpy(np.array(["good great happy", "bad awful sad"], dtype=np.object_))
-    text_labels = client.infer("tiny-text", [texts]).as_numpy("label")
-    assert len(text_labels) == 2 and {label.decode() for label in text_labels} <= {"negative", "neutral", "positive"}
+        texts = oip.InferInput("text", [2], "BYTES")
+        texts.set_data_from_numpy(np.array(["good great happy", "bad awful sad"], dtype=np.object_))
+        text_labels = client.infer("tiny-text", [texts]).as_numpy("label")
+        assert len(text_labels) == 2 and {label.decode() for label in text_labels} <= {
+            "negative",
+            "neutral",
+            "positive",
+        }
 
-    with pytest.raises(InferenceServerException, match="Unknown output 'logits'"):
-        client.infer("tiny", [tensor], outputs=[oip.InferRequestedOutput("logits")])
-    with pytest.raises(InferenceServerException, match=r"64 bytes do not match shape \[2, 8, 8\] of UINT8"):
-        short = oip.InferInput("input", [1, 8, 8], "UINT8")
-        short.set_data_from_numpy(np.zeros((1, 8, 8), dtype=np.uint8))
-        short.set_shape([2, 8, 8])  # the client states a shape its bytes do not fill
-        client.infer("tiny", [short])
-    with pytest.raises(InferenceServerException, match="Model 'nope'|nope"):
-        client.get_model_metadata("nope")
+        with pytest.raises(InferenceServerException, match="Unknown output 'logits'"):
+            client.infer("tiny", [tensor], outputs=[oip.InferRequestedOutput("logits")])
+        with pytest.raises(InferenceServerException, match=r"64 bytes do not match shape \[2, 8, 8\] of UINT8"):
+            short = oip.InferInput("input", [1, 8, 8], "UINT8")
+            short.set_data_from_numpy(np.zeros((1, 8, 8), dtype=np.uint8))
+            short.set_shape([2, 8, 8])  # the client states a shape its bytes do not fill
+            client.infer("tiny", [short])
+        with pytest.raises(InferenceServerException, match="Model 'nope'|nope"):
+            client.get_model_metadata("nope")
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(
