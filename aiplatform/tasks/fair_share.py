@@ -145,7 +145,7 @@ def quota_exceeded(quota: Quota | None, needed: Resources) -> str | None:
     return None
 
 
-MOST_AT_ONCE = "the platform runs the most tasks it runs at once"
+MOST_AT_ONCE = "the platform already runs as many tasks at once as it may"
 CLUSTER_BUSY = "the cluster is busy: its project waits for its fair share turn"
 
 

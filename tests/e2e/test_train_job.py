@@ -149,7 +149,7 @@ def test_a_missing_dataset_fails_the_process_with_a_message_and_exit_2(tmp_path:
         "--template",
         "cnn-classification",
         "--model-name",
-        "Bad Name",
+        "missing-data",
         "--max-rows",
         "100",
         "--dataset",

@@ -78,7 +78,7 @@ def test_walkthrough_create_start_watch_and_predict(page, platform_url: str, tmp
     context = page.context.browser.new_context(viewport={"width": 1280, "height": 900})
     second = context.new_page()
     second.goto(f"{platform_url}/#task/{queued['id']}")
-    expect(second.locator("#task-waiting")).to_contain_text("1 task(s) running, the most at once")
+    expect(second.locator("#task-waiting")).to_contain_text("as many tasks at once as it may (AIP_TASK_MAX_RUNNING=1)")
     expect(second.locator("#task-logs")).to_contain_text("no logs yet: the task is queued")
     second.screenshot(path=str(SCREENSHOTS / "2b-task-waiting.png"), full_page=True)
     assert_accessible(second)  # axe-core: no serious or critical violation
