@@ -169,6 +169,13 @@ class TaskManager:
             "project": project,
         }
 
+    def record_creator(self, task: Task, creator: str | None) -> Task:
+        """``task`` with ``creator`` recorded as who created it (kept if it already names someone:
+        a repeated idempotency key answers the first task as it was)."""
+        if task.created_by is not None or creator is None:
+            return task
+        return self.queue.set_created_by(task.id, creator)
+
     def get(self, task_id: str) -> Task:
         """The task (:class:`NotFound` when there is none); one the queue no longer has (its state
         folder was lost) as the history archive last kept it."""

@@ -170,8 +170,7 @@ async def create_batch_job(
         idempotency_key=body.idempotency_key or idempotency_key,
         project=project,
     )
-    if task.created_by is None and creator is not None:  # a repeated key answers the first job as it was
-        task = await run_in_threadpool(tasks.queue.set_created_by, task.id, creator)
+    task = await run_in_threadpool(tasks.record_creator, task, creator)  # a repeated key: the first job as it was
     return job_view(task, storage)
 
 

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiplatform.api.deps import CreatorDep, ProjectDep, RegistryDep, TasksDep
-from aiplatform.api.routes.tasks import claim_task_model, owned_task, record_creator
+from aiplatform.api.routes.tasks import claim_task_model, owned_task
 from aiplatform.api.schemas.tasks import RunComparison, SweepList, SweepPublic
 from aiplatform.errors import InvalidArgument
 from aiplatform.tasks.queue import MAX_PRIORITY, MIN_PRIORITY
@@ -59,7 +59,7 @@ async def create_sweep(
         idempotency_key=idempotency_key,
         project=project,
     )
-    await record_creator(tasks, task, creator)
+    await run_in_threadpool(tasks.record_creator, task, creator)
     return tasks.sweep_view(task.id)
 
 

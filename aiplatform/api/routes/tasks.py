@@ -3,7 +3,7 @@
 Every route acts in the request's project (``ProjectDep``): a new task is created there (its
 model's name claimed there, ``claim_task_model``), listings and counts show its tasks only, and
 another project's task is a 404 like one that does not exist (``owned_task``). A new task records
-the caller as its ``created_by`` (``record_creator``)."""
+the caller as its ``created_by`` (``TaskManager.record_creator``)."""
 
 from __future__ import annotations
 
@@ -74,14 +74,6 @@ def claim_task_model(
         registry.claim_model(model_name, project)
 
 
-async def record_creator(tasks: TaskManager, task: Task, creator: str | None) -> Task:
-    """``task`` with the caller recorded as who created it (kept if it already names someone:
-    a repeated idempotency key answers the first task as it was)."""
-    if task.created_by is not None or creator is None:
-        return task
-    return await run_in_threadpool(tasks.queue.set_created_by, task.id, creator)
-
-
 @router.post("", status_code=201, response_model=TaskPublic)
 async def create_task(
     body: TaskCreate,
@@ -113,7 +105,7 @@ async def create_task(
         idempotency_key=body.idempotency_key or idempotency_key,
         project=project,
     )
-    return (await record_creator(tasks, task, creator)).to_dict()
+    return (await run_in_threadpool(tasks.record_creator, task, creator)).to_dict()
 
 
 @router.get("", response_model=TaskList)
@@ -199,7 +191,7 @@ async def rerun_task(
         start=options.start,
         project=project,
     )
-    created = await record_creator(tasks, created, creator)
+    created = await run_in_threadpool(tasks.record_creator, created, creator)
     return {**created.to_dict(), "rerun_of": task.id}
 
 
