@@ -28,8 +28,15 @@ def describe(quota: dict[str, Any]) -> str:
         f"  cpus      {used['cpus']:g} in use of {_limit(quota['cpus'])}\n"
         f"  gpus      {used['gpus']:g} in use of {_limit(quota['gpus'])}\n"
         f"  queued    {used['queued']:g} of {_limit(quota['queued'])}\n"
-        f"  replicas  {_limit(quota['replicas'])}"
+        f"  replicas  {_replicas(quota)}"
     )
+
+
+def _replicas(quota: dict[str, Any]) -> str:
+    if quota["replicas"] is None:
+        return "unlimited (the shared model servers)"
+    running = quota["in_use"].get("replicas")
+    return f"{running or 0:g} running of {quota['replicas']:g} (model servers of its own)"
 
 
 def cmd_quotas_show(args: argparse.Namespace, settings: Settings) -> None:
@@ -90,7 +97,7 @@ def add_quotas_commands(commands: Any) -> None:
     set_.add_argument("--cpus", type=_amount, help="CPUs its running tasks may hold ('unlimited' lifts it)")
     set_.add_argument("--gpus", type=_amount, help="GPUs its running tasks may hold")
     set_.add_argument("--queued", type=_count, help="tasks it may have queued at once")
-    set_.add_argument("--replicas", type=_count, help="serving replicas (recorded; not enforced yet)")
+    set_.add_argument("--replicas", type=_count, help="serving replicas: model servers of its own, at most this many")
     set_.add_argument("--weight", type=_weight, help="its share of a contended cluster (default 1)")
     set_.set_defaults(run=cmd_quotas_set)
     for command in (show, set_):

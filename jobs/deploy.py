@@ -23,6 +23,7 @@ from aiplatform.serving.deployer import (
     set_canary,
     warm_on_serve,
 )
+from aiplatform.serving.pools import pool_routes
 from aiplatform.settings import Settings
 
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
         connect(settings)
         registry = RegistryClient.connect(settings)
-        warm = warm_on_serve(settings.serve_app_name)
+        warm = warm_on_serve(settings.serve_app_name, pool_routes(settings))
         if args.canary is not None or args.clear_canary:
             print(describe_split(args.model, set_canary(registry, args.model, args.canary, args.weight, warm)))
             return 0

@@ -413,9 +413,12 @@ def run_sweep_task(
 def _deploy_through_gate(settings: Settings, registry: RegistryClient, version: ModelVersion) -> dict[str, Any]:
     """The deploy gate, as for any model: a refusal is recorded, not a failed sweep."""
     from aiplatform.serving.deployer import deploy, warm_on_serve
+    from aiplatform.serving.pools import pool_routes
 
     try:
-        done = deploy(registry, version.name, version.version, warm=warm_on_serve(settings.serve_app_name))
+        done = deploy(
+            registry, version.name, version.version, warm=warm_on_serve(settings.serve_app_name, pool_routes(settings))
+        )
     except AIPError as exc:
         return {"deployed": False, "reason": exc.message}
     return {"deployed": True, "version": done.version, "previous": done.previous_version, "gate": done.gate}
@@ -425,13 +428,14 @@ def deploy_and_check(args: argparse.Namespace, settings: Settings, registry: Reg
     """Serve the platform app on 127.0.0.1, deploy ``version`` and check it over HTTP."""
     from aiplatform.serving.deployer import deploy, warm_on_serve
     from aiplatform.serving.http_check import check_digits_over_http
+    from aiplatform.serving.pools import pool_routes
     from aiplatform.serving.router import CACHE_TTL_S
     from aiplatform.tokens import with_api_token
     from serve_apps.app import start_app
 
     settings = with_api_token(settings, create=True)  # the gateway refuses requests without one
     url = start_app(settings, args.http_port, grpc_port=0)  # the check is over HTTP; a busy 9000 must not fail it
-    deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name))
+    deploy(registry, name, version, warm=warm_on_serve(settings.serve_app_name, pool_routes(settings)))
     time.sleep(CACHE_TTL_S + 0.1)  # routers see the alias move within their cache TTL
     return check_digits_over_http(url, name, count=args.check_digits, headers=settings.api_auth_headers())
 

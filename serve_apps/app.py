@@ -11,7 +11,7 @@ from aiplatform.serving.loopback import LOCAL_ONLY_VAR
 from aiplatform.serving.oip_grpc import SERVICER_FUNCTION
 from aiplatform.settings import Settings
 from serve_apps.gateway import Gateway
-from serve_apps.model_server import AUTOSCALING, ModelServer
+from serve_apps.model_server import model_server_app
 
 _LISTEN_PORT: dict[str, int | None] = {"port": None}
 """The port ``start_app`` gave the gateway replicas in this process; ``deploy_app`` keeps it."""
@@ -25,13 +25,8 @@ def build_app(settings: Settings, listen_port: int | None = None):  # type: igno
         max_ongoing_requests=settings.serve_gateway_max_ongoing,
         max_queued_requests=settings.serve_gateway_max_queued,
     )
-    autoscaling = {
-        **AUTOSCALING,
-        "min_replicas": settings.serve_min_replicas,
-        "max_replicas": settings.serve_max_replicas,
-    }
-    model_server = ModelServer.options(autoscaling_config=autoscaling)
-    return gateway.bind(model_server.bind(settings), settings, listen_port)
+    model_server = model_server_app(settings, settings.serve_min_replicas, settings.serve_max_replicas)
+    return gateway.bind(model_server, settings, listen_port)
 
 
 def deploy_app(settings: Settings) -> None:

@@ -5,7 +5,9 @@ app with the REST API and the web UI (``aiplatform.api``)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 
 from fastapi import FastAPI
 from ray import serve
@@ -22,10 +24,12 @@ from aiplatform.serving.deployer import warm_on_serve
 from aiplatform.serving.ingress import PublicListener
 from aiplatform.serving.loopback import keep_serve_on_loopback
 from aiplatform.serving.oip_grpc.servicer import RPCS, InferenceServicer
+from aiplatform.serving.pools import ServePools, pool_routes
 from aiplatform.serving.rest.v1 import V1Endpoints
 from aiplatform.serving.rest.v2 import V2Endpoints
 from aiplatform.settings import Settings
 from aiplatform.tokens import with_api_token
+from serve_apps.model_server import model_server_app
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,17 @@ def gateway_app() -> FastAPI:
     include_endpoints(app, V1Endpoints, V2Endpoints)  # first: the hot routes' direct path sits inside the guard
     include_api(app)
     return app
+
+
+def _reconcile(pools: ServePools) -> None:
+    """Deploy the pools the stored quotas name that Serve does not run (a fresh cluster)."""
+    try:
+        started = pools.reconcile()
+    except Exception:  # the gateway serves on; the next replica start tries again
+        logger.warning("cannot deploy the projects' model-server pools", exc_info=True)
+        return
+    if started:
+        logger.info("deployed the model-server pools of projects %s", ", ".join(started))
 
 
 @serve.deployment(
@@ -62,13 +77,22 @@ class Gateway:
         settings = with_api_token(settings, create=False)  # a token kept in the state folder counts
         self.gateway_app = app = gateway_app()
         # The REST API's routes (aiplatform.api) share these clients through the app's Platform.
-        platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name))
+        # Projects with a serving-replica quota have model servers of their own (pools.py).
+        routes = pool_routes(settings)
+        pools = ServePools(
+            settings.serve_app_name,
+            functools.partial(model_server_app, settings),
+            settings.serve_min_replicas,
+            routes.replica_quotas,
+        )
+        platform = Platform.connect(settings, warm=warm_on_serve(settings.serve_app_name, routes), pools=pools)
         set_platform(app, platform)
+        threading.Thread(target=_reconcile, args=(pools,), name="aip-pools", daemon=True).start()
         recorder = ResultWriter(
             platform.results.handle, input_storage=platform.storage if settings.serve_store_inputs else None
         )
         self.core = DataPlane(
-            ServeModelServers(model_server),
+            ServeModelServers(model_server, routes),
             platform.registry,
             recorder,
             RequestLimits.from_settings(settings),

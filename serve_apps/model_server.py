@@ -146,3 +146,10 @@ class ModelServer:
             )
             return
         self._registry_unreachable_since = None
+
+
+def model_server_app(settings: Settings, min_replicas: int, max_replicas: int):  # type: ignore[no-untyped-def]
+    """The model-server deployment autoscaled between ``min_replicas`` and ``max_replicas``, bound
+    to ``settings``: the platform app's shared one, or a project's pool (``aiplatform.serving.pools``)."""
+    autoscaling = {**AUTOSCALING, "min_replicas": min_replicas, "max_replicas": max_replicas}
+    return ModelServer.options(autoscaling_config=autoscaling).bind(settings)

@@ -66,7 +66,8 @@ class Quota:
     queued: int | None = None
     """Tasks of the project QUEUED at once; creating or starting one more is refused."""
     replicas: int | None = None
-    """Serving replicas (kept; not enforced while every model shares the platform's model servers)."""
+    """Serving replicas its models may run on at once: a project with one set has model servers of
+    its own, at most this many (``aiplatform.serving.pools``); unset, it shares the platform's."""
     weight: float = 1.0
     """Its share of a contended cluster against other projects' weights."""
 
@@ -150,6 +151,15 @@ class QuotaStore:
         with self._lock:
             rows = self._db.execute("SELECT * FROM project_quotas").fetchall()
         return {row["project"]: _to_quota(row) for row in rows}
+
+    def replica_quotas(self) -> dict[str, int]:
+        """The projects with a serving-replica quota set, and its value (the gateways route
+        their models to model servers of their own: ``aiplatform.serving.pools``)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT project, replicas FROM project_quotas WHERE replicas IS NOT NULL"
+            ).fetchall()
+        return {row["project"]: int(row["replicas"]) for row in rows}
 
     def set(
         self,

@@ -20,6 +20,7 @@ from aiplatform.errors import Unauthenticated, Unavailable
 from aiplatform.model_import import ImportSlots
 from aiplatform.registry import RegistryClient
 from aiplatform.results import ResultClient
+from aiplatform.serving.pools import ServePools
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
 from aiplatform.tasks.manager import TaskManager
@@ -41,6 +42,8 @@ class Platform:
     alerts: AlertClient
     warm: Callable[[str], None]
     """Loads ``name:version`` on the model servers before an alias moves to it."""
+    pools: ServePools | None = None
+    """The projects' own model servers (a serving-replica quota); None where no Serve runs them."""
 
     @functools.cached_property
     def access(self) -> AccessPolicy:
@@ -52,7 +55,7 @@ class Platform:
         return ImportSlots(self.settings.max_concurrent_imports)
 
     @classmethod
-    def connect(cls, settings: Settings, *, warm: Callable[[str], None]) -> Platform:
+    def connect(cls, settings: Settings, *, warm: Callable[[str], None], pools: ServePools | None = None) -> Platform:
         """Clients of the platform's actors; a created or started task wakes the scheduler."""
         storage = storage_from_settings(settings)
         scheduler = scheduler_handle(settings)
@@ -71,6 +74,7 @@ class Platform:
             datasets=DatasetManager.from_settings(storage, settings),
             alerts=AlertClient.connect(settings),
             warm=warm,
+            pools=pools,
         )
 
 
@@ -133,6 +137,10 @@ def get_warm(platform: PlatformDep) -> Callable[[str], None]:
     return platform.warm
 
 
+def get_pools(platform: PlatformDep) -> ServePools | None:
+    return platform.pools
+
+
 def get_import_slots(platform: PlatformDep) -> ImportSlots:
     return platform.import_slots
 
@@ -174,6 +182,7 @@ DatasetsDep = Annotated[DatasetManager, Depends(get_datasets)]
 AlertsDep = Annotated[AlertClient, Depends(get_alerts)]
 WarmDep = Annotated[Callable[[str], None], Depends(get_warm)]
 """Loads ``name:version`` on the model servers (before an alias or a canary moves to it)."""
+PoolsDep = Annotated[ServePools | None, Depends(get_pools)]
 ImportSlotsDep = Annotated[ImportSlots, Depends(get_import_slots)]
 AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

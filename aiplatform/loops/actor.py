@@ -107,10 +107,11 @@ class LoopActor(LoopService):
         # data, gate and serving code the engine runs.
         from aiplatform.loops.platform import PlatformLoops
         from aiplatform.serving.deployer import warm_on_serve
+        from aiplatform.serving.pools import pool_routes
 
         self.settings = settings
         store = LoopStore(settings.resolved_state_dir / "loops.sqlite", webhooks=settings.webhook_urls)
-        platform = PlatformLoops(settings, warm_on_serve(settings.serve_app_name))
+        platform = PlatformLoops(settings, warm_on_serve(settings.serve_app_name, pool_routes(settings)))
         super().__init__(store, LoopEngine(store, platform, clock=time.time))
         self._wake = threading.Event()
         self._tick_lock = threading.Lock()

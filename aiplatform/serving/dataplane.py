@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, RayServeException
 
 from aiplatform.errors import Unavailable
 from aiplatform.kinds import ManyInputs, ModelKind, kind_for
@@ -41,6 +41,7 @@ from aiplatform.results.store import new_result_id
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs
 from aiplatform.serving.parsing import check_request_id, parse_json
+from aiplatform.serving.pools import POOL_DEPLOYMENT, PoolRoutes
 from aiplatform.serving.requests import V1Input
 from aiplatform.serving.router import RegistryReader, Router
 from aiplatform.serving.v2 import OUTPUT_NAMES, model_metadata
@@ -81,17 +82,34 @@ class Recorder(Protocol):
 
 
 class ServeModelServers:
-    """:class:`ModelServers` over the model-server deployment's handle: one handle per model id
-    (``options()`` builds a new one on every call), multiplexed by that id."""
+    """:class:`ModelServers` over the model-server deployments' handles: one handle per model id
+    (``options()`` builds a new one on every call), multiplexed by that id. A model of a project
+    with a serving-replica quota goes to its project's pool (``pools``: ``aiplatform.serving.pools``),
+    the others to the shared deployment (``handle``)."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(
+        self, handle: Any, pools: PoolRoutes | None = None, pool_handle: Callable[[str], Any] | None = None
+    ) -> None:
         self.handle = handle
-        self._handles: dict[str, Any] = {}
+        self.pools = pools
+        self.pool_handle = pool_handle or _pool_handle
+        self._handles: dict[tuple[str | None, str], Any] = {}
+        self._pools: dict[str, Any] = {}
 
     def _for(self, model_id: str) -> Any:
-        handle = self._handles.get(model_id)
+        app = None if self.pools is None else self.pools.app_for(model_id.rpartition(":")[0])
+        handle = self._handles.get((app, model_id))
         if handle is None:
-            handle = self._handles[model_id] = self.handle.options(multiplexed_model_id=model_id)
+            base = self.handle if app is None else self._pools.get(app) or self._pool(app)
+            handle = self._handles[(app, model_id)] = base.options(multiplexed_model_id=model_id)
+        return handle
+
+    def _pool(self, app: str) -> Any:
+        """The pool's handle, made once per pool (Serve checks that it exists: one controller call)."""
+        try:
+            handle = self._pools[app] = self.pool_handle(app)
+        except RayServeException as exc:
+            raise Unavailable(f"The model servers {app!r} are not running yet ({exc}); retry in a moment") from None
         return handle
 
     def predict(self, model_id: str, batch: np.ndarray) -> Awaitable[list[dict[str, Any]]]:
@@ -99,6 +117,12 @@ class ServeModelServers:
 
     def model_config(self, model_id: str) -> Awaitable[ModelConfig]:
         return self._for(model_id).model_config.remote(model_id)  # type: ignore[no-any-return]
+
+
+def _pool_handle(app_name: str) -> Any:
+    from ray import serve
+
+    return serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=app_name)
 
 
 class Overloaded(Unavailable):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiplatform.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from aiplatform.registry import ModelVersion, RegistryAPI
+from aiplatform.serving.pools import POOL_DEPLOYMENT, PoolRoutes
 
 logger = logging.getLogger(__name__)
 PRODUCTION = "production"
@@ -64,16 +65,19 @@ def _warm_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def warm_on_serve(app_name: str) -> Callable[[str], None]:
-    """A ``warm`` callable that loads a model id on the running Serve app's model servers (from a
-    thread that is not running an event loop: a CLI, or a sync API route)."""
+def warm_on_serve(app_name: str, pools: PoolRoutes | None = None) -> Callable[[str], None]:
+    """A ``warm`` callable that loads a model id on the running Serve app's model servers, or on
+    its project's own (``pools``: ``aiplatform.serving.pools``), from a thread that is not running
+    an event loop (a CLI, or a sync API route)."""
 
     def warm(model_id: str) -> None:
         from ray import serve
         from ray.serve.exceptions import RayServeException
 
+        pool = None if pools is None else pools.app_for(model_id.rpartition(":")[0])
+
         async def load() -> None:
-            handle = serve.get_deployment_handle("ModelServer", app_name=app_name)
+            handle = serve.get_deployment_handle(POOL_DEPLOYMENT, app_name=pool or app_name)
             await handle.options(multiplexed_model_id=model_id).model_config.remote(model_id)
 
         try:

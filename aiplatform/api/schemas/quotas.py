@@ -15,7 +15,12 @@ class QuotaSet(BaseModel):
     cpus: float | None = Field(None, ge=0, description="CPUs its running tasks and sweeps may hold at once")
     gpus: float | None = Field(None, ge=0, description="GPUs its running tasks and sweeps may hold at once")
     queued: int | None = Field(None, ge=0, description="tasks it may have queued at once")
-    replicas: int | None = Field(None, ge=0, description="serving replicas (recorded; not enforced yet)")
+    replicas: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="serving replicas its models may run on (model servers of its own; null: the shared ones)",
+    )
     weight: float = Field(1.0, gt=0, le=1000, description="its share of a contended cluster, against other projects'")
 
 
@@ -26,4 +31,7 @@ class QuotaPublic(Body):
     queued: int | None
     replicas: int | None
     weight: float
-    in_use: dict[str, float] = Field(description="what its running tasks hold now (cpus, gpus) and its queued tasks")
+    in_use: dict[str, float] = Field(
+        description="what its running tasks hold now (cpus, gpus), its queued tasks, and (with a replica"
+        " quota) its model servers running (replicas)"
+    )

@@ -89,7 +89,8 @@ async function quotaPanel(project, admin) {
   const section = h("section", { class: "card", id: "quota" });
   const shown = (value) => (value === null || value === undefined ? "unlimited" : String(value));
   const inUse = (q) => h("p", { id: "quota-in-use", class: "muted" },
-    `In use now: ${q.in_use.cpus} CPUs, ${q.in_use.gpus} GPUs, ${q.in_use.queued} queued tasks`);
+    `In use now: ${q.in_use.cpus} CPUs, ${q.in_use.gpus} GPUs, ${q.in_use.queued} queued tasks` +
+    (q.in_use.replicas === undefined ? "" : `, ${q.in_use.replicas} serving replicas of its own`));
   const quota = await api("GET", path);
   if (!admin) {
     section.append(h("h3", {}, `Quota of ${project}`),
@@ -130,7 +131,8 @@ async function quotaPanel(project, admin) {
     h("button", { type: "submit", class: "primary", id: "quota-save" }, "Save quota")));
   fill(quota);
   section.append(h("h3", {}, `Quota of ${project}`),
-    h("p", { class: "muted" }, "An empty field is unlimited. A quota never stops a running task; queued ones wait for room."),
+    h("p", { class: "muted" }, "An empty field is unlimited. A quota never stops a running task; queued ones wait for room. " +
+      "Serving replicas give the project model servers of its own (empty: the shared ones; 0: its models are not served)."),
     form, error, usage);
   return section;
 }
