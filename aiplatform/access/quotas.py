@@ -121,6 +121,16 @@ def check_not_below(quota: Quota, cpus: float, gpus: float, running: list[str]) 
         )
 
 
+def check_queued_room(project: str, queued: int, limit: int | None) -> None:
+    """``Conflict`` naming the quota when ``project`` already has ``queued`` QUEUED tasks and its
+    queued-task quota is ``limit`` (None: unlimited)."""
+    if limit is not None and queued >= limit:
+        raise Conflict(
+            f"Project {project!r} has {queued} of {limit} queued tasks (its queued-task quota): wait for some "
+            "to start, cancel some, or ask a platform admin to raise it (aip quotas set)"
+        )
+
+
 class QuotaStore:
     """Quotas and admissions in ``access.db``; safe to open from several processes (WAL)."""
 

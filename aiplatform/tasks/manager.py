@@ -26,7 +26,7 @@ from typing import Any
 import anyio.to_thread
 import ray
 
-from aiplatform.access.quotas import Admission, Quota, QuotaStore
+from aiplatform.access.quotas import Admission, Quota, QuotaStore, check_queued_room
 from aiplatform.code_archives import require_users_code, users_code_refusal
 from aiplatform.datasets.source_policy import SourcePolicy
 from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -159,6 +159,7 @@ class TaskManager:
         if start:
             self.check_queued_quota(project)
         return {
+            "queued_limit": self.queued_limit(project) if start else None,
             "template": template,
             "params": parsed.model_dump(mode="json"),
             "priority": priority,
@@ -255,23 +256,22 @@ class TaskManager:
         if created.state != QUEUED:
             self.check_within_quota(created.project, created.template, created.params)
             self.check_queued_quota(created.project)
-        task = self.queue.start(task_id)
+        task = self.queue.start(task_id, queued_limit=self.queued_limit(created.project))
         self.wake_scheduler()
         return task
 
+    def queued_limit(self, project: str) -> int | None:
+        """``project``'s queued-task quota (None: unlimited). The queue checks it again in the
+        transaction that queues a task, so two creations at the same instant cannot both pass."""
+        return self.quotas.quotas().get(project, Quota(project)).queued
+
     def check_queued_quota(self, project: str) -> None:
         """``Conflict`` naming the quota when ``project`` already has as many QUEUED tasks as its
-        queued-task quota allows (checked before the task is stored, so a refusal stores nothing;
-        two creations at the same instant may both pass)."""
-        limit = self.quotas.quotas().get(project, Quota(project)).queued
-        if limit is None:
-            return
-        queued = self.queue.counts(project).get(QUEUED, 0)
-        if queued >= limit:
-            raise Conflict(
-                f"Project {project!r} has {queued} of {limit} queued tasks (its queued-task quota): wait for some "
-                "to start, cancel some, or ask a platform admin to raise it (aip quotas set)"
-            )
+        queued-task quota allows (checked before anything is stored or read from storage, so a
+        refusal stores nothing and costs little; the queue's own check is the one that holds)."""
+        limit = self.queued_limit(project)
+        if limit is not None:
+            check_queued_room(project, self.queue.counts(project).get(QUEUED, 0), limit)
 
     def check_within_quota(self, project: str, template: str, params: dict[str, Any]) -> None:
         """``Conflict`` naming the quota when a task of ``template`` needs more CPUs or GPUs than
@@ -347,7 +347,7 @@ class TaskManager:
         if task.state != QUEUED:
             self.check_within_quota(task.project, task.template, task.params)
             self.check_queued_quota(task.project)
-        resumed = self.queue.requeue(sweep_id)
+        resumed = self.queue.requeue(sweep_id, queued_limit=self.queued_limit(task.project))
         self.wake_scheduler()
         return resumed
 
@@ -360,7 +360,9 @@ class TaskManager:
         params = get_template(SWEEP).parse_params({**task.params, "trials": int(task.params["trials"]) + more})
         self.check_within_quota(task.project, task.template, params.model_dump(mode="json"))
         self.check_queued_quota(task.project)
-        extended = self.queue.requeue(sweep_id, params.model_dump(mode="json"))
+        extended = self.queue.requeue(
+            sweep_id, params.model_dump(mode="json"), queued_limit=self.queued_limit(task.project)
+        )
         self.wake_scheduler()
         return extended
 

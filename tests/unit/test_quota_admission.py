@@ -6,6 +6,8 @@ round and names nothing of another project; a template installed from before pro
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -111,3 +113,31 @@ def test_a_template_whose_check_inputs_takes_no_project_still_creates_tasks(
     monkeypatch.setitem(catalog._extra, OldTemplate.name, OldTemplate())
     task = tasks.create("old-signature", TINY_CNN_PARAMS, project="b")
     assert task.project == "b" and len(OldTemplate.checked) == 1
+
+
+def test_creations_at_the_same_instant_never_queue_past_the_quota(
+    tasks: TaskManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight creations racing past the manager's early check (here: every one passes it, as all
+    would that read the count at the same instant) leave exactly the quota's three queued: the
+    queue checks again in the write that queues."""
+    tasks.quotas.set(Quota("b", queued=3), by="platform")
+    monkeypatch.setattr(TaskManager, "check_queued_quota", lambda self, project: None)
+    barrier = threading.Barrier(8)
+
+    def create(_: int) -> str:
+        barrier.wait()
+        try:
+            return _create(tasks, "b")
+        except Conflict as refused:
+            assert "has 3 of 3 queued tasks (its queued-task quota)" in refused.message
+            return "refused"
+
+    with ThreadPoolExecutor(8) as threads:
+        outcomes = list(threads.map(create, range(8)))
+    assert outcomes.count("refused") == 5
+    assert tasks.counts("b").get("QUEUED") == 3
+    created = tasks.create("cnn-classification", dict(TINY_CNN_PARAMS), project="b")  # not queued: no quota
+    with pytest.raises(Conflict, match="queued-task quota"):
+        tasks.start(created.id)
+    assert tasks.queue.get(created.id).state == "CREATED"

@@ -60,8 +60,8 @@ class TaskActor(TaskStore):
         where = self.submitter_project(platform_key, project)
         return self.create(template, params, running=True, project=where, **options)
 
-    def start(self, task_id: str) -> Task:
-        return self._changing(task_id, lambda: super(TaskActor, self).start(task_id))
+    def start(self, task_id: str, queued_limit: int | None = None) -> Task:
+        return self._changing(task_id, lambda: super(TaskActor, self).start(task_id, queued_limit))
 
     def claim(self, task_id: str, ray_job_id: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).claim(task_id, ray_job_id))
@@ -72,8 +72,8 @@ class TaskActor(TaskStore):
     def cancel(self, task_id: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).cancel(task_id))
 
-    def requeue(self, task_id: str, params: dict[str, Any] | None = None) -> Task:
-        return self._changing(task_id, lambda: super(TaskActor, self).requeue(task_id, params))
+    def requeue(self, task_id: str, params: dict[str, Any] | None = None, queued_limit: int | None = None) -> Task:
+        return self._changing(task_id, lambda: super(TaskActor, self).requeue(task_id, params, queued_limit))
 
     def interrupt(self, task_id: str, error: str) -> Task:
         return self._changing(task_id, lambda: super(TaskActor, self).interrupt(task_id, error))

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiplatform.access.quotas import check_queued_room
 from aiplatform.errors import Conflict, InvalidArgument, NotFound
 from aiplatform.sqlite import open_database, transaction
 from aiplatform.tasks.queue.trials import TRIALS_SCHEMA, Trial, TrialRecords
@@ -159,7 +160,7 @@ class TaskAPI(Protocol):
         self, template: str, params: dict[str, Any], *, idempotency_key: str | None = None, **options: Any
     ) -> Task: ...
 
-    def start(self, task_id: str) -> Task: ...
+    def start(self, task_id: str, queued_limit: int | None = None) -> Task: ...
 
     def claim(self, task_id: str, ray_job_id: str) -> Task: ...
 
@@ -193,7 +194,7 @@ class TaskAPI(Protocol):
 
     def metrics_history(self, task_id: str) -> list[dict[str, Any]]: ...
 
-    def requeue(self, task_id: str, params: dict[str, Any] | None = None) -> Task: ...
+    def requeue(self, task_id: str, params: dict[str, Any] | None = None, queued_limit: int | None = None) -> Task: ...
 
     # A sweep's trials (``trials.py``).
     def record_trial(
@@ -245,12 +246,15 @@ class TaskStore(TrialRecords):
         running: bool = False,
         project: str = DEFAULT_PROJECT,
         created_by: str | None = None,
+        queued_limit: int | None = None,
     ) -> Task:
         """Record a new task (already validated by the task manager).
 
-        ``start`` queues it at once; ``running`` records a run that started itself (``ray job
-        submit -- python -m jobs.train ...``) with its job id. A known ``idempotency_key``
-        returns the task it created first; the same key with other content is a :class:`Conflict`.
+        ``start`` queues it at once, refused (``Conflict``) when its project already has
+        ``queued_limit`` QUEUED tasks (its quota, checked under the lock that orders every
+        write); ``running`` records a run that started itself (``ray job submit -- python -m
+        jobs.train ...``) with its job id. A known ``idempotency_key`` returns the task it
+        created first; the same key with other content is a :class:`Conflict`.
         """
         validate_priority(priority)
         if max_retries < 0:
@@ -269,6 +273,8 @@ class TaskStore(TrialRecords):
                             "different template or parameters"
                         )
                     return existing
+            if state == QUEUED:
+                check_queued_room(project, self._queued_in(project), queued_limit)
             task_id = uuid.uuid4().hex[:16]
             with transaction(self._db) as db:
                 db.execute(
@@ -300,15 +306,23 @@ class TaskStore(TrialRecords):
             return self.get(task_id)
 
     # -- transitions ------------------------------------------------------------------------
-    def start(self, task_id: str) -> Task:
-        """CREATED -> QUEUED (a queued task stays queued)."""
+    def start(self, task_id: str, queued_limit: int | None = None) -> Task:
+        """CREATED -> QUEUED (a queued task stays queued); refused when its project already has
+        ``queued_limit`` QUEUED tasks."""
         with self._lock:
             task = self.get(task_id)
             if task.state == QUEUED:
                 return task
             if task.state != CREATED:
                 raise Conflict(f"Task {task_id} is {task.state}; only a CREATED task can be started")
+            check_queued_room(task.project, self._queued_in(task.project), queued_limit)
             return self._update(task_id, state=QUEUED, queued_at=time.time())
+
+    def _queued_in(self, project: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE project = ? AND state = ?", (project, QUEUED)
+        ).fetchone()
+        return int(row[0])
 
     def claim(self, task_id: str, ray_job_id: str) -> Task:
         """QUEUED -> RUNNING under ``ray_job_id`` (recorded before the job is submitted)."""
@@ -416,15 +430,17 @@ class TaskStore(TrialRecords):
             progress = {"epoch": epoch, "epochs": clean.get("epochs"), "metrics": clean}
             return self._update(task_id, progress=json.dumps(progress))
 
-    def requeue(self, task_id: str, params: dict[str, Any] | None = None) -> Task:
+    def requeue(self, task_id: str, params: dict[str, Any] | None = None, queued_limit: int | None = None) -> Task:
         """A task that ended (stopped, failed, or succeeded and is to be extended) QUEUED again
-        under the same id, with new parameters when given: how a sweep resumes and grows."""
+        under the same id, with new parameters when given: how a sweep resumes and grows
+        (refused when its project already has ``queued_limit`` QUEUED tasks)."""
         with self._lock:
             task = self.get(task_id)
             if task.state == QUEUED and (params is None or params == task.params):
                 return task
             if not task.finished:
                 raise Conflict(f"Task {task_id} is {task.state}; only a task that has ended can be queued again")
+            check_queued_room(task.project, self._queued_in(task.project), queued_limit)
             fields: dict[str, Any] = {
                 "state": QUEUED,
                 "queued_at": time.time(),
