@@ -15,8 +15,9 @@ holds by construction. With N = 0 the project has no pool and a request on its m
   replicas above it as a scale-down does, failing no request. Unsetting or zeroing N stores it
   first and deletes the pool once every gateway has moved off it (``2 * POOL_TTL_S`` later, and
   only if the quota still names no replicas then).
-- **Recovery**: each gateway replica deploys, when it starts, the pools of the stored quotas that
-  Serve does not run (a fresh cluster after ``aip down``/``aip up``, a head restarted without Redis).
+- **Recovery**: each gateway replica, when it starts, deploys the pools of the stored quotas that
+  Serve does not run (a fresh cluster after ``aip down``/``aip up``, a head restarted without Redis)
+  and deletes those no quota names; so does renaming or deleting a project (its pool follows it).
 """
 
 from __future__ import annotations
@@ -164,17 +165,21 @@ class ServePools:
         return stored
 
     def reconcile(self) -> list[str]:
-        """Deploy the pools the stored quotas name that Serve does not run; returns their projects."""
+        """Bring Serve in line with the stored quotas: deploy the pools they name that Serve does
+        not run (returns their projects), delete those of this platform they no longer name (a
+        project renamed or deleted)."""
         from ray import serve
 
         running = serve.status().applications
-        missing = [
-            project
-            for project, replicas in sorted(self.replica_quotas().items())
-            if replicas > 0 and pool_app_name(self.app_name, project) not in running
-        ]
+        wanted = {project: replicas for project, replicas in self.replica_quotas().items() if replicas > 0}
+        ours = pool_app_name(self.app_name, "")
+        for app in running:
+            if app.startswith(ours) and app[len(ours) :] not in wanted:
+                serve.delete(app, _blocking=False)
+                logger.info("model-server pool %s deleted: no project's quota names it", app)
+        missing = [project for project in sorted(wanted) if pool_app_name(self.app_name, project) not in running]
         for project in missing:
-            self.deploy(project, self.replica_quotas()[project])
+            self.deploy(project, wanted[project])
         return missing
 
 

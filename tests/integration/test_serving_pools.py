@@ -144,3 +144,21 @@ def test_a_pool_serve_lost_comes_back_from_the_stored_quota(platform: tuple[http
     assert pools.reconcile() == []  # running: nothing to do
     assert _pool_details(settings)["deployment_config"]["autoscaling_config"]["max_replicas"] == 1  # type: ignore[index]
     wait_for(lambda: _predict(client, "team-model").status_code == 200, 60, "the team's model served again")
+
+
+def test_a_projects_pool_follows_its_rename_and_goes_with_it(platform: tuple[httpx.Client, Settings]) -> None:
+    from ray import serve
+
+    from aiplatform.serving.pools import pool_app_name
+
+    client, settings = platform
+    assert client.post("/v1/projects", json={"name": "spare"}, headers=ADMIN).status_code == 201
+    assert client.put("/v1/projects/spare/quota", json={"replicas": 1}, headers=ADMIN).status_code == 200
+    old, new = pool_app_name(settings.serve_app_name, "spare"), pool_app_name(settings.serve_app_name, "spare-2")
+    assert old in serve.status().applications
+    renamed = client.patch("/v1/projects/spare", json={"name": "spare-2"}, headers=ADMIN)
+    assert renamed.status_code == 200, renamed.text
+    assert client.get("/v1/projects/spare-2/quota", headers=ADMIN).json()["in_use"]["replicas"] == 1
+    wait_for(lambda: old not in serve.status().applications, 60, "the old name's pool to be deleted")
+    assert client.delete("/v1/projects/spare-2", headers=ADMIN).status_code == 200
+    wait_for(lambda: new not in serve.status().applications, 60, "the deleted project's pool to be deleted")

@@ -6,13 +6,14 @@ authorized each request in the project its path names before it gets here
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
 
 from aiplatform.access import ROLES, Principal
 from aiplatform.access.roles import check_role
-from aiplatform.api.deps import AccessStoreDep, PrincipalDep, StorageDep
+from aiplatform.api.deps import AccessStoreDep, PoolsDep, PrincipalDep, StorageDep
 from aiplatform.api.schemas.projects import (
     MemberList,
     MemberSet,
@@ -24,6 +25,9 @@ from aiplatform.api.schemas.projects import (
     RoleSet,
 )
 from aiplatform.errors import Forbidden
+from aiplatform.serving.pools import ServePools
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -50,18 +54,41 @@ def get_project(project: str, store: AccessStoreDep) -> dict[str, Any]:
 
 @router.patch("/{project}", response_model=ProjectPublic)
 def rename_project(
-    project: str, body: ProjectRename, store: AccessStoreDep, principal: PrincipalDep, storage: StorageDep
+    project: str,
+    body: ProjectRename,
+    store: AccessStoreDep,
+    principal: PrincipalDep,
+    storage: StorageDep,
+    pools: PoolsDep,
 ) -> dict[str, Any]:
-    """Rename a project that holds nothing (platform admins); its members and keys follow.
-    409 naming what it holds, or for ``default``."""
-    return store.rename_project(project, body.name, by=principal.name, storage=storage)
+    """Rename a project that holds nothing (platform admins); its members, keys and quota follow
+    (its own model servers too, under the new name). 409 naming what it holds, or for ``default``."""
+    renamed = store.rename_project(project, body.name, by=principal.name, storage=storage)
+    _sync_pools(pools)
+    return renamed
 
 
 @router.delete("/{project}", response_model=ProjectDeleted)
-def delete_project(project: str, store: AccessStoreDep, principal: PrincipalDep, storage: StorageDep) -> dict[str, Any]:
-    """Delete a project that holds nothing (platform admins): its members lose their roles and
-    its keys are revoked. 409 naming what it holds, or for ``default``."""
-    return store.delete_project(project, by=principal.name, storage=storage)
+def delete_project(
+    project: str, store: AccessStoreDep, principal: PrincipalDep, storage: StorageDep, pools: PoolsDep
+) -> dict[str, Any]:
+    """Delete a project that holds nothing (platform admins): its members lose their roles, its
+    keys are revoked and its own model servers go. 409 naming what it holds, or for ``default``."""
+    deleted = store.delete_project(project, by=principal.name, storage=storage)
+    _sync_pools(pools)
+    return deleted
+
+
+def _sync_pools(pools: ServePools | None) -> None:
+    """The projects' model servers brought in line with the quotas (a pool follows its project's
+    name, and goes with it); the change itself is stored, so a failure here is only logged and
+    the next gateway start brings them in line."""
+    if pools is None:
+        return
+    try:
+        pools.reconcile()
+    except Exception:
+        logger.warning("cannot bring the projects' model servers in line with their quotas", exc_info=True)
 
 
 @router.get("/{project}/members", response_model=MemberList)
