@@ -78,7 +78,7 @@ class Gateway:
         self.gateway_app = app = gateway_app()
         # The REST API's routes (aiplatform.api) share these clients through the app's Platform.
         # Projects with a serving-replica quota have model servers of their own (pools.py).
-        routes = pool_routes(settings)
+        routes = pool_routes(settings, background=True)
         pools = ServePools(
             settings.serve_app_name,
             functools.partial(model_server_app, settings),

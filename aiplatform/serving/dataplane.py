@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.exceptions import BackPressureError, RayServeException
+from ray.serve.exceptions import BackPressureError
 
 from aiplatform.errors import Unavailable
 from aiplatform.kinds import ManyInputs, ModelKind, kind_for
@@ -41,7 +41,7 @@ from aiplatform.results.store import new_result_id
 from aiplatform.serving.batcher import AdaptiveBatcher
 from aiplatform.serving.oip_binary import RequestedOutputs, requested_outputs
 from aiplatform.serving.parsing import check_request_id, parse_json
-from aiplatform.serving.pools import POOL_DEPLOYMENT, PoolRoutes
+from aiplatform.serving.pools import POOL_DEPLOYMENT, POOL_TTL_S, PoolRoutes
 from aiplatform.serving.requests import V1Input
 from aiplatform.serving.router import RegistryReader, Router
 from aiplatform.serving.v2 import OUTPUT_NAMES, model_metadata
@@ -95,6 +95,7 @@ class ServeModelServers:
         self.pool_handle = pool_handle or _pool_handle
         self._handles: dict[tuple[str | None, str], Any] = {}
         self._pools: dict[str, Any] = {}
+        self._missing: dict[str, float] = {}
 
     def _for(self, model_id: str) -> Any:
         app = None if self.pools is None else self.pools.app_for(model_id.rpartition(":")[0])
@@ -105,11 +106,16 @@ class ServeModelServers:
         return handle
 
     def _pool(self, app: str) -> Any:
-        """The pool's handle, made once per pool (Serve checks that it exists: one controller call)."""
+        """The pool's handle, made once per pool (Serve checks that it exists: one controller
+        call); a pool not there is refused for ``POOL_TTL_S`` before Serve is asked again."""
+        now = time.monotonic()
+        if self._missing.get(app, 0.0) > now:
+            raise Unavailable(f"The model servers {app!r} are not running; retry in a moment")
         try:
             handle = self._pools[app] = self.pool_handle(app)
-        except RayServeException as exc:
-            raise Unavailable(f"The model servers {app!r} are not running yet ({exc}); retry in a moment") from None
+        except Exception as exc:  # KeyError (no such deployment) or Serve's own error
+            self._missing[app] = now + POOL_TTL_S
+            raise Unavailable(f"The model servers {app!r} are not running ({exc!r}); retry in a moment") from None
         return handle
 
     def predict(self, model_id: str, batch: np.ndarray) -> Awaitable[list[dict[str, Any]]]:

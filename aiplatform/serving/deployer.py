@@ -82,7 +82,7 @@ def warm_on_serve(app_name: str, pools: PoolRoutes | None = None) -> Callable[[s
 
         try:
             asyncio.run_coroutine_threadsafe(load(), _warm_loop()).result()
-        except RayServeException as exc:
+        except (RayServeException, KeyError) as exc:  # KeyError: no such deployment (a pool not running)
             raise Unavailable(
                 f"Serve app {app_name!r} is not running ({exc}); start it with `serve run serve_apps/config.yaml`"
             ) from exc

@@ -38,10 +38,10 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         try:
             with served_platform(settings) as url, httpx.Client(base_url=url, timeout=120) as client:
                 yield client, settings
-        finally:
-            app = pool_app_name(settings.serve_app_name, "team")
-            if app in serve.status().applications:
-                serve.delete(app)
+        finally:  # every pool the module made, whichever test stopped where
+            for app in serve.status().applications:
+                if app.startswith(pool_app_name(settings.serve_app_name, "")):
+                    serve.delete(app)
 
 
 def _pool_details(settings: Settings) -> dict | None:  # type: ignore[type-arg]
@@ -106,7 +106,13 @@ def test_a_replica_quota_gives_the_project_model_servers_of_its_own_and_never_mo
         statuses = list(threads.map(lambda _: _predict(client, "team-model").status_code, range(160)))
     assert statuses == [200] * 160
     replicas = _pool_details(settings)["replicas"]  # type: ignore[index]
-    assert 1 <= len([r for r in replicas if r["state"] != "STOPPING"]) <= 1
+    assert len([r for r in replicas if r["state"] != "STOPPING"]) == 1
+
+    # resized: Serve's own maximum follows the quota, and the team's model is served on
+    raised = client.put("/v1/projects/team/quota", json={"replicas": 2}, headers=ADMIN)
+    assert raised.status_code == 200, raised.text
+    assert _pool_details(settings)["deployment_config"]["autoscaling_config"]["max_replicas"] == 2  # type: ignore[index]
+    assert _predict(client, "team-model").status_code == 200
 
     # 0: its models are not served, with a 409 naming the quota; the pool goes
     assert client.put("/v1/projects/team/quota", json={"replicas": 0}, headers=ADMIN).status_code == 200

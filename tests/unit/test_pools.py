@@ -4,12 +4,14 @@ shared ones unless its project's quota names replicas, a refusal when it names n
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
-from aiplatform.errors import Conflict
+from aiplatform.errors import Conflict, Unavailable
 from aiplatform.serving.dataplane import ServeModelServers
 from aiplatform.serving.pools import PoolRoutes, pool_app_name
 
@@ -95,3 +97,42 @@ def test_the_gateways_model_servers_follow_the_routes() -> None:
     assert shared.calls == [("predict", "shared-model:1")] and pool.calls == [("predict", "team-model:3")]
     with pytest.raises(Conflict, match="0 serving replicas"):
         servers.predict("idle-model:1", np.zeros((1, 2)))
+
+
+def test_unknown_quotas_route_to_the_shared_servers_and_a_gateway_reads_them_off_its_loop() -> None:
+    unknown = PoolRoutes("aip", PROJECTS.get, lambda: None)
+    assert unknown.app_for("team-model", now=0) is None  # no access store on this node
+
+    reads: list[str] = []
+    allowed = threading.Event()
+
+    def replica_quotas() -> dict[str, int]:
+        reads.append(threading.current_thread().name)
+        if len(reads) > 1:
+            allowed.wait(30)
+        return {"team": 1}
+
+    routes = PoolRoutes("aip", PROJECTS.get, replica_quotas, ttl_s=0.0, background=True)
+    assert reads == [threading.current_thread().name]  # the first read at once, on this thread
+    assert routes.app_for("team-model") == "aip-models-team"
+    assert routes.app_for("team-model") == "aip-models-team"  # a read in flight: no second one
+    allowed.set()
+    deadline = time.monotonic() + 30
+    while len(reads) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reads[1] == "aip-pool-quotas"
+
+
+def test_a_pool_that_is_not_running_is_refused_and_serve_asked_again_only_after_a_ttl() -> None:
+    asked: list[str] = []
+
+    def missing(app: str) -> Any:
+        asked.append(app)
+        raise KeyError(f"Deployment {app} not found")
+
+    pools, _ = routes({"team": 1})
+    servers = ServeModelServers(FakeHandle("shared"), pools, pool_handle=missing)
+    for _ in range(3):
+        with pytest.raises(Unavailable, match="'aip-models-team' are not running"):
+            servers.predict("team-model:1", np.zeros((1, 2)))
+    assert asked == ["aip-models-team"]

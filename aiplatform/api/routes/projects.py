@@ -64,7 +64,7 @@ def rename_project(
     """Rename a project that holds nothing (platform admins); its members, keys and quota follow
     (its own model servers too, under the new name). 409 naming what it holds, or for ``default``."""
     renamed = store.rename_project(project, body.name, by=principal.name, storage=storage)
-    _sync_pools(pools)
+    _sync_pools(pools, project)
     return renamed
 
 
@@ -75,17 +75,18 @@ def delete_project(
     """Delete a project that holds nothing (platform admins): its members lose their roles, its
     keys are revoked and its own model servers go. 409 naming what it holds, or for ``default``."""
     deleted = store.delete_project(project, by=principal.name, storage=storage)
-    _sync_pools(pools)
+    _sync_pools(pools, project)
     return deleted
 
 
-def _sync_pools(pools: ServePools | None) -> None:
-    """The projects' model servers brought in line with the quotas (a pool follows its project's
-    name, and goes with it); the change itself is stored, so a failure here is only logged and
-    the next gateway start brings them in line."""
+def _sync_pools(pools: ServePools | None, gone: str) -> None:
+    """The projects' model servers brought in line with the quotas: the pool under the name
+    ``gone`` released, one under a new name deployed. The change itself is stored, so a failure
+    here is only logged; the next gateway start brings them in line."""
     if pools is None:
         return
     try:
+        pools.release(gone)
         pools.reconcile()
     except Exception:
         logger.warning("cannot bring the projects' model servers in line with their quotas", exc_info=True)
