@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from aip.processes import accepts_connections, recorded_alive, stop_recorded
+from aip.processes import accepts_connections, command_line, recorded_alive, stop_recorded
 from aiplatform.errors import Unavailable
 from aiplatform.settings import Settings
 from aiplatform.tokens import api_token_path, read_or_create_secret
@@ -28,6 +28,11 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "tok
 START_TIMEOUT_S = 120
 STOP_GRACE_S = 5
 """How long the head's processes get to exit on SIGTERM before SIGKILL."""
+RAY_DAEMONS = ("/gcs/gcs_server", "/raylet/raylet", "/autoscaler/_private/monitor.py", "ray::RuntimeEnvAgent")
+"""Ray's own processes (by how their command line's program or script ends) that the workers
+need while they exit, and that, signalled themselves, wait on one another with `ray start --block`
+waiting on them: all of them were still there 8 s after a SIGTERM to the whole session, and so
+was the task queue's actor, which exits within a second of its own SIGTERM while they run."""
 
 
 def token_path() -> Path:
@@ -118,10 +123,20 @@ def stop_head(settings: Settings) -> bool:
 
     ``ray start --block`` does not exit on SIGTERM while its GCS lingers, and Ray's workers run in
     process groups of their own: signalling the head's group alone took a minute and relied on the
-    final SIGKILL. The whole session gets SIGTERM, and what is left after a grace period SIGKILL."""
-    if not head_pid_file(settings).exists():
+    final SIGKILL. So the workers and the rest get SIGTERM first, with `ray start` and
+    ``RAY_DAEMONS`` still running, and up to ``STOP_GRACE_S`` to exit; then the whole session gets
+    SIGKILL. (SIGTERM to the whole session at once, then SIGKILL after the grace, made every
+    `aip down` wait the whole grace, with the actors still running when it ended.)"""
+    pid_file = head_pid_file(settings)
+    if not pid_file.exists():
         return False
-    running = stop_recorded(head_pid_file(settings), STOP_GRACE_S)
+    leader = int(pid_file.read_text())
+
+    def lingers(pid: int) -> bool:
+        program = command_line(pid)[:3]  # the interpreter, its flag, the script
+        return pid == leader or any(part.endswith(RAY_DAEMONS) for part in program)
+
+    running = stop_recorded(pid_file, STOP_GRACE_S, lingers)
     _forget_address_file(settings)
     return running
 
@@ -233,9 +248,6 @@ def up(settings: Settings) -> dict[str, str]:
 def down(settings: Settings) -> bool:
     """Stop the local Ray started by `up` with everything on it (or, on a cluster, only remove
     the app). Returns False when there was nothing to stop."""
-    import ray
-    from ray import serve
-
     if settings.ray_address is None:
         from aip.prometheus import stop_prometheus
 
@@ -243,6 +255,9 @@ def down(settings: Settings) -> bool:
         # which serves nobody when the whole local platform stops with the head.
         stopped = stop_head(settings)
         return stop_prometheus(settings) or stopped
+    import ray  # only here: a local `down` needs no Ray (importing it took a second)
+    from ray import serve
+
     connect_driver(settings, settings.ray_address)
     serve.delete(settings.serve_app_name)
     ray.shutdown()
