@@ -213,7 +213,7 @@ def test_renaming_and_deleting_projects(tmp_path: Path) -> None:
     registry = RegistryStore(tmp_path / "registry.sqlite", storage)
     app = create_api_app()
     policy = AccessPolicy("token", TOKEN, ("127.0.0.1",), store, ModelProjects(tmp_path / "registry.sqlite"))
-    app.state.platform = SimpleNamespace(access=policy, storage=storage)
+    app.state.platform = SimpleNamespace(access=policy, storage=storage, pools=None)  # no Serve here
     client = TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
     for name in ("busy", "empty", "gone"):
         assert client.post("/v1/projects", json={"name": name}, headers=ADMIN).status_code == 201
