@@ -5,13 +5,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import SecretStr
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.settings import Settings
 from aiplatform.storage.base import ObjectInfo, Storage, sha256_bytes, sha256_file, validate_key
 from aiplatform.storage.local import LocalStorage
-from aiplatform.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from aiplatform.storage.s3 import S3Storage
 
 __all__ = [
     "LocalStorage",
@@ -35,6 +39,8 @@ def open_storage(
 ) -> Storage:
     """Open the storage backend for ``uri`` (a path, ``file://...`` or ``s3://...``)."""
     if uri.startswith("s3://"):
+        from aiplatform.storage.s3 import S3Storage
+
         return S3Storage(
             uri,
             endpoint_url=endpoint_url,
@@ -60,3 +66,14 @@ def storage_from_settings(settings: Settings) -> Storage:
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def __getattr__(name: str) -> Any:
+    """``S3Storage`` imported when first asked for: s3fs and aiobotocore cost a quarter of a second
+    to import, in every process that imports the storage (each Ray worker of the platform, each
+    job, each `aip` command), most of which never open S3."""
+    if name == "S3Storage":
+        from aiplatform.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
