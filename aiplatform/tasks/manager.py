@@ -156,10 +156,12 @@ class TaskManager:
         self.check_within_quota(project, template, parsed.model_dump(mode="json"))
         if model_name is not None:
             validate_model_name(model_name)
+        queued_limit = None
         if start:
-            self.check_queued_quota(project)
+            queued_limit = self.queued_limit(project)
+            self.check_queued_quota(project, queued_limit)
         return {
-            "queued_limit": self.queued_limit(project) if start else None,
+            "queued_limit": queued_limit,
             "template": template,
             "params": parsed.model_dump(mode="json"),
             "priority": priority,
@@ -253,10 +255,11 @@ class TaskManager:
         allows it (the task may have been created while it did)."""
         created = self.queue.get(task_id)
         self.check_users_code(created)
+        queued_limit = self.queued_limit(created.project)
         if created.state != QUEUED:
             self.check_within_quota(created.project, created.template, created.params)
-            self.check_queued_quota(created.project)
-        task = self.queue.start(task_id, queued_limit=self.queued_limit(created.project))
+            self.check_queued_quota(created.project, queued_limit)
+        task = self.queue.start(task_id, queued_limit=queued_limit)
         self.wake_scheduler()
         return task
 
@@ -265,11 +268,11 @@ class TaskManager:
         transaction that queues a task, so two creations at the same instant cannot both pass."""
         return self.quotas.quotas().get(project, Quota(project)).queued
 
-    def check_queued_quota(self, project: str) -> None:
+    def check_queued_quota(self, project: str, limit: int | None) -> None:
         """``Conflict`` naming the quota when ``project`` already has as many QUEUED tasks as its
-        queued-task quota allows (checked before anything is stored or read from storage, so a
-        refusal stores nothing and costs little; the queue's own check is the one that holds)."""
-        limit = self.queued_limit(project)
+        queued-task quota ``limit`` allows (checked before anything is stored or read from
+        storage, so a refusal stores nothing and costs little; the queue's own check, given the
+        same limit, is the one that holds)."""
         if limit is not None:
             check_queued_room(project, self.queue.counts(project).get(QUEUED, 0), limit)
 
@@ -344,10 +347,11 @@ class TaskManager:
         self.check_users_code(task)
         if task.state == SUCCEEDED:
             raise Conflict(f"Sweep {sweep_id} has finished all its trials; extend it to run more")
+        queued_limit = self.queued_limit(task.project)
         if task.state != QUEUED:
             self.check_within_quota(task.project, task.template, task.params)
-            self.check_queued_quota(task.project)
-        resumed = self.queue.requeue(sweep_id, queued_limit=self.queued_limit(task.project))
+            self.check_queued_quota(task.project, queued_limit)
+        resumed = self.queue.requeue(sweep_id, queued_limit=queued_limit)
         self.wake_scheduler()
         return resumed
 
@@ -359,10 +363,9 @@ class TaskManager:
             raise Conflict(f"Sweep {sweep_id} is {task.state}; stop it (or let it finish) before extending it")
         params = get_template(SWEEP).parse_params({**task.params, "trials": int(task.params["trials"]) + more})
         self.check_within_quota(task.project, task.template, params.model_dump(mode="json"))
-        self.check_queued_quota(task.project)
-        extended = self.queue.requeue(
-            sweep_id, params.model_dump(mode="json"), queued_limit=self.queued_limit(task.project)
-        )
+        queued_limit = self.queued_limit(task.project)
+        self.check_queued_quota(task.project, queued_limit)
+        extended = self.queue.requeue(sweep_id, params.model_dump(mode="json"), queued_limit=queued_limit)
         self.wake_scheduler()
         return extended
 

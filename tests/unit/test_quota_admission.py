@@ -122,7 +122,7 @@ def test_creations_at_the_same_instant_never_queue_past_the_quota(
     would that read the count at the same instant) leave exactly the quota's three queued: the
     queue checks again in the write that queues."""
     tasks.quotas.set(Quota("b", queued=3), by="platform")
-    monkeypatch.setattr(TaskManager, "check_queued_quota", lambda self, project: None)
+    monkeypatch.setattr(TaskManager, "check_queued_quota", lambda self, project, limit: None)
     barrier = threading.Barrier(8)
 
     def create(_: int) -> str:
