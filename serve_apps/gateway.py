@@ -43,7 +43,8 @@ def gateway_app() -> FastAPI:
 
 
 def _reconcile(pools: ServePools) -> None:
-    """Deploy the pools the stored quotas name that Serve does not run (a fresh cluster)."""
+    """Bring the projects' model-server pools in line with the stored quotas (``ServePools.reconcile``:
+    a fresh cluster has none)."""
     try:
         started = pools.reconcile()
     except Exception:  # the gateway serves on; the next replica start tries again

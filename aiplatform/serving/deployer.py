@@ -83,9 +83,12 @@ def warm_on_serve(app_name: str, pools: PoolRoutes | None = None) -> Callable[[s
         try:
             asyncio.run_coroutine_threadsafe(load(), _warm_loop()).result()
         except (RayServeException, KeyError) as exc:  # KeyError: no such deployment (a pool not running)
-            raise Unavailable(
-                f"Serve app {app_name!r} is not running ({exc}); start it with `serve run serve_apps/config.yaml`"
-            ) from exc
+            how = (
+                "start it with `serve run serve_apps/config.yaml`"
+                if pool is None
+                else "a gateway redeploys it as it starts"
+            )
+            raise Unavailable(f"Serve app {pool or app_name!r} is not running ({exc}); {how}") from exc
 
     return warm
 

@@ -115,7 +115,7 @@ class PoolRoutes:
             return None
         project = self.project_of(model_name)
         replicas = None if project is None else quotas.get(project)
-        if replicas is None or project is None:
+        if replicas is None:
             return None
         if replicas <= 0:
             raise Conflict(

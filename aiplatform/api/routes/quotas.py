@@ -58,9 +58,10 @@ async def set_quota(
     the project's running tasks hold: a quota never stops a running task. A queued task that
     needs more than the new quota is not refused: it waits saying it cannot start until the quota
     is raised, and its project's tasks behind it go ahead (``fair_share.plan``). A replica count
-    gives the project model servers of its own, at most that many (deployed before the quota is
-    stored; a lower count drains the replicas above it as a scale-down does, failing no request);
-    0 stops serving its models, null sends them back to the shared model servers."""
+    gives the project model servers of its own, at most that many, deployed (or redeployed at the
+    new size: Serve's rolling update) before the quota is stored; 503 when Serve cannot run them,
+    nothing stored. 0 stops serving its models, null sends them back to the shared model servers
+    (``aiplatform.serving.pools``)."""
     quota = Quota(project, body.cpus, body.gpus, body.queued, body.replicas, body.weight)
 
     def apply() -> dict[str, Any]:
