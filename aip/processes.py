@@ -34,12 +34,7 @@ def stop_session(leader: int, grace_s: float, lingers: Callable[[int], bool] = l
     which, signalled themselves, wait on one another and never exit on SIGTERM alone."""
     running = alive(leader)
     if running:
-        first = [pid for pid in [leader, *session_members(leader)] if not lingers(pid)]
-        for pid in first:
-            _signal(pid, signal.SIGTERM)
-        with contextlib.suppress(OSError):
-            if not lingers(leader):
-                os.killpg(leader, signal.SIGTERM)
+        first = signal_session(leader, signal.SIGTERM, spare=lingers)
         _wait(lambda: [pid for pid in first if alive(pid)], grace_s)
         signal_session(leader, signal.SIGKILL)
         _wait(lambda: [pid for pid in [leader, *session_members(leader)] if alive(pid)], grace_s)
@@ -61,13 +56,16 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         pass  # already gone
 
 
-def signal_session(leader: int, sig: signal.Signals) -> None:
-    for target in [leader, *session_members(leader)]:
+def signal_session(leader: int, sig: signal.Signals, spare: Callable[[int], bool] = lambda pid: False) -> list[int]:
+    """``sig`` to every process of ``leader``'s session (and its process group) but those ``spare``
+    names; returns the processes signalled."""
+    targets = [pid for pid in [leader, *session_members(leader)] if not spare(pid)]
+    for target in targets:
         _signal(target, sig)
-    try:
-        os.killpg(leader, sig)
-    except OSError:
-        pass
+    if not spare(leader):
+        with contextlib.suppress(OSError):
+            os.killpg(leader, sig)
+    return targets
 
 
 def session_members(leader: int) -> list[int]:
