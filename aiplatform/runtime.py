@@ -115,6 +115,16 @@ def head_pinned_options(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def on_head_node() -> bool:
+    """Whether this process runs where the platform's state folder is: outside Ray (a tool, a
+    test), or on Ray's head node, where the platform's actors keep it. A process on another node
+    (a gateway replica on a worker node, which need not mount the folder) asks those actors."""
+    if not ray.is_initialized():
+        return True
+    here = ray.get_runtime_context().get_node_id()
+    return any(node["NodeID"] == here and HEAD_NODE_RESOURCE in node.get("Resources", {}) for node in ray.nodes())
+
+
 def freeze_startup_heap() -> None:
     """Put every object alive now (modules, classes, a store's connection) out of the garbage
     collector's reach; a head actor calls it once it is built.
@@ -178,7 +188,11 @@ async def run_as_task(function: Callable[..., T], *args: Any, num_cpus: float) -
 
 def _platform_error(exc: ray.exceptions.RayTaskError) -> Exception:
     cause = getattr(exc, "cause", None)
-    return type(cause)(cause.message) if isinstance(cause, AIPError) else exc
+    if not isinstance(cause, AIPError):
+        return exc
+    error = type(cause)(cause.message)
+    error.__dict__.update(vars(cause))  # what the error names besides its message (a refused key's user)
+    return error
 
 
 def quiet_ray_data() -> None:
@@ -199,19 +213,21 @@ def quiet_ray_data() -> None:
 
 class ActorProxy:
     """The base of every store client: subclass as ``class XClient(ActorProxy, X, protocol=X)``
-    where ``X`` is the store's Protocol (so type checkers see its signatures)."""
+    where ``X`` is the store's Protocol (so type checkers see its signatures). With ``via``, the
+    actor holds the store beside another: each call goes to the actor's method ``via`` with the
+    store method's name first (``via(name, *args, **kwargs)``)."""
 
     protocol: ClassVar[type]
 
     def __init__(self, handle: ray.actor.ActorHandle) -> None:
         self.handle = handle
 
-    def __init_subclass__(cls, *, protocol: type, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, protocol: type, via: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.protocol = protocol
         for name in protocol_methods(protocol):
             if name not in cls.__dict__:
-                setattr(cls, name, _forwarder(name))
+                setattr(cls, name, _forwarder(name, via))
 
 
 def protocol_methods(protocol: type) -> list[str]:
@@ -226,8 +242,10 @@ def protocol_methods(protocol: type) -> list[str]:
     return sorted(names)
 
 
-def _forwarder(name: str) -> Callable[..., Any]:
+def _forwarder(name: str, via: str | None = None) -> Callable[..., Any]:
     def forward(self: ActorProxy, *args: Any, **kwargs: Any) -> Any:
+        if via is not None:
+            return call(getattr(self.handle, via), name, *args, **kwargs)
         return call(getattr(self.handle, name), *args, **kwargs)
 
     forward.__name__ = forward.__qualname__ = name

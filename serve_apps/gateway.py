@@ -104,7 +104,9 @@ class Gateway:
         )
         bind_endpoints(app, V1Endpoints(self.core), V2Endpoints(self.core))
         access = platform.access  # gRPC calls; HTTP has its middleware
-        servicer = InferenceServicer(self.core, access.auth, access.token, access.directory)
+        servicer = InferenceServicer(
+            self.core, access.auth, access.token, access.directory, access.models, blocking=access.blocking
+        )
         for rpc in RPCS:
             setattr(self, rpc, getattr(servicer, rpc))
         self.listener = None if listen_port is None else self._listen(settings, listen_port)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hmac
 
+from aiplatform.access.protocols import AccessAPI
 from aiplatform.access.proxy import Grants
 from aiplatform.access.roles import DEFAULT_PROJECT, PLATFORM_ADMIN, Principal
-from aiplatform.access.store import AccessStore, KeyRefused
+from aiplatform.access.store import KeyRefused
 from aiplatform.errors import AlreadyExists, NotFound, Unauthenticated
 
 SIGN_IN_CREATOR = "sso"
@@ -18,7 +19,7 @@ SIGN_IN_CREATOR = "sso"
 def principal_for(
     auth: str,
     token: str | None,
-    directory: AccessStore | None,
+    directory: AccessAPI | None,
     authorization: str | None,
     *,
     signed_in: str | None = None,
@@ -45,7 +46,7 @@ def principal_for(
 
 
 def signed_in_principal(
-    directory: AccessStore | None, user: str, new_user_role: str | None = None, grants: Grants | None = None
+    directory: AccessAPI | None, user: str, new_user_role: str | None = None, grants: Grants | None = None
 ) -> Principal:
     """The user a trusted sign-in proxy named, with their roles and no key. A user the platform
     does not know is made with ``new_user_role`` when it is set, or when their groups grant a

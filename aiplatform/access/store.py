@@ -119,6 +119,9 @@ class KeyRefused(Unauthenticated):
         self.user = user
         self.key_id = key_id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.user, self.key_id))  # through Ray: who stays named
+
 
 def key_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()

@@ -12,7 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from aiplatform.access import DEFAULT_PROJECT, AccessStore, Principal
+from aiplatform.access import DEFAULT_PROJECT, Principal
+from aiplatform.access.protocols import AccessAPI, QuotaAPI
 from aiplatform.alerting.actor import AlertClient
 from aiplatform.api.security import AccessPolicy
 from aiplatform.datasets import DatasetManager
@@ -48,6 +49,11 @@ class Platform:
     @functools.cached_property
     def access(self) -> AccessPolicy:
         return AccessPolicy.from_settings(self.settings)
+
+    @property
+    def quotas(self) -> QuotaAPI:
+        """The projects' quotas (the task manager's: one store, or one client of the head's actor)."""
+        return self.tasks.quotas
 
     @functools.cached_property
     def import_slots(self) -> ImportSlots:
@@ -145,7 +151,7 @@ def get_import_slots(platform: PlatformDep) -> ImportSlots:
     return platform.import_slots
 
 
-def get_access_store(platform: PlatformDep) -> AccessStore:
+def get_access_store(platform: PlatformDep) -> AccessAPI:
     directory = platform.access.directory
     if directory is None:
         raise Unavailable("This platform keeps no users or keys (its access policy has no directory)")
@@ -184,7 +190,7 @@ WarmDep = Annotated[Callable[[str], None], Depends(get_warm)]
 """Loads ``name:version`` on the model servers (before an alias or a canary moves to it)."""
 PoolsDep = Annotated[ServePools | None, Depends(get_pools)]
 ImportSlotsDep = Annotated[ImportSlots, Depends(get_import_slots)]
-AccessStoreDep = Annotated[AccessStore, Depends(get_access_store)]
+AccessStoreDep = Annotated[AccessAPI, Depends(get_access_store)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 """The caller: the platform admin, a user (with roles) or a service key."""
 CreatorDep = Annotated[str | None, Depends(get_creator)]

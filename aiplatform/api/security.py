@@ -43,15 +43,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from aiplatform.access import AccessStore, Action, AuditEntry, Principal, audited, authorize, request_action
+from aiplatform.access import Action, AuditEntry, Principal, audited, authorize, request_action
 from aiplatform.access.actions import RequestAction
+from aiplatform.access.actor import access_store
 from aiplatform.access.authenticate import principal_for
+from aiplatform.access.protocols import AccessAPI
 from aiplatform.access.proxy import NO_PROXIES, TrustedProxies
 from aiplatform.access.roles import DEFAULT_PROJECT, PROJECT_HEADER
 from aiplatform.access.store import KeyRefused, check_project_name
 from aiplatform.api.errors import Receive, Scope, Send, send_error
 from aiplatform.errors import HTTP_STATUS_BY_CODE, AIPError, NotFound, Unauthenticated
-from aiplatform.registry import ModelProjects
+from aiplatform.registry import ModelProjects, model_projects
+from aiplatform.runtime import on_head_node
 from aiplatform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -93,12 +96,15 @@ class AccessPolicy:
     auth: str
     token: str | None
     allowed_hosts: tuple[str, ...]
-    directory: AccessStore | None = None
+    directory: AccessAPI | None = None
     """Users' and services' keys and the audit log (None: the bootstrap token alone)."""
     models: ModelProjects | None = None
     """Which project each model belongs to (None: every model is ``default``'s)."""
     proxies: TrustedProxies = NO_PROXIES
     """Sign-in proxies whose identity headers are believed (none: the headers are ignored)."""
+    blocking: bool = False
+    """Whether asking ``directory`` and ``models`` may wait on the head's actors (a gateway off
+    the head node, ``aiplatform.access.actor``): the guard then asks from a worker thread."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
@@ -107,11 +113,12 @@ class AccessPolicy:
             settings.api_auth,
             token or None,
             tuple(h.lower() for h in settings.allowed_hosts),
-            AccessStore.in_state_dir(settings.resolved_state_dir),
-            ModelProjects(settings.resolved_state_dir / "registry.sqlite"),
+            access_store(settings),
+            model_projects(settings),
             proxies=TrustedProxies.parse(
                 settings.trusted_proxies, settings.sso_new_user_role, settings.sso_group_roles
             ),
+            blocking=not on_head_node(),
         )
 
     def principal(self, authorization: str | None, scope: Scope | None = None) -> Principal:
@@ -218,21 +225,26 @@ class AccessGuard:
         """The request, when its principal may do its action; else its 401/403/404."""
         method = scope.get("method", "GET").upper()
         action = request_action(method, path)
-        principal: Principal | None = None
+        known: list[Principal] = []
         project = DEFAULT_PROJECT
+
+        def identify() -> str:
+            known.append(policy.principal(_header(scope, b"authorization"), scope))
+            return policy.project(scope, path, action, known[0])
+
         try:
-            principal = policy.principal(_header(scope, b"authorization"), scope)
-            project = policy.project(scope, path, action, principal)
-            authorize(principal, action.action, project=project, model=action.model, owner=action.owner)
+            project = await asyncio.to_thread(identify) if policy.blocking else identify()
+            authorize(known[0], action.action, project=project, model=action.model, owner=action.owner)
         except AIPError as exc:
             status = HTTP_STATUS_BY_CODE.get(exc.code, 500)
-            if principal is not None or isinstance(exc, KeyRefused):
-                who = principal.name if principal is not None else exc.user  # type: ignore[attr-defined]
-                key = principal.key_id if principal is not None else exc.key_id  # type: ignore[attr-defined]
+            if known or isinstance(exc, KeyRefused):
+                who = known[0].name if known else exc.user  # type: ignore[attr-defined]
+                key = known[0].key_id if known else exc.key_id  # type: ignore[attr-defined]
                 await self._audit(policy, scope, who, key, action.action, method, path, "denied", status, project)
             extra = WWW_AUTHENTICATE if status == 401 else ()
             await send_error(scope, send, status, exc.code, exc.message, extra)
             return
+        principal = known[0]
         if (
             principal.key_id is not None
             and policy.directory is not None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ray
 
-from aiplatform.registry.store import RegistryAPI, RegistryStore
-from aiplatform.runtime import ActorProxy, freeze_startup_heap, head_actor
+from aiplatform.registry.store import ModelProjects, RegistryAPI, RegistryStore
+from aiplatform.runtime import ActorProxy, freeze_startup_heap, head_actor, on_head_node
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 
@@ -35,3 +35,23 @@ class RegistryClient(ActorProxy, RegistryAPI, protocol=RegistryAPI):
     def connect(cls, settings: Settings) -> RegistryClient:
         """Get the platform's registry actor, creating it on the head node if needed."""
         return cls(head_actor(RegistryActor, REGISTRY_ACTOR_NAME, settings))
+
+
+class ActorModelProjects(ModelProjects):
+    """:class:`ModelProjects` for a process off the head node (where the state folder need not be
+    mounted): each model's project is asked of the registry's actor, and kept as there."""
+
+    def __init__(self, registry: RegistryAPI) -> None:
+        super().__init__(None)
+        self.registry = registry
+
+    def _look_up(self, name: str) -> str | None:
+        return self.registry.model_project(name)
+
+
+def model_projects(settings: Settings) -> ModelProjects:
+    """Which project each model belongs to, for this process: the registry's file where the state
+    folder is (outside Ray, or on the head node), else its actor (``runtime.on_head_node``)."""
+    if on_head_node():
+        return ModelProjects(settings.resolved_state_dir / "registry.sqlite")
+    return ActorModelProjects(RegistryClient.connect(settings))

@@ -525,8 +525,9 @@ class ModelProjects:
     project never changes, so an answer is kept ``MODEL_PROJECT_TTL_S``; an unknown name is not
     kept (it may be registered the next moment)."""
 
-    def __init__(self, db_path: str | Path) -> None:
-        self.db_path = Path(db_path)
+    def __init__(self, db_path: str | Path | None) -> None:
+        """``db_path``: the registry's file (None in a subclass that asks elsewhere)."""
+        self.db_path = None if db_path is None else Path(db_path)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._known: dict[str, tuple[str, float]] = {}
@@ -537,10 +538,19 @@ class ModelProjects:
         known = self._known.get(name)
         if known is not None and now - known[1] < MODEL_PROJECT_TTL_S:
             return known[0]
+        project = self._look_up(name)
+        if project is None:
+            return None
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[name] = (project, now)
+        return project
+
+    def _look_up(self, name: str) -> str | None:
         with self._lock:
             try:
                 if self._db is None:
-                    if not self.db_path.exists():
+                    if self.db_path is None or not self.db_path.exists():
                         return None
                     self._db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
                 row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
@@ -549,11 +559,7 @@ class ModelProjects:
                 return None
         if row is None:
             return None
-        project = row[columns.index("project")] if "project" in columns else DEFAULT_PROJECT
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[name] = (project, now)
-        return str(project)
+        return str(row[columns.index("project")] if "project" in columns else DEFAULT_PROJECT)
 
 
 __all__ = ["AlreadyExists", "ModelProjects", "ModelVersion", "RegistryStore", "validate_alias", "validate_model_name"]

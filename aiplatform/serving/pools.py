@@ -274,26 +274,31 @@ def _value(state: Any) -> Any:
 
 
 def pool_routes(settings: Settings, background: bool = False) -> PoolRoutes:
-    """The routes of the platform ``settings`` describe, read from its state folder: the
-    registry's models and the access store's quotas (unknown while it has no access store, as on
-    a node that does not hold the state folder: every model then goes to the shared servers, and
-    no pool is deleted or deployed from there). ``background``: see :class:`PoolRoutes`."""
-    from aiplatform.access.quotas import QuotaStore
+    """The routes of the platform ``settings`` describe: the registry's models and the access
+    store's quotas, read from the state folder or, off the head node, asked of the head's actors
+    (``aiplatform.access.actor``). Where the state folder has no access store yet the quotas are
+    unknown: every model then goes to the shared servers, and no pool is deleted or deployed.
+    ``background``: see :class:`PoolRoutes`."""
+    from aiplatform.access.actor import quota_store
+    from aiplatform.access.protocols import QuotaAPI
     from aiplatform.access.store import ACCESS_DB
-    from aiplatform.registry import ModelProjects
+    from aiplatform.registry import model_projects
+    from aiplatform.runtime import on_head_node
 
     state_dir = settings.resolved_state_dir
-    stores: list[QuotaStore] = []
+    local = on_head_node()
+    stores: list[QuotaAPI] = []
 
     def replica_quotas() -> dict[str, int] | None:
         if not stores:
-            if not (state_dir / ACCESS_DB).exists():
+            if local and not (state_dir / ACCESS_DB).exists():
                 return None
-            stores.append(QuotaStore.in_state_dir(state_dir))
+            stores.append(quota_store(settings))
         return stores[0].replica_quotas()
 
-    project_of = ModelProjects(state_dir / "registry.sqlite").project_of
-    return PoolRoutes(settings.serve_app_name, project_of, replica_quotas, background=background)
+    return PoolRoutes(
+        settings.serve_app_name, model_projects(settings).project_of, replica_quotas, background=background
+    )
 
 
 def _logged(call: Callable[[], None], what: str) -> Callable[[], None]:

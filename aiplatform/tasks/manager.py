@@ -26,7 +26,9 @@ from typing import Any
 import anyio.to_thread
 import ray
 
-from aiplatform.access.quotas import Admission, Quota, QuotaStore, check_queued_room
+from aiplatform.access.actor import quota_store
+from aiplatform.access.protocols import QuotaAPI
+from aiplatform.access.quotas import Admission, Quota, check_queued_room
 from aiplatform.code_archives import require_users_code, users_code_refusal
 from aiplatform.datasets.source_policy import SourcePolicy
 from aiplatform.errors import AIPError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -104,9 +106,10 @@ class TaskManager:
         return TaskHistory(storage, self.settings.task_log_archive_max_bytes)
 
     @functools.cached_property
-    def quotas(self) -> QuotaStore:
-        """Projects' quotas and the record of admissions (``access.db`` in the state folder)."""
-        return QuotaStore.in_state_dir(self.settings.resolved_state_dir)
+    def quotas(self) -> QuotaAPI:
+        """Projects' quotas and the record of admissions (``access.db`` in the state folder, or
+        the head's access actor off the head node: ``aiplatform.access.actor.quota_store``)."""
+        return quota_store(self.settings)
 
     # -- API -------------------------------------------------------------------------------
     def create(self, template: str, params: dict[str, Any], **options: Any) -> Task:

@@ -43,7 +43,7 @@ def get_user(name: str, store: AccessStoreDep) -> dict[str, Any]:
 
 @router.post("/v1/users/{name}/disable", response_model=UserPublic)
 def disable_user(name: str, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Every key of the user stops working at once; what they made keeps naming them."""
+    """Every key of the user stops working (as a revoked key does); what they made keeps naming them."""
     return store.disable_user(name, by=principal.name)
 
 
@@ -68,7 +68,8 @@ def list_keys(name: str, store: AccessStoreDep) -> dict[str, Any]:
 
 @router.delete("/v1/users/{name}/keys/{key_id}", response_model=KeyPublic)
 def revoke_key(name: str, key_id: str, store: AccessStoreDep, principal: PrincipalDep) -> dict[str, Any]:
-    """The key stops working at once (every replica reads the store per request)."""
+    """The key stops working at once where the state folder is (each request reads the store), and
+    within ``access_cache_ttl_s`` on a gateway off the head node (``aiplatform.access.actor``)."""
     return store.revoke_key(name, key_id, by=principal.name)
 
 

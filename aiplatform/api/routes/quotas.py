@@ -3,15 +3,14 @@ authorized each request in the project the path names, ``aiplatform.access.actio
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
-from aiplatform.access.quotas import Quota, QuotaStore, check_not_below
-from aiplatform.api.deps import PoolsDep, PrincipalDep, SettingsDep, TasksDep
+from aiplatform.access.protocols import QuotaAPI
+from aiplatform.access.quotas import Quota, check_not_below
+from aiplatform.api.deps import PlatformDep, PoolsDep, PrincipalDep, TasksDep
 from aiplatform.api.schemas.quotas import QuotaPublic, QuotaSet
 from aiplatform.errors import Unavailable
 from aiplatform.serving.pools import ServePools
@@ -21,16 +20,11 @@ from aiplatform.tasks.queue import QUEUED
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
 
-@functools.lru_cache(maxsize=8)
-def _store(state_dir: Path) -> QuotaStore:
-    return QuotaStore.in_state_dir(state_dir)
+def get_quotas(platform: PlatformDep) -> QuotaAPI:
+    return platform.quotas
 
 
-def get_quotas(settings: SettingsDep) -> QuotaStore:
-    return _store(settings.resolved_state_dir)
-
-
-QuotasDep = Annotated[QuotaStore, Depends(get_quotas)]
+QuotasDep = Annotated[QuotaAPI, Depends(get_quotas)]
 
 
 def _public(quota: Quota, tasks: TaskManager, pools: ServePools | None) -> dict[str, Any]:

@@ -12,15 +12,14 @@ project (read from the registry in the same state folder as the keys), as over H
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from pathlib import Path
 
 from aiplatform.access import Action, AuditEntry, authorize
 from aiplatform.access.authenticate import principal_for
+from aiplatform.access.protocols import AccessAPI
 from aiplatform.access.roles import DEFAULT_PROJECT
-from aiplatform.access.store import AccessStore, KeyRefused
+from aiplatform.access.store import KeyRefused
 from aiplatform.errors import AIPError, Unauthenticated, Unavailable, http_status
 from aiplatform.registry import ModelProjects
 
@@ -31,28 +30,25 @@ GRPC_METHOD = "GRPC"
 SERVICE = "/inference.GRPCInferenceService"
 
 
-@functools.cache
-def _model_projects(state_dir: Path) -> ModelProjects:
-    return ModelProjects(state_dir / "registry.sqlite")
-
-
-def _project_of(directory: AccessStore | None, model: str | None) -> str:
+def _project_of(models: ModelProjects | None, model: str | None) -> str:
     """The project of the model a call is about (``default`` for none, or with no registry)."""
-    if directory is None or model is None:
+    if models is None or model is None:
         return DEFAULT_PROJECT
-    return _model_projects(directory.db_path.parent).project_of(model) or DEFAULT_PROJECT
+    return models.project_of(model) or DEFAULT_PROJECT
 
 
 def grpc_refusal(
     auth: str,
     token: str | None,
     authorization: str | None,
-    directory: AccessStore | None = None,
+    directory: AccessAPI | None = None,
     model: str | None = None,
+    models: ModelProjects | None = None,
 ) -> AIPError | None:
     """Why a call with this ``authorization`` metadata is refused (None: let in), under the
     platform's ``api_auth`` setting, its token and its keys (``directory``); ``model``: the
-    model the call is about (inference on it), None for the server's own metadata."""
+    model the call is about (inference on it), None for the server's own metadata; ``models``:
+    which project each model belongs to (None: every model is ``default``'s)."""
     if auth == "off":
         return None
     if token is None:
@@ -72,7 +68,7 @@ def grpc_refusal(
         )
     except AIPError as exc:
         return exc
-    project = _project_of(directory, model)
+    project = _project_of(models, model)
     try:
         authorize(principal, action, project=project, model=model)
     except AIPError as exc:
@@ -82,7 +78,7 @@ def grpc_refusal(
 
 
 def _audit_refusal(
-    directory: AccessStore | None,
+    directory: AccessAPI | None,
     who: str,
     key_id: str | None,
     action: Action,
@@ -113,7 +109,7 @@ def _audit_refusal(
     loop.run_in_executor(None, _record, directory, entry)
 
 
-def _record(directory: AccessStore, entry: AuditEntry) -> None:
+def _record(directory: AccessAPI, entry: AuditEntry) -> None:
     try:
         directory.record(entry)
     except Exception:  # the caller is answered either way; an unwritable log is the operator's to see

@@ -10,12 +10,15 @@ code and details (the same messages as over REST) and answers an empty message.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiplatform.access.store import AccessStore
+from aiplatform.access.protocols import AccessAPI
 from aiplatform.errors import AIPError, TooLarge
 from aiplatform.limits import MAX_REQUEST_BYTES, off_loop_if_large
+from aiplatform.registry import ModelProjects
 from aiplatform.serving.dataplane import DataPlane, Overloaded
 from aiplatform.serving.oip_grpc import predict_v2_pb2 as pb
 from aiplatform.serving.oip_grpc.access import grpc_refusal
@@ -36,11 +39,25 @@ class InferenceServicer:
     """The gRPC service over the inference core; ``auth``, ``token`` and ``directory``: the
     platform's ``api_auth`` setting, API token and users' keys (aiplatform.serving.oip_grpc.access)."""
 
-    def __init__(self, core: DataPlane, auth: str, token: str | None, directory: AccessStore | None = None) -> None:
+    def __init__(
+        self,
+        core: DataPlane,
+        auth: str,
+        token: str | None,
+        directory: AccessAPI | None = None,
+        models: ModelProjects | None = None,
+        *,
+        blocking: bool = False,
+    ) -> None:
+        """``models``: which project each model belongs to; ``blocking``: whether asking
+        ``directory`` or ``models`` may wait on the head's actors (then it is asked off the
+        event loop; ``aiplatform.access.actor``)."""
         self.core = core
         self.auth = auth
         self.token = token
         self.directory = directory
+        self.models = models
+        self.blocking = blocking
 
     async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -92,7 +109,10 @@ class InferenceServicer:
         import grpc
 
         metadata = dict(context.invocation_metadata()) if context is not None else {}
-        refusal = grpc_refusal(self.auth, self.token, metadata.get("authorization"), self.directory, model)
+        refuse = functools.partial(
+            grpc_refusal, self.auth, self.token, metadata.get("authorization"), self.directory, model, self.models
+        )
+        refusal = await asyncio.to_thread(refuse) if self.blocking else refuse()
         try:
             if refusal is not None:
                 raise refusal

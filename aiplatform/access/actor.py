@@ -1,0 +1,232 @@
+"""The access store (users, keys, memberships, the audit log, projects' quotas) as a head-pinned
+actor, and the clients a process off the head node uses.
+
+On one machine, and on the head node, a gateway reads ``access.db`` in the state folder itself:
+the fastest path, and a revoked key is refused on its next request. A gateway replica on a worker
+node (the documented cluster's head runs no replicas, and its worker pods do not mount the state
+folder) asks this actor instead, and keeps what the request path asks (a key's principal, a
+user, whether a project exists) for ``access_cache_ttl_s``: a key revoked or a role changed
+elsewhere takes effect there within that time; a change made through the same replica at once.
+``access_store`` and ``quota_store`` pick the right one for the process they run in.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from aiplatform.access.protocols import AccessAPI, QuotaAPI
+from aiplatform.access.quotas import QuotaStore
+from aiplatform.access.roles import Principal
+from aiplatform.access.store import ACCESS_DB, LAST_USED_RESOLUTION_S, AccessStore, KeyRefused, key_digest
+from aiplatform.errors import InvalidArgument
+from aiplatform.runtime import ActorProxy, call, freeze_startup_heap, head_actor, on_head_node, protocol_methods
+from aiplatform.settings import Settings
+from aiplatform.storage import Storage, storage_from_settings
+
+ACCESS_ACTOR_NAME = "platform-access"
+MAX_KEPT_ANSWERS = 10_000
+
+
+QUOTA_METHODS = frozenset(protocol_methods(QuotaAPI))
+
+
+class AccessActor(AccessStore):
+    """The access store run as an actor that owns ``access.db`` on the head node, with the quotas
+    (the same file) beside it. Restarted by Ray on failure; it reopens the same file."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.resolved_state_dir / ACCESS_DB)
+        self.quota_store = QuotaStore(self.db_path)
+        self.storage = storage_from_settings(settings)
+        freeze_startup_heap()
+
+    def quota(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``QuotaStore.<method>(*args, **kwargs)`` (``QuotaClient``'s calls)."""
+        if method not in QUOTA_METHODS:
+            raise InvalidArgument(f"{method!r} is not a quota store method")
+        return getattr(self.quota_store, method)(*args, **kwargs)
+
+    def rename_project(self, name: str, new_name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
+        """The store's, counting what the project keeps in this actor's own storage (a client
+        sends no storage object: it would carry its credentials through Ray)."""
+        return super().rename_project(name, new_name, by=by, storage=self.storage)
+
+    def delete_project(self, name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
+        """The store's, counting what the project keeps in this actor's own storage."""
+        return super().delete_project(name, by=by, storage=self.storage)
+
+
+class KeptAnswers:
+    """Answers kept ``ttl_s`` seconds (at most ``MAX_KEPT_ANSWERS``; all dropped past it)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._kept: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, now: float) -> tuple[bool, Any]:
+        kept = self._kept.get(key)
+        if kept is None or now - kept[0] >= self.ttl_s:
+            return False, None
+        return True, kept[1]
+
+    def put(self, key: Any, value: Any, now: float) -> Any:
+        if len(self._kept) >= MAX_KEPT_ANSWERS:
+            self._kept.clear()
+        self._kept[key] = (now, value)
+        return value
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+
+class _Refusal:
+    """A refused key, kept: raised again as a new ``KeyRefused`` each time."""
+
+    def __init__(self, error: KeyRefused) -> None:
+        self.message, self.user, self.key_id = error.message, error.user, error.key_id
+
+    def raise_again(self) -> None:
+        raise KeyRefused(self.message, self.user, self.key_id)
+
+
+CHANGES = frozenset(
+    {
+        "create_user",
+        "disable_user",
+        "create_project",
+        "rename_project",
+        "delete_project",
+        "set_member",
+        "remove_member",
+        "create_key",
+        "revoke_key",
+    }
+)
+"""The client's calls that change what the kept answers say: each drops them."""
+
+
+class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
+    """The access actor, called like the store, keeping the request path's answers ``ttl_s``
+    (see the module docstring). Thread-safe: the gateway asks from its worker threads."""
+
+    def __init__(self, handle: Any, ttl_s: float) -> None:
+        super().__init__(handle)
+        self.answers = KeptAnswers(ttl_s)
+        self._touched: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, settings: Settings) -> AccessClient:
+        """Get the platform's access actor, creating it on the head node if needed."""
+        return cls(head_actor(AccessActor, ACCESS_ACTOR_NAME, settings), settings.access_cache_ttl_s)
+
+    def _kept(self, key: Any, ask: Any) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            found, value = self.answers.get(key, now)
+        if not found:
+            value = ask()
+            with self._lock:
+                self.answers.put(key, value, now)
+        return value
+
+    def authenticate(self, secret: str, *, now: float | None = None) -> Principal | None:
+        """The key's principal (or None, or its refusal), asked of the actor at most once per
+        ``ttl_s`` for each key; kept by the secret's digest, never the secret."""
+
+        def ask() -> Principal | _Refusal | None:
+            try:
+                return call(self.handle.authenticate, secret, now=now)  # type: ignore[no-any-return]
+            except KeyRefused as refused:
+                return _Refusal(refused)
+
+        answer = self._kept(("key", key_digest(secret)), ask)
+        if isinstance(answer, _Refusal):
+            answer.raise_again()
+        return answer  # type: ignore[no-any-return]
+
+    def user(self, name: str) -> dict[str, Any]:
+        """The user (a signed-in user's every request asks), kept ``ttl_s``."""
+        return self._kept(("user", name), lambda: call(self.handle.user, name))  # type: ignore[no-any-return]
+
+    def project_exists(self, name: str) -> bool:
+        return self._kept(("project", name), lambda: call(self.handle.project_exists, name))  # type: ignore[no-any-return]
+
+    def sync_group_roles(self, user: str, roles: dict[str, str]) -> bool:
+        """The store's, asked once per ``ttl_s`` for the same user and groups' roles (a signed-in
+        user's every request brings them); a change drops the kept answers (the user's roles)."""
+        key = ("groups", user, tuple(sorted(roles.items())))
+        now = time.monotonic()
+        with self._lock:
+            found, _ = self.answers.get(key, now)
+        if found:
+            return False
+        changed = bool(call(self.handle.sync_group_roles, user, roles))
+        with self._lock:
+            if changed:
+                self.answers.clear()
+            self.answers.put(key, True, now)
+        return changed
+
+    def needs_touch(self, key_id: str, now: float | None = None) -> bool:
+        """Whether this process has not sent ``key_id``'s last use within LAST_USED_RESOLUTION_S."""
+        now = time.time() if now is None else now
+        return now - self._touched.get(key_id, float("-inf")) >= LAST_USED_RESOLUTION_S
+
+    def touch(self, key_id: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self._touched[key_id] = now
+        call(self.handle.touch, key_id, now)
+
+    def rename_project(self, name: str, new_name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
+        """The store's; the actor counts what the project keeps in its own storage."""
+        return self._change("rename_project", name, new_name, by=by)  # type: ignore[no-any-return]
+
+    def delete_project(self, name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
+        """The store's; the actor counts what the project keeps in its own storage."""
+        return self._change("delete_project", name, by=by)  # type: ignore[no-any-return]
+
+    def _change(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(getattr(self.handle, method), *args, **kwargs)
+        finally:
+            with self._lock:
+                self.answers.clear()
+
+
+def _changing(name: str) -> Any:
+    def change(self: AccessClient, *args: Any, **kwargs: Any) -> Any:
+        return self._change(name, *args, **kwargs)
+
+    change.__name__ = change.__qualname__ = name
+    change.__doc__ = f"The store's ``{name}``, run by its actor; this client's kept answers are dropped."
+    return change
+
+
+for _name in CHANGES - set(vars(AccessClient)):
+    setattr(AccessClient, _name, _changing(_name))
+
+
+class QuotaClient(ActorProxy, QuotaAPI, protocol=QuotaAPI, via="quota"):
+    """The quotas the access actor holds, called like the quota store."""
+
+    @classmethod
+    def connect(cls, settings: Settings) -> QuotaClient:
+        return cls(head_actor(AccessActor, ACCESS_ACTOR_NAME, settings))
+
+
+def access_store(settings: Settings) -> AccessAPI:
+    """The access store for this process: ``access.db`` itself where the state folder is (outside
+    Ray, or on the head node), else the head's access actor (``on_head_node``)."""
+    if on_head_node():
+        return AccessStore.in_state_dir(settings.resolved_state_dir)
+    return AccessClient.connect(settings)
+
+
+def quota_store(settings: Settings) -> QuotaAPI:
+    """The projects' quotas for this process, as :func:`access_store` decides."""
+    if on_head_node():
+        return QuotaStore.in_state_dir(settings.resolved_state_dir)
+    return QuotaClient.connect(settings)
