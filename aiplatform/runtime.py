@@ -136,9 +136,10 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def head_actor(actor_class: type, name: str, settings: Settings) -> ray.actor.ActorHandle:
-    """The platform actor ``name`` in the settings' namespace, created on the head if missing."""
-    options = head_pinned_options(name, settings.ray_namespace)
+def head_actor(actor_class: type, name: str, settings: Settings, **options: Any) -> ray.actor.ActorHandle:
+    """The platform actor ``name`` in the settings' namespace, created on the head if missing
+    (with Ray's actor ``options`` besides, such as ``max_concurrency``)."""
+    options = {**head_pinned_options(name, settings.ray_namespace), **options}
     return ray.remote(actor_class).options(**options).remote(settings)
 
 
@@ -157,6 +158,21 @@ def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             last = exc
             time.sleep(ACTOR_RETRY_DELAY_S)
     raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {last}")
+
+
+def call_within(timeout_s: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`call` that waits at most ``timeout_s`` for the answer: :class:`Unavailable` past it
+    (an actor whose node is away is waited for by Ray, retried for ever: a request path must not)."""
+    try:
+        return ray.get(method.remote(*args, **kwargs), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise Unavailable(
+            f"Actor call {getattr(method, '_method_name', method)} had no answer in {timeout_s:g} s"
+        ) from None
+    except ray.exceptions.RayTaskError as exc:
+        raise _platform_error(exc) from None
+    except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError) as exc:
+        raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {exc}") from None
 
 
 async def call_async(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -131,9 +131,10 @@ class Settings(BaseSettings):
     balancer that checks hosts itself)."""
     access_cache_ttl_s: float = Field(2.0, gt=0, le=300)
     """How long a gateway replica off the head node keeps what it asked the head's access actor
-    (a key's principal, a user, a model's project): a key revoked, a user disabled or a role
-    changed through another replica takes effect there within this time. Where the state folder
-    is (one machine, the head node) nothing is kept (``aiplatform.access.actor``)."""
+    (a key's principal or refusal, a signed-in user, whether a project exists): a key revoked, a
+    user disabled or a role changed through another replica takes effect there within this time
+    (through the same replica, at once). Where the state folder is (one machine, the head node)
+    nothing is kept (``aiplatform.access.actor``). A model's project is kept 30 s everywhere."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses (IPs or CIDRs) of authenticating reverse proxies (oauth2-proxy) whose identity
     headers (``X-Forwarded-Preferred-Username``, ``X-Forwarded-User``) sign a user in: believed

@@ -102,6 +102,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     ONNX Runtime and torch pools, Playwright's driver): a crash after the verdict, in no test, that
     turned a green suite red. The threads still alive are named on stderr, so it stays visible.
     """
+    shutil.rmtree(os.path.dirname(os.environ["AIP_CLI_CONFIG"]), ignore_errors=True)  # this session's
     if os.environ.get("AIP_TESTS_EXIT_AT_UNCONFIGURE") != "1" or not _session_exit_status:
         return
     import sys

@@ -12,21 +12,45 @@ elsewhere takes effect there within that time; a change made through the same re
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from aiplatform.access.protocols import AccessAPI, QuotaAPI
 from aiplatform.access.quotas import QuotaStore
 from aiplatform.access.roles import Principal
-from aiplatform.access.store import ACCESS_DB, LAST_USED_RESOLUTION_S, AccessStore, KeyRefused, key_digest
+from aiplatform.access.store import (
+    ACCESS_DB,
+    LAST_USED_RESOLUTION_S,
+    AccessStore,
+    AuditEntry,
+    KeyRefused,
+    key_digest,
+    looks_like_key,
+)
 from aiplatform.errors import InvalidArgument
-from aiplatform.runtime import ActorProxy, call, freeze_startup_heap, head_actor, on_head_node, protocol_methods
+from aiplatform.runtime import (
+    ActorProxy,
+    call,
+    call_within,
+    freeze_startup_heap,
+    head_actor,
+    on_head_node,
+    protocol_methods,
+)
 from aiplatform.settings import Settings
 from aiplatform.storage import Storage, storage_from_settings
 
 ACCESS_ACTOR_NAME = "platform-access"
+ACCESS_ACTOR_THREADS = 8
 MAX_KEPT_ANSWERS = 10_000
+REQUEST_TIMEOUT_S = 5.0
+"""How long the request path waits on the head's access actor before answering 503."""
+
+logger = logging.getLogger(__name__)
 
 
 QUOTA_METHODS = frozenset(protocol_methods(QuotaAPI))
@@ -59,26 +83,37 @@ class AccessActor(AccessStore):
 
 
 class KeptAnswers:
-    """Answers kept ``ttl_s`` seconds (at most ``MAX_KEPT_ANSWERS``; all dropped past it)."""
+    """Answers kept ``ttl_s`` seconds, the least recently used dropped past ``MAX_KEPT_ANSWERS``.
+    ``clear`` moves the generation on: an answer asked before it is not kept after it (a lookup
+    in flight across a change would keep what the change undid). Thread-safe."""
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._kept: dict[Any, tuple[float, Any]] = {}
+        self.generation = 0
+        self._kept: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: Any, now: float) -> tuple[bool, Any]:
-        kept = self._kept.get(key)
-        if kept is None or now - kept[0] >= self.ttl_s:
-            return False, None
-        return True, kept[1]
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is None or now - kept[0] >= self.ttl_s:
+                return False, None
+            self._kept.move_to_end(key)
+            return True, kept[1]
 
-    def put(self, key: Any, value: Any, now: float) -> Any:
-        if len(self._kept) >= MAX_KEPT_ANSWERS:
-            self._kept.clear()
-        self._kept[key] = (now, value)
-        return value
+    def put(self, key: Any, value: Any, now: float, generation: int) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._kept[key] = (now, value)
+            self._kept.move_to_end(key)
+            while len(self._kept) > MAX_KEPT_ANSWERS:
+                self._kept.popitem(last=False)
 
     def clear(self) -> None:
-        self._kept.clear()
+        with self._lock:
+            self._kept.clear()
+            self.generation += 1
 
 
 class _Refusal:
@@ -91,84 +126,92 @@ class _Refusal:
         raise KeyRefused(self.message, self.user, self.key_id)
 
 
-CHANGES = frozenset(
-    {
-        "create_user",
-        "disable_user",
-        "create_project",
-        "rename_project",
-        "delete_project",
-        "set_member",
-        "remove_member",
-        "create_key",
-        "revoke_key",
-    }
+CHANGES = (
+    "create_user",
+    "disable_user",
+    "create_project",
+    "rename_project",
+    "delete_project",
+    "set_member",
+    "remove_member",
+    "create_key",
+    "revoke_key",
 )
 """The client's calls that change what the kept answers say: each drops them."""
 
 
 class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
     """The access actor, called like the store, keeping the request path's answers ``ttl_s``
-    (see the module docstring). Thread-safe: the gateway asks from its worker threads."""
+    (see the module docstring). The request path's calls wait at most ``REQUEST_TIMEOUT_S``
+    (:class:`Unavailable` past it: the guard answers 503, it never lets the request in).
+    Thread-safe: the gateway asks from its worker threads."""
 
     def __init__(self, handle: Any, ttl_s: float) -> None:
         super().__init__(handle)
         self.answers = KeptAnswers(ttl_s)
         self._touched: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def connect(cls, settings: Settings) -> AccessClient:
         """Get the platform's access actor, creating it on the head node if needed."""
-        return cls(head_actor(AccessActor, ACCESS_ACTOR_NAME, settings), settings.access_cache_ttl_s)
+        return cls(access_actor(settings), settings.access_cache_ttl_s)
 
-    def _kept(self, key: Any, ask: Any) -> Any:
+    def _ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return call_within(REQUEST_TIMEOUT_S, getattr(self.handle, method), *args, **kwargs)
+
+    def _kept(self, key: Any, ask: Callable[[], Any]) -> Any:
         now = time.monotonic()
-        with self._lock:
-            found, value = self.answers.get(key, now)
+        found, value = self.answers.get(key, now)
         if not found:
+            generation = self.answers.generation
             value = ask()
-            with self._lock:
-                self.answers.put(key, value, now)
+            self.answers.put(key, value, now, generation)
         return value
 
     def authenticate(self, secret: str, *, now: float | None = None) -> Principal | None:
         """The key's principal (or None, or its refusal), asked of the actor at most once per
-        ``ttl_s`` for each key; kept by the secret's digest, never the secret."""
+        ``ttl_s`` for each key, by the secret's digest: the secret itself never leaves this
+        process. A value that is no key is not asked about."""
+        if not looks_like_key(secret):
+            return None
+        return self.authenticate_digest(key_digest(secret), now=now)
 
+    def authenticate_digest(self, digest: str, *, now: float | None = None) -> Principal | None:
         def ask() -> Principal | _Refusal | None:
             try:
-                return call(self.handle.authenticate, secret, now=now)  # type: ignore[no-any-return]
+                return self._ask("authenticate_digest", digest, now=now)  # type: ignore[no-any-return]
             except KeyRefused as refused:
                 return _Refusal(refused)
 
-        answer = self._kept(("key", key_digest(secret)), ask)
+        answer = self._kept(("key", digest), ask)
         if isinstance(answer, _Refusal):
             answer.raise_again()
         return answer  # type: ignore[no-any-return]
 
     def user(self, name: str) -> dict[str, Any]:
         """The user (a signed-in user's every request asks), kept ``ttl_s``."""
-        return self._kept(("user", name), lambda: call(self.handle.user, name))  # type: ignore[no-any-return]
+        return self._kept(("user", name), lambda: self._ask("user", name))  # type: ignore[no-any-return]
 
     def project_exists(self, name: str) -> bool:
-        return self._kept(("project", name), lambda: call(self.handle.project_exists, name))  # type: ignore[no-any-return]
+        return self._kept(("project", name), lambda: self._ask("project_exists", name))  # type: ignore[no-any-return]
 
     def sync_group_roles(self, user: str, roles: dict[str, str]) -> bool:
         """The store's, asked once per ``ttl_s`` for the same user and groups' roles (a signed-in
         user's every request brings them); a change drops the kept answers (the user's roles)."""
         key = ("groups", user, tuple(sorted(roles.items())))
-        now = time.monotonic()
-        with self._lock:
-            found, _ = self.answers.get(key, now)
+        found, _ = self.answers.get(key, time.monotonic())
         if found:
             return False
-        changed = bool(call(self.handle.sync_group_roles, user, roles))
-        with self._lock:
-            if changed:
-                self.answers.clear()
-            self.answers.put(key, True, now)
+        generation = self.answers.generation
+        changed = bool(self._ask("sync_group_roles", user, roles))
+        if changed:
+            self.answers.clear()
+            generation = self.answers.generation
+        self.answers.put(key, True, time.monotonic(), generation)
         return changed
+
+    def record(self, entry: AuditEntry) -> None:
+        self._ask("record", entry)
 
     def needs_touch(self, key_id: str, now: float | None = None) -> bool:
         """Whether this process has not sent ``key_id``'s last use within LAST_USED_RESOLUTION_S."""
@@ -176,27 +219,23 @@ class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
         return now - self._touched.get(key_id, float("-inf")) >= LAST_USED_RESOLUTION_S
 
     def touch(self, key_id: str, now: float | None = None) -> None:
+        """Send ``key_id``'s last use, not waiting for it (a request never waits on it)."""
         now = time.time() if now is None else now
         self._touched[key_id] = now
-        call(self.handle.touch, key_id, now)
-
-    def rename_project(self, name: str, new_name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
-        """The store's; the actor counts what the project keeps in its own storage."""
-        return self._change("rename_project", name, new_name, by=by)  # type: ignore[no-any-return]
-
-    def delete_project(self, name: str, *, by: str, storage: Storage | None = None) -> dict[str, Any]:
-        """The store's; the actor counts what the project keeps in its own storage."""
-        return self._change("delete_project", name, by=by)  # type: ignore[no-any-return]
+        try:
+            self.handle.touch.remote(key_id, now)
+        except Exception:  # the head away: the next use is sent a resolution later
+            logger.warning("could not send the last use of key %s", key_id, exc_info=True)
 
     def _change(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("storage", None)  # the actor counts what a project keeps in its own storage
         try:
             return call(getattr(self.handle, method), *args, **kwargs)
         finally:
-            with self._lock:
-                self.answers.clear()
+            self.answers.clear()
 
 
-def _changing(name: str) -> Any:
+def _changing(name: str) -> Callable[..., Any]:
     def change(self: AccessClient, *args: Any, **kwargs: Any) -> Any:
         return self._change(name, *args, **kwargs)
 
@@ -205,7 +244,7 @@ def _changing(name: str) -> Any:
     return change
 
 
-for _name in CHANGES - set(vars(AccessClient)):
+for _name in CHANGES:  # over the forwarders ActorProxy made: these also drop the kept answers
     setattr(AccessClient, _name, _changing(_name))
 
 
@@ -214,7 +253,14 @@ class QuotaClient(ActorProxy, QuotaAPI, protocol=QuotaAPI, via="quota"):
 
     @classmethod
     def connect(cls, settings: Settings) -> QuotaClient:
-        return cls(head_actor(AccessActor, ACCESS_ACTOR_NAME, settings))
+        return cls(access_actor(settings))
+
+
+def access_actor(settings: Settings) -> Any:
+    """The platform's access actor, created on the head node if missing: threaded, since every
+    gateway off the head asks it (the stores are thread-safe, and keys are read on a connection
+    of their own that a writer never makes wait)."""
+    return head_actor(AccessActor, ACCESS_ACTOR_NAME, settings, max_concurrency=ACCESS_ACTOR_THREADS)
 
 
 def access_store(settings: Settings) -> AccessAPI:

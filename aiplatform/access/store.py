@@ -508,7 +508,11 @@ class AccessStore:
         ``Unauthenticated`` naming why for a revoked or expired key or a disabled user."""
         if not looks_like_key(secret):
             return None
-        digest = key_digest(secret)
+        return self.authenticate_digest(key_digest(secret), now=now)
+
+    def authenticate_digest(self, digest: str, *, now: float | None = None) -> Principal | None:
+        """:meth:`authenticate` by the secret's digest (what a client off the head node sends:
+        never the secret itself)."""
         now = time.time() if now is None else now
         with self._read_lock:
             row = self._reader.execute(

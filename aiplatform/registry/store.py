@@ -521,9 +521,10 @@ class RegistryStore:
 class ModelProjects:
     """Which project each model belongs to, read straight from the registry's SQLite file on a
     read-only connection of its own: the access guard asks on every request on a model (the
-    inference hot path), where a call to the registry's actor would cost a round trip. A model's
-    project never changes, so an answer is kept ``MODEL_PROJECT_TTL_S``; an unknown name is not
-    kept (it may be registered the next moment)."""
+    inference hot path), where a call to the registry's actor would cost a round trip. A name a
+    task has claimed (not registered yet) is its project's, as ``RegistryStore.model_project``
+    says. A model's project never changes, so an answer is kept ``MODEL_PROJECT_TTL_S``; an
+    unknown name is not kept (it may be registered the next moment)."""
 
     def __init__(self, db_path: str | Path | None) -> None:
         """``db_path``: the registry's file (None in a subclass that asks elsewhere)."""
@@ -555,10 +556,11 @@ class ModelProjects:
                     self._db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, check_same_thread=False)
                 row = self._db.execute("SELECT * FROM models WHERE name = ?", (name,)).fetchone()
                 columns = [c[0] for c in self._db.execute("SELECT * FROM models LIMIT 0").description]
+                if row is None:  # a task's claim on the name, as RegistryStore.model_project
+                    claim = self._db.execute("SELECT project FROM model_claims WHERE name = ?", (name,)).fetchone()
+                    return None if claim is None else str(claim[0])
             except sqlite3.Error:
                 return None
-        if row is None:
-            return None
         return str(row[columns.index("project")] if "project" in columns else DEFAULT_PROJECT)
 
 

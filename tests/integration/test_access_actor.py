@@ -15,9 +15,10 @@ from aiplatform.access.quotas import Quota
 from aiplatform.access.store import AccessStore, KeyRefused
 from aiplatform.errors import InvalidArgument, NotFound
 from aiplatform.registry import ActorModelProjects, RegistryClient
+from aiplatform.registry.store import MODEL_PROJECT_TTL_S
 from aiplatform.runtime import call, on_head_node
 from aiplatform.settings import Settings
-from tests.factories import platform_settings
+from tests.factories import platform_settings, wait_for
 
 TTL_S = 1.0
 
@@ -39,6 +40,8 @@ def test_a_client_keeps_a_keys_answer_for_its_ttl_and_drops_it_on_its_own_change
     assert gateway.authenticate(first_secret).name == "ana"  # type: ignore[union-attr]
     assert gateway.authenticate(second_secret).key_id == second["id"]  # type: ignore[union-attr]
     assert gateway.authenticate("aip_" + "x" * 43) is None
+    assert gateway.authenticate("not a key") is None  # not even asked
+    assert len(gateway.answers._kept) == 3
 
     # Revoked through another client (another replica): this one refuses it within its TTL.
     elsewhere.revoke_key("ana", first["id"], by="platform")
@@ -50,7 +53,8 @@ def test_a_client_keeps_a_keys_answer_for_its_ttl_and_drops_it_on_its_own_change
     with pytest.raises(KeyRefused):  # kept too, raised anew
         gateway.authenticate(first_secret)
 
-    # Revoked through this client: refused at once.
+    # Revoked through this client: refused at once (its kept answer dropped).
+    assert gateway.authenticate(second_secret) is not None  # kept afresh
     gateway.revoke_key("ana", second["id"], by="platform")
     with pytest.raises(KeyRefused, match="revoked"):
         gateway.authenticate(second_secret)
@@ -68,6 +72,7 @@ def test_a_signed_in_users_group_roles_are_synced_once_per_ttl(ray_session: None
     client = AccessClient.connect(settings)
     client.create_user("bo", by="platform")
     client.create_project("team", by="platform")
+    assert "team" not in client.user("bo")["roles"]  # kept
     assert client.sync_group_roles("bo", {"team": "member"}) is True
     assert client.user("bo")["roles"]["team"] == "member"  # the change dropped the kept user
     assert client.sync_group_roles("bo", {"team": "member"}) is False
@@ -88,3 +93,9 @@ def test_quotas_and_model_projects_through_the_heads_actors(ray_session: None, s
     models = ActorModelProjects(registry)
     assert models.project_of("team-model") == "team"
     assert models.project_of("unknown-model") is None
+    # Past its time the kept answer is given at once (the data plane asks on its event loop)
+    # while a thread asks the registry again.
+    kept_at = models._known["team-model"][1]
+    assert models.project_of("team-model", now=kept_at + MODEL_PROJECT_TTL_S + 1) == "team"
+    wait_for(lambda: not models._refreshing, 30, "the registry to be asked again")
+    assert models._known["team-model"][1] > kept_at
