@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import inspect
@@ -163,9 +164,12 @@ def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def call_within(timeout_s: float, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """:func:`call` that waits at most ``timeout_s`` for the answer: :class:`Unavailable` past it
     (an actor whose node is away is waited for by Ray, retried for ever: a request path must not)."""
+    ref = method.remote(*args, **kwargs)
     try:
-        return ray.get(method.remote(*args, **kwargs), timeout=timeout_s)
+        return ray.get(ref, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
+        with contextlib.suppress(Exception):  # not left queued behind an actor that is away
+            ray.cancel(ref)
         raise Unavailable(
             f"Actor call {getattr(method, '_method_name', method)} had no answer in {timeout_s:g} s"
         ) from None
@@ -173,6 +177,26 @@ def call_within(timeout_s: float, method: Callable[..., Any], *args: Any, **kwar
         raise _platform_error(exc) from None
     except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError) as exc:
         raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {exc}") from None
+
+
+class BoundedCalls:
+    """:func:`call_within` for a request path: after a call finds the actor away, the next ones
+    fail at once for ``pause_s`` (requests must not queue up behind an actor whose node is away,
+    each holding a thread for ``timeout_s``)."""
+
+    def __init__(self, timeout_s: float, pause_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.pause_s = pause_s
+        self._away_until = 0.0
+
+    def __call__(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() < self._away_until:
+            raise Unavailable("The head node's actors do not answer; retry in a moment")
+        try:
+            return call_within(self.timeout_s, method, *args, **kwargs)
+        except Unavailable:
+            self._away_until = time.monotonic() + self.pause_s
+            raise
 
 
 async def call_async(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -31,11 +31,11 @@ from aiplatform.access.store import (
     key_digest,
     looks_like_key,
 )
-from aiplatform.errors import InvalidArgument
+from aiplatform.errors import InvalidArgument, Unavailable
 from aiplatform.runtime import (
     ActorProxy,
+    BoundedCalls,
     call,
-    call_within,
     freeze_startup_heap,
     head_actor,
     on_head_node,
@@ -49,6 +49,11 @@ ACCESS_ACTOR_THREADS = 8
 MAX_KEPT_ANSWERS = 10_000
 REQUEST_TIMEOUT_S = 5.0
 """How long the request path waits on the head's access actor before answering 503."""
+HEAD_AWAY_PAUSE_S = 2.0
+"""After a call finds the actor away, the next ones fail at once for this long."""
+STALE_WHILE_HEAD_AWAY_S = 600.0
+"""While the head's actor does not answer, a kept answer up to this old is used (nothing can
+change meanwhile: every change goes through the head); one never kept is a 503."""
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +98,11 @@ class KeptAnswers:
         self._kept: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Any, now: float) -> tuple[bool, Any]:
+    def get(self, key: Any, now: float, max_age_s: float | None = None) -> tuple[bool, Any]:
+        """The answer kept for ``key`` if younger than ``max_age_s`` (the TTL by default)."""
         with self._lock:
             kept = self._kept.get(key)
-            if kept is None or now - kept[0] >= self.ttl_s:
+            if kept is None or now - kept[0] >= (self.ttl_s if max_age_s is None else max_age_s):
                 return False, None
             self._kept.move_to_end(key)
             return True, kept[1]
@@ -149,6 +155,7 @@ class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
     def __init__(self, handle: Any, ttl_s: float) -> None:
         super().__init__(handle)
         self.answers = KeptAnswers(ttl_s)
+        self.calls = BoundedCalls(REQUEST_TIMEOUT_S, HEAD_AWAY_PAUSE_S)
         self._touched: dict[str, float] = {}
 
     @classmethod
@@ -157,15 +164,24 @@ class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
         return cls(access_actor(settings), settings.access_cache_ttl_s)
 
     def _ask(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return call_within(REQUEST_TIMEOUT_S, getattr(self.handle, method), *args, **kwargs)
+        return self.calls(getattr(self.handle, method), *args, **kwargs)
 
     def _kept(self, key: Any, ask: Callable[[], Any]) -> Any:
+        """The kept answer for ``key``, else ``ask()``'s (kept); with the head away, the last
+        answer kept up to ``STALE_WHILE_HEAD_AWAY_S``, else ``Unavailable``."""
         now = time.monotonic()
         found, value = self.answers.get(key, now)
-        if not found:
-            generation = self.answers.generation
+        if found:
+            return value
+        generation = self.answers.generation
+        try:
             value = ask()
-            self.answers.put(key, value, now, generation)
+        except Unavailable:
+            found, value = self.answers.get(key, now, max_age_s=STALE_WHILE_HEAD_AWAY_S)
+            if not found:
+                raise
+            return value
+        self.answers.put(key, value, now, generation)
         return value
 
     def authenticate(self, secret: str, *, now: float | None = None) -> Principal | None:
@@ -203,7 +219,12 @@ class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
         if found:
             return False
         generation = self.answers.generation
-        changed = bool(self._ask("sync_group_roles", user, roles))
+        try:
+            changed = bool(self._ask("sync_group_roles", user, roles))
+        except Unavailable:  # the head away: synced before is synced still
+            if self.answers.get(key, time.monotonic(), max_age_s=STALE_WHILE_HEAD_AWAY_S)[0]:
+                return False
+            raise
         if changed:
             self.answers.clear()
             generation = self.answers.generation

@@ -9,13 +9,15 @@ import time
 import ray
 
 from aiplatform.registry.store import MODEL_PROJECT_TTL_S, ModelProjects, RegistryAPI, RegistryStore
-from aiplatform.runtime import ActorProxy, call_within, freeze_startup_heap, head_actor, on_head_node
+from aiplatform.runtime import ActorProxy, BoundedCalls, freeze_startup_heap, head_actor, on_head_node
 from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 
 REGISTRY_ACTOR_NAME = "model-registry"
 LOOKUP_TIMEOUT_S = 5.0
 """How long a lookup on the request path waits on the registry's actor (``Unavailable`` past it)."""
+HEAD_AWAY_PAUSE_S = 2.0
+"""After a lookup finds the actor away, the next ones fail at once for this long."""
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +59,25 @@ class ActorModelProjects(ModelProjects):
     def __init__(self, registry: RegistryClient) -> None:
         super().__init__(None)
         self.registry = registry
+        self.calls = BoundedCalls(LOOKUP_TIMEOUT_S, HEAD_AWAY_PAUSE_S)
         self._refreshing: set[str] = set()
+        self._refreshing_lock = threading.Lock()
 
     def project_of(self, name: str, now: float | None = None) -> str | None:
         now = time.monotonic() if now is None else now
         known = self._known.get(name)
         if known is not None and now - known[1] >= MODEL_PROJECT_TTL_S:
-            if name not in self._refreshing:
+            with self._refreshing_lock:
+                start = name not in self._refreshing
                 self._refreshing.add(name)
+            if start:
                 threading.Thread(target=self._refresh, args=(name,), name="aip-model-project", daemon=True).start()
             return known[0]
         return super().project_of(name, now)
+
+    def blocks(self, name: str) -> bool:
+        """Whether :meth:`project_of` would ask the registry's actor and wait (a name never seen)."""
+        return name not in self._known
 
     def _refresh(self, name: str) -> None:
         try:
@@ -76,13 +86,14 @@ class ActorModelProjects(ModelProjects):
                 self._known.pop(name, None)
             else:
                 self._known[name] = (project, time.monotonic())
-        except Exception:  # the head away: the kept answer stands until it answers again
-            logger.warning("could not ask the registry for model %s's project", name, exc_info=True)
+        except Exception as exc:  # the head away: the kept answer stands until it answers again
+            logger.warning("could not ask the registry for model %s's project: %s", name, exc)
         finally:
-            self._refreshing.discard(name)
+            with self._refreshing_lock:
+                self._refreshing.discard(name)
 
     def _look_up(self, name: str) -> str | None:
-        return call_within(LOOKUP_TIMEOUT_S, self.registry.handle.model_project, name)  # type: ignore[no-any-return]
+        return self.calls(self.registry.handle.model_project, name)  # type: ignore[no-any-return]
 
 
 _SHARED_MODEL_PROJECTS: dict[str, ActorModelProjects] = {}

@@ -41,6 +41,7 @@ TASKS_DB = "tasks.sqlite"
 """The task queue's file, beside this one: who created the task whose job registers a version."""
 """aiplatform.access.DEFAULT_PROJECT (a sibling layer: not imported)."""
 MODEL_PROJECT_TTL_S = 30.0
+MAX_KNOWN_MODELS = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -542,10 +543,18 @@ class ModelProjects:
         project = self._look_up(name)
         if project is None:
             return None
-        if len(self._known) > 10_000:
-            self._known.clear()
+        while len(self._known) >= MAX_KNOWN_MODELS:  # the oldest answer first
+            try:
+                self._known.pop(next(iter(self._known)), None)
+            except (RuntimeError, StopIteration):  # another thread changed it meanwhile
+                break
         self._known[name] = (project, now)
         return project
+
+    def blocks(self, name: str) -> bool:
+        """Whether :meth:`project_of` may wait on another process for ``name`` (never: a read of
+        the registry's file; see ``ActorModelProjects``)."""
+        return False
 
     def _look_up(self, name: str) -> str | None:
         with self._lock:

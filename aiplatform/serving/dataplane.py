@@ -119,10 +119,23 @@ class ServeModelServers:
         return handle
 
     def predict(self, model_id: str, batch: np.ndarray) -> Awaitable[list[dict[str, Any]]]:
+        if self._may_block(model_id):
+            return self._off_loop(model_id, "predict", batch)
         return self._for(model_id).predict.remote(model_id, batch)  # type: ignore[no-any-return]
 
     def model_config(self, model_id: str) -> Awaitable[ModelConfig]:
+        if self._may_block(model_id):
+            return self._off_loop(model_id, "model_config")
         return self._for(model_id).model_config.remote(model_id)  # type: ignore[no-any-return]
+
+    def _may_block(self, model_id: str) -> bool:
+        return self.pools is not None and self.pools.may_block(model_id.rpartition(":")[0])
+
+    async def _off_loop(self, model_id: str, method: str, *args: Any) -> Any:
+        """The call, its pool looked up from a worker thread first (a model's project asked of
+        the head's registry actor must not hold the event loop; the answer is kept for ``_for``)."""
+        handle = await asyncio.to_thread(self._for, model_id)
+        return await getattr(handle, method).remote(model_id, *args)
 
 
 def _pool_handle(app_name: str) -> Any:

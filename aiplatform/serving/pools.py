@@ -68,9 +68,14 @@ class PoolRoutes:
         replica_quotas: ReplicaQuotas,
         ttl_s: float = POOL_TTL_S,
         background: bool = False,
+        project_blocks: Callable[[str], bool] | None = None,
     ) -> None:
+        """``project_blocks(name)``: whether ``project_of(name)`` would wait on another process
+        (a gateway off the head node asks the registry's actor): the data plane then asks from a
+        worker thread (:meth:`may_block`)."""
         self.app_name = app_name
         self.project_of = project_of
+        self.project_blocks = project_blocks
         self.replica_quotas = replica_quotas
         self.ttl_s = ttl_s
         self.background = background
@@ -106,6 +111,10 @@ class PoolRoutes:
                     target=self._read_in_background, args=(now,), name="aip-pool-quotas", daemon=True
                 ).start()
         return self._quotas
+
+    def may_block(self, model_name: str) -> bool:
+        """Whether :meth:`app_for` may wait on another process for ``model_name``."""
+        return self.project_blocks is not None and bool(self.quotas()) and self.project_blocks(model_name)
 
     def app_for(self, model_name: str, now: float | None = None) -> str | None:
         """The pool application serving ``model_name``, or None for the shared model servers;
@@ -296,8 +305,13 @@ def pool_routes(settings: Settings, background: bool = False) -> PoolRoutes:
             stores.append(quota_store(settings))
         return stores[0].replica_quotas()
 
+    projects = model_projects(settings)
     return PoolRoutes(
-        settings.serve_app_name, model_projects(settings).project_of, replica_quotas, background=background
+        settings.serve_app_name,
+        projects.project_of,
+        replica_quotas,
+        background=background,
+        project_blocks=projects.blocks,
     )
 
 

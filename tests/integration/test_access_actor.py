@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 
 from aiplatform.access.actor import AccessClient, QuotaClient
 from aiplatform.access.quotas import Quota
 from aiplatform.access.store import AccessStore, KeyRefused
-from aiplatform.errors import InvalidArgument, NotFound
+from aiplatform.errors import InvalidArgument, NotFound, Unavailable
 from aiplatform.registry import ActorModelProjects, RegistryClient
 from aiplatform.registry.store import MODEL_PROJECT_TTL_S
 from aiplatform.runtime import call, on_head_node
@@ -99,3 +100,17 @@ def test_quotas_and_model_projects_through_the_heads_actors(ray_session: None, s
     assert models.project_of("team-model", now=kept_at + MODEL_PROJECT_TTL_S + 1) == "team"
     wait_for(lambda: not models._refreshing, 30, "the registry to be asked again")
     assert models._known["team-model"][1] > kept_at
+
+
+def test_with_the_head_away_a_known_key_keeps_its_last_answer_and_an_unknown_one_is_refused_503(
+    ray_session: None, settings: Settings
+) -> None:
+    client = AccessClient.connect(settings)
+    client.create_user("cy", by="platform")
+    _, secret = client.create_key("cy", name="k", by="platform")
+    assert client.authenticate(secret).name == "cy"  # type: ignore[union-attr]
+    ray.kill(client.handle, no_restart=True)  # as the head node lost: its actor does not answer
+    time.sleep(TTL_S)
+    assert client.authenticate(secret).name == "cy"  # type: ignore[union-attr]  # nothing changes meanwhile
+    with pytest.raises(Unavailable):  # never let in
+        client.authenticate("aip_" + "y" * 43)

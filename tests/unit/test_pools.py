@@ -136,3 +136,29 @@ def test_a_pool_that_is_not_running_is_refused_and_serve_asked_again_only_after_
         with pytest.raises(Unavailable, match="'aip-models-team' are not running"):
             servers.predict("team-model:1", np.zeros((1, 2)))
     assert asked == ["aip-models-team"]
+
+
+def test_a_models_project_that_would_wait_on_the_head_is_asked_off_the_event_loop() -> None:
+    """Off the head node a model's project is asked of the registry's actor: the data plane
+    (on its event loop) asks from a worker thread the first time, and on the loop once kept."""
+    asked_on: list[str] = []
+    kept: dict[str, str] = {}
+
+    def project_of(name: str) -> str | None:
+        asked_on.append(threading.current_thread().name)
+        kept[name] = PROJECTS[name]
+        return kept[name]
+
+    pools = PoolRoutes("aip", project_of, lambda: {"team": 1}, 2.0, project_blocks=lambda name: name not in kept)
+    pool = FakeHandle("aip-models-team")
+    servers = ServeModelServers(FakeHandle("shared"), pools, pool_handle=lambda app: pool)
+
+    async def calls() -> tuple[Any, Any, str]:
+        loop_thread = threading.current_thread().name
+        first = await servers.predict("team-model:1", np.zeros((1, 2)))
+        second = await servers.predict("team-model:1", np.zeros((1, 2)))
+        return first, second, loop_thread
+
+    first, second, loop_thread = asyncio.run(calls())
+    assert first == second == [{"label": "aip-models-team"}]
+    assert asked_on[0] != loop_thread and asked_on[1:] == [loop_thread]

@@ -68,7 +68,10 @@ def grpc_refusal(
         )
     except AIPError as exc:
         return exc
-    project = _project_of(models, model)
+    try:
+        project = _project_of(models, model)  # off the head node: asked of the registry's actor
+    except AIPError as exc:  # its node away: UNAVAILABLE, never let in
+        return exc
     try:
         authorize(principal, action, project=project, model=model)
     except AIPError as exc:
