@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from aiplatform.datasets import DatasetManager, DatasetVersion  # noqa: E402
-from aiplatform.kinds.rows import decode_features  # noqa: E402
+from aiplatform.feature_bytes import decode_features  # noqa: E402
 from aiplatform.settings import Settings  # noqa: E402
 from aiplatform.storage import open_storage  # noqa: E402
 from aiplatform.training.catalog import get_template  # noqa: E402

@@ -284,13 +284,6 @@ def category_text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def decode_features(column: Sequence[bytes], width: int) -> np.ndarray:
-    """A dataset's ``features`` column (float32 bytes per row) -> (N, width) float32."""
-    if len(column) == 0:
-        return np.zeros((0, width), dtype=np.float32)
-    return np.frombuffer(b"".join(column), dtype=np.float32).reshape(len(column), width)
-
-
 def schema_of(spec: Mapping[str, Any]) -> FeatureSchema:
     """The feature schema of a model's ``input`` block or a dataset manifest's ``table`` block."""
     features: Sequence[Mapping[str, Any]] | None = spec.get("features")

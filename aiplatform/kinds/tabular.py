@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.feature_bytes import decode_features
 from aiplatform.kinds.base import (
     BarChart,
     BatchConverter,
@@ -25,7 +26,7 @@ from aiplatform.kinds.base import (
     ModelKind,
     Submit,
 )
-from aiplatform.kinds.rows import CATEGORY, CSV_EXTENSIONS, NUMBER, FeatureSchema, decode_features, schema_of
+from aiplatform.kinds.rows import CATEGORY, CSV_EXTENSIONS, NUMBER, FeatureSchema, schema_of
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, V2_DATATYPES, single_input
 from aiplatform.limits import RequestLimits
 

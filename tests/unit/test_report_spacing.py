@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aiplatform.training.tabular import RoundReporter
+from aiplatform.training.boosting import RoundReporter
 
 pytestmark = pytest.mark.unit
 
