@@ -24,10 +24,10 @@ from aiplatform.access.quotas import QuotaStore
 from aiplatform.access.roles import Principal
 from aiplatform.access.store import (
     ACCESS_DB,
-    LAST_USED_RESOLUTION_S,
     AccessStore,
     AuditEntry,
     KeyRefused,
+    LastUses,
     key_digest,
     looks_like_key,
 )
@@ -156,7 +156,7 @@ class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
         super().__init__(handle)
         self.answers = KeptAnswers(ttl_s)
         self.calls = BoundedCalls(REQUEST_TIMEOUT_S, HEAD_AWAY_PAUSE_S)
-        self._touched: dict[str, float] = {}
+        self._touched = LastUses()
 
     @classmethod
     def connect(cls, settings: Settings) -> AccessClient:
@@ -236,13 +236,11 @@ class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
 
     def needs_touch(self, key_id: str, now: float | None = None) -> bool:
         """Whether this process has not sent ``key_id``'s last use within LAST_USED_RESOLUTION_S."""
-        now = time.time() if now is None else now
-        return now - self._touched.get(key_id, float("-inf")) >= LAST_USED_RESOLUTION_S
+        return self._touched.due(key_id, now)
 
     def touch(self, key_id: str, now: float | None = None) -> None:
         """Send ``key_id``'s last use, not waiting for it (a request never waits on it)."""
-        now = time.time() if now is None else now
-        self._touched[key_id] = now
+        now = self._touched.note(key_id, now)
         try:
             self.handle.touch.remote(key_id, now)
         except Exception:  # the head away: the next use is sent a resolution later

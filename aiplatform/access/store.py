@@ -183,6 +183,24 @@ def _check_models(models: list[str] | None) -> list[str] | None:
     return sorted(set(models))
 
 
+class LastUses:
+    """When this process last sent each key's last use: a key used all the time is written once
+    per ``LAST_USED_RESOLUTION_S``, not on every request."""
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+
+    def due(self, key_id: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now - self._at.get(key_id, float("-inf")) >= LAST_USED_RESOLUTION_S
+
+    def note(self, key_id: str, now: float | None = None) -> float:
+        """Note ``key_id`` sent at ``now`` (the present by default); returns that time."""
+        now = time.time() if now is None else now
+        self._at[key_id] = now
+        return now
+
+
 class AccessStore:
     """SQLite-backed users, keys, memberships and audit log; thread-safe."""
 
@@ -194,7 +212,7 @@ class AccessStore:
         # for a writer (an audit entry's fsync holds the writer's lock).
         self._read_lock = threading.Lock()
         self._reader = open_database(self.db_path, "")
-        self._touched: dict[str, float] = {}
+        self._touched = LastUses()
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> AccessStore:
@@ -554,13 +572,11 @@ class AccessStore:
 
     def needs_touch(self, key_id: str, now: float | None = None) -> bool:
         """Whether this process has not written ``key_id``'s last use within LAST_USED_RESOLUTION_S."""
-        now = time.time() if now is None else now
-        return now - self._touched.get(key_id, float("-inf")) >= LAST_USED_RESOLUTION_S
+        return self._touched.due(key_id, now)
 
     def touch(self, key_id: str, now: float | None = None) -> None:
         """Record that ``key_id`` was used now (its ``last_used_at``)."""
-        now = time.time() if now is None else now
-        self._touched[key_id] = now
+        now = self._touched.note(key_id, now)
         with self._lock, transaction(self._db) as db:
             db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
 
