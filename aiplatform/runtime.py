@@ -122,8 +122,14 @@ def on_head_node() -> bool:
     (a gateway replica on a worker node, which need not mount the folder) asks those actors."""
     if not ray.is_initialized():
         return True
-    here = ray.get_runtime_context().get_node_id()
-    return any(node["NodeID"] == here and HEAD_NODE_RESOURCE in node.get("Resources", {}) for node in ray.nodes())
+    return _is_head_node(ray.get_runtime_context().get_node_id())
+
+
+@functools.lru_cache(maxsize=8)
+def _is_head_node(node_id: str) -> bool:
+    """Asked of Ray's control store once per node (a process's node never changes; a new cluster
+    in the same process has new node ids), not by every client a process makes."""
+    return any(node["NodeID"] == node_id and HEAD_NODE_RESOURCE in node.get("Resources", {}) for node in ray.nodes())
 
 
 def freeze_startup_heap() -> None:
@@ -179,12 +185,18 @@ def call_within(timeout_s: float, method: Callable[..., Any], *args: Any, **kwar
         raise Unavailable(f"Actor call {getattr(method, '_method_name', method)} failed: {exc}") from None
 
 
+HEAD_CALL_TIMEOUT_S = 5.0
+"""How long a request path waits on a head actor (``BoundedCalls``) before ``Unavailable`` (a 503)."""
+HEAD_AWAY_PAUSE_S = 2.0
+"""After a call finds a head actor away, the next ones fail at once for this long."""
+
+
 class BoundedCalls:
     """:func:`call_within` for a request path: after a call finds the actor away, the next ones
     fail at once for ``pause_s`` (requests must not queue up behind an actor whose node is away,
     each holding a thread for ``timeout_s``)."""
 
-    def __init__(self, timeout_s: float, pause_s: float) -> None:
+    def __init__(self, timeout_s: float = HEAD_CALL_TIMEOUT_S, pause_s: float = HEAD_AWAY_PAUSE_S) -> None:
         self.timeout_s = timeout_s
         self.pause_s = pause_s
         self._away_until = 0.0

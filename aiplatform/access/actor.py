@@ -47,10 +47,6 @@ from aiplatform.storage import Storage, storage_from_settings
 ACCESS_ACTOR_NAME = "platform-access"
 ACCESS_ACTOR_THREADS = 8
 MAX_KEPT_ANSWERS = 10_000
-REQUEST_TIMEOUT_S = 5.0
-"""How long the request path waits on the head's access actor before answering 503."""
-HEAD_AWAY_PAUSE_S = 2.0
-"""After a call finds the actor away, the next ones fail at once for this long."""
 STALE_WHILE_HEAD_AWAY_S = 600.0
 """While the head's actor does not answer, a kept answer up to this old is used (nothing can
 change meanwhile: every change goes through the head); one never kept is a 503."""
@@ -148,14 +144,14 @@ CHANGES = (
 
 class AccessClient(ActorProxy, AccessAPI, protocol=AccessAPI):
     """The access actor, called like the store, keeping the request path's answers ``ttl_s``
-    (see the module docstring). The request path's calls wait at most ``REQUEST_TIMEOUT_S``
+    (see the module docstring). The request path's calls wait at most ``runtime.HEAD_CALL_TIMEOUT_S``
     (:class:`Unavailable` past it: the guard answers 503, it never lets the request in).
     Thread-safe: the gateway asks from its worker threads."""
 
     def __init__(self, handle: Any, ttl_s: float) -> None:
         super().__init__(handle)
         self.answers = KeptAnswers(ttl_s)
-        self.calls = BoundedCalls(REQUEST_TIMEOUT_S, HEAD_AWAY_PAUSE_S)
+        self.calls = BoundedCalls()
         self._touched = LastUses()
 
     @classmethod

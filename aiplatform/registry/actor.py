@@ -14,10 +14,6 @@ from aiplatform.settings import Settings
 from aiplatform.storage import storage_from_settings
 
 REGISTRY_ACTOR_NAME = "model-registry"
-LOOKUP_TIMEOUT_S = 5.0
-"""How long a lookup on the request path waits on the registry's actor (``Unavailable`` past it)."""
-HEAD_AWAY_PAUSE_S = 2.0
-"""After a lookup finds the actor away, the next ones fail at once for this long."""
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +46,7 @@ class RegistryClient(ActorProxy, RegistryAPI, protocol=RegistryAPI):
 class ActorModelProjects(ModelProjects):
     """:class:`ModelProjects` for a process off the head node (where the state folder need not be
     mounted): each model's project is asked of the registry's actor (waiting at most
-    ``LOOKUP_TIMEOUT_S``), and kept as there. Past its time an answer is still given while a
+    ``runtime.HEAD_CALL_TIMEOUT_S``), and kept as there. Past its time an answer is still given while a
     thread asks again: the data plane asks on its event loop (routing a call to a project's
     pool), which must never wait on the head; the first answer for a name is asked by the access
     guard, off the loop, before the request gets there (one instance per process:
@@ -59,7 +55,7 @@ class ActorModelProjects(ModelProjects):
     def __init__(self, registry: RegistryClient) -> None:
         super().__init__(None)
         self.registry = registry
-        self.calls = BoundedCalls(LOOKUP_TIMEOUT_S, HEAD_AWAY_PAUSE_S)
+        self.calls = BoundedCalls()
         self._refreshing: set[str] = set()
         self._refreshing_lock = threading.Lock()
 
