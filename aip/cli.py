@@ -44,7 +44,7 @@ def _model_path(name: str, *rest: str) -> str:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     from aip.local import up
 
-    for what, url in up(settings).items():
+    for what, url in up(settings, progress=lambda step: print(f"... {step}", flush=True)).items():
         print(f"{what}: {url}")
     if settings.api_auth == "off":
         print("API authentication is OFF (AIP_API_AUTH=off): anyone who can reach the port can use the platform")

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -75,11 +75,17 @@ def head_env(operator_env: Mapping[str, str] = MappingProxyType({})) -> dict[str
 
 
 def start_head(settings: Settings, extra_env: dict[str, str] | None = None) -> None:
-    """`ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly this
-    head and nothing else on the machine), with the platform's settings, its secrets aside, in its
-    environment (``head_env``): every worker, job and Serve replica it spawns sees the same
-    ``AIP_*`` values. ``LOCAL_RAY_ENV`` must be in the environment before Ray is imported (the
-    CLI sets it first)."""
+    """`ray start --head --block` on 127.0.0.1 (``launch_head``), waited for (``wait_for_head``)."""
+    launch_head(settings, extra_env)
+    wait_for_head(settings)
+
+
+def launch_head(settings: Settings, extra_env: dict[str, str] | None = None) -> None:
+    """Launch `ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly
+    this head and nothing else on the machine), with the platform's settings, its secrets aside, in
+    its environment (``head_env``): every worker, job and Serve replica it spawns sees the same
+    ``AIP_*`` values. Returns at once (a head already up is left as it is). ``LOCAL_RAY_ENV`` must
+    be in the environment before Ray is imported (the CLI sets it first)."""
     ensure_token()
     pid_file = head_pid_file(settings)
     if recorded_alive(pid_file):
@@ -111,9 +117,15 @@ def start_head(settings: Settings, extra_env: dict[str, str] | None = None) -> N
         env={**head_env(os.environ), **(extra_env or {})},
     )
     pid_file.write_text(str(head.pid))
+
+
+def wait_for_head(settings: Settings) -> None:
+    """Wait until the head `launch_head` launched accepts connections; ``Unavailable`` if it
+    exited or did not within ``START_TIMEOUT_S``."""
+    pid_file = head_pid_file(settings)
     deadline = time.time() + START_TIMEOUT_S
     while not accepts_connections("127.0.0.1", settings.ray_port):
-        if head.poll() is not None or time.time() > deadline:
+        if not recorded_alive(pid_file) or time.time() > deadline:
             raise Unavailable(f"`ray start --head` did not come up; see {settings.home / 'ray-head.log'}")
         time.sleep(0.5)
 
@@ -187,27 +199,51 @@ def connect_driver(settings: Settings, address: str | None = None, timeout_s: fl
             time.sleep(1)
 
 
-def deploy_platform(settings: Settings) -> None:
-    """Head-node actors (registry, results, task queue, scheduler, loop engine, alert engine), then the Serve
-    app (gateway + model servers) on 127.0.0.1."""
-    from aiplatform.loops.actor import ensure_loop_engine
+def _silent(_: str) -> None:
+    """A progress callback that says nothing (``deploy_platform``'s default)."""
+
+
+def _import_platform_modules() -> None:
+    """The modules ``deploy_platform`` needs (torch among them, through the Serve app: ~3.5 s on two
+    cores), imported while Ray's head boots rather than after it."""
+    import aiplatform.loops.actor  # noqa: F401
+    import serve_apps.app  # noqa: F401
+
+
+def deploy_platform(settings: Settings, progress: Callable[[str], None] = _silent) -> None:
+    """Head-node actors (registry, results, task queue, scheduler, loop engine), then the Serve
+    app (gateway + model servers) on 127.0.0.1; ``progress`` is told each step as it starts.
+
+    The actors are created together and waited for after the app's deploy: each is a process of
+    its own, and waiting for each in turn (~1.3 s apiece on two cores) held the deploy back."""
+    import ray
+
+    from aiplatform.loops.actor import LoopClient
     from aiplatform.registry import RegistryClient
-    from aiplatform.results import ResultClient
+    from aiplatform.results.actor import result_store_handle
     from aiplatform.tasks.queue import TaskClient
-    from aiplatform.tasks.scheduler import ensure_scheduler
+    from aiplatform.tasks.scheduler import scheduler_handle
     from serve_apps.app import start_app
 
-    RegistryClient.connect(settings).list_models()
-    ResultClient.connect(settings).count()
-    TaskClient.connect(settings).counts()
-    ensure_scheduler(settings)  # its first round marks tasks of a previous run interrupted
-    ensure_loop_engine(settings)  # its first tick carries open retraining runs on (aiplatform.loops)
+    progress("starting the platform's actors (registry, results, task queue, scheduler, loop engine)")
+    # The scheduler's first round marks tasks of a previous run interrupted; the loop engine's
+    # first tick carries open retraining runs on (aiplatform.loops).
+    ready = [
+        RegistryClient.connect(settings).handle.ping.remote(),
+        result_store_handle(settings).ping.remote(),
+        TaskClient.connect(settings).handle.ping.remote(),
+        scheduler_handle(settings).ping.remote(),
+        LoopClient.connect(settings).handle.ping.remote(),
+    ]
+    progress("deploying the Serve app (gateway, model servers)")
     start_app(settings)  # its gateway starts the alert engine (aiplatform.api.Platform)
+    ray.get(ready)
 
 
-def up(settings: Settings) -> dict[str, str]:
-    """Start (or join) Ray, deploy the platform; returns the URLs to print. With a ``prometheus``
-    binary installed, a local platform gets a Prometheus too (``aip.prometheus``)."""
+def up(settings: Settings, progress: Callable[[str], None] = _silent) -> dict[str, str]:
+    """Start (or join) Ray, deploy the platform; returns the URLs to print, and tells ``progress``
+    each step as it starts (the whole takes about half a minute on two cores). With a
+    ``prometheus`` binary installed, a local platform gets a Prometheus too (``aip.prometheus``)."""
     from aip.prometheus import INSTALL_HINT, dashboard_env, start_prometheus
 
     address: str | None = settings.ray_address
@@ -216,10 +252,16 @@ def up(settings: Settings) -> dict[str, str]:
         prometheus_url = start_prometheus(settings)
         if prometheus_url is not None:
             settings = settings.model_copy(update={"prometheus_url": prometheus_url})
-        start_head(settings, extra_env=dashboard_env(prometheus_url))
+        progress(f"starting Ray's head on 127.0.0.1:{settings.ray_port}")
+        launch_head(settings, extra_env=dashboard_env(prometheus_url))
+        _import_platform_modules()
+        wait_for_head(settings)
         address = f"127.0.0.1:{settings.ray_port}"
+    else:
+        _import_platform_modules()
+    progress(f"joining Ray at {address}")
     connect_driver(settings, address)
-    deploy_platform(settings)
+    deploy_platform(settings, progress)
     urls = {
         "platform (UI, REST API, inference)": settings.resolved_api_url,
         **({"Open Inference Protocol over gRPC": f"127.0.0.1:{settings.grpc_port}"} if settings.grpc_port else {}),
