@@ -119,6 +119,8 @@ class Gateway:
                 "127.0.0.1",
                 port,
                 ready=lambda: serve.get_replica_context().servable_object is not None,
+                # This deployment's other replicas (a replacement binds while the old one drains).
+                is_peer=lambda command: command.startswith(f"ray::ServeReplica:{settings.serve_app_name}:Gateway"),
             )
         except OSError as exc:  # e.g. an older Serve's proxy on it: clients still reach that
             logger.warning("the gateway cannot listen on port %d (%s); Serve's ingress answers there", port, exc)

@@ -11,7 +11,9 @@ own app with its guard, body limit and fast routes is all a request needs.
 loopback port. The socket is bound with ``SO_REUSEPORT``: every gateway replica of the node binds
 the same port and the kernel spreads connections over them, and a replacement replica binds it
 while the old one drains. What Serve's proxy did besides (back-pressure, the request timeout) the
-app it serves does itself (``aiplatform.api.admission``).
+app it serves does itself (``aiplatform.api.admission``). ``SO_REUSEPORT`` would also let any other
+program of the same user bind the port and take a share of the platform's connections: a listener
+refuses to start beside a process that is not one of its peers (``PortShared``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import uvicorn
 
+from aiplatform.errors import Conflict
+
 logger = logging.getLogger(__name__)
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+class PortShared(Conflict):
+    """Another program listens on the listener's port: with ``SO_REUSEPORT`` the kernel would
+    hand it part of the connections meant for the platform."""
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -36,6 +48,47 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)
+    return sock
+
+
+def foreign_listeners(host: str, port: int, is_peer: Callable[[str], bool]) -> list[str]:
+    """The other processes listening on TCP ``port`` at ``host`` (or every address), as
+    "pid N (command line)", leaving out this process and those whose command line (a Ray
+    worker's process title) ``is_peer`` accepts. A listener whose process this user cannot see
+    counts as foreign (the kernel lets only the same user share a port, so it should not be)."""
+    found = []
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # macOS: only root may list them; Linux lists a user's own
+        logger.warning("cannot list who else listens on port %d; not checked", port)
+        return found
+    for connection in connections:
+        if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
+            continue
+        if connection.laddr.ip not in WILDCARD_HOSTS | {host} or connection.pid == os.getpid():
+            continue
+        try:
+            command = " ".join(psutil.Process(connection.pid).cmdline()) if connection.pid else ""
+        except psutil.Error:
+            command = ""
+        if command and is_peer(command):
+            continue
+        shown = " ".join(command.split())[:120]  # a `python -c` script's lines on one
+        found.append(f"pid {connection.pid} ({shown or 'a process this user cannot see'})")
+    return found
+
+
+def shared_port_socket(host: str, port: int, is_peer: Callable[[str], bool]) -> socket.socket:
+    """``reuse_port_socket``, refused (``PortShared``) when a process that is not a peer listens
+    on the port too; checked once bound, so that one binding at the same moment is seen."""
+    sock = reuse_port_socket(host, port)
+    others = foreign_listeners(host, port, is_peer)
+    if others:
+        sock.close()
+        raise PortShared(
+            f"Port {port} on {host} is also listened on by {', '.join(others)}: the platform would "
+            "share its connections with it; stop that program or choose another port (AIP_HTTP_PORT)"
+        )
     return sock
 
 
@@ -50,12 +103,21 @@ class _Server(uvicorn.Server):
 
 class PublicListener:
     """uvicorn on the running loop, serving ``app`` on ``host:port`` once ``ready()`` is true
-    (a class-based route needs its replica's instance, which Serve sets after the constructor)."""
+    (a class-based route needs its replica's instance, which Serve sets after the constructor).
+    The port is shared with the processes ``is_peer`` accepts by their command line (the other
+    replicas of the same deployment) and with no other program (``PortShared``)."""
 
-    def __init__(self, app: Any, host: str, port: int, ready: Any = lambda: True) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        ready: Any = lambda: True,
+        is_peer: Callable[[str], bool] = lambda _: False,
+    ) -> None:
         self.port = port
         self._ready = ready
-        self._socket = reuse_port_socket(host, port)
+        self._socket = shared_port_socket(host, port, is_peer)
         config = uvicorn.Config(
             app,
             lifespan="off",

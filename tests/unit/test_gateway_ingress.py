@@ -5,13 +5,17 @@ several replicas share; in front of the app (aiplatform.api.admission) past its 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from aiplatform.api.admission import Admission
-from aiplatform.serving.ingress import PublicListener
+from aiplatform.serving.ingress import PortShared, PublicListener
 from tests.factories import free_port
 
 pytestmark = pytest.mark.unit
@@ -53,6 +57,60 @@ def test_two_replicas_share_the_port_and_a_stopped_one_leaves_the_other() -> Non
         with pytest.raises(httpx.TransportError):
             async with httpx.AsyncClient() as client:
                 await client.get(url)
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def other_program() -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """Another program of this user listening on a port with SO_REUSEPORT (as gRPC servers do by
+    default); the port and the process."""
+    port = free_port()
+    script = textwrap.dedent(f"""
+        # other-program
+        import socket, sys, time
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", {port})); s.listen(8)
+        print("listening", flush=True)
+        time.sleep(120)
+    """)
+    program = subprocess.Popen([sys.executable, "-c", script, "other-program"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert program.stdout is not None and program.stdout.readline().strip() == "listening"
+        yield port, program
+    finally:
+        program.kill()
+        program.wait()
+
+
+def test_a_port_another_program_listens_on_is_refused_naming_it(other_program: tuple[int, Any]) -> None:
+    port, program = other_program
+
+    async def scenario() -> None:
+        with pytest.raises(PortShared, match=f"pid {program.pid} .*other-program.*AIP_HTTP_PORT"):
+            PublicListener(make_app("platform"), "127.0.0.1", port)
+
+    asyncio.run(scenario())
+    program.kill()
+    program.wait()
+
+    async def alone() -> None:  # once it is gone the port is the listener's
+        listener = PublicListener(make_app("platform"), "127.0.0.1", port)
+        await wait_listening(f"http://127.0.0.1:{port}/")
+        await listener.stop()
+
+    asyncio.run(alone())
+
+
+def test_a_peer_process_shares_the_port(other_program: tuple[int, Any]) -> None:
+    """A process whose command line the listener's ``is_peer`` accepts (another replica of the
+    same deployment) shares the port."""
+    port, _ = other_program
+
+    async def scenario() -> None:
+        listener = PublicListener(make_app("replica"), "127.0.0.1", port, is_peer=lambda c: c.endswith("other-program"))
+        await listener.stop()
 
     asyncio.run(scenario())
 
