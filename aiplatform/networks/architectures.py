@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from aiplatform.errors import InvalidArgument
+from aiplatform.networks.embedding_memo import MAX_REMEMBERED_ROWS, EmbeddingMemo
 
 
 class ConvClassifier(nn.Module):
@@ -127,6 +128,12 @@ class EncoderClassifier(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_units, num_classes),
         )
+        self.memo: EmbeddingMemo | None = None
+
+    def remember_embeddings(self, max_rows: int = MAX_REMEMBERED_ROWS) -> None:
+        """Keep the frozen encoder's embeddings for the rest of this process's run (the training
+        loop asks; ``aiplatform.networks.embedding_memo``). A no-op when the encoder learns too."""
+        self.memo = None if self.train_encoder else EmbeddingMemo(max_rows)
 
     def train(self, mode: bool = True) -> EncoderClassifier:
         super().train(mode)
@@ -137,7 +144,7 @@ class EncoderClassifier(nn.Module):
         if self.train_encoder:
             return self.head(self.encoder(token_ids))
         with torch.no_grad():
-            embeddings = self.encoder(token_ids)
+            embeddings = self.encoder(token_ids) if self.memo is None else self.memo.embed(token_ids, self.encoder)
         return self.head(embeddings)
 
 

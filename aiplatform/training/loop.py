@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from aiplatform.kinds import kind_for
-from aiplatform.networks.architectures import build_model, load_pretrained
+from aiplatform.networks.architectures import EncoderClassifier, build_model, load_pretrained
 
 CHECKPOINT_FILE = "state.pt"
 SHUFFLE_CHUNK_ROWS = 4096
@@ -89,7 +89,10 @@ def classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
     context = ray.train.get_context()
     rank = context.get_world_rank()
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(load_pretrained(build_model(config["architecture"]), config["architecture"]))
+    network = load_pretrained(build_model(config["architecture"]), config["architecture"])
+    if isinstance(network, EncoderClassifier):  # a frozen encoder's embeddings, computed once a row
+        network.remember_embeddings()
+    model = ray.train.torch.prepare_model(network)
     trainable = [p for p in model.parameters() if p.requires_grad]  # a frozen encoder stays as it is
     optimizer = make_optimizer(config["optimizer"], trainable, config["learning_rate"])
     scheduler = make_scheduler(config, optimizer)
