@@ -1,0 +1,134 @@
+"""Benchmark: `aip up` as a user runs it, from the command's start to its URLs, against Ray's own
+`ray start --head` on the same machine (the part of `up` no platform code can shorten).
+
+    python bench/aip_up.py --repeats 3
+
+Each repeat, in a fresh ``AIP_HOME`` with ports of its own: `ray start --head` with the same
+loopback and dashboard options `up` gives it, timed until its GCS port accepts connections, then
+`ray stop`; then `python -m aip up` (Prometheus too when installed), timed to its exit and to its
+first line of output, then `aip down`. Medians over ``--repeats``; the ratio is `aip up` over the
+bare head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+RAY = str(Path(PYTHON).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def platform_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
+    env.update(
+        {
+            "AIP_HOME": str(home),
+            "AIP_RAY_PORT": str(free_port()),
+            "AIP_DASHBOARD_PORT": str(free_port()),
+            "AIP_DASHBOARD_AGENT_PORT": str(free_port()),
+            "AIP_HTTP_PORT": str(free_port()),
+            "AIP_GRPC_PORT": str(free_port()),
+            "AIP_PROMETHEUS_PORT": str(free_port()),
+            "AIP_RAY_TEMP_DIR": str(home / "ray"),
+            "RAY_AUTH_TOKEN_PATH": str(home / "token"),
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def bare_head(home: Path) -> float:
+    """Seconds until `ray start --head` accepts connections (then stopped)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = platform_env(home)
+    (home / "token").write_text(os.urandom(16).hex())
+    env["RAY_AUTH_MODE"] = "token"
+    port = int(env["AIP_RAY_PORT"])
+    command = [
+        RAY,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={env['AIP_DASHBOARD_PORT']}",
+        f"--dashboard-agent-listen-port={env['AIP_DASHBOARD_AGENT_PORT']}",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        f"--temp-dir={home / 'ray'}",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, env=env, capture_output=True, check=True)
+    while not accepts(port):
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+    return elapsed
+
+
+def aip_up(home: Path) -> tuple[float, float]:
+    """Seconds to `aip up`'s first line and to its exit (then `aip down`)."""
+    env = platform_env(home)
+    started = time.perf_counter()
+    first = None
+    process = subprocess.Popen(
+        [PYTHON, "-m", "aip", "up"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        first = first if first is not None else time.perf_counter() - started
+        output.append(line)
+    code = process.wait()
+    elapsed = time.perf_counter() - started
+    subprocess.run([PYTHON, "-m", "aip", "down"], cwd=ROOT, env=env, capture_output=True)
+    if code != 0:
+        raise SystemExit(f"aip up failed ({code}):\n{''.join(output)[-3000:]}")
+    return (first if first is not None else elapsed), elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    heads, firsts, ups = [], [], []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="bench-up-") as folder:
+            heads.append(bare_head(Path(folder) / "head"))
+        with tempfile.TemporaryDirectory(prefix="bench-up-") as folder:
+            first, up = aip_up(Path(folder))
+        firsts.append(first)
+        ups.append(up)
+        print(f"repeat {repeat + 1}: ray start --head {heads[-1]:.1f} s; aip up {up:.1f} s (first line {first:.1f} s)")
+    head, up, first = statistics.median(heads), statistics.median(ups), statistics.median(firsts)
+    print(
+        f"median of {args.repeats}: ray start --head {head:.1f} s, aip up {up:.1f} s ({up / head:.1f}x), first line {first:.1f} s"
+    )
+    print(f"prometheus: {'installed' if shutil.which('prometheus') else 'not installed (aip up skips it)'}")
+
+
+if __name__ == "__main__":
+    main()
