@@ -23,15 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from serve import aip_up_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 RAY = str(Path(PYTHON).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def accepts(port: int) -> bool:
@@ -40,32 +36,11 @@ def accepts(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def platform_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIP_", "RAY_ADDRESS"))}
-    env.update(
-        {
-            "AIP_HOME": str(home),
-            "AIP_RAY_PORT": str(free_port()),
-            "AIP_DASHBOARD_PORT": str(free_port()),
-            "AIP_DASHBOARD_AGENT_PORT": str(free_port()),
-            "AIP_HTTP_PORT": str(free_port()),
-            "AIP_GRPC_PORT": str(free_port()),
-            "AIP_PROMETHEUS_PORT": str(free_port()),
-            "AIP_RAY_TEMP_DIR": str(home / "ray"),
-            "RAY_AUTH_TOKEN_PATH": str(home / "token"),
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    return env
-
-
 def bare_head(home: Path) -> float:
     """Seconds until `ray start --head` accepts connections (then stopped)."""
     home.mkdir(parents=True, exist_ok=True)
-    env = platform_env(home)
-    (home / "token").write_text(os.urandom(16).hex())
-    env["RAY_AUTH_MODE"] = "token"
+    env = aip_up_env(home) | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    Path(env["RAY_AUTH_TOKEN_PATH"]).write_text(os.urandom(16).hex())
     port = int(env["AIP_RAY_PORT"])
     command = [
         RAY,
@@ -78,7 +53,7 @@ def bare_head(home: Path) -> float:
         f"--dashboard-agent-listen-port={env['AIP_DASHBOARD_AGENT_PORT']}",
         "--include-dashboard=true",
         "--disable-usage-stats",
-        f"--temp-dir={home / 'ray'}",
+        f"--temp-dir={env['AIP_RAY_TEMP_DIR']}",
     ]
     started = time.perf_counter()
     subprocess.run(command, env=env, capture_output=True, check=True)
@@ -91,7 +66,7 @@ def bare_head(home: Path) -> float:
 
 def aip_up(home: Path) -> tuple[float, float]:
     """Seconds to `aip up`'s first line and to its exit (then `aip down`)."""
-    env = platform_env(home)
+    env = aip_up_env(home)
     started = time.perf_counter()
     first = None
     process = subprocess.Popen(
