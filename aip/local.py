@@ -237,7 +237,10 @@ def deploy_platform(settings: Settings, progress: Callable[[str], None] = _silen
     ]
     progress("deploying the Serve app (gateway, model servers)")
     start_app(settings)  # its gateway starts the alert engine (aiplatform.api.Platform)
-    ray.get(ready)
+    try:
+        ray.get(ready)
+    except ray.exceptions.RayError as exc:  # e.g. a store that cannot open its state folder
+        raise Unavailable(f"A head actor of the platform did not start: {exc}") from None
 
 
 def up(settings: Settings, progress: Callable[[str], None] = _silent) -> dict[str, str]:

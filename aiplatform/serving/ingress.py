@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,31 +52,55 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def foreign_listeners(host: str, port: int, is_peer: Callable[[str], bool]) -> list[str]:
+def foreign_listeners(
+    host: str, port: int, is_peer: Callable[[str], bool], attempts: int = 3, pause_s: float = 0.1
+) -> list[str]:
     """The other processes listening on TCP ``port`` at ``host`` (or every address), as
     "pid N (command line)", leaving out this process and those whose command line (a Ray
-    worker's process title) ``is_peer`` accepts. A listener whose process this user cannot see
-    counts as foreign (the kernel lets only the same user share a port, so it should not be)."""
-    found = []
+    worker's process title) ``is_peer`` accepts.
+
+    A listener the kernel lists without a process it can name (one bound while the list was
+    read, or one of a process this user cannot see) is looked for again, up to ``attempts``
+    times, ``pause_s`` apart: a peer replica binding at the same moment is named by then, while
+    one that stays unnamed counts as foreign (the kernel lets only the same user share a port)."""
+    unnamed: list[str] = []
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(pause_s)
+        foreign, unnamed = _listeners(host, port, is_peer)
+        if foreign or not unnamed:
+            return foreign
+    return unnamed
+
+
+def _listeners(host: str, port: int, is_peer: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(foreign listeners, listeners not attributed to a process) on ``host:port`` right now."""
+    foreign: list[str] = []
+    unnamed: list[str] = []
     try:
         connections = psutil.net_connections(kind="tcp")
     except psutil.AccessDenied:  # macOS: only root may list them; Linux lists a user's own
         logger.warning("cannot list who else listens on port %d; not checked", port)
-        return found
+        return foreign, unnamed
     for connection in connections:
         if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
             continue
         if connection.laddr.ip not in WILDCARD_HOSTS | {host} or connection.pid == os.getpid():
             continue
-        try:
-            command = " ".join(psutil.Process(connection.pid).cmdline()) if connection.pid else ""
-        except psutil.Error:
-            command = ""
-        if command and is_peer(command):
+        if connection.pid is None:
+            unnamed.append(f"a listener on {connection.laddr.ip} (a process this user cannot see)")
             continue
-        shown = " ".join(command.split())[:120]  # a `python -c` script's lines on one
-        found.append(f"pid {connection.pid} ({shown or 'a process this user cannot see'})")
-    return found
+        try:
+            command = " ".join(psutil.Process(connection.pid).cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # gone since the list was read (a draining replica): it listens no more
+        except psutil.Error:
+            unnamed.append(f"pid {connection.pid} (a process this user cannot see)")
+            continue
+        if not is_peer(command):
+            shown = " ".join(command.split())[:120]  # a `python -c` script's lines on one
+            foreign.append(f"pid {connection.pid} ({shown})")
+    return foreign, unnamed
 
 
 def shared_port_socket(host: str, port: int, is_peer: Callable[[str], bool]) -> socket.socket:

@@ -115,6 +115,37 @@ def test_a_peer_process_shares_the_port(other_program: tuple[int, Any]) -> None:
     asyncio.run(scenario())
 
 
+def test_a_peer_bound_while_the_listeners_were_read_is_looked_for_again(
+    other_program: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psutil lists a socket bound between its two reads without a pid: the peer replica binding
+    at that moment is named on the next look, and is not taken for a foreign program."""
+    import psutil
+
+    from aiplatform.serving import ingress
+
+    port, program = other_program
+    real = psutil.net_connections
+    looks = []
+
+    def racing(kind: str = "inet") -> list[Any]:
+        looks.append(kind)
+        listed = real(kind=kind)
+        if len(looks) == 1:  # the first look: the peer's socket without its process
+            return [c._replace(pid=None) if c.pid == program.pid else c for c in listed]
+        return listed
+
+    monkeypatch.setattr(ingress.psutil, "net_connections", racing)
+    peer = lambda command: command.endswith("other-program")
+    assert ingress.foreign_listeners("127.0.0.1", port, peer) == [] and len(looks) == 2
+    looks.clear()
+    monkeypatch.setattr(
+        ingress.psutil, "net_connections", lambda kind="inet": [c._replace(pid=None) for c in real(kind=kind)]
+    )
+    unnamed = ingress.foreign_listeners("127.0.0.1", port, peer, pause_s=0.01)
+    assert unnamed == ["a listener on 127.0.0.1 (a process this user cannot see)"]  # never named: refused
+
+
 def test_listener_waits_until_ready() -> None:
     async def scenario() -> None:
         port = free_port()
