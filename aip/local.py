@@ -74,12 +74,6 @@ def head_env(operator_env: Mapping[str, str] = MappingProxyType({})) -> dict[str
     return {**kept, **LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
 
 
-def start_head(settings: Settings, extra_env: dict[str, str] | None = None) -> None:
-    """`ray start --head --block` on 127.0.0.1 (``launch_head``), waited for (``wait_for_head``)."""
-    launch_head(settings, extra_env)
-    wait_for_head(settings)
-
-
 def launch_head(settings: Settings, extra_env: dict[str, str] | None = None) -> None:
     """Launch `ray start --head --block` on 127.0.0.1, in its own session (so `down` stops exactly
     this head and nothing else on the machine), with the platform's settings, its secrets aside, in
@@ -260,8 +254,6 @@ def up(settings: Settings, progress: Callable[[str], None] = _silent) -> dict[st
         _import_platform_modules()
         wait_for_head(settings)
         address = f"127.0.0.1:{settings.ray_port}"
-    else:
-        _import_platform_modules()
     progress(f"joining Ray at {address}")
     connect_driver(settings, address)
     deploy_platform(settings, progress)

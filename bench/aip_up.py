@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,17 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from serve import aip_up_env
+from serve import aip_up_env  # first: its benchpath puts the working tree ahead
+
+from aip.processes import accepts_connections
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 RAY = str(Path(PYTHON).parent / "ray")
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def bare_head(home: Path) -> float:
@@ -57,7 +52,7 @@ def bare_head(home: Path) -> float:
     ]
     started = time.perf_counter()
     subprocess.run(command, env=env, capture_output=True, check=True)
-    while not accepts(port):
+    while not accepts_connections("127.0.0.1", port):
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)

@@ -82,10 +82,11 @@ def _listeners(host: str, port: int, is_peer: Callable[[str], bool]) -> tuple[li
     except psutil.AccessDenied:  # macOS: only root may list them; Linux lists a user's own
         logger.warning("cannot list who else listens on port %d; not checked", port)
         return foreign, unnamed
+    addresses = WILDCARD_HOSTS | {host}
     for connection in connections:
         if connection.status != psutil.CONN_LISTEN or connection.laddr.port != port:
             continue
-        if connection.laddr.ip not in WILDCARD_HOSTS | {host} or connection.pid == os.getpid():
+        if connection.laddr.ip not in addresses or connection.pid == os.getpid():
             continue
         if connection.pid is None:
             unnamed.append(f"a listener on {connection.laddr.ip} (a process this user cannot see)")
