@@ -61,17 +61,22 @@ def head_env(operator_env: Mapping[str, str] = MappingProxyType({})) -> dict[str
     """The head's environment, which every worker it spawns inherits (Serve replicas, jobs, users'
     code): ``operator_env`` without the platform's secrets (``aiplatform.runtime.SECRET_ENV_NAMES``:
     the API token, the S3 keys, the webhook URLs), local-only with tokens, Serve's
-    throughput-optimized mode (direct ingress and gRPC between deployments, docs/BENCHMARKS.md)
-    and Serve's switches (``aiplatform.runtime.SERVE_ENV``). Not for the CLI's own driver.
+    throughput-optimized mode (direct ingress and gRPC between deployments, docs/BENCHMARKS.md),
+    Serve's switches (``aiplatform.runtime.SERVE_ENV``) and, unless the operator set them, Ray's
+    one-machine sizes (``aiplatform.runtime.ONE_MACHINE_ENV``). Not for the CLI's own driver.
 
     The platform's actors and Serve replicas get the settings, secrets included, as arguments from
     the driver that creates them; the jobs it submits get the storage's keys in their own runtime
     environment (``aiplatform.tasks.ray_jobs``)."""
-    from aiplatform.runtime import SECRET_ENV_NAMES, SERVE_ENV  # imports Ray: not before LOCAL_RAY_ENV is set
+    from aiplatform.runtime import (  # imports Ray: not before LOCAL_RAY_ENV is set
+        ONE_MACHINE_ENV,
+        SECRET_ENV_NAMES,
+        SERVE_ENV,
+    )
 
     # Names compared upper-cased: pydantic-settings reads AIP_* variables in any case.
     kept = {name: value for name, value in operator_env.items() if name.upper() not in SECRET_ENV_NAMES}
-    return {**kept, **LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
+    return {**ONE_MACHINE_ENV, **kept, **LOCAL_RAY_ENV, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **SERVE_ENV}
 
 
 def launch_head(settings: Settings, extra_env: dict[str, str] | None = None) -> None:

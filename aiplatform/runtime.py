@@ -32,6 +32,14 @@ SERVE_ENV = {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(MAX_REQUEST_BYTES)}
 """Serve's switches for every process that may run its proxy (local drivers' workers, ``aip up``'s
 head, the RayService's pods)."""
 LOOPBACK_SETUP_HOOK = "aiplatform.serving.loopback.keep_serve_on_loopback"
+ONE_MACHINE_ENV = {"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+"""Ray's defaults sized for a cluster, set where the platform starts Ray on one machine (an
+embedded Ray, `aip up`'s head) unless the operator's environment says otherwise. Each actor is a
+process started for it, about a second of CPU on a 2-core machine: Ray Data lists a parquet read's
+row groups on a pool of 32 footer-reading actors (one reads a dataset version's few files, up to
+128 at a time), and Ray Train starts a preemption watcher per run that watches for nodes being
+drained (one machine has no node to drain but the one everything runs on). docs/BENCHMARKS.md
+("Worker processes a test run starts") has what they cost."""
 
 
 def local_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
@@ -45,6 +53,15 @@ def local_runtime_env(env_vars: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
+def set_local_ray_env() -> None:
+    """Before an embedded Ray starts, which inherits this process's environment: loopback only
+    (Ray 2.60 binds some agents to every interface otherwise) and, unless already set, Ray's
+    one-machine sizes (``ONE_MACHINE_ENV``)."""
+    os.environ.update(LOCAL_ONLY_ENV)
+    for name, value in ONE_MACHINE_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def connect(settings: Settings) -> None:
     """Join the configured cluster, or start an embedded local Ray bound to loopback only."""
     if ray.is_initialized():
@@ -52,8 +69,7 @@ def connect(settings: Settings) -> None:
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=settings.ray_namespace, log_to_driver=True)
         return
-    # Ray 2.60 binds some agents to every interface unless this is set before it starts.
-    os.environ.update(LOCAL_ONLY_ENV)
+    set_local_ray_env()
     ray.init(
         # "local": always a new embedded Ray, never one found through a stale address file. To
         # use a running platform, set AIP_RAY_ADDRESS (or submit with `ray job submit`).

@@ -24,7 +24,7 @@ os.environ.setdefault("AIP_ALERT_INTERVAL_S", "600")
 os.environ["AIP_CLI_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="aip-cli-config-"), "login.json")
 
 from aiplatform.monitoring.prometheus import SERVICE_DISCOVERY_FILE, PrometheusClient, prometheus_yaml
-from aiplatform.runtime import local_runtime_env
+from aiplatform.runtime import local_runtime_env, set_local_ray_env
 from aiplatform.settings import Settings
 from tests.factories import free_port, platform_settings, served_platform
 
@@ -160,6 +160,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             returncode=3,
         )
     temp_dir = Path("/tmp") / f"aip-ray-{os.getpid()}"
+    set_local_ray_env()  # as the platform's own embedded Ray
     ray.init(
         num_cpus=2,
         namespace="aiplatform-tests",

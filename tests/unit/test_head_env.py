@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aip.local import LOCAL_RAY_ENV, head_env
-from aiplatform.runtime import SECRET_ENV_NAMES, storage_credentials_env
+from aiplatform.runtime import ONE_MACHINE_ENV, SECRET_ENV_NAMES, storage_credentials_env
 from aiplatform.settings import Settings
 from aiplatform.tasks.ray_jobs import RayJobs
 
@@ -40,6 +40,13 @@ def test_the_heads_environment_keeps_the_operators_settings_but_not_the_platform
         k: operator[k] for k in ("PATH", "HOME", "AIP_HOME", "AIP_STORAGE_URI", "AIP_S3_ENDPOINT_URL")
     }
     assert LOCAL_RAY_ENV.items() <= env.items()
+
+
+def test_the_head_gets_rays_one_machine_sizes_unless_the_operator_chose_others() -> None:
+    assert ONE_MACHINE_ENV.items() <= head_env({"PATH": "/usr/bin"}).items()
+    chosen = head_env({"RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "16"})
+    assert chosen["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] == "16"
+    assert chosen["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
 
 
 def test_every_secret_setting_is_kept_out_of_the_heads_environment() -> None:
