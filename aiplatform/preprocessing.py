@@ -3,12 +3,14 @@ model kind in ``aiplatform.kinds`` picks what it needs)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from aiplatform.text import TextTokenizer
+
+if TYPE_CHECKING:  # torch is imported where tensors are made (model servers, training workers)
+    import torch
 
 
 def image_preprocessing(height: int, width: int, channels: int, mean: float, std: float) -> dict[str, Any]:
@@ -24,6 +26,8 @@ def image_preprocessing(height: int, width: int, channels: int, mean: float, std
 
 def images_to_tensor(images: np.ndarray, preprocessing: dict[str, Any]) -> torch.Tensor:
     """uint8 (N, H, W, C) -> normalised float (N, C, H, W)."""
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     tensor = tensor * float(preprocessing["scale"])
     mean = torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, -1, 1, 1)
@@ -35,6 +39,8 @@ def batch_to_tensors(
     batch: dict[str, np.ndarray], shape: tuple[int, int, int], preprocessing: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A dataset batch (``image`` bytes, ``label``) -> (normalised images, int64 labels)."""
+    import torch
+
     images = images_to_tensor(decode_rows(batch["image"], shape), preprocessing)
     return images, torch.from_numpy(np.array(batch["label"], dtype=np.int64))
 

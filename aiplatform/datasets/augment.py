@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from aiplatform.datasets.spec import AugmentSpec
 
@@ -39,6 +37,11 @@ def random_affine(images: np.ndarray, ids: np.ndarray, copy_index: int, spec: Au
     shift_y = (hash_uniform(seed, ids, stream + 3) * 2 - 1) * spec.shift_frac * 2
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     theta = np.stack([np.stack([cos, -sin, shift_x], axis=1), np.stack([sin, cos, shift_y], axis=1)], axis=1)
+    # Imported where it runs (a build's workers): every job's driver imports the dataset manager,
+    # and torch is 1.3 s of a table task's start.
+    import torch
+    import torch.nn.functional as F
+
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     grid = F.affine_grid(torch.from_numpy(theta).float(), list(batch.shape), align_corners=False)
     warped = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -15,14 +15,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.limits import RequestLimits
+
+if TYPE_CHECKING:  # torch is imported where tensors are made (model servers, training workers)
+    import torch
 
 Submit = Callable[[np.ndarray], Awaitable[dict[str, Any]]]
 """Sends one model input (one row of a batch) to the model servers; answers its prediction."""
@@ -33,7 +35,7 @@ class ManyInputs(list):  # type: ignore[type-arg]
     rows): the gateway classifies each and answers them all in one response."""
 
 
-BatchConverter = Callable[[dict[str, np.ndarray]], tuple[torch.Tensor, torch.Tensor]]
+BatchConverter = Callable[[dict[str, np.ndarray]], "tuple[torch.Tensor, torch.Tensor]"]
 """A dataset batch -> (model inputs, int64 labels)."""
 InputConverter = Callable[[dict[str, np.ndarray]], Any]
 """A dataset batch -> the inputs user code trains on (``aiplatform.sdk.batches``)."""

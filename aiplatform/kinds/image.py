@@ -6,11 +6,10 @@ square images imports as one."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds.base import (
@@ -37,6 +36,9 @@ from aiplatform.kinds.images import (
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, images_from_infer_request
 from aiplatform.limits import RequestLimits
 from aiplatform.preprocessing import batch_to_tensors, decode_rows, images_to_tensor
+
+if TYPE_CHECKING:  # torch is imported where tensors are made (model servers, training workers)
+    import torch
 
 INTENSITY_BINS = 16
 TABLE_BATCH_ROWS = 4096

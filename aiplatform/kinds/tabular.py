@@ -7,11 +7,10 @@ the caller."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.feature_bytes import decode_features
@@ -29,6 +28,9 @@ from aiplatform.kinds.base import (
 from aiplatform.kinds.rows import CATEGORY, CSV_EXTENSIONS, NUMBER, FeatureSchema, schema_of
 from aiplatform.kinds.tensors import FLOAT_DATATYPES, V2_DATATYPES, single_input
 from aiplatform.limits import RequestLimits
+
+if TYPE_CHECKING:  # torch is imported where tensors are made (model servers, training workers)
+    import torch
 
 FEATURES_KEY, ROWS_KEY = "features", "rows"
 """A v1 JSON body's one row (``{"features": {name: value}}``) and many (``{"rows": [...]}``)."""
@@ -122,6 +124,8 @@ class TabularDatasets(DatasetKind):
     def user_batch_converter(inputs: Mapping[str, Any], preprocessing: Mapping[str, Any]) -> InputConverter:
         """Rows as float32 (N, F) in the dataset's column order: categories as their index,
         missing values as NaN (as the model servers encode a request's rows)."""
+        import torch
+
         width = len(inputs["features"])
         return lambda batch: torch.from_numpy(decode_features(list(batch["features"]), width).copy())
 
@@ -211,6 +215,8 @@ class TabularKind(ModelKind):
 
     def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
         """Encoded rows (N, F) -> float32 (NaN: missing)."""
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
 
     def sample_batch(self) -> np.ndarray:
@@ -220,6 +226,8 @@ class TabularKind(ModelKind):
         return np.zeros((rows, self.schema.width), dtype=np.float32)
 
     def batch_converter(self) -> BatchConverter:
+        import torch
+
         width = self.schema.width
 
         def table_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

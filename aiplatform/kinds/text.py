@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from aiplatform.errors import InvalidArgument
 from aiplatform.kinds.base import BarChart, BatchConverter, Chart, DatasetKind, InputConverter, ModelKind, Submit
@@ -28,6 +27,9 @@ from aiplatform.kinds.features import TEXT_FEATURES, text_feature_columns, text_
 from aiplatform.kinds.tensors import texts_from_infer_request
 from aiplatform.limits import RequestLimits, off_loop_if_large
 from aiplatform.text import TextTokenizer, normalize_text, text_tokenizer
+
+if TYPE_CHECKING:  # torch is imported where tensors are made (model servers, training workers)
+    import torch
 
 PREVIEW_CHARS = 500
 """A text's first characters in a dataset sample."""
@@ -130,6 +132,8 @@ class TextKind(ModelKind):
 
     def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
         """Token ids (N, L) -> int64."""
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.int64))
 
     def sample_batch(self) -> np.ndarray:
@@ -141,6 +145,8 @@ class TextKind(ModelKind):
         return np.repeat(self.sample_batch(), rows, axis=0)
 
     def batch_converter(self) -> BatchConverter:
+        import torch
+
         tokenizer = self.tokenizer
 
         def text_batch(batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,15 +1,35 @@
-"""The model package format: a verified ZIP (``format``) and the weight forms inside it (``weights``)."""
+"""The model package format: a verified ZIP (``format``) and the weight forms inside it (``weights``).
 
-from aiplatform.packaging.format import (
-    MODEL_FILE,
-    PACKAGE_FORMAT,
-    ModelPackage,
-    build_package,
-    load_package,
-    read_package_files,
-)
-from aiplatform.packaging.weights import decode_model, encode_weights
+The names below load on first use (PEP 562), so a module that only needs a package's config
+(``aiplatform.packaging.config``: the model kinds, every job's driver) does not load torch with them.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiplatform.packaging.format import (
+        MODEL_FILE,
+        PACKAGE_FORMAT,
+        ModelPackage,
+        build_package,
+        load_package,
+        read_package_files,
+    )
+    from aiplatform.packaging.weights import decode_model, encode_weights
+
+_HOMES = {
+    "MODEL_FILE": "aiplatform.packaging.format",
+    "PACKAGE_FORMAT": "aiplatform.packaging.format",
+    "ModelPackage": "aiplatform.packaging.format",
+    "build_package": "aiplatform.packaging.format",
+    "load_package": "aiplatform.packaging.format",
+    "read_package_files": "aiplatform.packaging.format",
+    "decode_model": "aiplatform.packaging.weights",
+    "encode_weights": "aiplatform.packaging.weights",
+}
 __all__ = [
     "MODEL_FILE",
     "PACKAGE_FORMAT",
@@ -20,3 +40,11 @@ __all__ = [
     "load_package",
     "read_package_files",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
