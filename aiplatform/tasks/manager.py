@@ -429,12 +429,12 @@ class TaskManager:
     # -- scheduler -------------------------------------------------------------------------
     def reconcile(self) -> None:
         """Follow every RUNNING task to its job's end, then start queued tasks while capacity allows."""
+        running = self.queue.running()
         try:
-            jobs = self.jobs.states()
+            jobs = self.jobs.states(self.history_copier.followed(running))
         except Unavailable as exc:
             logger.warning("not following tasks this round: %s", exc.message)
             return
-        running = self.queue.running()
         for task in running:
             try:
                 self._follow(task, jobs.get(task.ray_job_id or ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -117,7 +118,7 @@ class RayJobs:
                 )
                 return
             except Exception as exc:
-                if self.state(submission_id) is not None:
+                if self._submitted(submission_id):
                     return
                 if attempt == SUBMIT_ATTEMPTS:
                     raise Unavailable(
@@ -125,39 +126,55 @@ class RayJobs:
                     ) from exc
                 time.sleep(min(SUBMIT_MAX_DELAY_S, SUBMIT_BASE_DELAY_S * 2 ** (attempt - 1)))
 
-    def states(self) -> dict[str, JobState]:
-        """Every job the cluster knows, by submission id; :class:`Unavailable` if it cannot say."""
-        try:
-            jobs = self.client.list_jobs()
-        except Unavailable:
-            raise
-        except Exception as exc:
-            raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
-        # Ray is asked for its dead nodes only while a job is unfinished (the rounds of an idle
-        # scheduler list finished jobs alone).
-        unfinished = any(str(job.status) not in TERMINAL_STATUSES for job in jobs)
+    def states(self, submission_ids: Iterable[str]) -> dict[str, JobState]:
+        """The state of each of ``submission_ids`` the cluster knows (one it does not is left out);
+        :class:`Unavailable` if it cannot say.
+
+        Asked job by job: listing every job the cluster has run costs the job API and its caller
+        in proportion to them all, and a scheduler round follows the few that run."""
+        details = {}
+        for submission_id in submission_ids:
+            info = self._info(submission_id)
+            if info is not None:
+                details[submission_id] = info
+        # Ray is asked for its dead nodes only while a job is unfinished.
+        unfinished = any(str(job.status) not in TERMINAL_STATUSES for job in details.values())
         dead = _dead_nodes() if unfinished else set()
         states = {}
-        for job in jobs:
-            if not job.submission_id:
-                continue
+        for submission_id, job in details.items():
             node = getattr(job, "driver_node_id", None)
             orphaned = str(job.status) not in TERMINAL_STATUSES and node in dead
             message = f"the node its driver ran on ({node}) is dead" if orphaned else job.message
-            states[job.submission_id] = JobState(
-                job.submission_id, str(job.status), message, _error_type(job), driver_node_dead=orphaned
+            states[submission_id] = JobState(
+                submission_id, str(job.status), message, _error_type(job), driver_node_dead=orphaned
             )
         return states
 
     def state(self, submission_id: str) -> JobState | None:
         """The job's state, or None when the cluster has no such job."""
+        info = self._info(submission_id)
+        return None if info is None else JobState(submission_id, str(info.status), info.message, _error_type(info))
+
+    def _submitted(self, submission_id: str) -> bool:
+        """Whether a refused submit was taken after all (a retried one); False while the job API
+        cannot say, so that the next attempt asks again."""
         try:
-            info = self.client.get_job_info(submission_id)
+            return self.state(submission_id) is not None
+        except Unavailable:
+            return False
+
+    def _info(self, submission_id: str) -> Any:
+        """Ray's details of the job, or None when the cluster has no such job."""
+        try:
+            return self.client.get_job_info(submission_id)
+        except Unavailable:
+            raise
         except RuntimeError as exc:
             if "404" in str(exc) or "does not exist" in str(exc):
                 return None
             raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
-        return JobState(submission_id, str(info.status), info.message, _error_type(info))
+        except Exception as exc:  # the job API unreachable: this round decides nothing
+            raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
 
     def stop(self, submission_id: str) -> bool:
         try:
