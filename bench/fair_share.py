@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,14 @@ class HeldJobs:
         cpus = self.settings.train_worker_cpus
         self.refs[submission_id] = hold.options(num_cpus=cpus).remote(self.settings, task.id, RUN_S[task.project])
 
-    def states(self) -> dict[str, JobState]:
-        done, _ = ray.wait(list(self.refs.values()), num_returns=len(self.refs), timeout=0) if self.refs else ([], [])
+    def states(self, submission_ids: Iterable[str]) -> dict[str, JobState]:
+        refs = {job: self.refs[job] for job in submission_ids if job in self.refs}
+        done, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=0) if refs else ([], [])
         ended = set(done)
-        return {job: JobState(job, "SUCCEEDED" if ref in ended else "RUNNING", None) for job, ref in self.refs.items()}
+        return {job: JobState(job, "SUCCEEDED" if ref in ended else "RUNNING", None) for job, ref in refs.items()}
 
     def state(self, submission_id: str) -> JobState | None:
-        return self.states().get(submission_id)
+        return self.states([submission_id]).get(submission_id)
 
     def stop(self, submission_id: str) -> None:
         ray.cancel(self.refs[submission_id], force=True)

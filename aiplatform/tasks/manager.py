@@ -39,7 +39,7 @@ from aiplatform.storage import Storage, storage_from_settings
 from aiplatform.tasks import fair_share
 from aiplatform.tasks.fair_share import Candidate, Resources
 from aiplatform.tasks.history import HistoryCopier, TaskHistory
-from aiplatform.tasks.queue import CANCELLED, FAILED, QUEUED, SUCCEEDED, TRIAL_STATES, Task, TaskClient
+from aiplatform.tasks.queue import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TRIAL_STATES, Task, TaskClient
 from aiplatform.tasks.queue.store import DEFAULT_PROJECT
 from aiplatform.tasks.queue.trials import RUN_SEPARATOR
 from aiplatform.tasks.ray_jobs import JobState, RayJobs
@@ -459,6 +459,9 @@ class TaskManager:
         if not job.terminal:
             if task.cancel_requested:
                 self.jobs.stop(task.ray_job_id)
+            return
+        current = self.queue.get(task.id)  # the job may have finished its task since it was read
+        if current.state != RUNNING or current.ray_job_id != task.ray_job_id:
             return
         if job.driver_lost:  # the head (and the driver on it) was lost: re-run by the retry policy
             self.queue.interrupt(task.id, f"Ray job {task.ray_job_id} lost its driver: {job.message}")

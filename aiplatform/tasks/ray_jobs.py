@@ -132,11 +132,16 @@ class RayJobs:
 
         Asked job by job: listing every job the cluster has run costs the job API and its caller
         in proportion to them all, and a scheduler round follows the few that run."""
-        details = {}
+        details, missing = {}, []
         for submission_id in submission_ids:
             info = self._info(submission_id)
-            if info is not None:
+            if info is None:
+                missing.append(submission_id)
+            else:
                 details[submission_id] = info
+        if missing:  # rare (a restarted cluster): the list confirms it, whatever an id's characters
+            listed = {job.submission_id: job for job in self._list() if job.submission_id in missing}
+            details.update(listed)
         # Ray is asked for its dead nodes only while a job is unfinished.
         unfinished = any(str(job.status) not in TERMINAL_STATUSES for job in details.values())
         dead = _dead_nodes() if unfinished else set()
@@ -163,6 +168,14 @@ class RayJobs:
         except Unavailable:
             return False
 
+    def _list(self) -> list[Any]:
+        try:
+            return list(self.client.list_jobs())
+        except Unavailable:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"Ray's job API cannot list jobs: {exc}") from exc
+
     def _info(self, submission_id: str) -> Any:
         """Ray's details of the job, or None when the cluster has no such job."""
         try:
@@ -170,7 +183,7 @@ class RayJobs:
         except Unavailable:
             raise
         except RuntimeError as exc:
-            if "404" in str(exc) or "does not exist" in str(exc):
+            if "status code 404" in str(exc) or "does not exist" in str(exc):
                 return None
             raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
         except Exception as exc:  # the job API unreachable: this round decides nothing
@@ -188,7 +201,7 @@ class RayJobs:
         try:
             return str(self.client.get_job_logs(submission_id))
         except RuntimeError as exc:
-            if "404" in str(exc) or "does not exist" in str(exc):
+            if "status code 404" in str(exc) or "does not exist" in str(exc):
                 raise NotFound(f"Ray job {submission_id} no longer exists") from None
             raise Unavailable(f"Logs of Ray job {submission_id} cannot be read: {exc}") from exc
 
