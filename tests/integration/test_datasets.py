@@ -170,6 +170,26 @@ def test_parquet_source_with_string_labels(ray_session: None, manager: DatasetMa
     assert sum(version.rows(s) for s in ("train", "val", "test")) == 50
 
 
+def test_a_parquet_read_lists_its_footers_on_one_actor(ray_session: None, tmp_path: Path) -> None:
+    """The session's Ray starts as the platform starts one on one machine
+    (``aiplatform.runtime.ONE_MACHINE_ENV``): a parquet read lists its files' row groups on one
+    footer-reading actor, not Ray Data's pool of 32, each a worker process started for it."""
+    from ray.util.state import list_actors
+
+    def footer_readers() -> int:
+        return len(
+            list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000, raise_on_missing_output=False)
+        )
+
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    for part in range(3):
+        pq.write_table(pa.table({"x": [part]}), folder / f"{part}.parquet")
+    before = footer_readers()
+    assert sorted(row["x"] for row in ray.data.read_parquet(str(folder)).take_all()) == [0, 1, 2]
+    assert footer_readers() - before == 1
+
+
 def test_bad_sources_fail_clearly_and_store_nothing(ray_session: None, manager: DatasetManager, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="Image folder .* not found"):
         manager.build(ImageDatasetSpec(source=f"folder:{tmp_path / 'nope'}"))
