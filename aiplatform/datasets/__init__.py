@@ -6,8 +6,9 @@ specs (the task manager on the head node) does not load Ray Data and torch with 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from aiplatform.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from aiplatform.datasets.manager import DatasetManager, DatasetVersion
@@ -33,9 +34,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOMES, globals())
