@@ -28,6 +28,11 @@ PROGRAMS += ("dashboard/agent", "dashboard.py", "runtime_env/agent", "log_monito
 PROGRAMS += ("chromium", "prometheus", "redis-server", "wrk")
 
 
+def is_worker(command: str) -> bool:
+    """Whether the process is a Ray worker (titled by its task, or still starting)."""
+    return command.startswith("ray::") or "default_worker.py" in command or "setup_worker.py" in command
+
+
 def kind(command: str) -> str:
     """The kind a process is counted under, from its command line (Ray sets a worker's to its task)."""
     if command.startswith("ray::"):
@@ -37,7 +42,7 @@ def kind(command: str) -> str:
         title = re.sub(r"_ray_internal_job_actor_[^:]*:", "", title)
         title = re.sub(r"SERVE_REPLICA::[^:]*:", "", title)
         return title.split(".")[0]
-    if "default_worker.py" in command or "setup_worker.py" in command:
+    if is_worker(command):
         return "worker start or idle"
     for program in PROGRAMS:
         if program in command:
@@ -75,8 +80,7 @@ class Sampler:
             used = self._cpu(process)
             self.cpu[kind(command)] += used - self._seen.get(process.pid, 0.0)
             self._seen[process.pid] = used
-            is_worker = command.startswith("ray::") or "default_worker.py" in command or "setup_worker.py" in command
-            if is_worker and process.pid not in self._before:
+            if is_worker(command) and process.pid not in self._before:
                 self.workers.add(process.pid)
 
     def _run(self) -> None:

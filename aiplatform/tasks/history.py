@@ -183,15 +183,18 @@ class HistoryCopier:
     def followed(self, running: list[Task]) -> set[str]:
         """The Ray jobs a round needs the states of: ``running``'s and those whose history is still
         to be copied (found once, on the first round, among tasks that ended unarchived)."""
+        self._recover_once()
+        return {task.ray_job_id for task in running if task.ray_job_id} | set(self._following)
+
+    def _recover_once(self) -> None:
         if not self._recovered:
             self._guard("finding tasks that ended unarchived", self._recover)
             self._recovered = True
-        return {task.ray_job_id for task in running if task.ray_job_id} | set(self._following)
 
     def copy(self, running: list[Task], jobs: dict[str, JobState]) -> None:
         """One round: ``running`` are the tasks RUNNING at its start, ``jobs`` the states of the
         jobs ``followed`` named."""
-        self.followed(running)
+        self._recover_once()
         now = time.monotonic()
         live = {task.ray_job_id: task for task in running if task.ray_job_id}
         for job_id, task in live.items():

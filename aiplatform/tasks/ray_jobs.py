@@ -182,11 +182,9 @@ class RayJobs:
             return self.client.get_job_info(submission_id)
         except Unavailable:
             raise
-        except RuntimeError as exc:
-            if "status code 404" in str(exc) or "does not exist" in str(exc):
+        except Exception as exc:  # the job API unreachable or refusing: this round decides nothing
+            if isinstance(exc, RuntimeError) and ("status code 404" in str(exc) or "does not exist" in str(exc)):
                 return None
-            raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
-        except Exception as exc:  # the job API unreachable: this round decides nothing
             raise Unavailable(f"Ray's job API cannot describe job {submission_id}: {exc}") from exc
 
     def stop(self, submission_id: str) -> bool:
