@@ -216,6 +216,13 @@ class Settings(BaseSettings):
     and each worker CPU: 1.4% + 1.3% of a core at 0.2 s, 0.8% + 1.0% at 1 s or 2 s (an idle
     one-worker run here); 0.5 s keeps most of that saving and waits at most 0.5 s."""
 
+    train_keep_shard_bytes: int = Field(1 << 30, ge=0)
+    """The most bytes of one split a Ray Train worker keeps in its memory after the first epoch
+    (its shard, raw as stored), so later epochs draw batches without Ray Data, whose executor,
+    object-store fetches and batch conversion share the training step's cores. Only splits cached
+    in Ray's object store are kept (``dataset_streaming_bytes`` says which); 0 streams every
+    epoch."""
+
     train_placement: Literal["PACK", "SPREAD"] = "PACK"
     """How Ray Train places a run's workers: ``PACK`` fills a node first (fastest on one
     machine); ``SPREAD`` puts them on different nodes where it can, so one lost node costs one

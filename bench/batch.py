@@ -223,7 +223,7 @@ def main() -> None:
     import ray
 
     cores = os.cpu_count() or 1
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     from aiplatform.runtime import quiet_ray_data
 
     quiet_ray_data()

@@ -75,7 +75,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     from aiplatform.runtime import quiet_ray_data
 
     quiet_ray_data()

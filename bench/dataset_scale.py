@@ -150,6 +150,7 @@ def child(source: Path, streaming_bytes: int, epochs: int, home: Path) -> dict[s
 
     with PeakMemory() as peak:
         ray.init(
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             configure_logging=False,

@@ -131,6 +131,7 @@ def start_platform() -> tuple[str, Any, Any]:
     )
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(
+        address="local",
         num_cpus=2,
         namespace=settings.ray_namespace,
         include_dashboard=True,

@@ -386,6 +386,7 @@ def gateway(package: bytes, body: bytes, seconds: float, mode: str, replicas: in
     )
     env_vars = {k: v for k, v in os.environ.items() if k.startswith(("RAY_SERVE_", "RAY_ENABLE_WINDOWS"))}
     ray.init(
+        address="local",
         num_cpus=2,
         namespace=settings.ray_namespace,
         include_dashboard=False,

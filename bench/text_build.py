@@ -57,6 +57,7 @@ def main() -> None:
     from aiplatform.training.catalog import get_template
 
     ray.init(
+        address="local",
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,

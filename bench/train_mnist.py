@@ -114,11 +114,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--skip-job", action="store_true")
+    parser.add_argument(
+        "--stream-every-epoch",
+        action="store_true",
+        help="Ray Train reads its shard from Ray Data every epoch (train_keep_shard_bytes=0), as before it was kept",
+    )
     args = parser.parse_args()
 
     import ray
 
     ray.init(
+        address="local",  # its own Ray, never one another program started on this machine
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,
@@ -126,7 +132,7 @@ def main() -> None:
     )
     results = {"plain": [], "ray_train": [], "jobs": []}
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home))
+        settings = Settings(home=Path(home), **({"train_keep_shard_bytes": 0} if args.stream_every_epoch else {}))
         storage = open_storage(str(Path(home) / "artifacts"))
         datasets = DatasetManager(storage)
         template = get_template("cnn-classification")

@@ -90,6 +90,7 @@ def main() -> None:
     import ray
 
     ray.init(
+        address="local",
         num_cpus=os.cpu_count(),
         include_dashboard=False,
         log_to_driver=False,

@@ -121,6 +121,8 @@ def run_training(
         "steps_per_epoch": math.ceil(dataset.rows("train") / workers / params.batch_size) + 1,
         "seed": params.seed,
         "threads": worker_threads(workers),
+        # A cached split is small enough to keep in each worker after its first epoch.
+        "keep_shard_bytes": settings.train_keep_shard_bytes if splits.cached else 0,
     }
     scaling, run = ray_train_configs(
         settings,
