@@ -40,7 +40,8 @@ run_pip() {
     if grep -q '^Installing collected packages' "$log"; then
       say "unpacking $count packages"
     else
-      say "fetched $count of $(grep -cvE '^\s*(#|$)' constraints.txt) packages"
+      # The locked packages, and the platform itself (pip's "Obtaining file://...").
+      say "fetched $count of $(( $(grep -cvE '^\s*(#|$)' constraints.txt) + 1 )) packages"
     fi
   done
   wait "$pid"
