@@ -217,11 +217,11 @@ class Settings(BaseSettings):
     one-worker run here); 0.5 s keeps most of that saving and waits at most 0.5 s."""
 
     train_keep_shard_bytes: int = Field(1 << 30, ge=0)
-    """The most bytes of one split a Ray Train worker keeps in its memory after the first epoch
-    (its shard, raw as stored), so later epochs draw batches without Ray Data, whose executor,
-    object-store fetches and batch conversion share the training step's cores. Only splits cached
-    in Ray's object store are kept (``dataset_streaming_bytes`` says which); 0 streams every
-    epoch."""
+    """The most bytes of its shard of one split (train, val) a Ray Train worker keeps in memory
+    after the first epoch (raw, as stored), so later epochs draw batches without Ray Data, whose
+    executor, object-store fetches and batch conversion share the training step's cores. Only
+    splits cached in Ray's object store are kept (``dataset_streaming_bytes`` says which); where
+    any worker's shard is over this, every worker streams; 0 streams every epoch."""
 
     train_placement: Literal["PACK", "SPREAD"] = "PACK"
     """How Ray Train places a run's workers: ``PACK`` fills a node first (fastest on one

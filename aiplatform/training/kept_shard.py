@@ -5,16 +5,19 @@ Each epoch streamed from Ray Data costs CPU outside the training step: the split
 executor, object-store fetches, block-to-batch conversion, and the threads doing it interrupt the
 step's OpenMP threads. On a two-core machine that is a large share of an epoch. A split small
 enough to be cached in the object store (``DatasetManager.streams`` says which) is small enough
-to keep raw (undecoded, as stored) in each worker; a shard over ``max_bytes`` is streamed every
-epoch, as one larger than the object-store cache always is.
+to keep raw (undecoded, as stored) in each worker; a shard over ``max_bytes`` (per split and per
+worker) is streamed every epoch, as one larger than the object-store cache always is.
 
-Kept rows are drawn in a new order each epoch (the whole shard permuted, which shuffles better
-than the first epoch's block order and chunk permutation). A worker group restarted from a
-checkpoint reads its shards through Ray Data again in its first epoch.
+Kept rows are drawn in a new order each epoch (the worker's whole shard permuted; each worker
+keeps the rows it was dealt in the first epoch). A worker group restarted from a checkpoint reads
+its shards through Ray Data again in its first epoch. Workers must agree: one that streams waits
+at Ray Data's per-epoch barrier for all the others, so after each epoch every worker forgets its
+shard where any one could not keep its own (``keep_where_all_kept``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +38,12 @@ class KeptShard:
     def kept(self) -> bool:
         """Whether the next epoch is drawn from memory."""
         return self._rows is not None
+
+    def forget(self) -> None:
+        """Stream every epoch from the next one on (another worker could not keep its shard, and
+        would not next time either: keeping it again would only copy it each epoch)."""
+        self._rows = None
+        self.max_bytes = 0
 
     def chunks(self, rows: int, seed: int | None = None) -> Iterator[Batch]:
         """The shard in chunks of up to ``rows`` rows (numpy columns, as stored): from Ray Data
@@ -68,11 +77,26 @@ class KeptShard:
             self._rows = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
+def keep_where_all_kept(shards: list[KeptShard], device: Any = None) -> None:
+    """After an epoch, in every worker of a group: a shard stays kept only where every worker
+    kept its own (one that streams would wait at Ray Data's per-epoch barrier for the others)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    kept = torch.tensor([float(shard.kept) for shard in shards], dtype=torch.float32, device=device)
+    dist.all_reduce(kept, op=dist.ReduceOp.MIN)
+    for shard, everywhere in zip(shards, kept.tolist(), strict=True):
+        if shard.kept and not everywhere:
+            shard.forget()
+
+
 def batch_bytes(batch: Batch) -> int:
-    """Memory a batch's columns hold, the bytes and strings of object columns included."""
+    """Memory a batch's columns hold, each object of an object column (bytes, str) included."""
     total = 0
     for column in batch.values():
         total += column.nbytes
         if column.dtype == object:
-            total += sum(len(value) if isinstance(value, (bytes, str)) else 0 for value in column)
+            total += sum(map(sys.getsizeof, column))
     return total

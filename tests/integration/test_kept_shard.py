@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -63,7 +64,20 @@ def test_a_shard_over_its_budget_read_in_part_or_not_kept_is_read_from_ray_data_
     assert sorted(labels(never.chunks(64))) == list(range(ROWS))
     assert not never.kept
 
+    read_in_part.forget()  # another worker could not keep its shard: all stream, from now on
+    for seed in (3, 4):
+        assert sorted(labels(read_in_part.chunks(64, seed=seed))) == list(range(ROWS))
+        assert not read_in_part.kept
+
 
 def test_batch_bytes_counts_what_object_columns_hold() -> None:
-    batch = {"image": np.array([b"a" * 100, b"b" * 50], dtype=object), "label": np.array([1, 2], dtype=np.int64)}
-    assert batch_bytes(batch) == 2 * 8 + 150 + 2 * 8
+    images = [b"a" * 100, b"b" * 50]
+    texts = ["short", "ü" * 40]
+    batch = {
+        "image": np.array(images, dtype=object),
+        "text": np.array(texts, dtype=object),
+        "label": np.array([1, 2], dtype=np.int64),
+    }
+    held = sum(map(sys.getsizeof, images + texts))
+    assert held > 150 + 45  # each object's own header counts, not only its bytes
+    assert batch_bytes(batch) == 2 * 8 + 2 * 8 + held + 2 * 8

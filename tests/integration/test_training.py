@@ -78,6 +78,10 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes(ray_session: None, t
     epochs = [m["epoch"] for m in result.history]
     assert epochs == list(range(1, 5))
     assert result.history[-1]["resumed_from_epoch"] >= 1, "the run restarted from scratch"
+    # Each worker group reads its first epoch through Ray Data and the later ones from its memory
+    # (``training.kept_shard``), the restarted one included.
+    first_of_its_group = [m["epoch"] - 1 == m["resumed_from_epoch"] for m in result.history]
+    assert [m["read_from_memory"] for m in result.history] == [0.0 if f else 1.0 for f in first_of_its_group]
     assert result.test_metrics["test_accuracy"] > 0.7
     fault_table_figure(
         "train-worker",
