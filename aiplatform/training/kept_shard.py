@@ -80,15 +80,13 @@ class KeptShard:
 def keep_where_all_kept(shards: list[KeptShard], device: Any = None) -> None:
     """After an epoch, in every worker of a group: a shard stays kept only where every worker
     kept its own (one that streams would wait at Ray Data's per-epoch barrier for the others)."""
-    import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    kept = torch.tensor([float(shard.kept) for shard in shards], dtype=torch.float32, device=device)
-    dist.all_reduce(kept, op=dist.ReduceOp.MIN)
-    for shard, everywhere in zip(shards, kept.tolist(), strict=True):
-        if shard.kept and not everywhere:
+    from aiplatform.training.collectives import all_reduce
+
+    everywhere = all_reduce([float(shard.kept) for shard in shards], device, op=dist.ReduceOp.MIN)
+    for shard, kept in zip(shards, everywhere, strict=True):
+        if shard.kept and not kept:
             shard.forget()
 
 

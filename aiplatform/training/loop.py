@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from aiplatform.kinds import kind_for
 from aiplatform.networks.architectures import EncoderClassifier, build_model, load_pretrained
+from aiplatform.training.collectives import all_reduce
 from aiplatform.training.kept_shard import KeptShard, keep_where_all_kept
 
 CHECKPOINT_FILE = "state.pt"
@@ -70,27 +71,14 @@ def _shuffled_batches(
     """
     generator = torch.Generator().manual_seed(seed)
     chunk_rows = max(batch_size * 16, SHUFFLE_CHUNK_ROWS)
-    for inputs, labels in _collated(shard.chunks(chunk_rows, seed=seed), collate):
+    # Collated in this, the training thread: on a thread of its own (as Ray Data's prefetching had
+    # it) it ran a second team of OpenMP threads beside the step's, and on two cores Ray Train fell
+    # to 2,129-2,219 samples/s against 2,636-2,874 here (bench/train_mnist.py).
+    for inputs, labels in map(collate, shard.chunks(chunk_rows, seed=seed)):
         order = torch.randperm(len(labels), generator=generator).to(labels.device)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             yield inputs.index_select(0, index), labels.index_select(0, index)
-
-
-def _collated(chunks: Iterator[Any], collate: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``collate`` of each chunk, in the training thread: on a thread of its own (as Ray Data's
-    prefetching had it) it ran a second team of OpenMP threads beside the step's, and on two
-    cores Ray Train fell to 2,129-2,219 samples/s against 2,636-2,874 inline (bench/train_mnist.py)."""
-    return map(collate, chunks)
-
-
-def _all_reduce(values: list[float], device: torch.device, op: Any = None) -> list[float]:
-    """Sum (or ``op``) over workers; a no-op for a single worker."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=op if op is not None else dist.ReduceOp.SUM)
-    return tensor.tolist()
 
 
 def classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
@@ -146,15 +134,15 @@ def classification_loop(config: dict[str, Any]) -> list[dict[str, float]]:
         model.eval()
         val_seen, val_loss, val_correct = 0, 0.0, 0
         with torch.no_grad():
-            for images, labels in _collated(val_shard.chunks(VAL_BATCH_ROWS), collate):
+            for images, labels in map(collate, val_shard.chunks(VAL_BATCH_ROWS)):
                 logits = model(images)
                 val_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
                 val_correct += int((logits.argmax(dim=1) == labels).sum())
                 val_seen += len(labels)
-        seen_all, loss_all, val_seen_all, val_loss_all, val_correct_all = _all_reduce(
+        seen_all, loss_all, val_seen_all, val_loss_all, val_correct_all = all_reduce(
             [seen, loss_sum, val_seen, val_loss, val_correct], device
         )
-        (max_seconds,) = _all_reduce([train_seconds], device, op=dist.ReduceOp.MAX)
+        (max_seconds,) = all_reduce([train_seconds], device, op=dist.ReduceOp.MAX)
         keep_where_all_kept([train_shard, val_shard], device)
         metrics = {
             "epoch": epoch + 1,
